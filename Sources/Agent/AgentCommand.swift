@@ -1,0 +1,28 @@
+import ArgumentParser
+import Shared
+
+/// `ferry-agent`: the daemon on every instance, and its local commands.
+@main
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferry-agent",
+        abstract: "Pull signed releases from a Ferry controller and run them under PM2 (or the builtin supervisor).",
+        discussion: """
+            The agent polls the controller for this instance's desired state, verifies every release against the \
+            operator keys pinned in its config, downloads and extracts the artifact, switches the service's \
+            `current` release, makes the process manager's table match, checks health, rolls back on its own when a \
+            release fails, and reports to the controller.
+
+            Typical set-up: `ferry-agent enroll ...` once (writes the config and token), then `ferry-agent run` \
+            under systemd (see deploy/systemd/ferry-agent.service).
+            """,
+        version: FerryVersion.current,
+        subcommands: [
+            EnrollCommand.self,
+            RunCommand.self,
+            OnceCommand.self,
+            StatusCommand.self,
+            SupervisorCommand.self,
+        ]
+    )
+}

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Shared
+
+/// `ferry-controller`: the server agents poll, and the operator's commands.
+@main
+struct ControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferry-controller",
+        abstract: "Serve signed releases to Ferry agents, and publish, sign and inspect them.",
+        discussion: """
+            Operators generate a key (`keygen`), publish signed releases (`publish`, or `sign` + the API), and watch \
+            the fleet (`status`, the dashboard). The server (`serve`) stores artifacts and releases and answers \
+            agents; it checks signatures on the way in but never holds a signing key.
+
+            Operator commands read FERRY_CONTROLLER_URL, FERRY_TOKEN and FERRY_KEY when the flags are not given.
+            """,
+        version: FerryVersion.current,
+        subcommands: [
+            ServeCommand.self,
+            KeygenCommand.self,
+            SignCommand.self,
+            VerifyCommand.self,
+            TokenCommand.self,
+            PublishCommand.self,
+            StatusCommand.self,
+            RollbackCommand.self,
+            AgentsCommand.self,
+        ]
+    )
+}
