@@ -23,6 +23,7 @@ struct AgentCommand: AsyncParsableCommand {
             OnceCommand.self,
             StatusCommand.self,
             SupervisorCommand.self,
+            FetchCommand.self,
         ]
     )
 }

@@ -1,0 +1,327 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+// The documents agents and the controller exchange (DESIGN §2). Both sides parse them strictly through
+// `ObjectReader`, so a field one side renames is an error, not a silently missing value.
+
+/// `GET /v1/agents/{id}/desired-state`: the latest signed release of each service the agent runs.
+package struct DesiredState: Sendable, Equatable {
+    package var agentId: String
+    /// How often the agent should poll when not long-polling.
+    package var pollSeconds: Int64
+    /// Signed releases; the container itself is not signed, every element is.
+    package var releases: [Envelope]
+
+    /// Most releases one desired state may carry.
+    package static let maximumReleases = 256
+
+    package init(agentId: String, pollSeconds: Int64, releases: [Envelope]) {
+        self.agentId = agentId
+        self.pollSeconds = pollSeconds
+        self.releases = releases
+    }
+
+    package init(json: JSONValue) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: "")
+        agentId = try reader.required("agentId", Field.string(maxLength: 128))
+        pollSeconds = try reader.required("pollSeconds", Field.integer(in: 1...3600))
+        let items = try reader.required("releases") { (value, path) throws(DocumentError) -> [JSONValue] in
+            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+            guard items.count <= Self.maximumReleases else { throw .tooMany(field: path, limit: Self.maximumReleases, actual: items.count) }
+            return items
+        }
+        try reader.rejectUnknownFields()
+        var releases: [Envelope] = []
+        for (index, item) in items.enumerated() { releases.append(try Envelope(json: item, path: "releases[\(index)]")) }
+        self.releases = releases
+    }
+
+    package var json: JSONValue {
+        .object(["agentId": .string(agentId), "pollSeconds": .integer(pollSeconds), "releases": .array(releases.map(\.json))])
+    }
+}
+
+/// Where a service stands on one agent.
+package enum DeployPhase: String, Sendable, Codable, CaseIterable {
+    case running
+    case deploying
+    case failed
+    case rolledBack = "rolled-back"
+    case waiting
+}
+
+/// The health verdict an agent reports for a service.
+package enum HealthState: String, Sendable, Codable, CaseIterable {
+    case healthy
+    case unhealthy
+    case unknown
+}
+
+/// `POST /v1/agents/{id}/status`: what an agent runs and how it is doing. Never carries env values.
+package struct StatusReport: Sendable, Equatable {
+    package var agentVersion: String
+    package var hostname: String
+    /// `pm2` or `builtin`.
+    package var processManager: String
+    package var services: [ServiceStatus]
+
+    package static let maximumServices = 256
+
+    package init(agentVersion: String, hostname: String, processManager: String, services: [ServiceStatus]) {
+        self.agentVersion = agentVersion
+        self.hostname = hostname
+        self.processManager = processManager
+        self.services = services
+    }
+
+    package init(json: JSONValue) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: "")
+        agentVersion = try reader.required("agentVersion", Field.string(maxLength: 64))
+        hostname = try reader.required("hostname", Field.string(maxLength: 255))
+        processManager = try reader.required("processManager", Field.string(maxLength: 32))
+        let items = try reader.required("services") { (value, path) throws(DocumentError) -> [JSONValue] in
+            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+            guard items.count <= Self.maximumServices else { throw .tooMany(field: path, limit: Self.maximumServices, actual: items.count) }
+            return items
+        }
+        try reader.rejectUnknownFields()
+        var services: [ServiceStatus] = []
+        for (index, item) in items.enumerated() { services.append(try ServiceStatus(json: item, path: "services[\(index)]")) }
+        self.services = services
+    }
+
+    package var json: JSONValue {
+        .object([
+            "agentVersion": .string(agentVersion), "hostname": .string(hostname),
+            "processManager": .string(processManager), "services": .array(services.map(\.json)),
+        ])
+    }
+}
+
+/// One service's status on one agent.
+package struct ServiceStatus: Sendable, Equatable {
+    package var service: String
+    /// The serial running now (`nil` before the first install).
+    package var serial: Int64?
+    package var version: String?
+    /// The newest serial the agent has seen for this service (may differ from `serial` while deploying or after a
+    /// failure).
+    package var targetSerial: Int64?
+    package var phase: DeployPhase
+    /// A human sentence: what happened last, or why a release was refused or rolled back.
+    package var message: String
+    package var health: HealthState
+    /// Serials this agent refused or rolled back, newest first, with the reason.
+    package var failures: [ReleaseFailure]
+    package var processes: [ProcessReport]
+
+    package init(
+        service: String, serial: Int64?, version: String?, targetSerial: Int64?, phase: DeployPhase, message: String,
+        health: HealthState, failures: [ReleaseFailure] = [], processes: [ProcessReport]
+    ) {
+        self.service = service
+        self.serial = serial
+        self.version = version
+        self.targetSerial = targetSerial
+        self.phase = phase
+        self.message = message
+        self.health = health
+        self.failures = failures
+        self.processes = processes
+    }
+
+    init(json: JSONValue, path: String) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: path)
+        service = try reader.required("service", Release.serviceName)
+        serial = try reader.optional("serial", Field.integer(in: 1...Release.maximumSerial))
+        version = try reader.optional("version", Field.string(maxLength: 128))
+        targetSerial = try reader.optional("targetSerial", Field.integer(in: 1...Release.maximumSerial))
+        phase = try reader.required("phase", Self.enumeration(DeployPhase.self))
+        message = try reader.required("message", Self.text(maxLength: 2048))
+        health = try reader.required("health", Self.enumeration(HealthState.self))
+        failures = try reader.optional("failures") { (value, path) throws(DocumentError) -> [ReleaseFailure] in
+            try Self.list(value, path, limit: 32) { (item, itemPath) throws(DocumentError) in try ReleaseFailure(json: item, path: itemPath) }
+        } ?? []
+        processes = try reader.required("processes") { (value, path) throws(DocumentError) -> [ProcessReport] in
+            try Self.list(value, path, limit: 1024) { (item, itemPath) throws(DocumentError) in try ProcessReport(json: item, path: itemPath) }
+        }
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue {
+        var fields: [String: JSONValue] = [
+            "service": .string(service), "phase": .string(phase.rawValue), "message": .string(message),
+            "health": .string(health.rawValue), "processes": .array(processes.map(\.json)),
+            "failures": .array(failures.map(\.json)),
+        ]
+        if let serial { fields["serial"] = .integer(serial) }
+        if let version { fields["version"] = .string(version) }
+        if let targetSerial { fields["targetSerial"] = .integer(targetSerial) }
+        return .object(fields)
+    }
+
+    static func enumeration<E: RawRepresentable & CaseIterable>(_: E.Type) -> (JSONValue, String) throws(DocumentError) -> E
+    where E.RawValue == String {
+        { (value, path) throws(DocumentError) in
+            let text = try Field.string(maxLength: 64)(value, path)
+            guard let result = E(rawValue: text) else {
+                throw .invalidValue(field: path, reason: "\"\(text)\" must be one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return result
+        }
+    }
+
+    /// Free text: any printable characters, newlines allowed, bounded.
+    static func text(maxLength: Int) -> (JSONValue, String) throws(DocumentError) -> String {
+        { (value, path) throws(DocumentError) in
+            guard case .string(let text) = value else { throw .wrongType(field: path, expected: "string", got: value.typeName) }
+            guard text.utf8.count <= maxLength else { throw .tooLarge(field: path, limit: maxLength, actual: text.utf8.count) }
+            return text
+        }
+    }
+
+    static func list<T>(
+        _ value: JSONValue, _ path: String, limit: Int, _ element: (JSONValue, String) throws(DocumentError) -> T
+    ) throws(DocumentError) -> [T] {
+        guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+        guard items.count <= limit else { throw .tooMany(field: path, limit: limit, actual: items.count) }
+        var out: [T] = []
+        for (index, item) in items.enumerated() { out.append(try element(item, "\(path)[\(index)]")) }
+        return out
+    }
+}
+
+/// A serial an agent refused (bad signature, expired, replay) or rolled back, and why.
+package struct ReleaseFailure: Sendable, Equatable {
+    package var serial: Int64
+    package var reason: String
+    /// `refused` (never installed) or `rolled-back` (installed, failed its health gate).
+    package var kind: String
+
+    package init(serial: Int64, reason: String, kind: String) {
+        self.serial = serial
+        self.reason = reason
+        self.kind = kind
+    }
+
+    init(json: JSONValue, path: String) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: path)
+        serial = try reader.required("serial", Field.integer(in: 0...Release.maximumSerial))
+        reason = try reader.required("reason", ServiceStatus.text(maxLength: 2048))
+        kind = try reader.required("kind", Field.string(maxLength: 32))
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue { .object(["serial": .integer(serial), "reason": .string(reason), "kind": .string(kind)]) }
+}
+
+/// One process instance in a status report (DESIGN §2).
+package struct ProcessReport: Sendable, Equatable {
+    package var name: String
+    package var pmId: Int64
+    package var status: String
+    package var restarts: Int64
+    package var uptimeSeconds: Int64?
+    package var memoryBytes: Int64
+    package var cpuPercent: Double
+
+    package init(name: String, pmId: Int64, status: String, restarts: Int64, uptimeSeconds: Int64?, memoryBytes: Int64, cpuPercent: Double) {
+        self.name = name
+        self.pmId = pmId
+        self.status = status
+        self.restarts = restarts
+        self.uptimeSeconds = uptimeSeconds
+        self.memoryBytes = memoryBytes
+        self.cpuPercent = cpuPercent
+    }
+
+    init(json: JSONValue, path: String) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: path)
+        name = try reader.required("name", Field.string(maxLength: 64))
+        pmId = try reader.required("pmId", Field.integer(in: 0...Int64(Int32.max)))
+        status = try reader.required("status", Field.string(maxLength: 32))
+        restarts = try reader.required("restarts", Field.integer(in: 0...Int64(Int32.max)))
+        uptimeSeconds = try reader.optional("uptimeSeconds", Field.integer(in: 0...Int64(Int32.max) * 100))
+        memoryBytes = try reader.required("memoryBytes", Field.integer(in: 0...(1 << 50)))
+        cpuPercent = try reader.required("cpuPercent") { (value, path) throws(DocumentError) -> Double in
+            switch value {
+            case .integer(let n): return Double(n)
+            case .number(let d) where d.isFinite && d >= 0: return d
+            default: throw .wrongType(field: path, expected: "non-negative number", got: value.typeName)
+            }
+        }
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue {
+        var fields: [String: JSONValue] = [
+            "name": .string(name), "pmId": .integer(pmId), "status": .string(status), "restarts": .integer(restarts),
+            "memoryBytes": .integer(memoryBytes), "cpuPercent": .number(cpuPercent),
+        ]
+        if let uptimeSeconds { fields["uptimeSeconds"] = .integer(uptimeSeconds) }
+        return .object(fields)
+    }
+}
+
+/// `POST /v1/agents` (enroll token): an instance asks for its own agent token.
+package struct EnrollRequest: Sendable, Equatable {
+    package var name: String
+    package var hostname: String
+    package var services: [String]
+
+    package init(name: String, hostname: String, services: [String]) {
+        self.name = name
+        self.hostname = hostname
+        self.services = services
+    }
+
+    package init(json: JSONValue) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: "")
+        name = try reader.required("name", Field.string(maxLength: 128))
+        guard !name.isEmpty else { throw .invalidValue(field: "name", reason: "must not be empty") }
+        hostname = try reader.required("hostname", Field.string(maxLength: 255))
+        services = try reader.required("services") { (value, path) throws(DocumentError) -> [String] in
+            try ServiceStatus.list(value, path, limit: 256, Release.serviceName)
+        }
+        try reader.rejectUnknownFields()
+        guard !services.isEmpty else { throw .invalidValue(field: "services", reason: "at least one service is required") }
+    }
+
+    package var json: JSONValue {
+        .object(["name": .string(name), "hostname": .string(hostname), "services": .array(services.map { .string($0) })])
+    }
+}
+
+/// The answer to `POST /v1/agents`: the agent's id and its token (shown once).
+package struct EnrollResponse: Sendable, Equatable {
+    package var agentId: String
+    package var token: String
+
+    package init(agentId: String, token: String) {
+        self.agentId = agentId
+        self.token = token
+    }
+
+    package init(json: JSONValue) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: "")
+        agentId = try reader.required("agentId", Field.string(maxLength: 128))
+        token = try reader.required("token", Field.string(maxLength: 512))
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue { .object(["agentId": .string(agentId), "token": .string(token)]) }
+}
+
+/// Every API error body: `{"error": "<code>", "message": "<human sentence>"}`.
+package struct APIErrorBody: Sendable, Equatable, Codable {
+    package var error: String
+    package var message: String
+
+    package init(error: String, message: String) {
+        self.error = error
+        self.message = message
+    }
+}
