@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// The agent's configuration file (JSON or YAML), written by `ferry-agent enroll` and read by every other command.
 ///
@@ -82,8 +83,13 @@ struct AgentConfig: Sendable, Equatable {
     }
 
     init(
-        controllerURL: String, agentId: String, tokenFile: String, services: [String], trustedKeys: [String],
-        threshold: Int = 1, stateDir: String = "/var/lib/ferry"
+        controllerURL: String,
+        agentId: String,
+        tokenFile: String,
+        services: [String],
+        trustedKeys: [String],
+        threshold: Int = 1,
+        stateDir: String = "/var/lib/ferry"
     ) {
         self.controllerURL = controllerURL
         self.agentId = agentId
