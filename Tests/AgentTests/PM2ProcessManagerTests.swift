@@ -17,22 +17,36 @@ struct PM2ProcessManagerTests {
     /// Operations that would reach apps of the `shop` namespace, and what the manager answers instead. Nothing but
     /// `jlist` may reach pm2 in any of them.
     static let refused: [(label: String, act: @Sendable (PM2ProcessManager, String) async throws -> Void, error: PM2Error?)] = [
-        ("start an app whose name another namespace uses", { try await $0.start(app("ns-a"), ecosystem: $1) },
-         .foreignNameClash(app: "ns-a", namespaces: ["shop"], ferryNamespace: "ferry")),
-        ("reload an app whose name another namespace uses", { try await $0.reload(app("ns-b"), ecosystem: $1) },
-         .foreignNameClash(app: "ns-b", namespaces: ["shop"], ferryNamespace: "ferry")),
-        ("delete an app whose name another namespace uses", { manager, _ in try await manager.delete(appNamed: "ns-b") },
-         .foreignNameClash(app: "ns-b", namespaces: ["shop"], ferryNamespace: "ferry")),
-        ("restart an app whose name another namespace uses", { manager, _ in try await manager.restart(appNamed: "ns-a") },
-         .foreignNameClash(app: "ns-a", namespaces: ["shop"], ferryNamespace: "ferry")),
+        (
+            "start an app whose name another namespace uses", { try await $0.start(app("ns-a"), ecosystem: $1) },
+            .foreignNameClash(app: "ns-a", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        (
+            "reload an app whose name another namespace uses", { try await $0.reload(app("ns-b"), ecosystem: $1) },
+            .foreignNameClash(app: "ns-b", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        (
+            "delete an app whose name another namespace uses", { manager, _ in try await manager.delete(appNamed: "ns-b") },
+            .foreignNameClash(app: "ns-b", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        (
+            "restart an app whose name another namespace uses", { manager, _ in try await manager.restart(appNamed: "ns-a") },
+            .foreignNameClash(app: "ns-a", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
         // `pm2 delete shop` would delete the whole namespace (delete-namespace): an absent app is simply gone.
-        ("delete a name Ferry does not have (it is a namespace to PM2)", { manager, _ in try await manager.delete(appNamed: "shop") },
-         nil),
-        ("restart a name Ferry does not have", { manager, _ in try await manager.restart(appNamed: "shop") },
-         .appNotFound(app: "shop", namespace: "ferry")),
+        (
+            "delete a name Ferry does not have (it is a namespace to PM2)", { manager, _ in try await manager.delete(appNamed: "shop") },
+            nil
+        ),
+        (
+            "restart a name Ferry does not have", { manager, _ in try await manager.restart(appNamed: "shop") },
+            .appNotFound(app: "shop", namespace: "ferry")
+        ),
         ("delete `all`", { manager, _ in try await manager.delete(appNamed: "all") }, .reservedName("all")),
-        ("start from a relative ecosystem path", { manager, _ in try await manager.start(app("api"), ecosystem: "eco.json") },
-         .ecosystemNotAbsolute("eco.json")),
+        (
+            "start from a relative ecosystem path", { manager, _ in try await manager.start(app("api"), ecosystem: "eco.json") },
+            .ecosystemNotAbsolute("eco.json")
+        ),
     ]
 
     @Test("apps outside Ferry's namespace are never touched", arguments: refused.indices)

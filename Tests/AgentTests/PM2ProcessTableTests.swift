@@ -35,7 +35,7 @@ struct PM2ProcessTableTests {
         "jlist-daemon-not-running.json": [],
         "jlist-empty.json": [],
         "jlist-fork-online.json": [
-            Row("web-fork", id: 0, pid: 10277, .online, restarts: 0, ns: "default", of: 1, index: 0, .fork, exit: nil),
+            Row("web-fork", id: 0, pid: 10277, .online, restarts: 0, ns: "default", of: 1, index: 0, .fork, exit: nil)
         ],
         "jlist-cluster-2.json": [
             Row("web-fork", id: 0, pid: 10277, .online, restarts: 0, ns: "default", of: 1, index: 0, .fork, exit: nil),
@@ -68,13 +68,13 @@ struct PM2ProcessTableTests {
             Row("crash-noauto", id: 1, pid: 0, .stopped, restarts: 0, ns: "default", of: 1, index: 0, .fork, exit: 1),
         ],
         "jlist-after-crash-default.json": [
-            Row("crash-default", id: 0, pid: 0, .errored, restarts: 15, ns: "default", of: 1, index: 0, .fork, exit: 1),
+            Row("crash-default", id: 0, pid: 0, .errored, restarts: 15, ns: "default", of: 1, index: 0, .fork, exit: 1)
         ],
         "jlist-waiting-restart.json": [
-            Row("crash-delay", id: 0, pid: 13381, .waitingRestart, restarts: 1, ns: "default", of: 1, index: 0, .fork, exit: 1),
+            Row("crash-delay", id: 0, pid: 13381, .waitingRestart, restarts: 1, ns: "default", of: 1, index: 0, .fork, exit: 1)
         ],
         "jlist-syntax-error.json": [
-            Row("syntax-error", id: 0, pid: 0, .errored, restarts: 15, ns: "default", of: 1, index: 0, .fork, exit: 1),
+            Row("syntax-error", id: 0, pid: 0, .errored, restarts: 15, ns: "default", of: 1, index: 0, .fork, exit: 1)
         ],
         "symlink-02-jlist.json": [
             Row("sym-fork", id: 0, pid: 14375, .online, restarts: 0, ns: "default", of: 1, index: 0, .fork, exit: nil),
@@ -92,7 +92,7 @@ struct PM2ProcessTableTests {
             Row("sym-cluster", id: 2, pid: 0, .errored, restarts: 19, ns: "default", of: 2, index: 1, .cluster, exit: 0),
         ],
         "jlist-env.json": [
-            Row("web-envs", id: 0, pid: 16279, .online, restarts: 2, ns: "default", of: 1, index: 0, .fork, exit: 0),
+            Row("web-envs", id: 0, pid: 16279, .online, restarts: 2, ns: "default", of: 1, index: 0, .fork, exit: 0)
         ],
     ]
 
@@ -169,12 +169,16 @@ struct PM2ProcessTableTests {
     }
 
     static let odd: [(label: String, stdout: String, outcome: Outcome)] = [
-        ("daemon lines without colour (NO_COLOR=1) before the JSON",
-         "[PM2] Spawning PM2 daemon with pm2_home=/h\n[PM2] PM2 Successfully daemonized\n[]", .reads(0)),
+        (
+            "daemon lines without colour (NO_COLOR=1) before the JSON",
+            "[PM2] Spawning PM2 daemon with pm2_home=/h\n[PM2] PM2 Successfully daemonized\n[]", .reads(0)
+        ),
         ("a trailing newline after the JSON", "[]\n", .reads(0)),
         ("CRLF line ends", "[PM2] Spawning PM2 daemon\r\n[]\r\n", .reads(0)),
-        ("a minimal element (older PM2: no namespace, no monit, no instances)",
-         #"[{"name":"a","pm_id":3,"pm2_env":{"status":"online"}}]"#, .reads(1)),
+        (
+            "a minimal element (older PM2: no namespace, no monit, no instances)",
+            #"[{"name":"a","pm_id":3,"pm2_env":{"status":"online"}}]"#, .reads(1)
+        ),
         ("empty output", "", .refused("no JSON array in the output")),
         ("daemon lines only", "[PM2] Spawning PM2 daemon with pm2_home=/h\n", .refused("malformed")),
         ("an object instead of the array", #"{"apps":[]}"#, .refused("no JSON array in the output")),
@@ -184,10 +188,14 @@ struct PM2ProcessTableTests {
         ("no name", #"[{"pm_id":0,"pm2_env":{"status":"online"}}]"#, .refused("element 0 has no name")),
         ("no pm_id", #"[{"name":"a","pm2_env":{"status":"online"}}]"#, .refused("element 0 (a) has no integer pm_id")),
         ("no status", #"[{"name":"a","pm_id":0,"pm2_env":{}}]"#, .refused("element 0 (a) has no pm2_env.status")),
-        ("an unknown status", #"[{"name":"a","pm_id":0,"pm2_env":{"status":"sleeping"}}]"#,
-         .refused(#"element 0 (a) has unknown pm2_env.status "sleeping""#)),
-        ("an unknown exec mode", #"[{"name":"a","pm_id":0,"pm2_env":{"status":"online","exec_mode":"thread_mode"}}]"#,
-         .refused(#"element 0 (a) has unknown pm2_env.exec_mode "thread_mode""#)),
+        (
+            "an unknown status", #"[{"name":"a","pm_id":0,"pm2_env":{"status":"sleeping"}}]"#,
+            .refused(#"element 0 (a) has unknown pm2_env.status "sleeping""#)
+        ),
+        (
+            "an unknown exec mode", #"[{"name":"a","pm_id":0,"pm2_env":{"status":"online","exec_mode":"thread_mode"}}]"#,
+            .refused(#"element 0 (a) has unknown pm2_env.exec_mode "thread_mode""#)
+        ),
     ]
 
     @Test("odd or hostile jlist output is read or refused with a reason", arguments: odd.indices)

@@ -20,7 +20,8 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
     case replace(reason: String)
     /// A Ferry-owned app that is no longer desired.
     case delete
-    /// The app is errored or stopped while it should run, and nothing else changed.
+    /// The app is `errored`, or `stopped` while autorestart is on, and nothing else changed. (An `autorestart: false`
+    /// app that stopped is left alone: the operator asked for it not to be restarted; a new release reloads it.)
     case restart
 
     /// Decides the action for one app name.
@@ -36,8 +37,8 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
         if !differences.isEmpty { return .replace(reason: differences.joined(separator: "; ")) }
         // A reload also starts errored and stopped instances again, so a refresh covers them too.
         if needsRefresh { return .reload }
-        if observed.contains(where: { $0.status == .errored || $0.status == .stopped }) { return .restart }
-        return .none
+        let down = observed.contains { $0.status == .errored || ($0.status == .stopped && desired.autorestart) }
+        return down ? .restart : .none
     }
 
     /// Why the running app cannot be reloaded into `desired`, one phrase per difference; empty when a reload fits.

@@ -38,15 +38,16 @@ struct PM2CommandRunner: Sendable {
         }
     }
 
-    /// Most bytes accepted on stdout (a `jlist` of a few hundred apps is a few MB).
-    var stdoutLimit: Int = 64 << 20
+    /// Most bytes accepted on stdout (a `jlist` element is 3–9 KB, so a few hundred instances fit easily).
+    var stdoutLimit: Int = 16 << 20
     /// Most bytes accepted on stderr.
-    var stderrLimit: Int = 1 << 20
+    var stderrLimit: Int = 256 << 10
 
     /// Runs `command` and returns its output whatever its exit status.
     ///
     /// - Throws: `PM2Error.unresponsive` when the timeout passed (the process group was killed),
-    ///   `PM2Error.launchFailed` when pm2 could not be started, `PM2Error.outputTooLarge`.
+    ///   `PM2Error.launchFailed` when pm2 could not be started, `PM2Error.outputTooLarge`, `PM2Error.cancelled` when the
+    ///   calling task was cancelled (the group was killed the same way).
     ///   A non-zero exit is not thrown here: `PM2ProcessManager` decides what it means.
     func run(_ command: PM2Command) async throws(PM2Error) -> Output {
         var options = PlatformOptions()
@@ -85,6 +86,8 @@ struct PM2CommandRunner: Sendable {
                 group.cancelAll()
                 return first
             }
+        } catch is CancellationError {
+            throw .cancelled(command: command.description)
         } catch let error as SubprocessError {
             if error.code == .outputLimitExceeded {
                 throw .outputTooLarge(command: command.description, stdoutLimit: stdoutLimit, stderrLimit: stderrLimit)

@@ -10,6 +10,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     case launchFailed(command: String, reason: String)
     /// pm2 did not finish within the timeout; its whole process group was killed.
     case unresponsive(command: String, timeout: Duration)
+    /// The calling task was cancelled (the agent is shutting down) while pm2 ran; its process group was killed.
+    case cancelled(command: String)
     /// pm2 exited with a non-zero status (or was killed by a signal).
     case commandFailed(command: String, status: String, stderr: String, stdout: String)
     /// pm2 printed more than the agent accepts on stdout or stderr.
@@ -38,6 +40,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
         case .unresponsive(let command, let timeout):
             "pm2 unresponsive: `\(command)` did not finish within \(Self.seconds(timeout)); its process group was killed "
                 + "and the next pass tries again"
+        case .cancelled(let command):
+            "`\(command)` was cancelled; its process group was killed"
         case .commandFailed(let command, let status, let stderr, let stdout):
             "`\(command)` failed (\(status))" + Self.detail(stderr: stderr, stdout: stdout)
         case .outputTooLarge(let command, let stdoutLimit, let stderrLimit):
