@@ -161,7 +161,7 @@ actor Reconciler {
             try? await processManager.save()
         }
         await refreshHealth()
-        summary.converged = summary.problems.isEmpty && isConverged()
+        summary.converged = summary.problems.isEmpty && convergenceProblems().isEmpty
         return summary
     }
 
@@ -418,17 +418,34 @@ actor Reconciler {
         }
     }
 
-    private func isConverged() -> Bool {
-        guard let decisions = lastDecisions else { return false }
+    /// Why the instance does not (yet) run exactly the desired state; empty when it does.
+    func convergenceProblems() -> [String] {
+        guard let decisions = lastDecisions else { return ["no desired state received from the controller yet"] }
+        var problems: [String] = []
         for service in configuration.services {
-            guard let applied = state[service].applied, state[service].pending == nil, health[service] == .healthy else { return false }
+            let serviceState = state[service]
             switch decisions.decisions[service] {
-            case .keep?: continue
-            case .install(let release, _)?: if release.serial != applied.serial { return false }
-            default: return false
+            case nil:
+                problems.append("\(service): the controller has no release for this service yet")
+                continue
+            case .skipFailed(let serial)?:
+                problems.append("\(service): serial \(serial) failed here and is not retried: \(serviceState.message)")
+                continue
+            case .refuse(let serial, let reason)?:
+                problems.append("\(service): serial \(serial.map(String.init) ?? "?") refused: \(reason)")
+                continue
+            case .install(let release, _)?:
+                if serviceState.applied?.serial != release.serial {
+                    problems.append("\(service): serial \(release.serial) is not installed: \(serviceState.message)")
+                    continue
+                }
+            case .keep?:
+                break
             }
+            if serviceState.pending != nil { problems.append("\(service): an install is still pending") }
+            if health[service] != .healthy { problems.append("\(service): not healthy (\(serviceState.message))") }
         }
-        return true
+        return problems
     }
 
     /// The status report for the controller.
