@@ -100,8 +100,10 @@ struct SupervisorCommand: AsyncParsableCommand {
         var logger = Logger(label: "ferry.supervisor") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = .info
         let daemon = SupervisorDaemon(configuration: configuration, logger: logger)
+        // The daemon returning (after a shutdown request) ends the group normally, not as a failure.
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "supervisor")],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

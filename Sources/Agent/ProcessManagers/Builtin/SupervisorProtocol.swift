@@ -90,13 +90,23 @@ enum SupervisorRequest: Sendable, Equatable {
             let text = codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
             return text.isEmpty ? "(top level)" : String(text.drop { $0 == "." })
         }
+        func kind(_ type: Any.Type) -> String {
+            let name = "\(type)"
+            if name.hasPrefix("Dictionary") { return "an object" }
+            if name.hasPrefix("Array") { return "an array" }
+            if name.hasPrefix("String") { return "a string" }
+            if name.hasPrefix("Bool") { return "a boolean" }
+            if name.hasPrefix("Int") || name.hasPrefix("UInt") { return "an integer" }
+            if name.hasPrefix("Double") || name.hasPrefix("Float") { return "a number" }
+            return name
+        }
         switch error {
         case DecodingError.keyNotFound(let key, let context):
             return "\(path(context.codingPath + [key])): missing"
         case DecodingError.typeMismatch(let type, let context):
-            return "\(path(context.codingPath)): expected \(type)"
+            return "\(path(context.codingPath)): expected \(kind(type))"
         case DecodingError.valueNotFound(let type, let context):
-            return "\(path(context.codingPath)): expected \(type), found null"
+            return "\(path(context.codingPath)): expected \(kind(type)), found null"
         case DecodingError.dataCorrupted(let context):
             return "\(path(context.codingPath)): \(context.debugDescription)"
         default:
