@@ -121,7 +121,8 @@ struct BuiltinSupervisorPartsTests {
                     ["supervisor", "--home", "/tmp/x", "--backoff-initial-ms", "0"]] {
             #expect(throws: (any Error).self, "\(bad)") { try AgentCommand.parseAsRoot(bad) }
         }
-        #expect(!AgentCommand.helpMessage().contains("supervisor"), "the supervisor command stays out of help")
+        let listed = AgentCommand.helpMessage().split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix("supervisor") }
+        #expect(!listed, "the supervisor command stays out of help")
     }
 
     @Test("supervisor --stop with no daemon running says so and starts nothing")
