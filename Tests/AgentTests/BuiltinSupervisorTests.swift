@@ -69,10 +69,24 @@ struct BuiltinSupervisorTests {
             let script = try harness.write("app/crash.js", TestApps.crash)
             var limited = harness.spec("crash-limited", script: script)
             limited.maxRestarts = 3
+            // Every run (node start-up + 200 ms) must count as unstable, even on a loaded machine.
+            limited.minUptimeMilliseconds = 5000
             var noAuto = harness.spec("crash-noauto", script: script)
             noAuto.autorestart = false
+            var delayed = harness.spec("crash-delay", script: script)
+            delayed.restartDelayMilliseconds = 1500
             try await harness.manager.start(limited, ecosystem: "")
             try await harness.manager.start(noAuto, ecosystem: "")
+            try await harness.manager.start(delayed, ecosystem: "")
+
+            let waiting = try await harness.waitUntil("crash-delay waits for its restart_delay") { table in
+                table.first { $0.name == "crash-delay" }?.status == .waitingRestart
+            }
+            #expect(waiting.first { $0.name == "crash-delay" }.map { $0.pid == nil && $0.restarts == 0 } == true)
+            try await harness.waitUntil("crash-delay was restarted after its delay") { table in
+                table.first { $0.name == "crash-delay" }.map { $0.restarts == 1 } ?? false
+            }
+            try await harness.manager.delete(appNamed: "crash-delay")
 
             let settled = try await harness.waitUntil("crash-limited is errored and crash-noauto stopped") { table in
                 table.first { $0.name == "crash-limited" }?.status == .errored && table.first { $0.name == "crash-noauto" }?.status == .stopped
@@ -221,6 +235,23 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    @Test("clients calling at once on a fresh home start exactly one daemon")
+    func concurrentFirstCalls() async throws {
+        try await SupervisorHarness.with { harness in
+            let clients = [harness.manager, harness.secondClient(), harness.secondClient(), harness.secondClient()]
+            let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
+                for client in clients {
+                    group.addTask { try await client.daemonPID() }
+                }
+                return try await group.reduce(into: Set<Int32>()) { $0.insert($1) }
+            }
+            #expect(pids.count == 1)
+            let daemon = try #require(pids.first)
+            // Daemons that lost the race for the lock exit at once.
+            #expect(await SupervisorHarness.eventually { harness.processesUnderHome() == [daemon] })
+        }
+    }
+
     @Test("a daemon killed with SIGKILL is started again by the next call and resurrects its apps")
     func resurrectAfterSIGKILL() async throws {
         try await SupervisorHarness.with { harness in
@@ -248,6 +279,20 @@ struct BuiltinSupervisorTests {
                 #expect(!after.contains { $0.pid == old })
                 #expect(!SupervisorHarness.isAlive(old), "the process the killed daemon left behind still runs")
             }
+
+            // `ferry-agent supervisor --stop` stops the daemon and its apps.
+            let stop = Process()
+            stop.executableURL = URL(fileURLWithPath: TestPaths.executable("ferry-agent"))
+            stop.arguments = ["supervisor", "--home", harness.home, "--stop"]
+            let output = Pipe()
+            stop.standardOutput = output
+            try stop.run()
+            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            stop.waitUntilExit()
+            #expect(stop.terminationStatus == 0)
+            #expect(printed.contains("stopped"), "\(printed)")
+            #expect(!SupervisorHarness.isAlive(respawned))
+            #expect(after.compactMap(\.pid).allSatisfy { !SupervisorHarness.isAlive($0) })
         }
     }
 

@@ -125,7 +125,9 @@ struct BuiltinProcessManager: ProcessManager {
     /// `startingDaemon` is false.
     private static func connect(_ configuration: Configuration, startingDaemon: Bool, logger: Logger) throws(SupervisorError) -> Int32? {
         let deadline = ContinuousClock.now + configuration.connectTimeout
-        var started = false
+        // When the daemon that answers no more is still on its way out (a shutdown in progress), the one started for
+        // this call finds the lock taken and exits: so start again, at most once a second, until one stays up.
+        var lastStart: ContinuousClock.Instant?
         while true {
             let lastErrno: Int32
             switch try UnixSocket.connect(to: configuration.socketPath) {
@@ -134,10 +136,10 @@ struct BuiltinProcessManager: ProcessManager {
             case .failure(let error) where [ENOENT, ECONNREFUSED].contains(error.code):
                 // No socket, or a stale one from a dead daemon.
                 guard startingDaemon else { return nil }
-                if !started {
+                if lastStart.map({ $0.duration(to: .now) >= .seconds(1) }) ?? true {
                     logger.info("supervisor.daemon.starting", metadata: ["supervisor.home": "\(configuration.home)"])
                     try SupervisorLauncher.startDaemon(configuration)
-                    started = true
+                    lastStart = .now
                 }
                 lastErrno = error.code
             case .failure(let error) where error.code == EAGAIN || error.code == EINTR:
