@@ -136,7 +136,7 @@ actor Supervisor {
             } else {
                 var allocated = allPmIds()
                 let instances = (0..<spec.instances).map { index in
-                    let pmId = Self.lowestFreeId(after: allocated)
+                    let pmId = Self.nextId(after: allocated)
                     allocated.insert(pmId)
                     return SupervisedInstance(pmId: pmId, index: index, backoff: configuration.restartBackoff.initial)
                 }
@@ -227,6 +227,9 @@ actor Supervisor {
     /// are recognised by pid and `/proc` start time and stopped first, so nothing runs twice. Restart counts start
     /// at 0, as after `pm2 resurrect`.
     func resurrect() async {
+        await acquireOperation()
+        defer { releaseOperation() }
+        guard !isShuttingDown else { return }
         let saved: AppTableFile.Table
         do {
             saved = try tableFile.load()
@@ -258,7 +261,7 @@ actor Supervisor {
             let reusable = savedIds.count == app.spec.instances && Set(savedIds).count == savedIds.count && used.isDisjoint(with: savedIds)
             var instances: [SupervisedInstance] = []
             for index in 0..<app.spec.instances {
-                let pmId = reusable ? savedIds[index] : Self.lowestFreeId(after: used.union(allPmIds()))
+                let pmId = reusable ? savedIds[index] : Self.nextId(after: used.union(allPmIds()))
                 used.insert(pmId)
                 instances.append(SupervisedInstance(pmId: pmId, index: index, backoff: configuration.restartBackoff.initial))
             }
@@ -591,7 +594,7 @@ actor Supervisor {
         if count > current {
             var used = allPmIds()
             for index in current..<count {
-                let pmId = Self.lowestFreeId(after: used)
+                let pmId = Self.nextId(after: used)
                 used.insert(pmId)
                 apps[name]?.instances.append(SupervisedInstance(pmId: pmId, index: index, backoff: configuration.restartBackoff.initial))
             }
@@ -714,7 +717,7 @@ actor Supervisor {
     }
 
     /// The next id after the highest in use, or 0 for an empty table (PM2 reuses ids after `delete all`).
-    private static func lowestFreeId(after used: Set<Int>) -> Int {
+    private static func nextId(after used: Set<Int>) -> Int {
         (used.max() ?? -1) + 1
     }
 

@@ -67,8 +67,12 @@ struct SupervisorDaemon: Service {
         supervisorConfiguration.logRotation = configuration.logRotation
         supervisorConfiguration.restartBackoff = configuration.restartBackoff
         let supervisor = Supervisor(configuration: supervisorConfiguration, pump: pump, logger: logger)
-        await supervisor.resurrect()
-        await supervisor.startSampling()
+        // The socket answers at once; requests wait until the saved apps are back (stopping processes a crashed
+        // daemon left behind can take a kill_timeout), so nobody sees a half-restored table.
+        let resurrection = Task {
+            await supervisor.resurrect()
+            await supervisor.startSampling()
+        }
 
         let (shutdownRequests, shutdown) = AsyncStream.makeStream(of: Void.self)
         var serverConfiguration = SupervisorServer.Configuration(socketPath: configuration.socketPath)
@@ -78,6 +82,7 @@ struct SupervisorDaemon: Service {
             server = try SupervisorServer.start(
                 configuration: serverConfiguration, logger: logger,
                 handler: { request in
+                    await resurrection.value
                     guard request == .shutdown else { return await supervisor.handle(request) }
                     await supervisor.stopAll()
                     return .success(pid: getpid())
