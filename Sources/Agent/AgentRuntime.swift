@@ -30,17 +30,18 @@ struct AgentRuntime: Sendable {
         let client = ControllerClient(baseURL: config.controllerURL, token: token, http: http)
         let (processManager, name) = try makeProcessManager(config: config, layout: layout, logger: logger)
 
-        var fetcherConfiguration = ArtifactFetcher.Configuration(artifactsDirectory: layout.artifactsDir)
+        var fetcherConfiguration = ArtifactFetcher.Configuration(stateDirectory: layout.stateDir)
         fetcherConfiguration.pauseAfterBytes = environment["FERRY_TEST_PAUSE_AFTER_BYTES"].flatMap { Int64($0) }
         let fetcher = ArtifactFetcher(
             configuration: fetcherConfiguration,
-            http: http,
+            client: http,
             controllerURL: config.controllerURL,
-            token: token
+            token: token,
+            logger: logger
         )
         var extractorConfiguration = ArchiveExtractor.Configuration()
         extractorConfiguration.pauseAfterEntries = environment["FERRY_TEST_PAUSE_AFTER_ENTRIES"].flatMap { Int($0) }
-        let extractor = ArchiveExtractor(configuration: extractorConfiguration)
+        let extractor = ArchiveExtractor(configuration: extractorConfiguration, logger: logger)
 
         let probeClient = HTTPClient(configuration: {
             var configuration = HTTPClient.Configuration()

@@ -261,7 +261,7 @@ actor Reconciler {
         if !files.releaseExists(service, directoryName: directoryName) {
             do {
                 let artifact = try await fetcher.fetch(release.artifact)
-                try extractor.extract(artifact, into: layout.releaseDir(service, directoryName: directoryName))
+                _ = try await extractor.extract(artifact.path, into: layout.releaseDir(service, directoryName: directoryName))
             } catch {
                 // Transient or not, the release stays pending and the next pass tries again; `current` is unchanged.
                 state[service].phase = state[service].applied == nil ? .failed : .running

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
+import Shared
 
 /// The daemon's app table on disk (`apps.json`): what to run again after the daemon restarts (resurrect), and which
 /// processes the previous daemon left behind.
@@ -64,6 +65,10 @@ struct AppTableFile: Sendable {
         } catch {
             throw .appTable(path: path, reason: "cannot encode: \(error)")
         }
-        try AtomicFile.write(Array(bytes), to: path, mode: 0o600)
+        do {
+            try AtomicFile.write(Array(bytes), to: path, mode: 0o600)
+        } catch {
+            throw .path(operation: error.operation, path: error.path, errno: error.errno)
+        }
     }
 }

@@ -6,6 +6,7 @@ import Foundation
 import Glibc
 import Logging
 import ServiceLifecycle
+import Shared
 
 /// The builtin supervisor's daemon (`ferry-agent supervisor --home DIR`): a separate process, like PM2's God daemon,
 /// so apps outlive the agent and `ferry-agent once` works.
