@@ -21,7 +21,9 @@ struct PollService: Service {
         var etag: String?
         var desired: DesiredState?
         var backoff = Backoff(configuration: .init(initial: .seconds(1), maximum: .seconds(60)))
+        let clock = ContinuousClock()
         while !Task.isCancelled {
+            let started = clock.now
             var reachable = true
             do {
                 // The first poll does not wait: the agent converges at once after a start.
@@ -48,6 +50,9 @@ struct PollService: Service {
                 try await Task.sleep(for: backoff.next())
             } else if config.longPollSeconds == 0 || !summary.problems.isEmpty {
                 try await Task.sleep(for: .seconds(config.pollSeconds))
+            } else if started.duration(to: clock.now) < .seconds(1) {
+                // A controller that ignores `wait` (or a state that keeps changing) must not make the agent spin.
+                try await Task.sleep(until: started.advanced(by: .seconds(1)), clock: clock)
             }
         }
     }
