@@ -4,15 +4,20 @@ import Shared
 
 /// The agent's main loop as a service: poll the desired state (long-poll with ETag), run a pass, repeat; back off
 /// while the controller is unreachable and keep repairing what is applied meanwhile.
-struct PollService: Service {
+struct PollService: Service, CustomStringConvertible {
+    var description: String { "PollService" }
     let runtime: AgentRuntime
     let reports: ReportTrigger
 
     func run() async throws {
         try await runtime.reconciler.prepare()
         reports.fire()
-        try await cancelWhenGracefulShutdown {
-            try await loop()
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await loop()
+            }
+        } catch is CancellationError {
+            // Graceful shutdown.
         }
     }
 
@@ -59,13 +64,22 @@ struct PollService: Service {
 }
 
 /// Sends a status report after every change (when fired) and at least every `reportSeconds`.
-struct ReportService: Service {
+struct ReportService: Service, CustomStringConvertible {
+    var description: String { "ReportService" }
     let runtime: AgentRuntime
     let reports: ReportTrigger
 
     func run() async throws {
         let interval = Duration.seconds(runtime.config.reportSeconds)
         let hostname = AgentRuntime.hostname()
+        do {
+            try await reportLoop(interval: interval, hostname: hostname)
+        } catch is CancellationError {
+            // Graceful shutdown.
+        }
+    }
+
+    private func reportLoop(interval: Duration, hostname: String) async throws {
         try await cancelWhenGracefulShutdown {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {

@@ -6,7 +6,7 @@ import Foundation
 import Shared
 
 /// The agent's side of the controller API (DESIGN §2): enrollment, desired state with ETag and long-poll, status.
-struct ControllerClient: Sendable {
+struct ControllerClient: Sendable, CustomStringConvertible {
     /// Base URL without a trailing slash, e.g. `https://ferry.internal:8443`.
     let baseURL: String
     let token: String
@@ -69,6 +69,9 @@ struct ControllerClient: Sendable {
             throw .invalidResponse(url: url, reason: "\(error)")
         }
     }
+
+    /// Never shows the token.
+    var description: String { "ControllerClient(\(baseURL))" }
 
     private var authorization: HTTPHeaders { ["Authorization": "Bearer \(token)"] }
 

@@ -21,6 +21,8 @@ struct HealthGate: Sendable {
     enum Outcome: Sendable, Equatable {
         case healthy
         case unhealthy(reason: String)
+        /// The watch was cancelled (the agent is shutting down): no verdict, the install stays pending.
+        case interrupted
     }
 
     func watch<C: Clock<Duration>>(
@@ -35,6 +37,7 @@ struct HealthGate: Sendable {
         var restartsAtStart: [Int: Int] = [:]
         var lastProblem = "no look at the process table yet"
         while true {
+            if Task.isCancelled { return .interrupted }
             let now = clock.now
             var problem: String?
             do {
@@ -78,7 +81,7 @@ struct HealthGate: Sendable {
             do {
                 try await clock.sleep(for: configuration.interval)
             } catch {
-                return .unhealthy(reason: "health watch cancelled")
+                return .interrupted
             }
         }
     }

@@ -88,9 +88,9 @@ actor Reconciler {
                     try? files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
                     _ = await apply(apps, service: service, needsRefresh: true, previousNames: [])
                 }
-            } else {
-                files.removeCurrent(service)
             }
+            // With nothing applied before, `current` stays on the pending tree (complete: extraction is staged and
+            // renamed) until the install runs again.
             state[service].phase = .deploying
             state[service].message = "serial \(pending.serial) was interrupted by a restart of the agent; installing it again"
             try store.save(state)
@@ -288,13 +288,17 @@ actor Reconciler {
 
         var outcome: HealthGate.Outcome
         if let failure = await apply(apps, service: service, needsRefresh: true, previousNames: Set((previousApps ?? []).map(\.name))) {
-            outcome = .unhealthy(reason: failure)
+            outcome = Task.isCancelled ? .interrupted : .unhealthy(reason: failure)
         } else {
             try? await processManager.save()
             outcome = await healthGate.watch(apps: apps, health: release.health, processManager: processManager)
         }
 
         switch outcome {
+        case .interrupted:
+            // Shutting down mid-install: no verdict. The release stays pending; the next start goes back to the
+            // applied release and installs this one again.
+            logger.info("install interrupted by shutdown", metadata: metadata)
         case .healthy:
             state[service].previous = previous
             state[service].applied = candidate
