@@ -7,22 +7,38 @@ import Testing
 /// supervisor, a Node HTTP app packed into tar.gz releases by the test.
 @Suite("Agent end to end", .serialized)
 struct AgentEndToEndTests {
-    @Test(.timeLimit(.minutes(5)))
-    func deploysRollsBackRefusesForgeriesAndSurvivesTheControllerGoingAway() async throws {
+    /// A real pm2 binary to run the same scenario against, when the machine has one.
+    static let realPM2 = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Test("end to end with the builtin supervisor", .timeLimit(.minutes(5)))
+    func builtinSupervisor() async throws {
+        try await scenario(pm2: nil)
+    }
+
+    @Test(
+        "end to end with real PM2 (FERRY_TEST_PM2)",
+        .enabled(if: realPM2 != nil, "skipped: set FERRY_TEST_PM2 to the path of a real pm2 binary to run this scenario against PM2"),
+        .timeLimit(.minutes(5))
+    )
+    func realPM2Scenario() async throws {
+        try await scenario(pm2: Self.realPM2)
+    }
+
+    private func scenario(pm2: String?) async throws {
         let fleet = try FleetFixture()
         do {
-            try await run(fleet)
+            try await run(fleet, pm2: pm2)
         } catch {
             Issue.record("\(error)\n\(fleet.logs())")
         }
         await fleet.tearDown()
     }
 
-    private func run(_ fleet: FleetFixture) async throws {
+    private func run(_ fleet: FleetFixture, pm2: String?) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         let v1 = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-1")
+        let config = try fleet.enrollAgent(name: "edge-1", pm2: pm2)
         _ = try fleet.startAgent(config: config, label: "agent")
 
         // v1 serving.

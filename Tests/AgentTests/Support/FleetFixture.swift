@@ -15,6 +15,7 @@ final class FleetFixture {
     private(set) var viewerToken = ""
     private var agents: [ChildProcess] = []
     private var supervisorHomes: [String] = []
+    private var pm2Homes: [(binary: String, home: String)] = []
 
     init(label: String = "fe") throws {
         root = try TestPaths.makeTemporaryDirectory(label)
@@ -117,15 +118,28 @@ final class FleetFixture {
     }
 
     /// Enrolls an agent with the real `ferry-agent enroll` and returns its config path.
-    func enrollAgent(name: String, services: [String] = ["web"], reportSeconds: Int = 2, longPollSeconds: Int = 10) throws -> String {
+    func enrollAgent(
+        name: String,
+        services: [String] = ["web"],
+        reportSeconds: Int = 2,
+        longPollSeconds: Int = 10,
+        pm2: String? = nil
+    ) throws -> String {
         let agentRoot = root.appendingPathComponent(name)
         let config = agentRoot.appendingPathComponent("agent.json").path
         let state = agentRoot.appendingPathComponent("state").path
         var arguments = [
             "enroll", "--controller", controller.url, "--token", enrollToken, "--config", config,
             "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
-            "--env-dir", agentRoot.appendingPathComponent("env").path, "--process-manager", "builtin", "--poll-seconds", "1",
+            "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
         ]
+        if let pm2 {
+            let home = agentRoot.appendingPathComponent("pm2-home").path
+            arguments += ["--process-manager", "pm2", "--pm2", pm2, "--pm2-home", home]
+            pm2Homes.append((pm2, home))
+        } else {
+            arguments += ["--process-manager", "builtin"]
+        }
         for service in services { arguments += ["--service", service] }
         let result = try Command.run(TestPaths.executable("ferry-agent"), arguments)
         guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
@@ -174,6 +188,9 @@ final class FleetFixture {
         for agent in agents { await agent.terminate() }
         for home in supervisorHomes {
             _ = try? Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", home])
+        }
+        for (binary, home) in pm2Homes {
+            _ = try? Command.run(binary, ["kill"], environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path])
         }
         await controller.stop()
         if ProcessInfo.processInfo.environment["FERRY_KEEP_TEST_DIRS"] == nil {
