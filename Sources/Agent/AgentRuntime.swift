@@ -1,3 +1,6 @@
+import Logging
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -6,8 +9,6 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import Logging
-import Shared
 
 /// Everything a running agent is made of, built from its configuration.
 struct AgentRuntime: Sendable {
@@ -43,13 +44,15 @@ struct AgentRuntime: Sendable {
         extractorConfiguration.pauseAfterEntries = environment["FERRY_TEST_PAUSE_AFTER_ENTRIES"].flatMap { Int($0) }
         let extractor = ArchiveExtractor(configuration: extractorConfiguration, logger: logger)
 
-        let probeClient = HTTPClient(configuration: {
-            var configuration = HTTPClient.Configuration()
-            configuration.connectTimeout = .seconds(2)
-            configuration.timeout = .seconds(5)
-            configuration.maxResponseBytes = 64 * 1024
-            return configuration
-        }())
+        let probeClient = HTTPClient(
+            configuration: {
+                var configuration = HTTPClient.Configuration()
+                configuration.connectTimeout = .seconds(2)
+                configuration.timeout = .seconds(5)
+                configuration.maxResponseBytes = 64 * 1024
+                return configuration
+            }()
+        )
         let healthGate = HealthGate(probe: { url in
             try await probeClient.send(HTTPRequest(method: .get, url: url)).status
         })
@@ -92,7 +95,8 @@ struct AgentRuntime: Sendable {
             let configuration = PM2ProcessManager.Configuration(
                 executable: config.pm2Path ?? "pm2",
                 pm2Home: config.pm2Home,
-                namespace: config.namespace
+                namespace: config.namespace,
+                commandTimeout: .seconds(config.pm2TimeoutSeconds)
             )
             return (try PM2ProcessManager(configuration: configuration, logger: logger), "pm2")
         }

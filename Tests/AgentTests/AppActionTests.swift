@@ -19,9 +19,21 @@ struct AppActionTests {
         of instances: Int = 2
     ) -> ManagedProcess {
         ManagedProcess(
-            name: "api", namespace: "ferry", pmId: pmId, pid: status == .online ? Int32(1000 + pmId) : nil, status: status, restarts: 0,
-            uptimeSeconds: nil, memoryBytes: 0, cpuPercent: 0, execMode: mode, instances: instances, instanceIndex: pmId,
-            scriptPath: script, cwd: current, interpreter: interpreter
+            name: "api",
+            namespace: "ferry",
+            pmId: pmId,
+            pid: status == .online ? Int32(1000 + pmId) : nil,
+            status: status,
+            restarts: 0,
+            uptimeSeconds: nil,
+            memoryBytes: 0,
+            cpuPercent: 0,
+            execMode: mode,
+            instances: instances,
+            instanceIndex: pmId,
+            scriptPath: script,
+            cwd: current,
+            interpreter: interpreter
         )
     }
 
@@ -84,7 +96,8 @@ struct AppActionTests {
         (
             "several differences at once",
             with {
-                $0.instances = 1; $0.execMode = .fork
+                $0.instances = 1
+                $0.execMode = .fork
             }, [instance(0), instance(1)], true,
             .replace(reason: "exec mode changed from cluster to fork; instances changed from 2 to 1")
         ),
@@ -93,14 +106,16 @@ struct AppActionTests {
         (
             "stopped with autorestart off: the operator's choice, leave it",
             with {
-                $0.autorestart = false; $0.instances = 1
+                $0.autorestart = false
+                $0.instances = 1
             },
             [instance(0, status: .stopped, of: 1)], false, .none
         ),
         (
             "stopped with autorestart off and a new release: reload",
             with {
-                $0.autorestart = false; $0.instances = 1
+                $0.autorestart = false
+                $0.instances = 1
             },
             [instance(0, status: .stopped, of: 1)], true, .reload
         ),
@@ -123,7 +138,8 @@ struct AppActionTests {
     func replaceDescription() {
         #expect(
             AppAction.replace(reason: "instances changed from 1 to 2").description
-                == "replace (delete + start, costs a restart): instances changed from 1 to 2")
+                == "replace (delete + start, costs a restart): instances changed from 1 to 2"
+        )
         #expect(!AppAction.none.changesTable)
         #expect(AppAction.reload.changesTable)
     }

@@ -185,7 +185,10 @@ func run(_ executable: String, _ arguments: [String], in directory: String? = ni
     let stderr = errors.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
-        throw ToolFailed(description: "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))")
+        throw ToolFailed(
+            description:
+                "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))"
+        )
     }
 }
 

@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import Glibc
 import Shared
-import Testing
 import TestSupport
+import Testing
 
 @testable import Agent
 
@@ -11,10 +11,25 @@ import TestSupport
 @Suite("Builtin supervisor parts")
 struct BuiltinSupervisorPartsTests {
     static func spec(_ change: (inout AppSpec) -> Void = { _ in }) -> AppSpec {
-        var spec = AppSpec(name: "api", service: "svc", script: "/srv/api/current/server.js", cwd: "/srv/api/current", args: ["--flag"],
-                           interpreter: "node", interpreterArgs: ["--max-old-space-size=128"], instances: 1, execMode: .fork,
-                           env: ["PORT": "3000"], autorestart: true, maxRestarts: 16, minUptimeMilliseconds: 1000,
-                           restartDelayMilliseconds: 0, killTimeoutMilliseconds: 1600, maxMemoryBytes: nil, pm2Options: [:])
+        var spec = AppSpec(
+            name: "api",
+            service: "svc",
+            script: "/srv/api/current/server.js",
+            cwd: "/srv/api/current",
+            args: ["--flag"],
+            interpreter: "node",
+            interpreterArgs: ["--max-old-space-size=128"],
+            instances: 1,
+            execMode: .fork,
+            env: ["PORT": "3000"],
+            autorestart: true,
+            maxRestarts: 16,
+            minUptimeMilliseconds: 1000,
+            restartDelayMilliseconds: 0,
+            killTimeoutMilliseconds: 1600,
+            maxMemoryBytes: nil,
+            pm2Options: [:]
+        )
         change(&spec)
         return spec
     }
@@ -101,8 +116,10 @@ struct BuiltinSupervisorPartsTests {
 
     @Test("requests survive a round trip through their wire form")
     func requestCodec() throws {
-        let requests: [SupervisorRequest] = [.ping, .list, .shutdown, .start(Self.spec()), .reload(Self.spec { $0.instances = 2 }),
-                                             .delete(name: "api"), .restart(name: "api")]
+        let requests: [SupervisorRequest] = [
+            .ping, .list, .shutdown, .start(Self.spec()), .reload(Self.spec { $0.instances = 2 }),
+            .delete(name: "api"), .restart(name: "api"),
+        ]
         for request in requests {
             let line = try request.encodedLine()
             #expect(line.last == 10)
@@ -117,8 +134,10 @@ struct BuiltinSupervisorPartsTests {
         #expect(command.clientConfiguration.logRotation == LogRotation(maximumFileBytes: 10 << 20, keptFiles: 5))
         let stop = try #require(try AgentCommand.parseAsRoot(["supervisor", "--home", "/tmp/fs-x", "--stop"]) as? SupervisorCommand)
         #expect(stop.stop)
-        for bad in [["supervisor"], ["supervisor", "--home", "/tmp/x", "--log-keep", "500"],
-                    ["supervisor", "--home", "/tmp/x", "--backoff-initial-ms", "0"]] {
+        for bad in [
+            ["supervisor"], ["supervisor", "--home", "/tmp/x", "--log-keep", "500"],
+            ["supervisor", "--home", "/tmp/x", "--backoff-initial-ms", "0"],
+        ] {
             #expect(throws: (any Error).self, "\(bad)") { try AgentCommand.parseAsRoot(bad) }
         }
         let listed = AgentCommand.helpMessage().split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix("supervisor") }
@@ -130,8 +149,10 @@ struct BuiltinSupervisorPartsTests {
         var template = Array("/tmp/fs-XXXXXX".utf8CString)
         let home = String(cString: try #require(mkdtemp(&template)))
         defer { try? FileManager.default.removeItem(atPath: home) }
-        let manager = BuiltinProcessManager(configuration: .init(home: home, executablePath: TestPaths.executable("ferry-agent")),
-                                            logger: SupervisorHarness.quietLogger)
+        let manager = BuiltinProcessManager(
+            configuration: .init(home: home, executablePath: TestPaths.executable("ferry-agent")),
+            logger: SupervisorHarness.quietLogger
+        )
         #expect(try await manager.shutdown() == false)
         #expect(!FileManager.default.fileExists(atPath: "\(home)/supervisor.sock"))
     }

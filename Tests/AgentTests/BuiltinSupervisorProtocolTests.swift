@@ -1,8 +1,8 @@
 import Foundation
 import Glibc
 import Shared
-import Testing
 import TestSupport
+import Testing
 
 @testable import Agent
 
@@ -19,10 +19,25 @@ struct BuiltinSupervisorProtocolTests {
 
     /// A valid `start` request line for `script`, changed by `change` (a JSON object edit).
     static func startLine(script: String, _ change: (inout [String: Any]) -> Void = { _ in }) throws -> String {
-        let spec = AppSpec(name: "app", service: "svc", script: script, cwd: (script as NSString).deletingLastPathComponent, args: [],
-                           interpreter: "node", interpreterArgs: [], instances: 1, execMode: .fork, env: [:], autorestart: true,
-                           maxRestarts: 3, minUptimeMilliseconds: 1000, restartDelayMilliseconds: 0, killTimeoutMilliseconds: 1600,
-                           maxMemoryBytes: nil, pm2Options: [:])
+        let spec = AppSpec(
+            name: "app",
+            service: "svc",
+            script: script,
+            cwd: (script as NSString).deletingLastPathComponent,
+            args: [],
+            interpreter: "node",
+            interpreterArgs: [],
+            instances: 1,
+            execMode: .fork,
+            env: [:],
+            autorestart: true,
+            maxRestarts: 3,
+            minUptimeMilliseconds: 1000,
+            restartDelayMilliseconds: 0,
+            killTimeoutMilliseconds: 1600,
+            maxMemoryBytes: nil,
+            pm2Options: [:]
+        )
         var app = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(spec)) as? [String: Any])
         change(&app)
         let line = try JSONSerialization.data(withJSONObject: ["op": "start", "app": app])
@@ -37,36 +52,91 @@ struct BuiltinSupervisorProtocolTests {
             HostileRequest(label: "no op", bytes: line("{}"), expected: .badRequest, messageContains: "op: missing"),
             HostileRequest(label: "op not a string", bytes: line(#"{"op":7}"#), expected: .badRequest, messageContains: "op: expected a string"),
             HostileRequest(label: "unknown op", bytes: line(#"{"op":"explode"}"#), expected: .unknownOperation, messageContains: "explode"),
-            HostileRequest(label: "delete without name", bytes: line(#"{"op":"delete"}"#), expected: .badRequest,
-                           messageContains: "needs a \"name\""),
-            HostileRequest(label: "restart with a number", bytes: line(#"{"op":"restart","name":7}"#), expected: .badRequest,
-                           messageContains: "name: expected a string"),
-            HostileRequest(label: "delete unknown app", bytes: line(#"{"op":"delete","name":"ghost"}"#), expected: .unknownApp,
-                           messageContains: "ghost"),
-            HostileRequest(label: "reload unknown app",
-                           bytes: line(try startLine(script: script).replacingOccurrences(of: "\"start\"", with: "\"reload\"")),
-                           expected: .unknownApp, messageContains: "\"app\""),
+            HostileRequest(
+                label: "delete without name",
+                bytes: line(#"{"op":"delete"}"#),
+                expected: .badRequest,
+                messageContains: "needs a \"name\""
+            ),
+            HostileRequest(
+                label: "restart with a number",
+                bytes: line(#"{"op":"restart","name":7}"#),
+                expected: .badRequest,
+                messageContains: "name: expected a string"
+            ),
+            HostileRequest(
+                label: "delete unknown app",
+                bytes: line(#"{"op":"delete","name":"ghost"}"#),
+                expected: .unknownApp,
+                messageContains: "ghost"
+            ),
+            HostileRequest(
+                label: "reload unknown app",
+                bytes: line(try startLine(script: script).replacingOccurrences(of: "\"start\"", with: "\"reload\"")),
+                expected: .unknownApp,
+                messageContains: "\"app\""
+            ),
             HostileRequest(label: "start without app", bytes: line(#"{"op":"start"}"#), expected: .badRequest, messageContains: "needs an \"app\""),
-            HostileRequest(label: "app missing a field", bytes: line(try startLine(script: script) { $0["instances"] = nil }), expected: .badRequest,
-                           messageContains: "app.instances: missing"),
-            HostileRequest(label: "path in the name", bytes: line(try startLine(script: script) { $0["name"] = "../evil" }), expected: .invalidApp,
-                           messageContains: "name must be"),
-            HostileRequest(label: "relative script", bytes: line(try startLine(script: script) { $0["script"] = "crash.js" }), expected: .invalidApp,
-                           messageContains: "script must be an absolute path"),
-            HostileRequest(label: "zero instances", bytes: line(try startLine(script: script) { $0["instances"] = 0 }), expected: .invalidApp,
-                           messageContains: "instances must be between 1 and 256"),
-            HostileRequest(label: "= in an env name", bytes: line(try startLine(script: script) { $0["env"] = ["A=B": "c"] }), expected: .invalidApp,
-                           messageContains: "env name"),
-            HostileRequest(label: "negative kill_timeout", bytes: line(try startLine(script: script) { $0["killTimeoutMilliseconds"] = -1 }),
-                           expected: .invalidApp, messageContains: "kill_timeout"),
-            HostileRequest(label: "missing script", bytes: line(try startLine(script: script) { $0["script"] = "/nonexistent/app.js" }),
-                           expected: .scriptNotFound, messageContains: "/nonexistent/app.js"),
-            HostileRequest(label: "missing interpreter", bytes: line(try startLine(script: script) { $0["interpreter"] = "no-such-interpreter" }),
-                           expected: .interpreterNotFound, messageContains: "no-such-interpreter"),
-            HostileRequest(label: "invalid UTF-8 and NUL bytes", bytes: [0x7B, 0x00, 0xFF, 0xFE, 0x22, 10], expected: .badRequest,
-                           messageContains: "not a valid JSON"),
-            HostileRequest(label: "line over the size limit", bytes: Array(repeating: UInt8(ascii: "a"), count: (1 << 20) + 16) + [10],
-                           expected: .requestTooLarge, messageContains: "longer than 1048576 bytes"),
+            HostileRequest(
+                label: "app missing a field",
+                bytes: line(try startLine(script: script) { $0["instances"] = nil }),
+                expected: .badRequest,
+                messageContains: "app.instances: missing"
+            ),
+            HostileRequest(
+                label: "path in the name",
+                bytes: line(try startLine(script: script) { $0["name"] = "../evil" }),
+                expected: .invalidApp,
+                messageContains: "name must be"
+            ),
+            HostileRequest(
+                label: "relative script",
+                bytes: line(try startLine(script: script) { $0["script"] = "crash.js" }),
+                expected: .invalidApp,
+                messageContains: "script must be an absolute path"
+            ),
+            HostileRequest(
+                label: "zero instances",
+                bytes: line(try startLine(script: script) { $0["instances"] = 0 }),
+                expected: .invalidApp,
+                messageContains: "instances must be between 1 and 256"
+            ),
+            HostileRequest(
+                label: "= in an env name",
+                bytes: line(try startLine(script: script) { $0["env"] = ["A=B": "c"] }),
+                expected: .invalidApp,
+                messageContains: "env name"
+            ),
+            HostileRequest(
+                label: "negative kill_timeout",
+                bytes: line(try startLine(script: script) { $0["killTimeoutMilliseconds"] = -1 }),
+                expected: .invalidApp,
+                messageContains: "kill_timeout"
+            ),
+            HostileRequest(
+                label: "missing script",
+                bytes: line(try startLine(script: script) { $0["script"] = "/nonexistent/app.js" }),
+                expected: .scriptNotFound,
+                messageContains: "/nonexistent/app.js"
+            ),
+            HostileRequest(
+                label: "missing interpreter",
+                bytes: line(try startLine(script: script) { $0["interpreter"] = "no-such-interpreter" }),
+                expected: .interpreterNotFound,
+                messageContains: "no-such-interpreter"
+            ),
+            HostileRequest(
+                label: "invalid UTF-8 and NUL bytes",
+                bytes: [0x7B, 0x00, 0xFF, 0xFE, 0x22, 10],
+                expected: .badRequest,
+                messageContains: "not a valid JSON"
+            ),
+            HostileRequest(
+                label: "line over the size limit",
+                bytes: Array(repeating: UInt8(ascii: "a"), count: (1 << 20) + 16) + [10],
+                expected: .requestTooLarge,
+                messageContains: "longer than 1048576 bytes"
+            ),
         ]
     }
 
@@ -80,8 +150,10 @@ struct BuiltinSupervisorProtocolTests {
                 let response = try #require(try? SupervisorResponse.decode(answer), "\(request): undecodable answer")
                 #expect(response.ok == false, "\(request)")
                 #expect(response.error?.code == request.expected, "\(request): \(response.error.map(\.description) ?? "no error")")
-                #expect(response.error?.message.contains(request.messageContains) == true,
-                        "\(request): \(response.error?.message ?? "")")
+                #expect(
+                    response.error?.message.contains(request.messageContains) == true,
+                    "\(request): \(response.error?.message ?? "")"
+                )
                 #expect(try await harness.manager.daemonPID() == daemon, "\(request): the daemon changed")
             }
             // Clients that hang up early: silence, half a line.
@@ -89,8 +161,11 @@ struct BuiltinSupervisorProtocolTests {
                 try await Self.sendAndHangUp(bytes, socketPath: harness.manager.configuration.socketPath)
             }
             // Several requests on one connection are answered in order.
-            let answers = try await Self.exchange(Array("{\"op\":\"ping\"}\n{\"op\":\"list\"}\n".utf8),
-                                                  socketPath: harness.manager.configuration.socketPath, lines: 2)
+            let answers = try await Self.exchange(
+                Array("{\"op\":\"ping\"}\n{\"op\":\"list\"}\n".utf8),
+                socketPath: harness.manager.configuration.socketPath,
+                lines: 2
+            )
             #expect(try SupervisorResponse.decode(answers).pid == daemon)
             #expect(try await harness.manager.processes().isEmpty)
             #expect(try await harness.manager.daemonPID() == daemon)

@@ -1,8 +1,8 @@
 import Foundation
 import Glibc
 import Shared
-import Testing
 import TestSupport
+import Testing
 
 @testable import Agent
 
@@ -13,12 +13,16 @@ struct BuiltinSupervisorTests {
     func startRunsInstancesWithTheirOwnEnvironment() async throws {
         try await SupervisorHarness.with { harness in
             // Started by the test with a canary in its environment: the apps must not see it.
-            let daemon = try ProcessSpawner.spawn(ProcessSpawner.Request(
-                executable: TestPaths.executable("ferry-agent"),
-                arguments: ["ferry-agent", "supervisor", "--home", harness.home],
-                environment: ["PATH": AppSpec.defaultSearchPath, "FERRY_TEST_CANARY": "agent-secret"],
-                standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                standardError: .appending(path: "\(harness.home)/daemon-stdout.log"), grouping: .newSession))
+            let daemon = try ProcessSpawner.spawn(
+                ProcessSpawner.Request(
+                    executable: TestPaths.executable("ferry-agent"),
+                    arguments: ["ferry-agent", "supervisor", "--home", harness.home],
+                    environment: ["PATH": AppSpec.defaultSearchPath, "FERRY_TEST_CANARY": "agent-secret"],
+                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    grouping: .newSession
+                )
+            )
             defer {
                 // The daemon is this test's child here: reap it (killing it first if the test failed early).
                 if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
@@ -28,8 +32,12 @@ struct BuiltinSupervisorTests {
             try await harness.waitForSocket()
             let script = try harness.write("app/report.js", TestApps.report)
             try harness.write("out/.keep", "")
-            let spec = harness.spec("reporter", script: script, instances: 2,
-                                    env: ["OUT_DIR": "\(harness.home)/out", "GREETING": "hello world"])
+            let spec = harness.spec(
+                "reporter",
+                script: script,
+                instances: 2,
+                env: ["OUT_DIR": "\(harness.home)/out", "GREETING": "hello world"]
+            )
             try await harness.manager.start(spec, ecosystem: "")
 
             let table = try await harness.manager.processes()
@@ -114,8 +122,11 @@ struct BuiltinSupervisorTests {
     func killTimeoutEscalation() async throws {
         try await SupervisorHarness.with { harness in
             let script = try harness.write("app/stubborn.js", TestApps.stubborn)
-            var spec = harness.spec("stubborn", script: script,
-                                    env: ["MARKER": "\(harness.home)/sigint", "READY": "\(harness.home)/ready"])
+            var spec = harness.spec(
+                "stubborn",
+                script: script,
+                env: ["MARKER": "\(harness.home)/sigint", "READY": "\(harness.home)/ready"]
+            )
             spec.killTimeoutMilliseconds = 700
             try await harness.manager.start(spec, ecosystem: "")
             let pid = try #require(try await harness.manager.processes().first?.pid)
@@ -147,8 +158,14 @@ struct BuiltinSupervisorTests {
             let current = "\(harness.home)/current"
             let port = try SupervisorHarness.freePort()
             let web = harness.spec("web", script: "\(current)/server.js", cwd: current, env: ["PORT": String(port)])
-            let workers = harness.spec("workers", script: "\(current)/report.js", cwd: current, instances: 2, execMode: .cluster,
-                                       env: ["OUT_DIR": "\(harness.home)/out"])
+            let workers = harness.spec(
+                "workers",
+                script: "\(current)/report.js",
+                cwd: current,
+                instances: 2,
+                execMode: .cluster,
+                env: ["OUT_DIR": "\(harness.home)/out"]
+            )
             try await harness.manager.start(web, ecosystem: "")
             try await harness.manager.start(workers, ecosystem: "")
             #expect(await SupervisorHarness.eventually { await SupervisorHarness.httpGet(port: port)?.contains("\"v1\"") == true })
@@ -257,8 +274,10 @@ struct BuiltinSupervisorTests {
         try await SupervisorHarness.with { harness in
             let script = try harness.write("app/report.js", TestApps.report)
             try harness.write("out/.keep", "")
-            try await harness.manager.start(harness.spec("reporter", script: script, instances: 2, env: ["OUT_DIR": "\(harness.home)/out"]),
-                                            ecosystem: "")
+            try await harness.manager.start(
+                harness.spec("reporter", script: script, instances: 2, env: ["OUT_DIR": "\(harness.home)/out"]),
+                ecosystem: ""
+            )
             try await harness.manager.restart(appNamed: "reporter")
             let before = try await harness.manager.processes()
             #expect(before.allSatisfy { $0.restarts == 1 })

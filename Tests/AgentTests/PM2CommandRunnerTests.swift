@@ -66,7 +66,10 @@ struct PM2CommandRunnerTests {
     @Test("a pm2 that cannot be launched is a launch failure naming the command")
     func launchFailure() async throws {
         let command = PM2Command(
-            executable: "/nonexistent/pm2", arguments: ["jlist"], environment: ["PATH": "/usr/bin"], workingDirectory: "/",
+            executable: "/nonexistent/pm2",
+            arguments: ["jlist"],
+            environment: ["PATH": "/usr/bin"],
+            workingDirectory: "/",
             timeout: .seconds(5)
         )
         do {

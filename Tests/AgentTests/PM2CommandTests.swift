@@ -144,8 +144,11 @@ struct PM2CommandTests {
     @Test("commands print as typed, for logs and errors")
     func description() {
         let command = PM2Command(
-            executable: "/usr/bin/pm2", arguments: ["start", "/srv/my app/eco.json", "--only", "api"], environment: ["HOME": "/h"],
-            workingDirectory: "/", timeout: .seconds(1)
+            executable: "/usr/bin/pm2",
+            arguments: ["start", "/srv/my app/eco.json", "--only", "api"],
+            environment: ["HOME": "/h"],
+            workingDirectory: "/",
+            timeout: .seconds(1)
         )
         #expect(command.description == "/usr/bin/pm2 start '/srv/my app/eco.json' --only api")
     }

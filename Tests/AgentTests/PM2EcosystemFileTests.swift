@@ -19,7 +19,11 @@ struct PM2EcosystemFileTests {
     @Test("writes every field Ferry decides, explicitly")
     func fields() throws {
         var spec = AppSpec.pm2TestApp(
-            "api", script: Self.current + "/dist/server.js", cwd: Self.current, mode: .cluster, instances: 4,
+            "api",
+            script: Self.current + "/dist/server.js",
+            cwd: Self.current,
+            mode: .cluster,
+            instances: 4,
             env: ["PORT": "3000", "NODE_ENV": "production"]
         )
         spec.args = ["--port", "3000"]
@@ -73,7 +77,12 @@ struct PM2EcosystemFileTests {
             "interpreter": .string("bun"),
         ]
         let spec = AppSpec.pm2TestApp(
-            "api", script: Self.current + "/server.js", cwd: Self.current, mode: .cluster, instances: 2, pm2Options: options
+            "api",
+            script: Self.current + "/server.js",
+            cwd: Self.current,
+            mode: .cluster,
+            instances: 2,
+            pm2Options: options
         )
         let app = try Self.parse(EcosystemFile.render(apps: [spec], namespace: "ferry"))
         #expect(app["wait_ready"] == .bool(true))

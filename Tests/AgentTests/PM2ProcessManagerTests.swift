@@ -152,8 +152,11 @@ struct PM2ProcessManagerTests {
     /// Stops the private daemon the real-pm2 test spawned (`pm2 kill` with that test's PM2_HOME only).
     static func killDaemon(_ manager: PM2ProcessManager) async {
         let kill = PM2Command(
-            executable: manager.invocation.executable, arguments: ["kill"], environment: manager.invocation.environment,
-            workingDirectory: "/", timeout: .seconds(30)
+            executable: manager.invocation.executable,
+            arguments: ["kill"],
+            environment: manager.invocation.environment,
+            workingDirectory: "/",
+            timeout: .seconds(30)
         )
         _ = try? await PM2CommandRunner().run(kill)
     }

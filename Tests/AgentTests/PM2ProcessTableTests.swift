@@ -22,8 +22,16 @@ struct PM2ProcessTableTests {
         var exit: Int32?
 
         init(
-            _ name: String, id: Int, pid: Int32, _ status: ProcessStatus, restarts: Int, ns: String, of: Int, index: Int,
-            _ mode: ExecMode, exit: Int32?
+            _ name: String,
+            id: Int,
+            pid: Int32,
+            _ status: ProcessStatus,
+            restarts: Int,
+            ns: String,
+            of: Int,
+            index: Int,
+            _ mode: ExecMode,
+            exit: Int32?
         ) {
             (self.name, self.id, self.pid, self.status, self.restarts) = (name, id, pid, status, restarts)
             (self.ns, self.of, self.index, self.mode, self.exit) = (ns, of, index, mode, exit)

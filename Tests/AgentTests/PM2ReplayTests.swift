@@ -32,7 +32,11 @@ struct PM2ReplayTests {
 
     /// The agent's loop for one service, reduced to its PM2 part.
     static func pass(
-        _ desired: [AppSpec], needsRefresh: Bool, answers: [PM2StandIn.Answer], standIn: PM2StandIn, manager: PM2ProcessManager
+        _ desired: [AppSpec],
+        needsRefresh: Bool,
+        answers: [PM2StandIn.Answer],
+        standIn: PM2StandIn,
+        manager: PM2ProcessManager
     ) async throws -> Pass {
         try Data(EcosystemFile.render(apps: desired, namespace: manager.configuration.namespace))
             .write(to: URL(fileURLWithPath: standIn.ecosystem))
@@ -77,7 +81,12 @@ struct PM2ReplayTests {
     static let current = "$PM2_PEER/deploy/current"
     static let symFork = AppSpec.pm2TestApp("sym-fork", script: current + "/server.js", cwd: current, env: ["PORT": "18405"])
     static let symCluster = AppSpec.pm2TestApp(
-        "sym-cluster", script: current + "/server.js", cwd: current, mode: .cluster, instances: 2, env: ["PORT": "18406"]
+        "sym-cluster",
+        script: current + "/server.js",
+        cwd: current,
+        mode: .cluster,
+        instances: 2,
+        env: ["PORT": "18406"]
     )
 
     @Test("replays recorded PM2 behaviour symlink-01…12: reload after current is repointed, exit 0 + errored = failed deploy")
@@ -94,13 +103,15 @@ struct PM2ReplayTests {
 
         // symlink-01: current -> releases/v1, nothing runs: start each app from the file.
         var pass = try await Self.pass(
-            apps, needsRefresh: true,
+            apps,
+            needsRefresh: true,
             answers: [
                 .init(["start", eco, "--only", "sym-fork"], "symlink-01-start.json", effect: "summary_after", apps: ["sym-fork"]),
                 .init(["start", eco, "--only", "sym-cluster"], "symlink-01-start.json", effect: "summary_after", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .start, "sym-cluster": .start])
         #expect(pass.commands == [["start", eco, "--only", "sym-fork"], ["start", eco, "--only", "sym-cluster"], ["save"]])
@@ -118,13 +129,15 @@ struct PM2ReplayTests {
 
         // symlink-03/04: current -> releases/v2, same paths: a reload per app runs v2 (recorded as `pm2 reload <name>`).
         pass = try await Self.pass(
-            apps, needsRefresh: true,
+            apps,
+            needsRefresh: true,
             answers: [
                 .init(reload("sym-fork"), "symlink-04-reload-fork-after-repoint.json", effect: "summary_after", apps: ["sym-fork"]),
                 .init(reload("sym-cluster"), "symlink-03-reload-cluster-after-repoint.json", effect: "summary_after", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .reload, "sym-cluster": .reload])
         #expect(pass.commands == [reload("sym-fork"), reload("sym-cluster"), ["save"]])
@@ -143,13 +156,15 @@ struct PM2ReplayTests {
         // symlink-06: back to v1 (a rollback is a new release): reload again. Recorded as `pm2 restart sym-fork
         // sym-cluster`, which re-spawned both through the repointed symlink, as a reload does.
         pass = try await Self.pass(
-            apps, needsRefresh: true,
+            apps,
+            needsRefresh: true,
             answers: [
                 .init(reload("sym-fork"), "symlink-06-restart-after-repoint-back.json", effect: "summary_after", apps: ["sym-fork"]),
                 .init(reload("sym-cluster"), "symlink-06-restart-after-repoint-back.json", effect: "summary_after", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .reload, "sym-cluster": .reload])
         #expect(pass.check == .allOnline)
@@ -157,13 +172,15 @@ struct PM2ReplayTests {
 
         // symlink-07: v2 again through the file, which is exactly the adapter's reload path (startOrReload --update-env).
         pass = try await Self.pass(
-            apps, needsRefresh: true,
+            apps,
+            needsRefresh: true,
             answers: [
                 .init(reload("sym-fork"), "symlink-07-startOrReload-after-repoint.json", effect: "summary_after", apps: ["sym-fork"]),
                 .init(reload("sym-cluster"), "symlink-07-startOrReload-after-repoint.json", effect: "summary_after", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.check == .allOnline)
         #expect(pass.table.map(\.restarts) == [3, 3, 3])
@@ -171,13 +188,15 @@ struct PM2ReplayTests {
 
         // symlink-08/09: current -> releases/v3-broken. Both reloads exit 0, yet the table ends errored: failed deploy.
         pass = try await Self.pass(
-            apps, needsRefresh: true,
+            apps,
+            needsRefresh: true,
             answers: [
                 .init(reload("sym-fork"), "symlink-09-reload-fork-broken-release.json", effect: "timeline", apps: ["sym-fork"]),
                 .init(reload("sym-cluster"), "symlink-08-reload-cluster-broken-release.json", effect: "timeline", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .reload, "sym-cluster": .reload])
         #expect(pass.commands == [reload("sym-fork"), reload("sym-cluster"), ["save"]], "both reloads returned success")
@@ -204,13 +223,15 @@ struct PM2ReplayTests {
         let multiTarget = try PM2Fixtures.capture("symlink-11-reload-errored-after-fix.json")
         #expect(multiTarget.summaryAfter().map { "\($0.name):\($0.status)" } == ["sym-fork:errored", "sym-cluster:online", "sym-cluster:online"])
         pass = try await Self.pass(
-            apps, needsRefresh: true,
+            apps,
+            needsRefresh: true,
             answers: [
                 .init(reload("sym-fork"), "errored-02-reload-errored-fork.json", effect: "summary_after", apps: ["sym-fork"]),
                 .init(reload("sym-cluster"), "symlink-11-reload-errored-after-fix.json", effect: "summary_after", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .reload, "sym-cluster": .reload])
         #expect(pass.check == .allOnline)
@@ -218,13 +239,15 @@ struct PM2ReplayTests {
 
         // symlink-12: the service is no longer desired here: delete each Ferry-owned app.
         pass = try await Self.pass(
-            [], needsRefresh: true,
+            [],
+            needsRefresh: true,
             answers: [
                 .init(["delete", "sym-fork"], "symlink-12-delete.json", effect: "remove", apps: ["sym-fork"]),
                 .init(["delete", "sym-cluster"], "symlink-12-delete.json", effect: "remove", apps: ["sym-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .delete, "sym-cluster": .delete])
         #expect(pass.commands == [["delete", "sym-fork"], ["delete", "sym-cluster"], ["save"]])
@@ -239,7 +262,11 @@ struct PM2ReplayTests {
         return [
             .pm2TestApp("path-fork", script: cwd + "/server.js", cwd: cwd, env: color.merging(["PORT": "18411"]) { $1 }),
             .pm2TestApp(
-                "path-cluster", script: cwd + "/server.js", cwd: cwd, mode: .cluster, instances: 2,
+                "path-cluster",
+                script: cwd + "/server.js",
+                cwd: cwd,
+                mode: .cluster,
+                instances: 2,
                 env: color.merging(["PORT": "18412"]) { $1 }
             ),
         ]
@@ -261,9 +288,11 @@ struct PM2ReplayTests {
 
         // path-01: start both from releases/v1.
         var pass = try await Self.pass(
-            v1, needsRefresh: true,
+            v1,
+            needsRefresh: true,
             answers: names.map { .init(start($0), "path-01-start-v1.json", effect: "summary_after", apps: [$0]) } + [save],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["path-fork": .start, "path-cluster": .start])
         #expect(pass.check == .allOnline)
@@ -289,31 +318,37 @@ struct PM2ReplayTests {
 
         // path-04/05: back on v1 (restart of the v1 file, reload by name): same paths, so a reload per app.
         pass = try await Self.pass(
-            v1, needsRefresh: true,
+            v1,
+            needsRefresh: true,
             answers: [
                 .init(reload("path-fork"), "path-05-reload-name-only.json", effect: "summary_after", apps: ["path-fork"]),
                 .init(reload("path-cluster"), "path-04-restart-eco-v1.json", effect: "summary_after", apps: ["path-cluster"]),
                 save,
             ],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["path-fork": .reload, "path-cluster": .reload])
         #expect(pass.check == .allOnline)
 
         // path-06: the service goes away: delete both.
         pass = try await Self.pass(
-            [], needsRefresh: true,
+            [],
+            needsRefresh: true,
             answers: names.map { .init(["delete", $0], "path-06-delete.json", effect: "remove", apps: [$0]) } + [save],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["path-fork": .delete, "path-cluster": .delete])
         #expect(pass.table.isEmpty)
 
         // path-07: it comes back on v1 (a fresh daemon: its spawn lines precede pm2's output).
         pass = try await Self.pass(
-            v1, needsRefresh: true,
+            v1,
+            needsRefresh: true,
             answers: names.map { .init(start($0), "path-07-start-v1-again.json", effect: "summary_after", apps: [$0]) } + [save],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["path-fork": .start, "path-cluster": .start])
         #expect(pass.check == .allOnline)
@@ -329,14 +364,16 @@ struct PM2ReplayTests {
 
         // path-10: what the adapter does for a moved script: delete + start, which runs v2 (and costs a restart).
         pass = try await Self.pass(
-            v2, needsRefresh: true,
+            v2,
+            needsRefresh: true,
             answers: names.flatMap { name -> [PM2StandIn.Answer] in
                 [
                     .init(["delete", name], "path-10-delete-then-start-v2.json", effect: "remove", apps: [name]),
                     .init(start(name), "path-10-delete-then-start-v2.json", effect: "summary_after", apps: [name]),
                 ]
             } + [save],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.decisions == ["path-fork": .replace(reason: moved), "path-cluster": .replace(reason: moved)])
         #expect(
@@ -352,9 +389,11 @@ struct PM2ReplayTests {
 
         // path-11: delete all.
         pass = try await Self.pass(
-            [], needsRefresh: true,
+            [],
+            needsRefresh: true,
             answers: names.map { .init(["delete", $0], "path-11-delete.json", effect: "remove", apps: [$0]) } + [save],
-            standIn: standIn, manager: manager
+            standIn: standIn,
+            manager: manager
         )
         #expect(pass.commands == [["delete", "path-fork"], ["delete", "path-cluster"], ["save"]])
         #expect(pass.table.isEmpty)

@@ -78,9 +78,22 @@ extension AppSpec {
         pm2Options: [String: JSONValue] = [:]
     ) -> AppSpec {
         AppSpec(
-            name: name, service: "svc", script: script, cwd: cwd, args: [], interpreter: interpreter, interpreterArgs: [],
-            instances: instances, execMode: mode, env: env, autorestart: autorestart, maxRestarts: 16,
-            minUptimeMilliseconds: 1000, restartDelayMilliseconds: 0, killTimeoutMilliseconds: 1600, maxMemoryBytes: nil,
+            name: name,
+            service: "svc",
+            script: script,
+            cwd: cwd,
+            args: [],
+            interpreter: interpreter,
+            interpreterArgs: [],
+            instances: instances,
+            execMode: mode,
+            env: env,
+            autorestart: autorestart,
+            maxRestarts: 16,
+            minUptimeMilliseconds: 1000,
+            restartDelayMilliseconds: 0,
+            killTimeoutMilliseconds: 1600,
+            maxMemoryBytes: nil,
             pm2Options: pm2Options
         )
     }
@@ -140,7 +153,11 @@ struct PM2StandIn {
     func manager(namespace: String = "ferry", timeout: Duration = .seconds(30)) throws -> PM2ProcessManager {
         try PM2ProcessManager(
             configuration: .init(
-                executable: PM2Fixtures.standIn, pm2Home: pm2Home, home: userHome, namespace: namespace, commandTimeout: timeout
+                executable: PM2Fixtures.standIn,
+                pm2Home: pm2Home,
+                home: userHome,
+                namespace: namespace,
+                commandTimeout: timeout
             ),
             logger: .init(label: "test.pm2"),
             agentEnvironment: ["PATH": "/usr/bin:/bin", "HOME": "/root", "FERRY_TOKEN": "must-not-leak"]

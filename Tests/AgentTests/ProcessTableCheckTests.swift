@@ -10,12 +10,29 @@ struct ProcessTableCheckTests {
     static let job = AppSpec.pm2TestApp("job", script: cwd + "/job.js", cwd: cwd, autorestart: false)
 
     static func process(
-        _ name: String, _ pmId: Int, _ status: ProcessStatus, restarts: Int = 0, exit: Int32? = nil
+        _ name: String,
+        _ pmId: Int,
+        _ status: ProcessStatus,
+        restarts: Int = 0,
+        exit: Int32? = nil
     ) -> ManagedProcess {
         ManagedProcess(
-            name: name, namespace: "ferry", pmId: pmId, pid: status == .online ? 4000 : nil, status: status, restarts: restarts,
-            uptimeSeconds: nil, memoryBytes: 0, cpuPercent: 0, execMode: .cluster, instances: 2, instanceIndex: pmId,
-            scriptPath: cwd + "/server.js", cwd: cwd, interpreter: "node", lastExitCode: exit
+            name: name,
+            namespace: "ferry",
+            pmId: pmId,
+            pid: status == .online ? 4000 : nil,
+            status: status,
+            restarts: restarts,
+            uptimeSeconds: nil,
+            memoryBytes: 0,
+            cpuPercent: 0,
+            execMode: .cluster,
+            instances: 2,
+            instanceIndex: pmId,
+            scriptPath: cwd + "/server.js",
+            cwd: cwd,
+            interpreter: "node",
+            lastExitCode: exit
         )
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import Shared
-import TestSupport
 import Synchronization
+import TestSupport
 import Testing
 
 @Suite("HTTPClient.download")
@@ -44,9 +44,14 @@ struct HTTPClientDownloadTests {
             try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
                 let events = Events()
                 let result = try await client.download(
-                    from: "\(server.baseURL)/a", to: path, resumeFrom: 100_000, maxBytes: Int64(Self.payload.count)
+                    from: "\(server.baseURL)/a",
+                    to: path,
+                    resumeFrom: 100_000,
+                    maxBytes: Int64(Self.payload.count)
                 ) { events.record($0) }
-                #expect(result == HTTPDownloadResult(status: 206, startOffset: 100_000, bytesWritten: 200_000, fileSize: 300_000, alreadyComplete: false))
+                #expect(
+                    result == HTTPDownloadResult(status: 206, startOffset: 100_000, bytesWritten: 200_000, fileSize: 300_000, alreadyComplete: false)
+                )
                 #expect(try Self.contents(path) == Self.payload)
                 #expect(events.began.map(\.1) == [100_000])
                 #expect(server.requests.first?.headers["range"] == "bytes=100000-")

@@ -9,7 +9,15 @@ struct HTTPClientTests {
 
     @Test func getReturnsStatusHeadersAndBodyAndSendsAgentHeaders() async throws {
         try await ScriptedHTTPServer.with({ _ in
-            [.send(ScriptedHTTPServer.response(status: 200, headers: [("ETag", "\"v1\""), ("X-Multi", "a"), ("x-multi", "b")], body: Array("hello".utf8)))]
+            [
+                .send(
+                    ScriptedHTTPServer.response(
+                        status: 200,
+                        headers: [("ETag", "\"v1\""), ("X-Multi", "a"), ("x-multi", "b")],
+                        body: Array("hello".utf8)
+                    )
+                )
+            ]
         }) { server in
             let request = HTTPRequest(url: "\(server.baseURL)/v1/agents/a1/desired-state").withBearerToken("tok-123")
             let response = try await client.send(request)
@@ -236,7 +244,10 @@ struct HTTPClientTests {
     @Test(arguments: [
         ("https://h/x", "https://h/x"),
         ("https://u:p@h:8443/x?wait=30", "https://h:8443/x?wait=30"),
-        ("https://b.s3.amazonaws.com/k?X-Amz-Security-Token=t&X-Amz-Expires=60", "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=REDACTED&X-Amz-Expires=60"),
+        (
+            "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=t&X-Amz-Expires=60",
+            "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=REDACTED&X-Amz-Expires=60"
+        ),
         ("https://acct.blob.core.windows.net/c/b?sv=1&sig=abc", "https://acct.blob.core.windows.net/c/b?sv=1&sig=REDACTED"),
     ])
     func redactedURLs(url: String, expected: String) {

@@ -1,11 +1,12 @@
+import ArgumentParser
+import Logging
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import ArgumentParser
-import Logging
-import Shared
 
 /// `ferry-agent enroll`: trade an enrollment token for this instance's own agent token and write the config.
 struct EnrollCommand: AsyncParsableCommand {

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ArgumentParser
 import Logging
 import Shared
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `ferry-agent status`: what this instance runs.
 struct StatusCommand: AsyncParsableCommand {
@@ -36,8 +37,14 @@ struct StatusCommand: AsyncParsableCommand {
             if let release = try? state[service].applied?.release() { appNames[service] = Set(release.pm2.apps.map(\.name)) }
         }
         let report = StatusReportBuilder.report(
-            services: config.services, state: state, table: table, appNames: appNames, health: [:], targetSerials: [:],
-            hostname: AgentRuntime.hostname(), processManager: name
+            services: config.services,
+            state: state,
+            table: table,
+            appNames: appNames,
+            health: [:],
+            targetSerials: [:],
+            hostname: AgentRuntime.hostname(),
+            processManager: name
         )
         if json {
             print(String(decoding: report.json.encoded(), as: UTF8.self))

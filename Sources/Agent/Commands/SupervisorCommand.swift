@@ -66,9 +66,11 @@ struct SupervisorCommand: AsyncParsableCommand {
     /// The client settings matching these options.
     var clientConfiguration: BuiltinProcessManager.Configuration {
         BuiltinProcessManager.Configuration(
-            home: absoluteHome, namespace: namespace,
+            home: absoluteHome,
+            namespace: namespace,
             logRotation: LogRotation(maximumFileBytes: logMaxBytes, keptFiles: logKeep),
-            restartBackoff: RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs)))
+            restartBackoff: RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs))
+        )
     }
 
     func run() async throws {
@@ -83,7 +85,8 @@ struct SupervisorCommand: AsyncParsableCommand {
             let executable = try SupervisorLauncher.currentExecutable()
             var configuration = clientConfiguration
             configuration.executablePath = executable
-            let arguments = [executable] + SupervisorLauncher.daemonArguments(configuration)
+            let arguments =
+                [executable] + SupervisorLauncher.daemonArguments(configuration)
                 + ["--max-request-bytes", String(maxRequestBytes)]
             _ = try SupervisorLauncher.spawnDetached(executable: executable, arguments: arguments, logPath: configuration.daemonLogPath)
             return
@@ -101,9 +104,13 @@ struct SupervisorCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let daemon = SupervisorDaemon(configuration: configuration, logger: logger)
         // The daemon returning (after a shutdown request) ends the group normally, not as a failure.
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "supervisor")],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "supervisor")],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
         try await group.run()
     }
 

@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// The instance's own secrets for a service: `<envDir>/<service>.env`, `KEY=VALUE` lines.
 ///

@@ -260,6 +260,6 @@ extension String {
     /// The string without leading and trailing spaces.
     func trimmingSpaces() -> String {
         String(self.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
-    
+
     }
 }

@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// The agent's side of the controller API (DESIGN §2): enrollment, desired state with ETag and long-poll, status.
 struct ControllerClient: Sendable, CustomStringConvertible {

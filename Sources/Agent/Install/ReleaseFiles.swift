@@ -1,3 +1,5 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -6,7 +8,6 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import Shared
 
 /// The on-disk side of releases: the `current` symlink, the ecosystem file, leftovers and garbage collection.
 struct ReleaseFiles: Sendable {

@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// The PM2 ecosystem file Ferry generates for one service (`services/<svc>/ecosystem.json`), read by PM2 and by the
 /// builtin supervisor alike.

@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// Which process manager runs the apps on this instance.
 enum ProcessManagerKind: String, Sendable, Codable, CaseIterable {
@@ -121,4 +122,3 @@ struct AppSpec: Sendable, Equatable, Codable {
     /// The release's PM2 options exactly as signed, for process managers that pass them through (PM2).
     var pm2Options: [String: JSONValue]
 }
-

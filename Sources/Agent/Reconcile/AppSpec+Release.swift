@@ -1,7 +1,8 @@
+import Shared
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Shared
 
 extension AppSpec {
     /// The apps of `release` as this instance runs them.

@@ -73,7 +73,8 @@ enum Planner {
 
         // Apps of a service being installed are kept even when the applied release does not name them yet.
         let orphans = Set(input.observed.map(\.name)).subtracting(desiredNames)
-        for name in orphans.sorted() where !installing.contains(where: { service in
+        for name in orphans.sorted()
+        where !installing.contains(where: { service in
             input.decisions?.decisions[service].map { decision in
                 if case .install(let release, _) = decision { return release.pm2.apps.contains { $0.name == name } }
                 return false

@@ -1,10 +1,11 @@
+import Logging
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Logging
-import Shared
 
 /// Runs passes of the agent loop: evaluate the desired state, plan, act, repair drift (DESIGN §3).
 ///
@@ -178,7 +179,10 @@ actor Reconciler {
             if state[service].failures != before {
                 summary.changed = true
                 state[service].message = "refused serial \(serial.map(String.init) ?? "?"): \(reason)"
-                logger.info("release refused", metadata: ["ferry.service": "\(service)", "ferry.serial": "\(serial ?? 0)", "ferry.reason": "\(reason)"])
+                logger.info(
+                    "release refused",
+                    metadata: ["ferry.service": "\(service)", "ferry.serial": "\(serial ?? 0)", "ferry.reason": "\(reason)"]
+                )
                 save(&summary)
             }
         case .install(let service, let release, let payload):
@@ -236,7 +240,12 @@ actor Reconciler {
         let metadata: Logger.Metadata = ["ferry.service": "\(service)", "ferry.serial": "\(serial)", "artifact.sha256": "\(release.artifact.sha256)"]
         for (other, apps) in otherApps where other != service {
             if let clash = apps.first(where: { app in release.pm2.apps.contains { $0.name == app.name } }) {
-                refuse(service, serial: serial, reason: "app name \(clash.name) is already used by service \(other) on this instance", summary: &summary)
+                refuse(
+                    service,
+                    serial: serial,
+                    reason: "app name \(clash.name) is already used by service \(other) on this instance",
+                    summary: &summary
+                )
                 return
             }
         }
@@ -311,7 +320,15 @@ actor Reconciler {
             collectGarbage()
         case .unhealthy(let reason):
             logger.info("release unhealthy, rolling back", metadata: metadata.merging(["ferry.reason": "\(reason)"]) { $1 })
-            await rollBack(service: service, failed: candidate, reason: reason, to: previous, previousApps: previousApps, newApps: apps, summary: &summary)
+            await rollBack(
+                service: service,
+                failed: candidate,
+                reason: reason,
+                to: previous,
+                previousApps: previousApps,
+                newApps: apps,
+                summary: &summary
+            )
         }
     }
 
@@ -339,7 +356,8 @@ actor Reconciler {
             }
             try? await processManager.save()
             state[service].phase = .rolledBack
-            state[service].message = "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(previous.serial) (\(previous.version)): \(reason)"
+            state[service].message =
+                "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(previous.serial) (\(previous.version)): \(reason)"
         } else {
             for app in newApps { try? await processManager.delete(appNamed: app.name) }
             try? await processManager.save()

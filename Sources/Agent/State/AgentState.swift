@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// What the agent has accepted and applied, per service (`state.json`).
 ///

@@ -29,7 +29,8 @@ struct ControllerApplication: Sendable {
                 ],
                 gracefulShutdownSignals: handlingSignals ? [.sigterm, .sigint] : [],
                 logger: core.logger
-            ))
+            )
+        )
     }
 }
 

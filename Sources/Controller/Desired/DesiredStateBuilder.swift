@@ -23,7 +23,10 @@ struct DesiredStateBuilder: Sendable {
     func build(for agent: AgentRecord) async throws -> RenderedDesiredState {
         let releases = try await selector.releases(for: agent, in: store)
         let state = DesiredState(
-            agentId: agent.id, pollSeconds: configuration.pollInterval.components.seconds, releases: releases.map(\.envelope))
+            agentId: agent.id,
+            pollSeconds: configuration.pollInterval.components.seconds,
+            releases: releases.map(\.envelope)
+        )
         return RenderedDesiredState(state, services: agent.services)
     }
 }

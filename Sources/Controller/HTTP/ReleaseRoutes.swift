@@ -46,16 +46,27 @@ struct ReleaseRoutes: Sendable {
         if release.artifact.isRelative {
             guard let size = core.artifacts.size(of: release.artifact.sha256) else {
                 throw APIError.unprocessable(
-                    "unknown_artifact", "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)")
+                    "unknown_artifact",
+                    "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)"
+                )
             }
             guard size == release.artifact.size else {
                 throw APIError.unprocessable(
-                    "artifact_size_mismatch", "artifact \(release.artifact.sha256.hex) has \(size) bytes, the release says \(release.artifact.size)")
+                    "artifact_size_mismatch",
+                    "artifact \(release.artifact.sha256.hex) has \(size) bytes, the release says \(release.artifact.size)"
+                )
             }
         }
         let record = ReleaseRecord(
-            service: release.service, serial: release.serial, version: release.version, artifactSHA256: release.artifact.sha256.hex,
-            artifactSize: release.artifact.size, envelope: envelope, publishedBy: principal.name, createdAt: core.now())
+            service: release.service,
+            serial: release.serial,
+            version: release.version,
+            artifactSHA256: release.artifact.sha256.hex,
+            artifactSize: release.artifact.size,
+            envelope: envelope,
+            publishedBy: principal.name,
+            createdAt: core.now()
+        )
         do {
             try await core.store.insertRelease(record)
         } catch let error as StoreError {
@@ -69,7 +80,8 @@ struct ReleaseRoutes: Sendable {
             metadata: [
                 "ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "ferry.version": "\(release.version)",
                 "ferry.published_by": "\(principal.name)",
-            ])
+            ]
+        )
         var body = Self.summary(record)
         if case .object(var fields) = body {
             fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })

@@ -32,7 +32,12 @@ protocol ControllerStore: Sendable {
     /// Enrolls an agent, or re-enrolls the agent of the same name (same id, new token, new services).
     /// - Parameter proposedID: the id to give a new agent.
     func enrollAgent(
-        proposedID: String, name: String, hostname: String, services: [String], tokenHash: String, at date: Date
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        at date: Date
     ) async throws -> AgentRecord
 
     /// The agent with `id`, or `nil`.

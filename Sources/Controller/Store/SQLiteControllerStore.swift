@@ -131,7 +131,10 @@ final class SQLiteControllerStore: ControllerStore {
         }
         if let row = try await readDB.raw("SELECT id, name FROM agents WHERE token_hash = \(bind: hash)").first() {
             return Principal(
-                role: .agent, name: try row.decode(column: "name", as: String.self), agentID: try row.decode(column: "id", as: String.self))
+                role: .agent,
+                name: try row.decode(column: "name", as: String.self),
+                agentID: try row.decode(column: "id", as: String.self)
+            )
         }
         return nil
     }
@@ -141,7 +144,8 @@ final class SQLiteControllerStore: ControllerStore {
     func insertRelease(_ release: ReleaseRecord) async throws {
         let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
         try await transaction { db in
-            let latest = try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
+            let latest =
+                try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
                 .first()?.decode(column: "s", as: Int64?.self) ?? nil
             if let latest, release.serial <= latest {
                 throw StoreError.staleSerial(service: release.service, serial: release.serial, latest: latest)
@@ -221,9 +225,12 @@ final class SQLiteControllerStore: ControllerStore {
         for row in rows {
             let name = try row.decode(column: "service", as: String.self)
             summaries[name] = ServiceSummary(
-                name: name, latestSerial: try row.decode(column: "serial", as: Int64.self),
-                latestVersion: try row.decode(column: "version", as: String.self), releaseCount: try row.decode(column: "n", as: Int.self),
-                agentCount: 0)
+                name: name,
+                latestSerial: try row.decode(column: "serial", as: Int64.self),
+                latestVersion: try row.decode(column: "version", as: String.self),
+                releaseCount: try row.decode(column: "n", as: Int.self),
+                agentCount: 0
+            )
         }
         for agent in try await agents() {
             for service in agent.services {
@@ -239,7 +246,12 @@ final class SQLiteControllerStore: ControllerStore {
     private static let agentColumns = "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager"
 
     func enrollAgent(
-        proposedID: String, name: String, hostname: String, services: [String], tokenHash: String, at date: Date
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        at date: Date
     ) async throws -> AgentRecord {
         let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
         return try await transaction { db in

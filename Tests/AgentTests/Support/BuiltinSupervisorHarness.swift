@@ -2,8 +2,8 @@ import Foundation
 import Glibc
 import Logging
 import Shared
-import Testing
 import TestSupport
+import Testing
 
 @testable import Agent
 
@@ -25,8 +25,11 @@ struct SupervisorHarness: Sendable {
         guard let created = mkdtemp(&template) else { throw HarnessError("mkdtemp failed: errno \(errno)") }
         let home = String(cString: created)
         var configuration = BuiltinProcessManager.Configuration(
-            home: home, executablePath: TestPaths.executable("ferry-agent"),
-            connectTimeout: .seconds(30), requestTimeout: .seconds(60))
+            home: home,
+            executablePath: TestPaths.executable("ferry-agent"),
+            connectTimeout: .seconds(30),
+            requestTimeout: .seconds(60)
+        )
         configure(&configuration)
         let harness = SupervisorHarness(home: home, manager: BuiltinProcessManager(configuration: configuration, logger: quietLogger))
         do {
@@ -67,12 +70,33 @@ struct SupervisorHarness: Sendable {
     }
 
     /// An app spec with PM2's defaults (node, autorestart, 16 restarts, 1000 ms min_uptime, 1600 ms kill_timeout).
-    func spec(_ name: String, script: String, cwd: String? = nil, instances: Int = 1, execMode: ExecMode = .fork,
-              env: [String: String] = [:]) -> AppSpec {
-        AppSpec(name: name, service: "svc", script: script, cwd: cwd ?? (script as NSString).deletingLastPathComponent,
-                args: [], interpreter: "node", interpreterArgs: [], instances: instances, execMode: execMode, env: env,
-                autorestart: true, maxRestarts: 16, minUptimeMilliseconds: 1000, restartDelayMilliseconds: 0,
-                killTimeoutMilliseconds: 1600, maxMemoryBytes: nil, pm2Options: [:])
+    func spec(
+        _ name: String,
+        script: String,
+        cwd: String? = nil,
+        instances: Int = 1,
+        execMode: ExecMode = .fork,
+        env: [String: String] = [:]
+    ) -> AppSpec {
+        AppSpec(
+            name: name,
+            service: "svc",
+            script: script,
+            cwd: cwd ?? (script as NSString).deletingLastPathComponent,
+            args: [],
+            interpreter: "node",
+            interpreterArgs: [],
+            instances: instances,
+            execMode: execMode,
+            env: env,
+            autorestart: true,
+            maxRestarts: 16,
+            minUptimeMilliseconds: 1000,
+            restartDelayMilliseconds: 0,
+            killTimeoutMilliseconds: 1600,
+            maxMemoryBytes: nil,
+            pm2Options: [:]
+        )
     }
 
     // MARK: - Waiting
@@ -80,8 +104,11 @@ struct SupervisorHarness: Sendable {
     /// Polls the table every 100 ms until `condition` holds, and returns that table; fails with the last table seen
     /// after `timeout`.
     @discardableResult
-    func waitUntil(_ what: String, timeout: Duration = .seconds(30),
-                   _ condition: ([ManagedProcess]) -> Bool) async throws -> [ManagedProcess] {
+    func waitUntil(
+        _ what: String,
+        timeout: Duration = .seconds(30),
+        _ condition: ([ManagedProcess]) -> Bool
+    ) async throws -> [ManagedProcess] {
         let deadline = ContinuousClock.now + timeout
         var last: [ManagedProcess] = []
         while ContinuousClock.now < deadline {
@@ -117,8 +144,8 @@ struct SupervisorHarness: Sendable {
     func report(instance: Int, pid: Int32) async throws -> [String: Any] {
         let path = "\(home)/out/report-\(instance)-\(pid).json"
         guard await Self.eventually({ FileManager.default.fileExists(atPath: path) }),
-              let data = FileManager.default.contents(atPath: path),
-              let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            let data = FileManager.default.contents(atPath: path),
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
         else { throw HarnessError("no report at \(path)") }
         return object
     }
@@ -203,7 +230,7 @@ struct SupervisorHarness: Sendable {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap(Int32.init).filter { pid in
             guard pid != getpid(), Self.isAlive(pid),
-                  let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
+                let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
             else { return false }
             return String(decoding: data, as: UTF8.self).contains(home)
         }

@@ -59,7 +59,6 @@ final class ChildProcess {
     }
 }
 
-
 /// Polls `condition` until it holds or `timeout` passes; returns the last value for the assertion message.
 @discardableResult
 func eventually<T>(

@@ -44,7 +44,8 @@ final class FleetFixture {
     func makeArtifact(version: String, crash: Bool = false, padding: Int = 0) throws -> URL {
         let tree = root.appendingPathComponent("build-\(version)")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
-        let server = crash
+        let server =
+            crash
             ? "throw new Error('release \(version) is broken at boot');\n"
             : """
             const http = require('http'), fs = require('fs'), path = require('path');

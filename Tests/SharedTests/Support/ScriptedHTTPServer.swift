@@ -125,7 +125,16 @@ final class ScriptedHTTPServer: Sendable {
             return [.send(response(status: 416, reason: "Range Not Satisfiable", headers: [("Content-Range", "bytes */\(data.count)")]))]
         }
         let part = Array(data[start...])
-        return [.send(response(status: 206, reason: "Partial Content", headers: [("Content-Range", "bytes \(start)-\(data.count - 1)/\(data.count)")], body: part))]
+        return [
+            .send(
+                response(
+                    status: 206,
+                    reason: "Partial Content",
+                    headers: [("Content-Range", "bytes \(start)-\(data.count - 1)/\(data.count)")],
+                    body: part
+                )
+            )
+        ]
     }
 
     // MARK: Serving

@@ -16,8 +16,8 @@ extension AppSpec {
     func validateForSupervisor() throws(SupervisorFailure) {
         func invalid(_ message: String) -> SupervisorFailure { SupervisorFailure(.invalidApp, "app \(name.debugDescription.prefix(80)): \(message)") }
         guard (1...100).contains(name.utf8.count),
-              name.utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }),
-              name.utf8.first?.isASCIIAlphanumeric == true
+            name.utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }),
+            name.utf8.first?.isASCIIAlphanumeric == true
         else {
             throw invalid("name must be 1-100 characters of A-Z a-z 0-9 . _ - and start with a letter or digit")
         }
@@ -32,7 +32,7 @@ extension AppSpec {
             }
         }
         guard args.count <= 1024, interpreterArgs.count <= 1024,
-              !(args + interpreterArgs).contains(where: { $0.utf8.contains(0) })
+            !(args + interpreterArgs).contains(where: { $0.utf8.contains(0) })
         else {
             throw invalid("args and interpreter args must be at most 1024 strings without NUL bytes")
         }
@@ -111,8 +111,8 @@ extension AppSpec {
     }
 }
 
-private extension UInt8 {
-    var isASCIIAlphanumeric: Bool {
+extension UInt8 {
+    fileprivate var isASCIIAlphanumeric: Bool {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(self)
             || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self)
     }

@@ -1,10 +1,11 @@
+import Glibc
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Glibc
-import Shared
 
 /// The daemon's app table on disk (`apps.json`): what to run again after the daemon restarts (resurrect), and which
 /// processes the previous daemon left behind.

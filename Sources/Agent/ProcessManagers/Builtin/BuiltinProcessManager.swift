@@ -30,9 +30,15 @@ struct BuiltinProcessManager: ProcessManager {
         /// Delays between automatic restarts when an app's `restart_delay` is 0. Default 100 ms doubling up to 15 s.
         var restartBackoff: RestartBackoff
 
-        init(home: String = "/var/lib/ferry/supervisor", executablePath: String? = nil, namespace: String = "ferry",
-             connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(120),
-             logRotation: LogRotation = LogRotation(), restartBackoff: RestartBackoff = RestartBackoff()) {
+        init(
+            home: String = "/var/lib/ferry/supervisor",
+            executablePath: String? = nil,
+            namespace: String = "ferry",
+            connectTimeout: Duration = .seconds(10),
+            requestTimeout: Duration = .seconds(120),
+            logRotation: LogRotation = LogRotation(),
+            restartBackoff: RestartBackoff = RestartBackoff()
+        ) {
             self.home = home
             self.executablePath = executablePath
             self.namespace = namespace
@@ -104,8 +110,12 @@ struct BuiltinProcessManager: ProcessManager {
     /// Sends one request and returns the daemon's successful answer; throws `.rejected` for a refusal.
     func send(_ request: SupervisorRequest) async throws -> SupervisorResponse {
         guard let response = try await send(request, startingDaemon: true) else {
-            throw SupervisorError.daemonUnreachable(socketPath: configuration.socketPath, waited: configuration.connectTimeout,
-                                                    lastErrno: ECONNREFUSED, logTail: "")
+            throw SupervisorError.daemonUnreachable(
+                socketPath: configuration.socketPath,
+                waited: configuration.connectTimeout,
+                lastErrno: ECONNREFUSED,
+                logTail: ""
+            )
         }
         return response
     }
@@ -148,15 +158,23 @@ struct BuiltinProcessManager: ProcessManager {
                 throw .path(operation: "connect", path: configuration.socketPath, errno: error.code)
             }
             guard ContinuousClock.now < deadline else {
-                throw .daemonUnreachable(socketPath: configuration.socketPath, waited: configuration.connectTimeout,
-                                         lastErrno: lastErrno, logTail: SmallFile.tail(configuration.daemonLogPath, bytes: 2048))
+                throw .daemonUnreachable(
+                    socketPath: configuration.socketPath,
+                    waited: configuration.connectTimeout,
+                    lastErrno: lastErrno,
+                    logTail: SmallFile.tail(configuration.daemonLogPath, bytes: 2048)
+                )
             }
             usleep(20_000)
         }
     }
 
-    private static func exchange(_ line: [UInt8], operation: SupervisorOperation, on fd: Int32,
-                                 configuration: Configuration) throws(SupervisorError) -> SupervisorResponse {
+    private static func exchange(
+        _ line: [UInt8],
+        operation: SupervisorOperation,
+        on fd: Int32,
+        configuration: Configuration
+    ) throws(SupervisorError) -> SupervisorResponse {
         let deadline = ContinuousClock.now + configuration.requestTimeout
         if let error = UnixSocket.write(line, to: fd, deadline: deadline) {
             if error == ETIMEDOUT {
@@ -185,8 +203,11 @@ struct BuiltinProcessManager: ProcessManager {
             throw .malformedResponse(operation: operation, reason: SupervisorRequest.describe(error))
         }
         guard response.ok else {
-            throw .rejected(operation: operation, failure: response.error
-                ?? SupervisorFailure(.internal, "refused without a reason"))
+            throw .rejected(
+                operation: operation,
+                failure: response.error
+                    ?? SupervisorFailure(.internal, "refused without a reason")
+            )
         }
         return response
     }

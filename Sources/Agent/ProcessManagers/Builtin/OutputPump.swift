@@ -104,7 +104,8 @@ final class OutputPump: Sendable {
                 close(wakeWriter)
                 return
             }
-            var descriptors = [pollfd(fd: wakeReader, events: Int16(POLLIN), revents: 0)]
+            var descriptors =
+                [pollfd(fd: wakeReader, events: Int16(POLLIN), revents: 0)]
                 + watched.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
             if ready < 0 { continue }  // EINTR; nothing else is expected from a valid descriptor list

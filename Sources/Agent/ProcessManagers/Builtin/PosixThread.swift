@@ -14,12 +14,17 @@ enum PosixThread {
         defer { pthread_attr_destroy(&attributes) }
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         var thread = pthread_t()
-        let result = pthread_create(&thread, &attributes, { raw in
-            guard let raw else { return nil }
-            let box = Unmanaged<ThreadBody>.fromOpaque(raw).takeRetainedValue()
-            box.body()
-            return nil
-        }, box)
+        let result = pthread_create(
+            &thread,
+            &attributes,
+            { raw in
+                guard let raw else { return nil }
+                let box = Unmanaged<ThreadBody>.fromOpaque(raw).takeRetainedValue()
+                box.body()
+                return nil
+            },
+            box
+        )
         if result != 0 {
             Unmanaged<ThreadBody>.fromOpaque(box).release()
             throw .system(operation: "pthread_create (\(name))", errno: result)

@@ -30,11 +30,17 @@ struct ProcStat: Sendable, Equatable {
         let fields = text[text.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
         // fields[0] is field 3 (state); utime and stime are fields 14 and 15, starttime is field 22.
         guard fields.count > 19, let state = fields[0].first,
-              let parent = Int32(fields[1]), let group = Int32(fields[2]), let session = Int32(fields[3]),
-              let user = UInt64(fields[11]), let system = UInt64(fields[12]), let start = UInt64(fields[19])
+            let parent = Int32(fields[1]), let group = Int32(fields[2]), let session = Int32(fields[3]),
+            let user = UInt64(fields[11]), let system = UInt64(fields[12]), let start = UInt64(fields[19])
         else { return nil }
-        return ProcStat(cpuTicks: user + system, startTicks: start, state: state, parentPid: parent,
-                        processGroup: group, session: session)
+        return ProcStat(
+            cpuTicks: user + system,
+            startTicks: start,
+            state: state,
+            parentPid: parent,
+            processGroup: group,
+            session: session
+        )
     }
 
     /// Resident set size in bytes from `/proc/<pid>/statm`, or `nil` when the process does not exist.

@@ -48,23 +48,30 @@ enum ProcessSpawner {
         defer { posix_spawnattr_destroy(&attributes) }
 
         func failed(_ code: Int32) -> SupervisorError {
-            .spawnFailed(executable: request.executable, arguments: request.arguments,
-                         workingDirectory: request.workingDirectory, errno: code)
+            .spawnFailed(
+                executable: request.executable,
+                arguments: request.arguments,
+                workingDirectory: request.workingDirectory,
+                errno: code
+            )
         }
         if let directory = request.workingDirectory {
             let result = try GlibcExtensions.addChangeDirectory(&actions, directory)
             guard result == 0 else { throw failed(result) }
         }
-        for (stream, target) in [(request.standardInput, STDIN_FILENO), (request.standardOutput, STDOUT_FILENO),
-                                 (request.standardError, STDERR_FILENO)] {
-            let result: Int32 = switch stream {
-            case .null:
-                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == STDIN_FILENO ? O_RDONLY : O_WRONLY, 0)
-            case .descriptor(let fd):
-                posix_spawn_file_actions_adddup2(&actions, fd, target)
-            case .appending(let path):
-                posix_spawn_file_actions_addopen(&actions, target, path, O_WRONLY | O_APPEND | O_CREAT, 0o600)
-            }
+        for (stream, target) in [
+            (request.standardInput, STDIN_FILENO), (request.standardOutput, STDOUT_FILENO),
+            (request.standardError, STDERR_FILENO),
+        ] {
+            let result: Int32 =
+                switch stream {
+                case .null:
+                    posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == STDIN_FILENO ? O_RDONLY : O_WRONLY, 0)
+                case .descriptor(let fd):
+                    posix_spawn_file_actions_adddup2(&actions, fd, target)
+                case .appending(let path):
+                    posix_spawn_file_actions_addopen(&actions, target, path, O_WRONLY | O_APPEND | O_CREAT, 0o600)
+                }
             guard result == 0 else { throw failed(result) }
         }
         // After the dup2 actions, so the descriptors they copy from are still open when they run.

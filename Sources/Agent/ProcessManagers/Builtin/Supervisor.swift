@@ -97,8 +97,13 @@ actor Supervisor {
             }
             return .success(processes: processTable())
         } catch {
-            logger.info("supervisor.request.refused", metadata: ["supervisor.operation": "\(request.operation.rawValue)",
-                                                                 "error.code": "\(error.code.rawValue)", "error": "\(error.message)"])
+            logger.info(
+                "supervisor.request.refused",
+                metadata: [
+                    "supervisor.operation": "\(request.operation.rawValue)",
+                    "error.code": "\(error.code.rawValue)", "error": "\(error.message)",
+                ]
+            )
             return .failure(error)
         }
     }
@@ -111,13 +116,25 @@ actor Supervisor {
             for instance in app.instances {
                 let child = instance.runID.flatMap { children[$0] }
                 let memory = child.map { $0.memoryBytes > 0 ? $0.memoryBytes : ProcStat.residentBytes(pid: $0.pid) ?? 0 } ?? 0
-                rows.append(ManagedProcess(
-                    name: app.spec.name, namespace: configuration.namespace, pmId: instance.pmId, pid: child?.pid,
-                    status: instance.status, restarts: instance.restarts,
-                    uptimeSeconds: child.map { $0.startedAt.duration(to: now).components.seconds },
-                    memoryBytes: memory, cpuPercent: child?.cpuPercent ?? 0, execMode: app.spec.execMode,
-                    instances: app.spec.instances, instanceIndex: instance.index, scriptPath: app.spec.script,
-                    cwd: app.spec.cwd, interpreter: app.spec.interpreter ?? "none"))
+                rows.append(
+                    ManagedProcess(
+                        name: app.spec.name,
+                        namespace: configuration.namespace,
+                        pmId: instance.pmId,
+                        pid: child?.pid,
+                        status: instance.status,
+                        restarts: instance.restarts,
+                        uptimeSeconds: child.map { $0.startedAt.duration(to: now).components.seconds },
+                        memoryBytes: memory,
+                        cpuPercent: child?.cpuPercent ?? 0,
+                        execMode: app.spec.execMode,
+                        instances: app.spec.instances,
+                        instanceIndex: instance.index,
+                        scriptPath: app.spec.script,
+                        cwd: app.spec.cwd,
+                        interpreter: app.spec.interpreter ?? "none"
+                    )
+                )
             }
         }
         return rows.sorted { $0.pmId < $1.pmId }
@@ -317,7 +334,8 @@ actor Supervisor {
         for (runID, var child) in children {
             guard let stat = ProcStat.read(pid: child.pid) else { continue }
             if let last = child.lastSample {
-                let elapsed = Double(last.at.duration(to: now).components.seconds)
+                let elapsed =
+                    Double(last.at.duration(to: now).components.seconds)
                     + Double(last.at.duration(to: now).components.attoseconds) / 1e18
                 if elapsed > 0, stat.cpuTicks >= last.ticks {
                     child.cpuPercent = (Double(stat.cpuTicks - last.ticks) / Double(ProcStat.ticksPerSecond) / elapsed * 1000).rounded() / 10
@@ -327,11 +345,16 @@ actor Supervisor {
             child.memoryBytes = ProcStat.residentBytes(pid: child.pid) ?? child.memoryBytes
             children[runID] = child
             guard let app = apps[child.app], let limit = app.spec.maxMemoryBytes, child.memoryBytes > limit,
-                  !child.stopRequested, !memoryRestartsPending.contains(runID)
+                !child.stopRequested, !memoryRestartsPending.contains(runID)
             else { continue }
             memoryRestartsPending.insert(runID)
-            logger.info("supervisor.instance.memory_limit", metadata: ["ferry.app": "\(child.app)", "process.pm_id": "\(child.pmId)",
-                                                                       "process.rss": "\(child.memoryBytes)", "app.max_memory": "\(limit)"])
+            logger.info(
+                "supervisor.instance.memory_limit",
+                metadata: [
+                    "ferry.app": "\(child.app)", "process.pm_id": "\(child.pmId)",
+                    "process.rss": "\(child.memoryBytes)", "app.max_memory": "\(limit)",
+                ]
+            )
             Task { await self.restartForMemory(child.app, child.pmId, runID: runID) }
         }
     }
@@ -340,8 +363,11 @@ actor Supervisor {
         defer { memoryRestartsPending.remove(runID) }
         try? await exclusively { () async throws(SupervisorFailure) in
             guard instance(name, pmId)?.runID == runID else { return }
-            pump.note("[ferry-supervisor] memory above max_memory_restart: restarting", logPath: logPath(name, pmId, .error),
-                      rotation: configuration.logRotation)
+            pump.note(
+                "[ferry-supervisor] memory above max_memory_restart: restarting",
+                logPath: logPath(name, pmId, .error),
+                rotation: configuration.logRotation
+            )
             await relaunch(name, pmId)
         }
     }
@@ -417,8 +443,11 @@ actor Supervisor {
         kill(-child.pid, SIGINT)
         if await waitForExit(of: runID, timeout: killTimeout) { return }
         logger.info("supervisor.instance.killed", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
-        pump.note("[ferry-supervisor] pid \(child.pid) still running \(killTimeout) after SIGINT (kill_timeout): sending SIGKILL",
-                  logPath: logPath(child.app, child.pmId, .error), rotation: configuration.logRotation)
+        pump.note(
+            "[ferry-supervisor] pid \(child.pid) still running \(killTimeout) after SIGINT (kill_timeout): sending SIGKILL",
+            logPath: logPath(child.app, child.pmId, .error),
+            rotation: configuration.logRotation
+        )
         kill(-child.pid, SIGKILL)
         if await !waitForExit(of: runID, timeout: configuration.killGrace) {
             logger.error("supervisor.instance.unkillable", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
@@ -438,15 +467,29 @@ actor Supervisor {
             pipes += output
             let error = try Self.makePipe()
             pipes += error
-            let pid = try ProcessSpawner.spawn(ProcessSpawner.Request(
-                executable: executable, arguments: arguments, environment: spec.environment(instance: slot.index),
-                workingDirectory: spec.cwd, standardInput: .null, standardOutput: .descriptor(output[1]),
-                standardError: .descriptor(error[1]), grouping: .newProcessGroup))
+            let pid = try ProcessSpawner.spawn(
+                ProcessSpawner.Request(
+                    executable: executable,
+                    arguments: arguments,
+                    environment: spec.environment(instance: slot.index),
+                    workingDirectory: spec.cwd,
+                    standardInput: .null,
+                    standardOutput: .descriptor(output[1]),
+                    standardError: .descriptor(error[1]),
+                    grouping: .newProcessGroup
+                )
+            )
             pipes = [output[1], error[1]]  // the read ends now belong to the pump (below)
             let runID = nextRunID
             nextRunID += 1
-            children[runID] = SupervisedChild(runID: runID, pid: pid, app: name, pmId: pmId, startedAt: .now,
-                                              startTicks: ProcStat.read(pid: pid)?.startTicks)
+            children[runID] = SupervisedChild(
+                runID: runID,
+                pid: pid,
+                app: name,
+                pmId: pmId,
+                startedAt: .now,
+                startTicks: ProcStat.read(pid: pid)?.startTicks
+            )
             update(name, pmId) { instance in
                 instance.runID = runID
                 instance.status = .online
@@ -507,8 +550,13 @@ actor Supervisor {
             waiter.resume(returning: true)
         }
         let ranFor = child.startedAt.duration(to: .now)
-        logger.debug("supervisor.instance.exited", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)",
-                                                             "process.exit": "\(exit)", "process.stop_requested": "\(child.stopRequested)"])
+        logger.debug(
+            "supervisor.instance.exited",
+            metadata: [
+                "ferry.app": "\(child.app)", "process.pid": "\(child.pid)",
+                "process.exit": "\(exit)", "process.stop_requested": "\(child.stopRequested)",
+            ]
+        )
         guard instance(child.app, child.pmId)?.runID == runID else { return }
         update(child.app, child.pmId) { $0.runID = nil }
         handleExit(child.app, child.pmId, ranFor: ranFor, exit: exit, stopRequested: child.stopRequested)
@@ -519,11 +567,17 @@ actor Supervisor {
         guard let app = apps[name], let slot = instance(name, pmId) else { return }
         let spec = app.spec
         if stopRequested || isShuttingDown || app.isDeleting {
-            update(name, pmId) { $0.status = .stopped; $0.lastExit = exit }
+            update(name, pmId) {
+                $0.status = .stopped
+                $0.lastExit = exit
+            }
             return
         }
         guard spec.autorestart else {
-            update(name, pmId) { $0.status = .stopped; $0.lastExit = exit }
+            update(name, pmId) {
+                $0.status = .stopped
+                $0.lastExit = exit
+            }
             logger.info("supervisor.instance.stopped", metadata: ["ferry.app": "\(name)", "process.pm_id": "\(pmId)", "process.exit": "\(exit)"])
             persist()
             return
@@ -540,10 +594,18 @@ actor Supervisor {
             next.status = .errored
             next.unstableRestarts = 0
             replace(name, pmId, with: next)
-            logger.warning("supervisor.instance.errored", metadata: ["ferry.app": "\(name)", "process.pm_id": "\(pmId)",
-                                                                     "process.restarts": "\(next.restarts)", "process.exit": "\(exit)"])
-            pump.note("[ferry-supervisor] too many unstable restarts (\(spec.maxRestarts)): errored", logPath: logPath(name, pmId, .error),
-                      rotation: configuration.logRotation)
+            logger.warning(
+                "supervisor.instance.errored",
+                metadata: [
+                    "ferry.app": "\(name)", "process.pm_id": "\(pmId)",
+                    "process.restarts": "\(next.restarts)", "process.exit": "\(exit)",
+                ]
+            )
+            pump.note(
+                "[ferry-supervisor] too many unstable restarts (\(spec.maxRestarts)): errored",
+                logPath: logPath(name, pmId, .error),
+                rotation: configuration.logRotation
+            )
             persist()
             return
         }
@@ -733,8 +795,8 @@ actor Supervisor {
     }
 }
 
-private extension SupervisedInstance {
-    mutating func modify(_ change: (inout SupervisedInstance) -> Void) {
+extension SupervisedInstance {
+    fileprivate mutating func modify(_ change: (inout SupervisedInstance) -> Void) {
         change(&self)
     }
 }

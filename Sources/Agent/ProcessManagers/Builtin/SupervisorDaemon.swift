@@ -1,12 +1,13 @@
+import Glibc
+import Logging
+import ServiceLifecycle
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Glibc
-import Logging
-import ServiceLifecycle
-import Shared
 
 /// The builtin supervisor's daemon (`ferry-agent supervisor --home DIR`): a separate process, like PM2's God daemon,
 /// so apps outlive the agent and `ferry-agent once` works.
@@ -81,14 +82,16 @@ struct SupervisorDaemon: Service {
         let server: SupervisorServer
         do {
             server = try SupervisorServer.start(
-                configuration: serverConfiguration, logger: logger,
+                configuration: serverConfiguration,
+                logger: logger,
                 handler: { request in
                     await resurrection.value
                     guard request == .shutdown else { return await supervisor.handle(request) }
                     await supervisor.stopAll()
                     return .success(pid: getpid())
                 },
-                onShutdownAnswered: { shutdown.finish() })
+                onShutdownAnswered: { shutdown.finish() }
+            )
         } catch {
             await supervisor.stopAll()
             pump.stop()

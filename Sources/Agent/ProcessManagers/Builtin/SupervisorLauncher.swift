@@ -20,10 +20,18 @@ enum SupervisorLauncher {
             executable = try currentExecutable()
         }
         let arguments = [executable] + daemonArguments(configuration) + ["--detach"]
-        let pid = try ProcessSpawner.spawn(ProcessSpawner.Request(
-            executable: executable, arguments: arguments, environment: daemonEnvironment, workingDirectory: "/",
-            standardInput: .null, standardOutput: .appending(path: configuration.daemonLogPath),
-            standardError: .appending(path: configuration.daemonLogPath), grouping: .newProcessGroup))
+        let pid = try ProcessSpawner.spawn(
+            ProcessSpawner.Request(
+                executable: executable,
+                arguments: arguments,
+                environment: daemonEnvironment,
+                workingDirectory: "/",
+                standardInput: .null,
+                standardOutput: .appending(path: configuration.daemonLogPath),
+                standardError: .appending(path: configuration.daemonLogPath),
+                grouping: .newProcessGroup
+            )
+        )
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             if errno == EINTR { continue }
@@ -40,10 +48,18 @@ enum SupervisorLauncher {
     /// For `--detach`: spawns the daemon (`arguments` is its argv) in a new session with its output appended to
     /// `logPath`, and returns its pid.
     static func spawnDetached(executable: String, arguments: [String], logPath: String) throws(SupervisorError) -> pid_t {
-        try ProcessSpawner.spawn(ProcessSpawner.Request(
-            executable: executable, arguments: arguments, environment: daemonEnvironment, workingDirectory: "/",
-            standardInput: .null, standardOutput: .appending(path: logPath), standardError: .appending(path: logPath),
-            grouping: .newSession))
+        try ProcessSpawner.spawn(
+            ProcessSpawner.Request(
+                executable: executable,
+                arguments: arguments,
+                environment: daemonEnvironment,
+                workingDirectory: "/",
+                standardInput: .null,
+                standardOutput: .appending(path: logPath),
+                standardError: .appending(path: logPath),
+                grouping: .newSession
+            )
+        )
     }
 
     /// The daemon's command line after the executable, carrying the client's settings.

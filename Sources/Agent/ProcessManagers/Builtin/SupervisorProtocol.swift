@@ -149,7 +149,8 @@ struct SupervisorResponse: Sendable, Codable, Equatable {
     /// The response as one line of JSON, newline included.
     func encodedLine() -> [UInt8] {
         // Encoding plain structs of strings and numbers cannot fail; fall back to a fixed error line just in case.
-        let body = (try? JSONEncoder().encode(self)).map(Array.init)
+        let body =
+            (try? JSONEncoder().encode(self)).map(Array.init)
             ?? Array(#"{"ok":false,"error":{"code":"internal","message":"response could not be encoded"}}"#.utf8)
         return body + [UInt8(ascii: "\n")]
     }

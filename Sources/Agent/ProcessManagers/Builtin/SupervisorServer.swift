@@ -39,11 +39,20 @@ final class SupervisorServer: Sendable {
 
     /// Binds the socket and starts accepting. `onShutdownAnswered` runs after the answer to a `shutdown` request has
     /// been written.
-    static func start(configuration: Configuration, logger: Logger, handler: @escaping Handler,
-                      onShutdownAnswered: @escaping @Sendable () -> Void) throws(SupervisorError) -> SupervisorServer {
+    static func start(
+        configuration: Configuration,
+        logger: Logger,
+        handler: @escaping Handler,
+        onShutdownAnswered: @escaping @Sendable () -> Void
+    ) throws(SupervisorError) -> SupervisorServer {
         let listener = try UnixSocket.listen(at: configuration.socketPath)
-        let server = SupervisorServer(configuration: configuration, listener: listener, handler: handler,
-                                      onShutdownAnswered: onShutdownAnswered, logger: logger)
+        let server = SupervisorServer(
+            configuration: configuration,
+            listener: listener,
+            handler: handler,
+            onShutdownAnswered: onShutdownAnswered,
+            logger: logger
+        )
         do {
             try PosixThread.detach(name: "socket accept") { server.acceptLoop() }
         } catch {
@@ -53,8 +62,13 @@ final class SupervisorServer: Sendable {
         return server
     }
 
-    private init(configuration: Configuration, listener: Int32, handler: @escaping Handler,
-                 onShutdownAnswered: @escaping @Sendable () -> Void, logger: Logger) {
+    private init(
+        configuration: Configuration,
+        listener: Int32,
+        handler: @escaping Handler,
+        onShutdownAnswered: @escaping @Sendable () -> Void,
+        logger: Logger
+    ) {
         self.configuration = configuration
         self.listener = listener
         self.handler = handler

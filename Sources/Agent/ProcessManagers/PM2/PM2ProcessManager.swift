@@ -1,9 +1,10 @@
+import Logging
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Logging
 
 /// The production process manager: drives the `pm2` CLI the way PM2 7 really behaves (shared/pm2-reference).
 ///
