@@ -28,7 +28,10 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
     }
 
     /// What the release signs, if not the served bytes' own digest and size.
-    enum Signed: Sendable { case actual, otherDigest, size(delta: Int64) }
+    enum Signed: Sendable {
+        case actual, otherDigest
+        case size(delta: Int64)
+    }
 
     var name: String
     var signed: Signed = .actual
@@ -40,7 +43,10 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
 
     typealias Entry = ArchiveBuilder.Entry
 
-    static func archive(_ format: ArchiveBuilder.Format = .tarGzip, _ entries: @escaping @Sendable (Context) -> [Entry]) -> @Sendable (Context) throws -> [UInt8] {
+    static func archive(
+        _ format: ArchiveBuilder.Format = .tarGzip,
+        _ entries: @escaping @Sendable (Context) -> [Entry]
+    ) -> @Sendable (Context) throws -> [UInt8] {
         { context in
             let path = "\(context.scratch)/artifact-\(UUID().uuidString)"
             try ArchiveBuilder.write(entries(context), format: format, to: path)
@@ -51,61 +57,135 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
     static let benign: [Entry] = [.directory("lib"), .file("lib/app.js", "console.log(1)"), .file("package.json", "{}")]
 
     static let all: [HostileArtifact] = [
-        HostileArtifact(name: "dot-dot path to the current symlink", expectation: .extractFails(.unsafePath, entry: "../../current"),
-                        build: archive { _ in benign + [.file("../../current", "pwned")] }),
-        HostileArtifact(name: "dot-dot in the middle of a path", expectation: .extractFails(.unsafePath, entry: "lib/../../../../outside/evil.txt"),
-                        build: archive { _ in benign + [.file("lib/../../../../outside/evil.txt")] }),
-        HostileArtifact(name: "absolute path", expectation: .extractFails(.unsafePath, entry: nil),
-                        build: archive { context in benign + [.file("\(context.tree)/outside/evil.txt")] }),
-        HostileArtifact(name: "symlink escaping the tree", expectation: .extractFails(.linkEscapes, entry: "escape"),
-                        build: archive { _ in benign + [.symlink("escape", to: "../../../../outside"), .file("escape/evil.txt")] }),
-        HostileArtifact(name: "absolute symlink", expectation: .extractFails(.linkEscapes, entry: "etc"),
-                        build: archive { context in benign + [.symlink("etc", to: "\(context.tree)/outside")] }),
-        HostileArtifact(name: "write through an in-tree symlink", expectation: .extractFails(.unsafePath, entry: "lib/up/evil.txt"),
-                        build: archive { _ in benign + [.symlink("lib/up", to: ".."), .file("lib/up/evil.txt")] }),
-        HostileArtifact(name: "symlink chain resolving outside", expectation: .extractFails(.linkEscapes, entry: "b"),
-                        build: archive { _ in benign + [.symlink("a", to: "."), .symlink("b", to: "a/..")] }),
-        HostileArtifact(name: "hardlink escaping the tree", expectation: .extractFails(.linkEscapes, entry: "keep"),
-                        build: archive { _ in benign + [.hardlink("keep", to: "../../../../outside/keep.txt")] }),
-        HostileArtifact(name: "absolute hardlink", expectation: .extractFails(.linkEscapes, entry: "passwd"),
-                        build: archive { context in benign + [.hardlink("passwd", to: "\(context.tree)/outside/keep.txt")] }),
-        HostileArtifact(name: "hardlink to a symlink", expectation: .extractFails(.linkEscapes, entry: "h"),
-                        build: archive { _ in benign + [.symlink("s", to: "lib/app.js"), .hardlink("h", to: "s")] }),
-        HostileArtifact(name: "character device", expectation: .extractFails(.unsupportedEntryType, entry: "dev/null"),
-                        build: archive { _ in benign + [Entry(path: "dev/null", kind: .characterDevice, mode: 0o666)] }),
-        HostileArtifact(name: "block device", expectation: .extractFails(.unsupportedEntryType, entry: "sda"),
-                        build: archive { _ in benign + [Entry(path: "sda", kind: .blockDevice, mode: 0o660)] }),
-        HostileArtifact(name: "fifo", expectation: .extractFails(.unsupportedEntryType, entry: "pipe"),
-                        build: archive { _ in benign + [Entry(path: "pipe", kind: .fifo, mode: 0o644)] }),
-        HostileArtifact(name: "entry-count bomb", configuration: .init(maxEntries: 50, synchronize: false),
-                        expectation: .extractFails(.tooManyEntries, entry: nil),
-                        build: archive { _ in (0..<60).map { Entry.file("f\($0)") } }),
-        HostileArtifact(name: "size bomb (one huge entry)", configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
-                        expectation: .extractFails(.tooLarge, entry: "zeros.bin"),
-                        build: archive { _ in benign + [Entry(path: "zeros.bin", kind: .zeros(8 << 20), mode: 0o644)] }),
-        HostileArtifact(name: "size bomb (many entries)", configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
-                        expectation: .extractFails(.tooLarge, entry: "part10"),
-                        build: archive { _ in (0..<12).map { Entry(path: "part\($0)", kind: .zeros(100_000), mode: 0o644) } }),
-        HostileArtifact(name: "zip bomb lying about its size", configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
-                        expectation: .extractFails(.tooLarge, entry: "bomb.bin"),
-                        build: { context in try lyingZip(context) }),
-        HostileArtifact(name: "truncated gzip", expectation: .extractFails(.corrupt, entry: nil), build: { context in
-            let bytes = try archive { _ in [Entry(path: "random.bin", kind: .file((0..<400_000).map { _ in UInt8.random(in: 0...255) }), mode: 0o644)] }(context)
-            return Array(bytes.prefix(bytes.count / 2))
-        }),
+        HostileArtifact(
+            name: "dot-dot path to the current symlink",
+            expectation: .extractFails(.unsafePath, entry: "../../current"),
+            build: archive { _ in benign + [.file("../../current", "pwned")] }
+        ),
+        HostileArtifact(
+            name: "dot-dot in the middle of a path",
+            expectation: .extractFails(.unsafePath, entry: "lib/../../../../outside/evil.txt"),
+            build: archive { _ in benign + [.file("lib/../../../../outside/evil.txt")] }
+        ),
+        HostileArtifact(
+            name: "absolute path",
+            expectation: .extractFails(.unsafePath, entry: nil),
+            build: archive { context in benign + [.file("\(context.tree)/outside/evil.txt")] }
+        ),
+        HostileArtifact(
+            name: "symlink escaping the tree",
+            expectation: .extractFails(.linkEscapes, entry: "escape"),
+            build: archive { _ in benign + [.symlink("escape", to: "../../../../outside"), .file("escape/evil.txt")] }
+        ),
+        HostileArtifact(
+            name: "absolute symlink",
+            expectation: .extractFails(.linkEscapes, entry: "etc"),
+            build: archive { context in benign + [.symlink("etc", to: "\(context.tree)/outside")] }
+        ),
+        HostileArtifact(
+            name: "write through an in-tree symlink",
+            expectation: .extractFails(.unsafePath, entry: "lib/up/evil.txt"),
+            build: archive { _ in benign + [.symlink("lib/up", to: ".."), .file("lib/up/evil.txt")] }
+        ),
+        HostileArtifact(
+            name: "symlink chain resolving outside",
+            expectation: .extractFails(.linkEscapes, entry: "b"),
+            build: archive { _ in benign + [.symlink("a", to: "."), .symlink("b", to: "a/..")] }
+        ),
+        HostileArtifact(
+            name: "hardlink escaping the tree",
+            expectation: .extractFails(.linkEscapes, entry: "keep"),
+            build: archive { _ in benign + [.hardlink("keep", to: "../../../../outside/keep.txt")] }
+        ),
+        HostileArtifact(
+            name: "absolute hardlink",
+            expectation: .extractFails(.linkEscapes, entry: "passwd"),
+            build: archive { context in benign + [.hardlink("passwd", to: "\(context.tree)/outside/keep.txt")] }
+        ),
+        HostileArtifact(
+            name: "hardlink to a symlink",
+            expectation: .extractFails(.linkEscapes, entry: "h"),
+            build: archive { _ in benign + [.symlink("s", to: "lib/app.js"), .hardlink("h", to: "s")] }
+        ),
+        HostileArtifact(
+            name: "character device",
+            expectation: .extractFails(.unsupportedEntryType, entry: "dev/null"),
+            build: archive { _ in benign + [Entry(path: "dev/null", kind: .characterDevice, mode: 0o666)] }
+        ),
+        HostileArtifact(
+            name: "block device",
+            expectation: .extractFails(.unsupportedEntryType, entry: "sda"),
+            build: archive { _ in benign + [Entry(path: "sda", kind: .blockDevice, mode: 0o660)] }
+        ),
+        HostileArtifact(
+            name: "fifo",
+            expectation: .extractFails(.unsupportedEntryType, entry: "pipe"),
+            build: archive { _ in benign + [Entry(path: "pipe", kind: .fifo, mode: 0o644)] }
+        ),
+        HostileArtifact(
+            name: "entry-count bomb",
+            configuration: .init(maxEntries: 50, synchronize: false),
+            expectation: .extractFails(.tooManyEntries, entry: nil),
+            build: archive { _ in (0..<60).map { Entry.file("f\($0)") } }
+        ),
+        HostileArtifact(
+            name: "size bomb (one huge entry)",
+            configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
+            expectation: .extractFails(.tooLarge, entry: "zeros.bin"),
+            build: archive { _ in benign + [Entry(path: "zeros.bin", kind: .zeros(8 << 20), mode: 0o644)] }
+        ),
+        HostileArtifact(
+            name: "size bomb (many entries)",
+            configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
+            expectation: .extractFails(.tooLarge, entry: "part10"),
+            build: archive { _ in (0..<12).map { Entry(path: "part\($0)", kind: .zeros(100_000), mode: 0o644) } }
+        ),
+        HostileArtifact(
+            name: "zip bomb lying about its size",
+            configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
+            expectation: .extractFails(.tooLarge, entry: "bomb.bin"),
+            build: { context in try lyingZip(context) }
+        ),
+        HostileArtifact(
+            name: "truncated gzip",
+            expectation: .extractFails(.corrupt, entry: nil),
+            build: { context in
+                let bytes = try archive { _ in
+                    [Entry(path: "random.bin", kind: .file((0..<400_000).map { _ in UInt8.random(in: 0...255) }), mode: 0o644)]
+                }(context)
+                return Array(bytes.prefix(bytes.count / 2))
+            }
+        ),
         HostileArtifact(name: "digest mismatch", signed: .otherDigest, expectation: .fetchFails(.digestMismatch), build: archive { _ in benign }),
-        HostileArtifact(name: "size mismatch (server sends less than signed)", signed: .size(delta: 100), expectation: .fetchFails(.sizeMismatch),
-                        build: archive { _ in benign }),
-        HostileArtifact(name: "size mismatch (server sends more than signed)", signed: .size(delta: -100), expectation: .fetchFails(.tooLarge),
-                        build: archive { _ in benign }),
-        HostileArtifact(name: "zip with dot-dot", expectation: .extractFails(.unsafePath, entry: "../../current"),
-                        build: archive(.zip) { _ in benign + [.file("../../current")] }),
-        HostileArtifact(name: "zip with an absolute path", expectation: .extractFails(.unsafePath, entry: nil),
-                        build: archive(.zip) { context in benign + [.file("\(context.tree)/outside/evil.txt")] }),
+        HostileArtifact(
+            name: "size mismatch (server sends less than signed)",
+            signed: .size(delta: 100),
+            expectation: .fetchFails(.sizeMismatch),
+            build: archive { _ in benign }
+        ),
+        HostileArtifact(
+            name: "size mismatch (server sends more than signed)",
+            signed: .size(delta: -100),
+            expectation: .fetchFails(.tooLarge),
+            build: archive { _ in benign }
+        ),
+        HostileArtifact(
+            name: "zip with dot-dot",
+            expectation: .extractFails(.unsafePath, entry: "../../current"),
+            build: archive(.zip) { _ in benign + [.file("../../current")] }
+        ),
+        HostileArtifact(
+            name: "zip with an absolute path",
+            expectation: .extractFails(.unsafePath, entry: nil),
+            build: archive(.zip) { context in benign + [.file("\(context.tree)/outside/evil.txt")] }
+        ),
         HostileArtifact(name: "empty tar", expectation: .extractFails(.empty, entry: nil), build: archive(.tar) { _ in [] }),
         HostileArtifact(name: "zero-byte file", expectation: .extractFails(.empty, entry: nil), build: { _ in [] }),
-        HostileArtifact(name: "not an archive", expectation: .extractFails(.unreadable, entry: nil),
-                        build: { _ in Array("#!/bin/sh\nrm -rf /\n".utf8) + [UInt8](repeating: 0x41, count: 4096) }),
+        HostileArtifact(
+            name: "not an archive",
+            expectation: .extractFails(.unreadable, entry: nil),
+            build: { _ in Array("#!/bin/sh\nrm -rf /\n".utf8) + [UInt8](repeating: 0x41, count: 4096) }
+        ),
         HostileArtifact(
             name: "setuid, setgid, sticky and world-writable bits",
             expectation: .extracts { (release: String) throws in
@@ -186,7 +266,11 @@ struct ArchiveExtractorHostileArtifactTests {
             try await TestFileServer.with { server in
                 server.publish(bytes, at: ArtifactReference.controllerPath(for: digest))
                 let fetcher = ArtifactFetcher(
-                    configuration: .init(stateDirectory: state), client: HTTPClient(), controllerURL: server.baseURL, token: "t", logger: Self.logger
+                    configuration: .init(stateDirectory: state),
+                    client: HTTPClient(),
+                    controllerURL: server.baseURL,
+                    token: "t",
+                    logger: Self.logger
                 )
                 let extractor = ArchiveExtractor(configuration: artifact.configuration, logger: Self.logger)
                 let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size)

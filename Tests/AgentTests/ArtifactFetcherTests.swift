@@ -52,7 +52,15 @@ struct ArtifactFetcherTests {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))
             let fetched = try await fixture.fetcher().fetch(fixture.reference())
-            #expect(fetched == FetchedArtifact(path: fixture.finalPath(), sha256: Self.digest, size: 400_000, source: .download(bytes: 400_000, resumedFrom: 0)))
+            #expect(
+                fetched
+                    == FetchedArtifact(
+                        path: fixture.finalPath(),
+                        sha256: Self.digest,
+                        size: 400_000,
+                        source: .download(bytes: 400_000, resumedFrom: 0)
+                    )
+            )
             #expect(try SHA256.hash(fileAt: fetched.path).digest == Self.digest)
             #expect(!Self.exists(fixture.partPath()))
             let request = try #require(fixture.server.requests.first)
@@ -76,7 +84,11 @@ struct ArtifactFetcherTests {
     @Test func relativeURLWithoutAControllerIsRefused() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-fetcher") { state in
             let fetcher = ArtifactFetcher(
-                configuration: .init(stateDirectory: state.path), client: HTTPClient(), controllerURL: nil, token: nil, logger: Self.logger
+                configuration: .init(stateDirectory: state.path),
+                client: HTTPClient(),
+                controllerURL: nil,
+                token: nil,
+                logger: Self.logger
             )
             let error = await #expect(throws: ArtifactFetchError.self) {
                 try await fetcher.fetch(ArtifactReference(url: "/v1/artifacts/\(Self.digest.hex)", sha256: Self.digest, size: 1))
@@ -227,7 +239,10 @@ struct ArtifactFetcherTests {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))
             try fixture.writePart(Array(Self.payload[0..<100_000]))
-            let fetcher = fixture.fetcher { $0.freeSpaceOverride = 1_000_000; $0.freeSpaceMargin = 1 << 20 }
+            let fetcher = fixture.fetcher {
+                $0.freeSpaceOverride = 1_000_000
+                $0.freeSpaceMargin = 1 << 20
+            }
             let error = await #expect(throws: ArtifactFetchError.self) { try await fetcher.fetch(fixture.reference()) }
             guard case .insufficientSpace(let path, let needed, let available) = error else {
                 Issue.record("expected insufficientSpace, got \(String(describing: error))")

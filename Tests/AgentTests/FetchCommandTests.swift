@@ -94,8 +94,10 @@ struct FetchCommandTests {
             try Data().write(to: stderrURL)
             // Files, not pipes: a chatty child can never block on a full pipe.
             let status = try await runProcess(
-                TestPaths.executable("ferry-agent"), arguments,
-                stdout: try FileHandle(forWritingTo: stdoutURL), stderr: try FileHandle(forWritingTo: stderrURL)
+                TestPaths.executable("ferry-agent"),
+                arguments,
+                stdout: try FileHandle(forWritingTo: stdoutURL),
+                stderr: try FileHandle(forWritingTo: stderrURL)
             )
             return (status, try String(contentsOf: stdoutURL, encoding: .utf8), try String(contentsOf: stderrURL, encoding: .utf8))
         }

@@ -8,9 +8,17 @@ struct HTTPClientTests {
     private let client = HTTPClient()
 
     @Test func getReturnsStatusHeadersAndBodyAndSendsAgentHeaders() async throws {
-        try await ScriptedHTTPServer.with({ _ in
-            [.send(ScriptedHTTPServer.response(status: 200, headers: [("ETag", "\"v1\""), ("X-Multi", "a"), ("x-multi", "b")], body: Array("hello".utf8)))]
-        }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [
+                .send(
+                    ScriptedHTTPServer.response(
+                        status: 200,
+                        headers: [("ETag", "\"v1\""), ("X-Multi", "a"), ("x-multi", "b")],
+                        body: Array("hello".utf8)
+                    )
+                )
+            ]
+        } run: { server in
             let request = HTTPRequest(url: "\(server.baseURL)/v1/agents/a1/desired-state").withBearerToken("tok-123")
             let response = try await client.send(request)
             #expect(response.status == 200)
@@ -29,12 +37,12 @@ struct HTTPClientTests {
     }
 
     @Test func conditionalGetWithETagGets304() async throws {
-        try await ScriptedHTTPServer.with({ request in
+        try await ScriptedHTTPServer.with { request in
             if request.headers["if-none-match"] == "\"v7\"" {
                 return [.send(ScriptedHTTPServer.head(status: 304, reason: "Not Modified", headers: [("ETag", "\"v7\"")]))]
             }
             return [.send(ScriptedHTTPServer.response(status: 200, headers: [("ETag", "\"v7\"")], body: Array("{}".utf8)))]
-        }) { server in
+        } run: { server in
             let first = try await client.send(HTTPRequest(url: "\(server.baseURL)/state"))
             #expect(first.status == 200)
             let etag = try #require(first.headers["ETag"])
@@ -47,7 +55,9 @@ struct HTTPClientTests {
 
     @Test(arguments: [HTTPRequest.Method.post, .put, .patch])
     func bodyIsSentWithItsMethod(_ method: HTTPRequest.Method) async throws {
-        try await ScriptedHTTPServer.with({ _ in [.send(ScriptedHTTPServer.response(status: 201))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.send(ScriptedHTTPServer.response(status: 201))]
+        } run: { server in
             let payload = Array("{\"x\":1}".utf8)
             let request = HTTPRequest(method: method, url: "\(server.baseURL)/status", headers: ["Content-Type": "application/json"], body: payload)
             let response = try await client.send(request)
@@ -61,9 +71,9 @@ struct HTTPClientTests {
     }
 
     @Test func headReadsHeadersOnly() async throws {
-        try await ScriptedHTTPServer.with({ _ in
+        try await ScriptedHTTPServer.with { _ in
             [.send(ScriptedHTTPServer.head(status: 200, headers: [("Content-Length", "1234"), ("ETag", "\"x\"")]))]
-        }) { server in
+        } run: { server in
             let response = try await client.send(HTTPRequest(method: .head, url: "\(server.baseURL)/artifact"))
             #expect(response.status == 200)
             #expect(response.headers["content-length"] == "1234")
@@ -76,11 +86,11 @@ struct HTTPClientTests {
     @Test(arguments: [true, false])
     func bodyOverTheLimitIsRefused(announceLength: Bool) async throws {
         let body = [UInt8](repeating: 0x61, count: 5000)
-        try await ScriptedHTTPServer.with({ _ in
+        try await ScriptedHTTPServer.with { _ in
             announceLength
                 ? [.send(ScriptedHTTPServer.response(status: 200, body: body))]
                 : [.send(ScriptedHTTPServer.head(status: 200, headers: [])), .send(body), .close]
-        }) { server in
+        } run: { server in
             let url = "\(server.baseURL)/big"
             let error = await #expect(throws: HTTPClientError.self) {
                 try await client.send(HTTPRequest(url: url, maxResponseBytes: 1000))
@@ -98,13 +108,17 @@ struct HTTPClientTests {
         var configuration = HTTPClient.Configuration()
         configuration.maxResponseBytes = 10
         let small = HTTPClient(configuration: configuration)
-        try await ScriptedHTTPServer.with({ _ in [.send(ScriptedHTTPServer.response(status: 200, body: Array("01234567890".utf8)))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.send(ScriptedHTTPServer.response(status: 200, body: Array("01234567890".utf8)))]
+        } run: { server in
             await #expect(throws: HTTPClientError.self) { try await small.send(HTTPRequest(url: server.baseURL)) }
         }
     }
 
     @Test func silentServerTimesOutAndTheErrorNamesTheURL() async throws {
-        try await ScriptedHTTPServer.with({ _ in [.pause(.seconds(20))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.pause(.seconds(20))]
+        } run: { server in
             let url = "\(server.baseURL)/v1/agents/a1/desired-state?wait=30"
             let started = ContinuousClock.now
             let error = await #expect(throws: HTTPClientError.self) {
@@ -135,7 +149,9 @@ struct HTTPClientTests {
     }
 
     @Test func cancellingTheTaskAbortsTheTransfer() async throws {
-        try await ScriptedHTTPServer.with({ _ in [.pause(.seconds(30))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.pause(.seconds(30))]
+        } run: { server in
             let client = self.client
             let url = "\(server.baseURL)/slow"
             let task = Task { () async throws -> HTTPResponse in
@@ -155,7 +171,9 @@ struct HTTPClientTests {
     }
 
     @Test func alreadyCancelledTaskSendsNothing() async throws {
-        try await ScriptedHTTPServer.with({ _ in [.send(ScriptedHTTPServer.response(status: 200))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.send(ScriptedHTTPServer.response(status: 200))]
+        } run: { server in
             let client = self.client
             let url = server.baseURL
             let task = Task { () async throws -> HTTPResponse in
@@ -171,7 +189,7 @@ struct HTTPClientTests {
     }
 
     @Test func redirectsAreFollowedOnlyForGETsThatAskForIt() async throws {
-        try await ScriptedHTTPServer.with({ request in
+        try await ScriptedHTTPServer.with { request in
             if request.target.hasPrefix("/hop/") {
                 let n = Int(request.target.dropFirst(5)) ?? 0
                 return [.send(ScriptedHTTPServer.response(status: 302, headers: [("Location", "/hop/\(n + 1)")]))]
@@ -180,7 +198,7 @@ struct HTTPClientTests {
                 return [.send(ScriptedHTTPServer.response(status: 302, headers: [("Location", "/final")]))]
             }
             return [.send(ScriptedHTTPServer.response(status: 200, body: Array("landed".utf8)))]
-        }) { server in
+        } run: { server in
             let notFollowed = try await client.send(HTTPRequest(url: "\(server.baseURL)/start"))
             #expect(notFollowed.status == 302)
             #expect(notFollowed.headers["location"] == "/final")
@@ -236,7 +254,10 @@ struct HTTPClientTests {
     @Test(arguments: [
         ("https://h/x", "https://h/x"),
         ("https://u:p@h:8443/x?wait=30", "https://h:8443/x?wait=30"),
-        ("https://b.s3.amazonaws.com/k?X-Amz-Security-Token=t&X-Amz-Expires=60", "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=REDACTED&X-Amz-Expires=60"),
+        (
+            "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=t&X-Amz-Expires=60",
+            "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=REDACTED&X-Amz-Expires=60"
+        ),
         ("https://acct.blob.core.windows.net/c/b?sv=1&sig=abc", "https://acct.blob.core.windows.net/c/b?sv=1&sig=REDACTED"),
     ])
     func redactedURLs(url: String, expected: String) {

@@ -1,11 +1,12 @@
 import ArgumentParser
+import Logging
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Logging
-import Shared
 
 /// `ferry-agent fetch`: download, verify and extract one artifact exactly as the daemon does.
 struct FetchCommand: AsyncParsableCommand {

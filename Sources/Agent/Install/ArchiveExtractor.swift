@@ -1,3 +1,7 @@
+import CArchive
+import Logging
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,9 +12,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CArchive
-import Logging
-import Shared
 
 /// Extracts a release artifact (tar, tar.gz, tar.zst or zip, recognised by content, not name) into a new
 /// directory, refusing anything that could write or point outside it.

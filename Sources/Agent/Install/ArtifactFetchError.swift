@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Shared
 
 /// Why an artifact could not be fetched into the cache. URLs in messages are redacted (`RedactedURL`).
 enum ArtifactFetchError: Error, CustomStringConvertible {

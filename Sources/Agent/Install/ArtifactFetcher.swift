@@ -1,3 +1,7 @@
+import Logging
+import Shared
+import Synchronization
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,9 +12,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Logging
-import Shared
-import Synchronization
 
 /// Fetches signed artifacts into the agent's content-addressed cache, `<stateDirectory>/artifacts/<sha256>`.
 ///
@@ -285,26 +286,28 @@ struct ArtifactFetcher: Sendable {
         let client = self.client
         let outcome = await withTaskCancellationHandler { () async -> Result<HTTPDownloadResult, HTTPClientError> in
             do throws(HTTPClientError) {
-                return .success(try await client.download(
-                    from: source.url,
-                    to: partPath,
-                    resumeFrom: offset,
-                    maxBytes: artifact.size,
-                    headers: source.headers,
-                    followRedirects: source.followRedirects
-                ) { event in
-                    switch event {
-                    case .began(_, let start):
-                        if start == 0 { hash.restart() }
-                    case .chunk(let bytes):
-                        hash.absorb(bytes)
-                        if let pauseAfter, hash.bytes >= pauseAfter {
-                            logger.warning("Test pause point reached: waiting to be killed", metadata: ["artifact.bytes": "\(hash.bytes)"])
-                            while !pauseFlag.isCancelled { usleep(20_000) }
-                            throw CancellationError()
+                return .success(
+                    try await client.download(
+                        from: source.url,
+                        to: partPath,
+                        resumeFrom: offset,
+                        maxBytes: artifact.size,
+                        headers: source.headers,
+                        followRedirects: source.followRedirects
+                    ) { event in
+                        switch event {
+                        case .began(_, let start):
+                            if start == 0 { hash.restart() }
+                        case .chunk(let bytes):
+                            hash.absorb(bytes)
+                            if let pauseAfter, hash.bytes >= pauseAfter {
+                                logger.warning("Test pause point reached: waiting to be killed", metadata: ["artifact.bytes": "\(hash.bytes)"])
+                                while !pauseFlag.isCancelled { usleep(20_000) }
+                                throw CancellationError()
+                            }
                         }
                     }
-                })
+                )
             } catch {
                 return .failure(error)
             }

@@ -1,3 +1,5 @@
+import CCurl
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,7 +10,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CCurl
 
 /// `curl_global_init` is not thread-safe on every libcurl build: run it once, lazily, before the first handle.
 private let curlInitialized: Bool = curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK
@@ -125,13 +126,15 @@ final class CurlTransfer {
             if !state.began, !transfer.beginDownload(state) {
                 throw transfer.failure ?? .unexpectedStatus(url: url, status: state.status)
             }
-            return .success(HTTPDownloadResult(
-                status: state.status,
-                startOffset: state.startOffset,
-                bytesWritten: state.written,
-                fileSize: state.fileSize,
-                alreadyComplete: state.alreadyComplete
-            ))
+            return .success(
+                HTTPDownloadResult(
+                    status: state.status,
+                    startOffset: state.startOffset,
+                    bytesWritten: state.written,
+                    fileSize: state.fileSize,
+                    alreadyComplete: state.alreadyComplete
+                )
+            )
         } catch {
             return .failure(error)
         }

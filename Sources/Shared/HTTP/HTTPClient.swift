@@ -1,9 +1,10 @@
+import CCurl
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import CCurl
 
 /// An HTTP/1.1 and HTTP/2 client over libcurl: bounded in-memory exchanges (`send`) and resumable streaming
 /// downloads to a file (`download`).

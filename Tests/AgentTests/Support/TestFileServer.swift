@@ -136,19 +136,23 @@ final class TestFileServer: Sendable {
         headers[.contentLength] = "\(body.count)"
         if head { return Response(status: status, headers: headers, body: ResponseBody()) }
         let payload = Array(body)
-        return Response(status: status, headers: headers, body: ResponseBody(contentLength: payload.count) { writer in
-            if let dropAfter {
-                try await writer.write(ByteBuffer(bytes: payload.prefix(dropAfter)))
-                throw DroppedOnPurpose()
+        return Response(
+            status: status,
+            headers: headers,
+            body: ResponseBody(contentLength: payload.count) { writer in
+                if let dropAfter {
+                    try await writer.write(ByteBuffer(bytes: payload.prefix(dropAfter)))
+                    throw DroppedOnPurpose()
+                }
+                var offset = 0
+                while offset < payload.count {
+                    let end = min(offset + 64 * 1024, payload.count)
+                    try await writer.write(ByteBuffer(bytes: payload[offset..<end]))
+                    offset = end
+                }
+                try await writer.finish(nil)
             }
-            var offset = 0
-            while offset < payload.count {
-                let end = min(offset + 64 * 1024, payload.count)
-                try await writer.write(ByteBuffer(bytes: payload[offset..<end]))
-                offset = end
-            }
-            try await writer.finish(nil)
-        })
+        )
     }
 
     struct DroppedOnPurpose: Error {}

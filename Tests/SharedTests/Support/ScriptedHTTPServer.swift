@@ -86,7 +86,7 @@ final class ScriptedHTTPServer: Sendable {
 
     /// Runs `body` with a fresh server and always stops it.
     @discardableResult
-    static func with<R>(_ handler: @escaping Handler, _ body: (ScriptedHTTPServer) async throws -> R) async throws -> R {
+    static func with<R>(_ handler: @escaping Handler, run body: (ScriptedHTTPServer) async throws -> R) async throws -> R {
         let server = try ScriptedHTTPServer(handler)
         do {
             let result = try await body(server)
@@ -125,7 +125,16 @@ final class ScriptedHTTPServer: Sendable {
             return [.send(response(status: 416, reason: "Range Not Satisfiable", headers: [("Content-Range", "bytes */\(data.count)")]))]
         }
         let part = Array(data[start...])
-        return [.send(response(status: 206, reason: "Partial Content", headers: [("Content-Range", "bytes \(start)-\(data.count - 1)/\(data.count)")], body: part))]
+        return [
+            .send(
+                response(
+                    status: 206,
+                    reason: "Partial Content",
+                    headers: [("Content-Range", "bytes \(start)-\(data.count - 1)/\(data.count)")],
+                    body: part
+                )
+            )
+        ]
     }
 
     // MARK: Serving
