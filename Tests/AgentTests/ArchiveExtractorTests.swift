@@ -15,17 +15,17 @@ struct ArchiveExtractorTests {
     enum Packer: String, CaseIterable, Sendable {
         case tar, tarGzip, tarZstd, zip
 
-        func pack(_ source: String, into archive: String) throws {
+        func pack(_ source: String, into archive: String) async throws {
             switch self {
-            case .tar: try run("/bin/tar", ["-C", source, "-cf", archive, "."])
-            case .tarGzip: try run("/bin/tar", ["-C", source, "-czf", archive, "."])
+            case .tar: try await run("/bin/tar", ["-C", source, "-cf", archive, "."])
+            case .tarGzip: try await run("/bin/tar", ["-C", source, "-czf", archive, "."])
             case .tarZstd:
-                try run("/bin/tar", ["-C", source, "-cf", archive + ".tmp", "."])
-                try run(zstd, ["-q", "-f", archive + ".tmp", "-o", archive])
+                try await run("/bin/tar", ["-C", source, "-cf", archive + ".tmp", "."])
+                try await run(zstd, ["-q", "-f", archive + ".tmp", "-o", archive])
                 try FileManager.default.removeItem(atPath: archive + ".tmp")
             case .zip:
                 // zip insists on a .zip suffix; the extractor gets the file without it.
-                try run("/usr/bin/zip", ["-q", "-r", "-y", archive + ".zip", "."], in: source)
+                try await run("/usr/bin/zip", ["-q", "-r", "-y", archive + ".zip", "."], in: source)
                 try FileManager.default.moveItem(atPath: archive + ".zip", toPath: archive)
             }
         }
@@ -63,7 +63,7 @@ struct ArchiveExtractorTests {
             let source = root.appendingPathComponent("source").path
             try Self.makeSample(at: source, hardlink: packer != .zip)
             let archive = root.appendingPathComponent("artifact").path  // no extension: detected by content
-            try packer.pack(source, into: archive)
+            try await packer.pack(source, into: archive)
             let destination = root.appendingPathComponent("release").path
 
             let summary = try await Self.extractor.extract(archive, into: destination)
@@ -174,21 +174,41 @@ struct ArchiveExtractorTests {
 }
 
 /// Runs a tool to build a test archive; throws with its stderr when it fails.
-func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws {
+func run(_ executable: String, _ arguments: [String], in directory: String? = nil) async throws {
+    try await TestPaths.withTemporaryDirectory("ferry-tool") { scratch in
+        let stderrURL = scratch.appendingPathComponent("stderr")
+        try Data().write(to: stderrURL)
+        let status = try await runProcess(executable, arguments, in: directory, stderr: try FileHandle(forWritingTo: stderrURL))
+        guard status == 0 else {
+            let stderr = try String(contentsOf: stderrURL, encoding: .utf8)
+            throw ToolFailed(description: "\(executable) \(arguments.joined(separator: " ")) exited \(status): \(stderr)")
+        }
+    }
+}
+
+/// Runs a child process to completion without blocking a thread of the cooperative pool (a test HTTP server in
+/// the same process needs those threads to answer the child).
+func runProcess(
+    _ executable: String,
+    _ arguments: [String],
+    in directory: String? = nil,
+    stdout: FileHandle? = nil,
+    stderr: FileHandle? = nil
+) async throws -> Int32 {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let errors = Pipe()
-    process.standardError = errors
-    try process.run()
-    let stderr = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw ToolFailed(
-            description:
-                "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))"
-        )
+    if let stdout { process.standardOutput = stdout }
+    if let stderr { process.standardError = stderr }
+    return try await withCheckedThrowingContinuation { continuation in
+        process.terminationHandler = { finished in continuation.resume(returning: finished.terminationStatus) }
+        do {
+            try process.run()
+        } catch {
+            process.terminationHandler = nil
+            continuation.resume(throwing: error)
+        }
     }
 }
 

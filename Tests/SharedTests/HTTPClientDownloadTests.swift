@@ -24,7 +24,9 @@ struct HTTPClientDownloadTests {
 
     @Test func downloadsTheWholeBody() async throws {
         try await withFile { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0)
+            } run: { server in
                 let events = Events()
                 let result = try await client.download(from: "\(server.baseURL)/a", to: path, maxBytes: Int64(Self.payload.count)) {
                     events.record($0)
@@ -41,7 +43,9 @@ struct HTTPClientDownloadTests {
 
     @Test func resumesAPartialFileWithARangeRequest() async throws {
         try await withFile(initial: Array(Self.payload[0..<100_000])) { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0)
+            } run: { server in
                 let events = Events()
                 let result = try await client.download(
                     from: "\(server.baseURL)/a",
@@ -61,7 +65,9 @@ struct HTTPClientDownloadTests {
 
     @Test func resumeCutsBytesPastTheOffset() async throws {
         try await withFile(initial: Array(Self.payload[0..<1000]) + [9, 9, 9]) { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0)
+            } run: { server in
                 _ = try await client.download(from: "\(server.baseURL)/a", to: path, resumeFrom: 1000, maxBytes: 300_000)
                 #expect(try Self.contents(path) == Self.payload)
             }
@@ -70,7 +76,9 @@ struct HTTPClientDownloadTests {
 
     @Test func serverIgnoringTheRangeRestartsFromZero() async throws {
         try await withFile(initial: [UInt8](repeating: 0xee, count: 5000)) { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0, honourRange: false) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0, honourRange: false)
+            } run: { server in
                 let events = Events()
                 let result = try await client.download(from: "\(server.baseURL)/a", to: path, resumeFrom: 5000, maxBytes: 300_000) {
                     events.record($0)
@@ -86,7 +94,9 @@ struct HTTPClientDownloadTests {
 
     @Test func rangeNotSatisfiableOnACompleteFileMeansAlreadyComplete() async throws {
         try await withFile(initial: Self.payload) { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0)
+            } run: { server in
                 let events = Events()
                 let result = try await client.download(from: "\(server.baseURL)/a", to: path, resumeFrom: 300_000, maxBytes: 300_000) {
                     events.record($0)
@@ -100,7 +110,9 @@ struct HTTPClientDownloadTests {
 
     @Test func stopsBeforeTheFileExceedsMaxBytes() async throws {
         try await withFile { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0)
+            } run: { server in
                 let error = await #expect(throws: HTTPClientError.self) {
                     try await client.download(from: "\(server.baseURL)/a", to: path, maxBytes: 100_000)
                 }
@@ -119,13 +131,13 @@ struct HTTPClientDownloadTests {
     @Test func droppedConnectionKeepsTheBytesSoFarForAResume() async throws {
         try await withFile { path in
             let dropped = Atomic<Bool>(false)
-            try await ScriptedHTTPServer.with({ request in
+            try await ScriptedHTTPServer.with { request in
                 if !dropped.exchange(true, ordering: .acquiringAndReleasing) {
                     let head = ScriptedHTTPServer.head(status: 200, headers: [("Content-Length", "\(Self.payload.count)")])
                     return [.send(head), .send(Array(Self.payload[0..<120_000])), .close]
                 }
                 return ScriptedHTTPServer.serveFile(Self.payload, for: request)
-            }) { server in
+            } run: { server in
                 let url = "\(server.baseURL)/a"
                 let error = await #expect(throws: HTTPClientError.self) {
                     try await client.download(from: url, to: path, maxBytes: 300_000)
@@ -150,9 +162,9 @@ struct HTTPClientDownloadTests {
     @Test(arguments: [404, 500, 302])
     func errorStatusesWriteNothing(status: Int) async throws {
         try await withFile { path in
-            try await ScriptedHTTPServer.with({ _ in
+            try await ScriptedHTTPServer.with { _ in
                 [.send(ScriptedHTTPServer.response(status: status, headers: [("Location", "/elsewhere")], body: Array("error page".utf8)))]
-            }) { server in
+            } run: { server in
                 let error = await #expect(throws: HTTPClientError.self) {
                     try await client.download(from: "\(server.baseURL)/a", to: path, maxBytes: 1000)
                 }
@@ -169,11 +181,11 @@ struct HTTPClientDownloadTests {
 
     @Test func followsRedirectsWhenAsked() async throws {
         try await withFile { path in
-            try await ScriptedHTTPServer.with({ request in
+            try await ScriptedHTTPServer.with { request in
                 request.target == "/presigned"
                     ? [.send(ScriptedHTTPServer.response(status: 307, headers: [("Location", "/blob")]))]
                     : ScriptedHTTPServer.serveFile(Self.payload, for: request)
-            }) { server in
+            } run: { server in
                 let result = try await client.download(from: "\(server.baseURL)/presigned", to: path, maxBytes: 300_000, followRedirects: true)
                 #expect(result.status == 200)
                 #expect(try Self.contents(path) == Self.payload)
@@ -183,9 +195,9 @@ struct HTTPClientDownloadTests {
 
     @Test func contentRangeThatDoesNotStartAtTheOffsetIsRefused() async throws {
         try await withFile(initial: Array(Self.payload[0..<10])) { path in
-            try await ScriptedHTTPServer.with({ _ in
+            try await ScriptedHTTPServer.with { _ in
                 [.send(ScriptedHTTPServer.response(status: 206, headers: [("Content-Range", "bytes 0-9/300000")], body: Array(Self.payload[0..<10])))]
-            }) { server in
+            } run: { server in
                 let error = await #expect(throws: HTTPClientError.self) {
                     try await client.download(from: "\(server.baseURL)/a", to: path, resumeFrom: 10, maxBytes: 300_000)
                 }
@@ -202,7 +214,9 @@ struct HTTPClientDownloadTests {
     @Test func handlerErrorAbortsTheTransfer() async throws {
         struct Stop: Error {}
         try await withFile { path in
-            try await ScriptedHTTPServer.with({ ScriptedHTTPServer.serveFile(Self.payload, for: $0) }) { server in
+            try await ScriptedHTTPServer.with {
+                ScriptedHTTPServer.serveFile(Self.payload, for: $0)
+            } run: { server in
                 let error = await #expect(throws: HTTPClientError.self) {
                     try await client.download(from: "\(server.baseURL)/a", to: path, maxBytes: 300_000) { event in
                         if case .chunk = event { throw Stop() }
@@ -223,9 +237,9 @@ struct HTTPClientDownloadTests {
         configuration.lowSpeedTime = .seconds(1)
         let impatient = HTTPClient(configuration: configuration)
         try await withFile { path in
-            try await ScriptedHTTPServer.with({ _ in
+            try await ScriptedHTTPServer.with { _ in
                 [.send(ScriptedHTTPServer.head(status: 200, headers: [("Content-Length", "100000")])), .send([1, 2, 3]), .pause(.seconds(20))]
-            }) { server in
+            } run: { server in
                 let started = ContinuousClock.now
                 let error = await #expect(throws: HTTPClientError.self) {
                     try await impatient.download(from: "\(server.baseURL)/a", to: path, maxBytes: 100_000)

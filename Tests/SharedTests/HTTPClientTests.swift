@@ -8,7 +8,7 @@ struct HTTPClientTests {
     private let client = HTTPClient()
 
     @Test func getReturnsStatusHeadersAndBodyAndSendsAgentHeaders() async throws {
-        try await ScriptedHTTPServer.with({ _ in
+        try await ScriptedHTTPServer.with { _ in
             [
                 .send(
                     ScriptedHTTPServer.response(
@@ -18,7 +18,7 @@ struct HTTPClientTests {
                     )
                 )
             ]
-        }) { server in
+        } run: { server in
             let request = HTTPRequest(url: "\(server.baseURL)/v1/agents/a1/desired-state").withBearerToken("tok-123")
             let response = try await client.send(request)
             #expect(response.status == 200)
@@ -37,12 +37,12 @@ struct HTTPClientTests {
     }
 
     @Test func conditionalGetWithETagGets304() async throws {
-        try await ScriptedHTTPServer.with({ request in
+        try await ScriptedHTTPServer.with { request in
             if request.headers["if-none-match"] == "\"v7\"" {
                 return [.send(ScriptedHTTPServer.head(status: 304, reason: "Not Modified", headers: [("ETag", "\"v7\"")]))]
             }
             return [.send(ScriptedHTTPServer.response(status: 200, headers: [("ETag", "\"v7\"")], body: Array("{}".utf8)))]
-        }) { server in
+        } run: { server in
             let first = try await client.send(HTTPRequest(url: "\(server.baseURL)/state"))
             #expect(first.status == 200)
             let etag = try #require(first.headers["ETag"])
@@ -55,7 +55,9 @@ struct HTTPClientTests {
 
     @Test(arguments: [HTTPRequest.Method.post, .put, .patch])
     func bodyIsSentWithItsMethod(_ method: HTTPRequest.Method) async throws {
-        try await ScriptedHTTPServer.with({ _ in [.send(ScriptedHTTPServer.response(status: 201))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.send(ScriptedHTTPServer.response(status: 201))]
+        } run: { server in
             let payload = Array("{\"x\":1}".utf8)
             let request = HTTPRequest(method: method, url: "\(server.baseURL)/status", headers: ["Content-Type": "application/json"], body: payload)
             let response = try await client.send(request)
@@ -69,9 +71,9 @@ struct HTTPClientTests {
     }
 
     @Test func headReadsHeadersOnly() async throws {
-        try await ScriptedHTTPServer.with({ _ in
+        try await ScriptedHTTPServer.with { _ in
             [.send(ScriptedHTTPServer.head(status: 200, headers: [("Content-Length", "1234"), ("ETag", "\"x\"")]))]
-        }) { server in
+        } run: { server in
             let response = try await client.send(HTTPRequest(method: .head, url: "\(server.baseURL)/artifact"))
             #expect(response.status == 200)
             #expect(response.headers["content-length"] == "1234")
@@ -84,11 +86,11 @@ struct HTTPClientTests {
     @Test(arguments: [true, false])
     func bodyOverTheLimitIsRefused(announceLength: Bool) async throws {
         let body = [UInt8](repeating: 0x61, count: 5000)
-        try await ScriptedHTTPServer.with({ _ in
+        try await ScriptedHTTPServer.with { _ in
             announceLength
                 ? [.send(ScriptedHTTPServer.response(status: 200, body: body))]
                 : [.send(ScriptedHTTPServer.head(status: 200, headers: [])), .send(body), .close]
-        }) { server in
+        } run: { server in
             let url = "\(server.baseURL)/big"
             let error = await #expect(throws: HTTPClientError.self) {
                 try await client.send(HTTPRequest(url: url, maxResponseBytes: 1000))
@@ -106,13 +108,17 @@ struct HTTPClientTests {
         var configuration = HTTPClient.Configuration()
         configuration.maxResponseBytes = 10
         let small = HTTPClient(configuration: configuration)
-        try await ScriptedHTTPServer.with({ _ in [.send(ScriptedHTTPServer.response(status: 200, body: Array("01234567890".utf8)))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.send(ScriptedHTTPServer.response(status: 200, body: Array("01234567890".utf8)))]
+        } run: { server in
             await #expect(throws: HTTPClientError.self) { try await small.send(HTTPRequest(url: server.baseURL)) }
         }
     }
 
     @Test func silentServerTimesOutAndTheErrorNamesTheURL() async throws {
-        try await ScriptedHTTPServer.with({ _ in [.pause(.seconds(20))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.pause(.seconds(20))]
+        } run: { server in
             let url = "\(server.baseURL)/v1/agents/a1/desired-state?wait=30"
             let started = ContinuousClock.now
             let error = await #expect(throws: HTTPClientError.self) {
@@ -143,7 +149,9 @@ struct HTTPClientTests {
     }
 
     @Test func cancellingTheTaskAbortsTheTransfer() async throws {
-        try await ScriptedHTTPServer.with({ _ in [.pause(.seconds(30))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.pause(.seconds(30))]
+        } run: { server in
             let client = self.client
             let url = "\(server.baseURL)/slow"
             let task = Task { () async throws -> HTTPResponse in
@@ -163,7 +171,9 @@ struct HTTPClientTests {
     }
 
     @Test func alreadyCancelledTaskSendsNothing() async throws {
-        try await ScriptedHTTPServer.with({ _ in [.send(ScriptedHTTPServer.response(status: 200))] }) { server in
+        try await ScriptedHTTPServer.with { _ in
+            [.send(ScriptedHTTPServer.response(status: 200))]
+        } run: { server in
             let client = self.client
             let url = server.baseURL
             let task = Task { () async throws -> HTTPResponse in
@@ -179,7 +189,7 @@ struct HTTPClientTests {
     }
 
     @Test func redirectsAreFollowedOnlyForGETsThatAskForIt() async throws {
-        try await ScriptedHTTPServer.with({ request in
+        try await ScriptedHTTPServer.with { request in
             if request.target.hasPrefix("/hop/") {
                 let n = Int(request.target.dropFirst(5)) ?? 0
                 return [.send(ScriptedHTTPServer.response(status: 302, headers: [("Location", "/hop/\(n + 1)")]))]
@@ -188,7 +198,7 @@ struct HTTPClientTests {
                 return [.send(ScriptedHTTPServer.response(status: 302, headers: [("Location", "/final")]))]
             }
             return [.send(ScriptedHTTPServer.response(status: 200, body: Array("landed".utf8)))]
-        }) { server in
+        } run: { server in
             let notFollowed = try await client.send(HTTPRequest(url: "\(server.baseURL)/start"))
             #expect(notFollowed.status == 302)
             #expect(notFollowed.headers["location"] == "/final")

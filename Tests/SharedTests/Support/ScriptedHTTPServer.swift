@@ -86,7 +86,7 @@ final class ScriptedHTTPServer: Sendable {
 
     /// Runs `body` with a fresh server and always stops it.
     @discardableResult
-    static func with<R>(_ handler: @escaping Handler, _ body: (ScriptedHTTPServer) async throws -> R) async throws -> R {
+    static func with<R>(_ handler: @escaping Handler, run body: (ScriptedHTTPServer) async throws -> R) async throws -> R {
         let server = try ScriptedHTTPServer(handler)
         do {
             let result = try await body(server)
