@@ -197,7 +197,10 @@ struct BuiltinSupervisorTests {
 
     @Test("app output goes to logs rotated by size")
     func logRotation() async throws {
-        try await SupervisorHarness.with(configure: { $0.logRotation = LogRotation(maximumFileBytes: 64 * 1024, keptFiles: 2) }) { harness in
+        let rotation: @Sendable (inout BuiltinProcessManager.Configuration) -> Void = {
+            $0.logRotation = LogRotation(maximumFileBytes: 64 * 1024, keptFiles: 2)
+        }
+        try await SupervisorHarness.with(configure: rotation) { harness in
             let script = try harness.write("app/chatty.js", TestApps.chatty)
             try await harness.manager.start(harness.spec("chatty", script: script), ecosystem: "")
             let log = "\(harness.home)/logs/chatty-0-out.log"

@@ -460,7 +460,9 @@ actor Supervisor {
         takeOver(name, pmId)
         let spec = app.spec
         var pipes: [Int32] = []
-        defer { pipes.forEach { close($0) } }
+        defer {
+            for fd in pipes { close(fd) }
+        }
         do throws(SupervisorError) {
             let (executable, arguments) = try spec.command(instance: slot.index)
             let output = try Self.makePipe()
