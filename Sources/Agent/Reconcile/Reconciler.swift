@@ -300,7 +300,8 @@ actor Reconciler {
             outcome = Task.isCancelled ? .interrupted : .unhealthy(reason: failure)
         } else {
             try? await processManager.save()
-            outcome = await healthGate.watch(apps: apps, health: release.health, processManager: processManager)
+            let health = release.health.resolved(against: release, instanceEnv: env.values)
+            outcome = await healthGate.watch(apps: apps, health: health, processManager: processManager)
         }
 
         switch outcome {
