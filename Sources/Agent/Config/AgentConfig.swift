@@ -42,6 +42,8 @@ struct AgentConfig: Sendable, Equatable {
     var pm2Path: String?
     /// `pm2Home`: PM2_HOME for the pm2 daemon Ferry drives. Default: pm2's own (`~/.pm2`).
     var pm2Home: String?
+    /// `pm2TimeoutSeconds`: upper limit of every pm2 call; on expiry the pm2 CLI's process group is killed. Default 60.
+    var pm2TimeoutSeconds: Int = 60
     /// `namespace`: the PM2 namespace Ferry owns; apps outside it are never touched. Default `ferry`.
     var namespace: String = "ferry"
     /// `clockSkewSeconds`: grace after `expiresAt` before a release counts as expired. Default 300.
@@ -136,6 +138,7 @@ struct AgentConfig: Sendable, Equatable {
         caFile = try reader.optional("caFile", Field.string(maxLength: Limits.pathLength))
         pm2Path = try reader.optional("pm2", Field.string(maxLength: Limits.pathLength))
         pm2Home = try reader.optional("pm2Home", Field.string(maxLength: Limits.pathLength))
+        pm2TimeoutSeconds = try int("pm2TimeoutSeconds", 1...3600, 60, &reader)
         namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
         clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
         keepReleases = try int("keepReleases", 0...100, 3, &reader)
@@ -150,7 +153,8 @@ struct AgentConfig: Sendable, Equatable {
             "threshold": .integer(Int64(threshold)), "stateDir": .string(stateDir), "envDir": .string(envDir),
             "pollSeconds": .integer(Int64(pollSeconds)), "longPollSeconds": .integer(Int64(longPollSeconds)),
             "reportSeconds": .integer(Int64(reportSeconds)), "processManager": .string(processManager.rawValue),
-            "namespace": .string(namespace), "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
+            "namespace": .string(namespace), "pm2TimeoutSeconds": .integer(Int64(pm2TimeoutSeconds)),
+            "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
             "keepReleases": .integer(Int64(keepReleases)),
         ]
         if let caFile { fields["caFile"] = .string(caFile) }

@@ -83,6 +83,8 @@ struct ManagedProcess: Sendable, Equatable, Codable {
     var cwd: String
     /// Interpreter as stored (`node`, `none`, a path), if known.
     var interpreter: String?
+    /// Exit code of the last exit, if the instance has exited at least once (PM2's `pm2_env.exit_code`).
+    var lastExitCode: Int32? = nil
 }
 
 /// An app as the agent wants it run: derived from a release, the instance env and the agent's layout.

@@ -65,11 +65,48 @@ struct AppliedRelease: Sendable, Codable, Equatable {
     var sha256: String
     /// `<serial>-<sha12>` under `services/<svc>/releases/`.
     var directoryName: String
-    /// The verified release payload, so the apps can be rebuilt without the controller.
+    /// The verified release payload, so the apps can be rebuilt without the controller (base64 in the file).
     var payload: [UInt8]
     /// Digest of the instance env file when this release was applied (a change triggers a reload).
     var envDigest: String
 
     /// The release document.
     func release() throws -> Release { try Release.decode(payload) }
+
+    private enum CodingKeys: String, CodingKey {
+        case serial, version, sha256, directoryName, payload, envDigest
+    }
+
+    init(serial: Int64, version: String, sha256: String, directoryName: String, payload: [UInt8], envDigest: String) {
+        self.serial = serial
+        self.version = version
+        self.sha256 = sha256
+        self.directoryName = directoryName
+        self.payload = payload
+        self.envDigest = envDigest
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        serial = try container.decode(Int64.self, forKey: .serial)
+        version = try container.decode(String.self, forKey: .version)
+        sha256 = try container.decode(String.self, forKey: .sha256)
+        directoryName = try container.decode(String.self, forKey: .directoryName)
+        envDigest = try container.decode(String.self, forKey: .envDigest)
+        let text = try container.decode(String.self, forKey: .payload)
+        guard let data = Data(base64Encoded: text) else {
+            throw DecodingError.dataCorruptedError(forKey: .payload, in: container, debugDescription: "payload is not base64")
+        }
+        payload = Array(data)
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(serial, forKey: .serial)
+        try container.encode(version, forKey: .version)
+        try container.encode(sha256, forKey: .sha256)
+        try container.encode(directoryName, forKey: .directoryName)
+        try container.encode(envDigest, forKey: .envDigest)
+        try container.encode(Data(payload).base64EncodedString(), forKey: .payload)
+    }
 }

@@ -1,7 +1,138 @@
 import ArgumentParser
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import Shared
 
-// Placeholder until the controller issue lands this command.
+/// `ferry-controller serve`: the HTTP server agents poll and operators publish to.
 struct ServeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "(not yet available)", shouldDisplay: false)
-    func run() async throws { throw ValidationError("ferry-controller serve is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the controller: artifact store, releases, agents' desired state, status, dashboard.",
+        discussion: """
+            Every flag has an environment twin (FERRY_LISTEN, FERRY_DATA_DIR, FERRY_TRUSTED_KEYS as a comma-separated \
+            list, FERRY_THRESHOLD, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
+            FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL) and a key in the optional --config file \
+            (YAML or JSON: listen, dataDir, trustedKeys, threshold, pollSeconds, maxBodyBytes, maxStatusBytes, \
+            maxArtifactBytes, statusHistory, logLevel). Flags win over the environment, which wins over the file.
+
+            Once listening it prints `ferry-controller listening on http://HOST:PORT` (useful with --listen \
+            127.0.0.1:0). SIGTERM or SIGINT: parked long-polls are answered, in-flight requests finish, then it exits.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("A YAML or JSON config file.", valueName: "FILE"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("Address to listen on (default 127.0.0.1:8080; port 0 picks one).", valueName: "HOST:PORT"))
+    var listen: String?
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("Database and artifacts directory (default ./ferry-data).", valueName: "DIR"))
+    var dataDirectory: String?
+
+    @Option(name: .long, help: ArgumentHelp("An operator public key releases must be signed by. Repeatable.", valueName: "FILE.pub"))
+    var trustedKey: [String] = []
+
+    @Option(name: .long, help: "How many distinct trusted keys must sign a release (default 1).")
+    var threshold: Int?
+
+    @Option(name: .long, help: "Poll interval told to agents, in seconds; 3 without a report marks an agent stale (default 15).")
+    var pollSeconds: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Largest JSON request body (default 2M).", valueName: "SIZE"))
+    var maxBodyBytes: String?
+
+    @Option(name: .long, help: ArgumentHelp("Largest status report (default 1M).", valueName: "SIZE"))
+    var maxStatusBytes: String?
+
+    @Option(name: .long, help: ArgumentHelp("Largest artifact (default 4G).", valueName: "SIZE"))
+    var maxArtifactBytes: String?
+
+    @Option(name: .long, help: "Status reports kept per agent (default 50).")
+    var statusHistory: Int?
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (default info).")
+    var logLevel: String?
+
+    /// The settings given as flags.
+    func flagSettings() throws -> ServeSettings {
+        var settings = ServeSettings()
+        settings.listen = listen
+        settings.dataDirectory = dataDirectory
+        settings.trustedKeys = trustedKey
+        settings.threshold = threshold
+        settings.pollSeconds = pollSeconds
+        settings.maxBodyBytes = try maxBodyBytes.map { try ServeSettings.parseSize($0, name: "--max-body-bytes") }
+        settings.maxStatusBytes = try maxStatusBytes.map { try ServeSettings.parseSize($0, name: "--max-status-bytes") }
+        settings.maxArtifactBytes = try maxArtifactBytes.map { try ServeSettings.parseSize($0, name: "--max-artifact-bytes") }
+        settings.statusHistory = statusHistory
+        settings.logLevel = logLevel
+        return settings
+    }
+
+    /// Flags over environment over config file.
+    func resolvedSettings(environment: [String: String]) throws -> ServeSettings {
+        var settings = ServeSettings()
+        if let file = config ?? environment["FERRY_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            settings = try ServeSettings.fromFile(file)
+        }
+        return try settings.overlaid(by: ServeSettings.fromEnvironment(environment)).overlaid(by: flagSettings())
+    }
+
+    func run() async throws {
+        let settings: ServeSettings
+        let configuration: ControllerConfiguration
+        let level: Logger.Level
+        do {
+            settings = try resolvedSettings(environment: ProcessInfo.processInfo.environment)
+            configuration = try settings.configuration()
+            level = try settings.resolvedLogLevel()
+        } catch {
+            throw CLIError("\(error)")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "ferry.controller")
+        logger.logLevel = level
+        let registry = PrometheusCollectorRegistry()
+        // Once per process, here only: Hummingbird's request metrics go to the same registry as Ferry's own.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+
+        let store: SQLiteControllerStore
+        do {
+            store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: logger)
+        } catch {
+            throw CLIError("\(error)")
+        }
+        let application: ControllerApplication
+        do {
+            application = try makeApplication(
+                configuration: configuration,
+                store: store,
+                registry: registry,
+                logger: logger,
+                onServerRunning: { port in
+                    let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+                    // Tests and scripts read the bound port from this line: write it in one piece, unbuffered.
+                    FileHandle.standardOutput.write(Data("ferry-controller listening on http://\(host):\(port)\n".utf8))
+                }
+            )
+        } catch {
+            try? await store.close()
+            throw CLIError("\(error)")
+        }
+        logger.info(
+            "Starting controller",
+            metadata: [
+                "ferry.data_dir": "\(configuration.dataDirectory)", "ferry.trusted_keys": "\(configuration.trustPolicy.trustedKeys.count)",
+                "ferry.threshold": "\(configuration.trustPolicy.threshold)",
+            ]
+        )
+        try await application.serviceGroup().run()
+        logger.info("Controller stopped")
+    }
 }

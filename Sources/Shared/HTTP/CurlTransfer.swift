@@ -349,8 +349,9 @@ final class CurlTransfer {
     }
 
     fileprivate func receiveHeader(_ buffer: UnsafeRawBufferPointer) {
-        var line = Substring(String(decoding: buffer, as: UTF8.self))
-        while let last = line.last, last == "\r" || last == "\n" { line.removeLast() }
+        var end = buffer.count
+        while end > 0, buffer[end - 1] == 0x0d || buffer[end - 1] == 0x0a { end -= 1 }
+        let line = Substring(String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<end]), as: UTF8.self))
         if line.hasPrefix("HTTP/") {
             // A new response (after a redirect or a 100 Continue): only the last one's headers count.
             responseHeaders = HTTPHeaders()

@@ -1,0 +1,104 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import Shared
+
+/// The controller server: the Hummingbird application plus the services that must start and stop around it.
+struct ControllerApplication: Sendable {
+    typealias HTTPApplication = Application<RouterResponder<BasicRequestContext>>
+
+    /// The HTTP application (run it through `serviceGroup`; tests may also `application.test(.router)`).
+    let application: HTTPApplication
+    /// What the handlers use (the store, the long-poll hub, metrics).
+    let core: ControllerCore
+
+    /// All long-running parts, in start order: the store (closed last), the HTTP server, the long-poll hub.
+    ///
+    /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
+    /// first, then the server stops accepting and lets in-flight requests finish, then the database closes.
+    /// - Parameter handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
+    func serviceGroup(handlingSignals: Bool = true) -> ServiceGroup {
+        ServiceGroup(
+            configuration: .init(
+                services: [
+                    StoreService(store: core.store, logger: core.logger), application,
+                    LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger),
+                ],
+                gracefulShutdownSignals: handlingSignals ? [.sigterm, .sigint] : [],
+                logger: core.logger
+            )
+        )
+    }
+}
+
+/// Builds the controller application around an opened store.
+///
+/// - Parameters:
+///   - registry: where Ferry's metrics go and what `GET /metrics` prints. Pass a fresh one per app in tests.
+///   - selector: which release each agent receives (the rollout seam); default the latest of each service.
+///   - now: the wall clock.
+///   - onServerRunning: called with the bound port once the server listens (port 0 picks a free one).
+/// - Throws: `ArtifactStoreError` when the artifact directory cannot be created.
+func makeApplication(
+    configuration: ControllerConfiguration,
+    store: any ControllerStore,
+    registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+    logger: Logger,
+    selector: any ReleaseSelector = LatestReleaseSelector(),
+    now: @escaping @Sendable () -> Date = { Date() },
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> ControllerApplication {
+    let metrics = ControllerMetrics(registry: registry)
+    let waiters = metrics.longPollWaiters
+    let hub = LongPollHub(onCountChange: { waiters.set(to: Double($0)) })
+    let builder = DesiredStateBuilder(configuration: .init(pollInterval: configuration.pollInterval), store: store, selector: selector)
+    let core = ControllerCore(
+        configuration: configuration,
+        store: store,
+        artifacts: try ArtifactStore(.init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes)),
+        authenticator: Authenticator(store: store),
+        desiredStates: DesiredStateProvider(builder: builder, hub: hub),
+        metrics: metrics,
+        logger: logger,
+        now: now
+    )
+    let router = try ControllerRouter.build(core: core)
+    let application = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
+        logger: logger
+    )
+    return ControllerApplication(application: application, core: core)
+}
+
+/// Closes the store when the service group shuts down (after the HTTP server, which is started after it).
+struct StoreService: Service {
+    let store: any ControllerStore
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        do {
+            try await store.close()
+        } catch {
+            logger.warning("Closing the store failed", metadata: ["error.message": "\(error)"])
+        }
+    }
+}
+
+/// Answers every parked long-poll when the service group shuts down, before the HTTP server waits for in-flight
+/// requests (otherwise shutdown would wait up to the longest `?wait=`).
+struct LongPollShutdownService: Service {
+    let hub: LongPollHub
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        logger.debug("Answering parked long-polls", metadata: ["ferry.long_poll.waiters": "\(hub.waiterCount)"])
+        hub.shutdown()
+    }
+}

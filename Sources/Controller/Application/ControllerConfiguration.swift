@@ -1,0 +1,39 @@
+import Foundation
+import Shared
+
+/// Everything `serve` needs to know. Every field but `trustPolicy` has a default.
+struct ControllerConfiguration: Sendable {
+    /// Address to listen on. Default `127.0.0.1`.
+    var host: String = "127.0.0.1"
+    /// Port to listen on; 0 picks a free one (printed at start). Default 8080.
+    var port: Int = 8080
+    /// SQLite database and artifact files live here. Default `./ferry-data`.
+    var dataDirectory: String = "./ferry-data"
+    /// The operator keys a release must be signed by, and how many of them. Required: the controller rejects
+    /// releases agents would refuse anyway.
+    var trustPolicy: TrustPolicy
+    /// The poll interval agents are told to use; three of them without a status report marks an agent stale.
+    /// Default 15 s.
+    var pollInterval: Duration = .seconds(15)
+    /// Largest JSON request body (an envelope is at most about 1.6 MiB). Default 2 MiB.
+    var maximumBodyBytes: Int = 2 << 20
+    /// Largest status report. Default 1 MiB.
+    var maximumStatusBytes: Int = 1 << 20
+    /// Largest artifact. Default 4 GiB.
+    var maximumArtifactBytes: Int64 = 4 << 30
+    /// Status reports kept per agent. Default 50.
+    var statusHistoryLimit: Int = 50
+    /// Longest `?wait=` a desired-state request may ask for. Default 60 s.
+    var maximumWait: Duration = .seconds(60)
+
+    init(trustPolicy: TrustPolicy) {
+        self.trustPolicy = trustPolicy
+    }
+
+    /// The SQLite database file.
+    var databasePath: String { dataDirectory + "/ferry.sqlite" }
+    /// The artifact directory.
+    var artifactDirectory: String { dataDirectory + "/artifacts" }
+    /// After this long without a status report an agent is shown as stale.
+    var staleAfter: Duration { pollInterval * 3 }
+}

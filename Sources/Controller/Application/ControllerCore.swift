@@ -1,0 +1,23 @@
+import Foundation
+import Logging
+import Shared
+
+/// The parts every route handler uses, built once per application.
+struct ControllerCore: Sendable {
+    let configuration: ControllerConfiguration
+    let store: any ControllerStore
+    let artifacts: ArtifactStore
+    let authenticator: Authenticator
+    let desiredStates: DesiredStateProvider
+    let metrics: ControllerMetrics
+    let logger: Logger
+    /// The wall clock (release expiry, last-seen times); injected so tests can move it.
+    let now: @Sendable () -> Date
+
+    /// Whether `agent` counts as stale at `instant`: no status report for three poll intervals (counted from its
+    /// enrolment when it never reported).
+    func isStale(_ agent: AgentRecord, at instant: Date) -> Bool {
+        let limit = Double(configuration.staleAfter.components.seconds)
+        return instant.timeIntervalSince(agent.lastSeen ?? agent.enrolledAt) > limit
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import Hummingbird
+import Shared
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Content-addressed artifact files: `<directory>/<sha256 hex>`, written once, never modified.
+///
+/// Uploads stream into `<directory>/tmp/` while being hashed, are fsynced, then renamed into place, so a crash or an
+/// aborted upload never leaves a partial file under a digest name.
+struct ArtifactStore: Sendable {
+    /// Where artifacts live and how large one may be.
+    struct Configuration: Sendable {
+        /// The artifact directory. Default: `<data-dir>/artifacts`.
+        var directory: String
+        /// Largest artifact accepted, in bytes. Default 4 GiB.
+        var maximumBytes: Int64 = 4 << 30
+
+        init(directory: String, maximumBytes: Int64 = 4 << 30) {
+            self.directory = directory
+            self.maximumBytes = maximumBytes
+        }
+    }
+
+    /// The result of an upload.
+    struct Stored: Sendable, Equatable {
+        var digest: SHA256Digest
+        var size: Int64
+        /// `false` when the same content was already stored (uploads are idempotent).
+        var created: Bool
+    }
+
+    let configuration: Configuration
+
+    /// Creates the directories.
+    init(_ configuration: Configuration) throws(ArtifactStoreError) {
+        self.configuration = configuration
+        for directory in [configuration.directory, temporaryDirectory] {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw .io(path: directory, reason: error.localizedDescription)
+            }
+        }
+    }
+
+    private var temporaryDirectory: String { configuration.directory + "/tmp" }
+
+    /// The file of an artifact (which may not exist).
+    func path(for digest: SHA256Digest) -> String { "\(configuration.directory)/\(digest.hex)" }
+
+    /// The size of a stored artifact, or `nil` when it is not stored.
+    func size(of digest: SHA256Digest) -> Int64? {
+        var info = stat()
+        guard stat(path(for: digest), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int64(info.st_size)
+    }
+
+    /// Streams `body` to disk while hashing it, then files it under its digest.
+    ///
+    /// - Parameter expected: when given, the digest the content must have.
+    /// - Throws: `ArtifactStoreError.tooLarge` past `maximumBytes`, `.digestMismatch`, `.empty`, `.io`.
+    func store<Body: AsyncSequence>(_ body: Body, expected: SHA256Digest?) async throws -> Stored where Body.Element == ByteBuffer {
+        let temporary = "\(temporaryDirectory)/upload-\(UUID().uuidString)"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+        var keep = false
+        defer {
+            close(fd)
+            if !keep { unlink(temporary) }
+        }
+        let hasher = SHA256Hasher()
+        var size: Int64 = 0
+        for try await chunk in body {
+            size += Int64(chunk.readableBytes)
+            guard size <= configuration.maximumBytes else { throw ArtifactStoreError.tooLarge(limit: configuration.maximumBytes) }
+            try chunk.withUnsafeReadableBytes { buffer throws(ArtifactStoreError) in
+                hasher.update(buffer)
+                try Self.writeAll(fd, buffer, path: temporary)
+            }
+        }
+        guard size > 0 else { throw ArtifactStoreError.empty }
+        let digest = hasher.finalize()
+        if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
+        guard fsync(fd) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+        let destination = path(for: digest)
+        if self.size(of: digest) != nil { return Stored(digest: digest, size: size, created: false) }
+        guard rename(temporary, destination) == 0 else {
+            throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
+        }
+        keep = true
+        Self.syncDirectory(configuration.directory)
+        return Stored(digest: digest, size: size, created: true)
+    }
+
+    private static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws(ArtifactStoreError) {
+        guard var base = buffer.baseAddress else { return }
+        var remaining = buffer.count
+        while remaining > 0 {
+            let written = write(fd, base, remaining)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path, reason: String(cString: strerror(errno)))
+            }
+            remaining -= written
+            base += written
+        }
+    }
+
+    /// Makes a rename durable. Best effort: a failure here leaves a complete file that a crash might un-rename.
+    private static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
+    }
+}
+
+/// Why an artifact could not be stored.
+enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
+    case tooLarge(limit: Int64)
+    case digestMismatch(expected: SHA256Digest, actual: SHA256Digest)
+    case empty
+    case io(path: String, reason: String)
+
+    var description: String {
+        switch self {
+        case .tooLarge(let limit): "the artifact is over the limit of \(limit) bytes"
+        case .digestMismatch(let expected, let actual): "the uploaded content has SHA-256 \(actual), not the \(expected) given in X-Ferry-SHA256"
+        case .empty: "the artifact is empty"
+        case .io(let path, let reason): "\(path): \(reason)"
+        }
+    }
+}

@@ -1,0 +1,20 @@
+/// A configuration input (config file, ecosystem file, env file, flag) that cannot be used.
+enum ConfigurationError: Error, CustomStringConvertible, Equatable {
+    /// The file cannot be read or parsed at all.
+    case unreadable(path: String, reason: String)
+    /// A field of the file has a value Ferry cannot use.
+    case invalid(path: String, field: String, reason: String)
+    /// A flag or environment variable has a value Ferry cannot use.
+    case invalidSetting(name: String, value: String, reason: String)
+    /// Something required was given nowhere.
+    case missing(String)
+
+    var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "\(path): \(reason)"
+        case .invalid(let path, let field, let reason): "\(path): \(field): \(reason)"
+        case .invalidSetting(let name, let value, let reason): "\(name) \"\(value.prefix(200))\": \(reason)"
+        case .missing(let what): what
+        }
+    }
+}

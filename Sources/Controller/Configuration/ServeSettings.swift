@@ -1,0 +1,211 @@
+import Foundation
+import Logging
+import Shared
+
+/// `serve`'s settings from one source (flags, environment or config file). Sources are layered with `overlaid(by:)`:
+/// flags over environment over config file over defaults.
+struct ServeSettings: Equatable, Sendable {
+    var listen: String?
+    var dataDirectory: String?
+    var trustedKeys: [String] = []
+    var threshold: Int?
+    var pollSeconds: Int?
+    var maxBodyBytes: Int64?
+    var maxStatusBytes: Int64?
+    var maxArtifactBytes: Int64?
+    var statusHistory: Int?
+    var logLevel: String?
+
+    /// Environment twins of the flags. `FERRY_TRUSTED_KEYS` is a comma-separated list of paths.
+    static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> ServeSettings {
+        func integer(_ name: String) throws(ConfigurationError) -> Int? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let value = Int(text) else { throw .invalidSetting(name: name, value: text, reason: "not an integer") }
+            return value
+        }
+        func size(_ name: String) throws(ConfigurationError) -> Int64? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            return try parseSize(text, name: name)
+        }
+        var settings = ServeSettings()
+        settings.listen = environment["FERRY_LISTEN"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.dataDirectory = environment["FERRY_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.trustedKeys = (environment["FERRY_TRUSTED_KEYS"] ?? "").split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty }
+        settings.threshold = try integer("FERRY_THRESHOLD")
+        settings.pollSeconds = try integer("FERRY_POLL_SECONDS")
+        settings.maxBodyBytes = try size("FERRY_MAX_BODY_BYTES")
+        settings.maxStatusBytes = try size("FERRY_MAX_STATUS_BYTES")
+        settings.maxArtifactBytes = try size("FERRY_MAX_ARTIFACT_BYTES")
+        settings.statusHistory = try integer("FERRY_STATUS_HISTORY")
+        settings.logLevel = environment["FERRY_LOG_LEVEL"].flatMap { $0.isEmpty ? nil : $0 }
+        return settings
+    }
+
+    /// Reads a YAML or JSON config file whose keys are the flags' names in camelCase (`listen`, `dataDir`,
+    /// `trustedKeys`, `threshold`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
+    /// `statusHistory`, `logLevel`). Unknown keys are errors. Relative key paths are relative to the file.
+    static func fromFile(_ path: String) throws(ConfigurationError) -> ServeSettings {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file")
+        }
+        guard data.count <= 1 << 20 else { throw .unreadable(path: path, reason: "larger than 1 MiB") }
+        let text = String(decoding: data, as: UTF8.self)
+        let value: JSONValue
+        if path.hasSuffix(".json") {
+            do {
+                value = try JSONValue.parse(Array(data))
+            } catch {
+                throw .unreadable(path: path, reason: "\(error)")
+            }
+        } else {
+            value = try YAMLDocument.parse(text, source: path)
+        }
+        let base = (path as NSString).deletingLastPathComponent
+        func resolve(_ file: String) -> String {
+            file.hasPrefix("/") || base.isEmpty ? file : "\(base)/\(file)"
+        }
+        do {
+            var reader = try ObjectReader(value, path: "")
+            var settings = ServeSettings()
+            settings.listen = try reader.optional("listen", Field.string(maxLength: 300))
+            settings.dataDirectory = try reader.optional("dataDir", Field.string(maxLength: 4096)).map(resolve)
+            settings.trustedKeys =
+                try reader.optional("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
+                    guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+                    var keys: [String] = []
+                    for (index, item) in items.enumerated() { keys.append(try Field.string(maxLength: 4096)(item, "\(path)[\(index)]")) }
+                    return keys
+                }?.map(resolve) ?? []
+            settings.threshold = try reader.optional("threshold", Field.integer(in: 1...64)).map { Int($0) }
+            settings.pollSeconds = try reader.optional("pollSeconds", Field.integer(in: 1...3600)).map { Int($0) }
+            settings.maxBodyBytes = try reader.optional("maxBodyBytes", sizeField)
+            settings.maxStatusBytes = try reader.optional("maxStatusBytes", sizeField)
+            settings.maxArtifactBytes = try reader.optional("maxArtifactBytes", sizeField)
+            settings.statusHistory = try reader.optional("statusHistory", Field.integer(in: 1...10_000)).map { Int($0) }
+            settings.logLevel = try reader.optional("logLevel", Field.string(maxLength: 16))
+            try reader.rejectUnknownFields()
+            return settings
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
+        }
+    }
+
+    private static func sizeField(_ value: JSONValue, _ path: String) throws(DocumentError) -> Int64 {
+        switch value {
+        case .string(let text):
+            guard let size = ByteSize.parse(text) else { throw .invalidValue(field: path, reason: "\"\(text)\" is not a size like 2M or 4G") }
+            return size
+        default:
+            return try Field.integer(in: 1...(1 << 50))(value, path)
+        }
+    }
+
+    /// Parses a size: bytes, or a number with K, M or G.
+    static func parseSize(_ text: String, name: String) throws(ConfigurationError) -> Int64 {
+        guard let size = ByteSize.parse(text) else {
+            throw .invalidSetting(name: name, value: text, reason: "not a size: give bytes or a number with K, M or G (like 512M)")
+        }
+        return size
+    }
+
+    /// These settings, with every value `other` sets replacing this one's.
+    func overlaid(by other: ServeSettings) -> ServeSettings {
+        ServeSettings(
+            listen: other.listen ?? listen,
+            dataDirectory: other.dataDirectory ?? dataDirectory,
+            trustedKeys: other.trustedKeys.isEmpty ? trustedKeys : other.trustedKeys,
+            threshold: other.threshold ?? threshold,
+            pollSeconds: other.pollSeconds ?? pollSeconds,
+            maxBodyBytes: other.maxBodyBytes ?? maxBodyBytes,
+            maxStatusBytes: other.maxStatusBytes ?? maxStatusBytes,
+            maxArtifactBytes: other.maxArtifactBytes ?? maxArtifactBytes,
+            statusHistory: other.statusHistory ?? statusHistory,
+            logLevel: other.logLevel ?? logLevel
+        )
+    }
+
+    /// The log level (default `info`).
+    func resolvedLogLevel() throws(ConfigurationError) -> Logger.Level {
+        guard let logLevel else { return .info }
+        guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
+            throw .invalidSetting(
+                name: "--log-level",
+                value: logLevel,
+                reason: "must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
+        }
+        return level
+    }
+
+    /// The controller configuration, loading the trusted keys.
+    func configuration() throws -> ControllerConfiguration {
+        guard !trustedKeys.isEmpty else {
+            throw ConfigurationError.missing(
+                "no trusted key: give --trusted-key FILE.pub (or FERRY_TRUSTED_KEYS, or trustedKeys in the config file); "
+                    + "the controller refuses releases its agents would refuse"
+            )
+        }
+        let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
+        let policy: TrustPolicy
+        do {
+            policy = try TrustPolicy(trustedKeys: keys, threshold: threshold ?? 1)
+        } catch {
+            throw ConfigurationError.invalidSetting(name: "--threshold", value: "\(threshold ?? 1)", reason: "\(error)")
+        }
+        var configuration = ControllerConfiguration(trustPolicy: policy)
+        if let listen {
+            let (host, port) = try Self.parseListen(listen)
+            configuration.host = host
+            configuration.port = port
+        }
+        if let dataDirectory { configuration.dataDirectory = dataDirectory }
+        if let pollSeconds {
+            guard (1...3600).contains(pollSeconds) else {
+                throw ConfigurationError.invalidSetting(name: "--poll-seconds", value: "\(pollSeconds)", reason: "must be from 1 to 3600")
+            }
+            configuration.pollInterval = .seconds(pollSeconds)
+        }
+        if let maxBodyBytes {
+            // An envelope may legitimately be this large; a lower limit would refuse valid releases.
+            guard maxBodyBytes >= Int64(Limits.envelopeBytes), maxBodyBytes <= 1 << 30 else {
+                throw ConfigurationError.invalidSetting(
+                    name: "--max-body-bytes",
+                    value: "\(maxBodyBytes)",
+                    reason: "must be from \(Limits.envelopeBytes) (the largest envelope) to 1G"
+                )
+            }
+            configuration.maximumBodyBytes = Int(maxBodyBytes)
+        }
+        if let maxStatusBytes {
+            guard (1024...(64 << 20)).contains(maxStatusBytes) else {
+                throw ConfigurationError.invalidSetting(name: "--max-status-bytes", value: "\(maxStatusBytes)", reason: "must be from 1K to 64M")
+            }
+            configuration.maximumStatusBytes = Int(maxStatusBytes)
+        }
+        if let maxArtifactBytes { configuration.maximumArtifactBytes = maxArtifactBytes }
+        if let statusHistory {
+            guard statusHistory >= 1 else {
+                throw ConfigurationError.invalidSetting(name: "--status-history", value: "\(statusHistory)", reason: "must be at least 1")
+            }
+            configuration.statusHistoryLimit = statusHistory
+        }
+        return configuration
+    }
+
+    /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces).
+    static func parseListen(_ text: String) throws(ConfigurationError) -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":") else {
+            throw .invalidSetting(name: "--listen", value: text, reason: "expected HOST:PORT, like 127.0.0.1:8080")
+        }
+        var host = String(text[..<colon])
+        let portText = String(text[text.index(after: colon)...])
+        guard let port = Int(portText), (0...65535).contains(port) else {
+            throw .invalidSetting(name: "--listen", value: text, reason: "the port must be a number from 0 to 65535")
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        return (host, port)
+    }
+}

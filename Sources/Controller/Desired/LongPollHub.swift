@@ -1,0 +1,136 @@
+import Synchronization
+
+/// Parks desired-state requests (`?wait=N`) until the state may have changed, the wait ends, or the server stops.
+///
+/// Waiting requests hold a continuation in this set, not a thread; a publish resumes the waiters of agents running
+/// that service and they re-check their state. The set is guarded by a `Mutex` rather than an actor so that a
+/// cancelled wait can remove itself synchronously from its cancellation handler (an actor hop there could arrive after
+/// the registration it is meant to undo).
+final class LongPollHub: Sendable {
+    /// Why a wait ended.
+    enum Wake: Sendable, Equatable {
+        /// A release or enrolment that may concern this agent happened.
+        case changed
+        /// The wait's time ran out.
+        case timedOut
+        /// The server is shutting down: answer now.
+        case shutdown
+        /// The request went away.
+        case cancelled
+    }
+
+    private struct Waiter {
+        let services: Set<String>
+        let agentID: String
+        let continuation: CheckedContinuation<Wake, Never>
+    }
+
+    private struct State {
+        var generation: UInt64 = 0
+        var nextID: UInt64 = 0
+        var waiters: [UInt64: Waiter] = [:]
+        /// Waits that have an id but no registered continuation yet.
+        var pending: Set<UInt64> = []
+        /// Pending waits that were cancelled before registering.
+        var cancelledEarly: Set<UInt64> = []
+        var isShutDown = false
+    }
+
+    private let state = Mutex(State())
+    private let onCountChange: @Sendable (Int) -> Void
+
+    /// - Parameter onCountChange: told the number of parked requests whenever it changes (for a metrics gauge).
+    init(onCountChange: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.onCountChange = onCountChange
+    }
+
+    /// Increases on every notification. Read it before computing a state, pass it to `wait`: a change that lands in
+    /// between then ends the wait at once instead of being missed.
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    /// How many requests are parked.
+    var waiterCount: Int { state.withLock { $0.waiters.count } }
+
+    /// Whether `shutdown()` was called.
+    var isShutDown: Bool { state.withLock { $0.isShutDown } }
+
+    /// Parks until a change concerning `agentID` or `services` after `generation`, `timeout`, shutdown or cancellation.
+    func wait(agentID: String, services: [String], after generation: UInt64, timeout: Duration) async -> Wake {
+        await withTaskGroup(of: Wake.self) { group in
+            group.addTask { await self.park(agentID: agentID, services: Set(services), after: generation) }
+            group.addTask {
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .timedOut
+                } catch {
+                    return .cancelled
+                }
+            }
+            let first = await group.next() ?? .cancelled
+            group.cancelAll()
+            return first
+        }
+    }
+
+    private func park(agentID: String, services: Set<String>, after generation: UInt64) async -> Wake {
+        let id = state.withLock { state -> UInt64 in
+            state.nextID &+= 1
+            state.pending.insert(state.nextID)
+            return state.nextID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Wake, Never>) in
+                let (immediate, count) = state.withLock { state -> (Wake?, Int?) in
+                    state.pending.remove(id)
+                    if state.cancelledEarly.remove(id) != nil { return (.cancelled, nil) }
+                    if state.isShutDown { return (.shutdown, nil) }
+                    if state.generation != generation { return (.changed, nil) }
+                    state.waiters[id] = Waiter(services: services, agentID: agentID, continuation: continuation)
+                    return (nil, state.waiters.count)
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+                if let count { onCountChange(count) }
+            }
+        } onCancel: {
+            let (waiter, count) = state.withLock { state -> (Waiter?, Int) in
+                guard let waiter = state.waiters.removeValue(forKey: id) else {
+                    // Not registered yet: tell the registration. Already resumed: nothing to do.
+                    if state.pending.contains(id) { state.cancelledEarly.insert(id) }
+                    return (nil, state.waiters.count)
+                }
+                return (waiter, state.waiters.count)
+            }
+            if let waiter {
+                waiter.continuation.resume(returning: .cancelled)
+                onCountChange(count)
+            }
+        }
+    }
+
+    /// Wakes the waiters of agents running any of `services` (a release was published).
+    func notify(services: Set<String>) {
+        resume(.changed) { !$0.services.isDisjoint(with: services) }
+    }
+
+    /// Wakes the waiters of one agent (it enrolled again).
+    func notify(agentID: String) {
+        resume(.changed) { $0.agentID == agentID }
+    }
+
+    /// Answers every waiter now and every later wait at once: the server is stopping.
+    func shutdown() {
+        state.withLock { $0.isShutDown = true }
+        resume(.shutdown) { _ in true }
+    }
+
+    private func resume(_ wake: Wake, where matches: (Waiter) -> Bool) {
+        let (woken, count) = state.withLock { state -> ([Waiter], Int) in
+            state.generation &+= 1
+            let ids = state.waiters.filter { matches($0.value) }.map(\.key)
+            let woken = ids.compactMap { state.waiters.removeValue(forKey: $0) }
+            return (woken, state.waiters.count)
+        }
+        for waiter in woken { waiter.continuation.resume(returning: wake) }
+        if !woken.isEmpty { onCountChange(count) }
+    }
+}

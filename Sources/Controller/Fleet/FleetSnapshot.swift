@@ -1,0 +1,81 @@
+import Foundation
+import Shared
+
+/// The fleet at one instant: services, agents, and where each service stands on each agent.
+/// Served as `GET /v1/fleet` and rendered by the dashboard.
+struct FleetSnapshot: Sendable {
+    struct Agent: Sendable {
+        var record: AgentRecord
+        var isStale: Bool
+        /// Latest status per service the agent reported, by service name.
+        var statuses: [String: ServiceStatusRecord]
+    }
+
+    var generatedAt: Date
+    var pollInterval: Duration
+    var services: [ServiceSummary]
+    var agents: [Agent]
+
+    /// Reads the fleet from `core`'s store.
+    static func load(from core: ControllerCore) async throws -> FleetSnapshot {
+        let now = core.now()
+        let services = try await core.store.serviceSummaries()
+        let records = try await core.store.agents()
+        var statuses: [String: [String: ServiceStatusRecord]] = [:]
+        for status in try await core.store.serviceStatuses() {
+            statuses[status.agentID, default: [:]][status.status.service] = status
+        }
+        let agents = records.map { record in
+            Agent(record: record, isStale: core.isStale(record, at: now), statuses: statuses[record.id] ?? [:])
+        }
+        return FleetSnapshot(generatedAt: now, pollInterval: core.configuration.pollInterval, services: services, agents: agents)
+    }
+
+    /// The `GET /v1/fleet` document.
+    var json: JSONValue {
+        .object([
+            "generatedAt": .string(Timestamp.format(generatedAt)),
+            "pollSeconds": .integer(pollInterval.components.seconds),
+            "services": .array(services.map(Self.json(_:))),
+            "agents": .array(agents.map(Self.json(_:))),
+        ])
+    }
+
+    private static func json(_ summary: ServiceSummary) -> JSONValue {
+        .object([
+            "name": .string(summary.name),
+            "latestSerial": summary.latestSerial.map { .integer($0) } ?? .null,
+            "latestVersion": summary.latestVersion.map { .string($0) } ?? .null,
+            "releases": .integer(Int64(summary.releaseCount)),
+            "agents": .integer(Int64(summary.agentCount)),
+        ])
+    }
+
+    private static func json(_ agent: Agent) -> JSONValue {
+        let record = agent.record
+        let services: [JSONValue] = record.services.map { service in
+            guard let entry = agent.statuses[service] else {
+                return .object(["service": .string(service), "reported": .bool(false)])
+            }
+            let status = entry.status
+            return .object([
+                "service": .string(service), "reported": .bool(true),
+                "serial": status.serial.map { .integer($0) } ?? .null,
+                "version": status.version.map { .string($0) } ?? .null,
+                "targetSerial": status.targetSerial.map { .integer($0) } ?? .null,
+                "phase": .string(status.phase.rawValue), "health": .string(status.health.rawValue),
+                "message": .string(status.message), "updatedAt": .string(Timestamp.format(entry.updatedAt)),
+                "processes": .integer(Int64(status.processes.count)),
+            ])
+        }
+        return .object([
+            "id": .string(record.id), "name": .string(record.name), "hostname": .string(record.hostname),
+            "enrolledAt": .string(Timestamp.format(record.enrolledAt)),
+            "lastSeen": record.lastSeen.map { .string(Timestamp.format($0)) } ?? .null,
+            "stale": .bool(agent.isStale),
+            "agentVersion": record.agentVersion.map { .string($0) } ?? .null,
+            "processManager": record.processManager.map { .string($0) } ?? .null,
+            "services": .array(services),
+        ])
+    }
+}

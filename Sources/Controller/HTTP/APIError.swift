@@ -1,0 +1,67 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Shared
+
+/// An expected failure of an API request, answered as `{"error": "<code>", "message": "<sentence>"}`.
+///
+/// `code` is stable and machine-readable (clients and tests switch on it); `message` is for humans and names what was
+/// wrong. Unexpected errors never become an `APIError` directly: `JSONErrorMiddleware` logs them and answers a 500
+/// that leaks nothing.
+struct APIError: Error, HTTPResponseError, CustomStringConvertible {
+    var status: HTTPResponse.Status
+    var code: String
+    var message: String
+    var headers: HTTPFields = [:]
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers: HTTPFields = [:]) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+    }
+
+    var description: String { "\(status.code) \(code): \(message)" }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        Self.jsonResponse(status: status, code: code, message: message, headers: headers)
+    }
+
+    static func jsonResponse(status: HTTPResponse.Status, code: String, message: String, headers: HTTPFields = [:]) -> Response {
+        let body = JSONValue.object(["error": .string(code), "message": .string(message)]).encoded()
+        var fields = headers
+        fields[.contentType] = "application/json; charset=utf-8"
+        fields[.cacheControl] = "no-store"
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+extension APIError {
+    static func unauthorized(_ message: String, challenge: String) -> APIError {
+        APIError(.unauthorized, "unauthorized", message, headers: [.wwwAuthenticate: challenge])
+    }
+
+    static func forbidden(_ message: String) -> APIError { APIError(.forbidden, "forbidden", message) }
+
+    static func badRequest(_ code: String, _ message: String) -> APIError { APIError(.badRequest, code, message) }
+
+    static func unprocessable(_ code: String, _ message: String) -> APIError { APIError(.unprocessableContent, code, message) }
+
+    static func notFound(_ code: String, _ message: String) -> APIError { APIError(.notFound, code, message) }
+
+    static func contentTooLarge(limit: Int64, what: String) -> APIError {
+        APIError(.contentTooLarge, "body_too_large", "\(what) is over the limit of \(limit) bytes")
+    }
+
+    /// Maps a request-document error: shape problems are the client's syntax (400), the rest are refused content (422).
+    static func document(_ error: DocumentError, what: String) -> APIError {
+        switch error {
+        case .malformedJSON: .badRequest("malformed_json", "\(what): \(error)")
+        case .unknownField: .badRequest("unknown_field", "\(what): \(error)")
+        case .missingField: .badRequest("missing_field", "\(what): \(error)")
+        case .wrongType: .badRequest("wrong_type", "\(what): \(error)")
+        case .tooLarge, .tooMany, .invalidValue, .ownedByFerry, .duplicateAppName:
+            .unprocessable("invalid_document", "\(what): \(error)")
+        }
+    }
+}

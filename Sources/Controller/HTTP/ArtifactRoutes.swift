@@ -1,0 +1,114 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Shared
+
+/// `POST /v1/artifacts` (operator) and `GET`/`HEAD /v1/artifacts/{sha256}` (agent, operator).
+struct ArtifactRoutes: Sendable {
+    let core: ControllerCore
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("/v1/artifacts") { request, context in try await upload(request, context: context) }
+        router.get("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: false) }
+        router.head("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: true) }
+    }
+
+    /// The optional header naming the digest an upload must have.
+    static let digestHeader = HTTPField.Name("X-Ferry-SHA256")!
+
+    private func upload(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let principal = try await core.authenticator.require([.operator], for: request)
+        var expected: SHA256Digest?
+        if let text = request.headers[Self.digestHeader] {
+            guard let digest = SHA256Digest(hex: text.lowercased()) else {
+                throw APIError.badRequest("invalid_digest", "X-Ferry-SHA256 must be 64 hex characters, got \"\(text.prefix(80))\"")
+            }
+            expected = digest
+        }
+        let limit = core.configuration.maximumArtifactBytes
+        if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared > limit {
+            throw APIError.contentTooLarge(limit: limit, what: "the artifact (\(declared) bytes)")
+        }
+        let stored: ArtifactStore.Stored
+        do {
+            stored = try await core.artifacts.store(request.body, expected: expected)
+        } catch let error as ArtifactStoreError {
+            switch error {
+            case .tooLarge(let limit): throw APIError.contentTooLarge(limit: limit, what: "the artifact")
+            case .digestMismatch: throw APIError.unprocessable("digest_mismatch", "\(error)")
+            case .empty: throw APIError.unprocessable("empty_artifact", "\(error)")
+            case .io: throw error
+            }
+        }
+        if stored.created {
+            core.metrics.artifactsStored.increment()
+            core.metrics.artifactBytesStored.increment(by: stored.size)
+            core.logger.info(
+                "Artifact stored",
+                metadata: ["artifact.sha256": "\(stored.digest.hex)", "artifact.size": "\(stored.size)", "ferry.token": "\(principal.name)"]
+            )
+        }
+        let body = JSONValue.object([
+            "sha256": .string(stored.digest.hex), "size": .integer(stored.size),
+            "url": .string(ArtifactReference.controllerPath(for: stored.digest)),
+        ])
+        return JSONResponse.make(body, status: stored.created ? .created : .ok)
+    }
+
+    private func download(_ request: Request, context: BasicRequestContext, head: Bool) async throws -> Response {
+        _ = try await core.authenticator.require([.agent, .operator], for: request)
+        let text = context.parameters.get("sha256") ?? ""
+        guard let digest = SHA256Digest(hex: text) else {
+            throw APIError.badRequest(
+                "invalid_artifact_id",
+                "an artifact id is 64 lowercase hex characters (its SHA-256), got \"\(text.prefix(80))\""
+            )
+        }
+        guard let size = core.artifacts.size(of: digest) else {
+            throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
+        }
+        let etag = "\"\(digest.hex)\""
+        var headers: HTTPFields = [
+            .eTag: etag,
+            // Content-addressed: the bytes behind this URL never change. Private because the request was authenticated.
+            .cacheControl: "private, max-age=31536000, immutable",
+            .acceptRanges: "bytes",
+            .contentType: "application/octet-stream",
+        ]
+        if let ifNoneMatch = request.headers[.ifNoneMatch],
+            ifNoneMatch.split(separator: ",").contains(where: {
+                let tag = $0.trimmingCharacters(in: .whitespaces)
+                return tag == "*" || tag == etag || tag == "W/\(etag)"
+            })
+        {
+            return Response(status: .notModified, headers: headers)
+        }
+        var range: ClosedRange<Int64> = 0...(size - 1)
+        var status = HTTPResponse.Status.ok
+        if let rangeHeader = request.headers[.range] {
+            switch ByteRange.parse(rangeHeader, size: size) {
+            case .satisfiable(let requested):
+                range = requested
+                status = .partialContent
+                headers[.contentRange] = "bytes \(requested.lowerBound)-\(requested.upperBound)/\(size)"
+            case .unsatisfiable:
+                throw APIError(
+                    .rangeNotSatisfiable,
+                    "range_not_satisfiable",
+                    "Range \(rangeHeader.prefix(80)) is outside the artifact's \(size) bytes",
+                    headers: [.contentRange: "bytes */\(size)"]
+                )
+            case .ignored:
+                break  // malformed or multi-range: RFC 9110 lets a server answer the whole content.
+            }
+        }
+        headers[.contentLength] = String(range.count)
+        if head { return Response(status: status, headers: headers, body: ResponseBody()) }
+        let body = try await FileIO().loadFile(
+            path: core.artifacts.path(for: digest),
+            range: Int(range.lowerBound)...Int(range.upperBound),
+            context: context
+        )
+        return Response(status: status, headers: headers, body: body)
+    }
+}

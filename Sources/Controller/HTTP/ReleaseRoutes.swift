@@ -1,0 +1,154 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// `POST /v1/releases` (operator), `GET /v1/services` (operator, viewer), `GET /v1/services/{service}/releases`
+/// (operator: the answer carries each release's envelope, env included, for `rollback` to re-sign).
+struct ReleaseRoutes: Sendable {
+    let core: ControllerCore
+
+    /// Most releases one listing returns.
+    static let maximumListing = 500
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("/v1/releases") { request, _ in try await publish(request) }
+        router.get("/v1/services") { request, _ in try await services(request) }
+        router.get("/v1/services/:service/releases") { request, context in try await releases(request, context: context) }
+    }
+
+    private func publish(_ request: Request) async throws -> Response {
+        let principal = try await core.authenticator.require([.operator], for: request)
+        let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumBodyBytes, what: "the envelope")
+        let envelope: Envelope
+        do {
+            envelope = try Envelope.decode(bytes)
+        } catch {
+            throw APIError.document(error, what: "envelope")
+        }
+        let verified: VerifiedPayload
+        do {
+            verified = try core.configuration.trustPolicy.verify(envelope, expecting: Release.payloadType)
+        } catch {
+            throw Self.signatureError(error)
+        }
+        let release: Release
+        do {
+            release = try Release.decode(verified.payload)
+        } catch {
+            throw APIError.unprocessable("invalid_release", "release: \(error)")
+        }
+        do {
+            // Same grace as agents: refuse what no agent would install.
+            try ReleaseAdmission(now: core.now).checkExpiry(release)
+        } catch {
+            throw APIError.unprocessable("release_expired", "\(error)")
+        }
+        if release.artifact.isRelative {
+            guard let size = core.artifacts.size(of: release.artifact.sha256) else {
+                throw APIError.unprocessable(
+                    "unknown_artifact",
+                    "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)"
+                )
+            }
+            guard size == release.artifact.size else {
+                throw APIError.unprocessable(
+                    "artifact_size_mismatch",
+                    "artifact \(release.artifact.sha256.hex) has \(size) bytes, the release says \(release.artifact.size)"
+                )
+            }
+        }
+        let record = ReleaseRecord(
+            service: release.service,
+            serial: release.serial,
+            version: release.version,
+            artifactSHA256: release.artifact.sha256.hex,
+            artifactSize: release.artifact.size,
+            envelope: envelope,
+            publishedBy: principal.name,
+            createdAt: core.now()
+        )
+        do {
+            try await core.store.insertRelease(record)
+        } catch let error as StoreError {
+            guard case .staleSerial = error else { throw error }
+            throw APIError(.conflict, "stale_serial", "\(error)")
+        }
+        core.desiredStates.releasePublished(service: release.service)
+        core.metrics.releasesPublished.increment()
+        core.logger.info(
+            "Release published",
+            metadata: [
+                "ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "ferry.version": "\(release.version)",
+                "ferry.published_by": "\(principal.name)",
+            ]
+        )
+        var body = Self.summary(record)
+        if case .object(var fields) = body {
+            fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
+            body = .object(fields)
+        }
+        return JSONResponse.make(body, status: .created)
+    }
+
+    /// Signature failures, told apart so an operator knows whether to fix the key, the trust list or add signers.
+    static func signatureError(_ error: TrustError) -> APIError {
+        switch error {
+        case .unexpectedPayloadType:
+            return .unprocessable("wrong_payload_type", "\(error)")
+        case .thresholdNotMet(_, let verified, let failures, let untrusted):
+            if !failures.isEmpty { return .unprocessable("bad_signature", "\(error)") }
+            if verified.isEmpty && untrusted > 0 {
+                return .unprocessable("untrusted_key", "no signature is by a key this controller trusts: \(error)")
+            }
+            return .unprocessable("threshold_not_met", "\(error)")
+        case .invalidThreshold:
+            return APIError(.internalServerError, "internal_error", "the controller's trust policy is invalid")
+        }
+    }
+
+    private func services(_ request: Request) async throws -> Response {
+        _ = try await core.authenticator.require([.operator, .viewer], for: request)
+        let summaries = try await core.store.serviceSummaries()
+        let items: [JSONValue] = summaries.map { summary in
+            var fields: [String: JSONValue] = [
+                "name": .string(summary.name), "releases": .integer(Int64(summary.releaseCount)),
+                "agents": .integer(Int64(summary.agentCount)),
+            ]
+            fields["latestSerial"] = summary.latestSerial.map { .integer($0) } ?? .null
+            fields["latestVersion"] = summary.latestVersion.map { .string($0) } ?? .null
+            return .object(fields)
+        }
+        return JSONResponse.make(.object(["services": .array(items)]))
+    }
+
+    private func releases(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        _ = try await core.authenticator.require([.operator], for: request)
+        let service = context.parameters.get("service") ?? ""
+        guard Release.isValidServiceName(service) else {
+            throw APIError.badRequest("invalid_service", "\"\(service.prefix(80))\" is not a service name (^[a-z0-9][a-z0-9-]{0,62}$)")
+        }
+        var limit = 50
+        if let text = request.uri.queryParameters.get("limit") {
+            guard let value = Int(text), (1...Self.maximumListing).contains(value) else {
+                throw APIError.badRequest("invalid_limit", "limit must be an integer from 1 to \(Self.maximumListing), got \"\(text.prefix(40))\"")
+            }
+            limit = value
+        }
+        let records = try await core.store.releases(service: service, limit: limit)
+        let items: [JSONValue] = records.map { record in
+            guard case .object(var fields) = Self.summary(record) else { return .null }
+            fields["envelope"] = record.envelope.json
+            return .object(fields)
+        }
+        return JSONResponse.make(.object(["service": .string(service), "releases": .array(items)]))
+    }
+
+    /// A release as listings and the publish answer show it.
+    static func summary(_ record: ReleaseRecord) -> JSONValue {
+        .object([
+            "service": .string(record.service), "serial": .integer(record.serial), "version": .string(record.version),
+            "artifact": .object(["sha256": .string(record.artifactSHA256), "size": .integer(record.artifactSize)]),
+            "publishedBy": .string(record.publishedBy), "createdAt": .string(Timestamp.format(record.createdAt)),
+        ])
+    }
+}

@@ -1,0 +1,396 @@
+import Foundation
+import Logging
+import SQLKit
+import SQLiteKit
+import Shared
+
+/// The embedded default store: one SQLite file (`<data-dir>/ferry.sqlite`) in WAL mode.
+///
+/// Two connections: a writer, used under an `AsyncLock` so each transaction runs alone, and a reader, which in WAL
+/// mode sees only committed data and never waits for the writer. Several processes may open the same file (the
+/// `token create` command does so while the server runs); SQLite's own locking serialises them.
+final class SQLiteControllerStore: ControllerStore {
+    /// Where the database lives and how it behaves.
+    struct Configuration: Sendable {
+        /// The database file. Created (with its directory) when missing.
+        var path: String
+        /// `PRAGMA synchronous`. Default `FULL`: a published release survives a power cut once acknowledged.
+        var synchronous: String = "FULL"
+
+        init(path: String) { self.path = path }
+    }
+
+    private let writer: SQLiteConnection
+    private let reader: SQLiteConnection
+    private let writeLock = AsyncLock()
+    private let path: String
+
+    private var writeDB: any SQLDatabase { writer.sql(queryLogLevel: nil) }
+    private var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
+
+    private init(writer: SQLiteConnection, reader: SQLiteConnection, path: String) {
+        self.writer = writer
+        self.reader = reader
+        self.path = path
+    }
+
+    /// Opens (creating when needed) the database and applies pending migrations.
+    /// - Throws: `StoreError.cannotOpen`, `StoreError.schemaTooNew`.
+    static func open(_ configuration: Configuration, logger: Logger) async throws -> SQLiteControllerStore {
+        let path = configuration.path
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StoreError.cannotOpen(path: path, reason: "cannot create \(directory): \(error.localizedDescription)")
+            }
+        }
+        let writer: SQLiteConnection
+        do {
+            writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        } catch {
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+        }
+        do {
+            let db = writer.sql(queryLogLevel: nil)
+            // WAL first: it is a property of the file, and the reader below relies on it.
+            try await db.raw("PRAGMA journal_mode = WAL").run()
+            try await db.raw("PRAGMA synchronous = \(unsafeRaw: configuration.synchronous)").run()
+            try await db.raw("PRAGMA foreign_keys = ON").run()
+            try await migrate(db, path: path, logger: logger)
+            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            try await reader.sql(queryLogLevel: nil).raw("PRAGMA foreign_keys = ON").run()
+            return SQLiteControllerStore(writer: writer, reader: reader, path: path)
+        } catch {
+            try? await writer.close()
+            if let error = error as? StoreError { throw error }
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+        }
+    }
+
+    private static func migrate(_ db: any SQLDatabase, path: String, logger: Logger) async throws {
+        try await db.raw("\(unsafeRaw: SchemaMigrations.versionTable)").run()
+        let current = try await db.raw("SELECT COALESCE(MAX(version), 0) AS v FROM ferry_schema").first()?.decode(column: "v", as: Int.self) ?? 0
+        guard current <= SchemaMigrations.latestVersion else {
+            throw StoreError.schemaTooNew(path: path, found: current, known: SchemaMigrations.latestVersion)
+        }
+        for migration in SchemaMigrations.all where migration.version > current {
+            try await db.raw("BEGIN IMMEDIATE").run()
+            do {
+                for statement in migration.statements { try await db.raw("\(unsafeRaw: statement)").run() }
+                let now = StoredTime.milliseconds(Date())
+                try await db.raw(
+                    "INSERT INTO ferry_schema (version, description, applied_at) VALUES (\(bind: migration.version), \(bind: migration.description), \(bind: now))"
+                ).run()
+                try await db.raw("COMMIT").run()
+            } catch {
+                try? await db.raw("ROLLBACK").run()
+                throw error
+            }
+            logger.info("Applied schema migration", metadata: ["store.schema.version": "\(migration.version)", "store.path": "\(path)"])
+        }
+    }
+
+    /// Runs `body` on the writer connection inside one transaction, alone.
+    private func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        let db = writeDB
+        return try await writeLock.withLock {
+            try await db.raw("BEGIN IMMEDIATE").run()
+            do {
+                let result = try await body(db)
+                try await db.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await db.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
+    // MARK: Tokens
+
+    func createToken(hash: String, name: String, role: TokenRole, at date: Date) async throws {
+        try await transaction { db in
+            try await db.raw(
+                """
+                INSERT INTO tokens (hash, name, role, created_at)
+                VALUES (\(bind: hash), \(bind: name), \(bind: role.rawValue), \(bind: StoredTime.milliseconds(date)))
+                """
+            ).run()
+        }
+    }
+
+    func principal(forTokenHash hash: String) async throws -> Principal? {
+        if let row = try await readDB.raw("SELECT name, role FROM tokens WHERE hash = \(bind: hash)").first() {
+            let roleText = try row.decode(column: "role", as: String.self)
+            guard let role = TokenRole(rawValue: roleText), role != .agent else {
+                throw StoreError.corruptRow(table: "tokens", reason: "unknown role \(roleText)")
+            }
+            return Principal(role: role, name: try row.decode(column: "name", as: String.self), agentID: nil)
+        }
+        if let row = try await readDB.raw("SELECT id, name FROM agents WHERE token_hash = \(bind: hash)").first() {
+            return Principal(
+                role: .agent,
+                name: try row.decode(column: "name", as: String.self),
+                agentID: try row.decode(column: "id", as: String.self)
+            )
+        }
+        return nil
+    }
+
+    // MARK: Releases
+
+    func insertRelease(_ release: ReleaseRecord) async throws {
+        let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
+        try await transaction { db in
+            let latest =
+                try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
+                .first()?.decode(column: "s", as: Int64?.self) ?? nil
+            if let latest, release.serial <= latest {
+                throw StoreError.staleSerial(service: release.service, serial: release.serial, latest: latest)
+            }
+            try await db.raw(
+                """
+                INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at)
+                VALUES (\(bind: release.service), \(bind: release.serial), \(bind: release.version), \(bind: release.artifactSHA256),
+                        \(bind: release.artifactSize), \(bind: envelopeText), \(bind: release.publishedBy),
+                        \(bind: StoredTime.milliseconds(release.createdAt)))
+                """
+            ).run()
+        }
+    }
+
+    func latestSerial(service: String) async throws -> Int64? {
+        try await readDB.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: service)")
+            .first()?.decode(column: "s", as: Int64?.self) ?? nil
+    }
+
+    private static let releaseColumns = "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at"
+
+    func latestReleases(for services: [String]) async throws -> [ReleaseRecord] {
+        guard !services.isEmpty else { return [] }
+        let names = SQLList(services.map { SQLBind($0) })
+        let rows = try await readDB.raw(
+            """
+            SELECT \(unsafeRaw: Self.releaseColumns) FROM releases AS r
+            WHERE r.service IN \(SQLGroupExpression(names))
+              AND r.serial = (SELECT MAX(serial) FROM releases WHERE service = r.service)
+            ORDER BY r.service
+            """
+        ).all()
+        return try rows.map(Self.release(from:))
+    }
+
+    func releases(service: String, limit: Int) async throws -> [ReleaseRecord] {
+        let rows = try await readDB.raw(
+            """
+            SELECT \(unsafeRaw: Self.releaseColumns) FROM releases
+            WHERE service = \(bind: service) ORDER BY serial DESC LIMIT \(bind: limit)
+            """
+        ).all()
+        return try rows.map(Self.release(from:))
+    }
+
+    private static func release(from row: any SQLRow) throws -> ReleaseRecord {
+        let envelopeText = try row.decode(column: "envelope", as: String.self)
+        let envelope: Envelope
+        do {
+            envelope = try Envelope.decode(Array(envelopeText.utf8))
+        } catch {
+            throw StoreError.corruptRow(table: "releases", reason: "stored envelope: \(error)")
+        }
+        return ReleaseRecord(
+            service: try row.decode(column: "service", as: String.self),
+            serial: try row.decode(column: "serial", as: Int64.self),
+            version: try row.decode(column: "version", as: String.self),
+            artifactSHA256: try row.decode(column: "artifact_sha256", as: String.self),
+            artifactSize: try row.decode(column: "artifact_size", as: Int64.self),
+            envelope: envelope,
+            publishedBy: try row.decode(column: "published_by", as: String.self),
+            createdAt: StoredTime.date(try row.decode(column: "created_at", as: Int64.self))
+        )
+    }
+
+    func serviceSummaries() async throws -> [ServiceSummary] {
+        let rows = try await readDB.raw(
+            """
+            SELECT r.service AS service, r.serial AS serial, r.version AS version, c.n AS n
+            FROM releases AS r
+            JOIN (SELECT service, MAX(serial) AS top, COUNT(*) AS n FROM releases GROUP BY service) AS c
+              ON c.service = r.service AND c.top = r.serial
+            """
+        ).all()
+        var summaries: [String: ServiceSummary] = [:]
+        for row in rows {
+            let name = try row.decode(column: "service", as: String.self)
+            summaries[name] = ServiceSummary(
+                name: name,
+                latestSerial: try row.decode(column: "serial", as: Int64.self),
+                latestVersion: try row.decode(column: "version", as: String.self),
+                releaseCount: try row.decode(column: "n", as: Int.self),
+                agentCount: 0
+            )
+        }
+        for agent in try await agents() {
+            for service in agent.services {
+                summaries[service, default: ServiceSummary(name: service, latestSerial: nil, latestVersion: nil, releaseCount: 0, agentCount: 0)]
+                    .agentCount += 1
+            }
+        }
+        return summaries.values.sorted { $0.name < $1.name }
+    }
+
+    // MARK: Agents
+
+    private static let agentColumns = "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager"
+
+    func enrollAgent(
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        at date: Date
+    ) async throws -> AgentRecord {
+        let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
+        return try await transaction { db in
+            // Same name: the same machine enrolling again (reimaged, state lost). Keep its id and history, rotate the
+            // token so the old one stops working.
+            guard
+                let row = try await db.raw(
+                    """
+                    INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
+                    VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash),
+                            \(bind: StoredTime.milliseconds(date)))
+                    ON CONFLICT (name) DO UPDATE SET
+                        hostname = excluded.hostname, services = excluded.services, token_hash = excluded.token_hash
+                    RETURNING \(unsafeRaw: Self.agentColumns)
+                    """
+                ).first()
+            else {
+                throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
+            }
+            return try Self.agent(from: row)
+        }
+    }
+
+    func agent(id: String) async throws -> AgentRecord? {
+        try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents WHERE id = \(bind: id)").first().map(Self.agent(from:))
+    }
+
+    func agents() async throws -> [AgentRecord] {
+        try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents ORDER BY name").all().map(Self.agent(from:))
+    }
+
+    private static func agent(from row: any SQLRow) throws -> AgentRecord {
+        let servicesText = try row.decode(column: "services", as: String.self)
+        guard case .array(let items)? = try? JSONValue.parse(Array(servicesText.utf8)) else {
+            throw StoreError.corruptRow(table: "agents", reason: "services is not a JSON array")
+        }
+        let services = items.compactMap { item -> String? in
+            if case .string(let name) = item { return name }
+            return nil
+        }
+        return AgentRecord(
+            id: try row.decode(column: "id", as: String.self),
+            name: try row.decode(column: "name", as: String.self),
+            hostname: try row.decode(column: "hostname", as: String.self),
+            services: services,
+            enrolledAt: StoredTime.date(try row.decode(column: "enrolled_at", as: Int64.self)),
+            lastSeen: try row.decode(column: "last_seen", as: Int64?.self).map(StoredTime.date),
+            agentVersion: try row.decode(column: "agent_version", as: String?.self),
+            processManager: try row.decode(column: "process_manager", as: String?.self)
+        )
+    }
+
+    // MARK: Status
+
+    func recordStatus(_ report: StatusReport, agentID: String, receivedAt date: Date, historyLimit: Int) async throws {
+        let now = StoredTime.milliseconds(date)
+        let reportText = String(decoding: report.json.encoded(), as: UTF8.self)
+        try await transaction { db in
+            let updated = try await db.raw(
+                """
+                UPDATE agents SET last_seen = \(bind: now), agent_version = \(bind: report.agentVersion),
+                    process_manager = \(bind: report.processManager), hostname = \(bind: report.hostname)
+                WHERE id = \(bind: agentID) RETURNING id
+                """
+            ).first()
+            guard updated != nil else { throw StoreError.unknownAgent(agentID) }
+            for service in report.services {
+                let statusText = String(decoding: service.json.encoded(), as: UTF8.self)
+                try await db.raw(
+                    """
+                    INSERT INTO service_status (agent_id, service, status, updated_at)
+                    VALUES (\(bind: agentID), \(bind: service.service), \(bind: statusText), \(bind: now))
+                    ON CONFLICT (agent_id, service) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+                    """
+                ).run()
+            }
+            try await db.raw(
+                "INSERT INTO status_history (agent_id, received_at, report) VALUES (\(bind: agentID), \(bind: now), \(bind: reportText))"
+            ).run()
+            try await db.raw(
+                """
+                DELETE FROM status_history WHERE agent_id = \(bind: agentID) AND id NOT IN
+                    (SELECT id FROM status_history WHERE agent_id = \(bind: agentID) ORDER BY id DESC LIMIT \(bind: historyLimit))
+                """
+            ).run()
+        }
+    }
+
+    func serviceStatuses() async throws -> [ServiceStatusRecord] {
+        let rows = try await readDB.raw("SELECT agent_id, status, updated_at FROM service_status ORDER BY agent_id, service").all()
+        return try rows.map { row in
+            let text = try row.decode(column: "status", as: String.self)
+            return ServiceStatusRecord(
+                agentID: try row.decode(column: "agent_id", as: String.self),
+                status: try Self.serviceStatus(fromJSON: text),
+                updatedAt: StoredTime.date(try row.decode(column: "updated_at", as: Int64.self))
+            )
+        }
+    }
+
+    /// Parses one stored `ServiceStatus`. Shared exposes the strict parser through `StatusReport` only, so the
+    /// element is read back inside a minimal report: the same rules as when it was received.
+    private static func serviceStatus(fromJSON text: String) throws -> ServiceStatus {
+        do {
+            let element = try JSONValue.parse(Array(text.utf8))
+            let wrapper = JSONValue.object([
+                "agentVersion": .string(""), "hostname": .string(""), "processManager": .string(""), "services": .array([element]),
+            ])
+            guard let status = try StatusReport(json: wrapper).services.first else {
+                throw StoreError.corruptRow(table: "service_status", reason: "empty status")
+            }
+            return status
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.corruptRow(table: "service_status", reason: "\(error)")
+        }
+    }
+
+    func statusHistory(agentID: String, limit: Int) async throws -> [StatusHistoryEntry] {
+        let rows = try await readDB.raw(
+            "SELECT received_at, report FROM status_history WHERE agent_id = \(bind: agentID) ORDER BY id DESC LIMIT \(bind: limit)"
+        ).all()
+        return try rows.map { row in
+            let text = try row.decode(column: "report", as: String.self)
+            let report: StatusReport
+            do {
+                report = try StatusReport(json: JSONValue.parse(Array(text.utf8)))
+            } catch {
+                throw StoreError.corruptRow(table: "status_history", reason: "\(error)")
+            }
+            return StatusHistoryEntry(receivedAt: StoredTime.date(try row.decode(column: "received_at", as: Int64.self)), report: report)
+        }
+    }
+
+    func close() async throws {
+        try await writeLock.withLock {
+            try await reader.close()
+            try await writer.close()
+        }
+    }
+}

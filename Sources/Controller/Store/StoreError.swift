@@ -1,0 +1,28 @@
+/// Why the store refused or failed an operation.
+enum StoreError: Error, CustomStringConvertible, Equatable {
+    /// A release's serial is not above the latest stored for its service.
+    case staleSerial(service: String, serial: Int64, latest: Int64)
+    /// The database was written by a newer Ferry whose schema this binary does not know.
+    case schemaTooNew(path: String, found: Int, known: Int)
+    /// The database could not be opened or prepared.
+    case cannotOpen(path: String, reason: String)
+    /// A stored value could not be read back (hand-edited or corrupted database).
+    case corruptRow(table: String, reason: String)
+    /// An agent id that does not exist.
+    case unknownAgent(String)
+
+    var description: String {
+        switch self {
+        case .staleSerial(let service, let serial, let latest):
+            "serial \(serial) of service \(service) is not above the latest published serial \(latest)"
+        case .schemaTooNew(let path, let found, let known):
+            "\(path): database schema version \(found) is newer than this ferry-controller knows (\(known)); upgrade the binary"
+        case .cannotOpen(let path, let reason):
+            "\(path): cannot open the database: \(reason)"
+        case .corruptRow(let table, let reason):
+            "a row of table \(table) cannot be read: \(reason)"
+        case .unknownAgent(let id):
+            "no agent with id \(id)"
+        }
+    }
+}
