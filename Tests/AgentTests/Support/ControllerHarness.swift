@@ -63,16 +63,23 @@ final class ControllerHarness {
 
     /// Posts a signed envelope to `/v1/releases`; returns the HTTP status and body.
     @discardableResult
-    func publish(_ envelope: Envelope, token: String) async throws -> (Int, String) {
+    func publish(_ envelope: Envelope, token: String, query: String = "") async throws -> (Int, String) {
         let response = try await http.send(
             HTTPRequest(
                 method: .post,
-                url: "\(url)/v1/releases",
+                url: "\(url)/v1/releases\(query.isEmpty ? "" : "?\(query)")",
                 headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json"],
                 body: Array(envelope.encoded())
             )
         )
         return (response.status, String(decoding: response.body, as: UTF8.self))
+    }
+
+    /// `GET <path>` with a token, parsed as JSON.
+    func get(_ path: String, token: String) async throws -> JSONValue {
+        let response = try await http.send(HTTPRequest(url: "\(url)\(path)", headers: ["Authorization": "Bearer \(token)"]))
+        guard response.isSuccess else { throw HarnessError("GET \(path): HTTP \(response.status) \(String(decoding: response.body, as: UTF8.self))") }
+        return try JSONValue.parse(response.body)
     }
 
     /// `GET /v1/fleet`.

@@ -87,7 +87,8 @@ final class FleetFixture {
             name: "\(service)-app",
             script: "server.js",
             options: [
-                "env": .object(["PORT": .string("\(port)")]),
+                // Port 0: each instance sets PORT in its own env file, and the health URL names it.
+                "env": .object(port == 0 ? [:] : ["PORT": .string("\(port)")]),
                 "max_restarts": .integer(2),
                 "min_uptime": .integer(1000),
                 "kill_timeout": .integer(2000),
@@ -102,18 +103,30 @@ final class FleetFixture {
             artifact: artifact,
             env: ["NODE_ENV": "production"],
             pm2: PM2Config(apps: [app]),
-            health: HealthCheck(http: "http://127.0.0.1:\(port)/", deadlineSeconds: deadline, stableSeconds: stable)
+            health: HealthCheck(
+                http: port == 0 ? "http://127.0.0.1:${PORT}/" : "http://127.0.0.1:\(port)/",
+                deadlineSeconds: deadline,
+                stableSeconds: stable
+            )
         )
         return try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [signer ?? operatorKey])
     }
 
     /// Publishes a new version: uploads the artifact, signs, posts. Throws unless the controller accepts it.
     @discardableResult
-    func publish(serial: Int64, version: String, port: Int, crash: Bool = false, padding: Int = 0, service: String = "web") async throws -> Envelope {
+    func publish(
+        serial: Int64,
+        version: String,
+        port: Int,
+        crash: Bool = false,
+        padding: Int = 0,
+        service: String = "web",
+        query: String = ""
+    ) async throws -> Envelope {
         let archive = try makeArtifact(version: version, crash: crash, padding: padding)
         let artifact = try await controller.upload(archive, token: operatorToken)
         let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service)
-        let (status, body) = try await controller.publish(envelope, token: operatorToken)
+        let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
         guard status == 201 || status == 200 else { throw HarnessError("publish \(version) refused: \(status) \(body)") }
         return envelope
     }
@@ -124,9 +137,16 @@ final class FleetFixture {
         services: [String] = ["web"],
         reportSeconds: Int = 2,
         longPollSeconds: Int = 10,
-        pm2: String? = nil
+        pm2: String? = nil,
+        instanceEnv: [String: String] = [:]
     ) throws -> String {
         let agentRoot = root.appendingPathComponent(name)
+        if !instanceEnv.isEmpty {
+            let envDir = agentRoot.appendingPathComponent("env")
+            try FileManager.default.createDirectory(at: envDir, withIntermediateDirectories: true)
+            let text = instanceEnv.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined()
+            for service in services { try text.write(to: envDir.appendingPathComponent("\(service).env"), atomically: true, encoding: .utf8) }
+        }
         let config = agentRoot.appendingPathComponent("agent.json").path
         let state = agentRoot.appendingPathComponent("state").path
         var arguments = [
