@@ -326,10 +326,12 @@ struct BuiltinSupervisorTests {
             spec.maxMemoryBytes = 64 << 20
             try await harness.manager.start(spec, ecosystem: "")
             let first = try #require(try await harness.manager.processes().first?.pid)
+            // The hog grows again after each restart, so under load it may already be stopping for the next one:
+            // wait for a moment where a new process is online.
             let table = try await harness.waitUntil("hog was restarted for its memory") { table in
-                table.first.map { $0.restarts >= 1 && $0.pid != nil && $0.pid != first } ?? false
+                table.first.map { $0.restarts >= 1 && $0.status == .online && $0.pid != nil && $0.pid != first } ?? false
             }
-            #expect(table.first?.status == .online)
+            #expect(table.first?.restarts ?? 0 >= 1)
         }
     }
 }
