@@ -80,7 +80,8 @@ struct AgentConfig: Sendable, Equatable {
         } catch let error as DocumentError {
             throw ConfigError(path: path, reason: "\(error)")
         } catch let error as ConfigError {
-            throw ConfigError(path: path, reason: error.reason)
+            // Keep the key or variable the check is about: "must be an absolute path" alone names nothing.
+            throw ConfigError(path: path, reason: "\(error.path): \(error.reason)")
         }
     }
 

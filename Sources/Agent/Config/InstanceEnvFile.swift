@@ -28,6 +28,8 @@ struct InstanceEnvFile: Sendable, Equatable {
     static func load(service: String, directory: String) throws -> InstanceEnvFile {
         let path = "\(directory)/\(service).env"
         guard let data = FileManager.default.contents(atPath: path) else {
+            // Present but unreadable is not "no secrets": reading it as empty would reload the apps without them.
+            if FileManager.default.fileExists(atPath: path) { throw ParseError(path: path, line: 0, reason: "cannot read the file") }
             return InstanceEnvFile(values: [:], digest: SHA256.hash([UInt8]()).hex)
         }
         guard data.count <= Limits.envTotalBytes else {
@@ -38,7 +40,9 @@ struct InstanceEnvFile: Sendable, Equatable {
 
     static func parse(_ text: String, path: String) throws(ParseError) -> [String: String] {
         var values: [String: String] = [:]
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift: splitting on "\n" alone would leave a CRLF file as a single line.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        for (index, raw) in lines.enumerated() {
             var line = Substring(raw)
             if line.hasSuffix("\r") { line = line.dropLast() }
             line = line.drop(while: { $0 == " " || $0 == "\t" })

@@ -23,14 +23,18 @@ enum YAMLSubset {
     /// Parses `text` into a JSON value (a mapping at the top level, or `null` for an empty document).
     static func parse(_ text: String) throws(ParseError) -> JSONValue {
         var lines: [Line] = []
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift: splitting on "\n" alone would leave a CRLF file as a single line.
+        let rawLines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        for (index, raw) in rawLines.enumerated() {
             let number = index + 1
             var content = Substring(raw)
             if content.hasSuffix("\r") { content = content.dropLast() }
             if content.contains("\t") && content.prefix(while: { $0 == " " || $0 == "\t" }).contains("\t") {
                 throw ParseError(line: number, message: "tabs are not allowed for indentation")
             }
-            let stripped = try stripComment(content, line: number)
+            var stripped = try stripComment(content, line: number)
+            // Trailing blanks (often before a comment) are not part of a plain value.
+            while stripped.last == " " { stripped = stripped.dropLast() }
             let trimmed = stripped.drop(while: { $0 == " " })
             if trimmed.allSatisfy({ $0 == " " }) { continue }
             if trimmed == "---" && lines.isEmpty { continue }
@@ -167,7 +171,7 @@ enum YAMLSubset {
         while index < text.endIndex {
             let c = text[index]
             if let q = quote {
-                if c == q { quote = nil }
+                if isEscape(c, in: q, at: index, of: text) { index = text.index(after: index) } else if c == q { quote = nil }
             } else if c == "\"" || c == "'" {
                 quote = c
             } else if c == "," {
@@ -235,6 +239,14 @@ enum YAMLSubset {
         throw ParseError(line: line, message: "unterminated quoted string")
     }
 
+    /// Whether `c` at `index` starts an escape inside a `quote`-quoted string: `\x` in double quotes, `''` in single
+    /// quotes. The pair does not end the string (nor start a comment or split a flow sequence).
+    private static func isEscape(_ c: Character, in quote: Character, at index: Substring.Index, of text: Substring) -> Bool {
+        let next = text.index(after: index)
+        guard next < text.endIndex else { return false }
+        return (quote == "\"" && c == "\\") || (quote == "'" && c == "'" && text[next] == "'")
+    }
+
     /// Removes a trailing `# comment` that is outside quotes.
     private static func stripComment(_ text: Substring, line: Int) throws(ParseError) -> Substring {
         var quote: Character?
@@ -243,7 +255,7 @@ enum YAMLSubset {
         while index < text.endIndex {
             let c = text[index]
             if let q = quote {
-                if c == q { quote = nil }
+                if isEscape(c, in: q, at: index, of: text) { index = text.index(after: index) } else if c == q { quote = nil }
             } else if c == "\"" || c == "'" {
                 if previous == " " || previous == ":" || previous == "[" || previous == "," || previous == "-" { quote = c }
             } else if c == "#" && (previous == " " || index == text.startIndex) {

@@ -57,11 +57,17 @@ extension AppSpec {
     static func instances(_ value: JSONValue?, cpuCount: Int) -> Int {
         switch value {
         case .string("max")?: return cpuCount
-        case .integer(let n)? where n > 0: return Int(n)
-        case .integer(0)?: return cpuCount
-        case .integer(let n)? where n < 0: return max(1, cpuCount + Int(n))
+        case .integer(let n)?: return count(n, cpuCount: cpuCount)
+        // The release validator accepts a whole JSON number (`3.0`) as well as an integer.
+        case .number(let d)? where d.rounded() == d && abs(d) <= 1024: return count(Int64(d), cpuCount: cpuCount)
         default: return 1
         }
+    }
+
+    private static func count(_ n: Int64, cpuCount: Int) -> Int {
+        if n > 0 { return Int(n) }
+        if n == 0 { return cpuCount }
+        return max(1, cpuCount + Int(n))
     }
 
     private static func stringList(_ value: JSONValue?) -> [String] {

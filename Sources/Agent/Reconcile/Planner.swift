@@ -24,6 +24,7 @@ enum Planner {
         /// Decisions from the desired state, or `nil` when the controller could not be reached this pass (then only
         /// drift is repaired).
         var decisions: DesiredStateEvaluator.Result?
+        /// The state of the services this instance runs (their applied releases' apps are never orphans).
         var state: AgentState
         /// The process manager's table (Ferry's namespace only).
         var observed: [ManagedProcess]
@@ -60,7 +61,11 @@ enum Planner {
             refreshing.insert(service)
         }
 
-        var desiredNames: Set<String> = []
+        // An applied release's apps are never orphans, even when they could not be built into `appliedApps` this pass
+        // (an unreadable instance env file must not get the running service deleted).
+        var desiredNames = Set(
+            input.state.services.values.compactMap { try? $0.applied?.release() }.flatMap { $0.pm2.apps.map(\.name) }
+        )
         for (service, apps) in input.appliedApps.sorted(by: { $0.key < $1.key }) {
             for app in apps {
                 desiredNames.insert(app.name)

@@ -149,7 +149,8 @@ actor Reconciler {
         let actions = Planner.plan(
             Planner.Input(
                 decisions: decisions,
-                state: state,
+                // Only the services configured here: a service removed from the config has its apps removed as orphans.
+                state: AgentState(version: state.version, services: state.services.filter { configuration.services.contains($0.key) }),
                 observed: table,
                 appliedApps: appliedApps,
                 envDigests: envs.mapValues(\.digest)

@@ -32,19 +32,33 @@ enum StatusReportBuilder {
                 version: serviceState.applied?.version,
                 targetSerial: targetSerials[service] ?? serviceState.highestAcceptedSerial,
                 phase: serviceState.phase,
-                message: String(serviceState.message.prefix(2000)),
+                message: clipped(serviceState.message, toBytes: 2000),
                 health: health[service] ?? .unknown,
                 failures: serviceState.failures.prefix(10).map {
-                    ReleaseFailure(serial: $0.serial, reason: String($0.reason.prefix(2000)), kind: $0.kind)
+                    ReleaseFailure(serial: $0.serial, reason: clipped($0.reason, toBytes: 2000), kind: $0.kind)
                 },
                 processes: processes
             )
         }
         return StatusReport(
             agentVersion: FerryVersion.current,
-            hostname: String(hostname.prefix(255)),
+            hostname: clipped(hostname, toBytes: 255),
             processManager: processManager,
             services: statuses
         )
+    }
+
+    /// At most `limit` UTF-8 bytes of `text`, cut on a character boundary: the controller's limits count bytes, and
+    /// one over-long field would get the whole report refused.
+    private static func clipped(_ text: String, toBytes limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        var result = ""
+        var bytes = 0
+        for character in text {
+            bytes += character.utf8.count
+            if bytes > limit { break }
+            result.append(character)
+        }
+        return result
     }
 }
