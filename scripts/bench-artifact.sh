@@ -44,14 +44,16 @@ python3 - "$WORK/src" "$SIZE_MB" <<'PY'
 import os, random, sys, zlib
 root, target_mb = sys.argv[1], int(sys.argv[2])
 rng = random.Random(42)
-vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12))) for _ in range(6000)]
-vocabulary += ["function", "return", "const", "let", "if", "else", "this", "module.exports", "require", "=>", "null", "undefined"]
-punctuation = [" ", " ", " ", " ", "(", ")", ";\n", ", ", ".", " = ", "{\n  ", "\n}\n", "[", "]", "'", "\"", " === ", " + "]
-pieces = []
-for _ in range(6_000_000):
-    pieces.append(rng.choice(vocabulary))
-    pieces.append(rng.choice(punctuation))
-pool = "".join(pieces).encode()
+# Identifiers follow a Zipf law like real code: a few are everywhere, most are rare.
+keywords = ["function", "return", "const", "let", "if", "else", "this", "module.exports", "require", "=>", "null",
+            "undefined", "async", "await", "new", "typeof", "true", "false", "for", "of"]
+identifiers = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 10))) for _ in range(4000)]
+vocabulary = keywords + identifiers
+weights = [1.0 / (rank + 1) for rank in range(len(vocabulary))]
+punctuation = [" ", " ", " ", "(", ")", ";\n  ", ", ", ".", " = ", " {\n    ", "\n  }\n", "[", "]", "'", " === ", " + "]
+words = rng.choices(vocabulary, weights=weights, k=3_000_000)
+marks = rng.choices(punctuation, k=3_000_000)
+pool = "".join(w + m for w, m in zip(words, marks)).encode()
 sample = pool[:4 << 20]
 ratio = len(zlib.compress(sample, 6)) / len(sample)
 text_total = int(target_mb * (1 << 20) * 0.45 / ratio)
