@@ -4,7 +4,8 @@
 # Prints the best of $RUNS runs of each and the ratio ferry/baseline (goal <= 1.0). See docs/benchmarks.md.
 #
 # Environment: RUNS (default 3), SIZE_MB (compressed target, default 200), BENCH_DIR (work directory, default a
-# new one under /var/tmp, removed afterwards unless KEEP=1), SKIP_BUILD=1 (reuse .build/release/ferry-agent).
+# new one under /var/tmp, removed afterwards unless KEEP=1; an artifact already in it is reused), SKIP_BUILD=1
+# (reuse .build/release/ferry-agent).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in curl sha256sum tar python3 nginx; do
+for tool in curl sha256sum tar python3 nginx /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "bench-artifact: $tool is required" >&2; exit 1; }
 done
 
@@ -33,9 +34,14 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$AGENT" ] || { echo "bench-artifact: $AGENT is missing" >&2; exit 1; }
 
-mkdir -p "$WORK/src" "$WORK/www" "$WORK/nginx/tmp"
+mkdir -p "$WORK/www" "$WORK/nginx/tmp"
 chmod 755 "$WORK" "$WORK/www"
+ARTIFACT="$WORK/www/artifact.tar.gz"
 
+if [ -f "$ARTIFACT" ]; then
+    echo "== reusing $ARTIFACT (from an earlier KEEP=1 run)"
+else
+mkdir -p "$WORK/src"
 echo "== generating ~${SIZE_MB} MB of realistic application content in $WORK/src"
 python3 - "$WORK/src" "$SIZE_MB" <<'PY'
 # A node_modules-like tree: many JavaScript-like text files (random words from a vocabulary, compressing about
@@ -44,14 +50,16 @@ python3 - "$WORK/src" "$SIZE_MB" <<'PY'
 import os, random, sys, zlib
 root, target_mb = sys.argv[1], int(sys.argv[2])
 rng = random.Random(42)
-vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12))) for _ in range(6000)]
-vocabulary += ["function", "return", "const", "let", "if", "else", "this", "module.exports", "require", "=>", "null", "undefined"]
-punctuation = [" ", " ", " ", " ", "(", ")", ";\n", ", ", ".", " = ", "{\n  ", "\n}\n", "[", "]", "'", "\"", " === ", " + "]
-pieces = []
-for _ in range(6_000_000):
-    pieces.append(rng.choice(vocabulary))
-    pieces.append(rng.choice(punctuation))
-pool = "".join(pieces).encode()
+# Identifiers follow a Zipf law like real code: a few are everywhere, most are rare.
+keywords = ["function", "return", "const", "let", "if", "else", "this", "module.exports", "require", "=>", "null",
+            "undefined", "async", "await", "new", "typeof", "true", "false", "for", "of"]
+identifiers = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 10))) for _ in range(4000)]
+vocabulary = keywords + identifiers
+weights = [1.0 / (rank + 1) for rank in range(len(vocabulary))]
+punctuation = [" ", " ", " ", "(", ")", ";\n  ", ", ", ".", " = ", " {\n    ", "\n  }\n", "[", "]", "'", " === ", " + "]
+words = rng.choices(vocabulary, weights=weights, k=3_000_000)
+marks = rng.choices(punctuation, k=3_000_000)
+pool = "".join(w + m for w, m in zip(words, marks)).encode()
 sample = pool[:4 << 20]
 ratio = len(zlib.compress(sample, 6)) / len(sample)
 text_total = int(target_mb * (1 << 20) * 0.45 / ratio)
@@ -91,11 +99,12 @@ os.symlink("../node_modules/pkg-0001", os.path.join(root, "bin", "pkg"))
 print(f"   {files} files, {(written + binary) / (1 << 20):.0f} MB uncompressed (text ratio under gzip {ratio:.2f})")
 PY
 
-ARTIFACT="$WORK/www/artifact.tar.gz"
 echo "== packing $ARTIFACT (tar czf)"
-tar czf "$ARTIFACT" -C "$WORK/src" .
-chmod 644 "$ARTIFACT"
+tar czf "$ARTIFACT.tmp" -C "$WORK/src" .
+chmod 644 "$ARTIFACT.tmp"
+mv "$ARTIFACT.tmp" "$ARTIFACT"
 rm -rf "$WORK/src"
+fi
 SHA=$(sha256sum "$ARTIFACT" | cut -d' ' -f1)
 SIZE=$(stat -c %s "$ARTIFACT")
 echo "   $SIZE bytes ($((SIZE / 1048576)) MB), sha256 $SHA"
@@ -131,45 +140,51 @@ done
 curl -sf -o /dev/null -r 0-0 "$URL" || { echo "bench-artifact: nginx did not come up" >&2; cat "$WORK/nginx/error.log" >&2; exit 1; }
 echo "== nginx (pid $NGINX_PID) serving $URL"
 
-now() { date +%s%N; }
+# Each run prints "<wall ms> <cpu ms>" (CPU = user + system of the command and its children, from GNU time):
+# on a busy machine wall time is noisy, CPU time much less so.
+measure() {
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time.txt" "$@" >/dev/null 2>&1 || { echo "bench-artifact: $* failed" >&2; exit 1; }
+    python3 -c 'import sys; e, u, s = map(float, open(sys.argv[1]).read().split()[-3:]); print(round(e * 1000), round((u + s) * 1000))' \
+        "$WORK/time.txt"
+}
 
 run_ferry() {
     rm -rf "$WORK/ferry"
     mkdir -p "$WORK/ferry"
-    local start end
-    start=$(now)
-    "$AGENT" fetch --url "$URL" --sha256 "$SHA" --size "$SIZE" --out "$WORK/ferry/out" --state-dir "$WORK/ferry/state" >/dev/null 2>&1
-    end=$(now)
-    echo $(( (end - start) / 1000000 ))
+    measure "$AGENT" fetch --url "$URL" --sha256 "$SHA" --size "$SIZE" --out "$WORK/ferry/out" --state-dir "$WORK/ferry/state"
 }
 
 run_baseline() {
     rm -rf "$WORK/base"
     mkdir -p "$WORK/base/out"
-    local start end
-    start=$(now)
-    curl -sSf -o "$WORK/base/artifact.tar.gz" "$URL" \
-        && echo "$SHA  $WORK/base/artifact.tar.gz" | sha256sum -c --quiet - \
-        && tar xzf "$WORK/base/artifact.tar.gz" -C "$WORK/base/out"
-    end=$(now)
-    echo $(( (end - start) / 1000000 ))
+    measure bash -c 'curl -sSf -o "$1/base/artifact.tar.gz" "$2" && echo "$3  $1/base/artifact.tar.gz" | sha256sum -c --quiet - \
+        && tar xzf "$1/base/artifact.tar.gz" -C "$1/base/out"' _ "$WORK" "$URL" "$SHA"
 }
 
-ferry_times=()
-base_times=()
+ferry_wall=()
+ferry_cpu=()
+base_wall=()
+base_cpu=()
 for run in $(seq "$RUNS"); do
     # Interleaved so drift (other load on the machine) hits both sides alike.
-    base_times+=("$(run_baseline)")
-    ferry_times+=("$(run_ferry)")
-    echo "   run $run: baseline ${base_times[-1]} ms, ferry ${ferry_times[-1]} ms"
+    read -r wall cpu < <(run_baseline)
+    base_wall+=("$wall")
+    base_cpu+=("$cpu")
+    read -r wall cpu < <(run_ferry)
+    ferry_wall+=("$wall")
+    ferry_cpu+=("$cpu")
+    echo "   run $run: baseline ${base_wall[-1]} ms (cpu ${base_cpu[-1]} ms), ferry ${ferry_wall[-1]} ms (cpu ${ferry_cpu[-1]} ms)"
 done
 diff -r "$WORK/base/out" "$WORK/ferry/out" >/dev/null || { echo "bench-artifact: extracted trees differ" >&2; exit 1; }
 
 best() { printf '%s\n' "$@" | sort -n | head -1; }
-BASE=$(best "${base_times[@]}")
-FERRY=$(best "${ferry_times[@]}")
+BASE=$(best "${base_wall[@]}")
+FERRY=$(best "${ferry_wall[@]}")
+BASE_CPU=$(best "${base_cpu[@]}")
+FERRY_CPU=$(best "${ferry_cpu[@]}")
 echo
-echo "artifact: $((SIZE / 1048576)) MB tar.gz over loopback (nginx), best of $RUNS"
-echo "baseline  curl -o + sha256sum -c + tar xzf : ${BASE} ms"
-echo "ferry     ferry-agent fetch                : ${FERRY} ms"
-python3 -c "import sys; print(f'ratio ferry/baseline: {int(sys.argv[1]) / int(sys.argv[2]):.2f} (goal <= 1.0)')" "$FERRY" "$BASE"
+echo "artifact: $((SIZE / 1048576)) MB tar.gz over loopback (nginx), best of $RUNS; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "baseline  curl -o + sha256sum -c + tar xzf : ${BASE} ms wall, ${BASE_CPU} ms cpu"
+echo "ferry     ferry-agent fetch                : ${FERRY} ms wall, ${FERRY_CPU} ms cpu"
+python3 -c "import sys; f, b, fc, bc = map(int, sys.argv[1:]); print(f'ratio ferry/baseline: {f / b:.2f} wall (goal <= 1.0), {fc / bc:.2f} cpu')" \
+    "$FERRY" "$BASE" "$FERRY_CPU" "$BASE_CPU"

@@ -148,6 +148,29 @@ struct HTTPClientTests {
         #expect(error?.isTransient == true)
     }
 
+    /// TLS is never downgraded: speaking TLS to a plain-HTTP port fails the handshake, and an unreadable CA bundle
+    /// fails before anything is sent.
+    @Test(arguments: [nil, "/nonexistent/ca.pem"])
+    func tlsFailuresAreTLSErrors(caFile: String?) async throws {
+        let plainHTTP: [ScriptedHTTPServer.Step] = [.send(Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8)), .close]
+        try await ScriptedHTTPServer.with(greeting: plainHTTP) { _ in
+            []
+        } run: { server in
+            var configuration = HTTPClient.Configuration()
+            configuration.caFile = caFile
+            let url = "https://127.0.0.1:\(server.port)/v1/agents/a1/desired-state"
+            let error = await #expect(throws: HTTPClientError.self) {
+                try await HTTPClient(configuration: configuration).send(HTTPRequest(url: url))
+            }
+            guard case .tls(let reported, let code, _) = error else {
+                Issue.record("expected tls, got \(String(describing: error))")
+                return
+            }
+            #expect(reported == url)
+            #expect(code == (caFile == nil ? 35 : 77))  // CURLE_SSL_CONNECT_ERROR, CURLE_SSL_CACERT_BADFILE
+        }
+    }
+
     @Test func cancellingTheTaskAbortsTheTransfer() async throws {
         try await ScriptedHTTPServer.with { _ in
             [.pause(.seconds(30))]

@@ -356,7 +356,7 @@ private final class PartHash: Sendable {
     var bytes: Int64 { state.withLock { $0.bytes } }
 
     func absorb(_ buffer: UnsafeRawBufferPointer) {
-        // A copy (16 KiB per curl chunk, noise next to hashing it): the caller's pointer may not cross into the
+        // A copy (one curl buffer, up to 256 KiB, noise next to hashing it): the caller's pointer may not cross into the
         // lock-protected hasher's isolation region.
         let bytes = [UInt8](buffer)
         state.withLock {

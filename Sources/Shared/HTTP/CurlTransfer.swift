@@ -158,6 +158,8 @@ final class CurlTransfer {
             try setLong(CURLOPT_TIMEOUT_MS, Self.milliseconds(timeout))
         }
         if isDownload {
+            // 256 KiB receive buffer instead of 16 KiB: 16x fewer write(2) calls and handler rounds on big artifacts.
+            try setLong(CURLOPT_BUFFERSIZE, 256 * 1024)
             try setLong(CURLOPT_LOW_SPEED_LIMIT, configuration.lowSpeedLimit)
             try setLong(CURLOPT_LOW_SPEED_TIME, max(1, Self.milliseconds(configuration.lowSpeedTime) / 1000))
         }

@@ -39,10 +39,12 @@ final class ScriptedHTTPServer: Sendable {
     let port: Int
     private let listener: Int32
     private let handler: Handler
+    /// Sent right after accepting, before reading anything (a server that is not speaking the client's protocol).
+    private let greeting: [Step]?
     private let state = Mutex(State())
     private let stopped = Atomic<Bool>(false)
 
-    init(_ handler: @escaping Handler) throws {
+    init(greeting: [Step]? = nil, _ handler: @escaping Handler) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         var address = sockaddr_in()
@@ -63,6 +65,7 @@ final class ScriptedHTTPServer: Sendable {
         self.listener = fd
         self.port = Int(UInt16(bigEndian: address.sin_port))
         self.handler = handler
+        self.greeting = greeting
         state.withLock { $0.liveConnections += 1 }  // the accept loop itself
         Thread.detachNewThread { [self] in acceptLoop() }
     }
@@ -86,8 +89,12 @@ final class ScriptedHTTPServer: Sendable {
 
     /// Runs `body` with a fresh server and always stops it.
     @discardableResult
-    static func with<R>(_ handler: @escaping Handler, run body: (ScriptedHTTPServer) async throws -> R) async throws -> R {
-        let server = try ScriptedHTTPServer(handler)
+    static func with<R>(
+        greeting: [Step]? = nil,
+        _ handler: @escaping Handler,
+        run body: (ScriptedHTTPServer) async throws -> R
+    ) async throws -> R {
+        let server = try ScriptedHTTPServer(greeting: greeting, handler)
         do {
             let result = try await body(server)
             await server.stop()
@@ -157,9 +164,15 @@ final class ScriptedHTTPServer: Sendable {
 
     private func serve(_ fd: Int32) {
         defer { close(fd) }
-        guard let request = readRequest(fd) else { return }
-        state.withLock { $0.requests.append(request) }
-        for step in handler(request) {
+        let steps: [Step]
+        if let greeting {
+            steps = greeting
+        } else {
+            guard let request = readRequest(fd) else { return }
+            state.withLock { $0.requests.append(request) }
+            steps = handler(request)
+        }
+        for step in steps {
             switch step {
             case .send(let bytes):
                 guard sendAll(fd, bytes) else { return }
