@@ -34,7 +34,8 @@ struct HealthGate: Sendable {
         let deadline = clock.now.advanced(by: .seconds(health.deadlineSeconds))
         let stable = Duration.seconds(health.stableSeconds)
         var stableSince: C.Instant?
-        var restartsAtStart: [Int: Int] = [:]
+        // Restart counts at the previous all-online look: a climb between two looks is a crash loop the table hides.
+        var previousRestarts: [Int: Int]?
         var lastProblem = "no look at the process table yet"
         while true {
             if Task.isCancelled { return .interrupted }
@@ -47,13 +48,14 @@ struct HealthGate: Sendable {
                     return .unhealthy(reason: reason)
                 case .pending(let reason):
                     problem = reason
+                    previousRestarts = nil
                 case .allOnline:
                     let names = Set(apps.map(\.name))
                     let restarts = Dictionary(table.filter { names.contains($0.name) }.map { ($0.pmId, $0.restarts) }, uniquingKeysWith: max)
-                    if stableSince != nil, restarts != restartsAtStart {
+                    if let previousRestarts, restarts != previousRestarts {
                         problem = "an instance restarted during the stable window"
                     }
-                    restartsAtStart = restarts
+                    previousRestarts = restarts
                 }
             } catch {
                 problem = "cannot read the process table: \(error)"
@@ -76,6 +78,9 @@ struct HealthGate: Sendable {
                 if stable == .zero { return .healthy }
             }
             if now >= deadline {
+                if problem == nil, let since = stableSince {
+                    lastProblem = "healthy for only \(since.duration(to: now).components.seconds)s of the \(health.stableSeconds)s stable window"
+                }
                 return .unhealthy(reason: "not healthy within \(health.deadlineSeconds)s: \(lastProblem)")
             }
             do {
