@@ -44,7 +44,10 @@ struct RolloutConnectionOptions: ParsableArguments {
         guard let token = token ?? environment["FERRY_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 }) else {
             throw ValidationError("give an API token with --token TOKEN or FERRY_TOKEN")
         }
-        return RolloutEndpoint(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, token: token.trimmingCharacters(in: .whitespacesAndNewlines))
+        return RolloutEndpoint(
+            baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url,
+            token: token.trimmingCharacters(in: .whitespacesAndNewlines)
+        )
     }
 }
 

@@ -136,7 +136,10 @@ struct AgentRoutes: Sendable {
             try await core.rollouts.statusReceived(report, from: agent, previous: previous)
         } catch {
             // The report is stored; the timer evaluates the rollout again within a second.
-            core.logger.warning("Rollout evaluation after a status report failed", metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"])
+            core.logger.warning(
+                "Rollout evaluation after a status report failed",
+                metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"]
+            )
         }
         return Response(status: .noContent)
     }

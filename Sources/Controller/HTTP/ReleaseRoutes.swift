@@ -115,7 +115,8 @@ struct ReleaseRoutes: Sendable {
             how = "to all \(agents) agent(s) at once (strategy \(parameters.strategy))"
         } else {
             let waves = parameters.strategy.waveSizes(agentCount: agents).count
-            how = "with strategy \(parameters.strategy): \(waves) wave(s) over \(agents) agent(s), each stable for "
+            how =
+                "with strategy \(parameters.strategy): \(waves) wave(s) over \(agents) agent(s), each stable for "
                 + "\(parameters.waveStable.components.seconds) s, halting above \(parameters.maxFailures) failure(s)"
         }
         return RolloutEventDraft(

@@ -221,7 +221,12 @@ actor RolloutCoordinator {
             case .resume:
                 next.state = .rolling
                 next.reason = ""
-                event = draft(next, .resumed, "rollout of serial \(rollout.serial) (\(rollout.version)) of \(service) resumed by \(actor)", at: instant)
+                event = draft(
+                    next,
+                    .resumed,
+                    "rollout of serial \(rollout.serial) (\(rollout.version)) of \(service) resumed by \(actor)",
+                    at: instant
+                )
             case .abort:
                 next.state = .aborted
                 next.reason = try await abortReason(rollout, by: actor)

@@ -113,8 +113,8 @@ enum RolloutEvaluator {
     /// Decides for a rolling or paused rollout (anything else: `.wait`).
     ///
     /// Failures are counted over all agents of the rollout; more than `maxFailures` halts, also when paused. A rolling
-    /// rollout advances when every agent of the reached waves that has not failed (failures up to `maxFailures` are
-    /// tolerated) has been healthy on the serial, with fresh reports, for `waveStable` — and at least one has.
+    /// rollout advances when every agent of the reached waves that has not failed has been healthy on the serial, with
+    /// fresh reports, for `waveStable`: failures up to `maxFailures` are tolerated, so they do not hold a wave back.
     static func decide(
         _ rollout: RolloutRecord,
         statuses: [String: ServiceStatusRecord],
@@ -129,14 +129,11 @@ enum RolloutEvaluator {
         let sizes = rollout.waveSizes
         guard !sizes.isEmpty else { return .complete }
         let failed = Set(failures.map(\.agentID))
-        var stable = 0
         for id in rollout.reachedAgents where !failed.contains(id) {
             guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],
                 now.timeIntervalSince(since) >= Double(rollout.waveStable.components.seconds)
             else { return .wait }
-            stable += 1
         }
-        guard stable > 0 else { return .wait }
         return rollout.currentWave + 1 < sizes.count ? .advance(toWave: rollout.currentWave + 1) : .complete
     }
 }
