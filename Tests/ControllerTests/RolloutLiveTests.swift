@@ -4,8 +4,8 @@ import Logging
 import ServiceLifecycle
 import Shared
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 @testable import Controller
 
@@ -54,7 +54,13 @@ import TestSupport
 
     private static func exercise(base: String, harness: RolloutHarness) async throws {
         let http = HTTPClient()
-        func send(_ method: HTTPRequest.Method, _ path: String, token: String, body: [UInt8]? = nil, headers: HTTPHeaders = [:])
+        func send(
+            _ method: HTTPRequest.Method,
+            _ path: String,
+            token: String,
+            body: [UInt8]? = nil,
+            headers: HTTPHeaders = [:]
+        )
             async throws -> HTTPResponse
         {
             var request = HTTPRequest(method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30))
@@ -87,7 +93,13 @@ import TestSupport
             processManager: "builtin",
             services: [
                 ServiceStatus(
-                    service: "web", serial: 2, version: "2.0.0", targetSerial: 2, phase: .running, message: "healthy", health: .healthy,
+                    service: "web",
+                    serial: 2,
+                    version: "2.0.0",
+                    targetSerial: 2,
+                    phase: .running,
+                    message: "healthy",
+                    health: .healthy,
                     processes: []
                 )
             ]
