@@ -20,17 +20,17 @@ struct RolloutRoutes: Sendable {
         }
     }
 
-    /// Without `service`: the latest rollout of every service. With it: that service's rollouts, newest first, at
-    /// most `limit` (default 20).
+    /// Without `service`: the latest rollout of every service (at most `limit`, default 1000, by service name). With
+    /// it: that service's rollouts, newest first, at most `limit` (default 20).
     private func rollouts(_ request: Request) async throws -> Response {
         _ = try await core.authenticator.require([.operator, .viewer], for: request)
         let query = request.uri.queryParameters
-        let limit = try Self.limit(query.get("limit"), default: 20)
         let records: [RolloutRecord]
         if let service = query.get("service") {
             try Self.checkServiceName(service)
-            records = try await core.store.rollouts(service: service, limit: limit)
+            records = try await core.store.rollouts(service: service, limit: try Self.limit(query.get("limit"), default: 20))
         } else {
+            let limit = try Self.limit(query.get("limit"), default: Self.maximumListing)
             records = Array(try await core.store.latestRollouts(for: nil).prefix(limit))
         }
         let views = try await RolloutView.load(records, from: core.store)
