@@ -168,7 +168,10 @@ actor RolloutCoordinator {
             changesDesiredState = true
         case .halt(let failures):
             let names = try await agentNames()
-            let list = failures.map { "\(names[$0.agentID] ?? $0.agentID) (\($0.kind)): \($0.reason)" }.joined(separator: "; ")
+            // The first few, each reason bounded: the reason is stored and shown on one line of `rollout status`.
+            var list = failures.prefix(10).map { "\(names[$0.agentID] ?? $0.agentID) (\($0.kind)): \($0.reason.prefix(300))" }
+                .joined(separator: "; ")
+            if failures.count > 10 { list += "; and \(failures.count - 10) more" }
             next.state = .halted
             next.reason =
                 "\(failures.count) agent(s) failed serial \(rollout.serial), more than the \(rollout.maxFailures) allowed: \(list)"
