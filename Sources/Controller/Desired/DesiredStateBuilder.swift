@@ -27,6 +27,8 @@ struct DesiredStateBuilder: Sendable {
             pollSeconds: configuration.pollInterval.components.seconds,
             releases: releases.map(\.envelope)
         )
-        return RenderedDesiredState(state, services: agent.services)
+        var serials: [String: Int64] = [:]
+        for release in releases { serials[release.service] = release.serial }
+        return RenderedDesiredState(state, services: agent.services, serials: serials)
     }
 }

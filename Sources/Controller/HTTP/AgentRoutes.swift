@@ -125,8 +125,22 @@ struct AgentRoutes: Sendable {
         if let duplicate = report.services.first(where: { !seen.insert($0.service).inserted }) {
             throw APIError.unprocessable("invalid_document", "status report: service \(duplicate.service) appears twice")
         }
+        let previous = try await core.store.serviceStatuses(agentID: id)
         try await core.store.recordStatus(report, agentID: id, receivedAt: core.now(), historyLimit: core.configuration.statusHistoryLimit)
         core.metrics.statusReports.increment()
+        var running: [String: Int64] = [:]
+        for service in report.services { running[service.service] = service.serial }
+        core.desiredStates.statusReceived(agentID: id, running: running)
+        do {
+            // Evaluated before answering, so a rollout's reaction to a report is visible once the report is accepted.
+            try await core.rollouts.statusReceived(report, from: agent, previous: previous)
+        } catch {
+            // The report is stored; the timer evaluates the rollout again within a second.
+            core.logger.warning(
+                "Rollout evaluation after a status report failed",
+                metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"]
+            )
+        }
         return Response(status: .noContent)
     }
 }

@@ -26,7 +26,8 @@ final class SQLiteControllerStore: ControllerStore {
     private let path: String
 
     private var writeDB: any SQLDatabase { writer.sql(queryLogLevel: nil) }
-    private var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
+    /// The read connection (WAL: committed data only, never waits for the writer). For `+Concern` extensions.
+    var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
 
     private init(writer: SQLiteConnection, reader: SQLiteConnection, path: String) {
         self.writer = writer
@@ -93,7 +94,7 @@ final class SQLiteControllerStore: ControllerStore {
     }
 
     /// Runs `body` on the writer connection inside one transaction, alone.
-    private func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         let db = writeDB
         return try await writeLock.withLock {
             try await db.raw("BEGIN IMMEDIATE").run()
@@ -166,7 +167,7 @@ final class SQLiteControllerStore: ControllerStore {
             .first()?.decode(column: "s", as: Int64?.self) ?? nil
     }
 
-    private static let releaseColumns = "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at"
+    static let releaseColumns = "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at"
 
     func latestReleases(for services: [String]) async throws -> [ReleaseRecord] {
         guard !services.isEmpty else { return [] }
@@ -192,7 +193,7 @@ final class SQLiteControllerStore: ControllerStore {
         return try rows.map(Self.release(from:))
     }
 
-    private static func release(from row: any SQLRow) throws -> ReleaseRecord {
+    static func release(from row: any SQLRow) throws -> ReleaseRecord {
         let envelopeText = try row.decode(column: "envelope", as: String.self)
         let envelope: Envelope
         do {
@@ -354,7 +355,7 @@ final class SQLiteControllerStore: ControllerStore {
 
     /// Parses one stored `ServiceStatus`. Shared exposes the strict parser through `StatusReport` only, so the
     /// element is read back inside a minimal report: the same rules as when it was received.
-    private static func serviceStatus(fromJSON text: String) throws -> ServiceStatus {
+    static func serviceStatus(fromJSON text: String) throws -> ServiceStatus {
         do {
             let element = try JSONValue.parse(Array(text.utf8))
             let wrapper = JSONValue.object([
