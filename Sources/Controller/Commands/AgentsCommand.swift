@@ -18,11 +18,11 @@ struct AgentsCommand: AsyncParsableCommand {
         let fleet = try await controller.client().getJSON("/v1/fleet")
         let agents = FleetDocument.agents(fleet)
         if json {
-            print(String(decoding: JSONValue.array(agents.map { .object($0) }).encoded(), as: UTF8.self))
+            Console.print(String(decoding: JSONValue.array(agents.map { .object($0) }).encoded(), as: UTF8.self))
             return
         }
         guard !agents.isEmpty else {
-            print("no agents enrolled")
+            Console.print("no agents enrolled")
             return
         }
         let rows = agents.map { agent in
@@ -32,6 +32,6 @@ struct AgentsCommand: AsyncParsableCommand {
                 FleetDocument.text(agent["agentVersion"]), FleetDocument.lastSeen(agent),
             ]
         }
-        print(TextTable.render(headers: ["ID", "NAME", "HOSTNAME", "SERVICES", "AGENT", "LAST SEEN"], rows: rows))
+        Console.print(TextTable.render(headers: ["ID", "NAME", "HOSTNAME", "SERVICES", "AGENT", "LAST SEEN"], rows: rows))
     }
 }

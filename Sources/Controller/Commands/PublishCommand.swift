@@ -83,7 +83,7 @@ struct PublishCommand: AsyncParsableCommand {
         for warning in draft.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
 
         if try await client.hasArtifact(digest) {
-            print("artifact \(digest.hex) is already on the controller")
+            Console.print("artifact \(digest.hex) is already on the controller")
         } else {
             let progress = UploadProgress(total: size, label: "uploading \((artifact as NSString).lastPathComponent)")
             _ = try await client.uploadArtifact(file: artifact, digest: digest) { progress.update($0) }
@@ -94,6 +94,6 @@ struct PublishCommand: AsyncParsableCommand {
         input.createdAt = Date()
         let release = try ReleaseComposer.compose(input).release
         _ = try await publisher.publish(release, keys: keys)
-        print("published service \(release.service) serial \(release.serial) version \(release.version)")
+        Console.print("published service \(release.service) serial \(release.serial) version \(release.version)")
     }
 }

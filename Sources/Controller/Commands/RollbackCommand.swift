@@ -69,7 +69,7 @@ struct RollbackCommand: AsyncParsableCommand {
             throw CLIError("the rollback release would be invalid: \(error)")
         }
         _ = try await publisher.publish(release, keys: keys)
-        print("rolled back service \(service) to version \(target.version) (serial \(target.serial)) as serial \(release.serial)")
+        Console.print("rolled back service \(service) to version \(target.version) (serial \(target.serial)) as serial \(release.serial)")
     }
 
     /// The release inside one listing entry's envelope. Not verified here: the controller verified it when it was

@@ -22,7 +22,7 @@ struct StatusCommand: AsyncParsableCommand {
         let fleet = try await controller.client().getJSON("/v1/fleet")
         let filtered = FleetDocument.filter(fleet, service: service)
         if json {
-            print(String(decoding: filtered.encoded(), as: UTF8.self))
+            Console.print(String(decoding: filtered.encoded(), as: UTF8.self))
             return
         }
         var rows: [[String]] = []
@@ -42,14 +42,14 @@ struct StatusCommand: AsyncParsableCommand {
                 ])
             }
         }
-        if rows.isEmpty {
-            print(service.map { "no agent runs service \($0)" } ?? "no agents enrolled")
-            return
-        }
-        print(TextTable.render(headers: ["AGENT", "HOST", "SERVICE", "VERSION", "SERIAL", "PHASE", "HEALTH", "LAST SEEN"], rows: rows))
         let latest = FleetDocument.array(filtered.object?["services"]).compactMap { $0.object }.map {
             "\(FleetDocument.text($0["name"])) \(FleetDocument.text($0["latestVersion"])) (serial \(FleetDocument.text($0["latestSerial"])))"
         }
-        if !latest.isEmpty { print("\nlatest: " + latest.joined(separator: ", ")) }
+        if rows.isEmpty {
+            Console.print(service.map { "no agent runs service \($0)" } ?? "no agents enrolled")
+        } else {
+            Console.print(TextTable.render(headers: ["AGENT", "HOST", "SERVICE", "VERSION", "SERIAL", "PHASE", "HEALTH", "LAST SEEN"], rows: rows))
+        }
+        if !latest.isEmpty { Console.print("latest release: " + latest.joined(separator: ", ")) }
     }
 }
