@@ -18,7 +18,11 @@ enum ChildProcess {
         var description: String { "\(executable) \(arguments.prefix(1).joined(separator: " ")) …: \(reason)" }
     }
 
-    static func run(_ executable: String, arguments: [String], timeout: Duration, outputLimit: Int) async throws -> Result {
+    /// Runs `executable` to its end or `timeout` (then it is killed).
+    /// - Parameter environment: the child's whole environment; `nil` inherits this process's.
+    static func run(
+        _ executable: String, arguments: [String], environment: [String: String]? = nil, timeout: Duration, outputLimit: Int
+    ) async throws -> Result {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-child-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -35,6 +39,7 @@ enum ChildProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
