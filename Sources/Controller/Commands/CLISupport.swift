@@ -28,3 +28,10 @@ enum CLIInput {
 enum FileManagerShim {
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 }
+
+/// Command output on standard output, unbuffered, so result lines and progress lines keep their order in logs.
+enum Console {
+    static func print(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+}

@@ -63,6 +63,6 @@ struct TokenCreateCommand: AsyncParsableCommand {
             try? await store.close()
             throw CLIError("cannot store the token: \(error)")
         }
-        print(token)
+        Console.print(token)
     }
 }

@@ -1,0 +1,26 @@
+/// Why a request to the controller failed, as the operator should read it.
+enum ClientError: Error, CustomStringConvertible, Equatable {
+    /// The controller answered with an API error.
+    case api(method: String, url: String, status: Int, code: String, message: String)
+    /// No answer (connection refused, DNS, TLS, timeout).
+    case transport(method: String, url: String, reason: String)
+    /// An answer that is not what the API promises.
+    case badResponse(method: String, url: String, reason: String)
+
+    var description: String {
+        switch self {
+        case .api(let method, let url, let status, let code, let message):
+            "\(method) \(url): \(status) \(code): \(message)"
+        case .transport(let method, let url, let reason):
+            "\(method) \(url): cannot reach the controller: \(reason)"
+        case .badResponse(let method, let url, let reason):
+            "\(method) \(url): unexpected answer: \(reason)"
+        }
+    }
+
+    /// The API error code, when the controller gave one.
+    var code: String? {
+        if case .api(_, _, _, let code, _) = self { return code }
+        return nil
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// The built `ferry-controller` binary end to end: keygen, token create, serve, publish, status, agents, rollback,
+/// restart.
+@Suite struct CommandLineEndToEndTests {
+    struct Run {
+        var status: Int32
+        var output: String
+        var errors: String
+    }
+
+    static func cli(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> Run {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FERRY_") }
+        environment.merge(extra) { _, new in new }
+        let result = try await ChildProcess.run(
+            TestPaths.executable("ferry-controller"), arguments: arguments, environment: environment, timeout: .seconds(120),
+            outputLimit: 16 << 20)
+        return Run(status: result.status, output: result.standardOutput, errors: result.standardError)
+    }
+
+    /// A real gzip'd tarball of a tiny Node service.
+    static func makeArtifact(in directory: URL, version: String) async throws -> URL {
+        let tree = directory.appendingPathComponent("tree-\(version)")
+        try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        try Data("require('http').createServer((q, s) => s.end('\(version)')).listen(process.env.PORT)\n".utf8)
+            .write(to: tree.appendingPathComponent("server.js"))
+        try Data(#"{"name":"api","version":"\#(version)"}"#.utf8).write(to: tree.appendingPathComponent("package.json"))
+        let archive = directory.appendingPathComponent("api-\(version).tar.gz")
+        // The controller treats artifacts as opaque bytes; a real tarball keeps the test honest for the agent later.
+        let tar = try await ChildProcess.run(
+            "/usr/bin/tar", arguments: ["-czf", archive.path, "-C", tree.path, "."], timeout: .seconds(60), outputLimit: 1 << 16)
+        guard tar.status == 0 else { throw FixtureError("tar failed: \(tar.standardError)") }
+        return archive
+    }
+
+    @Test func publishStatusRollbackAndRestart() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-e2e") { directory in
+            let data = directory.appendingPathComponent("data").path
+            let keyPrefix = directory.appendingPathComponent("operator").path
+            let keygen = try await Self.cli(["keygen", "--out", keyPrefix])
+            #expect(keygen.status == 0, "\(keygen.errors)")
+            func token(_ role: String) async throws -> String {
+                let run = try await Self.cli(["token", "create", "--data-dir", data, "--role", role, "--name", "ci-\(role)"])
+                #expect(run.status == 0, "\(run.errors)")
+                let text = run.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(Token.isWellFormed(text))
+                return text
+            }
+            let operatorToken = try await token("operator")
+            let enrollToken = try await token("enroll")
+            let badRole = try await Self.cli(["token", "create", "--data-dir", data, "--role", "agent"])
+            #expect(badRole.status != 0)
+            #expect(badRole.errors.contains("--role must be one of operator, enroll, viewer"))
+
+            let serveArguments = ["--data-dir", data, "--trusted-key", keyPrefix + ".pub", "--poll-seconds", "5"]
+            var server = try ServerProcess(arguments: serveArguments, logDirectory: directory)
+            defer { server.stop() }
+
+            let artifactV1 = try await Self.makeArtifact(in: directory, version: "1.0.0")
+            let artifactV2 = try await Self.makeArtifact(in: directory, version: "2.0.0")
+            let javascript = directory.appendingPathComponent("ecosystem.config.js")
+            try Data(
+                """
+                module.exports = {
+                  apps: [{
+                    name: "api", script: "server.js", cwd: "/srv/api", instances: 2, exec_mode: "cluster",
+                    env: { PORT: 3000, VERBOSE: false }, env_production: { NODE_ENV: "production" }
+                  }, { name: "worker", script: "worker.js" }]
+                };
+                """.utf8
+            ).write(to: javascript)
+            let yaml = directory.appendingPathComponent("ecosystem.yaml")
+            try Data("apps:\n  - name: api\n    script: server.js\n    env:\n      PORT: 3000\n".utf8).write(to: yaml)
+
+            // Publish through the environment twins.
+            let environment = ["FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken, "FERRY_KEY": keyPrefix + ".key"]
+            let first = try await Self.cli(
+                [
+                    "publish", "--service", "api", "--version", "1.0.0", "--artifact", artifactV1.path, "--ecosystem", javascript.path,
+                    "--app", "api", "--env-name", "production", "--env", "REGION=eu-west-1",
+                ], environment: environment)
+            #expect(first.status == 0, "\(first.errors)")
+            #expect(first.output.contains("published service api serial 1 version 1.0.0"))
+            #expect(first.output.contains("uploading api-1.0.0.tar.gz: 100%"))
+            #expect(first.errors.contains("warning: app api: dropped cwd"))
+
+            // And through flags, with a YAML ecosystem.
+            let second = try await Self.cli([
+                "publish", "--controller", server.baseURL, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
+                "--version", "2.0.0", "--artifact", artifactV2.path, "--ecosystem", yaml.path, "--expires-in", "30d",
+            ])
+            #expect(second.status == 0, "\(second.errors)")
+            #expect(second.output.contains("published service api serial 2 version 2.0.0"))
+
+            // What agents receive is exactly what was signed, with PM2's env coerced to strings.
+            let http = LiveHTTP()
+            let listing = try await http.send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
+            let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map(RollbackCommand.release(from:))
+            #expect(releases.map(\.serial) == [2, 1])
+            let v1 = releases[1]
+            #expect(v1.pm2.apps.map(\.name) == ["api"])
+            #expect(v1.pm2.apps[0].options["env"] == .object(["PORT": .string("3000"), "VERBOSE": .string("false"), "NODE_ENV": .string("production")]))
+            #expect(v1.pm2.apps[0].options["cwd"] == nil)
+            #expect(v1.env == ["REGION": "eu-west-1"])
+            #expect(v1.artifact.sha256 == (try SHA256.hash(fileAt: artifactV1.path)).digest)
+
+            // An agent reports; status and agents show it.
+            let enrolled = try await http.send(
+                "POST", server.baseURL + "/v1/agents", token: enrollToken,
+                body: EnrollRequest(name: "web-1", hostname: "web-1.internal", services: ["api"]).json.encoded())
+            let agent = try EnrollResponse(json: JSONValue.parse(enrolled.body))
+            let report = StatusReport(
+                agentVersion: "0.1.0", hostname: "web-1.internal", processManager: "builtin",
+                services: [
+                    ServiceStatus(
+                        service: "api", serial: 2, version: "2.0.0", targetSerial: 2, phase: .running, message: "healthy for 10s", health: .healthy,
+                        processes: [])
+                ])
+            let reported = try await http.send("POST", server.baseURL + "/v1/agents/\(agent.agentId)/status", token: agent.token, body: report.json.encoded())
+            #expect(reported.status == 204)
+
+            let status = try await Self.cli(["status", "--service", "api"], environment: environment)
+            #expect(status.status == 0, "\(status.errors)")
+            let row = try #require(status.output.split(separator: "\n").first { $0.hasPrefix("web-1") })
+            #expect(row.split(separator: " ", omittingEmptySubsequences: true).prefix(7) == ["web-1", "web-1.internal", "api", "2.0.0", "2", "running", "healthy"])
+            #expect(status.output.contains("latest release: api 2.0.0 (serial 2)"))
+            let statusJSON = try await Self.cli(["status", "--json"], environment: environment)
+            #expect(FleetDocument.agents(try JSONValue.parse(Array(statusJSON.output.utf8))).first?["name"] == .string("web-1"))
+            let agents = try await Self.cli(["agents"], environment: environment)
+            #expect(agents.output.contains(agent.agentId))
+
+            // Roll back to 1.0.0: a new serial pointing at the old artifact.
+            let rollback = try await Self.cli(["rollback", "--service", "api", "--to-version", "1.0.0"], environment: environment)
+            #expect(rollback.status == 0, "\(rollback.errors)")
+            #expect(rollback.output.contains("rolled back service api to version 1.0.0 (serial 1) as serial 3"))
+            let afterRollback = try await http.send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
+            let rolled = try FleetDocument.array(JSONValue.parse(afterRollback.body).object?["releases"]).map(RollbackCommand.release(from:))
+            #expect(rolled.first?.serial == 3)
+            #expect(rolled.first?.version == "1.0.0")
+            #expect(rolled.first?.artifact == v1.artifact)
+            #expect(rolled.first?.pm2 == v1.pm2)
+            let noop = try await Self.cli(["rollback", "--service", "api", "--to-serial", "3"], environment: environment)
+            #expect(noop.status != 0)
+            #expect(noop.errors.contains("already the latest release"))
+
+            // Restart: everything is still there, and the agent's token still works.
+            #expect(server.stop() == 0, "\(server.log)")
+            server = try ServerProcess(arguments: serveArguments, logDirectory: directory)
+            let restartedEnvironment = environment.merging(["FERRY_CONTROLLER_URL": server.baseURL]) { _, new in new }
+            let restarted = try await Self.cli(["status", "--service", "api"], environment: restartedEnvironment)
+            #expect(restarted.output.contains("latest release: api 1.0.0 (serial 3)"), "\(restarted.output)\(restarted.errors)")
+            #expect(restarted.output.contains("web-1"))
+            let desired = try await http.send("GET", server.baseURL + "/v1/agents/\(agent.agentId)/desired-state", token: agent.token)
+            #expect(desired.status == 200)
+            let state = try DesiredState(json: JSONValue.parse(desired.body))
+            let verified = try TrustPolicy(trustedKeys: [PublicKey(contentsOf: keyPrefix + ".pub")]).verify(state.releases[0], expecting: Release.payloadType)
+            #expect(try Release.decode(verified.payload).serial == 3)
+            let artifact = try await http.send("GET", server.baseURL + v1.artifact.url, token: agent.token)
+            #expect(artifact.status == 200)
+            #expect(SHA256.hash(Array(artifact.body)) == v1.artifact.sha256)
+        }
+    }
+
+    @Test func publishExplainsAMissingNode() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-node") { directory in
+            let ecosystem = directory.appendingPathComponent("ecosystem.config.js")
+            try Data("module.exports = { apps: [] }".utf8).write(to: ecosystem)
+            let artifact = directory.appendingPathComponent("a.tgz")
+            try Data("x".utf8).write(to: artifact)
+            let key = directory.appendingPathComponent("k").path
+            _ = try await Self.cli(["keygen", "--out", key])
+            let run = try await Self.cli(
+                [
+                    "publish", "--controller", "http://127.0.0.1:9", "--token", Token.generate(), "--key", key + ".key", "--service", "api",
+                    "--version", "1", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                ], environment: ["PATH": directory.path])
+            #expect(run.status != 0)
+            #expect(run.errors.contains("needs node, which is not on PATH"))
+        }
+    }
+}

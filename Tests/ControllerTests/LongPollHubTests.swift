@@ -1,0 +1,79 @@
+import Synchronization
+import Testing
+
+@testable import Controller
+
+@Suite struct LongPollHubTests {
+    @Test func aChangeBeforeParkingEndsTheWaitAtOnce() async {
+        let hub = LongPollHub()
+        let generation = hub.generation
+        hub.notify(services: ["api"])
+        // The state was read before the change: parking must not miss it.
+        #expect(await hub.wait(agentID: "a", services: ["api"], after: generation, timeout: .seconds(30)) == .changed)
+    }
+
+    @Test func onlyWaitersOfTheServiceAreWoken() async throws {
+        let counts = Mutex<[Int]>([])
+        let hub = LongPollHub(onCountChange: { count in counts.withLock { $0.append(count) } })
+        try await withThrowingTaskGroup(of: (String, LongPollHub.Wake).self) { group in
+            let generation = hub.generation
+            group.addTask { ("api", await hub.wait(agentID: "a", services: ["api"], after: generation, timeout: .seconds(30))) }
+            group.addTask { ("web", await hub.wait(agentID: "b", services: ["web"], after: generation, timeout: .milliseconds(300))) }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while hub.waiterCount < 2 {
+                guard ContinuousClock.now < deadline else { throw FixtureError("waiters did not park") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            hub.notify(services: ["api", "other"])
+            var wakes: [String: LongPollHub.Wake] = [:]
+            for try await (name, wake) in group { wakes[name] = wake }
+            #expect(wakes == ["api": .changed, "web": .timedOut])
+        }
+        #expect(hub.waiterCount == 0)
+        #expect(counts.withLock { $0.last } == 0)
+    }
+
+    @Test func shutdownAnswersEveryoneAndLaterWaitsReturnAtOnce() async throws {
+        let hub = LongPollHub()
+        try await withThrowingTaskGroup(of: LongPollHub.Wake.self) { group in
+            for index in 0..<50 {
+                let generation = hub.generation
+                group.addTask { await hub.wait(agentID: "a\(index)", services: ["api"], after: generation, timeout: .seconds(60)) }
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while hub.waiterCount < 50 {
+                guard ContinuousClock.now < deadline else { throw FixtureError("waiters did not park") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            hub.shutdown()
+            var wakes: [LongPollHub.Wake] = []
+            for try await wake in group { wakes.append(wake) }
+            #expect(wakes == Array(repeating: .shutdown, count: 50))
+        }
+        #expect(await hub.wait(agentID: "late", services: ["api"], after: hub.generation, timeout: .seconds(60)) == .shutdown)
+    }
+
+    @Test func cancelledWaitsLeaveNothingBehind() async throws {
+        let hub = LongPollHub()
+        let task = Task { await hub.wait(agentID: "a", services: ["api"], after: hub.generation, timeout: .seconds(60)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while hub.waiterCount < 1 {
+            guard ContinuousClock.now < deadline else { throw FixtureError("waiter did not park") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        task.cancel()
+        #expect(await task.value == .cancelled)
+        #expect(hub.waiterCount == 0)
+    }
+
+    @Test func agentNotificationsWakeOnlyThatAgent() async {
+        let hub = LongPollHub()
+        let generation = hub.generation
+        async let mine = hub.wait(agentID: "mine", services: ["api"], after: generation, timeout: .seconds(30))
+        while hub.waiterCount < 1 { await Task.yield() }
+        hub.notify(agentID: "other")
+        #expect(hub.waiterCount == 1)
+        hub.notify(agentID: "mine")
+        #expect(await mine == .changed)
+    }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+@Suite struct ServeSettingsTests {
+    @Test func flagsWinOverEnvironmentWhichWinsOverTheFile() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let key = try SigningKey.generate()
+            let keyPath = directory.appendingPathComponent("op.pub")
+            try Data(key.publicKey.pemRepresentation().utf8).write(to: keyPath)
+            let file = directory.appendingPathComponent("controller.yaml")
+            try Data(
+                """
+                listen: 0.0.0.0:9000
+                dataDir: state
+                trustedKeys: [op.pub]
+                pollSeconds: 30
+                maxArtifactBytes: 1G
+                statusHistory: 7
+                """.utf8
+            ).write(to: file)
+            let command = try #require(
+                try ControllerCommand.parseAsRoot(["serve", "--config", file.path, "--listen", "127.0.0.1:0", "--max-body-bytes", "4M"])
+                    as? ServeCommand)
+            let settings = try command.resolvedSettings(environment: ["FERRY_POLL_SECONDS": "20", "FERRY_LISTEN": "10.0.0.1:1"])
+            let configuration = try settings.configuration()
+            #expect(configuration.host == "127.0.0.1")
+            #expect(configuration.port == 0)
+            #expect(configuration.dataDirectory == directory.path + "/state")
+            #expect(configuration.pollInterval == .seconds(20))
+            #expect(configuration.maximumBodyBytes == 4 << 20)
+            #expect(configuration.maximumArtifactBytes == 1 << 30)
+            #expect(configuration.statusHistoryLimit == 7)
+            #expect(configuration.trustPolicy.trustedKeys.keys.sorted() == [key.publicKey.keyID])
+        }
+    }
+
+    struct BadSetting: Sendable, CustomTestStringConvertible {
+        let arguments: [String]
+        let environment: [String: String]
+        let message: String
+        var testDescription: String { message }
+    }
+
+    static let badSettings: [BadSetting] = [
+        BadSetting(arguments: ["serve"], environment: [:], message: "no trusted key"),
+        BadSetting(arguments: ["serve", "--listen", "localhost"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "expected HOST:PORT"),
+        BadSetting(arguments: ["serve", "--listen", "h:99999"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "from 0 to 65535"),
+        BadSetting(arguments: ["serve", "--threshold", "2"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "threshold 2 is impossible"),
+        BadSetting(arguments: ["serve"], environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_POLL_SECONDS": "soon"], message: "not an integer"),
+        BadSetting(arguments: ["serve", "--max-body-bytes", "1K"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "the largest envelope"),
+        BadSetting(arguments: ["serve", "--max-artifact-bytes", "lots"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "not a size"),
+        BadSetting(arguments: ["serve", "--poll-seconds", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "from 1 to 3600"),
+        BadSetting(arguments: ["serve", "--log-level", "loud"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be one of trace"),
+        BadSetting(arguments: ["serve", "--config", "/nonexistent/ferry.yaml"], environment: [:], message: "no such file"),
+    ]
+
+    @Test(arguments: badSettings)
+    func badSettingsAreRefusedWithAReason(_ bad: BadSetting) async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keyPath = directory.appendingPathComponent("op.pub").path
+            try Data(try SigningKey.generate().publicKey.pemRepresentation().utf8).write(to: URL(fileURLWithPath: keyPath))
+            let environment = bad.environment.mapValues { $0 == "KEY" ? keyPath : $0 }
+            let command = try #require(try ControllerCommand.parseAsRoot(bad.arguments) as? ServeCommand)
+            do {
+                let settings = try command.resolvedSettings(environment: environment)
+                _ = try settings.configuration()
+                _ = try settings.resolvedLogLevel()
+                Issue.record("accepted \(bad.arguments) \(bad.environment)")
+            } catch {
+                #expect("\(error)".contains(bad.message), "\(error)")
+            }
+        }
+    }
+
+    @Test func configFileRejectsUnknownKeys() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("c.json")
+            try Data(#"{"listen": "127.0.0.1:1", "tresholds": 2}"#.utf8).write(to: file)
+            #expect(throws: ConfigurationError.unreadable(path: file.path, reason: "tresholds: unknown field")) {
+                try ServeSettings.fromFile(file.path)
+            }
+        }
+    }
+
+    @Test func listenForms() throws {
+        #expect(try ServeSettings.parseListen("127.0.0.1:8080") == ("127.0.0.1", 8080))
+        #expect(try ServeSettings.parseListen(":9000") == ("0.0.0.0", 9000))
+        #expect(try ServeSettings.parseListen("[::1]:0") == ("::1", 0))
+    }
+}

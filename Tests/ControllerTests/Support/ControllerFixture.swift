@@ -1,0 +1,176 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Prometheus
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// A controller with a fresh data directory, real SQLite store, trusted keys and one token of each role.
+struct ControllerFixture: Sendable {
+    let directory: URL
+    let store: SQLiteControllerStore
+    let controller: ControllerApplication
+    let registry: PrometheusCollectorRegistry
+    /// Trusted keys (the second one matters for threshold 2).
+    let signingKey: SigningKey
+    let secondKey: SigningKey
+    /// A well-formed key the controller does not trust.
+    let untrustedKey: SigningKey
+    let operatorToken: String
+    let enrollToken: String
+    let viewerToken: String
+    let ports: AsyncStream<Int>
+
+    static let logger = Logger(label: "ferry.test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    /// Runs `body` with a fresh fixture, closing the store and removing the directory afterwards.
+    static func with<R: Sendable>(
+        threshold: Int = 1,
+        directory existing: URL? = nil,
+        adjust: (inout ControllerConfiguration) -> Void = { _ in },
+        _ body: (ControllerFixture) async throws -> R
+    ) async throws -> R {
+        let fixture = try await make(threshold: threshold, directory: existing, adjust: adjust)
+        do {
+            let result = try await body(fixture)
+            await fixture.close(removing: existing == nil)
+            return result
+        } catch {
+            await fixture.close(removing: existing == nil)
+            throw error
+        }
+    }
+
+    static func make(
+        threshold: Int = 1, directory existing: URL? = nil, adjust: (inout ControllerConfiguration) -> Void = { _ in }
+    ) async throws -> ControllerFixture {
+        let directory = try existing ?? TestPaths.makeTemporaryDirectory("ferry-controller-test")
+        let signingKey = try SigningKey.generate()
+        let secondKey = try SigningKey.generate()
+        var configuration = ControllerConfiguration(
+            trustPolicy: try TrustPolicy(trustedKeys: [signingKey.publicKey, secondKey.publicKey], threshold: threshold))
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.dataDirectory = directory.path
+        adjust(&configuration)
+        let store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: logger)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let registry = PrometheusCollectorRegistry()
+        let controller = try makeApplication(
+            configuration: configuration, store: store, registry: registry, logger: logger,
+            onServerRunning: { port in continuation.yield(port) })
+        func token(_ role: TokenRole, _ name: String) async throws -> String {
+            let token = Token.generate()
+            try await store.createToken(hash: Token.digest(token), name: name, role: role, at: Date())
+            return token
+        }
+        return ControllerFixture(
+            directory: directory, store: store, controller: controller, registry: registry, signingKey: signingKey,
+            secondKey: secondKey, untrustedKey: try SigningKey.generate(), operatorToken: try await token(.operator, "alice"),
+            enrollToken: try await token(.enroll, "bootstrap"), viewerToken: try await token(.viewer, "dashboard"), ports: ports)
+    }
+
+    func close(removing: Bool = true) async {
+        try? await store.close()
+        if removing { try? FileManager.default.removeItem(at: directory) }
+    }
+
+    // MARK: In-process requests
+
+    /// Runs `body` against the router in-process.
+    func withRouter<R: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> R) async throws -> R {
+        try await controller.application.test(.router, body)
+    }
+
+    /// Runs the whole service group (store, server, long-poll hub) on 127.0.0.1 and a free port; shuts it down
+    /// gracefully afterwards, whatever happens.
+    func withLiveServer<R: Sendable>(_ body: @Sendable (_ baseURL: String) async throws -> R) async throws -> R {
+        let group = controller.serviceGroup(handlingSignals: false)
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw FixtureError("the server never reported its port") }
+            do {
+                let result = try await body("http://127.0.0.1:\(port)")
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                try? await tasks.waitForAll()
+                throw error
+            }
+        }
+    }
+
+    // MARK: Building requests
+
+    static func bearer(_ token: String, _ extra: HTTPFields = [:]) -> HTTPFields {
+        var fields = extra
+        fields[.authorization] = "Bearer \(token)"
+        return fields
+    }
+
+    /// Enrolls an agent through the API; its id and token.
+    func enroll(_ client: any TestClientProtocol, name: String, services: [String] = ["api"]) async throws -> (id: String, token: String) {
+        let body = EnrollRequest(name: name, hostname: "\(name).example", services: services).json.encoded()
+        let response = try await client.execute(
+            uri: "/v1/agents", method: .post, headers: Self.bearer(enrollToken), body: ByteBuffer(bytes: body))
+        #expect(response.status == .created)
+        let enrolled = try EnrollResponse(json: JSONValue.parse(Array(response.body.readableBytesView)))
+        return (enrolled.agentId, enrolled.token)
+    }
+
+    /// Uploads `bytes` as an artifact; its reference.
+    func upload(_ client: any TestClientProtocol, _ bytes: [UInt8]) async throws -> ArtifactReference {
+        let response = try await client.execute(
+            uri: "/v1/artifacts", method: .post, headers: Self.bearer(operatorToken), body: ByteBuffer(bytes: bytes))
+        #expect(response.status == .created || response.status == .ok)
+        let digest = SHA256.hash(bytes)
+        return ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+    }
+
+    /// A valid release of `service`.
+    static func release(
+        service: String = "api", serial: Int64, version: String = "1.0.0", artifact: ArtifactReference,
+        createdAt: Date = Date(), expiresIn: TimeInterval = 86_400
+    ) -> Release {
+        Release(
+            service: service, serial: serial, version: version, createdAt: createdAt, expiresAt: createdAt.addingTimeInterval(expiresIn),
+            artifact: artifact, env: ["NODE_ENV": "production"],
+            pm2: PM2Config(apps: [PM2App(name: service, script: "server.js", options: ["instances": .integer(2)])]))
+    }
+
+    /// The envelope of `release` signed by `keys` (default: the first trusted key).
+    func envelope(_ release: Release, keys: [SigningKey]? = nil) throws -> ByteBuffer {
+        let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: keys ?? [signingKey])
+        return ByteBuffer(bytes: envelope.encoded())
+    }
+
+    /// Publishes `release` through the API; the response.
+    func publish(_ client: any TestClientProtocol, _ release: Release, keys: [SigningKey]? = nil) async throws -> TestResponse {
+        try await client.execute(
+            uri: "/v1/releases", method: .post, headers: Self.bearer(operatorToken), body: try envelope(release, keys: keys))
+    }
+
+    /// The `error` code of a JSON error body.
+    static func errorCode(_ response: TestResponse) -> String? {
+        guard case .object(let fields)? = try? JSONValue.parse(Array(response.body.readableBytesView)),
+            case .string(let code)? = fields["error"]
+        else { return nil }
+        return code
+    }
+
+    static func json(_ response: TestResponse) throws -> JSONValue {
+        try JSONValue.parse(Array(response.body.readableBytesView))
+    }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
