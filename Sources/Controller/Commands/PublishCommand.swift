@@ -52,10 +52,34 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("How long agents may install this release: d, h or m (default 90d).", valueName: "DURATION"))
     var expiresIn: String = "90d"
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp("How the release reaches the agents: all, one-at-a-time, waves:10,50,100 or canary:N.", valueName: "STRATEGY")
+    )
+    var strategy: String = "all"
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("How long every agent of a wave must report the release healthy before the next wave (s, m, h).", valueName: "DURATION")
+    )
+    var waveStable: String = "60s"
+
+    @Option(name: .long, help: "Failed or rolled-back agents tolerated before the controller halts the rollout.")
+    var maxFailures: Int = 0
+
     func validate() throws {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) must match ^[a-z0-9][a-z0-9-]{0,62}$") }
         guard Release.isValidVersion(version) else { throw ValidationError("--version \(version) must match ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$") }
         _ = try ExpiryText.parse(expiresIn)
+        do {
+            _ = try RolloutStrategy.parse(strategy)
+        } catch {
+            throw ValidationError("--strategy: \(error)")
+        }
+        guard let stable = DurationText.milliseconds(waveStable), stable % 1000 == 0, stable <= 86_400_000 else {
+            throw ValidationError("--wave-stable \(waveStable) must be whole seconds like 60s, 5m or 1h (at most 24h)")
+        }
+        guard (0...100_000).contains(maxFailures) else { throw ValidationError("--max-failures must be between 0 and 100000") }
         for pair in env { _ = try EnvironmentFile.pair(pair, source: "--env") }
     }
 
@@ -93,7 +117,12 @@ struct PublishCommand: AsyncParsableCommand {
         input.serial = try await publisher.nextSerial(of: service)
         input.createdAt = Date()
         let release = try ReleaseComposer.compose(input).release
-        _ = try await publisher.publish(release, keys: keys)
+        let stableSeconds = (DurationText.milliseconds(waveStable) ?? 60_000) / 1000
+        let query = "strategy=\(strategy)&waveStableSeconds=\(stableSeconds)&maxFailures=\(maxFailures)"
+        _ = try await publisher.publish(release, keys: keys, query: query)
         Console.print("published service \(release.service) serial \(release.serial) version \(release.version)")
+        if strategy != "all" {
+            Console.print("rollout \(strategy): waves advance after \(stableSeconds)s healthy; halts after \(maxFailures + 1) failure(s)")
+        }
     }
 }
