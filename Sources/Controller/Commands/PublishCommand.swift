@@ -99,10 +99,18 @@ struct PublishCommand: AsyncParsableCommand {
         guard size > 0 else { throw CLIError("\(artifact): the artifact is empty") }
         // Validate everything before uploading anything: a typo in the ecosystem file should cost nothing.
         var input = ReleaseComposer.Input(
-            service: service, version: version, serial: 1,
+            service: service,
+            version: version,
+            serial: 1,
             artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size),
-            apps: apps, appNames: app, environment: environment, environmentName: envName, healthURL: healthURL,
-            createdAt: Date(), expiresIn: expiry)
+            apps: apps,
+            appNames: app,
+            environment: environment,
+            environmentName: envName,
+            healthURL: healthURL,
+            createdAt: Date(),
+            expiresIn: expiry
+        )
         let draft = try ReleaseComposer.compose(input)
         for warning in draft.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
 
