@@ -165,10 +165,10 @@ import Testing
                 "--env", "A=1", "--env", "B=2", "--env-name", "production", "--key", "a.key", "--key", "b.key",
             ]) as? PublishCommand
         )
-        #expect(publish.app == ["api", "worker"])
-        #expect(publish.env == ["A=1", "B=2"])
+        #expect(publish.release.app == ["api", "worker"])
+        #expect(publish.release.env == ["A=1", "B=2"])
         #expect(try publish.signing.keyPaths(environment: [:]) == ["a.key", "b.key"])
-        #expect(publish.expiresIn == "90d")
+        #expect(publish.release.expiresIn == "90d")
         #expect(throws: (any Error).self) {
             try ControllerCommand.parseAsRoot(["publish", "--service", "Bad", "--version", "1", "--artifact", "a", "--ecosystem", "e"])
         }
