@@ -51,11 +51,17 @@ enum PKey {
         read: (OpaquePointer) -> OpaquePointer?
     ) throws -> OpaquePointer {
         let bytes = Array(pem.utf8)
-        guard let bio = bytes.withUnsafeBytes({ BIO_new_mem_buf($0.baseAddress, Int32($0.count)) }) else {
-            throw KeyError.openSSL("\(OpenSSLError("BIO_new_mem_buf"))")
+        // A memory BIO reads the caller's buffer in place (no copy): the read must happen while the buffer is
+        // pinned. Letting the pointer escape the closure worked in debug builds only; in release `bytes` is freed
+        // after its last use and PEM_read_bio_* parses freed memory ("not a PEM public key").
+        let parsed: OpaquePointer? = try bytes.withUnsafeBytes { buffer in
+            guard let bio = BIO_new_mem_buf(buffer.baseAddress, Int32(buffer.count)) else {
+                throw KeyError.openSSL("\(OpenSSLError("BIO_new_mem_buf"))")
+            }
+            defer { BIO_free(bio) }
+            return read(bio)
         }
-        defer { BIO_free(bio) }
-        guard let key = read(bio) else {
+        guard let key = parsed else {
             ERR_clear_error()
             throw KeyError.notPEM(source: source, expected: expected)
         }
