@@ -17,9 +17,14 @@ struct ReleaseDiffTests {
         apps: [PM2App] = [PM2App(name: "api", script: "server.js", options: ["instances": .integer(2), "env": .object(["PORT": .string("3000")])])]
     ) -> Release {
         Release(
-            service: "api", serial: 1, version: version, createdAt: Date(), expiresAt: Date().addingTimeInterval(3600),
+            service: "api",
+            serial: 1,
+            version: version,
+            createdAt: Date(),
+            expiresAt: Date().addingTimeInterval(3600),
             artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size),
-            env: env, pm2: PM2Config(apps: apps)
+            env: env,
+            pm2: PM2Config(apps: apps)
         )
     }
 
@@ -38,7 +43,9 @@ struct ReleaseDiffTests {
     @Test func instanceCountAndScriptChangesSayTheyCostARestart() {
         let before = Self.release()
         let after = Self.release(
-            version: "2.0.0", digest: Self.digestB, size: 4 << 20,
+            version: "2.0.0",
+            digest: Self.digestB,
+            size: 4 << 20,
             apps: [PM2App(name: "api", script: "dist/server.js", options: ["instances": .string("max"), "max_memory_restart": .string("300M")])]
         )
         let diff = ReleaseDiff(from: before, to: after)

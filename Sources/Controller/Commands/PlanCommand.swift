@@ -49,7 +49,8 @@ struct PlanCommand: AsyncParsableCommand {
         }
         for agent in agents.sorted(by: { $0.name < $1.name }) {
             let current = agent.serial.flatMap { bySerial[$0] }
-            let header = agent.serial.map { "\(agent.name) (now serial \($0)\(current.map { ", version \($0.version)" } ?? ""))" }
+            let header =
+                agent.serial.map { "\(agent.name) (now serial \($0)\(current.map { ", version \($0.version)" } ?? ""))" }
                 ?? "\(agent.name) (nothing installed yet)"
             Console.print("")
             Console.print(header + ":")

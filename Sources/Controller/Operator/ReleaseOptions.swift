@@ -55,9 +55,17 @@ struct ReleaseOptions: ParsableArguments {
         let (digest, size) = try SHA256.hash(fileAt: artifact)
         guard size > 0 else { throw CLIError("\(artifact): the artifact is empty") }
         return ReleaseComposer.Input(
-            service: service, version: version, serial: 1,
+            service: service,
+            version: version,
+            serial: 1,
             artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size),
-            apps: apps, appNames: app, environment: environment, environmentName: envName, healthURL: healthURL,
-            createdAt: Date(), expiresIn: expiry)
+            apps: apps,
+            appNames: app,
+            environment: environment,
+            environmentName: envName,
+            healthURL: healthURL,
+            createdAt: Date(),
+            expiresIn: expiry
+        )
     }
 }
