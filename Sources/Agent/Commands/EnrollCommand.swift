@@ -22,7 +22,10 @@ struct EnrollCommand: AsyncParsableCommand {
     )
 
     @Option(name: .long, help: "The controller's base URL.") var controller: String
-    @Option(name: .long, help: "An enrollment token (role `enroll`).") var token: String
+    @Option(name: .long, help: "An enrollment token (role `enroll`). Prefer --token-file: arguments are visible in /proc.")
+    var token: String?
+    @Option(name: .long, help: ArgumentHelp("A file holding the enrollment token, or - for standard input.", valueName: "FILE"))
+    var tokenFile: String?
     @Option(name: .long, help: "A service this instance runs. Repeatable.") var service: [String] = []
     @Option(name: .long, help: "Where to write the agent configuration.") var config: String
     @Option(name: .long, help: ArgumentHelp("A trusted operator public key (PEM). Repeatable.", valueName: "FILE.pub"))
@@ -39,6 +42,7 @@ struct EnrollCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Overwrite an existing configuration.") var force = false
 
     func validate() throws {
+        guard (token == nil) != (tokenFile == nil) else { throw ValidationError("give exactly one of --token and --token-file") }
         guard !service.isEmpty else { throw ValidationError("at least one --service is required") }
         for name in service where !Release.isValidServiceName(name) {
             throw ValidationError("--service \(name) must match ^[a-z0-9][a-z0-9-]{0,62}$")
@@ -66,9 +70,18 @@ struct EnrollCommand: AsyncParsableCommand {
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.caFile = caFile.map(Self.absolute)
         let hostname = AgentRuntime.hostname()
+        let enrollToken: String
+        if let token {
+            enrollToken = token
+        } else if tokenFile == "-" {
+            enrollToken = (readLine(strippingNewline: true) ?? "").trimmingCharacters(in: [" ", "\t", "\r"])
+        } else {
+            enrollToken = try KeyFile.read(Self.absolute(tokenFile ?? "")).trimmingCharacters(in: [" ", "\n", "\r", "\t"])
+        }
+        guard !enrollToken.isEmpty else { throw ValidationError("the enrollment token is empty") }
         let response = try await ControllerClient.enroll(
             baseURL: controller,
-            enrollToken: token,
+            enrollToken: enrollToken,
             request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service),
             http: HTTPClient(configuration: httpConfiguration)
         )

@@ -149,8 +149,12 @@ final class FleetFixture {
         }
         let config = agentRoot.appendingPathComponent("agent.json").path
         let state = agentRoot.appendingPathComponent("state").path
+        // The token goes through a file, not the command line (arguments are visible to every user in /proc).
+        try FileManager.default.createDirectory(at: agentRoot, withIntermediateDirectories: true)
+        let tokenFile = agentRoot.appendingPathComponent("enroll.token")
+        try enrollToken.write(to: tokenFile, atomically: true, encoding: .utf8)
         var arguments = [
-            "enroll", "--controller", controller.url, "--token", enrollToken, "--config", config,
+            "enroll", "--controller", controller.url, "--token-file", tokenFile.path, "--config", config,
             "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
             "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
         ]
