@@ -71,7 +71,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
+                // No Yams here: it imports full Foundation (about 7 MB of RSS); the agent reads its YAML config with
+                // the small subset parser in Agent/Config.
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),

@@ -25,6 +25,8 @@ struct ControllerCommand: AsyncParsableCommand {
             StatusCommand.self,
             RollbackCommand.self,
             AgentsCommand.self,
+            PlanCommand.self,
+            RolloutCommand.self,
         ]
     )
 }

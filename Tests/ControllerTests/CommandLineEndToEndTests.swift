@@ -18,8 +18,12 @@ import Testing
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FERRY_") }
         environment.merge(extra) { _, new in new }
         let result = try await ChildProcess.run(
-            TestPaths.executable("ferry-controller"), arguments: arguments, environment: environment, timeout: .seconds(120),
-            outputLimit: 16 << 20)
+            TestPaths.executable("ferry-controller"),
+            arguments: arguments,
+            environment: environment,
+            timeout: .seconds(120),
+            outputLimit: 16 << 20
+        )
         return Run(status: result.status, output: result.standardOutput, errors: result.standardError)
     }
 
@@ -33,7 +37,11 @@ import Testing
         let archive = directory.appendingPathComponent("api-\(version).tar.gz")
         // The controller treats artifacts as opaque bytes; a real tarball keeps the test honest for the agent later.
         let tar = try await ChildProcess.run(
-            "/usr/bin/tar", arguments: ["-czf", archive.path, "-C", tree.path, "."], timeout: .seconds(60), outputLimit: 1 << 16)
+            "/usr/bin/tar",
+            arguments: ["-czf", archive.path, "-C", tree.path, "."],
+            timeout: .seconds(60),
+            outputLimit: 1 << 16
+        )
         guard tar.status == 0 else { throw FixtureError("tar failed: \(tar.standardError)") }
         return archive
     }
@@ -83,7 +91,9 @@ import Testing
                 [
                     "publish", "--service", "api", "--version", "1.0.0", "--artifact", artifactV1.path, "--ecosystem", javascript.path,
                     "--app", "api", "--env-name", "production", "--env", "REGION=eu-west-1",
-                ], environment: environment)
+                ],
+                environment: environment
+            )
             #expect(first.status == 0, "\(first.errors)")
             #expect(first.output.contains("published service api serial 1 version 1.0.0"))
             #expect(first.output.contains("uploading api-1.0.0.tar.gz: 100%"))
@@ -104,30 +114,54 @@ import Testing
             #expect(releases.map(\.serial) == [2, 1])
             let v1 = releases[1]
             #expect(v1.pm2.apps.map(\.name) == ["api"])
-            #expect(v1.pm2.apps[0].options["env"] == .object(["PORT": .string("3000"), "VERBOSE": .string("false"), "NODE_ENV": .string("production")]))
+            #expect(
+                v1.pm2.apps[0].options["env"] == .object(["PORT": .string("3000"), "VERBOSE": .string("false"), "NODE_ENV": .string("production")])
+            )
             #expect(v1.pm2.apps[0].options["cwd"] == nil)
             #expect(v1.env == ["REGION": "eu-west-1"])
             #expect(v1.artifact.sha256 == (try SHA256.hash(fileAt: artifactV1.path)).digest)
 
             // An agent reports; status and agents show it.
             let enrolled = try await http.send(
-                "POST", server.baseURL + "/v1/agents", token: enrollToken,
-                body: EnrollRequest(name: "web-1", hostname: "web-1.internal", services: ["api"]).json.encoded())
+                "POST",
+                server.baseURL + "/v1/agents",
+                token: enrollToken,
+                body: EnrollRequest(name: "web-1", hostname: "web-1.internal", services: ["api"]).json.encoded()
+            )
             let agent = try EnrollResponse(json: JSONValue.parse(enrolled.body))
             let report = StatusReport(
-                agentVersion: "0.1.0", hostname: "web-1.internal", processManager: "builtin",
+                agentVersion: "0.1.0",
+                hostname: "web-1.internal",
+                processManager: "builtin",
                 services: [
                     ServiceStatus(
-                        service: "api", serial: 2, version: "2.0.0", targetSerial: 2, phase: .running, message: "healthy for 10s", health: .healthy,
-                        processes: [])
-                ])
-            let reported = try await http.send("POST", server.baseURL + "/v1/agents/\(agent.agentId)/status", token: agent.token, body: report.json.encoded())
+                        service: "api",
+                        serial: 2,
+                        version: "2.0.0",
+                        targetSerial: 2,
+                        phase: .running,
+                        message: "healthy for 10s",
+                        health: .healthy,
+                        processes: []
+                    )
+                ]
+            )
+            let reported = try await http.send(
+                "POST",
+                server.baseURL + "/v1/agents/\(agent.agentId)/status",
+                token: agent.token,
+                body: report.json.encoded()
+            )
             #expect(reported.status == 204)
 
             let status = try await Self.cli(["status", "--service", "api"], environment: environment)
             #expect(status.status == 0, "\(status.errors)")
             let row = try #require(status.output.split(separator: "\n").first { $0.hasPrefix("web-1") })
-            #expect(row.split(separator: " ", omittingEmptySubsequences: true).prefix(7) == ["web-1", "web-1.internal", "api", "2.0.0", "2", "running", "healthy"])
+            #expect(
+                row.split(separator: " ", omittingEmptySubsequences: true).prefix(7) == [
+                    "web-1", "web-1.internal", "api", "2.0.0", "2", "running", "healthy",
+                ]
+            )
             #expect(status.output.contains("latest release: api 2.0.0 (serial 2)"))
             let statusJSON = try await Self.cli(["status", "--json"], environment: environment)
             #expect(FleetDocument.agents(try JSONValue.parse(Array(statusJSON.output.utf8))).first?["name"] == .string("web-1"))
@@ -158,7 +192,10 @@ import Testing
             let desired = try await http.send("GET", server.baseURL + "/v1/agents/\(agent.agentId)/desired-state", token: agent.token)
             #expect(desired.status == 200)
             let state = try DesiredState(json: JSONValue.parse(desired.body))
-            let verified = try TrustPolicy(trustedKeys: [PublicKey(contentsOf: keyPrefix + ".pub")]).verify(state.releases[0], expecting: Release.payloadType)
+            let verified = try TrustPolicy(trustedKeys: [PublicKey(contentsOf: keyPrefix + ".pub")]).verify(
+                state.releases[0],
+                expecting: Release.payloadType
+            )
             #expect(try Release.decode(verified.payload).serial == 3)
             let artifact = try await http.send("GET", server.baseURL + v1.artifact.url, token: agent.token)
             #expect(artifact.status == 200)
@@ -178,7 +215,9 @@ import Testing
                 [
                     "publish", "--controller", "http://127.0.0.1:9", "--token", Token.generate(), "--key", key + ".key", "--service", "api",
                     "--version", "1", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
-                ], environment: ["PATH": directory.path])
+                ],
+                environment: ["PATH": directory.path]
+            )
             #expect(run.status != 0)
             #expect(run.errors.contains("needs node, which is not on PATH"))
         }

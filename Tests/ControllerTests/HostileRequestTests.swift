@@ -33,13 +33,21 @@ struct HostileWorld: Sendable {
         let agentA = try await fixture.enroll(client, name: "agent-a", services: ["api"])
         let agentB = try await fixture.enroll(client, name: "agent-b", services: ["api"])
         let artifact = try await fixture.upload(client, Array("artifact".utf8))
-        let first = try await fixture.publish(client, ControllerFixture.release(serial: 1, artifact: artifact), keys: [fixture.signingKey, fixture.secondKey])
+        let first = try await fixture.publish(
+            client,
+            ControllerFixture.release(serial: 1, artifact: artifact),
+            keys: [fixture.signingKey, fixture.secondKey]
+        )
         #expect(first.status == .created)
         return HostileWorld(fixture: fixture, client: client, agentA: agentA, agentB: agentB, artifact: artifact)
     }
 
     func send(
-        _ method: HTTPRequest.Method, _ uri: String, token: String?, headers: HTTPFields = [:], body: [UInt8]? = nil
+        _ method: HTTPRequest.Method,
+        _ uri: String,
+        token: String?,
+        headers: HTTPFields = [:],
+        body: [UInt8]? = nil
     ) async throws -> TestResponse {
         var fields = headers
         if let token { fields[.authorization] = "Bearer \(token)" }
@@ -106,7 +114,10 @@ struct HostileWorld: Sendable {
         // Signatures.
         HostileCase(name: "payload changed after signing", status: .unprocessableContent, code: "bad_signature") { world in
             var envelope = try Envelope.sign(
-                payload: world.release().payload(), payloadType: Release.payloadType, with: [world.fixture.signingKey])
+                payload: world.release().payload(),
+                payloadType: Release.payloadType,
+                with: [world.fixture.signingKey]
+            )
             envelope.payload = world.release(serial: 99).payload()
             return try await world.publishRaw(Array(envelope.encoded()))
         },
@@ -118,7 +129,10 @@ struct HostileWorld: Sendable {
         },
         HostileCase(name: "wrong payload type", status: .unprocessableContent, code: "wrong_payload_type") { world in
             let envelope = try Envelope.sign(
-                payload: world.release().payload(), payloadType: "application/vnd.ferry.other+json", with: [world.fixture.signingKey])
+                payload: world.release().payload(),
+                payloadType: "application/vnd.ferry.other+json",
+                with: [world.fixture.signingKey]
+            )
             return try await world.publishRaw(Array(envelope.encoded()))
         },
         // Release content.
@@ -129,14 +143,20 @@ struct HostileWorld: Sendable {
             var json = world.release().json.object ?? [:]
             json["service"] = .string("Bad Name")
             let envelope = try Envelope.sign(
-                payload: Array(JSONValue.object(json).encoded()), payloadType: Release.payloadType, with: [world.fixture.signingKey])
+                payload: Array(JSONValue.object(json).encoded()),
+                payloadType: Release.payloadType,
+                with: [world.fixture.signingKey]
+            )
             return try await world.publishRaw(Array(envelope.encoded()))
         },
         HostileCase(name: "signed release with an unknown field", status: .unprocessableContent, code: "invalid_release") { world in
             var json = world.release().json.object ?? [:]
             json["rolloutStrategy"] = .string("yolo")
             let envelope = try Envelope.sign(
-                payload: Array(JSONValue.object(json).encoded()), payloadType: Release.payloadType, with: [world.fixture.signingKey])
+                payload: Array(JSONValue.object(json).encoded()),
+                payloadType: Release.payloadType,
+                with: [world.fixture.signingKey]
+            )
             return try await world.publishRaw(Array(envelope.encoded()))
         },
         HostileCase(name: "expired release", status: .unprocessableContent, code: "release_expired") { world in
@@ -158,9 +178,12 @@ struct HostileWorld: Sendable {
             try await world.publishRaw(Array(#"{"payloadType": "#.utf8))
         },
         HostileCase(name: "unknown field in the envelope", status: .badRequest, code: "unknown_field") { world in
-            var json = try Envelope.sign(
-                payload: world.release().payload(), payloadType: Release.payloadType, with: [world.fixture.signingKey]
-            ).json.object ?? [:]
+            var json =
+                try Envelope.sign(
+                    payload: world.release().payload(),
+                    payloadType: Release.payloadType,
+                    with: [world.fixture.signingKey]
+                ).json.object ?? [:]
             json["comment"] = .string("hi")
             return try await world.publishRaw(Array(JSONValue.object(json).encoded()))
         },
@@ -172,11 +195,19 @@ struct HostileWorld: Sendable {
         },
         HostileCase(name: "unknown field in an enrolment", status: .badRequest, code: "unknown_field") { world in
             try await world.send(
-                .post, "/v1/agents", token: world.fixture.enrollToken,
-                body: Array(#"{"name":"x","hostname":"x","services":["api"],"role":"operator"}"#.utf8))
+                .post,
+                "/v1/agents",
+                token: world.fixture.enrollToken,
+                body: Array(#"{"name":"x","hostname":"x","services":["api"],"role":"operator"}"#.utf8)
+            )
         },
         HostileCase(name: "enrolment without services", status: .unprocessableContent, code: "invalid_document") { world in
-            try await world.send(.post, "/v1/agents", token: world.fixture.enrollToken, body: Array(#"{"name":"x","hostname":"x","services":[]}"#.utf8))
+            try await world.send(
+                .post,
+                "/v1/agents",
+                token: world.fixture.enrollToken,
+                body: Array(#"{"name":"x","hostname":"x","services":[]}"#.utf8)
+            )
         },
         HostileCase(name: "malformed status report", status: .badRequest, code: "malformed_json") { world in
             try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array("not json".utf8))
@@ -200,13 +231,23 @@ struct HostileWorld: Sendable {
         // Artifacts.
         HostileCase(name: "upload digest mismatch", status: .unprocessableContent, code: "digest_mismatch") { world in
             try await world.send(
-                .post, "/v1/artifacts", token: world.operatorToken, headers: [ArtifactRoutes.digestHeader: SHA256.hash([0]).hex], body: [1, 2, 3])
+                .post,
+                "/v1/artifacts",
+                token: world.operatorToken,
+                headers: [ArtifactRoutes.digestHeader: SHA256.hash([0]).hex],
+                body: [1, 2, 3]
+            )
         },
         HostileCase(name: "upload digest header not hex", status: .badRequest, code: "invalid_digest") { world in
             try await world.send(.post, "/v1/artifacts", token: world.operatorToken, headers: [ArtifactRoutes.digestHeader: "abc"], body: [1])
         },
         HostileCase(name: "artifact over the limit", status: .contentTooLarge, code: "body_too_large") { world in
-            try await world.send(.post, "/v1/artifacts", token: world.operatorToken, body: Array(repeating: 1, count: Int(HostileWorld.artifactLimit) + 1))
+            try await world.send(
+                .post,
+                "/v1/artifacts",
+                token: world.operatorToken,
+                body: Array(repeating: 1, count: Int(HostileWorld.artifactLimit) + 1)
+            )
         },
         HostileCase(name: "empty artifact", status: .unprocessableContent, code: "empty_artifact") { world in
             try await world.send(.post, "/v1/artifacts", token: world.operatorToken, body: [])
@@ -249,13 +290,11 @@ struct HostileWorld: Sendable {
 
     @Test(arguments: cases)
     func hostileRequestGetsItsSpecificError(_ hostile: HostileCase) async throws {
-        try await ControllerFixture.with(
-            threshold: hostile.threshold,
-            adjust: {
-                $0.maximumArtifactBytes = HostileWorld.artifactLimit
-                $0.maximumStatusBytes = HostileWorld.statusLimit
-            }
-        ) { fixture in
+        let limits: (inout ControllerConfiguration) -> Void = {
+            $0.maximumArtifactBytes = HostileWorld.artifactLimit
+            $0.maximumStatusBytes = HostileWorld.statusLimit
+        }
+        try await ControllerFixture.with(threshold: hostile.threshold, adjust: limits) { fixture in
             try await fixture.withRouter { client in
                 let world = try await HostileWorld.make(fixture, client)
                 let response = try await hostile.send(world)

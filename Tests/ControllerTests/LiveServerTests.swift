@@ -57,7 +57,11 @@ import Testing
 
                 let http = LiveHTTP()
                 let range = try await http.send(
-                    "GET", base + "/v1/artifacts/\(digest.hex)", token: fixture.operatorToken, headers: ["Range": "bytes=1048576-1048585"])
+                    "GET",
+                    base + "/v1/artifacts/\(digest.hex)",
+                    token: fixture.operatorToken,
+                    headers: ["Range": "bytes=1048576-1048585"]
+                )
                 #expect(range.status == 206)
                 #expect(Array(range.body) == Array(bytes[1_048_576...1_048_585]))
                 let whole = try await http.send("GET", base + "/v1/artifacts/\(digest.hex)", token: fixture.operatorToken)
@@ -95,8 +99,11 @@ import Testing
             try await fixture.withLiveServer { base in
                 let http = LiveHTTP()
                 let enrolled = try await http.send(
-                    "POST", base + "/v1/agents", token: fixture.enrollToken,
-                    body: EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"]).json.encoded())
+                    "POST",
+                    base + "/v1/agents",
+                    token: fixture.enrollToken,
+                    body: EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"]).json.encoded()
+                )
                 #expect(enrolled.status == 201)
                 let agent = try EnrollResponse(json: JSONValue.parse(enrolled.body))
                 let url = base + "/v1/agents/\(agent.agentId)/desired-state"
@@ -112,8 +119,22 @@ import Testing
                 #expect(ContinuousClock.now - started >= .milliseconds(900))
 
                 let report = StatusReport(
-                    agentVersion: "0.1.0", hostname: "web-1", processManager: "builtin",
-                    services: [ServiceStatus(service: "api", serial: nil, version: nil, targetSerial: nil, phase: .waiting, message: "no release yet", health: .unknown, processes: [])])
+                    agentVersion: "0.1.0",
+                    hostname: "web-1",
+                    processManager: "builtin",
+                    services: [
+                        ServiceStatus(
+                            service: "api",
+                            serial: nil,
+                            version: nil,
+                            targetSerial: nil,
+                            phase: .waiting,
+                            message: "no release yet",
+                            health: .unknown,
+                            processes: []
+                        )
+                    ]
+                )
                 let posted = try await http.send("POST", base + "/v1/agents/\(agent.agentId)/status", token: agent.token, body: report.json.encoded())
                 #expect(posted.status == 204)
                 let stored = try await fixture.store.serviceStatuses()
@@ -130,8 +151,13 @@ import Testing
             for index in 0..<waiters {
                 let token = Token.generate()
                 let agent = try await fixture.store.enrollAgent(
-                    proposedID: "agt_\(String(format: "%016x", index))", name: "node-\(index)", hostname: "node-\(index)", services: ["api"],
-                    tokenHash: Token.digest(token), at: Date())
+                    proposedID: "agt_\(String(format: "%016x", index))",
+                    name: "node-\(index)",
+                    hostname: "node-\(index)",
+                    services: ["api"],
+                    tokenHash: Token.digest(token),
+                    at: Date()
+                )
                 agents.append((agent.id, token))
             }
             let pinned = agents
@@ -149,8 +175,11 @@ import Testing
                     for (index, agent) in pinned.enumerated() {
                         group.addTask {
                             let response = try await http.send(
-                                "GET", base + "/v1/agents/\(agent.id)/desired-state?wait=60", token: agent.token,
-                                headers: ["If-None-Match": oldTags[index]])
+                                "GET",
+                                base + "/v1/agents/\(agent.id)/desired-state?wait=60",
+                                token: agent.token,
+                                headers: ["If-None-Match": oldTags[index]]
+                            )
                             return (index, response, ContinuousClock.now)
                         }
                     }
@@ -190,7 +219,8 @@ import Testing
                 print(
                     "long-poll: \(results.count)/\(waiters) waiters got the new ETag; first \(String(format: "%.1f", delays.first ?? 0)) ms, "
                         + "median \(String(format: "%.1f", delays[delays.count / 2])) ms, last \(String(format: "%.1f", delays.last ?? 0)) ms "
-                        + "after the publish returned; spread \(String(format: "%.1f", spread)) ms")
+                        + "after the publish returned; spread \(String(format: "%.1f", spread)) ms"
+                )
                 #expect(hub.waiterCount == 0)
             }
         }
@@ -202,7 +232,13 @@ import Testing
         try await Fixture.with { fixture in
             let token = Token.generate()
             let agent = try await fixture.store.enrollAgent(
-                proposedID: "agt_0000000000000001", name: "web-1", hostname: "web-1", services: ["api"], tokenHash: Token.digest(token), at: Date())
+                proposedID: "agt_0000000000000001",
+                name: "web-1",
+                hostname: "web-1",
+                services: ["api"],
+                tokenHash: Token.digest(token),
+                at: Date()
+            )
             let group = fixture.controller.serviceGroup(handlingSignals: false)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }

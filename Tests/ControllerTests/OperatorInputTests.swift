@@ -11,8 +11,14 @@ import Testing
 
     static func input(_ apps: [JSONValue]) -> ReleaseComposer.Input {
         ReleaseComposer.Input(
-            service: "api", version: "1.0.0", serial: 4, artifact: artifact, apps: apps, createdAt: Date(timeIntervalSince1970: 1_800_000_000),
-            expiresIn: .seconds(86_400))
+            service: "api",
+            version: "1.0.0",
+            serial: 4,
+            artifact: artifact,
+            apps: apps,
+            createdAt: Date(timeIntervalSince1970: 1_800_000_000),
+            expiresIn: .seconds(86_400)
+        )
     }
 
     @Test func composerAppliesPM2Coercions() throws {
@@ -33,10 +39,15 @@ import Testing
         let output = try ReleaseComposer.compose(input)
         let app = try #require(output.release.pm2.apps.first)
         #expect(output.release.pm2.apps.count == 1)
-        #expect(app.options["env"] == .object(["PORT": .string("80"), "RATIO": .string("0.5"), "DEBUG": .string("false"), "NODE_ENV": .string("production")]))
+        #expect(
+            app.options["env"]
+                == .object(["PORT": .string("80"), "RATIO": .string("0.5"), "DEBUG": .string("false"), "NODE_ENV": .string("production")])
+        )
         #expect(app.options["instances"] == .string("max"))
         #expect(app.options["cwd"] == nil && app.options["env_staging"] == nil)
-        #expect(output.warnings == ["app api: dropped cwd (Ferry sets it on the instance)", "app api: dropped out_file (Ferry sets it on the instance)"])
+        #expect(
+            output.warnings == ["app api: dropped cwd (Ferry sets it on the instance)", "app api: dropped out_file (Ferry sets it on the instance)"]
+        )
         #expect(output.release.env == ["REGION": "eu"])
         #expect(output.release.health.http == "http://127.0.0.1:3000/healthz")
         #expect(output.release.serial == 4)
@@ -56,17 +67,26 @@ import Testing
         BadEcosystem(name: "app is not an object", apps: [.string("api")], message: "apps[0]: an app must be an object"),
         BadEcosystem(name: "app without name", apps: [.object(["script": .string("a.js")])], message: "needs a string \"name\""),
         BadEcosystem(
-            name: "unknown --app", apps: [.object(["name": .string("api"), "script": .string("a.js")])], appNames: ["web"],
-            message: "--app web: not in the ecosystem file (it has api)"),
+            name: "unknown --app",
+            apps: [.object(["name": .string("api"), "script": .string("a.js")])],
+            appNames: ["web"],
+            message: "--app web: not in the ecosystem file (it has api)"
+        ),
         BadEcosystem(
-            name: "typo in an option", apps: [.object(["name": .string("api"), "script": .string("a.js"), "instanses": .integer(2)])],
-            message: "pm2.apps[0].instanses: unknown field"),
+            name: "typo in an option",
+            apps: [.object(["name": .string("api"), "script": .string("a.js"), "instanses": .integer(2)])],
+            message: "pm2.apps[0].instanses: unknown field"
+        ),
         BadEcosystem(
-            name: "absolute script", apps: [.object(["name": .string("api"), "script": .string("/usr/bin/node")])],
-            message: "must be relative to the release root"),
+            name: "absolute script",
+            apps: [.object(["name": .string("api"), "script": .string("/usr/bin/node")])],
+            message: "must be relative to the release root"
+        ),
         BadEcosystem(
-            name: "object in env", apps: [.object(["name": .string("api"), "script": .string("a.js"), "env": .object(["A": .object([:])])])],
-            message: "env.A is an object"),
+            name: "object in env",
+            apps: [.object(["name": .string("api"), "script": .string("a.js"), "env": .object(["A": .object([:])])])],
+            message: "env.A is an object"
+        ),
     ]
 
     @Test(arguments: badEcosystems)
@@ -120,7 +140,9 @@ import Testing
             D="line\\nbreak"
 
             E=
-            """, path: "test.env")
+            """,
+            path: "test.env"
+        )
         #expect(parsed == ["A": "1", "B": "two words", "C": "single # kept", "D": "line\nbreak", "E": ""])
         #expect(throws: ConfigurationError.self) { try EnvironmentFile.parse("1BAD=x", path: "bad.env") }
         #expect(throws: ConfigurationError.self) { try EnvironmentFile.parse("NOEQUALS", path: "bad.env") }
@@ -141,11 +163,12 @@ import Testing
             try ControllerCommand.parseAsRoot([
                 "publish", "--service", "api", "--version", "1.2.3", "--artifact", "a.tgz", "--ecosystem", "e.js", "--app", "api", "--app", "worker",
                 "--env", "A=1", "--env", "B=2", "--env-name", "production", "--key", "a.key", "--key", "b.key",
-            ]) as? PublishCommand)
-        #expect(publish.app == ["api", "worker"])
-        #expect(publish.env == ["A=1", "B=2"])
+            ]) as? PublishCommand
+        )
+        #expect(publish.release.app == ["api", "worker"])
+        #expect(publish.release.env == ["A=1", "B=2"])
         #expect(try publish.signing.keyPaths(environment: [:]) == ["a.key", "b.key"])
-        #expect(publish.expiresIn == "90d")
+        #expect(publish.release.expiresIn == "90d")
         #expect(throws: (any Error).self) {
             try ControllerCommand.parseAsRoot(["publish", "--service", "Bad", "--version", "1", "--artifact", "a", "--ecosystem", "e"])
         }

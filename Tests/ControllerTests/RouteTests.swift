@@ -35,14 +35,22 @@ import Testing
                 let bytes = Array("0123456789abcdef".utf8)
                 let digest = SHA256.hash(bytes)
                 let first = try await client.execute(
-                    uri: "/v1/artifacts", method: .post, headers: Fixture.bearer(fixture.operatorToken, [ArtifactRoutes.digestHeader: digest.hex]),
-                    body: ByteBuffer(bytes: bytes))
+                    uri: "/v1/artifacts",
+                    method: .post,
+                    headers: Fixture.bearer(fixture.operatorToken, [ArtifactRoutes.digestHeader: digest.hex]),
+                    body: ByteBuffer(bytes: bytes)
+                )
                 #expect(first.status == .created)
                 #expect(
                     try Fixture.json(first)
-                        == .object(["sha256": .string(digest.hex), "size": .integer(16), "url": .string("/v1/artifacts/\(digest.hex)")]))
+                        == .object(["sha256": .string(digest.hex), "size": .integer(16), "url": .string("/v1/artifacts/\(digest.hex)")])
+                )
                 let again = try await client.execute(
-                    uri: "/v1/artifacts", method: .post, headers: Fixture.bearer(fixture.operatorToken), body: ByteBuffer(bytes: bytes))
+                    uri: "/v1/artifacts",
+                    method: .post,
+                    headers: Fixture.bearer(fixture.operatorToken),
+                    body: ByteBuffer(bytes: bytes)
+                )
                 #expect(again.status == .ok)
                 // The file on disk is the content, under its digest, and no temporary file is left over.
                 #expect(FileManager.default.contents(atPath: fixture.controller.core.artifacts.path(for: digest)) == Data(bytes))
@@ -70,7 +78,10 @@ import Testing
                 #expect(String(buffer: suffix.body) == "def")
 
                 let cached = try await client.execute(
-                    uri: url, method: .get, headers: Fixture.bearer(agentToken, [.ifNoneMatch: "\"\(digest.hex)\""]))
+                    uri: url,
+                    method: .get,
+                    headers: Fixture.bearer(agentToken, [.ifNoneMatch: "\"\(digest.hex)\""])
+                )
                 #expect(cached.status == .notModified)
                 #expect(cached.body.readableBytes == 0)
 
@@ -79,7 +90,10 @@ import Testing
                 #expect(head.headers[.contentLength] == "16")
                 #expect(head.body.readableBytes == 0)
                 let missing = try await client.execute(
-                    uri: "/v1/artifacts/\(SHA256.hash([1, 2, 3]).hex)", method: .head, headers: Fixture.bearer(fixture.operatorToken))
+                    uri: "/v1/artifacts/\(SHA256.hash([1, 2, 3]).hex)",
+                    method: .head,
+                    headers: Fixture.bearer(fixture.operatorToken)
+                )
                 #expect(missing.status == .notFound)
             }
         }
@@ -99,7 +113,10 @@ import Testing
                 #expect(second.status == .created)
 
                 let listing = try await client.execute(
-                    uri: "/v1/services/api/releases", method: .get, headers: Fixture.bearer(fixture.operatorToken))
+                    uri: "/v1/services/api/releases",
+                    method: .get,
+                    headers: Fixture.bearer(fixture.operatorToken)
+                )
                 #expect(listing.status == .ok)
                 let releases = FleetDocument.array(try Fixture.json(listing).object?["releases"])
                 #expect(releases.map { $0.object?["serial"] } == [.integer(5), .integer(1)])
@@ -108,10 +125,16 @@ import Testing
                 #expect(try Release.decode(envelope.payload).version == "1.1.0")
 
                 let limited = try await client.execute(
-                    uri: "/v1/services/api/releases?limit=1", method: .get, headers: Fixture.bearer(fixture.operatorToken))
+                    uri: "/v1/services/api/releases?limit=1",
+                    method: .get,
+                    headers: Fixture.bearer(fixture.operatorToken)
+                )
                 #expect(FleetDocument.array(try Fixture.json(limited).object?["releases"]).count == 1)
                 let empty = try await client.execute(
-                    uri: "/v1/services/other/releases", method: .get, headers: Fixture.bearer(fixture.operatorToken))
+                    uri: "/v1/services/other/releases",
+                    method: .get,
+                    headers: Fixture.bearer(fixture.operatorToken)
+                )
                 #expect(FleetDocument.array(try Fixture.json(empty).object?["releases"]).isEmpty)
 
                 _ = try await fixture.enroll(client, name: "web-1", services: ["api", "worker"])
@@ -129,7 +152,8 @@ import Testing
                                     "agents": .integer(1),
                                 ]),
                             ])
-                        ]))
+                        ])
+                )
                 let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
                 #expect(metrics.contains("ferry_releases_published_total 2"))
             }
@@ -193,7 +217,10 @@ import Testing
 
                 // A weak form and a list of tags match too.
                 let weak = try await client.execute(
-                    uri: url, method: .get, headers: Fixture.bearer(token, [.ifNoneMatch: "\"nope\", W/\(changed.headers[.eTag] ?? "")"]))
+                    uri: url,
+                    method: .get,
+                    headers: Fixture.bearer(token, [.ifNoneMatch: "\"nope\", W/\(changed.headers[.eTag] ?? "")"])
+                )
                 #expect(weak.status == .notModified)
             }
         }
@@ -216,23 +243,44 @@ import Testing
     }
 
     @Test func statusReportsUpdateTheFleetAndKeepABoundedHistory() async throws {
-        try await Fixture.with(adjust: { $0.statusHistoryLimit = 3 }) { fixture in
+        let shortHistory: (inout ControllerConfiguration) -> Void = { $0.statusHistoryLimit = 3 }
+        try await Fixture.with(adjust: shortHistory) { fixture in
             try await fixture.withRouter { client in
                 let (id, token) = try await fixture.enroll(client, name: "web-1", services: ["api"])
                 for serial in 1...5 {
                     let report = StatusReport(
-                        agentVersion: "0.1.0", hostname: "web-1.internal", processManager: "builtin",
+                        agentVersion: "0.1.0",
+                        hostname: "web-1.internal",
+                        processManager: "builtin",
                         services: [
                             ServiceStatus(
-                                service: "api", serial: Int64(serial), version: "1.0.\(serial)", targetSerial: Int64(serial), phase: .running,
-                                message: "running serial \(serial)", health: .healthy,
+                                service: "api",
+                                serial: Int64(serial),
+                                version: "1.0.\(serial)",
+                                targetSerial: Int64(serial),
+                                phase: .running,
+                                message: "running serial \(serial)",
+                                health: .healthy,
                                 processes: [
                                     ProcessReport(
-                                        name: "api", pmId: 0, status: "online", restarts: 0, uptimeSeconds: 5, memoryBytes: 1000, cpuPercent: 0.5)
-                                ])
-                        ])
+                                        name: "api",
+                                        pmId: 0,
+                                        status: "online",
+                                        restarts: 0,
+                                        uptimeSeconds: 5,
+                                        memoryBytes: 1000,
+                                        cpuPercent: 0.5
+                                    )
+                                ]
+                            )
+                        ]
+                    )
                     let response = try await client.execute(
-                        uri: "/v1/agents/\(id)/status", method: .post, headers: Fixture.bearer(token), body: ByteBuffer(bytes: report.json.encoded()))
+                        uri: "/v1/agents/\(id)/status",
+                        method: .post,
+                        headers: Fixture.bearer(token),
+                        body: ByteBuffer(bytes: report.json.encoded())
+                    )
                     #expect(response.status == .noContent)
                 }
                 let history = try await fixture.store.statusHistory(agentID: id, limit: 100)
@@ -255,17 +303,26 @@ import Testing
 
     @Test func dashboardLogsInWithBasicAuthAndMarksStaleAgents() async throws {
         let clock = TestClock()
-        try await Fixture.with(adjust: { $0.pollInterval = .seconds(10) }) { fixture in
+        let tenSeconds: (inout ControllerConfiguration) -> Void = { $0.pollInterval = .seconds(10) }
+        try await Fixture.with(adjust: tenSeconds) { fixture in
             // A second app over the same store with a clock that can jump forward.
             let app = try makeApplication(
-                configuration: fixture.controller.core.configuration, store: fixture.store, logger: Fixture.logger, now: { clock.now })
+                configuration: fixture.controller.core.configuration,
+                store: fixture.store,
+                logger: Fixture.logger,
+                now: { clock.now }
+            )
             try await app.application.test(.router) { client in
                 let (fresh, freshToken) = try await fixture.enroll(client, name: "fresh-<b>", services: ["api"])
                 let (_, _) = try await fixture.enroll(client, name: "silent", services: ["api"])
                 clock.advance(by: 60)
                 let report = StatusReport(agentVersion: "0.1.0", hostname: "h", processManager: "pm2", services: [])
                 _ = try await client.execute(
-                    uri: "/v1/agents/\(fresh)/status", method: .post, headers: Fixture.bearer(freshToken), body: ByteBuffer(bytes: report.json.encoded()))
+                    uri: "/v1/agents/\(fresh)/status",
+                    method: .post,
+                    headers: Fixture.bearer(freshToken),
+                    body: ByteBuffer(bytes: report.json.encoded())
+                )
 
                 let challenge = try await client.execute(uri: "/", method: .get)
                 #expect(challenge.status == .unauthorized)

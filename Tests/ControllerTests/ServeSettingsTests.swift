@@ -25,7 +25,8 @@ import Testing
             ).write(to: file)
             let command = try #require(
                 try ControllerCommand.parseAsRoot(["serve", "--config", file.path, "--listen", "127.0.0.1:0", "--max-body-bytes", "4M"])
-                    as? ServeCommand)
+                    as? ServeCommand
+            )
             let settings = try command.resolvedSettings(environment: ["FERRY_POLL_SECONDS": "20", "FERRY_LISTEN": "10.0.0.1:1"])
             let configuration = try settings.configuration()
             #expect(configuration.host == "127.0.0.1")

@@ -13,11 +13,21 @@ import Testing
     static func record(serial: Int64, service: String = "api") throws -> ReleaseRecord {
         let digest = SHA256.hash([1])
         let release = ControllerFixture.release(
-            service: service, serial: serial, artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 1))
+            service: service,
+            serial: serial,
+            artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 1)
+        )
         let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [SigningKey.generate()])
         return ReleaseRecord(
-            service: service, serial: serial, version: release.version, artifactSHA256: digest.hex, artifactSize: 1, envelope: envelope,
-            publishedBy: "alice", createdAt: Date())
+            service: service,
+            serial: serial,
+            version: release.version,
+            artifactSHA256: digest.hex,
+            artifactSize: 1,
+            envelope: envelope,
+            publishedBy: "alice",
+            createdAt: Date()
+        )
     }
 
     @Test func migrationsAreRecordedAndReopeningKeepsData() async throws {
@@ -39,10 +49,23 @@ import Testing
             try await store.close()
             // Pretend a newer binary migrated the file.
             let sqlite = try await ChildProcess.run(
-                "/usr/bin/env", arguments: ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO ferry_schema VALUES (99, 'future', 0)\"); c.commit()", directory.appendingPathComponent("ferry.sqlite").path],
-                timeout: .seconds(30), outputLimit: 1 << 16)
+                "/usr/bin/env",
+                arguments: [
+                    "python3", "-c",
+                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO ferry_schema VALUES (99, 'future', 0)\"); c.commit()",
+                    directory.appendingPathComponent("ferry.sqlite").path,
+                ],
+                timeout: .seconds(30),
+                outputLimit: 1 << 16
+            )
             try #require(sqlite.status == 0, "\(sqlite.standardError)")
-            await #expect(throws: StoreError.schemaTooNew(path: directory.appendingPathComponent("ferry.sqlite").path, found: 99, known: SchemaMigrations.latestVersion)) {
+            await #expect(
+                throws: StoreError.schemaTooNew(
+                    path: directory.appendingPathComponent("ferry.sqlite").path,
+                    found: 99,
+                    known: SchemaMigrations.latestVersion
+                )
+            ) {
                 _ = try await Self.open(directory)
             }
         }

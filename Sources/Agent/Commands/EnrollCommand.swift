@@ -1,7 +1,109 @@
 import ArgumentParser
+import Logging
+import Shared
 
-// Placeholder until the agent issue lands this command.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// `ferry-agent enroll`: trade an enrollment token for this instance's own agent token and write the config.
 struct EnrollCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "enroll", abstract: "(not yet available)", shouldDisplay: false)
-    func run() async throws { throw ValidationError("ferry-agent enroll is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "enroll",
+        abstract: "Enroll this instance with a controller and write the agent configuration and token.",
+        discussion: """
+            Trades the enrollment token (role `enroll`) for an agent token, then writes the token file \
+            (<state-dir>/agent.token, mode 0600) and the configuration (--config, mode 0600). The trusted keys are \
+            loaded and checked first, so a typo fails before anything is written. An existing configuration is never \
+            overwritten without --force.
+            """
+    )
+
+    @Option(name: .long, help: "The controller's base URL.") var controller: String
+    @Option(name: .long, help: "An enrollment token (role `enroll`).") var token: String
+    @Option(name: .long, help: "A service this instance runs. Repeatable.") var service: [String] = []
+    @Option(name: .long, help: "Where to write the agent configuration.") var config: String
+    @Option(name: .long, help: ArgumentHelp("A trusted operator public key (PEM). Repeatable.", valueName: "FILE.pub"))
+    var trustedKey: [String] = []
+    @Option(name: .long, help: "Distinct trusted keys that must sign a release.") var threshold: Int = 1
+    @Option(name: .long, help: "This agent's name on the dashboard (default: the hostname).") var name: String?
+    @Option(name: .long, help: "State directory.") var stateDir: String = "/var/lib/ferry"
+    @Option(name: .long, help: "Directory of the instance env files (<service>.env).") var envDir: String = "/etc/ferry/env"
+    @Option(name: .long, help: "auto (PM2 when found on PATH), pm2 or builtin.") var processManager: String = "auto"
+    @Option(name: .long, help: "Seconds between passes when not long-polling.") var pollSeconds: Int = 15
+    @Option(name: .long, help: ArgumentHelp("Path of the pm2 binary.", valueName: "PATH")) var pm2: String?
+    @Option(name: .long, help: ArgumentHelp("PM2_HOME of the pm2 daemon Ferry drives.", valueName: "DIR")) var pm2Home: String?
+    @Option(name: .long, help: ArgumentHelp("CA bundle (PEM) for the controller's TLS certificate.", valueName: "FILE")) var caFile: String?
+    @Flag(name: .long, help: "Overwrite an existing configuration.") var force = false
+
+    func validate() throws {
+        guard !service.isEmpty else { throw ValidationError("at least one --service is required") }
+        for name in service where !Release.isValidServiceName(name) {
+            throw ValidationError("--service \(name) must match ^[a-z0-9][a-z0-9-]{0,62}$")
+        }
+        guard !trustedKey.isEmpty else { throw ValidationError("at least one --trusted-key is required") }
+        guard ProcessManagerKind(rawValue: processManager) != nil else {
+            throw ValidationError("--process-manager must be auto, pm2 or builtin")
+        }
+        guard (1...3600).contains(pollSeconds) else { throw ValidationError("--poll-seconds must be between 1 and 3600") }
+        guard controller.hasPrefix("http://") || controller.hasPrefix("https://") else {
+            throw ValidationError("--controller must be an http:// or https:// URL")
+        }
+    }
+
+    func run() async throws {
+        let manager = FileManager.default
+        if manager.fileExists(atPath: config), !force {
+            throw ValidationError("\(config) already exists; this instance looks enrolled (use --force to enroll again)")
+        }
+        let stateDir = Self.absolute(self.stateDir)
+        let keyPaths = trustedKey.map(Self.absolute)
+        let keys = try keyPaths.map { try PublicKey(contentsOf: $0) }
+        _ = try TrustPolicy(trustedKeys: keys, threshold: threshold)
+
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.caFile = caFile.map(Self.absolute)
+        let hostname = AgentRuntime.hostname()
+        let response = try await ControllerClient.enroll(
+            baseURL: controller,
+            enrollToken: token,
+            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service),
+            http: HTTPClient(configuration: httpConfiguration)
+        )
+
+        try manager.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let tokenFile = "\(stateDir)/agent.token"
+        try AtomicFile.write(Array((response.token + "\n").utf8), to: tokenFile, mode: 0o600)
+
+        var agentConfig = AgentConfig(
+            controllerURL: controller,
+            agentId: response.agentId,
+            tokenFile: tokenFile,
+            services: service,
+            trustedKeys: keyPaths,
+            threshold: threshold,
+            stateDir: stateDir
+        )
+        agentConfig.envDir = Self.absolute(envDir)
+        agentConfig.pollSeconds = pollSeconds
+        agentConfig.processManager = ProcessManagerKind(rawValue: processManager) ?? .auto
+        agentConfig.pm2Path = pm2.map(Self.absolute)
+        agentConfig.pm2Home = pm2Home.map(Self.absolute)
+        agentConfig.caFile = caFile.map(Self.absolute)
+        let configPath = Self.absolute(config)
+        let parent = String(configPath[..<(configPath.lastIndex(of: "/") ?? configPath.startIndex)])
+        if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+        var text = agentConfig.json.encoded()
+        text.append(0x0a)
+        try AtomicFile.write(Array(text), to: configPath, mode: 0o600)
+        print("enrolled as agent \(response.agentId) for \(service.joined(separator: ", "))")
+        print("config: \(configPath)")
+        print("token: \(tokenFile)")
+    }
+
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : "\(FileManager.default.currentDirectoryPath)/\(path)"
+    }
 }

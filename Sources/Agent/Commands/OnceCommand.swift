@@ -1,7 +1,46 @@
 import ArgumentParser
+import Logging
+import Shared
 
-// Placeholder until the agent issue lands this command.
+/// `ferry-agent once`: one full pass, for scripts and first boots.
 struct OnceCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "once", abstract: "(not yet available)", shouldDisplay: false)
-    func run() async throws { throw ValidationError("ferry-agent once is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "once",
+        abstract: "Run one full pass and exit: 0 when this instance runs the desired state, 1 with the reasons otherwise.",
+        discussion: "Fetches the desired state (no long-poll), installs what changed, repairs drift, reports once."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let logger = options.makeLogger()
+        let config = try AgentConfig.load(from: options.config)
+        let runtime = try AgentRuntime.make(config: config, logger: logger)
+        try await runtime.reconciler.prepare()
+        var desired: DesiredState?
+        var problems: [String] = []
+        do {
+            if case .changed(let state, _) = try await runtime.client.desiredState(agentId: config.agentId, etag: nil, wait: 0) {
+                desired = state
+            }
+        } catch {
+            problems.append("\(error)")
+        }
+        let summary = await runtime.reconciler.pass(desired: desired)
+        problems += summary.problems
+        do {
+            try await runtime.client.report(await runtime.reconciler.statusReport(hostname: AgentRuntime.hostname()), agentId: config.agentId)
+        } catch {
+            problems.append("status report not delivered: \(error)")
+        }
+        problems += await runtime.reconciler.convergenceProblems()
+        var seen: Set<String> = []
+        let unique = problems.filter { seen.insert($0).inserted }
+        if unique.isEmpty {
+            print("converged")
+            return
+        }
+        for problem in unique { printError("not converged: \(problem)") }
+        throw ExitCode(1)
+    }
 }

@@ -1,7 +1,43 @@
 import ArgumentParser
+import Logging
+import ServiceLifecycle
+import Shared
 
-// Placeholder until the agent issue lands this command.
+/// `ferry-agent run`: the daemon (a systemd service on every instance).
 struct RunCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "(not yet available)", shouldDisplay: false)
-    func run() async throws { throw ValidationError("ferry-agent run is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the agent daemon: poll, verify, install, supervise, health-gate, report.",
+        discussion: """
+            Stops gracefully on SIGTERM or SIGINT. Apps keep running when the agent stops: they belong to PM2 (or the \
+            builtin supervisor's daemon), not to this process.
+            """
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let logger = options.makeLogger()
+        let config = try AgentConfig.load(from: options.config)
+        let runtime = try AgentRuntime.make(config: config, logger: logger)
+        logger.info(
+            "agent starting",
+            metadata: [
+                "ferry.agent": "\(config.agentId)", "ferry.controller": "\(config.controllerURL)",
+                "ferry.process_manager": "\(runtime.processManagerName)", "ferry.services": "\(config.services.joined(separator: ","))",
+            ]
+        )
+        let reports = ReportTrigger()
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: PollService(runtime: runtime, reports: reports)),
+                    .init(service: ReportService(runtime: runtime, reports: reports)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
 }

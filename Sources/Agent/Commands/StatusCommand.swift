@@ -1,7 +1,91 @@
 import ArgumentParser
+import Logging
+import Shared
 
-// Placeholder until the agent issue lands this command.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ferry-agent status`: what this instance runs.
 struct StatusCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "(not yet available)", shouldDisplay: false)
-    func run() async throws { throw ValidationError("ferry-agent status is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show, per service, the applied serial and version, the phase and the processes.",
+        discussion: "Reads the local state and the process manager's table; does not contact the controller."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    @Flag(name: .long, help: "Print the status report as JSON (the document sent to the controller).")
+    var json = false
+
+    func run() async throws {
+        let logger = options.makeLogger()
+        let config = try AgentConfig.load(from: options.config)
+        let layout = AgentLayout(stateDir: config.stateDir)
+        let state = try StateStore(path: layout.stateFile).load()
+        let (processManager, name) = try AgentRuntime.makeProcessManager(config: config, layout: layout, logger: logger)
+        var table: [ManagedProcess] = []
+        var tableError: String?
+        do {
+            table = try await processManager.processes()
+        } catch {
+            tableError = "\(error)"
+        }
+        var appNames: [String: Set<String>] = [:]
+        for service in config.services {
+            if let release = try? state[service].applied?.release() { appNames[service] = Set(release.pm2.apps.map(\.name)) }
+        }
+        let report = StatusReportBuilder.report(
+            services: config.services,
+            state: state,
+            table: table,
+            appNames: appNames,
+            health: [:],
+            targetSerials: [:],
+            hostname: AgentRuntime.hostname(),
+            processManager: name
+        )
+        if json {
+            print(String(decoding: report.json.encoded(), as: UTF8.self))
+            return
+        }
+        print("agent \(config.agentId) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
+        if let tableError { print("process table unavailable: \(tableError)") }
+        for service in report.services {
+            let running = service.serial.map { "serial \($0) (\(service.version ?? "?"))" } ?? "nothing installed"
+            print("")
+            print("\(service.service): \(running), phase \(service.phase.rawValue)")
+            print("  \(service.message)")
+            for failure in service.failures.prefix(3) {
+                print("  \(failure.kind) serial \(failure.serial): \(failure.reason)")
+            }
+            for process in service.processes {
+                let uptime = process.uptimeSeconds.map { "\($0)s" } ?? "-"
+                let memory = "\(process.memoryBytes / (1 << 20)) MiB"
+                print("  \(process.name) [\(process.pmId)] \(process.status) restarts \(process.restarts) uptime \(uptime) mem \(memory)")
+            }
+        }
+    }
+}
+
+/// Writes a line to standard error.
+func printError(_ line: String) {
+    var stream = StandardError()
+    print(line, to: &stream)
+}
+
+/// `TextOutputStream` over file descriptor 2.
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)
+        bytes.withUnsafeMutableBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = Glibc.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+    }
 }

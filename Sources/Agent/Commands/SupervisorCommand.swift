@@ -1,7 +1,126 @@
 import ArgumentParser
+import Glibc
+import Logging
+import ServiceLifecycle
 
-// Placeholder until the agent issue lands this command.
+/// `ferry-agent supervisor --home DIR`: the builtin supervisor's daemon. The agent starts it on demand (through
+/// `BuiltinProcessManager`); operators and tests stop it with `--stop`. Hidden from help: not a command to type.
 struct SupervisorCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "supervisor", abstract: "Run the builtin process supervisor daemon (started by the agent on demand).", shouldDisplay: false)
-    func run() async throws { throw ValidationError("ferry-agent supervisor is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "supervisor",
+        abstract: "Run the builtin process supervisor daemon (started by the agent on demand).",
+        discussion: """
+            Runs in the foreground until SIGTERM, SIGINT or a shutdown request, then stops every app it runs. \
+            Its socket, pid file, app table and logs live in --home. With --stop, asks the daemon running for \
+            --home to stop (a no-op when none runs).
+            """,
+        shouldDisplay: false
+    )
+
+    @Option(help: "Directory of the daemon: socket, pid file, app table, logs (the socket path must stay under 108 bytes).")
+    var home: String
+
+    @Flag(help: "Stop the daemon running for --home and every app it runs, then exit.")
+    var stop = false
+
+    @Flag(help: .hidden)
+    var detach = false
+
+    @Option(help: "Namespace reported for the processes.")
+    var namespace = "ferry"
+
+    @Option(help: "Rotate an app log before it grows past this many bytes.")
+    var logMaxBytes: Int64 = LogRotation().maximumFileBytes
+
+    @Option(help: "Rotated app log files to keep.")
+    var logKeep: Int = LogRotation().keptFiles
+
+    @Option(help: "First automatic restart delay in milliseconds when an app's restart_delay is 0.")
+    var backoffInitialMs: Int64 = SupervisorLauncher.milliseconds(RestartBackoff().initial)
+
+    @Option(help: "Longest automatic restart delay in milliseconds.")
+    var backoffMaxMs: Int64 = SupervisorLauncher.milliseconds(RestartBackoff().maximum)
+
+    @Option(help: "Longest request line the socket accepts, in bytes.")
+    var maxRequestBytes: Int = 1 << 20
+
+    func validate() throws {
+        guard !home.isEmpty else { throw ValidationError("--home must not be empty") }
+        guard logMaxBytes >= 1024 else { throw ValidationError("--log-max-bytes must be at least 1024, got \(logMaxBytes)") }
+        guard (0...100).contains(logKeep) else { throw ValidationError("--log-keep must be between 0 and 100, got \(logKeep)") }
+        guard backoffInitialMs > 0, backoffMaxMs >= backoffInitialMs else {
+            throw ValidationError("--backoff-initial-ms must be positive and at most --backoff-max-ms")
+        }
+        guard maxRequestBytes >= 4096 else { throw ValidationError("--max-request-bytes must be at least 4096") }
+    }
+
+    /// `--home` made absolute: the daemon runs in `/`.
+    var absoluteHome: String {
+        if home.hasPrefix("/") { return home }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return home }
+        let directory = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return directory == "/" ? "/\(home)" : "\(directory)/\(home)"
+    }
+
+    /// The client settings matching these options.
+    var clientConfiguration: BuiltinProcessManager.Configuration {
+        BuiltinProcessManager.Configuration(
+            home: absoluteHome,
+            namespace: namespace,
+            logRotation: LogRotation(maximumFileBytes: logMaxBytes, keptFiles: logKeep),
+            restartBackoff: RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs))
+        )
+    }
+
+    func run() async throws {
+        let home = absoluteHome
+        if stop {
+            let stopped = try await BuiltinProcessManager(configuration: clientConfiguration, logger: Logger(label: "ferry.supervisor"))
+                .shutdown()
+            print(stopped ? "supervisor for \(home) stopped" : "no supervisor runs for \(home)")
+            return
+        }
+        if detach {
+            let executable = try SupervisorLauncher.currentExecutable()
+            var configuration = clientConfiguration
+            configuration.executablePath = executable
+            let arguments =
+                [executable] + SupervisorLauncher.daemonArguments(configuration)
+                + ["--max-request-bytes", String(maxRequestBytes)]
+            _ = try SupervisorLauncher.spawnDetached(executable: executable, arguments: arguments, logPath: configuration.daemonLogPath)
+            return
+        }
+
+        var configuration = SupervisorDaemon.Configuration(home: home)
+        configuration.namespace = namespace
+        configuration.logRotation = LogRotation(maximumFileBytes: logMaxBytes, keptFiles: logKeep)
+        configuration.restartBackoff = RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs))
+        configuration.maximumRequestBytes = maxRequestBytes
+        try SupervisorDaemon.makeDirectory(home)
+        try Self.redirectOutput(to: configuration.logPath)
+
+        var logger = Logger(label: "ferry.supervisor") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .info
+        let daemon = SupervisorDaemon(configuration: configuration, logger: logger)
+        // The daemon returning (after a shutdown request) ends the group normally, not as a failure.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "supervisor")],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+
+    /// Sends the daemon's stdout and stderr to its log file, whoever started it.
+    private static func redirectOutput(to path: String) throws(SupervisorError) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .path(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        guard dup2(fd, STDOUT_FILENO) >= 0, dup2(fd, STDERR_FILENO) >= 0 else {
+            throw .path(operation: "dup2 onto stdout/stderr", path: path, errno: errno)
+        }
+    }
 }

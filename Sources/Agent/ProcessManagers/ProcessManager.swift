@@ -1,9 +1,10 @@
+import Shared
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Shared
 
 /// Which process manager runs the apps on this instance.
 enum ProcessManagerKind: String, Sendable, Codable, CaseIterable {
@@ -82,6 +83,8 @@ struct ManagedProcess: Sendable, Equatable, Codable {
     var cwd: String
     /// Interpreter as stored (`node`, `none`, a path), if known.
     var interpreter: String?
+    /// Exit code of the last exit, if the instance has exited at least once (PM2's `pm2_env.exit_code`).
+    var lastExitCode: Int32? = nil
 }
 
 /// An app as the agent wants it run: derived from a release, the instance env and the agent's layout.
@@ -119,4 +122,3 @@ struct AppSpec: Sendable, Equatable, Codable {
     /// The release's PM2 options exactly as signed, for process managers that pass them through (PM2).
     var pm2Options: [String: JSONValue]
 }
-

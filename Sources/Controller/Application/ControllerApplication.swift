@@ -15,21 +15,25 @@ struct ControllerApplication: Sendable {
     /// What the handlers use (the store, the long-poll hub, metrics).
     let core: ControllerCore
 
-    /// All long-running parts, in start order: the store (closed last), the HTTP server, the long-poll hub.
+    /// All long-running parts, in start order: the store (closed last), the rollout timer, the HTTP server, the
+    /// long-poll hub.
     ///
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
-    /// first, then the server stops accepting and lets in-flight requests finish, then the database closes.
+    /// first, then the server stops accepting and lets in-flight requests finish, then the rollout timer stops, then
+    /// the database closes.
     /// - Parameter handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
     func serviceGroup(handlingSignals: Bool = true) -> ServiceGroup {
         ServiceGroup(
             configuration: .init(
                 services: [
-                    StoreService(store: core.store, logger: core.logger), application,
+                    StoreService(store: core.store, logger: core.logger), RolloutTicker(coordinator: core.rollouts, logger: core.logger),
+                    application,
                     LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger),
                 ],
                 gracefulShutdownSignals: handlingSignals ? [.sigterm, .sigint] : [],
                 logger: core.logger
-            ))
+            )
+        )
     }
 }
 
@@ -37,7 +41,7 @@ struct ControllerApplication: Sendable {
 ///
 /// - Parameters:
 ///   - registry: where Ferry's metrics go and what `GET /metrics` prints. Pass a fresh one per app in tests.
-///   - selector: which release each agent receives (the rollout seam); default the latest of each service.
+///   - selector: which release each agent receives; default `RolloutReleaseSelector` (staged rollouts).
 ///   - now: the wall clock.
 ///   - onServerRunning: called with the bound port once the server listens (port 0 picks a free one).
 /// - Throws: `ArtifactStoreError` when the artifact directory cannot be created.
@@ -46,7 +50,7 @@ func makeApplication(
     store: any ControllerStore,
     registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     logger: Logger,
-    selector: any ReleaseSelector = LatestReleaseSelector(),
+    selector: any ReleaseSelector = RolloutReleaseSelector(),
     now: @escaping @Sendable () -> Date = { Date() },
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> ControllerApplication {
@@ -54,12 +58,21 @@ func makeApplication(
     let waiters = metrics.longPollWaiters
     let hub = LongPollHub(onCountChange: { waiters.set(to: Double($0)) })
     let builder = DesiredStateBuilder(configuration: .init(pollInterval: configuration.pollInterval), store: store, selector: selector)
+    let desiredStates = DesiredStateProvider(builder: builder, hub: hub)
+    let rollouts = RolloutCoordinator(
+        configuration: .init(tickInterval: configuration.rolloutTickInterval, staleAfter: configuration.staleAfter),
+        store: store,
+        desiredStates: desiredStates,
+        logger: logger,
+        now: now
+    )
     let core = ControllerCore(
         configuration: configuration,
         store: store,
         artifacts: try ArtifactStore(.init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes)),
         authenticator: Authenticator(store: store),
-        desiredStates: DesiredStateProvider(builder: builder, hub: hub),
+        desiredStates: desiredStates,
+        rollouts: rollouts,
         metrics: metrics,
         logger: logger,
         now: now

@@ -25,6 +25,8 @@ struct ControllerConfiguration: Sendable {
     var statusHistoryLimit: Int = 50
     /// Longest `?wait=` a desired-state request may ask for. Default 60 s.
     var maximumWait: Duration = .seconds(60)
+    /// How often rolling rollouts are evaluated between status reports. Default 1 s.
+    var rolloutTickInterval: Duration = .seconds(1)
 
     init(trustPolicy: TrustPolicy) {
         self.trustPolicy = trustPolicy

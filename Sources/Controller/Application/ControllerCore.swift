@@ -9,6 +9,8 @@ struct ControllerCore: Sendable {
     let artifacts: ArtifactStore
     let authenticator: Authenticator
     let desiredStates: DesiredStateProvider
+    /// Moves staged rollouts along (status reports, the timer, operator actions).
+    let rollouts: RolloutCoordinator
     let metrics: ControllerMetrics
     let logger: Logger
     /// The wall clock (release expiry, last-seen times); injected so tests can move it.

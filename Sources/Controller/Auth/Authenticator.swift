@@ -1,6 +1,6 @@
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import Synchronization
 
@@ -57,8 +57,10 @@ final class Authenticator: Sendable {
             throw APIError.unauthorized("an Authorization header with a Ferry token is required", challenge: challenge.header)
         }
         guard let token = Self.token(fromAuthorization: header) else {
-            throw APIError.unauthorized("the Authorization header must be \"Bearer <token>\" or HTTP Basic with the token as password",
-                                        challenge: challenge.header)
+            throw APIError.unauthorized(
+                "the Authorization header must be \"Bearer <token>\" or HTTP Basic with the token as password",
+                challenge: challenge.header
+            )
         }
         guard Token.isWellFormed(token) else {
             throw APIError.unauthorized("the token is not a Ferry token (fyt_...)", challenge: challenge.header)

@@ -107,12 +107,16 @@ struct ServeCommand: AsyncParsableCommand {
         let application: ControllerApplication
         do {
             application = try makeApplication(
-                configuration: configuration, store: store, registry: registry, logger: logger,
+                configuration: configuration,
+                store: store,
+                registry: registry,
+                logger: logger,
                 onServerRunning: { port in
                     let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
                     // Tests and scripts read the bound port from this line: write it in one piece, unbuffered.
                     FileHandle.standardOutput.write(Data("ferry-controller listening on http://\(host):\(port)\n".utf8))
-                })
+                }
+            )
         } catch {
             try? await store.close()
             throw CLIError("\(error)")
@@ -122,7 +126,8 @@ struct ServeCommand: AsyncParsableCommand {
             metadata: [
                 "ferry.data_dir": "\(configuration.dataDirectory)", "ferry.trusted_keys": "\(configuration.trustPolicy.trustedKeys.count)",
                 "ferry.threshold": "\(configuration.trustPolicy.threshold)",
-            ])
+            ]
+        )
         try await application.serviceGroup().run()
         logger.info("Controller stopped")
     }

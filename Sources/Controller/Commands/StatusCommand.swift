@@ -51,5 +51,19 @@ struct StatusCommand: AsyncParsableCommand {
             Console.print(TextTable.render(headers: ["AGENT", "HOST", "SERVICE", "VERSION", "SERIAL", "PHASE", "HEALTH", "LAST SEEN"], rows: rows))
         }
         if !latest.isEmpty { Console.print("latest release: " + latest.joined(separator: ", ")) }
+        for case .object(let rollout) in FleetDocument.array(filtered.object?["rollouts"]) {
+            if let service, FleetDocument.text(rollout["service"]) != service { continue }
+            let counts = rollout["counts"]?.object ?? [:]
+            var line = "rollout \(FleetDocument.text(rollout["service"])) serial \(FleetDocument.text(rollout["serial"]))"
+            line += " (\(FleetDocument.text(rollout["strategy"]))): \(FleetDocument.text(rollout["state"]))"
+            line += ", wave \(FleetDocument.text(rollout["wave"]))/\(FleetDocument.text(rollout["waveCount"]))"
+            line += "; agents \(FleetDocument.text(counts["agents"])): updated \(FleetDocument.text(counts["updated"]))"
+            line += ", healthy \(FleetDocument.text(counts["healthy"])), failed \(FleetDocument.text(counts["failed"]))"
+            line += ", pending \(FleetDocument.text(counts["pending"]))"
+            if let reason = rollout["reason"], reason != .null, !FleetDocument.text(reason).isEmpty {
+                line += " — \(FleetDocument.text(reason))"
+            }
+            Console.print(line)
+        }
     }
 }

@@ -71,12 +71,13 @@ struct ServeSettings: Equatable, Sendable {
             var settings = ServeSettings()
             settings.listen = try reader.optional("listen", Field.string(maxLength: 300))
             settings.dataDirectory = try reader.optional("dataDir", Field.string(maxLength: 4096)).map(resolve)
-            settings.trustedKeys = try reader.optional("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
-                guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
-                var keys: [String] = []
-                for (index, item) in items.enumerated() { keys.append(try Field.string(maxLength: 4096)(item, "\(path)[\(index)]")) }
-                return keys
-            }?.map(resolve) ?? []
+            settings.trustedKeys =
+                try reader.optional("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
+                    guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+                    var keys: [String] = []
+                    for (index, item) in items.enumerated() { keys.append(try Field.string(maxLength: 4096)(item, "\(path)[\(index)]")) }
+                    return keys
+                }?.map(resolve) ?? []
             settings.threshold = try reader.optional("threshold", Field.integer(in: 1...64)).map { Int($0) }
             settings.pollSeconds = try reader.optional("pollSeconds", Field.integer(in: 1...3600)).map { Int($0) }
             settings.maxBodyBytes = try reader.optional("maxBodyBytes", sizeField)
@@ -112,11 +113,17 @@ struct ServeSettings: Equatable, Sendable {
     /// These settings, with every value `other` sets replacing this one's.
     func overlaid(by other: ServeSettings) -> ServeSettings {
         ServeSettings(
-            listen: other.listen ?? listen, dataDirectory: other.dataDirectory ?? dataDirectory,
-            trustedKeys: other.trustedKeys.isEmpty ? trustedKeys : other.trustedKeys, threshold: other.threshold ?? threshold,
-            pollSeconds: other.pollSeconds ?? pollSeconds, maxBodyBytes: other.maxBodyBytes ?? maxBodyBytes,
-            maxStatusBytes: other.maxStatusBytes ?? maxStatusBytes, maxArtifactBytes: other.maxArtifactBytes ?? maxArtifactBytes,
-            statusHistory: other.statusHistory ?? statusHistory, logLevel: other.logLevel ?? logLevel)
+            listen: other.listen ?? listen,
+            dataDirectory: other.dataDirectory ?? dataDirectory,
+            trustedKeys: other.trustedKeys.isEmpty ? trustedKeys : other.trustedKeys,
+            threshold: other.threshold ?? threshold,
+            pollSeconds: other.pollSeconds ?? pollSeconds,
+            maxBodyBytes: other.maxBodyBytes ?? maxBodyBytes,
+            maxStatusBytes: other.maxStatusBytes ?? maxStatusBytes,
+            maxArtifactBytes: other.maxArtifactBytes ?? maxArtifactBytes,
+            statusHistory: other.statusHistory ?? statusHistory,
+            logLevel: other.logLevel ?? logLevel
+        )
     }
 
     /// The log level (default `info`).
@@ -124,7 +131,10 @@ struct ServeSettings: Equatable, Sendable {
         guard let logLevel else { return .info }
         guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
             throw .invalidSetting(
-                name: "--log-level", value: logLevel, reason: "must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+                name: "--log-level",
+                value: logLevel,
+                reason: "must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         return level
     }
@@ -134,7 +144,8 @@ struct ServeSettings: Equatable, Sendable {
         guard !trustedKeys.isEmpty else {
             throw ConfigurationError.missing(
                 "no trusted key: give --trusted-key FILE.pub (or FERRY_TRUSTED_KEYS, or trustedKeys in the config file); "
-                    + "the controller refuses releases its agents would refuse")
+                    + "the controller refuses releases its agents would refuse"
+            )
         }
         let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
         let policy: TrustPolicy
@@ -160,7 +171,10 @@ struct ServeSettings: Equatable, Sendable {
             // An envelope may legitimately be this large; a lower limit would refuse valid releases.
             guard maxBodyBytes >= Int64(Limits.envelopeBytes), maxBodyBytes <= 1 << 30 else {
                 throw ConfigurationError.invalidSetting(
-                    name: "--max-body-bytes", value: "\(maxBodyBytes)", reason: "must be from \(Limits.envelopeBytes) (the largest envelope) to 1G")
+                    name: "--max-body-bytes",
+                    value: "\(maxBodyBytes)",
+                    reason: "must be from \(Limits.envelopeBytes) (the largest envelope) to 1G"
+                )
             }
             configuration.maximumBodyBytes = Int(maxBodyBytes)
         }

@@ -23,7 +23,12 @@ struct DesiredStateBuilder: Sendable {
     func build(for agent: AgentRecord) async throws -> RenderedDesiredState {
         let releases = try await selector.releases(for: agent, in: store)
         let state = DesiredState(
-            agentId: agent.id, pollSeconds: configuration.pollInterval.components.seconds, releases: releases.map(\.envelope))
-        return RenderedDesiredState(state, services: agent.services)
+            agentId: agent.id,
+            pollSeconds: configuration.pollInterval.components.seconds,
+            releases: releases.map(\.envelope)
+        )
+        var serials: [String: Int64] = [:]
+        for release in releases { serials[release.service] = release.serial }
+        return RenderedDesiredState(state, services: agent.services, serials: serials)
     }
 }

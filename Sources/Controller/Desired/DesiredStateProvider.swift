@@ -25,6 +25,26 @@ final class DesiredStateProvider: Sendable {
         hub.notify(services: [service])
     }
 
+    /// A rollout of `service` changed which release some agents receive (a wave reached, completion, abort).
+    func rolloutChanged(service: String) {
+        cache.invalidateAll()
+        hub.notify(services: [service])
+    }
+
+    /// An agent reported the serials it runs. The selector never gives a serial below the one an agent runs, so a
+    /// report of a higher serial than its cached state gives (an install that finished after an abort) makes that
+    /// state out of date. Without a cached state, a computation may be in flight with the statuses from before: the
+    /// invalidation stops it from being cached.
+    func statusReceived(agentID: String, running: [String: Int64]) {
+        if let cached = cache.lookup(agentID).state,
+            !running.contains(where: { service, serial in serial > (cached.serials[service] ?? 0) })
+        {
+            return
+        }
+        cache.invalidate(agentID)
+        hub.notify(agentID: agentID)
+    }
+
     /// An agent (re-)enrolled: its services may differ.
     func agentEnrolled(id: String) {
         cache.invalidate(id)

@@ -9,9 +9,12 @@ struct RenderedDesiredState: Sendable {
     let etag: String
     /// The services of the agent it was built for: the publishes its long-polls listen to.
     let services: [String]
+    /// The serial given for each service (a status report running a higher one makes the state out of date).
+    let serials: [String: Int64]
 
-    init(_ state: DesiredState, services: [String]) {
+    init(_ state: DesiredState, services: [String], serials: [String: Int64] = [:]) {
         self.services = services
+        self.serials = serials
         let bytes = state.json.encoded()
         self.body = ByteBuffer(bytes: bytes)
         self.etag = "\"\(SHA256.hash(bytes).hex)\""

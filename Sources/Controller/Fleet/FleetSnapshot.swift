@@ -15,6 +15,13 @@ struct FleetSnapshot: Sendable {
     var pollInterval: Duration
     var services: [ServiceSummary]
     var agents: [Agent]
+    /// The latest rollout of every service that has one, sorted by service.
+    var rollouts: [RolloutView] = []
+    /// The newest events (publishes, waves, halts, operator actions, agents' failures), newest first.
+    var events: [RolloutEvent] = []
+
+    /// How many events the snapshot carries.
+    static let eventCount = 20
 
     /// Reads the fleet from `core`'s store.
     static func load(from core: ControllerCore) async throws -> FleetSnapshot {
@@ -28,7 +35,20 @@ struct FleetSnapshot: Sendable {
         let agents = records.map { record in
             Agent(record: record, isStale: core.isStale(record, at: now), statuses: statuses[record.id] ?? [:])
         }
-        return FleetSnapshot(generatedAt: now, pollInterval: core.configuration.pollInterval, services: services, agents: agents)
+        let names = Dictionary(records.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let rollouts = try await core.store.latestRollouts(for: nil).map { rollout in
+            var byAgent: [String: ServiceStatus] = [:]
+            for (agentID, services) in statuses { byAgent[agentID] = services[rollout.service]?.status }
+            return RolloutView(rollout, names: names, statuses: byAgent)
+        }
+        return FleetSnapshot(
+            generatedAt: now,
+            pollInterval: core.configuration.pollInterval,
+            services: services,
+            agents: agents,
+            rollouts: rollouts,
+            events: try await core.store.events(service: nil, limit: eventCount)
+        )
     }
 
     /// The `GET /v1/fleet` document.
@@ -38,6 +58,8 @@ struct FleetSnapshot: Sendable {
             "pollSeconds": .integer(pollInterval.components.seconds),
             "services": .array(services.map(Self.json(_:))),
             "agents": .array(agents.map(Self.json(_:))),
+            "rollouts": .array(rollouts.map(\.json)),
+            "events": .array(events.map(\.json)),
         ])
     }
 

@@ -23,14 +23,20 @@ struct AgentRoutes: Sendable {
         }
         let token = Token.generate()
         let agent = try await core.store.enrollAgent(
-            proposedID: Self.newAgentID(), name: enrollment.name, hostname: enrollment.hostname, services: enrollment.services,
-            tokenHash: Token.digest(token), at: core.now())
+            proposedID: Self.newAgentID(),
+            name: enrollment.name,
+            hostname: enrollment.hostname,
+            services: enrollment.services,
+            tokenHash: Token.digest(token),
+            at: core.now()
+        )
         // A re-enrolment keeps the id and rotates the token: the old one must stop working at once.
         core.authenticator.forgetAgent(id: agent.id)
         core.desiredStates.agentEnrolled(id: agent.id)
         core.logger.info(
             "Agent enrolled",
-            metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"])
+            metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]
+        )
         return JSONResponse.make(EnrollResponse(agentId: agent.id, token: token).json, status: .created)
     }
 
@@ -68,7 +74,11 @@ struct AgentRoutes: Sendable {
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { break }
             let wake = await core.desiredStates.hub.wait(
-                agentID: id, services: state.rendered.services, after: state.generation, timeout: remaining)
+                agentID: id,
+                services: state.rendered.services,
+                after: state.generation,
+                timeout: remaining
+            )
             state = try await currentState(id)
             if wake != .changed { break }
         }
@@ -107,14 +117,30 @@ struct AgentRoutes: Sendable {
         let assigned = Set(agent.services)
         if let stray = report.services.first(where: { !assigned.contains($0.service) }) {
             throw APIError.unprocessable(
-                "unknown_service", "service \(stray.service) is not one this agent enrolled for (\(agent.services.joined(separator: ", ")))")
+                "unknown_service",
+                "service \(stray.service) is not one this agent enrolled for (\(agent.services.joined(separator: ", ")))"
+            )
         }
         var seen: Set<String> = []
         if let duplicate = report.services.first(where: { !seen.insert($0.service).inserted }) {
             throw APIError.unprocessable("invalid_document", "status report: service \(duplicate.service) appears twice")
         }
+        let previous = try await core.store.serviceStatuses(agentID: id)
         try await core.store.recordStatus(report, agentID: id, receivedAt: core.now(), historyLimit: core.configuration.statusHistoryLimit)
         core.metrics.statusReports.increment()
+        var running: [String: Int64] = [:]
+        for service in report.services { running[service.service] = service.serial }
+        core.desiredStates.statusReceived(agentID: id, running: running)
+        do {
+            // Evaluated before answering, so a rollout's reaction to a report is visible once the report is accepted.
+            try await core.rollouts.statusReceived(report, from: agent, previous: previous)
+        } catch {
+            // The report is stored; the timer evaluates the rollout again within a second.
+            core.logger.warning(
+                "Rollout evaluation after a status report failed",
+                metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"]
+            )
+        }
         return Response(status: .noContent)
     }
 }

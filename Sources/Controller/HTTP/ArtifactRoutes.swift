@@ -45,7 +45,8 @@ struct ArtifactRoutes: Sendable {
             core.metrics.artifactBytesStored.increment(by: stored.size)
             core.logger.info(
                 "Artifact stored",
-                metadata: ["artifact.sha256": "\(stored.digest.hex)", "artifact.size": "\(stored.size)", "ferry.token": "\(principal.name)"])
+                metadata: ["artifact.sha256": "\(stored.digest.hex)", "artifact.size": "\(stored.size)", "ferry.token": "\(principal.name)"]
+            )
         }
         let body = JSONValue.object([
             "sha256": .string(stored.digest.hex), "size": .integer(stored.size),
@@ -58,7 +59,10 @@ struct ArtifactRoutes: Sendable {
         _ = try await core.authenticator.require([.agent, .operator], for: request)
         let text = context.parameters.get("sha256") ?? ""
         guard let digest = SHA256Digest(hex: text) else {
-            throw APIError.badRequest("invalid_artifact_id", "an artifact id is 64 lowercase hex characters (its SHA-256), got \"\(text.prefix(80))\"")
+            throw APIError.badRequest(
+                "invalid_artifact_id",
+                "an artifact id is 64 lowercase hex characters (its SHA-256), got \"\(text.prefix(80))\""
+            )
         }
         guard let size = core.artifacts.size(of: digest) else {
             throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
@@ -71,10 +75,12 @@ struct ArtifactRoutes: Sendable {
             .acceptRanges: "bytes",
             .contentType: "application/octet-stream",
         ]
-        if let ifNoneMatch = request.headers[.ifNoneMatch], ifNoneMatch.split(separator: ",").contains(where: {
-            let tag = $0.trimmingCharacters(in: .whitespaces)
-            return tag == "*" || tag == etag || tag == "W/\(etag)"
-        }) {
+        if let ifNoneMatch = request.headers[.ifNoneMatch],
+            ifNoneMatch.split(separator: ",").contains(where: {
+                let tag = $0.trimmingCharacters(in: .whitespaces)
+                return tag == "*" || tag == etag || tag == "W/\(etag)"
+            })
+        {
             return Response(status: .notModified, headers: headers)
         }
         var range: ClosedRange<Int64> = 0...(size - 1)
@@ -87,8 +93,11 @@ struct ArtifactRoutes: Sendable {
                 headers[.contentRange] = "bytes \(requested.lowerBound)-\(requested.upperBound)/\(size)"
             case .unsatisfiable:
                 throw APIError(
-                    .rangeNotSatisfiable, "range_not_satisfiable", "Range \(rangeHeader.prefix(80)) is outside the artifact's \(size) bytes",
-                    headers: [.contentRange: "bytes */\(size)"])
+                    .rangeNotSatisfiable,
+                    "range_not_satisfiable",
+                    "Range \(rangeHeader.prefix(80)) is outside the artifact's \(size) bytes",
+                    headers: [.contentRange: "bytes */\(size)"]
+                )
             case .ignored:
                 break  // malformed or multi-range: RFC 9110 lets a server answer the whole content.
             }
@@ -96,7 +105,10 @@ struct ArtifactRoutes: Sendable {
         headers[.contentLength] = String(range.count)
         if head { return Response(status: status, headers: headers, body: ResponseBody()) }
         let body = try await FileIO().loadFile(
-            path: core.artifacts.path(for: digest), range: Int(range.lowerBound)...Int(range.upperBound), context: context)
+            path: core.artifacts.path(for: digest),
+            range: Int(range.lowerBound)...Int(range.upperBound),
+            context: context
+        )
         return Response(status: status, headers: headers, body: body)
     }
 }

@@ -11,6 +11,7 @@ enum ControllerRouter {
         ArtifactRoutes(core: core).register(on: router)
         ReleaseRoutes(core: core).register(on: router)
         AgentRoutes(core: core).register(on: router)
+        RolloutRoutes(core: core).register(on: router)
         FleetRoutes(core: core, dashboard: try DashboardRenderer()).register(on: router)
         return router
     }

@@ -21,7 +21,8 @@ struct FleetRoutes: Sendable {
                     .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
                     .xContentTypeOptions: "nosniff",
                 ],
-                body: .init(byteBuffer: ByteBuffer(string: html)))
+                body: .init(byteBuffer: ByteBuffer(string: html))
+            )
         }
     }
 }

@@ -21,7 +21,10 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             context.logger.error("Request failed unexpectedly", metadata: ["http.path": "\(request.uri.path)", "error.message": "\(error)"])
             return APIError.jsonResponse(
-                status: .internalServerError, code: "internal_error", message: "the controller failed to answer this request; see its log")
+                status: .internalServerError,
+                code: "internal_error",
+                message: "the controller failed to answer this request; see its log"
+            )
         }
     }
 

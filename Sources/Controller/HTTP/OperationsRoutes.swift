@@ -17,8 +17,10 @@ struct OperationsRoutes: Sendable {
             core.metrics.agents.set(to: Double(agents.count))
             core.metrics.staleAgents.set(to: Double(agents.filter { core.isStale($0, at: now) }.count))
             return Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
-                body: .init(byteBuffer: ByteBuffer(bytes: core.metrics.registry.emitToBuffer())))
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(bytes: core.metrics.registry.emitToBuffer()))
+            )
         }
     }
 }

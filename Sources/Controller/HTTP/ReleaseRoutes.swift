@@ -2,8 +2,9 @@ import Foundation
 import Hummingbird
 import Shared
 
-/// `POST /v1/releases` (operator), `GET /v1/services` (operator, viewer), `GET /v1/services/{service}/releases`
-/// (operator: the answer carries each release's envelope, env included, for `rollback` to re-sign).
+/// `POST /v1/releases[?strategy=S&waveStableSeconds=N&maxFailures=N]` (operator), `GET /v1/services` (operator,
+/// viewer), `GET /v1/services/{service}/releases` (operator: the answer carries each release's envelope, env included,
+/// for `rollback` to re-sign).
 struct ReleaseRoutes: Sendable {
     let core: ControllerCore
 
@@ -18,6 +19,13 @@ struct ReleaseRoutes: Sendable {
 
     private func publish(_ request: Request) async throws -> Response {
         let principal = try await core.authenticator.require([.operator], for: request)
+        // The body stays the signed envelope: how it rolls out is not part of what was signed.
+        let parameters: RolloutParameters
+        do {
+            parameters = try RolloutParameters(query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) })
+        } catch {
+            throw APIError.badRequest(error.code, "\(error)")
+        }
         let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumBodyBytes, what: "the envelope")
         let envelope: Envelope
         do {
@@ -46,18 +54,35 @@ struct ReleaseRoutes: Sendable {
         if release.artifact.isRelative {
             guard let size = core.artifacts.size(of: release.artifact.sha256) else {
                 throw APIError.unprocessable(
-                    "unknown_artifact", "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)")
+                    "unknown_artifact",
+                    "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)"
+                )
             }
             guard size == release.artifact.size else {
                 throw APIError.unprocessable(
-                    "artifact_size_mismatch", "artifact \(release.artifact.sha256.hex) has \(size) bytes, the release says \(release.artifact.size)")
+                    "artifact_size_mismatch",
+                    "artifact \(release.artifact.sha256.hex) has \(size) bytes, the release says \(release.artifact.size)"
+                )
             }
         }
         let record = ReleaseRecord(
-            service: release.service, serial: release.serial, version: release.version, artifactSHA256: release.artifact.sha256.hex,
-            artifactSize: release.artifact.size, envelope: envelope, publishedBy: principal.name, createdAt: core.now())
+            service: release.service,
+            serial: release.serial,
+            version: release.version,
+            artifactSHA256: release.artifact.sha256.hex,
+            artifactSize: release.artifact.size,
+            envelope: envelope,
+            publishedBy: principal.name,
+            createdAt: core.now()
+        )
+        // The rollout's agents: the service's agents now, by name then id. Agents enrolling later receive the stable
+        // serial until the rollout completes.
+        let agents = try await core.store.agents().filter { $0.services.contains(release.service) }
+            .sorted { ($0.name, $0.id) < ($1.name, $1.id) }
+        let plan = RolloutPlan(parameters: parameters, agentOrder: agents.map(\.id))
+        let published: PublishedRollout
         do {
-            try await core.store.insertRelease(record)
+            published = try await core.store.insertRelease(record, rollout: plan, events: [Self.publishedEvent(record, plan: plan)])
         } catch let error as StoreError {
             guard case .staleSerial = error else { throw error }
             throw APIError(.conflict, "stale_serial", "\(error)")
@@ -68,14 +93,40 @@ struct ReleaseRoutes: Sendable {
             "Release published",
             metadata: [
                 "ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "ferry.version": "\(release.version)",
-                "ferry.published_by": "\(principal.name)",
-            ])
+                "ferry.published_by": "\(principal.name)", "ferry.rollout.strategy": "\(parameters.strategy)",
+            ]
+        )
+        let rollout = try await RolloutView.load([published.rollout], from: core.store).first
         var body = Self.summary(record)
         if case .object(var fields) = body {
             fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
+            fields["rollout"] = rollout?.json ?? .null
             body = .object(fields)
         }
         return JSONResponse.make(body, status: .created)
+    }
+
+    /// The `published` event of a release and its rollout plan.
+    static func publishedEvent(_ record: ReleaseRecord, plan: RolloutPlan) -> RolloutEventDraft {
+        let parameters = plan.parameters
+        let agents = plan.agentOrder.count
+        let how: String
+        if plan.initialState == .completed {
+            how = "to all \(agents) agent(s) at once (strategy \(parameters.strategy))"
+        } else {
+            let waves = parameters.strategy.waveSizes(agentCount: agents).count
+            how =
+                "with strategy \(parameters.strategy): \(waves) wave(s) over \(agents) agent(s), each stable for "
+                + "\(parameters.waveStable.components.seconds) s, halting above \(parameters.maxFailures) failure(s)"
+        }
+        return RolloutEventDraft(
+            at: record.createdAt,
+            service: record.service,
+            serial: record.serial,
+            kind: .published,
+            message: "serial \(record.serial) (\(record.version)) of \(record.service) published by \(record.publishedBy) \(how)",
+            agentID: nil
+        )
     }
 
     /// Signature failures, told apart so an operator knows whether to fix the key, the trust list or add signers.

@@ -21,7 +21,11 @@ enum ChildProcess {
     /// Runs `executable` to its end or `timeout` (then it is killed).
     /// - Parameter environment: the child's whole environment; `nil` inherits this process's.
     static func run(
-        _ executable: String, arguments: [String], environment: [String: String]? = nil, timeout: Duration, outputLimit: Int
+        _ executable: String,
+        arguments: [String],
+        environment: [String: String]? = nil,
+        timeout: Duration,
+        outputLimit: Int
     ) async throws -> Result {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-child-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

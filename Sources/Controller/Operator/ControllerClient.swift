@@ -60,13 +60,17 @@ struct ControllerClient: Sendable {
         switch status {
         case 200: return true
         case 404: return false
-        default: _ = try Self.decode(data, status: status, request: request, expecting: [200]); return false
+        default:
+            _ = try Self.decode(data, status: status, request: request, expecting: [200])
+            return false
         }
     }
 
     /// Uploads a file as an artifact, streamed from disk, calling `progress` with the bytes sent so far.
     func uploadArtifact(
-        file: String, digest: SHA256Digest, progress: @escaping @Sendable (Int64) -> Void
+        file: String,
+        digest: SHA256Digest,
+        progress: @escaping @Sendable (Int64) -> Void
     ) async throws(ClientError) -> JSONValue {
         var uploadRequest = try request("POST", "/v1/artifacts")
         uploadRequest.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
@@ -96,7 +100,8 @@ struct ControllerClient: Sendable {
                 return nil
             }
             var outcome: Result<(Data, Int), ClientError> = .failure(
-                .transport(method: "POST", url: request.url?.absoluteString ?? "", reason: "upload did not finish"))
+                .transport(method: "POST", url: request.url?.absoluteString ?? "", reason: "upload did not finish")
+            )
             if let first = await group.next(), let value = first { outcome = value }
             group.cancelAll()
             return outcome
@@ -116,7 +121,12 @@ struct ControllerClient: Sendable {
         return try result.get()
     }
 
-    private static func outcome(_ data: Data?, _ response: URLResponse?, _ error: (any Error)?, request: URLRequest) -> Result<(Data, Int), ClientError> {
+    private static func outcome(
+        _ data: Data?,
+        _ response: URLResponse?,
+        _ error: (any Error)?,
+        request: URLRequest
+    ) -> Result<(Data, Int), ClientError> {
         let method = request.httpMethod ?? "GET"
         let url = request.url?.absoluteString ?? ""
         if let error { return .failure(.transport(method: method, url: url, reason: error.localizedDescription)) }

@@ -43,7 +43,10 @@ enum EcosystemFile {
 
     private static func read(_ path: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError.unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file")
+            throw ConfigurationError.unreadable(
+                path: path,
+                reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file"
+            )
         }
         guard data.count <= maximumBytes else { throw ConfigurationError.unreadable(path: path, reason: "larger than \(maximumBytes) bytes") }
         return Array(data)
@@ -74,12 +77,15 @@ enum EcosystemFile {
         guard let node = findExecutable("node") else {
             throw ConfigurationError.unreadable(
                 path: path,
-                reason: "reading a JavaScript ecosystem file needs node, which is not on PATH; install Node.js or convert the file to .json or .yaml")
+                reason: "reading a JavaScript ecosystem file needs node, which is not on PATH; install Node.js or convert the file to .json or .yaml"
+            )
         }
         let result = try await ChildProcess.run(node, arguments: ["-e", loaderScript, path], timeout: timeout, outputLimit: maximumBytes)
         guard result.status == 0 else {
             throw ConfigurationError.unreadable(
-                path: path, reason: "node \(node) exited with status \(result.status): \(result.standardError.prefix(2000))")
+                path: path,
+                reason: "node \(node) exited with status \(result.status): \(result.standardError.prefix(2000))"
+            )
         }
         do {
             return try JSONValue.parse(Array(result.standardOutput.utf8))

@@ -37,7 +37,8 @@ enum FleetDocument {
                 guard !services.isEmpty else { return nil }
                 agent["services"] = .array(services)
                 return .object(agent)
-            })
+            }
+        )
         return .object(fields)
     }
 }

@@ -108,7 +108,9 @@ struct ReleaseComposer {
             case .null: continue
             case .array, .object:
                 throw ComposeError.invalidApp(
-                    index: nil, reason: "app \(app): \(block).\(key) is an \(item.typeName); environment values must be strings, numbers or booleans")
+                    index: nil,
+                    reason: "app \(app): \(block).\(key) is an \(item.typeName); environment values must be strings, numbers or booleans"
+                )
             }
         }
         return result

@@ -24,10 +24,11 @@ struct ReleasePublisher {
     }
 
     /// Signs `release` with every key and publishes it. The answer is the controller's summary of the release.
-    func publish(_ release: Release, keys: [SigningKey]) async throws -> JSONValue {
+    /// - Parameter query: rollout parameters for `POST /v1/releases` (`strategy=...&waveStableSeconds=...`).
+    func publish(_ release: Release, keys: [SigningKey], query: String = "") async throws -> JSONValue {
         let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: keys)
         do {
-            return try await client.postJSON("/v1/releases", body: envelope.encoded(), expecting: [201])
+            return try await client.postJSON("/v1/releases" + (query.isEmpty ? "" : "?\(query)"), body: envelope.encoded(), expecting: [201])
         } catch {
             // `error` is a ClientError (typed throws).
             guard error.code == "stale_serial" else { throw error }

@@ -13,9 +13,14 @@ protocol ControllerStore: Sendable {
     /// The principal a token hash belongs to (operator/enroll/viewer tokens and agent tokens), or `nil`.
     func principal(forTokenHash hash: String) async throws -> Principal?
 
-    /// Stores a release.
+    /// Stores a release together with its rollout and `events`, atomically.
+    ///
+    /// The service's latest rollout, when still open (rolling, paused or halted), becomes `superseded` (and a
+    /// `superseded` event is recorded). The new rollout's stable serial is the previous rollout's serial when that one
+    /// completed, otherwise the previous rollout's stable serial; without any previous rollout, the highest serial
+    /// stored before this one. It starts in `plan.initialState` at wave 0.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
-    func insertRelease(_ release: ReleaseRecord) async throws
+    func insertRelease(_ release: ReleaseRecord, rollout plan: RolloutPlan, events: [RolloutEventDraft]) async throws -> PublishedRollout
 
     /// The highest serial published for `service`, or `nil` when it has none.
     func latestSerial(service: String) async throws -> Int64?
@@ -32,7 +37,12 @@ protocol ControllerStore: Sendable {
     /// Enrolls an agent, or re-enrolls the agent of the same name (same id, new token, new services).
     /// - Parameter proposedID: the id to give a new agent.
     func enrollAgent(
-        proposedID: String, name: String, hostname: String, services: [String], tokenHash: String, at date: Date
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        at date: Date
     ) async throws -> AgentRecord
 
     /// The agent with `id`, or `nil`.
@@ -52,6 +62,53 @@ protocol ControllerStore: Sendable {
     /// An agent's stored reports, newest first, at most `limit`.
     func statusHistory(agentID: String, limit: Int) async throws -> [StatusHistoryEntry]
 
+    /// The latest status of every agent for `service`.
+    func serviceStatuses(service: String) async throws -> [ServiceStatusRecord]
+
+    /// The latest status of every service `agentID` reported.
+    func serviceStatuses(agentID: String) async throws -> [ServiceStatusRecord]
+
+    /// The stored releases among `keys` (missing ones are left out), sorted by service then serial.
+    func releases(_ keys: [ReleaseKey]) async throws -> [ReleaseRecord]
+
+    // MARK: Rollouts
+
+    /// The latest (highest-serial) rollout of each of `services` that has one, sorted by service; every service's
+    /// when `services` is `nil`.
+    func latestRollouts(for services: [String]?) async throws -> [RolloutRecord]
+
+    /// Rollouts of `service`, newest first, at most `limit`.
+    func rollouts(service: String, limit: Int) async throws -> [RolloutRecord]
+
+    /// Rollouts that are rolling or paused (the ones still evaluated), sorted by service.
+    func activeRollouts() async throws -> [RolloutRecord]
+
+    /// Writes `rollout`'s state, wave and reason, and `events`, atomically — only if the stored rollout is still at
+    /// `revision` (compare-and-set, so two evaluations or replicas never both advance a wave).
+    /// - Returns: whether the update happened.
+    func updateRollout(_ rollout: RolloutRecord, expecting revision: RolloutRevision, events: [RolloutEventDraft]) async throws -> Bool
+
+    /// Stores events (keeping the newest `EventRetention.limit`).
+    func recordEvents(_ events: [RolloutEventDraft]) async throws
+
+    /// Events, newest first, at most `limit`, of `service` or of every service.
+    func events(service: String?, limit: Int) async throws -> [RolloutEvent]
+
     /// Closes the database. No call may follow.
     func close() async throws
+}
+
+extension ControllerStore {
+    /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open
+    /// rollout of its service.
+    /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
+    func insertRelease(_ release: ReleaseRecord) async throws {
+        _ = try await insertRelease(release, rollout: RolloutPlan(parameters: RolloutParameters(), agentOrder: []), events: [])
+    }
+}
+
+/// How many events the store keeps.
+enum EventRetention {
+    /// Older events are deleted when newer ones are stored. 10 000.
+    static let limit = 10_000
 }

@@ -26,7 +26,8 @@ final class SQLiteControllerStore: ControllerStore {
     private let path: String
 
     private var writeDB: any SQLDatabase { writer.sql(queryLogLevel: nil) }
-    private var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
+    /// The read connection (WAL: committed data only, never waits for the writer). For `+Concern` extensions.
+    var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
 
     private init(writer: SQLiteConnection, reader: SQLiteConnection, path: String) {
         self.writer = writer
@@ -93,7 +94,7 @@ final class SQLiteControllerStore: ControllerStore {
     }
 
     /// Runs `body` on the writer connection inside one transaction, alone.
-    private func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         let db = writeDB
         return try await writeLock.withLock {
             try await db.raw("BEGIN IMMEDIATE").run()
@@ -131,7 +132,10 @@ final class SQLiteControllerStore: ControllerStore {
         }
         if let row = try await readDB.raw("SELECT id, name FROM agents WHERE token_hash = \(bind: hash)").first() {
             return Principal(
-                role: .agent, name: try row.decode(column: "name", as: String.self), agentID: try row.decode(column: "id", as: String.self))
+                role: .agent,
+                name: try row.decode(column: "name", as: String.self),
+                agentID: try row.decode(column: "id", as: String.self)
+            )
         }
         return nil
     }
@@ -141,7 +145,8 @@ final class SQLiteControllerStore: ControllerStore {
     func insertRelease(_ release: ReleaseRecord) async throws {
         let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
         try await transaction { db in
-            let latest = try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
+            let latest =
+                try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
                 .first()?.decode(column: "s", as: Int64?.self) ?? nil
             if let latest, release.serial <= latest {
                 throw StoreError.staleSerial(service: release.service, serial: release.serial, latest: latest)
@@ -162,7 +167,7 @@ final class SQLiteControllerStore: ControllerStore {
             .first()?.decode(column: "s", as: Int64?.self) ?? nil
     }
 
-    private static let releaseColumns = "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at"
+    static let releaseColumns = "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at"
 
     func latestReleases(for services: [String]) async throws -> [ReleaseRecord] {
         guard !services.isEmpty else { return [] }
@@ -188,7 +193,7 @@ final class SQLiteControllerStore: ControllerStore {
         return try rows.map(Self.release(from:))
     }
 
-    private static func release(from row: any SQLRow) throws -> ReleaseRecord {
+    static func release(from row: any SQLRow) throws -> ReleaseRecord {
         let envelopeText = try row.decode(column: "envelope", as: String.self)
         let envelope: Envelope
         do {
@@ -221,9 +226,12 @@ final class SQLiteControllerStore: ControllerStore {
         for row in rows {
             let name = try row.decode(column: "service", as: String.self)
             summaries[name] = ServiceSummary(
-                name: name, latestSerial: try row.decode(column: "serial", as: Int64.self),
-                latestVersion: try row.decode(column: "version", as: String.self), releaseCount: try row.decode(column: "n", as: Int.self),
-                agentCount: 0)
+                name: name,
+                latestSerial: try row.decode(column: "serial", as: Int64.self),
+                latestVersion: try row.decode(column: "version", as: String.self),
+                releaseCount: try row.decode(column: "n", as: Int.self),
+                agentCount: 0
+            )
         }
         for agent in try await agents() {
             for service in agent.services {
@@ -239,7 +247,12 @@ final class SQLiteControllerStore: ControllerStore {
     private static let agentColumns = "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager"
 
     func enrollAgent(
-        proposedID: String, name: String, hostname: String, services: [String], tokenHash: String, at date: Date
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        at date: Date
     ) async throws -> AgentRecord {
         let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
         return try await transaction { db in
@@ -342,7 +355,7 @@ final class SQLiteControllerStore: ControllerStore {
 
     /// Parses one stored `ServiceStatus`. Shared exposes the strict parser through `StatusReport` only, so the
     /// element is read back inside a minimal report: the same rules as when it was received.
-    private static func serviceStatus(fromJSON text: String) throws -> ServiceStatus {
+    static func serviceStatus(fromJSON text: String) throws -> ServiceStatus {
         do {
             let element = try JSONValue.parse(Array(text.utf8))
             let wrapper = JSONValue.object([

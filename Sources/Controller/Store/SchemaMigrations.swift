@@ -78,7 +78,49 @@ enum SchemaMigrations {
                 """,
                 "CREATE INDEX status_history_by_agent ON status_history (agent_id, id)",
             ]
-        )
+        ),
+        Migration(
+            version: 2,
+            description: "rollouts and events",
+            statements: [
+                // One row per published release (from this version on): how it reaches the service's agents.
+                // `stable_serial` is what agents not reached receive; `agent_order` a JSON array of agent ids.
+                """
+                CREATE TABLE rollouts (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    service TEXT NOT NULL,
+                    serial INTEGER NOT NULL,
+                    stable_serial INTEGER,
+                    strategy TEXT NOT NULL,
+                    wave_stable_seconds INTEGER NOT NULL,
+                    max_failures INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    current_wave INTEGER NOT NULL,
+                    agent_order TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    reason TEXT NOT NULL DEFAULT '',
+                    UNIQUE (service, serial),
+                    FOREIGN KEY (service, serial) REFERENCES releases (service, serial)
+                )
+                """,
+                "CREATE INDEX rollouts_by_state ON rollouts (state)",
+                // Publishes, wave changes, halts, operator actions and agents' failures, newest kept (bounded).
+                // `agent_id` has no foreign key: the history should survive the removal of an agent.
+                """
+                CREATE TABLE events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    at INTEGER NOT NULL,
+                    service TEXT NOT NULL,
+                    serial INTEGER,
+                    kind TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    agent_id TEXT
+                )
+                """,
+                "CREATE INDEX events_by_service ON events (service, id)",
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

@@ -119,8 +119,15 @@ package struct ServiceStatus: Sendable, Equatable {
     package var processes: [ProcessReport]
 
     package init(
-        service: String, serial: Int64?, version: String?, targetSerial: Int64?, phase: DeployPhase, message: String,
-        health: HealthState, failures: [ReleaseFailure] = [], processes: [ProcessReport]
+        service: String,
+        serial: Int64?,
+        version: String?,
+        targetSerial: Int64?,
+        phase: DeployPhase,
+        message: String,
+        health: HealthState,
+        failures: [ReleaseFailure] = [],
+        processes: [ProcessReport]
     ) {
         self.service = service
         self.serial = serial
@@ -142,9 +149,10 @@ package struct ServiceStatus: Sendable, Equatable {
         phase = try reader.required("phase", Self.enumeration(DeployPhase.self))
         message = try reader.required("message", Self.text(maxLength: 2048))
         health = try reader.required("health", Self.enumeration(HealthState.self))
-        failures = try reader.optional("failures") { (value, path) throws(DocumentError) -> [ReleaseFailure] in
-            try Self.list(value, path, limit: 32) { (item, itemPath) throws(DocumentError) in try ReleaseFailure(json: item, path: itemPath) }
-        } ?? []
+        failures =
+            try reader.optional("failures") { (value, path) throws(DocumentError) -> [ReleaseFailure] in
+                try Self.list(value, path, limit: 32) { (item, itemPath) throws(DocumentError) in try ReleaseFailure(json: item, path: itemPath) }
+            } ?? []
         processes = try reader.required("processes") { (value, path) throws(DocumentError) -> [ProcessReport] in
             try Self.list(value, path, limit: 1024) { (item, itemPath) throws(DocumentError) in try ProcessReport(json: item, path: itemPath) }
         }
@@ -184,7 +192,10 @@ package struct ServiceStatus: Sendable, Equatable {
     }
 
     static func list<T>(
-        _ value: JSONValue, _ path: String, limit: Int, _ element: (JSONValue, String) throws(DocumentError) -> T
+        _ value: JSONValue,
+        _ path: String,
+        limit: Int,
+        _ element: (JSONValue, String) throws(DocumentError) -> T
     ) throws(DocumentError) -> [T] {
         guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
         guard items.count <= limit else { throw .tooMany(field: path, limit: limit, actual: items.count) }

@@ -97,7 +97,10 @@ package enum Field {
         for key in fields.keys.sorted() {
             let keyPath = "\(path).\(key)"
             guard isEnvironmentName(key) else {
-                throw .invalidValue(field: keyPath, reason: "environment variable names must match ^[A-Za-z_][A-Za-z0-9_]*$ and be at most \(Limits.envKeyLength) characters")
+                throw .invalidValue(
+                    field: keyPath,
+                    reason: "environment variable names must match ^[A-Za-z_][A-Za-z0-9_]*$ and be at most \(Limits.envKeyLength) characters"
+                )
             }
             guard case .string(let text) = fields[key]! else {
                 throw .wrongType(field: keyPath, expected: "string", got: fields[key]!.typeName)

@@ -92,7 +92,10 @@ package struct PM2App: Sendable, Equatable {
             let fieldPath = reader.path(of: key)
             if Self.ferryOwned.contains(key) { throw .ownedByFerry(field: fieldPath) }
             if key.hasPrefix("env_") {
-                throw .invalidValue(field: fieldPath, reason: "env_<name> blocks are merged at publish time (publish --env-name <name>); a release carries the merged env only")
+                throw .invalidValue(
+                    field: fieldPath,
+                    reason: "env_<name> blocks are merged at publish time (publish --env-name <name>); a release carries the merged env only"
+                )
             }
             guard let kind = Self.options[key] else { throw .unknownField(fieldPath) }
             let value = reader.fields[key]!

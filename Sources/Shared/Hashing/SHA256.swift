@@ -1,3 +1,5 @@
+import COpenSSL
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -6,7 +8,6 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import COpenSSL
 
 /// A SHA-256 digest, printed as 64 lowercase hex characters.
 package struct SHA256Digest: Sendable, Hashable, CustomStringConvertible {

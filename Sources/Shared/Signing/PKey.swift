@@ -1,9 +1,10 @@
+import COpenSSL
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import COpenSSL
 
 /// Scoped access to OpenSSL `EVP_PKEY` objects and memory BIOs.
 ///

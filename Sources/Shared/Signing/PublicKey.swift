@@ -1,9 +1,10 @@
+import COpenSSL
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import COpenSSL
 
 /// An Ed25519 public key: what agents and the controller pin to decide which signatures count.
 package struct PublicKey: Sendable, Hashable {
@@ -44,17 +45,18 @@ package struct PublicKey: Sendable, Hashable {
     /// Whether `signature` is a valid Ed25519 signature of `message` by this key.
     package func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool {
         guard signature.count == 64 else { return false }
-        return (try? PKey.withPublicKey(raw: rawRepresentation) { key -> Bool in
-            guard let context = EVP_MD_CTX_new() else { return false }
-            defer { EVP_MD_CTX_free(context) }
-            guard EVP_DigestVerifyInit(context, nil, nil, nil, key) == 1 else { return false }
-            let result = signature.withUnsafeBufferPointer { sig in
-                message.withUnsafeBufferPointer { msg in
-                    EVP_DigestVerify(context, sig.baseAddress, sig.count, msg.baseAddress, msg.count)
+        return
+            (try? PKey.withPublicKey(raw: rawRepresentation) { key -> Bool in
+                guard let context = EVP_MD_CTX_new() else { return false }
+                defer { EVP_MD_CTX_free(context) }
+                guard EVP_DigestVerifyInit(context, nil, nil, nil, key) == 1 else { return false }
+                let result = signature.withUnsafeBufferPointer { sig in
+                    message.withUnsafeBufferPointer { msg in
+                        EVP_DigestVerify(context, sig.baseAddress, sig.count, msg.baseAddress, msg.count)
+                    }
                 }
-            }
-            ERR_clear_error()
-            return result == 1
-        }) ?? false
+                ERR_clear_error()
+                return result == 1
+            }) ?? false
     }
 }

@@ -1,9 +1,10 @@
+import COpenSSL
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import COpenSSL
 
 /// An Ed25519 private key held by an operator. The controller and agents never hold one.
 package struct SigningKey: Sendable {

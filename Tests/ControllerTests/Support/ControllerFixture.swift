@@ -46,13 +46,16 @@ struct ControllerFixture: Sendable {
     }
 
     static func make(
-        threshold: Int = 1, directory existing: URL? = nil, adjust: (inout ControllerConfiguration) -> Void = { _ in }
+        threshold: Int = 1,
+        directory existing: URL? = nil,
+        adjust: (inout ControllerConfiguration) -> Void = { _ in }
     ) async throws -> ControllerFixture {
         let directory = try existing ?? TestPaths.makeTemporaryDirectory("ferry-controller-test")
         let signingKey = try SigningKey.generate()
         let secondKey = try SigningKey.generate()
         var configuration = ControllerConfiguration(
-            trustPolicy: try TrustPolicy(trustedKeys: [signingKey.publicKey, secondKey.publicKey], threshold: threshold))
+            trustPolicy: try TrustPolicy(trustedKeys: [signingKey.publicKey, secondKey.publicKey], threshold: threshold)
+        )
         configuration.host = "127.0.0.1"
         configuration.port = 0
         configuration.dataDirectory = directory.path
@@ -61,17 +64,30 @@ struct ControllerFixture: Sendable {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let registry = PrometheusCollectorRegistry()
         let controller = try makeApplication(
-            configuration: configuration, store: store, registry: registry, logger: logger,
-            onServerRunning: { port in continuation.yield(port) })
+            configuration: configuration,
+            store: store,
+            registry: registry,
+            logger: logger,
+            onServerRunning: { port in continuation.yield(port) }
+        )
         func token(_ role: TokenRole, _ name: String) async throws -> String {
             let token = Token.generate()
             try await store.createToken(hash: Token.digest(token), name: name, role: role, at: Date())
             return token
         }
         return ControllerFixture(
-            directory: directory, store: store, controller: controller, registry: registry, signingKey: signingKey,
-            secondKey: secondKey, untrustedKey: try SigningKey.generate(), operatorToken: try await token(.operator, "alice"),
-            enrollToken: try await token(.enroll, "bootstrap"), viewerToken: try await token(.viewer, "dashboard"), ports: ports)
+            directory: directory,
+            store: store,
+            controller: controller,
+            registry: registry,
+            signingKey: signingKey,
+            secondKey: secondKey,
+            untrustedKey: try SigningKey.generate(),
+            operatorToken: try await token(.operator, "alice"),
+            enrollToken: try await token(.enroll, "bootstrap"),
+            viewerToken: try await token(.viewer, "dashboard"),
+            ports: ports
+        )
     }
 
     func close(removing: Bool = true) async {
@@ -119,7 +135,11 @@ struct ControllerFixture: Sendable {
     func enroll(_ client: any TestClientProtocol, name: String, services: [String] = ["api"]) async throws -> (id: String, token: String) {
         let body = EnrollRequest(name: name, hostname: "\(name).example", services: services).json.encoded()
         let response = try await client.execute(
-            uri: "/v1/agents", method: .post, headers: Self.bearer(enrollToken), body: ByteBuffer(bytes: body))
+            uri: "/v1/agents",
+            method: .post,
+            headers: Self.bearer(enrollToken),
+            body: ByteBuffer(bytes: body)
+        )
         #expect(response.status == .created)
         let enrolled = try EnrollResponse(json: JSONValue.parse(Array(response.body.readableBytesView)))
         return (enrolled.agentId, enrolled.token)
@@ -128,7 +148,11 @@ struct ControllerFixture: Sendable {
     /// Uploads `bytes` as an artifact; its reference.
     func upload(_ client: any TestClientProtocol, _ bytes: [UInt8]) async throws -> ArtifactReference {
         let response = try await client.execute(
-            uri: "/v1/artifacts", method: .post, headers: Self.bearer(operatorToken), body: ByteBuffer(bytes: bytes))
+            uri: "/v1/artifacts",
+            method: .post,
+            headers: Self.bearer(operatorToken),
+            body: ByteBuffer(bytes: bytes)
+        )
         #expect(response.status == .created || response.status == .ok)
         let digest = SHA256.hash(bytes)
         return ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
@@ -136,13 +160,23 @@ struct ControllerFixture: Sendable {
 
     /// A valid release of `service`.
     static func release(
-        service: String = "api", serial: Int64, version: String = "1.0.0", artifact: ArtifactReference,
-        createdAt: Date = Date(), expiresIn: TimeInterval = 86_400
+        service: String = "api",
+        serial: Int64,
+        version: String = "1.0.0",
+        artifact: ArtifactReference,
+        createdAt: Date = Date(),
+        expiresIn: TimeInterval = 86_400
     ) -> Release {
         Release(
-            service: service, serial: serial, version: version, createdAt: createdAt, expiresAt: createdAt.addingTimeInterval(expiresIn),
-            artifact: artifact, env: ["NODE_ENV": "production"],
-            pm2: PM2Config(apps: [PM2App(name: service, script: "server.js", options: ["instances": .integer(2)])]))
+            service: service,
+            serial: serial,
+            version: version,
+            createdAt: createdAt,
+            expiresAt: createdAt.addingTimeInterval(expiresIn),
+            artifact: artifact,
+            env: ["NODE_ENV": "production"],
+            pm2: PM2Config(apps: [PM2App(name: service, script: "server.js", options: ["instances": .integer(2)])])
+        )
     }
 
     /// The envelope of `release` signed by `keys` (default: the first trusted key).
@@ -154,7 +188,11 @@ struct ControllerFixture: Sendable {
     /// Publishes `release` through the API; the response.
     func publish(_ client: any TestClientProtocol, _ release: Release, keys: [SigningKey]? = nil) async throws -> TestResponse {
         try await client.execute(
-            uri: "/v1/releases", method: .post, headers: Self.bearer(operatorToken), body: try envelope(release, keys: keys))
+            uri: "/v1/releases",
+            method: .post,
+            headers: Self.bearer(operatorToken),
+            body: try envelope(release, keys: keys)
+        )
     }
 
     /// The `error` code of a JSON error body.

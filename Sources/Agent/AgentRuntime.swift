@@ -1,0 +1,124 @@
+import Logging
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything a running agent is made of, built from its configuration.
+struct AgentRuntime: Sendable {
+    let config: AgentConfig
+    let layout: AgentLayout
+    let client: ControllerClient
+    let processManager: any ProcessManager
+    let processManagerName: String
+    let reconciler: Reconciler
+    let logger: Logger
+
+    /// Builds the runtime. Test-only pause points come from `FERRY_TEST_PAUSE_AFTER_BYTES` (download) and
+    /// `FERRY_TEST_PAUSE_AFTER_ENTRIES` (extraction): the agent then stops there until killed.
+    static func make(config: AgentConfig, logger: Logger, environment: [String: String] = ProcessEnvironment.current) throws -> AgentRuntime {
+        let layout = AgentLayout(stateDir: config.stateDir)
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.caFile = config.caFile
+        let http = HTTPClient(configuration: httpConfiguration)
+        let token = try config.token()
+        let client = ControllerClient(baseURL: config.controllerURL, token: token, http: http)
+        let (processManager, name) = try makeProcessManager(config: config, layout: layout, logger: logger)
+
+        var fetcherConfiguration = ArtifactFetcher.Configuration(stateDirectory: layout.stateDir)
+        fetcherConfiguration.pauseAfterBytes = environment["FERRY_TEST_PAUSE_AFTER_BYTES"].flatMap { Int64($0) }
+        let fetcher = ArtifactFetcher(
+            configuration: fetcherConfiguration,
+            client: http,
+            controllerURL: config.controllerURL,
+            token: token,
+            logger: logger
+        )
+        var extractorConfiguration = ArchiveExtractor.Configuration()
+        extractorConfiguration.pauseAfterEntries = environment["FERRY_TEST_PAUSE_AFTER_ENTRIES"].flatMap { Int($0) }
+        let extractor = ArchiveExtractor(configuration: extractorConfiguration, logger: logger)
+
+        let probeClient = HTTPClient(
+            configuration: {
+                var configuration = HTTPClient.Configuration()
+                configuration.connectTimeout = .seconds(2)
+                configuration.timeout = .seconds(5)
+                configuration.maxResponseBytes = 64 * 1024
+                return configuration
+            }()
+        )
+        let healthGate = HealthGate(probe: { url in
+            try await probeClient.send(HTTPRequest(method: .get, url: url)).status
+        })
+        let evaluator = DesiredStateEvaluator(
+            policy: try config.trustPolicy(),
+            admission: ReleaseAdmission(clockSkewGrace: .seconds(config.clockSkewSeconds)),
+            services: Set(config.services)
+        )
+        let reconciler = Reconciler(
+            configuration: .init(services: config.services, namespace: config.namespace, envDir: config.envDir, keepReleases: config.keepReleases),
+            layout: layout,
+            processManager: processManager,
+            processManagerName: name,
+            evaluator: evaluator,
+            fetcher: fetcher,
+            extractor: extractor,
+            healthGate: healthGate,
+            logger: logger
+        )
+        return AgentRuntime(
+            config: config,
+            layout: layout,
+            client: client,
+            processManager: processManager,
+            processManagerName: name,
+            reconciler: reconciler,
+            logger: logger
+        )
+    }
+
+    /// PM2 when configured (or, for `auto`, when `pm2` is on PATH), else the builtin supervisor.
+    static func makeProcessManager(config: AgentConfig, layout: AgentLayout, logger: Logger) throws -> (any ProcessManager, String) {
+        let usePM2: Bool
+        switch config.processManager {
+        case .pm2: usePM2 = true
+        case .builtin: usePM2 = false
+        case .auto: usePM2 = config.pm2Path != nil || ExecutableLookup.find("pm2") != nil
+        }
+        if usePM2 {
+            let configuration = PM2ProcessManager.Configuration(
+                executable: config.pm2Path ?? "pm2",
+                pm2Home: config.pm2Home,
+                namespace: config.namespace,
+                commandTimeout: .seconds(config.pm2TimeoutSeconds)
+            )
+            return (try PM2ProcessManager(configuration: configuration, logger: logger), "pm2")
+        }
+        let configuration = BuiltinProcessManager.Configuration(home: layout.supervisorHome, namespace: config.namespace)
+        return (BuiltinProcessManager(configuration: configuration, logger: logger), "builtin")
+    }
+
+    /// This host's name, for reports.
+    static func hostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "unknown" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Finds executables on PATH.
+enum ExecutableLookup {
+    static func find(_ name: String, path: String? = ProcessEnvironment.current["PATH"]) -> String? {
+        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,19 @@
+import ArgumentParser
+import Logging
+
+/// Options every daemon-side command takes.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The agent configuration (JSON or YAML) written by `enroll`.", valueName: "FILE"))
+    var config: String = "/etc/ferry/agent.yaml"
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (env FERRY_LOG_LEVEL).")
+    var logLevel: String?
+
+    /// A stderr logger at the chosen level.
+    func makeLogger() -> Logger {
+        let level = (logLevel ?? ProcessEnvironment.current["FERRY_LOG_LEVEL"]).flatMap(Logger.Level.init(rawValue:)) ?? .info
+        var logger = Logger(label: "ferry.agent") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = level
+        return logger
+    }
+}

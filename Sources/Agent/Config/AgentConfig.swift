@@ -1,0 +1,222 @@
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The agent's configuration file (JSON or YAML), written by `ferry-agent enroll` and read by every other command.
+///
+/// Every key is documented where it is read below. Unknown keys are errors (a typo must not silently drop a setting).
+/// Environment variables override the file: `FERRY_CONTROLLER_URL`, `FERRY_STATE_DIR`, `FERRY_ENV_DIR`,
+/// `FERRY_POLL_SECONDS`, `FERRY_PROCESS_MANAGER`, `FERRY_CA_FILE`, `FERRY_PM2`, `FERRY_PM2_HOME`.
+struct AgentConfig: Sendable, Equatable {
+    /// `controller`: base URL of the controller, e.g. `https://ferry.internal:8443`.
+    var controllerURL: String
+    /// `agentId`: this instance's id, issued at enrollment.
+    var agentId: String
+    /// `tokenFile`: file holding the agent token (mode 0600). Default `<state dir>/agent.token`.
+    var tokenFile: String
+    /// `services`: the services this instance runs. Releases for any other service are refused.
+    var services: [String]
+    /// `trustedKeys`: paths of the operator public keys (PEM) whose signatures count.
+    var trustedKeys: [String]
+    /// `threshold`: distinct trusted keys that must sign a release. Default 1.
+    var threshold: Int = 1
+    /// `stateDir`: where releases, artifacts and state live. Default `/var/lib/ferry`.
+    var stateDir: String = "/var/lib/ferry"
+    /// `envDir`: instance secrets, `<envDir>/<service>.env` (KEY=VALUE lines). Never leaves the host. Default `/etc/ferry/env`.
+    var envDir: String = "/etc/ferry/env"
+    /// `pollSeconds`: pause between passes when the controller does not long-poll or is unreachable. Default 15.
+    var pollSeconds: Int = 15
+    /// `longPollSeconds`: how long the controller may hold a desired-state request (0 disables). Default 30, at most 60.
+    var longPollSeconds: Int = 30
+    /// `reportSeconds`: a status report is sent at least this often. Default 30.
+    var reportSeconds: Int = 30
+    /// `processManager`: `auto` (PM2 when `pm2` is on PATH), `pm2` or `builtin`. Default `auto`.
+    var processManager: ProcessManagerKind = .auto
+    /// `caFile`: extra CA bundle (PEM) for the controller's TLS certificate.
+    var caFile: String?
+    /// `pm2`: path of the pm2 binary. Default: found on PATH.
+    var pm2Path: String?
+    /// `pm2Home`: PM2_HOME for the pm2 daemon Ferry drives. Default: pm2's own (`~/.pm2`).
+    var pm2Home: String?
+    /// `pm2TimeoutSeconds`: upper limit of every pm2 call; on expiry the pm2 CLI's process group is killed. Default 60.
+    var pm2TimeoutSeconds: Int = 60
+    /// `namespace`: the PM2 namespace Ferry owns; apps outside it are never touched. Default `ferry`.
+    var namespace: String = "ferry"
+    /// `clockSkewSeconds`: grace after `expiresAt` before a release counts as expired. Default 300.
+    var clockSkewSeconds: Int = 300
+    /// `keepReleases`: extracted releases kept per service besides the current and previous one. Default 3.
+    var keepReleases: Int = 3
+
+    /// Why a configuration was refused.
+    struct ConfigError: Error, CustomStringConvertible {
+        var path: String
+        var reason: String
+        var description: String { "config \(path): \(reason)" }
+    }
+
+    /// Reads and validates the configuration at `path`, then applies environment overrides from `environment`.
+    static func load(from path: String, environment: [String: String] = ProcessEnvironment.current) throws -> AgentConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
+        }
+        guard data.count <= 1 << 20 else { throw ConfigError(path: path, reason: "larger than 1 MiB") }
+        let text = String(decoding: data, as: UTF8.self)
+        let json: JSONValue
+        do {
+            let isJSON = text.drop(while: { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" }).first == "{"
+            json = isJSON ? try JSONValue.parse(Array(data)) : try YAMLSubset.parse(text)
+        } catch {
+            throw ConfigError(path: path, reason: "\(error)")
+        }
+        do {
+            var config = try AgentConfig(json: json)
+            try config.applyOverrides(environment)
+            try config.validate()
+            return config
+        } catch let error as DocumentError {
+            throw ConfigError(path: path, reason: "\(error)")
+        } catch let error as ConfigError {
+            // Keep the key or variable the check is about: "must be an absolute path" alone names nothing.
+            throw ConfigError(path: path, reason: "\(error.path): \(error.reason)")
+        }
+    }
+
+    init(
+        controllerURL: String,
+        agentId: String,
+        tokenFile: String,
+        services: [String],
+        trustedKeys: [String],
+        threshold: Int = 1,
+        stateDir: String = "/var/lib/ferry"
+    ) {
+        self.controllerURL = controllerURL
+        self.agentId = agentId
+        self.tokenFile = tokenFile
+        self.services = services
+        self.trustedKeys = trustedKeys
+        self.threshold = threshold
+        self.stateDir = stateDir
+    }
+
+    init(json: JSONValue) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: "")
+        func int(_ key: String, _ range: ClosedRange<Int64>, _ fallback: Int, _ reader: inout ObjectReader) throws(DocumentError) -> Int {
+            Int(try reader.optional(key, Field.integer(in: range)) ?? Int64(fallback))
+        }
+        controllerURL = try reader.required("controller", Field.string(maxLength: Limits.urlLength))
+        agentId = try reader.required("agentId", Field.string(maxLength: 128))
+        stateDir = try reader.optional("stateDir", Field.string(maxLength: Limits.pathLength)) ?? "/var/lib/ferry"
+        tokenFile = try reader.optional("tokenFile", Field.string(maxLength: Limits.pathLength)) ?? "\(stateDir)/agent.token"
+        services = try reader.required("services") { (value, path) throws(DocumentError) -> [String] in
+            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "list", got: value.typeName) }
+            var names: [String] = []
+            for (index, item) in items.enumerated() { names.append(try Release.serviceName(item, "\(path)[\(index)]")) }
+            return names
+        }
+        trustedKeys = try reader.required("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
+            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "list", got: value.typeName) }
+            var paths: [String] = []
+            for (index, item) in items.enumerated() {
+                paths.append(try Field.string(maxLength: Limits.pathLength)(item, "\(path)[\(index)]"))
+            }
+            return paths
+        }
+        threshold = try int("threshold", 1...64, 1, &reader)
+        envDir = try reader.optional("envDir", Field.string(maxLength: Limits.pathLength)) ?? "/etc/ferry/env"
+        pollSeconds = try int("pollSeconds", 1...3600, 15, &reader)
+        longPollSeconds = try int("longPollSeconds", 0...60, 30, &reader)
+        reportSeconds = try int("reportSeconds", 1...3600, 30, &reader)
+        let manager = try reader.optional("processManager", Field.string(maxLength: 16)) ?? "auto"
+        guard let kind = ProcessManagerKind(rawValue: manager) else {
+            throw .invalidValue(field: "processManager", reason: "\"\(manager)\" must be auto, pm2 or builtin")
+        }
+        processManager = kind
+        caFile = try reader.optional("caFile", Field.string(maxLength: Limits.pathLength))
+        pm2Path = try reader.optional("pm2", Field.string(maxLength: Limits.pathLength))
+        pm2Home = try reader.optional("pm2Home", Field.string(maxLength: Limits.pathLength))
+        pm2TimeoutSeconds = try int("pm2TimeoutSeconds", 1...3600, 60, &reader)
+        namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
+        clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
+        keepReleases = try int("keepReleases", 0...100, 3, &reader)
+        try reader.rejectUnknownFields()
+    }
+
+    /// The configuration as written by `enroll`.
+    var json: JSONValue {
+        var fields: [String: JSONValue] = [
+            "controller": .string(controllerURL), "agentId": .string(agentId), "tokenFile": .string(tokenFile),
+            "services": .array(services.map { .string($0) }), "trustedKeys": .array(trustedKeys.map { .string($0) }),
+            "threshold": .integer(Int64(threshold)), "stateDir": .string(stateDir), "envDir": .string(envDir),
+            "pollSeconds": .integer(Int64(pollSeconds)), "longPollSeconds": .integer(Int64(longPollSeconds)),
+            "reportSeconds": .integer(Int64(reportSeconds)), "processManager": .string(processManager.rawValue),
+            "namespace": .string(namespace), "pm2TimeoutSeconds": .integer(Int64(pm2TimeoutSeconds)),
+            "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
+            "keepReleases": .integer(Int64(keepReleases)),
+        ]
+        if let caFile { fields["caFile"] = .string(caFile) }
+        if let pm2Path { fields["pm2"] = .string(pm2Path) }
+        if let pm2Home { fields["pm2Home"] = .string(pm2Home) }
+        return .object(fields)
+    }
+
+    private mutating func applyOverrides(_ environment: [String: String]) throws {
+        if let value = environment["FERRY_CONTROLLER_URL"], !value.isEmpty { controllerURL = value }
+        if let value = environment["FERRY_STATE_DIR"], !value.isEmpty { stateDir = value }
+        if let value = environment["FERRY_ENV_DIR"], !value.isEmpty { envDir = value }
+        if let value = environment["FERRY_CA_FILE"], !value.isEmpty { caFile = value }
+        if let value = environment["FERRY_PM2"], !value.isEmpty { pm2Path = value }
+        if let value = environment["FERRY_PM2_HOME"], !value.isEmpty { pm2Home = value }
+        if let value = environment["FERRY_POLL_SECONDS"], !value.isEmpty {
+            guard let seconds = Int(value), (1...3600).contains(seconds) else {
+                throw ConfigError(path: "FERRY_POLL_SECONDS", reason: "\"\(value)\" must be a number of seconds between 1 and 3600")
+            }
+            pollSeconds = seconds
+        }
+        if let value = environment["FERRY_PROCESS_MANAGER"], !value.isEmpty {
+            guard let kind = ProcessManagerKind(rawValue: value) else {
+                throw ConfigError(path: "FERRY_PROCESS_MANAGER", reason: "\"\(value)\" must be auto, pm2 or builtin")
+            }
+            processManager = kind
+        }
+    }
+
+    private func validate() throws {
+        guard controllerURL.hasPrefix("http://") || controllerURL.hasPrefix("https://") else {
+            throw ConfigError(path: "controller", reason: "\"\(controllerURL)\" must be an http:// or https:// URL")
+        }
+        guard !services.isEmpty else { throw ConfigError(path: "services", reason: "at least one service is required") }
+        guard !trustedKeys.isEmpty else { throw ConfigError(path: "trustedKeys", reason: "at least one trusted key is required") }
+        guard threshold <= Set(trustedKeys).count else {
+            throw ConfigError(path: "threshold", reason: "\(threshold) is more than the \(Set(trustedKeys).count) trusted key(s)")
+        }
+        guard stateDir.hasPrefix("/") else { throw ConfigError(path: "stateDir", reason: "must be an absolute path") }
+    }
+
+    /// Loads the trusted keys and builds the trust policy.
+    func trustPolicy() throws -> TrustPolicy {
+        let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
+        return try TrustPolicy(trustedKeys: keys, threshold: threshold)
+    }
+
+    /// Reads the agent token.
+    func token() throws -> String {
+        try KeyFile.read(tokenFile).trimmingCharacters(in: [" ", "\n", "\r", "\t"])
+    }
+}
+
+/// The process environment as a dictionary (FoundationEssentials has `ProcessInfo`).
+enum ProcessEnvironment {
+    static var current: [String: String] { ProcessInfo.processInfo.environment }
+}
+
+extension String {
+    /// The string without the given leading and trailing characters.
+    func trimmingCharacters(in set: Set<Character>) -> String {
+        String(self.drop(while: { set.contains($0) }).reversed().drop(while: { set.contains($0) }).reversed())
+    }
+}

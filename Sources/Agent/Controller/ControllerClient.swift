@@ -1,0 +1,131 @@
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The agent's side of the controller API (DESIGN §2): enrollment, desired state with ETag and long-poll, status.
+struct ControllerClient: Sendable, CustomStringConvertible {
+    /// Base URL without a trailing slash, e.g. `https://ferry.internal:8443`.
+    let baseURL: String
+    let token: String
+    let http: HTTPClient
+
+    init(baseURL: String, token: String, http: HTTPClient) {
+        self.baseURL = Self.trimmed(baseURL)
+        self.token = token
+        self.http = http
+    }
+
+    /// The answer to a desired-state poll.
+    enum Poll: Sendable, Equatable {
+        case changed(DesiredState, etag: String?)
+        case notModified
+    }
+
+    /// `GET /v1/agents/{id}/desired-state`, with `If-None-Match` and, when `wait > 0`, a long-poll.
+    func desiredState(agentId: String, etag: String?, wait: Int) async throws(ControllerError) -> Poll {
+        var url = "\(baseURL)/v1/agents/\(Self.escape(agentId))/desired-state"
+        if wait > 0 { url += "?wait=\(wait)" }
+        var headers = authorization
+        if let etag { headers["If-None-Match"] = etag }
+        let response = try await send(HTTPRequest(method: .get, url: url, headers: headers, timeout: .seconds(wait + 20)))
+        if response.status == 304 { return .notModified }
+        try Self.check(response, url: url)
+        do {
+            let state = try DesiredState(json: JSONValue.parse(response.body))
+            return .changed(state, etag: response.headers["ETag"])
+        } catch {
+            throw .invalidResponse(url: url, reason: "\(error)")
+        }
+    }
+
+    /// `POST /v1/agents/{id}/status`.
+    func report(_ report: StatusReport, agentId: String) async throws(ControllerError) {
+        let url = "\(baseURL)/v1/agents/\(Self.escape(agentId))/status"
+        var headers = authorization
+        headers["Content-Type"] = "application/json"
+        let response = try await send(HTTPRequest(method: .post, url: url, headers: headers, body: Array(report.json.encoded())))
+        try Self.check(response, url: url)
+    }
+
+    /// `POST /v1/agents` with an enrollment token: trades it for this agent's id and token.
+    static func enroll(
+        baseURL: String,
+        enrollToken: String,
+        request: EnrollRequest,
+        http: HTTPClient
+    ) async throws(ControllerError) -> EnrollResponse {
+        let client = ControllerClient(baseURL: baseURL, token: enrollToken, http: http)
+        let url = "\(client.baseURL)/v1/agents"
+        var headers = client.authorization
+        headers["Content-Type"] = "application/json"
+        let response = try await client.send(HTTPRequest(method: .post, url: url, headers: headers, body: Array(request.json.encoded())))
+        try check(response, url: url)
+        do {
+            return try EnrollResponse(json: JSONValue.parse(response.body))
+        } catch {
+            throw .invalidResponse(url: url, reason: "\(error)")
+        }
+    }
+
+    /// Never shows the token.
+    var description: String { "ControllerClient(\(baseURL))" }
+
+    private var authorization: HTTPHeaders { ["Authorization": "Bearer \(token)"] }
+
+    private func send(_ request: HTTPRequest) async throws(ControllerError) -> HTTPResponse {
+        do {
+            return try await http.send(request)
+        } catch {
+            throw .unreachable(error)
+        }
+    }
+
+    private static func check(_ response: HTTPResponse, url: String) throws(ControllerError) {
+        guard !response.isSuccess else { return }
+        let body = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body))
+        throw .rejected(url: url, status: response.status, code: body?.error ?? "http_\(response.status)", message: body?.message ?? "")
+    }
+
+    static func trimmed(_ url: String) -> String {
+        var url = url
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+
+    /// Percent-escapes a path segment (agent ids are opaque to the agent).
+    static func escape(_ segment: String) -> String {
+        var out = ""
+        for byte in segment.utf8 {
+            let c = Character(UnicodeScalar(byte))
+            if c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_" || c == "." || c == "~") {
+                out.append(c)
+            } else {
+                out += "%" + Hex.encode([byte]).uppercased()
+            }
+        }
+        return out
+    }
+}
+
+/// Why a controller call failed.
+enum ControllerError: Error, CustomStringConvertible {
+    /// The controller could not be reached (network, TLS, timeout): keep running what is applied and retry later.
+    case unreachable(HTTPClientError)
+    /// The controller answered with an error status.
+    case rejected(url: String, status: Int, code: String, message: String)
+    /// The controller answered something that is not a valid document.
+    case invalidResponse(url: String, reason: String)
+
+    var description: String {
+        switch self {
+        case .unreachable(let error): "controller unreachable: \(error)"
+        case .rejected(let url, let status, let code, let message):
+            "controller refused \(RedactedURL.redact(url)): HTTP \(status) \(code)\(message.isEmpty ? "" : ": \(message)")"
+        case .invalidResponse(let url, let reason): "invalid answer from \(RedactedURL.redact(url)): \(reason)"
+        }
+    }
+}

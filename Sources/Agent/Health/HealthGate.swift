@@ -1,0 +1,93 @@
+import Shared
+
+/// Watches a freshly applied release until it is healthy for long enough, or fails, or runs out of time.
+///
+/// Healthy means: every instance of every app `online` (see `ProcessTableCheck`), no instance restarted during the
+/// stable window, and — when the release names `health.http` — that URL answering 2xx; all of it continuously for
+/// `stableSeconds`, reached within `deadlineSeconds`. A failed table (an app `errored`) ends the watch at once.
+struct HealthGate: Sendable {
+    /// Answers the HTTP status of a GET of a health URL, or throws when it could not be reached.
+    typealias Probe = @Sendable (_ url: String) async throws -> Int
+
+    struct Configuration: Sendable {
+        /// Time between two looks at the table and the health URL. Default 250 ms.
+        var interval: Duration = .milliseconds(250)
+    }
+
+    var configuration = Configuration()
+    var probe: Probe
+
+    /// The outcome of a watch.
+    enum Outcome: Sendable, Equatable {
+        case healthy
+        case unhealthy(reason: String)
+        /// The watch was cancelled (the agent is shutting down): no verdict, the install stays pending.
+        case interrupted
+    }
+
+    func watch<C: Clock<Duration>>(
+        apps: [AppSpec],
+        health: HealthCheck,
+        processManager: any ProcessManager,
+        clock: C = ContinuousClock()
+    ) async -> Outcome {
+        let deadline = clock.now.advanced(by: .seconds(health.deadlineSeconds))
+        let stable = Duration.seconds(health.stableSeconds)
+        var stableSince: C.Instant?
+        // Restart counts at the previous all-online look: a climb between two looks is a crash loop the table hides.
+        var previousRestarts: [Int: Int]?
+        var lastProblem = "no look at the process table yet"
+        while true {
+            if Task.isCancelled { return .interrupted }
+            let now = clock.now
+            var problem: String?
+            do {
+                let table = try await processManager.processes()
+                switch ProcessTableCheck(evaluating: table, against: apps) {
+                case .failed(let reason):
+                    return .unhealthy(reason: reason)
+                case .pending(let reason):
+                    problem = reason
+                    previousRestarts = nil
+                case .allOnline:
+                    let names = Set(apps.map(\.name))
+                    let restarts = Dictionary(table.filter { names.contains($0.name) }.map { ($0.pmId, $0.restarts) }, uniquingKeysWith: max)
+                    if let previousRestarts, restarts != previousRestarts {
+                        problem = "an instance restarted during the stable window"
+                    }
+                    previousRestarts = restarts
+                }
+            } catch {
+                problem = "cannot read the process table: \(error)"
+            }
+            if problem == nil, let url = health.http {
+                do {
+                    let status = try await probe(url)
+                    if !(200..<300).contains(status) { problem = "\(url) answered HTTP \(status)" }
+                } catch {
+                    problem = "\(url) did not answer: \(error)"
+                }
+            }
+            if let problem {
+                stableSince = nil
+                lastProblem = problem
+            } else if let since = stableSince {
+                if since.duration(to: now) >= stable { return .healthy }
+            } else {
+                stableSince = now
+                if stable == .zero { return .healthy }
+            }
+            if now >= deadline {
+                if problem == nil, let since = stableSince {
+                    lastProblem = "healthy for only \(since.duration(to: now).components.seconds)s of the \(health.stableSeconds)s stable window"
+                }
+                return .unhealthy(reason: "not healthy within \(health.deadlineSeconds)s: \(lastProblem)")
+            }
+            do {
+                try await clock.sleep(for: configuration.interval)
+            } catch {
+                return .interrupted
+            }
+        }
+    }
+}

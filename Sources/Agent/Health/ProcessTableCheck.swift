@@ -1,0 +1,85 @@
+/// The verdict of one look at the process table against the apps that should run.
+///
+/// Pure: the health gate polls `processes()` and evaluates each table with `init(evaluating:against:)` until it is
+/// `.allOnline` for long enough, or `.failed`, or the deadline passes while `.pending`. It exists because a process
+/// manager command succeeding proves nothing: `pm2 reload` exits 0 while the new code crashes at boot and the table
+/// ends `errored` (shared/pm2-reference `symlink-08`, `symlink-09`, `start-syntax-error`).
+enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
+    /// Every desired app has exactly its instance count, all `online` (an `autorestart: false` app that exited with
+    /// code 0 counts as done).
+    case allOnline
+    /// Not there yet, but PM2 is still working on it: an instance is `launching` (wait_ready), `waiting restart`
+    /// (restart_delay), `stopping`, or instances are missing or extra. The reason names each app and status.
+    case pending(String)
+    /// An instance is `errored` (PM2 gave up after max_restarts), or `stopped` while autorestart is on (it crashed:
+    /// PM2 shows `stopped` between crash restarts), or `stopped` with a non-zero exit code while autorestart is off
+    /// (nothing will start it again). The reason names each app and status.
+    case failed(String)
+
+    /// Evaluates `table` (Ferry's namespace) against `desired`. Failures win over pending; apps in the table that are
+    /// not desired are ignored here (the planner deletes them).
+    init(evaluating table: [ManagedProcess], against desired: [AppSpec]) {
+        var failures: [String] = []
+        var waiting: [String] = []
+        for app in desired {
+            let instances = table.filter { $0.name == app.name }.sorted { $0.pmId < $1.pmId }
+            if let failure = Self.failure(of: app, instances) {
+                failures.append(failure)
+                continue
+            }
+            if instances.count != app.instances {
+                waiting.append("\(app.name): \(instances.count) of \(app.instances) instances present")
+            }
+            let settling = instances.filter { process in
+                process.status != .online && !Self.finishedCleanly(process, app)
+            }
+            if !settling.isEmpty {
+                waiting.append("\(app.name): \(Self.listing(settling))")
+            }
+        }
+        if !failures.isEmpty {
+            self = .failed(failures.joined(separator: "; "))
+        } else if !waiting.isEmpty {
+            self = .pending(waiting.joined(separator: "; "))
+        } else {
+            self = .allOnline
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .allOnline: "all online"
+        case .pending(let reason): "pending: \(reason)"
+        case .failed(let reason): "failed: \(reason)"
+        }
+    }
+
+    private static func failure(of app: AppSpec, _ instances: [ManagedProcess]) -> String? {
+        let errored = instances.filter { $0.status == .errored }
+        if !errored.isEmpty {
+            return "\(app.name): \(listing(errored)) (PM2 gave up restarting it)"
+        }
+        let stopped = instances.filter { $0.status == .stopped && !finishedCleanly($0, app) }
+        guard !stopped.isEmpty else { return nil }
+        if app.autorestart {
+            return "\(app.name): \(listing(stopped)) although autorestart is on (it exited)"
+        }
+        return "\(app.name): \(listing(stopped)) and autorestart is off, so PM2 will not start it again"
+    }
+
+    /// An `autorestart: false` app that ran to completion: PM2 leaves it `stopped` with exit code 0.
+    private static func finishedCleanly(_ process: ManagedProcess, _ app: AppSpec) -> Bool {
+        !app.autorestart && process.status == .stopped && (process.lastExitCode ?? 0) == 0
+    }
+
+    private static func listing(_ processes: [ManagedProcess]) -> String {
+        processes.map { process in
+            var text = "pm_id \(process.pmId) \(process.status.rawValue)"
+            var details: [String] = []
+            if process.restarts > 0 { details.append("\(process.restarts) restarts") }
+            if let code = process.lastExitCode, process.status != .online { details.append("last exit code \(code)") }
+            if !details.isEmpty { text += " (\(details.joined(separator: ", ")))" }
+            return text
+        }.joined(separator: ", ")
+    }
+}

@@ -1,0 +1,101 @@
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The on-disk side of releases: the `current` symlink, the ecosystem file, leftovers and garbage collection.
+struct ReleaseFiles: Sendable {
+    let layout: AgentLayout
+
+    /// Creates the state directory tree (mode 0700 for the top: it holds the token and env-derived files).
+    func createDirectories(services: [String]) throws {
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: layout.stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try manager.createDirectory(atPath: layout.artifactsDir, withIntermediateDirectories: true)
+        for service in services {
+            try manager.createDirectory(atPath: layout.releasesDir(service), withIntermediateDirectories: true)
+        }
+    }
+
+    /// The directory name `current` points at (`releases/<name>`), or `nil` when there is no `current`.
+    func currentDirectoryName(_ service: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink(layout.currentLink(service), &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let target = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return target.split(separator: "/").last.map(String.init)
+    }
+
+    /// Points `current` at `releases/<directoryName>` atomically (relative target, so the tree can move).
+    func switchCurrent(_ service: String, to directoryName: String) throws {
+        try AtomicFile.replaceSymlink(layout.currentLink(service), pointingTo: "releases/\(directoryName)")
+    }
+
+    /// Removes `current` (only when a first install failed and nothing else ever ran).
+    func removeCurrent(_ service: String) {
+        unlink(layout.currentLink(service))
+    }
+
+    /// Whether the extracted release directory exists.
+    func releaseExists(_ service: String, directoryName: String) -> Bool {
+        var info = stat()
+        return stat(layout.releaseDir(service, directoryName: directoryName), &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Writes the service's generated ecosystem file atomically (mode 0600: it holds the merged env).
+    func writeEcosystem(_ service: String, bytes: [UInt8]) throws {
+        try AtomicFile.write(bytes, to: layout.ecosystemFile(service), mode: 0o600)
+    }
+
+    /// Removes what a crash can leave behind: staging directories of interrupted extractions and temporary files of
+    /// interrupted atomic writes. `.part` downloads are kept only for `keepDigests` (they resume).
+    func removeLeftovers(services: [String], keepDigests: Set<String>) {
+        let manager = FileManager.default
+        for service in services {
+            let releases = layout.releasesDir(service)
+            for name in (try? manager.contentsOfDirectory(atPath: releases)) ?? [] where name.contains(".staging-") {
+                try? manager.removeItem(atPath: "\(releases)/\(name)")
+            }
+            for name in (try? manager.contentsOfDirectory(atPath: layout.serviceDir(service))) ?? [] where name.contains(".tmp-") {
+                try? manager.removeItem(atPath: "\(layout.serviceDir(service))/\(name)")
+            }
+        }
+        for name in (try? manager.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
+            if name.hasSuffix(".part"), !keepDigests.contains(String(name.dropLast(5))) {
+                try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)")
+            } else if name.contains(".tmp-") {
+                try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)")
+            }
+        }
+        for name in (try? manager.contentsOfDirectory(atPath: layout.stateDir)) ?? [] where name.contains(".tmp-") {
+            try? manager.removeItem(atPath: "\(layout.stateDir)/\(name)")
+        }
+    }
+
+    /// Keeps the protected release directories plus the `keep` newest others; removes the rest.
+    func collectReleases(_ service: String, protected: Set<String>, keep: Int) {
+        let manager = FileManager.default
+        let releases = layout.releasesDir(service)
+        let names = ((try? manager.contentsOfDirectory(atPath: releases)) ?? [])
+            .filter { !$0.contains(".staging-") && !protected.contains($0) }
+            .sorted { (Int64($0.prefix { $0 != "-" }) ?? 0) > (Int64($1.prefix { $0 != "-" }) ?? 0) }
+        for name in names.dropFirst(keep) {
+            try? manager.removeItem(atPath: "\(releases)/\(name)")
+        }
+    }
+
+    /// Removes cached artifacts whose digest is not in `keep` (and stale `.part` files).
+    func collectArtifacts(keep: Set<String>) {
+        let manager = FileManager.default
+        for name in (try? manager.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
+            let digest = name.hasSuffix(".part") ? String(name.dropLast(5)) : name
+            if !keep.contains(digest) { try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)") }
+        }
+    }
+}

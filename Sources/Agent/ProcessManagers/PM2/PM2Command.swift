@@ -1,0 +1,64 @@
+/// One pm2 CLI call exactly as the agent runs it: binary, arguments, environment, working directory and time bound.
+///
+/// Built by `PM2Invocation.command(_:)` as a plain value, so tests assert the argv and environment of every action
+/// directly, and the runner executes nothing that is not visible here.
+struct PM2Command: Sendable, Equatable, CustomStringConvertible {
+    /// What a pm2 call does. Each maps to one fixed argv (see `arguments`).
+    enum Operation: Sendable, Equatable {
+        /// `pm2 jlist`: the whole table, every namespace.
+        case list
+        /// `pm2 start <ecosystem> --only <app>`: starts the app from the generated file.
+        case start(app: String, ecosystem: String)
+        /// `pm2 reload <ecosystem> --only <app> --update-env`: reloads one app (pm2 takes one reload target), with its
+        /// env refreshed from the file. The file form is PM2's `startOrReload`: it applies the file's `env` and never
+        /// changes script or cwd (`symlink-07`, `path-02`…`path-04`).
+        case reload(app: String, ecosystem: String)
+        /// `pm2 delete <app>`.
+        case delete(app: String)
+        /// `pm2 restart <app>`: without `--update-env`, so the app keeps the env it got from the file.
+        case restart(app: String)
+        /// `pm2 save`: writes `$PM2_HOME/dump.pm2`, which `pm2 resurrect` (and `pm2 startup`'s unit) restores at boot.
+        case save
+
+        /// The arguments after the pm2 binary.
+        var arguments: [String] {
+            switch self {
+            case .list: ["jlist"]
+            case .start(let app, let ecosystem): ["start", ecosystem, "--only", app]
+            case .reload(let app, let ecosystem): ["reload", ecosystem, "--only", app, "--update-env"]
+            case .delete(let app): ["delete", app]
+            case .restart(let app): ["restart", app]
+            case .save: ["save"]
+            }
+        }
+
+        /// The app this operation targets, if any.
+        var app: String? {
+            switch self {
+            case .list, .save: nil
+            case .start(let app, _), .reload(let app, _), .delete(let app), .restart(let app): app
+            }
+        }
+    }
+
+    /// Absolute path of the pm2 binary.
+    var executable: String
+    /// Arguments after the binary.
+    var arguments: [String]
+    /// The complete environment pm2 gets (nothing is inherited from the agent).
+    var environment: [String: String]
+    /// pm2's working directory. Every path Ferry passes is absolute, so this only matters for pm2's own lookups.
+    var workingDirectory: String
+    /// How long pm2 may run before its process group is killed.
+    var timeout: Duration
+
+    /// `pm2 <arguments>` with the binary as configured, for messages and logs (never carries env values).
+    var description: String {
+        ([executable] + arguments).map(Self.quoted).joined(separator: " ")
+    }
+
+    private static func quoted(_ word: String) -> String {
+        guard word.isEmpty || word.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" }) else { return word }
+        return "'" + word.replacing("'", with: #"'\''"#) + "'"
+    }
+}

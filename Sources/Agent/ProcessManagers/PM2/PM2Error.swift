@@ -1,0 +1,75 @@
+/// Why a PM2 operation did not happen (or cannot be trusted). Every case names the command or app concerned.
+enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The `pm2` binary was not found (`name` as configured; `searched` = the directories looked in).
+    case executableNotFound(name: String, searched: [String])
+    /// No home directory for the agent user: `HOME` unset and no passwd entry. Set `home`/`pm2Home` in the config.
+    case homeUnknown
+    /// The ecosystem file path given to start/reload is not absolute (PM2 would resolve it against its cwd).
+    case ecosystemNotAbsolute(String)
+    /// pm2 could not be launched at all.
+    case launchFailed(command: String, reason: String)
+    /// pm2 did not finish within the timeout; its whole process group was killed.
+    case unresponsive(command: String, timeout: Duration)
+    /// The calling task was cancelled (the agent is shutting down) while pm2 ran; its process group was killed.
+    case cancelled(command: String)
+    /// pm2 exited with a non-zero status (or was killed by a signal).
+    case commandFailed(command: String, status: String, stderr: String, stdout: String)
+    /// pm2 printed more than the agent accepts on stdout or stderr.
+    case outputTooLarge(command: String, stdoutLimit: Int, stderrLimit: Int)
+    /// `pm2 jlist` printed something that is not a process table.
+    case unreadableTable(reason: String, excerpt: String)
+    /// An app outside Ferry's namespace has the name Ferry wants to act on. PM2 addresses apps by name across all
+    /// namespaces (`restart`, `reload`, `delete`, `start <file>`), so acting would touch that app too.
+    case foreignNameClash(app: String, namespaces: [String], ferryNamespace: String)
+    /// `all` means every app to PM2; Ferry never sends it as an app name.
+    case reservedName(String)
+    /// A restart was asked for an app that is not in Ferry's namespace (PM2 would fall back to a namespace or pm_id
+    /// of that name).
+    case appNotFound(app: String, namespace: String)
+
+    var description: String {
+        switch self {
+        case .executableNotFound(let name, let searched):
+            "pm2 executable \"\(name)\" not found (searched \(searched.joined(separator: ":"))); set pm2.path or --pm2 PATH"
+        case .homeUnknown:
+            "cannot tell the agent user's home directory (HOME is unset and there is no passwd entry); set pm2.home"
+        case .ecosystemNotAbsolute(let path):
+            "ecosystem file path \"\(path)\" is not absolute (pm2 would resolve it against its own working directory)"
+        case .launchFailed(let command, let reason):
+            "could not run `\(command)`: \(reason)"
+        case .unresponsive(let command, let timeout):
+            "pm2 unresponsive: `\(command)` did not finish within \(Self.seconds(timeout)); its process group was killed "
+                + "and the next pass tries again"
+        case .cancelled(let command):
+            "`\(command)` was cancelled; its process group was killed"
+        case .commandFailed(let command, let status, let stderr, let stdout):
+            "`\(command)` failed (\(status))" + Self.detail(stderr: stderr, stdout: stdout)
+        case .outputTooLarge(let command, let stdoutLimit, let stderrLimit):
+            "`\(command)` printed more than the agent accepts (\(stdoutLimit) bytes on stdout, \(stderrLimit) on stderr)"
+        case .unreadableTable(let reason, let excerpt):
+            "cannot read the pm2 process table: \(reason)" + (excerpt.isEmpty ? "" : "; output began with: \(excerpt)")
+        case .foreignNameClash(let app, let namespaces, let ferryNamespace):
+            "app \"\(app)\" also exists in PM2 namespace(s) \(namespaces.joined(separator: ", ")) outside Ferry's "
+                + "\"\(ferryNamespace)\"; PM2 targets apps by name across namespaces, so Ferry leaves it alone: "
+                + "rename one of them"
+        case .reservedName(let name):
+            "app name \"\(name)\" means every app to pm2; Ferry will not send it"
+        case .appNotFound(let app, let namespace):
+            "app \"\(app)\" is not in PM2 namespace \"\(namespace)\""
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = attoseconds / 1_000_000_000_000_000
+        guard milliseconds > 0 else { return "\(seconds) s" }
+        let digits = String(milliseconds)
+        return "\(seconds).\(String(repeating: "0", count: max(0, 3 - digits.count)))\(digits) s"
+    }
+
+    private static func detail(stderr: String, stdout: String) -> String {
+        if !stderr.isEmpty { return ": \(stderr)" }
+        if !stdout.isEmpty { return "; stdout: \(stdout)" }
+        return ""
+    }
+}

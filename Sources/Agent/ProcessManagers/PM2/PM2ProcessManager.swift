@@ -1,0 +1,206 @@
+import Logging
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The production process manager: drives the `pm2` CLI the way PM2 7 really behaves (shared/pm2-reference).
+///
+/// - Every call runs with a minimal, explicit environment (`PM2Invocation`) and is bounded by
+///   `Configuration.commandTimeout`; a wedged pm2 is killed with its process group and reported as
+///   `PM2Error.unresponsive`, never waited on.
+/// - Ferry owns the apps in its namespace only. Because PM2 addresses apps by name across *all* namespaces (and falls
+///   back to a namespace of that name when no app has it), every mutating call first reads the table and refuses to
+///   act when another namespace holds the same name (`PM2Error.foreignNameClash`), and never sends a delete or restart
+///   for a name that is not in Ferry's namespace.
+/// - A command exiting 0 proves nothing about the app (`pm2 reload` exits 0 while the new code crashes at boot): the
+///   caller reads `processes()` after acting (`AppAction.perform`) and judges it with `ProcessTableCheck`.
+struct PM2ProcessManager: ProcessManager {
+    /// Where pm2 is and how it is run. Filled from the agent config (`pm2` section) and `ferry-agent enroll --pm2 PATH
+    /// --pm2-home DIR`.
+    struct Configuration: Sendable, Equatable {
+        /// The pm2 binary: a path, or a name looked up on the agent's `PATH`, then in `/usr/local/bin:/usr/bin:/bin`.
+        /// Default `pm2`. (`--pm2 PATH`)
+        var executable: String
+        /// `PM2_HOME` of the daemon Ferry drives. Default `nil`: `$HOME/.pm2` of the agent user, PM2's own default, so
+        /// an operator running `pm2 ls` as that user sees the same table. (`--pm2-home DIR`)
+        var pm2Home: String?
+        /// `HOME` given to pm2. Default `nil`: the agent's `HOME`, else the passwd entry of its uid.
+        var home: String?
+        /// `PATH` given to pm2 (and so to the daemon it spawns). Default `nil`: the directory of the pm2 binary, the
+        /// directory of `node` on the agent's `PATH`, then `/usr/local/bin:/usr/bin:/bin`.
+        var path: String?
+        /// The PM2 namespace Ferry's apps carry; apps in any other namespace are never touched. Default `ferry`.
+        var namespace: String
+        /// Bound on every pm2 call; on expiry the call's process group is killed. Default 60 s (a `wait_ready` app
+        /// holds `pm2 start`/`reload` until it is ready, so keep this above the apps' `listen_timeout`).
+        var commandTimeout: Duration
+
+        init(
+            executable: String = "pm2",
+            pm2Home: String? = nil,
+            home: String? = nil,
+            path: String? = nil,
+            namespace: String = "ferry",
+            commandTimeout: Duration = .seconds(60)
+        ) {
+            self.executable = executable
+            self.pm2Home = pm2Home
+            self.home = home
+            self.path = path
+            self.namespace = namespace
+            self.commandTimeout = commandTimeout
+        }
+    }
+
+    let configuration: Configuration
+    /// The resolved binary and environment every command uses.
+    let invocation: PM2Invocation
+    let runner: PM2CommandRunner
+    private let logger: Logger
+    private let nowMilliseconds: @Sendable () -> Int64
+
+    /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
+    ///
+    /// - Parameters:
+    ///   - agentEnvironment: the agent's environment, used only to find `pm2`, `node` and the home directory.
+    ///   - nowMilliseconds: wall-clock time in epoch milliseconds (for uptimes; PM2 stores start times that way).
+    /// - Throws: `PM2Error.executableNotFound`, `PM2Error.homeUnknown`.
+    init(
+        configuration: Configuration,
+        logger: Logger,
+        agentEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        runner: PM2CommandRunner = PM2CommandRunner(),
+        nowMilliseconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) throws(PM2Error) {
+        self.configuration = configuration
+        self.invocation = try PM2Invocation.resolve(configuration, agentEnvironment: agentEnvironment)
+        self.runner = runner
+        self.logger = logger
+        self.nowMilliseconds = nowMilliseconds
+    }
+
+    /// The exact command an operation runs (argv, environment, working directory, timeout).
+    func command(for operation: PM2Command.Operation) -> PM2Command {
+        invocation.command(operation)
+    }
+
+    /// The whole table, every namespace (`pm2 jlist`).
+    func table() async throws(PM2Error) -> PM2ProcessTable {
+        let output = try await execute(.list)
+        return try PM2ProcessTable(jlistOutput: output.stdout, nowMilliseconds: nowMilliseconds())
+    }
+
+    // MARK: - ProcessManager
+
+    func processes() async throws(PM2Error) -> [ManagedProcess] {
+        try await table().owned(by: configuration.namespace)
+    }
+
+    func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
+        try Self.requireAbsolute(ecosystem)
+        _ = try await tableCheckedForClash(app.name)
+        try await execute(.start(app: app.name, ecosystem: ecosystem))
+    }
+
+    func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
+        try Self.requireAbsolute(ecosystem)
+        _ = try await tableCheckedForClash(app.name)
+        try await execute(.reload(app: app.name, ecosystem: ecosystem))
+    }
+
+    /// Deletes the app if Ferry's namespace has it; does nothing when it is already gone (PM2 would otherwise fall
+    /// back to deleting a *namespace* of that name, `delete-namespace`).
+    func delete(appNamed name: String) async throws(PM2Error) {
+        let table = try await tableCheckedForClash(name)
+        guard table.owned(by: configuration.namespace).contains(where: { $0.name == name }) else {
+            logger.debug("pm2 delete skipped, app absent", metadata: ["pm2.app": "\(name)"])
+            return
+        }
+        try await execute(.delete(app: name))
+    }
+
+    /// - Throws: `PM2Error.appNotFound` when Ferry's namespace has no such app.
+    func restart(appNamed name: String) async throws(PM2Error) {
+        let table = try await tableCheckedForClash(name)
+        guard table.owned(by: configuration.namespace).contains(where: { $0.name == name }) else {
+            throw .appNotFound(app: name, namespace: configuration.namespace)
+        }
+        try await execute(.restart(app: name))
+    }
+
+    func save() async throws(PM2Error) {
+        try await execute(.save)
+    }
+
+    // MARK: - Running pm2
+
+    /// Reads the table and refuses names PM2 would apply beyond Ferry's namespace.
+    private func tableCheckedForClash(_ name: String) async throws(PM2Error) -> PM2ProcessTable {
+        guard name != "all" else { throw .reservedName(name) }
+        let table = try await table()
+        let foreign = table.foreignNamespaces(holding: name, besides: configuration.namespace)
+        guard foreign.isEmpty else {
+            throw .foreignNameClash(app: name, namespaces: foreign, ferryNamespace: configuration.namespace)
+        }
+        return table
+    }
+
+    @discardableResult
+    private func execute(_ operation: PM2Command.Operation) async throws(PM2Error) -> PM2CommandRunner.Output {
+        let command = invocation.command(operation)
+        let started = ContinuousClock.now
+        let output: PM2CommandRunner.Output
+        do {
+            output = try await runner.run(command)
+        } catch {
+            logger.info("pm2 command did not complete", metadata: ["pm2.command": "\(command)", "pm2.error": "\(error)"])
+            throw error
+        }
+        logger.debug(
+            "pm2 command finished",
+            metadata: [
+                "pm2.command": "\(command)",
+                "pm2.status": "\(output.termination)",
+                "pm2.duration": "\(ContinuousClock.now - started)",
+            ]
+        )
+        guard output.termination.isSuccess else {
+            throw .commandFailed(
+                command: command.description,
+                status: output.termination.description,
+                stderr: Self.readable(Array(output.stderr.utf8)),
+                stdout: Self.readable(output.stdout)
+            )
+        }
+        return output
+    }
+
+    private static func requireAbsolute(_ ecosystem: String) throws(PM2Error) {
+        guard ecosystem.hasPrefix("/") else { throw .ecosystemNotAbsolute(ecosystem) }
+    }
+
+    /// pm2's output for an error message: ANSI colour codes removed (in case `NO_COLOR` is ignored), whitespace
+    /// trimmed, and only the last 2000 bytes (the `[PM2][ERROR]` line comes last).
+    static func readable(_ bytes: [UInt8], limit: Int = 2000) -> String {
+        var plain: [UInt8] = []
+        plain.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            // CSI sequence: ESC [ parameters final-byte (0x40...0x7E).
+            if bytes[index] == 0x1B, index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "[") {
+                index += 2
+                while index < bytes.count, !(0x40...0x7E).contains(bytes[index]) { index += 1 }
+                index += 1
+                continue
+            }
+            plain.append(bytes[index])
+            index += 1
+        }
+        let text = String(decoding: plain.suffix(limit), as: UTF8.self)
+        let isSpace: (Character) -> Bool = { $0.isWhitespace }
+        return String(text.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    }
+}

@@ -1,0 +1,32 @@
+import Shared
+
+/// Where the agent keeps things under its state directory (DESIGN §3).
+///
+/// ```
+/// state.json
+/// artifacts/<sha256>                      verified artifacts; <sha256>.part while downloading
+/// services/<svc>/releases/<serial>-<sha12>/  extracted trees, never modified after activation
+/// services/<svc>/current                  symlink, switched atomically
+/// services/<svc>/ecosystem.json           the generated PM2 ecosystem
+/// supervisor/                             the builtin supervisor's socket, table and logs
+/// ```
+struct AgentLayout: Sendable {
+    let stateDir: String
+
+    var stateFile: String { "\(stateDir)/state.json" }
+    var artifactsDir: String { "\(stateDir)/artifacts" }
+    var servicesDir: String { "\(stateDir)/services" }
+    var supervisorHome: String { "\(stateDir)/supervisor" }
+
+    func serviceDir(_ service: String) -> String { "\(servicesDir)/\(service)" }
+    func releasesDir(_ service: String) -> String { "\(serviceDir(service))/releases" }
+    func currentLink(_ service: String) -> String { "\(serviceDir(service))/current" }
+    func ecosystemFile(_ service: String) -> String { "\(serviceDir(service))/ecosystem.json" }
+
+    /// The directory name of an extracted release: `<serial>-<first 12 hex of the sha256>`.
+    static func releaseDirectoryName(serial: Int64, sha256: SHA256Digest) -> String {
+        "\(serial)-\(sha256.hex.prefix(12))"
+    }
+
+    func releaseDir(_ service: String, directoryName: String) -> String { "\(releasesDir(service))/\(directoryName)" }
+}

@@ -1,0 +1,48 @@
+/// Chooses each agent's release through the service's latest rollout: the new serial once the rollout reached the
+/// agent (or completed), the service's stable serial otherwise — and never a serial below the one the agent runs.
+///
+/// The last rule is why halting or aborting needs no new signature and never asks an agent for the impossible: an
+/// agent refuses serials lower than one it accepted, so one that already installed the new serial keeps receiving
+/// it (agents that rolled it back run the older serial and receive that one or the failed one, which they skip).
+/// A service without any rollout (releases stored before rollouts existed) gives its latest release to everyone.
+struct RolloutReleaseSelector: ReleaseSelector {
+    func releases(for agent: AgentRecord, in store: any ControllerStore) async throws -> [ReleaseRecord] {
+        let services = agent.services
+        guard !services.isEmpty else { return [] }
+        var rollouts: [String: RolloutRecord] = [:]
+        for rollout in try await store.latestRollouts(for: services) { rollouts[rollout.service] = rollout }
+        var known: [ReleaseKey: ReleaseRecord] = [:]
+        var latest: [String: Int64] = [:]
+        for record in try await store.latestReleases(for: services) {
+            known[ReleaseKey(service: record.service, serial: record.serial)] = record
+            latest[record.service] = record.serial
+        }
+        var running: [String: Int64] = [:]
+        for record in try await store.serviceStatuses(agentID: agent.id) {
+            if let serial = record.status.serial { running[record.status.service] = serial }
+        }
+
+        // Per service: the serial the rollout intends, and the higher serial the agent runs (if any) as first choice.
+        var choices: [String: [Int64]] = [:]
+        for service in services {
+            guard let newest = latest[service] else { continue }
+            let intended: Int64?
+            if let rollout = rollouts[service], rollout.serial == newest {
+                intended = rollout.intendedSerial(for: agent.id)
+            } else {
+                intended = newest
+            }
+            var candidates: [Int64] = []
+            if let serial = running[service], serial > (intended ?? 0) { candidates.append(serial) }
+            if let intended { candidates.append(intended) }
+            if !candidates.isEmpty { choices[service] = candidates }
+        }
+        let missing = choices.flatMap { service, serials in serials.map { ReleaseKey(service: service, serial: $0) } }
+            .filter { known[$0] == nil }
+        for record in try await store.releases(missing) { known[ReleaseKey(service: record.service, serial: record.serial)] = record }
+
+        return choices.keys.sorted().compactMap { service in
+            choices[service]?.lazy.compactMap { known[ReleaseKey(service: service, serial: $0)] }.first
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Shared
+
+/// Where one agent stands in a rollout, read from its latest status for the rollout's service.
+struct RolloutAgentStanding: Sendable, Equatable {
+    enum Progress: String, Sendable, Equatable {
+        /// Not on the new serial (not reached yet, downloading, or never reported).
+        case pending
+        /// Runs the new serial, not (yet) reported running and healthy.
+        case updated
+        /// Runs the new serial, running and healthy.
+        case healthy
+        /// Refused or rolled back the new serial, or failed on it.
+        case failed
+    }
+
+    var progress: Progress
+    /// For `failed`: `rolled-back`, `refused` or the phase (`failed`, `rolled-back`).
+    var failureKind: String?
+    /// For `failed`: the agent's reason.
+    var failureReason: String?
+
+    /// Reads `status` against the rollout of `serial`.
+    ///
+    /// An agent that runs the serial is never `failed`, even if it once refused it for a reason that went away.
+    /// Failed means: its report lists a failure (refused or rolled back) for the serial, or its phase is `failed` or
+    /// `rolled-back` with the serial as target.
+    init(status: ServiceStatus?, serial: Int64) {
+        guard let status else {
+            self.init(progress: .pending)
+            return
+        }
+        if status.serial == serial && status.phase == .running {
+            self.init(progress: status.health == .healthy ? .healthy : .updated)
+            return
+        }
+        if let failure = status.failures.first(where: { $0.serial == serial && ($0.kind == "rolled-back" || $0.kind == "refused") }) {
+            self.init(progress: .failed, failureKind: failure.kind, failureReason: failure.reason)
+            return
+        }
+        if (status.phase == .failed || status.phase == .rolledBack) && status.targetSerial == serial {
+            self.init(progress: .failed, failureKind: status.phase.rawValue, failureReason: status.message)
+            return
+        }
+        self.init(progress: status.serial == serial ? .updated : .pending)
+    }
+
+    init(progress: Progress, failureKind: String? = nil, failureReason: String? = nil) {
+        self.progress = progress
+        self.failureKind = failureKind
+        self.failureReason = failureReason
+    }
+}
+
+/// The pure rule that moves a rollout: from its record, the agents' latest statuses and how long each has been seen
+/// healthy, decide whether to advance, complete or halt.
+enum RolloutEvaluator {
+    /// What to do with a rollout now.
+    enum Decision: Sendable, Equatable {
+        /// Nothing yet.
+        case wait
+        /// Reach wave `index` (0-based).
+        case advance(toWave: Int)
+        /// Every wave is reached and stable: the serial becomes the service's stable serial.
+        case complete
+        /// More agents failed than the rollout tolerates.
+        case halt(failures: [AgentFailure])
+    }
+
+    /// A failed agent, for the halt reason and event.
+    struct AgentFailure: Sendable, Equatable {
+        var agentID: String
+        var kind: String
+        var reason: String
+    }
+
+    /// Whether `status` is recent enough to count: a status older than `staleAfter` says nothing about now.
+    static func isFresh(_ status: ServiceStatusRecord, now: Date, staleAfter: Duration) -> Bool {
+        now.timeIntervalSince(status.updatedAt) <= Double(staleAfter.components.seconds)
+    }
+
+    /// Whether `status` shows the rollout's serial running, healthy and fresh.
+    static func isHealthy(_ status: ServiceStatusRecord?, serial: Int64, now: Date, staleAfter: Duration) -> Bool {
+        guard let status, isFresh(status, now: now, staleAfter: staleAfter) else { return false }
+        return RolloutAgentStanding(status: status.status, serial: serial).progress == .healthy
+    }
+
+    /// The "healthy since" timers after looking at `statuses`: agents healthy now keep their time (or start at `now`),
+    /// the others lose it.
+    static func updatedTimers(
+        _ timers: [String: Date],
+        rollout: RolloutRecord,
+        statuses: [String: ServiceStatusRecord],
+        now: Date,
+        staleAfter: Duration
+    ) -> [String: Date] {
+        var result: [String: Date] = [:]
+        for id in rollout.agentOrder where isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter) {
+            result[id] = timers[id] ?? now
+        }
+        return result
+    }
+
+    /// The agents of the rollout that failed its serial, in rollout order.
+    static func failures(of rollout: RolloutRecord, statuses: [String: ServiceStatusRecord]) -> [AgentFailure] {
+        rollout.agentOrder.compactMap { id in
+            let standing = RolloutAgentStanding(status: statuses[id]?.status, serial: rollout.serial)
+            guard standing.progress == .failed else { return nil }
+            return AgentFailure(agentID: id, kind: standing.failureKind ?? "failed", reason: standing.failureReason ?? "")
+        }
+    }
+
+    /// Decides for a rolling or paused rollout (anything else: `.wait`).
+    ///
+    /// Failures are counted over all agents of the rollout; more than `maxFailures` halts, also when paused. A rolling
+    /// rollout advances when every agent of the reached waves that has not failed has been healthy on the serial, with
+    /// fresh reports, for `waveStable`: failures up to `maxFailures` are tolerated, so they do not hold a wave back.
+    static func decide(
+        _ rollout: RolloutRecord,
+        statuses: [String: ServiceStatusRecord],
+        healthySince: [String: Date],
+        now: Date,
+        staleAfter: Duration
+    ) -> Decision {
+        guard rollout.state.isActive else { return .wait }
+        let failures = failures(of: rollout, statuses: statuses)
+        if failures.count > rollout.maxFailures { return .halt(failures: failures) }
+        guard rollout.state == .rolling else { return .wait }
+        let sizes = rollout.waveSizes
+        guard !sizes.isEmpty else { return .complete }
+        let failed = Set(failures.map(\.agentID))
+        for id in rollout.reachedAgents where !failed.contains(id) {
+            guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],
+                now.timeIntervalSince(since) >= Double(rollout.waveStable.components.seconds)
+            else { return .wait }
+        }
+        return rollout.currentWave + 1 < sizes.count ? .advance(toWave: rollout.currentWave + 1) : .complete
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import Shared
+
+/// A rollout as operators see it: its state, its waves with their agents, and counts — the JSON of
+/// `GET /v1/rollouts`, of the rollout actions, of a publish and of `GET /v1/fleet`.
+struct RolloutView: Sendable {
+    /// One agent of the rollout.
+    struct Agent: Sendable {
+        var id: String
+        /// `nil` when the agent no longer exists.
+        var name: String?
+        /// The wave (0-based) that reaches it.
+        var wave: Int
+        var reached: Bool
+        var standing: RolloutAgentStanding
+        /// Its latest status for the service, if it reported.
+        var status: ServiceStatus?
+    }
+
+    /// How many agents stand where. `updated` counts agents running the serial (healthy ones included), `pending`
+    /// those neither updated nor failed.
+    struct Counts: Sendable, Equatable {
+        var agents = 0
+        var updated = 0
+        var healthy = 0
+        var failed = 0
+        var pending = 0
+    }
+
+    var rollout: RolloutRecord
+    /// In rollout order.
+    var agents: [Agent]
+
+    /// - Parameters:
+    ///   - names: agent names by id.
+    ///   - statuses: the latest status of the rollout's service by agent id.
+    init(_ rollout: RolloutRecord, names: [String: String], statuses: [String: ServiceStatus]) {
+        self.rollout = rollout
+        let sizes = rollout.waveSizes
+        let reached = rollout.reachedCount
+        agents = rollout.agentOrder.enumerated().map { index, id in
+            Agent(
+                id: id,
+                name: names[id],
+                wave: sizes.firstIndex(where: { index < $0 }) ?? max(0, sizes.count - 1),
+                reached: index < reached,
+                standing: RolloutAgentStanding(status: statuses[id], serial: rollout.serial),
+                status: statuses[id]
+            )
+        }
+    }
+
+    /// Builds the views of `rollouts` with one read of the agents and one of each service's statuses.
+    static func load(_ rollouts: [RolloutRecord], from store: any ControllerStore) async throws -> [RolloutView] {
+        guard !rollouts.isEmpty else { return [] }
+        let names = Dictionary(try await store.agents().map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        var statuses: [String: [String: ServiceStatus]] = [:]
+        for service in Set(rollouts.map(\.service)) {
+            var byAgent: [String: ServiceStatus] = [:]
+            for record in try await store.serviceStatuses(service: service) { byAgent[record.agentID] = record.status }
+            statuses[service] = byAgent
+        }
+        return rollouts.map { RolloutView($0, names: names, statuses: statuses[$0.service] ?? [:]) }
+    }
+
+    var counts: Counts {
+        var counts = Counts(agents: agents.count)
+        for agent in agents {
+            switch agent.standing.progress {
+            case .healthy:
+                counts.updated += 1
+                counts.healthy += 1
+            case .updated: counts.updated += 1
+            case .failed: counts.failed += 1
+            case .pending: counts.pending += 1
+            }
+        }
+        return counts
+    }
+
+    /// The document. `wave` is 1-based (the waves reached so far), `waveCount` the number of waves.
+    var json: JSONValue {
+        let sizes = rollout.waveSizes
+        let counts = counts
+        let waves: [JSONValue] = sizes.indices.map { index in
+            let members = agents.filter { $0.wave == index }
+            return .object([
+                "wave": .integer(Int64(index + 1)),
+                "cumulativeAgents": .integer(Int64(sizes[index])),
+                "reached": .bool(rollout.state == .completed || index <= rollout.currentWave),
+                "agents": .array(members.map(Self.json(_:))),
+            ])
+        }
+        let failures: [JSONValue] = agents.filter { $0.standing.progress == .failed }.map { agent in
+            .object([
+                "agentId": .string(agent.id), "agentName": agent.name.map { .string($0) } ?? .null,
+                "kind": .string(agent.standing.failureKind ?? "failed"), "reason": .string(agent.standing.failureReason ?? ""),
+            ])
+        }
+        return .object([
+            "service": .string(rollout.service),
+            "serial": .integer(rollout.serial),
+            "version": .string(rollout.version),
+            "stableSerial": rollout.stableSerial.map { .integer($0) } ?? .null,
+            "strategy": .string(rollout.strategy.description),
+            "waveStableSeconds": .integer(rollout.waveStable.components.seconds),
+            "maxFailures": .integer(Int64(rollout.maxFailures)),
+            "state": .string(rollout.state.rawValue),
+            "wave": .integer(Int64(sizes.isEmpty ? 0 : min(rollout.currentWave, sizes.count - 1) + 1)),
+            "waveCount": .integer(Int64(sizes.count)),
+            "waves": .array(waves),
+            "counts": .object([
+                "agents": .integer(Int64(counts.agents)), "updated": .integer(Int64(counts.updated)),
+                "healthy": .integer(Int64(counts.healthy)), "failed": .integer(Int64(counts.failed)),
+                "pending": .integer(Int64(counts.pending)),
+            ]),
+            "failures": .array(failures),
+            "reason": .string(rollout.reason),
+            "createdAt": .string(Timestamp.format(rollout.createdAt)),
+            "updatedAt": .string(Timestamp.format(rollout.updatedAt)),
+        ])
+    }
+
+    private static func json(_ agent: Agent) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "id": .string(agent.id), "name": agent.name.map { .string($0) } ?? .null, "reached": .bool(agent.reached),
+            "progress": .string(agent.standing.progress.rawValue),
+            "serial": agent.status?.serial.map { .integer($0) } ?? .null,
+        ]
+        if let status = agent.status {
+            fields["phase"] = .string(status.phase.rawValue)
+            fields["health"] = .string(status.health.rawValue)
+        }
+        return .object(fields)
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+
+/// A stored rollout: how one release of a service reaches that service's agents.
+struct RolloutRecord: Sendable, Equatable {
+    var id: Int64
+    var service: String
+    var serial: Int64
+    /// The release's version (joined from `releases`).
+    var version: String
+    /// What agents the rollout has not reached receive: the service's last completed serial (or latest `all` one).
+    /// `nil` when the service had no release before.
+    var stableSerial: Int64?
+    var strategy: RolloutStrategy
+    var waveStable: Duration
+    var maxFailures: Int
+    var state: RolloutState
+    /// Index (0-based) of the last wave reached.
+    var currentWave: Int
+    /// Agent ids in rollout order: the service's agents at publish time, sorted by name then id.
+    var agentOrder: [String]
+    var createdAt: Date
+    var updatedAt: Date
+    /// Why the rollout is in its state (halt reasons, who paused or aborted), or empty.
+    var reason: String
+
+    /// Cumulative wave sizes over `agentOrder`.
+    var waveSizes: [Int] { strategy.waveSizes(agentCount: agentOrder.count) }
+
+    /// How many agents (a prefix of `agentOrder`) the rollout has reached.
+    var reachedCount: Int {
+        if state == .completed { return agentOrder.count }
+        let sizes = waveSizes
+        guard !sizes.isEmpty else { return 0 }
+        return sizes[min(max(currentWave, 0), sizes.count - 1)]
+    }
+
+    /// The agents reached so far.
+    var reachedAgents: ArraySlice<String> { agentOrder.prefix(reachedCount) }
+
+    /// The serial this rollout means `agentID` to receive (before the "never lower than what it runs" rule of the
+    /// selector): the new one once reached, the stable one otherwise; everyone gets the new one once completed, and
+    /// the stable one after an abort.
+    func intendedSerial(for agentID: String) -> Int64? {
+        switch state {
+        case .completed: serial
+        case .aborted, .superseded: stableSerial
+        case .rolling, .paused, .halted: reachedAgents.contains(agentID) ? serial : stableSerial
+        }
+    }
+}
+
+/// What a publish asks the store to create along with the release.
+struct RolloutPlan: Sendable, Equatable {
+    var parameters: RolloutParameters
+    /// The service's agents at publish time, in rollout order.
+    var agentOrder: [String]
+
+    /// `all`, or a rollout without agents, completes at once; anything else starts rolling at its first wave.
+    var initialState: RolloutState {
+        parameters.strategy == .all || agentOrder.isEmpty ? .completed : .rolling
+    }
+}
+
+/// The result of storing a release with its rollout.
+struct PublishedRollout: Sendable, Equatable {
+    /// The new rollout.
+    var rollout: RolloutRecord
+    /// The service's previous rollout when this publish superseded it (as it was before).
+    var superseded: RolloutRecord?
+}
+
+/// What happened to a rollout or a release on an agent, kept for operators (dashboard, `GET /v1/events`).
+enum RolloutEventKind: String, Sendable, Equatable, CaseIterable {
+    case published
+    case waveAdvanced = "wave-advanced"
+    case completed
+    case halted
+    case paused
+    case resumed
+    case aborted
+    case superseded
+    /// An agent rolled back a serial that failed its health gate.
+    case rolledBack = "rolled-back"
+    /// An agent refused a serial (signature, expiry, older serial...).
+    case refused
+}
+
+/// An event to store.
+struct RolloutEventDraft: Sendable, Equatable {
+    var at: Date
+    var service: String
+    var serial: Int64?
+    var kind: RolloutEventKind
+    var message: String
+    var agentID: String?
+}
+
+/// A stored event.
+struct RolloutEvent: Sendable, Equatable {
+    var id: Int64
+    var at: Date
+    var service: String
+    var serial: Int64?
+    var kind: RolloutEventKind
+    var message: String
+    var agentID: String?
+}
+
+/// A rollout's state as last read, for compare-and-set updates.
+struct RolloutRevision: Sendable, Equatable {
+    var state: RolloutState
+    var currentWave: Int
+
+    init(_ rollout: RolloutRecord) {
+        state = rollout.state
+        currentWave = rollout.currentWave
+    }
+}
+
+/// One release of one service.
+struct ReleaseKey: Sendable, Hashable {
+    var service: String
+    var serial: Int64
+}

@@ -1,0 +1,275 @@
+import Foundation
+import SQLKit
+import Shared
+
+// Rollouts, events, and the per-agent and per-service status reads the rollout logic needs.
+extension SQLiteControllerStore {
+    // MARK: Publish
+
+    func insertRelease(_ release: ReleaseRecord, rollout plan: RolloutPlan, events: [RolloutEventDraft]) async throws -> PublishedRollout {
+        let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
+        let orderText = String(decoding: JSONValue.array(plan.agentOrder.map { .string($0) }).encoded(), as: UTF8.self)
+        let now = StoredTime.milliseconds(release.createdAt)
+        return try await transaction { db in
+            let latest =
+                try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
+                .first()?.decode(column: "s", as: Int64?.self) ?? nil
+            if let latest, release.serial <= latest {
+                throw StoreError.staleSerial(service: release.service, serial: release.serial, latest: latest)
+            }
+            try await db.raw(
+                """
+                INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at)
+                VALUES (\(bind: release.service), \(bind: release.serial), \(bind: release.version), \(bind: release.artifactSHA256),
+                        \(bind: release.artifactSize), \(bind: envelopeText), \(bind: release.publishedBy), \(bind: now))
+                """
+            ).run()
+            let previous = try await db.raw(
+                """
+                SELECT \(unsafeRaw: Self.rolloutColumns) FROM rollouts AS ro JOIN releases AS r ON r.service = ro.service AND r.serial = ro.serial
+                WHERE ro.service = \(bind: release.service) AND ro.serial < \(bind: release.serial) ORDER BY ro.serial DESC LIMIT 1
+                """
+            ).first().map(Self.rollout(from:))
+            let stable: Int64? =
+                if let previous { previous.state == .completed ? previous.serial : previous.stableSerial } else { latest }
+            var superseded: RolloutRecord?
+            var allEvents = events
+            if let previous, previous.state.isOpen {
+                let reason = "superseded by serial \(release.serial) (\(release.version))"
+                try await db.raw(
+                    "UPDATE rollouts SET state = 'superseded', reason = \(bind: reason), updated_at = \(bind: now) WHERE id = \(bind: previous.id)"
+                ).run()
+                superseded = previous
+                allEvents.append(
+                    RolloutEventDraft(
+                        at: release.createdAt,
+                        service: release.service,
+                        serial: previous.serial,
+                        kind: .superseded,
+                        message: "the \(previous.state.rawValue) rollout of serial \(previous.serial) (\(previous.version)) was \(reason)",
+                        agentID: nil
+                    )
+                )
+            }
+            let parameters = plan.parameters
+            guard
+                let row = try await db.raw(
+                    """
+                    INSERT INTO rollouts (service, serial, stable_serial, strategy, wave_stable_seconds, max_failures, state, current_wave,
+                                          agent_order, created_at, updated_at, reason)
+                    VALUES (\(bind: release.service), \(bind: release.serial), \(bind: stable), \(bind: parameters.strategy.description),
+                            \(bind: parameters.waveStable.components.seconds), \(bind: parameters.maxFailures),
+                            \(bind: plan.initialState.rawValue), 0, \(bind: orderText), \(bind: now), \(bind: now), '')
+                    RETURNING id
+                    """
+                ).first()
+            else {
+                throw StoreError.corruptRow(table: "rollouts", reason: "insert returned no row")
+            }
+            let rollout = RolloutRecord(
+                id: try row.decode(column: "id", as: Int64.self),
+                service: release.service,
+                serial: release.serial,
+                version: release.version,
+                stableSerial: stable,
+                strategy: parameters.strategy,
+                waveStable: parameters.waveStable,
+                maxFailures: parameters.maxFailures,
+                state: plan.initialState,
+                currentWave: 0,
+                agentOrder: plan.agentOrder,
+                createdAt: StoredTime.date(now),
+                updatedAt: StoredTime.date(now),
+                reason: ""
+            )
+            try await Self.insert(allEvents, into: db)
+            return PublishedRollout(rollout: rollout, superseded: superseded)
+        }
+    }
+
+    // MARK: Rollouts
+
+    static let rolloutColumns = """
+        ro.id AS id, ro.service AS service, ro.serial AS serial, r.version AS version, ro.stable_serial AS stable_serial,
+        ro.strategy AS strategy, ro.wave_stable_seconds AS wave_stable_seconds, ro.max_failures AS max_failures, ro.state AS state,
+        ro.current_wave AS current_wave, ro.agent_order AS agent_order, ro.created_at AS created_at, ro.updated_at AS updated_at,
+        ro.reason AS reason
+        """
+
+    private static let rolloutSource = "rollouts AS ro JOIN releases AS r ON r.service = ro.service AND r.serial = ro.serial"
+
+    func latestRollouts(for services: [String]?) async throws -> [RolloutRecord] {
+        let filter: SQLQueryString
+        if let services {
+            guard !services.isEmpty else { return [] }
+            filter = "AND ro.service IN \(SQLGroupExpression(SQLList(services.map { SQLBind($0) })))"
+        } else {
+            filter = ""
+        }
+        let rows = try await readDB.raw(
+            """
+            SELECT \(unsafeRaw: Self.rolloutColumns) FROM \(unsafeRaw: Self.rolloutSource)
+            WHERE ro.serial = (SELECT MAX(serial) FROM rollouts WHERE service = ro.service) \(filter)
+            ORDER BY ro.service
+            """
+        ).all()
+        return try rows.map(Self.rollout(from:))
+    }
+
+    func rollouts(service: String, limit: Int) async throws -> [RolloutRecord] {
+        let rows = try await readDB.raw(
+            """
+            SELECT \(unsafeRaw: Self.rolloutColumns) FROM \(unsafeRaw: Self.rolloutSource)
+            WHERE ro.service = \(bind: service) ORDER BY ro.serial DESC LIMIT \(bind: limit)
+            """
+        ).all()
+        return try rows.map(Self.rollout(from:))
+    }
+
+    func activeRollouts() async throws -> [RolloutRecord] {
+        let rows = try await readDB.raw(
+            """
+            SELECT \(unsafeRaw: Self.rolloutColumns) FROM \(unsafeRaw: Self.rolloutSource)
+            WHERE ro.state IN ('rolling', 'paused') ORDER BY ro.service, ro.serial
+            """
+        ).all()
+        return try rows.map(Self.rollout(from:))
+    }
+
+    func updateRollout(_ rollout: RolloutRecord, expecting revision: RolloutRevision, events: [RolloutEventDraft]) async throws -> Bool {
+        try await transaction { db in
+            let updated = try await db.raw(
+                """
+                UPDATE rollouts SET state = \(bind: rollout.state.rawValue), current_wave = \(bind: rollout.currentWave),
+                    reason = \(bind: rollout.reason), updated_at = \(bind: StoredTime.milliseconds(rollout.updatedAt))
+                WHERE id = \(bind: rollout.id) AND state = \(bind: revision.state.rawValue) AND current_wave = \(bind: revision.currentWave)
+                RETURNING id
+                """
+            ).first()
+            guard updated != nil else { return false }
+            try await Self.insert(events, into: db)
+            return true
+        }
+    }
+
+    static func rollout(from row: any SQLRow) throws -> RolloutRecord {
+        let strategyText = try row.decode(column: "strategy", as: String.self)
+        let strategy: RolloutStrategy
+        do {
+            strategy = try RolloutStrategy.parse(strategyText)
+        } catch {
+            throw StoreError.corruptRow(table: "rollouts", reason: "\(error)")
+        }
+        let stateText = try row.decode(column: "state", as: String.self)
+        guard let state = RolloutState(rawValue: stateText) else {
+            throw StoreError.corruptRow(table: "rollouts", reason: "unknown state \(stateText)")
+        }
+        let orderText = try row.decode(column: "agent_order", as: String.self)
+        guard case .array(let items)? = try? JSONValue.parse(Array(orderText.utf8)) else {
+            throw StoreError.corruptRow(table: "rollouts", reason: "agent_order is not a JSON array")
+        }
+        let order = try items.map { item -> String in
+            guard case .string(let id) = item else { throw StoreError.corruptRow(table: "rollouts", reason: "agent_order holds a non-string") }
+            return id
+        }
+        return RolloutRecord(
+            id: try row.decode(column: "id", as: Int64.self),
+            service: try row.decode(column: "service", as: String.self),
+            serial: try row.decode(column: "serial", as: Int64.self),
+            version: try row.decode(column: "version", as: String.self),
+            stableSerial: try row.decode(column: "stable_serial", as: Int64?.self),
+            strategy: strategy,
+            waveStable: .seconds(try row.decode(column: "wave_stable_seconds", as: Int64.self)),
+            maxFailures: try row.decode(column: "max_failures", as: Int.self),
+            state: state,
+            currentWave: try row.decode(column: "current_wave", as: Int.self),
+            agentOrder: order,
+            createdAt: StoredTime.date(try row.decode(column: "created_at", as: Int64.self)),
+            updatedAt: StoredTime.date(try row.decode(column: "updated_at", as: Int64.self)),
+            reason: try row.decode(column: "reason", as: String.self)
+        )
+    }
+
+    // MARK: Events
+
+    func recordEvents(_ events: [RolloutEventDraft]) async throws {
+        guard !events.isEmpty else { return }
+        try await transaction { db in try await Self.insert(events, into: db) }
+    }
+
+    private static func insert(_ events: [RolloutEventDraft], into db: any SQLDatabase) async throws {
+        guard !events.isEmpty else { return }
+        for event in events {
+            try await db.raw(
+                """
+                INSERT INTO events (at, service, serial, kind, message, agent_id)
+                VALUES (\(bind: StoredTime.milliseconds(event.at)), \(bind: event.service), \(bind: event.serial), \(bind: event.kind.rawValue),
+                        \(bind: String(event.message.prefix(4000))), \(bind: event.agentID))
+                """
+            ).run()
+        }
+        // Ids only grow: everything more than `limit` below the newest goes, in one indexed range delete.
+        try await db.raw("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - \(bind: EventRetention.limit)").run()
+    }
+
+    func events(service: String?, limit: Int) async throws -> [RolloutEvent] {
+        let filter: SQLQueryString = service.map { "WHERE service = \(bind: $0)" } ?? ""
+        let rows = try await readDB.raw(
+            "SELECT id, at, service, serial, kind, message, agent_id FROM events \(filter) ORDER BY id DESC LIMIT \(bind: limit)"
+        ).all()
+        return try rows.map { row in
+            let kindText = try row.decode(column: "kind", as: String.self)
+            guard let kind = RolloutEventKind(rawValue: kindText) else {
+                throw StoreError.corruptRow(table: "events", reason: "unknown kind \(kindText)")
+            }
+            return RolloutEvent(
+                id: try row.decode(column: "id", as: Int64.self),
+                at: StoredTime.date(try row.decode(column: "at", as: Int64.self)),
+                service: try row.decode(column: "service", as: String.self),
+                serial: try row.decode(column: "serial", as: Int64?.self),
+                kind: kind,
+                message: try row.decode(column: "message", as: String.self),
+                agentID: try row.decode(column: "agent_id", as: String?.self)
+            )
+        }
+    }
+
+    // MARK: Status and release reads
+
+    func serviceStatuses(service: String) async throws -> [ServiceStatusRecord] {
+        try await readDB.raw(
+            "SELECT agent_id, status, updated_at FROM service_status WHERE service = \(bind: service) ORDER BY agent_id"
+        ).all().map(Self.serviceStatusRecord(from:))
+    }
+
+    func serviceStatuses(agentID: String) async throws -> [ServiceStatusRecord] {
+        try await readDB.raw(
+            "SELECT agent_id, status, updated_at FROM service_status WHERE agent_id = \(bind: agentID) ORDER BY service"
+        ).all().map(Self.serviceStatusRecord(from:))
+    }
+
+    private static func serviceStatusRecord(from row: any SQLRow) throws -> ServiceStatusRecord {
+        ServiceStatusRecord(
+            agentID: try row.decode(column: "agent_id", as: String.self),
+            status: try serviceStatus(fromJSON: try row.decode(column: "status", as: String.self)),
+            updatedAt: StoredTime.date(try row.decode(column: "updated_at", as: Int64.self))
+        )
+    }
+
+    func releases(_ keys: [ReleaseKey]) async throws -> [ReleaseRecord] {
+        guard !keys.isEmpty else { return [] }
+        var records: [ReleaseRecord] = []
+        // Grouped by service: one query per service, each `serial IN (...)`.
+        for (service, group) in Dictionary(grouping: keys, by: \.service).sorted(by: { $0.key < $1.key }) {
+            let serials = SQLList(Set(group.map(\.serial)).sorted().map { SQLBind($0) })
+            let rows = try await readDB.raw(
+                """
+                SELECT \(unsafeRaw: Self.releaseColumns) FROM releases
+                WHERE service = \(bind: service) AND serial IN \(SQLGroupExpression(serials)) ORDER BY serial
+                """
+            ).all()
+            records += try rows.map(Self.release(from:))
+        }
+        return records
+    }
+}

@@ -1,0 +1,117 @@
+import CCurl
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// An HTTP/1.1 and HTTP/2 client over libcurl: bounded in-memory exchanges (`send`) and resumable streaming
+/// downloads to a file (`download`).
+///
+/// Every transfer runs `curl_easy_perform` on its own OS thread (never on the cooperative pool) and is aborted
+/// when the calling task is cancelled. TLS peer and host verification are always on. Only `http` and `https`
+/// are allowed, also across redirects.
+package struct HTTPClient: Sendable {
+    package struct Configuration: Sendable {
+        /// Longest wait for TCP connect plus TLS handshake. Default 10 s.
+        package var connectTimeout: Duration = .seconds(10)
+        /// Longest a whole `send` may take when the request sets no `timeout`. Default 60 s.
+        package var timeout: Duration = .seconds(60)
+        /// Downloads slower than this many bytes per second for `lowSpeedTime` are aborted. Default 1024. (Not
+        /// applied to `send`, whose long polls are legitimately silent; its total timeout bounds it instead.)
+        package var lowSpeedLimit: Int = 1024
+        /// See `lowSpeedLimit`. Default 30 s.
+        package var lowSpeedTime: Duration = .seconds(30)
+        /// PEM bundle of CA certificates to trust instead of the system store (a private controller CA). Default
+        /// `nil`: the system store.
+        package var caFile: String?
+        /// Sent as `User-Agent`. Default `ferry/<version>`.
+        package var userAgent: String = "ferry/\(FerryVersion.current)"
+        /// Largest body `send` keeps in memory when the request sets no limit. Default 16 MiB.
+        package var maxResponseBytes: Int = 16 << 20
+        /// Redirects followed when a GET asks for it. Default 5.
+        package var maxRedirects: Int = 5
+
+        package init() {}
+    }
+
+    package let configuration: Configuration
+
+    package init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// Performs `request` and returns the whole response, whatever its status.
+    ///
+    /// - Throws: `HTTPClientError` for everything that is not a complete HTTP response: connection, TLS, timeout,
+    ///   a body over the limit (`.responseTooLarge`), cancellation.
+    package func send(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
+        let url = RedactedURL.redact(request.url)
+        try Self.validate(request.url, headers: request.headers)
+        if Task.isCancelled { throw .cancelled(url: url) }
+        let configuration = self.configuration
+        let flag = CancellationFlag()
+        let result = await DedicatedThread.run(cancellation: flag) {
+            CurlTransfer.send(request, configuration: configuration, cancellation: flag)
+        }
+        return try result.get()
+    }
+
+    /// Streams the body of a GET of `url` into the file at `path`, resuming at `offset`.
+    ///
+    /// With `offset > 0` the file is cut to `offset` bytes and `Range: bytes=<offset>-` is sent: a `206` appends;
+    /// a `200` (server ignoring ranges) truncates the file and starts from 0 (the handler sees `.began(offset: 0)`);
+    /// a `416` means the file already holds everything the server has (`alreadyComplete`, nothing written).
+    /// Writing stops before the file would exceed `maxBytes` (`.responseTooLarge`). The file is not fsynced.
+    ///
+    /// - Parameters:
+    ///   - headers: extra request headers (a bearer token for the controller).
+    ///   - followRedirects: follow up to `Configuration.maxRedirects` redirects (presigned object-store URLs).
+    ///   - timeout: total time limit; `nil` (default) relies on the connect timeout and the low-speed limit.
+    ///   - onEvent: called on the transfer's thread for the start of the body and after every chunk is written;
+    ///     throwing aborts the transfer with `.handlerFailed`.
+    package func download(
+        from url: String,
+        to path: String,
+        resumeFrom offset: Int64 = 0,
+        maxBytes: Int64,
+        headers: HTTPHeaders = [:],
+        followRedirects: Bool = false,
+        timeout: Duration? = nil,
+        onEvent: sending @escaping (HTTPDownloadEvent) throws -> Void = { _ in }
+    ) async throws(HTTPClientError) -> HTTPDownloadResult {
+        let redacted = RedactedURL.redact(url)
+        try Self.validate(url, headers: headers)
+        guard offset >= 0, maxBytes >= 0 else {
+            throw .invalidRequest(url: redacted, reason: "negative offset or size limit")
+        }
+        if Task.isCancelled { throw .cancelled(url: redacted) }
+        var requestHeaders = headers
+        requestHeaders["Range"] = offset > 0 ? "bytes=\(offset)-" : nil
+        let request = HTTPRequest(method: .get, url: url, headers: requestHeaders, timeout: timeout, followRedirects: followRedirects)
+        let target = CurlTransfer.DownloadTarget(path: path, offset: offset, maxBytes: maxBytes)
+        let configuration = self.configuration
+        let flag = CancellationFlag()
+        let result = await DedicatedThread.run(cancellation: flag) {
+            CurlTransfer.download(request, to: target, configuration: configuration, cancellation: flag, onEvent: onEvent)
+        }
+        return try result.get()
+    }
+
+    private static func validate(_ url: String, headers: HTTPHeaders) throws(HTTPClientError) {
+        let lower = url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+            throw .invalidRequest(url: RedactedURL.redact(url), reason: "only absolute http:// and https:// URLs are supported")
+        }
+        guard !url.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) else {
+            throw .invalidRequest(url: RedactedURL.redact(url), reason: "the URL contains spaces or control characters")
+        }
+        for field in headers.fields {
+            let tokenOK = !field.name.isEmpty && field.name.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ":") }
+            guard tokenOK, !field.value.utf8.contains(where: { $0 == 0x0d || $0 == 0x0a || $0 == 0 }) else {
+                throw .invalidRequest(url: RedactedURL.redact(url), reason: "header \"\(field.name)\" has an invalid name or value")
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+/// A URL as it may appear in errors and logs: user info removed, values of credential-like query parameters
+/// (S3 `X-Amz-Signature`/`X-Amz-Credential`/`X-Amz-Security-Token`, `sig`, `token`, ...) replaced by `REDACTED`.
+package enum RedactedURL {
+    private static let sensitive = ["sig", "token", "key", "credential", "secret", "password", "auth", "session"]
+
+    /// `url` with credentials removed.
+    package static func redact(_ url: String) -> String {
+        var text = Substring(url)
+        var fragment = ""
+        if let hash = text.firstIndex(of: "#") {
+            fragment = "#\(text[text.index(after: hash)...])"
+            text = text[..<hash]
+        }
+        var query: Substring?
+        if let question = text.firstIndex(of: "?") {
+            query = text[text.index(after: question)...]
+            text = text[..<question]
+        }
+        var base = String(text)
+        if let colon = base.firstIndex(of: ":"), base[colon...].hasPrefix("://") {
+            let authorityStart = base.index(colon, offsetBy: 3)
+            let authorityEnd = base[authorityStart...].firstIndex(of: "/") ?? base.endIndex
+            if let at = base[authorityStart..<authorityEnd].lastIndex(of: "@") {
+                base.removeSubrange(authorityStart...at)
+            }
+        }
+        guard let query else { return base + fragment }
+        let parameters = query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> String in
+            guard let equals = parameter.firstIndex(of: "=") else { return String(parameter) }
+            let name = parameter[..<equals].lowercased()
+            return sensitive.contains(where: { name.contains($0) }) ? "\(parameter[..<equals])=REDACTED" : String(parameter)
+        }
+        return base + "?" + parameters.joined(separator: "&") + fragment
+    }
+}

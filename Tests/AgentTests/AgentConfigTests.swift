@@ -1,0 +1,288 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+@Suite("AgentConfig: JSON or YAML file, defaults, environment overrides, validation")
+struct AgentConfigTests {
+    /// Writes `text` as `name` in a fresh temp dir, loads it with `environment`, and removes the dir.
+    static func load(_ text: String, name: String = "agent.yaml", environment: [String: String] = [:]) throws -> AgentConfig {
+        let directory = try TestPaths.makeTemporaryDirectory("ferry-config")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent(name).path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return try AgentConfig.load(from: path, environment: environment)
+    }
+
+    static let fullYAML = """
+        # Written by ferry-agent enroll
+        ---
+        controller: "https://ferry.internal:8443"
+        agentId: agent-7f3a   # issued at enrollment
+        tokenFile: /var/lib/ferry/agent.token
+        services:
+          - api
+          - web-frontend
+        trustedKeys: ['/etc/ferry/keys/alice.pub', "/etc/ferry/keys/bob.pub"]
+        threshold: 2
+        stateDir: /var/lib/ferry
+        envDir: /etc/ferry/env
+        pollSeconds: 20
+        longPollSeconds: 45
+        reportSeconds: 60
+        processManager: builtin
+        caFile: /etc/ferry/ca.pem
+        pm2: /usr/local/bin/pm2
+        pm2Home: /home/deploy/.pm2
+        namespace: ferry-prod
+        clockSkewSeconds: 120
+        keepReleases: 5
+        """
+
+    static let fullJSON = """
+        {
+          "controller": "https://ferry.internal:8443", "agentId": "agent-7f3a", "tokenFile": "/var/lib/ferry/agent.token",
+          "services": ["api", "web-frontend"], "trustedKeys": ["/etc/ferry/keys/alice.pub", "/etc/ferry/keys/bob.pub"],
+          "threshold": 2, "stateDir": "/var/lib/ferry", "envDir": "/etc/ferry/env", "pollSeconds": 20, "longPollSeconds": 45,
+          "reportSeconds": 60, "processManager": "builtin", "caFile": "/etc/ferry/ca.pem", "pm2": "/usr/local/bin/pm2",
+          "pm2Home": "/home/deploy/.pm2", "namespace": "ferry-prod", "clockSkewSeconds": 120, "keepReleases": 5
+        }
+        """
+
+    static let minimalYAML = """
+        controller: http://127.0.0.1:8080
+        agentId: a1
+        services:
+        - api
+        trustedKeys:
+        - /etc/ferry/keys/alice.pub
+        """
+
+    @Test func theSameConfigAsJSONAndAsYAMLIsTheSameValue() throws {
+        let yaml = try Self.load(Self.fullYAML)
+        let json = try Self.load(Self.fullJSON, name: "agent.json")
+        #expect(yaml == json)
+        #expect(yaml.controllerURL == "https://ferry.internal:8443")
+        #expect(yaml.agentId == "agent-7f3a")
+        #expect(yaml.services == ["api", "web-frontend"])
+        #expect(yaml.trustedKeys == ["/etc/ferry/keys/alice.pub", "/etc/ferry/keys/bob.pub"])
+        #expect(yaml.threshold == 2)
+        #expect(yaml.pollSeconds == 20)
+        #expect(yaml.longPollSeconds == 45)
+        #expect(yaml.reportSeconds == 60)
+        #expect(yaml.processManager == .builtin)
+        #expect(yaml.caFile == "/etc/ferry/ca.pem")
+        #expect(yaml.pm2Path == "/usr/local/bin/pm2")
+        #expect(yaml.pm2Home == "/home/deploy/.pm2")
+        #expect(yaml.namespace == "ferry-prod")
+        #expect(yaml.clockSkewSeconds == 120)
+        #expect(yaml.keepReleases == 5)
+    }
+
+    @Test func theFileEnrollWritesReadsBackToTheSameValue() throws {
+        let config = try Self.load(Self.fullYAML)
+        let written = String(decoding: config.json.encoded(), as: UTF8.self)
+        #expect(try Self.load(written, name: "agent.json") == config)
+        // A JSON file is recognised by its first non-blank character, whatever the file is called.
+        #expect(try Self.load("\n  \t" + written, name: "agent.conf") == config)
+    }
+
+    @Test func defaults() throws {
+        let config = try Self.load(Self.minimalYAML)
+        #expect(config.threshold == 1)
+        #expect(config.stateDir == "/var/lib/ferry")
+        #expect(config.tokenFile == "/var/lib/ferry/agent.token")
+        #expect(config.envDir == "/etc/ferry/env")
+        #expect(config.pollSeconds == 15)
+        #expect(config.longPollSeconds == 30)
+        #expect(config.reportSeconds == 30)
+        #expect(config.processManager == .auto)
+        #expect(config.caFile == nil)
+        #expect(config.pm2Path == nil)
+        #expect(config.pm2Home == nil)
+        #expect(config.namespace == "ferry")
+        #expect(config.clockSkewSeconds == 300)
+        #expect(config.keepReleases == 3)
+        // The token file follows a stateDir given in the file; null is the same as absent.
+        let moved = try Self.load(Self.minimalYAML + "\nstateDir: /srv/ferry\ncaFile: null\nthreshold: ~\n")
+        #expect(moved.tokenFile == "/srv/ferry/agent.token")
+        #expect(moved.caFile == nil)
+        #expect(moved.threshold == 1)
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        let environment = [
+            "FERRY_CONTROLLER_URL": "https://other.internal", "FERRY_POLL_SECONDS": "90", "FERRY_PROCESS_MANAGER": "pm2",
+            "FERRY_STATE_DIR": "/srv/state", "FERRY_ENV_DIR": "/srv/env", "FERRY_CA_FILE": "/srv/ca.pem", "FERRY_PM2": "/opt/pm2",
+            "FERRY_PM2_HOME": "/srv/pm2home", "UNRELATED": "x",
+        ]
+        let config = try Self.load(Self.fullYAML, environment: environment)
+        #expect(config.controllerURL == "https://other.internal")
+        #expect(config.pollSeconds == 90)
+        #expect(config.processManager == .pm2)
+        #expect(config.stateDir == "/srv/state")
+        #expect(config.envDir == "/srv/env")
+        #expect(config.caFile == "/srv/ca.pem")
+        #expect(config.pm2Path == "/opt/pm2")
+        #expect(config.pm2Home == "/srv/pm2home")
+        // Everything else stays as the file says.
+        #expect(config.agentId == "agent-7f3a")
+        #expect(config.threshold == 2)
+
+        // An empty variable is not an override.
+        let unchanged = try Self.load(
+            Self.fullYAML,
+            environment: ["FERRY_CONTROLLER_URL": "", "FERRY_POLL_SECONDS": "", "FERRY_PROCESS_MANAGER": ""]
+        )
+        #expect(unchanged == (try Self.load(Self.fullYAML)))
+    }
+
+    struct Hostile: Sendable, CustomStringConvertible {
+        var description: String
+        var text: String
+        var name = "agent.yaml"
+        var environment: [String: String] = [:]
+        /// The error's reason (after `config <path>: `), exactly.
+        var reason: String
+    }
+
+    /// `minimalYAML` with `line` appended.
+    static func plus(_ line: String) -> String { minimalYAML + "\n" + line + "\n" }
+
+    static let hostile: [Hostile] = [
+        Hostile(description: "unknown key (a typo)", text: plus("pollSecs: 5"), reason: "pollSecs: unknown field"),
+        Hostile(description: "wrong type", text: plus("threshold: two"), reason: "threshold: expected integer, got string"),
+        Hostile(description: "fractional number", text: plus("pollSeconds: 1.5"), reason: "pollSeconds: expected integer, got a fractional number"),
+        Hostile(
+            description: "bad service name",
+            text: minimalYAML.replacingOccurrences(of: "- api", with: "- API"),
+            reason: "services[0]: \"API\" must match ^[a-z0-9][a-z0-9-]{0,62}$"
+        ),
+        Hostile(
+            description: "services not a list",
+            text: plus("").replacingOccurrences(of: "services:\n- api", with: "services: api"),
+            reason: "services: expected list, got string"
+        ),
+        Hostile(
+            description: "missing agentId",
+            text: minimalYAML.replacingOccurrences(of: "agentId: a1\n", with: ""),
+            reason: "agentId: required field is missing"
+        ),
+        Hostile(
+            description: "no service",
+            text: minimalYAML.replacingOccurrences(of: "services:\n- api", with: "services: []"),
+            reason: "services: at least one service is required"
+        ),
+        Hostile(description: "threshold above the key count", text: plus("threshold: 2"), reason: "threshold: 2 is more than the 1 trusted key(s)"),
+        Hostile(
+            description: "threshold counts distinct keys, not entries",
+            text: minimalYAML + "\n- /etc/ferry/keys/alice.pub\nthreshold: 2\n",
+            reason: "threshold: 2 is more than the 1 trusted key(s)"
+        ),
+        Hostile(description: "relative stateDir", text: plus("stateDir: var/lib/ferry"), reason: "stateDir: must be an absolute path"),
+        Hostile(
+            description: "non-http controller",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ferry.internal"),
+            reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"
+        ),
+        Hostile(
+            description: "bad processManager",
+            text: plus("processManager: systemd"),
+            reason: "processManager: \"systemd\" must be auto, pm2 or builtin"
+        ),
+        Hostile(description: "pollSeconds out of range", text: plus("pollSeconds: 0"), reason: "pollSeconds: 0 is outside 1...3600"),
+        Hostile(description: "longPollSeconds above 60", text: plus("longPollSeconds: 61"), reason: "longPollSeconds: 61 is outside 0...60"),
+        Hostile(
+            description: "YAML tab indentation",
+            text: "controller: http://x\nservices:\n\t- api\n",
+            reason: "line 3: tabs are not allowed for indentation"
+        ),
+        Hostile(
+            description: "YAML anchor",
+            text: plus("envDir: &dir /etc/ferry/env"),
+            reason: "line 7: YAML feature '&' is not supported in Ferry config files"
+        ),
+        Hostile(description: "YAML alias", text: plus("envDir: *dir"), reason: "line 7: YAML feature '*' is not supported in Ferry config files"),
+        Hostile(description: "unterminated quote", text: plus("envDir: \"/etc/ferry/env"), reason: "line 7: unterminated quoted string"),
+        Hostile(description: "duplicate key", text: plus("agentId: a2"), reason: "line 7: duplicate key \"agentId\""),
+        Hostile(
+            description: "block scalar",
+            text: plus("caFile: |\n  -----BEGIN CERTIFICATE-----"),
+            reason: "line 7: YAML feature '|' is not supported in Ferry config files"
+        ),
+        Hostile(
+            description: "several documents",
+            text: plus("---\nagentId: a2"),
+            reason: "line 7: several YAML documents in one file are not supported"
+        ),
+        Hostile(
+            description: "bad FERRY_POLL_SECONDS",
+            text: minimalYAML,
+            environment: ["FERRY_POLL_SECONDS": "15s"],
+            reason: "FERRY_POLL_SECONDS: \"15s\" must be a number of seconds between 1 and 3600"
+        ),
+        Hostile(
+            description: "FERRY_POLL_SECONDS out of range",
+            text: minimalYAML,
+            environment: ["FERRY_POLL_SECONDS": "0"],
+            reason: "FERRY_POLL_SECONDS: \"0\" must be a number of seconds between 1 and 3600"
+        ),
+        Hostile(
+            description: "bad FERRY_PROCESS_MANAGER",
+            text: minimalYAML,
+            environment: ["FERRY_PROCESS_MANAGER": "docker"],
+            reason: "FERRY_PROCESS_MANAGER: \"docker\" must be auto, pm2 or builtin"
+        ),
+        Hostile(
+            description: "FERRY_CONTROLLER_URL is validated too",
+            text: minimalYAML,
+            environment: ["FERRY_CONTROLLER_URL": "ferry.internal"],
+            reason: "controller: \"ferry.internal\" must be an http:// or https:// URL"
+        ),
+        Hostile(description: "malformed JSON", text: "{\"controller\": ", name: "agent.json", reason: "malformed JSON"),
+        Hostile(description: "empty file", text: "# nothing here\n", reason: "document: expected object, got null"),
+        Hostile(description: "a list at the top", text: "- api\n", reason: "document: expected object, got array"),
+    ]
+
+    @Test(arguments: hostile)
+    func refuses(_ testCase: Hostile) throws {
+        let directory = try TestPaths.makeTemporaryDirectory("ferry-config")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent(testCase.name).path
+        try Data(testCase.text.utf8).write(to: URL(fileURLWithPath: path))
+        let error = try #require(throws: AgentConfig.ConfigError.self) {
+            try AgentConfig.load(from: path, environment: testCase.environment)
+        }
+        #expect(error.path == path)
+        if testCase.reason == "malformed JSON" {
+            #expect(error.reason.hasPrefix("malformed JSON: "), "\(error)")
+        } else {
+            #expect(error.reason == testCase.reason)
+        }
+        #expect(error.description == "config \(path): \(error.reason)")
+    }
+
+    @Test func aMissingFileAndAnOversizedFileAreRefused() throws {
+        try TestPaths.withTemporaryDirectorySync { directory in
+            let missing = directory.appendingPathComponent("nope.yaml").path
+            let error = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.load(from: missing, environment: [:]) }
+            #expect(error.description == "config \(missing): no such file")
+
+            let big = directory.appendingPathComponent("big.yaml").path
+            try Data(Self.minimalYAML.utf8 + Array(repeating: UInt8(ascii: "#"), count: 1 << 20)).write(to: URL(fileURLWithPath: big))
+            let tooBig = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.load(from: big, environment: [:]) }
+            #expect(tooBig.description == "config \(big): larger than 1 MiB")
+        }
+    }
+}
+
+extension TestPaths {
+    /// Runs `body` with a fresh temporary directory that is removed afterwards.
+    static func withTemporaryDirectorySync<R>(_ label: String = "ferry-test", _ body: (URL) throws -> R) throws -> R {
+        let url = try makeTemporaryDirectory(label)
+        defer { try? FileManager.default.removeItem(at: url) }
+        return try body(url)
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+/// The whole system for real: a live `ferry-controller` on a loopback port, a real `ferry-agent run` with the builtin
+/// supervisor, a Node HTTP app packed into tar.gz releases by the test.
+@Suite("Agent end to end", .serialized)
+struct AgentEndToEndTests {
+    /// A real pm2 binary to run the same scenario against, when the machine has one.
+    static let realPM2 = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"].flatMap { $0.isEmpty ? nil : $0 }
+
+    @Test("end to end with the builtin supervisor", .timeLimit(.minutes(5)))
+    func builtinSupervisor() async throws {
+        try await scenario(pm2: nil)
+    }
+
+    @Test(
+        "end to end with real PM2 (FERRY_TEST_PM2)",
+        .enabled(if: realPM2 != nil, "skipped: set FERRY_TEST_PM2 to the path of a real pm2 binary to run this scenario against PM2"),
+        .timeLimit(.minutes(5))
+    )
+    func realPM2Scenario() async throws {
+        try await scenario(pm2: Self.realPM2)
+    }
+
+    private func scenario(pm2: String?) async throws {
+        let fleet = try FleetFixture()
+        do {
+            try await run(fleet, pm2: pm2)
+        } catch {
+            Issue.record("\(error)\n\(fleet.logs())")
+        }
+        await fleet.tearDown()
+    }
+
+    private func run(_ fleet: FleetFixture, pm2: String?) async throws {
+        try await fleet.startController()
+        let port = try freeLoopbackPort()
+        let v1 = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+        let config = try fleet.enrollAgent(name: "edge-1", pm2: pm2)
+        _ = try fleet.startAgent(config: config, label: "agent")
+
+        // v1 serving.
+        try await eventually("v1 serving", timeout: .seconds(60)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
+        try await eventually("the fleet shows v1 running") {
+            try await fleet.fleetEntry(agent: "edge-1")?["phase"]?.stringValue == "running" ? true : nil
+        }
+
+        // v2: published, picked up through the long-poll, serving.
+        let v2 = try await fleet.publish(serial: 2, version: "2.0.0", port: port)
+        try await eventually("v2 serving") { await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil }
+
+        // v3 crashes at boot: the agent rolls back on its own; v2 keeps serving; the fleet says why.
+        try await fleet.publish(serial: 3, version: "3.0.0", port: port, crash: true)
+        let entry = try await eventually("the fleet shows v3 rolled back", timeout: .seconds(90)) { () -> JSONValue? in
+            let entry = try await fleet.fleetEntry(agent: "edge-1")
+            return entry?["phase"]?.stringValue == "rolled-back" ? entry : nil
+        }
+        #expect(entry["serial"]?.intValue == 2)
+        let message = entry["message"]?.stringValue ?? ""
+        #expect(message.contains("serial 3") && message.contains("rolled back to serial 2"), "message: \(message)")
+        #expect(message.contains("errored") || message.contains("not healthy"), "the reason names what failed: \(message)")
+        #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+
+        // A compromised controller: stop the real one, serve forged documents from its address.
+        let controllerPort = fleet.controller.port
+        let agentId = try agentID(config: config)
+        await fleet.controller.stop()
+        let rogue = RogueController(port: controllerPort)
+        do {
+            // (a) v2's envelope with a tampered payload claiming serial 10.
+            var tampered = v2
+            let forged = String(decoding: tampered.payload, as: UTF8.self)
+                .replacingOccurrences(of: "\"serial\":2", with: "\"serial\":10")
+                .replacingOccurrences(of: "2.0.0", with: "6.6.6")
+            tampered.payload = Array(forged.utf8)
+            await rogue.serve([tampered], agentId: agentId)
+            let tamperReport = try await eventually("the agent reports the tampered serial refused") { () -> ServiceStatus? in
+                let reports = await rogue.recorder.reports
+                return reports.last?.services.first { $0.failures.contains { $0.serial == 10 && $0.kind == "refused" } }
+            }
+            let reason = tamperReport.failures.first(where: { $0.serial == 10 }).map(\.reason) ?? ""
+            #expect(reason.contains("does not verify"), "reason: \(reason)")
+            #expect(tamperReport.serial == 2)
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+
+            // (b) a replay of the older, genuinely signed serial 1.
+            await rogue.serve([v1], agentId: agentId)
+            let replayReport = try await eventually("the agent reports the replayed serial refused") { () -> ServiceStatus? in
+                let reports = await rogue.recorder.reports
+                return reports.last?.services.first { $0.failures.contains { $0.serial == 1 && $0.kind == "refused" } }
+            }
+            let replayReason = replayReport.failures.first(where: { $0.serial == 1 }).map(\.reason) ?? ""
+            #expect(replayReason.contains("not above serial 3"), "reason: \(replayReason)")
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+        }
+        await rogue.stop()
+
+        // The controller is gone: v2 keeps serving.
+        try await Task.sleep(for: .seconds(3))
+        #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+
+        // The controller comes back on its address: the agent reports again.
+        let before = Date()
+        try await fleet.controller.start(port: controllerPort)
+        try await eventually("the agent reports to the restarted controller", timeout: .seconds(90)) { () -> Bool? in
+            guard let text = try await fleet.fleetEntry(agent: "edge-1")?["updatedAt"]?.stringValue,
+                let updated = Timestamp.parse(text)
+            else { return nil }
+            return updated.timeIntervalSince(before) >= -1 ? true : nil
+        }
+        #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+        #expect(try await fleet.fleetEntry(agent: "edge-1")?["serial"]?.intValue == 2)
+    }
+
+    private func agentID(config: String) throws -> String {
+        let json = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
+        guard let id = json["agentId"]?.stringValue else { throw HarnessError("no agentId in \(config)") }
+        return id
+    }
+}

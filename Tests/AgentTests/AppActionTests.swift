@@ -1,0 +1,160 @@
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+@Suite("AppAction: what to do with one app, from desired, observed and whether it needs a refresh")
+struct AppActionTests {
+    static let current = "/var/lib/ferry/services/api/current"
+    static let app = AppSpec.pm2TestApp("api", script: current + "/server.js", cwd: current, mode: .cluster, instances: 2)
+
+    /// An observed instance of `app` as PM2 reports it.
+    static func instance(
+        _ pmId: Int,
+        status: ProcessStatus = .online,
+        script: String = current + "/server.js",
+        interpreter: String? = "node",
+        mode: ExecMode = .cluster,
+        of instances: Int = 2
+    ) -> ManagedProcess {
+        ManagedProcess(
+            name: "api",
+            namespace: "ferry",
+            pmId: pmId,
+            pid: status == .online ? Int32(1000 + pmId) : nil,
+            status: status,
+            restarts: 0,
+            uptimeSeconds: nil,
+            memoryBytes: 0,
+            cpuPercent: 0,
+            execMode: mode,
+            instances: instances,
+            instanceIndex: pmId,
+            scriptPath: script,
+            cwd: current,
+            interpreter: interpreter
+        )
+    }
+
+    static func with(_ change: (inout AppSpec) -> Void) -> AppSpec {
+        var spec = app
+        change(&spec)
+        return spec
+    }
+
+    static let cases: [(label: String, desired: AppSpec?, observed: [ManagedProcess], refresh: Bool, expected: AppAction)] = [
+        ("not desired, absent", nil, [], true, .none),
+        ("not desired, present: delete", nil, [instance(0), instance(1)], false, .delete),
+        ("desired, absent: start", app, [], false, .start),
+        ("desired, absent, new release: start", app, [], true, .start),
+        ("unchanged and online", app, [instance(0), instance(1)], false, .none),
+        ("new release behind the same current path: reload", app, [instance(0), instance(1)], true, .reload),
+        (
+            "script moved (path-10): replace", app, [instance(0, script: "/srv/old/server.js"), instance(1, script: "/srv/old/server.js")], true,
+            .replace(reason: "script changed from /srv/old/server.js to \(current)/server.js")
+        ),
+        (
+            "one instance still on the old script: replace", app, [instance(0), instance(1, script: "/srv/old/server.js")], false,
+            .replace(reason: "script changed from /srv/old/server.js to \(current)/server.js")
+        ),
+        (
+            "same script written differently (path.resolve form): reload", app,
+            [instance(0, script: "/var/lib/ferry//services/api/./current/server.js"), instance(1)], true, .reload
+        ),
+        (
+            "symlink targets are not resolved: the stored current path is what counts", app,
+            [instance(0, script: "/var/lib/ferry/services/api/releases/7-abc/server.js"), instance(1)], true,
+            .replace(reason: "script changed from /var/lib/ferry/services/api/releases/7-abc/server.js to \(current)/server.js")
+        ),
+        (
+            "fork to cluster: replace", app, [instance(0, mode: .fork), instance(1, mode: .fork)], true,
+            .replace(reason: "exec mode changed from fork to cluster")
+        ),
+        (
+            "two instances to three: replace", with { $0.instances = 3 }, [instance(0), instance(1)], true,
+            .replace(reason: "instances changed from 2 to 3")
+        ),
+        ("an instance is missing: replace", app, [instance(0)], false, .replace(reason: "instances changed from 1 to 2")),
+        (
+            "node by absolute path is node", app, [instance(0, interpreter: "/usr/bin/node"), instance(1, interpreter: "/opt/n/bin/node")], false,
+            .none
+        ),
+        (
+            "interpreter unknown (PM2 did not print it): not a difference", app, [instance(0, interpreter: nil), instance(1, interpreter: nil)],
+            true, .reload
+        ),
+        (
+            "node to direct execution: replace", with { $0.interpreter = nil }, [instance(0), instance(1)], true,
+            .replace(reason: "interpreter changed from node to none")
+        ),
+        ("none stays none", with { $0.interpreter = nil }, [instance(0, interpreter: "none"), instance(1, interpreter: "none")], false, .none),
+        (
+            "python by path or by name is the same", with { $0.interpreter = "python3" },
+            [instance(0, interpreter: "/usr/bin/python3"), instance(1, interpreter: "python3")], false, .none
+        ),
+        (
+            "several differences at once",
+            with {
+                $0.instances = 1
+                $0.execMode = .fork
+            }, [instance(0), instance(1)], true,
+            .replace(reason: "exec mode changed from cluster to fork; instances changed from 2 to 1")
+        ),
+        ("errored, nothing new: restart", app, [instance(0, status: .errored), instance(1, status: .errored)], false, .restart),
+        ("stopped, nothing new: restart", app, [instance(0, status: .stopped), instance(1)], false, .restart),
+        (
+            "stopped with autorestart off: the operator's choice, leave it",
+            with {
+                $0.autorestart = false
+                $0.instances = 1
+            },
+            [instance(0, status: .stopped, of: 1)], false, .none
+        ),
+        (
+            "stopped with autorestart off and a new release: reload",
+            with {
+                $0.autorestart = false
+                $0.instances = 1
+            },
+            [instance(0, status: .stopped, of: 1)], true, .reload
+        ),
+        (
+            "errored and a new release: reload (it starts errored apps, symlink-11)", app,
+            [instance(0, status: .errored), instance(1, status: .errored)], true, .reload
+        ),
+        ("launching (wait_ready): leave it", app, [instance(0, status: .launching), instance(1)], false, .none),
+        ("waiting restart: PM2 is on it", app, [instance(0, status: .waitingRestart), instance(1)], false, .none),
+        ("stopping: leave it", app, [instance(0, status: .stopping), instance(1)], false, .none),
+    ]
+
+    @Test("decides by the table", arguments: cases.indices)
+    func decides(_ index: Int) {
+        let row = Self.cases[index]
+        #expect(AppAction.decide(desired: row.desired, observed: row.observed, needsRefresh: row.refresh) == row.expected, "\(row.label)")
+    }
+
+    @Test("a replace says in the report that it costs a restart")
+    func replaceDescription() {
+        #expect(
+            AppAction.replace(reason: "instances changed from 1 to 2").description
+                == "replace (delete + start, costs a restart): instances changed from 1 to 2"
+        )
+        #expect(!AppAction.none.changesTable)
+        #expect(AppAction.reload.changesTable)
+    }
+
+    @Test("perform refuses to start an app without its spec")
+    func performNeedsSpec() async throws {
+        let standIn = try PM2StandIn()
+        defer { standIn.cleanUp() }
+        let manager = try standIn.manager()
+        await #expect(throws: AppActionError.missingDesiredApp(name: "api", action: "start")) {
+            _ = try await AppAction.start.perform(on: manager, appNamed: "api", desired: nil, ecosystem: standIn.ecosystem)
+        }
+        await #expect(throws: AppActionError.missingDesiredApp(name: "web", action: "reload")) {
+            _ = try await AppAction.reload.perform(on: manager, appNamed: "web", desired: Self.app, ecosystem: standIn.ecosystem)
+        }
+        #expect(try standIn.invocations().isEmpty)
+    }
+}

@@ -1,0 +1,455 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// The files under `deploy/`: the example configuration loads as the agent loads it, the install script plans the
+/// right steps without changing anything and refuses bad flags, the systemd units carry the hardening the design
+/// relies on and pass `systemd-analyze verify`.
+@Suite("Deploy files")
+struct DeployFilesTests {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let deploy = repositoryRoot.appendingPathComponent("deploy")
+    static let installScript = deploy.appendingPathComponent("install-agent.sh").path
+    static let agentUnit = deploy.appendingPathComponent("systemd/ferry-agent.service").path
+    static let controllerUnit = deploy.appendingPathComponent("systemd/ferry-controller.service").path
+    static let token = "fyt_0123456789abcdef0123456789abcdef0123456789abcdef"
+
+    // MARK: - Example configuration
+
+    @Test func exampleConfigurationLoadsWithEveryKey() throws {
+        let path = Self.deploy.appendingPathComponent("agent.example.yaml").path
+        // No environment: the file alone must be valid (FERRY_* variables of the test runner must not mask a problem).
+        let config = try AgentConfig.load(from: path, environment: [:])
+        #expect(config.controllerURL == "https://ferry.internal.example:8443")
+        #expect(config.services == ["api", "worker"])
+        #expect(config.trustedKeys == ["/etc/ferry/keys/alice.pub", "/etc/ferry/keys/bob.pub"])
+        #expect(config.threshold == 2)
+        #expect(config.stateDir == "/var/lib/ferry")
+        #expect(config.tokenFile == "/var/lib/ferry/agent.token")
+        #expect(config.envDir == "/etc/ferry/env")
+        #expect(config.processManager == .pm2)
+        #expect(config.pm2Home == "/var/lib/ferry/.pm2")
+        #expect(config.pm2Path == "/usr/bin/pm2")
+        #expect(config.caFile == "/etc/ferry/ca.pem")
+
+        // "Every key": the example's keys are exactly the keys the agent writes when all optional ones are set.
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        guard case .object(let exampleFields) = try YAMLSubset.parse(text), case .object(let configFields) = config.json else {
+            Issue.record("the example or the configuration is not a mapping")
+            return
+        }
+        #expect(Set(exampleFields.keys) == Set(configFields.keys))
+    }
+
+    // MARK: - Shell syntax
+
+    @Test func installScriptParses() throws {
+        let result = try Command.run("bash", ["-n", Self.installScript])
+        #expect(result.status == 0, "bash -n: \(result.stderr)")
+    }
+
+    /// The bootstrap script embedded in the cloud-init user data (a block scalar under its `content: |`).
+    @Test func cloudInitBootstrapScriptParses() async throws {
+        let userData = try String(
+            contentsOf: Self.deploy.appendingPathComponent("cloud-init/agent-user-data.yaml"),
+            encoding: .utf8
+        )
+        #expect(userData.hasPrefix("#cloud-config\n"))
+        let lines = userData.split(separator: "\n", omittingEmptySubsequences: false)
+        let start = try #require(lines.firstIndex { $0.hasSuffix("path: /var/lib/cloud/scripts/per-boot/ferry-bootstrap") })
+        let content = try #require(lines[start...].firstIndex { $0.trimmingCharacters(in: .whitespaces) == "content: |" })
+        var script: [Substring] = []
+        for line in lines[(content + 1)...] {
+            guard line.isEmpty || line.hasPrefix("      ") else { break }
+            script.append(line.dropFirst(min(6, line.count)))
+        }
+        #expect(script.first == "#!/usr/bin/env bash")
+        #expect(script.contains { $0.contains("install-agent.sh") })
+        try await TestPaths.withTemporaryDirectory("ferry-deploy") { directory in
+            let file = directory.appendingPathComponent("ferry-bootstrap").path
+            try script.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            let result = try Command.run("bash", ["-n", file])
+            #expect(result.status == 0, "bash -n: \(result.stderr)")
+        }
+    }
+
+    // MARK: - install-agent.sh --dry-run
+
+    struct DryRunCase: Sendable, CustomStringConvertible {
+        var description: String
+        /// Files created under the fake root before the run (relative path → content).
+        var existing: [String: String] = [:]
+        var extraArguments: [String] = []
+        var passToken = true
+        /// Lines of stdout expected (ROOT stands for the fake root).
+        var expectedLines: [String]
+        /// Substrings that must appear in stdout.
+        var present: [String] = []
+        /// Substrings that must not appear in stdout.
+        var absent: [String] = []
+    }
+
+    static let enrolledHost: [String: String] = [
+        "etc/ferry/agent.json": "{}\n",
+        "etc/passwd": "root:x:0:0:root:/root:/bin/bash\nferry:x:999:999:Ferry agent:/var/lib/ferry:/usr/sbin/nologin\n",
+        "etc/group": "root:x:0:\nferry:x:999:\n",
+    ]
+
+    static let dryRunCases: [DryRunCase] = [
+        DryRunCase(
+            description: "fresh host: user, directories, binary, keys, enrollment, unit",
+            expectedLines: [
+                "+ groupadd --root ROOT --system ferry",
+                "+ install -d -o ferry -g ferry -m 0700 ROOT/var/lib/ferry",
+                "+ install -d -o root -g ferry -m 0750 ROOT/etc/ferry/keys",
+                "+ install -o root -g root -m 0755 WORK/ferry-agent ROOT/usr/local/bin/ferry-agent",
+                "+ install -o root -g ferry -m 0640 WORK/alice.pub ROOT/etc/ferry/keys/alice.pub",
+                "+ ROOT/usr/local/bin/ferry-agent enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json"
+                    + " --state-dir ROOT/var/lib/ferry --env-dir ROOT/etc/ferry/env --threshold 2 --process-manager builtin"
+                    + " --service web --service api --trusted-key ROOT/etc/ferry/keys/alice.pub"
+                    + " --trusted-key ROOT/etc/ferry/keys/bob.pub --poll-seconds 5 --token <redacted>",
+                "+ chown ferry:ferry ROOT/var/lib/ferry/agent.token",
+                "+ install -o root -g root -m 0644 DEPLOY/systemd/ferry-agent.service ROOT/etc/systemd/system/ferry-agent.service",
+                "+ systemctl --root=ROOT enable ferry-agent.service",
+                "install-agent: done (dry run: nothing was changed)",
+            ],
+            absent: ["skip: user ferry exists", "--force"]
+        ),
+        DryRunCase(
+            description: "enrolled host: no user, no enrollment, no token needed",
+            existing: enrolledHost,
+            passToken: false,
+            expectedLines: [
+                "install-agent: skip: user ferry exists",
+                "install-agent: skip: group ferry exists",
+                "install-agent: skip: ROOT/etc/ferry/agent.json exists, this instance is enrolled (--force enrolls again)",
+                "+ systemctl --root=ROOT enable ferry-agent.service",
+            ],
+            absent: [" enroll ", "useradd", "groupadd", "chown"]
+        ),
+        DryRunCase(
+            description: "enrolled host with --force: enrolls again",
+            existing: enrolledHost,
+            extraArguments: ["--force"],
+            expectedLines: ["install-agent: skip: user ferry exists"],
+            present: [" enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json ", " --force --token <redacted>\n"],
+            absent: ["useradd", "skip: ROOT/etc/ferry/agent.json exists"]
+        ),
+        DryRunCase(
+            description: "binary and unit already installed and identical: skipped",
+            existing: [
+                "usr/local/bin/ferry-agent": "#!/bin/sh\necho fake agent\n",
+                "etc/systemd/system/ferry-agent.service": "",  // replaced by the real unit's text below
+            ],
+            expectedLines: [
+                "install-agent: skip: ROOT/usr/local/bin/ferry-agent is up to date",
+                "install-agent: skip: ROOT/etc/systemd/system/ferry-agent.service is up to date",
+            ],
+            absent: ["+ install -o root -g root -m 0755", "+ install -o root -g root -m 0644"]
+        ),
+    ]
+
+    @Test(arguments: dryRunCases)
+    func dryRunPrintsThePlanAndChangesNothing(_ testCase: DryRunCase) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-deploy") { work in
+            let root = work.appendingPathComponent("root")
+            try Self.makeInputs(in: work)
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            for (relative, content) in testCase.existing {
+                let file = root.appendingPathComponent(relative)
+                try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+                let text = relative.hasSuffix("ferry-agent.service") ? try String(contentsOfFile: Self.agentUnit, encoding: .utf8) : content
+                try text.write(to: file, atomically: true, encoding: .utf8)
+            }
+            let before = try TreeSnapshot.take(work.path)
+
+            var arguments = Self.sampleArguments(work: work) + ["--dry-run", "--root", root.path] + testCase.extraArguments
+            if testCase.passToken { arguments += ["--enroll-token", Self.token] }
+            let result = try Command.run("bash", [Self.installScript] + arguments)
+
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+            let substitute = { (line: String) in
+                line.replacingOccurrences(of: "ROOT", with: root.path).replacingOccurrences(of: "WORK", with: work.path)
+                    .replacingOccurrences(of: "DEPLOY", with: Self.deploy.path)
+            }
+            let lines = Set(result.stdout.split(separator: "\n").map(String.init))
+            for expected in testCase.expectedLines.map(substitute) {
+                #expect(lines.contains(expected), "missing line \(expected)\nstdout:\n\(result.stdout)")
+            }
+            for text in testCase.present.map(substitute) {
+                #expect(result.stdout.contains(text), "missing \(text)\nstdout:\n\(result.stdout)")
+            }
+            for text in testCase.absent.map(substitute) {
+                #expect(!result.stdout.contains(text), "unexpected \(text)\nstdout:\n\(result.stdout)")
+            }
+            #expect(!result.stdout.contains(Self.token) && !result.stderr.contains(Self.token), "the token was printed")
+            #expect(try TreeSnapshot.take(work.path) == before, "the dry run changed files")
+        }
+    }
+
+    @Test func dryRunReadsTheTokenFromAFileAndRedactsIt() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-deploy") { work in
+            try Self.makeInputs(in: work)
+            let tokenFile = work.appendingPathComponent("enroll-token").path
+            try "\(Self.token)\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+            let root = work.appendingPathComponent("root").path
+            let arguments = Self.sampleArguments(work: work) + ["--dry-run", "--root", root, "--enroll-token-file", tokenFile]
+            let result = try Command.run("bash", [Self.installScript] + arguments)
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+            #expect(result.stdout.contains(" enroll --controller https://ferry.example:8443 "))
+            #expect(result.stdout.contains("--token <redacted>\n"))
+            #expect(!result.stdout.contains(Self.token) && !result.stderr.contains(Self.token))
+            #expect(!FileManager.default.fileExists(atPath: root), "the dry run created the root")
+        }
+    }
+
+    /// The unit runs the agent with the configuration the install script enrolls into.
+    @Test func unitReadsTheConfigurationTheInstallScriptWrites() throws {
+        let unit = try Self.serviceSection(Self.agentUnit)
+        let execStart = try #require(unit["ExecStart"]?.first)
+        #expect(execStart == "/usr/local/bin/ferry-agent run --config /etc/ferry/agent.json")
+        let script = try String(contentsOfFile: Self.installScript, encoding: .utf8)
+        #expect(script.contains("CONFIG=$ETC_DIR/agent.json") && script.contains("ETC_DIR=$ROOT/etc/ferry"))
+        #expect(script.contains("INSTALLED_BINARY=$ROOT/usr/local/bin/ferry-agent"))
+        #expect(unit["User"] == ["ferry"] && script.contains("AGENT_USER=ferry"))
+        #expect(unit["ReadWritePaths"] == ["/var/lib/ferry"] && script.contains("STATE_DIR=/var/lib/ferry"))
+    }
+
+    // MARK: - install-agent.sh refusals
+
+    struct RefusalCase: Sendable, CustomStringConvertible {
+        var description: String
+        /// Arguments replacing (by flag name) or added to the sample ones; a nil value removes the flag.
+        var changes: [(flag: String, value: String?)]
+        var extra: [String] = []
+        var dryRun = true
+        var message: String
+    }
+
+    static let refusalCases: [RefusalCase] = [
+        RefusalCase(description: "no controller", changes: [("--controller", nil)], message: "--controller is required"),
+        RefusalCase(
+            description: "controller not http(s)",
+            changes: [("--controller", "ftp://ferry.example")],
+            message: "--controller must be an http:// or https:// URL, got 'ftp://ferry.example'"
+        ),
+        RefusalCase(description: "no service", changes: [("--service", nil)], message: "at least one --service is required"),
+        RefusalCase(
+            description: "bad service name",
+            changes: [("--service", "Web_1")],
+            message: "--service 'Web_1' must match"
+        ),
+        RefusalCase(description: "no trusted key", changes: [("--trusted-key", nil)], message: "at least one --trusted-key is required"),
+        RefusalCase(
+            description: "missing key file",
+            changes: [("--trusted-key", "/nonexistent/ops.pub")],
+            message: "--trusted-key /nonexistent/ops.pub: no such readable file"
+        ),
+        RefusalCase(
+            description: "threshold above the keys",
+            changes: [("--threshold", "3")],
+            message: "--threshold 3 is more than the 2 trusted key(s)"
+        ),
+        RefusalCase(
+            description: "threshold zero",
+            changes: [("--threshold", "0")],
+            message: "--threshold must be between 1 and 64, got '0'"
+        ),
+        RefusalCase(
+            description: "unknown process manager",
+            changes: [("--process-manager", "systemd")],
+            message: "--process-manager must be auto, pm2 or builtin, got 'systemd'"
+        ),
+        RefusalCase(
+            description: "poll seconds out of range",
+            changes: [("--poll-seconds", "0")],
+            message: "--poll-seconds must be between 1 and 3600, got '0'"
+        ),
+        RefusalCase(
+            description: "missing binary",
+            changes: [("--binary", "/nonexistent/ferry-agent")],
+            message: "--binary /nonexistent/ferry-agent: no such executable file"
+        ),
+        RefusalCase(
+            description: "token twice",
+            changes: [],
+            extra: ["--enroll-token-file", "/dev/null"],
+            message: "give --enroll-token or --enroll-token-file, not both"
+        ),
+        RefusalCase(
+            description: "no token on a host that is not enrolled",
+            changes: [("--enroll-token", nil)],
+            message: "--enroll-token or --enroll-token-file is required to enroll"
+        ),
+        RefusalCase(description: "--root for real", changes: [], dryRun: false, message: "--root is only for --dry-run plans"),
+        RefusalCase(description: "unknown flag", changes: [], extra: ["--colour"], message: "unknown argument '--colour' (see --help)"),
+        RefusalCase(description: "flag without value", changes: [], extra: ["--service"], message: "--service needs a value"),
+    ]
+
+    @Test(arguments: refusalCases)
+    func installScriptRefusesBadFlags(_ testCase: RefusalCase) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-deploy") { work in
+            try Self.makeInputs(in: work)
+            var arguments = Self.sampleArguments(work: work) + ["--enroll-token", Self.token]
+            for change in testCase.changes {
+                var kept: [String] = []
+                var index = 0
+                var replaced = false
+                while index < arguments.count {
+                    if arguments[index] == change.flag {
+                        if let value = change.value, !replaced { kept += [change.flag, value] }
+                        replaced = true
+                        index += 2
+                    } else {
+                        kept.append(arguments[index])
+                        index += 1
+                    }
+                }
+                arguments = kept
+            }
+            arguments += ["--root", work.appendingPathComponent("root").path] + (testCase.dryRun ? ["--dry-run"] : []) + testCase.extra
+            let before = try TreeSnapshot.take(work.path)
+            let result = try Command.run("bash", [Self.installScript] + arguments)
+            #expect(result.status == 2)
+            #expect(result.stderr.contains("install-agent: \(testCase.message)"), "stderr: \(result.stderr)")
+            #expect(!result.stdout.contains(Self.token) && !result.stderr.contains(Self.token))
+            #expect(try TreeSnapshot.take(work.path) == before)
+        }
+    }
+
+    // MARK: - systemd units
+
+    struct UnitCase: Sendable, CustomStringConvertible {
+        var description: String
+        var path: String
+        var required: [String: String]
+        var forbidden: [String]
+    }
+
+    static let unitCases: [UnitCase] = [
+        UnitCase(
+            description: "ferry-agent.service",
+            path: agentUnit,
+            required: [
+                "KillMode": "process", "Restart": "always", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+                "ReadWritePaths": "/var/lib/ferry", "PrivateTmp": "yes", "User": "ferry", "ProtectHome": "yes",
+            ],
+            // V8 needs writable+executable memory; RemoveIPC would strip the IPC of apps that outlive the agent.
+            forbidden: ["MemoryDenyWriteExecute", "RemoveIPC", "DynamicUser"]
+        ),
+        UnitCase(
+            description: "ferry-controller.service",
+            path: controllerUnit,
+            required: [
+                "Restart": "always", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+                "ReadWritePaths": "/var/lib/ferry-controller", "PrivateTmp": "yes", "User": "ferry-controller",
+                "StateDirectory": "ferry-controller", "ExecStart": "/usr/local/bin/ferry-controller serve",
+            ],
+            forbidden: ["KillMode"]
+        ),
+    ]
+
+    @Test(arguments: unitCases)
+    func unitCarriesTheHardening(_ testCase: UnitCase) throws {
+        let section = try Self.serviceSection(testCase.path)
+        for (key, value) in testCase.required {
+            #expect(section[key] == [value], "\(key): \(section[key] ?? [])")
+        }
+        for key in testCase.forbidden {
+            #expect(section[key] == nil, "\(key) must not be set")
+        }
+    }
+
+    static let systemdAnalyze = ExecutableLookup.find("systemd-analyze")
+
+    @Test(.enabled(if: systemdAnalyze != nil, "systemd-analyze is not installed: the units are not verified"))
+    func unitsPassSystemdAnalyzeVerify() async throws {
+        let findings = try await Self.verify([
+            (Self.agentUnit, "/usr/local/bin/ferry-agent", TestPaths.executable("ferry-agent")),
+            (Self.controllerUnit, "/usr/local/bin/ferry-controller", TestPaths.executable("ferry-controller")),
+        ])
+        #expect(findings.isEmpty, "systemd-analyze verify:\n\(findings.joined(separator: "\n"))")
+    }
+
+    /// The check above can fail: a misspelt value is reported.
+    @Test(.enabled(if: systemdAnalyze != nil, "systemd-analyze is not installed: the units are not verified"))
+    func systemdAnalyzeVerifyReportsAMistake() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-deploy") { work in
+            let broken = work.appendingPathComponent("broken").path
+            try FileManager.default.createDirectory(atPath: broken, withIntermediateDirectories: true)
+            let text = try String(contentsOfFile: Self.agentUnit, encoding: .utf8)
+                .replacingOccurrences(of: "KillMode=process", with: "KillMode=proces")
+            let unit = "\(broken)/ferry-agent.service"
+            try text.write(toFile: unit, atomically: true, encoding: .utf8)
+            let findings = try await Self.verify([(unit, "/usr/local/bin/ferry-agent", TestPaths.executable("ferry-agent"))])
+            #expect(findings.contains { $0.contains("kill mode") || $0.contains("KillMode") }, "\(findings)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Key files, a stand-in binary: what the sample arguments name.
+    static func makeInputs(in work: URL) throws {
+        for name in ["alice.pub", "bob.pub"] {
+            try "-----BEGIN PUBLIC KEY-----\n\(name)\n-----END PUBLIC KEY-----\n"
+                .write(to: work.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        let binary = work.appendingPathComponent("ferry-agent").path
+        try "#!/bin/sh\necho fake agent\n".write(toFile: binary, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: binary)
+    }
+
+    static func sampleArguments(work: URL) -> [String] {
+        [
+            "--controller", "https://ferry.example:8443", "--service", "web", "--service", "api",
+            "--trusted-key", work.appendingPathComponent("alice.pub").path,
+            "--trusted-key", work.appendingPathComponent("bob.pub").path,
+            "--threshold", "2", "--binary", work.appendingPathComponent("ferry-agent").path,
+            "--process-manager", "builtin", "--poll-seconds", "5",
+        ]
+    }
+
+    /// The `[Service]` section of a unit file: key → values in order (a key may repeat).
+    static func serviceSection(_ path: String) throws -> [String: [String]] {
+        var section = ""
+        var values: [String: [String]] = [:]
+        for raw in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
+            if line.hasPrefix("[") {
+                section = line
+                continue
+            }
+            guard section == "[Service]", let equals = line.firstIndex(of: "=") else { continue }
+            values[String(line[..<equals]), default: []].append(String(line[line.index(after: equals)...]))
+        }
+        return values
+    }
+
+    /// Runs `systemd-analyze verify` on copies of the units whose ExecStart binary is swapped for the built one (it
+    /// checks that the command exists) and returns the lines of its output that concern them.
+    static func verify(_ units: [(path: String, binary: String, replacement: String)]) async throws -> [String] {
+        try await TestPaths.withTemporaryDirectory("ferry-deploy") { work in
+            var copies: [String] = []
+            for unit in units {
+                let copy = work.appendingPathComponent(URL(fileURLWithPath: unit.path).lastPathComponent).path
+                let text = try String(contentsOfFile: unit.path, encoding: .utf8)
+                    .replacingOccurrences(of: "ExecStart=\(unit.binary)", with: "ExecStart=\(unit.replacement)")
+                try text.write(toFile: copy, atomically: true, encoding: .utf8)
+                copies.append(copy)
+            }
+            let result = try Command.run("systemd-analyze", ["verify"] + copies)
+            let names = copies.map { URL(fileURLWithPath: $0).lastPathComponent }
+            var findings = (result.stdout + "\n" + result.stderr).split(separator: "\n").map(String.init)
+                .filter { line in names.contains { line.contains($0) } }
+            if result.status != 0 && findings.isEmpty {
+                findings.append("exit status \(result.status): \(result.stderr)")
+            }
+            return findings
+        }
+    }
+}

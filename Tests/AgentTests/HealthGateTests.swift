@@ -1,0 +1,231 @@
+import Shared
+import Testing
+
+@testable import Agent
+
+/// A process manager that answers `processes()` from a script (the table for the n-th look) and records every call.
+///
+/// The gate's logic is pure given the tables and probe answers; the real process managers are tested elsewhere.
+actor ScriptedProcessManager: ProcessManager {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String { "pm2 jlist exited with status 1" }
+    }
+
+    /// The table for look number `n` (0-based), or `nil` to fail that look.
+    let script: @Sendable (Int) -> [ManagedProcess]?
+    private(set) var calls: [String] = []
+    private(set) var looks = 0
+
+    init(_ script: @escaping @Sendable (Int) -> [ManagedProcess]?) {
+        self.script = script
+    }
+
+    func processes() async throws -> [ManagedProcess] {
+        defer { looks += 1 }
+        calls.append("processes")
+        guard let table = script(looks) else { throw Failure() }
+        return table
+    }
+
+    func start(_ app: AppSpec, ecosystem: String) async throws { calls.append("start \(app.name)") }
+    func reload(_ app: AppSpec, ecosystem: String) async throws { calls.append("reload \(app.name)") }
+    func delete(appNamed name: String) async throws { calls.append("delete \(name)") }
+    func restart(appNamed name: String) async throws { calls.append("restart \(name)") }
+    func save() async throws { calls.append("save") }
+}
+
+/// Counts probe calls and answers from a script.
+actor ProbeScript {
+    private(set) var urls: [String] = []
+    let answer: @Sendable (Int) throws -> Int
+
+    init(_ answer: @escaping @Sendable (Int) throws -> Int) {
+        self.answer = answer
+    }
+
+    func probe(_ url: String) throws -> Int {
+        urls.append(url)
+        return try answer(urls.count - 1)
+    }
+}
+
+@Suite("HealthGate: online, stable, answering — within the deadline")
+struct HealthGateTests {
+    static let url = "http://127.0.0.1:3000/healthz"
+    static let api = CoreFixture.specs(CoreFixture.release(serial: 2, apps: ["api", "worker"]))
+
+    struct Refused: Error, CustomStringConvertible {
+        var description: String { "connection refused" }
+    }
+
+    /// Watches `api` with a 50 ms interval and returns the outcome, the time it took, and what the gate called.
+    static func watch(
+        health: HealthCheck,
+        table: @escaping @Sendable (Int) -> [ManagedProcess]?,
+        probe answer: @escaping @Sendable (Int) throws -> Int = { _ in 200 }
+    ) async -> (outcome: HealthGate.Outcome, elapsed: Duration, calls: [String], probes: [String]) {
+        let manager = ScriptedProcessManager(table)
+        let probe = ProbeScript(answer)
+        let gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        // Virtual time: the gate's 50 ms looks happen instantly and the elapsed time is exact, whatever the load.
+        let clock = VirtualClock()
+        let start = clock.now
+        let outcome = await gate.watch(apps: api, health: health, processManager: manager, clock: clock)
+        return (outcome, start.duration(to: clock.now), await manager.calls, await probe.urls)
+    }
+
+    static func online(restarts: Int = 0) -> [ManagedProcess] {
+        [CoreFixture.process(Self.api[0], pmId: 0, restarts: restarts), CoreFixture.process(Self.api[1], pmId: 1)]
+    }
+
+    @Test func allOnlineAndAnswering200StayingStableIsHealthy() async {
+        let result = await Self.watch(health: HealthCheck(http: Self.url, deadlineSeconds: 3, stableSeconds: 1), table: { _ in Self.online() })
+        #expect(result.outcome == .healthy)
+        // It waited out the stable window, and never acted on the apps.
+        #expect(result.elapsed >= .seconds(1))
+        #expect(result.elapsed < .seconds(3))
+        #expect(Set(result.calls) == ["processes"])
+        #expect(result.probes.count >= 2)
+        #expect(Set(result.probes) == [Self.url])
+    }
+
+    @Test func stableSecondsZeroIsHealthyAtTheFirstGoodLook() async {
+        let result = await Self.watch(health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 0), table: { _ in Self.online() })
+        #expect(result.outcome == .healthy)
+        #expect(result.calls == ["processes"])
+        #expect(result.probes == [Self.url])
+    }
+
+    @Test func withoutAHealthURLOnlyTheTableCounts() async {
+        let result = await Self.watch(
+            health: HealthCheck(http: nil, deadlineSeconds: 2, stableSeconds: 0),
+            table: { _ in Self.online() },
+            probe: { _ in 500 }
+        )
+        #expect(result.outcome == .healthy)
+        #expect(result.probes.isEmpty)
+    }
+
+    @Test func startingInstancesAreWaitedFor() async {
+        // Launching for the first looks, then online: healthy once online long enough.
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 3, stableSeconds: 1),
+            table: { look in
+                look < 4 ? [CoreFixture.process(Self.api[0], pmId: 0, status: .launching), CoreFixture.process(Self.api[1], pmId: 1)] : Self.online()
+            }
+        )
+        #expect(result.outcome == .healthy)
+        #expect(result.elapsed >= .milliseconds(1200))
+        // The probe is not asked while the table is not all online.
+        #expect(result.probes.count == result.calls.count - 4)
+    }
+
+    @Test func anErroredAppIsUnhealthyAtOnceNamingTheApp() async {
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 3, stableSeconds: 1),
+            table: { _ in [CoreFixture.process(Self.api[0], pmId: 0), CoreFixture.process(Self.api[1], pmId: 1, status: .errored, restarts: 16)] }
+        )
+        #expect(result.outcome == .unhealthy(reason: "worker: pm_id 1 errored (16 restarts) (PM2 gave up restarting it)"))
+        #expect(result.calls == ["processes"])
+        #expect(result.probes.isEmpty)
+        #expect(result.elapsed < .seconds(1))
+    }
+
+    @Test func anErrorLaterInTheStableWindowEndsTheWatchThen() async {
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 3, stableSeconds: 2),
+            table: { look in
+                look < 3 ? Self.online() : [CoreFixture.process(Self.api[0], pmId: 0, status: .errored), CoreFixture.process(Self.api[1], pmId: 1)]
+            }
+        )
+        #expect(result.outcome == .unhealthy(reason: "api: pm_id 0 errored (PM2 gave up restarting it)"))
+        #expect(result.calls.count == 4)
+    }
+
+    @Test func aHealthURLAnswering500UntilTheDeadlineIsUnhealthyNamingURLAndStatus() async {
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 1),
+            table: { _ in Self.online() },
+            probe: { _ in 500 }
+        )
+        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: \(Self.url) answered HTTP 500"))
+        #expect(result.elapsed >= .seconds(2))
+        #expect(result.elapsed < .seconds(3))
+    }
+
+    @Test func aHealthURLThatDoesNotAnswerIsUnhealthyWithTheError() async {
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 0),
+            table: { _ in Self.online() },
+            probe: { _ in throw Refused() }
+        )
+        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: \(Self.url) did not answer: connection refused"))
+    }
+
+    @Test func theLastProblemIsReported() async {
+        // 503 first, then a refused connection: the verdict names the latest.
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 1),
+            table: { _ in Self.online() },
+            probe: { n in
+                if n < 5 { return 503 }
+                throw Refused()
+            }
+        )
+        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: \(Self.url) did not answer: connection refused"))
+    }
+
+    @Test func restartsClimbingDuringTheStableWindowAreNotHealthy() async {
+        // Every look shows one more restart of `api` while all are online: a crash loop PM2 hides between looks.
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 1),
+            table: { look in Self.online(restarts: look) }
+        )
+        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: an instance restarted during the stable window"))
+    }
+
+    @Test func oneRestartThenStableIsHealthy() async {
+        // The window starts again after the restart; staying stable afterwards is healthy.
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 3, stableSeconds: 1),
+            table: { look in Self.online(restarts: look < 3 ? 0 : 1) }
+        )
+        #expect(result.outcome == .healthy)
+        #expect(result.elapsed >= .milliseconds(1150))
+    }
+
+    @Test func anUnreadableTableUntilTheDeadlineIsUnhealthyWithTheError() async {
+        let result = await Self.watch(health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 0), table: { _ in nil })
+        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: cannot read the process table: pm2 jlist exited with status 1"))
+        #expect(result.probes.isEmpty)
+    }
+
+    @Test func missingInstancesUntilTheDeadlineIsUnhealthyNamingThem() async {
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 0),
+            table: { _ in [CoreFixture.process(Self.api[0], pmId: 0)] }
+        )
+        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: worker: 0 of 1 instances present"))
+    }
+
+    @Test func cancellationIsInterruptedNotAVerdict() async throws {
+        let manager = ScriptedProcessManager { _ in Self.online() }
+        let probe = ProbeScript { _ in 500 }
+        let gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        let watch = Task {
+            // A deadline far away in real time: only the cancellation can end this watch.
+            await gate.watch(
+                apps: Self.api,
+                health: HealthCheck(http: Self.url, deadlineSeconds: 3600, stableSeconds: 1),
+                processManager: manager
+            )
+        }
+        // Cancel once the gate is watching (it has probed twice), not after a guessed sleep.
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(60))
+        while await probe.urls.count < 2, clock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await probe.urls.count >= 2)
+        watch.cancel()
+        #expect(await watch.value == .interrupted)
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+@Suite("PM2ProcessManager touches only Ferry's namespace and reports pm2's failures")
+struct PM2ProcessManagerTests {
+    /// The table of `jlist-namespace`: ns-a (fork, pm_id 0) and ns-b (cluster, pm_id 1 and 2), namespace `shop`.
+    static let shopTable = "jlist-namespace.json"
+
+    static func app(_ name: String) -> AppSpec {
+        .pm2TestApp(name, script: "/srv/ferry/services/svc/current/server.js", cwd: "/srv/ferry/services/svc/current")
+    }
+
+    /// Operations that would reach apps of the `shop` namespace, and what the manager answers instead. Nothing but
+    /// `jlist` may reach pm2 in any of them.
+    static let refused: [(label: String, act: @Sendable (PM2ProcessManager, String) async throws -> Void, error: PM2Error?)] = [
+        (
+            "start an app whose name another namespace uses", { try await $0.start(app("ns-a"), ecosystem: $1) },
+            .foreignNameClash(app: "ns-a", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        (
+            "reload an app whose name another namespace uses", { try await $0.reload(app("ns-b"), ecosystem: $1) },
+            .foreignNameClash(app: "ns-b", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        (
+            "delete an app whose name another namespace uses", { manager, _ in try await manager.delete(appNamed: "ns-b") },
+            .foreignNameClash(app: "ns-b", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        (
+            "restart an app whose name another namespace uses", { manager, _ in try await manager.restart(appNamed: "ns-a") },
+            .foreignNameClash(app: "ns-a", namespaces: ["shop"], ferryNamespace: "ferry")
+        ),
+        // `pm2 delete shop` would delete the whole namespace (delete-namespace): an absent app is simply gone.
+        (
+            "delete a name Ferry does not have (it is a namespace to PM2)", { manager, _ in try await manager.delete(appNamed: "shop") },
+            nil
+        ),
+        (
+            "restart a name Ferry does not have", { manager, _ in try await manager.restart(appNamed: "shop") },
+            .appNotFound(app: "shop", namespace: "ferry")
+        ),
+        ("delete `all`", { manager, _ in try await manager.delete(appNamed: "all") }, .reservedName("all")),
+        (
+            "start from a relative ecosystem path", { manager, _ in try await manager.start(app("api"), ecosystem: "eco.json") },
+            .ecosystemNotAbsolute("eco.json")
+        ),
+    ]
+
+    @Test("apps outside Ferry's namespace are never touched", arguments: refused.indices)
+    func foreignAppsUntouched(_ index: Int) async throws {
+        let (label, act, expected) = Self.refused[index]
+        let standIn = try PM2StandIn()
+        defer { standIn.cleanUp() }
+        try standIn.setTable(fromCapture: Self.shopTable)
+        let manager = try standIn.manager()
+        #expect(try await manager.processes().isEmpty, "the shop apps are not Ferry's")
+        do {
+            try await act(manager, standIn.ecosystem)
+            #expect(expected == nil, "\(label) went through")
+        } catch let error as PM2Error {
+            #expect(error == expected, "\(label)")
+        }
+        #expect(try standIn.invocations().allSatisfy { $0.argv == ["jlist"] }, "\(label) reached pm2")
+    }
+
+    @Test("a failing pm2 command keeps its argv, exit status and stderr, without colour codes")
+    func commandFailure() async throws {
+        let standIn = try PM2StandIn()
+        defer { standIn.cleanUp() }
+        try standIn.setTable(fromCapture: Self.shopTable)
+        try standIn.queue([.init(["restart", "ns-a"], "restart-unknown.json")])
+        let manager = try standIn.manager(namespace: "shop")
+        await #expect(
+            throws: PM2Error.commandFailed(
+                command: manager.command(for: .restart(app: "ns-a")).description,
+                status: "exit status 1",
+                stderr: "[PM2][ERROR] Process or Namespace no-such-app not found",
+                stdout: "Use --update-env to update environment variables"
+            )
+        ) {
+            try await manager.restart(appNamed: "ns-a")
+        }
+    }
+
+    @Test("a start whose script is missing fails with pm2's message (start-bad-script)")
+    func startFailure() async throws {
+        let standIn = try PM2StandIn()
+        defer { standIn.cleanUp() }
+        try standIn.setTable(raw: "[]")
+        try standIn.queue([.init(["start", standIn.ecosystem, "--only", "api"], "start-bad-script.json")])
+        let manager = try standIn.manager()
+        do {
+            try await manager.start(Self.app("api"), ecosystem: standIn.ecosystem)
+            Issue.record("start succeeded")
+        } catch {
+            #expect("\(error)".contains("[PM2][ERROR] Error: Script not found: $PM2_PEER/apps/does-not-exist.js"))
+            #expect("\(error)".contains("exit status 1"))
+        }
+    }
+
+    /// Set `FERRY_TEST_PM2` to a real pm2 binary to run this against PM2 itself.
+    static let realPM2 = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"]
+
+    @Test(
+        "against a real pm2 (FERRY_TEST_PM2): start, reload, check, delete in a private PM2_HOME",
+        .enabled(if: realPM2 != nil, "FERRY_TEST_PM2 is not set to a pm2 binary; PM2 cannot be installed here")
+    )
+    func realPM2RoundTrip() async throws {
+        let pm2 = try #require(Self.realPM2)
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let release = root.appendingPathComponent("releases/1")
+        try FileManager.default.createDirectory(at: release, withIntermediateDirectories: true)
+        let current = root.appendingPathComponent("current").path
+        try FileManager.default.createSymbolicLink(atPath: current, withDestinationPath: release.path)
+        try Data("require('http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1');\n".utf8)
+            .write(to: release.appendingPathComponent("server.js"))
+        let app = AppSpec.pm2TestApp("ferry-e2e", script: current + "/server.js", cwd: current, mode: .cluster, instances: 2)
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemFile.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            try await Self.roundTrip(manager, app, ecosystem: ecosystem, current: current)
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
+    static func roundTrip(_ manager: PM2ProcessManager, _ app: AppSpec, ecosystem: String, current: String) async throws {
+        #expect(AppAction.decide(desired: app, observed: try await manager.processes(), needsRefresh: true) == .start)
+        _ = try await AppAction.start.perform(on: manager, appNamed: app.name, desired: app, ecosystem: ecosystem)
+        var table = try await Self.settle(manager, app)
+        #expect(ProcessTableCheck(evaluating: table, against: [app]) == .allOnline)
+        #expect(table.allSatisfy { $0.scriptPath == current + "/server.js" && $0.interpreter == "node" && $0.execMode == .cluster })
+        #expect(AppAction.decide(desired: app, observed: table, needsRefresh: true) == .reload)
+        _ = try await AppAction.reload.perform(on: manager, appNamed: app.name, desired: app, ecosystem: ecosystem)
+        table = try await Self.settle(manager, app)
+        #expect(table.allSatisfy { $0.restarts >= 1 })
+        try await manager.save()
+        _ = try await AppAction.delete.perform(on: manager, appNamed: app.name, desired: nil, ecosystem: ecosystem)
+        #expect(try await manager.processes().isEmpty)
+    }
+
+    /// Stops the private daemon the real-pm2 test spawned (`pm2 kill` with that test's PM2_HOME only).
+    static func killDaemon(_ manager: PM2ProcessManager) async {
+        let kill = PM2Command(
+            executable: manager.invocation.executable,
+            arguments: ["kill"],
+            environment: manager.invocation.environment,
+            workingDirectory: "/",
+            timeout: .seconds(30)
+        )
+        _ = try? await PM2CommandRunner().run(kill)
+    }
+
+    /// Polls the table until the check is no longer pending (bounded).
+    static func settle(_ manager: PM2ProcessManager, _ app: AppSpec) async throws -> [ManagedProcess] {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let table = try await manager.processes()
+            if case .pending = ProcessTableCheck(evaluating: table, against: [app]), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            return table
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import CArchive
+import Foundation
+
+/// Writes real archives for tests with libarchive's write API, including entries no well-behaved tool would
+/// produce (absolute paths, `..`, devices, links pointing anywhere).
+enum ArchiveBuilder {
+    enum Format: String, Sendable, CaseIterable {
+        case tar, tarGzip, tarZstd, zip
+    }
+
+    struct Entry: Sendable {
+        enum Kind: Sendable {
+            case file([UInt8])
+            /// `count` zero bytes, written in chunks (bombs).
+            case zeros(Int)
+            case directory
+            case symlink(String)
+            case hardlink(String)
+            case characterDevice
+            case blockDevice
+            case fifo
+        }
+
+        var path: String
+        var kind: Kind
+        var mode: UInt32
+
+        static func file(_ path: String, _ text: String = "x", mode: UInt32 = 0o644) -> Entry {
+            Entry(path: path, kind: .file(Array(text.utf8)), mode: mode)
+        }
+
+        static func directory(_ path: String, mode: UInt32 = 0o755) -> Entry {
+            Entry(path: path, kind: .directory, mode: mode)
+        }
+
+        static func symlink(_ path: String, to target: String) -> Entry {
+            Entry(path: path, kind: .symlink(target), mode: 0o777)
+        }
+
+        static func hardlink(_ path: String, to target: String) -> Entry {
+            Entry(path: path, kind: .hardlink(target), mode: 0o644)
+        }
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Writes `entries` in order as `format` to `path`.
+    static func write(_ entries: [Entry], format: Format, to path: String) throws {
+        guard let archive = archive_write_new() else { throw Failure(description: "archive_write_new") }
+        defer { archive_write_free(archive) }
+        switch format {
+        case .tar, .tarGzip, .tarZstd: archive_write_set_format_pax_restricted(archive)
+        case .zip: archive_write_set_format_zip(archive)
+        }
+        switch format {
+        case .tarGzip: archive_write_add_filter_gzip(archive)
+        case .tarZstd: archive_write_add_filter_zstd(archive)
+        case .tar, .zip: archive_write_add_filter_none(archive)
+        }
+        try check(archive, archive_write_open_filename(archive, path))
+        for item in entries {
+            guard let entry = archive_entry_new() else { throw Failure(description: "archive_entry_new") }
+            defer { archive_entry_free(entry) }
+            archive_entry_set_pathname(entry, item.path)
+            archive_entry_set_perm(entry, mode_t(item.mode))
+            archive_entry_set_mtime(entry, 1_700_000_000, 0)
+            var data: [UInt8] = []
+            var zeros = 0
+            switch item.kind {
+            case .file(let bytes):
+                archive_entry_set_filetype(entry, FERRY_AE_IFREG)
+                data = bytes
+                archive_entry_set_size(entry, la_int64_t(bytes.count))
+            case .zeros(let count):
+                archive_entry_set_filetype(entry, FERRY_AE_IFREG)
+                zeros = count
+                archive_entry_set_size(entry, la_int64_t(count))
+            case .directory:
+                archive_entry_set_filetype(entry, FERRY_AE_IFDIR)
+            case .symlink(let target):
+                archive_entry_set_filetype(entry, FERRY_AE_IFLNK)
+                archive_entry_set_symlink(entry, target)
+            case .hardlink(let target):
+                archive_entry_set_filetype(entry, FERRY_AE_IFREG)
+                archive_entry_set_hardlink(entry, target)
+                archive_entry_set_size(entry, 0)
+            case .characterDevice:
+                archive_entry_set_filetype(entry, FERRY_AE_IFCHR)
+                archive_entry_set_rdevmajor(entry, 1)
+                archive_entry_set_rdevminor(entry, 3)
+            case .blockDevice:
+                archive_entry_set_filetype(entry, FERRY_AE_IFBLK)
+                archive_entry_set_rdevmajor(entry, 8)
+                archive_entry_set_rdevminor(entry, 0)
+            case .fifo:
+                archive_entry_set_filetype(entry, FERRY_AE_IFIFO)
+            }
+            try check(archive, archive_write_header(archive, entry))
+            if !data.isEmpty {
+                guard archive_write_data(archive, data, data.count) == data.count else {
+                    throw Failure(description: String(cString: archive_error_string(archive)))
+                }
+            }
+            let chunk = [UInt8](repeating: 0, count: 1 << 20)
+            while zeros > 0 {
+                let n = min(zeros, chunk.count)
+                guard archive_write_data(archive, chunk, n) == n else {
+                    throw Failure(description: String(cString: archive_error_string(archive)))
+                }
+                zeros -= n
+            }
+        }
+        try check(archive, archive_write_close(archive))
+    }
+
+    private static func check(_ archive: OpaquePointer, _ status: Int32) throws {
+        guard status >= ARCHIVE_WARN else {
+            throw Failure(description: archive_error_string(archive).map { String(cString: $0) } ?? "libarchive error \(status)")
+        }
+    }
+}

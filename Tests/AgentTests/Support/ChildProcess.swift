@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+/// A real child process started by a test, with stdout and stderr captured to files.
+///
+/// Tests end it by PID (`terminate()` / `kill()`); `deinit` is not relied on.
+final class ChildProcess {
+    let process = Process()
+    let stdoutURL: URL
+    let stderrURL: URL
+    let label: String
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, logDirectory: URL, label: String) throws {
+        self.label = label
+        stdoutURL = logDirectory.appendingPathComponent("\(label).out")
+        stderrURL = logDirectory.appendingPathComponent("\(label).err")
+        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+    var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then SIGKILL if it is still running after `grace`.
+    func terminate(grace: Duration = .seconds(10)) async {
+        guard process.isRunning else { return }
+        Foundation.kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now.advanced(by: grace)
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        if process.isRunning { Foundation.kill(pid, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// SIGKILL, as a crash.
+    func kill() {
+        guard process.isRunning else { return }
+        Foundation.kill(pid, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Waits for a line of stdout matching `predicate` and returns it.
+    func waitForLine(timeout: Duration = .seconds(30), where predicate: (String) -> Bool) async throws -> String {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while ContinuousClock.now < deadline {
+            if let line = stdout.split(separator: "\n").map(String.init).first(where: predicate) { return line }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw HarnessError("\(label) printed no matching line within \(timeout); stdout: \(stdout.suffix(2000)) stderr: \(stderr.suffix(4000))")
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns the last value for the assertion message.
+@discardableResult
+func eventually<T>(
+    _ what: String,
+    timeout: Duration = .seconds(60),
+    interval: Duration = .milliseconds(200),
+    _ condition: () async throws -> T?
+) async throws -> T {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    var lastError: (any Error)?
+    while ContinuousClock.now < deadline {
+        do {
+            if let value = try await condition() { return value }
+        } catch {
+            lastError = error
+        }
+        try await Task.sleep(for: interval)
+    }
+    throw HarnessError("timed out after \(timeout) waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")")
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Shared
+import TestSupport
+
+/// A real `ferry-controller serve` process on a loopback port, and the operator calls tests make against it.
+final class ControllerHarness {
+    let dataDir: URL
+    let logDir: URL
+    let trustedKeys: [String]
+    private(set) var process: ChildProcess?
+    private(set) var url = ""
+    private(set) var port = 0
+    private var restarts = 0
+    let http = HTTPClient()
+
+    init(dataDir: URL, logDir: URL, trustedKeys: [String]) {
+        self.dataDir = dataDir
+        self.logDir = logDir
+        self.trustedKeys = trustedKeys
+    }
+
+    /// Starts the server (on `port`, or a free one) and waits until it listens.
+    func start(port: Int = 0, extraArguments: [String] = []) async throws {
+        var arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir.path]
+        for key in trustedKeys { arguments += ["--trusted-key", key] }
+        restarts += 1
+        let child = try ChildProcess(
+            TestPaths.executable("ferry-controller"),
+            arguments + extraArguments,
+            logDirectory: logDir,
+            label: "controller-\(restarts)"
+        )
+        process = child
+        let line = try await child.waitForLine { $0.contains("listening on http://") }
+        guard let range = line.range(of: "http://") else { throw HarnessError("no URL in \(line)") }
+        url = String(line[range.lowerBound...]).trimmingCharacters(in: .whitespaces)
+        self.port = Int(url.split(separator: ":").last ?? "") ?? 0
+    }
+
+    func stop() async {
+        await process?.terminate()
+    }
+
+    /// `ferry-controller token create`.
+    func token(role: String, name: String? = nil) throws -> String {
+        var arguments = ["token", "create", "--data-dir", dataDir.path, "--role", role]
+        if let name { arguments += ["--name", name] }
+        let result = try Command.run(TestPaths.executable("ferry-controller"), arguments)
+        guard result.status == 0 else { throw HarnessError("token create failed: \(result.stderr)") }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Uploads an artifact file; returns its reference as a release would carry it.
+    func upload(_ file: URL, token: String) async throws -> ArtifactReference {
+        let bytes = try Array(Data(contentsOf: file))
+        let response = try await http.send(
+            HTTPRequest(method: .post, url: "\(url)/v1/artifacts", headers: ["Authorization": "Bearer \(token)"], body: bytes)
+        )
+        guard response.isSuccess else { throw HarnessError("upload failed: \(response.status) \(String(decoding: response.body, as: UTF8.self))") }
+        let digest = SHA256.hash(bytes)
+        return ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+    }
+
+    /// Posts a signed envelope to `/v1/releases`; returns the HTTP status and body.
+    @discardableResult
+    func publish(_ envelope: Envelope, token: String, query: String = "") async throws -> (Int, String) {
+        let response = try await http.send(
+            HTTPRequest(
+                method: .post,
+                url: "\(url)/v1/releases\(query.isEmpty ? "" : "?\(query)")",
+                headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json"],
+                body: Array(envelope.encoded())
+            )
+        )
+        return (response.status, String(decoding: response.body, as: UTF8.self))
+    }
+
+    /// `GET <path>` with a token, parsed as JSON.
+    func get(_ path: String, token: String) async throws -> JSONValue {
+        let response = try await http.send(HTTPRequest(url: "\(url)\(path)", headers: ["Authorization": "Bearer \(token)"]))
+        guard response.isSuccess else { throw HarnessError("GET \(path): HTTP \(response.status) \(String(decoding: response.body, as: UTF8.self))") }
+        return try JSONValue.parse(response.body)
+    }
+
+    /// `GET /v1/fleet`.
+    func fleet(token: String) async throws -> JSONValue {
+        let response = try await http.send(HTTPRequest(url: "\(url)/v1/fleet", headers: ["Authorization": "Bearer \(token)"]))
+        guard response.isSuccess else { throw HarnessError("fleet: HTTP \(response.status)") }
+        return try JSONValue.parse(response.body)
+    }
+}
+
+extension JSONValue {
+    subscript(key: String) -> JSONValue? {
+        if case .object(let fields) = self { return fields[key] }
+        return nil
+    }
+
+    var arrayValue: [JSONValue] {
+        if case .array(let items) = self { return items }
+        return []
+    }
+
+    var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
+    var intValue: Int64? {
+        if case .integer(let n) = self { return n }
+        return nil
+    }
+}

@@ -1,0 +1,253 @@
+import Foundation
+import Shared
+import TestSupport
+
+/// Everything an end-to-end test needs: keys, a live controller, a small HTTP app packed as tar.gz releases, and
+/// agents started as real `ferry-agent` processes with the builtin supervisor.
+final class FleetFixture {
+    let root: URL
+    let operatorKey: SigningKey
+    let operatorKeyPath: String
+    let operatorPublicKeyPath: String
+    let controller: ControllerHarness
+    private(set) var operatorToken = ""
+    private(set) var enrollToken = ""
+    private(set) var viewerToken = ""
+    private var agents: [ChildProcess] = []
+    private var supervisorHomes: [String] = []
+    private var pm2Homes: [(binary: String, home: String)] = []
+
+    init(label: String = "fe") throws {
+        root = try TestPaths.makeTemporaryDirectory(label)
+        operatorKey = try SigningKey.generate()
+        operatorKeyPath = root.appendingPathComponent("op.key").path
+        operatorPublicKeyPath = root.appendingPathComponent("op.pub").path
+        try KeyFile.create(operatorKeyPath, contents: try operatorKey.pemRepresentation(), mode: 0o600)
+        try KeyFile.create(operatorPublicKeyPath, contents: try operatorKey.publicKey.pemRepresentation(), mode: 0o644)
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        controller = ControllerHarness(
+            dataDir: root.appendingPathComponent("controller"),
+            logDir: root.appendingPathComponent("logs"),
+            trustedKeys: [operatorPublicKeyPath]
+        )
+    }
+
+    /// Starts the controller and creates the tokens.
+    func startController() async throws {
+        try await controller.start()
+        operatorToken = try controller.token(role: "operator", name: "ci")
+        enrollToken = try controller.token(role: "enroll")
+        viewerToken = try controller.token(role: "viewer")
+    }
+
+    /// A tar.gz of a Node HTTP app that answers `GET /` with its version (or crashes at boot when `crash`).
+    func makeArtifact(version: String, crash: Bool = false, padding: Int = 0) throws -> URL {
+        let tree = root.appendingPathComponent("build-\(version)")
+        try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        let server =
+            crash
+            ? "throw new Error('release \(version) is broken at boot');\n"
+            : """
+            const http = require('http'), fs = require('fs'), path = require('path');
+            const version = fs.readFileSync(path.join(__dirname, 'VERSION'), 'utf8').trim();
+            http.createServer((req, res) => { res.end(version + ' ' + (process.env.GREETING || '')); })
+                .listen(Number(process.env.PORT), '127.0.0.1');
+
+            """
+        try server.write(to: tree.appendingPathComponent("server.js"), atomically: true, encoding: .utf8)
+        try version.write(to: tree.appendingPathComponent("VERSION"), atomically: true, encoding: .utf8)
+        if padding > 0 {
+            // Incompressible bytes, so a download takes long enough to be interrupted.
+            var generator = SystemRandomNumberGenerator()
+            let bytes = (0..<padding).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            try Data(bytes).write(to: tree.appendingPathComponent("padding.bin"))
+            for index in 0..<200 {
+                try "file \(index)\n".write(to: tree.appendingPathComponent("f\(index).txt"), atomically: true, encoding: .utf8)
+            }
+        }
+        let archive = root.appendingPathComponent("web-\(version).tgz")
+        let result = try Command.run("tar", ["czf", archive.path, "-C", tree.path, "."])
+        guard result.status == 0 else { throw HarnessError("tar failed: \(result.stderr)") }
+        return archive
+    }
+
+    /// A signed release of the web app.
+    func release(
+        serial: Int64,
+        version: String,
+        artifact: ArtifactReference,
+        port: Int,
+        service: String = "web",
+        deadline: Int64 = 20,
+        stable: Int64 = 2,
+        signer: SigningKey? = nil
+    ) throws -> Envelope {
+        let now = Date()
+        let app = PM2App(
+            name: "\(service)-app",
+            script: "server.js",
+            options: [
+                // Port 0: each instance sets PORT in its own env file, and the health URL names it.
+                "env": .object(port == 0 ? [:] : ["PORT": .string("\(port)")]),
+                "max_restarts": .integer(2),
+                "min_uptime": .integer(1000),
+                "kill_timeout": .integer(2000),
+            ]
+        )
+        let release = Release(
+            service: service,
+            serial: serial,
+            version: version,
+            createdAt: now,
+            expiresAt: now.addingTimeInterval(86_400),
+            artifact: artifact,
+            env: ["NODE_ENV": "production"],
+            pm2: PM2Config(apps: [app]),
+            health: HealthCheck(
+                http: port == 0 ? "http://127.0.0.1:${PORT}/" : "http://127.0.0.1:\(port)/",
+                deadlineSeconds: deadline,
+                stableSeconds: stable
+            )
+        )
+        return try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [signer ?? operatorKey])
+    }
+
+    /// Publishes a new version: uploads the artifact, signs, posts. Throws unless the controller accepts it.
+    @discardableResult
+    func publish(
+        serial: Int64,
+        version: String,
+        port: Int,
+        crash: Bool = false,
+        padding: Int = 0,
+        service: String = "web",
+        query: String = ""
+    ) async throws -> Envelope {
+        let archive = try makeArtifact(version: version, crash: crash, padding: padding)
+        let artifact = try await controller.upload(archive, token: operatorToken)
+        let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service)
+        let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
+        guard status == 201 || status == 200 else { throw HarnessError("publish \(version) refused: \(status) \(body)") }
+        return envelope
+    }
+
+    /// Enrolls an agent with the real `ferry-agent enroll` and returns its config path.
+    func enrollAgent(
+        name: String,
+        services: [String] = ["web"],
+        reportSeconds: Int = 2,
+        longPollSeconds: Int = 10,
+        pm2: String? = nil,
+        instanceEnv: [String: String] = [:]
+    ) throws -> String {
+        let agentRoot = root.appendingPathComponent(name)
+        if !instanceEnv.isEmpty {
+            let envDir = agentRoot.appendingPathComponent("env")
+            try FileManager.default.createDirectory(at: envDir, withIntermediateDirectories: true)
+            let text = instanceEnv.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined()
+            for service in services { try text.write(to: envDir.appendingPathComponent("\(service).env"), atomically: true, encoding: .utf8) }
+        }
+        let config = agentRoot.appendingPathComponent("agent.json").path
+        let state = agentRoot.appendingPathComponent("state").path
+        var arguments = [
+            "enroll", "--controller", controller.url, "--token", enrollToken, "--config", config,
+            "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
+            "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
+        ]
+        if let pm2 {
+            let home = agentRoot.appendingPathComponent("pm2-home").path
+            arguments += ["--process-manager", "pm2", "--pm2", pm2, "--pm2-home", home]
+            pm2Homes.append((pm2, home))
+        } else {
+            arguments += ["--process-manager", "builtin"]
+        }
+        for service in services { arguments += ["--service", service] }
+        let result = try Command.run(TestPaths.executable("ferry-agent"), arguments)
+        guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
+        // Faster reports and shorter long-polls than production, so the test does not wait for them.
+        var text = try String(contentsOfFile: config, encoding: .utf8)
+        text = text.replacingOccurrences(of: "\"reportSeconds\":30", with: "\"reportSeconds\":\(reportSeconds)")
+        text = text.replacingOccurrences(of: "\"longPollSeconds\":30", with: "\"longPollSeconds\":\(longPollSeconds)")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        supervisorHomes.append("\(state)/supervisor")
+        return config
+    }
+
+    /// Starts `ferry-agent run`.
+    func startAgent(config: String, label: String, environment extra: [String: String] = [:]) throws -> ChildProcess {
+        var environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path, "FERRY_LOG_LEVEL": "debug"]
+        for (key, value) in extra { environment[key] = value }
+        let agent = try ChildProcess(
+            TestPaths.executable("ferry-agent"),
+            ["run", "--config", config],
+            environment: environment,
+            logDirectory: root.appendingPathComponent("logs"),
+            label: label
+        )
+        agents.append(agent)
+        return agent
+    }
+
+    /// `GET http://127.0.0.1:port/` of the app, or `nil` when nothing answers.
+    func appAnswer(port: Int) async -> String? {
+        let client = HTTPClient()
+        guard let response = try? await client.send(HTTPRequest(url: "http://127.0.0.1:\(port)/", timeout: .seconds(2))),
+            response.isSuccess
+        else { return nil }
+        return String(decoding: response.body, as: UTF8.self)
+    }
+
+    /// The fleet entry of `service` on the agent named `agent`.
+    func fleetEntry(agent: String, service: String = "web") async throws -> JSONValue? {
+        let fleet = try await controller.fleet(token: viewerToken)
+        guard let record = fleet["agents"]?.arrayValue.first(where: { $0["name"]?.stringValue == agent }) else { return nil }
+        return record["services"]?.arrayValue.first { $0["service"]?.stringValue == service }
+    }
+
+    /// Stops every agent, every supervisor daemon and the controller, then removes the directory.
+    func tearDown() async {
+        for agent in agents { await agent.terminate() }
+        for home in supervisorHomes {
+            _ = try? Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", home])
+        }
+        for (binary, home) in pm2Homes {
+            _ = try? Command.run(binary, ["kill"], environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path])
+        }
+        await controller.stop()
+        if ProcessInfo.processInfo.environment["FERRY_KEEP_TEST_DIRS"] == nil {
+            try? FileManager.default.removeItem(at: root)
+        } else {
+            print("kept \(root.path)")
+        }
+    }
+
+    /// Dumps the logs, for a failing test's message.
+    func logs() -> String {
+        let directory = root.appendingPathComponent("logs")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.sorted().map { name in
+            let text = (try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
+            return "== \(name)\n\(text.suffix(6000))"
+        }.joined(separator: "\n")
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw HarnessError("socket failed") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw HarnessError("bind failed") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}

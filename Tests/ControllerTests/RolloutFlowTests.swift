@@ -1,0 +1,157 @@
+import Foundation
+import Shared
+import Testing
+
+@testable import Controller
+
+/// Staged rollouts driven by synthetic status reports through the real router and a real SQLite store.
+@Suite struct RolloutFlowTests {
+    /// Three agents, `waves:34,100`, a release that crashes at boot: the first wave's agent rolls back, the rollout
+    /// halts, the other two never receive that serial; then a good release reaches all three.
+    @Test func crashingReleaseHaltsAtFirstWaveThenGoodReleaseReachesAll() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let agents = [try await api.enroll("agent-c"), try await api.enroll("agent-a"), try await api.enroll("agent-b")]
+                let (a, b, c) = (agents[1], agents[2], agents[0])
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                #expect(try await api.desiredSerials([a, b, c]) == [1, 1, 1])
+                for agent in [a, b, c] { try await api.reportHealthy(agent, serial: 1) }
+                #expect(try await api.rollout()["state"].string == "completed")
+
+                // v2 crashes at boot. Order is by name: agent-a alone is the first wave.
+                let published = try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:34,100&waveStableSeconds=3")
+                #expect(published["rollout"]["state"].string == "rolling")
+                #expect(published["rollout"]["waveCount"].int == 2)
+                #expect(published["rollout"]["waves"][0]["agents"].array.map { $0["name"].string } == ["agent-a"])
+                #expect(try await api.desiredSerials([a, b, c]) == [2, 1, 1])
+
+                try await api.reportRolledBack(a, failed: 2, runs: 1)
+                let halted = try await api.rollout()
+                #expect(halted["state"].string == "halted")
+                #expect(halted["counts"]["failed"].int == 1)
+                #expect(halted["failures"][0]["agentName"].string == "agent-a")
+                #expect(halted["failures"][0]["reason"].string == "crashed at boot")
+                #expect(halted["reason"].string?.contains("agent-a (rolled-back): crashed at boot") == true)
+
+                // Time passes, the others keep reporting v1: nothing advances, they never see serial 2.
+                for _ in 0..<3 {
+                    harness.clock.advance(seconds: 10)
+                    for agent in [b, c] { try await api.reportHealthy(agent, serial: 1) }
+                    await api.tick()
+                    #expect(try await api.desiredSerials([b, c]) == [1, 1])
+                }
+                #expect(try await api.rollout()["state"].string == "halted")
+                let kinds = try await api.events().compactMap { $0["kind"].string }
+                #expect(Array(kinds.prefix(3)) == ["halted", "rolled-back", "published"])
+
+                // v3 is good: same strategy, reaches everyone wave by wave.
+                let v3 = try await api.mustPublish(serial: 3, version: "3.0.0", query: "strategy=waves:34,100&waveStableSeconds=3")
+                #expect(v3["rollout"]["stableSerial"].int == 1)
+                #expect(try await api.desiredSerials([a, b, c]) == [3, 1, 1])
+                let rollouts = try await api.call(.get, "/v1/rollouts?service=web", token: harness.viewerToken)
+                #expect(rollouts.json["rollouts"].array.map { $0["state"].string } == ["rolling", "superseded", "completed"])
+
+                try await api.reportHealthy(a, serial: 3, failures: [ReleaseFailure(serial: 2, reason: "crashed at boot", kind: "rolled-back")])
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1, "not stable for 3 s yet")
+                harness.clock.advance(seconds: 3)
+                await api.tick()
+                let second = try await api.rollout()
+                #expect(second["wave"].int == 2)
+                #expect(second["state"].string == "rolling")
+                #expect(try await api.desiredSerials([a, b, c]) == [3, 3, 3])
+
+                for agent in [b, c] { try await api.reportHealthy(agent, serial: 3) }
+                harness.clock.advance(seconds: 3)
+                await api.tick()
+                let done = try await api.rollout()
+                #expect(done["state"].string == "completed")
+                #expect(done["counts"]["healthy"].int == 3)
+
+                // An agent enrolling now gets the completed serial.
+                let late = try await api.enroll("agent-d")
+                #expect(try await api.desiredSerial(late) == 3)
+            }
+        }
+    }
+
+    /// Agents enrolling during a rollout are not part of it: they receive the stable serial until it completes.
+    @Test func lateAgentsReceiveTheStableSerialUntilCompletion() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let a = try await api.enroll("a")
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=one-at-a-time&waveStableSeconds=0")
+                let late = try await api.enroll("b")
+                #expect(try await api.desiredSerials([a, late]) == [2, 1])
+                try await api.reportHealthy(a, serial: 2)
+                #expect(try await api.rollout()["state"].string == "completed", "waveStableSeconds=0: the report itself completes it")
+                #expect(try await api.desiredSerials([a, late]) == [2, 2])
+            }
+        }
+    }
+
+    /// `canary:1` with `maxFailures=1`: one tolerated failure does not halt, a second one does.
+    @Test func failuresAboveTheToleranceHalt() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for name in ["a", "b", "c", "d"] { agents.append(try await api.enroll(name)) }
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=canary:1&maxFailures=1&waveStableSeconds=5")
+                #expect(try await api.desiredSerials(agents) == [2, 1, 1, 1])
+                try await api.reportRolledBack(agents[0], failed: 2, runs: 1)
+                await api.tick()
+                let tolerated = try await api.rollout()
+                #expect(tolerated["state"].string == "rolling")
+                #expect(tolerated["wave"].int == 2, "the only agent of the canary failed within the tolerance: the rest follow")
+                #expect(try await api.desiredSerials(agents) == [2, 2, 2, 2])
+                try await api.reportHealthy(agents[1], serial: 2)
+                // A refusal counts as a failure too.
+                try await api.report(
+                    agents[2],
+                    ServiceStatus(
+                        service: "web",
+                        serial: 1,
+                        version: "v1",
+                        targetSerial: 1,
+                        phase: .running,
+                        message: "refused serial 2",
+                        health: .healthy,
+                        failures: [ReleaseFailure(serial: 2, reason: "release expired", kind: "refused")],
+                        processes: []
+                    )
+                )
+                let halted = try await api.rollout()
+                #expect(halted["state"].string == "halted")
+                #expect(halted["counts"]["failed"].int == 2)
+                #expect(halted["counts"]["healthy"].int == 1)
+                #expect(halted["counts"]["pending"].int == 1)
+                let messages = try await api.events().compactMap { $0["message"].string }
+                #expect(messages.contains { $0.contains("agent c refused serial 2 of web: release expired") })
+            }
+        }
+    }
+
+    /// A status that stops arriving does not count as healthy: the wave waits for a fresh report.
+    @Test func staleReportsDoNotAdvance() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let a = try await api.enroll("a")
+                let b = try await api.enroll("b")
+                try await api.mustPublish(serial: 1, version: "1.0.0", query: "strategy=waves:50,100&waveStableSeconds=30")
+                try await api.reportHealthy(a, serial: 1)
+                harness.clock.advance(seconds: 60)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1, "the last report is 60 s old and stale after 45 s")
+                try await api.reportHealthy(a, serial: 1)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1, "healthy again only since now")
+                harness.clock.advance(seconds: 30)
+                try await api.reportHealthy(a, serial: 1)
+                #expect(try await api.rollout()["wave"].int == 2)
+                #expect(try await api.desiredSerial(b) == 1)
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Installs the Ferry agent on this host: the binary, the `ferry` system user, its directories, the trusted keys,
+# the enrollment with the controller, and the systemd unit (enabled and started).
+#
+# Idempotent: run it again (for example with a newer --binary) and it skips what is already in place — an existing
+# user, existing directories, an identical binary or unit, and the enrollment when /etc/ferry/agent.json exists
+# (unless --force). A changed binary or unit restarts the agent; apps keep running (KillMode=process in the unit).
+#
+# The enrollment token is never printed: not in --dry-run plans, not in errors. Prefer --enroll-token-file (or
+# --enroll-token-file - for standard input) over --enroll-token, which is visible in the process list while this
+# script runs. Run with --help for the flags.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+    cat <<'USAGE'
+Usage: install-agent.sh --controller URL (--enroll-token TOKEN | --enroll-token-file FILE) --service NAME...
+                        --trusted-key FILE.pub... [options]
+
+Required:
+  --controller URL          the controller's base URL (http:// or https://)
+  --enroll-token TOKEN      an enrollment token (role enroll); never printed
+  --enroll-token-file FILE  read the enrollment token from FILE (- for standard input) instead
+  --service NAME            a service this instance runs; repeatable
+  --trusted-key FILE.pub    an operator public key, copied to /etc/ferry/keys/; repeatable
+
+Options:
+  --threshold N             distinct trusted keys that must sign a release (default 1)
+  --binary PATH             the ferry-agent binary to install (default ./ferry-agent)
+  --process-manager KIND    auto, pm2 or builtin (default auto)
+  --pm2 PATH                the pm2 binary (default: found on PATH)
+  --pm2-home DIR            PM2_HOME of the pm2 daemon Ferry drives (default /var/lib/ferry/.pm2 unless builtin)
+  --name NAME               this agent's name on the dashboard (default: the hostname)
+  --ca-file FILE            CA bundle (PEM) for the controller's TLS certificate
+  --poll-seconds N          seconds between passes when not long-polling (default 15)
+  --unit FILE               the systemd unit to install (default: systemd/ferry-agent.service next to this script)
+  --force                   enroll again even when /etc/ferry/agent.json exists
+  --no-start                install and enable the unit but do not start it (image building)
+  --dry-run                 print what would be done and change nothing
+  --root DIR                act on DIR as the file-system root (default /); only with --dry-run, for tests
+  -h, --help                this text
+USAGE
+}
+
+die() {
+    echo "install-agent: $*" >&2
+    exit 2
+}
+
+# --- Flags ----------------------------------------------------------------------------------------------------------
+CONTROLLER=""
+TOKEN=""
+TOKEN_FILE=""
+SERVICES=()
+KEYS=()
+THRESHOLD=1
+BINARY="./ferry-agent"
+PROCESS_MANAGER="auto"
+PM2=""
+PM2_HOME_DIR=""
+NAME=""
+CA_FILE=""
+POLL_SECONDS=""
+UNIT="$SCRIPT_DIR/systemd/ferry-agent.service"
+FORCE=0
+NO_START=0
+DRY_RUN=0
+ROOT="/"
+
+need_value() {
+    [ "$2" -ge 2 ] || die "$1 needs a value"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --controller) need_value "$1" $#; CONTROLLER=$2; shift 2 ;;
+    --enroll-token) need_value "$1" $#; TOKEN=$2; shift 2 ;;
+    --enroll-token-file) need_value "$1" $#; TOKEN_FILE=$2; shift 2 ;;
+    --service) need_value "$1" $#; SERVICES+=("$2"); shift 2 ;;
+    --trusted-key) need_value "$1" $#; KEYS+=("$2"); shift 2 ;;
+    --threshold) need_value "$1" $#; THRESHOLD=$2; shift 2 ;;
+    --binary) need_value "$1" $#; BINARY=$2; shift 2 ;;
+    --process-manager) need_value "$1" $#; PROCESS_MANAGER=$2; shift 2 ;;
+    --pm2) need_value "$1" $#; PM2=$2; shift 2 ;;
+    --pm2-home) need_value "$1" $#; PM2_HOME_DIR=$2; shift 2 ;;
+    --name) need_value "$1" $#; NAME=$2; shift 2 ;;
+    --ca-file) need_value "$1" $#; CA_FILE=$2; shift 2 ;;
+    --poll-seconds) need_value "$1" $#; POLL_SECONDS=$2; shift 2 ;;
+    --unit) need_value "$1" $#; UNIT=$2; shift 2 ;;
+    --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
+    --force) FORCE=1; shift ;;
+    --no-start) NO_START=1; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+# --- Validation (before anything changes) ----------------------------------------------------------------------
+[ -n "$CONTROLLER" ] || die "--controller is required"
+case "$CONTROLLER" in
+http://* | https://*) ;;
+*) die "--controller must be an http:// or https:// URL, got '$CONTROLLER'" ;;
+esac
+[ ${#SERVICES[@]} -gt 0 ] || die "at least one --service is required"
+for service in "${SERVICES[@]}"; do
+    [[ "$service" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "--service '$service' must match ^[a-z0-9][a-z0-9-]{0,62}\$"
+done
+[ ${#KEYS[@]} -gt 0 ] || die "at least one --trusted-key is required"
+declare -A KEY_NAMES=()
+for key in "${KEYS[@]}"; do
+    if [ ! -f "$key" ] || [ ! -r "$key" ]; then die "--trusted-key $key: no such readable file"; fi
+    base=$(basename "$key")
+    [ -z "${KEY_NAMES[$base]:-}" ] || die "--trusted-key: two keys are named $base; rename one"
+    KEY_NAMES[$base]=1
+done
+if ! [[ "$THRESHOLD" =~ ^[1-9][0-9]?$ ]] || [ "$THRESHOLD" -gt 64 ]; then
+    die "--threshold must be between 1 and 64, got '$THRESHOLD'"
+fi
+[ "$THRESHOLD" -le ${#KEYS[@]} ] || die "--threshold $THRESHOLD is more than the ${#KEYS[@]} trusted key(s)"
+case "$PROCESS_MANAGER" in
+auto | pm2 | builtin) ;;
+*) die "--process-manager must be auto, pm2 or builtin, got '$PROCESS_MANAGER'" ;;
+esac
+if [ -n "$POLL_SECONDS" ]; then
+    if ! [[ "$POLL_SECONDS" =~ ^[1-9][0-9]{0,3}$ ]] || [ "$POLL_SECONDS" -gt 3600 ]; then
+        die "--poll-seconds must be between 1 and 3600, got '$POLL_SECONDS'"
+    fi
+fi
+if [ ! -f "$BINARY" ] || [ ! -x "$BINARY" ]; then die "--binary $BINARY: no such executable file"; fi
+if [ ! -f "$UNIT" ] || [ ! -r "$UNIT" ]; then die "--unit $UNIT: no such readable file"; fi
+[ -z "$CA_FILE" ] || [ -r "$CA_FILE" ] || die "--ca-file $CA_FILE: no such readable file"
+if [ -n "$TOKEN" ] && [ -n "$TOKEN_FILE" ]; then die "give --enroll-token or --enroll-token-file, not both"; fi
+if [ -n "$TOKEN_FILE" ]; then
+    if [ "$TOKEN_FILE" = "-" ]; then
+        IFS= read -r TOKEN || true
+    else
+        [ -r "$TOKEN_FILE" ] || die "--enroll-token-file $TOKEN_FILE: no such readable file"
+        IFS= read -r TOKEN <"$TOKEN_FILE" || true
+    fi
+    [ -n "$TOKEN" ] || die "--enroll-token-file $TOKEN_FILE: the first line is empty"
+fi
+case "$ROOT" in
+/*) ;;
+*) die "--root must be an absolute path, got '$ROOT'" ;;
+esac
+ROOT=${ROOT%/}
+if [ -n "$ROOT" ] && [ "$DRY_RUN" != 1 ]; then die "--root is only for --dry-run plans"; fi
+if [ "$DRY_RUN" != 1 ] && [ "$(id -u)" != 0 ]; then die "run as root (or with --dry-run to see the plan)"; fi
+
+# --- Layout (every path under $ROOT) -----------------------------------------------------------------------------
+AGENT_USER=ferry
+STATE_DIR=/var/lib/ferry
+ETC_DIR=$ROOT/etc/ferry
+KEYS_DIR=$ETC_DIR/keys
+ENV_DIR=$ETC_DIR/env
+CONFIG=$ETC_DIR/agent.json
+AGENT_STATE=$ROOT$STATE_DIR
+INSTALLED_BINARY=$ROOT/usr/local/bin/ferry-agent
+INSTALLED_UNIT=$ROOT/etc/systemd/system/ferry-agent.service
+if [ -z "$PM2_HOME_DIR" ] && [ "$PROCESS_MANAGER" != builtin ]; then PM2_HOME_DIR=$STATE_DIR/.pm2; fi
+ENROLL_NEEDED=1
+if [ -f "$CONFIG" ] && [ "$FORCE" != 1 ]; then ENROLL_NEEDED=0; fi
+# Checked before anything changes: a half-installed host with no token to finish is worse than a clear refusal.
+if [ "$ENROLL_NEEDED" = 1 ] && [ -z "$TOKEN" ]; then die "--enroll-token or --enroll-token-file is required to enroll"; fi
+PM2_BIN=$PM2
+if [ -z "$PM2_BIN" ] && [ "$PROCESS_MANAGER" != builtin ]; then PM2_BIN=$(command -v pm2 || true); fi
+if [ "$PROCESS_MANAGER" = pm2 ] && [ -z "$PM2_BIN" ]; then die "--process-manager pm2: pm2 is not on PATH (give --pm2 PATH)"; fi
+
+# --- Helpers ------------------------------------------------------------------------------------------------------
+# `run CMD...` runs a command, or prints it (shell-quoted) under --dry-run.
+run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '+'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+
+note() {
+    echo "install-agent: $*"
+}
+
+user_exists() {
+    if [ -z "$ROOT" ]; then
+        getent passwd "$1" >/dev/null
+    else
+        grep -q "^$1:" "$ROOT/etc/passwd" 2>/dev/null
+    fi
+}
+
+group_exists() {
+    if [ -z "$ROOT" ]; then
+        getent group "$1" >/dev/null
+    else
+        grep -q "^$1:" "$ROOT/etc/group" 2>/dev/null
+    fi
+}
+
+# `ensure_dir PATH OWNER:GROUP MODE`: creates a missing directory; an existing one is left as it is.
+ensure_dir() {
+    if [ -d "$1" ]; then
+        note "skip: $1 exists"
+    else
+        run install -d -o "${2%%:*}" -g "${2##*:}" -m "$3" "$1"
+    fi
+}
+
+# `install_file SOURCE DEST OWNER:GROUP MODE`: copies SOURCE unless DEST already has the same bytes. Returns 0 when
+# it installed (or would install), 1 when DEST was up to date.
+install_file() {
+    if [ -f "$2" ] && cmp -s "$1" "$2"; then
+        note "skip: $2 is up to date"
+        return 1
+    fi
+    run install -o "${3%%:*}" -g "${3##*:}" -m "$4" "$1" "$2"
+    return 0
+}
+
+ROOT_ARGS=()
+[ -z "$ROOT" ] || ROOT_ARGS=(--root "$ROOT")
+
+[ "$DRY_RUN" != 1 ] || note "dry run: nothing is changed"
+
+# --- User and directories -----------------------------------------------------------------------------------------
+if group_exists "$AGENT_USER"; then
+    note "skip: group $AGENT_USER exists"
+else
+    run groupadd "${ROOT_ARGS[@]}" --system "$AGENT_USER"
+fi
+if user_exists "$AGENT_USER"; then
+    note "skip: user $AGENT_USER exists"
+else
+    NOLOGIN=$(command -v nologin || echo /usr/sbin/nologin)
+    run useradd "${ROOT_ARGS[@]}" --system --gid "$AGENT_USER" --home-dir "$STATE_DIR" --no-create-home \
+        --shell "$NOLOGIN" --comment "Ferry agent" "$AGENT_USER"
+fi
+# /etc/ferry is root's and readable by the agent's group; the state directory is the agent's alone.
+ensure_dir "$ETC_DIR" "root:$AGENT_USER" 0750
+ensure_dir "$KEYS_DIR" "root:$AGENT_USER" 0750
+ensure_dir "$ENV_DIR" "root:$AGENT_USER" 0750
+ensure_dir "$AGENT_STATE" "$AGENT_USER:$AGENT_USER" 0700
+
+# --- Binary and keys ----------------------------------------------------------------------------------------------
+CHANGED=0
+ensure_dir "$ROOT/usr/local/bin" root:root 0755
+if install_file "$BINARY" "$INSTALLED_BINARY" root:root 0755; then CHANGED=1; fi
+KEY_PATHS=()
+for key in "${KEYS[@]}"; do
+    destination=$KEYS_DIR/$(basename "$key")
+    install_file "$key" "$destination" "root:$AGENT_USER" 0640 || true
+    KEY_PATHS+=("$destination")
+done
+
+# --- PM2 resurrection at boot ----------------------------------------------------------------------------------------
+# The agent drives the ferry user's pm2 (PM2_HOME=/var/lib/ferry/.pm2). `pm2 startup` installs pm2-ferry.service,
+# which resurrects the table `pm2 save` recorded; starting it now means the pm2 daemon lives in that unit, not in
+# the agent's sandbox (ferry-agent.service orders itself after it).
+if [ -n "$PM2_BIN" ] && [ "$PROCESS_MANAGER" != builtin ]; then
+    if [ -f "$ROOT/etc/systemd/system/pm2-$AGENT_USER.service" ]; then
+        note "skip: pm2-$AGENT_USER.service exists"
+    else
+        run env "PATH=$(dirname "$PM2_BIN"):$PATH" "$PM2_BIN" startup systemd -u "$AGENT_USER" --hp "$STATE_DIR"
+    fi
+    if [ "$NO_START" != 1 ]; then run systemctl start "pm2-$AGENT_USER.service"; fi
+fi
+
+# --- Enrollment ---------------------------------------------------------------------------------------------------
+if [ "$ENROLL_NEEDED" = 0 ]; then
+    note "skip: $CONFIG exists, this instance is enrolled (--force enrolls again)"
+else
+    ENROLL=("$INSTALLED_BINARY" enroll --controller "$CONTROLLER" --config "$CONFIG" --state-dir "$AGENT_STATE"
+        --env-dir "$ENV_DIR" --threshold "$THRESHOLD" --process-manager "$PROCESS_MANAGER")
+    for service in "${SERVICES[@]}"; do ENROLL+=(--service "$service"); done
+    for key in "${KEY_PATHS[@]}"; do ENROLL+=(--trusted-key "$key"); done
+    [ -z "$NAME" ] || ENROLL+=(--name "$NAME")
+    [ -z "$PM2" ] || ENROLL+=(--pm2 "$PM2")
+    [ -z "$PM2_HOME_DIR" ] || ENROLL+=(--pm2-home "$ROOT$PM2_HOME_DIR")
+    [ -z "$CA_FILE" ] || ENROLL+=(--ca-file "$CA_FILE")
+    [ -z "$POLL_SECONDS" ] || ENROLL+=(--poll-seconds "$POLL_SECONDS")
+    [ "$FORCE" != 1 ] || ENROLL+=(--force)
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '+'
+        printf ' %q' "${ENROLL[@]}"
+        printf ' --token <redacted>\n'
+    else
+        # The token goes to enroll only; enroll's own output and errors never contain it.
+        "${ENROLL[@]}" --token "$TOKEN"
+    fi
+    # Enroll runs as root; the agent (user ferry) reads its config and token. /etc/ferry stays root's.
+    run chown "root:$AGENT_USER" "$CONFIG"
+    run chmod 0640 "$CONFIG"
+    run chown "$AGENT_USER:$AGENT_USER" "$AGENT_STATE/agent.token"
+    CHANGED=1
+fi
+TOKEN=""
+
+# --- systemd unit -------------------------------------------------------------------------------------------------
+if install_file "$UNIT" "$INSTALLED_UNIT" root:root 0644; then CHANGED=1; fi
+if [ -n "$ROOT" ]; then
+    run systemctl --root="$ROOT" enable ferry-agent.service
+    note "skip: starting ferry-agent.service (not with --root)"
+else
+    run systemctl daemon-reload
+    if [ "$NO_START" = 1 ]; then
+        run systemctl enable ferry-agent.service
+    elif systemctl is-active --quiet ferry-agent.service; then
+        run systemctl enable ferry-agent.service
+        # A running agent picks up a new binary, unit or enrollment only on restart; its apps keep running.
+        if [ "$CHANGED" = 1 ]; then
+            run systemctl restart ferry-agent.service
+        else
+            note "skip: ferry-agent.service is running and nothing changed"
+        fi
+    else
+        run systemctl enable --now ferry-agent.service
+    fi
+fi
+if [ "$DRY_RUN" = 1 ]; then note "done (dry run: nothing was changed)"; else note "done"; fi
