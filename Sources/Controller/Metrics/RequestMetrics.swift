@@ -25,12 +25,21 @@ final class RequestMetrics: Sendable {
     // Computed, not stored: `MetricNameDescriptor` is not `Sendable`. Only used when a new series is created.
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "ferry", subsystem: "http", metricName: "requests", unitName: "total", helpText: "HTTP requests by route, method and status.")
+            namespace: "ferry",
+            subsystem: "http",
+            metricName: "requests",
+            unitName: "total",
+            helpText: "HTTP requests by route, method and status."
+        )
     }
     private static var durations: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "ferry", subsystem: "http", metricName: "request_duration", unitName: "seconds",
-            helpText: "Time to produce a response (long-polls included), by route.")
+            namespace: "ferry",
+            subsystem: "http",
+            metricName: "request_duration",
+            unitName: "seconds",
+            helpText: "Time to produce a response (long-polls included), by route."
+        )
     }
 
     init(registry: PrometheusCollectorRegistry) {
@@ -42,7 +51,9 @@ final class RequestMetrics: Sendable {
         let counter = counters.withLock { counters in
             if let counter = counters[key] { return counter }
             let counter = registry.makeCounter(
-                descriptor: Self.requests, labels: [("route", route), ("method", method.rawValue), ("status", String(status))])
+                descriptor: Self.requests,
+                labels: [("route", route), ("method", method.rawValue), ("status", String(status))]
+            )
             counters[key] = counter
             return counter
         }

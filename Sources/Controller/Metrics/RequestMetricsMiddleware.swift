@@ -9,7 +9,11 @@ struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             let response = try await next(request, context)
             metrics.record(
-                route: context.endpointPath ?? "unmatched", method: request.method, status: response.status.code, duration: ContinuousClock.now - start)
+                route: context.endpointPath ?? "unmatched",
+                method: request.method,
+                status: response.status.code,
+                duration: ContinuousClock.now - start
+            )
             return response
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500
