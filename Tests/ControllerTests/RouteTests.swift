@@ -22,6 +22,9 @@ import Testing
                 let text = String(buffer: metrics.body)
                 #expect(text.contains("ferry_releases_published_total 0"))
                 #expect(text.contains("ferry_agents_count 0"))
+                // Per-route request metrics, recorded with the status the client got.
+                #expect(text.contains(#"ferry_http_requests_total{route="/healthz",method="GET",status="200"} 1"#))
+                #expect(text.contains(#"ferry_http_request_duration_seconds_count{route="/healthz"} 1"#))
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOPosix
 import Shared
 
 #if canImport(Glibc)
@@ -60,6 +61,9 @@ struct ArtifactStore: Sendable {
 
     /// Streams `body` to disk while hashing it, then files it under its digest.
     ///
+    /// Chunks are hashed as they arrive and written in batches of at most `writeBatchBytes` on NIO's blocking-I/O
+    /// thread pool, so neither the event loops nor Swift's cooperative threads wait for the disk (or the final fsync).
+    ///
     /// - Parameter expected: when given, the digest the content must have.
     /// - Throws: `ArtifactStoreError.tooLarge` past `maximumBytes`, `.digestMismatch`, `.empty`, `.io`.
     func store<Body: AsyncSequence>(_ body: Body, expected: SHA256Digest?) async throws -> Stored where Body.Element == ByteBuffer {
@@ -73,26 +77,43 @@ struct ArtifactStore: Sendable {
         }
         let hasher = SHA256Hasher()
         var size: Int64 = 0
+        var pending = ByteBuffer()
         for try await chunk in body {
             size += Int64(chunk.readableBytes)
             guard size <= configuration.maximumBytes else { throw ArtifactStoreError.tooLarge(limit: configuration.maximumBytes) }
-            try chunk.withUnsafeReadableBytes { buffer throws(ArtifactStoreError) in
-                hasher.update(buffer)
-                try Self.writeAll(fd, buffer, path: temporary)
+            chunk.withUnsafeReadableBytes { hasher.update($0) }
+            pending.writeImmutableBuffer(chunk)
+            if pending.readableBytes >= Self.writeBatchBytes {
+                try await Self.flush(pending, to: fd, path: temporary)
+                pending = ByteBuffer()
             }
         }
+        if pending.readableBytes > 0 { try await Self.flush(pending, to: fd, path: temporary) }
         guard size > 0 else { throw ArtifactStoreError.empty }
         let digest = hasher.finalize()
         if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
-        guard fsync(fd) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
-        let destination = path(for: digest)
         if self.size(of: digest) != nil { return Stored(digest: digest, size: size, created: false) }
-        guard rename(temporary, destination) == 0 else {
-            throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
+        let destination = path(for: digest)
+        let directory = configuration.directory
+        // (Untyped closures: a typed-throws closure here crashes the 6.3.1 compiler.)
+        try await NIOThreadPool.singleton.runIfActive {
+            guard fsync(fd) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+            guard rename(temporary, destination) == 0 else {
+                throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
+            }
+            Self.syncDirectory(directory)
         }
         keep = true
-        Self.syncDirectory(configuration.directory)
         return Stored(digest: digest, size: size, created: true)
+    }
+
+    /// Largest batch of upload bytes held before writing. Default 1 MiB.
+    static let writeBatchBytes = 1 << 20
+
+    private static func flush(_ buffer: ByteBuffer, to fd: Int32, path: String) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            try buffer.withUnsafeReadableBytes { bytes in try writeAll(fd, bytes, path: path) }
+        }
     }
 
     private static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws(ArtifactStoreError) {

@@ -18,7 +18,9 @@ enum Token {
 
     /// Whether `text` has the shape of a Ferry token (checked before any lookup, so junk costs nothing).
     static func isWellFormed(_ text: some StringProtocol) -> Bool {
-        text.hasPrefix(prefix) && Hex.isLowercaseHex(String(text.dropFirst(prefix.count)), count: randomBytes * 2)
+        let bytes = text.utf8
+        guard bytes.count == prefix.utf8.count + randomBytes * 2, text.hasPrefix(prefix) else { return false }
+        return bytes.dropFirst(prefix.utf8.count).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
     /// The stored form of a token: lowercase hex SHA-256 of its UTF-8 text.
@@ -28,11 +30,9 @@ enum Token {
 
     /// Compares two digests in time independent of where they differ.
     static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8)
-        let y = Array(b.utf8)
-        guard x.count == y.count else { return false }
+        guard a.utf8.count == b.utf8.count else { return false }
         var difference: UInt8 = 0
-        for index in x.indices { difference |= x[index] ^ y[index] }
+        for (x, y) in zip(a.utf8, b.utf8) { difference |= x ^ y }
         return difference == 0
     }
 }

@@ -91,15 +91,11 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw CLIError("\(error)")
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in ControllerLogHandler(label: label, level: level) }
         var logger = Logger(label: "ferry.controller")
         logger.logLevel = level
         let registry = PrometheusCollectorRegistry()
-        // Once per process, here only: Hummingbird's request metrics go to the same registry as Ferry's own.
+        // Once per process, here only: metrics of libraries using swift-metrics go to the same registry as Ferry's own.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
         let store: SQLiteControllerStore

@@ -22,6 +22,8 @@ struct RenderedDesiredState: Sendable {
 
     /// Whether an `If-None-Match` header value names this state (`*`, a list, weak or strong tags).
     func isMatched(byIfNoneMatch header: String) -> Bool {
+        // The common case, an agent sending back exactly the tag it got, costs one comparison.
+        if header == etag { return true }
         for candidate in header.split(separator: ",") {
             var tag = candidate.trimmingCharacters(in: .whitespaces)[...]
             if tag == "*" { return true }

@@ -59,7 +59,7 @@ struct AgentRoutes: Sendable {
     private func desiredState(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let id = try await ownAgentID(request, context: context)
         var wait = Duration.zero
-        if let text = request.uri.queryParameters.get("wait") {
+        if request.uri.query != nil, let text = request.uri.queryParameters.get("wait") {
             let maximum = core.configuration.maximumWait.components.seconds
             guard let seconds = Int64(text), (0...maximum).contains(seconds) else {
                 throw APIError.badRequest("invalid_wait", "wait must be a whole number of seconds from 0 to \(maximum), got \"\(text.prefix(40))\"")
@@ -67,10 +67,10 @@ struct AgentRoutes: Sendable {
             wait = .seconds(seconds)
         }
         let ifNoneMatch = request.headers[.ifNoneMatch]
-        let deadline = ContinuousClock.now + wait
         var state = try await currentState(id)
         // Long-poll: while the client already has this state, park until something that may concern it happens.
-        while let ifNoneMatch, state.rendered.isMatched(byIfNoneMatch: ifNoneMatch) {
+        let deadline = wait > .zero ? ContinuousClock.now + wait : nil
+        while let deadline, let ifNoneMatch, state.rendered.isMatched(byIfNoneMatch: ifNoneMatch) {
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { break }
             let wake = await core.desiredStates.hub.wait(

@@ -5,7 +5,7 @@ enum ControllerRouter {
     static func build(core: ControllerCore) throws -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         // Metrics outermost so they see the status every error was turned into.
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestMetricsMiddleware(metrics: core.metrics.requests))
         router.add(middleware: JSONErrorMiddleware())
         OperationsRoutes(core: core).register(on: router)
         ArtifactRoutes(core: core).register(on: router)

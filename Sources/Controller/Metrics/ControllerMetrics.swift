@@ -3,8 +3,8 @@ import Prometheus
 /// Ferry's own metrics, registered directly in the app's `PrometheusCollectorRegistry`.
 ///
 /// They do not go through the global `MetricsSystem`, which may be bootstrapped only once per process: tests build
-/// many apps, each with its own registry, and read them back. (Hummingbird's per-route request metrics do use the
-/// global system, which `serve` bootstraps with the same registry.)
+/// many apps, each with its own registry, and read them back. (`serve` still bootstraps the global system with the same
+/// registry, so metrics of libraries that use swift-metrics land there too.)
 struct ControllerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
     let releasesPublished: Counter
@@ -16,12 +16,15 @@ struct ControllerMetrics: Sendable {
     let longPollWaiters: Gauge
     let agents: Gauge
     let staleAgents: Gauge
+    /// Per-route request counts and durations.
+    let requests: RequestMetrics
 
     init(registry: PrometheusCollectorRegistry) {
         func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(namespace: "ferry", metricName: metric, unitName: unit, helpText: help)
         }
         self.registry = registry
+        requests = RequestMetrics(registry: registry)
         releasesPublished = registry.makeCounter(descriptor: name("releases_published", "total", "Releases accepted by POST /v1/releases."))
         artifactsStored = registry.makeCounter(descriptor: name("artifacts_stored", "total", "New artifacts stored."))
         artifactBytesStored = registry.makeCounter(descriptor: name("artifact_stored", "bytes_total", "Bytes of new artifacts stored."))
