@@ -338,7 +338,7 @@ import Testing
                 #expect(html.contains("fresh-&lt;b&gt;"))
                 #expect(!html.contains("fresh-<b>"))
                 #expect(!html.contains("src=") && !html.contains("href="))
-                let staleRow = try #require(html.range(of: "<tr class=\"stale\">"))
+                let staleRow = try #require(html.range(of: "<tr class=\"stale\""))
                 #expect(html[staleRow.upperBound...].contains("silent"))
 
                 let asAgent = try await client.execute(uri: "/", method: .get, headers: Fixture.bearer(freshToken))

@@ -2,9 +2,20 @@ import Foundation
 import Mustache
 import Shared
 
-/// Renders a `FleetSnapshot` as the dashboard's HTML.
+/// Renders a `FleetSnapshot` as the dashboard's HTML page.
+///
+/// Every value reaches the page through a Mustache `{{variable}}`, which escapes `<`, `>`, `&`, `"` and `'`: agent
+/// names, messages and failure reasons come from agents and operators and must never become markup. Enumerated values
+/// (phases, states, kinds) are also used as CSS classes and `data-` attributes, which the browser check and the
+/// refresh script rely on.
 struct DashboardRenderer: Sendable {
     private let template: MustacheTemplate
+
+    /// The `Content-Security-Policy` the page is served with: nothing from elsewhere, inline styles, only the page's
+    /// own refresh script (by hash) and same-origin fetches.
+    static let contentSecurityPolicy =
+        "default-src 'none'; style-src 'unsafe-inline'; script-src '\(DashboardTemplate.scriptHash)'; connect-src 'self'; "
+        + "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
     /// - Throws: only if the embedded template were malformed (a programming error caught by the tests).
     init() throws {
@@ -12,43 +23,149 @@ struct DashboardRenderer: Sendable {
     }
 
     func render(_ fleet: FleetSnapshot) -> String {
+        let now = fleet.generatedAt
         let serviceNames = fleet.services.map(\.name)
+        let names = Dictionary(fleet.agents.map { ($0.record.id, $0.record.name) }, uniquingKeysWith: { first, _ in first })
         let services: [[String: Any]] = fleet.services.map { summary in
             [
-                "name": summary.name, "version": summary.latestVersion ?? "—", "serial": summary.latestSerial.map(String.init) ?? "—",
-                "releases": summary.releaseCount, "agents": summary.agentCount,
+                "name": summary.name, "version": summary.latestVersion ?? "", "serial": summary.latestSerial.map(String.init) ?? "",
+                "hasRelease": summary.latestSerial != nil, "releases": summary.releaseCount, "agents": summary.agentCount,
             ]
         }
-        let agents: [[String: Any]] = fleet.agents.map { agent in
-            let record = agent.record
-            let cells: [[String: Any]] = serviceNames.map { service in
-                guard record.services.contains(service) else { return ["runs": false] }
-                guard let entry = agent.statuses[service] else { return ["runs": true, "reported": false] }
-                let status = entry.status
-                var cell: [String: Any] = [
-                    "runs": true, "reported": true, "version": status.version ?? "none", "serial": status.serial.map(String.init) ?? "—",
-                    "phase": status.phase.rawValue, "health": status.health.rawValue, "message": status.message,
-                    "shortMessage": status.message.count > 80 ? String(status.message.prefix(79)) + "…" : status.message,
-                ]
-                if let target = status.targetSerial, target != status.serial { cell["target"] = String(target) }
-                return cell
-            }
-            let lastSeen = record.lastSeen
-            return [
-                "id": record.id, "name": record.name, "hostname": record.hostname, "stale": agent.isStale,
-                "agentVersion": record.agentVersion ?? "", "processManager": record.processManager ?? "",
-                "lastSeen": lastSeen.map { Self.relative($0, to: fleet.generatedAt) } ?? "never",
-                "lastSeenAt": lastSeen.map(Timestamp.format) ?? "", "cells": cells,
-            ]
-        }
+        let agents = fleet.agents.map { Self.row($0, services: serviceNames, now: now) }
+        let rollouts = fleet.rollouts.map { Self.card($0, now: now) }
+        let events = fleet.events.map { Self.line($0, names: names, now: now) }
+        let openRollouts = fleet.rollouts.filter { $0.rollout.state.isOpen }
+        let halted = fleet.rollouts.filter { $0.rollout.state == .halted }.count
         let context: [String: Any] = [
-            "refreshSeconds": max(5, fleet.pollInterval.components.seconds),
-            "generatedAt": Timestamp.format(fleet.generatedAt),
-            "agentCount": fleet.agents.count, "staleCount": fleet.agents.filter(\.isStale).count,
-            "serviceCount": fleet.services.count, "hasServices": !fleet.services.isEmpty, "hasAgents": !fleet.agents.isEmpty,
-            "services": services, "serviceNames": serviceNames, "agents": agents,
+            "refreshSeconds": Self.refreshSeconds(for: fleet.pollInterval),
+            "generatedAt": Timestamp.format(now),
+            "agents": Self.counted(fleet.agents.count, "agent"), "staleCount": fleet.agents.filter(\.isStale).count,
+            "services": Self.counted(fleet.services.count, "service"), "openRollouts": Self.counted(openRollouts.count, "open rollout"),
+            "haltedCount": halted, "hasHalted": halted > 0,
+            "hasServices": !fleet.services.isEmpty, "hasAgents": !fleet.agents.isEmpty,
+            "hasRollouts": !rollouts.isEmpty, "hasEvents": !events.isEmpty,
+            "columns": services, "rows": agents, "rollouts": rollouts, "events": events,
         ]
         return template.render(context)
+    }
+
+    /// How often the page refreshes itself: the agents' poll interval, kept within 5 s...60 s (nothing on the page
+    /// changes faster than agents report; a slow poll interval must not leave a stale page for minutes).
+    static func refreshSeconds(for pollInterval: Duration) -> Int64 {
+        min(60, max(5, pollInterval.components.seconds))
+    }
+
+    // MARK: Fleet matrix
+
+    private static func row(_ agent: FleetSnapshot.Agent, services: [String], now: Date) -> [String: Any] {
+        let record = agent.record
+        let cells: [[String: Any]] = services.map { service in
+            guard record.services.contains(service) else { return ["service": service, "runs": false] }
+            guard let entry = agent.statuses[service] else { return ["service": service, "runs": true, "reported": false] }
+            let status = entry.status
+            var cell: [String: Any] = [
+                "service": service, "runs": true, "reported": true,
+                "version": status.version ?? "", "hasVersion": status.version != nil,
+                "serial": status.serial.map(String.init) ?? "", "hasSerial": status.serial != nil,
+                "phase": status.phase.rawValue, "health": status.health.rawValue,
+                "message": status.message, "shortMessage": shorten(status.message, to: 90),
+                "processes": status.processes.count, "updatedAgo": relative(entry.updatedAt, to: now),
+                "updatedAt": Timestamp.format(entry.updatedAt),
+            ]
+            if let target = status.targetSerial, target != status.serial { cell["target"] = String(target) }
+            return cell
+        }
+        return [
+            "id": record.id, "name": record.name, "hostname": record.hostname, "stale": agent.isStale,
+            "agentVersion": record.agentVersion ?? "", "processManager": record.processManager ?? "",
+            "lastSeen": record.lastSeen.map { relative($0, to: now) } ?? "never",
+            "lastSeenAt": record.lastSeen.map(Timestamp.format) ?? "no status report yet", "cells": cells,
+        ]
+    }
+
+    // MARK: Rollouts
+
+    private static func card(_ view: RolloutView, now: Date) -> [String: Any] {
+        let rollout = view.rollout
+        let counts = view.counts
+        let sizes = rollout.waveSizes
+        // The bar's four parts add up to the rollout's agents: `updated` includes the healthy ones.
+        let parts: [(kind: String, label: String, count: Int)] = [
+            ("healthy", "healthy", counts.healthy), ("updated", "updated, not yet healthy", counts.updated - counts.healthy),
+            ("failed", "failed", counts.failed), ("pending", "pending", counts.pending),
+        ]
+        let segments: [[String: Any]] = parts.filter { $0.count > 0 }.map { part in
+            ["kind": part.kind, "label": part.label, "count": part.count, "percent": percent(part.count, of: counts.agents)]
+        }
+        let waves: [[String: Any]] = sizes.indices.map { index in
+            let members = view.agents.filter { $0.wave == index }
+            return [
+                "number": index + 1, "reached": rollout.state == .completed || index <= rollout.currentWave,
+                "agents": members.map { agent -> [String: Any] in
+                    ["name": agent.name ?? agent.id, "progress": agent.standing.progress.rawValue]
+                },
+            ]
+        }
+        let failures: [[String: Any]] = view.agents.filter { $0.standing.progress == .failed }.map { agent in
+            [
+                "agent": agent.name ?? agent.id, "kind": agent.standing.failureKind ?? "failed",
+                "reason": agent.standing.failureReason ?? "",
+            ]
+        }
+        return [
+            "service": rollout.service, "serial": rollout.serial, "version": rollout.version,
+            "stableSerial": rollout.stableSerial.map(String.init) ?? "none", "strategy": rollout.strategy.description,
+            "waveStableSeconds": rollout.waveStable.components.seconds, "maxFailures": rollout.maxFailures,
+            "state": rollout.state.rawValue, "wave": sizes.isEmpty ? 0 : min(rollout.currentWave, sizes.count - 1) + 1,
+            "waveCount": sizes.count, "reason": rollout.reason, "hasReason": !rollout.reason.isEmpty,
+            "agents": counts.agents, "healthy": counts.healthy, "updated": counts.updated, "failed": counts.failed,
+            "pending": counts.pending, "segments": segments, "waves": waves, "failures": failures,
+            // A halt's reason already names the failed agents and their reasons.
+            "showFailures": !failures.isEmpty && rollout.state != .halted, "staged": rollout.strategy != .all,
+            "updatedAgo": relative(rollout.updatedAt, to: now), "updatedAt": Timestamp.format(rollout.updatedAt),
+        ]
+    }
+
+    /// `count` as a percentage of `total` with one decimal, for a CSS width ("33.3").
+    static func percent(_ count: Int, of total: Int) -> String {
+        guard total > 0 else { return "0" }
+        let tenths = (count * 1000 + total / 2) / total
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    // MARK: Events
+
+    private static func line(_ event: RolloutEvent, names: [String: String], now: Date) -> [String: Any] {
+        let at = Timestamp.format(event.at)
+        var line: [String: Any] = [
+            "id": event.id, "at": at, "time": clockTime(at), "ago": relative(event.at, to: now), "service": event.service,
+            "serial": event.serial.map(String.init) ?? "", "hasSerial": event.serial != nil, "kind": event.kind.rawValue,
+            "tone": tone(of: event.kind), "message": event.message,
+        ]
+        if let agentID = event.agentID {
+            line["agent"] = names[agentID] ?? agentID
+            line["hasAgent"] = true
+        }
+        return line
+    }
+
+    /// The colour family of an event kind: failures stand out, routine steps do not.
+    static func tone(of kind: RolloutEventKind) -> String {
+        switch kind {
+        case .halted, .aborted, .rolledBack, .refused: "bad"
+        case .paused: "warn"
+        case .completed: "ok"
+        case .published, .waveAdvanced, .resumed: "info"
+        case .superseded: "muted"
+        }
+    }
+
+    // MARK: Text
+
+    /// "1 agent", "3 agents".
+    static func counted(_ count: Int, _ noun: String) -> String {
+        "\(count) \(noun)\(count == 1 ? "" : "s")"
     }
 
     /// "12s ago", "5m ago", "3h ago", "2d ago".
@@ -60,5 +177,16 @@ struct DashboardRenderer: Sendable {
         case ..<86400: return "\(seconds / 3600)h ago"
         default: return "\(seconds / 86400)d ago"
         }
+    }
+
+    /// "03:54:43" out of "2026-11-27T03:54:43Z" (the full timestamp goes in a `title`).
+    static func clockTime(_ timestamp: String) -> String {
+        guard let t = timestamp.firstIndex(of: "T") else { return timestamp }
+        return String(timestamp[timestamp.index(after: t)...].prefix(8))
+    }
+
+    /// At most `limit` characters, with an ellipsis when cut.
+    static func shorten(_ text: String, to limit: Int) -> String {
+        text.count > limit ? String(text.prefix(limit - 1)) + "…" : text
     }
 }

@@ -1,5 +1,13 @@
-/// The dashboard page, a Mustache template. Self-contained: inline CSS, no scripts, no external assets, so it works
-/// on an isolated network and under a strict Content-Security-Policy.
+import Foundation
+import Shared
+
+/// The dashboard page, a Mustache template. Self-contained: inline CSS and one inline script (allowed by its hash in
+/// the Content-Security-Policy), no fonts, images or scripts from anywhere, so it works on an isolated network.
+///
+/// Hooks the refresh script and the browser check rely on: `#summary` and `#dashboard` (swapped on refresh),
+/// `#refresh-status[data-refresh]`, `tr[data-agent][data-stale]`, `td[data-service][data-version][data-serial]
+/// [data-phase][data-health]`, `article[data-rollout-service][data-rollout-state][data-rollout-version]`,
+/// `tr[data-event-kind]`.
 enum DashboardTemplate {
     static let page = """
         <!doctype html>
@@ -7,67 +15,235 @@ enum DashboardTemplate {
         <head>
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
-        <meta http-equiv="refresh" content="{{refreshSeconds}}">
+        <noscript><meta http-equiv="refresh" content="{{refreshSeconds}}"></noscript>
         <title>Ferry · fleet</title>
         <style>
-        :root { --fg: #1d2430; --muted: #6b7585; --line: #dde2ea; --bg: #f6f8fb; --ok: #1f8a4c; --warn: #b7791f; --bad: #c53030; --info: #2b6cb0; }
-        * { box-sizing: border-box; }
-        body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
-        header { padding: 16px 24px; background: #fff; border-bottom: 1px solid var(--line); display: flex; align-items: baseline; gap: 16px; }
-        header h1 { margin: 0; font-size: 20px; }
-        header p { margin: 0; color: var(--muted); }
-        main { padding: 16px 24px; }
-        h2 { font-size: 15px; margin: 24px 0 8px; }
-        table { border-collapse: collapse; background: #fff; border: 1px solid var(--line); width: 100%; }
-        th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-        th { font-weight: 600; background: #eef1f6; white-space: nowrap; }
-        small { display: block; color: var(--muted); font-size: 12px; }
-        tr.stale td { background: #fff7e6; }
-        .badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; color: #fff; background: var(--muted); }
-        .badge.running, .badge.healthy { background: var(--ok); }
-        .badge.deploying, .badge.waiting { background: var(--info); }
-        .badge.failed, .badge.rolled-back, .badge.unhealthy { background: var(--bad); }
-        .badge.stale { background: var(--warn); }
-        .badge.unknown { background: var(--muted); }
-        .none { color: var(--muted); }
-        .empty { color: var(--muted); padding: 12px; }
+        \(style)
         </style>
         </head>
-        <body>
-        <header>
+        <body data-refresh-seconds="{{refreshSeconds}}">
+        <header class="top">
         <h1>Ferry fleet</h1>
-        <p>{{agentCount}} agents · {{staleCount}} stale · {{serviceCount}} services · generated {{generatedAt}}</p>
+        <p id="summary">{{agents}} · {{staleCount}} stale · {{services}} · {{openRollouts}}{{#hasHalted}} · <strong class="alert">{{haltedCount}} halted</strong>{{/hasHalted}} · \
+        generated <time datetime="{{generatedAt}}">{{generatedAt}}</time></p>
+        <p id="refresh-status" data-refresh="off">reloads every {{refreshSeconds}} s</p>
         </header>
-        <main>
-        <h2>Services</h2>
-        {{#hasServices}}
-        <table>
-        <tr><th>Service</th><th>Latest version</th><th>Serial</th><th>Releases</th><th>Agents</th></tr>
-        {{#services}}
-        <tr><td>{{name}}</td><td>{{version}}</td><td>{{serial}}</td><td>{{releases}}</td><td>{{agents}}</td></tr>
-        {{/services}}
-        </table>
-        {{/hasServices}}
-        {{^hasServices}}<p class="empty">No service has a release or an agent yet.</p>{{/hasServices}}
-        <h2>Agents</h2>
+        <main id="dashboard" data-generated-at="{{generatedAt}}">
+        <section id="fleet">
+        <h2>Fleet</h2>
         {{#hasAgents}}
-        <table>
-        <tr><th>Agent</th><th>Last seen</th>{{#serviceNames}}<th>{{.}}</th>{{/serviceNames}}</tr>
-        {{#agents}}
-        <tr class="{{#stale}}stale{{/stale}}">
-        <td>{{name}}<small>{{hostname}} · {{id}}</small><small>{{agentVersion}} {{processManager}}</small></td>
-        <td>{{lastSeen}}{{#stale}} <span class="badge stale">stale</span>{{/stale}}<small>{{lastSeenAt}}</small></td>
+        <div class="scroll">
+        <table class="matrix">
+        <thead><tr><th>Agent</th><th>Last seen</th>{{#columns}}<th data-service="{{name}}">{{name}}\
+        <small>{{#hasRelease}}latest {{version}} · serial {{serial}}{{/hasRelease}}{{^hasRelease}}no release{{/hasRelease}}</small></th>\
+        {{/columns}}</tr></thead>
+        <tbody>
+        {{#rows}}
+        <tr class="{{#stale}}stale{{/stale}}" data-agent="{{name}}" data-agent-id="{{id}}" \
+        data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
+        <th scope="row" title="{{id}}"><span class="agent">{{name}}</span><small>{{hostname}}</small>\
+        <small>{{agentVersion}} {{processManager}}</small></th>
+        <td class="seen">{{#stale}}<span class="badge stale" title="no status report for three poll intervals">stale</span> {{/stale}}\
+        {{lastSeen}}<small>{{lastSeenAt}}</small></td>
         {{#cells}}
-        <td>{{#runs}}{{#reported}}<strong>{{version}}</strong> <small>serial {{serial}}{{#target}} → {{target}}{{/target}}</small>
-        <span class="badge {{phase}}">{{phase}}</span> <span class="badge {{health}}">{{health}}</span><small title="{{message}}">{{shortMessage}}</small>{{/reported}}{{^reported}}<span class="none">no report yet</span>{{/reported}}{{/runs}}{{^runs}}<span class="none">—</span>{{/runs}}</td>
+        {{#runs}}{{#reported}}<td class="cell {{phase}}" data-service="{{service}}" data-version="{{version}}" data-serial="{{serial}}" \
+        data-phase="{{phase}}" data-health="{{health}}">\
+        <div class="version">{{#hasVersion}}<strong>{{version}}</strong>{{/hasVersion}}{{^hasVersion}}<span class="none">no release</span>{{/hasVersion}} \
+        {{#hasSerial}}<span class="serial">serial {{serial}}</span>{{/hasSerial}}{{#target}} <span class="target" title="target serial">→ {{target}}</span>{{/target}}</div>\
+        <div><span class="badge {{phase}}">{{phase}}</span> <span class="badge {{health}}">{{health}}</span> \
+        <span class="procs">{{processes}} proc · {{updatedAgo}}</span></div>\
+        <div class="message" title="{{message}}">{{shortMessage}}</div></td>{{/reported}}\
+        {{^reported}}<td class="cell" data-service="{{service}}" data-phase="none"><span class="none">no report yet</span></td>{{/reported}}{{/runs}}\
+        {{^runs}}<td class="cell" data-service="{{service}}"><span class="none">—</span></td>{{/runs}}
         {{/cells}}
         </tr>
-        {{/agents}}
+        {{/rows}}
+        </tbody>
         </table>
+        </div>
         {{/hasAgents}}
         {{^hasAgents}}<p class="empty">No agent has enrolled yet.</p>{{/hasAgents}}
+        </section>
+        <div class="columns">
+        <section id="rollouts">
+        <h2>Rollouts</h2>
+        {{#rollouts}}
+        <article class="rollout" data-rollout-service="{{service}}" data-rollout-serial="{{serial}}" \
+        data-rollout-version="{{version}}" data-rollout-state="{{state}}">
+        <div class="rollout-head"><strong class="service">{{service}}</strong> <span>serial {{serial}} · {{version}}</span> \
+        <span class="badge state {{state}}">{{state}}</span> <span class="wave">wave {{wave}}/{{waveCount}}</span></div>
+        <div class="bar" role="img" aria-label="{{healthy}} healthy, {{updated}} updated, {{failed}} failed, {{pending}} pending of {{agents}} agents">\
+        {{#segments}}<span class="part {{kind}}" style="width: {{percent}}%" title="{{count}} {{label}}"></span>{{/segments}}</div>
+        <p class="counts"><span class="key healthy"></span>{{healthy}} healthy · <span class="key updated"></span>{{updated}} updated · \
+        <span class="key failed"></span>{{failed}} failed · <span class="key pending"></span>{{pending}} pending · {{agents}} agents</p>
+        {{#hasReason}}<p class="reason" data-rollout-reason>{{reason}}</p>{{/hasReason}}
+        <ol class="waves">{{#waves}}<li class="{{#reached}}reached{{/reached}}"><span class="wave-name">wave {{number}}</span>\
+        {{#agents}} <span class="chip {{progress}}" data-progress="{{progress}}">{{name}}</span>{{/agents}}</li>{{/waves}}</ol>
+        {{#showFailures}}{{#failures}}<p class="failure"><strong>{{agent}}</strong> {{kind}}: {{reason}}</p>{{/failures}}{{/showFailures}}
+        <p class="meta">{{strategy}} · stable serial {{stableSerial}}{{#staged}} · waves stable after {{waveStableSeconds}} s · \
+        max failures {{maxFailures}}{{/staged}} · changed <span title="{{updatedAt}}">{{updatedAgo}}</span></p>
+        </article>
+        {{/rollouts}}
+        {{^hasRollouts}}<p class="empty">No rollout yet.</p>{{/hasRollouts}}
+        </section>
+        <section id="events">
+        <h2>Last events</h2>
+        {{#hasEvents}}
+        <table class="events">
+        <thead><tr><th>Time (UTC)</th><th>Service</th><th>Event</th><th>Message</th></tr></thead>
+        <tbody>
+        {{#events}}
+        <tr data-event-kind="{{kind}}" data-event-service="{{service}}">\
+        <td title="{{at}}">{{time}}<small>{{ago}}</small></td>\
+        <td>{{service}}{{#hasSerial}}<small>serial {{serial}}</small>{{/hasSerial}}</td>\
+        <td><span class="badge tone-{{tone}}">{{kind}}</span></td>\
+        <td class="message">{{message}}{{#hasAgent}}<small>agent {{agent}}</small>{{/hasAgent}}</td></tr>
+        {{/events}}
+        </tbody>
+        </table>
+        {{/hasEvents}}
+        {{^hasEvents}}<p class="empty">No event yet.</p>{{/hasEvents}}
+        </section>
+        </div>
         </main>
+        <script>\(script)</script>
         </body>
         </html>
         """
+
+    /// Sized for a 1366×768 laptop screen: the matrix uses the full width, rollouts and events share the row below.
+    static let style = """
+        :root { --fg: #1b2330; --muted: #687385; --line: #dfe3ea; --bg: #f4f6f9; --card: #fff;
+          --ok: #1d7f46; --ok-bg: #e2f3e8; --info: #2463a8; --info-bg: #e3edf9; --warn: #9a6210; --warn-bg: #fdf0d9;
+          --bad: #b42828; --bad-bg: #fbe3e3; --mute-bg: #eceff3; }
+        * { box-sizing: border-box; }
+        body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+          color: var(--fg); background: var(--bg); }
+        header.top { padding: 10px 20px; background: #1b2330; color: #fff; display: flex; align-items: baseline; gap: 18px;
+          flex-wrap: wrap; }
+        header.top h1 { margin: 0; font-size: 18px; }
+        header.top p { margin: 0; color: #c8d0dc; }
+        header.top .alert { color: #ffb4b4; }
+        #refresh-status { margin-left: auto; font-size: 12px; }
+        #refresh-status[data-refresh="failed"] { color: #ffb4b4; }
+        main { padding: 4px 20px 20px; }
+        h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); margin: 14px 0 6px; }
+        small { display: block; color: var(--muted); font-size: 12px; font-weight: normal; }
+        .scroll { overflow-x: auto; }
+        table { border-collapse: collapse; background: var(--card); border: 1px solid var(--line); width: 100%; }
+        th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+        thead th { font-weight: 600; background: #e9edf3; white-space: nowrap; font-size: 13px; }
+        tbody th { font-weight: 600; white-space: nowrap; }
+        .agent { font-size: 14px; }
+        .seen { white-space: nowrap; }
+        tr.stale > th, tr.stale > td { background: #fff4dc; }
+        tr.stale > th { box-shadow: inset 4px 0 0 var(--warn); }
+        .cell { min-width: 190px; border-left: 1px solid var(--line); }
+        .cell.running { box-shadow: inset 3px 0 0 var(--ok); }
+        .cell.deploying, .cell.waiting { box-shadow: inset 3px 0 0 var(--info); }
+        .cell.failed, .cell.rolled-back { box-shadow: inset 3px 0 0 var(--bad); background: #fff6f6; }
+        .version strong { font-size: 15px; }
+        .serial, .target, .procs { color: var(--muted); font-size: 12px; }
+        .target { color: var(--bad); font-weight: 600; }
+        .message { color: var(--muted); font-size: 12px; overflow-wrap: anywhere; }
+        .cell .message { max-width: 340px; }
+        .badge { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; line-height: 18px; font-weight: 600;
+          background: var(--mute-bg); color: var(--muted); white-space: nowrap; }
+        .badge.running, .badge.healthy, .badge.tone-ok { background: var(--ok-bg); color: var(--ok); }
+        .badge.deploying, .badge.waiting, .badge.tone-info { background: var(--info-bg); color: var(--info); }
+        .badge.failed, .badge.rolled-back, .badge.unhealthy, .badge.tone-bad { background: var(--bad-bg); color: var(--bad); }
+        .badge.tone-warn { background: var(--warn-bg); color: var(--warn); }
+        .badge.stale { background: var(--warn); color: #fff; text-transform: uppercase; letter-spacing: .04em; }
+        .badge.state { color: #fff; text-transform: uppercase; letter-spacing: .04em; }
+        .badge.state.rolling { background: var(--info); }
+        .badge.state.paused { background: var(--warn); }
+        .badge.state.halted, .badge.state.aborted { background: var(--bad); }
+        .badge.state.completed { background: var(--ok); }
+        .badge.state.superseded { background: var(--muted); }
+        .none, .empty { color: var(--muted); }
+        .columns { display: grid; grid-template-columns: minmax(0, 5fr) minmax(0, 6fr); gap: 20px; }
+        @media (max-width: 1000px) { .columns { grid-template-columns: minmax(0, 1fr); } }
+        .rollout { background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; margin-bottom: 10px; }
+        .rollout[data-rollout-state="halted"], .rollout[data-rollout-state="aborted"] { border-color: var(--bad);
+          box-shadow: inset 4px 0 0 var(--bad); }
+        .rollout[data-rollout-state="paused"] { box-shadow: inset 4px 0 0 var(--warn); }
+        .rollout[data-rollout-state="rolling"] { box-shadow: inset 4px 0 0 var(--info); }
+        .rollout-head { display: flex; align-items: baseline; gap: 10px; flex-wrap: wrap; }
+        .rollout-head .service { font-size: 15px; }
+        .rollout-head .wave { margin-left: auto; color: var(--muted); font-weight: 600; }
+        .bar { display: flex; height: 12px; border-radius: 6px; overflow: hidden; background: var(--mute-bg); margin: 8px 0 4px; }
+        .part.healthy, .key.healthy { background: var(--ok); }
+        .part.updated, .key.updated { background: #5b9bdc; }
+        .part.failed, .key.failed { background: var(--bad); }
+        .part.pending, .key.pending { background: #c5ccd6; }
+        .key { display: inline-block; width: 9px; height: 9px; border-radius: 2px; margin-right: 4px; }
+        .counts, .meta { margin: 2px 0; font-size: 12px; color: var(--muted); }
+        .reason { margin: 6px 0; padding: 6px 8px; background: var(--bad-bg); color: #7d1616; border-radius: 4px; font-size: 13px;
+          overflow-wrap: anywhere; }
+        .failure { margin: 3px 0; font-size: 12px; overflow-wrap: anywhere; }
+        .waves { list-style: none; margin: 6px 0; padding: 0; font-size: 12px; }
+        .waves li { margin: 2px 0; color: var(--muted); }
+        .waves li.reached .wave-name { color: var(--fg); font-weight: 600; }
+        .wave-name { display: inline-block; min-width: 52px; }
+        .chip { display: inline-block; padding: 0 6px; border-radius: 4px; border: 1px solid var(--line); background: #f8f9fb;
+          color: var(--fg); }
+        .chip.healthy { border-color: var(--ok); background: var(--ok-bg); }
+        .chip.updated { border-color: var(--info); background: var(--info-bg); }
+        .chip.failed { border-color: var(--bad); background: var(--bad-bg); color: var(--bad); font-weight: 600; }
+        .events td { font-size: 13px; }
+        .events td:first-child { white-space: nowrap; font-variant-numeric: tabular-nums; }
+        .events tr[data-event-kind="halted"] td, .events tr[data-event-kind="rolled-back"] td,
+        .events tr[data-event-kind="refused"] td { background: #fff8f8; }
+        """
+
+    /// Reloads the page's data every `data-refresh-seconds`: fetches `/` again and swaps `#summary` and `#dashboard`,
+    /// so the page is rendered (and escaped) in one place only. Parsed with `DOMParser`, whose documents run no
+    /// scripts. `location.origin` has no `user:password@` (which `fetch` refuses); the browser sends the Basic
+    /// credentials it already holds for this origin. Backs off after failures and says so in `#refresh-status`.
+    /// Must not contain two opening braces in a row (the page is a Mustache template).
+    static let script = """
+        (function () {
+          'use strict';
+          var seconds = parseInt(document.body.getAttribute('data-refresh-seconds'), 10) || 15;
+          var status = document.getElementById('refresh-status');
+          var failures = 0;
+          function show(state, text) {
+            status.setAttribute('data-refresh', state);
+            status.textContent = text;
+          }
+          function swap(doc, id) {
+            var next = doc.getElementById(id);
+            var current = document.getElementById(id);
+            if (!next || !current) throw new Error('the page has no #' + id);
+            current.replaceWith(document.adoptNode(next));
+          }
+          function refresh() {
+            var options = { credentials: 'same-origin', cache: 'no-store', headers: { 'Accept': 'text/html' } };
+            fetch(location.origin + location.pathname, options)
+              .then(function (response) {
+                if (!response.ok) throw new Error('HTTP ' + response.status);
+                return response.text();
+              })
+              .then(function (html) {
+                var doc = new DOMParser().parseFromString(html, 'text/html');
+                swap(doc, 'summary');
+                swap(doc, 'dashboard');
+                failures = 0;
+                show('ok', 'live · updated ' + new Date().toLocaleTimeString() + ' · every ' + seconds + ' s');
+              })
+              .catch(function (error) {
+                failures += 1;
+                show('failed', 'refresh failed (' + error.message + ') · showing older data · retrying');
+              })
+              .then(function () {
+                setTimeout(refresh, seconds * 1000 * Math.min(failures + 1, 4));
+              });
+          }
+          show('waiting', 'live · every ' + seconds + ' s');
+          setTimeout(refresh, seconds * 1000);
+        })();
+        """
+
+    /// `'sha256-<base64>'` of `script`, for the Content-Security-Policy.
+    static let scriptHash = "sha256-" + Data(SHA256.hash(Array(script.utf8)).bytes).base64EncodedString()
 }

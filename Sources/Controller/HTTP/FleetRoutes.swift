@@ -18,7 +18,7 @@ struct FleetRoutes: Sendable {
                 status: .ok,
                 headers: [
                     .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
-                    .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                    .contentSecurityPolicy: DashboardRenderer.contentSecurityPolicy,
                     .xContentTypeOptions: "nosniff",
                 ],
                 body: .init(byteBuffer: ByteBuffer(string: html))
