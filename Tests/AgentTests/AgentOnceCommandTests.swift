@@ -1,0 +1,55 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+/// `ferry-agent once` and `ferry-agent status`, run as the built binary against a live controller.
+@Suite("ferry-agent once and status", .serialized)
+struct AgentOnceCommandTests {
+    @Test(.timeLimit(.minutes(3)))
+    func onceConvergesAndStatusShowsWhatRuns() async throws {
+        let fleet = try FleetFixture()
+        do {
+            try await run(fleet)
+        } catch {
+            Issue.record("\(error)\n\(fleet.logs())")
+        }
+        await fleet.tearDown()
+    }
+
+    private func run(_ fleet: FleetFixture) async throws {
+        try await fleet.startController()
+        let port = try freeLoopbackPort()
+        let config = try fleet.enrollAgent(name: "one-shot")
+        let agent = TestPaths.executable("ferry-agent")
+        let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]
+
+        // Nothing published yet: not converged, and the reason says so.
+        let early = try Command.run(agent, ["once", "--config", config], environment: environment)
+        #expect(early.status == 1)
+        #expect(early.stderr.contains("not converged: web: the controller has no release for this service yet"), "\(early.stderr)")
+
+        try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+        let once = try Command.run(agent, ["once", "--config", config], environment: environment)
+        #expect(once.status == 0, "\(once.stdout)\(once.stderr)")
+        #expect(once.stdout.contains("converged"))
+        // The app keeps running after `once` exits: it belongs to the supervisor daemon.
+        #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true)
+
+        let status = try Command.run(agent, ["status", "--config", config], environment: environment)
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("web: serial 1 (1.0.0), phase running"), "\(status.stdout)")
+        #expect(status.stdout.contains("web-app [0] online"), "\(status.stdout)")
+
+        let json = try Command.run(agent, ["status", "--config", config, "--json"], environment: environment)
+        let report = try StatusReport(json: JSONValue.parse(Array(json.stdout.utf8)))
+        #expect(report.services.first?.serial == 1)
+        #expect(report.services.first?.processes.first?.status == "online")
+        #expect(!json.stdout.contains("NODE_ENV"), "no env in the report")
+
+        // The controller saw the report `once` sent.
+        try await eventually("the fleet shows serial 1") {
+            try await fleet.fleetEntry(agent: "one-shot")?["serial"]?.intValue == 1 ? true : nil
+        }
+    }
+}
