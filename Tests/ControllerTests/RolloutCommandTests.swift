@@ -11,15 +11,15 @@ import Testing
                 as? RolloutPauseCommand
         )
         #expect(pause.service == "web")
-        let endpoint = try pause.connection.endpoint(environment: [:])
-        #expect(endpoint.baseURL == "http://127.0.0.1:9")
-        #expect(endpoint.token == "t")
+        let client = try pause.connection.client(environment: [:])
+        #expect(client.baseURL == "http://127.0.0.1:9")
+        #expect(client.token == "t")
 
         let status = try #require(try ControllerCommand.parseAsRoot(["rollout", "status", "--json"]) as? RolloutStatusCommand)
         #expect(status.service == nil)
         #expect(status.connection.json)
         // Environment twins when the flags are absent; a trailing slash is dropped.
-        let fromEnvironment = try status.connection.endpoint(environment: ["FERRY_CONTROLLER_URL": "https://ferry.example/", "FERRY_TOKEN": "env"])
+        let fromEnvironment = try status.connection.client(environment: ["FERRY_CONTROLLER_URL": "https://ferry.example/", "FERRY_TOKEN": "env"])
         #expect(fromEnvironment.baseURL == "https://ferry.example")
         #expect(fromEnvironment.token == "env")
         #expect(try ControllerCommand.parseAsRoot(["rollout", "abort", "--service", "api"]) is RolloutAbortCommand)
@@ -44,7 +44,7 @@ import Testing
                 Issue.record("\(arguments) parsed as \(type(of: command))")
                 return
             }
-            _ = try status.connection.endpoint(environment: environment)
+            _ = try status.connection.client(environment: environment)
             Issue.record("\(arguments) was accepted")
         } catch {
             #expect(ControllerCommand.message(for: error).contains(message), "\(ControllerCommand.message(for: error))")

@@ -137,7 +137,7 @@ import Testing
             environment: [:]
         )
         #expect(refused.status != 0)
-        #expect(refused.stderr.contains("the controller refused (HTTP 403 forbidden)"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("403 forbidden: this needs a token with role operator"), "\(refused.stderr)")
     }
 
     private static func serial(in response: HTTPResponse) throws -> Int64? {

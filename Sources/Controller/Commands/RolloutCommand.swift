@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import Shared
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
 /// `ferry-controller rollout status|pause|resume|abort`: watch and steer staged rollouts.
 struct RolloutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,30 +20,14 @@ struct RolloutCommand: AsyncParsableCommand {
 
 /// `--controller`, `--token` (and their environment twins) and `--json`, for the rollout commands.
 struct RolloutConnectionOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The controller's URL (or FERRY_CONTROLLER_URL).", valueName: "URL"))
-    var controller: String?
-
-    @Option(name: .long, help: ArgumentHelp("An API token (or FERRY_TOKEN); operator for actions, viewer is enough for status.", valueName: "TOKEN"))
-    var token: String?
+    @OptionGroup var controller: ControllerOptions
 
     @Flag(name: .long, help: "Print the controller's JSON answer instead of text.")
     var json = false
 
-    /// The controller URL and token from the flags or the environment.
-    func endpoint(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RolloutEndpoint {
-        guard let url = controller ?? environment["FERRY_CONTROLLER_URL"].flatMap({ $0.isEmpty ? nil : $0 }) else {
-            throw ValidationError("give the controller's URL with --controller URL or FERRY_CONTROLLER_URL")
-        }
-        guard url.hasPrefix("http://") || url.hasPrefix("https://"), URL(string: url)?.host != nil else {
-            throw ValidationError("--controller \(url) is not an http:// or https:// URL")
-        }
-        guard let token = token ?? environment["FERRY_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 }) else {
-            throw ValidationError("give an API token with --token TOKEN or FERRY_TOKEN")
-        }
-        return RolloutEndpoint(
-            baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url,
-            token: token.trimmingCharacters(in: .whitespacesAndNewlines)
-        )
+    /// A client for the controller the flags or the environment name.
+    func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ControllerClient {
+        try controller.client(environment: environment)
     }
 }
 
@@ -68,9 +48,8 @@ struct RolloutStatusCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let endpoint = try connection.endpoint()
         let path = service.map { "/v1/rollouts?service=\($0)&limit=1" } ?? "/v1/rollouts"
-        let answer = try await endpoint.send("GET", path)
+        let answer = try await connection.client().getJSON(path)
         if connection.json {
             print(String(decoding: answer.encoded(), as: UTF8.self))
             return
@@ -113,45 +92,11 @@ struct RolloutAbortCommand: AsyncParsableCommand {
     func run() async throws { try await RolloutText.act(.abort, service: service, connection: connection) }
 }
 
-/// The controller's address and token for the rollout commands, and the one HTTP call they make.
-struct RolloutEndpoint: Sendable {
-    let baseURL: String
-    let token: String
-
-    /// `method path`; the JSON answer of a 2xx, otherwise a `CLIError` with the controller's error code and message.
-    func send(_ method: String, _ path: String) async throws -> JSONValue {
-        guard let url = URL(string: baseURL + path) else { throw CLIError("\(baseURL + path) is not a valid URL") }
-        var request = URLRequest(url: url, timeoutInterval: 60)
-        request.httpMethod = method
-        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-        request.setValue("ferry-controller/\(FerryVersion.current)", forHTTPHeaderField: "User-Agent")
-        let session = URLSession(configuration: .ephemeral)
-        defer { session.finishTasksAndInvalidate() }
-        let data: Data
-        let response: URLResponse
-        do {
-            (data, response) = try await session.data(for: request)
-        } catch {
-            throw CLIError("\(method) \(baseURL + path): \(error.localizedDescription)")
-        }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        let body = try? JSONValue.parse(Array(data))
-        guard (200..<300).contains(status) else {
-            if case .object(let fields)? = body, case .string(let code)? = fields["error"], case .string(let message)? = fields["message"] {
-                throw CLIError("the controller refused (HTTP \(status) \(code)): \(message)")
-            }
-            throw CLIError("\(method) \(baseURL + path): HTTP \(status)")
-        }
-        guard let body else { throw CLIError("\(method) \(baseURL + path): the answer is not JSON") }
-        return body
-    }
-}
-
 /// Text rendering of rollout documents for the terminal.
 enum RolloutText {
     static func act(_ action: RolloutAction, service: String, connection: RolloutConnectionOptions) async throws {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) is not a service name") }
-        let answer = try await connection.endpoint().send("POST", "/v1/services/\(service)/rollout/\(action.rawValue)")
+        let answer = try await connection.client().postJSON("/v1/services/\(service)/rollout/\(action.rawValue)", body: Data(), expecting: [200])
         print(connection.json ? String(decoding: answer.encoded(), as: UTF8.self) : describe(answer))
     }
 
