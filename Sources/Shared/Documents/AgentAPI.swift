@@ -28,15 +28,8 @@ package struct DesiredState: Sendable, Equatable {
         var reader = try ObjectReader(json, path: "")
         agentId = try reader.required("agentId", Field.string(maxLength: 128))
         pollSeconds = try reader.required("pollSeconds", Field.integer(in: 1...3600))
-        let items = try reader.required("releases") { (value, path) throws(DocumentError) -> [JSONValue] in
-            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
-            guard items.count <= Self.maximumReleases else { throw .tooMany(field: path, limit: Self.maximumReleases, actual: items.count) }
-            return items
-        }
+        releases = try reader.required("releases", Field.list(limit: Self.maximumReleases, Envelope.init(json:path:)))
         try reader.rejectUnknownFields()
-        var releases: [Envelope] = []
-        for (index, item) in items.enumerated() { releases.append(try Envelope(json: item, path: "releases[\(index)]")) }
-        self.releases = releases
     }
 
     package var json: JSONValue {
@@ -82,15 +75,8 @@ package struct StatusReport: Sendable, Equatable {
         agentVersion = try reader.required("agentVersion", Field.string(maxLength: 64))
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
         processManager = try reader.required("processManager", Field.string(maxLength: 32))
-        let items = try reader.required("services") { (value, path) throws(DocumentError) -> [JSONValue] in
-            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
-            guard items.count <= Self.maximumServices else { throw .tooMany(field: path, limit: Self.maximumServices, actual: items.count) }
-            return items
-        }
+        services = try reader.required("services", Field.list(limit: Self.maximumServices, ServiceStatus.init(json:path:)))
         try reader.rejectUnknownFields()
-        var services: [ServiceStatus] = []
-        for (index, item) in items.enumerated() { services.append(try ServiceStatus(json: item, path: "services[\(index)]")) }
-        self.services = services
     }
 
     package var json: JSONValue {
@@ -149,13 +135,8 @@ package struct ServiceStatus: Sendable, Equatable {
         phase = try reader.required("phase", Self.enumeration(DeployPhase.self))
         message = try reader.required("message", Self.text(maxLength: 2048))
         health = try reader.required("health", Self.enumeration(HealthState.self))
-        failures =
-            try reader.optional("failures") { (value, path) throws(DocumentError) -> [ReleaseFailure] in
-                try Self.list(value, path, limit: 32) { (item, itemPath) throws(DocumentError) in try ReleaseFailure(json: item, path: itemPath) }
-            } ?? []
-        processes = try reader.required("processes") { (value, path) throws(DocumentError) -> [ProcessReport] in
-            try Self.list(value, path, limit: 1024) { (item, itemPath) throws(DocumentError) in try ProcessReport(json: item, path: itemPath) }
-        }
+        failures = try reader.optional("failures", Field.list(limit: 32, ReleaseFailure.init(json:path:))) ?? []
+        processes = try reader.required("processes", Field.list(limit: 1024, ProcessReport.init(json:path:)))
         try reader.rejectUnknownFields()
     }
 
@@ -191,18 +172,6 @@ package struct ServiceStatus: Sendable, Equatable {
         }
     }
 
-    static func list<T>(
-        _ value: JSONValue,
-        _ path: String,
-        limit: Int,
-        _ element: (JSONValue, String) throws(DocumentError) -> T
-    ) throws(DocumentError) -> [T] {
-        guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
-        guard items.count <= limit else { throw .tooMany(field: path, limit: limit, actual: items.count) }
-        var out: [T] = []
-        for (index, item) in items.enumerated() { out.append(try element(item, "\(path)[\(index)]")) }
-        return out
-    }
 }
 
 /// A serial an agent refused (bad signature, expired, replay) or rolled back, and why.
@@ -294,9 +263,7 @@ package struct EnrollRequest: Sendable, Equatable {
         name = try reader.required("name", Field.string(maxLength: 128))
         guard !name.isEmpty else { throw .invalidValue(field: "name", reason: "must not be empty") }
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
-        services = try reader.required("services") { (value, path) throws(DocumentError) -> [String] in
-            try ServiceStatus.list(value, path, limit: 256, Release.serviceName)
-        }
+        services = try reader.required("services", Field.list(limit: 256, Release.serviceName))
         try reader.rejectUnknownFields()
         guard !services.isEmpty else { throw .invalidValue(field: "services", reason: "at least one service is required") }
     }

@@ -77,6 +77,21 @@ package enum Field {
         }
     }
 
+    /// A list of at most `limit` items, each converted by `element(item, "path[i]")`.
+    package static func list<T>(
+        limit: Int,
+        _ element: @escaping (JSONValue, String) throws(DocumentError) -> T
+    ) -> (JSONValue, String) throws(DocumentError) -> [T] {
+        { (value, path) throws(DocumentError) in
+            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+            guard items.count <= limit else { throw .tooMany(field: path, limit: limit, actual: items.count) }
+            var out: [T] = []
+            out.reserveCapacity(items.count)
+            for (index, item) in items.enumerated() { out.append(try element(item, "\(path)[\(index)]")) }
+            return out
+        }
+    }
+
     /// A boolean.
     package static func bool(_ value: JSONValue, _ path: String) throws(DocumentError) -> Bool {
         guard case .bool(let flag) = value else { throw .wrongType(field: path, expected: "boolean", got: value.typeName) }
