@@ -1,0 +1,60 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+@Suite("Release files: current switch, leftovers, garbage collection")
+struct ReleaseFilesTests {
+    @Test func keepsTheProtectedReleasesAndTheNewestOthers() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
+            let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))
+            try files.createDirectories(services: ["web"])
+            let releases = files.layout.releasesDir("web")
+            for serial in 1...9 {
+                try FileManager.default.createDirectory(atPath: "\(releases)/\(serial)-abcdefabcdef", withIntermediateDirectories: true)
+            }
+            try files.switchCurrent("web", to: "9-abcdefabcdef")
+            // 9 is applied, 2 is the previous one (after a rollback, say): both stay whatever their age.
+            files.collectReleases("web", protected: ["9-abcdefabcdef", "2-abcdefabcdef"], keep: 3)
+            let left = try FileManager.default.contentsOfDirectory(atPath: releases).sorted()
+            #expect(left == ["2-abcdefabcdef", "6-abcdefabcdef", "7-abcdefabcdef", "8-abcdefabcdef", "9-abcdefabcdef"])
+            #expect(files.currentDirectoryName("web") == "9-abcdefabcdef")
+        }
+    }
+
+    @Test func collectsArtifactsNotInUseAndStalePartialDownloads() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
+            let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))
+            try files.createDirectories(services: ["web"])
+            let artifacts = files.layout.artifactsDir
+            let keep = String(repeating: "a", count: 64)
+            let old = String(repeating: "b", count: 64)
+            for name in [keep, old, "\(old).part", "\(keep).part"] {
+                try Data("x".utf8).write(to: URL(fileURLWithPath: "\(artifacts)/\(name)"))
+            }
+            files.collectArtifacts(keep: [keep])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: artifacts).sorted() == [keep, "\(keep).part"])
+        }
+    }
+
+    @Test func leftoversOfACrashAreRemovedButAResumableDownloadIsKept() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
+            let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))
+            try files.createDirectories(services: ["web"])
+            let releases = files.layout.releasesDir("web")
+            try FileManager.default.createDirectory(atPath: "\(releases)/3-abcdefabcdef.staging-1234", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: "\(releases)/2-abcdefabcdef", withIntermediateDirectories: true)
+            let pending = String(repeating: "c", count: 64)
+            let stale = String(repeating: "d", count: 64)
+            try Data("x".utf8).write(to: URL(fileURLWithPath: "\(files.layout.artifactsDir)/\(pending).part"))
+            try Data("x".utf8).write(to: URL(fileURLWithPath: "\(files.layout.artifactsDir)/\(stale).part"))
+            try Data("x".utf8).write(to: URL(fileURLWithPath: "\(dir.path)/state.json.tmp-99-1"))
+            files.removeLeftovers(services: ["web"], keepDigests: [pending])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: releases) == ["2-abcdefabcdef"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: files.layout.artifactsDir) == ["\(pending).part"])
+            #expect(!FileManager.default.fileExists(atPath: "\(dir.path)/state.json.tmp-99-1"))
+        }
+    }
+}
