@@ -40,7 +40,7 @@ struct ReleaseDiffTests {
         #expect(!text.contains("hunter2") && !text.contains("correct horse"), "values never printed: \(text)")
     }
 
-    @Test func instanceCountAndScriptChangesSayTheyCostARestart() {
+    @Test func instanceCountAndScriptChangesSayTheyCostARestart() throws {
         let before = Self.release()
         let after = Self.release(
             version: "2.0.0",
@@ -50,11 +50,11 @@ struct ReleaseDiffTests {
         )
         let diff = ReleaseDiff(from: before, to: after)
         #expect(diff.artifactChanged)
-        let app = try? #require(diff.apps.first)
-        #expect(app?.options == ["script", "max_memory_restart"])
-        #expect(app?.instances?.from == "2" && app?.instances?.to == "max")
-        #expect(app?.envRemoved == ["PORT"])
-        #expect(app?.restartReason == "script, instance count changed: delete + start (a restart)")
+        let app = try #require(diff.apps.first)
+        #expect(app.options == ["script", "max_memory_restart"])
+        #expect(app.instances?.from == "2" && app.instances?.to == "max")
+        #expect(app.envRemoved == ["PORT"])
+        #expect(app.restartReason == "script, instance count changed: delete + start (a restart)")
         let text = diff.lines().joined(separator: "\n")
         #expect(text.contains("artifact: 2.0 KiB -> 4.0 MiB"))
         #expect(text.contains("version: 1.0.0 -> 2.0.0"))
