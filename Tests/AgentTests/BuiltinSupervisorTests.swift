@@ -109,11 +109,11 @@ struct BuiltinSupervisorTests {
 
             try await harness.manager.restart(appNamed: "crash-limited")
             let restarted = try #require(try await harness.manager.processes().first { $0.name == "crash-limited" })
-            // The app crashes 200 ms after it starts, so on a loaded machine it may already be waiting for its next
-            // restart when the table is read: what matters is that it is no longer errored.
-            #expect([.online, .waitingRestart, .launching].contains(restarted.status), "\(restarted.status)")
-            #expect(restarted.status != .online || restarted.pid != nil)
-            #expect((2...3).contains(restarted.restarts), "restarting an errored app does not count a restart (PM2 keeps restart_time)")
+            // The app crashes 200 ms after it starts, so on a loaded machine it may already have crashed through its
+            // max_restarts again by the time the table is read: either it runs again, or it is errored after more
+            // restarts than before. The wait below shows the restart happened (restart_time climbs from 2 to 4).
+            #expect(restarted.status != .errored || restarted.restarts > 2, "\(restarted.status) \(restarted.restarts)")
+            #expect(restarted.restarts >= 2, "restarting an errored app does not count a restart (PM2 keeps restart_time)")
             try await harness.waitUntil("crash-limited is errored again") { table in
                 table.first { $0.name == "crash-limited" }.map { $0.status == .errored && $0.restarts == 4 } ?? false
             }
