@@ -164,6 +164,19 @@ struct PlannerTests {
             ]
         ),
         Case(
+            description: "controller unreachable: the apps of an install a crash interrupted are not orphans",
+            input: input(
+                decisions: nil,
+                state: {
+                    var interrupted = Self.state
+                    interrupted["api"].pending = CoreFixture.applied(api6)
+                    return interrupted
+                }(),
+                observed: healthyTable + [CoreFixture.stray("api-worker", pmId: 7)]
+            ),
+            expected: []
+        ),
+        Case(
             description: "controller unreachable with a changed env file: the refresh still happens",
             input: input(decisions: nil, envDigests: ["api": CoreFixture.emptyDigest, "web": changedDigest]),
             expected: [.refreshEnvironment(service: "web")]

@@ -63,8 +63,10 @@ enum Planner {
 
         // An applied release's apps are never orphans, even when they could not be built into `appliedApps` this pass
         // (an unreadable instance env file must not get the running service deleted).
+        // Nor are the apps of an install a crash interrupted (it is installed again once the controller answers).
         var desiredNames = Set(
-            input.state.services.values.compactMap { try? $0.applied?.release() }.flatMap { $0.pm2.apps.map(\.name) }
+            input.state.services.values.flatMap { [$0.applied, $0.pending] }.compactMap { try? $0?.release() }
+                .flatMap { $0.pm2.apps.map(\.name) }
         )
         for (service, apps) in input.appliedApps.sorted(by: { $0.key < $1.key }) {
             for app in apps {
