@@ -72,19 +72,16 @@ struct ReportService: Service, CustomStringConvertible {
     func run() async throws {
         let interval = Duration.seconds(runtime.config.reportSeconds)
         let hostname = AgentRuntime.hostname()
-        do {
-            try await reportLoop(interval: interval, hostname: hostname)
-        } catch is CancellationError {
-            // Graceful shutdown.
-        }
+        await reportLoop(interval: interval, hostname: hostname)
     }
 
-    private func reportLoop(interval: Duration, hostname: String) async throws {
-        try await cancelWhenGracefulShutdown {
-            try await withThrowingTaskGroup(of: Void.self) { group in
+    private func reportLoop(interval: Duration, hostname: String) async {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     while !Task.isCancelled {
-                        try await Task.sleep(for: interval)
+                        // Cancelled at shutdown: the loop ends instead of firing again.
+                        guard (try? await Task.sleep(for: interval)) != nil else { return }
                         reports.fire()
                     }
                 }

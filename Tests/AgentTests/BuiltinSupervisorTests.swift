@@ -92,7 +92,7 @@ struct BuiltinSupervisorTests {
             }
             #expect(waiting.first { $0.name == "crash-delay" }.map { $0.pid == nil && $0.restarts == 0 } == true)
             try await harness.waitUntil("crash-delay was restarted after its delay") { table in
-                table.first { $0.name == "crash-delay" }.map { $0.restarts == 1 } ?? false
+                table.first { $0.name == "crash-delay" }.map { $0.restarts >= 1 } ?? false
             }
             try await harness.manager.delete(appNamed: "crash-delay")
 
