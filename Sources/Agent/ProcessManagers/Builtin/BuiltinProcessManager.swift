@@ -125,9 +125,29 @@ struct BuiltinProcessManager: ProcessManager {
         let configuration = configuration
         let logger = logger
         return try await PosixThread.run(name: "supervisor call") { () throws(SupervisorError) -> SupervisorResponse? in
-            guard let fd = try Self.connect(configuration, startingDaemon: startingDaemon, logger: logger) else { return nil }
-            defer { close(fd) }
-            return try Self.exchange(line, operation: request.operation, on: fd, configuration: configuration)
+            // A daemon that dies between accepting the connection and answering (killed, crashed) drops the call.
+            // Reading the table changes nothing, so that one is asked again of the daemon the next connect starts;
+            // a change is not repeated blindly: its caller reads the table and the next pass repairs.
+            var attempts = request.operation == .list ? 2 : 1
+            while true {
+                attempts -= 1
+                guard let fd = try Self.connect(configuration, startingDaemon: startingDaemon, logger: logger) else { return nil }
+                defer { close(fd) }
+                do throws(SupervisorError) {
+                    return try Self.exchange(line, operation: request.operation, on: fd, configuration: configuration)
+                } catch {
+                    guard attempts > 0, Self.isDroppedConnection(error) else { throw error }
+                    logger.info("supervisor.call.retried", metadata: ["supervisor.error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private static func isDroppedConnection(_ error: SupervisorError) -> Bool {
+        switch error {
+        case .connectionClosed: true
+        case .path(let operation, _, let code): (operation == "receive from" || operation == "send to") && [ECONNRESET, EPIPE].contains(code)
+        default: false
         }
     }
 
