@@ -20,8 +20,15 @@ struct DesiredStateBuilder: Sendable {
     }
 
     /// The desired state of `agent`, rendered.
-    func build(for agent: AgentRecord) async throws -> RenderedDesiredState {
-        let releases = try await selector.releases(for: agent, in: store)
+    /// - Parameter shared: the snapshot of the agent's services; loaded here when not given.
+    func build(for agent: AgentRecord, shared: ServiceSnapshot? = nil) async throws -> RenderedDesiredState {
+        let snapshot: ServiceSnapshot
+        if let shared {
+            snapshot = shared
+        } else {
+            snapshot = try await ServiceSnapshot.load(agent.services, from: store)
+        }
+        let releases = try await selector.releases(for: agent, in: store, shared: snapshot)
         let state = DesiredState(
             agentId: agent.id,
             pollSeconds: configuration.pollInterval.components.seconds,

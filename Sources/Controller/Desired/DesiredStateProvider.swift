@@ -14,7 +14,11 @@ final class DesiredStateProvider: Sendable {
         let (cached, generation) = cache.lookup(agentID)
         if let cached { return cached }
         guard let agent = try await builder.store.agent(id: agentID) else { return nil }
-        let rendered = try await builder.build(for: agent)
+        let builder = builder
+        let shared = try await cache.snapshot(of: agent.services, generation: generation) {
+            try await ServiceSnapshot.load(agent.services, from: builder.store)
+        }
+        let rendered = try await builder.build(for: agent, shared: shared)
         cache.insert(rendered, for: agentID, computedIn: generation)
         return rendered
     }

@@ -4,12 +4,13 @@
 /// while `DesiredStateBuilder`, the cache and long-polling stay as they are.
 protocol ReleaseSelector: Sendable {
     /// The releases `agent` should run now, at most one per service, sorted by service.
-    func releases(for agent: AgentRecord, in store: any ControllerStore) async throws -> [ReleaseRecord]
+    /// - Parameter shared: what all agents of those services share, loaded once per cache generation.
+    func releases(for agent: AgentRecord, in store: any ControllerStore, shared: ServiceSnapshot) async throws -> [ReleaseRecord]
 }
 
 /// Every agent gets the latest release of each service it runs.
 struct LatestReleaseSelector: ReleaseSelector {
-    func releases(for agent: AgentRecord, in store: any ControllerStore) async throws -> [ReleaseRecord] {
-        try await store.latestReleases(for: agent.services)
+    func releases(for agent: AgentRecord, in store: any ControllerStore, shared: ServiceSnapshot) async throws -> [ReleaseRecord] {
+        agent.services.sorted().compactMap { shared.latest[$0] }
     }
 }

@@ -6,16 +6,16 @@
 /// it (agents that rolled it back run the older serial and receive that one or the failed one, which they skip).
 /// A service without any rollout (releases stored before rollouts existed) gives its latest release to everyone.
 struct RolloutReleaseSelector: ReleaseSelector {
-    func releases(for agent: AgentRecord, in store: any ControllerStore) async throws -> [ReleaseRecord] {
+    func releases(for agent: AgentRecord, in store: any ControllerStore, shared: ServiceSnapshot) async throws -> [ReleaseRecord] {
         let services = agent.services
         guard !services.isEmpty else { return [] }
-        var rollouts: [String: RolloutRecord] = [:]
-        for rollout in try await store.latestRollouts(for: services) { rollouts[rollout.service] = rollout }
-        var known: [ReleaseKey: ReleaseRecord] = [:]
+        let rollouts = shared.rollouts
+        var known: [ReleaseKey: ReleaseRecord] = shared.others
         var latest: [String: Int64] = [:]
-        for record in try await store.latestReleases(for: services) {
+        for service in services {
+            guard let record = shared.latest[service] else { continue }
             known[ReleaseKey(service: record.service, serial: record.serial)] = record
-            latest[record.service] = record.serial
+            latest[service] = record.serial
         }
         var running: [String: Int64] = [:]
         for record in try await store.serviceStatuses(agentID: agent.id) {

@@ -1,0 +1,33 @@
+/// What every agent of a set of services shares when its desired state is computed: each service's latest release,
+/// its latest rollout, and the stable release that rollout gives agents it has not reached.
+///
+/// Loaded once per cache generation and set of services (see `DesiredStateCache.snapshot`), so waking a thousand
+/// long-polls after a publish costs two or three queries plus one per agent, not five per agent.
+struct ServiceSnapshot: Sendable {
+    var latest: [String: ReleaseRecord] = [:]
+    var rollouts: [String: RolloutRecord] = [:]
+    /// Releases other than the latest that a rollout hands out (its stable serial), by key.
+    var others: [ReleaseKey: ReleaseRecord] = [:]
+
+    /// Reads the snapshot of `services` from `store`.
+    static func load(_ services: [String], from store: any ControllerStore) async throws -> ServiceSnapshot {
+        var snapshot = ServiceSnapshot()
+        guard !services.isEmpty else { return snapshot }
+        for record in try await store.latestReleases(for: services) { snapshot.latest[record.service] = record }
+        for rollout in try await store.latestRollouts(for: services) { snapshot.rollouts[rollout.service] = rollout }
+        let stable = snapshot.rollouts.values.compactMap { rollout -> ReleaseKey? in
+            guard let serial = rollout.stableSerial, serial != snapshot.latest[rollout.service]?.serial else { return nil }
+            return ReleaseKey(service: rollout.service, serial: serial)
+        }
+        if !stable.isEmpty {
+            for record in try await store.releases(stable) { snapshot.others[ReleaseKey(service: record.service, serial: record.serial)] = record }
+        }
+        return snapshot
+    }
+
+    /// The stored release `service`/`serial`, if the snapshot holds it.
+    func release(_ service: String, _ serial: Int64) -> ReleaseRecord? {
+        if let latest = latest[service], latest.serial == serial { return latest }
+        return others[ReleaseKey(service: service, serial: serial)]
+    }
+}
