@@ -14,13 +14,7 @@ struct AgentCrashTests {
 
     @Test(.timeLimit(.minutes(4)), arguments: Step.allCases)
     func killDashNineDuringAnInstallThenRestartConverges(_ step: Step) async throws {
-        let fleet = try FleetFixture()
-        do {
-            try await run(fleet, step: step)
-        } catch {
-            Issue.record("\(error)\n\(fleet.logs())")
-        }
-        await fleet.tearDown()
+        try await FleetFixture.with { fleet in try await run(fleet, step: step) }
     }
 
     private func run(_ fleet: FleetFixture, step: Step) async throws {

@@ -25,13 +25,7 @@ struct AgentEndToEndTests {
     }
 
     private func scenario(pm2: String?) async throws {
-        let fleet = try FleetFixture()
-        do {
-            try await run(fleet, pm2: pm2)
-        } catch {
-            Issue.record("\(error)\n\(fleet.logs())")
-        }
-        await fleet.tearDown()
+        try await FleetFixture.with { fleet in try await run(fleet, pm2: pm2) }
     }
 
     private func run(_ fleet: FleetFixture, pm2: String?) async throws {

@@ -9,13 +9,7 @@ import Testing
 struct RolloutEndToEndTests {
     @Test(.timeLimit(.minutes(6)))
     func aCrashingReleaseHaltsAfterTheFirstWaveThenAGoodOneReachesEveryone() async throws {
-        let fleet = try FleetFixture()
-        do {
-            try await run(fleet)
-        } catch {
-            Issue.record("\(error)\n\(fleet.logs())")
-        }
-        await fleet.tearDown()
+        try await FleetFixture.with { fleet in try await run(fleet) }
     }
 
     private func run(_ fleet: FleetFixture) async throws {

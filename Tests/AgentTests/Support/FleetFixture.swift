@@ -1,6 +1,7 @@
 import Foundation
 import Shared
 import TestSupport
+import Testing
 
 /// Everything an end-to-end test needs: keys, a live controller, a small HTTP app packed as tar.gz releases, and
 /// agents started as real `ferry-agent` processes with the builtin supervisor.
@@ -30,6 +31,18 @@ final class FleetFixture {
             logDir: root.appendingPathComponent("logs"),
             trustedKeys: [operatorPublicKeyPath]
         )
+    }
+
+    /// Runs `body` with a fresh fixture, records any error together with every process's log, and always tears the
+    /// fixture down (agents, supervisors, pm2 daemons, controller, directory).
+    static func with(_ body: (FleetFixture) async throws -> Void) async throws {
+        let fleet = try FleetFixture()
+        do {
+            try await body(fleet)
+        } catch {
+            Issue.record("\(error)\n\(fleet.logs())")
+        }
+        await fleet.tearDown()
     }
 
     /// Starts the controller and creates the tokens.
