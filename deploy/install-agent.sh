@@ -285,10 +285,11 @@ else
     if [ "$DRY_RUN" = 1 ]; then
         printf '+'
         printf ' %q' "${ENROLL[@]}"
-        printf ' --token <redacted>\n'
+        printf ' --token-file - <redacted token on stdin>\n'
     else
-        # The token goes to enroll only; enroll's own output and errors never contain it.
-        "${ENROLL[@]}" --token "$TOKEN"
+        # The token goes to enroll on its standard input: never on a command line (visible in /proc), and enroll's
+        # own output and errors never contain it.
+        printf '%s\n' "$TOKEN" | "${ENROLL[@]}" --token-file -
     fi
     # Enroll runs as root; the agent (user ferry) reads its config and token. /etc/ferry stays root's.
     run chown "root:$AGENT_USER" "$CONFIG"

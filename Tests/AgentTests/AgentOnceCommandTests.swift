@@ -14,7 +14,8 @@ struct AgentOnceCommandTests {
     private func run(_ fleet: FleetFixture) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()
-        let config = try fleet.enrollAgent(name: "one-shot")
+        // The enrollment token arrives on standard input, as deploy/install-agent.sh passes it.
+        let config = try fleet.enrollAgent(name: "one-shot", tokenOnStandardInput: true)
         let agent = TestPaths.executable("ferry-agent")
         let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]
 

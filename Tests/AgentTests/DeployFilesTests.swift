@@ -111,7 +111,7 @@ struct DeployFilesTests {
                 "+ ROOT/usr/local/bin/ferry-agent enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json"
                     + " --state-dir ROOT/var/lib/ferry --env-dir ROOT/etc/ferry/env --threshold 2 --process-manager builtin"
                     + " --service web --service api --trusted-key ROOT/etc/ferry/keys/alice.pub"
-                    + " --trusted-key ROOT/etc/ferry/keys/bob.pub --poll-seconds 5 --token <redacted>",
+                    + " --trusted-key ROOT/etc/ferry/keys/bob.pub --poll-seconds 5 --token-file - <redacted token on stdin>",
                 "+ chown ferry:ferry ROOT/var/lib/ferry/agent.token",
                 "+ install -o root -g root -m 0644 DEPLOY/systemd/ferry-agent.service ROOT/etc/systemd/system/ferry-agent.service",
                 "+ systemctl --root=ROOT enable ferry-agent.service",
@@ -136,7 +136,10 @@ struct DeployFilesTests {
             existing: enrolledHost,
             extraArguments: ["--force"],
             expectedLines: ["install-agent: skip: user ferry exists"],
-            present: [" enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json ", " --force --token <redacted>\n"],
+            present: [
+                " enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json ",
+                " --force --token-file - <redacted token on stdin>\n",
+            ],
             absent: ["useradd", "skip: ROOT/etc/ferry/agent.json exists"]
         ),
         DryRunCase(
@@ -201,7 +204,7 @@ struct DeployFilesTests {
             let result = try Command.run("bash", [Self.installScript] + arguments)
             #expect(result.status == 0, "stderr: \(result.stderr)")
             #expect(result.stdout.contains(" enroll --controller https://ferry.example:8443 "))
-            #expect(result.stdout.contains("--token <redacted>\n"))
+            #expect(result.stdout.contains("--token-file - <redacted token on stdin>\n"))
             #expect(!result.stdout.contains(Self.token) && !result.stderr.contains(Self.token))
             #expect(!FileManager.default.fileExists(atPath: root), "the dry run created the root")
         }

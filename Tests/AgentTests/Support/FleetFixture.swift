@@ -151,7 +151,8 @@ final class FleetFixture {
         reportSeconds: Int = 2,
         longPollSeconds: Int = 10,
         pm2: String? = nil,
-        instanceEnv: [String: String] = [:]
+        instanceEnv: [String: String] = [:],
+        tokenOnStandardInput: Bool = false
     ) throws -> String {
         let agentRoot = root.appendingPathComponent(name)
         if !instanceEnv.isEmpty {
@@ -167,7 +168,7 @@ final class FleetFixture {
         let tokenFile = agentRoot.appendingPathComponent("enroll.token")
         try enrollToken.write(to: tokenFile, atomically: true, encoding: .utf8)
         var arguments = [
-            "enroll", "--controller", controller.url, "--token-file", tokenFile.path, "--config", config,
+            "enroll", "--controller", controller.url, "--token-file", tokenOnStandardInput ? "-" : tokenFile.path, "--config", config,
             "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
             "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
         ]
@@ -179,7 +180,11 @@ final class FleetFixture {
             arguments += ["--process-manager", "builtin"]
         }
         for service in services { arguments += ["--service", service] }
-        let result = try Command.run(TestPaths.executable("ferry-agent"), arguments)
+        let result = try Command.run(
+            TestPaths.executable("ferry-agent"),
+            arguments,
+            stdin: tokenOnStandardInput ? Data((enrollToken + "\n").utf8) : nil
+        )
         guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
         // Faster reports and shorter long-polls than production, so the test does not wait for them.
         var text = try String(contentsOfFile: config, encoding: .utf8)
