@@ -142,25 +142,8 @@ final class SQLiteControllerStore: ControllerStore {
 
     // MARK: Releases
 
-    func insertRelease(_ release: ReleaseRecord) async throws {
-        let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
-        try await transaction { db in
-            let latest =
-                try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
-                .first()?.decode(column: "s", as: Int64?.self) ?? nil
-            if let latest, release.serial <= latest {
-                throw StoreError.staleSerial(service: release.service, serial: release.serial, latest: latest)
-            }
-            try await db.raw(
-                """
-                INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at)
-                VALUES (\(bind: release.service), \(bind: release.serial), \(bind: release.version), \(bind: release.artifactSHA256),
-                        \(bind: release.artifactSize), \(bind: envelopeText), \(bind: release.publishedBy),
-                        \(bind: StoredTime.milliseconds(release.createdAt)))
-                """
-            ).run()
-        }
-    }
+    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:events:)` (SQLiteControllerStore+
+    // Rollouts.swift): one SQL path stores every release, with its rollout.
 
     func latestSerial(service: String) async throws -> Int64? {
         try await readDB.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: service)")
