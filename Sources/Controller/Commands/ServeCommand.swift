@@ -125,6 +125,8 @@ struct ServeCommand: AsyncParsableCommand {
             settings = try resolvedSettings(environment: ProcessInfo.processInfo.environment)
             configuration = try settings.configuration()
             level = try settings.resolvedLogLevel()
+            // Checked before the database is opened: a pair that cannot be served must not leave a data directory behind.
+            if let files = configuration.tls { _ = try TLSCertificateStore(files: files) }
         } catch {
             throw CLIError("\(error)")
         }
