@@ -257,4 +257,39 @@ struct HostileClientWorld: Sendable {
             }
         }
     }
+
+    /// The issue's report, against the built binary: 1,100 idle connections to a server whose open-file limit is 1,024
+    /// starved `/healthz`. Now the cap is lowered to fit the limit (with a warning), idle connections are shed past it,
+    /// `/healthz` answers, and the cap is logged once, not once per connection.
+    @Test func elevenHundredIdleConnectionsUnderA1024FileLimitDoNotStarveHealthz() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-fd-limit") { directory in
+            let keyPrefix = directory.appendingPathComponent("operator").path
+            let keygen = try await CommandLineEndToEndTests.cli(["keygen", "--out", keyPrefix])
+            #expect(keygen.status == 0, "\(keygen.errors)")
+            let server = try ServerProcess(
+                arguments: ["--data-dir", directory.appendingPathComponent("data").path, "--trusted-key", keyPrefix + ".pub"],
+                logDirectory: directory,
+                openFileLimit: 1024
+            )
+            defer { server.stop() }
+            #expect(server.log.contains("the cap is lowered to fit"), "\(server.log)")
+            #expect(server.log.contains("ferry.max_connections=768"), "1,024 descriptors less 256 kept for files")
+            guard let port = Int(server.baseURL.split(separator: ":").last ?? "") else { throw FixtureError("no port in \(server.baseURL)") }
+            var junk: [RawConnection] = []
+            for _ in 0..<1100 { junk.append(try RawConnection(port: port)) }
+            let health = try RawConnection(port: port)
+            try health.send(HostileClientWorld.get("/healthz"))
+            #expect(try await health.waitForStatus(timeout: .seconds(10)) == 200, "\(server.log.suffix(2000))")
+            let metrics = try RawConnection(port: port)
+            try metrics.send(HostileClientWorld.get("/metrics"))
+            #expect(try await metrics.waitForStatus(timeout: .seconds(10)) == 200)
+            _ = try await metrics.waitUntilClosed(timeout: .milliseconds(500))
+            let text = String(decoding: metrics.received, as: UTF8.self)
+            let shed = text.split(separator: "\n").first { $0.hasPrefix("ferry_connections_shed_total ") }
+            #expect(shed.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= 300 } == true, "\(shed ?? "no sample")")
+            let capLines = server.log.split(separator: "\n").filter { $0.contains("Connection cap reached") }
+            #expect(!capLines.isEmpty && capLines.count <= 3, "logged \(capLines.count) times")
+            #expect(server.process.isRunning)
+        }
+    }
 }

@@ -119,14 +119,14 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings: ServeSettings
-        let configuration: ControllerConfiguration
+        var resolved: ControllerConfiguration
         let level: Logger.Level
         do {
             settings = try resolvedSettings(environment: ProcessInfo.processInfo.environment)
-            configuration = try settings.configuration()
+            resolved = try settings.configuration()
             level = try settings.resolvedLogLevel()
             // Checked before the database is opened: a pair that cannot be served must not leave a data directory behind.
-            if let files = configuration.tls { _ = try TLSCertificateStore(files: files) }
+            if let files = resolved.tls { _ = try TLSCertificateStore(files: files) }
         } catch {
             throw CLIError("\(error)")
         }
@@ -136,7 +136,8 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         // Once per process, here only: metrics of libraries using swift-metrics go to the same registry as Ferry's own.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        Self.raiseOpenFileLimit(for: configuration.connectionLimits, logger: logger)
+        resolved.connectionLimits.maximumConnections = Self.raiseOpenFileLimit(for: resolved.connectionLimits, logger: logger)
+        let configuration = resolved
 
         let store: SQLiteControllerStore
         do {
@@ -179,26 +180,30 @@ struct ServeCommand: AsyncParsableCommand {
         logger.info("Controller stopped")
     }
 
-    /// Raises the soft open-file limit so the connection cap fits, and warns when the hard limit does not allow it.
-    static func raiseOpenFileLimit(for limits: ConnectionLimits, logger: Logger) {
-        let wanted = limits.maximumConnections + ConnectionLimits.reservedFileDescriptors
-        guard let outcome = OpenFileLimit.raise(toFit: wanted) else {
-            logger.warning("Cannot read the open-file limit (RLIMIT_NOFILE)")
-            return
+    /// Raises the soft open-file limit so the connection cap fits; returns the cap to use: the configured one, or
+    /// what the hard limit leaves room for when that is less (with a warning). Past the descriptor limit the server
+    /// could not accept anything, `/healthz` included, so shedding idle connections has to start before it.
+    static func raiseOpenFileLimit(for limits: ConnectionLimits, logger: Logger) -> Int {
+        let reserved = ConnectionLimits.reservedFileDescriptors
+        guard let outcome = OpenFileLimit.raise(toFit: limits.maximumConnections + reserved) else {
+            logger.warning("Cannot read the open-file limit (RLIMIT_NOFILE): keeping --max-connections as given")
+            return limits.maximumConnections
         }
+        let fit = max(16, outcome.connections(reserving: reserved))
+        let cap = min(limits.maximumConnections, fit)
         let metadata: Logger.Metadata = [
-            "ferry.nofile.soft": "\(outcome.current)", "ferry.nofile.hard": "\(outcome.hard)",
-            "ferry.nofile.previous": "\(outcome.previous)", "ferry.max_connections": "\(limits.maximumConnections)",
-            "ferry.nofile.reserved": "\(ConnectionLimits.reservedFileDescriptors)",
-            "ferry.nofile.connections_fit": "\(outcome.connections(reserving: ConnectionLimits.reservedFileDescriptors))",
+            "ferry.nofile.soft": "\(outcome.current)", "ferry.nofile.hard": "\(outcome.hard)", "ferry.nofile.previous": "\(outcome.previous)",
+            "ferry.nofile.reserved": "\(reserved)", "ferry.max_connections.configured": "\(limits.maximumConnections)",
+            "ferry.max_connections": "\(cap)",
         ]
-        if outcome.fits {
-            logger.debug("Open-file limit", metadata: metadata)
-        } else {
+        if cap < limits.maximumConnections {
             logger.warning(
-                "The open-file limit leaves room for fewer connections than --max-connections: raise LimitNOFILE (systemd) or ulimit -n, or lower --max-connections",
+                "The open-file limit leaves room for fewer connections than --max-connections: the cap is lowered to fit; raise LimitNOFILE (systemd) or ulimit -n to allow more",
                 metadata: metadata
             )
+        } else {
+            logger.debug("Open-file limit", metadata: metadata)
         }
+        return cap
     }
 }
