@@ -351,6 +351,8 @@ struct DeployFilesTests {
                 "Restart": "always", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                 "ReadWritePaths": "/var/lib/ferry-controller", "PrivateTmp": "yes", "User": "ferry-controller",
                 "StateDirectory": "ferry-controller", "ExecStart": "/usr/local/bin/ferry-controller serve",
+                // `systemctl reload` reloads the TLS certificate.
+                "ExecReload": "/bin/kill -HUP $MAINPID",
             ],
             forbidden: ["KillMode"]
         ),

@@ -230,28 +230,39 @@ import Testing
     /// out their `wait`.
     @Test func gracefulShutdownAnswersParkedLongPolls() async throws {
         try await Fixture.with { fixture in
-            let token = Token.generate()
-            let agent = try await fixture.store.enrollAgent(
-                proposedID: "agt_0000000000000001",
-                name: "web-1",
-                hostname: "web-1",
-                services: ["api"],
-                tokenHash: Token.digest(token),
-                at: Date()
-            )
+            // Twenty agents, one parked long-poll each (an agent has at most one: a second would answer the first).
+            var agents: [(id: String, token: String)] = []
+            for index in 0..<20 {
+                let token = Token.generate()
+                let agent = try await fixture.store.enrollAgent(
+                    proposedID: "agt_\(String(format: "%016x", index + 1))",
+                    name: "web-\(index + 1)",
+                    hostname: "web-\(index + 1)",
+                    services: ["api"],
+                    tokenHash: Token.digest(token),
+                    at: Date()
+                )
+                agents.append((agent.id, token))
+            }
+            let pinned = agents
             let group = fixture.controller.serviceGroup(handlingSignals: false)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
                 var ports = fixture.ports.makeAsyncIterator()
                 guard let port = await ports.next() else { throw FixtureError("no port") }
-                let url = "http://127.0.0.1:\(port)/v1/agents/\(agent.id)/desired-state"
                 let http = LiveHTTP(maximumConnections: 32)
-                let tag = try #require(try await http.send("GET", url, token: token).header("ETag"))
+                var tags: [String] = []
+                for agent in pinned {
+                    let url = "http://127.0.0.1:\(port)/v1/agents/\(agent.id)/desired-state"
+                    tags.append(try #require(try await http.send("GET", url, token: agent.token).header("ETag")))
+                }
+                let pinnedTags = tags
                 let hub = fixture.controller.core.desiredStates.hub
                 let started = ContinuousClock.now
                 let answers = try await withThrowingTaskGroup(of: Int.self) { waiters in
-                    for _ in 0..<20 {
-                        waiters.addTask { try await http.send("GET", url + "?wait=60", token: token, headers: ["If-None-Match": tag]).status }
+                    for (index, agent) in pinned.enumerated() {
+                        let url = "http://127.0.0.1:\(port)/v1/agents/\(agent.id)/desired-state?wait=60"
+                        waiters.addTask { try await http.send("GET", url, token: agent.token, headers: ["If-None-Match": pinnedTags[index]]).status }
                     }
                     let deadline = ContinuousClock.now + .seconds(30)
                     while hub.waiterCount < 20 {

@@ -77,3 +77,54 @@ import Testing
         #expect(await mine == .changed)
     }
 }
+
+@Suite struct LongPollHubOnePerAgentTests {
+    @Test func aNewWaitOfTheSameAgentAnswersThePreviousOne() async throws {
+        let counts = Mutex<[Int]>([])
+        let hub = LongPollHub(onCountChange: { count in counts.withLock { $0.append(count) } })
+        let generation = hub.generation
+        let first = Task { await hub.wait(agentID: "a", services: ["api"], after: generation, timeout: .seconds(60)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while hub.waiterCount < 1 {
+            guard ContinuousClock.now < deadline else { throw FixtureError("the first wait did not park") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let other = Task { await hub.wait(agentID: "b", services: ["api"], after: generation, timeout: .seconds(60)) }
+        while hub.waiterCount < 2 {
+            guard ContinuousClock.now < deadline else { throw FixtureError("the other agent's wait did not park") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let second = Task { await hub.wait(agentID: "a", services: ["api"], after: generation, timeout: .seconds(60)) }
+        // The first wait is answered at once, long before its 60 s; the other agent's wait stays parked.
+        #expect(await first.value == .superseded)
+        #expect(hub.waiterCount == 2)
+        hub.notify(agentID: "a")
+        #expect(await second.value == .changed)
+        #expect(hub.waiterCount == 1)
+        other.cancel()
+        #expect(await other.value == .cancelled)
+        #expect(hub.waiterCount == 0)
+        #expect(counts.withLock { $0.max() } == 2)
+    }
+
+    @Test func manyConcurrentWaitsOfOneAgentLeaveOneParked() async throws {
+        let hub = LongPollHub()
+        let generation = hub.generation
+        try await withThrowingTaskGroup(of: LongPollHub.Wake.self) { group in
+            for _ in 0..<300 {
+                group.addTask { await hub.wait(agentID: "a", services: ["api"], after: generation, timeout: .seconds(60)) }
+            }
+            var superseded = 0
+            for _ in 0..<299 {
+                let wake = try #require(try await group.next())
+                #expect(wake == .superseded)
+                superseded += 1
+            }
+            #expect(superseded == 299)
+            #expect(hub.waiterCount == 1)
+            hub.notify(services: ["api"])
+            #expect(try await group.next() == .changed)
+        }
+        #expect(hub.waiterCount == 0)
+    }
+}

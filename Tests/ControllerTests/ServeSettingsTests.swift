@@ -58,6 +58,22 @@ import Testing
         BadSetting(arguments: ["serve", "--poll-seconds", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "from 1 to 3600"),
         BadSetting(arguments: ["serve", "--log-level", "loud"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be one of trace"),
         BadSetting(arguments: ["serve", "--config", "/nonexistent/ferry.yaml"], environment: [:], message: "no such file"),
+        BadSetting(
+            arguments: ["serve", "--tls-cert", "c.pem"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "--tls-cert is given without --tls-key"
+        ),
+        BadSetting(
+            arguments: ["serve"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_TLS_KEY": "k.pem"],
+            message: "--tls-key is given without --tls-cert"
+        ),
+        BadSetting(arguments: ["serve", "--header-timeout", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1s to 600s"),
+        BadSetting(arguments: ["serve", "--idle-timeout", "soon"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "expected whole seconds"),
+        BadSetting(arguments: ["serve"], environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_IDLE_TIMEOUT": "2h"], message: "expected whole seconds"),
+        BadSetting(arguments: ["serve", "--idle-timeout", "61m"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1s to 3600s"),
+        BadSetting(arguments: ["serve", "--max-connections", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1 to 1000000"),
+        BadSetting(arguments: ["serve"], environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_MAX_CONNECTIONS": "many"], message: "not an integer"),
     ]
 
     @Test(arguments: badSettings)
@@ -75,6 +91,40 @@ import Testing
             } catch {
                 #expect("\(error)".contains(bad.message), "\(error)")
             }
+        }
+    }
+
+    @Test func tlsAndConnectionLimitsFromFlagsEnvironmentAndFile() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let key = try SigningKey.generate()
+            try Data(key.publicKey.pemRepresentation().utf8).write(to: directory.appendingPathComponent("op.pub"))
+            let file = directory.appendingPathComponent("controller.yaml")
+            try Data(
+                """
+                trustedKeys: [op.pub]
+                tlsCert: tls/server.pem
+                tlsKey: tls/server.key
+                headerTimeout: 20
+                idleTimeout: 2m
+                maxConnections: 500
+                """.utf8
+            ).write(to: file)
+            #expect(try ServeSettings.fromFile(file.path).configuration().connectionLimits.idleTimeout == .seconds(120))
+            let command = try #require(
+                try ControllerCommand.parseAsRoot(["serve", "--config", file.path, "--max-connections", "700"]) as? ServeCommand
+            )
+            let configuration = try command.resolvedSettings(environment: ["FERRY_IDLE_TIMEOUT": "90s"]).configuration()
+            #expect(
+                configuration.tls
+                    == TLSCertificateStore.Files(certificate: directory.path + "/tls/server.pem", key: directory.path + "/tls/server.key")
+            )
+            #expect(
+                configuration.connectionLimits == ConnectionLimits(headerTimeout: .seconds(20), idleTimeout: .seconds(90), maximumConnections: 700)
+            )
+            // Without any of them: plain HTTP and the documented defaults.
+            let plain = try ServeSettings(trustedKeys: [directory.path + "/op.pub"]).configuration()
+            #expect(plain.tls == nil)
+            #expect(plain.connectionLimits == ConnectionLimits(headerTimeout: .seconds(15), idleTimeout: .seconds(75), maximumConnections: 16_384))
         }
     }
 

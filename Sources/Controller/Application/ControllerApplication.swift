@@ -14,6 +14,10 @@ struct ControllerApplication: Sendable {
     let application: HTTPApplication
     /// What the handlers use (the store, the long-poll hub, metrics).
     let core: ControllerCore
+    /// The served certificate when the controller speaks TLS itself (`nil`: plain HTTP).
+    let certificates: TLSCertificateStore?
+    /// Every open client connection (the connection cap).
+    let connections: ConnectionRegistry
 
     /// All long-running parts, in start order: the store (closed last), the rollout timer, the HTTP server, the
     /// long-poll hub.
@@ -21,15 +25,18 @@ struct ControllerApplication: Sendable {
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
     /// first, then the server stops accepting and lets in-flight requests finish, then the rollout timer stops, then
     /// the database closes.
-    /// - Parameter handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
-    func serviceGroup(handlingSignals: Bool = true) -> ServiceGroup {
-        ServiceGroup(
+    /// - Parameters:
+    ///   - handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
+    ///   - reloading: reloads the TLS certificate on SIGHUP (`serve`).
+    func serviceGroup(handlingSignals: Bool = true, reloading: TLSReloadService? = nil) -> ServiceGroup {
+        var services: [any Service] = [
+            StoreService(store: core.store, logger: core.logger), RolloutTicker(coordinator: core.rollouts, logger: core.logger),
+        ]
+        if let reloading { services.append(reloading) }
+        services += [application, LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger)]
+        return ServiceGroup(
             configuration: .init(
-                services: [
-                    StoreService(store: core.store, logger: core.logger), RolloutTicker(coordinator: core.rollouts, logger: core.logger),
-                    application,
-                    LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger),
-                ],
+                services: services,
                 gracefulShutdownSignals: handlingSignals ? [.sigterm, .sigint] : [],
                 logger: core.logger
             )
@@ -44,7 +51,8 @@ struct ControllerApplication: Sendable {
 ///   - selector: which release each agent receives; default `RolloutReleaseSelector` (staged rollouts).
 ///   - now: the wall clock.
 ///   - onServerRunning: called with the bound port once the server listens (port 0 picks a free one).
-/// - Throws: `ArtifactStoreError` when the artifact directory cannot be created.
+/// - Throws: `ArtifactStoreError` when the artifact directory cannot be created; `TLSFileError` when the TLS certificate
+///   or key cannot be used.
 func makeApplication(
     configuration: ControllerConfiguration,
     store: any ControllerStore,
@@ -78,13 +86,21 @@ func makeApplication(
         now: now
     )
     let router = try ControllerRouter.build(core: core)
+    let certificates = try configuration.tls.map { files throws(TLSFileError) in try TLSCertificateStore(files: files) }
+    let connections = ConnectionRegistry(
+        maximumConnections: configuration.connectionLimits.maximumConnections,
+        metrics: metrics.connections,
+        logger: logger
+    )
     let application = Application(
         router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+        server: .guarded(registry: connections, limits: configuration.connectionLimits, certificates: certificates),
+        // A deep accept queue: thousands of agents reconnect at once after a restart (the kernel caps it at somaxconn).
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil, backlog: 4096),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )
-    return ControllerApplication(application: application, core: core)
+    return ControllerApplication(application: application, core: core, certificates: certificates, connections: connections)
 }
 
 /// Closes the store when the service group shuts down (after the HTTP server, which is started after it).

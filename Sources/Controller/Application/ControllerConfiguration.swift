@@ -27,6 +27,11 @@ struct ControllerConfiguration: Sendable {
     var maximumWait: Duration = .seconds(60)
     /// How often rolling rollouts are evaluated between status reports. Default 1 s.
     var rolloutTickInterval: Duration = .seconds(1)
+    /// Native TLS: the certificate chain and key served (reloaded on SIGHUP). Default `nil`: plain HTTP, for loopback
+    /// or behind a TLS-terminating load balancer or proxy.
+    var tls: TLSCertificateStore.Files?
+    /// Header and idle timeouts and the connection cap (defaults sized for 10,000 agents).
+    var connectionLimits = ConnectionLimits()
 
     init(trustPolicy: TrustPolicy) {
         self.trustPolicy = trustPolicy

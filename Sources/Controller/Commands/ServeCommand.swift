@@ -13,12 +13,17 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Every flag has an environment twin (FERRY_LISTEN, FERRY_DATA_DIR, FERRY_TRUSTED_KEYS as a comma-separated \
             list, FERRY_THRESHOLD, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
-            FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL) and a key in the optional --config file \
+            FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL, FERRY_TLS_CERT, FERRY_TLS_KEY, \
+            FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS) and a key in the optional --config file \
             (YAML or JSON: listen, dataDir, trustedKeys, threshold, pollSeconds, maxBodyBytes, maxStatusBytes, \
-            maxArtifactBytes, statusHistory, logLevel). Flags win over the environment, which wins over the file.
+            maxArtifactBytes, statusHistory, logLevel, tlsCert, tlsKey, headerTimeout, idleTimeout, maxConnections). \
+            Flags win over the environment, which wins over the file.
 
-            Once listening it prints `ferry-controller listening on http://HOST:PORT` (useful with --listen \
-            127.0.0.1:0). SIGTERM or SIGINT: parked long-polls are answered, in-flight requests finish, then it exits.
+            With --tls-cert and --tls-key it serves HTTPS itself; without them plain HTTP (for loopback, or behind a \
+            TLS-terminating load balancer or proxy). Once listening it prints `ferry-controller listening on \
+            https://HOST:PORT` (or http://; useful with --listen 127.0.0.1:0). SIGHUP reloads the certificate and key \
+            for new connections (a pair that does not load is logged and the old one kept). SIGTERM or SIGINT: parked \
+            long-polls are answered, in-flight requests finish, then it exits.
             """
     )
 
@@ -55,6 +60,33 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
+    @Option(
+        name: .customLong("tls-cert"),
+        help: ArgumentHelp("Serve HTTPS with this PEM certificate chain (server certificate first).", valueName: "FILE")
+    )
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("The certificate's PEM private key (unencrypted).", valueName: "FILE"))
+    var tlsKey: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("A request head (and TLS handshake) must arrive within this (default 15s).", valueName: "SECONDS")
+    )
+    var headerTimeout: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Close kept-alive connections idle this long, and stalled uploads or readers (default 75s; long-polls are not idle).",
+            valueName: "SECONDS"
+        )
+    )
+    var idleTimeout: String?
+
+    @Option(name: .long, help: "Open connections kept at most; the longest-idle one is closed to admit a new one (default 16384).")
+    var maxConnections: Int?
+
     /// The settings given as flags.
     func flagSettings() throws -> ServeSettings {
         var settings = ServeSettings()
@@ -68,6 +100,11 @@ struct ServeCommand: AsyncParsableCommand {
         settings.maxArtifactBytes = try maxArtifactBytes.map { try ServeSettings.parseSize($0, name: "--max-artifact-bytes") }
         settings.statusHistory = statusHistory
         settings.logLevel = logLevel
+        settings.tlsCertificate = tlsCertificate
+        settings.tlsKey = tlsKey
+        settings.headerTimeout = headerTimeout
+        settings.idleTimeout = idleTimeout
+        settings.maxConnections = maxConnections
         return settings
     }
 
@@ -82,12 +119,14 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings: ServeSettings
-        let configuration: ControllerConfiguration
+        var resolved: ControllerConfiguration
         let level: Logger.Level
         do {
             settings = try resolvedSettings(environment: ProcessInfo.processInfo.environment)
-            configuration = try settings.configuration()
+            resolved = try settings.configuration()
             level = try settings.resolvedLogLevel()
+            // Checked before the database is opened: a pair that cannot be served must not leave a data directory behind.
+            if let files = resolved.tls { _ = try TLSCertificateStore(files: files) }
         } catch {
             throw CLIError("\(error)")
         }
@@ -97,6 +136,8 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         // Once per process, here only: metrics of libraries using swift-metrics go to the same registry as Ferry's own.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        resolved.connectionLimits.maximumConnections = Self.raiseOpenFileLimit(for: resolved.connectionLimits, logger: logger)
+        let configuration = resolved
 
         let store: SQLiteControllerStore
         do {
@@ -113,8 +154,9 @@ struct ServeCommand: AsyncParsableCommand {
                 logger: logger,
                 onServerRunning: { port in
                     let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+                    let scheme = configuration.tls == nil ? "http" : "https"
                     // Tests and scripts read the bound port from this line: write it in one piece, unbuffered.
-                    FileHandle.standardOutput.write(Data("ferry-controller listening on http://\(host):\(port)\n".utf8))
+                    FileHandle.standardOutput.write(Data("ferry-controller listening on \(scheme)://\(host):\(port)\n".utf8))
                 }
             )
         } catch {
@@ -126,9 +168,42 @@ struct ServeCommand: AsyncParsableCommand {
             metadata: [
                 "ferry.data_dir": "\(configuration.dataDirectory)", "ferry.trusted_keys": "\(configuration.trustPolicy.trustedKeys.count)",
                 "ferry.threshold": "\(configuration.trustPolicy.threshold)",
+                "ferry.header_timeout": "\(configuration.connectionLimits.headerTimeout)",
+                "ferry.idle_timeout": "\(configuration.connectionLimits.idleTimeout)",
+                "ferry.max_connections": "\(configuration.connectionLimits.maximumConnections)",
             ]
         )
-        try await application.serviceGroup().run()
+        application.certificates?.logCurrent("Serving HTTPS", logger: logger)
+        // Trapped before the group starts: a SIGHUP right after the "listening" line must reload, not kill.
+        let reloading = await TLSReloadService(certificates: application.certificates, logger: logger)
+        try await application.serviceGroup(reloading: reloading).run()
         logger.info("Controller stopped")
+    }
+
+    /// Raises the soft open-file limit so the connection cap fits; returns the cap to use: the configured one, or
+    /// what the hard limit leaves room for when that is less (with a warning). Past the descriptor limit the server
+    /// could not accept anything, `/healthz` included, so shedding idle connections has to start before it.
+    static func raiseOpenFileLimit(for limits: ConnectionLimits, logger: Logger) -> Int {
+        let reserved = ConnectionLimits.reservedFileDescriptors
+        guard let outcome = OpenFileLimit.raise(toFit: limits.maximumConnections + reserved) else {
+            logger.warning("Cannot read the open-file limit (RLIMIT_NOFILE): keeping --max-connections as given")
+            return limits.maximumConnections
+        }
+        let fit = max(16, outcome.connections(reserving: reserved))
+        let cap = min(limits.maximumConnections, fit)
+        let metadata: Logger.Metadata = [
+            "ferry.nofile.soft": "\(outcome.current)", "ferry.nofile.hard": "\(outcome.hard)", "ferry.nofile.previous": "\(outcome.previous)",
+            "ferry.nofile.reserved": "\(reserved)", "ferry.max_connections.configured": "\(limits.maximumConnections)",
+            "ferry.max_connections": "\(cap)",
+        ]
+        if cap < limits.maximumConnections {
+            logger.warning(
+                "The open-file limit leaves room for fewer connections than --max-connections: the cap is lowered to fit; raise LimitNOFILE (systemd) or ulimit -n to allow more",
+                metadata: metadata
+            )
+        } else {
+            logger.debug("Open-file limit", metadata: metadata)
+        }
+        return cap
     }
 }

@@ -15,6 +15,12 @@ struct ServeSettings: Equatable, Sendable {
     var maxArtifactBytes: Int64?
     var statusHistory: Int?
     var logLevel: String?
+    var tlsCertificate: String?
+    var tlsKey: String?
+    /// As given (`15s`, `2m`, `30`); parsed by `configuration()`.
+    var headerTimeout: String?
+    var idleTimeout: String?
+    var maxConnections: Int?
 
     /// Environment twins of the flags. `FERRY_TRUSTED_KEYS` is a comma-separated list of paths.
     static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> ServeSettings {
@@ -40,12 +46,19 @@ struct ServeSettings: Equatable, Sendable {
         settings.maxArtifactBytes = try size("FERRY_MAX_ARTIFACT_BYTES")
         settings.statusHistory = try integer("FERRY_STATUS_HISTORY")
         settings.logLevel = environment["FERRY_LOG_LEVEL"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.tlsCertificate = environment["FERRY_TLS_CERT"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.tlsKey = environment["FERRY_TLS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.headerTimeout = environment["FERRY_HEADER_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.idleTimeout = environment["FERRY_IDLE_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.maxConnections = try integer("FERRY_MAX_CONNECTIONS")
         return settings
     }
 
     /// Reads a YAML or JSON config file whose keys are the flags' names in camelCase (`listen`, `dataDir`,
     /// `trustedKeys`, `threshold`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
-    /// `statusHistory`, `logLevel`). Unknown keys are errors. Relative key paths are relative to the file.
+    /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`). Unknown keys
+    /// are errors. Relative paths (`dataDir`, `trustedKeys`, `tlsCert`, `tlsKey`) are relative to the file. Timeouts are
+    /// seconds, as a number or a text like `15s` or `2m`.
     static func fromFile(_ path: String) throws(ConfigurationError) -> ServeSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file")
@@ -85,6 +98,11 @@ struct ServeSettings: Equatable, Sendable {
             settings.maxArtifactBytes = try reader.optional("maxArtifactBytes", sizeField)
             settings.statusHistory = try reader.optional("statusHistory", Field.integer(in: 1...10_000)).map { Int($0) }
             settings.logLevel = try reader.optional("logLevel", Field.string(maxLength: 16))
+            settings.tlsCertificate = try reader.optional("tlsCert", Field.string(maxLength: 4096)).map(resolve)
+            settings.tlsKey = try reader.optional("tlsKey", Field.string(maxLength: 4096)).map(resolve)
+            settings.headerTimeout = try reader.optional("headerTimeout", timeoutField)
+            settings.idleTimeout = try reader.optional("idleTimeout", timeoutField)
+            settings.maxConnections = try reader.optional("maxConnections", Field.integer(in: 1...1_000_000)).map { Int($0) }
             try reader.rejectUnknownFields()
             return settings
         } catch {
@@ -100,6 +118,37 @@ struct ServeSettings: Equatable, Sendable {
         default:
             return try Field.integer(in: 1...(1 << 50))(value, path)
         }
+    }
+
+    private static func timeoutField(_ value: JSONValue, _ path: String) throws(DocumentError) -> String {
+        switch value {
+        case .string(let text): return String(text.prefix(40))
+        default: return "\(try Field.integer(in: 0...(1 << 40))(value, path))"
+        }
+    }
+
+    /// Parses a timeout: whole seconds, optionally with `s`, or minutes with `m` (`15`, `15s`, `2m`), within `range`.
+    static func parseTimeout(_ text: String, name: String, range: ClosedRange<Duration>) throws(ConfigurationError) -> Duration {
+        var digits = Substring(text)
+        var factor: Int64 = 1
+        if digits.hasSuffix("m") {
+            factor = 60
+            digits = digits.dropLast()
+        } else if digits.hasSuffix("s") {
+            digits = digits.dropLast()
+        }
+        guard let number = Int64(digits), number >= 0 else {
+            throw .invalidSetting(name: name, value: text, reason: "expected whole seconds like 15s, or minutes like 2m")
+        }
+        let (seconds, overflow) = number.multipliedReportingOverflow(by: factor)
+        guard !overflow, range.contains(.seconds(seconds)) else {
+            throw .invalidSetting(
+                name: name,
+                value: text,
+                reason: "must be from \(range.lowerBound.components.seconds)s to \(range.upperBound.components.seconds)s"
+            )
+        }
+        return .seconds(seconds)
     }
 
     /// Parses a size: bytes, or a number with K, M or G.
@@ -122,7 +171,12 @@ struct ServeSettings: Equatable, Sendable {
             maxStatusBytes: other.maxStatusBytes ?? maxStatusBytes,
             maxArtifactBytes: other.maxArtifactBytes ?? maxArtifactBytes,
             statusHistory: other.statusHistory ?? statusHistory,
-            logLevel: other.logLevel ?? logLevel
+            logLevel: other.logLevel ?? logLevel,
+            tlsCertificate: other.tlsCertificate ?? tlsCertificate,
+            tlsKey: other.tlsKey ?? tlsKey,
+            headerTimeout: other.headerTimeout ?? headerTimeout,
+            idleTimeout: other.idleTimeout ?? idleTimeout,
+            maxConnections: other.maxConnections ?? maxConnections
         )
     }
 
@@ -190,6 +244,40 @@ struct ServeSettings: Equatable, Sendable {
                 throw ConfigurationError.invalidSetting(name: "--status-history", value: "\(statusHistory)", reason: "must be at least 1")
             }
             configuration.statusHistoryLimit = statusHistory
+        }
+        switch (tlsCertificate, tlsKey) {
+        case (let certificate?, let key?):
+            configuration.tls = TLSCertificateStore.Files(certificate: certificate, key: key)
+        case (.some, nil):
+            throw ConfigurationError.missing("--tls-cert is given without --tls-key (FERRY_TLS_KEY, tlsKey): give the certificate's key too")
+        case (nil, .some):
+            throw ConfigurationError.missing("--tls-key is given without --tls-cert (FERRY_TLS_CERT, tlsCert): give the certificate too")
+        case (nil, nil):
+            break
+        }
+        if let headerTimeout {
+            configuration.connectionLimits.headerTimeout = try Self.parseTimeout(
+                headerTimeout,
+                name: "--header-timeout",
+                range: ConnectionLimits.headerTimeoutRange
+            )
+        }
+        if let idleTimeout {
+            configuration.connectionLimits.idleTimeout = try Self.parseTimeout(
+                idleTimeout,
+                name: "--idle-timeout",
+                range: ConnectionLimits.idleTimeoutRange
+            )
+        }
+        if let maxConnections {
+            guard ConnectionLimits.maximumConnectionsRange.contains(maxConnections) else {
+                throw ConfigurationError.invalidSetting(
+                    name: "--max-connections",
+                    value: "\(maxConnections)",
+                    reason: "must be from 1 to \(ConnectionLimits.maximumConnectionsRange.upperBound)"
+                )
+            }
+            configuration.connectionLimits.maximumConnections = maxConnections
         }
         return configuration
     }

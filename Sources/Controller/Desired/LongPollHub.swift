@@ -3,7 +3,9 @@ import Synchronization
 /// Parks desired-state requests (`?wait=N`) until the state may have changed, the wait ends, or the server stops.
 ///
 /// Waiting requests hold a continuation in this set, not a thread; a publish resumes the waiters of agents running
-/// that service and they re-check their state. The set is guarded by a `Mutex` rather than an actor so that a
+/// that service and they re-check their state. Each agent has at most one parked request: a new one from the same
+/// agent answers the previous one at once (`.superseded`), so a client that re-polls without waiting for its answers
+/// (or a stolen token) cannot pile up requests. The set is guarded by a `Mutex` rather than an actor so that a
 /// cancelled wait can remove itself synchronously from its cancellation handler (an actor hop there could arrive after
 /// the registration it is meant to undo).
 final class LongPollHub: Sendable {
@@ -17,6 +19,8 @@ final class LongPollHub: Sendable {
         case shutdown
         /// The request went away.
         case cancelled
+        /// A newer wait of the same agent took its place: answer now with the current state.
+        case superseded
     }
 
     private struct Waiter {
@@ -33,7 +37,22 @@ final class LongPollHub: Sendable {
         var pending: Set<UInt64> = []
         /// Pending waits that were cancelled before registering.
         var cancelledEarly: Set<UInt64> = []
+        /// The parked wait of each agent (at most one).
+        var byAgent: [String: UInt64] = [:]
         var isShutDown = false
+
+        /// Parks `waiter` as its agent's only wait; the wait it replaces, if any.
+        mutating func park(_ id: UInt64, _ waiter: Waiter) -> Waiter? {
+            let replaced = byAgent.updateValue(id, forKey: waiter.agentID).flatMap { waiters.removeValue(forKey: $0) }
+            waiters[id] = waiter
+            return replaced
+        }
+
+        mutating func remove(_ id: UInt64) -> Waiter? {
+            guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+            if byAgent[waiter.agentID] == id { byAgent[waiter.agentID] = nil }
+            return waiter
+        }
     }
 
     private let state = Mutex(State())
@@ -80,20 +99,22 @@ final class LongPollHub: Sendable {
         }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Wake, Never>) in
-                let (immediate, count) = state.withLock { state -> (Wake?, Int?) in
+                let (immediate, replaced, count) = state.withLock { state -> (Wake?, [Waiter], Int?) in
                     state.pending.remove(id)
-                    if state.cancelledEarly.remove(id) != nil { return (.cancelled, nil) }
-                    if state.isShutDown { return (.shutdown, nil) }
-                    if state.generation != generation { return (.changed, nil) }
-                    state.waiters[id] = Waiter(services: services, agentID: agentID, continuation: continuation)
-                    return (nil, state.waiters.count)
+                    if state.cancelledEarly.remove(id) != nil { return (.cancelled, [], nil) }
+                    if state.isShutDown { return (.shutdown, [], nil) }
+                    if state.generation != generation { return (.changed, [], nil) }
+                    // One parked request per agent: the newest wins.
+                    let replaced = state.park(id, Waiter(services: services, agentID: agentID, continuation: continuation))
+                    return (nil, replaced.map { [$0] } ?? [], state.waiters.count)
                 }
                 if let immediate { continuation.resume(returning: immediate) }
+                for waiter in replaced { waiter.continuation.resume(returning: .superseded) }
                 if let count { onCountChange(count) }
             }
         } onCancel: {
             let (waiter, count) = state.withLock { state -> (Waiter?, Int) in
-                guard let waiter = state.waiters.removeValue(forKey: id) else {
+                guard let waiter = state.remove(id) else {
                     // Not registered yet: tell the registration. Already resumed: nothing to do.
                     if state.pending.contains(id) { state.cancelledEarly.insert(id) }
                     return (nil, state.waiters.count)
@@ -112,9 +133,16 @@ final class LongPollHub: Sendable {
         resume(.changed) { !$0.services.isDisjoint(with: services) }
     }
 
-    /// Wakes the waiters of one agent (it enrolled again).
+    /// Wakes the waiter of one agent (it enrolled again, or reported a serial its state does not know).
     func notify(agentID: String) {
-        resume(.changed) { $0.agentID == agentID }
+        let (woken, count) = state.withLock { state -> (Waiter?, Int) in
+            state.generation &+= 1
+            return (state.byAgent[agentID].flatMap { state.remove($0) }, state.waiters.count)
+        }
+        if let woken {
+            woken.continuation.resume(returning: .changed)
+            onCountChange(count)
+        }
     }
 
     /// Answers every waiter now and every later wait at once: the server is stopping.
@@ -127,7 +155,7 @@ final class LongPollHub: Sendable {
         let (woken, count) = state.withLock { state -> ([Waiter], Int) in
             state.generation &+= 1
             let ids = state.waiters.filter { matches($0.value) }.map(\.key)
-            let woken = ids.compactMap { state.waiters.removeValue(forKey: $0) }
+            let woken = ids.compactMap { state.remove($0) }
             return (woken, state.waiters.count)
         }
         for waiter in woken { waiter.continuation.resume(returning: wake) }

@@ -18,6 +18,8 @@ struct ControllerMetrics: Sendable {
     let staleAgents: Gauge
     /// Per-route request counts and durations.
     let requests: RequestMetrics
+    /// Open connections, and those closed by timeouts or the connection cap.
+    let connections: ConnectionMetrics
 
     init(registry: PrometheusCollectorRegistry) {
         func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -25,6 +27,7 @@ struct ControllerMetrics: Sendable {
         }
         self.registry = registry
         requests = RequestMetrics(registry: registry)
+        connections = ConnectionMetrics(registry: registry)
         releasesPublished = registry.makeCounter(descriptor: name("releases_published", "total", "Releases accepted by POST /v1/releases."))
         artifactsStored = registry.makeCounter(descriptor: name("artifacts_stored", "total", "New artifacts stored."))
         artifactBytesStored = registry.makeCounter(descriptor: name("artifact_stored", "bytes_total", "Bytes of new artifacts stored."))

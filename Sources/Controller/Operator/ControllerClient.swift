@@ -1,67 +1,66 @@
 import Foundation
 import Shared
-import Synchronization
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
-/// The operator commands' HTTP client for the controller's API (URLSession).
+/// The operator commands' HTTP client for the controller's API.
+///
+/// It runs on Shared's libcurl `HTTPClient`, like the agent: TLS peer and host verification always on, against the
+/// system trust store or a CA bundle given with `--ca-file`. (URLSession on Linux cannot be given a CA file: the
+/// `URLSessionCertificateAuthorityInfoFile` switch of swift-corelibs-foundation is read on Android only.)
 struct ControllerClient: Sendable {
-    /// The controller's base URL (`http://host:port`), without a trailing slash.
+    /// The controller's base URL (`https://host:port`), without a trailing slash.
     let baseURL: String
     let token: String
-    let session: URLSession
+    let http: HTTPClient
+    /// Longest an exchange other than an upload may take.
+    let timeout: Duration
 
     /// Largest JSON answer read (a release listing of 500 envelopes fits).
     static let maximumResponseBytes = 256 << 20
+    /// Longest an artifact upload may take in all (a stall fails sooner, see `HTTPClient.Configuration`).
+    static let uploadTimeout: Duration = .seconds(3600)
 
-    init(baseURL: String, token: String, timeout: Duration = .seconds(60)) {
+    /// - Parameter caFile: PEM CA bundle to verify the controller's certificate against instead of the system store.
+    init(baseURL: String, token: String, caFile: String? = nil, timeout: Duration = .seconds(60)) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = Double(timeout.components.seconds)
-        configuration.httpMaximumConnectionsPerHost = 8
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        self.session = URLSession(configuration: configuration)
+        self.timeout = timeout
+        var configuration = HTTPClient.Configuration()
+        configuration.caFile = caFile
+        configuration.timeout = timeout
+        configuration.maxResponseBytes = Self.maximumResponseBytes
+        configuration.userAgent = "ferry-controller/\(FerryVersion.current)"
+        self.http = HTTPClient(configuration: configuration)
     }
 
-    private func request(_ method: String, _ path: String) throws(ClientError) -> URLRequest {
-        guard let url = URL(string: baseURL + path) else {
-            throw .transport(method: method, url: baseURL + path, reason: "not a valid URL")
-        }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-        request.setValue("ferry-controller/\(FerryVersion.current)", forHTTPHeaderField: "User-Agent")
+    private func request(_ method: HTTPRequest.Method, _ path: String) -> HTTPRequest {
+        var request = HTTPRequest(method: method, url: baseURL + path)
+        request.setBearerToken(token)
         return request
     }
 
     /// `GET path` as JSON.
     func getJSON(_ path: String) async throws(ClientError) -> JSONValue {
-        let request = try request("GET", path)
-        let (data, status) = try await perform(request)
-        return try Self.decode(data, status: status, request: request, expecting: [200])
+        let request = request(.get, path)
+        return try Self.decode(try await perform(request), request: request, expecting: [200])
     }
 
     /// `POST path` with a JSON body; the JSON answer.
     func postJSON(_ path: String, body: Data, expecting: Set<Int> = [200, 201]) async throws(ClientError) -> JSONValue {
-        var request = try request("POST", path)
-        request.httpBody = body
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        let (data, status) = try await perform(request)
-        return try Self.decode(data, status: status, request: request, expecting: expecting)
+        var request = request(.post, path)
+        request.body = Array(body)
+        request.headers["Content-Type"] = "application/json"
+        return try Self.decode(try await perform(request), request: request, expecting: expecting)
     }
 
     /// Whether the controller already stores the artifact (`HEAD /v1/artifacts/<sha256>`).
     func hasArtifact(_ digest: SHA256Digest) async throws(ClientError) -> Bool {
-        let request = try request("HEAD", ArtifactReference.controllerPath(for: digest))
-        let (data, status) = try await perform(request)
-        switch status {
+        let request = request(.head, ArtifactReference.controllerPath(for: digest))
+        let response = try await perform(request)
+        switch response.status {
         case 200: return true
         case 404: return false
         default:
-            _ = try Self.decode(data, status: status, request: request, expecting: [200])
+            _ = try Self.decode(response, request: request, expecting: [200])
             return false
         }
     }
@@ -72,90 +71,60 @@ struct ControllerClient: Sendable {
         digest: SHA256Digest,
         progress: @escaping @Sendable (Int64) -> Void
     ) async throws(ClientError) -> JSONValue {
-        var uploadRequest = try request("POST", "/v1/artifacts")
-        uploadRequest.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
-        uploadRequest.setValue(digest.hex, forHTTPHeaderField: "X-Ferry-SHA256")
-        // An upload may take long; the per-request idle timeout of the session still applies.
-        uploadRequest.timeoutInterval = 3600
-        let request = uploadRequest
-        let fileURL = URL(fileURLWithPath: file)
-        let session = self.session
-        let holder = TaskHolder()
-        let result: Result<(Data, Int), ClientError> = await withTaskGroup(of: Result<(Data, Int), ClientError>?.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let task = session.uploadTask(with: request, fromFile: fileURL) { data, response, error in
-                        continuation.resume(returning: Self.outcome(data, response, error, request: request))
-                    }
-                    holder.task.withLock { $0 = task }
-                    task.resume()
-                }
-            }
-            group.addTask {
-                // Progress is sampled: cheap, and smooth enough for a bar.
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(200))
-                    if let task = holder.task.withLock({ $0 }) { progress(task.countOfBytesSent) }
-                }
-                return nil
-            }
-            var outcome: Result<(Data, Int), ClientError> = .failure(
-                .transport(method: "POST", url: request.url?.absoluteString ?? "", reason: "upload did not finish")
-            )
-            if let first = await group.next(), let value = first { outcome = value }
-            group.cancelAll()
-            return outcome
+        var request = request(.post, "/v1/artifacts")
+        request.headers["Content-Type"] = "application/octet-stream"
+        request.headers["X-Ferry-SHA256"] = digest.hex
+        request.timeout = Self.uploadTimeout
+        let response: HTTPResponse
+        do {
+            response = try await http.upload(request, file: file, progress: progress)
+        } catch {
+            throw Self.transportError(error, request: request)
         }
-        let (data, status) = try result.get()
-        return try Self.decode(data, status: status, request: request, expecting: [200, 201])
+        return try Self.decode(response, request: request, expecting: [200, 201])
     }
 
-    private func perform(_ request: URLRequest) async throws(ClientError) -> (Data, Int) {
-        let session = self.session
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<(Data, Int), ClientError>, Never>) in
-            let task = session.dataTask(with: request) { data, response, error in
-                continuation.resume(returning: Self.outcome(data, response, error, request: request))
-            }
-            task.resume()
+    private func perform(_ request: HTTPRequest) async throws(ClientError) -> HTTPResponse {
+        do {
+            return try await http.send(request)
+        } catch {
+            throw Self.transportError(error, request: request)
         }
-        return try result.get()
     }
 
-    private static func outcome(
-        _ data: Data?,
-        _ response: URLResponse?,
-        _ error: (any Error)?,
-        request: URLRequest
-    ) -> Result<(Data, Int), ClientError> {
-        let method = request.httpMethod ?? "GET"
-        let url = request.url?.absoluteString ?? ""
-        if let error { return .failure(.transport(method: method, url: url, reason: error.localizedDescription)) }
-        guard let http = response as? HTTPURLResponse else {
-            return .failure(.badResponse(method: method, url: url, reason: "not an HTTP response"))
+    private static func transportError(_ error: HTTPClientError, request: HTTPRequest) -> ClientError {
+        let url = RedactedURL.redact(request.url)
+        switch error {
+        case .tls(_, let code, let message):
+            let reason = HTTPClientError.certificateProblem(message).map { "\($0) (\(message))" } ?? "TLS failure: \(message)"
+            return .transport(method: request.method.rawValue, url: url, reason: "\(reason) (curl \(code))")
+        case .responseTooLarge(_, let limit):
+            return .badResponse(method: request.method.rawValue, url: url, reason: "answer larger than \(limit) bytes")
+        default:
+            return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error))
         }
-        return .success((data ?? Data(), http.statusCode))
     }
 
-    private static func decode(_ data: Data, status: Int, request: URLRequest, expecting: Set<Int>) throws(ClientError) -> JSONValue {
-        let method = request.httpMethod ?? "GET"
-        let url = request.url?.absoluteString ?? ""
-        guard data.count <= maximumResponseBytes else {
-            throw .badResponse(method: method, url: url, reason: "answer of \(data.count) bytes is too large")
-        }
-        let json = data.isEmpty ? nil : try? JSONValue.parse(data)
+    /// The error's message without the URL it starts with (the `ClientError` names it already).
+    private static func reason(_ error: HTTPClientError) -> String {
+        let text = "\(error)"
+        if let url = error.url, text.hasPrefix(url + ": ") { return String(text.dropFirst(url.count + 2)) }
+        return text
+    }
+
+    private static func decode(_ response: HTTPResponse, request: HTTPRequest, expecting: Set<Int>) throws(ClientError) -> JSONValue {
+        let method = request.method.rawValue
+        let url = RedactedURL.redact(request.url)
+        let status = response.status
+        let json = response.body.isEmpty ? nil : try? JSONValue.parse(response.body)
         guard expecting.contains(status) else {
             if case .object(let fields)? = json, case .string(let code)? = fields["error"], case .string(let message)? = fields["message"] {
                 throw .api(method: method, url: url, status: status, code: code, message: message)
             }
-            let text = String(decoding: data.prefix(300), as: UTF8.self)
+            let text = String(decoding: response.body.prefix(300), as: UTF8.self)
             throw .api(method: method, url: url, status: status, code: "http_\(status)", message: text.isEmpty ? "no details" : text)
         }
         guard let json else { throw .badResponse(method: method, url: url, reason: "status \(status) without a JSON body") }
         return json
     }
-}
-
-/// Hands the upload task to the progress sampler.
-private final class TaskHolder: Sendable {
-    let task = Mutex<URLSessionUploadTask?>(nil)
 }

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 
-/// `--controller` and `--token`, shared by the operator commands, with their environment twins.
+/// `--controller`, `--token`, `--ca-file` and `--allow-insecure-http`, shared by the operator commands, with their
+/// environment twins.
 struct ControllerOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The controller's URL (or FERRY_CONTROLLER_URL).", valueName: "URL"))
     var controller: String?
@@ -9,18 +10,75 @@ struct ControllerOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("An API token (or FERRY_TOKEN).", valueName: "TOKEN"))
     var token: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "PEM CA certificate(s) to verify the controller against instead of the system store (or FERRY_CA_FILE).",
+            valueName: "FILE"
+        )
+    )
+    var caFile: String?
+
+    @Flag(
+        name: .long,
+        help: "Allow a plain http:// controller URL that is not loopback (or FERRY_ALLOW_INSECURE_HTTP=1): the token crosses the network unencrypted."
+    )
+    var allowInsecureHTTP = false
+
     /// A client for the controller the flags or the environment name.
+    ///
+    /// Refuses, before any connection, a plain `http://` URL whose host is not loopback (127.0.0.0/8, ::1, localhost)
+    /// unless insecure HTTP is explicitly allowed: the bearer token would travel in clear text.
     func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ControllerClient {
         guard let url = controller ?? environment["FERRY_CONTROLLER_URL"].flatMap({ $0.isEmpty ? nil : $0 }) else {
             throw ValidationError("give the controller's URL with --controller URL or FERRY_CONTROLLER_URL")
         }
-        guard url.hasPrefix("http://") || url.hasPrefix("https://"), URL(string: url)?.host != nil else {
+        let lower = url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), let host = URL(string: url)?.host, !host.isEmpty else {
             throw ValidationError("--controller \(url) is not an http:// or https:// URL")
+        }
+        if lower.hasPrefix("http://"), !Self.isLoopback(host), !(try allowsInsecureHTTP(environment: environment)) {
+            throw ValidationError(
+                "refusing the plain http:// controller URL \(url): \(host) is not a loopback address, and the token would cross the "
+                    + "network unencrypted. Use https:// (serve --tls-cert/--tls-key, or TLS at a load balancer), or, on a network "
+                    + "you trust, pass --allow-insecure-http (or set FERRY_ALLOW_INSECURE_HTTP=1)"
+            )
         }
         guard let token = token ?? environment["FERRY_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 }) else {
             throw ValidationError("give an API token with --token TOKEN or FERRY_TOKEN")
         }
-        return ControllerClient(baseURL: url, token: token.trimmingCharacters(in: .whitespacesAndNewlines))
+        let caFile = self.caFile ?? environment["FERRY_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        if let caFile {
+            guard FileManager.default.fileExists(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): no such file") }
+            guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): cannot read the file") }
+        }
+        return ControllerClient(baseURL: url, token: token.trimmingCharacters(in: .whitespacesAndNewlines), caFile: caFile)
+    }
+
+    private func allowsInsecureHTTP(environment: [String: String]) throws -> Bool {
+        if allowInsecureHTTP { return true }
+        switch environment["FERRY_ALLOW_INSECURE_HTTP"]?.lowercased() {
+        case nil, "", "0", "false", "no": return false
+        case "1", "true", "yes": return true
+        case let other?: throw ValidationError("FERRY_ALLOW_INSECURE_HTTP=\(other.prefix(40)) must be 1 or 0")
+        }
+    }
+
+    /// Whether `host` (as a URL gives it) is a loopback address: 127.0.0.0/8, ::1 or `localhost`.
+    static func isLoopback(_ host: String) -> Bool {
+        var name = host.lowercased()
+        if name.hasPrefix("["), name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
+        if name.hasSuffix(".") { name = String(name.dropLast()) }
+        if name == "localhost" || name == "::1" || name == "0:0:0:0:0:0:0:1" { return true }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return false }
+        let octets = parts.compactMap { part -> Int? in
+            guard (1...3).contains(part.count), part.allSatisfy({ ("0"..."9").contains($0) }), let value = Int(part), (0...255).contains(value) else {
+                return nil
+            }
+            return value
+        }
+        return octets.count == 4 && octets[0] == 127
     }
 }
 

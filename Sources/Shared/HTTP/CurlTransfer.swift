@@ -57,6 +57,24 @@ final class CurlTransfer {
     private var body: [UInt8] = []
     private var bodyLimit = 0
     private var download: DownloadState?
+    private var upload: UploadSource?
+
+    /// A file streamed as the request body.
+    private final class UploadSource {
+        let path: String
+        let fd: Int32
+        let size: Int64
+        let progress: @Sendable (Int64) -> Void
+        var sent: Int64 = 0
+        var reported: Int64 = -1
+
+        init(path: String, fd: Int32, size: Int64, progress: @escaping @Sendable (Int64) -> Void) {
+            self.path = path
+            self.fd = fd
+            self.size = size
+            self.progress = progress
+        }
+    }
 
     private init?(url: String, cancellation: CancellationFlag) {
         guard curlInitialized, let handle = curl_easy_init() else { return nil }
@@ -89,6 +107,41 @@ final class CurlTransfer {
             try transfer.configure(request, configuration: configuration, isDownload: false)
             try transfer.setOff(CURLOPT_MAXFILESIZE_LARGE, Int64(transfer.bodyLimit))
             try transfer.perform()
+            return .success(HTTPResponse(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    static func upload(
+        _ request: HTTPRequest,
+        file path: String,
+        configuration: HTTPClient.Configuration,
+        cancellation: CancellationFlag,
+        progress: @escaping @Sendable (Int64) -> Void
+    ) -> Result<HTTPResponse, HTTPClientError> {
+        let url = RedactedURL.redact(request.url)
+        guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
+            return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(.file(path: path, operation: "open", errno: errno)) }
+        defer { close(fd) }
+        do throws(HTTPClientError) {
+            var info = stat()
+            guard fstat(fd, &info) == 0 else { throw .file(path: path, operation: "fstat", errno: errno) }
+            guard info.st_mode & S_IFMT == S_IFREG else { throw .file(path: path, operation: "upload (not a regular file)", errno: EINVAL) }
+            let source = UploadSource(path: path, fd: fd, size: Int64(info.st_size), progress: progress)
+            transfer.upload = source
+            transfer.bodyLimit = request.maxResponseBytes ?? configuration.maxResponseBytes
+            try transfer.configure(request, configuration: configuration, isDownload: false)
+            try transfer.setOff(CURLOPT_MAXFILESIZE_LARGE, Int64(transfer.bodyLimit))
+            // A stalled upload (nothing sent or received for this long) fails instead of waiting for the total timeout.
+            try transfer.setLong(CURLOPT_LOW_SPEED_LIMIT, 1)
+            try transfer.setLong(CURLOPT_LOW_SPEED_TIME, max(1, Self.milliseconds(configuration.uploadStallTimeout) / 1000))
+            try transfer.perform()
+            guard source.sent == source.size else { throw .uploadSourceChanged(path: path, expected: source.size, sent: source.sent) }
+            source.progress(source.size)
             return .success(HTTPResponse(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
         } catch {
             return .failure(error)
@@ -186,7 +239,14 @@ final class CurlTransfer {
             try setLong(CURLOPT_NOBODY, 1)
         case .post, .put, .patch, .delete:
             if request.method != .post { try setString(CURLOPT_CUSTOMREQUEST, request.method.rawValue) }
-            if request.body != nil || request.method != .delete {
+            if let upload {
+                // The body comes from the read callback: POST with a known size (CURLOPT_POSTFIELDS stays unset).
+                try setLong(CURLOPT_POST, 1)
+                try setOff(CURLOPT_POSTFIELDSIZE_LARGE, upload.size)
+                try check(ferry_curl_setopt_read_callback(handle, curlRead))
+                try check(ferry_curl_setopt_pointer(handle, CURLOPT_READDATA, Unmanaged.passUnretained(self).toOpaque()))
+                if !headers.contains("Content-Type") { headers["Content-Type"] = "application/octet-stream" }
+            } else if request.body != nil || request.method != .delete {
                 try setBody(request.body ?? [])
                 // curl would label the body as a form otherwise.
                 if !headers.contains("Content-Type") { headers["Content-Type"] = "application/octet-stream" }
@@ -366,6 +426,38 @@ final class CurlTransfer {
 
     fileprivate var isCancelled: Bool { cancellation.isCancelled }
 
+    /// Fills curl's buffer from the upload file; never more than the size announced in `Content-Length`.
+    fileprivate func readUpload(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let upload, let base = buffer.baseAddress else { return Int(CURL_READFUNC_ABORT) }
+        if cancellation.isCancelled {
+            failure = .cancelled(url: url)
+            return Int(CURL_READFUNC_ABORT)
+        }
+        let wanted = Int(min(Int64(buffer.count), upload.size - upload.sent))
+        guard wanted > 0 else { return 0 }
+        while true {
+            let count = read(upload.fd, base, wanted)
+            if count < 0 {
+                if errno == EINTR { continue }
+                failure = .file(path: upload.path, operation: "read", errno: errno)
+                return Int(CURL_READFUNC_ABORT)
+            }
+            if count == 0 {
+                failure = .uploadSourceChanged(path: upload.path, expected: upload.size, sent: upload.sent)
+                return Int(CURL_READFUNC_ABORT)
+            }
+            upload.sent += Int64(count)
+            return count
+        }
+    }
+
+    /// Reports upload progress (from curl's progress callback, on the transfer's thread).
+    fileprivate func reportProgress(uploaded: Int64) {
+        guard let upload, uploaded != upload.reported else { return }
+        upload.reported = uploaded
+        upload.progress(uploaded)
+    }
+
     /// The first byte of `bytes <first>-<last>/<total>`.
     private static func contentRangeStart(_ header: String) -> Int64? {
         let trimmed = Self.trimmed(Substring(header))
@@ -401,7 +493,15 @@ private let curlHeader: ferry_curl_data_callback = { pointer, size, count, userd
     return size * count
 }
 
-private let curlProgress: ferry_curl_xferinfo_callback = { userdata, _, _, _, _ in
+private let curlProgress: ferry_curl_xferinfo_callback = { userdata, _, _, _, uploaded in
     guard let userdata else { return 1 }
-    return Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue().isCancelled ? 1 : 0
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+    transfer.reportProgress(uploaded: Int64(uploaded))
+    return transfer.isCancelled ? 1 : 0
+}
+
+private let curlRead: ferry_curl_read_callback = { buffer, size, count, userdata in
+    guard let userdata, let buffer else { return Int(CURL_READFUNC_ABORT) }
+    return Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+        .readUpload(UnsafeMutableRawBufferPointer(start: buffer, count: size * count))
 }

@@ -23,6 +23,9 @@ package struct HTTPClient: Sendable {
         package var lowSpeedLimit: Int = 1024
         /// See `lowSpeedLimit`. Default 30 s.
         package var lowSpeedTime: Duration = .seconds(30)
+        /// An `upload` fails when nothing was sent or received for this long (the server may legitimately be quiet
+        /// while it stores a large body). Default 120 s.
+        package var uploadStallTimeout: Duration = .seconds(120)
         /// PEM bundle of CA certificates to trust instead of the system store (a private controller CA). Default
         /// `nil`: the system store.
         package var caFile: String?
@@ -54,6 +57,31 @@ package struct HTTPClient: Sendable {
         let flag = CancellationFlag()
         let result = await DedicatedThread.run(cancellation: flag) {
             CurlTransfer.send(request, configuration: configuration, cancellation: flag)
+        }
+        return try result.get()
+    }
+
+    /// Performs `request` (a POST; its `body` is ignored) with the contents of the file at `path` as the body, streamed
+    /// from disk, and returns the whole response, whatever its status.
+    ///
+    /// `progress` is called on the transfer's thread with the bytes sent so far (often, cheaply) and once with the
+    /// file's size at the end. The total time limit is the request's `timeout` (or `Configuration.timeout`); a
+    /// transfer that moves nothing for `Configuration.uploadStallTimeout` fails sooner.
+    /// - Throws: as `send`, plus `.file` when the file cannot be read and `.uploadSourceChanged` when it got shorter
+    ///   while being sent.
+    package func upload(
+        _ request: HTTPRequest,
+        file path: String,
+        progress: @escaping @Sendable (Int64) -> Void = { _ in }
+    ) async throws(HTTPClientError) -> HTTPResponse {
+        let url = RedactedURL.redact(request.url)
+        try Self.validate(request.url, headers: request.headers)
+        guard request.method == .post else { throw .invalidRequest(url: url, reason: "uploads are POST requests") }
+        if Task.isCancelled { throw .cancelled(url: url) }
+        let configuration = self.configuration
+        let flag = CancellationFlag()
+        let result = await DedicatedThread.run(cancellation: flag) {
+            CurlTransfer.upload(request, file: path, configuration: configuration, cancellation: flag, progress: progress)
         }
         return try result.get()
     }

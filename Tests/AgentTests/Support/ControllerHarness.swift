@@ -3,26 +3,58 @@ import Shared
 import TestSupport
 
 /// A real `ferry-controller serve` process on a loopback port, and the operator calls tests make against it.
+///
+/// With `certificates` it serves HTTPS (the `server` pair, copied to files `reloadCertificate` can replace) and the
+/// test's own client trusts that PKI's CA.
 final class ControllerHarness {
     let dataDir: URL
     let logDir: URL
     let trustedKeys: [String]
+    let certificates: TestCertificates?
     private(set) var process: ChildProcess?
     private(set) var url = ""
     private(set) var port = 0
     private var restarts = 0
-    let http = HTTPClient()
+    let http: HTTPClient
 
-    init(dataDir: URL, logDir: URL, trustedKeys: [String]) {
+    init(dataDir: URL, logDir: URL, trustedKeys: [String], certificates: TestCertificates? = nil) {
         self.dataDir = dataDir
         self.logDir = logDir
         self.trustedKeys = trustedKeys
+        self.certificates = certificates
+        var configuration = HTTPClient.Configuration()
+        configuration.caFile = certificates?.caFile
+        http = HTTPClient(configuration: configuration)
+    }
+
+    /// The certificate and key files `serve` is given (TLS only).
+    var servedCertificate: String { dataDir.deletingLastPathComponent().appendingPathComponent("served-tls.pem").path }
+    var servedKey: String { dataDir.deletingLastPathComponent().appendingPathComponent("served-tls.key").path }
+
+    /// Puts `pair` where `serve` reads its certificate, and sends SIGHUP so new connections use it.
+    func reloadCertificate(_ pair: TestCertificates.Pair) throws {
+        try copyServed(pair)
+        guard let pid = process?.pid else { throw HarnessError("the controller is not running") }
+        kill(pid, SIGHUP)
+    }
+
+    private func copyServed(_ pair: TestCertificates.Pair) throws {
+        for (source, target) in [(pair.certificate, servedCertificate), (pair.key, servedKey)] {
+            try? FileManager.default.removeItem(atPath: target + ".new")
+            try FileManager.default.copyItem(atPath: source, toPath: target + ".new")
+            // Replaced in one step, as a certificate renewal tool would.
+            guard rename(target + ".new", target) == 0 else { throw HarnessError("cannot replace \(target)") }
+        }
     }
 
     /// Starts the server (on `port`, or a free one) and waits until it listens.
     func start(port: Int = 0, extraArguments: [String] = []) async throws {
         var arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir.path]
         for key in trustedKeys { arguments += ["--trusted-key", key] }
+        if let certificates {
+            if !FileManager.default.fileExists(atPath: servedCertificate) { try copyServed(certificates.server) }
+            arguments += ["--tls-cert", servedCertificate, "--tls-key", servedKey]
+        }
         restarts += 1
         let child = try ChildProcess(
             TestPaths.executable("ferry-controller"),
@@ -31,8 +63,9 @@ final class ControllerHarness {
             label: "controller-\(restarts)"
         )
         process = child
-        let line = try await child.waitForLine { $0.contains("listening on http://") }
-        guard let range = line.range(of: "http://") else { throw HarnessError("no URL in \(line)") }
+        let scheme = certificates == nil ? "http://" : "https://"
+        let line = try await child.waitForLine { $0.contains("listening on \(scheme)") }
+        guard let range = line.range(of: scheme) else { throw HarnessError("no URL in \(line)") }
         url = String(line[range.lowerBound...]).trimmingCharacters(in: .whitespaces)
         self.port = Int(url.split(separator: ":").last ?? "") ?? 0
     }

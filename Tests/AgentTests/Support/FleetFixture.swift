@@ -18,7 +18,8 @@ final class FleetFixture {
     private var supervisorHomes: [String] = []
     private var pm2Homes: [(binary: String, home: String)] = []
 
-    init(label: String = "fe") throws {
+    /// - Parameter tls: the controller serves HTTPS with certificates of a test CA, which the agents and the test trust.
+    init(label: String = "fe", tls: Bool = false) throws {
         root = try TestPaths.makeTemporaryDirectory(label)
         operatorKey = try SigningKey.generate()
         operatorKeyPath = root.appendingPathComponent("op.key").path
@@ -26,17 +27,27 @@ final class FleetFixture {
         try KeyFile.create(operatorKeyPath, contents: try operatorKey.pemRepresentation(), mode: 0o600)
         try KeyFile.create(operatorPublicKeyPath, contents: try operatorKey.publicKey.pemRepresentation(), mode: 0o644)
         try FileManager.default.createDirectory(at: root.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        var certificates: TestCertificates?
+        if tls {
+            let pki = root.appendingPathComponent("pki")
+            try FileManager.default.createDirectory(at: pki, withIntermediateDirectories: true)
+            certificates = try TestCertificates.make(in: pki)
+        }
         controller = ControllerHarness(
             dataDir: root.appendingPathComponent("controller"),
             logDir: root.appendingPathComponent("logs"),
-            trustedKeys: [operatorPublicKeyPath]
+            trustedKeys: [operatorPublicKeyPath],
+            certificates: certificates
         )
     }
 
+    /// The test PKI when the controller serves HTTPS.
+    var certificates: TestCertificates? { controller.certificates }
+
     /// Runs `body` with a fresh fixture, records any error together with every process's log, and always tears the
     /// fixture down (agents, supervisors, pm2 daemons, controller, directory).
-    static func with(_ body: (FleetFixture) async throws -> Void) async throws {
-        let fleet = try FleetFixture()
+    static func with(tls: Bool = false, _ body: (FleetFixture) async throws -> Void) async throws {
+        let fleet = try FleetFixture(tls: tls)
         do {
             try await body(fleet)
         } catch {
@@ -154,6 +165,34 @@ final class FleetFixture {
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false
     ) throws -> String {
+        let result = try runEnroll(
+            name: name,
+            services: services,
+            pm2: pm2,
+            instanceEnv: instanceEnv,
+            tokenOnStandardInput: tokenOnStandardInput,
+            caFile: certificates?.caFile
+        )
+        guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
+        let config = root.appendingPathComponent(name).appendingPathComponent("agent.json").path
+        // Faster reports and shorter long-polls than production, so the test does not wait for them.
+        var text = try String(contentsOfFile: config, encoding: .utf8)
+        text = text.replacingOccurrences(of: "\"reportSeconds\":30", with: "\"reportSeconds\":\(reportSeconds)")
+        text = text.replacingOccurrences(of: "\"longPollSeconds\":30", with: "\"longPollSeconds\":\(longPollSeconds)")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        return config
+    }
+
+    /// Runs the real `ferry-agent enroll` (trusting `caFile` for the controller's certificate) and returns its result,
+    /// whatever it is.
+    func runEnroll(
+        name: String,
+        services: [String] = ["web"],
+        pm2: String? = nil,
+        instanceEnv: [String: String] = [:],
+        tokenOnStandardInput: Bool = false,
+        caFile: String?
+    ) throws -> CommandResult {
         let agentRoot = root.appendingPathComponent(name)
         if !instanceEnv.isEmpty {
             let envDir = agentRoot.appendingPathComponent("env")
@@ -180,19 +219,13 @@ final class FleetFixture {
             arguments += ["--process-manager", "builtin"]
         }
         for service in services { arguments += ["--service", service] }
-        let result = try Command.run(
+        if let caFile { arguments += ["--ca-file", caFile] }
+        supervisorHomes.append("\(state)/supervisor")
+        return try Command.run(
             TestPaths.executable("ferry-agent"),
             arguments,
             stdin: tokenOnStandardInput ? Data((enrollToken + "\n").utf8) : nil
         )
-        guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
-        // Faster reports and shorter long-polls than production, so the test does not wait for them.
-        var text = try String(contentsOfFile: config, encoding: .utf8)
-        text = text.replacingOccurrences(of: "\"reportSeconds\":30", with: "\"reportSeconds\":\(reportSeconds)")
-        text = text.replacingOccurrences(of: "\"longPollSeconds\":30", with: "\"longPollSeconds\":\(longPollSeconds)")
-        try text.write(toFile: config, atomically: true, encoding: .utf8)
-        supervisorHomes.append("\(state)/supervisor")
-        return config
     }
 
     /// Starts `ferry-agent run`.

@@ -10,12 +10,20 @@ final class ServerProcess {
     private(set) var baseURL = ""
 
     /// Starts the server and waits (with a deadline) for its "listening on" line.
-    init(arguments: [String], logDirectory: URL) throws {
+    /// - Parameter openFileLimit: run it under this hard and soft `RLIMIT_NOFILE` (through `sh -c 'ulimit -n N'`).
+    init(arguments: [String], logDirectory: URL, openFileLimit: Int? = nil) throws {
         outputFile = logDirectory.appendingPathComponent("serve-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let output = try FileHandle(forWritingTo: outputFile)
-        process.executableURL = URL(fileURLWithPath: TestPaths.executable("ferry-controller"))
-        process.arguments = ["serve", "--listen", "127.0.0.1:0"] + arguments
+        let serve = [TestPaths.executable("ferry-controller"), "serve", "--listen", "127.0.0.1:0"] + arguments
+        if let openFileLimit {
+            // The shell becomes the server (exec): stopping the process by its PID stops the server.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\""] + serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: serve[0])
+            process.arguments = Array(serve.dropFirst())
+        }
         process.standardOutput = output
         process.standardError = output
         try process.run()

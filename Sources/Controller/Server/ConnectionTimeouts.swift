@@ -1,0 +1,120 @@
+/// When one connection must be closed because its client is too slow or silent: the single owner of a connection's
+/// timeout state.
+///
+/// A connection is in one of these situations, and each has its own limit:
+/// - **waiting for a request head**: a new connection, or bytes of a next request on a kept-alive one. The head must be
+///   complete within `headerTimeout` of the connection opening (TLS handshake included) or of that first byte
+///   (slowloris: headers that never end);
+/// - **idle**: kept alive with no request; closed after `idleTimeout`;
+/// - **reading a request body**: closed when no byte arrived for `idleTimeout` (a stalled upload);
+/// - **answering**: no limit while the client reads what it is sent — a parked long-poll holds a request here for up to
+///   its `wait` — but closed when the client has not read for `idleTimeout` (the socket stays unwritable).
+///
+/// Events are `mutating func`s; `expiry` says when the next check is due and why. The value lives on the connection's
+/// event loop (`ConnectionGuardHandler`); tests drive it with explicit instants.
+struct ConnectionTimeouts: Sendable {
+    /// Why a connection was closed.
+    enum Reason: String, Sendable, CaseIterable {
+        /// A request head was not complete in time.
+        case header
+        /// Nothing happened on a kept-alive connection.
+        case idle
+        /// A request body stopped arriving.
+        case body
+        /// The client stopped reading the answer.
+        case slowReader = "slow-reader"
+    }
+
+    /// A deadline and what it is for.
+    struct Expiry: Sendable, Equatable {
+        var instant: ContinuousClock.Instant
+        var reason: Reason
+    }
+
+    let headerTimeout: Duration
+    let idleTimeout: Duration
+
+    /// Requests whose head arrived and whose answer has not ended.
+    private(set) var requestsInFlight = 0
+    /// A request head arrived and its `end` did not.
+    private var readingBody = false
+    /// When the wait for the current request head began (connection open, or a first byte after idling).
+    private var headStartedAt: ContinuousClock.Instant?
+    /// When the last answer ended, while no bytes of a next request arrived.
+    private var idleSince: ContinuousClock.Instant?
+    private var lastReadAt: ContinuousClock.Instant
+    private var unwritableSince: ContinuousClock.Instant?
+
+    /// A connection that opened at `openedAt`: it owes a request head within `headerTimeout`.
+    init(openedAt: ContinuousClock.Instant, headerTimeout: Duration, idleTimeout: Duration) {
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+        self.headStartedAt = openedAt
+        self.lastReadAt = openedAt
+    }
+
+    /// Whether no request is in flight: such a connection may be shed when the connection cap is reached.
+    var isIdle: Bool { requestsInFlight == 0 }
+
+    /// Bytes arrived (any: head, body, the next request).
+    mutating func bytesReceived(at now: ContinuousClock.Instant) {
+        lastReadAt = now
+        if requestsInFlight == 0, headStartedAt == nil {
+            headStartedAt = now
+            idleSince = nil
+        }
+    }
+
+    /// A complete request head was parsed.
+    mutating func requestHeadReceived(at now: ContinuousClock.Instant) {
+        requestsInFlight += 1
+        readingBody = true
+        headStartedAt = nil
+        idleSince = nil
+        lastReadAt = now
+    }
+
+    /// The request's body (possibly empty) is complete.
+    mutating func requestEnded(at now: ContinuousClock.Instant) {
+        readingBody = false
+        lastReadAt = now
+    }
+
+    /// An answer was completely handed to the connection.
+    mutating func responseEnded(at now: ContinuousClock.Instant) {
+        guard requestsInFlight > 0 else { return }
+        requestsInFlight -= 1
+        if requestsInFlight == 0 {
+            readingBody = false
+            headStartedAt = nil
+            idleSince = now
+        }
+    }
+
+    /// The socket's send buffer filled up (the client is not reading) or drained again.
+    mutating func writabilityChanged(isWritable: Bool, at now: ContinuousClock.Instant) {
+        if isWritable {
+            unwritableSince = nil
+        } else if unwritableSince == nil {
+            unwritableSince = now
+        }
+    }
+
+    /// The next deadline, or `nil` while the connection may stay as long as it likes (answering a reading client).
+    var expiry: Expiry? {
+        if requestsInFlight == 0 {
+            if let headStartedAt { return Expiry(instant: headStartedAt + headerTimeout, reason: .header) }
+            if let idleSince { return Expiry(instant: idleSince + idleTimeout, reason: .idle) }
+            return nil
+        }
+        if readingBody { return Expiry(instant: lastReadAt + idleTimeout, reason: .body) }
+        if let unwritableSince { return Expiry(instant: unwritableSince + idleTimeout, reason: .slowReader) }
+        return nil
+    }
+
+    /// Why the connection must close at `now`, or `nil` when it may stay.
+    func expired(at now: ContinuousClock.Instant) -> Reason? {
+        guard let expiry, now >= expiry.instant else { return nil }
+        return expiry.reason
+    }
+}

@@ -1,0 +1,65 @@
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOSSL
+
+/// Sets up each accepted connection: the connection cap, TLS with the current certificate (when serving HTTPS), the
+/// timeouts, then Hummingbird's HTTP/1.1 channel.
+///
+/// Hummingbird's own `.tls(...)` builder takes one fixed `TLSConfiguration`; this one asks the `TLSCertificateStore`
+/// for its context on every connection, which is what lets SIGHUP swap the certificate for new handshakes only.
+struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+
+    let base: Base
+    let registry: ConnectionRegistry
+    let limits: ConnectionLimits
+    /// `nil`: plain HTTP.
+    let certificates: TLSCertificateStore?
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        // Nothing here may fail: a failed child initializer is reported to the listening channel, which ends
+        // Hummingbird's accept loop. A refused connection is set up like any other and closed at once.
+        let ticket = registry.admit(channel)
+        if let ticket {
+            channel.closeFuture.whenComplete { [registry] _ in registry.release(ticket) }
+        }
+        return channel.eventLoop.makeCompletedFuture { () throws -> Void in
+            guard let ticket else { return }
+            if let certificates {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: certificates.context))
+            }
+            try channel.pipeline.syncOperations.addHandler(ConnectionGuardHandler(ticket: ticket, registry: registry, limits: limits))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }.map { value in
+            if ticket == nil { channel.close(promise: nil) }
+            return value
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+extension GuardedChildChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
+    var responder: HTTPChannelHandler.Responder { base.responder }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given.
+    static func guarded(registry: ConnectionRegistry, limits: ConnectionLimits, certificates: TLSCertificateStore?) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            GuardedChildChannel(
+                base: HTTP1Channel(
+                    responder: responder,
+                    configuration: .init(additionalChannelHandlers: [RequestActivityHandler()], idleTimeout: nil)
+                ),
+                registry: registry,
+                limits: limits,
+                certificates: certificates
+            )
+        }
+    }
+}

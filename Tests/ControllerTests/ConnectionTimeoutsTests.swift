@@ -1,0 +1,105 @@
+import Testing
+
+@testable import Controller
+
+/// The connection timeout state machine, walked with explicit instants (header timeout 10 s, idle timeout 60 s).
+@Suite struct ConnectionTimeoutsTests {
+    enum Event: Sendable {
+        case bytes
+        case head
+        case requestEnd
+        case responseEnd
+        case unwritable
+        case writable
+    }
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        let name: String
+        /// Events at seconds after the connection opened.
+        let events: [(at: Int, event: Event)]
+        /// The deadline afterwards (seconds after opening) and its reason; `nil`: none.
+        let expiry: (at: Int, reason: ConnectionTimeouts.Reason)?
+        let idle: Bool
+
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "a new connection owes a request head within the header timeout", events: [], expiry: (10, .header), idle: true),
+        Case(
+            name: "bytes of a head do not extend the header timeout (slowloris)",
+            events: [(3, .bytes), (9, .bytes)],
+            expiry: (10, .header),
+            idle: true
+        ),
+        Case(
+            name: "a GET being answered has no deadline (a parked long-poll)",
+            events: [(1, .bytes), (1, .head), (1, .requestEnd)],
+            expiry: nil,
+            idle: false
+        ),
+        Case(name: "a request body must keep arriving", events: [(1, .bytes), (1, .head), (5, .bytes)], expiry: (65, .body), idle: false),
+        Case(
+            name: "after the answer the connection is idle",
+            events: [(1, .head), (1, .requestEnd), (2, .responseEnd)],
+            expiry: (62, .idle),
+            idle: true
+        ),
+        Case(
+            name: "a first byte after idling starts a new header timeout",
+            events: [(1, .head), (1, .requestEnd), (2, .responseEnd), (30, .bytes)],
+            expiry: (40, .header),
+            idle: true
+        ),
+        Case(
+            name: "a client that stops reading the answer is cut after the idle timeout",
+            events: [(1, .head), (1, .requestEnd), (2, .unwritable), (3, .unwritable)],
+            expiry: (62, .slowReader),
+            idle: false
+        ),
+        Case(
+            name: "a client that reads again has no deadline",
+            events: [(1, .head), (1, .requestEnd), (2, .unwritable), (3, .writable)],
+            expiry: nil,
+            idle: false
+        ),
+        Case(
+            name: "two pipelined requests: idle only after both answers",
+            events: [(1, .head), (1, .requestEnd), (1, .head), (1, .requestEnd), (2, .responseEnd)],
+            expiry: nil,
+            idle: false
+        ),
+        Case(
+            name: "an answer end without a request changes nothing",
+            events: [(1, .responseEnd)],
+            expiry: (10, .header),
+            idle: true
+        ),
+    ]
+
+    @Test(arguments: cases)
+    func transitions(_ testCase: Case) {
+        let opened = ContinuousClock.now
+        func at(_ seconds: Int) -> ContinuousClock.Instant { opened + .seconds(seconds) }
+        var timeouts = ConnectionTimeouts(openedAt: opened, headerTimeout: .seconds(10), idleTimeout: .seconds(60))
+        for (second, event) in testCase.events {
+            switch event {
+            case .bytes: timeouts.bytesReceived(at: at(second))
+            case .head: timeouts.requestHeadReceived(at: at(second))
+            case .requestEnd: timeouts.requestEnded(at: at(second))
+            case .responseEnd: timeouts.responseEnded(at: at(second))
+            case .unwritable: timeouts.writabilityChanged(isWritable: false, at: at(second))
+            case .writable: timeouts.writabilityChanged(isWritable: true, at: at(second))
+            }
+        }
+        #expect(timeouts.isIdle == testCase.idle)
+        if let (second, reason) = testCase.expiry {
+            #expect(timeouts.expiry == ConnectionTimeouts.Expiry(instant: at(second), reason: reason))
+            #expect(timeouts.expired(at: at(second) - .milliseconds(1)) == nil)
+            #expect(timeouts.expired(at: at(second)) == reason)
+        } else {
+            #expect(timeouts.expiry == nil)
+            #expect(timeouts.expired(at: at(100_000)) == nil)
+        }
+    }
+}
