@@ -17,9 +17,10 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let logger = options.makeLogger()
+        let secrets = InstanceSecrets()
+        let logger = options.makeLogger(secrets: secrets)
         let config = try AgentConfig.load(from: options.config)
-        let runtime = try AgentRuntime.make(config: config, logger: logger)
+        let runtime = try AgentRuntime.make(config: config, logger: logger, secrets: secrets)
         logger.info(
             "agent starting",
             metadata: [
