@@ -28,6 +28,14 @@ struct RunCommand: AsyncParsableCommand {
                 "ferry.process_manager": "\(runtime.processManagerName)", "ferry.services": "\(config.services.joined(separator: ","))",
             ]
         )
+        if config.allowInsecureHttp, let host = TransportRule.host(of: config.controllerURL), config.controllerURL.lowercased().hasPrefix("http://"),
+            !TransportRule.isLoopback(host)
+        {
+            logger.warning(
+                "plain HTTP to a controller that is not loopback, allowed by allowInsecureHttp: the token and releases travel unencrypted",
+                metadata: ["ferry.controller": "\(config.controllerURL)"]
+            )
+        }
         let reports = ReportTrigger()
         let group = ServiceGroup(
             configuration: .init(
