@@ -92,6 +92,12 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // `scripts/bench-json.sh`: times JSONValue.parse in a release build against a baseline in the same run.
+        .executableTarget(
+            name: "JSONBenchmark",
+            dependencies: ["Shared"],
+            path: "Benchmarks/JSONBenchmark"
+        ),
         .target(
             name: "TestSupport",
             dependencies: ["Shared"],

@@ -33,6 +33,7 @@ Options:
   --pm2-home DIR            PM2_HOME of the pm2 daemon Ferry drives (default /var/lib/ferry/.pm2 unless builtin)
   --name NAME               this agent's name on the dashboard (default: the hostname)
   --ca-file FILE            CA bundle (PEM) for the controller's TLS certificate
+  --allow-insecure-http     allow a plain http:// controller URL that is not loopback (token and releases unencrypted)
   --poll-seconds N          seconds between passes when not long-polling (default 15)
   --unit FILE               the systemd unit to install (default: systemd/ferry-agent.service next to this script)
   --force                   enroll again even when /etc/ferry/agent.json exists
@@ -61,6 +62,7 @@ PM2=""
 PM2_HOME_DIR=""
 NAME=""
 CA_FILE=""
+ALLOW_INSECURE_HTTP=0
 POLL_SECONDS=""
 UNIT="$SCRIPT_DIR/systemd/ferry-agent.service"
 FORCE=0
@@ -89,6 +91,7 @@ while [ $# -gt 0 ]; do
     --poll-seconds) need_value "$1" $#; POLL_SECONDS=$2; shift 2 ;;
     --unit) need_value "$1" $#; UNIT=$2; shift 2 ;;
     --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
+    --allow-insecure-http) ALLOW_INSECURE_HTTP=1; shift ;;
     --force) FORCE=1; shift ;;
     --no-start) NO_START=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -280,6 +283,7 @@ else
     [ -z "$PM2" ] || ENROLL+=(--pm2 "$PM2")
     [ -z "$PM2_HOME_DIR" ] || ENROLL+=(--pm2-home "$ROOT$PM2_HOME_DIR")
     [ -z "$CA_FILE" ] || ENROLL+=(--ca-file "$CA_FILE")
+    [ "$ALLOW_INSECURE_HTTP" -eq 0 ] || ENROLL+=(--allow-insecure-http)
     [ -z "$POLL_SECONDS" ] || ENROLL+=(--poll-seconds "$POLL_SECONDS")
     [ "$FORCE" != 1 ] || ENROLL+=(--force)
     if [ "$DRY_RUN" = 1 ]; then

@@ -41,10 +41,12 @@ struct PollService: Service, CustomStringConvertible {
                     break
                 }
                 backoff.reset()
+                await runtime.reconciler.noteControllerContact(failure: nil)
             } catch {
                 if Task.isCancelled { return }
                 reachable = false
                 runtime.logger.info("desired state unavailable", metadata: ["ferry.reason": "\(error)"])
+                await runtime.reconciler.noteControllerContact(failure: "\(error)")
             }
             let summary = await runtime.reconciler.pass(desired: reachable ? desired : nil)
             if summary.changed { reports.fire() }

@@ -18,11 +18,18 @@ struct AgentRuntime: Sendable {
     let processManager: any ProcessManager
     let processManagerName: String
     let reconciler: Reconciler
+    /// Instance env values to mask in everything that leaves the agent (shared with the logger).
+    let secrets: InstanceSecrets
     let logger: Logger
 
     /// Builds the runtime. Test-only pause points come from `FERRY_TEST_PAUSE_AFTER_BYTES` (download) and
     /// `FERRY_TEST_PAUSE_AFTER_ENTRIES` (extraction): the agent then stops there until killed.
-    static func make(config: AgentConfig, logger: Logger, environment: [String: String] = ProcessEnvironment.current) throws -> AgentRuntime {
+    static func make(
+        config: AgentConfig,
+        logger: Logger,
+        secrets: InstanceSecrets,
+        environment: [String: String] = ProcessEnvironment.current
+    ) throws -> AgentRuntime {
         let layout = AgentLayout(stateDir: config.stateDir)
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.caFile = config.caFile
@@ -53,9 +60,7 @@ struct AgentRuntime: Sendable {
                 return configuration
             }()
         )
-        let healthGate = HealthGate(probe: { url in
-            try await probeClient.send(HTTPRequest(method: .get, url: url)).status
-        })
+        let healthGate = HealthGate(probe: HealthProbe.http(client: probeClient))
         let evaluator = DesiredStateEvaluator(
             policy: try config.trustPolicy(),
             admission: ReleaseAdmission(clockSkewGrace: .seconds(config.clockSkewSeconds)),
@@ -70,6 +75,7 @@ struct AgentRuntime: Sendable {
             fetcher: fetcher,
             extractor: extractor,
             healthGate: healthGate,
+            secrets: secrets,
             logger: logger
         )
         return AgentRuntime(
@@ -79,6 +85,7 @@ struct AgentRuntime: Sendable {
             processManager: processManager,
             processManagerName: name,
             reconciler: reconciler,
+            secrets: secrets,
             logger: logger
         )
     }

@@ -151,6 +151,19 @@ struct AgentConfigTests {
     /// `minimalYAML` with `line` appended.
     static func plus(_ line: String) -> String { minimalYAML + "\n" + line + "\n" }
 
+    /// A minimal JSON config with `key` set to the JSON text `literal` (numbers as written, however large).
+    static func json(_ key: String, _ literal: String) -> String {
+        #"{"controller":"http://127.0.0.1:8080","agentId":"a1","services":["api"],"trustedKeys":["/k.pub"],"\#(key)":\#(literal)}"#
+    }
+
+    /// The refusal of a plain-HTTP controller URL that is not loopback.
+    static func insecure(_ url: String, host: String) -> String {
+        "controller: \(url) is plain HTTP to \(host), which is not a loopback address: the agent token, the releases and the "
+            + "status reports would cross the network unencrypted. Use an https:// URL (with --ca-file for a private CA), or, "
+            + "on a network you trust (a TLS-terminating proxy on the same host, a private link), allow it explicitly: enroll "
+            + "with --allow-insecure-http, or set allowInsecureHttp: true in the config, or FERRY_ALLOW_INSECURE_HTTP=1"
+    }
+
     static let hostile: [Hostile] = [
         Hostile(description: "unknown key (a typo)", text: plus("pollSecs: 5"), reason: "pollSecs: unknown field"),
         Hostile(description: "wrong type", text: plus("threshold: two"), reason: "threshold: expected integer, got string"),
@@ -242,6 +255,100 @@ struct AgentConfigTests {
             reason: "controller: \"ferry.internal\" must be an http:// or https:// URL"
         ),
         Hostile(description: "malformed JSON", text: "{\"controller\": ", name: "agent.json", reason: "malformed JSON"),
+        // Transport: plain HTTP only on loopback unless allowed.
+        Hostile(
+            description: "plain HTTP to a remote host",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://ferry.internal:8080"),
+            reason: insecure("http://ferry.internal:8080", host: "ferry.internal")
+        ),
+        Hostile(
+            description: "plain HTTP to a private IPv4 address",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://10.0.0.5"),
+            reason: insecure("http://10.0.0.5", host: "10.0.0.5")
+        ),
+        Hostile(
+            description: "a host that only starts like loopback",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://127.0.0.1.example.com/"),
+            reason: insecure("http://127.0.0.1.example.com/", host: "127.0.0.1.example.com")
+        ),
+        Hostile(
+            description: "loopback in the user info does not count",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://127.0.0.1@ferry.internal"),
+            reason: insecure("http://127.0.0.1@ferry.internal", host: "ferry.internal")
+        ),
+        Hostile(
+            description: "FERRY_CONTROLLER_URL to a remote host over HTTP",
+            text: minimalYAML,
+            environment: ["FERRY_CONTROLLER_URL": "http://[2001:db8::1]:8080"],
+            reason: insecure("http://[2001:db8::1]:8080", host: "2001:db8::1")
+        ),
+        Hostile(
+            description: "FERRY_ALLOW_INSECURE_HTTP=false does not allow it",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://ferry.internal"),
+            environment: ["FERRY_ALLOW_INSECURE_HTTP": "false"],
+            reason: insecure("http://ferry.internal", host: "ferry.internal")
+        ),
+        Hostile(
+            description: "bad FERRY_ALLOW_INSECURE_HTTP",
+            text: minimalYAML,
+            environment: ["FERRY_ALLOW_INSECURE_HTTP": "sure"],
+            reason: "FERRY_ALLOW_INSECURE_HTTP: \"sure\" must be 1, true, yes, 0, false or no"
+        ),
+        Hostile(
+            description: "allowInsecureHttp not a boolean",
+            text: plus("allowInsecureHttp: 1"),
+            reason: "allowInsecureHttp: expected boolean, got number"
+        ),
+        // Overflow: every number of the config, as large as JSON can write it.
+        Hostile(description: "threshold huge", text: json("threshold", "1e300"), name: "agent.json", reason: "threshold: 1e+300 is outside 1...64"),
+        Hostile(
+            description: "pollSeconds past Int64",
+            text: json("pollSeconds", "99999999999999999999"),
+            name: "agent.json",
+            reason: "pollSeconds: 1e+20 is outside 1...3600"
+        ),
+        Hostile(
+            description: "longPollSeconds at Int64.max",
+            text: json("longPollSeconds", "9223372036854775807"),
+            name: "agent.json",
+            reason: "longPollSeconds: 9223372036854775807 is outside 0...60"
+        ),
+        Hostile(
+            description: "reportSeconds huge",
+            text: json("reportSeconds", "1e300"),
+            name: "agent.json",
+            reason: "reportSeconds: 1e+300 is outside 1...3600"
+        ),
+        Hostile(
+            description: "pm2TimeoutSeconds negative past Int64",
+            text: json("pm2TimeoutSeconds", "-99999999999999999999"),
+            name: "agent.json",
+            reason: "pm2TimeoutSeconds: -1e+20 is outside 1...3600"
+        ),
+        Hostile(
+            description: "clockSkewSeconds huge",
+            text: json("clockSkewSeconds", "1e300"),
+            name: "agent.json",
+            reason: "clockSkewSeconds: 1e+300 is outside 0...86400"
+        ),
+        Hostile(
+            description: "keepReleases at Int64.min",
+            text: json("keepReleases", "-9223372036854775808"),
+            name: "agent.json",
+            reason: "keepReleases: -9223372036854775808 is outside 0...100"
+        ),
+        Hostile(
+            description: "FERRY_POLL_SECONDS past Int64",
+            text: minimalYAML,
+            environment: ["FERRY_POLL_SECONDS": "99999999999999999999"],
+            reason: "FERRY_POLL_SECONDS: \"99999999999999999999\" must be a number of seconds between 1 and 3600"
+        ),
+        Hostile(
+            description: "duplicate key in a JSON config",
+            text: #"{"controller":"http://127.0.0.1:8080","agentId":"a1","agentId":"a2"}"#,
+            name: "agent.json",
+            reason: #"malformed JSON: duplicate key "agentId" in one object at byte 53"#
+        ),
         Hostile(description: "empty file", text: "# nothing here\n", reason: "document: expected object, got null"),
         Hostile(description: "a list at the top", text: "- api\n", reason: "document: expected object, got array"),
     ]
@@ -262,6 +369,33 @@ struct AgentConfigTests {
             #expect(error.reason == testCase.reason)
         }
         #expect(error.description == "config \(path): \(error.reason)")
+    }
+
+    @Test(
+        "plain HTTP is accepted on loopback, or anywhere when allowed",
+        arguments: [
+            ("http://127.0.0.1:8080", [:]),
+            ("http://127.9.8.7", [:]),
+            ("http://localhost:8080/", [:]),
+            ("http://[::1]:8080", [:]),
+            ("http://[::ffff:127.0.0.1]:8080", [:]),
+            ("https://ferry.internal:8443", [:]),
+            ("http://ferry.internal:8080", ["FERRY_ALLOW_INSECURE_HTTP": "1"]),
+            ("http://10.0.0.5", ["FERRY_ALLOW_INSECURE_HTTP": "yes"]),
+        ] as [(String, [String: String])]
+    )
+    func plainHTTPAllowed(_ url: String, _ environment: [String: String]) throws {
+        let config = try Self.load(Self.minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: url), environment: environment)
+        #expect(config.controllerURL == url)
+    }
+
+    @Test func allowInsecureHttpInTheFileIsReadAndWrittenBack() throws {
+        let text =
+            Self.minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://ferry.internal:8080") + "\nallowInsecureHttp: true\n"
+        let config = try Self.load(text)
+        #expect(config.allowInsecureHttp)
+        let again = try Self.load(String(decoding: config.json.encoded(), as: UTF8.self), name: "agent.json")
+        #expect(again == config)
     }
 
     @Test func aMissingFileAndAnOversizedFileAreRefused() throws {

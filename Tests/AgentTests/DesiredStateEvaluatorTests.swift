@@ -177,6 +177,19 @@ struct DesiredStateEvaluatorTests {
             refusals: [(6, "invalid release document")]
         ),
         Case(
+            description: "a validly signed release whose min_uptime overflows Int64 is refused naming the field, not a crash",
+            envelopes: { keys in
+                var release = CoreFixture.release(serial: 6)
+                release.pm2.apps[0].options["min_uptime"] = .string("999999999999999999h")
+                return [try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [keys.trusted])]
+            },
+            expected: .refuse(
+                serial: 6,
+                reasonContains: ["invalid release document", #"pm2.apps[0].min_uptime: "999999999999999999h" is too long: at most 86400000 ms"#]
+            ),
+            refusals: [(6, "invalid release document")]
+        ),
+        Case(
             description: "a release for a service this instance does not run is foreign, never a decision",
             envelopes: { [try signed(CoreFixture.release("billing", serial: 6), by: [$0.trusted])] },
             expected: .none,

@@ -43,8 +43,9 @@ actor ProbeScript {
         self.answer = answer
     }
 
-    func probe(_ url: String) throws -> Int {
-        urls.append(url)
+    /// Records the URL the probe would GET (the filled-in one).
+    func probe(_ target: HealthProbeTarget) async throws -> Int {
+        urls.append(await target.withResolvedURL { $0 })
         return try answer(urls.count - 1)
     }
 }
@@ -61,6 +62,7 @@ struct HealthGateTests {
     /// Watches `api` with a 50 ms interval and returns the outcome, the time it took, and what the gate called.
     static func watch(
         health: HealthCheck,
+        environment: [String: String] = [:],
         table: @escaping @Sendable (Int) -> [ManagedProcess]?,
         probe answer: @escaping @Sendable (Int) throws -> Int = { _ in 200 }
     ) async -> (outcome: HealthGate.Outcome, elapsed: Duration, calls: [String], probes: [String]) {
@@ -70,7 +72,7 @@ struct HealthGateTests {
         // Virtual time: the gate's 50 ms looks happen instantly and the elapsed time is exact, whatever the load.
         let clock = VirtualClock()
         let start = clock.now
-        let outcome = await gate.watch(apps: api, health: health, processManager: manager, clock: clock)
+        let outcome = await gate.watch(apps: api, health: health.resolved(environment: environment), processManager: manager, clock: clock)
         return (outcome, start.duration(to: clock.now), await manager.calls, await probe.urls)
     }
 
@@ -216,7 +218,7 @@ struct HealthGateTests {
             // A deadline far away in real time: only the cancellation can end this watch.
             await gate.watch(
                 apps: Self.api,
-                health: HealthCheck(http: Self.url, deadlineSeconds: 3600, stableSeconds: 1),
+                health: HealthCheck(http: Self.url, deadlineSeconds: 3600, stableSeconds: 1).resolved(environment: [:]),
                 processManager: manager
             )
         }

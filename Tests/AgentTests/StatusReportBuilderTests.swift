@@ -30,7 +30,8 @@ struct StatusReportBuilderTests {
         appNames: [String: Set<String>] = ["api": ["api", "api-worker"]],
         health: [String: HealthState] = ["api": .healthy],
         targetSerials: [String: Int64] = [:],
-        hostname: String = "web-01.internal"
+        hostname: String = "web-01.internal",
+        mask: SecretMask = SecretMask([["TOKEN": instanceSecret]])
     ) -> StatusReport {
         StatusReportBuilder.report(
             services: ["api", "web"],
@@ -40,7 +41,8 @@ struct StatusReportBuilderTests {
             health: health,
             targetSerials: targetSerials,
             hostname: hostname,
-            processManager: "pm2"
+            processManager: "pm2",
+            mask: mask
         )
     }
 
@@ -116,6 +118,34 @@ struct StatusReportBuilderTests {
     @Test func theTargetSerialIsTheDesiredOneWhenKnown() {
         let (state, _, _) = Self.fixture()
         #expect(Self.report(state: state, table: [], targetSerials: ["api": 9]).services[0].targetSerial == 9)
+    }
+
+    @Test func messagesAndReasonsQuotingAnInstanceSecretAreMasked() throws {
+        var (state, specs, _) = Self.fixture()
+        // Text the agent did not write: an error echoing the secret, an app crash quoting it.
+        state["api"].message = "pm2 start failed: env TOKEN=\(Self.instanceSecret) rejected"
+        state["api"].recordFailure(serial: 9, reason: "app printed \(Self.instanceSecret) and exited", kind: "rolled-back")
+        let report = Self.report(state: state, table: [CoreFixture.process(specs[0])])
+        let api = report.services[0]
+        #expect(api.message == "pm2 start failed: env TOKEN=${TOKEN} rejected")
+        #expect(api.failures.first?.reason == "app printed ${TOKEN} and exited")
+        #expect(!String(decoding: report.json.encoded(), as: UTF8.self).contains(Self.instanceSecret))
+    }
+
+    @Test func outOfRangeReadingsAreClampedSoTheControllerAcceptsTheReport() throws {
+        let (state, specs, _) = Self.fixture()
+        var process = CoreFixture.process(specs[0])
+        process.cpuPercent = .infinity
+        process.memoryBytes = .max
+        process.uptimeSeconds = .max
+        process.restarts = .max
+        let report = Self.report(state: state, table: [process])
+        let reported = try #require(report.services[0].processes.first)
+        #expect(reported.cpuPercent == 0)
+        #expect(reported.memoryBytes == 1 << 50)
+        #expect(reported.restarts == Int64(Int32.max))
+        let decoded = try StatusReport(json: JSONValue.parse(Array(report.json.encoded())))
+        #expect(decoded == report)
     }
 
     @Test func longTextIsClippedSoTheControllerAcceptsTheReport() throws {

@@ -9,10 +9,10 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (env FERRY_LOG_LEVEL).")
     var logLevel: String?
 
-    /// A stderr logger at the chosen level.
-    func makeLogger() -> Logger {
+    /// A stderr logger at the chosen level that masks the instance env values `secrets` knows in every line.
+    func makeLogger(secrets: InstanceSecrets) -> Logger {
         let level = (logLevel ?? ProcessEnvironment.current["FERRY_LOG_LEVEL"]).flatMap(Logger.Level.init(rawValue:)) ?? .info
-        var logger = Logger(label: "ferry.agent") { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "ferry.agent") { MaskingLogHandler(base: StreamLogHandler.standardError(label: $0), secrets: secrets) }
         logger.logLevel = level
         return logger
     }

@@ -2,6 +2,9 @@ import ArgumentParser
 import Logging
 import Shared
 
+#if canImport(Glibc)
+import Glibc
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -40,6 +43,11 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("PM2_HOME of the pm2 daemon Ferry drives.", valueName: "DIR")) var pm2Home: String?
     @Option(name: .long, help: ArgumentHelp("CA bundle (PEM) for the controller's TLS certificate.", valueName: "FILE")) var caFile: String?
     @Flag(name: .long, help: "Overwrite an existing configuration.") var force = false
+    @Flag(
+        name: .long,
+        help: "Allow a plain http:// controller URL whose host is not loopback (the token and releases travel unencrypted)."
+    )
+    var allowInsecureHttp = false
 
     func validate() throws {
         guard (token == nil) != (tokenFile == nil) else { throw ValidationError("give exactly one of --token and --token-file") }
@@ -54,6 +62,11 @@ struct EnrollCommand: AsyncParsableCommand {
         guard (1...3600).contains(pollSeconds) else { throw ValidationError("--poll-seconds must be between 1 and 3600") }
         guard controller.hasPrefix("http://") || controller.hasPrefix("https://") else {
             throw ValidationError("--controller must be an http:// or https:// URL")
+        }
+        do {
+            try TransportRule.check(controllerURL: controller, allowInsecureHTTP: allowInsecureHttp)
+        } catch {
+            throw ValidationError("--controller: \(error.reason)")
         }
     }
 
@@ -86,7 +99,7 @@ struct EnrollCommand: AsyncParsableCommand {
             http: HTTPClient(configuration: httpConfiguration)
         )
 
-        try manager.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try Self.makePrivateDirectory(stateDir)
         let tokenFile = "\(stateDir)/agent.token"
         try AtomicFile.write(Array((response.token + "\n").utf8), to: tokenFile, mode: 0o600)
 
@@ -105,6 +118,7 @@ struct EnrollCommand: AsyncParsableCommand {
         agentConfig.pm2Path = pm2.map(Self.absolute)
         agentConfig.pm2Home = pm2Home.map(Self.absolute)
         agentConfig.caFile = caFile.map(Self.absolute)
+        agentConfig.allowInsecureHttp = allowInsecureHttp
         let configPath = Self.absolute(config)
         let parent = String(configPath[..<(configPath.lastIndex(of: "/") ?? configPath.startIndex)])
         if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
@@ -114,6 +128,18 @@ struct EnrollCommand: AsyncParsableCommand {
         print("enrolled as agent \(response.agentId) for \(service.joined(separator: ", "))")
         print("config: \(configPath)")
         print("token: \(tokenFile)")
+    }
+
+    /// Creates `path` (and its parents) when missing, then forces it to mode 0700 even when it existed with a looser
+    /// mode: the state directory holds the agent token and the releases with their env.
+    static func makePrivateDirectory(_ path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard chmod(path, 0o700) == 0 else {
+            let reason = String(cString: strerror(errno))
+            throw ValidationError(
+                "cannot make the state directory \(path) private (mode 0700): \(reason); fix its owner or choose another --state-dir"
+            )
+        }
     }
 
     static func absolute(_ path: String) -> String {

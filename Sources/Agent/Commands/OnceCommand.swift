@@ -13,9 +13,10 @@ struct OnceCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let logger = options.makeLogger()
+        let secrets = InstanceSecrets()
+        let logger = options.makeLogger(secrets: secrets)
         let config = try AgentConfig.load(from: options.config)
-        let runtime = try AgentRuntime.make(config: config, logger: logger)
+        let runtime = try AgentRuntime.make(config: config, logger: logger, secrets: secrets)
         try await runtime.reconciler.prepare()
         var desired: DesiredState?
         var problems: [String] = []
@@ -23,8 +24,10 @@ struct OnceCommand: AsyncParsableCommand {
             if case .changed(let state, _) = try await runtime.client.desiredState(agentId: config.agentId, etag: nil, wait: 0) {
                 desired = state
             }
+            await runtime.reconciler.noteControllerContact(failure: nil)
         } catch {
             problems.append("\(error)")
+            await runtime.reconciler.noteControllerContact(failure: "\(error)")
         }
         let summary = await runtime.reconciler.pass(desired: desired)
         problems += summary.problems
@@ -40,7 +43,7 @@ struct OnceCommand: AsyncParsableCommand {
             print("converged")
             return
         }
-        for problem in unique { printError("not converged: \(problem)") }
+        for problem in unique { printError("not converged: \(secrets.apply(problem))") }
         throw ExitCode(1)
     }
 }

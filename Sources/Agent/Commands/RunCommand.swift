@@ -17,9 +17,10 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let logger = options.makeLogger()
+        let secrets = InstanceSecrets()
+        let logger = options.makeLogger(secrets: secrets)
         let config = try AgentConfig.load(from: options.config)
-        let runtime = try AgentRuntime.make(config: config, logger: logger)
+        let runtime = try AgentRuntime.make(config: config, logger: logger, secrets: secrets)
         logger.info(
             "agent starting",
             metadata: [
@@ -27,6 +28,14 @@ struct RunCommand: AsyncParsableCommand {
                 "ferry.process_manager": "\(runtime.processManagerName)", "ferry.services": "\(config.services.joined(separator: ","))",
             ]
         )
+        if config.allowInsecureHttp, let host = TransportRule.host(of: config.controllerURL), config.controllerURL.lowercased().hasPrefix("http://"),
+            !TransportRule.isLoopback(host)
+        {
+            logger.warning(
+                "plain HTTP to a controller that is not loopback, allowed by allowInsecureHttp: the token and releases travel unencrypted",
+                metadata: ["ferry.controller": "\(config.controllerURL)"]
+            )
+        }
         let reports = ReportTrigger()
         let group = ServiceGroup(
             configuration: .init(

@@ -20,8 +20,14 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let logger = options.makeLogger()
+        let secrets = InstanceSecrets()
+        let logger = options.makeLogger(secrets: secrets)
         let config = try AgentConfig.load(from: options.config)
+        for service in config.services {
+            if let env = try? InstanceEnvFile.load(service: service, directory: config.envDir) {
+                secrets.update(service: service, values: env.values)
+            }
+        }
         let layout = AgentLayout(stateDir: config.stateDir)
         let state = try StateStore(path: layout.stateFile).load()
         let (processManager, name) = try AgentRuntime.makeProcessManager(config: config, layout: layout, logger: logger)
@@ -44,14 +50,18 @@ struct StatusCommand: AsyncParsableCommand {
             health: [:],
             targetSerials: [:],
             hostname: AgentRuntime.hostname(),
-            processManager: name
+            processManager: name,
+            mask: secrets.mask
         )
         if json {
             print(String(decoding: report.json.encoded(), as: UTF8.self))
             return
         }
         print("agent \(config.agentId) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
-        if let tableError { print("process table unavailable: \(tableError)") }
+        if let problem = state.controllerProblem {
+            print("controller problem since \(Timestamp.format(problem.since)): \(secrets.apply(problem.message))")
+        }
+        if let tableError { print("process table unavailable: \(secrets.apply(tableError))") }
         for service in report.services {
             let running = service.serial.map { "serial \($0) (\(service.version ?? "?"))" } ?? "nothing installed"
             print("")

@@ -10,7 +10,8 @@ import Foundation
 ///
 /// Every key is documented where it is read below. Unknown keys are errors (a typo must not silently drop a setting).
 /// Environment variables override the file: `FERRY_CONTROLLER_URL`, `FERRY_STATE_DIR`, `FERRY_ENV_DIR`,
-/// `FERRY_POLL_SECONDS`, `FERRY_PROCESS_MANAGER`, `FERRY_CA_FILE`, `FERRY_PM2`, `FERRY_PM2_HOME`.
+/// `FERRY_POLL_SECONDS`, `FERRY_PROCESS_MANAGER`, `FERRY_CA_FILE`, `FERRY_PM2`, `FERRY_PM2_HOME`,
+/// `FERRY_ALLOW_INSECURE_HTTP`.
 struct AgentConfig: Sendable, Equatable {
     /// `controller`: base URL of the controller, e.g. `https://ferry.internal:8443`.
     var controllerURL: String
@@ -38,6 +39,9 @@ struct AgentConfig: Sendable, Equatable {
     var processManager: ProcessManagerKind = .auto
     /// `caFile`: extra CA bundle (PEM) for the controller's TLS certificate.
     var caFile: String?
+    /// `allowInsecureHttp`: talk plain `http://` to a controller that is not on loopback (see `TransportRule`).
+    /// Default `false`: such a URL is refused when the config is loaded.
+    var allowInsecureHttp = false
     /// `pm2`: path of the pm2 binary. Default: found on PATH.
     var pm2Path: String?
     /// `pm2Home`: PM2_HOME for the pm2 daemon Ferry drives. Default: pm2's own (`~/.pm2`).
@@ -137,6 +141,7 @@ struct AgentConfig: Sendable, Equatable {
         }
         processManager = kind
         caFile = try reader.optional("caFile", Field.string(maxLength: Limits.pathLength))
+        allowInsecureHttp = try reader.optional("allowInsecureHttp", Field.bool) ?? false
         pm2Path = try reader.optional("pm2", Field.string(maxLength: Limits.pathLength))
         pm2Home = try reader.optional("pm2Home", Field.string(maxLength: Limits.pathLength))
         pm2TimeoutSeconds = try int("pm2TimeoutSeconds", 1...3600, 60, &reader)
@@ -157,6 +162,7 @@ struct AgentConfig: Sendable, Equatable {
             "namespace": .string(namespace), "pm2TimeoutSeconds": .integer(Int64(pm2TimeoutSeconds)),
             "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
             "keepReleases": .integer(Int64(keepReleases)),
+            "allowInsecureHttp": .bool(allowInsecureHttp),
         ]
         if let caFile { fields["caFile"] = .string(caFile) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }
@@ -171,6 +177,14 @@ struct AgentConfig: Sendable, Equatable {
         if let value = environment["FERRY_CA_FILE"], !value.isEmpty { caFile = value }
         if let value = environment["FERRY_PM2"], !value.isEmpty { pm2Path = value }
         if let value = environment["FERRY_PM2_HOME"], !value.isEmpty { pm2Home = value }
+        if let value = environment["FERRY_ALLOW_INSECURE_HTTP"], !value.isEmpty {
+            switch value.lowercased() {
+            case "1", "true", "yes": allowInsecureHttp = true
+            case "0", "false", "no": allowInsecureHttp = false
+            default:
+                throw ConfigError(path: "FERRY_ALLOW_INSECURE_HTTP", reason: "\"\(value)\" must be 1, true, yes, 0, false or no")
+            }
+        }
         if let value = environment["FERRY_POLL_SECONDS"], !value.isEmpty {
             guard let seconds = Int(value), (1...3600).contains(seconds) else {
                 throw ConfigError(path: "FERRY_POLL_SECONDS", reason: "\"\(value)\" must be a number of seconds between 1 and 3600")
@@ -188,6 +202,11 @@ struct AgentConfig: Sendable, Equatable {
     private func validate() throws {
         guard controllerURL.hasPrefix("http://") || controllerURL.hasPrefix("https://") else {
             throw ConfigError(path: "controller", reason: "\"\(controllerURL)\" must be an http:// or https:// URL")
+        }
+        do {
+            try TransportRule.check(controllerURL: controllerURL, allowInsecureHTTP: allowInsecureHttp)
+        } catch {
+            throw ConfigError(path: "controller", reason: error.reason)
         }
         guard !services.isEmpty else { throw ConfigError(path: "services", reason: "at least one service is required") }
         guard !trustedKeys.isEmpty else { throw ConfigError(path: "trustedKeys", reason: "at least one trusted key is required") }

@@ -6,8 +6,9 @@ import Shared
 /// stable window, and — when the release names `health.http` — that URL answering 2xx; all of it continuously for
 /// `stableSeconds`, reached within `deadlineSeconds`. A failed table (an app `errored`) ends the watch at once.
 struct HealthGate: Sendable {
-    /// Answers the HTTP status of a GET of a health URL, or throws when it could not be reached.
-    typealias Probe = @Sendable (_ url: String) async throws -> Int
+    /// Answers the HTTP status of a GET of a health URL, or throws when it could not be reached. The gate names the
+    /// target's template in its verdicts, never the filled-in URL (it may carry instance secrets).
+    typealias Probe = @Sendable (_ target: HealthProbeTarget) async throws -> Int
 
     struct Configuration: Sendable {
         /// Time between two looks at the table and the health URL. Default 250 ms.
@@ -27,7 +28,7 @@ struct HealthGate: Sendable {
 
     func watch<C: Clock<Duration>>(
         apps: [AppSpec],
-        health: HealthCheck,
+        health: ResolvedHealthCheck,
         processManager: any ProcessManager,
         clock: C = ContinuousClock()
     ) async -> Outcome {
@@ -60,12 +61,12 @@ struct HealthGate: Sendable {
             } catch {
                 problem = "cannot read the process table: \(error)"
             }
-            if problem == nil, let url = health.http {
+            if problem == nil, let target = health.target {
                 do {
-                    let status = try await probe(url)
-                    if !(200..<300).contains(status) { problem = "\(url) answered HTTP \(status)" }
+                    let status = try await probe(target)
+                    if !(200..<300).contains(status) { problem = "\(target.template) answered HTTP \(status)" }
                 } catch {
-                    problem = "\(url) did not answer: \(error)"
+                    problem = "\(target.template) did not answer: \(target.scrub("\(error)"))"
                 }
             }
             if let problem {

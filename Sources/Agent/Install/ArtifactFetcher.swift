@@ -267,7 +267,9 @@ struct ArtifactFetcher: Sendable {
             guard statvfs(artifactsDirectory, &info) == 0 else {
                 throw .fileSystem(path: artifactsDirectory, operation: "statvfs", errno: errno)
             }
-            available = Int64(info.f_bavail) * Int64(info.f_frsize)
+            // Saturating: an exotic file system reporting more than Int64 bytes must not trap the agent.
+            let (bytes, overflow) = Int64(clamping: info.f_bavail).multipliedReportingOverflow(by: Int64(clamping: info.f_frsize))
+            available = overflow ? .max : bytes
         }
         guard available >= needed else { throw .insufficientSpace(path: artifactsDirectory, needed: needed, available: available) }
     }

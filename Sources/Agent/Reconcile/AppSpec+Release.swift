@@ -34,7 +34,7 @@ extension AppSpec {
                 execMode: app.options["exec_mode"].flatMap { if case .string(let s) = $0 { ExecMode(pm2Value: s) } else { nil } } ?? .fork,
                 env: env,
                 autorestart: bool(app.options["autorestart"]) ?? true,
-                maxRestarts: Int(integer(app.options["max_restarts"]) ?? 16),
+                maxRestarts: Int(clamping: integer(app.options["max_restarts"]) ?? 16),
                 minUptimeMilliseconds: milliseconds(app.options["min_uptime"]) ?? 1000,
                 restartDelayMilliseconds: integer(app.options["restart_delay"]) ?? 0,
                 killTimeoutMilliseconds: integer(app.options["kill_timeout"]) ?? 1600,
@@ -86,7 +86,8 @@ extension AppSpec {
     private static func integer(_ value: JSONValue?) -> Int64? {
         switch value {
         case .integer(let n)?: return n
-        case .number(let d)?: return Int64(d)
+        // The release was validated (whole numbers in range); `exactly:` keeps an unvalidated one from trapping.
+        case .number(let d)?: return Int64(exactly: d.rounded(.towardZero))
         default: return nil
         }
     }

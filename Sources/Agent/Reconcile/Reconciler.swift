@@ -40,6 +40,8 @@ actor Reconciler {
     let fetcher: ArtifactFetcher
     let extractor: ArchiveExtractor
     let healthGate: HealthGate
+    /// The instance env values, masked in everything this agent reports, saves as a message or logs.
+    let secrets: InstanceSecrets
     let logger: Logger
 
     private(set) var state = AgentState()
@@ -56,6 +58,7 @@ actor Reconciler {
         fetcher: ArtifactFetcher,
         extractor: ArchiveExtractor,
         healthGate: HealthGate,
+        secrets: InstanceSecrets,
         logger: Logger
     ) {
         self.configuration = configuration
@@ -68,6 +71,7 @@ actor Reconciler {
         self.fetcher = fetcher
         self.extractor = extractor
         self.healthGate = healthGate
+        self.secrets = secrets
         self.logger = logger
     }
 
@@ -77,6 +81,11 @@ actor Reconciler {
     /// applied release (the interrupted serial stays accepted and is installed again by the next pass).
     func prepare() async throws {
         try files.createDirectories(services: configuration.services)
+        for service in configuration.services {
+            if let env = try? InstanceEnvFile.load(service: service, directory: configuration.envDir) {
+                secrets.update(service: service, values: env.values)
+            }
+        }
         state = try store.load()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
@@ -115,7 +124,9 @@ actor Reconciler {
         var envs: [String: InstanceEnvFile] = [:]
         for service in configuration.services {
             do {
-                envs[service] = try InstanceEnvFile.load(service: service, directory: configuration.envDir)
+                let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir)
+                envs[service] = env
+                secrets.update(service: service, values: env.values)
             } catch {
                 summary.problems.append("\(service): \(error)")
             }
@@ -423,6 +434,21 @@ actor Reconciler {
         }
     }
 
+    /// Records how the last poll of the controller went (`failure` is `nil` when it succeeded), for
+    /// `ferry-agent status`. Saved only when it changes.
+    func noteControllerContact(failure: String?) {
+        let before = state.controllerProblem
+        if let failure {
+            guard before?.message != failure else { return }
+            state.controllerProblem = ControllerProblem(message: failure, since: before?.since ?? Date())
+        } else {
+            guard before != nil else { return }
+            state.controllerProblem = nil
+        }
+        var summary = PassSummary()
+        save(&summary)
+    }
+
     // MARK: - Reporting helpers
 
     /// Re-reads the table after the pass's actions and derives each service's health from it.
@@ -497,7 +523,8 @@ actor Reconciler {
             health: health,
             targetSerials: targets,
             hostname: hostname,
-            processManager: processManagerName
+            processManager: processManagerName,
+            mask: secrets.mask
         )
     }
 
@@ -520,6 +547,8 @@ actor Reconciler {
     }
 
     private func save(_ summary: inout PassSummary) {
+        // Messages quote errors from the process manager, apps and the network: no instance secret is kept in them.
+        state.mask(with: secrets.mask)
         do {
             try store.save(state)
         } catch {

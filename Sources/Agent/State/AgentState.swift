@@ -14,11 +14,20 @@ struct AgentState: Sendable, Codable, Equatable {
     /// Format version of the file.
     var version = 1
     var services: [String: ServiceState] = [:]
+    /// The last failed contact with the controller (network, TLS, refusal), or `nil` once a poll succeeds again; shown
+    /// by `ferry-agent status`, which does not contact the controller itself.
+    var controllerProblem: ControllerProblem?
 
     subscript(service: String) -> ServiceState {
         get { services[service] ?? ServiceState() }
         set { services[service] = newValue }
     }
+}
+
+/// Why the agent cannot reach its controller, and since when.
+struct ControllerProblem: Sendable, Codable, Equatable {
+    var message: String
+    var since: Date
 }
 
 /// One service's state on this instance.

@@ -208,6 +208,9 @@ package struct ProcessReport: Sendable, Equatable {
     package var memoryBytes: Int64
     package var cpuPercent: Double
 
+    /// Highest `cpuPercent` accepted: a thousand cores at 100 %.
+    package static let maximumCPUPercent: Double = 100_000
+
     package init(name: String, pmId: Int64, status: String, restarts: Int64, uptimeSeconds: Int64?, memoryBytes: Int64, cpuPercent: Double) {
         self.name = name
         self.pmId = pmId
@@ -227,11 +230,17 @@ package struct ProcessReport: Sendable, Equatable {
         uptimeSeconds = try reader.optional("uptimeSeconds", Field.integer(in: 0...Int64(Int32.max) * 100))
         memoryBytes = try reader.required("memoryBytes", Field.integer(in: 0...(1 << 50)))
         cpuPercent = try reader.required("cpuPercent") { (value, path) throws(DocumentError) -> Double in
+            let number: Double
             switch value {
-            case .integer(let n): return Double(n)
-            case .number(let d) where d.isFinite && d >= 0: return d
+            case .integer(let n): number = Double(n)
+            case .number(let d) where d.isFinite: number = d
             default: throw .wrongType(field: path, expected: "non-negative number", got: value.typeName)
             }
+            guard (0...Self.maximumCPUPercent).contains(number) else {
+                let shown = if case .integer(let n) = value { "\(n)" } else { "\(number)" }
+                throw .invalidValue(field: path, reason: "\(shown) is outside 0...\(Int(Self.maximumCPUPercent))")
+            }
+            return number
         }
         try reader.rejectUnknownFields()
     }

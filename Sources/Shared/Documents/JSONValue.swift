@@ -27,13 +27,11 @@ package enum JSONValue: Sendable, Hashable {
         }
     }
 
-    /// Parses JSON text. Throws `DocumentError.malformedJSON` with the parser's reason.
+    /// Parses JSON text in time linear in its size (`JSONParser`: strict RFC 8259, duplicate keys refused, at most
+    /// `JSONParser.maximumDepth` levels of nesting). Throws `DocumentError.malformedJSON` naming what is wrong and the
+    /// byte offset.
     package static func parse<Bytes: Collection>(_ bytes: Bytes) throws(DocumentError) -> JSONValue where Bytes.Element == UInt8 {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch {
-            throw .malformedJSON(Self.describe(error))
-        }
+        try JSONParser.parse(bytes)
     }
 
     /// Compact JSON text with sorted keys (deterministic, so the same document always signs the same bytes).
@@ -44,15 +42,6 @@ package enum JSONValue: Sendable, Hashable {
         return (try? encoder.encode(self)) ?? Data("null".utf8)
     }
 
-    private static func describe(_ error: any Error) -> String {
-        switch error {
-        case DecodingError.dataCorrupted(let context):
-            let underlying = context.underlyingError.map { " (\($0))" } ?? ""
-            return context.debugDescription + underlying
-        default:
-            return "\(error)"
-        }
-    }
 }
 
 extension JSONValue: Codable {

@@ -66,9 +66,16 @@ package enum Field {
         { (value, path) throws(DocumentError) in
             let number: Int64
             switch value {
-            case .integer(let n): number = n
-            case .number(let d) where d.rounded() == d && abs(d) < 9.0e15: number = Int64(d)
-            default: throw .wrongType(field: path, expected: "integer", got: value == .null ? "null" : describe(value))
+            case .integer(let n):
+                number = n
+            case .number(let d) where d.rounded() == d:
+                // A whole number written as a double (`1e30`): converted only when it fits, never trapping.
+                guard let exact = Int64(exactly: d) else {
+                    throw .invalidValue(field: path, reason: "\(d) is outside \(range.lowerBound)...\(range.upperBound)")
+                }
+                number = exact
+            default:
+                throw .wrongType(field: path, expected: "integer", got: value == .null ? "null" : describe(value))
             }
             guard range.contains(number) else {
                 throw .invalidValue(field: path, reason: "\(number) is outside \(range.lowerBound)...\(range.upperBound)")

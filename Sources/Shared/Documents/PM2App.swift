@@ -177,22 +177,18 @@ package struct PM2App: Sendable, Equatable {
         case .memory:
             switch value {
             case .integer, .number:
-                _ = try Field.integer(in: 1...(1 << 50))(value, path)
+                _ = try Field.integer(in: 1...ByteSize.maximum)(value, path)
             case .string(let text):
-                guard ByteSize.parse(text) != nil else {
-                    throw .invalidValue(field: path, reason: "\"\(text)\" must be a number of bytes or like 300M, 1G, 512K")
-                }
+                _ = try ByteSize.bytes(text, field: path)
             default:
                 throw .wrongType(field: path, expected: "number or string like 300M", got: value.typeName)
             }
         case .duration:
             switch value {
             case .integer, .number:
-                _ = try Field.integer(in: 0...86_400_000)(value, path)
+                _ = try Field.integer(in: 0...DurationText.maximumMilliseconds)(value, path)
             case .string(let text):
-                guard DurationText.milliseconds(text) != nil else {
-                    throw .invalidValue(field: path, reason: "\"\(text)\" must be milliseconds or like 500ms, 1s, 2m, 1h")
-                }
+                _ = try DurationText.milliseconds(text, field: path)
             default:
                 throw .wrongType(field: path, expected: "number or string like 1s", got: value.typeName)
             }
@@ -232,29 +228,110 @@ package enum ExecMode: String, Sendable, Equatable, Codable {
 
 /// Byte sizes written like PM2's `max_memory_restart` (`300M`, `1G`, `512K`, `1048576`).
 package enum ByteSize {
-    /// Bytes for `text`, or `nil` when it is not a size.
+    /// The largest size a release may give: 1 PiB.
+    package static let maximum: Int64 = 1 << 50
+
+    /// Bytes for `text`, or `nil` when it is not a size or does not fit in `Int64`.
     package static func parse(_ text: String) -> Int64? {
-        guard let last = text.last, text.count <= 20 else { return nil }
-        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
-        let (digits, multiplier): (Substring, Int64) =
-            units[last].map { (text.dropLast(), $0) } ?? (Substring(text), 1)
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let number = Int64(digits), number > 0 else { return nil }
-        let (result, overflow) = number.multipliedReportingOverflow(by: multiplier)
-        return overflow ? nil : result
+        guard case .value(let bytes) = read(text) else { return nil }
+        return bytes
+    }
+
+    /// Bytes for `text` of the document field `field`, at most `maximum`. Throws `DocumentError.invalidValue` naming the
+    /// field when `text` is not a size or is too large (an overflow included), never traps.
+    package static func bytes(_ text: String, field: String, maximum: Int64 = ByteSize.maximum) throws(DocumentError) -> Int64 {
+        switch read(text) {
+        case .value(let bytes) where bytes <= maximum:
+            return bytes
+        case .value, .tooLarge:
+            throw .invalidValue(field: field, reason: "\(CheckedNumber.shown(text)) is too large: at most \(maximum) bytes")
+        case .invalid:
+            throw .invalidValue(field: field, reason: "\(CheckedNumber.shown(text)) must be a number of bytes or like 300M, 1G, 512K")
+        }
+    }
+
+    private static func read(_ text: String) -> CheckedNumber.Reading {
+        guard let last = text.utf8.last else { return .invalid }
+        let multiplier: Int64
+        switch last {
+        case UInt8(ascii: "K"), UInt8(ascii: "k"): multiplier = 1 << 10
+        case UInt8(ascii: "M"), UInt8(ascii: "m"): multiplier = 1 << 20
+        case UInt8(ascii: "G"), UInt8(ascii: "g"): multiplier = 1 << 30
+        default: multiplier = 1
+        }
+        let digits = multiplier == 1 ? Substring(text) : Substring(text).dropLast()
+        switch CheckedNumber.read(digits, multipliedBy: multiplier) {
+        case .value(0): return .invalid
+        case let reading: return reading
+        }
     }
 }
 
 /// Durations written like PM2's `min_uptime` (`1000`, `500ms`, `1s`, `2m`, `1h`).
 package enum DurationText {
-    /// Milliseconds for `text`, or `nil`.
+    /// The longest duration a release may give: 24 hours, in milliseconds.
+    package static let maximumMilliseconds: Int64 = 86_400_000
+
+    /// Milliseconds for `text`, or `nil` when it is not a duration or does not fit in `Int64`.
     package static func milliseconds(_ text: String) -> Int64? {
-        guard text.count <= 20 else { return nil }
+        guard case .value(let milliseconds) = read(text) else { return nil }
+        return milliseconds
+    }
+
+    /// Milliseconds for `text` of the document field `field`, at most `maximum`. Throws `DocumentError.invalidValue`
+    /// naming the field when `text` is not a duration or is too long (an overflow included), never traps.
+    package static func milliseconds(
+        _ text: String,
+        field: String,
+        maximum: Int64 = DurationText.maximumMilliseconds
+    ) throws(DocumentError) -> Int64 {
+        switch read(text) {
+        case .value(let milliseconds) where milliseconds <= maximum:
+            return milliseconds
+        case .value, .tooLarge:
+            throw .invalidValue(field: field, reason: "\(CheckedNumber.shown(text)) is too long: at most \(maximum) ms")
+        case .invalid:
+            throw .invalidValue(field: field, reason: "\(CheckedNumber.shown(text)) must be milliseconds or like 500ms, 1s, 2m, 1h")
+        }
+    }
+
+    private static func read(_ text: String) -> CheckedNumber.Reading {
         let suffixes: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
         for (suffix, factor) in suffixes where text.hasSuffix(suffix) {
-            guard let n = Int64(text.dropLast(suffix.count)), n >= 0 else { return nil }
-            return n * factor
+            return CheckedNumber.read(Substring(text).dropLast(suffix.count), multipliedBy: factor)
         }
-        guard let n = Int64(text), n >= 0 else { return nil }
-        return n
+        return CheckedNumber.read(Substring(text), multipliedBy: 1)
+    }
+}
+
+/// Decimal digits times a unit, with every step checked: an overflow is a result, not a trap.
+private enum CheckedNumber {
+    enum Reading: Equatable {
+        /// The value (bytes or milliseconds).
+        case value(Int64)
+        /// Well-formed but over `Int64.max`.
+        case tooLarge
+        /// Not ASCII digits (a sign, a space, a fraction, nothing).
+        case invalid
+    }
+
+    static func read(_ digits: Substring, multipliedBy unit: Int64) -> Reading {
+        guard !digits.isEmpty else { return .invalid }
+        var value: Int64 = 0
+        var overflowed = false
+        for byte in digits.utf8 {
+            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return .invalid }
+            let (shifted, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) = shifted.addingReportingOverflow(Int64(byte - UInt8(ascii: "0")))
+            if overflow1 || overflow2 { overflowed = true } else { value = next }
+        }
+        if overflowed { return .tooLarge }
+        let (result, overflow) = value.multipliedReportingOverflow(by: unit)
+        return overflow ? .tooLarge : .value(result)
+    }
+
+    /// `text` quoted for an error message, cut when it is long.
+    static func shown(_ text: String) -> String {
+        text.count > 40 ? String(text.prefix(40)).debugDescription + "…" : text.debugDescription
     }
 }

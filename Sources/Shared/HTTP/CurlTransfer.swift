@@ -319,7 +319,10 @@ final class CurlTransfer {
             CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS,
             CURLE_SSL_CRL_BADFILE, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED, CURLE_SSL_ENGINE_INITFAILED,
             CURLE_USE_SSL_FAILED, CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_CLIENTCERT:
-            return .tls(url: url, code: number, message: message)
+            var verifyResult = 0
+            _ = ferry_curl_getinfo_long(handle, CURLINFO_SSL_VERIFYRESULT, &verifyResult)
+            let plain = TLSFailure.explain(curlCode: Int(number), verifyResult: verifyResult, curlMessage: message)
+            return .tls(url: url, code: number, message: "\(plain) (curl: \(message))")
         case CURLE_FILESIZE_EXCEEDED:
             return .responseTooLarge(url: url, limit: Int64(bodyLimit))
         case CURLE_ABORTED_BY_CALLBACK:

@@ -56,9 +56,9 @@ final class FleetFixture {
         await fleet.tearDown()
     }
 
-    /// Starts the controller and creates the tokens.
-    func startController() async throws {
-        try await controller.start()
+    /// Starts the controller (with `extraArguments` for `serve`) and creates the tokens.
+    func startController(extraArguments: [String] = []) async throws {
+        try await controller.start(extraArguments: extraArguments)
         operatorToken = try controller.token(role: "operator", name: "ci")
         enrollToken = try controller.token(role: "enroll")
         viewerToken = try controller.token(role: "viewer")
@@ -163,7 +163,8 @@ final class FleetFixture {
         longPollSeconds: Int = 10,
         pm2: String? = nil,
         instanceEnv: [String: String] = [:],
-        tokenOnStandardInput: Bool = false
+        tokenOnStandardInput: Bool = false,
+        controllerURL: String? = nil
     ) throws -> String {
         let result = try runEnroll(
             name: name,
@@ -207,7 +208,8 @@ final class FleetFixture {
         let tokenFile = agentRoot.appendingPathComponent("enroll.token")
         try enrollToken.write(to: tokenFile, atomically: true, encoding: .utf8)
         var arguments = [
-            "enroll", "--controller", controller.url, "--token-file", tokenOnStandardInput ? "-" : tokenFile.path, "--config", config,
+            "enroll", "--controller", controllerURL ?? controller.url, "--token-file", tokenOnStandardInput ? "-" : tokenFile.path, "--config",
+            config,
             "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
             "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
         ]

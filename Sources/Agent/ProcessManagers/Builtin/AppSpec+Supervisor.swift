@@ -1,4 +1,5 @@
 import Glibc
+import Shared
 
 /// How the builtin supervisor checks and launches an `AppSpec`.
 extension AppSpec {
@@ -41,6 +42,9 @@ extension AppSpec {
         }
         guard maxRestarts >= 0, minUptimeMilliseconds >= 0 else {
             throw invalid("max_restarts and min_uptime must not be negative")
+        }
+        guard minUptimeMilliseconds <= DurationText.maximumMilliseconds else {
+            throw invalid("min_uptime must be at most \(DurationText.maximumMilliseconds) ms")
         }
         guard (0...Self.maximumRestartDelayMilliseconds).contains(restartDelayMilliseconds) else {
             throw invalid("restart_delay must be between 0 and \(Self.maximumRestartDelayMilliseconds) ms")

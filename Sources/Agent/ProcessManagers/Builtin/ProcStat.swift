@@ -48,7 +48,8 @@ struct ProcStat: Sendable, Equatable {
         guard let text = readSmallFile("/proc/\(pid)/statm") else { return nil }
         let fields = text.split(separator: " ")
         guard fields.count > 1, let pages = Int64(fields[1]) else { return nil }
-        return pages * pageBytes
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: pageBytes)
+        return overflow ? nil : bytes
     }
 
     /// Whether `pid` names a live process (a zombie counts as gone: it has exited and only waits to be reaped).

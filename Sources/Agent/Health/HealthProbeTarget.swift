@@ -1,0 +1,64 @@
+import Shared
+
+/// A health URL with its `${NAME}` placeholders filled in: what the probe GETs.
+///
+/// The filled-in URL can carry instance secrets (`http://127.0.0.1:3000/healthz?token=${HEALTH_TOKEN}`), and the
+/// instance env file never leaves the host. So it is a type of its own, apart from the template (`HealthCheck.http`):
+/// printed, interpolated, dumped or compared it is the template; errors about it are scrubbed back to the template;
+/// and only `HealthProbe` reads the filled-in text, through `withResolvedURL`.
+struct HealthProbeTarget: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// The URL as the release wrote it, placeholders included. Safe to report.
+    let template: String
+    private let resolved: String
+
+    init(template: String, environment: [String: String]) {
+        self.template = template
+        self.resolved = HealthCheck.expand(template, env: environment)
+    }
+
+    var description: String { template }
+    var debugDescription: String { template }
+    var customMirror: Mirror { Mirror(self, children: ["template": template]) }
+
+    /// Two targets are the same check when their templates are.
+    static func == (lhs: HealthProbeTarget, rhs: HealthProbeTarget) -> Bool { lhs.template == rhs.template }
+
+    /// Runs `body` with the filled-in URL. Only the probe calls this.
+    func withResolvedURL<R>(_ body: (String) async throws -> R) async rethrows -> R {
+        try await body(resolved)
+    }
+
+    /// `text` (an error about this URL) with the filled-in URL, in full or as `RedactedURL` shows it, replaced by the
+    /// template.
+    func scrub(_ text: String) -> String {
+        guard resolved != template else { return text }
+        var result = text
+        for form in Set([resolved, RedactedURL.redact(resolved)]) where !form.isEmpty {
+            result = result.replacing(form, with: template)
+        }
+        return result
+    }
+}
+
+/// Probes a health URL over HTTP.
+enum HealthProbe {
+    /// GETs the target with `client` and answers the HTTP status. Its errors name the template, never the filled-in
+    /// URL.
+    static func http(client: HTTPClient) -> HealthGate.Probe {
+        { target in
+            do {
+                return try await target.withResolvedURL { url in
+                    try await client.send(HTTPRequest(method: .get, url: url)).status
+                }
+            } catch {
+                throw HealthProbeError(reason: target.scrub("\(error)"))
+            }
+        }
+    }
+}
+
+/// Why a health URL did not answer, in words that name the template only.
+struct HealthProbeError: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { reason }
+}

@@ -1,0 +1,113 @@
+/// Masks instance env values in text the agent sends or logs: defence in depth behind keeping secrets out of messages
+/// in the first place (the health URL's filled-in form, for one, never reaches a message).
+///
+/// The rule (docs/agent.md, "What leaves the instance"): every value of an instance env file that is at least
+/// `minimumLength` bytes long is replaced by `${NAME}` wherever it appears — raw or percent-encoded — in a status
+/// report message, a failure reason, the agent's state file messages and every agent log line. A value made only of
+/// digits is replaced only where it is a whole run of digits (`500000` does not eat into `5000000`). Shorter values
+/// (`1`, `true`, `3000`) are left alone: too short to be a secret worth the name, and masking them would garble
+/// serials, counts and ports in every message.
+struct SecretMask: Sendable, Equatable {
+    /// Values shorter than this (in UTF-8 bytes) are not masked.
+    static let minimumLength = 6
+
+    private struct Secret: Sendable, Equatable {
+        var pattern: [UInt8]
+        var replacement: [UInt8]
+        var digitsOnly: Bool
+    }
+
+    /// Longest pattern first, so a value that contains another is replaced whole.
+    private var secrets: [Secret] = []
+
+    /// No values to mask.
+    init() {}
+
+    /// Masks the values of `environments` (env file name → its variables).
+    init(_ environments: some Sequence<[String: String]>) {
+        var names: [[UInt8]: String] = [:]
+        for environment in environments {
+            for (name, value) in environment where value.utf8.count >= Self.minimumLength {
+                for form in Set([Array(value.utf8), Self.percentEncoded(value)]) {
+                    // One value under two names: the first name in order wins, so the result does not depend on hashing.
+                    if let existing = names[form], existing <= name { continue }
+                    names[form] = name
+                }
+            }
+        }
+        secrets = names.map { pattern, name in
+            Secret(
+                pattern: pattern,
+                replacement: Array("${\(name)}".utf8),
+                digitsOnly: pattern.allSatisfy(Self.isDigit)
+            )
+        }
+        .sorted { $0.pattern.count != $1.pattern.count ? $0.pattern.count > $1.pattern.count : $0.pattern.lexicographicallyPrecedes($1.pattern) }
+    }
+
+    /// Whether there is nothing to mask.
+    var isEmpty: Bool { secrets.isEmpty }
+
+    /// `text` with every secret value replaced by `${NAME}`.
+    func apply(_ text: String) -> String {
+        guard !secrets.isEmpty, text.utf8.count >= Self.minimumLength else { return text }
+        var bytes = Array(text.utf8)
+        var changed = false
+        for secret in secrets where bytes.count >= secret.pattern.count {
+            if let replaced = Self.replacing(secret, in: bytes) {
+                bytes = replaced
+                changed = true
+            }
+        }
+        // Whole valid UTF-8 sequences were swapped for ASCII, so the bytes are still valid UTF-8.
+        return changed ? String(decoding: bytes, as: UTF8.self) : text
+    }
+
+    /// `bytes` with every occurrence of the secret replaced, or `nil` when there is none.
+    private static func replacing(_ secret: Secret, in bytes: [UInt8]) -> [UInt8]? {
+        let pattern = secret.pattern
+        guard let first = pattern.first else { return nil }
+        var output: [UInt8] = []
+        var copiedUpTo = 0
+        var position = 0
+        let last = bytes.count - pattern.count
+        while position <= last {
+            if bytes[position] == first, bytes[position..<(position + pattern.count)].elementsEqual(pattern),
+                !secret.digitsOnly || isWholeDigitRun(bytes, position, pattern.count)
+            {
+                if output.isEmpty { output.reserveCapacity(bytes.count) }
+                output += bytes[copiedUpTo..<position]
+                output += secret.replacement
+                position += pattern.count
+                copiedUpTo = position
+            } else {
+                position += 1
+            }
+        }
+        guard copiedUpTo > 0 else { return nil }
+        output += bytes[copiedUpTo...]
+        return output
+    }
+
+    private static func isWholeDigitRun(_ bytes: [UInt8], _ start: Int, _ length: Int) -> Bool {
+        (start == 0 || !isDigit(bytes[start - 1])) && (start + length == bytes.count || !isDigit(bytes[start + length]))
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+
+    /// `value` percent-encoded the way a URL carries it (RFC 3986 unreserved characters kept).
+    private static func percentEncoded(_ value: String) -> [UInt8] {
+        var out: [UInt8] = []
+        let hex = Array("0123456789ABCDEF".utf8)
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.append(byte)
+            default:
+                out += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,136 @@
+import Logging
+import Synchronization
+import Testing
+
+@testable import Agent
+
+/// The masking rule of docs/agent.md ("What leaves the instance"), row by row.
+@Suite("Secret mask: instance env values never appear in what the agent sends or logs")
+struct SecretMaskTests {
+    struct Row: Sendable, CustomTestStringConvertible {
+        var name: String
+        var env: [String: String]
+        var text: String
+        var expected: String
+        var testDescription: String { name }
+    }
+
+    static let rows: [Row] = [
+        Row(
+            name: "a token anywhere",
+            env: ["HEALTH_TOKEN": "s3cr3t-abc"],
+            text: "GET /h?t=s3cr3t-abc failed",
+            expected: "GET /h?t=${HEALTH_TOKEN} failed"
+        ),
+        Row(name: "every occurrence", env: ["K": "abcdef"], text: "abcdef,abcdef;xabcdefx", expected: "${K},${K};x${K}x"),
+        Row(
+            name: "percent-encoded form",
+            env: ["PASS": "p@ss w0rd!"],
+            text: "url ?p=p%40ss%20w0rd%21 and p@ss w0rd!",
+            expected: "url ?p=${PASS} and ${PASS}"
+        ),
+        Row(
+            name: "short values stay",
+            env: ["DEBUG": "1", "FLAG": "true", "PORT": "3000", "SHORT": "abcde"],
+            text: "serial 1 true 3000 abcde",
+            expected: "serial 1 true 3000 abcde"
+        ),
+        Row(name: "six bytes is the threshold", env: ["CODE": "zq9x7w"], text: "code zq9x7w", expected: "code ${CODE}"),
+        Row(
+            name: "digits only as a whole run",
+            env: ["PIN": "500000"],
+            text: "size 5000000, pin 500000, id 1500000",
+            expected: "size 5000000, pin ${PIN}, id 1500000"
+        ),
+        Row(name: "digits at the edges", env: ["PIN": "424242"], text: "424242", expected: "${PIN}"),
+        Row(
+            name: "longest value first",
+            env: ["A": "secret-long-value", "B": "secret"],
+            text: "x secret-long-value y secret",
+            expected: "x ${A} y ${B}"
+        ),
+        Row(
+            name: "same value, first name wins",
+            env: ["B_TOKEN": "shared-value", "A_TOKEN": "shared-value"],
+            text: "shared-value",
+            expected: "${A_TOKEN}"
+        ),
+        Row(name: "non-ASCII value", env: ["MOT": "pässwörd"], text: "le pässwörd: pässwörd.", expected: "le ${MOT}: ${MOT}."),
+        Row(name: "nothing to mask", env: ["K": "abcdefgh"], text: "all fine", expected: "all fine"),
+        Row(name: "empty text", env: ["K": "abcdefgh"], text: "", expected: ""),
+    ]
+
+    @Test(arguments: rows)
+    func masks(_ row: Row) {
+        #expect(SecretMask([row.env]).apply(row.text) == row.expected)
+    }
+
+    @Test func valuesOfEveryServiceAreMasked() {
+        let secrets = InstanceSecrets()
+        secrets.update(service: "api", values: ["API_KEY": "api-secret-1"])
+        secrets.update(service: "worker", values: ["WORKER_KEY": "worker-secret-2"])
+        #expect(secrets.apply("api-secret-1 worker-secret-2") == "${API_KEY} ${WORKER_KEY}")
+        // A rotated value replaces the old one.
+        secrets.update(service: "api", values: ["API_KEY": "api-secret-3"])
+        #expect(secrets.apply("api-secret-3") == "${API_KEY}")
+    }
+
+    @Test func stateMessagesAndFailuresAreMasked() {
+        var state = AgentState()
+        state["api"].message = "app printed TOKEN=tok-123456"
+        state["api"].recordFailure(serial: 3, reason: "pm2: env tok-123456 refused", kind: "rolled-back")
+        state.controllerProblem = ControllerProblem(message: "GET tok-123456", since: .init(timeIntervalSince1970: 0))
+        state.mask(with: SecretMask([["TOKEN": "tok-123456"]]))
+        #expect(state["api"].message == "app printed TOKEN=${TOKEN}")
+        #expect(state["api"].failures.first?.reason == "pm2: env ${TOKEN} refused")
+        #expect(state.controllerProblem?.message == "GET ${TOKEN}")
+    }
+
+    /// Records what reaches the real handler behind the mask.
+    final class Recorder: LogHandler, Sendable {
+        let lines = Mutex<[String]>([])
+        var logLevel: Logger.Level {
+            get { .trace }
+            set {}
+        }
+        var metadata: Logger.Metadata {
+            get { [:] }
+            set {}
+        }
+        var metadataProvider: Logger.MetadataProvider? {
+            get { nil }
+            set {}
+        }
+        subscript(metadataKey _: String) -> Logger.Metadata.Value? {
+            get { nil }
+            set {}
+        }
+        func log(event: LogEvent) {
+            let metadata = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            let line = "\(event.message) \(metadata) \(event.error.map { "\($0)" } ?? "")"
+            lines.withLock { $0.append(line) }
+        }
+    }
+
+    struct EchoingError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    @Test func logLinesAreMaskedInMessageMetadataAndError() {
+        let secrets = InstanceSecrets()
+        secrets.update(service: "api", values: ["DB_PASSWORD": "hunter2-hunter2"])
+        let recorder = Recorder()
+        let logger = Logger(label: "test") { _ in MaskingLogHandler(base: recorder, secrets: secrets) }
+        logger.info(
+            "connect hunter2-hunter2",
+            error: EchoingError(description: "error hunter2-hunter2"),
+            metadata: [
+                "ferry.reason": "pm2 said hunter2-hunter2", "nested": ["list": ["hunter2-hunter2"], "map": ["k": "hunter2-hunter2"]],
+            ]
+        )
+        let lines = recorder.lines.withLock { $0 }
+        #expect(lines.count == 1)
+        #expect(!(lines.first ?? "").contains("hunter2"), "\(lines)")
+        #expect((lines.first ?? "").components(separatedBy: "${DB_PASSWORD}").count == 6, "\(lines)")
+    }
+}
