@@ -52,7 +52,7 @@ struct AgentTLSEndToEndTests {
             // Enrolling against a CA that did not sign the controller's certificate: refused, nothing written.
             let refused = try fleet.runEnroll(name: "stranger", caFile: certificates.otherCAFile)
             #expect(refused.status != 0)
-            #expect(refused.stderr.contains("not signed by a CA this machine trusts"), "\(refused.stderr)")
+            #expect(refused.stderr.contains("not signed by a certificate authority this host trusts"), "\(refused.stderr)")
             #expect(!FileManager.default.fileExists(atPath: fleet.root.appendingPathComponent("stranger/agent.json").path))
 
             // An enrolled agent whose CA file is then the wrong one: the pass fails clearly, no release is installed.
@@ -67,7 +67,7 @@ struct AgentTLSEndToEndTests {
                 environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]
             )
             #expect(once.status != 0)
-            #expect(once.stderr.contains("not signed by a CA this machine trusts"), "\(once.stderr)")
+            #expect(once.stderr.contains("not signed by a certificate authority this host trusts"), "\(once.stderr)")
             let releases = fleet.root.appendingPathComponent("misconfigured/state/services/web/releases").path
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: releases)) ?? []).isEmpty, "nothing installed")
             #expect(await fleet.appAnswer(port: port) == nil)

@@ -173,13 +173,14 @@ import Testing
             name: "a CA that did not sign the certificate",
             served: .current,
             trust: .otherCA,
-            error: "the server's certificate is not signed by a CA this machine trusts; give the CA certificate that signed it"
+            error: "the server's certificate is not signed by a certificate authority this host trusts (unknown CA): "
+                + "give the CA's certificate with --ca-file"
         ),
         OperatorCase(
             name: "the system trust store, which does not know the test CA",
             served: .current,
             trust: .systemStore,
-            error: "not signed by a CA this machine trusts"
+            error: "not signed by a certificate authority this host trusts"
         ),
         OperatorCase(name: "an expired certificate", served: .expired, trust: .testCA, error: "the server's certificate has expired"),
     ]

@@ -96,8 +96,8 @@ struct ControllerClient: Sendable {
         let url = RedactedURL.redact(request.url)
         switch error {
         case .tls(_, let code, let message):
-            let reason = HTTPClientError.certificateProblem(message).map { "\($0) (\(message))" } ?? "TLS failure: \(message)"
-            return .transport(method: request.method.rawValue, url: url, reason: "\(reason) (curl \(code))")
+            // `message` starts with the plain-language reading (TLSFailure) and keeps curl's own words.
+            return .transport(method: request.method.rawValue, url: url, reason: "TLS failure: \(message) (curl \(code))")
         case .responseTooLarge(_, let limit):
             return .badResponse(method: request.method.rawValue, url: url, reason: "answer larger than \(limit) bytes")
         default:

@@ -60,12 +60,7 @@ package enum HTTPClientError: Error, CustomStringConvertible {
         case .invalidRequest(let url, let reason): "\(url): invalid request: \(reason)"
         case .connectionFailed(let url, let code, let message): "\(url): cannot connect: \(message) (curl \(code))"
         case .timedOut(let url, let message): "\(url): timed out: \(message)"
-        case .tls(let url, let code, let message):
-            if let problem = Self.certificateProblem(message) {
-                "\(url): TLS failure: \(problem) (\(message), curl \(code))"
-            } else {
-                "\(url): TLS failure: \(message) (curl \(code))"
-            }
+        case .tls(let url, let code, let message): "\(url): TLS failure: \(message) (curl \(code))"
         case .responseTooLarge(let url, let limit): "\(url): response body is larger than the limit of \(limit) bytes"
         case .cancelled(let url): "\(url): request cancelled"
         case .transferFailed(let url, let code, let message): "\(url): transfer failed: \(message) (curl \(code))"
@@ -78,26 +73,5 @@ package enum HTTPClientError: Error, CustomStringConvertible {
         case .uploadSourceChanged(let path, let expected, let sent):
             "\(path): the file changed while it was uploaded (\(expected) bytes when it started, it ended after \(sent)); upload it again"
         }
-    }
-
-    /// The plain-language reading of a certificate verification failure, from libcurl's (OpenSSL's) message.
-    package static func certificateProblem(_ message: String) -> String? {
-        let text = message.lowercased()
-        if text.contains("certificate has expired") {
-            return "the server's certificate has expired; it must be renewed on the server"
-        }
-        if text.contains("not yet valid") {
-            return "the server's certificate is not valid yet (check the clocks of both machines)"
-        }
-        if text.contains("unable to get local issuer") || text.contains("self-signed") || text.contains("self signed")
-            || text.contains("unable to verify the first certificate") || text.contains("unknown ca")
-        {
-            return "the server's certificate is not signed by a CA this machine trusts; give the CA certificate that signed it as the "
-                + "CA file (--ca-file, FERRY_CA_FILE or caFile)"
-        }
-        if text.contains("subject name") || text.contains("host name") || text.contains("hostname") {
-            return "the server's certificate is not issued for this host name; use the name the certificate was issued for"
-        }
-        return nil
     }
 }

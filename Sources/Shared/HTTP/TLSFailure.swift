@@ -28,7 +28,7 @@ package enum TLSFailure {
         case .selfSignedLeaf?, .selfSignedInChain?, .unableToGetIssuerCertificate?, .unableToGetIssuerCertificateLocally?,
             .unableToVerifyLeafSignature?:
             return "the server's certificate is not signed by a certificate authority this host trusts (unknown CA): "
-                + "give the CA's certificate with --ca-file (config key caFile), or install it in the system trust store"
+                + "give the CA's certificate with --ca-file (FERRY_CA_FILE, config key caFile), or install it in the system trust store"
         case .certificateRevoked?:
             return "the server's certificate has been revoked"
         case .invalidPurpose?:

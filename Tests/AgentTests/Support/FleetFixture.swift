@@ -172,7 +172,8 @@ final class FleetFixture {
             pm2: pm2,
             instanceEnv: instanceEnv,
             tokenOnStandardInput: tokenOnStandardInput,
-            caFile: certificates?.caFile
+            caFile: certificates?.caFile,
+            controllerURL: controllerURL
         )
         guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
         let config = root.appendingPathComponent(name).appendingPathComponent("agent.json").path
@@ -192,7 +193,8 @@ final class FleetFixture {
         pm2: String? = nil,
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false,
-        caFile: String?
+        caFile: String?,
+        controllerURL: String? = nil
     ) throws -> CommandResult {
         let agentRoot = root.appendingPathComponent(name)
         if !instanceEnv.isEmpty {
