@@ -101,15 +101,9 @@ struct PM2ProcessManagerTests {
         }
     }
 
-    /// Set `FERRY_TEST_PM2` to a real pm2 binary to run this against PM2 itself.
-    static let realPM2 = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"]
-
-    @Test(
-        "against a real pm2 (FERRY_TEST_PM2): start, reload, check, delete in a private PM2_HOME",
-        .enabled(if: realPM2 != nil, "FERRY_TEST_PM2 is not set to a pm2 binary; PM2 cannot be installed here")
-    )
+    @Test("against real PM2 (FERRY_TEST_PM2): start, reload, check, delete in a private PM2_HOME")
     func realPM2RoundTrip() async throws {
-        let pm2 = try #require(Self.realPM2)
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
         let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2")
         defer { try? FileManager.default.removeItem(at: root) }
         let release = root.appendingPathComponent("releases/1")
