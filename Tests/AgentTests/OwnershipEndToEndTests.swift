@@ -10,7 +10,11 @@ import Testing
 /// process manager's own saved table (`pm2 save` → `pm2 resurrect`, the supervisor's `apps.json`) is exactly Ferry's.
 @Suite("Drift, ownership and reboot end to end", .serialized)
 struct OwnershipEndToEndTests {
-    @Test("orphan removed, bystander untouched, delete and kill repaired, reboot resurrects Ferry's table", .timeLimit(.minutes(6)), arguments: Backend.allCases)
+    @Test(
+        "orphan removed, bystander untouched, delete and kill repaired, reboot resurrects Ferry's table",
+        .timeLimit(.minutes(6)),
+        arguments: Backend.allCases
+    )
     func driftOwnershipAndReboot(backend: Backend) async throws {
         _ = try backend.pm2Binary()
         try await FleetFixture.with { fleet in try await run(fleet, backend: backend) }

@@ -45,8 +45,14 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
     static func differences(desired: AppSpec, observed: [ManagedProcess]) -> [String] {
         var reasons: [String] = []
         let wantedScript = normalisedPath(desired.script)
+        // A program named without a path (`npm`) is stored by PM2 as the file its PATH lookup found: same base name.
+        let isBareProgram = !desired.script.contains("/")
         // Every instance is compared: an instance started from an older path must not hide behind the others.
-        if let stale = observed.first(where: { normalisedPath($0.scriptPath) != wantedScript }) {
+        if let stale = observed.first(where: { process in
+            isBareProgram
+                ? process.scriptPath.split(separator: "/").last.map(String.init) != desired.script
+                : normalisedPath(process.scriptPath) != wantedScript
+        }) {
             reasons.append("script changed from \(stale.scriptPath) to \(desired.script)")
         }
         let wantedInterpreter = InterpreterKind(desired: desired.interpreter)

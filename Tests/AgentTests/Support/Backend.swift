@@ -62,7 +62,9 @@ struct BackendControl {
         guard let pm2 else { throw HarnessError("pm2 \(arguments.joined(separator: " ")) asked of the builtin backend") }
         let result = try Command.run(pm2, arguments, environment: pm2Environment)
         guard result.status == 0 else {
-            throw HarnessError("pm2 \(arguments.joined(separator: " ")) exited \(result.status): \(result.stdout.suffix(1500)) \(result.stderr.suffix(1500))")
+            throw HarnessError(
+                "pm2 \(arguments.joined(separator: " ")) exited \(result.status): \(result.stdout.suffix(1500)) \(result.stderr.suffix(1500))"
+            )
         }
         return result
     }
@@ -126,9 +128,23 @@ struct BackendControl {
         case .builtin:
             let directory = (script as NSString).deletingLastPathComponent
             let app = AppSpec(
-                name: name, service: "stray", script: script, cwd: directory, args: [], interpreter: "node", interpreterArgs: [],
-                instances: 1, execMode: .fork, env: [:], autorestart: true, maxRestarts: 16, minUptimeMilliseconds: 1000,
-                restartDelayMilliseconds: 0, killTimeoutMilliseconds: 1600, maxMemoryBytes: nil, pm2Options: [:]
+                name: name,
+                service: "stray",
+                script: script,
+                cwd: directory,
+                args: [],
+                interpreter: "node",
+                interpreterArgs: [],
+                instances: 1,
+                execMode: .fork,
+                env: [:],
+                autorestart: true,
+                maxRestarts: 16,
+                minUptimeMilliseconds: 1000,
+                restartDelayMilliseconds: 0,
+                killTimeoutMilliseconds: 1600,
+                maxMemoryBytes: nil,
+                pm2Options: [:]
             )
             try await manager().start(app, ecosystem: "")
         }

@@ -226,8 +226,11 @@ final class FleetFixture {
     /// Starts a process the agent does not own (a bystander), ended by PID at tear-down.
     func startStray(_ executable: String, _ arguments: [String], label: String) throws -> ChildProcess {
         let stray = try ChildProcess(
-            executable, arguments, environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
-            logDirectory: root.appendingPathComponent("logs"), label: label
+            executable,
+            arguments,
+            environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
+            logDirectory: root.appendingPathComponent("logs"),
+            label: label
         )
         strays.append(stray)
         return stray

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Shared
 
 /// The builtin supervisor's app table and the lifecycle of every process in it. It lives in the daemon
 /// (`ferry-agent supervisor`); `SupervisorServer` feeds it requests.
@@ -756,7 +757,7 @@ actor Supervisor {
 
     private func logPath(_ name: String, _ pmId: Int, _ stream: LogStream) -> String {
         let index = instance(name, pmId)?.index ?? 0
-        return "\(configuration.logsDirectory)/\(name)-\(index)-\(stream.rawValue).log"
+        return "\(configuration.logsDirectory)/\(PM2App.fileSafeName(name))-\(index)-\(stream.rawValue).log"
     }
 
     private func instance(_ name: String, _ pmId: Int) -> SupervisedInstance? {
