@@ -72,7 +72,8 @@ struct PM2ReplayTests {
         if previousWasAction { outcome.readAfterEachAction = false }
         #expect(try standIn.unusedAnswers() == 0, "the adapter did not send a command the captures expected")
         outcome.table = table
-        outcome.check = ProcessTableCheck(evaluating: table, against: desired)
+        // The recorded pids are processes of the recording machine: liveness is as recorded.
+        outcome.check = ProcessTableCheck(evaluating: table, against: desired) { _ in nil }
         return outcome
     }
 
@@ -215,7 +216,7 @@ struct PM2ReplayTests {
         let broken = try await manager.processes()
         #expect(broken.map(\.status) == [.errored, .errored, .errored])
         #expect(AppAction.decide(desired: Self.symFork, observed: broken.filter { $0.name == "sym-fork" }, needsRefresh: false) == .restart)
-        #expect(ProcessTableCheck(evaluating: broken, against: apps) == pass.check)
+        #expect(ProcessTableCheck(evaluating: broken, against: apps) { _ in nil } == pass.check)
 
         // symlink-11: …but the agent rolls back (current -> v2, a new release): one reload per app. The recording
         // shows why one per call: `pm2 reload sym-cluster sym-fork` reloaded only sym-cluster and left sym-fork

@@ -17,8 +17,9 @@ struct HealthGate: Sendable {
         var notRunningGrace: Duration = .seconds(5)
     }
 
-    /// Whether a pid is a live process (`/proc`); tests replace it.
-    var isAlive: @Sendable (Int32) -> Bool = { ProcessTableCheck.isAlive($0) }
+    /// Why an `online` instance is not running (`ProcessTableCheck.notRunning`: no pid in `/proc`, no memory);
+    /// tests of tables made up by hand replace it.
+    var notRunning: @Sendable (ManagedProcess) -> String? = { ProcessTableCheck.notRunning($0) }
 
     var configuration = Configuration()
     var probe: Probe
@@ -50,7 +51,7 @@ struct HealthGate: Sendable {
             var problem: String?
             do {
                 let table = try await processManager.processes()
-                switch ProcessTableCheck(evaluating: table, against: apps, isAlive: isAlive) {
+                switch ProcessTableCheck(evaluating: table, against: apps, notRunning: notRunning) {
                 case .failed(let reason):
                     return .unhealthy(reason: reason)
                 case .pending(let reason):

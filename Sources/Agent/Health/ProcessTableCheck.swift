@@ -21,9 +21,13 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
     ///
     /// `online` alone proves nothing: PM2 shows `online` for an instance whose spawn failed (no pid, 0 bytes of
     /// memory), for instance a `.sh` script without its executable bit run with interpreter `none`. An instance counts
-    /// as up only with a pid that `isAlive` confirms (a process in `/proc`) and some resident memory; otherwise it is
-    /// pending, and `HealthGate` fails it when that lasts.
-    init(evaluating table: [ManagedProcess], against desired: [AppSpec], isAlive: (Int32) -> Bool = ProcessTableCheck.isAlive) {
+    /// as up only with a pid of a live process (in `/proc`) and some resident memory (`notRunning` says why not, by
+    /// default `ProcessTableCheck.notRunning`); otherwise it is pending, and `HealthGate` fails it when that lasts.
+    init(
+        evaluating table: [ManagedProcess],
+        against desired: [AppSpec],
+        notRunning: (ManagedProcess) -> String? = { ProcessTableCheck.notRunning($0) }
+    ) {
         var failures: [String] = []
         var waiting: [String] = []
         for app in desired {
@@ -42,7 +46,7 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
                 waiting.append("\(app.name): \(Self.listing(settling))")
             }
             for process in instances where process.status == .online {
-                if let problem = Self.phantom(process, isAlive: isAlive) { waiting.append("\(app.name): \(problem)") }
+                if let problem = notRunning(process) { waiting.append("\(app.name): \(problem)") }
             }
         }
         if !failures.isEmpty {
@@ -65,8 +69,9 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
     /// Marks the reasons `pending` gives for an instance that is `online` but not running.
     static let notRunningMarker = "online but not running"
 
-    /// Why an `online` instance is not really running, or `nil` when it is.
-    static func phantom(_ process: ManagedProcess, isAlive: (Int32) -> Bool) -> String? {
+    /// Why an `online` instance is not really running, or `nil` when it is: no pid, a pid `isAlive` does not find, or
+    /// no resident memory.
+    static func notRunning(_ process: ManagedProcess, isAlive: (Int32) -> Bool = ProcessTableCheck.isAlive) -> String? {
         guard let pid = process.pid else {
             return "pm_id \(process.pmId) \(notRunningMarker): it has no pid (the process manager could not start it)"
         }

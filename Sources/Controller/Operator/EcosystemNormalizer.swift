@@ -341,8 +341,8 @@ private struct AppNormalization {
         if let cwd, !cwd.isEmpty { release["cwd"] = .string(cwd) }
         var environment = mergedEnvironment(options, blocks: json)
         if let port = options["port"], JS.isTruthy(port) { environment["PORT"] = JS.string(port) }
-        let target = resolveScript(script, cwd: cwd ?? "", shellCommand: shellCommand)
-        guard let target else { return nil }
+        // A cwd that is not in the release has been reported; the script cannot be looked up under it.
+        guard let cwd, let target = resolveScript(script, cwd: cwd, shellCommand: shellCommand) else { return nil }
         let interpreter = resolveInterpreter(options["exec_interpreter"], target: target)
         if let interpreter, interpreter.contains("python") { environment["PYTHONUNBUFFERED"] = "1" }
         switch target {

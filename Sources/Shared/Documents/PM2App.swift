@@ -184,7 +184,9 @@ package struct PM2App: Sendable, Equatable {
                 return isSafe ? Character(scalar) : "-"
             }
         )
-        if safe.hasPrefix(".") { safe = "-" + safe.dropFirst() }
+        // No hidden files, no `.` or `..`: leading dots become dashes too.
+        let dots = safe.prefix { $0 == "." }.count
+        safe = String(repeating: "-", count: dots) + safe.dropFirst(dots)
         guard safe != name else { return safe }
         return "\(safe.prefix(80))-\(SHA256.hash(Array(name.utf8)).hex.prefix(8))"
     }

@@ -56,17 +56,36 @@ struct BackendControl {
         return ["PM2_HOME": pm2Home ?? "", "HOME": home, "PATH": path.joined(separator: ":"), "NO_COLOR": "1"]
     }
 
-    /// Runs `pm2 arguments…` against the agent's daemon; throws unless it exits 0.
+    /// Runs `pm2 arguments…` against the agent's daemon and returns its stdout; throws unless it exits 0.
+    ///
+    /// Output goes to files, not pipes: a pm2 call that has to spawn the daemon (`resurrect` after `kill`) leaves it
+    /// holding whatever stdout it had, and a pipe would then never reach its end.
     @discardableResult
-    func pm2(_ arguments: [String]) throws -> CommandResult {
+    func pm2(_ arguments: [String]) throws -> String {
         guard let pm2 else { throw HarnessError("pm2 \(arguments.joined(separator: " ")) asked of the builtin backend") }
-        let result = try Command.run(pm2, arguments, environment: pm2Environment)
-        guard result.status == 0 else {
+        let directory = try TestPaths.makeTemporaryDirectory("ferry-pm2-call")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let out = directory.appendingPathComponent("out")
+        let err = directory.appendingPathComponent("err")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: pm2)
+        process.arguments = arguments
+        process.environment = pm2Environment
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        let stdout = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
+        guard process.terminationStatus == 0 else {
             throw HarnessError(
-                "pm2 \(arguments.joined(separator: " ")) exited \(result.status): \(result.stdout.suffix(1500)) \(result.stderr.suffix(1500))"
+                "pm2 \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stdout.suffix(1500)) \(stderr.suffix(1500))"
             )
         }
-        return result
+        return stdout
     }
 
     /// A client of the agent's process manager (reads tables, starts stray apps).

@@ -73,7 +73,13 @@ final class FleetFixture {
                 res.setHeader('Connection', 'close');
                 res.end(version + ' ' + (process.env.GREETING || '') + ' pid=' + process.pid);
             }).listen(Number(process.env.PORT), '127.0.0.1');
-            process.on('SIGINT', () => { server.close(() => process.exit(0)); setTimeout(() => process.exit(0), 3000).unref(); });
+            // Graceful stop: a cluster worker disconnects (its servers close first, then the IPC channel, so a
+            // connection the master is handing over is sent back to another worker); a forked process closes and exits.
+            process.on('SIGINT', () => {
+                const worker = require('cluster').worker;
+                if (worker) worker.disconnect(); else server.close(() => process.exit(0));
+                setTimeout(() => process.exit(0), 3000).unref();
+            });
 
             """
         try server.write(to: tree.appendingPathComponent("server.js"), atomically: true, encoding: .utf8)
