@@ -4,6 +4,7 @@
 // effective values differ. Called by scripts/pm2-conformance (which builds Ferry and finds PM2); see its header.
 //
 // A file may carry directives in comments:   conformance: env=production        (pm2 start --env / publish --env-name)
+//                                           conformance: no-stand-ins          (generate no missing script)
 // and an app's files are generated as stand-ins (an idle node, bash or python program) unless a directory
 // `<file name>.d/` next to the file provides them.
 'use strict';
@@ -127,7 +128,8 @@ function effective(proc, root, declaredEnv) {
   for (const key of Object.keys(appEnv).sort()) {
     if (processEnv.has(key) || key === env.name || key.startsWith('PM2_') || key === 'pm_id' || key === 'io') continue;
     if (declaredEnv && !declaredEnv.has(key) && !['PORT', 'PYTHONUNBUFFERED', 'NODE_APP_INSTANCE'].includes(key)) continue;
-    result['env.' + key] = JSON.stringify(appEnv[key]);
+    // What the process sees: spawn turns every value into text.
+    result['env.' + key] = JSON.stringify(String(appEnv[key]));
   }
   return result;
 }
@@ -187,7 +189,8 @@ async function main() {
       fs.copyFileSync(file, ecosystem);
       let apps = [];
       try { apps = appsOf(evaluate(ecosystem)); } catch (error) { /* both sides will say why */ }
-      standIns(tree, apps);
+      // `conformance: no-stand-ins` keeps the tree as provided (a file about a missing script).
+      if (!/conformance:\s*no-stand-ins/.test(text)) standIns(tree, apps);
       const declared = new Map();
       for (const app of apps) {
         const keys = new Set(Object.keys(app.env || {}));

@@ -63,7 +63,7 @@ struct OwnershipEndToEndTests {
         #expect(try await Self.bystanderAlive(backend, control, pid: bystanderPid), "repairing drift left the bystander alone")
 
         // Drift 2: the daemon killed, every app with it.
-        try control.killDaemon()
+        try await control.killDaemon()
         try await eventually("the agent brings the app back after the daemon was killed", timeout: .seconds(90)) {
             await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil
         }

@@ -58,32 +58,17 @@ struct BackendControl {
 
     /// Runs `pm2 arguments…` against the agent's daemon and returns its stdout; throws unless it exits 0.
     ///
-    /// Output goes to files, not pipes: a pm2 call that has to spawn the daemon (`resurrect` after `kill`) leaves it
-    /// holding whatever stdout it had, and a pipe would then never reach its end.
+    /// Through the agent's own runner (swift-subprocess), not Foundation's `Process`: one test process must not mix
+    /// the two child-reaping schemes (a Foundation child went unreaped here), and a pm2 call that spawns the daemon
+    /// (`resurrect` after `kill`) leaves it holding the output pipes, which the runner does not wait on.
     @discardableResult
-    func pm2(_ arguments: [String]) throws -> String {
+    func pm2(_ arguments: [String]) async throws -> String {
         guard let pm2 else { throw HarnessError("pm2 \(arguments.joined(separator: " ")) asked of the builtin backend") }
-        let directory = try TestPaths.makeTemporaryDirectory("ferry-pm2-call")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let out = directory.appendingPathComponent("out")
-        let err = directory.appendingPathComponent("err")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: pm2)
-        process.arguments = arguments
-        process.environment = pm2Environment
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        let stdout = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
-        guard process.terminationStatus == 0 else {
-            throw HarnessError(
-                "pm2 \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stdout.suffix(1500)) \(stderr.suffix(1500))"
-            )
+        let command = PM2Command(executable: pm2, arguments: arguments, environment: pm2Environment, workingDirectory: "/", timeout: .seconds(90))
+        let output = try await PM2CommandRunner().run(command)
+        let stdout = String(decoding: output.stdout, as: UTF8.self)
+        guard output.termination.isSuccess else {
+            throw HarnessError("pm2 \(arguments.joined(separator: " ")) ended \(output.termination): \(stdout.suffix(1500)) \(output.stderr.suffix(1500))")
         }
         return stdout
     }
@@ -122,16 +107,16 @@ struct BackendControl {
     /// `pm2 delete NAME` by hand; the supervisor's delete for the builtin backend.
     func deleteApp(_ name: String) async throws {
         switch backend {
-        case .pm2: try pm2(["delete", name])
+        case .pm2: try await pm2(["delete", name])
         case .builtin: try await manager().delete(appNamed: name)
         }
     }
 
     /// `pm2 kill`: the daemon and every app it runs are gone. The builtin equivalent is `ferry-agent supervisor --stop`.
-    func killDaemon() throws {
+    func killDaemon() async throws {
         switch backend {
         case .pm2:
-            try pm2(["kill"])
+            try await pm2(["kill"])
         case .builtin:
             let result = try Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", supervisorHome])
             guard result.status == 0 else { throw HarnessError("supervisor --stop exited \(result.status): \(result.stderr)") }
@@ -143,7 +128,7 @@ struct BackendControl {
     func startStray(name: String, script: String, namespace: String) async throws {
         switch backend {
         case .pm2:
-            try pm2(["start", script, "--name", name, "--namespace", namespace])
+            try await pm2(["start", script, "--name", name, "--namespace", namespace])
         case .builtin:
             let directory = (script as NSString).deletingLastPathComponent
             let app = AppSpec(
@@ -174,8 +159,8 @@ struct BackendControl {
     func rebootAndResurrect() async throws {
         switch backend {
         case .pm2:
-            try pm2(["kill"])
-            try pm2(["resurrect"])
+            try await pm2(["kill"])
+            try await pm2(["resurrect"])
         case .builtin:
             let pids = try await table().compactMap(\.pid)
             let daemon = SmallFile.text("\(supervisorHome)/supervisor.pid").flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }

@@ -3,6 +3,8 @@ import Shared
 import TestSupport
 import Testing
 
+@testable import Agent
+
 /// Everything an end-to-end test needs: keys, a live controller, a small HTTP app packed as tar.gz releases, and
 /// agents started as real `ferry-agent` processes under the builtin supervisor or real PM2 (`Backend`).
 final class FleetFixture {
@@ -265,8 +267,13 @@ final class FleetFixture {
         for home in supervisorHomes {
             _ = try? Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", home])
         }
+        // pm2 through the agent's runner, as BackendControl does (see there why not Foundation's Process).
         for (binary, home) in pm2Homes {
-            _ = try? Command.run(binary, ["kill"], environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path])
+            let kill = PM2Command(
+                executable: binary, arguments: ["kill"], environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
+                workingDirectory: "/", timeout: .seconds(60)
+            )
+            _ = try? await PM2CommandRunner().run(kill)
         }
         await controller.stop()
         if ProcessInfo.processInfo.environment["FERRY_KEEP_TEST_DIRS"] == nil {
