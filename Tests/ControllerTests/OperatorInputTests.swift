@@ -161,6 +161,61 @@ import Testing
         }
     }
 
+    /// A file that spreads `...process.env` gets nothing of the publisher's environment but what `--pass-env` names,
+    /// and publish says what the file read.
+    @Test func theEcosystemFileSeesOnlyPassedVariables() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let path = directory.appendingPathComponent("ecosystem.config.js").path
+            try Data(
+                """
+                module.exports = { apps: [{ name: 'api', script: 'server.js',
+                  env: { ...process.env, API_URL: process.env.API_URL, MISSING: process.env.NOT_PASSED || 'default' } }] };
+                """.utf8
+            ).write(to: URL(fileURLWithPath: path))
+            var host = ProcessInfo.processInfo.environment
+            host["FERRY_TOKEN"] = "fyt_operator-secret"
+            host["AWS_SECRET_ACCESS_KEY"] = "ci-secret"
+            host["API_URL"] = "https://api.example.invalid"
+            host["NOT_PASSED"] = "publisher-only"
+            let evaluation = try await EcosystemFile.evaluate(at: path, passEnvironment: ["API_URL"], hostEnvironment: host)
+            #expect(Set(evaluation.environment.keys) == ["API_URL", "PATH", "HOME"])
+            #expect(evaluation.enumeratedEnvironment)
+            #expect(evaluation.readVariables.contains("NOT_PASSED") && evaluation.readVariables.contains("API_URL"))
+            let report = try #require(evaluation.readReport)
+            #expect(report.contains("enumerated process.env"))
+            #expect(report.contains("read API_URL (passed with --pass-env)"))
+            #expect(report.contains("NOT_PASSED"), "\(report)")
+
+            var input = Self.input([])
+            input.ecosystem = evaluation
+            input.releaseRoot = directory.path
+            input.passedEnvironment = ["API_URL"]
+            let output = try ReleaseComposer.compose(input, which: { _ in nil })
+            let env = try #require(output.release.pm2.apps.first?.options["env"])
+            #expect(env == .object(["API_URL": .string("https://api.example.invalid"), "MISSING": .string("default")]))
+            let payload = String(decoding: output.release.payload(), as: UTF8.self)
+            for secret in ["fyt_operator-secret", "ci-secret", "publisher-only"] { #expect(!payload.contains(secret)) }
+            #expect(output.warnings.contains { $0.hasPrefix("apps[0].env.PATH: dropped: it is the publishing machine's own PATH") })
+            #expect(output.warnings.contains { $0.hasPrefix("apps[0].env.HOME: dropped") })
+        }
+    }
+
+    @Test func aJSONFileWithCommentsIsReadAsPM2ReadsIt() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let path = directory.appendingPathComponent("ecosystem.json").path
+            try Data("// PM2 evaluates .json as JavaScript\n{ apps: [ { name: 'api', script: 'server.js', }, ], /* trailing */ }\n".utf8)
+                .write(to: URL(fileURLWithPath: path))
+            let evaluation = try await EcosystemFile.evaluate(at: path)
+            #expect(evaluation.document == .object(["apps": .array([.object(["name": .string("api"), "script": .string("server.js")])])]))
+            try Data("{ apps: [ { name: 'api' ".utf8).write(to: URL(fileURLWithPath: path))
+            await #expect {
+                _ = try await EcosystemFile.evaluate(at: path)
+            } throws: { error in
+                "\(error)".contains("not strict JSON") && "\(error)".contains("as PM2 reads it")
+            }
+        }
+    }
+
     @Test func environmentFiles() throws {
         let parsed = try EnvironmentFile.parse(
             """
