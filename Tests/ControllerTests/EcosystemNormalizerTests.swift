@@ -428,6 +428,27 @@ struct EcosystemNormalizerTests {
         #expect(PM2Schema.byKey["node_args"]?.aliases == ["interpreter_args", "interpreterArgs", "nodeArgs"])
     }
 
+    /// `scripts/pm2-conformance conformance/ecosystems` runs in CI; its corpus sets every option of PM2's schema.
+    @Test("the conformance corpus covers every option of PM2's schema")
+    func corpusCoversTheSchema() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../conformance/ecosystems")
+            .standardizedFileURL
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasSuffix(".d") }
+        let text = try names.map { try String(contentsOf: directory.appendingPathComponent($0), encoding: .utf8) }.joined(separator: "\n")
+        func sets(_ key: String) -> Bool {
+            var searchRange = text.startIndex..<text.endIndex
+            while let found = text.range(of: key, range: searchRange) {
+                let before = found.lowerBound == text.startIndex ? " " : text[text.index(before: found.lowerBound)]
+                let after = text[found.upperBound...].drop { $0 == "\"" || $0 == "'" }.first
+                if !(before.isLetter || before.isNumber || before == "_"), after == ":" { return true }
+                searchRange = found.upperBound..<text.endIndex
+            }
+            return false
+        }
+        let missing = PM2Schema.options.map(\.key).filter { !sets($0) } + (sets("env_production") ? [] : ["env_<name>"])
+        #expect(missing.isEmpty, "options no corpus file sets: \(missing)")
+    }
+
     /// The table above is PM2's own: the schema of the real PM2 the tests run, key by key, type by type.
     @Test("PM2Schema is the schema.json of the real PM2 7.0.3")
     func schemaMatchesRealPM2() throws {

@@ -68,7 +68,9 @@ struct BackendControl {
         let output = try await PM2CommandRunner().run(command)
         let stdout = String(decoding: output.stdout, as: UTF8.self)
         guard output.termination.isSuccess else {
-            throw HarnessError("pm2 \(arguments.joined(separator: " ")) ended \(output.termination): \(stdout.suffix(1500)) \(output.stderr.suffix(1500))")
+            throw HarnessError(
+                "pm2 \(arguments.joined(separator: " ")) ended \(output.termination): \(stdout.suffix(1500)) \(output.stderr.suffix(1500))"
+            )
         }
         return stdout
     }

@@ -270,8 +270,11 @@ final class FleetFixture {
         // pm2 through the agent's runner, as BackendControl does (see there why not Foundation's Process).
         for (binary, home) in pm2Homes {
             let kill = PM2Command(
-                executable: binary, arguments: ["kill"], environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
-                workingDirectory: "/", timeout: .seconds(60)
+                executable: binary,
+                arguments: ["kill"],
+                environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
+                workingDirectory: "/",
+                timeout: .seconds(60)
             )
             _ = try? await PM2CommandRunner().run(kill)
         }
