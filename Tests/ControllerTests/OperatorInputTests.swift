@@ -148,6 +148,10 @@ import Testing
                 #expect(normalised.errors.isEmpty && normalised.apps.map(\.app).count == 1, "\(name): \(normalised.problems)")
                 #expect(document == app || document == .object(["apps": .array([app])]) || document == .array([app]), "\(name)")
             }
+            // A relative path, as operators type it: node runs in the file's directory and still finds it.
+            let depth = FileManager.default.currentDirectoryPath.split(separator: "/").count
+            let relative = String(repeating: "../", count: depth) + directory.appendingPathComponent("ecosystem.config.js").path.dropFirst()
+            #expect(try await EcosystemFile.evaluate(at: relative).document == .object(["apps": .array([app])]))
             let broken = directory.appendingPathComponent("broken.config.js").path
             try Data("module.exports = {".utf8).write(to: URL(fileURLWithPath: broken))
             await #expect {

@@ -168,10 +168,12 @@ private struct EvaluationContext {
             )
         }
         let environment = environment(node: node)
-        let directory = (URL(fileURLWithPath: path).standardizedFileURL.path as NSString).deletingLastPathComponent
+        // Absolute: the child runs in the file's directory, where a relative path would point elsewhere.
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        let directory = (absolute as NSString).deletingLastPathComponent
         let result = try await ChildProcess.run(
             node,
-            arguments: ["-e", EcosystemFile.loaderScript, path, mode],
+            arguments: ["-e", EcosystemFile.loaderScript, absolute, mode],
             environment: environment,
             currentDirectory: directory,
             timeout: timeout,
