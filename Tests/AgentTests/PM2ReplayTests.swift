@@ -284,7 +284,10 @@ struct PM2ReplayTests {
         func reload(_ app: String) -> [String] { ["reload", eco, "--only", app, "--update-env"] }
         func start(_ app: String) -> [String] { ["start", eco, "--only", app] }
         let save = PM2StandIn.Answer(["save"], "save.json")
-        let moved = "script changed from $PM2_PEER/deploy/releases/v1/server.js to $PM2_PEER/deploy/releases/v2/server.js"
+        // The recordings moved the cwd along with the script: PM2 keeps both on reload (path-02…04), so both are named.
+        let moved =
+            "script changed from $PM2_PEER/deploy/releases/v1/server.js to $PM2_PEER/deploy/releases/v2/server.js; "
+            + "cwd changed from $PM2_PEER/deploy/releases/v1 to $PM2_PEER/deploy/releases/v2"
         try standIn.setTable(fromCapture: "jlist-empty.json")
 
         // path-01: start both from releases/v1.
