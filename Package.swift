@@ -58,6 +58,8 @@ let package = Package(
             name: "Controller",
             dependencies: [
                 "Shared",
+                // Reads the artifact's file tree so publish and plan check every script before shipping.
+                "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -3,36 +3,21 @@ import Shared
 import TestSupport
 import Testing
 
-/// The whole system for real: a live `ferry-controller` on a loopback port, a real `ferry-agent run` with the builtin
-/// supervisor, a Node HTTP app packed into tar.gz releases by the test.
+/// The whole system for real: a live `ferry-controller` on a loopback port, a real `ferry-agent run` under each
+/// process manager (the builtin supervisor and real PM2), a Node HTTP app packed into tar.gz releases by the test.
 @Suite("Agent end to end", .serialized)
 struct AgentEndToEndTests {
-    /// A real pm2 binary to run the same scenario against, when the machine has one.
-    static let realPM2 = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"].flatMap { $0.isEmpty ? nil : $0 }
-
-    @Test("end to end with the builtin supervisor", .timeLimit(.minutes(5)))
-    func builtinSupervisor() async throws {
-        try await scenario(pm2: nil)
+    @Test("install, reload, crash → rollback, forged and replayed releases, controller outage", .timeLimit(.minutes(5)), arguments: Backend.allCases)
+    func endToEnd(backend: Backend) async throws {
+        _ = try backend.pm2Binary()
+        try await FleetFixture.with { fleet in try await run(fleet, backend: backend) }
     }
 
-    @Test(
-        "end to end with real PM2 (FERRY_TEST_PM2)",
-        .enabled(if: realPM2 != nil, "skipped: set FERRY_TEST_PM2 to the path of a real pm2 binary to run this scenario against PM2"),
-        .timeLimit(.minutes(5))
-    )
-    func realPM2Scenario() async throws {
-        try await scenario(pm2: Self.realPM2)
-    }
-
-    private func scenario(pm2: String?) async throws {
-        try await FleetFixture.with { fleet in try await run(fleet, pm2: pm2) }
-    }
-
-    private func run(_ fleet: FleetFixture, pm2: String?) async throws {
+    private func run(_ fleet: FleetFixture, backend: Backend) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         let v1 = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-1", pm2: pm2)
+        let config = try fleet.enrollAgent(name: "edge-1", backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
 
         // v1 serving.

@@ -14,6 +14,7 @@ struct AppActionTests {
         _ pmId: Int,
         status: ProcessStatus = .online,
         script: String = current + "/server.js",
+        cwd: String = current,
         interpreter: String? = "node",
         mode: ExecMode = .cluster,
         of instances: Int = 2
@@ -32,7 +33,7 @@ struct AppActionTests {
             instances: instances,
             instanceIndex: pmId,
             scriptPath: script,
-            cwd: current,
+            cwd: cwd,
             interpreter: interpreter
         )
     }
@@ -66,6 +67,18 @@ struct AppActionTests {
             "symlink targets are not resolved: the stored current path is what counts", app,
             [instance(0, script: "/var/lib/ferry/services/api/releases/7-abc/server.js"), instance(1)], true,
             .replace(reason: "script changed from /var/lib/ferry/services/api/releases/7-abc/server.js to \(current)/server.js")
+        ),
+        (
+            "cwd moved inside the release (PM2 keeps the old one on reload): replace", with { $0.cwd = current + "/api" },
+            [instance(0), instance(1)], true, .replace(reason: "cwd changed from \(current) to \(current)/api")
+        ),
+        (
+            "a program on PATH is stored by PM2 as the file its which found", with { $0.script = "npm" },
+            [instance(0, script: "/usr/bin/npm"), instance(1, script: "/usr/local/bin/npm")], true, .reload
+        ),
+        (
+            "a different program: replace", with { $0.script = "pnpm" }, [instance(0, script: "/usr/bin/npm"), instance(1, script: "/usr/bin/npm")],
+            true, .replace(reason: "script changed from /usr/bin/npm to pnpm")
         ),
         (
             "fork to cluster: replace", app, [instance(0, mode: .fork), instance(1, mode: .fork)], true,

@@ -65,10 +65,11 @@ struct BuiltinSupervisorPartsTests {
     }
 
     static let invalidSpecs: [(label: String, change: @Sendable (inout AppSpec) -> Void, message: String)] = [
-        ("empty name", { $0.name = "" }, "name must be"),
-        ("slash in the name", { $0.name = "a/b" }, "name must be"),
-        ("leading dot", { $0.name = ".hidden" }, "name must be"),
-        ("relative script", { $0.script = "server.js" }, "script must be an absolute path"),
+        ("empty name", { $0.name = "" }, "name must not be empty"),
+        ("control character in the name", { $0.name = "a\u{7}b" }, "name must not contain control characters"),
+        ("\"all\", which PM2 reads as every app", { $0.name = "all" }, "means every app"),
+        ("leading dash, which pm2 reads as an option", { $0.name = "-x" }, "starts with -"),
+        ("relative script path", { $0.script = "app/server.js" }, "script must be an absolute path or a program name"),
         ("relative cwd", { $0.cwd = "current" }, "cwd must be an absolute path"),
         ("empty interpreter", { $0.interpreter = "" }, "interpreter must be"),
         ("NUL in an argument", { $0.args = ["a\u{0}b"] }, "args and interpreter args"),

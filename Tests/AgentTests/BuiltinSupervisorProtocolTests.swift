@@ -84,16 +84,22 @@ struct BuiltinSupervisorProtocolTests {
                 messageContains: "app.instances: missing"
             ),
             HostileRequest(
-                label: "path in the name",
-                bytes: line(try startLine(script: script) { $0["name"] = "../evil" }),
+                label: "control character in the name",
+                bytes: line(try startLine(script: script) { $0["name"] = "evil\nname" }),
                 expected: .invalidApp,
-                messageContains: "name must be"
+                messageContains: "name must not contain control characters"
             ),
             HostileRequest(
-                label: "relative script",
-                bytes: line(try startLine(script: script) { $0["script"] = "crash.js" }),
+                label: "\"all\" as a name",
+                bytes: line(try startLine(script: script) { $0["name"] = "all" }),
                 expected: .invalidApp,
-                messageContains: "script must be an absolute path"
+                messageContains: "means every app"
+            ),
+            HostileRequest(
+                label: "relative script path",
+                bytes: line(try startLine(script: script) { $0["script"] = "app/crash.js" }),
+                expected: .invalidApp,
+                messageContains: "script must be an absolute path or a program name"
             ),
             HostileRequest(
                 label: "zero instances",

@@ -9,6 +9,34 @@ import Testing
 /// The builtin supervisor end to end: the real `ferry-agent supervisor` daemon, real node apps, real signals.
 @Suite("Builtin supervisor")
 struct BuiltinSupervisorTests {
+    @Test("names PM2 allows run with log files made safe, and a script named as a program is found on PATH")
+    func namesPM2AllowsAndProgramsOnPath() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            // A name with spaces and a path in it: PM2 accepts it; it must not become a path for the log files.
+            let spaced = harness.spec("../my api", script: script)
+            try await harness.manager.start(spaced, ecosystem: "")
+            // `script: 'sleep'` (a program, as PM2's which finds it) with the interpreter none.
+            var program = harness.spec("sleeper", script: "sleep", cwd: harness.home)
+            program.interpreter = nil
+            program.args = ["300"]
+            try await harness.manager.start(program, ecosystem: "")
+            let table = try await harness.manager.processes()
+            #expect(Set(table.map(\.name)) == ["../my api", "sleeper"])
+            #expect(table.allSatisfy { $0.status == .online && $0.pid != nil }, "\(SupervisorHarness.summary(table))")
+            let logs = try FileManager.default.contentsOfDirectory(atPath: "\(harness.home)/logs")
+            let safe = PM2App.fileSafeName("../my api")
+            #expect(safe.hasPrefix("---my-api-") && !safe.contains("/"))
+            #expect(logs.contains("\(safe)-0-out.log"), "\(logs)")
+            #expect(!FileManager.default.fileExists(atPath: "\(harness.home)/my api-0-out.log"))
+            let sleeper = try #require(table.first { $0.name == "sleeper" }?.pid)
+            let command = try String(contentsOfFile: "/proc/\(sleeper)/cmdline", encoding: .utf8).split(separator: "\0")
+            #expect(command.first.map { $0.hasSuffix("/sleep") } == true && command.last == "300", "\(command)")
+            try await harness.manager.delete(appNamed: "../my api")
+            try await harness.manager.delete(appNamed: "sleeper")
+        }
+    }
+
     @Test("start runs every instance online with exactly its own env; delete stops them")
     func startRunsInstancesWithTheirOwnEnvironment() async throws {
         try await SupervisorHarness.with { harness in

@@ -68,7 +68,9 @@ struct HealthGateTests {
     ) async -> (outcome: HealthGate.Outcome, elapsed: Duration, calls: [String], probes: [String]) {
         let manager = ScriptedProcessManager(table)
         let probe = ProbeScript(answer)
-        let gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        var gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        // The fixture's pids are made up: every one counts as a live process unless the row says otherwise.
+        gate.notRunning = { ProcessTableCheck.notRunning($0, isAlive: { $0 > 0 }) }
         // Virtual time: the gate's 50 ms looks happen instantly and the elapsed time is exact, whatever the load.
         let clock = VirtualClock()
         let start = clock.now
@@ -186,6 +188,39 @@ struct HealthGateTests {
         #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: an instance restarted during the stable window"))
     }
 
+    @Test func onlineWithoutAPidForMoreThanTheGraceIsUnhealthy() async {
+        // What PM2 showed for a .sh without its executable bit run with interpreter none: online, no pid, 0 bytes.
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 60, stableSeconds: 1),
+            table: { _ in
+                var phantom = Self.online()
+                phantom[0].pid = nil
+                phantom[0].memoryBytes = 0
+                return phantom
+            }
+        )
+        #expect(
+            result.outcome
+                == .unhealthy(reason: "api: pm_id 0 online but not running: it has no pid (the process manager could not start it) for 5.0 seconds")
+        )
+        #expect(result.elapsed >= .seconds(5) && result.elapsed < .seconds(6), "failed after the grace, well before the deadline")
+        #expect(result.probes.isEmpty, "the health URL is not asked while the table is not healthy")
+    }
+
+    @Test func aPidLeftOnlineButGoneFromProcIsNotHealthy() async {
+        // The first looks show a pid that is no process; then PM2 catches up with a live one: healthy after all.
+        let result = await Self.watch(
+            health: HealthCheck(http: Self.url, deadlineSeconds: 60, stableSeconds: 1),
+            table: { look in
+                var table = Self.online()
+                if look < 5 { table[0].pid = -7 }
+                return table
+            }
+        )
+        #expect(result.outcome == .healthy)
+        #expect(result.elapsed >= .milliseconds(1200))
+    }
+
     @Test func oneRestartThenStableIsHealthy() async {
         // The window starts again after the restart; staying stable afterwards is healthy.
         let result = await Self.watch(
@@ -213,7 +248,8 @@ struct HealthGateTests {
     @Test func cancellationIsInterruptedNotAVerdict() async throws {
         let manager = ScriptedProcessManager { _ in Self.online() }
         let probe = ProbeScript { _ in 500 }
-        let gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        var gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        gate.notRunning = { ProcessTableCheck.notRunning($0, isAlive: { $0 > 0 }) }
         let watch = Task {
             // A deadline far away in real time: only the cancellation can end this watch.
             await gate.watch(

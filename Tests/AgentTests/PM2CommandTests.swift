@@ -29,6 +29,10 @@ struct PM2CommandTests {
         (.list, ["jlist"]),
         (.start(app: "api", ecosystem: ecosystem), ["start", ecosystem, "--only", "api"]),
         (.reload(app: "api", ecosystem: ecosystem), ["reload", ecosystem, "--only", "api", "--update-env"]),
+        // PM2 splits --only on commas and spaces: such a name is started from a file that holds it alone.
+        (.start(app: "my api", ecosystem: "/s/apps/my-api-1.json"), ["start", "/s/apps/my-api-1.json"]),
+        (.reload(app: "a,b", ecosystem: "/s/apps/a-b-2.json"), ["reload", "/s/apps/a-b-2.json", "--update-env"]),
+        (.delete(app: "my api"), ["delete", "my api"]),
         (.delete(app: "api"), ["delete", "api"]),
         (.restart(app: "api"), ["restart", "api"]),
         (.save, ["save"]),

@@ -101,15 +101,9 @@ struct PM2ProcessManagerTests {
         }
     }
 
-    /// Set `FERRY_TEST_PM2` to a real pm2 binary to run this against PM2 itself.
-    static let realPM2 = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"]
-
-    @Test(
-        "against a real pm2 (FERRY_TEST_PM2): start, reload, check, delete in a private PM2_HOME",
-        .enabled(if: realPM2 != nil, "FERRY_TEST_PM2 is not set to a pm2 binary; PM2 cannot be installed here")
-    )
+    @Test("against real PM2 (FERRY_TEST_PM2): start, reload, check, delete in a private PM2_HOME")
     func realPM2RoundTrip() async throws {
-        let pm2 = try #require(Self.realPM2)
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
         let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2")
         defer { try? FileManager.default.removeItem(at: root) }
         let release = root.appendingPathComponent("releases/1")
@@ -127,6 +121,41 @@ struct PM2ProcessManagerTests {
         )
         do {
             try await Self.roundTrip(manager, app, ecosystem: ecosystem, current: current)
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
+    @Test("against real PM2: a name --only cannot select (spaces, commas) starts, reloads and deletes from a file of its own")
+    func realPM2NameWithSpaces() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-names")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try Data("setInterval(() => {}, 1000);\n".utf8).write(to: root.appendingPathComponent("idle.js"))
+        let spaced = AppSpec.pm2TestApp("my api, v2", script: root.path + "/idle.js", cwd: root.path)
+        // A plain neighbour in the same service file: --only must not start it along.
+        let neighbour = AppSpec.pm2TestApp("neighbour", script: root.path + "/idle.js", cwd: root.path)
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemFile.render(apps: [spaced, neighbour], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            try await manager.start(spaced, ecosystem: ecosystem)
+            let own = root.appendingPathComponent("apps/\(PM2App.fileSafeName("my api, v2")).json").path
+            #expect(manager.command(for: .start(app: spaced.name, ecosystem: own)).arguments == ["start", own])
+            var table = try await Self.settle(manager, spaced)
+            #expect(table.map(\.name) == ["my api, v2"], "only the app asked for, under its full name")
+            let mode = try FileManager.default.attributesOfItem(atPath: own)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "the file holds the app's env")
+            try await manager.reload(spaced, ecosystem: ecosystem)
+            table = try await Self.settle(manager, spaced)
+            #expect(table.count == 1 && table[0].restarts >= 1)
+            try await manager.delete(appNamed: spaced.name)
+            #expect(try await manager.processes().isEmpty)
         } catch {
             await Self.killDaemon(manager)
             throw error

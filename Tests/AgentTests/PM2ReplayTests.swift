@@ -72,7 +72,8 @@ struct PM2ReplayTests {
         if previousWasAction { outcome.readAfterEachAction = false }
         #expect(try standIn.unusedAnswers() == 0, "the adapter did not send a command the captures expected")
         outcome.table = table
-        outcome.check = ProcessTableCheck(evaluating: table, against: desired)
+        // The recorded pids are processes of the recording machine: liveness is as recorded.
+        outcome.check = ProcessTableCheck(evaluating: table, against: desired) { _ in nil }
         return outcome
     }
 
@@ -215,7 +216,7 @@ struct PM2ReplayTests {
         let broken = try await manager.processes()
         #expect(broken.map(\.status) == [.errored, .errored, .errored])
         #expect(AppAction.decide(desired: Self.symFork, observed: broken.filter { $0.name == "sym-fork" }, needsRefresh: false) == .restart)
-        #expect(ProcessTableCheck(evaluating: broken, against: apps) == pass.check)
+        #expect(ProcessTableCheck(evaluating: broken, against: apps) { _ in nil } == pass.check)
 
         // symlink-11: …but the agent rolls back (current -> v2, a new release): one reload per app. The recording
         // shows why one per call: `pm2 reload sym-cluster sym-fork` reloaded only sym-cluster and left sym-fork
@@ -283,7 +284,10 @@ struct PM2ReplayTests {
         func reload(_ app: String) -> [String] { ["reload", eco, "--only", app, "--update-env"] }
         func start(_ app: String) -> [String] { ["start", eco, "--only", app] }
         let save = PM2StandIn.Answer(["save"], "save.json")
-        let moved = "script changed from $PM2_PEER/deploy/releases/v1/server.js to $PM2_PEER/deploy/releases/v2/server.js"
+        // The recordings moved the cwd along with the script: PM2 keeps both on reload (path-02…04), so both are named.
+        let moved =
+            "script changed from $PM2_PEER/deploy/releases/v1/server.js to $PM2_PEER/deploy/releases/v2/server.js; "
+            + "cwd changed from $PM2_PEER/deploy/releases/v1 to $PM2_PEER/deploy/releases/v2"
         try standIn.setTable(fromCapture: "jlist-empty.json")
 
         // path-01: start both from releases/v1.

@@ -1,3 +1,4 @@
+import Glibc
 import Shared
 import Testing
 
@@ -14,17 +15,19 @@ struct ProcessTableCheckTests {
         _ pmId: Int,
         _ status: ProcessStatus,
         restarts: Int = 0,
-        exit: Int32? = nil
+        exit: Int32? = nil,
+        pid: Int32?? = .none,
+        memory: Int64 = 50 << 20
     ) -> ManagedProcess {
         ManagedProcess(
             name: name,
             namespace: "ferry",
             pmId: pmId,
-            pid: status == .online ? 4000 : nil,
+            pid: pid ?? (status == .online ? 4000 : nil),
             status: status,
             restarts: restarts,
             uptimeSeconds: nil,
-            memoryBytes: 0,
+            memoryBytes: memory,
             cpuPercent: 0,
             execMode: .cluster,
             instances: 2,
@@ -80,11 +83,35 @@ struct ProcessTableCheckTests {
             "several pending apps are all named", [process("web", 1, .launching)], [web, job],
             .pending("web: 1 of 2 instances present; web: pm_id 1 launching; job: 0 of 1 instances present")
         ),
+        (
+            "online without a pid: PM2 could not spawn it (a .sh without its executable bit, interpreter none)",
+            [process("web", 1, .online, pid: .some(nil), memory: 0), process("web", 2, .online)], [web],
+            .pending("web: pm_id 1 online but not running: it has no pid (the process manager could not start it)")
+        ),
+        (
+            "online with a pid that is not in /proc", [process("web", 1, .online), process("web", 2, .online, pid: 4001)], [web],
+            .pending("web: pm_id 2 online but not running: pid 4001 is not in /proc")
+        ),
+        (
+            "online with 0 bytes of memory", [process("web", 1, .online, memory: 0), process("web", 2, .online)], [web],
+            .pending("web: pm_id 1 online but not running: pid 4000 uses 0 bytes of memory")
+        ),
     ]
 
+    /// In these tables only pid 4000 is a live process.
     @Test("judges the table", arguments: cases.indices)
     func judges(_ index: Int) {
         let row = Self.cases[index]
-        #expect(ProcessTableCheck(evaluating: row.table, against: row.desired) == row.expected, "\(row.label)")
+        let check = ProcessTableCheck(evaluating: row.table, against: row.desired) { ProcessTableCheck.notRunning($0, isAlive: { $0 == 4000 }) }
+        #expect(check == row.expected, "\(row.label)")
+    }
+
+    @Test("a pid is alive when /proc has it and it is no zombie")
+    func liveness() {
+        #expect(ProcessTableCheck.isAlive(getpid()))
+        #expect(!ProcessTableCheck.isAlive(0))
+        #expect(!ProcessTableCheck.isAlive(-1))
+        // pid_max is at most 2^22 on Linux: this pid cannot exist.
+        #expect(!ProcessTableCheck.isAlive(Int32(1 << 23)))
     }
 }

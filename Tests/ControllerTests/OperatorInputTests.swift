@@ -9,13 +9,22 @@ import Testing
 @Suite struct OperatorInputTests {
     static let artifact = ArtifactReference(url: "/v1/artifacts/\(SHA256.hash([1]).hex)", sha256: SHA256.hash([1]), size: 1)
 
+    /// An artifact holding `server.js`, `worker.js` and `a.js`, as the composer checks scripts against it.
+    static let tree = ArtifactTree(entries: [
+        "server.js": .init(kind: .file, mode: 0o644, head: Array("require('http')".utf8)),
+        "worker.js": .init(kind: .file, mode: 0o644, head: Array("setInterval(() => {}, 1000)".utf8)),
+        "a.js": .init(kind: .file, mode: 0o644, head: Array("1".utf8)),
+    ])
+
     static func input(_ apps: [JSONValue]) -> ReleaseComposer.Input {
         ReleaseComposer.Input(
             service: "api",
             version: "1.0.0",
             serial: 4,
             artifact: artifact,
-            apps: apps,
+            ecosystem: .init(document: .object(["apps": .array(apps)])),
+            releaseRoot: "/srv/app",
+            artifactTree: tree,
             createdAt: Date(timeIntervalSince1970: 1_800_000_000),
             expiresIn: .seconds(86_400)
         )
@@ -24,7 +33,7 @@ import Testing
     @Test func composerAppliesPM2Coercions() throws {
         var input = Self.input([
             .object([
-                "name": .string("api"), "script": .string("./server.js"), "cwd": .string("/srv"), "out_file": .string("/var/log/x"),
+                "name": .string("api"), "script": .string("./server.js"), "cwd": .string("/srv/app"), "out_file": .string("/var/log/x"),
                 "instances": .string("max"),
                 "env": .object(["PORT": .integer(3000), "RATIO": .number(0.5), "DEBUG": .bool(false), "GONE": .null]),
                 "env_production": .object(["NODE_ENV": .string("production"), "PORT": .integer(80)]),
@@ -36,18 +45,24 @@ import Testing
         input.environmentName = "production"
         input.environment = ["REGION": "eu"]
         input.healthURL = "http://127.0.0.1:3000/healthz"
-        let output = try ReleaseComposer.compose(input)
+        let output = try ReleaseComposer.compose(input, which: { _ in nil })
         let app = try #require(output.release.pm2.apps.first)
         #expect(output.release.pm2.apps.count == 1)
+        // PM2 passes every env value as text; null becomes "null" (mergeEnvironmentVariables stringifies objects).
         #expect(
             app.options["env"]
-                == .object(["PORT": .string("80"), "RATIO": .string("0.5"), "DEBUG": .string("false"), "NODE_ENV": .string("production")])
+                == .object([
+                    "PORT": .string("80"), "RATIO": .string("0.5"), "DEBUG": .string("false"), "GONE": .string("null"),
+                    "NODE_ENV": .string("production"),
+                ])
         )
-        #expect(app.options["instances"] == .string("max"))
+        // "max" is PM2's 0 (one per CPU), and a node app that sets instances runs in cluster mode.
+        #expect(app.options["instances"] == .integer(0))
+        #expect(app.options["exec_mode"] == .string("cluster"))
+        #expect(app.options["interpreter"] == .string("node"))
+        #expect(app.script == "server.js")
         #expect(app.options["cwd"] == nil && app.options["env_staging"] == nil)
-        #expect(
-            output.warnings == ["app api: dropped cwd (Ferry sets it on the instance)", "app api: dropped out_file (Ferry sets it on the instance)"]
-        )
+        #expect(output.warnings == ["apps[0].out_file: dropped: Ferry owns log paths on the instance (PM2_HOME/logs, or the supervisor's logs)"])
         #expect(output.release.env == ["REGION": "eu"])
         #expect(output.release.health.http == "http://127.0.0.1:3000/healthz")
         #expect(output.release.serial == 4)
@@ -58,34 +73,46 @@ import Testing
         let name: String
         let apps: [JSONValue]
         var appNames: [String] = []
-        let message: String
+        /// Every message the refusal must contain (one per problem: all are reported at once).
+        let messages: [String]
         var testDescription: String { name }
     }
 
     static let badEcosystems: [BadEcosystem] = [
-        BadEcosystem(name: "no apps", apps: [], message: "has no apps"),
-        BadEcosystem(name: "app is not an object", apps: [.string("api")], message: "apps[0]: an app must be an object"),
-        BadEcosystem(name: "app without name", apps: [.object(["script": .string("a.js")])], message: "needs a string \"name\""),
+        BadEcosystem(name: "no apps", apps: [], messages: ["apps: the ecosystem file has no apps"]),
+        BadEcosystem(name: "app is not an object", apps: [.string("api")], messages: ["apps[0]: an app must be an object, got string"]),
+        BadEcosystem(name: "app without script", apps: [.object(["name": .string("api")])], messages: ["apps[0].script: required"]),
         BadEcosystem(
             name: "unknown --app",
             apps: [.object(["name": .string("api"), "script": .string("a.js")])],
             appNames: ["web"],
-            message: "--app web: not in the ecosystem file (it has api)"
+            messages: ["--app: web: not in the ecosystem file (it has api)"]
         ),
         BadEcosystem(
-            name: "typo in an option",
-            apps: [.object(["name": .string("api"), "script": .string("a.js"), "instanses": .integer(2)])],
-            message: "pm2.apps[0].instanses: unknown field"
+            name: "a type PM2 refuses",
+            apps: [.object(["name": .string("api"), "script": .string("a.js"), "log_date_format": .bool(true)])],
+            messages: ["apps[0].log_date_format: expected string, got boolean"]
         ),
         BadEcosystem(
-            name: "absolute script",
-            apps: [.object(["name": .string("api"), "script": .string("/usr/bin/node")])],
-            message: "must be relative to the release root"
+            name: "script neither in the artifact nor on PATH",
+            apps: [.object(["name": .string("api"), "script": .string("missing.js")])],
+            messages: ["apps[0].script: missing.js is not in the artifact, and no program missing.js is on PATH (PM2: Script not found)"]
         ),
         BadEcosystem(
-            name: "object in env",
-            apps: [.object(["name": .string("api"), "script": .string("a.js"), "env": .object(["A": .object([:])])])],
-            message: "env.A is an object"
+            name: "object in an env_<name> block",
+            apps: [.object(["name": .string("api"), "script": .string("a.js"), "env_production": .object(["A": .object([:])])])],
+            messages: ["apps[0].env_production.A: is an object: PM2 would pass the text [object Object]"]
+        ),
+        BadEcosystem(
+            name: "three problems, all in one run",
+            apps: [
+                .object(["name": .string("api"), "script": .string("a.js"), "exec_mode": .string("forked"), "min_uptime": .integer(50)]),
+                .object(["name": .string("api"), "script": .string("server.js")]),
+            ],
+            messages: [
+                "the ecosystem file has 3 problems", "apps[0].exec_mode: \"forked\"", "apps[0].min_uptime: the minimum is 100, got 50",
+                "apps[1].name: \"api\" is also the name of apps[0]",
+            ]
         ),
     ]
 
@@ -93,11 +120,12 @@ import Testing
     func badEcosystemsAreRefusedBeforeAnythingIsUploaded(_ bad: BadEcosystem) {
         var input = Self.input(bad.apps)
         input.appNames = bad.appNames
+        input.environmentName = "production"
         do {
-            _ = try ReleaseComposer.compose(input)
+            _ = try ReleaseComposer.compose(input, which: { _ in nil })
             Issue.record("composed a release from \(bad.name)")
         } catch {
-            #expect("\(error)".contains(bad.message), "\(error)")
+            for message in bad.messages { #expect("\(error)".contains(message), "\(error)") }
         }
     }
 
@@ -111,22 +139,84 @@ import Testing
                 ("single.json", #"{"name": "api", "script": "server.js", "instances": 2}"#),
                 ("list.yaml", "- name: api\n  script: server.js\n  instances: 2\n"),
             ]
-            let expected: [JSONValue] = [.object(["name": .string("api"), "script": .string("server.js"), "instances": .integer(2)])]
+            let app: JSONValue = .object(["name": .string("api"), "script": .string("server.js"), "instances": .integer(2)])
             for (name, text) in files {
                 let path = directory.appendingPathComponent(name).path
                 try Data(text.utf8).write(to: URL(fileURLWithPath: path))
-                #expect(try await EcosystemFile.apps(at: path) == expected, "\(name)")
+                let document = try await EcosystemFile.evaluate(at: path).document
+                let normalised = EcosystemNormalizer(configuration: .init(releaseRoot: directory.path)).normalize(document)
+                #expect(normalised.errors.isEmpty && normalised.apps.map(\.app).count == 1, "\(name): \(normalised.problems)")
+                #expect(document == app || document == .object(["apps": .array([app])]) || document == .array([app]), "\(name)")
             }
+            // A relative path, as operators type it: node runs in the file's directory and still finds it.
+            let depth = FileManager.default.currentDirectoryPath.split(separator: "/").count
+            let relative = String(repeating: "../", count: depth) + directory.appendingPathComponent("ecosystem.config.js").path.dropFirst()
+            #expect(try await EcosystemFile.evaluate(at: relative).document == .object(["apps": .array([app])]))
             let broken = directory.appendingPathComponent("broken.config.js").path
             try Data("module.exports = {".utf8).write(to: URL(fileURLWithPath: broken))
             await #expect {
-                _ = try await EcosystemFile.apps(at: broken)
+                _ = try await EcosystemFile.evaluate(at: broken)
             } throws: { error in
                 "\(error)".contains("exited with status 1") && "\(error)".contains("SyntaxError")
             }
             let text = directory.appendingPathComponent("ecosystem.txt").path
             try Data("apps".utf8).write(to: URL(fileURLWithPath: text))
-            await #expect(throws: ConfigurationError.self) { _ = try await EcosystemFile.apps(at: text) }
+            await #expect(throws: ConfigurationError.self) { _ = try await EcosystemFile.evaluate(at: text) }
+        }
+    }
+
+    /// A file that spreads `...process.env` gets nothing of the publisher's environment but what `--pass-env` names,
+    /// and publish says what the file read.
+    @Test func theEcosystemFileSeesOnlyPassedVariables() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let path = directory.appendingPathComponent("ecosystem.config.js").path
+            try Data(
+                """
+                module.exports = { apps: [{ name: 'api', script: 'server.js',
+                  env: { ...process.env, API_URL: process.env.API_URL, MISSING: process.env.NOT_PASSED || 'default' } }] };
+                """.utf8
+            ).write(to: URL(fileURLWithPath: path))
+            var host = ProcessInfo.processInfo.environment
+            host["FERRY_TOKEN"] = "fyt_operator-secret"
+            host["AWS_SECRET_ACCESS_KEY"] = "ci-secret"
+            host["API_URL"] = "https://api.example.invalid"
+            host["NOT_PASSED"] = "publisher-only"
+            let evaluation = try await EcosystemFile.evaluate(at: path, passEnvironment: ["API_URL"], hostEnvironment: host)
+            #expect(Set(evaluation.environment.keys) == ["API_URL", "PATH", "HOME"])
+            #expect(evaluation.enumeratedEnvironment)
+            #expect(evaluation.readVariables.contains("NOT_PASSED") && evaluation.readVariables.contains("API_URL"))
+            let report = try #require(evaluation.readReport)
+            #expect(report.contains("enumerated process.env"))
+            #expect(report.contains("read API_URL (passed with --pass-env)"))
+            #expect(report.contains("NOT_PASSED"), "\(report)")
+
+            var input = Self.input([])
+            input.ecosystem = evaluation
+            input.releaseRoot = directory.path
+            input.passedEnvironment = ["API_URL"]
+            let output = try ReleaseComposer.compose(input, which: { _ in nil })
+            let env = try #require(output.release.pm2.apps.first?.options["env"])
+            #expect(env == .object(["API_URL": .string("https://api.example.invalid"), "MISSING": .string("default")]))
+            let payload = String(decoding: output.release.payload(), as: UTF8.self)
+            for secret in ["fyt_operator-secret", "ci-secret", "publisher-only"] { #expect(!payload.contains(secret)) }
+            #expect(output.warnings.contains { $0.hasPrefix("apps[0].env.PATH: dropped: it is the publishing machine's own PATH") })
+            #expect(output.warnings.contains { $0.hasPrefix("apps[0].env.HOME: dropped") })
+        }
+    }
+
+    @Test func aJSONFileWithCommentsIsReadAsPM2ReadsIt() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let path = directory.appendingPathComponent("ecosystem.json").path
+            try Data("// PM2 evaluates .json as JavaScript\n{ apps: [ { name: 'api', script: 'server.js', }, ], /* trailing */ }\n".utf8)
+                .write(to: URL(fileURLWithPath: path))
+            let evaluation = try await EcosystemFile.evaluate(at: path)
+            #expect(evaluation.document == .object(["apps": .array([.object(["name": .string("api"), "script": .string("server.js")])])]))
+            try Data("{ apps: [ { name: 'api' ".utf8).write(to: URL(fileURLWithPath: path))
+            await #expect {
+                _ = try await EcosystemFile.evaluate(at: path)
+            } throws: { error in
+                "\(error)".contains("not strict JSON") && "\(error)".contains("as PM2 reads it")
+            }
         }
     }
 

@@ -344,9 +344,9 @@ struct ReleaseDocumentTests {
             expected: .tooLarge(field: "env.BIG", limit: 32 * 1024, actual: 32 * 1024 + 1)
         ),
         .init(
-            description: "cwd set by the operator",
+            description: "absolute cwd (a release's cwd is relative to the release root)",
             document: release(app0 + [.key("cwd")], .string("/srv/api")),
-            expected: .ownedByFerry(field: "pm2.apps[0].cwd")
+            expected: .invalidValue(field: "pm2.apps[0].cwd", reason: "must be a directory relative to the release root, without ..")
         ),
         .init(
             description: "namespace set by the operator",

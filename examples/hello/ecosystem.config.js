@@ -1,5 +1,5 @@
-// A regular PM2 ecosystem file: Ferry's publish reads it through node, keeps PM2's option names, and drops the
-// options Ferry owns on the instance (cwd, namespace, log paths) with a warning.
+// A regular PM2 ecosystem file: Ferry's publish reads it through node exactly as `pm2 start` would, checks server.js in
+// the artifact, and drops the options Ferry owns on the instance (namespace, log and pid paths, watch) with a warning.
 module.exports = {
   apps: [
     {

@@ -13,7 +13,14 @@ struct HealthGate: Sendable {
     struct Configuration: Sendable {
         /// Time between two looks at the table and the health URL. Default 250 ms.
         var interval: Duration = .milliseconds(250)
+        /// How long an instance may be `online` without running (no pid, no process in /proc, 0 bytes of memory)
+        /// before the release fails. Default 5 s: a moment for the process manager to fill in a fresh spawn.
+        var notRunningGrace: Duration = .seconds(5)
     }
+
+    /// Why an `online` instance is not running (`ProcessTableCheck.notRunning`: no pid in `/proc`, no memory);
+    /// tests of tables made up by hand replace it.
+    var notRunning: @Sendable (ManagedProcess) -> String? = { ProcessTableCheck.notRunning($0) }
 
     var configuration = Configuration()
     var probe: Probe
@@ -38,19 +45,30 @@ struct HealthGate: Sendable {
         // Restart counts at the previous all-online look: a climb between two looks is a crash loop the table hides.
         var previousRestarts: [Int: Int]?
         var lastProblem = "no look at the process table yet"
+        var notRunningSince: C.Instant?
         while true {
             if Task.isCancelled { return .interrupted }
             let now = clock.now
             var problem: String?
             do {
                 let table = try await processManager.processes()
-                switch ProcessTableCheck(evaluating: table, against: apps) {
+                switch ProcessTableCheck(evaluating: table, against: apps, notRunning: notRunning) {
                 case .failed(let reason):
                     return .unhealthy(reason: reason)
                 case .pending(let reason):
                     problem = reason
                     previousRestarts = nil
+                    if reason.contains(ProcessTableCheck.notRunningMarker) {
+                        let since = notRunningSince ?? now
+                        notRunningSince = since
+                        if since.duration(to: now) >= configuration.notRunningGrace {
+                            return .unhealthy(reason: "\(reason) for \(configuration.notRunningGrace)")
+                        }
+                    } else {
+                        notRunningSince = nil
+                    }
                 case .allOnline:
+                    notRunningSince = nil
                     let names = Set(apps.map(\.name))
                     let restarts = Dictionary(table.filter { names.contains($0.name) }.map { ($0.pmId, $0.restarts) }, uniquingKeysWith: max)
                     if let previousRestarts, restarts != previousRestarts {

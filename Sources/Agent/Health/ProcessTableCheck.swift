@@ -18,7 +18,16 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
 
     /// Evaluates `table` (Ferry's namespace) against `desired`. Failures win over pending; apps in the table that are
     /// not desired are ignored here (the planner deletes them).
-    init(evaluating table: [ManagedProcess], against desired: [AppSpec]) {
+    ///
+    /// `online` alone proves nothing: PM2 shows `online` for an instance whose spawn failed (no pid, 0 bytes of
+    /// memory), for instance a `.sh` script without its executable bit run with interpreter `none`. An instance counts
+    /// as up only with a pid of a live process (in `/proc`) and some resident memory (`notRunning` says why not, by
+    /// default `ProcessTableCheck.notRunning`); otherwise it is pending, and `HealthGate` fails it when that lasts.
+    init(
+        evaluating table: [ManagedProcess],
+        against desired: [AppSpec],
+        notRunning: (ManagedProcess) -> String? = { ProcessTableCheck.notRunning($0) }
+    ) {
         var failures: [String] = []
         var waiting: [String] = []
         for app in desired {
@@ -36,6 +45,9 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
             if !settling.isEmpty {
                 waiting.append("\(app.name): \(Self.listing(settling))")
             }
+            for process in instances where process.status == .online {
+                if let problem = notRunning(process) { waiting.append("\(app.name): \(problem)") }
+            }
         }
         if !failures.isEmpty {
             self = .failed(failures.joined(separator: "; "))
@@ -52,6 +64,28 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
         case .pending(let reason): "pending: \(reason)"
         case .failed(let reason): "failed: \(reason)"
         }
+    }
+
+    /// Marks the reasons `pending` gives for an instance that is `online` but not running.
+    static let notRunningMarker = "online but not running"
+
+    /// Why an `online` instance is not really running, or `nil` when it is: no pid, a pid `isAlive` does not find, or
+    /// no resident memory.
+    static func notRunning(_ process: ManagedProcess, isAlive: (Int32) -> Bool = ProcessTableCheck.isAlive) -> String? {
+        guard let pid = process.pid else {
+            return "pm_id \(process.pmId) \(notRunningMarker): it has no pid (the process manager could not start it)"
+        }
+        guard isAlive(pid) else { return "pm_id \(process.pmId) \(notRunningMarker): pid \(pid) is not in /proc" }
+        guard process.memoryBytes > 0 else { return "pm_id \(process.pmId) \(notRunningMarker): pid \(pid) uses 0 bytes of memory" }
+        return nil
+    }
+
+    /// Whether a process with `pid` exists (`/proc/<pid>`), and is not a zombie.
+    static func isAlive(_ pid: Int32) -> Bool {
+        guard pid > 0, let status = try? SmallFile.read("/proc/\(pid)/stat", limit: 4096) else { return false }
+        // "pid (comm) S ...": the state follows the last ')'.
+        guard let close = status.lastIndex(of: UInt8(ascii: ")")), close + 2 < status.count else { return true }
+        return status[close + 2] != UInt8(ascii: "Z")
     }
 
     private static func failure(of app: AppSpec, _ instances: [ManagedProcess]) -> String? {

@@ -18,7 +18,7 @@ enum EcosystemFile {
     /// PM2 option names that Ferry sets itself from `AppSpec`, with their PM2 aliases. A release's `pm2Options` entry
     /// with one of these names is not passed through (the typed `AppSpec` field, derived from it, wins).
     static let ferrySetKeys: Set<String> = [
-        "name", "script", "exec", "cwd", "namespace",
+        "name", "script", "exec", "cwd", "namespace", "script_source",
         "interpreter", "exec_interpreter", "node_args", "interpreter_args", "interpreterArgs", "args",
         "instances", "exec_mode", "env",
         "autorestart", "max_restarts", "min_uptime", "restart_delay", "kill_timeout", "max_memory_restart",

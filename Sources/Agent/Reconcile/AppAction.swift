@@ -3,7 +3,7 @@
 /// `decide(desired:observed:needsRefresh:)` is pure: the same inputs always give the same action, so the planner
 /// and its tests call it directly. The rules follow what real PM2 7 does (shared/pm2-reference):
 /// - a reload (or `startOrReload`, or `restart <file>`) never changes an existing app's script or cwd, so a changed
-///   script path, interpreter, exec mode or instance count needs delete + start (`path-02`…`path-10`);
+///   script path, cwd, interpreter, exec mode or instance count needs delete + start (`path-02`…`path-10`);
 /// - the `current` symlink is re-resolved at every spawn, so a new release behind an unchanged path only needs a
 ///   reload (`symlink-03`, `symlink-04`);
 /// - a reload of an errored or stopped app starts it again (`symlink-11`, `errored-02`, `reload-stopped`).
@@ -45,9 +45,20 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
     static func differences(desired: AppSpec, observed: [ManagedProcess]) -> [String] {
         var reasons: [String] = []
         let wantedScript = normalisedPath(desired.script)
+        // A program named without a path (`npm`) is stored by PM2 as the file its PATH lookup found: same base name.
+        let isBareProgram = !desired.script.contains("/")
         // Every instance is compared: an instance started from an older path must not hide behind the others.
-        if let stale = observed.first(where: { normalisedPath($0.scriptPath) != wantedScript }) {
+        if let stale = observed.first(where: { process in
+            isBareProgram
+                ? process.scriptPath.split(separator: "/").last.map(String.init) != desired.script
+                : normalisedPath(process.scriptPath) != wantedScript
+        }) {
             reasons.append("script changed from \(stale.scriptPath) to \(desired.script)")
+        }
+        // PM2 keeps an app's cwd across reloads too (`path-02`…`path-04`): a release that moves it needs a fresh start.
+        let wantedCwd = normalisedPath(desired.cwd)
+        if let stale = observed.first(where: { !$0.cwd.isEmpty && normalisedPath($0.cwd) != wantedCwd }) {
+            reasons.append("cwd changed from \(stale.cwd) to \(desired.cwd)")
         }
         let wantedInterpreter = InterpreterKind(desired: desired.interpreter)
         if let stale = observed.first(where: { process in

@@ -7,14 +7,16 @@ import Glibc
 extension AppSpec {
     /// The apps of `release` as this instance runs them.
     ///
-    /// `cwd` is the service's `current` symlink and `script` is absolute below it (the symlink is resolved again at
-    /// every spawn, so a reload after switching `current` runs the new code). Environment precedence: release env <
-    /// app env < instance env file.
+    /// `cwd` is the service's `current` symlink (plus the app's `cwd` inside the release) and `script` is absolute
+    /// below `current` (the symlink is resolved again at every spawn, so a reload after switching `current` runs the
+    /// new code); a program (`script_source: path`) stays a name for the process manager to find on `PATH`, as PM2
+    /// does. Environment precedence: release env < app env < instance env file.
     static func specs(
         for release: Release,
         currentLink: String,
         instanceEnv: [String: String],
-        cpuCount: Int = AppSpec.onlineCPUs()
+        cpuCount: Int = AppSpec.onlineCPUs(),
+        which: (String) -> String? = { AppSpec.which($0) }
     ) -> [AppSpec] {
         release.pm2.apps.map { app in
             var env = release.env
@@ -22,13 +24,14 @@ extension AppSpec {
                 for (key, value) in appEnv { if case .string(let text) = value { env[key] = text } }
             }
             for (key, value) in instanceEnv { env[key] = value }
+            let cwd = app.cwd.isEmpty ? currentLink : "\(currentLink)/\(app.cwd)"
             return AppSpec(
                 name: app.name,
                 service: release.service,
-                script: "\(currentLink)/\(app.script)",
-                cwd: currentLink,
+                script: app.isProgram ? app.script : "\(currentLink)/\(app.script)",
+                cwd: cwd,
                 args: stringList(app.options["args"]),
-                interpreter: interpreter(for: app),
+                interpreter: interpreter(for: app, currentLink: currentLink, which: which),
                 interpreterArgs: stringList(app.options["interpreter_args"] ?? app.options["node_args"]),
                 instances: instances(app.options["instances"], cpuCount: cpuCount),
                 execMode: app.options["exec_mode"].flatMap { if case .string(let s) = $0 { ExecMode(pm2Value: s) } else { nil } } ?? .fork,
@@ -47,10 +50,33 @@ extension AppSpec {
     /// The number of online CPUs (PM2's `instances: "max"`).
     static func onlineCPUs() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    private static func interpreter(for app: PM2App) -> String? {
-        if case .string(let name)? = app.options["interpreter"] { return name == "none" ? nil : name }
-        let script = app.script
-        return script.hasSuffix(".js") || script.hasSuffix(".mjs") || script.hasSuffix(".cjs") ? "node" : nil
+    /// The interpreter the release names (publish records PM2's choice), made runnable here: a path inside the
+    /// release becomes absolute below `current`, and `python` falls back to `python3` where only that exists, as PM2
+    /// does. A release signed before publish recorded interpreters keeps the meaning it was deployed with: node for
+    /// `.js`, `.mjs`, `.cjs`, else the script runs directly.
+    static func interpreter(for app: PM2App, currentLink: String, which: (String) -> String?) -> String? {
+        var name: String
+        if case .string(let given)? = app.options["interpreter"] {
+            name = given
+        } else {
+            let script = app.script
+            name = script.hasSuffix(".js") || script.hasSuffix(".mjs") || script.hasSuffix(".cjs") ? "node" : "none"
+        }
+        if name == "none" { return nil }
+        if name.contains("/"), !name.hasPrefix("/") { return "\(currentLink)/\(name)" }
+        if name == "python", which("python") == nil, which("python3") != nil { name = "python3" }
+        return name
+    }
+
+    /// A program on the agent's `PATH` (then the standard directories).
+    static func which(_ name: String) -> String? {
+        let path = (getenv("PATH").map { String(cString: $0) } ?? "") + ":" + AppSpec.defaultSearchPath
+        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+            let candidate = "\(directory)/\(name)"
+            var info = stat()
+            if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
     }
 
     /// PM2's `instances`: a count, `0`/`"max"` = every CPU, `-n` = every CPU but n (at least 1).

@@ -23,8 +23,7 @@ struct PlanCommand: AsyncParsableCommand {
         var input = try await release.composeInput()
         let publisher = ReleasePublisher(client: client)
         input.serial = try await publisher.nextSerial(of: input.service)
-        let draft = try ReleaseComposer.compose(input)
-        for warning in draft.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+        let draft = try ReleaseComposer.composePrintingWarnings(input)
         let candidate = draft.release
 
         var bySerial: [Int64: Release] = [:]

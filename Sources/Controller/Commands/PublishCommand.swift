@@ -13,9 +13,17 @@ struct PublishCommand: AsyncParsableCommand {
             from the controller, builds the release, validates it exactly as agents will, signs it with every --key \
             (the key never leaves this machine) and publishes it. Prints service, serial and version.
 
-            From the ecosystem file: numbers and booleans in env become strings; env_<name> is merged with \
-            --env-name <name>; cwd, namespace and log/pid file options are dropped with a warning (Ferry sets them on \
-            the instance). --env KEY=VALUE and --env-file set the release-wide environment (apps' own env wins).
+            The ecosystem file means what it means to `pm2 start`: PM2 7's aliases, coercions and defaults (cluster mode \
+            for a node app that sets instances, the interpreter from the extension or the file's content), a script \
+            found on PATH when it is not a file of the release, a command with spaces run through bash -c, cwd \
+            relative to the release root (the ecosystem file's directory). Every script is checked in the artifact: \
+            present, a regular file, runnable by its interpreter. Namespace, log and pid files and watch are Ferry's \
+            on the instance: dropped with a warning each. Every problem of the file is reported in one run.
+
+            JavaScript (and .json, which PM2 reads as JavaScript) is evaluated by node in a child process that sees \
+            only PATH, HOME and the variables named with --pass-env; publish says which variables the file read. \
+            env_<name> is merged with --env-name <name>. --env KEY=VALUE and --env-file set the release-wide \
+            environment (apps' own env wins).
             """
     )
 
@@ -55,8 +63,7 @@ struct PublishCommand: AsyncParsableCommand {
         let keys = try signing.keyPaths().map { try SigningKey(contentsOf: $0) }
         // Validate everything before uploading anything: a typo in the ecosystem file should cost nothing.
         var input = try await release.composeInput()
-        let draft = try ReleaseComposer.compose(input)
-        for warning in draft.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+        let draft = try ReleaseComposer.composePrintingWarnings(input)
 
         let digest = input.artifact.sha256
         if try await client.hasArtifact(digest) {

@@ -19,11 +19,14 @@ enum ChildProcess {
     }
 
     /// Runs `executable` to its end or `timeout` (then it is killed).
-    /// - Parameter environment: the child's whole environment; `nil` inherits this process's.
+    /// - Parameters:
+    ///   - environment: the child's whole environment; `nil` inherits this process's.
+    ///   - currentDirectory: the child's working directory; `nil` keeps this process's.
     static func run(
         _ executable: String,
         arguments: [String],
         environment: [String: String]? = nil,
+        currentDirectory: String? = nil,
         timeout: Duration,
         outputLimit: Int
     ) async throws -> Result {
@@ -44,6 +47,7 @@ enum ChildProcess {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let environment { process.environment = environment }
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice

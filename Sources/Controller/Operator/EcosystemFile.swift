@@ -1,47 +1,93 @@
 import Foundation
 import Shared
 
-/// Reads a PM2 ecosystem file: `ecosystem.config.js`/`.cjs`/`.mjs` through `node`, or `.json`, `.yaml`, `.yml`.
+/// Reads a PM2 ecosystem file the way PM2 does: `ecosystem.config.js`/`.cjs`/`.mjs` through node, `.json` as a
+/// JavaScript object literal (PM2 evaluates it, so comments and trailing commas are fine), `.yaml`/`.yml` as YAML.
+///
+/// JavaScript runs in a child process whose environment holds only the variables the operator passes
+/// (`--pass-env NAME`) plus a minimal `PATH` and `HOME`: a file that spreads `...process.env` into an app's `env`
+/// gets nothing of the publisher's secrets, and every variable the file reads is reported.
 enum EcosystemFile {
     /// Largest ecosystem file (or node output) read.
     static let maximumBytes = 8 << 20
 
-    /// The apps of the file at `path`, as loose JSON objects (PM2's own vocabulary, not yet validated).
-    ///
-    /// Accepts `{ "apps": [...] }` (PM2's usual form), a bare array of apps, or a single app object.
-    static func apps(at path: String, nodeTimeout: Duration = .seconds(30)) async throws -> [JSONValue] {
-        let document: JSONValue
-        let lower = path.lowercased()
-        if lower.hasSuffix(".js") || lower.hasSuffix(".cjs") || lower.hasSuffix(".mjs") {
-            document = try await evaluateWithNode(path, timeout: nodeTimeout)
-        } else if lower.hasSuffix(".json") {
-            let bytes = try read(path)
-            do {
-                document = try JSONValue.parse(bytes)
-            } catch {
-                throw ConfigurationError.unreadable(path: path, reason: "\(error)")
+    /// `PATH` of the evaluating child, after the directory of `node`.
+    static let minimalPath = "/usr/local/bin:/usr/bin:/bin"
+
+    /// An evaluated ecosystem file.
+    struct Evaluation: Sendable, Equatable {
+        /// What the file exports, in PM2's shapes (`{apps: [...]}`, an array, one app).
+        var document: JSONValue
+        /// Environment variables the file read, sorted.
+        var readVariables: [String] = []
+        /// Whether the file enumerated the environment (`...process.env`, `Object.keys(process.env)`).
+        var enumeratedEnvironment = false
+        /// The whole environment the evaluation saw.
+        var environment: [String: String] = [:]
+
+        /// One line for the operator about what the file read, or `nil` when it read nothing.
+        var readReport: String? {
+            let passed = readVariables.filter { environment[$0] != nil && $0 != "PATH" && $0 != "HOME" }
+            let missing = readVariables.filter { environment[$0] == nil }
+            var parts: [String] = []
+            if enumeratedEnvironment {
+                parts.append("enumerated process.env, which held only PATH, HOME and the --pass-env variables")
             }
-        } else if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
-            document = try YAMLDocument.parse(String(decoding: try read(path), as: UTF8.self), source: path)
-        } else {
-            throw ConfigurationError.unreadable(path: path, reason: "unknown ecosystem file type: use .js, .cjs, .mjs, .json, .yaml or .yml")
-        }
-        switch document {
-        case .object(let fields) where fields["apps"] != nil:
-            guard case .array(let apps)? = fields["apps"] else {
-                throw ConfigurationError.invalid(path: path, field: "apps", reason: "must be an array of apps")
+            if !passed.isEmpty { parts.append("read \(passed.joined(separator: ", ")) (passed with --pass-env)") }
+            if !missing.isEmpty {
+                parts.append("read \(missing.joined(separator: ", ")), which it saw unset: pass a variable with --pass-env NAME to give it")
             }
-            return apps
-        case .array(let apps):
-            return apps
-        case .object(let fields) where fields["script"] != nil:
-            return [document]
-        default:
-            throw ConfigurationError.invalid(path: path, field: "document", reason: "expected { apps: [...] }, an array of apps, or one app")
+            return parts.isEmpty ? nil : "the ecosystem file " + parts.joined(separator: "; ")
         }
     }
 
-    private static func read(_ path: String) throws -> [UInt8] {
+    /// Evaluates the file at `path`.
+    ///
+    /// - Parameters:
+    ///   - passEnvironment: names of this process's environment variables the file may see (`--pass-env`).
+    ///   - hostEnvironment: this process's environment (the source of passed variables, `PATH` to find node, `HOME`).
+    static func evaluate(
+        at path: String,
+        passEnvironment: [String] = [],
+        hostEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        nodeTimeout: Duration = .seconds(30)
+    ) async throws -> Evaluation {
+        let lower = path.lowercased()
+        let context = EvaluationContext(path: path, passEnvironment: passEnvironment, hostEnvironment: hostEnvironment, timeout: nodeTimeout)
+        if lower.hasSuffix(".js") || lower.hasSuffix(".cjs") || lower.hasSuffix(".mjs") {
+            return try await context.evaluateWithNode(mode: "module")
+        } else if lower.hasSuffix(".json") {
+            let bytes = try read(path)
+            if let document = try? JSONValue.parse(bytes) { return Evaluation(document: document) }
+            // PM2 reads a .json file as a JavaScript expression: comments, trailing commas and single quotes are fine.
+            do {
+                return try await context.evaluateWithNode(mode: "expression")
+            } catch let error as ConfigurationError {
+                let strict = Self.parseFailure(bytes)
+                throw ConfigurationError.unreadable(path: path, reason: "not strict JSON (\(strict)), and as PM2 reads it: \(Self.reason(of: error))")
+            }
+        } else if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
+            return Evaluation(document: try YAMLDocument.parse(String(decoding: try read(path), as: UTF8.self), source: path))
+        } else {
+            throw ConfigurationError.unreadable(path: path, reason: "unknown ecosystem file type: use .js, .cjs, .mjs, .json, .yaml or .yml")
+        }
+    }
+
+    private static func parseFailure(_ bytes: [UInt8]) -> String {
+        do {
+            _ = try JSONValue.parse(bytes)
+            return "parsed"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    private static func reason(of error: ConfigurationError) -> String {
+        if case .unreadable(_, let reason) = error { return reason }
+        return "\(error)"
+    }
+
+    static func read(_ path: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError.unreadable(
                 path: path,
@@ -52,54 +98,104 @@ enum EcosystemFile {
         return Array(data)
     }
 
-    /// The script node runs: load the file as PM2 does (CommonJS `require`, or `import` for ES modules), call it when
-    /// it exports a function, print the result as JSON.
+    /// The script node runs: swap `process.env` for a Proxy that records what is read, load the file as PM2 does
+    /// (CommonJS `require`, `import` for ES modules, or a `.json` file as a JavaScript expression), call it when it
+    /// exports a function, and print `{value, read, enumerated}` as JSON.
     static let loaderScript = """
-        const path = require('path');
-        const url = require('url');
+        const path = require('path'), url = require('url'), fs = require('fs'), vm = require('vm');
         const file = path.resolve(process.argv[1]);
+        const mode = process.argv[2];
+        const read = new Set();
+        let enumerated = false;
+        const realEnvironment = process.env;
+        process.env = new Proxy(realEnvironment, {
+          get(target, key) { if (typeof key === 'string') read.add(key); return target[key]; },
+          has(target, key) { if (typeof key === 'string') read.add(key); return key in target; },
+          ownKeys(target) { enumerated = true; return Reflect.ownKeys(target); },
+        });
         (async () => {
           let exported;
-          try { exported = require(file); }
-          catch (error) {
-            if (error && error.code === 'ERR_REQUIRE_ESM') { exported = (await import(url.pathToFileURL(file).href)).default; }
-            else { throw error; }
+          if (mode === 'expression') {
+            exported = vm.runInThisContext('(' + fs.readFileSync(file, 'utf8') + ')', { filename: file, timeout: 1000 });
+          } else {
+            try { exported = require(file); }
+            catch (error) {
+              if (error && (error.code === 'ERR_REQUIRE_ESM' || error.code === 'ERR_REQUIRE_ASYNC_MODULE')) {
+                exported = (await import(url.pathToFileURL(file).href)).default;
+              } else { throw error; }
+            }
+            if (exported && exported.__esModule && exported.default) { exported = exported.default; }
           }
-          if (exported && exported.__esModule && exported.default) { exported = exported.default; }
           const value = typeof exported === 'function' ? await exported() : await exported;
-          process.stdout.write(JSON.stringify(value === undefined ? null : value));
+          const seen = [...read].filter((name) => !name.startsWith('NODE_') || name in realEnvironment);
+          process.stdout.write(JSON.stringify({ value: value === undefined ? null : value, read: seen.sort(), enumerated }));
         })().catch((error) => { process.stderr.write(String(error && error.stack || error)); process.exit(1); });
         """
 
-    /// Evaluates a JavaScript ecosystem file with `node` and returns what it exports.
-    static func evaluateWithNode(_ path: String, timeout: Duration) async throws -> JSONValue {
+    /// The first executable called `name` on `PATH`.
+    static func findExecutable(_ name: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String? {
+        EcosystemNormalizer.which(name, path: path)
+    }
+}
+
+/// One evaluation: the file, what it may see, how long it may take.
+private struct EvaluationContext {
+    let path: String
+    let passEnvironment: [String]
+    let hostEnvironment: [String: String]
+    let timeout: Duration
+
+    /// The child's whole environment: `--pass-env` variables, `PATH` (node's directory first) and `HOME`.
+    func environment(node: String) -> [String: String] {
+        var environment: [String: String] = [:]
+        for name in passEnvironment { environment[name] = hostEnvironment[name] }
+        if environment["PATH"] == nil {
+            let directory = (node as NSString).deletingLastPathComponent
+            environment["PATH"] =
+                EcosystemFile.minimalPath.split(separator: ":").contains(Substring(directory))
+                ? EcosystemFile.minimalPath : "\(directory):\(EcosystemFile.minimalPath)"
+        }
+        if environment["HOME"] == nil { environment["HOME"] = hostEnvironment["HOME"] ?? NSHomeDirectory() }
+        return environment
+    }
+
+    func evaluateWithNode(mode: String) async throws -> EcosystemFile.Evaluation {
         guard FileManager.default.fileExists(atPath: path) else { throw ConfigurationError.unreadable(path: path, reason: "no such file") }
-        guard let node = findExecutable("node") else {
+        guard let node = EcosystemFile.findExecutable("node", path: hostEnvironment["PATH"]) else {
             throw ConfigurationError.unreadable(
                 path: path,
-                reason: "reading a JavaScript ecosystem file needs node, which is not on PATH; install Node.js or convert the file to .json or .yaml"
+                reason: "reading it as PM2 does needs node, which is not on PATH; install Node.js or convert the file to strict .json or .yaml"
             )
         }
-        let result = try await ChildProcess.run(node, arguments: ["-e", loaderScript, path], timeout: timeout, outputLimit: maximumBytes)
+        let environment = environment(node: node)
+        // Absolute: the child runs in the file's directory, where a relative path would point elsewhere.
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        let directory = (absolute as NSString).deletingLastPathComponent
+        let result = try await ChildProcess.run(
+            node,
+            arguments: ["-e", EcosystemFile.loaderScript, absolute, mode],
+            environment: environment,
+            currentDirectory: directory,
+            timeout: timeout,
+            outputLimit: EcosystemFile.maximumBytes
+        )
         guard result.status == 0 else {
             throw ConfigurationError.unreadable(
                 path: path,
                 reason: "node \(node) exited with status \(result.status): \(result.standardError.prefix(2000))"
             )
         }
+        let output: JSONValue
         do {
-            return try JSONValue.parse(Array(result.standardOutput.utf8))
+            output = try JSONValue.parse(Array(result.standardOutput.utf8))
         } catch {
             throw ConfigurationError.unreadable(path: path, reason: "node printed something that is not JSON: \(error)")
         }
-    }
-
-    /// The first executable called `name` on `PATH`.
-    static func findExecutable(_ name: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String? {
-        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !directory.isEmpty {
-            let candidate = "\(directory)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        var evaluation = EcosystemFile.Evaluation(document: output.object?["value"] ?? .null, environment: environment)
+        if case .array(let names)? = output.object?["read"] {
+            evaluation.readVariables = names.compactMap { if case .string(let name) = $0 { name } else { nil } }
         }
-        return nil
+        evaluation.enumeratedEnvironment = output.object?["enumerated"] == .bool(true)
+        return evaluation
     }
 }

@@ -1,11 +1,11 @@
 import Foundation
 import Shared
 
-/// Builds a strict release from a loose PM2 ecosystem file and the `publish` flags (DESIGN §5).
+/// Builds a strict release from an operator's PM2 ecosystem file and the `publish` flags (DESIGN §5).
 ///
-/// PM2 is lenient and the signed release is strict; this bridges the two the way PM2 does: numbers and booleans in
-/// `env` become strings, `env_<name>` is merged when `--env-name <name>` is given, options Ferry owns are dropped with a
-/// warning. Everything else is kept as written and then validated by `Release(json:)`, the same rules agents apply.
+/// The file is read exactly as PM2 reads it (`EcosystemNormalizer`), checked against the artifact that ships with it,
+/// and written down in Ferry's normalised form, which `Release(json:)` then validates with the same rules agents
+/// apply. Every problem of the file is reported in one run; nothing is uploaded until there are none.
 struct ReleaseComposer {
     /// What to publish.
     struct Input {
@@ -13,15 +13,23 @@ struct ReleaseComposer {
         var version: String
         var serial: Int64
         var artifact: ArtifactReference
-        /// The ecosystem's apps, loose.
-        var apps: [JSONValue]
+        /// The evaluated ecosystem file.
+        var ecosystem: EcosystemFile.Evaluation
+        /// The ecosystem file's directory: the release root.
+        var releaseRoot: String
+        /// The artifact's files; `nil` checks no script on disk.
+        var artifactTree: ArtifactTree?
         /// Keep only these apps (all when empty).
         var appNames: [String] = []
         /// Release-wide environment (from `--env-file`, then `--env K=V`).
         var environment: [String: String] = [:]
-        /// Merge each app's `env_<name>` block into its `env`.
+        /// Merge each app's `env_<name>` block into its `env` (`pm2 start --env <name>`).
         var environmentName: String?
+        /// Variables the operator let the ecosystem file see (`--pass-env`).
+        var passedEnvironment: [String] = []
         var healthURL: String?
+        /// `health.stableSeconds` (the agents' default when `nil`).
+        var stableSeconds: Int64? = nil
         var createdAt: Date
         var expiresIn: Duration
     }
@@ -32,46 +40,65 @@ struct ReleaseComposer {
         var warnings: [String]
     }
 
-    static func compose(_ input: Input) throws -> Output {
+    static func compose(_ input: Input, which: @escaping (String) -> String? = { EcosystemNormalizer.which($0) }) throws -> Output {
+        var configuration = EcosystemNormalizer.Configuration(
+            environmentName: input.environmentName,
+            releaseRoot: input.releaseRoot,
+            artifact: input.artifactTree,
+            which: which
+        )
+        configuration.selectedNames = Set(input.appNames)
+        let normalised = EcosystemNormalizer(configuration: configuration).normalize(input.ecosystem.document)
+        var problems = normalised.problems
         var warnings: [String] = []
+        if let report = input.ecosystem.readReport { warnings.append(report) }
+
+        let missing = input.appNames.filter { !normalised.names.contains($0) }
+        if !missing.isEmpty {
+            problems.append(
+                .init(
+                    severity: .error,
+                    field: "--app",
+                    message: "\(missing.joined(separator: ", ")): not in the ecosystem file (it has \(normalised.names.joined(separator: ", ")))"
+                )
+            )
+        }
         var apps: [JSONValue] = []
-        var namesSeen: Set<String> = []
-        var foundEnvironmentBlock = false
-        for (index, loose) in input.apps.enumerated() {
-            guard case .object(var fields) = loose else {
-                throw ComposeError.invalidApp(index: index, reason: "an app must be an object, got \(loose.typeName)")
-            }
-            guard case .string(let name)? = fields["name"] else {
-                throw ComposeError.invalidApp(index: index, reason: "every app needs a string \"name\" (Ferry manages apps by name)")
-            }
-            namesSeen.insert(name)
+        for (path, app) in normalised.apps {
+            guard case .object(var fields) = app, case .string(let name)? = fields["name"] else { continue }
             if !input.appNames.isEmpty && !input.appNames.contains(name) { continue }
-            for key in fields.keys.sorted() where PM2App.ferryOwned.contains(key) {
-                fields[key] = nil
-                warnings.append("app \(name): dropped \(key) (Ferry sets it on the instance)")
+            if case .object(var env)? = fields["env"] {
+                // `...process.env` copies the evaluation's own PATH and HOME: they describe the publisher, not the instance.
+                for key in ["PATH", "HOME"] where !input.passedEnvironment.contains(key) {
+                    if let value = env[key], value == input.ecosystem.environment[key].map(JSONValue.string) {
+                        env[key] = nil
+                        problems.append(
+                            .init(
+                                severity: .warning,
+                                field: "\(path).env.\(key)",
+                                message:
+                                    "dropped: it is the publishing machine's own \(key) (the file copies process.env); set it in the file, or pass it with --pass-env \(key)"
+                            )
+                        )
+                    }
+                }
+                fields["env"] = env.isEmpty ? nil : .object(env)
             }
-            var environment = try Self.stringEnvironment(fields["env"], app: name, block: "env")
-            if let environmentName = input.environmentName, let block = fields["env_\(environmentName)"] {
-                foundEnvironmentBlock = true
-                environment.merge(try Self.stringEnvironment(block, app: name, block: "env_\(environmentName)")) { _, new in new }
+            do {
+                _ = try PM2App(json: .object(fields), path: path)
+                apps.append(.object(fields))
+            } catch {
+                problems.append(.init(severity: .error, field: "", message: "\(error)"))
             }
-            // Every env_<name> block is resolved now: a release carries the merged env only.
-            for key in fields.keys where key.hasPrefix("env_") { fields[key] = nil }
-            if environment.isEmpty {
-                fields["env"] = nil
-            } else {
-                fields["env"] = .object(environment.mapValues { .string($0) })
-            }
-            apps.append(.object(fields))
         }
-        let missing = input.appNames.filter { !namesSeen.contains($0) }
-        guard missing.isEmpty else {
-            throw ComposeError.unknownApps(missing, available: namesSeen.sorted())
+        if let name = input.environmentName, !normalised.foundEnvironmentBlock {
+            warnings.append("no app has an env_\(name) block; --env-name \(name) changed nothing")
         }
+        let errors = problems.filter { $0.severity == .error }
+        warnings += problems.filter { $0.severity == .warning }.map(\.description)
+        guard errors.isEmpty else { throw ComposeError.problems(errors, warnings: warnings) }
         guard !apps.isEmpty else { throw ComposeError.noApps }
-        if let environmentName = input.environmentName, !foundEnvironmentBlock {
-            warnings.append("no app has an env_\(environmentName) block; --env-name \(environmentName) changed nothing")
-        }
+
         var document: [String: JSONValue] = [
             "service": .string(input.service),
             "serial": .integer(input.serial),
@@ -84,52 +111,48 @@ struct ReleaseComposer {
             "pm2": .object(["apps": .array(apps)]),
         ]
         if !input.environment.isEmpty { document["env"] = .object(input.environment.mapValues { .string($0) }) }
-        if let url = input.healthURL { document["health"] = .object(["http": .string(url)]) }
+        var health: [String: JSONValue] = [:]
+        if let url = input.healthURL { health["http"] = .string(url) }
+        if let stable = input.stableSeconds {
+            health["stableSeconds"] = .integer(stable)
+            if stable >= 60 { health["deadlineSeconds"] = .integer(stable + 60) }
+        }
+        if !health.isEmpty { document["health"] = .object(health) }
         do {
             return Output(release: try Release(json: .object(document)), warnings: warnings)
         } catch {
             throw ComposeError.invalidRelease(error)
         }
     }
+}
 
-    /// An `env` block with PM2's coercions: numbers and booleans become strings, `null` drops the variable.
-    private static func stringEnvironment(_ value: JSONValue?, app: String, block: String) throws -> [String: String] {
-        guard let value, value != .null else { return [:] }
-        guard case .object(let fields) = value else {
-            throw ComposeError.invalidApp(index: nil, reason: "app \(app): \(block) must be an object, got \(value.typeName)")
+extension ReleaseComposer {
+    /// `compose`, printing every warning to stderr (also when the file has errors, so one run shows everything).
+    static func composePrintingWarnings(_ input: Input) throws -> Output {
+        do {
+            let output = try compose(input)
+            for warning in output.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            return output
+        } catch ComposeError.problems(let errors, let warnings) {
+            for warning in warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            throw ComposeError.problems(errors, warnings: [])
         }
-        var result: [String: String] = [:]
-        for (key, item) in fields {
-            switch item {
-            case .string(let text): result[key] = text
-            case .integer(let number): result[key] = String(number)
-            case .number(let number): result[key] = number.rounded() == number && abs(number) < 1e15 ? String(Int64(number)) : String(number)
-            case .bool(let flag): result[key] = flag ? "true" : "false"
-            case .null: continue
-            case .array, .object:
-                throw ComposeError.invalidApp(
-                    index: nil,
-                    reason: "app \(app): \(block).\(key) is an \(item.typeName); environment values must be strings, numbers or booleans"
-                )
-            }
-        }
-        return result
     }
 }
 
 /// Why an ecosystem file and the flags do not make a release.
 enum ComposeError: Error, CustomStringConvertible {
-    case invalidApp(index: Int?, reason: String)
-    case unknownApps([String], available: [String])
+    /// Every error of the file, each naming its field; and the warnings found along the way.
+    case problems([EcosystemProblem], warnings: [String])
     case noApps
     case invalidRelease(DocumentError)
 
     var description: String {
         switch self {
-        case .invalidApp(let index, let reason):
-            index.map { "apps[\($0)]: \(reason)" } ?? reason
-        case .unknownApps(let names, let available):
-            "--app \(names.joined(separator: ", ")): not in the ecosystem file (it has \(available.joined(separator: ", ")))"
+        case .problems(let errors, _):
+            errors.count == 1
+                ? "the ecosystem file cannot be published: \(errors[0])"
+                : "the ecosystem file has \(errors.count) problems:\n" + errors.map { "  \($0)" }.joined(separator: "\n")
         case .noApps:
             "the ecosystem file has no apps"
         case .invalidRelease(let error):

@@ -69,6 +69,7 @@ struct ReleaseDiff: Equatable {
         (change.envAdded, change.envRemoved, change.envChanged) = compare(env(before), env(after))
         var reasons: [String] = []
         if before.script != after.script { reasons.append("script") }
+        if before.cwd != after.cwd { reasons.append("cwd") }
         if before.options["interpreter"] != after.options["interpreter"] { reasons.append("interpreter") }
         if mode(before) != mode(after) { reasons.append("exec mode") }
         if change.instances != nil { reasons.append("instance count") }

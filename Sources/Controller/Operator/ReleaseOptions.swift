@@ -28,8 +28,23 @@ struct ReleaseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Merge each app's env_<name> block (like pm2 start --env <name>).", valueName: "NAME"))
     var envName: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Let the ecosystem file see this variable of the environment (it sees only PATH and HOME otherwise). Repeatable.",
+            valueName: "NAME"
+        )
+    )
+    var passEnv: [String] = []
+
     @Option(name: .long, help: ArgumentHelp("A URL on the instance that must answer 2xx for the release to be kept.", valueName: "URL"))
     var healthURL: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("How long the release must stay healthy on an agent before the agent keeps it (default 10).", valueName: "SECONDS")
+    )
+    var stableSeconds: Int64?
 
     @Option(name: .long, help: ArgumentHelp("How long agents may install this release: d, h or m (default 90d).", valueName: "DURATION"))
     var expiresIn: String = "90d"
@@ -39,6 +54,12 @@ struct ReleaseOptions: ParsableArguments {
         guard Release.isValidVersion(version) else { throw ValidationError("--version \(version) must match ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$") }
         _ = try ExpiryText.parse(expiresIn)
         for pair in env { _ = try EnvironmentFile.pair(pair, source: "--env") }
+        if let stableSeconds, !(0...3599).contains(stableSeconds) {
+            throw ValidationError("--stable-seconds must be between 0 and 3599 (shorter than the 60 s health deadline), got \(stableSeconds)")
+        }
+        for name in passEnv where !Field.isEnvironmentName(name) {
+            throw ValidationError("--pass-env \(name) must be a variable name like API_URL")
+        }
     }
 
     /// Reads the ecosystem, env files and the artifact's digest, and composes the release with a placeholder serial.
@@ -50,20 +71,26 @@ struct ReleaseOptions: ParsableArguments {
             let (key, value) = try EnvironmentFile.pair(pair, source: "--env")
             environment[key] = value
         }
-        let apps = try await EcosystemFile.apps(at: ecosystem)
+        let evaluation = try await EcosystemFile.evaluate(at: ecosystem, passEnvironment: passEnv)
         guard FileManager.default.fileExists(atPath: artifact) else { throw CLIError("\(artifact): no such file") }
         let (digest, size) = try SHA256.hash(fileAt: artifact)
         guard size > 0 else { throw CLIError("\(artifact): the artifact is empty") }
+        let tree = try ArtifactTree(archiveAt: artifact)
+        let root = (URL(fileURLWithPath: ecosystem).standardizedFileURL.resolvingSymlinksInPath().path as NSString).deletingLastPathComponent
         return ReleaseComposer.Input(
             service: service,
             version: version,
             serial: 1,
             artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size),
-            apps: apps,
+            ecosystem: evaluation,
+            releaseRoot: root,
+            artifactTree: tree,
             appNames: app,
             environment: environment,
             environmentName: envName,
+            passedEnvironment: passEnv,
             healthURL: healthURL,
+            stableSeconds: stableSeconds,
             createdAt: Date(),
             expiresIn: expiry
         )

@@ -1,10 +1,11 @@
 /// One PM2 app of a release, in PM2's own ecosystem vocabulary (`exec_mode`, `max_memory_restart`, ...).
 ///
-/// Known options are validated and kept exactly as given (PM2 accepts several types for some of them, so the
-/// signed document keeps the operator's form); typed accessors read them for the process managers.
+/// `publish` writes the normalised form (`EcosystemNormalizer` on the operator side: every decision `pm2 start` would
+/// make is made there and written down), and agents validate it strictly here: known options only, each with its type.
 package struct PM2App: Sendable, Equatable {
     package var name: String
-    /// Path of the entry point, relative to the release root.
+    /// The entry point: a path relative to the release root, or, when `isProgram`, a program looked up on the
+    /// instance's `PATH` (`npm`) or an absolute path outside the release (`/usr/bin/python3`).
     package var script: String
     /// Every other option, validated against `PM2App.options`.
     package var options: [String: JSONValue]
@@ -13,6 +14,15 @@ package struct PM2App: Sendable, Equatable {
         self.name = name
         self.script = script
         self.options = options
+    }
+
+    /// Whether `script` names a program on the instance (`script_source: "path"`) rather than a file of the release.
+    package var isProgram: Bool { options["script_source"] == .string("path") }
+
+    /// The working directory relative to the release root (`""`: the root).
+    package var cwd: String {
+        if case .string(let text)? = options["cwd"] { return text }
+        return ""
     }
 
     /// The kinds of values PM2 options take.
@@ -31,7 +41,20 @@ package struct PM2App: Sendable, Equatable {
         case memory
         /// Milliseconds as a number, or a string like `1s`, `500ms`, `2m`.
         case duration
+        /// A list of integers, or one integer (`stop_exit_codes`).
         case integerList
+        /// A boolean, or a string (`pmx`).
+        case boolOrString
+        /// A boolean, a string, or a list of strings (`filter_env`).
+        case boolOrList
+        /// A cron pattern, or `0` (off).
+        case cron
+        /// A path relative to the release root (`cwd`).
+        case relativePath
+        /// Where `script` is: `path` for a program on the instance (`release`, the default, for a file of the release).
+        case scriptSource
+        /// Any JSON object, bounded in size (`io`).
+        case object
     }
 
     /// The PM2 options a release may carry (PM2's names). Anything else is refused as unknown.
@@ -50,15 +73,18 @@ package struct PM2App: Sendable, Equatable {
         "restart_delay": .integer(0...86_400_000),
         "exp_backoff_restart_delay": .integer(0...86_400_000),
         "kill_timeout": .integer(0...3_600_000),
+        "kill_retry_time": .integer(0...3_600_000),
         "listen_timeout": .integer(0...3_600_000),
         "wait_ready": .bool,
         "shutdown_with_message": .bool,
-        "cron_restart": .string,
+        "cron_restart": .cron,
         "merge_logs": .bool,
         "time": .bool,
         "log_date_format": .string,
         "log_type": .string,
+        "disable_logs": .bool,
         "source_map_support": .bool,
+        "disable_source_map_support": .bool,
         "instance_var": .string,
         "increment_var": .string,
         "watch": .bool,
@@ -66,26 +92,38 @@ package struct PM2App: Sendable, Equatable {
         "treekill": .bool,
         "vizion": .bool,
         "automation": .bool,
-        "pmx": .bool,
+        "pmx": .boolOrString,
         "force": .bool,
-        "filter_env": .stringOrList,
+        "filter_env": .boolOrList,
         "disable_trace": .bool,
+        "trace": .bool,
+        "v8": .bool,
+        "event_loop_inspector": .bool,
+        "deep_monitoring": .bool,
+        "windowsHide": .bool,
+        "write": .bool,
+        "post_update": .stringOrList,
+        "io": .object,
+        "cwd": .relativePath,
+        "script_source": .scriptSource,
     ]
 
     /// Options Ferry sets itself on the instance; an operator giving one is an error that says so.
     package static let ferryOwned: Set<String> = [
-        "cwd", "namespace", "out_file", "error_file", "err_file", "log_file", "log", "output", "error", "pid_file", "pid",
+        "namespace", "out_file", "error_file", "err_file", "log_file", "log", "output", "error", "pid_file", "pid",
     ]
 
-    init(json: JSONValue, path: String) throws(DocumentError) {
+    /// Validates one app of a release; `path` names it in errors (`pm2.apps[0]`).
+    package init(json: JSONValue, path: String) throws(DocumentError) {
         var reader = try ObjectReader(json, path: path)
-        let name = try reader.required("name", Field.string(maxLength: 64))
-        guard Self.isValidName(name) else {
-            throw .invalidValue(field: reader.path(of: "name"), reason: "\"\(name)\" must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+        let name = try reader.required("name", Field.string(maxLength: Self.maximumNameBytes))
+        if let problem = Self.nameProblem(name) {
+            throw .invalidValue(field: reader.path(of: "name"), reason: problem)
         }
         self.name = name
+        let isProgram = reader.fields["script_source"] == .string("path")
         self.script = try reader.required("script") { (value, path) throws(DocumentError) in
-            try Self.relativePath(value, path)
+            isProgram ? try Self.program(value, path) : try Self.relativePath(value, path)
         }
         var options: [String: JSONValue] = [:]
         for key in reader.fields.keys.sorted() where key != "name" && key != "script" {
@@ -97,8 +135,7 @@ package struct PM2App: Sendable, Equatable {
                     reason: "env_<name> blocks are merged at publish time (publish --env-name <name>); a release carries the merged env only"
                 )
             }
-            guard let kind = Self.options[key] else { throw .unknownField(fieldPath) }
-            let value = reader.fields[key]!
+            guard let kind = Self.options[key], let value = reader.fields[key] else { throw .unknownField(fieldPath) }
             reader.consume(key)
             if value == .null { continue }
             try Self.validate(value, as: kind, path: fieldPath)
@@ -113,14 +150,45 @@ package struct PM2App: Sendable, Equatable {
         self.options = options
     }
 
-    /// Whether `name` is a valid app name.
-    package static func isValidName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        func alnum(_ c: UInt8) -> Bool {
-            (0x61...0x7a).contains(c) || (0x41...0x5a).contains(c) || (0x30...0x39).contains(c)
+    /// Longest app name, in UTF-8 bytes.
+    package static let maximumNameBytes = 128
+
+    /// Why `name` cannot be an app name, or `nil` when it can. PM2 accepts any string; Ferry refuses only the names
+    /// PM2's own commands would misread when the agent addresses the app: `all`, a `/regex/`, a leading `-` (an
+    /// option), control characters, and surrounding spaces.
+    package static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "must not be empty" }
+        if name.utf8.count > maximumNameBytes { return "\"\(name.prefix(40))…\" is longer than \(maximumNameBytes) bytes" }
+        if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) { return "must not contain control characters" }
+        if name == "all" { return "\"all\" means every app to PM2 (pm2 delete all): choose another name" }
+        if name.hasPrefix("-") { return "\"\(name)\" starts with -, which the pm2 command line reads as an option" }
+        if name.count >= 2, name.hasPrefix("/"), name.hasSuffix("/") {
+            return "\"\(name)\" is read by PM2 as a regular expression over every app's name"
         }
-        guard let first = bytes.first, alnum(first), bytes.count <= 64 else { return false }
-        return bytes.dropFirst().allSatisfy { alnum($0) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d }
+        if name.first?.isWhitespace == true || name.last?.isWhitespace == true { return "\"\(name)\" must not start or end with a space" }
+        return nil
+    }
+
+    /// Whether `name` is a valid app name (see `nameProblem`).
+    package static func isValidName(_ name: String) -> Bool { nameProblem(name) == nil }
+
+    /// `name` made safe for a file name: PM2's rule (`[^a-zA-Z0-9.-]` → `-`, as for its log files), plus, whenever that
+    /// changed anything, `-` and 8 hex digits of the name's SHA-256, so two names never share a file.
+    package static func fileSafeName(_ name: String) -> String {
+        var safe = String(
+            name.unicodeScalars.map { scalar -> Character in
+                let isSafe =
+                    scalar.isASCII
+                    && (("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar) || scalar == "."
+                        || scalar == "-")
+                return isSafe ? Character(scalar) : "-"
+            }
+        )
+        // No hidden files, no `.` or `..`: leading dots become dashes too.
+        let dots = safe.prefix { $0 == "." }.count
+        safe = String(repeating: "-", count: dots) + safe.dropFirst(dots)
+        guard safe != name else { return safe }
+        return "\(safe.prefix(80))-\(SHA256.hash(Array(name.utf8)).hex.prefix(8))"
     }
 
     /// A path relative to the release root, without `..` components.
@@ -133,6 +201,17 @@ package struct PM2App: Sendable, Equatable {
         guard !text.split(separator: "/", omittingEmptySubsequences: false).contains("..") else {
             throw .invalidValue(field: path, reason: "must not contain .. (it would leave the release tree)")
         }
+        return text
+    }
+
+    /// A program on the instance: a name looked up on `PATH` (no `/`), or an absolute path without `..`.
+    package static func program(_ value: JSONValue, _ path: String) throws(DocumentError) -> String {
+        let text = try Field.string(maxLength: Limits.pathLength)(value, path)
+        guard !text.isEmpty else { throw .invalidValue(field: path, reason: "must not be empty") }
+        guard !text.contains("/") || text.hasPrefix("/") else {
+            throw .invalidValue(field: path, reason: "a program is a name on PATH or an absolute path (a relative path is a file of the release)")
+        }
+        guard !text.split(separator: "/").contains("..") else { throw .invalidValue(field: path, reason: "must not contain ..") }
         return text
     }
 
@@ -193,9 +272,36 @@ package struct PM2App: Sendable, Equatable {
                 throw .wrongType(field: path, expected: "number or string like 1s", got: value.typeName)
             }
         case .integerList:
+            if case .integer = value {
+                _ = try Field.integer(in: 0...255)(value, path)
+                return
+            }
             guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array of integers", got: value.typeName) }
             guard items.count <= Limits.listItems else { throw .tooMany(field: path, limit: Limits.listItems, actual: items.count) }
             for (index, item) in items.enumerated() { _ = try Field.integer(in: 0...255)(item, "\(path)[\(index)]") }
+        case .boolOrString:
+            if case .bool = value { return }
+            _ = try Field.string(maxLength: Limits.shortString)(value, path)
+        case .boolOrList:
+            if case .bool = value { return }
+            try validate(value, as: .stringOrList, path: path)
+        case .cron:
+            if case .integer(0) = value { return }
+            let text = try Field.string(maxLength: 128)(value, path)
+            guard !text.isEmpty else { throw .invalidValue(field: path, reason: "must be a cron pattern like \"0 3 * * *\"") }
+        case .relativePath:
+            let text = try Field.string(maxLength: Limits.pathLength)(value, path)
+            guard !text.hasPrefix("/"), !text.split(separator: "/").contains("..") else {
+                throw .invalidValue(field: path, reason: "must be a directory relative to the release root, without ..")
+            }
+        case .scriptSource:
+            guard value == .string("path") || value == .string("release") else {
+                throw .invalidValue(field: path, reason: "must be \"path\" (a program on the instance) or \"release\" (a file of the release)")
+            }
+        case .object:
+            guard case .object = value else { throw .wrongType(field: path, expected: "object", got: value.typeName) }
+            let size = value.encoded().count
+            guard size <= 16 * 1024 else { throw .tooLarge(field: path, limit: 16 * 1024, actual: size) }
         }
     }
 

@@ -3,8 +3,10 @@ import Shared
 import TestSupport
 import Testing
 
+@testable import Agent
+
 /// Everything an end-to-end test needs: keys, a live controller, a small HTTP app packed as tar.gz releases, and
-/// agents started as real `ferry-agent` processes with the builtin supervisor.
+/// agents started as real `ferry-agent` processes under the builtin supervisor or real PM2 (`Backend`).
 final class FleetFixture {
     let root: URL
     let operatorKey: SigningKey
@@ -17,6 +19,10 @@ final class FleetFixture {
     private var agents: [ChildProcess] = []
     private var supervisorHomes: [String] = []
     private var pm2Homes: [(binary: String, home: String)] = []
+    /// What the test can do behind each agent's back, by agent name.
+    private(set) var controls: [String: BackendControl] = [:]
+    /// Processes the test started itself (bystanders), ended by PID at tear-down.
+    private var strays: [ChildProcess] = []
 
     /// - Parameter tls: the controller serves HTTPS with certificates of a test CA, which the agents and the test trust.
     init(label: String = "fe", tls: Bool = false) throws {
@@ -64,7 +70,9 @@ final class FleetFixture {
         viewerToken = try controller.token(role: "viewer")
     }
 
-    /// A tar.gz of a Node HTTP app that answers `GET /` with its version (or crashes at boot when `crash`).
+    /// A tar.gz of a Node HTTP app that answers `GET /` with its version and pid (or crashes at boot when `crash`).
+    /// On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting, finishes what it serves, and exits:
+    /// what an app does to take part in a zero-downtime reload.
     func makeArtifact(version: String, crash: Bool = false, padding: Int = 0) throws -> URL {
         let tree = root.appendingPathComponent("build-\(version)")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
@@ -74,8 +82,17 @@ final class FleetFixture {
             : """
             const http = require('http'), fs = require('fs'), path = require('path');
             const version = fs.readFileSync(path.join(__dirname, 'VERSION'), 'utf8').trim();
-            http.createServer((req, res) => { res.end(version + ' ' + (process.env.GREETING || '')); })
-                .listen(Number(process.env.PORT), '127.0.0.1');
+            const server = http.createServer((req, res) => {
+                res.setHeader('Connection', 'close');
+                res.end(version + ' ' + (process.env.GREETING || '') + ' pid=' + process.pid);
+            }).listen(Number(process.env.PORT), '127.0.0.1');
+            // Graceful stop: a cluster worker disconnects (its servers close first, then the IPC channel, so a
+            // connection the master is handing over is sent back to another worker); a forked process closes and exits.
+            process.on('SIGINT', () => {
+                const worker = require('cluster').worker;
+                if (worker) worker.disconnect(); else server.close(() => process.exit(0));
+                setTimeout(() => process.exit(0), 3000).unref();
+            });
 
             """
         try server.write(to: tree.appendingPathComponent("server.js"), atomically: true, encoding: .utf8)
@@ -104,20 +121,19 @@ final class FleetFixture {
         service: String = "web",
         deadline: Int64 = 20,
         stable: Int64 = 2,
+        appOptions: [String: JSONValue] = [:],
         signer: SigningKey? = nil
     ) throws -> Envelope {
         let now = Date()
-        let app = PM2App(
-            name: "\(service)-app",
-            script: "server.js",
-            options: [
-                // Port 0: each instance sets PORT in its own env file, and the health URL names it.
-                "env": .object(port == 0 ? [:] : ["PORT": .string("\(port)")]),
-                "max_restarts": .integer(2),
-                "min_uptime": .integer(1000),
-                "kill_timeout": .integer(2000),
-            ]
-        )
+        var options: [String: JSONValue] = [
+            // Port 0: each instance sets PORT in its own env file, and the health URL names it.
+            "env": .object(port == 0 ? [:] : ["PORT": .string("\(port)")]),
+            "max_restarts": .integer(2),
+            "min_uptime": .integer(1000),
+            "kill_timeout": .integer(2000),
+        ]
+        options.merge(appOptions) { _, new in new }
+        let app = PM2App(name: "\(service)-app", script: "server.js", options: options)
         let release = Release(
             service: service,
             serial: serial,
@@ -145,11 +161,12 @@ final class FleetFixture {
         crash: Bool = false,
         padding: Int = 0,
         service: String = "web",
+        appOptions: [String: JSONValue] = [:],
         query: String = ""
     ) async throws -> Envelope {
         let archive = try makeArtifact(version: version, crash: crash, padding: padding)
         let artifact = try await controller.upload(archive, token: operatorToken)
-        let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service)
+        let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service, appOptions: appOptions)
         let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
         guard status == 201 || status == 200 else { throw HarnessError("publish \(version) refused: \(status) \(body)") }
         return envelope
@@ -161,7 +178,7 @@ final class FleetFixture {
         services: [String] = ["web"],
         reportSeconds: Int = 2,
         longPollSeconds: Int = 10,
-        pm2: String? = nil,
+        backend: Backend = .builtin,
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false,
         controllerURL: String? = nil
@@ -169,7 +186,7 @@ final class FleetFixture {
         let result = try runEnroll(
             name: name,
             services: services,
-            pm2: pm2,
+            backend: backend,
             instanceEnv: instanceEnv,
             tokenOnStandardInput: tokenOnStandardInput,
             caFile: certificates?.caFile,
@@ -186,16 +203,17 @@ final class FleetFixture {
     }
 
     /// Runs the real `ferry-agent enroll` (trusting `caFile` for the controller's certificate) and returns its result,
-    /// whatever it is.
+    /// whatever it is. The agent's process-manager controls are recorded for tear-down either way.
     func runEnroll(
         name: String,
         services: [String] = ["web"],
-        pm2: String? = nil,
+        backend: Backend = .builtin,
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false,
         caFile: String?,
         controllerURL: String? = nil
     ) throws -> CommandResult {
+        let pm2 = try backend.pm2Binary()
         let agentRoot = root.appendingPathComponent(name)
         if !instanceEnv.isEmpty {
             let envDir = agentRoot.appendingPathComponent("env")
@@ -215,16 +233,19 @@ final class FleetFixture {
             "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
             "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
         ]
+        var pm2Home: String?
         if let pm2 {
             let home = agentRoot.appendingPathComponent("pm2-home").path
             arguments += ["--process-manager", "pm2", "--pm2", pm2, "--pm2-home", home]
             pm2Homes.append((pm2, home))
+            pm2Home = home
         } else {
             arguments += ["--process-manager", "builtin"]
         }
         for service in services { arguments += ["--service", service] }
         if let caFile { arguments += ["--ca-file", caFile] }
         supervisorHomes.append("\(state)/supervisor")
+        controls[name] = BackendControl(backend: backend, pm2: pm2, pm2Home: pm2Home, supervisorHome: "\(state)/supervisor", home: root.path)
         return try Command.run(
             TestPaths.executable("ferry-agent"),
             arguments,
@@ -247,6 +268,19 @@ final class FleetFixture {
         return agent
     }
 
+    /// Starts a process the agent does not own (a bystander), ended by PID at tear-down.
+    func startStray(_ executable: String, _ arguments: [String], label: String) throws -> ChildProcess {
+        let stray = try ChildProcess(
+            executable,
+            arguments,
+            environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
+            logDirectory: root.appendingPathComponent("logs"),
+            label: label
+        )
+        strays.append(stray)
+        return stray
+    }
+
     /// `GET http://127.0.0.1:port/` of the app, or `nil` when nothing answers.
     func appAnswer(port: Int) async -> String? {
         let client = HTTPClient()
@@ -266,11 +300,20 @@ final class FleetFixture {
     /// Stops every agent, every supervisor daemon and the controller, then removes the directory.
     func tearDown() async {
         for agent in agents { await agent.terminate() }
+        for stray in strays { await stray.terminate() }
         for home in supervisorHomes {
             _ = try? Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", home])
         }
+        // pm2 through the agent's runner, as BackendControl does (see there why not Foundation's Process).
         for (binary, home) in pm2Homes {
-            _ = try? Command.run(binary, ["kill"], environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path])
+            let kill = PM2Command(
+                executable: binary,
+                arguments: ["kill"],
+                environment: ["PM2_HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root.path],
+                workingDirectory: "/",
+                timeout: .seconds(60)
+            )
+            _ = try? await PM2CommandRunner().run(kill)
         }
         await controller.stop()
         if ProcessInfo.processInfo.environment["FERRY_KEEP_TEST_DIRS"] == nil {

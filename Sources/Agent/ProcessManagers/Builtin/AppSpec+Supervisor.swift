@@ -16,16 +16,13 @@ extension AppSpec {
     /// env entries `execve` can carry. Throws `.invalidApp` naming the field.
     func validateForSupervisor() throws(SupervisorFailure) {
         func invalid(_ message: String) -> SupervisorFailure { SupervisorFailure(.invalidApp, "app \(name.debugDescription.prefix(80)): \(message)") }
-        guard (1...100).contains(name.utf8.count),
-            name.utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }),
-            name.utf8.first?.isASCIIAlphanumeric == true
-        else {
-            throw invalid("name must be 1-100 characters of A-Z a-z 0-9 . _ - and start with a letter or digit")
+        if let problem = PM2App.nameProblem(name) { throw invalid("name \(problem)") }
+        guard cwd.hasPrefix("/"), cwd.utf8.count <= 4096, !cwd.utf8.contains(0) else {
+            throw invalid("cwd must be an absolute path without NUL bytes, got \(cwd.debugDescription.prefix(200))")
         }
-        for (field, path) in [("script", script), ("cwd", cwd)] {
-            guard path.hasPrefix("/"), path.utf8.count <= 4096, !path.utf8.contains(0) else {
-                throw invalid("\(field) must be an absolute path without NUL bytes, got \(path.debugDescription.prefix(200))")
-            }
+        // A script is an absolute path, or a program name looked up on the app's PATH (PM2's `which`).
+        guard !script.isEmpty, script.hasPrefix("/") || !script.contains("/"), script.utf8.count <= 4096, !script.utf8.contains(0) else {
+            throw invalid("script must be an absolute path or a program name without NUL bytes, got \(script.debugDescription.prefix(200))")
         }
         if let interpreter {
             guard !interpreter.isEmpty, interpreter.utf8.count <= 4096, !interpreter.utf8.contains(0) else {
@@ -80,12 +77,14 @@ extension AppSpec {
     }
 
     /// The program to execute and its `argv`: the script itself, or the interpreter (resolved on the app's
-    /// `PATH`) with the interpreter args, the script and the args.
+    /// `PATH`) with the interpreter args, the script and the args. A script named without a path is a program found
+    /// on the app's `PATH`, as PM2 finds it.
     func command(instance index: Int) throws(SupervisorError) -> (executable: String, arguments: [String]) {
-        guard let interpreter = effectiveInterpreter else { return (script, [script] + args) }
         let searchPath = environment(instance: index)["PATH"] ?? Self.defaultSearchPath
+        let scriptPath = script.hasPrefix("/") ? script : try Self.resolve(script, searchPath: searchPath, relativeTo: cwd)
+        guard let interpreter = effectiveInterpreter else { return (scriptPath, [scriptPath] + args) }
         let executable = try Self.resolve(interpreter, searchPath: searchPath, relativeTo: cwd)
-        return (executable, [interpreter] + interpreterArgs + [script] + args)
+        return (executable, [interpreter] + interpreterArgs + [scriptPath] + args)
     }
 
     /// Finds `program` the way a shell would: a name with a `/` is a path (relative ones against `directory`),

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Shared
 
 /// The builtin supervisor's app table and the lifecycle of every process in it. It lives in the daemon
 /// (`ferry-agent supervisor`); `SupervisorServer` feeds it requests.
@@ -722,8 +723,15 @@ actor Supervisor {
     /// Refuses specs whose script is missing (like PM2's "Script not found") or whose interpreter is not on PATH.
     private func checkLaunchable(_ spec: AppSpec) throws(SupervisorFailure) {
         var info = stat()
-        guard stat(spec.script, &info) == 0 else {
-            throw SupervisorFailure(.scriptNotFound, "script not found: \(spec.script) (\(SupervisorError.text(errno)))")
+        if spec.script.hasPrefix("/") {
+            guard stat(spec.script, &info) == 0 else {
+                throw SupervisorFailure(.scriptNotFound, "script not found: \(spec.script) (\(SupervisorError.text(errno)))")
+            }
+        } else {
+            let searchPath = spec.environment(instance: 0)["PATH"] ?? AppSpec.defaultSearchPath
+            guard (try? AppSpec.resolve(spec.script, searchPath: searchPath, relativeTo: spec.cwd)) != nil else {
+                throw SupervisorFailure(.scriptNotFound, "script not found: no program \(spec.script) on PATH \(searchPath)")
+            }
         }
         do {
             _ = try spec.command(instance: 0)
@@ -756,7 +764,7 @@ actor Supervisor {
 
     private func logPath(_ name: String, _ pmId: Int, _ stream: LogStream) -> String {
         let index = instance(name, pmId)?.index ?? 0
-        return "\(configuration.logsDirectory)/\(name)-\(index)-\(stream.rawValue).log"
+        return "\(configuration.logsDirectory)/\(PM2App.fileSafeName(name))-\(index)-\(stream.rawValue).log"
     }
 
     private func instance(_ name: String, _ pmId: Int) -> SupervisedInstance? {

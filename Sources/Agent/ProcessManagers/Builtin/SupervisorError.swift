@@ -46,7 +46,7 @@ enum SupervisorError: Error, Sendable, CustomStringConvertible {
         case .spawnFailed(let executable, let arguments, let workingDirectory, let errno):
             "cannot start \(executable) (argv \(arguments)\(workingDirectory.map { ", cwd \($0)" } ?? "")): \(Self.text(errno))"
         case .interpreterNotFound(let interpreter, let searchPath):
-            "interpreter \(interpreter) not found on PATH \(searchPath)"
+            "\(interpreter) not found on PATH \(searchPath) (the app's interpreter, or its script named as a program)"
         case .missingLibcFunction(let name):
             "this C library lacks \(name) (glibc 2.29 or later is required by the builtin supervisor)"
         case .detachFailed(let executable, let arguments, let status):

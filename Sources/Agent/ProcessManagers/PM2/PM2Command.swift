@@ -20,17 +20,23 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
         /// `pm2 save`: writes `$PM2_HOME/dump.pm2`, which `pm2 resurrect` (and `pm2 startup`'s unit) restores at boot.
         case save
 
-        /// The arguments after the pm2 binary.
+        /// The arguments after the pm2 binary. `--only` selects the app in the service's file; a name `--only` cannot
+        /// carry (see `canSelect`) is started from a file that holds that app alone, so no `--only` is needed.
         var arguments: [String] {
             switch self {
             case .list: ["jlist"]
-            case .start(let app, let ecosystem): ["start", ecosystem, "--only", app]
-            case .reload(let app, let ecosystem): ["reload", ecosystem, "--only", app, "--update-env"]
+            case .start(let app, let ecosystem): ["start", ecosystem] + Self.only(app)
+            case .reload(let app, let ecosystem): ["reload", ecosystem] + Self.only(app) + ["--update-env"]
             case .delete(let app): ["delete", app]
             case .restart(let app): ["restart", app]
             case .save: ["save"]
             }
         }
+
+        /// Whether `pm2 … --only <name>` selects exactly the app `name`: PM2 splits the value on commas and spaces.
+        static func canSelect(_ name: String) -> Bool { !name.contains(",") && !name.contains(" ") }
+
+        private static func only(_ app: String) -> [String] { canSelect(app) ? ["--only", app] : [] }
 
         /// The app this operation targets, if any.
         var app: String? {

@@ -6,6 +6,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     case homeUnknown
     /// The ecosystem file path given to start/reload is not absolute (PM2 would resolve it against its cwd).
     case ecosystemNotAbsolute(String)
+    /// The single-app ecosystem file for an app `--only` cannot select could not be written.
+    case ecosystemNotWritten(path: String, reason: String)
     /// pm2 could not be launched at all.
     case launchFailed(command: String, reason: String)
     /// pm2 did not finish within the timeout; its whole process group was killed.
@@ -35,6 +37,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
             "cannot tell the agent user's home directory (HOME is unset and there is no passwd entry); set pm2.home"
         case .ecosystemNotAbsolute(let path):
             "ecosystem file path \"\(path)\" is not absolute (pm2 would resolve it against its own working directory)"
+        case .ecosystemNotWritten(let path, let reason):
+            "cannot write the ecosystem file \(path): \(reason)"
         case .launchFailed(let command, let reason):
             "could not run `\(command)`: \(reason)"
         case .unresponsive(let command, let timeout):

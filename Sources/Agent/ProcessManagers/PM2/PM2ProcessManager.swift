@@ -1,4 +1,6 @@
+import Glibc
 import Logging
+import Shared
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -102,13 +104,31 @@ struct PM2ProcessManager: ProcessManager {
     func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
         _ = try await tableCheckedForClash(app.name)
-        try await execute(.start(app: app.name, ecosystem: ecosystem))
+        try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)))
     }
 
     func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
         _ = try await tableCheckedForClash(app.name)
-        try await execute(.reload(app: app.name, ecosystem: ecosystem))
+        try await execute(.reload(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)))
+    }
+
+    /// The file pm2 reads `app` from: the service's ecosystem file when `--only` can select the app by name, else a
+    /// file holding only that app (`<dir>/apps/<file-safe name>.json`, mode 0600: it holds the app's env), written
+    /// from the same spec in the same form.
+    func file(for app: AppSpec, ecosystem: String) throws(PM2Error) -> String {
+        guard !PM2Command.Operation.canSelect(app.name) else { return ecosystem }
+        let directory = String(ecosystem[..<(ecosystem.lastIndex(of: "/") ?? ecosystem.endIndex)]) + "/apps"
+        let path = "\(directory)/\(PM2App.fileSafeName(app.name)).json"
+        if mkdir(directory, 0o700) != 0, errno != EEXIST {
+            throw .ecosystemNotWritten(path: path, reason: "mkdir \(directory): \(String(cString: strerror(errno)))")
+        }
+        do {
+            try AtomicFile.write(EcosystemFile.render(apps: [app], namespace: configuration.namespace), to: path, mode: 0o600)
+        } catch {
+            throw .ecosystemNotWritten(path: path, reason: "\(error)")
+        }
+        return path
     }
 
     /// Deletes the app if Ferry's namespace has it; does nothing when it is already gone (PM2 would otherwise fall

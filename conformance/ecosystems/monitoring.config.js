@@ -1,0 +1,33 @@
+// PM2's monitoring and lifecycle switches: passed through as PM2 reads them.
+module.exports = {
+  apps: [
+    {
+      name: 'switches',
+      script: 'server.js',
+      vizion: false,
+      pmx: false,
+      automation: true,
+      treekill: false,
+      trace: false,
+      disable_trace: true,
+      v8: false,
+      event_loop_inspector: false,
+      deep_monitoring: false,
+      windowsHide: true,
+      kill_retry_time: 200,
+      write: false,
+      io: { conf: { sampling: 0.1 } },
+      post_update: ['npm install'],
+      force: true,
+      autostart: true,
+      disable_source_map_support: true,
+      disable_logs: false,
+      log_type: 'json',
+      filter_env: ['SECRET_'],
+      port: 4200,
+      cron_restart: '0 4 * * *',
+      execute_command: false,
+      env: { REGION: 'eu' },
+    },
+  ],
+};
