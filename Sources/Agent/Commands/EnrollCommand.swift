@@ -40,6 +40,11 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("PM2_HOME of the pm2 daemon Ferry drives.", valueName: "DIR")) var pm2Home: String?
     @Option(name: .long, help: ArgumentHelp("CA bundle (PEM) for the controller's TLS certificate.", valueName: "FILE")) var caFile: String?
     @Flag(name: .long, help: "Overwrite an existing configuration.") var force = false
+    @Flag(
+        name: .long,
+        help: "Replace the controller's agent of the same name: keeps its id, its old token stops working (needs an operator token)."
+    )
+    var replace = false
 
     func validate() throws {
         guard (token == nil) != (tokenFile == nil) else { throw ValidationError("give exactly one of --token and --token-file") }
@@ -82,7 +87,7 @@ struct EnrollCommand: AsyncParsableCommand {
         let response = try await ControllerClient.enroll(
             baseURL: controller,
             enrollToken: enrollToken,
-            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service),
+            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace),
             http: HTTPClient(configuration: httpConfiguration)
         )
 

@@ -44,6 +44,13 @@ struct ControllerClient: Sendable {
         return try Self.decode(data, status: status, request: request, expecting: [200])
     }
 
+    /// `DELETE path`; the JSON answer.
+    func deleteJSON(_ path: String) async throws(ClientError) -> JSONValue {
+        let request = try request("DELETE", path)
+        let (data, status) = try await perform(request)
+        return try Self.decode(data, status: status, request: request, expecting: [200])
+    }
+
     /// `POST path` with a JSON body; the JSON answer.
     func postJSON(_ path: String, body: Data, expecting: Set<Int> = [200, 201]) async throws(ClientError) -> JSONValue {
         var request = try request("POST", path)

@@ -10,12 +10,20 @@ final class ServerProcess {
     private(set) var baseURL = ""
 
     /// Starts the server and waits (with a deadline) for its "listening on" line.
-    init(arguments: [String], logDirectory: URL) throws {
+    /// - Parameter umask: the server's umask (octal, like `022`), set by `/bin/sh` before it `exec`s the server, so the
+    ///   PID is still the server's; default: the test process's.
+    init(arguments: [String], logDirectory: URL, umask: String? = nil) throws {
         outputFile = logDirectory.appendingPathComponent("serve-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let output = try FileHandle(forWritingTo: outputFile)
-        process.executableURL = URL(fileURLWithPath: TestPaths.executable("ferry-controller"))
-        process.arguments = ["serve", "--listen", "127.0.0.1:0"] + arguments
+        let serve = ["serve", "--listen", "127.0.0.1:0"] + arguments
+        if let umask {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "umask \(umask) && exec \"$0\" \"$@\"", TestPaths.executable("ferry-controller")] + serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: TestPaths.executable("ferry-controller"))
+            process.arguments = serve
+        }
         process.standardOutput = output
         process.standardError = output
         try process.run()
