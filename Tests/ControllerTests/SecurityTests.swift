@@ -14,6 +14,11 @@ enum Presented: Sendable, CustomStringConvertible {
     case bearer(SecurityWorld.Key)
     case basic(SecurityWorld.Key)
 
+    var isNothing: Bool {
+        if case .nothing = self { return true }
+        return false
+    }
+
     var description: String {
         switch self {
         case .nothing: "no token"
@@ -713,7 +718,9 @@ enum DatabaseSnapshot {
                 var answered = 0
                 for path in paths {
                     for method in ["GET", "HEAD"] {
-                        for credential in credentials {
+                        // (URLSession on Linux never returns from a Basic challenge without credentials: the dashboard's
+                        // 401 is checked in-process by RouteTests.)
+                        for credential in credentials where !(path == "/" && credential.isNothing) {
                             let response = try await world.send(method, path, credential)
                             if response.status == 200 { answered += 1 }
                         }

@@ -13,9 +13,10 @@ struct AgentRoutes: Sendable {
         operators: RouterGroup<FerryRequestContext>
     ) {
         enrollment.post("/v1/agents") { request, context in try await enroll(request, context: context) }
-        operators.delete("/v1/agents/:name") { _, context in try await remove(context: context) }
-        agents.get("/v1/agents/:id/desired-state") { request, context in try await desiredState(request, context: context) }
-        agents.post("/v1/agents/:id/status") { request, context in try await status(request, context: context) }
+        // One parameter name at this position for the router: the agent's id on its own routes, its name on DELETE.
+        operators.delete("/v1/agents/:agent") { _, context in try await remove(context: context) }
+        agents.get("/v1/agents/:agent/desired-state") { request, context in try await desiredState(request, context: context) }
+        agents.post("/v1/agents/:agent/status") { request, context in try await status(request, context: context) }
     }
 
     /// Enrolls a new agent. An enrollment token only ever creates agents, for services in its scope, while it is
@@ -117,7 +118,7 @@ struct AgentRoutes: Sendable {
     /// Removes an agent: its token stops working at once; its status goes, the events keep their history.
     private func remove(context: FerryRequestContext) async throws -> Response {
         let principal = try context.authenticated()
-        let raw = context.parameters.get("name") ?? ""
+        let raw = context.parameters.get("agent") ?? ""
         guard let name = raw.removingPercentEncoding, !name.isEmpty, name.utf8.count <= 128 else {
             throw APIError.badRequest("invalid_agent_name", "an agent name is 1 to 128 characters (percent-encoded in the path)")
         }
@@ -146,7 +147,7 @@ struct AgentRoutes: Sendable {
     /// The agent id in the path, which must be the caller's own.
     private func ownAgentID(context: FerryRequestContext) throws -> String {
         let principal = try context.authenticated()
-        let id = context.parameters.get("id") ?? ""
+        let id = context.parameters.get("agent") ?? ""
         guard principal.agentID == id else {
             throw APIError.forbidden("this token belongs to agent \(principal.agentID ?? "?"); it cannot act for agent \(id.prefix(80))")
         }
