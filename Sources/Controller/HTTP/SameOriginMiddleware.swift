@@ -52,7 +52,7 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
     /// `host` and `port` with a default port (80, 443) dropped, or `nil` when malformed.
     private static func normalized(_ authority: Substring) -> String? {
         var hostPart = authority
-        var port: Substring = ""
+        var port: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { return nil }
             hostPart = authority[...close]
@@ -66,10 +66,11 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
             port = authority[authority.index(after: colon)...]
         }
         guard !hostPart.isEmpty else { return nil }
-        if !port.isEmpty {
-            guard port.utf8.count <= 5, port.allSatisfy(\.isASCII), let number = Int(port), (1...65535).contains(number) else { return nil }
-            if number == 80 || number == 443 { port = "" }
-        }
-        return port.isEmpty ? String(hostPart) : "\(hostPart):\(port)"
+        guard let port else { return String(hostPart) }
+        // Digits only (no sign, no empty port), in range.
+        guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let number = Int(port),
+            (1...65535).contains(number)
+        else { return nil }
+        return number == 80 || number == 443 ? String(hostPart) : "\(hostPart):\(number)"
     }
 }
