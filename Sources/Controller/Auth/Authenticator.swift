@@ -91,7 +91,12 @@ final class Authenticator: Sendable {
         let digest = Token.digest(token)
         // Taken before the database read: a revocation committed after this point changes the file, so whatever is
         // read below is never served from the cache once the revocation is visible.
-        let stamp = revocations.stamp()
+        var stamp = revocations.stamp()
+        if stamp == nil {
+            // Deleted under a running server: a new file is a new inode, so nothing cached before can match it.
+            try? revocations.prepare()
+            stamp = revocations.stamp()
+        }
         // The cache is keyed by a prefix of the digest and the full digests compared in constant time, so the lookup's
         // timing says nothing about a stored token. (The database lookup is by full digest: its timing can only leak a
         // digest prefix, which does not help find a 192-bit token.)
