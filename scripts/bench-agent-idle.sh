@@ -92,7 +92,7 @@ PIDS+=($!)
 wait_for 30 "the controller to listen" grep -q "listening on http://" "$WORK/controller.log"
 URL=$(sed -n 's/^ferry-controller listening on \(http:[^ ]*\)$/\1/p' "$WORK/controller.log" | head -1)
 OPERATOR=$("$BIN/ferry-controller" token create --data-dir "$WORK/controller" --role operator --name bench)
-ENROLL=$("$BIN/ferry-controller" token create --data-dir "$WORK/controller" --role enroll)
+ENROLL=$("$BIN/ferry-controller" token create --data-dir "$WORK/controller" --role enroll --service idle --max-uses 1)
 echo "   $URL"
 
 # --- One small release: an idle node app --------------------------------------------------------------------------

@@ -44,7 +44,7 @@ json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[
 # --- Controller with one agent and one release -------------------------------------------------------------------
 "$BIN" keygen --out "$WORK/operator" >/dev/null
 OPERATOR_TOKEN=$("$BIN" token create --data-dir "$WORK/data" --role operator --name bench)
-ENROLL_TOKEN=$("$BIN" token create --data-dir "$WORK/data" --role enroll --name bench)
+ENROLL_TOKEN=$("$BIN" token create --data-dir "$WORK/data" --role enroll --name bench --service api --max-uses 1)
 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --trusted-key "$WORK/operator.pub" --log-level warning \
     >"$WORK/controller.out" 2>"$WORK/controller.err" &
 CONTROLLER_PID=$!

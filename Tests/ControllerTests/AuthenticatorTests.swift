@@ -1,4 +1,6 @@
 import Foundation
+import SQLKit
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -23,5 +25,112 @@ import Testing
         #expect(Authenticator.token(fromAuthorization: "Basic !!!") == nil)
         #expect(Authenticator.token(fromAuthorization: "Digest x") == nil)
         #expect(Authenticator.token(fromAuthorization: "Bearer") == nil)
+    }
+}
+
+/// The principal cache against a real SQLite file: never a revoked, removed or expired token, and last use written at
+/// most once per interval.
+@Suite struct AuthenticatorCacheTests {
+    struct World {
+        let store: SQLiteControllerStore
+        let revocations: TokenRevocations
+        let clock: TestClock
+        let authenticator: Authenticator
+    }
+
+    static func with(_ body: (World) async throws -> Void) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-auth") { directory in
+            let store = try await StoreTests.open(directory)
+            let revocations = TokenRevocations(dataDirectory: directory.path)
+            try revocations.prepare()
+            let clock = TestClock()
+            let world = World(
+                store: store,
+                revocations: revocations,
+                clock: clock,
+                authenticator: Authenticator(store: store, revocations: revocations, now: { clock.now })
+            )
+            do {
+                try await body(world)
+            } catch {
+                try? await store.close()
+                throw error
+            }
+            try await store.close()
+        }
+    }
+
+    static func code(_ body: () async throws -> Principal) async -> String? {
+        do {
+            _ = try await body()
+            return nil
+        } catch let error as APIError {
+            return error.code
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func aCachedTokenIsDroppedOnRevocationByAnotherProcessAndOnExpiry() async throws {
+        try await Self.with { world in
+            let token = Token.generate()
+            let record = try await world.store.createToken(
+                hash: Token.digest(token),
+                name: "dash",
+                role: .viewer,
+                expiresAt: world.clock.now.addingTimeInterval(60),
+                at: world.clock.now
+            )
+            let principal = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+            #expect(principal.tokenID == record.id && principal.role == .viewer)
+            // Another process deletes the row behind the server's back without signalling: the cached principal is
+            // still served (this is the cache the poll path relies on) ...
+            let other = try await SQLiteControllerStore.open(.init(path: world.store.path), logger: ControllerFixture.logger)
+            _ = try await other.transaction { db in try await db.raw("DELETE FROM tokens WHERE id = \(bind: record.id)").run() }
+            #expect(try await world.authenticator.principal(forToken: token[...], challenge: .bearer) == principal)
+            // ... but never past its expiry, checked at every use ...
+            world.clock.advance(by: 61)
+            #expect(await Self.code { try await world.authenticator.principal(forToken: token[...], challenge: .bearer) } == "token_expired")
+            world.clock.advance(by: -61)
+            // ... and never once a revocation was signalled, as `token revoke` does after its commit.
+            try world.revocations.bump()
+            #expect(await Self.code { try await world.authenticator.principal(forToken: token[...], challenge: .bearer) } == "unauthorized")
+            try await other.close()
+        }
+    }
+
+    @Test func aRevokedTokenIsRefusedAndNotCached() async throws {
+        try await Self.with { world in
+            let token = Token.generate()
+            let record = try await world.store.createToken(hash: Token.digest(token), name: "ci", role: .operator, at: world.clock.now)
+            _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+            _ = try await world.store.revokeToken(id: record.id, at: world.clock.now)
+            try world.revocations.bump()
+            for _ in 0..<2 {
+                #expect(await Self.code { try await world.authenticator.principal(forToken: token[...], challenge: .bearer) } == "token_revoked")
+            }
+        }
+    }
+
+    @Test func lastUseIsWrittenAtMostOncePerInterval() async throws {
+        try await Self.with { world in
+            let token = Token.generate()
+            let record = try await world.store.createToken(hash: Token.digest(token), name: "ci", role: .operator, at: world.clock.now)
+            func lastUsed() async throws -> Date? { try await world.store.tokens().first { $0.id == record.id }?.lastUsedAt }
+            let first = world.clock.now
+            for _ in 0..<50 { _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer) }
+            // Nothing is written on the request path.
+            #expect(try await lastUsed() == nil)
+            try await world.authenticator.flushUsage()
+            #expect(try await lastUsed().map(StoredTime.milliseconds) == StoredTime.milliseconds(first))
+            world.clock.advance(by: 30)
+            _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+            try await world.authenticator.flushUsage()
+            #expect(try await lastUsed().map(StoredTime.milliseconds) == StoredTime.milliseconds(first))
+            world.clock.advance(by: 31)
+            _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+            try await world.authenticator.flushUsage()
+            #expect(try await lastUsed().map(StoredTime.milliseconds) == StoredTime.milliseconds(world.clock.now))
+        }
     }
 }

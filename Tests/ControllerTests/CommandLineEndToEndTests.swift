@@ -14,11 +14,13 @@ import Testing
         var errors: String
     }
 
-    static func cli(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> Run {
+    /// Runs the built `ferry-controller` (or `executable`, which gets `arguments` as they are) without the test
+    /// process's FERRY_ variables.
+    static func cli(_ arguments: [String], environment extra: [String: String] = [:], executable: String? = nil) async throws -> Run {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FERRY_") }
         environment.merge(extra) { _, new in new }
         let result = try await ChildProcess.run(
-            TestPaths.executable("ferry-controller"),
+            executable ?? TestPaths.executable("ferry-controller"),
             arguments: arguments,
             environment: environment,
             timeout: .seconds(120),
@@ -53,7 +55,8 @@ import Testing
             let keygen = try await Self.cli(["keygen", "--out", keyPrefix])
             #expect(keygen.status == 0, "\(keygen.errors)")
             func token(_ role: String) async throws -> String {
-                let run = try await Self.cli(["token", "create", "--data-dir", data, "--role", role, "--name", "ci-\(role)"])
+                let scope = role == "enroll" ? ["--any-service"] : []
+                let run = try await Self.cli(["token", "create", "--data-dir", data, "--role", role, "--name", "ci-\(role)"] + scope)
                 #expect(run.status == 0, "\(run.errors)")
                 let text = run.output.trimmingCharacters(in: .whitespacesAndNewlines)
                 #expect(Token.isWellFormed(text))

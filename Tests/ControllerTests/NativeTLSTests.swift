@@ -24,9 +24,10 @@ import Testing
             let keygen = try await CommandLineEndToEndTests.cli(["keygen", "--out", keyPrefix])
             guard keygen.status == 0 else { throw FixtureError("keygen: \(keygen.errors)") }
             func token(_ role: String) async throws -> String {
-                let run = try await CommandLineEndToEndTests.cli([
-                    "token", "create", "--data-dir", directory.appendingPathComponent("data").path, "--role", role,
-                ])
+                let run = try await CommandLineEndToEndTests.cli(
+                    ["token", "create", "--data-dir", directory.appendingPathComponent("data").path, "--role", role]
+                        + (role == "enroll" ? ["--any-service"] : [])
+                )
                 guard run.status == 0 else { throw FixtureError("token create: \(run.errors)") }
                 return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
             }

@@ -57,7 +57,8 @@ final class RolloutHarness: Sendable {
             var tokens: [String] = []
             for role in [TokenRole.operator, .enroll, .viewer] {
                 let token = Token.generate()
-                try await store.createToken(hash: Token.digest(token), name: "test-\(role.rawValue)", role: role, at: Date())
+                let scope: ServiceScope? = role == .enroll ? .anyService : nil
+                try await store.createToken(hash: Token.digest(token), name: "test-\(role.rawValue)", role: role, scope: scope, at: Date())
                 tokens.append(token)
             }
             return try RolloutHarness(directory: directory, key: key, configuration: configuration, tokens: tokens, store: store)

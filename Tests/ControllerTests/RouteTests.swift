@@ -59,6 +59,9 @@ import Testing
 
                 let (agentID, agentToken) = try await fixture.enroll(client, name: "web-1")
                 _ = agentID
+                // An agent token fetches only artifacts of its services' releases.
+                let reference = ArtifactReference(url: "/v1/artifacts/\(digest.hex)", sha256: digest, size: Int64(bytes.count))
+                #expect(try await fixture.publish(client, Fixture.release(serial: 1, artifact: reference)).status == .created)
                 let url = "/v1/artifacts/\(digest.hex)"
                 let whole = try await client.execute(uri: url, method: .get, headers: Fixture.bearer(agentToken))
                 #expect(whole.status == .ok)
@@ -226,13 +229,14 @@ import Testing
         }
     }
 
+    /// Re-enrolling an existing name is an operator's `--replace` (an enroll token gets 409: SecurityTests).
     @Test func reEnrollingKeepsTheIdAndRotatesTheToken() async throws {
         try await Fixture.with { fixture in
             try await fixture.withRouter { client in
                 let first = try await fixture.enroll(client, name: "web-1", services: ["api"])
                 let ok = try await client.execute(uri: "/v1/agents/\(first.id)/desired-state", method: .get, headers: Fixture.bearer(first.token))
                 #expect(ok.status == .ok)
-                let second = try await fixture.enroll(client, name: "web-1", services: ["api", "worker"])
+                let second = try await fixture.enroll(client, name: "web-1", services: ["api", "worker"], replacingWith: fixture.operatorToken)
                 #expect(second.id == first.id)
                 let old = try await client.execute(uri: "/v1/agents/\(first.id)/desired-state", method: .get, headers: Fixture.bearer(first.token))
                 #expect(old.status == .unauthorized)

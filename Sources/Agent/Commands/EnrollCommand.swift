@@ -48,6 +48,11 @@ struct EnrollCommand: AsyncParsableCommand {
         help: "Allow a plain http:// controller URL whose host is not loopback (the token and releases travel unencrypted)."
     )
     var allowInsecureHttp = false
+    @Flag(
+        name: .long,
+        help: "Replace the controller's agent of the same name: keeps its id, its old token stops working (needs an operator token)."
+    )
+    var replace = false
 
     func validate() throws {
         guard (token == nil) != (tokenFile == nil) else { throw ValidationError("give exactly one of --token and --token-file") }
@@ -95,7 +100,7 @@ struct EnrollCommand: AsyncParsableCommand {
         let response = try await ControllerClient.enroll(
             baseURL: controller,
             enrollToken: enrollToken,
-            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service),
+            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace),
             http: HTTPClient(configuration: httpConfiguration)
         )
 

@@ -8,7 +8,7 @@ import Shared
 
 /// The controller server: the Hummingbird application plus the services that must start and stop around it.
 struct ControllerApplication: Sendable {
-    typealias HTTPApplication = Application<RouterResponder<BasicRequestContext>>
+    typealias HTTPApplication = Application<RouterResponder<FerryRequestContext>>
 
     /// The HTTP application (run it through `serviceGroup`; tests may also `application.test(.router)`).
     let application: HTTPApplication
@@ -19,8 +19,8 @@ struct ControllerApplication: Sendable {
     /// Every open client connection (the connection cap).
     let connections: ConnectionRegistry
 
-    /// All long-running parts, in start order: the store (closed last), the rollout timer, the HTTP server, the
-    /// long-poll hub.
+    /// All long-running parts, in start order: the store (closed last), the rollout timer, the token-use recorder,
+    /// the HTTP server, the long-poll hub.
     ///
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
     /// first, then the server stops accepting and lets in-flight requests finish, then the rollout timer stops, then
@@ -33,7 +33,10 @@ struct ControllerApplication: Sendable {
             StoreService(store: core.store, logger: core.logger), RolloutTicker(coordinator: core.rollouts, logger: core.logger),
         ]
         if let reloading { services.append(reloading) }
-        services += [application, LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger)]
+        services += [
+            TokenUsageRecorder(authenticator: core.authenticator, logger: core.logger), application,
+            LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger),
+        ]
         return ServiceGroup(
             configuration: .init(
                 services: services,
@@ -51,8 +54,9 @@ struct ControllerApplication: Sendable {
 ///   - selector: which release each agent receives; default `RolloutReleaseSelector` (staged rollouts).
 ///   - now: the wall clock.
 ///   - onServerRunning: called with the bound port once the server listens (port 0 picks a free one).
-/// - Throws: `ArtifactStoreError` when the artifact directory cannot be created; `TLSFileError` when the TLS certificate
-///   or key cannot be used.
+/// - Throws: `DataDirectoryError`, `ArtifactStoreError` or `TokenRevocationError` when the data directory, the
+///   artifact directory or the revocation signal file cannot be created; `TLSFileError` when the TLS certificate or key
+///   cannot be used.
 func makeApplication(
     configuration: ControllerConfiguration,
     store: any ControllerStore,
@@ -74,11 +78,16 @@ func makeApplication(
         logger: logger,
         now: now
     )
+    try DataDirectory.prepare(configuration.dataDirectory)
+    let artifacts = try ArtifactStore(.init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes))
+    let revocations = TokenRevocations(dataDirectory: configuration.dataDirectory)
+    try revocations.prepare()
     let core = ControllerCore(
         configuration: configuration,
         store: store,
-        artifacts: try ArtifactStore(.init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes)),
-        authenticator: Authenticator(store: store),
+        artifacts: artifacts,
+        authenticator: Authenticator(store: store, revocations: revocations, now: now),
+        revocations: revocations,
         desiredStates: desiredStates,
         rollouts: rollouts,
         metrics: metrics,

@@ -8,6 +8,8 @@ struct ControllerCore: Sendable {
     let store: any ControllerStore
     let artifacts: ArtifactStore
     let authenticator: Authenticator
+    /// The signal to every process serving this data directory that a token stopped working.
+    let revocations: TokenRevocations
     let desiredStates: DesiredStateProvider
     /// Moves staged rollouts along (status reports, the timer, operator actions).
     let rollouts: RolloutCoordinator
@@ -15,6 +17,18 @@ struct ControllerCore: Sendable {
     let logger: Logger
     /// The wall clock (release expiry, last-seen times); injected so tests can move it.
     let now: @Sendable () -> Date
+
+    /// A token stopped working (revoked, its agent removed or replaced), committed to the store: no cache may serve
+    /// it from now on, in this process or in another one on the same data directory.
+    func tokenRevoked() {
+        authenticator.forgetAll()
+        do {
+            try revocations.bump()
+        } catch {
+            // This process forgot it already; only another server on the same data directory could still hold it.
+            logger.error("Signalling a token revocation failed", metadata: ["error.message": "\(error)"])
+        }
+    }
 
     /// Whether `agent` counts as stale at `instant`: no status report for three poll intervals (counted from its
     /// enrolment when it never reported).

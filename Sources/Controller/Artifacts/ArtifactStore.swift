@@ -10,7 +10,8 @@ import Glibc
 /// Content-addressed artifact files: `<directory>/<sha256 hex>`, written once, never modified.
 ///
 /// Uploads stream into `<directory>/tmp/` while being hashed, are fsynced, then renamed into place, so a crash or an
-/// aborted upload never leaves a partial file under a digest name.
+/// aborted upload never leaves a partial file under a digest name; what a killed upload left in `tmp/` is removed at
+/// start. Directories are 0700 and files 0600, whatever the umask.
 struct ArtifactStore: Sendable {
     /// Where artifacts live and how large one may be.
     struct Configuration: Sendable {
@@ -35,15 +36,27 @@ struct ArtifactStore: Sendable {
 
     let configuration: Configuration
 
-    /// Creates the directories.
+    /// Creates the directories (0700), removes the temporary files of uploads a crash or kill interrupted, and makes
+    /// stored artifacts 0600 (older versions left them to the umask).
     init(_ configuration: Configuration) throws(ArtifactStoreError) {
         self.configuration = configuration
         for directory in [configuration.directory, temporaryDirectory] {
             do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try DataDirectory.prepare(directory)
             } catch {
-                throw .io(path: directory, reason: error.localizedDescription)
+                throw .io(path: directory, reason: error.reason)
             }
+        }
+        // Only one server uses a data directory, and it has not started yet: nothing in tmp/ is still being written.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: temporaryDirectory)) ?? [] {
+            let path = "\(temporaryDirectory)/\(name)"
+            guard unlink(path) == 0 || errno == ENOENT else { throw .io(path: path, reason: String(cString: strerror(errno))) }
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: configuration.directory)) ?? [] where SHA256Digest(hex: name) != nil {
+            let path = "\(configuration.directory)/\(name)"
+            var info = stat()
+            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_mode & 0o777 != 0o600 else { continue }
+            guard chmod(path, 0o600) == 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
         }
     }
 
@@ -68,13 +81,15 @@ struct ArtifactStore: Sendable {
     /// - Throws: `ArtifactStoreError.tooLarge` past `maximumBytes`, `.digestMismatch`, `.empty`, `.io`.
     func store<Body: AsyncSequence>(_ body: Body, expected: SHA256Digest?) async throws -> Stored where Body.Element == ByteBuffer {
         let temporary = "\(temporaryDirectory)/upload-\(UUID().uuidString)"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
         var keep = false
         defer {
             close(fd)
             if !keep { unlink(temporary) }
         }
+        // The mode given to open(2) is filtered by the umask; this is exact.
+        guard fchmod(fd, 0o600) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
         let hasher = SHA256Hasher()
         var size: Int64 = 0
         var pending = ByteBuffer()

@@ -2,14 +2,26 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Shared
 import Synchronization
 
-/// Finds the principal behind a request's token and enforces which roles a route allows.
+/// Finds the principal behind a token, with a cache that never serves a revoked, removed or expired token.
 ///
-/// Accepts `Authorization: Bearer <token>` and, so a browser can log in to the dashboard, HTTP Basic with any user
-/// name and the token as password. Found principals are cached by token digest: the desired-state poll of every
-/// agent must not cost a database read.
+/// Found principals are cached by token digest: the desired-state poll of every agent must not cost a database read.
+/// A cached principal is used only while the `TokenRevocations` file is unchanged since it was read (one `stat` per
+/// request), and its expiry is checked at every use. Last-used times are noted in memory, at most once per
+/// `lastUsedInterval` per token, and written by `flushUsage()` off the request path (`TokenUsageRecorder`).
 final class Authenticator: Sendable {
+    /// How the authenticator caches and records use.
+    struct Configuration: Sendable {
+        /// How often at most a token's last-used time is recorded. Default 60 s.
+        var lastUsedInterval: Duration = .seconds(60)
+        /// Bound on cached principals; beyond it the cache starts over (a fleet has far fewer tokens). Default 100 000.
+        var cacheLimit = 100_000
+
+        init() {}
+    }
+
     /// How a 401 asks the client to authenticate.
     enum Challenge: Sendable {
         /// API routes: `WWW-Authenticate: Bearer`.
@@ -25,85 +37,171 @@ final class Authenticator: Sendable {
         }
     }
 
+    /// How the token arrived.
+    enum Scheme: Sendable, Equatable {
+        case bearer
+        case basic
+    }
+
     private struct CacheEntry: Sendable {
         let digest: String
         let principal: Principal
+        /// The revocation file as it was before the principal was read from the database.
+        let stamp: TokenRevocations.Stamp
     }
 
+    private struct Cache: Sendable {
+        var entries: [String: CacheEntry] = [:]
+        var stamp: TokenRevocations.Stamp?
+    }
+
+    private struct Usage: Sendable {
+        /// When each token's use was last noted (pending or written).
+        var noted: [String: Date] = [:]
+        /// Uses not yet written.
+        var pending: [String: Date] = [:]
+    }
+
+    let configuration: Configuration
     private let store: any ControllerStore
-    private let cache = Mutex<[String: CacheEntry]>([:])
-    /// Bound on cached principals; beyond it the cache starts over (a fleet has far fewer tokens).
-    private let cacheLimit = 100_000
+    private let revocations: TokenRevocations
+    private let now: @Sendable () -> Date
+    private let cache = Mutex(Cache())
+    private let usage = Mutex(Usage())
 
-    init(store: any ControllerStore) {
+    init(
+        _ configuration: Configuration = .init(),
+        store: any ControllerStore,
+        revocations: TokenRevocations,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.configuration = configuration
         self.store = store
+        self.revocations = revocations
+        self.now = now
     }
 
-    /// The principal of `request`, which must hold one of `roles`.
-    /// - Throws: `APIError` 401 (no or unknown token) or 403 (a valid token of another role).
-    func require(_ roles: Set<TokenRole>, for request: Request, challenge: Challenge = .bearer) async throws -> Principal {
-        let principal = try await authenticate(request, challenge: challenge)
-        guard roles.contains(principal.role) else {
-            let allowed = TokenRole.allCases.filter(roles.contains).map(\.rawValue).joined(separator: " or ")
-            throw APIError.forbidden("this needs a token with role \(allowed); this token has role \(principal.role.rawValue)")
-        }
-        return principal
-    }
-
-    /// The principal of `request`.
-    /// - Throws: `APIError` 401.
-    func authenticate(_ request: Request, challenge: Challenge = .bearer) async throws -> Principal {
-        guard let header = request.headers[.authorization] else {
-            throw APIError.unauthorized("an Authorization header with a Ferry token is required", challenge: challenge.header)
-        }
-        guard let token = Self.token(fromAuthorization: header) else {
-            throw APIError.unauthorized(
-                "the Authorization header must be \"Bearer <token>\" or HTTP Basic with the token as password",
-                challenge: challenge.header
-            )
-        }
+    /// The principal of `token`.
+    /// - Throws: `APIError` 401: not a Ferry token, unknown (never created, or its agent was removed), revoked,
+    ///   expired.
+    func principal(forToken token: Substring, challenge: Challenge) async throws -> Principal {
         guard Token.isWellFormed(token) else {
             throw APIError.unauthorized("the token is not a Ferry token (fyt_...)", challenge: challenge.header)
         }
         let digest = Token.digest(token)
+        // Taken before the database read: a revocation committed after this point changes the file, so whatever is
+        // read below is never served from the cache once the revocation is visible.
+        var stamp = revocations.stamp()
+        if stamp == nil {
+            // Deleted under a running server: a new file is a new inode, so nothing cached before can match it.
+            try? revocations.prepare()
+            stamp = revocations.stamp()
+        }
         // The cache is keyed by a prefix of the digest and the full digests compared in constant time, so the lookup's
         // timing says nothing about a stored token. (The database lookup is by full digest: its timing can only leak a
         // digest prefix, which does not help find a 192-bit token.)
         let key = String(digest.prefix(16))
-        if let entry = cache.withLock({ $0[key] }), Token.constantTimeEquals(entry.digest, digest) {
+        if let stamp, let entry = cache.withLock({ $0.entries[key] }), entry.stamp == stamp, Token.constantTimeEquals(entry.digest, digest) {
+            try checkExpiry(entry.principal, challenge: challenge)
+            noteUse(of: entry.principal)
             return entry.principal
         }
-        guard let principal = try await store.principal(forTokenHash: digest) else {
-            throw APIError.unauthorized("the token is not known to this controller", challenge: challenge.header)
+        guard let credential = try await store.credential(forTokenHash: digest) else {
+            throw APIError.unauthorized(
+                "the token is not known to this controller (never created here, or its agent was removed)",
+                challenge: challenge.header
+            )
         }
-        cache.withLock { entries in
-            if entries.count >= cacheLimit { entries.removeAll(keepingCapacity: true) }
-            entries[key] = CacheEntry(digest: digest, principal: principal)
+        let principal = credential.principal
+        if let revokedAt = credential.revokedAt {
+            throw APIError(
+                .unauthorized,
+                "token_revoked",
+                "token \(principal.tokenID ?? "") (\(principal.name)) was revoked at \(Timestamp.format(revokedAt)); ask an operator for a new one",
+                headers: [.wwwAuthenticate: challenge.header]
+            )
         }
+        try checkExpiry(principal, challenge: challenge)
+        if let stamp {
+            cache.withLock { cache in
+                if cache.stamp != stamp || cache.entries.count >= configuration.cacheLimit {
+                    cache.entries.removeAll(keepingCapacity: true)
+                    cache.stamp = stamp
+                }
+                cache.entries[key] = CacheEntry(digest: digest, principal: principal, stamp: stamp)
+            }
+        }
+        noteUse(of: principal)
         return principal
     }
 
-    /// Drops cached tokens of an agent (after re-enrolment rotated its token).
-    func forgetAgent(id: String) {
-        cache.withLock { entries in entries = entries.filter { $0.value.principal.agentID != id } }
+    private func checkExpiry(_ principal: Principal, challenge: Challenge) throws {
+        guard let expiresAt = principal.expiresAt, expiresAt <= now() else { return }
+        throw APIError(
+            .unauthorized,
+            "token_expired",
+            "token \(principal.tokenID ?? "") (\(principal.name)) expired at \(Timestamp.format(expiresAt)); ask an operator for a new one",
+            headers: [.wwwAuthenticate: challenge.header]
+        )
     }
 
-    /// The token in a `Bearer` or `Basic` authorization header.
-    static func token(fromAuthorization header: String) -> Substring? {
+    /// Drops every cached principal (after a revocation in this process, in addition to the revocation file).
+    func forgetAll() {
+        cache.withLock { $0 = Cache() }
+    }
+
+    // MARK: Last use
+
+    private func noteUse(of principal: Principal) {
+        guard let id = principal.tokenID else { return }  // agent tokens: the agent's last-seen time says it.
+        let instant = now()
+        let interval = Double(configuration.lastUsedInterval.components.seconds)
+        usage.withLock { usage in
+            if let noted = usage.noted[id], instant.timeIntervalSince(noted) < interval { return }
+            usage.noted[id] = instant
+            usage.pending[id] = instant
+        }
+    }
+
+    /// Writes the noted last-used times (one transaction). On failure they are kept for the next flush.
+    func flushUsage() async throws {
+        let pending = usage.withLock { usage in
+            let pending = usage.pending
+            usage.pending.removeAll()
+            return pending
+        }
+        guard !pending.isEmpty else { return }
+        do {
+            try await store.recordTokenUse(pending)
+        } catch {
+            usage.withLock { usage in usage.pending.merge(pending) { newer, _ in newer } }
+            throw error
+        }
+    }
+
+    // MARK: Headers
+
+    /// The token in a `Bearer` or `Basic` authorization header, and which scheme carried it.
+    static func credentials(fromAuthorization header: String) -> (scheme: Scheme, token: Substring)? {
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2 else { return nil }
         let scheme = parts[0].lowercased()
         let credentials = parts[1].drop(while: { $0 == " " })
         switch scheme {
         case "bearer":
-            return credentials
+            return (.bearer, credentials)
         case "basic":
             guard credentials.utf8.count <= 1024, let decoded = Data(base64Encoded: String(credentials)),
                 let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":")
             else { return nil }
-            return Substring(text[text.index(after: colon)...])
+            return (.basic, Substring(text[text.index(after: colon)...]))
         default:
             return nil
         }
+    }
+
+    /// The token in a `Bearer` or `Basic` authorization header.
+    static func token(fromAuthorization header: String) -> Substring? {
+        credentials(fromAuthorization: header)?.token
     }
 }

@@ -16,6 +16,22 @@ enum Token {
         return prefix + Hex.encode(bytes)
     }
 
+    /// A fresh public token id: `tok_` and 16 hex characters. It names a token in `token list`, `token revoke` and
+    /// `DELETE /v1/tokens/{id}`; knowing it grants nothing.
+    static func generateID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return idPrefix + Hex.encode((0..<8).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+    }
+
+    static let idPrefix = "tok_"
+
+    /// Whether `text` has the shape of a token id (`tok_` and 16 lowercase hex characters).
+    static func isWellFormedID(_ text: some StringProtocol) -> Bool {
+        let bytes = text.utf8
+        guard bytes.count == idPrefix.utf8.count + 16, text.hasPrefix(idPrefix) else { return false }
+        return bytes.dropFirst(idPrefix.utf8.count).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
     /// Whether `text` has the shape of a Ferry token (checked before any lookup, so junk costs nothing).
     static func isWellFormed(_ text: some StringProtocol) -> Bool {
         let bytes = text.utf8

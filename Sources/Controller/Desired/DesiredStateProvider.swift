@@ -54,4 +54,10 @@ final class DesiredStateProvider: Sendable {
         cache.invalidate(id)
         hub.notify(agentID: id)
     }
+
+    /// An agent was removed: its cached state goes, and a parked long-poll of it is answered (404 from then on).
+    func agentRemoved(id: String) {
+        cache.invalidate(id)
+        hub.notify(agentID: id)
+    }
 }

@@ -2,18 +2,27 @@ import Foundation
 import Hummingbird
 import Shared
 
-/// `POST /v1/agents` (enroll), `GET /v1/agents/{id}/desired-state` and `POST /v1/agents/{id}/status` (that agent).
+/// `POST /v1/agents` (enroll token or operator), `DELETE /v1/agents/{name}` (operator),
+/// `GET /v1/agents/{id}/desired-state` and `POST /v1/agents/{id}/status` (that agent).
 struct AgentRoutes: Sendable {
     let core: ControllerCore
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.post("/v1/agents") { request, _ in try await enroll(request) }
-        router.get("/v1/agents/:id/desired-state") { request, context in try await desiredState(request, context: context) }
-        router.post("/v1/agents/:id/status") { request, context in try await status(request, context: context) }
+    func register(
+        enrollment: RouterGroup<FerryRequestContext>,
+        agents: RouterGroup<FerryRequestContext>,
+        operators: RouterGroup<FerryRequestContext>
+    ) {
+        enrollment.post("/v1/agents") { request, context in try await enroll(request, context: context) }
+        // One parameter name at this position for the router: the agent's id on its own routes, its name on DELETE.
+        operators.delete("/v1/agents/:agent") { _, context in try await remove(context: context) }
+        agents.get("/v1/agents/:agent/desired-state") { request, context in try await desiredState(request, context: context) }
+        agents.post("/v1/agents/:agent/status") { request, context in try await status(request, context: context) }
     }
 
-    private func enroll(_ request: Request) async throws -> Response {
-        let principal = try await core.authenticator.require([.enroll, .operator], for: request)
+    /// Enrolls a new agent. An enrollment token only ever creates agents, for services in its scope, while it is
+    /// valid and has uses left; an operator token may also replace the agent of the same name (`"replace": true`).
+    private func enroll(_ request: Request, context: FerryRequestContext) async throws -> Response {
+        let principal = try context.authenticated()
         let bytes = try await RequestBodyReader.collect(request, limit: 64 * 1024, what: "the enrolment request")
         let enrollment: EnrollRequest
         do {
@@ -21,23 +30,112 @@ struct AgentRoutes: Sendable {
         } catch {
             throw APIError.document(error, what: "enrolment")
         }
+        let mode: EnrollmentMode
+        switch principal.role {
+        case .operator:
+            mode = enrollment.replace ? .replace : .create(consumingToken: nil)
+        case .enroll:
+            guard !enrollment.replace else {
+                throw APIError(
+                    .forbidden,
+                    "replace_needs_operator",
+                    "an enrollment token cannot replace an agent; re-enroll with an operator token and --replace, or remove the "
+                        + "agent first (ferry-controller agents remove NAME)"
+                )
+            }
+            guard let tokenID = principal.tokenID, let scope = principal.scope else {
+                throw APIError(.internalServerError, "internal_error", "the enrollment token has no id or scope; see the controller's log")
+            }
+            let outside = scope.outside(enrollment.services)
+            guard outside.isEmpty else {
+                throw APIError(
+                    .forbidden,
+                    "out_of_scope",
+                    "enrollment token \(tokenID) may enroll for \(scope.text), not for \(outside.joined(separator: ", ")); ask an "
+                        + "operator for a token with --service \(outside[0])"
+                )
+            }
+            mode = .create(consumingToken: tokenID)
+        case .viewer, .agent:
+            throw APIError.forbidden("this needs a token with role enroll or operator; this token has role \(principal.role.rawValue)")
+        }
         let token = Token.generate()
-        let agent = try await core.store.enrollAgent(
-            proposedID: Self.newAgentID(),
-            name: enrollment.name,
-            hostname: enrollment.hostname,
-            services: enrollment.services,
-            tokenHash: Token.digest(token),
-            at: core.now()
-        )
-        // A re-enrolment keeps the id and rotates the token: the old one must stop working at once.
-        core.authenticator.forgetAgent(id: agent.id)
+        let enrolled: (agent: AgentRecord, replaced: Bool)
+        do {
+            enrolled = try await core.store.enrollAgent(
+                proposedID: Self.newAgentID(),
+                name: enrollment.name,
+                hostname: enrollment.hostname,
+                services: enrollment.services,
+                tokenHash: Token.digest(token),
+                mode: mode,
+                at: core.now()
+            )
+        } catch let error as StoreError {
+            throw Self.enrollmentError(error, name: enrollment.name)
+        }
+        let agent = enrolled.agent
+        if enrolled.replaced {
+            // The old token must stop working at once, here and in any cache.
+            core.tokenRevoked()
+        }
         core.desiredStates.agentEnrolled(id: agent.id)
         core.logger.info(
-            "Agent enrolled",
-            metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]
+            enrolled.replaced ? "Agent replaced" : "Agent enrolled",
+            metadata: [
+                "ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)",
+                "ferry.token.id": "\(principal.tokenID ?? "")",
+            ]
         )
         return JSONResponse.make(EnrollResponse(agentId: agent.id, token: token).json, status: .created)
+    }
+
+    static func enrollmentError(_ error: StoreError, name: String) -> any Error {
+        switch error {
+        case .agentExists:
+            return APIError(
+                .conflict,
+                "agent_exists",
+                "an agent named \(name.prefix(128)) is already enrolled; an enrollment token only creates new agents. To enroll "
+                    + "this instance again, remove the old agent (ferry-controller agents remove \(name.prefix(128))) or re-enroll "
+                    + "with an operator token and --replace"
+            )
+        case .tokenUnusable(let id, let reason):
+            let message = "enrollment token \(id) \(reason); ask an operator for a new one (ferry-controller token create --role enroll)"
+            switch reason {
+            case .expired:
+                return APIError(.unauthorized, "token_expired", message, headers: [.wwwAuthenticate: Authenticator.Challenge.bearer.header])
+            case .revoked:
+                return APIError(.unauthorized, "token_revoked", message, headers: [.wwwAuthenticate: Authenticator.Challenge.bearer.header])
+            case .unknown: return APIError.unauthorized(message, challenge: Authenticator.Challenge.bearer.header)
+            case .usedUp: return APIError(.forbidden, "token_used_up", message)
+            }
+        default:
+            return error
+        }
+    }
+
+    /// Removes an agent: its token stops working at once; its status goes, the events keep their history.
+    private func remove(context: FerryRequestContext) async throws -> Response {
+        let principal = try context.authenticated()
+        let raw = context.parameters.get("agent") ?? ""
+        guard let name = raw.removingPercentEncoding, !name.isEmpty, name.utf8.count <= 128 else {
+            throw APIError.badRequest("invalid_agent_name", "an agent name is 1 to 128 characters (percent-encoded in the path)")
+        }
+        guard let agent = try await core.store.removeAgent(name: name) else {
+            throw APIError.notFound("unknown_agent", "no agent named \(name) is enrolled here (ferry-controller agents lists them)")
+        }
+        core.tokenRevoked()
+        core.desiredStates.agentRemoved(id: agent.id)
+        core.logger.info(
+            "Agent removed",
+            metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]
+        )
+        let removed = JSONValue.object([
+            "id": .string(agent.id), "name": .string(agent.name), "hostname": .string(agent.hostname),
+            "services": .array(agent.services.map { .string($0) }),
+        ])
+        return JSONResponse.make(.object(["removed": removed]))
     }
 
     /// `agt_` and 16 random hex characters.
@@ -47,17 +145,17 @@ struct AgentRoutes: Sendable {
     }
 
     /// The agent id in the path, which must be the caller's own.
-    private func ownAgentID(_ request: Request, context: BasicRequestContext) async throws -> String {
-        let principal = try await core.authenticator.require([.agent], for: request)
-        let id = context.parameters.get("id") ?? ""
+    private func ownAgentID(context: FerryRequestContext) throws -> String {
+        let principal = try context.authenticated()
+        let id = context.parameters.get("agent") ?? ""
         guard principal.agentID == id else {
             throw APIError.forbidden("this token belongs to agent \(principal.agentID ?? "?"); it cannot act for agent \(id.prefix(80))")
         }
         return id
     }
 
-    private func desiredState(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let id = try await ownAgentID(request, context: context)
+    private func desiredState(_ request: Request, context: FerryRequestContext) async throws -> Response {
+        let id = try ownAgentID(context: context)
         var wait = Duration.zero
         if request.uri.query != nil, let text = request.uri.queryParameters.get("wait") {
             let maximum = core.configuration.maximumWait.components.seconds
@@ -102,8 +200,8 @@ struct AgentRoutes: Sendable {
         return (rendered, generation)
     }
 
-    private func status(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let id = try await ownAgentID(request, context: context)
+    private func status(_ request: Request, context: FerryRequestContext) async throws -> Response {
+        let id = try ownAgentID(context: context)
         let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumStatusBytes, what: "the status report")
         let report: StatusReport
         do {

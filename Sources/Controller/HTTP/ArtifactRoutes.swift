@@ -3,21 +3,22 @@ import HTTPTypes
 import Hummingbird
 import Shared
 
-/// `POST /v1/artifacts` (operator) and `GET`/`HEAD /v1/artifacts/{sha256}` (agent, operator).
+/// `POST /v1/artifacts` (operator) and `GET`/`HEAD /v1/artifacts/{sha256}` (operator; an agent only for artifacts
+/// of its own services' releases).
 struct ArtifactRoutes: Sendable {
     let core: ControllerCore
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.post("/v1/artifacts") { request, context in try await upload(request, context: context) }
-        router.get("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: false) }
-        router.head("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: true) }
+    func register(uploads: RouterGroup<FerryRequestContext>, downloads: RouterGroup<FerryRequestContext>) {
+        uploads.post("/v1/artifacts") { request, context in try await upload(request, context: context) }
+        downloads.get("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: false) }
+        downloads.head("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: true) }
     }
 
     /// The optional header naming the digest an upload must have.
     static let digestHeader = HTTPField.Name("X-Ferry-SHA256")!
 
-    private func upload(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await core.authenticator.require([.operator], for: request)
+    private func upload(_ request: Request, context: FerryRequestContext) async throws -> Response {
+        let principal = try context.authenticated()
         var expected: SHA256Digest?
         if let text = request.headers[Self.digestHeader] {
             guard let digest = SHA256Digest(hex: text.lowercased()) else {
@@ -55,8 +56,8 @@ struct ArtifactRoutes: Sendable {
         return JSONResponse.make(body, status: stored.created ? .created : .ok)
     }
 
-    private func download(_ request: Request, context: BasicRequestContext, head: Bool) async throws -> Response {
-        _ = try await core.authenticator.require([.agent, .operator], for: request)
+    private func download(_ request: Request, context: FerryRequestContext, head: Bool) async throws -> Response {
+        let principal = try context.authenticated()
         let text = context.parameters.get("sha256") ?? ""
         guard let digest = SHA256Digest(hex: text) else {
             throw APIError.badRequest(
@@ -66,6 +67,15 @@ struct ArtifactRoutes: Sendable {
         }
         guard let size = core.artifacts.size(of: digest) else {
             throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
+        }
+        // An agent token opens only its own door: artifacts of releases of its own services. (Whether a digest is
+        // stored at all is no secret: knowing a digest is knowing the content.)
+        if principal.role == .agent {
+            guard let agentID = principal.agentID, try await core.store.isArtifact(digest.hex, releasedForServicesOf: agentID) else {
+                throw APIError.forbidden(
+                    "artifact \(digest.hex) is not part of any release of this agent's services; an agent token fetches only those"
+                )
+            }
         }
         let etag = "\"\(digest.hex)\""
         var headers: HTTPFields = [

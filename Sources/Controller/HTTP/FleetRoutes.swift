@@ -1,18 +1,16 @@
 import Hummingbird
 import Shared
 
-/// `GET /v1/fleet` (viewer, operator) and the dashboard `GET /` (the same, with HTTP Basic for browsers).
+/// `GET /v1/fleet` and the dashboard `GET /` (viewer, operator; HTTP Basic accepted for browsers).
 struct FleetRoutes: Sendable {
     let core: ControllerCore
     let dashboard: DashboardRenderer
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/v1/fleet") { request, _ in
-            _ = try await core.authenticator.require([.viewer, .operator], for: request)
-            return JSONResponse.make(try await FleetSnapshot.load(from: core).json)
+    func register(readers: RouterGroup<FerryRequestContext>, dashboardPage: RouterGroup<FerryRequestContext>) {
+        readers.get("/v1/fleet") { _, _ in
+            JSONResponse.make(try await FleetSnapshot.load(from: core).json)
         }
-        router.get("/") { request, _ in
-            _ = try await core.authenticator.require([.viewer, .operator], for: request, challenge: .basic)
+        dashboardPage.get("/") { _, _ in
             let html = dashboard.render(try await FleetSnapshot.load(from: core))
             return Response(
                 status: .ok,

@@ -6,7 +6,7 @@ import Hummingbird
 struct OperationsRoutes: Sendable {
     let core: ControllerCore
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: RouterGroup<FerryRequestContext>) {
         router.get("/healthz") { _, _ in
             JSONResponse.make(.object(["status": .string("ok")]))
         }

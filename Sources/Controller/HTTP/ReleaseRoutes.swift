@@ -11,14 +11,14 @@ struct ReleaseRoutes: Sendable {
     /// Most releases one listing returns.
     static let maximumListing = 500
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.post("/v1/releases") { request, _ in try await publish(request) }
-        router.get("/v1/services") { request, _ in try await services(request) }
-        router.get("/v1/services/:service/releases") { request, context in try await releases(request, context: context) }
+    func register(operators: RouterGroup<FerryRequestContext>, readers: RouterGroup<FerryRequestContext>) {
+        operators.post("/v1/releases") { request, context in try await publish(request, context: context) }
+        readers.get("/v1/services") { _, _ in try await services() }
+        operators.get("/v1/services/:service/releases") { request, context in try await releases(request, context: context) }
     }
 
-    private func publish(_ request: Request) async throws -> Response {
-        let principal = try await core.authenticator.require([.operator], for: request)
+    private func publish(_ request: Request, context: FerryRequestContext) async throws -> Response {
+        let principal = try context.authenticated()
         // The body stays the signed envelope: how it rolls out is not part of what was signed.
         let parameters: RolloutParameters
         do {
@@ -145,8 +145,7 @@ struct ReleaseRoutes: Sendable {
         }
     }
 
-    private func services(_ request: Request) async throws -> Response {
-        _ = try await core.authenticator.require([.operator, .viewer], for: request)
+    private func services() async throws -> Response {
         let summaries = try await core.store.serviceSummaries()
         let items: [JSONValue] = summaries.map { summary in
             var fields: [String: JSONValue] = [
@@ -160,8 +159,7 @@ struct ReleaseRoutes: Sendable {
         return JSONResponse.make(.object(["services": .array(items)]))
     }
 
-    private func releases(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        _ = try await core.authenticator.require([.operator], for: request)
+    private func releases(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let service = context.parameters.get("service") ?? ""
         guard Release.isValidServiceName(service) else {
             throw APIError.badRequest("invalid_service", "\"\(service.prefix(80))\" is not a service name (^[a-z0-9][a-z0-9-]{0,62}$)")

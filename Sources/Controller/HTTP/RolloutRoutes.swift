@@ -10,11 +10,11 @@ struct RolloutRoutes: Sendable {
     /// Most rollouts or events one listing returns.
     static let maximumListing = 1000
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/v1/rollouts") { request, _ in try await rollouts(request) }
-        router.get("/v1/events") { request, _ in try await events(request) }
+    func register(operators: RouterGroup<FerryRequestContext>, readers: RouterGroup<FerryRequestContext>) {
+        readers.get("/v1/rollouts") { request, _ in try await rollouts(request) }
+        readers.get("/v1/events") { request, _ in try await events(request) }
         for action in RolloutAction.allCases {
-            router.post("/v1/services/:service/rollout/\(action.rawValue)") { request, context in
+            operators.post("/v1/services/:service/rollout/\(action.rawValue)") { request, context in
                 try await perform(action, request, context: context)
             }
         }
@@ -23,7 +23,6 @@ struct RolloutRoutes: Sendable {
     /// Without `service`: the latest rollout of every service (at most `limit`, default 1000, by service name). With
     /// it: that service's rollouts, newest first, at most `limit` (default 20).
     private func rollouts(_ request: Request) async throws -> Response {
-        _ = try await core.authenticator.require([.operator, .viewer], for: request)
         let query = request.uri.queryParameters
         let records: [RolloutRecord]
         if let service = query.get("service") {
@@ -39,7 +38,6 @@ struct RolloutRoutes: Sendable {
 
     /// Newest first, at most `limit` (default 50), of `service` or of every service.
     private func events(_ request: Request) async throws -> Response {
-        _ = try await core.authenticator.require([.operator, .viewer], for: request)
         let query = request.uri.queryParameters
         let limit = try Self.limit(query.get("limit"), default: 50)
         let service = query.get("service")
@@ -48,8 +46,8 @@ struct RolloutRoutes: Sendable {
         return JSONResponse.make(.object(["events": .array(events.map(\.json))]))
     }
 
-    private func perform(_ action: RolloutAction, _ request: Request, context: BasicRequestContext) async throws -> Response {
-        let principal = try await core.authenticator.require([.operator], for: request)
+    private func perform(_ action: RolloutAction, _ request: Request, context: FerryRequestContext) async throws -> Response {
+        let principal = try context.authenticated()
         let service = context.parameters.get("service") ?? ""
         try Self.checkServiceName(service)
         let rollout: RolloutRecord

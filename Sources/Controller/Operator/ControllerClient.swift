@@ -44,6 +44,12 @@ struct ControllerClient: Sendable {
         return try Self.decode(try await perform(request), request: request, expecting: [200])
     }
 
+    /// `DELETE path`; the JSON answer.
+    func deleteJSON(_ path: String) async throws(ClientError) -> JSONValue {
+        let request = request(.delete, path)
+        return try Self.decode(try await perform(request), request: request, expecting: [200])
+    }
+
     /// `POST path` with a JSON body; the JSON answer.
     func postJSON(_ path: String, body: Data, expecting: Set<Int> = [200, 201]) async throws(ClientError) -> JSONValue {
         var request = request(.post, path)

@@ -7,11 +7,26 @@ import Shared
 /// them. Implementations must make `insertRelease` atomic with its serial check: two publishers racing for the same
 /// serial must see one success and one `StoreError.staleSerial`.
 protocol ControllerStore: Sendable {
-    /// Stores a token by the SHA-256 hex of its text (the text itself is never stored).
-    func createToken(hash: String, name: String, role: TokenRole, at date: Date) async throws
+    // MARK: Tokens
 
-    /// The principal a token hash belongs to (operator/enroll/viewer tokens and agent tokens), or `nil`.
-    func principal(forTokenHash hash: String) async throws -> Principal?
+    /// Stores an operator, enroll or viewer token by the SHA-256 hex of its text (the text itself is never stored).
+    /// - Throws: `StoreError.invalidToken` for an agent token or an enroll token without a scope.
+    func createToken(_ token: TokenRecord, hash: String) async throws
+
+    /// Every operator, enroll and viewer token (revoked ones too), oldest first. Never a secret or a hash.
+    func tokens() async throws -> [TokenRecord]
+
+    /// Marks the token `id` revoked at `date` (an already revoked token keeps its first time).
+    /// - Returns: the token, or `nil` when no token has that id.
+    func revokeToken(id: String, at date: Date) async throws -> TokenRecord?
+
+    /// The principal a token hash belongs to (operator/enroll/viewer tokens and agent tokens) and whether it was
+    /// revoked, or `nil`.
+    func credential(forTokenHash hash: String) async throws -> StoredCredential?
+
+    /// Records when tokens were last used (by id), in one transaction. Unknown ids are ignored; a time never moves
+    /// back.
+    func recordTokenUse(_ lastUsed: [String: Date]) async throws
 
     /// Stores a release together with its rollout and `events`, atomically.
     ///
@@ -34,16 +49,29 @@ protocol ControllerStore: Sendable {
     /// Every service that has a release or an agent running it, sorted by name.
     func serviceSummaries() async throws -> [ServiceSummary]
 
-    /// Enrolls an agent, or re-enrolls the agent of the same name (same id, new token, new services).
+    /// Enrolls an agent (`.create`), or replaces the agent of the same name (`.replace`: same id, new token, new
+    /// services), in one transaction with the use of the enrollment token.
     /// - Parameter proposedID: the id to give a new agent.
+    /// - Returns: the agent, and whether an existing agent was replaced.
+    /// - Throws: `StoreError.agentExists` (`.create` of a taken name; the token use is not consumed),
+    ///   `StoreError.tokenUnusable` (the enrollment token was revoked, expired or used up: two enrolments racing for
+    ///   the last use see one success).
     func enrollAgent(
         proposedID: String,
         name: String,
         hostname: String,
         services: [String],
         tokenHash: String,
+        mode: EnrollmentMode,
         at date: Date
-    ) async throws -> AgentRecord
+    ) async throws -> (agent: AgentRecord, replaced: Bool)
+
+    /// Deletes the agent named `name`, its token and its statuses (events keep their history).
+    /// - Returns: the removed agent, or `nil` when none has that name.
+    func removeAgent(name: String) async throws -> AgentRecord?
+
+    /// Whether a stored release of one of `agentID`'s services names the artifact `sha256` (lowercase hex).
+    func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool
 
     /// The agent with `id`, or `nil`.
     func agent(id: String) async throws -> AgentRecord?
@@ -99,6 +127,56 @@ protocol ControllerStore: Sendable {
 }
 
 extension ControllerStore {
+    /// Creates a token with a fresh public id; the stored record.
+    @discardableResult
+    func createToken(
+        hash: String,
+        name: String,
+        role: TokenRole,
+        scope: ServiceScope? = nil,
+        expiresAt: Date? = nil,
+        maxUses: Int? = nil,
+        at date: Date
+    ) async throws -> TokenRecord {
+        let record = TokenRecord(
+            id: Token.generateID(),
+            name: name,
+            role: role,
+            scope: scope,
+            createdAt: date,
+            expiresAt: expiresAt,
+            maxUses: maxUses
+        )
+        try await createToken(record, hash: hash)
+        return record
+    }
+
+    /// The principal a token hash belongs to, revoked or not (see `credential(forTokenHash:)`).
+    func principal(forTokenHash hash: String) async throws -> Principal? {
+        try await credential(forTokenHash: hash)?.principal
+    }
+
+    /// Enrolls a new agent without consuming an enrollment token (tests, tools).
+    /// - Throws: `StoreError.agentExists`.
+    func enrollAgent(
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        at date: Date
+    ) async throws -> AgentRecord {
+        try await enrollAgent(
+            proposedID: proposedID,
+            name: name,
+            hostname: hostname,
+            services: services,
+            tokenHash: tokenHash,
+            mode: .create(consumingToken: nil),
+            at: date
+        ).agent
+    }
+
     /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open
     /// rollout of its service.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.

@@ -23,7 +23,8 @@ final class SQLiteControllerStore: ControllerStore {
     private let writer: SQLiteConnection
     private let reader: SQLiteConnection
     private let writeLock = AsyncLock()
-    private let path: String
+    /// The database file.
+    let path: String
 
     private var writeDB: any SQLDatabase { writer.sql(queryLogLevel: nil) }
     /// The read connection (WAL: committed data only, never waits for the writer). For `+Concern` extensions.
@@ -40,12 +41,14 @@ final class SQLiteControllerStore: ControllerStore {
     static func open(_ configuration: Configuration, logger: Logger) async throws -> SQLiteControllerStore {
         let path = configuration.path
         let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty {
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            } catch {
-                throw StoreError.cannotOpen(path: path, reason: "cannot create \(directory): \(error.localizedDescription)")
-            }
+        do {
+            // The directory 0700 and the files 0600 whatever the umask: SQLite creates -wal and -shm with the main
+            // file's mode, so creating that one first is enough for new files; older ones are tightened here.
+            if !directory.isEmpty { try DataDirectory.prepare(directory) }
+            try DataDirectory.prepareFile(path)
+            for suffix in ["-wal", "-shm"] { try DataDirectory.restrict(path + suffix) }
+        } catch {
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
         }
         let writer: SQLiteConnection
         do {
@@ -111,34 +114,7 @@ final class SQLiteControllerStore: ControllerStore {
 
     // MARK: Tokens
 
-    func createToken(hash: String, name: String, role: TokenRole, at date: Date) async throws {
-        try await transaction { db in
-            try await db.raw(
-                """
-                INSERT INTO tokens (hash, name, role, created_at)
-                VALUES (\(bind: hash), \(bind: name), \(bind: role.rawValue), \(bind: StoredTime.milliseconds(date)))
-                """
-            ).run()
-        }
-    }
-
-    func principal(forTokenHash hash: String) async throws -> Principal? {
-        if let row = try await readDB.raw("SELECT name, role FROM tokens WHERE hash = \(bind: hash)").first() {
-            let roleText = try row.decode(column: "role", as: String.self)
-            guard let role = TokenRole(rawValue: roleText), role != .agent else {
-                throw StoreError.corruptRow(table: "tokens", reason: "unknown role \(roleText)")
-            }
-            return Principal(role: role, name: try row.decode(column: "name", as: String.self), agentID: nil)
-        }
-        if let row = try await readDB.raw("SELECT id, name FROM agents WHERE token_hash = \(bind: hash)").first() {
-            return Principal(
-                role: .agent,
-                name: try row.decode(column: "name", as: String.self),
-                agentID: try row.decode(column: "id", as: String.self)
-            )
-        }
-        return nil
-    }
+    // Tokens live in SQLiteControllerStore+Tokens.swift.
 
     // MARK: Releases
 
@@ -235,28 +211,97 @@ final class SQLiteControllerStore: ControllerStore {
         hostname: String,
         services: [String],
         tokenHash: String,
+        mode: EnrollmentMode,
         at date: Date
-    ) async throws -> AgentRecord {
+    ) async throws -> (agent: AgentRecord, replaced: Bool) {
         let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
+        let now = StoredTime.milliseconds(date)
         return try await transaction { db in
-            // Same name: the same machine enrolling again (reimaged, state lost). Keep its id and history, rotate the
-            // token so the old one stops working.
-            guard
-                let row = try await db.raw(
-                    """
-                    INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
-                    VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash),
-                            \(bind: StoredTime.milliseconds(date)))
-                    ON CONFLICT (name) DO UPDATE SET
-                        hostname = excluded.hostname, services = excluded.services, token_hash = excluded.token_hash
-                    RETURNING \(unsafeRaw: Self.agentColumns)
-                    """
-                ).first()
-            else {
-                throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
+            let existing = try await db.raw("SELECT id FROM agents WHERE name = \(bind: name)").first()?.decode(column: "id", as: String.self)
+            switch mode {
+            case .create(let tokenID):
+                // The token first: a token that can no longer enroll learns nothing, not even whether a name is taken.
+                if let tokenID { try await Self.consumeEnrollmentUse(tokenID, now: now, db: db) }
+                if let existing { throw StoreError.agentExists(name: name, id: existing) }
+                guard
+                    let row = try await db.raw(
+                        """
+                        INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
+                        VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now))
+                        RETURNING \(unsafeRaw: Self.agentColumns)
+                        """
+                    ).first()
+                else {
+                    throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
+                }
+                return (try Self.agent(from: row), false)
+            case .replace:
+                // The same machine enrolling again (reimaged, state lost), on an operator's word: keep its id and
+                // history, rotate the token so the old one stops working.
+                guard
+                    let row = try await db.raw(
+                        """
+                        INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
+                        VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now))
+                        ON CONFLICT (name) DO UPDATE SET
+                            hostname = excluded.hostname, services = excluded.services, token_hash = excluded.token_hash
+                        RETURNING \(unsafeRaw: Self.agentColumns)
+                        """
+                    ).first()
+                else {
+                    throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
+                }
+                return (try Self.agent(from: row), existing != nil)
             }
-            return try Self.agent(from: row)
         }
+    }
+
+    /// Counts one use of an enrollment token, inside the enrolment's transaction, or throws why it cannot be used.
+    private static func consumeEnrollmentUse(_ tokenID: String, now: Int64, db: any SQLDatabase) async throws {
+        let counted = try await db.raw(
+            """
+            UPDATE tokens SET use_count = use_count + 1, last_used_at = \(bind: now)
+            WHERE id = \(bind: tokenID) AND role = 'enroll' AND revoked_at IS NULL
+              AND (expires_at IS NULL OR expires_at > \(bind: now))
+              AND (max_uses IS NULL OR use_count < max_uses)
+            RETURNING id
+            """
+        ).first()
+        guard counted == nil else { return }
+        guard
+            let row = try await db.raw(
+                "SELECT revoked_at, expires_at, max_uses FROM tokens WHERE id = \(bind: tokenID)"
+            ).first()
+        else {
+            throw StoreError.tokenUnusable(id: tokenID, reason: .unknown)
+        }
+        if let revoked = try row.decode(column: "revoked_at", as: Int64?.self) {
+            throw StoreError.tokenUnusable(id: tokenID, reason: .revoked(at: StoredTime.date(revoked)))
+        }
+        if let expires = try row.decode(column: "expires_at", as: Int64?.self), expires <= now {
+            throw StoreError.tokenUnusable(id: tokenID, reason: .expired(at: StoredTime.date(expires)))
+        }
+        let maxUses = try row.decode(column: "max_uses", as: Int?.self) ?? 0
+        throw StoreError.tokenUnusable(id: tokenID, reason: .usedUp(maxUses: maxUses))
+    }
+
+    func removeAgent(name: String) async throws -> AgentRecord? {
+        try await transaction { db in
+            // service_status and status_history go with it (ON DELETE CASCADE); events keep the agent's id.
+            try await db.raw("DELETE FROM agents WHERE name = \(bind: name) RETURNING \(unsafeRaw: Self.agentColumns)").first()
+                .map(Self.agent(from:))
+        }
+    }
+
+    func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool {
+        try await readDB.raw(
+            """
+            SELECT 1 AS found FROM agents AS a, json_each(a.services) AS s
+            JOIN releases AS r ON r.service = s.value
+            WHERE a.id = \(bind: agentID) AND r.artifact_sha256 = \(bind: sha256)
+            LIMIT 1
+            """
+        ).first() != nil
     }
 
     func agent(id: String) async throws -> AgentRecord? {

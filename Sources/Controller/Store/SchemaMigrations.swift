@@ -121,6 +121,39 @@ enum SchemaMigrations {
                 "CREATE INDEX events_by_service ON events (service, id)",
             ]
         ),
+        Migration(
+            version: 3,
+            description: "token ids, scopes, expiry, use counts, revocation",
+            statements: [
+                // The table is rebuilt (SQLite cannot add a primary key): every token gets a public id. `services` is
+                // an enroll token's scope as a JSON array; NULL means any service (enroll tokens made before scopes
+                // existed keep working as they did) and is the only value for other roles.
+                """
+                CREATE TABLE tokens_v3 (
+                    id TEXT PRIMARY KEY,
+                    hash TEXT NOT NULL UNIQUE,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    services TEXT,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    max_uses INTEGER,
+                    use_count INTEGER NOT NULL DEFAULT 0,
+                    last_used_at INTEGER,
+                    revoked_at INTEGER
+                )
+                """,
+                """
+                INSERT INTO tokens_v3 (id, hash, name, role, created_at)
+                SELECT 'tok_' || lower(hex(randomblob(8))), hash, name, role, created_at FROM tokens
+                """,
+                "DROP TABLE tokens",
+                "ALTER TABLE tokens_v3 RENAME TO tokens",
+                "CREATE INDEX tokens_by_name ON tokens (name)",
+                // Agent tokens fetch only artifacts of their services' releases: looked up by digest.
+                "CREATE INDEX releases_by_artifact ON releases (artifact_sha256)",
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

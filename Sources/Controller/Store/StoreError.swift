@@ -1,3 +1,6 @@
+import Foundation
+import Shared
+
 /// Why the store refused or failed an operation.
 enum StoreError: Error, CustomStringConvertible, Equatable {
     /// A release's serial is not above the latest stored for its service.
@@ -10,6 +13,12 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case corruptRow(table: String, reason: String)
     /// An agent id that does not exist.
     case unknownAgent(String)
+    /// Enrolment of a name that is taken, without `replace`.
+    case agentExists(name: String, id: String)
+    /// A token the store refuses to create (a programming error of the caller).
+    case invalidToken(String)
+    /// An enrollment token that can no longer be used.
+    case tokenUnusable(id: String, reason: TokenUnusableReason)
 
     var description: String {
         switch self {
@@ -23,6 +32,29 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "a row of table \(table) cannot be read: \(reason)"
         case .unknownAgent(let id):
             "no agent with id \(id)"
+        case .agentExists(let name, let id):
+            "an agent named \(name) is already enrolled (id \(id))"
+        case .invalidToken(let reason):
+            "cannot create the token: \(reason)"
+        case .tokenUnusable(let id, let reason):
+            "token \(id) \(reason)"
+        }
+    }
+}
+
+/// Why a token cannot be used.
+enum TokenUnusableReason: Sendable, Equatable, CustomStringConvertible {
+    case unknown
+    case revoked(at: Date)
+    case expired(at: Date)
+    case usedUp(maxUses: Int)
+
+    var description: String {
+        switch self {
+        case .unknown: "no longer exists"
+        case .revoked(let at): "was revoked at \(Timestamp.format(at))"
+        case .expired(let at): "expired at \(Timestamp.format(at))"
+        case .usedUp(let maxUses): "has been used for all of its \(maxUses) enrolment(s)"
         }
     }
 }

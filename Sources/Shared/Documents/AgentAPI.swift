@@ -260,11 +260,15 @@ package struct EnrollRequest: Sendable, Equatable {
     package var name: String
     package var hostname: String
     package var services: [String]
+    /// Replace the existing agent of the same name (keeping its id, rotating its token). Only an operator token may
+    /// ask for it; an enrollment token only ever creates new agents.
+    package var replace: Bool
 
-    package init(name: String, hostname: String, services: [String]) {
+    package init(name: String, hostname: String, services: [String], replace: Bool = false) {
         self.name = name
         self.hostname = hostname
         self.services = services
+        self.replace = replace
     }
 
     package init(json: JSONValue) throws(DocumentError) {
@@ -273,12 +277,18 @@ package struct EnrollRequest: Sendable, Equatable {
         guard !name.isEmpty else { throw .invalidValue(field: "name", reason: "must not be empty") }
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
         services = try reader.required("services", Field.list(limit: 256, Release.serviceName))
+        replace = try reader.optional("replace", Field.bool) ?? false
         try reader.rejectUnknownFields()
         guard !services.isEmpty else { throw .invalidValue(field: "services", reason: "at least one service is required") }
     }
 
     package var json: JSONValue {
-        .object(["name": .string(name), "hostname": .string(hostname), "services": .array(services.map { .string($0) })])
+        var fields: [String: JSONValue] = [
+            "name": .string(name), "hostname": .string(hostname), "services": .array(services.map { .string($0) }),
+        ]
+        // Only when asked: an older controller rejects the unknown field, which is right for a replace it cannot do.
+        if replace { fields["replace"] = .bool(true) }
+        return .object(fields)
     }
 }
 

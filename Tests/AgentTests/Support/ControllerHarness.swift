@@ -78,6 +78,7 @@ final class ControllerHarness {
     func token(role: String, name: String? = nil) throws -> String {
         var arguments = ["token", "create", "--data-dir", dataDir.path, "--role", role]
         if let name { arguments += ["--name", name] }
+        if role == "enroll" { arguments.append("--any-service") }
         let result = try Command.run(TestPaths.executable("ferry-controller"), arguments)
         guard result.status == 0 else { throw HarnessError("token create failed: \(result.stderr)") }
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)

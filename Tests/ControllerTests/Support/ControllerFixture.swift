@@ -72,7 +72,8 @@ struct ControllerFixture: Sendable {
         )
         func token(_ role: TokenRole, _ name: String) async throws -> String {
             let token = Token.generate()
-            try await store.createToken(hash: Token.digest(token), name: name, role: role, at: Date())
+            // The enroll token may enroll for any service (`--any-service`); SecurityTests make scoped ones.
+            try await store.createToken(hash: Token.digest(token), name: name, role: role, scope: role == .enroll ? .anyService : nil, at: Date())
             return token
         }
         return ControllerFixture(
@@ -131,13 +132,19 @@ struct ControllerFixture: Sendable {
         return fields
     }
 
-    /// Enrolls an agent through the API; its id and token.
-    func enroll(_ client: any TestClientProtocol, name: String, services: [String] = ["api"]) async throws -> (id: String, token: String) {
-        let body = EnrollRequest(name: name, hostname: "\(name).example", services: services).json.encoded()
+    /// Enrolls an agent through the API with the enroll token, or replaces it with `operatorToken` (`"replace":
+    /// true`); its id and token.
+    func enroll(
+        _ client: any TestClientProtocol,
+        name: String,
+        services: [String] = ["api"],
+        replacingWith operatorToken: String? = nil
+    ) async throws -> (id: String, token: String) {
+        let body = EnrollRequest(name: name, hostname: "\(name).example", services: services, replace: operatorToken != nil).json.encoded()
         let response = try await client.execute(
             uri: "/v1/agents",
             method: .post,
-            headers: Self.bearer(enrollToken),
+            headers: Self.bearer(operatorToken ?? enrollToken),
             body: ByteBuffer(bytes: body)
         )
         #expect(response.status == .created)

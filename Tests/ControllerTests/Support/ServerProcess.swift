@@ -10,16 +10,22 @@ final class ServerProcess {
     private(set) var baseURL = ""
 
     /// Starts the server and waits (with a deadline) for its "listening on" line.
-    /// - Parameter openFileLimit: run it under this hard and soft `RLIMIT_NOFILE` (through `sh -c 'ulimit -n N'`).
-    init(arguments: [String], logDirectory: URL, openFileLimit: Int? = nil) throws {
+    /// - Parameters:
+    ///   - openFileLimit: run it under this hard and soft `RLIMIT_NOFILE` (through `sh -c 'ulimit -n N'`).
+    ///   - umask: the server's umask (octal, like `022`), set by `/bin/sh` before it `exec`s the server, so the PID is
+    ///     still the server's; default: the test process's.
+    init(arguments: [String], logDirectory: URL, openFileLimit: Int? = nil, umask: String? = nil) throws {
         outputFile = logDirectory.appendingPathComponent("serve-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let output = try FileHandle(forWritingTo: outputFile)
         let serve = [TestPaths.executable("ferry-controller"), "serve", "--listen", "127.0.0.1:0"] + arguments
-        if let openFileLimit {
+        var shell: [String] = []
+        if let openFileLimit { shell.append("ulimit -n \(openFileLimit)") }
+        if let umask { shell.append("umask \(umask)") }
+        if !shell.isEmpty {
             // The shell becomes the server (exec): stopping the process by its PID stops the server.
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\""] + serve
+            process.arguments = ["-c", (shell + ["exec \"$0\" \"$@\""]).joined(separator: " && ")] + serve
         } else {
             process.executableURL = URL(fileURLWithPath: serve[0])
             process.arguments = Array(serve.dropFirst())

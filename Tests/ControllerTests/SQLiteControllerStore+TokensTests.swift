@@ -1,0 +1,120 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// Tokens in the SQLite store: migration 3 of an older database, what the store refuses to create, and enrolment
+/// consuming uses in its own transaction.
+@Suite struct SQLiteControllerStoreTokensTests {
+    /// A database written by the previous schema (migrations 1 and 2) with an operator and an enroll token is opened
+    /// by this version: both keep working, get public ids, and the old enroll token may enroll for any service.
+    @Test func migrationThreeKeepsOlderTokensWorking() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-migration") { directory in
+            let path = directory.appendingPathComponent("ferry.sqlite").path
+            var script = [SchemaMigrations.versionTable]
+            for migration in SchemaMigrations.all where migration.version <= 2 {
+                script += migration.statements
+                script.append("INSERT INTO ferry_schema VALUES (\(migration.version), 'old', 0)")
+            }
+            script.append("INSERT INTO tokens (hash, name, role, created_at) VALUES ('\(Token.digest("fyt_op"))', 'ci', 'operator', 1000)")
+            script.append("INSERT INTO tokens (hash, name, role, created_at) VALUES ('\(Token.digest("fyt_en"))', 'fleet', 'enroll', 2000)")
+            let sqlFile = directory.appendingPathComponent("v2.sql")
+            try script.map { $0 + ";\n" }.joined().write(to: sqlFile, atomically: true, encoding: .utf8)
+            let python = try await ChildProcess.run(
+                "/usr/bin/env",
+                arguments: [
+                    "python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()",
+                    path, sqlFile.path,
+                ],
+                timeout: .seconds(30),
+                outputLimit: 1 << 16
+            )
+            try #require(python.status == 0, "\(python.standardError)")
+
+            let store = try await StoreTests.open(directory)
+            let tokens = try await store.tokens()
+            #expect(tokens.map(\.name) == ["ci", "fleet"])
+            #expect(tokens.allSatisfy { Token.isWellFormedID($0.id) })
+            #expect(Set(tokens.map(\.id)).count == 2)
+            #expect(tokens.map(\.scope) == [nil, .anyService])
+            #expect(tokens.map(\.createdAt) == [StoredTime.date(1000), StoredTime.date(2000)])
+            let enroll = try #require(try await store.credential(forTokenHash: Token.digest("fyt_en")))
+            #expect(enroll.principal.role == .enroll && enroll.principal.scope == .anyService && enroll.revokedAt == nil)
+            #expect(try await store.principal(forTokenHash: Token.digest("fyt_op"))?.role == .operator)
+            try await store.close()
+        }
+    }
+
+    /// What the store refuses to create, whatever the caller: one row per mistake.
+    static let invalidTokens: [(String, TokenRecord)] = [
+        ("an agent token", TokenRecord(id: "tok_0000000000000001", name: "x", role: .agent, createdAt: Date())),
+        ("an enroll token without a scope", TokenRecord(id: "tok_0000000000000002", name: "x", role: .enroll, createdAt: Date())),
+        (
+            "an enroll scope naming no service",
+            TokenRecord(id: "tok_0000000000000003", name: "x", role: .enroll, scope: .services([]), createdAt: Date())
+        ),
+        ("a scoped operator token", TokenRecord(id: "tok_0000000000000004", name: "x", role: .operator, scope: .anyService, createdAt: Date())),
+        ("a viewer token with a use limit", TokenRecord(id: "tok_0000000000000005", name: "x", role: .viewer, createdAt: Date(), maxUses: 3)),
+        (
+            "a use limit of zero",
+            TokenRecord(id: "tok_0000000000000006", name: "x", role: .enroll, scope: .anyService, createdAt: Date(), maxUses: 0)
+        ),
+        ("a malformed id", TokenRecord(id: "fyt_0000000000000007", name: "x", role: .viewer, createdAt: Date())),
+    ]
+
+    @Test func invalidTokensAreRefused() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let store = try await StoreTests.open(directory)
+            for (what, record) in Self.invalidTokens {
+                await #expect(throws: StoreError.self, "\(what)") { try await store.createToken(record, hash: Token.digest(Token.generate())) }
+            }
+            #expect(try await store.tokens().isEmpty)
+            try await store.close()
+        }
+    }
+
+    /// A refused enrolment uses nothing of its token; only the operator's replace touches an existing agent.
+    @Test func enrolmentConsumesUsesOnlyWhenItSucceeds() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let store = try await StoreTests.open(directory)
+            let token = try await store.createToken(
+                hash: Token.digest(Token.generate()),
+                name: "two",
+                role: .enroll,
+                scope: .anyService,
+                maxUses: 2,
+                at: Date()
+            )
+            func enroll(_ name: String, _ mode: EnrollmentMode, services: [String] = ["api"]) async throws -> (agent: AgentRecord, replaced: Bool) {
+                try await store.enrollAgent(
+                    proposedID: AgentRoutes.newAgentID(),
+                    name: name,
+                    hostname: name,
+                    services: services,
+                    tokenHash: Token.digest(Token.generate()),
+                    mode: mode,
+                    at: Date()
+                )
+            }
+            let first = try await enroll("a", .create(consumingToken: token.id))
+            #expect(!first.replaced)
+            await #expect(throws: StoreError.agentExists(name: "a", id: first.agent.id)) {
+                _ = try await enroll("a", .create(consumingToken: token.id), services: ["worker"])
+            }
+            #expect(try await store.tokens().first?.uses == 1)
+            #expect(try await store.agent(id: first.agent.id)?.services == ["api"])
+            _ = try await enroll("b", .create(consumingToken: token.id))
+            await #expect(throws: StoreError.tokenUnusable(id: token.id, reason: .usedUp(maxUses: 2))) {
+                _ = try await enroll("c", .create(consumingToken: token.id))
+            }
+            #expect(try await store.agents().map(\.name) == ["a", "b"])
+            let replaced = try await enroll("a", .replace, services: ["api", "worker"])
+            #expect(replaced.replaced && replaced.agent.id == first.agent.id && replaced.agent.services == ["api", "worker"])
+            #expect(try await store.removeAgent(name: "a")?.id == first.agent.id)
+            #expect(try await store.removeAgent(name: "a") == nil)
+            try await store.close()
+        }
+    }
+}
