@@ -272,6 +272,16 @@ import Testing
             await #expect(throws: DotEnvFileError(path: absent, line: nil, problem: .missing)) {
                 try await options(envFile: absent).composeInput()
             }
+
+            // A pipe, as `--env-file <(sops -d release.env)` gives: read to its end.
+            let fifo = directory.appendingPathComponent("piped.env").path
+            #expect(mkfifo(fifo, 0o600) == 0)
+            let writer = Process()
+            writer.executableURL = URL(fileURLWithPath: "/bin/sh")
+            writer.arguments = ["-c", "printf 'FROM_PIPE=yes\\n' > \"$0\"", fifo]
+            try writer.run()
+            #expect(try ReleaseEnvironment.read(envFile: fifo) == ["FROM_PIPE": "yes"])
+            writer.waitUntilExit()
         }
     }
 

@@ -233,6 +233,27 @@ struct DotEnvFileTests {
         }
     }
 
+    @Test func aPipeIsReadToItsEndOnlyWhenAllowedAndADirectoryNever() throws {
+        try Self.withDirectory { directory in
+            let fifo = "\(directory)/secrets.env"
+            #expect(mkfifo(fifo, 0o600) == 0)
+            // A real writer process, as `--env-file <(sops -d secrets.env)` has.
+            let writer = Process()
+            writer.executableURL = URL(fileURLWithPath: "/bin/sh")
+            writer.arguments = ["-c", "printf 'A=1\\r\\nB=\"two\"\\r\\n' > \"$0\"", fifo]
+            try writer.run()
+            let configuration = DotEnvFile.Configuration(regularFilesOnly: false)
+            let bytes = try #require(try DotEnvFile.read(path: fifo, configuration: configuration))
+            writer.waitUntilExit()
+            #expect(try DotEnvFile.parse(bytes, path: fifo) == ["A": "1", "B": "two"])
+
+            try FileManager.default.createDirectory(atPath: "\(directory)/dir.env", withIntermediateDirectories: false)
+            #expect(throws: DotEnvFileError(path: "\(directory)/dir.env", line: nil, problem: .notARegularFile)) {
+                try DotEnvFile.read(path: "\(directory)/dir.env", configuration: configuration)
+            }
+        }
+    }
+
     @Test func aFileThatCannotBeOpenedIsUnreadable() throws {
         try Self.withDirectory { directory in
             // Root reads any file whatever its mode; a symlink loop fails for everyone.
@@ -256,6 +277,7 @@ struct DotEnvFileTests {
                 try DotEnvFile.read(path: path, configuration: configuration)
             }
             #expect(DotEnvFile.Configuration().maxBytes == Limits.envTotalBytes)
+            #expect(DotEnvFile.Configuration().regularFilesOnly)
         }
     }
 }

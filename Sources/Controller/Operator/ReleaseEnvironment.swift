@@ -16,9 +16,10 @@ enum ReleaseEnvironment {
     }
 
     /// Reads an `--env-file` in Ferry's one `.env` dialect (`DotEnvFile`, the same as the agent's instance env files).
-    /// The file must exist. It may be twice the size of an env map (comments, quotes), and hold as many variables.
+    /// The file must exist; a pipe is fine (`--env-file <(sops -d secrets.env)`). It may be twice the size of an env map
+    /// (comments, quotes), and hold as many variables.
     static func read(envFile path: String) throws(DotEnvFileError) -> [String: String] {
-        let configuration = DotEnvFile.Configuration(maxBytes: Limits.envTotalBytes * 2)
+        let configuration = DotEnvFile.Configuration(maxBytes: Limits.envTotalBytes * 2, regularFilesOnly: false)
         guard let bytes = try DotEnvFile.read(path: path, configuration: configuration) else {
             throw DotEnvFileError(path: path, line: nil, problem: .missing)
         }

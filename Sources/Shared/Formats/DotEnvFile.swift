@@ -25,10 +25,15 @@ package enum DotEnvFile {
         package var maxBytes: Int
         /// Most variables. Default: `Limits.envEntries`.
         package var maxVariables: Int
+        /// Whether `read` refuses everything but a regular file. Default `true`: a daemon must never block on a FIFO.
+        /// `false` also reads a pipe to its end (an operator's `--env-file <(sops -d secrets.env)`); a directory is
+        /// refused either way.
+        package var regularFilesOnly: Bool
 
-        package init(maxBytes: Int = Limits.envTotalBytes, maxVariables: Int = Limits.envEntries) {
+        package init(maxBytes: Int = Limits.envTotalBytes, maxVariables: Int = Limits.envEntries, regularFilesOnly: Bool = true) {
             self.maxBytes = maxBytes
             self.maxVariables = maxVariables
+            self.regularFilesOnly = regularFilesOnly
         }
     }
 
@@ -69,11 +74,12 @@ package enum DotEnvFile {
     }
 
     /// Reads the file at `path`: `nil` when there is none (the caller decides whether that is an error), its bytes
-    /// otherwise. Refuses what is not a regular file (without blocking on a FIFO) and files over
-    /// `configuration.maxBytes`, reading at most one byte more than that.
+    /// otherwise. Refuses what is not a regular file (without blocking on a FIFO; see
+    /// `Configuration.regularFilesOnly`) and files over `configuration.maxBytes`, reading at most one byte more than
+    /// that.
     package static func read(path: String, configuration: Configuration = Configuration()) throws(DotEnvFileError) -> [UInt8]? {
         func failure(_ problem: DotEnvFileError.Problem) -> DotEnvFileError { DotEnvFileError(path: path, line: nil, problem: problem) }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | (configuration.regularFilesOnly ? O_NONBLOCK : 0))
         guard fd >= 0 else {
             let code = errno
             // A missing file, or a missing directory on its path (or a file where a directory should be): no file.
@@ -83,7 +89,8 @@ package enum DotEnvFile {
         defer { close(fd) }
         var status = stat()
         guard fstat(fd, &status) == 0 else { throw failure(.unreadable(reason: String(cString: strerror(errno)))) }
-        guard (status.st_mode & S_IFMT) == S_IFREG else { throw failure(.notARegularFile) }
+        let type = status.st_mode & S_IFMT
+        guard type == S_IFREG || (!configuration.regularFilesOnly && type != S_IFDIR) else { throw failure(.notARegularFile) }
         let limit = min(max(0, configuration.maxBytes), Int.max - 1)
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
