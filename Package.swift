@@ -1,13 +1,16 @@
 // swift-tools-version:6.2
 import PackageDescription
 
+// Built and tested on Linux only (Debian 12, Swift 6.3): the agent reads /proc, drives Linux process groups and imports
+// Glibc. No Apple platform is declared because none is built or tested.
 let package = Package(
     name: "ferry",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "ferry-controller", targets: ["Controller"]),
         .executable(name: "ferry-agent", targets: ["Agent"]),
         .library(name: "Shared", targets: ["Shared"]),
+        // `scripts/bench-json.sh` builds it with `swift build -c release --product JSONBenchmark`.
+        .executable(name: "JSONBenchmark", targets: ["JSONBenchmark"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,7 +54,6 @@ let package = Package(
             dependencies: [
                 "COpenSSL",
                 "CCurl",
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -83,7 +85,7 @@ let package = Package(
             name: "Agent",
             dependencies: [
                 "Shared",
-                "CCurl",
+                // Downloads go through Shared's HTTPClient; the agent itself calls no libcurl function.
                 "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -110,19 +112,36 @@ let package = Package(
             dependencies: ["Shared", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
+        // ControllerTests and AgentTests also run the built `ferry-controller` and `ferry-agent` (TestPaths.executable):
+        // SwiftPM cannot declare that, `swift build --build-tests` builds them, and a test that finds one missing fails
+        // naming that command.
         .testTarget(
             name: "ControllerTests",
             dependencies: [
                 "Controller", "Shared", "TestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
             name: "AgentTests",
             dependencies: [
                 "Agent", "Shared", "TestSupport",
+                // Builds hostile archives in the tests.
+                "CArchive",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -10,7 +10,7 @@ import Shared
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 2, let data = FileManager.default.contents(atPath: arguments[1]) else {
-    print("usage: JSONBenchmark FILE [RUNS]")
+    print("usage: JSONBenchmark FILE [RUNS] [--jsondecoder]")
     exit(2)
 }
 let runs = arguments.count >= 3 ? max(1, Int(arguments[2]) ?? 20) : 20

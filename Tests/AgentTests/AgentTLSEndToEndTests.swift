@@ -76,7 +76,7 @@ struct AgentTLSEndToEndTests {
 
     /// The controller's `ferry_long_poll_waiters` gauge.
     static func parkedLongPolls(_ fleet: FleetFixture) async throws -> Int? {
-        let response = try await fleet.controller.http.send(HTTPRequest(url: fleet.controller.url + "/metrics"))
+        let response = try await fleet.controller.http.send(HTTPClient.Request(url: fleet.controller.url + "/metrics"))
         let text = String(decoding: response.body, as: UTF8.self)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("ferry_long_poll_waiters ") }) else { return nil }
         return Double(line.dropFirst("ferry_long_poll_waiters ".count)).map { Int($0) }

@@ -43,7 +43,7 @@ import Testing
             }
             func polls(_ id: String, _ token: String) async throws -> Int {
                 try await controller.http.send(
-                    HTTPRequest(url: "\(controller.url)/v1/agents/\(id)/desired-state", headers: ["Authorization": "Bearer \(token)"])
+                    HTTPClient.Request(url: "\(controller.url)/v1/agents/\(id)/desired-state", headers: ["Authorization": "Bearer \(token)"])
                 ).status
             }
 

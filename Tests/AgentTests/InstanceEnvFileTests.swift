@@ -5,85 +5,28 @@ import Testing
 
 @testable import Agent
 
-@Suite("InstanceEnvFile: <envDir>/<service>.env, KEY=VALUE lines that never leave the host")
+@Suite("InstanceEnvFile: <envDir>/<service>.env, in the shared .env dialect, never leaving the host")
 struct InstanceEnvFileTests {
-    static let path = "/etc/ferry/env/api.env"
+    // The dialect itself (comments, quotes, escapes, CRLF, duplicates, every malformed line) is walked by
+    // SharedTests/DotEnvFileTests: publish --env-file reads the same files the same way.
 
-    struct Valid: Sendable, CustomStringConvertible {
-        var description: String
-        var text: String
-        var expected: [String: String]
-    }
-
-    static let valid: [Valid] = [
-        Valid(description: "empty file", text: "", expected: [:]),
-        Valid(
-            description: "comments and blank lines",
-            text: "# secrets for api\n\n   # indented comment\nA=1\n\t\nB=2\n",
-            expected: ["A": "1", "B": "2"]
-        ),
-        Valid(description: "export prefix", text: "export A=1\nexport   B=two\n", expected: ["A": "1", "B": "two"]),
-        Valid(description: "leading blanks before the key", text: "  A=1\n\tB=2", expected: ["A": "1", "B": "2"]),
-        Valid(
-            description: "double and single quotes are removed, once",
-            text: "A=\"x y\"\nB='z'\nC=\"\"\nD='say \"hi\"'\nE=\"'inner'\"\n",
-            expected: ["A": "x y", "B": "z", "C": "", "D": "say \"hi\"", "E": "'inner'"]
-        ),
-        Valid(
-            description: "unquoted values are taken as written (no inline comments, = kept)",
-            text: "URL=postgres://u:p@db/app?ssl=true\nMSG=a b # not a comment\nEMPTY=\n",
-            expected: ["URL": "postgres://u:p@db/app?ssl=true", "MSG": "a b # not a comment", "EMPTY": ""]
-        ),
-        Valid(description: "CRLF line endings", text: "A=1\r\nB=\"2\"\r\n# c\r\n", expected: ["A": "1", "B": "2"]),
-        Valid(description: "underscores and digits in names", text: "_X=1\nDB_URL_2=y\n", expected: ["_X": "1", "DB_URL_2": "y"]),
-    ]
-
-    @Test(arguments: valid)
-    func parses(_ testCase: Valid) throws {
-        let values = try InstanceEnvFile.parse(testCase.text, path: Self.path)
-        #expect(values == testCase.expected)
-    }
-
-    struct Hostile: Sendable, CustomStringConvertible {
-        var description: String
-        var text: String
-        var line: Int
-        var reason: String
-    }
-
-    static let hostile: [Hostile] = [
-        Hostile(description: "duplicate key", text: "# c\nA=1\nB=2\nA=3\n", line: 4, reason: "A is set twice"),
-        Hostile(description: "duplicate key through export", text: "A=1\nexport A=2\n", line: 2, reason: "A is set twice"),
-        Hostile(description: "name starting with a digit", text: "1A=x\n", line: 1, reason: "\"1A\" is not a valid variable name"),
-        Hostile(description: "space inside the name", text: "A=1\nMY VAR=x\n", line: 2, reason: "\"MY VAR\" is not a valid variable name"),
-        Hostile(description: "space before =", text: "A =x\n", line: 1, reason: "\"A \" is not a valid variable name"),
-        Hostile(description: "dash in the name", text: "MY-VAR=x\n", line: 1, reason: "\"MY-VAR\" is not a valid variable name"),
-        Hostile(description: "no name", text: "=x\n", line: 1, reason: "\"\" is not a valid variable name"),
-        Hostile(description: "missing =", text: "A=1\n\nJUSTTEXT\n", line: 3, reason: "expected KEY=VALUE"),
-        Hostile(description: "export alone", text: "export\n", line: 1, reason: "expected KEY=VALUE"),
-        Hostile(description: "unterminated double quote", text: "A=\"abc\n", line: 1, reason: "unterminated quote"),
-        Hostile(description: "lone quote", text: "A=\"\n", line: 1, reason: "unterminated quote"),
-        Hostile(description: "mismatched quotes", text: "A='abc\"\n", line: 1, reason: "unterminated quote"),
-        Hostile(description: "quote over two lines", text: "A=\"first\nsecond\"\n", line: 1, reason: "unterminated quote"),
-        Hostile(
-            description: "too many variables",
-            text: (0...512).map { "V\($0)=x" }.joined(separator: "\n"),
-            line: 0,
-            reason: "more than 512 variables"
-        ),
-    ]
-
-    @Test(arguments: hostile)
-    func refuses(_ testCase: Hostile) {
-        #expect(throws: InstanceEnvFile.ParseError(path: Self.path, line: testCase.line, reason: testCase.reason)) {
-            try InstanceEnvFile.parse(testCase.text, path: Self.path)
+    @Test func readsTheSharedDialectWithTheDigestOfTheBytes() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
+            let text = "\u{FEFF}# api\r\nexport DB_URL = postgres://db/app # primary\r\nTOKEN=\"a\\nb\"\r\nPASS='p#ss w0rd'\r\n"
+            try Data(text.utf8).write(to: directory.appendingPathComponent("api.env"))
+            let env = try InstanceEnvFile.load(service: "api", directory: directory.path)
+            #expect(env.values == ["DB_URL": "postgres://db/app", "TOKEN": "a\nb", "PASS": "p#ss w0rd"])
+            #expect(env.digest == SHA256.hash(Array(text.utf8)).hex)
         }
     }
 
-    @Test func errorsNameTheFileAndLine() {
-        #expect(
-            InstanceEnvFile.ParseError(path: Self.path, line: 3, reason: "expected KEY=VALUE").description == "\(Self.path):3: expected KEY=VALUE"
-        )
+    @Test func errorsNameTheFileAndLine() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
+            let path = directory.appendingPathComponent("api.env").path
+            try Data("A=1\nB=2\nnot a line\n".utf8).write(to: URL(fileURLWithPath: path))
+            let error = #expect(throws: DotEnvFileError.self) { try InstanceEnvFile.load(service: "api", directory: directory.path) }
+            #expect(error?.description == "\(path):3: expected KEY=VALUE")
+        }
     }
 
     @Test func anAbsentFileIsAnEmptyEnvironmentWithTheDigestOfEmptyInput() throws {
@@ -115,11 +58,13 @@ struct InstanceEnvFileTests {
         try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
             let path = directory.appendingPathComponent("api.env").path
             try Data("A=1\nnot a line\n".utf8).write(to: URL(fileURLWithPath: path))
-            #expect(throws: InstanceEnvFile.ParseError(path: path, line: 2, reason: "expected KEY=VALUE")) {
+            #expect(throws: DotEnvFileError(path: path, line: 2, problem: .expectedAssignment)) {
                 try InstanceEnvFile.load(service: "api", directory: directory.path)
             }
+            try Data(repeating: UInt8(ascii: "#"), count: Limits.envTotalBytes).write(to: URL(fileURLWithPath: path))
+            #expect(try InstanceEnvFile.load(service: "api", directory: directory.path).values.isEmpty)
             try Data(repeating: UInt8(ascii: "#"), count: Limits.envTotalBytes + 1).write(to: URL(fileURLWithPath: path))
-            #expect(throws: InstanceEnvFile.ParseError(path: path, line: 0, reason: "file is larger than \(Limits.envTotalBytes) bytes")) {
+            #expect(throws: DotEnvFileError(path: path, line: nil, problem: .tooLarge(limit: Limits.envTotalBytes))) {
                 try InstanceEnvFile.load(service: "api", directory: directory.path)
             }
         }
@@ -130,7 +75,7 @@ struct InstanceEnvFileTests {
         try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
             let path = directory.appendingPathComponent("api.env").path
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-            #expect(throws: InstanceEnvFile.ParseError(path: path, line: 0, reason: "cannot read the file")) {
+            #expect(throws: DotEnvFileError(path: path, line: nil, problem: .notARegularFile)) {
                 try InstanceEnvFile.load(service: "api", directory: directory.path)
             }
         }

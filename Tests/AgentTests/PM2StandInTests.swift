@@ -5,7 +5,8 @@ import Testing
 
 @testable import Agent
 
-/// The recorded PM2 7.0.3 captures (copied from shared/pm2-reference) and the stand-in `pm2` that replays them.
+/// The recorded PM2 7.0.3 captures (`Fixtures/pm2/captures`; its README says how they were made) and the stand-in
+/// `pm2` that replays them.
 enum PM2Fixtures {
     /// `Tests/AgentTests/Fixtures/pm2`.
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/pm2").path

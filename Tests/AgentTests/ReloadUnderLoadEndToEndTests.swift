@@ -105,7 +105,7 @@ actor LoadGenerator {
         while !stopped {
             let outcome: Result.Outcome
             do {
-                let response = try await client.send(HTTPRequest(url: "http://127.0.0.1:\(port)/", timeout: .seconds(5)))
+                let response = try await client.send(HTTPClient.Request(url: "http://127.0.0.1:\(port)/", timeout: .seconds(5)))
                 guard response.isSuccess else { throw HarnessError("HTTP \(response.status)") }
                 outcome = .answer(String(decoding: response.body, as: UTF8.self).split(separator: " ").first.map(String.init) ?? "?")
             } catch {

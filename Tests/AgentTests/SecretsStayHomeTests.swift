@@ -126,12 +126,12 @@ struct SecretsStayHomeTests {
 
         // 3. /v1/fleet and 4. the dashboard.
         let fleetJSON = try await fleet.controller.http.send(
-            HTTPRequest(url: "\(fleet.controller.url)/v1/fleet", headers: ["Authorization": "Bearer \(fleet.viewerToken)"])
+            HTTPClient.Request(url: "\(fleet.controller.url)/v1/fleet", headers: ["Authorization": "Bearer \(fleet.viewerToken)"])
         )
         #expect(fleetJSON.isSuccess)
         let credentials = Data("viewer:\(fleet.viewerToken)".utf8).base64EncodedString()
         let dashboard = try await fleet.controller.http.send(
-            HTTPRequest(url: "\(fleet.controller.url)/", headers: ["Authorization": "Basic \(credentials)"])
+            HTTPClient.Request(url: "\(fleet.controller.url)/", headers: ["Authorization": "Basic \(credentials)"])
         )
         #expect(dashboard.isSuccess)
         for (name, body) in [("/v1/fleet", fleetJSON.body), ("dashboard", dashboard.body)] {

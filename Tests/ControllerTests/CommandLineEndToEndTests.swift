@@ -206,6 +206,32 @@ import Testing
         }
     }
 
+    @Test func publishRefusesABadEnvFileNamingItsLineBeforeUploadingAnything() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-env") { directory in
+            let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+            let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+            try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+            let key = directory.appendingPathComponent("k").path
+            _ = try await Self.cli(["keygen", "--out", key])
+            let envFile = directory.appendingPathComponent("release.env")
+            // Nothing listens on port 9: an attempt to upload would fail with a connection error instead.
+            let publish = [
+                "publish", "--controller", "http://127.0.0.1:9", "--token", Token.generate(), "--key", key + ".key", "--service", "api",
+                "--version", "1", "--artifact", artifact.path, "--ecosystem", ecosystem.path, "--env-file", envFile.path,
+            ]
+            for (text, message) in [
+                ("A=1\r\nB='x'\r\nA=2\r\n", "\(envFile.path):3: A is set twice (first on line 1)"),
+                ("A=\"s3cr3t\\q\"\n", "\(envFile.path):1: unknown escape at column 10"),
+            ] {
+                try Data(text.utf8).write(to: envFile)
+                let run = try await Self.cli(publish)
+                #expect(run.status == 1)
+                #expect(run.errors.contains(message), "\(run.errors)")
+                #expect(!run.errors.contains("s3cr3t") && !run.errors.contains("127.0.0.1:9"), "\(run.errors)")
+            }
+        }
+    }
+
     @Test func publishExplainsAMissingNode() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-node") { directory in
             let ecosystem = directory.appendingPathComponent("ecosystem.config.js")

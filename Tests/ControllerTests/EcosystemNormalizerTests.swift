@@ -486,7 +486,7 @@ struct EcosystemNormalizerTests {
 private enum Backend {
     static func pm2Binary() throws -> String? {
         if let binary = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"], !binary.isEmpty { return binary }
-        let reason = "FERRY_TEST_PM2 is not set: run scripts/test (it unpacks ../shared/tools/pm2) to compare with PM2's schema"
+        let reason = "FERRY_TEST_PM2 is not set: run scripts/test (scripts/real-pm2 unpacks PM2 7.0.3) to compare with PM2's schema"
         if ProcessInfo.processInfo.environment["CI"] == "true" { throw HarnessError("CI must run real PM2: \(reason)") }
         try Test.cancel(Comment(rawValue: reason))
     }

@@ -78,7 +78,7 @@ import Testing
 
         /// The serials of `api` the controller at `url` stores, newest first.
         func serials(at url: String) async throws -> [Int64] {
-            var request = HTTPRequest(url: url + "/v1/services/api/releases")
+            var request = HTTPClient.Request(url: url + "/v1/services/api/releases")
             request.setBearerToken(operatorToken)
             let response = try await http.send(request)
             if response.status == 404 { return [] }
@@ -252,7 +252,7 @@ import Testing
 
             // An agent whose long-poll is parked on a connection opened before the reload.
             let http = setup.http
-            var enroll = HTTPRequest(
+            var enroll = HTTPClient.Request(
                 method: .post,
                 url: server.baseURL + "/v1/agents",
                 body: Array(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"]).json.encoded())
@@ -260,11 +260,13 @@ import Testing
             enroll.setBearerToken(setup.enrollToken)
             let agent = try EnrollResponse(json: JSONValue.parse(try await http.send(enroll).body))
             let stateURL = server.baseURL + "/v1/agents/\(agent.agentId)/desired-state"
-            let first = try await http.send(HTTPRequest(url: stateURL).withBearerToken(agent.token))
+            let first = try await http.send(HTTPClient.Request(url: stateURL).withBearerToken(agent.token))
             let etag = try #require(first.headers["ETag"])
             let longPoll = Task {
                 try await http.send(
-                    HTTPRequest(url: stateURL + "?wait=60", headers: ["If-None-Match": etag], timeout: .seconds(90)).withBearerToken(agent.token)
+                    HTTPClient.Request(url: stateURL + "?wait=60", headers: ["If-None-Match": etag], timeout: .seconds(90)).withBearerToken(
+                        agent.token
+                    )
                 )
             }
             defer { longPoll.cancel() }
@@ -300,7 +302,7 @@ import Testing
             }
             #expect(server.log.contains("still serving the previous certificate"))
             #expect(try TestCertificates.servedCertificate(port: port).serial == pki.renewed.serial)
-            #expect(try await http.send(HTTPRequest(url: server.baseURL + "/healthz")).status == 200)
+            #expect(try await http.send(HTTPClient.Request(url: server.baseURL + "/healthz")).status == 200)
             #expect(server.stop() == 0, "\(server.log)")
         }
     }
@@ -309,7 +311,7 @@ import Testing
     static func waitForWaiters(_ count: Int, at baseURL: String, http: HTTPClient) async throws {
         let deadline = ContinuousClock.now + .seconds(20)
         while true {
-            let metrics = String(decoding: try await http.send(HTTPRequest(url: baseURL + "/metrics")).body, as: UTF8.self)
+            let metrics = String(decoding: try await http.send(HTTPClient.Request(url: baseURL + "/metrics")).body, as: UTF8.self)
             let sample = metrics.split(separator: "\n").first { $0.hasPrefix("ferry_long_poll_waiters ") }
             if let sample, Double(sample.dropFirst("ferry_long_poll_waiters ".count)) == Double(count) { return }
             guard ContinuousClock.now < deadline else { throw FixtureError("/metrics never showed \(count) parked long-polls") }

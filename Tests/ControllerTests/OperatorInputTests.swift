@@ -221,22 +221,68 @@ import Testing
     }
 
     @Test func environmentFiles() throws {
-        let parsed = try EnvironmentFile.parse(
-            """
-            # comment
-            export A=1
-            B = two words # trailing comment
-            C='single # kept'
-            D="line\\nbreak"
+        // The dialect is Shared's DotEnvFile (SharedTests/DotEnvFileTests walks it); this is what publish read before.
+        let parsed = try DotEnvFile.parse(
+            Array(
+                """
+                # comment
+                export A=1
+                B = two words # trailing comment
+                C='single # kept'
+                D="line\\nbreak"
 
-            E=
-            """,
+                E=
+                """.utf8
+            ),
             path: "test.env"
         )
         #expect(parsed == ["A": "1", "B": "two words", "C": "single # kept", "D": "line\nbreak", "E": ""])
-        #expect(throws: ConfigurationError.self) { try EnvironmentFile.parse("1BAD=x", path: "bad.env") }
-        #expect(throws: ConfigurationError.self) { try EnvironmentFile.parse("NOEQUALS", path: "bad.env") }
-        #expect(try EnvironmentFile.pair("K=a=b", source: "--env") == ("K", "a=b"))
+        #expect(throws: DotEnvFileError(path: "bad.env", line: 1, problem: .invalidName("1BAD"))) {
+            try DotEnvFile.parse(Array("1BAD=x".utf8), path: "bad.env")
+        }
+        #expect(throws: DotEnvFileError(path: "bad.env", line: 1, problem: .expectedAssignment)) {
+            try DotEnvFile.parse(Array("NOEQUALS".utf8), path: "bad.env")
+        }
+        #expect(try ReleaseEnvironment.pair("K=a=b", source: "--env") == ("K", "a=b"))
+    }
+
+    @Test func anEnvFileIsReadInTheSharedDialectAndEnvFlagsWin() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-env-file") { directory in
+            let artifact = try await CommandLineEndToEndTests.makeArtifact(in: directory, version: "1.0.0")
+            let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+            try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+            let envFile = directory.appendingPathComponent("release.env")
+            try Data("\u{FEFF}# release\r\nexport NODE_ENV = production # always\r\nGREETING=\"hello\\nworld\"\r\nREGION=us-east-1\r\n".utf8)
+                .write(to: envFile)
+            func options(envFile: String) throws -> ReleaseOptions {
+                try ReleaseOptions.parse([
+                    "--service", "api", "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                    "--env-file", envFile, "--env", "REGION=eu-west-1",
+                ])
+            }
+            let input = try await options(envFile: envFile.path).composeInput()
+            #expect(input.environment == ["NODE_ENV": "production", "GREETING": "hello\nworld", "REGION": "eu-west-1"])
+
+            // A name set twice used to mean "the last one"; it is now an error naming both lines, as on the agent.
+            try Data("A=1\nB=2\nA=3\n".utf8).write(to: envFile)
+            await #expect(throws: DotEnvFileError(path: envFile.path, line: 3, problem: .duplicate(name: "A", firstLine: 1))) {
+                try await options(envFile: envFile.path).composeInput()
+            }
+            let absent = directory.appendingPathComponent("absent.env").path
+            await #expect(throws: DotEnvFileError(path: absent, line: nil, problem: .missing)) {
+                try await options(envFile: absent).composeInput()
+            }
+
+            // A pipe, as `--env-file <(sops -d release.env)` gives: read to its end.
+            let fifo = directory.appendingPathComponent("piped.env").path
+            #expect(mkfifo(fifo, 0o600) == 0)
+            let writer = Process()
+            writer.executableURL = URL(fileURLWithPath: "/bin/sh")
+            writer.arguments = ["-c", "printf 'FROM_PIPE=yes\\n' > \"$0\"", fifo]
+            try writer.run()
+            #expect(try ReleaseEnvironment.read(envFile: fifo) == ["FROM_PIPE": "yes"])
+            writer.waitUntilExit()
+        }
     }
 
     @Test func expiryDurations() throws {

@@ -55,15 +55,15 @@ import Testing
     private static func exercise(base: String, harness: RolloutHarness) async throws {
         let http = HTTPClient()
         func send(
-            _ method: HTTPRequest.Method,
+            _ method: HTTPClient.Request.Method,
             _ path: String,
             token: String,
             body: [UInt8]? = nil,
-            headers: HTTPHeaders = [:]
+            headers: HTTPClient.Headers = [:]
         )
-            async throws -> HTTPResponse
+            async throws -> HTTPClient.Response
         {
-            var request = HTTPRequest(method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30))
+            var request = HTTPClient.Request(method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30))
             request.setBearerToken(token)
             return try await http.send(request)
         }
@@ -140,7 +140,7 @@ import Testing
         #expect(refused.stderr.contains("403 forbidden: this needs a token with role operator"), "\(refused.stderr)")
     }
 
-    private static func serial(in response: HTTPResponse) throws -> Int64? {
+    private static func serial(in response: HTTPClient.Response) throws -> Int64? {
         let state = try DesiredState(json: JSONValue.parse(response.body))
         return try state.releases.map { try Release.decode($0.payload).serial }.first
     }

@@ -14,7 +14,7 @@ struct HTTPClientDownloadTests {
         private let state = Mutex<(began: [(Int, Int64)], bytes: Int64)>(([], 0))
         var began: [(Int, Int64)] { state.withLock { $0.began } }
         var bytes: Int64 { state.withLock { $0.bytes } }
-        func record(_ event: HTTPDownloadEvent) {
+        func record(_ event: HTTPClient.DownloadEvent) {
             switch event {
             case .began(let status, let offset): state.withLock { $0.began.append((status, offset)) }
             case .chunk(let buffer): state.withLock { $0.bytes += Int64(buffer.count) }
@@ -31,7 +31,9 @@ struct HTTPClientDownloadTests {
                 let result = try await client.download(from: "\(server.baseURL)/a", to: path, maxBytes: Int64(Self.payload.count)) {
                     events.record($0)
                 }
-                #expect(result == HTTPDownloadResult(status: 200, startOffset: 0, bytesWritten: 300_000, fileSize: 300_000, alreadyComplete: false))
+                #expect(
+                    result == HTTPClient.DownloadResult(status: 200, startOffset: 0, bytesWritten: 300_000, fileSize: 300_000, alreadyComplete: false)
+                )
                 #expect(try Self.contents(path) == Self.payload)
                 #expect(events.began.map(\.0) == [200])
                 #expect(events.began.map(\.1) == [0])
@@ -54,7 +56,14 @@ struct HTTPClientDownloadTests {
                     maxBytes: Int64(Self.payload.count)
                 ) { events.record($0) }
                 #expect(
-                    result == HTTPDownloadResult(status: 206, startOffset: 100_000, bytesWritten: 200_000, fileSize: 300_000, alreadyComplete: false)
+                    result
+                        == HTTPClient.DownloadResult(
+                            status: 206,
+                            startOffset: 100_000,
+                            bytesWritten: 200_000,
+                            fileSize: 300_000,
+                            alreadyComplete: false
+                        )
                 )
                 #expect(try Self.contents(path) == Self.payload)
                 #expect(events.began.map(\.1) == [100_000])
@@ -101,7 +110,9 @@ struct HTTPClientDownloadTests {
                 let result = try await client.download(from: "\(server.baseURL)/a", to: path, resumeFrom: 300_000, maxBytes: 300_000) {
                     events.record($0)
                 }
-                #expect(result == HTTPDownloadResult(status: 416, startOffset: 300_000, bytesWritten: 0, fileSize: 300_000, alreadyComplete: true))
+                #expect(
+                    result == HTTPClient.DownloadResult(status: 416, startOffset: 300_000, bytesWritten: 0, fileSize: 300_000, alreadyComplete: true)
+                )
                 #expect(events.bytes == 0)
                 #expect(try Self.contents(path) == Self.payload)
             }

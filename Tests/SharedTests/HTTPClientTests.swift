@@ -19,7 +19,7 @@ struct HTTPClientTests {
                 )
             ]
         } run: { server in
-            let request = HTTPRequest(url: "\(server.baseURL)/v1/agents/a1/desired-state").withBearerToken("tok-123")
+            let request = HTTPClient.Request(url: "\(server.baseURL)/v1/agents/a1/desired-state").withBearerToken("tok-123")
             let response = try await client.send(request)
             #expect(response.status == 200)
             #expect(response.isSuccess)
@@ -43,23 +43,28 @@ struct HTTPClientTests {
             }
             return [.send(ScriptedHTTPServer.response(status: 200, headers: [("ETag", "\"v7\"")], body: Array("{}".utf8)))]
         } run: { server in
-            let first = try await client.send(HTTPRequest(url: "\(server.baseURL)/state"))
+            let first = try await client.send(HTTPClient.Request(url: "\(server.baseURL)/state"))
             #expect(first.status == 200)
             let etag = try #require(first.headers["ETag"])
-            let second = try await client.send(HTTPRequest(url: "\(server.baseURL)/state", headers: ["If-None-Match": etag]))
+            let second = try await client.send(HTTPClient.Request(url: "\(server.baseURL)/state", headers: ["If-None-Match": etag]))
             #expect(second.status == 304)
             #expect(second.body.isEmpty)
             #expect(second.headers["etag"] == "\"v7\"")
         }
     }
 
-    @Test(arguments: [HTTPRequest.Method.post, .put, .patch])
-    func bodyIsSentWithItsMethod(_ method: HTTPRequest.Method) async throws {
+    @Test(arguments: [HTTPClient.Request.Method.post, .put, .patch])
+    func bodyIsSentWithItsMethod(_ method: HTTPClient.Request.Method) async throws {
         try await ScriptedHTTPServer.with { _ in
             [.send(ScriptedHTTPServer.response(status: 201))]
         } run: { server in
             let payload = Array("{\"x\":1}".utf8)
-            let request = HTTPRequest(method: method, url: "\(server.baseURL)/status", headers: ["Content-Type": "application/json"], body: payload)
+            let request = HTTPClient.Request(
+                method: method,
+                url: "\(server.baseURL)/status",
+                headers: ["Content-Type": "application/json"],
+                body: payload
+            )
             let response = try await client.send(request)
             #expect(response.status == 201)
             let received = try #require(server.requests.first)
@@ -74,7 +79,7 @@ struct HTTPClientTests {
         try await ScriptedHTTPServer.with { _ in
             [.send(ScriptedHTTPServer.head(status: 200, headers: [("Content-Length", "1234"), ("ETag", "\"x\"")]))]
         } run: { server in
-            let response = try await client.send(HTTPRequest(method: .head, url: "\(server.baseURL)/artifact"))
+            let response = try await client.send(HTTPClient.Request(method: .head, url: "\(server.baseURL)/artifact"))
             #expect(response.status == 200)
             #expect(response.headers["content-length"] == "1234")
             #expect(response.body.isEmpty)
@@ -93,7 +98,7 @@ struct HTTPClientTests {
         } run: { server in
             let url = "\(server.baseURL)/big"
             let error = await #expect(throws: HTTPClientError.self) {
-                try await client.send(HTTPRequest(url: url, maxResponseBytes: 1000))
+                try await client.send(HTTPClient.Request(url: url, maxResponseBytes: 1000))
             }
             guard case .responseTooLarge(let reported, let limit) = error else {
                 Issue.record("expected responseTooLarge, got \(String(describing: error))")
@@ -111,7 +116,7 @@ struct HTTPClientTests {
         try await ScriptedHTTPServer.with { _ in
             [.send(ScriptedHTTPServer.response(status: 200, body: Array("01234567890".utf8)))]
         } run: { server in
-            await #expect(throws: HTTPClientError.self) { try await small.send(HTTPRequest(url: server.baseURL)) }
+            await #expect(throws: HTTPClientError.self) { try await small.send(HTTPClient.Request(url: server.baseURL)) }
         }
     }
 
@@ -122,7 +127,7 @@ struct HTTPClientTests {
             let url = "\(server.baseURL)/v1/agents/a1/desired-state?wait=30"
             let started = ContinuousClock.now
             let error = await #expect(throws: HTTPClientError.self) {
-                try await client.send(HTTPRequest(url: url, timeout: .milliseconds(400)))
+                try await client.send(HTTPClient.Request(url: url, timeout: .milliseconds(400)))
             }
             #expect(ContinuousClock.now - started < .seconds(5))
             guard case .timedOut(let reported, _) = error else {
@@ -137,7 +142,7 @@ struct HTTPClientTests {
     @Test func refusedConnectionIsAConnectionFailure() async throws {
         let port = try await Self.closedPort()
         let url = "http://127.0.0.1:\(port)/healthz"
-        let error = await #expect(throws: HTTPClientError.self) { try await client.send(HTTPRequest(url: url)) }
+        let error = await #expect(throws: HTTPClientError.self) { try await client.send(HTTPClient.Request(url: url)) }
         guard case .connectionFailed(let reported, let code, let message) = error else {
             Issue.record("expected connectionFailed, got \(String(describing: error))")
             return
@@ -160,7 +165,7 @@ struct HTTPClientTests {
             configuration.caFile = caFile
             let url = "https://127.0.0.1:\(server.port)/v1/agents/a1/desired-state"
             let error = await #expect(throws: HTTPClientError.self) {
-                try await HTTPClient(configuration: configuration).send(HTTPRequest(url: url))
+                try await HTTPClient(configuration: configuration).send(HTTPClient.Request(url: url))
             }
             guard case .tls(let reported, let code, _) = error else {
                 Issue.record("expected tls, got \(String(describing: error))")
@@ -177,8 +182,8 @@ struct HTTPClientTests {
         } run: { server in
             let client = self.client
             let url = "\(server.baseURL)/slow"
-            let task = Task { () async throws -> HTTPResponse in
-                try await client.send(HTTPRequest(url: url, timeout: .seconds(60)))
+            let task = Task { () async throws -> HTTPClient.Response in
+                try await client.send(HTTPClient.Request(url: url, timeout: .seconds(60)))
             }
             try await Self.waitUntil { server.requests.count == 1 }
             let started = ContinuousClock.now
@@ -199,9 +204,9 @@ struct HTTPClientTests {
         } run: { server in
             let client = self.client
             let url = server.baseURL
-            let task = Task { () async throws -> HTTPResponse in
+            let task = Task { () async throws -> HTTPClient.Response in
                 withUnsafeCurrentTask { $0?.cancel() }
-                return try await client.send(HTTPRequest(url: url))
+                return try await client.send(HTTPClient.Request(url: url))
             }
             guard case .failure(let error) = await task.result, case .cancelled? = error as? HTTPClientError else {
                 Issue.record("expected cancelled")
@@ -222,19 +227,19 @@ struct HTTPClientTests {
             }
             return [.send(ScriptedHTTPServer.response(status: 200, body: Array("landed".utf8)))]
         } run: { server in
-            let notFollowed = try await client.send(HTTPRequest(url: "\(server.baseURL)/start"))
+            let notFollowed = try await client.send(HTTPClient.Request(url: "\(server.baseURL)/start"))
             #expect(notFollowed.status == 302)
             #expect(notFollowed.headers["location"] == "/final")
 
-            let followed = try await client.send(HTTPRequest(url: "\(server.baseURL)/start", followRedirects: true))
+            let followed = try await client.send(HTTPClient.Request(url: "\(server.baseURL)/start", followRedirects: true))
             #expect(followed.status == 200)
             #expect(followed.body == Array("landed".utf8))
 
-            let post = try await client.send(HTTPRequest(method: .post, url: "\(server.baseURL)/start", body: [1], followRedirects: true))
+            let post = try await client.send(HTTPClient.Request(method: .post, url: "\(server.baseURL)/start", body: [1], followRedirects: true))
             #expect(post.status == 302)
 
             let error = await #expect(throws: HTTPClientError.self) {
-                try await client.send(HTTPRequest(url: "\(server.baseURL)/hop/0", followRedirects: true))
+                try await client.send(HTTPClient.Request(url: "\(server.baseURL)/hop/0", followRedirects: true))
             }
             guard case .transferFailed(_, let code, _) = error else {
                 Issue.record("expected transferFailed (too many redirects), got \(String(describing: error))")
@@ -248,7 +253,7 @@ struct HTTPClientTests {
     @Test func errorsNeverShowTokensOrPresignedSignatures() async throws {
         let port = try await Self.closedPort()
         let url = "http://user:hunter2@127.0.0.1:\(port)/bucket/a.tgz?X-Amz-Credential=AKIAXXX&X-Amz-Signature=deadbeef&part=1"
-        let request = HTTPRequest(url: url).withBearerToken("very-secret-token")
+        let request = HTTPClient.Request(url: url).withBearerToken("very-secret-token")
         let error = await #expect(throws: HTTPClientError.self) { try await client.send(request) }
         let message = String(describing: error)
         #expect(!message.contains("very-secret-token"))
@@ -259,15 +264,15 @@ struct HTTPClientTests {
     }
 
     @Test(arguments: [
-        ("ftp://127.0.0.1/file", HTTPHeaders()),
-        ("file:///etc/passwd", HTTPHeaders()),
-        ("/v1/artifacts/abc", HTTPHeaders()),
-        ("http://127.0.0.1/a b", HTTPHeaders()),
-        ("http://127.0.0.1/", ["X-Evil": "a\r\nInjected: yes"] as HTTPHeaders),
-        ("http://127.0.0.1/", ["Bad Name": "x"] as HTTPHeaders),
+        ("ftp://127.0.0.1/file", HTTPClient.Headers()),
+        ("file:///etc/passwd", HTTPClient.Headers()),
+        ("/v1/artifacts/abc", HTTPClient.Headers()),
+        ("http://127.0.0.1/a b", HTTPClient.Headers()),
+        ("http://127.0.0.1/", ["X-Evil": "a\r\nInjected: yes"] as HTTPClient.Headers),
+        ("http://127.0.0.1/", ["Bad Name": "x"] as HTTPClient.Headers),
     ])
-    func malformedRequestsAreRefusedBeforeSending(url: String, headers: HTTPHeaders) async throws {
-        let error = await #expect(throws: HTTPClientError.self) { try await client.send(HTTPRequest(url: url, headers: headers)) }
+    func malformedRequestsAreRefusedBeforeSending(url: String, headers: HTTPClient.Headers) async throws {
+        let error = await #expect(throws: HTTPClientError.self) { try await client.send(HTTPClient.Request(url: url, headers: headers)) }
         guard case .invalidRequest = error else {
             Issue.record("expected invalidRequest, got \(String(describing: error))")
             return

@@ -18,7 +18,7 @@ struct HTTPClientUploadTests {
                 [.send(ScriptedHTTPServer.response(status: 201, body: Array(#"{"ok":true}"#.utf8)))]
             } run: { server in
                 let reports = Mutex<[Int64]>([])
-                var request = HTTPRequest(method: .post, url: "\(server.baseURL)/v1/artifacts", headers: ["X-Ferry-SHA256": "abc"])
+                var request = HTTPClient.Request(method: .post, url: "\(server.baseURL)/v1/artifacts", headers: ["X-Ferry-SHA256": "abc"])
                 request.setBearerToken("tok")
                 let response = try await client.upload(request, file: file.path) { sent in reports.withLock { $0.append(sent) } }
                 #expect(response.status == 201)
@@ -38,7 +38,7 @@ struct HTTPClientUploadTests {
 
     struct BadUpload: Sendable, CustomTestStringConvertible {
         let name: String
-        let method: HTTPRequest.Method
+        let method: HTTPClient.Request.Method
         /// `{dir}` is a temporary directory.
         let file: String
         let message: String
@@ -63,7 +63,7 @@ struct HTTPClientUploadTests {
             try Data("x".utf8).write(to: directory.appendingPathComponent("file.bin"))
             let path = bad.file.replacingOccurrences(of: "{dir}", with: directory.path)
             do {
-                _ = try await client.upload(HTTPRequest(method: bad.method, url: "http://127.0.0.1:9/v1/artifacts"), file: path)
+                _ = try await client.upload(HTTPClient.Request(method: bad.method, url: "http://127.0.0.1:9/v1/artifacts"), file: path)
                 Issue.record("uploaded \(path)")
             } catch {
                 #expect("\(error)".contains(bad.message.replacingOccurrences(of: "{dir}", with: directory.path)), "\(error)")

@@ -1,11 +1,13 @@
 import Foundation
 import Shared
+import Testing
 
 /// Helpers shared by the test targets.
 public enum TestPaths {
-    /// The directory holding the built products (`ferry-controller`, `ferry-agent`) of this test run.
+    /// The directory holding the built products (`ferry-controller`, `ferry-agent`) of this test run: the first
+    /// directory above the test bundle (`ferryPackageTests.xctest`) that holds `ferry-controller`, or the bundle's own
+    /// directory when none does (then `executable(_:)` fails the test, naming the command that builds them).
     public static var productsDirectory: URL {
-        // The test bundle (`ferryPackageTests.xctest`) sits in the products directory.
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         var directory = bundle
         while directory.path != "/" {
@@ -17,9 +19,24 @@ public enum TestPaths {
         return bundle.deletingLastPathComponent()
     }
 
-    /// The path of a built executable product.
+    /// The path of a built executable product (`ferry-agent`, `ferry-controller`).
+    ///
+    /// SwiftPM cannot declare that a test target needs an executable product, and a test cannot build one itself
+    /// (`swift test` holds the build directory's lock), so a missing binary fails the calling test with the command to
+    /// run, instead of a spawn error further on.
     public static func executable(_ name: String) -> String {
-        productsDirectory.appendingPathComponent(name).path
+        let directory = productsDirectory
+        let path = directory.appendingPathComponent(name).path
+        if !FileManager.default.isExecutableFile(atPath: path) {
+            Issue.record(
+                """
+                \(name) is not built in \(directory.path): these tests run the real binary. Build it first with \
+                `swift build --build-tests` (it builds ferry-agent and ferry-controller too), then run \
+                `swift test --skip-build`.
+                """
+            )
+        }
+        return path
     }
 
     /// A fresh, empty temporary directory; remove it with `FileManager.default.removeItem` when done.

@@ -31,7 +31,7 @@ struct ControllerClient: Sendable, CustomStringConvertible {
         if wait > 0 { url += "?wait=\(wait)" }
         var headers = authorization
         if let etag { headers["If-None-Match"] = etag }
-        let response = try await send(HTTPRequest(method: .get, url: url, headers: headers, timeout: .seconds(wait + 20)))
+        let response = try await send(HTTPClient.Request(method: .get, url: url, headers: headers, timeout: .seconds(wait + 20)))
         if response.status == 304 { return .notModified }
         try Self.check(response, url: url)
         do {
@@ -47,7 +47,7 @@ struct ControllerClient: Sendable, CustomStringConvertible {
         let url = "\(baseURL)/v1/agents/\(Self.escape(agentId))/status"
         var headers = authorization
         headers["Content-Type"] = "application/json"
-        let response = try await send(HTTPRequest(method: .post, url: url, headers: headers, body: Array(report.json.encoded())))
+        let response = try await send(HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(report.json.encoded())))
         try Self.check(response, url: url)
     }
 
@@ -62,7 +62,7 @@ struct ControllerClient: Sendable, CustomStringConvertible {
         let url = "\(client.baseURL)/v1/agents"
         var headers = client.authorization
         headers["Content-Type"] = "application/json"
-        let response = try await client.send(HTTPRequest(method: .post, url: url, headers: headers, body: Array(request.json.encoded())))
+        let response = try await client.send(HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(request.json.encoded())))
         try check(response, url: url)
         do {
             return try EnrollResponse(json: JSONValue.parse(response.body))
@@ -74,9 +74,9 @@ struct ControllerClient: Sendable, CustomStringConvertible {
     /// Never shows the token.
     var description: String { "ControllerClient(\(baseURL))" }
 
-    private var authorization: HTTPHeaders { ["Authorization": "Bearer \(token)"] }
+    private var authorization: HTTPClient.Headers { ["Authorization": "Bearer \(token)"] }
 
-    private func send(_ request: HTTPRequest) async throws(ControllerError) -> HTTPResponse {
+    private func send(_ request: HTTPClient.Request) async throws(ControllerError) -> HTTPClient.Response {
         do {
             return try await http.send(request)
         } catch {
@@ -84,7 +84,7 @@ struct ControllerClient: Sendable, CustomStringConvertible {
         }
     }
 
-    private static func check(_ response: HTTPResponse, url: String) throws(ControllerError) {
+    private static func check(_ response: HTTPClient.Response, url: String) throws(ControllerError) {
         guard !response.isSuccess else { return }
         let body = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body))
         throw .rejected(url: url, status: response.status, code: body?.error ?? "http_\(response.status)", message: body?.message ?? "")

@@ -48,7 +48,7 @@ enum HealthProbe {
         { target in
             do {
                 return try await target.withResolvedURL { url in
-                    try await client.send(HTTPRequest(method: .get, url: url)).status
+                    try await client.send(HTTPClient.Request(method: .get, url: url)).status
                 }
             } catch {
                 throw HealthProbeError(reason: target.scrub("\(error)"))

@@ -3,7 +3,8 @@
 /// Pure: the health gate polls `processes()` and evaluates each table with `init(evaluating:against:)` until it is
 /// `.allOnline` for long enough, or `.failed`, or the deadline passes while `.pending`. It exists because a process
 /// manager command succeeding proves nothing: `pm2 reload` exits 0 while the new code crashes at boot and the table
-/// ends `errored` (shared/pm2-reference `symlink-08`, `symlink-09`, `start-syntax-error`).
+/// ends `errored` (the `symlink-08`, `symlink-09` and `start-syntax-error` runs in
+/// Tests/AgentTests/Fixtures/pm2/captures).
 enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
     /// Every desired app has exactly its instance count, all `online` (an `autorestart: false` app that exited with
     /// code 0 counts as done).

@@ -180,7 +180,7 @@ struct ArtifactFetcher: Sendable {
 
     private struct Source {
         var url: String
-        var headers: HTTPHeaders
+        var headers: HTTPClient.Headers
         var followRedirects: Bool
     }
 
@@ -191,7 +191,7 @@ struct ArtifactFetcher: Sendable {
             }
             var base = Substring(controllerURL)
             while base.hasSuffix("/") { base = base.dropLast() }
-            var headers = HTTPHeaders()
+            var headers = HTTPClient.Headers()
             if let token { headers["Authorization"] = "Bearer \(token)" }
             return Source(url: base + artifact.url, headers: headers, followRedirects: false)
         }
@@ -200,7 +200,7 @@ struct ArtifactFetcher: Sendable {
             throw .invalidURL(url: RedactedURL.redact(artifact.url), reason: "only http(s) URLs and controller paths are supported")
         }
         // The agent's token is for the controller only: never send it to a third-party host.
-        return Source(url: artifact.url, headers: HTTPHeaders(), followRedirects: configuration.followRedirectsForAbsoluteURLs)
+        return Source(url: artifact.url, headers: HTTPClient.Headers(), followRedirects: configuration.followRedirectsForAbsoluteURLs)
     }
 
     /// Whether a complete, verified artifact is at `path`; a wrong one is deleted.
@@ -281,12 +281,12 @@ struct ArtifactFetcher: Sendable {
         from offset: Int64,
         hash: PartHash,
         logger: Logger
-    ) async throws(ArtifactFetchError) -> HTTPDownloadResult {
+    ) async throws(ArtifactFetchError) -> HTTPClient.DownloadResult {
         let digest = artifact.sha256
         let pauseAfter = configuration.pauseAfterBytes
         let pauseFlag = CancellationFlag()
         let client = self.client
-        let outcome = await withTaskCancellationHandler { () async -> Result<HTTPDownloadResult, HTTPClientError> in
+        let outcome = await withTaskCancellationHandler { () async -> Result<HTTPClient.DownloadResult, HTTPClientError> in
             do throws(HTTPClientError) {
                 return .success(
                     try await client.download(

@@ -1,7 +1,7 @@
 /// What the agent does to one app so the process manager's table matches the desired state.
 ///
 /// `decide(desired:observed:needsRefresh:)` is pure: the same inputs always give the same action, so the planner
-/// and its tests call it directly. The rules follow what real PM2 7 does (shared/pm2-reference):
+/// and its tests call it directly. The rules follow what real PM2 7 does (Tests/AgentTests/Fixtures/pm2/captures):
 /// - a reload (or `startOrReload`, or `restart <file>`) never changes an existing app's script or cwd, so a changed
 ///   script path, cwd, interpreter, exec mode or instance count needs delete + start (`path-02`…`path-10`);
 /// - the `current` symlink is re-resolved at every spawn, so a new release behind an unchanged path only needs a

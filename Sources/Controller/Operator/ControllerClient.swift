@@ -32,8 +32,8 @@ struct ControllerClient: Sendable {
         self.http = HTTPClient(configuration: configuration)
     }
 
-    private func request(_ method: HTTPRequest.Method, _ path: String) -> HTTPRequest {
-        var request = HTTPRequest(method: method, url: baseURL + path)
+    private func request(_ method: HTTPClient.Request.Method, _ path: String) -> HTTPClient.Request {
+        var request = HTTPClient.Request(method: method, url: baseURL + path)
         request.setBearerToken(token)
         return request
     }
@@ -81,7 +81,7 @@ struct ControllerClient: Sendable {
         request.headers["Content-Type"] = "application/octet-stream"
         request.headers["X-Ferry-SHA256"] = digest.hex
         request.timeout = Self.uploadTimeout
-        let response: HTTPResponse
+        let response: HTTPClient.Response
         do {
             response = try await http.upload(request, file: file, progress: progress)
         } catch {
@@ -90,7 +90,7 @@ struct ControllerClient: Sendable {
         return try Self.decode(response, request: request, expecting: [200, 201])
     }
 
-    private func perform(_ request: HTTPRequest) async throws(ClientError) -> HTTPResponse {
+    private func perform(_ request: HTTPClient.Request) async throws(ClientError) -> HTTPClient.Response {
         do {
             return try await http.send(request)
         } catch {
@@ -98,7 +98,7 @@ struct ControllerClient: Sendable {
         }
     }
 
-    private static func transportError(_ error: HTTPClientError, request: HTTPRequest) -> ClientError {
+    private static func transportError(_ error: HTTPClientError, request: HTTPClient.Request) -> ClientError {
         let url = RedactedURL.redact(request.url)
         switch error {
         case .tls(_, let code, let message):
@@ -118,7 +118,7 @@ struct ControllerClient: Sendable {
         return text
     }
 
-    private static func decode(_ response: HTTPResponse, request: HTTPRequest, expecting: Set<Int>) throws(ClientError) -> JSONValue {
+    private static func decode(_ response: HTTPClient.Response, request: HTTPClient.Request, expecting: Set<Int>) throws(ClientError) -> JSONValue {
         let method = request.method.rawValue
         let url = RedactedURL.redact(request.url)
         let status = response.status

@@ -53,7 +53,7 @@ struct ReleaseOptions: ParsableArguments {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) must match ^[a-z0-9][a-z0-9-]{0,62}$") }
         guard Release.isValidVersion(version) else { throw ValidationError("--version \(version) must match ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$") }
         _ = try ExpiryText.parse(expiresIn)
-        for pair in env { _ = try EnvironmentFile.pair(pair, source: "--env") }
+        for pair in env { _ = try ReleaseEnvironment.pair(pair, source: "--env") }
         if let stableSeconds, !(0...3599).contains(stableSeconds) {
             throw ValidationError("--stable-seconds must be between 0 and 3599 (shorter than the 60 s health deadline), got \(stableSeconds)")
         }
@@ -66,9 +66,9 @@ struct ReleaseOptions: ParsableArguments {
     /// Everything is validated here, before anything is uploaded.
     func composeInput() async throws -> ReleaseComposer.Input {
         let expiry = try ExpiryText.parse(expiresIn)
-        var environment = try envFile.map { try EnvironmentFile.read($0) } ?? [:]
+        var environment = try envFile.map { try ReleaseEnvironment.read(envFile: $0) } ?? [:]
         for pair in env {
-            let (key, value) = try EnvironmentFile.pair(pair, source: "--env")
+            let (key, value) = try ReleaseEnvironment.pair(pair, source: "--env")
             environment[key] = value
         }
         let evaluation = try await EcosystemFile.evaluate(at: ecosystem, passEnvironment: passEnv)

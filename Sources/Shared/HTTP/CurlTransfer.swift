@@ -28,7 +28,7 @@ final class CurlTransfer {
     private final class DownloadState {
         let target: DownloadTarget
         let fd: Int32
-        let onEvent: (HTTPDownloadEvent) throws -> Void
+        let onEvent: (HTTPClient.DownloadEvent) throws -> Void
         var fileSize: Int64
         var startOffset: Int64
         var written: Int64 = 0
@@ -36,7 +36,7 @@ final class CurlTransfer {
         var alreadyComplete = false
         var status = 0
 
-        init(target: DownloadTarget, fd: Int32, onEvent: @escaping (HTTPDownloadEvent) throws -> Void) {
+        init(target: DownloadTarget, fd: Int32, onEvent: @escaping (HTTPClient.DownloadEvent) throws -> Void) {
             self.target = target
             self.fd = fd
             self.onEvent = onEvent
@@ -51,7 +51,7 @@ final class CurlTransfer {
     private let cancellation: CancellationFlag
     private let errorBuffer: UnsafeMutablePointer<CChar>
     private var headerList: UnsafeMutablePointer<curl_slist>?
-    private var responseHeaders = HTTPHeaders()
+    private var responseHeaders = HTTPClient.Headers()
     /// Set by a callback that aborts the transfer; wins over curl's own (less precise) result code.
     private var failure: HTTPClientError?
     private var body: [UInt8] = []
@@ -94,10 +94,10 @@ final class CurlTransfer {
     // MARK: Entry points (called on the dedicated thread)
 
     static func send(
-        _ request: HTTPRequest,
+        _ request: HTTPClient.Request,
         configuration: HTTPClient.Configuration,
         cancellation: CancellationFlag
-    ) -> Result<HTTPResponse, HTTPClientError> {
+    ) -> Result<HTTPClient.Response, HTTPClientError> {
         let url = RedactedURL.redact(request.url)
         guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
             return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
@@ -107,19 +107,19 @@ final class CurlTransfer {
             try transfer.configure(request, configuration: configuration, isDownload: false)
             try transfer.setOff(CURLOPT_MAXFILESIZE_LARGE, Int64(transfer.bodyLimit))
             try transfer.perform()
-            return .success(HTTPResponse(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
+            return .success(HTTPClient.Response(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
         } catch {
             return .failure(error)
         }
     }
 
     static func upload(
-        _ request: HTTPRequest,
+        _ request: HTTPClient.Request,
         file path: String,
         configuration: HTTPClient.Configuration,
         cancellation: CancellationFlag,
         progress: @escaping @Sendable (Int64) -> Void
-    ) -> Result<HTTPResponse, HTTPClientError> {
+    ) -> Result<HTTPClient.Response, HTTPClientError> {
         let url = RedactedURL.redact(request.url)
         guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
             return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
@@ -142,19 +142,19 @@ final class CurlTransfer {
             try transfer.perform()
             guard source.sent == source.size else { throw .uploadSourceChanged(path: path, expected: source.size, sent: source.sent) }
             source.progress(source.size)
-            return .success(HTTPResponse(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
+            return .success(HTTPClient.Response(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
         } catch {
             return .failure(error)
         }
     }
 
     static func download(
-        _ request: HTTPRequest,
+        _ request: HTTPClient.Request,
         to target: DownloadTarget,
         configuration: HTTPClient.Configuration,
         cancellation: CancellationFlag,
-        onEvent: @escaping (HTTPDownloadEvent) throws -> Void
-    ) -> Result<HTTPDownloadResult, HTTPClientError> {
+        onEvent: @escaping (HTTPClient.DownloadEvent) throws -> Void
+    ) -> Result<HTTPClient.DownloadResult, HTTPClientError> {
         let url = RedactedURL.redact(request.url)
         guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
             return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
@@ -180,7 +180,7 @@ final class CurlTransfer {
                 throw transfer.failure ?? .unexpectedStatus(url: url, status: state.status)
             }
             return .success(
-                HTTPDownloadResult(
+                HTTPClient.DownloadResult(
                     status: state.status,
                     startOffset: state.startOffset,
                     bytesWritten: state.written,
@@ -195,7 +195,7 @@ final class CurlTransfer {
 
     // MARK: Setup
 
-    private func configure(_ request: HTTPRequest, configuration: HTTPClient.Configuration, isDownload: Bool) throws(HTTPClientError) {
+    private func configure(_ request: HTTPClient.Request, configuration: HTTPClient.Configuration, isDownload: Bool) throws(HTTPClientError) {
         try setString(CURLOPT_URL, request.url)
         try setLong(CURLOPT_NOSIGNAL, 1)
         try setString(CURLOPT_PROTOCOLS_STR, "http,https")
@@ -419,7 +419,7 @@ final class CurlTransfer {
         let line = Substring(String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<end]), as: UTF8.self))
         if line.hasPrefix("HTTP/") {
             // A new response (after a redirect or a 100 Continue): only the last one's headers count.
-            responseHeaders = HTTPHeaders()
+            responseHeaders = HTTPClient.Headers()
         } else if let colon = line.firstIndex(of: ":") {
             let name = Self.trimmed(line[..<colon])
             let value = Self.trimmed(line[line.index(after: colon)...])

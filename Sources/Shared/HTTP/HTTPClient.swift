@@ -49,7 +49,7 @@ package struct HTTPClient: Sendable {
     ///
     /// - Throws: `HTTPClientError` for everything that is not a complete HTTP response: connection, TLS, timeout,
     ///   a body over the limit (`.responseTooLarge`), cancellation.
-    package func send(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
+    package func send(_ request: Request) async throws(HTTPClientError) -> Response {
         let url = RedactedURL.redact(request.url)
         try Self.validate(request.url, headers: request.headers)
         if Task.isCancelled { throw .cancelled(url: url) }
@@ -70,10 +70,10 @@ package struct HTTPClient: Sendable {
     /// - Throws: as `send`, plus `.file` when the file cannot be read and `.uploadSourceChanged` when it got shorter
     ///   while being sent.
     package func upload(
-        _ request: HTTPRequest,
+        _ request: Request,
         file path: String,
         progress: @escaping @Sendable (Int64) -> Void = { _ in }
-    ) async throws(HTTPClientError) -> HTTPResponse {
+    ) async throws(HTTPClientError) -> Response {
         let url = RedactedURL.redact(request.url)
         try Self.validate(request.url, headers: request.headers)
         guard request.method == .post else { throw .invalidRequest(url: url, reason: "uploads are POST requests") }
@@ -104,11 +104,11 @@ package struct HTTPClient: Sendable {
         to path: String,
         resumeFrom offset: Int64 = 0,
         maxBytes: Int64,
-        headers: HTTPHeaders = [:],
+        headers: Headers = [:],
         followRedirects: Bool = false,
         timeout: Duration? = nil,
-        onEvent: sending @escaping (HTTPDownloadEvent) throws -> Void = { _ in }
-    ) async throws(HTTPClientError) -> HTTPDownloadResult {
+        onEvent: sending @escaping (DownloadEvent) throws -> Void = { _ in }
+    ) async throws(HTTPClientError) -> DownloadResult {
         let redacted = RedactedURL.redact(url)
         try Self.validate(url, headers: headers)
         guard offset >= 0, maxBytes >= 0 else {
@@ -117,7 +117,7 @@ package struct HTTPClient: Sendable {
         if Task.isCancelled { throw .cancelled(url: redacted) }
         var requestHeaders = headers
         requestHeaders["Range"] = offset > 0 ? "bytes=\(offset)-" : nil
-        let request = HTTPRequest(method: .get, url: url, headers: requestHeaders, timeout: timeout, followRedirects: followRedirects)
+        let request = Request(method: .get, url: url, headers: requestHeaders, timeout: timeout, followRedirects: followRedirects)
         let target = CurlTransfer.DownloadTarget(path: path, offset: offset, maxBytes: maxBytes)
         let configuration = self.configuration
         let flag = CancellationFlag()
@@ -127,7 +127,7 @@ package struct HTTPClient: Sendable {
         return try result.get()
     }
 
-    private static func validate(_ url: String, headers: HTTPHeaders) throws(HTTPClientError) {
+    private static func validate(_ url: String, headers: Headers) throws(HTTPClientError) {
         let lower = url.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
             throw .invalidRequest(url: RedactedURL.redact(url), reason: "only absolute http:// and https:// URLs are supported")

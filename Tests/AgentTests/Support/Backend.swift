@@ -13,7 +13,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     var testDescription: String { self == .pm2 ? "real PM2" : "builtin supervisor" }
 
-    /// The real pm2 binary: `FERRY_TEST_PM2`, which `scripts/test` and `.ci/run` set from `../shared/tools/pm2/install`.
+    /// The real pm2 binary: `FERRY_TEST_PM2`, which `scripts/test` and `.ci/run` set from `scripts/real-pm2`.
     static let realPM2: String? = ProcessInfo.processInfo.environment["FERRY_TEST_PM2"].flatMap { $0.isEmpty ? nil : $0 }
 
     /// The pm2 binary this backend drives (`nil` for the builtin supervisor). On a machine without PM2 the test case
@@ -27,7 +27,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
             }
             return binary
         }
-        let reason = "FERRY_TEST_PM2 is not set: run scripts/test (it unpacks ../shared/tools/pm2) to run the real-PM2 variant"
+        let reason = "FERRY_TEST_PM2 is not set: run scripts/test (scripts/real-pm2 unpacks PM2 7.0.3) to run the real-PM2 variant"
         if ProcessInfo.processInfo.environment["CI"] == "true" { throw HarnessError("CI must run real PM2: \(reason)") }
         try Test.cancel(Comment(rawValue: reason))
     }

@@ -88,7 +88,7 @@ final class ControllerHarness {
     func upload(_ file: URL, token: String) async throws -> ArtifactReference {
         let bytes = try Array(Data(contentsOf: file))
         let response = try await http.send(
-            HTTPRequest(method: .post, url: "\(url)/v1/artifacts", headers: ["Authorization": "Bearer \(token)"], body: bytes)
+            HTTPClient.Request(method: .post, url: "\(url)/v1/artifacts", headers: ["Authorization": "Bearer \(token)"], body: bytes)
         )
         guard response.isSuccess else { throw HarnessError("upload failed: \(response.status) \(String(decoding: response.body, as: UTF8.self))") }
         let digest = SHA256.hash(bytes)
@@ -99,7 +99,7 @@ final class ControllerHarness {
     @discardableResult
     func publish(_ envelope: Envelope, token: String, query: String = "") async throws -> (Int, String) {
         let response = try await http.send(
-            HTTPRequest(
+            HTTPClient.Request(
                 method: .post,
                 url: "\(url)/v1/releases\(query.isEmpty ? "" : "?\(query)")",
                 headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json"],
@@ -111,14 +111,14 @@ final class ControllerHarness {
 
     /// `GET <path>` with a token, parsed as JSON.
     func get(_ path: String, token: String) async throws -> JSONValue {
-        let response = try await http.send(HTTPRequest(url: "\(url)\(path)", headers: ["Authorization": "Bearer \(token)"]))
+        let response = try await http.send(HTTPClient.Request(url: "\(url)\(path)", headers: ["Authorization": "Bearer \(token)"]))
         guard response.isSuccess else { throw HarnessError("GET \(path): HTTP \(response.status) \(String(decoding: response.body, as: UTF8.self))") }
         return try JSONValue.parse(response.body)
     }
 
     /// `GET /v1/fleet`.
     func fleet(token: String) async throws -> JSONValue {
-        let response = try await http.send(HTTPRequest(url: "\(url)/v1/fleet", headers: ["Authorization": "Bearer \(token)"]))
+        let response = try await http.send(HTTPClient.Request(url: "\(url)/v1/fleet", headers: ["Authorization": "Bearer \(token)"]))
         guard response.isSuccess else { throw HarnessError("fleet: HTTP \(response.status)") }
         return try JSONValue.parse(response.body)
     }

@@ -284,7 +284,7 @@ final class FleetFixture {
     /// `GET http://127.0.0.1:port/` of the app, or `nil` when nothing answers.
     func appAnswer(port: Int) async -> String? {
         let client = HTTPClient()
-        guard let response = try? await client.send(HTTPRequest(url: "http://127.0.0.1:\(port)/", timeout: .seconds(2))),
+        guard let response = try? await client.send(HTTPClient.Request(url: "http://127.0.0.1:\(port)/", timeout: .seconds(2))),
             response.isSuccess
         else { return nil }
         return String(decoding: response.body, as: UTF8.self)

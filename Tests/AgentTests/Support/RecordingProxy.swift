@@ -36,13 +36,13 @@ final class RecordingProxy: Sendable {
             let body = Array(try await request.body.collect(upTo: 64 << 20).readableBytesView)
             let target = request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
             await recorder.append(Exchange(method: request.method.rawValue, path: target, body: body))
-            var headers = Shared.HTTPHeaders()
+            var headers = HTTPClient.Headers()
             for name in forwardedRequestHeaders {
                 if let fieldName = HTTPField.Name(name), let value = request.headers[fieldName] { headers[name] = value }
             }
-            let method = Shared.HTTPRequest.Method(rawValue: request.method.rawValue) ?? .get
+            let method = HTTPClient.Request.Method(rawValue: request.method.rawValue) ?? .get
             let upstreamResponse = try await client.send(
-                Shared.HTTPRequest(
+                HTTPClient.Request(
                     method: method,
                     url: upstream + target,
                     headers: headers,

@@ -7,8 +7,8 @@ import Darwin
 /// How pm2 runs on this host: the resolved binary and the exact, minimal environment it gets.
 ///
 /// pm2 never inherits the agent's environment. `--update-env` (and every reload through a file) merges the *calling*
-/// process's environment into the app (shared/pm2-reference behaviour 8), so anything the agent has — its token,
-/// proxy settings, config paths — would leak into applications. pm2 gets `PATH`, `HOME`, `PM2_HOME` and `NO_COLOR=1`
+/// process's environment into the app (behaviour 8 in Tests/AgentTests/Fixtures/pm2/captures/README.md), so anything
+/// the agent has — its token, proxy settings, config paths — would leak into applications. pm2 gets `PATH`, `HOME`, `PM2_HOME` and `NO_COLOR=1`
 /// (PM2 7 colours its messages whenever `PM2_HOME` is set, behaviour 1) and nothing else; apps get their env only
 /// from the generated ecosystem file.
 struct PM2Invocation: Sendable, Equatable {

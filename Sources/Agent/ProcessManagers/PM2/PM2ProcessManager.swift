@@ -8,7 +8,8 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The production process manager: drives the `pm2` CLI the way PM2 7 really behaves (shared/pm2-reference).
+/// The production process manager: drives the `pm2` CLI the way PM2 7 really behaves (its captures are in
+/// Tests/AgentTests/Fixtures/pm2/captures).
 ///
 /// - Every call runs with a minimal, explicit environment (`PM2Invocation`) and is bounded by
 ///   `Configuration.commandTimeout`; a wedged pm2 is killed with its process group and reported as

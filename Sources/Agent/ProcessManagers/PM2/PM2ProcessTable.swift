@@ -2,10 +2,11 @@ import Shared
 
 /// PM2's process table as `pm2 jlist` prints it, every namespace included.
 ///
-/// Reading is robust to what real PM2 7 prints (shared/pm2-reference): a daemon that was not running is spawned by
-/// `jlist` itself, and its `[PM2] Spawning PM2 daemon…` lines — plus the ASCII banner on the very first run — come on
-/// stdout *before* the JSON (`jlist-daemon-not-running`, `jlist-first-run-fresh-home`). The JSON is one line
-/// (`JSON.stringify`, no trailing newline), so the table is the last line that parses as a JSON array.
+/// Reading is robust to what real PM2 7 prints (captures in Tests/AgentTests/Fixtures/pm2/captures): a daemon that
+/// was not running is spawned by `jlist` itself, and its `[PM2] Spawning PM2 daemon…` lines — plus the ASCII banner
+/// on the very first run — come on stdout *before* the JSON (`jlist-daemon-not-running`, `jlist-first-run-fresh-home`).
+/// The JSON is one line (`JSON.stringify`, no trailing newline), so the table is the last line that parses as a JSON
+/// array.
 struct PM2ProcessTable: Sendable, Equatable {
     /// One element per instance, in pm_id order.
     var processes: [ManagedProcess]

@@ -1,0 +1,81 @@
+/// Why a `.env` file was refused: the file, the line (1-based; `nil` for the file as a whole) and the problem.
+///
+/// No message quotes a value: the agent's env files hold the instance's secrets, and these errors reach its logs.
+/// An invalid name is quoted (it is the text before `=`, clipped), an escape is located by its column.
+package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What was wrong.
+    package enum Problem: Error, Equatable, Sendable, CustomStringConvertible {
+        /// There is no file at the path (only an error where the file is required, as for `publish --env-file`).
+        case missing
+        /// The file exists but cannot be read (`reason` is the system's).
+        case unreadable(reason: String)
+        /// The path is a directory, a FIFO, a device...
+        case notARegularFile
+        /// The file is larger than the reader accepts.
+        case tooLarge(limit: Int)
+        /// The line is not valid UTF-8.
+        case notUTF8
+        /// The line holds a NUL byte (no environment variable can carry one).
+        case nulByte
+        /// A carriage return that does not end the line (old Mac line endings, or a stray `\r`).
+        case carriageReturnInsideLine
+        /// Neither blank, nor a comment, nor `KEY=VALUE`.
+        case expectedAssignment
+        /// The text before `=` is not `^[A-Za-z_][A-Za-z0-9_]*$`.
+        case invalidName(String)
+        /// A value opened with `quote` that does not close on the same line.
+        case unterminatedQuote(Character)
+        /// Something other than blanks or a `# comment` after a quoted value's closing quote.
+        case textAfterClosingQuote
+        /// A backslash in a double-quoted value not followed by `n`, `r`, `t`, `\`, `"` or `$`.
+        case unknownEscape(column: Int)
+        /// The name was already set on `firstLine`.
+        case duplicate(name: String, firstLine: Int)
+        /// More variables than one env map may hold.
+        case tooManyVariables(limit: Int)
+
+        package var description: String {
+            switch self {
+            case .missing: "no such file"
+            case .unreadable(let reason): "cannot read the file: \(reason)"
+            case .notARegularFile: "not a regular file"
+            case .tooLarge(let limit): "file is larger than \(limit) bytes"
+            case .notUTF8: "not valid UTF-8 (save the file as UTF-8)"
+            case .nulByte: "contains a NUL byte"
+            case .carriageReturnInsideLine: "carriage return inside the line (use LF or CRLF line endings)"
+            case .expectedAssignment: "expected KEY=VALUE"
+            case .invalidName(let name):
+                "\"\(Self.clipped(name))\" is not a valid variable name (letters, digits and _, not starting with a digit)"
+            case .unterminatedQuote(let quote):
+                "unterminated quote (\(quote) opens the value but does not close it on this line; write a line break as \\n inside double quotes)"
+            case .textAfterClosingQuote: "text after the closing quote (only blanks and a # comment may follow it)"
+            case .unknownEscape(let column):
+                "unknown escape at column \(column) (inside double quotes \\n, \\r, \\t, \\\\, \\\" and \\$ are escapes; write \\\\ for a backslash, or use single quotes)"
+            case .duplicate(let name, let firstLine): "\(name) is set twice (first on line \(firstLine))"
+            case .tooManyVariables(let limit): "more than \(limit) variables"
+            }
+        }
+
+        private static func clipped(_ name: String) -> String {
+            name.unicodeScalars.count <= 64 ? name : String(String.UnicodeScalarView(name.unicodeScalars.prefix(64))) + "…"
+        }
+    }
+
+    /// The file, as the caller named it.
+    package var path: String
+    /// 1-based; `nil` when the problem is the file as a whole.
+    package var line: Int?
+    package var problem: Problem
+
+    package init(path: String, line: Int?, problem: Problem) {
+        self.path = path
+        self.line = line
+        self.problem = problem
+    }
+
+    /// `path:line: problem`, or `path: problem` for the file as a whole.
+    package var description: String {
+        if let line { return "\(path):\(line): \(problem)" }
+        return "\(path): \(problem)"
+    }
+}
