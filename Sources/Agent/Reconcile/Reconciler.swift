@@ -95,7 +95,7 @@ actor Reconciler {
             if let applied = state[service].applied {
                 try files.switchCurrent(service, to: applied.directoryName)
                 if let apps = try? appSpecs(for: applied, service: service) {
-                    try? files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
+                    try? files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
                     _ = await apply(apps, service: service, needsRefresh: true, previousNames: [])
                 }
             }
@@ -208,7 +208,7 @@ actor Reconciler {
             summary.changed = true
             guard let env = envs[service], var applied = state[service].applied, let apps = appliedApps[service] else { return }
             do {
-                try files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
+                try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
             } catch {
                 summary.problems.append("\(service): cannot write the ecosystem file: \(error)")
                 return
@@ -298,7 +298,7 @@ actor Reconciler {
         let previous = state[service].applied
         let previousApps = (try? previous.map { try appSpecs(for: $0, service: service) }) ?? nil
         do {
-            try files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
+            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
             try files.switchCurrent(service, to: directoryName)
         } catch {
             summary.problems.append("\(service): cannot activate serial \(serial): \(error)")
@@ -360,7 +360,7 @@ actor Reconciler {
         if let previous, let previousApps {
             do {
                 try files.switchCurrent(service, to: previous.directoryName)
-                try files.writeEcosystem(service, bytes: EcosystemFile.render(apps: previousApps, namespace: configuration.namespace))
+                try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: previousApps, namespace: configuration.namespace))
             } catch {
                 summary.problems.append("\(service): rollback could not switch back: \(error)")
             }
