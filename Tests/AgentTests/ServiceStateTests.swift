@@ -124,7 +124,10 @@ struct ServiceStateTests {
     static let activation = Event.activationFailed(readOnly)
     static let unhealthyCanRollBack = Event.releaseUnhealthy(.healthGate(unhealthy), canRollBack: true)
     static let unhealthyCannotRollBack = Event.releaseUnhealthy(.healthGate(unhealthy), canRollBack: false)
+    static let rolledBack = Event.rolledBack(.healthGate(unhealthy))
+    static let removed = Event.failedReleaseRemoved(.healthGate(unhealthy))
     static let reloaded = Event.environmentReloaded(envDigest: "b")
+    static let deploying6Slots = "accepted 6; applied 5 (env a); previous 4; pending 6"
 
     static let refusedMessage = "refused serial 9: signature check failed"
     static let clashMessage = "refused serial 7: app name api is already used by service web on this instance"
@@ -448,37 +451,23 @@ struct ServiceStateTests {
         row(.failedWithPending, .releaseHealthy, .refused(.notDeploying(event: .releaseHealthy, phase: .failed))),
         row(.rolledBack, .releaseHealthy, .refused(.notDeploying(event: .releaseHealthy, phase: .rolledBack))),
 
-        // Unhealthy: the serial fails here for good; back to the applied release, or nothing runs.
+        // Unhealthy: the verdict decides how the release is taken out (back to the applied one, or nothing runs) and
+        // changes nothing yet.
         row(.waiting, unhealthyCanRollBack, .refused(.notDeploying(event: .releaseUnhealthy, phase: .waiting))),
         row(
             .deploying,
             unhealthyCanRollBack,
-            .moves(
-                to: .rolledBack,
-                slots: "accepted 6; applied 5 (env a); previous 4; failures 6 rolled-back",
-                message: "serial 6 (1.0.6) failed and was rolled back to serial 5 (1.0.5): \(unhealthy)",
-                action: .rollBack(failed: r6, to: r5)
-            )
+            .moves(to: .deploying, slots: deploying6Slots, message: "deploying serial 6 (1.0.6)", action: .rollBack(failed: r6, to: r5))
         ),
         row(
             .deploying,
             unhealthyCannotRollBack,
-            .moves(
-                to: .failed,
-                slots: "accepted 6; applied 5 (env a); previous 4; failures 6 rolled-back",
-                message: "serial 6 (1.0.6) failed and there is no earlier release to roll back to: \(unhealthy)",
-                action: .removeFailedRelease(r6)
-            )
+            .moves(to: .deploying, slots: deploying6Slots, message: "deploying serial 6 (1.0.6)", action: .removeFailedRelease(r6))
         ),
         row(
             .deployingFirst,
             unhealthyCanRollBack,
-            .moves(
-                to: .failed,
-                slots: "accepted 1; failures 1 rolled-back",
-                message: "serial 1 (1.0.1) failed and there is no earlier release to roll back to: \(unhealthy)",
-                action: .removeFailedRelease(r1)
-            )
+            .moves(to: .deploying, slots: "accepted 1; pending 1", message: "deploying serial 1 (1.0.1)", action: .removeFailedRelease(r1))
         ),
         row(.deployingNothingPending, unhealthyCanRollBack, .refused(.noInstallPending(event: .releaseUnhealthy))),
         row(.running, unhealthyCanRollBack, .refused(.notDeploying(event: .releaseUnhealthy, phase: .running))),
@@ -486,6 +475,55 @@ struct ServiceStateTests {
         row(.failed, unhealthyCanRollBack, .refused(.notDeploying(event: .releaseUnhealthy, phase: .failed))),
         row(.failedWithPending, unhealthyCanRollBack, .refused(.notDeploying(event: .releaseUnhealthy, phase: .failed))),
         row(.rolledBack, unhealthyCanRollBack, .refused(.notDeploying(event: .releaseUnhealthy, phase: .rolledBack))),
+
+        // Rolled back: once the applied release runs again, the serial has failed here for good.
+        row(.waiting, rolledBack, .refused(.notDeploying(event: .rolledBack, phase: .waiting))),
+        row(
+            .deploying,
+            rolledBack,
+            .moves(
+                to: .rolledBack,
+                slots: "accepted 6; applied 5 (env a); previous 4; failures 6 rolled-back",
+                message: "serial 6 (1.0.6) failed and was rolled back to serial 5 (1.0.5): \(unhealthy)",
+                action: .save
+            )
+        ),
+        row(.deployingFirst, rolledBack, .refused(.nothingApplied(event: .rolledBack))),
+        row(.deployingNothingPending, rolledBack, .refused(.noInstallPending(event: .rolledBack))),
+        row(.running, rolledBack, .refused(.notDeploying(event: .rolledBack, phase: .running))),
+        row(.runningWithPending, rolledBack, .refused(.notDeploying(event: .rolledBack, phase: .running))),
+        row(.failed, rolledBack, .refused(.notDeploying(event: .rolledBack, phase: .failed))),
+        row(.failedWithPending, rolledBack, .refused(.notDeploying(event: .rolledBack, phase: .failed))),
+        row(.rolledBack, rolledBack, .refused(.notDeploying(event: .rolledBack, phase: .rolledBack))),
+
+        // Removed with nothing to go back to: nothing of it runs, and the serial has failed here for good.
+        row(.waiting, removed, .refused(.notDeploying(event: .failedReleaseRemoved, phase: .waiting))),
+        row(
+            .deploying,
+            removed,
+            .moves(
+                to: .failed,
+                slots: "accepted 6; applied 5 (env a); previous 4; failures 6 rolled-back",
+                message: "serial 6 (1.0.6) failed and there is no earlier release to roll back to: \(unhealthy)",
+                action: .save
+            )
+        ),
+        row(
+            .deployingFirst,
+            removed,
+            .moves(
+                to: .failed,
+                slots: "accepted 1; failures 1 rolled-back",
+                message: "serial 1 (1.0.1) failed and there is no earlier release to roll back to: \(unhealthy)",
+                action: .save
+            )
+        ),
+        row(.deployingNothingPending, removed, .refused(.noInstallPending(event: .failedReleaseRemoved))),
+        row(.running, removed, .refused(.notDeploying(event: .failedReleaseRemoved, phase: .running))),
+        row(.runningWithPending, removed, .refused(.notDeploying(event: .failedReleaseRemoved, phase: .running))),
+        row(.failed, removed, .refused(.notDeploying(event: .failedReleaseRemoved, phase: .failed))),
+        row(.failedWithPending, removed, .refused(.notDeploying(event: .failedReleaseRemoved, phase: .failed))),
+        row(.rolledBack, removed, .refused(.notDeploying(event: .failedReleaseRemoved, phase: .rolledBack))),
 
         // A changed instance env file reloads the applied release, whatever the phase.
         row(.waiting, reloaded, .refused(.nothingApplied(event: .environmentReloaded))),

@@ -151,14 +151,18 @@ extension Reconciler {
             logger.info("release unhealthy, rolling back", metadata: metadata.merging(["ferry.reason": "\(reason)"]) { $1 })
             health[service] = .unhealthy
             let event = ServiceState.Event.releaseUnhealthy(reason, canRollBack: previousApps != nil)
+            let done: ServiceState.Event
             switch transition(service, event, summary: &summary) {
             case .rollBack(_, let target)?:
                 await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
+                done = .rolledBack(reason)
             case .removeFailedRelease?:
                 await remove(apps, service: service)
+                done = .failedReleaseRemoved(reason)
             default:
                 return
             }
+            guard transition(service, done, summary: &summary) != nil else { return }
             summary.problems.append("\(service): \(state[service].message)")
             save(&summary)
         }

@@ -20,9 +20,14 @@ extension ServiceState {
         case installInterrupted
         /// The health gate passed the pending release.
         case releaseHealthy
-        /// The pending release could not be applied or failed its health gate. `canRollBack`: the applied release's
-        /// apps can be rebuilt (its payload and the instance env file read back), so it can run again.
+        /// The pending release could not be applied or failed its health gate: decides how it is taken out, changes
+        /// nothing yet. `canRollBack`: the applied release's apps can be rebuilt (its payload and the instance env file
+        /// read back), so it can run again.
         case releaseUnhealthy(UnhealthyReason, canRollBack: Bool)
+        /// The failed pending release was taken out and the applied one runs again: the serial failed here for good.
+        case rolledBack(UnhealthyReason)
+        /// The failed pending release was taken out and nothing runs (there was nothing to go back to).
+        case failedReleaseRemoved(UnhealthyReason)
         /// The applied release was reloaded with a changed instance env file (whose digest this is).
         case environmentReloaded(envDigest: String)
 
@@ -38,6 +43,8 @@ extension ServiceState {
             case .installInterrupted: .installInterrupted
             case .releaseHealthy: .releaseHealthy
             case .releaseUnhealthy: .releaseUnhealthy
+            case .rolledBack: .rolledBack
+            case .failedReleaseRemoved: .failedReleaseRemoved
             case .environmentReloaded: .environmentReloaded
             }
         }
@@ -53,6 +60,8 @@ extension ServiceState {
             case installInterrupted = "install interrupted"
             case releaseHealthy = "release healthy"
             case releaseUnhealthy = "release unhealthy"
+            case rolledBack = "rolled back"
+            case failedReleaseRemoved = "failed release removed"
             case environmentReloaded = "environment reloaded"
 
             var description: String { rawValue }
@@ -74,7 +83,8 @@ extension ServiceState {
         }
     }
 
-    /// What the reconciler does after an event. Every action but `.none` ends with saving the state.
+    /// What the reconciler does after an event. `.save`, `.restore` and `.collectGarbage` end with saving the state;
+    /// `.rollBack` and `.removeFailedRelease` with the event that says it was done.
     enum Action: Sendable, Equatable {
         /// Nothing changed: nothing to save or report.
         case none
@@ -85,10 +95,10 @@ extension ServiceState {
         /// A release was promoted: save, then remove releases and artifacts nothing protects any more.
         case collectGarbage
         /// Point `current` back at `to`, write its ecosystem, apply its apps (deleting those only `failed` had), save
-        /// the process table; then save.
+        /// the process table; then send `rolledBack`.
         case rollBack(failed: AppliedRelease, to: AppliedRelease)
         /// Nothing to go back to: delete the failed release's apps, save the process table, remove `current`; then
-        /// save.
+        /// send `failedReleaseRemoved`.
         case removeFailedRelease(AppliedRelease)
     }
 

@@ -67,8 +67,9 @@ struct ServiceState: Sendable, Codable, Equatable {
 
     /// Applies `event`: the one place where a service's state changes.
     ///
-    /// Returns what the caller must do; every action but `.none` ends with saving the state (after the action, so a
-    /// crash in the middle leaves the state of before, which the next start recovers from). Throws, changing nothing,
+    /// Returns what the caller must do (see `Action`); the caller saves the state after doing it, so a crash in the
+    /// middle leaves the state of before, which the next start recovers from. Taking a failed release out is two
+    /// events, the verdict and the done, so that no report says "rolled back" before it is. Throws, changing nothing,
     /// when the event cannot happen in this state: that is a bug in the caller, reported, never a crash.
     mutating func handle(_ event: Event) throws(TransitionError) -> Action {
         switch (phase, event) {
@@ -129,21 +130,33 @@ struct ServiceState: Sendable, Codable, Equatable {
             message = "serial \(candidate.serial) (\(candidate.version)) is running and healthy"
             return .collectGarbage
 
-        case (.deploying, .releaseUnhealthy(let reason, let canRollBack)):
+        case (.deploying, .releaseUnhealthy(_, let canRollBack)):
+            // The verdict decides; the state changes once the failed release is out (`rolledBack`,
+            // `failedReleaseRemoved`): a report in between must not say "rolled back" while it still runs.
+            let failed = try installing(event)
+            if let target = applied, canRollBack { return .rollBack(failed: failed, to: target) }
+            return .removeFailedRelease(failed)
+
+        case (.deploying, .rolledBack(let reason)):
+            let failed = try installing(event)
+            guard let target = applied else { throw .nothingApplied(event: event.name) }
+            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack)
+            pending = nil
+            phase = .rolledBack
+            message =
+                "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(target.serial) (\(target.version)): \(reason)"
+            return .save
+
+        case (.deploying, .failedReleaseRemoved(let reason)):
             let failed = try installing(event)
             failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack)
             pending = nil
-            if let target = applied, canRollBack {
-                phase = .rolledBack
-                message =
-                    "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(target.serial) (\(target.version)): \(reason)"
-                return .rollBack(failed: failed, to: target)
-            }
             phase = .failed
             message = "serial \(failed.serial) (\(failed.version)) failed and there is no earlier release to roll back to: \(reason)"
-            return .removeFailedRelease(failed)
+            return .save
 
-        case (_, .downloadFailed), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy), (_, .releaseUnhealthy):
+        case (_, .downloadFailed), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy), (_, .releaseUnhealthy),
+            (_, .rolledBack), (_, .failedReleaseRemoved):
             throw .notDeploying(event: event.name, phase: phase)
 
         case (_, .environmentReloaded(let envDigest)):
