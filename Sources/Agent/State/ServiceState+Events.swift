@@ -49,20 +49,10 @@ extension ServiceState {
             }
         }
 
-        /// The kinds of event.
+        /// The kinds of event (named as the cases of `Event`).
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
-            case releaseRefused = "release refused"
-            case installRefused = "install refused"
-            case installStarted = "install started"
-            case installResumed = "install resumed"
-            case downloadFailed = "download failed"
-            case activationFailed = "activation failed"
-            case installInterrupted = "install interrupted"
-            case releaseHealthy = "release healthy"
-            case releaseUnhealthy = "release unhealthy"
-            case rolledBack = "rolled back"
-            case failedReleaseRemoved = "failed release removed"
-            case environmentReloaded = "environment reloaded"
+            case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
+            case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
 
             var description: String { rawValue }
         }
