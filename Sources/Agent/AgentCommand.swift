@@ -21,7 +21,7 @@ struct AgentCommand: AsyncParsableCommand {
             EnrollCommand.self,
             RunCommand.self,
             OnceCommand.self,
-            StatusCommand.self,
+            AgentStatusCommand.self,
             SupervisorCommand.self,
             FetchCommand.self,
         ]

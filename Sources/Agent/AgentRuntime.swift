@@ -14,7 +14,7 @@ import Glibc
 struct AgentRuntime: Sendable {
     let config: AgentConfig
     let layout: AgentLayout
-    let client: ControllerClient
+    let client: AgentControllerClient
     let processManager: any ProcessManager
     let processManagerName: String
     let reconciler: Reconciler
@@ -35,7 +35,7 @@ struct AgentRuntime: Sendable {
         httpConfiguration.caFile = config.caFile
         let http = HTTPClient(configuration: httpConfiguration)
         let token = try config.token()
-        let client = ControllerClient(baseURL: config.controllerURL, token: token, http: http)
+        let client = AgentControllerClient(baseURL: config.controllerURL, token: token, http: http)
         let (processManager, name) = try makeProcessManager(config: config, layout: layout, logger: logger)
 
         var fetcherConfiguration = ArtifactFetcher.Configuration(stateDirectory: layout.stateDir)

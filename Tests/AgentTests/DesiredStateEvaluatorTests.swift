@@ -41,11 +41,12 @@ struct DesiredStateEvaluatorTests {
         var foreign: [(service: String?, serial: Int64?, reasonContains: String)] = []
     }
 
+    static let five = CoreFixture.applied(CoreFixture.release(serial: 5))
+
     /// `api` runs serial 5 (the highest accepted).
     static let appliedFive: AgentState = {
         var state = AgentState()
-        state["api"].applied = CoreFixture.applied(CoreFixture.release(serial: 5))
-        state["api"].highestAcceptedSerial = 5
+        state["api"] = ServiceState(highestAcceptedSerial: 5, applied: five)
         return state
     }()
 
@@ -89,8 +90,11 @@ struct DesiredStateEvaluatorTests {
             envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
             state: {
                 var state = appliedFive
-                state["api"].highestAcceptedSerial = 6
-                state["api"].recordFailure(serial: 6, reason: "not healthy within 60s", kind: "rolled-back")
+                state["api"] = ServiceState(
+                    highestAcceptedSerial: 6,
+                    applied: five,
+                    failures: [.init(serial: 6, reason: "not healthy within 60s", kind: .rolledBack)]
+                )
                 return state
             }(),
             expected: .skipFailed(serial: 6)
@@ -100,7 +104,11 @@ struct DesiredStateEvaluatorTests {
             envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
             state: {
                 var state = appliedFive
-                state["api"].recordFailure(serial: 6, reason: "signature check failed", kind: "refused")
+                state["api"] = ServiceState(
+                    highestAcceptedSerial: 5,
+                    applied: five,
+                    failures: [.init(serial: 6, reason: "signature check failed", kind: .refused)]
+                )
                 return state
             }(),
             expected: .install(serial: 6)
@@ -110,8 +118,7 @@ struct DesiredStateEvaluatorTests {
             envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
             state: {
                 var state = appliedFive
-                state["api"].highestAcceptedSerial = 6
-                state["api"].pending = CoreFixture.applied(CoreFixture.release(serial: 6))
+                state["api"] = ServiceState(highestAcceptedSerial: 6, applied: five, pending: CoreFixture.applied(CoreFixture.release(serial: 6)))
                 return state
             }(),
             expected: .install(serial: 6)
@@ -121,7 +128,7 @@ struct DesiredStateEvaluatorTests {
             envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
             state: {
                 var state = appliedFive
-                state["api"].highestAcceptedSerial = 6
+                state["api"] = ServiceState(highestAcceptedSerial: 6, applied: five)
                 return state
             }(),
             expected: .refuse(serial: 6, reasonContains: ["serial 6 is not above serial 6", "replay"]),

@@ -114,7 +114,7 @@ struct PM2ProcessManagerTests {
             .write(to: release.appendingPathComponent("server.js"))
         let app = AppSpec.pm2TestApp("ferry-e2e", script: current + "/server.js", cwd: current, mode: .cluster, instances: 2)
         let ecosystem = root.appendingPathComponent("ecosystem.json").path
-        try Data(EcosystemFile.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        try Data(EcosystemWriter.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
         let manager = try PM2ProcessManager(
             configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
             logger: .init(label: "test.pm2")
@@ -138,7 +138,7 @@ struct PM2ProcessManagerTests {
         // A plain neighbour in the same service file: --only must not start it along.
         let neighbour = AppSpec.pm2TestApp("neighbour", script: root.path + "/idle.js", cwd: root.path)
         let ecosystem = root.appendingPathComponent("ecosystem.json").path
-        try Data(EcosystemFile.render(apps: [spaced, neighbour], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        try Data(EcosystemWriter.render(apps: [spaced, neighbour], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
         let manager = try PM2ProcessManager(
             configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
             logger: .init(label: "test.pm2")

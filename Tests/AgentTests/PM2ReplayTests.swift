@@ -38,7 +38,7 @@ struct PM2ReplayTests {
         standIn: PM2StandIn,
         manager: PM2ProcessManager
     ) async throws -> Pass {
-        try Data(EcosystemFile.render(apps: desired, namespace: manager.configuration.namespace))
+        try Data(EcosystemWriter.render(apps: desired, namespace: manager.configuration.namespace))
             .write(to: URL(fileURLWithPath: standIn.ecosystem))
         try standIn.queue(answers)
         let callsBefore = try standIn.invocations().count

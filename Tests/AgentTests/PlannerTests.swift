@@ -17,10 +17,8 @@ struct PlannerTests {
     /// Both services applied with an unchanged env file.
     static let state: AgentState = {
         var state = AgentState()
-        state["api"].applied = CoreFixture.applied(api5)
-        state["api"].highestAcceptedSerial = 5
-        state["web"].applied = CoreFixture.applied(web3)
-        state["web"].highestAcceptedSerial = 3
+        state["api"] = ServiceState(highestAcceptedSerial: 5, applied: CoreFixture.applied(api5))
+        state["web"] = ServiceState(highestAcceptedSerial: 3, applied: CoreFixture.applied(web3))
         return state
     }()
 
@@ -169,7 +167,11 @@ struct PlannerTests {
                 decisions: nil,
                 state: {
                     var interrupted = Self.state
-                    interrupted["api"].pending = CoreFixture.applied(api6)
+                    interrupted["api"] = ServiceState(
+                        highestAcceptedSerial: 5,
+                        applied: CoreFixture.applied(api5),
+                        pending: CoreFixture.applied(api6)
+                    )
                     return interrupted
                 }(),
                 observed: healthyTable + [CoreFixture.stray("api-worker", pmId: 7)]
@@ -201,7 +203,7 @@ struct PlannerTests {
                 ),
                 state: {
                     var state = PlannerTests.state
-                    state["cache"].applied = CoreFixture.applied(CoreFixture.release("cache", serial: 11))
+                    state["cache"] = ServiceState(applied: CoreFixture.applied(CoreFixture.release("cache", serial: 11)))
                     return state
                 }(),
                 observed: [

@@ -77,9 +77,12 @@ struct SecretMaskTests {
 
     @Test func stateMessagesAndFailuresAreMasked() {
         var state = AgentState()
-        state["api"].message = "app printed TOKEN=tok-123456"
-        state["api"].recordFailure(serial: 3, reason: "pm2: env tok-123456 refused", kind: "rolled-back")
-        state.controllerProblem = ControllerProblem(message: "GET tok-123456", since: .init(timeIntervalSince1970: 0))
+        state["api"] = ServiceState(
+            failures: [.init(serial: 3, reason: "pm2: env tok-123456 refused", kind: .rolledBack)],
+            message: "app printed TOKEN=tok-123456"
+        )
+        let noted = state.noteControllerContact(failure: "GET tok-123456", at: .init(timeIntervalSince1970: 0))
+        #expect(noted)
         state.mask(with: SecretMask([["TOKEN": "tok-123456"]]))
         #expect(state["api"].message == "app printed TOKEN=${TOKEN}")
         #expect(state["api"].failures.first?.reason == "pm2: env ${TOKEN} refused")

@@ -11,23 +11,24 @@ struct StateStoreTests {
     static let rich: AgentState = {
         var state = AgentState()
         let api7 = CoreFixture.release(serial: 7, env: ["NODE_ENV": "production"])
-        var api = ServiceState()
-        api.highestAcceptedSerial = 8
-        api.applied = CoreFixture.applied(api7, envDigest: String(repeating: "1", count: 64))
-        api.previous = CoreFixture.applied(CoreFixture.release(serial: 6))
-        api.pending = AppliedRelease(
-            serial: 8,
-            version: "1.0.8",
-            sha256: CoreFixture.digest.hex,
-            directoryName: "8-abc",
-            payload: [0, 0xFF, 0xFE, 10, 0x22],
-            envDigest: CoreFixture.emptyDigest
+        let api = ServiceState(
+            highestAcceptedSerial: 8,
+            applied: CoreFixture.applied(api7, envDigest: String(repeating: "1", count: 64)),
+            previous: CoreFixture.applied(CoreFixture.release(serial: 6)),
+            pending: AppliedRelease(
+                serial: 8,
+                version: "1.0.8",
+                sha256: CoreFixture.digest.hex,
+                directoryName: "8-abc",
+                payload: [0, 0xFF, 0xFE, 10, 0x22],
+                envDigest: CoreFixture.emptyDigest
+            ),
+            failures: [.init(serial: 5, reason: "not healthy within 60s: api: pm_id 0 errored", kind: .rolledBack)],
+            phase: .deploying,
+            message: "installing serial 8 (1.0.8) — «unicode» and \"quotes\"\n"
         )
-        api.recordFailure(serial: 5, reason: "not healthy within 60s: api: pm_id 0 errored", kind: "rolled-back")
-        api.phase = .deploying
-        api.message = "installing serial 8 (1.0.8) — «unicode» and \"quotes\"\n"
         state.services["api"] = api
-        state["web"].phase = .running
+        state["web"] = ServiceState(phase: .running)
         return state
     }()
 
@@ -55,11 +56,47 @@ struct StateStoreTests {
 
             // Saving again replaces the file (atomically), leaving no temp files behind.
             var changed = Self.rich
-            changed["api"].phase = .running
+            changed["api"] = ServiceState(phase: .running)
             try store.save(changed)
             #expect(try store.load() == changed)
             #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["state.json"])
         }
+    }
+
+    /// `state.json` as the agent wrote it before the per-service state machine (commit 3a0d905, from `rich` with a
+    /// refusal and a controller problem added): an agent upgraded in place reads it, writes it back byte for byte, and
+    /// goes on from where it stood.
+    @Test func aStateFileOfThePreviousVersionIsReadAndGoesOn() throws {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/state-v1.json")
+        var state = try StateStore(path: fixture.path).load()
+        let api = state["api"]
+        #expect(api.phase == .deploying)
+        #expect(api.message == "installing serial 8 (1.0.8) — «unicode» and \"quotes\"\n")
+        #expect(api.highestAcceptedSerial == 8)
+        #expect(api.applied == Self.rich["api"].applied)
+        #expect(api.previous == Self.rich["api"].previous)
+        #expect(api.pending == Self.rich["api"].pending)
+        #expect(
+            api.failures == [
+                .init(serial: 9, reason: "signature check failed: no trusted signature", kind: .refused),
+                .init(serial: 5, reason: "not healthy within 60s: api: pm_id 0 errored", kind: .rolledBack),
+            ]
+        )
+        #expect(state["web"] == ServiceState(phase: .running))
+        #expect(state.controllerProblem?.message == "controller unreachable: connection refused")
+        #expect(state.controllerProblem?.since == Date(timeIntervalSince1970: 1_800_000_000))
+
+        try TestPaths.withTemporaryDirectorySync("ferry-state") { directory in
+            let copy = StateStore(path: directory.appendingPathComponent("state.json").path)
+            try copy.save(state)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: copy.path)) == Data(contentsOf: fixture))
+        }
+
+        // The install the old agent left pending resumes over its applied release.
+        let applied = try #require(api.applied)
+        let told = try state["api"].handle(.installResumed)
+        #expect(told == .restore(applied))
+        #expect(state["api"].message == "serial 8 was interrupted by a restart of the agent; installing it again")
     }
 
     @Test func theAppliedReleaseIsReadBackFromItsPayload() throws {
@@ -118,32 +155,52 @@ struct StateStoreTests {
         }
     }
 
+    /// The controller problem shown by `ferry-agent status`: set by a failed poll, kept with the time it began while
+    /// polls keep failing, cleared by the first poll that succeeds; each change (and only a change) is worth a save.
+    @Test func aControllerProblemKeepsWhenItBeganUntilAPollSucceeds() {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var state = AgentState()
+        var changed = state.noteControllerContact(failure: nil, at: start)
+        #expect(!changed)
+        changed = state.noteControllerContact(failure: "controller unreachable: connection refused", at: start)
+        #expect(changed)
+        changed = state.noteControllerContact(failure: "controller unreachable: connection refused", at: start.addingTimeInterval(30))
+        #expect(!changed)
+        changed = state.noteControllerContact(failure: "controller refused: HTTP 503", at: start.addingTimeInterval(60))
+        #expect(changed)
+        #expect(state.controllerProblem == ControllerProblem(message: "controller refused: HTTP 503", since: start))
+        changed = state.noteControllerContact(failure: nil, at: start.addingTimeInterval(90))
+        #expect(changed)
+        #expect(state.controllerProblem == nil)
+        #expect(state["api"] == ServiceState(), "no service changes phase because of the controller")
+    }
+
     @Test func failuresAreNewestFirstCappedAtTwentyAndDeduplicated() {
-        var service = ServiceState()
-        for serial in Int64(1)...25 { service.recordFailure(serial: serial, reason: "reason \(serial)", kind: "rolled-back") }
-        #expect(service.failures.count == 20)
-        #expect(service.failures.map(\.serial) == Array((Int64(6)...25).reversed()))
-        #expect(service.failures.first == ServiceState.Failure(serial: 25, reason: "reason 25", kind: "rolled-back"))
+        var failures: [ServiceState.Failure] = []
+        for serial in Int64(1)...25 { failures.record(serial: serial, reason: "reason \(serial)", kind: .rolledBack) }
+        #expect(failures.count == 20)
+        #expect(failures.map(\.serial) == Array((Int64(6)...25).reversed()))
+        #expect(failures.first == ServiceState.Failure(serial: 25, reason: "reason 25", kind: .rolledBack))
 
         // The same serial and kind again moves to the front with the new reason, not a second entry.
-        service.recordFailure(serial: 10, reason: "rolled back again", kind: "rolled-back")
-        #expect(service.failures.count == 20)
-        #expect(service.failures.filter { $0.serial == 10 }.count == 1)
-        #expect(service.failures.first == ServiceState.Failure(serial: 10, reason: "rolled back again", kind: "rolled-back"))
+        failures.record(serial: 10, reason: "rolled back again", kind: .rolledBack)
+        #expect(failures.count == 20)
+        #expect(failures.filter { $0.serial == 10 }.count == 1)
+        #expect(failures.first == ServiceState.Failure(serial: 10, reason: "rolled back again", kind: .rolledBack))
 
         // The same serial with another kind is another fact: both are kept; the oldest falls off.
-        service.recordFailure(serial: 25, reason: "expired", kind: "refused")
-        #expect(service.failures.count == 20)
-        #expect(service.failures.filter { $0.serial == 25 }.map(\.kind) == ["refused", "rolled-back"])
-        #expect(!service.failures.contains { $0.serial == 6 })
+        failures.record(serial: 25, reason: "expired", kind: .refused)
+        #expect(failures.count == 20)
+        #expect(failures.filter { $0.serial == 25 }.map(\.kind) == [.refused, .rolledBack])
+        #expect(!failures.contains { $0.serial == 6 })
     }
 
     @Test func onlyARolledBackSerialCountsAsFailedHere() {
-        var service = ServiceState()
-        service.recordFailure(serial: 3, reason: "bad signature", kind: "refused")
-        #expect(!service.hasFailed(3))
-        service.recordFailure(serial: 4, reason: "not healthy", kind: "rolled-back")
-        #expect(service.hasFailed(4))
-        #expect(!service.hasFailed(5))
+        var failures: [ServiceState.Failure] = []
+        failures.record(serial: 3, reason: "bad signature", kind: .refused)
+        #expect(!ServiceState(failures: failures).hasFailed(3))
+        failures.record(serial: 4, reason: "not healthy", kind: .rolledBack)
+        #expect(ServiceState(failures: failures).hasFailed(4))
+        #expect(!ServiceState(failures: failures).hasFailed(5))
     }
 }

@@ -15,11 +15,13 @@ struct StatusReportBuilderTests {
         var release = CoreFixture.release(serial: 7, apps: ["api", "api-worker"], env: ["DB_PASSWORD": releaseSecret])
         release.pm2.apps[0].options["env"] = .object(["API_KEY": .string(appSecret)])
         var state = AgentState()
-        state["api"].applied = CoreFixture.applied(release, envDigest: SHA256.hash(Array("TOKEN=\(instanceSecret)\n".utf8)).hex)
-        state["api"].highestAcceptedSerial = 8
-        state["api"].phase = .running
-        state["api"].message = "serial 7 is running"
-        state["api"].recordFailure(serial: 8, reason: "not healthy within 60s", kind: "rolled-back")
+        state["api"] = ServiceState(
+            highestAcceptedSerial: 8,
+            applied: CoreFixture.applied(release, envDigest: SHA256.hash(Array("TOKEN=\(instanceSecret)\n".utf8)).hex),
+            failures: [.init(serial: 8, reason: "not healthy within 60s", kind: .rolledBack)],
+            phase: .running,
+            message: "serial 7 is running"
+        )
         let specs = CoreFixture.specs(release, instanceEnv: ["TOKEN": instanceSecret])
         return (state, specs, release)
     }
@@ -123,8 +125,10 @@ struct StatusReportBuilderTests {
     @Test func messagesAndReasonsQuotingAnInstanceSecretAreMasked() throws {
         var (state, specs, _) = Self.fixture()
         // Text the agent did not write: an error echoing the secret, an app crash quoting it.
-        state["api"].message = "pm2 start failed: env TOKEN=\(Self.instanceSecret) rejected"
-        state["api"].recordFailure(serial: 9, reason: "app printed \(Self.instanceSecret) and exited", kind: "rolled-back")
+        state["api"] = state["api"].restored(
+            message: "pm2 start failed: env TOKEN=\(Self.instanceSecret) rejected",
+            recording: [.init(serial: 9, reason: "app printed \(Self.instanceSecret) and exited", kind: .rolledBack)]
+        )
         let report = Self.report(state: state, table: [CoreFixture.process(specs[0])])
         let api = report.services[0]
         #expect(api.message == "pm2 start failed: env TOKEN=${TOKEN} rejected")
@@ -151,8 +155,10 @@ struct StatusReportBuilderTests {
     @Test func longTextIsClippedSoTheControllerAcceptsTheReport() throws {
         var (state, specs, _) = Self.fixture()
         // Non-ASCII text: the controller counts UTF-8 bytes (2048 at most), not characters.
-        state["api"].message = String(repeating: "é", count: 5000)
-        for serial in Int64(10)...30 { state["api"].recordFailure(serial: serial, reason: String(repeating: "—", count: 3000), kind: "refused") }
+        state["api"] = state["api"].restored(
+            message: String(repeating: "é", count: 5000),
+            recording: (Int64(10)...30).map { .init(serial: $0, reason: String(repeating: "—", count: 3000), kind: .refused) }
+        )
         let report = Self.report(
             state: state,
             table: [CoreFixture.process(specs[0])],

@@ -97,7 +97,7 @@ struct EnrollCommand: AsyncParsableCommand {
             enrollToken = try KeyFile.read(Self.absolute(tokenFile ?? "")).trimmingCharacters(in: [" ", "\n", "\r", "\t"])
         }
         guard !enrollToken.isEmpty else { throw ValidationError("the enrollment token is empty") }
-        let response = try await ControllerClient.enroll(
+        let response = try await AgentControllerClient.enroll(
             baseURL: controller,
             enrollToken: enrollToken,
             request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace),

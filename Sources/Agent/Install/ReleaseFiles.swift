@@ -33,7 +33,7 @@ struct ReleaseFiles: Sendable {
     }
 
     /// Points `current` at `releases/<directoryName>` atomically (relative target, so the tree can move).
-    func switchCurrent(_ service: String, to directoryName: String) throws {
+    func switchCurrent(_ service: String, to directoryName: String) throws(AtomicFile.Failure) {
         try AtomicFile.replaceSymlink(layout.currentLink(service), pointingTo: "releases/\(directoryName)")
     }
 
@@ -49,7 +49,7 @@ struct ReleaseFiles: Sendable {
     }
 
     /// Writes the service's generated ecosystem file atomically (mode 0600: it holds the merged env).
-    func writeEcosystem(_ service: String, bytes: [UInt8]) throws {
+    func writeEcosystem(_ service: String, bytes: [UInt8]) throws(AtomicFile.Failure) {
         try AtomicFile.write(bytes, to: layout.ecosystemFile(service), mode: 0o600)
     }
 

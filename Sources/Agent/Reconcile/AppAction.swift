@@ -140,14 +140,23 @@ extension AppAction {
     /// (Ferry's namespace, every app) is what a caller must judge, never the command's success. `.replace` deletes
     /// then starts. The caller runs `manager.save()` once after the last action that `changesTable`.
     ///
-    /// - Throws: what the process manager throws, and `AppActionError.missingDesiredApp` when a start, reload or
-    ///   replace comes without the app to run.
+    /// - Throws: what `carryOut(on:appNamed:desired:ecosystem:)` throws, and what reading the table throws.
     func perform(
         on manager: some ProcessManager,
         appNamed name: String,
         desired: AppSpec?,
         ecosystem: String
     ) async throws -> [ManagedProcess] {
+        try await carryOut(on: manager, appNamed: name, desired: desired, ecosystem: ecosystem)
+        return try await manager.processes()
+    }
+
+    /// Carries out this action for the app named `name` through `manager`, without reading the table afterwards (the
+    /// reconciler reads it once after all of a pass's actions).
+    ///
+    /// - Throws: what the process manager throws, and `AppActionError.missingDesiredApp` when a start, reload or
+    ///   replace comes without the app to run.
+    func carryOut(on manager: some ProcessManager, appNamed name: String, desired: AppSpec?, ecosystem: String) async throws {
         switch self {
         case .none:
             break
@@ -164,7 +173,6 @@ extension AppAction {
         case .restart:
             try await manager.restart(appNamed: name)
         }
-        return try await manager.processes()
     }
 
     private static func require(_ app: AppSpec?, for name: String, _ action: AppAction) throws(AppActionError) -> AppSpec {

@@ -9,8 +9,10 @@ import Foundation
 
 /// Runs passes of the agent loop: evaluate the desired state, plan, act, repair drift (DESIGN §3).
 ///
-/// All state that changes across awaits lives here; it is saved atomically after every change. One service failing
-/// never stops the others, and nothing that runs is touched because of a refused release.
+/// All state that changes across awaits lives here; it is saved atomically after every change. A service's state
+/// changes only through its state machine (`ServiceState.handle(_:)`, called from `transition(_:_:summary:)`); the
+/// install steps are in `Reconciler+Install.swift`, the process manager calls in `Reconciler+Apply.swift`. One service
+/// failing never stops the others, and nothing that runs is touched because of a refused release.
 actor Reconciler {
     struct Configuration: Sendable {
         var services: [String]
@@ -46,7 +48,8 @@ actor Reconciler {
 
     private(set) var state = AgentState()
     private var lastDecisions: DesiredStateEvaluator.Result?
-    private var health: [String: HealthState] = [:]
+    /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
+    var health: [String: HealthState] = [:]
     private var lastTable: [ManagedProcess] = []
 
     init(
@@ -89,21 +92,27 @@ actor Reconciler {
         state = try store.load()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
+        var summary = PassSummary()
         for service in configuration.services {
             guard let pending = state[service].pending else { continue }
             logger.info("recovering an interrupted install", metadata: ["ferry.service": "\(service)", "ferry.serial": "\(pending.serial)"])
-            if let applied = state[service].applied {
-                try files.switchCurrent(service, to: applied.directoryName)
-                if let apps = try? appSpecs(for: applied, service: service) {
-                    try? files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
-                    _ = await apply(apps, service: service, needsRefresh: true, previousNames: [])
-                }
+            guard let action = transition(service, .installResumed, summary: &summary) else { continue }
+            if case .restore(let applied) = action {
+                try await restore(applied, service: service)
             }
-            // With nothing applied before, `current` stays on the pending tree (complete: extraction is staged and
-            // renamed) until the install runs again.
-            state[service].phase = .deploying
-            state[service].message = "serial \(pending.serial) was interrupted by a restart of the agent; installing it again"
             try store.save(state)
+        }
+    }
+
+    /// Points `current` back at `applied` and applies its apps again (best effort: the next pass repairs drift).
+    private func restore(_ applied: AppliedRelease, service: String) async throws {
+        try files.switchCurrent(service, to: applied.directoryName)
+        guard let apps = try? appSpecs(for: applied, service: service) else { return }
+        try? files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+        do {
+            try await apply(apps, service: service, needsRefresh: true, previousNames: [])
+        } catch {
+            logger.info("re-applying the applied release failed", metadata: ["ferry.service": "\(service)", "ferry.reason": "\(error)"])
         }
     }
 
@@ -186,17 +195,13 @@ actor Reconciler {
     ) async {
         switch action {
         case .refuse(let service, let serial, let reason):
-            let before = state[service].failures
-            state[service].recordFailure(serial: serial ?? 0, reason: reason, kind: "refused")
-            if state[service].failures != before {
-                summary.changed = true
-                state[service].message = "refused serial \(serial.map(String.init) ?? "?"): \(reason)"
-                logger.info(
-                    "release refused",
-                    metadata: ["ferry.service": "\(service)", "ferry.serial": "\(serial ?? 0)", "ferry.reason": "\(reason)"]
-                )
-                save(&summary)
-            }
+            guard transition(service, .releaseRefused(serial: serial, reason: reason), summary: &summary) == .save else { return }
+            summary.changed = true
+            logger.info(
+                "release refused",
+                metadata: ["ferry.service": "\(service)", "ferry.serial": "\(serial ?? 0)", "ferry.reason": "\(reason)"]
+            )
+            save(&summary)
         case .install(let service, let release, let payload):
             summary.changed = true
             guard let env = envs[service] else {
@@ -206,26 +211,15 @@ actor Reconciler {
             await install(release, payload: payload, service: service, env: env, otherApps: appliedApps, summary: &summary)
         case .refreshEnvironment(let service):
             summary.changed = true
-            guard let env = envs[service], var applied = state[service].applied, let apps = appliedApps[service] else { return }
-            do {
-                try files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
-            } catch {
-                summary.problems.append("\(service): cannot write the ecosystem file: \(error)")
-                return
-            }
-            if let failure = await apply(apps, service: service, needsRefresh: true, previousNames: []) {
-                summary.problems.append("\(service): reload after an env change failed: \(failure)")
-                return
-            }
-            applied.envDigest = env.digest
-            state[service].applied = applied
-            state[service].message = "reloaded serial \(applied.serial) with a changed instance env file"
-            save(&summary)
+            guard let env = envs[service], state[service].applied != nil, let apps = appliedApps[service] else { return }
+            await refreshEnvironment(service, apps: apps, env: env, summary: &summary)
         case .repair(let service, let app, let appAction):
             summary.changed = true
             logger.info("repairing drift", metadata: ["ferry.service": "\(service)", "ferry.app": "\(app.name)", "ferry.action": "\(appAction)"])
-            if let failure = await perform(appAction, app: app, service: service) {
-                summary.problems.append("\(service): repairing \(app.name) (\(appAction)) failed: \(failure)")
+            do {
+                try await perform(appAction, app: app, service: service)
+            } catch {
+                summary.problems.append("\(service): repairing \(app.name) (\(appAction)) failed: \(error)")
             }
         case .removeOrphan(let name):
             summary.changed = true
@@ -238,218 +232,60 @@ actor Reconciler {
         }
     }
 
-    // MARK: - Install
-
-    private func install(
-        _ release: Release,
-        payload: [UInt8],
-        service: String,
-        env: InstanceEnvFile,
-        otherApps: [String: [AppSpec]],
-        summary: inout PassSummary
-    ) async {
-        let serial = release.serial
-        let metadata: Logger.Metadata = ["ferry.service": "\(service)", "ferry.serial": "\(serial)", "artifact.sha256": "\(release.artifact.sha256)"]
-        for (other, apps) in otherApps where other != service {
-            if let clash = apps.first(where: { app in release.pm2.apps.contains { $0.name == app.name } }) {
-                refuse(
-                    service,
-                    serial: serial,
-                    reason: "app name \(clash.name) is already used by service \(other) on this instance",
-                    summary: &summary
-                )
-                return
-            }
-        }
-        let directoryName = AgentLayout.releaseDirectoryName(serial: serial, sha256: release.artifact.sha256)
-        let candidate = AppliedRelease(
-            serial: serial,
-            version: release.version,
-            sha256: release.artifact.sha256.hex,
-            directoryName: directoryName,
-            payload: payload,
-            envDigest: env.digest
-        )
-        // Accept first: from here on no serial at or below this one is installed, whatever happens next.
-        state[service].highestAcceptedSerial = max(state[service].highestAcceptedSerial ?? 0, serial)
-        state[service].pending = candidate
-        state[service].phase = .deploying
-        state[service].message = "deploying serial \(serial) (\(release.version))"
-        save(&summary)
-        logger.info("installing release", metadata: metadata)
-
-        // Download and extract: nothing running is touched until both succeeded.
-        if !files.releaseExists(service, directoryName: directoryName) {
-            do {
-                let artifact = try await fetcher.fetch(release.artifact)
-                _ = try await extractor.extract(artifact.path, into: layout.releaseDir(service, directoryName: directoryName))
-            } catch {
-                // Transient or not, the release stays pending and the next pass tries again; `current` is unchanged.
-                state[service].phase = state[service].applied == nil ? .failed : .running
-                state[service].message = "serial \(serial) (\(release.version)) not installed yet: \(error)"
-                summary.problems.append("\(service): \(error)")
-                logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
-                save(&summary)
-                return
-            }
-        }
-
-        let apps = AppSpec.specs(for: release, currentLink: layout.currentLink(service), instanceEnv: env.values)
-        let previous = state[service].applied
-        let previousApps = (try? previous.map { try appSpecs(for: $0, service: service) }) ?? nil
+    /// Rewrites the ecosystem of `service` and reloads its apps with a changed instance env file.
+    private func refreshEnvironment(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async {
         do {
-            try files.writeEcosystem(service, bytes: EcosystemFile.render(apps: apps, namespace: configuration.namespace))
-            try files.switchCurrent(service, to: directoryName)
+            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
         } catch {
-            summary.problems.append("\(service): cannot activate serial \(serial): \(error)")
-            state[service].message = "serial \(serial) could not be activated: \(error)"
-            save(&summary)
+            summary.problems.append("\(service): cannot write the ecosystem file: \(error)")
             return
         }
-
-        var outcome: HealthGate.Outcome
-        if let failure = await apply(apps, service: service, needsRefresh: true, previousNames: Set((previousApps ?? []).map(\.name))) {
-            outcome = Task.isCancelled ? .interrupted : .unhealthy(reason: failure)
-        } else {
-            try? await processManager.save()
-            let health = release.health.resolved(against: release, instanceEnv: env.values)
-            outcome = await healthGate.watch(apps: apps, health: health, processManager: processManager)
+        do {
+            try await apply(apps, service: service, needsRefresh: true, previousNames: [])
+        } catch {
+            summary.problems.append("\(service): reload after an env change failed: \(error)")
+            return
         }
-
-        switch outcome {
-        case .interrupted:
-            // Shutting down mid-install: no verdict. The release stays pending; the next start goes back to the
-            // applied release and installs this one again.
-            logger.info("install interrupted by shutdown", metadata: metadata)
-        case .healthy:
-            state[service].previous = previous
-            state[service].applied = candidate
-            state[service].pending = nil
-            state[service].phase = .running
-            state[service].message = "serial \(serial) (\(release.version)) is running and healthy"
-            health[service] = .healthy
+        if transition(service, .environmentReloaded(envDigest: env.digest), summary: &summary) != nil {
             save(&summary)
-            logger.info("release healthy", metadata: metadata)
-            collectGarbage()
-        case .unhealthy(let reason):
-            logger.info("release unhealthy, rolling back", metadata: metadata.merging(["ferry.reason": "\(reason)"]) { $1 })
-            await rollBack(
-                service: service,
-                failed: candidate,
-                reason: reason,
-                to: previous,
-                previousApps: previousApps,
-                newApps: apps,
-                summary: &summary
-            )
-        }
-    }
-
-    private func rollBack(
-        service: String,
-        failed: AppliedRelease,
-        reason: String,
-        to previous: AppliedRelease?,
-        previousApps: [AppSpec]?,
-        newApps: [AppSpec],
-        summary: inout PassSummary
-    ) async {
-        state[service].recordFailure(serial: failed.serial, reason: reason, kind: "rolled-back")
-        state[service].pending = nil
-        health[service] = .unhealthy
-        if let previous, let previousApps {
-            do {
-                try files.switchCurrent(service, to: previous.directoryName)
-                try files.writeEcosystem(service, bytes: EcosystemFile.render(apps: previousApps, namespace: configuration.namespace))
-            } catch {
-                summary.problems.append("\(service): rollback could not switch back: \(error)")
-            }
-            if let failure = await apply(previousApps, service: service, needsRefresh: true, previousNames: Set(newApps.map(\.name))) {
-                summary.problems.append("\(service): re-applying serial \(previous.serial) failed: \(failure)")
-            }
-            try? await processManager.save()
-            state[service].phase = .rolledBack
-            state[service].message =
-                "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(previous.serial) (\(previous.version)): \(reason)"
-        } else {
-            for app in newApps { try? await processManager.delete(appNamed: app.name) }
-            try? await processManager.save()
-            files.removeCurrent(service)
-            state[service].phase = .failed
-            state[service].message = "serial \(failed.serial) (\(failed.version)) failed and there is no earlier release to roll back to: \(reason)"
-        }
-        summary.problems.append("\(service): \(state[service].message)")
-        save(&summary)
-    }
-
-    private func refuse(_ service: String, serial: Int64, reason: String, summary: inout PassSummary) {
-        state[service].recordFailure(serial: serial, reason: reason, kind: "refused")
-        state[service].message = "refused serial \(serial): \(reason)"
-        summary.problems.append("\(service): \(reason)")
-        save(&summary)
-    }
-
-    /// Applies `apps` (and deletes `previousNames` that are no longer wanted); returns the first failure.
-    private func apply(_ apps: [AppSpec], service: String, needsRefresh: Bool, previousNames: Set<String>) async -> String? {
-        let table: [ManagedProcess]
-        do {
-            table = try await processManager.processes()
-        } catch {
-            return "cannot read the process table: \(error)"
-        }
-        var failures: [String] = []
-        for app in apps {
-            let action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: needsRefresh)
-            if let failure = await perform(action, app: app, service: service) { failures.append("\(app.name): \(failure)") }
-        }
-        let wanted = Set(apps.map(\.name))
-        for name in previousNames.subtracting(wanted) where table.contains(where: { $0.name == name }) {
-            do {
-                try await processManager.delete(appNamed: name)
-            } catch {
-                failures.append("\(name): delete failed: \(error)")
-            }
-        }
-        return failures.isEmpty ? nil : failures.joined(separator: "; ")
-    }
-
-    /// Carries out one app action; returns the failure, if any.
-    private func perform(_ action: AppAction, app: AppSpec, service: String) async -> String? {
-        let ecosystem = layout.ecosystemFile(service)
-        do {
-            switch action {
-            case .none: break
-            case .start: try await processManager.start(app, ecosystem: ecosystem)
-            case .reload: try await processManager.reload(app, ecosystem: ecosystem)
-            case .replace(let reason):
-                logger.info("replacing app (costs a restart)", metadata: ["ferry.app": "\(app.name)", "ferry.reason": "\(reason)"])
-                try await processManager.delete(appNamed: app.name)
-                try await processManager.start(app, ecosystem: ecosystem)
-            case .delete: try await processManager.delete(appNamed: app.name)
-            case .restart: try await processManager.restart(appNamed: app.name)
-            }
-            return nil
-        } catch {
-            return "\(error)"
         }
     }
 
     /// Records how the last poll of the controller went (`failure` is `nil` when it succeeded), for
     /// `ferry-agent status`. Saved only when it changes.
     func noteControllerContact(failure: String?) {
-        let before = state.controllerProblem
-        if let failure {
-            guard before?.message != failure else { return }
-            state.controllerProblem = ControllerProblem(message: failure, since: before?.since ?? Date())
-        } else {
-            guard before != nil else { return }
-            state.controllerProblem = nil
-        }
+        guard state.noteControllerContact(failure: failure, at: Date()) else { return }
         var summary = PassSummary()
         save(&summary)
     }
 
-    // MARK: - Reporting helpers
+    // MARK: - State
+
+    /// Hands `event` to the state machine of `service`: the only place where the reconciler changes a service's state.
+    /// An illegal transition (a bug) is logged and becomes a problem of the pass; the state stays as it was.
+    func transition(_ service: String, _ event: ServiceState.Event, summary: inout PassSummary) -> ServiceState.Action? {
+        do {
+            return try state[service].handle(event)
+        } catch {
+            summary.problems.append("\(service): \(error)")
+            logger.error("illegal service state transition", metadata: ["ferry.service": "\(service)", "ferry.reason": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Saves the state, masked: its messages quote errors from the process manager, apps and the network, and no
+    /// instance secret is kept in them.
+    func save(_ summary: inout PassSummary) {
+        state.mask(with: secrets.mask)
+        do {
+            try store.save(state)
+        } catch {
+            summary.problems.append("cannot save the agent state: \(error)")
+            logger.error("cannot save the agent state", metadata: ["ferry.reason": "\(error)"])
+        }
+    }
+
+    // MARK: - Reporting
 
     /// Re-reads the table after the pass's actions and derives each service's health from it.
     private func refreshHealth() async {
@@ -530,12 +366,14 @@ actor Reconciler {
 
     // MARK: - Helpers
 
-    private func appSpecs(for applied: AppliedRelease, service: String) throws -> [AppSpec] {
+    /// The apps of `applied` as they should run now (the instance env file is read again).
+    func appSpecs(for applied: AppliedRelease, service: String) throws -> [AppSpec] {
         let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir)
         return AppSpec.specs(for: try applied.release(), currentLink: layout.currentLink(service), instanceEnv: env.values)
     }
 
-    private func collectGarbage() {
+    /// Removes releases and artifacts that no service's applied, previous or pending release protects.
+    func collectGarbage() {
         var keepDigests: Set<String> = []
         for service in configuration.services {
             let serviceState = state[service]
@@ -544,16 +382,5 @@ actor Reconciler {
             files.collectReleases(service, protected: Set(protected.map(\.directoryName)), keep: configuration.keepReleases)
         }
         files.collectArtifacts(keep: keepDigests)
-    }
-
-    private func save(_ summary: inout PassSummary) {
-        // Messages quote errors from the process manager, apps and the network: no instance secret is kept in them.
-        state.mask(with: secrets.mask)
-        do {
-            try store.save(state)
-        } catch {
-            summary.problems.append("cannot save the agent state: \(error)")
-            logger.error("cannot save the agent state", metadata: ["ferry.reason": "\(error)"])
-        }
     }
 }

@@ -39,7 +39,7 @@ enum StatusReportBuilder {
                 message: clipped(mask.apply(serviceState.message), toBytes: 2000),
                 health: health[service] ?? .unknown,
                 failures: serviceState.failures.prefix(10).map {
-                    ReleaseFailure(serial: $0.serial, reason: clipped(mask.apply($0.reason), toBytes: 2000), kind: $0.kind)
+                    ReleaseFailure(serial: $0.serial, reason: clipped(mask.apply($0.reason), toBytes: 2000), kind: $0.kind.rawValue)
                 },
                 processes: processes
             )

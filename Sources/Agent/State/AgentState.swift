@@ -13,14 +13,46 @@ import Foundation
 struct AgentState: Sendable, Codable, Equatable {
     /// Format version of the file.
     var version = 1
+    /// Each service's state; it changes only through its state machine (`ServiceState.handle(_:)`).
     var services: [String: ServiceState] = [:]
     /// The last failed contact with the controller (network, TLS, refusal), or `nil` once a poll succeeds again; shown
     /// by `ferry-agent status`, which does not contact the controller itself.
-    var controllerProblem: ControllerProblem?
+    private(set) var controllerProblem: ControllerProblem?
+
+    init(version: Int = 1, services: [String: ServiceState] = [:]) {
+        self.version = version
+        self.services = services
+    }
 
     subscript(service: String) -> ServiceState {
         get { services[service] ?? ServiceState() }
         set { services[service] = newValue }
+    }
+
+    /// Records how a poll of the controller went: `failure` is why it could not be reached or refused, `nil` when it
+    /// answered. A problem keeps the time it began while it lasts. Returns whether anything changed (worth saving).
+    mutating func noteControllerContact(failure: String?, at now: Date) -> Bool {
+        let before = controllerProblem
+        if let failure {
+            guard before?.message != failure else { return false }
+            controllerProblem = ControllerProblem(message: failure, since: before?.since ?? now)
+        } else {
+            guard before != nil else { return false }
+            controllerProblem = nil
+        }
+        return true
+    }
+
+    /// Masks instance env values in every message and failure reason (see `SecretMask`).
+    mutating func mask(with mask: SecretMask) {
+        guard !mask.isEmpty else { return }
+        if var problem = controllerProblem {
+            problem.message = mask.apply(problem.message)
+            controllerProblem = problem
+        }
+        for service in Array(services.keys) {
+            services[service]?.mask(with: mask)
+        }
     }
 }
 
@@ -28,42 +60,6 @@ struct AgentState: Sendable, Codable, Equatable {
 struct ControllerProblem: Sendable, Codable, Equatable {
     var message: String
     var since: Date
-}
-
-/// One service's state on this instance.
-struct ServiceState: Sendable, Codable, Equatable {
-    /// The highest serial accepted here (verified and admitted). Nothing at or below it is ever installed again,
-    /// except that the release running now keeps running.
-    var highestAcceptedSerial: Int64?
-    /// The release running now (passed its health gate, or the one rolled back to).
-    var applied: AppliedRelease?
-    /// The release before `applied`, the rollback target.
-    var previous: AppliedRelease?
-    /// An install that was started and not finished (kill -9 mid-install): on the next start `current` is switched
-    /// back to `applied` before anything else.
-    var pending: AppliedRelease?
-    /// Serials that failed here (refused or rolled back), newest first, at most 20.
-    var failures: [Failure] = []
-    var phase: DeployPhase = .waiting
-    var message: String = "waiting for the first release"
-
-    /// A serial that failed here.
-    struct Failure: Sendable, Codable, Equatable {
-        var serial: Int64
-        var reason: String
-        /// `refused` or `rolled-back`.
-        var kind: String
-    }
-
-    /// Whether `serial` failed here already (it is not retried until a newer serial arrives).
-    func hasFailed(_ serial: Int64) -> Bool { failures.contains { $0.serial == serial && $0.kind == "rolled-back" } }
-
-    /// Records a failure, newest first, keeping the list short.
-    mutating func recordFailure(serial: Int64, reason: String, kind: String) {
-        failures.removeAll { $0.serial == serial && $0.kind == kind }
-        failures.insert(Failure(serial: serial, reason: reason, kind: kind), at: 0)
-        if failures.count > 20 { failures.removeLast(failures.count - 20) }
-    }
 }
 
 /// A release installed on this instance.

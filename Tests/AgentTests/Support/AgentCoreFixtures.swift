@@ -105,3 +105,21 @@ enum CoreFixture {
         )
     }
 }
+
+extension ServiceState {
+    /// This state as `state.json` would hold it with another message and `failures` recorded on top, newest last in
+    /// the list given (text the agent did not write itself, for tests of what leaves the agent).
+    func restored(message: String? = nil, recording newFailures: [Failure] = []) -> ServiceState {
+        var recorded = failures
+        for failure in newFailures { recorded.record(serial: failure.serial, reason: failure.reason, kind: failure.kind) }
+        return ServiceState(
+            highestAcceptedSerial: highestAcceptedSerial,
+            applied: applied,
+            previous: previous,
+            pending: pending,
+            failures: recorded,
+            phase: phase,
+            message: message ?? self.message
+        )
+    }
+}

@@ -125,7 +125,7 @@ struct PM2ProcessManager: ProcessManager {
             throw .ecosystemNotWritten(path: path, reason: "mkdir \(directory): \(String(cString: strerror(errno)))")
         }
         do {
-            try AtomicFile.write(EcosystemFile.render(apps: [app], namespace: configuration.namespace), to: path, mode: 0o600)
+            try AtomicFile.write(EcosystemWriter.render(apps: [app], namespace: configuration.namespace), to: path, mode: 0o600)
         } catch {
             throw .ecosystemNotWritten(path: path, reason: "\(error)")
         }

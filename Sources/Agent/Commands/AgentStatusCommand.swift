@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// `ferry-agent status`: what this instance runs.
-struct StatusCommand: AsyncParsableCommand {
+struct AgentStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show, per service, the applied serial and version, the phase and the processes.",

@@ -7,7 +7,7 @@ import Foundation
 #endif
 
 /// The agent's side of the controller API (DESIGN §2): enrollment, desired state with ETag and long-poll, status.
-struct ControllerClient: Sendable, CustomStringConvertible {
+struct AgentControllerClient: Sendable, CustomStringConvertible {
     /// Base URL without a trailing slash, e.g. `https://ferry.internal:8443`.
     let baseURL: String
     let token: String
@@ -58,7 +58,7 @@ struct ControllerClient: Sendable, CustomStringConvertible {
         request: EnrollRequest,
         http: HTTPClient
     ) async throws(ControllerError) -> EnrollResponse {
-        let client = ControllerClient(baseURL: baseURL, token: enrollToken, http: http)
+        let client = AgentControllerClient(baseURL: baseURL, token: enrollToken, http: http)
         let url = "\(client.baseURL)/v1/agents"
         var headers = client.authorization
         headers["Content-Type"] = "application/json"
@@ -72,7 +72,7 @@ struct ControllerClient: Sendable, CustomStringConvertible {
     }
 
     /// Never shows the token.
-    var description: String { "ControllerClient(\(baseURL))" }
+    var description: String { "AgentControllerClient(\(baseURL))" }
 
     private var authorization: HTTPClient.Headers { ["Authorization": "Bearer \(token)"] }
 

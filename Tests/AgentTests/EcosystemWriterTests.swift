@@ -5,7 +5,7 @@ import Testing
 
 @testable import Agent
 
-@Suite("EcosystemFile: the generated ecosystem.json")
+@Suite("EcosystemWriter: the generated ecosystem.json")
 struct PM2EcosystemFileTests {
     static let current = "/var/lib/ferry/services/api/current"
 
@@ -29,7 +29,7 @@ struct PM2EcosystemFileTests {
         spec.args = ["--port", "3000"]
         spec.interpreterArgs = ["--max-old-space-size=512"]
         spec.maxMemoryBytes = 300 << 20
-        let app = try Self.parse(EcosystemFile.render(apps: [spec], namespace: "ferry"))
+        let app = try Self.parse(EcosystemWriter.render(apps: [spec], namespace: "ferry"))
         #expect(
             app == [
                 "name": .string("api"),
@@ -55,7 +55,7 @@ struct PM2EcosystemFileTests {
     @Test("a script run directly gets interpreter none (PM2 would otherwise guess from the extension)")
     func directExecution() throws {
         let spec = AppSpec.pm2TestApp("bin", script: Self.current + "/bin/server", cwd: Self.current, interpreter: nil)
-        let app = try Self.parse(EcosystemFile.render(apps: [spec], namespace: "ferry"))
+        let app = try Self.parse(EcosystemWriter.render(apps: [spec], namespace: "ferry"))
         #expect(app["interpreter"] == .string("none"))
         #expect(app["args"] == .array([]))
         #expect(app["max_memory_restart"] == nil)
@@ -84,7 +84,7 @@ struct PM2EcosystemFileTests {
             instances: 2,
             pm2Options: options
         )
-        let app = try Self.parse(EcosystemFile.render(apps: [spec], namespace: "ferry"))
+        let app = try Self.parse(EcosystemWriter.render(apps: [spec], namespace: "ferry"))
         #expect(app["wait_ready"] == .bool(true))
         #expect(app["listen_timeout"] == .integer(8000))
         #expect(app["cron_restart"] == .string("0 3 * * *"))
@@ -104,8 +104,8 @@ struct PM2EcosystemFileTests {
             AppSpec.pm2TestApp("web", script: Self.current + "/web.js", cwd: Self.current, env: ["B": "2", "A": "1"]),
             AppSpec.pm2TestApp("worker", script: Self.current + "/worker.js", cwd: Self.current),
         ]
-        let bytes = EcosystemFile.render(apps: apps, namespace: "ferry")
-        #expect(bytes == EcosystemFile.render(apps: apps, namespace: "ferry"))
+        let bytes = EcosystemWriter.render(apps: apps, namespace: "ferry")
+        #expect(bytes == EcosystemWriter.render(apps: apps, namespace: "ferry"))
         #expect(bytes.last == 0x0A)
         let text = String(decoding: bytes, as: UTF8.self)
         #expect(text.contains("\n    {\n"))

@@ -14,7 +14,7 @@ import Foundation
 /// a new release), Ferry's `namespace` (ownership), `interpreter` (`none` for "run the script directly": PM2 would
 /// otherwise pick one from the file extension or fall back to node), `exec_mode`, `instances`, the merged `env`, and
 /// the restart policy. The release's other PM2 options pass through unchanged.
-enum EcosystemFile {
+enum EcosystemWriter {
     /// PM2 option names that Ferry sets itself from `AppSpec`, with their PM2 aliases. A release's `pm2Options` entry
     /// with one of these names is not passed through (the typed `AppSpec` field, derived from it, wins).
     static let ferrySetKeys: Set<String> = [

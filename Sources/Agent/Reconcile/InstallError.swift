@@ -1,0 +1,26 @@
+import Shared
+
+/// Why a step of an install did not happen. Quoted in the service's message and the pass's problems (masked before
+/// they leave the agent), as the underlying error says it.
+enum InstallError: Error, CustomStringConvertible {
+    /// The release names an app another service on this instance already runs: refused before anything is touched.
+    case appNameClash(app: String, service: String)
+    /// The artifact could not be downloaded or verified.
+    case download(ArtifactFetchError)
+    /// The artifact could not be extracted into its release directory.
+    case extraction(ArchiveError)
+    /// The generated ecosystem file could not be written.
+    case ecosystem(AtomicFile.Failure)
+    /// The `current` symlink could not be switched.
+    case currentLink(AtomicFile.Failure)
+
+    var description: String {
+        switch self {
+        case .appNameClash(let app, let service): "app name \(app) is already used by service \(service) on this instance"
+        case .download(let error): "\(error)"
+        case .extraction(let error): "\(error)"
+        case .ecosystem(let error): "\(error)"
+        case .currentLink(let error): "\(error)"
+        }
+    }
+}

@@ -1,0 +1,200 @@
+import Logging
+import Shared
+
+/// Installing one release: accept → unpack → activate → apply and watch → keep, or roll back. Each step is a function;
+/// each outcome is an event for the service's state machine, whose action the step then carries out.
+extension Reconciler {
+    /// How applying a release and watching its health ended.
+    enum InstallVerdict: Sendable {
+        case healthy
+        case unhealthy(ServiceState.UnhealthyReason)
+        /// The agent is shutting down: no verdict.
+        case interrupted
+    }
+
+    /// Installs `release` for `service`. Nothing running is touched until the release is downloaded, verified and
+    /// extracted; from activation on, a failure puts the applied release back.
+    func install(
+        _ release: Release,
+        payload: [UInt8],
+        service: String,
+        env: InstanceEnvFile,
+        otherApps: [String: [AppSpec]],
+        summary: inout PassSummary
+    ) async {
+        let metadata: Logger.Metadata = [
+            "ferry.service": "\(service)", "ferry.serial": "\(release.serial)", "artifact.sha256": "\(release.artifact.sha256)",
+        ]
+        if let clash = Self.appNameClash(release, service: service, otherApps: otherApps) {
+            summary.problems.append("\(service): \(clash)")
+            if transition(service, .installRefused(serial: release.serial, clash), summary: &summary) != nil { save(&summary) }
+            return
+        }
+        let candidate = AppliedRelease(
+            serial: release.serial,
+            version: release.version,
+            sha256: release.artifact.sha256.hex,
+            directoryName: AgentLayout.releaseDirectoryName(serial: release.serial, sha256: release.artifact.sha256),
+            payload: payload,
+            envDigest: env.digest
+        )
+        guard transition(service, .installStarted(candidate), summary: &summary) != nil else { return }
+        save(&summary)
+        logger.info("installing release", metadata: metadata)
+
+        do throws(InstallError) {
+            try await unpack(release, directoryName: candidate.directoryName, service: service)
+        } catch {
+            summary.problems.append("\(service): \(error)")
+            logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
+            if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
+            return
+        }
+
+        let apps = AppSpec.specs(for: release, currentLink: layout.currentLink(service), instanceEnv: env.values)
+        let previousApps = (try? state[service].applied.map { try appSpecs(for: $0, service: service) }) ?? nil
+        do throws(InstallError) {
+            try activate(apps, directoryName: candidate.directoryName, service: service)
+        } catch {
+            summary.problems.append("\(service): cannot activate serial \(release.serial): \(error)")
+            if transition(service, .activationFailed(error), summary: &summary) != nil { save(&summary) }
+            return
+        }
+
+        let verdict = await applyAndWatch(release, apps: apps, replacing: previousApps ?? [], service: service, env: env)
+        await conclude(verdict, service: service, apps: apps, previousApps: previousApps, metadata: metadata, summary: &summary)
+    }
+
+    /// The first app of `release` that another service on this instance already runs, as a refusal.
+    static func appNameClash(_ release: Release, service: String, otherApps: [String: [AppSpec]]) -> InstallError? {
+        for (other, apps) in otherApps.sorted(by: { $0.key < $1.key }) where other != service {
+            if let clash = apps.first(where: { app in release.pm2.apps.contains { $0.name == app.name } }) {
+                return .appNameClash(app: clash.name, service: other)
+            }
+        }
+        return nil
+    }
+
+    /// Downloads and extracts the release into `releases/<directoryName>`, unless a previous attempt finished that.
+    /// `current` and what runs are untouched.
+    private func unpack(_ release: Release, directoryName: String, service: String) async throws(InstallError) {
+        guard !files.releaseExists(service, directoryName: directoryName) else { return }
+        let artifact: FetchedArtifact
+        do throws(ArtifactFetchError) {
+            artifact = try await fetcher.fetch(release.artifact)
+        } catch {
+            throw .download(error)
+        }
+        do throws(ArchiveError) {
+            _ = try await extractor.extract(artifact.path, into: layout.releaseDir(service, directoryName: directoryName))
+        } catch {
+            throw .extraction(error)
+        }
+    }
+
+    /// Writes the release's ecosystem and points `current` at it.
+    private func activate(_ apps: [AppSpec], directoryName: String, service: String) throws(InstallError) {
+        do throws(AtomicFile.Failure) {
+            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+        } catch {
+            throw .ecosystem(error)
+        }
+        do throws(AtomicFile.Failure) {
+            try files.switchCurrent(service, to: directoryName)
+        } catch {
+            throw .currentLink(error)
+        }
+    }
+
+    /// Applies the release's apps (deleting those of `previousApps` it no longer has), then watches its health.
+    private func applyAndWatch(
+        _ release: Release,
+        apps: [AppSpec],
+        replacing previousApps: [AppSpec],
+        service: String,
+        env: InstanceEnvFile
+    ) async -> InstallVerdict {
+        do throws(ApplyError) {
+            try await apply(apps, service: service, needsRefresh: true, previousNames: Set(previousApps.map(\.name)))
+        } catch {
+            return Task.isCancelled ? .interrupted : .unhealthy(.notApplied(error))
+        }
+        try? await processManager.save()
+        let health = release.health.resolved(against: release, instanceEnv: env.values)
+        switch await healthGate.watch(apps: apps, health: health, processManager: processManager) {
+        case .healthy: return .healthy
+        case .unhealthy(let reason): return .unhealthy(.healthGate(reason))
+        case .interrupted: return .interrupted
+        }
+    }
+
+    /// Keeps the release, or takes it out again, as the state machine decides on the verdict.
+    private func conclude(
+        _ verdict: InstallVerdict,
+        service: String,
+        apps: [AppSpec],
+        previousApps: [AppSpec]?,
+        metadata: Logger.Metadata,
+        summary: inout PassSummary
+    ) async {
+        switch verdict {
+        case .interrupted:
+            logger.info("install interrupted by shutdown", metadata: metadata)
+            _ = transition(service, .installInterrupted, summary: &summary)
+        case .healthy:
+            guard transition(service, .releaseHealthy, summary: &summary) != nil else { return }
+            health[service] = .healthy
+            save(&summary)
+            logger.info("release healthy", metadata: metadata)
+            collectGarbage()
+        case .unhealthy(let reason):
+            logger.info("release unhealthy, rolling back", metadata: metadata.merging(["ferry.reason": "\(reason)"]) { $1 })
+            health[service] = .unhealthy
+            let event = ServiceState.Event.releaseUnhealthy(reason, canRollBack: previousApps != nil)
+            let done: ServiceState.Event
+            switch transition(service, event, summary: &summary) {
+            case .rollBack(_, let target)?:
+                await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
+                done = .rolledBack(reason)
+            case .removeFailedRelease?:
+                await remove(apps, service: service)
+                done = .failedReleaseRemoved(reason)
+            default:
+                return
+            }
+            guard transition(service, done, summary: &summary) != nil else { return }
+            summary.problems.append("\(service): \(state[service].message)")
+            save(&summary)
+        }
+    }
+
+    /// Points `current` back at `target`, writes its ecosystem and applies its apps, deleting the failed release's
+    /// others. Failures are problems of the pass; the next pass repairs what drifted.
+    private func rollBack(
+        _ service: String,
+        to target: AppliedRelease,
+        apps: [AppSpec],
+        replacing failedApps: [AppSpec],
+        summary: inout PassSummary
+    ) async {
+        do {
+            try files.switchCurrent(service, to: target.directoryName)
+            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+        } catch {
+            summary.problems.append("\(service): rollback could not switch back: \(error)")
+        }
+        do {
+            try await apply(apps, service: service, needsRefresh: true, previousNames: Set(failedApps.map(\.name)))
+        } catch {
+            summary.problems.append("\(service): re-applying serial \(target.serial) failed: \(error)")
+        }
+        try? await processManager.save()
+    }
+
+    /// Nothing to go back to: deletes the failed release's apps and removes `current`.
+    private func remove(_ failedApps: [AppSpec], service: String) async {
+        for app in failedApps { try? await processManager.delete(appNamed: app.name) }
+        try? await processManager.save()
+        files.removeCurrent(service)
+    }
+}

@@ -1,0 +1,119 @@
+import Shared
+
+extension ServiceState {
+    /// Something that happened to a service, for `handle(_:)`.
+    enum Event: Sendable {
+        /// The desired state offers a release this instance refuses (signature, document, expiry, replay); nothing
+        /// running is touched. Seen again in every pass while offered: news only the first time.
+        case releaseRefused(serial: Int64?, reason: String)
+        /// A verified release is refused when its install would begin (its app names clash with another service's).
+        case installRefused(serial: Int64, InstallError)
+        /// A verified, admitted release is accepted and its install begins (or an interrupted one begins again).
+        case installStarted(AppliedRelease)
+        /// The agent starts with an install a crash or a shutdown interrupted.
+        case installResumed
+        /// The artifact could not be downloaded or extracted; the release stays pending and is tried again.
+        case downloadFailed(InstallError)
+        /// The ecosystem file could not be written or `current` not switched.
+        case activationFailed(InstallError)
+        /// The agent is shutting down mid-install: no verdict.
+        case installInterrupted
+        /// The health gate passed the pending release.
+        case releaseHealthy
+        /// The pending release could not be applied or failed its health gate: decides how it is taken out, changes
+        /// nothing yet. `canRollBack`: the applied release's apps can be rebuilt (its payload and the instance env file
+        /// read back), so it can run again.
+        case releaseUnhealthy(UnhealthyReason, canRollBack: Bool)
+        /// The failed pending release was taken out and the applied one runs again: the serial failed here for good.
+        case rolledBack(UnhealthyReason)
+        /// The failed pending release was taken out and nothing runs (there was nothing to go back to).
+        case failedReleaseRemoved(UnhealthyReason)
+        /// The applied release was reloaded with a changed instance env file (whose digest this is).
+        case environmentReloaded(envDigest: String)
+
+        /// The event's name, for errors and tests.
+        var name: Name {
+            switch self {
+            case .releaseRefused: .releaseRefused
+            case .installRefused: .installRefused
+            case .installStarted: .installStarted
+            case .installResumed: .installResumed
+            case .downloadFailed: .downloadFailed
+            case .activationFailed: .activationFailed
+            case .installInterrupted: .installInterrupted
+            case .releaseHealthy: .releaseHealthy
+            case .releaseUnhealthy: .releaseUnhealthy
+            case .rolledBack: .rolledBack
+            case .failedReleaseRemoved: .failedReleaseRemoved
+            case .environmentReloaded: .environmentReloaded
+            }
+        }
+
+        /// The kinds of event (named as the cases of `Event`).
+        enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
+            case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
+            case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
+
+            var description: String { rawValue }
+        }
+    }
+
+    /// Why a pending release is taken out again.
+    enum UnhealthyReason: Sendable, CustomStringConvertible {
+        /// The process manager did not carry out the release's apps.
+        case notApplied(ApplyError)
+        /// The health gate's verdict (it names a health URL's template, never the filled-in URL).
+        case healthGate(String)
+
+        var description: String {
+            switch self {
+            case .notApplied(let error): "\(error)"
+            case .healthGate(let reason): reason
+            }
+        }
+    }
+
+    /// What the reconciler does after an event. `.save`, `.restore` and `.collectGarbage` end with saving the state;
+    /// `.rollBack` and `.removeFailedRelease` with the event that says it was done.
+    enum Action: Sendable, Equatable {
+        /// Nothing changed: nothing to save or report.
+        case none
+        /// The state changed: save it (and report).
+        case save
+        /// Point `current` back at this (applied) release, write its ecosystem and apply its apps; then save.
+        case restore(AppliedRelease)
+        /// A release was promoted: save, then remove releases and artifacts nothing protects any more.
+        case collectGarbage
+        /// Point `current` back at `to`, write its ecosystem, apply its apps (deleting those only `failed` had), save
+        /// the process table; then send `rolledBack`.
+        case rollBack(failed: AppliedRelease, to: AppliedRelease)
+        /// Nothing to go back to: delete the failed release's apps, save the process table, remove `current`; then
+        /// send `failedReleaseRemoved`.
+        case removeFailedRelease(AppliedRelease)
+    }
+
+    /// An event that cannot happen in the service's state (a bug in the caller; the state is left as it was).
+    enum TransitionError: Error, Equatable, CustomStringConvertible {
+        /// An install would begin at or below the highest accepted serial (replay protection).
+        case serialNotAboveAccepted(serial: Int64, accepted: Int64)
+        /// An install step for a service with no install pending.
+        case noInstallPending(event: Event.Name)
+        /// An install step while the service is not deploying.
+        case notDeploying(event: Event.Name, phase: DeployPhase)
+        /// A change to the applied release of a service that has none.
+        case nothingApplied(event: Event.Name)
+
+        var description: String {
+            switch self {
+            case .serialNotAboveAccepted(let serial, let accepted):
+                "serial \(serial) cannot be installed: it is not above serial \(accepted), the highest accepted here"
+            case .noInstallPending(let event):
+                "\(event) with no install pending"
+            case .notDeploying(let event, let phase):
+                "\(event) while the service is \(phase.rawValue), not deploying"
+            case .nothingApplied(let event):
+                "\(event) with no release applied"
+            }
+        }
+    }
+}

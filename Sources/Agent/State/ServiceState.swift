@@ -1,0 +1,198 @@
+import Shared
+
+/// One service's state on this instance (an entry of `state.json`), and the state machine that is the only way to
+/// change it.
+///
+/// The phase (`waiting`, `deploying`, `running`, `failed`, `rolled-back`), the human message reported with it, the
+/// release slots (`applied`, `previous`, `pending`), the highest accepted serial and the failures recorded here change
+/// together, by events, in `handle(_:)`: one `switch` holds every legal transition, an illegal one is a
+/// `TransitionError` and changes nothing. Each event returns the `Action` the reconciler must carry out (then it saves
+/// the state); nobody else assigns a field. The stored fields and their JSON keys are those of every earlier version of
+/// `state.json`, so an agent upgraded in place reads the state it left.
+struct ServiceState: Sendable, Codable, Equatable {
+    /// The highest serial accepted here (verified and admitted). Nothing at or below it is ever installed again,
+    /// except that the release running now keeps running and an interrupted install is resumed.
+    private(set) var highestAcceptedSerial: Int64?
+    /// The release running now (passed its health gate, or the one rolled back to).
+    private(set) var applied: AppliedRelease?
+    /// The release before `applied`, the rollback target.
+    private(set) var previous: AppliedRelease?
+    /// An install that was started and not finished (kill -9 mid-install): on the next start `current` is switched
+    /// back to `applied` before anything else.
+    private(set) var pending: AppliedRelease?
+    /// Serials that failed here (refused or rolled back), newest first, at most 20.
+    private(set) var failures: [Failure] = []
+    private(set) var phase: DeployPhase = .waiting
+    /// What the phase means right now, in a sentence (reported and shown by `ferry-agent status`, masked).
+    private(set) var message: String = "waiting for the first release"
+
+    /// Restores a recorded state (what `state.json` holds); every later change goes through `handle(_:)`.
+    init(
+        highestAcceptedSerial: Int64? = nil,
+        applied: AppliedRelease? = nil,
+        previous: AppliedRelease? = nil,
+        pending: AppliedRelease? = nil,
+        failures: [Failure] = [],
+        phase: DeployPhase = .waiting,
+        message: String = "waiting for the first release"
+    ) {
+        self.highestAcceptedSerial = highestAcceptedSerial
+        self.applied = applied
+        self.previous = previous
+        self.pending = pending
+        self.failures = failures
+        self.phase = phase
+        self.message = message
+    }
+
+    /// A serial that failed here.
+    struct Failure: Sendable, Codable, Equatable {
+        var serial: Int64
+        var reason: String
+        var kind: Kind
+
+        /// How a serial failed (its JSON value is the one reported to the controller).
+        enum Kind: String, Sendable, Codable, CaseIterable {
+            /// Refused before anything ran: signature, document, expiry, replay, an app name clash.
+            case refused
+            /// Installed, failed its health gate (or could not be applied) and was taken out again.
+            case rolledBack = "rolled-back"
+        }
+    }
+
+    /// Whether `serial` failed here already (it is not retried until a newer serial arrives).
+    func hasFailed(_ serial: Int64) -> Bool { failures.contains { $0.serial == serial && $0.kind == .rolledBack } }
+
+    // MARK: - Transitions
+
+    /// Applies `event`: the one place where a service's state changes.
+    ///
+    /// Returns what the caller must do (see `Action`); the caller saves the state after doing it, so a crash in the
+    /// middle leaves the state of before, which the next start recovers from. Taking a failed release out is two
+    /// events, the verdict and the done, so that no report says "rolled back" before it is. Throws, changing nothing,
+    /// when the event cannot happen in this state: that is a bug in the caller, reported, never a crash.
+    mutating func handle(_ event: Event) throws(TransitionError) -> Action {
+        switch (phase, event) {
+        case (_, .releaseRefused(let serial, let reason)):
+            // Seen again in every pass while the controller offers it: news (message, save, report) only once.
+            guard failures.record(serial: serial ?? 0, reason: reason, kind: .refused) else { return .none }
+            message = "refused serial \(serial.map(String.init) ?? "?"): \(reason)"
+            return .save
+
+        case (_, .installRefused(let serial, let error)):
+            failures.record(serial: serial, reason: "\(error)", kind: .refused)
+            message = "refused serial \(serial): \(error)"
+            return .save
+
+        case (_, .installStarted(let candidate)):
+            // Accept first: from here on no serial at or below this one is installed, whatever happens next.
+            if let accepted = highestAcceptedSerial, candidate.serial <= accepted, candidate.serial != pending?.serial {
+                throw .serialNotAboveAccepted(serial: candidate.serial, accepted: accepted)
+            }
+            highestAcceptedSerial = max(highestAcceptedSerial ?? 0, candidate.serial)
+            pending = candidate
+            phase = .deploying
+            message = "deploying serial \(candidate.serial) (\(candidate.version))"
+            return .save
+
+        case (_, .installResumed):
+            guard let interrupted = pending else { throw .noInstallPending(event: event.name) }
+            phase = .deploying
+            message = "serial \(interrupted.serial) was interrupted by a restart of the agent; installing it again"
+            // With nothing applied before, `current` stays on the pending tree (complete: extraction is staged and
+            // renamed) until the install runs again.
+            return applied.map { .restore($0) } ?? .save
+
+        case (.deploying, .downloadFailed(let error)):
+            let candidate = try installing(event)
+            // Transient or not, the release stays pending and the next pass tries again; `current` is unchanged.
+            phase = applied == nil ? .failed : .running
+            message = "serial \(candidate.serial) (\(candidate.version)) not installed yet: \(error)"
+            return .save
+
+        case (.deploying, .activationFailed(let error)):
+            let candidate = try installing(event)
+            message = "serial \(candidate.serial) could not be activated: \(error)"
+            return .save
+
+        case (.deploying, .installInterrupted):
+            // Shutting down mid-install: no verdict. The release stays pending; the next start goes back to the
+            // applied release and installs this one again.
+            _ = try installing(event)
+            return .none
+
+        case (.deploying, .releaseHealthy):
+            let candidate = try installing(event)
+            previous = applied
+            applied = candidate
+            pending = nil
+            phase = .running
+            message = "serial \(candidate.serial) (\(candidate.version)) is running and healthy"
+            return .collectGarbage
+
+        case (.deploying, .releaseUnhealthy(_, let canRollBack)):
+            // The verdict decides; the state changes once the failed release is out (`rolledBack`,
+            // `failedReleaseRemoved`): a report in between must not say "rolled back" while it still runs.
+            let failed = try installing(event)
+            if let target = applied, canRollBack { return .rollBack(failed: failed, to: target) }
+            return .removeFailedRelease(failed)
+
+        case (.deploying, .rolledBack(let reason)):
+            let failed = try installing(event)
+            guard let target = applied else { throw .nothingApplied(event: event.name) }
+            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack)
+            pending = nil
+            phase = .rolledBack
+            message =
+                "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(target.serial) (\(target.version)): \(reason)"
+            return .save
+
+        case (.deploying, .failedReleaseRemoved(let reason)):
+            let failed = try installing(event)
+            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack)
+            pending = nil
+            phase = .failed
+            message = "serial \(failed.serial) (\(failed.version)) failed and there is no earlier release to roll back to: \(reason)"
+            return .save
+
+        case (_, .downloadFailed), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy), (_, .releaseUnhealthy),
+            (_, .rolledBack), (_, .failedReleaseRemoved):
+            throw .notDeploying(event: event.name, phase: phase)
+
+        case (_, .environmentReloaded(let envDigest)):
+            guard var reloaded = applied else { throw .nothingApplied(event: event.name) }
+            reloaded.envDigest = envDigest
+            applied = reloaded
+            message = "reloaded serial \(reloaded.serial) with a changed instance env file"
+            return .save
+        }
+    }
+
+    /// The install an install-step event is about.
+    private func installing(_ event: Event) throws(TransitionError) -> AppliedRelease {
+        guard let pending else { throw .noInstallPending(event: event.name) }
+        return pending
+    }
+
+    /// Masks instance env values in the message and the failure reasons (see `SecretMask`): they quote errors from the
+    /// process manager, apps and the network. Changes no phase.
+    mutating func mask(with mask: SecretMask) {
+        message = mask.apply(message)
+        for index in failures.indices {
+            failures[index].reason = mask.apply(failures[index].reason)
+        }
+    }
+}
+
+extension [ServiceState.Failure] {
+    /// Records a failure, newest first, keeping the list at 20: the same serial and kind again moves to the front with
+    /// the new reason. Returns whether the list changed.
+    @discardableResult
+    mutating func record(serial: Int64, reason: String, kind: ServiceState.Failure.Kind) -> Bool {
+        let before = self
+        removeAll { $0.serial == serial && $0.kind == kind }
+        insert(ServiceState.Failure(serial: serial, reason: reason, kind: kind), at: 0)
+        if count > 20 { removeLast(count - 20) }
+        return self != before
+    }
+}
