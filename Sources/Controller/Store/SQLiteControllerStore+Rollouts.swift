@@ -43,6 +43,7 @@ extension SQLiteControllerStore {
                         throw StoreError.corruptRow(table: "rollouts", reason: "rollout \(previous.id) changed while a publish held the write lock")
                     }
                     superseded = previous
+                    // Agents' desired states: the caller of a publish wakes the service's agents (`releasePublished`).
                     events += transition.events
                 }
             }
