@@ -22,7 +22,7 @@ struct ControllerCommand: AsyncParsableCommand {
             VerifyCommand.self,
             TokenCommand.self,
             PublishCommand.self,
-            StatusCommand.self,
+            FleetStatusCommand.self,
             RollbackCommand.self,
             AgentsCommand.self,
             PlanCommand.self,

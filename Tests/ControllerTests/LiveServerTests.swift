@@ -46,7 +46,7 @@ import Testing
                 let file = fixture.directory.appendingPathComponent("upload.bin")
                 try Data(bytes).write(to: file)
                 let (digest, size) = try SHA256.hash(fileAt: file.path)
-                let client = ControllerClient(baseURL: base, token: fixture.operatorToken)
+                let client = OperatorClient(baseURL: base, token: fixture.operatorToken)
                 #expect(try await client.hasArtifact(digest) == false)
                 let reported = Mutex<Int64>(0)
                 let answer = try await client.uploadArtifact(file: file.path, digest: digest) { sent in reported.withLock { $0 = max($0, sent) } }
@@ -74,7 +74,7 @@ import Testing
     @Test func publishingAndListingOverSockets() async throws {
         try await Fixture.with { fixture in
             try await fixture.withLiveServer { base in
-                let client = ControllerClient(baseURL: base, token: fixture.operatorToken)
+                let client = OperatorClient(baseURL: base, token: fixture.operatorToken)
                 let file = fixture.directory.appendingPathComponent("a.tgz")
                 try Data("artifact".utf8).write(to: file)
                 let (digest, size) = try SHA256.hash(fileAt: file.path)
@@ -189,7 +189,7 @@ import Testing
                         guard ContinuousClock.now < deadline else { throw FixtureError("only \(hub.waiterCount) of \(waiters) requests parked") }
                         try await Task.sleep(for: .milliseconds(20))
                     }
-                    let client = ControllerClient(baseURL: base, token: fixture.operatorToken)
+                    let client = OperatorClient(baseURL: base, token: fixture.operatorToken)
                     let file = fixture.directory.appendingPathComponent("a.tgz")
                     try Data("new release".utf8).write(to: file)
                     let (digest, size) = try SHA256.hash(fileAt: file.path)

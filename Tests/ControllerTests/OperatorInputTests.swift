@@ -143,7 +143,7 @@ import Testing
             for (name, text) in files {
                 let path = directory.appendingPathComponent(name).path
                 try Data(text.utf8).write(to: URL(fileURLWithPath: path))
-                let document = try await EcosystemFile.evaluate(at: path).document
+                let document = try await EcosystemReader.evaluate(at: path).document
                 let normalised = EcosystemNormalizer(configuration: .init(releaseRoot: directory.path)).normalize(document)
                 #expect(normalised.errors.isEmpty && normalised.apps.map(\.app).count == 1, "\(name): \(normalised.problems)")
                 #expect(document == app || document == .object(["apps": .array([app])]) || document == .array([app]), "\(name)")
@@ -151,17 +151,17 @@ import Testing
             // A relative path, as operators type it: node runs in the file's directory and still finds it.
             let depth = FileManager.default.currentDirectoryPath.split(separator: "/").count
             let relative = String(repeating: "../", count: depth) + directory.appendingPathComponent("ecosystem.config.js").path.dropFirst()
-            #expect(try await EcosystemFile.evaluate(at: relative).document == .object(["apps": .array([app])]))
+            #expect(try await EcosystemReader.evaluate(at: relative).document == .object(["apps": .array([app])]))
             let broken = directory.appendingPathComponent("broken.config.js").path
             try Data("module.exports = {".utf8).write(to: URL(fileURLWithPath: broken))
             await #expect {
-                _ = try await EcosystemFile.evaluate(at: broken)
+                _ = try await EcosystemReader.evaluate(at: broken)
             } throws: { error in
                 "\(error)".contains("exited with status 1") && "\(error)".contains("SyntaxError")
             }
             let text = directory.appendingPathComponent("ecosystem.txt").path
             try Data("apps".utf8).write(to: URL(fileURLWithPath: text))
-            await #expect(throws: ConfigurationError.self) { _ = try await EcosystemFile.evaluate(at: text) }
+            await #expect(throws: ConfigurationError.self) { _ = try await EcosystemReader.evaluate(at: text) }
         }
     }
 
@@ -181,7 +181,7 @@ import Testing
             host["AWS_SECRET_ACCESS_KEY"] = "ci-secret"
             host["API_URL"] = "https://api.example.invalid"
             host["NOT_PASSED"] = "publisher-only"
-            let evaluation = try await EcosystemFile.evaluate(at: path, passEnvironment: ["API_URL"], hostEnvironment: host)
+            let evaluation = try await EcosystemReader.evaluate(at: path, passEnvironment: ["API_URL"], hostEnvironment: host)
             #expect(Set(evaluation.environment.keys) == ["API_URL", "PATH", "HOME"])
             #expect(evaluation.enumeratedEnvironment)
             #expect(evaluation.readVariables.contains("NOT_PASSED") && evaluation.readVariables.contains("API_URL"))
@@ -209,11 +209,11 @@ import Testing
             let path = directory.appendingPathComponent("ecosystem.json").path
             try Data("// PM2 evaluates .json as JavaScript\n{ apps: [ { name: 'api', script: 'server.js', }, ], /* trailing */ }\n".utf8)
                 .write(to: URL(fileURLWithPath: path))
-            let evaluation = try await EcosystemFile.evaluate(at: path)
+            let evaluation = try await EcosystemReader.evaluate(at: path)
             #expect(evaluation.document == .object(["apps": .array([.object(["name": .string("api"), "script": .string("server.js")])])]))
             try Data("{ apps: [ { name: 'api' ".utf8).write(to: URL(fileURLWithPath: path))
             await #expect {
-                _ = try await EcosystemFile.evaluate(at: path)
+                _ = try await EcosystemReader.evaluate(at: path)
             } throws: { error in
                 "\(error)".contains("not strict JSON") && "\(error)".contains("as PM2 reads it")
             }
@@ -312,7 +312,7 @@ import Testing
         #expect(throws: (any Error).self) {
             try ControllerCommand.parseAsRoot(["rollback", "--service", "api", "--to-serial", "1", "--to-version", "1"])
         }
-        let status = try #require(try ControllerCommand.parseAsRoot(["status", "--service", "api", "--json"]) as? StatusCommand)
+        let status = try #require(try ControllerCommand.parseAsRoot(["status", "--service", "api", "--json"]) as? FleetStatusCommand)
         #expect(status.json && status.service == "api")
         let options = status.controller
         let client = try options.client(environment: ["FERRY_CONTROLLER_URL": "http://127.0.0.1:1/", "FERRY_TOKEN": "fyt_x"])

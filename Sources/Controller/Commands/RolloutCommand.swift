@@ -26,7 +26,7 @@ struct RolloutConnectionOptions: ParsableArguments {
     var json = false
 
     /// A client for the controller the flags or the environment name.
-    func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ControllerClient {
+    func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> OperatorClient {
         try controller.client(environment: environment)
     }
 }

@@ -154,6 +154,7 @@ struct AgentRoutes: Sendable {
         return id
     }
 
+    /// Parses the request and writes the answer; the long-poll itself is `DesiredStateProvider.state(for:ifNoneMatch:waitingUpTo:)`.
     private func desiredState(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let id = try ownAgentID(context: context)
         var wait = Duration.zero
@@ -165,39 +166,18 @@ struct AgentRoutes: Sendable {
             wait = .seconds(seconds)
         }
         let ifNoneMatch = request.headers[.ifNoneMatch]
-        var state = try await currentState(id)
-        // Long-poll: while the client already has this state, park until something that may concern it happens.
-        let deadline = wait > .zero ? ContinuousClock.now + wait : nil
-        while let deadline, let ifNoneMatch, state.rendered.isMatched(byIfNoneMatch: ifNoneMatch) {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { break }
-            let wake = await core.desiredStates.hub.wait(
-                agentID: id,
-                services: state.rendered.services,
-                after: state.generation,
-                timeout: remaining
-            )
-            state = try await currentState(id)
-            if wake != .changed { break }
+        guard let state = try await core.desiredStates.state(for: id, ifNoneMatch: ifNoneMatch, waitingUpTo: wait) else {
+            throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
         }
-        let headers: HTTPFields = [.eTag: state.rendered.etag, .cacheControl: "private, no-cache"]
-        if let ifNoneMatch, state.rendered.isMatched(byIfNoneMatch: ifNoneMatch) {
+        let headers: HTTPFields = [.eTag: state.etag, .cacheControl: "private, no-cache"]
+        if let ifNoneMatch, state.isMatched(byIfNoneMatch: ifNoneMatch) {
             core.metrics.desiredStateNotModified.increment()
             return Response(status: .notModified, headers: headers)
         }
         core.metrics.desiredStateFull.increment()
         var fields = headers
         fields[.contentType] = "application/json; charset=utf-8"
-        return Response(status: .ok, headers: fields, body: .init(byteBuffer: state.rendered.body))
-    }
-
-    /// The agent's state and the long-poll generation read before it (see `LongPollHub.generation`).
-    private func currentState(_ id: String) async throws -> (rendered: RenderedDesiredState, generation: UInt64) {
-        let generation = core.desiredStates.hub.generation
-        guard let rendered = try await core.desiredStates.current(for: id) else {
-            throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
-        }
-        return (rendered, generation)
+        return Response(status: .ok, headers: fields, body: .init(byteBuffer: state.body))
     }
 
     private func status(_ request: Request, context: FerryRequestContext) async throws -> Response {

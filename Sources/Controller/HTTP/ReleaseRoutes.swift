@@ -82,7 +82,7 @@ struct ReleaseRoutes: Sendable {
         let plan = RolloutPlan(parameters: parameters, agentOrder: agents.map(\.id))
         let published: PublishedRollout
         do {
-            published = try await core.store.insertRelease(record, rollout: plan, events: [Self.publishedEvent(record, plan: plan)])
+            published = try await core.store.insertRelease(record, rollout: RolloutStateMachine.publish(record, plan: plan))
         } catch let error as StoreError {
             guard case .staleSerial = error else { throw error }
             throw APIError(.conflict, "stale_serial", "\(error)")
@@ -104,29 +104,6 @@ struct ReleaseRoutes: Sendable {
             body = .object(fields)
         }
         return JSONResponse.make(body, status: .created)
-    }
-
-    /// The `published` event of a release and its rollout plan.
-    static func publishedEvent(_ record: ReleaseRecord, plan: RolloutPlan) -> RolloutEventDraft {
-        let parameters = plan.parameters
-        let agents = plan.agentOrder.count
-        let how: String
-        if plan.initialState == .completed {
-            how = "to all \(agents) agent(s) at once (strategy \(parameters.strategy))"
-        } else {
-            let waves = parameters.strategy.waveSizes(agentCount: agents).count
-            how =
-                "with strategy \(parameters.strategy): \(waves) wave(s) over \(agents) agent(s), each stable for "
-                + "\(parameters.waveStable.components.seconds) s, halting above \(parameters.maxFailures) failure(s)"
-        }
-        return RolloutEventDraft(
-            at: record.createdAt,
-            service: record.service,
-            serial: record.serial,
-            kind: .published,
-            message: "serial \(record.serial) (\(record.version)) of \(record.service) published by \(record.publishedBy) \(how)",
-            agentID: nil
-        )
     }
 
     /// Signature failures, told apart so an operator knows whether to fix the key, the trust list or add signers.

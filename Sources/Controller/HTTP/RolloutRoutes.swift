@@ -60,7 +60,7 @@ struct RolloutRoutes: Sendable {
                 throw known
                     ? APIError.notFound("no_rollout", "service \(service) has no rollout (none of its releases was published with one)")
                     : APIError.notFound("unknown_service", "no service \(service) is known here (no release, no agent)")
-            case .notAllowed:
+            case .refused:
                 throw APIError(.conflict, "rollout_state_conflict", "\(error)")
             case .contended:
                 throw APIError(.conflict, "rollout_contended", "\(error)")

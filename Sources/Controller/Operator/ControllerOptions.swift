@@ -29,7 +29,7 @@ struct ControllerOptions: ParsableArguments {
     ///
     /// Refuses, before any connection, a plain `http://` URL whose host is not loopback (127.0.0.0/8, ::1, localhost)
     /// unless insecure HTTP is explicitly allowed: the bearer token would travel in clear text.
-    func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ControllerClient {
+    func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> OperatorClient {
         guard let url = controller ?? environment["FERRY_CONTROLLER_URL"].flatMap({ $0.isEmpty ? nil : $0 }) else {
             throw ValidationError("give the controller's URL with --controller URL or FERRY_CONTROLLER_URL")
         }
@@ -52,7 +52,7 @@ struct ControllerOptions: ParsableArguments {
             guard FileManager.default.fileExists(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): no such file") }
             guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): cannot read the file") }
         }
-        return ControllerClient(baseURL: url, token: token.trimmingCharacters(in: .whitespacesAndNewlines), caFile: caFile)
+        return OperatorClient(baseURL: url, token: token.trimmingCharacters(in: .whitespacesAndNewlines), caFile: caFile)
     }
 
     private func allowsInsecureHTTP(environment: [String: String]) throws -> Bool {

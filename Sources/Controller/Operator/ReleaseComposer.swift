@@ -14,7 +14,7 @@ struct ReleaseComposer {
         var serial: Int64
         var artifact: ArtifactReference
         /// The evaluated ecosystem file.
-        var ecosystem: EcosystemFile.Evaluation
+        var ecosystem: EcosystemReader.Evaluation
         /// The ecosystem file's directory: the release root.
         var releaseRoot: String
         /// The artifact's files; `nil` checks no script on disk.

@@ -71,7 +71,7 @@ struct ReleaseOptions: ParsableArguments {
             let (key, value) = try ReleaseEnvironment.pair(pair, source: "--env")
             environment[key] = value
         }
-        let evaluation = try await EcosystemFile.evaluate(at: ecosystem, passEnvironment: passEnv)
+        let evaluation = try await EcosystemReader.evaluate(at: ecosystem, passEnvironment: passEnv)
         guard FileManager.default.fileExists(atPath: artifact) else { throw CLIError("\(artifact): no such file") }
         let (digest, size) = try SHA256.hash(fileAt: artifact)
         guard size > 0 else { throw CLIError("\(artifact): the artifact is empty") }

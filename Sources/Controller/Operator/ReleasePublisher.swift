@@ -3,7 +3,7 @@ import Shared
 
 /// The steps `publish` and `rollback` share: find the next serial, sign locally, post.
 struct ReleasePublisher {
-    let client: ControllerClient
+    let client: OperatorClient
 
     /// The service's releases as the controller lists them, newest first.
     func releases(of service: String, limit: Int = ReleaseRoutes.maximumListing) async throws -> [JSONValue] {

@@ -1,18 +1,10 @@
-/// What an operator can do to a rollout: `POST /v1/services/{service}/rollout/{action}`.
+/// What an operator can do to a rollout: `POST /v1/services/{service}/rollout/{action}`. Which states allow which
+/// action is decided by `RolloutStateMachine.requested(_:by:agentsOnSerial:at:)`.
 enum RolloutAction: String, Sendable, Equatable, CaseIterable {
-    /// Stop advancing (rolling → paused).
+    /// Stop advancing.
     case pause
-    /// Advance again (paused → rolling).
+    /// Advance again.
     case resume
-    /// Give up (rolling, paused or halted → aborted): agents that did not install the serial go back to the stable one.
+    /// Give up: agents that did not install the serial go back to the stable one.
     case abort
-
-    /// The states the action applies to.
-    var allowedFrom: Set<RolloutState> {
-        switch self {
-        case .pause: [.rolling]
-        case .resume: [.paused]
-        case .abort: [.rolling, .paused, .halted]
-        }
-    }
 }

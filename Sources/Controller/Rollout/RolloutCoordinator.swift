@@ -2,12 +2,13 @@ import Foundation
 import Logging
 import Shared
 
-/// Moves rollouts along: evaluates them on every status report and on a timer, applies operator actions, and records
-/// what happened as events.
+/// Moves rollouts along: evaluates them on every status report and on a timer, takes operator actions, and performs
+/// what `RolloutStateMachine` decides for each.
 ///
-/// Every state change goes through the store's compare-and-set (`updateRollout(_:expecting:events:)`), so concurrent
-/// evaluations (or replicas) never both advance a wave. A change that alters any agent's desired release (a wave
-/// reached, completion, abort) drops the cached desired states and wakes the long-polls of the service's agents.
+/// Every state change is a machine's transition written through the store's compare-and-set (`updateRollout(_:)`,
+/// in `commit`), so concurrent evaluations (or replicas) never both advance a wave. A change that alters any agent's
+/// desired release (a wave reached, completion, abort) drops the cached desired states and wakes the long-polls of the
+/// service's agents.
 ///
 /// "Healthy since" times live in memory only: after a controller restart every agent's timer starts again at its
 /// first healthy status seen, so a wave waits up to one more `waveStable` — never less.
@@ -135,68 +136,20 @@ actor RolloutCoordinator {
             now: instant,
             staleAfter: configuration.staleAfter
         )
-        var next = rollout
-        next.updatedAt = instant
-        let event: RolloutEventDraft
-        let changesDesiredState: Bool
-        switch decision {
-        case .wait:
-            return
-        case .advance(let wave):
-            next.currentWave = wave
-            next.reason = ""
-            let sizes = rollout.waveSizes
-            event = draft(
-                next,
-                .waveAdvanced,
-                "serial \(rollout.serial) (\(rollout.version)) of \(rollout.service) reached wave \(wave + 1) of \(sizes.count): "
-                    + "\(sizes[wave]) of \(rollout.agentOrder.count) agents",
-                at: instant
-            )
-            changesDesiredState = true
-        case .complete:
-            next.state = .completed
-            next.currentWave = max(0, rollout.waveSizes.count - 1)
-            next.reason = ""
-            event = draft(
-                next,
-                .completed,
-                "serial \(rollout.serial) (\(rollout.version)) reached all \(rollout.agentOrder.count) agents of \(rollout.service); "
-                    + "it is the stable serial now",
-                at: instant
-            )
-            changesDesiredState = true
-        case .halt(let failures):
-            let names = try await agentNames()
-            // The first few, each reason bounded: the reason is stored and shown on one line of `rollout status`.
-            var list = failures.prefix(10).map { "\(names[$0.agentID] ?? $0.agentID) (\($0.kind)): \($0.reason.prefix(300))" }
-                .joined(separator: "; ")
-            if failures.count > 10 { list += "; and \(failures.count - 10) more" }
-            next.state = .halted
-            next.reason =
-                "\(failures.count) agent(s) failed serial \(rollout.serial), more than the \(rollout.maxFailures) allowed: \(list)"
-            event = draft(
-                next,
-                .halted,
-                "rollout of serial \(rollout.serial) (\(rollout.version)) of \(rollout.service) halted: \(next.reason). "
-                    + "Agents not reached stay on \(Self.serialText(rollout.stableSerial))",
-                at: instant
-            )
-            // Halting only stops advancement: reached agents keep the serial they were given, the others the stable
-            // one, exactly as before.
-            changesDesiredState = false
-        }
+        var names: [String: String] = [:]
+        if case .halt = decision { names = try await agentNames() }
+        var machine = RolloutStateMachine(rollout)
+        guard case .persist(let transition) = try machine.evaluated(decision, agentNames: names, at: instant) else { return }
+        let next = transition.rollout
         // `rollout` may be stale by now (another evaluation ran during the awaits): the compare-and-set then refuses.
-        guard try await store.updateRollout(next, expecting: RolloutRevision(rollout), events: [event]) else { return }
-        if !next.state.isActive { healthySince[rollout.id] = nil }
-        logger.info(
+        _ = try await commit(
+            transition,
             "Rollout changed",
-            metadata: [
+            [
                 "ferry.service": "\(rollout.service)", "ferry.serial": "\(rollout.serial)", "ferry.rollout.state": "\(next.state.rawValue)",
                 "ferry.rollout.wave": "\(next.currentWave + 1)",
             ]
         )
-        if changesDesiredState { desiredStates.rolloutChanged(service: rollout.service) }
     }
 
     // MARK: Operator actions
@@ -209,74 +162,55 @@ actor RolloutCoordinator {
             guard let rollout = try await store.latestRollouts(for: [service]).first else {
                 throw RolloutControlError.noRollout(service: service)
             }
-            guard action.allowedFrom.contains(rollout.state) else {
-                throw RolloutControlError.notAllowed(action: action, service: service, serial: rollout.serial, state: rollout.state)
+            let onSerial = action == .abort ? try await agentsOnSerial(rollout) : []
+            var machine = RolloutStateMachine(rollout)
+            let decided: RolloutStateMachine.Action
+            do {
+                decided = try machine.requested(action, by: actor, agentsOnSerial: onSerial, at: now())
+            } catch {
+                throw RolloutControlError.refused(error)
             }
-            let instant = now()
-            var next = rollout
-            next.updatedAt = instant
-            let event: RolloutEventDraft
-            switch action {
-            case .pause:
-                next.state = .paused
-                next.reason = "paused by \(actor)"
-                event = draft(next, .paused, "rollout of serial \(rollout.serial) (\(rollout.version)) of \(service) paused by \(actor)", at: instant)
-            case .resume:
-                next.state = .rolling
-                next.reason = ""
-                event = draft(
-                    next,
-                    .resumed,
-                    "rollout of serial \(rollout.serial) (\(rollout.version)) of \(service) resumed by \(actor)",
-                    at: instant
-                )
-            case .abort:
-                next.state = .aborted
-                next.reason = try await abortReason(rollout, by: actor)
-                event = draft(next, .aborted, "rollout of serial \(rollout.serial) (\(rollout.version)) of \(service) \(next.reason)", at: instant)
-            }
-            guard try await store.updateRollout(next, expecting: RolloutRevision(rollout), events: [event]) else { continue }
-            if !next.state.isActive { healthySince[rollout.id] = nil }
-            logger.info(
+            guard case .persist(let transition) = decided else { return rollout }
+            let changed = try await commit(
+                transition,
                 "Rollout changed by an operator",
-                metadata: [
+                [
                     "ferry.service": "\(service)", "ferry.serial": "\(rollout.serial)", "ferry.rollout.action": "\(action.rawValue)",
                     "ferry.token": "\(actor)",
                 ]
             )
-            if action == .abort { desiredStates.rolloutChanged(service: service) }
-            return next
+            if changed { return transition.rollout }
         }
         throw RolloutControlError.contended(service: service)
     }
 
-    /// Says what an abort leaves where: agents already on the serial cannot be moved back without a new signature.
-    private func abortReason(_ rollout: RolloutRecord, by actor: String) async throws -> String {
+    /// The names of the rollout's agents that already run its serial, sorted (an abort leaves them on it: agents never
+    /// go back to a lower serial).
+    private func agentsOnSerial(_ rollout: RolloutRecord) async throws -> [String] {
         let members = Set(rollout.agentOrder)
         let running = try await store.serviceStatuses(service: rollout.service).filter {
             members.contains($0.agentID) && $0.status.serial == rollout.serial
         }
-        let stable = Self.serialText(rollout.stableSerial)
-        guard !running.isEmpty else { return "aborted by \(actor): every agent stays on \(stable)" }
+        guard !running.isEmpty else { return [] }
         let names = try await agentNames()
-        let list = running.map { names[$0.agentID] ?? $0.agentID }.sorted().joined(separator: ", ")
-        return "aborted by \(actor): \(running.count) agent(s) already run serial \(rollout.serial) and keep it (\(list)) — agents "
-            + "never go back to a lower serial; to move them back, publish the previous version as a new serial with "
-            + "`ferry-controller rollback --service \(rollout.service)`. The other agents stay on \(stable)"
+        return running.map { names[$0.agentID] ?? $0.agentID }.sorted()
+    }
+
+    /// Performs what a machine decided: writes the transition (compare-and-set), then forgets the health timers of a
+    /// rollout no longer evaluated and, when agents' desired releases change, wakes them.
+    /// - Returns: whether the transition was written (`false`: the rollout changed since it was read).
+    private func commit(_ transition: RolloutStateMachine.Transition, _ message: Logger.Message, _ metadata: Logger.Metadata) async throws -> Bool {
+        guard try await store.updateRollout(transition) else { return false }
+        let rollout = transition.rollout
+        if !rollout.state.isActive { healthySince[rollout.id] = nil }
+        logger.info(message, metadata: metadata)
+        if transition.changesDesiredState { desiredStates.rolloutChanged(service: rollout.service) }
+        return true
     }
 
     // MARK: Helpers
 
     private func agentNames() async throws -> [String: String] {
         Dictionary(try await store.agents().map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
-    }
-
-    private func draft(_ rollout: RolloutRecord, _ kind: RolloutEventKind, _ message: String, at instant: Date) -> RolloutEventDraft {
-        RolloutEventDraft(at: instant, service: rollout.service, serial: rollout.serial, kind: kind, message: message, agentID: nil)
-    }
-
-    /// "serial 4", or "no release" when the service had none before.
-    static func serialText(_ serial: Int64?) -> String {
-        serial.map { "serial \($0)" } ?? "no release"
     }
 }

@@ -2,7 +2,8 @@
 ///
 /// `rolling → (paused ↔ rolling) → completed | halted | aborted | superseded`. Only `rolling` advances waves;
 /// `rolling` and `paused` are evaluated for failures (a paused rollout still halts). `halted` ends
-/// with an abort or a newer publish; `completed`, `aborted` and `superseded` are final.
+/// with an abort or a newer publish; `completed`, `aborted` and `superseded` are final. The transitions are
+/// `RolloutStateMachine`'s.
 enum RolloutState: String, Sendable, Equatable, CaseIterable {
     /// Waves advance as agents report the new serial healthy.
     case rolling

@@ -28,14 +28,15 @@ protocol ControllerStore: Sendable {
     /// back.
     func recordTokenUse(_ lastUsed: [String: Date]) async throws
 
-    /// Stores a release together with its rollout and `events`, atomically.
+    /// Stores a release together with the rollout `opening` starts (`RolloutStateMachine.publish`) and its events,
+    /// atomically.
     ///
-    /// The service's latest rollout, when still open (rolling, paused or halted), becomes `superseded` (and a
-    /// `superseded` event is recorded). The new rollout's stable serial is the previous rollout's serial when that one
-    /// completed, otherwise the previous rollout's stable serial; without any previous rollout, the highest serial
-    /// stored before this one. It starts in `plan.initialState` at wave 0.
+    /// In the same transaction, the service's previous rollout goes through `RolloutStateMachine.superseded`, and what
+    /// the machine decides is written (an open rollout becomes `superseded`, with its event). The new rollout's stable
+    /// serial is the previous rollout's serial when that one completed, otherwise the previous rollout's stable serial;
+    /// without any previous rollout, the highest serial stored before this one. It starts in `opening.state` at wave 0.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
-    func insertRelease(_ release: ReleaseRecord, rollout plan: RolloutPlan, events: [RolloutEventDraft]) async throws -> PublishedRollout
+    func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout
 
     /// The highest serial published for `service`, or `nil` when it has none.
     func latestSerial(service: String) async throws -> Int64?
@@ -111,10 +112,11 @@ protocol ControllerStore: Sendable {
     /// Rollouts that are rolling or paused (the ones still evaluated), sorted by service.
     func activeRollouts() async throws -> [RolloutRecord]
 
-    /// Writes `rollout`'s state, wave and reason, and `events`, atomically — only if the stored rollout is still at
-    /// `revision` (compare-and-set, so two evaluations or replicas never both advance a wave).
+    /// Writes the rollout's state, wave, reason and time that a machine decided, and the transition's events,
+    /// atomically — only if the stored rollout is still at `transition.expected` (compare-and-set, so two evaluations
+    /// or replicas never both advance a wave).
     /// - Returns: whether the update happened.
-    func updateRollout(_ rollout: RolloutRecord, expecting revision: RolloutRevision, events: [RolloutEventDraft]) async throws -> Bool
+    func updateRollout(_ transition: RolloutStateMachine.Transition) async throws -> Bool
 
     /// Stores events (keeping the newest `EventRetention.limit`).
     func recordEvents(_ events: [RolloutEventDraft]) async throws
@@ -181,7 +183,8 @@ extension ControllerStore {
     /// rollout of its service.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
     func insertRelease(_ release: ReleaseRecord) async throws {
-        _ = try await insertRelease(release, rollout: RolloutPlan(parameters: RolloutParameters(), agentOrder: []), events: [])
+        let plan = RolloutPlan(parameters: RolloutParameters(), agentOrder: [])
+        _ = try await insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))
     }
 }
 

@@ -1,6 +1,9 @@
 import Foundation
 
 /// A stored rollout: how one release of a service reaches that service's agents.
+///
+/// Its `state`, `currentWave`, `reason` and `updatedAt` are constants: a new value comes only from
+/// `RolloutStateMachine`, and the store writes only what a machine decided.
 struct RolloutRecord: Sendable, Equatable {
     var id: Int64
     var service: String
@@ -13,15 +16,16 @@ struct RolloutRecord: Sendable, Equatable {
     var strategy: RolloutStrategy
     var waveStable: Duration
     var maxFailures: Int
-    var state: RolloutState
+    let state: RolloutState
     /// Index (0-based) of the last wave reached.
-    var currentWave: Int
+    let currentWave: Int
     /// Agent ids in rollout order: the service's agents at publish time, sorted by name then id.
     var agentOrder: [String]
     var createdAt: Date
-    var updatedAt: Date
+    /// When the state last changed.
+    let updatedAt: Date
     /// Why the rollout is in its state (halt reasons, who paused or aborted), or empty.
-    var reason: String
+    let reason: String
 
     /// Cumulative wave sizes over `agentOrder`.
     var waveSizes: [Int] { strategy.waveSizes(agentCount: agentOrder.count) }
@@ -49,16 +53,12 @@ struct RolloutRecord: Sendable, Equatable {
     }
 }
 
-/// What a publish asks the store to create along with the release.
+/// How a publish wants its release to reach the service's agents (`RolloutStateMachine.publish(_:plan:)` decides the
+/// rollout's first state from it).
 struct RolloutPlan: Sendable, Equatable {
     var parameters: RolloutParameters
     /// The service's agents at publish time, in rollout order.
     var agentOrder: [String]
-
-    /// `all`, or a rollout without agents, completes at once; anything else starts rolling at its first wave.
-    var initialState: RolloutState {
-        parameters.strategy == .all || agentOrder.isEmpty ? .completed : .rolling
-    }
 }
 
 /// The result of storing a release with its rollout.

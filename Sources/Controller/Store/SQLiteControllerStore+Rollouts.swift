@@ -6,7 +6,8 @@ import Shared
 extension SQLiteControllerStore {
     // MARK: Publish
 
-    func insertRelease(_ release: ReleaseRecord, rollout plan: RolloutPlan, events: [RolloutEventDraft]) async throws -> PublishedRollout {
+    func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout {
+        let plan = opening.plan
         let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
         let orderText = String(decoding: JSONValue.array(plan.agentOrder.map { .string($0) }).encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(release.createdAt)
@@ -33,23 +34,18 @@ extension SQLiteControllerStore {
             let stable: Int64? =
                 if let previous { previous.state == .completed ? previous.serial : previous.stableSerial } else { latest }
             var superseded: RolloutRecord?
-            var allEvents = events
-            if let previous, previous.state.isOpen {
-                let reason = "superseded by serial \(release.serial) (\(release.version))"
-                try await db.raw(
-                    "UPDATE rollouts SET state = 'superseded', reason = \(bind: reason), updated_at = \(bind: now) WHERE id = \(bind: previous.id)"
-                ).run()
-                superseded = previous
-                allEvents.append(
-                    RolloutEventDraft(
-                        at: release.createdAt,
-                        service: release.service,
-                        serial: previous.serial,
-                        kind: .superseded,
-                        message: "the \(previous.state.rawValue) rollout of serial \(previous.serial) (\(previous.version)) was \(reason)",
-                        agentID: nil
-                    )
-                )
+            var events = opening.events
+            if let previous {
+                var machine = RolloutStateMachine(previous)
+                if case .persist(let transition) = try machine.superseded(bySerial: release.serial, version: release.version, at: release.createdAt) {
+                    // The write lock is held since the release was inserted: nothing can have changed the row.
+                    guard try await Self.write(transition, into: db) else {
+                        throw StoreError.corruptRow(table: "rollouts", reason: "rollout \(previous.id) changed while a publish held the write lock")
+                    }
+                    superseded = previous
+                    // Agents' desired states: the caller of a publish wakes the service's agents (`releasePublished`).
+                    events += transition.events
+                }
             }
             let parameters = plan.parameters
             guard
@@ -59,7 +55,7 @@ extension SQLiteControllerStore {
                                           agent_order, created_at, updated_at, reason)
                     VALUES (\(bind: release.service), \(bind: release.serial), \(bind: stable), \(bind: parameters.strategy.description),
                             \(bind: parameters.waveStable.components.seconds), \(bind: parameters.maxFailures),
-                            \(bind: plan.initialState.rawValue), 0, \(bind: orderText), \(bind: now), \(bind: now), '')
+                            \(bind: opening.state.rawValue), 0, \(bind: orderText), \(bind: now), \(bind: now), '')
                     RETURNING id
                     """
                 ).first()
@@ -75,14 +71,14 @@ extension SQLiteControllerStore {
                 strategy: parameters.strategy,
                 waveStable: parameters.waveStable,
                 maxFailures: parameters.maxFailures,
-                state: plan.initialState,
+                state: opening.state,
                 currentWave: 0,
                 agentOrder: plan.agentOrder,
                 createdAt: StoredTime.date(now),
                 updatedAt: StoredTime.date(now),
                 reason: ""
             )
-            try await Self.insert(allEvents, into: db)
+            try await Self.insert(events, into: db)
             return PublishedRollout(rollout: rollout, superseded: superseded)
         }
     }
@@ -136,20 +132,28 @@ extension SQLiteControllerStore {
         return try rows.map(Self.rollout(from:))
     }
 
-    func updateRollout(_ rollout: RolloutRecord, expecting revision: RolloutRevision, events: [RolloutEventDraft]) async throws -> Bool {
+    func updateRollout(_ transition: RolloutStateMachine.Transition) async throws -> Bool {
         try await transaction { db in
-            let updated = try await db.raw(
-                """
-                UPDATE rollouts SET state = \(bind: rollout.state.rawValue), current_wave = \(bind: rollout.currentWave),
-                    reason = \(bind: rollout.reason), updated_at = \(bind: StoredTime.milliseconds(rollout.updatedAt))
-                WHERE id = \(bind: rollout.id) AND state = \(bind: revision.state.rawValue) AND current_wave = \(bind: revision.currentWave)
-                RETURNING id
-                """
-            ).first()
-            guard updated != nil else { return false }
-            try await Self.insert(events, into: db)
+            guard try await Self.write(transition, into: db) else { return false }
+            try await Self.insert(transition.events, into: db)
             return true
         }
+    }
+
+    /// Writes the rollout of `transition` if the stored row is still at `transition.expected` (without its events).
+    /// - Returns: whether the row was written.
+    private static func write(_ transition: RolloutStateMachine.Transition, into db: any SQLDatabase) async throws -> Bool {
+        let rollout = transition.rollout
+        let expected = transition.expected
+        let updated = try await db.raw(
+            """
+            UPDATE rollouts SET state = \(bind: rollout.state.rawValue), current_wave = \(bind: rollout.currentWave),
+                reason = \(bind: rollout.reason), updated_at = \(bind: StoredTime.milliseconds(rollout.updatedAt))
+            WHERE id = \(bind: rollout.id) AND state = \(bind: expected.state.rawValue) AND current_wave = \(bind: expected.currentWave)
+            RETURNING id
+            """
+        ).first()
+        return updated != nil
     }
 
     static func rollout(from row: any SQLRow) throws -> RolloutRecord {

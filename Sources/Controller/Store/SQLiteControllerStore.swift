@@ -118,7 +118,7 @@ final class SQLiteControllerStore: ControllerStore {
 
     // MARK: Releases
 
-    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:events:)` (SQLiteControllerStore+
+    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:)` (SQLiteControllerStore+
     // Rollouts.swift): one SQL path stores every release, with its rollout.
 
     func latestSerial(service: String) async throws -> Int64? {

@@ -6,7 +6,7 @@ import Shared
 /// It runs on Shared's libcurl `HTTPClient`, like the agent: TLS peer and host verification always on, against the
 /// system trust store or a CA bundle given with `--ca-file`. (URLSession on Linux cannot be given a CA file: the
 /// `URLSessionCertificateAuthorityInfoFile` switch of swift-corelibs-foundation is read on Android only.)
-struct ControllerClient: Sendable {
+struct OperatorClient: Sendable {
     /// The controller's base URL (`https://host:port`), without a trailing slash.
     let baseURL: String
     let token: String

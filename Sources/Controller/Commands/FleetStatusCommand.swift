@@ -3,7 +3,7 @@ import Foundation
 import Shared
 
 /// `ferry-controller status`: the fleet as a table (or JSON).
-struct StatusCommand: AsyncParsableCommand {
+struct FleetStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show what every agent runs: version, serial, phase, health, last seen.",

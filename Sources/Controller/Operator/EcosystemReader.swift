@@ -7,7 +7,7 @@ import Shared
 /// JavaScript runs in a child process whose environment holds only the variables the operator passes
 /// (`--pass-env NAME`) plus a minimal `PATH` and `HOME`: a file that spreads `...process.env` into an app's `env`
 /// gets nothing of the publisher's secrets, and every variable the file reads is reported.
-enum EcosystemFile {
+enum EcosystemReader {
     /// Largest ecosystem file (or node output) read.
     static let maximumBytes = 8 << 20
 
@@ -152,16 +152,16 @@ private struct EvaluationContext {
         if environment["PATH"] == nil {
             let directory = (node as NSString).deletingLastPathComponent
             environment["PATH"] =
-                EcosystemFile.minimalPath.split(separator: ":").contains(Substring(directory))
-                ? EcosystemFile.minimalPath : "\(directory):\(EcosystemFile.minimalPath)"
+                EcosystemReader.minimalPath.split(separator: ":").contains(Substring(directory))
+                ? EcosystemReader.minimalPath : "\(directory):\(EcosystemReader.minimalPath)"
         }
         if environment["HOME"] == nil { environment["HOME"] = hostEnvironment["HOME"] ?? NSHomeDirectory() }
         return environment
     }
 
-    func evaluateWithNode(mode: String) async throws -> EcosystemFile.Evaluation {
+    func evaluateWithNode(mode: String) async throws -> EcosystemReader.Evaluation {
         guard FileManager.default.fileExists(atPath: path) else { throw ConfigurationError.unreadable(path: path, reason: "no such file") }
-        guard let node = EcosystemFile.findExecutable("node", path: hostEnvironment["PATH"]) else {
+        guard let node = EcosystemReader.findExecutable("node", path: hostEnvironment["PATH"]) else {
             throw ConfigurationError.unreadable(
                 path: path,
                 reason: "reading it as PM2 does needs node, which is not on PATH; install Node.js or convert the file to strict .json or .yaml"
@@ -173,11 +173,11 @@ private struct EvaluationContext {
         let directory = (absolute as NSString).deletingLastPathComponent
         let result = try await ChildProcess.run(
             node,
-            arguments: ["-e", EcosystemFile.loaderScript, absolute, mode],
+            arguments: ["-e", EcosystemReader.loaderScript, absolute, mode],
             environment: environment,
             currentDirectory: directory,
             timeout: timeout,
-            outputLimit: EcosystemFile.maximumBytes
+            outputLimit: EcosystemReader.maximumBytes
         )
         guard result.status == 0 else {
             throw ConfigurationError.unreadable(
@@ -191,7 +191,7 @@ private struct EvaluationContext {
         } catch {
             throw ConfigurationError.unreadable(path: path, reason: "node printed something that is not JSON: \(error)")
         }
-        var evaluation = EcosystemFile.Evaluation(document: output.object?["value"] ?? .null, environment: environment)
+        var evaluation = EcosystemReader.Evaluation(document: output.object?["value"] ?? .null, environment: environment)
         if case .array(let names)? = output.object?["read"] {
             evaluation.readVariables = names.compactMap { if case .string(let name) = $0 { name } else { nil } }
         }
