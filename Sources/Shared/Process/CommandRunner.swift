@@ -130,36 +130,35 @@ package enum CommandRunner {
 
 /// A pipe whose read end `poll` watches, so a cancellation wakes the blocked run at once.
 private final class WakeSignal: Sendable {
-    private let descriptors: Mutex<(read: Int32, write: Int32)?>
+    private let pipe: Mutex<PipeDescriptors?>
     /// The read end, for `poll`; valid until `close()`.
     let readEnd: Int32
 
     init() throws(CommandRunner.Failure) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw .system(operation: "pipe", errno: errno) }
-        for fd in ends {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        do throws(SystemCallError) {
+            let descriptors = try PipeDescriptors.open(nonBlocking: true)
+            readEnd = descriptors.readEnd
+            pipe = Mutex(descriptors)
+        } catch {
+            throw .system(operation: error.operation, errno: error.errno)
         }
-        readEnd = ends[0]
-        descriptors = Mutex((ends[0], ends[1]))
     }
 
     /// Makes the read end readable. Safe from any thread, also after `close()` (then it does nothing).
     func signal() {
-        descriptors.withLock { ends in
-            guard let ends else { return }
+        pipe.withLock { descriptors in
+            guard let descriptors else { return }
             var byte: UInt8 = 1
-            _ = write(ends.write, &byte, 1)
+            _ = write(descriptors.writeEnd, &byte, 1)
         }
     }
 
     func close() {
-        descriptors.withLock { ends in
-            guard let open = ends else { return }
-            Glibc.close(open.read)
-            Glibc.close(open.write)
-            ends = nil
+        pipe.withLock { descriptors in
+            guard let open = descriptors else { return }
+            Glibc.close(open.readEnd)
+            Glibc.close(open.writeEnd)
+            descriptors = nil
         }
     }
 }
@@ -170,12 +169,6 @@ private struct Execution {
     let wake: WakeSignal
     let exitDetection: CommandRunner.ExitDetection
 
-    /// A pipe end this run reads or writes, and what it has collected.
-    private struct Channel {
-        var fd: Int32?
-        var bytes: [UInt8] = []
-    }
-
     func run() -> Result<CommandRunner.Output, CommandRunner.Failure> {
         // A command that closes its stdin early makes our write fail with EPIPE; SIGPIPE, blocked on this thread,
         // must not end the whole process. (The signal mask is per thread: restored before the thread goes back.)
@@ -184,160 +177,25 @@ private struct Execution {
         sigaddset(&blocked, SIGPIPE)
         var previousMask = sigset_t()
         pthread_sigmask(SIG_BLOCK, &blocked, &previousMask)
-        var sawBrokenPipe = false
-        defer {
-            if sawBrokenPipe { Self.discardPendingSIGPIPE(blocked) }
-            pthread_sigmask(SIG_SETMASK, &previousMask, nil)
-        }
+        defer { pthread_sigmask(SIG_SETMASK, &previousMask, nil) }
 
-        var owned: [Int32] = []
-        defer {
-            for fd in owned { close(fd) }
-        }
-        func makePipe() throws(CommandRunner.Failure) -> (read: Int32, write: Int32) {
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else { throw .system(operation: "pipe", errno: errno) }
-            for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-            owned += ends
-            return (ends[0], ends[1])
-        }
-        func release(_ fd: Int32) {
-            close(fd)
-            owned.removeAll { $0 == fd }
-        }
-
-        let output: (read: Int32, write: Int32)
-        let errors: (read: Int32, write: Int32)
-        let input: (read: Int32, write: Int32)?
-        let pid: pid_t
+        let command: RunningCommand
         do throws(CommandRunner.Failure) {
-            output = try makePipe()
-            errors = try makePipe()
-            input = request.standardInput.isEmpty ? nil : try makePipe()
-            do throws(SpawnError) {
-                pid = try ProcessSpawner.spawn(
-                    ProcessSpawner.Request(
-                        executable: request.executable,
-                        arguments: [request.executable] + request.arguments,
-                        environment: request.environment,
-                        workingDirectory: request.workingDirectory,
-                        standardInput: input.map { .descriptor($0.read) } ?? .null,
-                        standardOutput: .descriptor(output.write),
-                        standardError: .descriptor(errors.write),
-                        grouping: .newProcessGroup
-                    )
-                )
-            } catch {
-                throw .launchFailed(error)
-            }
+            command = try RunningCommand(request, pidFD: exitDetection == .pidFD)
         } catch {
             return .failure(error)
         }
-        // The child's ends belong to the child now; ours see end of file once it (and its descendants) close them.
-        release(output.write)
-        release(errors.write)
-        if let input { release(input.read) }
-        for fd in [output.read, errors.read] + (input.map { [$0.write] } ?? []) {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        defer {
+            command.closeAll()
+            if command.sawBrokenPipe { Self.discardPendingSIGPIPE(blocked) }
         }
-        let pidFD = exitDetection == .pidFD ? GlibcExtensions.openPidFD(pid) : nil
-        if let pidFD { owned.append(pidFD) }
-
-        var stdout = Channel(fd: output.read)
-        var stderr = Channel(fd: errors.read)
-        var stdin = Channel(fd: input?.write, bytes: request.standardInput)
-        var written = 0
-        var failure: CommandRunner.Failure?
-        let deadline = ContinuousClock.now + request.timeout
-
-        /// Reads what is there now; false when the stream went over its limit.
-        func pump(_ channel: inout Channel, limit: Int) -> Bool {
-            guard let fd = channel.fd else { return true }
-            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-            while true {
-                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count > 0 {
-                    channel.bytes += chunk[..<count]
-                    if channel.bytes.count > limit { return false }
-                    continue
-                }
-                if count < 0 && errno == EINTR { continue }
-                if count < 0 && errno == EAGAIN { return true }
-                // End of file, or an error that will not go away.
-                release(fd)
-                channel.fd = nil
-                return true
-            }
-        }
-
-        while true {
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            guard remaining > .zero else {
-                failure = .timedOut(after: request.timeout)
-                break
-            }
-            var descriptors = [pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0)]
-            for fd in [stdout.fd, stderr.fd].compactMap({ $0 }) {
-                descriptors.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
-            }
-            if let fd = stdin.fd {
-                descriptors.append(pollfd(fd: fd, events: Int16(POLLOUT), revents: 0))
-            }
-            if let pidFD {
-                descriptors.append(pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0))
-            }
-            let slice = pidFD == nil ? min(remaining, .milliseconds(10)) : remaining
-            if poll(&descriptors, nfds_t(descriptors.count), Self.milliseconds(slice)) < 0 && errno != EINTR {
-                failure = .system(operation: "poll", errno: errno)
-                break
-            }
-            if descriptors[0].revents != 0 {
-                failure = .cancelled
-                break
-            }
-            guard pump(&stdout, limit: request.standardOutputLimit) else {
-                failure = .outputTooLarge(stream: .standardOutput, limit: request.standardOutputLimit)
-                break
-            }
-            guard pump(&stderr, limit: request.standardErrorLimit) else {
-                failure = .outputTooLarge(stream: .standardError, limit: request.standardErrorLimit)
-                break
-            }
-            if let fd = stdin.fd {
-                let count = stdin.bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                if count > 0 { written += count }
-                if written == stdin.bytes.count || (count < 0 && errno != EAGAIN && errno != EINTR) {
-                    // All written, or the command will not read more (EPIPE): either way its stdin ends here.
-                    if count < 0 && errno == EPIPE { sawBrokenPipe = true }
-                    release(fd)
-                    stdin.fd = nil
-                }
-            }
-            let exited =
-                if let pidFD {
-                    descriptors.last.map { $0.fd == pidFD && $0.revents != 0 } ?? false
-                } else {
-                    Self.hasExited(pid)
-                }
-            if exited {
-                // What it wrote before exiting is in the pipes already: take it, do not wait for its descendants.
-                guard pump(&stdout, limit: request.standardOutputLimit) else {
-                    failure = .outputTooLarge(stream: .standardOutput, limit: request.standardOutputLimit)
-                    break
-                }
-                guard pump(&stderr, limit: request.standardErrorLimit) else {
-                    failure = .outputTooLarge(stream: .standardError, limit: request.standardErrorLimit)
-                    break
-                }
-                break
-            }
-        }
+        let failure = command.communicate(timeout: request.timeout, wake: wake)
         if failure != nil {
             // Before reaping: until then the zombie keeps the group id from being reused.
-            kill(-pid, SIGKILL)
+            kill(-command.pid, SIGKILL)
         }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
+        while waitpid(command.pid, &status, 0) < 0 {
             if errno == EINTR { continue }
             return .failure(failure ?? .system(operation: "waitpid", errno: errno))
         }
@@ -345,21 +203,10 @@ private struct Execution {
         return .success(
             CommandRunner.Output(
                 termination: ProcessTermination(waitStatus: status),
-                standardOutput: stdout.bytes,
-                standardError: stderr.bytes
+                standardOutput: command.standardOutput.bytes,
+                standardError: command.standardError.bytes
             )
         )
-    }
-
-    /// Whether the child has exited, without reaping it. A child that is gone altogether (`ECHILD`: reaped behind our
-    /// back) counts as exited, so the run ends instead of waiting for its timeout.
-    private static func hasExited(_ pid: pid_t) -> Bool {
-        var info = siginfo_t()
-        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 {
-            if errno == EINTR { continue }
-            return true
-        }
-        return info._sifields._sigchld.si_pid != 0
     }
 
     /// Consumes a SIGPIPE our own write raised on this thread, so it is not delivered once the mask is restored.
@@ -369,6 +216,164 @@ private struct Execution {
         var set = set
         var immediately = timespec(tv_sec: 0, tv_nsec: 0)
         _ = sigtimedwait(&set, nil, &immediately)
+    }
+}
+
+/// A spawned command and our ends of its pipes. Used by one thread only.
+private final class RunningCommand {
+    /// One of our pipe ends and what went through it.
+    struct Channel {
+        var fd: Int32?
+        var bytes: [UInt8] = []
+        let limit: Int
+    }
+
+    let pid: pid_t
+    private(set) var standardOutput: Channel
+    private(set) var standardError: Channel
+    private var standardInput: Channel
+    private var written = 0
+    private let pidFD: Int32?
+    private(set) var sawBrokenPipe = false
+
+    /// Spawns `request` in a new process group with fresh pipes; throws `.launchFailed` or `.system`.
+    init(_ request: CommandRunner.Request, pidFD usePidFD: Bool) throws(CommandRunner.Failure) {
+        var opened: [Int32] = []
+        func open() throws(CommandRunner.Failure) -> PipeDescriptors {
+            do throws(SystemCallError) {
+                let descriptors = try PipeDescriptors.open()
+                opened += [descriptors.readEnd, descriptors.writeEnd]
+                return descriptors
+            } catch {
+                for fd in opened { close(fd) }
+                throw .system(operation: error.operation, errno: error.errno)
+            }
+        }
+        let output = try open()
+        let errors = try open()
+        let input = request.standardInput.isEmpty ? nil : try open()
+        do throws(SpawnError) {
+            pid = try ProcessSpawner.spawn(
+                ProcessSpawner.Request(
+                    executable: request.executable,
+                    arguments: [request.executable] + request.arguments,
+                    environment: request.environment,
+                    workingDirectory: request.workingDirectory,
+                    standardInput: input.map { .descriptor($0.readEnd) } ?? .null,
+                    standardOutput: .descriptor(output.writeEnd),
+                    standardError: .descriptor(errors.writeEnd),
+                    grouping: .newProcessGroup
+                )
+            )
+        } catch {
+            for fd in opened { close(fd) }
+            throw .launchFailed(error)
+        }
+        // The child's ends are the child's now: ours see end of file once it (and its descendants) close theirs.
+        for fd in [output.writeEnd, errors.writeEnd] + (input.map { [$0.readEnd] } ?? []) { close(fd) }
+        for fd in [output.readEnd, errors.readEnd] + (input.map { [$0.writeEnd] } ?? []) {
+            PipeDescriptors.setNonBlocking(fd)
+        }
+        standardOutput = Channel(fd: output.readEnd, limit: request.standardOutputLimit)
+        standardError = Channel(fd: errors.readEnd, limit: request.standardErrorLimit)
+        standardInput = Channel(fd: input?.writeEnd, bytes: request.standardInput, limit: request.standardInput.count)
+        pidFD = usePidFD ? GlibcExtensions.openPidFD(pid) : nil
+    }
+
+    /// Closes every descriptor still open.
+    func closeAll() {
+        for fd in [standardOutput.fd, standardError.fd, standardInput.fd, pidFD].compactMap({ $0 }) { close(fd) }
+        standardOutput.fd = nil
+        standardError.fd = nil
+        standardInput.fd = nil
+    }
+
+    /// Feeds stdin and collects stdout and stderr until the command exits (`nil`), or until a reason to kill it: the
+    /// timeout, a cancellation (`wake`), output over a limit, a failed `poll`.
+    func communicate(timeout: Duration, wake: WakeSignal) -> CommandRunner.Failure? {
+        // Capped at a year, so no timeout can overflow the clock.
+        let deadline = ContinuousClock.now + min(timeout, .seconds(366 * 86_400))
+        while true {
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else { return .timedOut(after: timeout) }
+            var descriptors = [pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0)]
+            for fd in [standardOutput.fd, standardError.fd].compactMap({ $0 }) {
+                descriptors.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
+            }
+            if let fd = standardInput.fd {
+                descriptors.append(pollfd(fd: fd, events: Int16(POLLOUT), revents: 0))
+            }
+            if let pidFD {
+                descriptors.append(pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0))
+            }
+            // Without a pidfd nothing wakes `poll` when the command exits while a descendant holds its pipes.
+            let slice = pidFD == nil ? min(remaining, .milliseconds(10)) : remaining
+            if poll(&descriptors, nfds_t(descriptors.count), Self.milliseconds(slice)) < 0 && errno != EINTR {
+                return .system(operation: "poll", errno: errno)
+            }
+            if descriptors[0].revents != 0 { return .cancelled }
+            if let failure = collectOutput() { return failure }
+            feedInput()
+            let exited =
+                if let pidFD {
+                    descriptors.last.map { $0.fd == pidFD && $0.revents != 0 } ?? false
+                } else {
+                    hasExited()
+                }
+            // What it wrote before exiting is in the pipes already: take it, and do not wait for its descendants.
+            if exited { return collectOutput() }
+        }
+    }
+
+    /// Reads what stdout and stderr hold now; `.outputTooLarge` when one went over its limit.
+    private func collectOutput() -> CommandRunner.Failure? {
+        if !Self.drain(&standardOutput) { return .outputTooLarge(stream: .standardOutput, limit: standardOutput.limit) }
+        if !Self.drain(&standardError) { return .outputTooLarge(stream: .standardError, limit: standardError.limit) }
+        return nil
+    }
+
+    /// Reads until the pipe is empty; closes it at end of file. False when the channel went over its limit.
+    private static func drain(_ channel: inout Channel) -> Bool {
+        guard let fd = channel.fd else { return true }
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                channel.bytes += chunk[..<count]
+                if channel.bytes.count > channel.limit { return false }
+                continue
+            }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && errno == EAGAIN { return true }
+            // End of file, or an error that will not go away.
+            close(fd)
+            channel.fd = nil
+            return true
+        }
+    }
+
+    /// Writes what stdin can take now; closes it when all is written or the command will not read more (EPIPE).
+    private func feedInput() {
+        guard let fd = standardInput.fd else { return }
+        let count = standardInput.bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if count > 0 { written += count }
+        let failed = count < 0 && errno != EAGAIN && errno != EINTR
+        if failed && errno == EPIPE { sawBrokenPipe = true }
+        if written == standardInput.bytes.count || failed {
+            close(fd)
+            standardInput.fd = nil
+        }
+    }
+
+    /// Whether the command has exited, without reaping it. A command that is gone altogether (`ECHILD`: reaped
+    /// behind our back) counts as exited, so the run ends instead of waiting for its timeout.
+    private func hasExited() -> Bool {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 {
+            if errno == EINTR { continue }
+            return true
+        }
+        return info._sifields._sigchld.si_pid != 0
     }
 
     /// A duration as a poll timeout: whole milliseconds, rounded up, at least 1, at most `Int32.max`.

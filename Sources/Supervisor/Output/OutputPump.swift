@@ -35,20 +35,19 @@ final class OutputPump: Sendable {
     }
 
     private init() throws(SupervisorError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw .system(operation: "pipe (output pump wake-up)", errno: errno) }
-        for fd in ends {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        do throws(SystemCallError) {
+            let wake = try PipeDescriptors.open(nonBlocking: true)
+            wakeReader = wake.readEnd
+            wakeWriter = wake.writeEnd
+        } catch {
+            throw .system(operation: "pipe (output pump wake-up)", errno: error.errno)
         }
-        wakeReader = ends[0]
-        wakeWriter = ends[1]
         state = Mutex(State())
     }
 
     /// Takes ownership of the read end `fd` of a child's output pipe and copies what arrives into `logPath`.
     func add(pipe fd: Int32, logPath: String, rotation: LogRotation) throws(SupervisorError) {
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        PipeDescriptors.setNonBlocking(fd)
         let failure = state.withLock { state -> SupervisorError? in
             guard !state.stopped else {
                 close(fd)

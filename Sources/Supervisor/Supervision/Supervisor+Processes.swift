@@ -172,10 +172,12 @@ extension Supervisor {
     }
 
     private static func makePipe() throws(SupervisorError) -> [Int32] {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw .system(operation: "pipe", errno: errno) }
-        for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        return ends
+        do throws(SystemCallError) {
+            let descriptors = try PipeDescriptors.open()
+            return [descriptors.readEnd, descriptors.writeEnd]
+        } catch {
+            throw .system(operation: error.operation, errno: error.errno)
+        }
     }
 
     // MARK: - Exits
