@@ -85,6 +85,16 @@ struct BuiltinSupervisorPartsTests {
         ("NUL in an env value", { $0.env = ["A": "x\u{0}y"] }, "env name \"A\""),
     ]
 
+    @Test("CPU percent is ticks over elapsed time, in percent of one core; no time or a counter going back gives nothing")
+    func cpuPercent() {
+        let second = UInt64(ProcStat.ticksPerSecond)
+        #expect(Supervisor.cpuPercent(from: 0, to: second, over: .seconds(1)) == 100)
+        #expect(Supervisor.cpuPercent(from: second, to: second + second / 4, over: .seconds(1)) == 25)
+        #expect(Supervisor.cpuPercent(from: 0, to: 2 * second, over: .seconds(1)) == 200, "two busy cores")
+        #expect(Supervisor.cpuPercent(from: 0, to: second, over: .zero) == nil)
+        #expect(Supervisor.cpuPercent(from: second, to: 0, over: .seconds(1)) == nil)
+    }
+
     @Test("app specs the supervisor cannot run safely are refused, naming the field", arguments: invalidSpecs.indices)
     func invalidSpec(_ index: Int) {
         let (label, change, message) = Self.invalidSpecs[index]

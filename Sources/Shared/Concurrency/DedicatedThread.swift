@@ -15,7 +15,7 @@ package enum DedicatedThread {
         package var errno: Int32
 
         package var description: String {
-            "pthread_create (\(name)) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+            "pthread_create (\(name)) failed: \(SystemErrorText.describe(errno))"
         }
     }
 
