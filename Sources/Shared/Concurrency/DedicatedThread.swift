@@ -5,7 +5,8 @@ import Glibc
 /// instance): one blocking call there stalls every task in the process.
 ///
 /// `run` is for work that ends (the caller awaits its result); `detach` is for loops that live as long as their owner
-/// (the builtin supervisor's socket accept loop, output pump and exit watchers).
+/// (the builtin supervisor's socket accept loop, output pump and exit watchers). This is the package's one way to a
+/// thread of its own.
 package enum DedicatedThread {
     /// The system refused to create a thread.
     package struct StartFailure: Error, Sendable, Equatable, CustomStringConvertible {
@@ -37,14 +38,15 @@ package enum DedicatedThread {
         }
     }
 
-    /// Runs `body` on a new detached thread and returns its result or error once it finishes: for bounded blocking
-    /// work (a socket read with a deadline) that has nothing to cancel. Falls back to the calling thread like
-    /// `run(cancellation:_:)`.
-    package static func run<Value: Sendable, Failure: Error>(
-        _ body: sending @escaping () throws(Failure) -> Value
-    ) async throws(Failure) -> Value {
-        let result = await run(cancellation: CancellationFlag()) { Result<Value, Failure> { () throws(Failure) -> Value in try body() } }
-        return try result.get()
+    /// Runs `body` on a new detached thread and returns its result or error once it finishes: for blocking waits of
+    /// seconds (a socket read with a deadline). Unlike `run(cancellation:_:)` there is no fallback to the calling
+    /// thread, which such a wait would hold: when the system refuses a thread this throws `StartFailure` and `body`
+    /// does not run.
+    package static func run<Value: Sendable>(name: String, _ body: sending @escaping () throws -> Value) async throws -> Value {
+        let start = ThrowingThreadStart(body)
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
+            start.launch(name: name, continuation)
+        }
     }
 
     /// Starts `body` on a new detached thread and returns at once. Unlike `run`, there is no fallback: a loop that
@@ -92,6 +94,28 @@ private final class ThreadStart<Value: Sendable>: Runnable {
 
     func run() {
         continuation?.resume(returning: body())
+        continuation = nil
+    }
+}
+
+/// A throwing body whose result or error resumes an awaiting task; nothing runs when no thread can be had.
+private final class ThrowingThreadStart<Value: Sendable>: Runnable {
+    private let body: () throws -> Value
+    private var continuation: CheckedContinuation<Value, any Error>?
+
+    init(_ body: @escaping () throws -> Value) { self.body = body }
+
+    func launch(name: String, _ continuation: CheckedContinuation<Value, any Error>) {
+        self.continuation = continuation
+        let status = DedicatedThread.startThread(self)
+        if status != 0 {
+            self.continuation = nil
+            continuation.resume(throwing: DedicatedThread.StartFailure(name: name, errno: status))
+        }
+    }
+
+    func run() {
+        continuation?.resume(with: Result { try body() })
         continuation = nil
     }
 }

@@ -125,7 +125,7 @@ package struct BuiltinProcessManager: ProcessManager {
         let line = try request.encodedLine()
         let configuration = configuration
         let logger = logger
-        return try await DedicatedThread.run { () throws(SupervisorError) -> SupervisorResponse? in
+        return try await DedicatedThread.run(name: "supervisor call") { () throws(SupervisorError) -> SupervisorResponse? in
             // A daemon that dies between accepting the connection and answering (killed, crashed) drops the call.
             // Reading the table changes nothing, so that one is asked again of the daemon the next connect starts;
             // a change is not repeated blindly: its caller reads the table and the next pass repairs.

@@ -123,10 +123,15 @@ final class SupervisorServer: Sendable {
             let limit = configuration.maximumRequestBytes
             let deadline = ContinuousClock.now + configuration.idleTimeout
             let outcome: LineReader.Outcome
-            (outcome, reader) = await DedicatedThread.run { [reader] in
-                var reader = reader
-                let outcome = reader.readLine(limit: limit, deadline: deadline)
-                return (outcome, reader)
+            do {
+                (outcome, reader) = try await DedicatedThread.run(name: "socket read") { [reader] in
+                    var reader = reader
+                    let outcome = reader.readLine(limit: limit, deadline: deadline)
+                    return (outcome, reader)
+                }
+            } catch {
+                logger.error("supervisor.socket.read_failed", metadata: ["error": "\(error)"])
+                return
             }
             let line: [UInt8]
             switch outcome {
@@ -164,8 +169,8 @@ final class SupervisorServer: Sendable {
     private func answer(_ response: SupervisorResponse, on fd: Int32) async -> Bool {
         let bytes = response.encodedLine()
         let deadline = ContinuousClock.now + configuration.writeTimeout
-        let failure = await DedicatedThread.run { UnixSocket.write(bytes, to: fd, deadline: deadline) }
-        return failure == nil
+        let failure = try? await DedicatedThread.run(name: "socket write") { UnixSocket.write(bytes, to: fd, deadline: deadline) }
+        return failure == .some(nil)
     }
 
     private static func isWhitespace(_ byte: UInt8) -> Bool {

@@ -186,7 +186,7 @@ struct SupervisorHarness: Sendable {
 
     /// `GET /` on 127.0.0.1:`port`; the body, or nil when nothing answers.
     static func httpGet(port: Int) async -> String? {
-        await DedicatedThread.run { () -> String? in
+        try? await DedicatedThread.run(name: "test http") { () -> String? in
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { return nil }
             defer { close(fd) }
@@ -210,7 +210,7 @@ struct SupervisorHarness: Sendable {
             let text = String(decoding: response, as: UTF8.self)
             guard let split = text.range(of: "\r\n\r\n") else { return nil }
             return String(text[split.upperBound...])
-        }
+        } ?? nil
     }
 
     /// Stops the daemon (shutdown request, then SIGKILL by pid) and every process whose command line names this
