@@ -117,12 +117,19 @@ package enum CommandRunner {
     package static func run(_ request: Request, exitDetection: ExitDetection = .best) async throws(Failure) -> Output {
         let wake = try WakeSignal()
         defer { wake.close() }
-        let result = await withTaskCancellationHandler {
-            await DedicatedThread.run(cancellation: CancellationFlag()) {
-                Execution(request: request, wake: wake, exitDetection: exitDetection).run()
+        let result: Result<Output, Failure>
+        do {
+            // No fallback to the calling thread: the wait may last the whole timeout.
+            result = try await withTaskCancellationHandler {
+                try await DedicatedThread.run(name: "command runner") {
+                    Execution(request: request, wake: wake, exitDetection: exitDetection).run()
+                }
+            } onCancel: {
+                wake.signal()
             }
-        } onCancel: {
-            wake.signal()
+        } catch {
+            // The body returns its outcome as a value: the only error is a thread the system refused.
+            throw .system(operation: "pthread_create (command runner)", errno: (error as? DedicatedThread.StartFailure)?.errno ?? EAGAIN)
         }
         return try result.get()
     }
