@@ -126,9 +126,13 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
+        // The supervisor's unit, protocol and daemon tests; the daemon tests run the built `ferry-agent supervisor`.
         .testTarget(
             name: "SupervisorTests",
-            dependencies: ["Supervisor", "Shared", "TestSupport"]
+            dependencies: [
+                "Supervisor", "Shared", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "AgentTests",
