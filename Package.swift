@@ -23,11 +23,9 @@ let package = Package(
         .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
         .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
-        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
-        // Used directly (not only through Hummingbird and swift-subprocess), so declared.
+        // Used directly (not only through Hummingbird), so declared.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
-        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         // Native TLS for `serve` (BoringSSL inside, prefixed symbols: coexists with the system OpenSSL) and the HTTP
         // part types its connection guard reads.
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
@@ -81,19 +79,29 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
+        // The builtin supervisor: its daemon (`ferry-agent supervisor`), the client the agent drives it through
+        // (`BuiltinProcessManager`, a `ProcessManager`) and the socket protocol between them. It does not depend on the
+        // agent: what both need (`AppSpec`, `ProcessManager`) lives in Shared.
+        .target(
+            name: "Supervisor",
+            dependencies: [
+                "Shared",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "Agent",
             dependencies: [
                 "Shared",
                 // Downloads go through Shared's HTTPClient; the agent itself calls no libcurl function.
+                "Supervisor",
                 "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 // No Yams here: it imports full Foundation (about 7 MB of RSS); the agent reads its YAML config with
                 // the small subset parser in Agent/Config.
-                .product(name: "Subprocess", package: "swift-subprocess"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // `scripts/bench-json.sh`: times JSONValue.parse in a release build against a baseline in the same run.
@@ -130,10 +138,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The supervisor's unit, protocol and daemon tests; the daemon tests run the built `ferry-agent supervisor`.
+        .testTarget(
+            name: "SupervisorTests",
+            dependencies: [
+                "Supervisor", "Shared", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "AgentTests",
             dependencies: [
-                "Agent", "Shared", "TestSupport",
+                "Agent", "Shared", "Supervisor", "TestSupport",
                 // Builds hostile archives in the tests.
                 "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -8,6 +8,7 @@ import Foundation
 #endif
 #if canImport(Glibc)
 import Glibc
+import Supervisor
 #endif
 
 /// Everything a running agent is made of, built from its configuration.

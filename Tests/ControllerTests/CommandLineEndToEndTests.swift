@@ -19,14 +19,25 @@ import Testing
     static func cli(_ arguments: [String], environment extra: [String: String] = [:], executable: String? = nil) async throws -> Run {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FERRY_") }
         environment.merge(extra) { _, new in new }
-        let result = try await ChildProcess.run(
-            executable ?? TestPaths.executable("ferry-controller"),
-            arguments: arguments,
-            environment: environment,
-            timeout: .seconds(120),
-            outputLimit: 16 << 20
+        let result = try await CommandRunner.run(
+            CommandRunner.Request(
+                executable: executable ?? TestPaths.executable("ferry-controller"),
+                arguments: arguments,
+                environment: environment,
+                standardErrorLimit: 16 << 20,
+                timeout: .seconds(120)
+            )
         )
-        return Run(status: result.status, output: result.standardOutput, errors: result.standardError)
+        let status: Int32 =
+            switch result.termination {
+            case .exited(let code): code
+            case .signalled(let signal): 128 + signal
+            }
+        return Run(
+            status: status,
+            output: String(decoding: result.standardOutput, as: UTF8.self),
+            errors: String(decoding: result.standardError, as: UTF8.self)
+        )
     }
 
     /// A real gzip'd tarball of a tiny Node service.
@@ -38,13 +49,15 @@ import Testing
         try Data(#"{"name":"api","version":"\#(version)"}"#.utf8).write(to: tree.appendingPathComponent("package.json"))
         let archive = directory.appendingPathComponent("api-\(version).tar.gz")
         // The controller treats artifacts as opaque bytes; a real tarball keeps the test honest for the agent later.
-        let tar = try await ChildProcess.run(
-            "/usr/bin/tar",
-            arguments: ["-czf", archive.path, "-C", tree.path, "."],
-            timeout: .seconds(60),
-            outputLimit: 1 << 16
+        let tar = try await CommandRunner.run(
+            CommandRunner.Request(
+                executable: "/usr/bin/tar",
+                arguments: ["-czf", archive.path, "-C", tree.path, "."],
+                environment: ProcessInfo.processInfo.environment,
+                timeout: .seconds(60)
+            )
         )
-        guard tar.status == 0 else { throw FixtureError("tar failed: \(tar.standardError)") }
+        guard tar.termination == .exited(0) else { throw FixtureError("tar failed: \(String(decoding: tar.standardError, as: UTF8.self))") }
         return archive
     }
 

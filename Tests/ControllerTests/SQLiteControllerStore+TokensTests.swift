@@ -22,16 +22,18 @@ import Testing
             script.append("INSERT INTO tokens (hash, name, role, created_at) VALUES ('\(Token.digest("fyt_en"))', 'fleet', 'enroll', 2000)")
             let sqlFile = directory.appendingPathComponent("v2.sql")
             try script.map { $0 + ";\n" }.joined().write(to: sqlFile, atomically: true, encoding: .utf8)
-            let python = try await ChildProcess.run(
-                "/usr/bin/env",
-                arguments: [
-                    "python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()",
-                    path, sqlFile.path,
-                ],
-                timeout: .seconds(30),
-                outputLimit: 1 << 16
+            let python = try await CommandRunner.run(
+                CommandRunner.Request(
+                    executable: "/usr/bin/env",
+                    arguments: [
+                        "python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()",
+                        path, sqlFile.path,
+                    ],
+                    environment: ProcessInfo.processInfo.environment,
+                    timeout: .seconds(30)
+                )
             )
-            try #require(python.status == 0, "\(python.standardError)")
+            try #require(python.termination == .exited(0), "\(String(decoding: python.standardError, as: UTF8.self))")
 
             let store = try await StoreTests.open(directory)
             let tokens = try await store.tokens()

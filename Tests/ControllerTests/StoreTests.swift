@@ -49,17 +49,19 @@ import Testing
             let store = try await Self.open(directory)
             try await store.close()
             // Pretend a newer binary migrated the file.
-            let sqlite = try await ChildProcess.run(
-                "/usr/bin/env",
-                arguments: [
-                    "python3", "-c",
-                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO ferry_schema VALUES (99, 'future', 0)\"); c.commit()",
-                    directory.appendingPathComponent("ferry.sqlite").path,
-                ],
-                timeout: .seconds(30),
-                outputLimit: 1 << 16
+            let sqlite = try await CommandRunner.run(
+                CommandRunner.Request(
+                    executable: "/usr/bin/env",
+                    arguments: [
+                        "python3", "-c",
+                        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO ferry_schema VALUES (99, 'future', 0)\"); c.commit()",
+                        directory.appendingPathComponent("ferry.sqlite").path,
+                    ],
+                    environment: ProcessInfo.processInfo.environment,
+                    timeout: .seconds(30)
+                )
             )
-            try #require(sqlite.status == 0, "\(sqlite.standardError)")
+            try #require(sqlite.termination == .exited(0), "\(String(decoding: sqlite.standardError, as: UTF8.self))")
             await #expect(
                 throws: StoreError.schemaTooNew(
                     path: directory.appendingPathComponent("ferry.sqlite").path,

@@ -53,3 +53,9 @@ public enum TestPaths {
         return try await body(url)
     }
 }
+
+/// A test set-up step that failed, with what went wrong.
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import ServiceLifecycle
+import Supervisor
 
 /// `ferry-agent supervisor --home DIR`: the builtin supervisor's daemon. The agent starts it on demand (through
 /// `BuiltinProcessManager`); operators and tests stop it with `--stop`. Hidden from help: not a command to type.
@@ -82,13 +83,7 @@ struct SupervisorCommand: AsyncParsableCommand {
             return
         }
         if detach {
-            let executable = try SupervisorLauncher.currentExecutable()
-            var configuration = clientConfiguration
-            configuration.executablePath = executable
-            let arguments =
-                [executable] + SupervisorLauncher.daemonArguments(configuration)
-                + ["--max-request-bytes", String(maxRequestBytes)]
-            _ = try SupervisorLauncher.spawnDetached(executable: executable, arguments: arguments, logPath: configuration.daemonLogPath)
+            _ = try SupervisorLauncher.detach(clientConfiguration, maximumRequestBytes: maxRequestBytes)
             return
         }
 
@@ -97,8 +92,7 @@ struct SupervisorCommand: AsyncParsableCommand {
         configuration.logRotation = LogRotation(maximumFileBytes: logMaxBytes, keptFiles: logKeep)
         configuration.restartBackoff = RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs))
         configuration.maximumRequestBytes = maxRequestBytes
-        try SupervisorDaemon.makeDirectory(home)
-        try Self.redirectOutput(to: configuration.logPath)
+        try SupervisorDaemon.redirectOutput(into: configuration)
 
         var logger = Logger(label: "ferry.supervisor") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = .info
@@ -112,15 +106,5 @@ struct SupervisorCommand: AsyncParsableCommand {
             )
         )
         try await group.run()
-    }
-
-    /// Sends the daemon's stdout and stderr to its log file, whoever started it.
-    private static func redirectOutput(to path: String) throws(SupervisorError) {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .path(operation: "open", path: path, errno: errno) }
-        defer { close(fd) }
-        guard dup2(fd, STDOUT_FILENO) >= 0, dup2(fd, STDERR_FILENO) >= 0 else {
-            throw .path(operation: "dup2 onto stdout/stderr", path: path, errno: errno)
-        }
     }
 }

@@ -1,3 +1,5 @@
+import Shared
+
 /// The verdict of one look at the process table against the apps that should run.
 ///
 /// Pure: the health gate polls `processes()` and evaluates each table with `init(evaluating:against:)` until it is

@@ -6,8 +6,8 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The PM2 ecosystem file Ferry generates for one service (`services/<svc>/ecosystem.json`), read by PM2 and by the
-/// builtin supervisor alike.
+/// The PM2 ecosystem file Ferry generates for one service (`services/<svc>/ecosystem.json`), read by PM2. (The builtin
+/// supervisor gets the same settings as `AppSpec`s on its socket; the file is written either way.)
 ///
 /// Ferry writes every field it decides explicitly, so what runs is what the file says rather than what PM2 would
 /// guess: absolute `script`, `cwd` = the service's `current` symlink (re-resolved at every spawn, so a reload picks up

@@ -1,3 +1,5 @@
+import Shared
+
 /// What the agent does to one app so the process manager's table matches the desired state.
 ///
 /// `decide(desired:observed:needsRefresh:)` is pure: the same inputs always give the same action, so the planner

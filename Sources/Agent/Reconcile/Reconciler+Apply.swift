@@ -1,4 +1,5 @@
 import Logging
+import Shared
 
 /// The process manager calls of a pass: apply a service's apps, carry out one app action. Errors stay typed up to
 /// the service's message or the pass's problems.

@@ -171,23 +171,34 @@ private struct EvaluationContext {
         // Absolute: the child runs in the file's directory, where a relative path would point elsewhere.
         let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
         let directory = (absolute as NSString).deletingLastPathComponent
-        let result = try await ChildProcess.run(
-            node,
-            arguments: ["-e", EcosystemReader.loaderScript, absolute, mode],
-            environment: environment,
-            currentDirectory: directory,
-            timeout: timeout,
-            outputLimit: EcosystemReader.maximumBytes
-        )
-        guard result.status == 0 else {
-            throw ConfigurationError.unreadable(
-                path: path,
-                reason: "node \(node) exited with status \(result.status): \(result.standardError.prefix(2000))"
+        let result: CommandRunner.Output
+        do {
+            result = try await CommandRunner.run(
+                CommandRunner.Request(
+                    executable: node,
+                    arguments: ["-e", EcosystemReader.loaderScript, absolute, mode],
+                    environment: environment,
+                    workingDirectory: directory,
+                    standardOutputLimit: EcosystemReader.maximumBytes,
+                    standardErrorLimit: EcosystemReader.maximumBytes,
+                    timeout: timeout
+                )
             )
+        } catch {
+            throw ConfigurationError.unreadable(path: path, reason: "node \(node) -e …: \(error)")
+        }
+        let standardError = String(decoding: result.standardError, as: UTF8.self)
+        switch result.termination {
+        case .exited(0):
+            break
+        case .exited(let status):
+            throw ConfigurationError.unreadable(path: path, reason: "node \(node) exited with status \(status): \(standardError.prefix(2000))")
+        case .signalled(let signal):
+            throw ConfigurationError.unreadable(path: path, reason: "node \(node) was killed by signal \(signal): \(standardError.prefix(2000))")
         }
         let output: JSONValue
         do {
-            output = try JSONValue.parse(Array(result.standardOutput.utf8))
+            output = try JSONValue.parse(result.standardOutput)
         } catch {
             throw ConfigurationError.unreadable(path: path, reason: "node printed something that is not JSON: \(error)")
         }

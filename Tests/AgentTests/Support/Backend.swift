@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Shared
+import Supervisor
 import TestSupport
 import Testing
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// A real child process started by a test, with stdout and stderr captured to files.

@@ -1,0 +1,27 @@
+/// A process manager the agent drives: PM2 in production (`PM2ProcessManager`), the builtin supervisor where PM2 is
+/// absent (`BuiltinProcessManager`, in the Supervisor target).
+///
+/// The agent decides *what* to do (see `Planner`); a process manager only carries out one primitive at a time and
+/// reports the table. Every method acts on apps Ferry owns (its namespace) and never touches anything else.
+/// After any call that changes something, the caller reads `processes()` again: success of a command is not proof
+/// that the app runs (PM2's `reload` exits 0 when the new code crashes at boot).
+package protocol ProcessManager: Sendable {
+    /// The Ferry-owned processes, one element per instance.
+    func processes() async throws -> [ManagedProcess]
+
+    /// Starts `app`, which is absent. `ecosystem` is the generated ecosystem file of its service.
+    func start(_ app: AppSpec, ecosystem: String) async throws
+
+    /// Reloads `app`, which runs with the same script, interpreter, exec mode and instance count, picking up the code
+    /// behind the `current` symlink and the env from `ecosystem`. Cluster mode is zero-downtime; fork mode restarts.
+    func reload(_ app: AppSpec, ecosystem: String) async throws
+
+    /// Stops and forgets the app named `name`.
+    func delete(appNamed name: String) async throws
+
+    /// Restarts an app that is errored or stopped.
+    func restart(appNamed name: String) async throws
+
+    /// Persists the table so it survives a reboot (`pm2 save`); the builtin supervisor has nothing to do.
+    func save() async throws
+}

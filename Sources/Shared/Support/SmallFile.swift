@@ -1,0 +1,55 @@
+import Glibc
+
+/// Reads small files (`/proc` entries, pid files, the supervisor's app table, log tails) with plain system calls.
+package enum SmallFile {
+    /// A file could not be opened or read.
+    package struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
+        package var operation: String
+        package var path: String
+        package var errno: Int32
+
+        package var description: String { "\(operation) \(path) failed: \(SystemErrorText.describe(errno))" }
+    }
+
+    /// The file's bytes, or `nil` when it does not exist. Reading stops after `limit` bytes: a result of `limit + 1`
+    /// bytes means the file is larger. Throws when the file cannot be opened or read.
+    package static func read(_ path: String, limit: Int) throws(Failure) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw Failure(operation: "open", path: path, errno: errno)
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while bytes.count <= limit {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw Failure(operation: "read", path: path, errno: errno) }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[..<count])
+        }
+        return Array(bytes.prefix(limit + 1))
+    }
+
+    /// The file as text, trimmed of surrounding whitespace, or `nil` when it is missing or unreadable.
+    package static func text(_ path: String, limit: Int = 4096) -> String? {
+        guard let bytes = try? read(path, limit: limit) else { return nil }
+        let text = String(decoding: bytes.prefix(limit), as: UTF8.self)
+        return String(text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+
+    /// The last `bytes` bytes of the file as text (for error messages quoting a log), or "" when unreadable.
+    package static func tail(_ path: String, bytes: Int) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0, bytes > 0 else { return "" }
+        _ = lseek(fd, max(0, size - off_t(bytes)), SEEK_SET)
+        var buffer = [UInt8](repeating: 0, count: bytes)
+        let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return "" }
+        return String(decoding: buffer[..<count], as: UTF8.self)
+    }
+}

@@ -1,0 +1,158 @@
+import Glibc
+import Logging
+import ServiceLifecycle
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The builtin supervisor's daemon (`ferry-agent supervisor --home DIR`): a separate process, like PM2's God daemon,
+/// so apps outlive the agent and `ferry-agent once` works.
+///
+/// Layout of the home directory (mode 0700):
+/// ```
+/// supervisor.lock   flock held while the daemon lives: one daemon per home
+/// supervisor.sock   the socket (0600), newline-delimited JSON requests (see `SupervisorRequest`)
+/// supervisor.pid    the daemon's pid
+/// supervisor.log    the daemon's own log (stdout and stderr)
+/// apps.json         the app table, rewritten atomically on every change; started again by the next daemon
+/// logs/<app>-<i>-out.log, logs/<app>-<i>-err.log   app output, rotated by size
+/// ```
+/// A `shutdown` request or SIGTERM/SIGINT stops every app (SIGINT, SIGKILL after kill_timeout) and exits.
+package struct SupervisorDaemon: Service {
+    /// Settings of the daemon, from `ferry-agent supervisor`'s options.
+    package struct Configuration: Sendable {
+        /// Home directory (see the type's documentation).
+        package var home: String
+        /// Namespace reported for every process. Default `ferry`.
+        package var namespace = "ferry"
+        /// Rotation of the app logs. Default 10 MiB, 3 rotated files kept.
+        package var logRotation = LogRotation()
+        /// Delays between automatic restarts when `restart_delay` is 0. Default 100 ms doubling up to 15 s.
+        package var restartBackoff = RestartBackoff()
+        /// Longest request line. Default 1 MiB.
+        package var maximumRequestBytes = 1 << 20
+
+        package init(home: String) {
+            self.home = home
+        }
+
+        var socketPath: String { "\(home)/supervisor.sock" }
+        var pidPath: String { "\(home)/supervisor.pid" }
+        var lockPath: String { "\(home)/supervisor.lock" }
+        package var logPath: String { "\(home)/supervisor.log" }
+        var logsDirectory: String { "\(home)/logs" }
+    }
+
+    let configuration: Configuration
+    let logger: Logger
+
+    package init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    package func run() async throws {
+        try Self.makeDirectory(configuration.home)
+        try Self.makeDirectory(configuration.logsDirectory)
+        let lock = try acquireLock()
+        defer { close(lock) }
+        // A client gone mid-answer must not kill the daemon; children get default signal handling back at spawn.
+        signal(SIGPIPE, SIG_IGN)
+
+        let pump = try OutputPump.start()
+        var supervisorConfiguration = Supervisor.Configuration(home: configuration.home)
+        supervisorConfiguration.namespace = configuration.namespace
+        supervisorConfiguration.logRotation = configuration.logRotation
+        supervisorConfiguration.restartBackoff = configuration.restartBackoff
+        let supervisor = Supervisor(configuration: supervisorConfiguration, pump: pump, logger: logger)
+        // The socket answers at once; requests wait until the saved apps are back (stopping processes a crashed
+        // daemon left behind can take a kill_timeout), so nobody sees a half-restored table.
+        let resurrection = Task {
+            await supervisor.resurrect()
+            await supervisor.startSampling()
+        }
+
+        let (shutdownRequests, shutdown) = AsyncStream.makeStream(of: Void.self)
+        var serverConfiguration = SupervisorServer.Configuration(socketPath: configuration.socketPath)
+        serverConfiguration.maximumRequestBytes = configuration.maximumRequestBytes
+        let server: SupervisorServer
+        do {
+            server = try SupervisorServer.start(
+                configuration: serverConfiguration,
+                logger: logger,
+                handler: { request in
+                    await resurrection.value
+                    guard request == .shutdown else { return await supervisor.handle(request) }
+                    await supervisor.stopAll()
+                    return .success(pid: getpid())
+                },
+                onShutdownAnswered: { shutdown.finish() }
+            )
+        } catch {
+            await supervisor.stopAll()
+            pump.stop()
+            throw error
+        }
+        do {
+            try AtomicFile.write(Array("\(getpid())\n".utf8), to: configuration.pidPath, mode: 0o644)
+        } catch {
+            logger.error("supervisor.pid_file.failed", metadata: ["error": "\(error)"])
+        }
+        logger.info("supervisor.started", metadata: ["supervisor.home": "\(configuration.home)", "process.pid": "\(getpid())"])
+
+        await withGracefulShutdownHandler {
+            for await _ in shutdownRequests {}
+        } onGracefulShutdown: {
+            shutdown.finish()
+        }
+
+        logger.info("supervisor.stopping")
+        server.stop()
+        await supervisor.stopAll()
+        pump.stop()
+        unlink(configuration.pidPath)
+        logger.info("supervisor.stopped")
+    }
+
+    /// Takes the home directory's lock, or throws `.alreadyRunning` naming the daemon that holds it.
+    private func acquireLock() throws(SupervisorError) -> Int32 {
+        let fd = open(configuration.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .path(operation: "open lock", path: configuration.lockPath, errno: errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let error = errno
+            close(fd)
+            guard error == EWOULDBLOCK else { throw .path(operation: "flock", path: configuration.lockPath, errno: error) }
+            let pid = SmallFile.text(configuration.pidPath) ?? "unknown"
+            throw .alreadyRunning(home: configuration.home, pid: pid)
+        }
+        return fd
+    }
+
+    /// Creates the home directory and sends this process's stdout and stderr to the daemon's log file, whoever started
+    /// the daemon (for `ferry-agent supervisor` in the foreground).
+    package static func redirectOutput(into configuration: Configuration) throws {
+        try makeDirectory(configuration.home)
+        let path = configuration.logPath
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SupervisorError.path(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        guard dup2(fd, STDOUT_FILENO) >= 0, dup2(fd, STDERR_FILENO) >= 0 else {
+            throw SupervisorError.path(operation: "dup2 onto stdout/stderr", path: path, errno: errno)
+        }
+    }
+
+    /// Creates `path` (mode 0700) and its parents when missing.
+    static func makeDirectory(_ path: String) throws(SupervisorError) {
+        var prefix = ""
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            prefix += "/\(component)"
+            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                throw .path(operation: "mkdir", path: prefix, errno: errno)
+            }
+        }
+    }
+}

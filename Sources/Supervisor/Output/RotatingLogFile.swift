@@ -1,0 +1,82 @@
+import Glibc
+import Shared
+
+/// Size-based log rotation settings of the builtin supervisor.
+package struct LogRotation: Sendable, Equatable, Codable {
+    /// A log file is rotated before a write would take it past this size. Default 10 MiB.
+    package var maximumFileBytes: Int64
+    /// Rotated files kept beside the live one (`out.log.1` is the newest, `out.log.<keep>` the oldest). Default 3.
+    package var keptFiles: Int
+
+    package init(maximumFileBytes: Int64 = 10 << 20, keptFiles: Int = 3) {
+        self.maximumFileBytes = maximumFileBytes
+        self.keptFiles = keptFiles
+    }
+}
+
+/// An append-only log file that rotates itself by size: `name.log` → `name.log.1` → … → `name.log.<keptFiles>`.
+///
+/// Not thread-safe: the output pump owns each one and touches it only under its lock.
+final class RotatingLogFile {
+    let path: String
+    let rotation: LogRotation
+    private var fd: Int32
+    private var size: Int64
+
+    /// Opens (creating, mode 0640) `path` for appending.
+    init(path: String, rotation: LogRotation) throws(SupervisorError) {
+        self.path = path
+        self.rotation = rotation
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .path(operation: "open log", path: path, errno: errno) }
+        var info = stat()
+        self.size = fstat(fd, &info) == 0 ? Int64(info.st_size) : 0
+        self.fd = fd
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Appends `bytes`, rotating first when they would take the file past the size limit. A write error drops the
+    /// bytes (a full disk must not stop the app): the caller counts what was lost.
+    @discardableResult
+    func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard !bytes.isEmpty else { return true }
+        if size > 0 && size + Int64(bytes.count) > rotation.maximumFileBytes {
+            rotate()
+        }
+        guard fd >= 0, let base = bytes.baseAddress else { return false }
+        var offset = 0
+        while offset < bytes.count {
+            let written = write(fd, base + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += written
+        }
+        size += Int64(bytes.count)
+        return true
+    }
+
+    /// Appends a text line (used for the supervisor's own notes about the app, such as a failed spawn).
+    func append(line: String) {
+        var text = line
+        if !text.hasSuffix("\n") { text += "\n" }
+        text.withUTF8 { _ = append(UnsafeRawBufferPointer($0)) }
+    }
+
+    private func rotate() {
+        if fd >= 0 { close(fd) }
+        if rotation.keptFiles > 0 {
+            // rename(2) replaces the target, so the oldest file simply drops off the end.
+            for index in stride(from: rotation.keptFiles - 1, through: 1, by: -1) {
+                rename("\(path).\(index)", "\(path).\(index + 1)")
+            }
+            rename(path, "\(path).1")
+        }
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        size = 0
+    }
+}

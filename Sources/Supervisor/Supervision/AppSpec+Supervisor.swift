@@ -1,0 +1,120 @@
+import Glibc
+import Shared
+
+/// How the builtin supervisor checks and launches an `AppSpec`.
+extension AppSpec {
+    /// Most instances one app may ask for.
+    static let maximumInstances = 256
+    /// Longest `kill_timeout` accepted (a stop must not hang the daemon for longer).
+    static let maximumKillTimeoutMilliseconds: Int64 = 10 * 60 * 1000
+    /// Longest `restart_delay` accepted.
+    static let maximumRestartDelayMilliseconds: Int64 = 24 * 3600 * 1000
+
+    /// Checks what the supervisor relies on: a name that is safe in log file names, absolute paths, sane numbers,
+    /// env entries `execve` can carry. Throws `.invalidApp` naming the field.
+    func validateForSupervisor() throws(SupervisorFailure) {
+        func invalid(_ message: String) -> SupervisorFailure { SupervisorFailure(.invalidApp, "app \(name.debugDescription.prefix(80)): \(message)") }
+        if let problem = PM2App.nameProblem(name) { throw invalid("name \(problem)") }
+        guard cwd.hasPrefix("/"), cwd.utf8.count <= 4096, !cwd.utf8.contains(0) else {
+            throw invalid("cwd must be an absolute path without NUL bytes, got \(cwd.debugDescription.prefix(200))")
+        }
+        // A script is an absolute path, or a program name looked up on the app's PATH (PM2's `which`).
+        guard !script.isEmpty, script.hasPrefix("/") || !script.contains("/"), script.utf8.count <= 4096, !script.utf8.contains(0) else {
+            throw invalid("script must be an absolute path or a program name without NUL bytes, got \(script.debugDescription.prefix(200))")
+        }
+        if let interpreter {
+            guard !interpreter.isEmpty, interpreter.utf8.count <= 4096, !interpreter.utf8.contains(0) else {
+                throw invalid("interpreter must be a non-empty name or path without NUL bytes")
+            }
+        }
+        guard args.count <= 1024, interpreterArgs.count <= 1024,
+            !(args + interpreterArgs).contains(where: { $0.utf8.contains(0) })
+        else {
+            throw invalid("args and interpreter args must be at most 1024 strings without NUL bytes")
+        }
+        guard (1...Self.maximumInstances).contains(instances) else {
+            throw invalid("instances must be between 1 and \(Self.maximumInstances), got \(instances)")
+        }
+        guard maxRestarts >= 0, minUptimeMilliseconds >= 0 else {
+            throw invalid("max_restarts and min_uptime must not be negative")
+        }
+        guard minUptimeMilliseconds <= DurationText.maximumMilliseconds else {
+            throw invalid("min_uptime must be at most \(DurationText.maximumMilliseconds) ms")
+        }
+        guard (0...Self.maximumRestartDelayMilliseconds).contains(restartDelayMilliseconds) else {
+            throw invalid("restart_delay must be between 0 and \(Self.maximumRestartDelayMilliseconds) ms")
+        }
+        guard (0...Self.maximumKillTimeoutMilliseconds).contains(killTimeoutMilliseconds) else {
+            throw invalid("kill_timeout must be between 0 and \(Self.maximumKillTimeoutMilliseconds) ms")
+        }
+        if let maxMemoryBytes, maxMemoryBytes <= 0 {
+            throw invalid("max_memory_restart must be positive")
+        }
+        guard env.count <= 4096 else { throw invalid("env has \(env.count) entries, at most 4096 are accepted") }
+        for (key, value) in env {
+            guard !key.isEmpty, !key.utf8.contains(UInt8(ascii: "=")), !key.utf8.contains(0), !value.utf8.contains(0) else {
+                throw invalid("env name \(key.debugDescription.prefix(80)) must be non-empty, without = or NUL, and its value without NUL")
+            }
+        }
+    }
+
+    /// The interpreter to run, `nil` to execute the script itself (`none`, like PM2, also means that).
+    var effectiveInterpreter: String? {
+        guard let interpreter, interpreter != "none" else { return nil }
+        return interpreter
+    }
+
+    /// The environment of instance `index`: exactly `env`, plus `PATH` and `HOME` when `env` lacks them, plus
+    /// `NODE_APP_INSTANCE`. Nothing of the daemon's or the agent's own environment is passed on.
+    func environment(instance index: Int) -> [String: String] {
+        var result = env
+        if result["PATH"] == nil { result["PATH"] = Self.defaultSearchPath }
+        if result["HOME"] == nil { result["HOME"] = Self.homeDirectoryOfCurrentUser() }
+        result["NODE_APP_INSTANCE"] = String(index)
+        return result
+    }
+
+    /// The program to execute and its `argv`: the script itself, or the interpreter (resolved on the app's
+    /// `PATH`) with the interpreter args, the script and the args. A script named without a path is a program found
+    /// on the app's `PATH`, as PM2 finds it.
+    func command(instance index: Int) throws(SupervisorError) -> (executable: String, arguments: [String]) {
+        let searchPath = environment(instance: index)["PATH"] ?? Self.defaultSearchPath
+        let scriptPath = script.hasPrefix("/") ? script : try Self.resolve(script, searchPath: searchPath, relativeTo: cwd)
+        guard let interpreter = effectiveInterpreter else { return (scriptPath, [scriptPath] + args) }
+        let executable = try Self.resolve(interpreter, searchPath: searchPath, relativeTo: cwd)
+        return (executable, [interpreter] + interpreterArgs + [scriptPath] + args)
+    }
+
+    /// Finds `program` the way a shell would: a name with a `/` is a path (relative ones against `directory`),
+    /// a bare name is looked up in each directory of `searchPath`.
+    static func resolve(_ program: String, searchPath: String, relativeTo directory: String) throws(SupervisorError) -> String {
+        if program.contains("/") {
+            return program.hasPrefix("/") ? program : "\(directory)/\(program)"
+        }
+        for entry in searchPath.split(separator: ":", omittingEmptySubsequences: true) where entry.hasPrefix("/") {
+            let candidate = "\(entry)/\(program)"
+            var info = stat()
+            if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        throw .interpreterNotFound(interpreter: program, searchPath: searchPath)
+    }
+
+    private static func homeDirectoryOfCurrentUser() -> String {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getpwuid_r(geteuid(), &entry, &buffer, buffer.count, &result) == 0, result != nil, let directory = entry.pw_dir else {
+            return "/"
+        }
+        return String(cString: directory)
+    }
+}
+
+extension UInt8 {
+    fileprivate var isASCIIAlphanumeric: Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(self)
+            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self)
+    }
+}

@@ -1,0 +1,54 @@
+import Shared
+
+/// The table as clients see it (`list`) and as the next daemon finds it (`apps.json`).
+extension Supervisor {
+    /// The process table, one element per instance, ordered by `pm_id`.
+    func processTable() -> [ManagedProcess] {
+        let now = ContinuousClock.now
+        var rows: [ManagedProcess] = []
+        for app in apps.values {
+            for instance in app.instances {
+                let child = instance.lifecycle.run.flatMap { children[$0] }
+                let memory = child.map { $0.memoryBytes > 0 ? $0.memoryBytes : ProcStat.residentBytes(pid: $0.pid) ?? 0 } ?? 0
+                rows.append(
+                    ManagedProcess(
+                        name: app.spec.name,
+                        namespace: configuration.namespace,
+                        pmId: instance.pmId,
+                        pid: child?.pid,
+                        status: instance.lifecycle.status,
+                        restarts: instance.lifecycle.restarts,
+                        uptimeSeconds: child.map { $0.startedAt.duration(to: now).components.seconds },
+                        memoryBytes: memory,
+                        cpuPercent: child?.cpuPercent ?? 0,
+                        execMode: app.spec.execMode,
+                        instances: app.spec.instances,
+                        instanceIndex: instance.index,
+                        scriptPath: app.spec.script,
+                        cwd: app.spec.cwd,
+                        interpreter: app.spec.interpreter ?? "none"
+                    )
+                )
+            }
+        }
+        return rows.sorted { $0.pmId < $1.pmId }
+    }
+
+    /// Saves the table (apps being deleted left out) with each instance's live process, atomically.
+    func persist() {
+        var table = AppTableFile.Table()
+        let ordered = apps.values.sorted { ($0.instances.first?.pmId ?? 0) < ($1.instances.first?.pmId ?? 0) }
+        for app in ordered where !app.isDeleting {
+            let instances = app.instances.map { instance in
+                let child = instance.lifecycle.run.flatMap { children[$0] }
+                return AppTableFile.Instance(pmId: instance.pmId, pid: child?.pid, startTicks: child?.startTicks)
+            }
+            table.apps.append(AppTableFile.App(spec: app.spec, instances: instances))
+        }
+        do {
+            try tableFile.save(table)
+        } catch {
+            logger.error("supervisor.table.save_failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Glibc
+import Shared
+
+/// What `/proc` says about one process: CPU time, resident memory, identity.
+struct ProcStat: Sendable, Equatable {
+    /// `utime + stime`, in clock ticks.
+    var cpuTicks: UInt64
+    /// Start time after boot, in clock ticks: with the pid it identifies a process across pid reuse.
+    var startTicks: UInt64
+    /// One-letter state (`R`, `S`, `Z`, ...).
+    var state: Character
+    var parentPid: Int32
+    var processGroup: Int32
+    var session: Int32
+
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    static let ticksPerSecond = max(1, Int64(sysconf(Int32(_SC_CLK_TCK))))
+    /// Bytes per page (`sysconf(_SC_PAGESIZE)`).
+    static let pageBytes = max(1, Int64(sysconf(Int32(_SC_PAGESIZE))))
+
+    /// Reads `/proc/<pid>/stat`; `nil` when the process does not exist.
+    static func read(pid: Int32) -> ProcStat? {
+        guard let text = readSmallFile("/proc/\(pid)/stat") else { return nil }
+        return parse(text)
+    }
+
+    /// Parses the text of `/proc/<pid>/stat`. The command name (field 2) may hold spaces and parentheses, so the
+    /// fields are counted from the last `)`.
+    static func parse(_ text: String) -> ProcStat? {
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
+        // fields[0] is field 3 (state); utime and stime are fields 14 and 15, starttime is field 22.
+        guard fields.count > 19, let state = fields[0].first,
+            let parent = Int32(fields[1]), let group = Int32(fields[2]), let session = Int32(fields[3]),
+            let user = UInt64(fields[11]), let system = UInt64(fields[12]), let start = UInt64(fields[19])
+        else { return nil }
+        return ProcStat(
+            cpuTicks: user + system,
+            startTicks: start,
+            state: state,
+            parentPid: parent,
+            processGroup: group,
+            session: session
+        )
+    }
+
+    /// Resident set size in bytes from `/proc/<pid>/statm`, or `nil` when the process does not exist.
+    static func residentBytes(pid: Int32) -> Int64? {
+        guard let text = readSmallFile("/proc/\(pid)/statm") else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int64(fields[1]) else { return nil }
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: pageBytes)
+        return overflow ? nil : bytes
+    }
+
+    /// Whether `pid` names a live process (a zombie counts as gone: it has exited and only waits to be reaped).
+    static func isAlive(pid: Int32) -> Bool {
+        guard let stat = read(pid: pid) else { return false }
+        return stat.state != "Z" && stat.state != "X"
+    }
+
+    private static func readSmallFile(_ path: String) -> String? {
+        guard let bytes = try? SmallFile.read(path, limit: 4096) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Glibc
+import Shared
+import TestSupport
+import Testing
+
+@testable import Supervisor
+
+/// The supervisor's parts on their own: log rotation, /proc parsing, app checks, the request codec, the client without a
+/// daemon. (The `ferry-agent supervisor` command line is tested with the agent: `SupervisorCommandTests`.)
+@Suite("Builtin supervisor parts")
+struct BuiltinSupervisorPartsTests {
+    static func spec(_ change: (inout AppSpec) -> Void = { _ in }) -> AppSpec {
+        var spec = AppSpec(
+            name: "api",
+            service: "svc",
+            script: "/srv/api/current/server.js",
+            cwd: "/srv/api/current",
+            args: ["--flag"],
+            interpreter: "node",
+            interpreterArgs: ["--max-old-space-size=128"],
+            instances: 1,
+            execMode: .fork,
+            env: ["PORT": "3000"],
+            autorestart: true,
+            maxRestarts: 16,
+            minUptimeMilliseconds: 1000,
+            restartDelayMilliseconds: 0,
+            killTimeoutMilliseconds: 1600,
+            maxMemoryBytes: nil,
+            pm2Options: [:]
+        )
+        change(&spec)
+        return spec
+    }
+
+    @Test("a log rotates before it would pass its size and keeps the configured number of old files")
+    func rotation() async throws {
+        try await TestPaths.withTemporaryDirectory("fs-rotation") { directory in
+            let path = directory.appendingPathComponent("app-0-out.log").path
+            let file = try RotatingLogFile(path: path, rotation: LogRotation(maximumFileBytes: 1000, keptFiles: 2))
+            for index in 0..<10 {
+                let chunk = [UInt8](repeating: UInt8(ascii: "a") + UInt8(index), count: 300)
+                chunk.withUnsafeBytes { #expect(file.append($0)) }
+            }
+            func content(_ suffix: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path + suffix))) }
+            // 3 chunks fit in 1000 bytes: chunks 9 | 6,7,8 | 3,4,5 are kept, 0,1,2 dropped off the end.
+            #expect(try content("") == [UInt8](repeating: UInt8(ascii: "a") + 9, count: 300))
+            #expect(try content(".1").count == 900 && content(".1").first == UInt8(ascii: "a") + 6)
+            #expect(try content(".2").count == 900 && content(".2").first == UInt8(ascii: "a") + 3)
+            #expect(!FileManager.default.fileExists(atPath: path + ".3"))
+        }
+    }
+
+    @Test("/proc/<pid>/stat is parsed from the last parenthesis, so odd command names do not shift the fields")
+    func procStatParsing() throws {
+        let line = "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5555 1000 200 18446744073709551615"
+        let stat = try #require(ProcStat.parse(line))
+        #expect(stat == ProcStat(cpuTicks: 10, startTicks: 5555, state: "S", parentPid: 1, processGroup: 4242, session: 4242))
+        #expect(ProcStat.parse("4242 (truncated) S 1 2") == nil)
+        #expect(ProcStat.parse("no parenthesis at all") == nil)
+        let own = try #require(ProcStat.read(pid: getpid()))
+        #expect(own.state != "Z")
+        #expect(ProcStat.residentBytes(pid: getpid()).map { $0 > 0 } == true)
+    }
+
+    static let invalidSpecs: [(label: String, change: @Sendable (inout AppSpec) -> Void, message: String)] = [
+        ("empty name", { $0.name = "" }, "name must not be empty"),
+        ("control character in the name", { $0.name = "a\u{7}b" }, "name must not contain control characters"),
+        ("\"all\", which PM2 reads as every app", { $0.name = "all" }, "means every app"),
+        ("leading dash, which pm2 reads as an option", { $0.name = "-x" }, "starts with -"),
+        ("relative script path", { $0.script = "app/server.js" }, "script must be an absolute path or a program name"),
+        ("relative cwd", { $0.cwd = "current" }, "cwd must be an absolute path"),
+        ("empty interpreter", { $0.interpreter = "" }, "interpreter must be"),
+        ("NUL in an argument", { $0.args = ["a\u{0}b"] }, "args and interpreter args"),
+        ("too many instances", { $0.instances = 257 }, "instances must be between 1 and 256"),
+        ("negative max_restarts", { $0.maxRestarts = -1 }, "max_restarts and min_uptime"),
+        ("huge restart_delay", { $0.restartDelayMilliseconds = 1 << 40 }, "restart_delay"),
+        ("huge kill_timeout", { $0.killTimeoutMilliseconds = 3_600_000 }, "kill_timeout"),
+        ("min_uptime at Int64.max", { $0.minUptimeMilliseconds = .max }, "min_uptime must be at most 86400000 ms"),
+        ("restart_delay at Int64.max", { $0.restartDelayMilliseconds = .max }, "restart_delay"),
+        ("kill_timeout at Int64.min", { $0.killTimeoutMilliseconds = .min }, "kill_timeout"),
+        ("zero max_memory_restart", { $0.maxMemoryBytes = 0 }, "max_memory_restart"),
+        ("empty env name", { $0.env = ["": "x"] }, "env name"),
+        ("NUL in an env value", { $0.env = ["A": "x\u{0}y"] }, "env name \"A\""),
+    ]
+
+    @Test("CPU percent is ticks over elapsed time, in percent of one core; no time or a counter going back gives nothing")
+    func cpuPercent() {
+        let second = UInt64(ProcStat.ticksPerSecond)
+        #expect(Supervisor.cpuPercent(from: 0, to: second, over: .seconds(1)) == 100)
+        #expect(Supervisor.cpuPercent(from: second, to: second + second / 4, over: .seconds(1)) == 25)
+        #expect(Supervisor.cpuPercent(from: 0, to: 2 * second, over: .seconds(1)) == 200, "two busy cores")
+        #expect(Supervisor.cpuPercent(from: 0, to: second, over: .zero) == nil)
+        #expect(Supervisor.cpuPercent(from: second, to: 0, over: .seconds(1)) == nil)
+    }
+
+    @Test("app specs the supervisor cannot run safely are refused, naming the field", arguments: invalidSpecs.indices)
+    func invalidSpec(_ index: Int) {
+        let (label, change, message) = Self.invalidSpecs[index]
+        #expect(throws: SupervisorFailure.self, "\(label)") { try Self.spec(change).validateForSupervisor() }
+        do {
+            try Self.spec(change).validateForSupervisor()
+        } catch {
+            #expect(error.code == .invalidApp, "\(label)")
+            #expect(error.message.contains(message), "\(label): \(error.message)")
+        }
+    }
+
+    @Test("an app gets exactly its env plus PATH, HOME and NODE_APP_INSTANCE, and its own PATH wins")
+    func environment() throws {
+        try Self.spec().validateForSupervisor()
+        let env = Self.spec().environment(instance: 3)
+        #expect(Set(env.keys) == ["PORT", "PATH", "HOME", "NODE_APP_INSTANCE"])
+        #expect(env["PATH"] == AppSpec.defaultSearchPath)
+        #expect(env["NODE_APP_INSTANCE"] == "3")
+        let own = Self.spec { $0.env = ["PATH": "/opt/bin", "HOME": "/srv/home"] }.environment(instance: 0)
+        #expect(own["PATH"] == "/opt/bin" && own["HOME"] == "/srv/home")
+    }
+
+    @Test("the command line is the script itself, or the interpreter found on the app's PATH with its args")
+    func command() throws {
+        let (executable, arguments) = try Self.spec().command(instance: 0)
+        #expect(executable.hasSuffix("/node"))
+        #expect(arguments == ["node", "--max-old-space-size=128", "/srv/api/current/server.js", "--flag"])
+        let direct = try Self.spec { $0.interpreter = "none" }.command(instance: 0)
+        #expect(direct.executable == "/srv/api/current/server.js" && direct.arguments == ["/srv/api/current/server.js", "--flag"])
+        #expect(throws: SupervisorError.self) { try Self.spec { $0.env["PATH"] = "/nonexistent" }.command(instance: 0) }
+    }
+
+    @Test("requests survive a round trip through their wire form")
+    func requestCodec() throws {
+        let requests: [SupervisorRequest] = [
+            .ping, .list, .shutdown, .start(Self.spec()), .reload(Self.spec { $0.instances = 2 }),
+            .delete(name: "api"), .restart(name: "api"),
+        ]
+        for request in requests {
+            let line = try request.encodedLine()
+            #expect(line.last == 10)
+            #expect(try SupervisorRequest.decode(Array(line.dropLast())) == request)
+        }
+    }
+
+    @Test("supervisor --stop with no daemon running says so and starts nothing")
+    func stopWithoutDaemon() async throws {
+        var template = Array("/tmp/fs-XXXXXX".utf8CString)
+        let home = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let manager = BuiltinProcessManager(
+            configuration: .init(home: home, executablePath: TestPaths.executable("ferry-agent")),
+            logger: SupervisorHarness.quietLogger
+        )
+        #expect(try await manager.shutdown() == false)
+        #expect(!FileManager.default.fileExists(atPath: "\(home)/supervisor.sock"))
+    }
+}

@@ -1,0 +1,367 @@
+import Foundation
+import Glibc
+import Shared
+import TestSupport
+import Testing
+
+@testable import Supervisor
+
+/// The builtin supervisor end to end: the real `ferry-agent supervisor` daemon, real node apps, real signals.
+@Suite("Builtin supervisor")
+struct BuiltinSupervisorTests {
+    @Test("names PM2 allows run with log files made safe, and a script named as a program is found on PATH")
+    func namesPM2AllowsAndProgramsOnPath() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            // A name with spaces and a path in it: PM2 accepts it; it must not become a path for the log files.
+            let spaced = harness.spec("../my api", script: script)
+            try await harness.manager.start(spaced, ecosystem: "")
+            // `script: 'sleep'` (a program, as PM2's which finds it) with the interpreter none.
+            var program = harness.spec("sleeper", script: "sleep", cwd: harness.home)
+            program.interpreter = nil
+            program.args = ["300"]
+            try await harness.manager.start(program, ecosystem: "")
+            let table = try await harness.manager.processes()
+            #expect(Set(table.map(\.name)) == ["../my api", "sleeper"])
+            #expect(table.allSatisfy { $0.status == .online && $0.pid != nil }, "\(SupervisorHarness.summary(table))")
+            let logs = try FileManager.default.contentsOfDirectory(atPath: "\(harness.home)/logs")
+            let safe = PM2App.fileSafeName("../my api")
+            #expect(safe.hasPrefix("---my-api-") && !safe.contains("/"))
+            #expect(logs.contains("\(safe)-0-out.log"), "\(logs)")
+            #expect(!FileManager.default.fileExists(atPath: "\(harness.home)/my api-0-out.log"))
+            let sleeper = try #require(table.first { $0.name == "sleeper" }?.pid)
+            let command = try String(contentsOfFile: "/proc/\(sleeper)/cmdline", encoding: .utf8).split(separator: "\0")
+            #expect(command.first.map { $0.hasSuffix("/sleep") } == true && command.last == "300", "\(command)")
+            try await harness.manager.delete(appNamed: "../my api")
+            try await harness.manager.delete(appNamed: "sleeper")
+        }
+    }
+
+    @Test("start runs every instance online with exactly its own env; delete stops them")
+    func startRunsInstancesWithTheirOwnEnvironment() async throws {
+        try await SupervisorHarness.with { harness in
+            // Started by the test with a canary in its environment: the apps must not see it.
+            let daemon = try ProcessSpawner.spawn(
+                ProcessSpawner.Request(
+                    executable: TestPaths.executable("ferry-agent"),
+                    arguments: ["ferry-agent", "supervisor", "--home", harness.home],
+                    environment: ["PATH": AppSpec.defaultSearchPath, "FERRY_TEST_CANARY": "agent-secret"],
+                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    grouping: .newSession
+                )
+            )
+            defer {
+                // The daemon is this test's child here: reap it (killing it first if the test failed early).
+                if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
+                var status: Int32 = 0
+                waitpid(daemon, &status, 0)
+            }
+            try await harness.waitForSocket()
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            let spec = harness.spec(
+                "reporter",
+                script: script,
+                instances: 2,
+                env: ["OUT_DIR": "\(harness.home)/out", "GREETING": "hello world"]
+            )
+            try await harness.manager.start(spec, ecosystem: "")
+
+            let table = try await harness.manager.processes()
+            #expect(table.map(\.pmId) == [0, 1])
+            #expect(table.map(\.instanceIndex) == [0, 1])
+            #expect(table.allSatisfy { $0.status == .online && $0.name == "reporter" && $0.namespace == "ferry" })
+            #expect(try await harness.manager.daemonPID() == daemon)
+            let pids = table.compactMap(\.pid)
+            try #require(pids.count == 2)
+            #expect(Set(pids).count == 2)
+
+            for (index, pid) in pids.enumerated() {
+                let report = try await harness.report(instance: index, pid: pid)
+                let env = try #require(report["env"] as? [String: String])
+                #expect(Set(env.keys) == ["OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE"])
+                #expect(env["FERRY_TEST_CANARY"] == nil)
+                #expect(env["NODE_APP_INSTANCE"] == String(index))
+                #expect(env["GREETING"] == "hello world")
+                #expect(env["PATH"] == AppSpec.defaultSearchPath)
+                #expect(report["cwd"] as? String == "\(harness.home)/app")
+            }
+            // Each instance leads its own process group, so a stop reaches everything it started.
+            #expect(pids.allSatisfy { ProcStat.read(pid: $0)?.processGroup == $0 })
+
+            try await harness.manager.delete(appNamed: "reporter")
+            #expect(try await harness.manager.processes().isEmpty)
+            for pid in pids {
+                #expect(!SupervisorHarness.isAlive(pid), "pid \(pid) still runs after delete")
+            }
+            #expect(try await harness.manager.shutdown())
+        }
+    }
+
+    @Test("a crash loop ends errored after max_restarts, autorestart false ends stopped, restart brings an errored app back")
+    func crashHandling() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/crash.js", TestApps.crash)
+            var limited = harness.spec("crash-limited", script: script)
+            limited.maxRestarts = 3
+            // Every run (node start-up + 200 ms) must count as unstable, even on a loaded machine.
+            limited.minUptimeMilliseconds = 5000
+            var noAuto = harness.spec("crash-noauto", script: script)
+            noAuto.autorestart = false
+            var delayed = harness.spec("crash-delay", script: script)
+            delayed.restartDelayMilliseconds = 1500
+            try await harness.manager.start(limited, ecosystem: "")
+            try await harness.manager.start(noAuto, ecosystem: "")
+            try await harness.manager.start(delayed, ecosystem: "")
+
+            let waiting = try await harness.waitUntil("crash-delay waits for its restart_delay") { table in
+                table.first { $0.name == "crash-delay" }?.status == .waitingRestart
+            }
+            #expect(waiting.first { $0.name == "crash-delay" }.map { $0.pid == nil && $0.restarts == 0 } == true)
+            try await harness.waitUntil("crash-delay was restarted after its delay") { table in
+                table.first { $0.name == "crash-delay" }.map { $0.restarts >= 1 } ?? false
+            }
+            try await harness.manager.delete(appNamed: "crash-delay")
+
+            let settled = try await harness.waitUntil("crash-limited is errored and crash-noauto stopped") { table in
+                table.first { $0.name == "crash-limited" }?.status == .errored && table.first { $0.name == "crash-noauto" }?.status == .stopped
+            }
+            let errored = try #require(settled.first { $0.name == "crash-limited" })
+            let stopped = try #require(settled.first { $0.name == "crash-noauto" })
+            // PM2 7: max_restarts 3 → errored at restart_time 2; autorestart false → stopped without a restart.
+            #expect(errored.restarts == 2)
+            #expect(errored.pid == nil)
+            #expect(stopped.restarts == 0)
+            #expect(stopped.pid == nil)
+
+            try await harness.manager.restart(appNamed: "crash-limited")
+            let restarted = try #require(try await harness.manager.processes().first { $0.name == "crash-limited" })
+            // The app crashes 200 ms after it starts, so on a loaded machine it may already have crashed through its
+            // max_restarts again by the time the table is read: either it runs again, or it is errored after more
+            // restarts than before. The wait below shows the restart happened (restart_time climbs from 2 to 4).
+            #expect(restarted.status != .errored || restarted.restarts > 2, "\(restarted.status) \(restarted.restarts)")
+            #expect(restarted.restarts >= 2, "restarting an errored app does not count a restart (PM2 keeps restart_time)")
+            try await harness.waitUntil("crash-limited is errored again") { table in
+                table.first { $0.name == "crash-limited" }.map { $0.status == .errored && $0.restarts == 4 } ?? false
+            }
+        }
+    }
+
+    @Test("stopping an app that ignores SIGINT escalates to SIGKILL after kill_timeout")
+    func killTimeoutEscalation() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/stubborn.js", TestApps.stubborn)
+            var spec = harness.spec(
+                "stubborn",
+                script: script,
+                env: ["MARKER": "\(harness.home)/sigint", "READY": "\(harness.home)/ready"]
+            )
+            spec.killTimeoutMilliseconds = 700
+            try await harness.manager.start(spec, ecosystem: "")
+            let pid = try #require(try await harness.manager.processes().first?.pid)
+            // Only once its SIGINT handler is installed does "ignores SIGINT" hold.
+            #expect(await SupervisorHarness.eventually { FileManager.default.fileExists(atPath: "\(harness.home)/ready") })
+
+            let started = ContinuousClock.now
+            try await harness.manager.delete(appNamed: "stubborn")
+            let elapsed = started.duration(to: .now)
+
+            #expect(FileManager.default.fileExists(atPath: "\(harness.home)/sigint"), "SIGINT was not delivered first")
+            #expect(elapsed >= .milliseconds(700), "SIGKILL came before kill_timeout: \(elapsed)")
+            #expect(!SupervisorHarness.isAlive(pid))
+            let errorLog = try String(contentsOfFile: "\(harness.home)/logs/stubborn-0-err.log", encoding: .utf8)
+            #expect(errorLog.contains("sending SIGKILL"))
+        }
+    }
+
+    @Test("reload runs the code behind a repointed current symlink, in fork and cluster mode")
+    func reloadFollowsCurrentSymlink() async throws {
+        try await SupervisorHarness.with { harness in
+            for version in ["v1", "v2"] {
+                try harness.write("releases/\(version)/server.js", TestApps.server)
+                try harness.write("releases/\(version)/report.js", TestApps.report)
+                try harness.write("releases/\(version)/VERSION", version)
+            }
+            try harness.write("out/.keep", "")
+            try harness.pointSymlink("current", to: "releases/v1")
+            let current = "\(harness.home)/current"
+            let port = try SupervisorHarness.freePort()
+            let web = harness.spec("web", script: "\(current)/server.js", cwd: current, env: ["PORT": String(port)])
+            let workers = harness.spec(
+                "workers",
+                script: "\(current)/report.js",
+                cwd: current,
+                instances: 2,
+                execMode: .cluster,
+                env: ["OUT_DIR": "\(harness.home)/out"]
+            )
+            try await harness.manager.start(web, ecosystem: "")
+            try await harness.manager.start(workers, ecosystem: "")
+            #expect(await SupervisorHarness.eventually { await SupervisorHarness.httpGet(port: port)?.contains("\"v1\"") == true })
+            let before = try await harness.manager.processes()
+
+            try harness.pointSymlink("current", to: "releases/v2")
+            try await harness.manager.reload(web, ecosystem: "")
+            try await harness.manager.reload(workers, ecosystem: "")
+
+            #expect(await SupervisorHarness.eventually { await SupervisorHarness.httpGet(port: port)?.contains("\"v2\"") == true })
+            let after = try await harness.waitUntil("every instance is online again") { table in
+                table.count == 3 && table.allSatisfy { $0.status == .online }
+            }
+            #expect(after.map(\.pmId) == before.map(\.pmId), "reload keeps pm_ids")
+            #expect(after.allSatisfy { $0.restarts == 1 })
+            #expect(after.allSatisfy { $0.cwd == current }, "the table keeps the symlink path, like PM2")
+            for worker in after where worker.name == "workers" {
+                let pid = try #require(worker.pid)
+                #expect(!before.contains { $0.pid == pid })
+                let report = try await harness.report(instance: worker.instanceIndex, pid: pid)
+                #expect(report["version"] as? String == "v2")
+                #expect(report["cwd"] as? String == "\(harness.home)/releases/v2")
+            }
+            for old in before.compactMap(\.pid) {
+                #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(old) }, "old pid \(old) survived the reload")
+            }
+        }
+    }
+
+    @Test("app output goes to logs rotated by size")
+    func logRotation() async throws {
+        let rotation: @Sendable (inout BuiltinProcessManager.Configuration) -> Void = {
+            $0.logRotation = LogRotation(maximumFileBytes: 64 * 1024, keptFiles: 2)
+        }
+        try await SupervisorHarness.with(configure: rotation) { harness in
+            let script = try harness.write("app/chatty.js", TestApps.chatty)
+            try await harness.manager.start(harness.spec("chatty", script: script), ecosystem: "")
+            let log = "\(harness.home)/logs/chatty-0-out.log"
+            let done = await SupervisorHarness.eventually {
+                (try? String(contentsOfFile: log, encoding: .utf8))?.hasSuffix("done\n") == true
+            }
+            #expect(done)
+            let files = [log, "\(log).1", "\(log).2"]
+            for file in files {
+                let size = try #require(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
+                #expect(size > 0 && size <= 64 * 1024, "\(file) has \(size) bytes")
+            }
+            #expect(!FileManager.default.fileExists(atPath: "\(log).3"), "only 2 rotated files are kept")
+            // 300 KB written, 64 KiB files: the oldest output was dropped; rotation cuts by bytes, so only the first
+            // kept line may be partial, and the files join up without a byte lost or repeated.
+            var kept = ""
+            for file in files.reversed() {
+                kept += try String(contentsOfFile: file, encoding: .utf8)
+            }
+            let lines: [String] = kept.components(separatedBy: "\n").dropLast()
+            #expect(lines.last == "done")
+            #expect(lines.dropFirst().dropLast().allSatisfy { $0.count == 99 })
+        }
+    }
+
+    @Test("the daemon is detached, outlives its client, serves a second client the same table, and stops on SIGTERM")
+    func daemonOutlivesItsClient() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            try await harness.manager.start(harness.spec("reporter", script: script, env: ["OUT_DIR": "\(harness.home)/out"]), ecosystem: "")
+            let first = try await harness.manager.processes()
+            let daemon = try await harness.manager.daemonPID()
+            #expect(harness.daemonPidFromFile == daemon)
+
+            let stat = try #require(ProcStat.read(pid: daemon))
+            #expect(stat.session == daemon, "the daemon leads its own session")
+            #expect(stat.parentPid != getpid(), "the daemon is not the client's child")
+            let mode = try #require(try FileManager.default.attributesOfItem(atPath: "\(harness.home)/supervisor.sock")[.posixPermissions] as? Int)
+            #expect(mode & 0o777 == 0o600)
+
+            let second = harness.secondClient()
+            let seen = try await second.processes()
+            #expect(seen.map(\.pid) == first.map(\.pid))
+            #expect(seen.map(\.pmId) == first.map(\.pmId))
+            #expect(try await second.daemonPID() == daemon)
+
+            let appPid = try #require(first.first?.pid)
+            kill(daemon, SIGTERM)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            #expect(!SupervisorHarness.isAlive(appPid), "SIGTERM to the daemon stops its apps")
+        }
+    }
+
+    @Test("clients calling at once on a fresh home start exactly one daemon")
+    func concurrentFirstCalls() async throws {
+        try await SupervisorHarness.with { harness in
+            let clients = [harness.manager, harness.secondClient(), harness.secondClient(), harness.secondClient()]
+            let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
+                for client in clients {
+                    group.addTask { try await client.daemonPID() }
+                }
+                return try await group.reduce(into: Set<Int32>()) { $0.insert($1) }
+            }
+            #expect(pids.count == 1)
+            let daemon = try #require(pids.first)
+            // Daemons that lost the race for the lock exit at once.
+            #expect(await SupervisorHarness.eventually { harness.processesUnderHome() == [daemon] })
+        }
+    }
+
+    @Test("a daemon killed with SIGKILL is started again by the next call and resurrects its apps")
+    func resurrectAfterSIGKILL() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            try await harness.manager.start(
+                harness.spec("reporter", script: script, instances: 2, env: ["OUT_DIR": "\(harness.home)/out"]),
+                ecosystem: ""
+            )
+            try await harness.manager.restart(appNamed: "reporter")
+            let before = try await harness.manager.processes()
+            #expect(before.allSatisfy { $0.restarts == 1 })
+            let daemon = try await harness.manager.daemonPID()
+
+            kill(daemon, SIGKILL)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            // The dead daemon left its socket and pid file behind.
+            #expect(FileManager.default.fileExists(atPath: "\(harness.home)/supervisor.sock"))
+            #expect(harness.daemonPidFromFile == daemon)
+
+            let after = try await harness.manager.processes()
+            let respawned = try await harness.manager.daemonPID()
+            #expect(respawned != daemon)
+            #expect(after.map(\.pmId) == before.map(\.pmId))
+            #expect(after.allSatisfy { $0.status == .online && $0.restarts == 0 }, "\(SupervisorHarness.summary(after))")
+            for old in before.compactMap(\.pid) {
+                #expect(!after.contains { $0.pid == old })
+                #expect(!SupervisorHarness.isAlive(old), "the process the killed daemon left behind still runs")
+            }
+
+            // `ferry-agent supervisor --stop` stops the daemon and its apps.
+            let stop = Process()
+            stop.executableURL = URL(fileURLWithPath: TestPaths.executable("ferry-agent"))
+            stop.arguments = ["supervisor", "--home", harness.home, "--stop"]
+            let output = Pipe()
+            stop.standardOutput = output
+            try stop.run()
+            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            stop.waitUntilExit()
+            #expect(stop.terminationStatus == 0)
+            #expect(printed.contains("stopped"), "\(printed)")
+            #expect(!SupervisorHarness.isAlive(respawned))
+            #expect(after.compactMap(\.pid).allSatisfy { !SupervisorHarness.isAlive($0) })
+        }
+    }
+
+    @Test("an instance above max_memory_restart is restarted")
+    func memoryLimitRestarts() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/hog.js", TestApps.hog)
+            var spec = harness.spec("hog", script: script)
+            spec.maxMemoryBytes = 64 << 20
+            try await harness.manager.start(spec, ecosystem: "")
+            let first = try #require(try await harness.manager.processes().first?.pid)
+            // The hog grows again after each restart, so under load it may already be stopping for the next one:
+            // wait for a moment where a new process is online.
+            let table = try await harness.waitUntil("hog was restarted for its memory") { table in
+                table.first.map { $0.restarts >= 1 && $0.status == .online && $0.pid != nil && $0.pid != first } ?? false
+            }
+            #expect(table.first?.restarts ?? 0 >= 1)
+        }
+    }
+}
