@@ -33,7 +33,7 @@ struct PollService: Service, CustomStringConvertible {
             do {
                 // The first poll does not wait: the agent converges at once after a start.
                 let wait = desired == nil ? 0 : config.longPollSeconds
-                switch try await runtime.client.desiredState(agentId: config.agentId, etag: etag, wait: wait) {
+                switch try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
                 case .changed(let state, let newTag):
                     desired = state
                     etag = newTag
@@ -90,7 +90,7 @@ struct ReportService: Service, CustomStringConvertible {
                 for await _ in reports.stream {
                     let report = await runtime.reconciler.statusReport(hostname: hostname)
                     do {
-                        try await runtime.client.report(report, agentId: runtime.config.agentId)
+                        try await runtime.client.report(report, agentID: runtime.config.agentID)
                     } catch {
                         runtime.logger.info("status report not delivered", metadata: ["ferry.reason": "\(error)"])
                     }

@@ -65,7 +65,7 @@ struct AgentConfigTests {
         let json = try Self.load(Self.fullJSON, name: "agent.json")
         #expect(yaml == json)
         #expect(yaml.controllerURL == "https://ferry.internal:8443")
-        #expect(yaml.agentId == "agent-7f3a")
+        #expect(yaml.agentID == "agent-7f3a")
         #expect(yaml.services == ["api", "web-frontend"])
         #expect(yaml.trustedKeys == ["/etc/ferry/keys/alice.pub", "/etc/ferry/keys/bob.pub"])
         #expect(yaml.threshold == 2)
@@ -128,7 +128,7 @@ struct AgentConfigTests {
         #expect(config.pm2Path == "/opt/pm2")
         #expect(config.pm2Home == "/srv/pm2home")
         // Everything else stays as the file says.
-        #expect(config.agentId == "agent-7f3a")
+        #expect(config.agentID == "agent-7f3a")
         #expect(config.threshold == 2)
 
         // An empty variable is not an override.

@@ -44,7 +44,7 @@ struct AgentEndToEndTests {
 
         // A compromised controller: stop the real one, serve forged documents from its address.
         let controllerPort = fleet.controller.port
-        let agentId = try agentID(config: config)
+        let agentID = try agentID(config: config)
         await fleet.controller.stop()
         let rogue = RogueController(port: controllerPort)
         do {
@@ -54,7 +54,7 @@ struct AgentEndToEndTests {
                 .replacingOccurrences(of: "\"serial\":2", with: "\"serial\":10")
                 .replacingOccurrences(of: "2.0.0", with: "6.6.6")
             tampered.payload = Array(forged.utf8)
-            await rogue.serve([tampered], agentId: agentId)
+            await rogue.serve([tampered], agentID: agentID)
             let tamperReport = try await eventually("the agent reports the tampered serial refused") { () -> ServiceStatus? in
                 let reports = await rogue.recorder.reports
                 return reports.last?.services.first { $0.failures.contains { $0.serial == 10 && $0.kind == "refused" } }
@@ -65,7 +65,7 @@ struct AgentEndToEndTests {
             #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
 
             // (b) a replay of the older, genuinely signed serial 1.
-            await rogue.serve([v1], agentId: agentId)
+            await rogue.serve([v1], agentID: agentID)
             let replayReport = try await eventually("the agent reports the replayed serial refused") { () -> ServiceStatus? in
                 let reports = await rogue.recorder.reports
                 return reports.last?.services.first { $0.failures.contains { $0.serial == 1 && $0.kind == "refused" } }
@@ -95,7 +95,7 @@ struct AgentEndToEndTests {
 
     private func agentID(config: String) throws -> String {
         let json = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
-        guard let id = json["agentId"]?.stringValue else { throw HarnessError("no agentId in \(config)") }
+        guard let id = json["agentId"]?.stringValue else { throw HarnessError("no agentID in \(config)") }
         return id
     }
 }

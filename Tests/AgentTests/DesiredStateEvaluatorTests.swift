@@ -278,7 +278,7 @@ struct DesiredStateEvaluatorTests {
             services: ["api", "web"]
         )
         let envelopes = try testCase.envelopes(keys)
-        let result = evaluator.evaluate(DesiredState(agentId: "a1", pollSeconds: 15, releases: envelopes), state: testCase.state)
+        let result = evaluator.evaluate(DesiredState(agentID: "a1", pollSeconds: 15, releases: envelopes), state: testCase.state)
 
         // `web` has no envelope: it gets no decision, and nothing is invented for it.
         #expect(result.decisions["web"] == nil)
@@ -338,7 +338,7 @@ struct DesiredStateEvaluatorTests {
             try Self.signed(CoreFixture.release("api", serial: 6), by: [keys.trusted]),
             try Self.signed(CoreFixture.release("billing", serial: 1), by: [keys.trusted]),
         ]
-        let result = evaluator.evaluate(DesiredState(agentId: "a1", pollSeconds: 15, releases: envelopes), state: Self.appliedFive)
+        let result = evaluator.evaluate(DesiredState(agentID: "a1", pollSeconds: 15, releases: envelopes), state: Self.appliedFive)
         let api6 = CoreFixture.release("api", serial: 6)
         #expect(result.decisions["api"] == .install(api6, payload: api6.payload()))
         guard case .refuse(2, let reason)? = result.decisions["web"] else {

@@ -39,7 +39,7 @@ struct InstallRetryEndToEndTests {
         await fleet.controller.stop()
         let controller = RogueController(port: controllerPort)
         do {
-            await controller.serve([v2], agentId: agentID)
+            await controller.serve([v2], agentID: agentID)
             let waiting = try await eventually("the agent reports serial 2 not installed yet", timeout: .seconds(60)) { () -> ServiceStatus? in
                 let service = await controller.recorder.reports.last?.services.first { $0.service == "web" }
                 return service?.message.hasPrefix("serial 2 (2.0.0) not installed yet: artifact \(digest)") == true ? service : nil
@@ -64,7 +64,7 @@ struct InstallRetryEndToEndTests {
 
     private static func agentID(config: String) throws -> String {
         let json = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
-        guard let id = json["agentId"]?.stringValue else { throw HarnessError("no agentId in \(config)") }
+        guard let id = json["agentId"]?.stringValue else { throw HarnessError("no agentID in \(config)") }
         return id
     }
 }

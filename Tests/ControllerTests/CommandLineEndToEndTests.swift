@@ -164,7 +164,7 @@ import Testing
             )
             let reported = try await http.send(
                 "POST",
-                server.baseURL + "/v1/agents/\(agent.agentId)/status",
+                server.baseURL + "/v1/agents/\(agent.agentID)/status",
                 token: agent.token,
                 body: report.json.encoded()
             )
@@ -182,7 +182,7 @@ import Testing
             let statusJSON = try await Self.cli(["status", "--json"], environment: environment)
             #expect(FleetDocument.agents(try JSONValue.parse(Array(statusJSON.output.utf8))).first?["name"] == .string("web-1"))
             let agents = try await Self.cli(["agents"], environment: environment)
-            #expect(agents.output.contains(agent.agentId))
+            #expect(agents.output.contains(agent.agentID))
 
             // Roll back to 1.0.0: a new serial pointing at the old artifact.
             let rollback = try await Self.cli(["rollback", "--service", "api", "--to-version", "1.0.0"], environment: environment)
@@ -205,7 +205,7 @@ import Testing
             let restarted = try await Self.cli(["status", "--service", "api"], environment: restartedEnvironment)
             #expect(restarted.output.contains("latest release: api 1.0.0 (serial 3)"), "\(restarted.output)\(restarted.errors)")
             #expect(restarted.output.contains("web-1"))
-            let desired = try await http.send("GET", server.baseURL + "/v1/agents/\(agent.agentId)/desired-state", token: agent.token)
+            let desired = try await http.send("GET", server.baseURL + "/v1/agents/\(agent.agentID)/desired-state", token: agent.token)
             #expect(desired.status == 200)
             let state = try DesiredState(json: JSONValue.parse(desired.body))
             let verified = try TrustPolicy(trustedKeys: [PublicKey(contentsOf: keyPrefix + ".pub")]).verify(

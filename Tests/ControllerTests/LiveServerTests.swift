@@ -106,7 +106,7 @@ import Testing
                 )
                 #expect(enrolled.status == 201)
                 let agent = try EnrollResponse(json: JSONValue.parse(enrolled.body))
-                let url = base + "/v1/agents/\(agent.agentId)/desired-state"
+                let url = base + "/v1/agents/\(agent.agentID)/desired-state"
                 let first = try await http.send("GET", url, token: agent.token)
                 #expect(first.status == 200)
                 let tag = try #require(first.header("ETag"))
@@ -135,7 +135,7 @@ import Testing
                         )
                     ]
                 )
-                let posted = try await http.send("POST", base + "/v1/agents/\(agent.agentId)/status", token: agent.token, body: report.json.encoded())
+                let posted = try await http.send("POST", base + "/v1/agents/\(agent.agentID)/status", token: agent.token, body: report.json.encoded())
                 #expect(posted.status == 204)
                 let stored = try await fixture.store.serviceStatuses()
                 #expect(stored.map(\.status.phase) == [.waiting])
@@ -209,7 +209,7 @@ import Testing
                     let newTag = try #require(response.header("ETag"))
                     #expect(newTag != oldTags[index])
                     let state = try DesiredState(json: JSONValue.parse(response.body))
-                    #expect(state.agentId == pinned[index].id)
+                    #expect(state.agentID == pinned[index].id)
                     #expect(state.releases.count == 1)
                 }
                 // How long after the publish returned each waiter had its answer (negative: before the client saw

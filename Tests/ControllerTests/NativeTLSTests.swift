@@ -259,7 +259,7 @@ import Testing
             )
             enroll.setBearerToken(setup.enrollToken)
             let agent = try EnrollResponse(json: JSONValue.parse(try await http.send(enroll).body))
-            let stateURL = server.baseURL + "/v1/agents/\(agent.agentId)/desired-state"
+            let stateURL = server.baseURL + "/v1/agents/\(agent.agentID)/desired-state"
             let first = try await http.send(HTTPClient.Request(url: stateURL).withBearerToken(agent.token))
             let etag = try #require(first.headers["ETag"])
             let longPoll = Task {

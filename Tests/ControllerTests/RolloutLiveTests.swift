@@ -70,7 +70,7 @@ import Testing
         func enroll(_ name: String) async throws -> RolloutAgent {
             let body = Array(EnrollRequest(name: name, hostname: name, services: ["web"]).json.encoded())
             let answer = try EnrollResponse(json: JSONValue.parse(try await send(.post, "/v1/agents", token: harness.enrollToken, body: body).body))
-            return RolloutAgent(id: answer.agentId, name: name, token: answer.token)
+            return RolloutAgent(id: answer.agentID, name: name, token: answer.token)
         }
         func publish(_ serial: Int64, query: String = "") async throws {
             let envelope = try harness.envelope(serial: serial, version: "\(serial).0.0")

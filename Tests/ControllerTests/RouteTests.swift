@@ -198,7 +198,7 @@ import Testing
                 let empty = try await client.execute(uri: url, method: .get, headers: Fixture.bearer(token))
                 #expect(empty.status == .ok)
                 let emptyState = try DesiredState(json: Fixture.json(empty))
-                #expect(emptyState == DesiredState(agentId: id, pollSeconds: 15, releases: []))
+                #expect(emptyState == DesiredState(agentID: id, pollSeconds: 15, releases: []))
                 let emptyTag = try #require(empty.headers[.eTag])
                 #expect(emptyTag == "\"\(SHA256.hash(Array(empty.body.readableBytesView)).hex)\"")
 

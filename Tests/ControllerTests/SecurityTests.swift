@@ -85,7 +85,7 @@ struct SecurityWorld: Sendable {
             let response = try await http.send("POST", base + "/v1/agents", token: token, body: body)
             try expectStatus(response, 201, "enrolling \(name)")
             let enrolled = try EnrollResponse(json: JSONValue.parse(response.body))
-            return (enrolled.agentId, enrolled.token)
+            return (enrolled.agentID, enrolled.token)
         }
         func upload(_ text: String) async throws -> ArtifactReference {
             let bytes = Array(text.utf8)

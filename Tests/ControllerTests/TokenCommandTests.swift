@@ -191,16 +191,16 @@ import Testing
             let first = try EnrollResponse(
                 json: JSONValue.parse(try await http.send("POST", server.baseURL + "/v1/agents", token: enrollToken, body: body).body)
             )
-            let url = server.baseURL + "/v1/agents/\(first.agentId)/desired-state"
+            let url = server.baseURL + "/v1/agents/\(first.agentID)/desired-state"
             #expect(try await http.send("GET", url, token: first.token).status == 200)
             #expect(try await http.send("POST", server.baseURL + "/v1/agents", token: enrollToken, body: body).status == 409)
 
             let environment = ["FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken]
             let listed = try await CLI.cli(["agents"], environment: environment)
-            #expect(listed.output.contains(first.agentId))
+            #expect(listed.output.contains(first.agentID))
             let removed = try await CLI.cli(["agents", "remove", "web 1"], environment: environment)
             #expect(removed.status == 0, "\(removed.errors)")
-            #expect(removed.output.contains("removed agent web 1 (\(first.agentId))"))
+            #expect(removed.output.contains("removed agent web 1 (\(first.agentID))"))
             #expect(try await http.send("GET", url, token: first.token).status == 401)
             let unknown = try await CLI.cli(["agents", "remove", "web 1"], environment: environment)
             #expect(unknown.status != 0)

@@ -57,7 +57,7 @@ struct AgentStatusCommand: AsyncParsableCommand {
             print(String(decoding: report.json.encoded(), as: UTF8.self))
             return
         }
-        print("agent \(config.agentId) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
+        print("agent \(config.agentID) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
         if let problem = state.controllerProblem {
             print("controller problem since \(Timestamp.format(problem.since)): \(secrets.apply(problem.message))")
         }

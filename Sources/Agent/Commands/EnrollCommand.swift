@@ -110,7 +110,7 @@ struct EnrollCommand: AsyncParsableCommand {
 
         var agentConfig = AgentConfig(
             controllerURL: controller,
-            agentId: response.agentId,
+            agentID: response.agentID,
             tokenFile: tokenFile,
             services: service,
             trustedKeys: keyPaths,
@@ -130,7 +130,7 @@ struct EnrollCommand: AsyncParsableCommand {
         var text = agentConfig.json.encoded()
         text.append(0x0a)
         try AtomicFile.write(Array(text), to: configPath, mode: 0o600)
-        print("enrolled as agent \(response.agentId) for \(service.joined(separator: ", "))")
+        print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
         print("config: \(configPath)")
         print("token: \(tokenFile)")
     }

@@ -21,7 +21,7 @@ struct OnceCommand: AsyncParsableCommand {
         var desired: DesiredState?
         var problems: [String] = []
         do {
-            if case .changed(let state, _) = try await runtime.client.desiredState(agentId: config.agentId, etag: nil, wait: 0) {
+            if case .changed(let state, _) = try await runtime.client.desiredState(agentID: config.agentID, etag: nil, wait: 0) {
                 desired = state
             }
             await runtime.reconciler.noteControllerContact(failure: nil)
@@ -32,7 +32,7 @@ struct OnceCommand: AsyncParsableCommand {
         let summary = await runtime.reconciler.pass(desired: desired)
         problems += summary.problems
         do {
-            try await runtime.client.report(await runtime.reconciler.statusReport(hostname: AgentRuntime.hostname()), agentId: config.agentId)
+            try await runtime.client.report(await runtime.reconciler.statusReport(hostname: AgentRuntime.hostname()), agentID: config.agentID)
         } catch {
             problems.append("status report not delivered: \(error)")
         }

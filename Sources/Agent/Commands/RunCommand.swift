@@ -24,7 +24,7 @@ struct RunCommand: AsyncParsableCommand {
         logger.info(
             "agent starting",
             metadata: [
-                "ferry.agent": "\(config.agentId)", "ferry.controller": "\(config.controllerURL)",
+                "ferry.agent": "\(config.agentID)", "ferry.controller": "\(config.controllerURL)",
                 "ferry.process_manager": "\(runtime.processManagerName)", "ferry.services": "\(config.services.joined(separator: ","))",
             ]
         )

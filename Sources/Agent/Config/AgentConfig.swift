@@ -16,7 +16,7 @@ struct AgentConfig: Sendable, Equatable {
     /// `controller`: base URL of the controller, e.g. `https://ferry.internal:8443`.
     var controllerURL: String
     /// `agentId`: this instance's id, issued at enrollment.
-    var agentId: String
+    var agentID: String
     /// `tokenFile`: file holding the agent token (mode 0600). Default `<state dir>/agent.token`.
     var tokenFile: String
     /// `services`: the services this instance runs. Releases for any other service are refused.
@@ -91,7 +91,7 @@ struct AgentConfig: Sendable, Equatable {
 
     init(
         controllerURL: String,
-        agentId: String,
+        agentID: String,
         tokenFile: String,
         services: [String],
         trustedKeys: [String],
@@ -99,7 +99,7 @@ struct AgentConfig: Sendable, Equatable {
         stateDir: String = "/var/lib/ferry"
     ) {
         self.controllerURL = controllerURL
-        self.agentId = agentId
+        self.agentID = agentID
         self.tokenFile = tokenFile
         self.services = services
         self.trustedKeys = trustedKeys
@@ -113,7 +113,7 @@ struct AgentConfig: Sendable, Equatable {
             Int(try reader.optional(key, Field.integer(in: range)) ?? Int64(fallback))
         }
         controllerURL = try reader.required("controller", Field.string(maxLength: Limits.urlLength))
-        agentId = try reader.required("agentId", Field.string(maxLength: 128))
+        agentID = try reader.required("agentId", Field.string(maxLength: 128))
         stateDir = try reader.optional("stateDir", Field.string(maxLength: Limits.pathLength)) ?? "/var/lib/ferry"
         tokenFile = try reader.optional("tokenFile", Field.string(maxLength: Limits.pathLength)) ?? "\(stateDir)/agent.token"
         services = try reader.required("services") { (value, path) throws(DocumentError) -> [String] in
@@ -154,7 +154,7 @@ struct AgentConfig: Sendable, Equatable {
     /// The configuration as written by `enroll`.
     var json: JSONValue {
         var fields: [String: JSONValue] = [
-            "controller": .string(controllerURL), "agentId": .string(agentId), "tokenFile": .string(tokenFile),
+            "controller": .string(controllerURL), "agentId": .string(agentID), "tokenFile": .string(tokenFile),
             "services": .array(services.map { .string($0) }), "trustedKeys": .array(trustedKeys.map { .string($0) }),
             "threshold": .integer(Int64(threshold)), "stateDir": .string(stateDir), "envDir": .string(envDir),
             "pollSeconds": .integer(Int64(pollSeconds)), "longPollSeconds": .integer(Int64(longPollSeconds)),

@@ -26,8 +26,8 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     }
 
     /// `GET /v1/agents/{id}/desired-state`, with `If-None-Match` and, when `wait > 0`, a long-poll.
-    func desiredState(agentId: String, etag: String?, wait: Int) async throws(ControllerError) -> Poll {
-        var url = "\(baseURL)/v1/agents/\(Self.escape(agentId))/desired-state"
+    func desiredState(agentID: String, etag: String?, wait: Int) async throws(ControllerError) -> Poll {
+        var url = "\(baseURL)/v1/agents/\(Self.escape(agentID))/desired-state"
         if wait > 0 { url += "?wait=\(wait)" }
         var headers = authorization
         if let etag { headers["If-None-Match"] = etag }
@@ -43,8 +43,8 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     }
 
     /// `POST /v1/agents/{id}/status`.
-    func report(_ report: StatusReport, agentId: String) async throws(ControllerError) {
-        let url = "\(baseURL)/v1/agents/\(Self.escape(agentId))/status"
+    func report(_ report: StatusReport, agentID: String) async throws(ControllerError) {
+        let url = "\(baseURL)/v1/agents/\(Self.escape(agentID))/status"
         var headers = authorization
         headers["Content-Type"] = "application/json"
         let response = try await send(HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(report.json.encoded())))

@@ -30,7 +30,7 @@ struct DesiredStateBuilder: Sendable {
         }
         let releases = try await selector.releases(for: agent, in: store, shared: snapshot)
         let state = DesiredState(
-            agentId: agent.id,
+            agentID: agent.id,
             pollSeconds: configuration.pollInterval.components.seconds,
             releases: releases.map(\.envelope)
         )

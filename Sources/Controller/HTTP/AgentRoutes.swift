@@ -87,7 +87,7 @@ struct AgentRoutes: Sendable {
                 "ferry.token.id": "\(principal.tokenID ?? "")",
             ]
         )
-        return JSONResponse.make(EnrollResponse(agentId: agent.id, token: token).json, status: .created)
+        return JSONResponse.make(EnrollResponse(agentID: agent.id, token: token).json, status: .created)
     }
 
     static func enrollmentError(_ error: StoreError, name: String) -> any Error {

@@ -9,7 +9,7 @@ import Foundation
 
 /// `GET /v1/agents/{id}/desired-state`: the latest signed release of each service the agent runs.
 package struct DesiredState: Sendable, Equatable {
-    package var agentId: String
+    package var agentID: String
     /// How often the agent should poll when not long-polling.
     package var pollSeconds: Int64
     /// Signed releases; the container itself is not signed, every element is.
@@ -18,22 +18,22 @@ package struct DesiredState: Sendable, Equatable {
     /// Most releases one desired state may carry.
     package static let maximumReleases = 256
 
-    package init(agentId: String, pollSeconds: Int64, releases: [Envelope]) {
-        self.agentId = agentId
+    package init(agentID: String, pollSeconds: Int64, releases: [Envelope]) {
+        self.agentID = agentID
         self.pollSeconds = pollSeconds
         self.releases = releases
     }
 
     package init(json: JSONValue) throws(DocumentError) {
         var reader = try ObjectReader(json, path: "")
-        agentId = try reader.required("agentId", Field.string(maxLength: 128))
+        agentID = try reader.required("agentId", Field.string(maxLength: 128))
         pollSeconds = try reader.required("pollSeconds", Field.integer(in: 1...3600))
         releases = try reader.required("releases", Field.list(limit: Self.maximumReleases, Envelope.init(json:path:)))
         try reader.rejectUnknownFields()
     }
 
     package var json: JSONValue {
-        .object(["agentId": .string(agentId), "pollSeconds": .integer(pollSeconds), "releases": .array(releases.map(\.json))])
+        .object(["agentId": .string(agentID), "pollSeconds": .integer(pollSeconds), "releases": .array(releases.map(\.json))])
     }
 }
 
@@ -294,22 +294,22 @@ package struct EnrollRequest: Sendable, Equatable {
 
 /// The answer to `POST /v1/agents`: the agent's id and its token (shown once).
 package struct EnrollResponse: Sendable, Equatable {
-    package var agentId: String
+    package var agentID: String
     package var token: String
 
-    package init(agentId: String, token: String) {
-        self.agentId = agentId
+    package init(agentID: String, token: String) {
+        self.agentID = agentID
         self.token = token
     }
 
     package init(json: JSONValue) throws(DocumentError) {
         var reader = try ObjectReader(json, path: "")
-        agentId = try reader.required("agentId", Field.string(maxLength: 128))
+        agentID = try reader.required("agentId", Field.string(maxLength: 128))
         token = try reader.required("token", Field.string(maxLength: 512))
         try reader.rejectUnknownFields()
     }
 
-    package var json: JSONValue { .object(["agentId": .string(agentId), "token": .string(token)]) }
+    package var json: JSONValue { .object(["agentId": .string(agentID), "token": .string(token)]) }
 }
 
 /// Every API error body: `{"error": "<code>", "message": "<human sentence>"}`.

@@ -41,8 +41,8 @@ final class RogueController: Sendable {
     }
 
     /// Serves `releases` as the desired state of `agentId`.
-    func serve(_ releases: [Envelope], agentId: String) async {
-        await recorder.set(Array(DesiredState(agentId: agentId, pollSeconds: 1, releases: releases).json.encoded()))
+    func serve(_ releases: [Envelope], agentID: String) async {
+        await recorder.set(Array(DesiredState(agentID: agentID, pollSeconds: 1, releases: releases).json.encoded()))
     }
 
     func stop() async {

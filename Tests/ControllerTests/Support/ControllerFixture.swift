@@ -149,7 +149,7 @@ struct ControllerFixture: Sendable {
         )
         #expect(response.status == .created)
         let enrolled = try EnrollResponse(json: JSONValue.parse(Array(response.body.readableBytesView)))
-        return (enrolled.agentId, enrolled.token)
+        return (enrolled.agentID, enrolled.token)
     }
 
     /// Uploads `bytes` as an artifact; its reference.
