@@ -16,4 +16,12 @@ struct ConfigOptions: ParsableArguments {
         logger.logLevel = level
         return logger
     }
+
+    /// The configuration, a masking logger and the runtime built from them: what `run` and `once` start from.
+    func makeRuntime() throws -> (config: AgentConfig, logger: Logger, runtime: AgentRuntime) {
+        let secrets = InstanceSecrets()
+        let logger = makeLogger(secrets: secrets)
+        let config = try AgentConfig.load(from: self.config)
+        return (config, logger, try AgentRuntime.make(config: config, logger: logger, secrets: secrets))
+    }
 }

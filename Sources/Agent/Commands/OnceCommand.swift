@@ -13,10 +13,7 @@ struct OnceCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let secrets = InstanceSecrets()
-        let logger = options.makeLogger(secrets: secrets)
-        let config = try AgentConfig.load(from: options.config)
-        let runtime = try AgentRuntime.make(config: config, logger: logger, secrets: secrets)
+        let (config, logger, runtime) = try options.makeRuntime()
         try await runtime.reconciler.prepare()
         var desired: DesiredState?
         var problems: [String] = []
@@ -43,7 +40,7 @@ struct OnceCommand: AsyncParsableCommand {
             print("converged")
             return
         }
-        for problem in unique { printError("not converged: \(secrets.apply(problem))") }
+        for problem in unique { printError("not converged: \(runtime.secrets.apply(problem))") }
         throw ExitCode(1)
     }
 }

@@ -17,10 +17,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let secrets = InstanceSecrets()
-        let logger = options.makeLogger(secrets: secrets)
-        let config = try AgentConfig.load(from: options.config)
-        let runtime = try AgentRuntime.make(config: config, logger: logger, secrets: secrets)
+        let (config, logger, runtime) = try options.makeRuntime()
         logger.info(
             "agent starting",
             metadata: [
