@@ -173,8 +173,9 @@ async function main() {
       path.join(work, 'controller'), '--trusted-key', path.join(work, 'operator.pub')], { stdio: ['ignore', controllerLog, controllerLog] });
     cleanup.push(() => controller.kill('SIGTERM'));
     for (let i = 0; i < 100 && !fs.readFileSync(path.join(work, 'controller.log'), 'utf8').includes('listening on'); i++) await sleep(100);
-    const token = (role) => run(path.join(bin, 'ferry-controller'), ['token', 'create', '--data-dir', path.join(work, 'controller'),
-      '--role', role]).stdout.trim();
+    // Enroll tokens are scoped: each agent gets one for its own service, usable once.
+    const token = (role, scope = []) => run(path.join(bin, 'ferry-controller'), ['token', 'create', '--data-dir', path.join(work, 'controller'),
+      '--role', role].concat(scope)).stdout.trim();
     const operatorToken = token('operator');
     const url = `http://127.0.0.1:${port}`;
 
@@ -224,7 +225,7 @@ async function main() {
         cleanup.push(() => kill(homeB));
         const config = path.join(stateB, 'agent.json');
         fs.mkdirSync(stateB, { recursive: true });
-        const enrolled = run(path.join(bin, 'ferry-agent'), ['enroll', '--controller', url, '--token', token('enroll'), '--service', service,
+        const enrolled = run(path.join(bin, 'ferry-agent'), ['enroll', '--controller', url, '--token', token('enroll', ['--service', service, '--max-uses', '1']), '--service', service,
           '--config', config, '--trusted-key', path.join(work, 'operator.pub'), '--name', `agent-${index}`, '--state-dir',
           path.join(stateB, 'state'), '--process-manager', 'pm2', '--pm2', pm2, '--pm2-home', homeB], { env: { PATH: basePath, HOME: os.homedir() } });
         if (enrolled.status !== 0) throw new Error(`enroll failed: ${enrolled.stderr}`);
