@@ -32,7 +32,9 @@ struct PM2CommandRunnerTests {
         }
         let elapsed = ContinuousClock.now - started
         #expect(elapsed >= .seconds(2))
-        #expect(elapsed < .seconds(15), "the call must end soon after its timeout, not wait for the sleeping processes")
+        // The stand-in and its child sleep for an hour: ending within a minute means the timeout ended the call (a
+        // wall-clock bound, generous enough for a loaded machine).
+        #expect(elapsed < .seconds(60), "the call must end soon after its timeout, not wait for the sleeping processes")
 
         let recorded = try String(contentsOfFile: standIn.state + "/pids", encoding: .utf8)
         pids = recorded.split(separator: " ").compactMap { Int32($0) }

@@ -110,7 +110,8 @@ struct BuiltinSupervisorTests {
             var noAuto = harness.spec("crash-noauto", script: script)
             noAuto.autorestart = false
             var delayed = harness.spec("crash-delay", script: script)
-            delayed.restartDelayMilliseconds = 1500
+            // Long enough that the first wait is seen before the restart, even when the machine is loaded.
+            delayed.restartDelayMilliseconds = 4000
             try await harness.manager.start(limited, ecosystem: "")
             try await harness.manager.start(noAuto, ecosystem: "")
             try await harness.manager.start(delayed, ecosystem: "")
