@@ -19,7 +19,7 @@ import Testing
             let generation = hub.generation
             group.addTask { ("api", await hub.wait(agentID: "a", services: ["api"], after: generation, timeout: .seconds(30))) }
             group.addTask { ("web", await hub.wait(agentID: "b", services: ["web"], after: generation, timeout: .milliseconds(300))) }
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(45)
             while hub.waiterCount < 2 {
                 guard ContinuousClock.now < deadline else { throw FixtureError("waiters did not park") }
                 try await Task.sleep(for: .milliseconds(5))
@@ -40,7 +40,7 @@ import Testing
                 let generation = hub.generation
                 group.addTask { await hub.wait(agentID: "a\(index)", services: ["api"], after: generation, timeout: .seconds(60)) }
             }
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(45)
             while hub.waiterCount < 50 {
                 guard ContinuousClock.now < deadline else { throw FixtureError("waiters did not park") }
                 try await Task.sleep(for: .milliseconds(5))
@@ -56,7 +56,7 @@ import Testing
     @Test func cancelledWaitsLeaveNothingBehind() async throws {
         let hub = LongPollHub()
         let task = Task { await hub.wait(agentID: "a", services: ["api"], after: hub.generation, timeout: .seconds(60)) }
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(45)
         while hub.waiterCount < 1 {
             guard ContinuousClock.now < deadline else { throw FixtureError("waiter did not park") }
             try await Task.sleep(for: .milliseconds(5))
