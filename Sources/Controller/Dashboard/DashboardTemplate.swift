@@ -25,6 +25,7 @@ enum DashboardTemplate {
         <header class="top">
         <h1>Ferry fleet</h1>
         <p id="summary">{{agents}} · {{staleCount}} stale · {{services}} · {{openRollouts}}{{#hasHalted}} · <strong class="alert">{{haltedCount}} halted</strong>{{/hasHalted}} · \
+        <span data-trust-root>{{trustRoot}}</span> · \
         generated <time datetime="{{generatedAt}}">{{generatedAt}}</time></p>
         <p id="refresh-status" data-refresh="off">reloads every {{refreshSeconds}} s</p>
         </header>
@@ -64,6 +65,19 @@ enum DashboardTemplate {
         {{/hasAgents}}
         {{^hasAgents}}<p class="empty">No agent has enrolled yet.</p>{{/hasAgents}}
         </section>
+        {{#hasApprovals}}
+        <section id="approvals">
+        <h2>Awaiting approval</h2>
+        <table class="events">
+        <thead><tr><th>Service</th><th>Serial</th><th>Version</th><th>Published by</th><th>Signatures</th><th>Signed by (key ids)</th></tr></thead>
+        <tbody>
+        {{#approvals}}<tr data-approval-service="{{service}}" data-approval-serial="{{serial}}"><td>{{service}}</td><td>{{serial}}</td>\
+        <td>{{version}}</td><td>{{publishedBy}}</td><td>{{signed}} of {{required}}</td><td>{{signers}}</td></tr>
+        {{/approvals}}
+        </tbody>
+        </table>
+        </section>
+        {{/hasApprovals}}
         <div class="columns">
         <section id="rollouts">
         <h2>Rollouts</h2>

@@ -1,0 +1,203 @@
+import Foundation
+import Logging
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// The agent's trust root: following the controller's chain from the pin, step by step, keeping the newest accepted
+/// root across restarts, and saying why no new release may be installed when a step fails or the root expired. (The
+/// chain is fetched over HTTP from a real controller in TrustRootEndToEndTests; here `fetch` serves signed envelopes.)
+@Suite("Agent trust root")
+struct AgentTrustTests {
+    static let logger = Logger(label: "ferry.test") { _ in SwiftLogNoOpLogHandler() }
+
+    /// The flag key (root 1 built from `--trusted-key`), then root keys and release keys of roots 2 and 3.
+    struct Keys: Sendable {
+        let flag, rootKey2, rootKey3, release2: SigningKey
+        init() throws {
+            flag = try .generate()
+            rootKey2 = try .generate()
+            rootKey3 = try .generate()
+            release2 = try .generate()
+        }
+
+        var pin: TrustedRoot { get throws { try TrustedRoot.fromTrustedKeys([flag.publicKey], threshold: 1) } }
+
+        func root2(signers: [SigningKey]? = nil, expiresAt: Date = Date().addingTimeInterval(86_400)) throws -> Envelope {
+            try TestRoots.root(version: 2, expiresAt: expiresAt, rootKeys: [rootKey2], releaseKeys: [release2], signers: signers ?? [flag, rootKey2])
+        }
+
+        func root3() throws -> Envelope {
+            try TestRoots.root(version: 3, rootKeys: [rootKey3], releaseKeys: [release2], signers: [rootKey2, rootKey3])
+        }
+    }
+
+    struct NotServed: Error, CustomStringConvertible {
+        let version: Int64
+        var description: String { "controller refused http://127.0.0.1/v1/roots/\(version): HTTP 404 unknown_root" }
+    }
+
+    /// A fetch serving `chain` by version.
+    static func serving(_ chain: [Int64: Envelope]) -> @Sendable (Int64) async throws -> Envelope {
+        { version in
+            guard let envelope = chain[version] else { throw NotServed(version: version) }
+            return envelope
+        }
+    }
+
+    @Test("1 → 2 → 3: each step verified, the newest kept across a restart, never rolled back")
+    func followsTheChain() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let file = directory.appendingPathComponent("trust-root.json").path
+            let trust = AgentTrust(pinned: try keys.pin, file: file, logger: Self.logger)
+            let chain = [2: try keys.root2(), 3: try keys.root3()] as [Int64: Envelope]
+            await trust.catchUp(to: 3, fetch: Self.serving(chain))
+            #expect(await trust.current.version == 3)
+            #expect(await trust.updateProblem == nil)
+            let snapshot = await trust.snapshot(at: Date())
+            #expect(snapshot.problem == nil)
+            #expect(snapshot.report?.version == 3 && snapshot.report?.problem == nil && snapshot.report?.expiresAt != nil)
+            #expect(throws: Never.self) {
+                try snapshot.releasePolicy.verify(try TestRoots.release(signers: [keys.release2]), expecting: Release.payloadType)
+            }
+            #expect(throws: TrustError.self) {
+                try snapshot.releasePolicy.verify(try TestRoots.release(signers: [keys.flag]), expecting: Release.payloadType)
+            }
+
+            // A restart resumes from the stored root 3, and a controller naming an older version moves nothing.
+            let restarted = AgentTrust(pinned: try keys.pin, file: file, logger: Self.logger)
+            #expect(await restarted.current.version == 3)
+            await restarted.catchUp(to: 2, fetch: Self.serving([:]))
+            #expect(await restarted.current.version == 3)
+            #expect(await restarted.updateProblem == nil)
+            await restarted.catchUp(to: nil, fetch: Self.serving([:]))
+            #expect(await restarted.current.version == 3)
+        }
+    }
+
+    struct Failure: Sendable, CustomStringConvertible {
+        let description: String
+        /// What the controller serves, by version.
+        let chain: @Sendable (Keys) throws -> [Int64: Envelope]
+        let target: Int64
+        /// The version the agent ends on, and words of its problem.
+        let version: Int64
+        let problem: [String]
+    }
+
+    static let failures: [Failure] = [
+        Failure(
+            description: "the named version is not served",
+            chain: { _ in [:] },
+            target: 2,
+            version: 1,
+            problem: ["cannot fetch trust root version 2", "the controller names version 2", "404"]
+        ),
+        Failure(
+            description: "root 2 signed only by its new root key",
+            chain: { [2: try $0.root2(signers: [$0.rootKey2])] },
+            target: 2,
+            version: 1,
+            problem: ["trust root version 2 refused", "not signed by enough root keys of version 1"]
+        ),
+        Failure(
+            description: "root 2 signed only by the old key",
+            chain: { [2: try $0.root2(signers: [$0.flag])] },
+            target: 2,
+            version: 1,
+            problem: ["trust root version 2 refused", "not signed by enough of its own root keys"]
+        ),
+        Failure(
+            description: "root 3 served as version 2 (skipping)",
+            chain: { [2: try $0.root3()] },
+            target: 3,
+            version: 1,
+            problem: ["trust root version 2 refused", "the next root must be version 2"]
+        ),
+        Failure(
+            description: "a good root 2, then a root 3 not signed by root 2's keys",
+            chain: { keys in
+                [
+                    2: try keys.root2(),
+                    3: try TestRoots.root(version: 3, rootKeys: [keys.rootKey3], releaseKeys: [keys.release2], signers: [keys.flag, keys.rootKey3]),
+                ]
+            },
+            target: 3,
+            version: 2,
+            problem: ["trust root version 3 refused", "not signed by enough root keys of version 2"]
+        ),
+        Failure(
+            description: "a release envelope served as a root",
+            chain: { [2: try TestRoots.release(signers: [$0.flag])] },
+            target: 2,
+            version: 1,
+            problem: ["trust root version 2 refused", "expected \"application/vnd.ferry.root.v1+json\""]
+        ),
+    ]
+
+    @Test("a step that cannot be fetched or verified stops the catch-up and blocks new releases until one gets through", arguments: failures)
+    func failedStep(_ failure: Failure) async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let trust = AgentTrust(pinned: try keys.pin, file: directory.appendingPathComponent("trust-root.json").path, logger: Self.logger)
+            await trust.catchUp(to: failure.target, fetch: Self.serving(try failure.chain(keys)))
+            #expect(await trust.current.version == failure.version)
+            let snapshot = await trust.snapshot(at: Date())
+            let problem = try #require(snapshot.problem)
+            for word in failure.problem { #expect(problem.contains(word), "problem: \(problem)") }
+            #expect(snapshot.report?.problem == problem && snapshot.report?.version == failure.version)
+            // The controller fixes its chain: the next pass gets through and the problem clears.
+            await trust.catchUp(to: 3, fetch: Self.serving([2: try keys.root2(), 3: try keys.root3()]))
+            #expect(await trust.current.version == 3)
+            #expect(await trust.snapshot(at: Date()).problem == nil)
+        }
+    }
+
+    @Test("an expired newest root blocks new releases with 'trust root expired'; the clock-skew grace applies")
+    func expiredRoot() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let expiresAt = Date().addingTimeInterval(-3600)
+            let trust = AgentTrust(pinned: try keys.pin, file: directory.appendingPathComponent("trust-root.json").path, logger: Self.logger)
+            // An expired root is still a valid step (TUF: only the newest root's expiry matters).
+            await trust.catchUp(to: 2, fetch: Self.serving([2: try keys.root2(expiresAt: expiresAt)]))
+            #expect(await trust.current.version == 2)
+            let snapshot = await trust.snapshot(at: Date())
+            let problem = try #require(snapshot.problem)
+            #expect(problem.hasPrefix("trust root expired: version 2 expired at \(Timestamp.format(expiresAt))"))
+            #expect(snapshot.report == TrustRootStatus(version: 2, expiresAt: Timestamp.parse(Timestamp.format(expiresAt)), problem: problem))
+            #expect(await trust.snapshot(at: expiresAt.addingTimeInterval(200)).problem == nil, "within the 300 s grace")
+        }
+    }
+
+    @Test("a root built from trusted keys reports nothing while nothing is wrong; an unreadable stored root is ignored")
+    func quietCompatibilityAndCorruptStorage() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let file = directory.appendingPathComponent("trust-root.json")
+            try Data("{not json".utf8).write(to: file)
+            let trust = AgentTrust(pinned: try keys.pin, file: file.path, logger: Self.logger)
+            #expect(await trust.current.version == 1)
+            let snapshot = await trust.snapshot(at: Date().addingTimeInterval(50 * 365 * 86_400))
+            #expect(snapshot.problem == nil && snapshot.report == nil)
+            // A stored root older than the pin (the operator pinned a newer root file since) is not used either.
+            try Data(try keys.root2().encoded()).write(to: file)
+            let repinned = AgentTrust(
+                pinned: try TrustedRoot.pinning(try keys.root3().resigned(by: [keys.rootKey3])),
+                file: file.path,
+                logger: Self.logger
+            )
+            #expect(await repinned.current.version == 3)
+        }
+    }
+}
+
+extension Envelope {
+    /// The same payload signed by `keys` only.
+    fileprivate func resigned(by keys: [SigningKey]) throws -> Envelope {
+        try Envelope.sign(payload: payload, payloadType: payloadType, with: keys)
+    }
+}
