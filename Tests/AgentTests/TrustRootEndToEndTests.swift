@@ -29,6 +29,15 @@ struct TrustRootEndToEndTests {
         try await FleetFixture.with { fleet in try await approve(fleet) }
     }
 
+    @Test(
+        "a fleet pinned to a signed root file from day one: controller and agents pin root 1, follow root 2 from the controller",
+        .timeLimit(.minutes(5))
+    )
+    func pinnedRootFile() async throws {
+        // How roots are pinned is the controller's and the agent's; the builtin process manager suffices.
+        try await FleetFixture.with { fleet in try await pinRootFile(fleet) }
+    }
+
     // MARK: Rotation
 
     private func rotate(_ fleet: FleetFixture, backend: Backend) async throws {
@@ -122,6 +131,85 @@ struct TrustRootEndToEndTests {
         }
         for port in ports { #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true) }
         await rogue.stop()
+    }
+
+    // MARK: A root file pinned at enroll
+
+    private func pinRootFile(_ fleet: FleetFixture) async throws {
+        // Root 1, made offline before any controller exists: two root keys (both must sign), CI's release key.
+        let cli = OperatorCLI(fleet: fleet)
+        let alice = try await cli.keygen("root-alice")
+        let bob = try await cli.keygen("root-bob")
+        let ci = try await cli.keygen("ci")
+        let ciNext = try await cli.keygen("ci-next")
+        let rootOne = fleet.root.appendingPathComponent("root-1.json").path
+        try await cli.run([
+            "root", "init", "--root-key", alice.pub, "--root-key", bob.pub, "--root-threshold", "2", "--release-key", ci.pub, "--out", rootOne,
+        ])
+        try await cli.run(["root", "sign", "--key", alice.key, rootOne])
+
+        // Signed by one root key of two, the file is refused as a pin, before anything is written.
+        try await fleet.startController()
+        let halfSigned = try fleet.runEnroll(name: "early", caFile: nil, trustRoot: rootOne)
+        #expect(halfSigned.status != 0)
+        #expect(halfSigned.stderr.contains("not signed by enough of its own root keys"), "\(halfSigned.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: fleet.root.appendingPathComponent("early/agent.json").path))
+        await fleet.controller.stop()
+
+        // Fully signed, the controller pins it (`serve --trust-root`): the operator key it was started with before no
+        // longer counts, CI's key does.
+        try await cli.run(["root", "sign", "--key", bob.key, rootOne])
+        try await fleet.controller.start(trustRoot: rootOne)
+        let v1Archive = try fleet.makeArtifact(version: "1.0.0")
+        let v1Artifact = try await fleet.controller.upload(v1Archive, token: fleet.operatorToken)
+        let byOperatorKey = try fleet.release(serial: 1, version: "1.0.0", artifact: v1Artifact, port: 0)
+        let (refusedStatus, refusedBody) = try await fleet.controller.publish(byOperatorKey, token: fleet.operatorToken)
+        #expect(refusedStatus == 422 && refusedBody.contains("untrusted_key"), "\(refusedStatus) \(refusedBody)")
+        let byCI = try fleet.release(serial: 1, version: "1.0.0", artifact: v1Artifact, port: 0, signer: try SigningKey(contentsOf: ci.key))
+        let (status, body) = try await fleet.controller.publish(byCI, token: fleet.operatorToken)
+        #expect(status == 201, "\(body)")
+
+        // The agent pins the same file at enroll: its config names the root, not keys.
+        let port = try freeLoopbackPort()
+        let config = try fleet.enrollAgent(name: "edge-1", instanceEnv: ["PORT": "\(port)"], trustRoot: rootOne)
+        let configJSON = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
+        #expect(configJSON["trustRoot"]?.stringValue == rootOne, "\(configJSON)")
+        #expect(configJSON["trustedKeys"]?.arrayValue.isEmpty ?? true, "\(configJSON)")
+        _ = try fleet.startAgent(config: config, label: "agent")
+        try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
+        try await eventually("the agent reports trust root 1") { () -> Bool? in
+            let agent = try await fleet.controller.fleet(token: fleet.viewerToken)["agents"]?.arrayValue.first
+            return agent?["trustRoot"]?["version"]?.intValue == 1 ? true : nil
+        }
+
+        // Root 1 starts the controller's chain; root 2, made from the controller's newest root by `root rotate`,
+        // replaces CI's release key. Both root keys sign it (the threshold of root 1 and of root 2 alike).
+        try await cli.run(["root", "publish", rootOne] + cli.controller)
+        let rootTwo = fleet.root.appendingPathComponent("root-2.json").path
+        let rotated = try await cli.run(
+            ["root", "rotate", "--remove-release-key", ci.pub, "--add-release-key", ciNext.pub, "--out", rootTwo] + cli.controller
+        )
+        #expect(rotated.stdout.contains("trust root version 2"), "\(rotated.stdout)")
+        try await cli.run(["root", "sign", "--key", alice.key, "--key", bob.key, rootTwo])
+        try await cli.run(["root", "publish", rootTwo] + cli.controller)
+        try await eventually("the agent reports trust root 2") { () -> Bool? in
+            let agent = try await fleet.controller.fleet(token: fleet.viewerToken)["agents"]?.arrayValue.first
+            return agent?["trustRoot"]?["version"]?.intValue == 2 ? true : nil
+        }
+        // The agent keeps the newest root it accepted next to its state.
+        let stored = try Envelope.decode(Array(try Data(contentsOf: fleet.root.appendingPathComponent("edge-1/state/trust-root.json"))))
+        #expect(try TrustedRoot.decode(stored).version == 2)
+
+        // CI's old key is revoked; the new one's release rolls out.
+        let v2Archive = try fleet.makeArtifact(version: "2.0.0")
+        let v2Artifact = try await fleet.controller.upload(v2Archive, token: fleet.operatorToken)
+        let oldKey = try fleet.release(serial: 2, version: "2.0.0", artifact: v2Artifact, port: 0, signer: try SigningKey(contentsOf: ci.key))
+        let (oldStatus, oldBody) = try await fleet.controller.publish(oldKey, token: fleet.operatorToken)
+        #expect(oldStatus == 422 && oldBody.contains("untrusted_key"), "\(oldStatus) \(oldBody)")
+        let newKey = try fleet.release(serial: 2, version: "2.0.0", artifact: v2Artifact, port: 0, signer: try SigningKey(contentsOf: ciNext.key))
+        let (newStatus, newBody) = try await fleet.controller.publish(newKey, token: fleet.operatorToken)
+        #expect(newStatus == 201, "\(newBody)")
+        try await eventually("v2 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil }
     }
 
     // MARK: Approval
