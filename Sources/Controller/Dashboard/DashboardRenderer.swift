@@ -100,12 +100,20 @@ struct DashboardRenderer: Sendable {
             if let target = status.targetSerial, target != status.serial { cell["target"] = String(target) }
             return cell
         }
-        return [
+        var row: [String: Any] = [
             "id": record.id, "name": record.name, "hostname": record.hostname, "stale": agent.isStale,
             "agentVersion": record.agentVersion ?? "", "processManager": record.processManager ?? "",
             "lastSeen": record.lastSeen.map { relative($0, to: now) } ?? "never",
             "lastSeenAt": record.lastSeen.map(Timestamp.format) ?? "no status report yet", "cells": cells,
         ]
+        // Keys only when set: the template's sections test presence.
+        if let version = record.trustRootVersion { row["trustRootVersion"] = String(version) }
+        // Why the agent admits no new release under its trust root ("trust root expired", a root it cannot accept).
+        if let problem = record.trustRootProblem {
+            row["trustRootProblem"] = problem
+            row["shortTrustRootProblem"] = shorten(problem, to: 60)
+        }
+        return row
     }
 
     // MARK: Rollouts

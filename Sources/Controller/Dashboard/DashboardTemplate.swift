@@ -43,7 +43,8 @@ enum DashboardTemplate {
         <tr class="{{#stale}}stale{{/stale}}" data-agent="{{name}}" data-agent-id="{{id}}" \
         data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
         <th scope="row" title="{{id}}"><span class="agent">{{name}}</span><small>{{hostname}}</small>\
-        <small>{{agentVersion}} {{processManager}}</small></th>
+        <small>{{agentVersion}} {{processManager}}{{#trustRootVersion}} · root {{trustRootVersion}}{{/trustRootVersion}}</small>\
+        {{#trustRootProblem}}<span class="badge tone-bad" data-trust-root-problem title="{{trustRootProblem}}">{{shortTrustRootProblem}}</span>{{/trustRootProblem}}</th>
         <td class="seen">{{#stale}}<span class="badge stale" title="no status report for three poll intervals">stale</span> {{/stale}}\
         {{lastSeen}}<small>{{lastSeenAt}}</small></td>
         {{#cells}}
