@@ -173,7 +173,7 @@ struct AgentTrustTests {
         }
     }
 
-    @Test("a root built from trusted keys reports nothing while nothing is wrong; an unreadable stored root is ignored")
+    @Test("a root built from trusted keys reports nothing while nothing is wrong; an unreadable stored chain is ignored")
     func quietCompatibilityAndCorruptStorage() async throws {
         try await TestPaths.withTemporaryDirectory { directory in
             let keys = try Keys()
@@ -183,14 +183,91 @@ struct AgentTrustTests {
             #expect(await trust.current.version == 1)
             let snapshot = await trust.snapshot(at: Date().addingTimeInterval(50 * 365 * 86_400))
             #expect(snapshot.problem == nil && snapshot.report == nil)
-            // A stored root older than the pin (the operator pinned a newer root file since) is not used either.
-            try Data(try keys.root2().encoded()).write(to: file)
-            let repinned = AgentTrust(
-                pinned: try TrustedRoot.pinning(try keys.root3().resigned(by: [keys.rootKey3])),
-                file: file.path,
-                logger: Self.logger
-            )
-            #expect(await repinned.current.version == 3)
+        }
+    }
+
+    struct StoredChain: Sendable, CustomStringConvertible {
+        let description: String
+        /// The file's content, from the keys of the chain the agent followed (roots 2 and 3 of `Keys`).
+        let file: @Sendable (Keys) throws -> [UInt8]
+        /// The pin of the restarted agent: `nil` for the same one.
+        let repin: (@Sendable (Keys) throws -> TrustedRoot)?
+        /// The version the restarted agent starts from.
+        let version: Int64
+    }
+
+    static func chainFile(_ envelopes: [Envelope]) -> [UInt8] {
+        Array(JSONValue.object(["chain": .array(envelopes.map(\.json))]).encoded())
+    }
+
+    static let storedChains: [StoredChain] = [
+        StoredChain(description: "the chain it wrote", file: { chainFile([try $0.root2(), try $0.root3()]) }, repin: nil, version: 3),
+        StoredChain(
+            description: "enrolled again with another fleet's root: the stored chain does not follow from the new pin",
+            file: { chainFile([try $0.root2(), try $0.root3()]) },
+            repin: { _ in try Keys().pin },
+            version: 1
+        ),
+        StoredChain(
+            description: "pinned since to the same root 3 (signed by its own key): kept",
+            file: { chainFile([try $0.root2(), try $0.root3()]) },
+            repin: { try TrustedRoot.pinning(try $0.root3().resigned(by: [$0.rootKey3])) },
+            version: 3
+        ),
+        StoredChain(
+            description: "root 3 in the file not signed by root 2's key (tampered): the chain is not used",
+            file: { keys in
+                chainFile([try keys.root2(), try keys.root3().resigned(by: [keys.rootKey3])])
+            },
+            repin: nil,
+            version: 1
+        ),
+        StoredChain(
+            description: "root 3 alone (a step is missing)",
+            file: { chainFile([try $0.root3()]) },
+            repin: nil,
+            version: 1
+        ),
+        StoredChain(
+            description: "a bare envelope instead of the chain object",
+            file: { Array(try $0.root2().encoded()) },
+            repin: nil,
+            version: 1
+        ),
+        StoredChain(
+            description: "an unknown field",
+            file: { keys in
+                Array(JSONValue.object(["chain": .array([try keys.root2().json]), "newest": .integer(2)]).encoded())
+            },
+            repin: nil,
+            version: 1
+        ),
+    ]
+
+    @Test("a restart resumes from the stored chain only when it follows, step by step, from the pin", arguments: storedChains)
+    func restartFromStoredChain(_ stored: StoredChain) async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let file = directory.appendingPathComponent("trust-root.json")
+            try Data(try stored.file(keys)).write(to: file)
+            let pin = try stored.repin?(keys) ?? keys.pin
+            let trust = AgentTrust(pinned: pin, file: file.path, logger: Self.logger)
+            #expect(await trust.current.version == stored.version)
+        }
+    }
+
+    @Test("the file keeps every root accepted after the pin, oldest first")
+    func fileKeepsTheChain() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let file = directory.appendingPathComponent("trust-root.json")
+            let trust = AgentTrust(pinned: try keys.pin, file: file.path, logger: Self.logger)
+            let root2 = try keys.root2()
+            let root3 = try keys.root3()
+            await trust.catchUp(to: 3, fetch: Self.serving([2: root2, 3: root3]))
+            #expect(try Data(contentsOf: file) == Data(Self.chainFile([root2, root3])))
+            let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int
+            #expect(mode == 0o600)
         }
     }
 }

@@ -196,9 +196,10 @@ struct TrustRootEndToEndTests {
             let agent = try await fleet.controller.fleet(token: fleet.viewerToken)["agents"]?.arrayValue.first
             return agent?["trustRoot"]?["version"]?.intValue == 2 ? true : nil
         }
-        // The agent keeps the newest root it accepted next to its state.
-        let stored = try Envelope.decode(Array(try Data(contentsOf: fleet.root.appendingPathComponent("edge-1/state/trust-root.json"))))
-        #expect(try TrustedRoot.decode(stored).version == 2)
+        // The agent keeps the roots it accepted after its pin (root 2) next to its state.
+        let stored = try JSONValue.parse(Array(try Data(contentsOf: fleet.root.appendingPathComponent("edge-1/state/trust-root.json"))))
+        let chain = try stored["chain"]?.arrayValue.map { try TrustedRoot.decode(try Envelope(json: $0, path: "chain")).version }
+        #expect(chain == [2], "\(stored)")
 
         // CI's old key is revoked; the new one's release rolls out.
         let v2Archive = try fleet.makeArtifact(version: "2.0.0")

@@ -27,8 +27,8 @@ struct AgentConfig: Sendable, Equatable {
     /// `threshold`: distinct trusted keys that must sign a release (and root 2). Default 1.
     var threshold: Int = 1
     /// `trustRoot`: path of a signed trust root (`ferry-controller root init`/`root sign`) pinned at enrollment instead
-    /// of `trustedKeys`. Newer roots the controller serves are followed from it, each step verified; the newest accepted
-    /// one is kept in `<stateDir>/trust-root.json`.
+    /// of `trustedKeys`. Newer roots the controller serves are followed from it, each step verified; the roots accepted
+    /// are kept in `<stateDir>/trust-root.json`.
     var trustRoot: String?
     /// `stateDir`: where releases, artifacts and state live. Default `/var/lib/ferry`.
     var stateDir: String = "/var/lib/ferry"

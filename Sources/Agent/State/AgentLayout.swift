@@ -4,7 +4,7 @@ import Shared
 ///
 /// ```
 /// state.json
-/// trust-root.json                         the newest trust root accepted (a signed envelope)
+/// trust-root.json                         the trust roots accepted after the pin ({"chain": [envelope, ...]})
 /// artifacts/<sha256>                      verified artifacts; <sha256>.part while downloading
 /// services/<svc>/releases/<serial>-<sha12>/  extracted trees, never modified after activation
 /// services/<svc>/current                  symlink, switched atomically
