@@ -173,6 +173,131 @@ struct AgentTrustTests {
         }
     }
 
+    /// One release offered after the agent followed the controller's chain: the decision of the real evaluator under
+    /// the root the agent ended on (its release keys, and its verdict: expired, or a newer root not accepted).
+    struct ReleaseUnderRoot: Sendable, CustomStringConvertible {
+        let description: String
+        /// What the controller serves, by version, and the version it names.
+        let chain: @Sendable (Keys) throws -> [Int64: Envelope]
+        var target: Int64? = nil
+        /// The release of `api` (5 runs, so 6 is new) and who signed it.
+        let serial: Int64
+        let signers: @Sendable (Keys) -> [SigningKey]
+        /// `nil`: installed (6) or kept (5); else words of the refusal.
+        let refusal: [String]?
+    }
+
+    /// Roots valid at the evaluator's clock (`CoreFixture.now`), or expired an hour before it.
+    static let valid = CoreFixture.now.addingTimeInterval(30 * 86_400)
+    static let expired = CoreFixture.now.addingTimeInterval(-3600)
+
+    static let releasesUnderRoots: [ReleaseUnderRoot] = [
+        ReleaseUnderRoot(
+            description: "root 1 (the flag key): its release installs",
+            chain: { _ in [:] },
+            serial: 6,
+            signers: { [$0.flag] },
+            refusal: nil
+        ),
+        ReleaseUnderRoot(
+            description: "root 2 accepted: the new release key's release installs",
+            chain: { [2: try $0.root2(expiresAt: valid)] },
+            target: 2,
+            serial: 6,
+            signers: { [$0.release2] },
+            refusal: nil
+        ),
+        ReleaseUnderRoot(
+            description: "root 2 accepted: the removed flag key's release is refused (revocation)",
+            chain: { [2: try $0.root2(expiresAt: valid)] },
+            target: 2,
+            serial: 6,
+            signers: { [$0.flag] },
+            refusal: ["signature check failed"]
+        ),
+        ReleaseUnderRoot(
+            description: "1 → 2 → 3: root 3's release role still counts the key root 2 added",
+            chain: { keys in
+                [
+                    2: try keys.root2(expiresAt: valid),
+                    3: try TestRoots.root(
+                        version: 3,
+                        expiresAt: valid,
+                        rootKeys: [keys.rootKey3],
+                        releaseKeys: [keys.release2],
+                        signers: [keys.rootKey2, keys.rootKey3]
+                    ),
+                ]
+            },
+            target: 3,
+            serial: 6,
+            signers: { [$0.release2] },
+            refusal: nil
+        ),
+        ReleaseUnderRoot(
+            description: "root 2 expired: a new release is refused with 'trust root expired'",
+            chain: { [2: try $0.root2(expiresAt: expired)] },
+            target: 2,
+            serial: 6,
+            signers: { [$0.release2] },
+            refusal: ["trust root expired", "what runs keeps running"]
+        ),
+        ReleaseUnderRoot(
+            description: "root 2 expired: the running serial is kept",
+            chain: { [2: try $0.root2(expiresAt: expired)] },
+            target: 2,
+            serial: 5,
+            signers: { [$0.release2] },
+            refusal: nil
+        ),
+        ReleaseUnderRoot(
+            description: "root 2 not signed by root 1's key: the agent stays on root 1 but admits nothing new, not even root 1's key",
+            chain: { [2: try $0.root2(signers: [$0.rootKey2], expiresAt: valid)] },
+            target: 2,
+            serial: 6,
+            signers: { [$0.flag] },
+            refusal: ["trust root version 2 refused"]
+        ),
+        ReleaseUnderRoot(
+            description: "the controller names root 2 but cannot serve it: nothing new is admitted",
+            chain: { _ in [:] },
+            target: 2,
+            serial: 6,
+            signers: { [$0.flag] },
+            refusal: ["cannot fetch trust root version 2"]
+        ),
+    ]
+
+    @Test("releases are judged under the newest accepted root: revoked keys, expiry, a root that cannot be accepted", arguments: releasesUnderRoots)
+    func releaseUnderRoot(_ testCase: ReleaseUnderRoot) async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let trust = AgentTrust(pinned: try keys.pin, file: directory.appendingPathComponent("trust-root.json").path, logger: Self.logger)
+            await trust.catchUp(to: testCase.target, fetch: Self.serving(try testCase.chain(keys)))
+            let snapshot = await trust.snapshot(at: CoreFixture.now)
+            var evaluator = DesiredStateEvaluator(
+                policy: snapshot.releasePolicy,
+                admission: ReleaseAdmission(now: { CoreFixture.now }),
+                services: ["api"]
+            )
+            evaluator.trustProblem = snapshot.problem
+            let envelope = try DesiredStateEvaluatorTests.signed(CoreFixture.release(serial: testCase.serial), by: testCase.signers(keys))
+            let result = evaluator.evaluate(
+                DesiredState(agentID: "a1", pollSeconds: 15, releases: [envelope]),
+                state: DesiredStateEvaluatorTests.appliedFive
+            )
+            let decision = try #require(result.decisions["api"])
+            switch (decision, testCase.refusal) {
+            case (.install(let release, _), nil): #expect(release.serial == 6 && testCase.serial == 6)
+            case (.keep, nil): #expect(testCase.serial == 5)
+            case (.refuse(let serial, let reason), let words?):
+                #expect(serial == testCase.serial)
+                for word in words { #expect(reason.contains(word), "\(reason)") }
+            default: Issue.record("\(testCase.description): got \(decision)")
+            }
+        }
+    }
+
     @Test("a root built from trusted keys reports nothing while nothing is wrong; an unreadable stored chain is ignored")
     func quietCompatibilityAndCorruptStorage() async throws {
         try await TestPaths.withTemporaryDirectory { directory in
