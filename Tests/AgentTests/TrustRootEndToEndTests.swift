@@ -211,6 +211,23 @@ struct TrustRootEndToEndTests {
         let (newStatus, newBody) = try await fleet.controller.publish(newKey, token: fleet.operatorToken)
         #expect(newStatus == 201, "\(newBody)")
         try await eventually("v2 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil }
+
+        // Started again with --trusted-key instead of the root file, the controller refuses to serve: the stored roots
+        // do not follow from that pin.
+        await fleet.controller.stop()
+        let wrongPin = try await CommandRunner.run(
+            CommandRunner.Request(
+                executable: TestPaths.executable("ferry-controller"),
+                arguments: [
+                    "serve", "--listen", "127.0.0.1:0", "--data-dir", fleet.controller.dataDir.path, "--trusted-key", fleet.operatorPublicKeyPath,
+                ],
+                environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path],
+                timeout: .seconds(60)
+            )
+        )
+        let stderr = String(decoding: wrongPin.standardError, as: UTF8.self)
+        #expect(wrongPin.termination != .exited(0), "\(stderr)")
+        #expect(stderr.contains("do not follow from the root it pins"), "\(stderr)")
     }
 
     // MARK: Approval

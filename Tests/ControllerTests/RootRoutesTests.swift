@@ -373,6 +373,36 @@ struct RootRoutesTests {
         }
     }
 
+    @Test("a pin changed under published roots: publishes fail with trust_chain_broken, the listing names the problem")
+    func pinChangedUnderTheChain() async throws {
+        try await Fixture.with { fixture in
+            let keys = try Keys()
+            try await fixture.withRouter { client in
+                let published = try await Self.post(client, try Self.root2(fixture, keys), token: fixture.operatorToken)
+                #expect(published.status == .created)
+            }
+            // The same database, served by a controller now started with another --trusted-key.
+            var configuration = fixture.controller.core.configuration
+            configuration.trustAnchor = .trustedKeys(try TrustPolicy(trustedKeys: [try SigningKey.generate().publicKey], threshold: 1))
+            let app = try makeApplication(configuration: configuration, store: fixture.store, logger: Fixture.logger)
+            try await app.application.test(.router) { client in
+                let artifact = try await fixture.upload(client, [1, 2, 3])
+                let release = try await fixture.publish(client, Fixture.release(serial: 1, artifact: artifact), keys: [keys.release2])
+                #expect(release.status == .internalServerError)
+                #expect(Fixture.errorCode(release) == "trust_chain_broken")
+                #expect(String(buffer: release.body).contains("do not follow from the root it pins"), "\(String(buffer: release.body))")
+                let root3 = try await Self.post(client, try Self.root3(keys), token: fixture.operatorToken)
+                #expect(Fixture.errorCode(root3) == "trust_chain_broken")
+                let listing = try Fixture.json(try await client.execute(uri: "/v1/roots", method: .get, headers: Fixture.bearer(fixture.viewerToken)))
+                #expect(listing.object?["current"] == .null)
+                let problem = FleetDocument.text(listing.object?["problem"])
+                #expect(problem.contains("root version 2 is not signed by enough root keys of version 1"), "\(problem)")
+                #expect(try await fixture.store.latestSerial(service: "api") == nil)
+                #expect(try await fixture.store.trustRoots().map(\.version) == [2])
+            }
+        }
+    }
+
     @Test("a publish wakes every parked long-poll with the new root version")
     func publishWakesLongPolls() async throws {
         try await Fixture.with { fixture in
@@ -383,10 +413,18 @@ struct RootRoutesTests {
                 let first = try await client.execute(uri: url, method: .get, headers: Fixture.bearer(agentToken))
                 let etag = try #require(first.headers[.eTag])
                 async let parked = client.execute(uri: url + "?wait=30", method: .get, headers: Fixture.bearer(agentToken, [.ifNoneMatch: etag]))
-                try await Task.sleep(for: .milliseconds(300))
+                // Publish only once the poll is parked: it must be woken, not merely answered late.
+                let hub = fixture.controller.core.desiredStates.hub
+                let deadline = ContinuousClock.now + .seconds(10)
+                while hub.waiterCount < 1 {
+                    guard ContinuousClock.now < deadline else { throw FixtureError("the poll never parked") }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                let started = ContinuousClock.now
                 #expect(try await Self.post(client, try Self.root2(fixture, keys), token: fixture.operatorToken).status == .created)
                 let woken = try await parked
                 #expect(woken.status == .ok)
+                #expect(ContinuousClock.now - started < .seconds(20), "answered by the publish, not by the 30 s timeout")
                 #expect(try DesiredState(json: Fixture.json(woken)).rootVersion == 2)
             }
         }
