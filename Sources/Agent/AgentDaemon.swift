@@ -48,6 +48,7 @@ struct PollService: Service, CustomStringConvertible {
                 runtime.logger.info("desired state unavailable", metadata: ["ferry.reason": "\(error)"])
                 await runtime.reconciler.noteControllerContact(failure: "\(error)")
             }
+            await runtime.refreshTrust(for: reachable ? desired : nil)
             let summary = await runtime.reconciler.pass(desired: reachable ? desired : nil)
             if summary.changed { reports.fire() }
             for problem in summary.problems {

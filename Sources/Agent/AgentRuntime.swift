@@ -19,6 +19,8 @@ struct AgentRuntime: Sendable {
     let processManager: any ProcessManager
     let processManagerName: String
     let reconciler: Reconciler
+    /// The trust root releases are checked against, followed through the controller's newer roots.
+    let trust: AgentTrust
     /// Instance env values to mask in everything that leaves the agent (shared with the logger).
     let secrets: InstanceSecrets
     let logger: Logger
@@ -62,8 +64,16 @@ struct AgentRuntime: Sendable {
             }()
         )
         let healthGate = HealthGate(probe: HealthProbe.http(client: probeClient))
+        let pinned = try config.pinnedRoot()
+        let trust = AgentTrust(
+            configuration: .init(clockSkewGrace: .seconds(config.clockSkewSeconds)),
+            pinned: pinned,
+            file: layout.trustRootFile,
+            logger: logger
+        )
+        // The pin until the first pass hands over the stored (or newly fetched) root: `refreshTrust(for:)`.
         let evaluator = DesiredStateEvaluator(
-            policy: try config.trustPolicy(),
+            policy: pinned.root.policy(for: .release),
             admission: ReleaseAdmission(clockSkewGrace: .seconds(config.clockSkewSeconds)),
             services: Set(config.services)
         )
@@ -86,9 +96,21 @@ struct AgentRuntime: Sendable {
             processManager: processManager,
             processManagerName: name,
             reconciler: reconciler,
+            trust: trust,
             secrets: secrets,
             logger: logger
         )
+    }
+
+    /// Brings the trust root up to the version `desired` names (fetching and verifying each step) and hands its
+    /// verdict to the reconciler, before the pass evaluates any release. `desired` is `nil` when the controller could
+    /// not be reached: the root stays as it is, its expiry is still checked.
+    func refreshTrust(for desired: DesiredState?) async {
+        if let desired {
+            let client = client
+            await trust.catchUp(to: desired.rootVersion) { version in try await client.root(version: version) }
+        }
+        await reconciler.updateTrust(await trust.snapshot(at: Date()))
     }
 
     /// PM2 when configured (or, for `auto`, when `pm2` is on PATH), else the builtin supervisor.

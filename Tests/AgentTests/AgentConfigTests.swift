@@ -196,6 +196,17 @@ struct AgentConfigTests {
         ),
         Hostile(description: "relative stateDir", text: plus("stateDir: var/lib/ferry"), reason: "stateDir: must be an absolute path"),
         Hostile(
+            description: "both a trust root and trusted keys",
+            text: plus("trustRoot: /etc/ferry/root-1.json"),
+            reason: "trustRoot: give either trustRoot or trustedKeys, not both: the root names the keys (/etc/ferry/root-1.json)"
+        ),
+        Hostile(
+            description: "neither a trust root nor trusted keys",
+            text: #"{"controller":"http://127.0.0.1:8080","agentId":"a1","services":["api"],"trustedKeys":[]}"#,
+            reason: "trustedKeys: at least one trusted key is required (or a signed root as trustRoot)"
+        ),
+        Hostile(description: "trust root not a string", text: plus("trustRoot: [a, b]"), reason: "trustRoot: expected string, got array"),
+        Hostile(
             description: "non-http controller",
             text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ferry.internal"),
             reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"

@@ -34,6 +34,8 @@ struct DesiredStateEvaluatorTests {
         var envelopes: @Sendable (Keys) throws -> [Envelope]
         var state: AgentState = DesiredStateEvaluatorTests.appliedFive
         var threshold = 1
+        /// The trust root's verdict (`AgentTrust.Snapshot.problem`): expired, or a newer root not accepted.
+        var trustProblem: String? = nil
         var expected: Expected
         /// Refusals listed for `api` (serial, words the reason must contain), in order.
         var refusals: [(serial: Int64?, reasonContains: String)] = []
@@ -267,16 +269,52 @@ struct DesiredStateEvaluatorTests {
             threshold: 2,
             expected: .install(serial: 6)
         ),
+        Case(
+            description: "trust root expired: a valid new serial is refused with the reason",
+            envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
+            trustProblem: expiredRoot,
+            expected: .refuse(serial: 6, reasonContains: ["trust root expired", "what runs keeps running"]),
+            refusals: [(6, "trust root expired")]
+        ),
+        Case(
+            description: "trust root expired: the applied serial is kept",
+            envelopes: { [try signed(CoreFixture.release(serial: 5), by: [$0.trusted])] },
+            trustProblem: expiredRoot,
+            expected: .keep
+        ),
+        Case(
+            description: "trust root expired: an install interrupted before it resumes (it was admitted already)",
+            envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
+            state: {
+                var state = AgentState()
+                state["api"] = ServiceState(highestAcceptedSerial: 6, applied: five, pending: CoreFixture.applied(CoreFixture.release(serial: 6)))
+                return state
+            }(),
+            trustProblem: expiredRoot,
+            expected: .install(serial: 6)
+        ),
+        Case(
+            description: "a newer root that could not be verified: a valid new serial is refused",
+            envelopes: { [try signed(CoreFixture.release(serial: 6), by: [$0.trusted])] },
+            trustProblem: "trust root version 2 refused: root version 2 is not signed by enough root keys of version 1",
+            expected: .refuse(serial: 6, reasonContains: ["trust root version 2 refused"]),
+            refusals: [(6, "trust root version 2 refused")]
+        ),
     ]
+
+    static let expiredRoot =
+        "trust root expired: version 2 expired at 2026-01-01T00:00:00Z; no new release is installed until operators publish a "
+        + "renewed root (what runs keeps running)"
 
     @Test(arguments: cases)
     func decides(_ testCase: Case) throws {
         let keys = try Keys()
-        let evaluator = DesiredStateEvaluator(
+        var evaluator = DesiredStateEvaluator(
             policy: try TrustPolicy(trustedKeys: [keys.trusted.publicKey, keys.second.publicKey], threshold: testCase.threshold),
             admission: ReleaseAdmission(now: { CoreFixture.now }),
             services: ["api", "web"]
         )
+        evaluator.trustProblem = testCase.trustProblem
         let envelopes = try testCase.envelopes(keys)
         let result = evaluator.evaluate(DesiredState(agentID: "a1", pollSeconds: 15, releases: envelopes), state: testCase.state)
 

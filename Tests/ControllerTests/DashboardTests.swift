@@ -113,7 +113,8 @@ import Testing
                     agentVersion: value(.agentVersion, "0.1.0"),
                     hostname: value(.hostname, "a.test"),
                     processManager: value(.processManager, "pm2"),
-                    services: [status]
+                    services: [status],
+                    trustRoot: TrustRootStatus(version: 2, expiresAt: nil, problem: value(.trustRootProblem, "trust root expired"))
                 )
                 let posted = try await api.call(.post, "/v1/agents/\(agent)/status", token: token, body: Array(report.json.encoded()))
                 #expect(posted.status == 204)
@@ -121,6 +122,15 @@ import Testing
 
                 let (html, _) = try await page(api, token: harness.viewerToken)
                 #expect(html.contains(text.escaped), "\(field) is shown, escaped")
+                // The agent's trust root problem is a badge on its row, with the whole text as its title.
+                let row = try element(html, "tr", "data-agent-id", agent)
+                #expect(row.contains("· root 2</small>"), "\(row)")
+                #expect(
+                    row.contains(
+                        "<span class=\"badge tone-bad\" data-trust-root-problem title=\"\(field == .trustRootProblem ? text.escaped : "trust root expired")\">"
+                    ),
+                    "\(row)"
+                )
                 if text.raw != text.escaped { #expect(!html.contains(text.raw), "\(field) never appears unescaped") }
                 // Nothing but the page's own markup: one script element, no element the hostile text could inject.
                 #expect(html.components(separatedBy: "<script").count == 2)
@@ -182,7 +192,7 @@ import Testing
 
 /// Where agent- or operator-supplied text reaches the page.
 enum HostileField: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case agentName, hostname, agentVersion, processManager, reportedVersion, statusMessage, failureReason
+    case agentName, hostname, agentVersion, processManager, reportedVersion, statusMessage, failureReason, trustRootProblem
 
     var testDescription: String { rawValue }
 }

@@ -10,6 +10,8 @@ import Testing
         case evaluated(RolloutEvaluator.Decision)
         case requested(RolloutAction)
         case superseded(serial: Int64)
+        /// Release keys approved: `signed` of `required` signatures now.
+        case approved(signed: Int, required: Int)
 
         /// The kind of event, for the coverage check.
         var name: String {
@@ -20,6 +22,7 @@ import Testing
             case .evaluated(.halt): "halt"
             case .requested(let action): action.rawValue
             case .superseded: "superseded"
+            case .approved: "approved"
             }
         }
 
@@ -27,11 +30,12 @@ import Testing
             switch self {
             case .evaluated(.advance(let wave)): "advance to wave index \(wave)"
             case .superseded(let serial): "superseded by serial \(serial)"
+            case .approved(let signed, let required): "approved: \(signed) of \(required) signatures"
             default: name
             }
         }
 
-        static let all: [String] = ["wait", "advance", "complete", "halt", "pause", "resume", "abort", "superseded"]
+        static let all: [String] = ["wait", "advance", "complete", "halt", "pause", "resume", "abort", "superseded", "approved"]
     }
 
     enum Outcome: Sendable {
@@ -105,8 +109,67 @@ import Testing
     static let halt = RolloutEvaluator.Decision.halt(failures: [failure])
     static let superseding = Event.superseded(serial: 3)
     static let supersededReason = "superseded by serial 3 (3.0.0)"
+    static let approvedInFull = Event.approved(signed: 2, required: 2)
+
+    static func notAwaiting(_ state: RolloutState, _ why: String) -> Outcome {
+        .refused(
+            .notAwaitingApproval(service: "web", serial: 2, state: state),
+            message: "serial 2 of web is not awaiting approval (its rollout is \(state.rawValue)): \(why)"
+        )
+    }
 
     static let table: [Row] = [
+        // awaiting approval (two-person rule)
+        Row(from: .awaitingApproval, event: .evaluated(.wait), outcome: .stays),
+        Row(from: .awaitingApproval, event: .evaluated(advance), outcome: notApplicable(advance, .awaitingApproval)),
+        Row(from: .awaitingApproval, event: .evaluated(.complete), outcome: notApplicable(.complete, .awaitingApproval)),
+        Row(from: .awaitingApproval, event: .evaluated(halt), outcome: notApplicable(halt, .awaitingApproval)),
+        Row(
+            from: .awaitingApproval,
+            event: .requested(.pause),
+            outcome: notAllowed(.pause, .awaitingApproval, "pause applies to a rollout that is rolling")
+        ),
+        Row(
+            from: .awaitingApproval,
+            event: .requested(.resume),
+            outcome: notAllowed(.resume, .awaitingApproval, "resume applies to a rollout that is paused")
+        ),
+        Row(
+            from: .awaitingApproval,
+            event: .requested(.abort),
+            outcome: .moves(to: .aborted, wave: 0, kind: .aborted, changesDesiredState: true, reason: abortReason)
+        ),
+        Row(
+            from: .awaitingApproval,
+            event: superseding,
+            outcome: .moves(to: .superseded, wave: 0, kind: .superseded, changesDesiredState: true, reason: supersededReason)
+        ),
+        Row(
+            from: .awaitingApproval,
+            event: approvedInFull,
+            outcome: .moves(to: .rolling, wave: 0, kind: .approved, changesDesiredState: true, reason: "")
+        ),
+        Row(
+            from: .awaitingApproval,
+            event: .approved(signed: 2, required: 3),
+            outcome: .moves(
+                to: .awaitingApproval,
+                wave: 0,
+                kind: .approved,
+                changesDesiredState: false,
+                reason: "awaiting approval: 2 of 3 release-key signatures"
+            )
+        ),
+        Row(from: .rolling, event: approvedInFull, outcome: notAwaiting(.rolling, "it already met its signature threshold")),
+        Row(from: .paused, event: approvedInFull, outcome: notAwaiting(.paused, "it already met its signature threshold")),
+        Row(from: .halted, event: approvedInFull, outcome: notAwaiting(.halted, "it already met its signature threshold")),
+        Row(from: .completed, wave: 2, event: approvedInFull, outcome: notAwaiting(.completed, "it already met its signature threshold")),
+        Row(from: .aborted, event: approvedInFull, outcome: notAwaiting(.aborted, "its rollout was aborted; publish it again as a new serial")),
+        Row(
+            from: .superseded,
+            event: approvedInFull,
+            outcome: notAwaiting(.superseded, "a newer release of web replaced it; approve that one")
+        ),
         // rolling
         Row(from: .rolling, event: .evaluated(.wait), outcome: .stays),
         Row(
@@ -205,7 +268,7 @@ import Testing
         Row(
             from: .aborted,
             event: .requested(.abort),
-            outcome: notAllowed(.abort, .aborted, "abort applies to a rollout that is halted or paused or rolling")
+            outcome: notAllowed(.abort, .aborted, "abort applies to a rollout that is awaiting-approval or halted or paused or rolling")
         ),
         Row(from: .aborted, event: superseding, outcome: .stays),
         // superseded
@@ -249,6 +312,8 @@ import Testing
             try machine.requested(action, by: "alice", agentsOnSerial: ["a"], at: instant)
         case .superseded(let serial):
             try machine.superseded(bySerial: serial, version: "\(serial).0.0", at: instant)
+        case .approved(let signed, let required):
+            try machine.approved(by: "alice", newKeys: ["k\(signed)"], signedBy: (1...signed).map { "k\($0)" }, required: required, at: instant)
         }
     }
 
@@ -307,7 +372,28 @@ import Testing
         (.superseded(serial: 3), "the rolling rollout of serial 2 (2.0.0) was superseded by serial 3 (3.0.0)"),
     ])
     func eventMessages(_ event: Event, message: String) throws {
-        var machine = RolloutStateMachine(Self.rollout(.rolling))
+        try Self.expectMessage(of: event, from: .rolling, message)
+    }
+
+    /// The messages of approvals, from awaiting approval.
+    @Test(arguments: [
+        (
+            Event.approved(signed: 2, required: 2),
+            "serial 2 (2.0.0) of web approved by alice (key k2): 2 of 2 release-key signatures; rolling out with strategy "
+                + "one-at-a-time: 3 wave(s) over 3 agent(s), each stable for 60 s, halting above 0 failure(s)"
+        ),
+        (
+            .approved(signed: 2, required: 3),
+            "serial 2 (2.0.0) of web signed by alice (key k2): 2 of 3 release-key signatures; still awaiting approval"
+        ),
+        (.superseded(serial: 3), "the awaiting-approval rollout of serial 2 (2.0.0) was superseded by serial 3 (3.0.0)"),
+    ])
+    func approvalMessages(_ event: Event, message: String) throws {
+        try Self.expectMessage(of: event, from: .awaitingApproval, message)
+    }
+
+    static func expectMessage(of event: Event, from state: RolloutState, _ message: String) throws {
+        var machine = RolloutStateMachine(Self.rollout(state))
         guard case .persist(let transition) = try Self.apply(event, to: &machine) else {
             Issue.record("\(event) did not move the rollout")
             return
@@ -369,6 +455,26 @@ import Testing
     @Test func allowedStatesComeFromTheTransitions() {
         #expect(RolloutStateMachine.states(allowing: .pause) == [.rolling])
         #expect(RolloutStateMachine.states(allowing: .resume) == [.paused])
-        #expect(RolloutStateMachine.states(allowing: .abort) == [.rolling, .paused, .halted])
+        #expect(RolloutStateMachine.states(allowing: .abort) == [.awaitingApproval, .rolling, .paused, .halted])
+    }
+
+    /// Publish with fewer signatures than required: the rollout waits for approval, whatever the strategy.
+    @Test(arguments: [RolloutStrategy.all, .oneAtATime])
+    func publishAwaitingApproval(strategy: RolloutStrategy) throws {
+        var release = try StoreTests.record(serial: 4, service: "web")
+        release.signedBy = [String(repeating: "ab", count: 32)]
+        release.signaturesRequired = 2
+        let plan = RolloutPlan(parameters: RolloutParameters(strategy: strategy), agentOrder: ["agt_0", "agt_1"])
+        let opening = RolloutStateMachine.publish(release, plan: plan)
+        #expect(opening.state == .awaitingApproval)
+        #expect(
+            opening.events.map(\.message) == [
+                "serial 4 (\(release.version)) of web published by alice awaiting approval: 1 of 2 release-key signatures (signed by "
+                    + "abababababab); no agent receives it until `ferry-controller approve --service web --serial 4 --key KEY` adds the "
+                    + "missing ones"
+            ]
+        )
+        release.signedBy.append(String(repeating: "cd", count: 32))
+        #expect(RolloutStateMachine.publish(release, plan: plan).state == (strategy == .all ? .completed : .rolling))
     }
 }

@@ -178,12 +178,26 @@ import Testing
         try await Fixture.with(threshold: 2) { fixture in
             try await fixture.withRouter { client in
                 let artifact = try await fixture.upload(client, [1, 2, 3])
-                let release = Fixture.release(serial: 1, artifact: artifact)
-                let same = try await fixture.publish(client, release, keys: [fixture.signingKey, fixture.signingKey])
-                #expect(same.status == .unprocessableContent)
-                #expect(Fixture.errorCode(same) == "threshold_not_met")
-                let both = try await fixture.publish(client, release, keys: [fixture.signingKey, fixture.secondKey])
+                // The same key twice counts once: below the threshold the release is stored awaiting approval (the
+                // two-person rule of issue 16; before it, the publish was refused) and reaches no agent.
+                let same = try await fixture.publish(
+                    client,
+                    Fixture.release(serial: 1, artifact: artifact),
+                    keys: [fixture.signingKey, fixture.signingKey]
+                )
+                #expect(same.status == .created)
+                let sameBody = try Fixture.json(same).object ?? [:]
+                #expect(sameBody["awaitingApproval"] == .bool(true))
+                #expect(sameBody["signedBy"] == .array([.string(fixture.signingKey.publicKey.keyID)]))
+                #expect(try await fixture.store.latestRollouts(for: ["api"]).first?.state == .awaitingApproval)
+                let both = try await fixture.publish(
+                    client,
+                    Fixture.release(serial: 2, artifact: artifact),
+                    keys: [fixture.signingKey, fixture.secondKey]
+                )
                 #expect(both.status == .created)
+                #expect(try Fixture.json(both).object?["awaitingApproval"] == .bool(false))
+                #expect(try await fixture.store.latestRollouts(for: ["api"]).first?.state == .completed)
             }
         }
     }

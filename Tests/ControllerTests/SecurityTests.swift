@@ -502,6 +502,96 @@ enum DatabaseSnapshot {
         ),
         SecurityCase(name: "Basic on the fleet JSON", method: "GET", path: { _ in "/v1/fleet" }, token: .basic(.viewer), status: 200, code: nil),
         SecurityCase(name: "Basic on the dashboard", method: "GET", path: { _ in "/" }, token: .basic(.viewer), status: 200, code: nil),
+        // The trust root chain and approvals (issue 16): readable by agents and viewers, changed by operators only.
+        SecurityCase(
+            name: "agent reads the trust root chain",
+            method: "GET",
+            path: { _ in "/v1/roots" },
+            token: .bearer(.agentA),
+            status: 200,
+            code: nil
+        ),
+        SecurityCase(
+            name: "Basic on the trust root chain",
+            method: "GET",
+            path: { _ in "/v1/roots" },
+            token: .basic(.viewer),
+            status: 200,
+            code: nil
+        ),
+        SecurityCase(
+            name: "enroll token reads the trust root chain",
+            method: "GET",
+            path: { _ in "/v1/roots" },
+            token: .bearer(.enroll),
+            status: 403,
+            code: "forbidden"
+        ),
+        SecurityCase(
+            name: "viewer publishes a trust root",
+            method: "POST",
+            path: { _ in "/v1/roots" },
+            token: .bearer(.viewer),
+            body: { _ in Data("{}".utf8) },
+            status: 403,
+            code: "forbidden"
+        ),
+        SecurityCase(
+            name: "agent publishes a trust root",
+            method: "POST",
+            path: { _ in "/v1/roots" },
+            token: .bearer(.agentA),
+            body: { _ in Data("{}".utf8) },
+            status: 403,
+            code: "forbidden"
+        ),
+        SecurityCase(
+            name: "Basic on a trust root publish",
+            method: "POST",
+            path: { _ in "/v1/roots" },
+            token: .basic(.operator),
+            body: { _ in Data("{}".utf8) },
+            status: 401,
+            code: "bearer_required"
+        ),
+        SecurityCase(
+            name: "cross-site POST /v1/roots",
+            method: "POST",
+            path: { _ in "/v1/roots" },
+            token: .bearer(.operator),
+            headers: World.crossSite,
+            body: { _ in Data("{}".utf8) },
+            status: 403,
+            code: "cross_origin"
+        ),
+        SecurityCase(
+            name: "viewer approves a release",
+            method: "POST",
+            path: { _ in "/v1/services/api/releases/1/signatures" },
+            token: .bearer(.viewer),
+            body: { _ in Data(#"{"signatures":[]}"#.utf8) },
+            status: 403,
+            code: "forbidden"
+        ),
+        SecurityCase(
+            name: "Basic on an approval",
+            method: "POST",
+            path: { _ in "/v1/services/api/releases/1/signatures" },
+            token: .basic(.operator),
+            body: { _ in Data(#"{"signatures":[]}"#.utf8) },
+            status: 401,
+            code: "bearer_required"
+        ),
+        SecurityCase(
+            name: "cross-site POST /v1/services/:service/releases/:serial/signatures",
+            method: "POST",
+            path: { _ in "/v1/services/api/releases/1/signatures" },
+            token: .bearer(.operator),
+            headers: World.crossSite,
+            body: { _ in Data(#"{"signatures":[]}"#.utf8) },
+            status: 403,
+            code: "cross_origin"
+        ),
         // Cross-site requests on every state-changing route, each with a valid Bearer token of the right role.
         SecurityCase(
             name: "cross-site POST /v1/artifacts",

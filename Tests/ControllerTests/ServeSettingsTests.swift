@@ -36,7 +36,7 @@ import Testing
             #expect(configuration.maximumBodyBytes == 4 << 20)
             #expect(configuration.maximumArtifactBytes == 1 << 30)
             #expect(configuration.statusHistoryLimit == 7)
-            #expect(configuration.trustPolicy.trustedKeys.keys.sorted() == [key.publicKey.keyID])
+            #expect(configuration.trustPolicy?.trustedKeys.keys.sorted() == [key.publicKey.keyID])
         }
     }
 

@@ -18,9 +18,11 @@ struct EnrollCommand: AsyncParsableCommand {
         abstract: "Enroll this instance with a controller and write the agent configuration and token.",
         discussion: """
             Trades the enrollment token (role `enroll`) for an agent token, then writes the token file \
-            (<state-dir>/agent.token, mode 0600) and the configuration (--config, mode 0600). The trusted keys are \
-            loaded and checked first, so a typo fails before anything is written. An existing configuration is never \
-            overwritten without --force.
+            (<state-dir>/agent.token, mode 0600) and the configuration (--config, mode 0600). The trust root is pinned \
+            here: --trust-root names a signed root file (from `ferry-controller root init` and `root sign`), or \
+            --trusted-key (repeatable) with --threshold builds root 1 from operator keys, as before roots existed. Either \
+            is loaded and checked first, so a typo fails before anything is written. Newer roots the controller serves \
+            are followed from this pin, each step verified. An existing configuration is never overwritten without --force.
             """
     )
 
@@ -34,6 +36,11 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("A trusted operator public key (PEM). Repeatable.", valueName: "FILE.pub"))
     var trustedKey: [String] = []
     @Option(name: .long, help: "Distinct trusted keys that must sign a release.") var threshold: Int = 1
+    @Option(
+        name: .long,
+        help: ArgumentHelp("A signed trust root to pin instead of --trusted-key (signed by its own root keys).", valueName: "FILE")
+    )
+    var trustRoot: String?
     @Option(name: .long, help: "This agent's name on the dashboard (default: the hostname).") var name: String?
     @Option(name: .long, help: "State directory.") var stateDir: String = "/var/lib/ferry"
     @Option(name: .long, help: "Directory of the instance env files (<service>.env).") var envDir: String = "/etc/ferry/env"
@@ -60,7 +67,13 @@ struct EnrollCommand: AsyncParsableCommand {
         for name in service where !Release.isValidServiceName(name) {
             throw ValidationError("--service \(name) must match ^[a-z0-9][a-z0-9-]{0,62}$")
         }
-        guard !trustedKey.isEmpty else { throw ValidationError("at least one --trusted-key is required") }
+        if trustRoot != nil {
+            guard trustedKey.isEmpty, threshold == 1 else {
+                throw ValidationError("give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds")
+            }
+        } else {
+            guard !trustedKey.isEmpty else { throw ValidationError("at least one --trusted-key (or a signed --trust-root) is required") }
+        }
         guard ProcessManagerKind(rawValue: processManager) != nil else {
             throw ValidationError("--process-manager must be auto, pm2 or builtin")
         }
@@ -82,8 +95,16 @@ struct EnrollCommand: AsyncParsableCommand {
         }
         let stateDir = Self.absolute(self.stateDir)
         let keyPaths = trustedKey.map(Self.absolute)
-        let keys = try keyPaths.map { try PublicKey(contentsOf: $0) }
-        _ = try TrustPolicy(trustedKeys: keys, threshold: threshold)
+        let rootPath = trustRoot.map(Self.absolute)
+        if let rootPath {
+            let pinned = try AgentConfig.loadRoot(rootPath)
+            print(
+                "pinning trust root version \(pinned.version) (release keys: \(pinned.root.releaseRole.threshold) of \(pinned.root.releaseRole.keyIDs.count))"
+            )
+        } else {
+            let keys = try keyPaths.map { try PublicKey(contentsOf: $0) }
+            _ = try TrustPolicy(trustedKeys: keys, threshold: threshold)
+        }
 
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.caFile = caFile.map(Self.absolute)
@@ -117,6 +138,7 @@ struct EnrollCommand: AsyncParsableCommand {
             threshold: threshold,
             stateDir: stateDir
         )
+        agentConfig.trustRoot = rootPath
         agentConfig.envDir = Self.absolute(envDir)
         agentConfig.pollSeconds = pollSeconds
         agentConfig.processManager = ProcessManagerKind(rawValue: processManager) ?? .auto

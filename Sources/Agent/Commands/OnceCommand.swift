@@ -26,6 +26,7 @@ struct OnceCommand: AsyncParsableCommand {
             problems.append("\(error)")
             await runtime.reconciler.noteControllerContact(failure: "\(error)")
         }
+        await runtime.refreshTrust(for: desired)
         let summary = await runtime.reconciler.pass(desired: desired)
         problems += summary.problems
         do {

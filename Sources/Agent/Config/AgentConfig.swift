@@ -21,10 +21,15 @@ struct AgentConfig: Sendable, Equatable {
     var tokenFile: String
     /// `services`: the services this instance runs. Releases for any other service are refused.
     var services: [String]
-    /// `trustedKeys`: paths of the operator public keys (PEM) whose signatures count.
+    /// `trustedKeys`: paths of the operator public keys (PEM) whose signatures count: the agent's root 1 is built from
+    /// them (both roles, with `threshold`). Give this or `trustRoot`.
     var trustedKeys: [String]
-    /// `threshold`: distinct trusted keys that must sign a release. Default 1.
+    /// `threshold`: distinct trusted keys that must sign a release (and root 2). Default 1.
     var threshold: Int = 1
+    /// `trustRoot`: path of a signed trust root (`ferry-controller root init`/`root sign`) pinned at enrollment instead
+    /// of `trustedKeys`. Newer roots the controller serves are followed from it, each step verified; the roots accepted
+    /// are kept in `<stateDir>/trust-root.json`.
+    var trustRoot: String?
     /// `stateDir`: where releases, artifacts and state live. Default `/var/lib/ferry`.
     var stateDir: String = "/var/lib/ferry"
     /// `envDir`: instance secrets, `<envDir>/<service>.env` (KEY=VALUE lines). Never leaves the host. Default `/etc/ferry/env`.
@@ -122,15 +127,17 @@ struct AgentConfig: Sendable, Equatable {
             for (index, item) in items.enumerated() { names.append(try Release.serviceName(item, "\(path)[\(index)]")) }
             return names
         }
-        trustedKeys = try reader.required("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
-            guard case .array(let items) = value else { throw .wrongType(field: path, expected: "list", got: value.typeName) }
-            var paths: [String] = []
-            for (index, item) in items.enumerated() {
-                paths.append(try Field.string(maxLength: Limits.pathLength)(item, "\(path)[\(index)]"))
-            }
-            return paths
-        }
+        trustedKeys =
+            try reader.optional("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
+                guard case .array(let items) = value else { throw .wrongType(field: path, expected: "list", got: value.typeName) }
+                var paths: [String] = []
+                for (index, item) in items.enumerated() {
+                    paths.append(try Field.string(maxLength: Limits.pathLength)(item, "\(path)[\(index)]"))
+                }
+                return paths
+            } ?? []
         threshold = try int("threshold", 1...64, 1, &reader)
+        trustRoot = try reader.optional("trustRoot", Field.string(maxLength: Limits.pathLength))
         envDir = try reader.optional("envDir", Field.string(maxLength: Limits.pathLength)) ?? "/etc/ferry/env"
         pollSeconds = try int("pollSeconds", 1...3600, 15, &reader)
         longPollSeconds = try int("longPollSeconds", 0...60, 30, &reader)
@@ -165,6 +172,7 @@ struct AgentConfig: Sendable, Equatable {
             "allowInsecureHttp": .bool(allowInsecureHttp),
         ]
         if let caFile { fields["caFile"] = .string(caFile) }
+        if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }
         if let pm2Home { fields["pm2Home"] = .string(pm2Home) }
         return .object(fields)
@@ -209,10 +217,25 @@ struct AgentConfig: Sendable, Equatable {
             throw ConfigError(path: "controller", reason: error.reason)
         }
         guard !services.isEmpty else { throw ConfigError(path: "services", reason: "at least one service is required") }
-        guard !trustedKeys.isEmpty else { throw ConfigError(path: "trustedKeys", reason: "at least one trusted key is required") }
+        if let trustRoot {
+            guard trustedKeys.isEmpty else {
+                throw ConfigError(
+                    path: "trustRoot",
+                    reason: "give either trustRoot or trustedKeys, not both: the root names the keys (\(trustRoot))"
+                )
+            }
+            return try validateStateDir()
+        }
+        guard !trustedKeys.isEmpty else {
+            throw ConfigError(path: "trustedKeys", reason: "at least one trusted key is required (or a signed root as trustRoot)")
+        }
         guard threshold <= Set(trustedKeys).count else {
             throw ConfigError(path: "threshold", reason: "\(threshold) is more than the \(Set(trustedKeys).count) trusted key(s)")
         }
+        try validateStateDir()
+    }
+
+    private func validateStateDir() throws {
         guard stateDir.hasPrefix("/") else { throw ConfigError(path: "stateDir", reason: "must be an absolute path") }
     }
 
@@ -220,6 +243,30 @@ struct AgentConfig: Sendable, Equatable {
     func trustPolicy() throws -> TrustPolicy {
         let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
         return try TrustPolicy(trustedKeys: keys, threshold: threshold)
+    }
+
+    /// The root pinned at enrollment: the `trustRoot` file (verified: signed by a threshold of its own root keys), or
+    /// root 1 built from `trustedKeys` and `threshold`.
+    func pinnedRoot() throws -> TrustedRoot {
+        guard let trustRoot else {
+            return try TrustedRoot.fromTrustedKeys(try trustPolicy().trustedKeys.values.sorted { $0.keyID < $1.keyID }, threshold: threshold)
+        }
+        return try Self.loadRoot(trustRoot)
+    }
+
+    /// Reads and pins a signed root file.
+    static func loadRoot(_ path: String) throws -> TrustedRoot {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(
+                path: path,
+                reason: FileManager.default.fileExists(atPath: path) ? "cannot read the trust root" : "no such trust root file"
+            )
+        }
+        do {
+            return try TrustedRoot.pinning(try Envelope.decode(Array(data)))
+        } catch {
+            throw ConfigError(path: path, reason: "not a usable trust root: \(error)")
+        }
     }
 
     /// Reads the agent token.

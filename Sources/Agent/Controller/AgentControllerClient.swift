@@ -42,6 +42,18 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         }
     }
 
+    /// `GET /v1/roots/{version}`: one trust root's envelope (verified by the caller, never here).
+    func root(version: Int64) async throws(ControllerError) -> Envelope {
+        let url = "\(baseURL)/v1/roots/\(version)"
+        let response = try await send(HTTPClient.Request(method: .get, url: url, headers: authorization, timeout: .seconds(30)))
+        try Self.check(response, url: url)
+        do {
+            return try Envelope.decode(response.body)
+        } catch {
+            throw .invalidResponse(url: url, reason: "\(error)")
+        }
+    }
+
     /// `POST /v1/agents/{id}/status`.
     func report(_ report: StatusReport, agentID: String) async throws(ControllerError) {
         let url = "\(baseURL)/v1/agents/\(Self.escape(agentID))/status"

@@ -22,10 +22,15 @@ struct ForeignRefusal: Sendable, Equatable {
 /// Turns a desired-state document into per-service decisions: signature threshold, document validity, service
 /// membership, serial order and expiry. Pure: the clock is injected through `ReleaseAdmission`.
 struct DesiredStateEvaluator: Sendable {
+    /// The `release` role of the newest accepted trust root (`AgentTrust`).
     var policy: TrustPolicy
     var admission: ReleaseAdmission
     /// The services this instance runs.
     var services: Set<String>
+    /// Why no new release may be installed (the trust root expired, or a newer one could not be fetched or verified),
+    /// or `nil`. The applied release is kept and an interrupted install resumed (both were admitted before); any other
+    /// release is refused with this reason.
+    var trustProblem: String? = nil
 
     struct Result: Sendable, Equatable {
         /// The best decision per service: an install or keep wins over a refusal of another envelope.
@@ -86,6 +91,7 @@ struct DesiredStateEvaluator: Sendable {
             // An install interrupted by a crash: resume it (the serial was accepted before the crash).
             return (release.service, .install(release, payload: verified.payload))
         }
+        if let trustProblem { return (release.service, .refuse(serial: release.serial, reason: trustProblem)) }
         do {
             try admission.check(release, lastAcceptedSerial: serviceState.highestAcceptedSerial)
         } catch {

@@ -38,7 +38,8 @@ actor Reconciler {
     let store: StateStore
     let processManager: any ProcessManager
     let processManagerName: String
-    let evaluator: DesiredStateEvaluator
+    /// Changes only through `updateTrust(_:)`, between passes.
+    private(set) var evaluator: DesiredStateEvaluator
     let fetcher: ArtifactFetcher
     let extractor: ArchiveExtractor
     let healthGate: HealthGate
@@ -48,6 +49,8 @@ actor Reconciler {
 
     private(set) var state = AgentState()
     private var lastDecisions: DesiredStateEvaluator.Result?
+    /// The trust root as the status report states it (`AgentTrust.Snapshot.report`).
+    private var trustReport: TrustRootStatus?
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
     private var lastTable: [ManagedProcess] = []
@@ -251,6 +254,14 @@ actor Reconciler {
         }
     }
 
+    /// Takes the trust root's verdict for the next pass: the release keys to verify with, and why (if at all) no new
+    /// release may be installed.
+    func updateTrust(_ snapshot: AgentTrust.Snapshot) {
+        evaluator.policy = snapshot.releasePolicy
+        evaluator.trustProblem = snapshot.problem
+        trustReport = snapshot.report
+    }
+
     /// Records how the last poll of the controller went (`failure` is `nil` when it succeeded), for
     /// `ferry-agent status`. Saved only when it changes.
     func noteControllerContact(failure: String?) {
@@ -351,7 +362,7 @@ actor Reconciler {
             default: break
             }
         }
-        return StatusReportBuilder.report(
+        var report = StatusReportBuilder.report(
             services: configuration.services,
             state: state,
             table: lastTable,
@@ -362,6 +373,12 @@ actor Reconciler {
             processManager: processManagerName,
             mask: secrets.mask
         )
+        report.trustRoot = trustReport.map { status in
+            var masked = status
+            masked.problem = status.problem.map(secrets.mask.apply)
+            return masked
+        }
+        return report
     }
 
     // MARK: - Helpers

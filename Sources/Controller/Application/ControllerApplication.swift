@@ -56,7 +56,7 @@ struct ControllerApplication: Sendable {
 ///   - onServerRunning: called with the bound port once the server listens (port 0 picks a free one).
 /// - Throws: `DataDirectoryError`, `ArtifactStoreError` or `TokenRevocationError` when the data directory, the
 ///   artifact directory or the revocation signal file cannot be created; `TLSFileError` when the TLS certificate or key
-///   cannot be used.
+///   cannot be used; `RootError` when the trusted keys cannot make a trust root.
 func makeApplication(
     configuration: ControllerConfiguration,
     store: any ControllerStore,
@@ -85,6 +85,7 @@ func makeApplication(
     let core = ControllerCore(
         configuration: configuration,
         store: store,
+        trust: try configuration.trust(),
         artifacts: artifacts,
         authenticator: Authenticator(store: store, revocations: revocations, now: now),
         revocations: revocations,

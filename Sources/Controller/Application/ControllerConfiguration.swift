@@ -1,17 +1,25 @@
 import Foundation
 import Shared
 
-/// Everything `serve` needs to know. Every field but `trustPolicy` has a default.
+/// Everything `serve` needs to know. Every field but `trustAnchor` has a default.
 struct ControllerConfiguration: Sendable {
+    /// Where the controller's trust starts.
+    enum TrustAnchor: Sendable {
+        /// `--trusted-key` flags: root 1 is built from these keys and threshold (the compatibility path).
+        case trustedKeys(TrustPolicy)
+        /// `--trust-root FILE`: an operator's signed root, pinned.
+        case root(TrustedRoot)
+    }
+
     /// Address to listen on. Default `127.0.0.1`.
     var host: String = "127.0.0.1"
     /// Port to listen on; 0 picks a free one (printed at start). Default 8080.
     var port: Int = 8080
     /// SQLite database and artifact files live here. Default `./ferry-data`.
     var dataDirectory: String = "./ferry-data"
-    /// The operator keys a release must be signed by, and how many of them. Required: the controller rejects
-    /// releases agents would refuse anyway.
-    var trustPolicy: TrustPolicy
+    /// The root releases and newer roots are checked from (followed through the published chain). Required: the
+    /// controller rejects releases agents would refuse anyway.
+    var trustAnchor: TrustAnchor
     /// The poll interval agents are told to use; three of them without a status report marks an agent stale.
     /// Default 15 s.
     var pollInterval: Duration = .seconds(15)
@@ -34,7 +42,30 @@ struct ControllerConfiguration: Sendable {
     var connectionLimits = ConnectionLimits()
 
     init(trustPolicy: TrustPolicy) {
-        self.trustPolicy = trustPolicy
+        self.trustAnchor = .trustedKeys(trustPolicy)
+    }
+
+    init(trustRoot: TrustedRoot) {
+        self.trustAnchor = .root(trustRoot)
+    }
+
+    init(trustAnchor: TrustAnchor) {
+        self.trustAnchor = trustAnchor
+    }
+
+    /// The `--trusted-key` policy, when the controller is configured with trusted keys rather than a root file.
+    var trustPolicy: TrustPolicy? {
+        if case .trustedKeys(let policy) = trustAnchor { return policy }
+        return nil
+    }
+
+    /// The trust the controller checks with.
+    /// - Throws: `RootError` when the trusted keys cannot make a root (more than `Root.maximumKeys` of them).
+    func trust() throws(RootError) -> ControllerTrust {
+        switch trustAnchor {
+        case .trustedKeys(let policy): try ControllerTrust(trustedKeys: policy)
+        case .root(let root): ControllerTrust(pinned: root)
+        }
     }
 
     /// The SQLite database file.

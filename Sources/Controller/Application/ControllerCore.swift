@@ -6,6 +6,8 @@ import Shared
 struct ControllerCore: Sendable {
     let configuration: ControllerConfiguration
     let store: any ControllerStore
+    /// The trust root releases and newer roots are checked against.
+    let trust: ControllerTrust
     let artifacts: ArtifactStore
     let authenticator: Authenticator
     /// The signal to every process serving this data directory that a token stopped working.

@@ -65,5 +65,35 @@ struct FleetStatusCommand: AsyncParsableCommand {
             }
             Console.print(line)
         }
+        for case .object(let approval) in FleetDocument.array(filtered.object?["approvals"]) {
+            if let service, FleetDocument.text(approval["service"]) != service { continue }
+            let signers = FleetDocument.array(approval["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
+            let name = FleetDocument.text(approval["service"])
+            let serial = FleetDocument.text(approval["serial"])
+            Console.print(
+                "awaiting approval: \(name) serial \(serial) (\(FleetDocument.text(approval["version"]))) published by "
+                    + "\(FleetDocument.text(approval["publishedBy"])): \(signers.count) of \(FleetDocument.text(approval["signaturesRequired"])) "
+                    + "signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", "))); "
+                    + "approve with `ferry-controller approve --service \(name) --serial \(serial) --key KEY`"
+            )
+        }
+        if case .object(let trust)? = filtered.object?["trustRoot"] {
+            if let problem = trust["problem"], problem != .null {
+                Console.print("trust root: \(FleetDocument.text(problem))")
+            } else if trust["fromTrustedKeys"] != .bool(true) {
+                let expired = trust["expired"] == .bool(true) ? " — EXPIRED: agents admit no new release" : ""
+                Console.print(
+                    "trust root: version \(FleetDocument.text(trust["version"])), expires \(FleetDocument.text(trust["expiresAt"]))\(expired)"
+                )
+            }
+        }
+        let behind = FleetDocument.agents(filtered).filter { agent in
+            guard case .object(let root)? = agent["trustRoot"] else { return false }
+            return root["problem"].map { $0 != .null } ?? false
+        }
+        for agent in behind {
+            let problem = agent["trustRoot"]?.object?["problem"] ?? .null
+            Console.print("agent \(FleetDocument.text(agent["name"])): \(FleetDocument.text(problem))")
+        }
     }
 }

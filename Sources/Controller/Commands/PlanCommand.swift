@@ -25,22 +25,28 @@ struct PlanCommand: AsyncParsableCommand {
         input.serial = try await publisher.nextSerial(of: input.service)
         let draft = try ReleaseComposer.composePrintingWarnings(input)
         let candidate = draft.release
+        Console.print("plan for service \(candidate.service): serial \(candidate.serial), version \(candidate.version) (nothing is published)")
+        try await Self.printPlan(for: candidate, client: client)
+    }
 
+    /// Prints, per agent of the candidate's service, what installing `candidate` would change compared with the release
+    /// the agent runs now (env names only, never values). Shared with `approve`.
+    static func printPlan(for candidate: Release, client: OperatorClient) async throws {
+        let publisher = ReleasePublisher(client: client)
         var bySerial: [Int64: Release] = [:]
-        for entry in try await publisher.releases(of: input.service) {
+        for entry in try await publisher.releases(of: candidate.service) {
             if let release = try? RollbackCommand.release(from: entry) { bySerial[release.serial] = release }
         }
         let fleet = try await client.getJSON("/v1/fleet")
         var agents: [(name: String, serial: Int64?)] = []
         for agent in FleetDocument.agents(fleet) {
-            for case .object(let status) in FleetDocument.array(agent["services"]) where FleetDocument.text(status["service"]) == input.service {
+            for case .object(let status) in FleetDocument.array(agent["services"]) where FleetDocument.text(status["service"]) == candidate.service {
                 var serial: Int64?
                 if case .integer(let n)? = status["serial"] { serial = n }
                 agents.append((FleetDocument.text(agent["name"]), serial))
             }
         }
 
-        Console.print("plan for service \(candidate.service): serial \(candidate.serial), version \(candidate.version) (nothing is published)")
         if agents.isEmpty {
             Console.print("no agent runs service \(candidate.service) yet; the first agent to enroll gets:")
             for line in ReleaseDiff(from: nil, to: candidate).lines() { Console.print(line) }

@@ -12,10 +12,10 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Run the controller: artifact store, releases, agents' desired state, status, dashboard.",
         discussion: """
             Every flag has an environment twin (FERRY_LISTEN, FERRY_DATA_DIR, FERRY_TRUSTED_KEYS as a comma-separated \
-            list, FERRY_THRESHOLD, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
+            list, FERRY_THRESHOLD, FERRY_TRUST_ROOT, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
             FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL, FERRY_TLS_CERT, FERRY_TLS_KEY, \
             FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS) and a key in the optional --config file \
-            (YAML or JSON: listen, dataDir, trustedKeys, threshold, pollSeconds, maxBodyBytes, maxStatusBytes, \
+            (YAML or JSON: listen, dataDir, trustedKeys, threshold, trustRoot, pollSeconds, maxBodyBytes, maxStatusBytes, \
             maxArtifactBytes, statusHistory, logLevel, tlsCert, tlsKey, headerTimeout, idleTimeout, maxConnections). \
             Flags win over the environment, which wins over the file.
 
@@ -41,6 +41,15 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "How many distinct trusted keys must sign a release (default 1).")
     var threshold: Int?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A signed trust root to pin instead of --trusted-key (root 1 from `ferry-controller root init` and `root sign`).",
+            valueName: "FILE"
+        )
+    )
+    var trustRoot: String?
 
     @Option(name: .long, help: "Poll interval told to agents, in seconds; 3 without a report marks an agent stale (default 15).")
     var pollSeconds: Int?
@@ -94,6 +103,7 @@ struct ServeCommand: AsyncParsableCommand {
         settings.dataDirectory = dataDirectory
         settings.trustedKeys = trustedKey
         settings.threshold = threshold
+        settings.trustRoot = trustRoot
         settings.pollSeconds = pollSeconds
         settings.maxBodyBytes = try maxBodyBytes.map { try ServeSettings.parseSize($0, name: "--max-body-bytes") }
         settings.maxStatusBytes = try maxStatusBytes.map { try ServeSettings.parseSize($0, name: "--max-status-bytes") }
@@ -159,6 +169,9 @@ struct ServeCommand: AsyncParsableCommand {
                     FileHandle.standardOutput.write(Data("ferry-controller listening on \(scheme)://\(host):\(port)\n".utf8))
                 }
             )
+            // A chain that no longer follows from the pin (the flags changed under published roots) is refused here,
+            // before anything is served with it.
+            _ = try await application.core.trust.current(in: store)
         } catch {
             try? await store.close()
             throw CLIError("\(error)")
@@ -166,8 +179,8 @@ struct ServeCommand: AsyncParsableCommand {
         logger.info(
             "Starting controller",
             metadata: [
-                "ferry.data_dir": "\(configuration.dataDirectory)", "ferry.trusted_keys": "\(configuration.trustPolicy.trustedKeys.count)",
-                "ferry.threshold": "\(configuration.trustPolicy.threshold)",
+                "ferry.data_dir": "\(configuration.dataDirectory)", "ferry.trust.pinned_version": "\(application.core.trust.pinned.version)",
+                "ferry.trust.release_threshold": "\(application.core.trust.pinned.root.releaseRole.threshold)",
                 "ferry.header_timeout": "\(configuration.connectionLimits.headerTimeout)",
                 "ferry.idle_timeout": "\(configuration.connectionLimits.idleTimeout)",
                 "ferry.max_connections": "\(configuration.connectionLimits.maximumConnections)",

@@ -9,6 +9,8 @@ struct ServeSettings: Equatable, Sendable {
     var dataDirectory: String?
     var trustedKeys: [String] = []
     var threshold: Int?
+    /// A signed trust root file to pin instead of `trustedKeys`.
+    var trustRoot: String?
     var pollSeconds: Int?
     var maxBodyBytes: Int64?
     var maxStatusBytes: Int64?
@@ -40,6 +42,7 @@ struct ServeSettings: Equatable, Sendable {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty }
         settings.threshold = try integer("FERRY_THRESHOLD")
+        settings.trustRoot = environment["FERRY_TRUST_ROOT"].flatMap { $0.isEmpty ? nil : $0 }
         settings.pollSeconds = try integer("FERRY_POLL_SECONDS")
         settings.maxBodyBytes = try size("FERRY_MAX_BODY_BYTES")
         settings.maxStatusBytes = try size("FERRY_MAX_STATUS_BYTES")
@@ -55,9 +58,9 @@ struct ServeSettings: Equatable, Sendable {
     }
 
     /// Reads a YAML or JSON config file whose keys are the flags' names in camelCase (`listen`, `dataDir`,
-    /// `trustedKeys`, `threshold`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
+    /// `trustedKeys`, `threshold`, `trustRoot`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
     /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`). Unknown keys
-    /// are errors. Relative paths (`dataDir`, `trustedKeys`, `tlsCert`, `tlsKey`) are relative to the file. Timeouts are
+    /// are errors. Relative paths (`dataDir`, `trustedKeys`, `trustRoot`, `tlsCert`, `tlsKey`) are relative to the file. Timeouts are
     /// seconds, as a number or a text like `15s` or `2m`.
     static func fromFile(_ path: String) throws(ConfigurationError) -> ServeSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -92,6 +95,7 @@ struct ServeSettings: Equatable, Sendable {
                     return keys
                 }?.map(resolve) ?? []
             settings.threshold = try reader.optional("threshold", Field.integer(in: 1...64)).map { Int($0) }
+            settings.trustRoot = try reader.optional("trustRoot", Field.string(maxLength: 4096)).map(resolve)
             settings.pollSeconds = try reader.optional("pollSeconds", Field.integer(in: 1...3600)).map { Int($0) }
             settings.maxBodyBytes = try reader.optional("maxBodyBytes", sizeField)
             settings.maxStatusBytes = try reader.optional("maxStatusBytes", sizeField)
@@ -166,6 +170,7 @@ struct ServeSettings: Equatable, Sendable {
             dataDirectory: other.dataDirectory ?? dataDirectory,
             trustedKeys: other.trustedKeys.isEmpty ? trustedKeys : other.trustedKeys,
             threshold: other.threshold ?? threshold,
+            trustRoot: other.trustRoot ?? trustRoot,
             pollSeconds: other.pollSeconds ?? pollSeconds,
             maxBodyBytes: other.maxBodyBytes ?? maxBodyBytes,
             maxStatusBytes: other.maxStatusBytes ?? maxStatusBytes,
@@ -193,22 +198,9 @@ struct ServeSettings: Equatable, Sendable {
         return level
     }
 
-    /// The controller configuration, loading the trusted keys.
+    /// The controller configuration, loading the trusted keys or the pinned trust root.
     func configuration() throws -> ControllerConfiguration {
-        guard !trustedKeys.isEmpty else {
-            throw ConfigurationError.missing(
-                "no trusted key: give --trusted-key FILE.pub (or FERRY_TRUSTED_KEYS, or trustedKeys in the config file); "
-                    + "the controller refuses releases its agents would refuse"
-            )
-        }
-        let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
-        let policy: TrustPolicy
-        do {
-            policy = try TrustPolicy(trustedKeys: keys, threshold: threshold ?? 1)
-        } catch {
-            throw ConfigurationError.invalidSetting(name: "--threshold", value: "\(threshold ?? 1)", reason: "\(error)")
-        }
-        var configuration = ControllerConfiguration(trustPolicy: policy)
+        var configuration = try ControllerConfiguration(trustAnchor: trustAnchor())
         if let listen {
             let (host, port) = try Self.parseListen(listen)
             configuration.host = host
@@ -280,6 +272,40 @@ struct ServeSettings: Equatable, Sendable {
             configuration.connectionLimits.maximumConnections = maxConnections
         }
         return configuration
+    }
+
+    /// Where trust starts: the `--trust-root` file, or a root built from the `--trusted-key` files and `--threshold`.
+    func trustAnchor() throws -> ControllerConfiguration.TrustAnchor {
+        if let trustRoot {
+            guard trustedKeys.isEmpty, threshold == nil else {
+                throw ConfigurationError.invalidSetting(
+                    name: "--trust-root",
+                    value: trustRoot,
+                    reason: "give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds"
+                )
+            }
+            do {
+                let bytes = try CLIInput.read(trustRoot, limit: Limits.envelopeBytes)
+                return .root(try TrustedRoot.pinning(try Envelope.decode(bytes)))
+            } catch {
+                throw ConfigurationError.invalidSetting(name: "--trust-root", value: trustRoot, reason: "\(error)")
+            }
+        }
+        guard !trustedKeys.isEmpty else {
+            throw ConfigurationError.missing(
+                "no trusted key: give --trusted-key FILE.pub (or FERRY_TRUSTED_KEYS, or trustedKeys in the config file), or a "
+                    + "signed trust root with --trust-root FILE (FERRY_TRUST_ROOT, trustRoot); the controller refuses releases its "
+                    + "agents would refuse"
+            )
+        }
+        let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
+        let policy: TrustPolicy
+        do {
+            policy = try TrustPolicy(trustedKeys: keys, threshold: threshold ?? 1)
+        } catch {
+            throw ConfigurationError.invalidSetting(name: "--threshold", value: "\(threshold ?? 1)", reason: "\(error)")
+        }
+        return .trustedKeys(policy)
     }
 
     /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces).

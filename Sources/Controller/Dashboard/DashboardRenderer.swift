@@ -46,8 +46,32 @@ struct DashboardRenderer: Sendable {
             "hasServices": !fleet.services.isEmpty, "hasAgents": !fleet.agents.isEmpty,
             "hasRollouts": !rollouts.isEmpty, "hasEvents": !events.isEmpty,
             "columns": services, "rows": agents, "rollouts": rollouts, "events": events,
+            "approvals": fleet.approvals.map(Self.approval), "hasApprovals": !fleet.approvals.isEmpty,
+            "trustRoot": Self.trustText(fleet),
         ]
         return template.render(context)
+    }
+
+    /// A release awaiting approval: who published it, which release keys signed, how many more are needed.
+    private static func approval(_ record: ReleaseRecord) -> [String: Any] {
+        [
+            "service": record.service, "serial": record.serial, "version": record.version, "publishedBy": record.publishedBy,
+            "signed": record.signedBy.count, "required": record.signaturesRequired,
+            "signers": record.signedBy.map { String($0.prefix(12)) }.joined(separator: ", "),
+        ]
+    }
+
+    /// "trust root 2 (expires 2027-11-26)", or what is wrong with it.
+    private static func trustText(_ fleet: FleetSnapshot) -> String {
+        switch fleet.trust {
+        case nil: return ""
+        case .failure?: return "trust root chain broken"
+        case .success(let root)?:
+            if root.isFromTrustedKeys { return "trust root 1 (from --trusted-key)" }
+            let expiry = Timestamp.format(root.root.expiresAt).prefix(10)
+            return root.root.isExpired(at: fleet.generatedAt)
+                ? "trust root \(root.version) EXPIRED on \(expiry)" : "trust root \(root.version) (expires \(expiry))"
+        }
     }
 
     /// How often the page refreshes itself: the agents' poll interval, kept within 5 s...60 s (nothing on the page
@@ -76,12 +100,20 @@ struct DashboardRenderer: Sendable {
             if let target = status.targetSerial, target != status.serial { cell["target"] = String(target) }
             return cell
         }
-        return [
+        var row: [String: Any] = [
             "id": record.id, "name": record.name, "hostname": record.hostname, "stale": agent.isStale,
             "agentVersion": record.agentVersion ?? "", "processManager": record.processManager ?? "",
             "lastSeen": record.lastSeen.map { relative($0, to: now) } ?? "never",
             "lastSeenAt": record.lastSeen.map(Timestamp.format) ?? "no status report yet", "cells": cells,
         ]
+        // Keys only when set: the template's sections test presence.
+        if let version = record.trustRootVersion { row["trustRootVersion"] = String(version) }
+        // Why the agent admits no new release under its trust root ("trust root expired", a root it cannot accept).
+        if let problem = record.trustRootProblem {
+            row["trustRootProblem"] = problem
+            row["shortTrustRootProblem"] = shorten(problem, to: 60)
+        }
+        return row
     }
 
     // MARK: Rollouts
@@ -156,7 +188,7 @@ struct DashboardRenderer: Sendable {
         case .halted, .aborted, .rolledBack, .refused: "bad"
         case .paused: "warn"
         case .completed: "ok"
-        case .published, .waveAdvanced, .resumed: "info"
+        case .published, .waveAdvanced, .resumed, .approved: "info"
         case .superseded: "muted"
         }
     }

@@ -25,6 +25,7 @@ enum DashboardTemplate {
         <header class="top">
         <h1>Ferry fleet</h1>
         <p id="summary">{{agents}} · {{staleCount}} stale · {{services}} · {{openRollouts}}{{#hasHalted}} · <strong class="alert">{{haltedCount}} halted</strong>{{/hasHalted}} · \
+        <span data-trust-root>{{trustRoot}}</span> · \
         generated <time datetime="{{generatedAt}}">{{generatedAt}}</time></p>
         <p id="refresh-status" data-refresh="off">reloads every {{refreshSeconds}} s</p>
         </header>
@@ -42,7 +43,8 @@ enum DashboardTemplate {
         <tr class="{{#stale}}stale{{/stale}}" data-agent="{{name}}" data-agent-id="{{id}}" \
         data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
         <th scope="row" title="{{id}}"><span class="agent">{{name}}</span><small>{{hostname}}</small>\
-        <small>{{agentVersion}} {{processManager}}</small></th>
+        <small>{{agentVersion}} {{processManager}}{{#trustRootVersion}} · root {{trustRootVersion}}{{/trustRootVersion}}</small>\
+        {{#trustRootProblem}}<span class="badge tone-bad" data-trust-root-problem title="{{trustRootProblem}}">{{shortTrustRootProblem}}</span>{{/trustRootProblem}}</th>
         <td class="seen">{{#stale}}<span class="badge stale" title="no status report for three poll intervals">stale</span> {{/stale}}\
         {{lastSeen}}<small>{{lastSeenAt}}</small></td>
         {{#cells}}
@@ -64,6 +66,19 @@ enum DashboardTemplate {
         {{/hasAgents}}
         {{^hasAgents}}<p class="empty">No agent has enrolled yet.</p>{{/hasAgents}}
         </section>
+        {{#hasApprovals}}
+        <section id="approvals">
+        <h2>Awaiting approval</h2>
+        <table class="events">
+        <thead><tr><th>Service</th><th>Serial</th><th>Version</th><th>Published by</th><th>Signatures</th><th>Signed by (key ids)</th></tr></thead>
+        <tbody>
+        {{#approvals}}<tr data-approval-service="{{service}}" data-approval-serial="{{serial}}"><td>{{service}}</td><td>{{serial}}</td>\
+        <td>{{version}}</td><td>{{publishedBy}}</td><td>{{signed}} of {{required}}</td><td>{{signers}}</td></tr>
+        {{/approvals}}
+        </tbody>
+        </table>
+        </section>
+        {{/hasApprovals}}
         <div class="columns">
         <section id="rollouts">
         <h2>Rollouts</h2>

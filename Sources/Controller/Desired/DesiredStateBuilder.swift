@@ -28,11 +28,14 @@ struct DesiredStateBuilder: Sendable {
         } else {
             snapshot = try await ServiceSnapshot.load(agent.services, from: store)
         }
-        let releases = try await selector.releases(for: agent, in: store, shared: snapshot)
+        // A release awaiting approval never leaves the controller, whatever a selector picks (the rollout selector
+        // already gives the stable serial while a rollout awaits approval).
+        let releases = try await selector.releases(for: agent, in: store, shared: snapshot).filter { !$0.isAwaitingApproval }
         let state = DesiredState(
             agentID: agent.id,
             pollSeconds: configuration.pollInterval.components.seconds,
-            releases: releases.map(\.envelope)
+            releases: releases.map(\.envelope),
+            rootVersion: snapshot.rootVersion
         )
         var serials: [String: Int64] = [:]
         for release in releases { serials[release.service] = release.serial }

@@ -49,6 +49,13 @@ final class DesiredStateProvider: Sendable {
         hub.notify(agentID: agentID)
     }
 
+    /// A trust root was published: every desired state names the new version, so all of them change and every parked
+    /// long-poll is answered.
+    func rootPublished() {
+        cache.invalidateAll()
+        hub.notifyAll()
+    }
+
     /// An agent (re-)enrolled: its services may differ.
     func agentEnrolled(id: String) {
         cache.invalidate(id)

@@ -133,6 +133,11 @@ final class LongPollHub: Sendable {
         resume(.changed) { !$0.services.isDisjoint(with: services) }
     }
 
+    /// Wakes every waiter (a trust root was published: every agent's state names it).
+    func notifyAll() {
+        resume(.changed) { _ in true }
+    }
+
     /// Wakes the waiter of one agent (it enrolled again, or reported a serial its state does not know).
     func notify(agentID: String) {
         let (woken, count) = state.withLock { state -> (Waiter?, Int) in

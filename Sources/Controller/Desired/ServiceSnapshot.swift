@@ -8,10 +8,13 @@ struct ServiceSnapshot: Sendable {
     var rollouts: [String: RolloutRecord] = [:]
     /// Releases other than the latest that a rollout hands out (its stable serial), by key.
     var others: [ReleaseKey: ReleaseRecord] = [:]
+    /// The newest trust root version stored (every agent's desired state names it), or `nil` when none is.
+    var rootVersion: Int64?
 
     /// Reads the snapshot of `services` from `store`.
     static func load(_ services: [String], from store: any ControllerStore) async throws -> ServiceSnapshot {
         var snapshot = ServiceSnapshot()
+        snapshot.rootVersion = try await store.latestTrustRootVersion()
         guard !services.isEmpty else { return snapshot }
         for record in try await store.latestReleases(for: services) { snapshot.latest[record.service] = record }
         for rollout in try await store.latestRollouts(for: services) { snapshot.rollouts[rollout.service] = rollout }

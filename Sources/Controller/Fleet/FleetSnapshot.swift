@@ -19,6 +19,11 @@ struct FleetSnapshot: Sendable {
     var rollouts: [RolloutView] = []
     /// The newest events (publishes, waves, halts, operator actions, agents' failures), newest first.
     var events: [RolloutEvent] = []
+    /// Releases stored with fewer signatures than the trust root's release threshold, waiting for approvers, by
+    /// service.
+    var approvals: [ReleaseRecord] = []
+    /// The controller's newest trust root, or why it cannot use its chain.
+    var trust: Result<TrustedRoot, ControllerTrustError>?
 
     /// How many events the snapshot carries.
     static let eventCount = 20
@@ -41,13 +46,23 @@ struct FleetSnapshot: Sendable {
             for (agentID, services) in statuses { byAgent[agentID] = services[rollout.service]?.status }
             return RolloutView(rollout, names: names, statuses: byAgent)
         }
+        let awaiting = rollouts.map(\.rollout).filter { $0.state == .awaitingApproval }
+        let approvals = try await core.store.releases(awaiting.map { ReleaseKey(service: $0.service, serial: $0.serial) })
+        let trust: Result<TrustedRoot, ControllerTrustError>
+        do {
+            trust = .success(try core.trust.follow(try await core.store.trustRoots()))
+        } catch let error as ControllerTrustError {
+            trust = .failure(error)
+        }
         return FleetSnapshot(
             generatedAt: now,
             pollInterval: core.configuration.pollInterval,
             services: services,
             agents: agents,
             rollouts: rollouts,
-            events: try await core.store.events(service: nil, limit: eventCount)
+            events: try await core.store.events(service: nil, limit: eventCount),
+            approvals: approvals,
+            trust: trust
         )
     }
 
@@ -60,7 +75,37 @@ struct FleetSnapshot: Sendable {
             "agents": .array(agents.map(Self.json(_:))),
             "rollouts": .array(rollouts.map(\.json)),
             "events": .array(events.map(\.json)),
+            "approvals": .array(approvals.map(Self.json(approval:))),
+            "trustRoot": trustJSON,
         ])
+    }
+
+    /// A release awaiting approval: who published it and which release keys signed it so far.
+    private static func json(approval record: ReleaseRecord) -> JSONValue {
+        .object([
+            "service": .string(record.service), "serial": .integer(record.serial), "version": .string(record.version),
+            "publishedBy": .string(record.publishedBy), "createdAt": .string(Timestamp.format(record.createdAt)),
+            "signedBy": .array(record.signedBy.map { .string($0) }),
+            "signaturesRequired": .integer(Int64(record.signaturesRequired)),
+        ])
+    }
+
+    /// The controller's newest trust root, or the problem with its chain.
+    private var trustJSON: JSONValue {
+        switch trust {
+        case nil:
+            return .null
+        case .success(let root)?:
+            return .object([
+                "version": .integer(root.version),
+                "expiresAt": root.isFromTrustedKeys ? .null : .string(Timestamp.format(root.root.expiresAt)),
+                "expired": .bool(root.root.isExpired(at: generatedAt)),
+                "fromTrustedKeys": .bool(root.isFromTrustedKeys),
+                "releaseThreshold": .integer(Int64(root.root.releaseRole.threshold)),
+            ])
+        case .failure(let error)?:
+            return .object(["problem": .string("\(error)")])
+        }
     }
 
     private static func json(_ summary: ServiceSummary) -> JSONValue {
@@ -97,6 +142,10 @@ struct FleetSnapshot: Sendable {
             "stale": .bool(agent.isStale),
             "agentVersion": record.agentVersion.map { .string($0) } ?? .null,
             "processManager": record.processManager.map { .string($0) } ?? .null,
+            "trustRoot": .object([
+                "version": record.trustRootVersion.map { .integer($0) } ?? .null,
+                "problem": record.trustRootProblem.map { .string($0) } ?? .null,
+            ]),
             "services": .array(services),
         ])
     }

@@ -20,6 +20,8 @@ struct AccessPolicy: Sendable {
     static let enrollment = AccessPolicy(roles: [.enroll, .operator], basicOnReads: false, challenge: .bearer)
     /// An agent's own desired state and status.
     static let agents = AccessPolicy(roles: [.agent], basicOnReads: false, challenge: .bearer)
+    /// The trust root chain: agents (which follow it), viewers and operators. Nothing in it is secret.
+    static let rootReaders = AccessPolicy(roles: [.agent, .viewer, .operator], basicOnReads: true, challenge: .bearer)
     /// Artifact downloads: agents (their services' artifacts only) and operators.
     static let artifactReaders = AccessPolicy(roles: [.agent, .operator], basicOnReads: false, challenge: .bearer)
 

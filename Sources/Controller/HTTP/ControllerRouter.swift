@@ -23,6 +23,7 @@ enum ControllerRouter {
         )
         RolloutRoutes(core: core).register(operators: routes.group(.operators), readers: routes.group(.fleetReaders))
         TokenRoutes(core: core).register(operators: routes.group(.operators))
+        RootRoutes(core: core).register(operators: routes.group(.operators), readers: routes.group(.rootReaders))
         FleetRoutes(core: core, dashboard: try DashboardRenderer()).register(
             readers: routes.group(.fleetReaders),
             dashboardPage: routes.group(.dashboard)

@@ -4,7 +4,12 @@ import Shared
 
 /// `POST /v1/releases[?strategy=S&waveStableSeconds=N&maxFailures=N]` (operator), `GET /v1/services` (operator,
 /// viewer), `GET /v1/services/{service}/releases` (operator: the answer carries each release's envelope, env included,
-/// for `rollback` to re-sign).
+/// for `rollback` to re-sign and `approve` to co-sign), `POST /v1/services/{service}/releases/{serial}/signatures`
+/// (operator: an approval, `ReleaseRoutes+Approval.swift`).
+///
+/// Releases are checked against the `release` role of the controller's newest trust root (`ControllerTrust`). A release
+/// signed by at least one of its keys but fewer than its threshold is stored awaiting approval (two-person rule): its
+/// rollout reaches no agent until enough release keys co-sign it.
 struct ReleaseRoutes: Sendable {
     let core: ControllerCore
 
@@ -15,6 +20,9 @@ struct ReleaseRoutes: Sendable {
         operators.post("/v1/releases") { request, context in try await publish(request, context: context) }
         readers.get("/v1/services") { _, _ in try await services() }
         operators.get("/v1/services/:service/releases") { request, context in try await releases(request, context: context) }
+        operators.post("/v1/services/:service/releases/:serial/signatures") { request, context in
+            try await approve(request, context: context)
+        }
     }
 
     private func publish(_ request: Request, context: FerryRequestContext) async throws -> Response {
@@ -33,9 +41,10 @@ struct ReleaseRoutes: Sendable {
         } catch {
             throw APIError.document(error, what: "envelope")
         }
+        let trust = try await currentTrust()
         let verified: VerifiedPayload
         do {
-            verified = try core.configuration.trustPolicy.verify(envelope, expecting: Release.payloadType)
+            verified = try ControllerTrust.releaseSignatures(of: envelope, under: trust)
         } catch {
             throw Self.signatureError(error)
         }
@@ -73,7 +82,9 @@ struct ReleaseRoutes: Sendable {
             artifactSize: release.artifact.size,
             envelope: envelope,
             publishedBy: principal.name,
-            createdAt: core.now()
+            createdAt: core.now(),
+            signedBy: verified.keyIDs,
+            signaturesRequired: trust.root.releaseRole.threshold
         )
         // The rollout's agents: the service's agents now, by name then id. Agents enrolling later receive the stable
         // serial until the rollout completes.
@@ -100,10 +111,31 @@ struct ReleaseRoutes: Sendable {
         var body = Self.summary(record)
         if case .object(var fields) = body {
             fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
+            fields["trustRootVersion"] = .integer(trust.version)
             fields["rollout"] = rollout?.json ?? .null
             body = .object(fields)
         }
         return JSONResponse.make(body, status: .created)
+    }
+
+    /// The controller's newest trust root, usable for releases: a broken chain is a 500 naming it, an expired root a 422.
+    func currentTrust() async throws -> TrustedRoot {
+        let trust: TrustedRoot
+        do {
+            trust = try await core.trust.current(in: core.store)
+        } catch let error as ControllerTrustError {
+            core.logger.error("The stored trust roots do not follow from the pinned root", metadata: ["error.message": "\(error)"])
+            throw APIError(.internalServerError, "trust_chain_broken", "\(error)")
+        }
+        guard !trust.root.isExpired(at: core.now(), grace: core.trust.clockSkewGrace) else {
+            throw APIError.unprocessable(
+                "trust_root_expired",
+                "trust root version \(trust.version) expired at \(Timestamp.format(trust.root.expiresAt)): agents admit no new release "
+                    + "under it (they keep running what they run). Publish a renewed root first (`ferry-controller root rotate`, "
+                    + "`root sign`, `root publish`)"
+            )
+        }
+        return trust
     }
 
     /// Signature failures, told apart so an operator knows whether to fix the key, the trust list or add signers.
@@ -163,6 +195,8 @@ struct ReleaseRoutes: Sendable {
             "service": .string(record.service), "serial": .integer(record.serial), "version": .string(record.version),
             "artifact": .object(["sha256": .string(record.artifactSHA256), "size": .integer(record.artifactSize)]),
             "publishedBy": .string(record.publishedBy), "createdAt": .string(Timestamp.format(record.createdAt)),
+            "signedBy": .array(record.signedBy.map { .string($0) }), "signaturesRequired": .integer(Int64(record.signaturesRequired)),
+            "awaitingApproval": .bool(record.isAwaitingApproval),
         ])
     }
 }

@@ -1,10 +1,13 @@
 /// Where a rollout stands.
 ///
-/// `rolling → (paused ↔ rolling) → completed | halted | aborted | superseded`. Only `rolling` advances waves;
+/// `[awaiting-approval →] rolling → (paused ↔ rolling) → completed | halted | aborted | superseded`. Only `rolling` advances waves;
 /// `rolling` and `paused` are evaluated for failures (a paused rollout still halts). `halted` ends
 /// with an abort or a newer publish; `completed`, `aborted` and `superseded` are final. The transitions are
 /// `RolloutStateMachine`'s.
 enum RolloutState: String, Sendable, Equatable, CaseIterable {
+    /// The release has fewer signatures than the trust root's release threshold (two-person rule): stored, served to no
+    /// agent until enough release keys approve it (`ferry-controller approve`); every agent keeps the stable serial.
+    case awaitingApproval = "awaiting-approval"
     /// Waves advance as agents report the new serial healthy.
     case rolling
     /// An operator stopped advancement; reached agents keep the new serial, the others the stable one.
@@ -21,6 +24,7 @@ enum RolloutState: String, Sendable, Equatable, CaseIterable {
     /// Whether the rollout may still change by itself or by `pause`/`resume`.
     var isActive: Bool { self == .rolling || self == .paused }
 
-    /// Whether a publish or an abort still changes it (`halted` waits for one of the two).
-    var isOpen: Bool { isActive || self == .halted }
+    /// Whether a publish or an abort still changes it (`halted` waits for one of the two, `awaiting-approval` for an
+    /// approval too).
+    var isOpen: Bool { isActive || self == .halted || self == .awaitingApproval }
 }

@@ -3,13 +3,15 @@ import Foundation
 /// The lifecycle of one rollout, decided in one place.
 ///
 /// ```
+/// publish ─▶ awaiting-approval ──approved──▶ completed | rolling   fewer signatures than the release threshold
+///            awaiting-approval ──approved──▶ awaiting-approval     still short of the threshold (3 of N)
 /// publish ─▶ completed                                    strategy `all`, or no agents
 /// publish ─▶ rolling ──advance──▶ rolling                 the next wave is stable
 ///            rolling ──complete─▶ completed               the last wave is stable
 ///   rolling, paused  ──halt─────▶ halted                  more failures than allowed
 ///            rolling ──pause────▶ paused ──resume──▶ rolling
-///   rolling, paused, halted ──abort──────────▶ aborted
-///   rolling, paused, halted ──newer publish──▶ superseded
+///   awaiting-approval, rolling, paused, halted ──abort──────────▶ aborted
+///   awaiting-approval, rolling, paused, halted ──newer publish──▶ superseded
 /// ```
 /// `completed`, `aborted` and `superseded` are final: a newer publish leaves them as they are.
 ///
@@ -60,7 +62,7 @@ struct RolloutStateMachine: Sendable, Equatable {
     /// The start of a rollout, decided by `publish(_:plan:)`: the store inserts it with its release.
     struct Opening: Sendable, Equatable {
         let plan: RolloutPlan
-        /// The first state: `completed` or `rolling`, at wave 0.
+        /// The first state: `awaiting-approval`, `completed` or `rolling`, at wave 0.
         let state: RolloutState
         /// Stored with the rollout: the `published` event.
         let events: [RolloutEventDraft]
@@ -74,23 +76,13 @@ struct RolloutStateMachine: Sendable, Equatable {
 
     // MARK: Events
 
-    /// Event: `release` is published with `plan`. A rollout with strategy `all`, or without agents, is complete at
-    /// once; any other starts rolling at its first wave. (The service's previous rollout gets `superseded`.)
+    /// Event: `release` is published with `plan`. A release with fewer signatures than it requires
+    /// (`signedBy` below `signaturesRequired`: the two-person rule) waits for approval and reaches no agent; otherwise a
+    /// rollout with strategy `all`, or without agents, is complete at once, and any other starts rolling at its first
+    /// wave. (The service's previous rollout gets `superseded`.)
     static func publish(_ release: ReleaseRecord, plan: RolloutPlan) -> Opening {
-        let parameters = plan.parameters
-        let agents = plan.agentOrder.count
-        let state: RolloutState
-        let how: String
-        if parameters.strategy == .all || plan.agentOrder.isEmpty {
-            state = .completed
-            how = "to all \(agents) agent(s) at once (strategy \(parameters.strategy))"
-        } else {
-            state = .rolling
-            let waves = parameters.strategy.waveSizes(agentCount: agents).count
-            how =
-                "with strategy \(parameters.strategy): \(waves) wave(s) over \(agents) agent(s), each stable for "
-                + "\(parameters.waveStable.components.seconds) s, halting above \(parameters.maxFailures) failure(s)"
-        }
+        let awaiting = release.isAwaitingApproval
+        let (state, how) = awaiting ? (.awaitingApproval, awaitingText(release)) : start(plan)
         let event = RolloutEventDraft(
             at: release.createdAt,
             service: release.service,
@@ -100,6 +92,48 @@ struct RolloutStateMachine: Sendable, Equatable {
             agentID: nil
         )
         return Opening(plan: plan, state: state, events: [event])
+    }
+
+    /// The first state of a rollout that may reach agents, and how it will.
+    private static func start(_ plan: RolloutPlan) -> (RolloutState, String) {
+        let parameters = plan.parameters
+        let agents = plan.agentOrder.count
+        if parameters.strategy == .all || plan.agentOrder.isEmpty {
+            return (.completed, "to all \(agents) agent(s) at once (strategy \(parameters.strategy))")
+        }
+        let waves = parameters.strategy.waveSizes(agentCount: agents).count
+        return (
+            .rolling,
+            "with strategy \(parameters.strategy): \(waves) wave(s) over \(agents) agent(s), each stable for "
+                + "\(parameters.waveStable.components.seconds) s, halting above \(parameters.maxFailures) failure(s)"
+        )
+    }
+
+    private static func awaitingText(_ release: ReleaseRecord) -> String {
+        "awaiting approval: \(release.signedBy.count) of \(release.signaturesRequired) release-key signatures "
+            + "(signed by \(keyList(release.signedBy))); no agent receives it until `ferry-controller approve --service "
+            + "\(release.service) --serial \(release.serial) --key KEY` adds the missing ones"
+    }
+
+    /// Short key ids for messages.
+    static func keyList(_ keyIDs: [String]) -> String {
+        keyIDs.isEmpty ? "no key" : keyIDs.map { String($0.prefix(12)) }.joined(separator: ", ")
+    }
+
+    /// Event: release-role keys approved the release: its signatures now come from `signedBy` (distinct key ids) of the
+    /// `required`. At the threshold the rollout starts as a publish would have (`completed` for strategy `all` or
+    /// without agents, `rolling` at wave 0 otherwise); below it, it keeps waiting and the approval is recorded.
+    /// - Parameters:
+    ///   - actor: the token that sent the signatures; `newKeys`: the key ids it added.
+    /// - Throws: `RolloutTransitionError.notAwaitingApproval` in any other state.
+    mutating func approved(
+        by actor: String,
+        newKeys: [String],
+        signedBy: [String],
+        required: Int,
+        at instant: Date
+    ) throws(RolloutTransitionError) -> Action {
+        try handle(.approved(actor: actor, newKeys: newKeys, signed: signedBy.count, required: required), at: instant)
     }
 
     /// Event: the evaluator decided (`RolloutEvaluator.decide`). `wait` changes nothing in any state.
@@ -137,6 +171,7 @@ struct RolloutStateMachine: Sendable, Equatable {
     // MARK: Transitions
 
     private enum Event {
+        case approved(actor: String, newKeys: [String], signed: Int, required: Int)
         case evaluated(RolloutEvaluator.Decision, agentNames: [String: String])
         case requested(RolloutAction, actor: String, agentsOnSerial: [String])
         case superseded(serial: Int64, version: String)
@@ -149,6 +184,38 @@ struct RolloutStateMachine: Sendable, Equatable {
         switch (rollout.state, event) {
         case (_, .evaluated(.wait, _)):
             return .none
+
+        case (.awaitingApproval, .approved(let actor, let keys, let signed, let required)) where signed >= required:
+            let plan = RolloutPlan(
+                parameters: RolloutParameters(strategy: rollout.strategy, waveStable: rollout.waveStable, maxFailures: rollout.maxFailures),
+                agentOrder: rollout.agentOrder
+            )
+            let (state, how) = Self.start(plan)
+            return move(
+                to: state,
+                wave: 0,
+                reason: "",
+                event: .approved,
+                "serial \(rollout.serial) (\(rollout.version)) of \(rollout.service) approved by \(actor) (key \(Self.keyList(keys))): "
+                    + "\(signed) of \(required) release-key signatures; rolling out \(how)",
+                changesDesiredState: true,
+                at: instant
+            )
+
+        case (.awaitingApproval, .approved(let actor, let keys, let signed, let required)):
+            let reason = "awaiting approval: \(signed) of \(required) release-key signatures"
+            return move(
+                to: .awaitingApproval,
+                reason: reason,
+                event: .approved,
+                "serial \(rollout.serial) (\(rollout.version)) of \(rollout.service) signed by \(actor) (key \(Self.keyList(keys))): "
+                    + "\(signed) of \(required) release-key signatures; still awaiting approval",
+                changesDesiredState: false,
+                at: instant
+            )
+
+        case (let state, .approved):
+            throw .notAwaitingApproval(service: rollout.service, serial: rollout.serial, state: state)
 
         case (.rolling, .evaluated(.advance(let wave), _)) where wave == rollout.currentWave + 1 && wave < sizes.count:
             return move(
@@ -205,12 +272,12 @@ struct RolloutStateMachine: Sendable, Equatable {
             return move(to: .rolling, reason: "", event: .resumed, "\(name) resumed by \(actor)", changesDesiredState: false, at: instant)
 
         case (.rolling, .requested(.abort, let actor, let running)), (.paused, .requested(.abort, let actor, let running)),
-            (.halted, .requested(.abort, let actor, let running)):
+            (.halted, .requested(.abort, let actor, let running)), (.awaitingApproval, .requested(.abort, let actor, let running)):
             let reason = Self.abortReason(rollout, by: actor, agentsOnSerial: running)
             return move(to: .aborted, reason: reason, event: .aborted, "\(name) \(reason)", changesDesiredState: true, at: instant)
 
         case (.rolling, .superseded(let serial, let version)), (.paused, .superseded(let serial, let version)),
-            (.halted, .superseded(let serial, let version)):
+            (.halted, .superseded(let serial, let version)), (.awaitingApproval, .superseded(let serial, let version)):
             guard serial > rollout.serial else {
                 throw .notNewer(service: rollout.service, serial: rollout.serial, by: serial)
             }

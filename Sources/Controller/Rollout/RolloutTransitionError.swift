@@ -6,6 +6,8 @@ enum RolloutTransitionError: Error, Equatable, CustomStringConvertible {
     case decisionNotApplicable(decision: RolloutEvaluator.Decision, service: String, serial: Int64, state: RolloutState, wave: Int)
     /// A publish that is not newer than the rollout it would supersede.
     case notNewer(service: String, serial: Int64, by: Int64)
+    /// An approval of a release that is not awaiting one.
+    case notAwaitingApproval(service: String, serial: Int64, state: RolloutState)
 
     var description: String {
         switch self {
@@ -38,6 +40,14 @@ enum RolloutTransitionError: Error, Equatable, CustomStringConvertible {
             return "cannot \(what): it is \(state.rawValue) at wave \(wave + 1)"
         case .notNewer(let service, let serial, let by):
             return "serial \(by) of \(service) cannot supersede the rollout of serial \(serial): it is not newer"
+        case .notAwaitingApproval(let service, let serial, let state):
+            let why =
+                switch state {
+                case .superseded: "a newer release of \(service) replaced it; approve that one"
+                case .aborted: "its rollout was aborted; publish it again as a new serial"
+                default: "it already met its signature threshold"
+                }
+            return "serial \(serial) of \(service) is not awaiting approval (its rollout is \(state.rawValue)): \(why)"
         }
     }
 }

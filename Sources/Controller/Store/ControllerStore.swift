@@ -124,6 +124,26 @@ protocol ControllerStore: Sendable {
     /// Events, newest first, at most `limit`, of `service` or of every service.
     func events(service: String?, limit: Int) async throws -> [RolloutEvent]
 
+    // MARK: Trust roots and approvals
+
+    /// Every stored trust root, oldest (lowest version) first.
+    func trustRoots() async throws -> [TrustRootRecord]
+
+    /// The highest stored trust root version, or `nil` when none is stored.
+    func latestTrustRootVersion() async throws -> Int64?
+
+    /// Stores a trust root, atomically with the check that it is the next version: one above the highest stored, or any
+    /// version when none is stored.
+    /// - Throws: `StoreError.staleRootVersion` otherwise (two publishers racing see one success).
+    func insertTrustRoot(_ root: TrustRootRecord) async throws
+
+    /// Stores what an approval added to a release awaiting approval — its envelope with the new signatures, its signers
+    /// and the signatures required — with the rollout transition the approval decided and its events, atomically; only
+    /// while the release still has the signers `approval.previousSignedBy` and the rollout is still at
+    /// `approval.transition.expected` (compare-and-set: of two approvals racing, one is written).
+    /// - Returns: whether the update happened.
+    func recordApproval(_ approval: ReleaseApproval) async throws -> Bool
+
     /// Closes the database. No call may follow.
     func close() async throws
 }

@@ -33,6 +33,7 @@ struct RolloutRecord: Sendable, Equatable {
     /// How many agents (a prefix of `agentOrder`) the rollout has reached.
     var reachedCount: Int {
         if state == .completed { return agentOrder.count }
+        if state == .awaitingApproval { return 0 }
         let sizes = waveSizes
         guard !sizes.isEmpty else { return 0 }
         return sizes[min(max(currentWave, 0), sizes.count - 1)]
@@ -47,7 +48,7 @@ struct RolloutRecord: Sendable, Equatable {
     func intendedSerial(for agentID: String) -> Int64? {
         switch state {
         case .completed: serial
-        case .aborted, .superseded: stableSerial
+        case .aborted, .superseded, .awaitingApproval: stableSerial
         case .rolling, .paused, .halted: reachedAgents.contains(agentID) ? serial : stableSerial
         }
     }
@@ -83,6 +84,8 @@ enum RolloutEventKind: String, Sendable, Equatable, CaseIterable {
     case rolledBack = "rolled-back"
     /// An agent refused a serial (signature, expiry, older serial...).
     case refused
+    /// A release-role key approved a release awaiting approval (two-person rule).
+    case approved
 }
 
 /// An event to store.

@@ -20,9 +20,11 @@ extension SQLiteControllerStore {
             }
             try await db.raw(
                 """
-                INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at)
+                INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at,
+                                      signed_by, signatures_required)
                 VALUES (\(bind: release.service), \(bind: release.serial), \(bind: release.version), \(bind: release.artifactSHA256),
-                        \(bind: release.artifactSize), \(bind: envelopeText), \(bind: release.publishedBy), \(bind: now))
+                        \(bind: release.artifactSize), \(bind: envelopeText), \(bind: release.publishedBy), \(bind: now),
+                        \(bind: Self.stringListText(release.signedBy)), \(bind: release.signaturesRequired))
                 """
             ).run()
             let previous = try await db.raw(
@@ -142,7 +144,7 @@ extension SQLiteControllerStore {
 
     /// Writes the rollout of `transition` if the stored row is still at `transition.expected` (without its events).
     /// - Returns: whether the row was written.
-    private static func write(_ transition: RolloutStateMachine.Transition, into db: any SQLDatabase) async throws -> Bool {
+    static func write(_ transition: RolloutStateMachine.Transition, into db: any SQLDatabase) async throws -> Bool {
         let rollout = transition.rollout
         let expected = transition.expected
         let updated = try await db.raw(
@@ -201,7 +203,7 @@ extension SQLiteControllerStore {
         try await transaction { db in try await Self.insert(events, into: db) }
     }
 
-    private static func insert(_ events: [RolloutEventDraft], into db: any SQLDatabase) async throws {
+    static func insert(_ events: [RolloutEventDraft], into db: any SQLDatabase) async throws {
         guard !events.isEmpty else { return }
         for event in events {
             try await db.raw(

@@ -126,7 +126,8 @@ final class SQLiteControllerStore: ControllerStore {
             .first()?.decode(column: "s", as: Int64?.self) ?? nil
     }
 
-    static let releaseColumns = "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at"
+    static let releaseColumns =
+        "service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at, signed_by, signatures_required"
 
     func latestReleases(for services: [String]) async throws -> [ReleaseRecord] {
         guard !services.isEmpty else { return [] }
@@ -168,8 +169,26 @@ final class SQLiteControllerStore: ControllerStore {
             artifactSize: try row.decode(column: "artifact_size", as: Int64.self),
             envelope: envelope,
             publishedBy: try row.decode(column: "published_by", as: String.self),
-            createdAt: StoredTime.date(try row.decode(column: "created_at", as: Int64.self))
+            createdAt: StoredTime.date(try row.decode(column: "created_at", as: Int64.self)),
+            signedBy: try Self.stringList(try row.decode(column: "signed_by", as: String.self), table: "releases", column: "signed_by"),
+            signaturesRequired: try row.decode(column: "signatures_required", as: Int.self)
         )
+    }
+
+    /// A JSON array of strings stored in a text column.
+    static func stringList(_ text: String, table: String, column: String) throws -> [String] {
+        guard case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) else {
+            throw StoreError.corruptRow(table: table, reason: "\(column) is not a JSON array")
+        }
+        return try items.map { item in
+            guard case .string(let value) = item else { throw StoreError.corruptRow(table: table, reason: "\(column) holds a non-string") }
+            return value
+        }
+    }
+
+    /// A list of strings as the JSON text stored in a column.
+    static func stringListText(_ values: [String]) -> String {
+        String(decoding: JSONValue.array(values.map { .string($0) }).encoded(), as: UTF8.self)
     }
 
     func serviceSummaries() async throws -> [ServiceSummary] {
@@ -203,7 +222,8 @@ final class SQLiteControllerStore: ControllerStore {
 
     // MARK: Agents
 
-    private static let agentColumns = "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager"
+    private static let agentColumns =
+        "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager, trust_root_version, trust_root_problem"
 
     func enrollAgent(
         proposedID: String,
@@ -329,7 +349,9 @@ final class SQLiteControllerStore: ControllerStore {
             enrolledAt: StoredTime.date(try row.decode(column: "enrolled_at", as: Int64.self)),
             lastSeen: try row.decode(column: "last_seen", as: Int64?.self).map(StoredTime.date),
             agentVersion: try row.decode(column: "agent_version", as: String?.self),
-            processManager: try row.decode(column: "process_manager", as: String?.self)
+            processManager: try row.decode(column: "process_manager", as: String?.self),
+            trustRootVersion: try row.decode(column: "trust_root_version", as: Int64?.self),
+            trustRootProblem: try row.decode(column: "trust_root_problem", as: String?.self)
         )
     }
 
@@ -342,7 +364,8 @@ final class SQLiteControllerStore: ControllerStore {
             let updated = try await db.raw(
                 """
                 UPDATE agents SET last_seen = \(bind: now), agent_version = \(bind: report.agentVersion),
-                    process_manager = \(bind: report.processManager), hostname = \(bind: report.hostname)
+                    process_manager = \(bind: report.processManager), hostname = \(bind: report.hostname),
+                    trust_root_version = \(bind: report.trustRoot?.version), trust_root_problem = \(bind: report.trustRoot?.problem)
                 WHERE id = \(bind: agentID) RETURNING id
                 """
             ).first()

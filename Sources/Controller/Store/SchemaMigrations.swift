@@ -154,6 +154,33 @@ enum SchemaMigrations {
                 "CREATE INDEX releases_by_artifact ON releases (artifact_sha256)",
             ]
         ),
+        Migration(
+            // 5, not 4: the PostgreSQL store (wt-ha) takes 4. Versions need not be contiguous: each applies once, in order.
+            version: 5,
+            description: "trust roots, release signers and approvals, agents' trust root",
+            statements: [
+                // The signed trust roots operators published, one row per version (the chain agents follow). The
+                // envelope is kept exactly as verified; `sha256` is of its payload.
+                """
+                CREATE TABLE trust_roots (
+                    version INTEGER PRIMARY KEY,
+                    envelope TEXT NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    published_by TEXT NOT NULL,
+                    published_at INTEGER NOT NULL
+                )
+                """,
+                // The release-role keys whose signatures verified (a JSON array of key ids) and how many the root
+                // required when they were counted: below it, the release waits for approval. Releases stored before
+                // roots existed met their threshold: 0 required.
+                "ALTER TABLE releases ADD COLUMN signed_by TEXT NOT NULL DEFAULT '[]'",
+                "ALTER TABLE releases ADD COLUMN signatures_required INTEGER NOT NULL DEFAULT 0",
+                // The trust root each agent last reported (version, and why it cannot use a newer one or any).
+                "ALTER TABLE agents ADD COLUMN trust_root_version INTEGER",
+                "ALTER TABLE agents ADD COLUMN trust_root_problem TEXT",
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

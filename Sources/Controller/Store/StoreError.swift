@@ -19,6 +19,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case invalidToken(String)
     /// An enrollment token that can no longer be used.
     case tokenUnusable(id: String, reason: TokenUnusableReason)
+    /// A trust root whose version is not one above the highest stored.
+    case staleRootVersion(version: Int64, latest: Int64)
 
     var description: String {
         switch self {
@@ -38,6 +40,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "cannot create the token: \(reason)"
         case .tokenUnusable(let id, let reason):
             "token \(id) \(reason)"
+        case .staleRootVersion(let version, let latest):
+            "trust root version \(version) is not the next one: version \(latest) is the newest stored, the next must be \(latest + 1)"
         }
     }
 }

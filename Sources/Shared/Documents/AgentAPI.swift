@@ -14,14 +14,19 @@ package struct DesiredState: Sendable, Equatable {
     package var pollSeconds: Int64
     /// Signed releases; the container itself is not signed, every element is.
     package var releases: [Envelope]
+    /// The newest trust root version the controller serves (`GET /v1/roots/{version}`), or `nil` when it serves none.
+    /// An agent holding an older root fetches and verifies every step up to it before it evaluates any release. The
+    /// field is absent when `nil`, so agents that predate trust roots read the document as before.
+    package var rootVersion: Int64?
 
     /// Most releases one desired state may carry.
     package static let maximumReleases = 256
 
-    package init(agentID: String, pollSeconds: Int64, releases: [Envelope]) {
+    package init(agentID: String, pollSeconds: Int64, releases: [Envelope], rootVersion: Int64? = nil) {
         self.agentID = agentID
         self.pollSeconds = pollSeconds
         self.releases = releases
+        self.rootVersion = rootVersion
     }
 
     package init(json: JSONValue) throws(DocumentError) {
@@ -29,11 +34,16 @@ package struct DesiredState: Sendable, Equatable {
         agentID = try reader.required("agentId", Field.string(maxLength: 128))
         pollSeconds = try reader.required("pollSeconds", Field.integer(in: 1...3600))
         releases = try reader.required("releases", Field.list(limit: Self.maximumReleases, Envelope.init(json:path:)))
+        rootVersion = try reader.optional("rootVersion", Field.integer(in: 1...Root.maximumVersion))
         try reader.rejectUnknownFields()
     }
 
     package var json: JSONValue {
-        .object(["agentId": .string(agentID), "pollSeconds": .integer(pollSeconds), "releases": .array(releases.map(\.json))])
+        var fields: [String: JSONValue] = [
+            "agentId": .string(agentID), "pollSeconds": .integer(pollSeconds), "releases": .array(releases.map(\.json)),
+        ]
+        if let rootVersion { fields["rootVersion"] = .integer(rootVersion) }
+        return .object(fields)
     }
 }
 
@@ -60,14 +70,25 @@ package struct StatusReport: Sendable, Equatable {
     /// `pm2` or `builtin`.
     package var processManager: String
     package var services: [ServiceStatus]
+    /// The trust root the agent checks releases against, when it holds a signed one or cannot use it. Absent for an
+    /// agent trusting only its `--trusted-key` flags with nothing wrong, so controllers that predate trust roots read
+    /// its reports as before.
+    package var trustRoot: TrustRootStatus?
 
     package static let maximumServices = 256
 
-    package init(agentVersion: String, hostname: String, processManager: String, services: [ServiceStatus]) {
+    package init(
+        agentVersion: String,
+        hostname: String,
+        processManager: String,
+        services: [ServiceStatus],
+        trustRoot: TrustRootStatus? = nil
+    ) {
         self.agentVersion = agentVersion
         self.hostname = hostname
         self.processManager = processManager
         self.services = services
+        self.trustRoot = trustRoot
     }
 
     package init(json: JSONValue) throws(DocumentError) {
@@ -76,14 +97,49 @@ package struct StatusReport: Sendable, Equatable {
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
         processManager = try reader.required("processManager", Field.string(maxLength: 32))
         services = try reader.required("services", Field.list(limit: Self.maximumServices, ServiceStatus.init(json:path:)))
+        trustRoot = try reader.optional("trustRoot", TrustRootStatus.init(json:path:))
         try reader.rejectUnknownFields()
     }
 
     package var json: JSONValue {
-        .object([
+        var fields: [String: JSONValue] = [
             "agentVersion": .string(agentVersion), "hostname": .string(hostname),
             "processManager": .string(processManager), "services": .array(services.map(\.json)),
-        ])
+        ]
+        if let trustRoot { fields["trustRoot"] = trustRoot.json }
+        return .object(fields)
+    }
+}
+
+/// The trust root an agent holds, as it reports it.
+package struct TrustRootStatus: Sendable, Equatable {
+    /// The version of the newest root the agent accepted.
+    package var version: Int64
+    /// When it expires (`nil` for a root built from trusted-key flags, which does not).
+    package var expiresAt: Date?
+    /// Why the agent admits no new release (its root expired, or a newer root could not be fetched or verified), or
+    /// `nil` when it can.
+    package var problem: String?
+
+    package init(version: Int64, expiresAt: Date?, problem: String?) {
+        self.version = version
+        self.expiresAt = expiresAt
+        self.problem = problem
+    }
+
+    init(json: JSONValue, path: String) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: path)
+        version = try reader.required("version", Field.integer(in: 1...Root.maximumVersion))
+        expiresAt = try reader.optional("expiresAt", Timestamp.field)
+        problem = try reader.optional("problem", ServiceStatus.text(maxLength: 2048))
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue {
+        var fields: [String: JSONValue] = ["version": .integer(version)]
+        if let expiresAt { fields["expiresAt"] = .string(Timestamp.format(expiresAt)) }
+        if let problem { fields["problem"] = .string(problem) }
+        return .object(fields)
     }
 }
 

@@ -53,15 +53,25 @@ package struct Envelope: Sendable, Equatable {
     }
 
     /// Decodes an envelope's JSON form, strictly (unknown fields, bad base64 and size limits are errors).
-    package static func decode<Bytes: Collection>(_ bytes: Bytes) throws(DocumentError) -> Envelope where Bytes.Element == UInt8 {
+    /// - Parameter requiringSignatures: `false` accepts an envelope without signatures yet (an unsigned root that
+    ///   operators are about to sign); everything else requires at least one.
+    package static func decode<Bytes: Collection>(
+        _ bytes: Bytes,
+        requiringSignatures: Bool = true
+    ) throws(DocumentError) -> Envelope where Bytes.Element == UInt8 {
         guard bytes.count <= Limits.envelopeBytes else {
             throw .tooLarge(field: "envelope", limit: Limits.envelopeBytes, actual: bytes.count)
         }
-        return try Envelope(json: JSONValue.parse(bytes), path: "")
+        return try Envelope(json: JSONValue.parse(bytes), path: "", requiringSignatures: requiringSignatures)
     }
 
     /// Validates an already-parsed envelope (for example, one element of a desired-state document).
     package init(json: JSONValue, path: String) throws(DocumentError) {
+        try self.init(json: json, path: path, requiringSignatures: true)
+    }
+
+    /// Validates an already-parsed envelope; `requiringSignatures: false` accepts one without signatures yet.
+    package init(json: JSONValue, path: String, requiringSignatures: Bool) throws(DocumentError) {
         var reader = try ObjectReader(json, path: path)
         let payloadType = try reader.required("payloadType", Field.string(maxLength: 128))
         guard !payloadType.isEmpty else { throw .invalidValue(field: reader.path(of: "payloadType"), reason: "must not be empty") }
@@ -78,7 +88,16 @@ package struct Envelope: Sendable, Equatable {
             return items
         }
         try reader.rejectUnknownFields()
-        guard !items.isEmpty else { throw .invalidValue(field: signaturesPath, reason: "at least one signature is required") }
+        guard !items.isEmpty || !requiringSignatures else {
+            throw .invalidValue(field: signaturesPath, reason: "at least one signature is required")
+        }
+        let signatures = try Self.signatures(items, path: signaturesPath)
+        self.init(payloadType: payloadType, payload: Array(payload), signatures: signatures)
+    }
+
+    /// Validates a list of signature objects (`{"keyid": "...", "sig": "<base64>"}`), at most `Limits.signatures`.
+    /// - Parameter path: the list's field path, for errors (`signatures[1].sig`).
+    package static func signatures(_ items: [JSONValue], path signaturesPath: String) throws(DocumentError) -> [Signature] {
         guard items.count <= Limits.signatures else {
             throw .tooMany(field: signaturesPath, limit: Limits.signatures, actual: items.count)
         }
@@ -96,7 +115,12 @@ package struct Envelope: Sendable, Equatable {
             }
             signatures.append(Signature(keyid: keyid, sig: Array(sig)))
         }
-        self.init(payloadType: payloadType, payload: Array(payload), signatures: signatures)
+        return signatures
+    }
+
+    /// The JSON form of one signature.
+    package static func json(of signature: Signature) -> JSONValue {
+        .object(["keyid": .string(signature.keyid), "sig": .string(Data(signature.sig).base64EncodedString())])
     }
 
     /// The envelope as a JSON value.
@@ -104,7 +128,7 @@ package struct Envelope: Sendable, Equatable {
         .object([
             "payloadType": .string(payloadType),
             "payload": .string(Data(payload).base64EncodedString()),
-            "signatures": .array(signatures.map { .object(["keyid": .string($0.keyid), "sig": .string(Data($0.sig).base64EncodedString())]) }),
+            "signatures": .array(signatures.map(Self.json(of:))),
         ])
     }
 

@@ -21,6 +21,13 @@ package struct TrustPolicy: Sendable {
     /// A signature whose key id names no trusted key is ignored (it may be another team's key); a signature with no
     /// key id is tried against every trusted key. The same key signing twice counts once.
     package func verify(_ envelope: Envelope, expecting payloadType: String) throws(TrustError) -> VerifiedPayload {
+        try verify(envelope, expecting: payloadType, threshold: threshold)
+    }
+
+    /// Verifies `envelope` as `verify(_:expecting:)` does, but requiring `threshold` distinct trusted keys instead of
+    /// the policy's own (the controller stores a release signed by fewer keys than the policy requires, to await
+    /// approval).
+    package func verify(_ envelope: Envelope, expecting payloadType: String, threshold: Int) throws(TrustError) -> VerifiedPayload {
         guard envelope.payloadType == payloadType else {
             throw .unexpectedPayloadType(expected: payloadType, got: envelope.payloadType)
         }

@@ -47,10 +47,15 @@ final class ControllerHarness {
         }
     }
 
-    /// Starts the server (on `port`, or a free one) and waits until it listens.
-    func start(port: Int = 0, extraArguments: [String] = []) async throws {
+    /// Starts the server (on `port`, or a free one) and waits until it listens. With `trustRoot`, it pins that signed
+    /// root file (`--trust-root`) instead of trusting `trustedKeys`.
+    func start(port: Int = 0, trustRoot: String? = nil, extraArguments: [String] = []) async throws {
         var arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir.path]
-        for key in trustedKeys { arguments += ["--trusted-key", key] }
+        if let trustRoot {
+            arguments += ["--trust-root", trustRoot]
+        } else {
+            for key in trustedKeys { arguments += ["--trusted-key", key] }
+        }
         if let certificates {
             if !FileManager.default.fileExists(atPath: servedCertificate) { try copyServed(certificates.server) }
             arguments += ["--tls-cert", servedCertificate, "--tls-key", servedKey]

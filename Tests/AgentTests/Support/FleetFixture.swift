@@ -62,9 +62,10 @@ final class FleetFixture {
         await fleet.tearDown()
     }
 
-    /// Starts the controller (with `extraArguments` for `serve`) and creates the tokens.
-    func startController(extraArguments: [String] = []) async throws {
-        try await controller.start(extraArguments: extraArguments)
+    /// Starts the controller (pinning `trustRoot` instead of the operator key when given, with `extraArguments` for
+    /// `serve`) and creates the tokens.
+    func startController(trustRoot: String? = nil, extraArguments: [String] = []) async throws {
+        try await controller.start(trustRoot: trustRoot, extraArguments: extraArguments)
         operatorToken = try controller.token(role: "operator", name: "ci")
         enrollToken = try controller.token(role: "enroll")
         viewerToken = try controller.token(role: "viewer")
@@ -181,7 +182,8 @@ final class FleetFixture {
         backend: Backend = .builtin,
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false,
-        controllerURL: String? = nil
+        controllerURL: String? = nil,
+        trustRoot: String? = nil
     ) throws -> String {
         let result = try runEnroll(
             name: name,
@@ -190,7 +192,8 @@ final class FleetFixture {
             instanceEnv: instanceEnv,
             tokenOnStandardInput: tokenOnStandardInput,
             caFile: certificates?.caFile,
-            controllerURL: controllerURL
+            controllerURL: controllerURL,
+            trustRoot: trustRoot
         )
         guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
         let config = root.appendingPathComponent(name).appendingPathComponent("agent.json").path
@@ -202,8 +205,9 @@ final class FleetFixture {
         return config
     }
 
-    /// Runs the real `ferry-agent enroll` (trusting `caFile` for the controller's certificate) and returns its result,
-    /// whatever it is. The agent's process-manager controls are recorded for tear-down either way.
+    /// Runs the real `ferry-agent enroll` (trusting `caFile` for the controller's certificate; pinning `trustRoot`
+    /// instead of the operator key when given) and returns its result, whatever it is. The agent's process-manager
+    /// controls are recorded for tear-down either way.
     func runEnroll(
         name: String,
         services: [String] = ["web"],
@@ -211,7 +215,8 @@ final class FleetFixture {
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false,
         caFile: String?,
-        controllerURL: String? = nil
+        controllerURL: String? = nil,
+        trustRoot: String? = nil
     ) throws -> CommandResult {
         let pm2 = try backend.pm2Binary()
         let agentRoot = root.appendingPathComponent(name)
@@ -230,9 +235,10 @@ final class FleetFixture {
         var arguments = [
             "enroll", "--controller", controllerURL ?? controller.url, "--token-file", tokenOnStandardInput ? "-" : tokenFile.path, "--config",
             config,
-            "--trusted-key", operatorPublicKeyPath, "--name", name, "--state-dir", state,
+            "--name", name, "--state-dir", state,
             "--env-dir", agentRoot.appendingPathComponent("env").path, "--poll-seconds", "1",
         ]
+        arguments += trustRoot.map { ["--trust-root", $0] } ?? ["--trusted-key", operatorPublicKeyPath]
         var pm2Home: String?
         if let pm2 {
             let home = agentRoot.appendingPathComponent("pm2-home").path

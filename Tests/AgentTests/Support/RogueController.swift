@@ -11,8 +11,13 @@ final class RogueController: Sendable {
     actor Recorder {
         var desired: [UInt8] = Array("{}".utf8)
         var reports: [StatusReport] = []
+        /// The same reports by the agent id of the request path.
+        var reportsByAgent: [String: [StatusReport]] = [:]
         func set(_ bytes: [UInt8]) { desired = bytes }
-        func append(_ report: StatusReport) { reports.append(report) }
+        func append(_ report: StatusReport, from agentID: String) {
+            reports.append(report)
+            reportsByAgent[agentID, default: []].append(report)
+        }
     }
 
     let recorder = Recorder()
@@ -26,10 +31,10 @@ final class RogueController: Sendable {
             let body = await recorder.desired
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
-        router.post("/v1/agents/:id/status") { request, _ -> HTTPResponse.Status in
+        router.post("/v1/agents/:id/status") { request, context -> HTTPResponse.Status in
             let buffer = try await request.body.collect(upTo: 4 << 20)
             let report = try StatusReport(json: JSONValue.parse(Array(buffer.readableBytesView)))
-            await recorder.append(report)
+            await recorder.append(report, from: context.parameters.get("id") ?? "")
             return .noContent
         }
         var logger = Logger(label: "rogue-controller")

@@ -1,0 +1,166 @@
+import Logging
+import Shared
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The trust root this agent checks releases against: the root pinned at enrollment, followed step by step through the
+/// newer roots its controller serves (TUF's rotation rules, `TrustedRoot.accepting`).
+///
+/// The roots accepted after the pin are kept in `<stateDir>/trust-root.json` (`{"chain": [envelope, ...]}`, oldest
+/// first, written atomically after each step) and verified again from the pin at start, so a restart resumes from the
+/// newest one, a controller that later serves an older chain cannot roll the agent back, and a chain that does not
+/// follow from the pin (the agent was enrolled again with another root) is not used. While a newer root the controller
+/// names cannot be fetched or verified, or the newest accepted one has expired, no new release is admitted: what runs
+/// keeps running, and the agent reports why.
+actor AgentTrust {
+    struct Configuration: Sendable {
+        /// How far the agent's clock may lag the signer's before the root counts as expired. Default 5 minutes (the
+        /// agent's `clockSkewSeconds`).
+        var clockSkewGrace: Duration = .seconds(300)
+        /// Most roots followed in one pass (a controller naming a far-away version cannot keep the agent busy). Default 64.
+        var maximumStepsPerPass = 64
+    }
+
+    /// What the reconciler needs from the trust root for one pass.
+    struct Snapshot: Sendable {
+        /// The `release` role of the newest accepted root.
+        var releasePolicy: TrustPolicy
+        /// Why no new release may be installed now, or `nil`.
+        var problem: String?
+        /// What the status report says about the root (`nil` for a root built from trusted keys with nothing wrong:
+        /// the report then reads as it did before roots existed).
+        var report: TrustRootStatus?
+    }
+
+    let configuration: Configuration
+    /// The file keeping the roots accepted after the pin.
+    let file: String
+    private let logger: Logger
+    private(set) var current: TrustedRoot
+    /// The roots accepted after the pin, oldest first (what `file` holds).
+    private var chain: [Envelope]
+    /// Why the last catch-up stopped short of the version the controller named, or `nil`.
+    private(set) var updateProblem: String?
+
+    /// Most roots the file keeps: 4096 (a rotation a day for over ten years). A longer chain is not read back: the
+    /// agent then follows the controller's chain from the pin again.
+    static let maximumStoredRoots = 4096
+    /// Largest file read: the roots' payloads are at most 64 KiB each, and a chain is rarely more than a few.
+    static let maximumFileBytes = 64 << 20
+
+    /// - Parameters:
+    ///   - pinned: the root from the configuration.
+    ///   - file: where the roots accepted after the pin are kept. They are verified again from `pinned`, step by
+    ///     step; a file that cannot be read, or whose chain does not follow from `pinned`, is ignored with a log line
+    ///     (the chain is fetched again from the pin).
+    init(configuration: Configuration = Configuration(), pinned: TrustedRoot, file: String, logger: Logger) {
+        self.configuration = configuration
+        self.file = file
+        self.logger = logger
+        var current = pinned
+        var chain: [Envelope] = []
+        if FileManager.default.fileExists(atPath: file) {
+            do {
+                let stored = try Self.readChain(file)
+                current = try pinned.following(stored)
+                // Versions at or below the pin are not steps from it: keep only those above.
+                chain = stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? false }
+            } catch {
+                logger.warning("ignoring the stored trust roots", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
+            }
+        }
+        self.current = current
+        self.chain = chain
+    }
+
+    /// The envelopes of a chain file.
+    private static func readChain(_ file: String) throws -> [Envelope] {
+        guard let data = FileManager.default.contents(atPath: file) else { throw StoredChainError("cannot read the file") }
+        guard data.count <= maximumFileBytes else { throw StoredChainError("\(data.count) bytes, more than \(maximumFileBytes)") }
+        let bytes = Array(data)
+        var reader = try ObjectReader(try JSONValue.parse(bytes), path: "")
+        let chain = try reader.required("chain", Field.list(limit: maximumStoredRoots, Envelope.init(json:path:)))
+        try reader.rejectUnknownFields()
+        return chain
+    }
+
+    /// The chain file's bytes.
+    private static func chainFile(_ chain: [Envelope]) -> [UInt8] {
+        Array(JSONValue.object(["chain": .array(chain.map(\.json))]).encoded())
+    }
+
+    /// Follows the controller's chain up to `target` (the desired state's `rootVersion`): fetches each next version
+    /// with `fetch`, verifies it against the current root, stores it. Stops at the first version that cannot be
+    /// fetched or is refused, and remembers why (`updateProblem`) until a later catch-up gets through.
+    func catchUp(to target: Int64?, fetch: @Sendable (Int64) async throws -> Envelope) async {
+        guard let target, target > current.version else {
+            updateProblem = nil
+            return
+        }
+        var steps = 0
+        while current.version < target {
+            guard steps < configuration.maximumStepsPerPass else {
+                updateProblem = "trust root version \(current.version) accepted, the controller names version \(target): continuing next pass"
+                return
+            }
+            let next = current.version + 1
+            let envelope: Envelope
+            do {
+                envelope = try await fetch(next)
+            } catch {
+                updateProblem = "cannot fetch trust root version \(next) (the controller names version \(target)): \(error)"
+                return
+            }
+            let accepted: TrustedRoot
+            do {
+                accepted = try current.accepting(envelope)
+            } catch {
+                updateProblem = "trust root version \(next) refused: \(error)"
+                logger.warning("trust root refused", metadata: ["ferry.root.version": "\(next)", "ferry.reason": "\(error)"])
+                return
+            }
+            chain.append(envelope)
+            do {
+                try AtomicFile.write(Self.chainFile(chain), to: file, mode: 0o600)
+            } catch {
+                // Still used for this run; the next start fetches it again.
+                logger.warning("cannot store the trust root", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
+            }
+            logger.info(
+                "trust root accepted",
+                metadata: [
+                    "ferry.root.version": "\(accepted.version)",
+                    "ferry.root.release_keys": "\(accepted.root.releaseRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ","))",
+                ]
+            )
+            current = accepted
+            steps += 1
+        }
+        updateProblem = nil
+    }
+
+    /// The root's verdict for a pass at `now`.
+    func snapshot(at now: Date) -> Snapshot {
+        var problem = updateProblem
+        let root = current.root
+        if problem == nil, root.isExpired(at: now, grace: configuration.clockSkewGrace) {
+            problem =
+                "trust root expired: version \(root.version) expired at \(Timestamp.format(root.expiresAt)); no new release is "
+                + "installed until operators publish a renewed root (what runs keeps running)"
+        }
+        let report: TrustRootStatus? =
+            current.isFromTrustedKeys && problem == nil
+            ? nil : TrustRootStatus(version: current.version, expiresAt: current.isFromTrustedKeys ? nil : root.expiresAt, problem: problem)
+        return Snapshot(releasePolicy: root.policy(for: .release), problem: problem, report: report)
+    }
+}
+
+/// Why the stored chain file was not used.
+private struct StoredChainError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

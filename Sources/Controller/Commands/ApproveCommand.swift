@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Shared
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ferry-controller approve --service S --serial N --key me.key`: the second person of the two-person rule.
+struct ApproveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "approve",
+        abstract: "Approve a release awaiting approval: show its plan per agent, co-sign it here, send the signature.",
+        discussion: """
+            With a release threshold of 2 (or more) in the trust root, a release published with fewer signatures is \
+            stored but reaches no agent. `approve` fetches it, shows what it would change on each agent (env names \
+            only), asks for confirmation (--yes skips it), signs the very payload already signed with --key on this \
+            machine, and sends only the signature. Once enough distinct release keys signed, the rollout starts. \
+            `ferry-controller status` lists releases awaiting approval and the keys that signed them.
+            """
+    )
+
+    @OptionGroup var controller: ControllerOptions
+    @OptionGroup var signing: SigningKeyOptions
+
+    @Option(name: .long, help: "The service of the release.")
+    var service: String
+
+    @Option(name: .long, help: "The serial of the release.")
+    var serial: Int64
+
+    @Flag(name: .long, help: "Sign without asking (scripts; the plan is still printed).")
+    var yes = false
+
+    func validate() throws {
+        guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) must match ^[a-z0-9][a-z0-9-]{0,62}$") }
+        guard (1...Release.maximumSerial).contains(serial) else { throw ValidationError("--serial must be from 1 to 2^53") }
+    }
+
+    func run() async throws {
+        let keys = try signing.keyPaths().map { try SigningKey(contentsOf: $0) }
+        let client = try controller.client()
+        let listing = try await ReleasePublisher(client: client).releases(of: service)
+        guard
+            let entry = listing.first(where: {
+                if case .integer(let value)? = $0.object?["serial"] { return value == serial }
+                return false
+            })
+        else {
+            throw CLIError("service \(service) has no release with serial \(serial) among its newest \(listing.count)")
+        }
+        guard entry.object?["awaitingApproval"] == .bool(true) else {
+            throw CLIError("serial \(serial) of \(service) is not awaiting approval: it already has the signatures it needs")
+        }
+        guard case .object(let fields) = entry, let envelopeJSON = fields["envelope"] else {
+            throw CLIError("the controller listed the release without its envelope")
+        }
+        let envelope: Envelope
+        let release: Release
+        do {
+            envelope = try Envelope(json: envelopeJSON, path: "envelope")
+            release = try Release.decode(envelope.payload)
+        } catch {
+            throw CLIError("the controller listed an unreadable release: \(error)")
+        }
+        // What is signed is what the listing carries; check it is the release asked for before signing anything.
+        guard envelope.payloadType == Release.payloadType, release.service == service, release.serial == serial else {
+            throw CLIError("the controller listed a different release than serial \(serial) of \(service); nothing signed")
+        }
+        let signers = FleetDocument.array(fields["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
+        Console.print(
+            "serial \(serial) of \(service), version \(release.version), published by \(FleetDocument.text(fields["publishedBy"])) at "
+                + "\(FleetDocument.text(fields["createdAt"])): \(signers.count) of \(FleetDocument.text(fields["signaturesRequired"])) "
+                + "signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", ")))"
+        )
+        try await PlanCommand.printPlan(for: release, client: client)
+        Console.print("")
+        if !yes { try confirm(keys: keys.count) }
+
+        let message = Envelope.pae(payloadType: envelope.payloadType, payload: envelope.payload)
+        var signatures: [JSONValue] = []
+        for key in keys {
+            let signature = Envelope.Signature(keyid: key.publicKey.keyID, sig: try key.signature(for: message))
+            signatures.append(Envelope.json(of: signature))
+        }
+        let body = JSONValue.object(["signatures": .array(signatures)]).encoded()
+        let answer = try await client.postJSON("/v1/services/\(service)/releases/\(serial)/signatures", body: body, expecting: [200])
+        let result = answer.object ?? [:]
+        let count = FleetDocument.array(result["signedBy"]).count
+        let required = FleetDocument.text(result["signaturesRequired"])
+        if result["awaitingApproval"] == .bool(true) {
+            Console.print("signed: serial \(serial) of \(service) has \(count) of \(required) signatures; still awaiting approval")
+        } else {
+            let state = FleetDocument.text(result["rollout"]?.object?["state"])
+            Console.print("approved: serial \(serial) of \(service) has \(count) of \(required) signatures; rollout \(state)")
+        }
+    }
+
+    /// Asks on the terminal; without one, `--yes` is required (a script must say it means it).
+    private func confirm(keys: Int) throws {
+        guard isatty(STDIN_FILENO) == 1 else {
+            throw CLIError("not signing without confirmation: standard input is not a terminal; review the plan above and pass --yes")
+        }
+        FileHandle.standardOutput.write(Data("sign serial \(serial) of \(service) with \(keys) key(s)? [y/N] ".utf8))
+        guard let answer = readLine(strippingNewline: true)?.lowercased(), answer == "y" || answer == "yes" else {
+            throw CLIError("not approved; nothing was signed")
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// `ferry-controller root init|sign|show|rotate` and `approve`: parsed (a table of refused invocations), and the offline
+/// part of the key ceremony run with the built binary — no controller, keys only on this machine.
+@Suite("Root and approve commands")
+struct RootCommandTests {
+    struct Refused: Sendable, CustomTestStringConvertible {
+        let arguments: [String]
+        let message: String
+        var testDescription: String { arguments.joined(separator: " ") }
+    }
+
+    static let refused: [Refused] = [
+        Refused(arguments: ["root", "init", "--release-key", "ci.pub", "--out", "r.json"], message: "at least one --root-key is required"),
+        Refused(arguments: ["root", "init", "--root-key", "a.pub", "--out", "r.json"], message: "at least one --release-key is required"),
+        Refused(
+            arguments: ["root", "init", "--root-key", "a.pub", "--release-key", "c.pub", "--version", "0", "--out", "r.json"],
+            message: "--version must be from 1 to 2^53"
+        ),
+        Refused(
+            arguments: ["root", "init", "--root-key", "a.pub", "--release-key", "c.pub", "--expires", "forever", "--out", "r.json"],
+            message: "expected a whole number with d, h or m"
+        ),
+        Refused(arguments: ["root", "sign", "r.json"], message: "at least one --key is required"),
+        Refused(arguments: ["root", "rotate", "--expires", "11y", "--out", "r.json"], message: "expected a whole number with d, h or m"),
+        Refused(arguments: ["approve", "--service", "API", "--serial", "2"], message: "--service API must match"),
+        Refused(arguments: ["approve", "--service", "api", "--serial", "0"], message: "--serial must be from 1 to 2^53"),
+    ]
+
+    @Test(arguments: refused)
+    func refusedInvocations(_ testCase: Refused) {
+        do {
+            _ = try ControllerCommand.parseAsRoot(testCase.arguments)
+            Issue.record("accepted \(testCase.arguments)")
+        } catch {
+            #expect(ControllerCommand.message(for: error).contains(testCase.message), "\(ControllerCommand.message(for: error))")
+        }
+    }
+
+    struct Output {
+        var status: ProcessTermination
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ arguments: [String], in directory: URL) async throws -> Output {
+        let result = try await CommandRunner.run(
+            CommandRunner.Request(
+                executable: TestPaths.executable("ferry-controller"),
+                arguments: arguments,
+                environment: ["PATH": "/usr/bin:/bin", "HOME": directory.path],
+                workingDirectory: directory.path,
+                timeout: .seconds(60)
+            )
+        )
+        return Output(
+            status: result.termination,
+            stdout: String(decoding: result.standardOutput, as: UTF8.self),
+            stderr: String(decoding: result.standardError, as: UTF8.self)
+        )
+    }
+
+    @Test("init → sign → show → rotate → sign, offline, with the built binary")
+    func offlineCeremony() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-root-cli") { directory in
+            for name in ["alice", "bob", "carol", "ci", "ci-new"] {
+                #expect(try await Self.run(["keygen", "--out", name], in: directory).status == .exited(0))
+            }
+            let initOutput = try await Self.run(
+                [
+                    "root", "init", "--root-key", "alice.pub", "--root-key", "bob.pub", "--root-key", "carol.pub", "--root-threshold", "2",
+                    "--release-key", "ci.pub", "--expires", "30d", "--out", "root-1.json",
+                ],
+                in: directory
+            )
+            #expect(initOutput.status == .exited(0), "\(initOutput.stderr)")
+            #expect(initOutput.stdout.contains("root role: 2 of 3 key(s)"), "\(initOutput.stdout)")
+            let again = try await Self.run(
+                ["root", "init", "--root-key", "alice.pub", "--release-key", "ci.pub", "--out", "root-1.json"],
+                in: directory
+            )
+            #expect(again.status == .exited(1) && again.stderr.contains("already exists"), "\(again.stderr)")
+            let impossible = try await Self.run(
+                ["root", "init", "--root-key", "alice.pub", "--root-threshold", "2", "--release-key", "ci.pub", "--out", "bad.json"],
+                in: directory
+            )
+            #expect(impossible.stderr.contains("roles.root.threshold: 2 is more than the 1 key(s) of the role"), "\(impossible.stderr)")
+
+            let first = try await Self.run(["root", "sign", "--key", "alice.key", "root-1.json"], in: directory)
+            #expect(first.stdout.contains("1 of 2 required signature(s) by its own root keys — not enough yet"), "\(first.stdout)")
+            let twice = try await Self.run(["root", "sign", "--key", "alice.key", "--key", "bob.key", "root-1.json"], in: directory)
+            #expect(twice.stdout.contains("already signed this root; not added again"), "\(twice.stdout)")
+            #expect(twice.stdout.contains("2 of 2 required signature(s) by its own root keys\n"), "\(twice.stdout)")
+            let root1 = try TrustedRoot.pinning(try Envelope.decode(Array(try Data(contentsOf: directory.appendingPathComponent("root-1.json")))))
+            let ci = try PublicKey(contentsOf: directory.appendingPathComponent("ci.pub").path).keyID
+            #expect(root1.version == 1 && root1.root.releaseRole.keyIDs == [ci])
+
+            let shown = try await Self.run(["root", "show", "root-1.json"], in: directory)
+            #expect(shown.stdout.contains("trust root version 1, expires"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("signatures: 2"), "\(shown.stdout)")
+
+            // Revoke CI's key, add the new one, retire Carol's root key.
+            let rotated = try await Self.run(
+                [
+                    "root", "rotate", "--from", "root-1.json", "--remove-release-key", "ci.pub", "--add-release-key", "ci-new.pub",
+                    "--remove-root-key", "carol.pub", "--out", "root-2.json",
+                ],
+                in: directory
+            )
+            #expect(rotated.status == .exited(0), "\(rotated.stderr)")
+            #expect(rotated.stdout.contains("trust root version 2"), "\(rotated.stdout)")
+            #expect(rotated.stdout.contains("it needs 2 signature(s) by root keys of version 1"), "\(rotated.stdout)")
+            let unknownKey = try await Self.run(
+                ["root", "rotate", "--from", "root-1.json", "--remove-release-key", "0123456789", "--out", "x.json"],
+                in: directory
+            )
+            #expect(unknownKey.stderr.contains("neither a public key file nor the id"), "\(unknownKey.stderr)")
+
+            _ = try await Self.run(["root", "sign", "--key", "alice.key", "--key", "bob.key", "root-2.json"], in: directory)
+            let root2 = try Envelope.decode(Array(try Data(contentsOf: directory.appendingPathComponent("root-2.json"))))
+            let accepted = try root1.accepting(root2)
+            #expect(accepted.version == 2)
+            #expect(accepted.root.rootRole.keyIDs.count == 2 && accepted.root.rootRole.threshold == 2)
+            let ciNew = try PublicKey(contentsOf: directory.appendingPathComponent("ci-new.pub").path).keyID
+            #expect(accepted.root.releaseRole.keyIDs == [ciNew])
+        }
+    }
+}
