@@ -20,23 +20,23 @@ struct AgentOnceCommandTests {
         let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]
 
         // Nothing published yet: not converged, and the reason says so.
-        let early = try Command.run(agent, ["once", "--config", config], environment: environment)
+        let early = try await Command.run(agent, ["once", "--config", config], environment: environment)
         #expect(early.status == 1)
         #expect(early.stderr.contains("not converged: web: the controller has no release for this service yet"), "\(early.stderr)")
 
         try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let once = try Command.run(agent, ["once", "--config", config], environment: environment)
+        let once = try await Command.run(agent, ["once", "--config", config], environment: environment)
         #expect(once.status == 0, "\(once.stdout)\(once.stderr)")
         #expect(once.stdout.contains("converged"))
         // The app keeps running after `once` exits: it belongs to the supervisor daemon.
         #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true)
 
-        let status = try Command.run(agent, ["status", "--config", config], environment: environment)
+        let status = try await Command.run(agent, ["status", "--config", config], environment: environment)
         #expect(status.status == 0, "\(status.stderr)")
         #expect(status.stdout.contains("web: serial 1 (1.0.0), phase running"), "\(status.stdout)")
         #expect(status.stdout.contains("web-app [0] online"), "\(status.stdout)")
 
-        let json = try Command.run(agent, ["status", "--config", config, "--json"], environment: environment)
+        let json = try await Command.run(agent, ["status", "--config", config, "--json"], environment: environment)
         let report = try StatusReport(json: JSONValue.parse(Array(json.stdout.utf8)))
         #expect(report.services.first?.serial == 1)
         #expect(report.services.first?.processes.first?.status == "online")

@@ -61,7 +61,7 @@ struct AgentTLSEndToEndTests {
             text = text.replacingOccurrences(of: certificates.caFile, with: certificates.otherCAFile)
             try text.write(toFile: config, atomically: true, encoding: .utf8)
             #expect(text.contains(certificates.otherCAFile))
-            let once = try Command.run(
+            let once = try await Command.run(
                 TestPaths.executable("ferry-agent"),
                 ["once", "--config", config],
                 environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]

@@ -105,7 +105,7 @@ struct AgentTransportTests {
             let key = try SigningKey.generate()
             try KeyFile.create(tls.path("op.pub"), contents: try key.publicKey.pemRepresentation(), mode: 0o644)
             try "fer_enroll_x\n".write(toFile: tls.path("enroll.token"), atomically: true, encoding: .utf8)
-            let result = try Command.run(
+            let result = try await Command.run(
                 TestPaths.executable("ferry-agent"),
                 [
                     "enroll", "--controller", url, "--ca-file", tls.path("ca.pem"), "--token-file", tls.path("enroll.token"),
@@ -137,11 +137,11 @@ struct AgentTransportTests {
                 "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path, "FERRY_CONTROLLER_URL": url,
                 "FERRY_CA_FILE": tls.path("ca.pem"),
             ]
-            let once = try Command.run(TestPaths.executable("ferry-agent"), ["once", "--config", config], environment: environment)
+            let once = try await Command.run(TestPaths.executable("ferry-agent"), ["once", "--config", config], environment: environment)
             #expect(once.status == 1)
             #expect(once.stderr.contains("the server's certificate has expired"), "once: \(once.stderr)")
 
-            let status = try Command.run(TestPaths.executable("ferry-agent"), ["status", "--config", config], environment: environment)
+            let status = try await Command.run(TestPaths.executable("ferry-agent"), ["status", "--config", config], environment: environment)
             #expect(status.status == 0, "\(status.stderr)")
             let line = status.stdout.split(separator: "\n").first { $0.hasPrefix("controller problem since ") } ?? ""
             #expect(line.contains("TLS failure: the server's certificate has expired: renew it on the server"), "status: \(status.stdout)")
@@ -150,8 +150,8 @@ struct AgentTransportTests {
             var healthy = environment
             healthy["FERRY_CONTROLLER_URL"] = nil
             healthy["FERRY_CA_FILE"] = nil
-            _ = try Command.run(TestPaths.executable("ferry-agent"), ["once", "--config", config], environment: healthy)
-            let after = try Command.run(TestPaths.executable("ferry-agent"), ["status", "--config", config], environment: healthy)
+            _ = try await Command.run(TestPaths.executable("ferry-agent"), ["once", "--config", config], environment: healthy)
+            let after = try await Command.run(TestPaths.executable("ferry-agent"), ["status", "--config", config], environment: healthy)
             #expect(!after.stdout.contains("controller problem"), "status: \(after.stdout)")
         }
         await tls.tearDown()
@@ -235,7 +235,7 @@ struct AgentTransportTests {
                 "enroll", "--controller", fleet.controller.url, "--token-file", key, "--service", "web", "--config", config,
                 "--trusted-key", fleet.operatorPublicKeyPath, "--state-dir", state.path, "--name", "loose", "--allow-insecure-http",
             ]
-            let result = try Command.run(TestPaths.executable("ferry-agent"), arguments)
+            let result = try await Command.run(TestPaths.executable("ferry-agent"), arguments)
             #expect(result.status == 0, "\(result.stderr)")
             #expect(try Self.mode(state.path) == 0o700)
             #expect(try Self.mode(state.appendingPathComponent("agent.token").path) == 0o600)

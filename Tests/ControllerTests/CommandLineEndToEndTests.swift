@@ -82,7 +82,7 @@ import Testing
             #expect(badRole.errors.contains("--role must be one of operator, enroll, viewer"))
 
             let serveArguments = ["--data-dir", data, "--trusted-key", keyPrefix + ".pub", "--poll-seconds", "5"]
-            var server = try ServerProcess(arguments: serveArguments, logDirectory: directory)
+            var server = try await ServerProcess(arguments: serveArguments, logDirectory: directory)
             defer { server.stop() }
 
             let artifactV1 = try await Self.makeArtifact(in: directory, version: "1.0.0")
@@ -200,7 +200,7 @@ import Testing
 
             // Restart: everything is still there, and the agent's token still works.
             #expect(server.stop() == 0, "\(server.log)")
-            server = try ServerProcess(arguments: serveArguments, logDirectory: directory)
+            server = try await ServerProcess(arguments: serveArguments, logDirectory: directory)
             let restartedEnvironment = environment.merging(["FERRY_CONTROLLER_URL": server.baseURL]) { _, new in new }
             let restarted = try await Self.cli(["status", "--service", "api"], environment: restartedEnvironment)
             #expect(restarted.output.contains("latest release: api 1.0.0 (serial 3)"), "\(restarted.output)\(restarted.errors)")

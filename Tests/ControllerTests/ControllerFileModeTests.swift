@@ -41,7 +41,7 @@ import Testing
             let created = try await Self.cli(["token", "create", "--data-dir", data, "--role", "operator"], umask: umask)
             #expect(created.status == 0, "\(created.errors)")
             let token = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            let server = try ServerProcess(
+            let server = try await ServerProcess(
                 arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"],
                 logDirectory: directory,
                 umask: umask

@@ -266,7 +266,7 @@ struct HostileClientWorld: Sendable {
             let keyPrefix = directory.appendingPathComponent("operator").path
             let keygen = try await CommandLineEndToEndTests.cli(["keygen", "--out", keyPrefix])
             #expect(keygen.status == 0, "\(keygen.errors)")
-            let server = try ServerProcess(
+            let server = try await ServerProcess(
                 arguments: ["--data-dir", directory.appendingPathComponent("data").path, "--trusted-key", keyPrefix + ".pub"],
                 logDirectory: directory,
                 openFileLimit: 1024

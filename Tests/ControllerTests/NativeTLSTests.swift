@@ -190,12 +190,12 @@ import Testing
         try await TestPaths.withTemporaryDirectory("ferry-tls-operator") { directory in
             let setup = try await Setup.make(in: directory)
             let pki = setup.certificates
-            let current = try ServerProcess(
+            let current = try await ServerProcess(
                 arguments: setup.serveArguments(certificate: pki.server.certificate, key: pki.server.key),
                 logDirectory: directory
             )
             defer { current.stop() }
-            let expired = try ServerProcess(
+            let expired = try await ServerProcess(
                 arguments: setup.serveArguments(data: "expired-data", certificate: pki.expired.certificate, key: pki.expired.key),
                 logDirectory: directory
             )
@@ -245,7 +245,10 @@ import Testing
                 }
             }
             try serve(pki.server)
-            let server = try ServerProcess(arguments: setup.serveArguments(certificate: servedCertificate, key: servedKey), logDirectory: directory)
+            let server = try await ServerProcess(
+                arguments: setup.serveArguments(certificate: servedCertificate, key: servedKey),
+                logDirectory: directory
+            )
             defer { server.stop() }
             guard let port = Int(server.baseURL.split(separator: ":").last ?? "") else { throw FixtureError("no port in \(server.baseURL)") }
             #expect(try TestCertificates.servedCertificate(port: port) == (pki.server.serial, pki.server.fingerprint))

@@ -58,7 +58,7 @@ import Testing
             let token = try await CommandLineEndToEndTests.cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
             #expect(token.status == 0, "\(token.errors)")
             let operatorToken = token.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            let server = try ServerProcess(arguments: ["--data-dir", data, "--trusted-key", pub], logDirectory: directory)
+            let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", pub], logDirectory: directory)
             defer { server.stop() }
             let http = LiveHTTP()
 

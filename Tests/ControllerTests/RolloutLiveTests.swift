@@ -114,7 +114,7 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(15))
 
         // The operator CLI, as a real process, sees the same rollout.
-        let result = try await Self.run(
+        let result = try await Command.run(
             TestPaths.executable("ferry-controller"),
             ["rollout", "status", "--service", "web"],
             environment: ["FERRY_CONTROLLER_URL": base, "FERRY_TOKEN": harness.viewerToken]
@@ -123,7 +123,7 @@ import Testing
         #expect(result.stdout.contains("web: serial 2 (2.0.0) rolling, wave 2/2, strategy waves:50,100, stable serial 1"), "\(result.stdout)")
         #expect(result.stdout.contains("wave 1 [reached]: a healthy (serial 2)"), "\(result.stdout)")
 
-        let paused = try await Self.run(
+        let paused = try await Command.run(
             TestPaths.executable("ferry-controller"),
             ["rollout", "pause", "--service", "web", "--controller", base, "--token", harness.operatorToken, "--json"],
             environment: [:]
@@ -131,7 +131,7 @@ import Testing
         #expect(paused.status == 0, "\(paused.stderr)")
         #expect(try RolloutDoc(JSONValue.parse(Array(paused.stdout.utf8)))["state"].string == "paused")
 
-        let refused = try await Self.run(
+        let refused = try await Command.run(
             TestPaths.executable("ferry-controller"),
             ["rollout", "pause", "--service", "web", "--controller", base, "--token", harness.viewerToken],
             environment: [:]
@@ -145,13 +145,4 @@ import Testing
         return try state.releases.map { try Release.decode($0.payload).serial }.first
     }
 
-    /// Runs a command on a thread of its own: `Command.run` blocks, and the server under test needs the cooperative
-    /// threads to answer it.
-    private static func run(_ executable: String, _ arguments: [String], environment: [String: String]) async throws -> CommandResult {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try Command.run(executable, arguments, environment: environment) })
-            }
-        }
-    }
 }

@@ -103,7 +103,7 @@ import Testing
             _ = try await create(["--role", "viewer", "--name", "dash", "--expires", "30m"])
             _ = try await create(["--role", "viewer", "--name", "dash"])
 
-            var server = try ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            var server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
             defer { server.stop() }
             let http = LiveHTTP()
             for _ in 0..<3 {
@@ -163,7 +163,7 @@ import Testing
 
             // A restarted server does not bring it back.
             #expect(server.stop() == 0, "\(server.log)")
-            server = try ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
             #expect(try await http.send("GET", server.baseURL + "/v1/fleet", token: ci).status == 401)
 
             let missing = try await CLI.cli(["token", "list", "--data-dir", directory.appendingPathComponent("nowhere").path])
@@ -184,7 +184,7 @@ import Testing
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             let enrollToken = try await CLI.cli(["token", "create", "--data-dir", data, "--role", "enroll", "--service", "api"]).output
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            let server = try ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
             defer { server.stop() }
             let http = LiveHTTP()
             let body = EnrollRequest(name: "web 1", hostname: "web-1.internal", services: ["api"]).json.encoded()

@@ -304,8 +304,9 @@ struct HTTPClientTests {
         return server.port
     }
 
-    /// Polls `condition` every 10 ms until it holds, failing after `timeout`.
-    static func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+    /// Polls `condition` every 10 ms until it holds, failing after `timeout`: waits for something the test set in motion to show (a request arriving, a child starting). The deadline only
+    /// catches a hang: on a loaded 2-core machine a start-up can take many seconds, and no test passes because of it.
+    static func waitUntil(timeout: Duration = .seconds(60), _ condition: () -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
         while !condition() {
             guard ContinuousClock.now < deadline else { throw WaitTimedOut() }

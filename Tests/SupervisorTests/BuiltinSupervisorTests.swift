@@ -334,16 +334,9 @@ struct BuiltinSupervisorTests {
             }
 
             // `ferry-agent supervisor --stop` stops the daemon and its apps.
-            let stop = Process()
-            stop.executableURL = URL(fileURLWithPath: TestPaths.executable("ferry-agent"))
-            stop.arguments = ["supervisor", "--home", harness.home, "--stop"]
-            let output = Pipe()
-            stop.standardOutput = output
-            try stop.run()
-            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            stop.waitUntilExit()
-            #expect(stop.terminationStatus == 0)
-            #expect(printed.contains("stopped"), "\(printed)")
+            let stop = try await Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--home", harness.home, "--stop"])
+            #expect(stop.status == 0, "\(stop.stderr)")
+            #expect(stop.stdout.contains("stopped"), "\(stop.stdout)")
             #expect(!SupervisorHarness.isAlive(respawned))
             #expect(after.compactMap(\.pid).allSatisfy { !SupervisorHarness.isAlive($0) })
         }

@@ -9,7 +9,36 @@ public struct CommandResult: Sendable {
 
 /// Runs external commands (the `openssl` CLI, the built Ferry binaries) from tests.
 public enum Command {
-    /// Runs `executable` (a path, or a name looked up on PATH) with `arguments` and waits for it.
+    /// Runs `executable` (a path, or a name looked up on PATH) with `arguments` and waits for it on a thread of its
+    /// own, so the wait never holds one of the cooperative pool's threads (two on a 2-core machine): a CLI call that
+    /// talks to an in-process server on that pool would otherwise starve the very server it waits for.
+    @discardableResult
+    public static func run(
+        _ executable: String,
+        _ arguments: [String],
+        stdin: Data? = nil,
+        environment: [String: String]? = nil,
+        currentDirectory: URL? = nil
+    ) async throws -> CommandResult {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(
+                    with: Result {
+                        try run(
+                            executable,
+                            arguments,
+                            stdin: stdin,
+                            environment: environment,
+                            currentDirectory: currentDirectory
+                        ) as CommandResult
+                    }
+                )
+            }
+        }
+    }
+
+    /// Runs `executable` (a path, or a name looked up on PATH) with `arguments` and waits for it, blocking the
+    /// calling thread (for synchronous callers; async code gets the overload above).
     ///
     /// stdout is read through a pipe; stderr goes to a temporary file, so a chatty child can never dead-lock on a
     /// full pipe while the other one is being drained.

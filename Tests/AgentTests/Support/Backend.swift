@@ -121,7 +121,7 @@ struct BackendControl {
         case .pm2:
             try await pm2(["kill"])
         case .builtin:
-            let result = try Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", supervisorHome])
+            let result = try await Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", supervisorHome])
             guard result.status == 0 else { throw HarnessError("supervisor --stop exited \(result.status): \(result.stderr)") }
         }
     }
@@ -169,7 +169,7 @@ struct BackendControl {
             let daemon = SmallFile.text("\(supervisorHome)/supervisor.pid").flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
             if let daemon { kill(daemon, SIGKILL) }
             for pid in pids { kill(pid, SIGKILL) }
-            let started = try Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--home", supervisorHome, "--detach"])
+            let started = try await Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--home", supervisorHome, "--detach"])
             guard started.status == 0 else { throw HarnessError("supervisor --detach exited \(started.status): \(started.stderr)") }
         }
     }

@@ -308,7 +308,7 @@ final class FleetFixture {
         for agent in agents { await agent.terminate() }
         for stray in strays { await stray.terminate() }
         for home in supervisorHomes {
-            _ = try? Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", home])
+            _ = try? await Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--stop", "--home", home])
         }
         // pm2 through the agent's runner, as BackendControl does (see there why not Foundation's Process).
         for (binary, home) in pm2Homes {

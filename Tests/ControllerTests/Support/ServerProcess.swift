@@ -9,12 +9,12 @@ final class ServerProcess {
     let outputFile: URL
     private(set) var baseURL = ""
 
-    /// Starts the server and waits (with a deadline) for its "listening on" line.
+    /// Starts the server and waits (with a deadline, suspended) for its "listening on" line.
     /// - Parameters:
     ///   - openFileLimit: run it under this hard and soft `RLIMIT_NOFILE` (through `sh -c 'ulimit -n N'`).
     ///   - umask: the server's umask (octal, like `022`), set by `/bin/sh` before it `exec`s the server, so the PID is
     ///     still the server's; default: the test process's.
-    init(arguments: [String], logDirectory: URL, openFileLimit: Int? = nil, umask: String? = nil) throws {
+    init(arguments: [String], logDirectory: URL, openFileLimit: Int? = nil, umask: String? = nil) async throws {
         outputFile = logDirectory.appendingPathComponent("serve-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let output = try FileHandle(forWritingTo: outputFile)
@@ -42,7 +42,9 @@ final class ServerProcess {
                 return
             }
             guard process.isRunning else { break }
-            Thread.sleep(forTimeInterval: 0.05)
+            // Suspends rather than sleeping the thread: the cooperative pool (2 threads here) stays free for the
+            // in-process parts of the test meanwhile.
+            try await Task.sleep(for: .milliseconds(50))
         }
         stop()
         throw FixtureError("the server did not start: \((try? String(contentsOf: outputFile, encoding: .utf8)) ?? "")")
