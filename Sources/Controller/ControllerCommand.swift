@@ -27,6 +27,8 @@ struct ControllerCommand: AsyncParsableCommand {
             AgentsCommand.self,
             PlanCommand.self,
             RolloutCommand.self,
+            ReleasesCommand.self,
+            EventsCommand.self,
         ]
     )
 }

@@ -18,6 +18,9 @@ struct PlanCommand: AsyncParsableCommand {
     @OptionGroup var controller: ControllerOptions
     @OptionGroup var release: ReleaseOptions
 
+    @Flag(name: .long, help: "Print {service, serial, version, agents: [{name, serial, diff}]} as JSON.")
+    var json = false
+
     func run() async throws {
         let client = try controller.client()
         var input = try await release.composeInput()
@@ -40,6 +43,22 @@ struct PlanCommand: AsyncParsableCommand {
             }
         }
 
+        if json {
+            let entries: [JSONValue] = agents.sorted(by: { $0.name < $1.name }).map { agent in
+                let current = agent.serial.flatMap { bySerial[$0] }
+                return .object([
+                    "name": .string(agent.name), "serial": agent.serial.map { .integer($0) } ?? .null,
+                    "version": current.map { .string($0.version) } ?? .null,
+                    "diff": ReleaseDiff(from: current, to: candidate).json,
+                ])
+            }
+            let document = JSONValue.object([
+                "service": .string(candidate.service), "serial": .integer(candidate.serial), "version": .string(candidate.version),
+                "agents": .array(entries), "firstInstall": ReleaseDiff(from: nil, to: candidate).json,
+            ])
+            Console.print(String(decoding: document.encoded(), as: UTF8.self))
+            return
+        }
         Console.print("plan for service \(candidate.service): serial \(candidate.serial), version \(candidate.version) (nothing is published)")
         if agents.isEmpty {
             Console.print("no agent runs service \(candidate.service) yet; the first agent to enroll gets:")

@@ -41,7 +41,7 @@ enum DashboardTemplate {
         {{#rows}}
         <tr class="{{#stale}}stale{{/stale}}" data-agent="{{name}}" data-agent-id="{{id}}" \
         data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
-        <th scope="row" title="{{id}}"><span class="agent">{{name}}</span><small>{{hostname}}</small>\
+        <th scope="row" title="{{id}}"><a class="agent" href="/agents/{{path}}" data-agent-link>{{name}}</a><small>{{hostname}}</small>\
         <small>{{agentVersion}} {{processManager}}</small></th>
         <td class="seen">{{#stale}}<span class="badge stale" title="no status report for three poll intervals">stale</span> {{/stale}}\
         {{lastSeen}}<small>{{lastSeenAt}}</small></td>
@@ -70,7 +70,8 @@ enum DashboardTemplate {
         {{#rollouts}}
         <article class="rollout" data-rollout-service="{{service}}" data-rollout-serial="{{serial}}" \
         data-rollout-version="{{version}}" data-rollout-state="{{state}}">
-        <div class="rollout-head"><strong class="service">{{service}}</strong> <span>serial {{serial}} · {{version}}</span> \
+        <div class="rollout-head"><a href="/rollouts/{{service}}/{{serial}}" data-rollout-link><strong class="service">{{service}}</strong> \
+        <span>serial {{serial}} · {{version}}</span></a> \
         <span class="badge state {{state}}">{{state}}</span> <span class="wave">wave {{wave}}/{{waveCount}}</span></div>
         <div class="bar" role="img" aria-label="{{healthy}} healthy, {{updated}} updated, {{failed}} failed, {{pending}} pending of {{agents}} agents">\
         {{#segments}}<span class="part {{kind}}" style="width: {{percent}}%" title="{{count}} {{label}}"></span>{{/segments}}</div>
@@ -135,6 +136,7 @@ enum DashboardTemplate {
         thead th { font-weight: 600; background: #e9edf3; white-space: nowrap; font-size: 13px; }
         tbody th { font-weight: 600; white-space: nowrap; }
         .agent { font-size: 14px; }
+        a.agent, .rollout-head a { color: inherit; text-decoration: none; } a.agent:hover, .rollout-head a:hover { text-decoration: underline; }
         .seen { white-space: nowrap; }
         tr.stale > th, tr.stale > td { background: #fff4dc; }
         tr.stale > th { box-shadow: inset 4px 0 0 var(--warn); }

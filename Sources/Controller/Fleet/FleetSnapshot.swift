@@ -88,6 +88,8 @@ struct FleetSnapshot: Sendable {
                 "phase": .string(status.phase.rawValue), "health": .string(status.health.rawValue),
                 "message": .string(status.message), "updatedAt": .string(Timestamp.format(entry.updatedAt)),
                 "processes": .integer(Int64(status.processes.count)),
+                // The failure to look at now (a serial above the running one failed), with its diagnosis and log tails.
+                "failure": status.currentFailure?.json ?? .null,
             ])
         }
         return .object([
