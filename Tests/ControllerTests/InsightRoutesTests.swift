@@ -232,6 +232,9 @@ struct InsightRoutesTests {
                 #expect(html.contains(#"data-log-stream="stderr""#))
                 #expect(html.contains(#"data-pid="4321""#))
                 #expect(html.contains("id=\"summary\"") && html.contains("id=\"dashboard\""), "the refresh script's hooks")
+                for reference in ["src=", "href=", "url(", "@import", "http:", "https:", "<link", "<iframe", "<img", "<object"] {
+                    #expect(!html.contains(reference), "the agent page contains \(reference)")
+                }
             }
         }
     }
@@ -242,8 +245,8 @@ struct InsightRoutesTests {
                 _ = try await Self.seed(fixture, client)
                 let (fleetResponse, fleet) = try await Self.page(client, "/", token: fixture.viewerToken)
                 #expect(fleetResponse.status == .ok)
-                #expect(fleet.contains(#"href="/agents/web%201%2Feu""#), "the agent's link, its name percent-encoded")
-                #expect(fleet.contains(#"href="/rollouts/api/2""#))
+                #expect(fleet.contains(#"data-open="/agents/web%201%2Feu""#), "the agent's link, its name percent-encoded")
+                #expect(fleet.contains(#"data-open="/rollouts/api/2""#))
                 let (response, html) = try await Self.page(client, "/rollouts/api/2", token: fixture.viewerToken)
                 #expect(response.status == .ok)
                 #expect(response.headers[.contentSecurityPolicy] == DashboardRenderer.contentSecurityPolicy)

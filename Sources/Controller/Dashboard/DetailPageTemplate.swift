@@ -52,7 +52,7 @@ enum DetailPageTemplate {
         </head>
         <body data-refresh-seconds="{{refreshSeconds}}">
         <header class="top">
-        <h1><a href="/">Ferry fleet</a> · agent {{name}}</h1>
+        <h1><a role="link" tabindex="0" data-open="/">Ferry fleet</a> · agent {{name}}</h1>
         <p id="summary">{{hostname}} · {{agentVersion}} {{processManager}} · last seen {{lastSeen}}\
         {{#stale}} · <strong class="alert">stale</strong>{{/stale}} · generated <time datetime="{{generatedAt}}">{{generatedAt}}</time></p>
         <p id="refresh-status" data-refresh="off">reloads every {{refreshSeconds}} s</p>
@@ -117,7 +117,7 @@ enum DetailPageTemplate {
         </head>
         <body data-refresh-seconds="{{refreshSeconds}}">
         <header class="top">
-        <h1><a href="/">Ferry fleet</a> · rollout {{service}} serial {{serial}}</h1>
+        <h1><a role="link" tabindex="0" data-open="/">Ferry fleet</a> · rollout {{service}} serial {{serial}}</h1>
         <p id="summary">{{version}} · {{state}} · wave {{wave}}/{{waveCount}} · {{healthy}} healthy, {{failed}} failed, {{pending}} pending of \
         {{agents}} · generated <time datetime="{{generatedAt}}">{{generatedAt}}</time></p>
         <p id="refresh-status" data-refresh="off">reloads every {{refreshSeconds}} s</p>
@@ -133,7 +133,7 @@ enum DetailPageTemplate {
         {{#hasAgents}}
         <table class="rollout-agents"><thead><tr><th>Agent</th><th>Wave</th><th>Progress</th><th>Serial</th><th>Phase</th><th>Health</th>\
         <th>Message</th></tr></thead><tbody>
-        {{#agentRows}}<tr data-rollout-agent="{{name}}" data-progress="{{progress}}"><td><a href="/agents/{{path}}">{{name}}</a></td>\
+        {{#agentRows}}<tr data-rollout-agent="{{name}}" data-progress="{{progress}}"><td><a role="link" tabindex="0" data-open="/agents/{{path}}">{{name}}</a></td>\
         <td>{{wave}}{{^reached}} <small>not reached</small>{{/reached}}</td><td><span class="chip {{progress}}">{{progress}}</span></td>\
         <td>{{serial}}</td><td>{{#phase}}<span class="badge {{phase}}">{{phase}}</span>{{/phase}}</td>\
         <td>{{#health}}<span class="badge {{health}}">{{health}}</span>{{/health}}</td><td class="message">{{message}}</td></tr>{{/agentRows}}
@@ -144,7 +144,7 @@ enum DetailPageTemplate {
         {{#hasFailures}}
         <section id="rollout-failures">
         <h2>Failures</h2>
-        {{#failures}}<section class="agent-failure" data-failed-agent="{{name}}"><h3><a href="/agents/{{path}}">{{name}}</a></h3>\
+        {{#failures}}<section class="agent-failure" data-failed-agent="{{name}}"><h3><a role="link" tabindex="0" data-open="/agents/{{path}}">{{name}}</a></h3>\
         {{#failure}}\(failure){{/failure}}{{^failure}}<p class="reason">{{kind}}: {{reason}}</p>{{/failure}}</section>{{/failures}}
         </section>
         {{/hasFailures}}
