@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import Shared
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -254,6 +255,26 @@ struct InsightRoutesTests {
                 #expect(html.contains(#"data-rollout-agent="web 1/eu" data-progress="failed""#))
                 #expect(html.contains("cannot reach db-7731") && !html.contains("<script>alert"))
             }
+        }
+    }
+
+    /// The page script (fleet and detail pages) with its click-to-open handler is valid JavaScript: a syntax error would
+    /// leave the pages without refresh and without detail views, and no other test runs the script.
+    @Test func thePageScriptParses() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-page-script") { directory in
+            let file = directory.appendingPathComponent("page.js")
+            try Data(DashboardTemplate.script.utf8).write(to: file)
+            let environment = ProcessInfo.processInfo.environment
+            let check = try await CommandRunner.run(
+                CommandRunner.Request(
+                    executable: "/usr/bin/env",
+                    arguments: ["node", "--check", file.path],
+                    environment: environment,
+                    timeout: .seconds(60)
+                )
+            )
+            #expect(check.termination == .exited(0), "\(String(decoding: check.standardError, as: UTF8.self))")
+            #expect(DashboardTemplate.script.contains("data-open"))
         }
     }
 

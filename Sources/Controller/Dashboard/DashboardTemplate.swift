@@ -247,7 +247,7 @@ enum DashboardTemplate {
             var target = event.target && event.target.closest ? event.target.closest('[data-open]') : null;
             if (!target || (event.type === 'keydown' && event.key !== 'Enter')) return;
             var path = target.getAttribute('data-open') || '';
-            if (path.charAt(0) !== '/' || path.charAt(1) === '/' || path.charAt(1) === '\\') return;
+            if (path.charAt(0) !== '/' || path.charAt(1) === '/' || path.charAt(1) === '\\\\') return;
             location.assign(path);
           }
           document.addEventListener('click', open);
