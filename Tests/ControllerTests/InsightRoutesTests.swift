@@ -336,6 +336,68 @@ struct InsightRoutesTests {
         }
     }
 
+    /// The events seen by a follower, filled on the transfer's thread.
+    final class Seen: Sendable {
+        private let events = Mutex<[JSONValue]>([])
+        func append(_ event: JSONValue) { events.withLock { $0.append(event) } }
+        var value: [JSONValue] { events.withLock { $0 } }
+    }
+
+    /// `events --follow` (and `rollout wait`) as the CLI runs it: each new event once, in order; when the token is
+    /// revoked the stream ends, the follower reconnects, gets the 401 and stops with it instead of retrying for ever.
+    @Test(.timeLimit(.minutes(2)))
+    func followingGivesEachEventOnceAndStopsWhenTheTokenIsRevoked() async throws {
+        try await ControllerFixture.with { fixture in
+            let followToken = Token.generate()
+            let record = try await fixture.store.createToken(hash: Token.digest(followToken), name: "ci-follow", role: .viewer, at: Date())
+            try await fixture.withLiveServer { base in
+                let http = LiveHTTP()
+                let artifact = try await http.send("POST", "\(base)/v1/artifacts", token: fixture.operatorToken, body: Data("bytes".utf8))
+                #expect(artifact.status == 201)
+                let digest = SHA256.hash(Array("bytes".utf8))
+                let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 5)
+                func publish(_ serial: Int64) async throws {
+                    let envelope = try fixture.envelope(ControllerFixture.release(serial: serial, artifact: reference))
+                    let published = try await http.send(
+                        "POST",
+                        "\(base)/v1/releases",
+                        token: fixture.operatorToken,
+                        body: Data(envelope.readableBytesView)
+                    )
+                    #expect(published.status == 201)
+                }
+                // Serial 1 happened before the follower started after it: never shown.
+                try await publish(1)
+                let start = try await fixture.store.latestEventID()
+                let seen = Seen()
+                let client = OperatorClient(baseURL: base, token: followToken)
+                let follower = Task { try await EventsCommand.follow(client: client, service: "api", after: start) { seen.append($0) } }
+                try await publish(2)
+                try await publish(3)
+                try await Self.until("serials 2 and 3 published") { seen.value.filter { $0.object?["kind"] == .string("published") }.count >= 2 }
+                _ = try await fixture.store.revokeToken(id: record.id, at: Date())
+                fixture.controller.core.tokenRevoked()
+                do {
+                    try await follower.value
+                    Issue.record("the follower returned instead of stopping with the 401")
+                } catch let error as ClientError {
+                    guard case .api(_, _, let status, let code, _) = error else {
+                        Issue.record("unexpected \(error)")
+                        return
+                    }
+                    #expect(status == 401 && code == "token_revoked", "\(error)")
+                }
+                let ids = seen.value.compactMap { event -> Int64? in
+                    if case .integer(let id)? = event.object?["id"] { return id }
+                    return nil
+                }
+                #expect(ids == ids.sorted() && Set(ids).count == ids.count && ids.allSatisfy { $0 > start }, "each event once, in order: \(ids)")
+                let published = seen.value.filter { $0.object?["kind"] == .string("published") }.map { $0.object?["serial"] }
+                #expect(published == [.integer(2), .integer(3)])
+            }
+        }
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func anOpenStreamDoesNotHoldUpAShutdown() async throws {
         try await ControllerFixture.with { fixture in
