@@ -27,12 +27,17 @@ struct InsightEndToEndTests {
     }
 
     /// The built `ferry-controller` with `environment` (and none of the test process's FERRY_ variables).
-    static func cli(_ arguments: [String], environment extra: [String: String]) async throws -> Run {
+    static func cli(_ arguments: [String], environment: [String: String]) async throws -> Run {
+        try await run(TestPaths.executable("ferry-controller"), arguments, environment: environment)
+    }
+
+    /// `executable` with `environment` on top of the test process's, without its FERRY_ variables.
+    static func run(_ executable: String, _ arguments: [String], environment extra: [String: String]) async throws -> Run {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FERRY_") }
         environment.merge(extra) { _, new in new }
         let result = try await CommandRunner.run(
             CommandRunner.Request(
-                executable: TestPaths.executable("ferry-controller"),
+                executable: executable,
                 arguments: arguments,
                 environment: environment,
                 standardErrorLimit: 16 << 20,
@@ -99,40 +104,49 @@ struct InsightEndToEndTests {
         let environment = [
             "FERRY_CONTROLLER_URL": fleet.controller.url, "FERRY_TOKEN": fleet.operatorToken, "FERRY_KEY": fleet.operatorKeyPath,
         ]
-        func publish(_ version: String, _ artifact: URL) async throws -> Int64 {
-            let run = try await Self.cli(
-                [
-                    "publish", "--service", "web", "--version", version, "--artifact", artifact.path, "--ecosystem", ecosystem.path,
-                    "--health-url", "http://127.0.0.1:${PORT}/", "--stable-seconds", "2", "--json",
-                ],
-                environment: environment
-            )
-            guard run.status == 0 else { throw HarnessError("publish \(version) failed (\(run.status)): \(run.errors)") }
-            let answer = try JSONValue.parse(Array(run.output.utf8))
-            #expect(answer["version"]?.stringValue == version)
-            #expect(answer["artifactUploaded"] == .bool(true))
-            return try #require(answer["serial"]?.intValue)
+        // A CI job's deploy step, as a pipeline would write it: publish, then block on the rollout.
+        let script = fleet.root.appendingPathComponent("ci-deploy.sh")
+        try """
+        #!/bin/bash
+        # Publish VERSION from ARTIFACT, then wait: exit 0 when the rollout completes, 1 when it fails.
+        set -euo pipefail
+        version="$1" artifact="$2"
+        serial=$("$FERRY" publish --service web --version "$version" --artifact "$artifact" --ecosystem "$ECOSYSTEM" \\
+            --health-url 'http://127.0.0.1:${PORT}/' --stable-seconds 2 --json |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["serial"])')
+        echo "published web $version as serial $serial"
+        exec "$FERRY" rollout wait --service web --serial "$serial" --timeout 4m
+
+        """.write(to: script, atomically: true, encoding: .utf8)
+        func deploy(_ version: String, _ artifact: URL) async throws -> (run: Run, serial: Int64) {
+            var scriptEnvironment = environment
+            scriptEnvironment["FERRY"] = TestPaths.executable("ferry-controller")
+            scriptEnvironment["ECOSYSTEM"] = ecosystem.path
+            let run = try await Self.run("/bin/bash", [script.path, version, artifact.path], environment: scriptEnvironment)
+            let line = run.output.split(separator: "\n").first { $0.hasPrefix("published web \(version) as serial ") }
+            guard let serial = line.flatMap({ Int64($0.split(separator: " ").last ?? "") }) else {
+                throw HarnessError("the deploy script did not publish \(version) (\(run.status)): \(run.output) \(run.errors)")
+            }
+            return (run, serial)
         }
 
-        // CI: publish a good release, wait for its rollout: exit 0.
-        let first = try await publish("1.0.0", good)
+        // CI: a good release → exit 0.
+        let (deployGood, first) = try await deploy("1.0.0", good)
+        #expect(deployGood.status == 0, "the deploy of a good release: \(deployGood.output) \(deployGood.errors)")
+        #expect(deployGood.output.contains("rollout web serial \(first) completed"), "\(deployGood.output)")
+        #expect(await fleet.appAnswer(port: port) == "1.0.0")
         let waitGood = try await Self.cli(
-            ["rollout", "wait", "--service", "web", "--serial", "\(first)", "--timeout", "4m", "--json"],
+            ["rollout", "wait", "--service", "web", "--serial", "\(first)", "--timeout", "1m", "--json"],
             environment: environment
         )
-        #expect(waitGood.status == 0, "rollout wait of a good release: \(waitGood.output) \(waitGood.errors)")
+        #expect(waitGood.status == 0)
         let goodVerdict = try JSONValue.parse(Array(waitGood.output.utf8))
         #expect(goodVerdict["result"]?.stringValue == "completed")
         #expect(goodVerdict["failures"]?.arrayValue.isEmpty == true)
-        #expect(await fleet.appAnswer(port: port) == "1.0.0")
 
-        // CI: publish a release that crashes at boot, wait: exit 1 naming the agent, the reason, and the app's line.
-        let second = try await publish("2.0.0", crashing)
-        let waitBad = try await Self.cli(
-            ["rollout", "wait", "--service", "web", "--serial", "\(second)", "--timeout", "4m"],
-            environment: environment
-        )
-        #expect(waitBad.status == 1, "rollout wait of a crashing release: \(waitBad.output) \(waitBad.errors)")
+        // CI: a release that crashes at boot → exit 1 naming the agent, the reason, and the app's line (masked).
+        let (waitBad, second) = try await deploy("2.0.0", crashing)
+        #expect(waitBad.status == 1, "the deploy of a crashing release: \(waitBad.output) \(waitBad.errors)")
         #expect(waitBad.output.contains("rollout web serial \(second) failed"), "\(waitBad.output)")
         #expect(waitBad.output.contains("failed: \(Self.agentName)"), "\(waitBad.output)")
         #expect(waitBad.output.contains(Self.distinctive), "\(waitBad.output)")
