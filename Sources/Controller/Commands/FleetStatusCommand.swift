@@ -11,7 +11,8 @@ struct FleetStatusCommand: AsyncParsableCommand {
             One row per agent and service. Agents without a status report for three poll intervals are marked stale. \
             Below the table, each agent whose latest failure concerns a serial above the one it runs shows that failure: \
             the reason, the health gate's verdict (exit code and signal of each instance, the health URL's answer), and \
-            the last lines the failing app wrote to stderr and stdout (masked: instance env values show as ${NAME}).
+            the last lines the failing app wrote to stderr and stdout (masked: instance env values show as ${NAME}; the last \
+            10 lines of each, `agents show NAME` has them all).
             """
     )
 
@@ -23,8 +24,8 @@ struct FleetStatusCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the fleet document (GET /v1/fleet) as JSON instead of a table.")
     var json = false
 
-    @Option(name: .long, help: "Lines of each failure's log tail to print (the agents send up to 50).")
-    var logLines: Int = 20
+    @Option(name: .long, help: "Lines of each failure's log tail to print (the fleet view carries the last 10; agents show has all).")
+    var logLines: Int = 10
 
     func validate() throws {
         if let service, !Release.isValidServiceName(service) { throw ValidationError("--service \(service) is not a service name") }
@@ -91,6 +92,7 @@ struct FleetStatusCommand: AsyncParsableCommand {
                 Console.print("")
                 Console.print("failure on \(FleetDocument.text(agent["name"])) (\(FleetDocument.text(status["service"]))):")
                 for line in FailureText.lines(failure, logLines: logLines) { Console.print(line) }
+                Console.print("  (whole tails: ferry-controller agents show \(FleetDocument.text(agent["name"])))")
             }
         }
     }
