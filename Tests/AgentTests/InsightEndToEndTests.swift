@@ -57,13 +57,13 @@ struct InsightEndToEndTests {
     }
 
     /// A tar.gz whose `server.js` is `script`.
-    static func artifact(_ fleet: FleetFixture, version: String, script: String) throws -> URL {
+    static func artifact(_ fleet: FleetFixture, version: String, script: String) async throws -> URL {
         let tree = fleet.root.appendingPathComponent("insight-\(version)")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
         try script.write(to: tree.appendingPathComponent("server.js"), atomically: true, encoding: .utf8)
         let archive = fleet.root.appendingPathComponent("insight-\(version).tgz")
-        let result = try Command.run("tar", ["czf", archive.path, "-C", tree.path, "."])
-        guard result.status == 0 else { throw HarnessError("tar failed: \(result.stderr)") }
+        let tar = try await run("/usr/bin/tar", ["czf", archive.path, "-C", tree.path, "."], environment: [:])
+        guard tar.status == 0 else { throw HarnessError("tar failed: \(tar.errors)") }
         return archive
     }
 
@@ -78,7 +78,7 @@ struct InsightEndToEndTests {
         )
         _ = try fleet.startAgent(config: config, label: Self.agentName)
 
-        let good = try Self.artifact(
+        let good = try await Self.artifact(
             fleet,
             version: "1.0.0",
             script: """
@@ -88,7 +88,7 @@ struct InsightEndToEndTests {
 
                 """
         )
-        let crashing = try Self.artifact(
+        let crashing = try await Self.artifact(
             fleet,
             version: "2.0.0",
             script: """
