@@ -29,6 +29,8 @@ struct ControllerCommand: AsyncParsableCommand {
             RolloutCommand.self,
             RootCommand.self,
             ApproveCommand.self,
+            ReleasesCommand.self,
+            EventsCommand.self,
         ]
     )
 }

@@ -44,9 +44,9 @@ actor ProbeScript {
     }
 
     /// Records the URL the probe would GET (the filled-in one).
-    func probe(_ target: HealthProbeTarget) async throws -> Int {
+    func probe(_ target: HealthProbeTarget) async throws -> HealthGate.ProbeAnswer {
         urls.append(await target.withResolvedURL { $0 })
-        return try answer(urls.count - 1)
+        return HealthGate.ProbeAnswer(status: try answer(urls.count - 1), body: Array("status \(urls.count - 1)".utf8))
     }
 }
 
@@ -129,7 +129,7 @@ struct HealthGateTests {
             health: HealthCheck(http: Self.url, deadlineSeconds: 3, stableSeconds: 1),
             table: { _ in [CoreFixture.process(Self.api[0], pmId: 0), CoreFixture.process(Self.api[1], pmId: 1, status: .errored, restarts: 16)] }
         )
-        #expect(result.outcome == .unhealthy(reason: "worker: pm_id 1 errored (16 restarts) (PM2 gave up restarting it)"))
+        #expect(result.outcome.reason == "worker: pm_id 1 errored (16 restarts) (PM2 gave up restarting it)")
         #expect(result.calls == ["processes"])
         #expect(result.probes.isEmpty)
         #expect(result.elapsed < .seconds(1))
@@ -142,7 +142,7 @@ struct HealthGateTests {
                 look < 3 ? Self.online() : [CoreFixture.process(Self.api[0], pmId: 0, status: .errored), CoreFixture.process(Self.api[1], pmId: 1)]
             }
         )
-        #expect(result.outcome == .unhealthy(reason: "api: pm_id 0 errored (PM2 gave up restarting it)"))
+        #expect(result.outcome.reason == "api: pm_id 0 errored (PM2 gave up restarting it)")
         #expect(result.calls.count == 4)
     }
 
@@ -152,7 +152,7 @@ struct HealthGateTests {
             table: { _ in Self.online() },
             probe: { _ in 500 }
         )
-        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: \(Self.url) answered HTTP 500"))
+        #expect(result.outcome.reason == "not healthy within 2s: \(Self.url) answered HTTP 500")
         #expect(result.elapsed >= .seconds(2))
         #expect(result.elapsed < .seconds(3))
     }
@@ -163,7 +163,7 @@ struct HealthGateTests {
             table: { _ in Self.online() },
             probe: { _ in throw Refused() }
         )
-        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: \(Self.url) did not answer: connection refused"))
+        #expect(result.outcome.reason == "not healthy within 2s: \(Self.url) did not answer: connection refused")
     }
 
     @Test func theLastProblemIsReported() async {
@@ -176,7 +176,7 @@ struct HealthGateTests {
                 throw Refused()
             }
         )
-        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: \(Self.url) did not answer: connection refused"))
+        #expect(result.outcome.reason == "not healthy within 2s: \(Self.url) did not answer: connection refused")
     }
 
     @Test func restartsClimbingDuringTheStableWindowAreNotHealthy() async {
@@ -185,7 +185,7 @@ struct HealthGateTests {
             health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 1),
             table: { look in Self.online(restarts: look) }
         )
-        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: an instance restarted during the stable window"))
+        #expect(result.outcome.reason == "not healthy within 2s: an instance restarted during the stable window")
     }
 
     @Test func onlineWithoutAPidForMoreThanTheGraceIsUnhealthy() async {
@@ -201,7 +201,7 @@ struct HealthGateTests {
         )
         #expect(
             result.outcome
-                == .unhealthy(reason: "api: pm_id 0 online but not running: it has no pid (the process manager could not start it) for 5.0 seconds")
+                .reason == "api: pm_id 0 online but not running: it has no pid (the process manager could not start it) for 5.0 seconds"
         )
         #expect(result.elapsed >= .seconds(5) && result.elapsed < .seconds(6), "failed after the grace, well before the deadline")
         #expect(result.probes.isEmpty, "the health URL is not asked while the table is not healthy")
@@ -233,7 +233,7 @@ struct HealthGateTests {
 
     @Test func anUnreadableTableUntilTheDeadlineIsUnhealthyWithTheError() async {
         let result = await Self.watch(health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 0), table: { _ in nil })
-        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: cannot read the process table: pm2 jlist exited with status 1"))
+        #expect(result.outcome.reason == "not healthy within 2s: cannot read the process table: pm2 jlist exited with status 1")
         #expect(result.probes.isEmpty)
     }
 
@@ -242,7 +242,86 @@ struct HealthGateTests {
             health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 0),
             table: { _ in [CoreFixture.process(Self.api[0], pmId: 0)] }
         )
-        #expect(result.outcome == .unhealthy(reason: "not healthy within 2s: worker: 0 of 1 instances present"))
+        #expect(result.outcome.reason == "not healthy within 2s: worker: 0 of 1 instances present")
+    }
+
+    /// The evidence behind each kind of verdict, which the failure's diagnosis reports: one row per verdict.
+    struct EvidenceCase: Sendable, CustomTestStringConvertible {
+        var name: String
+        var health: HealthCheck
+        var table: @Sendable (Int) -> [ManagedProcess]?
+        var probe: @Sendable (Int) throws -> Int
+        var cause: FailureDiagnosis.Cause
+        var deadlineSeconds: Int64?
+        var probeStatus: Int64?
+        var probeBody: String?
+        var probeError: String?
+
+        var testDescription: String { name }
+    }
+
+    static let evidenceCases: [EvidenceCase] = [
+        EvidenceCase(
+            name: "an errored instance: crashed, before any probe",
+            health: HealthCheck(http: url, deadlineSeconds: 3, stableSeconds: 1),
+            table: { _ in [CoreFixture.process(api[0], pmId: 0, status: .errored, restarts: 2), CoreFixture.process(api[1], pmId: 1)] },
+            probe: { _ in 200 },
+            cause: .crashed
+        ),
+        EvidenceCase(
+            name: "500 until the deadline: timed out, with the last status and body",
+            health: HealthCheck(http: url, deadlineSeconds: 2, stableSeconds: 1),
+            table: { _ in online() },
+            probe: { _ in 500 },
+            cause: .timedOut,
+            deadlineSeconds: 2,
+            probeStatus: 500,
+            probeBody: "status"
+        ),
+        EvidenceCase(
+            name: "no answer until the deadline: timed out, with the error",
+            health: HealthCheck(http: url, deadlineSeconds: 2, stableSeconds: 0),
+            table: { _ in online() },
+            probe: { _ in throw Refused() },
+            cause: .timedOut,
+            deadlineSeconds: 2,
+            probeError: "connection refused"
+        ),
+        EvidenceCase(
+            name: "online without a pid past the grace: not running",
+            health: HealthCheck(http: url, deadlineSeconds: 60, stableSeconds: 1),
+            table: { _ in
+                var phantom = online()
+                phantom[0].pid = nil
+                phantom[0].memoryBytes = 0
+                return phantom
+            },
+            probe: { _ in 200 },
+            cause: .notRunning
+        ),
+    ]
+
+    @Test(arguments: evidenceCases)
+    func eachVerdictCarriesItsEvidence(_ row: EvidenceCase) async {
+        let result = await Self.watch(health: row.health, table: row.table, probe: row.probe)
+        guard case .unhealthy(let failure) = result.outcome else {
+            Issue.record("expected unhealthy, got \(result.outcome)")
+            return
+        }
+        #expect(failure.cause == row.cause)
+        #expect(failure.deadlineSeconds == row.deadlineSeconds)
+        #expect(failure.health?.status == row.probeStatus)
+        #expect(failure.health?.body?.hasPrefix(row.probeBody ?? "\u{0}") ?? (row.probeBody == nil), "\(failure)")
+        #expect(failure.health?.error == row.probeError)
+        if row.probeStatus != nil || row.probeError != nil { #expect(failure.health?.url == Self.url) }
+    }
+
+    @Test func aBodyExcerptIsOneBoundedPrintableLine() {
+        let body = Array("line one\r\nline\ttwo\u{1B}[31m".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2000)
+        let excerpt = HealthGate.excerpt(body) ?? ""
+        #expect(excerpt.hasPrefix("line one  line two [31mxxx"), "\(excerpt.prefix(40))")
+        #expect(excerpt.utf8.count == FailureDiagnosis.maximumBodyBytes)
+        #expect(HealthGate.excerpt(Array(" \n ".utf8)) == nil)
     }
 
     @Test func cancellationIsInterruptedNotAVerdict() async throws {

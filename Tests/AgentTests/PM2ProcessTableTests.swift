@@ -150,6 +150,16 @@ struct PM2ProcessTableTests {
         #expect(broken.processes.allSatisfy { $0.uptimeSeconds == nil && $0.pid == nil })
     }
 
+    @Test("each instance's log files are PM2's pm_out_log_path and pm_err_log_path (one per instance in cluster mode)")
+    func logPathsPerInstance() throws {
+        let capture = try PM2Fixtures.capture("jlist-cluster-2.json")
+        let table = try PM2ProcessTable(jlistOutput: Array(capture.stdout.utf8), nowMilliseconds: 0)
+        #expect(table.processes.map(\.errLogPath) == (0...2).map { "$PM2_PEER/home/logs/web-\($0 == 0 ? "fork" : "cluster")-error-\($0).log" })
+        #expect(table.processes.map(\.outLogPath) == (0...2).map { "$PM2_PEER/home/logs/web-\($0 == 0 ? "fork" : "cluster")-out-\($0).log" })
+        // PM2 keeps no signal in its table (see PM2DaemonLog).
+        #expect(table.processes.allSatisfy { $0.lastExitSignal == nil })
+    }
+
     @Test("paths are kept as PM2 stored them: the current symlink is not resolved")
     func symlinkPathsUnresolved() throws {
         let capture = try PM2Fixtures.capture("symlink-05-jlist-after-reload.json")

@@ -6,9 +6,17 @@ import Shared
 /// stable window, and — when the release names `health.http` — that URL answering 2xx; all of it continuously for
 /// `stableSeconds`, reached within `deadlineSeconds`. A failed table (an app `errored`) ends the watch at once.
 struct HealthGate: Sendable {
-    /// Answers the HTTP status of a GET of a health URL, or throws when it could not be reached. The gate names the
-    /// target's template in its verdicts, never the filled-in URL (it may carry instance secrets).
-    typealias Probe = @Sendable (_ target: HealthProbeTarget) async throws -> Int
+    /// Answers the HTTP status (and the start of the body) of a GET of a health URL, or throws when it could not be
+    /// reached. The gate names the target's template in its verdicts, never the filled-in URL (it may carry instance
+    /// secrets).
+    typealias Probe = @Sendable (_ target: HealthProbeTarget) async throws -> ProbeAnswer
+
+    /// What a health URL answered.
+    struct ProbeAnswer: Sendable, Equatable {
+        var status: Int
+        /// The start of the body (the probe keeps at most `FailureDiagnosis.maximumBodyBytes`).
+        var body: [UInt8] = []
+    }
 
     struct Configuration: Sendable {
         /// Time between two looks at the table and the health URL. Default 250 ms.
@@ -28,9 +36,28 @@ struct HealthGate: Sendable {
     /// The outcome of a watch.
     enum Outcome: Sendable, Equatable {
         case healthy
-        case unhealthy(reason: String)
+        case unhealthy(Failure)
         /// The watch was cancelled (the agent is shutting down): no verdict, the install stays pending.
         case interrupted
+
+        /// The verdict's sentence when unhealthy, else `nil`.
+        var reason: String? {
+            if case .unhealthy(let failure) = self { return failure.reason }
+            return nil
+        }
+    }
+
+    /// Why the gate failed a release: the sentence reported as the failure's reason, and the evidence behind it.
+    struct Failure: Sendable, Equatable, CustomStringConvertible {
+        /// The verdict in words (names the health URL's template, never the filled-in URL).
+        var reason: String
+        var cause: FailureDiagnosis.Cause
+        /// The release's deadline, when it passed.
+        var deadlineSeconds: Int64?
+        /// The health URL's last answer (or why it did not answer), when it was asked. Not masked yet.
+        var health: FailureDiagnosis.HealthProbe?
+
+        var description: String { reason }
     }
 
     func watch<C: Clock<Duration>>(
@@ -46,6 +73,8 @@ struct HealthGate: Sendable {
         var previousRestarts: [Int: Int]?
         var lastProblem = "no look at the process table yet"
         var notRunningSince: C.Instant?
+        // The health URL's last answer, for the failure's evidence.
+        var lastProbe: FailureDiagnosis.HealthProbe?
         while true {
             if Task.isCancelled { return .interrupted }
             let now = clock.now
@@ -54,7 +83,7 @@ struct HealthGate: Sendable {
                 let table = try await processManager.processes()
                 switch ProcessTableCheck(evaluating: table, against: apps, notRunning: notRunning) {
                 case .failed(let reason):
-                    return .unhealthy(reason: reason)
+                    return .unhealthy(Failure(reason: reason, cause: .crashed, health: lastProbe))
                 case .pending(let reason):
                     problem = reason
                     previousRestarts = nil
@@ -62,7 +91,9 @@ struct HealthGate: Sendable {
                         let since = notRunningSince ?? now
                         notRunningSince = since
                         if since.duration(to: now) >= configuration.notRunningGrace {
-                            return .unhealthy(reason: "\(reason) for \(configuration.notRunningGrace)")
+                            return .unhealthy(
+                                Failure(reason: "\(reason) for \(configuration.notRunningGrace)", cause: .notRunning, health: lastProbe)
+                            )
                         }
                     } else {
                         notRunningSince = nil
@@ -81,10 +112,20 @@ struct HealthGate: Sendable {
             }
             if problem == nil, let target = health.target {
                 do {
-                    let status = try await probe(target)
-                    if !(200..<300).contains(status) { problem = "\(target.template) answered HTTP \(status)" }
+                    let answer = try await probe(target)
+                    lastProbe = FailureDiagnosis.HealthProbe(
+                        url: target.template,
+                        status: Int64(answer.status),
+                        body: Self.excerpt(answer.body)
+                    )
+                    if !(200..<300).contains(answer.status) { problem = "\(target.template) answered HTTP \(answer.status)" }
                 } catch {
-                    problem = "\(target.template) did not answer: \(target.scrub("\(error)"))"
+                    let reason = target.scrub("\(error)")
+                    lastProbe = FailureDiagnosis.HealthProbe(
+                        url: target.template,
+                        error: Self.clipped(reason, to: FailureDiagnosis.maximumErrorBytes)
+                    )
+                    problem = "\(target.template) did not answer: \(reason)"
                 }
             }
             if let problem {
@@ -100,7 +141,14 @@ struct HealthGate: Sendable {
                 if problem == nil, let since = stableSince {
                     lastProblem = "healthy for only \(since.duration(to: now).components.seconds)s of the \(health.stableSeconds)s stable window"
                 }
-                return .unhealthy(reason: "not healthy within \(health.deadlineSeconds)s: \(lastProblem)")
+                return .unhealthy(
+                    Failure(
+                        reason: "not healthy within \(health.deadlineSeconds)s: \(lastProblem)",
+                        cause: .timedOut,
+                        deadlineSeconds: health.deadlineSeconds,
+                        health: lastProbe
+                    )
+                )
             }
             do {
                 try await clock.sleep(for: configuration.interval)
@@ -108,5 +156,29 @@ struct HealthGate: Sendable {
                 return .interrupted
             }
         }
+    }
+
+    /// The start of a health answer's body as one printable line: at most `FailureDiagnosis.maximumBodyBytes` bytes,
+    /// line breaks and other control characters as spaces; `nil` for an empty body.
+    static func excerpt(_ body: [UInt8]) -> String? {
+        let text = String(decoding: body.prefix(FailureDiagnosis.maximumBodyBytes + 4), as: UTF8.self)
+        let printable = String(
+            String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 })
+        )
+        let trimmed = String(printable.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+        return trimmed.isEmpty ? nil : clipped(trimmed, to: FailureDiagnosis.maximumBodyBytes)
+    }
+
+    /// At most `limit` UTF-8 bytes of `text`, cut on a character boundary.
+    static func clipped(_ text: String, to limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        var result = ""
+        var bytes = 0
+        for character in text {
+            bytes += character.utf8.count
+            if bytes > limit { break }
+            result.append(character)
+        }
+        return result
     }
 }

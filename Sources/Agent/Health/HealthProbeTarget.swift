@@ -42,13 +42,14 @@ struct HealthProbeTarget: Sendable, Equatable, CustomStringConvertible, CustomDe
 
 /// Probes a health URL over HTTP.
 enum HealthProbe {
-    /// GETs the target with `client` and answers the HTTP status. Its errors name the template, never the filled-in
-    /// URL.
+    /// GETs the target with `client` and answers the HTTP status and the start of the body. Its errors name the
+    /// template, never the filled-in URL.
     static func http(client: HTTPClient) -> HealthGate.Probe {
         { target in
             do {
                 return try await target.withResolvedURL { url in
-                    try await client.send(HTTPClient.Request(method: .get, url: url)).status
+                    let response = try await client.send(HTTPClient.Request(method: .get, url: url))
+                    return HealthGate.ProbeAnswer(status: response.status, body: Array(response.body.prefix(FailureDiagnosis.maximumBodyBytes + 4)))
                 }
             } catch {
                 throw HealthProbeError(reason: target.scrub("\(error)"))

@@ -7,7 +7,8 @@ extension Reconciler {
     /// How applying a release and watching its health ended.
     enum InstallVerdict: Sendable {
         case healthy
-        case unhealthy(ServiceState.UnhealthyReason)
+        /// `evidence`: the stage, cause and health answer behind it, for the failure's diagnosis.
+        case unhealthy(ServiceState.UnhealthyReason, evidence: FailureDiagnostics.Verdict)
         /// The agent is shutting down: no verdict.
         case interrupted
     }
@@ -117,14 +118,34 @@ extension Reconciler {
         do throws(ApplyError) {
             try await apply(apps, service: service, needsRefresh: true, previousNames: Set(previousApps.map(\.name)))
         } catch {
-            return Task.isCancelled ? .interrupted : .unhealthy(.notApplied(error))
+            if Task.isCancelled { return .interrupted }
+            return .unhealthy(.notApplied(error), evidence: FailureDiagnostics.Verdict(stage: Self.stage(of: error), cause: .commandFailed))
         }
         try? await processManager.save()
         let health = release.health.resolved(against: release, instanceEnv: env.values)
         switch await healthGate.watch(apps: apps, health: health, processManager: processManager) {
-        case .healthy: return .healthy
-        case .unhealthy(let reason): return .unhealthy(.healthGate(reason))
-        case .interrupted: return .interrupted
+        case .healthy:
+            return .healthy
+        case .unhealthy(let failure):
+            let evidence = FailureDiagnostics.Verdict(
+                stage: .healthGate,
+                cause: failure.cause,
+                deadlineSeconds: failure.deadlineSeconds,
+                health: failure.health
+            )
+            return .unhealthy(.healthGate(failure.reason), evidence: evidence)
+        case .interrupted:
+            return .interrupted
+        }
+    }
+
+    /// The stage an apply failure happened in: that of the first app action that failed.
+    static func stage(of error: ApplyError) -> FailureDiagnosis.Stage {
+        guard case .appsFailed(let failures, let removals) = error, let first = (failures + removals).first else { return .install }
+        switch first.action {
+        case .start, .replace, .restart: return .start
+        case .reload: return .reload
+        case .delete, .none: return .install
         }
     }
 
@@ -147,18 +168,20 @@ extension Reconciler {
             save(&summary)
             logger.info("release healthy", metadata: metadata)
             collectGarbage()
-        case .unhealthy(let reason):
+        case .unhealthy(let reason, let evidence):
             logger.info("release unhealthy, rolling back", metadata: metadata.merging(["ferry.reason": "\(reason)"]) { $1 })
             health[service] = .unhealthy
+            // Before anything is taken out: the rollback's restarts write to the same logs.
+            let diagnosis = await FailureDiagnostics.collect(evidence, apps: apps, processManager: processManager, mask: secrets.mask)
             let event = ServiceState.Event.releaseUnhealthy(reason, canRollBack: previousApps != nil)
             let done: ServiceState.Event
             switch transition(service, event, summary: &summary) {
             case .rollBack(_, let target)?:
                 await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
-                done = .rolledBack(reason)
+                done = .rolledBack(reason, diagnosis: diagnosis)
             case .removeFailedRelease?:
                 await remove(apps, service: service)
-                done = .failedReleaseRemoved(reason)
+                done = .failedReleaseRemoved(reason, diagnosis: diagnosis)
             default:
                 return
             }

@@ -1,8 +1,14 @@
 import Shared
 
 /// Builds the status report (DESIGN §2) from the agent's state and the process table. Never includes env values: the
-/// free text (messages, failure reasons) goes through the instance secrets' mask.
+/// free text (messages, failure reasons, failure diagnoses with their log tails) goes through the instance secrets'
+/// mask.
 enum StatusReportBuilder {
+    /// Most bytes of log tails one report carries over all its services (a report must stay far below the
+    /// controller's `--max-status-bytes`, 1 MiB by default). Services past the budget report their diagnosis
+    /// without its log tails. 256 KiB.
+    static let logBudgetBytes = 256 * 1024
+
     static func report(
         services: [String],
         state: AgentState,
@@ -14,6 +20,7 @@ enum StatusReportBuilder {
         processManager: String,
         mask: SecretMask
     ) -> StatusReport {
+        var logBudget = logBudgetBytes
         let statuses = services.map { service -> ServiceStatus in
             let serviceState = state[service]
             let names = appNames[service] ?? []
@@ -23,6 +30,7 @@ enum StatusReportBuilder {
                 ProcessReport(
                     name: process.name,
                     pmId: Int64(clamping: process.pmId).clamped(to: 0...Int64(Int32.max)),
+                    pid: process.pid.flatMap { $0 > 0 ? Int64($0) : nil },
                     status: process.status.rawValue,
                     restarts: Int64(clamping: process.restarts).clamped(to: 0...Int64(Int32.max)),
                     uptimeSeconds: process.uptimeSeconds?.clamped(to: 0...Int64(Int32.max) * 100),
@@ -38,8 +46,17 @@ enum StatusReportBuilder {
                 phase: serviceState.phase,
                 message: clipped(mask.apply(serviceState.message), toBytes: 2000),
                 health: health[service] ?? .unknown,
-                failures: serviceState.failures.prefix(10).map {
-                    ReleaseFailure(serial: $0.serial, reason: clipped(mask.apply($0.reason), toBytes: 2000), kind: $0.kind.rawValue)
+                failures: serviceState.failures.prefix(10).map { failure in
+                    var diagnosis = failure.diagnosis.map { bounded($0.mapText(mask.apply)) }
+                    if let bytes = diagnosis?.logBytes {
+                        if bytes > logBudget { diagnosis?.logs = [] } else { logBudget -= bytes }
+                    }
+                    return ReleaseFailure(
+                        serial: failure.serial,
+                        reason: clipped(mask.apply(failure.reason), toBytes: 2000),
+                        kind: failure.kind.rawValue,
+                        diagnosis: diagnosis
+                    )
                 },
                 processes: processes
             )
@@ -50,6 +67,49 @@ enum StatusReportBuilder {
             processManager: processManager,
             services: statuses
         )
+    }
+
+    /// `diagnosis` within the limits the controller enforces (what the agent stored was built within them; a state
+    /// file from elsewhere may not have been): one field over a limit would get the whole report refused.
+    static func bounded(_ diagnosis: FailureDiagnosis) -> FailureDiagnosis {
+        var result = diagnosis
+        if var health = result.health {
+            health.url = clipped(health.url, toBytes: Limits.urlLength)
+            health.body = health.body.map { clipped(oneLine($0), toBytes: FailureDiagnosis.maximumBodyBytes) }
+            health.error = health.error.map { clipped(oneLine($0), toBytes: FailureDiagnosis.maximumErrorBytes) }
+            if let status = health.status, !(100...999).contains(status) { health.status = nil }
+            result.health = health
+        }
+        result.deadlineSeconds = result.deadlineSeconds.map { $0.clamped(to: 0...86_400) }
+        result.instances = result.instances.prefix(FailureDiagnosis.maximumInstances).map { instance in
+            var instance = instance
+            instance.app = clipped(oneLine(instance.app), toBytes: 64)
+            instance.status = clipped(oneLine(instance.status), toBytes: 32)
+            instance.signal = instance.signal.map { clipped(oneLine($0), toBytes: 32) }
+            instance.pmId = instance.pmId.clamped(to: 0...Int64(Int32.max))
+            instance.restarts = instance.restarts.clamped(to: 0...Int64(Int32.max))
+            instance.exitCode = instance.exitCode.map { $0.clamped(to: Int64(Int32.min)...Int64(Int32.max)) }
+            return instance
+        }
+        result.logs = result.logs.prefix(FailureDiagnosis.maximumLogs).map { tail in
+            var tail = tail
+            tail.app = clipped(oneLine(tail.app), toBytes: 64)
+            tail.pmIds = tail.pmIds.prefix(FailureDiagnosis.maximumInstances).map { $0.clamped(to: 0...Int64(Int32.max)) }
+            var lines = tail.lines.suffix(FailureDiagnosis.maximumLines).map { clipped(oneLine($0), toBytes: FailureDiagnosis.maximumBytes) }
+            while lines.reduce(0, { $0 + $1.utf8.count }) > FailureDiagnosis.maximumBytes, !lines.isEmpty {
+                lines.removeFirst()
+                tail.truncated = true
+            }
+            tail.lines = lines
+            return tail
+        }
+        return result
+    }
+
+    /// `text` with line breaks and control characters other than tab replaced by spaces.
+    private static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7f }) else { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7f ? " " : $0 }))
     }
 
     /// At most `limit` UTF-8 bytes of `text`, cut on a character boundary: the controller's limits count bytes, and

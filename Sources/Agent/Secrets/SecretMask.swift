@@ -48,6 +48,10 @@ struct SecretMask: Sendable, Equatable {
     /// Whether there is nothing to mask.
     var isEmpty: Bool { secrets.isEmpty }
 
+    /// Bytes of the longest form (raw or percent-encoded) of any secret; 0 without secrets. A window cut out of a
+    /// longer text must drop this many bytes at its cut to be sure no fragment of a secret survives unmasked.
+    var longestSecretBytes: Int { secrets.first?.pattern.count ?? 0 }
+
     /// `text` with every secret value replaced by `${NAME}`.
     func apply(_ text: String) -> String {
         guard !secrets.isEmpty, text.utf8.count >= Self.minimumLength else { return text }

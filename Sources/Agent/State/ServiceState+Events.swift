@@ -25,9 +25,10 @@ extension ServiceState {
         /// read back), so it can run again.
         case releaseUnhealthy(UnhealthyReason, canRollBack: Bool)
         /// The failed pending release was taken out and the applied one runs again: the serial failed here for good.
-        case rolledBack(UnhealthyReason)
+        /// `diagnosis`: the evidence gathered before it was taken out, kept with the failure.
+        case rolledBack(UnhealthyReason, diagnosis: FailureDiagnosis? = nil)
         /// The failed pending release was taken out and nothing runs (there was nothing to go back to).
-        case failedReleaseRemoved(UnhealthyReason)
+        case failedReleaseRemoved(UnhealthyReason, diagnosis: FailureDiagnosis? = nil)
         /// The applied release was reloaded with a changed instance env file (whose digest this is).
         case environmentReloaded(envDigest: String)
 

@@ -50,6 +50,8 @@ struct ServiceState: Sendable, Codable, Equatable {
         var serial: Int64
         var reason: String
         var kind: Kind
+        /// The evidence (stage, gate verdict, log tails), masked; only the newest failure that has one keeps it.
+        var diagnosis: FailureDiagnosis? = nil
 
         /// How a serial failed (its JSON value is the one reported to the controller).
         enum Kind: String, Sendable, Codable, CaseIterable {
@@ -137,19 +139,19 @@ struct ServiceState: Sendable, Codable, Equatable {
             if let target = applied, canRollBack { return .rollBack(failed: failed, to: target) }
             return .removeFailedRelease(failed)
 
-        case (.deploying, .rolledBack(let reason)):
+        case (.deploying, .rolledBack(let reason, let diagnosis)):
             let failed = try installing(event)
             guard let target = applied else { throw .nothingApplied(event: event.name) }
-            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack)
+            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack, diagnosis: diagnosis)
             pending = nil
             phase = .rolledBack
             message =
                 "serial \(failed.serial) (\(failed.version)) failed and was rolled back to serial \(target.serial) (\(target.version)): \(reason)"
             return .save
 
-        case (.deploying, .failedReleaseRemoved(let reason)):
+        case (.deploying, .failedReleaseRemoved(let reason, let diagnosis)):
             let failed = try installing(event)
-            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack)
+            failures.record(serial: failed.serial, reason: "\(reason)", kind: .rolledBack, diagnosis: diagnosis)
             pending = nil
             phase = .failed
             message = "serial \(failed.serial) (\(failed.version)) failed and there is no earlier release to roll back to: \(reason)"
@@ -180,18 +182,23 @@ struct ServiceState: Sendable, Codable, Equatable {
         message = mask.apply(message)
         for index in failures.indices {
             failures[index].reason = mask.apply(failures[index].reason)
+            failures[index].diagnosis = failures[index].diagnosis?.mapText(mask.apply)
         }
     }
 }
 
 extension [ServiceState.Failure] {
     /// Records a failure, newest first, keeping the list at 20: the same serial and kind again moves to the front with
-    /// the new reason. Returns whether the list changed.
+    /// the new reason. A failure with a diagnosis takes it from the others (only the newest evidence is kept: the
+    /// state file and every report stay small). Returns whether the list changed.
     @discardableResult
-    mutating func record(serial: Int64, reason: String, kind: ServiceState.Failure.Kind) -> Bool {
+    mutating func record(serial: Int64, reason: String, kind: ServiceState.Failure.Kind, diagnosis: FailureDiagnosis? = nil) -> Bool {
         let before = self
         removeAll { $0.serial == serial && $0.kind == kind }
-        insert(ServiceState.Failure(serial: serial, reason: reason, kind: kind), at: 0)
+        if diagnosis != nil {
+            for index in indices { self[index].diagnosis = nil }
+        }
+        insert(ServiceState.Failure(serial: serial, reason: reason, kind: kind, diagnosis: diagnosis), at: 0)
         if count > 20 { removeLast(count - 20) }
         return self != before
     }

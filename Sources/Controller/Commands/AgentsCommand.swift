@@ -6,8 +6,8 @@ import Shared
 struct AgentsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agents",
-        abstract: "List enrolled agents, or remove one.",
-        subcommands: [AgentsListCommand.self, AgentsRemoveCommand.self],
+        abstract: "List enrolled agents, show one, or remove one.",
+        subcommands: [AgentsListCommand.self, AgentsShowCommand.self, AgentsRemoveCommand.self],
         defaultSubcommand: AgentsListCommand.self
     )
 }
@@ -62,18 +62,151 @@ struct AgentsRemoveCommand: AsyncParsableCommand {
     @Argument(help: "The agent's name.")
     var name: String
 
+    @Flag(name: .long, help: "Print the controller's answer ({\"removed\": {id, name, hostname, services}}) as JSON.")
+    var json = false
+
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= 128 else { throw ValidationError("an agent name is 1 to 128 characters") }
     }
 
     func run() async throws {
+        let answer = try await controller.client().deleteJSON("/v1/agents/\(try AgentsCommand.pathSegment(name))")
+        if json {
+            Console.print(String(decoding: answer.encoded(), as: UTF8.self))
+            return
+        }
+        let removed = answer.object?["removed"]?.object
+        Console.print("removed agent \(name) (\(FleetDocument.text(removed?["id"]))); its token no longer works")
+    }
+}
+
+extension AgentsCommand {
+    /// `name` percent-encoded as one path segment.
+    static func pathSegment(_ name: String) throws -> String {
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "/;?#%")
         guard let encoded = name.addingPercentEncoding(withAllowedCharacters: allowed) else {
             throw ValidationError("the agent name \(name) cannot be put in a URL")
         }
-        let answer = try await controller.client().deleteJSON("/v1/agents/\(encoded)")
-        let removed = answer.object?["removed"]?.object
-        Console.print("removed agent \(name) (\(FleetDocument.text(removed?["id"]))); its token no longer works")
+        return encoded
+    }
+}
+
+/// `ferry-controller agents show NAME [--json]`: one agent in full (`GET /v1/agents/{name}`).
+struct AgentsShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show one agent: its services, release, phase, processes, last reports and the failure with its log tail.",
+        discussion: """
+            NAME is the agent's name (or its id). For each service: the version and serial it runs (and the serial it \
+            heads for), phase, health and message; the processes (pm_id, pid, status, restarts, uptime, memory, CPU); \
+            the failure of a serial above the one it runs, with the health gate's verdict and the last lines the app \
+            wrote to stderr and stdout (masked on the instance). Then the agent's last status reports.
+            """
+    )
+
+    @OptionGroup var controller: ControllerOptions
+
+    @Argument(help: "The agent's name (or id).")
+    var name: String
+
+    @Flag(name: .long, help: "Print the agent document (GET /v1/agents/{name}) as JSON.")
+    var json = false
+
+    @Option(name: .long, help: "Lines of each failure's log tail to print (the agents send up to 50).")
+    var logLines: Int = 50
+
+    func validate() throws {
+        guard !name.isEmpty, name.utf8.count <= 128 else { throw ValidationError("an agent name is 1 to 128 characters") }
+        guard (0...FailureDiagnosis.maximumLines).contains(logLines) else {
+            throw ValidationError("--log-lines must be between 0 and \(FailureDiagnosis.maximumLines)")
+        }
+    }
+
+    func run() async throws {
+        let agent = try await controller.client().getJSON("/v1/agents/\(try AgentsCommand.pathSegment(name))")
+        if json {
+            Console.print(String(decoding: agent.encoded(), as: UTF8.self))
+            return
+        }
+        for line in Self.describe(agent, logLines: logLines) { Console.print(line) }
+    }
+
+    /// The agent document as terminal lines.
+    static func describe(_ agent: JSONValue, logLines: Int) -> [String] {
+        let fields = agent.object ?? [:]
+        let text = FleetDocument.text
+        var lines = [
+            "agent \(text(fields["name"])) (\(text(fields["id"]))) on \(text(fields["hostname"])), ferry-agent \(text(fields["agentVersion"])) "
+                + "with \(text(fields["processManager"]))",
+            "enrolled \(text(fields["enrolledAt"])), last seen \(FleetDocument.lastSeen(fields))",
+        ]
+        for case .object(let service) in FleetDocument.array(fields["services"]) {
+            lines.append("")
+            guard service["reported"] == .bool(true) else {
+                lines.append("service \(text(service["service"])): no status report yet")
+                continue
+            }
+            var head = "service \(text(service["service"])): version \(text(service["version"])) serial \(text(service["serial"]))"
+            if let target = service["targetSerial"], target != .null, target != service["serial"] { head += " → \(text(target))" }
+            head += ", \(text(service["phase"])), \(text(service["health"])) (reported \(text(service["updatedAt"])))"
+            lines.append(head)
+            lines.append("  \(text(service["message"]))")
+            let processes = FleetDocument.array(service["processes"]).compactMap(\.object)
+            if processes.isEmpty {
+                lines.append("  no process runs")
+            } else {
+                let rows = processes.map { process in
+                    [
+                        text(process["name"]), text(process["pmId"]), text(process["pid"]), text(process["status"]), text(process["restarts"]),
+                        uptime(process["uptimeSeconds"]), memory(process["memoryBytes"]), cpu(process["cpuPercent"]),
+                    ]
+                }
+                let table = TextTable.render(headers: ["APP", "PM_ID", "PID", "STATUS", "RESTARTS", "UPTIME", "MEMORY", "CPU"], rows: rows)
+                lines += table.split(separator: "\n").map { "  \($0)" }
+            }
+            if let failure = service["failure"], failure != .null {
+                lines.append("  failure:")
+                lines += FailureText.lines(failure, indent: "    ", logLines: logLines)
+            }
+        }
+        let reports = FleetDocument.array(fields["reports"]).compactMap(\.object)
+        if !reports.isEmpty {
+            lines.append("")
+            lines.append("last reports (newest first):")
+            var rows: [[String]] = []
+            for report in reports {
+                for case .object(let service) in FleetDocument.array(report["services"]) {
+                    rows.append([
+                        text(report["receivedAt"]), text(service["service"]), text(service["serial"]), text(service["phase"]),
+                        text(service["health"]), FleetDocument.shortened(text(service["message"]), to: 100),
+                    ])
+                }
+            }
+            lines += TextTable.render(headers: ["RECEIVED", "SERVICE", "SERIAL", "PHASE", "HEALTH", "MESSAGE"], rows: rows)
+                .split(separator: "\n").map { "  \($0)" }
+        }
+        return lines
+    }
+
+    private static func uptime(_ value: JSONValue?) -> String {
+        guard case .integer(let seconds)? = value else { return "-" }
+        if seconds < 60 { return "\(seconds)s" }
+        if seconds < 3600 { return "\(seconds / 60)m" }
+        if seconds < 86_400 { return "\(seconds / 3600)h\(seconds % 3600 / 60)m" }
+        return "\(seconds / 86_400)d\(seconds % 86_400 / 3600)h"
+    }
+
+    private static func memory(_ value: JSONValue?) -> String {
+        guard case .integer(let bytes)? = value else { return "-" }
+        return "\(bytes / (1 << 20)) MB"
+    }
+
+    private static func cpu(_ value: JSONValue?) -> String {
+        switch value {
+        case .integer(let n)?: return "\(n)%"
+        case .number(let d)?: return String(format: "%.1f%%", d)
+        default: return "-"
+        }
     }
 }

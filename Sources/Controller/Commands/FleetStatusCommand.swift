@@ -6,8 +6,14 @@ import Shared
 struct FleetStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show what every agent runs: version, serial, phase, health, last seen.",
-        discussion: "One row per agent and service. Agents without a status report for three poll intervals are marked stale."
+        abstract: "Show what every agent runs: version, serial, phase, health, last seen, and why releases failed.",
+        discussion: """
+            One row per agent and service. Agents without a status report for three poll intervals are marked stale. \
+            Below the table, each agent whose latest failure concerns a serial above the one it runs shows that failure: \
+            the reason, the health gate's verdict (exit code and signal of each instance, the health URL's answer), and \
+            the last lines the failing app wrote to stderr and stdout (masked: instance env values show as ${NAME}; the last \
+            10 lines of each, `agents show NAME` has them all).
+            """
     )
 
     @OptionGroup var controller: ControllerOptions
@@ -17,6 +23,16 @@ struct FleetStatusCommand: AsyncParsableCommand {
 
     @Flag(name: .long, help: "Print the fleet document (GET /v1/fleet) as JSON instead of a table.")
     var json = false
+
+    @Option(name: .long, help: "Lines of each failure's log tail to print (the fleet view carries the last 10; agents show has all).")
+    var logLines: Int = 10
+
+    func validate() throws {
+        if let service, !Release.isValidServiceName(service) { throw ValidationError("--service \(service) is not a service name") }
+        guard (0...FailureDiagnosis.maximumLines).contains(logLines) else {
+            throw ValidationError("--log-lines must be between 0 and \(FailureDiagnosis.maximumLines)")
+        }
+    }
 
     func run() async throws {
         let fleet = try await controller.client().getJSON("/v1/fleet")
@@ -94,6 +110,20 @@ struct FleetStatusCommand: AsyncParsableCommand {
         for agent in behind {
             let problem = agent["trustRoot"]?.object?["problem"] ?? .null
             Console.print("agent \(FleetDocument.text(agent["name"])): \(FleetDocument.text(problem))")
+        }
+        printFailures(filtered)
+    }
+
+    /// Each agent's current failure of each service, with its diagnosis and log tails.
+    private func printFailures(_ fleet: JSONValue) {
+        for agent in FleetDocument.agents(fleet) {
+            for case .object(let status) in FleetDocument.array(agent["services"]) {
+                guard let failure = status["failure"], failure != .null else { continue }
+                Console.print("")
+                Console.print("failure on \(FleetDocument.text(agent["name"])) (\(FleetDocument.text(status["service"]))):")
+                for line in FailureText.lines(failure, logLines: logLines) { Console.print(line) }
+                Console.print("  (whole tails: ferry-controller agents show \(FleetDocument.text(agent["name"])))")
+            }
         }
     }
 }

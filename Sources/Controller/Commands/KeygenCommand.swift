@@ -17,6 +17,9 @@ struct KeygenCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Path prefix for the key files.", valueName: "PREFIX"))
     var out: String
 
+    @Flag(name: .long, help: "Print {keyId, privateKey, publicKey} (the two file paths) as JSON.")
+    var json = false
+
     func run() throws {
         let key = try SigningKey.generate()
         let publicPath = out + ".pub"
@@ -27,6 +30,13 @@ struct KeygenCommand: ParsableCommand {
         }
         try KeyFile.create(privatePath, contents: try key.pemRepresentation(), mode: 0o600)
         try KeyFile.create(publicPath, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
+        if json {
+            let document = JSONValue.object([
+                "keyId": .string(key.publicKey.keyID), "privateKey": .string(privatePath), "publicKey": .string(publicPath),
+            ])
+            print(String(decoding: document.encoded(), as: UTF8.self))
+            return
+        }
         print(key.publicKey.keyID)
     }
 }

@@ -18,6 +18,9 @@ struct PlanCommand: AsyncParsableCommand {
     @OptionGroup var controller: ControllerOptions
     @OptionGroup var release: ReleaseOptions
 
+    @Flag(name: .long, help: "Print {service, serial, version, agents: [{name, serial, diff}]} as JSON.")
+    var json = false
+
     func run() async throws {
         let client = try controller.client()
         var input = try await release.composeInput()
@@ -25,13 +28,16 @@ struct PlanCommand: AsyncParsableCommand {
         input.serial = try await publisher.nextSerial(of: input.service)
         let draft = try ReleaseComposer.composePrintingWarnings(input)
         let candidate = draft.release
-        Console.print("plan for service \(candidate.service): serial \(candidate.serial), version \(candidate.version) (nothing is published)")
-        try await Self.printPlan(for: candidate, client: client)
+        if !json {
+            Console.print("plan for service \(candidate.service): serial \(candidate.serial), version \(candidate.version) (nothing is published)")
+        }
+        try await Self.printPlan(for: candidate, client: client, json: json)
     }
 
     /// Prints, per agent of the candidate's service, what installing `candidate` would change compared with the release
-    /// the agent runs now (env names only, never values). Shared with `approve`.
-    static func printPlan(for candidate: Release, client: OperatorClient) async throws {
+    /// the agent runs now (env names only, never values), as text or (`json`) as one JSON document. Shared with
+    /// `approve`.
+    static func printPlan(for candidate: Release, client: OperatorClient, json: Bool = false) async throws {
         let publisher = ReleasePublisher(client: client)
         var bySerial: [Int64: Release] = [:]
         for entry in try await publisher.releases(of: candidate.service) {
@@ -47,6 +53,22 @@ struct PlanCommand: AsyncParsableCommand {
             }
         }
 
+        if json {
+            let entries: [JSONValue] = agents.sorted(by: { $0.name < $1.name }).map { agent in
+                let current = agent.serial.flatMap { bySerial[$0] }
+                return .object([
+                    "name": .string(agent.name), "serial": agent.serial.map { .integer($0) } ?? .null,
+                    "version": current.map { .string($0.version) } ?? .null,
+                    "diff": ReleaseDiff(from: current, to: candidate).json,
+                ])
+            }
+            let document = JSONValue.object([
+                "service": .string(candidate.service), "serial": .integer(candidate.serial), "version": .string(candidate.version),
+                "agents": .array(entries), "firstInstall": ReleaseDiff(from: nil, to: candidate).json,
+            ])
+            Console.print(String(decoding: document.encoded(), as: UTF8.self))
+            return
+        }
         if agents.isEmpty {
             Console.print("no agent runs service \(candidate.service) yet; the first agent to enroll gets:")
             for line in ReleaseDiff(from: nil, to: candidate).lines() { Console.print(line) }

@@ -46,6 +46,9 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Failed or rolled-back agents tolerated before the controller halts the rollout.")
     var maxFailures: Int = 0
 
+    @Flag(name: .long, help: "Print the controller's answer as JSON (progress and warnings go to standard error).")
+    var json = false
+
     func validate() throws {
         do {
             _ = try RolloutStrategy.parse(strategy)
@@ -66,12 +69,19 @@ struct PublishCommand: AsyncParsableCommand {
         let draft = try ReleaseComposer.composePrintingWarnings(input)
 
         let digest = input.artifact.sha256
+        let uploaded: Bool
         if try await client.hasArtifact(digest) {
-            Console.print("artifact \(digest.hex) is already on the controller")
+            note("artifact \(digest.hex) is already on the controller")
+            uploaded = false
         } else {
-            let progress = UploadProgress(total: input.artifact.size, label: "uploading \((release.artifact as NSString).lastPathComponent)")
+            let progress = UploadProgress(
+                total: input.artifact.size,
+                label: "uploading \((release.artifact as NSString).lastPathComponent)",
+                toStandardError: json
+            )
             _ = try await client.uploadArtifact(file: release.artifact, digest: digest) { progress.update($0) }
             progress.finish()
+            uploaded = true
         }
         let publisher = ReleasePublisher(client: client)
         input.serial = try await publisher.nextSerial(of: input.service)
@@ -79,10 +89,25 @@ struct PublishCommand: AsyncParsableCommand {
         let signed = try ReleaseComposer.compose(input).release
         let stableSeconds = (DurationText.milliseconds(waveStable) ?? 60_000) / 1000
         let query = "strategy=\(strategy)&waveStableSeconds=\(stableSeconds)&maxFailures=\(maxFailures)"
-        _ = try await publisher.publish(signed, keys: keys, query: query)
+        let answer = try await publisher.publish(signed, keys: keys, query: query)
+        if json {
+            var fields = answer.object ?? [:]
+            fields["artifactUploaded"] = .bool(uploaded)
+            Console.print(String(decoding: JSONValue.object(fields).encoded(), as: UTF8.self))
+            return
+        }
         Console.print("published service \(signed.service) serial \(signed.serial) version \(signed.version)")
         if strategy != "all" {
             Console.print("rollout \(strategy): waves advance after \(stableSeconds)s healthy; halts after \(maxFailures + 1) failure(s)")
+        }
+    }
+
+    /// A progress line: on standard output, or standard error when standard output carries JSON.
+    private func note(_ line: String) {
+        if json {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        } else {
+            Console.print(line)
         }
     }
 }

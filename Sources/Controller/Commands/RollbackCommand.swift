@@ -29,6 +29,9 @@ struct RollbackCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Expiry of the new release: d, h or m (default 90d).", valueName: "DURATION"))
     var expiresIn: String = "90d"
 
+    @Flag(name: .long, help: "Print the controller's answer for the new release as JSON, with rolledBackTo {serial, version}.")
+    var json = false
+
     func validate() throws {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) must match ^[a-z0-9][a-z0-9-]{0,62}$") }
         guard (toSerial == nil) != (toVersion == nil) else { throw ValidationError("give exactly one of --to-serial N and --to-version V") }
@@ -68,7 +71,13 @@ struct RollbackCommand: AsyncParsableCommand {
         } catch {
             throw CLIError("the rollback release would be invalid: \(error)")
         }
-        _ = try await publisher.publish(release, keys: keys)
+        let answer = try await publisher.publish(release, keys: keys)
+        if json {
+            var fields = answer.object ?? [:]
+            fields["rolledBackTo"] = .object(["serial": .integer(target.serial), "version": .string(target.version)])
+            Console.print(String(decoding: JSONValue.object(fields).encoded(), as: UTF8.self))
+            return
+        }
         Console.print("rolled back service \(service) to version \(target.version) (serial \(target.serial)) as serial \(release.serial)")
     }
 

@@ -6,7 +6,7 @@ import Shared
 struct RolloutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
-        abstract: "Show, pause, resume or abort the staged rollout of a service.",
+        abstract: "Show, wait for, pause, resume or abort the rollout of a service.",
         discussion: """
             A release published with --strategy one-at-a-time, waves:P1,...,100 or canary:N reaches the service's \
             agents wave by wave; a wave advances once every agent in it reported the new serial healthy for the \
@@ -14,7 +14,9 @@ struct RolloutCommand: AsyncParsableCommand {
             keep the previous (stable) release. Abort cannot move agents that already installed the new serial back \
             (agents never go to a lower serial): publish the previous version again with `ferry-controller rollback`.
             """,
-        subcommands: [RolloutStatusCommand.self, RolloutPauseCommand.self, RolloutResumeCommand.self, RolloutAbortCommand.self]
+        subcommands: [
+            RolloutStatusCommand.self, RolloutWaitCommand.self, RolloutPauseCommand.self, RolloutResumeCommand.self, RolloutAbortCommand.self,
+        ]
     )
 }
 

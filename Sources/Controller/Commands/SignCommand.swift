@@ -21,6 +21,9 @@ struct SignCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("The release document (JSON), or - for standard input.", valueName: "RELEASE.json"))
     var release: String
 
+    @Flag(name: .long, help: "Accepted for symmetry with the other commands: the envelope is JSON either way.")
+    var json = false
+
     func validate() throws {
         guard !key.isEmpty else { throw ValidationError("at least one --key is required") }
     }

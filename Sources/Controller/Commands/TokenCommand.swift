@@ -87,6 +87,9 @@ struct TokenCreateCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Enroll tokens: how many agents it may enroll.", valueName: "N"))
     var maxUses: Int?
 
+    @Flag(name: .long, help: "Print the token with its record ({token, id, name, role, ...}) as JSON on standard output.")
+    var json = false
+
     func validate() throws {
         guard let role = TokenRole(rawValue: role), TokenRole.creatable.contains(role) else {
             throw ValidationError("--role must be one of \(TokenRole.creatable.map(\.rawValue).joined(separator: ", ")); got \(role)")
@@ -144,6 +147,12 @@ struct TokenCreateCommand: AsyncParsableCommand {
         if let expiresAt { details.append("expires \(Timestamp.format(expiresAt))") }
         if let maxUses { details.append("at most \(maxUses) use(s)") }
         FileHandle.standardError.write(Data("created token \(record.id) (\(details.joined(separator: ", ")))\n".utf8))
+        if json {
+            var fields = record.json.object ?? [:]
+            fields["token"] = .string(token)
+            Console.print(String(decoding: JSONValue.object(fields).encoded(), as: UTF8.self))
+            return
+        }
         Console.print(token)
     }
 }
@@ -209,6 +218,9 @@ struct TokenRevokeCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The token's id (tok_...) or name.", valueName: "ID|NAME"))
     var token: String
 
+    @Flag(name: .long, help: "Print the revoked token's record as JSON.")
+    var json = false
+
     func run() async throws {
         let selector = token
         let revoked = try await data.withStore(mustExist: true) { store, directory in
@@ -222,6 +234,10 @@ struct TokenRevokeCommand: AsyncParsableCommand {
                 throw CLIError("token \(revoked.id) is revoked in the database, but \(error)")
             }
             return revoked
+        }
+        if json {
+            Console.print(String(decoding: revoked.json.encoded(), as: UTF8.self))
+            return
         }
         Console.print("revoked token \(revoked.id) (\(revoked.name), role \(revoked.role.rawValue))")
     }

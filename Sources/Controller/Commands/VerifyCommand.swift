@@ -27,6 +27,9 @@ struct VerifyCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("The envelope (JSON), or - for standard input.", valueName: "ENVELOPE.json"))
     var envelope: String
 
+    @Flag(name: .long, help: "Print {valid, service, serial, version, expiresAt, verifiedBy} or {valid: false, error} as JSON on stdout.")
+    var json = false
+
     func validate() throws {
         guard !trustedKey.isEmpty else { throw ValidationError("at least one --trusted-key is required") }
         if let now, Timestamp.parse(now) == nil {
@@ -43,12 +46,24 @@ struct VerifyCommand: ParsableCommand {
             let release = try Release.decode(verified.payload)
             let instant = now.flatMap(Timestamp.parse) ?? Date()
             try ReleaseAdmission(now: { instant }).checkExpiry(release)
+            if json {
+                let document = JSONValue.object([
+                    "valid": .bool(true), "service": .string(release.service), "serial": .integer(release.serial),
+                    "version": .string(release.version), "expiresAt": .string(Timestamp.format(release.expiresAt)),
+                    "verifiedBy": .array(verified.keyIDs.map { .string($0) }),
+                ])
+                print(String(decoding: document.encoded(), as: UTF8.self))
+                return
+            }
             print("service: \(release.service)")
             print("serial: \(release.serial)")
             print("version: \(release.version)")
             print("expires: \(Timestamp.format(release.expiresAt))")
             for keyID in verified.keyIDs { print("verified-by: \(keyID)") }
         } catch {
+            if json {
+                print(String(decoding: JSONValue.object(["valid": .bool(false), "error": .string("\(error)")]).encoded(), as: UTF8.self))
+            }
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(1)
         }

@@ -101,7 +101,8 @@ struct DashboardRenderer: Sendable {
             return cell
         }
         var row: [String: Any] = [
-            "id": record.id, "name": record.name, "hostname": record.hostname, "stale": agent.isStale,
+            "id": record.id, "name": record.name, "path": DetailPageRenderer.pathSegment(record.name), "hostname": record.hostname,
+            "stale": agent.isStale,
             "agentVersion": record.agentVersion ?? "", "processManager": record.processManager ?? "",
             "lastSeen": record.lastSeen.map { relative($0, to: now) } ?? "never",
             "lastSeenAt": record.lastSeen.map(Timestamp.format) ?? "no status report yet", "cells": cells,

@@ -42,7 +42,7 @@ enum DashboardTemplate {
         {{#rows}}
         <tr class="{{#stale}}stale{{/stale}}" data-agent="{{name}}" data-agent-id="{{id}}" \
         data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
-        <th scope="row" title="{{id}}"><span class="agent">{{name}}</span><small>{{hostname}}</small>\
+        <th scope="row" title="{{id}}"><a class="agent" role="link" tabindex="0" data-open="/agents/{{path}}">{{name}}</a><small>{{hostname}}</small>\
         <small>{{agentVersion}} {{processManager}}{{#trustRootVersion}} · root {{trustRootVersion}}{{/trustRootVersion}}</small>\
         {{#trustRootProblem}}<span class="badge tone-bad" data-trust-root-problem title="{{trustRootProblem}}">{{shortTrustRootProblem}}</span>{{/trustRootProblem}}</th>
         <td class="seen">{{#stale}}<span class="badge stale" title="no status report for three poll intervals">stale</span> {{/stale}}\
@@ -85,7 +85,8 @@ enum DashboardTemplate {
         {{#rollouts}}
         <article class="rollout" data-rollout-service="{{service}}" data-rollout-serial="{{serial}}" \
         data-rollout-version="{{version}}" data-rollout-state="{{state}}">
-        <div class="rollout-head"><strong class="service">{{service}}</strong> <span>serial {{serial}} · {{version}}</span> \
+        <div class="rollout-head"><a role="link" tabindex="0" data-open="/rollouts/{{service}}/{{serial}}"><strong class="service">{{service}}</strong> \
+        <span>serial {{serial}} · {{version}}</span></a> \
         <span class="badge state {{state}}">{{state}}</span> <span class="wave">wave {{wave}}/{{waveCount}}</span></div>
         <div class="bar" role="img" aria-label="{{healthy}} healthy, {{updated}} updated, {{failed}} failed, {{pending}} pending of {{agents}} agents">\
         {{#segments}}<span class="part {{kind}}" style="width: {{percent}}%" title="{{count}} {{label}}"></span>{{/segments}}</div>
@@ -150,6 +151,7 @@ enum DashboardTemplate {
         thead th { font-weight: 600; background: #e9edf3; white-space: nowrap; font-size: 13px; }
         tbody th { font-weight: 600; white-space: nowrap; }
         .agent { font-size: 14px; }
+        [data-open] { color: inherit; text-decoration: none; cursor: pointer; } [data-open]:hover, [data-open]:focus { text-decoration: underline; }
         .seen { white-space: nowrap; }
         tr.stale > th, tr.stale > td { background: #fff4dc; }
         tr.stale > th { box-shadow: inset 4px 0 0 var(--warn); }
@@ -254,6 +256,17 @@ enum DashboardTemplate {
                 setTimeout(refresh, seconds * 1000 * Math.min(failures + 1, 4));
               });
           }
+          // Detail views open on a click (or Enter) on an element naming its same-origin path in data-open: no href,
+          // so the page keeps referring to nothing, not even the controller's other pages.
+          function open(event) {
+            var target = event.target && event.target.closest ? event.target.closest('[data-open]') : null;
+            if (!target || (event.type === 'keydown' && event.key !== 'Enter')) return;
+            var path = target.getAttribute('data-open') || '';
+            if (path.charAt(0) !== '/' || path.charAt(1) === '/' || path.charAt(1) === '\\\\') return;
+            location.assign(path);
+          }
+          document.addEventListener('click', open);
+          document.addEventListener('keydown', open);
           show('waiting', 'live · every ' + seconds + ' s');
           setTimeout(refresh, seconds * 1000);
         })();

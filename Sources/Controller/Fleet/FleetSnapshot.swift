@@ -133,6 +133,9 @@ struct FleetSnapshot: Sendable {
                 "phase": .string(status.phase.rawValue), "health": .string(status.health.rawValue),
                 "message": .string(status.message), "updatedAt": .string(Timestamp.format(entry.updatedAt)),
                 "processes": .integer(Int64(status.processes.count)),
+                // The failure to look at now (a serial above the running one failed), with its diagnosis and the end of
+                // its log tails (`ReleaseFailure.FleetExcerpt`; the agent and rollout documents carry them whole).
+                "failure": status.currentFailure?.fleetExcerpt.json ?? .null,
             ])
         }
         return .object([

@@ -28,6 +28,10 @@ enum ControllerRouter {
             readers: routes.group(.fleetReaders),
             dashboardPage: routes.group(.dashboard)
         )
+        InsightRoutes(core: core, pages: try DetailPageRenderer()).register(
+            readers: routes.group(.fleetReaders),
+            dashboardPage: routes.group(.dashboard)
+        )
         return router
     }
 

@@ -180,13 +180,39 @@ struct ReleaseRoutes: Sendable {
             }
             limit = value
         }
+        var envelopes = true
+        if let text = request.uri.queryParameters.get("envelopes") {
+            guard let value = Bool(text) else {
+                throw APIError.badRequest("invalid_envelopes", "envelopes must be true or false, got \"\(text.prefix(40))\"")
+            }
+            envelopes = value
+        }
         let records = try await core.store.releases(service: service, limit: limit)
+        // Releases published before rollouts existed have none; every other one has exactly one.
+        var rollouts: [Int64: RolloutRecord] = [:]
+        if let oldest = records.last?.serial {
+            for rollout in try await core.store.rollouts(service: service, limit: limit) where rollout.serial >= oldest {
+                rollouts[rollout.serial] = rollout
+            }
+        }
         let items: [JSONValue] = records.map { record in
             guard case .object(var fields) = Self.summary(record) else { return .null }
-            fields["envelope"] = record.envelope.json
+            fields["keyIds"] = .array(record.envelope.signatures.map { .string($0.keyid) })
+            fields["rollout"] = rollouts[record.serial].map(Self.outcome(_:)) ?? .null
+            if envelopes { fields["envelope"] = record.envelope.json }
             return .object(fields)
         }
         return JSONResponse.make(.object(["service": .string(service), "releases": .array(items)]))
+    }
+
+    /// How a release's rollout went (or goes): the strategy it was published with and where it stands.
+    static func outcome(_ rollout: RolloutRecord) -> JSONValue {
+        .object([
+            "strategy": .string(rollout.strategy.description), "state": .string(rollout.state.rawValue),
+            "reason": .string(rollout.reason), "waveStableSeconds": .integer(rollout.waveStable.components.seconds),
+            "maxFailures": .integer(Int64(rollout.maxFailures)), "agents": .integer(Int64(rollout.agentOrder.count)),
+            "updatedAt": .string(Timestamp.format(rollout.updatedAt)),
+        ])
     }
 
     /// A release as listings and the publish answer show it.

@@ -20,6 +20,11 @@ enum FleetDocument {
         }
     }
 
+    /// At most `limit` characters of `text`, with `…` when cut.
+    static func shortened(_ text: String, to limit: Int) -> String {
+        text.count <= limit ? text : String(text.prefix(max(0, limit - 1))) + "…"
+    }
+
     static func lastSeen(_ agent: [String: JSONValue]) -> String {
         let seen = text(agent["lastSeen"])
         let shown = seen == "-" ? "never" : seen

@@ -98,7 +98,7 @@ struct OperatorClient: Sendable {
         }
     }
 
-    private static func transportError(_ error: HTTPClientError, request: HTTPClient.Request) -> ClientError {
+    static func transportError(_ error: HTTPClientError, request: HTTPClient.Request) -> ClientError {
         let url = RedactedURL.redact(request.url)
         switch error {
         case .tls(_, let code, let message):
@@ -118,7 +118,7 @@ struct OperatorClient: Sendable {
         return text
     }
 
-    private static func decode(_ response: HTTPClient.Response, request: HTTPClient.Request, expecting: Set<Int>) throws(ClientError) -> JSONValue {
+    static func decode(_ response: HTTPClient.Response, request: HTTPClient.Request, expecting: Set<Int>) throws(ClientError) -> JSONValue {
         let method = request.method.rawValue
         let url = RedactedURL.redact(request.url)
         let status = response.status

@@ -11,12 +11,24 @@ final class UploadProgress: Sendable {
     private let total: Int64
     private let isTerminal: Bool
     private let label: String
+    private let output: FileHandle
     private let state = Mutex(State())
 
-    init(total: Int64, label: String, isTerminal: Bool = isatty(STDOUT_FILENO) == 1) {
+    /// - Parameter toStandardError: write to standard error (when standard output carries a JSON answer).
+    convenience init(total: Int64, label: String, toStandardError: Bool = false) {
+        self.init(
+            total: total,
+            label: label,
+            isTerminal: isatty(toStandardError ? STDERR_FILENO : STDOUT_FILENO) == 1,
+            output: toStandardError ? .standardError : .standardOutput
+        )
+    }
+
+    init(total: Int64, label: String, isTerminal: Bool, output: FileHandle = .standardOutput) {
         self.total = max(total, 1)
         self.isTerminal = isTerminal
         self.label = label
+        self.output = output
     }
 
     /// Reports `sent` bytes so far.
@@ -37,7 +49,7 @@ final class UploadProgress: Sendable {
             state.lastPercent = step
             return "\(label): \(step)% (\(sent) of \(total) bytes)\n"
         }
-        if let line { FileHandle.standardOutput.write(Data(line.utf8)) }
+        if let line { output.write(Data(line.utf8)) }
     }
 
     /// Reports completion.
@@ -50,7 +62,7 @@ final class UploadProgress: Sendable {
             }
             return "\(label): 100% (\(total) of \(total) bytes)\n"
         }
-        if let line { FileHandle.standardOutput.write(Data(line.utf8)) }
+        if let line { output.write(Data(line.utf8)) }
     }
 
     static func size(_ bytes: Int64) -> String {

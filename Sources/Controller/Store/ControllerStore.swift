@@ -77,6 +77,9 @@ protocol ControllerStore: Sendable {
     /// The agent with `id`, or `nil`.
     func agent(id: String) async throws -> AgentRecord?
 
+    /// The agent named `name`, or `nil`.
+    func agent(named name: String) async throws -> AgentRecord?
+
     /// Every agent, sorted by name.
     func agents() async throws -> [AgentRecord]
 
@@ -123,6 +126,13 @@ protocol ControllerStore: Sendable {
 
     /// Events, newest first, at most `limit`, of `service` or of every service.
     func events(service: String?, limit: Int) async throws -> [RolloutEvent]
+
+    /// Events with an id above `id`, **oldest first**, at most `limit`, of `service` or of every service: what a
+    /// follower of the event stream has not seen yet. Ids only grow.
+    func events(service: String?, after id: Int64, limit: Int) async throws -> [RolloutEvent]
+
+    /// The id of the newest event, or 0 when there is none: where a follower that wants only new events starts.
+    func latestEventID() async throws -> Int64
 
     // MARK: Trust roots and approvals
 

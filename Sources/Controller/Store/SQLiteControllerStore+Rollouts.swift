@@ -223,21 +223,35 @@ extension SQLiteControllerStore {
         let rows = try await readDB.raw(
             "SELECT id, at, service, serial, kind, message, agent_id FROM events \(filter) ORDER BY id DESC LIMIT \(bind: limit)"
         ).all()
-        return try rows.map { row in
-            let kindText = try row.decode(column: "kind", as: String.self)
-            guard let kind = RolloutEventKind(rawValue: kindText) else {
-                throw StoreError.corruptRow(table: "events", reason: "unknown kind \(kindText)")
-            }
-            return RolloutEvent(
-                id: try row.decode(column: "id", as: Int64.self),
-                at: StoredTime.date(try row.decode(column: "at", as: Int64.self)),
-                service: try row.decode(column: "service", as: String.self),
-                serial: try row.decode(column: "serial", as: Int64?.self),
-                kind: kind,
-                message: try row.decode(column: "message", as: String.self),
-                agentID: try row.decode(column: "agent_id", as: String?.self)
-            )
+        return try rows.map(Self.event(from:))
+    }
+
+    func events(service: String?, after id: Int64, limit: Int) async throws -> [RolloutEvent] {
+        let filter: SQLQueryString = service.map { "AND service = \(bind: $0)" } ?? ""
+        let rows = try await readDB.raw(
+            "SELECT id, at, service, serial, kind, message, agent_id FROM events WHERE id > \(bind: id) \(filter) ORDER BY id LIMIT \(bind: limit)"
+        ).all()
+        return try rows.map(Self.event(from:))
+    }
+
+    func latestEventID() async throws -> Int64 {
+        try await readDB.raw("SELECT COALESCE(MAX(id), 0) AS id FROM events").first()?.decode(column: "id", as: Int64.self) ?? 0
+    }
+
+    private static func event(from row: any SQLRow) throws -> RolloutEvent {
+        let kindText = try row.decode(column: "kind", as: String.self)
+        guard let kind = RolloutEventKind(rawValue: kindText) else {
+            throw StoreError.corruptRow(table: "events", reason: "unknown kind \(kindText)")
         }
+        return RolloutEvent(
+            id: try row.decode(column: "id", as: Int64.self),
+            at: StoredTime.date(try row.decode(column: "at", as: Int64.self)),
+            service: try row.decode(column: "service", as: String.self),
+            serial: try row.decode(column: "serial", as: Int64?.self),
+            kind: kind,
+            message: try row.decode(column: "message", as: String.self),
+            agentID: try row.decode(column: "agent_id", as: String?.self)
+        )
     }
 
     // MARK: Status and release reads

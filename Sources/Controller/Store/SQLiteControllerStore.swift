@@ -328,6 +328,10 @@ final class SQLiteControllerStore: ControllerStore {
         try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents WHERE id = \(bind: id)").first().map(Self.agent(from:))
     }
 
+    func agent(named name: String) async throws -> AgentRecord? {
+        try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents WHERE name = \(bind: name)").first().map(Self.agent(from:))
+    }
+
     func agents() async throws -> [AgentRecord] {
         try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents ORDER BY name").all().map(Self.agent(from:))
     }

@@ -236,11 +236,14 @@ package struct ReleaseFailure: Sendable, Equatable {
     package var reason: String
     /// `refused` (never installed) or `rolled-back` (installed, failed its health gate).
     package var kind: String
+    /// The evidence (stage, gate verdict, log tails): on the newest failure of a service that has one.
+    package var diagnosis: FailureDiagnosis?
 
-    package init(serial: Int64, reason: String, kind: String) {
+    package init(serial: Int64, reason: String, kind: String, diagnosis: FailureDiagnosis? = nil) {
         self.serial = serial
         self.reason = reason
         self.kind = kind
+        self.diagnosis = diagnosis
     }
 
     init(json: JSONValue, path: String) throws(DocumentError) {
@@ -248,16 +251,23 @@ package struct ReleaseFailure: Sendable, Equatable {
         serial = try reader.required("serial", Field.integer(in: 0...Release.maximumSerial))
         reason = try reader.required("reason", ServiceStatus.text(maxLength: 2048))
         kind = try reader.required("kind", Field.string(maxLength: 32))
+        diagnosis = try reader.optional("diagnosis", FailureDiagnosis.init(json:path:))
         try reader.rejectUnknownFields()
     }
 
-    package var json: JSONValue { .object(["serial": .integer(serial), "reason": .string(reason), "kind": .string(kind)]) }
+    package var json: JSONValue {
+        var fields: [String: JSONValue] = ["serial": .integer(serial), "reason": .string(reason), "kind": .string(kind)]
+        if let diagnosis { fields["diagnosis"] = diagnosis.json }
+        return .object(fields)
+    }
 }
 
 /// One process instance in a status report (DESIGN §2).
 package struct ProcessReport: Sendable, Equatable {
     package var name: String
     package var pmId: Int64
+    /// The OS pid while the instance runs.
+    package var pid: Int64?
     package var status: String
     package var restarts: Int64
     package var uptimeSeconds: Int64?
@@ -267,9 +277,19 @@ package struct ProcessReport: Sendable, Equatable {
     /// Highest `cpuPercent` accepted: a thousand cores at 100 %.
     package static let maximumCPUPercent: Double = 100_000
 
-    package init(name: String, pmId: Int64, status: String, restarts: Int64, uptimeSeconds: Int64?, memoryBytes: Int64, cpuPercent: Double) {
+    package init(
+        name: String,
+        pmId: Int64,
+        pid: Int64? = nil,
+        status: String,
+        restarts: Int64,
+        uptimeSeconds: Int64?,
+        memoryBytes: Int64,
+        cpuPercent: Double
+    ) {
         self.name = name
         self.pmId = pmId
+        self.pid = pid
         self.status = status
         self.restarts = restarts
         self.uptimeSeconds = uptimeSeconds
@@ -281,6 +301,7 @@ package struct ProcessReport: Sendable, Equatable {
         var reader = try ObjectReader(json, path: path)
         name = try reader.required("name", Field.string(maxLength: 64))
         pmId = try reader.required("pmId", Field.integer(in: 0...Int64(Int32.max)))
+        pid = try reader.optional("pid", Field.integer(in: 1...Int64(Int32.max)))
         status = try reader.required("status", Field.string(maxLength: 32))
         restarts = try reader.required("restarts", Field.integer(in: 0...Int64(Int32.max)))
         uptimeSeconds = try reader.optional("uptimeSeconds", Field.integer(in: 0...Int64(Int32.max) * 100))
@@ -307,6 +328,7 @@ package struct ProcessReport: Sendable, Equatable {
             "memoryBytes": .integer(memoryBytes), "cpuPercent": .number(cpuPercent),
         ]
         if let uptimeSeconds { fields["uptimeSeconds"] = .integer(uptimeSeconds) }
+        if let pid { fields["pid"] = .integer(pid) }
         return .object(fields)
     }
 }

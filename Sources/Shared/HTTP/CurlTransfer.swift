@@ -58,6 +58,19 @@ final class CurlTransfer {
     private var bodyLimit = 0
     private var download: DownloadState?
     private var upload: UploadSource?
+    private var stream: StreamState?
+
+    /// A response body handed to a handler as it arrives (`HTTPClient.stream`).
+    private final class StreamState {
+        let onChunk: ([UInt8]) throws -> Void
+        var began = false
+        /// Whether the body goes to the handler (a 2xx answer) rather than into `body` (an error answer).
+        var streaming = false
+
+        init(onChunk: @escaping ([UInt8]) throws -> Void) {
+            self.onChunk = onChunk
+        }
+    }
 
     /// A file streamed as the request body.
     private final class UploadSource {
@@ -148,6 +161,28 @@ final class CurlTransfer {
         }
     }
 
+    static func stream(
+        _ request: HTTPClient.Request,
+        idleTimeout: Duration,
+        configuration: HTTPClient.Configuration,
+        cancellation: CancellationFlag,
+        onChunk: @escaping ([UInt8]) throws -> Void
+    ) -> Result<HTTPClient.Response, HTTPClientError> {
+        let url = RedactedURL.redact(request.url)
+        guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
+            return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
+        }
+        do throws(HTTPClientError) {
+            transfer.stream = StreamState(onChunk: onChunk)
+            transfer.bodyLimit = request.maxResponseBytes ?? configuration.maxResponseBytes
+            try transfer.configure(request, configuration: configuration, isDownload: false, streamIdleTimeout: idleTimeout)
+            try transfer.perform()
+            return .success(HTTPClient.Response(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
+        } catch {
+            return .failure(error)
+        }
+    }
+
     static func download(
         _ request: HTTPClient.Request,
         to target: DownloadTarget,
@@ -195,7 +230,12 @@ final class CurlTransfer {
 
     // MARK: Setup
 
-    private func configure(_ request: HTTPClient.Request, configuration: HTTPClient.Configuration, isDownload: Bool) throws(HTTPClientError) {
+    private func configure(
+        _ request: HTTPClient.Request,
+        configuration: HTTPClient.Configuration,
+        isDownload: Bool,
+        streamIdleTimeout: Duration? = nil
+    ) throws(HTTPClientError) {
         try setString(CURLOPT_URL, request.url)
         try setLong(CURLOPT_NOSIGNAL, 1)
         try setString(CURLOPT_PROTOCOLS_STR, "http,https")
@@ -207,8 +247,13 @@ final class CurlTransfer {
             try setLong(CURLOPT_FOLLOWLOCATION, 0)
         }
         try setLong(CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(configuration.connectTimeout))
-        if let timeout = request.timeout ?? (isDownload ? nil : configuration.timeout) {
+        if let timeout = request.timeout ?? (isDownload || streamIdleTimeout != nil ? nil : configuration.timeout) {
             try setLong(CURLOPT_TIMEOUT_MS, Self.milliseconds(timeout))
+        }
+        if let streamIdleTimeout {
+            // A stream may last for ever; one that brings nothing (not even a keep-alive) for this long is dead.
+            try setLong(CURLOPT_LOW_SPEED_LIMIT, 1)
+            try setLong(CURLOPT_LOW_SPEED_TIME, max(1, Self.milliseconds(streamIdleTimeout) / 1000))
         }
         if isDownload {
             // 256 KiB receive buffer instead of 16 KiB: 16x fewer write(2) calls and handler rounds on big artifacts.
@@ -338,6 +383,21 @@ final class CurlTransfer {
         if cancellation.isCancelled {
             failure = .cancelled(url: url)
             return 0
+        }
+        if let stream {
+            if !stream.began {
+                stream.began = true
+                stream.streaming = (200..<300).contains(responseStatus())
+            }
+            if stream.streaming {
+                do {
+                    try stream.onChunk(Array(buffer))
+                } catch {
+                    failure = .handlerFailed(url: url, underlying: error)
+                    return 0
+                }
+                return buffer.count
+            }
         }
         guard let download else {
             guard body.count + buffer.count <= bodyLimit else {

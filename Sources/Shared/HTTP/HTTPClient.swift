@@ -86,6 +86,30 @@ package struct HTTPClient: Sendable {
         return try result.get()
     }
 
+    /// Performs `request` and hands a 2xx answer's body to `onChunk` as it arrives, until the server ends it, the
+    /// calling task is cancelled, `onChunk` throws, or nothing at all arrives for `idleTimeout` (a stream of
+    /// server-sent events whose keep-alive comments stopped). There is no total time limit unless the request sets
+    /// one. Returns the response: for a 2xx answer its body is empty (it went to `onChunk`); any other answer's body
+    /// is kept (up to the response limit) and `onChunk` is never called.
+    ///
+    /// `onChunk` runs on the transfer's thread; throwing ends the transfer with `.handlerFailed`.
+    /// - Throws: as `send`; `.timedOut` after `idleTimeout` of silence.
+    package func stream(
+        _ request: Request,
+        idleTimeout: Duration,
+        onChunk: sending @escaping ([UInt8]) throws -> Void
+    ) async throws(HTTPClientError) -> Response {
+        let url = RedactedURL.redact(request.url)
+        try Self.validate(request.url, headers: request.headers)
+        if Task.isCancelled { throw .cancelled(url: url) }
+        let configuration = self.configuration
+        let flag = CancellationFlag()
+        let result = await DedicatedThread.run(cancellation: flag) {
+            CurlTransfer.stream(request, idleTimeout: idleTimeout, configuration: configuration, cancellation: flag, onChunk: onChunk)
+        }
+        return try result.get()
+    }
+
     /// Streams the body of a GET of `url` into the file at `path`, resuming at `offset`.
     ///
     /// With `offset > 0` the file is cut to `offset` bytes and `Range: bytes=<offset>-` is sent: a `206` appends;

@@ -26,6 +26,17 @@ package enum ProcessTermination: Sendable, Equatable, CustomStringConvertible {
     /// Exit status 0.
     package var isSuccess: Bool { self == .exited(0) }
 
+    /// The conventional name of a Linux signal number (`9` → `SIGKILL`), or `signal N` for one without a name here.
+    package static func signalName(_ signal: Int32) -> String {
+        let names: [Int32: String] = [
+            1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
+            10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD",
+            18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ",
+            26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS",
+        ]
+        return names[signal] ?? "signal \(signal)"
+    }
+
     package var description: String {
         switch self {
         case .exited(let code): "exit status \(code)"

@@ -28,6 +28,13 @@ package struct ManagedProcess: Sendable, Equatable, Codable {
     package var interpreter: String?
     /// Exit code of the last exit, if the instance has exited at least once (PM2's `pm2_env.exit_code`).
     package var lastExitCode: Int32?
+    /// The signal that ended the last run (`SIGKILL`), when one did and the process manager says so (the builtin
+    /// supervisor does; PM2 writes it to its daemon log only, see `ProcessManager.explainingExits(_:)`).
+    package var lastExitSignal: String?
+    /// The file the instance's stdout goes to, when the process manager says (PM2's `pm_out_log_path`).
+    package var outLogPath: String?
+    /// The file the instance's stderr goes to (PM2's `pm_err_log_path`).
+    package var errLogPath: String?
 
     package init(
         name: String,
@@ -45,7 +52,10 @@ package struct ManagedProcess: Sendable, Equatable, Codable {
         scriptPath: String,
         cwd: String,
         interpreter: String?,
-        lastExitCode: Int32? = nil
+        lastExitCode: Int32? = nil,
+        lastExitSignal: String? = nil,
+        outLogPath: String? = nil,
+        errLogPath: String? = nil
     ) {
         self.name = name
         self.namespace = namespace
@@ -63,5 +73,8 @@ package struct ManagedProcess: Sendable, Equatable, Codable {
         self.cwd = cwd
         self.interpreter = interpreter
         self.lastExitCode = lastExitCode
+        self.lastExitSignal = lastExitSignal
+        self.outLogPath = outLogPath
+        self.errLogPath = errLogPath
     }
 }

@@ -24,4 +24,14 @@ package protocol ProcessManager: Sendable {
 
     /// Persists the table so it survives a reboot (`pm2 save`); the builtin supervisor has nothing to do.
     func save() async throws
+
+    /// `processes` with what the table leaves out about how each instance last ended filled in, as far as the process
+    /// manager recorded it elsewhere (PM2 writes the signal that ended an instance to its daemon log only). Called
+    /// when a release fails, never on the polling path; best effort, never throws.
+    func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess]
+}
+
+extension ProcessManager {
+    /// The table says all there is (the builtin supervisor reports exit codes and signals itself).
+    package func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess] { processes }
 }

@@ -10,6 +10,14 @@ extension Supervisor {
             for instance in app.instances {
                 let child = instance.lifecycle.run.flatMap { children[$0] }
                 let memory = child.map { $0.memoryBytes > 0 ? $0.memoryBytes : ProcStat.residentBytes(pid: $0.pid) ?? 0 } ?? 0
+                let key = InstanceKey(app: app.spec.name, pmId: instance.pmId)
+                var exitCode: Int32?
+                var exitSignal: String?
+                switch instance.lifecycle.lastExit {
+                case .exited(let code)?: exitCode = code
+                case .signaled(let signal)?: exitSignal = ProcessTermination.signalName(signal)
+                case .notStarted?, .unknown?, nil: break
+                }
                 rows.append(
                     ManagedProcess(
                         name: app.spec.name,
@@ -26,7 +34,11 @@ extension Supervisor {
                         instanceIndex: instance.index,
                         scriptPath: app.spec.script,
                         cwd: app.spec.cwd,
-                        interpreter: app.spec.interpreter ?? "none"
+                        interpreter: app.spec.interpreter ?? "none",
+                        lastExitCode: exitCode,
+                        lastExitSignal: exitSignal,
+                        outLogPath: logPath(key, .output),
+                        errLogPath: logPath(key, .error)
                     )
                 )
             }

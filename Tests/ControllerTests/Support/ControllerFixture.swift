@@ -92,7 +92,10 @@ struct ControllerFixture: Sendable {
     }
 
     func close(removing: Bool = true) async {
-        try? await store.close()
+        // In a task of its own: a cancelled test (a time limit) cannot close SQLite connections, and one left open
+        // trips SQLiteNIO's assertion and takes the whole test process down with it.
+        let store = store
+        try? await Task { try await store.close() }.value
         if removing { try? FileManager.default.removeItem(at: directory) }
     }
 

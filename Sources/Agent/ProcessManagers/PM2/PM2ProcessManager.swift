@@ -156,6 +156,26 @@ struct PM2ProcessManager: ProcessManager {
         try await execute(.save)
     }
 
+    /// Fills in the signal that ended instances `jlist` shows without an exit code: PM2 records only the code in its
+    /// table (`null` after a signal) and writes the signal to its daemon log, `$PM2_HOME/pm2.log`, whose last 64 KiB
+    /// are read (`PM2DaemonLog`).
+    func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess] {
+        let exited: Set<ProcessStatus> = [.errored, .stopped, .waitingRestart]
+        guard processes.contains(where: { $0.lastExitCode == nil && exited.contains($0.status) }),
+            let home = invocation.environment["PM2_HOME"]
+        else { return processes }
+        let log = SmallFile.tail("\(home)/pm2.log", bytes: 64 * 1024)
+        return processes.map { process in
+            guard process.lastExitCode == nil, exited.contains(process.status),
+                let exit = PM2DaemonLog.lastExit(of: process.name, pmId: process.pmId, in: log)
+            else { return process }
+            var explained = process
+            explained.lastExitCode = exit.code
+            explained.lastExitSignal = exit.signal
+            return explained
+        }
+    }
+
     // MARK: - Running pm2
 
     /// Reads the table and refuses names PM2 would apply beyond Ferry's namespace.

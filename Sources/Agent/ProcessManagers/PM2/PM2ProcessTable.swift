@@ -114,7 +114,9 @@ struct PM2ProcessTable: Sendable, Equatable {
             scriptPath: string(env["pm_exec_path"]) ?? "",
             cwd: string(env["pm_cwd"]) ?? string(env["cwd"]) ?? "",
             interpreter: string(env["exec_interpreter"]),
-            lastExitCode: integer(env["exit_code"]).flatMap { Int32(exactly: $0) }
+            lastExitCode: integer(env["exit_code"]).flatMap { Int32(exactly: $0) },
+            outLogPath: string(env["pm_out_log_path"]),
+            errLogPath: string(env["pm_err_log_path"])
         )
     }
 

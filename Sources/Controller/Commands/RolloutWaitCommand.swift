@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import Shared
+import Synchronization
+
+/// `ferry-controller rollout wait --service S --serial N [--timeout D] [--json]`: block a CI job until a rollout ends.
+struct RolloutWaitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wait",
+        abstract: "Wait until the rollout of a serial completes (exit 0) or fails (exit 1, naming the failed agents and why).",
+        discussion: """
+            Follows the service's event stream (one held connection, with keep-alive comments) and looks at the \
+            rollout whenever something happens, and every few seconds. Exits 0 when the rollout completed — for \
+            strategy all, once every agent runs the serial healthy (or failed it, within --max-failures). Exits 1 when \
+            it was halted, aborted or superseded, or more agents failed than it tolerates, printing each failed \
+            agent, its reason, the health gate's verdict and the last lines the app wrote to stderr and stdout. \
+            Exits 2 when --timeout passes first (the rollout goes on). With --json the last look is printed as \
+            {result, service, serial, state, message, failures, rollout}.
+            """
+    )
+
+    @OptionGroup var connection: RolloutConnectionOptions
+
+    @Option(name: .long, help: "The service.")
+    var service: String
+
+    @Option(name: .long, help: "The serial whose rollout to wait for (publish prints it).")
+    var serial: Int64
+
+    @Option(name: .long, help: ArgumentHelp("Give up after this long (s, m, h).", valueName: "DURATION"))
+    var timeout: String = "30m"
+
+    @Option(name: .long, help: "Lines of each failed agent's log tail to print.")
+    var logLines: Int = 20
+
+    /// Longest time between two looks at the rollout when no event arrives.
+    static let lookInterval: Duration = .seconds(2)
+
+    func validate() throws {
+        guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) is not a service name") }
+        guard (1...Release.maximumSerial).contains(serial) else { throw ValidationError("--serial must be between 1 and \(Release.maximumSerial)") }
+        guard let milliseconds = DurationText.milliseconds(timeout), milliseconds >= 1000, milliseconds <= 7 * 86_400_000 else {
+            throw ValidationError("--timeout \(timeout) must be a duration like 90s, 10m or 2h (1 s to 7 days)")
+        }
+        guard (0...FailureDiagnosis.maximumLines).contains(logLines) else {
+            throw ValidationError("--log-lines must be between 0 and \(FailureDiagnosis.maximumLines)")
+        }
+    }
+
+    func run() async throws {
+        let client = try connection.client()
+        let deadline = ContinuousClock.now + .milliseconds(DurationText.milliseconds(timeout) ?? 1_800_000)
+        let wakeUp = WakeUpSignal()
+        let newest = try await client.getJSON("/v1/events?service=\(service)&limit=1")
+        var after: Int64 = 0
+        if case .integer(let id)? = FleetDocument.array(newest.object?["events"]).first?.object?["id"] { after = id }
+        // Any event of the service is a reason to look again (a wave advanced, an agent rolled back, a halt).
+        let follower = Task { [service] in
+            try? await EventsCommand.follow(client: client, service: service, after: after) { _ in wakeUp.signal() }
+        }
+        defer { follower.cancel() }
+        try await watch(client: client, deadline: deadline, wakeUp: wakeUp)
+    }
+
+    private func watch(client: OperatorClient, deadline: ContinuousClock.Instant, wakeUp: WakeUpSignal) async throws {
+        var lastMessage = ""
+        while true {
+            let rollout = try await client.getJSON("/v1/rollouts/\(service)/\(serial)")
+            let verdict = RolloutWaitVerdict.decide(rollout)
+            switch verdict {
+            case .completed(let message):
+                report("completed", message: message, rollout: rollout)
+                return
+            case .failed(let message):
+                report("failed", message: message, rollout: rollout)
+                throw ExitCode(1)
+            case .waiting(let message):
+                if message != lastMessage, !connection.json {
+                    FileHandle.standardError.write(Data("rollout \(service) serial \(serial): \(message)\n".utf8))
+                }
+                lastMessage = message
+            }
+            let now = ContinuousClock.now
+            guard now < deadline else {
+                report("timed-out", message: "still waiting after \(timeout): \(lastMessage)", rollout: rollout)
+                throw ExitCode(2)
+            }
+            await wakeUp.wait(upTo: min(Self.lookInterval, now.duration(to: deadline)))
+        }
+    }
+
+    private func report(_ result: String, message: String, rollout: JSONValue) {
+        let failures = RolloutWaitVerdict.failures(rollout)
+        if connection.json {
+            let document = JSONValue.object([
+                "result": .string(result), "service": .string(service), "serial": .integer(serial),
+                "state": rollout.object?["state"] ?? .null, "message": .string(message),
+                "failures": .array(
+                    failures.map { failure in
+                        .object([
+                            "agent": .string(failure.agent), "kind": .string(failure.kind), "reason": .string(failure.reason),
+                            "failure": failure.failure ?? .null,
+                        ])
+                    }
+                ),
+                "rollout": rollout,
+            ])
+            Console.print(String(decoding: document.encoded(), as: UTF8.self))
+            return
+        }
+        Console.print("rollout \(service) serial \(serial) \(result): \(message)")
+        for failure in failures {
+            Console.print("failed: \(failure.agent) (\(failure.kind)): \(failure.reason)")
+            if let detail = failure.failure {
+                for line in FailureText.lines(detail, indent: "  ", logLines: logLines).dropFirst() { Console.print(line) }
+            }
+        }
+    }
+}
+
+/// A wake-up call between tasks: `signal()` ends the current (or the next) `wait(upTo:)` early.
+final class WakeUpSignal: Sendable {
+    private struct State {
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns after a `signal()` (one that came since the last wait counts) or after `duration`.
+    func wait(upTo duration: Duration) async {
+        let timer = Task {
+            try? await Task.sleep(for: duration)
+            self.signal()
+        }
+        defer { timer.cancel() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                if state.pending {
+                    state.pending = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        // The timer may have fired at the same moment as a real signal: forget its leftover.
+        state.withLock { $0.pending = false }
+    }
+}

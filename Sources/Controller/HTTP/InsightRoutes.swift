@@ -1,0 +1,159 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Shared
+
+/// What operators look at to learn why a deploy failed and to follow one live (viewer, operator; Basic accepted on
+/// these reads):
+/// - `GET /v1/agents/{name}`: one agent with its services, processes, failures (diagnoses, log tails), last reports;
+/// - `GET /v1/rollouts/{service}/{serial}`: one rollout with every agent's standing and failure;
+/// - `GET /v1/events/stream`: the event stream as server-sent events, with keep-alive comments;
+/// - `GET /agents/{name}`, `GET /rollouts/{service}/{serial}`: the dashboard's detail pages of the same.
+struct InsightRoutes: Sendable {
+    let core: ControllerCore
+    let pages: DetailPageRenderer
+
+    /// How often the event stream looks for new events.
+    static let eventPollInterval: Duration = .milliseconds(500)
+    /// Keep-alive comment interval of the event stream when the client names none (well under the 60 s idle timeout
+    /// of common load balancers).
+    static let defaultKeepAlive = 15
+    /// Most events one look of the stream sends before looking again.
+    static let eventBatch = 100
+    /// What a reconnecting `EventSource` sends: the id of the last event it received.
+    static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
+    /// Tells nginx to pass each event on at once (the same as `proxy_buffering off` for this answer).
+    static let accelBufferingHeader = HTTPField.Name("X-Accel-Buffering")!
+
+    func register(readers: RouterGroup<FerryRequestContext>, dashboardPage: RouterGroup<FerryRequestContext>) {
+        readers.get("/v1/agents/:agent") { _, context in
+            JSONResponse.make(try await agentDetail(context).json)
+        }
+        readers.get("/v1/rollouts/:service/:serial") { _, context in
+            JSONResponse.make(try await rolloutDetail(context).json)
+        }
+        readers.get("/v1/events/stream") { request, context in try await eventStream(request, context: context) }
+        dashboardPage.get("/agents/:agent") { _, context in
+            html(pages.render(try await agentDetail(context), now: core.now(), pollInterval: core.configuration.pollInterval))
+        }
+        dashboardPage.get("/rollouts/:service/:serial") { _, context in
+            html(pages.render(try await rolloutDetail(context), now: core.now(), pollInterval: core.configuration.pollInterval))
+        }
+    }
+
+    // MARK: Details
+
+    private func agentDetail(_ context: FerryRequestContext) async throws -> AgentDetail {
+        let raw = context.parameters.get("agent") ?? ""
+        guard let name = raw.removingPercentEncoding, !name.isEmpty, name.utf8.count <= 128 else {
+            throw APIError.badRequest("invalid_agent_name", "an agent name is 1 to 128 characters (percent-encoded in the path)")
+        }
+        guard let detail = try await AgentDetail.load(name, from: core) else {
+            throw APIError.notFound("unknown_agent", "no agent named \(name) is enrolled here (ferry-controller agents lists them)")
+        }
+        return detail
+    }
+
+    private func rolloutDetail(_ context: FerryRequestContext) async throws -> RolloutDetail {
+        let service = context.parameters.get("service") ?? ""
+        try RolloutRoutes.checkServiceName(service)
+        let text = context.parameters.get("serial") ?? ""
+        guard text.utf8.count <= 19, let serial = Int64(text), (1...Release.maximumSerial).contains(serial) else {
+            throw APIError.badRequest("invalid_serial", "a serial is a whole number from 1 to \(Release.maximumSerial), got \"\(text.prefix(40))\"")
+        }
+        guard let detail = try await RolloutDetail.load(service: service, serial: serial, from: core.store) else {
+            throw APIError.notFound(
+                "unknown_rollout",
+                "service \(service) has no rollout of serial \(serial) (ferry-controller releases --service \(service) lists its releases)"
+            )
+        }
+        return detail
+    }
+
+    private func html(_ page: String) -> Response {
+        Response(
+            status: .ok,
+            headers: [
+                .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+                .contentSecurityPolicy: DashboardRenderer.contentSecurityPolicy, .xContentTypeOptions: "nosniff",
+            ],
+            body: .init(byteBuffer: ByteBuffer(string: page))
+        )
+    }
+
+    // MARK: Event stream
+
+    /// `GET /v1/events/stream[?service=S][&after=ID][&keepalive=SECONDS]`: every event with an id above `after` (or
+    /// the `Last-Event-ID` header a reconnecting `EventSource` sends; by default only events from now on), oldest
+    /// first, as `id: <id>` + `data: <event JSON>` messages, and a `: keep-alive` comment after every `keepalive`
+    /// seconds (1...60, default 15) without one, so proxies and load balancers never see an idle connection. Ends when
+    /// the controller shuts down or the token stops working (revoked, expired).
+    private func eventStream(_ request: Request, context: FerryRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        let service = query.get("service")
+        if let service { try RolloutRoutes.checkServiceName(service) }
+        let keepAlive = try Self.integer(query.get("keepalive"), name: "keepalive", in: 1...60) ?? Int64(Self.defaultKeepAlive)
+        var after = try Self.integer(query.get("after"), name: "after", in: 0...Int64.max)
+        if after == nil, let header = request.headers[Self.lastEventIDHeader] {
+            after = try Self.integer(header, name: "Last-Event-ID", in: 0...Int64.max)
+        }
+        var start = after ?? 0
+        if after == nil { start = try await core.store.latestEventID() }
+        let token = request.headers[.authorization].flatMap { Authenticator.credentials(fromAuthorization: $0)?.token }.map(String.init)
+        let core = core
+        let first = start
+        let body = ResponseBody { writer in
+            var cursor = first
+            var lastWrite = ContinuousClock.now
+            try await writer.write(ByteBuffer(string: "retry: 2000\n: Ferry events after id \(first)\n\n"))
+            while !core.desiredStates.hub.isShutDown {
+                // A revoked or expired token ends its streams too, at the next look.
+                if let token {
+                    do {
+                        _ = try await core.authenticator.principal(forToken: Substring(token), challenge: .bearer)
+                    } catch {
+                        try await writer.write(ByteBuffer(string: ": the token no longer works (revoked or expired)\n\n"))
+                        try await writer.finish(nil)
+                        return
+                    }
+                }
+                let events = try await core.store.events(service: service, after: cursor, limit: Self.eventBatch)
+                if !events.isEmpty {
+                    var text = ""
+                    for event in events {
+                        text += "id: \(event.id)\ndata: \(String(decoding: event.json.encoded(), as: UTF8.self))\n\n"
+                        cursor = event.id
+                    }
+                    try await writer.write(ByteBuffer(string: text))
+                    lastWrite = .now
+                    if events.count == Self.eventBatch { continue }
+                } else if lastWrite.duration(to: .now) >= .seconds(keepAlive) {
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    lastWrite = .now
+                }
+                try await Task.sleep(for: Self.eventPollInterval)
+            }
+            try await writer.write(ByteBuffer(string: ": the controller is shutting down; reconnect with Last-Event-ID\n\n"))
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store",
+                Self.accelBufferingHeader: "no",
+            ],
+            body: body
+        )
+    }
+
+    private static func integer(_ text: String?, name: String, in range: ClosedRange<Int64>) throws -> Int64? {
+        guard let text else { return nil }
+        guard text.utf8.count <= 19, let value = Int64(text), range.contains(value) else {
+            throw APIError.badRequest(
+                "invalid_\(name.lowercased().replacingOccurrences(of: "-", with: "_"))",
+                "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got \"\(text.prefix(40))\""
+            )
+        }
+        return value
+    }
+}

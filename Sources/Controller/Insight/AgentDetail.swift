@@ -1,0 +1,69 @@
+import Foundation
+import Shared
+
+/// One agent as `ferry-controller agents show`, `GET /v1/agents/{name}` and the dashboard's agent page show it: its
+/// record, every service with its processes and failures (diagnoses and log tails included), and its last reports.
+struct AgentDetail: Sendable {
+    var record: AgentRecord
+    var isStale: Bool
+    /// The latest status of each service the agent reported, by service name.
+    var statuses: [String: ServiceStatusRecord]
+    /// The newest reports first, at most `historyCount`.
+    var history: [StatusHistoryEntry]
+
+    /// How many of the agent's stored reports are shown.
+    static let historyCount = 10
+
+    /// The agent named `key` (or, failing that, with id `key`), or `nil`.
+    static func load(_ key: String, from core: ControllerCore) async throws -> AgentDetail? {
+        var found = try await core.store.agent(named: key)
+        if found == nil { found = try await core.store.agent(id: key) }
+        guard let record = found else { return nil }
+        var statuses: [String: ServiceStatusRecord] = [:]
+        for status in try await core.store.serviceStatuses(agentID: record.id) { statuses[status.status.service] = status }
+        return AgentDetail(
+            record: record,
+            isStale: core.isStale(record, at: core.now()),
+            statuses: statuses,
+            history: try await core.store.statusHistory(agentID: record.id, limit: historyCount)
+        )
+    }
+
+    /// The agent's services in its enrolment order, then any other service it reported.
+    var serviceNames: [String] {
+        record.services + statuses.keys.filter { !record.services.contains($0) }.sorted()
+    }
+
+    /// The `GET /v1/agents/{name}` document.
+    var json: JSONValue {
+        let services: [JSONValue] = serviceNames.map { service in
+            guard let entry = statuses[service] else { return .object(["service": .string(service), "reported": .bool(false)]) }
+            return entry.status.detailJSON(updatedAt: entry.updatedAt)
+        }
+        let reports: [JSONValue] = history.map { entry in
+            .object([
+                "receivedAt": .string(Timestamp.format(entry.receivedAt)),
+                "agentVersion": .string(entry.report.agentVersion),
+                "services": .array(
+                    entry.report.services.map { status in
+                        .object([
+                            "service": .string(status.service), "serial": status.serial.map { .integer($0) } ?? .null,
+                            "version": status.version.map { .string($0) } ?? .null, "phase": .string(status.phase.rawValue),
+                            "health": .string(status.health.rawValue), "message": .string(status.message),
+                        ])
+                    }
+                ),
+            ])
+        }
+        return .object([
+            "id": .string(record.id), "name": .string(record.name), "hostname": .string(record.hostname),
+            "enrolledAt": .string(Timestamp.format(record.enrolledAt)),
+            "lastSeen": record.lastSeen.map { .string(Timestamp.format($0)) } ?? .null,
+            "stale": .bool(isStale),
+            "agentVersion": record.agentVersion.map { .string($0) } ?? .null,
+            "processManager": record.processManager.map { .string($0) } ?? .null,
+            "services": .array(services),
+            "reports": .array(reports),
+        ])
+    }
+}

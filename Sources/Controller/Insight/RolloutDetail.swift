@@ -1,0 +1,56 @@
+import Foundation
+import Shared
+
+/// One rollout as `GET /v1/rollouts/{service}/{serial}` and the dashboard's rollout page show it: the rollout (as in
+/// `GET /v1/rollouts`) and, per agent, where it stands with its latest status for the service and, when it failed the
+/// serial, that failure with its diagnosis and log tails.
+struct RolloutDetail: Sendable {
+    var view: RolloutView
+    /// The latest status of the service by agent id, with when it arrived.
+    var statuses: [String: ServiceStatusRecord]
+
+    /// How far back a rollout is looked up (the service's newest rollouts).
+    static let searchDepth = 1000
+
+    /// The rollout of `serial` of `service`, or `nil` when there is none.
+    static func load(service: String, serial: Int64, from store: any ControllerStore) async throws -> RolloutDetail? {
+        guard let rollout = try await store.rollouts(service: service, limit: searchDepth).first(where: { $0.serial == serial }) else {
+            return nil
+        }
+        var statuses: [String: ServiceStatusRecord] = [:]
+        for record in try await store.serviceStatuses(service: service) { statuses[record.agentID] = record }
+        let names = Dictionary(try await store.agents().map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
+        return RolloutDetail(view: view, statuses: statuses)
+    }
+
+    /// The failure of the rollout's serial that `agent` reported, if it did.
+    func failure(of agent: RolloutView.Agent) -> ReleaseFailure? {
+        agent.status?.failures.first { $0.serial == view.rollout.serial }
+    }
+
+    /// The rollout document plus `agents`, one entry per agent in rollout order.
+    var json: JSONValue {
+        guard case .object(var fields) = view.json else { return view.json }
+        fields["agents"] = .array(
+            view.agents.map { agent in
+                var entry: [String: JSONValue] = [
+                    "id": .string(agent.id), "name": agent.name.map { .string($0) } ?? .null, "wave": .integer(Int64(agent.wave + 1)),
+                    "reached": .bool(agent.reached), "progress": .string(agent.standing.progress.rawValue),
+                    "failure": failure(of: agent)?.json ?? .null,
+                ]
+                if let record = statuses[agent.id] {
+                    let status = record.status
+                    entry["serial"] = status.serial.map { .integer($0) } ?? .null
+                    entry["version"] = status.version.map { .string($0) } ?? .null
+                    entry["phase"] = .string(status.phase.rawValue)
+                    entry["health"] = .string(status.health.rawValue)
+                    entry["message"] = .string(status.message)
+                    entry["updatedAt"] = .string(Timestamp.format(record.updatedAt))
+                }
+                return .object(entry)
+            }
+        )
+        return .object(fields)
+    }
+}

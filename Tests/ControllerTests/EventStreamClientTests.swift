@@ -1,0 +1,162 @@
+import Foundation
+import Shared
+import Testing
+
+@testable import Controller
+
+/// The operator side of the event stream: reading `text/event-stream` as it arrives, and deciding when a rollout
+/// that `rollout wait` follows is over.
+@Suite("Event stream reader and rollout wait verdicts")
+struct EventStreamClientTests {
+    struct StreamCase: Sendable, CustomTestStringConvertible {
+        var name: String
+        /// The body, cut into the chunks it arrives in.
+        var chunks: [String]
+        var messages: [ServerSentEvents.Message]
+        var comments: Int
+
+        var testDescription: String { name }
+    }
+
+    static let streams: [StreamCase] = [
+        StreamCase(
+            name: "events and a keep-alive",
+            chunks: ["retry: 2000\n: Ferry events after id 4\n\nid: 5\ndata: {\"id\":5}\n\n: keep-alive\n\nid: 6\ndata: {\"id\":6}\n\n"],
+            messages: [.init(id: "5", data: #"{"id":5}"#), .init(id: "6", data: #"{"id":6}"#)],
+            comments: 2
+        ),
+        StreamCase(
+            name: "a message cut across chunks, and CRLF line ends",
+            chunks: ["id: 7\r\nda", "ta: {\"a\"", ":1}\r\n", "\r\n"],
+            messages: [.init(id: "7", data: #"{"a":1}"#)],
+            comments: 0
+        ),
+        StreamCase(
+            name: "several data lines join with a newline; the id carries over",
+            chunks: ["id: 9\ndata: one\ndata: two\n\ndata:three\n\n"],
+            messages: [.init(id: "9", data: "one\ntwo"), .init(id: "9", data: "three")],
+            comments: 0
+        ),
+        StreamCase(name: "an unfinished message is not dispatched", chunks: ["id: 1\ndata: {}\n"], messages: [], comments: 0),
+        StreamCase(name: "a blank line alone dispatches nothing", chunks: ["\n\n\n"], messages: [], comments: 0),
+    ]
+
+    @Test(arguments: streams)
+    func readingAStream(_ row: StreamCase) throws {
+        var reader = ServerSentEvents()
+        var messages: [ServerSentEvents.Message] = []
+        for chunk in row.chunks { messages += try reader.feed(Array(chunk.utf8)) }
+        #expect(messages == row.messages)
+        #expect(reader.comments == row.comments)
+    }
+
+    @Test func aLineThatNeverEndsIsRefused() {
+        var reader = ServerSentEvents()
+        #expect(throws: ServerSentEvents.LineTooLong.self) {
+            _ = try reader.feed([UInt8](repeating: UInt8(ascii: "d"), count: ServerSentEvents.maximumLineBytes + 1))
+        }
+    }
+
+    // MARK: Rollout wait
+
+    /// A rollout document as `GET /v1/rollouts/{service}/{serial}` shapes it.
+    static func rollout(
+        state: String,
+        strategy: String = "waves:50,100",
+        agents: Int64 = 2,
+        healthy: Int64 = 0,
+        failed: Int64 = 0,
+        maxFailures: Int64 = 0,
+        reason: String = ""
+    ) -> JSONValue {
+        .object([
+            "service": .string("web"), "serial": .integer(2), "state": .string(state), "strategy": .string(strategy), "wave": .integer(1),
+            "waveCount": .integer(2), "maxFailures": .integer(maxFailures), "reason": .string(reason),
+            "counts": .object([
+                "agents": .integer(agents), "healthy": .integer(healthy), "updated": .integer(healthy), "failed": .integer(failed),
+                "pending": .integer(agents - healthy - failed),
+            ]),
+            "failures": .array(
+                failed > 0
+                    ? [
+                        .object([
+                            "agentId": .string("agt_1"), "agentName": .string("web-1"), "kind": .string("rolled-back"), "reason": .string("boom"),
+                        ])
+                    ]
+                    : []
+            ),
+            "agents": .array([
+                .object([
+                    "id": .string("agt_1"), "name": .string("web-1"),
+                    "failure": failed > 0
+                        ? .object(["serial": .integer(2), "kind": .string("rolled-back"), "reason": .string("boom")]) : .null,
+                ])
+            ]),
+        ])
+    }
+
+    enum Expected: Sendable, Equatable {
+        case waiting, completed, failed
+    }
+
+    struct WaitCase: Sendable, CustomTestStringConvertible {
+        var name: String
+        var rollout: JSONValue
+        var expected: Expected
+
+        var testDescription: String { name }
+    }
+
+    static let waits: [WaitCase] = [
+        WaitCase(name: "a staged rollout that completed", rollout: rollout(state: "completed", healthy: 2), expected: .completed),
+        WaitCase(name: "a staged rollout still rolling", rollout: rollout(state: "rolling", healthy: 1), expected: .waiting),
+        WaitCase(name: "a paused rollout waits for the operator", rollout: rollout(state: "paused"), expected: .waiting),
+        WaitCase(name: "halted", rollout: rollout(state: "halted", failed: 1, reason: "web-1 rolled back"), expected: .failed),
+        WaitCase(name: "aborted", rollout: rollout(state: "aborted", reason: "aborted by ci"), expected: .failed),
+        WaitCase(name: "superseded before completing", rollout: rollout(state: "superseded"), expected: .failed),
+        WaitCase(
+            name: "strategy all, complete at publish, agents still installing",
+            rollout: rollout(state: "completed", strategy: "all", healthy: 1),
+            expected: .waiting
+        ),
+        WaitCase(name: "strategy all, every agent healthy", rollout: rollout(state: "completed", strategy: "all", healthy: 2), expected: .completed),
+        WaitCase(
+            name: "strategy all, an agent failed (none tolerated)",
+            rollout: rollout(state: "completed", strategy: "all", healthy: 1, failed: 1),
+            expected: .failed
+        ),
+        WaitCase(
+            name: "strategy all, one failure tolerated and the other healthy",
+            rollout: rollout(state: "completed", strategy: "all", healthy: 1, failed: 1, maxFailures: 1),
+            expected: .completed
+        ),
+        WaitCase(
+            name: "more failures than tolerated while still rolling",
+            rollout: rollout(state: "rolling", failed: 1),
+            expected: .failed
+        ),
+        WaitCase(name: "a rollout without agents", rollout: rollout(state: "completed", strategy: "all", agents: 0), expected: .completed),
+    ]
+
+    @Test(arguments: waits)
+    func whenRolloutWaitStops(_ row: WaitCase) {
+        let verdict = RolloutWaitVerdict.decide(row.rollout)
+        switch (verdict, row.expected) {
+        case (.waiting, .waiting), (.completed, .completed), (.failed, .failed): break
+        default: Issue.record("expected \(row.expected), got \(verdict)")
+        }
+    }
+
+    @Test func aFailedRolloutNamesItsAgentsWithTheirFailure() {
+        let failures = RolloutWaitVerdict.failures(Self.rollout(state: "halted", failed: 1, reason: "x"))
+        #expect(failures.count == 1)
+        #expect(failures.first?.agent == "web-1")
+        #expect(failures.first?.reason == "boom")
+        #expect(failures.first?.failure?.object?["serial"] == .integer(2))
+        if case .failed(let message) = RolloutWaitVerdict.decide(Self.rollout(state: "halted", failed: 1, reason: "web-1 rolled back")) {
+            #expect(message.contains("halted: web-1 rolled back"), "\(message)")
+        } else {
+            Issue.record("a halted rollout must fail")
+        }
+    }
+}

@@ -1,0 +1,426 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Shared
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// Issue 15 on the controller: one agent in full, one rollout in full, the failure (with its diagnosis and log tail)
+/// in `/v1/fleet`, the release history, the dashboard's detail pages, and the event stream.
+@Suite("Insight routes: agent and rollout details, release history, event stream")
+struct InsightRoutesTests {
+    /// A line an app wrote to stderr, with markup in it: it must reach the pages as text.
+    static let distinctive = "FATAL <script>alert('ferry')</script> cannot reach db-7731"
+
+    static let diagnosis = FailureDiagnosis(
+        stage: .healthGate,
+        cause: .crashed,
+        at: Date(timeIntervalSince1970: 1_800_000_000),
+        instances: [FailureDiagnosis.Instance(app: "api", pmId: 0, status: "errored", restarts: 2, exitCode: 1)],
+        logs: [
+            FailureDiagnosis.LogTail(app: "api", pmIds: [0], stream: .stderr, lines: ["booting", distinctive], truncated: false),
+            FailureDiagnosis.LogTail(app: "api", pmIds: [0], stream: .stdout, lines: ["listening on ${PORT}"], truncated: true),
+        ]
+    )
+
+    /// An agent named with a space and a slash, running serial 1 after serial 2 crashed and was rolled back.
+    static let agentName = "web 1/eu"
+
+    static func rolledBack() -> ServiceStatus {
+        ServiceStatus(
+            service: "api",
+            serial: 1,
+            version: "1.0.0",
+            targetSerial: 2,
+            phase: .rolledBack,
+            message: "serial 2 (2.0.0) failed and was rolled back to serial 1 (1.0.0): api: pm_id 0 errored",
+            health: .healthy,
+            failures: [
+                ReleaseFailure(serial: 2, reason: "api: pm_id 0 errored (PM2 gave up restarting it)", kind: "rolled-back", diagnosis: diagnosis)
+            ],
+            processes: [
+                ProcessReport(name: "api", pmId: 0, pid: 4321, status: "online", restarts: 0, uptimeSeconds: 90, memoryBytes: 50 << 20, cpuPercent: 1)
+            ]
+        )
+    }
+
+    /// Publishes serials 1 and 2 (staged, so the failure halts the rollout) and makes the agent report the rollback.
+    static func seed(_ fixture: ControllerFixture, _ client: any TestClientProtocol) async throws -> (id: String, token: String) {
+        let agent = try await fixture.enroll(client, name: agentName)
+        let artifact = try await fixture.upload(client, Array("artifact".utf8))
+        #expect(try await fixture.publish(client, ControllerFixture.release(serial: 1, artifact: artifact)).status == .created)
+        let second = try fixture.envelope(ControllerFixture.release(serial: 2, version: "2.0.0", artifact: artifact))
+        let published = try await client.execute(
+            uri: "/v1/releases?strategy=canary:1&waveStableSeconds=5",
+            method: .post,
+            headers: ControllerFixture.bearer(fixture.operatorToken),
+            body: second
+        )
+        #expect(published.status == .created)
+        let report = StatusReport(agentVersion: "0.1.0", hostname: "web-1.example", processManager: "pm2", services: [rolledBack()])
+        let answer = try await client.execute(
+            uri: "/v1/agents/\(agent.id)/status",
+            method: .post,
+            headers: ControllerFixture.bearer(agent.token),
+            body: ByteBuffer(bytes: report.json.encoded())
+        )
+        #expect(answer.status == .noContent)
+        return agent
+    }
+
+    static func get(_ client: any TestClientProtocol, _ uri: String, token: String) async throws -> TestResponse {
+        try await client.execute(uri: uri, method: .get, headers: ControllerFixture.bearer(token))
+    }
+
+    @Test func anAgentInFullByNameOrId() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let agent = try await Self.seed(fixture, client)
+                let byName = try await Self.get(client, "/v1/agents/web%201%2Feu", token: fixture.viewerToken)
+                #expect(byName.status == .ok)
+                let document = try ControllerFixture.json(byName)
+                #expect(document.object?["id"] == .string(agent.id))
+                #expect(document.object?["name"] == .string(Self.agentName))
+                let service = try #require(FleetDocument.array(document.object?["services"]).first?.object)
+                #expect(service["phase"] == .string("rolled-back"))
+                let process = try #require(FleetDocument.array(service["processes"]).first?.object)
+                #expect(process["pid"] == .integer(4321))
+                let failure = try #require(service["failure"]?.object)
+                #expect(failure["serial"] == .integer(2))
+                let tail = FleetDocument.array(failure["diagnosis"]?.object?["logs"]).first?.object
+                let lines = FleetDocument.array(tail?["lines"])
+                #expect(lines.contains(.string(Self.distinctive)))
+                #expect(FleetDocument.array(document.object?["reports"]).count == 1)
+                // The id works too, and so does an operator token.
+                let byID = try await Self.get(client, "/v1/agents/\(agent.id)", token: fixture.operatorToken)
+                #expect(try ControllerFixture.json(byID).object?["name"] == .string(Self.agentName))
+            }
+        }
+    }
+
+    @Test func theFleetCarriesTheCurrentFailureWithItsTail() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let fleet = try ControllerFixture.json(try await Self.get(client, "/v1/fleet", token: fixture.viewerToken))
+                let agent = try #require(FleetDocument.agents(fleet).first)
+                let entry = try #require(FleetDocument.array(agent["services"]).first?.object)
+                let lines = FleetDocument.array(entry["failure"]?.object?["diagnosis"]?.object?["logs"]).flatMap {
+                    FleetDocument.array($0.object?["lines"])
+                }
+                #expect(lines.contains(.string(Self.distinctive)))
+            }
+        }
+    }
+
+    @Test func aRolloutInFullWithEachAgentsFailure() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let rollout = try ControllerFixture.json(try await Self.get(client, "/v1/rollouts/api/2", token: fixture.viewerToken))
+                #expect(rollout.object?["state"] == .string("halted"))
+                let agent = try #require(FleetDocument.array(rollout.object?["agents"]).first?.object)
+                #expect(agent["name"] == .string(Self.agentName))
+                #expect(agent["progress"] == .string("failed"))
+                #expect(agent["failure"]?.object?["diagnosis"]?.object?["cause"] == .string("crashed"))
+                #expect(RolloutWaitVerdict.failures(rollout).first?.failure != nil)
+                if case .failed = RolloutWaitVerdict.decide(rollout) {} else { Issue.record("a halted rollout is a failed wait") }
+            }
+        }
+    }
+
+    @Test func theReleaseHistoryNamesSignersAndRolloutOutcomes() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let listing = try ControllerFixture.json(
+                    try await Self.get(client, "/v1/services/api/releases?envelopes=false", token: fixture.operatorToken)
+                )
+                let releases = FleetDocument.array(listing.object?["releases"]).compactMap(\.object)
+                #expect(releases.map { $0["serial"] } == [.integer(2), .integer(1)])
+                for release in releases {
+                    #expect(release["envelope"] == nil, "envelopes=false leaves them out")
+                    #expect(release["publishedBy"] == .string("alice"))
+                    #expect(FleetDocument.array(release["keyIds"]) == [.string(fixture.signingKey.publicKey.keyID)])
+                }
+                #expect(releases[0]["rollout"]?.object?["strategy"] == .string("canary:1"))
+                #expect(releases[0]["rollout"]?.object?["state"] == .string("halted"))
+                #expect(releases[1]["rollout"]?.object?["state"] == .string("completed"))
+                // By default the envelopes are there (rollback re-signs from them).
+                let full = try ControllerFixture.json(try await Self.get(client, "/v1/services/api/releases", token: fixture.operatorToken))
+                #expect(FleetDocument.array(full.object?["releases"]).allSatisfy { $0.object?["envelope"] != nil })
+            }
+        }
+    }
+
+    /// One refused request to the new routes: the status and error code it must get.
+    struct Refusal: Sendable, CustomTestStringConvertible {
+        var uri: String
+        var token: Token
+        var status: HTTPResponse.Status
+        var code: String?
+
+        enum Token: Sendable { case none, viewer, agent, operatorToken }
+
+        var testDescription: String { "\(uri) → \(status.code) \(code ?? "")" }
+    }
+
+    static let refusals: [Refusal] = [
+        Refusal(uri: "/v1/agents/nobody", token: .viewer, status: .notFound, code: "unknown_agent"),
+        Refusal(uri: "/v1/agents/\(String(repeating: "x", count: 129))", token: .viewer, status: .badRequest, code: "invalid_agent_name"),
+        Refusal(uri: "/v1/agents/nobody", token: .none, status: .unauthorized, code: "unauthorized"),
+        Refusal(uri: "/v1/agents/nobody", token: .agent, status: .forbidden, code: "forbidden"),
+        Refusal(uri: "/v1/rollouts/API/1", token: .viewer, status: .badRequest, code: "invalid_service"),
+        Refusal(uri: "/v1/rollouts/api/0", token: .viewer, status: .badRequest, code: "invalid_serial"),
+        Refusal(uri: "/v1/rollouts/api/two", token: .viewer, status: .badRequest, code: "invalid_serial"),
+        Refusal(uri: "/v1/rollouts/api/99999999999999999999", token: .viewer, status: .badRequest, code: "invalid_serial"),
+        Refusal(uri: "/v1/rollouts/api/99", token: .viewer, status: .notFound, code: "unknown_rollout"),
+        Refusal(uri: "/v1/events/stream?keepalive=0", token: .viewer, status: .badRequest, code: "invalid_keepalive"),
+        Refusal(uri: "/v1/events/stream?keepalive=61", token: .viewer, status: .badRequest, code: "invalid_keepalive"),
+        Refusal(uri: "/v1/events/stream?after=-1", token: .viewer, status: .badRequest, code: "invalid_after"),
+        Refusal(uri: "/v1/events/stream?service=Not%20a%20service", token: .viewer, status: .badRequest, code: "invalid_service"),
+        Refusal(uri: "/v1/events/stream", token: .agent, status: .forbidden, code: "forbidden"),
+        Refusal(uri: "/v1/services/api/releases?envelopes=maybe", token: .operatorToken, status: .badRequest, code: "invalid_envelopes"),
+        Refusal(uri: "/v1/services/api/releases", token: .viewer, status: .forbidden, code: "forbidden"),
+        Refusal(uri: "/agents/nobody", token: .viewer, status: .notFound, code: "unknown_agent"),
+        Refusal(uri: "/rollouts/api/7", token: .viewer, status: .notFound, code: "unknown_rollout"),
+    ]
+
+    @Test(arguments: refusals)
+    func refusedRequests(_ row: Refusal) async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "someone")
+                let headers: HTTPFields
+                switch row.token {
+                case .none: headers = [:]
+                case .viewer: headers = ControllerFixture.bearer(fixture.viewerToken)
+                case .agent: headers = ControllerFixture.bearer(agent.token)
+                case .operatorToken: headers = ControllerFixture.bearer(fixture.operatorToken)
+                }
+                let response = try await client.execute(uri: row.uri, method: .get, headers: headers)
+                #expect(response.status == row.status)
+                #expect(ControllerFixture.errorCode(response) == row.code)
+            }
+        }
+    }
+
+    // MARK: Dashboard detail pages
+
+    static func page(_ client: any TestClientProtocol, _ uri: String, token: String) async throws -> (TestResponse, String) {
+        let credentials = Data("viewer:\(token)".utf8).base64EncodedString()
+        let response = try await client.execute(uri: uri, method: .get, headers: [.authorization: "Basic \(credentials)"])
+        return (response, String(decoding: response.body.readableBytesView, as: UTF8.self))
+    }
+
+    @Test func theAgentPageShowsTheTailAsTextUnderTheDashboardsPolicy() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let (response, html) = try await Self.page(client, "/agents/web%201%2Feu", token: fixture.viewerToken)
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentSecurityPolicy] == DashboardRenderer.contentSecurityPolicy)
+                #expect(response.headers[.contentType] == "text/html; charset=utf-8")
+                #expect(html.contains("FATAL &lt;script&gt;alert(&#39;ferry&#39;)&lt;/script&gt; cannot reach db-7731"), "the line, escaped")
+                #expect(!html.contains("<script>alert"), "the app's line never becomes markup")
+                #expect(html.components(separatedBy: "<script>").count == 2, "only the page's own refresh script")
+                #expect(html.contains(#"data-diagnosis-stage="health-gate""#) && html.contains(#"data-diagnosis-cause="crashed""#))
+                #expect(html.contains(#"data-exit-code="1""#))
+                #expect(html.contains(#"data-log-stream="stderr""#))
+                #expect(html.contains(#"data-pid="4321""#))
+                #expect(html.contains("id=\"summary\"") && html.contains("id=\"dashboard\""), "the refresh script's hooks")
+                for reference in ["src=", "href=", "url(", "@import", "http:", "https:", "<link", "<iframe", "<img", "<object"] {
+                    #expect(!html.contains(reference), "the agent page contains \(reference)")
+                }
+            }
+        }
+    }
+
+    @Test func theRolloutPageAndTheLinksFromTheFleetPage() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let (fleetResponse, fleet) = try await Self.page(client, "/", token: fixture.viewerToken)
+                #expect(fleetResponse.status == .ok)
+                #expect(fleet.contains(#"data-open="/agents/web%201%2Feu""#), "the agent's link, its name percent-encoded")
+                #expect(fleet.contains(#"data-open="/rollouts/api/2""#))
+                let (response, html) = try await Self.page(client, "/rollouts/api/2", token: fixture.viewerToken)
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentSecurityPolicy] == DashboardRenderer.contentSecurityPolicy)
+                #expect(html.contains(#"data-rollout-state="halted""#))
+                #expect(html.contains(#"data-rollout-agent="web 1/eu" data-progress="failed""#))
+                #expect(html.contains("cannot reach db-7731") && !html.contains("<script>alert"))
+            }
+        }
+    }
+
+    /// The page script (fleet and detail pages) with its click-to-open handler is valid JavaScript: a syntax error would
+    /// leave the pages without refresh and without detail views, and no other test runs the script.
+    @Test func thePageScriptParses() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-page-script") { directory in
+            let file = directory.appendingPathComponent("page.js")
+            try Data(DashboardTemplate.script.utf8).write(to: file)
+            let environment = ProcessInfo.processInfo.environment
+            let check = try await CommandRunner.run(
+                CommandRunner.Request(
+                    executable: "/usr/bin/env",
+                    arguments: ["node", "--check", file.path],
+                    environment: environment,
+                    timeout: .seconds(60)
+                )
+            )
+            #expect(check.termination == .exited(0), "\(String(decoding: check.standardError, as: UTF8.self))")
+            #expect(DashboardTemplate.script.contains("data-open"))
+        }
+    }
+
+    // MARK: Event stream
+
+    /// The bytes a stream delivered so far, filled on the transfer's thread.
+    final class Received: Sendable {
+        private let text = Mutex("")
+        func append(_ bytes: [UInt8]) { text.withLock { $0 += String(decoding: bytes, as: UTF8.self) } }
+        var value: String { text.withLock { $0 } }
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func theEventStreamSendsEventsAndKeepAlivesAndEndsForARevokedToken() async throws {
+        try await ControllerFixture.with { fixture in
+            let streamToken = Token.generate()
+            let record = try await fixture.store.createToken(hash: Token.digest(streamToken), name: "ci-follow", role: .viewer, at: Date())
+            try await fixture.withLiveServer { base in
+                let received = Received()
+                let client = HTTPClient()
+                let request = HTTPClient.Request(method: .get, url: "\(base)/v1/events/stream?service=api&keepalive=1&after=0")
+                    .withBearerToken(streamToken)
+                let stream = Task {
+                    try await client.stream(request, idleTimeout: .seconds(10)) { received.append($0) }
+                }
+                // Nothing has happened yet: within two seconds the stream sends keep-alive comments.
+                try await Self.until("a keep-alive comment") { received.value.contains(": keep-alive\n\n") }
+                #expect(received.value.hasPrefix("retry: 2000\n"))
+
+                // Publishing an `all` release: its event arrives as a message with its id.
+                let http = LiveHTTP()
+                let artifact = try await http.send("POST", "\(base)/v1/artifacts", token: fixture.operatorToken, body: Data("bytes".utf8))
+                #expect(artifact.status == 201)
+                let digest = SHA256.hash(Array("bytes".utf8))
+                let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 5)
+                let envelope = try fixture.envelope(ControllerFixture.release(serial: 1, artifact: reference))
+                let published = try await http.send(
+                    "POST",
+                    "\(base)/v1/releases",
+                    token: fixture.operatorToken,
+                    body: Data(envelope.readableBytesView)
+                )
+                #expect(published.status == 201)
+                try await Self.until("the published event") { received.value.contains("\"kind\":\"published\"") }
+                var reader = ServerSentEvents()
+                let messages = try reader.feed(Array(received.value.utf8))
+                let event = try #require(messages.first { $0.data.contains("published") })
+                #expect(event.id != nil)
+                let parsed = try JSONValue.parse(Array(event.data.utf8))
+                #expect(parsed.object?["service"] == .string("api") && parsed.object?["serial"] == .integer(1))
+
+                // Revoking the token ends the stream at its next look, saying why.
+                _ = try await fixture.store.revokeToken(id: record.id, at: Date())
+                fixture.controller.core.tokenRevoked()
+                let response = try await stream.value
+                #expect(response.status == 200)
+                #expect(received.value.hasSuffix(": the token no longer works (revoked or expired)\n\n"))
+            }
+        }
+    }
+
+    /// The events seen by a follower, filled on the transfer's thread.
+    final class Seen: Sendable {
+        private let events = Mutex<[JSONValue]>([])
+        func append(_ event: JSONValue) { events.withLock { $0.append(event) } }
+        var value: [JSONValue] { events.withLock { $0 } }
+    }
+
+    /// `events --follow` (and `rollout wait`) as the CLI runs it: each new event once, in order; when the token is
+    /// revoked the stream ends, the follower reconnects, gets the 401 and stops with it instead of retrying for ever.
+    @Test(.timeLimit(.minutes(2)))
+    func followingGivesEachEventOnceAndStopsWhenTheTokenIsRevoked() async throws {
+        try await ControllerFixture.with { fixture in
+            let followToken = Token.generate()
+            let record = try await fixture.store.createToken(hash: Token.digest(followToken), name: "ci-follow", role: .viewer, at: Date())
+            try await fixture.withLiveServer { base in
+                let http = LiveHTTP()
+                let artifact = try await http.send("POST", "\(base)/v1/artifacts", token: fixture.operatorToken, body: Data("bytes".utf8))
+                #expect(artifact.status == 201)
+                let digest = SHA256.hash(Array("bytes".utf8))
+                let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 5)
+                func publish(_ serial: Int64) async throws {
+                    let envelope = try fixture.envelope(ControllerFixture.release(serial: serial, artifact: reference))
+                    let published = try await http.send(
+                        "POST",
+                        "\(base)/v1/releases",
+                        token: fixture.operatorToken,
+                        body: Data(envelope.readableBytesView)
+                    )
+                    #expect(published.status == 201)
+                }
+                // Serial 1 happened before the follower started after it: never shown.
+                try await publish(1)
+                let start = try await fixture.store.latestEventID()
+                let seen = Seen()
+                let client = OperatorClient(baseURL: base, token: followToken)
+                let follower = Task { try await EventsCommand.follow(client: client, service: "api", after: start) { seen.append($0) } }
+                try await publish(2)
+                try await publish(3)
+                try await Self.until("serials 2 and 3 published") { seen.value.filter { $0.object?["kind"] == .string("published") }.count >= 2 }
+                _ = try await fixture.store.revokeToken(id: record.id, at: Date())
+                fixture.controller.core.tokenRevoked()
+                do {
+                    try await follower.value
+                    Issue.record("the follower returned instead of stopping with the 401")
+                } catch let error as ClientError {
+                    guard case .api(_, _, let status, let code, _) = error else {
+                        Issue.record("unexpected \(error)")
+                        return
+                    }
+                    #expect(status == 401 && code == "token_revoked", "\(error)")
+                }
+                let ids = seen.value.compactMap { event -> Int64? in
+                    if case .integer(let id)? = event.object?["id"] { return id }
+                    return nil
+                }
+                #expect(ids == ids.sorted() && Set(ids).count == ids.count && ids.allSatisfy { $0 > start }, "each event once, in order: \(ids)")
+                let published = seen.value.filter { $0.object?["kind"] == .string("published") }.map { $0.object?["serial"] }
+                #expect(published == [.integer(2), .integer(3)])
+            }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func anOpenStreamDoesNotHoldUpAShutdown() async throws {
+        try await ControllerFixture.with { fixture in
+            let received = Received()
+            let started = ContinuousClock.now
+            let stream = try await fixture.withLiveServer { base in
+                let request = HTTPClient.Request(method: .get, url: "\(base)/v1/events/stream").withBearerToken(fixture.viewerToken)
+                let stream = Task { try await HTTPClient().stream(request, idleTimeout: .seconds(30)) { received.append($0) } }
+                try await Self.until("the stream's first bytes") { received.value.contains("retry:") }
+                return stream
+            }
+            // The graceful shutdown answered the stream: it ended with a last comment, well before any timeout.
+            _ = try await stream.value
+            #expect(received.value.contains("the controller is shutting down"))
+            #expect(started.duration(to: .now) < .seconds(30))
+        }
+    }
+
+    static func until(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            guard ContinuousClock.now < deadline else { throw FixtureError("timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
