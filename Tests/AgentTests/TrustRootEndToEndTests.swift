@@ -291,6 +291,21 @@ struct TrustRootEndToEndTests {
         }
         let events = try await fleet.controller.get("/v1/events?service=web", token: fleet.viewerToken)
         #expect(events["events"]?.arrayValue.contains { $0["kind"]?.stringValue == "approved" } == true, "\(events)")
+
+        // The same for a script: `approve --json --yes` prints the controller's answer and nothing else on stdout.
+        let v3 = try fleet.release(serial: 3, version: "3.0.0", artifact: artifact, port: 0, signer: try SigningKey(contentsOf: ciKey.key))
+        let (v3Status, v3Body) = try await fleet.controller.publish(v3, token: fleet.operatorToken)
+        #expect(v3Status == 201 && v3Body.contains("\"awaitingApproval\":true"), "\(v3Status) \(v3Body)")
+        let scripted = try await cli.run(["approve", "--service", "web", "--serial", "3", "--key", aliceKey.key, "--yes", "--json"] + cli.controller)
+        let answer = try JSONValue.parse(Array(scripted.stdout.utf8))
+        #expect(answer["serial"]?.intValue == 3 && answer["awaitingApproval"]?.boolValue == false, "\(scripted.stdout)")
+        let aliceKeyID = try PublicKey(contentsOf: aliceKey.pub).keyID
+        #expect(Set(answer["signedBy"]?.arrayValue.compactMap(\.stringValue) ?? []) == [ciKeyID, aliceKeyID], "\(scripted.stdout)")
+        #expect(answer["rollout"]?["state"]?.stringValue != nil, "\(scripted.stdout)")
+
+        // `root show --json` without a file: the controller's chain as it serves it.
+        let chain = try JSONValue.parse(Array(try await cli.run(["root", "show", "--json"] + cli.controller).stdout.utf8))
+        #expect(chain["roots"]?.arrayValue.compactMap { $0["version"]?.intValue } == [2], "\(chain)")
     }
 
     private static func agentID(config: String) throws -> String {

@@ -91,7 +91,7 @@ import Testing
             #expect(reason.contains("untrusted") || reason.contains("key"), "\(reason)")
 
             // A live controller for the rest.
-            let server = try ServerProcess(
+            let server = try await ServerProcess(
                 arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub", "--poll-seconds", "5"],
                 logDirectory: directory
             )

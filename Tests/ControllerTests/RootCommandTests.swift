@@ -29,6 +29,12 @@ struct RootCommandTests {
         ),
         Refused(arguments: ["root", "sign", "r.json"], message: "at least one --key is required"),
         Refused(arguments: ["root", "rotate", "--expires", "11y", "--out", "r.json"], message: "expected a whole number with d, h or m"),
+        Refused(
+            arguments: ["root", "init", "--root-key", "a.pub", "--release-key", "c.pub", "--out", "-", "--json"],
+            message: "--json and --out - both write to standard output"
+        ),
+        Refused(arguments: ["root", "sign", "--key", "a.key", "--out", "-", "--json", "r.json"], message: "--json and --out - both write"),
+        Refused(arguments: ["approve", "--service", "api", "--serial", "2", "--json"], message: "--json needs --yes"),
         Refused(arguments: ["approve", "--service", "API", "--serial", "2"], message: "--service API must match"),
         Refused(arguments: ["approve", "--service", "api", "--serial", "0"], message: "--serial must be from 1 to 2^53"),
     ]
@@ -129,6 +135,58 @@ struct RootCommandTests {
             #expect(accepted.root.rootRole.keyIDs.count == 2 && accepted.root.rootRole.threshold == 2)
             let ciNew = try PublicKey(contentsOf: directory.appendingPathComponent("ci-new.pub").path).keyID
             #expect(accepted.root.releaseRole.keyIDs == [ciNew])
+        }
+    }
+
+    @Test("--json: init, sign, show and rotate print one JSON document each, notes go to standard error")
+    func offlineJSON() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-root-json") { directory in
+            var ids: [String: String] = [:]
+            for name in ["alice", "bob", "ci", "ci-new"] {
+                #expect(try await Self.run(["keygen", "--out", name], in: directory).status == .exited(0))
+                ids[name] = try PublicKey(contentsOf: directory.appendingPathComponent("\(name).pub").path).keyID
+            }
+            func json(_ arguments: [String]) async throws -> JSONValue {
+                let output = try await Self.run(arguments + ["--json"], in: directory)
+                #expect(output.status == .exited(0), "\(arguments): \(output.stderr)")
+                return try JSONValue.parse(Array(output.stdout.utf8))
+            }
+            let made = try await json([
+                "root", "init", "--root-key", "alice.pub", "--root-key", "bob.pub", "--root-threshold", "2", "--release-key", "ci.pub",
+                "--out", "root-1.json",
+            ])
+            #expect(made["file"]?.stringValue == "root-1.json")
+            #expect(made["root"]?["version"]?.intValue == 1 && made["root"]?["expired"]?.boolValue == false)
+            #expect(made["root"]?["roles"]?["root"]?["threshold"]?.intValue == 2)
+            #expect(Set(made["root"]?["roles"]?["root"]?["keyIds"]?.arrayValue.compactMap(\.stringValue) ?? []) == [ids["alice"], ids["bob"]])
+            #expect(made["root"]?["rootSignatures"]?.intValue == 0 && made["root"]?["rootThresholdMet"]?.boolValue == false)
+
+            _ = try await json(["root", "sign", "--key", "alice.key", "root-1.json"])
+            let again = try await Self.run(
+                ["root", "sign", "--key", "alice.key", "--key", "bob.key", "--key", "ci.key", "root-1.json", "--json"],
+                in: directory
+            )
+            #expect(again.stderr.contains("already signed this root; not added again"), "\(again.stderr)")
+            #expect(again.stderr.contains("is not a root key of version 1"), "\(again.stderr)")
+            let signed = try JSONValue.parse(Array(again.stdout.utf8))
+            #expect(signed["alreadySigned"]?.arrayValue.map(\.stringValue) == [ids["alice"]])
+            #expect(signed["added"]?.arrayValue.map(\.stringValue) == [ids["bob"], ids["ci"]])
+            #expect(signed["root"]?["rootSignatures"]?.intValue == 2 && signed["root"]?["rootThresholdMet"]?.boolValue == true)
+            let statuses = signed["root"]?["signatures"]?.arrayValue.map { ($0["keyid"]?.stringValue, $0["status"]?.stringValue) } ?? []
+            #expect(statuses.contains { $0 == (ids["ci"], "not-root-key") } && statuses.filter { $0.1 == "root-key" }.count == 2, "\(statuses)")
+
+            let shown = try await json(["root", "show", "root-1.json"])
+            #expect(shown["root"] == signed["root"])
+
+            let rotated = try await json([
+                "root", "rotate", "--from", "root-1.json", "--remove-release-key", "ci.pub", "--add-release-key", "ci-new.pub", "--out",
+                "root-2.json",
+            ])
+            #expect(rotated["root"]?["version"]?.intValue == 2)
+            #expect(rotated["changes"]?["release"]?["added"]?.arrayValue.map(\.stringValue) == [ids["ci-new"]])
+            #expect(rotated["changes"]?["release"]?["removed"]?.arrayValue.map(\.stringValue) == [ids["ci"]])
+            #expect(rotated["changes"]?["root"]?["added"]?.arrayValue.isEmpty == true)
+            #expect(rotated["needs"]?["previousVersion"]?.intValue == 1 && rotated["needs"]?["previousRootThreshold"]?.intValue == 2)
         }
     }
 }

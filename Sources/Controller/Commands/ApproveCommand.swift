@@ -32,7 +32,13 @@ struct ApproveCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Sign without asking (scripts; the plan is still printed).")
     var yes = false
 
+    @Flag(name: .long, help: "Print the controller's answer (the release summary and its rollout) as JSON; needs --yes.")
+    var json = false
+
     func validate() throws {
+        guard !json || yes else {
+            throw ValidationError("--json needs --yes: standard output carries the JSON, so there is no prompt; review with `plan` first")
+        }
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) must match ^[a-z0-9][a-z0-9-]{0,62}$") }
         guard (1...Release.maximumSerial).contains(serial) else { throw ValidationError("--serial must be from 1 to 2^53") }
     }
@@ -67,14 +73,16 @@ struct ApproveCommand: AsyncParsableCommand {
         guard envelope.payloadType == Release.payloadType, release.service == service, release.serial == serial else {
             throw CLIError("the controller listed a different release than serial \(serial) of \(service); nothing signed")
         }
-        let signers = FleetDocument.array(fields["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
-        Console.print(
-            "serial \(serial) of \(service), version \(release.version), published by \(FleetDocument.text(fields["publishedBy"])) at "
-                + "\(FleetDocument.text(fields["createdAt"])): \(signers.count) of \(FleetDocument.text(fields["signaturesRequired"])) "
-                + "signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", ")))"
-        )
-        try await PlanCommand.printPlan(for: release, client: client)
-        Console.print("")
+        if !json {
+            let signers = FleetDocument.array(fields["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
+            Console.print(
+                "serial \(serial) of \(service), version \(release.version), published by \(FleetDocument.text(fields["publishedBy"])) at "
+                    + "\(FleetDocument.text(fields["createdAt"])): \(signers.count) of \(FleetDocument.text(fields["signaturesRequired"])) "
+                    + "signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", ")))"
+            )
+            try await PlanCommand.printPlan(for: release, client: client)
+            Console.print("")
+        }
         if !yes { try confirm(keys: keys.count) }
 
         let message = Envelope.pae(payloadType: envelope.payloadType, payload: envelope.payload)
@@ -85,6 +93,10 @@ struct ApproveCommand: AsyncParsableCommand {
         }
         let body = JSONValue.object(["signatures": .array(signatures)]).encoded()
         let answer = try await client.postJSON("/v1/services/\(service)/releases/\(serial)/signatures", body: body, expecting: [200])
+        if json {
+            Console.print(String(decoding: answer.encoded(), as: UTF8.self))
+            return
+        }
         let result = answer.object ?? [:]
         let count = FleetDocument.array(result["signedBy"]).count
         let required = FleetDocument.text(result["signaturesRequired"])

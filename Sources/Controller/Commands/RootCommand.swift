@@ -48,6 +48,41 @@ enum RootFile {
         }
     }
 
+    /// What one signature of a root file is worth to that root.
+    enum SignatureStatus: String {
+        /// Verifies, by a key of this root's own root role: counts toward its threshold.
+        case rootKey = "root-key"
+        /// Verifies, by a key this root lists in another role only.
+        case notRootKey = "not-root-key"
+        /// By a key this root lists, and does not verify.
+        case invalid
+        /// By a key this root does not list: counts only as a root key of the previous version.
+        case unknownKey = "unknown-key"
+
+        var text: String {
+            switch self {
+            case .rootKey: "valid, a root key of this version"
+            case .notRootKey: "valid, not a root key of this version"
+            case .invalid: "DOES NOT VERIFY"
+            case .unknownKey: "by a key this root does not list (counts only as a root key of the previous version)"
+            }
+        }
+    }
+
+    /// Each signature of `envelope` with its status for `root`, and how many distinct own root keys count.
+    static func signatures(of envelope: Envelope, for root: Root) -> (each: [(keyid: String, status: SignatureStatus)], counted: Int) {
+        let message = Envelope.pae(payloadType: envelope.payloadType, payload: envelope.payload)
+        var counted: Set<String> = []
+        let each = envelope.signatures.map { signature -> (keyid: String, status: SignatureStatus) in
+            guard let key = root.keys[signature.keyid] else { return (signature.keyid, .unknownKey) }
+            guard key.isValidSignature(signature.sig, for: message) else { return (signature.keyid, .invalid) }
+            guard root.rootRole.keyIDs.contains(signature.keyid) else { return (signature.keyid, .notRootKey) }
+            counted.insert(signature.keyid)
+            return (signature.keyid, .rootKey)
+        }
+        return (each, counted.count)
+    }
+
     /// Lines describing `root` and which of `envelope`'s signatures count for its own root role.
     static func describe(_ root: Root, envelope: Envelope?, now: Date = Date()) -> [String] {
         var lines = ["trust root version \(root.version), expires \(Timestamp.format(root.expiresAt))\(root.isExpired(at: now) ? " (EXPIRED)" : "")"]
@@ -57,28 +92,49 @@ enum RootFile {
             for id in role.keyIDs { lines.append("    \(id)") }
         }
         guard let envelope else { return lines }
-        let message = Envelope.pae(payloadType: envelope.payloadType, payload: envelope.payload)
-        var counted: Set<String> = []
+        let checked = signatures(of: envelope, for: root)
         lines.append("  signatures: \(envelope.signatures.count)")
-        for signature in envelope.signatures {
-            let key = root.keys[signature.keyid]
-            let status: String
-            if let key {
-                if key.isValidSignature(signature.sig, for: message) {
-                    status =
-                        root.rootRole.keyIDs.contains(signature.keyid) ? "valid, a root key of this version" : "valid, not a root key of this version"
-                    if root.rootRole.keyIDs.contains(signature.keyid) { counted.insert(signature.keyid) }
-                } else {
-                    status = "DOES NOT VERIFY"
-                }
-            } else {
-                status = "by a key this root does not list (counts only as a root key of the previous version)"
-            }
-            lines.append("    \(signature.keyid.isEmpty ? "(no key id)" : signature.keyid): \(status)")
+        for (keyid, status) in checked.each {
+            lines.append("    \(keyid.isEmpty ? "(no key id)" : keyid): \(status.text)")
         }
-        let own = "\(counted.count) of \(root.rootRole.threshold) required signature(s) by its own root keys"
-        lines.append("  \(own)\(counted.count >= root.rootRole.threshold ? "" : " — not enough yet")")
+        let own = "\(checked.counted) of \(root.rootRole.threshold) required signature(s) by its own root keys"
+        lines.append("  \(own)\(checked.counted >= root.rootRole.threshold ? "" : " — not enough yet")")
         return lines
+    }
+
+    /// The same as `describe`, as JSON (`--json`): `{version, expiresAt, expired, roles: {root|release: {threshold,
+    /// keyIds}}, signatures: [{keyid, status}], rootSignatures, rootThresholdMet}`; `status` is `root-key`,
+    /// `not-root-key`, `invalid` or `unknown-key`.
+    static func summary(_ root: Root, envelope: Envelope?, now: Date = Date()) -> JSONValue {
+        var roles: [String: JSONValue] = [:]
+        for name in Root.RoleName.allCases {
+            let role = root.role(name)
+            roles[name.rawValue] = .object(["threshold": .integer(Int64(role.threshold)), "keyIds": .array(role.keyIDs.map { .string($0) })])
+        }
+        let checked = envelope.map { signatures(of: $0, for: root) } ?? (each: [], counted: 0)
+        return .object([
+            "version": .integer(root.version),
+            "expiresAt": .string(Timestamp.format(root.expiresAt)),
+            "expired": .bool(root.isExpired(at: now)),
+            "roles": .object(roles),
+            "signatures": .array(checked.each.map { .object(["keyid": .string($0.keyid), "status": .string($0.status.rawValue)]) }),
+            "rootSignatures": .integer(Int64(checked.counted)),
+            "rootThresholdMet": .bool(checked.counted >= root.rootRole.threshold),
+        ])
+    }
+
+    /// Prints `document` as one line of JSON on standard output.
+    static func printJSON(_ document: JSONValue) {
+        Console.print(String(decoding: document.encoded(), as: UTF8.self))
+    }
+
+    /// A note for the operator: on standard output, or on standard error when standard output carries JSON.
+    static func note(_ line: String, json: Bool) {
+        if json {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        } else {
+            Console.print(line)
+        }
     }
 
     /// A public key from a file, or the key id (or a prefix of 8+ characters of one) of a key in `candidates`.
@@ -123,8 +179,11 @@ struct RootInitCommand: ParsableCommand {
     var version: Int64 = 1
     @Option(name: .long, help: ArgumentHelp("Where to write the unsigned root (- for standard output).", valueName: "FILE"))
     var out: String
+    @Flag(name: .long, help: "Print JSON (see docs/controller.md for the fields).")
+    var json = false
 
     func validate() throws {
+        guard !(json && out == "-") else { throw ValidationError("--json and --out - both write to standard output: give --out FILE") }
         guard !rootKey.isEmpty else { throw ValidationError("at least one --root-key is required") }
         guard !releaseKey.isEmpty else { throw ValidationError("at least one --release-key is required") }
         guard (1...Root.maximumVersion).contains(version) else { throw ValidationError("--version must be from 1 to 2^53") }
@@ -148,7 +207,9 @@ struct RootInitCommand: ParsableCommand {
             throw CLIError("the root would be invalid: \(error)")
         }
         try RootFile.write(root.unsignedEnvelope(), to: out)
-        if out != "-" {
+        if json {
+            RootFile.printJSON(.object(["file": .string(out), "root": RootFile.summary(root, envelope: nil)]))
+        } else if out != "-" {
             for line in RootFile.describe(root, envelope: nil) { Console.print(line) }
             Console.print("wrote \(out) (unsigned): sign it with `ferry-controller root sign --key ROOT.key \(out)`")
         }
@@ -173,8 +234,11 @@ struct RootSignCommand: ParsableCommand {
     var out: String?
     @Argument(help: ArgumentHelp("The root file.", valueName: "ROOT.json"))
     var file: String
+    @Flag(name: .long, help: "Print JSON (see docs/controller.md for the fields).")
+    var json = false
 
     func validate() throws {
+        guard !(json && out == "-") else { throw ValidationError("--json and --out - both write to standard output: give --out FILE") }
         guard !key.isEmpty else { throw ValidationError("at least one --key is required") }
     }
 
@@ -183,23 +247,37 @@ struct RootSignCommand: ParsableCommand {
         var envelope = read.envelope
         let root = read.root
         guard envelope.payloadType == Root.payloadType else { throw CLIError("\(file): not a trust root") }
+        var added: [JSONValue] = []
+        var alreadySigned: [JSONValue] = []
         for path in key {
             let signingKey = try SigningKey(contentsOf: path)
             let id = signingKey.publicKey.keyID
             if envelope.signatures.contains(where: { $0.keyid == id }) {
-                Console.print("\(path): key \(id.prefix(12)) already signed this root; not added again")
+                RootFile.note("\(path): key \(id.prefix(12)) already signed this root; not added again", json: json)
+                alreadySigned.append(.string(id))
                 continue
             }
             if !root.rootRole.keyIDs.contains(id) {
-                Console.print(
+                RootFile.note(
                     "\(path): key \(id.prefix(12)) is not a root key of version \(root.version); its signature counts only if it is a "
-                        + "root key of version \(root.version - 1)"
+                        + "root key of version \(root.version - 1)",
+                    json: json
                 )
             }
             try envelope.addSignature(with: signingKey)
+            added.append(.string(id))
         }
         let destination = out ?? file
         try RootFile.write(envelope, to: destination)
+        if json {
+            RootFile.printJSON(
+                .object([
+                    "file": .string(destination), "added": .array(added), "alreadySigned": .array(alreadySigned),
+                    "root": RootFile.summary(root, envelope: envelope),
+                ])
+            )
+            return
+        }
         for line in RootFile.describe(root, envelope: envelope) { Console.print(line) }
         Console.print("wrote \(destination)")
     }
@@ -220,12 +298,18 @@ struct RootPublishCommand: AsyncParsableCommand {
     @OptionGroup var controller: ControllerOptions
     @Argument(help: ArgumentHelp("The signed root file.", valueName: "ROOT.json"))
     var file: String
+    @Flag(name: .long, help: "Print JSON (see docs/controller.md for the fields).")
+    var json = false
 
     func run() async throws {
         let (envelope, root) = try RootFile.read(file)
         guard !envelope.signatures.isEmpty else { throw CLIError("\(file) is not signed yet: `ferry-controller root sign --key KEY \(file)`") }
         let client = try controller.client()
         let answer = try await client.postJSON("/v1/roots", body: envelope.encoded(), expecting: [200, 201])
+        if json {
+            RootFile.printJSON(answer)
+            return
+        }
         let version = FleetDocument.text(answer.object?["version"])
         Console.print(
             "published trust root version \(version == "-" ? "\(root.version)" : version) (sha256 \(FleetDocument.text(answer.object?["sha256"])))"
@@ -244,14 +328,24 @@ struct RootShowCommand: AsyncParsableCommand {
     @OptionGroup var controller: ControllerOptions
     @Argument(help: ArgumentHelp("A root file; without it, the controller's chain.", valueName: "ROOT.json"))
     var file: String?
+    @Flag(name: .long, help: "Print JSON (see docs/controller.md for the fields).")
+    var json = false
 
     func run() async throws {
         if let file {
             let (envelope, root) = try RootFile.read(file)
+            if json {
+                RootFile.printJSON(.object(["file": .string(file), "root": RootFile.summary(root, envelope: envelope)]))
+                return
+            }
             for line in RootFile.describe(root, envelope: envelope) { Console.print(line) }
             return
         }
         let answer = try await controller.client().getJSON("/v1/roots")
+        if json {
+            RootFile.printJSON(answer)
+            return
+        }
         let fields = answer.object ?? [:]
         if let pinned = fields["pinned"]?.object {
             let origin = pinned["fromTrustedKeys"] == .bool(true) ? "built from --trusted-key" : "--trust-root file"
@@ -301,6 +395,8 @@ struct RootRotateCommand: AsyncParsableCommand {
     var expires: String = "365d"
     @Option(name: .long, help: ArgumentHelp("Where to write the unsigned new root.", valueName: "FILE"))
     var out: String
+    @Flag(name: .long, help: "Print JSON (see docs/controller.md for the fields).")
+    var json = false
 
     func validate() throws {
         _ = try ExpiryText.parse(expires, name: "--expires")
@@ -328,14 +424,34 @@ struct RootRotateCommand: AsyncParsableCommand {
             throw CLIError("the new root would be invalid: \(error)")
         }
         try RootFile.write(root.unsignedEnvelope(), to: out)
-        for line in RootFile.describe(root, envelope: nil) { Console.print(line) }
+        var changes: [String: JSONValue] = [:]
+        var changeLines: [String] = []
         for name in Root.RoleName.allCases {
             let before = Set(current.role(name).keyIDs)
             let after = Set(root.role(name).keyIDs)
-            let added = after.subtracting(before).sorted().map { "+\($0.prefix(12))" }
-            let removed = before.subtracting(after).sorted().map { "-\($0.prefix(12))" }
-            if !(added + removed).isEmpty { Console.print("  \(name) keys changed: \((added + removed).joined(separator: " "))") }
+            let added = after.subtracting(before).sorted()
+            let removed = before.subtracting(after).sorted()
+            changes[name.rawValue] = .object(["added": .array(added.map { .string($0) }), "removed": .array(removed.map { .string($0) })])
+            let marks = added.map { "+\($0.prefix(12))" } + removed.map { "-\($0.prefix(12))" }
+            if !marks.isEmpty { changeLines.append("  \(name) keys changed: \(marks.joined(separator: " "))") }
         }
+        if json {
+            RootFile.printJSON(
+                .object([
+                    "file": .string(out), "root": RootFile.summary(root, envelope: nil), "changes": .object(changes),
+                    "needs": .object([
+                        "previousVersion": .integer(current.version),
+                        "previousRootThreshold": .integer(Int64(current.rootRole.threshold)),
+                        "previousRootKeyIds": .array(current.rootRole.keyIDs.map { .string($0) }),
+                        "rootThreshold": .integer(Int64(root.rootRole.threshold)),
+                        "rootKeyIds": .array(root.rootRole.keyIDs.map { .string($0) }),
+                    ]),
+                ])
+            )
+            return
+        }
+        for line in RootFile.describe(root, envelope: nil) { Console.print(line) }
+        for line in changeLines { Console.print(line) }
         Console.print(
             "wrote \(out) (unsigned): it needs \(current.rootRole.threshold) signature(s) by root keys of version \(current.version) "
                 + "[\(current.rootRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ", "))] and \(root.rootRole.threshold) by its "

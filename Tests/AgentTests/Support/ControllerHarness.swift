@@ -128,25 +128,3 @@ final class ControllerHarness {
         return try JSONValue.parse(response.body)
     }
 }
-
-extension JSONValue {
-    subscript(key: String) -> JSONValue? {
-        if case .object(let fields) = self { return fields[key] }
-        return nil
-    }
-
-    var arrayValue: [JSONValue] {
-        if case .array(let items) = self { return items }
-        return []
-    }
-
-    var stringValue: String? {
-        if case .string(let text) = self { return text }
-        return nil
-    }
-
-    var intValue: Int64? {
-        if case .integer(let n) = self { return n }
-        return nil
-    }
-}
