@@ -78,7 +78,7 @@ extension PollService {
     /// due; whole seconds, at least 1 (0 would be a plain poll, and the loop would spin).
     static func longPollWait(configured: Int, untilReport: Duration) -> Int {
         let (seconds, attoseconds) = untilReport.components
-        let rounded = seconds + (attoseconds > 0 ? 1 : 0)
+        let rounded = attoseconds > 0 && seconds < Int64.max ? seconds + 1 : seconds
         return Int(max(1, min(Int64(configured), rounded)))
     }
 
