@@ -174,6 +174,9 @@ struct FleetScenario: Sendable {
                     }
                     continue
                 }
+                // Its wait ended as the publish began (a 304 after the whole wait): not a miss, it polls again and the
+                // next answer must carry the new release.
+                if poll.status == 304, poll.latency >= .seconds(parameters.waitSeconds) - .milliseconds(500) { continue }
                 guard poll.status == 200, let etag = poll.etag, etag != agent.etag else {
                     outcome.wake = .missed("answered \(poll.status) after \(poll.latency) without the new release")
                     return outcome

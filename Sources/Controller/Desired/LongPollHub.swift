@@ -67,7 +67,8 @@ final class LongPollHub: Sendable {
     private let timers: any EventLoopGroup
 
     /// - Parameters:
-    ///   - onCountChange: told the number of parked requests whenever it changes (for a metrics gauge).
+    ///   - onCountChange: told the number of parked requests whenever it changes (for a metrics gauge), under the hub's
+    ///     lock so that the last value told is the current one: it must be quick and must not call the hub.
     ///   - timers: the event loops that time out the waits of `wait` callers. Default: NIO's shared group (the one the
     ///     HTTP server runs on).
     init(onCountChange: @escaping @Sendable (Int) -> Void = { _ in }, timers: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
@@ -99,14 +100,16 @@ final class LongPollHub: Sendable {
         on eventLoop: any EventLoop,
         resume: @escaping @Sendable (Wake) -> Void
     ) -> Ticket {
-        let (ticket, immediate, replaced, count) = state.withLock { state -> (Ticket, Wake?, Waiter?, Int?) in
+        let (ticket, immediate, replaced) = state.withLock { state -> (Ticket, Wake?, Waiter?) in
             state.nextID &+= 1
             let ticket = Ticket(id: state.nextID)
-            if state.isShutDown { return (ticket, .shutdown, nil, nil) }
-            if state.generation != generation { return (ticket, .changed, nil, nil) }
+            if state.isShutDown { return (ticket, .shutdown, nil) }
+            if state.generation != generation { return (ticket, .changed, nil) }
             // One parked request per agent: the newest wins.
             let replaced = state.park(ticket.id, Waiter(services: services, agentID: agentID, resume: resume))
-            return (ticket, nil, replaced, state.waiters.count)
+            // Told under the lock, so concurrent changes reach the gauge in order (a gauge set is one atomic store).
+            onCountChange(state.waiters.count)
+            return (ticket, nil, replaced)
         }
         if let immediate {
             resume(immediate)
@@ -117,7 +120,6 @@ final class LongPollHub: Sendable {
         // at most the controller's maximum wait, far from `TimeAmount`'s range.
         eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in end(ticket.id, with: .timedOut) }
         replaced?.resume(.superseded)
-        if let count { onCountChange(count) }
         return ticket
     }
 
@@ -159,14 +161,13 @@ final class LongPollHub: Sendable {
 
     /// Wakes the waiter of one agent (it enrolled again, or reported a serial its state does not know).
     func notify(agentID: String) {
-        let (woken, count) = state.withLock { state -> (Waiter?, Int) in
+        let woken = state.withLock { state -> Waiter? in
             state.generation &+= 1
-            return (state.byAgent[agentID].flatMap { state.remove($0) }, state.waiters.count)
+            let woken = state.byAgent[agentID].flatMap { state.remove($0) }
+            if woken != nil { onCountChange(state.waiters.count) }
+            return woken
         }
-        if let woken {
-            woken.resume(.changed)
-            onCountChange(count)
-        }
+        woken?.resume(.changed)
     }
 
     /// Answers every waiter now and every later wait at once: the server is stopping.
@@ -176,21 +177,24 @@ final class LongPollHub: Sendable {
     }
 
     private func end(_ id: UInt64, with wake: Wake) {
-        let (waiter, count) = state.withLock { state in (state.remove(id), state.waiters.count) }
-        guard let waiter else { return }
-        waiter.resume(wake)
-        onCountChange(count)
+        let waiter = state.withLock { state -> Waiter? in
+            let waiter = state.remove(id)
+            if waiter != nil { onCountChange(state.waiters.count) }
+            return waiter
+        }
+        waiter?.resume(wake)
     }
 
     private func resume(_ wake: Wake, where matches: (Waiter) -> Bool) {
-        let (woken, count) = state.withLock { state -> ([Waiter], Int) in
+        let woken = state.withLock { state -> [Waiter] in
             state.generation &+= 1
             let ids = state.waiters.compactMap { id, waiter in matches(waiter) ? id : nil }
-            return (ids.compactMap { state.remove($0) }, state.waiters.count)
+            let woken = ids.compactMap { state.remove($0) }
+            if !woken.isEmpty { onCountChange(state.waiters.count) }
+            return woken
         }
         // Resumed outside the lock. A waiter of `DesiredStatePollHandler` hops to its connection's event loop, so the
         // work of answering is spread over every loop instead of being done here.
         for waiter in woken { waiter.resume(wake) }
-        if !woken.isEmpty { onCountChange(count) }
     }
 }
