@@ -99,7 +99,13 @@ struct FleetBench: AsyncParsableCommand {
             group: group,
             tls: context
         )
-        let metrics = try await BenchConnection.connect(host: "127.0.0.1", port: controller.port, tls: context, group: group)
+        // `/metrics` is read over a connection of its own each time: one kept open from the start would be closed by the
+        // controller's header timeout while the agents enrol.
+        let readWaiters = { @Sendable () async throws -> Int in
+            let connection = try await BenchConnection.connect(host: "127.0.0.1", port: controller.port, tls: context, group: group)
+            defer { Task { await connection.close() } }
+            return try await Self.waiters(connection)
+        }
         let generatorCPUAtStart = ProcessUsage.ownCPUSeconds
         log("controller \(controller.url) (pid \(controller.pid)); \(agents) agents; \(tls ? "TLS" : "plain HTTP")")
 
@@ -136,7 +142,7 @@ struct FleetBench: AsyncParsableCommand {
                 // parks are spread wider than that (10,000 first polls on a loaded machine), once every agent has been
                 // parked for a whole wait: a poll whose wait ends during the publish polls again (not a miss).
                 let fresh = oldest.map { NIODeadline.now() - $0 < .seconds(Int64(wait - 15)) } ?? false
-                if count == agents, fresh || ContinuousClock.now > parkingSince + .seconds(Int64(wait)), try await waiters(metrics) == agents {
+                if count == agents, fresh || ContinuousClock.now > parkingSince + .seconds(Int64(wait)), try await readWaiters() == agents {
                     break
                 }
                 try await Task.sleep(for: .milliseconds(100))
@@ -158,7 +164,6 @@ struct FleetBench: AsyncParsableCommand {
         }
         let generatorCPU = ProcessUsage.ownCPUSeconds - generatorCPUAtStart
         let final = controller.usage
-        await metrics.close()
         for agent in fleet { await agent.connection.close() }
 
         guard let published else { throw BenchError("the publish did not run") }
@@ -232,7 +237,7 @@ struct FleetBench: AsyncParsableCommand {
     }
 
     /// `ferry_long_poll_waiters` from `/metrics`.
-    private func waiters(_ connection: BenchConnection) async throws -> Int {
+    private static func waiters(_ connection: BenchConnection) async throws -> Int {
         let response = try await connection.exchange(.GET, "/metrics")
         for line in String(buffer: response.body).split(separator: "\n") where line.hasPrefix("ferry_long_poll_waiters ") {
             return Int(Double(line.split(separator: " ").last ?? "") ?? -1)
