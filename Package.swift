@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "Shared", targets: ["Shared"]),
         // `scripts/bench-json.sh` builds it with `swift build -c release --product JSONBenchmark`.
         .executable(name: "JSONBenchmark", targets: ["JSONBenchmark"]),
+        // `scripts/bench-fleet` builds it with `swift build -c release --product FleetBench`; the fleet CI test runs it.
+        .executable(name: "FleetBench", targets: ["FleetBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -109,6 +111,19 @@ let package = Package(
             name: "JSONBenchmark",
             dependencies: ["Shared"],
             path: "Benchmarks/JSONBenchmark"
+        ),
+        // `scripts/bench-fleet`: thousands of simulated agents (NIO, one connection each) against a real controller.
+        .executableTarget(
+            name: "FleetBench",
+            dependencies: [
+                "Shared", "CArchive",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Benchmarks/FleetBench"
         ),
         .target(
             name: "TestSupport",

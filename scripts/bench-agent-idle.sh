@@ -8,7 +8,8 @@
 # Environment: POLLS (before measuring, default 100), WINDOW (seconds of CPU measurement, default 60), BENCH_DIR
 # (work directory, default a new one under /var/tmp, removed afterwards unless KEEP=1), SKIP_BUILD=1 (reuse the
 # release binaries), STATIC_STDLIB=1 (build with --static-swift-stdlib into .build-static instead of .build),
-# AGENT_BIN (measure this ferry-agent binary instead of the built one, e.g. a copy built another way).
+# AGENT_BIN (measure this ferry-agent binary instead of the built one, e.g. a copy built another way), SCRATCH (build
+# directory, default .build; e.g. .build-release, where scripts/bench-fleet builds).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,13 +17,14 @@ POLLS=${POLLS:-100}
 WINDOW=${WINDOW:-60}
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/ferry-bench-idle.XXXXXX)}
 BUILD_ARGS=(-c release)
-SCRATCH="$ROOT/.build"
+SCRATCH=${SCRATCH:-$ROOT/.build}
 LABEL="release build"
 if [ "${STATIC_STDLIB:-0}" = 1 ]; then
     SCRATCH="$ROOT/.build-static"
-    BUILD_ARGS+=(--static-swift-stdlib --scratch-path "$SCRATCH")
+    BUILD_ARGS+=(--static-swift-stdlib)
     LABEL="release build, --static-swift-stdlib"
 fi
+BUILD_ARGS+=(--scratch-path "$SCRATCH")
 BIN="$SCRATCH/release"
 if [ -n "${AGENT_BIN:-}" ]; then LABEL="agent binary given by AGENT_BIN"; fi
 AGENT_BIN=${AGENT_BIN:-$BIN/ferry-agent}
@@ -86,8 +88,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo "== controller"
 mkdir -p "$WORK/controller" "$WORK/agent" "$WORK/app"
 "$BIN/ferry-controller" keygen --out "$WORK/op" >/dev/null
+# The agent polls as often as the controller tells it (pollSeconds): once a second here.
 "$BIN/ferry-controller" serve --listen 127.0.0.1:0 --data-dir "$WORK/controller" --trusted-key "$WORK/op.pub" \
-    --log-level warning >"$WORK/controller.log" 2>&1 &
+    --poll-seconds 1 --log-level warning >"$WORK/controller.log" 2>&1 &
 PIDS+=($!)
 wait_for 30 "the controller to listen" grep -q "listening on http://" "$WORK/controller.log"
 URL=$(sed -n 's/^ferry-controller listening on \(http:[^ ]*\)$/\1/p' "$WORK/controller.log" | head -1)

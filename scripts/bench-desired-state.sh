@@ -5,7 +5,7 @@
 #   scripts/bench-desired-state.sh            # builds release, runs both, prints both rates and their ratio
 #
 # Environment: DURATION (default 10s per run), ROUNDS (3), CONNECTIONS (64), THREADS (2), WARMUP (2s), SKIP_BUILD=1
-# (reuse the binary).
+# (reuse the binary), SCRATCH (build directory, default .build; e.g. .build-release, where scripts/bench-fleet builds).
 # Needs: swift, wrk, nginx (Debian nginx-light), curl, python3. Everything runs on 127.0.0.1 from a temporary
 # directory that is removed at the end; both servers are stopped by their PIDs.
 set -euo pipefail
@@ -23,9 +23,9 @@ done
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "building ferry-controller (release)..." >&2
-    swift build -c release --product ferry-controller >&2
+    swift build -c release --scratch-path "${SCRATCH:-.build}" --product ferry-controller >&2
 fi
-BIN="$(swift build -c release --show-bin-path)/ferry-controller"
+BIN="${SCRATCH:-.build}/release/ferry-controller"
 [[ -x "$BIN" ]] || { echo "error: $BIN not found" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/ferry-bench.XXXXXX)

@@ -1,9 +1,14 @@
 import Logging
 import ServiceLifecycle
 import Shared
+import Synchronization
 
 /// The agent's main loop as a service: poll the desired state (long-poll with ETag), run a pass, repeat; back off
 /// while the controller is unreachable and keep repairing what is applied meanwhile.
+///
+/// Polls and reports share the agent's one kept-open connection to the controller, one request at a time: a long-poll
+/// never waits past the moment the next periodic report is due (`ReportTrigger.nextReport`), so the report goes out
+/// as soon as the poll returns rather than queueing behind a poll parked for the whole wait.
 struct PollService: Service, CustomStringConvertible {
     var description: String { "PollService" }
     let runtime: AgentRuntime
@@ -31,12 +36,14 @@ struct PollService: Service, CustomStringConvertible {
             let started = clock.now
             var reachable = true
             do {
-                // The first poll does not wait: the agent converges at once after a start.
-                let wait = desired == nil ? 0 : config.longPollSeconds
+                // The first poll does not wait: the agent converges at once after a start. Later ones wait at most until
+                // the next report is due (whole seconds, at least one).
+                let wait = desired == nil ? 0 : Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport())
                 switch try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
                 case .changed(let state, let newTag):
                     desired = state
                     etag = newTag
+                    reports.controllerPollSeconds = state.pollSeconds
                 case .notModified:
                     break
                 }
@@ -57,7 +64,8 @@ struct PollService: Service, CustomStringConvertible {
             if !reachable {
                 try await Task.sleep(for: backoff.next())
             } else if config.longPollSeconds == 0 || !summary.problems.isEmpty {
-                try await Task.sleep(for: .seconds(config.pollSeconds))
+                // The controller's interval when it sent one (it marks agents stale after three without a report).
+                try await Task.sleep(for: .seconds(Self.pollInterval(configured: config.pollSeconds, controller: desired?.pollSeconds)))
             } else if started.duration(to: clock.now) < .seconds(1) {
                 // A controller that ignores `wait` (or a state that keeps changing) must not make the agent spin.
                 try await Task.sleep(until: started.advanced(by: .seconds(1)), clock: clock)
@@ -66,30 +74,49 @@ struct PollService: Service, CustomStringConvertible {
     }
 }
 
-/// Sends a status report after every change (when fired) and at least every `reportSeconds`.
+extension PollService {
+    /// The `?wait=` of the next long-poll: the configured one, cut short so the poll returns when the next report is
+    /// due; whole seconds, at least 1 (0 would be a plain poll, and the loop would spin).
+    static func longPollWait(configured: Int, untilReport: Duration) -> Int {
+        let (seconds, attoseconds) = untilReport.components
+        let rounded = attoseconds > 0 && seconds < Int64.max ? seconds + 1 : seconds
+        return Int(max(1, min(Int64(configured), rounded)))
+    }
+
+    /// Seconds between passes when not long-polling: the interval the controller sends (1...3600) when it sent one,
+    /// else the configured one.
+    static func pollInterval(configured: Int, controller: Int64?) -> Int {
+        guard let controller, (1...3600).contains(controller) else { return configured }
+        return Int(controller)
+    }
+}
+
+/// Sends a status report after every change (when fired) and at least every `reportSeconds` — or every two of the
+/// controller's poll intervals when that is shorter, since it marks an agent stale after three without a report.
 struct ReportService: Service, CustomStringConvertible {
     var description: String { "ReportService" }
     let runtime: AgentRuntime
     let reports: ReportTrigger
 
     func run() async throws {
-        let interval = Duration.seconds(runtime.config.reportSeconds)
         let hostname = AgentRuntime.hostname()
-        await reportLoop(interval: interval, hostname: hostname)
+        await reportLoop(hostname: hostname)
     }
 
-    private func reportLoop(interval: Duration, hostname: String) async {
+    private func reportLoop(hostname: String) async {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     while !Task.isCancelled {
                         // Cancelled at shutdown: the loop ends instead of firing again.
-                        guard (try? await Task.sleep(for: interval)) != nil else { return }
-                        reports.fire()
+                        guard (try? await Task.sleep(until: reports.nextReport, clock: .continuous)) != nil else { return }
+                        // A report sent meanwhile (fired by a change) moved the next one.
+                        if reports.timeUntilNextReport() <= .zero { reports.fire() }
                     }
                 }
                 for await _ in reports.stream {
                     let report = await runtime.reconciler.statusReport(hostname: hostname)
+                    reports.reported(interval: interval)
                     do {
                         try await runtime.client.report(report, agentID: runtime.config.agentID)
                     } catch {
@@ -100,16 +127,54 @@ struct ReportService: Service, CustomStringConvertible {
             }
         }
     }
+
+    /// The longest time between two reports.
+    private var interval: Duration {
+        ReportTrigger.interval(configured: runtime.config.reportSeconds, controllerPollSeconds: reports.controllerPollSeconds)
+    }
 }
 
-/// Coalescing "send a report now" signal shared by the poller and the reporter.
+/// Coalescing "send a report now" signal shared by the poller and the reporter, and when the next periodic report is
+/// due (the poller's long-polls end by then).
 struct ReportTrigger: Sendable {
+    /// When the next periodic report is due, and the poll interval the controller last sent.
+    private final class Schedule: Sendable {
+        let due = Mutex(ContinuousClock.now)
+        let controllerPollSeconds = Mutex<Int64?>(nil)
+    }
+
     let stream: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
+    private let schedule = Schedule()
 
     init() {
         (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     func fire() { continuation.yield() }
+
+    /// When the next periodic report is due.
+    var nextReport: ContinuousClock.Instant { schedule.due.withLock { $0 } }
+
+    /// How long until then (negative when overdue).
+    func timeUntilNextReport() -> Duration { nextReport - .now }
+
+    /// A report is being sent: the next periodic one is due `interval` from now.
+    func reported(interval: Duration) {
+        schedule.due.withLock { $0 = .now + interval }
+    }
+
+    /// The poll interval the controller sent with the last desired state.
+    var controllerPollSeconds: Int64? {
+        get { schedule.controllerPollSeconds.withLock { $0 } }
+        nonmutating set { schedule.controllerPollSeconds.withLock { $0 = newValue } }
+    }
+
+    /// The longest time between two reports: `reportSeconds`, or two of the controller's poll intervals when that is
+    /// shorter (it marks an agent stale after three without a report).
+    static func interval(configured: Int, controllerPollSeconds: Int64?) -> Duration {
+        let configured = Duration.seconds(configured)
+        guard let poll = controllerPollSeconds, (1...3600).contains(poll) else { return configured }
+        return min(configured, .seconds(poll * 2))
+    }
 }

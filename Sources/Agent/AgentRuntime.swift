@@ -38,7 +38,13 @@ struct AgentRuntime: Sendable {
         httpConfiguration.caFile = config.caFile
         let http = HTTPClient(configuration: httpConfiguration)
         let token = try config.token()
-        let client = AgentControllerClient(baseURL: config.controllerURL, token: token, http: http)
+        // Polls and reports share one kept-open connection (one TLS handshake for the agent's life, not one per poll).
+        let client = AgentControllerClient(
+            baseURL: config.controllerURL,
+            token: token,
+            http: http,
+            connection: HTTPConnection(configuration: httpConfiguration)
+        )
         let (processManager, name) = try makeProcessManager(config: config, layout: layout, logger: logger)
 
         var fetcherConfiguration = ArtifactFetcher.Configuration(stateDirectory: layout.stateDir)

@@ -7,16 +7,23 @@ import Foundation
 #endif
 
 /// The agent's side of the controller API (DESIGN §2): enrollment, desired state with ETag and long-poll, status.
+///
+/// With a `connection`, polls and reports go one after the other over that one kept-open connection (one TCP
+/// connection and TLS session for the agent's whole life, while the controller keeps it); without, each request is a
+/// one-off `HTTPClient.send` (enrolment, `ferry-agent once`).
 struct AgentControllerClient: Sendable, CustomStringConvertible {
     /// Base URL without a trailing slash, e.g. `https://ferry.internal:8443`.
     let baseURL: String
     let token: String
     let http: HTTPClient
+    /// The kept-open connection polls and reports use, when the agent runs.
+    let connection: HTTPConnection?
 
-    init(baseURL: String, token: String, http: HTTPClient) {
+    init(baseURL: String, token: String, http: HTTPClient, connection: HTTPConnection? = nil) {
         self.baseURL = Self.trimmed(baseURL)
         self.token = token
         self.http = http
+        self.connection = connection
     }
 
     /// The answer to a desired-state poll.
@@ -90,6 +97,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
 
     private func send(_ request: HTTPClient.Request) async throws(ControllerError) -> HTTPClient.Response {
         do {
+            if let connection { return try await connection.send(request) }
             return try await http.send(request)
         } catch {
             throw .unreachable(error)

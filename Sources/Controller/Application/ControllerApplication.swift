@@ -23,8 +23,8 @@ struct ControllerApplication: Sendable {
     /// the HTTP server, the long-poll hub.
     ///
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
-    /// first, then the server stops accepting and lets in-flight requests finish, then the rollout timer stops, then
-    /// the database closes.
+    /// first, then the server stops accepting and lets in-flight requests finish (status reports among them wait for
+    /// their batch to commit), then the rollout timer stops, then the database closes.
     /// - Parameters:
     ///   - handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
     ///   - reloading: reloads the TLS certificate on SIGHUP (`serve`).
@@ -91,6 +91,12 @@ func makeApplication(
         revocations: revocations,
         desiredStates: desiredStates,
         rollouts: rollouts,
+        statusReports: StatusReportQueue(
+            configuration: .init(historyLimit: configuration.statusHistoryLimit),
+            store: store,
+            logger: logger,
+            onBatch: { size, duration in metrics.statusBatch(size: size, duration: duration) }
+        ),
         metrics: metrics,
         logger: logger,
         now: now
@@ -104,7 +110,17 @@ func makeApplication(
     )
     let application = Application(
         router: router,
-        server: .guarded(registry: connections, limits: configuration.connectionLimits, certificates: certificates),
+        server: .guarded(
+            registry: connections,
+            limits: configuration.connectionLimits,
+            certificates: certificates,
+            polls: .init(
+                authenticator: core.authenticator,
+                desiredStates: desiredStates,
+                metrics: metrics,
+                maximumWait: configuration.maximumWait
+            )
+        ),
         // A deep accept queue: thousands of agents reconnect at once after a restart (the kernel caps it at somaxconn).
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil, backlog: 4096),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },

@@ -15,6 +15,8 @@ struct ControllerCore: Sendable {
     let desiredStates: DesiredStateProvider
     /// Moves staged rollouts along (status reports, the timer, operator actions).
     let rollouts: RolloutCoordinator
+    /// Commits status reports in batches (write-behind, acknowledged once committed).
+    let statusReports: StatusReportQueue
     let metrics: ControllerMetrics
     let logger: Logger
     /// The wall clock (release expiry, last-seen times); injected so tests can move it.

@@ -135,6 +135,20 @@ final class Authenticator: Sendable {
         return principal
     }
 
+    /// The principal of `token` when it can be answered from the cache alone: found before, the revocation file
+    /// unchanged since, not expired. `nil` otherwise — then `principal(forToken:challenge:)` decides (and gives the
+    /// error). What the desired-state poll handler checks on every request without leaving the event loop.
+    func cachedPrincipal(forToken token: Substring) -> Principal? {
+        guard Token.isWellFormed(token), let stamp = revocations.stamp() else { return nil }
+        let digest = Token.digest(token)
+        guard let entry = cache.withLock({ $0.entries[String(digest.prefix(16))] }), entry.stamp == stamp,
+            Token.constantTimeEquals(entry.digest, digest)
+        else { return nil }
+        if let expiresAt = entry.principal.expiresAt, expiresAt <= now() { return nil }
+        noteUse(of: entry.principal)
+        return entry.principal
+    }
+
     private func checkExpiry(_ principal: Principal, challenge: Challenge) throws {
         guard let expiresAt = principal.expiresAt, expiresAt <= now() else { return }
         throw APIError(

@@ -25,7 +25,7 @@ struct AgentsListCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let fleet = try await controller.client().getJSON("/v1/fleet")
+        let fleet = try await FleetDocument.fetchAll(try controller.client())
         let agents = FleetDocument.agents(fleet)
         if json {
             Console.print(String(decoding: JSONValue.array(agents.map { .object($0) }).encoded(), as: UTF8.self))

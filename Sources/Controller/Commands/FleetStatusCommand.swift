@@ -35,7 +35,7 @@ struct FleetStatusCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let fleet = try await controller.client().getJSON("/v1/fleet")
+        let fleet = try await FleetDocument.fetchAll(try controller.client())
         let filtered = FleetDocument.filter(fleet, service: service)
         if json {
             Console.print(String(decoding: filtered.encoded(), as: UTF8.self))

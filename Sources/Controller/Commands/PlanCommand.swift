@@ -43,7 +43,7 @@ struct PlanCommand: AsyncParsableCommand {
         for entry in try await publisher.releases(of: candidate.service) {
             if let release = try? RollbackCommand.release(from: entry) { bySerial[release.serial] = release }
         }
-        let fleet = try await client.getJSON("/v1/fleet")
+        let fleet = try await FleetDocument.fetchAll(client, query: "service=\(FleetQuery.escape(candidate.service))")
         var agents: [(name: String, serial: Int64?)] = []
         for agent in FleetDocument.agents(fleet) {
             for case .object(let status) in FleetDocument.array(agent["services"]) where FleetDocument.text(status["service"]) == candidate.service {

@@ -37,10 +37,12 @@ struct DashboardRenderer: Sendable {
         let events = fleet.events.map { Self.line($0, names: names, now: now) }
         let openRollouts = fleet.rollouts.filter { $0.rollout.state.isOpen }
         let halted = fleet.rollouts.filter { $0.rollout.state == .halted }.count
-        let context: [String: Any] = [
+        let query = fleet.query
+        let first = fleet.agents.isEmpty ? 0 : query.offset + 1
+        var context: [String: Any] = [
             "refreshSeconds": Self.refreshSeconds(for: fleet.pollInterval),
             "generatedAt": Timestamp.format(now),
-            "agents": Self.counted(fleet.agents.count, "agent"), "staleCount": fleet.agents.filter(\.isStale).count,
+            "agents": Self.counted(fleet.enrolled, "agent"), "staleCount": fleet.staleAgents,
             "services": Self.counted(fleet.services.count, "service"), "openRollouts": Self.counted(openRollouts.count, "open rollout"),
             "haltedCount": halted, "hasHalted": halted > 0,
             "hasServices": !fleet.services.isEmpty, "hasAgents": !fleet.agents.isEmpty,
@@ -49,6 +51,21 @@ struct DashboardRenderer: Sendable {
             "approvals": fleet.approvals.map(Self.approval), "hasApprovals": !fleet.approvals.isEmpty,
             "trustRoot": Self.trustText(fleet),
         ]
+        // The summary section and the page of agents.
+        context["summaryServices"] = fleet.summary.services.map(Self.summary(_:))
+        context["phaseNames"] = Self.summaryPhases
+        context["matching"] = fleet.matching
+        context["offset"] = query.offset
+        context["returned"] = fleet.agents.count
+        context["first"] = first
+        context["last"] = query.offset + fleet.agents.count
+        context["limit"] = query.limit
+        context["hasFilter"] = query.isFiltered
+        context["filterText"] = Self.describe(query)
+        context["hasPrevious"] = query.offset > 0
+        context["previousQuery"] = query.queryString(offset: max(0, query.offset - query.limit))
+        context["hasNext"] = query.offset + fleet.agents.count < fleet.matching
+        context["nextQuery"] = query.queryString(offset: query.offset + query.limit)
         return template.render(context)
     }
 
@@ -72,6 +89,58 @@ struct DashboardRenderer: Sendable {
             return root.root.isExpired(at: fleet.generatedAt)
                 ? "trust root \(root.version) EXPIRED on \(expiry)" : "trust root \(root.version) (expires \(expiry))"
         }
+    }
+
+    // MARK: Summary
+
+    /// The phase columns of the summary tables, in order.
+    static let summaryPhases = [
+        DeployPhase.running.rawValue, DeployPhase.deploying.rawValue, DeployPhase.waiting.rawValue, DeployPhase.failed.rawValue,
+        DeployPhase.rolledBack.rawValue, FleetQuery.unreported,
+    ]
+
+    private static func summary(_ service: FleetSummary.Service) -> [String: Any] {
+        func link(_ adjust: (inout FleetQuery) -> Void) -> String {
+            var query = FleetQuery()
+            query.service = service.name
+            adjust(&query)
+            return query.queryString(offset: 0)
+        }
+        let versions: [[String: Any]] = service.versions.map { version in
+            let cells: [[String: Any]] = summaryPhases.map { phase in
+                let count = version.phases[phase] ?? 0
+                return [
+                    "phase": phase, "version": version.version ?? "", "count": count, "hasCount": count > 0,
+                    "query": link { query in
+                        query.version = version.version
+                        query.phase = phase
+                    },
+                ]
+            }
+            return [
+                "version": version.version ?? "", "hasVersion": version.version != nil, "serial": version.serial.map(String.init) ?? "",
+                "agents": version.agents, "hasFailing": version.failing > 0, "cells": cells,
+            ]
+        }
+        return [
+            "name": service.name, "agents": service.agents, "failing": service.failing, "hasFailing": service.failing > 0,
+            "unhealthy": service.unhealthy, "hasUnhealthy": service.unhealthy > 0, "stale": service.stale, "hasStale": service.stale > 0,
+            "unreported": service.unreported, "hasUnreported": service.unreported > 0, "versions": versions,
+            "allQuery": link { _ in }, "failingQuery": link { $0.phase = DeployPhase.failed.rawValue },
+            "unhealthyQuery": link { $0.health = .unhealthy }, "staleQuery": link { $0.stale = true },
+        ]
+    }
+
+    /// "service api, version 1.0.2, phase failed".
+    static func describe(_ query: FleetQuery) -> String {
+        var parts: [String] = []
+        if let service = query.service { parts.append("service \(service)") }
+        if let version = query.version { parts.append("version \(version)") }
+        if let phase = query.phase { parts.append("phase \(phase)") }
+        if let health = query.health { parts.append("health \(health.rawValue)") }
+        if let stale = query.stale { parts.append(stale ? "stale" : "not stale") }
+        if let text = query.text { parts.append("\"\(text)\"") }
+        return parts.joined(separator: ", ")
     }
 
     /// How often the page refreshes itself: the agents' poll interval, kept within 5 s...60 s (nothing on the page
@@ -133,14 +202,18 @@ struct DashboardRenderer: Sendable {
         }
         let waves: [[String: Any]] = sizes.indices.map { index in
             let members = view.agents.filter { $0.wave == index }
+            // A wave of thousands is shown by its first agents (failed ones first) and counted.
+            let shown = (members.filter { $0.standing.progress == .failed } + members.filter { $0.standing.progress != .failed })
+                .prefix(listedAgentsPerWave)
             return [
                 "number": index + 1, "reached": rollout.state == .completed || index <= rollout.currentWave,
-                "agents": members.map { agent -> [String: Any] in
+                "agents": shown.map { agent -> [String: Any] in
                     ["name": agent.name ?? agent.id, "progress": agent.standing.progress.rawValue]
                 },
+                "hasMore": members.count > shown.count, "more": members.count - shown.count,
             ]
         }
-        let failures: [[String: Any]] = view.agents.filter { $0.standing.progress == .failed }.map { agent in
+        let failures: [[String: Any]] = view.agents.filter { $0.standing.progress == .failed }.prefix(listedAgentsPerWave).map { agent in
             [
                 "agent": agent.name ?? agent.id, "kind": agent.standing.failureKind ?? "failed",
                 "reason": agent.standing.failureReason ?? "",
@@ -159,6 +232,9 @@ struct DashboardRenderer: Sendable {
             "updatedAgo": relative(rollout.updatedAt, to: now), "updatedAt": Timestamp.format(rollout.updatedAt),
         ]
     }
+
+    /// Agents named per wave (and failures listed) on a rollout card.
+    static let listedAgentsPerWave = 30
 
     /// `count` as a percentage of `total` with one decimal, for a CSS width ("33.3").
     static func percent(_ count: Int, of total: Int) -> String {

@@ -30,8 +30,13 @@ enum DashboardTemplate {
         <p id="refresh-status" data-refresh="off">reloads every {{refreshSeconds}} s</p>
         </header>
         <main id="dashboard" data-generated-at="{{generatedAt}}">
-        <section id="fleet">
-        <h2>Fleet</h2>
+        \(summarySection)
+        <section id="fleet" data-matching="{{matching}}" data-offset="{{offset}}" data-returned="{{returned}}">
+        <h2>Agents</h2>
+        <p class="paging">{{#hasAgents}}{{first}}–{{last}} of {{matching}} agents{{/hasAgents}}{{^hasAgents}}no agent matches{{/hasAgents}}\
+        {{#hasFilter}} matching <strong data-filter>{{filterText}}</strong> · <button type="button" class="filter" data-query="" data-clear-filter>all agents</button>{{/hasFilter}} \
+        · failures first{{#hasPrevious}} · <button type="button" class="filter" data-query="{{previousQuery}}" data-page="previous">previous</button>{{/hasPrevious}}\
+        {{#hasNext}} · <button type="button" class="filter" data-query="{{nextQuery}}" data-page="next">next {{limit}}</button>{{/hasNext}}</p>
         {{#hasAgents}}
         <div class="scroll">
         <table class="matrix">
@@ -64,7 +69,7 @@ enum DashboardTemplate {
         </table>
         </div>
         {{/hasAgents}}
-        {{^hasAgents}}<p class="empty">No agent has enrolled yet.</p>{{/hasAgents}}
+        {{^hasAgents}}{{^hasFilter}}<p class="empty">No agent has enrolled yet.</p>{{/hasFilter}}{{/hasAgents}}
         </section>
         {{#hasApprovals}}
         <section id="approvals">
@@ -94,7 +99,8 @@ enum DashboardTemplate {
         <span class="key failed"></span>{{failed}} failed · <span class="key pending"></span>{{pending}} pending · {{agents}} agents</p>
         {{#hasReason}}<p class="reason" data-rollout-reason>{{reason}}</p>{{/hasReason}}
         <ol class="waves">{{#waves}}<li class="{{#reached}}reached{{/reached}}"><span class="wave-name">wave {{number}}</span>\
-        {{#agents}} <span class="chip {{progress}}" data-progress="{{progress}}">{{name}}</span>{{/agents}}</li>{{/waves}}</ol>
+        {{#agents}} <span class="chip {{progress}}" data-progress="{{progress}}">{{name}}</span>{{/agents}}\
+        {{#hasMore}} <span class="more">and {{more}} more</span>{{/hasMore}}</li>{{/waves}}</ol>
         {{#showFailures}}{{#failures}}<p class="failure"><strong>{{agent}}</strong> {{kind}}: {{reason}}</p>{{/failures}}{{/showFailures}}
         <p class="meta">{{strategy}} · stable serial {{stableSerial}}{{#staged}} · waves stable after {{waveStableSeconds}} s · \
         max failures {{maxFailures}}{{/staged}} · changed <span title="{{updatedAt}}">{{updatedAgo}}</span></p>
@@ -125,6 +131,41 @@ enum DashboardTemplate {
         <script>\(script)</script>
         </body>
         </html>
+        """
+
+    /// The fleet summary: per service, agents by version and phase, failing versions first; every count is a button
+    /// that lists the agents it counts (`data-query`, followed by the page's script: the page has no `href` at all).
+    /// Its own section, so detail views can change around it.
+    ///
+    /// Hooks for the browser check: `article[data-summary-service][data-agents][data-failing][data-stale]`,
+    /// `td[data-version][data-phase][data-count]`.
+    static let summarySection = """
+        <section id="fleet-summary">
+        <h2>Fleet summary</h2>
+        {{#summaryServices}}
+        <article class="service-summary" data-summary-service="{{name}}" data-agents="{{agents}}" data-failing="{{failing}}" \
+        data-unhealthy="{{unhealthy}}" data-stale="{{stale}}" data-unreported="{{unreported}}">
+        <div class="summary-head"><strong class="service">{{name}}</strong> <button type="button" class="filter" data-query="{{allQuery}}">{{agents}} agents</button>\
+        {{#hasFailing}} · <button type="button" class="filter alert" data-query="{{failingQuery}}">{{failing}} failing</button>{{/hasFailing}}\
+        {{#hasUnhealthy}} · <button type="button" class="filter alert" data-query="{{unhealthyQuery}}">{{unhealthy}} unhealthy</button>{{/hasUnhealthy}}\
+        {{#hasStale}} · <button type="button" class="filter warn" data-query="{{staleQuery}}">{{stale}} stale</button>{{/hasStale}}\
+        {{#hasUnreported}} · {{unreported}} not reported{{/hasUnreported}}</div>
+        <table class="summary">
+        <thead><tr><th>Version</th>{{#phaseNames}}<th>{{.}}</th>{{/phaseNames}}<th>Total</th></tr></thead>
+        <tbody>
+        {{#versions}}
+        <tr class="{{#hasFailing}}failing{{/hasFailing}}" data-version="{{version}}" data-serial="{{serial}}">\
+        <th>{{#hasVersion}}{{version}} <small>serial {{serial}}</small>{{/hasVersion}}{{^hasVersion}}<span class="none">no report</span>{{/hasVersion}}</th>\
+        {{#cells}}<td class="count {{phase}}" data-version="{{version}}" data-phase="{{phase}}" data-count="{{count}}">\
+        {{#hasCount}}<button type="button" class="filter" data-query="{{query}}">{{count}}</button>{{/hasCount}}{{^hasCount}}<span class="none">·</span>{{/hasCount}}</td>{{/cells}}\
+        <td class="count total" data-count="{{agents}}">{{agents}}</td></tr>
+        {{/versions}}
+        </tbody>
+        </table>
+        </article>
+        {{/summaryServices}}
+        {{^summaryServices}}<p class="empty">No service has agents yet.</p>{{/summaryServices}}
+        </section>
         """
 
     /// Sized for a 1366×768 laptop screen: the matrix uses the full width, rollouts and events share the row below.
@@ -207,16 +248,32 @@ enum DashboardTemplate {
         .chip.healthy { border-color: var(--ok); background: var(--ok-bg); }
         .chip.updated { border-color: var(--info); background: var(--info-bg); }
         .chip.failed { border-color: var(--bad); background: var(--bad-bg); color: var(--bad); font-weight: 600; }
+        .paging { margin: 0 0 6px; font-size: 13px; color: var(--muted); }
+        .service-summary { background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px;
+          margin-bottom: 10px; }
+        .service-summary[data-failing]:not([data-failing="0"]) { box-shadow: inset 4px 0 0 var(--bad); }
+        .summary-head { margin-bottom: 6px; }
+        .summary-head .service { font-size: 15px; }
+        table.summary { width: auto; min-width: 60%; }
+        table.summary td.count { text-align: right; font-variant-numeric: tabular-nums; min-width: 70px; }
+        table.summary tr.failing th { box-shadow: inset 3px 0 0 var(--bad); }
+        button.filter { font: inherit; color: var(--info); background: none; border: 0; padding: 0; cursor: pointer;
+          text-decoration: underline; }
+        button.filter.alert, td.count.failed button, td.count.rolled-back button { color: var(--bad); font-weight: 600; }
+        button.filter.warn { color: var(--warn); font-weight: 600; }
+        td.count.total { font-weight: 600; }
+        .more { color: var(--muted); }
         .events td { font-size: 13px; }
         .events td:first-child { white-space: nowrap; font-variant-numeric: tabular-nums; }
         .events tr[data-event-kind="halted"] td, .events tr[data-event-kind="rolled-back"] td,
         .events tr[data-event-kind="refused"] td { background: #fff8f8; }
         """
 
-    /// Reloads the page's data every `data-refresh-seconds`: fetches `/` again and swaps `#summary` and `#dashboard`,
+    /// Reloads the page's data every `data-refresh-seconds`: fetches the page again (with its filters) and swaps `#summary` and `#dashboard`,
     /// so the page is rendered (and escaped) in one place only. Parsed with `DOMParser`, whose documents run no
     /// scripts. `location.origin` has no `user:password@` (which `fetch` refuses); the browser sends the Basic
-    /// credentials it already holds for this origin. Backs off after failures and says so in `#refresh-status`.
+    /// credentials it already holds for this origin. Backs off after failures and says so in `#refresh-status`. A click
+    /// on an element with `data-query` (the summary's counts, paging) loads the page with that query.
     /// Must not contain two opening braces in a row (the page is a Mustache template).
     static let script = """
         (function () {
@@ -236,7 +293,7 @@ enum DashboardTemplate {
           }
           function refresh() {
             var options = { credentials: 'same-origin', cache: 'no-store', headers: { 'Accept': 'text/html' } };
-            fetch(location.origin + location.pathname, options)
+            fetch(location.origin + location.pathname + location.search, options)
               .then(function (response) {
                 if (!response.ok) throw new Error('HTTP ' + response.status);
                 return response.text();
@@ -267,6 +324,12 @@ enum DashboardTemplate {
           }
           document.addEventListener('click', open);
           document.addEventListener('keydown', open);
+          document.addEventListener('click', function (event) {
+            var target = event.target.closest ? event.target.closest('[data-query]') : null;
+            if (!target) return;
+            var query = target.getAttribute('data-query');
+            location.search = query ? '?' + query : '';
+          });
           show('waiting', 'live · every ' + seconds + ' s');
           setTimeout(refresh, seconds * 1000);
         })();

@@ -19,26 +19,42 @@ struct DesiredStateBuilder: Sendable {
         self.selector = selector
     }
 
-    /// The desired state of `agent`, rendered.
-    /// - Parameter shared: the snapshot of the agent's services; loaded here when not given.
-    func build(for agent: AgentRecord, shared: ServiceSnapshot? = nil) async throws -> RenderedDesiredState {
+    /// The desired state of `agentID`, which runs `services`, rendered.
+    /// - Parameters:
+    ///   - running: the serials the agent last reported running; the snapshot's when `nil`.
+    ///   - shared: the snapshot of the agent's services; loaded here when not given.
+    ///   - encode: encodes the chosen releases (the cache shares one encoding between agents given the same ones).
+    func build(
+        agentID: String,
+        services: [String],
+        running: [String: Int64]? = nil,
+        shared: ServiceSnapshot? = nil,
+        encode: ([ReleaseRecord]) -> EncodedReleases = { EncodedReleases($0.map(\.envelope)) }
+    ) async throws -> RenderedDesiredState {
         let snapshot: ServiceSnapshot
         if let shared {
             snapshot = shared
         } else {
-            snapshot = try await ServiceSnapshot.load(agent.services, from: store)
+            snapshot = try await ServiceSnapshot.load(services, from: store)
         }
         // A release awaiting approval never leaves the controller, whatever a selector picks (the rollout selector
         // already gives the stable serial while a rollout awaits approval).
-        let releases = try await selector.releases(for: agent, in: store, shared: snapshot).filter { !$0.isAwaitingApproval }
-        let state = DesiredState(
-            agentID: agent.id,
-            pollSeconds: configuration.pollInterval.components.seconds,
-            releases: releases.map(\.envelope),
-            rootVersion: snapshot.rootVersion
-        )
+        let releases = try await selector.releases(
+            forAgent: agentID,
+            services: services,
+            running: running ?? snapshot.running[agentID] ?? [:],
+            in: store,
+            shared: snapshot
+        ).filter { !$0.isAwaitingApproval }
         var serials: [String: Int64] = [:]
         for release in releases { serials[release.service] = release.serial }
-        return RenderedDesiredState(state, services: agent.services, serials: serials)
+        return RenderedDesiredState(
+            agentID: agentID,
+            pollSeconds: configuration.pollInterval.components.seconds,
+            releases: encode(releases),
+            rootVersion: snapshot.rootVersion,
+            services: services,
+            serials: serials
+        )
     }
 }

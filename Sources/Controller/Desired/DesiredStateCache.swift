@@ -1,32 +1,66 @@
 import Synchronization
 
 /// Rendered desired states by agent id, so an unchanged poll (the common case, answered `304`) costs no database
-/// read and no encoding.
+/// read and no encoding; and what computing a missing one needs, so waking 10,000 long-polls after a publish costs a
+/// few queries in all rather than some per agent.
 ///
-/// Entries are dropped on any publish or enrolment. A value computed from the database before an invalidation must not
-/// be cached after it: every lookup hands out the current generation, and `insert` only accepts a value computed in
-/// the generation that is still current.
+/// Two kinds of invalidation. A publish or rollout change (`invalidateAll`) starts a new generation: every entry, every
+/// service snapshot and every encoded releases array goes. A change of one agent (`invalidate(_:)`: enrolment, removal,
+/// a report of a serial its state does not know) bumps that agent's epoch and drops its entry and services only.
+/// A value computed before an invalidation must not be cached after it: every lookup hands out the generation and the
+/// agent's epoch, and `insert` accepts only a value computed under both still current.
 final class DesiredStateCache: Sendable {
+    /// What a lookup saw; pass it back to `insert`.
+    struct Stamp: Sendable, Equatable {
+        var generation: UInt64
+        var epoch: UInt64
+    }
+
     private struct State {
         var generation: UInt64 = 0
         var entries: [String: RenderedDesiredState] = [:]
+        /// Bumped by `invalidate(_:)`; missing means 0.
+        var epochs: [String: UInt64] = [:]
+        /// Each agent's row as read at its first use after (re-)enrolment, so a recomputation or a status report
+        /// reads no agent row. Only what enrolment sets is used from it (id, name, services): the rest goes stale.
+        var agents: [String: AgentRecord] = [:]
         /// Service snapshots of the current generation, by sorted service list; in flight ones are shared too.
         var snapshots: [[String]: Task<ServiceSnapshot, any Error>] = [:]
+        /// Encoded releases arrays of the current generation, by the releases they hold.
+        var encoded: [[ReleaseKey]: EncodedReleases] = [:]
+        /// The serials agents last reported running through this process, by agent then service: at least as new as
+        /// any snapshot's.
+        var reported: [String: [String: Int64]] = [:]
     }
 
     private let state = Mutex(State())
 
-    /// The cached state of `agentID` and the generation to pass to `insert` after computing a missing one.
-    func lookup(_ agentID: String) -> (state: RenderedDesiredState?, generation: UInt64) {
-        state.withLock { ($0.entries[agentID], $0.generation) }
+    /// The cached state of `agentID` and the stamp to pass to `insert` after computing a missing one.
+    func lookup(_ agentID: String) -> (state: RenderedDesiredState?, generation: UInt64, stamp: Stamp) {
+        state.withLock { state in
+            let stamp = Stamp(generation: state.generation, epoch: state.epochs[agentID] ?? 0)
+            return (state.entries[agentID], stamp.generation, stamp)
+        }
     }
 
-    /// Caches `rendered` unless something was invalidated since `generation`.
-    func insert(_ rendered: RenderedDesiredState, for agentID: String, computedIn generation: UInt64) {
+    /// Caches `rendered` unless something concerning `agentID` was invalidated since `stamp`.
+    func insert(_ rendered: RenderedDesiredState, for agentID: String, computedAt stamp: Stamp) {
         state.withLock { state in
-            guard state.generation == generation else { return }
+            guard state.generation == stamp.generation, (state.epochs[agentID] ?? 0) == stamp.epoch else { return }
             state.entries[agentID] = rendered
         }
+    }
+
+    /// The enrolled agent `agentID` (id, name and services are current; the rest is as it was when read), read with
+    /// `load` when not known (`nil`: no such agent, not remembered).
+    func agent(_ agentID: String, load: () async throws -> AgentRecord?) async throws -> AgentRecord? {
+        let (known, epoch) = state.withLock { ($0.agents[agentID], $0.epochs[agentID] ?? 0) }
+        if let known { return known }
+        guard let loaded = try await load() else { return nil }
+        state.withLock { state in
+            if (state.epochs[agentID] ?? 0) == epoch { state.agents[agentID] = loaded }
+        }
+        return loaded
     }
 
     /// The snapshot of `services` for `generation`, loading it with `load` at most once per generation: the long-polls
@@ -55,21 +89,58 @@ final class DesiredStateCache: Sendable {
         }
     }
 
-    /// Drops everything (a release was published).
+    /// The encoded array of `releases` (sorted by service), shared by every agent given the same ones in `generation`.
+    func encoded(_ releases: [ReleaseRecord], generation: UInt64) -> EncodedReleases {
+        let key = releases.map { ReleaseKey(service: $0.service, serial: $0.serial) }
+        if let known = state.withLock({ $0.generation == generation ? $0.encoded[key] : nil }) { return known }
+        // Encoded outside the lock; two agents racing here encode twice and one copy is kept.
+        let encoded = EncodedReleases(releases.map(\.envelope))
+        return state.withLock { state in
+            guard state.generation == generation else { return encoded }
+            if let winner = state.encoded[key] { return winner }
+            state.encoded[key] = encoded
+            return encoded
+        }
+    }
+
+    /// Remembers the serials `agentID` reported running (see `reported(by:)`).
+    func noteReported(_ running: [String: Int64], by agentID: String) {
+        guard !running.isEmpty else { return }
+        state.withLock { state in state.reported[agentID, default: [:]].merge(running) { _, latest in latest } }
+    }
+
+    /// The serials `agentID` reported running through this process.
+    func reported(by agentID: String) -> [String: Int64] {
+        state.withLock { $0.reported[agentID] ?? [:] }
+    }
+
+    /// Drops every state, snapshot and encoding (a release was published, a rollout moved).
     func invalidateAll() {
         state.withLock { state in
             state.generation &+= 1
             state.entries.removeAll(keepingCapacity: true)
             state.snapshots.removeAll()
+            state.encoded.removeAll()
         }
     }
 
-    /// Drops one agent's entry (it enrolled again, maybe with other services, or runs a newer serial).
+    /// Drops one agent's state and row (it enrolled again, maybe with other services, was removed, or runs a
+    /// newer serial than its state gives).
     func invalidate(_ agentID: String) {
         state.withLock { state in
-            state.generation &+= 1
+            state.epochs[agentID, default: 0] &+= 1
             state.entries[agentID] = nil
-            state.snapshots.removeAll()
+            state.agents[agentID] = nil
+        }
+    }
+
+    /// Forgets everything about a removed agent but its epoch (a computation still in flight must not be cached).
+    func forget(_ agentID: String) {
+        state.withLock { state in
+            state.epochs[agentID, default: 0] &+= 1
+            state.entries[agentID] = nil
+            state.agents[agentID] = nil
+            state.reported[agentID] = nil
         }
     }
 }

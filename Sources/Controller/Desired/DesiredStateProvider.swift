@@ -9,18 +9,39 @@ final class DesiredStateProvider: Sendable {
         self.hub = hub
     }
 
+    /// The cached state of `agentID`, without computing a missing one (the poll handler's synchronous path).
+    func cached(for agentID: String) -> RenderedDesiredState? {
+        cache.lookup(agentID).state
+    }
+
     /// The current desired state of `agentID`, or `nil` when no such agent exists.
+    ///
+    /// A missing state is computed from the agent's services (read once per enrolment), the snapshot of those services
+    /// (read once per generation for all their agents) and the serials the agent reported: after a publish, no query
+    /// per agent.
     func current(for agentID: String) async throws -> RenderedDesiredState? {
-        let (cached, generation) = cache.lookup(agentID)
+        let (cached, generation, stamp) = cache.lookup(agentID)
         if let cached { return cached }
-        guard let agent = try await builder.store.agent(id: agentID) else { return nil }
-        let builder = builder
-        let shared = try await cache.snapshot(of: agent.services, generation: generation) {
-            try await ServiceSnapshot.load(agent.services, from: builder.store)
+        guard let services = try await agent(agentID)?.services else { return nil }
+        let store = builder.store
+        let shared = try await cache.snapshot(of: services, generation: generation) {
+            try await ServiceSnapshot.load(services, from: store)
         }
-        let rendered = try await builder.build(for: agent, shared: shared)
-        cache.insert(rendered, for: agentID, computedIn: generation)
+        var running = shared.running[agentID] ?? [:]
+        running.merge(cache.reported(by: agentID)) { _, latest in latest }
+        let cache = self.cache
+        let rendered = try await builder.build(agentID: agentID, services: services, running: running, shared: shared) { releases in
+            cache.encoded(releases, generation: generation)
+        }
+        cache.insert(rendered, for: agentID, computedAt: stamp)
         return rendered
+    }
+
+    /// The enrolled agent `agentID`, from memory after its first read (id, name and services are current; last-seen
+    /// time and versions are not: read the store for those), or `nil` when no such agent exists.
+    func agent(_ agentID: String) async throws -> AgentRecord? {
+        let store = builder.store
+        return try await cache.agent(agentID) { try await store.agent(id: agentID) }
     }
 
     /// A release of `service` was stored: drop cached states, wake the long-polls of agents running it.
@@ -40,6 +61,7 @@ final class DesiredStateProvider: Sendable {
     /// state out of date. Without a cached state, a computation may be in flight with the statuses from before: the
     /// invalidation stops it from being cached.
     func statusReceived(agentID: String, running: [String: Int64]) {
+        cache.noteReported(running, by: agentID)
         if let cached = cache.lookup(agentID).state,
             !running.contains(where: { service, serial in serial > (cached.serials[service] ?? 0) })
         {
@@ -64,7 +86,7 @@ final class DesiredStateProvider: Sendable {
 
     /// An agent was removed: its cached state goes, and a parked long-poll of it is answered (404 from then on).
     func agentRemoved(id: String) {
-        cache.invalidate(id)
+        cache.forget(id)
         hub.notify(agentID: id)
     }
 }

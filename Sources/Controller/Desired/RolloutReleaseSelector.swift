@@ -6,8 +6,13 @@
 /// it (agents that rolled it back run the older serial and receive that one or the failed one, which they skip).
 /// A service without any rollout (releases stored before rollouts existed) gives its latest release to everyone.
 struct RolloutReleaseSelector: ReleaseSelector {
-    func releases(for agent: AgentRecord, in store: any ControllerStore, shared: ServiceSnapshot) async throws -> [ReleaseRecord] {
-        let services = agent.services
+    func releases(
+        forAgent agentID: String,
+        services: [String],
+        running: [String: Int64],
+        in store: any ControllerStore,
+        shared: ServiceSnapshot
+    ) async throws -> [ReleaseRecord] {
         guard !services.isEmpty else { return [] }
         let rollouts = shared.rollouts
         var known: [ReleaseKey: ReleaseRecord] = shared.others
@@ -17,10 +22,6 @@ struct RolloutReleaseSelector: ReleaseSelector {
             known[ReleaseKey(service: record.service, serial: record.serial)] = record
             latest[service] = record.serial
         }
-        var running: [String: Int64] = [:]
-        for record in try await store.serviceStatuses(agentID: agent.id) {
-            if let serial = record.status.serial { running[record.status.service] = serial }
-        }
 
         // Per service: the serial the rollout intends, and the higher serial the agent runs (if any) as first choice.
         var choices: [String: [Int64]] = [:]
@@ -28,7 +29,7 @@ struct RolloutReleaseSelector: ReleaseSelector {
             guard let newest = latest[service] else { continue }
             let intended: Int64?
             if let rollout = rollouts[service], rollout.serial == newest {
-                intended = rollout.intendedSerial(for: agent.id)
+                intended = rollout.intendedSerial(for: agentID)
             } else {
                 intended = newest
             }
@@ -39,7 +40,10 @@ struct RolloutReleaseSelector: ReleaseSelector {
         }
         let missing = choices.flatMap { service, serials in serials.map { ReleaseKey(service: service, serial: $0) } }
             .filter { known[$0] == nil }
-        for record in try await store.releases(missing) { known[ReleaseKey(service: record.service, serial: record.serial)] = record }
+        // Only an agent running a serial that is neither the latest nor the stable one costs a query.
+        if !missing.isEmpty {
+            for record in try await store.releases(missing) { known[ReleaseKey(service: record.service, serial: record.serial)] = record }
+        }
 
         return choices.keys.sorted().compactMap { service in
             choices[service]?.lazy.compactMap { known[ReleaseKey(service: service, serial: $0)] }.first

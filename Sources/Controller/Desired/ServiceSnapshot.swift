@@ -1,8 +1,9 @@
 /// What every agent of a set of services shares when its desired state is computed: each service's latest release,
-/// its latest rollout, and the stable release that rollout gives agents it has not reached.
+/// its latest rollout, the stable release that rollout gives agents it has not reached, and the serial each agent
+/// reported running.
 ///
-/// Loaded once per cache generation and set of services (see `DesiredStateCache.snapshot`), so waking a thousand
-/// long-polls after a publish costs two or three queries plus one per agent, not five per agent.
+/// Loaded once per cache generation and set of services (see `DesiredStateCache.snapshot`), so waking 10,000
+/// long-polls after a publish costs four queries in all, not some per agent.
 struct ServiceSnapshot: Sendable {
     var latest: [String: ReleaseRecord] = [:]
     var rollouts: [String: RolloutRecord] = [:]
@@ -10,6 +11,8 @@ struct ServiceSnapshot: Sendable {
     var others: [ReleaseKey: ReleaseRecord] = [:]
     /// The newest trust root version stored (every agent's desired state names it), or `nil` when none is.
     var rootVersion: Int64?
+    /// The serial each agent last reported running, by agent id then service (reports stored before the load).
+    var running: [String: [String: Int64]] = [:]
 
     /// Reads the snapshot of `services` from `store`.
     static func load(_ services: [String], from store: any ControllerStore) async throws -> ServiceSnapshot {
@@ -25,6 +28,7 @@ struct ServiceSnapshot: Sendable {
         if !stable.isEmpty {
             for record in try await store.releases(stable) { snapshot.others[ReleaseKey(service: record.service, serial: record.serial)] = record }
         }
+        snapshot.running = try await store.runningSerials(for: services)
         return snapshot
     }
 

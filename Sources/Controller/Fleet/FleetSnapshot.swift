@@ -1,8 +1,9 @@
 import Foundation
 import Shared
 
-/// The fleet at one instant: services, agents, and where each service stands on each agent.
-/// Served as `GET /v1/fleet` and rendered by the dashboard.
+/// The fleet at one instant: services, the summary of where every agent stands, one page of agents (failures first)
+/// with where each service stands on each of them, rollouts and events. Served as `GET /v1/fleet` and rendered by the
+/// dashboard; with 10,000 agents it reads counts grouped in SQL and the statuses of one page, not 10,000 statuses.
 struct FleetSnapshot: Sendable {
     struct Agent: Sendable {
         var record: AgentRecord
@@ -14,7 +15,16 @@ struct FleetSnapshot: Sendable {
     var generatedAt: Date
     var pollInterval: Duration
     var services: [ServiceSummary]
+    /// Per service: versions × phases counts over every agent.
+    var summary = FleetSummary([])
+    /// The page of agents `query` asked for.
     var agents: [Agent]
+    /// What was asked for, and how many agents match it in all.
+    var query = FleetQuery()
+    var matching = 0
+    /// Agents enrolled, and how many of them are stale.
+    var enrolled = 0
+    var staleAgents = 0
     /// The latest rollout of every service that has one, sorted by service.
     var rollouts: [RolloutView] = []
     /// The newest events (publishes, waves, halts, operator actions, agents' failures), newest first.
@@ -28,24 +38,26 @@ struct FleetSnapshot: Sendable {
     /// How many events the snapshot carries.
     static let eventCount = 20
 
-    /// Reads the fleet from `core`'s store.
-    static func load(from core: ControllerCore) async throws -> FleetSnapshot {
+    /// Reads the fleet from `core`'s store: the summary, and the page of agents `query` selects.
+    static func load(from core: ControllerCore, query: FleetQuery = FleetQuery()) async throws -> FleetSnapshot {
         let now = core.now()
+        let staleBefore = now.addingTimeInterval(-Double(core.configuration.staleAfter.components.seconds))
         let services = try await core.store.serviceSummaries()
-        let records = try await core.store.agents()
+        let summary = FleetSummary(try await core.store.fleetCounts(staleBefore: staleBefore))
+        let page = try await core.store.agentPage(query, staleBefore: staleBefore)
+        var all = FleetQuery()
+        all.limit = 1
+        let enrolled = query.isFiltered ? try await core.store.agentPage(all, staleBefore: staleBefore).total : page.total
+        all.stale = true
+        let staleAgents = try await core.store.agentPage(all, staleBefore: staleBefore).total
         var statuses: [String: [String: ServiceStatusRecord]] = [:]
-        for status in try await core.store.serviceStatuses() {
+        for status in try await core.store.serviceStatuses(agentIDs: page.agents.map(\.id)) {
             statuses[status.agentID, default: [:]][status.status.service] = status
         }
-        let agents = records.map { record in
+        let agents = page.agents.map { record in
             Agent(record: record, isStale: core.isStale(record, at: now), statuses: statuses[record.id] ?? [:])
         }
-        let names = Dictionary(records.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
-        let rollouts = try await core.store.latestRollouts(for: nil).map { rollout in
-            var byAgent: [String: ServiceStatus] = [:]
-            for (agentID, services) in statuses { byAgent[agentID] = services[rollout.service]?.status }
-            return RolloutView(rollout, names: names, statuses: byAgent)
-        }
+        let rollouts = try await RolloutView.load(try await core.store.latestRollouts(for: nil), from: core.store)
         let awaiting = rollouts.map(\.rollout).filter { $0.state == .awaitingApproval }
         let approvals = try await core.store.releases(awaiting.map { ReleaseKey(service: $0.service, serial: $0.serial) })
         let trust: Result<TrustedRoot, ControllerTrustError>
@@ -58,7 +70,12 @@ struct FleetSnapshot: Sendable {
             generatedAt: now,
             pollInterval: core.configuration.pollInterval,
             services: services,
+            summary: summary,
             agents: agents,
+            query: query,
+            matching: page.total,
+            enrolled: enrolled,
+            staleAgents: staleAgents,
             rollouts: rollouts,
             events: try await core.store.events(service: nil, limit: eventCount),
             approvals: approvals,
@@ -72,7 +89,13 @@ struct FleetSnapshot: Sendable {
             "generatedAt": .string(Timestamp.format(generatedAt)),
             "pollSeconds": .integer(pollInterval.components.seconds),
             "services": .array(services.map(Self.json(_:))),
+            "summary": summary.json,
             "agents": .array(agents.map(Self.json(_:))),
+            "staleAgents": .integer(Int64(staleAgents)),
+            "page": .object([
+                "offset": .integer(Int64(query.offset)), "limit": .integer(Int64(query.limit)), "returned": .integer(Int64(agents.count)),
+                "matching": .integer(Int64(matching)),
+            ]),
             "rollouts": .array(rollouts.map(\.json)),
             "events": .array(events.map(\.json)),
             "approvals": .array(approvals.map(Self.json(approval:))),

@@ -189,7 +189,7 @@ struct AgentRoutes: Sendable {
         } catch {
             throw APIError.document(error, what: "status report")
         }
-        guard let agent = try await core.store.agent(id: id) else {
+        guard let agent = try await core.desiredStates.agent(id) else {
             throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
         }
         let assigned = Set(agent.services)
@@ -204,7 +204,21 @@ struct AgentRoutes: Sendable {
             throw APIError.unprocessable("invalid_document", "status report: service \(duplicate.service) appears twice")
         }
         let previous = try await core.store.serviceStatuses(agentID: id)
-        try await core.store.recordStatus(report, agentID: id, receivedAt: core.now(), historyLimit: core.configuration.statusHistoryLimit)
+        let stored: Bool
+        do {
+            // Returns once the batch holding the report is committed: a 204 is never lost.
+            stored = try await core.statusReports.record(report, agentID: id, receivedAt: core.now())
+        } catch let full as StatusReportQueue.Full {
+            throw APIError(
+                .serviceUnavailable,
+                "status_queue_full",
+                "\(full.pending) status reports are waiting to be stored; this one was not: send it again in a moment",
+                headers: [.retryAfter: "1"]
+            )
+        }
+        guard stored else {
+            throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
+        }
         core.metrics.statusReports.increment()
         var running: [String: Int64] = [:]
         for service in report.services { running[service.service] = service.serial }

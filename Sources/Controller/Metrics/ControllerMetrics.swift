@@ -13,7 +13,14 @@ struct ControllerMetrics: Sendable {
     let statusReports: Counter
     let desiredStateFull: Counter
     let desiredStateNotModified: Counter
+    /// Desired-state polls answered by `DesiredStatePollHandler` before the router (the rest went to the route).
+    let desiredStateHandled: Counter
     let longPollWaiters: Gauge
+    /// Transactions of the status write queue, and the reports they carried.
+    let statusBatches: Counter
+    let statusBatchedReports: Counter
+    /// How long each status batch took to commit.
+    let statusBatchDuration: DurationHistogram
     let agents: Gauge
     let staleAgents: Gauge
     /// Per-route request counts and durations.
@@ -35,8 +42,29 @@ struct ControllerMetrics: Sendable {
         let responses = name("desired_state_responses", "total", "Desired-state answers by status code.")
         desiredStateFull = registry.makeCounter(descriptor: responses, labels: [("code", "200")])
         desiredStateNotModified = registry.makeCounter(descriptor: responses, labels: [("code", "304")])
+        desiredStateHandled = registry.makeCounter(
+            descriptor: name("desired_state_handler_answers", "total", "Desired-state polls answered before the router (included in the answers).")
+        )
+        statusBatches = registry.makeCounter(descriptor: name("status_batches", "total", "Transactions of the status write queue."))
+        statusBatchedReports = registry.makeCounter(
+            descriptor: name("status_batched_reports", "total", "Status reports committed by the status write queue.")
+        )
+        statusBatchDuration = registry.makeDurationHistogram(
+            descriptor: name("status_batch_duration", "seconds", "Time to commit one batch of status reports."),
+            buckets: [
+                .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5),
+            ]
+        )
         longPollWaiters = registry.makeGauge(descriptor: name("long_poll", "waiters", "Desired-state requests waiting for a change."))
         agents = registry.makeGauge(descriptor: name("agents", "count", "Enrolled agents."))
         staleAgents = registry.makeGauge(descriptor: name("agents_stale", "count", "Agents without a status report for three poll intervals."))
+    }
+
+    /// One batch of `size` status reports committed in `duration`.
+    func statusBatch(size: Int, duration: Duration) {
+        statusBatches.increment()
+        statusBatchedReports.increment(by: Int64(size))
+        statusBatchDuration.record(duration)
     }
 }

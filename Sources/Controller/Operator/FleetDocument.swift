@@ -2,6 +2,33 @@ import Shared
 
 /// Reading the `GET /v1/fleet` document loosely for display (the controller produced it; missing fields show as -).
 enum FleetDocument {
+    /// `GET /v1/fleet` with every agent: the controller lists agents a page at a time (`limit` at most 1,000), so the
+    /// pages are fetched in turn and their agents joined into the first document.
+    /// - Parameter query: filters (`service=api`), without `?`, `offset` or `limit`.
+    static func fetchAll(_ client: OperatorClient, query: String = "") async throws(ClientError) -> JSONValue {
+        let page = 1_000
+        let separator = query.isEmpty ? "" : "&"
+        var document = try await client.getJSON("/v1/fleet?\(query)\(separator)limit=\(page)")
+        guard case .object(var fields) = document else { return document }
+        var collected = agents(document).map { JSONValue.object($0) }
+        var offset = collected.count
+        while case .integer(let matching)? = fields["page"]?.object?["matching"], offset < Int(matching) {
+            let next = try await client.getJSON("/v1/fleet?\(query)\(separator)limit=\(page)&offset=\(offset)")
+            let more = agents(next)
+            guard !more.isEmpty else { break }
+            collected += more.map { JSONValue.object($0) }
+            offset += more.count
+        }
+        fields["agents"] = .array(collected)
+        if case .object(var paging)? = fields["page"] {
+            paging["offset"] = .integer(0)
+            paging["returned"] = .integer(Int64(collected.count))
+            fields["page"] = .object(paging)
+        }
+        document = .object(fields)
+        return document
+    }
+
     static func agents(_ fleet: JSONValue) -> [[String: JSONValue]] {
         array(fleet.object?["agents"]).compactMap(\.object)
     }

@@ -78,20 +78,26 @@ struct RolloutView: Sendable {
         return counts
     }
 
+    /// Agents listed per wave in the document (the rest are counted in `unlistedAgents`).
+    static let listedAgentsPerWave = 100
+
     /// The document. `wave` is 1-based (the waves reached so far), `waveCount` the number of waves.
     var json: JSONValue {
         let sizes = rollout.waveSizes
         let counts = counts
         let waves: [JSONValue] = sizes.indices.map { index in
             let members = agents.filter { $0.wave == index }
+            // A wave of 10,000 agents is listed by its first ones and counted: the counts above say where all stand.
             return .object([
                 "wave": .integer(Int64(index + 1)),
                 "cumulativeAgents": .integer(Int64(sizes[index])),
                 "reached": .bool(rollout.state == .completed || index <= rollout.currentWave),
-                "agents": .array(members.map(Self.json(_:))),
+                "agents": .array(members.prefix(Self.listedAgentsPerWave).map(Self.json(_:))),
+                "unlistedAgents": .integer(Int64(max(0, members.count - Self.listedAgentsPerWave))),
             ])
         }
-        let failures: [JSONValue] = agents.filter { $0.standing.progress == .failed }.map { agent in
+        let failed = agents.filter { $0.standing.progress == .failed }
+        let failures: [JSONValue] = failed.prefix(Self.listedAgentsPerWave).map { agent in
             .object([
                 "agentId": .string(agent.id), "agentName": agent.name.map { .string($0) } ?? .null,
                 "kind": .string(agent.standing.failureKind ?? "failed"), "reason": .string(agent.standing.failureReason ?? ""),
@@ -115,6 +121,7 @@ struct RolloutView: Sendable {
                 "pending": .integer(Int64(counts.pending)),
             ]),
             "failures": .array(failures),
+            "unlistedFailures": .integer(Int64(max(0, failed.count - Self.listedAgentsPerWave))),
             "reason": .string(rollout.reason),
             "createdAt": .string(Timestamp.format(rollout.createdAt)),
             "updatedAt": .string(Timestamp.format(rollout.updatedAt)),

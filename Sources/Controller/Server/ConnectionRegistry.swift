@@ -66,6 +66,7 @@ final class ConnectionRegistry: Sendable {
             return (Ticket(id: state.nextID), victim, state.entries.count, log)
         }
         metrics.open.set(to: Double(count))
+        metrics.accepted.increment()
         if let victim {
             metrics.shed.increment()
             victim.close(promise: nil)

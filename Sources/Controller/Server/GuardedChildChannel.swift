@@ -48,13 +48,22 @@ extension GuardedChildChannel: HTTPChannelHandler where Base: HTTPChannelHandler
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given.
-    static func guarded(registry: ConnectionRegistry, limits: ConnectionLimits, certificates: TLSCertificateStore?) -> HTTPServerBuilder {
+    /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given; agents' desired-state polls are
+    /// answered by `DesiredStatePollHandler` before the router when `polls` is given.
+    static func guarded(
+        registry: ConnectionRegistry,
+        limits: ConnectionLimits,
+        certificates: TLSCertificateStore?,
+        polls: DesiredStatePollHandler.Dependencies? = nil
+    ) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             GuardedChildChannel(
                 base: HTTP1Channel(
                     responder: responder,
-                    configuration: .init(additionalChannelHandlers: [RequestActivityHandler()], idleTimeout: nil)
+                    configuration: .init(
+                        additionalChannelHandlers: [RequestActivityHandler()] + (polls.map { [DesiredStatePollHandler($0)] } ?? []),
+                        idleTimeout: nil
+                    )
                 ),
                 registry: registry,
                 limits: limits,

@@ -88,6 +88,12 @@ protocol ControllerStore: Sendable {
     /// - Throws: `StoreError.unknownAgent`.
     func recordStatus(_ report: StatusReport, agentID: String, receivedAt date: Date, historyLimit: Int) async throws
 
+    /// Records many status reports, in order, as `recordStatus` would one by one, in one transaction: what the
+    /// status write queue (`StatusReportQueue`) commits. A report of an unknown agent stores nothing and does not fail
+    /// the others.
+    /// - Returns: for each report, in order, whether its agent existed (and the report was stored).
+    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool]
+
     /// The latest status of every (agent, service) pair that reported.
     func serviceStatuses() async throws -> [ServiceStatusRecord]
 
@@ -99,6 +105,27 @@ protocol ControllerStore: Sendable {
 
     /// The latest status of every service `agentID` reported.
     func serviceStatuses(agentID: String) async throws -> [ServiceStatusRecord]
+
+    /// The serial every agent last reported running for each of `services` (agents that reported none are left out),
+    /// by agent id then service: what desired states need of 10,000 statuses, in one query.
+    func runningSerials(for services: [String]) async throws -> [String: [String: Int64]]
+
+    // MARK: Fleet views (10,000 agents summarised without reading 10,000 statuses)
+
+    /// How many agents of each service stand where: one row per (service, version, serial, phase, health, stale),
+    /// agents that did not report a service counted with phase `unreported`. An agent is stale when neither its last
+    /// report nor (without one) its enrolment is after `staleBefore`.
+    func fleetCounts(staleBefore: Date) async throws -> [FleetCountRow]
+
+    /// The agents `query` selects, failures first (failed or rolled back, unhealthy, stale, deploying), then by name:
+    /// the page `query.offset`, `query.limit`, and how many match in all.
+    func agentPage(_ query: FleetQuery, staleBefore: Date) async throws -> AgentPage
+
+    /// How many agents run each service, by service.
+    func agentCounts() async throws -> [String: Int]
+
+    /// The latest statuses of the agents `agentIDs`.
+    func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord]
 
     /// The stored releases among `keys` (missing ones are left out), sorted by service then serial.
     func releases(_ keys: [ReleaseKey]) async throws -> [ReleaseRecord]
@@ -209,6 +236,21 @@ extension ControllerStore {
         ).agent
     }
 
+    /// One `recordStatus` after the other, for stores without a batched write. Not atomic: an error stops the batch
+    /// midway (the queue then fails every report of it, and agents send them again).
+    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool] {
+        var stored: [Bool] = []
+        for write in writes {
+            do {
+                try await recordStatus(write.report, agentID: write.agentID, receivedAt: write.receivedAt, historyLimit: historyLimit)
+                stored.append(true)
+            } catch StoreError.unknownAgent {
+                stored.append(false)
+            }
+        }
+        return stored
+    }
+
     /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open
     /// rollout of its service.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
@@ -216,6 +258,13 @@ extension ControllerStore {
         let plan = RolloutPlan(parameters: RolloutParameters(), agentOrder: [])
         _ = try await insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))
     }
+}
+
+/// One status report to store (`ControllerStore.recordStatuses`).
+struct StatusWrite: Sendable {
+    var report: StatusReport
+    var agentID: String
+    var receivedAt: Date
 }
 
 /// How many events the store keeps.

@@ -268,7 +268,7 @@ extension SQLiteControllerStore {
         ).all().map(Self.serviceStatusRecord(from:))
     }
 
-    private static func serviceStatusRecord(from row: any SQLRow) throws -> ServiceStatusRecord {
+    static func serviceStatusRecord(from row: any SQLRow) throws -> ServiceStatusRecord {
         ServiceStatusRecord(
             agentID: try row.decode(column: "agent_id", as: String.self),
             status: try serviceStatus(fromJSON: try row.decode(column: "status", as: String.self)),

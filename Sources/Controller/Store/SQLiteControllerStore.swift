@@ -211,18 +211,16 @@ final class SQLiteControllerStore: ControllerStore {
                 agentCount: 0
             )
         }
-        for agent in try await agents() {
-            for service in agent.services {
-                summaries[service, default: ServiceSummary(name: service, latestSerial: nil, latestVersion: nil, releaseCount: 0, agentCount: 0)]
-                    .agentCount += 1
-            }
+        for (service, count) in try await agentCounts() {
+            summaries[service, default: ServiceSummary(name: service, latestSerial: nil, latestVersion: nil, releaseCount: 0, agentCount: 0)]
+                .agentCount = count
         }
         return summaries.values.sorted { $0.name < $1.name }
     }
 
     // MARK: Agents
 
-    private static let agentColumns =
+    static let agentColumns =
         "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager, trust_root_version, trust_root_problem"
 
     func enrollAgent(
@@ -336,7 +334,7 @@ final class SQLiteControllerStore: ControllerStore {
         try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents ORDER BY name").all().map(Self.agent(from:))
     }
 
-    private static func agent(from row: any SQLRow) throws -> AgentRecord {
+    static func agent(from row: any SQLRow) throws -> AgentRecord {
         let servicesText = try row.decode(column: "services", as: String.self)
         guard case .array(let items)? = try? JSONValue.parse(Array(servicesText.utf8)) else {
             throw StoreError.corruptRow(table: "agents", reason: "services is not a JSON array")
@@ -396,6 +394,86 @@ final class SQLiteControllerStore: ControllerStore {
         }
     }
 
+    /// Bind values per statement at most (SQLite allows 32,766; a batch never comes near, the chunks keep it so).
+    private static let bindsPerStatement = 4_000
+
+    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool] {
+        guard !writes.isEmpty else { return [] }
+        // Encoded before the transaction: the writer holds the database only for the statements.
+        let reports = writes.map { String(decoding: $0.report.json.encoded(), as: UTF8.self) }
+        // The agents row and the latest status per service come from each agent's last report of the batch.
+        var last: [String: Int] = [:]
+        for (index, write) in writes.enumerated() { last[write.agentID] = index }
+        let latest = last.values.sorted()
+        let statuses = latest.flatMap { index in
+            writes[index].report.services.map { service in
+                (index: index, service: service.service, text: String(decoding: service.json.encoded(), as: UTF8.self))
+            }
+        }
+        return try await transaction { db in
+            var known: Set<String> = []
+            for chunk in Self.chunks(latest, columns: 5) {
+                let rows = chunk.map { index -> any SQLExpression in
+                    let write = writes[index]
+                    return SQLGroupExpression([
+                        SQLBind(write.agentID), SQLBind(StoredTime.milliseconds(write.receivedAt)), SQLBind(write.report.agentVersion),
+                        SQLBind(write.report.processManager), SQLBind(write.report.hostname),
+                    ])
+                }
+                let updated = try await db.raw(
+                    """
+                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5
+                    FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1 RETURNING agents.id AS id
+                    """
+                ).all()
+                for row in updated { known.insert(try row.decode(column: "id", as: String.self)) }
+            }
+            let storedStatuses = statuses.filter { known.contains(writes[$0.index].agentID) }
+            for chunk in Self.chunks(storedStatuses, columns: 4) {
+                let rows = chunk.map { status -> any SQLExpression in
+                    let write = writes[status.index]
+                    return SQLGroupExpression([
+                        SQLBind(write.agentID), SQLBind(status.service), SQLBind(status.text), SQLBind(StoredTime.milliseconds(write.receivedAt)),
+                    ])
+                }
+                try await db.raw(
+                    """
+                    INSERT INTO service_status (agent_id, service, status, updated_at) VALUES \(SQLList(rows))
+                    ON CONFLICT (agent_id, service) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+                    """
+                ).run()
+            }
+            let history = writes.indices.filter { known.contains(writes[$0].agentID) }
+            for chunk in Self.chunks(history, columns: 3) {
+                let rows = chunk.map { index -> any SQLExpression in
+                    SQLGroupExpression([
+                        SQLBind(writes[index].agentID), SQLBind(StoredTime.milliseconds(writes[index].receivedAt)), SQLBind(reports[index]),
+                    ])
+                }
+                try await db.raw("INSERT INTO status_history (agent_id, received_at, report) VALUES \(SQLList(rows))").run()
+            }
+            for chunk in Self.chunks(Array(known), columns: 1) {
+                try await db.raw(
+                    """
+                    DELETE FROM status_history WHERE id IN (
+                        SELECT id FROM (
+                            SELECT id, ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY id DESC) AS n FROM status_history
+                            WHERE agent_id IN \(SQLGroupExpression(chunk.map { SQLBind($0) }))
+                        ) WHERE n > \(bind: historyLimit)
+                    )
+                    """
+                ).run()
+            }
+            return writes.map { known.contains($0.agentID) }
+        }
+    }
+
+    /// `items` in slices small enough for `columns` bind values each.
+    private static func chunks<Item>(_ items: [Item], columns: Int) -> [ArraySlice<Item>] {
+        let size = max(1, bindsPerStatement / max(1, columns))
+        return stride(from: 0, to: items.count, by: size).map { items[$0..<min(items.count, $0 + size)] }
+    }
+
     func serviceStatuses() async throws -> [ServiceStatusRecord] {
         let rows = try await readDB.raw("SELECT agent_id, status, updated_at FROM service_status ORDER BY agent_id, service").all()
         return try rows.map { row in
@@ -406,6 +484,23 @@ final class SQLiteControllerStore: ControllerStore {
                 updatedAt: StoredTime.date(try row.decode(column: "updated_at", as: Int64.self))
             )
         }
+    }
+
+    func runningSerials(for services: [String]) async throws -> [String: [String: Int64]] {
+        guard !services.isEmpty else { return [:] }
+        let names = SQLList(services.map { SQLBind($0) })
+        let rows = try await readDB.raw(
+            """
+            SELECT agent_id, service, json_extract(status, '$.serial') AS serial FROM service_status
+            WHERE service IN \(SQLGroupExpression(names)) AND json_extract(status, '$.serial') IS NOT NULL
+            """
+        ).all()
+        var running: [String: [String: Int64]] = [:]
+        for row in rows {
+            let agentID = try row.decode(column: "agent_id", as: String.self)
+            running[agentID, default: [:]][try row.decode(column: "service", as: String.self)] = try row.decode(column: "serial", as: Int64.self)
+        }
+        return running
     }
 
     /// Parses one stored `ServiceStatus`. Shared exposes the strict parser through `StatusReport` only, so the

@@ -46,6 +46,8 @@ final class CurlTransfer {
     }
 
     private let handle: UnsafeMutableRawPointer
+    /// Whether `deinit` cleans the handle up (`false`: borrowed from an `HTTPConnection`, which keeps it).
+    private let ownsHandle: Bool
     /// The redacted URL, for errors.
     private let url: String
     private let cancellation: CancellationFlag
@@ -89,9 +91,17 @@ final class CurlTransfer {
         }
     }
 
-    private init?(url: String, cancellation: CancellationFlag) {
-        guard curlInitialized, let handle = curl_easy_init() else { return nil }
-        self.handle = handle
+    private init?(url: String, cancellation: CancellationFlag, reusing borrowed: UnsafeMutableRawPointer? = nil) {
+        if let borrowed {
+            // Options back to their defaults; the handle's open connections and TLS session cache stay.
+            curl_easy_reset(borrowed)
+            self.handle = borrowed
+            self.ownsHandle = false
+        } else {
+            guard let handle = Self.makeHandle() else { return nil }
+            self.handle = handle
+            self.ownsHandle = true
+        }
         self.url = url
         self.cancellation = cancellation
         self.errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
@@ -99,20 +109,34 @@ final class CurlTransfer {
     }
 
     deinit {
-        curl_easy_cleanup(handle)
+        if ownsHandle {
+            curl_easy_cleanup(handle)
+        } else {
+            // The options point at this transfer (callbacks' user data, the header list freed below): clear them before
+            // the handle is used again or cleaned up.
+            curl_easy_reset(handle)
+        }
         curl_slist_free_all(headerList)
         errorBuffer.deallocate()
     }
 
+    /// A new easy handle (`nil` when libcurl cannot make one).
+    static func makeHandle() -> UnsafeMutableRawPointer? {
+        guard curlInitialized else { return nil }
+        return curl_easy_init()
+    }
+
     // MARK: Entry points (called on the dedicated thread)
 
+    /// Performs `request` on a new handle, or on `handle` (kept open by its owner, reset here) when given.
     static func send(
         _ request: HTTPClient.Request,
         configuration: HTTPClient.Configuration,
-        cancellation: CancellationFlag
+        cancellation: CancellationFlag,
+        reusing handle: UnsafeMutableRawPointer? = nil
     ) -> Result<HTTPClient.Response, HTTPClientError> {
         let url = RedactedURL.redact(request.url)
-        guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
+        guard let transfer = CurlTransfer(url: url, cancellation: cancellation, reusing: handle) else {
             return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
         }
         do throws(HTTPClientError) {

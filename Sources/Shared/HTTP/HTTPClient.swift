@@ -151,7 +151,7 @@ package struct HTTPClient: Sendable {
         return try result.get()
     }
 
-    private static func validate(_ url: String, headers: Headers) throws(HTTPClientError) {
+    static func validate(_ url: String, headers: Headers) throws(HTTPClientError) {
         let lower = url.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
             throw .invalidRequest(url: RedactedURL.redact(url), reason: "only absolute http:// and https:// URLs are supported")

@@ -1,0 +1,137 @@
+import Shared
+
+/// Which agents `GET /v1/fleet` and the dashboard list, and which page of them: `?service=&version=&phase=&health=
+/// &stale=&q=&offset=&limit=`. Agents are listed failures first (failed or rolled back, then unhealthy, then stale, then
+/// deploying), then by name.
+struct FleetQuery: Sendable, Equatable {
+    /// Only agents running this service (and the status filters apply to it).
+    var service: String?
+    /// Only agents reporting this version.
+    var version: String?
+    /// Only agents in this phase (`running`, `deploying`, `failed`, `rolled-back`, `waiting`), or `unreported`: no
+    /// status yet.
+    var phase: String?
+    /// Only agents reporting this health.
+    var health: HealthState?
+    /// Only stale agents (`true`) or only fresh ones (`false`).
+    var stale: Bool?
+    /// Only agents whose name or hostname contains this (case-insensitive).
+    var text: String?
+    var offset = 0
+    var limit = FleetQuery.defaultLimit
+
+    /// Agents per page unless `limit` says otherwise.
+    static let defaultLimit = 200
+    /// Most agents one page lists.
+    static let maximumLimit = 1_000
+    /// What `phase` accepts besides the deploy phases.
+    static let unreported = "unreported"
+
+    init() {}
+
+    /// Reads the query parameters (unknown ones are ignored, as everywhere in the API).
+    /// - Throws: `FleetQueryError` naming the parameter and what it accepts.
+    init(parameters: [(name: String, value: String)]) throws(FleetQueryError) {
+        for (name, value) in parameters {
+            switch name {
+            case "service":
+                guard (1...128).contains(value.utf8.count) else { throw .invalid(name, value, "a service name (1 to 128 characters)") }
+                service = value
+            case "version":
+                guard (1...128).contains(value.utf8.count) else { throw .invalid(name, value, "a version (1 to 128 characters)") }
+                version = value
+            case "phase":
+                guard value == Self.unreported || DeployPhase(rawValue: value) != nil else {
+                    throw .invalid(name, value, (DeployPhase.allCases.map(\.rawValue) + [Self.unreported]).joined(separator: ", "))
+                }
+                phase = value
+            case "health":
+                guard let health = HealthState(rawValue: value) else {
+                    throw .invalid(name, value, HealthState.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                self.health = health
+            case "stale":
+                guard let stale = Bool(value) else { throw .invalid(name, value, "true or false") }
+                self.stale = stale
+            case "q":
+                guard value.utf8.count <= 128 else { throw .invalid(name, value, "at most 128 characters") }
+                text = value.isEmpty ? nil : value
+            case "offset":
+                guard let offset = Int(value), (0...10_000_000).contains(offset) else { throw .invalid(name, value, "a whole number from 0") }
+                self.offset = offset
+            case "limit":
+                guard let limit = Int(value), (1...Self.maximumLimit).contains(limit) else {
+                    throw .invalid(name, value, "a whole number from 1 to \(Self.maximumLimit)")
+                }
+                self.limit = limit
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Whether any filter is set (paging aside).
+    var isFiltered: Bool {
+        service != nil || version != nil || phase != nil || health != nil || stale != nil || text != nil
+    }
+
+    /// The query string of this query at another offset (for paging links), without the `?`.
+    func queryString(offset: Int) -> String {
+        var items: [(String, String)] = []
+        if let service { items.append(("service", service)) }
+        if let version { items.append(("version", version)) }
+        if let phase { items.append(("phase", phase)) }
+        if let health { items.append(("health", health.rawValue)) }
+        if let stale { items.append(("stale", String(stale))) }
+        if let text { items.append(("q", text)) }
+        if offset > 0 { items.append(("offset", String(offset))) }
+        if limit != Self.defaultLimit { items.append(("limit", String(limit))) }
+        return items.map { "\($0.0)=\(Self.escape($0.1))" }.joined(separator: "&")
+    }
+
+    /// Percent-encodes a query value (everything but unreserved characters).
+    static func escape(_ value: String) -> String {
+        var out = ""
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(byte)))
+            default:
+                out += "%" + Hex.encode([byte]).uppercased()
+            }
+        }
+        return out
+    }
+}
+
+/// A fleet query parameter that cannot be used.
+enum FleetQueryError: Error, CustomStringConvertible, Equatable {
+    case invalid(String, String, String)
+
+    var description: String {
+        switch self {
+        case .invalid(let name, let value, let accepted):
+            "query parameter \(name)=\"\(value.prefix(80))\" is not valid: it takes \(accepted)"
+        }
+    }
+}
+
+/// One group of `FleetCounts`: agents of one service with the same reported version, serial, phase and health, and
+/// whether they are stale.
+struct FleetCountRow: Sendable, Equatable {
+    var service: String
+    /// `nil` when the agent has not reported the service (and then `phase` is `unreported`).
+    var version: String?
+    var serial: Int64?
+    var phase: String
+    var health: String?
+    var stale: Bool
+    var count: Int
+}
+
+/// A page of agents and how many match the query in all.
+struct AgentPage: Sendable {
+    var total: Int
+    var agents: [AgentRecord]
+}

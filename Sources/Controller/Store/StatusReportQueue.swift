@@ -1,0 +1,122 @@
+import Foundation
+import Logging
+import Shared
+import Synchronization
+
+/// The write-behind queue of status reports: reports wait here and are committed in batches, one transaction (one
+/// fsync) for up to `maximumBatch` of them, instead of one each.
+///
+/// `record` returns only once the report's batch is committed, so an acknowledged report (`204`) is never lost; a
+/// batch that fails fails every report in it, and their agents send them again. The queue is bounded: past
+/// `maximumPending` waiting reports, `record` refuses at once (`Full`, answered `503` with `Retry-After`) rather than
+/// let memory grow while the disk is slow. The first report to arrive while nothing is being written starts one writer
+/// task, which commits batches until the queue is empty, then ends: while a batch commits, the next one gathers, so the
+/// longer a commit takes the more reports the next one carries (group commit). Nothing runs while no report waits, and
+/// the queue needs no service of its own: at shutdown the HTTP server waits for its in-flight reports, whose writer
+/// commits them before the store is closed (the store's service stops after the server's).
+final class StatusReportQueue: Sendable {
+    /// How reports are batched.
+    struct Configuration: Sendable {
+        /// Reports waiting at most; beyond it new reports are refused with `503`. Default 16,384: every agent of a
+        /// 10,000-agent fleet reporting at once after a publish, with room to spare.
+        var maximumPending = 16_384
+        /// Reports per transaction at most. Default 1,000.
+        var maximumBatch = 1_000
+        /// Reports kept per agent in the history. Default 50.
+        var historyLimit = 50
+    }
+
+    /// The queue is full: the report is not stored.
+    struct Full: Error, Sendable {
+        let pending: Int
+    }
+
+    private struct Entry {
+        let write: StatusWrite
+        let continuation: CheckedContinuation<Bool, any Error>
+    }
+
+    private struct State {
+        var pending: [Entry] = []
+        /// Whether a writer task is committing (it ends once the queue is empty).
+        var writing = false
+    }
+
+    let configuration: Configuration
+    private let store: any ControllerStore
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let onBatch: @Sendable (Int, Duration) -> Void
+
+    /// - Parameter onBatch: told the size and commit time of every batch (metrics).
+    init(
+        configuration: Configuration = .init(),
+        store: any ControllerStore,
+        logger: Logger,
+        onBatch: @escaping @Sendable (Int, Duration) -> Void = { _, _ in }
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        self.onBatch = onBatch
+    }
+
+    /// Reports waiting now.
+    var pendingCount: Int { state.withLock { $0.pending.count } }
+
+    /// Stores `report` with the next batch and returns once it is committed. Not cancellable: a report that entered
+    /// the queue is committed (or fails with its batch) whatever happens to the request that brought it.
+    /// - Returns: whether the agent existed (`false`: nothing was stored).
+    /// - Throws: `Full` when too many reports wait, or the store's error.
+    func record(_ report: StatusReport, agentID: String, receivedAt: Date) async throws -> Bool {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+            let outcome = state.withLock { state -> (refusal: Full?, startWriter: Bool) in
+                guard state.pending.count < configuration.maximumPending else { return (Full(pending: state.pending.count), false) }
+                state.pending.append(Entry(write: StatusWrite(report: report, agentID: agentID, receivedAt: receivedAt), continuation: continuation))
+                defer { state.writing = true }
+                return (nil, !state.writing)
+            }
+            if let refusal = outcome.refusal {
+                continuation.resume(throwing: refusal)
+                return
+            }
+            if outcome.startWriter {
+                // One writer at a time; it outlives no waiting report (it ends when the queue is empty).
+                Task { await self.commitUntilEmpty() }
+            }
+        }
+    }
+
+    /// The writer: commits batches until none waits.
+    private func commitUntilEmpty() async {
+        while true {
+            let batch = state.withLock { state -> [Entry] in
+                let count = min(configuration.maximumBatch, state.pending.count)
+                if count == 0 { state.writing = false }
+                let batch = Array(state.pending.prefix(count))
+                state.pending.removeFirst(count)
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            await commit(batch)
+        }
+    }
+
+    private func commit(_ batch: [Entry]) async {
+        let started = ContinuousClock.now
+        do {
+            let stored = try await store.recordStatuses(batch.map(\.write), historyLimit: configuration.historyLimit)
+            guard stored.count == batch.count else {
+                throw StoreError.corruptRow(table: "service_status", reason: "\(stored.count) results for a batch of \(batch.count) reports")
+            }
+            onBatch(batch.count, .now - started)
+            for (entry, known) in zip(batch, stored) { entry.continuation.resume(returning: known) }
+        } catch {
+            logger.warning(
+                "Storing a batch of status reports failed: their agents will send them again",
+                metadata: ["ferry.status.batch": "\(batch.count)", "error.message": "\(error)"]
+            )
+            for entry in batch { entry.continuation.resume(throwing: error) }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import CCurl
+import Glibc
+import Synchronization
+
+/// One long-lived libcurl easy handle and the one thread that drives it: requests run one after the other and reuse
+/// the connection the handle keeps open — the TCP connection and the TLS session stay up between requests (as long as
+/// the server keeps them; a closed one is reopened on the next request), instead of a new handle, connection, TLS
+/// handshake and thread per request as with `HTTPClient.send`.
+///
+/// Made for an agent's conversation with its controller: a long-poll, a status report, the next long-poll. The thread
+/// is started with the first request and sleeps (in `poll(2)`, no CPU) between requests; it stops when the connection
+/// is closed or released. Requests queue in arrival order; a cancelled request that has not started yet is answered
+/// `.cancelled` without being sent; one in flight is aborted as with `HTTPClient.send` (which closes the connection).
+package final class HTTPConnection: Sendable {
+    /// What the thread shares with callers. Kept apart from `HTTPConnection` so the thread does not keep it alive:
+    /// releasing the connection stops the thread.
+    private final class Queue: Sendable {
+        typealias Job = @Sendable (UnsafeMutableRawPointer?) -> Void
+
+        private struct State {
+            var jobs: [Job] = []
+            var started = false
+            var closed = false
+        }
+
+        private let state = Mutex(State())
+        private let wake: PipeDescriptors?
+
+        init() {
+            wake = try? PipeDescriptors.open(nonBlocking: true)
+        }
+
+        deinit {
+            // After the thread ended (it holds the queue while it runs).
+            if let wake {
+                Glibc.close(wake.readEnd)
+                Glibc.close(wake.writeEnd)
+            }
+        }
+
+        /// Queues `job`; `false` when the connection is closed (the job is not run).
+        func submit(_ job: @escaping Job) -> Bool {
+            let startThread = state.withLock { state -> Bool? in
+                guard !state.closed else { return nil }
+                state.jobs.append(job)
+                defer { state.started = true }
+                return !state.started
+            }
+            guard let startThread else { return false }
+            if startThread {
+                do {
+                    try DedicatedThread.detach(name: "http connection") { [self] in runLoop() }
+                } catch {
+                    // No thread: run the jobs here (the caller's thread blocks; still correct).
+                    state.withLock { $0.started = false }
+                    drainWithoutThread()
+                    return true
+                }
+            }
+            signal()
+            return true
+        }
+
+        func close() {
+            state.withLock { $0.closed = true }
+            signal()
+        }
+
+        private func signal() {
+            guard let wake else { return }
+            var byte: UInt8 = 1
+            _ = write(wake.writeEnd, &byte, 1)
+        }
+
+        private func next() -> (job: Job?, closed: Bool) {
+            state.withLock { state in
+                state.jobs.isEmpty ? (nil, state.closed) : (state.jobs.removeFirst(), false)
+            }
+        }
+
+        /// The thread: owns the easy handle from start to end.
+        private func runLoop() {
+            let handle = CurlTransfer.makeHandle()
+            defer { if let handle { curl_easy_cleanup(handle) } }
+            while true {
+                let (job, closed) = next()
+                if let job {
+                    job(handle)
+                    continue
+                }
+                if closed { return }
+                waitForSignal()
+            }
+        }
+
+        private func waitForSignal() {
+            guard let wake else {
+                usleep(1000)
+                return
+            }
+            var descriptor = pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, -1)
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while read(wake.readEnd, &buffer, buffer.count) > 0 {}
+        }
+
+        private func drainWithoutThread() {
+            let handle = CurlTransfer.makeHandle()
+            defer { if let handle { curl_easy_cleanup(handle) } }
+            while let job = next().job { job(handle) }
+        }
+    }
+
+    package let configuration: HTTPClient.Configuration
+    private let queue = Queue()
+
+    package init(configuration: HTTPClient.Configuration = .init()) {
+        self.configuration = configuration
+    }
+
+    deinit {
+        queue.close()
+    }
+
+    /// Performs `request` over the kept-open connection and returns the whole response, whatever its status.
+    /// - Throws: as `HTTPClient.send`; `.cancelled` also when the connection was closed.
+    package func send(_ request: HTTPClient.Request) async throws(HTTPClientError) -> HTTPClient.Response {
+        let url = RedactedURL.redact(request.url)
+        try HTTPClient.validate(request.url, headers: request.headers)
+        if Task.isCancelled { throw .cancelled(url: url) }
+        let configuration = self.configuration
+        let flag = CancellationFlag()
+        let queue = self.queue
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<HTTPClient.Response, HTTPClientError>, Never>) in
+                let queued = queue.submit { handle in
+                    guard !flag.isCancelled else { return continuation.resume(returning: .failure(.cancelled(url: url))) }
+                    continuation.resume(returning: CurlTransfer.send(request, configuration: configuration, cancellation: flag, reusing: handle))
+                }
+                if !queued { continuation.resume(returning: .failure(.cancelled(url: url))) }
+            }
+        } onCancel: {
+            flag.cancel()
+        }
+        return try result.get()
+    }
+
+    /// Stops the thread once the queued requests are done and closes the connection.
+    package func close() {
+        queue.close()
+    }
+}

@@ -1,0 +1,33 @@
+import Testing
+
+@testable import Agent
+
+/// The agent honours the poll interval the controller sends (`pollSeconds` of the desired state): for its plain polls,
+/// for how often it reports (the controller marks an agent stale after three intervals without a report), and its
+/// long-polls end when the next report is due.
+@Suite struct PollIntervalTests {
+    /// (configured seconds, controller's pollSeconds, expected seconds between plain polls).
+    @Test(arguments: [
+        (30, Int64?.none, 30), (30, 15, 15), (5, 60, 60), (30, 0, 30), (30, -5, 30), (30, 3601, 30), (30, Int64.max, 30), (30, 3600, 3600),
+    ])
+    func plainPollsFollowTheController(configured: Int, controller: Int64?, expected: Int) {
+        #expect(PollService.pollInterval(configured: configured, controller: controller) == expected)
+    }
+
+    /// (configured report seconds, controller's pollSeconds, expected seconds between reports).
+    @Test(arguments: [
+        (60, Int64?.none, 60), (60, 15, 30), (60, 45, 60), (10, 15, 10), (60, 0, 60), (60, Int64.max, 60), (60, Int64.min, 60),
+    ])
+    func reportsComeWithinTwoControllerIntervals(configured: Int, controller: Int64?, expected: Int) {
+        #expect(ReportTrigger.interval(configured: configured, controllerPollSeconds: controller) == .seconds(expected))
+    }
+
+    /// (configured long-poll seconds, time until the next report, expected `?wait=`).
+    @Test(arguments: [
+        (30, Duration.seconds(100), 30), (30, .seconds(12), 12), (30, .milliseconds(11_200), 12), (30, .zero, 1), (30, .seconds(-40), 1),
+        (60, .seconds(60), 60), (30, .seconds(Int64.max), 30), (30, .seconds(Int64.max) + .milliseconds(500), 30),
+    ])
+    func longPollsEndWhenTheNextReportIsDue(configured: Int, untilReport: Duration, expected: Int) {
+        #expect(PollService.longPollWait(configured: configured, untilReport: untilReport) == expected)
+    }
+}

@@ -1,0 +1,256 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Shared
+import Testing
+
+@testable import Controller
+
+/// The poll handler answers agents' desired-state polls before the router: every answer must be the router's own.
+@Suite struct DesiredStatePollHandlerTests {
+    typealias Fixture = ControllerFixture
+
+    /// Who sends a poll.
+    enum Credential: Sendable {
+        case agent
+        case otherAgent
+        case operatorToken
+        case none
+        case malformed
+        case unknown
+        case basicAgent
+    }
+
+    /// One poll, sent to the live server (the handler) and to the router in-process (no handler): both answers must be
+    /// the same. `handled` says whether the handler itself answers it (it passes everything else to the router).
+    struct Case: Sendable, CustomStringConvertible {
+        var name: String
+        /// The path after the agent's id (`/desired-state...`); `{id}` and `{other}` are replaced.
+        var path: String
+        var credential: Credential = .agent
+        /// `If-None-Match`; `{tag}` is the agent's current tag.
+        var ifNoneMatch: String?
+        var method: HTTPRequest.Method = .get
+        var status: Int
+        var code: String?
+        var handled: Bool
+
+        var description: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "current tag, no wait", path: "/v1/agents/{id}/desired-state", ifNoneMatch: "{tag}", status: 304, handled: true),
+        Case(name: "no If-None-Match", path: "/v1/agents/{id}/desired-state", status: 200, handled: true),
+        Case(name: "another tag", path: "/v1/agents/{id}/desired-state", ifNoneMatch: "\"0123\"", status: 200, handled: true),
+        Case(name: "star", path: "/v1/agents/{id}/desired-state", ifNoneMatch: "*", status: 304, handled: true),
+        Case(name: "weak form of the tag", path: "/v1/agents/{id}/desired-state", ifNoneMatch: "W/{tag}", status: 304, handled: true),
+        Case(name: "tag in a list", path: "/v1/agents/{id}/desired-state", ifNoneMatch: "\"x\", {tag}", status: 304, handled: true),
+        Case(name: "wait=0 with the tag", path: "/v1/agents/{id}/desired-state?wait=0", ifNoneMatch: "{tag}", status: 304, handled: true),
+        Case(name: "wait with another tag", path: "/v1/agents/{id}/desired-state?wait=30", ifNoneMatch: "\"0\"", status: 200, handled: true),
+        Case(name: "wait not a number", path: "/v1/agents/{id}/desired-state?wait=abc", status: 400, code: "invalid_wait", handled: false),
+        Case(name: "wait too long", path: "/v1/agents/{id}/desired-state?wait=61", status: 400, code: "invalid_wait", handled: false),
+        Case(name: "wait negative", path: "/v1/agents/{id}/desired-state?wait=-1", status: 400, code: "invalid_wait", handled: false),
+        Case(
+            name: "wait overflowing",
+            path: "/v1/agents/{id}/desired-state?wait=99999999999999999999",
+            status: 400,
+            code: "invalid_wait",
+            handled: false
+        ),
+        Case(name: "another query parameter", path: "/v1/agents/{id}/desired-state?x=1", ifNoneMatch: "{tag}", status: 304, handled: false),
+        Case(name: "another agent's id", path: "/v1/agents/{other}/desired-state", status: 403, code: "forbidden", handled: false),
+        Case(name: "an id that is no agent", path: "/v1/agents/agt_nobody/desired-state", status: 403, code: "forbidden", handled: false),
+        Case(
+            name: "operator token",
+            path: "/v1/agents/{id}/desired-state",
+            credential: .operatorToken,
+            status: 403,
+            code: "forbidden",
+            handled: false
+        ),
+        Case(name: "no token", path: "/v1/agents/{id}/desired-state", credential: .none, status: 401, code: "unauthorized", handled: false),
+        Case(
+            name: "not a Ferry token",
+            path: "/v1/agents/{id}/desired-state",
+            credential: .malformed,
+            status: 401,
+            code: "unauthorized",
+            handled: false
+        ),
+        Case(name: "unknown token", path: "/v1/agents/{id}/desired-state", credential: .unknown, status: 401, code: "unauthorized", handled: false),
+        Case(
+            name: "Basic with the agent's token",
+            path: "/v1/agents/{id}/desired-state",
+            credential: .basicAgent,
+            status: 401,
+            code: "bearer_required",
+            handled: false
+        ),
+        Case(
+            name: "other agent's token on its own id",
+            path: "/v1/agents/{other}/desired-state",
+            credential: .otherAgent,
+            ifNoneMatch: "\"0\"",
+            status: 200,
+            handled: true
+        ),
+        Case(name: "POST", path: "/v1/agents/{id}/desired-state", method: .post, status: 404, code: "not_found", handled: false),
+        // The router matches a trailing slash as the route; the handler leaves it to the router.
+        Case(name: "trailing slash", path: "/v1/agents/{id}/desired-state/", status: 200, handled: false),
+    ]
+
+    @Test(arguments: cases)
+    func everyPollGetsTheRoutersAnswer(_ testCase: Case) async throws {
+        try await Fixture.with { fixture in
+            let (agent, other, tag) = try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "a")
+                let other = try await fixture.enroll(client, name: "b")
+                let artifact = try await fixture.upload(client, Array("app".utf8))
+                #expect(try await fixture.publish(client, Fixture.release(serial: 1, artifact: artifact)).status == .created)
+                let first = try await client.execute(uri: "/v1/agents/\(agent.id)/desired-state", method: .get, headers: Fixture.bearer(agent.token))
+                return (agent, other, try #require(first.headers[.eTag]))
+            }
+            let path = testCase.path.replacingOccurrences(of: "{id}", with: agent.id).replacingOccurrences(of: "{other}", with: other.id)
+            var headers: HTTPFields = [:]
+            switch testCase.credential {
+            case .agent: headers[.authorization] = "Bearer \(agent.token)"
+            case .otherAgent: headers[.authorization] = "Bearer \(other.token)"
+            case .operatorToken: headers[.authorization] = "Bearer \(fixture.operatorToken)"
+            case .none: break
+            case .malformed: headers[.authorization] = "Bearer hunter2"
+            case .unknown: headers[.authorization] = "Bearer \(Token.generate())"
+            case .basicAgent: headers[.authorization] = "Basic " + Data("agent:\(agent.token)".utf8).base64EncodedString()
+            }
+            if let ifNoneMatch = testCase.ifNoneMatch { headers[.ifNoneMatch] = ifNoneMatch.replacingOccurrences(of: "{tag}", with: tag) }
+            let request = headers
+
+            let routed = try await fixture.withRouter { client in
+                try await client.execute(uri: path, method: testCase.method, headers: request)
+            }
+            let before = Self.handledCount(fixture)
+            let live = try await fixture.withLiveServer { base in
+                try await LiveHTTP().send(
+                    testCase.method.rawValue,
+                    base + path,
+                    headers: Dictionary(request.map { ($0.name.rawName, $0.value) }, uniquingKeysWith: { first, _ in first })
+                )
+            }
+            #expect(Int(routed.status.code) == testCase.status, "router")
+            #expect(live.status == testCase.status, "live")
+            #expect(Fixture.errorCode(routed) == testCase.code)
+            #expect(Self.errorCode(live.body) == testCase.code)
+            for name in [HTTPField.Name.eTag, .cacheControl, .contentType, .wwwAuthenticate] {
+                #expect(live.header(name.rawName) == routed.headers[name], "\(name)")
+            }
+            if testCase.status == 200 {
+                #expect(Array(live.body) == Array(routed.body.readableBytesView), "the same body")
+                #expect(live.header("ETag") == "\"\(SHA256.hash(Array(live.body)).hex)\"", "the tag is the body's digest")
+            }
+            #expect(Self.handledCount(fixture) - before == (testCase.handled ? 1 : 0), "answered by the handler: \(testCase.handled)")
+        }
+    }
+
+    /// Two requests pipelined on one connection, one the handler answers and one the router does, in both orders:
+    /// the answers come back in order.
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await Fixture.with { fixture in
+            let (agent, tag) = try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "a")
+                let first = try await client.execute(uri: "/v1/agents/\(agent.id)/desired-state", method: .get, headers: Fixture.bearer(agent.token))
+                return (agent, try #require(first.headers[.eTag]))
+            }
+            try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                let poll =
+                    "GET /v1/agents/\(agent.id)/desired-state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                    + "If-None-Match: \(tag)\r\n\r\n"
+                let health = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                let missing = "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+                for (requests, statuses) in [([poll, health, poll], [304, 200, 304]), ([missing, poll, missing, poll], [404, 304, 404, 304])] {
+                    let connection = try RawConnection(port: port)
+                    try connection.send(requests.joined())
+                    let deadline = ContinuousClock.now + .seconds(20)
+                    while Self.statuses(connection.text).count < statuses.count, ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(20))
+                        connection.poll()
+                    }
+                    #expect(Self.statuses(connection.text) == statuses)
+                }
+            }
+        }
+    }
+
+    /// A long-poll parked in the handler is answered by a publish, by the end of its wait, and leaves the hub when its
+    /// client goes away.
+    @Test func parkedPollsEndAsTheRoutesDo() async throws {
+        try await Fixture.with { fixture in
+            let (agent, tag, artifact) = try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "a")
+                let artifact = try await fixture.upload(client, Array("app".utf8))
+                let first = try await client.execute(uri: "/v1/agents/\(agent.id)/desired-state", method: .get, headers: Fixture.bearer(agent.token))
+                return (agent, try #require(first.headers[.eTag]), artifact)
+            }
+            let hub = fixture.controller.core.desiredStates.hub
+            try await fixture.withLiveServer { base in
+                let http = LiveHTTP()
+                let url = base + "/v1/agents/\(agent.id)/desired-state"
+                // The wait runs out: 304 after the whole wait.
+                let started = ContinuousClock.now
+                let timedOut = try await http.send("GET", url + "?wait=1", token: agent.token, headers: ["If-None-Match": tag])
+                #expect(timedOut.status == 304)
+                #expect(ContinuousClock.now - started >= .seconds(1))
+                // A publish wakes it: 200 with the new state.
+                let poll = Task { try await http.send("GET", url + "?wait=30", token: agent.token, headers: ["If-None-Match": tag]) }
+                try await Self.waitUntil { hub.waiterCount == 1 }
+                _ = try await fixture.withRouter { client in try await fixture.publish(client, Fixture.release(serial: 1, artifact: artifact)) }
+                let woken = try await poll.value
+                #expect(woken.status == 200)
+                #expect(woken.header("ETag") != tag)
+                // A client that goes away leaves nothing parked.
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                let newTag = try #require(woken.header("ETag"))
+                do {
+                    let connection = try RawConnection(port: port)
+                    try connection.send(
+                        "GET /v1/agents/\(agent.id)/desired-state?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                            + "If-None-Match: \(newTag)\r\n\r\n"
+                    )
+                    try await Self.waitUntil { hub.waiterCount == 1 }
+                }
+                try await Self.waitUntil { hub.waiterCount == 0 }
+            }
+        }
+    }
+
+    static func handledCount(_ fixture: Fixture) -> Int {
+        var bytes: [UInt8] = []
+        fixture.registry.emit(into: &bytes)
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("ferry_desired_state_handler_answers_total ") {
+            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+        }
+        return 0
+    }
+
+    static func errorCode(_ body: Data) -> String? {
+        guard case .object(let fields)? = try? JSONValue.parse(Array(body)), case .string(let code)? = fields["error"] else { return nil }
+        return code
+    }
+
+    static func statuses(_ text: String) -> [Int] {
+        text.components(separatedBy: "HTTP/1.1 ").dropFirst().compactMap { Int($0.prefix(3)) }
+    }
+
+    static func waitUntil(_ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !condition() {
+            guard ContinuousClock.now < deadline else { throw FixtureError("condition not met within 20 s") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
+
+extension RawConnection {
+    /// What was received, as text.
+    var text: String { String(decoding: received, as: UTF8.self) }
+}

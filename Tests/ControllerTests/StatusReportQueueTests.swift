@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// The write-behind queue of status reports over a real SQLite store.
+@Suite struct StatusReportQueueTests {
+    static func report(_ agent: Int, serial: Int64, failures: [ReleaseFailure] = []) -> StatusReport {
+        StatusReport(
+            agentVersion: "1.0",
+            hostname: "host-\(agent)",
+            processManager: "builtin",
+            services: [
+                ServiceStatus(
+                    service: "api",
+                    serial: serial,
+                    version: "v\(serial)",
+                    targetSerial: serial,
+                    phase: .running,
+                    message: "report \(serial)",
+                    health: .healthy,
+                    failures: failures,
+                    processes: [ProcessReport(name: "api", pmId: 0, status: "online", restarts: 0, uptimeSeconds: 5, memoryBytes: 1, cpuPercent: 0)]
+                )
+            ]
+        )
+    }
+
+    /// Runs `body` with a queue over a fresh store holding `agents` agents (`agt_0`, `agt_1`, ...).
+    static func withQueue(
+        agents: Int,
+        configuration: StatusReportQueue.Configuration = .init(),
+        _ body: @Sendable (StatusReportQueue, SQLiteControllerStore, URL) async throws -> Void
+    ) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-status-queue") { directory in
+            let store = try await StoreTests.open(directory)
+            for index in 0..<agents {
+                _ = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: ["api"],
+                    tokenHash: "hash-\(index)",
+                    at: Date()
+                )
+            }
+            let queue = StatusReportQueue(configuration: configuration, store: store, logger: ControllerFixture.logger)
+            do {
+                try await body(queue, store, directory)
+            } catch {
+                try? await store.close()
+                throw error
+            }
+            #expect(queue.pendingCount == 0, "every accepted report was committed or failed")
+            try await store.close()
+        }
+    }
+
+    /// Every acknowledged report is in the database, in the order each agent sent them; reports of agents that do
+    /// not exist are refused without failing the others in their batch.
+    @Test func acknowledgedReportsAreCommittedAndUnknownAgentsRefused() async throws {
+        try await Self.withQueue(agents: 200, configuration: .init(maximumBatch: 64, historyLimit: 3)) { queue, store, _ in
+            let outcomes = try await withThrowingTaskGroup(of: (Int, Int64, Bool).self) { group in
+                for agent in 0..<210 {
+                    group.addTask {
+                        var last = (agent, Int64(0), false)
+                        for serial in Int64(1)...5 {
+                            let stored = try await queue.record(Self.report(agent, serial: serial), agentID: "agt_\(agent)", receivedAt: Date())
+                            last = (agent, serial, stored)
+                        }
+                        return last
+                    }
+                }
+                var outcomes: [(Int, Int64, Bool)] = []
+                for try await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            #expect(outcomes.count == 210)
+            for (agent, _, stored) in outcomes { #expect(stored == (agent < 200), "agent \(agent)") }
+            let running = try await store.runningSerials(for: ["api"])
+            #expect(running.count == 200)
+            #expect(running.values.allSatisfy { $0 == ["api": 5] }, "the last report of each agent is its status")
+            let history = try await store.statusHistory(agentID: "agt_7", limit: 10)
+            #expect(history.map { $0.report.services.first?.serial } == [5, 4, 3], "the history keeps the newest 3")
+            let agent = try #require(try await store.agent(id: "agt_7"))
+            #expect(agent.hostname == "host-7" && agent.agentVersion == "1.0" && agent.lastSeen != nil)
+        }
+    }
+
+    /// A full queue refuses at once rather than growing: while another connection holds the database's write lock
+    /// (a slow disk), reports beyond the bound are refused with `Full`, and those accepted are committed afterwards.
+    @Test func aFullQueueRefusesAndTheAcceptedOnesAreCommittedLater() async throws {
+        try await Self.withQueue(agents: 20, configuration: .init(maximumPending: 5, maximumBatch: 100)) { queue, store, directory in
+            // Holds the write lock from another process for 3 s: SQLite makes the queue's writer wait meanwhile.
+            let marker = directory.appendingPathComponent("locked").path
+            let lock = Task {
+                try await CommandRunner.run(
+                    CommandRunner.Request(
+                        executable: "/usr/bin/env",
+                        arguments: [
+                            "python3", "-c",
+                            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); "
+                                + "open(sys.argv[2], 'w').close(); time.sleep(3); c.execute('COMMIT')",
+                            directory.appendingPathComponent("ferry.sqlite").path, marker,
+                        ],
+                        environment: ProcessInfo.processInfo.environment,
+                        timeout: .seconds(30)
+                    )
+                )
+            }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !FileManager.default.fileExists(atPath: marker) {
+                guard ContinuousClock.now < deadline else { throw FixtureError("the lock was never taken") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let results = await withTaskGroup(of: Result<Bool, any Error>.self) { group in
+                for agent in 0..<20 {
+                    group.addTask {
+                        do {
+                            return .success(try await queue.record(Self.report(agent, serial: 1), agentID: "agt_\(agent)", receivedAt: Date()))
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                    // One at a time into the queue, so the count is exact: the writer takes the first as its batch.
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+                var results: [Result<Bool, any Error>] = []
+                for await result in group { results.append(result) }
+                return results
+            }
+            _ = try await lock.value
+            let refused = results.filter { if case .failure(let error) = $0 { return error is StatusReportQueue.Full } else { return false } }
+            let stored = results.filter { if case .success(true) = $0 { return true } else { return false } }
+            #expect(refused.count > 0, "reports beyond the bound are refused")
+            #expect(stored.count + refused.count == 20, "everything else is committed: \(results)")
+            #expect(try await store.runningSerials(for: ["api"]).count == stored.count)
+        }
+    }
+}
