@@ -6,8 +6,9 @@ import Testing
 /// The fleet benchmark's scenario as a check: 500 simulated agents (one connection each) against the built
 /// `ferry-controller`, every one parked on a long-poll, one publish through the real CLI. Fails when an agent is not
 /// woken with the new release or is answered before its wait ends while nothing changed — never on timing (the
-/// figures it prints are for reading, on this shared machine they say little).
-@Suite struct FleetBenchTests {
+/// figures it prints are for reading, on this shared machine they say little). The two runs (plain, TLS) take a
+/// core each while they last: serialized, so the rest of the suite keeps one.
+@Suite(.serialized) struct FleetBenchTests {
     @Test(arguments: [false, true])
     func fiveHundredAgentsAreEachWokenOnceByAPublish(tls: Bool) async throws {
         let bench = TestPaths.executable("FleetBench")
