@@ -4,6 +4,7 @@ import Shared
 ///
 /// ```
 /// state.json
+/// processes.json                          the app processes last seen in the process manager's table
 /// artifacts/<sha256>                      verified artifacts; <sha256>.part while downloading
 /// services/<svc>/releases/<serial>-<sha12>/  extracted trees, never modified after activation
 /// services/<svc>/current                  symlink, switched atomically
@@ -14,6 +15,7 @@ struct AgentLayout: Sendable {
     let stateDir: String
 
     var stateFile: String { "\(stateDir)/state.json" }
+    var processLedgerFile: String { "\(stateDir)/processes.json" }
     var artifactsDir: String { "\(stateDir)/artifacts" }
     var servicesDir: String { "\(stateDir)/services" }
     var supervisorHome: String { "\(stateDir)/supervisor" }

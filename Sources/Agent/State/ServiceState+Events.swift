@@ -30,6 +30,9 @@ extension ServiceState {
         case failedReleaseRemoved(UnhealthyReason)
         /// The applied release was reloaded with a changed instance env file (whose digest this is).
         case environmentReloaded(envDigest: String)
+        /// Apps of the applied release were brought back behind the process manager's back (missing from its table
+        /// after its daemon died, errored, or left running by a dead daemon): `what` says what was done, for the report.
+        case appsRepaired(String)
 
         /// The event's name, for errors and tests.
         var name: Name {
@@ -46,6 +49,7 @@ extension ServiceState {
             case .rolledBack: .rolledBack
             case .failedReleaseRemoved: .failedReleaseRemoved
             case .environmentReloaded: .environmentReloaded
+            case .appsRepaired: .appsRepaired
             }
         }
 
@@ -53,6 +57,7 @@ extension ServiceState {
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
             case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
+            case appsRepaired
 
             var description: String { rawValue }
         }
