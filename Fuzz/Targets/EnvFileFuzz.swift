@@ -2,8 +2,8 @@ import Shared
 
 /// The one `.env` dialect (Shared/Formats/DotEnvFile.swift) an instance env file is read with, and the secrets mask the
 /// agent builds from its values (Agent/Secrets/SecretMask.swift): never crash; every accepted name is an identifier;
-/// a refusal names the file and the line; every value at least 6 bytes long disappears
-/// from a text that contains it once masked.
+/// a refusal names the file and the line; every value at least 6 bytes long is replaced by its `${NAME}` placeholder in a
+/// text that contains it, and appears nowhere outside the placeholders once masked.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzEnvFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = fuzzBytes(data, size)
@@ -22,7 +22,11 @@ public func fuzzEnvFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         guard value.utf8.count >= SecretMask.minimumLength else { continue }
         let text = "before<\(value)>after"
         let masked = SecretMask([[name: value]]).apply(text)
-        FuzzCheck.require(!masked.contains(value), "the value of \(name) survives its own mask: \(masked.debugDescription)")
+        // The placeholder `${NAME}` shows the name, which may contain the value (`GRlnlrG=GRlnlr`): the value must not
+        // be left anywhere else.
+        let outsidePlaceholders = masked.replacing("${\(name)}", with: "")
+        FuzzCheck.require(masked.contains("${\(name)}"), "the value of \(name) was not replaced: \(masked.debugDescription)")
+        FuzzCheck.require(!outsidePlaceholders.contains(value), "the value of \(name) survives its own mask: \(masked.debugDescription)")
         _ = SecretMask([values]).apply(text)
     }
     return 0
