@@ -39,6 +39,8 @@ public func fuzzYAML(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 /// A private file the configuration is written to (memory-backed where `/dev/shm` exists).
 private let configPath: String = {
     let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
+    // libFuzzer ends the process with exit(): the file goes then.
+    atexit { _ = unlink(configPath) }
     return "\(base)/ferry-fuzz-agent-config-\(getpid()).yaml"
 }()
 
