@@ -215,4 +215,60 @@ struct FullDiskTests {
         disk?.unmount()
         if let root { try? FileManager.default.removeItem(at: root) }
     }
+
+    /// The chaos loop's first find (seed 14014, cycle 23): the disk fills while a release is in its health gate, so the
+    /// save of its verdict fails. The agent runs the new release, and `state.json` must say so once space is back —
+    /// before the fix it kept "pending" until some later change, and a restart went back to the old release.
+    @Test(
+        "a state save that failed on a full disk is made again once space is freed",
+        .timeLimit(.minutes(5)),
+        arguments: Backend.allCases
+    )
+    func stateSaveRetried(backend: Backend) async throws {
+        _ = try backend.pm2Binary()
+        var disk: SmallFileSystem?
+        var root: URL?
+        try await FleetFixture.with { fleet in
+            root = fleet.root
+            let mounted = try SmallFileSystem.mount(at: fleet.root.appendingPathComponent("edge-1/state").path, megabytes: 16)
+            disk = mounted
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
+            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
+            _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
+            try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
+
+            // v2 with an 8 s stable window: once it answers, its verdict is at least 8 s away.
+            let artifact = try await fleet.controller.upload(try fleet.makeArtifact(version: "2.0.0"), token: fleet.operatorToken)
+            let (status, body) = try await fleet.controller.publish(
+                try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: 0, stable: 8),
+                token: fleet.operatorToken
+            )
+            #expect(status == 201, "\(body)")
+            try await eventually("v2 answering, in its health gate", timeout: .seconds(90), interval: .milliseconds(50)) {
+                await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil
+            }
+            try mounted.fill()
+            let log = fleet.root.appendingPathComponent("logs/agent.err").path
+            try await eventually("the verdict's save fails", timeout: .seconds(60)) {
+                // (The debug log outgrows SmallFile's limit under PM2: read it whole.)
+                let text = (try? Data(contentsOf: URL(fileURLWithPath: log))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                return text.contains("cannot save the agent state") ? true : nil
+            }
+            let statePath = mounted.path + "/state.json"
+            let onDisk = try StateStore(path: statePath).load()["web"]
+            #expect(onDisk.pending?.serial == 2, "state.json still has the install pending while the disk is full")
+
+            mounted.free()
+            try await eventually("state.json applies serial 2 once space is freed", timeout: .seconds(60)) { () -> Bool? in
+                let service = try StateStore(path: statePath).load()["web"]
+                return service.applied?.serial == 2 && service.pending == nil ? true : nil
+            }
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+        }
+        disk?.unmount()
+        if let root { try? FileManager.default.removeItem(at: root) }
+    }
+
 }
