@@ -49,6 +49,10 @@ struct AgentRuntime: Sendable {
 
         var fetcherConfiguration = ArtifactFetcher.Configuration(stateDirectory: layout.stateDir)
         fetcherConfiguration.pauseAfterBytes = environment["FERRY_TEST_PAUSE_AFTER_BYTES"].flatMap { Int64($0) }
+        // Test hook: full-disk tests run on a small tmpfs, where the default 64 MiB margin alone would not fit.
+        if let margin = environment["FERRY_TEST_FREE_SPACE_MARGIN"].flatMap({ Int64($0) }), margin >= 0 {
+            fetcherConfiguration.freeSpaceMargin = margin
+        }
         let fetcher = ArtifactFetcher(
             configuration: fetcherConfiguration,
             client: http,

@@ -58,6 +58,10 @@ struct SecretMaskTests {
         Row(name: "non-ASCII value", env: ["MOT": "pässwörd"], text: "le pässwörd: pässwörd.", expected: "le ${MOT}: ${MOT}."),
         Row(name: "nothing to mask", env: ["K": "abcdefgh"], text: "all fine", expected: "all fine"),
         Row(name: "empty text", env: ["K": "abcdefgh"], text: "", expected: ""),
+        // The envfile fuzz target's first find (Fuzz/Corpus/envfile/regression-value-inside-name): the placeholder names
+        // the variable, so a value that is part of its own name still reads inside `${NAME}`. The name is what every
+        // placeholder shows anyway; the value itself is replaced, once, and not masked again inside the placeholder.
+        Row(name: "value inside its own name", env: ["GRlnlrG": "GRlnlr"], text: "before<GRlnlr>after", expected: "before<${GRlnlrG}>after"),
     ]
 
     @Test(arguments: rows)

@@ -127,6 +127,8 @@ struct ServiceStateTests {
     static let rolledBack = Event.rolledBack(.healthGate(unhealthy))
     static let removed = Event.failedReleaseRemoved(.healthGate(unhealthy))
     static let reloaded = Event.environmentReloaded(envDigest: "b")
+    static let repaired = Event.appsRepaired("api was missing from the process table; started it again")
+    static let repairedMessage = "serial 5 (1.0.5): api was missing from the process table; started it again"
     static let deploying6Slots = "accepted 6; applied 5 (env a); previous 4; pending 6"
 
     static let refusedMessage = "refused serial 9: signature check failed"
@@ -556,6 +558,31 @@ struct ServiceStateTests {
                 action: .save
             )
         ),
+
+        // Apps of the applied release brought back behind the process manager's back: news for the report, except
+        // while an install runs (its verdict is the news) or when nothing is applied (there is nothing to bring back).
+        row(.waiting, repaired, .refused(.nothingApplied(event: .appsRepaired))),
+        row(.deploying, repaired, .moves(to: .deploying, slots: deploying6Slots, message: "deploying serial 6 (1.0.6)", action: .none)),
+        row(.deployingFirst, repaired, .refused(.nothingApplied(event: .appsRepaired))),
+        row(.deployingNothingPending, repaired, .moves(to: .deploying, slots: "accepted 5; applied 5 (env a)", message: "deploying", action: .none)),
+        row(.running, repaired, .moves(to: .running, slots: "accepted 5; applied 5 (env a); previous 4", message: repairedMessage, action: .save)),
+        row(
+            .runningWithPending,
+            repaired,
+            .moves(to: .running, slots: "accepted 6; applied 5 (env a); previous 4; pending 6", message: repairedMessage, action: .save)
+        ),
+        row(.failed, repaired, .refused(.nothingApplied(event: .appsRepaired))),
+        row(.failedWithPending, repaired, .refused(.nothingApplied(event: .appsRepaired))),
+        row(
+            .rolledBack,
+            repaired,
+            .moves(
+                to: .rolledBack,
+                slots: "accepted 6; applied 5 (env a); previous 4; failures 6 rolled-back",
+                message: repairedMessage,
+                action: .save
+            )
+        ),
     ]
 
     /// The parts of a state besides phase and message, in one line.
@@ -601,6 +628,14 @@ struct ServiceStateTests {
         }
         // Every phase is a starting state of the table.
         #expect(Set(From.allCases.map { $0.state.phase }) == Set(DeployPhase.allCases))
+    }
+
+    @Test func theSameRepairAgainIsNoNews() throws {
+        var state = From.running.state
+        #expect(try state.handle(Self.repaired) == .save)
+        let once = state
+        #expect(try state.handle(Self.repaired) == .none)
+        #expect(state == once)
     }
 
     @Test func aRefusalSeenAgainIsNoNews() throws {

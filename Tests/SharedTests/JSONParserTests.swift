@@ -132,10 +132,22 @@ struct JSONParserTests {
         (#"{"a\u0062":1,"ab\u0063":2}"#, .object(["ab": .integer(1), "abc": .integer(2)])),
     ]
 
-    @Test("valid input", arguments: valid)
+    @Test("valid input", arguments: valid + departsFromJSONDecoder)
     func parsesValid(_ text: String, _ expected: JSONValue) throws {
         #expect(try JSONValue.parse(Array(text.utf8)) == expected)
     }
+
+    /// Where the parser deliberately reads a number differently from the old `JSONDecoder` path (which is not
+    /// consistent with itself there): -2^63 spelt with a fraction or an exponent is a `.number`, as the integer literal
+    /// past `Int64.min` that rounds to it is, so `encoded()` (which writes that `.number` with an exponent) gives the same
+    /// value back. `JSONDecoder` read these as `.integer(Int64.min)`. Found by the json fuzz target.
+    static let departsFromJSONDecoder: [(String, JSONValue)] = [
+        ("-9.2233720368547758e+18", .number(-9_223_372_036_854_775_808)),
+        ("-9223372036854775808.0", .number(-9_223_372_036_854_775_808)),
+        ("-9.223372036854775807e18", .number(-9_223_372_036_854_775_807)),
+        // Neighbours are unchanged: whole Doubles inside the Int64 range stay integers.
+        ("-9.223372036854774784e18", .integer(-9_223_372_036_854_774_784)),
+    ]
 
     @Test("nesting up to the maximum depth parses; the value comes back whole")
     func maximumDepth() throws {
@@ -156,6 +168,27 @@ struct JSONParserTests {
         #expect(levels == depth)
         #expect(value == .integer(7))
     }
+
+    /// Regression for the json fuzz target's first crash (Fuzz/Corpus/json/regression-int64-min-double): a number past
+    /// `Int64.min` was read as `.number(-2^63)`, `encoded()` wrote it as `-9.2233720368547758e+18`, and that came back
+    /// as `.integer(Int64.min)`. Whatever the parser accepts must survive `encoded()` unchanged.
+    @Test("an accepted document survives a round trip through encoded()", arguments: roundTrips)
+    func roundTrip(_ text: String) throws {
+        let value = try JSONValue.parse(Array(text.utf8))
+        let again = try JSONValue.parse(Array(value.encoded()))
+        #expect(again == value, "\(text)")
+    }
+
+    static let roundTrips = [
+        "[0,-0,1.5e3,-1e-300,922336854775808,92233720372036854775807,-9223372036854775809,9223372036854775808,1e308,0.1]",
+        "-9223372036854775809",
+        "-9223372036854775808",
+        "-9.2233720368547758e+18",
+        "9223372036854775807",
+        "9223372036854775808",
+        "1.5e18",
+        "{\"a\":[-9223372036854775809,{\"b\":-9.223372036854775808e18}]}",
+    ]
 
     @Test("a 1 MiB document at the maximum depth parses (the benchmark's input)")
     func largeDocumentAtMaximumDepth() throws {

@@ -1,3 +1,5 @@
+import Shared
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -27,6 +29,9 @@ enum ArchiveError: Error, CustomStringConvertible {
     case tooLarge(entry: String, limit: Int64)
     /// libarchive could not create or write the entry.
     case writeFailed(entry: String, reason: String)
+    /// The file system holding the destination filled up: `needed` is what the whole tree takes (the entries' sizes
+    /// as the archive declares them), `available` what was free once the partial tree was removed.
+    case noSpace(path: String, needed: Int64, available: Int64?)
     /// A file operation outside libarchive failed (staging directory, rename, sync).
     case fileSystem(path: String, operation: String, errno: Int32)
     /// The calling task was cancelled.
@@ -35,7 +40,7 @@ enum ArchiveError: Error, CustomStringConvertible {
     /// The case without its details, for tables and metrics.
     enum Kind: String, Sendable {
         case destinationExists, unreadable, corrupt, empty, unsafePath, linkEscapes, unsupportedEntryType
-        case tooManyEntries, tooLarge, writeFailed, fileSystem, cancelled
+        case tooManyEntries, tooLarge, writeFailed, noSpace, fileSystem, cancelled
     }
 
     var kind: Kind {
@@ -50,6 +55,7 @@ enum ArchiveError: Error, CustomStringConvertible {
         case .tooManyEntries: .tooManyEntries
         case .tooLarge: .tooLarge
         case .writeFailed: .writeFailed
+        case .noSpace: .noSpace
         case .fileSystem: .fileSystem
         case .cancelled: .cancelled
         }
@@ -79,6 +85,8 @@ enum ArchiveError: Error, CustomStringConvertible {
         case .tooManyEntries(let limit): "the archive has more than \(limit) entries"
         case .tooLarge(let entry, let limit): "archive entry \"\(entry)\": the archive expands to more than \(limit) bytes"
         case .writeFailed(let entry, let reason): "archive entry \"\(entry)\": cannot extract: \(reason)"
+        case .noSpace(let path, let needed, let available):
+            DiskSpace.message(path: path, needed: needed, available: available, detail: "the release expands to \(needed) bytes")
         case .fileSystem(let path, let operation, let errno): "\(path): \(operation) failed: \(String(cString: strerror(errno)))"
         case .cancelled(let archive): "\(archive): extraction cancelled"
         }

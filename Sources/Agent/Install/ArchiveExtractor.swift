@@ -101,6 +101,14 @@ struct ArchiveExtractor: Sendable {
     static let stagingMarker = ".staging-"
 }
 
+extension Int64 {
+    /// `self + other`, stopping at `Int64.max` (sizes an archive declares are not to be trusted).
+    fileprivate func addingClamped(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(Swift.max(other, 0))
+        return overflow ? .max : sum
+    }
+}
+
 /// One extraction, entirely on its dedicated thread.
 private final class Extraction {
     private let archive: String
@@ -111,6 +119,8 @@ private final class Extraction {
     private let cancellation: CancellationFlag
     private var entries = 0
     private var bytes: Int64 = 0
+    /// Sum of the sizes the entries read so far declare (what the tree takes, for a disk-full error).
+    private var declaredBytes: Int64 = 0
     /// Relative paths known to be real directories (saves an lstat per path component per entry).
     private var knownDirectories = Set<[UInt8]>()
     /// Relative paths of the symbolic links written, re-checked on the finished tree.
@@ -147,6 +157,14 @@ private final class Extraction {
                 try syncDirectory(parent)
             } catch {
                 FileTree.remove(staging)
+                if case .noSpace(_, let needed, _) = error {
+                    // Measured once the partial tree is gone: what the operator has to free is `needed` minus this.
+                    throw .noSpace(
+                        path: parent.isEmpty ? "/" : parent,
+                        needed: needed,
+                        available: DiskSpace.available(at: parent.isEmpty ? "/" : parent)
+                    )
+                }
                 throw error
             }
             logger.debug(
@@ -194,7 +212,12 @@ private final class Extraction {
                 throw .corrupt(archive: archive, entry: nil, reason: reason)
             }
             headers += 1
-            try extractEntry(entry, reader: reader, writer: writer)
+            do throws(ArchiveError) {
+                try extractEntry(entry, reader: reader, writer: writer)
+            } catch {
+                guard case .noSpace = error else { throw error }
+                throw .noSpace(path: staging, needed: declaredBytes.addingClamped(remainingDeclaredBytes(reader)), available: nil)
+            }
             if let pause = configuration.pauseAfterEntries, entries >= pause {
                 logger.warning("Test pause point reached: waiting to be killed", metadata: ["archive.entries": "\(entries)"])
                 while !cancellation.isCancelled { usleep(20_000) }
@@ -203,7 +226,7 @@ private final class Extraction {
         }
         guard entries > 0 else { throw .empty(archive: archive) }
         guard archive_write_close(writer) >= ARCHIVE_WARN else {
-            throw .writeFailed(entry: "(finishing directories)", reason: Self.message(writer))
+            throw writeFailure(entry: "(finishing directories)", writer)
         }
     }
 
@@ -260,10 +283,11 @@ private final class Extraction {
         if archive_entry_size_is_set(entry) != 0, bytes + archive_entry_size(entry) > configuration.maxTotalBytes {
             throw .tooLarge(entry: name, limit: configuration.maxTotalBytes)
         }
+        if archive_entry_size_is_set(entry) != 0 { declaredBytes = declaredBytes.addingClamped(archive_entry_size(entry)) }
         absolute(relative).withCString { archive_entry_copy_pathname(entry, $0) }
 
         guard archive_write_header(writer, entry) >= ARCHIVE_WARN else {
-            throw .writeFailed(entry: name, reason: Self.message(writer))
+            throw writeFailure(entry: name, writer)
         }
         if type == mode_t(FERRY_AE_IFDIR) {
             knownDirectories.insert(relative)
@@ -272,7 +296,7 @@ private final class Extraction {
         }
         try copyData(reader: reader, writer: writer, entry: name)
         guard archive_write_finish_entry(writer) >= ARCHIVE_WARN else {
-            throw .writeFailed(entry: name, reason: Self.message(writer))
+            throw writeFailure(entry: name, writer)
         }
     }
 
@@ -288,10 +312,40 @@ private final class Extraction {
             bytes += Int64(size)
             // Counted as written: a declared size can lie (zip), a bomb stops here, mid-entry.
             guard bytes <= configuration.maxTotalBytes else { throw .tooLarge(entry: name, limit: configuration.maxTotalBytes) }
-            guard archive_write_data_block(writer, block, size, offset) >= ARCHIVE_WARN else {
-                throw .writeFailed(entry: name, reason: Self.message(writer))
+            let written = archive_write_data_block(writer, block, size, offset)
+            // libarchive answers a failed write(2) with ARCHIVE_WARN and its errno, and at the end of the entry extends
+            // the file to its declared size with a hole: taken as a warning, a full disk gave a "complete" tree of
+            // zeros. The errors of a disk that cannot take the data fail the extraction; other warnings stay warnings
+            // ("too much data" for an entry longer than declared, then EFAULT for the blocks past its end: the byte
+            // count above stops such an entry).
+            guard written >= ARCHIVE_WARN, written == ARCHIVE_OK || !Self.isStorageFailure(archive_errno(writer)) else {
+                throw writeFailure(entry: name, writer)
             }
         }
+    }
+
+    /// Whether `errno` says the destination's storage could not take the data (full, out of quota, read-only, failing).
+    private static func isStorageFailure(_ errno: Int32) -> Bool {
+        DiskSpace.isFull(errno) || errno == EIO || errno == EFBIG || errno == EROFS
+    }
+
+    /// The error for a write libarchive could not do: `.noSpace` when the file system is full (`needed` is filled in
+    /// by the caller, which can read the rest of the archive), `.writeFailed` otherwise.
+    private func writeFailure(entry name: String, _ writer: OpaquePointer) -> ArchiveError {
+        if DiskSpace.isFull(archive_errno(writer)) { return .noSpace(path: staging, needed: 0, available: nil) }
+        return .writeFailed(entry: name, reason: Self.message(writer))
+    }
+
+    /// The sizes the entries after the current one declare, read from their headers without writing anything (for a
+    /// disk-full error's "need N MB"). Stops at the first unreadable header and after `maxEntries`.
+    private func remainingDeclaredBytes(_ reader: OpaquePointer) -> Int64 {
+        var total: Int64 = 0
+        for _ in 0..<configuration.maxEntries {
+            var entry: OpaquePointer?
+            guard archive_read_next_header(reader, &entry) >= ARCHIVE_WARN, let entry else { break }
+            if archive_entry_size_is_set(entry) != 0 { total = total.addingClamped(archive_entry_size(entry)) }
+        }
+        return total
     }
 
     private func skipData(_ reader: OpaquePointer, entry name: String) throws(ArchiveError) {

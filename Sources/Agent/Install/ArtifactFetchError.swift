@@ -18,7 +18,9 @@ enum ArtifactFetchError: Error, CustomStringConvertible {
     case sizeMismatch(sha256: SHA256Digest, url: String, expected: Int64, received: Int64)
     /// The bytes do not hash to the signed digest; the `.part` was deleted.
     case digestMismatch(url: String, expected: SHA256Digest, actual: SHA256Digest)
-    /// Not enough free space for the rest of the artifact plus the configured margin.
+    /// Not enough free space for the rest of the artifact plus the configured margin: found before downloading (the
+    /// `.part` is kept for a resume once space is freed), or the disk filled up while writing (the `.part` was deleted,
+    /// which gives back what it took). `needed` counts the margin.
     case insufficientSpace(path: String, needed: Int64, available: Int64)
     /// A file operation in the cache failed.
     case fileSystem(path: String, operation: String, errno: Int32)
@@ -36,7 +38,12 @@ enum ArtifactFetchError: Error, CustomStringConvertible {
         case .digestMismatch(let url, let expected, let actual):
             "artifact from \(url): SHA-256 is \(actual) but the release signs \(expected)"
         case .insufficientSpace(let path, let needed, let available):
-            "\(path): not enough free space for the artifact: \(needed) bytes needed (rest of the artifact plus margin), \(available) available"
+            DiskSpace.message(
+                path: path,
+                needed: needed,
+                available: available,
+                detail: "\(needed) bytes: the rest of the artifact plus the free-space margin; \(available) bytes are free"
+            )
         case .fileSystem(let path, let operation, let errno): "\(path): \(operation) failed: \(String(cString: strerror(errno)))"
         case .cancelled(let digest): "artifact \(digest): download cancelled"
         }

@@ -118,7 +118,13 @@ struct ArtifactFetcher: Sendable {
         var downloaded: Int64 = 0
         var resumedFrom: Int64 = 0
         if offset < artifact.size {
-            try checkFreeSpace(needed: artifact.size - offset + configuration.freeSpaceMargin)
+            do {
+                try checkFreeSpace(needed: artifact.size - offset + configuration.freeSpaceMargin)
+            } catch {
+                // A `.part` with bytes is kept for a resume once space is freed; the empty one just created is not.
+                if offset == 0 { unlink(partPath) }
+                throw error
+            }
             logger.info(
                 "Downloading artifact",
                 metadata: ["artifact.size": "\(artifact.size)", "artifact.resume_from": "\(offset)"]
@@ -263,13 +269,10 @@ struct ArtifactFetcher: Sendable {
         if let override = configuration.freeSpaceOverride {
             available = override
         } else {
-            var info = statvfs()
-            guard statvfs(artifactsDirectory, &info) == 0 else {
+            guard let bytes = DiskSpace.available(at: artifactsDirectory) else {
                 throw .fileSystem(path: artifactsDirectory, operation: "statvfs", errno: errno)
             }
-            // Saturating: an exotic file system reporting more than Int64 bytes must not trap the agent.
-            let (bytes, overflow) = Int64(clamping: info.f_bavail).multipliedReportingOverflow(by: Int64(clamping: info.f_frsize))
-            available = overflow ? .max : bytes
+            available = bytes
         }
         guard available >= needed else { throw .insufficientSpace(path: artifactsDirectory, needed: needed, available: available) }
     }
@@ -323,6 +326,13 @@ struct ArtifactFetcher: Sendable {
         case .failure(.responseTooLarge):
             unlink(partPath)
             throw .tooLarge(sha256: digest, url: RedactedURL.redact(source.url), expected: artifact.size)
+        case .failure(.file(_, _, let code)) where DiskSpace.isFull(code):
+            // The disk filled up under the download (something else wrote after the free-space check): the partial
+            // file goes, so the space it took is given back to the apps that run, and the next pass starts over.
+            unlink(partPath)
+            let available = DiskSpace.available(at: artifactsDirectory) ?? 0
+            logger.warning("The disk filled up during the download; partial artifact removed", metadata: ["artifact.free_bytes": "\(available)"])
+            throw .insufficientSpace(path: artifactsDirectory, needed: artifact.size + configuration.freeSpaceMargin, available: available)
         case .failure(.cancelled), .failure(.handlerFailed):
             throw .cancelled(sha256: digest)
         case .failure(let error):

@@ -13,6 +13,8 @@ extension Reconciler {
         } catch {
             throw .tableUnreadable(error)
         }
+        // A daemon that died mid-install (or mid-rollback) left its apps running: they go before anything starts again.
+        await settleProcesses(table)
         var failures: [AppActionFailure] = []
         for app in apps {
             let action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: needsRefresh)

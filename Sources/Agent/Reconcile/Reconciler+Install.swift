@@ -49,6 +49,9 @@ extension Reconciler {
             summary.problems.append("\(service): \(error)")
             logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
             if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
+            // The install did not get as far as touching what runs, and the planner skipped the service's drift repair
+            // for it: the applied release must not stay down (a dead daemon) while the new one waits for its artifact.
+            await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
             return
         }
 
@@ -59,6 +62,7 @@ extension Reconciler {
         } catch {
             summary.problems.append("\(service): cannot activate serial \(release.serial): \(error)")
             if transition(service, .activationFailed(error), summary: &summary) != nil { save(&summary) }
+            await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
             return
         }
 

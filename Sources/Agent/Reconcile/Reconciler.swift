@@ -48,9 +48,16 @@ actor Reconciler {
     let logger: Logger
 
     private(set) var state = AgentState()
+    /// Whether the last save of `state` failed: the pass tries again at its end.
+    private var unsaved = false
     private var lastDecisions: DesiredStateEvaluator.Result?
     /// The trust root as the status report states it (`AgentTrust.Snapshot.report`).
     private var trustReport: TrustRootStatus?
+    /// The app processes last seen in the table, to find those a dead daemon left running (`ProcessLedger`).
+    let ledger: ProcessLedger
+    var recordedProcesses: [ProcessLedger.Entry] = []
+    /// What was repaired behind the process manager's back this pass, per service: reported at the end of the pass.
+    var repairs: [String: [String]] = [:]
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
     private var lastTable: [ManagedProcess] = []
@@ -71,6 +78,7 @@ actor Reconciler {
         self.layout = layout
         self.files = ReleaseFiles(layout: layout)
         self.store = StateStore(path: layout.stateFile)
+        self.ledger = ProcessLedger(path: layout.processLedgerFile, logger: logger)
         self.processManager = processManager
         self.processManagerName = processManagerName
         self.evaluator = evaluator
@@ -93,6 +101,7 @@ actor Reconciler {
             }
         }
         state = try store.load()
+        recordedProcesses = ledger.load()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
         var summary = PassSummary()
@@ -132,6 +141,8 @@ actor Reconciler {
             return summary
         }
         lastTable = table
+        repairs = [:]
+        if await !settleProcesses(table).isEmpty { summary.changed = true }
 
         var envs: [String: InstanceEnvFile] = [:]
         for service in configuration.services {
@@ -185,6 +196,8 @@ actor Reconciler {
         if actions.contains(where: { if case .refuse = $0 { return false } else { return true } }) {
             try? await processManager.save()
         }
+        reportRepairs(summary: &summary)
+        if unsaved { save(&summary) }
         await refreshHealth()
         summary.converged = summary.problems.isEmpty && convergenceProblems().isEmpty
         return summary
@@ -221,6 +234,7 @@ actor Reconciler {
             logger.info("repairing drift", metadata: ["ferry.service": "\(service)", "ferry.app": "\(app.name)", "ferry.action": "\(appAction)"])
             do {
                 try await perform(appAction, app: app, service: service)
+                noteRepair(appAction, app: app, service: service)
             } catch {
                 summary.problems.append("\(service): repairing \(app.name) (\(appAction)) failed: \(error)")
             }
@@ -286,11 +300,16 @@ actor Reconciler {
 
     /// Saves the state, masked: its messages quote errors from the process manager, apps and the network, and no
     /// instance secret is kept in them.
+    /// A save that fails (a full disk) is tried again at the end of every pass until it works: otherwise `state.json`
+    /// would keep the state from before, which the next start would go back to (found by the chaos loop: a release
+    /// applied during a full disk stayed "pending" on disk while it ran).
     func save(_ summary: inout PassSummary) {
         state.mask(with: secrets.mask)
         do {
             try store.save(state)
+            unsaved = false
         } catch {
+            unsaved = true
             summary.problems.append("cannot save the agent state: \(error)")
             logger.error("cannot save the agent state", metadata: ["ferry.reason": "\(error)"])
         }
@@ -302,6 +321,7 @@ actor Reconciler {
     private func refreshHealth() async {
         guard let table = try? await processManager.processes() else { return }
         lastTable = table
+        recordedProcesses = ledger.record(table, previous: recordedProcesses)
         for service in configuration.services where state[service].pending == nil {
             guard let applied = state[service].applied, let apps = try? appSpecs(for: applied, service: service) else {
                 health[service] = .unknown

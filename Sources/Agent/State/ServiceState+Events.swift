@@ -31,6 +31,9 @@ extension ServiceState {
         case failedReleaseRemoved(UnhealthyReason, diagnosis: FailureDiagnosis? = nil)
         /// The applied release was reloaded with a changed instance env file (whose digest this is).
         case environmentReloaded(envDigest: String)
+        /// Apps of the applied release were brought back behind the process manager's back (missing from its table
+        /// after its daemon died, errored, or left running by a dead daemon): `what` says what was done, for the report.
+        case appsRepaired(String)
 
         /// The event's name, for errors and tests.
         var name: Name {
@@ -47,6 +50,7 @@ extension ServiceState {
             case .rolledBack: .rolledBack
             case .failedReleaseRemoved: .failedReleaseRemoved
             case .environmentReloaded: .environmentReloaded
+            case .appsRepaired: .appsRepaired
             }
         }
 
@@ -54,6 +58,7 @@ extension ServiceState {
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
             case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
+            case appsRepaired
 
             var description: String { rawValue }
         }

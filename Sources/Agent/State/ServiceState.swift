@@ -161,6 +161,18 @@ struct ServiceState: Sendable, Codable, Equatable {
             (_, .rolledBack), (_, .failedReleaseRemoved):
             throw .notDeploying(event: event.name, phase: phase)
 
+        case (.deploying, .appsRepaired):
+            // An install is under way: its own verdict is the news.
+            guard applied != nil else { throw .nothingApplied(event: event.name) }
+            return .none
+
+        case (_, .appsRepaired(let what)):
+            guard let running = applied else { throw .nothingApplied(event: event.name) }
+            let text = "serial \(running.serial) (\(running.version)): \(what)"
+            guard text != message else { return .none }
+            message = text
+            return .save
+
         case (_, .environmentReloaded(let envDigest)):
             guard var reloaded = applied else { throw .nothingApplied(event: event.name) }
             reloaded.envDigest = envDigest

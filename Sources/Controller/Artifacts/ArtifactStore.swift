@@ -77,12 +77,32 @@ struct ArtifactStore: Sendable {
     /// Chunks are hashed as they arrive and written in batches of at most `writeBatchBytes` on NIO's blocking-I/O
     /// thread pool, so neither the event loops nor Swift's cooperative threads wait for the disk (or the final fsync).
     ///
-    /// - Parameter expected: when given, the digest the content must have.
-    /// - Throws: `ArtifactStoreError.tooLarge` past `maximumBytes`, `.digestMismatch`, `.empty`, `.io`.
-    func store<Body: AsyncSequence>(_ body: Body, expected: SHA256Digest?) async throws -> Stored where Body.Element == ByteBuffer {
+    /// - Parameters:
+    ///   - expected: when given, the digest the content must have.
+    ///   - declaredSize: the upload's `Content-Length`, when it has one: refused at once when it cannot fit, and named
+    ///     as what is needed when the disk fills up during the upload.
+    /// - Throws: `ArtifactStoreError.tooLarge` past `maximumBytes`, `.digestMismatch`, `.empty`, `.noSpace` (nothing of
+    ///   the upload is kept), `.io`.
+    func store<Body: AsyncSequence>(
+        _ body: Body,
+        expected: SHA256Digest?,
+        declaredSize: Int64? = nil
+    ) async throws -> Stored where Body.Element == ByteBuffer {
+        if let declaredSize, let available = DiskSpace.available(at: configuration.directory), declaredSize > available {
+            throw ArtifactStoreError.noSpace(path: configuration.directory, needed: declaredSize, available: available)
+        }
         let temporary = "\(temporaryDirectory)/upload-\(UUID().uuidString)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else {
+            if DiskSpace.isFull(errno) {
+                throw ArtifactStoreError.noSpace(
+                    path: configuration.directory,
+                    needed: declaredSize ?? 0,
+                    available: DiskSpace.available(at: configuration.directory)
+                )
+            }
+            throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno)))
+        }
         var keep = false
         defer {
             close(fd)
@@ -93,26 +113,41 @@ struct ArtifactStore: Sendable {
         let hasher = SHA256Hasher()
         var size: Int64 = 0
         var pending = ByteBuffer()
-        for try await chunk in body {
-            size += Int64(chunk.readableBytes)
-            guard size <= configuration.maximumBytes else { throw ArtifactStoreError.tooLarge(limit: configuration.maximumBytes) }
-            chunk.withUnsafeReadableBytes { hasher.update($0) }
-            pending.writeImmutableBuffer(chunk)
-            if pending.readableBytes >= Self.writeBatchBytes {
-                try await Self.flush(pending, to: fd, path: temporary)
-                pending = ByteBuffer()
+        do {
+            for try await chunk in body {
+                size += Int64(chunk.readableBytes)
+                guard size <= configuration.maximumBytes else { throw ArtifactStoreError.tooLarge(limit: configuration.maximumBytes) }
+                chunk.withUnsafeReadableBytes { hasher.update($0) }
+                pending.writeImmutableBuffer(chunk)
+                if pending.readableBytes >= Self.writeBatchBytes {
+                    try await Self.flush(pending, to: fd, path: temporary)
+                    pending = ByteBuffer()
+                }
             }
+            if pending.readableBytes > 0 { try await Self.flush(pending, to: fd, path: temporary) }
+        } catch ArtifactStoreError.diskFull {
+            // The partial file goes (the `defer` above) before the answer: the space it took is given back at once.
+            throw ArtifactStoreError.noSpace(
+                path: configuration.directory,
+                needed: max(declaredSize ?? 0, size),
+                available: DiskSpace.available(at: configuration.directory)
+            )
         }
-        if pending.readableBytes > 0 { try await Self.flush(pending, to: fd, path: temporary) }
         guard size > 0 else { throw ArtifactStoreError.empty }
         let digest = hasher.finalize()
         if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
         if self.size(of: digest) != nil { return Stored(digest: digest, size: size, created: false) }
         let destination = path(for: digest)
         let directory = configuration.directory
+        let storedSize = size
         // (Untyped closures: a typed-throws closure here crashes the 6.3.1 compiler.)
         try await NIOThreadPool.singleton.runIfActive {
-            guard fsync(fd) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+            guard fsync(fd) == 0 else {
+                if DiskSpace.isFull(errno) {
+                    throw ArtifactStoreError.noSpace(path: directory, needed: storedSize, available: DiskSpace.available(at: directory))
+                }
+                throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno)))
+            }
             guard rename(temporary, destination) == 0 else {
                 throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
             }
@@ -138,6 +173,7 @@ struct ArtifactStore: Sendable {
             let written = write(fd, base, remaining)
             if written < 0 {
                 if errno == EINTR { continue }
+                if DiskSpace.isFull(errno) { throw .diskFull }
                 throw .io(path: path, reason: String(cString: strerror(errno)))
             }
             remaining -= written
@@ -159,11 +195,19 @@ enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
     case tooLarge(limit: Int64)
     case digestMismatch(expected: SHA256Digest, actual: SHA256Digest)
     case empty
+    /// The artifact directory's file system is full (or would be): nothing of the upload was kept.
+    case noSpace(path: String, needed: Int64, available: Int64?)
+    /// A write hit ENOSPC or EDQUOT (internal: `store` turns it into `.noSpace` once the partial file is gone).
+    case diskFull
     case io(path: String, reason: String)
 
     var description: String {
         switch self {
         case .tooLarge(let limit): "the artifact is over the limit of \(limit) bytes"
+        case .noSpace(let path, let needed, let available):
+            DiskSpace.message(path: path, needed: needed, available: available, detail: "the artifact is \(needed) bytes")
+                + "; nothing of the upload was kept: free space on the controller and upload again"
+        case .diskFull: "the disk is full"
         case .digestMismatch(let expected, let actual): "the uploaded content has SHA-256 \(actual), not the \(expected) given in X-Ferry-SHA256"
         case .empty: "the artifact is empty"
         case .io(let path, let reason): "\(path): \(reason)"

@@ -65,3 +65,8 @@ extension APIError {
         }
     }
 }
+
+extension HTTPResponse.Status {
+    /// 507 (RFC 4918): the server cannot store what the request carries. swift-http-types has no name for it.
+    static let insufficientStorage = HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
+}

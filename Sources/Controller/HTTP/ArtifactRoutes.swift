@@ -32,13 +32,20 @@ struct ArtifactRoutes: Sendable {
         }
         let stored: ArtifactStore.Stored
         do {
-            stored = try await core.artifacts.store(request.body, expected: expected)
+            stored = try await core.artifacts.store(
+                request.body,
+                expected: expected,
+                declaredSize: request.headers[.contentLength].flatMap { Int64($0) }
+            )
         } catch let error as ArtifactStoreError {
             switch error {
             case .tooLarge(let limit): throw APIError.contentTooLarge(limit: limit, what: "the artifact")
             case .digestMismatch: throw APIError.unprocessable("digest_mismatch", "\(error)")
             case .empty: throw APIError.unprocessable("empty_artifact", "\(error)")
-            case .io: throw error
+            case .noSpace:
+                core.logger.warning("Artifact upload refused: the disk is full", metadata: ["error.message": "\(error)"])
+                throw APIError(.insufficientStorage, "insufficient_storage", "\(error)")
+            case .io, .diskFull: throw error
             }
         }
         if stored.created {

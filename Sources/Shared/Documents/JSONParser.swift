@@ -7,7 +7,9 @@
 ///   string, unknown escapes and lone UTF-16 surrogates in `\u` escapes are refused.
 /// - Numbers follow the JSON grammar (`-0`, `1.5e3`; not `01`, `.5`, `+1`, `1.`, `NaN`). A number written without
 ///   fraction or exponent that fits `Int64` is `.integer`; any other number is read as a `Double`, and is `.integer` when
-///   that `Double` is a whole number `Int64` holds exactly (so `1.0` and `1e3` stay integers, as with `JSONDecoder`);
+///   that `Double` is a whole number `Int64` holds exactly (so `1.0` and `1e3` stay integers, as with `JSONDecoder`),
+///   except -2^63: an integer literal past `Int64.min` rounds to that `Double` as a `.number`, so a fraction or exponent
+///   spelling of it is a `.number` too (otherwise a `.number` would come back from `encoded()` as an `.integer`);
 ///   a number too large for a `Double` is refused.
 /// - A key that appears twice in one object is refused (parsers disagree on which one wins; a signed document must
 ///   mean one thing).
@@ -392,7 +394,8 @@ package struct JSONParser {
         guard let double = Double(literal), double.isFinite else {
             throw fail("the number \(literal.prefix(40)) is too large", at: start)
         }
-        if !isInteger, let whole = Int64(exactly: double) { return .integer(whole) }
+        // -2^63 stays a `.number` on this path (the doc comment above says why; found by the json fuzz target).
+        if !isInteger, double != -0x1p63, let whole = Int64(exactly: double) { return .integer(whole) }
         return .number(double)
     }
 

@@ -2,15 +2,15 @@ import Glibc
 import Shared
 
 /// What `/proc` says about one process: CPU time, resident memory, identity.
-struct ProcStat: Sendable, Equatable {
+package struct ProcStat: Sendable, Equatable {
     /// `utime + stime`, in clock ticks.
     var cpuTicks: UInt64
     /// Start time after boot, in clock ticks: with the pid it identifies a process across pid reuse.
-    var startTicks: UInt64
+    package var startTicks: UInt64
     /// One-letter state (`R`, `S`, `Z`, ...).
-    var state: Character
+    package var state: Character
     var parentPid: Int32
-    var processGroup: Int32
+    package var processGroup: Int32
     var session: Int32
 
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
@@ -19,7 +19,7 @@ struct ProcStat: Sendable, Equatable {
     static let pageBytes = max(1, Int64(sysconf(Int32(_SC_PAGESIZE))))
 
     /// Reads `/proc/<pid>/stat`; `nil` when the process does not exist.
-    static func read(pid: Int32) -> ProcStat? {
+    package static func read(pid: Int32) -> ProcStat? {
         guard let text = readSmallFile("/proc/\(pid)/stat") else { return nil }
         return parse(text)
     }
@@ -54,7 +54,7 @@ struct ProcStat: Sendable, Equatable {
     }
 
     /// Whether `pid` names a live process (a zombie counts as gone: it has exited and only waits to be reaped).
-    static func isAlive(pid: Int32) -> Bool {
+    package static func isAlive(pid: Int32) -> Bool {
         guard let stat = read(pid: pid) else { return false }
         return stat.state != "Z" && stat.state != "X"
     }

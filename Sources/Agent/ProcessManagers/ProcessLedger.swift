@@ -1,0 +1,116 @@
+import Logging
+import Shared
+import Supervisor
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The app processes the agent last saw in its process manager's table (`<state>/processes.json`), so that processes a
+/// dead daemon left running are found and stopped before their apps are started again.
+///
+/// PM2 starts fork-mode apps detached (their own session): when its daemon is killed (kill -9, OOM killer) they keep
+/// running, holding their ports, and the daemon PM2 spawns next knows nothing of them. The agent would then start the
+/// app a second time next to the orphan (which fails to bind and crash-loops, or runs twice), and a later release would
+/// fail its health gate against the old process. The builtin supervisor stops what its dead predecessor left before it
+/// answers (`Supervisor.resurrect`); the ledger does the same for any process manager: a recorded process that is no
+/// longer in the table but still runs — same pid, same start time in `/proc` — is an orphan. It is stopped like PM2
+/// stops an app (SIGINT to its process group, SIGKILL after the app's `kill_timeout`).
+struct ProcessLedger: Sendable {
+    /// One recorded app process.
+    struct Entry: Sendable, Codable, Equatable {
+        var name: String
+        var pid: Int32
+        /// Start time after boot in clock ticks (`/proc/<pid>/stat`): with the pid it names one process, whatever
+        /// reuses the pid later.
+        var startTicks: UInt64
+    }
+
+    /// A process found running outside the table, and what became of it.
+    struct Orphan: Sendable, Equatable, CustomStringConvertible {
+        var entry: Entry
+        /// Whether it is gone now (it may have ignored SIGKILL for a moment: a process in uninterruptible sleep).
+        var stopped: Bool
+
+        var description: String {
+            "stopped \(entry.name) (pid \(entry.pid)), which the process manager no longer listed but was still running"
+                + (stopped ? "" : " (it did not exit yet)")
+        }
+    }
+
+    let path: String
+    let logger: Logger
+
+    /// The processes recorded last, or none when nothing was recorded (or the file cannot be read: then nothing is
+    /// stopped, which is what happened before the ledger existed).
+    func load() -> [Entry] {
+        guard let bytes = try? SmallFile.read(path, limit: 1 << 20), !bytes.isEmpty else { return [] }
+        return (try? JSONDecoder().decode([Entry].self, from: Data(bytes))) ?? []
+    }
+
+    /// Records the running processes of `table` (when they differ from `previous`); returns what is recorded now.
+    @discardableResult
+    func record(_ table: [ManagedProcess], previous: [Entry]) -> [Entry] {
+        let entries = table.compactMap { process -> Entry? in
+            guard let pid = process.pid, pid > 0, let stat = ProcStat.read(pid: pid) else { return nil }
+            return Entry(name: process.name, pid: pid, startTicks: stat.startTicks)
+        }
+        .sorted { $0.pid < $1.pid }
+        guard entries != previous else { return previous }
+        do {
+            try AtomicFile.write(Array(try JSONEncoder().encode(entries)), to: path, mode: 0o600)
+        } catch {
+            // Not fatal: the in-memory record still works until the agent restarts.
+            logger.warning("cannot record the app processes", metadata: ["ferry.reason": "\(error)"])
+        }
+        return entries
+    }
+
+    /// The recorded processes that `table` no longer lists but that still run (same pid, same start time).
+    static func orphans(of recorded: [Entry], in table: [ManagedProcess]) -> [Entry] {
+        let listed = Set(table.compactMap(\.pid))
+        return recorded.filter { entry in
+            guard !listed.contains(entry.pid), let stat = ProcStat.read(pid: entry.pid) else { return false }
+            return stat.startTicks == entry.startTicks && stat.state != "Z" && stat.state != "X"
+        }
+    }
+
+    /// Stops `orphans` (each as its app stops: SIGINT to its process group when it leads one, else to the process;
+    /// SIGKILL after `killTimeout(name)`), all at once, and waits for them.
+    static func stop(_ orphans: [Entry], killTimeout: @Sendable (String) -> Duration) async -> [Orphan] {
+        await withTaskGroup(of: Orphan.self) { group in
+            for entry in orphans {
+                let timeout = killTimeout(entry.name)
+                group.addTask { Orphan(entry: entry, stopped: await stop(entry, killTimeout: timeout)) }
+            }
+            var stopped: [Orphan] = []
+            for await orphan in group { stopped.append(orphan) }
+            return stopped.sorted { $0.entry.pid < $1.entry.pid }
+        }
+    }
+
+    private static func stop(_ entry: Entry, killTimeout: Duration) async -> Bool {
+        func isSame() -> Bool {
+            guard let stat = ProcStat.read(pid: entry.pid) else { return false }
+            return stat.startTicks == entry.startTicks && stat.state != "Z" && stat.state != "X"
+        }
+        func signal(_ number: Int32) {
+            guard let stat = ProcStat.read(pid: entry.pid), stat.startTicks == entry.startTicks else { return }
+            // A detached app leads its own group: its children (a shell's, a cluster's) go with it.
+            _ = stat.processGroup == entry.pid ? kill(-entry.pid, number) : kill(entry.pid, number)
+        }
+        signal(SIGINT)
+        let deadline = ContinuousClock.now + killTimeout
+        while isSame(), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        guard isSame() else { return true }
+        signal(SIGKILL)
+        let killDeadline = ContinuousClock.now + .seconds(5)
+        while isSame(), ContinuousClock.now < killDeadline { try? await Task.sleep(for: .milliseconds(50)) }
+        return !isSame()
+    }
+}

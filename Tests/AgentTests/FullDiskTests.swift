@@ -1,0 +1,274 @@
+import Foundation
+import Logging
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// The agent on a full disk: its state directory on a small tmpfs the test mounts (skipped, with the reason printed,
+/// where it cannot), filled by a real file until the kernel answers ENOSPC.
+@Suite("Full disk", .serialized)
+struct FullDiskTests {
+    static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    /// One install step against a full disk: download then extraction, as `Reconciler.unpack` does them.
+    struct Case: Sendable, CustomTestStringConvertible {
+        enum Stage: Sendable { case download, extraction }
+
+        var name: String
+        /// The archive's entries.
+        var entries: @Sendable () -> [ArchiveBuilder.Entry]
+        /// Free bytes left on the 8 MiB file system before the step.
+        var leaving: Int64
+        /// Skip the free-space check, so the download meets ENOSPC itself (another writer took the space after it).
+        var skipFreeSpaceCheck: Bool
+        var failsAt: Stage
+        /// Whether the `.part` of the download is still there after the failure.
+        var keepsPart: Bool
+
+        var testDescription: String { name }
+    }
+
+    /// 3 MB that gzip cannot shrink.
+    static let incompressible: @Sendable () -> [ArchiveBuilder.Entry] = {
+        var generator = SystemRandomNumberGenerator()
+        return [
+            .file("VERSION", "2"),
+            ArchiveBuilder.Entry(
+                path: "blob.bin",
+                kind: .file((0..<(3 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }),
+                mode: 0o644
+            ),
+        ]
+    }
+
+    static let cases: [Case] = [
+        Case(
+            name: "the download meets ENOSPC: the partial file goes",
+            entries: incompressible,
+            leaving: 1 << 20,
+            skipFreeSpaceCheck: true,
+            failsAt: .download,
+            keepsPart: false
+        ),
+        Case(
+            name: "the free-space check refuses the download before it starts",
+            entries: incompressible,
+            leaving: 1 << 20,
+            skipFreeSpaceCheck: false,
+            failsAt: .download,
+            keepsPart: false
+        ),
+        Case(
+            name: "the extraction meets ENOSPC: the staging tree goes",
+            // 6 MB of zeros: a few kilobytes to download, more than is free to extract.
+            entries: { [.file("VERSION", "2"), .directory("lib"), ArchiveBuilder.Entry(path: "lib/zeros.bin", kind: .zeros(6 << 20), mode: 0o644)] },
+            leaving: 3 << 20,
+            skipFreeSpaceCheck: false,
+            failsAt: .extraction,
+            keepsPart: false
+        ),
+    ]
+
+    @Test(arguments: cases)
+    func installStepOnAFullDisk(_ row: Case) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-full-disk") { root in
+            let disk = try SmallFileSystem.mount(at: root.appendingPathComponent("state").path, megabytes: 8)
+            defer { disk.unmount() }
+            let archive = root.appendingPathComponent("artifact.tgz").path
+            try ArchiveBuilder.write(row.entries(), format: .tarGzip, to: archive)
+            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: archive)))
+            let reference = ArtifactReference(
+                url: ArtifactReference.controllerPath(for: SHA256.hash(bytes)),
+                sha256: SHA256.hash(bytes),
+                size: Int64(bytes.count)
+            )
+            try await TestFileServer.with { server in
+                server.publish(bytes, at: reference.url)
+                var configuration = ArtifactFetcher.Configuration(stateDirectory: disk.path, freeSpaceMargin: 0)
+                if row.skipFreeSpaceCheck { configuration.freeSpaceOverride = .max }
+                let fetcher = ArtifactFetcher(
+                    configuration: configuration,
+                    client: HTTPClient(),
+                    controllerURL: server.baseURL,
+                    token: nil,
+                    logger: Self.logger
+                )
+                let extractor = ArchiveExtractor(configuration: .init(synchronize: false), logger: Self.logger)
+                let releases = disk.path + "/releases"
+                try FileManager.default.createDirectory(atPath: releases, withIntermediateDirectories: true)
+                let destination = releases + "/2-abc"
+                try disk.fill(leaving: row.leaving)
+
+                let message: String
+                switch row.failsAt {
+                case .download:
+                    let error = await #expect(throws: ArtifactFetchError.self) { try await fetcher.fetch(reference) }
+                    guard case .insufficientSpace(let path, let needed, _)? = error else {
+                        Issue.record("expected insufficientSpace, got \(String(describing: error))")
+                        return
+                    }
+                    #expect(path == fetcher.artifactsDirectory)
+                    #expect(needed >= reference.size)
+                    message = "\(error.map { "\($0)" } ?? "")"
+                    #expect(message.hasPrefix("no space left on \(fetcher.artifactsDirectory): need \(DiskSpace.megabytes(needed))"), "\(message)")
+                case .extraction:
+                    let fetched = try await fetcher.fetch(reference)
+                    let error = await #expect(throws: ArchiveError.self) { try await extractor.extract(fetched.path, into: destination) }
+                    guard case .noSpace(let path, let needed, let available)? = error else {
+                        Issue.record("expected noSpace, got \(String(describing: error))")
+                        return
+                    }
+                    #expect(path == releases)
+                    #expect(needed >= 6 << 20, "the whole tree is what is needed, not what was written: \(needed)")
+                    #expect(
+                        available.map { $0 >= 2 << 20 } == true,
+                        "free space is measured once the partial tree is gone: \(String(describing: available))"
+                    )
+                    message = "\(error.map { "\($0)" } ?? "")"
+                    #expect(message.hasPrefix("no space left on \(releases): need 6.3 MB"), "\(message)")
+                }
+                let part = "\(fetcher.path(for: reference.sha256)).part"
+                #expect(FileManager.default.fileExists(atPath: part) == row.keepsPart, "the .part after the failure")
+                let left = try FileManager.default.contentsOfDirectory(atPath: releases)
+                #expect(left.isEmpty, "no staging or partial release tree: \(left)")
+
+                // Once space is freed, the same steps succeed.
+                disk.free()
+                let fetched = try await fetcher.fetch(reference)
+                let summary = try await extractor.extract(fetched.path, into: destination)
+                #expect(summary.entries >= 2)
+                #expect(FileManager.default.fileExists(atPath: destination + "/VERSION"))
+            }
+        }
+    }
+
+    /// The whole agent: a release whose tree does not fit is reported with the no-space error while the running
+    /// release keeps serving, and is installed on the next pass after space is freed.
+    @Test(
+        "a release that does not fit keeps the old one serving, is reported, and installs once space is freed",
+        .timeLimit(.minutes(5)),
+        arguments: Backend.allCases
+    )
+    func agentOnAFullDisk(backend: Backend) async throws {
+        _ = try backend.pm2Binary()
+        var disk: SmallFileSystem?
+        var root: URL?
+        try await FleetFixture.with { fleet in
+            root = fleet.root
+            let mounted = try SmallFileSystem.mount(at: fleet.root.appendingPathComponent("edge-1/state").path, megabytes: 16)
+            disk = mounted
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
+            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
+            _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
+            try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
+
+            // v2 downloads in a few kilobytes and extracts to 12 MB: more than the 4 MiB left.
+            try mounted.fill(leaving: 4 << 20)
+            let archive = fleet.root.appendingPathComponent("web-2.0.0.tgz").path
+            let server = try String(
+                contentsOf: try fleet.makeArtifact(version: "2.0.0-tree").deletingLastPathComponent()
+                    .appendingPathComponent("build-2.0.0-tree/server.js"),
+                encoding: .utf8
+            )
+            try ArchiveBuilder.write(
+                [
+                    .file("server.js", server), .file("VERSION", "2.0.0"),
+                    ArchiveBuilder.Entry(path: "assets.bin", kind: .zeros(12 << 20), mode: 0o644),
+                ],
+                format: .tarGzip,
+                to: archive
+            )
+            let artifact = try await fleet.controller.upload(URL(fileURLWithPath: archive), token: fleet.operatorToken)
+            let (status, body) = try await fleet.controller.publish(
+                try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: 0),
+                token: fleet.operatorToken
+            )
+            #expect(status == 201, "\(body)")
+
+            let entry = try await eventually("the fleet reports the no-space failure", timeout: .seconds(90)) { () -> JSONValue? in
+                let entry = try await fleet.fleetEntry(agent: "edge-1")
+                return entry?["message"]?.stringValue?.contains("no space left on") == true ? entry : nil
+            }
+            let message = entry["message"]?.stringValue ?? ""
+            #expect(message.contains("serial 2 (2.0.0) not installed yet: no space left on"), "\(message)")
+            #expect(message.contains("need 12.6 MB"), "\(message)")
+            #expect(entry["phase"]?.stringValue == "running")
+            #expect(entry["serial"]?.intValue == 1)
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 keeps serving")
+            let releases = mounted.path + "/services/web/releases"
+            let names = try FileManager.default.contentsOfDirectory(atPath: releases)
+            #expect(names.allSatisfy { !$0.contains(".staging-") }, "no staging tree left: \(names)")
+
+            mounted.free()
+            try await eventually("v2 serving once space is freed", timeout: .seconds(90)) {
+                await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil
+            }
+            try await eventually("the fleet shows v2 running") {
+                let entry = try await fleet.fleetEntry(agent: "edge-1")
+                return entry?["serial"]?.intValue == 2 && entry?["phase"]?.stringValue == "running" ? true : nil
+            }
+        }
+        disk?.unmount()
+        if let root { try? FileManager.default.removeItem(at: root) }
+    }
+
+    /// The chaos loop's first find (seed 14014, cycle 23): the disk fills while a release is in its health gate, so the
+    /// save of its verdict fails. The agent runs the new release, and `state.json` must say so once space is back —
+    /// before the fix it kept "pending" until some later change, and a restart went back to the old release.
+    @Test(
+        "a state save that failed on a full disk is made again once space is freed",
+        .timeLimit(.minutes(5)),
+        arguments: Backend.allCases
+    )
+    func stateSaveRetried(backend: Backend) async throws {
+        _ = try backend.pm2Binary()
+        var disk: SmallFileSystem?
+        var root: URL?
+        try await FleetFixture.with { fleet in
+            root = fleet.root
+            let mounted = try SmallFileSystem.mount(at: fleet.root.appendingPathComponent("edge-1/state").path, megabytes: 16)
+            disk = mounted
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
+            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
+            _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
+            try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
+
+            // v2 with an 8 s stable window: once it answers, its verdict is at least 8 s away.
+            let artifact = try await fleet.controller.upload(try fleet.makeArtifact(version: "2.0.0"), token: fleet.operatorToken)
+            let (status, body) = try await fleet.controller.publish(
+                try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: 0, stable: 8),
+                token: fleet.operatorToken
+            )
+            #expect(status == 201, "\(body)")
+            try await eventually("v2 answering, in its health gate", timeout: .seconds(90), interval: .milliseconds(50)) {
+                await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil
+            }
+            try mounted.fill()
+            let log = fleet.root.appendingPathComponent("logs/agent.err").path
+            try await eventually("the verdict's save fails", timeout: .seconds(60)) {
+                // (The debug log outgrows SmallFile's limit under PM2: read it whole.)
+                let text = (try? Data(contentsOf: URL(fileURLWithPath: log))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                return text.contains("cannot save the agent state") ? true : nil
+            }
+            let statePath = mounted.path + "/state.json"
+            let onDisk = try StateStore(path: statePath).load()["web"]
+            #expect(onDisk.pending?.serial == 2, "state.json still has the install pending while the disk is full")
+
+            mounted.free()
+            try await eventually("state.json applies serial 2 once space is freed", timeout: .seconds(60)) { () -> Bool? in
+                let service = try StateStore(path: statePath).load()["web"]
+                return service.applied?.serial == 2 && service.pending == nil ? true : nil
+            }
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
+        }
+        disk?.unmount()
+        if let root { try? FileManager.default.removeItem(at: root) }
+    }
+
+}
