@@ -61,6 +61,24 @@ struct ControllerFixture: Sendable {
         configuration.dataDirectory = directory.path
         adjust(&configuration)
         let store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: logger)
+        do {
+            return try await make(directory: directory, configuration: configuration, store: store, keys: (signingKey, secondKey))
+        } catch {
+            // A store dropped open trips SQLiteNIO's assertion and takes the whole test process down (a test cancelled
+            // by its time limit throws here): closed in a task of its own, which cancellation does not reach.
+            try? await Task { try await store.close() }.value
+            if existing == nil { try? FileManager.default.removeItem(at: directory) }
+            throw error
+        }
+    }
+
+    private static func make(
+        directory: URL,
+        configuration: ControllerConfiguration,
+        store: SQLiteControllerStore,
+        keys: (signing: SigningKey, second: SigningKey)
+    ) async throws -> ControllerFixture {
+        let (signingKey, secondKey) = keys
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let registry = PrometheusCollectorRegistry()
         let controller = try makeApplication(
