@@ -412,17 +412,21 @@ final class SQLiteControllerStore: ControllerStore {
         }
         return try await transaction { db in
             var known: Set<String> = []
-            for chunk in Self.chunks(latest, columns: 5) {
+            for chunk in Self.chunks(latest, columns: 7) {
                 let rows = chunk.map { index -> any SQLExpression in
                     let write = writes[index]
                     return SQLGroupExpression([
                         SQLBind(write.agentID), SQLBind(StoredTime.milliseconds(write.receivedAt)), SQLBind(write.report.agentVersion),
-                        SQLBind(write.report.processManager), SQLBind(write.report.hostname),
+                        SQLBind(write.report.processManager), SQLBind(write.report.hostname), SQLBind(write.report.trustRoot?.version),
+                        SQLBind(write.report.trustRoot?.problem),
                     ])
                 }
+                // The trust root as the agent reports it (version, and why it admits no new release), as the single
+                // report path wrote it before reports were batched.
                 let updated = try await db.raw(
                     """
-                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5
+                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5,
+                        trust_root_version = v.column6, trust_root_problem = v.column7
                     FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1 RETURNING agents.id AS id
                     """
                 ).all()
