@@ -91,6 +91,28 @@ import Testing
         }
     }
 
+    /// Sixty agents report healthy at once: the rollout completes when the last report is answered, and the reports
+    /// share evaluation rounds instead of each evaluating the whole rollout (issue 12: O(fleet) per report).
+    @Test func reportsArrivingTogetherShareEvaluations() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for index in 0..<60 { agents.append(try await api.enroll("agent-\(index)")) }
+                // One wave of all sixty, complete once every one of them is healthy.
+                let published = try await api.mustPublish(serial: 1, version: "1.0.0", query: "strategy=waves:100&waveStableSeconds=0")
+                #expect(published["rollout"]["state"].string == "rolling")
+                let before = harness.app.core.rollouts.rounds.finished
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for agent in agents { group.addTask { try await api.reportHealthy(agent, serial: 1) } }
+                    try await group.waitForAll()
+                }
+                #expect(try await api.rollout()["state"].string == "completed", "the last report's round completes it")
+                let rounds = harness.app.core.rollouts.rounds.finished - before
+                #expect(rounds >= 1 && rounds < 60, "\(rounds) evaluation rounds for 60 reports")
+            }
+        }
+    }
+
     /// `canary:1` with `maxFailures=1`: one tolerated failure does not halt, a second one does.
     @Test func failuresAboveTheToleranceHalt() async throws {
         try await RolloutHarness.with { harness in

@@ -114,6 +114,9 @@ final class DesiredStateCache: Sendable {
         state.withLock { $0.reported[agentID] ?? [:] }
     }
 
+    /// The current generation: it changes whenever a release is published, a rollout moves or a root is published.
+    var generation: UInt64 { state.withLock { $0.generation } }
+
     /// Drops every state, snapshot and encoding (a release was published, a rollout moved).
     func invalidateAll() {
         state.withLock { state in

@@ -205,9 +205,10 @@ struct AgentRoutes: Sendable {
         }
         let previous = try await core.store.serviceStatuses(agentID: id)
         let stored: Bool
+        let receivedAt = core.now()
         do {
             // Returns once the batch holding the report is committed: a 204 is never lost.
-            stored = try await core.statusReports.record(report, agentID: id, receivedAt: core.now())
+            stored = try await core.statusReports.record(report, agentID: id, receivedAt: receivedAt)
         } catch let full as StatusReportQueue.Full {
             throw APIError(
                 .serviceUnavailable,
@@ -225,7 +226,7 @@ struct AgentRoutes: Sendable {
         core.desiredStates.statusReceived(agentID: id, running: running)
         do {
             // Evaluated before answering, so a rollout's reaction to a report is visible once the report is accepted.
-            try await core.rollouts.statusReceived(report, from: agent, previous: previous)
+            try await core.rollouts.statusReceived(report, from: agent, previous: previous, receivedAt: receivedAt)
         } catch {
             // The report is stored; the timer evaluates the rollout again within a second.
             core.logger.warning(

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Shared
+import Synchronization
 
 /// Moves rollouts along: evaluates them on every status report and on a timer, takes operator actions, and performs
 /// what `RolloutStateMachine` decides for each.
@@ -12,6 +13,14 @@ import Shared
 ///
 /// "Healthy since" times live in memory only: after a controller restart every agent's timer starts again at its
 /// first healthy status seen, so a wave waits up to one more `waveStable` — never less.
+///
+/// A status report is evaluated against `ActiveRollouts`, an in-memory copy of the open rollouts and their members'
+/// statuses, and updates that copy with the report itself: with 10,000 agents reporting, reading the rollout (its
+/// agent list) and every member's status from the store on each report made a report cost O(fleet) and pushed the
+/// report p99 past 15 s (issue 12). The copy is read again from the store when it is older than `tickInterval`, when
+/// the desired-state generation moved (a publish, a rollout change, here or — through the store's notifications — on
+/// another controller), and after every transition this coordinator writes; the timer's evaluation always reads the
+/// store.
 actor RolloutCoordinator {
     /// How rollouts are evaluated.
     struct Configuration: Sendable {
@@ -34,6 +43,12 @@ actor RolloutCoordinator {
     private let now: @Sendable () -> Date
     /// Rollout id → agent id → since when the agent has been seen healthy on the rollout's serial.
     private var healthySince: [Int64: [String: Date]] = [:]
+    /// The open rollouts as status reports see them, or `nil` when they must be read again.
+    private var active: ActiveRollouts?
+    /// The read of `active` in flight, shared by the reports that arrive meanwhile.
+    private var loadingActive: Task<ActiveRollouts, any Error>?
+    /// Evaluation rounds shared by the status reports that arrive together.
+    nonisolated let rounds = EvaluationRounds()
 
     init(
         configuration: Configuration,
@@ -54,23 +69,80 @@ actor RolloutCoordinator {
     /// Takes in a status report that was just stored: records the agent's new failures as events, updates the health
     /// timers from the report itself, and evaluates the open rollouts the agent takes part in.
     /// - Parameter previous: the agent's statuses before this report (to tell new failures from known ones).
-    func statusReceived(_ report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord]) async throws {
+    /// - Parameter receivedAt: when the report was stored (the time its stored statuses carry).
+    ///
+    /// Returns once an evaluation that started after this report was taken in has finished, so a rollout's reaction
+    /// to a report is visible when the report is answered. Reports that arrive while an evaluation runs share the next
+    /// one (`EvaluationRounds`): at 10,000 agents an evaluation per report would cost O(fleet) each.
+    func statusReceived(_ report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord], receivedAt: Date) async throws {
         let instant = now()
         try await recordNewFailures(report, from: agent, previous: previous, at: instant)
-        let services = report.services.map(\.service)
-        let rollouts = try await store.latestRollouts(for: services).filter { $0.state.isActive && $0.agentOrder.contains(agent.id) }
-        for rollout in rollouts {
-            if let status = report.services.first(where: { $0.service == rollout.service }) {
-                // The report itself, not the stored row (a newer report may already be stored): a blip of bad health
-                // between two evaluations still restarts the timer.
-                if RolloutAgentStanding(status: status, serial: rollout.serial).progress == .healthy {
-                    healthySince[rollout.id, default: [:]][agent.id] = healthySince[rollout.id]?[agent.id] ?? instant
-                } else {
-                    healthySince[rollout.id]?[agent.id] = nil
-                }
-            }
-            try await evaluate(rollout)
+        let loaded = try await activeRollouts()
+        // Updated in place when the copy is still the current one (taken out so the status table is not copied), else
+        // a copy of `loaded` serves this report alone.
+        var rollouts = loaded
+        let isCurrent = active?.loadedAt == loaded.loadedAt
+        if isCurrent, let current = active {
+            active = nil
+            rollouts = current
         }
+        var touched = false
+        for status in report.services {
+            guard let entry = rollouts.byService[status.service], entry.members.contains(agent.id) else { continue }
+            let rollout = entry.record
+            // The report itself, not the stored row (a newer report may already be stored): a blip of bad health
+            // between two evaluations still restarts the timer.
+            if RolloutAgentStanding(status: status, serial: rollout.serial).progress == .healthy {
+                healthySince[rollout.id, default: [:]][agent.id] = healthySince[rollout.id]?[agent.id] ?? instant
+            } else {
+                healthySince[rollout.id]?[agent.id] = nil
+            }
+            rollouts.byService[status.service]?.statuses[agent.id] = ServiceStatusRecord(agentID: agent.id, status: status, updatedAt: receivedAt)
+            touched = true
+        }
+        if isCurrent { active = rollouts }
+        guard touched else { return }
+        if isCurrent {
+            await rounds.awaitRound(driver: self)
+        } else {
+            for status in report.services {
+                guard let entry = rollouts.byService[status.service], entry.members.contains(agent.id) else { continue }
+                try await evaluate(entry.record, statuses: entry.statuses)
+            }
+        }
+    }
+
+    /// One round: evaluates every open rollout of the in-memory copy. Failures are logged (the report that asked is
+    /// stored; the timer evaluates again within a second).
+    fileprivate func evaluationRound() async {
+        guard let rollouts = active else { return }
+        for entry in rollouts.byService.values.sorted(by: { $0.record.service < $1.record.service }) {
+            do {
+                try await evaluate(entry.record, statuses: entry.statuses)
+            } catch {
+                logger.warning(
+                    "Rollout evaluation after status reports failed",
+                    metadata: ["ferry.service": "\(entry.record.service)", "error.message": "\(error)"]
+                )
+            }
+        }
+    }
+
+    /// The open rollouts and their members' statuses: the copy in memory while it is current, else read again (one
+    /// read shared by every report that asks meanwhile).
+    private func activeRollouts() async throws -> ActiveRollouts {
+        let generation = desiredStates.cache.generation
+        if let active, active.generation == generation, ContinuousClock.now - active.loadedAt < configuration.tickInterval {
+            return active
+        }
+        if let loadingActive { return try await loadingActive.value }
+        let store = self.store
+        let loading = Task { try await ActiveRollouts.load(from: store, generation: generation) }
+        loadingActive = loading
+        defer { loadingActive = nil }
+        let loaded = try await loading.value
+        active = loaded
+        return loaded
     }
 
     private func recordNewFailures(_ report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord], at instant: Date) async throws {
@@ -114,13 +186,14 @@ actor RolloutCoordinator {
 
     // MARK: Evaluation
 
+    /// Evaluates `rollout` with its members' statuses read from the store.
     private func evaluate(_ rollout: RolloutRecord) async throws {
+        try await evaluate(rollout, statuses: ActiveRollouts.memberStatuses(of: rollout, from: store))
+    }
+
+    /// Evaluates `rollout` with `statuses` (agent id → status, members only) and writes what the machine decides.
+    private func evaluate(_ rollout: RolloutRecord, statuses: [String: ServiceStatusRecord]) async throws {
         let instant = now()
-        var statuses: [String: ServiceStatusRecord] = [:]
-        let members = Set(rollout.agentOrder)
-        for record in try await store.serviceStatuses(service: rollout.service) where members.contains(record.agentID) {
-            statuses[record.agentID] = record
-        }
         let timers = RolloutEvaluator.updatedTimers(
             healthySince[rollout.id] ?? [:],
             rollout: rollout,
@@ -200,6 +273,8 @@ actor RolloutCoordinator {
     /// rollout no longer evaluated and, when agents' desired releases change, wakes them.
     /// - Returns: whether the transition was written (`false`: the rollout changed since it was read).
     private func commit(_ transition: RolloutStateMachine.Transition, _ message: Logger.Message, _ metadata: Logger.Metadata) async throws -> Bool {
+        // Whether it was written or refused as stale, the copy the reports evaluate against is out of date.
+        active = nil
         guard try await store.updateRollout(transition) else { return false }
         let rollout = transition.rollout
         if !rollout.state.isActive { healthySince[rollout.id] = nil }
@@ -212,5 +287,101 @@ actor RolloutCoordinator {
 
     private func agentNames() async throws -> [String: String] {
         Dictionary(try await store.agents().map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+    }
+}
+
+/// The open rollouts as status reports evaluate them: each with its member set and its members' statuses, as read from
+/// the store at `loadedAt` and updated by the reports since (`RolloutCoordinator.statusReceived`).
+struct ActiveRollouts: Sendable {
+    struct Entry: Sendable {
+        var record: RolloutRecord
+        var members: Set<String>
+        /// Agent id → the latest status of the rollout's service, members only.
+        var statuses: [String: ServiceStatusRecord]
+    }
+
+    /// Service → its open rollout (a service has at most one: a publish supersedes the previous one).
+    var byService: [String: Entry]
+    /// The desired-state generation when read.
+    var generation: UInt64
+    var loadedAt: ContinuousClock.Instant
+
+    static func load(from store: any ControllerStore, generation: UInt64) async throws -> ActiveRollouts {
+        let loadedAt = ContinuousClock.now
+        var byService: [String: Entry] = [:]
+        for rollout in try await store.activeRollouts() {
+            let statuses = try await memberStatuses(of: rollout, from: store)
+            byService[rollout.service] = Entry(record: rollout, members: Set(rollout.agentOrder), statuses: statuses)
+        }
+        return ActiveRollouts(byService: byService, generation: generation, loadedAt: loadedAt)
+    }
+
+    /// The stored statuses of `rollout`'s service, members only, by agent id.
+    static func memberStatuses(of rollout: RolloutRecord, from store: any ControllerStore) async throws -> [String: ServiceStatusRecord] {
+        var statuses: [String: ServiceStatusRecord] = [:]
+        let members = Set(rollout.agentOrder)
+        for record in try await store.serviceStatuses(service: rollout.service) where members.contains(record.agentID) {
+            statuses[record.agentID] = record
+        }
+        return statuses
+    }
+}
+
+/// Evaluation rounds shared by concurrent status reports. A report asks for a round that starts after it was taken
+/// in; while one runs, every report that arrives waits for the next, which one driver task runs for all of them. Rounds
+/// are at least `spacing` apart, so a fleet reporting at once costs a bounded number of evaluations per second
+/// instead of one per report.
+final class EvaluationRounds: Sendable {
+    private struct State {
+        var started: UInt64 = 0
+        var finished: UInt64 = 0
+        var driving = false
+        var waiters: [(round: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let state = Mutex(State())
+    let spacing: Duration
+
+    init(spacing: Duration = .milliseconds(10)) { self.spacing = spacing }
+
+    /// How many rounds have finished.
+    var finished: UInt64 { state.withLock { $0.finished } }
+
+    /// Waits until a round that starts after this call has finished; starts the driver when none runs.
+    func awaitRound(driver coordinator: RolloutCoordinator) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let startDriver = state.withLock { state -> Bool in
+                state.waiters.append((state.started + 1, continuation))
+                guard !state.driving else { return false }
+                state.driving = true
+                return true
+            }
+            guard startDriver else { return }
+            Task { await self.drive(coordinator) }
+        }
+    }
+
+    private func drive(_ coordinator: RolloutCoordinator) async {
+        while true {
+            let round = state.withLock { state -> UInt64? in
+                guard state.waiters.contains(where: { $0.round > state.finished }) else {
+                    state.driving = false
+                    return nil
+                }
+                state.started += 1
+                return state.started
+            }
+            guard let round else { return }
+            let began = ContinuousClock.now
+            await coordinator.evaluationRound()
+            let done = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.finished = round
+                let ready = state.waiters.filter { $0.round <= round }.map(\.continuation)
+                state.waiters.removeAll { $0.round <= round }
+                return ready
+            }
+            for continuation in done { continuation.resume() }
+            try? await Task.sleep(until: began + spacing, clock: .continuous)
+        }
     }
 }
