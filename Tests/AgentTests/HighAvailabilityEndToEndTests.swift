@@ -3,19 +3,20 @@ import Shared
 import TestSupport
 import Testing
 
+/// nginx from Debian's nginx-light (scripts/install-deps).
+private let nginxPath = "/usr/sbin/nginx"
+
 /// Several controllers on one PostgreSQL database, for real: a PostgreSQL server from the Debian binaries, two
 /// `ferry-controller serve --database` processes behind nginx, three `ferry-agent` processes talking to nginx.
 @Suite(
     "High availability end to end",
     .serialized,
     .enabled(
-        if: PostgresTestServer.unavailableReason == nil && FileManager.default.isExecutableFile(atPath: HighAvailabilityEndToEndTests.nginx),
+        if: PostgresTestServer.unavailableReason == nil && FileManager.default.isExecutableFile(atPath: nginxPath),
         "needs PostgreSQL and nginx (scripts/install-deps installs both; CI always runs this)"
     )
 )
 struct HighAvailabilityEndToEndTests {
-    static let nginx = "/usr/sbin/nginx"
-
     /// Publish through A while agents poll through nginx (parked on both controllers); kill -9 the rollout leader
     /// mid-wave and the rollout completes through the other; kill -9 a controller while an agent reports and every
     /// acknowledged report is in the database; restart everything (PostgreSQL included) and the state is the same.
@@ -100,7 +101,7 @@ struct HighAvailabilityEndToEndTests {
         let configurationFile = nginxDirectory.appendingPathComponent("nginx.conf")
         try configuration.write(to: configurationFile, atomically: true, encoding: .utf8)
         let balancer = try ChildProcess(
-            Self.nginx,
+            nginxPath,
             ["-c", configurationFile.path, "-p", nginxDirectory.path],
             logDirectory: fleet.root.appendingPathComponent("logs"),
             label: "nginx"
@@ -145,7 +146,7 @@ struct HighAvailabilityEndToEndTests {
         guard let leader = controllers[leaderName], let survivor = controllers[leaderName == "a" ? "b" : "a"] else { return }
         try await fleet.publish(serial: 2, version: "2.0.0", port: 0, query: "strategy=waves:34,100&waveStableSeconds=3")
         try await eventually("the first wave on v2", timeout: .seconds(120)) { await answers("2.0.0") >= 1 ? true : nil }
-        leader.process?.kill()
+        try await Self.killNine(leader)
         try await eventually("v2 on all three after the leader's kill -9", timeout: .seconds(180)) { await answers("2.0.0") == 3 ? true : nil }
         try await eventually("the rollout of serial 2 completed through \(survivor.label)", timeout: .seconds(60)) { () -> Bool? in
             let rollouts = try await survivor.get("/v1/rollouts?service=web", token: fleet.viewerToken)
@@ -169,6 +170,8 @@ struct HighAvailabilityEndToEndTests {
         try #require(enrolled.status == 201, "\(String(decoding: enrolled.body, as: UTF8.self))")
         let reporter = try EnrollResponse(json: JSONValue.parse(enrolled.body))
         let victim = survivor
+        let statusURL = "\(victim.url)/v1/agents/\(reporter.agentID)/status"
+        let reporterToken = reporter.token
         let acknowledged = try await withThrowingTaskGroup(of: [Int].self) { group in
             group.addTask {
                 var acknowledged: [Int] = []
@@ -193,8 +196,8 @@ struct HighAvailabilityEndToEndTests {
                     let response = try? await http.send(
                         HTTPClient.Request(
                             method: .post,
-                            url: "\(victim.url)/v1/agents/\(reporter.agentID)/status",
-                            headers: ["Authorization": "Bearer \(reporter.token)", "Content-Type": "application/json"],
+                            url: statusURL,
+                            headers: ["Authorization": "Bearer \(reporterToken)", "Content-Type": "application/json"],
                             body: Array(report.json.encoded()),
                             timeout: .seconds(5)
                         )
@@ -205,7 +208,7 @@ struct HighAvailabilityEndToEndTests {
                 return acknowledged
             }
             try await Task.sleep(for: .seconds(2))
-            victim.process?.kill()
+            try await Self.killNine(victim)
             return try await group.next() ?? []
         }
         #expect(acknowledged.count > 3, "the controller acknowledged reports before its kill: \(acknowledged.count)")
@@ -241,5 +244,12 @@ struct HighAvailabilityEndToEndTests {
         let reportsAfter = try await postgres.psql("SELECT COUNT(*) FROM status_history WHERE agent_id = '\(reporter.agentID)'", database: database)
         #expect(reportsAfter == reportsBefore)
         #expect(await answers("2.0.0") == 3, "the apps kept running through all of it")
+    }
+
+    /// SIGKILL to the controller's PID, as a crash; waits (without blocking a thread) until it is gone.
+    static func killNine(_ controller: ControllerHarness) async throws {
+        guard let process = controller.process, process.isRunning else { throw HarnessError("\(controller.label) is not running") }
+        Foundation.kill(process.pid, SIGKILL)
+        try await eventually("\(controller.label) gone", timeout: .seconds(30), interval: .milliseconds(20)) { process.isRunning ? nil : true }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SQLKit
 import Shared
 import TestSupport
 import Testing

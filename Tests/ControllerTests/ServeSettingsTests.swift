@@ -74,7 +74,11 @@ import Testing
         BadSetting(arguments: ["serve", "--idle-timeout", "61m"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1s to 3600s"),
         BadSetting(arguments: ["serve", "--max-connections", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1 to 1000000"),
         BadSetting(arguments: ["serve"], environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_MAX_CONNECTIONS": "many"], message: "not an integer"),
-        BadSetting(arguments: ["serve", "--database", "mysql://u@h/db"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "expected postgres://"),
+        BadSetting(
+            arguments: ["serve", "--database", "mysql://u@h/db"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "expected postgres://"
+        ),
         BadSetting(arguments: ["serve", "--database", "postgres://h/db"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "names no user"),
         BadSetting(arguments: ["serve", "--database", "postgres://u@h"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "names no database"),
         BadSetting(arguments: ["serve", "--database", "postgres://u@/db"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "names no host"),

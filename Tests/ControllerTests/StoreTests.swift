@@ -1,4 +1,5 @@
 import Foundation
+import SQLKit
 import Shared
 import TestSupport
 import Testing

@@ -47,7 +47,10 @@ struct PostgresLeaderElection: Service {
                     try? await connection.close()
                 } catch {
                     if Task.isCancelled { break }
-                    logger.warning("Leader election cannot reach the database; retrying", metadata: ["error.message": "\(PostgresErrorText.describe(error))"])
+                    logger.warning(
+                        "Leader election cannot reach the database; retrying",
+                        metadata: ["error.message": "\(PostgresErrorText.describe(error))"]
+                    )
                 }
                 try? await Task.sleep(for: retryInterval)
             }

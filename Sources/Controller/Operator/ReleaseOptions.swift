@@ -78,14 +78,18 @@ struct ReleaseOptions: ParsableArguments {
         guard text.utf8.count <= 2048, let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
             let host = components.host, !host.isEmpty
         else {
-            throw ValidationError("--artifact-url \(RedactedURL.redact(text).prefix(200)) must be an absolute URL like https://bucket.s3.amazonaws.com/api/1.4.2.tgz")
+            throw ValidationError(
+                "--artifact-url \(RedactedURL.redact(text).prefix(200)) must be an absolute URL like https://bucket.s3.amazonaws.com/api/1.4.2.tgz"
+            )
         }
         guard components.user == nil, components.password == nil else {
             throw ValidationError("--artifact-url must not carry user:password: every agent can read the signed release")
         }
         let loopback = host == "localhost" || host == "::1" || host.hasPrefix("127.")
         guard scheme == "https" || (scheme == "http" && loopback) else {
-            throw ValidationError("--artifact-url must be https:// (plain http:// only on loopback): agents check the digest, but the URL may also be private")
+            throw ValidationError(
+                "--artifact-url must be https:// (plain http:// only on loopback): agents check the digest, but the URL may also be private"
+            )
         }
     }
 

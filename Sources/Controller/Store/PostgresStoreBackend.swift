@@ -161,7 +161,9 @@ final class PostgresStoreBackend: SQLStoreBackend {
     }
 
     /// The connection settings of the first connection and of the pool, from one configuration.
-    static func makeConfigurations(_ configuration: PostgresStoreConfiguration) throws -> (PostgresConnection.Configuration, PostgresClient.Configuration) {
+    static func makeConfigurations(
+        _ configuration: PostgresStoreConfiguration
+    ) throws -> (PostgresConnection.Configuration, PostgresClient.Configuration) {
         let parameters = [
             ("statement_timeout", "\(configuration.statementTimeout.components.seconds * 1000)"),
             ("application_name", "ferry-controller"),

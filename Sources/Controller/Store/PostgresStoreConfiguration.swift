@@ -59,7 +59,11 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
     ///   - password: used when the URL carries none (`FERRY_DATABASE_PASSWORD`), so the secret need not appear in a
     ///     process listing or a config file.
     /// - Throws: `ConfigurationError.invalidSetting` naming what is wrong; the password never appears in it.
-    static func parse(_ text: String, name: String = "--database", password fallbackPassword: String? = nil) throws(ConfigurationError)
+    static func parse(
+        _ text: String,
+        name: String = "--database",
+        password fallbackPassword: String? = nil
+    ) throws(ConfigurationError)
         -> PostgresStoreConfiguration
     {
         func invalid(_ reason: String) -> ConfigurationError {

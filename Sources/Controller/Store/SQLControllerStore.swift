@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import SQLKit
-import SQLiteKit
 import Shared
 import Synchronization
 
@@ -50,12 +49,12 @@ final class SQLControllerStore: ControllerStore {
 
     // MARK: Tokens
 
-    // Tokens live in SQLiteControllerStore+Tokens.swift.
+    // Tokens live in SQLControllerStore+Tokens.swift.
 
     // MARK: Releases
 
-    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:)` (SQLiteControllerStore+
-    // Rollouts.swift): one SQL path stores every release, with its rollout.
+    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:)` (SQLControllerStore+Rollouts.swift):
+    // one SQL path stores every release, with its rollout.
 
     func latestSerial(service: String) async throws -> Int64? {
         try await readDB.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: service)")

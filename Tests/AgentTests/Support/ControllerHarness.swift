@@ -22,7 +22,14 @@ final class ControllerHarness {
     let label: String
     let http: HTTPClient
 
-    init(dataDir: URL, logDir: URL, trustedKeys: [String], certificates: TestCertificates? = nil, database: String? = nil, label: String = "controller") {
+    init(
+        dataDir: URL,
+        logDir: URL,
+        trustedKeys: [String],
+        certificates: TestCertificates? = nil,
+        database: String? = nil,
+        label: String = "controller"
+    ) {
         self.dataDir = dataDir
         self.database = database
         self.label = label
