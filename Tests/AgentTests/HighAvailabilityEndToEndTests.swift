@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -172,6 +173,7 @@ struct HighAvailabilityEndToEndTests {
         let victim = survivor
         let statusURL = "\(victim.url)/v1/agents/\(reporter.agentID)/status"
         let reporterToken = reporter.token
+        let acknowledgedSoFar = AcknowledgedCount()
         let acknowledged = try await withThrowingTaskGroup(of: [Int].self) { group in
             group.addTask {
                 var acknowledged: [Int] = []
@@ -204,10 +206,14 @@ struct HighAvailabilityEndToEndTests {
                     )
                     guard let response, response.isSuccess else { break }
                     acknowledged.append(sequence)
+                    acknowledgedSoFar.set(acknowledged.count)
                 }
                 return acknowledged
             }
-            try await Task.sleep(for: .seconds(2))
+            // Killed mid-stream, once it has acknowledged some (however slow a loaded machine makes each one).
+            try await eventually("reports acknowledged before the kill", timeout: .seconds(60), interval: .milliseconds(20)) {
+                acknowledgedSoFar.value >= 5 ? true : nil
+            }
             try await Self.killNine(victim)
             return try await group.next() ?? []
         }
@@ -252,4 +258,11 @@ struct HighAvailabilityEndToEndTests {
         Foundation.kill(process.pid, SIGKILL)
         try await eventually("\(controller.label) gone", timeout: .seconds(30), interval: .milliseconds(20)) { process.isRunning ? nil : true }
     }
+}
+
+/// How many reports the controller has acknowledged so far, read by the test while the reporter runs.
+private final class AcknowledgedCount: Sendable {
+    private let count = Atomic<Int>(0)
+    var value: Int { count.load(ordering: .acquiring) }
+    func set(_ value: Int) { count.store(value, ordering: .releasing) }
 }

@@ -16,26 +16,38 @@ struct HighAvailabilityTests {
         _ body: @Sendable (_ a: ControllerFixture, _ aURL: String, _ b: ControllerFixture, _ bURL: String) async throws -> Void
     ) async throws {
         try await TestStore.withLocation(.postgres) { location in
-            let selection = try location.selection
-            let adjust: (inout ControllerConfiguration) -> Void = { configuration in
-                configuration.database = selection
-                configuration.rolloutTickInterval = .milliseconds(200)
-            }
-            try await ControllerFixture.with(adjust: adjust) { a in
-                try await ControllerFixture.with(adjust: adjust) { b in
-                    try await a.withLiveServer { aURL in
-                        try await b.withLiveServer { bURL in
-                            for fixture in [a, b] {
-                                let relay = try #require(fixture.controller.relay)
-                                let deadline = ContinuousClock.now + .seconds(30)
-                                while !relay.listening.isListening, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-                                try #require(relay.listening.isListening, "the change relay listens")
-                            }
-                            try await body(a, aURL, b, bURL)
-                        }
+            try await withTwoControllers(on: try location.selection, body)
+        }
+    }
+
+    /// Runs `body` with controllers A and B live on the database `selection` (their relays listening).
+    static func withTwoControllers(
+        on selection: DatabaseSelection,
+        _ body: @Sendable (_ a: ControllerFixture, _ aURL: String, _ b: ControllerFixture, _ bURL: String) async throws -> Void
+    ) async throws {
+        let adjust: (inout ControllerConfiguration) -> Void = { configuration in
+            configuration.database = selection
+            configuration.rolloutTickInterval = .milliseconds(200)
+        }
+        try await ControllerFixture.with(adjust: adjust) { a in
+            try await ControllerFixture.with(adjust: adjust) { b in
+                try await a.withLiveServer { aURL in
+                    try await b.withLiveServer { bURL in
+                        try await waitUntilListening(a, b)
+                        try await body(a, aURL, b, bURL)
                     }
                 }
             }
+        }
+    }
+
+    /// Waits (up to 30 s) until both controllers' change relays listen.
+    static func waitUntilListening(_ fixtures: ControllerFixture...) async throws {
+        for fixture in fixtures {
+            let relay = try #require(fixture.controller.relay)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !relay.listening.isListening, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(relay.listening.isListening, "the change relay listens")
         }
     }
 

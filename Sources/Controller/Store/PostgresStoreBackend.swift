@@ -6,6 +6,7 @@ import PostgresKit
 import PostgresNIO
 import SQLKit
 import Shared
+import Synchronization
 
 /// PostgreSQL, shared by several controllers: a pool of connections (postgres-nio's `PostgresClient`).
 ///
@@ -27,6 +28,8 @@ final class PostgresStoreBackend: SQLStoreBackend {
     /// The settings of one connection (the notification listener and the leader election hold their own).
     let connectionConfiguration: PostgresConnection.Configuration
     let client: PostgresClient
+    /// The pool with a bound on waiting for a connection.
+    let pool: PostgresPool
     private let running: Task<Void, Never>
     private let writeLock = AsyncLock()
     let readDB: any SQLDatabase
@@ -45,7 +48,8 @@ final class PostgresStoreBackend: SQLStoreBackend {
         self.connectionConfiguration = connectionConfiguration
         self.client = client
         self.running = running
-        self.readDB = PostgresPoolDatabase(client: client, logger: logger)
+        self.pool = PostgresPool(client: client, leaseTimeout: configuration.connectTimeout, location: configuration.redacted)
+        self.readDB = PostgresPoolDatabase(pool: pool, logger: logger)
     }
 
     /// Connects, applies pending migrations (one controller at a time), and starts the pool.
@@ -128,7 +132,7 @@ final class PostgresStoreBackend: SQLStoreBackend {
     }
 
     private func run<T: Sendable>(locking: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        try await client.withConnection { connection in
+        try await pool.withConnection { connection in
             let db = connection.sql(queryLogLevel: nil)
             try await db.raw("BEGIN").run()
             do {
@@ -219,9 +223,99 @@ final class PostgresStoreBackend: SQLStoreBackend {
     }
 }
 
+/// postgres-nio's pool with a bound on waiting for a connection: on its own, a lease waits while the pool retries an
+/// unreachable server, forever (vapor/postgres-nio#489), and so would every request during a database failover. Past
+/// `leaseTimeout` (the connect timeout) the caller gets `StoreError.unavailable`, which the API answers with 503.
+struct PostgresPool: Sendable {
+    let client: PostgresClient
+    let leaseTimeout: Duration
+    /// The database as errors name it (no password).
+    let location: String
+
+    /// Runs `body` on a leased connection, returned to the pool when `body` ends.
+    /// - Throws: `StoreError.unavailable` when no connection is leased within `leaseTimeout`; what `body` throws.
+    func withConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        // The lease is held by a child task (the pool's API lends a connection to a closure only) and handed over
+        // here; the child keeps it until `body` is done, so nothing else can use the connection meanwhile.
+        let (leases, lender) = AsyncStream.makeStream(of: PostgresConnection.self)
+        let returned = LeaseReturn()
+        let client = client
+        let leaseTimeout = leaseTimeout
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await client.withConnection { connection in
+                        // Too late (the caller stopped waiting): the connection goes straight back.
+                        guard case .enqueued = lender.yield(connection) else { return }
+                        lender.finish()
+                        await returned.wait()
+                    }
+                } catch {
+                    lender.finish()
+                    throw error
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: leaseTimeout)
+                lender.finish()
+            }
+            var iterator = leases.makeAsyncIterator()
+            guard let connection = await iterator.next() else {
+                group.cancelAll()
+                try? await group.waitForAll()
+                try Task.checkCancellation()
+                throw StoreError.unavailable(location: location, waited: leaseTimeout)
+            }
+            // Stops the timer; the lease child waits for `returned`, which cancellation does not end.
+            group.cancelAll()
+            do {
+                let result = try await body(connection)
+                returned.signal()
+                try await group.waitForAll()
+                return result
+            } catch {
+                returned.signal()
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+}
+
+/// When the caller is done with a leased connection (`signal`), the task holding the lease (`wait`) gives it back.
+private final class LeaseReturn: Sendable {
+    private enum State {
+        case holding
+        case waiting(CheckedContinuation<Void, Never>)
+        case returned
+    }
+
+    private let state = Mutex(State.holding)
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                if case .returned = state { return true }
+                state = .waiting(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    func signal() {
+        let waiting = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            defer { state = .returned }
+            if case .waiting(let continuation) = state { return continuation }
+            return nil
+        }
+        waiting?.resume()
+    }
+}
+
 /// Reads through the pool: each query on a connection leased for it (the store's `readDB` on PostgreSQL).
 struct PostgresPoolDatabase: SQLDatabase {
-    let client: PostgresClient
+    let pool: PostgresPool
     let logger: Logger
 
     var eventLoop: any EventLoop { PostgresClient.defaultEventLoopGroup.any() }
@@ -233,7 +327,7 @@ struct PostgresPoolDatabase: SQLDatabase {
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        try await client.withConnection { connection in
+        try await pool.withConnection { connection in
             try await connection.sql(queryLogLevel: nil).execute(sql: query, onRow)
         }
     }

@@ -19,6 +19,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case invalidToken(String)
     /// An enrollment token that can no longer be used.
     case tokenUnusable(id: String, reason: TokenUnusableReason)
+    /// The database did not give a connection in time (down, failing over, or every pooled connection busy).
+    case unavailable(location: String, waited: Duration)
 
     var description: String {
         switch self {
@@ -38,6 +40,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "cannot create the token: \(reason)"
         case .tokenUnusable(let id, let reason):
             "token \(id) \(reason)"
+        case .unavailable(let location, let waited):
+            "\(location): no database connection within \(waited) (the database is down, failing over, or busy); retry shortly"
         }
     }
 }
