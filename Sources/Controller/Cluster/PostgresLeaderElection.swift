@@ -38,13 +38,7 @@ struct PostgresLeaderElection: Service {
                 do {
                     let connection = try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
                     do {
-                        // Shutting down closes the connection: that ends a query a vanished server never answers
-                        // (nothing else would, and the election would hold up the shutdown forever).
-                        try await withTaskCancellationHandler {
-                            try await campaign(on: connection)
-                        } onCancel: {
-                            connection.close().whenComplete { _ in }
-                        }
+                        try await campaign(on: connection)
                     } catch {
                         step(down: "leader election connection failed", error: error)
                         try? await connection.close()
@@ -68,11 +62,8 @@ struct PostgresLeaderElection: Service {
     private func campaign(on connection: PostgresConnection) async throws {
         let db = connection.sql(queryLogLevel: nil)
         while !Task.isCancelled {
-            let taken = try await answered(on: connection) {
-                try await db.raw("SELECT pg_try_advisory_lock(\(bind: Self.leaderLockKey)) AS taken").first()?.decode(column: "taken", as: Bool.self)
-                    ?? false
-            }
-            if taken { break }
+            let row = try await db.raw("SELECT pg_try_advisory_lock(\(bind: Self.leaderLockKey)) AS taken").first()
+            if try row?.decode(column: "taken", as: Bool.self) == true { break }
             try await Task.sleep(for: retryInterval)
         }
         guard !Task.isCancelled else { return }
@@ -80,32 +71,19 @@ struct PostgresLeaderElection: Service {
         logger.info("This controller now drives rollouts (leader)")
         while !Task.isCancelled {
             try await Task.sleep(for: checkInterval)
-            _ = try await answered(on: connection) { () async throws -> Bool in
-                _ = try await db.raw("SELECT 1 AS alive").first()
-                return true
-            }
-        }
-    }
-
-    /// Runs `query` on `connection`, which is closed when no answer comes within `checkTimeout`: a query on a
-    /// connection whose server vanished (killed, failed over, partitioned) may never complete on its own, and closing
-    /// the connection is what ends it.
-    /// - Throws: `LeaderCheckTimedOut` past the timeout; what the query throws.
-    private func answered<T: Sendable>(on connection: PostgresConnection, _ query: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await query() }
-            group.addTask {
-                try await Task.sleep(for: checkTimeout)
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            guard let result = first else {
-                try? await connection.close()
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    _ = try await db.raw("SELECT 1 AS alive").first()
+                    return true
+                }
+                group.addTask {
+                    try await Task.sleep(for: checkTimeout)
+                    return false
+                }
+                let answered = try await group.next() ?? false
                 group.cancelAll()
-                throw LeaderCheckTimedOut()
+                guard answered else { throw LeaderCheckTimedOut() }
             }
-            group.cancelAll()
-            return result
         }
     }
 
