@@ -15,6 +15,9 @@ typealias SQLiteControllerStore = SQLControllerStore
 /// expansion, how a write transaction starts and locks) is in `StoreDialect` and the backend. A method added here runs
 /// on both, and the store's tests run every case against both.
 final class SQLControllerStore: ControllerStore {
+    /// The SQLite settings, under the name the SQLite-only store gave them (`SQLiteControllerStore.Configuration`).
+    typealias Configuration = SQLiteStoreBackend.Configuration
+
     let backend: any SQLStoreBackend
     private let closed = Mutex(false)
 
