@@ -9,7 +9,8 @@ import Testing
 
 @testable import Controller
 
-/// A controller with a fresh data directory, real SQLite store, trusted keys and one token of each role.
+/// A controller with a fresh data directory, real SQLite store (or a PostgreSQL one, chosen by `adjust`), trusted keys
+/// and one token of each role.
 struct ControllerFixture: Sendable {
     let directory: URL
     let store: SQLiteControllerStore
@@ -60,7 +61,8 @@ struct ControllerFixture: Sendable {
         configuration.port = 0
         configuration.dataDirectory = directory.path
         adjust(&configuration)
-        let store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: logger)
+        // SQLite in the data directory unless `adjust` chose a PostgreSQL database (HighAvailabilityTests).
+        let store = try await configuration.database.openStore(sqlitePath: configuration.databasePath, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let registry = PrometheusCollectorRegistry()
         let controller = try makeApplication(
