@@ -398,7 +398,7 @@ final class SQLControllerStore: ControllerStore {
                         SELECT id FROM (
                             SELECT id, ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY id DESC) AS n FROM status_history
                             WHERE agent_id IN \(SQLGroupExpression(chunk.map { SQLBind($0) }))
-                        ) WHERE n > \(bind: historyLimit)
+                        ) AS ranked WHERE n > \(bind: historyLimit)
                     )
                     """
                 ).run()
@@ -428,10 +428,11 @@ final class SQLControllerStore: ControllerStore {
     func runningSerials(for services: [String]) async throws -> [String: [String: Int64]] {
         guard !services.isEmpty else { return [:] }
         let names = SQLList(services.map { SQLBind($0) })
+        let serial = dialect.jsonInteger("status", "serial")
         let rows = try await readDB.raw(
             """
-            SELECT agent_id, service, json_extract(status, '$.serial') AS serial FROM service_status
-            WHERE service IN \(SQLGroupExpression(names)) AND json_extract(status, '$.serial') IS NOT NULL
+            SELECT agent_id, service, \(unsafeRaw: serial) AS serial FROM service_status
+            WHERE service IN \(SQLGroupExpression(names)) AND \(unsafeRaw: serial) IS NOT NULL
             """
         ).all()
         var running: [String: [String: Int64]] = [:]

@@ -1,9 +1,12 @@
+import SQLKit
+
 /// The SQL the two databases do not share, in one place.
 ///
 /// `SQLControllerStore` writes its SQL once, in the subset both speak (SQLite 3.40 and PostgreSQL 13+: `RETURNING`,
 /// `ON CONFLICT ... DO UPDATE ... excluded`, `COALESCE`, subqueries with `LIMIT`). What differs goes through here:
-/// the schema's column types, JSON array expansion, and how a write transaction starts. A store method whose SQL
-/// needs something else adds a case here rather than branching on the backend in place.
+/// the schema's column types, JSON array expansion, JSON field access, substring tests, and how a write transaction
+/// starts. A store method whose SQL needs something else adds a case here rather than branching on the backend in
+/// place.
 enum StoreDialect: String, Sendable, CaseIterable {
     case sqlite
     case postgres
@@ -36,6 +39,33 @@ enum StoreDialect: String, Sendable, CaseIterable {
         switch self {
         case .sqlite: "json_each(\(column)) AS \(alias)"
         case .postgres: "jsonb_array_elements_text(\(column)::jsonb) AS \(alias)(value)"
+        }
+    }
+
+    /// The text of the top-level `field` of the JSON object stored as text in `column` (NULL when absent): SQLite's
+    /// `json_extract`, PostgreSQL's `->>` on the column read as `jsonb`.
+    func jsonText(_ column: String, _ field: String) -> String {
+        switch self {
+        case .sqlite: "json_extract(\(column), '$.\(field)')"
+        case .postgres: "(\(column)::jsonb ->> '\(field)')"
+        }
+    }
+
+    /// The integer top-level `field` of the JSON object stored as text in `column`, as a 64-bit integer (NULL when
+    /// absent): `json_extract` already gives SQLite's integer; PostgreSQL's `->>` gives text, cast to `BIGINT`.
+    func jsonInteger(_ column: String, _ field: String) -> String {
+        switch self {
+        case .sqlite: jsonText(column, field)
+        case .postgres: "(\(jsonText(column, field))::BIGINT)"
+        }
+    }
+
+    /// A condition true when `needle` occurs in `haystack` (both text): SQLite's `instr`, PostgreSQL's `strpos`
+    /// (same arguments, same 1-based result, 0 when absent).
+    func contains(_ haystack: SQLQueryString, _ needle: SQLQueryString) -> SQLQueryString {
+        switch self {
+        case .sqlite: "instr(\(haystack), \(needle)) > 0"
+        case .postgres: "strpos(\(haystack), \(needle)) > 0"
         }
     }
 

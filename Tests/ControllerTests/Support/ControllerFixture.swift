@@ -46,6 +46,27 @@ struct ControllerFixture: Sendable {
         }
     }
 
+    /// Runs `body` with a fresh fixture whose store is a fresh database of `kind` (SQLite in the data directory, or a
+    /// database made for the test on `PostgresTestServer`, dropped afterwards).
+    static func with<R: Sendable>(
+        _ kind: StoreBackendKind,
+        threshold: Int = 1,
+        adjust: @escaping (inout ControllerConfiguration) -> Void = { _ in },
+        _ body: (ControllerFixture) async throws -> R
+    ) async throws -> R {
+        try await TestStore.withLocation(kind) { location in
+            let selection = try location.selection
+            return try await with(
+                threshold: threshold,
+                adjust: { configuration in
+                    adjust(&configuration)
+                    configuration.database = selection
+                },
+                body
+            )
+        }
+    }
+
     static func make(
         threshold: Int = 1,
         directory existing: URL? = nil,
