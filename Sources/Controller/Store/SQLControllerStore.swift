@@ -351,17 +351,19 @@ final class SQLControllerStore: ControllerStore {
         }
         return try await transaction { db in
             var known: Set<String> = []
-            for chunk in Self.chunks(latest, columns: 5) {
+            for chunk in Self.chunks(latest, columns: 7) {
                 let rows = chunk.map { index -> any SQLExpression in
                     let write = writes[index]
                     return SQLGroupExpression([
                         SQLBind(write.agentID), SQLBind(StoredTime.milliseconds(write.receivedAt)), SQLBind(write.report.agentVersion),
-                        SQLBind(write.report.processManager), SQLBind(write.report.hostname),
+                        SQLBind(write.report.processManager), SQLBind(write.report.hostname), SQLBind(write.report.trustRoot?.version),
+                        SQLBind(write.report.trustRoot?.problem),
                     ])
                 }
                 let updated = try await db.raw(
                     """
-                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5
+                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5,
+                        trust_root_version = CAST(v.column6 AS BIGINT), trust_root_problem = CAST(v.column7 AS TEXT)
                     FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1 RETURNING agents.id AS id
                     """
                 ).all()
