@@ -38,12 +38,13 @@ struct AgentRuntime: Sendable {
         httpConfiguration.caFile = config.caFile
         let http = HTTPClient(configuration: httpConfiguration)
         let token = try config.token()
-        // Polls and reports share one kept-open connection (one TLS handshake for the agent's life, not one per poll).
+        // Polls and reports each keep one connection open (one TLS handshake each for the agent's life, not one per
+        // poll), apart so that a report never waits behind a parked long-poll.
         let client = AgentControllerClient(
             baseURL: config.controllerURL,
             token: token,
             http: http,
-            connection: HTTPConnection(configuration: httpConfiguration)
+            connections: (HTTPConnection(configuration: httpConfiguration), HTTPConnection(configuration: httpConfiguration))
         )
         let (processManager, name) = try makeProcessManager(config: config, layout: layout, logger: logger)
 

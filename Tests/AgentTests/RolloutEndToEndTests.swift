@@ -44,7 +44,7 @@ struct RolloutEndToEndTests {
             let name = agent["name"]?.stringValue ?? "?"
             let entry = agent["services"]?.arrayValue.first { $0["service"]?.stringValue == "web" }
             if entry?["targetSerial"]?.intValue == 2 || entry?["serial"]?.intValue == 2 { sawSerial2.append(name) }
-            #expect(entry?["serial"]?.intValue == 1, "\(name) still runs serial 1")
+            #expect(entry?["serial"]?.intValue == 1, "\(name) still runs serial 1: \(agent)")
         }
         #expect(sawSerial2.count == 1, "exactly the first wave's agent received serial 2: \(sawSerial2) rollout: \(halted)")
         #expect(await answers("1.0.0").count == 3, "everyone still serves v1")

@@ -8,22 +8,23 @@ import Foundation
 
 /// The agent's side of the controller API (DESIGN §2): enrollment, desired state with ETag and long-poll, status.
 ///
-/// With a `connection`, polls and reports go one after the other over that one kept-open connection (one TCP
-/// connection and TLS session for the agent's whole life, while the controller keeps it); without, each request is a
-/// one-off `HTTPClient.send` (enrolment, `ferry-agent once`).
+/// With `connections`, polls go one after the other over one kept-open connection and reports over another (one TCP
+/// connection and TLS session each for the agent's whole life, while the controller keeps them): a report must not
+/// wait behind a parked long-poll, which holds its connection for up to a minute. Without, each request is a one-off
+/// `HTTPClient.send` (enrolment, `ferry-agent once`).
 struct AgentControllerClient: Sendable, CustomStringConvertible {
     /// Base URL without a trailing slash, e.g. `https://ferry.internal:8443`.
     let baseURL: String
     let token: String
     let http: HTTPClient
-    /// The kept-open connection polls and reports use, when the agent runs.
-    let connection: HTTPConnection?
+    /// The kept-open connections polls and reports use, when the agent runs.
+    let connections: (polls: HTTPConnection, reports: HTTPConnection)?
 
-    init(baseURL: String, token: String, http: HTTPClient, connection: HTTPConnection? = nil) {
+    init(baseURL: String, token: String, http: HTTPClient, connections: (polls: HTTPConnection, reports: HTTPConnection)? = nil) {
         self.baseURL = Self.trimmed(baseURL)
         self.token = token
         self.http = http
-        self.connection = connection
+        self.connections = connections
     }
 
     /// The answer to a desired-state poll.
@@ -38,7 +39,10 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         if wait > 0 { url += "?wait=\(wait)" }
         var headers = authorization
         if let etag { headers["If-None-Match"] = etag }
-        let response = try await send(HTTPClient.Request(method: .get, url: url, headers: headers, timeout: .seconds(wait + 20)))
+        let response = try await send(
+            HTTPClient.Request(method: .get, url: url, headers: headers, timeout: .seconds(wait + 20)),
+            over: connections?.polls
+        )
         if response.status == 304 { return .notModified }
         try Self.check(response, url: url)
         do {
@@ -52,7 +56,10 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     /// `GET /v1/roots/{version}`: one trust root's envelope (verified by the caller, never here).
     func root(version: Int64) async throws(ControllerError) -> Envelope {
         let url = "\(baseURL)/v1/roots/\(version)"
-        let response = try await send(HTTPClient.Request(method: .get, url: url, headers: authorization, timeout: .seconds(30)))
+        let response = try await send(
+            HTTPClient.Request(method: .get, url: url, headers: authorization, timeout: .seconds(30)),
+            over: connections?.polls
+        )
         try Self.check(response, url: url)
         do {
             return try Envelope.decode(response.body)
@@ -66,7 +73,10 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         let url = "\(baseURL)/v1/agents/\(Self.escape(agentID))/status"
         var headers = authorization
         headers["Content-Type"] = "application/json"
-        let response = try await send(HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(report.json.encoded())))
+        let response = try await send(
+            HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(report.json.encoded())),
+            over: connections?.reports
+        )
         try Self.check(response, url: url)
     }
 
@@ -81,7 +91,10 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         let url = "\(client.baseURL)/v1/agents"
         var headers = client.authorization
         headers["Content-Type"] = "application/json"
-        let response = try await client.send(HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(request.json.encoded())))
+        let response = try await client.send(
+            HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(request.json.encoded())),
+            over: nil
+        )
         try check(response, url: url)
         do {
             return try EnrollResponse(json: JSONValue.parse(response.body))
@@ -95,7 +108,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
 
     private var authorization: HTTPClient.Headers { ["Authorization": "Bearer \(token)"] }
 
-    private func send(_ request: HTTPClient.Request) async throws(ControllerError) -> HTTPClient.Response {
+    private func send(_ request: HTTPClient.Request, over connection: HTTPConnection?) async throws(ControllerError) -> HTTPClient.Response {
         do {
             if let connection { return try await connection.send(request) }
             return try await http.send(request)

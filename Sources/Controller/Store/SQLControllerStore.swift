@@ -360,6 +360,8 @@ final class SQLControllerStore: ControllerStore {
                         SQLBind(write.report.trustRoot?.problem),
                     ])
                 }
+                // The trust root as the agent reports it (version, and why it admits no new release), as the single
+                // report path wrote it before reports were batched.
                 let updated = try await db.raw(
                     """
                     UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5,

@@ -84,6 +84,24 @@ struct ControllerFixture: Sendable {
         adjust(&configuration)
         // SQLite in the data directory unless `adjust` chose a PostgreSQL database (HighAvailabilityTests).
         let store = try await configuration.database.openStore(sqlitePath: configuration.databasePath, logger: logger)
+        do {
+            return try await make(directory: directory, configuration: configuration, store: store, keys: (signingKey, secondKey))
+        } catch {
+            // A store dropped open trips SQLiteNIO's assertion and takes the whole test process down (a test cancelled
+            // by its time limit throws here): closed in a task of its own, which cancellation does not reach.
+            try? await Task { try await store.close() }.value
+            if existing == nil { try? FileManager.default.removeItem(at: directory) }
+            throw error
+        }
+    }
+
+    private static func make(
+        directory: URL,
+        configuration: ControllerConfiguration,
+        store: SQLiteControllerStore,
+        keys: (signing: SigningKey, second: SigningKey)
+    ) async throws -> ControllerFixture {
+        let (signingKey, secondKey) = keys
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let registry = PrometheusCollectorRegistry()
         let controller = try makeApplication(
