@@ -151,18 +151,34 @@ struct DaemonDeathTests {
             let line = arguments.joined(separator: " ")
             switch control.backend {
             case .pm2:
-                // The title is cut to the length of the original command line: the home is read from the environment.
-                guard let home = control.pm2Home, line.contains("God Daemon"),
-                    let environment = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))
-                else { continue }
-                if environment.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self) == "PM2_HOME=\(home)" }) {
-                    found.insert(pid)
-                }
+                if let home = control.pm2Home, isPM2Daemon(pid, commandLine: line, home: home) { found.insert(pid) }
             case .builtin:
                 if arguments.contains("supervisor"), arguments.contains(control.supervisorHome) { found.insert(pid) }
             }
         }
         return found
+    }
+
+    /// The running PM2 God Daemons whose `PM2_HOME` is `home`.
+    static func pm2Daemons(home: String) -> Set<Int32> {
+        var found: Set<Int32> = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name), isRunning(pid), let bytes = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else {
+                continue
+            }
+            let line = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")
+            if isPM2Daemon(pid, commandLine: line, home: home) { found.insert(pid) }
+        }
+        return found
+    }
+
+    /// Whether `pid` is a God Daemon of `home`. Its title is cut to the length of the original command line, so the
+    /// home is read from its environment.
+    private static func isPM2Daemon(_ pid: Int32, commandLine: String, home: String) -> Bool {
+        guard commandLine.contains("God Daemon"), let environment = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) else {
+            return false
+        }
+        return environment.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "PM2_HOME=\(home)" }
     }
 
     /// The live processes whose working directory is under `directory`.

@@ -152,20 +152,7 @@ struct FullDiskTests {
         arguments: Backend.allCases
     )
     func agentOnAFullDisk(backend: Backend) async throws {
-        _ = try backend.pm2Binary()
-        var disk: SmallFileSystem?
-        var root: URL?
-        try await FleetFixture.with { fleet in
-            root = fleet.root
-            let mounted = try SmallFileSystem.mount(at: fleet.root.appendingPathComponent("edge-1/state").path, megabytes: 16)
-            disk = mounted
-            try await fleet.startController()
-            let port = try freeLoopbackPort()
-            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
-            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
-            _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
-            try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
-
+        try await withV1OnASmallDisk(backend: backend) { fleet, mounted, port in
             // v2 downloads in a few kilobytes and extracts to 12 MB: more than the 4 MiB left.
             try mounted.fill(leaving: 4 << 20)
             let archive = fleet.root.appendingPathComponent("web-2.0.0.tgz").path
@@ -212,8 +199,6 @@ struct FullDiskTests {
                 return entry?["serial"]?.intValue == 2 && entry?["phase"]?.stringValue == "running" ? true : nil
             }
         }
-        disk?.unmount()
-        if let root { try? FileManager.default.removeItem(at: root) }
     }
 
     /// The chaos loop's first find (seed 14014, cycle 23): the disk fills while a release is in its health gate, so the
@@ -225,20 +210,7 @@ struct FullDiskTests {
         arguments: Backend.allCases
     )
     func stateSaveRetried(backend: Backend) async throws {
-        _ = try backend.pm2Binary()
-        var disk: SmallFileSystem?
-        var root: URL?
-        try await FleetFixture.with { fleet in
-            root = fleet.root
-            let mounted = try SmallFileSystem.mount(at: fleet.root.appendingPathComponent("edge-1/state").path, megabytes: 16)
-            disk = mounted
-            try await fleet.startController()
-            let port = try freeLoopbackPort()
-            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
-            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
-            _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
-            try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
-
+        try await withV1OnASmallDisk(backend: backend) { fleet, mounted, port in
             // v2 with an 8 s stable window: once it answers, its verdict is at least 8 s away.
             let artifact = try await fleet.controller.upload(try fleet.makeArtifact(version: "2.0.0"), token: fleet.operatorToken)
             let (status, body) = try await fleet.controller.publish(
@@ -267,8 +239,30 @@ struct FullDiskTests {
             }
             #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
         }
-        disk?.unmount()
-        if let root { try? FileManager.default.removeItem(at: root) }
     }
 
+    /// Runs `body` once v1 of `web` answers on `port`, from an agent (`edge-1`, long-polls of 2 s, no free-space margin)
+    /// whose state directory is a 16 MiB tmpfs. Unmounts it and removes the fleet's directory afterwards — also when
+    /// `body` throws, so a failing test leaves no mount behind (the fleet cannot remove a directory holding one).
+    private func withV1OnASmallDisk(backend: Backend, _ body: (FleetFixture, SmallFileSystem, Int) async throws -> Void) async throws {
+        _ = try backend.pm2Binary()
+        var disk: SmallFileSystem?
+        var root: URL?
+        defer {
+            disk?.unmount()
+            if let root { try? FileManager.default.removeItem(at: root) }
+        }
+        try await FleetFixture.with { fleet in
+            root = fleet.root
+            let mounted = try SmallFileSystem.mount(at: fleet.root.appendingPathComponent("edge-1/state").path, megabytes: 16)
+            disk = mounted
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
+            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
+            _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
+            try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
+            try await body(fleet, mounted, port)
+        }
+    }
 }

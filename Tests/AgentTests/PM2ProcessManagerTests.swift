@@ -163,6 +163,33 @@ struct PM2ProcessManagerTests {
         await Self.killDaemon(manager)
     }
 
+    @Test("against real PM2: calls that overlap while no daemon runs start exactly one daemon")
+    func realPM2OneDaemon() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-one-daemon")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("pm2home").path
+        // Two managers for the same home, as the agent's pass and a report hold: the gate is per home, not per value.
+        let managers = try (0..<2).map { _ in
+            try PM2ProcessManager(
+                configuration: .init(executable: pm2, pm2Home: home, namespace: "ferry-test"),
+                logger: .init(label: "test.pm2")
+            )
+        }
+        defer {
+            // Whatever the outcome, no daemon of this home outlives the test (a second one `pm2 kill` cannot reach).
+            for pid in DaemonDeathTests.pm2Daemons(home: home) { kill(pid, SIGKILL) }
+        }
+        let tables = try await withThrowingTaskGroup(of: [ManagedProcess].self) { group in
+            for index in 0..<6 { group.addTask { try await managers[index % 2].processes() } }
+            return try await group.reduce(into: [[ManagedProcess]]()) { $0.append($1) }
+        }
+        #expect(tables.count == 6 && tables.allSatisfy(\.isEmpty))
+        let daemons = DaemonDeathTests.pm2Daemons(home: home)
+        await Self.killDaemon(managers[0])
+        #expect(daemons.count == 1, "God Daemons of \(home): \(daemons.sorted())")
+    }
+
     static func roundTrip(_ manager: PM2ProcessManager, _ app: AppSpec, ecosystem: String, current: String) async throws {
         #expect(AppAction.decide(desired: app, observed: try await manager.processes(), needsRefresh: true) == .start)
         _ = try await AppAction.start.perform(on: manager, appNamed: app.name, desired: app, ecosystem: ecosystem)
