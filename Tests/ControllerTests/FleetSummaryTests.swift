@@ -64,8 +64,11 @@ import Testing
     }
 
     /// Enrolls the fleet, lets every agent report, and runs `body` with the fixture and an in-process client.
-    static func withFleet(_ body: @Sendable (Fixture, any TestClientProtocol, [String: Int]) async throws -> Void) async throws {
-        try await Fixture.with { fixture in
+    static func withFleet(
+        _ kind: StoreBackendKind,
+        _ body: @Sendable (Fixture, any TestClientProtocol, [String: Int]) async throws -> Void
+    ) async throws {
+        try await Fixture.with(kind) { fixture in
             try await fixture.withRouter { client in
                 var indexes: [String: Int] = [:]
                 for index in 0..<agentCount {
@@ -91,8 +94,9 @@ import Testing
         return try Fixture.json(response)
     }
 
-    @Test func theSummaryCountsTheAgentsReports() async throws {
-        try await Self.withFleet { fixture, client, _ in
+    @Test(arguments: StoreBackendKind.available)
+    func theSummaryCountsTheAgentsReports(_ kind: StoreBackendKind) async throws {
+        try await Self.withFleet(kind) { fixture, client, _ in
             let document = try await Self.fleet(client, fixture)
             let summary = FleetDocument.array(document.object?["summary"]).compactMap(\.object)
             var counted: [String: [String: Int]] = [:]
@@ -133,8 +137,9 @@ import Testing
         }
     }
 
-    @Test func filtersAndPagesListExactlyTheCountedAgentsFailuresFirst() async throws {
-        try await Self.withFleet { fixture, client, indexes in
+    @Test(arguments: StoreBackendKind.available)
+    func filtersAndPagesListExactlyTheCountedAgentsFailuresFirst(_ kind: StoreBackendKind) async throws {
+        try await Self.withFleet(kind) { fixture, client, indexes in
             func listed(_ document: JSONValue) -> [Int] {
                 FleetDocument.agents(document).compactMap { agent in
                     guard case .string(let id)? = agent["id"] else { return nil }

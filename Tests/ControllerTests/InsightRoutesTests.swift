@@ -76,8 +76,9 @@ struct InsightRoutesTests {
         try await client.execute(uri: uri, method: .get, headers: ControllerFixture.bearer(token))
     }
 
-    @Test func anAgentInFullByNameOrId() async throws {
-        try await ControllerFixture.with { fixture in
+    @Test(arguments: StoreBackendKind.available)
+    func anAgentInFullByNameOrId(_ kind: StoreBackendKind) async throws {
+        try await ControllerFixture.with(kind) { fixture in
             try await fixture.withRouter { client in
                 let agent = try await Self.seed(fixture, client)
                 let byName = try await Self.get(client, "/v1/agents/web%201%2Feu", token: fixture.viewerToken)
@@ -345,9 +346,9 @@ struct InsightRoutesTests {
 
     /// `events --follow` (and `rollout wait`) as the CLI runs it: each new event once, in order; when the token is
     /// revoked the stream ends, the follower reconnects, gets the 401 and stops with it instead of retrying for ever.
-    @Test(.timeLimit(.minutes(2)))
-    func followingGivesEachEventOnceAndStopsWhenTheTokenIsRevoked() async throws {
-        try await ControllerFixture.with { fixture in
+    @Test(.timeLimit(.minutes(2)), arguments: StoreBackendKind.available)
+    func followingGivesEachEventOnceAndStopsWhenTheTokenIsRevoked(_ kind: StoreBackendKind) async throws {
+        try await ControllerFixture.with(kind) { fixture in
             let followToken = Token.generate()
             let record = try await fixture.store.createToken(hash: Token.digest(followToken), name: "ci-follow", role: .viewer, at: Date())
             try await fixture.withLiveServer { base in

@@ -251,9 +251,12 @@ struct RootRoutesTests {
         }
     }
 
-    @Test("1 → 2 → 3 published; agents read the chain; desired states name the newest version; a retry is idempotent")
-    func publishesAndServesTheChain() async throws {
-        try await Fixture.with { fixture in
+    @Test(
+        "1 → 2 → 3 published; agents read the chain; desired states name the newest version; a retry is idempotent",
+        arguments: StoreBackendKind.available
+    )
+    func publishesAndServesTheChain(_ kind: StoreBackendKind) async throws {
+        try await Fixture.with(kind) { fixture in
             try await fixture.withRouter { client in
                 let keys = try Keys()
                 let (agentID, agentToken) = try await fixture.enroll(client, name: "web-1")

@@ -5,7 +5,7 @@ import Testing
 
 @testable import Controller
 
-/// Rollouts in the SQLite store: it writes what a `RolloutStateMachine` decided, only from the state the decision was
+/// Rollouts in the store (SQLite and PostgreSQL): it writes what a `RolloutStateMachine` decided, only from the state the decision was
 /// made from, and a publish supersedes the previous rollout in its own transaction.
 @Suite struct SQLiteControllerStoreRolloutsTests {
     static let wavesPlan = RolloutPlan(
@@ -13,16 +13,16 @@ import Testing
         agentOrder: ["agt_a", "agt_b"]
     )
 
-    static func publish(_ store: SQLiteControllerStore, serial: Int64, plan: RolloutPlan) async throws -> PublishedRollout {
+    static func publish(_ store: SQLControllerStore, serial: Int64, plan: RolloutPlan) async throws -> PublishedRollout {
         let record = try StoreTests.record(serial: serial, service: "web")
         return try await store.insertRelease(record, rollout: RolloutStateMachine.publish(record, plan: plan))
     }
 
     /// Two decisions made from the same read (an operator's pause and another replica's abort): the first is written
     /// with its event, the second is refused by the compare-and-set and leaves no trace.
-    @Test func onlyTheFirstOfTwoDecisionsFromTheSameStateIsWritten() async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-rollout-store") { directory in
-            let store = try await StoreTests.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func onlyTheFirstOfTwoDecisionsFromTheSameStateIsWritten(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             _ = try await Self.publish(store, serial: 1, plan: RolloutPlan(parameters: RolloutParameters(), agentOrder: ["agt_a", "agt_b"]))
             _ = try await Self.publish(store, serial: 2, plan: Self.wavesPlan)
             let read = try #require(try await store.latestRollouts(for: ["web"]).first)
@@ -50,9 +50,9 @@ import Testing
 
     /// A publish supersedes an open (here paused) rollout in its transaction, with the event after its own
     /// `published`; a rollout that completed is left as it is.
-    @Test func aPublishSupersedesOnlyAnOpenRollout() async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-rollout-store") { directory in
-            let store = try await StoreTests.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func aPublishSupersedesOnlyAnOpenRollout(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             _ = try await Self.publish(store, serial: 1, plan: RolloutPlan(parameters: RolloutParameters(), agentOrder: ["agt_a", "agt_b"]))
             _ = try await Self.publish(store, serial: 2, plan: Self.wavesPlan)
             var machine = RolloutStateMachine(try #require(try await store.latestRollouts(for: ["web"]).first))

@@ -5,37 +5,24 @@ import Testing
 
 @testable import Controller
 
-/// Tokens in the SQLite store: migration 3 of an older database, what the store refuses to create, and enrolment
+/// Tokens in the store (SQLite and PostgreSQL): migration 3 of an older database, what the store refuses to create, and enrolment
 /// consuming uses in its own transaction.
 @Suite struct SQLiteControllerStoreTokensTests {
     /// A database written by the previous schema (migrations 1 and 2) with an operator and an enroll token is opened
     /// by this version: both keep working, get public ids, and the old enroll token may enroll for any service.
-    @Test func migrationThreeKeepsOlderTokensWorking() async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-migration") { directory in
-            let path = directory.appendingPathComponent("ferry.sqlite").path
-            var script = [SchemaMigrations.versionTable]
+    @Test(arguments: StoreBackendKind.available)
+    func migrationThreeKeepsOlderTokensWorking(_ kind: StoreBackendKind) async throws {
+        try await TestStore.withLocation(kind) { location in
+            var script = [location.dialect.schemaStatement(SchemaMigrations.versionTable)]
             for migration in SchemaMigrations.all where migration.version <= 2 {
-                script += migration.statements
+                script += migration.statements(for: location.dialect)
                 script.append("INSERT INTO ferry_schema VALUES (\(migration.version), 'old', 0)")
             }
             script.append("INSERT INTO tokens (hash, name, role, created_at) VALUES ('\(Token.digest("fyt_op"))', 'ci', 'operator', 1000)")
             script.append("INSERT INTO tokens (hash, name, role, created_at) VALUES ('\(Token.digest("fyt_en"))', 'fleet', 'enroll', 2000)")
-            let sqlFile = directory.appendingPathComponent("v2.sql")
-            try script.map { $0 + ";\n" }.joined().write(to: sqlFile, atomically: true, encoding: .utf8)
-            let python = try await CommandRunner.run(
-                CommandRunner.Request(
-                    executable: "/usr/bin/env",
-                    arguments: [
-                        "python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()",
-                        path, sqlFile.path,
-                    ],
-                    environment: ProcessInfo.processInfo.environment,
-                    timeout: .seconds(30)
-                )
-            )
-            try #require(python.termination == .exited(0), "\(String(decoding: python.standardError, as: UTF8.self))")
+            try await location.execute(script)
 
-            let store = try await StoreTests.open(directory)
+            let store = try await location.open()
             let tokens = try await store.tokens()
             #expect(tokens.map(\.name) == ["ci", "fleet"])
             #expect(tokens.allSatisfy { Token.isWellFormedID($0.id) })
@@ -66,9 +53,9 @@ import Testing
         ("a malformed id", TokenRecord(id: "fyt_0000000000000007", name: "x", role: .viewer, createdAt: Date())),
     ]
 
-    @Test func invalidTokensAreRefused() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await StoreTests.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func invalidTokensAreRefused(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             for (what, record) in Self.invalidTokens {
                 await #expect(throws: StoreError.self, "\(what)") { try await store.createToken(record, hash: Token.digest(Token.generate())) }
             }
@@ -78,9 +65,9 @@ import Testing
     }
 
     /// A refused enrolment uses nothing of its token; only the operator's replace touches an existing agent.
-    @Test func enrolmentConsumesUsesOnlyWhenItSucceeds() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await StoreTests.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func enrolmentConsumesUsesOnlyWhenItSucceeds(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             let token = try await store.createToken(
                 hash: Token.digest(Token.generate()),
                 name: "two",

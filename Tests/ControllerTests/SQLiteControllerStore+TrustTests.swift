@@ -5,8 +5,8 @@ import Testing
 
 @testable import Controller
 
-/// Trust roots and approvals in the SQLite store: migration 5 of an older database, the next-version check, and the
-/// compare-and-set of an approval.
+/// Trust roots and approvals in the store: migration 5 of an older SQLite database, and on both backends the
+/// next-version check and the compare-and-set of an approval.
 @Suite struct SQLiteControllerStoreTrustTests {
     static func rootRecord(version: Int64, signer: SigningKey) throws -> TrustRootRecord {
         let envelope = try TestRoots.root(version: version, rootKeys: [signer], releaseKeys: [signer], signers: [signer])
@@ -68,9 +68,9 @@ import Testing
         }
     }
 
-    @Test func rootsAreStoredOneVersionAtATime() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await StoreTests.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func rootsAreStoredOneVersionAtATime(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             let key = try SigningKey.generate()
             // The first stored root may be any version (a fleet pinned from flags may start its chain at 2).
             try await store.insertTrustRoot(try Self.rootRecord(version: 2, signer: key))
@@ -91,9 +91,9 @@ import Testing
     }
 
     /// Two approvals decided from the same stored signers: one is written, the other finds the release changed.
-    @Test func approvalsAreCompareAndSet() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await StoreTests.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func approvalsAreCompareAndSet(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             var record = try StoreTests.record(serial: 1)
             record.signedBy = ["k1"]
             record.signaturesRequired = 2

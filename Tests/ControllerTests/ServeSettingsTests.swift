@@ -74,7 +74,92 @@ import Testing
         BadSetting(arguments: ["serve", "--idle-timeout", "61m"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1s to 3600s"),
         BadSetting(arguments: ["serve", "--max-connections", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1 to 1000000"),
         BadSetting(arguments: ["serve"], environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_MAX_CONNECTIONS": "many"], message: "not an integer"),
+        BadSetting(
+            arguments: ["serve", "--database", "mysql://u@h/db"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "expected postgres://"
+        ),
+        BadSetting(arguments: ["serve", "--database", "postgres://h/db"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "names no user"),
+        BadSetting(arguments: ["serve", "--database", "postgres://u@h"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "names no database"),
+        BadSetting(arguments: ["serve", "--database", "postgres://u@/db"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "names no host"),
+        BadSetting(
+            arguments: ["serve", "--database", "postgres://u:hunter2@h/db?sslmode=maybe"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "sslmode must be one of disable, prefer, require, verify-ca, verify-full"
+        ),
+        BadSetting(
+            arguments: ["serve", "--database", "postgres://u@h/db?pool=3"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "unknown parameter pool"
+        ),
+        BadSetting(
+            arguments: ["serve", "--database", "postgres://u@h/db", "--database-pool-size", "0"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "must be from 1 to 1000"
+        ),
+        BadSetting(
+            arguments: ["serve", "--database", "postgres://u@h/db"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_DATABASE_STATEMENT_TIMEOUT": "0"],
+            message: "must be from 1s to 3600s"
+        ),
+        BadSetting(
+            arguments: ["serve", "--database", "postgres://u@h/db", "--database-ca-file", "/nonexistent/ca.pem"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "no such readable file"
+        ),
+        BadSetting(
+            arguments: ["serve", "--database-pool-size", "5"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "applies to a PostgreSQL --database only"
+        ),
     ]
+
+    /// A database password never appears in an error about its URL.
+    @Test func aDatabaseURLErrorHidesThePassword() throws {
+        do {
+            _ = try PostgresStoreConfiguration.parse("postgres://ferry:hunter2@db.internal/ferry?sslmode=nope")
+            Issue.record("accepted a bad sslmode")
+        } catch {
+            #expect("\(error)".contains("postgres://ferry:REDACTED@db.internal/ferry") && !"\(error)".contains("hunter2"), "\(error)")
+        }
+    }
+
+    /// `--database` and its settings from a flag, the environment and the file; the password from
+    /// FERRY_DATABASE_PASSWORD when the URL has none.
+    @Test func postgresSettingsFromFlagsEnvironmentAndFile() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let key = try SigningKey.generate()
+            try Data(key.publicKey.pemRepresentation().utf8).write(to: directory.appendingPathComponent("op.pub"))
+            try Data("not checked here".utf8).write(to: directory.appendingPathComponent("rds-ca.pem"))
+            let file = directory.appendingPathComponent("controller.yaml")
+            try Data(
+                """
+                trustedKeys: [op.pub]
+                database: postgres://ferry@db.internal:6432/fleet
+                databasePoolSize: 4
+                databaseCAFile: rds-ca.pem
+                """.utf8
+            ).write(to: file)
+            let command = try #require(
+                try ControllerCommand.parseAsRoot(["serve", "--config", file.path, "--database-statement-timeout", "2m"]) as? ServeCommand
+            )
+            let settings = try command.resolvedSettings(environment: ["FERRY_DATABASE_POOL_SIZE": "6", "FERRY_DATABASE_PASSWORD": "s3cret"])
+            guard case .postgres(let postgres) = try settings.configuration().database else {
+                Issue.record("--database postgres://... selects PostgreSQL")
+                return
+            }
+            #expect(postgres.host == "db.internal" && postgres.port == 6432 && postgres.user == "ferry" && postgres.database == "fleet")
+            #expect(postgres.password == "s3cret")
+            #expect(postgres.poolSize == 6)
+            #expect(postgres.statementTimeout == .seconds(120))
+            #expect(postgres.caFile == directory.path + "/rds-ca.pem" && postgres.tls == .verifyFull)
+            #expect(postgres.redacted == "postgres://ferry@db.internal:6432/fleet?sslmode=verify-full")
+
+            let plain = try #require(try ControllerCommand.parseAsRoot(["serve", "--config", file.path]) as? ServeCommand)
+            let sqlite = try plain.resolvedSettings(environment: ["FERRY_DATABASE": ""])
+            #expect(try sqlite.configuration().database != .sqlite, "the file's database stays when the environment twin is empty")
+        }
+    }
 
     @Test(arguments: badSettings)
     func badSettingsAreRefusedWithAReason(_ bad: BadSetting) async throws {

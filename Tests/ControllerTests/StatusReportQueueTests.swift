@@ -6,7 +6,7 @@ import Testing
 
 @testable import Controller
 
-/// The write-behind queue of status reports over a real SQLite store.
+/// The write-behind queue of status reports over a real store (SQLite, and PostgreSQL where it is installed).
 @Suite struct StatusReportQueueTests {
     static func report(_ agent: Int, serial: Int64, failures: [ReleaseFailure] = []) -> StatusReport {
         StatusReport(
@@ -29,14 +29,14 @@ import Testing
         )
     }
 
-    /// Runs `body` with a queue over a fresh store holding `agents` agents (`agt_0`, `agt_1`, ...).
+    /// Runs `body` with a queue over a fresh store of `kind` holding `agents` agents (`agt_0`, `agt_1`, ...).
     static func withQueue(
+        _ kind: StoreBackendKind = .sqlite,
         agents: Int,
         configuration: StatusReportQueue.Configuration = .init(),
-        _ body: @Sendable (StatusReportQueue, SQLiteControllerStore, URL) async throws -> Void
+        _ body: @Sendable (StatusReportQueue, SQLiteControllerStore, TestStoreLocation) async throws -> Void
     ) async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-status-queue") { directory in
-            let store = try await StoreTests.open(directory)
+        try await TestStore.with(kind) { store, location in
             for index in 0..<agents {
                 _ = try await store.enrollAgent(
                     proposedID: "agt_\(index)",
@@ -48,21 +48,16 @@ import Testing
                 )
             }
             let queue = StatusReportQueue(configuration: configuration, store: store, logger: ControllerFixture.logger)
-            do {
-                try await body(queue, store, directory)
-            } catch {
-                try? await store.close()
-                throw error
-            }
+            try await body(queue, store, location)
             #expect(queue.pendingCount == 0, "every accepted report was committed or failed")
-            try await store.close()
         }
     }
 
     /// Every acknowledged report is in the database, in the order each agent sent them; reports of agents that do
     /// not exist are refused without failing the others in their batch.
-    @Test func acknowledgedReportsAreCommittedAndUnknownAgentsRefused() async throws {
-        try await Self.withQueue(agents: 200, configuration: .init(maximumBatch: 64, historyLimit: 3)) { queue, store, _ in
+    @Test(arguments: StoreBackendKind.available)
+    func acknowledgedReportsAreCommittedAndUnknownAgentsRefused(_ kind: StoreBackendKind) async throws {
+        try await Self.withQueue(kind, agents: 200, configuration: .init(maximumBatch: 64, historyLimit: 3)) { queue, store, _ in
             let outcomes = try await withThrowingTaskGroup(of: (Int, Int64, Bool).self) { group in
                 for agent in 0..<210 {
                     group.addTask {
@@ -92,10 +87,11 @@ import Testing
 
     /// A full queue refuses at once rather than growing: while another connection holds the database's write lock
     /// (a slow disk), reports beyond the bound are refused with `Full`, and those accepted are committed afterwards.
+    /// SQLite only: the lock is SQLite's file lock, taken by another process.
     @Test func aFullQueueRefusesAndTheAcceptedOnesAreCommittedLater() async throws {
-        try await Self.withQueue(agents: 20, configuration: .init(maximumPending: 5, maximumBatch: 100)) { queue, store, directory in
+        try await Self.withQueue(agents: 20, configuration: .init(maximumPending: 5, maximumBatch: 100)) { queue, store, location in
             // Holds the write lock from another process for 3 s: SQLite makes the queue's writer wait meanwhile.
-            let marker = directory.appendingPathComponent("locked").path
+            let marker = location.directory.appendingPathComponent("locked").path
             let lock = Task {
                 try await CommandRunner.run(
                     CommandRunner.Request(
@@ -104,7 +100,7 @@ import Testing
                             "python3", "-c",
                             "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); "
                                 + "open(sys.argv[2], 'w').close(); time.sleep(3); c.execute('COMMIT')",
-                            directory.appendingPathComponent("ferry.sqlite").path, marker,
+                            location.sqlitePath, marker,
                         ],
                         environment: ProcessInfo.processInfo.environment,
                         timeout: .seconds(30)

@@ -1,13 +1,15 @@
 import Foundation
+import SQLKit
 import Shared
 import TestSupport
 import Testing
 
 @testable import Controller
 
+/// The store, on SQLite and on PostgreSQL: every test runs against both (`StoreBackendKind.available`).
 @Suite struct StoreTests {
-    static func open(_ directory: URL) async throws -> SQLiteControllerStore {
-        try await SQLiteControllerStore.open(.init(path: directory.appendingPathComponent("ferry.sqlite").path), logger: ControllerFixture.logger)
+    static func open(_ directory: URL) async throws -> SQLControllerStore {
+        try await SQLControllerStore.open(.init(path: directory.appendingPathComponent("ferry.sqlite").path), logger: ControllerFixture.logger)
     }
 
     static func record(serial: Int64, service: String = "api") throws -> ReleaseRecord {
@@ -30,53 +32,42 @@ import Testing
         )
     }
 
-    @Test func migrationsAreRecordedAndReopeningKeepsData() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await Self.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func migrationsAreRecordedAndReopeningKeepsData(_ kind: StoreBackendKind) async throws {
+        try await TestStore.withLocation(kind) { location in
+            let store = try await location.open()
             try await store.createToken(hash: Token.digest("fyt_a"), name: "alice", role: .operator, at: Date())
             try await store.insertRelease(try Self.record(serial: 1))
             try await store.close()
-            let reopened = try await Self.open(directory)
+            let reopened = try await location.open()
             let principal = try await reopened.principal(forTokenHash: Token.digest("fyt_a"))
             #expect(principal?.role == .operator && principal?.name == "alice" && principal?.agentID == nil)
             #expect(try await reopened.latestSerial(service: "api") == 1)
+            let versions = try await reopened.readDB.raw("SELECT version FROM ferry_schema ORDER BY version").all()
+                .map { try $0.decode(column: "version", as: Int.self) }
+            #expect(versions == Array(1...SchemaMigrations.latestVersion))
             try await reopened.close()
         }
     }
 
-    @Test func aDatabaseFromANewerFerryIsRefused() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await Self.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func aDatabaseFromANewerFerryIsRefused(_ kind: StoreBackendKind) async throws {
+        try await TestStore.withLocation(kind) { location in
+            let store = try await location.open()
             try await store.close()
-            // Pretend a newer binary migrated the file.
-            let sqlite = try await CommandRunner.run(
-                CommandRunner.Request(
-                    executable: "/usr/bin/env",
-                    arguments: [
-                        "python3", "-c",
-                        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO ferry_schema VALUES (99, 'future', 0)\"); c.commit()",
-                        directory.appendingPathComponent("ferry.sqlite").path,
-                    ],
-                    environment: ProcessInfo.processInfo.environment,
-                    timeout: .seconds(30)
-                )
-            )
-            try #require(sqlite.termination == .exited(0), "\(String(decoding: sqlite.standardError, as: UTF8.self))")
+            // Pretend a newer binary migrated the database.
+            try await location.execute(["INSERT INTO ferry_schema VALUES (99, 'future', 0)"])
             await #expect(
-                throws: StoreError.schemaTooNew(
-                    path: directory.appendingPathComponent("ferry.sqlite").path,
-                    found: 99,
-                    known: SchemaMigrations.latestVersion
-                )
+                throws: StoreError.schemaTooNew(path: location.location, found: 99, known: SchemaMigrations.latestVersion)
             ) {
-                _ = try await Self.open(directory)
+                _ = try await location.open()
             }
         }
     }
 
-    @Test func racingPublishersGetOneSuccessPerSerial() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await Self.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func racingPublishersGetOneSuccessPerSerial(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             let records = try (0..<20).map { _ in try Self.record(serial: 1) }
             let outcomes = await withTaskGroup(of: Bool.self) { group in
                 for record in records {
@@ -98,18 +89,16 @@ import Testing
             try await store.insertRelease(try Self.record(serial: 2))
             try await store.insertRelease(try Self.record(serial: 1, service: "web"))
             #expect(try await store.latestReleases(for: ["api", "web", "none"]).map { "\($0.service)/\($0.serial)" } == ["api/2", "web/1"])
-            try await store.close()
         }
     }
 
-    @Test func statusOfAnUnknownAgentIsRefused() async throws {
-        try await TestPaths.withTemporaryDirectory { directory in
-            let store = try await Self.open(directory)
+    @Test(arguments: StoreBackendKind.available)
+    func statusOfAnUnknownAgentIsRefused(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
             let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [])
             await #expect(throws: StoreError.unknownAgent("agt_nope")) {
                 try await store.recordStatus(report, agentID: "agt_nope", receivedAt: Date(), historyLimit: 5)
             }
-            try await store.close()
         }
     }
 }

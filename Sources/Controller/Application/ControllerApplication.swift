@@ -18,9 +18,13 @@ struct ControllerApplication: Sendable {
     let certificates: TLSCertificateStore?
     /// Every open client connection (the connection cap).
     let connections: ConnectionRegistry
+    /// With PostgreSQL: carries changes between the controllers sharing the database.
+    let relay: PostgresChangeRelay?
+    /// With PostgreSQL: elects the controller that drives rollouts.
+    let election: PostgresLeaderElection?
 
-    /// All long-running parts, in start order: the store (closed last), the rollout timer, the token-use recorder,
-    /// the HTTP server, the long-poll hub.
+    /// All long-running parts, in start order: the store (closed last), with PostgreSQL the change relay and the
+    /// leader election, the rollout timer, the token-use recorder, the HTTP server, the long-poll hub.
     ///
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
     /// first, then the server stops accepting and lets in-flight requests finish (status reports among them wait for
@@ -29,9 +33,10 @@ struct ControllerApplication: Sendable {
     ///   - handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
     ///   - reloading: reloads the TLS certificate on SIGHUP (`serve`).
     func serviceGroup(handlingSignals: Bool = true, reloading: TLSReloadService? = nil) -> ServiceGroup {
-        var services: [any Service] = [
-            StoreService(store: core.store, logger: core.logger), RolloutTicker(coordinator: core.rollouts, logger: core.logger),
-        ]
+        var services: [any Service] = [StoreService(store: core.store, logger: core.logger)]
+        if let relay { services.append(relay) }
+        if let election { services.append(election) }
+        services.append(RolloutTicker(coordinator: core.rollouts, logger: core.logger))
         if let reloading { services.append(reloading) }
         services += [
             TokenUsageRecorder(authenticator: core.authenticator, logger: core.logger), application,
@@ -70,16 +75,26 @@ func makeApplication(
     let waiters = metrics.longPollWaiters
     let hub = LongPollHub(onCountChange: { waiters.set(to: Double($0)) })
     let builder = DesiredStateBuilder(configuration: .init(pollInterval: configuration.pollInterval), store: store, selector: selector)
-    let desiredStates = DesiredStateProvider(builder: builder, hub: hub)
+    // Several controllers on one PostgreSQL database: changes travel between them, one is elected to drive rollouts.
+    let postgres = (store as? SQLControllerStore)?.backend as? PostgresStoreBackend
+    let changes: ClusterChangeFeed = postgres == nil ? .disabled() : .enabled()
+    let leadership: RolloutLeadership = postgres == nil ? .always() : .elected()
+    let desiredStates = DesiredStateProvider(builder: builder, hub: hub, changes: changes)
     let rollouts = RolloutCoordinator(
         configuration: .init(tickInterval: configuration.rolloutTickInterval, staleAfter: configuration.staleAfter),
         store: store,
         desiredStates: desiredStates,
         logger: logger,
-        now: now
+        now: now,
+        leadership: leadership
     )
     try DataDirectory.prepare(configuration.dataDirectory)
-    let artifacts = try ArtifactStore(.init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes))
+    // Several controllers on PostgreSQL: artifact bytes live in the database too, the directory is a cache.
+    var sharedArtifacts: (any ArtifactBlobStore)?
+    if postgres != nil { sharedArtifacts = store as? any ArtifactBlobStore }
+    let artifacts = try ArtifactStore(
+        .init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes, shared: sharedArtifacts)
+    )
     let revocations = TokenRevocations(dataDirectory: configuration.dataDirectory)
     try revocations.prepare()
     let core = ControllerCore(
@@ -126,7 +141,18 @@ func makeApplication(
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )
-    return ControllerApplication(application: application, core: core, certificates: certificates, connections: connections)
+    let relay = postgres.map { backend in
+        PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
+    }
+    let election = postgres.map { PostgresLeaderElection(backend: $0, leadership: leadership, logger: logger) }
+    return ControllerApplication(
+        application: application,
+        core: core,
+        certificates: certificates,
+        connections: connections,
+        relay: relay,
+        election: election
+    )
 }
 
 /// Closes the store when the service group shuts down (after the HTTP server, which is started after it).

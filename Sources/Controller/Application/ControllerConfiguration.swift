@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Shared
 
 /// Everything `serve` needs to know. Every field but `trustAnchor` has a default.
@@ -40,6 +41,8 @@ struct ControllerConfiguration: Sendable {
     var tls: TLSCertificateStore.Files?
     /// Header and idle timeouts and the connection cap (defaults sized for 10,000 agents).
     var connectionLimits = ConnectionLimits()
+    /// Where the store lives. Default `.sqlite`: `databasePath` in the data directory.
+    var database: DatabaseSelection = .sqlite
 
     init(trustPolicy: TrustPolicy) {
         self.trustAnchor = .trustedKeys(trustPolicy)
@@ -68,10 +71,27 @@ struct ControllerConfiguration: Sendable {
         }
     }
 
-    /// The SQLite database file.
+    /// The SQLite database file (with `database` `.sqlite`).
     var databasePath: String { dataDirectory + "/ferry.sqlite" }
     /// The artifact directory.
     var artifactDirectory: String { dataDirectory + "/artifacts" }
     /// After this long without a status report an agent is shown as stale.
     var staleAfter: Duration { pollInterval * 3 }
+}
+
+/// Which database the controller's store uses.
+enum DatabaseSelection: Sendable, Equatable {
+    /// `<data-dir>/ferry.sqlite`: one controller (the embedded default).
+    case sqlite
+    /// A PostgreSQL database several controllers share.
+    case postgres(PostgresStoreConfiguration)
+
+    /// Opens the store this selects (SQLite at `sqlitePath`).
+    /// - Throws: `StoreError.cannotOpen`, `StoreError.schemaTooNew`.
+    func openStore(sqlitePath: String, logger: Logger) async throws -> SQLControllerStore {
+        switch self {
+        case .sqlite: try await SQLControllerStore.open(SQLiteStoreBackend.Configuration(path: sqlitePath), logger: logger)
+        case .postgres(let configuration): try await SQLControllerStore.open(configuration, logger: logger)
+        }
+    }
 }

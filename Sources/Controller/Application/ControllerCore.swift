@@ -26,12 +26,25 @@ struct ControllerCore: Sendable {
     /// it from now on, in this process or in another one on the same data directory.
     func tokenRevoked() {
         authenticator.forgetAll()
+        desiredStates.changes.announce(.tokenRevoked)
         do {
             try revocations.bump()
         } catch {
             // This process forgot it already; only another server on the same data directory could still hold it.
             logger.error("Signalling a token revocation failed", metadata: ["error.message": "\(error)"])
         }
+    }
+
+    /// Applies a change another controller on the same database committed (`PostgresChangeRelay`).
+    func apply(remote change: ClusterChange) async {
+        switch change {
+        case .tokenRevoked, .resync:
+            revocations.bumpEpoch()
+            authenticator.forgetAll()
+        case .releasePublished, .rolloutChanged, .agentChanged:
+            break
+        }
+        await desiredStates.apply(remote: change)
     }
 
     /// Whether `agent` counts as stale at `instant`: no status report for three poll intervals (counted from its

@@ -12,6 +12,12 @@ import Glibc
 /// Uploads stream into `<directory>/tmp/` while being hashed, are fsynced, then renamed into place, so a crash or an
 /// aborted upload never leaves a partial file under a digest name; what a killed upload left in `tmp/` is removed at
 /// start. Directories are 0700 and files 0600, whatever the umask.
+///
+/// With several controllers on one PostgreSQL database (`Configuration.shared`), an upload is also copied into the
+/// database (in chunks, in one transaction) before it is acknowledged, and the directory becomes this controller's
+/// cache: an artifact another controller received is fetched from the database chunk by chunk into `tmp/`, checked
+/// against its digest and renamed into place the first time it is asked for, then served from the file (Range and
+/// all). A digest names its content, so a cached file never goes stale. No step holds a whole artifact in memory.
 struct ArtifactStore: Sendable {
     /// Where artifacts live and how large one may be.
     struct Configuration: Sendable {
@@ -19,10 +25,16 @@ struct ArtifactStore: Sendable {
         var directory: String
         /// Largest artifact accepted, in bytes. Default 4 GiB.
         var maximumBytes: Int64 = 4 << 30
+        /// The database every controller shares, holding every artifact's bytes (PostgreSQL). Default `nil`: the
+        /// directory is the only copy (one controller).
+        var shared: (any ArtifactBlobStore)? = nil
+        /// Size of the chunks artifacts are stored in, in the shared database. Default 1 MiB.
+        var sharedChunkBytes: Int = 1 << 20
 
-        init(directory: String, maximumBytes: Int64 = 4 << 30) {
+        init(directory: String, maximumBytes: Int64 = 4 << 30, shared: (any ArtifactBlobStore)? = nil) {
             self.directory = directory
             self.maximumBytes = maximumBytes
+            self.shared = shared
         }
     }
 
@@ -35,6 +47,8 @@ struct ArtifactStore: Sendable {
     }
 
     let configuration: Configuration
+    /// Fetches from the shared database in progress, so concurrent requests for one artifact fetch it once.
+    private let fetches = SharedArtifactFetches()
 
     /// Creates the directories (0700), removes the temporary files of uploads a crash or kill interrupted, and makes
     /// stored artifacts 0600 (older versions left them to the umask).
@@ -136,7 +150,11 @@ struct ArtifactStore: Sendable {
         guard size > 0 else { throw ArtifactStoreError.empty }
         let digest = hasher.finalize()
         if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
-        if self.size(of: digest) != nil { return Stored(digest: digest, size: size, created: false) }
+        if self.size(of: digest) != nil {
+            // Already here; with a shared database, acknowledged only once every controller can serve it too.
+            let shared = try await share(digest, size: size)
+            return Stored(digest: digest, size: size, created: shared)
+        }
         let destination = path(for: digest)
         let directory = configuration.directory
         let storedSize = size
@@ -154,7 +172,106 @@ struct ArtifactStore: Sendable {
             Self.syncDirectory(directory)
         }
         keep = true
+        _ = try await share(digest, size: size)
         return Stored(digest: digest, size: size, created: true)
+    }
+
+    // MARK: Shared between controllers
+
+    /// Copies a stored artifact into the shared database (when there is one and it lacks it), reading the file one
+    /// chunk at a time.
+    /// - Returns: whether the database received it now.
+    private func share(_ digest: SHA256Digest, size: Int64) async throws -> Bool {
+        guard let shared = configuration.shared else { return false }
+        if try await shared.artifactBlobSize(digest.hex) != nil { return false }
+        let path = path(for: digest)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        let chunkBytes = configuration.sharedChunkBytes
+        return try await shared.storeArtifactBlob(digest.hex, size: size, chunkBytes: chunkBytes, at: Date()) { index in
+            let offset = Int64(index) * Int64(chunkBytes)
+            let count = Int(min(Int64(chunkBytes), size - offset))
+            return try await Self.read(fd, path: path, offset: offset, count: count)
+        }
+    }
+
+    /// The size of an artifact this controller can serve: its own copy's, or the shared database's (not fetched yet).
+    func availableSize(of digest: SHA256Digest) async throws -> Int64? {
+        if let size = size(of: digest) { return size }
+        return try await configuration.shared?.artifactBlobSize(digest.hex)
+    }
+
+    /// Makes sure the artifact is in the directory, fetching it from the shared database when only that has it.
+    /// - Returns: `false` when neither has it.
+    /// - Throws: `ArtifactStoreError.io`, `.digestMismatch` (the database's bytes are not what their digest says).
+    func ensureLocal(_ digest: SHA256Digest) async throws -> Bool {
+        if size(of: digest) != nil { return true }
+        guard let shared = configuration.shared, let size = try await shared.artifactBlobSize(digest.hex) else { return false }
+        try await fetches.fetch(digest) { try await fetch(digest, size: size, from: shared) }
+        return self.size(of: digest) != nil
+    }
+
+    private func fetch(_ digest: SHA256Digest, size: Int64, from shared: any ArtifactBlobStore) async throws {
+        if self.size(of: digest) != nil { return }
+        let temporary = "\(temporaryDirectory)/fetch-\(UUID().uuidString)"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+        var keep = false
+        defer {
+            close(fd)
+            if !keep { unlink(temporary) }
+        }
+        guard fchmod(fd, 0o600) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+        let hasher = SHA256Hasher()
+        var received: Int64 = 0
+        var index = 0
+        while received < size {
+            guard let chunk = try await shared.artifactBlobChunk(digest.hex, index: index), chunk.readableBytes > 0 else {
+                throw ArtifactStoreError.io(path: "database artifact \(digest.hex)", reason: "chunk \(index) is missing")
+            }
+            received += Int64(chunk.readableBytes)
+            guard received <= size else {
+                throw ArtifactStoreError.io(path: "database artifact \(digest.hex)", reason: "more bytes than its size \(size)")
+            }
+            chunk.withUnsafeReadableBytes { hasher.update($0) }
+            try await Self.flush(chunk, to: fd, path: temporary)
+            index += 1
+        }
+        let actual = hasher.finalize()
+        guard actual == digest else { throw ArtifactStoreError.digestMismatch(expected: digest, actual: actual) }
+        let destination = path(for: digest)
+        let directory = configuration.directory
+        try await NIOThreadPool.singleton.runIfActive {
+            guard fsync(fd) == 0 else { throw ArtifactStoreError.io(path: temporary, reason: String(cString: strerror(errno))) }
+            guard rename(temporary, destination) == 0 else {
+                throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
+            }
+            Self.syncDirectory(directory)
+        }
+        keep = true
+    }
+
+    /// `count` bytes of `fd` at `offset`, read on NIO's blocking-I/O pool.
+    private static func read(_ fd: Int32, path: String, offset: Int64, count: Int) async throws -> ByteBuffer {
+        try await NIOThreadPool.singleton.runIfActive {
+            var buffer = ByteBufferAllocator().buffer(capacity: count)
+            var done = 0
+            while done < count {
+                let got = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - done) { pointer -> Int in
+                    while true {
+                        let n = pread(fd, pointer.baseAddress, count - done, off_t(offset) + off_t(done))
+                        if n < 0 && errno == EINTR { continue }
+                        guard n > 0 else {
+                            throw ArtifactStoreError.io(path: path, reason: n == 0 ? "ends early" : String(cString: strerror(errno)))
+                        }
+                        return n
+                    }
+                }
+                done += got
+            }
+            return buffer
+        }
     }
 
     /// Largest batch of upload bytes held before writing. Default 1 MiB.
@@ -212,5 +329,22 @@ enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
         case .empty: "the artifact is empty"
         case .io(let path, let reason): "\(path): \(reason)"
         }
+    }
+}
+
+/// Fetches of shared artifacts in progress on this controller, by digest: a second request for the same artifact
+/// waits for the first fetch instead of starting its own.
+actor SharedArtifactFetches {
+    private var running: [SHA256Digest: Task<Void, any Error>] = [:]
+
+    func fetch(_ digest: SHA256Digest, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        if let task = running[digest] {
+            try await task.value
+            return
+        }
+        let task = Task { try await body() }
+        running[digest] = task
+        defer { running[digest] = nil }
+        try await task.value
     }
 }

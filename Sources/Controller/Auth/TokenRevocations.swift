@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -12,26 +13,44 @@ import Glibc
 /// before each lookup and trusts a cached principal only when the file is exactly as it was when that principal was
 /// read from the database. Appending makes the size grow with every revocation, so two revocations within one tick of
 /// the file system's clock are still told apart. A `stat` costs about a microsecond, which keeps the poll path cheap.
+///
+/// Controllers sharing a PostgreSQL database have separate data directories: a revocation committed through another
+/// controller arrives as a notification (`ClusterChange.tokenRevoked`) and bumps the in-memory `epoch`, which is part
+/// of the stamp — the same rule, across machines.
 struct TokenRevocations: Sendable {
-    /// What `stat` says about the file; any change means "read tokens from the database again".
+    /// What `stat` says about the file, and the epoch; any change means "read tokens from the database again".
     struct Stamp: Sendable, Equatable {
         var device: UInt64
         var inode: UInt64
         var size: Int64
         var modifiedSeconds: Int
         var modifiedNanoseconds: Int
+        var epoch: UInt64 = 0
     }
 
     /// The file.
     let path: String
+    private let epoch = Epoch()
 
     /// The file in `dataDirectory`.
     init(dataDirectory: String) {
         path = dataDirectory + "/token-revocations"
     }
 
+    /// Another controller committed a revocation (or notifications may have been missed): nothing cached before this
+    /// call may be served after it.
+    func bumpEpoch() {
+        epoch.value.add(1, ordering: .sequentiallyConsistent)
+    }
+
+    private final class Epoch: Sendable {
+        let value = Atomic<UInt64>(0)
+    }
+
     /// The file's current stamp, or `nil` when it cannot be `stat`ed (then nothing may be served from a cache).
     func stamp() -> Stamp? {
+        // The epoch first: a bump that lands after this read makes the next stamp differ.
+        let epoch = epoch.value.load(ordering: .sequentiallyConsistent)
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         return Stamp(
@@ -39,7 +58,8 @@ struct TokenRevocations: Sendable {
             inode: UInt64(info.st_ino),
             size: Int64(info.st_size),
             modifiedSeconds: info.st_mtim.tv_sec,
-            modifiedNanoseconds: info.st_mtim.tv_nsec
+            modifiedNanoseconds: info.st_mtim.tv_nsec,
+            epoch: epoch
         )
     }
 

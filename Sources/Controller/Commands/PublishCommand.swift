@@ -9,7 +9,8 @@ struct PublishCommand: AsyncParsableCommand {
         abstract: "Upload an artifact and publish a signed release of a service.",
         discussion: """
             Reads the PM2 ecosystem file (ecosystem.config.js through node, or .json/.yaml), keeps the apps named with \
-            --app (all by default), uploads the artifact unless the controller already has it, takes the next serial \
+            --app (all by default), uploads the artifact unless the controller already has it (or, with --artifact-url, \
+            pins that URL with the local file's SHA-256 and size and uploads nothing), takes the next serial \
             from the controller, builds the release, validates it exactly as agents will, signs it with every --key \
             (the key never leaves this machine) and publishes it. Prints service, serial and version.
 
@@ -70,7 +71,11 @@ struct PublishCommand: AsyncParsableCommand {
 
         let digest = input.artifact.sha256
         let uploaded: Bool
-        if try await client.hasArtifact(digest) {
+        if let url = release.artifactURL {
+            // Hosted elsewhere: the controller stores no bytes; agents fetch from there and check the pinned digest.
+            note("artifact \(digest.hex) (\(input.artifact.size) bytes) is fetched by agents from \(RedactedURL.redact(url))")
+            uploaded = false
+        } else if try await client.hasArtifact(digest) {
             note("artifact \(digest.hex) is already on the controller")
             uploaded = false
         } else {

@@ -14,10 +14,15 @@ struct ServeCommand: AsyncParsableCommand {
             Every flag has an environment twin (FERRY_LISTEN, FERRY_DATA_DIR, FERRY_TRUSTED_KEYS as a comma-separated \
             list, FERRY_THRESHOLD, FERRY_TRUST_ROOT, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
             FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL, FERRY_TLS_CERT, FERRY_TLS_KEY, \
-            FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS) and a key in the optional --config file \
+            FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS, FERRY_DATABASE, FERRY_DATABASE_POOL_SIZE, \
+            FERRY_DATABASE_STATEMENT_TIMEOUT, FERRY_DATABASE_CA_FILE) and a key in the optional --config file \
             (YAML or JSON: listen, dataDir, trustedKeys, threshold, trustRoot, pollSeconds, maxBodyBytes, maxStatusBytes, \
-            maxArtifactBytes, statusHistory, logLevel, tlsCert, tlsKey, headerTimeout, idleTimeout, maxConnections). \
-            Flags win over the environment, which wins over the file.
+            maxArtifactBytes, statusHistory, logLevel, tlsCert, tlsKey, headerTimeout, idleTimeout, maxConnections, \
+            database, databasePoolSize, databaseStatementTimeout, databaseCAFile). Flags win over the environment, which \
+            wins over the file. The database password goes in FERRY_DATABASE_PASSWORD when the URL has none.
+
+            With --database postgres://... several controllers share one PostgreSQL database (docs/ha.md); without it \
+            the store is SQLite in the data directory.
 
             With --tls-cert and --tls-key it serves HTTPS itself; without them plain HTTP (for loopback, or behind a \
             TLS-terminating load balancer or proxy). Once listening it prints `ferry-controller listening on \
@@ -96,6 +101,27 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Open connections kept at most; the longest-idle one is closed to admit a new one (default 16384).")
     var maxConnections: Int?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A PostgreSQL database shared by several controllers (default: SQLite in the data directory).",
+            valueName: "postgres://USER@HOST:PORT/DB?sslmode=verify-full"
+        )
+    )
+    var database: String?
+
+    @Option(name: .long, help: "PostgreSQL: connections this controller keeps at most (default 10).")
+    var databasePoolSize: Int?
+
+    @Option(name: .long, help: ArgumentHelp("PostgreSQL: cancel a statement running longer (default 30s).", valueName: "SECONDS"))
+    var databaseStatementTimeout: String?
+
+    @Option(
+        name: .customLong("database-ca-file"),
+        help: ArgumentHelp("PostgreSQL: PEM CA certificates the server must chain to (implies sslmode=verify-full).", valueName: "FILE")
+    )
+    var databaseCAFile: String?
+
     /// The settings given as flags.
     func flagSettings() throws -> ServeSettings {
         var settings = ServeSettings()
@@ -115,6 +141,10 @@ struct ServeCommand: AsyncParsableCommand {
         settings.headerTimeout = headerTimeout
         settings.idleTimeout = idleTimeout
         settings.maxConnections = maxConnections
+        settings.database = database
+        settings.databasePoolSize = databasePoolSize
+        settings.databaseStatementTimeout = databaseStatementTimeout
+        settings.databaseCAFile = databaseCAFile
         return settings
     }
 
@@ -149,9 +179,9 @@ struct ServeCommand: AsyncParsableCommand {
         resolved.connectionLimits.maximumConnections = Self.raiseOpenFileLimit(for: resolved.connectionLimits, logger: logger)
         let configuration = resolved
 
-        let store: SQLiteControllerStore
+        let store: SQLControllerStore
         do {
-            store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: logger)
+            store = try await configuration.database.openStore(sqlitePath: configuration.databasePath, logger: logger)
         } catch {
             throw CLIError("\(error)")
         }

@@ -12,30 +12,52 @@ struct TokenCommand: AsyncParsableCommand {
     )
 }
 
-/// `--data-dir` with its environment twin, and opening the store there.
+/// `--data-dir` and `--database` with their environment twins, and opening the store they name.
 struct DataDirectoryOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("The controller's data directory (or FERRY_DATA_DIR).", valueName: "DIR"))
     var dataDirectory: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The controllers' PostgreSQL database (or FERRY_DATABASE; password in FERRY_DATABASE_PASSWORD), instead of SQLite in --data-dir.",
+            valueName: "postgres://..."
+        )
+    )
+    var database: String?
 
     /// The directory the flag or the environment names (default `./ferry-data`).
     func resolved(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         dataDirectory ?? environment["FERRY_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./ferry-data"
     }
 
-    /// Runs `body` with the store of the data directory, closing it afterwards.
+    /// Runs `body` with the store the options name (SQLite in the data directory, or PostgreSQL), closing it afterwards.
     /// - Parameter mustExist: refuse a directory without a database (listing or revoking in the wrong place must not
-    ///   create an empty one).
-    func withStore<T>(mustExist: Bool, _ body: (SQLiteControllerStore, String) async throws -> T) async throws -> T {
-        let directory = resolved()
+    ///   create an empty one). A PostgreSQL database is always there (its schema is created when missing).
+    func withStore<T>(mustExist: Bool, _ body: (SQLControllerStore, String) async throws -> T) async throws -> T {
+        let environment = ProcessInfo.processInfo.environment
+        let directory = resolved(environment: environment)
         let path = directory + "/ferry.sqlite"
-        if mustExist && !FileManager.default.fileExists(atPath: path) {
-            throw CLIError("no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR")
-        }
         var logger = Logger(label: "ferry.token")
         logger.logLevel = .warning
-        let store: SQLiteControllerStore
+        let selection: DatabaseSelection
+        if let url = database ?? environment["FERRY_DATABASE"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            do {
+                selection = .postgres(
+                    try PostgresStoreConfiguration.parse(url, name: "--database", password: environment["FERRY_DATABASE_PASSWORD"])
+                )
+            } catch {
+                throw CLIError("\(error)")
+            }
+        } else {
+            if mustExist && !FileManager.default.fileExists(atPath: path) {
+                throw CLIError("no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR")
+            }
+            selection = .sqlite
+        }
+        let store: SQLControllerStore
         do {
-            store = try await SQLiteControllerStore.open(.init(path: path), logger: logger)
+            store = try await selection.openStore(sqlitePath: path, logger: logger)
         } catch {
             throw CLIError("\(error)")
         }
@@ -227,6 +249,18 @@ struct TokenRevokeCommand: AsyncParsableCommand {
             let chosen = try Self.resolve(selector, in: try await store.tokens())
             guard let revoked = try await store.revokeToken(id: chosen.id, at: Date()) else {
                 throw CLIError("token \(chosen.id) disappeared while revoking it")
+            }
+            if let postgres = store.backend as? PostgresStoreBackend {
+                // Controllers sharing the database hear it at once (they also re-read tokens after any reconnect).
+                do {
+                    try await PostgresChangeRelay.announce(.tokenRevoked, origin: "cli", on: postgres)
+                } catch {
+                    throw CLIError(
+                        "token \(revoked.id) is revoked in the database, but telling the running controllers failed "
+                            + "(\(PostgresErrorText.describe(error))); restart them so none serves it from its cache"
+                    )
+                }
+                return revoked
             }
             do {
                 try TokenRevocations(dataDirectory: directory).bump()

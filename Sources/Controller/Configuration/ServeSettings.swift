@@ -23,6 +23,14 @@ struct ServeSettings: Equatable, Sendable {
     var headerTimeout: String?
     var idleTimeout: String?
     var maxConnections: Int?
+    /// `postgres://...` (PostgreSQL, for several controllers), or `nil` for SQLite in the data directory.
+    var database: String?
+    var databasePoolSize: Int?
+    /// As given (`30s`, `2m`); parsed by `configuration()`.
+    var databaseStatementTimeout: String?
+    var databaseCAFile: String?
+    /// `FERRY_DATABASE_PASSWORD`: the database password when the URL carries none (environment only).
+    var databasePassword: String?
 
     /// Environment twins of the flags. `FERRY_TRUSTED_KEYS` is a comma-separated list of paths.
     static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> ServeSettings {
@@ -54,14 +62,20 @@ struct ServeSettings: Equatable, Sendable {
         settings.headerTimeout = environment["FERRY_HEADER_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
         settings.idleTimeout = environment["FERRY_IDLE_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
         settings.maxConnections = try integer("FERRY_MAX_CONNECTIONS")
+        settings.database = environment["FERRY_DATABASE"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.databasePoolSize = try integer("FERRY_DATABASE_POOL_SIZE")
+        settings.databaseStatementTimeout = environment["FERRY_DATABASE_STATEMENT_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.databaseCAFile = environment["FERRY_DATABASE_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.databasePassword = environment["FERRY_DATABASE_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
         return settings
     }
 
     /// Reads a YAML or JSON config file whose keys are the flags' names in camelCase (`listen`, `dataDir`,
     /// `trustedKeys`, `threshold`, `trustRoot`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
-    /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`). Unknown keys
-    /// are errors. Relative paths (`dataDir`, `trustedKeys`, `trustRoot`, `tlsCert`, `tlsKey`) are relative to the file. Timeouts are
-    /// seconds, as a number or a text like `15s` or `2m`.
+    /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`, `database`,
+    /// `databasePoolSize`, `databaseStatementTimeout`, `databaseCAFile`). Unknown keys are errors. Relative paths
+    /// (`dataDir`, `trustedKeys`, `trustRoot`, `tlsCert`, `tlsKey`, `databaseCAFile`) are relative to the file. Timeouts are seconds,
+    /// as a number or a text like `15s` or `2m`. A database password belongs in `FERRY_DATABASE_PASSWORD`, not the file.
     static func fromFile(_ path: String) throws(ConfigurationError) -> ServeSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file")
@@ -107,6 +121,10 @@ struct ServeSettings: Equatable, Sendable {
             settings.headerTimeout = try reader.optional("headerTimeout", timeoutField)
             settings.idleTimeout = try reader.optional("idleTimeout", timeoutField)
             settings.maxConnections = try reader.optional("maxConnections", Field.integer(in: 1...1_000_000)).map { Int($0) }
+            settings.database = try reader.optional("database", Field.string(maxLength: 4096))
+            settings.databasePoolSize = try reader.optional("databasePoolSize", Field.integer(in: 1...1000)).map { Int($0) }
+            settings.databaseStatementTimeout = try reader.optional("databaseStatementTimeout", timeoutField)
+            settings.databaseCAFile = try reader.optional("databaseCAFile", Field.string(maxLength: 4096)).map(resolve)
             try reader.rejectUnknownFields()
             return settings
         } catch {
@@ -181,7 +199,12 @@ struct ServeSettings: Equatable, Sendable {
             tlsKey: other.tlsKey ?? tlsKey,
             headerTimeout: other.headerTimeout ?? headerTimeout,
             idleTimeout: other.idleTimeout ?? idleTimeout,
-            maxConnections: other.maxConnections ?? maxConnections
+            maxConnections: other.maxConnections ?? maxConnections,
+            database: other.database ?? database,
+            databasePoolSize: other.databasePoolSize ?? databasePoolSize,
+            databaseStatementTimeout: other.databaseStatementTimeout ?? databaseStatementTimeout,
+            databaseCAFile: other.databaseCAFile ?? databaseCAFile,
+            databasePassword: other.databasePassword ?? databasePassword
         )
     }
 
@@ -271,6 +294,7 @@ struct ServeSettings: Equatable, Sendable {
             }
             configuration.connectionLimits.maximumConnections = maxConnections
         }
+        configuration.database = try databaseSelection()
         return configuration
     }
 
@@ -306,6 +330,44 @@ struct ServeSettings: Equatable, Sendable {
             throw ConfigurationError.invalidSetting(name: "--threshold", value: "\(threshold ?? 1)", reason: "\(error)")
         }
         return .trustedKeys(policy)
+    }
+
+    /// SQLite in the data directory, or the PostgreSQL database `database` names with the pool settings.
+    func databaseSelection() throws(ConfigurationError) -> DatabaseSelection {
+        guard let database else {
+            for (name, value) in [
+                ("--database-pool-size", databasePoolSize.map(String.init)), ("--database-statement-timeout", databaseStatementTimeout),
+                ("--database-ca-file", databaseCAFile),
+            ] {
+                if let value {
+                    throw .invalidSetting(name: name, value: value, reason: "applies to a PostgreSQL --database only (none is given: SQLite)")
+                }
+            }
+            return .sqlite
+        }
+        var postgres = try PostgresStoreConfiguration.parse(database, name: "--database", password: databasePassword)
+        if let databasePoolSize {
+            guard (1...1000).contains(databasePoolSize) else {
+                throw .invalidSetting(name: "--database-pool-size", value: "\(databasePoolSize)", reason: "must be from 1 to 1000")
+            }
+            postgres.poolSize = databasePoolSize
+        }
+        if let databaseStatementTimeout {
+            postgres.statementTimeout = try Self.parseTimeout(
+                databaseStatementTimeout,
+                name: "--database-statement-timeout",
+                range: .seconds(1)...(.seconds(3600))
+            )
+        }
+        if let databaseCAFile {
+            guard FileManager.default.isReadableFile(atPath: databaseCAFile) else {
+                throw .invalidSetting(name: "--database-ca-file", value: databaseCAFile, reason: "no such readable file")
+            }
+            postgres.caFile = databaseCAFile
+            // A CA given means: check the server against it.
+            if postgres.tls == .prefer { postgres.tls = .verifyFull }
+        }
+        return .postgres(postgres)
     }
 
     /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces).

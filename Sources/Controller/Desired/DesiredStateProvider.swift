@@ -3,10 +3,13 @@ final class DesiredStateProvider: Sendable {
     let builder: DesiredStateBuilder
     let cache = DesiredStateCache()
     let hub: LongPollHub
+    /// Where changes are announced to the other controllers on the same database (`+Cluster`: what they do with them).
+    let changes: ClusterChangeFeed
 
-    init(builder: DesiredStateBuilder, hub: LongPollHub) {
+    init(builder: DesiredStateBuilder, hub: LongPollHub, changes: ClusterChangeFeed = .disabled()) {
         self.builder = builder
         self.hub = hub
+        self.changes = changes
     }
 
     /// The cached state of `agentID`, without computing a missing one (the poll handler's synchronous path).
@@ -48,12 +51,14 @@ final class DesiredStateProvider: Sendable {
     func releasePublished(service: String) {
         cache.invalidateAll()
         hub.notify(services: [service])
+        changes.announce(.releasePublished(service: service))
     }
 
     /// A rollout of `service` changed which release some agents receive (a wave reached, completion, abort).
     func rolloutChanged(service: String) {
         cache.invalidateAll()
         hub.notify(services: [service])
+        changes.announce(.rolloutChanged(service: service))
     }
 
     /// An agent reported the serials it runs. The selector never gives a serial below the one an agent runs, so a
@@ -69,6 +74,7 @@ final class DesiredStateProvider: Sendable {
         }
         cache.invalidate(agentID)
         hub.notify(agentID: agentID)
+        changes.announce(.agentChanged(id: agentID))
     }
 
     /// A trust root was published: every desired state names the new version, so all of them change and every parked
@@ -82,11 +88,13 @@ final class DesiredStateProvider: Sendable {
     func agentEnrolled(id: String) {
         cache.invalidate(id)
         hub.notify(agentID: id)
+        changes.announce(.agentChanged(id: id))
     }
 
     /// An agent was removed: its cached state goes, and a parked long-poll of it is answered (404 from then on).
     func agentRemoved(id: String) {
         cache.forget(id)
         hub.notify(agentID: id)
+        changes.announce(.agentChanged(id: id))
     }
 }

@@ -72,7 +72,7 @@ struct ArtifactRoutes: Sendable {
                 "an artifact id is 64 lowercase hex characters (its SHA-256), got \"\(text.prefix(80))\""
             )
         }
-        guard let size = core.artifacts.size(of: digest) else {
+        guard let size = try await core.artifacts.availableSize(of: digest) else {
             throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
         }
         // An agent token opens only its own door: artifacts of releases of its own services. (Whether a digest is
@@ -121,6 +121,10 @@ struct ArtifactRoutes: Sendable {
         }
         headers[.contentLength] = String(range.count)
         if head { return Response(status: status, headers: headers, body: ResponseBody()) }
+        // Another controller received it: fetched once from the shared database into this one's cache.
+        guard try await core.artifacts.ensureLocal(digest) else {
+            throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
+        }
         let body = try await FileIO().loadFile(
             path: core.artifacts.path(for: digest),
             range: Int(range.lowerBound)...Int(range.upperBound),

@@ -15,6 +15,18 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 context.logger.error("Request failed", metadata: ["http.path": "\(request.uri.path)", "error.message": "\(error)"])
             }
             return APIError.jsonResponse(status: error.status, code: error.code, message: error.message, headers: error.headers)
+        } catch StoreError.unavailable(let location, let waited) {
+            // An outage of the shared database (a failover takes a minute or two): clients retry, nothing was written.
+            context.logger.warning(
+                "Database unavailable",
+                metadata: ["http.path": "\(request.uri.path)", "store.location": "\(location)", "store.waited": "\(waited)"]
+            )
+            return APIError.jsonResponse(
+                status: .serviceUnavailable,
+                code: "database_unavailable",
+                message: "the controller cannot reach its database right now; retry shortly",
+                headers: [.retryAfter: "5"]
+            )
         } catch let error as HTTPError {
             let (code, message) = Self.describe(error)
             return APIError.jsonResponse(status: error.status, code: code, message: message, headers: error.headers)

@@ -61,7 +61,7 @@ struct ReleaseRoutes: Sendable {
             throw APIError.unprocessable("release_expired", "\(error)")
         }
         if release.artifact.isRelative {
-            guard let size = core.artifacts.size(of: release.artifact.sha256) else {
+            guard let size = try await core.artifacts.availableSize(of: release.artifact.sha256) else {
                 throw APIError.unprocessable(
                     "unknown_artifact",
                     "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)"

@@ -13,6 +13,15 @@ struct ReleaseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The artifact: a .tar.gz of the service's files.", valueName: "FILE"))
     var artifact: String
 
+    @Option(
+        name: .customLong("artifact-url"),
+        help: ArgumentHelp(
+            "Where agents download the artifact instead of the controller (an S3 or HTTPS URL); --artifact is the same file, hashed here and pinned with its size in the signed release.",
+            valueName: "URL"
+        )
+    )
+    var artifactURL: String?
+
     @Option(name: .long, help: ArgumentHelp("The PM2 ecosystem file (.js, .json, .yaml).", valueName: "FILE"))
     var ecosystem: String
 
@@ -60,6 +69,28 @@ struct ReleaseOptions: ParsableArguments {
         for name in passEnv where !Field.isEnvironmentName(name) {
             throw ValidationError("--pass-env \(name) must be a variable name like API_URL")
         }
+        if let artifactURL { try Self.validateArtifactURL(artifactURL) }
+    }
+
+    /// An artifact hosted elsewhere: an absolute `https://` URL (plain `http://` on loopback only, for tests and demos),
+    /// with a host, without user info (credentials would be signed into the release for every agent to read).
+    static func validateArtifactURL(_ text: String) throws(ValidationError) {
+        guard text.utf8.count <= 2048, let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+            let host = components.host, !host.isEmpty
+        else {
+            throw ValidationError(
+                "--artifact-url \(RedactedURL.redact(text).prefix(200)) must be an absolute URL like https://bucket.s3.amazonaws.com/api/1.4.2.tgz"
+            )
+        }
+        guard components.user == nil, components.password == nil else {
+            throw ValidationError("--artifact-url must not carry user:password: every agent can read the signed release")
+        }
+        let loopback = host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        guard scheme == "https" || (scheme == "http" && loopback) else {
+            throw ValidationError(
+                "--artifact-url must be https:// (plain http:// only on loopback): agents check the digest, but the URL may also be private"
+            )
+        }
     }
 
     /// Reads the ecosystem, env files and the artifact's digest, and composes the release with a placeholder serial.
@@ -81,7 +112,7 @@ struct ReleaseOptions: ParsableArguments {
             service: service,
             version: version,
             serial: 1,
-            artifact: ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size),
+            artifact: ArtifactReference(url: artifactURL ?? ArtifactReference.controllerPath(for: digest), sha256: digest, size: size),
             ecosystem: evaluation,
             releaseRoot: root,
             artifactTree: tree,

@@ -11,8 +11,10 @@ import Synchronization
 /// desired release (a wave reached, completion, abort) drops the cached desired states and wakes the long-polls of the
 /// service's agents.
 ///
-/// "Healthy since" times live in memory only: after a controller restart every agent's timer starts again at its
-/// first healthy status seen, so a wave waits up to one more `waveStable` — never less.
+/// "Healthy since" times (the wave timers) are kept in memory and persisted whenever they change, so the controller
+/// that drives rollouts next (after a restart, or another one elected with PostgreSQL: `RolloutLeadership`) continues
+/// them instead of starting them again. Only the leader evaluates; any controller records status events and takes
+/// operator actions (those are compare-and-set too).
 ///
 /// A status report is evaluated against `ActiveRollouts`, an in-memory copy of the open rollouts and their members'
 /// statuses, and updates that copy with the report itself: with 10,000 agents reporting, reading the rollout (its
@@ -49,14 +51,21 @@ actor RolloutCoordinator {
     private var loadingActive: Task<ActiveRollouts, any Error>?
     /// Evaluation rounds shared by the status reports that arrive together.
     nonisolated let rounds = EvaluationRounds()
+    /// The timers as last written to (or read from) the store, by rollout.
+    private var persistedTimers: [Int64: [String: Date]] = [:]
+    /// Whether this controller drives rollouts, and the term its timers belong to.
+    private let leadership: RolloutLeadership
+    private var term: UInt64 = 0
 
     init(
         configuration: Configuration,
         store: any ControllerStore,
         desiredStates: DesiredStateProvider,
         logger: Logger,
-        now: @escaping @Sendable () -> Date
+        now: @escaping @Sendable () -> Date,
+        leadership: RolloutLeadership = .always()
     ) {
+        self.leadership = leadership
         self.configuration = configuration
         self.store = store
         self.desiredStates = desiredStates
@@ -77,6 +86,8 @@ actor RolloutCoordinator {
     func statusReceived(_ report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord], receivedAt: Date) async throws {
         let instant = now()
         try await recordNewFailures(report, from: agent, previous: previous, at: instant)
+        // Another controller drives rollouts: it reads this report from the store at its next tick.
+        guard beginDriving() else { return }
         let loaded = try await activeRollouts()
         // Updated in place when the copy is still the current one (taken out so the status table is not copied), else
         // a copy of `loaded` serves this report alone.
@@ -174,10 +185,12 @@ actor RolloutCoordinator {
 
     /// Evaluates every rolling or paused rollout (called every `tickInterval` by `RolloutTicker`). Failures are logged.
     func tick() async {
+        guard beginDriving() else { return }
         do {
             let active = try await store.activeRollouts()
             let ids = Set(active.map(\.id))
             healthySince = healthySince.filter { ids.contains($0.key) }
+            persistedTimers = persistedTimers.filter { ids.contains($0.key) }
             for rollout in active { try await evaluate(rollout) }
         } catch {
             logger.warning("Rollout evaluation failed", metadata: ["error.message": "\(error)"])
@@ -186,6 +199,19 @@ actor RolloutCoordinator {
 
     // MARK: Evaluation
 
+    /// Whether this controller drives rollouts now; a new term starts from the persisted timers.
+    private func beginDriving() -> Bool {
+        let (leading, current) = leadership.current
+        guard leading else { return false }
+        if current != term {
+            term = current
+            healthySince = [:]
+            persistedTimers = [:]
+            active = nil
+        }
+        return true
+    }
+
     /// Evaluates `rollout` with its members' statuses read from the store.
     private func evaluate(_ rollout: RolloutRecord) async throws {
         try await evaluate(rollout, statuses: ActiveRollouts.memberStatuses(of: rollout, from: store))
@@ -193,6 +219,12 @@ actor RolloutCoordinator {
 
     /// Evaluates `rollout` with `statuses` (agent id → status, members only) and writes what the machine decides.
     private func evaluate(_ rollout: RolloutRecord, statuses: [String: ServiceStatusRecord]) async throws {
+        if persistedTimers[rollout.id] == nil {
+            // First look at this rollout in this term: continue the timers a previous leader (or run) persisted.
+            let stored = try await store.rolloutHealthTimers(rolloutID: rollout.id)
+            persistedTimers[rollout.id] = stored
+            healthySince[rollout.id] = stored.merging(healthySince[rollout.id] ?? [:]) { stored, _ in stored }
+        }
         let instant = now()
         let timers = RolloutEvaluator.updatedTimers(
             healthySince[rollout.id] ?? [:],
@@ -202,6 +234,10 @@ actor RolloutCoordinator {
             staleAfter: configuration.staleAfter
         )
         healthySince[rollout.id] = timers
+        if timers != persistedTimers[rollout.id] {
+            try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers)
+            persistedTimers[rollout.id] = timers
+        }
         let decision = RolloutEvaluator.decide(
             rollout,
             statuses: statuses,
@@ -277,7 +313,10 @@ actor RolloutCoordinator {
         active = nil
         guard try await store.updateRollout(transition) else { return false }
         let rollout = transition.rollout
-        if !rollout.state.isActive { healthySince[rollout.id] = nil }
+        if !rollout.state.isActive {
+            healthySince[rollout.id] = nil
+            persistedTimers[rollout.id] = nil
+        }
         logger.info(message, metadata: metadata)
         if transition.changesDesiredState { desiredStates.rolloutChanged(service: rollout.service) }
         return true

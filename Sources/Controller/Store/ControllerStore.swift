@@ -148,6 +148,12 @@ protocol ControllerStore: Sendable {
     /// - Returns: whether the update happened.
     func updateRollout(_ transition: RolloutStateMachine.Transition) async throws -> Bool
 
+    /// The persisted wave timers of a rollout: since when each agent has been healthy on its serial.
+    func rolloutHealthTimers(rolloutID: Int64) async throws -> [String: Date]
+
+    /// Replaces the persisted wave timers of a rollout (so a controller taking over continues them).
+    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws
+
     /// Stores events (keeping the newest `EventRetention.limit`).
     func recordEvents(_ events: [RolloutEventDraft]) async throws
 

@@ -5,15 +5,20 @@ import Shared
 /// The fleet views over 10,000 agents: counts grouped in SQL, pages of agents in SQL, statuses of one page only.
 extension SQLiteControllerStore {
     func fleetCounts(staleBefore: Date) async throws -> [FleetCountRow] {
+        let status = { (field: String) in self.dialect.jsonText("st.status", field) }
+        // CROSS JOIN, not a comma: PostgreSQL binds the LEFT JOIN tighter than a comma, and its ON could not see `a`.
+        // `stale` is a CASE: PostgreSQL's comparisons are booleans. NULLS FIRST/LAST keep SQLite's order on both.
         let rows = try await readDB.raw(
             """
-            SELECT s.value AS service, json_extract(st.status, '$.version') AS version, json_extract(st.status, '$.serial') AS serial,
-                   COALESCE(json_extract(st.status, '$.phase'), 'unreported') AS phase, json_extract(st.status, '$.health') AS health,
-                   COALESCE(a.last_seen, a.enrolled_at) < \(bind: StoredTime.milliseconds(staleBefore)) AS stale, COUNT(*) AS n
-            FROM agents AS a, json_each(a.services) AS s
+            SELECT s.value AS service, \(unsafeRaw: status("version")) AS version,
+                   \(unsafeRaw: dialect.jsonInteger("st.status", "serial")) AS serial,
+                   COALESCE(\(unsafeRaw: status("phase")), 'unreported') AS phase, \(unsafeRaw: status("health")) AS health,
+                   CASE WHEN COALESCE(a.last_seen, a.enrolled_at) < \(bind: StoredTime.milliseconds(staleBefore)) THEN 1 ELSE 0 END AS stale,
+                   COUNT(*) AS n
+            FROM agents AS a CROSS JOIN \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
             LEFT JOIN service_status AS st ON st.agent_id = a.id AND st.service = s.value
             GROUP BY 1, 2, 3, 4, 5, 6
-            ORDER BY 1, 3 DESC, 2, 4, 5, 6
+            ORDER BY 1, 3 DESC NULLS LAST, 2 NULLS FIRST, 4, 5 NULLS FIRST, 6
             """
         ).all()
         return try rows.map { row in
@@ -33,7 +38,9 @@ extension SQLiteControllerStore {
         let staleLimit = StoredTime.milliseconds(staleBefore)
         var conditions: [SQLQueryString] = ["1 = 1"]
         if let service = query.service {
-            conditions.append("EXISTS (SELECT 1 FROM json_each(a.services) AS s WHERE s.value = \(bind: service))")
+            conditions.append(
+                "EXISTS (SELECT 1 FROM \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s")) WHERE s.value = \(bind: service))"
+            )
         }
         if query.phase == FleetQuery.unreported {
             if let service = query.service {
@@ -42,7 +49,7 @@ extension SQLiteControllerStore {
                 // Some service of the agent has no status.
                 conditions.append(
                     """
-                    EXISTS (SELECT 1 FROM json_each(a.services) AS s WHERE NOT EXISTS
+                    EXISTS (SELECT 1 FROM \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s")) WHERE NOT EXISTS
                         (SELECT 1 FROM service_status AS st WHERE st.agent_id = a.id AND st.service = s.value))
                     """
                 )
@@ -52,9 +59,11 @@ extension SQLiteControllerStore {
         if let service = query.service, query.version != nil || (query.phase != nil && query.phase != FleetQuery.unreported) || query.health != nil {
             statusConditions.append("st.service = \(bind: service)")
         }
-        if let version = query.version { statusConditions.append("json_extract(st.status, '$.version') = \(bind: version)") }
-        if let phase = query.phase, phase != FleetQuery.unreported { statusConditions.append("json_extract(st.status, '$.phase') = \(bind: phase)") }
-        if let health = query.health { statusConditions.append("json_extract(st.status, '$.health') = \(bind: health.rawValue)") }
+        if let version = query.version { statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "version")) = \(bind: version)") }
+        if let phase = query.phase, phase != FleetQuery.unreported {
+            statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "phase")) = \(bind: phase)")
+        }
+        if let health = query.health { statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "health")) = \(bind: health.rawValue)") }
         if !statusConditions.isEmpty {
             conditions.append(
                 "EXISTS (SELECT 1 FROM service_status AS st WHERE st.agent_id = a.id AND \(statusConditions.joined(separator: " AND ")))"
@@ -66,21 +75,27 @@ extension SQLiteControllerStore {
             )
         }
         if let text = query.text {
-            conditions.append("(instr(lower(a.name), lower(\(bind: text))) > 0 OR instr(lower(a.hostname), lower(\(bind: text))) > 0)")
+            let name = dialect.contains("lower(a.name)", "lower(\(bind: text))")
+            let hostname = dialect.contains("lower(a.hostname)", "lower(\(bind: text))")
+            conditions.append("(\(name) OR \(hostname))")
         }
         let filter = conditions.joined(separator: " AND ")
         let total = try await readDB.raw("SELECT COUNT(*) AS n FROM agents AS a WHERE \(filter)").first()?.decode(column: "n", as: Int.self) ?? 0
+        let phase = dialect.jsonText("st.status", "phase")
+        // `trouble` is ordered on from outside: PostgreSQL's ORDER BY may not use an output name inside an expression.
         let rows = try await readDB.raw(
             """
-            SELECT \(unsafeRaw: Self.agentColumns.split(separator: ",").map { "a." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")),
-                   (SELECT MIN(CASE WHEN json_extract(st.status, '$.phase') IN ('failed', 'rolled-back') THEN 0
-                                    WHEN json_extract(st.status, '$.health') = 'unhealthy' THEN 1
-                                    WHEN json_extract(st.status, '$.phase') = 'deploying' THEN 3 ELSE 4 END)
-                    FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
-            FROM agents AS a WHERE \(filter)
-            ORDER BY CASE WHEN trouble <= 1 THEN trouble
-                          WHEN COALESCE(a.last_seen, a.enrolled_at) < \(bind: staleLimit) THEN 2
-                          ELSE COALESCE(trouble, 4) END, a.name
+            SELECT * FROM (
+                SELECT \(unsafeRaw: Self.agentColumns.split(separator: ",").map { "a." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")),
+                       (SELECT MIN(CASE WHEN \(unsafeRaw: phase) IN ('failed', 'rolled-back') THEN 0
+                                        WHEN \(unsafeRaw: dialect.jsonText("st.status", "health")) = 'unhealthy' THEN 1
+                                        WHEN \(unsafeRaw: phase) = 'deploying' THEN 3 ELSE 4 END)
+                        FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
+                FROM agents AS a WHERE \(filter)
+            ) AS page
+            ORDER BY CASE WHEN page.trouble <= 1 THEN page.trouble
+                          WHEN COALESCE(page.last_seen, page.enrolled_at) < \(bind: staleLimit) THEN 2
+                          ELSE COALESCE(page.trouble, 4) END, page.name
             LIMIT \(bind: query.limit) OFFSET \(bind: query.offset)
             """
         ).all()
@@ -89,7 +104,9 @@ extension SQLiteControllerStore {
 
     func agentCounts() async throws -> [String: Int] {
         var counts: [String: Int] = [:]
-        for row in try await readDB.raw("SELECT s.value AS service, COUNT(*) AS n FROM agents AS a, json_each(a.services) AS s GROUP BY 1").all() {
+        for row in try await readDB.raw(
+            "SELECT s.value AS service, COUNT(*) AS n FROM agents AS a CROSS JOIN \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s")) GROUP BY 1"
+        ).all() {
             counts[try row.decode(column: "service", as: String.self)] = try row.decode(column: "n", as: Int.self)
         }
         return counts

@@ -2,12 +2,24 @@
 ///
 /// Each migration runs once, in order, inside one transaction together with the row that records it in
 /// `ferry_schema`, so a crash mid-migration leaves the database at the previous version. Never edit a released
-/// migration: append a new one.
+/// migration: append a new one. Statements are written in SQLite's spelling and translated for PostgreSQL by
+/// `StoreDialect.schemaStatement(_:)`; `SchemaMigrator` runs them (one controller at a time on PostgreSQL).
 enum SchemaMigrations {
     struct Migration: Sendable {
         let version: Int
         let description: String
+        /// The statements, in SQLite's spelling.
         let statements: [String]
+        /// PostgreSQL's statements, for a migration whose SQLite text does not translate (`nil`: translate `statements`).
+        var postgresStatements: [String]? = nil
+
+        /// The statements as `dialect` runs them.
+        func statements(for dialect: StoreDialect) -> [String] {
+            switch dialect {
+            case .sqlite: statements
+            case .postgres: postgresStatements ?? statements.map(dialect.schemaStatement)
+            }
+        }
     }
 
     /// The table recording applied versions. Created before anything else.
@@ -152,6 +164,56 @@ enum SchemaMigrations {
                 "CREATE INDEX tokens_by_name ON tokens (name)",
                 // Agent tokens fetch only artifacts of their services' releases: looked up by digest.
                 "CREATE INDEX releases_by_artifact ON releases (artifact_sha256)",
+            ],
+            // PostgreSQL can add a key in place; ids as SQLite makes them (`tok_` and 16 hex), from md5 of random text.
+            postgresStatements: [
+                "ALTER TABLE tokens DROP CONSTRAINT tokens_pkey",
+                "ALTER TABLE tokens ADD COLUMN id TEXT",
+                "UPDATE tokens SET id = 'tok_' || substr(md5(random()::text || clock_timestamp()::text || hash), 1, 16)",
+                "ALTER TABLE tokens ALTER COLUMN id SET NOT NULL",
+                "ALTER TABLE tokens ADD PRIMARY KEY (id)",
+                "ALTER TABLE tokens ADD CONSTRAINT tokens_hash_key UNIQUE (hash)",
+                "ALTER TABLE tokens ADD COLUMN services TEXT",
+                "ALTER TABLE tokens ADD COLUMN expires_at BIGINT",
+                "ALTER TABLE tokens ADD COLUMN max_uses BIGINT",
+                "ALTER TABLE tokens ADD COLUMN use_count BIGINT NOT NULL DEFAULT 0",
+                "ALTER TABLE tokens ADD COLUMN last_used_at BIGINT",
+                "ALTER TABLE tokens ADD COLUMN revoked_at BIGINT",
+                "CREATE INDEX tokens_by_name ON tokens (name)",
+                "CREATE INDEX releases_by_artifact ON releases (artifact_sha256)",
+            ]
+        ),
+        Migration(
+            version: 4,
+            description: "artifact bytes in the database, rollout health timers (several controllers on PostgreSQL)",
+            statements: [
+                // An artifact whose row exists is complete: its chunks are written in the same transaction.
+                """
+                CREATE TABLE artifacts (
+                    sha256 TEXT PRIMARY KEY,
+                    size INTEGER NOT NULL,
+                    chunk_bytes INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE artifact_chunks (
+                    sha256 TEXT NOT NULL REFERENCES artifacts (sha256) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    data BLOB NOT NULL,
+                    PRIMARY KEY (sha256, seq)
+                )
+                """,
+                // Since when each agent of an open rollout has been healthy on its serial: the wave timers, so the
+                // controller that takes over driving rollouts continues them instead of starting them again.
+                """
+                CREATE TABLE rollout_health (
+                    rollout_id INTEGER NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,
+                    agent_id TEXT NOT NULL,
+                    healthy_since INTEGER NOT NULL,
+                    PRIMARY KEY (rollout_id, agent_id)
+                )
+                """,
             ]
         ),
         Migration(

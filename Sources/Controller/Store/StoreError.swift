@@ -21,6 +21,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case tokenUnusable(id: String, reason: TokenUnusableReason)
     /// A trust root whose version is not one above the highest stored.
     case staleRootVersion(version: Int64, latest: Int64)
+    /// The database did not give a connection in time (down, failing over, or every pooled connection busy).
+    case unavailable(location: String, waited: Duration)
 
     var description: String {
         switch self {
@@ -42,6 +44,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "token \(id) \(reason)"
         case .staleRootVersion(let version, let latest):
             "trust root version \(version) is not the next one: version \(latest) is the newest stored, the next must be \(latest + 1)"
+        case .unavailable(let location, let waited):
+            "\(location): no database connection within \(waited) (the database is down, failing over, or busy); retry shortly"
         }
     }
 }

@@ -11,14 +11,28 @@ final class ControllerHarness {
     let logDir: URL
     let trustedKeys: [String]
     let certificates: TestCertificates?
+    /// A PostgreSQL database URL shared with other controllers (`serve --database`, `token create --database`);
+    /// `nil`: SQLite in the data directory.
+    let database: String?
     private(set) var process: ChildProcess?
     private(set) var url = ""
     private(set) var port = 0
     private var restarts = 0
+    /// Names its log files (`LABEL-N.out`).
+    let label: String
     let http: HTTPClient
 
-    init(dataDir: URL, logDir: URL, trustedKeys: [String], certificates: TestCertificates? = nil) {
+    init(
+        dataDir: URL,
+        logDir: URL,
+        trustedKeys: [String],
+        certificates: TestCertificates? = nil,
+        database: String? = nil,
+        label: String = "controller"
+    ) {
         self.dataDir = dataDir
+        self.database = database
+        self.label = label
         self.logDir = logDir
         self.trustedKeys = trustedKeys
         self.certificates = certificates
@@ -51,6 +65,7 @@ final class ControllerHarness {
     /// root file (`--trust-root`) instead of trusting `trustedKeys`.
     func start(port: Int = 0, trustRoot: String? = nil, extraArguments: [String] = []) async throws {
         var arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir.path]
+        if let database { arguments += ["--database", database] }
         if let trustRoot {
             arguments += ["--trust-root", trustRoot]
         } else {
@@ -65,7 +80,7 @@ final class ControllerHarness {
             TestPaths.executable("ferry-controller"),
             arguments + extraArguments,
             logDirectory: logDir,
-            label: "controller-\(restarts)"
+            label: "\(label)-\(restarts)"
         )
         process = child
         let scheme = certificates == nil ? "http://" : "https://"
@@ -81,7 +96,7 @@ final class ControllerHarness {
 
     /// `ferry-controller token create`.
     func token(role: String, name: String? = nil) throws -> String {
-        var arguments = ["token", "create", "--data-dir", dataDir.path, "--role", role]
+        var arguments = ["token", "create", "--role", role] + (database.map { ["--database", $0] } ?? ["--data-dir", dataDir.path])
         if let name { arguments += ["--name", name] }
         if role == "enroll" { arguments.append("--any-service") }
         let result = try Command.run(TestPaths.executable("ferry-controller"), arguments)

@@ -24,8 +24,10 @@ final class FleetFixture {
     /// Processes the test started itself (bystanders), ended by PID at tear-down.
     private var strays: [ChildProcess] = []
 
-    /// - Parameter tls: the controller serves HTTPS with certificates of a test CA, which the agents and the test trust.
-    init(label: String = "fe", tls: Bool = false) throws {
+    /// - Parameters:
+    ///   - tls: the controller serves HTTPS with certificates of a test CA, which the agents and the test trust.
+    ///   - database: the controller's PostgreSQL database (`nil`: SQLite in its data directory).
+    init(label: String = "fe", tls: Bool = false, database: String? = nil) throws {
         root = try TestPaths.makeTemporaryDirectory(label)
         operatorKey = try SigningKey.generate()
         operatorKeyPath = root.appendingPathComponent("op.key").path
@@ -43,7 +45,8 @@ final class FleetFixture {
             dataDir: root.appendingPathComponent("controller"),
             logDir: root.appendingPathComponent("logs"),
             trustedKeys: [operatorPublicKeyPath],
-            certificates: certificates
+            certificates: certificates,
+            database: database
         )
     }
 

@@ -9,7 +9,8 @@ import Testing
 
 @testable import Controller
 
-/// A controller with a fresh data directory, real SQLite store, trusted keys and one token of each role.
+/// A controller with a fresh data directory, real SQLite store (or a PostgreSQL one, chosen by `adjust`), trusted keys
+/// and one token of each role.
 struct ControllerFixture: Sendable {
     let directory: URL
     let store: SQLiteControllerStore
@@ -45,6 +46,27 @@ struct ControllerFixture: Sendable {
         }
     }
 
+    /// Runs `body` with a fresh fixture whose store is a fresh database of `kind` (SQLite in the data directory, or a
+    /// database made for the test on `PostgresTestServer`, dropped afterwards).
+    static func with<R: Sendable>(
+        _ kind: StoreBackendKind,
+        threshold: Int = 1,
+        adjust: @escaping (inout ControllerConfiguration) -> Void = { _ in },
+        _ body: (ControllerFixture) async throws -> R
+    ) async throws -> R {
+        try await TestStore.withLocation(kind) { location in
+            let selection = try location.selection
+            return try await with(
+                threshold: threshold,
+                adjust: { configuration in
+                    adjust(&configuration)
+                    configuration.database = selection
+                },
+                body
+            )
+        }
+    }
+
     static func make(
         threshold: Int = 1,
         directory existing: URL? = nil,
@@ -60,7 +82,8 @@ struct ControllerFixture: Sendable {
         configuration.port = 0
         configuration.dataDirectory = directory.path
         adjust(&configuration)
-        let store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: logger)
+        // SQLite in the data directory unless `adjust` chose a PostgreSQL database (HighAvailabilityTests).
+        let store = try await configuration.database.openStore(sqlitePath: configuration.databasePath, logger: logger)
         do {
             return try await make(directory: directory, configuration: configuration, store: store, keys: (signingKey, secondKey))
         } catch {

@@ -1,125 +1,63 @@
 import Foundation
 import Logging
 import SQLKit
-import SQLiteKit
 import Shared
+import Synchronization
 
-/// The embedded default store: one SQLite file (`<data-dir>/ferry.sqlite`) in WAL mode.
+/// Kept so code written against the SQLite-only store (`extension SQLiteControllerStore`) builds unchanged: it now
+/// extends the one store over both databases. New code names `SQLControllerStore`.
+typealias SQLiteControllerStore = SQLControllerStore
+
+/// The controller's store, one implementation over SQLKit for SQLite (the embedded default, `<data-dir>/ferry.sqlite`)
+/// and PostgreSQL (several controllers on one database).
 ///
-/// Two connections: a writer, used under an `AsyncLock` so each transaction runs alone, and a reader, which in WAL
-/// mode sees only committed data and never waits for the writer. Several processes may open the same file (the
-/// `token create` command does so while the server runs); SQLite's own locking serialises them.
-final class SQLiteControllerStore: ControllerStore {
-    /// Where the database lives and how it behaves.
-    struct Configuration: Sendable {
-        /// The database file. Created (with its directory) when missing.
-        var path: String
-        /// `PRAGMA synchronous`. Default `FULL`: a published release survives a power cut once acknowledged.
-        var synchronous: String = "FULL"
+/// Every method's SQL is written once, in what both databases speak; what differs (column types in migrations, JSON
+/// expansion, how a write transaction starts and locks) is in `StoreDialect` and the backend. A method added here runs
+/// on both, and the store's tests run every case against both.
+final class SQLControllerStore: ControllerStore {
+    /// The SQLite settings, under the name the SQLite-only store gave them (`SQLiteControllerStore.Configuration`).
+    typealias Configuration = SQLiteStoreBackend.Configuration
 
-        init(path: String) { self.path = path }
+    let backend: any SQLStoreBackend
+    private let closed = Mutex(false)
+
+    /// Which SQL the database speaks where the two differ.
+    var dialect: StoreDialect { backend.dialect }
+    /// The database file (SQLite) or the URL without its password (PostgreSQL).
+    var path: String { backend.location }
+    /// The read side (SQLite: a second connection, which in WAL mode sees committed data only and never waits for the
+    /// writer; PostgreSQL: the pool). For `+Concern` extensions.
+    var readDB: any SQLDatabase { backend.readDB }
+
+    init(backend: any SQLStoreBackend) {
+        self.backend = backend
     }
 
-    private let writer: SQLiteConnection
-    private let reader: SQLiteConnection
-    private let writeLock = AsyncLock()
-    /// The database file.
-    let path: String
-
-    private var writeDB: any SQLDatabase { writer.sql(queryLogLevel: nil) }
-    /// The read connection (WAL: committed data only, never waits for the writer). For `+Concern` extensions.
-    var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
-
-    private init(writer: SQLiteConnection, reader: SQLiteConnection, path: String) {
-        self.writer = writer
-        self.reader = reader
-        self.path = path
-    }
-
-    /// Opens (creating when needed) the database and applies pending migrations.
+    /// Opens (creating when needed) a SQLite database and applies pending migrations.
     /// - Throws: `StoreError.cannotOpen`, `StoreError.schemaTooNew`.
-    static func open(_ configuration: Configuration, logger: Logger) async throws -> SQLiteControllerStore {
-        let path = configuration.path
-        let directory = (path as NSString).deletingLastPathComponent
-        do {
-            // The directory 0700 and the files 0600 whatever the umask: SQLite creates -wal and -shm with the main
-            // file's mode, so creating that one first is enough for new files; older ones are tightened here.
-            if !directory.isEmpty { try DataDirectory.prepare(directory) }
-            try DataDirectory.prepareFile(path)
-            for suffix in ["-wal", "-shm"] { try DataDirectory.restrict(path + suffix) }
-        } catch {
-            throw StoreError.cannotOpen(path: path, reason: "\(error)")
-        }
-        let writer: SQLiteConnection
-        do {
-            writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        } catch {
-            throw StoreError.cannotOpen(path: path, reason: "\(error)")
-        }
-        do {
-            let db = writer.sql(queryLogLevel: nil)
-            // WAL first: it is a property of the file, and the reader below relies on it.
-            try await db.raw("PRAGMA journal_mode = WAL").run()
-            try await db.raw("PRAGMA synchronous = \(unsafeRaw: configuration.synchronous)").run()
-            try await db.raw("PRAGMA foreign_keys = ON").run()
-            try await migrate(db, path: path, logger: logger)
-            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            try await reader.sql(queryLogLevel: nil).raw("PRAGMA foreign_keys = ON").run()
-            return SQLiteControllerStore(writer: writer, reader: reader, path: path)
-        } catch {
-            try? await writer.close()
-            if let error = error as? StoreError { throw error }
-            throw StoreError.cannotOpen(path: path, reason: "\(error)")
-        }
+    static func open(_ configuration: SQLiteStoreBackend.Configuration, logger: Logger) async throws -> SQLControllerStore {
+        SQLControllerStore(backend: try await SQLiteStoreBackend.open(configuration, logger: logger))
     }
 
-    private static func migrate(_ db: any SQLDatabase, path: String, logger: Logger) async throws {
-        try await db.raw("\(unsafeRaw: SchemaMigrations.versionTable)").run()
-        let current = try await db.raw("SELECT COALESCE(MAX(version), 0) AS v FROM ferry_schema").first()?.decode(column: "v", as: Int.self) ?? 0
-        guard current <= SchemaMigrations.latestVersion else {
-            throw StoreError.schemaTooNew(path: path, found: current, known: SchemaMigrations.latestVersion)
-        }
-        for migration in SchemaMigrations.all where migration.version > current {
-            try await db.raw("BEGIN IMMEDIATE").run()
-            do {
-                for statement in migration.statements { try await db.raw("\(unsafeRaw: statement)").run() }
-                let now = StoredTime.milliseconds(Date())
-                try await db.raw(
-                    "INSERT INTO ferry_schema (version, description, applied_at) VALUES (\(bind: migration.version), \(bind: migration.description), \(bind: now))"
-                ).run()
-                try await db.raw("COMMIT").run()
-            } catch {
-                try? await db.raw("ROLLBACK").run()
-                throw error
-            }
-            logger.info("Applied schema migration", metadata: ["store.schema.version": "\(migration.version)", "store.path": "\(path)"])
-        }
+    /// Connects to a PostgreSQL database and applies pending migrations (one controller at a time).
+    /// - Throws: `StoreError.cannotOpen`, `StoreError.schemaTooNew`.
+    static func open(_ configuration: PostgresStoreConfiguration, logger: Logger) async throws -> SQLControllerStore {
+        SQLControllerStore(backend: try await PostgresStoreBackend.open(configuration, logger: logger))
     }
 
-    /// Runs `body` on the writer connection inside one transaction, alone.
+    /// Runs `body` in one transaction that runs alone among every writer of the database (see `SQLStoreBackend`).
     func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        let db = writeDB
-        return try await writeLock.withLock {
-            try await db.raw("BEGIN IMMEDIATE").run()
-            do {
-                let result = try await body(db)
-                try await db.raw("COMMIT").run()
-                return result
-            } catch {
-                try? await db.raw("ROLLBACK").run()
-                throw error
-            }
-        }
+        try await backend.transaction(exclusive: true, body)
     }
 
     // MARK: Tokens
 
-    // Tokens live in SQLiteControllerStore+Tokens.swift.
+    // Tokens live in SQLControllerStore+Tokens.swift.
 
     // MARK: Releases
 
-    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:)` (SQLiteControllerStore+
-    // Rollouts.swift): one SQL path stores every release, with its rollout.
+    // `insertRelease(_:)` is the protocol extension over `insertRelease(_:rollout:)` (SQLControllerStore+Rollouts.swift):
+    // one SQL path stores every release, with its rollout.
 
     func latestSerial(service: String) async throws -> Int64? {
         try await readDB.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: service)")
@@ -314,7 +252,7 @@ final class SQLiteControllerStore: ControllerStore {
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool {
         try await readDB.raw(
             """
-            SELECT 1 AS found FROM agents AS a, json_each(a.services) AS s
+            SELECT 1 AS found FROM agents AS a, \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
             JOIN releases AS r ON r.service = s.value
             WHERE a.id = \(bind: agentID) AND r.artifact_sha256 = \(bind: sha256)
             LIMIT 1
@@ -362,7 +300,8 @@ final class SQLiteControllerStore: ControllerStore {
     func recordStatus(_ report: StatusReport, agentID: String, receivedAt date: Date, historyLimit: Int) async throws {
         let now = StoredTime.milliseconds(date)
         let reportText = String(decoding: report.json.encoded(), as: UTF8.self)
-        try await transaction { db in
+        // Only this agent's rows: no need to wait for other controllers' writers (row locks order the same agent's).
+        try await backend.transaction(exclusive: false) { db in
             let updated = try await db.raw(
                 """
                 UPDATE agents SET last_seen = \(bind: now), agent_version = \(bind: report.agentVersion),
@@ -426,7 +365,7 @@ final class SQLiteControllerStore: ControllerStore {
                 let updated = try await db.raw(
                     """
                     UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5,
-                        trust_root_version = v.column6, trust_root_problem = v.column7
+                        trust_root_version = CAST(v.column6 AS BIGINT), trust_root_problem = CAST(v.column7 AS TEXT)
                     FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1 RETURNING agents.id AS id
                     """
                 ).all()
@@ -463,7 +402,7 @@ final class SQLiteControllerStore: ControllerStore {
                         SELECT id FROM (
                             SELECT id, ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY id DESC) AS n FROM status_history
                             WHERE agent_id IN \(SQLGroupExpression(chunk.map { SQLBind($0) }))
-                        ) WHERE n > \(bind: historyLimit)
+                        ) AS ranked WHERE n > \(bind: historyLimit)
                     )
                     """
                 ).run()
@@ -493,10 +432,11 @@ final class SQLiteControllerStore: ControllerStore {
     func runningSerials(for services: [String]) async throws -> [String: [String: Int64]] {
         guard !services.isEmpty else { return [:] }
         let names = SQLList(services.map { SQLBind($0) })
+        let serial = dialect.jsonInteger("status", "serial")
         let rows = try await readDB.raw(
             """
-            SELECT agent_id, service, json_extract(status, '$.serial') AS serial FROM service_status
-            WHERE service IN \(SQLGroupExpression(names)) AND json_extract(status, '$.serial') IS NOT NULL
+            SELECT agent_id, service, \(unsafeRaw: serial) AS serial FROM service_status
+            WHERE service IN \(SQLGroupExpression(names)) AND \(unsafeRaw: serial) IS NOT NULL
             """
         ).all()
         var running: [String: [String: Int64]] = [:]
@@ -542,10 +482,12 @@ final class SQLiteControllerStore: ControllerStore {
         }
     }
 
+    /// Closes the database; later calls do nothing.
     func close() async throws {
-        try await writeLock.withLock {
-            try await reader.close()
-            try await writer.close()
+        let first = closed.withLock { closed in
+            defer { closed = true }
+            return !closed
         }
+        if first { try await backend.close() }
     }
 }

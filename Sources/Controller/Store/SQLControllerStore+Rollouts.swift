@@ -3,7 +3,7 @@ import SQLKit
 import Shared
 
 // Rollouts, events, and the per-agent and per-service status reads the rollout logic needs.
-extension SQLiteControllerStore {
+extension SQLControllerStore {
     // MARK: Publish
 
     func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout {
@@ -194,6 +194,32 @@ extension SQLiteControllerStore {
             updatedAt: StoredTime.date(try row.decode(column: "updated_at", as: Int64.self)),
             reason: try row.decode(column: "reason", as: String.self)
         )
+    }
+
+    // MARK: Wave timers
+
+    func rolloutHealthTimers(rolloutID: Int64) async throws -> [String: Date] {
+        let rows = try await readDB.raw("SELECT agent_id, healthy_since FROM rollout_health WHERE rollout_id = \(bind: rolloutID)").all()
+        var timers: [String: Date] = [:]
+        for row in rows {
+            timers[try row.decode(column: "agent_id", as: String.self)] = StoredTime.date(try row.decode(column: "healthy_since", as: Int64.self))
+        }
+        return timers
+    }
+
+    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws {
+        // Only this rollout's rows, written by the one controller that drives rollouts.
+        try await backend.transaction(exclusive: false) { db in
+            try await db.raw("DELETE FROM rollout_health WHERE rollout_id = \(bind: rolloutID)").run()
+            for (agentID, since) in timers.sorted(by: { $0.key < $1.key }) {
+                try await db.raw(
+                    """
+                    INSERT INTO rollout_health (rollout_id, agent_id, healthy_since)
+                    VALUES (\(bind: rolloutID), \(bind: agentID), \(bind: StoredTime.milliseconds(since)))
+                    """
+                ).run()
+            }
+        }
     }
 
     // MARK: Events

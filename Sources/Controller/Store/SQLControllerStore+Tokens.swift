@@ -3,7 +3,7 @@ import SQLKit
 import Shared
 
 /// Operator, enroll and viewer tokens: created, listed, revoked, looked up by hash, their use recorded.
-extension SQLiteControllerStore {
+extension SQLControllerStore {
     static let tokenColumns = "id, name, role, services, created_at, expires_at, max_uses, use_count, last_used_at, revoked_at"
 
     func createToken(_ token: TokenRecord, hash: String) async throws {

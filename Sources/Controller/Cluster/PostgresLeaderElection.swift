@@ -1,0 +1,101 @@
+import Logging
+import PostgresKit
+import PostgresNIO
+import SQLKit
+import ServiceLifecycle
+
+/// Elects the one controller that drives rollouts among those sharing a PostgreSQL database: the holder of the
+/// session advisory lock `leaderLockKey`, on a connection of its own.
+///
+/// - A leader killed (kill -9, a crash): the kernel closes its connection, PostgreSQL releases the lock at once, and
+///   another controller takes it at its next try (`retryInterval`, 1 s).
+/// - A leader cut off from the database: its check (`SELECT 1` every `checkInterval`, answered within `checkTimeout`)
+///   fails, so it stops driving within about 5 s; the server notices the dead connection through TCP keepalives and
+///   user timeout (set on this connection: about 10 s) and frees the lock for another controller. Meanwhile nothing
+///   advances twice: every rollout change is a compare-and-set in the store.
+struct PostgresLeaderElection: Service {
+    /// "ferry" in ASCII, then 3: see `PostgresStoreBackend`'s keys.
+    static let leaderLockKey: Int64 = 0x6665_7272_7900_0003
+
+    let backend: PostgresStoreBackend
+    let leadership: RolloutLeadership
+    let logger: Logger
+    /// How often a follower tries to take the lock. Default 1 s.
+    var retryInterval: Duration = .seconds(1)
+    /// How often the leader checks its connection. Default 1 s.
+    var checkInterval: Duration = .seconds(1)
+    /// A check not answered within this ends the leadership. Default 4 s.
+    var checkTimeout: Duration = .seconds(4)
+
+    /// Server-side detection of a vanished leader's connection.
+    static let keepaliveParameters = [
+        ("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3"), ("tcp_user_timeout", "10000"),
+    ]
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let connection = try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
+                    do {
+                        try await campaign(on: connection)
+                    } catch {
+                        step(down: "leader election connection failed", error: error)
+                        try? await connection.close()
+                        throw error
+                    }
+                    try? await connection.close()
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.warning(
+                        "Leader election cannot reach the database; retrying",
+                        metadata: ["error.message": "\(PostgresErrorText.describe(error))"]
+                    )
+                }
+                try? await Task.sleep(for: retryInterval)
+            }
+        }
+        if leadership.isLeader { step(down: "shutting down", error: nil) }
+    }
+
+    /// Tries for the lock until it is taken, then holds it while the connection answers.
+    private func campaign(on connection: PostgresConnection) async throws {
+        let db = connection.sql(queryLogLevel: nil)
+        while !Task.isCancelled {
+            let row = try await db.raw("SELECT pg_try_advisory_lock(\(bind: Self.leaderLockKey)) AS taken").first()
+            if try row?.decode(column: "taken", as: Bool.self) == true { break }
+            try await Task.sleep(for: retryInterval)
+        }
+        guard !Task.isCancelled else { return }
+        leadership.gained()
+        logger.info("This controller now drives rollouts (leader)")
+        while !Task.isCancelled {
+            try await Task.sleep(for: checkInterval)
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    _ = try await db.raw("SELECT 1 AS alive").first()
+                    return true
+                }
+                group.addTask {
+                    try await Task.sleep(for: checkTimeout)
+                    return false
+                }
+                let answered = try await group.next() ?? false
+                group.cancelAll()
+                guard answered else { throw LeaderCheckTimedOut() }
+            }
+        }
+    }
+
+    private func step(down reason: String, error: (any Error)?) {
+        guard leadership.isLeader else { return }
+        leadership.lost()
+        var metadata: Logger.Metadata = ["ferry.reason": "\(reason)"]
+        if let error { metadata["error.message"] = "\(PostgresErrorText.describe(error))" }
+        logger.warning("This controller stopped driving rollouts", metadata: metadata)
+    }
+
+    private struct LeaderCheckTimedOut: Error, CustomStringConvertible {
+        var description: String { "the database did not answer the leader's check in time" }
+    }
+}

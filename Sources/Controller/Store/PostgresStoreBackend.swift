@@ -1,0 +1,350 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import PostgresKit
+import PostgresNIO
+import SQLKit
+import Shared
+import Synchronization
+
+/// PostgreSQL, shared by several controllers: a pool of connections (postgres-nio's `PostgresClient`).
+///
+/// Write transactions run one at a time **across every controller** on the database, as SQLite's do on one file: each
+/// takes the transaction-scoped advisory lock `writeLockKey` after `BEGIN` (within a process, an `AsyncLock` first, so
+/// at most one pooled connection per controller waits on it). That keeps the store's read-check-write transactions
+/// (a publish's serial check, an enrolment's name check, a rollout's supersede) exactly as correct as on SQLite, for the
+/// methods written here and for any added later. Transactions that touch one agent's own rows only
+/// (`exclusive: false`: status reports) skip the lock: row locks order them.
+///
+/// Migrations run at open under the session advisory lock `migrationLockKey`: when several controllers start at once,
+/// one migrates and the others wait, then find nothing to do.
+final class PostgresStoreBackend: SQLStoreBackend {
+    /// Advisory lock keys (one 64-bit space per database): "ferry" in ASCII, then a purpose.
+    static let writeLockKey: Int64 = 0x6665_7272_7900_0001
+    static let migrationLockKey: Int64 = 0x6665_7272_7900_0002
+
+    let configuration: PostgresStoreConfiguration
+    /// The settings of one connection (the notification listener and the leader election hold their own).
+    let connectionConfiguration: PostgresConnection.Configuration
+    let client: PostgresClient
+    /// The pool with a bound on waiting for a connection.
+    let pool: PostgresPool
+    private let running: Task<Void, Never>
+    private let writeLock = AsyncLock()
+    let readDB: any SQLDatabase
+
+    var dialect: StoreDialect { .postgres }
+    var location: String { configuration.redacted }
+
+    private init(
+        configuration: PostgresStoreConfiguration,
+        connectionConfiguration: PostgresConnection.Configuration,
+        client: PostgresClient,
+        running: Task<Void, Never>,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.connectionConfiguration = connectionConfiguration
+        self.client = client
+        self.running = running
+        self.pool = PostgresPool(client: client, leaseTimeout: configuration.connectTimeout, location: configuration.redacted)
+        self.readDB = PostgresPoolDatabase(pool: pool, logger: logger)
+    }
+
+    /// Connects, applies pending migrations (one controller at a time), and starts the pool.
+    /// - Throws: `StoreError.cannotOpen` (unreachable, refused login, TLS failure: the reason names it),
+    ///   `StoreError.schemaTooNew`.
+    static func open(_ configuration: PostgresStoreConfiguration, logger: Logger) async throws -> PostgresStoreBackend {
+        let location = configuration.redacted
+        let connectionConfiguration: PostgresConnection.Configuration
+        let clientConfiguration: PostgresClient.Configuration
+        do {
+            (connectionConfiguration, clientConfiguration) = try makeConfigurations(configuration)
+        } catch {
+            throw StoreError.cannotOpen(path: location, reason: "TLS set-up: \(error)")
+        }
+        // A direct connection first: an unreachable server or a refused login fails here at once with its reason,
+        // where a pool would retry in the background.
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(
+                on: PostgresConnection.defaultEventLoopGroup.any(),
+                configuration: connectionConfiguration,
+                id: 0,
+                logger: logger
+            ).get()
+        } catch {
+            throw StoreError.cannotOpen(path: location, reason: PostgresErrorText.describe(error))
+        }
+        do {
+            let db = connection.sql(queryLogLevel: nil)
+            try await withSessionLock(migrationLockKey, on: db, logger: logger) {
+                try await SchemaMigrator.migrate(db, dialect: .postgres, location: location, logger: logger)
+            }
+            try? await connection.close()
+        } catch {
+            try? await connection.close()
+            if let error = error as? StoreError { throw error }
+            throw StoreError.cannotOpen(path: location, reason: PostgresErrorText.describe(error))
+        }
+        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+        // The pool's background work runs for the store's life and stops in `close()`: the store is opened before any
+        // service group (the token commands use it without one).
+        let running = Task { await client.run() }
+        return PostgresStoreBackend(
+            configuration: configuration,
+            connectionConfiguration: connectionConfiguration,
+            client: client,
+            running: running,
+            logger: logger
+        )
+    }
+
+    /// Holds the session-level advisory lock `key` around `body`, polling for it (so no statement waits past the
+    /// statement timeout while another controller migrates).
+    static func withSessionLock<T>(_ key: Int64, on db: any SQLDatabase, logger: Logger, _ body: () async throws -> T) async throws -> T {
+        var waited = false
+        while true {
+            let row = try await db.raw("SELECT pg_try_advisory_lock(\(bind: key)) AS taken").first()
+            if try row?.decode(column: "taken", as: Bool.self) == true { break }
+            if !waited {
+                logger.info("Waiting for another controller to finish migrating the database")
+                waited = true
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        do {
+            let result = try await body()
+            _ = try await db.raw("SELECT pg_advisory_unlock(\(bind: key)) AS released").first()
+            return result
+        } catch {
+            _ = try? await db.raw("SELECT pg_advisory_unlock(\(bind: key)) AS released").first()
+            throw error
+        }
+    }
+
+    func transaction<T: Sendable>(exclusive: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        if exclusive {
+            return try await writeLock.withLock { try await run(locking: true, body) }
+        }
+        return try await run(locking: false, body)
+    }
+
+    private func run<T: Sendable>(locking: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        try await pool.withConnection { connection in
+            let db = connection.sql(queryLogLevel: nil)
+            try await db.raw("BEGIN").run()
+            do {
+                if locking { try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.writeLockKey))").run() }
+                let result = try await body(db)
+                try await db.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await db.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
+    func close() async throws {
+        running.cancel()
+        await running.value
+    }
+
+    /// Opens a connection of its own (not from the pool), with `parameters` added to its start-up settings.
+    func connect(id: Int, logger: Logger, parameters: [(String, String)] = []) async throws -> PostgresConnection {
+        var settings = connectionConfiguration
+        settings.options.additionalStartupParameters += parameters
+        return try await PostgresConnection.connect(
+            on: PostgresConnection.defaultEventLoopGroup.any(),
+            configuration: settings,
+            id: id,
+            logger: logger
+        ).get()
+    }
+
+    /// The connection settings of the first connection and of the pool, from one configuration.
+    static func makeConfigurations(
+        _ configuration: PostgresStoreConfiguration
+    ) throws -> (PostgresConnection.Configuration, PostgresClient.Configuration) {
+        let parameters = [
+            ("statement_timeout", "\(configuration.statementTimeout.components.seconds * 1000)"),
+            ("application_name", "ferry-controller"),
+        ]
+        var connection = PostgresConnection.Configuration(
+            host: configuration.host,
+            port: configuration.port,
+            username: configuration.user,
+            password: configuration.password,
+            database: configuration.database,
+            tls: .disable
+        )
+        var client = PostgresClient.Configuration(
+            host: configuration.host,
+            port: configuration.port,
+            username: configuration.user,
+            password: configuration.password,
+            database: configuration.database,
+            tls: .disable
+        )
+        if let tls = try tlsConfiguration(configuration) {
+            let context = try NIOSSLContext(configuration: tls)
+            switch configuration.tls {
+            case .disable: break
+            case .prefer:
+                connection.tls = .prefer(context)
+                client.tls = .prefer(tls)
+            case .require, .verifyCA, .verifyFull:
+                connection.tls = .require(context)
+                client.tls = .require(tls)
+            }
+        }
+        connection.options.additionalStartupParameters = parameters
+        connection.options.connectTimeout = .seconds(configuration.connectTimeout.components.seconds)
+        client.options.additionalStartupParameters = parameters
+        client.options.connectTimeout = configuration.connectTimeout
+        client.options.maximumConnections = configuration.poolSize
+        return (connection, client)
+    }
+
+    private static func tlsConfiguration(_ configuration: PostgresStoreConfiguration) throws -> TLSConfiguration? {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        switch configuration.tls {
+        case .disable: return nil
+        case .prefer, .require: tls.certificateVerification = .none
+        case .verifyCA: tls.certificateVerification = .noHostnameVerification
+        case .verifyFull: tls.certificateVerification = .fullVerification
+        }
+        if let caFile = configuration.caFile {
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+        }
+        return tls
+    }
+}
+
+/// postgres-nio's pool with a bound on waiting for a connection: on its own, a lease waits while the pool retries an
+/// unreachable server, forever (vapor/postgres-nio#489), and so would every request during a database failover. Past
+/// `leaseTimeout` (the connect timeout) the caller gets `StoreError.unavailable`, which the API answers with 503.
+struct PostgresPool: Sendable {
+    let client: PostgresClient
+    let leaseTimeout: Duration
+    /// The database as errors name it (no password).
+    let location: String
+
+    /// Runs `body` on a leased connection, returned to the pool when `body` ends.
+    /// - Throws: `StoreError.unavailable` when no connection is leased within `leaseTimeout`; what `body` throws.
+    func withConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        // The lease is held by a child task (the pool's API lends a connection to a closure only) and handed over
+        // here; the child keeps it until `body` is done, so nothing else can use the connection meanwhile.
+        let (leases, lender) = AsyncStream.makeStream(of: PostgresConnection.self)
+        let returned = LeaseReturn()
+        let client = client
+        let leaseTimeout = leaseTimeout
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await client.withConnection { connection in
+                        // Too late (the caller stopped waiting): the connection goes straight back.
+                        guard case .enqueued = lender.yield(connection) else { return }
+                        lender.finish()
+                        await returned.wait()
+                    }
+                } catch {
+                    lender.finish()
+                    throw error
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: leaseTimeout)
+                lender.finish()
+            }
+            var iterator = leases.makeAsyncIterator()
+            guard let connection = await iterator.next() else {
+                group.cancelAll()
+                try? await group.waitForAll()
+                try Task.checkCancellation()
+                throw StoreError.unavailable(location: location, waited: leaseTimeout)
+            }
+            // Stops the timer; the lease child waits for `returned`, which cancellation does not end.
+            group.cancelAll()
+            do {
+                let result = try await body(connection)
+                returned.signal()
+                try await group.waitForAll()
+                return result
+            } catch {
+                returned.signal()
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+}
+
+/// When the caller is done with a leased connection (`signal`), the task holding the lease (`wait`) gives it back.
+private final class LeaseReturn: Sendable {
+    private enum State {
+        case holding
+        case waiting(CheckedContinuation<Void, Never>)
+        case returned
+    }
+
+    private let state = Mutex(State.holding)
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                if case .returned = state { return true }
+                state = .waiting(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    func signal() {
+        let waiting = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            defer { state = .returned }
+            if case .waiting(let continuation) = state { return continuation }
+            return nil
+        }
+        waiting?.resume()
+    }
+}
+
+/// Reads through the pool: each query on a connection leased for it (the store's `readDB` on PostgreSQL).
+struct PostgresPoolDatabase: SQLDatabase {
+    let pool: PostgresPool
+    let logger: Logger
+
+    var eventLoop: any EventLoop { PostgresClient.defaultEventLoopGroup.any() }
+    var dialect: any SQLDialect { PostgresDialect() }
+    var queryLogLevel: Logger.Level? { nil }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        eventLoop.makeFutureWithTask { try await self.execute(sql: query, onRow) }
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        try await pool.withConnection { connection in
+            try await connection.sql(queryLogLevel: nil).execute(sql: query, onRow)
+        }
+    }
+}
+
+/// What a PostgreSQL error says, for an operator: the server's message and SQLSTATE, or the connection failure.
+/// (postgres-nio's own description is deliberately generic.) Never includes the query's bound values.
+enum PostgresErrorText {
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(error)" }
+        if let info = error.serverInfo, let message = info[.message] {
+            var text = message
+            if let state = info[.sqlState] { text += " (SQLSTATE \(state))" }
+            if let detail = info[.detail] { text += ": \(detail)" }
+            return text
+        }
+        if let underlying = error.underlying { return "\(error.code): \(underlying)" }
+        return "\(error.code)"
+    }
+}

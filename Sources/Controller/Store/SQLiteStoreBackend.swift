@@ -1,0 +1,98 @@
+import Foundation
+import Logging
+import SQLKit
+import SQLiteKit
+import Shared
+
+/// The embedded default: one SQLite file (`<data-dir>/ferry.sqlite`) in WAL mode.
+///
+/// Two connections: a writer, used under an `AsyncLock` so each transaction runs alone, and a reader, which in WAL
+/// mode sees only committed data and never waits for the writer. Several processes may open the same file (the
+/// `token create` command does so while the server runs); SQLite's own locking serialises them.
+final class SQLiteStoreBackend: SQLStoreBackend {
+    /// Where the database lives and how it behaves.
+    struct Configuration: Sendable {
+        /// The database file. Created (with its directory) when missing.
+        var path: String
+        /// `PRAGMA synchronous`. Default `FULL`: a published release survives a power cut once acknowledged.
+        var synchronous: String = "FULL"
+
+        init(path: String) { self.path = path }
+    }
+
+    private let writer: SQLiteConnection
+    private let reader: SQLiteConnection
+    private let writeLock = AsyncLock()
+    /// The database file.
+    let path: String
+
+    var dialect: StoreDialect { .sqlite }
+    var location: String { path }
+    var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
+
+    private init(writer: SQLiteConnection, reader: SQLiteConnection, path: String) {
+        self.writer = writer
+        self.reader = reader
+        self.path = path
+    }
+
+    /// Opens (creating when needed) the database and applies pending migrations.
+    /// - Throws: `StoreError.cannotOpen`, `StoreError.schemaTooNew`.
+    static func open(_ configuration: Configuration, logger: Logger) async throws -> SQLiteStoreBackend {
+        let path = configuration.path
+        let directory = (path as NSString).deletingLastPathComponent
+        do {
+            // The directory 0700 and the files 0600 whatever the umask: SQLite creates -wal and -shm with the main
+            // file's mode, so creating that one first is enough for new files; older ones are tightened here.
+            if !directory.isEmpty { try DataDirectory.prepare(directory) }
+            try DataDirectory.prepareFile(path)
+            for suffix in ["-wal", "-shm"] { try DataDirectory.restrict(path + suffix) }
+        } catch {
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+        }
+        let writer: SQLiteConnection
+        do {
+            writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        } catch {
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+        }
+        do {
+            let db = writer.sql(queryLogLevel: nil)
+            // WAL first: it is a property of the file, and the reader below relies on it.
+            try await db.raw("PRAGMA journal_mode = WAL").run()
+            try await db.raw("PRAGMA synchronous = \(unsafeRaw: configuration.synchronous)").run()
+            try await db.raw("PRAGMA foreign_keys = ON").run()
+            try await SchemaMigrator.migrate(db, dialect: .sqlite, location: path, logger: logger)
+            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            try await reader.sql(queryLogLevel: nil).raw("PRAGMA foreign_keys = ON").run()
+            return SQLiteStoreBackend(writer: writer, reader: reader, path: path)
+        } catch {
+            try? await writer.close()
+            if let error = error as? StoreError { throw error }
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+        }
+    }
+
+    /// Every transaction runs alone on the writer (`exclusive` changes nothing: SQLite has one writer anyway).
+    func transaction<T: Sendable>(exclusive: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        let db = writer.sql(queryLogLevel: nil)
+        return try await writeLock.withLock {
+            try await db.raw("BEGIN IMMEDIATE").run()
+            do {
+                let result = try await body(db)
+                try await db.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await db.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
+    func close() async throws {
+        try await writeLock.withLock {
+            try await reader.close()
+            try await writer.close()
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Logging
+import SQLKit
+
+/// Brings a database to `SchemaMigrations.latestVersion`, on either dialect.
+///
+/// Runs on one connection. Each pending migration runs in its own transaction with the row recording it, and the
+/// version is read again inside that transaction, so a migration another process applied meanwhile is skipped rather
+/// than applied twice. (On PostgreSQL the caller also holds an advisory lock, so one controller migrates while the
+/// others wait; on SQLite `BEGIN IMMEDIATE` serialises processes on the file.)
+enum SchemaMigrator {
+    /// Applies the pending migrations.
+    /// - Parameter location: the database as errors name it (a file path, or a URL without its password).
+    /// - Throws: `StoreError.schemaTooNew` when a newer Ferry migrated the database; database errors as they come.
+    static func migrate(_ db: any SQLDatabase, dialect: StoreDialect, location: String, logger: Logger) async throws {
+        try await db.raw("\(unsafeRaw: dialect.schemaStatement(SchemaMigrations.versionTable))").run()
+        let known = SchemaMigrations.latestVersion
+        let found = try await currentVersion(db)
+        guard found <= known else { throw StoreError.schemaTooNew(path: location, found: found, known: known) }
+        for migration in SchemaMigrations.all where migration.version > found {
+            try await db.raw("\(unsafeRaw: dialect == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN")").run()
+            do {
+                // Another process may have applied it between the read above and this transaction.
+                guard try await currentVersion(db) < migration.version else {
+                    try await db.raw("ROLLBACK").run()
+                    continue
+                }
+                for statement in migration.statements(for: dialect) { try await db.raw("\(unsafeRaw: statement)").run() }
+                let now = StoredTime.milliseconds(Date())
+                try await db.raw(
+                    """
+                    INSERT INTO ferry_schema (version, description, applied_at)
+                    VALUES (\(bind: migration.version), \(bind: migration.description), \(bind: now))
+                    """
+                ).run()
+                try await db.raw("COMMIT").run()
+            } catch {
+                try? await db.raw("ROLLBACK").run()
+                throw error
+            }
+            logger.info(
+                "Applied schema migration",
+                metadata: ["store.schema.version": "\(migration.version)", "store.location": "\(location)"]
+            )
+        }
+    }
+
+    /// The highest applied version (0 for a new database).
+    static func currentVersion(_ db: any SQLDatabase) async throws -> Int {
+        try await db.raw("SELECT COALESCE(MAX(version), 0) AS v FROM ferry_schema").first()?.decode(column: "v", as: Int.self) ?? 0
+    }
+}

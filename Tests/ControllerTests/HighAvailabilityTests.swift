@@ -1,0 +1,185 @@
+import Foundation
+import NIOCore
+import SQLKit
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// Two controllers on one PostgreSQL database, each with its own data directory, both live on loopback: what one
+/// commits, the other serves at once.
+@Suite(.enabled(if: PostgresTestServer.unavailableReason == nil, "PostgreSQL binaries are missing (see StoreBackendKind.available)"))
+struct HighAvailabilityTests {
+    /// Runs `body` with controllers A and B live on one fresh database (their relays listening), stopped afterwards.
+    static func withTwoControllers(
+        _ body: @Sendable (_ a: ControllerFixture, _ aURL: String, _ b: ControllerFixture, _ bURL: String) async throws -> Void
+    ) async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            try await withTwoControllers(on: try location.selection, body)
+        }
+    }
+
+    /// Runs `body` with controllers A and B live on the database `selection` (their relays listening).
+    static func withTwoControllers(
+        on selection: DatabaseSelection,
+        _ body: @Sendable (_ a: ControllerFixture, _ aURL: String, _ b: ControllerFixture, _ bURL: String) async throws -> Void
+    ) async throws {
+        let adjust: (inout ControllerConfiguration) -> Void = { configuration in
+            configuration.database = selection
+            configuration.rolloutTickInterval = .milliseconds(200)
+        }
+        try await ControllerFixture.with(adjust: adjust) { a in
+            try await ControllerFixture.with(adjust: adjust) { b in
+                try await a.withLiveServer { aURL in
+                    try await b.withLiveServer { bURL in
+                        try await waitUntilListening(a, b)
+                        try await body(a, aURL, b, bURL)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits (up to 30 s) until both controllers' change relays listen.
+    static func waitUntilListening(_ fixtures: ControllerFixture...) async throws {
+        for fixture in fixtures {
+            let relay = try #require(fixture.controller.relay)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !relay.listening.isListening, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(relay.listening.isListening, "the change relay listens")
+        }
+    }
+
+    /// An agent parked on B wakes when a release is published through A, every time, within a second.
+    @Test func anAgentParkedOnBWakesWhenAPublishes() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            let enrolled = try await http.send(
+                "POST",
+                aURL + "/v1/agents",
+                token: a.enrollToken,
+                body: Data(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"], replace: false).json.encoded())
+            )
+            try #require(enrolled.status == 201)
+            let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+            let bytes = Array("artifact".utf8)
+            let upload = try await http.send("POST", aURL + "/v1/artifacts", token: a.operatorToken, body: Data(bytes))
+            try #require(upload.status == 201)
+            let digest = SHA256.hash(bytes)
+            let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+
+            var latencies: [Duration] = []
+            for serial in Int64(1)...10 {
+                let current = try await http.send("GET", bURL + "/v1/agents/\(agent.agentID)/desired-state", token: agent.token)
+                try #require(current.status == 200)
+                let etag = try #require(current.header("ETag"))
+                async let parked = http.send(
+                    "GET",
+                    bURL + "/v1/agents/\(agent.agentID)/desired-state?wait=30",
+                    token: agent.token,
+                    headers: ["If-None-Match": etag]
+                )
+                // Parked before the publish: B's hub holds the request.
+                let deadline = ContinuousClock.now + .seconds(10)
+                while b.controller.core.desiredStates.hub.waiterCount == 0, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                let published = ContinuousClock.now
+                let release = ControllerFixture.release(serial: serial, artifact: artifact)
+                let response = try await http.send(
+                    "POST",
+                    aURL + "/v1/releases",
+                    token: a.operatorToken,
+                    body: Data(Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [a.signingKey]).encoded())
+                )
+                try #require(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
+                let answer = try await parked
+                latencies.append(ContinuousClock.now - published)
+                #expect(answer.status == 200, "serial \(serial): B answers the parked poll with the new state")
+                let state = try JSONValue.parse(Array(answer.body))
+                guard case .object(let fields) = state, case .array(let releases)? = fields["releases"] else {
+                    Issue.record("not a desired state")
+                    return
+                }
+                #expect(releases.count == 1)
+            }
+            let worst = latencies.max() ?? .zero
+            #expect(worst < .seconds(1), "wake-ups across controllers: \(latencies)")
+        }
+    }
+
+    /// An artifact uploaded to A is served by B (fetched once from the database into B's cache), Range included; a
+    /// token revoked through A stops working on B at once.
+    @Test func bServesAsArtifactsAndHonoursAsRevocations() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            // 3.5 chunks of the default 1 MiB.
+            let bytes = (0..<(3 << 20) + (1 << 19)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+            let upload = try await http.send("POST", aURL + "/v1/artifacts", token: a.operatorToken, body: Data(bytes))
+            try #require(upload.status == 201)
+            let digest = SHA256.hash(bytes)
+            let cached = b.directory.appendingPathComponent("artifacts/\(digest.hex)").path
+            #expect(!FileManager.default.fileExists(atPath: cached))
+
+            let head = try await http.send("HEAD", bURL + "/v1/artifacts/\(digest.hex)", token: b.operatorToken)
+            #expect(head.status == 200 && head.header("Content-Length") == "\(bytes.count)")
+            let whole = try await http.send("GET", bURL + "/v1/artifacts/\(digest.hex)", token: b.operatorToken)
+            #expect(whole.status == 200 && Array(whole.body) == bytes)
+            #expect(FileManager.default.fileExists(atPath: cached), "B keeps a copy")
+            let start = (1 << 20) - 10
+            let part = try await http.send(
+                "GET",
+                bURL + "/v1/artifacts/\(digest.hex)",
+                token: b.operatorToken,
+                headers: ["Range": "bytes=\(start)-\(start + 99)"]
+            )
+            #expect(part.status == 206 && Array(part.body) == Array(bytes[start..<(start + 100)]))
+            let chunks = try await b.store.readDB.raw("SELECT COUNT(*) AS n FROM artifact_chunks WHERE sha256 = \(bind: digest.hex)").first()?
+                .decode(column: "n", as: Int.self)
+            #expect(chunks == 4)
+
+            // The viewer token works on B (and is cached there), then A revokes it.
+            #expect(try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).status == 200)
+            // Both fixtures made a viewer token named "dashboard": B's is the newer.
+            let viewerID = try #require(try await b.store.tokens().filter { $0.role == .viewer }.last?.id)
+            let revoked = try await http.send("DELETE", aURL + "/v1/tokens/\(viewerID)", token: a.operatorToken)
+            #expect(revoked.status == 200, "\(String(decoding: revoked.body, as: UTF8.self))")
+            var refused = false
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !refused, ContinuousClock.now < deadline {
+                refused = try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).status == 401
+                if !refused { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(refused, "B stops accepting a token revoked through A")
+        }
+    }
+
+    /// Exactly one of the two drives rollouts; when it stops, the other takes over within seconds.
+    @Test func oneControllerDrivesRolloutsAndAnotherTakesOver() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let selection = try location.selection
+            let adjust: (inout ControllerConfiguration) -> Void = { $0.database = selection }
+            try await ControllerFixture.with(adjust: adjust) { a in
+                try await ControllerFixture.with(adjust: adjust) { b in
+                    try await b.withLiveServer { _ in
+                        try await a.withLiveServer { _ in
+                            let deadline = ContinuousClock.now + .seconds(10)
+                            while ContinuousClock.now < deadline, !(a.leads || b.leads) { try await Task.sleep(for: .milliseconds(50)) }
+                            #expect(a.leads != b.leads, "exactly one leads")
+                        }
+                        // A stopped (if it led, its lock went with its connection).
+                        let deadline = ContinuousClock.now + .seconds(10)
+                        while ContinuousClock.now < deadline, !b.leads { try await Task.sleep(for: .milliseconds(50)) }
+                        #expect(b.leads, "B drives rollouts once A is gone")
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension ControllerFixture {
+    /// Whether this controller currently drives rollouts.
+    var leads: Bool { controller.election?.leadership.isLeader ?? true }
+}

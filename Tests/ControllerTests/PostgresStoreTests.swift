@@ -1,0 +1,112 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// What only several controllers on one PostgreSQL database can show (the rest of the store's tests run on both
+/// databases): migrations when they start at once, writes racing across controllers, and databases that cannot be used.
+@Suite(.enabled(if: PostgresTestServer.unavailableReason == nil, "PostgreSQL binaries are missing (see StoreBackendKind.available)"))
+struct PostgresStoreTests {
+    /// Five controllers start at once on an empty database: one migrates while the others wait, each version is applied
+    /// once, and all five work.
+    @Test func controllersStartingAtOnceMigrateOnce() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let stores = try await withThrowingTaskGroup(of: SQLControllerStore.self) { group in
+                for _ in 0..<5 { group.addTask { try await location.open() } }
+                var opened: [SQLControllerStore] = []
+                for try await store in group { opened.append(store) }
+                return opened
+            }
+            let server = try #require(location.server)
+            let versions = try await server.psql("SELECT version FROM ferry_schema ORDER BY version", database: try #require(location.database))
+            #expect(versions.split(separator: "\n").map(String.init) == (1...SchemaMigrations.latestVersion).map(String.init))
+            for (index, store) in stores.enumerated() {
+                try await store.createToken(hash: Token.digest("fyt_\(index)"), name: "c\(index)", role: .viewer, at: Date())
+            }
+            #expect(try await stores[0].tokens().count == 5)
+            for store in stores { try await store.close() }
+        }
+    }
+
+    /// Publishers on two controllers race for the same serials: exactly one wins each serial across both, and a lower
+    /// serial after a higher one is refused, as on one controller.
+    @Test func publishersOnTwoControllersGetOneSuccessPerSerial() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let a = try await location.open()
+            let b = try await location.open()
+            for serial in Int64(1)...3 {
+                let records = try (0..<10).map { _ in try StoreTests.record(serial: serial) }
+                let wins = await withTaskGroup(of: Bool.self) { group in
+                    for (index, record) in records.enumerated() {
+                        let store = index.isMultiple(of: 2) ? a : b
+                        group.addTask { (try? await store.insertRelease(record)) != nil }
+                    }
+                    var count = 0
+                    for await won in group where won { count += 1 }
+                    return count
+                }
+                #expect(wins == 1, "serial \(serial)")
+            }
+            await #expect(throws: StoreError.staleSerial(service: "api", serial: 2, latest: 3)) {
+                try await b.insertRelease(try StoreTests.record(serial: 2))
+            }
+            #expect(try await a.latestSerial(service: "api") == 3)
+            #expect(try await a.rollouts(service: "api", limit: 10).count == 3)
+            try await a.close()
+            try await b.close()
+        }
+    }
+
+    struct UnusableDatabase: Sendable, CustomTestStringConvertible {
+        let what: String
+        let url: @Sendable (PostgresTestServer, String) throws -> String
+        let message: String
+        var testDescription: String { what }
+    }
+
+    /// Databases a controller cannot use: each open fails at once with the reason, never with a generic error.
+    static let unusableDatabases: [UnusableDatabase] = [
+        UnusableDatabase(
+            what: "nothing listens on the port",
+            url: { _, database in "postgres://postgres@127.0.0.1:\(try PostgresTestServer.freeLoopbackPort())/\(database)?sslmode=disable" },
+            message: "connection"
+        ),
+        UnusableDatabase(
+            what: "no such database",
+            url: { server, _ in server.url(database: "ferry_missing") },
+            message: "database \"ferry_missing\" does not exist (SQLSTATE 3D000)"
+        ),
+        UnusableDatabase(
+            what: "no such role",
+            url: { server, database in "postgres://nobody@127.0.0.1:\(server.port)/\(database)?sslmode=disable" },
+            message: "role \"nobody\" does not exist"
+        ),
+        UnusableDatabase(
+            what: "TLS required, the server has none",
+            url: { server, database in "postgres://postgres@127.0.0.1:\(server.port)/\(database)?sslmode=require" },
+            message: "ssl"
+        ),
+    ]
+
+    @Test(arguments: unusableDatabases)
+    func anUnusableDatabaseIsRefusedWithItsReason(_ unusable: UnusableDatabase) async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let server = try #require(location.server)
+            let configuration = try PostgresStoreConfiguration.parse(try unusable.url(server, try #require(location.database)))
+            do {
+                let store = try await SQLControllerStore.open(configuration, logger: ControllerFixture.logger)
+                try await store.close()
+                Issue.record("opened \(configuration.redacted)")
+            } catch let error as StoreError {
+                guard case .cannotOpen(let path, let reason) = error else {
+                    Issue.record("expected cannotOpen, got \(error)")
+                    return
+                }
+                #expect(path == configuration.redacted)
+                #expect(reason.lowercased().contains(unusable.message.lowercased()), "\(reason)")
+            }
+        }
+    }
+}
