@@ -179,6 +179,70 @@ struct HighAvailabilityTests {
     }
 }
 
+extension HighAvailabilityTests {
+    /// The database restarts under two running controllers (an RDS failover, a crash and recovery): the leader stops
+    /// driving while it is gone, one controller leads again within seconds of its return, a publish through either
+    /// succeeds again, and both shut down (before, the election waited for ever on a query of the dead connection and
+    /// the graceful shutdown hung with it). A private server: restarting the shared one would break the other tests.
+    @Test(.timeLimit(.minutes(5)))
+    func theDatabaseRestartsUnderTwoControllers() async throws {
+        let server = try await PostgresTestServer.start()
+        do {
+            let database = try await server.createDatabase()
+            let selection = DatabaseSelection.postgres(try PostgresStoreConfiguration.parse(server.url(database: database)))
+            try await Self.withTwoControllers(on: selection) { a, aURL, b, bURL in
+                try await eventually("one controller leads", timeout: .seconds(20)) { () -> Bool? in a.leads != b.leads ? true : nil }
+                try await server.stop()
+                try await eventually("the leader stops driving while the database is gone", timeout: .seconds(30)) { () -> Bool? in
+                    !a.leads && !b.leads ? true : nil
+                }
+                try await server.restart()
+                try await eventually("one controller leads again", timeout: .seconds(60)) { () -> Bool? in a.leads != b.leads ? true : nil }
+                let http = LiveHTTP()
+                // A's operator token on both (tokens live in the shared database; A made them), each controller's own
+                // trusted key (the fixtures pin one each).
+                for (signer, url, serial) in [(a, aURL, Int64(1)), (b, bURL, Int64(2))] {
+                    let fixture = a
+                    let bytes = Array("artifact \(serial)".utf8)
+                    let digest = SHA256.hash(bytes)
+                    let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+                    let envelope = try Envelope.sign(
+                        payload: ControllerFixture.release(serial: serial, artifact: artifact).payload(),
+                        payloadType: Release.payloadType,
+                        with: [signer.signingKey]
+                    )
+                    // The pool may still hand out a connection of the old server once: the request is answered 503 and
+                    // sent again, as the CLI does.
+                    var last = "nothing sent"
+                    do {
+                        try await eventually("publish of serial \(serial) after the restart", timeout: .seconds(60), interval: .milliseconds(500)) {
+                            () -> Bool? in
+                            let upload = try await http.send("POST", url + "/v1/artifacts", token: fixture.operatorToken, body: Data(bytes))
+                            last = "upload \(upload.status) \(String(decoding: upload.body, as: UTF8.self))"
+                            guard upload.status == 201 || upload.status == 200 else { return nil }
+                            let published = try await http.send(
+                                "POST",
+                                url + "/v1/releases",
+                                token: fixture.operatorToken,
+                                body: Data(envelope.encoded())
+                            )
+                            last = "publish \(published.status) \(String(decoding: published.body, as: UTF8.self))"
+                            return published.status == 201 ? true : nil
+                        }
+                    } catch {
+                        Issue.record("\(error): the last answer was \(last)")
+                        throw error
+                    }
+                }
+            }
+        } catch {
+            await server.remove()
+            throw error
+        }
+        await server.remove()
+    }
+}
+
 extension ControllerFixture {
     /// Whether this controller currently drives rollouts.
     var leads: Bool { controller.election?.leadership.isLeader ?? true }

@@ -26,6 +26,8 @@ struct PostgresLeaderElection: Service {
     var checkInterval: Duration = .seconds(1)
     /// A check not answered within this ends the leadership. Default 4 s.
     var checkTimeout: Duration = .seconds(4)
+    /// A connection not made within this is given up and tried again. Default 10 s.
+    var connectTimeout: Duration = .seconds(10)
 
     /// Server-side detection of a vanished leader's connection.
     static let keepaliveParameters = [
@@ -36,15 +38,19 @@ struct PostgresLeaderElection: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    let connection = try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
+                    let backend = self.backend
+                    let logger = self.logger
+                    let connection = try await Unawaited.result(of: "connecting for the leader election", within: connectTimeout) {
+                        try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
+                    }
                     do {
                         try await campaign(on: connection)
                     } catch {
                         step(down: "leader election connection failed", error: error)
-                        try? await connection.close()
+                        Self.closeUnawaited(connection)
                         throw error
                     }
-                    try? await connection.close()
+                    Self.closeUnawaited(connection)
                 } catch {
                     if Task.isCancelled { break }
                     logger.warning(
@@ -58,12 +64,17 @@ struct PostgresLeaderElection: Service {
         if leadership.isLeader { step(down: "shutting down", error: nil) }
     }
 
-    /// Tries for the lock until it is taken, then holds it while the connection answers.
+    /// Tries for the lock until it is taken, then holds it while the connection answers. Every query is bounded by
+    /// `checkTimeout` and never awaited past it (`Unawaited`): after a database restart a query on the old connection
+    /// may never end.
     private func campaign(on connection: PostgresConnection) async throws {
-        let db = connection.sql(queryLogLevel: nil)
+        let key = Self.leaderLockKey
         while !Task.isCancelled {
-            let row = try await db.raw("SELECT pg_try_advisory_lock(\(bind: Self.leaderLockKey)) AS taken").first()
-            if try row?.decode(column: "taken", as: Bool.self) == true { break }
+            let taken = try await Unawaited.result(of: "the leader lock query", within: checkTimeout) {
+                let row = try await connection.sql(queryLogLevel: nil).raw("SELECT pg_try_advisory_lock(\(bind: key)) AS taken").first()
+                return try row?.decode(column: "taken", as: Bool.self) == true
+            }
+            if taken { break }
             try await Task.sleep(for: retryInterval)
         }
         guard !Task.isCancelled else { return }
@@ -71,20 +82,15 @@ struct PostgresLeaderElection: Service {
         logger.info("This controller now drives rollouts (leader)")
         while !Task.isCancelled {
             try await Task.sleep(for: checkInterval)
-            try await withThrowingTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    _ = try await db.raw("SELECT 1 AS alive").first()
-                    return true
-                }
-                group.addTask {
-                    try await Task.sleep(for: checkTimeout)
-                    return false
-                }
-                let answered = try await group.next() ?? false
-                group.cancelAll()
-                guard answered else { throw LeaderCheckTimedOut() }
+            _ = try await Unawaited.result(of: "the leader's connection check", within: checkTimeout) {
+                try await connection.sql(queryLogLevel: nil).raw("SELECT 1 AS alive").first()
             }
         }
+    }
+
+    /// Closes `connection` in a task of its own: closing a connection whose server is gone may not end either.
+    private static func closeUnawaited(_ connection: PostgresConnection) {
+        Task { try? await connection.close() }
     }
 
     private func step(down reason: String, error: (any Error)?) {
@@ -93,9 +99,5 @@ struct PostgresLeaderElection: Service {
         var metadata: Logger.Metadata = ["ferry.reason": "\(reason)"]
         if let error { metadata["error.message"] = "\(PostgresErrorText.describe(error))" }
         logger.warning("This controller stopped driving rollouts", metadata: metadata)
-    }
-
-    private struct LeaderCheckTimedOut: Error, CustomStringConvertible {
-        var description: String { "the database did not answer the leader's check in time" }
     }
 }

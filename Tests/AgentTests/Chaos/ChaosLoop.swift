@@ -82,10 +82,6 @@ final class ChaosLoop {
         var lastGood: (serial: Int64, version: String)
         /// A process next to the agent's apps that it must never touch.
         var bystanderPID: Int32 = 0
-        /// The agent's own wall clock (`nil` where libfaketime is absent).
-        var clock: ChaosClock?
-        /// How far the agent's clock is from the real one now, in seconds.
-        var clockOffset = 0
 
         init(
             name: String,
@@ -167,19 +163,14 @@ final class ChaosLoop {
                 control: control,
                 lastGood: (1, "1.0.1")
             )
-            if ChaosClock.problem == nil {
-                let clock = ChaosClock(offsetFile: agentRoot.appendingPathComponent("clock-offset").path)
-                try clock.set(offsetSeconds: 0)
-                agent.clock = clock
-            }
             agents.append(agent)
             try start(agent)
             let idle = fleet.root.appendingPathComponent("bystander-\(name).js").path
             try "setInterval(() => {}, 1000);\n".write(toFile: idle, atomically: true, encoding: .utf8)
             agent.bystanderPID = try fleet.startStray("/usr/bin/env", ["node", idle], label: "bystander-\(name)").pid
         }
-        report.unavailable = ChaosFault.unavailable(diskProblem: diskProblem, clockProblem: ChaosClock.problem)
-        faults = ChaosFault.allCases.filter { report.unavailable[$0] == nil }
+        faults = ChaosFault.allCases.filter { $0 != .fillDisk || diskProblem == nil }
+        report.unavailable = ChaosFault.unavailable(diskAvailable: diskProblem)
         for agent in agents {
             try await eventually("\(agent.name) serves 1.0.1", timeout: .seconds(120)) {
                 await fleet.appAnswer(port: agent.port)?.hasPrefix("1.0.1 ") == true ? true : nil
@@ -189,6 +180,7 @@ final class ChaosLoop {
             "chaos: seed \(configuration.seed), \(configuration.cycles) cycles, agents \(agents.map { "\($0.name) (\($0.backend.testDescription))" }.joined(separator: ", "))"
         )
         for (fault, reason) in report.unavailable { report.print("chaos: \(fault.rawValue) left out: \(reason)") }
+        report.print("chaos: \(ChaosFault.clockStepReason)")
     }
 
     /// Unmounts the state disks (after the fixture stopped every process that could hold them).
@@ -200,8 +192,7 @@ final class ChaosLoop {
 
     private func start(_ agent: Agent) throws {
         agent.starts += 1
-        let environment = Self.agentEnvironment.merging(agent.clock?.environment ?? [:]) { _, clock in clock }
-        agent.process = try fleet.startAgent(config: agent.config, label: "\(agent.name)-\(agent.starts)", environment: environment)
+        agent.process = try fleet.startAgent(config: agent.config, label: "\(agent.name)-\(agent.starts)", environment: Self.agentEnvironment)
     }
 
     // MARK: - The loop
@@ -322,14 +313,6 @@ final class ChaosLoop {
             kill(pid, SIGSTOP)
             try await Task.sleep(for: random.duration(2...8))
             kill(pid, SIGCONT)
-            return []
-        case .stepClock:
-            guard let clock = agent.clock else { return [] }
-            // One to 360 minutes either way from where it is, kept within half a day of the real time: releases are
-            // valid for a day, so a step alone never makes one expire (that refusal is tested on its own).
-            let step = Int.random(in: 60...21_600, using: &random) * (Bool.random(using: &random) ? 1 : -1)
-            agent.clockOffset = max(-43_200, min(43_200, agent.clockOffset + step))
-            try clock.set(offsetSeconds: agent.clockOffset)
             return []
         }
     }

@@ -1,0 +1,93 @@
+import Synchronization
+
+/// Waits for an operation at most `timeout`, without waiting for the operation itself to end.
+///
+/// A timeout built on a task group (race the operation against a sleep, cancel the loser) still waits for the loser
+/// to finish, and a PostgresNIO query on a connection whose server went away does not always end when cancelled: the
+/// leader election hung there for good after a database restart, and the controller's graceful shutdown with it. Here
+/// the operation runs in a task of its own that is left behind (cancelled) when the time is up or the caller is
+/// cancelled; whatever it holds (a connection) is the caller's to close — also without waiting (`closeUnawaited`).
+enum Unawaited {
+    struct TimedOut: Error, CustomStringConvertible {
+        var what: String
+        var timeout: Duration
+        var description: String { "\(what) did not answer within \(timeout)" }
+    }
+
+    /// The result of `operation`, or `TimedOut` after `timeout`, or `CancellationError` when the caller is cancelled
+    /// first.
+    static func result<T: Sendable>(
+        of what: String,
+        within timeout: Duration,
+        _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let race = Race<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                race.begin(continuation)
+                race.add(
+                    Task {
+                        do { race.finish(.success(try await operation())) } catch { race.finish(.failure(error)) }
+                    }
+                )
+                race.add(
+                    Task {
+                        try? await Task.sleep(for: timeout)
+                        race.finish(.failure(TimedOut(what: what, timeout: timeout)))
+                    }
+                )
+            }
+        } onCancel: {
+            race.finish(.failure(CancellationError()))
+        }
+    }
+
+    /// The first of the operation, the timer and a cancellation to finish resumes the caller; the others are
+    /// cancelled and not waited for.
+    private final class Race<T: Sendable>: Sendable {
+        private struct State {
+            var continuation: CheckedContinuation<T, any Error>?
+            var early: Result<T, any Error>?
+            var tasks: [Task<Void, Never>] = []
+            var done = false
+        }
+
+        private let state = Mutex(State())
+
+        func begin(_ continuation: CheckedContinuation<T, any Error>) {
+            let early = state.withLock { state -> Result<T, any Error>? in
+                guard let early = state.early else {
+                    state.continuation = continuation
+                    return nil
+                }
+                return early
+            }
+            if let early { continuation.resume(with: early) }
+        }
+
+        func add(_ task: Task<Void, Never>) {
+            let cancel = state.withLock { state -> Bool in
+                if state.done { return true }
+                state.tasks.append(task)
+                return false
+            }
+            if cancel { task.cancel() }
+        }
+
+        func finish(_ result: Result<T, any Error>) {
+            let (continuation, tasks) = state.withLock { state -> (CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
+                guard !state.done else { return (nil, []) }
+                state.done = true
+                guard let continuation = state.continuation else {
+                    // Cancelled before the continuation existed: `begin` resumes with this.
+                    state.early = result
+                    return (nil, state.tasks)
+                }
+                state.continuation = nil
+                return (continuation, state.tasks)
+            }
+            for task in tasks { task.cancel() }
+            continuation?.resume(with: result)
+        }
+    }
+}
