@@ -50,6 +50,86 @@ struct HighAvailabilityEndToEndTests {
         await postgres.remove()
     }
 
+    /// The rollout leader cut off from the database by a real network partition (its link to the database dropped in
+    /// a pair of network namespaces of the test's own, no reset sent either way): it stops driving within seconds, the
+    /// database frees its lock once its keepalives go unanswered, the other controller takes over — never both at
+    /// once — and when the link is back the old leader stays a follower.
+    @Test(
+        .timeLimit(.minutes(5)),
+        .enabled(if: PrivateNetwork.unavailableReason == nil, "needs network namespaces (root and iproute2)")
+    )
+    func aPartitionedLeaderStepsDownAndTheOtherTakesOver() async throws {
+        let network = try PrivateNetwork()
+        defer { network.remove() }
+        let postgres = try await PostgresTestServer.start(listenAddresses: [network.databaseAddress], namespace: network.databaseNamespace)
+        let root = try TestPaths.makeTemporaryDirectory("ferry-partition")
+        var controllers: [ControllerHarness] = []
+        do {
+            let database = try await postgres.createDatabase()
+            let key = try SigningKey.generate()
+            let publicKey = root.appendingPathComponent("op.pub").path
+            try KeyFile.create(publicKey, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
+            let logs = root.appendingPathComponent("logs")
+            try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+            // A reaches the database over the link; B runs next to it and never loses it.
+            let a = ControllerHarness(
+                dataDir: root.appendingPathComponent("a"),
+                logDir: logs,
+                trustedKeys: [publicKey],
+                database: "postgres://postgres@\(network.databaseAddress):\(postgres.port)/\(database)?sslmode=disable",
+                label: "controller-a"
+            )
+            a.wrapper = network.inside(network.controllerNamespace)
+            let b = ControllerHarness(
+                dataDir: root.appendingPathComponent("b"),
+                logDir: logs,
+                trustedKeys: [publicKey],
+                database: postgres.url(database: database),
+                label: "controller-b"
+            )
+            b.wrapper = network.inside(network.databaseNamespace)
+            controllers = [a, b]
+            let gained = "This controller now drives rollouts"
+            let lost = "This controller stopped driving rollouts"
+            func log(_ controller: ControllerHarness) -> String {
+                controller.process.flatMap { SmallFile.text($0.stderrURL.path) } ?? ""
+            }
+            do {
+                try await a.start()
+                try await eventually("A leads", timeout: .seconds(30)) { log(a).contains(gained) ? true : nil }
+                try await b.start()
+                try await Task.sleep(for: .seconds(3))
+                #expect(!log(b).contains(gained), "B follows while A holds the lock")
+
+                try network.cut()
+                let cut = ContinuousClock.now
+                try await eventually("A stops driving", timeout: .seconds(30)) { log(a).contains(lost) ? true : nil }
+                let stepped = ContinuousClock.now - cut
+                // A's log is read before B's: if B led before A stepped down, this sees B leading with A not stopped.
+                let overlap = try await eventually("B takes over", timeout: .seconds(90)) { () -> Bool? in
+                    let aStopped = log(a).contains(lost)
+                    return log(b).contains(gained) ? !aStopped : nil
+                }
+                let tookOver = ContinuousClock.now - cut
+                #expect(!overlap, "B led while A still did")
+                print("partition: A stepped down after \(stepped), B led after \(tookOver)")
+                #expect(stepped < .seconds(15), "A stops driving within its check's bound")
+
+                try network.heal()
+                try await Task.sleep(for: .seconds(8))
+                #expect(log(a).components(separatedBy: gained).count == 2, "A led once and does not lead again while B holds the lock")
+                #expect(log(b).components(separatedBy: lost).count == 1, "B still leads")
+            } catch {
+                Issue.record("\(error)\n== A\n\(log(a).suffix(3000))\n== B\n\(log(b).suffix(3000))")
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        for controller in controllers { await controller.stop() }
+        await postgres.remove()
+        if ProcessInfo.processInfo.environment["FERRY_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(at: root) }
+    }
+
     private func run(
         _ fleet: FleetFixture,
         _ b: ControllerHarness,

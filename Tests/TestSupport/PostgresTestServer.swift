@@ -39,12 +39,23 @@ public final class PostgresTestServer: Sendable {
     public let port: Int
     private let binaries: String
     private let asUser: String?
+    private let listenAddresses: [String]
+    private let namespace: String?
 
-    private init(directory: URL, port: Int, binaries: String, asUser: String?) {
+    private init(
+        directory: URL,
+        port: Int,
+        binaries: String,
+        asUser: String?,
+        listenAddresses: [String] = ["127.0.0.1"],
+        namespace: String? = nil
+    ) {
+        self.namespace = namespace
         self.directory = directory
         self.port = port
         self.binaries = binaries
         self.asUser = asUser
+        self.listenAddresses = listenAddresses
     }
 
     private static let sharedServer = SharedServer()
@@ -57,7 +68,11 @@ public final class PostgresTestServer: Sendable {
 
     /// Starts a new server (initdb + pg_ctl start) that the caller stops with `stop()` and removes with `remove()`.
     /// - Parameter fast: `fsync=off` and friends (tests that never lose the machine). Default `true`.
-    public static func start(fast: Bool = true) async throws -> PostgresTestServer {
+    /// - Parameters:
+    ///   - listenAddresses: where it listens besides 127.0.0.1 (an address of a network namespace's link the test
+    ///     made), with `trust` for clients in the same /24.
+    ///   - namespace: a network namespace the test made to run it in (`ip netns exec`), with every tool it runs.
+    public static func start(fast: Bool = true, listenAddresses: [String] = [], namespace: String? = nil) async throws -> PostgresTestServer {
         guard let binaries = binDirectory else { throw HarnessError(unavailableReason ?? "no PostgreSQL") }
         let directory = try TestPaths.makeTemporaryDirectory("ferry-pg")
         let asUser = geteuid() == 0 ? "postgres" : nil
@@ -70,16 +85,30 @@ public final class PostgresTestServer: Sendable {
                     throw HarnessError("chown \(directory.path): \(String(cString: strerror(errno)))")
                 }
             }
-            let probe = PostgresTestServer(directory: directory, port: 0, binaries: binaries, asUser: asUser)
+            let probe = PostgresTestServer(directory: directory, port: 0, binaries: binaries, asUser: asUser, namespace: namespace)
             try await probe.run(
                 "initdb",
                 ["-D", probe.dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"],
                 timeout: .seconds(180)
             )
+            if !listenAddresses.isEmpty {
+                let lines = listenAddresses.map { "host all all \($0)/24 trust\n" }.joined()
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: probe.dataDirectory + "/pg_hba.conf"))
+                try handle.seekToEnd()
+                try handle.write(contentsOf: Data(lines.utf8))
+                try handle.close()
+            }
             var lastError: (any Error)?
             for _ in 0..<3 {
                 let port = try freeLoopbackPort()
-                let server = PostgresTestServer(directory: directory, port: port, binaries: binaries, asUser: asUser)
+                let server = PostgresTestServer(
+                    directory: directory,
+                    port: port,
+                    binaries: binaries,
+                    asUser: asUser,
+                    listenAddresses: ["127.0.0.1"] + listenAddresses,
+                    namespace: namespace
+                )
                 do {
                     try await server.startServer(fast: fast)
                     registerForExit(server)
@@ -104,7 +133,7 @@ public final class PostgresTestServer: Sendable {
     }
 
     private func startServer(fast: Bool) async throws {
-        var options = "-p \(port) -k \(directory.path) -c listen_addresses=127.0.0.1 -c max_connections=400"
+        var options = "-p \(port) -k \(directory.path) -c listen_addresses=\(listenAddresses.joined(separator: ",")) -c max_connections=400"
         if fast { options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" }
         do {
             try await run("pg_ctl", ["-D", dataDirectory, "-o", options, "-l", logFile, "-w", "-t", "120", "start"], timeout: .seconds(150))
@@ -169,6 +198,10 @@ public final class PostgresTestServer: Sendable {
         if asServerUser, let asUser {
             argv = ["-u", asUser, "--", executable] + arguments
             executable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/runuser") ? "/usr/sbin/runuser" : "/sbin/runuser"
+        }
+        if let namespace {
+            argv = ["netns", "exec", namespace, executable] + argv
+            executable = "/usr/sbin/ip"
         }
         let output = try await CommandRunner.run(
             CommandRunner.Request(

@@ -51,6 +51,11 @@ struct ChaosInvariants {
         problems += orphans(agent, tablePids: table.pids)
         problems += await answers(agent, version: running.version, tablePids: table.pids)
         if kill(agent.bystanderPID, 0) != 0 { problems.append("\(agent.name): the bystander (pid \(agent.bystanderPID)) is gone") }
+        if agent.process?.isRunning != true { problems.append("the agent process is gone") }
+        let daemons = DaemonDeathTests.daemons(agent.control)
+        if daemons.count != 1 {
+            problems.append("\(daemons.count) \(agent.backend == .pm2 ? "PM2 daemons" : "supervisor daemons") run for its home: \(daemons.sorted())")
+        }
         problems += await reported(agent, running: running, failedSerial: failedSerial)
         return problems.map { "\(agent.name): \($0)" }
     }

@@ -292,11 +292,10 @@ final class ChaosLoop {
             try await fleet.controller.start(port: controllerPort)
             return []
         case .killDaemon:
-            let pidFile =
-                agent.backend == .pm2 ? "\(agent.control.pm2Home ?? "")/pm2.pid" : "\(agent.control.supervisorHome)/supervisor.pid"
-            if let text = SmallFile.text(pidFile), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 {
-                kill(pid, SIGKILL)
-            }
+            // The daemon found by its command line and home, not by its pid file: in the 200-cycle run (seed 14014)
+            // `pm2.pid` named 23779 while the live daemon was 23772 — a pid of no daemon, which after a wrap (pid_max
+            // 32768 here) became the agent's own: the kill by the file took the agent down at cycle 122.
+            for pid in DaemonDeathTests.daemons(agent.control) { kill(pid, SIGKILL) }
             return []
         case .killApp:
             let pids = (try? await agent.control.table().compactMap(\.pid)) ?? []

@@ -21,6 +21,8 @@ final class ControllerHarness {
     /// Names its log files (`LABEL-N.out`).
     let label: String
     let http: HTTPClient
+    /// A command `serve` runs under (`ip netns exec NAME`: a controller in a network namespace of the test's own).
+    var wrapper: [String] = []
 
     init(
         dataDir: URL,
@@ -76,9 +78,10 @@ final class ControllerHarness {
             arguments += ["--tls-cert", servedCertificate, "--tls-key", servedKey]
         }
         restarts += 1
+        let command = wrapper + [TestPaths.executable("ferry-controller")] + arguments + extraArguments
         let child = try ChildProcess(
-            TestPaths.executable("ferry-controller"),
-            arguments + extraArguments,
+            command[0],
+            Array(command.dropFirst()),
             logDirectory: logDir,
             label: "\(label)-\(restarts)"
         )
