@@ -98,7 +98,12 @@ struct ReleaseRoutes: Sendable {
             guard case .staleSerial = error else { throw error }
             throw APIError(.conflict, "stale_serial", "\(error)")
         }
-        core.desiredStates.releasePublished(service: release.service)
+        // Agents are woken when this handler ends — its answer ready, or a later step failed (the release is stored
+        // either way): the rollout view below (a read, and a document naming every agent of the rollout) is no longer
+        // built on event loops busy answering thousands of woken long-polls (issue 12: the CLI's publish waited behind
+        // them). Cached states are dropped then too, before the answer leaves: a poll sent after `publish` returned
+        // gets the new state.
+        defer { core.desiredStates.releasePublished(service: release.service) }
         core.metrics.releasesPublished.increment()
         core.logger.info(
             "Release published",
