@@ -52,12 +52,20 @@ struct ChaosInvariants {
         problems += await answers(agent, version: running.version, tablePids: table.pids)
         if kill(agent.bystanderPID, 0) != 0 { problems.append("\(agent.name): the bystander (pid \(agent.bystanderPID)) is gone") }
         if agent.process?.isRunning != true { problems.append("the agent process is gone") }
-        let daemons = DaemonDeathTests.daemons(agent.control)
-        if daemons.count != 1 {
-            problems.append("\(daemons.count) \(agent.backend == .pm2 ? "PM2 daemons" : "supervisor daemons") run for its home: \(daemons.sorted())")
-        }
         problems += await reported(agent, running: running, failedSerial: failedSerial)
         return problems.map { "\(agent.name): \($0)" }
+    }
+
+    /// More than one daemon for the agent's home (or none). Kept apart from the violations: two `pm2` CLIs that overlap
+    /// while no daemon runs — the agent's and this loop's own `pm2 jlist` — each start one, and the agent does not yet
+    /// stop a daemon of its home that does not hold the RPC socket (issue 14, docs/reliability.md). `ChaosLoopTests`
+    /// records these as a known issue.
+    func daemonProblems(_ agent: ChaosLoop.Agent) -> [String] {
+        let daemons = DaemonDeathTests.daemons(agent.control)
+        guard daemons.count != 1 else { return [] }
+        return [
+            "\(agent.name): \(daemons.count) \(agent.backend == .pm2 ? "PM2 daemons" : "supervisor daemons") run for its home: \(daemons.sorted())"
+        ]
     }
 
     /// `state.json` reads back and says the agent runs `running`, with no install pending.
