@@ -97,7 +97,7 @@ actor RolloutCoordinator {
             active = nil
             rollouts = current
         }
-        var touched = false
+        var touched: [String] = []
         for status in report.services {
             guard let entry = rollouts.byService[status.service], entry.members.contains(agent.id) else { continue }
             let rollout = entry.record
@@ -109,15 +109,14 @@ actor RolloutCoordinator {
                 healthySince[rollout.id]?[agent.id] = nil
             }
             rollouts.byService[status.service]?.statuses[agent.id] = ServiceStatusRecord(agentID: agent.id, status: status, updatedAt: receivedAt)
-            touched = true
+            touched.append(status.service)
         }
         if isCurrent { active = rollouts }
-        guard touched else { return }
+        guard !touched.isEmpty else { return }
         if isCurrent {
             await rounds.awaitRound(driver: self)
         } else {
-            for status in report.services {
-                guard let entry = rollouts.byService[status.service], entry.members.contains(agent.id) else { continue }
+            for entry in touched.compactMap({ rollouts.byService[$0] }) {
                 try await evaluate(entry.record, statuses: entry.statuses)
             }
         }
