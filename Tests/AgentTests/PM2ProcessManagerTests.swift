@@ -190,6 +190,77 @@ struct PM2ProcessManagerTests {
         #expect(daemons.count == 1, "God Daemons of \(home): \(daemons.sorted())")
     }
 
+    @Test("against real PM2: a second God Daemon for the home, holding neither socket, is stopped after the next jlist and reported once")
+    func realPM2StrayDaemonStopped() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-stray")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("pm2home").path
+        defer { for pid in DaemonDeathTests.pm2Daemons(home: home) { kill(pid, SIGKILL) } }
+        try Data("setInterval(() => {}, 1000);\n".utf8).write(to: root.appendingPathComponent("idle.js"))
+        let app = AppSpec.pm2TestApp("idle", script: root.path + "/idle.js", cwd: root.path)
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemWriter.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: home, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        try await manager.start(app, ecosystem: ecosystem)
+        let before = try await Self.settle(manager, app)
+        let appPid = try #require(before.first?.pid)
+        let daemon = try #require(DaemonDeathTests.pm2Daemons(home: home).first)
+        #expect(PM2Daemons.look(home: home) == PM2Daemons(running: [daemon], rpcOwner: daemon, pubOwner: daemon))
+
+        // A second daemon as an overlapping `pm2` call spawns it: PM2's own Daemon.js, detached, same PM2_HOME.
+        let daemonScript = URL(fileURLWithPath: pm2).resolvingSymlinksInPath().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("lib/Daemon.js").path
+        let spawn = try await CommandRunner.run(
+            .init(
+                executable: "/bin/sh",
+                arguments: ["-c", "exec setsid -f node \"$0\" </dev/null >/dev/null 2>&1", daemonScript],
+                environment: manager.invocation.environment.merging(["SILENT": "true"]) { $1 },
+                workingDirectory: "/",
+                timeout: .seconds(10)
+            )
+        )
+        #expect(spawn.termination.isSuccess)
+        let stray = try await eventually("the second daemon running, its binds refused", timeout: .seconds(20)) { () -> Int32? in
+            guard let stray = DaemonDeathTests.pm2Daemons(home: home).subtracting([daemon]).first else { return nil }
+            // Started and past its binds (PM2 logs nothing for a refused bind): give it a moment, then judge.
+            try await Task.sleep(for: .seconds(1))
+            return PM2Daemons.look(home: home).verdict == .strays([stray], keep: daemon) ? stray : nil
+        }
+        #expect(manager.takeNotices().isEmpty, "nothing stopped before the next jlist")
+
+        let after = try await manager.processes()
+        #expect(after.compactMap(\.pid) == [appPid], "the daemon that answers and its app are untouched")
+        #expect(DaemonDeathTests.pm2Daemons(home: home) == [daemon])
+        #expect(!DaemonDeathTests.isRunning(stray))
+        let notices = manager.takeNotices()
+        #expect(notices.count == 1 && notices.first?.contains("a second PM2 daemon (pid \(stray))") == true, "\(notices)")
+        #expect(manager.takeNotices().isEmpty, "reported once")
+        await Self.killDaemon(manager)
+    }
+
+    @Test(
+        "which God Daemons go: none while one runs or a daemon is between its binds; the strays of the socket holder; all when the sockets split",
+        arguments: [
+            (PM2Daemons(running: [], rpcOwner: nil, pubOwner: nil), PM2Daemons.Verdict.fine),
+            (PM2Daemons(running: [10], rpcOwner: 10, pubOwner: 10), .fine),
+            (PM2Daemons(running: [10], rpcOwner: nil, pubOwner: nil), .fine),
+            (PM2Daemons(running: [10, 20], rpcOwner: 10, pubOwner: 10), .strays([20], keep: 10)),
+            (PM2Daemons(running: [10, 20, 30], rpcOwner: 20, pubOwner: 20), .strays([10, 30], keep: 20)),
+            (PM2Daemons(running: [10, 20], rpcOwner: 10, pubOwner: nil), .fine),
+            (PM2Daemons(running: [10, 20], rpcOwner: nil, pubOwner: 20), .fine),
+            (PM2Daemons(running: [10, 20], rpcOwner: 10, pubOwner: 20), .split([10, 20])),
+            // A listener that is not a God Daemon of this home (another user's, or gone): nothing is judged.
+            (PM2Daemons(running: [10, 20], rpcOwner: 99, pubOwner: 99), .fine),
+        ]
+    )
+    func strayDaemonVerdict(daemons: PM2Daemons, expected: PM2Daemons.Verdict) {
+        #expect(daemons.verdict == expected)
+    }
+
     static func roundTrip(_ manager: PM2ProcessManager, _ app: AppSpec, ecosystem: String, current: String) async throws {
         #expect(AppAction.decide(desired: app, observed: try await manager.processes(), needsRefresh: true) == .start)
         _ = try await AppAction.start.perform(on: manager, appNamed: app.name, desired: app, ecosystem: ecosystem)

@@ -8,6 +8,7 @@ extension Reconciler {
     /// Returns what was stopped; each is noted for its service's report.
     @discardableResult
     func settleProcesses(_ table: [ManagedProcess]) async -> [ProcessLedger.Orphan] {
+        noteProcessManagerRepairs()
         let found = ProcessLedger.orphans(of: recordedProcesses, in: table)
         noteFreshStarts(table, orphans: found)
         guard !found.isEmpty else {
@@ -31,6 +32,14 @@ extension Reconciler {
         }
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
         return stopped
+    }
+
+    /// Hands what the process manager repaired on its own (a second daemon stopped) to every service it runs apps of.
+    private func noteProcessManagerRepairs() {
+        let notes = processManager.takeNotices()
+        guard !notes.isEmpty else { return }
+        for note in notes { logger.warning("the process manager was repaired", metadata: ["ferry.repair": "\(note)"]) }
+        for service in Set(appOwners().values).sorted() { repairs[service, default: []].append(contentsOf: notes) }
     }
 
     /// Notes apps whose recorded processes are gone and that run again as new processes with no restart counted: the

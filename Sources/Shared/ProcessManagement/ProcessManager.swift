@@ -29,9 +29,16 @@ package protocol ProcessManager: Sendable {
     /// manager recorded it elsewhere (PM2 writes the signal that ended an instance to its daemon log only). Called
     /// when a release fails, never on the polling path; best effort, never throws.
     func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess]
+
+    /// What the process manager repaired on its own since last asked (PM2: a second daemon for its home stopped), one
+    /// sentence each, for the report. Each is handed out once.
+    func takeNotices() -> [String]
 }
 
 extension ProcessManager {
     /// The table says all there is (the builtin supervisor reports exit codes and signals itself).
     package func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess] { processes }
+
+    /// Nothing is repaired behind the agent's back.
+    package func takeNotices() -> [String] { [] }
 }

@@ -9,7 +9,7 @@ package struct ProcStat: Sendable, Equatable {
     package var startTicks: UInt64
     /// One-letter state (`R`, `S`, `Z`, ...).
     package var state: Character
-    var parentPid: Int32
+    package var parentPid: Int32
     package var processGroup: Int32
     var session: Int32
 

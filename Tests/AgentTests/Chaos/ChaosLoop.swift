@@ -115,8 +115,6 @@ final class ChaosLoop {
     /// The serials the controller acknowledged (2xx), which must all be there at the end of every cycle.
     private var acknowledged: [Int64] = []
     private var faults: [ChaosFault] = []
-    /// Cycles that ended with more or fewer than one daemon for an agent's home (`ChaosInvariants.daemonProblems`).
-    private(set) var strayDaemons: [String] = []
 
     init(configuration: Configuration, fleet: FleetFixture) {
         self.configuration = configuration
@@ -246,12 +244,7 @@ final class ChaosLoop {
             }
         }
         violations += await invariants.controllerChecks(acknowledged: acknowledged)
-        for agent in agents {
-            for problem in invariants.daemonProblems(agent) {
-                strayDaemons.append("cycle \(cycle): \(problem)")
-                report.print("  KNOWN ISSUE: \(problem)")
-            }
-        }
+        for agent in agents { violations += await invariants.daemonProblems(agent) }
         report.record(
             ChaosReport.Cycle(
                 number: cycle,

@@ -81,7 +81,7 @@ struct BackendControl {
         switch backend {
         case .pm2:
             return try PM2ProcessManager(
-                configuration: .init(executable: pm2 ?? "pm2", pm2Home: pm2Home, home: home, namespace: namespace),
+                configuration: .init(executable: pm2 ?? "pm2", pm2Home: pm2Home, home: home, namespace: namespace, stopsStrayDaemons: false),
                 logger: Self.quietLogger,
                 agentEnvironment: pm2Environment
             )
@@ -94,12 +94,26 @@ struct BackendControl {
     }
 
     /// Ferry's namespace of the table.
-    func table() async throws -> [ManagedProcess] { try await manager().processes() }
+    func table() async throws -> [ManagedProcess] {
+        try requireDaemon()
+        return try await manager().processes()
+    }
+
+    /// Throws unless a PM2 daemon listens on the home's `rpc.sock`. A test reads the table as an observer: a `pm2 jlist`
+    /// while no daemon runs spawns one, and next to the agent's own call it would spawn a second (`PM2Daemons`).
+    private func requireDaemon() throws {
+        guard backend == .pm2 else { return }
+        let socket = "\(pm2Home ?? "")/rpc.sock"
+        guard PM2Daemons.listener(of: socket) != nil else {
+            throw HarnessError("no PM2 daemon listens on \(socket) (the table is not read: pm2 would spawn a daemon)")
+        }
+    }
 
     /// Every namespace of PM2's table (the builtin supervisor only has Ferry's).
     func wholeTable() async throws -> [ManagedProcess] {
         switch backend {
         case .pm2:
+            try requireDaemon()
             guard let manager = try manager() as? PM2ProcessManager else { return [] }
             return try await manager.table().processes
         case .builtin:

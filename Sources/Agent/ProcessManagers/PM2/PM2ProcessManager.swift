@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import Shared
+import Synchronization
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -20,6 +21,9 @@ import Foundation
 ///   for a name that is not in Ferry's namespace.
 /// - A command exiting 0 proves nothing about the app (`pm2 reload` exits 0 while the new code crashes at boot): the
 ///   caller reads `processes()` after acting (`AppAction.perform`) and judges it with `ProcessTableCheck`.
+/// - Exactly one daemon runs for the home: after every `jlist`, after a failed command and while a command hangs, a
+///   God Daemon that holds neither socket (spawned by a pm2 call that overlapped another while no daemon ran) is
+///   stopped with its apps (`PM2Daemons`), and the reconciler reports it (`takeNotices()`).
 struct PM2ProcessManager: ProcessManager {
     /// Where pm2 is and how it is run. Filled from the agent config (`pm2` section) and `ferry-agent enroll --pm2 PATH
     /// --pm2-home DIR`.
@@ -40,6 +44,9 @@ struct PM2ProcessManager: ProcessManager {
         /// Bound on every pm2 call; on expiry the call's process group is killed. Default 60 s (a `wait_ready` app
         /// holds `pm2 start`/`reload` until it is ready, so keep this above the apps' `listen_timeout`).
         var commandTimeout: Duration
+        /// Whether a second God Daemon found for the home is stopped (`PM2Daemons`). Default `true`; an observer that
+        /// must not change what it looks at (a test reading the table) turns it off.
+        var stopsStrayDaemons: Bool
 
         init(
             executable: String = "pm2",
@@ -47,7 +54,8 @@ struct PM2ProcessManager: ProcessManager {
             home: String? = nil,
             path: String? = nil,
             namespace: String = "ferry",
-            commandTimeout: Duration = .seconds(60)
+            commandTimeout: Duration = .seconds(60),
+            stopsStrayDaemons: Bool = true
         ) {
             self.executable = executable
             self.pm2Home = pm2Home
@@ -55,6 +63,7 @@ struct PM2ProcessManager: ProcessManager {
             self.path = path
             self.namespace = namespace
             self.commandTimeout = commandTimeout
+            self.stopsStrayDaemons = stopsStrayDaemons
         }
     }
 
@@ -64,6 +73,8 @@ struct PM2ProcessManager: ProcessManager {
     let runner: PM2CommandRunner
     private let logger: Logger
     private let nowMilliseconds: @Sendable () -> Int64
+    /// What this manager repaired on its own since the reconciler last asked (shared by its copies).
+    private let notices = Notices()
 
     /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
     ///
@@ -156,6 +167,10 @@ struct PM2ProcessManager: ProcessManager {
         try await execute(.save)
     }
 
+    func takeNotices() -> [String] {
+        notices.take()
+    }
+
     /// Fills in the signal that ended instances `jlist` shows without an exit code: PM2 records only the code in its
     /// table (`null` after a signal) and writes the signal to its daemon log, `$PM2_HOME/pm2.log`, whose last 64 KiB
     /// are read (`PM2DaemonLog`).
@@ -194,12 +209,23 @@ struct PM2ProcessManager: ProcessManager {
         let command = invocation.command(operation)
         let started = ContinuousClock.now
         let output: PM2CommandRunner.Output
+        // A call that hangs may be waiting for a daemon that will never be ready (see `PM2Daemons`).
+        let watchdog = Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                guard !Task.isCancelled else { return }
+                await stopStrayDaemons()
+            }
+        }
+        defer { watchdog.cancel() }
         do {
             output = try await runner.run(command)
         } catch {
             logger.info("pm2 command did not complete", metadata: ["pm2.command": "\(command)", "pm2.error": "\(error)"])
+            await stopStrayDaemons()
             throw error
         }
+        if case .list = operation { await stopStrayDaemons() }
         logger.debug(
             "pm2 command finished",
             metadata: [
@@ -209,6 +235,7 @@ struct PM2ProcessManager: ProcessManager {
             ]
         )
         guard output.termination.isSuccess else {
+            if operation != .list { await stopStrayDaemons() }
             throw .commandFailed(
                 command: command.description,
                 status: output.termination.description,
@@ -217,6 +244,46 @@ struct PM2ProcessManager: ProcessManager {
             )
         }
         return output
+    }
+
+    /// Stops the God Daemons of the home that no pm2 call reaches, with their apps, and notes it for the report.
+    private func stopStrayDaemons() async {
+        guard configuration.stopsStrayDaemons, let home = invocation.environment["PM2_HOME"] else { return }
+        switch PM2Daemons.look(home: home).verdict {
+        case .fine:
+            return
+        case .strays(let strays, let keep):
+            for stray in strays {
+                let processes = await PM2Daemons.stop(stray)
+                let note =
+                    "a second PM2 daemon (pid \(stray)) ran for \(home) outside any table: stopped it"
+                    + (processes > 0 ? " and the \(processes) process(es) it ran" : "") + "; pid \(keep) is the daemon"
+                logger.warning("stopped a second PM2 daemon", metadata: ["pm2.daemon": "\(stray)", "pm2.kept": "\(keep)", "pm2.home": "\(home)"])
+                notices.add(note)
+            }
+        case .split(let daemons):
+            var processes = 0
+            for daemon in daemons { processes += await PM2Daemons.stop(daemon) }
+            let pids = daemons.map(String.init).joined(separator: ", ")
+            logger.warning("stopped PM2 daemons that split its sockets", metadata: ["pm2.daemons": "\(pids)", "pm2.home": "\(home)"])
+            notices.add(
+                "PM2's sockets in \(home) answered from two daemons (pids \(pids)): stopped them and the \(processes) process(es) they ran; the next pm2 call starts one daemon"
+            )
+        }
+    }
+
+    /// Notes kept between passes.
+    private final class Notices: Sendable {
+        private let notes = Mutex<[String]>([])
+
+        func add(_ note: String) { notes.withLock { $0.append(note) } }
+
+        func take() -> [String] {
+            notes.withLock { notes in
+                defer { notes = [] }
+                return notes
+            }
+        }
     }
 
     private static func requireAbsolute(_ ecosystem: String) throws(PM2Error) {
