@@ -84,7 +84,8 @@ final class BenchController: Sendable {
             .init(
                 executable: setup.executable,
                 arguments: [setup.executable] + arguments,
-                environment: ["PATH": "/usr/bin:/bin"],
+                // glibc's allocator settings (MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) pass through, to compare.
+                environment: ProcessInfo.processInfo.environment.filter { $0.key.hasPrefix("MALLOC_") }.merging(["PATH": "/usr/bin:/bin"]) { $1 },
                 standardOutput: .appending(path: output),
                 standardError: .appending(path: errors)
             )
