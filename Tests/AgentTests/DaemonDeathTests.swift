@@ -143,46 +143,27 @@ struct DaemonDeathTests {
     }
 
     /// Every running daemon of the agent's home, found by its command line: PM2's God Daemon titles itself with its
-    /// `PM2_HOME`; the builtin supervisor runs as `ferry-agent supervisor --home <home>`.
+    /// `PM2_HOME` (`PM2Daemons.godDaemons`, the agent's own census); the builtin supervisor runs as
+    /// `ferry-agent supervisor --home <home>`.
     static func daemons(_ control: BackendControl) -> Set<Int32> {
-        var found: Set<Int32> = []
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(name), isRunning(pid), let bytes = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else {
-                continue
-            }
-            let arguments = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            let line = arguments.joined(separator: " ")
-            switch control.backend {
-            case .pm2:
-                if let home = control.pm2Home, isPM2Daemon(pid, commandLine: line, home: home) { found.insert(pid) }
-            case .builtin:
+        switch control.backend {
+        case .pm2:
+            return control.pm2Home.map(PM2Daemons.godDaemons(home:)) ?? []
+        case .builtin:
+            var found: Set<Int32> = []
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = Int32(name), isRunning(pid), let bytes = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else {
+                    continue
+                }
+                let arguments = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
                 if arguments.contains("supervisor"), arguments.contains(control.supervisorHome) { found.insert(pid) }
             }
+            return found
         }
-        return found
     }
 
     /// The running PM2 God Daemons whose `PM2_HOME` is `home`.
-    static func pm2Daemons(home: String) -> Set<Int32> {
-        var found: Set<Int32> = []
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(name), isRunning(pid), let bytes = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else {
-                continue
-            }
-            let line = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")
-            if isPM2Daemon(pid, commandLine: line, home: home) { found.insert(pid) }
-        }
-        return found
-    }
-
-    /// Whether `pid` is a God Daemon of `home`. Its title is cut to the length of the original command line, so the
-    /// home is read from its environment.
-    private static func isPM2Daemon(_ pid: Int32, commandLine: String, home: String) -> Bool {
-        guard commandLine.contains("God Daemon"), let environment = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) else {
-            return false
-        }
-        return environment.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "PM2_HOME=\(home)" }
-    }
+    static func pm2Daemons(home: String) -> Set<Int32> { PM2Daemons.godDaemons(home: home) }
 
     /// The live processes whose working directory is under `directory`.
     static func processes(inside directory: String) -> Set<Int32> {
