@@ -53,6 +53,18 @@ package struct ProcStat: Sendable, Equatable {
         return overflow ? nil : bytes
     }
 
+    /// The pids `/proc` lists now (processes that end meanwhile are the caller's to skip).
+    package static func allPids() -> [Int32] {
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var pids: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if let pid = Int32(name), pid > 0 { pids.append(pid) }
+        }
+        return pids
+    }
+
     /// Whether `pid` names a live process (a zombie counts as gone: it has exited and only waits to be reaped).
     package static func isAlive(pid: Int32) -> Bool {
         guard let stat = read(pid: pid) else { return false }

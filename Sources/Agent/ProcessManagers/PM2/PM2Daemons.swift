@@ -56,22 +56,16 @@ struct PM2Daemons: Sendable, Equatable {
 
     /// The God Daemons of `home`.
     static func godDaemons(home: String) -> Set<Int32> {
-        guard let directory = opendir("/proc") else { return [] }
-        defer { closedir(directory) }
-        var found: Set<Int32> = []
         let wanted = Array("PM2_HOME=\(home)".utf8)
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard let pid = Int32(name), pid > 1,
-                let commandLine = try? SmallFile.read("/proc/\(pid)/cmdline", limit: 4096),
-                String(decoding: commandLine, as: UTF8.self).contains("God Daemon"),
-                let environment = try? SmallFile.read("/proc/\(pid)/environ", limit: 1 << 20),
-                environment.split(separator: 0).contains(where: { $0.elementsEqual(wanted) }),
-                ProcStat.isAlive(pid: pid)
-            else { continue }
-            found.insert(pid)
-        }
-        return found
+        return Set(
+            ProcStat.allPids().filter { pid in
+                guard pid > 1, let commandLine = try? SmallFile.read("/proc/\(pid)/cmdline", limit: 4096),
+                    String(decoding: commandLine, as: UTF8.self).contains("God Daemon"),
+                    let environment = try? SmallFile.read("/proc/\(pid)/environ", limit: 1 << 20)
+                else { return false }
+                return environment.split(separator: 0).contains { $0.elementsEqual(wanted) } && ProcStat.isAlive(pid: pid)
+            }
+        )
     }
 
     /// The pid of the process listening on the Unix socket at `path` (`SO_PEERCRED` of a connection to it), or `nil`
@@ -114,14 +108,9 @@ struct PM2Daemons: Sendable, Equatable {
 
     /// The live children of `pid`, as ledger entries (pid and start time).
     static func childProcesses(of pid: Int32) -> [ProcessLedger.Entry] {
-        guard let directory = opendir("/proc") else { return [] }
-        defer { closedir(directory) }
-        var children: [ProcessLedger.Entry] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard let child = Int32(name), let stat = ProcStat.read(pid: child), stat.parentPid == pid, stat.state != "Z" else { continue }
-            children.append(ProcessLedger.Entry(name: "pid \(child)", pid: child, startTicks: stat.startTicks))
+        ProcStat.allPids().compactMap { child in
+            guard let stat = ProcStat.read(pid: child), stat.parentPid == pid, stat.state != "Z" else { return nil }
+            return ProcessLedger.Entry(name: "pid \(child)", pid: child, startTicks: stat.startTicks)
         }
-        return children
     }
 }
