@@ -171,9 +171,13 @@ final class ChaosLoop {
         }
         faults = ChaosFault.allCases.filter { $0 != .fillDisk || diskProblem == nil }
         report.unavailable = ChaosFault.unavailable(diskAvailable: diskProblem)
+        // Applied, not only answering: an app that answers is still inside its health gate, and a fault in cycle 1
+        // (an agent killed there) would leave the agent with no release to roll back to, which is not what the
+        // cycle's verdict expects of it.
         for agent in agents {
-            try await eventually("\(agent.name) serves 1.0.1", timeout: .seconds(120)) {
-                await fleet.appAnswer(port: agent.port)?.hasPrefix("1.0.1 ") == true ? true : nil
+            try await eventually("\(agent.name) serves 1.0.1 and has applied it", timeout: .seconds(120)) { () async -> Bool? in
+                guard await fleet.appAnswer(port: agent.port)?.hasPrefix("1.0.1 ") == true else { return nil }
+                return await invariants.settledOutcome(agent, serial: 1, version: "1.0.1").outcome == .newRelease ? true : nil
             }
         }
         report.print(
