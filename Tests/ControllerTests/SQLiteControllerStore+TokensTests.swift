@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -106,4 +107,55 @@ import Testing
             try await store.close()
         }
     }
+
+    /// A read that starts after a write committed sees it, however many other reads run meanwhile. With SQLite, reads
+    /// that overlapped on one shared connection all read the snapshot the first of them took, so under steady load (the
+    /// fleet's polls) an agent's first request right after its enrolment found no token (401) — seen with
+    /// `scripts/bench-fleet 10000`. Four tasks read without pause while 300 agents are enrolled one by one, each looked
+    /// up by its token the moment its enrolment returns.
+    @Test(arguments: StoreBackendKind.available)
+    func readAfterCommitSeesTheWriteUnderConcurrentReads(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let missed = try await withThrowingTaskGroup(of: Int.self) { group in
+                let done = StopFlag()
+                for _ in 0..<4 {
+                    group.addTask {
+                        while !done.isSet {
+                            _ = try await store.credential(forTokenHash: Token.digest(Token.generate()))
+                            _ = try await store.agents()
+                        }
+                        return 0
+                    }
+                }
+                group.addTask {
+                    defer { done.set() }
+                    var missed = 0
+                    for index in 0..<300 {
+                        let token = Token.generate()
+                        _ = try await store.enrollAgent(
+                            proposedID: AgentRoutes.newAgentID(),
+                            name: "agent-\(index)",
+                            hostname: "agent-\(index)",
+                            services: ["api"],
+                            tokenHash: Token.digest(token),
+                            mode: .create(consumingToken: nil),
+                            at: Date()
+                        )
+                        if try await store.credential(forTokenHash: Token.digest(token)) == nil { missed += 1 }
+                    }
+                    return missed
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(missed == 0, "enrolled agents whose token a read right after the commit did not find")
+            try await store.close()
+        }
+    }
+}
+
+/// Tells the readers of a concurrency test to stop.
+private final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .acquiring) }
+    func set() { flag.store(true, ordering: .releasing) }
 }

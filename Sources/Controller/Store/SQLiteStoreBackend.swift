@@ -1,13 +1,14 @@
 import Foundation
 import Logging
+import NIOCore
 import SQLKit
 import SQLiteKit
 import Shared
 
 /// The embedded default: one SQLite file (`<data-dir>/ferry.sqlite`) in WAL mode.
 ///
-/// Two connections: a writer, used under an `AsyncLock` so each transaction runs alone, and a reader, which in WAL
-/// mode sees only committed data and never waits for the writer. Several processes may open the same file (the
+/// A writer, used under an `AsyncLock` so each transaction runs alone, and `readerCount` readers (`SQLiteReaders`),
+/// each running one query at a time, which in WAL mode see only committed data and never wait for the writer. Several processes may open the same file (the
 /// `token create` command does so while the server runs); SQLite's own locking serialises them.
 final class SQLiteStoreBackend: SQLStoreBackend {
     /// Where the database lives and how it behaves.
@@ -21,18 +22,20 @@ final class SQLiteStoreBackend: SQLStoreBackend {
     }
 
     private let writer: SQLiteConnection
-    private let reader: SQLiteConnection
+    private let readers: SQLiteReaders
+    /// As many as the thread pool SQLiteNIO steps queries on has threads (one per core, at least two).
+    private static let readerCount = max(2, System.coreCount)
     private let writeLock = AsyncLock()
     /// The database file.
     let path: String
 
     var dialect: StoreDialect { .sqlite }
     var location: String { path }
-    var readDB: any SQLDatabase { reader.sql(queryLogLevel: nil) }
+    var readDB: any SQLDatabase { readers }
 
-    private init(writer: SQLiteConnection, reader: SQLiteConnection, path: String) {
+    private init(writer: SQLiteConnection, readers: SQLiteReaders, path: String) {
         self.writer = writer
-        self.reader = reader
+        self.readers = readers
         self.path = path
     }
 
@@ -63,9 +66,18 @@ final class SQLiteStoreBackend: SQLStoreBackend {
             try await db.raw("PRAGMA synchronous = \(unsafeRaw: configuration.synchronous)").run()
             try await db.raw("PRAGMA foreign_keys = ON").run()
             try await SchemaMigrator.migrate(db, dialect: .sqlite, location: path, logger: logger)
-            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            try await reader.sql(queryLogLevel: nil).raw("PRAGMA foreign_keys = ON").run()
-            return SQLiteStoreBackend(writer: writer, reader: reader, path: path)
+            var connections: [SQLiteConnection] = []
+            do {
+                for _ in 0..<readerCount {
+                    let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                    connections.append(reader)
+                    try await reader.sql(queryLogLevel: nil).raw("PRAGMA foreign_keys = ON").run()
+                }
+            } catch {
+                for reader in connections { try? await reader.close() }
+                throw error
+            }
+            return SQLiteStoreBackend(writer: writer, readers: SQLiteReaders(connections, logger: logger), path: path)
         } catch {
             try? await writer.close()
             if let error = error as? StoreError { throw error }
@@ -91,7 +103,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
 
     func close() async throws {
         try await writeLock.withLock {
-            try await reader.close()
+            try await readers.close()
             try await writer.close()
         }
     }
