@@ -106,7 +106,8 @@ import Testing
                     for agent in agents { group.addTask { try await api.reportHealthy(agent, serial: 1) } }
                     try await group.waitForAll()
                 }
-                #expect(try await api.rollout()["state"].string == "completed", "the last report's round completes it")
+                let rollout = try await api.rollout()
+                #expect(rollout["state"].string == "completed", "the last report's round completes it: \(rollout)")
                 let rounds = harness.app.core.rollouts.rounds.finished - before
                 #expect(rounds >= 1 && rounds < 60, "\(rounds) evaluation rounds for 60 reports")
             }

@@ -88,18 +88,20 @@ actor RolloutCoordinator {
         try await recordNewFailures(report, from: agent, previous: previous, at: instant)
         // Another controller drives rollouts: it reads this report from the store at its next tick.
         guard beginDriving() else { return }
-        let loaded = try await activeRollouts()
-        // Updated in place when the copy is still the current one (taken out so the status table is not copied), else
-        // a copy of `loaded` serves this report alone.
-        var rollouts = loaded
-        let isCurrent = active?.loadedAt == loaded.loadedAt
-        if isCurrent, let current = active {
+        // The copy in memory, read again first when it is stale; `activeRollouts` installs a fresh read before any
+        // waiter resumes, so every report of a burst updates the same copy.
+        var rollouts = try await activeRollouts()
+        // Taken out while updated, so the status table is not copied (no suspension until it is put back).
+        if let current = active {
             active = nil
             rollouts = current
         }
-        var touched: [String] = []
+        var touched = false
         for status in report.services {
             guard let entry = rollouts.byService[status.service], entry.members.contains(agent.id) else { continue }
+            touched = true
+            // A newer report of the same agent, already in the copy, stays.
+            if let held = entry.statuses[agent.id], held.updatedAt > receivedAt { continue }
             let rollout = entry.record
             // The report itself, not the stored row (a newer report may already be stored): a blip of bad health
             // between two evaluations still restarts the timer.
@@ -109,17 +111,10 @@ actor RolloutCoordinator {
                 healthySince[rollout.id]?[agent.id] = nil
             }
             rollouts.byService[status.service]?.statuses[agent.id] = ServiceStatusRecord(agentID: agent.id, status: status, updatedAt: receivedAt)
-            touched.append(status.service)
         }
-        if isCurrent { active = rollouts }
-        guard !touched.isEmpty else { return }
-        if isCurrent {
-            await rounds.awaitRound(driver: self)
-        } else {
-            for entry in touched.compactMap({ rollouts.byService[$0] }) {
-                try await evaluate(entry.record, statuses: entry.statuses)
-            }
-        }
+        active = rollouts
+        guard touched else { return }
+        await rounds.awaitRound(driver: self)
     }
 
     /// One round: evaluates every open rollout of the in-memory copy. Failures are logged (the report that asked is
@@ -147,11 +142,29 @@ actor RolloutCoordinator {
         }
         if let loadingActive { return try await loadingActive.value }
         let store = self.store
-        let loading = Task { try await ActiveRollouts.load(from: store, generation: generation) }
+        // The read installs itself (`install`) before its value reaches anyone: a waiter that resumed first would
+        // otherwise update the stale copy, which the install then replaces, losing that report from memory until the
+        // next read (seen: 60 reports at once under load, the rollout they complete left rolling).
+        let loading = Task {
+            let loaded = try await ActiveRollouts.load(from: store, generation: generation)
+            return await self.install(loaded)
+        }
         loadingActive = loading
-        defer { loadingActive = nil }
-        let loaded = try await loading.value
+        do {
+            return try await loading.value
+        } catch {
+            if loadingActive == loading { loadingActive = nil }
+            throw error
+        }
+    }
+
+    /// Makes `loaded` the copy in memory, keeping reports taken in while it was read: the read may have started
+    /// before they were stored.
+    private func install(_ loaded: ActiveRollouts) -> ActiveRollouts {
+        var loaded = loaded
+        if let previous = active { loaded.keepNewerStatuses(of: previous) }
         active = loaded
+        loadingActive = nil
         return loaded
     }
 
@@ -352,6 +365,18 @@ struct ActiveRollouts: Sendable {
             byService[rollout.service] = Entry(record: rollout, members: Set(rollout.agentOrder), statuses: statuses)
         }
         return ActiveRollouts(byService: byService, generation: generation, loadedAt: loadedAt)
+    }
+
+    /// Takes every member status of `other` newer than this copy's (reports applied to an older copy while this one
+    /// was read from the store).
+    mutating func keepNewerStatuses(of other: ActiveRollouts) {
+        for (service, entry) in byService {
+            guard let older = other.byService[service], older.record.id == entry.record.id else { continue }
+            for (agentID, status) in older.statuses where entry.members.contains(agentID) {
+                if let mine = entry.statuses[agentID], mine.updatedAt >= status.updatedAt { continue }
+                byService[service]?.statuses[agentID] = status
+            }
+        }
     }
 
     /// The stored statuses of `rollout`'s service, members only, by agent id.
