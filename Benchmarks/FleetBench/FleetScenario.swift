@@ -128,7 +128,9 @@ struct FleetScenario: Sendable {
         var agent = SimulatedAgent(index: index, name: name, id: response.agentID, token: response.token, connection: connection, etag: "")
         let first = try await connection.exchange(.GET, agent.desiredStatePath, token: agent.token)
         guard first.status == 200, let etag = first.etag else {
-            throw BenchError("the first desired state of \(name) answered \(first.status) (ETag \(first.etag ?? "none"))")
+            throw BenchError(
+                "the first desired state of \(name) answered \(first.status) (ETag \(first.etag ?? "none")): \(String(buffer: first.body).prefix(300))"
+            )
         }
         agent.etag = etag
         return agent

@@ -8,7 +8,7 @@ import Shared
 
 /// The controller server: the Hummingbird application plus the services that must start and stop around it.
 struct ControllerApplication: Sendable {
-    typealias HTTPApplication = Application<RouterResponder<FerryRequestContext>>
+    typealias HTTPApplication = Application<RequestTaskResponder<RouterResponder<FerryRequestContext>>>
 
     /// The HTTP application (run it through `serviceGroup`; tests may also `application.test(.router)`).
     let application: HTTPApplication
@@ -124,7 +124,8 @@ func makeApplication(
         logger: logger
     )
     let application = Application(
-        router: router,
+        // Each request in a task of its own, so a kept-alive connection does not keep its deepest request's memory.
+        responder: RequestTaskResponder(base: router.buildResponder()),
         server: .guarded(
             registry: connections,
             limits: configuration.connectionLimits,
