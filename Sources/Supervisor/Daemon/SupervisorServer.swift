@@ -37,6 +37,8 @@ final class SupervisorServer: Sendable {
     private let onShutdownAnswered: @Sendable () -> Void
     private let logger: Logger
     private let openConnections = Mutex(0)
+    /// How many times a connection's read asks for a thread (50 ms apart) before the connection is given up.
+    private static let threadAttempts = 40
 
     /// Binds the socket and starts accepting. `onShutdownAnswered` runs after the answer to a `shutdown` request has
     /// been written.
@@ -122,17 +124,26 @@ final class SupervisorServer: Sendable {
         while true {
             let limit = configuration.maximumRequestBytes
             let deadline = ContinuousClock.now + configuration.idleTimeout
-            let outcome: LineReader.Outcome
-            do {
-                (outcome, reader) = try await DedicatedThread.run(name: "socket read") { [reader] in
-                    var reader = reader
-                    let outcome = reader.readLine(limit: limit, deadline: deadline)
-                    return (outcome, reader)
+            var outcome: LineReader.Outcome?
+            // A refused thread (a thread or memory limit reached for a moment) is waited out rather than answered by
+            // dropping the connection, which the client would see as "connection reset" in the middle of its call.
+            for attempt in 1...Self.threadAttempts {
+                do {
+                    (outcome, reader) = try await DedicatedThread.run(name: "socket read") { [reader] in
+                        var reader = reader
+                        let outcome = reader.readLine(limit: limit, deadline: deadline)
+                        return (outcome, reader)
+                    }
+                    break
+                } catch {
+                    if attempt == Self.threadAttempts {
+                        logger.error("supervisor.socket.read_failed", metadata: ["error": "\(error)", "attempts": "\(attempt)"])
+                        return
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))
                 }
-            } catch {
-                logger.error("supervisor.socket.read_failed", metadata: ["error": "\(error)"])
-                return
             }
+            guard let outcome else { return }
             let line: [UInt8]
             switch outcome {
             case .line(let bytes):
