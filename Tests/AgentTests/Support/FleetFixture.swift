@@ -336,29 +336,27 @@ final class FleetFixture {
     func logs() -> String {
         let directory = root.appendingPathComponent("logs")
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.sorted().map { name in
-            let text = (try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
-            return "== \(name)\n\(text.suffix(6000))"
+        var files: [(label: String, path: String, limit: Int)] = []
+        // First (a long log can be cut) what the process managers saw: a daemon's own log and the apps' stderr (a crash-looping app says why there).
+        for home in supervisorHomes {
+            files.append((label: "\(home)/supervisor.log", path: "\(home)/supervisor.log", limit: 3000))
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: "\(home)/logs")) ?? []).sorted() where name.hasSuffix("-err.log") {
+                files.append((label: "\(home)/logs/\(name)", path: "\(home)/logs/\(name)", limit: 1500))
+            }
+        }
+        for (_, home) in pm2Homes {
+            files.append((label: "\(home)/pm2.log", path: "\(home)/pm2.log", limit: 3000))
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: "\(home)/logs")) ?? []).sorted() where name.hasSuffix("-error.log") {
+                files.append((label: "\(home)/logs/\(name)", path: "\(home)/logs/\(name)", limit: 1500))
+            }
+        }
+        files += names.sorted().map { (label: $0, path: directory.appendingPathComponent($0).path, limit: 6000) }
+        return files.compactMap { file in
+            guard let text = try? String(contentsOf: URL(fileURLWithPath: file.path), encoding: .utf8) else { return nil }
+            return "== \(file.label)\n\(text.suffix(file.limit))"
         }.joined(separator: "\n")
     }
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw HarnessError("socket failed") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard bound == 0 else { throw HarnessError("bind failed") }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
+/// A TCP port on 127.0.0.1 free now and not handed out before in this run (`LoopbackPorts`).
+func freeLoopbackPort() throws -> Int { try LoopbackPorts.reserve() }

@@ -167,22 +167,8 @@ struct SupervisorHarness: Sendable {
         SmallFile.text("\(home)/supervisor.pid").flatMap { Int32($0) }
     }
 
-    /// A free loopback port (bound to port 0, then released).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw HarnessError("bind to port 0 failed") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A free loopback port outside the ephemeral range (`LoopbackPorts`).
+    static func freePort() throws -> Int { try LoopbackPorts.reserve() }
 
     /// `GET /` on 127.0.0.1:`port`; the body, or nil when nothing answers.
     static func httpGet(port: Int) async -> String? {

@@ -1,0 +1,61 @@
+import Foundation
+import Shared
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TCP ports on 127.0.0.1 for the apps, controllers and stand-ins a test starts on a port it names.
+///
+/// Not from `bind(port 0)`: that hands out ports of the kernel's ephemeral range, the same range every outgoing
+/// connection takes its local port from. A port handed to a test sits free whenever its app is down (between a kill
+/// and a restart, during a reload), and any connection opened then, by any test running alongside, may take it as its
+/// local port and hold it for as long as it stays open: the app's next start fails with EADDRINUSE and crash-loops.
+/// So ports come from just below the ephemeral range (`net.ipv4.ip_local_port_range`), which only an explicit
+/// `bind` uses, from a random starting point, and never the same one twice in a test process; each is checked free
+/// (bound without `SO_REUSEADDR`, then closed) when handed out.
+public enum LoopbackPorts {
+    /// The window below the ephemeral range that ports are taken from.
+    static let window = 10_000
+
+    private static let next: Mutex<Int> = {
+        let low = ephemeralRangeStart() - window
+        return Mutex(Int.random(in: 0..<window) + low)
+    }()
+
+    /// A port nothing is bound to now, never handed out before in this process.
+    public static func reserve() throws -> Int {
+        let low = ephemeralRangeStart() - window
+        for _ in 0..<window {
+            let port = next.withLock { next -> Int in
+                let port = next
+                next = port + 1 >= low + window ? low : port + 1
+                return port
+            }
+            if isFree(port) { return port }
+        }
+        throw HarnessError("no free port on 127.0.0.1 in \(low)..<\(low + window)")
+    }
+
+    /// The first port of the kernel's ephemeral range (32768 when it cannot be read), at least 1024 + the window.
+    static func ephemeralRangeStart() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+        return max(first, 1024 + window)
+    }
+
+    /// Whether 127.0.0.1:`port` can be bound now.
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
