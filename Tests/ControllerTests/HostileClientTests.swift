@@ -159,10 +159,12 @@ struct HostileClientWorld: Sendable {
             value: 21
         ) { world in
             var junk: [RawConnection] = []
-            for _ in 0..<30 {
+            for index in 0..<30 {
                 junk.append(try RawConnection(port: world.port))
-                // Admitted one by one, so "longest idle" is the order they came in.
-                try await Task.sleep(for: .milliseconds(10))
+                // Admitted one by one (each before the next is opened), so "longest idle" is the order they came in.
+                try await eventually("connection \(index + 1) admitted", timeout: .seconds(10), interval: .milliseconds(2)) {
+                    world.metric("ferry_connections_accepted_total") >= Double(index + 1) ? true : nil
+                }
             }
             let start = ContinuousClock.now
             let health = try RawConnection(port: world.port)
