@@ -22,7 +22,7 @@ final class SQLiteReaders: SQLDatabase {
     }
 
     private let readers: [Reader]
-    private let next = Atomic<Int>(0)
+    private let next = Atomic<UInt>(0)
     let logger: Logger
 
     /// - Parameter connections: at least one, opened on the same file.
@@ -39,8 +39,17 @@ final class SQLiteReaders: SQLDatabase {
     var queryLogLevel: Logger.Level? { nil }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        // Round robin; a query waits for its connection's previous query, never shares its snapshot.
-        let reader = readers[next.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count]
+        // The first idle connection from a round-robin start; when all are busy, the start's, after its running query.
+        // A query never shares another's snapshot.
+        let start = Int(next.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(readers.count))
+        for offset in 0..<readers.count {
+            let reader = readers[(start + offset) % readers.count]
+            let ran = try await reader.lock.withLockIfFree {
+                try await reader.connection.sql(queryLogLevel: nil).execute(sql: query, onRow)
+            }
+            if ran { return }
+        }
+        let reader = readers[start]
         try await reader.lock.withLock {
             try await reader.connection.sql(queryLogLevel: nil).execute(sql: query, onRow)
         }

@@ -27,6 +27,22 @@ package final class AsyncLock: Sendable {
         return try await body()
     }
 
+    /// Runs `body` while holding the lock when the lock is free now; returns `false` without running it when it is not.
+    package func withLockIfFree<E: Error>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws(E) -> Void
+    ) async throws(E) -> Bool {
+        let acquired = state.withLock { state in
+            guard !state.isLocked else { return false }
+            state.isLocked = true
+            return true
+        }
+        guard acquired else { return false }
+        defer { unlock() }
+        try await body()
+        return true
+    }
+
     private func lock(isolation: isolated (any Actor)? = #isolation) async {
         let acquired = state.withLock { state in
             guard state.isLocked else {
