@@ -164,11 +164,13 @@ package enum GlibcExtensions {
     private typealias AddChangeDirectory = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
     private typealias PidFDOpen = @convention(c) (pid_t, UInt32) -> Int32
+    private typealias Accept4 = @convention(c) (Int32, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<socklen_t>?, Int32) -> Int32
 
     // Addresses as integers: function pointers are not Sendable, integers are.
     private static let addChangeDirectoryAddress = address(of: "posix_spawn_file_actions_addchdir_np")
     private static let addCloseFromAddress = address(of: "posix_spawn_file_actions_addclosefrom_np")
     private static let pidFDOpenAddress = address(of: "pidfd_open")
+    private static let accept4Address = address(of: "accept4")
 
     /// `posix_spawn_file_actions_addchdir_np` (glibc 2.29+). Without it a child cannot start in its own directory,
     /// so its absence is an error rather than a silent fallback.
@@ -200,6 +202,19 @@ package enum GlibcExtensions {
         guard fd >= 0 else { return nil }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         return fd
+    }
+
+    /// Accepts a connection on `listener` with close-on-exec set atomically (`accept4(..., SOCK_CLOEXEC)`: a process
+    /// spawned at that moment by any other thread cannot inherit it), or with `accept` then `fcntl` where glibc lacks
+    /// `accept4`. Returns what they return: the descriptor, or -1 with `errno` set.
+    package static func acceptCloseOnExec(_ listener: Int32) -> Int32 {
+        guard let raw = accept4Address.flatMap(UnsafeRawPointer.init(bitPattern:)) else {
+            let fd = accept(listener, nil, nil)
+            if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            return fd
+        }
+        let function = unsafeBitCast(raw, to: Accept4.self)
+        return function(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
     }
 
     private static func address(of symbol: String) -> Int? {

@@ -87,7 +87,7 @@ final class SupervisorServer: Sendable {
 
     private func acceptLoop() {
         while true {
-            let fd = accept(listener, nil, nil)
+            let fd = GlibcExtensions.acceptCloseOnExec(listener)
             if fd < 0 {
                 switch errno {
                 case EINTR, ECONNABORTED, EPROTO:
@@ -102,7 +102,6 @@ final class SupervisorServer: Sendable {
                     return
                 }
             }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             Task { await self.serve(fd) }
         }
     }
