@@ -77,7 +77,9 @@ status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 # utime + stime in clock ticks, all threads, dead ones included (fields 14 and 15 of /proc/PID/stat).
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # On-CPU nanoseconds summed over the live threads (/proc/PID/task/*/schedstat): finer than ticks.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ sum += $1 } END { printf "%.0f", sum }'; }
+# A thread may end between the glob and the read (the agent runs each supervisor call on a thread of its own): cat
+# then fails, which must not end the script (pipefail).
+cpu_ns() { { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{ sum += $1 } END { printf "%.0f", sum }'; }
 polls() {
     curl -fsS "$URL/metrics" | awk '/^ferry_desired_state_responses_total/ { sum += $NF } END { print sum + 0 }'
 }

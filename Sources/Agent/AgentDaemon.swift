@@ -76,8 +76,11 @@ struct PollService: Service, CustomStringConvertible {
 
 extension PollService {
     /// The `?wait=` of the next long-poll: the configured one, cut short so the poll returns when the next report is
-    /// due; whole seconds, at least 1 (0 would be a plain poll, and the loop would spin).
+    /// due; whole seconds, at least 1 (0 would be a plain poll, and the loop would spin). 0 when long-polls are off
+    /// (`longPollSeconds` 0): a plain poll, after which the loop sleeps the poll interval. (It used to ask for a 1 s
+    /// wait then, which the controller honoured: every plain poll was parked a second before the interval's sleep.)
     static func longPollWait(configured: Int, untilReport: Duration) -> Int {
+        guard configured > 0 else { return 0 }
         let (seconds, attoseconds) = untilReport.components
         let rounded = attoseconds > 0 && seconds < Int64.max ? seconds + 1 : seconds
         return Int(max(1, min(Int64(configured), rounded)))
@@ -106,14 +109,7 @@ struct ReportService: Service, CustomStringConvertible {
     private func reportLoop(hostname: String) async {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    while !Task.isCancelled {
-                        // Cancelled at shutdown: the loop ends instead of firing again.
-                        guard (try? await Task.sleep(until: reports.nextReport, clock: .continuous)) != nil else { return }
-                        // A report sent meanwhile (fired by a change) moved the next one.
-                        if reports.timeUntilNextReport() <= .zero { reports.fire() }
-                    }
-                }
+                group.addTask { await reports.runSchedule { interval } }
                 for await _ in reports.stream {
                     let report = await runtime.reconciler.statusReport(hostname: hostname)
                     reports.reported(interval: interval)
@@ -152,6 +148,20 @@ struct ReportTrigger: Sendable {
     }
 
     func fire() { continuation.yield() }
+
+    /// Fires each time the periodic report falls due, until cancelled (at shutdown). The due time moves a whole
+    /// `interval()` ahead before it fires: had it stayed in the past until the report was built and `reported` called,
+    /// the schedule would wake again at once and fire a second report for the same period (every periodic report
+    /// went out twice, a few milliseconds apart).
+    func runSchedule(interval: @Sendable () -> Duration) async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(until: nextReport, clock: .continuous)) != nil else { return }
+            // A report sent meanwhile (fired by a change) moved the next one.
+            guard timeUntilNextReport() <= .zero else { continue }
+            reported(interval: interval())
+            fire()
+        }
+    }
 
     /// When the next periodic report is due.
     var nextReport: ContinuousClock.Instant { schedule.due.withLock { $0 } }

@@ -26,8 +26,28 @@ import Testing
     @Test(arguments: [
         (30, Duration.seconds(100), 30), (30, .seconds(12), 12), (30, .milliseconds(11_200), 12), (30, .zero, 1), (30, .seconds(-40), 1),
         (60, .seconds(60), 60), (30, .seconds(Int64.max), 30), (30, .seconds(Int64.max) + .milliseconds(500), 30),
+        // Long-polls off: plain polls, whatever the report schedule.
+        (0, .seconds(100), 0), (0, .zero, 0), (0, .seconds(-40), 0), (-1, .seconds(5), 0),
     ])
     func longPollsEndWhenTheNextReportIsDue(configured: Int, untilReport: Duration, expected: Int) {
         #expect(PollService.longPollWait(configured: configured, untilReport: untilReport) == expected)
+    }
+
+    /// When a periodic report falls due, the report loop is woken once, with the next one already a period ahead: the
+    /// schedule does not wake again while the report is being built (it used to, and sent every report twice).
+    @Test func aDueReportFiresOncePerPeriod() async throws {
+        let trigger = ReportTrigger()
+        let period = Duration.milliseconds(200)
+        let schedule = Task { await trigger.runSchedule { period } }
+        defer { schedule.cancel() }
+        var fires = 0
+        for await _ in trigger.stream {
+            #expect(trigger.timeUntilNextReport() > period / 2, "fire \(fires + 1): the next report is due in \(trigger.timeUntilNextReport())")
+            try await Task.sleep(for: .milliseconds(30))  // building and sending the report
+            trigger.reported(interval: period)
+            fires += 1
+            if fires == 4 { break }
+        }
+        #expect(fires == 4)
     }
 }

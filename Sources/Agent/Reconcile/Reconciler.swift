@@ -142,7 +142,8 @@ actor Reconciler {
         }
         lastTable = table
         repairs = [:]
-        if await !settleProcesses(table).isEmpty { summary.changed = true }
+        let stoppedOrphans = await !settleProcesses(table).isEmpty
+        if stoppedOrphans { summary.changed = true }
 
         var envs: [String: InstanceEnvFile] = [:]
         for service in configuration.services {
@@ -193,12 +194,15 @@ actor Reconciler {
         for action in actions {
             await execute(action, envs: envs, appliedApps: appliedApps, summary: &summary)
         }
-        if actions.contains(where: { if case .refuse = $0 { return false } else { return true } }) {
+        let touchedProcesses = actions.contains(where: { if case .refuse = $0 { return false } else { return true } })
+        if touchedProcesses {
             try? await processManager.save()
         }
         reportRepairs(summary: &summary)
         if unsaved { save(&summary) }
-        await refreshHealth()
+        // An idle pass (nothing started, stopped or installed) judges health from the table it began with: one
+        // process-manager round trip a pass instead of two.
+        await refreshHealth(unchanged: touchedProcesses || stoppedOrphans ? nil : table)
         summary.converged = summary.problems.isEmpty && convergenceProblems().isEmpty
         return summary
     }
@@ -317,9 +321,16 @@ actor Reconciler {
 
     // MARK: - Reporting
 
-    /// Re-reads the table after the pass's actions and derives each service's health from it.
-    private func refreshHealth() async {
-        guard let table = try? await processManager.processes() else { return }
+    /// Derives each service's health from the table: `unchanged` when the pass did nothing to the processes, else the
+    /// table read again after the pass's actions.
+    private func refreshHealth(unchanged: [ManagedProcess]?) async {
+        let table: [ManagedProcess]
+        if let unchanged {
+            table = unchanged
+        } else {
+            guard let fresh = try? await processManager.processes() else { return }
+            table = fresh
+        }
         lastTable = table
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
         for service in configuration.services where state[service].pending == nil {

@@ -1,4 +1,5 @@
 import Shared
+import Synchronization
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -75,8 +76,8 @@ struct AppliedRelease: Sendable, Codable, Equatable {
     /// Digest of the instance env file when this release was applied (a change triggers a reload).
     var envDigest: String
 
-    /// The release document.
-    func release() throws -> Release { try Release.decode(payload) }
+    /// The release document (decoded once per payload: a pass asks for it several times).
+    func release() throws -> Release { try DecodedReleases.release(of: payload) }
 
     private enum CodingKeys: String, CodingKey {
         case serial, version, sha256, directoryName, payload, envDigest
@@ -113,5 +114,24 @@ struct AppliedRelease: Sendable, Codable, Equatable {
         try container.encode(directoryName, forKey: .directoryName)
         try container.encode(envDigest, forKey: .envDigest)
         try container.encode(Data(payload).base64EncodedString(), forKey: .payload)
+    }
+}
+
+/// The release documents decoded from applied and pending payloads, kept so that a pass (which reads the applied
+/// release's apps for the planner, the health check, the report and the repairs) does not decode the same signed
+/// bytes again each time. Keyed by the payload itself; a handful at most (a service's applied and pending release).
+enum DecodedReleases {
+    private static let decoded = Mutex<[[UInt8]: Release]>([:])
+    /// More distinct payloads than this and the cache starts over.
+    static let capacity = 16
+
+    static func release(of payload: [UInt8]) throws -> Release {
+        if let release = decoded.withLock({ $0[payload] }) { return release }
+        let release = try Release.decode(payload)
+        decoded.withLock { cache in
+            if cache.count >= capacity { cache.removeAll(keepingCapacity: true) }
+            cache[payload] = release
+        }
+        return release
     }
 }
