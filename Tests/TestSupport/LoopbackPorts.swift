@@ -19,14 +19,13 @@ public enum LoopbackPorts {
     /// The window below the ephemeral range that ports are taken from.
     static let window = 10_000
 
-    private static let next: Mutex<Int> = {
-        let low = ephemeralRangeStart() - window
-        return Mutex(Int.random(in: 0..<window) + low)
-    }()
+    /// The first port handed out, read once from the kernel's setting.
+    static let low = ephemeralRangeStart() - window
+
+    private static let next = Mutex(Int.random(in: 0..<window) + low)
 
     /// A port nothing is bound to now, never handed out before in this process.
     public static func reserve() throws -> Int {
-        let low = ephemeralRangeStart() - window
         for _ in 0..<window {
             let port = next.withLock { next -> Int in
                 let port = next

@@ -32,26 +32,23 @@ package final class AsyncLock: Sendable {
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws(E) -> Void
     ) async throws(E) -> Bool {
-        let acquired = state.withLock { state in
-            guard !state.isLocked else { return false }
-            state.isLocked = true
-            return true
-        }
-        guard acquired else { return false }
+        guard tryLock() else { return false }
         defer { unlock() }
         try await body()
         return true
     }
 
-    private func lock(isolation: isolated (any Actor)? = #isolation) async {
-        let acquired = state.withLock { state in
-            guard state.isLocked else {
-                state.isLocked = true
-                return true
-            }
-            return false
+    /// Takes the lock when it is free now.
+    private func tryLock() -> Bool {
+        state.withLock { state in
+            guard !state.isLocked else { return false }
+            state.isLocked = true
+            return true
         }
-        if acquired { return }
+    }
+
+    private func lock(isolation: isolated (any Actor)? = #isolation) async {
+        if tryLock() { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let handedOver = state.withLock { state in
                 // Released between the two looks: take it now instead of queueing.
