@@ -20,6 +20,8 @@ import Testing
         case malformed
         case unknown
         case basicAgent
+        /// The agent's token after `bearer` in lower case and two spaces (the scheme is case-insensitive).
+        case lowercaseBearer
     }
 
     /// One poll, sent to the live server (the handler) and to the router in-process (no handler): both answers must be
@@ -96,6 +98,21 @@ import Testing
             handled: true
         ),
         Case(name: "POST", path: "/v1/agents/{id}/desired-state", method: .post, status: 404, code: "not_found", handled: false),
+        Case(
+            name: "lower-case scheme",
+            path: "/v1/agents/{id}/desired-state",
+            credential: .lowercaseBearer,
+            ifNoneMatch: "{tag}",
+            status: 304,
+            handled: true
+        ),
+        Case(name: "empty query", path: "/v1/agents/{id}/desired-state?", ifNoneMatch: "{tag}", status: 304, handled: true),
+        Case(name: "wait with a plus sign", path: "/v1/agents/{id}/desired-state?wait=+0", ifNoneMatch: "{tag}", status: 304, handled: true),
+        Case(name: "empty wait", path: "/v1/agents/{id}/desired-state?wait=", status: 400, code: "invalid_wait", handled: false),
+        // The router collapses the empty segment and reads "desired-state" as an agent id: not this agent's.
+        Case(name: "no id", path: "/v1/agents//desired-state", status: 403, code: "forbidden", handled: false),
+        Case(name: "a path inside the id", path: "/v1/agents/{id}/x/desired-state", status: 404, code: "not_found", handled: false),
+        Case(name: "prefix only", path: "/v1/agents/desired-state", status: 403, code: "forbidden", handled: false),
         // The router matches a trailing slash as the route; the handler leaves it to the router.
         Case(name: "trailing slash", path: "/v1/agents/{id}/desired-state/", status: 200, handled: false),
     ]
@@ -121,6 +138,7 @@ import Testing
             case .malformed: headers[.authorization] = "Bearer hunter2"
             case .unknown: headers[.authorization] = "Bearer \(Token.generate())"
             case .basicAgent: headers[.authorization] = "Basic " + Data("agent:\(agent.token)".utf8).base64EncodedString()
+            case .lowercaseBearer: headers[.authorization] = "bearer  \(agent.token)"
             }
             if let ifNoneMatch = testCase.ifNoneMatch { headers[.ifNoneMatch] = ifNoneMatch.replacingOccurrences(of: "{tag}", with: tag) }
             let request = headers

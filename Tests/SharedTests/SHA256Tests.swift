@@ -14,6 +14,26 @@ struct SHA256Tests {
         #expect(SHA256.hash(Array(input.utf8)).hex == hex)
     }
 
+    /// The algorithm is fetched once and shared: digests computed on many threads at once are still right.
+    @Test func concurrentDigestsAreRight() async {
+        let inputs = (0..<64).map { index in (0..<(index * 37)).map { UInt8(truncatingIfNeeded: $0 &+ index) } }
+        let expected = inputs.map { bytes in
+            let hasher = SHA256Hasher()
+            hasher.update(bytes)
+            return hasher.finalize()
+        }
+        let results = await withTaskGroup(of: (Int, SHA256Digest).self) { group in
+            for _ in 0..<8 {
+                for (index, bytes) in inputs.enumerated() {
+                    group.addTask { (index, SHA256.hash(bytes)) }
+                }
+            }
+            return await group.reduce(into: [(Int, SHA256Digest)]()) { $0.append($1) }
+        }
+        #expect(results.count == 8 * inputs.count)
+        for (index, digest) in results { #expect(digest == expected[index]) }
+    }
+
     @Test func chunkedUpdatesEqualOneShot() {
         let bytes = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let hasher = SHA256Hasher()

@@ -197,6 +197,10 @@ final class Authenticator: Sendable {
 
     /// The token in a `Bearer` or `Basic` authorization header, and which scheme carried it.
     static func credentials(fromAuthorization header: String) -> (scheme: Scheme, token: Substring)? {
+        // Every agent request: `Bearer <token>`, read without splitting and lowercasing (same result as below).
+        if header.utf8.count > bearerPrefix.count, header.utf8.starts(with: bearerPrefix) {
+            return (.bearer, Substring(header.utf8.dropFirst(bearerPrefix.count).drop(while: { $0 == UInt8(ascii: " ") })))
+        }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2 else { return nil }
         let scheme = parts[0].lowercased()
@@ -213,6 +217,8 @@ final class Authenticator: Sendable {
             return nil
         }
     }
+
+    private static let bearerPrefix = Array("Bearer ".utf8)
 
     /// The token in a `Bearer` or `Basic` authorization header.
     static func token(fromAuthorization header: String) -> Substring? {

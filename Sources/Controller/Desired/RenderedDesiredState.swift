@@ -1,3 +1,4 @@
+import HTTPTypes
 import NIOCore
 import Shared
 
@@ -46,8 +47,21 @@ struct RenderedDesiredState: Sendable {
         self.serials = serials
         let hasher = SHA256Hasher()
         for part in [head, releases.bytes, tail] { part.withUnsafeReadableBytes { hasher.update($0) } }
-        self.etag = "\"\(hasher.finalize().hex)\""
+        let etag = "\"\(hasher.finalize().hex)\""
+        self.etag = etag
+        let shared: HTTPFields = [.eTag: etag, .cacheControl: "private, no-cache"]
+        var ok = shared
+        ok[.contentType] = "application/json; charset=utf-8"
+        ok[.contentLength] = String(head.readableBytes + releases.bytes.readableBytes + tail.readableBytes)
+        okResponse = HTTPResponse(status: .ok, headerFields: ok)
+        var notModified = shared
+        notModified[.contentLength] = "0"
+        notModifiedResponse = HTTPResponse(status: .notModified, headerFields: notModified)
     }
+
+    /// The heads of the two answers a poll gets (built once: every poll of every agent with this state shares them).
+    let okResponse: HTTPResponse
+    let notModifiedResponse: HTTPResponse
 
     /// Renders `state` (its releases encoded for it alone).
     init(_ state: DesiredState, services: [String], serials: [String: Int64] = [:]) {

@@ -46,9 +46,30 @@ final class RequestMetrics: Sendable {
         self.registry = registry
     }
 
+    /// The counter and histogram of one (route, method, status), resolved once by a caller that records the same one
+    /// on a hot path (the desired-state poll handler), instead of two locked lookups per request.
+    struct Series: Sendable {
+        fileprivate let counter: Counter
+        fileprivate let histogram: DurationHistogram
+
+        func record(_ duration: Duration) {
+            counter.increment()
+            histogram.record(duration)
+        }
+    }
+
+    func series(route: String, method: HTTPRequest.Method, status: Int) -> Series {
+        Series(counter: counter(route: route, method: method, status: status), histogram: histogram(route: route))
+    }
+
     func record(route: String, method: HTTPRequest.Method, status: Int, duration: Duration) {
+        counter(route: route, method: method, status: status).increment()
+        histogram(route: route).record(duration)
+    }
+
+    private func counter(route: String, method: HTTPRequest.Method, status: Int) -> Counter {
         let key = Key(route: route, method: method, status: status)
-        let counter = counters.withLock { counters in
+        return counters.withLock { counters in
             if let counter = counters[key] { return counter }
             let counter = registry.makeCounter(
                 descriptor: Self.requests,
@@ -57,13 +78,14 @@ final class RequestMetrics: Sendable {
             counters[key] = counter
             return counter
         }
-        counter.increment()
-        let histogram = histograms.withLock { histograms in
+    }
+
+    private func histogram(route: String) -> DurationHistogram {
+        histograms.withLock { histograms in
             if let histogram = histograms[route] { return histogram }
             let histogram = registry.makeDurationHistogram(descriptor: Self.durations, labels: [("route", route)], buckets: Self.buckets)
             histograms[route] = histogram
             return histogram
         }
-        histogram.record(duration)
     }
 }

@@ -1,6 +1,7 @@
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
+import Shared
 
 /// Answers agents' desired-state polls (`GET /v1/agents/{id}/desired-state[?wait=N]`) on the event loop, before
 /// Hummingbird's router, and parks their long-polls here: the path 10,000 agents take all day.
@@ -27,6 +28,18 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let metrics: ControllerMetrics
         /// Longest `?wait=` accepted (longer ones go to the router, which refuses them).
         let maximumWait: Duration
+        /// The request metrics of this route's two answers, resolved once.
+        let okSeries: RequestMetrics.Series
+        let notModifiedSeries: RequestMetrics.Series
+
+        init(authenticator: Authenticator, desiredStates: DesiredStateProvider, metrics: ControllerMetrics, maximumWait: Duration) {
+            self.authenticator = authenticator
+            self.desiredStates = desiredStates
+            self.metrics = metrics
+            self.maximumWait = maximumWait
+            okSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 200)
+            notModifiedSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 304)
+        }
     }
 
     /// The route as the router names it (request metrics are recorded under it).
@@ -42,34 +55,52 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
         /// `nil` unless `head` is `GET /v1/agents/<id>/desired-state` with at most `wait=<0...maximum>` as its query
         /// and a Bearer token.
+        ///
+        /// Read as bytes: this runs for every request of every agent, and `Character`-wise string scanning (grapheme
+        /// breaking) cost more than the rest of the answer.
         init?(_ head: HTTPRequest, maximumWait: Duration) {
             guard head.method == .get, let path = head.path else { return nil }
-            let prefix = "/v1/agents/"
-            let suffix = "/desired-state"
-            var target = Substring(path)
-            var query: Substring?
-            if let mark = target.firstIndex(of: "?") {
-                query = target[target.index(after: mark)...]
-                target = target[..<mark]
+            let parsed: (id: String, wait: Duration)?? = path.utf8.withContiguousStorageIfAvailable { bytes in
+                Self.target(bytes, maximumWait: maximumWait)
             }
-            guard target.hasPrefix(prefix), target.hasSuffix(suffix), target.count > prefix.count + suffix.count else { return nil }
-            let id = target.dropFirst(prefix.count).dropLast(suffix.count)
-            guard !id.contains("/") else { return nil }
-            var wait = Duration.zero
-            if let query, !query.isEmpty {
-                guard query.hasPrefix("wait="), let seconds = Int64(query.dropFirst("wait=".count)), seconds >= 0,
-                    seconds <= maximumWait.components.seconds
-                else { return nil }
-                wait = .seconds(seconds)
-            }
+            // A native string is always contiguous; anything else goes to the router.
+            guard let parsed, let (id, wait) = parsed else { return nil }
             guard let authorization = head.headerFields[.authorization],
                 let (scheme, token) = Authenticator.credentials(fromAuthorization: authorization), scheme == .bearer
             else { return nil }
-            agentID = String(id)
+            agentID = id
             self.token = token
             ifNoneMatch = head.headerFields[.ifNoneMatch]
             self.wait = wait
-            closesConnection = head.headerFields[values: .connection].contains { $0.lowercased().contains("close") }
+            closesConnection = head.headerFields[values: .connection].contains { ASCII.contains($0, caseInsensitive: "close") }
+        }
+
+        private static let prefix = Array("/v1/agents/".utf8)
+        private static let suffix = Array("/desired-state".utf8)
+
+        /// The agent id and wait of `/v1/agents/<id>/desired-state[?wait=N]`: an id of at least one byte and no `/`, and
+        /// no query other than `wait=<0...maximumWait seconds>`.
+        static func target(_ bytes: UnsafeBufferPointer<UInt8>, maximumWait: Duration) -> (id: String, wait: Duration)? {
+            let end = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
+            guard end > prefix.count + suffix.count,
+                bytes[0..<prefix.count].elementsEqual(prefix),
+                bytes[(end - suffix.count)..<end].elementsEqual(suffix)
+            else { return nil }
+            let id = bytes[prefix.count..<(end - suffix.count)]
+            guard !id.contains(UInt8(ascii: "/")) else { return nil }
+            var wait = Duration.zero
+            if end < bytes.count {
+                let query = bytes[(end + 1)...]
+                if !query.isEmpty {
+                    let key = Array("wait=".utf8)
+                    guard query.starts(with: key),
+                        let seconds = Int64(String(decoding: query.dropFirst(key.count), as: UTF8.self)), seconds >= 0,
+                        seconds <= maximumWait.components.seconds
+                    else { return nil }
+                    wait = .seconds(seconds)
+                }
+            }
+            return (String(decoding: id, as: UTF8.self), wait)
         }
     }
 
@@ -305,25 +336,21 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Writes the answer the route would give, then goes on with whatever arrived meanwhile.
     private func answer(_ status: HTTPResponse.Status, _ state: RenderedDesiredState) {
         guard let context, let current else { return }
-        var fields: HTTPFields = [.eTag: state.etag, .cacheControl: "private, no-cache"]
+        let duration = ContinuousClock.now - current.startedAt
         if status == .ok {
-            fields[.contentType] = "application/json; charset=utf-8"
-            fields[.contentLength] = String(state.bodyLength)
-        } else {
-            fields[.contentLength] = "0"
-        }
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
-        if status == .ok {
+            context.write(wrapOutboundOut(.head(state.okResponse)), promise: nil)
             context.write(wrapOutboundOut(.body(state.head)), promise: nil)
             context.write(wrapOutboundOut(.body(state.releases.bytes)), promise: nil)
             context.write(wrapOutboundOut(.body(state.tail)), promise: nil)
             dependencies.metrics.desiredStateFull.increment()
+            dependencies.okSeries.record(duration)
         } else {
+            context.write(wrapOutboundOut(.head(state.notModifiedResponse)), promise: nil)
             dependencies.metrics.desiredStateNotModified.increment()
+            dependencies.notModifiedSeries.record(duration)
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         dependencies.metrics.desiredStateHandled.increment()
-        dependencies.metrics.requests.record(route: Self.route, method: .get, status: status.code, duration: .now - current.startedAt)
         self.current = nil
         draining = !current.ended
         if current.poll.closesConnection {

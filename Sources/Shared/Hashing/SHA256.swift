@@ -73,7 +73,7 @@ package final class SHA256Hasher {
     private var finalized = false
 
     package init() {
-        guard let context = EVP_MD_CTX_new(), EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else {
+        guard let context = EVP_MD_CTX_new(), EVP_DigestInit_ex(context, SHA256.algorithm.pointer, nil) == 1 else {
             // Allocation failure of a 200-byte context: nothing sensible to recover.
             fatalError("\(OpenSSLError("EVP_DigestInit_ex(sha256)"))")
         }
@@ -107,11 +107,34 @@ package final class SHA256Hasher {
 
 /// One-shot and streaming SHA-256 helpers.
 package enum SHA256 {
+    /// OpenSSL's SHA-256, fetched once. `EVP_sha256()` makes OpenSSL 3 look the algorithm up in its providers on every
+    /// `EVP_DigestInit_ex` (a lock and a table walk each time): for the controller, which digests the token of every
+    /// request, that lookup cost more than the hash.
+    struct Algorithm: @unchecked Sendable {
+        /// Immutable once fetched; OpenSSL allows sharing it between threads.
+        let pointer: OpaquePointer
+    }
+
+    static let algorithm: Algorithm = {
+        guard let fetched = EVP_MD_fetch(nil, "SHA256", nil) else {
+            // Without SHA-256 nothing Ferry does can be checked: the OpenSSL installation is broken.
+            fatalError("\(OpenSSLError("EVP_MD_fetch(SHA256)"))")
+        }
+        return Algorithm(pointer: fetched)
+    }()
+
     /// The digest of `bytes`.
     package static func hash<Bytes: ContiguousBytes>(_ bytes: Bytes) -> SHA256Digest {
-        let hasher = SHA256Hasher()
-        hasher.update(bytes)
-        return hasher.finalize()
+        var out = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        let done = bytes.withUnsafeBytes { input in
+            out.withUnsafeMutableBufferPointer { output in
+                // A null pointer with length 0 is what OpenSSL expects for empty input.
+                EVP_Digest(input.baseAddress, input.count, output.baseAddress, &length, algorithm.pointer, nil)
+            }
+        }
+        guard done == 1, length == 32 else { fatalError("\(OpenSSLError("EVP_Digest(SHA256)"))") }
+        return SHA256Digest(bytes: out)
     }
 
     /// The digest and size of the file at `path`, read in 256 KiB chunks (never loaded whole).

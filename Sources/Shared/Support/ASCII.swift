@@ -1,0 +1,25 @@
+/// Byte-level ASCII text checks for hot paths where `String`'s `Character` semantics (grapheme breaking, Unicode case
+/// mapping) cost far more than the question asked: HTTP header tokens are ASCII by definition.
+package enum ASCII {
+    /// Whether `text` contains `needle` (which must be lowercase ASCII), ignoring ASCII case.
+    package static func contains(_ text: some StringProtocol, caseInsensitive needle: StaticString) -> Bool {
+        let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        guard !pattern.isEmpty else { return true }
+        let bytes = Array(text.utf8)
+        guard bytes.count >= pattern.count else { return false }
+        for start in 0...(bytes.count - pattern.count) {
+            var matched = true
+            for offset in 0..<pattern.count where lowercased(bytes[start + offset]) != pattern[offset] {
+                matched = false
+                break
+            }
+            if matched { return true }
+        }
+        return false
+    }
+
+    /// `byte` with ASCII `A`–`Z` mapped to `a`–`z`.
+    package static func lowercased(_ byte: UInt8) -> UInt8 {
+        (0x41...0x5A).contains(byte) ? byte | 0x20 : byte
+    }
+}
