@@ -32,9 +32,13 @@ struct PollService: Service, CustomStringConvertible {
         var desired: DesiredState?
         var backoff = Backoff(configuration: .init(initial: .seconds(1), maximum: .seconds(60)))
         let clock = ContinuousClock()
+        var lastPass: ContinuousClock.Instant?
+        var lastPassUnsettled = true
+        var wasReachable = true
         while !Task.isCancelled {
             let started = clock.now
             var reachable = true
+            var desiredChanged = false
             do {
                 // The first poll does not wait: the agent converges at once after a start. Later ones wait at most until
                 // the next report is due (whole seconds, at least one).
@@ -43,6 +47,7 @@ struct PollService: Service, CustomStringConvertible {
                 case .changed(let state, let newTag):
                     desired = state
                     etag = newTag
+                    desiredChanged = true
                     reports.controllerPollSeconds = state.pollSeconds
                 case .notModified:
                     break
@@ -55,11 +60,24 @@ struct PollService: Service, CustomStringConvertible {
                 runtime.logger.info("desired state unavailable", metadata: ["ferry.reason": "\(error)"])
                 await runtime.reconciler.noteControllerContact(failure: "\(error)")
             }
-            await runtime.refreshTrust(for: reachable ? desired : nil)
-            let summary = await runtime.reconciler.pass(desired: reachable ? desired : nil)
-            if summary.changed { reports.fire() }
-            for problem in summary.problems {
-                runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
+            var summary = Reconciler.PassSummary()
+            let passDue = Self.passIsDue(
+                sinceLastPass: lastPass.map { $0.duration(to: clock.now) },
+                driftCheck: .seconds(config.driftCheckSeconds),
+                desiredChanged: desiredChanged,
+                reachabilityChanged: reachable != wasReachable,
+                lastPassUnsettled: lastPassUnsettled
+            )
+            wasReachable = reachable
+            if passDue {
+                await runtime.refreshTrust(for: reachable ? desired : nil)
+                summary = await runtime.reconciler.pass(desired: reachable ? desired : nil)
+                lastPass = clock.now
+                lastPassUnsettled = summary.changed || !summary.problems.isEmpty
+                if summary.changed { reports.fire() }
+                for problem in summary.problems {
+                    runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
+                }
             }
             if !reachable {
                 try await Task.sleep(for: backoff.next())
@@ -75,6 +93,22 @@ struct PollService: Service, CustomStringConvertible {
 }
 
 extension PollService {
+    /// Whether this turn of the loop runs a pass. A poll that brought nothing new (304) does not need one, except to
+    /// notice drift (an app gone, a daemon restarted) — and that check runs on its own clock, `driftCheckSeconds`, not
+    /// with every poll: at a one-second poll interval the pass was nine tenths of the agent's CPU. Everything that may
+    /// need work runs it at once: the first turn, a new desired state, the controller becoming reachable or unreachable,
+    /// and a last pass that changed something or had a problem (repairs and retries keep the poll's pace).
+    static func passIsDue(
+        sinceLastPass: Duration?,
+        driftCheck: Duration,
+        desiredChanged: Bool,
+        reachabilityChanged: Bool,
+        lastPassUnsettled: Bool
+    ) -> Bool {
+        guard let sinceLastPass else { return true }
+        return desiredChanged || reachabilityChanged || lastPassUnsettled || sinceLastPass >= driftCheck
+    }
+
     /// The `?wait=` of the next long-poll: the configured one, cut short so the poll returns when the next report is
     /// due; whole seconds, at least 1 (0 would be a plain poll, and the loop would spin). 0 when long-polls are off
     /// (`longPollSeconds` 0): a plain poll, after which the loop sleeps the poll interval. (It used to ask for a 1 s

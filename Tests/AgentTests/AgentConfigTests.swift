@@ -98,6 +98,7 @@ struct AgentConfigTests {
         #expect(config.pollSeconds == 15)
         #expect(config.longPollSeconds == 30)
         #expect(config.reportSeconds == 30)
+        #expect(config.driftCheckSeconds == 5)
         #expect(config.processManager == .auto)
         #expect(config.caFile == nil)
         #expect(config.pm2Path == nil)
@@ -329,6 +330,18 @@ struct AgentConfigTests {
             text: json("reportSeconds", "1e300"),
             name: "agent.json",
             reason: "reportSeconds: 1e+300 is outside 1...3600"
+        ),
+        Hostile(
+            description: "driftCheckSeconds zero",
+            text: json("driftCheckSeconds", "0"),
+            name: "agent.json",
+            reason: "driftCheckSeconds: 0 is outside 1...3600"
+        ),
+        Hostile(
+            description: "driftCheckSeconds past Int64",
+            text: json("driftCheckSeconds", "99999999999999999999"),
+            name: "agent.json",
+            reason: "driftCheckSeconds: 1e+20 is outside 1...3600"
         ),
         Hostile(
             description: "pm2TimeoutSeconds negative past Int64",

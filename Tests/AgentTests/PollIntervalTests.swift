@@ -33,6 +33,36 @@ import Testing
         #expect(PollService.longPollWait(configured: configured, untilReport: untilReport) == expected)
     }
 
+    /// Whether a turn of the poll loop runs a pass: (time since the last pass, desired state changed, controller came or
+    /// went, last pass changed something or had a problem, expected), with a 5 s drift check.
+    @Test(arguments: [
+        // The first turn always runs one.
+        (Duration?.none, false, false, false, true),
+        // A 304 with everything settled: only when the drift check is due.
+        (.seconds(1), false, false, false, false), (.milliseconds(4_999), false, false, false, false),
+        (.seconds(5), false, false, false, true), (.seconds(3_600), false, false, false, true),
+        // Anything that may need work runs it at once.
+        (.seconds(1), true, false, false, true), (.seconds(1), false, true, false, true), (.seconds(1), false, false, true, true),
+        (.zero, true, true, true, true),
+    ])
+    func aPollThatBringsNothingNewChecksDriftOnItsOwnClock(
+        sinceLastPass: Duration?,
+        desiredChanged: Bool,
+        reachabilityChanged: Bool,
+        lastPassUnsettled: Bool,
+        expected: Bool
+    ) {
+        #expect(
+            PollService.passIsDue(
+                sinceLastPass: sinceLastPass,
+                driftCheck: .seconds(5),
+                desiredChanged: desiredChanged,
+                reachabilityChanged: reachabilityChanged,
+                lastPassUnsettled: lastPassUnsettled
+            ) == expected
+        )
+    }
+
     /// When a periodic report falls due, the report loop is woken once, with the next one already a period ahead: the
     /// schedule does not wake again while the report is being built (it used to, and sent every report twice).
     @Test func aDueReportFiresOncePerPeriod() async throws {

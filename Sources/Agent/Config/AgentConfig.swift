@@ -40,6 +40,10 @@ struct AgentConfig: Sendable, Equatable {
     var longPollSeconds: Int = 30
     /// `reportSeconds`: a status report is sent at least this often. Default 30.
     var reportSeconds: Int = 30
+    /// `driftCheckSeconds`: when a poll brings nothing new, the pass that compares the process table with what is applied
+    /// (and repairs it) runs at most this often; a new desired state, a change or a problem in the last pass, or the
+    /// controller coming or going runs it at once. Default 5, 1...3600.
+    var driftCheckSeconds: Int = 5
     /// `processManager`: `auto` (PM2 when `pm2` is on PATH), `pm2` or `builtin`. Default `auto`.
     var processManager: ProcessManagerKind = .auto
     /// `caFile`: extra CA bundle (PEM) for the controller's TLS certificate.
@@ -142,6 +146,7 @@ struct AgentConfig: Sendable, Equatable {
         pollSeconds = try int("pollSeconds", 1...3600, 15, &reader)
         longPollSeconds = try int("longPollSeconds", 0...60, 30, &reader)
         reportSeconds = try int("reportSeconds", 1...3600, 30, &reader)
+        driftCheckSeconds = try int("driftCheckSeconds", 1...3600, 5, &reader)
         let manager = try reader.optional("processManager", Field.string(maxLength: 16)) ?? "auto"
         guard let kind = ProcessManagerKind(rawValue: manager) else {
             throw .invalidValue(field: "processManager", reason: "\"\(manager)\" must be auto, pm2 or builtin")
@@ -165,7 +170,8 @@ struct AgentConfig: Sendable, Equatable {
             "services": .array(services.map { .string($0) }), "trustedKeys": .array(trustedKeys.map { .string($0) }),
             "threshold": .integer(Int64(threshold)), "stateDir": .string(stateDir), "envDir": .string(envDir),
             "pollSeconds": .integer(Int64(pollSeconds)), "longPollSeconds": .integer(Int64(longPollSeconds)),
-            "reportSeconds": .integer(Int64(reportSeconds)), "processManager": .string(processManager.rawValue),
+            "reportSeconds": .integer(Int64(reportSeconds)), "driftCheckSeconds": .integer(Int64(driftCheckSeconds)),
+            "processManager": .string(processManager.rawValue),
             "namespace": .string(namespace), "pm2TimeoutSeconds": .integer(Int64(pm2TimeoutSeconds)),
             "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
             "keepReleases": .integer(Int64(keepReleases)),
