@@ -17,12 +17,16 @@ final class SQLiteStoreBackend: SQLStoreBackend {
         var path: String
         /// `PRAGMA synchronous`. Default `FULL`: a published release survives a power cut once acknowledged.
         var synchronous: String = "FULL"
+        /// How often the WAL is checkpointed (off the writer, see `SQLiteCheckpointer`).
+        var checkpointInterval: Duration = .seconds(1)
 
         init(path: String) { self.path = path }
     }
 
     private let writer: SQLiteConnection
     private let readers: SQLiteReaders
+    /// Checkpoints the WAL off the writer (see `SQLiteCheckpointer`).
+    private let checkpointer: SQLiteCheckpointer
     /// As many as the thread pool SQLiteNIO steps queries on has threads (one per core, at least two).
     private static let readerCount = max(2, System.coreCount)
     private let writeLock = AsyncLock()
@@ -33,10 +37,16 @@ final class SQLiteStoreBackend: SQLStoreBackend {
     var location: String { path }
     var readDB: any SQLDatabase { readers }
 
-    private init(writer: SQLiteConnection, readers: SQLiteReaders, path: String) {
+    private init(writer: SQLiteConnection, readers: SQLiteReaders, checkpointer: SQLiteCheckpointer, path: String) {
         self.writer = writer
         self.readers = readers
+        self.checkpointer = checkpointer
         self.path = path
+    }
+
+    deinit {
+        // A backend dropped without `close()` (a failed start) does not leave its checkpoint loop running.
+        checkpointer.cancel()
     }
 
     /// Opens (creating when needed) the database and applies pending migrations.
@@ -65,6 +75,8 @@ final class SQLiteStoreBackend: SQLStoreBackend {
             try await db.raw("PRAGMA journal_mode = WAL").run()
             try await db.raw("PRAGMA synchronous = \(unsafeRaw: configuration.synchronous)").run()
             try await db.raw("PRAGMA foreign_keys = ON").run()
+            // Checkpoints run on their own connection (below), never inside a commit.
+            try await db.raw("PRAGMA wal_autocheckpoint = 0").run()
             try await SchemaMigrator.migrate(db, dialect: .sqlite, location: path, logger: logger)
             var connections: [SQLiteConnection] = []
             do {
@@ -77,7 +89,19 @@ final class SQLiteStoreBackend: SQLStoreBackend {
                 for reader in connections { try? await reader.close() }
                 throw error
             }
-            return SQLiteStoreBackend(writer: writer, readers: SQLiteReaders(connections, logger: logger), path: path)
+            let checkpointer: SQLiteCheckpointer
+            do {
+                checkpointer = try await SQLiteCheckpointer.start(path: path, interval: configuration.checkpointInterval, logger: logger)
+            } catch {
+                for reader in connections { try? await reader.close() }
+                throw error
+            }
+            return SQLiteStoreBackend(
+                writer: writer,
+                readers: SQLiteReaders(connections, logger: logger),
+                checkpointer: checkpointer,
+                path: path
+            )
         } catch {
             try? await writer.close()
             if let error = error as? StoreError { throw error }
@@ -102,6 +126,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
     }
 
     func close() async throws {
+        await checkpointer.stop()
         try await writeLock.withLock {
             try await readers.close()
             try await writer.close()
