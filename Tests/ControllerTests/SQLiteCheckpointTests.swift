@@ -24,26 +24,29 @@ import Testing
         (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }
 
-    @Test func commitsNeverCheckpoint() async throws {
+    /// A store in a new directory whose checkpoint loop runs every `interval`.
+    static func withStore(checkpointEvery interval: Duration, _ body: (SQLControllerStore, String) async throws -> Void) async throws {
         try await TestPaths.withTemporaryDirectory("ferry-checkpoint") { directory in
             let path = directory.appendingPathComponent("ferry.sqlite").path
             var configuration = SQLiteStoreBackend.Configuration(path: path)
-            configuration.checkpointInterval = .seconds(3600)
+            configuration.checkpointInterval = interval
             let store = try await SQLControllerStore.open(configuration, logger: ControllerFixture.logger)
-            let size = try await Self.fill(store, path: path)
-            // SQLite's automatic checkpoint would have copied at least the first 1,000 pages (4 MB) into the file.
-            #expect(size < 2_000_000, "database file \(size) bytes: a commit checkpointed")
-            #expect(try Self.size(path + "-wal") > 8_000_000, "the data is in the WAL")
+            try await body(store, path)
             try await store.close()
         }
     }
 
+    @Test func commitsNeverCheckpoint() async throws {
+        try await Self.withStore(checkpointEvery: .seconds(3600)) { store, path in
+            let size = try await Self.fill(store, path: path)
+            // SQLite's automatic checkpoint would have copied at least the first 1,000 pages (4 MB) into the file.
+            #expect(size < 2_000_000, "database file \(size) bytes: a commit checkpointed")
+            #expect(try Self.size(path + "-wal") > 8_000_000, "the data is in the WAL")
+        }
+    }
+
     @Test func theLoopCheckpoints() async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-checkpoint") { directory in
-            let path = directory.appendingPathComponent("ferry.sqlite").path
-            var configuration = SQLiteStoreBackend.Configuration(path: path)
-            configuration.checkpointInterval = .milliseconds(100)
-            let store = try await SQLControllerStore.open(configuration, logger: ControllerFixture.logger)
+        try await Self.withStore(checkpointEvery: .milliseconds(100)) { store, path in
             _ = try await Self.fill(store, path: path)
             let deadline = ContinuousClock.now + .seconds(20)
             var size = try Self.size(path)
@@ -52,7 +55,6 @@ import Testing
                 size = try Self.size(path)
             }
             #expect(size >= 8_000_000, "database file \(size) bytes: the loop did not copy the WAL")
-            try await store.close()
         }
     }
 }
