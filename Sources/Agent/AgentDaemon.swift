@@ -73,7 +73,8 @@ struct PollService: Service, CustomStringConvertible {
                 await runtime.refreshTrust(for: reachable ? desired : nil)
                 summary = await runtime.reconciler.pass(desired: reachable ? desired : nil)
                 lastPass = clock.now
-                lastPassUnsettled = summary.changed || !summary.problems.isEmpty
+                // Not converged (an install pending, an app not healthy yet): keep the poll's pace until it is.
+                lastPassUnsettled = summary.changed || !summary.problems.isEmpty || !summary.converged
                 if summary.changed { reports.fire() }
                 for problem in summary.problems {
                     runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
@@ -97,7 +98,8 @@ extension PollService {
     /// notice drift (an app gone, a daemon restarted) — and that check runs on its own clock, `driftCheckSeconds`, not
     /// with every poll: at a one-second poll interval the pass was nine tenths of the agent's CPU. Everything that may
     /// need work runs it at once: the first turn, a new desired state, the controller becoming reachable or unreachable,
-    /// and a last pass that changed something or had a problem (repairs and retries keep the poll's pace).
+    /// and a last pass that changed something, had a problem or did not converge (repairs, retries and health checks
+    /// keep the poll's pace).
     static func passIsDue(
         sinceLastPass: Duration?,
         driftCheck: Duration,

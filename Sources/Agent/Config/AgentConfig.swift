@@ -41,8 +41,8 @@ struct AgentConfig: Sendable, Equatable {
     /// `reportSeconds`: a status report is sent at least this often. Default 30.
     var reportSeconds: Int = 30
     /// `driftCheckSeconds`: when a poll brings nothing new, the pass that compares the process table with what is applied
-    /// (and repairs it) runs at most this often; a new desired state, a change or a problem in the last pass, or the
-    /// controller coming or going runs it at once. Default 5, 1...3600.
+    /// (and repairs it) runs at most this often; a new desired state, a last pass that changed something, had a problem
+    /// or did not converge, or the controller coming or going runs it at once. Default 5, 1...3600.
     var driftCheckSeconds: Int = 5
     /// `processManager`: `auto` (PM2 when `pm2` is on PATH), `pm2` or `builtin`. Default `auto`.
     var processManager: ProcessManagerKind = .auto
