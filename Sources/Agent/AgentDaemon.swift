@@ -205,9 +205,13 @@ struct ReportTrigger: Sendable {
     /// How long until then (negative when overdue).
     func timeUntilNextReport() -> Duration { nextReport - .now }
 
-    /// A report is being sent: the next periodic one is due `interval` from now.
-    func reported(interval: Duration) {
-        schedule.due.withLock { $0 = .now + interval }
+    /// A report is being sent: the next periodic one is due `interval` from now (returned).
+    @discardableResult
+    func reported(interval: Duration) -> ContinuousClock.Instant {
+        schedule.due.withLock { due in
+            due = .now + interval
+            return due
+        }
     }
 
     /// The poll interval the controller sent with the last desired state.
