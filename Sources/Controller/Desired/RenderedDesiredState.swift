@@ -52,7 +52,9 @@ struct RenderedDesiredState: Sendable {
         let shared: HTTPFields = [.eTag: etag, .cacheControl: "private, no-cache"]
         var ok = shared
         ok[.contentType] = "application/json; charset=utf-8"
-        ok[.contentLength] = String(head.readableBytes + releases.bytes.readableBytes + tail.readableBytes)
+        let bodyLength = head.readableBytes + releases.bytes.readableBytes + tail.readableBytes
+        self.bodyLength = bodyLength
+        ok[.contentLength] = String(bodyLength)
         okResponse = HTTPResponse(status: .ok, headerFields: ok)
         var notModified = shared
         notModified[.contentLength] = "0"
@@ -76,7 +78,7 @@ struct RenderedDesiredState: Sendable {
     }
 
     /// The body's size in bytes.
-    var bodyLength: Int { head.readableBytes + releases.bytes.readableBytes + tail.readableBytes }
+    let bodyLength: Int
 
     /// The body in one buffer (a copy: the poll handler writes the parts instead).
     var body: ByteBuffer {

@@ -77,6 +77,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
         private static let prefix = Array("/v1/agents/".utf8)
         private static let suffix = Array("/desired-state".utf8)
+        private static let waitKey = Array("wait=".utf8)
 
         /// The agent id and wait of `/v1/agents/<id>/desired-state[?wait=N]`: an id of at least one byte and no `/`, and
         /// no query other than `wait=<0...maximumWait seconds>`.
@@ -92,9 +93,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             if end < bytes.count {
                 let query = bytes[(end + 1)...]
                 if !query.isEmpty {
-                    let key = Array("wait=".utf8)
-                    guard query.starts(with: key),
-                        let seconds = Int64(String(decoding: query.dropFirst(key.count), as: UTF8.self)), seconds >= 0,
+                    guard query.starts(with: waitKey),
+                        let seconds = Int64(String(decoding: query.dropFirst(waitKey.count), as: UTF8.self)), seconds >= 0,
                         seconds <= maximumWait.components.seconds
                     else { return nil }
                     wait = .seconds(seconds)

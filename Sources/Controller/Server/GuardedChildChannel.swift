@@ -27,8 +27,9 @@ struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
         return channel.eventLoop.makeCompletedFuture { () throws -> Void in
             guard let ticket else { return }
             // Reads start at 512 bytes instead of NIO's 2 KiB: an agent's requests are a few hundred bytes, and the
-            // buffer of the last read stays with each of 10,000 mostly idle connections. Larger bodies grow it.
-            try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536))
+            // buffer of the last read stays with each of 10,000 mostly idle connections. Larger bodies grow it. Not
+            // worth failing the set-up for (see above): a connection that keeps NIO's default works the same.
+            try? channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536))
             if let certificates {
                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: certificates.context))
             }
