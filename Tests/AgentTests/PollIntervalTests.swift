@@ -66,21 +66,30 @@ import Testing
     /// When a periodic report falls due, the schedule moves the next due time a period ahead *before* it wakes the report
     /// loop, so it does not wake again while the report is being built (it used to move only when the report was sent,
     /// and every periodic report went out twice). Checked by order, not by timing: each time the loop is woken, the due
-    /// time is later than the one the loop itself set after its last report, however late the loop got to run.
+    /// time is later than the one the loop itself set after its last report. One case is left out, because there a
+    /// second wake is right: the loop reported only after the next due time had passed (a report slower than a period,
+    /// as on a loaded machine), so the schedule may have fired again meanwhile and that wake waits in the stream.
     @Test func aDueReportFiresOncePerPeriod() async throws {
         let trigger = ReportTrigger()
         let period = Duration.milliseconds(200)
         var dueSetByLoop = trigger.nextReport
+        var mayHaveFiredAgain = false
         let schedule = Task { await trigger.runSchedule { period } }
         defer { schedule.cancel() }
         var fires = 0
+        var checked = 0
         for await _ in trigger.stream {
-            #expect(trigger.nextReport > dueSetByLoop, "fire \(fires + 1): the schedule fired without moving the due time")
+            let nextDue = trigger.nextReport
+            if !mayHaveFiredAgain {
+                #expect(nextDue > dueSetByLoop, "fire \(fires + 1): the schedule fired without moving the due time")
+                checked += 1
+            }
             try await Task.sleep(for: .milliseconds(30))  // building and sending the report
             dueSetByLoop = trigger.reported(interval: period)
+            mayHaveFiredAgain = dueSetByLoop - period >= nextDue
             fires += 1
-            if fires == 4 { break }
+            if checked == 4 || fires == 50 { break }
         }
-        #expect(fires == 4)
+        #expect(checked == 4, "\(fires) wakes, \(checked) of them checked")
     }
 }
