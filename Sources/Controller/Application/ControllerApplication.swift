@@ -8,7 +8,7 @@ import Shared
 
 /// The controller server: the Hummingbird application plus the services that must start and stop around it.
 struct ControllerApplication: Sendable {
-    typealias HTTPApplication = Application<RequestTaskResponder<RouterResponder<FerryRequestContext>>>
+    typealias HTTPApplication = Application<RouterResponder<FerryRequestContext>>
 
     /// The HTTP application (run it through `serviceGroup`; tests may also `application.test(.router)`).
     let application: HTTPApplication
@@ -124,8 +124,9 @@ func makeApplication(
         logger: logger
     )
     let application = Application(
-        // Each request in a task of its own, so a kept-alive connection does not keep its deepest request's memory.
-        responder: RequestTaskResponder(base: router.buildResponder()),
+        // The guarded server answers each request in a task of its own (`ChildTaskHTTP1Channel`), so a kept-alive
+        // connection does not keep its deepest request's memory.
+        responder: router.buildResponder(),
         server: .guarded(
             registry: connections,
             limits: configuration.connectionLimits,

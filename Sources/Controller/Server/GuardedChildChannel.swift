@@ -4,7 +4,7 @@ import NIOCore
 import NIOSSL
 
 /// Sets up each accepted connection: the connection cap, TLS with the current certificate (when serving HTTPS), the
-/// timeouts, then Hummingbird's HTTP/1.1 channel.
+/// timeouts, then Hummingbird's HTTP/1.1 channel (its pipeline; the connection loop is `ChildTaskHTTP1Channel`'s).
 ///
 /// Hummingbird's own `.tls(...)` builder takes one fixed `TLSConfiguration`; this one asks the `TLSCertificateStore`
 /// for its context on every connection, which is what lets SIGHUP swap the certificate for new handshakes only.
@@ -62,11 +62,13 @@ extension HTTPServerBuilder {
     ) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             GuardedChildChannel(
-                base: HTTP1Channel(
-                    responder: responder,
-                    configuration: .init(
-                        additionalChannelHandlers: [RequestActivityHandler()] + (polls.map { [DesiredStatePollHandler($0)] } ?? []),
-                        idleTimeout: nil
+                base: ChildTaskHTTP1Channel(
+                    base: HTTP1Channel(
+                        responder: responder,
+                        configuration: .init(
+                            additionalChannelHandlers: [RequestActivityHandler()] + (polls.map { [DesiredStatePollHandler($0)] } ?? []),
+                            idleTimeout: nil
+                        )
                     )
                 ),
                 registry: registry,
