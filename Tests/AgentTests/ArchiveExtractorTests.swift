@@ -195,21 +195,15 @@ func runProcess(
     stdout: FileHandle? = nil,
     stderr: FileHandle? = nil
 ) async throws -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    if let stdout { process.standardOutput = stdout }
-    if let stderr { process.standardError = stderr }
-    return try await withCheckedThrowingContinuation { continuation in
-        process.terminationHandler = { finished in continuation.resume(returning: finished.terminationStatus) }
-        do {
-            try process.run()
-        } catch {
-            process.terminationHandler = nil
-            continuation.resume(throwing: error)
-        }
-    }
+    let process = try SpawnedProcess(
+        executable: executable,
+        arguments: arguments,
+        workingDirectory: directory,
+        standardOutput: stdout.map { ProcessSpawner.Stream.descriptor($0.fileDescriptor) } ?? .descriptor(STDOUT_FILENO),
+        standardError: stderr.map { ProcessSpawner.Stream.descriptor($0.fileDescriptor) } ?? .descriptor(STDERR_FILENO)
+    )
+    // The blocking wait runs on a thread of its own, never on the cooperative pool.
+    return try await DedicatedThread.run(name: "runProcess wait") { process.terminationStatus }
 }
 
 struct ToolFailed: Error, CustomStringConvertible {

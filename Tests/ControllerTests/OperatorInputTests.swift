@@ -276,10 +276,7 @@ import Testing
             // A pipe, as `--env-file <(sops -d release.env)` gives: read to its end.
             let fifo = directory.appendingPathComponent("piped.env").path
             #expect(mkfifo(fifo, 0o600) == 0)
-            let writer = Process()
-            writer.executableURL = URL(fileURLWithPath: "/bin/sh")
-            writer.arguments = ["-c", "printf 'FROM_PIPE=yes\\n' > \"$0\"", fifo]
-            try writer.run()
+            let writer = try SpawnedProcess(executable: "/bin/sh", arguments: ["-c", "printf 'FROM_PIPE=yes\\n' > \"$0\"", fifo])
             #expect(try ReleaseEnvironment.read(envFile: fifo) == ["FROM_PIPE": "yes"])
             writer.waitUntilExit()
         }

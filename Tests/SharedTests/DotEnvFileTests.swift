@@ -238,10 +238,7 @@ struct DotEnvFileTests {
             let fifo = "\(directory)/secrets.env"
             #expect(mkfifo(fifo, 0o600) == 0)
             // A real writer process, as `--env-file <(sops -d secrets.env)` has.
-            let writer = Process()
-            writer.executableURL = URL(fileURLWithPath: "/bin/sh")
-            writer.arguments = ["-c", "printf 'A=1\\r\\nB=\"two\"\\r\\n' > \"$0\"", fifo]
-            try writer.run()
+            let writer = try SpawnedProcess(executable: "/bin/sh", arguments: ["-c", "printf 'A=1\\r\\nB=\"two\"\\r\\n' > \"$0\"", fifo])
             let configuration = DotEnvFile.Configuration(regularFilesOnly: false)
             let bytes = try #require(try DotEnvFile.read(path: fifo, configuration: configuration))
             writer.waitUntilExit()

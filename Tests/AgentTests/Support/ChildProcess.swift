@@ -1,4 +1,5 @@
 import Foundation
+import Shared
 import TestSupport
 import Testing
 
@@ -6,7 +7,8 @@ import Testing
 ///
 /// Tests end it by PID (`terminate()` / `kill()`); `deinit` is not relied on.
 final class ChildProcess {
-    let process = Process()
+    /// The child (spawned with `ProcessSpawner`, not `Foundation.Process`: see `SpawnedProcess`).
+    let process: SpawnedProcess
     let stdoutURL: URL
     let stderrURL: URL
     let label: String
@@ -17,13 +19,14 @@ final class ChildProcess {
         stderrURL = logDirectory.appendingPathComponent("\(label).err")
         _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
         _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
-        process.standardError = try FileHandle(forWritingTo: stderrURL)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        // stdin is /dev/null; `environment` nil: this process's.
+        process = try SpawnedProcess(
+            executable: executable,
+            arguments: arguments,
+            environment: environment,
+            standardOutput: .appending(path: stdoutURL.path),
+            standardError: .appending(path: stderrURL.path)
+        )
     }
 
     var pid: Int32 { process.processIdentifier }

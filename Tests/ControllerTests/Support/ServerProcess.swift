@@ -1,11 +1,13 @@
 import Foundation
+import Shared
 import TestSupport
 
 @testable import Controller
 
 /// A `ferry-controller serve` child process, started on a free loopback port and always stopped by its PID.
 final class ServerProcess {
-    let process = Process()
+    /// The server (spawned with `ProcessSpawner`, not `Foundation.Process`: see `SpawnedProcess`).
+    let process: SpawnedProcess
     let outputFile: URL
     private(set) var baseURL = ""
 
@@ -17,23 +19,23 @@ final class ServerProcess {
     init(arguments: [String], logDirectory: URL, openFileLimit: Int? = nil, umask: String? = nil) async throws {
         outputFile = logDirectory.appendingPathComponent("serve-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
-        let output = try FileHandle(forWritingTo: outputFile)
         let serve = [TestPaths.executable("ferry-controller"), "serve", "--listen", "127.0.0.1:0"] + arguments
         var shell: [String] = []
         if let openFileLimit { shell.append("ulimit -n \(openFileLimit)") }
         if let umask { shell.append("umask \(umask)") }
+        // stdout and stderr both append to the one log file; stdin is /dev/null.
+        let log = ProcessSpawner.Stream.appending(path: outputFile.path)
         if !shell.isEmpty {
             // The shell becomes the server (exec): stopping the process by its PID stops the server.
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", (shell + ["exec \"$0\" \"$@\""]).joined(separator: " && ")] + serve
+            process = try SpawnedProcess(
+                executable: "/bin/sh",
+                arguments: ["-c", (shell + ["exec \"$0\" \"$@\""]).joined(separator: " && ")] + serve,
+                standardOutput: log,
+                standardError: log
+            )
         } else {
-            process.executableURL = URL(fileURLWithPath: serve[0])
-            process.arguments = Array(serve.dropFirst())
+            process = try SpawnedProcess(executable: serve[0], arguments: Array(serve.dropFirst()), standardOutput: log, standardError: log)
         }
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        try? output.close()
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             let text = (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
