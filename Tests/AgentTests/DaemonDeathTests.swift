@@ -39,6 +39,7 @@ struct DaemonDeathTests {
         // Between actions: the agent is idle, the daemon dies, its app keeps running outside any table.
         let daemon = try #require(Self.daemons(control).first, "the daemon")
         kill(daemon, SIGKILL)
+        try await Self.gone([daemon])
         #expect(kill(first.appPid, 0) == 0, "the app outlives its daemon (what makes this case hard)")
         let second = try await settled(control, fleet: fleet, port: port, version: "1.0.0", notPid: first.appPid)
         #expect(second.daemon != daemon, "a new daemon")
@@ -68,7 +69,9 @@ struct DaemonDeathTests {
             let state = try? StateStore(path: fleet.root.appendingPathComponent("edge-1/state/state.json").path).load()
             return state?["web"].pending?.serial == 2 || state?["web"].applied?.serial == 2 ? true : nil
         }
-        for pid in Self.daemons(control) { kill(pid, SIGKILL) }
+        let killed = Self.daemons(control)
+        for pid in killed { kill(pid, SIGKILL) }
+        try await Self.gone(killed)
         // The install either survives (serial 2 healthy) or fails its health gate because its app vanished with the
         // daemon and is rolled back: either way the agent settles on one release and runs exactly its apps.
         let statePath = fleet.root.appendingPathComponent("edge-1/state/state.json").path
@@ -84,6 +87,16 @@ struct DaemonDeathTests {
             return entry?["serial"]?.intValue == applied.serial && (phase == "running" || phase == "rolled-back") ? true : nil
         }
         #expect(Self.daemons(control) == [third.daemon])
+    }
+
+    /// Waits until the killed `pids` have exited. SIGKILL takes effect asynchronously, and until a killed daemon has
+    /// exited its `rpc.sock` still looks served: the test's own table read (`BackendControl.table`) would then pass its
+    /// no-daemon guard, find nobody answering, and spawn a daemon next to the one the agent's next call spawns — a
+    /// second daemon of the test's making (seen on a loaded machine), which the agent then stops and reports.
+    static func gone(_ pids: Set<Int32>) async throws {
+        _ = try await eventually("the killed daemon(s) \(pids.sorted()) gone", timeout: .seconds(10), interval: .milliseconds(10)) { () -> Bool? in
+            pids.contains(where: isRunning) ? nil : true
+        }
     }
 
     struct Settled {
