@@ -39,8 +39,9 @@ struct DaemonDeathTests {
         // Between actions: the agent is idle, the daemon dies, its app keeps running outside any table.
         let daemon = try #require(Self.daemons(control).first, "the daemon")
         kill(daemon, SIGKILL)
-        try await Self.gone([daemon])
+        // Checked at once: the agent may stop the orphaned app soon after it notices the daemon gone.
         #expect(kill(first.appPid, 0) == 0, "the app outlives its daemon (what makes this case hard)")
+        try await Self.gone([daemon])
         let second = try await settled(control, fleet: fleet, port: port, version: "1.0.0", notPid: first.appPid)
         #expect(second.daemon != daemon, "a new daemon")
         #expect(!Self.isRunning(first.appPid), "the process the dead daemon left (pid \(first.appPid)) was stopped, not left next to the new one")
