@@ -123,8 +123,9 @@ struct DaemonDeathTests {
                     last = "table: \(table.map { "\($0.name) \($0.status) pid \($0.pid.map(String.init) ?? "none")" })"
                     return nil
                 }
-                guard let answer = await fleet.appAnswer(port: port), answer.hasPrefix("\(version) "), answer.hasSuffix("=\(pid)") else {
-                    last = "port \(port) does not answer \(version) from pid \(pid)"
+                let answer = await fleet.appAnswer(port: port)
+                guard let answer, answer.hasPrefix("\(version) "), answer.hasSuffix("=\(pid)") else {
+                    last = "port \(port) does not answer \(version) from pid \(pid) (it answers \(answer.map { "\"\($0)\"" } ?? "nothing"))"
                     return nil
                 }
                 // Found by command line and home, not by the pid file: PM2's `pm2.pid` was seen naming a process that was

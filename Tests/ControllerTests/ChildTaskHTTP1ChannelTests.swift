@@ -110,6 +110,12 @@ import Testing
             closes: true
         ),
         Case(
+            name: "Connection: Close in any case, or among other tokens, ends it too",
+            requests: "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n" + "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+            answers: ["200 echo 0"],
+            closes: true
+        ),
+        Case(
             name: "a malformed request after a good one is answered 400 and closes",
             requests: "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n" + "NOT HTTP AT ALL\r\n\r\n",
             answers: ["200 echo 0", "400"],

@@ -58,3 +58,41 @@ public enum LoopbackPorts {
         }
     }
 }
+
+extension LoopbackPorts {
+    /// Every TCP socket on a port of the window (any state), with the process holding it: what a failed test prints, so
+    /// an app crash-looping on EADDRINUSE names whoever has its port.
+    public static func holders() -> String {
+        let states = ["01": "ESTABLISHED", "06": "TIME_WAIT", "0A": "LISTEN", "08": "CLOSE_WAIT"]
+        var sockets: [(port: Int, state: String, inode: String)] = []
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                guard fields.count > 9, let colon = fields[1].lastIndex(of: ":"),
+                    let port = Int(fields[1][fields[1].index(after: colon)...], radix: 16),
+                    (low..<low + window).contains(port)
+                else { continue }
+                sockets.append((port, states[String(fields[3])] ?? "state \(fields[3])", String(fields[9])))
+            }
+        }
+        guard !sockets.isEmpty else { return "no TCP socket on ports \(low)..<\(low + window)" }
+        var owners: [String: Int32] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name), let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(name)/fd") else { continue }
+            for fd in fds {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(name)/fd/\(fd)"),
+                    target.hasPrefix("socket:[")
+                else { continue }
+                owners[String(target.dropFirst(8).dropLast())] = pid
+            }
+        }
+        return sockets.sorted { $0.port < $1.port }.map { socket in
+            guard let pid = owners[socket.inode] else { return "port \(socket.port) \(socket.state): no process" }
+            let command = ((try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data())
+                .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")
+            let cwd = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "?"
+            return "port \(socket.port) \(socket.state): pid \(pid) [\(command.prefix(200))] in \(cwd)"
+        }.joined(separator: "\n")
+    }
+}

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
+import Shared
 import Synchronization
 
 /// Hummingbird's HTTP/1.1 channel (the same pipeline, `HTTP1Channel.setup`), with a connection loop that answers each
@@ -46,7 +47,8 @@ struct ChildTaskHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
                             answering.begin(task)
                             defer { answering.end() }
                             try await task.value
-                            if head.headerFields[.connection] == "close" { break }
+                            // Token match, any case ("Close", "keep-alive, close"), as the poll handler reads it.
+                            if head.headerFields[values: .connection].contains(where: { ASCII.contains($0, caseInsensitive: "close") }) { break }
                         }
                     } catch is HTTPParserError {
                         logger.debug("HTTP parse error, closing connection")

@@ -351,10 +351,13 @@ final class FleetFixture {
             }
         }
         files += names.sorted().map { (label: $0, path: directory.appendingPathComponent($0).path, limit: 6000) }
-        return files.compactMap { file in
+        let texts = files.compactMap { file -> String? in
             guard let text = try? String(contentsOf: URL(fileURLWithPath: file.path), encoding: .utf8) else { return nil }
-            return "== \(file.label)\n\(text.suffix(file.limit))"
-        }.joined(separator: "\n")
+            // The start of a long log too: how a crash loop began is at its head, not its tail.
+            let head = text.count > 2 * file.limit ? "\(text.prefix(file.limit / 2))\n  [...]\n" : ""
+            return "== \(file.label)\n\(head)\(text.suffix(file.limit))"
+        }
+        return (texts + ["== TCP sockets on the test ports\n\(LoopbackPorts.holders())"]).joined(separator: "\n")
     }
 }
 
