@@ -17,14 +17,15 @@ import Glibc
 /// (bound without `SO_REUSEADDR`, then closed) when handed out.
 public enum LoopbackPorts {
     /// The window below the ephemeral range that ports are taken from.
-    static let window = 10_000
+    package static let window = 10_000
 
     /// The first port handed out, read once from the kernel's setting.
-    static let low = ephemeralRangeStart() - window
+    package static let low = ephemeralRangeStart() - window
 
     private static let next = Mutex(Int.random(in: 0..<window) + low)
 
-    /// A port nothing is bound to now, never handed out before in this process.
+    /// A port nothing is bound to now, never handed out before in this process nor held by another test process on
+    /// this machine.
     public static func reserve() throws -> Int {
         for _ in 0..<window {
             let port = next.withLock { next -> Int in
@@ -32,9 +33,34 @@ public enum LoopbackPorts {
                 next = port + 1 >= low + window ? low : port + 1
                 return port
             }
-            if isFree(port) { return port }
+            if isFree(port), claim(port) { return port }
         }
         throw HarnessError("no free port on 127.0.0.1 in \(low)..<\(low + window)")
+    }
+
+    /// Directory of the per-port lock files shared by every test process of the machine.
+    package static let claimDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-test-ports").path
+
+    /// Lock files held for the rest of this process (the kernel drops the locks when it exits, however it ends).
+    private static let claims = Mutex<[Int32]>([])
+
+    /// Takes the port's lock file for the life of this process, or returns `false` when another process holds it.
+    ///
+    /// Two test processes on one machine (a second `swift test`, a CI run next to a developer's) draw from the same
+    /// window: a port being free when handed out does not keep it free until its app binds it, seconds later, or
+    /// between a kill and a restart. Without the lock the other process could hand out the same port, and one app would
+    /// answer on the other's port (seen as "v1 serving" answered by a stranger while the test's own app crash-looped
+    /// on EADDRINUSE).
+    package static func claim(_ port: Int) -> Bool {
+        if mkdir(claimDirectory, 0o1777) == 0 { chmod(claimDirectory, 0o1777) }
+        let fd = open("\(claimDirectory)/\(port).lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return true }  // no shared directory: the in-process guarantee still holds
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return false
+        }
+        claims.withLock { $0.append(fd) }
+        return true
     }
 
     /// The first port of the kernel's ephemeral range (32768 when it cannot be read), at least 1024 + the window.
