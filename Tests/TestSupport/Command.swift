@@ -81,12 +81,22 @@ public enum Command {
         close(output.writeEnd)
         if let input { close(input.readEnd) }
         open = [output.readEnd]
-        if let input, let stdin {
-            writeAll(stdin, to: input.writeEnd)
-            close(input.writeEnd)
+        // stdin is written on a thread of its own while stdout is read here: a child that answers before it has read
+        // all its input would otherwise fill one pipe while this thread waits on the other.
+        let writer = input.flatMap { input in
+            stdin.map { stdin in
+                let done = DispatchSemaphore(value: 0)
+                Thread.detachNewThread {
+                    writeAll(stdin, to: input.writeEnd)
+                    close(input.writeEnd)
+                    done.signal()
+                }
+                return done
+            }
         }
         // To end of file before waiting: a child blocked on a full stdout pipe would never exit.
         let outData = readToEnd(output.readEnd)
+        writer?.wait()
         let status = process.terminationStatus
         let errData = (try? Data(contentsOf: errURL)) ?? Data()
         return CommandResult(
