@@ -334,8 +334,7 @@ struct HighAvailabilityEndToEndTests {
 
     /// SIGKILL to the controller's PID, as a crash; waits (without blocking a thread) until it is gone.
     static func killNine(_ controller: ControllerHarness) async throws {
-        guard let process = controller.process, process.isRunning else { throw HarnessError("\(controller.label) is not running") }
-        Foundation.kill(process.pid, SIGKILL)
+        guard let process = controller.process, process.signal(SIGKILL) else { throw HarnessError("\(controller.label) is not running") }
         try await eventually("\(controller.label) gone", timeout: .seconds(30), interval: .milliseconds(20)) { process.isRunning ? nil : true }
     }
 }

@@ -277,7 +277,7 @@ import Testing
 
             // Renewed files, SIGHUP: new handshakes get the new certificate.
             try serve(pki.renewed)
-            kill(server.process.processIdentifier, SIGHUP)
+            server.process.signal(SIGHUP)
             let deadline = ContinuousClock.now + .seconds(20)
             while try TestCertificates.servedCertificate(port: port).serial != pki.renewed.serial {
                 guard ContinuousClock.now < deadline else { throw FixtureError("still serving the old certificate: \(server.log)") }
@@ -297,7 +297,7 @@ import Testing
 
             // A broken pair on the next SIGHUP is logged; the renewed certificate stays.
             try Data("not a certificate\n".utf8).write(to: URL(fileURLWithPath: servedCertificate))
-            kill(server.process.processIdentifier, SIGHUP)
+            server.process.signal(SIGHUP)
             let failedDeadline = ContinuousClock.now + .seconds(20)
             while !server.log.contains("TLS certificate reload failed") {
                 guard ContinuousClock.now < failedDeadline else { throw FixtureError("no reload failure logged: \(server.log)") }

@@ -27,7 +27,7 @@ import Testing
                 standardOutput: .appending(path: said)
             )
             defer {
-                kill(holder.processIdentifier, SIGKILL)
+                holder.signal(SIGKILL)
                 _ = holder.waitUntilExit()
             }
             let held = try await eventually("flock on \(lockFile) holds it or gives up", timeout: .seconds(10), interval: .milliseconds(20)) {

@@ -220,6 +220,26 @@ package final class SpawnedProcess: Sendable {
         }
     }
 
+    /// Sends `number` to it unless it has exited; returns whether it was sent. Checked and sent under the lock that
+    /// reaping takes: an unreaped child keeps its pid, so the signal can never reach a process that reused the pid
+    /// (as `kill(processIdentifier, ...)` after another thread's `isRunning` reaped it could).
+    @discardableResult
+    package func signal(_ number: Int32) -> Bool {
+        ending.withLock { state in
+            guard state == nil else { return false }
+            var status: Int32 = 0
+            var result: pid_t
+            repeat {
+                result = waitpid(processIdentifier, &status, WNOHANG)
+            } while result < 0 && errno == EINTR
+            if result == processIdentifier {
+                state = ProcessTermination(waitStatus: status)
+                return false
+            }
+            return kill(processIdentifier, number) == 0
+        }
+    }
+
     /// What `Foundation.Process.terminationStatus` was: the exit status, or the number of the signal that ended it.
     /// Waits for the exit when it is still running.
     package var terminationStatus: Int32 {

@@ -323,8 +323,7 @@ final class ChaosLoop {
 
     /// SIGKILL, then waits (without blocking a thread) until the process is reaped.
     static func killAndReap(_ process: ChildProcess) async {
-        guard process.isRunning else { return }
-        kill(process.pid, SIGKILL)
+        guard process.signal(SIGKILL) else { return }
         let deadline = ContinuousClock.now + .seconds(20)
         while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
     }

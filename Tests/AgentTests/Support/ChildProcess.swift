@@ -31,23 +31,24 @@ final class ChildProcess {
 
     var pid: Int32 { process.processIdentifier }
     var isRunning: Bool { process.isRunning }
+    /// Sends `number` unless it has exited (never to a process that reused its pid).
+    @discardableResult
+    func signal(_ number: Int32) -> Bool { process.signal(number) }
     var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
     var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
 
     /// SIGTERM, then SIGKILL if it is still running after `grace`.
     func terminate(grace: Duration = .seconds(10)) async {
-        guard process.isRunning else { return }
-        Foundation.kill(pid, SIGTERM)
+        guard process.signal(SIGTERM) else { return }
         let deadline = ContinuousClock.now.advanced(by: grace)
         while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-        if process.isRunning { Foundation.kill(pid, SIGKILL) }
+        process.signal(SIGKILL)
         process.waitUntilExit()
     }
 
     /// SIGKILL, as a crash.
     func kill() {
-        guard process.isRunning else { return }
-        Foundation.kill(pid, SIGKILL)
+        guard process.signal(SIGKILL) else { return }
         process.waitUntilExit()
     }
 

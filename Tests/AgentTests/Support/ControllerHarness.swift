@@ -50,8 +50,7 @@ final class ControllerHarness {
     /// Puts `pair` where `serve` reads its certificate, and sends SIGHUP so new connections use it.
     func reloadCertificate(_ pair: TestCertificates.Pair) throws {
         try copyServed(pair)
-        guard let pid = process?.pid else { throw HarnessError("the controller is not running") }
-        kill(pid, SIGHUP)
+        guard let process, process.signal(SIGHUP) else { throw HarnessError("the controller is not running") }
     }
 
     private func copyServed(_ pair: TestCertificates.Pair) throws {

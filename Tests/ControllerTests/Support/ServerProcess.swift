@@ -59,11 +59,11 @@ final class ServerProcess {
     @discardableResult
     func stop(grace: TimeInterval = 20) -> Int32 {
         guard process.isRunning else { return process.terminationStatus }
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+            process.signal(SIGKILL)
             process.waitUntilExit()
         }
         return process.terminationStatus
