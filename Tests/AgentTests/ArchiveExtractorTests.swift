@@ -52,6 +52,11 @@ struct ArchiveExtractorTests {
         try FileManager.default.createDirectory(atPath: "\(root)/node_modules/.bin", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: "\(root)/node_modules/.bin/left-pad", withDestinationPath: "../left-pad/index.js")
         if hardlink { link("\(root)/package.json", "\(root)/package.copy.json") }
+        // Directory modes set, not left to the umask: libarchive's `archive_write_disk_new` sets the process's umask to
+        // 0 for a moment to read it, and a directory created then by a test running alongside came out 0777.
+        for directory in ["", "bin", "lib", "lib/util", "node_modules", "node_modules/left-pad", "node_modules/.bin", "logs"] {
+            chmod(directory.isEmpty ? root : "\(root)/\(directory)", 0o755)
+        }
     }
 
     @Test(arguments: Packer.allCases)
@@ -69,7 +74,11 @@ struct ArchiveExtractorTests {
             let summary = try await Self.extractor.extract(archive, into: destination)
 
             #expect(summary.path == destination)
-            #expect(try TreeSnapshot.take(destination, inodes: false) == TreeSnapshot.take(source, inodes: false))
+            let extracted = try TreeSnapshot.take(destination, inodes: false)
+            let packed = try TreeSnapshot.take(source, inodes: false)
+            let differences = Set(extracted.keys).union(packed.keys).sorted().filter { extracted[$0] != packed[$0] }
+                .map { "\($0): extracted \(extracted[$0] ?? "nothing"), packed \(packed[$0] ?? "nothing")" }
+            #expect(differences.isEmpty, "\(differences)")
             #expect(summary.entries == (packer == .zip ? 12 : 13))
             #expect(try String(contentsOfFile: "\(destination)/node_modules/.bin/left-pad", encoding: .utf8) == "module.exports = (s) => s;\n")
             if packer != .zip {

@@ -80,7 +80,9 @@ struct BuiltinSupervisorTests {
             for (index, pid) in pids.enumerated() {
                 let report = try await harness.report(instance: index, pid: pid)
                 let env = try #require(report["env"] as? [String: String])
-                #expect(Set(env.keys) == ["OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE"])
+                #expect(Set(env.keys) == ["OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE", "FERRY_SUPERVISOR_HOME"])
+                // As PM2 gives its apps PM2_HOME: the next daemon finds what a killed one left by it.
+                #expect(env["FERRY_SUPERVISOR_HOME"] == harness.home)
                 #expect(env["FERRY_TEST_CANARY"] == nil)
                 #expect(env["NODE_APP_INSTANCE"] == String(index))
                 #expect(env["GREETING"] == "hello world")
@@ -339,6 +341,51 @@ struct BuiltinSupervisorTests {
             #expect(stop.stdout.contains("stopped"), "\(stop.stdout)")
             #expect(!SupervisorHarness.isAlive(respawned))
             #expect(after.compactMap(\.pid).allSatisfy { !SupervisorHarness.isAlive($0) })
+        }
+    }
+
+    /// A process the previous daemon started but never wrote into its table (killed between spawning it and saving,
+    /// during a start or a reload): the next daemon finds it by the home in its environment.
+    struct LeftoverCase: Sendable, CustomTestStringConvertible {
+        let name: String
+        /// `FERRY_SUPERVISOR_HOME` of the process (`{home}` is the harness's home), `nil` for none.
+        let marker: String?
+        let stopped: Bool
+        var testDescription: String { name }
+    }
+
+    static let leftoverCases: [LeftoverCase] = [
+        LeftoverCase(name: "started for this home: stopped", marker: "{home}", stopped: true),
+        LeftoverCase(name: "started for another home: left alone", marker: "/tmp/fs-other", stopped: false),
+        LeftoverCase(name: "a home below this one: left alone", marker: "{home}/nested", stopped: false),
+        LeftoverCase(name: "no marker at all: left alone", marker: nil, stopped: false),
+    ]
+
+    @Test("a process a killed daemon spawned but never recorded is stopped by the next daemon", arguments: leftoverCases)
+    func unrecordedLeftovers(_ row: LeftoverCase) async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
+            let daemon = try await harness.manager.daemonPID()
+            var environment = ["PATH": AppSpec.defaultSearchPath]
+            if let marker = row.marker { environment["FERRY_SUPERVISOR_HOME"] = marker.replacingOccurrences(of: "{home}", with: harness.home) }
+            // Not a child of the daemon, and not in its table: what a spawn cut short by the daemon's death leaves.
+            let leftover = try SpawnedProcess(executable: "/bin/sleep", arguments: ["300"], environment: environment)
+            defer {
+                leftover.signal(SIGKILL)
+                leftover.waitUntilExit()
+            }
+
+            kill(daemon, SIGKILL)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            let table = try await harness.manager.processes()
+            #expect(table.count == 1 && table.first?.status == .online, "\(SupervisorHarness.summary(table))")
+            if row.stopped {
+                #expect(await SupervisorHarness.eventually { !leftover.isRunning }, "pid \(leftover.processIdentifier) still runs")
+                #expect(SmallFile.tail("\(harness.home)/supervisor.log", bytes: 4000).contains("supervisor.leftovers.stopping"))
+            } else {
+                #expect(leftover.isRunning, "a process that is not this home's was stopped")
+            }
         }
     }
 

@@ -116,7 +116,7 @@ extension Supervisor {
                     ProcessSpawner.Request(
                         executable: executable,
                         arguments: arguments,
-                        environment: spec.environment(instance: slot.index),
+                        environment: spec.environment(instance: slot.index).merging([Self.homeMarker: configuration.home]) { _, home in home },
                         workingDirectory: spec.cwd,
                         standardInput: .null,
                         standardOutput: .descriptor(output[1]),

@@ -28,6 +28,10 @@ extension Supervisor {
                     }
                 }
             }
+            // A process the table does not name: spawned by a daemon killed before it wrote the table again (during a
+            // start or a reload), or started by one of its apps. Found by the home it was started for.
+            let longest = saved.apps.map(\.spec.killTimeoutMilliseconds).max() ?? 1600
+            await stopMarkedLeftovers(killTimeout: .milliseconds(longest))
             var used = Set<Int>()
             for app in saved.apps {
                 do throws(SupervisorFailure) {
@@ -51,6 +55,49 @@ extension Supervisor {
             }
             persist()
         }
+    }
+
+    /// The environment entry every app process starts with (`FERRY_SUPERVISOR_HOME=<home>`), as PM2 gives its apps
+    /// `PM2_HOME`: it names the daemon home a process belongs to, whatever became of the daemon that started it.
+    static let homeMarker = "FERRY_SUPERVISOR_HOME"
+
+    /// The processes started for this home by a previous daemon that still run: every process but this one whose
+    /// environment holds `FERRY_SUPERVISOR_HOME=<home>`.
+    static func markedLeftovers(home: String) -> [(pid: Int32, stat: ProcStat)] {
+        let entry = "\(homeMarker)=\(home)"
+        let me = getpid()
+        return ProcStat.allPids().compactMap { pid in
+            guard pid != me, let stat = ProcStat.read(pid: pid), stat.state != "Z", stat.state != "X",
+                ProcStat.environment(of: pid, contains: entry)
+            else { return nil }
+            return (pid, stat)
+        }
+    }
+
+    /// Stops what `markedLeftovers` finds: SIGINT to each process group they lead (to the process alone when it leads
+    /// none), SIGKILL to whatever still runs after `killTimeout`, then waits up to `killGrace` for them to go.
+    private func stopMarkedLeftovers(killTimeout: Duration) async {
+        let found = Self.markedLeftovers(home: configuration.home)
+        guard !found.isEmpty else { return }
+        logger.warning("supervisor.leftovers.stopping", metadata: ["process.pids": "\(found.map(\.pid).sorted())"])
+        func signal(_ number: Int32) {
+            for (pid, stat) in found where ProcStat.read(pid: pid)?.startTicks == stat.startTicks {
+                _ = stat.processGroup == pid ? kill(-pid, number) : kill(pid, number)
+            }
+        }
+        func anyRuns() -> Bool {
+            found.contains { pid, stat in
+                guard let now = ProcStat.read(pid: pid) else { return false }
+                return now.startTicks == stat.startTicks && now.state != "Z" && now.state != "X"
+            }
+        }
+        signal(SIGINT)
+        let deadline = ContinuousClock.now + killTimeout
+        while anyRuns(), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        guard anyRuns() else { return }
+        signal(SIGKILL)
+        let killDeadline = ContinuousClock.now + configuration.killGrace
+        while anyRuns(), ContinuousClock.now < killDeadline { try? await Task.sleep(for: .milliseconds(50)) }
     }
 
     /// Stops a process a previous daemon started, if it still runs (same pid and start time) and leads its group.

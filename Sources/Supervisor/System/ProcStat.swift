@@ -76,3 +76,14 @@ package struct ProcStat: Sendable, Equatable {
         return String(decoding: bytes, as: UTF8.self)
     }
 }
+
+extension ProcStat {
+    /// Whether the environment `pid` started with (`/proc/<pid>/environ`) holds `entry` (`NAME=value`) exactly.
+    /// `false` when it cannot be read: another user's process, or one that has exited.
+    package static func environment(of pid: Int32, contains entry: String) -> Bool {
+        // Environments beyond 4 MiB are not ours to look through (ARG_MAX is 2 MiB for argv and env together).
+        guard let bytes = try? SmallFile.read("/proc/\(pid)/environ", limit: 4 << 20), bytes.count <= 4 << 20 else { return false }
+        let wanted = Array(entry.utf8)
+        return bytes.split(separator: 0, omittingEmptySubsequences: true).contains { $0.elementsEqual(wanted) }
+    }
+}
