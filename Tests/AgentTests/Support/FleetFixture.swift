@@ -325,11 +325,38 @@ final class FleetFixture {
             _ = try? await PM2CommandRunner().run(kill)
         }
         await controller.stop()
+        // Whatever still runs from the fixture's directory (an app a failed scenario left outside every table): ended
+        // here, so no test leaves a process holding a port behind it.
+        let leftovers = Self.processes(under: root.path)
+        for pid in leftovers { kill(pid, SIGKILL) }
+        if !leftovers.isEmpty {
+            _ = try? await eventually(
+                "the fixture's leftover processes \(leftovers.sorted()) gone",
+                timeout: .seconds(10),
+                interval: .milliseconds(20)
+            ) {
+                Self.processes(under: root.path).isEmpty ? true : nil
+            }
+        }
         if ProcessInfo.processInfo.environment["FERRY_KEEP_TEST_DIRS"] == nil {
             try? FileManager.default.removeItem(at: root)
         } else {
             print("kept \(root.path)")
         }
+    }
+
+    /// Live processes (not zombies), other than this one, that run in `directory` or name it on their command line.
+    static func processes(under directory: String) -> Set<Int32> {
+        var found: Set<Int32> = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name), pid != getpid(), let stat = SmallFile.text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")"),
+                let state = stat[stat.index(after: close)...].split(separator: " ").first, state != "Z", state != "X"
+            else { continue }
+            let cwd = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? ""
+            let command = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            if cwd == directory || cwd.hasPrefix(directory + "/") || command.contains(directory) { found.insert(pid) }
+        }
+        return found
     }
 
     /// Dumps the logs, for a failing test's message.
