@@ -226,17 +226,8 @@ package final class SpawnedProcess: Sendable {
     @discardableResult
     package func signal(_ number: Int32) -> Bool {
         ending.withLock { state in
-            guard state == nil else { return false }
-            var status: Int32 = 0
-            var result: pid_t
-            repeat {
-                result = waitpid(processIdentifier, &status, WNOHANG)
-            } while result < 0 && errno == EINTR
-            if result == processIdentifier {
-                state = ProcessTermination(waitStatus: status)
-                return false
-            }
-            return kill(processIdentifier, number) == 0
+            Self.collect(processIdentifier, into: &state)
+            return state == nil && kill(processIdentifier, number) == 0
         }
     }
 
@@ -253,18 +244,23 @@ package final class SpawnedProcess: Sendable {
     /// which nothing here does) counts as ended with status -1, so no caller polls it for ever.
     private func reap() -> ProcessTermination? {
         ending.withLock { state in
-            if let state { return state }
-            var status: Int32 = 0
-            var result: pid_t
-            repeat {
-                result = waitpid(processIdentifier, &status, WNOHANG)
-            } while result < 0 && errno == EINTR
-            if result == processIdentifier {
-                state = ProcessTermination(waitStatus: status)
-            } else if result < 0 && errno == ECHILD {
-                state = .exited(-1)
-            }
+            Self.collect(processIdentifier, into: &state)
             return state
+        }
+    }
+
+    /// Reaps `pid` if it has exited and sets `state` to how it ended (unless already set). Called with the lock held.
+    private static func collect(_ pid: pid_t, into state: inout ProcessTermination?) {
+        guard state == nil else { return }
+        var status: Int32 = 0
+        var result: pid_t
+        repeat {
+            result = waitpid(pid, &status, WNOHANG)
+        } while result < 0 && errno == EINTR
+        if result == pid {
+            state = ProcessTermination(waitStatus: status)
+        } else if result < 0 && errno == ECHILD {
+            state = .exited(-1)
         }
     }
 
