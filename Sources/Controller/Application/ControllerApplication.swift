@@ -32,6 +32,9 @@ struct ControllerApplication: Sendable {
     /// - Parameters:
     ///   - handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
     ///   - reloading: reloads the TLS certificate on SIGHUP (`serve`).
+    /// How long a graceful shutdown may take before the services still running are cancelled.
+    static let maximumGracefulShutdown: Duration = .seconds(30)
+
     func serviceGroup(handlingSignals: Bool = true, reloading: TLSReloadService? = nil) -> ServiceGroup {
         var services: [any Service] = [StoreService(store: core.store, logger: core.logger)]
         if let relay { services.append(relay) }
@@ -42,13 +45,15 @@ struct ControllerApplication: Sendable {
             TokenUsageRecorder(authenticator: core.authenticator, logger: core.logger), application,
             LongPollShutdownService(hub: core.desiredStates.hub, logger: core.logger),
         ]
-        return ServiceGroup(
-            configuration: .init(
-                services: services,
-                gracefulShutdownSignals: handlingSignals ? [.sigterm, .sigint] : [],
-                logger: core.logger
-            )
+        var configuration = ServiceGroupConfiguration(
+            services: services,
+            gracefulShutdownSignals: handlingSignals ? [.sigterm, .sigint] : [],
+            logger: core.logger
         )
+        // A service that does not end within this of a graceful shutdown is cancelled: the controller stops rather than
+        // hang (systemd's own stop timeout is 90 s by default).
+        configuration.maximumGracefulShutdownDuration = Self.maximumGracefulShutdown
+        return ServiceGroup(configuration: configuration)
     }
 }
 

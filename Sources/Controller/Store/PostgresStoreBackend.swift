@@ -33,6 +33,9 @@ final class PostgresStoreBackend: SQLStoreBackend {
     private let running: Task<Void, Never>
     private let writeLock = AsyncLock()
     let readDB: any SQLDatabase
+    private let logger: Logger
+    /// How long `close()` waits for the pool to stop. Default 10 s.
+    static let closeTimeout: Duration = .seconds(10)
 
     var dialect: StoreDialect { .postgres }
     var location: String { configuration.redacted }
@@ -50,6 +53,7 @@ final class PostgresStoreBackend: SQLStoreBackend {
         self.running = running
         self.pool = PostgresPool(client: client, leaseTimeout: configuration.connectTimeout, location: configuration.redacted)
         self.readDB = PostgresPoolDatabase(pool: pool, logger: logger)
+        self.logger = logger
     }
 
     /// Connects, applies pending migrations (one controller at a time), and starts the pool.
@@ -147,9 +151,28 @@ final class PostgresStoreBackend: SQLStoreBackend {
         }
     }
 
+    /// Stops the pool, waiting at most `closeTimeout`: a pool that does not stop (a lease never given back: a query on a
+    /// connection whose server went away may never end) must not keep the controller from shutting down. It is then
+    /// left to the process's exit.
     func close() async throws {
         running.cancel()
-        await running.value
+        let running = running
+        let stopped = await FirstOf.run(
+            {
+                await running.value
+                return true
+            },
+            or: {
+                try? await Task.sleep(for: Self.closeTimeout)
+                return false
+            }
+        )
+        if !stopped {
+            logger.warning(
+                "The PostgreSQL pool did not stop in time; closing anyway",
+                metadata: ["store.location": "\(configuration.redacted)", "ferry.waited": "\(Self.closeTimeout)"]
+            )
+        }
     }
 
     /// Opens a connection of its own (not from the pool), with `parameters` added to its start-up settings.
@@ -346,5 +369,32 @@ enum PostgresErrorText {
         }
         if let underlying = error.underlying { return "\(error.code): \(underlying)" }
         return "\(error.code)"
+    }
+}
+
+/// The result of whichever of two operations ends first. The other is left running, not awaited: for waits that
+/// cancellation cannot end (`Task.value`).
+enum FirstOf {
+    static func run<T: Sendable>(_ first: @escaping @Sendable () async -> T, or second: @escaping @Sendable () async -> T) async -> T {
+        let winner = Winner<T>()
+        return await withCheckedContinuation { continuation in
+            winner.set(continuation)
+            for operation in [first, second] {
+                Task { winner.resume(returning: await operation()) }
+            }
+        }
+    }
+
+    /// The continuation, resumed once: by the first operation to end.
+    private final class Winner<T: Sendable>: Sendable {
+        private let continuation = Mutex<CheckedContinuation<T, Never>?>(nil)
+
+        func set(_ continuation: CheckedContinuation<T, Never>) {
+            self.continuation.withLock { $0 = continuation }
+        }
+
+        func resume(returning value: T) {
+            continuation.withLock { $0.take() }?.resume(returning: value)
+        }
     }
 }
