@@ -30,6 +30,15 @@ struct RolloutEndToEndTests {
 
         try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
         try await eventually("v1 on all three", timeout: .seconds(90)) { await answers("1.0.0").count == 3 ? true : nil }
+        // And reported: an app answers before its agent's health gate has passed, and the fleet shows serial 1 only once
+        // the agent says so (on a loaded machine, one was still "deploying serial 1" when serial 2's rollout halted).
+        try await eventually("all three report serial 1 running", timeout: .seconds(90)) { () -> Bool? in
+            for name in names {
+                let entry = try await fleet.fleetEntry(agent: name)
+                guard entry?["serial"]?.intValue == 1, entry?["phase"]?.stringValue == "running" else { return nil }
+            }
+            return true
+        }
 
         // v2 crashes at boot, published in waves: only the first wave's agent gets it, rolls back, the rollout halts.
         try await fleet.publish(serial: 2, version: "2.0.0", port: 0, crash: true, query: "strategy=waves:34,100&waveStableSeconds=3")
