@@ -23,6 +23,9 @@ struct ControllerApplication: Sendable {
     /// With PostgreSQL: elects the controller that drives rollouts.
     let election: PostgresLeaderElection?
 
+    /// How long a graceful shutdown may take before the services still running are cancelled.
+    static let maximumGracefulShutdown: Duration = .seconds(30)
+
     /// All long-running parts, in start order: the store (closed last), with PostgreSQL the change relay and the
     /// leader election, the rollout timer, the token-use recorder, the HTTP server, the long-poll hub.
     ///
@@ -32,9 +35,6 @@ struct ControllerApplication: Sendable {
     /// - Parameters:
     ///   - handlingSignals: shut down gracefully on SIGTERM and SIGINT (`serve`); tests trigger it themselves.
     ///   - reloading: reloads the TLS certificate on SIGHUP (`serve`).
-    /// How long a graceful shutdown may take before the services still running are cancelled.
-    static let maximumGracefulShutdown: Duration = .seconds(30)
-
     func serviceGroup(handlingSignals: Bool = true, reloading: TLSReloadService? = nil) -> ServiceGroup {
         var services: [any Service] = [StoreService(store: core.store, logger: core.logger)]
         if let relay { services.append(relay) }
