@@ -74,12 +74,27 @@ extension Supervisor {
         }
     }
 
-    /// Stops what `markedLeftovers` finds: SIGINT to each process group they lead (to the process alone when it leads
-    /// none), SIGKILL to whatever still runs after `killTimeout`, then waits up to `killGrace` for them to go.
+    /// Stops what `markedLeftovers` finds, with the longest `kill_timeout` of the saved apps.
     private func stopMarkedLeftovers(killTimeout: Duration) async {
         let found = Self.markedLeftovers(home: configuration.home)
         guard !found.isEmpty else { return }
         logger.warning("supervisor.leftovers.stopping", metadata: ["process.pids": "\(found.map(\.pid).sorted())"])
+        await stop(found, killTimeout: killTimeout)
+    }
+
+    /// Stops a process a previous daemon started, if it still runs (same pid and start time) and leads its group.
+    private func stopOrphan(pid: Int32, startTicks: UInt64, killTimeout: Duration) async {
+        guard let stat = ProcStat.read(pid: pid), stat.startTicks == startTicks, stat.processGroup == pid, stat.state != "Z", stat.state != "X"
+        else { return }
+        logger.info("supervisor.orphan.stopping", metadata: ["process.pid": "\(pid)"])
+        await stop([(pid, stat)], killTimeout: killTimeout)
+    }
+
+    /// Stops processes this daemon did not start (each named by pid and `/proc` start time, so a reused pid is never
+    /// signalled): SIGINT to each group they lead (to the process alone when it leads none), SIGKILL to whatever still
+    /// runs after `killTimeout`, then waits up to `killGrace` for them to go. Not our children, so no exit
+    /// notification: `/proc` is polled.
+    private func stop(_ found: [(pid: Int32, stat: ProcStat)], killTimeout: Duration) async {
         func signal(_ number: Int32) {
             for (pid, stat) in found where ProcStat.read(pid: pid)?.startTicks == stat.startTicks {
                 _ = stat.processGroup == pid ? kill(-pid, number) : kill(pid, number)
@@ -98,28 +113,5 @@ extension Supervisor {
         signal(SIGKILL)
         let killDeadline = ContinuousClock.now + configuration.killGrace
         while anyRuns(), ContinuousClock.now < killDeadline { try? await Task.sleep(for: .milliseconds(50)) }
-    }
-
-    /// Stops a process a previous daemon started, if it still runs (same pid and start time) and leads its group.
-    private func stopOrphan(pid: Int32, startTicks: UInt64, killTimeout: Duration) async {
-        func isSame() -> Bool {
-            guard let stat = ProcStat.read(pid: pid) else { return false }
-            return stat.startTicks == startTicks && stat.processGroup == pid && stat.state != "Z"
-        }
-        guard isSame() else { return }
-        logger.info("supervisor.orphan.stopping", metadata: ["process.pid": "\(pid)"])
-        kill(-pid, SIGINT)
-        let deadline = ContinuousClock.now + killTimeout
-        // Not our child, so no exit notification: poll /proc until it is gone or the deadline passes.
-        while isSame(), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if isSame() || ProcStat.read(pid: pid)?.startTicks == startTicks {
-            kill(-pid, SIGKILL)
-        }
-        let killDeadline = ContinuousClock.now + configuration.killGrace
-        while isSame(), ContinuousClock.now < killDeadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
     }
 }
