@@ -103,20 +103,11 @@ struct RenderedDesiredState: Sendable {
         return false
     }
 
-    /// Writes `text` as a JSON string exactly as `JSONValue.encoded()` does. Agent ids (`agt_` and hex) are copied as
-    /// they are; anything else goes through the encoder.
+    /// Writes `text` as a JSON string exactly as `JSONValue.encoded()` does.
     private static func writeJSONString(_ text: String, to buffer: inout ByteBuffer) {
-        let plain = text.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || byte == 0x5f
-                || byte == 0x2d || byte == 0x2e
-        }
-        if plain {
-            buffer.writeInteger(UInt8(ascii: "\""))
-            buffer.writeString(text)
-            buffer.writeInteger(UInt8(ascii: "\""))
-        } else {
-            buffer.writeBytes(JSONValue.string(text).encoded())
-        }
+        var writer = JSONWriter()
+        writer.writeString(text)
+        buffer.writeBytes(writer.bytes)
     }
 }
 
