@@ -83,7 +83,7 @@ struct JSONWriterTests {
             let value = try JSONValue.parse(bytes)
             let written = value.encodedBytes()
             let expected = Self.throughJSONEncoder(value)
-            let differsAt = zip(written, expected).firstIndex { $0 != $1 } ?? min(written.count, expected.count)
+            let differsAt = zip(written, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(written.count, expected.count)
             #expect(written == expected, "\(name): differs from byte \(differsAt) (\(written.count) against \(expected.count) bytes)")
         }
     }

@@ -62,9 +62,37 @@ extension Reconciler {
         }
     }
 
-    /// Notes a drift repair that worked, for the service's report.
-    func noteRepair(_ action: AppAction, app: AppSpec, service: String) {
-        let what: String
+    /// Repairs one app's drift; returns whether it called the process manager. A restart (an instance errored, or
+    /// stopped while autorestart is on) waits out `RepairBackoff`, so a crash loop is restarted after a growing wait and
+    /// not on every pass; the first restart, and an app found missing from the table (a daemon restart), are repaired
+    /// at once. A restart that failed counts as one too.
+    func repairDrift(_ action: AppAction, app: AppSpec, service: String, summary: inout PassSummary) async -> Bool {
+        let now = ContinuousClock.now
+        let backsOff = action == .restart
+        if backsOff, let wait = repairBackoff.remainingWait(app: app.name, now: now) {
+            logger.debug(
+                "drift repair waits",
+                metadata: ["ferry.service": "\(service)", "ferry.app": "\(app.name)", "ferry.action": "\(action)", "ferry.wait": "\(wait)"]
+            )
+            return false
+        }
+        summary.changed = true
+        logger.info("repairing drift", metadata: ["ferry.service": "\(service)", "ferry.app": "\(app.name)", "ferry.action": "\(action)"])
+        do {
+            try await perform(action, app: app, service: service)
+            let (inARow, nextWait) = backsOff ? repairBackoff.recordRepair(app: app.name, now: now) : (1, .zero)
+            noteRepair(action, app: app, service: service, inARow: inARow, nextWait: nextWait)
+        } catch {
+            if backsOff { repairBackoff.recordRepair(app: app.name, now: now) }
+            summary.problems.append("\(service): repairing \(app.name) (\(action)) failed: \(error)")
+        }
+        return true
+    }
+
+    /// Notes a drift repair that worked, for the service's report; from the second in a row, with how long the next
+    /// one waits.
+    private func noteRepair(_ action: AppAction, app: AppSpec, service: String, inARow: Int, nextWait: Duration) {
+        var what: String
         switch action {
         case .none: return
         case .start: what = "\(app.name) was not in the \(processManagerName) table; started it again"
@@ -72,6 +100,9 @@ extension Reconciler {
         case .reload: what = "\(app.name) reloaded"
         case .replace(let reason): what = "\(app.name) did not run as released (\(reason)); replaced it"
         case .delete: what = "\(app.name) removed"
+        }
+        if inARow > 1 {
+            what += " (repair \(inARow) in a row: the next one waits at least \(nextWait.components.seconds) s)"
         }
         repairs[service, default: []].append(what)
     }
@@ -84,14 +115,7 @@ extension Reconciler {
         for app in apps {
             let action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: false)
             guard action != .none else { continue }
-            logger.info("repairing drift", metadata: ["ferry.service": "\(service)", "ferry.app": "\(app.name)", "ferry.action": "\(action)"])
-            do {
-                try await perform(action, app: app, service: service)
-                noteRepair(action, app: app, service: service)
-                summary.changed = true
-            } catch {
-                summary.problems.append("\(service): repairing \(app.name) (\(action)) failed: \(error)")
-            }
+            _ = await repairDrift(action, app: app, service: service, summary: &summary)
         }
     }
 

@@ -58,6 +58,8 @@ actor Reconciler {
     var recordedProcesses: [ProcessLedger.Entry] = []
     /// What was repaired behind the process manager's back this pass, per service: reported at the end of the pass.
     var repairs: [String: [String]] = [:]
+    /// How soon each app may be repaired again (an app that keeps crashing is not restarted on every pass).
+    var repairBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
     private var lastTable: [ManagedProcess] = []
@@ -191,10 +193,10 @@ actor Reconciler {
                 envDigests: envs.mapValues(\.digest)
             )
         )
-        for action in actions {
-            await execute(action, envs: envs, appliedApps: appliedApps, summary: &summary)
+        var touchedProcesses = false
+        for action in actions where await execute(action, envs: envs, appliedApps: appliedApps, summary: &summary) {
+            touchedProcesses = true
         }
-        let touchedProcesses = actions.contains(where: { if case .refuse = $0 { return false } else { return true } })
         if touchedProcesses {
             try? await processManager.save()
         }
@@ -207,41 +209,40 @@ actor Reconciler {
         return summary
     }
 
+    /// Carries out one planned action; returns whether it may have changed the process table (then the pass saves it).
     private func execute(
         _ action: AgentAction,
         envs: [String: InstanceEnvFile],
         appliedApps: [String: [AppSpec]],
         summary: inout PassSummary
-    ) async {
+    ) async -> Bool {
         switch action {
         case .refuse(let service, let serial, let reason):
-            guard transition(service, .releaseRefused(serial: serial, reason: reason), summary: &summary) == .save else { return }
+            guard transition(service, .releaseRefused(serial: serial, reason: reason), summary: &summary) == .save else { return false }
             summary.changed = true
             logger.info(
                 "release refused",
                 metadata: ["ferry.service": "\(service)", "ferry.serial": "\(serial ?? 0)", "ferry.reason": "\(reason)"]
             )
             save(&summary)
+            return false
         case .install(let service, let release, let payload):
             summary.changed = true
+            repairBackoff.forget(release.pm2.apps.map(\.name))
             guard let env = envs[service] else {
                 summary.problems.append("\(service): serial \(release.serial) waits for a readable instance env file")
-                return
+                return true
             }
             await install(release, payload: payload, service: service, env: env, otherApps: appliedApps, summary: &summary)
+            return true
         case .refreshEnvironment(let service):
             summary.changed = true
-            guard let env = envs[service], state[service].applied != nil, let apps = appliedApps[service] else { return }
+            guard let env = envs[service], state[service].applied != nil, let apps = appliedApps[service] else { return true }
+            repairBackoff.forget(apps.map(\.name))
             await refreshEnvironment(service, apps: apps, env: env, summary: &summary)
+            return true
         case .repair(let service, let app, let appAction):
-            summary.changed = true
-            logger.info("repairing drift", metadata: ["ferry.service": "\(service)", "ferry.app": "\(app.name)", "ferry.action": "\(appAction)"])
-            do {
-                try await perform(appAction, app: app, service: service)
-                noteRepair(appAction, app: app, service: service)
-            } catch {
-                summary.problems.append("\(service): repairing \(app.name) (\(appAction)) failed: \(error)")
-            }
+            return await repairDrift(appAction, app: app, service: service, summary: &summary)
         case .removeOrphan(let name):
             summary.changed = true
             logger.info("removing an app no release here runs", metadata: ["ferry.app": "\(name)"])
@@ -250,6 +251,7 @@ actor Reconciler {
             } catch {
                 summary.problems.append("removing \(name) failed: \(error)")
             }
+            return true
         }
     }
 

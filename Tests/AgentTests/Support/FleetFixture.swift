@@ -74,31 +74,32 @@ final class FleetFixture {
         viewerToken = try controller.token(role: "viewer")
     }
 
-    /// A tar.gz of a Node HTTP app that answers `GET /` with its version and pid (or crashes at boot when `crash`).
-    /// On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting, finishes what it serves, and exits:
-    /// what an app does to take part in a zero-downtime reload.
-    func makeArtifact(version: String, crash: Bool = false, padding: Int = 0) throws -> URL {
+    /// A tar.gz of a Node HTTP app that answers `GET /` with its version and pid (or crashes at boot when `crash`, or
+    /// while the file `crashWhen` exists). On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting,
+    /// finishes what it serves, and exits: what an app does to take part in a zero-downtime reload.
+    func makeArtifact(version: String, crash: Bool = false, crashWhen trigger: String? = nil, padding: Int = 0) throws -> URL {
         let tree = root.appendingPathComponent("build-\(version)")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        let guardLine = trigger.map { "if (require('fs').existsSync('\($0)')) throw new Error('asked to crash by \($0)');\n" } ?? ""
         let server =
             crash
             ? "throw new Error('release \(version) is broken at boot');\n"
-            : """
-            const http = require('http'), fs = require('fs'), path = require('path');
-            const version = fs.readFileSync(path.join(__dirname, 'VERSION'), 'utf8').trim();
-            const server = http.createServer((req, res) => {
-                res.setHeader('Connection', 'close');
-                res.end(version + ' ' + (process.env.GREETING || '') + ' pid=' + process.pid);
-            }).listen(Number(process.env.PORT), '127.0.0.1');
-            // Graceful stop: a cluster worker disconnects (its servers close first, then the IPC channel, so a
-            // connection the master is handing over is sent back to another worker); a forked process closes and exits.
-            process.on('SIGINT', () => {
-                const worker = require('cluster').worker;
-                if (worker) worker.disconnect(); else server.close(() => process.exit(0));
-                setTimeout(() => process.exit(0), 3000).unref();
-            });
+            : guardLine + """
+                const http = require('http'), fs = require('fs'), path = require('path');
+                const version = fs.readFileSync(path.join(__dirname, 'VERSION'), 'utf8').trim();
+                const server = http.createServer((req, res) => {
+                    res.setHeader('Connection', 'close');
+                    res.end(version + ' ' + (process.env.GREETING || '') + ' pid=' + process.pid);
+                }).listen(Number(process.env.PORT), '127.0.0.1');
+                // Graceful stop: a cluster worker disconnects (its servers close first, then the IPC channel, so a
+                // connection the master is handing over is sent back to another worker); a forked process closes and exits.
+                process.on('SIGINT', () => {
+                    const worker = require('cluster').worker;
+                    if (worker) worker.disconnect(); else server.close(() => process.exit(0));
+                    setTimeout(() => process.exit(0), 3000).unref();
+                });
 
-            """
+                """
         try server.write(to: tree.appendingPathComponent("server.js"), atomically: true, encoding: .utf8)
         try version.write(to: tree.appendingPathComponent("VERSION"), atomically: true, encoding: .utf8)
         if padding > 0 {
@@ -163,12 +164,13 @@ final class FleetFixture {
         version: String,
         port: Int,
         crash: Bool = false,
+        crashWhen trigger: String? = nil,
         padding: Int = 0,
         service: String = "web",
         appOptions: [String: JSONValue] = [:],
         query: String = ""
     ) async throws -> Envelope {
-        let archive = try makeArtifact(version: version, crash: crash, padding: padding)
+        let archive = try makeArtifact(version: version, crash: crash, crashWhen: trigger, padding: padding)
         let artifact = try await controller.upload(archive, token: operatorToken)
         let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service, appOptions: appOptions)
         let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
