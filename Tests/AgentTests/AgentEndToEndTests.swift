@@ -21,10 +21,7 @@ struct AgentEndToEndTests {
         _ = try fleet.startAgent(config: config, label: "agent")
 
         // v1 serving.
-        try await eventually("v1 serving", timeout: .seconds(60)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
-        try await eventually("the fleet shows v1 running") {
-            try await fleet.fleetEntry(agent: "edge-1")?["phase"]?.stringValue == "running" ? true : nil
-        }
+        try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
 
         // v2: published, picked up through the long-poll, serving.
         let v2 = try await fleet.publish(serial: 2, version: "2.0.0", port: port)

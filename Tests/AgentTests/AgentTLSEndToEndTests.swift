@@ -16,10 +16,7 @@ struct AgentTLSEndToEndTests {
             try await fleet.publish(serial: 1, version: "1.0.0", port: port)
             let config = try fleet.enrollAgent(name: "tls-1", longPollSeconds: 30)
             let agent = try fleet.startAgent(config: config, label: "agent")
-            try await eventually("v1 serving", timeout: .seconds(60)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
-            try await eventually("the fleet shows v1 running") {
-                try await fleet.fleetEntry(agent: "tls-1")?["phase"]?.stringValue == "running" ? true : nil
-            }
+            try await fleet.waitUntilRunning("1.0.0", port: port, agent: "tls-1")
 
             // The agent's long-poll is parked; the certificate is renewed under it.
             try await eventually("the agent's long-poll is parked") { try await Self.parkedLongPolls(fleet) == 1 ? true : nil }

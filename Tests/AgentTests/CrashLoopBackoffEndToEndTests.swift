@@ -25,10 +25,7 @@ struct CrashLoopBackoffEndToEndTests {
         let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
         let agent = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
-        try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
-        try await eventually("the fleet shows v1 running") {
-            try await fleet.fleetEntry(agent: "edge-1")?["phase"]?.stringValue == "running" ? true : nil
-        }
+        try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
 
         // From now on every start of the app throws at boot; killing the running one starts the loop. The process
         // manager restarts it twice (`max_restarts: 2`) and gives up: errored.

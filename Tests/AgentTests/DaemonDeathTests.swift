@@ -29,11 +29,8 @@ struct DaemonDeathTests {
         let config = try fleet.enrollAgent(name: "edge-1", reportSeconds: 2, longPollSeconds: 2, backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
-        try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
         // Past the health gate: a daemon killed during it is the "during an action" case below.
-        try await eventually("the fleet shows v1 running", timeout: .seconds(60)) {
-            try await fleet.fleetEntry(agent: "edge-1")?["phase"]?.stringValue == "running" ? true : nil
-        }
+        try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
         let first = try await settled(control, fleet: fleet, port: port, version: "1.0.0")
 
         // Between actions: the agent is idle, the daemon dies, its app keeps running outside any table.

@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import TestSupport
 import Testing
 
 /// `JSONValue.encoded()` writes JSON itself; it used to be `JSONEncoder` with `[.sortedKeys, .withoutEscapingSlashes]`,
@@ -90,7 +91,7 @@ struct JSONWriterTests {
 
     @Test("generated values encode to the same bytes")
     func generated() {
-        var random = SplitMix64(seed: 0x5eed_f00d)
+        var random = SeededRandom(seed: 0x5eed_f00d)
         var compared = 0
         for _ in 0..<3000 {
             let value = Self.randomValue(&random, depth: 0)
@@ -105,7 +106,7 @@ struct JSONWriterTests {
 
     /// Scalars of every kind and containers up to five deep; strings mix ASCII (control characters, quotes,
     /// backslashes and slashes more often than chance) with two-, three- and four-byte characters.
-    static func randomValue(_ random: inout SplitMix64, depth: Int) -> JSONValue {
+    static func randomValue(_ random: inout SeededRandom, depth: Int) -> JSONValue {
         switch random.next(below: depth >= 5 ? 6 : 8) {
         case 0: return .null
         case 1: return .bool(random.next(below: 2) == 0)
@@ -122,7 +123,7 @@ struct JSONWriterTests {
         }
     }
 
-    static func randomString(_ random: inout SplitMix64) -> String {
+    static func randomString(_ random: inout SeededRandom) -> String {
         let pool: [Unicode.Scalar] = [
             "\"", "\\", "/", "\u{0}", "\u{8}", "\u{9}", "\u{a}", "\u{c}", "\u{d}", "\u{1f}", "\u{7f}", "é", "ß", "€", "漢", "\u{2028}", "🚀",
             "\u{10ffff}",
@@ -139,19 +140,6 @@ struct JSONWriterTests {
     }
 }
 
-/// A small seeded generator, so a failing case comes back on every run.
-struct SplitMix64 {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func next(below bound: UInt64) -> UInt64 { next() % bound }
+extension SeededRandom {
+    fileprivate mutating func next(below bound: UInt64) -> UInt64 { UInt64.random(in: 0..<bound, using: &self) }
 }

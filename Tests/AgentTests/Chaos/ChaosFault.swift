@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// The faults the chaos loop injects, one per cycle at a random moment (docs/reliability.md).
 enum ChaosFault: String, CaseIterable, Sendable, Codable {
@@ -40,20 +41,7 @@ enum ChaosReleaseKind: String, CaseIterable, Sendable, Codable {
     case unhealthy
 }
 
-/// A small deterministic generator (SplitMix64), so a run is repeated with its seed.
-struct ChaosRandom: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SeededRandom {
     /// A duration between `range`'s bounds, in whole milliseconds.
     mutating func duration(_ range: ClosedRange<Double>) -> Duration {
         .milliseconds(Int64((Double.random(in: range, using: &self) * 1000).rounded()))

@@ -107,7 +107,7 @@ final class ChaosLoop {
     let configuration: Configuration
     let fleet: FleetFixture
     private(set) var agents: [Agent] = []
-    private var random: ChaosRandom
+    private var random: SeededRandom
     private var controllerPort = 0
     private(set) var report: ChaosReport
     private let invariants: ChaosInvariants
@@ -119,7 +119,7 @@ final class ChaosLoop {
     init(configuration: Configuration, fleet: FleetFixture) {
         self.configuration = configuration
         self.fleet = fleet
-        self.random = ChaosRandom(seed: configuration.seed)
+        self.random = SeededRandom(seed: configuration.seed)
         self.report = ChaosReport(seed: configuration.seed, backends: configuration.backends, bound: configuration.convergenceBound)
         self.invariants = ChaosInvariants(fleet: fleet)
     }

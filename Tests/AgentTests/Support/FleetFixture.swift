@@ -308,6 +308,14 @@ final class FleetFixture {
         return record["services"]?.arrayValue.first { $0["service"]?.stringValue == service }
     }
 
+    /// Waits until `version` answers on `port` and the fleet shows `agent`'s service running (past its health gate).
+    func waitUntilRunning(_ version: String, port: Int, agent: String, timeout: Duration = .seconds(90)) async throws {
+        try await eventually("\(version) serving", timeout: timeout) { await appAnswer(port: port)?.hasPrefix(version) == true ? true : nil }
+        try await eventually("the fleet shows \(agent) running", timeout: timeout) {
+            try await fleetEntry(agent: agent)?["phase"]?.stringValue == "running" ? true : nil
+        }
+    }
+
     /// Stops every agent, every supervisor daemon and the controller, then removes the directory.
     func tearDown() async {
         for agent in agents { await agent.terminate() }
