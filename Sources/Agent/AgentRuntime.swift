@@ -125,7 +125,14 @@ struct AgentRuntime: Sendable {
     }
 
     /// PM2 when configured (or, for `auto`, when `pm2` is on PATH), else the builtin supervisor.
-    static func makeProcessManager(config: AgentConfig, layout: AgentLayout, logger: Logger) throws -> (any ProcessManager, String) {
+    /// `repairs`: false for a command that only looks (`status`): PM2's stray daemons and dead daemons' leftovers are
+    /// left to the running agent.
+    static func makeProcessManager(
+        config: AgentConfig,
+        layout: AgentLayout,
+        logger: Logger,
+        repairs: Bool = true
+    ) throws -> (any ProcessManager, String) {
         let usePM2: Bool
         switch config.processManager {
         case .pm2: usePM2 = true
@@ -137,7 +144,8 @@ struct AgentRuntime: Sendable {
                 executable: config.pm2Path ?? "pm2",
                 pm2Home: config.pm2Home,
                 namespace: config.namespace,
-                commandTimeout: .seconds(config.pm2TimeoutSeconds)
+                commandTimeout: .seconds(config.pm2TimeoutSeconds),
+                repairsDaemons: repairs
             )
             return (try PM2ProcessManager(configuration: configuration, logger: logger), "pm2")
         }

@@ -30,7 +30,7 @@ struct AgentStatusCommand: AsyncParsableCommand {
         }
         let layout = AgentLayout(stateDir: config.stateDir)
         let state = try StateStore(path: layout.stateFile).load()
-        let (processManager, name) = try AgentRuntime.makeProcessManager(config: config, layout: layout, logger: logger)
+        let (processManager, name) = try AgentRuntime.makeProcessManager(config: config, layout: layout, logger: logger, repairs: false)
         var table: [ManagedProcess] = []
         var tableError: String?
         do {

@@ -81,9 +81,15 @@ extension ProcStat {
     /// Whether the environment `pid` started with (`/proc/<pid>/environ`) holds `entry` (`NAME=value`) exactly.
     /// `false` when it cannot be read: another user's process, or one that has exited.
     package static func environment(of pid: Int32, contains entry: String) -> Bool {
-        // Environments beyond 4 MiB are not ours to look through (ARG_MAX is 2 MiB for argv and env together).
-        guard let bytes = try? SmallFile.read("/proc/\(pid)/environ", limit: 4 << 20), bytes.count <= 4 << 20 else { return false }
         let wanted = Array(entry.utf8)
-        return bytes.split(separator: 0, omittingEmptySubsequences: true).contains { $0.elementsEqual(wanted) }
+        return environment(of: pid)?.contains { $0.elementsEqual(wanted) } ?? false
+    }
+
+    /// The entries (`NAME=value`, as bytes) of the environment `pid` started with; `nil` when it cannot be read
+    /// (another user's process, or one that has exited).
+    package static func environment(of pid: Int32) -> [ArraySlice<UInt8>]? {
+        // Environments beyond 4 MiB are not ours to look through (ARG_MAX is 2 MiB for argv and env together).
+        guard let bytes = try? SmallFile.read("/proc/\(pid)/environ", limit: 4 << 20), bytes.count <= 4 << 20 else { return nil }
+        return bytes.split(separator: 0, omittingEmptySubsequences: true)
     }
 }

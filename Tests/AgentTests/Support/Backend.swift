@@ -81,7 +81,7 @@ struct BackendControl {
         switch backend {
         case .pm2:
             return try PM2ProcessManager(
-                configuration: .init(executable: pm2 ?? "pm2", pm2Home: pm2Home, home: home, namespace: namespace, stopsStrayDaemons: false),
+                configuration: .init(executable: pm2 ?? "pm2", pm2Home: pm2Home, home: home, namespace: namespace, repairsDaemons: false),
                 logger: Self.quietLogger,
                 agentEnvironment: pm2Environment
             )

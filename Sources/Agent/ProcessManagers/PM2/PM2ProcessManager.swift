@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import Shared
+import Supervisor
 import Synchronization
 
 #if canImport(FoundationEssentials)
@@ -44,9 +45,10 @@ struct PM2ProcessManager: ProcessManager {
         /// Bound on every pm2 call; on expiry the call's process group is killed. Default 60 s (a `wait_ready` app
         /// holds `pm2 start`/`reload` until it is ready, so keep this above the apps' `listen_timeout`).
         var commandTimeout: Duration
-        /// Whether a second God Daemon found for the home is stopped (`PM2Daemons`). Default `true`; an observer that
-        /// must not change what it looks at (a test reading the table) turns it off.
-        var stopsStrayDaemons: Bool
+        /// Whether a second God Daemon found for the home is stopped (`PM2Daemons`), and the app processes a dead
+        /// daemon left outside any table (`PM2Leftovers`). Default `true`; an observer that must not change what it
+        /// looks at (a test reading the table) turns it off.
+        var repairsDaemons: Bool
 
         init(
             executable: String = "pm2",
@@ -55,7 +57,7 @@ struct PM2ProcessManager: ProcessManager {
             path: String? = nil,
             namespace: String = "ferry",
             commandTimeout: Duration = .seconds(60),
-            stopsStrayDaemons: Bool = true
+            repairsDaemons: Bool = true
         ) {
             self.executable = executable
             self.pm2Home = pm2Home
@@ -63,7 +65,7 @@ struct PM2ProcessManager: ProcessManager {
             self.path = path
             self.namespace = namespace
             self.commandTimeout = commandTimeout
-            self.stopsStrayDaemons = stopsStrayDaemons
+            self.repairsDaemons = repairsDaemons
         }
     }
 
@@ -75,6 +77,8 @@ struct PM2ProcessManager: ProcessManager {
     private let nowMilliseconds: @Sendable () -> Int64
     /// What this manager repaired on its own since the reconciler last asked (shared by its copies).
     private let notices = Notices()
+    /// The God Daemon that answered the last census of leftovers (shared by its copies).
+    private let censusDaemon = CensusDaemon()
 
     /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
     ///
@@ -110,7 +114,33 @@ struct PM2ProcessManager: ProcessManager {
     // MARK: - ProcessManager
 
     func processes() async throws(PM2Error) -> [ManagedProcess] {
-        try await table().owned(by: configuration.namespace)
+        let table = try await table()
+        await stopLeftoversOfADeadDaemon(listed: Set(table.processes.compactMap(\.pid)))
+        return table.owned(by: configuration.namespace)
+    }
+
+    /// When the daemon that answers is not the one the last census saw (the agent just started, or a daemon died and
+    /// another took over): stops the app processes of this home that no table lists (`PM2Leftovers`), and notes them.
+    private func stopLeftoversOfADeadDaemon(listed: Set<Int32>) async {
+        guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"],
+            let daemon = PM2Daemons.listener(of: "\(home)/rpc.sock"),
+            let stat = ProcStat.read(pid: daemon)
+        else { return }
+        let current = ProcessLedger.Entry(name: "God Daemon", pid: daemon, startTicks: stat.startTicks)
+        guard censusDaemon.replace(with: current) else { return }
+        let found = PM2Leftovers.find(home: home, namespace: configuration.namespace, listed: listed, daemon: daemon)
+        guard !found.isEmpty else { return }
+        let stopped = await ProcessLedger.stop(found) { _ in .milliseconds(1600) }
+        for leftover in stopped {
+            logger.warning(
+                "stopped an app process a dead PM2 daemon left outside any table",
+                metadata: ["ferry.app": "\(leftover.entry.name)", "process.pid": "\(leftover.entry.pid)", "pm2.daemon": "\(daemon)"]
+            )
+            notices.add(
+                "\(leftover.entry.name) (pid \(leftover.entry.pid)) was still running, started by a PM2 daemon that died before any table listed it: stopped it"
+                    + (leftover.stopped ? "" : ", but it has not exited yet")
+            )
+        }
     }
 
     func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
@@ -248,7 +278,7 @@ struct PM2ProcessManager: ProcessManager {
 
     /// Stops the God Daemons of the home that no pm2 call reaches, with their apps, and notes it for the report.
     private func stopStrayDaemons() async {
-        guard configuration.stopsStrayDaemons, let home = invocation.environment["PM2_HOME"] else { return }
+        guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"] else { return }
         switch PM2Daemons.look(home: home).verdict {
         case .fine:
             return
@@ -269,6 +299,19 @@ struct PM2ProcessManager: ProcessManager {
             notices.add(
                 "PM2's sockets in \(home) answered from two daemons (pids \(pids)): stopped them and the \(processes) process(es) they ran; the next pm2 call starts one daemon"
             )
+        }
+    }
+
+    /// The daemon the last census saw.
+    private final class CensusDaemon: Sendable {
+        private let seen = Mutex<ProcessLedger.Entry?>(nil)
+
+        /// Records `daemon`; whether it differs from the one recorded before.
+        func replace(with daemon: ProcessLedger.Entry) -> Bool {
+            seen.withLock { seen in
+                defer { seen = daemon }
+                return seen != daemon
+            }
         }
     }
 
