@@ -9,6 +9,10 @@ import Testing
 /// `errored`, then the agent's drift repair restarts it — at once the first time, then only after 10 s, 20 s, …
 /// (`RepairBackoff`), not on every pass; the service's report says so; and a new release is installed at once all the
 /// same.
+///
+/// The loop is started by deleting the app, not by killing it: the agent starts it again, and it crashes within PM2's
+/// window for counting unstable restarts (PM2 counts them only within `min_uptime × max_restarts` of the app's start;
+/// an app that begins crashing later is restarted by PM2 itself, forever, and never becomes errored).
 @Suite("Crash-loop backoff end to end", .serialized)
 struct CrashLoopBackoffEndToEndTests {
     @Test("an app that keeps crashing is restarted after a growing wait, not on every pass", .timeLimit(.minutes(5)), arguments: Backend.allCases)
@@ -21,17 +25,19 @@ struct CrashLoopBackoffEndToEndTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         let trigger = fleet.root.appendingPathComponent("crash-at-boot").path
-        try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: trigger)
+        // A generous window, so a slow boot on a loaded machine still counts as an unstable restart.
+        let crashLimits: [String: JSONValue] = ["max_restarts": .integer(2), "min_uptime": .integer(5000)]
+        try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: trigger, appOptions: crashLimits)
         let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
         let agent = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
         try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
 
-        // From now on every start of the app throws at boot; killing the running one starts the loop. The process
-        // manager restarts it twice (`max_restarts: 2`) and gives up: errored.
+        // From now on every start of the app throws at boot; deleting the running one starts the loop. The agent
+        // starts it again (a missing app is never held back), the process manager restarts it twice
+        // (`max_restarts: 2`) and gives up: errored.
         #expect(FileManager.default.createFile(atPath: trigger, contents: Data()))
-        let pid = try #require(try await control.table().first { $0.name == "web-app" }?.pid)
-        #expect(kill(pid, SIGKILL) == 0)
+        try await control.deleteApp("web-app")
 
         // Three restarts by the agent: the first at once, then one at least 10 s later, then one at least 20 s after
         // that. Without the backoff they came every pass, about every 2 s here.
@@ -53,19 +59,21 @@ struct CrashLoopBackoffEndToEndTests {
         // A new release is not held back by the wait: it installs at once, and runs once the app boots again.
         try FileManager.default.removeItem(atPath: trigger)
         let published = ContinuousClock.now
-        try await fleet.publish(serial: 2, version: "2.0.0", port: port, crashWhen: trigger)
+        try await fleet.publish(serial: 2, version: "2.0.0", port: port, crashWhen: trigger, appOptions: crashLimits)
         try await eventually("v2 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil }
         let took = published.duration(to: .now)
         #expect(took < .seconds(40), "v2 did not wait out the 40 s the next restart of v1 would have: \(took)")
     }
 
-    /// When the agent logged "repairing drift" for the web app (the log's timestamps, whole seconds).
+    /// When the agent logged a restart of the web app by drift repair (the log's timestamps, whole seconds).
     static func repairTimes(in log: String) -> [Date] {
         let format = DateFormatter()
         format.locale = Locale(identifier: "en_US_POSIX")
         format.dateFormat = "yyyy-MM-dd'T'HH:mm:ssZ"
         return log.split(separator: "\n").compactMap { line in
-            guard line.contains("repairing drift"), line.contains("web-app"), let stamp = line.split(separator: " ").first else { return nil }
+            guard line.contains("repairing drift"), line.contains("ferry.action=restart"), line.contains("ferry.app=web-app"),
+                let stamp = line.split(separator: " ").first
+            else { return nil }
             return format.date(from: String(stamp))
         }
     }

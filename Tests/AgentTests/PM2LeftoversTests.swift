@@ -105,12 +105,13 @@ struct PM2LeftoversTests {
         _ = try await agent.processes()
         #expect(later.isRunning && agent.takeNotices().isEmpty, "no census while the same daemon answers")
 
-        // The daemon dies (kill -9): its fork-mode app and that app's child keep running outside any table. The next
-        // jlist starts another daemon, which knows nothing of them; the census stops them, and the later leftover.
+        // The daemon dies (kill -9). Its fork-mode app is detached and outlives it, until PM2's metrics transport in
+        // the app notices its IPC channel closed and exits (code 1, usually within a second); the app's own child
+        // outlives both. The next jlist starts another daemon, which knows nothing of them: the census stops what still
+        // runs of them, and the later leftover.
         let daemon = try #require(DaemonDeathTests.pm2Daemons(home: home).first)
         kill(daemon, SIGKILL)
         _ = try await eventually("the daemon gone", timeout: .seconds(10)) { DaemonDeathTests.isRunning(daemon) ? nil : true }
-        #expect(DaemonDeathTests.isRunning(appPid), "the app outlived its daemon")
         #expect(try await agent.processes().isEmpty, "the new daemon's table is empty")
         try await eventually("the dead daemon's app, its child and the later leftover stopped", timeout: .seconds(10)) { () -> Bool? in
             !DaemonDeathTests.isRunning(appPid) && !DaemonDeathTests.isRunning(appChild) && !later.isRunning ? true : nil
@@ -119,7 +120,8 @@ struct PM2LeftoversTests {
             #expect(process.isRunning, "\(candidate.label) still left alone")
         }
         let afterDeath = agent.takeNotices().joined(separator: "\n")
-        #expect(afterDeath.contains("parent (pid \(appPid))") && afterDeath.contains("later (pid \(later.pid))"), "\(afterDeath)")
+        // The app itself, or (when it had already exited) its child.
+        #expect(afterDeath.contains("parent (pid ") && afterDeath.contains("later (pid \(later.pid))"), "\(afterDeath)")
         await PM2ProcessManagerTests.killDaemon(agent)
     }
 }

@@ -15,7 +15,9 @@ import Glibc
 /// dead daemon left running are found and stopped before their apps are started again.
 ///
 /// PM2 starts fork-mode apps detached (their own session): when its daemon is killed (kill -9, OOM killer) they keep
-/// running, holding their ports, and the daemon PM2 spawns next knows nothing of them. The agent would then start the
+/// running, holding their ports, and the daemon PM2 spawns next knows nothing of them. (Most exit on their own a moment
+/// later, when the metrics transport PM2 injects into them finds the daemon's channel closed; not all, and not their
+/// children.) The agent would then start the
 /// app a second time next to the orphan (which fails to bind and crash-loops, or runs twice), and a later release would
 /// fail its health gate against the old process. The builtin supervisor stops what its dead predecessor left before it
 /// answers (`Supervisor.resurrect`); the ledger does the same for any process manager: a recorded process that is no
