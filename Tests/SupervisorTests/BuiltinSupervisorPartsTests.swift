@@ -56,12 +56,28 @@ struct BuiltinSupervisorPartsTests {
     func procStatParsing() throws {
         let line = "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5555 1000 200 18446744073709551615"
         let stat = try #require(ProcStat.parse(line))
-        #expect(stat == ProcStat(cpuTicks: 10, startTicks: 5555, state: "S", parentPid: 1, processGroup: 4242, session: 4242))
+        #expect(stat == ProcStat(cpuTicks: 10, startTicks: 5555, state: "S", parentPid: 1, processGroup: 4242, session: 4242, threads: 1))
         #expect(ProcStat.parse("4242 (truncated) S 1 2") == nil)
         #expect(ProcStat.parse("no parenthesis at all") == nil)
         let own = try #require(ProcStat.read(pid: getpid()))
         #expect(own.state != "Z")
         #expect(ProcStat.residentBytes(pid: getpid()).map { $0 > 0 } == true)
+    }
+
+    @Test(
+        "a process is gone once it is a zombie with no other thread left: the first thread of a killed process shows Z while the others still hold its files",
+        arguments: [
+            ("running", "S", 12, false),
+            ("a zombie, every other thread gone", "Z", 1, true),
+            ("first thread a zombie, three others still exiting", "Z", 4, false),
+            ("being reaped", "X", 1, true),
+            ("stopped, not exited", "T", 1, false),
+        ] as [(String, String, Int, Bool)]
+    )
+    func exitedMeansEveryThread(label: String, state: String, threads: Int, exited: Bool) throws {
+        let line = "77 (node) \(state) 1 77 77 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 \(threads) 0 5555 1000 200"
+        let stat = try #require(ProcStat.parse(line))
+        #expect(stat.threads == threads && stat.hasExited == exited, "\(label)")
     }
 
     static let invalidSpecs: [(label: String, change: @Sendable (inout AppSpec) -> Void, message: String)] = [

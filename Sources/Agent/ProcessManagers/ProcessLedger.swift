@@ -78,7 +78,7 @@ struct ProcessLedger: Sendable {
         let listed = Set(table.compactMap(\.pid))
         return recorded.filter { entry in
             guard !listed.contains(entry.pid), let stat = ProcStat.read(pid: entry.pid) else { return false }
-            return stat.startTicks == entry.startTicks && stat.state != "Z" && stat.state != "X"
+            return stat.startTicks == entry.startTicks && !stat.hasExited
         }
     }
 
@@ -99,7 +99,7 @@ struct ProcessLedger: Sendable {
     private static func stop(_ entry: Entry, killTimeout: Duration) async -> Bool {
         func isSame() -> Bool {
             guard let stat = ProcStat.read(pid: entry.pid) else { return false }
-            return stat.startTicks == entry.startTicks && stat.state != "Z" && stat.state != "X"
+            return stat.startTicks == entry.startTicks && !stat.hasExited
         }
         func signal(_ number: Int32) {
             guard let stat = ProcStat.read(pid: entry.pid), stat.startTicks == entry.startTicks else { return }

@@ -67,7 +67,7 @@ extension Supervisor {
         let entry = "\(homeMarker)=\(home)"
         let me = getpid()
         return ProcStat.allPids().compactMap { pid in
-            guard pid != me, let stat = ProcStat.read(pid: pid), stat.state != "Z", stat.state != "X",
+            guard pid != me, let stat = ProcStat.read(pid: pid), !stat.hasExited,
                 ProcStat.environment(of: pid, contains: entry)
             else { return nil }
             return (pid, stat)
@@ -84,7 +84,7 @@ extension Supervisor {
 
     /// Stops a process a previous daemon started, if it still runs (same pid and start time) and leads its group.
     private func stopOrphan(pid: Int32, startTicks: UInt64, killTimeout: Duration) async {
-        guard let stat = ProcStat.read(pid: pid), stat.startTicks == startTicks, stat.processGroup == pid, stat.state != "Z", stat.state != "X"
+        guard let stat = ProcStat.read(pid: pid), stat.startTicks == startTicks, stat.processGroup == pid, !stat.hasExited
         else { return }
         logger.info("supervisor.orphan.stopping", metadata: ["process.pid": "\(pid)"])
         await stop([(pid, stat)], killTimeout: killTimeout)
@@ -103,7 +103,7 @@ extension Supervisor {
         func anyRuns() -> Bool {
             found.contains { pid, stat in
                 guard let now = ProcStat.read(pid: pid) else { return false }
-                return now.startTicks == stat.startTicks && now.state != "Z" && now.state != "X"
+                return now.startTicks == stat.startTicks && !now.hasExited
             }
         }
         signal(SIGINT)

@@ -12,6 +12,13 @@ package struct ProcStat: Sendable, Equatable {
     package var parentPid: Int32
     package var processGroup: Int32
     var session: Int32
+    /// Threads of the process (field 20).
+    package var threads: Int
+
+    /// Whether the process is gone, with every thread of it. A killed process's first thread shows `Z` while its other
+    /// threads are still exiting, and until the last of them has, its files (a listening socket, a held port) stay
+    /// open: a process counts as gone only once it is a zombie (or being reaped) with no thread left but that one.
+    package var hasExited: Bool { (state == "Z" || state == "X") && threads <= 1 }
 
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
     static let ticksPerSecond = max(1, Int64(sysconf(Int32(_SC_CLK_TCK))))
@@ -29,18 +36,20 @@ package struct ProcStat: Sendable, Equatable {
     static func parse(_ text: String) -> ProcStat? {
         guard let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
-        // fields[0] is field 3 (state); utime and stime are fields 14 and 15, starttime is field 22.
+        // fields[0] is field 3 (state); utime and stime are fields 14 and 15, num_threads field 20, starttime field 22.
         guard fields.count > 19, let state = fields[0].first,
             let parent = Int32(fields[1]), let group = Int32(fields[2]), let session = Int32(fields[3]),
-            let user = UInt64(fields[11]), let system = UInt64(fields[12]), let start = UInt64(fields[19])
+            let user = UInt64(fields[11]), let system = UInt64(fields[12]), let threads = Int(fields[17]),
+            let start = UInt64(fields[19])
         else { return nil }
         return ProcStat(
-            cpuTicks: user + system,
+            cpuTicks: user &+ system,
             startTicks: start,
             state: state,
             parentPid: parent,
             processGroup: group,
-            session: session
+            session: session,
+            threads: threads
         )
     }
 
@@ -68,7 +77,7 @@ package struct ProcStat: Sendable, Equatable {
     /// Whether `pid` names a live process (a zombie counts as gone: it has exited and only waits to be reaped).
     package static func isAlive(pid: Int32) -> Bool {
         guard let stat = read(pid: pid) else { return false }
-        return stat.state != "Z" && stat.state != "X"
+        return !stat.hasExited
     }
 
     private static func readSmallFile(_ path: String) -> String? {

@@ -109,7 +109,7 @@ struct PM2Daemons: Sendable, Equatable {
     /// The live children of `pid`, as ledger entries (pid and start time).
     static func childProcesses(of pid: Int32) -> [ProcessLedger.Entry] {
         ProcStat.allPids().compactMap { child in
-            guard let stat = ProcStat.read(pid: child), stat.parentPid == pid, stat.state != "Z" else { return nil }
+            guard let stat = ProcStat.read(pid: child), stat.parentPid == pid, !stat.hasExited else { return nil }
             return ProcessLedger.Entry(name: "pid \(child)", pid: child, startTicks: stat.startTicks)
         }
     }

@@ -27,7 +27,7 @@ enum PM2Leftovers {
         let name = Array("name=".utf8)
         let keep = listed.union(daemon.map { [$0] } ?? [])
         return ProcStat.allPids().compactMap { pid -> ProcessLedger.Entry? in
-            guard pid > 1, !keep.contains(pid), let stat = ProcStat.read(pid: pid), stat.state != "Z", stat.state != "X",
+            guard pid > 1, !keep.contains(pid), let stat = ProcStat.read(pid: pid), !stat.hasExited,
                 let environment = ProcStat.environment(of: pid)
             else { return nil }
             guard marks.allSatisfy({ mark in environment.contains { $0.elementsEqual(mark) } }),
