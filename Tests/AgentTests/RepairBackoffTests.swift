@@ -14,6 +14,12 @@ struct RepairBackoffTests {
         #expect(RepairBackoff().delay(afterRepairs: repairs) == .seconds(seconds))
     }
 
+    @Test("a policy that starts at zero stays at zero and still returns, however many repairs")
+    func zeroFirstDelay() {
+        let backoff = RepairBackoff(policy: .init(first: .zero))
+        #expect(backoff.delay(afterRepairs: .max) == .zero)
+    }
+
     /// One step of a scenario: at `at` seconds, a check (the wait expected, nil: may run now) or a restart, or starting
     /// apps over.
     enum Step: Sendable, CustomTestStringConvertible {

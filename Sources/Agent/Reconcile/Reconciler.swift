@@ -231,7 +231,7 @@ actor Reconciler {
             repairBackoff.forget(release.pm2.apps.map(\.name))
             guard let env = envs[service] else {
                 summary.problems.append("\(service): serial \(release.serial) waits for a readable instance env file")
-                return true
+                return false
             }
             await install(release, payload: payload, service: service, env: env, otherApps: appliedApps, summary: &summary)
             return true

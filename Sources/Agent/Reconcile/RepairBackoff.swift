@@ -32,7 +32,8 @@ struct RepairBackoff: Sendable {
     /// `maximum`.
     func delay(afterRepairs repairs: Int) -> Duration {
         var delay = policy.first
-        for _ in 1..<max(repairs, 1) {
+        // Doubling at most 62 times: a zero `first` never reaches `maximum`, and must not keep the loop going.
+        for _ in 1..<min(max(repairs, 1), 63) {
             guard delay < policy.maximum else { break }
             delay *= 2
         }

@@ -74,7 +74,7 @@ package struct ProcStat: Sendable, Equatable {
         return pids
     }
 
-    /// Whether `pid` names a live process (a zombie counts as gone: it has exited and only waits to be reaped).
+    /// Whether `pid` names a live process (`hasExited`: a zombie with no other thread left counts as gone).
     package static func isAlive(pid: Int32) -> Bool {
         guard let stat = read(pid: pid) else { return false }
         return !stat.hasExited

@@ -56,14 +56,12 @@ struct PM2Daemons: Sendable, Equatable {
 
     /// The God Daemons of `home`.
     static func godDaemons(home: String) -> Set<Int32> {
-        let wanted = Array("PM2_HOME=\(home)".utf8)
-        return Set(
+        Set(
             ProcStat.allPids().filter { pid in
                 guard pid > 1, let commandLine = try? SmallFile.read("/proc/\(pid)/cmdline", limit: 4096),
-                    String(decoding: commandLine, as: UTF8.self).contains("God Daemon"),
-                    let environment = try? SmallFile.read("/proc/\(pid)/environ", limit: 1 << 20)
+                    String(decoding: commandLine, as: UTF8.self).contains("God Daemon")
                 else { return false }
-                return environment.split(separator: 0).contains { $0.elementsEqual(wanted) } && ProcStat.isAlive(pid: pid)
+                return ProcStat.environment(of: pid, contains: "PM2_HOME=\(home)") && ProcStat.isAlive(pid: pid)
             }
         )
     }

@@ -121,13 +121,14 @@ struct PM2ProcessManager: ProcessManager {
 
     /// When the daemon that answers is not the one the last census saw (the agent just started, or a daemon died and
     /// another took over): stops the app processes of this home that no table lists (`PM2Leftovers`), and notes them.
+    ///
+    /// This runs after every `jlist`, so it only `lstat`s `rpc.sock` then: a new daemon binds a new socket file. The
+    /// daemon is asked who it is (`SO_PEERCRED`) and `/proc` is searched only when that file changed.
     private func stopLeftoversOfADeadDaemon(listed: Set<Int32>) async {
-        guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"],
-            let daemon = PM2Daemons.listener(of: "\(home)/rpc.sock"),
-            let stat = ProcStat.read(pid: daemon)
-        else { return }
-        let current = ProcessLedger.Entry(name: "God Daemon", pid: daemon, startTicks: stat.startTicks)
-        guard censusDaemon.replace(with: current) else { return }
+        guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"] else { return }
+        let socket = "\(home)/rpc.sock"
+        guard let file = SocketFile(path: socket), censusDaemon.isNew(file), let daemon = PM2Daemons.listener(of: socket) else { return }
+        censusDaemon.record(file)
         let found = PM2Leftovers.find(home: home, namespace: configuration.namespace, listed: listed, daemon: daemon)
         guard !found.isEmpty else { return }
         let stopped = await ProcessLedger.stop(found) { _ in .milliseconds(1600) }
@@ -302,17 +303,34 @@ struct PM2ProcessManager: ProcessManager {
         }
     }
 
-    /// The daemon the last census saw.
-    private final class CensusDaemon: Sendable {
-        private let seen = Mutex<ProcessLedger.Entry?>(nil)
+    /// One socket file as `lstat` sees it: a daemon that binds the path anew makes a new file (a new inode, or at
+    /// least a new change time when the inode number is reused).
+    struct SocketFile: Sendable, Equatable {
+        var device: UInt64
+        var inode: UInt64
+        var changed: timespec
 
-        /// Records `daemon`; whether it differs from the one recorded before.
-        func replace(with daemon: ProcessLedger.Entry) -> Bool {
-            seen.withLock { seen in
-                defer { seen = daemon }
-                return seen != daemon
-            }
+        init?(path: String) {
+            var status = stat()
+            guard lstat(path, &status) == 0 else { return nil }
+            device = UInt64(status.st_dev)
+            inode = UInt64(status.st_ino)
+            changed = status.st_ctim
         }
+
+        static func == (lhs: Self, rhs: Self) -> Bool {
+            lhs.device == rhs.device && lhs.inode == rhs.inode && lhs.changed.tv_sec == rhs.changed.tv_sec
+                && lhs.changed.tv_nsec == rhs.changed.tv_nsec
+        }
+    }
+
+    /// The daemon's socket file at the last census.
+    private final class CensusDaemon: Sendable {
+        private let seen = Mutex<SocketFile?>(nil)
+
+        func isNew(_ file: SocketFile) -> Bool { seen.withLock { $0 != file } }
+
+        func record(_ file: SocketFile) { seen.withLock { $0 = file } }
     }
 
     /// Notes kept between passes.
