@@ -51,13 +51,14 @@ struct BenchConnection: Sendable {
         return BenchConnection(channel: channel, hostHeader: "\(host):\(port)")
     }
 
-    /// Sends one request and returns its answer.
+    /// Sends one request (at `deadline`, on the connection's event loop, when given) and returns its answer.
     func exchange(
         _ method: HTTPMethod,
         _ path: String,
         token: String? = nil,
         headers extra: [(String, String)] = [],
-        body: [UInt8]? = nil
+        body: [UInt8]? = nil,
+        at deadline: NIODeadline? = nil
     ) async throws -> BenchResponse {
         var headers = HTTPHeaders([("Host", hostHeader), ("User-Agent", "ferry-fleet-bench")])
         if let token { headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -70,7 +71,15 @@ struct BenchConnection: Sendable {
         }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         let promise = channel.eventLoop.makePromise(of: BenchResponse.self)
-        channel.writeAndFlush(Exchange(head: head, body: buffer, promise: promise)).whenFailure { error in promise.fail(error) }
+        let exchange = Exchange(head: head, body: buffer, promise: promise)
+        let channel = self.channel
+        if let deadline {
+            channel.eventLoop.scheduleTask(deadline: deadline) {
+                channel.writeAndFlush(exchange).whenFailure { error in promise.fail(error) }
+            }
+        } else {
+            channel.writeAndFlush(exchange).whenFailure { error in promise.fail(error) }
+        }
         return try await promise.futureResult.get()
     }
 

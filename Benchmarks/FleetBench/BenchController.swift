@@ -32,6 +32,8 @@ final class BenchController: Sendable {
     let enrollToken: String
     /// The certificate clients trust (TLS only).
     let caFile: String?
+    /// The certificate's private key (TLS only; the nginx baseline serves with the same pair).
+    var tlsKeyFile: String? { caFile.map { ($0 as NSString).deletingLastPathComponent + "/tls.key" } }
     let keyFile: String
 
     private init(setup: Setup, pid: pid_t, url: String, port: Int, operatorToken: String, enrollToken: String, caFile: String?, keyFile: String) {

@@ -38,6 +38,12 @@ struct FleetBench: AsyncParsableCommand {
     var eventLoops = min(16, System.coreCount)
     @Option(name: .customLong("enroll-concurrency"), help: "Enrolments in flight at once.") var enrollConcurrency = 32
     @Option(name: .customLong("work-dir"), help: "Work directory (default: a new one under /tmp, removed at the end).") var workDir: String?
+    @Option(
+        name: .long,
+        help:
+            "An nginx executable: replay the burst of reports after the wake against it (`return 204`, same requests, same schedule) as the baseline."
+    )
+    var nginx: String?
 
     func validate() throws {
         guard (1...50_000).contains(agents) else { throw ValidationError("--agents must be between 1 and 50000") }
@@ -64,7 +70,9 @@ struct FleetBench: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoops)
         let outcome: Result<Bool, any Error>
         do {
-            outcome = .success(try await measure(controller: controller, group: group, artifact: artifact, ecosystem: ecosystem))
+            outcome = .success(
+                try await measure(controller: controller, group: group, artifact: artifact, ecosystem: ecosystem, directory: directory)
+            )
         } catch {
             outcome = .failure(error)
         }
@@ -80,7 +88,13 @@ struct FleetBench: AsyncParsableCommand {
     }
 
     /// The run itself; `false` when an agent was missed or woken early.
-    private func measure(controller: BenchController, group: MultiThreadedEventLoopGroup, artifact: String, ecosystem: String) async throws -> Bool {
+    private func measure(
+        controller: BenchController,
+        group: MultiThreadedEventLoopGroup,
+        artifact: String,
+        ecosystem: String,
+        directory: String
+    ) async throws -> Bool {
         let context: NIOSSLContext?
         if let caFile = controller.caFile {
             var configuration = TLSConfiguration.makeClientConfiguration()
@@ -166,6 +180,14 @@ struct FleetBench: AsyncParsableCommand {
             return outcomes.compactMap { $0 }
         }
         let generatorCPU = ProcessUsage.ownCPUSeconds - generatorCPUAtStart
+        let batches = try? await { () async throws -> [String: Double] in
+            let connection = try await BenchConnection.connect(host: "127.0.0.1", port: controller.port, tls: context, group: group)
+            defer { Task { await connection.close() } }
+            return try await Self.metrics(
+                connection,
+                ["ferry_status_batches_total", "ferry_status_batch_duration_seconds_sum", "ferry_status_batched_reports_total"]
+            )
+        }()
         let final = controller.usage
         for agent in fleet { await agent.connection.close() }
 
@@ -188,6 +210,27 @@ struct FleetBench: AsyncParsableCommand {
         let reportFailures = zip(fleet, outcomes).flatMap { agent, outcome in outcome.reportFailures.map { "\(agent.name): \($0)" } }
         let steadyReports = outcomes.flatMap(\.steadyReports)
         let wakeReports = outcomes.compactMap(\.wakeReport)
+        var baseline: (latencies: [Duration], cpuSeconds: Double)?
+        if let nginx {
+            let sent = zip(fleet, outcomes).compactMap { agent, outcome in outcome.wakeReportSent.map { (agent, $0) } }
+            if let first = sent.map(\.1.at).min() {
+                let requests = sent.map { agent, report in
+                    BurstRequest(path: agent.statusPath, token: agent.token, body: report.body, offset: elapsed(from: first, to: report.at))
+                }
+                log("replaying \(requests.count) reports against nginx (the baseline)")
+                let tlsFiles = controller.caFile.flatMap { certificate in controller.tlsKeyFile.map { (certificate: certificate, key: $0) } }
+                let server = try await NginxBaseline.start(executable: nginx, directory: directory, connections: requests.count, tls: tlsFiles)
+                do {
+                    let cpuBefore = server.cpuSeconds
+                    let latencies = try await server.replay(requests, tls: context, group: group)
+                    baseline = (latencies, server.cpuSeconds - cpuBefore)
+                    await server.stop()
+                } catch {
+                    await server.stop()
+                    throw error
+                }
+            }
+        }
 
         print("== fleet bench: \(agents) agents, \(tls ? "TLS" : "plain HTTP"), long-poll wait \(wait) s")
         print("publish (CLI, start to exit)        \(seconds(published.duration)) s")
@@ -207,6 +250,17 @@ struct FleetBench: AsyncParsableCommand {
             "status report, all after the wake   p50 \(millis(percentile(wakeReports, 0.5))) ms  p99 \(millis(percentile(wakeReports, 0.99))) ms  "
                 + "max \(millis(wakeReports.max())) ms  (\(wakeReports.count) reports)"
         )
+        if let baseline {
+            let ratio = percentile(wakeReports, 0.99).flatMap { ours in
+                percentile(baseline.latencies, 0.99).map { String(format: "%.1f", ratioOf(ours, $0)) }
+            }
+            print(
+                "  the same reports to nginx (204)   p50 \(millis(percentile(baseline.latencies, 0.5))) ms  "
+                    + "p99 \(millis(percentile(baseline.latencies, 0.99))) ms  max \(millis(baseline.latencies.max())) ms  "
+                    + "(same schedule; replay and handshakes included, nginx CPU \(String(format: "%.2f", baseline.cpuSeconds)) s)"
+            )
+            print("  report burst p99, controller / nginx  \(ratio ?? "-")")
+        }
         print("report failures                     \(reportFailures.count)")
         print(
             "controller RSS                      idle \(megabytes(idle?.residentBytes)) MB  enrolled \(megabytes(enrolled?.residentBytes)) MB  "
@@ -228,6 +282,12 @@ struct FleetBench: AsyncParsableCommand {
             let cpu = (last.cpuSeconds - first.cpuSeconds) / max(0.001, Double(span.components.seconds))
             print("controller CPU during steady phase  \(String(format: "%.1f", cpu * 100)) % of one core")
         }
+        if let batches, let count = batches["ferry_status_batches_total"], count > 0, let sum = batches["ferry_status_batch_duration_seconds_sum"] {
+            print(
+                "status writes                       \(Int(count)) transactions, \(Int(batches["ferry_status_batched_reports_total"] ?? 0)) reports, "
+                    + "\(String(format: "%.2f", sum)) s committing (mean \(String(format: "%.1f", sum / count * 1000)) ms)"
+            )
+        }
         if let wakeCPU { print("controller CPU, publish to last report  \(String(format: "%.2f", wakeCPU)) s") }
         print("controller CPU total                \(String(format: "%.2f", final?.cpuSeconds ?? 0)) s")
         print("generator CPU (this process)        \(String(format: "%.2f", generatorCPU)) s on \(eventLoops) event loop(s)")
@@ -237,6 +297,18 @@ struct FleetBench: AsyncParsableCommand {
         let passed = missed.isEmpty && wrongState.isEmpty && early.isEmpty && wakes.count == agents
         print("result: \(passed ? "ok" : "FAILED") (missed \(missed.count + wrongState.count), early \(early.count))")
         return passed
+    }
+
+    /// The values of the unlabelled series `names` from `/metrics`.
+    private static func metrics(_ connection: BenchConnection, _ names: [String]) async throws -> [String: Double] {
+        let response = try await connection.exchange(.GET, "/metrics")
+        var values: [String: Double] = [:]
+        for line in String(buffer: response.body).split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, names.contains(String(parts[0])), let value = Double(parts[1]) else { continue }
+            values[String(parts[0])] = value
+        }
+        return values
     }
 
     /// `ferry_long_poll_waiters` from `/metrics`.
@@ -308,6 +380,12 @@ private func millis(_ duration: Duration?) -> String {
 private func megabytes(_ bytes: Int64?) -> String {
     guard let bytes else { return "-" }
     return String(format: "%.1f", Double(bytes) / 1_048_576)
+}
+
+/// `a / b` in seconds.
+private func ratioOf(_ a: Duration, _ b: Duration) -> Double {
+    let seconds = { (d: Duration) in Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+    return seconds(a) / max(1e-9, seconds(b))
 }
 
 /// `to - from` as a `Duration`.

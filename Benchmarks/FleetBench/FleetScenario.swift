@@ -36,6 +36,8 @@ struct AgentOutcome: Sendable {
     var steadyReports: [Duration] = []
     /// Latency of the report sent right after the wake.
     var wakeReport: Duration?
+    /// That report's body and when it was sent (the nginx baseline replays it).
+    var wakeReportSent: (at: NIODeadline, body: [UInt8])?
     var reportFailures: [String] = []
 }
 
@@ -148,7 +150,7 @@ struct FleetScenario: Sendable {
                 // Spread the first reports over one interval, as a fleet that started at different times.
                 try await Task.sleep(for: .milliseconds(Int.random(in: 0..<(parameters.reportSeconds * 1000))))
                 while ContinuousClock.now < steadyUntil {
-                    let report = try await send(report(for: agent, serial: newSerial - 1), from: agent)
+                    let report = try await send(Array(report(for: agent, serial: newSerial - 1).json.encoded()), from: agent)
                     if report.status == 204 {
                         outcome.steadyReports.append(report.latency)
                     } else {
@@ -187,7 +189,9 @@ struct FleetScenario: Sendable {
                 agent.etag = etag
                 break
             }
-            let report = try await send(report(for: agent, serial: newSerial), from: agent)
+            let body = Array(report(for: agent, serial: newSerial).json.encoded())
+            let report = try await send(body, from: agent)
+            outcome.wakeReportSent = (report.sentAt, body)
             if report.status == 204 {
                 outcome.wakeReport = report.latency
             } else {
@@ -209,8 +213,8 @@ struct FleetScenario: Sendable {
         )
     }
 
-    private func send(_ report: StatusReport, from agent: SimulatedAgent) async throws -> BenchResponse {
-        try await agent.connection.exchange(.POST, agent.statusPath, token: agent.token, body: Array(report.json.encoded()))
+    private func send(_ body: [UInt8], from agent: SimulatedAgent) async throws -> BenchResponse {
+        try await agent.connection.exchange(.POST, agent.statusPath, token: agent.token, body: body)
     }
 
     /// What an agent running `serial` healthy reports (two processes, like a small cluster-mode app).

@@ -114,6 +114,40 @@ import Testing
         }
     }
 
+    /// An agent keeps reporting a failure it had (the failures list travels with every report until a new release
+    /// installs): the failure is one event, however many reports carry it, and reports with no failure in between do
+    /// not make the next one that carries it look new. A second failure is a second event.
+    @Test func aReportedFailureIsOneEvent() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let agent = try await api.enroll("agent-a")
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.reportHealthy(agent, serial: 1)
+                try await api.mustPublish(serial: 2, version: "2.0.0")
+                let crashed = ReleaseFailure(serial: 2, reason: "crashed at boot", kind: "rolled-back")
+                let steps: [(String, @Sendable () async throws -> Void)] = [
+                    ("the rollback", { try await api.reportRolledBack(agent, failed: 2, runs: 1) }),
+                    ("the rollback again", { try await api.reportRolledBack(agent, failed: 2, runs: 1) }),
+                    ("serial 1 healthy, carrying the failure", { try await api.reportHealthy(agent, serial: 1, failures: [crashed]) }),
+                    ("serial 1 healthy, carrying it again", { try await api.reportHealthy(agent, serial: 1, failures: [crashed]) }),
+                ]
+                for (step, send) in steps {
+                    try await send()
+                    let rolledBack = try await api.events().filter { $0["kind"].string == "rolled-back" }
+                    #expect(rolledBack.count == 1, "after \(step): \(rolledBack)")
+                }
+                try await api.mustPublish(serial: 3, version: "3.0.0")
+                try await api.reportRolledBack(agent, failed: 3, runs: 1, reason: "port in use")
+                let messages = try await api.events().filter { $0["kind"].string == "rolled-back" }.compactMap { $0["message"].string }
+                #expect(
+                    messages == [
+                        "agent agent-a rolled back serial 3 of web: port in use", "agent agent-a rolled back serial 2 of web: crashed at boot",
+                    ]
+                )
+            }
+        }
+    }
+
     /// `canary:1` with `maxFailures=1`: one tolerated failure does not halt, a second one does.
     @Test func failuresAboveTheToleranceHalt() async throws {
         try await RolloutHarness.with { harness in

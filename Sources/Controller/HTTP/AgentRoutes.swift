@@ -203,7 +203,9 @@ struct AgentRoutes: Sendable {
         if let duplicate = report.services.first(where: { !seen.insert($0.service).inserted }) {
             throw APIError.unprocessable("invalid_document", "status report: service \(duplicate.service) appears twice")
         }
-        let previous = try await core.store.serviceStatuses(agentID: id)
+        // The stored statuses tell which failures are new (a failure becomes an event once): only a report that carries
+        // failures needs them, so a healthy fleet's reports cost no read.
+        let previous = report.services.contains { !$0.failures.isEmpty } ? try await core.store.serviceStatuses(agentID: id) : []
         let stored: Bool
         let receivedAt = core.now()
         do {

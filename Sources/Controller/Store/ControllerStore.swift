@@ -268,9 +268,23 @@ extension ControllerStore {
 
 /// One status report to store (`ControllerStore.recordStatuses`).
 struct StatusWrite: Sendable {
-    var report: StatusReport
-    var agentID: String
-    var receivedAt: Date
+    let report: StatusReport
+    let agentID: String
+    let receivedAt: Date
+    /// The report as `status_history` stores it, and each service's status as `service_status` does, in the order of
+    /// `report.services`. Encoded when the write is made, on the reporting request's task: the writer that commits a
+    /// batch runs one at a time, and encoding a thousand reports there lengthened every report's wait (about a fifth of
+    /// a batch's time in a burst, docs/benchmarks.md).
+    let reportText: String
+    let serviceTexts: [String]
+
+    init(report: StatusReport, agentID: String, receivedAt: Date) {
+        self.report = report
+        self.agentID = agentID
+        self.receivedAt = receivedAt
+        reportText = String(decoding: report.json.encoded(), as: UTF8.self)
+        serviceTexts = report.services.map { String(decoding: $0.json.encoded(), as: UTF8.self) }
+    }
 }
 
 /// How many events the store keeps.

@@ -338,15 +338,13 @@ final class SQLControllerStore: ControllerStore {
 
     func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool] {
         guard !writes.isEmpty else { return [] }
-        // Encoded before the transaction: the writer holds the database only for the statements.
-        let reports = writes.map { String(decoding: $0.report.json.encoded(), as: UTF8.self) }
         // The agents row and the latest status per service come from each agent's last report of the batch.
         var last: [String: Int] = [:]
         for (index, write) in writes.enumerated() { last[write.agentID] = index }
         let latest = last.values.sorted()
         let statuses = latest.flatMap { index in
-            writes[index].report.services.map { service in
-                (index: index, service: service.service, text: String(decoding: service.json.encoded(), as: UTF8.self))
+            zip(writes[index].report.services, writes[index].serviceTexts).map { service, text in
+                (index: index, service: service.service, text: text)
             }
         }
         return try await transaction { db in
@@ -390,7 +388,7 @@ final class SQLControllerStore: ControllerStore {
             for chunk in Self.chunks(history, columns: 3) {
                 let rows = chunk.map { index -> any SQLExpression in
                     SQLGroupExpression([
-                        SQLBind(writes[index].agentID), SQLBind(StoredTime.milliseconds(writes[index].receivedAt)), SQLBind(reports[index]),
+                        SQLBind(writes[index].agentID), SQLBind(StoredTime.milliseconds(writes[index].receivedAt)), SQLBind(writes[index].reportText),
                     ])
                 }
                 try await db.raw("INSERT INTO status_history (agent_id, received_at, report) VALUES \(SQLList(rows))").run()

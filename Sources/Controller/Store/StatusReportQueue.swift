@@ -69,10 +69,12 @@ final class StatusReportQueue: Sendable {
     /// - Returns: whether the agent existed (`false`: nothing was stored).
     /// - Throws: `Full` when too many reports wait, or the store's error.
     func record(_ report: StatusReport, agentID: String, receivedAt: Date) async throws -> Bool {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+        // Encoded here, outside the lock and off the writer.
+        let write = StatusWrite(report: report, agentID: agentID, receivedAt: receivedAt)
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
             let outcome = state.withLock { state -> (refusal: Full?, startWriter: Bool) in
                 guard state.pending.count < configuration.maximumPending else { return (Full(pending: state.pending.count), false) }
-                state.pending.append(Entry(write: StatusWrite(report: report, agentID: agentID, receivedAt: receivedAt), continuation: continuation))
+                state.pending.append(Entry(write: write, continuation: continuation))
                 defer { state.writing = true }
                 return (nil, !state.writing)
             }
