@@ -62,6 +62,10 @@ actor Reconciler {
     var repairBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
+    /// Apps the process manager keeps restarting while the table shows them online (`RestartWatch`).
+    var restartWatch = RestartWatch()
+    /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
+    private(set) var crashLoops: [String: [RestartWatch.Loop]] = [:]
     private var lastTable: [ManagedProcess] = []
 
     init(
@@ -204,7 +208,7 @@ actor Reconciler {
         if unsaved { save(&summary) }
         // An idle pass (nothing started, stopped or installed) judges health from the table it began with: one
         // process-manager round trip a pass instead of two.
-        await refreshHealth(unchanged: touchedProcesses || stoppedOrphans ? nil : table)
+        if await refreshHealth(unchanged: touchedProcesses || stoppedOrphans ? nil : table) { summary.changed = true }
         summary.converged = summary.problems.isEmpty && convergenceProblems().isEmpty
         return summary
     }
@@ -229,6 +233,7 @@ actor Reconciler {
         case .install(let service, let release, let payload):
             summary.changed = true
             repairBackoff.forget(release.pm2.apps.map(\.name))
+            restartWatch.forget(release.pm2.apps.map(\.name))
             guard let env = envs[service] else {
                 summary.problems.append("\(service): serial \(release.serial) waits for a readable instance env file")
                 return false
@@ -239,6 +244,7 @@ actor Reconciler {
             summary.changed = true
             guard let env = envs[service], state[service].applied != nil, let apps = appliedApps[service] else { return true }
             repairBackoff.forget(apps.map(\.name))
+            restartWatch.forget(apps.map(\.name))
             await refreshEnvironment(service, apps: apps, env: env, summary: &summary)
             return true
         case .repair(let service, let app, let appAction):
@@ -324,28 +330,57 @@ actor Reconciler {
     // MARK: - Reporting
 
     /// Derives each service's health from the table: `unchanged` when the pass did nothing to the processes, else the
-    /// table read again after the pass's actions.
-    private func refreshHealth(unchanged: [ManagedProcess]?) async {
+    /// table read again after the pass's actions. An app in a crash loop (`RestartWatch`) makes its service unhealthy
+    /// whatever the table's statuses say.
+    /// - Returns: whether an app entered or left a crash loop (the report goes out at once).
+    private func refreshHealth(unchanged: [ManagedProcess]?) async -> Bool {
         let table: [ManagedProcess]
         if let unchanged {
             table = unchanged
         } else {
-            guard let fresh = try? await processManager.processes() else { return }
+            guard let fresh = try? await processManager.processes() else { return false }
             table = fresh
         }
         lastTable = table
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
+        let now = ContinuousClock.now
+        var loopsChanged = false
         for service in configuration.services where state[service].pending == nil {
             guard let applied = state[service].applied, let apps = try? appSpecs(for: applied, service: service) else {
                 health[service] = .unknown
+                loopsChanged = noteCrashLoops([], service: service) || loopsChanged
                 continue
             }
+            let loops = restartWatch.observe(table, apps: Set(apps.map(\.name)), now: now)
+            loopsChanged = noteCrashLoops(loops, service: service) || loopsChanged
             switch ProcessTableCheck(evaluating: table, against: apps) {
-            case .allOnline: health[service] = .healthy
+            case .allOnline: health[service] = loops.isEmpty ? .healthy : .unhealthy
             case .failed: health[service] = .unhealthy
-            case .pending: health[service] = .unknown
+            case .pending: health[service] = loops.isEmpty ? .unknown : .unhealthy
             }
         }
+        return loopsChanged
+    }
+
+    /// Keeps `loops` as the service's crash loops; logs the apps that entered or left one. Returns whether the set of
+    /// apps changed.
+    private func noteCrashLoops(_ loops: [RestartWatch.Loop], service: String) -> Bool {
+        let before = Set((crashLoops[service] ?? []).map(\.app))
+        let after = Set(loops.map(\.app))
+        crashLoops[service] = loops.isEmpty ? nil : loops
+        for loop in loops where !before.contains(loop.app) {
+            logger.warning(
+                "an app is in a crash loop",
+                metadata: ["ferry.service": "\(service)", "ferry.app": "\(loop.app)", "ferry.reason": "\(secrets.mask.apply(loop.description))"]
+            )
+        }
+        for app in before.subtracting(after).sorted() {
+            logger.info(
+                "an app's crash loop is over (its restart counter did not move for the watch's window)",
+                metadata: ["ferry.service": "\(service)", "ferry.app": "\(app)"]
+            )
+        }
+        return before != after
     }
 
     /// Why the instance does not (yet) run exactly the desired state; empty when it does.
@@ -401,6 +436,7 @@ actor Reconciler {
             table: lastTable,
             appNames: appNames,
             health: health,
+            notes: crashLoops.mapValues { loops in loops.map(\.description).joined(separator: "; ") },
             targetSerials: targets,
             hostname: hostname,
             processManager: processManagerName,

@@ -15,6 +15,7 @@ enum StatusReportBuilder {
         table: [ManagedProcess],
         appNames: [String: Set<String>],
         health: [String: HealthState],
+        notes: [String: String] = [:],
         targetSerials: [String: Int64],
         hostname: String,
         processManager: String,
@@ -44,7 +45,8 @@ enum StatusReportBuilder {
                 version: serviceState.applied?.version,
                 targetSerial: targetSerials[service] ?? serviceState.highestAcceptedSerial,
                 phase: serviceState.phase,
-                message: clipped(mask.apply(serviceState.message), toBytes: 2000),
+                // A note (a crash loop seen in the table) is current, not saved: it leaves the report when it ends.
+                message: clipped(mask.apply(notes[service].map { "\(serviceState.message); \($0)" } ?? serviceState.message), toBytes: 2000),
                 health: health[service] ?? .unknown,
                 failures: serviceState.failures.prefix(10).map { failure in
                     var diagnosis = failure.diagnosis.map { bounded($0.mapText(mask.apply)) }

@@ -75,12 +75,23 @@ final class FleetFixture {
     }
 
     /// A tar.gz of a Node HTTP app that answers `GET /` with its version and pid (or crashes at boot when `crash`, or
-    /// while the file `crashWhen` exists). On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting,
+    /// while the file `crashWhen` exists; or, while the file `crashLater` exists at its start, crashes 1.5 s after it,
+    /// long enough to count as a stable run for `min_uptime` 1000). On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting,
     /// finishes what it serves, and exits: what an app does to take part in a zero-downtime reload.
-    func makeArtifact(version: String, crash: Bool = false, crashWhen trigger: String? = nil, padding: Int = 0) throws -> URL {
+    func makeArtifact(
+        version: String,
+        crash: Bool = false,
+        crashWhen trigger: String? = nil,
+        crashLater laterTrigger: String? = nil,
+        padding: Int = 0
+    ) throws -> URL {
         let tree = root.appendingPathComponent("build-\(version)")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
-        let guardLine = trigger.map { "if (require('fs').existsSync('\($0)')) throw new Error('asked to crash by \($0)');\n" } ?? ""
+        var guardLine = trigger.map { "if (require('fs').existsSync('\($0)')) throw new Error('asked to crash by \($0)');\n" } ?? ""
+        if let laterTrigger {
+            guardLine +=
+                "if (require('fs').existsSync('\(laterTrigger)')) setTimeout(() => { throw new Error('asked to crash later by \(laterTrigger)'); }, 1500);\n"
+        }
         let server =
             crash
             ? "throw new Error('release \(version) is broken at boot');\n"
@@ -165,12 +176,13 @@ final class FleetFixture {
         port: Int,
         crash: Bool = false,
         crashWhen trigger: String? = nil,
+        crashLater laterTrigger: String? = nil,
         padding: Int = 0,
         service: String = "web",
         appOptions: [String: JSONValue] = [:],
         query: String = ""
     ) async throws -> Envelope {
-        let archive = try makeArtifact(version: version, crash: crash, crashWhen: trigger, padding: padding)
+        let archive = try makeArtifact(version: version, crash: crash, crashWhen: trigger, crashLater: laterTrigger, padding: padding)
         let artifact = try await controller.upload(archive, token: operatorToken)
         let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service, appOptions: appOptions)
         let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
