@@ -35,6 +35,8 @@ struct PollService: Service, CustomStringConvertible {
         var lastPass: ContinuousClock.Instant?
         var lastPassUnsettled = true
         var wasReachable = true
+        // A rollback is reported as soon as it is done, before the restored release's health gate ends the pass.
+        await runtime.reconciler.setReportHook { [reports] in reports.fire() }
         while !Task.isCancelled {
             let started = clock.now
             var reachable = true

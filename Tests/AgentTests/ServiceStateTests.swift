@@ -130,6 +130,10 @@ struct ServiceStateTests {
     static let repaired = Event.appsRepaired("api was missing from the process table; started it again")
     static let repairedMessage = "serial 5 (1.0.5): api was missing from the process table; started it again"
     static let deploying6Slots = "accepted 6; applied 5 (env a); previous 4; pending 6"
+    static let restoredHealthy = Event.restoredChecked(problem: nil)
+    static let restoredUnhealthy = Event.restoredChecked(problem: "http://127.0.0.1:${PORT}/ did not answer: connection refused")
+    static let rolledBackMessage = "serial 6 (1.0.6) failed and was rolled back to serial 5 (1.0.5): \(unhealthy)"
+    static let rolledBackSlots = "accepted 6; applied 5 (env a); previous 4; failures 6 rolled-back"
 
     static let refusedMessage = "refused serial 9: signature check failed"
     static let clashMessage = "refused serial 7: app name api is already used by service web on this instance"
@@ -583,6 +587,32 @@ struct ServiceStateTests {
                 action: .save
             )
         ),
+
+        // After a rollback, the restored release's own health gate completes the message; only a rolled-back service
+        // takes it (a verdict arriving after anything else moved the service on is refused, nothing changes).
+        row(
+            .rolledBack,
+            restoredHealthy,
+            .moves(to: .rolledBack, slots: rolledBackSlots, message: rolledBackMessage + "; serial 5 is healthy again", action: .save)
+        ),
+        row(
+            .rolledBack,
+            restoredUnhealthy,
+            .moves(
+                to: .rolledBack,
+                slots: rolledBackSlots,
+                message: rolledBackMessage + "; serial 5 is not healthy either: http://127.0.0.1:${PORT}/ did not answer: connection refused",
+                action: .save
+            )
+        ),
+        row(.waiting, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .waiting))),
+        row(.deploying, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .deploying))),
+        row(.deployingFirst, restoredUnhealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .deploying))),
+        row(.deployingNothingPending, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .deploying))),
+        row(.running, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .running))),
+        row(.runningWithPending, restoredUnhealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .running))),
+        row(.failed, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .failed))),
+        row(.failedWithPending, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .failed))),
     ]
 
     /// The parts of a state besides phase and message, in one line.
@@ -628,6 +658,14 @@ struct ServiceStateTests {
         }
         // Every phase is a starting state of the table.
         #expect(Set(From.allCases.map { $0.state.phase }) == Set(DeployPhase.allCases))
+    }
+
+    @Test func theSameVerdictOnARestoredReleaseAgainIsNoNews() throws {
+        var state = From.rolledBack.state
+        #expect(try state.handle(Self.restoredUnhealthy) == .save)
+        let once = state
+        #expect(try state.handle(Self.restoredUnhealthy) == .none)
+        #expect(state == once)
     }
 
     @Test func theSameRepairAgainIsNoNews() throws {

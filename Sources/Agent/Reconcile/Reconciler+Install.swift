@@ -67,7 +67,7 @@ extension Reconciler {
         }
 
         let verdict = await applyAndWatch(release, apps: apps, replacing: previousApps ?? [], service: service, env: env)
-        await conclude(verdict, service: service, apps: apps, previousApps: previousApps, metadata: metadata, summary: &summary)
+        await conclude(verdict, service: service, apps: apps, previousApps: previousApps, env: env, metadata: metadata, summary: &summary)
     }
 
     /// The first app of `release` that another service on this instance already runs, as a refusal.
@@ -159,6 +159,7 @@ extension Reconciler {
         service: String,
         apps: [AppSpec],
         previousApps: [AppSpec]?,
+        env: InstanceEnvFile,
         metadata: Logger.Metadata,
         summary: inout PassSummary
     ) async {
@@ -192,7 +193,39 @@ extension Reconciler {
             guard transition(service, done, summary: &summary) != nil else { return }
             summary.problems.append("\(service): \(state[service].message)")
             save(&summary)
+            if case .rolledBack = done, let restoredApps = previousApps {
+                await checkRestored(service, apps: restoredApps, env: env, summary: &summary)
+            }
         }
+    }
+
+    /// After a rollback: the rollback is reported at once, then the release that runs again goes through its own
+    /// health gate, and the service's message and health say whether it answers again. (Before, "rolled back" was all
+    /// the report said, and the health shown was the table's: `online`, whether or not the old release answered.)
+    private func checkRestored(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async {
+        guard let restored = state[service].applied, let release = try? restored.release() else { return }
+        reportHook?()
+        let verdict = await healthGate.watch(
+            apps: apps,
+            health: release.health.resolved(against: release, instanceEnv: env.values),
+            processManager: processManager
+        )
+        let problem: String?
+        switch verdict {
+        case .healthy:
+            health[service] = .healthy
+            problem = nil
+        case .unhealthy(let failure):
+            health[service] = .unhealthy
+            problem = failure.reason
+            logger.warning(
+                "the release restored by a rollback is not healthy either",
+                metadata: ["ferry.service": "\(service)", "ferry.serial": "\(restored.serial)", "ferry.reason": "\(failure.reason)"]
+            )
+        case .interrupted:
+            return
+        }
+        if transition(service, .restoredChecked(problem: problem), summary: &summary) == .save { save(&summary) }
     }
 
     /// Points `current` back at `target`, writes its ecosystem and applies its apps, deleting the failed release's

@@ -62,6 +62,8 @@ actor Reconciler {
     var repairBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
+    /// Sends a status report now (the poll loop's trigger), for news the rest of a pass would hold back.
+    private(set) var reportHook: (@Sendable () -> Void)?
     /// Apps the process manager keeps restarting while the table shows them online (`RestartWatch`).
     var restartWatch = RestartWatch()
     /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
@@ -282,6 +284,11 @@ actor Reconciler {
 
     /// Takes the trust root's verdict for the next pass: the release keys to verify with, and why (if at all) no new
     /// release may be installed.
+    /// Lets the pass send a report before it ends (`reportHook`).
+    func setReportHook(_ hook: @escaping @Sendable () -> Void) {
+        reportHook = hook
+    }
+
     func updateTrust(_ snapshot: AgentTrust.Snapshot) {
         evaluator.policy = snapshot.releasePolicy
         evaluator.trustProblem = snapshot.problem

@@ -34,6 +34,9 @@ extension ServiceState {
         /// Apps of the applied release were brought back behind the process manager's back (missing from its table
         /// after its daemon died, errored, or left running by a dead daemon): `what` says what was done, for the report.
         case appsRepaired(String)
+        /// After a rollback, the health gate's verdict on the release that runs again: `nil` when it is healthy, else
+        /// why not. Completes the rollback's message; the phase stays `rolled-back`.
+        case restoredChecked(problem: String?)
 
         /// The event's name, for errors and tests.
         var name: Name {
@@ -51,6 +54,7 @@ extension ServiceState {
             case .failedReleaseRemoved: .failedReleaseRemoved
             case .environmentReloaded: .environmentReloaded
             case .appsRepaired: .appsRepaired
+            case .restoredChecked: .restoredChecked
             }
         }
 
@@ -58,7 +62,7 @@ extension ServiceState {
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
             case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
-            case appsRepaired
+            case appsRepaired, restoredChecked
 
             var description: String { rawValue }
         }
@@ -108,6 +112,8 @@ extension ServiceState {
         case notDeploying(event: Event.Name, phase: DeployPhase)
         /// A change to the applied release of a service that has none.
         case nothingApplied(event: Event.Name)
+        /// A verdict on a rollback's restored release while the service is not rolled back.
+        case notRolledBack(event: Event.Name, phase: DeployPhase)
 
         var description: String {
             switch self {
@@ -119,6 +125,8 @@ extension ServiceState {
                 "\(event) while the service is \(phase.rawValue), not deploying"
             case .nothingApplied(let event):
                 "\(event) with no release applied"
+            case .notRolledBack(let event, let phase):
+                "\(event) while the service is \(phase.rawValue), not rolled back"
             }
         }
     }

@@ -179,6 +179,16 @@ struct ServiceState: Sendable, Codable, Equatable {
             applied = reloaded
             message = "reloaded serial \(reloaded.serial) with a changed instance env file"
             return .save
+
+        case (.rolledBack, .restoredChecked(let problem)):
+            guard let restored = applied else { throw .nothingApplied(event: event.name) }
+            let note = problem.map { "; serial \(restored.serial) is not healthy either: \($0)" } ?? "; serial \(restored.serial) is healthy again"
+            guard !message.hasSuffix(note) else { return .none }
+            message += note
+            return .save
+
+        case (_, .restoredChecked):
+            throw .notRolledBack(event: event.name, phase: phase)
         }
     }
 
