@@ -85,6 +85,104 @@ import Testing
         }
     }
 
+    /// The history keeps news: each step sends one report (a variation of the last) and says whether it adds a
+    /// history row. The latest status and `last_seen` follow every report, news or not.
+    static let historySteps: [(String, @Sendable (StatusReport) -> StatusReport, Bool)] = [
+        ("the first report", { $0 }, true),
+        ("the same report again", { $0 }, false),
+        (
+            "only uptime, memory and CPU moved",
+            {
+                Self.varied($0) {
+                    $0.uptimeSeconds = 999
+                    $0.memoryBytes = 77_000_000
+                    $0.cpuPercent = 12.5
+                }
+            }, false
+        ),
+        (
+            "an instance restarted (counter and pid)",
+            {
+                Self.varied($0) {
+                    $0.restarts = 1
+                    $0.pid = 4242
+                }
+            }, true
+        ),
+        (
+            "the same again, with other metrics",
+            {
+                Self.varied($0) {
+                    $0.uptimeSeconds = 3
+                    $0.cpuPercent = 80
+                }
+            }, false
+        ),
+        (
+            "the health changed",
+            { report in
+                var next = report
+                next.services[0].health = .unhealthy
+                return next
+            }, true
+        ),
+        (
+            "the message changed",
+            { report in
+                var next = report
+                next.services[0].message = "repaired api"
+                return next
+            }, true
+        ),
+        (
+            "a new serial",
+            { report in
+                var next = report
+                next.services[0].serial = 2
+                next.services[0].version = "v2"
+                return next
+            }, true
+        ),
+        ("a process status changed", { Self.varied($0) { $0.status = "stopped" } }, true),
+        (
+            "the agent was upgraded",
+            { report in
+                var next = report
+                next.agentVersion = "1.1"
+                return next
+            }, true
+        ),
+    ]
+
+    static func varied(_ report: StatusReport, _ change: (inout ProcessReport) -> Void) -> StatusReport {
+        var next = report
+        for index in next.services[0].processes.indices { change(&next.services[0].processes[index]) }
+        return next
+    }
+
+    @Test(arguments: StoreBackendKind.available)
+    func theHistoryKeepsChangesNotEveryReport(_ kind: StoreBackendKind) async throws {
+        try await Self.withQueue(kind, agents: 1) { queue, store, _ in
+            var report = Self.report(0, serial: 1)
+            var rows = 0
+            for (step, change, news) in Self.historySteps {
+                report = change(report)
+                let at = Date()
+                #expect(try await queue.record(report, agentID: "agt_0", receivedAt: at))
+                if news { rows += 1 }
+                let history = try await store.statusHistory(agentID: "agt_0", limit: 100)
+                #expect(history.count == rows, "after \(step)")
+                #expect(history.first?.report == report || !news, "after \(step): the newest row is this report")
+                let statuses = try await store.serviceStatuses(agentID: "agt_0")
+                #expect(statuses.first?.status == report.services[0], "after \(step): the latest status is stored either way")
+            }
+            // Another queue (a restarted controller) knows no fingerprint: the same report is kept once more.
+            let restarted = StatusReportQueue(store: store, logger: ControllerFixture.logger)
+            #expect(try await restarted.record(report, agentID: "agt_0", receivedAt: Date()))
+            #expect(try await store.statusHistory(agentID: "agt_0", limit: 100).count == rows + 1)
+        }
+    }
+
     /// A full queue refuses at once rather than growing: while another connection holds the database's write lock
     /// (a slow disk), reports beyond the bound are refused with `Full`, and those accepted are committed afterwards.
     /// SQLite only: the lock is SQLite's file lock, taken by another process.

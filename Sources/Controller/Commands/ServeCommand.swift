@@ -68,7 +68,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Largest artifact (default 4G).", valueName: "SIZE"))
     var maxArtifactBytes: String?
 
-    @Option(name: .long, help: "Status reports kept per agent (default 50).")
+    @Option(
+        name: .long,
+        help: "Status reports kept per agent, of those that changed something besides uptime, memory and CPU (default 50)."
+    )
     var statusHistory: Int?
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (default info).")

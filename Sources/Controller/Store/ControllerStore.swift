@@ -242,8 +242,9 @@ extension ControllerStore {
         ).agent
     }
 
-    /// One `recordStatus` after the other, for stores without a batched write. Not atomic: an error stops the batch
-    /// midway (the queue then fails every report of it, and agents send them again).
+    /// One `recordStatus` after the other, for stores without a batched write (each report goes into the history,
+    /// `keepsHistory` or not). Not atomic: an error stops the batch midway (the queue then fails every report of it,
+    /// and agents send them again).
     func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool] {
         var stored: [Bool] = []
         for write in writes {
@@ -277,6 +278,12 @@ struct StatusWrite: Sendable {
     /// a batch's time in a burst, docs/benchmarks.md).
     let reportText: String
     let serviceTexts: [String]
+    /// The report without what changes in every report of a running app (each process's uptime, memory and CPU):
+    /// equal fingerprints are the same news.
+    let fingerprint: SHA256Digest
+    /// Whether the report goes into `status_history`: `false` when it tells nothing the agent's last one did not
+    /// (`StatusReportQueue` decides; the latest status is stored either way).
+    var keepsHistory = true
 
     init(report: StatusReport, agentID: String, receivedAt: Date) {
         self.report = report
@@ -284,6 +291,20 @@ struct StatusWrite: Sendable {
         self.receivedAt = receivedAt
         reportText = String(decoding: report.json.encoded(), as: UTF8.self)
         serviceTexts = report.services.map { String(decoding: $0.json.encoded(), as: UTF8.self) }
+        fingerprint = Self.fingerprint(of: report)
+    }
+
+    /// The digest of `report` with each process's uptime, memory and CPU left out.
+    static func fingerprint(of report: StatusReport) -> SHA256Digest {
+        var steady = report
+        for service in steady.services.indices {
+            for process in steady.services[service].processes.indices {
+                steady.services[service].processes[process].uptimeSeconds = nil
+                steady.services[service].processes[process].memoryBytes = 0
+                steady.services[service].processes[process].cpuPercent = 0
+            }
+        }
+        return SHA256.hash(steady.json.encodedBytes())
     }
 }
 

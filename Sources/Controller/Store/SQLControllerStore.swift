@@ -384,7 +384,7 @@ final class SQLControllerStore: ControllerStore {
                     """
                 ).run()
             }
-            let history = writes.indices.filter { known.contains(writes[$0].agentID) }
+            let history = writes.indices.filter { writes[$0].keepsHistory && known.contains(writes[$0].agentID) }
             for chunk in Self.chunks(history, columns: 3) {
                 let rows = chunk.map { index -> any SQLExpression in
                     SQLGroupExpression([
@@ -393,7 +393,8 @@ final class SQLControllerStore: ControllerStore {
                 }
                 try await db.raw("INSERT INTO status_history (agent_id, received_at, report) VALUES \(SQLList(rows))").run()
             }
-            for chunk in Self.chunks(Array(known), columns: 1) {
+            // Only the agents that got a row: the others' history did not grow.
+            for chunk in Self.chunks(Array(Set(history.map { writes[$0].agentID })), columns: 1) {
                 try await db.raw(
                     """
                     DELETE FROM status_history WHERE id IN (

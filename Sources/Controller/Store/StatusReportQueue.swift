@@ -14,6 +14,13 @@ import Synchronization
 /// longer a commit takes the more reports the next one carries (group commit). Nothing runs while no report waits, and
 /// the queue needs no service of its own: at shutdown the HTTP server waits for its in-flight reports, whose writer
 /// commits them before the store is closed (the store's service stops after the server's).
+///
+/// The history keeps news, not every report: a report whose fingerprint (`StatusWrite.fingerprint`: everything but the
+/// processes' uptime, memory and CPU) equals the agent's last one committed by this controller updates the agent's
+/// status and `last_seen` but adds no `status_history` row. A fleet at rest then writes one row per agent per report
+/// instead of three, and the history an operator reads holds the last `historyLimit` changes, not the last minutes of
+/// identical reports. The fingerprints live in memory: after a restart, or on another controller, an agent's first
+/// report is kept again.
 final class StatusReportQueue: Sendable {
     /// How reports are batched.
     struct Configuration: Sendable {
@@ -46,6 +53,8 @@ final class StatusReportQueue: Sendable {
     private let store: any ControllerStore
     private let logger: Logger
     private let state = Mutex(State())
+    /// Each agent's last fingerprint committed to the history by this queue.
+    private let fingerprints = Mutex<[String: SHA256Digest]>([:])
     private let onBatch: @Sendable (Int, Duration) -> Void
 
     /// - Parameter onBatch: told the size and commit time of every batch (metrics).
@@ -106,10 +115,21 @@ final class StatusReportQueue: Sendable {
 
     private func commit(_ batch: [Entry]) async {
         let started = ContinuousClock.now
+        var writes = batch.map(\.write)
+        let last = fingerprints.withLock { known in writes.map { known[$0.agentID] } }
+        var inBatch: [String: SHA256Digest] = [:]
+        for index in writes.indices {
+            let previous = inBatch[writes[index].agentID] ?? last[index]
+            writes[index].keepsHistory = previous != writes[index].fingerprint
+            inBatch[writes[index].agentID] = writes[index].fingerprint
+        }
         do {
-            let stored = try await store.recordStatuses(batch.map(\.write), historyLimit: configuration.historyLimit)
+            let stored = try await store.recordStatuses(writes, historyLimit: configuration.historyLimit)
             guard stored.count == batch.count else {
                 throw StoreError.corruptRow(table: "service_status", reason: "\(stored.count) results for a batch of \(batch.count) reports")
+            }
+            fingerprints.withLock { known in
+                for (write, exists) in zip(writes, stored) { known[write.agentID] = exists ? write.fingerprint : nil }
             }
             onBatch(batch.count, .now - started)
             for (entry, known) in zip(batch, stored) { entry.continuation.resume(returning: known) }
