@@ -140,10 +140,16 @@ final class BenchController: Sendable {
 
     /// Stops the server (SIGTERM, then SIGKILL after 20 s) and reaps it.
     func stop() async {
+        await Self.terminate(pid, grace: .seconds(20), name: "controller")
+    }
+
+    /// Sends SIGTERM to `pid` (a child of this process), then SIGKILL when it has not exited after `grace`, and reaps
+    /// it, on a thread of its own.
+    static func terminate(_ pid: pid_t, grace: Duration, name: String) async {
         kill(pid, SIGTERM)
-        let pid = self.pid
-        _ = try? await DedicatedThread.run(name: "controller reaper") { () -> Void in
-            for _ in 0..<2000 {
+        let polls = Int(grace.components.seconds) * 100
+        _ = try? await DedicatedThread.run(name: "\(name) reaper") { () -> Void in
+            for _ in 0..<polls {
                 var status: Int32 = 0
                 let result = waitpid(pid, &status, WNOHANG)
                 if result == pid || (result < 0 && errno != EINTR) { return }

@@ -88,19 +88,7 @@ struct NginxBaseline {
 
     /// Stops nginx (SIGTERM: its fast shutdown, which ends the workers too) and reaps it; SIGKILL after 10 s.
     func stop() async {
-        kill(pid, SIGTERM)
-        let pid = self.pid
-        _ = try? await DedicatedThread.run(name: "nginx reaper") { () -> Void in
-            for _ in 0..<1000 {
-                var status: Int32 = 0
-                let result = waitpid(pid, &status, WNOHANG)
-                if result == pid || (result < 0 && errno != EINTR) { return }
-                usleep(10_000)
-            }
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
-        }
+        await BenchController.terminate(pid, grace: .seconds(10), name: "nginx")
     }
 
     /// The master's children, from `/proc`.
