@@ -183,12 +183,12 @@ struct AgentTransportTests {
     // MARK: - Plain HTTP
 
     @Test("enroll refuses plain HTTP to a host that is not loopback before contacting it, saying how to allow it")
-    func enrollRefusesInsecureHTTP() throws {
-        try TestPaths.withTemporaryDirectorySync("ferry-insecure") { directory in
+    func enrollRefusesInsecureHTTP() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-insecure") { directory in
             let key = try SigningKey.generate()
             let pub = directory.appendingPathComponent("op.pub").path
             try KeyFile.create(pub, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
-            let result = try Command.run(
+            let result = try await Command.run(
                 TestPaths.executable("ferry-agent"),
                 [
                     "enroll", "--controller", "http://ferry.example:8080", "--token", "fer_x", "--service", "web", "--config",

@@ -47,8 +47,8 @@ struct DeployFilesTests {
 
     // MARK: - Shell syntax
 
-    @Test func installScriptParses() throws {
-        let result = try Command.run("bash", ["-n", Self.installScript])
+    @Test func installScriptParses() async throws {
+        let result = try await Command.run("bash", ["-n", Self.installScript])
         #expect(result.status == 0, "bash -n: \(result.stderr)")
     }
 
@@ -72,7 +72,7 @@ struct DeployFilesTests {
         try await TestPaths.withTemporaryDirectory("ferry-deploy") { directory in
             let file = directory.appendingPathComponent("ferry-bootstrap").path
             try script.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-            let result = try Command.run("bash", ["-n", file])
+            let result = try await Command.run("bash", ["-n", file])
             #expect(result.status == 0, "bash -n: \(result.stderr)")
         }
     }
@@ -172,7 +172,7 @@ struct DeployFilesTests {
 
             var arguments = Self.sampleArguments(work: work) + ["--dry-run", "--root", root.path] + testCase.extraArguments
             if testCase.passToken { arguments += ["--enroll-token", Self.token] }
-            let result = try Command.run("bash", [Self.installScript] + arguments)
+            let result = try await Command.run("bash", [Self.installScript] + arguments)
 
             #expect(result.status == 0, "stderr: \(result.stderr)")
             let substitute = { (line: String) in
@@ -201,7 +201,7 @@ struct DeployFilesTests {
             try "\(Self.token)\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
             let root = work.appendingPathComponent("root").path
             let arguments = Self.sampleArguments(work: work) + ["--dry-run", "--root", root, "--enroll-token-file", tokenFile]
-            let result = try Command.run("bash", [Self.installScript] + arguments)
+            let result = try await Command.run("bash", [Self.installScript] + arguments)
             #expect(result.status == 0, "stderr: \(result.stderr)")
             #expect(result.stdout.contains(" enroll --controller https://ferry.example:8443 "))
             #expect(result.stdout.contains("--token-file - <redacted token on stdin>\n"))
@@ -316,7 +316,7 @@ struct DeployFilesTests {
             }
             arguments += ["--root", work.appendingPathComponent("root").path] + (testCase.dryRun ? ["--dry-run"] : []) + testCase.extra
             let before = try TreeSnapshot.take(work.path)
-            let result = try Command.run("bash", [Self.installScript] + arguments)
+            let result = try await Command.run("bash", [Self.installScript] + arguments)
             #expect(result.status == 2)
             #expect(result.stderr.contains("install-agent: \(testCase.message)"), "stderr: \(result.stderr)")
             #expect(!result.stdout.contains(Self.token) && !result.stderr.contains(Self.token))
@@ -447,7 +447,7 @@ struct DeployFilesTests {
                 try text.write(toFile: copy, atomically: true, encoding: .utf8)
                 copies.append(copy)
             }
-            let result = try Command.run("systemd-analyze", ["verify"] + copies)
+            let result = try await Command.run("systemd-analyze", ["verify"] + copies)
             let names = copies.map { URL(fileURLWithPath: $0).lastPathComponent }
             var findings = (result.stdout + "\n" + result.stderr).split(separator: "\n").map(String.init)
                 .filter { line in names.contains { line.contains($0) } }

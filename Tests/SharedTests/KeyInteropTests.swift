@@ -40,8 +40,8 @@ struct KeyInteropTests {
         try await TestPaths.withTemporaryDirectory { dir in
             let keyPath = dir.appendingPathComponent("ossl.key").path
             let pubPath = dir.appendingPathComponent("ossl.pub").path
-            try #require(try Command.run("openssl", ["genpkey", "-algorithm", "ed25519", "-out", keyPath]).status == 0)
-            try #require(try Command.run("openssl", ["pkey", "-in", keyPath, "-pubout", "-out", pubPath]).status == 0)
+            try #require(try await Command.run("openssl", ["genpkey", "-algorithm", "ed25519", "-out", keyPath]).status == 0)
+            try #require(try await Command.run("openssl", ["pkey", "-in", keyPath, "-pubout", "-out", pubPath]).status == 0)
             let signer = try SigningKey(contentsOf: keyPath)
             let trusted = try PublicKey(contentsOf: pubPath)
             #expect(signer.publicKey == trusted)
@@ -55,7 +55,7 @@ struct KeyInteropTests {
             let paePath = dir.appendingPathComponent("pae.bin").path
             let sigPath = dir.appendingPathComponent("pae.sig").path
             try Data(Envelope.pae(payloadType: Release.payloadType, payload: payload)).write(to: URL(fileURLWithPath: paePath))
-            let sign = try Command.run("openssl", ["pkeyutl", "-sign", "-rawin", "-inkey", keyPath, "-in", paePath, "-out", sigPath])
+            let sign = try await Command.run("openssl", ["pkeyutl", "-sign", "-rawin", "-inkey", keyPath, "-in", paePath, "-out", sigPath])
             try #require(sign.status == 0, "openssl pkeyutl -sign failed: \(sign.stderr)")
             let opensslSignature = try Array(Data(contentsOf: URL(fileURLWithPath: sigPath)))
             let external = Envelope(
@@ -79,7 +79,7 @@ struct KeyInteropTests {
             let sigPath = dir.appendingPathComponent("pae.sig").path
             try Data(Envelope.pae(payloadType: Release.payloadType, payload: payload)).write(to: URL(fileURLWithPath: paePath))
             try Data(envelope.signatures[0].sig).write(to: URL(fileURLWithPath: sigPath))
-            let verify = try Command.run(
+            let verify = try await Command.run(
                 "openssl",
                 ["pkeyutl", "-verify", "-rawin", "-pubin", "-inkey", pubPath, "-in", paePath, "-sigfile", sigPath]
             )
@@ -88,7 +88,7 @@ struct KeyInteropTests {
 
             // And the negative: a different payload does not verify under OpenSSL either.
             try Data(Envelope.pae(payloadType: Release.payloadType, payload: Array("other".utf8))).write(to: URL(fileURLWithPath: paePath))
-            let mismatch = try Command.run(
+            let mismatch = try await Command.run(
                 "openssl",
                 ["pkeyutl", "-verify", "-rawin", "-pubin", "-inkey", pubPath, "-in", paePath, "-sigfile", sigPath]
             )
@@ -101,7 +101,7 @@ struct KeyInteropTests {
             let key = try SigningKey.generate()
             let keyPath = dir.appendingPathComponent("ferry.key").path
             try KeyFile.create(keyPath, contents: try key.pemRepresentation(), mode: 0o600)
-            let result = try Command.run("openssl", ["pkey", "-in", keyPath, "-pubout"])
+            let result = try await Command.run("openssl", ["pkey", "-in", keyPath, "-pubout"])
             try #require(result.status == 0, "\(result.stderr)")
             #expect(try PublicKey(pem: result.stdout) == key.publicKey)
         }
@@ -156,7 +156,7 @@ struct KeyInteropTests {
     @Test func anRSAKeyIsRefusedAsNotEd25519() async throws {
         try await TestPaths.withTemporaryDirectory { dir in
             let path = dir.appendingPathComponent("rsa.key").path
-            try #require(try Command.run("openssl", ["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", path]).status == 0)
+            try #require(try await Command.run("openssl", ["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", path]).status == 0)
             #expect(throws: KeyError.wrongAlgorithm(source: path)) { try SigningKey(contentsOf: path) }
         }
     }

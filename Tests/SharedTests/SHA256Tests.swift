@@ -54,7 +54,7 @@ struct SHA256Tests {
             try Data(bytes).write(to: URL(fileURLWithPath: path))
             let (digest, size) = try SHA256.hash(fileAt: path)
             #expect(size == 1_000_003)
-            let expected = try Command.run("sha256sum", [path]).stdout.split(separator: " ").first.map(String.init)
+            let expected = try await Command.run("sha256sum", [path]).stdout.split(separator: " ").first.map(String.init)
             #expect(digest.hex == expected)
         }
     }
