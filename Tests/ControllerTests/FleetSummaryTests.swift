@@ -68,7 +68,9 @@ import Testing
         _ kind: StoreBackendKind,
         _ body: @Sendable (Fixture, any TestClientProtocol, [String: Int]) async throws -> Void
     ) async throws {
-        try await Fixture.with(kind) { fixture in
+        // No agent may turn stale while the test runs (three poll intervals without a report): it would move in the
+        // listing between two queries (seen once, on a machine loaded enough that the test took 150 s).
+        try await Fixture.with(kind, adjust: { $0.pollInterval = .seconds(3600) }) { fixture in
             try await fixture.withRouter { client in
                 var indexes: [String: Int] = [:]
                 for index in 0..<agentCount {
