@@ -70,7 +70,8 @@ import Testing
     ) async throws {
         // No agent may turn stale while the test runs (three poll intervals without a report): it would move in the
         // listing between two queries (seen once, on a machine loaded enough that the test took 150 s).
-        try await Fixture.with(kind, adjust: { $0.pollInterval = .seconds(3600) }) { fixture in
+        let hourlyPolls: @Sendable (inout ControllerConfiguration) -> Void = { $0.pollInterval = .seconds(3600) }
+        try await Fixture.with(kind, adjust: hourlyPolls) { fixture in
             try await fixture.withRouter { client in
                 var indexes: [String: Int] = [:]
                 for index in 0..<agentCount {

@@ -156,7 +156,9 @@ struct KeyInteropTests {
     @Test func anRSAKeyIsRefusedAsNotEd25519() async throws {
         try await TestPaths.withTemporaryDirectory { dir in
             let path = dir.appendingPathComponent("rsa.key").path
-            try #require(try await Command.run("openssl", ["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", path]).status == 0)
+            try #require(
+                try await Command.run("openssl", ["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", path]).status == 0
+            )
             #expect(throws: KeyError.wrongAlgorithm(source: path)) { try SigningKey(contentsOf: path) }
         }
     }
