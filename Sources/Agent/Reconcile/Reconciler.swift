@@ -236,6 +236,8 @@ actor Reconciler {
             summary.changed = true
             repairBackoff.forget(release.pm2.apps.map(\.name))
             restartWatch.forget(release.pm2.apps.map(\.name))
+            // The running release's crash loop is not the news of an install (the next look judges the new one).
+            crashLoops[service] = nil
             guard let env = envs[service] else {
                 summary.problems.append("\(service): serial \(release.serial) waits for a readable instance env file")
                 return false
