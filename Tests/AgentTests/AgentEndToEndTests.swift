@@ -37,13 +37,14 @@ struct AgentEndToEndTests {
         let message = entry["message"]?.stringValue ?? ""
         #expect(message.contains("serial 3") && message.contains("rolled back to serial 2"), "message: \(message)")
         #expect(message.contains("errored") || message.contains("not healthy"), "the reason names what failed: \(message)")
-        #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
-        // The restored release then passes its own health gate, and the report says so.
+        // The rollback is reported as soon as it is done; the restored release then passes its own health gate, and
+        // the report says so: v2 serves again.
         try await eventually("the fleet shows v2 healthy again after the rollback", timeout: .seconds(60)) { () -> Bool? in
             let entry = try await fleet.fleetEntry(agent: "edge-1")
             let message = entry?["message"]?.stringValue ?? ""
             return message.hasSuffix("; serial 2 is healthy again") && entry?["health"]?.stringValue == "healthy" ? true : nil
         }
+        #expect(await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true)
 
         // A compromised controller: stop the real one, serve forged documents from its address.
         let controllerPort = fleet.controller.port
