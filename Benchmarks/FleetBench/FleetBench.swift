@@ -313,11 +313,8 @@ struct FleetBench: AsyncParsableCommand {
 
     /// `ferry_long_poll_waiters` from `/metrics`.
     private static func waiters(_ connection: BenchConnection) async throws -> Int {
-        let response = try await connection.exchange(.GET, "/metrics")
-        for line in String(buffer: response.body).split(separator: "\n") where line.hasPrefix("ferry_long_poll_waiters ") {
-            return Int(Double(line.split(separator: " ").last ?? "") ?? -1)
-        }
-        return -1
+        let value = try await metrics(connection, ["ferry_long_poll_waiters"])["ferry_long_poll_waiters"] ?? -1
+        return Int(exactly: value.rounded()) ?? -1
     }
 
     private func raiseOpenFileLimit(to wanted: Int) -> Int {

@@ -100,6 +100,14 @@ struct RestartWatchTests {
                 .look(at: 30, ["api/0": 6], loops: []),
             ]
         ),
+        (
+            "a counter gone wrong (negative, then the largest integer) counts from 0 and does not overflow",
+            [
+                .look(at: 0, ["api/0": Int.min], loops: []),
+                .look(at: 10, ["api/0": Int.max], loops: ["api/0: \(Int.max) in 10"]),
+                .look(at: 20, ["api/0": -1], loops: []),
+            ]
+        ),
         ("apps not asked about are not watched", [.look(at: 0, ["other/3": 0], loops: []), .look(at: 10, ["other/3": 50], loops: [])]),
     ]
 

@@ -70,9 +70,11 @@ struct RestartWatch: Sendable {
         for process in table where apps.contains(process.name) {
             let key = Key(app: process.name, pmId: process.pmId)
             var kept = samples[key] ?? []
+            // A negative counter (a table gone wrong) counts as 0, so the rise below cannot overflow.
+            let restarts = max(0, process.restarts)
             // A counter that went down was reset (`pm2 reset`, a new daemon): the looks before it say nothing.
-            if let last = kept.last, process.restarts < last.restarts { kept = [] }
-            kept.append(Sample(at: now, restarts: process.restarts))
+            if let last = kept.last, restarts < last.restarts { kept = [] }
+            kept.append(Sample(at: now, restarts: restarts))
             kept.removeAll { $0.at.duration(to: now) > policy.window }
             samples[key] = kept
             guard let first = kept.first, let last = kept.last else { continue }

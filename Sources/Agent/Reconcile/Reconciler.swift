@@ -235,7 +235,8 @@ actor Reconciler {
         case .install(let service, let release, let payload):
             summary.changed = true
             repairBackoff.forget(release.pm2.apps.map(\.name))
-            restartWatch.forget(release.pm2.apps.map(\.name))
+            // The running release's apps too: an app the new release renames or drops leaves no looks behind.
+            restartWatch.forget(release.pm2.apps.map(\.name) + (appliedApps[service] ?? []).map(\.name))
             // The running release's crash loop is not the news of an install (the next look judges the new one).
             crashLoops[service] = nil
             guard let env = envs[service] else {
