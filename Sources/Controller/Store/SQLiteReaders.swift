@@ -62,9 +62,17 @@ final class SQLiteReaders: SQLDatabase {
     }
 
     /// Closes every connection, after its running query.
+    /// Closes every reader, even when closing one fails (a connection left open is never closed afterwards); throws
+    /// the first failure.
     func close() async throws {
+        var firstFailure: (any Error)?
         for reader in readers {
-            try await reader.lock.withLock { try await reader.connection.close() }
+            do {
+                try await reader.lock.withLock { try await reader.connection.close() }
+            } catch {
+                firstFailure = firstFailure ?? error
+            }
         }
+        if let firstFailure { throw firstFailure }
     }
 }
