@@ -40,7 +40,11 @@ struct PostgresLeaderElection: Service {
                 do {
                     let backend = self.backend
                     let logger = self.logger
-                    let connection = try await Unawaited.result(of: "connecting for the leader election", within: connectTimeout) {
+                    let connection = try await Unawaited.result(
+                        of: "connecting for the leader election",
+                        within: connectTimeout,
+                        late: Self.closeUnawaited
+                    ) {
                         try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
                     }
                     do {

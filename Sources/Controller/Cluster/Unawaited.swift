@@ -6,7 +6,9 @@ import Synchronization
 /// to finish, and a PostgresNIO query on a connection whose server went away does not always end when cancelled: the
 /// leader election hung there for good after a database restart, and the controller's graceful shutdown with it. Here
 /// the operation runs in a task of its own that is left behind (cancelled) when the time is up or the caller is
-/// cancelled; whatever it holds (a connection) is the caller's to close — also without waiting (`closeUnawaited`).
+/// cancelled; whatever it holds (a connection) is the caller's to close — also without waiting (`closeUnawaited`). A
+/// result that arrives after the race is lost has no caller any more: it goes to `late` (a connection must be closed
+/// there, or PostgresNIO traps when it is released).
 enum Unawaited {
     struct TimedOut: Error, CustomStringConvertible {
         var what: String
@@ -15,10 +17,11 @@ enum Unawaited {
     }
 
     /// The result of `operation`, or `TimedOut` after `timeout`, or `CancellationError` when the caller is cancelled
-    /// first.
+    /// first. `late` receives a result that the operation produced after that.
     static func result<T: Sendable>(
         of what: String,
         within timeout: Duration,
+        late: @escaping @Sendable (T) -> Void = { _ in },
         _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let race = Race<T>()
@@ -27,7 +30,12 @@ enum Unawaited {
                 race.begin(continuation)
                 race.add(
                     Task {
-                        do { race.finish(.success(try await operation())) } catch { race.finish(.failure(error)) }
+                        do {
+                            let value = try await operation()
+                            if !race.finish(.success(value)) { late(value) }
+                        } catch {
+                            race.finish(.failure(error))
+                        }
                     }
                 )
                 race.add(
@@ -74,20 +82,23 @@ enum Unawaited {
             if cancel { task.cancel() }
         }
 
-        func finish(_ result: Result<T, any Error>) {
-            let (continuation, tasks) = state.withLock { state -> (CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
-                guard !state.done else { return (nil, []) }
+        /// Whether `result` is the one the caller gets (false: another finisher came first).
+        @discardableResult
+        func finish(_ result: Result<T, any Error>) -> Bool {
+            let (won, continuation, tasks) = state.withLock { state -> (Bool, CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
+                guard !state.done else { return (false, nil, []) }
                 state.done = true
                 guard let continuation = state.continuation else {
                     // Cancelled before the continuation existed: `begin` resumes with this.
                     state.early = result
-                    return (nil, state.tasks)
+                    return (true, nil, state.tasks)
                 }
                 state.continuation = nil
-                return (continuation, state.tasks)
+                return (true, continuation, state.tasks)
             }
             for task in tasks { task.cancel() }
             continuation?.resume(with: result)
+            return won
         }
     }
 }
