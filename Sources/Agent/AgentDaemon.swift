@@ -35,32 +35,43 @@ struct PollService: Service, CustomStringConvertible {
         var lastPass: ContinuousClock.Instant?
         var lastPassUnsettled = true
         var wasReachable = true
+        // A desired state that a side poll brought during the last pass.
+        var carried: News?
         // A rollback is reported as soon as it is done, before the restored release's health gate ends the pass.
         await runtime.reconciler.setReportHook { [reports] in reports.fire() }
         while !Task.isCancelled {
             let started = clock.now
             var reachable = true
             var desiredChanged = false
-            do {
-                // The first poll does not wait: the agent converges at once after a start. Later ones wait at most until
-                // the next report is due (whole seconds, at least one).
-                let wait = desired == nil ? 0 : Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport())
-                switch try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
-                case .changed(let state, let newTag):
-                    desired = state
-                    etag = newTag
-                    desiredChanged = true
-                    reports.controllerPollSeconds = state.pollSeconds
-                case .notModified:
-                    break
+            if let news = carried {
+                // Polled on the side during the last pass: no need to ask again before acting on it.
+                carried = nil
+                desired = news.state
+                etag = news.etag
+                desiredChanged = true
+                reports.controllerPollSeconds = news.state.pollSeconds
+            } else {
+                do {
+                    // The first poll does not wait: the agent converges at once after a start. Later ones wait at most
+                    // until the next report is due (whole seconds, at least one).
+                    let wait = desired == nil ? 0 : Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport())
+                    switch try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
+                    case .changed(let state, let newTag):
+                        desired = state
+                        etag = newTag
+                        desiredChanged = true
+                        reports.controllerPollSeconds = state.pollSeconds
+                    case .notModified:
+                        break
+                    }
+                    backoff.reset()
+                    await runtime.reconciler.noteControllerContact(failure: nil)
+                } catch {
+                    if Task.isCancelled { return }
+                    reachable = false
+                    runtime.logger.info("desired state unavailable", metadata: ["ferry.reason": "\(error)"])
+                    await runtime.reconciler.noteControllerContact(failure: "\(error)")
                 }
-                backoff.reset()
-                await runtime.reconciler.noteControllerContact(failure: nil)
-            } catch {
-                if Task.isCancelled { return }
-                reachable = false
-                runtime.logger.info("desired state unavailable", metadata: ["ferry.reason": "\(error)"])
-                await runtime.reconciler.noteControllerContact(failure: "\(error)")
             }
             var summary = Reconciler.PassSummary()
             let passDue = Self.passIsDue(
@@ -73,7 +84,7 @@ struct PollService: Service, CustomStringConvertible {
             wasReachable = reachable
             if passDue {
                 await runtime.refreshTrust(for: reachable ? desired : nil)
-                summary = await runtime.reconciler.pass(desired: reachable ? desired : nil)
+                (summary, carried) = await passWatchingForNews(desired: reachable ? desired : nil, etag: etag)
                 lastPass = clock.now
                 // Not converged (an install pending, an app not healthy yet): keep the poll's pace until it is.
                 lastPassUnsettled = summary.changed || !summary.problems.isEmpty || !summary.converged
@@ -82,7 +93,10 @@ struct PollService: Service, CustomStringConvertible {
                     runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
                 }
             }
-            if !reachable {
+            if carried != nil {
+                // News that came during a pass is acted on at once.
+                continue
+            } else if !reachable {
                 try await Task.sleep(for: backoff.next())
             } else if config.longPollSeconds == 0 || !summary.problems.isEmpty {
                 // The controller's interval when it sent one (it marks agents stale after three without a report).
@@ -96,6 +110,74 @@ struct PollService: Service, CustomStringConvertible {
 }
 
 extension PollService {
+    /// A desired state a side poll brought, with its ETag.
+    struct News: Sendable {
+        var state: DesiredState
+        var etag: String?
+    }
+
+    /// How long a pass runs before the loop polls on the side: most passes end sooner (a pass with nothing to install
+    /// takes milliseconds), and a side poll cancelled by the pass's end costs the kept-open connection.
+    static let sidePollDelay = Duration.seconds(2)
+
+    /// Runs a pass while polling for a newer desired state on the side. A pass can last minutes (a download, a health
+    /// gate with a long deadline), and a newer release — an operator's fix for the one in its gate — must not wait for
+    /// it: every new state a side poll brings goes to the reconciler (`supersede(with:)`, which ends a gate watching an
+    /// older serial of the same service), and the newest one is returned for the next pass, which runs at once. The
+    /// side polls begin after `sidePollDelay`, carry the loop's ETag and end (cancelled) with the pass. No side polls
+    /// while the controller is unreachable (`desired` is `nil`).
+    private func passWatchingForNews(desired: DesiredState?, etag: String?) async -> (Reconciler.PassSummary, News?) {
+        guard let desired else { return (await runtime.reconciler.pass(desired: nil), nil) }
+        enum Finished: Sendable {
+            case pass(Reconciler.PassSummary)
+            case sidePolls(News?)
+        }
+        return await withTaskGroup(of: Finished.self) { group in
+            group.addTask { .pass(await runtime.reconciler.pass(desired: desired)) }
+            group.addTask { .sidePolls(await sidePolls(etag: etag)) }
+            var summary = Reconciler.PassSummary()
+            var news: News?
+            while let finished = await group.next() {
+                switch finished {
+                case .pass(let passSummary):
+                    summary = passSummary
+                    group.cancelAll()
+                case .sidePolls(let brought):
+                    news = brought
+                }
+            }
+            return (summary, news)
+        }
+    }
+
+    /// Polls (long-polls when configured, else every poll interval) until cancelled, starting after `sidePollDelay`;
+    /// returns the newest desired state that came. A failed poll is retried after a few seconds: the pass goes on
+    /// either way, and the loop reports the controller's reachability after it.
+    private func sidePolls(etag: String?) async -> News? {
+        guard (try? await Task.sleep(for: Self.sidePollDelay)) != nil else { return nil }
+        let config = runtime.config
+        var etag = etag
+        var news: News?
+        while !Task.isCancelled {
+            let wait = Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport())
+            do {
+                if case .changed(let state, let newTag) = try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
+                    news = News(state: state, etag: newTag)
+                    etag = newTag
+                    await runtime.reconciler.supersede(with: state)
+                }
+                if wait == 0 {
+                    try await Task.sleep(for: .seconds(Self.pollInterval(configured: config.pollSeconds, controller: reports.controllerPollSeconds)))
+                }
+            } catch {
+                if Task.isCancelled { break }
+                runtime.logger.debug("side poll during a pass failed", metadata: ["ferry.reason": "\(error)"])
+                try? await Task.sleep(for: .seconds(5))
+            }
+        }
+        return news
+    }
+
     /// Whether this turn of the loop runs a pass. A poll that brought nothing new (304) does not need one, except to
     /// notice drift (an app gone, a daemon restarted) — and that check runs on its own clock, `driftCheckSeconds`, not
     /// with every poll: at a one-second poll interval the pass was nine tenths of the agent's CPU. Everything that may

@@ -1,4 +1,5 @@
 import Shared
+import Synchronization
 import Testing
 
 @testable import Agent
@@ -344,5 +345,31 @@ struct HealthGateTests {
         #expect(await probe.urls.count >= 2)
         watch.cancel()
         #expect(await watch.value == .interrupted)
+    }
+
+    /// A newer serial ends the watch without a verdict, at the next look: an operator's fix does not wait out a broken
+    /// release's deadline.
+    @Test func aNewerSerialSupersedesTheWatch() async throws {
+        let manager = ScriptedProcessManager { _ in Self.online() }
+        let probe = ProbeScript { _ in 503 }
+        var gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        gate.notRunning = { ProcessTableCheck.notRunning($0, isAlive: { $0 > 0 }) }
+        final class Newer: Sendable { let serial = Mutex<Int64?>(nil) }
+        let newer = Newer()
+        let watch = Task {
+            await gate.watch(
+                apps: Self.api,
+                health: HealthCheck(http: Self.url, deadlineSeconds: 3600, stableSeconds: 1).resolved(environment: [:]),
+                processManager: manager,
+                superseded: { newer.serial.withLock { $0 } }
+            )
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(60))
+        while await probe.urls.count < 2, clock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await probe.urls.count >= 2)
+        newer.serial.withLock { $0 = 7 }
+        #expect(await watch.value == .superseded(by: 7))
+        #expect(clock.now < deadline)
     }
 }

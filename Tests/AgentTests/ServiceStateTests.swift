@@ -130,6 +130,11 @@ struct ServiceStateTests {
     static let repaired = Event.appsRepaired("api was missing from the process table; started it again")
     static let repairedMessage = "serial 5 (1.0.5): api was missing from the process table; started it again"
     static let deploying6Slots = "accepted 6; applied 5 (env a); previous 4; pending 6"
+    static let supersededCanRollBack = Event.releaseSuperseded(by: 7, canRollBack: true)
+    static let supersededCannotRollBack = Event.releaseSuperseded(by: 7, canRollBack: false)
+    static let supersededRestored = Event.supersededReleaseTakenOut(by: 7, restored: true)
+    static let supersededRemoved = Event.supersededReleaseTakenOut(by: 7, restored: false)
+    static let superseded6 = "serial 6 (1.0.6) was superseded by serial 7 during its health gate"
     static let restoredHealthy = Event.restoredChecked(problem: nil)
     static let restoredUnhealthy = Event.restoredChecked(problem: "http://127.0.0.1:${PORT}/ did not answer: connection refused")
     static let rolledBackMessage = "serial 6 (1.0.6) failed and was rolled back to serial 5 (1.0.5): \(unhealthy)"
@@ -605,6 +610,70 @@ struct ServiceStateTests {
                 action: .save
             )
         ),
+        // Superseded during the health gate: the verdict-less event only decides how the release is taken out (the
+        // applied release again, or nothing); once it is out the service is as before the install, the serial is no
+        // failure, and the newer one is installed next.
+        row(.waiting, supersededCanRollBack, .refused(.notDeploying(event: .releaseSuperseded, phase: .waiting))),
+        row(
+            .deploying,
+            supersededCanRollBack,
+            .moves(to: .deploying, slots: deploying6Slots, message: "deploying serial 6 (1.0.6)", action: .rollBack(failed: r6, to: r5))
+        ),
+        row(
+            .deploying,
+            supersededCannotRollBack,
+            .moves(to: .deploying, slots: deploying6Slots, message: "deploying serial 6 (1.0.6)", action: .removeFailedRelease(r6))
+        ),
+        row(
+            .deployingFirst,
+            supersededCanRollBack,
+            .moves(to: .deploying, slots: "accepted 1; pending 1", message: "deploying serial 1 (1.0.1)", action: .removeFailedRelease(r1))
+        ),
+        row(.deployingNothingPending, supersededCanRollBack, .refused(.noInstallPending(event: .releaseSuperseded))),
+        row(.running, supersededCanRollBack, .refused(.notDeploying(event: .releaseSuperseded, phase: .running))),
+        row(.runningWithPending, supersededCanRollBack, .refused(.notDeploying(event: .releaseSuperseded, phase: .running))),
+        row(.failed, supersededCanRollBack, .refused(.notDeploying(event: .releaseSuperseded, phase: .failed))),
+        row(.failedWithPending, supersededCannotRollBack, .refused(.notDeploying(event: .releaseSuperseded, phase: .failed))),
+        row(.rolledBack, supersededCanRollBack, .refused(.notDeploying(event: .releaseSuperseded, phase: .rolledBack))),
+
+        row(.waiting, supersededRestored, .refused(.notDeploying(event: .supersededReleaseTakenOut, phase: .waiting))),
+        row(
+            .deploying,
+            supersededRestored,
+            .moves(
+                to: .running,
+                slots: "accepted 6; applied 5 (env a); previous 4",
+                message: superseded6 + "; serial 5 (1.0.5) runs until serial 7 is installed",
+                action: .save
+            )
+        ),
+        row(
+            .deploying,
+            supersededRemoved,
+            .moves(
+                to: .failed,
+                slots: "accepted 6; applied 5 (env a); previous 4",
+                message: superseded6 + " and taken out; nothing runs until serial 7 is installed",
+                action: .save
+            )
+        ),
+        row(
+            .deployingFirst,
+            supersededRemoved,
+            .moves(
+                to: .waiting,
+                slots: "accepted 1",
+                message: "serial 1 (1.0.1) was superseded by serial 7 during its health gate and taken out; nothing runs until serial 7 is installed",
+                action: .save
+            )
+        ),
+        row(.deployingFirst, supersededRestored, .refused(.nothingApplied(event: .supersededReleaseTakenOut))),
+        row(.deployingNothingPending, supersededRestored, .refused(.noInstallPending(event: .supersededReleaseTakenOut))),
+        row(.running, supersededRestored, .refused(.notDeploying(event: .supersededReleaseTakenOut, phase: .running))),
+        row(.runningWithPending, supersededRemoved, .refused(.notDeploying(event: .supersededReleaseTakenOut, phase: .running))),
+        row(.failed, supersededRestored, .refused(.notDeploying(event: .supersededReleaseTakenOut, phase: .failed))),
+        row(.failedWithPending, supersededRemoved, .refused(.notDeploying(event: .supersededReleaseTakenOut, phase: .failed))),
+        row(.rolledBack, supersededRestored, .refused(.notDeploying(event: .supersededReleaseTakenOut, phase: .rolledBack))),
         row(.waiting, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .waiting))),
         row(.deploying, restoredHealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .deploying))),
         row(.deployingFirst, restoredUnhealthy, .refused(.notRolledBack(event: .restoredChecked, phase: .deploying))),

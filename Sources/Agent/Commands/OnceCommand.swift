@@ -13,7 +13,7 @@ struct OnceCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let (config, logger, runtime) = try options.makeRuntime()
+        let (config, _, runtime) = try options.makeRuntime()
         try await runtime.reconciler.prepare()
         var desired: DesiredState?
         var problems: [String] = []

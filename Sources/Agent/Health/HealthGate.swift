@@ -39,6 +39,9 @@ struct HealthGate: Sendable {
         case unhealthy(Failure)
         /// The watch was cancelled (the agent is shutting down): no verdict, the install stays pending.
         case interrupted
+        /// A newer serial of the service arrived while the release was watched (`superseded` named it): no verdict,
+        /// the newer one is installed instead.
+        case superseded(by: Int64)
 
         /// The verdict's sentence when unhealthy, else `nil`.
         var reason: String? {
@@ -60,11 +63,14 @@ struct HealthGate: Sendable {
         var description: String { reason }
     }
 
+    /// Watches `apps` until a verdict. `superseded` is asked before every look: a serial it names ends the watch
+    /// (`.superseded`) — an operator's fix must not wait out a broken release's deadline.
     func watch<C: Clock<Duration>>(
         apps: [AppSpec],
         health: ResolvedHealthCheck,
         processManager: any ProcessManager,
-        clock: C = ContinuousClock()
+        clock: C = ContinuousClock(),
+        superseded: @Sendable () -> Int64? = { nil }
     ) async -> Outcome {
         let deadline = clock.now.advanced(by: .seconds(health.deadlineSeconds))
         let stable = Duration.seconds(health.stableSeconds)
@@ -77,6 +83,7 @@ struct HealthGate: Sendable {
         var lastProbe: FailureDiagnosis.HealthProbe?
         while true {
             if Task.isCancelled { return .interrupted }
+            if let newer = superseded() { return .superseded(by: newer) }
             let now = clock.now
             var problem: String?
             do {

@@ -11,6 +11,8 @@ extension Reconciler {
         case unhealthy(ServiceState.UnhealthyReason, evidence: FailureDiagnostics.Verdict)
         /// The agent is shutting down: no verdict.
         case interrupted
+        /// A newer serial arrived during the health gate: no verdict, the newer one is installed next.
+        case superseded(by: Int64)
     }
 
     /// Installs `release` for `service`. Nothing running is touched until the release is downloaded, verified and
@@ -127,7 +129,7 @@ extension Reconciler {
         }
         try? await processManager.save()
         let health = release.health.resolved(against: release, instanceEnv: env.values)
-        switch await healthGate.watch(apps: apps, health: health, processManager: processManager) {
+        switch await watchHealth(service, serial: release.serial, apps: apps, health: health) {
         case .healthy:
             return .healthy
         case .unhealthy(let failure):
@@ -140,7 +142,25 @@ extension Reconciler {
             return .unhealthy(.healthGate(failure.reason), evidence: evidence)
         case .interrupted:
             return .interrupted
+        case .superseded(let newer):
+            return .superseded(by: newer)
         }
+    }
+
+    /// The health gate on `serial` of `service`, which a newer serial ends (`supersede(with:)`).
+    private func watchHealth(_ service: String, serial: Int64, apps: [AppSpec], health: ResolvedHealthCheck) async -> HealthGate.Outcome {
+        let supersessions = self.supersessions
+        supersessions.clear(service: service)
+        gated[service] = serial
+        let outcome = await healthGate.watch(
+            apps: apps,
+            health: health,
+            processManager: processManager,
+            superseded: { supersessions.serial(for: service) }
+        )
+        gated[service] = nil
+        supersessions.clear(service: service)
+        return outcome
     }
 
     /// The stage an apply failure happened in: that of the first app action that failed.
@@ -167,6 +187,25 @@ extension Reconciler {
         case .interrupted:
             logger.info("install interrupted by shutdown", metadata: metadata)
             _ = transition(service, .installInterrupted, summary: &summary)
+        case .superseded(let newer):
+            logger.info(
+                "release superseded during its health gate, taking it out",
+                metadata: metadata.merging(["ferry.newer_serial": "\(newer)"]) { $1 }
+            )
+            let restored: Bool
+            switch transition(service, .releaseSuperseded(by: newer, canRollBack: previousApps != nil), summary: &summary) {
+            case .rollBack(_, let target)?:
+                await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
+                restored = true
+            case .removeFailedRelease?:
+                await remove(apps, service: service)
+                restored = false
+            default:
+                return
+            }
+            // The next pass installs the newer serial; until then the table judges what runs again.
+            health[service] = .unknown
+            if transition(service, .supersededReleaseTakenOut(by: newer, restored: restored), summary: &summary) != nil { save(&summary) }
         case .healthy:
             guard transition(service, .releaseHealthy, summary: &summary) != nil else { return }
             health[service] = .healthy
@@ -205,10 +244,11 @@ extension Reconciler {
     private func checkRestored(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async {
         guard let restored = state[service].applied, let release = try? restored.release() else { return }
         reportHook?()
-        let verdict = await healthGate.watch(
+        let verdict = await watchHealth(
+            service,
+            serial: restored.serial,
             apps: apps,
-            health: release.health.resolved(against: release, instanceEnv: env.values),
-            processManager: processManager
+            health: release.health.resolved(against: release, instanceEnv: env.values)
         )
         let problem: String?
         switch verdict {
@@ -222,7 +262,8 @@ extension Reconciler {
                 "the release restored by a rollback is not healthy either",
                 metadata: ["ferry.service": "\(service)", "ferry.serial": "\(restored.serial)", "ferry.reason": "\(failure.reason)"]
             )
-        case .interrupted:
+        case .interrupted, .superseded:
+            // Shutting down, or a newer serial is installed next: no verdict on the restored release.
             return
         }
         if transition(service, .restoredChecked(problem: problem), summary: &summary) == .save { save(&summary) }

@@ -29,6 +29,13 @@ extension ServiceState {
         case rolledBack(UnhealthyReason, diagnosis: FailureDiagnosis? = nil)
         /// The failed pending release was taken out and nothing runs (there was nothing to go back to).
         case failedReleaseRemoved(UnhealthyReason, diagnosis: FailureDiagnosis? = nil)
+        /// A newer serial arrived while the pending release was in its health gate: no verdict on it; decides how it is
+        /// taken out (the applied release runs again when `canRollBack`, else nothing), changes nothing yet.
+        case releaseSuperseded(by: Int64, canRollBack: Bool)
+        /// The superseded pending release was taken out (`restored`: the applied release runs again; else nothing
+        /// runs), and the newer serial is installed next. The superseded serial is not a failure, and is not installed
+        /// again (it was accepted).
+        case supersededReleaseTakenOut(by: Int64, restored: Bool)
         /// The applied release was reloaded with a changed instance env file (whose digest this is).
         case environmentReloaded(envDigest: String)
         /// Apps of the applied release were brought back behind the process manager's back (missing from its table
@@ -52,6 +59,8 @@ extension ServiceState {
             case .releaseUnhealthy: .releaseUnhealthy
             case .rolledBack: .rolledBack
             case .failedReleaseRemoved: .failedReleaseRemoved
+            case .releaseSuperseded: .releaseSuperseded
+            case .supersededReleaseTakenOut: .supersededReleaseTakenOut
             case .environmentReloaded: .environmentReloaded
             case .appsRepaired: .appsRepaired
             case .restoredChecked: .restoredChecked
@@ -62,7 +71,7 @@ extension ServiceState {
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
             case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
-            case appsRepaired, restoredChecked
+            case appsRepaired, restoredChecked, releaseSuperseded, supersededReleaseTakenOut
 
             var description: String { rawValue }
         }

@@ -157,8 +157,28 @@ struct ServiceState: Sendable, Codable, Equatable {
             message = "serial \(failed.serial) (\(failed.version)) failed and there is no earlier release to roll back to: \(reason)"
             return .save
 
+        case (.deploying, .releaseSuperseded(_, let canRollBack)):
+            // Like a verdict, it only decides: a report in between still says "deploying".
+            let superseded = try installing(event)
+            if let target = applied, canRollBack { return .rollBack(failed: superseded, to: target) }
+            return .removeFailedRelease(superseded)
+
+        case (.deploying, .supersededReleaseTakenOut(let newer, let restored)):
+            let superseded = try installing(event)
+            let what = "serial \(superseded.serial) (\(superseded.version)) was superseded by serial \(newer) during its health gate"
+            if restored {
+                guard let running = applied else { throw .nothingApplied(event: event.name) }
+                phase = .running
+                message = "\(what); serial \(running.serial) (\(running.version)) runs until serial \(newer) is installed"
+            } else {
+                phase = applied == nil ? .waiting : .failed
+                message = "\(what) and taken out; nothing runs until serial \(newer) is installed"
+            }
+            pending = nil
+            return .save
+
         case (_, .downloadFailed), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy), (_, .releaseUnhealthy),
-            (_, .rolledBack), (_, .failedReleaseRemoved):
+            (_, .rolledBack), (_, .failedReleaseRemoved), (_, .releaseSuperseded), (_, .supersededReleaseTakenOut):
             throw .notDeploying(event: event.name, phase: phase)
 
         case (.deploying, .appsRepaired):

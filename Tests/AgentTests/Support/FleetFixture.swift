@@ -138,7 +138,8 @@ final class FleetFixture {
         deadline: Int64 = 20,
         stable: Int64 = 2,
         appOptions: [String: JSONValue] = [:],
-        signer: SigningKey? = nil
+        signer: SigningKey? = nil,
+        healthURL: String? = nil
     ) throws -> Envelope {
         let now = Date()
         var options: [String: JSONValue] = [
@@ -160,7 +161,7 @@ final class FleetFixture {
             env: ["NODE_ENV": "production"],
             pm2: PM2Config(apps: [app]),
             health: HealthCheck(
-                http: port == 0 ? "http://127.0.0.1:${PORT}/" : "http://127.0.0.1:\(port)/",
+                http: healthURL ?? (port == 0 ? "http://127.0.0.1:${PORT}/" : "http://127.0.0.1:\(port)/"),
                 deadlineSeconds: deadline,
                 stableSeconds: stable
             )
@@ -180,11 +181,22 @@ final class FleetFixture {
         padding: Int = 0,
         service: String = "web",
         appOptions: [String: JSONValue] = [:],
-        query: String = ""
+        query: String = "",
+        healthURL: String? = nil,
+        deadline: Int64 = 20
     ) async throws -> Envelope {
         let archive = try makeArtifact(version: version, crash: crash, crashWhen: trigger, crashLater: laterTrigger, padding: padding)
         let artifact = try await controller.upload(archive, token: operatorToken)
-        let envelope = try release(serial: serial, version: version, artifact: artifact, port: port, service: service, appOptions: appOptions)
+        let envelope = try release(
+            serial: serial,
+            version: version,
+            artifact: artifact,
+            port: port,
+            service: service,
+            deadline: deadline,
+            appOptions: appOptions,
+            healthURL: healthURL
+        )
         let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
         guard status == 201 || status == 200 else { throw HarnessError("publish \(version) refused: \(status) \(body)") }
         return envelope
