@@ -372,4 +372,20 @@ struct HealthGateTests {
         #expect(await watch.value == .superseded(by: 7))
         #expect(clock.now < deadline)
     }
+
+    /// A release passing its stable window is let finish: it ends within `stableSeconds` and becomes the newer
+    /// release's rollback target.
+    @Test func aPassingGateIsNotSuperseded() async {
+        let manager = ScriptedProcessManager { _ in Self.online() }
+        let probe = ProbeScript { _ in 200 }
+        var gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
+        gate.notRunning = { ProcessTableCheck.notRunning($0, isAlive: { $0 > 0 }) }
+        let outcome = await gate.watch(
+            apps: Self.api,
+            health: HealthCheck(http: Self.url, deadlineSeconds: 60, stableSeconds: 1).resolved(environment: [:]),
+            processManager: manager,
+            superseded: { 7 }
+        )
+        #expect(outcome == .healthy)
+    }
 }

@@ -63,8 +63,8 @@ struct HealthGate: Sendable {
         var description: String { reason }
     }
 
-    /// Watches `apps` until a verdict. `superseded` is asked before every look: a serial it names ends the watch
-    /// (`.superseded`) — an operator's fix must not wait out a broken release's deadline.
+    /// Watches `apps` until a verdict. `superseded` is asked after every look that found a problem: a serial it names
+    /// ends the watch (`.superseded`) — an operator's fix must not wait out a broken release's deadline.
     func watch<C: Clock<Duration>>(
         apps: [AppSpec],
         health: ResolvedHealthCheck,
@@ -83,7 +83,6 @@ struct HealthGate: Sendable {
         var lastProbe: FailureDiagnosis.HealthProbe?
         while true {
             if Task.isCancelled { return .interrupted }
-            if let newer = superseded() { return .superseded(by: newer) }
             let now = clock.now
             var problem: String?
             do {
@@ -136,6 +135,9 @@ struct HealthGate: Sendable {
                 }
             }
             if let problem {
+                // Ended by a newer serial only while failing: a release passing its stable window is let finish (it
+                // ends within `stableSeconds`) and becomes the newer one's rollback target.
+                if let newer = superseded() { return .superseded(by: newer) }
                 stableSince = nil
                 lastProblem = problem
             } else if let since = stableSince {

@@ -1,12 +1,13 @@
 import Synchronization
 
-/// Per service, the newer serial that ends the health gate watching an older one (`Reconciler.supersede(with:)`
-/// writes, the gate reads between looks). Shared by reference: the gate runs inside a pass while the poll loop, on
-/// another task, learns of the newer release.
+/// Per service, the newest installable serial a poll brought while a pass runs (`Reconciler.supersede(with:)` writes,
+/// the health gates read between looks). Shared by reference: the gate runs inside a pass while the poll loop, on
+/// another task, learns of the newer release. Only ever rises; a gate compares it with the serials accepted when it
+/// began, so an old entry ends nothing.
 final class Supersessions: Sendable {
     private let serials = Mutex<[String: Int64]>([:])
 
-    /// Records that `serial` supersedes the gate of `service`; whether that is news (a higher serial than recorded).
+    /// Records that `serial` of `service` is offered; whether that is news (higher than recorded).
     @discardableResult
     func record(service: String, serial: Int64) -> Bool {
         serials.withLock { serials in
@@ -16,9 +17,8 @@ final class Supersessions: Sendable {
         }
     }
 
-    /// The serial that supersedes the gate of `service`, if one arrived.
-    func serial(for service: String) -> Int64? { serials.withLock { $0[service] } }
-
-    /// Forgets `service`'s: a gate begins or ended.
-    func clear(service: String) { _ = serials.withLock { $0.removeValue(forKey: service) } }
+    /// The serial of `service` that ends a gate begun when `accepted` was the highest serial accepted, if one came.
+    func serial(for service: String, above accepted: Int64) -> Int64? {
+        serials.withLock { serials in serials[service].flatMap { $0 > accepted ? $0 : nil } }
+    }
 }

@@ -129,7 +129,7 @@ extension Reconciler {
         }
         try? await processManager.save()
         let health = release.health.resolved(against: release, instanceEnv: env.values)
-        switch await watchHealth(service, serial: release.serial, apps: apps, health: health) {
+        switch await watchHealth(service, apps: apps, health: health) {
         case .healthy:
             return .healthy
         case .unhealthy(let failure):
@@ -147,20 +147,17 @@ extension Reconciler {
         }
     }
 
-    /// The health gate on `serial` of `service`, which a newer serial ends (`supersede(with:)`).
-    private func watchHealth(_ service: String, serial: Int64, apps: [AppSpec], health: ResolvedHealthCheck) async -> HealthGate.Outcome {
+    /// The health gate of `service`, which a serial above the ones accepted now ends while it fails
+    /// (`supersede(with:)`).
+    private func watchHealth(_ service: String, apps: [AppSpec], health: ResolvedHealthCheck) async -> HealthGate.Outcome {
         let supersessions = self.supersessions
-        supersessions.clear(service: service)
-        gated[service] = serial
-        let outcome = await healthGate.watch(
+        let accepted = state[service].highestAcceptedSerial ?? Int64.min
+        return await healthGate.watch(
             apps: apps,
             health: health,
             processManager: processManager,
-            superseded: { supersessions.serial(for: service) }
+            superseded: { supersessions.serial(for: service, above: accepted) }
         )
-        gated[service] = nil
-        supersessions.clear(service: service)
-        return outcome
     }
 
     /// The stage an apply failure happened in: that of the first app action that failed.
@@ -189,7 +186,7 @@ extension Reconciler {
             _ = transition(service, .installInterrupted, summary: &summary)
         case .superseded(let newer):
             logger.info(
-                "release superseded during its health gate, taking it out",
+                "a newer release supersedes the one in its health gate; taking it out",
                 metadata: metadata.merging(["ferry.newer_serial": "\(newer)"]) { $1 }
             )
             let restored: Bool
@@ -246,7 +243,6 @@ extension Reconciler {
         reportHook?()
         let verdict = await watchHealth(
             service,
-            serial: restored.serial,
             apps: apps,
             health: release.health.resolved(against: release, instanceEnv: env.values)
         )
@@ -262,8 +258,14 @@ extension Reconciler {
                 "the release restored by a rollback is not healthy either",
                 metadata: ["ferry.service": "\(service)", "ferry.serial": "\(restored.serial)", "ferry.reason": "\(failure.reason)"]
             )
-        case .interrupted, .superseded:
-            // Shutting down, or a newer serial is installed next: no verdict on the restored release.
+        case .interrupted:
+            return
+        case .superseded(let newer):
+            // The newer serial is installed next: no verdict on the restored release.
+            logger.info(
+                "a newer release ends the health gate of the release a rollback restored",
+                metadata: ["ferry.service": "\(service)", "ferry.serial": "\(restored.serial)", "ferry.newer_serial": "\(newer)"]
+            )
             return
         }
         if transition(service, .restoredChecked(problem: problem), summary: &summary) == .save { save(&summary) }

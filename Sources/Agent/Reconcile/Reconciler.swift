@@ -69,9 +69,7 @@ actor Reconciler {
     /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
     private(set) var crashLoops: [String: [RestartWatch.Loop]] = [:]
     private var lastTable: [ManagedProcess] = []
-    /// The serial each service's health gate is watching now (a pending release's, or the one a rollback restored).
-    var gated: [String: Int64] = [:]
-    /// Newer serials that end those watches (`supersede(with:)`), read by the gates between looks.
+    /// Newer serials offered while a pass runs (`supersede(with:)`), read by the health gates between looks.
     let supersessions = Supersessions()
 
     init(
@@ -289,20 +287,21 @@ actor Reconciler {
         }
     }
 
-    /// A desired state that arrived while a pass runs (the poll loop keeps polling during a pass): a service whose
-    /// health gate is watching an older serial than the verified, admitted release this state offers has that watch
-    /// ended (`HealthGate.Outcome.superseded`), so the newer release is installed without waiting out the older one's
-    /// deadline. Verified here with the same evaluator as a pass: an unverified document ends nothing.
+    /// A desired state that arrived while a pass runs (the poll loop keeps polling during a pass): every verified,
+    /// admitted release it offers above a service's accepted serial is recorded, and a health gate watching an older
+    /// serial of that service ends at its next failing look (`HealthGate.Outcome.superseded`), so the newer release is
+    /// installed without waiting out the older one's deadline. Recorded even before the gate begins (a download or an
+    /// apply still under way). Verified here with the same evaluator as a pass: an unverified document ends nothing.
     func supersede(with desired: DesiredState) {
-        guard !gated.isEmpty else { return }
         let decisions = evaluator.evaluate(desired, state: state).decisions
-        for (service, serial) in gated {
-            guard case .install(let release, _)? = decisions[service], release.serial > serial else { continue }
-            guard supersessions.record(service: service, serial: release.serial) else { continue }
-            logger.info(
-                "a newer release supersedes the one in its health gate",
-                metadata: ["ferry.service": "\(service)", "ferry.serial": "\(serial)", "ferry.newer_serial": "\(release.serial)"]
-            )
+        for (service, decision) in decisions {
+            guard case .install(let release, _) = decision, release.serial > state[service].highestAcceptedSerial ?? Int64.min else { continue }
+            if supersessions.record(service: service, serial: release.serial) {
+                logger.info(
+                    "a newer release is offered while a pass runs",
+                    metadata: ["ferry.service": "\(service)", "ferry.serial": "\(release.serial)"]
+                )
+            }
         }
     }
 
