@@ -117,6 +117,27 @@ import Testing
     /// An agent keeps reporting a failure it had (the failures list travels with every report until a new release
     /// installs): the failure is one event, however many reports carry it, and reports with no failure in between do
     /// not make the next one that carries it look new. A second failure is a second event.
+    /// The rollout a publish answers with reads the statuses of the agents it lists only (reading every status of a
+    /// 10,000-agent service was most of a publish): it must be the document `GET /v1/rollouts` gives right after —
+    /// waves, listed agents with their statuses, counts — with more agents than a wave lists.
+    @Test func thePublishAnswersWithTheRolloutAsListedAfter() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for index in 0..<230 { agents.append(try await api.enroll(String(format: "agent-%03d", index))) }
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
+                let published = try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:50,100")
+                let listed = try await api.rollout()
+                #expect(published["rollout"].value == listed.value)
+                #expect(listed["waves"][0]["agents"].array.count == 100)
+                #expect(listed["waves"][0]["unlistedAgents"].int == 15)
+                #expect(listed["waves"][1]["agents"].array.first?["serial"].int == 1)
+                #expect(listed["counts"]["pending"].int == 230)
+            }
+        }
+    }
+
     @Test func aReportedFailureIsOneEvent() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in

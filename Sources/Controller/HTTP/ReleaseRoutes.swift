@@ -112,12 +112,16 @@ struct ReleaseRoutes: Sendable {
                 "ferry.published_by": "\(principal.name)", "ferry.rollout.strategy": "\(parameters.strategy)",
             ]
         )
-        let rollout = try await RolloutView.load([published.rollout], from: core.store).first
+        let rollout = try await RolloutView.opened(
+            published.rollout,
+            names: Dictionary(agents.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first }),
+            from: core.store
+        )
         var body = Self.summary(record)
         if case .object(var fields) = body {
             fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
             fields["trustRootVersion"] = .integer(trust.version)
-            fields["rollout"] = rollout?.json ?? .null
+            fields["rollout"] = rollout.json
             body = .object(fields)
         }
         return JSONResponse.make(body, status: .created)

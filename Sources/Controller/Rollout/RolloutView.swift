@@ -63,6 +63,25 @@ struct RolloutView: Sendable {
         return rollouts.map { RolloutView($0, names: names, statuses: statuses[$0.service] ?? [:]) }
     }
 
+    /// The view of a rollout a publish just opened, for the publish's answer. `names`: the rollout's agents by id
+    /// (the publish read them for its plan). Only the agents the document lists (the first `listedAgentsPerWave` of
+    /// each wave) have their statuses read: no agent can stand anywhere but `pending` on a serial that did not exist
+    /// before this publish, so the counts need no other status. Reading and decoding every status of the service (and
+    /// every agent again) was most of a publish at fleet size: 300 of its 370 ms after steady reports from 10,000 agents
+    /// (issue 12).
+    static func opened(_ rollout: RolloutRecord, names: [String: String], from store: any ControllerStore) async throws -> RolloutView {
+        let unread = RolloutView(rollout, names: names, statuses: [:])
+        var listed: [String] = []
+        for wave in rollout.waveSizes.indices {
+            listed += unread.agents.lazy.filter { $0.wave == wave }.prefix(listedAgentsPerWave).map(\.id)
+        }
+        var statuses: [String: ServiceStatus] = [:]
+        for record in try await store.serviceStatuses(agentIDs: listed) where record.status.service == rollout.service {
+            statuses[record.agentID] = record.status
+        }
+        return RolloutView(rollout, names: names, statuses: statuses)
+    }
+
     var counts: Counts {
         var counts = Counts(agents: agents.count)
         for agent in agents {
