@@ -88,7 +88,6 @@ struct PollService: Service, CustomStringConvertible {
                 lastPass = clock.now
                 // Not converged (an install pending, an app not healthy yet): keep the poll's pace until it is.
                 lastPassUnsettled = summary.changed || !summary.problems.isEmpty || !summary.converged
-                if summary.changed { reports.fire() }
                 for problem in summary.problems {
                     runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
                 }
@@ -125,9 +124,14 @@ extension PollService {
     /// it: every new state a side poll brings goes to the reconciler (`supersede(with:)`, which ends a gate watching an
     /// older serial of the same service), and the newest one is returned for the next pass, which runs at once. The
     /// side polls begin after `sidePollDelay`, carry the loop's ETag and end (cancelled) with the pass. No side polls
-    /// while the controller is unreachable (`desired` is `nil`).
+    /// while the controller is unreachable (`desired` is `nil`). A pass that changed something is reported as soon as
+    /// it ends.
     private func passWatchingForNews(desired: DesiredState?, etag: String?) async -> (Reconciler.PassSummary, News?) {
-        guard let desired else { return (await runtime.reconciler.pass(desired: nil), nil) }
+        guard let desired else {
+            let summary = await runtime.reconciler.pass(desired: nil)
+            if summary.changed { reports.fire() }
+            return (summary, nil)
+        }
         enum Finished: Sendable {
             case pass(Reconciler.PassSummary)
             case sidePolls(News?)
@@ -141,6 +145,8 @@ extension PollService {
                 switch finished {
                 case .pass(let passSummary):
                     summary = passSummary
+                    // Reported now: a side poll may take up to a second to notice its cancellation.
+                    if summary.changed { reports.fire() }
                     group.cancelAll()
                 case .sidePolls(let brought):
                     news = brought

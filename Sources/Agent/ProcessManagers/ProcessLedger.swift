@@ -85,34 +85,8 @@ struct ProcessLedger: Sendable {
     /// Stops `orphans` (each as its app stops: SIGINT to its process group when it leads one, else to the process;
     /// SIGKILL after `killTimeout(name)`), all at once, and waits for them.
     static func stop(_ orphans: [Entry], killTimeout: @Sendable (String) -> Duration) async -> [Orphan] {
-        await withTaskGroup(of: Orphan.self) { group in
-            for entry in orphans {
-                let timeout = killTimeout(entry.name)
-                group.addTask { Orphan(entry: entry, stopped: await stop(entry, killTimeout: timeout)) }
-            }
-            var stopped: [Orphan] = []
-            for await orphan in group { stopped.append(orphan) }
-            return stopped.sorted { $0.entry.pid < $1.entry.pid }
-        }
-    }
-
-    private static func stop(_ entry: Entry, killTimeout: Duration) async -> Bool {
-        func isSame() -> Bool {
-            guard let stat = ProcStat.read(pid: entry.pid) else { return false }
-            return stat.startTicks == entry.startTicks && !stat.hasExited
-        }
-        func signal(_ number: Int32) {
-            guard let stat = ProcStat.read(pid: entry.pid), stat.startTicks == entry.startTicks else { return }
-            // A detached app leads its own group: its children (a shell's, a cluster's) go with it.
-            _ = stat.processGroup == entry.pid ? kill(-entry.pid, number) : kill(entry.pid, number)
-        }
-        signal(SIGINT)
-        let deadline = ContinuousClock.now + killTimeout
-        while isSame(), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-        guard isSame() else { return true }
-        signal(SIGKILL)
-        let killDeadline = ContinuousClock.now + .seconds(5)
-        while isSame(), ContinuousClock.now < killDeadline { try? await Task.sleep(for: .milliseconds(50)) }
-        return !isSame()
+        let targets = orphans.map { ForeignProcessStop.Target(pid: $0.pid, startTicks: $0.startTicks, killTimeout: killTimeout($0.name)) }
+        let gone = await ForeignProcessStop.stop(targets, killGrace: .seconds(5))
+        return zip(orphans, gone).map { Orphan(entry: $0, stopped: $1) }.sorted { $0.entry.pid < $1.entry.pid }
     }
 }

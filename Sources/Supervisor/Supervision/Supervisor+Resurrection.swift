@@ -90,28 +90,9 @@ extension Supervisor {
         await stop([(pid, stat)], killTimeout: killTimeout)
     }
 
-    /// Stops processes this daemon did not start (each named by pid and `/proc` start time, so a reused pid is never
-    /// signalled): SIGINT to each group they lead (to the process alone when it leads none), SIGKILL to whatever still
-    /// runs after `killTimeout`, then waits up to `killGrace` for them to go. Not our children, so no exit
-    /// notification: `/proc` is polled.
+    /// Stops processes this daemon did not start (`ForeignProcessStop`), each with `killTimeout`.
     private func stop(_ found: [(pid: Int32, stat: ProcStat)], killTimeout: Duration) async {
-        func signal(_ number: Int32) {
-            for (pid, stat) in found where ProcStat.read(pid: pid)?.startTicks == stat.startTicks {
-                _ = stat.processGroup == pid ? kill(-pid, number) : kill(pid, number)
-            }
-        }
-        func anyRuns() -> Bool {
-            found.contains { pid, stat in
-                guard let now = ProcStat.read(pid: pid) else { return false }
-                return now.startTicks == stat.startTicks && !now.hasExited
-            }
-        }
-        signal(SIGINT)
-        let deadline = ContinuousClock.now + killTimeout
-        while anyRuns(), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-        guard anyRuns() else { return }
-        signal(SIGKILL)
-        let killDeadline = ContinuousClock.now + configuration.killGrace
-        while anyRuns(), ContinuousClock.now < killDeadline { try? await Task.sleep(for: .milliseconds(50)) }
+        let targets = found.map { ForeignProcessStop.Target(pid: $0.pid, startTicks: $0.stat.startTicks, killTimeout: killTimeout) }
+        _ = await ForeignProcessStop.stop(targets, killGrace: configuration.killGrace)
     }
 }
