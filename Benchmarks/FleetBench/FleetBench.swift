@@ -189,6 +189,9 @@ struct FleetBench: AsyncParsableCommand {
             )
         }()
         let final = controller.usage
+        // Three seconds later: what the controller keeps once the burst is over (it trims its heap after a burst).
+        try await Task.sleep(for: .seconds(3))
+        let settled = controller.usage
         for agent in fleet { await agent.connection.close() }
 
         guard let published else { throw BenchError("the publish did not run") }
@@ -264,7 +267,8 @@ struct FleetBench: AsyncParsableCommand {
         print("report failures                     \(reportFailures.count)")
         print(
             "controller RSS                      idle \(megabytes(idle?.residentBytes)) MB  enrolled \(megabytes(enrolled?.residentBytes)) MB  "
-                + "parked \(megabytes(parkedUsage?.residentBytes)) MB  end \(megabytes(final?.residentBytes)) MB"
+                + "parked \(megabytes(parkedUsage?.residentBytes)) MB  end \(megabytes(final?.residentBytes)) MB  "
+                + "3 s later \(megabytes(settled?.residentBytes)) MB"
         )
         if let idle, let parkedUsage {
             let perPoll = Double(parkedUsage.residentBytes - idle.residentBytes) / Double(max(1, agents)) / 1024

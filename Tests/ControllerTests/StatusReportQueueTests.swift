@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -181,6 +182,51 @@ import Testing
             #expect(try await restarted.record(report, agentID: "agt_0", receivedAt: Date()))
             #expect(try await store.statusHistory(agentID: "agt_0", limit: 100).count == rows + 1)
         }
+    }
+
+    /// When the writer has emptied the queue it says how many reports it committed since it started: a burst's end,
+    /// which has the heap trimmed (`HeapTrim`, from a burst of 5,000 on; never for a small one).
+    @Test func theDrainedWriterCountsTheBurst() async throws {
+        final class Drains: Sendable {
+            let counts = Mutex<[Int]>([])
+        }
+        let drains = Drains()
+        try await TestStore.with(.sqlite) { store, _ in
+            for index in 0..<300 {
+                _ = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: ["api"],
+                    tokenHash: "hash-\(index)",
+                    at: Date()
+                )
+            }
+            let queue = StatusReportQueue(
+                configuration: .init(maximumBatch: 64),
+                store: store,
+                logger: ControllerFixture.logger,
+                onDrained: { committed in drains.counts.withLock { $0.append(committed) } }
+            )
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for agent in 0..<300 {
+                    group.addTask { _ = try await queue.record(Self.report(agent, serial: 1), agentID: "agt_\(agent)", receivedAt: Date()) }
+                }
+                try await group.waitForAll()
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while drains.counts.withLock({ $0.reduce(0, +) }) < 300, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let counts = drains.counts.withLock { $0 }
+            #expect(counts.reduce(0, +) == 300, "\(counts)")
+            #expect(counts.allSatisfy { $0 > 0 })
+        }
+        let trim = HeapTrim(burstReports: 5_000, logger: ControllerFixture.logger)
+        trim.writerDrained(after: 4_999)
+        #expect(trim.trimsStarted == 0)
+        trim.writerDrained(after: 5_000)
+        #expect(trim.trimsStarted == 1)
     }
 
     /// A full queue refuses at once rather than growing: while another connection holds the database's write lock

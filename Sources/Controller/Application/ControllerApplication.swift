@@ -115,7 +115,8 @@ func makeApplication(
             configuration: .init(historyLimit: configuration.statusHistoryLimit),
             store: store,
             logger: logger,
-            onBatch: { size, duration in metrics.statusBatch(size: size, duration: duration) }
+            onBatch: { size, duration in metrics.statusBatch(size: size, duration: duration) },
+            onDrained: { [heapTrim = HeapTrim(logger: logger)] committed in heapTrim.writerDrained(after: committed) }
         ),
         metrics: metrics,
         logger: logger,

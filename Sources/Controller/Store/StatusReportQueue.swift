@@ -56,18 +56,24 @@ final class StatusReportQueue: Sendable {
     /// Each agent's last fingerprint committed to the history by this queue.
     private let fingerprints = Mutex<[String: SHA256Digest]>([:])
     private let onBatch: @Sendable (Int, Duration) -> Void
+    private let onDrained: @Sendable (Int) -> Void
 
-    /// - Parameter onBatch: told the size and commit time of every batch (metrics).
+    /// - Parameters:
+    ///   - onBatch: told the size and commit time of every batch (metrics).
+    ///   - onDrained: told, when the queue is empty again, how many reports the writer committed since it started (a
+    ///     burst's end: `HeapTrim`).
     init(
         configuration: Configuration = .init(),
         store: any ControllerStore,
         logger: Logger,
-        onBatch: @escaping @Sendable (Int, Duration) -> Void = { _, _ in }
+        onBatch: @escaping @Sendable (Int, Duration) -> Void = { _, _ in },
+        onDrained: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
         self.onBatch = onBatch
+        self.onDrained = onDrained
     }
 
     /// Reports waiting now.
@@ -98,8 +104,9 @@ final class StatusReportQueue: Sendable {
         }
     }
 
-    /// The writer: commits batches until none waits.
+    /// The writer: commits batches until none waits, then says how many reports it committed (`onDrained`).
     private func commitUntilEmpty() async {
+        var committed = 0
         while true {
             let batch = state.withLock { state -> [Entry] in
                 let count = min(configuration.maximumBatch, state.pending.count)
@@ -108,8 +115,12 @@ final class StatusReportQueue: Sendable {
                 state.pending.removeFirst(count)
                 return batch
             }
-            guard !batch.isEmpty else { return }
+            guard !batch.isEmpty else {
+                onDrained(committed)
+                return
+            }
             await commit(batch)
+            committed += batch.count
         }
     }
 
