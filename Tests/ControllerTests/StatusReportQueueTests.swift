@@ -206,7 +206,7 @@ import Testing
                 configuration: .init(maximumBatch: 64),
                 store: store,
                 logger: ControllerFixture.logger,
-                onDrained: { committed in drains.counts.withLock { $0.append(committed) } }
+                onDrained: { _, committed in drains.counts.withLock { $0.append(committed) } }
             )
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for agent in 0..<300 {
@@ -222,11 +222,20 @@ import Testing
             #expect(counts.reduce(0, +) == 300, "\(counts)")
             #expect(counts.allSatisfy { $0 > 0 })
         }
-        let trim = HeapTrim(burstReports: 5_000, logger: ControllerFixture.logger)
-        trim.writerDrained(after: 4_999)
-        #expect(trim.trimsStarted == 0)
-        trim.writerDrained(after: 5_000)
-        #expect(trim.trimsStarted == 1)
+        // A burst: trimmed once the writer has been idle for the quiet spell, not before.
+        let trim = HeapTrim(burstReports: 5_000, quiet: .milliseconds(300), logger: ControllerFixture.logger)
+        trim.writerDrained(after: 4_999, isIdle: { true })
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(trim.trims == 0, "4,999 reports are no burst")
+        let busy = Drains()
+        busy.counts.withLock { $0 = [1] }
+        trim.writerDrained(after: 1, isIdle: { busy.counts.withLock { $0.isEmpty } })
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(trim.trims == 0, "the writer is busy again: no trim during a burst")
+        busy.counts.withLock { $0 = [] }
+        let deadline2 = ContinuousClock.now + .seconds(10)
+        while trim.trims == 0, ContinuousClock.now < deadline2 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(trim.trims == 1)
     }
 
     /// A full queue refuses at once rather than growing: while another connection holds the database's write lock

@@ -102,6 +102,7 @@ func makeApplication(
     )
     let revocations = TokenRevocations(dataDirectory: configuration.dataDirectory)
     try revocations.prepare()
+    let heapTrim = HeapTrim(logger: logger)
     let core = ControllerCore(
         configuration: configuration,
         store: store,
@@ -116,7 +117,7 @@ func makeApplication(
             store: store,
             logger: logger,
             onBatch: { size, duration in metrics.statusBatch(size: size, duration: duration) },
-            onDrained: { [heapTrim = HeapTrim(logger: logger)] committed in heapTrim.writerDrained(after: committed) }
+            onDrained: { queue, committed in heapTrim.writerDrained(after: committed, isIdle: { queue.isIdle }) }
         ),
         metrics: metrics,
         logger: logger,

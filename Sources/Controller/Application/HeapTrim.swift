@@ -9,49 +9,83 @@ import Synchronization
 /// A publish to 10,000 parked agents is followed by 10,000 status reports within a couple of seconds: request bodies,
 /// decoded reports, batch statements and answers, all freed again once the burst is over. glibc keeps freed memory in
 /// its arenas for the next allocation and returns it only when the top of an arena is free; measured after such a burst
-/// the controller stayed at about 520 MB against 250 MB parked before it, and `malloc_trim(0)` gave 100 MB of that
-/// back. So the status writer, when it has committed a burst and its queue is empty again, has the heap trimmed once:
-/// on a thread of its own (the call walks every arena under its lock, tens of milliseconds at that size), never on an
-/// event loop or the cooperative pool, and never while another trim runs.
+/// the controller stayed at about 520 MB against 250 MB parked before it. So when the status writer has committed a
+/// burst (`burstReports` or more, counted over drains less than `quiet` apart) and then stayed idle for `quiet`, the
+/// heap is trimmed once (`malloc_trim(0)`): on a thread of its own, never on an event loop or the cooperative pool,
+/// and never during the burst (the call takes each arena's lock while it walks it, and the burst's requests would wait
+/// for it). Steady reports never leave the writer idle for `quiet`, so they trigger nothing.
 final class HeapTrim: Sendable {
-    /// Reports committed since the writer last started that make a burst worth a trim. Default 5,000.
+    /// Reports that make a burst worth a trim. Default 5,000.
     let burstReports: Int
+    /// How long the writer must stay idle before the trim. Default 1 s.
+    let quiet: Duration
     private let logger: Logger
-    private let running = Mutex(false)
-    private let started = Mutex(0)
 
-    /// Trims begun so far.
-    var trimsStarted: Int { started.withLock { $0 } }
+    private struct State {
+        /// Reports committed since the last trim or quiet spell.
+        var burst = 0
+        var lastDrain = ContinuousClock.now
+        /// Whether a task waits for the quiet spell (or trims).
+        var waiting = false
+        var trims = 0
+        /// Whether the status writer is idle now (no report waits, no batch commits).
+        var writerIsIdle: @Sendable () -> Bool = { true }
+    }
+    private let state = Mutex(State())
 
-    init(burstReports: Int = 5_000, logger: Logger) {
+    init(burstReports: Int = 5_000, quiet: Duration = .seconds(1), logger: Logger) {
         self.burstReports = burstReports
+        self.quiet = quiet
         self.logger = logger
     }
 
-    /// The status writer drained its queue after committing `reports`: trims when that was a burst.
-    func writerDrained(after reports: Int) {
-        guard reports >= burstReports, Self.trim != nil else { return }
-        guard
-            running.withLock({ running in
-                defer { running = true }
-                return !running
-            })
-        else { return }
-        started.withLock { $0 += 1 }
-        Task {
-            let before = Self.residentBytes()
-            _ = try? await DedicatedThread.run(name: "heap trim") { Self.trim?(0) }
-            let after = Self.residentBytes()
-            running.withLock { $0 = false }
-            logger.debug(
-                "Heap trimmed after a burst of status reports",
-                metadata: [
-                    "ferry.status.reports": "\(reports)",
-                    "process.rss_before": "\(before.map { "\($0 / 1_048_576) MB" } ?? "?")",
-                    "process.rss_after": "\(after.map { "\($0 / 1_048_576) MB" } ?? "?")",
-                ]
-            )
+    /// Trims done so far.
+    var trims: Int { state.withLock { $0.trims } }
+
+    /// The status writer drained its queue after committing `reports`; `isIdle` tells whether it is still idle.
+    func writerDrained(after reports: Int, isIdle: @escaping @Sendable () -> Bool) {
+        let startWaiting = state.withLock { state -> Bool in
+            state.writerIsIdle = isIdle
+            state.burst += reports
+            state.lastDrain = .now
+            guard state.burst >= burstReports, !state.waiting, Self.trim != nil else { return false }
+            state.waiting = true
+            return true
         }
+        guard startWaiting else { return }
+        Task { await trimWhenQuiet() }
+    }
+
+    private func trimWhenQuiet() async {
+        while true {
+            let since = state.withLock { $0.lastDrain }
+            try? await Task.sleep(until: since + quiet, clock: .continuous)
+            let (quietNow, isIdle) = state.withLock { (ContinuousClock.now - $0.lastDrain >= quiet, $0.writerIsIdle) }
+            if quietNow && isIdle() { break }
+            if !quietNow { continue }
+            try? await Task.sleep(for: quiet)
+        }
+        let reports = state.withLock { state -> Int in
+            defer { state.burst = 0 }
+            return state.burst
+        }
+        let before = Self.residentBytes()
+        let started = ContinuousClock.now
+        _ = try? await DedicatedThread.run(name: "heap trim") { Self.trim?(0) }
+        let took = ContinuousClock.now - started
+        let after = Self.residentBytes()
+        state.withLock { state in
+            state.waiting = false
+            state.trims += 1
+        }
+        logger.debug(
+            "Heap trimmed after a burst of status reports",
+            metadata: [
+                "ferry.status.reports": "\(reports)", "ferry.trim.duration": "\(took)",
+                "process.rss_before": "\(before.map { "\($0 / 1_048_576) MB" } ?? "?")",
+                "process.rss_after": "\(after.map { "\($0 / 1_048_576) MB" } ?? "?")",
+            ]
+        )
     }
 
     /// glibc's `malloc_trim` (not in Swift's Glibc module: `<malloc.h>` is not part of it), found at start-up; `nil`

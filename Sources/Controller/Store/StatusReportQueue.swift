@@ -56,18 +56,18 @@ final class StatusReportQueue: Sendable {
     /// Each agent's last fingerprint committed to the history by this queue.
     private let fingerprints = Mutex<[String: SHA256Digest]>([:])
     private let onBatch: @Sendable (Int, Duration) -> Void
-    private let onDrained: @Sendable (Int) -> Void
+    private let onDrained: @Sendable (StatusReportQueue, Int) -> Void
 
     /// - Parameters:
     ///   - onBatch: told the size and commit time of every batch (metrics).
     ///   - onDrained: told, when the queue is empty again, how many reports the writer committed since it started (a
-    ///     burst's end: `HeapTrim`).
+    ///     burst's end: `HeapTrim`), with the queue.
     init(
         configuration: Configuration = .init(),
         store: any ControllerStore,
         logger: Logger,
         onBatch: @escaping @Sendable (Int, Duration) -> Void = { _, _ in },
-        onDrained: @escaping @Sendable (Int) -> Void = { _ in }
+        onDrained: @escaping @Sendable (StatusReportQueue, Int) -> Void = { _, _ in }
     ) {
         self.configuration = configuration
         self.store = store
@@ -78,6 +78,9 @@ final class StatusReportQueue: Sendable {
 
     /// Reports waiting now.
     var pendingCount: Int { state.withLock { $0.pending.count } }
+
+    /// Whether nothing waits and no batch commits now.
+    var isIdle: Bool { state.withLock { $0.pending.isEmpty && !$0.writing } }
 
     /// Stores `report` with the next batch and returns once it is committed. Not cancellable: a report that entered
     /// the queue is committed (or fails with its batch) whatever happens to the request that brought it.
@@ -116,7 +119,7 @@ final class StatusReportQueue: Sendable {
                 return batch
             }
             guard !batch.isEmpty else {
-                onDrained(committed)
+                onDrained(self, committed)
                 return
             }
             await commit(batch)
