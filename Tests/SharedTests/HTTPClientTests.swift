@@ -13,7 +13,7 @@ struct HTTPClientTests {
                 .send(
                     ScriptedHTTPServer.response(
                         status: 200,
-                        headers: [("ETag", "\"v1\""), ("X-Multi", "a"), ("x-multi", "b")],
+                        headers: [("ETag", "\"v1\""), ("X-Multi", "a"), ("x-multi", "b"), ("X-Padded", " \t spaced out \t"), ("X-Empty", "")],
                         body: Array("hello".utf8)
                     )
                 )
@@ -27,6 +27,8 @@ struct HTTPClientTests {
             #expect(response.headers["etag"] == "\"v1\"")
             #expect(response.headers["ETAG"] == "\"v1\"")
             #expect(response.headers.values(for: "X-MULTI") == ["a", "b"])
+            #expect(response.headers["x-padded"] == "spaced out", "spaces and tabs around a value are not part of it")
+            #expect(response.headers["x-empty"] == "")
             let received = try #require(server.requests.first)
             #expect(received.method == "GET")
             #expect(received.target == "/v1/agents/a1/desired-state")
@@ -285,6 +287,9 @@ struct HTTPClientTests {
     @Test(arguments: [
         ("https://h/x", "https://h/x"),
         ("https://u:p@h:8443/x?wait=30", "https://h:8443/x?wait=30"),
+        ("https://u:p@h/x", "https://h/x"),
+        ("https://h/x#token=1", "https://h/x#token=1"),
+        ("https://h/x?token=1#f", "https://h/x?token=REDACTED#f"),
         (
             "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=t&X-Amz-Expires=60",
             "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=REDACTED&X-Amz-Expires=60"

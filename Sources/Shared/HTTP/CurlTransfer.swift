@@ -498,15 +498,17 @@ final class CurlTransfer {
     }
 
     fileprivate func receiveHeader(_ buffer: UnsafeRawBufferPointer) {
+        // Read as bytes: the header block of every poll and report comes through here, and trimming `Character`s
+        // (grapheme breaking) was 5 % of an idle agent's CPU.
         var end = buffer.count
         while end > 0, buffer[end - 1] == 0x0d || buffer[end - 1] == 0x0a { end -= 1 }
-        let line = Substring(String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<end]), as: UTF8.self))
-        if line.hasPrefix("HTTP/") {
+        let line = UnsafeRawBufferPointer(rebasing: buffer[0..<end])
+        if line.starts(with: "HTTP/".utf8) {
             // A new response (after a redirect or a 100 Continue): only the last one's headers count.
             responseHeaders = HTTPClient.Headers()
-        } else if let colon = line.firstIndex(of: ":") {
-            let name = Self.trimmed(line[..<colon])
-            let value = Self.trimmed(line[line.index(after: colon)...])
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            let name = Self.trimmed(UnsafeRawBufferPointer(rebasing: line[..<colon]))
+            let value = Self.trimmed(UnsafeRawBufferPointer(rebasing: line[(colon + 1)...]))
             if !name.isEmpty { responseHeaders.add(name: name, value: value) }
         }
     }
@@ -554,8 +556,18 @@ final class CurlTransfer {
         return Int64(Self.trimmed(spec[..<dash]))
     }
 
+    /// `text` without leading and trailing spaces and tabs.
     private static func trimmed(_ text: Substring) -> String {
         String(text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+
+    /// `bytes` without leading and trailing spaces and tabs, as text.
+    private static func trimmed(_ bytes: UnsafeRawBufferPointer) -> String {
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
     }
 
     private static func milliseconds(_ duration: Duration) -> Int {
