@@ -84,7 +84,10 @@ struct PollService: Service, CustomStringConvertible {
             wasReachable = reachable
             if passDue {
                 await runtime.refreshTrust(for: reachable ? desired : nil)
-                (summary, carried) = await passWatchingForNews(desired: reachable ? desired : nil, etag: etag)
+                // Side polls only for a pass that may install (a new state, or one not settled yet): an idle drift
+                // check ends in milliseconds, and the task that would wait to poll cost an idle agent a third more CPU.
+                let mayInstall = desiredChanged || lastPassUnsettled
+                (summary, carried) = await passWatchingForNews(desired: reachable ? desired : nil, etag: etag, watch: mayInstall)
                 lastPass = clock.now
                 // Not converged (an install pending, an app not healthy yet): keep the poll's pace until it is.
                 lastPassUnsettled = summary.changed || !summary.problems.isEmpty || !summary.converged
@@ -124,11 +127,11 @@ extension PollService {
     /// it: every new state a side poll brings goes to the reconciler (`supersede(with:)`, which ends a gate watching an
     /// older serial of the same service), and the newest one is returned for the next pass, which runs at once. The
     /// side polls begin after `sidePollDelay`, carry the loop's ETag and end (cancelled) with the pass. No side polls
-    /// while the controller is unreachable (`desired` is `nil`). A pass that changed something is reported as soon as
-    /// it ends.
-    private func passWatchingForNews(desired: DesiredState?, etag: String?) async -> (Reconciler.PassSummary, News?) {
-        guard let desired else {
-            let summary = await runtime.reconciler.pass(desired: nil)
+    /// while the controller is unreachable (`desired` is `nil`) or when `watch` is false (a drift check of a settled
+    /// instance, which installs nothing). A pass that changed something is reported as soon as it ends.
+    private func passWatchingForNews(desired: DesiredState?, etag: String?, watch: Bool) async -> (Reconciler.PassSummary, News?) {
+        guard let desired, watch else {
+            let summary = await runtime.reconciler.pass(desired: desired)
             if summary.changed { reports.fire() }
             return (summary, nil)
         }
