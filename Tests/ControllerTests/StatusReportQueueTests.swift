@@ -30,6 +30,20 @@ import Testing
         )
     }
 
+    /// Enrolls `agt_0`, `agt_1`, ... (`count` agents) running `api`.
+    static func enroll(_ count: Int, into store: SQLiteControllerStore) async throws {
+        for index in 0..<count {
+            _ = try await store.enrollAgent(
+                proposedID: "agt_\(index)",
+                name: "agent-\(index)",
+                hostname: "h",
+                services: ["api"],
+                tokenHash: "hash-\(index)",
+                at: Date()
+            )
+        }
+    }
+
     /// Runs `body` with a queue over a fresh store of `kind` holding `agents` agents (`agt_0`, `agt_1`, ...).
     static func withQueue(
         _ kind: StoreBackendKind = .sqlite,
@@ -38,16 +52,7 @@ import Testing
         _ body: @Sendable (StatusReportQueue, SQLiteControllerStore, TestStoreLocation) async throws -> Void
     ) async throws {
         try await TestStore.with(kind) { store, location in
-            for index in 0..<agents {
-                _ = try await store.enrollAgent(
-                    proposedID: "agt_\(index)",
-                    name: "agent-\(index)",
-                    hostname: "h",
-                    services: ["api"],
-                    tokenHash: "hash-\(index)",
-                    at: Date()
-                )
-            }
+            try await enroll(agents, into: store)
             let queue = StatusReportQueue(configuration: configuration, store: store, logger: ControllerFixture.logger)
             try await body(queue, store, location)
             #expect(queue.pendingCount == 0, "every accepted report was committed or failed")
@@ -192,16 +197,7 @@ import Testing
         }
         let drains = Drains()
         try await TestStore.with(.sqlite) { store, _ in
-            for index in 0..<300 {
-                _ = try await store.enrollAgent(
-                    proposedID: "agt_\(index)",
-                    name: "agent-\(index)",
-                    hostname: "h",
-                    services: ["api"],
-                    tokenHash: "hash-\(index)",
-                    at: Date()
-                )
-            }
+            try await Self.enroll(300, into: store)
             let queue = StatusReportQueue(
                 configuration: .init(maximumBatch: 64),
                 store: store,
