@@ -13,7 +13,8 @@ import Synchronization
 /// burst (`burstReports` or more, counted over drains less than `quiet` apart) and then stayed idle for `quiet`, the
 /// heap is trimmed once (`malloc_trim(0)`): on a thread of its own, never on an event loop or the cooperative pool,
 /// and never during the burst (the call takes each arena's lock while it walks it, and the burst's requests would wait
-/// for it). Steady reports never leave the writer idle for `quiet`, so they trigger nothing.
+/// for it). Steady reports never leave the writer idle for `quiet`: while they flow, the waiting task only looks again
+/// once a second, and the trim comes when they pause.
 final class HeapTrim: Sendable {
     /// Reports that make a burst worth a trim. Default 5,000.
     let burstReports: Int
