@@ -22,13 +22,28 @@ import Testing
         }
     }
 
-    @Test func aResultAfterTheTimeoutGoesToLate() async throws {
-        let late = Late()
-        await #expect(throws: Unawaited.TimedOut.self) {
-            try await Unawaited.result(of: "a slow connect", within: .milliseconds(50), late: late.record) {
-                try await Self.stubborn(7, after: .milliseconds(300))()
+    /// Opened by the test once the caller has its answer: an operation that waits for it ends only after that, however
+    /// slowly a loaded machine schedules the timer (a fixed delay lost the race to a starved 50 ms timer once).
+    private final class Gate: Sendable {
+        private let isOpen = Mutex(false)
+        func open() { isOpen.withLock { $0 = true } }
+
+        /// A value that ignores cancellation and ends once the gate is open.
+        func stubborn(_ value: Int) -> @Sendable () async throws -> Int {
+            {
+                while !self.isOpen.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(10)) }
+                return value
             }
         }
+    }
+
+    @Test func aResultAfterTheTimeoutGoesToLate() async throws {
+        let late = Late()
+        let gate = Gate()
+        await #expect(throws: Unawaited.TimedOut.self) {
+            try await Unawaited.result(of: "a slow connect", within: .milliseconds(50), late: late.record, gate.stubborn(7))
+        }
+        gate.open()
         let deadline = ContinuousClock.now + .seconds(10)
         while late.values.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(late.values == [7])
@@ -46,14 +61,13 @@ import Testing
 
     @Test func aCancelledCallerLeavesTheLateResultToLate() async throws {
         let late = Late()
+        let gate = Gate()
         let caller = Task {
-            try await Unawaited.result(of: "a connect", within: .seconds(30), late: late.record) {
-                try await Self.stubborn(9, after: .milliseconds(300))()
-            }
+            try await Unawaited.result(of: "a connect", within: .seconds(30), late: late.record, gate.stubborn(9))
         }
-        try await Task.sleep(for: .milliseconds(50))
         caller.cancel()
         await #expect(throws: CancellationError.self) { try await caller.value }
+        gate.open()
         let deadline = ContinuousClock.now + .seconds(10)
         while late.values.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(late.values == [9])
