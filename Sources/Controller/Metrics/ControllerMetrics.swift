@@ -15,6 +15,8 @@ struct ControllerMetrics: Sendable {
     let desiredStateNotModified: Counter
     /// Desired-state polls answered by `DesiredStatePollHandler` before the router (the rest went to the route).
     let desiredStateHandled: Counter
+    /// Of those, the 304s `DesiredStateFastPath` answered from the raw bytes, before the HTTP decoder.
+    let desiredStateFastPath: Counter
     let longPollWaiters: Gauge
     /// Transactions of the status write queue, and the reports they carried.
     let statusBatches: Counter
@@ -44,6 +46,13 @@ struct ControllerMetrics: Sendable {
         desiredStateNotModified = registry.makeCounter(descriptor: responses, labels: [("code", "304")])
         desiredStateHandled = registry.makeCounter(
             descriptor: name("desired_state_handler_answers", "total", "Desired-state polls answered before the router (included in the answers).")
+        )
+        desiredStateFastPath = registry.makeCounter(
+            descriptor: name(
+                "desired_state_fast_path_answers",
+                "total",
+                "Desired-state 304s answered from the raw request bytes, before the HTTP decoder (included in the handler's answers)."
+            )
         )
         statusBatches = registry.makeCounter(descriptor: name("status_batches", "total", "Transactions of the status write queue."))
         statusBatchedReports = registry.makeCounter(

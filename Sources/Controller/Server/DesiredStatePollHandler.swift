@@ -130,6 +130,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// A graceful-shutdown quiesce held back until the current answer is written.
     private var heldQuiesce: Any?
     private var nextStep: UInt64 = 0
+    /// The raw-bytes handler in front of the decoder, told whenever everything given to this one is answered.
+    private var fastPath: DesiredStateFastPath?
 
     init(_ dependencies: Dependencies) {
         self.dependencies = dependencies
@@ -137,11 +139,13 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        fastPath = try? context.pipeline.syncOperations.handler(type: DesiredStateFastPath.self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         abandon()
         self.context = nil
+        fastPath = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -168,7 +172,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         if draining {
-            if case .end = part { draining = false }
+            if case .end = part {
+                draining = false
+                noteIfIdle()
+            }
             return
         }
         guard forwardedInFlight == 0, case .head(let head) = part, let poll = Poll(head, maximumWait: dependencies.maximumWait) else {
@@ -193,10 +200,18 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     // MARK: Outbound (the router's answers)
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), forwardedInFlight > 0 {
-            forwardedInFlight -= 1
+        guard case .end = unwrapOutboundIn(data), forwardedInFlight > 0 else {
+            context.write(data, promise: promise)
+            return
         }
+        forwardedInFlight -= 1
         context.write(data, promise: promise)
+        noteIfIdle()
+    }
+
+    /// Tells the fast path when nothing this handler was given is unanswered.
+    private func noteIfIdle() {
+        if current == nil, forwardedInFlight == 0, queued.isEmpty, !draining { fastPath?.downstreamBecameIdle() }
     }
 
     // MARK: Steps
@@ -358,6 +373,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         resumeQueued()
+        noteIfIdle()
     }
 
     /// Gives the request to the router, as it arrived.

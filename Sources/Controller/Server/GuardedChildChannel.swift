@@ -16,6 +16,8 @@ struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
     let limits: ConnectionLimits
     /// `nil`: plain HTTP.
     let certificates: TLSCertificateStore?
+    /// What `DesiredStateFastPath` answers with; `nil`: no fast path.
+    var polls: DesiredStatePollHandler.Dependencies? = nil
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         // Nothing here may fail: a failed child initializer is reported to the listening channel, which ends
@@ -34,6 +36,9 @@ struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: certificates.context))
             }
             try channel.pipeline.syncOperations.addHandler(ConnectionGuardHandler(ticket: ticket, registry: registry, limits: limits))
+            if let polls {
+                try channel.pipeline.syncOperations.addHandler(DesiredStateFastPath(polls))
+            }
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }.map { value in
@@ -53,7 +58,8 @@ extension GuardedChildChannel: HTTPChannelHandler where Base: HTTPChannelHandler
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given; agents' desired-state polls are
-    /// answered by `DesiredStatePollHandler` before the router when `polls` is given.
+    /// answered by `DesiredStatePollHandler` before the router when `polls` is given, and their plain 304s by
+    /// `DesiredStateFastPath` before the HTTP decoder.
     static func guarded(
         registry: ConnectionRegistry,
         limits: ConnectionLimits,
@@ -73,7 +79,8 @@ extension HTTPServerBuilder {
                 ),
                 registry: registry,
                 limits: limits,
-                certificates: certificates
+                certificates: certificates,
+                polls: polls
             )
         }
     }

@@ -1,0 +1,267 @@
+import Foundation
+import NIOCore
+import Shared
+import Testing
+
+@testable import Controller
+
+/// The fast path answers a plain 304 poll from the raw bytes, before the HTTP decoder; everything else must reach the
+/// decoder untouched and get the answer it always got.
+@Suite struct DesiredStateFastPathTests {
+    typealias Fixture = ControllerFixture
+
+    static let head = "GET /v1/agents/{id}/desired-state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+    static let poll = head + "If-None-Match: {tag}\r\n\r\n"
+
+    // MARK: What the parser takes
+
+    struct ParseCase: Sendable, CustomStringConvertible {
+        var name: String
+        var request: String
+        /// The agent id, token and tag read, or `nil` when the request is the decoder's.
+        var expected: (id: String, token: String, tag: String)?
+        var description: String { name }
+    }
+
+    static let parseCases: [ParseCase] = [
+        ParseCase(name: "a plain poll", request: poll, expected: ("{id}", "{token}", "{tag}")),
+        ParseCase(
+            name: "names in any case, spaces around values, keep-alive, other headers",
+            request: "GET /v1/agents/{id}/desired-state?wait=0 HTTP/1.1\r\nhost: x\r\nAUTHORIZATION:  bearer  {token} \t\r\n"
+                + "if-none-match:{tag}\r\nConnection: Keep-Alive\r\nAccept: */*\r\nUser-Agent: ferry-agent/1\r\n\r\n",
+            expected: ("{id}", "{token}", "{tag}")
+        ),
+        ParseCase(name: "no If-None-Match", request: head + "\r\n", expected: nil),
+        ParseCase(name: "no Authorization", request: "GET /v1/agents/{id}/desired-state HTTP/1.1\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "a wait", request: poll.replacingOccurrences(of: "desired-state", with: "desired-state?wait=1"), expected: nil),
+        ParseCase(name: "another query", request: poll.replacingOccurrences(of: "desired-state", with: "desired-state?x=0"), expected: nil),
+        ParseCase(name: "HTTP/1.0", request: poll.replacingOccurrences(of: "HTTP/1.1", with: "HTTP/1.0"), expected: nil),
+        ParseCase(name: "lower-case method", request: "get" + poll.dropFirst(3), expected: nil),
+        ParseCase(name: "HEAD", request: "HEAD" + poll.dropFirst(3), expected: nil),
+        ParseCase(name: "two spaces after the method", request: "GET  " + poll.dropFirst(4), expected: nil),
+        ParseCase(name: "a leading blank line", request: "\r\n" + poll, expected: nil),
+        ParseCase(name: "Connection: close", request: head + "Connection: close\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(
+            name: "Connection: keep-alive, Upgrade",
+            request: head + "Connection: keep-alive, Upgrade\r\nIf-None-Match: {tag}\r\n\r\n",
+            expected: nil
+        ),
+        ParseCase(name: "Content-Length: 0", request: head + "Content-Length: 0\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "Transfer-Encoding", request: head + "transfer-encoding: chunked\r\nIf-None-Match: {tag}\r\n\r\n0\r\n\r\n", expected: nil),
+        ParseCase(name: "Expect", request: head + "Expect: 100-continue\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "Upgrade", request: head + "Upgrade: h2c\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "two Authorization headers", request: head + "Authorization: Bearer {token}\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "two If-None-Match headers", request: head + "If-None-Match: {tag}\r\nIf-None-Match: \"x\"\r\n\r\n", expected: nil),
+        ParseCase(name: "a folded header", request: head + "If-None-Match: {tag}\r\n  \"x\"\r\n\r\n", expected: nil),
+        ParseCase(name: "a space before the colon", request: head + "If-None-Match : {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "an empty header name", request: head + ": x\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "bare LF line ends", request: poll.replacingOccurrences(of: "\r\n", with: "\n"), expected: nil),
+        ParseCase(name: "a bare CR", request: head + "X: a\rb\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "a byte outside ASCII in a value", request: head + "X-Note: caf\u{e9}\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(name: "a control byte in a value", request: head + "X-Note: a\u{1}b\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(
+            name: "a byte outside ASCII in the target",
+            request: poll.replacingOccurrences(of: "/v1/agents/", with: "/v1/agents/\u{e9}"),
+            expected: nil
+        ),
+        ParseCase(name: "two requests", request: poll + poll, expected: nil),
+        ParseCase(name: "a request cut short", request: String(poll.dropLast(2)), expected: nil),
+        ParseCase(name: "bytes after the head", request: poll + "G", expected: nil),
+        ParseCase(name: "Basic credentials", request: poll.replacingOccurrences(of: "Bearer", with: "Basic"), expected: nil),
+        ParseCase(name: "a path inside the id", request: poll.replacingOccurrences(of: "{id}/", with: "{id}/x/"), expected: nil),
+        ParseCase(name: "too long", request: head + "X-Pad: \(String(repeating: "a", count: 4096))\r\nIf-None-Match: {tag}\r\n\r\n", expected: nil),
+        ParseCase(
+            name: "too many headers",
+            request: head + String(repeating: "X-A: 1\r\n", count: 40) + "If-None-Match: {tag}\r\n\r\n",
+            expected: nil
+        ),
+    ]
+
+    static func fill(_ text: String, id: String, token: String, tag: String) -> String {
+        text.replacingOccurrences(of: "{id}", with: id).replacingOccurrences(of: "{token}", with: token).replacingOccurrences(of: "{tag}", with: tag)
+    }
+
+    @Test(arguments: parseCases)
+    func theParserTakesOnlyAPlainPoll(_ testCase: ParseCase) {
+        let (id, token, tag) = ("agt_0123abcd", Token.generate(), "\"\(String(repeating: "ab", count: 32))\"")
+        let bytes = Array(Self.fill(testCase.request, id: id, token: token, tag: tag).utf8)
+        let poll = bytes.withUnsafeBytes { DesiredStateFastPath.Poll($0) }
+        if let expected = testCase.expected {
+            #expect(poll?.agentID == Self.fill(expected.id, id: id, token: token, tag: tag))
+            #expect(poll?.token == Self.fill(expected.token, id: id, token: token, tag: tag))
+            #expect(poll?.ifNoneMatch == Self.fill(expected.tag, id: id, token: token, tag: tag))
+        } else {
+            #expect(poll == nil)
+        }
+    }
+
+    // MARK: What the live server answers
+
+    struct LiveCase: Sendable, CustomStringConvertible {
+        var name: String
+        /// Sent in order; after each, the test waits for `answersSoFar` answers (or 150 ms when that is no more than
+        /// before, so the next write is a read of its own).
+        var steps: [(text: String, answersSoFar: Int)]
+        var statuses: [Int]
+        /// How many of the answers the fast path gave.
+        var fast: Int
+        var description: String { name }
+    }
+
+    static let liveCases: [LiveCase] = [
+        LiveCase(name: "a plain poll", steps: [(poll, 1)], statuses: [304], fast: 1),
+        LiveCase(name: "three polls one after the other", steps: [(poll, 1), (poll, 2), (poll, 3)], statuses: [304, 304, 304], fast: 3),
+        LiveCase(name: "star", steps: [(head + "If-None-Match: *\r\n\r\n", 1)], statuses: [304], fast: 1),
+        LiveCase(name: "no If-None-Match: the whole state", steps: [(head + "\r\n", 1)], statuses: [200], fast: 0),
+        LiveCase(name: "another tag: the whole state", steps: [(head + "If-None-Match: \"0\"\r\n\r\n", 1)], statuses: [200], fast: 0),
+        LiveCase(
+            name: "a long-poll parks (wait=1)",
+            steps: [(poll.replacingOccurrences(of: "state ", with: "state?wait=1 "), 1)],
+            statuses: [304],
+            fast: 0
+        ),
+        LiveCase(name: "Connection: close", steps: [(head + "Connection: close\r\nIf-None-Match: {tag}\r\n\r\n", 1)], statuses: [304], fast: 0),
+        LiveCase(name: "Content-Length: 0", steps: [(head + "Content-Length: 0\r\nIf-None-Match: {tag}\r\n\r\n", 1)], statuses: [304], fast: 0),
+        LiveCase(
+            name: "a chunked body",
+            steps: [(head + "Transfer-Encoding: chunked\r\nIf-None-Match: {tag}\r\n\r\n0\r\n\r\n", 1)],
+            statuses: [304],
+            fast: 0
+        ),
+        LiveCase(
+            name: "two If-None-Match headers",
+            steps: [(head + "If-None-Match: \"x\"\r\nIf-None-Match: {tag}\r\n\r\n", 1)],
+            statuses: [304],
+            fast: 0
+        ),
+        LiveCase(name: "a byte outside ASCII", steps: [(head + "X-Note: caf\u{e9}\r\nIf-None-Match: {tag}\r\n\r\n", 1)], statuses: [304], fast: 0),
+        LiveCase(
+            name: "a long header",
+            steps: [(head + "X-Pad: \(String(repeating: "a", count: 5000))\r\nIf-None-Match: {tag}\r\n\r\n", 1)],
+            statuses: [304],
+            fast: 0
+        ),
+        LiveCase(name: "two polls in one write", steps: [(poll + poll, 2)], statuses: [304, 304], fast: 0),
+        LiveCase(
+            name: "a poll split over two writes, then a whole one",
+            steps: [(String(poll.prefix(40)), 0), (String(poll.dropFirst(40)), 1), (poll, 2)],
+            statuses: [304, 304],
+            fast: 1
+        ),
+        // The poll behind a parked long-poll waits its turn (the decoder's path), and the one after is fast again.
+        LiveCase(
+            name: "a poll behind a parked long-poll, then one more",
+            steps: [(poll.replacingOccurrences(of: "state ", with: "state?wait=1 "), 0), (poll, 2), (poll, 3)],
+            statuses: [304, 304, 304],
+            fast: 1
+        ),
+        LiveCase(
+            name: "a health check, then a poll",
+            steps: [("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 1), (poll, 2)],
+            statuses: [200, 304],
+            fast: 1
+        ),
+        LiveCase(
+            name: "a poll, a refused report with a body, a poll",
+            steps: [
+                (poll, 1), ("POST /v1/agents/{id}/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 2\r\n\r\n{}", 2),
+                (poll, 3),
+            ],
+            statuses: [304, 400, 304],
+            fast: 2
+        ),
+        LiveCase(name: "an id that is no agent", steps: [(poll.replacingOccurrences(of: "{id}", with: "agt_nobody"), 1)], statuses: [403], fast: 0),
+        LiveCase(name: "a token that is no token", steps: [(poll.replacingOccurrences(of: "{token}", with: "hunter2"), 1)], statuses: [401], fast: 0),
+    ]
+
+    @Test(arguments: liveCases)
+    func everyRequestGetsItsAnswer(_ testCase: LiveCase) async throws {
+        try await Self.withPolledAgent { fixture, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            let before = Self.fastCount(fixture)
+            var answers = 0
+            for step in testCase.steps {
+                try connection.send(Self.fill(step.text, id: agent.id, token: agent.token, tag: tag))
+                if step.answersSoFar <= answers {
+                    try await Task.sleep(for: .milliseconds(150))
+                } else {
+                    let deadline = ContinuousClock.now + .seconds(20)
+                    while DesiredStatePollHandlerTests.statuses(connection.text).count < step.answersSoFar, ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(10))
+                        connection.poll()
+                    }
+                    answers = step.answersSoFar
+                }
+            }
+            #expect(DesiredStatePollHandlerTests.statuses(connection.text) == testCase.statuses)
+            #expect(Self.fastCount(fixture) - before == testCase.fast, "answered by the fast path")
+        }
+    }
+
+    /// The fast path's 304 is byte for byte the one the HTTP encoder writes for the same poll (here after a wait of a
+    /// second, answered by `DesiredStatePollHandler` through the decoder and encoder).
+    @Test func theHeadIsTheEncodersByteForByte() async throws {
+        try await Self.withPolledAgent { fixture, port, agent, tag in
+            func answer(to request: String) async throws -> [UInt8] {
+                let connection = try RawConnection(port: port)
+                try connection.send(Self.fill(request, id: agent.id, token: agent.token, tag: tag))
+                #expect(try await connection.waitForStatus(timeout: .seconds(20)) == 304)
+                return connection.received
+            }
+            let before = Self.fastCount(fixture)
+            let fast = try await answer(to: Self.poll)
+            #expect(Self.fastCount(fixture) - before == 1)
+            let encoded = try await answer(to: Self.poll.replacingOccurrences(of: "state ", with: "state?wait=1 "))
+            #expect(Self.fastCount(fixture) - before == 1)
+            #expect(String(decoding: fast, as: UTF8.self) == String(decoding: encoded, as: UTF8.self))
+            #expect(String(decoding: fast, as: UTF8.self).contains("ETag: \(tag)\r\n"))
+        }
+    }
+
+    /// A removed agent's token is refused on the very next poll, with its connection to the fast path kept open.
+    @Test func aRevokedTokenIsRefusedAtOnce() async throws {
+        try await Self.withPolledAgent { fixture, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            try connection.send(Self.fill(Self.poll, id: agent.id, token: agent.token, tag: tag))
+            #expect(try await connection.waitForStatus(timeout: .seconds(20)) == 304)
+            try await fixture.withRouter { client in
+                let response = try await client.execute(uri: "/v1/agents/a", method: .delete, headers: Fixture.bearer(fixture.operatorToken))
+                #expect(response.status.code < 300)
+            }
+            let before = Self.fastCount(fixture)
+            try connection.send(Self.fill(Self.poll, id: agent.id, token: agent.token, tag: tag))
+            let deadline = ContinuousClock.now + .seconds(20)
+            while DesiredStatePollHandlerTests.statuses(connection.text).count < 2, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+                connection.poll()
+            }
+            #expect(DesiredStatePollHandlerTests.statuses(connection.text) == [304, 401])
+            #expect(Self.fastCount(fixture) == before)
+        }
+    }
+
+    /// A controller with one enrolled agent that has polled once (so its token and state are cached), served live.
+    static func withPolledAgent(
+        _ body: @Sendable (Fixture, _ port: Int, _ agent: (id: String, token: String), _ tag: String) async throws -> Void
+    ) async throws {
+        try await Fixture.with { fixture in
+            let agent = try await fixture.withRouter { client in try await fixture.enroll(client, name: "a") }
+            try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                let first = try await LiveHTTP().send("GET", base + "/v1/agents/\(agent.id)/desired-state", token: agent.token)
+                let tag = try #require(first.header("ETag"))
+                try await body(fixture, port, (agent.id, agent.token), tag)
+            }
+        }
+    }
+
+    static func fastCount(_ fixture: Fixture) -> Int {
+        var bytes: [UInt8] = []
+        fixture.registry.emit(into: &bytes)
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        where line.hasPrefix("ferry_desired_state_fast_path_answers_total ") {
+            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+        }
+        return 0
+    }
+}
