@@ -134,6 +134,11 @@ for round in $(seq 1 "$ROUNDS"); do
     NGINX_RATES+=("$(run_wrk "$NGINX_URL$DESIRED_PATH" "$NGINX_ETAG" "$DURATION")")
     echo "round $round: controller ${CONTROLLER_RATES[-1]} req/s, nginx ${NGINX_RATES[-1]} req/s" >&2
 done
+# Which path answered: the 304s given from the raw bytes before the HTTP decoder (DesiredStateFastPath) among all.
+curl -sf "$CONTROLLER_URL/metrics" | awk '
+    /^ferry_desired_state_responses_total\{code="304"\}/ { total = $2 }
+    /^ferry_desired_state_fast_path_answers_total / { fast = $2 }
+    END { printf "controller 304s answered before the HTTP decoder: %d of %d\n", fast, total }' >&2
 # For context: the same server's cheapest route (no token, no state), i.e. what the HTTP stack alone costs.
 FLOOR_RATE=$(run_wrk "$CONTROLLER_URL/healthz" "none" "$DURATION")
 

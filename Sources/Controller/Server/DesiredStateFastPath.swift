@@ -69,8 +69,14 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
                     ifNoneMatch = String(decoding: value, as: UTF8.self)
                 case 10 where ASCII.equalsLowercased(name, Self.connectionName):
                     guard ASCII.equalsLowercased(value, Self.keepAlive) else { return nil }
+                case 14 where ASCII.equalsLowercased(name, Self.contentLengthName),
+                    17 where ASCII.equalsLowercased(name, Self.transferEncodingName),
+                    6 where ASCII.equalsLowercased(name, Self.expectName),
+                    7 where ASCII.equalsLowercased(name, Self.upgradeName):
+                    // A body or a change of protocol: the decoder's.
+                    return nil
                 default:
-                    guard !Self.refusedNames.contains(where: { ASCII.equalsLowercased(name, $0) }) else { return nil }
+                    break
                 }
             }
             guard lines.isAtEnd, let authorization, let ifNoneMatch,
@@ -102,8 +108,10 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
         private static let ifNoneMatchName = Array("if-none-match".utf8)
         private static let connectionName = Array("connection".utf8)
         private static let keepAlive = Array("keep-alive".utf8)
-        /// Headers that frame a body or change what the connection does: such a request is the decoder's.
-        private static let refusedNames = ["content-length", "transfer-encoding", "expect", "upgrade"].map { Array($0.utf8) }
+        private static let contentLengthName = Array("content-length".utf8)
+        private static let transferEncodingName = Array("transfer-encoding".utf8)
+        private static let expectName = Array("expect".utf8)
+        private static let upgradeName = Array("upgrade".utf8)
     }
 
     /// The lines of a request head, each without its CRLF; `nil` at a bare CR or LF.

@@ -24,8 +24,17 @@ package enum ASCII {
     }
 
     /// Whether `bytes` equal `lowercase` (lowercase ASCII), ignoring ASCII case.
-    package static func equalsLowercased(_ bytes: some Collection<UInt8>, _ lowercase: [UInt8]) -> Bool {
-        bytes.count == lowercase.count && zip(bytes, lowercase).allSatisfy { lowercased($0) == $1 }
+    ///
+    /// Concrete, not generic: it runs for every header of every poll, and an unspecialised generic call from another
+    /// module spends most of its time looking up type metadata.
+    package static func equalsLowercased(_ bytes: Slice<UnsafeBufferPointer<UInt8>>, _ lowercase: [UInt8]) -> Bool {
+        guard bytes.count == lowercase.count else { return false }
+        var index = bytes.startIndex
+        for expected in lowercase {
+            guard lowercased(bytes[index]) == expected else { return false }
+            index += 1
+        }
+        return true
     }
 
     /// Whether `byte` may appear in an HTTP token (a field name, a method): RFC 9110's `tchar`.
