@@ -11,6 +11,8 @@ import Testing
         case responseEnd
         case unwritable
         case writable
+        /// A request answered within one read (`DesiredStateFastPath`).
+        case answeredAtOnce
     }
 
     struct Case: Sendable, CustomTestStringConvertible {
@@ -75,6 +77,18 @@ import Testing
             expiry: (10, .header),
             idle: true
         ),
+        Case(
+            name: "a request answered within one read leaves the connection idle, its idle timeout from then",
+            events: [(1, .bytes), (5, .bytes), (5, .answeredAtOnce)],
+            expiry: (65, .idle),
+            idle: true
+        ),
+        Case(
+            name: "a request answered within one read behind one in flight leaves that one in flight",
+            events: [(1, .bytes), (1, .head), (1, .requestEnd), (2, .bytes), (2, .answeredAtOnce)],
+            expiry: nil,
+            idle: false
+        ),
     ]
 
     @Test(arguments: cases)
@@ -90,6 +104,7 @@ import Testing
             case .responseEnd: timeouts.responseEnded(at: at(second))
             case .unwritable: timeouts.writabilityChanged(isWritable: false, at: at(second))
             case .writable: timeouts.writabilityChanged(isWritable: true, at: at(second))
+            case .answeredAtOnce: timeouts.requestAnsweredAtOnce(at: at(second))
             }
         }
         #expect(timeouts.isIdle == testCase.idle)

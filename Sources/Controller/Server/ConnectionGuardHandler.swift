@@ -53,6 +53,10 @@ final class ConnectionGuardHandler: ChannelInboundHandler {
     func requestEnded() { update { $0.requestEnded(at: .now) } }
     func responseEnded() { update { $0.responseEnded(at: .now) } }
 
+    /// From `DesiredStateFastPath`: a request answered within one read. An idle connection stays idle throughout, so
+    /// the registry is not told anything (the three events one by one would tell it twice, under its lock).
+    func requestAnsweredAtOnce() { update { $0.requestAnsweredAtOnce(at: .now) } }
+
     private func update(_ event: (inout ConnectionTimeouts) -> Void) {
         let wasIdle = timeouts.isIdle
         event(&timeouts)

@@ -91,6 +91,14 @@ struct ConnectionTimeouts: Sendable {
         }
     }
 
+    /// A request whose head, end and answer all happened at `now` (a poll answered from its raw bytes): the three events
+    /// above in order.
+    mutating func requestAnsweredAtOnce(at now: ContinuousClock.Instant) {
+        requestHeadReceived(at: now)
+        requestEnded(at: now)
+        responseEnded(at: now)
+    }
+
     /// The socket's send buffer filled up (the client is not reading) or drained again.
     mutating func writabilityChanged(isWritable: Bool, at now: ContinuousClock.Instant) {
         if isWritable {

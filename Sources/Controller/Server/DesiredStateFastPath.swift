@@ -172,13 +172,11 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
             let startedAt = ContinuousClock.now
             let buffer = unwrapInboundIn(data)
             if let state = buffer.withUnsafeReadableBytes({ answerable($0) }) {
-                guardHandler?.requestHeadReceived()
-                guardHandler?.requestEnded()
                 context.writeAndFlush(
                     wrapOutboundOut(Self.notModifiedHead(state.notModifiedResponse, allocator: context.channel.allocator)),
                     promise: nil
                 )
-                guardHandler?.responseEnded()
+                guardHandler?.requestAnsweredAtOnce()
                 dependencies.metrics.desiredStateNotModified.increment()
                 dependencies.metrics.desiredStateHandled.increment()
                 dependencies.metrics.desiredStateFastPath.increment()
