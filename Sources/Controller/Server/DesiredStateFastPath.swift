@@ -12,7 +12,8 @@ import Shared
 /// else on the connection is unanswered. Everything else — a request split over reads, two requests in one read, any
 /// header that frames a body or changes the connection (`Content-Length`, `Transfer-Encoding`, `Expect`, `Upgrade`,
 /// `Connection` other than `keep-alive`), a repeated `Authorization` or `If-None-Match`, any byte outside visible ASCII,
-/// a folded header, HTTP/1.0, a long-poll that must park, a token or state not in the caches — is passed on untouched to
+/// a folded header, HTTP/1.0, a long-poll that must park, a token or state not in the caches, a socket that is not
+/// writable — is passed on untouched to
 /// the HTTP decoder and the handlers behind it, which answer as before. So this parser decides only whether to answer;
 /// it never frames a request the decoder will see.
 ///
@@ -168,7 +169,9 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if downstreamIdle {
+        // An unwritable socket (a client that does not read its answers) goes the decoder's way too, which stops
+        // reading and closes a slow reader; answering here would queue answers without bound.
+        if downstreamIdle, context.channel.isWritable {
             let startedAt = ContinuousClock.now
             let buffer = unwrapInboundIn(data)
             if let state = buffer.withUnsafeReadableBytes({ answerable($0) }) {
