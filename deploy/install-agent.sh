@@ -132,6 +132,12 @@ if [ -n "$POLL_SECONDS" ]; then
     fi
 fi
 if [ ! -f "$BINARY" ] || [ ! -x "$BINARY" ]; then die "--binary $BINARY: no such executable file"; fi
+# A binary built without --static-swift-stdlib needs the Swift runtime at the build machine's path, which an instance
+# does not have: say so now, not at enrollment, with what to do.
+if ! BINARY_CHECK=$("$BINARY" --version 2>&1); then
+    die "--binary $BINARY does not run on this host: $(printf '%s' "$BINARY_CHECK" | head -n 2 | tr '\n' ' ')" \
+        "(build it with 'swift build -c release --static-swift-stdlib --product ferry-agent'; the host needs libcurl, OpenSSL 3 and libarchive: Debian libcurl4 libssl3 libarchive13)"
+fi
 if [ ! -f "$UNIT" ] || [ ! -r "$UNIT" ]; then die "--unit $UNIT: no such readable file"; fi
 [ -z "$CA_FILE" ] || [ -r "$CA_FILE" ] || die "--ca-file $CA_FILE: no such readable file"
 if [ -n "$TOKEN" ] && [ -n "$TOKEN_FILE" ]; then die "give --enroll-token or --enroll-token-file, not both"; fi

@@ -278,6 +278,12 @@ struct DeployFilesTests {
             message: "--binary /nonexistent/ferry-agent: no such executable file"
         ),
         RefusalCase(
+            description: "a binary that does not start on this host (built against a Swift runtime the host lacks)",
+            changes: [("--binary", "{work}/broken-agent")],
+            message:
+                "--binary {work}/broken-agent does not run on this host: broken-agent: error while loading shared libraries: libswiftCore.so"
+        ),
+        RefusalCase(
             description: "token twice",
             changes: [],
             extra: ["--enroll-token-file", "/dev/null"],
@@ -304,7 +310,9 @@ struct DeployFilesTests {
                 var replaced = false
                 while index < arguments.count {
                     if arguments[index] == change.flag {
-                        if let value = change.value, !replaced { kept += [change.flag, value] }
+                        if let value = change.value, !replaced {
+                            kept += [change.flag, value.replacingOccurrences(of: "{work}", with: work.path)]
+                        }
                         replaced = true
                         index += 2
                     } else {
@@ -318,7 +326,8 @@ struct DeployFilesTests {
             let before = try TreeSnapshot.take(work.path)
             let result = try await Command.run("bash", [Self.installScript] + arguments)
             #expect(result.status == 2)
-            #expect(result.stderr.contains("install-agent: \(testCase.message)"), "stderr: \(result.stderr)")
+            let message = testCase.message.replacingOccurrences(of: "{work}", with: work.path)
+            #expect(result.stderr.contains("install-agent: \(message)"), "stderr: \(result.stderr)")
             #expect(!result.stdout.contains(Self.token) && !result.stderr.contains(Self.token))
             #expect(try TreeSnapshot.take(work.path) == before)
         }
@@ -406,6 +415,11 @@ struct DeployFilesTests {
         let binary = work.appendingPathComponent("ferry-agent").path
         try "#!/bin/sh\necho fake agent\n".write(toFile: binary, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: binary)
+        // What the loader says when the Swift runtime a binary was linked against is missing.
+        let broken = work.appendingPathComponent("broken-agent").path
+        try "#!/bin/sh\necho 'broken-agent: error while loading shared libraries: libswiftCore.so: cannot open shared object file' >&2\nexit 127\n"
+            .write(toFile: broken, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: broken)
     }
 
     static func sampleArguments(work: URL) -> [String] {
