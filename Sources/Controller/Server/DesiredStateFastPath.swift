@@ -38,7 +38,7 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
         /// `nil` unless `bytes` are exactly one complete `GET /v1/agents/<id>/desired-state[?wait=0]` HTTP/1.1 request
         /// head with one Bearer `Authorization`, one `If-None-Match`, no body and nothing after it.
         init?(_ bytes: UnsafeRawBufferPointer) {
-            let bytes = bytes.bindMemory(to: UInt8.self)
+            let bytes = bytes.assumingMemoryBound(to: UInt8.self)
             guard bytes.count <= Self.maximumLength, bytes.count > Self.method.count + Self.version.count + 4,
                 bytes.starts(with: Self.method), bytes[(bytes.count - 4)...].elementsEqual(Self.headEnd)
             else { return nil }
@@ -180,10 +180,8 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
                     promise: nil
                 )
                 guardHandler?.requestAnsweredAtOnce()
-                dependencies.metrics.desiredStateNotModified.increment()
-                dependencies.metrics.desiredStateHandled.increment()
+                dependencies.recordAnswer(notModified: true, after: ContinuousClock.now - startedAt)
                 dependencies.metrics.desiredStateFastPath.increment()
-                dependencies.notModifiedSeries.record(ContinuousClock.now - startedAt)
                 return
             }
         }

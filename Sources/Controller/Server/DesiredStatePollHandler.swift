@@ -41,6 +41,19 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             okSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 200)
             notModifiedSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 304)
         }
+
+        /// Counts a poll answered before the router (200 or 304) and how long it took: what the route's metrics would
+        /// have recorded.
+        func recordAnswer(notModified: Bool, after duration: Duration) {
+            if notModified {
+                metrics.desiredStateNotModified.increment()
+                notModifiedSeries.record(duration)
+            } else {
+                metrics.desiredStateFull.increment()
+                okSeries.record(duration)
+            }
+            metrics.desiredStateHandled.increment()
+        }
     }
 
     /// The route as the router names it (request metrics are recorded under it).
@@ -361,15 +374,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             context.write(wrapOutboundOut(.body(state.head)), promise: nil)
             context.write(wrapOutboundOut(.body(state.releases.bytes)), promise: nil)
             context.write(wrapOutboundOut(.body(state.tail)), promise: nil)
-            dependencies.metrics.desiredStateFull.increment()
-            dependencies.okSeries.record(duration)
         } else {
             context.write(wrapOutboundOut(.head(state.notModifiedResponse)), promise: nil)
-            dependencies.metrics.desiredStateNotModified.increment()
-            dependencies.notModifiedSeries.record(duration)
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        dependencies.metrics.desiredStateHandled.increment()
+        dependencies.recordAnswer(notModified: status != .ok, after: duration)
         self.current = nil
         draining = !current.ended
         if current.poll.closesConnection {

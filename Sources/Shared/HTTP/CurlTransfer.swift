@@ -558,7 +558,7 @@ final class CurlTransfer {
 
     /// `text` without leading and trailing spaces and tabs.
     private static func trimmed(_ text: Substring) -> String {
-        String(text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        Array(text.utf8).withUnsafeBytes { trimmed($0) }
     }
 
     /// `bytes` without leading and trailing spaces and tabs, as text.
