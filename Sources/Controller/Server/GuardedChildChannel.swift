@@ -28,10 +28,12 @@ struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
         }
         return channel.eventLoop.makeCompletedFuture { () throws -> Void in
             guard let ticket else { return }
-            // Reads start at 512 bytes instead of NIO's 2 KiB: an agent's requests are a few hundred bytes, and the
-            // buffer of the last read stays with each of 10,000 mostly idle connections. Larger bodies grow it. Not
-            // worth failing the set-up for (see above): a connection that keeps NIO's default works the same.
-            try? channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536))
+            // Reads of 512 bytes, larger only for a stream (`ConnectionReadAllocator`): the buffer of the last read stays
+            // with each of 10,000 mostly idle connections. One read per turn of the event loop: with more, a request
+            // split over two reads leaves a second kept buffer (the first is still held by the request's body). Not
+            // worth failing the set-up for (see above): a connection that keeps NIO's defaults works the same.
+            try? channel.syncOptions?.setOption(.recvAllocator, value: ConnectionReadAllocator())
+            try? channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
             if let certificates {
                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: certificates.context))
             }
