@@ -37,6 +37,9 @@ struct PollService: Service, CustomStringConvertible {
         var wasReachable = true
         // A desired state that a side poll brought during the last pass.
         var carried: News?
+        // The poll interval before the next poll, waited out by the poll connection's own thread (`after:`): an idle
+        // agent's poll then wakes that thread alone, not the runtime's timer thread and a pool thread first.
+        var pause = Duration.zero
         // A rollback is reported as soon as it is done, before the restored release's health gate ends the pass.
         await runtime.reconciler.setReportHook { [reports] in reports.fire() }
         while !Task.isCancelled {
@@ -54,8 +57,12 @@ struct PollService: Service, CustomStringConvertible {
                 do {
                     // The first poll does not wait: the agent converges at once after a start. Later ones wait at most
                     // until the next report is due (whole seconds, at least one).
-                    let wait = desired == nil ? 0 : Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport())
-                    switch try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
+                    let before = pause
+                    pause = .zero
+                    let wait =
+                        desired == nil
+                        ? 0 : Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport() - before)
+                    switch try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait, after: before) {
                     case .changed(let state, let newTag):
                         desired = state
                         etag = newTag
@@ -102,7 +109,7 @@ struct PollService: Service, CustomStringConvertible {
                 try await Task.sleep(for: backoff.next())
             } else if config.longPollSeconds == 0 || !summary.problems.isEmpty {
                 // The controller's interval when it sent one (it marks agents stale after three without a report).
-                try await Task.sleep(for: .seconds(Self.pollInterval(configured: config.pollSeconds, controller: desired?.pollSeconds)))
+                pause = .seconds(Self.pollInterval(configured: config.pollSeconds, controller: desired?.pollSeconds))
             } else if started.duration(to: clock.now) < .seconds(1) {
                 // A controller that ignores `wait` (or a state that keeps changing) must not make the agent spin.
                 try await Task.sleep(until: started.advanced(by: .seconds(1)), clock: clock)

@@ -33,15 +33,17 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         case notModified
     }
 
-    /// `GET /v1/agents/{id}/desired-state`, with `If-None-Match` and, when `wait > 0`, a long-poll.
-    func desiredState(agentID: String, etag: String?, wait: Int) async throws(ControllerError) -> Poll {
+    /// `GET /v1/agents/{id}/desired-state`, with `If-None-Match` and, when `wait > 0`, a long-poll; sent `after` the
+    /// given pause (the poll interval of a loop), which the kept-open connection's own thread waits out.
+    func desiredState(agentID: String, etag: String?, wait: Int, after pause: Duration = .zero) async throws(ControllerError) -> Poll {
         var url = "\(baseURL)/v1/agents/\(Self.escape(agentID))/desired-state"
         if wait > 0 { url += "?wait=\(wait)" }
         var headers = authorization
         if let etag { headers["If-None-Match"] = etag }
         let response = try await send(
             HTTPClient.Request(method: .get, url: url, headers: headers, timeout: .seconds(wait + 20)),
-            over: connections?.polls
+            over: connections?.polls,
+            after: pause
         )
         if response.status == 304 { return .notModified }
         try Self.check(response, url: url)
@@ -108,9 +110,16 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
 
     private var authorization: HTTPClient.Headers { ["Authorization": "Bearer \(token)"] }
 
-    private func send(_ request: HTTPClient.Request, over connection: HTTPConnection?) async throws(ControllerError) -> HTTPClient.Response {
+    private func send(
+        _ request: HTTPClient.Request,
+        over connection: HTTPConnection?,
+        after pause: Duration = .zero
+    ) async throws(ControllerError) -> HTTPClient.Response {
+        if connection == nil, pause > .zero, (try? await Task.sleep(for: pause)) == nil {
+            throw .unreachable(.cancelled(url: RedactedURL.redact(request.url)))
+        }
         do {
-            if let connection { return try await connection.send(request) }
+            if let connection { return try await connection.send(request, notBefore: pause > .zero ? .now + pause : nil) }
             return try await http.send(request)
         } catch {
             throw .unreachable(error)

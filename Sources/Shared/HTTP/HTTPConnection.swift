@@ -66,6 +66,21 @@ package final class HTTPConnection: Sendable {
             signal()
         }
 
+        var isClosed: Bool { state.withLock { $0.closed } }
+
+        /// Blocks the thread (in `poll(2)`, no CPU) until `deadline`, or sooner when the connection is closed or `flag`
+        /// is cancelled (`interrupt()` wakes it then).
+        func pause(until deadline: ContinuousClock.Instant, cancellation flag: CancellationFlag) {
+            while !flag.isCancelled, !isClosed {
+                let left = ContinuousClock.now.duration(to: deadline)
+                guard left > .zero else { return }
+                waitForSignal(timeout: left)
+            }
+        }
+
+        /// Wakes the thread from `pause(until:cancellation:)` (a cancelled request).
+        func interrupt() { signal() }
+
         private func signal() {
             guard let wake else { return }
             var byte: UInt8 = 1
@@ -93,13 +108,14 @@ package final class HTTPConnection: Sendable {
             }
         }
 
-        private func waitForSignal() {
+        /// Waits for `signal()`, at most `timeout` (`nil`: no limit).
+        private func waitForSignal(timeout: Duration? = nil) {
             guard let wake else {
                 usleep(1000)
                 return
             }
             var descriptor = pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&descriptor, 1, -1)
+            _ = poll(&descriptor, 1, timeout.map(HTTPConnection.pollTimeout) ?? -1)
             var buffer = [UInt8](repeating: 0, count: 64)
             while read(wake.readEnd, &buffer, buffer.count) > 0 {}
         }
@@ -123,8 +139,15 @@ package final class HTTPConnection: Sendable {
     }
 
     /// Performs `request` over the kept-open connection and returns the whole response, whatever its status.
-    /// - Throws: as `HTTPClient.send`; `.cancelled` also when the connection was closed.
-    package func send(_ request: HTTPClient.Request) async throws(HTTPClientError) -> HTTPClient.Response {
+    ///
+    /// With `notBefore`, the connection's thread waits until then before sending (a poll loop's interval): the wait
+    /// costs no timer of the concurrency runtime and no wake-up of one of its threads, only the connection thread's
+    /// own `poll(2)` timeout. Cancelling the request, or closing the connection, ends the wait at once.
+    /// - Throws: as `HTTPClient.send`; `.cancelled` also when the connection was closed before the request was sent.
+    package func send(
+        _ request: HTTPClient.Request,
+        notBefore start: ContinuousClock.Instant? = nil
+    ) async throws(HTTPClientError) -> HTTPClient.Response {
         let url = RedactedURL.redact(request.url)
         try HTTPClient.validate(request.url, headers: request.headers)
         if Task.isCancelled { throw .cancelled(url: url) }
@@ -134,13 +157,17 @@ package final class HTTPConnection: Sendable {
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<HTTPClient.Response, HTTPClientError>, Never>) in
                 let queued = queue.submit { handle in
-                    guard !flag.isCancelled else { return continuation.resume(returning: .failure(.cancelled(url: url))) }
+                    if let start { queue.pause(until: start, cancellation: flag) }
+                    guard !flag.isCancelled, start == nil || !queue.isClosed else {
+                        return continuation.resume(returning: .failure(.cancelled(url: url)))
+                    }
                     continuation.resume(returning: CurlTransfer.send(request, configuration: configuration, cancellation: flag, reusing: handle))
                 }
                 if !queued { continuation.resume(returning: .failure(.cancelled(url: url))) }
             }
         } onCancel: {
             flag.cancel()
+            queue.interrupt()
         }
         return try result.get()
     }
@@ -148,5 +175,17 @@ package final class HTTPConnection: Sendable {
     /// Stops the thread once the queued requests are done and closes the connection.
     package func close() {
         queue.close()
+    }
+}
+
+extension HTTPConnection {
+    /// `timeout` as `poll(2)` takes it: whole milliseconds, rounded up (a pause never ends early), at most a day; 0 for
+    /// a negative duration.
+    package static func pollTimeout(_ timeout: Duration) -> Int32 {
+        let (seconds, attoseconds) = timeout.components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        guard seconds < 86_400 else { return 86_400_000 }
+        let partial = (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(seconds * 1000 + partial)
     }
 }
