@@ -123,6 +123,11 @@ struct FleetBench: AsyncParsableCommand {
             defer { Task { await connection.close() } }
             return try await Self.waiters(connection)
         }
+        let readRoutes = { @Sendable () async throws -> [String: Double] in
+            let connection = try await BenchConnection.connect(host: "127.0.0.1", port: controller.port, tls: context, group: group)
+            defer { Task { await connection.close() } }
+            return try await Self.routeSeconds(connection)
+        }
         let generatorCPUAtStart = ProcessUsage.ownCPUSeconds
         log("controller \(controller.url) (pid \(controller.pid)); \(agents) agents; \(tls ? "TLS" : "plain HTTP")")
 
@@ -139,6 +144,9 @@ struct FleetBench: AsyncParsableCommand {
         var published: (duration: Duration, startedAt: NIODeadline, returnedAt: NIODeadline)?
         var parkedUsage: ProcessUsage?
         var wakeCPU: Double?
+        // The publish's requests as the controller timed them, and its database files, just before the publish.
+        var routesBefore: [String: Double]?
+        var database: (main: Int64, wal: Int64)?
 
         let outcomes = try await withThrowingTaskGroup(of: (Int, AgentOutcome)?.self) { group in
             for agent in fleet {
@@ -166,6 +174,8 @@ struct FleetBench: AsyncParsableCommand {
             }
             parkedUsage = controller.usage
             log("all \(agents) long-polls parked (controller RSS \(megabytes(parkedUsage?.residentBytes)) MB); publishing serial 2")
+            routesBefore = try? await readRoutes()
+            database = Self.databaseSizes(controller.setup.directory + "/data/ferry.sqlite")
             let cpuBefore = controller.usage?.cpuSeconds
             let startedAt = NIODeadline.now()
             state.publishStartedAt = startedAt
@@ -188,6 +198,7 @@ struct FleetBench: AsyncParsableCommand {
                 ["ferry_status_batches_total", "ferry_status_batch_duration_seconds_sum", "ferry_status_batched_reports_total"]
             )
         }()
+        let routesAfter = try? await readRoutes()
         let final = controller.usage
         // Three seconds later: what the controller keeps once the burst is over (it trims its heap after a burst).
         try await Task.sleep(for: .seconds(3))
@@ -237,6 +248,17 @@ struct FleetBench: AsyncParsableCommand {
 
         print("== fleet bench: \(agents) agents, \(tls ? "TLS" : "plain HTTP"), long-poll wait \(wait) s")
         print("publish (CLI, start to exit)        \(seconds(published.duration)) s")
+        if let routesBefore, let routesAfter {
+            let spent = { (route: String) in String(format: "%.3f", (routesAfter[route] ?? 0) - (routesBefore[route] ?? 0)) }
+            print(
+                "publish inside the controller       /v1/artifacts \(spent("/v1/artifacts")) s, /v1/artifacts/:sha256 "
+                    + "\(spent("/v1/artifacts/:sha256")) s, POST /v1/releases \(spent("/v1/releases")) s (the rest is the CLI's: "
+                    + "its start, signing, connecting)"
+            )
+        }
+        if let database {
+            print("controller database at the publish  \(megabytes(database.main)) MB, WAL \(megabytes(database.wal)) MB")
+        }
         print(
             "wake after publish returned         p50 \(seconds(percentile(wakes, 0.5))) s  p99 \(seconds(percentile(wakes, 0.99))) s  "
                 + "max \(seconds(wakes.max())) s  (\(wakes.count) woken, \(duringPublish) before the CLI returned, counted as 0)"
@@ -313,6 +335,29 @@ struct FleetBench: AsyncParsableCommand {
             values[String(parts[0])] = value
         }
         return values
+    }
+
+    /// Seconds spent per route so far (`ferry_http_request_duration_seconds_sum{route="..."}` from `/metrics`).
+    private static func routeSeconds(_ connection: BenchConnection) async throws -> [String: Double] {
+        let response = try await connection.exchange(.GET, "/metrics")
+        let prefix = "ferry_http_request_duration_seconds_sum{"
+        var values: [String: Double] = [:]
+        for line in String(buffer: response.body).split(separator: "\n") where line.hasPrefix(prefix) {
+            guard let start = line.range(of: "route=\""), let end = line[start.upperBound...].firstIndex(of: "\""),
+                let value = line.split(separator: " ").last.flatMap({ Double($0) })
+            else { continue }
+            values[String(line[start.upperBound..<end]), default: 0] += value
+        }
+        return values
+    }
+
+    /// The sizes of the SQLite database and its WAL (0 for a file that is not there).
+    private static func databaseSizes(_ path: String) -> (main: Int64, wal: Int64) {
+        func size(_ file: String) -> Int64 {
+            var info = stat()
+            return stat(file, &info) == 0 ? Int64(info.st_size) : 0
+        }
+        return (size(path), size(path + "-wal"))
     }
 
     /// `ferry_long_poll_waiters` from `/metrics`.
