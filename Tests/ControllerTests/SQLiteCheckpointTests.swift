@@ -25,11 +25,16 @@ import Testing
     }
 
     /// A store in a new directory whose checkpoint loop runs every `interval`.
-    static func withStore(checkpointEvery interval: Duration, _ body: (SQLControllerStore, String) async throws -> Void) async throws {
+    static func withStore(
+        checkpointEvery interval: Duration,
+        restartingAt restartFrames: Int = 16_384,
+        _ body: (SQLControllerStore, String) async throws -> Void
+    ) async throws {
         try await TestPaths.withTemporaryDirectory("ferry-checkpoint") { directory in
             let path = directory.appendingPathComponent("ferry.sqlite").path
             var configuration = SQLiteStoreBackend.Configuration(path: path)
             configuration.checkpointInterval = interval
+            configuration.walRestartFrames = restartFrames
             let store = try await SQLControllerStore.open(configuration, logger: ControllerFixture.logger)
             try await body(store, path)
             try await store.close()
@@ -55,6 +60,46 @@ import Testing
                 size = try Self.size(path)
             }
             #expect(size >= 8_000_000, "database file \(size) bytes: the loop did not copy the WAL")
+        }
+    }
+
+    struct SteadyWrites: Sendable, CustomStringConvertible {
+        var description: String
+        var restartFrames: Int
+        /// Whether the WAL must stay under `bound` bytes throughout, or (the control) must grow past it.
+        var bounded: Bool
+        static let bound = 24_000_000
+    }
+
+    /// Steady writes, as reports make them: a commit every few milliseconds, reads in between, passive checkpoints every
+    /// 50 ms. A passive checkpoint never catches up with the last commit, so the log is never restarted and the WAL
+    /// grows with everything written (the control row, which shows the test can see it); restarted at 1,024 frames
+    /// (4 MiB), it stays small.
+    @Test(
+        arguments: [
+            SteadyWrites(description: "restarted at 1,024 frames: the WAL stays small", restartFrames: 1_024, bounded: true),
+            SteadyWrites(description: "never restarted: the WAL keeps everything written", restartFrames: .max, bounded: false),
+        ]
+    )
+    func theLogIsRestartedUnderSteadyWrites(_ testCase: SteadyWrites) async throws {
+        try await Self.withStore(checkpointEvery: .milliseconds(50), restartingAt: testCase.restartFrames) { store, path in
+            try await store.transaction { db in try await db.raw("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)").run() }
+            var largest = 0
+            // 48 MB in 384 commits of 128 KB, each one reading too.
+            for round in 0..<384 {
+                try await store.transaction { db in
+                    for _ in 0..<32 { try await db.raw("INSERT INTO filler (data) VALUES (zeroblob(4000))").run() }
+                }
+                _ = try await store.readDB.raw("SELECT count(*) AS n FROM filler WHERE id > \(unsafeRaw: String(round * 32))").all()
+                largest = max(largest, try Self.size(path + "-wal"))
+            }
+            let rows = try await store.readDB.raw("SELECT count(*) AS n FROM filler").first()
+            #expect(try rows?.decode(column: "n", as: Int.self) == 384 * 32, "every row written is there")
+            if testCase.bounded {
+                #expect(largest < SteadyWrites.bound, "the WAL reached \(largest) bytes")
+            } else {
+                #expect(largest >= SteadyWrites.bound, "the WAL stayed at \(largest) bytes without a restart")
+            }
         }
     }
 }

@@ -19,6 +19,9 @@ final class SQLiteStoreBackend: SQLStoreBackend {
         var synchronous: String = "FULL"
         /// How often the WAL is checkpointed (off the writer, see `SQLiteCheckpointer`).
         var checkpointInterval: Duration = .seconds(1)
+        /// WAL frames (pages of 4 KiB) past which the log is restarted and truncated on the writer (see
+        /// `SQLiteCheckpointer`): 16,384 frames, 64 MiB. `Int.max`: never.
+        var walRestartFrames = 16_384
 
         init(path: String) { self.path = path }
     }
@@ -29,7 +32,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
     private let checkpointer: SQLiteCheckpointer
     /// As many as the thread pool SQLiteNIO steps queries on has threads (one per core, at least two).
     private static let readerCount = max(2, System.coreCount)
-    private let writeLock = AsyncLock()
+    private let writeLock: AsyncLock
     /// The database file.
     let path: String
 
@@ -37,8 +40,9 @@ final class SQLiteStoreBackend: SQLStoreBackend {
     var location: String { path }
     var readDB: any SQLDatabase { readers }
 
-    private init(writer: SQLiteConnection, readers: SQLiteReaders, checkpointer: SQLiteCheckpointer, path: String) {
+    private init(writer: SQLiteConnection, writeLock: AsyncLock, readers: SQLiteReaders, checkpointer: SQLiteCheckpointer, path: String) {
         self.writer = writer
+        self.writeLock = writeLock
         self.readers = readers
         self.checkpointer = checkpointer
         self.path = path
@@ -90,14 +94,28 @@ final class SQLiteStoreBackend: SQLStoreBackend {
                 throw error
             }
             let checkpointer: SQLiteCheckpointer
+            let writeLock = AsyncLock()
             do {
-                checkpointer = try await SQLiteCheckpointer.start(path: path, interval: configuration.checkpointInterval, logger: logger)
+                checkpointer = try await SQLiteCheckpointer.start(
+                    path: path,
+                    interval: configuration.checkpointInterval,
+                    restartFrames: configuration.walRestartFrames,
+                    restart: { [writer] in
+                        // On the writer, between two transactions: no commit waits behind a checkpoint's lock, and
+                        // none can add frames while the log is restarted.
+                        try await writeLock.withLock { () async throws -> Void in
+                            _ = try await writer.sql(queryLogLevel: nil).raw("PRAGMA wal_checkpoint(TRUNCATE)").all()
+                        }
+                    },
+                    logger: logger
+                )
             } catch {
                 for reader in connections { try? await reader.close() }
                 throw error
             }
             return SQLiteStoreBackend(
                 writer: writer,
+                writeLock: writeLock,
                 readers: SQLiteReaders(connections, logger: logger),
                 checkpointer: checkpointer,
                 path: path
