@@ -147,6 +147,9 @@ struct FleetBench: AsyncParsableCommand {
         // The publish's requests as the controller timed them, and its database files, just before the publish.
         var routesBefore: [String: Double]?
         var database: (main: Int64, wal: Int64)?
+        // The largest the WAL was when sampled during the steady phase.
+        var largestWAL: Int64 = 0
+        let databasePath = controller.setup.directory + "/data/ferry.sqlite"
 
         let outcomes = try await withThrowingTaskGroup(of: (Int, AgentOutcome)?.self) { group in
             for agent in fleet {
@@ -156,6 +159,7 @@ struct FleetBench: AsyncParsableCommand {
             if steady > 0 { log("steady phase: reports every \(reportSeconds) s for \(steady) s") }
             while ContinuousClock.now < steadyUntil {
                 if let usage = controller.usage { samples.append((ContinuousClock.now, usage)) }
+                largestWAL = max(largestWAL, Self.databaseSizes(databasePath).wal)
                 try await Task.sleep(for: .seconds(min(10, max(1, steady / 30))))
             }
             let parkDeadline = ContinuousClock.now + .seconds(Int64(steady > 0 ? reportSeconds + wait * 3 : wait * 3))
@@ -175,7 +179,7 @@ struct FleetBench: AsyncParsableCommand {
             parkedUsage = controller.usage
             log("all \(agents) long-polls parked (controller RSS \(megabytes(parkedUsage?.residentBytes)) MB); publishing serial 2")
             routesBefore = try? await readRoutes()
-            database = Self.databaseSizes(controller.setup.directory + "/data/ferry.sqlite")
+            database = Self.databaseSizes(databasePath)
             let cpuBefore = controller.usage?.cpuSeconds
             let startedAt = NIODeadline.now()
             state.publishStartedAt = startedAt
@@ -257,7 +261,10 @@ struct FleetBench: AsyncParsableCommand {
             )
         }
         if let database {
-            print("controller database at the publish  \(megabytes(database.main)) MB, WAL \(megabytes(database.wal)) MB")
+            print(
+                "controller database at the publish  \(megabytes(database.main)) MB, WAL \(megabytes(database.wal)) MB"
+                    + (steady > 0 ? " (largest sampled during the steady phase: \(megabytes(largestWAL)) MB)" : "")
+            )
         }
         print(
             "wake after publish returned         p50 \(seconds(percentile(wakes, 0.5))) s  p99 \(seconds(percentile(wakes, 0.99))) s  "

@@ -63,26 +63,16 @@ import Testing
         }
     }
 
-    struct SteadyWrites: Sendable, CustomStringConvertible {
-        var description: String
-        var restartFrames: Int
-        /// Whether the WAL must stay under `bound` bytes throughout, or (the control) must grow past it.
-        var bounded: Bool
-        static let bound = 24_000_000
-    }
-
-    /// Steady writes, as reports make them: a commit every few milliseconds, reads in between, passive checkpoints every
-    /// 50 ms. A passive checkpoint never catches up with the last commit, so the log is never restarted and the WAL
-    /// grows with everything written (the control row, which shows the test can see it); restarted at 1,024 frames
-    /// (4 MiB), it stays small.
-    @Test(
-        arguments: [
-            SteadyWrites(description: "restarted at 1,024 frames: the WAL stays small", restartFrames: 1_024, bounded: true),
-            SteadyWrites(description: "never restarted: the WAL keeps everything written", restartFrames: .max, bounded: false),
-        ]
-    )
-    func theLogIsRestartedUnderSteadyWrites(_ testCase: SteadyWrites) async throws {
-        try await Self.withStore(checkpointEvery: .milliseconds(50), restartingAt: testCase.restartFrames) { store, path in
+    /// Steady writes, as reports make them: a commit every few milliseconds, a read after each, passive checkpoints every
+    /// 50 ms, the log restarted at 1,024 frames (4 MiB): the WAL stays small (6–7 MB measured).
+    ///
+    /// Without the restart (`walRestartFrames` `.max`) the same writes left a 55.7 MB WAL on a quiet machine: no passive
+    /// checkpoint caught up with the last commit, so the log never restarted. That is a race, not asserted here: on a
+    /// loaded machine the writes slow down, a checkpoint catches up, and SQLite restarts the log by itself (22 MB seen
+    /// with the other store suites running).
+    @Test
+    func theLogIsRestartedUnderSteadyWrites() async throws {
+        try await Self.withStore(checkpointEvery: .milliseconds(50), restartingAt: 1_024) { store, path in
             try await store.transaction { db in try await db.raw("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)").run() }
             var largest = 0
             // 48 MB in 384 commits of 128 KB, each one reading too.
@@ -95,11 +85,7 @@ import Testing
             }
             let rows = try await store.readDB.raw("SELECT count(*) AS n FROM filler").first()
             #expect(try rows?.decode(column: "n", as: Int.self) == 384 * 32, "every row written is there")
-            if testCase.bounded {
-                #expect(largest < SteadyWrites.bound, "the WAL reached \(largest) bytes")
-            } else {
-                #expect(largest >= SteadyWrites.bound, "the WAL stayed at \(largest) bytes without a restart")
-            }
+            #expect(largest < 24_000_000, "the WAL reached \(largest) bytes")
         }
     }
 }

@@ -17,9 +17,10 @@ import SQLiteKit
 /// begins after a checkpoint has copied every frame, and with reports committing every few milliseconds a checkpoint
 /// that started a second ago never has (new frames arrived meanwhile). The WAL then grew for as long as reports flowed:
 /// 474 MB after 30 minutes of 10,000 agents reporting, and every read searched its index. So when a checkpoint finds
-/// `restartFrames` frames or more in the log, `restart` runs a `TRUNCATE` checkpoint on the writer, between two
-/// transactions: it copies the few frames the passive ones have not, waits for the readers still in the log (reads of
-/// milliseconds), and empties the file. Commits wait for it, once per `restartFrames` frames (64 MiB by default).
+/// `restartFrames` frames or more in the log, `restart` runs a `RESTART` checkpoint on the writer, between two
+/// transactions: it copies the few frames the passive ones have not and waits for the readers still in the log (reads
+/// of milliseconds), so the next commit writes from the start of the file again (and cuts it back to
+/// `journal_size_limit`). Commits wait for it, once per `restartFrames` frames (64 MiB by default).
 final class SQLiteCheckpointer: Sendable {
     private let task: Task<Void, Never>
 

@@ -81,6 +81,9 @@ final class SQLiteStoreBackend: SQLStoreBackend {
             try await db.raw("PRAGMA foreign_keys = ON").run()
             // Checkpoints run on their own connection (below), never inside a commit.
             try await db.raw("PRAGMA wal_autocheckpoint = 0").run()
+            // After the log restarts (below), the first commit cuts the file back to this size: restarted, not emptied,
+            // so commits keep overwriting pages the file already has instead of growing it again.
+            try await db.raw("PRAGMA journal_size_limit = \(unsafeRaw: String(Self.walSizeLimit(frames: configuration.walRestartFrames)))").run()
             try await SchemaMigrator.migrate(db, dialect: .sqlite, location: path, logger: logger)
             var connections: [SQLiteConnection] = []
             do {
@@ -104,7 +107,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
                         // On the writer, between two transactions: no commit waits behind a checkpoint's lock, and
                         // none can add frames while the log is restarted.
                         try await writeLock.withLock { () async throws -> Void in
-                            _ = try await writer.sql(queryLogLevel: nil).raw("PRAGMA wal_checkpoint(TRUNCATE)").all()
+                            _ = try await writer.sql(queryLogLevel: nil).raw("PRAGMA wal_checkpoint(RESTART)").all()
                         }
                     },
                     logger: logger
@@ -125,6 +128,13 @@ final class SQLiteStoreBackend: SQLStoreBackend {
             if let error = error as? StoreError { throw error }
             throw StoreError.cannotOpen(path: path, reason: "\(error)")
         }
+    }
+
+    /// `journal_size_limit` in bytes for a log restarted at `frames` frames of 4 KiB (and their headers); -1 (no limit) when
+    /// that does not fit.
+    static func walSizeLimit(frames: Int) -> Int {
+        let (bytes, overflow) = frames.multipliedReportingOverflow(by: 4096 + 24)
+        return overflow || bytes < 0 ? -1 : bytes
     }
 
     /// Every transaction runs alone on the writer (`exclusive` changes nothing: SQLite has one writer anyway).
