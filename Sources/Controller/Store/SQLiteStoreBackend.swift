@@ -19,8 +19,8 @@ final class SQLiteStoreBackend: SQLStoreBackend {
         var synchronous: String = "FULL"
         /// How often the WAL is checkpointed (off the writer, see `SQLiteCheckpointer`).
         var checkpointInterval: Duration = .seconds(1)
-        /// WAL frames (pages of 4 KiB) past which the log is restarted and truncated on the writer (see
-        /// `SQLiteCheckpointer`): 16,384 frames, 64 MiB. `Int.max`: never.
+        /// WAL frames (pages of 4 KiB) past which the log is restarted on the writer, and the file cut back to that size
+        /// (see `SQLiteCheckpointer`): 16,384 frames, 64 MiB. `Int.max`: never.
         var walRestartFrames = 16_384
 
         init(path: String) { self.path = path }
