@@ -334,26 +334,27 @@ struct FleetBench: AsyncParsableCommand {
 
     /// The values of the unlabelled series `names` from `/metrics`.
     private static func metrics(_ connection: BenchConnection, _ names: [String]) async throws -> [String: Double] {
+        try await series(connection).filter { names.contains($0.key) }
+    }
+
+    /// Every series of `/metrics` (`name` or `name{labels}`) and its value.
+    private static func series(_ connection: BenchConnection) async throws -> [String: Double] {
         let response = try await connection.exchange(.GET, "/metrics")
         var values: [String: Double] = [:]
-        for line in String(buffer: response.body).split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            guard parts.count == 2, names.contains(String(parts[0])), let value = Double(parts[1]) else { continue }
-            values[String(parts[0])] = value
+        for line in String(buffer: response.body).split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            values[String(line[..<space])] = value
         }
         return values
     }
 
     /// Seconds spent per route so far (`ferry_http_request_duration_seconds_sum{route="..."}` from `/metrics`).
     private static func routeSeconds(_ connection: BenchConnection) async throws -> [String: Double] {
-        let response = try await connection.exchange(.GET, "/metrics")
         let prefix = "ferry_http_request_duration_seconds_sum{"
         var values: [String: Double] = [:]
-        for line in String(buffer: response.body).split(separator: "\n") where line.hasPrefix(prefix) {
-            guard let start = line.range(of: "route=\""), let end = line[start.upperBound...].firstIndex(of: "\""),
-                let value = line.split(separator: " ").last.flatMap({ Double($0) })
-            else { continue }
-            values[String(line[start.upperBound..<end]), default: 0] += value
+        for (name, value) in try await series(connection) where name.hasPrefix(prefix) {
+            guard let start = name.range(of: "route=\""), let end = name[start.upperBound...].firstIndex(of: "\"") else { continue }
+            values[String(name[start.upperBound..<end]), default: 0] += value
         }
         return values
     }
