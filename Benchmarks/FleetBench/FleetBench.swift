@@ -199,7 +199,11 @@ struct FleetBench: AsyncParsableCommand {
             defer { Task { await connection.close() } }
             return try await Self.metrics(
                 connection,
-                ["ferry_status_batches_total", "ferry_status_batch_duration_seconds_sum", "ferry_status_batched_reports_total"]
+                [
+                    "ferry_status_batches_total", "ferry_status_batch_duration_seconds_sum", "ferry_status_batched_reports_total",
+                    "ferry_store_wal_restart_seconds_count", "ferry_store_wal_restart_seconds_sum",
+                    #"ferry_store_wal_restart_seconds_bucket{le="0.1"}"#,
+                ]
             )
         }()
         let routesAfter = try? await readRoutes()
@@ -319,6 +323,15 @@ struct FleetBench: AsyncParsableCommand {
             print(
                 "status writes                       \(Int(count)) transactions, \(Int(batches["ferry_status_batched_reports_total"] ?? 0)) reports, "
                     + "\(String(format: "%.2f", sum)) s committing (mean \(String(format: "%.1f", sum / count * 1000)) ms)"
+            )
+        }
+        if let batches, let count = batches["ferry_store_wal_restart_seconds_count"], count > 0,
+            let sum = batches["ferry_store_wal_restart_seconds_sum"]
+        {
+            let quick = batches[#"ferry_store_wal_restart_seconds_bucket{le="0.1"}"#] ?? 0
+            print(
+                "WAL restarts (writer held)          \(Int(count)), \(String(format: "%.2f", sum)) s in all "
+                    + "(mean \(String(format: "%.1f", sum / count * 1000)) ms; \(Int(count - quick)) over 100 ms)"
             )
         }
         if let wakeCPU { print("controller CPU, publish to last report  \(String(format: "%.2f", wakeCPU)) s") }

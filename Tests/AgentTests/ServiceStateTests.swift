@@ -121,6 +121,7 @@ struct ServiceStateTests {
     static let start6 = Event.installStarted(r6)
     static let start3 = Event.installStarted(release(3))
     static let download = Event.downloadFailed(noSpace)
+    static let downloadSuperseded = Event.downloadSuperseded(by: 7)
     static let activation = Event.activationFailed(readOnly)
     static let unhealthyCanRollBack = Event.releaseUnhealthy(.healthGate(unhealthy), canRollBack: true)
     static let unhealthyCannotRollBack = Event.releaseUnhealthy(.healthGate(unhealthy), canRollBack: false)
@@ -389,6 +390,35 @@ struct ServiceStateTests {
         row(.failed, download, .refused(.notDeploying(event: .downloadFailed, phase: .failed))),
         row(.failedWithPending, download, .refused(.notDeploying(event: .downloadFailed, phase: .failed))),
         row(.rolledBack, download, .refused(.notDeploying(event: .downloadFailed, phase: .rolledBack))),
+
+        // A download a newer serial superseded: nothing running was touched, nothing stays pending, and no failure.
+        row(.waiting, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .waiting))),
+        row(
+            .deploying,
+            downloadSuperseded,
+            .moves(
+                to: .running,
+                slots: "accepted 6; applied 5 (env a); previous 4",
+                message: "serial 6 (1.0.6) was superseded by serial 7 during its download; serial 5 (1.0.5) runs until serial 7 is installed",
+                action: .save
+            )
+        ),
+        row(
+            .deployingFirst,
+            downloadSuperseded,
+            .moves(
+                to: .waiting,
+                slots: "accepted 1",
+                message: "serial 1 (1.0.1) was superseded by serial 7 during its download; nothing runs until serial 7 is installed",
+                action: .save
+            )
+        ),
+        row(.deployingNothingPending, downloadSuperseded, .refused(.noInstallPending(event: .downloadSuperseded))),
+        row(.running, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .running))),
+        row(.runningWithPending, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .running))),
+        row(.failed, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .failed))),
+        row(.failedWithPending, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .failed))),
+        row(.rolledBack, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .rolledBack))),
 
         // A failed activation keeps the release pending and the service deploying.
         row(.waiting, activation, .refused(.notDeploying(event: .activationFailed, phase: .waiting))),

@@ -49,4 +49,53 @@ struct SupersedeEndToEndTests {
         #expect((agentLog + agentOut).contains("a newer release supersedes the one in its health gate"))
         #expect(!(agentLog + agentOut).contains("release unhealthy, rolling back"))
     }
+
+    /// A release whose artifact comes over a slow link (an object store far away, a congested NAT): the fix published
+    /// meanwhile must not wait for that download to finish. Here v2's 2 MiB trickle in at 8 KiB a second (about four
+    /// minutes, past this test's limit); v3 is installed once a poll brings it, v1 serves until then, and v2 never runs.
+    @Test("a newer release cancels the download of the one before", .timeLimit(.minutes(3)))
+    func aNewerReleaseCancelsTheDownload() async throws {
+        try await FleetFixture.with { fleet in
+            try await TestFileServer.with { bucket in try await runSlowDownload(fleet, bucket) }
+        }
+    }
+
+    private func runSlowDownload(_ fleet: FleetFixture, _ bucket: TestFileServer) async throws {
+        try await fleet.startController()
+        let port = try freeLoopbackPort()
+        try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+        let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2)
+        _ = try fleet.startAgent(config: config, label: "agent")
+        try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
+
+        let archive = try fleet.makeArtifact(version: "2.0.0", padding: 2 << 20)
+        let bytes = try [UInt8](Data(contentsOf: archive))
+        bucket.publish(bytes, at: "/bucket/web-2.0.0.tgz", .init(trickle: (bytes: 2048, every: .milliseconds(250))))
+        let artifact = ArtifactReference(url: "\(bucket.baseURL)/bucket/web-2.0.0.tgz", sha256: SHA256.hash(bytes), size: Int64(bytes.count))
+        let v2 = try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: port)
+        let (status, body) = try await fleet.controller.publish(v2, token: fleet.operatorToken)
+        #expect(status == 201 || status == 200, "\(body)")
+        try await eventually("the agent downloading v2 from the slow bucket", timeout: .seconds(60)) {
+            bucket.requests.contains { $0.path == "/bucket/web-2.0.0.tgz" && $0.method == "GET" } ? true : nil
+        }
+        #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 serves while v2 downloads")
+
+        try await fleet.publish(serial: 3, version: "3.0.0", port: port)
+        let published = ContinuousClock.now
+        try await fleet.waitUntilRunning("3.0.0", port: port, agent: "edge-1", timeout: .seconds(90))
+        let entry = try await eventually("the fleet shows serial 3 healthy", timeout: .seconds(30)) { () -> JSONValue? in
+            let entry = try await fleet.fleetEntry(agent: "edge-1")
+            return entry?["serial"]?.intValue == 3 && entry?["health"]?.stringValue == "healthy" ? entry : nil
+        }
+        #expect(ContinuousClock.now - published < .seconds(60), "v3 waited for v2's download")
+        #expect(entry["message"]?.stringValue == "serial 3 (3.0.0) is running and healthy")
+        // Superseded is not failed, and v2 was never extracted or started.
+        #expect(!"\(entry)".contains("failed"), "\(entry)")
+        let releasesDir = fleet.root.appendingPathComponent("edge-1/state/services/web/releases").path
+        let releases = (try? FileManager.default.contentsOfDirectory(atPath: releasesDir)) ?? []
+        #expect(releases.contains { $0.hasPrefix("3-") } && !releases.contains { $0.hasPrefix("2-") }, "\(releases)")
+        let agentLog = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent.err"), encoding: .utf8)) ?? ""
+        let agentOut = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent.out"), encoding: .utf8)) ?? ""
+        #expect((agentLog + agentOut).contains("a newer release supersedes the one being downloaded; download cancelled"))
+    }
 }

@@ -7,6 +7,8 @@ enum InstallError: Error, CustomStringConvertible {
     case appNameClash(app: String, service: String)
     /// The artifact could not be downloaded or verified.
     case download(ArtifactFetchError)
+    /// A newer serial of the service arrived during the download, which was cancelled.
+    case superseded(by: Int64)
     /// The artifact could not be extracted into its release directory.
     case extraction(ArchiveError)
     /// The generated ecosystem file could not be written.
@@ -18,6 +20,7 @@ enum InstallError: Error, CustomStringConvertible {
         switch self {
         case .appNameClash(let app, let service): "app name \(app) is already used by service \(service) on this instance"
         case .download(let error): "\(error)"
+        case .superseded(let newer): "superseded by serial \(newer) during the download"
         case .extraction(let error): "\(error)"
         case .ecosystem(let error): "\(error)"
         case .currentLink(let error): "\(error)"

@@ -47,6 +47,15 @@ extension Reconciler {
 
         do throws(InstallError) {
             try await unpack(release, directoryName: candidate.directoryName, service: service)
+        } catch .superseded(let newer) {
+            logger.info(
+                "a newer release supersedes the one being downloaded; download cancelled",
+                metadata: metadata.merging(["ferry.newer_serial": "\(newer)"]) { $1 }
+            )
+            if transition(service, .downloadSuperseded(by: newer), summary: &summary) != nil { save(&summary) }
+            // Nothing running was touched; the newer serial is installed by the next pass, which runs at once.
+            await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
+            return
         } catch {
             summary.problems.append("\(service): \(error)")
             logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
@@ -86,16 +95,60 @@ extension Reconciler {
     /// `current` and what runs are untouched.
     private func unpack(_ release: Release, directoryName: String, service: String) async throws(InstallError) {
         guard !files.releaseExists(service, directoryName: directoryName) else { return }
-        let artifact: FetchedArtifact
-        do throws(ArtifactFetchError) {
-            artifact = try await fetcher.fetch(release.artifact)
-        } catch {
-            throw .download(error)
-        }
+        let artifact = try await download(release.artifact, service: service)
         do throws(ArchiveError) {
             _ = try await extractor.extract(artifact.path, into: layout.releaseDir(service, directoryName: directoryName))
         } catch {
             throw .extraction(error)
+        }
+    }
+
+    /// How often a download looks whether a newer serial of its service has come (`supersede(with:)`).
+    static let supersessionCheckInterval = Duration.milliseconds(200)
+
+    /// Downloads `artifact` for the pending release of `service`, unless a newer serial of the service comes first: a
+    /// poll during the pass brought one (`supersede(with:)`), so this artifact — maybe a large one, maybe on a slow link —
+    /// would only delay the operator's newer release. The download is then cancelled (its `.part` is kept, as for any
+    /// cancelled download) and `.superseded(by:)` thrown. Looks every `supersessionCheckInterval`, only while the
+    /// download runs.
+    private func download(_ artifact: ArtifactReference, service: String) async throws(InstallError) -> FetchedArtifact {
+        enum Outcome: Sendable {
+            case fetched(Result<FetchedArtifact, ArtifactFetchError>)
+            case superseded(by: Int64)
+        }
+        let fetcher = fetcher
+        let supersessions = supersessions
+        // Serials above the pending one (accepted when its install began) supersede it.
+        let accepted = state[service].highestAcceptedSerial ?? Int64.min
+        let outcome = await withTaskGroup(of: Outcome?.self) { group -> Outcome? in
+            group.addTask {
+                do throws(ArtifactFetchError) {
+                    return .fetched(.success(try await fetcher.fetch(artifact)))
+                } catch {
+                    return .fetched(.failure(error))
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    if let newer = supersessions.serial(for: service, above: accepted) { return .superseded(by: newer) }
+                    try? await Task.sleep(for: Self.supersessionCheckInterval)
+                }
+                return nil
+            }
+            // The first answer decides; the other task is cancelled (a cancelled watch answers nil).
+            var first: Outcome?
+            while first == nil, let next = await group.next() {
+                first = next
+            }
+            group.cancelAll()
+            return first
+        }
+        switch outcome {
+        case .fetched(.success(let fetched))?: return fetched
+        case .fetched(.failure(let error))?: throw .download(error)
+        case .superseded(let newer)?: throw .superseded(by: newer)
+        // Unreachable: the download always answers.
+        case nil: throw .download(.cancelled(sha256: artifact.sha256))
         }
     }
 

@@ -14,6 +14,10 @@ extension ServiceState {
         case installResumed
         /// The artifact could not be downloaded or extracted; the release stays pending and is tried again.
         case downloadFailed(InstallError)
+        /// A newer serial arrived while the pending release was downloading: the download was cancelled, nothing running
+        /// was touched, and the newer serial is installed next. The superseded serial is not a failure, and is not
+        /// installed again (it was accepted).
+        case downloadSuperseded(by: Int64)
         /// The ecosystem file could not be written or `current` not switched.
         case activationFailed(InstallError)
         /// The agent is shutting down mid-install: no verdict.
@@ -53,6 +57,7 @@ extension ServiceState {
             case .installStarted: .installStarted
             case .installResumed: .installResumed
             case .downloadFailed: .downloadFailed
+            case .downloadSuperseded: .downloadSuperseded
             case .activationFailed: .activationFailed
             case .installInterrupted: .installInterrupted
             case .releaseHealthy: .releaseHealthy
@@ -69,7 +74,7 @@ extension ServiceState {
 
         /// The kinds of event (named as the cases of `Event`).
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
-            case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, activationFailed
+            case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, downloadSuperseded, activationFailed
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
             case appsRepaired, restoredChecked, releaseSuperseded, supersededReleaseTakenOut
 

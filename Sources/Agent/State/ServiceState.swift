@@ -112,6 +112,20 @@ struct ServiceState: Sendable, Codable, Equatable {
             message = "serial \(candidate.serial) (\(candidate.version)) not installed yet: \(error)"
             return .save
 
+        case (.deploying, .downloadSuperseded(let newer)):
+            let superseded = try installing(event)
+            let what = "serial \(superseded.serial) (\(superseded.version)) was superseded by serial \(newer) during its download"
+            // `current` was never switched: what ran before runs on.
+            if let running = applied {
+                phase = .running
+                message = "\(what); serial \(running.serial) (\(running.version)) runs until serial \(newer) is installed"
+            } else {
+                phase = .waiting
+                message = "\(what); nothing runs until serial \(newer) is installed"
+            }
+            pending = nil
+            return .save
+
         case (.deploying, .activationFailed(let error)):
             let candidate = try installing(event)
             message = "serial \(candidate.serial) could not be activated: \(error)"
@@ -177,7 +191,8 @@ struct ServiceState: Sendable, Codable, Equatable {
             pending = nil
             return .save
 
-        case (_, .downloadFailed), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy), (_, .releaseUnhealthy),
+        case (_, .downloadFailed), (_, .downloadSuperseded), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy),
+            (_, .releaseUnhealthy),
             (_, .rolledBack), (_, .failedReleaseRemoved), (_, .releaseSuperseded), (_, .supersededReleaseTakenOut):
             throw .notDeploying(event: event.name, phase: phase)
 

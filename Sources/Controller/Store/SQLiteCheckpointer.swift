@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import SQLKit
@@ -20,7 +21,8 @@ import SQLiteKit
 /// `restartFrames` frames or more in the log, `restart` runs a `RESTART` checkpoint on the writer, between two
 /// transactions: it copies the few frames the passive ones have not and waits for the readers still in the log (reads
 /// of milliseconds), so the next commit writes from the start of the file again (and cuts it back to
-/// `journal_size_limit`). Commits wait for it, once per `restartFrames` frames (64 MiB by default).
+/// `journal_size_limit`). Commits wait for it, once per `restartFrames` frames (64 MiB by default); how long is on
+/// `/metrics` as `ferry_store_wal_restart_seconds` (through the global `MetricsSystem`, which `serve` bootstraps).
 final class SQLiteCheckpointer: Sendable {
     private let task: Task<Void, Never>
 
@@ -50,6 +52,7 @@ final class SQLiteCheckpointer: Sendable {
             try? await threadPool.shutdownGracefully()
             throw error
         }
+        let restarts = Metrics.Timer(label: "ferry_store_wal_restart_seconds")
         let task = Task {
             let db = connection.sql(queryLogLevel: nil)
             while !Task.isCancelled {
@@ -60,10 +63,9 @@ final class SQLiteCheckpointer: Sendable {
                     if let frames = try row?.decode(column: "log", as: Int.self), frames >= restartFrames {
                         let started = ContinuousClock.now
                         try await restart()
-                        logger.debug(
-                            "store.wal_restarted",
-                            metadata: ["ferry.wal.frames": "\(frames)", "ferry.duration": "\(ContinuousClock.now - started)"]
-                        )
+                        let duration = ContinuousClock.now - started
+                        restarts.record(duration: duration)
+                        logger.debug("store.wal_restarted", metadata: ["ferry.wal.frames": "\(frames)", "ferry.duration": "\(duration)"])
                     }
                 } catch {
                     // Busy or failing: the WAL grows until the next attempt; nothing is lost.

@@ -18,12 +18,21 @@ final class TestFileServer: Sendable {
         var dropCount = 1
         /// Answer with a redirect to this path instead of the bytes.
         var redirect: String?
+        /// A slow link: send the body `bytes` at a time, one chunk every `every` (until the server shuts down).
+        var trickle: (bytes: Int, every: Duration)?
 
-        init(honourRange: Bool = true, dropAfterBytes: Int? = nil, dropCount: Int = 1, redirect: String? = nil) {
+        init(
+            honourRange: Bool = true,
+            dropAfterBytes: Int? = nil,
+            dropCount: Int = 1,
+            redirect: String? = nil,
+            trickle: (bytes: Int, every: Duration)? = nil
+        ) {
             self.honourRange = honourRange
             self.dropAfterBytes = dropAfterBytes
             self.dropCount = dropCount
             self.redirect = redirect
+            self.trickle = trickle
         }
     }
 
@@ -48,6 +57,8 @@ final class TestFileServer: Sendable {
 
     private let state = Mutex(State())
     private let portValue = Mutex<Int?>(nil)
+    /// Set when the server begins to shut down: a trickling body stops, so the graceful shutdown does not wait for it.
+    private let closing = Mutex(false)
 
     /// Runs `body` with a started server, and always shuts it down (gracefully) afterwards.
     @discardableResult
@@ -73,10 +84,12 @@ final class TestFileServer: Sendable {
                 try await Task.sleep(for: .milliseconds(5))
             }
             let result = try await body(server)
+            server.closing.withLock { $0 = true }
             await group.triggerGracefulShutdown()
             try await running.value
             return result
         } catch {
+            server.closing.withLock { $0 = true }
             await group.triggerGracefulShutdown()
             _ = try? await running.value
             throw error
@@ -143,6 +156,18 @@ final class TestFileServer: Sendable {
                 if let dropAfter {
                     try await writer.write(ByteBuffer(bytes: payload.prefix(dropAfter)))
                     throw DroppedOnPurpose()
+                }
+                if let trickle = file.behaviour.trickle {
+                    var offset = 0
+                    while offset < payload.count {
+                        guard !self.closing.withLock({ $0 }) else { throw DroppedOnPurpose() }
+                        let end = min(offset + max(1, trickle.bytes), payload.count)
+                        try await writer.write(ByteBuffer(bytes: payload[offset..<end]))
+                        offset = end
+                        try await Task.sleep(for: trickle.every)
+                    }
+                    try await writer.finish(nil)
+                    return
                 }
                 var offset = 0
                 while offset < payload.count {
