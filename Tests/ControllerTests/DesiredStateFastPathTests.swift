@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOEmbedded
 import Shared
 import Testing
 
@@ -237,6 +238,37 @@ import Testing
             }
             #expect(DesiredStatePollHandlerTests.statuses(connection.text) == [304, 401])
             #expect(Self.fastCount(fixture) == before)
+        }
+    }
+
+    /// A client that does not read its answers leaves the socket unwritable: the fast path then passes even a plain poll
+    /// on to the decoder's way (which stops reading and closes a slow reader) instead of queueing 304s without bound.
+    /// The same poll on a writable socket is answered here. An `EmbeddedChannel`, whose writability the test sets.
+    @Test(arguments: [(writable: true, answeredHere: true), (writable: false, answeredHere: false)])
+    func anUnwritableSocketGoesTheDecodersWay(_ row: (writable: Bool, answeredHere: Bool)) async throws {
+        try await Self.withPolledAgent { fixture, _, agent, tag in
+            let core = fixture.controller.core
+            let dependencies = DesiredStatePollHandler.Dependencies(
+                authenticator: core.authenticator,
+                desiredStates: core.desiredStates,
+                metrics: ControllerMetrics(registry: fixture.registry),
+                maximumWait: .seconds(60)
+            )
+            let channel = EmbeddedChannel(handler: DesiredStateFastPath(dependencies))
+            try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).get()
+            channel.isWritable = row.writable
+            let request = Self.fill(Self.poll, id: agent.id, token: agent.token, tag: tag)
+            try channel.writeInbound(ByteBuffer(string: request))
+            let answer = try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }
+            let passedOn = try channel.readInbound(as: ByteBuffer.self).map { String(buffer: $0) }
+            if row.answeredHere {
+                #expect(answer?.hasPrefix("HTTP/1.1 304 Not Modified\r\n") == true, "\(answer ?? "no answer")")
+                #expect(passedOn == nil)
+            } else {
+                #expect(answer == nil, "\(answer ?? "")")
+                #expect(passedOn == request, "the poll reaches the decoder untouched")
+            }
+            _ = try? await channel.close().get()
         }
     }
 
