@@ -318,6 +318,19 @@ struct FleetBench: AsyncParsableCommand {
             )
             let cpu = (last.cpuSeconds - first.cpuSeconds) / max(0.001, Double(span.components.seconds))
             print("controller CPU during steady phase  \(String(format: "%.1f", cpu * 100)) % of one core")
+            // Whether the growth levels off and whether the same load costs more CPU as time goes on.
+            if samples.count >= 6 {
+                let secondHalf = Self.slopePerHour(samples[(samples.count / 2)...].map { ($0.at, Double($0.usage.residentBytes)) })
+                let thirds = [0, samples.count / 3, 2 * samples.count / 3, samples.count - 1].map { samples[$0] }
+                let percents = zip(thirds, thirds.dropFirst()).map { start, end in
+                    let seconds = Double((end.at - start.at).components.seconds)
+                    return String(format: "%.1f", (end.usage.cpuSeconds - start.usage.cpuSeconds) / max(0.001, seconds) * 100)
+                }
+                print(
+                    "  second half alone                 slope \(String(format: "%+.1f", secondHalf / 1_048_576)) MB/hour; "
+                        + "CPU by thirds \(percents.joined(separator: " → ")) % of one core"
+                )
+            }
         }
         if let batches, let count = batches["ferry_status_batches_total"], count > 0, let sum = batches["ferry_status_batch_duration_seconds_sum"] {
             print(

@@ -234,6 +234,25 @@ import Testing
         #expect(trim.trims == 1)
     }
 
+    /// Reports that never pause (the writer never idle, drains every 50 ms) are trimmed anyway once `steadyInterval`
+    /// has passed since the last trim; before that, not at all.
+    @Test func reportsThatNeverPauseAreTrimmedEveryInterval() async throws {
+        let trim = HeapTrim(burstReports: 5_000, quiet: .milliseconds(300), steadyInterval: .seconds(2), logger: ControllerFixture.logger)
+        let started = ContinuousClock.now
+        trim.writerDrained(after: 5_000, isIdle: { false })
+        var trimmedAt: Duration?
+        while ContinuousClock.now - started < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(50))
+            trim.writerDrained(after: 500, isIdle: { false })
+            if trim.trims > 0, trimmedAt == nil { trimmedAt = ContinuousClock.now - started }
+            if ContinuousClock.now - started < .milliseconds(1_500) { #expect(trim.trims == 0, "no trim before the interval") }
+        }
+        let at = try #require(trimmedAt, "never trimmed while reports flowed")
+        #expect(at >= .seconds(2))
+        // 10 s of flow at a 2 s interval: a trim about every 2 s (each needs a burst's worth first: here half a second).
+        #expect((3...5).contains(trim.trims), "\(trim.trims) trims")
+    }
+
     /// A full queue refuses at once rather than growing: while another connection holds the database's write lock
     /// (a slow disk), reports beyond the bound are refused with `Full`, and those accepted are committed afterwards.
     /// SQLite only: the lock is SQLite's file lock, taken by another process.
