@@ -32,22 +32,34 @@ struct SupersedeEndToEndTests {
             try await fleet.fleetEntry(agent: "edge-1")?["phase"]?.stringValue == "deploying" ? true : nil
         }
 
+        let (entry, after) = try await publishTheFix(fleet, port: port, timeout: .seconds(120))
+        #expect(after < .seconds(300), "v3 waited for v2's deadline")
+        // Superseded is not failed: serial 2 is in no failure list, and it never rolled back.
+        let text = "\(entry)"
+        #expect(!text.contains("rolled back"), "\(text)")
+        let log = agentLog(fleet)
+        #expect(log.contains("a newer release supersedes the one in its health gate"))
+        #expect(!log.contains("release unhealthy, rolling back"))
+    }
+
+    /// Publishes the fix, serial 3 (3.0.0), and waits until it serves and the fleet shows it running and healthy; returns
+    /// that fleet entry and how long after the publish it came.
+    private func publishTheFix(_ fleet: FleetFixture, port: Int, timeout: Duration) async throws -> (entry: JSONValue, after: Duration) {
         try await fleet.publish(serial: 3, version: "3.0.0", port: port)
         let published = ContinuousClock.now
-        try await fleet.waitUntilRunning("3.0.0", port: port, agent: "edge-1", timeout: .seconds(120))
+        try await fleet.waitUntilRunning("3.0.0", port: port, agent: "edge-1", timeout: timeout)
         let entry = try await eventually("the fleet shows serial 3 healthy", timeout: .seconds(60)) { () -> JSONValue? in
             let entry = try await fleet.fleetEntry(agent: "edge-1")
             return entry?["serial"]?.intValue == 3 && entry?["health"]?.stringValue == "healthy" ? entry : nil
         }
-        #expect(ContinuousClock.now - published < .seconds(300), "v3 waited for v2's deadline")
         #expect(entry["message"]?.stringValue == "serial 3 (3.0.0) is running and healthy")
-        // Superseded is not failed: serial 2 is in no failure list, and it never rolled back.
-        let text = "\(entry)"
-        #expect(!text.contains("rolled back"), "\(text)")
-        let agentLog = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent.err"), encoding: .utf8)) ?? ""
-        let agentOut = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent.out"), encoding: .utf8)) ?? ""
-        #expect((agentLog + agentOut).contains("a newer release supersedes the one in its health gate"))
-        #expect(!(agentLog + agentOut).contains("release unhealthy, rolling back"))
+        return (entry, ContinuousClock.now - published)
+    }
+
+    /// The agent's stderr and stdout.
+    private func agentLog(_ fleet: FleetFixture) -> String {
+        ["logs/agent.err", "logs/agent.out"].map { (try? String(contentsOf: fleet.root.appendingPathComponent($0), encoding: .utf8)) ?? "" }
+            .joined()
     }
 
     /// A release whose artifact comes over a slow link (an object store far away, a congested NAT): the fix published
@@ -80,22 +92,13 @@ struct SupersedeEndToEndTests {
         }
         #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 serves while v2 downloads")
 
-        try await fleet.publish(serial: 3, version: "3.0.0", port: port)
-        let published = ContinuousClock.now
-        try await fleet.waitUntilRunning("3.0.0", port: port, agent: "edge-1", timeout: .seconds(90))
-        let entry = try await eventually("the fleet shows serial 3 healthy", timeout: .seconds(30)) { () -> JSONValue? in
-            let entry = try await fleet.fleetEntry(agent: "edge-1")
-            return entry?["serial"]?.intValue == 3 && entry?["health"]?.stringValue == "healthy" ? entry : nil
-        }
-        #expect(ContinuousClock.now - published < .seconds(60), "v3 waited for v2's download")
-        #expect(entry["message"]?.stringValue == "serial 3 (3.0.0) is running and healthy")
+        let (entry, after) = try await publishTheFix(fleet, port: port, timeout: .seconds(90))
+        #expect(after < .seconds(60), "v3 waited for v2's download")
         // Superseded is not failed, and v2 was never extracted or started.
         #expect(!"\(entry)".contains("failed"), "\(entry)")
         let releasesDir = fleet.root.appendingPathComponent("edge-1/state/services/web/releases").path
         let releases = (try? FileManager.default.contentsOfDirectory(atPath: releasesDir)) ?? []
         #expect(releases.contains { $0.hasPrefix("3-") } && !releases.contains { $0.hasPrefix("2-") }, "\(releases)")
-        let agentLog = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent.err"), encoding: .utf8)) ?? ""
-        let agentOut = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent.out"), encoding: .utf8)) ?? ""
-        #expect((agentLog + agentOut).contains("a newer release supersedes the one being downloaded; download cancelled"))
+        #expect(agentLog(fleet).contains("a newer release supersedes the one being downloaded; download cancelled"))
     }
 }

@@ -18,7 +18,7 @@ import Synchronization
 ///
 /// Reports that never pause (10,000 agents every 30 s) left the heap growing the same way, slowly: over an hour of
 /// them the controller's RSS rose 31 MB, and at 1,000 reports a second glibc's `malloc_stats` showed the bytes in use
-/// flat (+1.7 MB in seven minutes) while the bytes it held from the system rose 96 MB. So once `steadyInterval` has
+/// flat (+1.6 MiB in seven minutes) while the bytes it held from the system rose 92 MiB. So once `steadyInterval` has
 /// passed since the last trim, a burst's worth of reports is trimmed without waiting for a pause: one short stall of the
 /// arenas' locks every few minutes, against memory that otherwise grows for as long as reports flow.
 final class HeapTrim: Sendable {
