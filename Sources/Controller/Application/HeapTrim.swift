@@ -94,7 +94,7 @@ final class HeapTrim: Sendable {
             state.lastTrim = .now
         }
         logger.debug(
-            "Heap trimmed after a burst of status reports",
+            "Heap trimmed after status reports (a burst then a quiet spell, or reports that never paused)",
             metadata: [
                 "ferry.status.reports": "\(reports)", "ferry.trim.duration": "\(took)",
                 "process.rss_before": "\(before.map { "\($0 / 1_048_576) MB" } ?? "?")",
