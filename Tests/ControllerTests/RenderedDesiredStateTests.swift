@@ -49,3 +49,55 @@ import Testing
         }
     }
 }
+
+/// `If-None-Match` read as bytes (`IfNoneMatch`): every form a client may send, against the tag `"abc123"`.
+@Suite struct IfNoneMatchTests {
+    static let etag = "\"abc123\""
+
+    /// `(header, matches)`.
+    static let cases: [(String, Bool)] = [
+        ("\"abc123\"", true),
+        ("*", true),
+        (" * ", true),
+        ("W/\"abc123\"", true),
+        ("\"x\", \"abc123\"", true),
+        ("\"x\",\"abc123\"", true),
+        ("\"x\",\tW/\"abc123\"  ", true),
+        ("\"abc123\" , \"y\"", true),
+        ("  \"abc123\"", true),
+        (",,\"abc123\",,", true),
+        ("\"x\", *", true),
+        ("", false),
+        ("   ", false),
+        (",,,", false),
+        ("\"x\"", false),
+        ("abc123", false),
+        ("\"abc123", false),
+        ("\"abc1234\"", false),
+        ("\"abc12\"", false),
+        ("x\"abc123\"", false),
+        ("W/*", false),
+        ("**", false),
+        ("W/", false),
+        ("w/\"abc123\"", false),
+        ("W/ \"abc123\"", false),
+        ("\"ABC123\"", false),
+        ("é\"abc123\"", false),
+        ("\"abc123\"é", false),
+        (String(repeating: ",", count: 10_000), false),
+        (String(repeating: "\"x\", ", count: 1_000) + "W/\"abc123\"", true),
+    ]
+
+    @Test(arguments: cases)
+    func aHeaderNamesTheTagOrNot(header: String, matches: Bool) {
+        #expect(IfNoneMatch.header(header, matches: Self.etag) == matches)
+    }
+
+    /// The rendered state answers with the same rules.
+    @Test func theRenderedStateUsesThem() {
+        let state = RenderedDesiredState(agentID: "agt_1", pollSeconds: 15, releases: EncodedReleases([]), services: [])
+        #expect(state.isMatched(byIfNoneMatch: state.etag))
+        #expect(state.isMatched(byIfNoneMatch: "\"x\", W/\(state.etag)"))
+        #expect(!state.isMatched(byIfNoneMatch: "\"x\""))
+    }
+}

@@ -37,15 +37,41 @@ struct DesiredStateBuilder: Sendable {
         } else {
             snapshot = try await ServiceSnapshot.load(services, from: store)
         }
-        // A release awaiting approval never leaves the controller, whatever a selector picks (the rollout selector
-        // already gives the stable serial while a rollout awaits approval).
         let releases = try await selector.releases(
             forAgent: agentID,
             services: services,
             running: running ?? snapshot.running[agentID] ?? [:],
             in: store,
             shared: snapshot
-        ).filter { !$0.isAwaitingApproval }
+        )
+        return render(agentID: agentID, services: services, releases: releases, snapshot: snapshot, encode: encode)
+    }
+
+    /// The desired state of `agentID` from `shared` alone, without suspending — `nil` when the selector needs a release
+    /// the snapshot does not hold (then `build` reads it). What a long-poll woken by a publish computes on its event
+    /// loop; the same document `build` gives.
+    func buildInMemory(
+        agentID: String,
+        services: [String],
+        running: [String: Int64],
+        shared: ServiceSnapshot,
+        encode: ([ReleaseRecord]) -> EncodedReleases
+    ) -> RenderedDesiredState? {
+        guard case .chosen(let releases) = selector.choose(forAgent: agentID, services: services, running: running, shared: shared, fetched: nil)
+        else { return nil }
+        return render(agentID: agentID, services: services, releases: releases, snapshot: shared, encode: encode)
+    }
+
+    private func render(
+        agentID: String,
+        services: [String],
+        releases chosen: [ReleaseRecord],
+        snapshot: ServiceSnapshot,
+        encode: ([ReleaseRecord]) -> EncodedReleases
+    ) -> RenderedDesiredState {
+        // A release awaiting approval never leaves the controller, whatever a selector picks (the rollout selector
+        // already gives the stable serial while a rollout awaits approval).
+        let releases = chosen.filter { !$0.isAwaitingApproval }
         var serials: [String: Int64] = [:]
         for release in releases { serials[release.service] = release.serial }
         return RenderedDesiredState(

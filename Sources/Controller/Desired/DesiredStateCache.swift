@@ -26,6 +26,8 @@ final class DesiredStateCache: Sendable {
         var agents: [String: AgentRecord] = [:]
         /// Service snapshots of the current generation, by sorted service list; in flight ones are shared too.
         var snapshots: [[String]: Task<ServiceSnapshot, any Error>] = [:]
+        /// The snapshots of `snapshots` whose load finished, for callers that must not suspend.
+        var loaded: [[String]: ServiceSnapshot] = [:]
         /// Encoded releases arrays of the current generation, by the releases they hold.
         var encoded: [[ReleaseKey]: EncodedReleases] = [:]
         /// The serials agents last reported running through this process, by agent then service: at least as new as
@@ -79,7 +81,11 @@ final class DesiredStateCache: Sendable {
             return task
         }
         do {
-            return try await task.value
+            let snapshot = try await task.value
+            state.withLock { state in
+                if state.generation == generation { state.loaded[key] = snapshot }
+            }
+            return snapshot
         } catch {
             // A failed load is not kept: the next caller tries again.
             state.withLock { state in
@@ -87,6 +93,17 @@ final class DesiredStateCache: Sendable {
             }
             throw error
         }
+    }
+
+    /// The snapshot of `services` for `generation` if one was loaded, without waiting for or starting a load.
+    func loadedSnapshot(of services: [String], generation: UInt64) -> ServiceSnapshot? {
+        let key = services.sorted()
+        return state.withLock { $0.generation == generation ? $0.loaded[key] : nil }
+    }
+
+    /// The enrolled agent `agentID` if it is remembered (see `agent(_:load:)`), without reading the store.
+    func knownAgent(_ agentID: String) -> AgentRecord? {
+        state.withLock { $0.agents[agentID] }
     }
 
     /// The encoded array of `releases` (sorted by service), shared by every agent given the same ones in `generation`.
@@ -118,12 +135,18 @@ final class DesiredStateCache: Sendable {
     var generation: UInt64 { state.withLock { $0.generation } }
 
     /// Drops every state, snapshot and encoding (a release was published, a rollout moved).
-    func invalidateAll() {
+    /// - Returns: the service lists whose snapshots the generation before had loaded or was loading (what the parked
+    ///   agents' states were computed from: `DesiredStateProvider` loads them again before waking those agents).
+    @discardableResult
+    func invalidateAll() -> [[String]] {
         state.withLock { state in
             state.generation &+= 1
+            let previous = Array(state.snapshots.keys)
             state.entries.removeAll(keepingCapacity: true)
             state.snapshots.removeAll()
+            state.loaded.removeAll()
             state.encoded.removeAll()
+            return previous
         }
     }
 

@@ -5,8 +5,7 @@ extension DesiredStateProvider {
     func apply(remote change: ClusterChange) async {
         switch change {
         case .releasePublished(let service), .rolloutChanged(let service):
-            cache.invalidateAll()
-            hub.notify(services: [service])
+            invalidateAllAndWake(services: [service])
         case .agentChanged(let id):
             cache.invalidate(id)
             hub.notify(agentID: id)

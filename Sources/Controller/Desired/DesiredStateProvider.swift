@@ -30,14 +30,45 @@ final class DesiredStateProvider: Sendable {
         let shared = try await cache.snapshot(of: services, generation: generation) {
             try await ServiceSnapshot.load(services, from: store)
         }
-        var running = shared.running[agentID] ?? [:]
-        running.merge(cache.reported(by: agentID)) { _, latest in latest }
         let cache = self.cache
-        let rendered = try await builder.build(agentID: agentID, services: services, running: running, shared: shared) { releases in
+        let rendered = try await builder.build(
+            agentID: agentID,
+            services: services,
+            running: running(agentID, shared),
+            shared: shared
+        ) { releases in
             cache.encoded(releases, generation: generation)
         }
         cache.insert(rendered, for: agentID, computedAt: stamp)
         return rendered
+    }
+
+    /// The current desired state of `agentID` when it is cached or can be computed from memory alone — the agent's
+    /// services known, its services' snapshot loaded, every release its selector chooses in that snapshot — without
+    /// suspending; `nil` otherwise (then `current(for:)` computes it).
+    ///
+    /// After a publish, the first woken long-poll loads the snapshot and every other one computes its state here, on its
+    /// connection's event loop: no task and no thread hop per agent (docs/benchmarks.md).
+    func currentInMemory(for agentID: String) -> RenderedDesiredState? {
+        let (cached, generation, stamp) = cache.lookup(agentID)
+        if let cached { return cached }
+        guard let services = cache.knownAgent(agentID)?.services,
+            let shared = cache.loadedSnapshot(of: services, generation: generation)
+        else { return nil }
+        let cache = self.cache
+        let rendered = builder.buildInMemory(agentID: agentID, services: services, running: running(agentID, shared), shared: shared) {
+            releases in cache.encoded(releases, generation: generation)
+        }
+        guard let rendered else { return nil }
+        cache.insert(rendered, for: agentID, computedAt: stamp)
+        return rendered
+    }
+
+    /// The serials `agentID` runs: as the snapshot read them, updated by the reports received since.
+    private func running(_ agentID: String, _ shared: ServiceSnapshot) -> [String: Int64] {
+        var running = shared.running[agentID] ?? [:]
+        running.merge(cache.reported(by: agentID)) { _, latest in latest }
+        return running
     }
 
     /// The enrolled agent `agentID`, from memory after its first read (id, name and services are current; last-seen
@@ -49,16 +80,44 @@ final class DesiredStateProvider: Sendable {
 
     /// A release of `service` was stored: drop cached states, wake the long-polls of agents running it.
     func releasePublished(service: String) {
-        cache.invalidateAll()
-        hub.notify(services: [service])
+        invalidateAllAndWake(services: [service])
         changes.announce(.releasePublished(service: service))
     }
 
     /// A rollout of `service` changed which release some agents receive (a wave reached, completion, abort).
     func rolloutChanged(service: String) {
-        cache.invalidateAll()
-        hub.notify(services: [service])
+        invalidateAllAndWake(services: [service])
         changes.announce(.rolloutChanged(service: service))
+    }
+
+    /// Drops every cached state at once, then wakes the long-polls of agents running one of `services` (every one when
+    /// `nil`) once the snapshots their new states are computed from are loaded again — so each woken poll computes its
+    /// state in memory on its event loop (`currentInMemory`) instead of starting a task that waits for the load. The
+    /// wake is not delayed by more than the load the first woken poll would otherwise have made; when the load fails
+    /// the agents are woken all the same (their polls then read the store themselves).
+    ///
+    /// Which snapshots: those the generation before had (the parked agents' states were computed from them). Polls
+    /// arriving meanwhile see the new generation at once; a change between the drop and the wake-up is caught by the
+    /// hub's generation (`LongPollHub.park(after:)`).
+    func invalidateAllAndWake(services: Set<String>?) {
+        let previous = cache.invalidateAll()
+        let wanted = services.map { services in previous.filter { $0.contains(where: services.contains) } } ?? previous
+        let hub = self.hub
+        guard !wanted.isEmpty else { return Self.wake(hub, services) }
+        let cache = self.cache
+        let store = builder.store
+        let generation = cache.generation
+        // High priority: see `DesiredStatePollHandler.computeState`.
+        Task(priority: .high) {
+            for list in wanted {
+                _ = try? await cache.snapshot(of: list, generation: generation) { try await ServiceSnapshot.load(list, from: store) }
+            }
+            Self.wake(hub, services)
+        }
+    }
+
+    private static func wake(_ hub: LongPollHub, _ services: Set<String>?) {
+        if let services { hub.notify(services: services) } else { hub.notifyAll() }
     }
 
     /// An agent reported the serials it runs. The selector never gives a serial below the one an agent runs, so a
@@ -80,8 +139,7 @@ final class DesiredStateProvider: Sendable {
     /// A trust root was published: every desired state names the new version, so all of them change and every parked
     /// long-poll is answered.
     func rootPublished() {
-        cache.invalidateAll()
-        hub.notifyAll()
+        invalidateAllAndWake(services: nil)
     }
 
     /// An agent (re-)enrolled: its services may differ.

@@ -92,15 +92,7 @@ struct RenderedDesiredState: Sendable {
 
     /// Whether an `If-None-Match` header value names this state (`*`, a list, weak or strong tags).
     func isMatched(byIfNoneMatch header: String) -> Bool {
-        // The common case, an agent sending back exactly the tag it got, costs one comparison.
-        if header == etag { return true }
-        for candidate in header.split(separator: ",") {
-            var tag = candidate.trimmingCharacters(in: .whitespaces)[...]
-            if tag == "*" { return true }
-            if tag.hasPrefix("W/") { tag = tag.dropFirst(2) }
-            if tag == etag { return true }
-        }
-        return false
+        IfNoneMatch.header(header, matches: etag)
     }
 
     /// Writes `text` as a JSON string exactly as `JSONValue.encoded()` does.

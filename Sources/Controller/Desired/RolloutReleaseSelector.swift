@@ -6,30 +6,21 @@
 /// it (agents that rolled it back run the older serial and receive that one or the failed one, which they skip).
 /// A service without any rollout (releases stored before rollouts existed) gives its latest release to everyone.
 struct RolloutReleaseSelector: ReleaseSelector {
-    func releases(
+    func choose(
         forAgent agentID: String,
         services: [String],
         running: [String: Int64],
-        in store: any ControllerStore,
-        shared: ServiceSnapshot
-    ) async throws -> [ReleaseRecord] {
-        guard !services.isEmpty else { return [] }
-        let rollouts = shared.rollouts
-        var known: [ReleaseKey: ReleaseRecord] = shared.others
-        var latest: [String: Int64] = [:]
-        for service in services {
-            guard let record = shared.latest[service] else { continue }
-            known[ReleaseKey(service: record.service, serial: record.serial)] = record
-            latest[service] = record.serial
-        }
-
+        shared: ServiceSnapshot,
+        fetched: [ReleaseKey: ReleaseRecord]?
+    ) -> ReleaseChoice {
+        guard !services.isEmpty else { return .chosen([]) }
         // Per service: the serial the rollout intends, and the higher serial the agent runs (if any) as first choice.
         var choices: [String: [Int64]] = [:]
         for service in services {
-            guard let newest = latest[service] else { continue }
+            guard let newest = shared.latest[service]?.serial else { continue }
             let intended: Int64?
-            if let rollout = rollouts[service], rollout.serial == newest {
-                intended = rollout.intendedSerial(for: agentID)
+            if let rollout = shared.rollouts[service], rollout.serial == newest {
+                intended = rollout.intendedSerial(for: agentID, reached: shared.reached[service])
             } else {
                 intended = newest
             }
@@ -38,15 +29,20 @@ struct RolloutReleaseSelector: ReleaseSelector {
             if let intended { candidates.append(intended) }
             if !candidates.isEmpty { choices[service] = candidates }
         }
-        let missing = choices.flatMap { service, serials in serials.map { ReleaseKey(service: service, serial: $0) } }
-            .filter { known[$0] == nil }
+        func record(_ service: String, _ serial: Int64) -> ReleaseRecord? {
+            shared.release(service, serial) ?? fetched?[ReleaseKey(service: service, serial: serial)]
+        }
         // Only an agent running a serial that is neither the latest nor the stable one costs a query.
-        if !missing.isEmpty {
-            for record in try await store.releases(missing) { known[ReleaseKey(service: record.service, serial: record.serial)] = record }
+        if fetched == nil {
+            let missing = choices.flatMap { service, serials in
+                serials.filter { record(service, $0) == nil }.map { ReleaseKey(service: service, serial: $0) }
+            }
+            if !missing.isEmpty { return .missing(missing) }
         }
-
-        return choices.keys.sorted().compactMap { service in
-            choices[service]?.lazy.compactMap { known[ReleaseKey(service: service, serial: $0)] }.first
-        }
+        return .chosen(
+            choices.keys.sorted().compactMap { service in
+                choices[service]?.lazy.compactMap { record(service, $0) }.first
+            }
+        )
     }
 }

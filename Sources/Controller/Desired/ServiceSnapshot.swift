@@ -7,6 +7,9 @@
 struct ServiceSnapshot: Sendable {
     var latest: [String: ReleaseRecord] = [:]
     var rollouts: [String: RolloutRecord] = [:]
+    /// The agents each rollout of `rollouts` has reached, by service: asked for every agent of the fleet, so a set,
+    /// built once per load (see `RolloutRecord.intendedSerial(for:reached:)`).
+    var reached: [String: Set<String>] = [:]
     /// Releases other than the latest that a rollout hands out (its stable serial), by key.
     var others: [ReleaseKey: ReleaseRecord] = [:]
     /// The newest trust root version stored (every agent's desired state names it), or `nil` when none is.
@@ -20,7 +23,10 @@ struct ServiceSnapshot: Sendable {
         snapshot.rootVersion = try await store.latestTrustRootVersion()
         guard !services.isEmpty else { return snapshot }
         for record in try await store.latestReleases(for: services) { snapshot.latest[record.service] = record }
-        for rollout in try await store.latestRollouts(for: services) { snapshot.rollouts[rollout.service] = rollout }
+        for rollout in try await store.latestRollouts(for: services) {
+            snapshot.rollouts[rollout.service] = rollout
+            snapshot.reached[rollout.service] = Set(rollout.reachedAgents)
+        }
         let stable = snapshot.rollouts.values.compactMap { rollout -> ReleaseKey? in
             guard let serial = rollout.stableSerial, serial != snapshot.latest[rollout.service]?.serial else { return nil }
             return ReleaseKey(service: rollout.service, serial: serial)

@@ -92,12 +92,7 @@ struct ArtifactRoutes: Sendable {
             .acceptRanges: "bytes",
             .contentType: "application/octet-stream",
         ]
-        if let ifNoneMatch = request.headers[.ifNoneMatch],
-            ifNoneMatch.split(separator: ",").contains(where: {
-                let tag = $0.trimmingCharacters(in: .whitespaces)
-                return tag == "*" || tag == etag || tag == "W/\(etag)"
-            })
-        {
+        if let ifNoneMatch = request.headers[.ifNoneMatch], IfNoneMatch.header(ifNoneMatch, matches: etag) {
             return Response(status: .notModified, headers: headers)
         }
         var range: ClosedRange<Int64> = 0...(size - 1)

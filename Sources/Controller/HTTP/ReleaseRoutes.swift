@@ -102,7 +102,8 @@ struct ReleaseRoutes: Sendable {
         // either way): the rollout view below (a read, and a document naming every agent of the rollout) is no longer
         // built on event loops busy answering thousands of woken long-polls (issue 12: the CLI's publish waited behind
         // them). Cached states are dropped then too, before the answer leaves: a poll sent after `publish` returned
-        // gets the new state.
+        // gets the new state. (The parked ones are woken once the snapshot their new states need is loaded again, see
+        // `DesiredStateProvider.invalidateAllAndWake`.)
         defer { core.desiredStates.releasePublished(service: release.service) }
         core.metrics.releasesPublished.increment()
         core.logger.info(

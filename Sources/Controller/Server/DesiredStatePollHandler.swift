@@ -264,28 +264,42 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         resolveState()
     }
 
-    /// Finds the current state (computed when not cached), then answers or parks.
+    /// Finds the current state (computed off the event loop when memory does not hold what it takes), then answers or
+    /// parks.
     private func resolveState() {
         guard let poll = current?.poll else { return }
         let provider = dependencies.desiredStates
         // Read before the state: a change that lands in between ends the next park at once instead of being missed.
         let generation = provider.hub.generation
-        if let state = provider.cached(for: poll.agentID) {
+        // Cached, or computed here from memory (the common case after a publish: see `currentInMemory`).
+        if let state = provider.currentInMemory(for: poll.agentID) {
             decide(state, generation: generation)
             return
         }
+        computeState(of: poll.agentID) { handler, state in handler.decide(state, generation: generation) }
+    }
+
+    /// Computes the state of `agentID` (not cached) off the event loop, then gives it to `then` back on it — unless the
+    /// request moved on meanwhile. No such agent (removed meanwhile), or the store failed: the router answers (404, or
+    /// the error).
+    ///
+    /// At high priority: after a publish every woken long-poll of 10,000 computes its state here while the agents
+    /// already answered send their status reports, whose handlers run at the default priority. At the same priority
+    /// each computation queued behind thousands of report jobs in the cooperative pool and the last wakes came late
+    /// (docs/benchmarks.md); delivering the new release comes first, a report's answer can wait.
+    private func computeState(of agentID: String, then: @escaping (DesiredStatePollHandler, RenderedDesiredState) -> Void) {
         guard let eventLoop = context?.eventLoop else { return }
+        let provider = dependencies.desiredStates
         let step = beginStep()
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let agentID = poll.agentID
-        Task {
+        let then = NIOLoopBound(then, eventLoop: eventLoop)
+        Task(priority: .high) {
             let state = try? await provider.current(for: agentID)
             bound.eventLoop.execute {
                 let handler = bound.value
                 guard handler.current?.step == step else { return }
-                // No such agent (removed meanwhile), or the store failed: the router answers 404 or the error.
                 guard let state else { return handler.passOn() }
-                handler.decide(state, generation: generation)
+                then.value(handler, state)
             }
         }
     }
@@ -330,23 +344,12 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             resolveState()
         case .timedOut, .shutdown, .superseded:
             // Answer now with whatever the state is (the route answers 304 when it is still the agent's).
-            guard let agentID = current?.poll.agentID, let eventLoop = context?.eventLoop else { return }
-            let provider = dependencies.desiredStates
-            if let state = provider.cached(for: agentID) {
+            guard let agentID = current?.poll.agentID else { return }
+            if let state = dependencies.desiredStates.currentInMemory(for: agentID) {
                 answerNow(state)
                 return
             }
-            let step = beginStep()
-            let bound = NIOLoopBound(self, eventLoop: eventLoop)
-            Task {
-                let state = try? await provider.current(for: agentID)
-                bound.eventLoop.execute {
-                    let handler = bound.value
-                    guard handler.current?.step == step else { return }
-                    guard let state else { return handler.passOn() }
-                    handler.answerNow(state)
-                }
-            }
+            computeState(of: agentID) { handler, state in handler.answerNow(state) }
         }
     }
 

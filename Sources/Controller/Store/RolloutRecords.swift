@@ -45,11 +45,14 @@ struct RolloutRecord: Sendable, Equatable {
     /// The serial this rollout means `agentID` to receive (before the "never lower than what it runs" rule of the
     /// selector): the new one once reached, the stable one otherwise; everyone gets the new one once completed, and
     /// the stable one after an abort.
-    func intendedSerial(for agentID: String) -> Int64? {
+    /// - Parameter reached: `reachedAgents` as a set, when the caller keeps one: the selector asks for every agent of a
+    ///   fleet, and `reachedAgents` is a scan of an array whose wave sizes are recomputed each time (for one-at-a-time
+    ///   over 10,000 agents, an array of 10,000 sizes per question).
+    func intendedSerial(for agentID: String, reached: Set<String>? = nil) -> Int64? {
         switch state {
         case .completed: serial
         case .aborted, .superseded, .awaitingApproval: stableSerial
-        case .rolling, .paused, .halted: reachedAgents.contains(agentID) ? serial : stableSerial
+        case .rolling, .paused, .halted: (reached?.contains(agentID) ?? reachedAgents.contains(agentID)) ? serial : stableSerial
         }
     }
 }

@@ -101,8 +101,12 @@ final class StatusReportQueue: Sendable {
                 return
             }
             if outcome.startWriter {
-                // One writer at a time; it outlives no waiting report (it ends when the queue is empty).
-                Task { await self.commitUntilEmpty() }
+                // One writer at a time; it outlives no waiting report (it ends when the queue is empty). At high
+                // priority: each statement of a batch is an await, and in a burst the default-priority queue of the
+                // cooperative pool holds thousands of request jobs, so at the reports' own priority every resumption
+                // of the writer waited behind them (a burst's batches took 150-180 ms each, mostly waiting; see
+                // docs/benchmarks.md). The writer's own work is small: SQLite runs on the store's thread pool.
+                Task(priority: .high) { await self.commitUntilEmpty() }
             }
         }
     }
