@@ -50,6 +50,13 @@ import Testing
         )
     }
 
+    /// Stores serial 2 of `web` with a rollout of `strategy` over `ids`.
+    private static func publishSerial2(_ store: SQLControllerStore, _ strategy: RolloutStrategy, _ ids: [String]) async throws {
+        let release = try StoreTests.record(serial: 2, service: "web")
+        let plan = RolloutPlan(parameters: RolloutParameters(strategy: strategy), agentOrder: ids)
+        _ = try await store.insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))
+    }
+
     /// Waits (at most 30 s) until the first agent's state can be computed in memory: the provider's wake-up task has
     /// loaded the snapshot.
     private static func waitForTheLoad(_ provider: DesiredStateProvider, _ agentID: String) async throws {
@@ -65,9 +72,7 @@ import Testing
     @Test(arguments: [RolloutStrategy.all, .canary(2), .waves([50, 100]), .oneAtATime])
     func aStateComputedInMemoryIsTheOneTheStoreGives(strategy: RolloutStrategy) async throws {
         try await Self.withFleet { store, provider, ids in
-            let release = try StoreTests.record(serial: 2, service: "web")
-            let plan = RolloutPlan(parameters: RolloutParameters(strategy: strategy), agentOrder: ids)
-            _ = try await store.insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))
+            try await Self.publishSerial2(store, strategy, ids)
             // One agent reported running serial 2 already (an install that finished): it keeps it whatever the rollout.
             provider.statusReceived(agentID: ids[5], running: ["web": 2])
             _ = try await provider.agent(ids[5])  // The report dropped the agent's row (as a poll's task would): read again.
@@ -141,9 +146,7 @@ import Testing
     @Test(arguments: [RolloutStrategy.all, .canary(2), .waves([50, 100]), .oneAtATime])
     func theSnapshotsReachedAgentsAgreeWithTheRollout(strategy: RolloutStrategy) async throws {
         try await Self.withFleet { store, _, ids in
-            let release = try StoreTests.record(serial: 2, service: "web")
-            let plan = RolloutPlan(parameters: RolloutParameters(strategy: strategy), agentOrder: ids)
-            _ = try await store.insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))
+            try await Self.publishSerial2(store, strategy, ids)
             let snapshot = try await ServiceSnapshot.load(["web"], from: store)
             let rollout = try #require(snapshot.rollouts["web"])
             #expect(snapshot.reached["web"]?.count == rollout.reachedCount)
