@@ -24,6 +24,15 @@ protocol ReleaseSelector: Sendable {
     ) -> ReleaseChoice
 }
 
+/// A selector named releases it needs after they were read for it (a broken `ReleaseSelector`).
+struct ReleaseSelectionError: Error, CustomStringConvertible {
+    let missing: [ReleaseKey]
+
+    var description: String {
+        "the release selector asked again for \(missing.map { "\($0.service) serial \($0.serial)" }.joined(separator: ", ")) after they were read"
+    }
+}
+
 /// What a `ReleaseSelector` chose.
 enum ReleaseChoice: Sendable {
     /// The releases, sorted by service.
@@ -47,9 +56,14 @@ extension ReleaseSelector {
         case .missing(let keys):
             var fetched: [ReleaseKey: ReleaseRecord] = [:]
             for record in try await store.releases(keys) { fetched[ReleaseKey(service: record.service, serial: record.serial)] = record }
-            guard case .chosen(let releases) = choose(forAgent: agentID, services: services, running: running, shared: shared, fetched: fetched)
-            else { return [] }
-            return releases
+            switch choose(forAgent: agentID, services: services, running: running, shared: shared, fetched: fetched) {
+            case .chosen(let releases):
+                return releases
+            case .missing(let again):
+                // Against `choose`'s contract (with `fetched` given it chooses among what exists). An error, never an
+                // empty list: an agent given no release of a service would stop running it.
+                throw ReleaseSelectionError(missing: again)
+            }
         }
     }
 }
