@@ -192,18 +192,28 @@ extension HighAvailabilityTests {
     /// the graceful shutdown hung with it). A private server: restarting the shared one would break the other tests.
     @Test(.timeLimit(.minutes(5)))
     func theDatabaseRestartsUnderTwoControllers() async throws {
+        // Each step's time is printed: a run that meets the time limit says where it went.
+        let started = ContinuousClock.now
+        let step: @Sendable (String) -> Void = { what in
+            FileHandle.standardError.write(Data("database restart under two controllers: \(what) at \(ContinuousClock.now - started)\n".utf8))
+        }
         let server = try await PostgresTestServer.start()
+        step("private server started")
         do {
             let database = try await server.createDatabase()
             let selection = DatabaseSelection.postgres(try PostgresStoreConfiguration.parse(server.url(database: database)))
             try await Self.withTwoControllers(on: selection) { a, aURL, b, bURL in
+                step("both controllers listening")
                 try await eventually("one controller leads", timeout: .seconds(20)) { () -> Bool? in a.leads != b.leads ? true : nil }
                 try await server.stop()
+                step("database stopped")
                 try await eventually("the leader stops driving while the database is gone", timeout: .seconds(30)) { () -> Bool? in
                     !a.leads && !b.leads ? true : nil
                 }
                 try await server.restart()
+                step("database restarted")
                 try await eventually("one controller leads again", timeout: .seconds(60)) { () -> Bool? in a.leads != b.leads ? true : nil }
+                step("one controller leads again")
                 let http = LiveHTTP()
                 // A's operator token on both (tokens live in the shared database; A made them), each controller's own
                 // trusted key (the fixtures pin one each).
@@ -239,8 +249,10 @@ extension HighAvailabilityTests {
                         Issue.record("\(error): the last answer was \(last)")
                         throw error
                     }
+                    step("serial \(serial) published")
                 }
             }
+            step("both controllers stopped")
         } catch {
             await server.remove()
             throw error

@@ -23,6 +23,8 @@ struct PostgresChangeRelay: Service {
     let logger: Logger
     /// Wait before reconnecting the listener. Default 1 s.
     var reconnectDelay: Duration = .seconds(1)
+    /// A listener connection not made within this is given up and tried again. Default 10 s.
+    var connectTimeout: Duration = .seconds(10)
     /// Whether the listener is connected and listening (for tests and `/healthz` details).
     let listening = ListeningFlag()
 
@@ -48,30 +50,14 @@ struct PostgresChangeRelay: Service {
     private func listen() async {
         var missedSome = false
         while !Task.isCancelled {
+            let resync = missedSome
             do {
-                let connection = try await backend.connect(id: 1, logger: logger)
-                do {
-                    try await connection.listen(on: Self.channel) { notifications in
-                        listening.set(true)
-                        if missedSome {
-                            logger.info("Listening for other controllers' changes again; resynchronizing")
-                            await apply(.resync)
-                        }
-                        for try await notification in notifications {
-                            guard let (origin, change) = ClusterChange.parse(notification.payload) else {
-                                await apply(.resync)
-                                continue
-                            }
-                            if origin != feed.origin { await apply(change) }
-                        }
-                    }
-                } catch {
-                    listening.set(false)
-                    try? await connection.close()
-                    throw error
+                // Neither the connection nor the notifications are awaited past a cancellation: PostgresNIO's
+                // connect and a listen on a connection whose server went away may not end when cancelled, and the
+                // controller's shutdown would hang on them (`Unawaited`).
+                try await Unawaited.result(of: "listening for other controllers' changes", within: nil) {
+                    try await listenOnce(resynchronizing: resync)
                 }
-                listening.set(false)
-                try? await connection.close()
             } catch {
                 if Task.isCancelled { break }
                 logger.warning(
@@ -79,10 +65,47 @@ struct PostgresChangeRelay: Service {
                     metadata: ["error.message": "\(PostgresErrorText.describe(error))"]
                 )
             }
+            listening.set(false)
             missedSome = true
             try? await Task.sleep(for: reconnectDelay)
         }
         listening.set(false)
+    }
+
+    /// Connects (within `connectTimeout`), listens and applies notifications until the connection ends; starts with a
+    /// resync when `resynchronizing` (notifications were missed while it was down).
+    private func listenOnce(resynchronizing: Bool) async throws {
+        let backend = self.backend
+        let logger = self.logger
+        let connection = try await Unawaited.result(
+            of: "connecting the change listener",
+            within: connectTimeout,
+            late: { connection in Task { try? await connection.close() } }
+        ) {
+            try await backend.connect(id: 1, logger: logger)
+        }
+        do {
+            try await connection.listen(on: Self.channel) { notifications in
+                listening.set(true)
+                if resynchronizing {
+                    logger.info("Listening for other controllers' changes again; resynchronizing")
+                    await apply(.resync)
+                }
+                for try await notification in notifications {
+                    guard let (origin, change) = ClusterChange.parse(notification.payload) else {
+                        await apply(.resync)
+                        continue
+                    }
+                    if origin != feed.origin { await apply(change) }
+                }
+            }
+        } catch {
+            listening.set(false)
+            try? await connection.close()
+            throw error
+        }
+        listening.set(false)
+        try? await connection.close()
     }
 
     /// Sends one change at once, outside any controller (`token revoke --database`).
@@ -92,11 +115,16 @@ struct PostgresChangeRelay: Service {
 
     private func send() async {
         guard let changes = feed.changes else { return }
+        let backend = self.backend
         for await change in changes {
             let payload = (feed.takeDropped() ? ClusterChange.resync : change).payload(origin: feed.origin)
             for attempt in 1...3 {
                 do {
-                    try await backend.readDB.raw("SELECT pg_notify(\(bind: Self.channel), \(bind: payload))").run()
+                    // Bounded and not awaited past it, like the listener: a shutdown must not wait on a query of a
+                    // connection whose server went away.
+                    try await Unawaited.result(of: "announcing a change", within: connectTimeout) {
+                        try await backend.readDB.raw("SELECT pg_notify(\(bind: Self.channel), \(bind: payload))").run()
+                    }
                     break
                 } catch {
                     if Task.isCancelled { return }

@@ -16,11 +16,11 @@ enum Unawaited {
         var description: String { "\(what) did not answer within \(timeout)" }
     }
 
-    /// The result of `operation`, or `TimedOut` after `timeout`, or `CancellationError` when the caller is cancelled
-    /// first. `late` receives a result that the operation produced after that.
+    /// The result of `operation`, or `TimedOut` after `timeout` (`nil`: no time limit), or `CancellationError` when the
+    /// caller is cancelled first. `late` receives a result that the operation produced after that.
     static func result<T: Sendable>(
         of what: String,
-        within timeout: Duration,
+        within timeout: Duration?,
         late: @escaping @Sendable (T) -> Void = { _ in },
         _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
@@ -38,12 +38,14 @@ enum Unawaited {
                         }
                     }
                 )
-                race.add(
-                    Task {
-                        try? await Task.sleep(for: timeout)
-                        race.finish(.failure(TimedOut(what: what, timeout: timeout)))
-                    }
-                )
+                if let timeout {
+                    race.add(
+                        Task {
+                            try? await Task.sleep(for: timeout)
+                            race.finish(.failure(TimedOut(what: what, timeout: timeout)))
+                        }
+                    )
+                }
             }
         } onCancel: {
             race.finish(.failure(CancellationError()))

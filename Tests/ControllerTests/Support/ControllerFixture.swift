@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import Prometheus
+import ServiceLifecycle
 import Shared
 import TestSupport
 import Testing
@@ -26,7 +27,16 @@ struct ControllerFixture: Sendable {
     let viewerToken: String
     let ports: AsyncStream<Int>
 
-    static let logger = Logger(label: "ferry.test", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Silent, unless `FERRY_TEST_CONTROLLER_LOG` names a level (`debug`, `info`, ...): then every fixture controller
+    /// logs to standard error at that level (the service group's start and shutdown steps are `debug`).
+    static let logger: Logger = {
+        guard let name = ProcessInfo.processInfo.environment["FERRY_TEST_CONTROLLER_LOG"], let level = Logger.Level(rawValue: name) else {
+            return Logger(label: "ferry.test", factory: { _ in SwiftLogNoOpLogHandler() })
+        }
+        var logger = Logger(label: "ferry.test", factory: { label in StreamLogHandler.standardError(label: label) })
+        logger.logLevel = level
+        return logger
+    }()
 
     /// Runs `body` with a fresh fixture, closing the store and removing the directory afterwards.
     static func with<R: Sendable>(
@@ -151,21 +161,49 @@ struct ControllerFixture: Sendable {
     /// gracefully afterwards, whatever happens.
     func withLiveServer<R: Sendable>(_ body: @Sendable (_ baseURL: String) async throws -> R) async throws -> R {
         let group = controller.serviceGroup(handlingSignals: false)
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        // Run outside the test's task tree, so a controller that does not stop fails this test (`stop`) instead of
+        // hanging the whole test run; a cancelled test (its time limit) cancels it as a child task would be.
+        let running = Task { try await group.run() }
+        return try await withTaskCancellationHandler {
             var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw FixtureError("the server never reported its port") }
+            guard let port = await iterator.next() else {
+                try? await Self.stop(group, running)
+                throw FixtureError("the server never reported its port")
+            }
             do {
                 let result = try await body("http://127.0.0.1:\(port)")
-                await group.triggerGracefulShutdown()
-                try await tasks.waitForAll()
+                try await Self.stop(group, running, recording: true)
                 return result
             } catch {
-                await group.triggerGracefulShutdown()
-                try? await tasks.waitForAll()
+                try? await Self.stop(group, running)
                 throw error
             }
+        } onCancel: {
+            running.cancel()
         }
+    }
+
+    /// How long a live controller may take to stop after a graceful shutdown is triggered: its own bound on the
+    /// graceful part (`ControllerApplication.maximumGracefulShutdown`), then its services' cancellation.
+    static let stopLimit: Duration = ControllerApplication.maximumGracefulShutdown + .seconds(30)
+
+    /// Shuts `group` down and waits for `running` (its `run()`) at most `stopLimit`. A controller still running then
+    /// is recorded as an issue (a service that ignores cancellation would hang a real `serve` on SIGTERM) and left
+    /// behind; with `recording`, an error its run ended with is thrown.
+    private static func stop(_ group: ServiceGroup, _ running: Task<Void, any Error>, recording: Bool = false) async throws {
+        await group.triggerGracefulShutdown()
+        let ended = await FirstOf.run(
+            { () async -> Result<Void, any Error>? in await running.result },
+            or: { () async -> Result<Void, any Error>? in
+                try? await Task.sleep(for: stopLimit)
+                return nil
+            }
+        )
+        guard let ended else {
+            Issue.record("the controller did not stop within \(stopLimit) of a graceful shutdown; left running")
+            return
+        }
+        if recording { try ended.get() }
     }
 
     // MARK: Building requests
