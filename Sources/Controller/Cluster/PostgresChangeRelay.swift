@@ -80,7 +80,7 @@ struct PostgresChangeRelay: Service {
         let connection = try await Unawaited.result(
             of: "connecting the change listener",
             within: connectTimeout,
-            late: { connection in Task { try? await connection.close() } }
+            late: Unawaited.close
         ) {
             try await backend.connect(id: 1, logger: logger)
         }

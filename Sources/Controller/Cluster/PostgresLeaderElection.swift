@@ -43,7 +43,7 @@ struct PostgresLeaderElection: Service {
                     let connection = try await Unawaited.result(
                         of: "connecting for the leader election",
                         within: connectTimeout,
-                        late: Self.closeUnawaited
+                        late: Unawaited.close
                     ) {
                         try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
                     }
@@ -51,10 +51,10 @@ struct PostgresLeaderElection: Service {
                         try await campaign(on: connection)
                     } catch {
                         step(down: "leader election connection failed", error: error)
-                        Self.closeUnawaited(connection)
+                        Unawaited.close(connection)
                         throw error
                     }
-                    Self.closeUnawaited(connection)
+                    Unawaited.close(connection)
                 } catch {
                     if Task.isCancelled { break }
                     logger.warning(
@@ -90,11 +90,6 @@ struct PostgresLeaderElection: Service {
                 try await connection.sql(queryLogLevel: nil).raw("SELECT 1 AS alive").first()
             }
         }
-    }
-
-    /// Closes `connection` in a task of its own: closing a connection whose server is gone may not end either.
-    private static func closeUnawaited(_ connection: PostgresConnection) {
-        Task { try? await connection.close() }
     }
 
     private func step(down reason: String, error: (any Error)?) {

@@ -1,3 +1,4 @@
+import PostgresNIO
 import Synchronization
 
 /// Waits for an operation at most `timeout`, without waiting for the operation itself to end.
@@ -6,7 +7,7 @@ import Synchronization
 /// to finish, and a PostgresNIO query on a connection whose server went away does not always end when cancelled: the
 /// leader election hung there for good after a database restart, and the controller's graceful shutdown with it. Here
 /// the operation runs in a task of its own that is left behind (cancelled) when the time is up or the caller is
-/// cancelled; whatever it holds (a connection) is the caller's to close — also without waiting (`closeUnawaited`). A
+/// cancelled; whatever it holds (a connection) is the caller's to close — also without waiting (`close(_:)`). A
 /// result that arrives after the race is lost has no caller any more: it goes to `late` (a connection must be closed
 /// there, or PostgresNIO traps when it is released).
 enum Unawaited {
@@ -50,6 +51,11 @@ enum Unawaited {
         } onCancel: {
             race.finish(.failure(CancellationError()))
         }
+    }
+
+    /// Closes `connection` in a task of its own: closing a connection whose server is gone may not end either.
+    static func close(_ connection: PostgresConnection) {
+        Task { try? await connection.close() }
     }
 
     /// The first of the operation, the timer and a cancellation to finish resumes the caller; the others are
