@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SQLKit
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -257,6 +258,59 @@ extension HighAvailabilityTests {
             await server.remove()
             throw error
         }
+        await server.remove()
+    }
+}
+
+extension HighAvailabilityTests {
+    /// The listeners' connections go silent (their server processes stopped: no answer and no FIN, as when a failover
+    /// leaves the old address dead): each controller's check notices, listens again on a new connection, and a change
+    /// made through A reaches B again. Without the check, B would wait on the dead connection for ever and keep a token
+    /// A revoked. A private server: the stopped processes must not reach other tests.
+    @Test(.timeLimit(.minutes(3)))
+    func aSilentListenerConnectionIsMadeAgain() async throws {
+        let server = try await PostgresTestServer.start()
+        let stopped = Mutex<[pid_t]>([])
+        do {
+            let database = try await server.createDatabase()
+            let selection = DatabaseSelection.postgres(try PostgresStoreConfiguration.parse(server.url(database: database)))
+            let listeners = { @Sendable () async throws -> Set<pid_t> in
+                let output = try await server.psql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = '\(database)' AND application_name = 'ferry-controller change listener'"
+                )
+                return Set(output.split(separator: "\n").compactMap { pid_t($0.trimmingCharacters(in: .whitespaces)) })
+            }
+            try await Self.withTwoControllers(on: selection) { a, aURL, b, bURL in
+                let http = LiveHTTP()
+                #expect(try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).status == 200)
+                let silent = try await eventually("both listeners' server processes", timeout: .seconds(10)) { () -> Set<pid_t>? in
+                    let pids = try await listeners()
+                    return pids.count == 2 ? pids : nil
+                }
+                for pid in silent {
+                    guard kill(pid, SIGSTOP) == 0 else {
+                        Issue.record("SIGSTOP \(pid): \(String(cString: strerror(errno)))")
+                        return
+                    }
+                    stopped.withLock { $0.append(pid) }
+                }
+                _ = try await eventually("both controllers listen again on new connections", timeout: .seconds(40)) { () -> Bool? in
+                    try await listeners().subtracting(silent).count == 2 ? true : nil
+                }
+                try await Self.waitUntilListening(a, b)
+                let viewerID = try #require(try await b.store.tokens().filter { $0.role == .viewer }.last?.id)
+                let revoked = try await http.send("DELETE", aURL + "/v1/tokens/\(viewerID)", token: a.operatorToken)
+                #expect(revoked.status == 200, "\(String(decoding: revoked.body, as: UTF8.self))")
+                _ = try await eventually("B refuses the token A revoked", timeout: .seconds(5), interval: .milliseconds(20)) { () -> Bool? in
+                    try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).status == 401 ? true : nil
+                }
+            }
+        } catch {
+            for pid in stopped.withLock({ $0 }) { kill(pid, SIGCONT) }
+            await server.remove()
+            throw error
+        }
+        for pid in stopped.withLock({ $0 }) { kill(pid, SIGCONT) }
         await server.remove()
     }
 }

@@ -25,6 +25,14 @@ struct PostgresChangeRelay: Service {
     var reconnectDelay: Duration = .seconds(1)
     /// A listener connection not made within this is given up and tried again. Default 10 s.
     var connectTimeout: Duration = .seconds(10)
+    /// How often the listener's connection is checked. Default 5 s.
+    var checkInterval: Duration = .seconds(5)
+    /// A check not answered within this drops the listener's connection (it is made again). Default 4 s.
+    var checkTimeout: Duration = .seconds(4)
+    /// The listener's connection: named in `pg_stat_activity`, with the server-side detection of a vanished client
+    /// that the leader election uses.
+    static let connectionParameters = [("application_name", "ferry-controller change listener")] + PostgresLeaderElection.keepaliveParameters
+
     /// Whether the listener is connected and listening (for tests and `/healthz` details).
     let listening = ListeningFlag()
 
@@ -72,8 +80,13 @@ struct PostgresChangeRelay: Service {
         listening.set(false)
     }
 
-    /// Connects (within `connectTimeout`), listens and applies notifications until the connection ends; starts with a
-    /// resync when `resynchronizing` (notifications were missed while it was down).
+    /// Connects (within `connectTimeout`), listens and applies notifications until the connection ends or stops
+    /// answering its check; starts with a resync when `resynchronizing` (notifications were missed while it was down).
+    ///
+    /// A listener hears nothing on a connection that died without a word (a database failover that leaves the old
+    /// address silent, a listen whose server went away mid-start): it would wait for ever while this controller's
+    /// agents miss every change made through the others. So the connection answers `SELECT 1` every `checkInterval`
+    /// within `checkTimeout`, as the leader's does, or is dropped and made again (with a resync).
     private func listenOnce(resynchronizing: Bool) async throws {
         let backend = self.backend
         let logger = self.logger
@@ -82,30 +95,48 @@ struct PostgresChangeRelay: Service {
             within: connectTimeout,
             late: Unawaited.close
         ) {
-            try await backend.connect(id: 1, logger: logger)
+            try await backend.connect(id: 1, logger: logger, parameters: Self.connectionParameters)
         }
-        do {
-            try await connection.listen(on: Self.channel) { notifications in
-                listening.set(true)
-                if resynchronizing {
-                    logger.info("Listening for other controllers' changes again; resynchronizing")
-                    await apply(.resync)
-                }
-                for try await notification in notifications {
-                    guard let (origin, change) = ClusterChange.parse(notification.payload) else {
-                        await apply(.resync)
-                        continue
-                    }
-                    if origin != feed.origin { await apply(change) }
+        defer {
+            listening.set(false)
+            Unawaited.close(connection)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await Unawaited.result(of: "the change listener", within: nil) {
+                    try await consume(on: connection, resynchronizing: resynchronizing)
                 }
             }
-        } catch {
-            listening.set(false)
-            try? await connection.close()
-            throw error
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: checkInterval)
+                    _ = try await Unawaited.result(of: "the change listener's connection check", within: checkTimeout) {
+                        try await connection.sql(queryLogLevel: nil).raw("SELECT 1 AS alive").first()
+                    }
+                }
+            }
+            // The first to end (the listen's connection closed, a check failed) ends both.
+            defer { group.cancelAll() }
+            try await group.next()
         }
-        listening.set(false)
-        try? await connection.close()
+    }
+
+    /// Listens on `connection` and applies what arrives until the notifications end.
+    private func consume(on connection: PostgresConnection, resynchronizing: Bool) async throws {
+        try await connection.listen(on: Self.channel) { notifications in
+            listening.set(true)
+            if resynchronizing {
+                logger.info("Listening for other controllers' changes again; resynchronizing")
+                await apply(.resync)
+            }
+            for try await notification in notifications {
+                guard let (origin, change) = ClusterChange.parse(notification.payload) else {
+                    await apply(.resync)
+                    continue
+                }
+                if origin != feed.origin { await apply(change) }
+            }
+        }
     }
 
     /// Sends one change at once, outside any controller (`token revoke --database`).

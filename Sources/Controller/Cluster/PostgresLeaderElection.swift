@@ -34,6 +34,9 @@ struct PostgresLeaderElection: Service {
         ("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3"), ("tcp_user_timeout", "10000"),
     ]
 
+    /// The election's connection: named in `pg_stat_activity`, with `keepaliveParameters`.
+    static let connectionParameters = [("application_name", "ferry-controller leader election")] + keepaliveParameters
+
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
@@ -45,7 +48,7 @@ struct PostgresLeaderElection: Service {
                         within: connectTimeout,
                         late: Unawaited.close
                     ) {
-                        try await backend.connect(id: 2, logger: logger, parameters: Self.keepaliveParameters)
+                        try await backend.connect(id: 2, logger: logger, parameters: Self.connectionParameters)
                     }
                     do {
                         try await campaign(on: connection)

@@ -175,9 +175,12 @@ final class PostgresStoreBackend: SQLStoreBackend {
         }
     }
 
-    /// Opens a connection of its own (not from the pool), with `parameters` added to its start-up settings.
+    /// Opens a connection of its own (not from the pool), with `parameters` added to its start-up settings (replacing
+    /// any of the same name, such as `application_name`).
     func connect(id: Int, logger: Logger, parameters: [(String, String)] = []) async throws -> PostgresConnection {
         var settings = connectionConfiguration
+        let replaced = Set(parameters.map(\.0))
+        settings.options.additionalStartupParameters.removeAll { replaced.contains($0.0) }
         settings.options.additionalStartupParameters += parameters
         return try await PostgresConnection.connect(
             on: PostgresConnection.defaultEventLoopGroup.any(),
