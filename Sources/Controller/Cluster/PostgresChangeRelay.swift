@@ -88,15 +88,14 @@ struct PostgresChangeRelay: Service {
     /// agents miss every change made through the others. So the connection answers `SELECT 1` every `checkInterval`
     /// within `checkTimeout`, as the leader's does, or is dropped and made again (with a resync).
     private func listenOnce(resynchronizing: Bool) async throws {
-        let backend = self.backend
-        let logger = self.logger
-        let connection = try await Unawaited.result(
-            of: "connecting the change listener",
+        let connection = try await Unawaited.connect(
+            "the change listener",
+            to: backend,
+            id: 1,
+            parameters: Self.connectionParameters,
             within: connectTimeout,
-            late: Unawaited.close
-        ) {
-            try await backend.connect(id: 1, logger: logger, parameters: Self.connectionParameters)
-        }
+            logger: logger
+        )
         defer {
             listening.set(false)
             Unawaited.close(connection)

@@ -41,15 +41,14 @@ struct PostgresLeaderElection: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    let backend = self.backend
-                    let logger = self.logger
-                    let connection = try await Unawaited.result(
-                        of: "connecting for the leader election",
+                    let connection = try await Unawaited.connect(
+                        "the leader election",
+                        to: backend,
+                        id: 2,
+                        parameters: Self.connectionParameters,
                         within: connectTimeout,
-                        late: Unawaited.close
-                    ) {
-                        try await backend.connect(id: 2, logger: logger, parameters: Self.connectionParameters)
-                    }
+                        logger: logger
+                    )
                     do {
                         try await campaign(on: connection)
                     } catch {

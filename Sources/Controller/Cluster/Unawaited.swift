@@ -1,3 +1,4 @@
+import Logging
 import PostgresNIO
 import Synchronization
 
@@ -50,6 +51,21 @@ enum Unawaited {
             }
         } onCancel: {
             race.finish(.failure(CancellationError()))
+        }
+    }
+
+    /// A connection of its own to `backend` for `what` (`PostgresStoreBackend.connect`), made within `timeout` and not
+    /// awaited past it; one that arrives later is closed.
+    static func connect(
+        _ what: String,
+        to backend: PostgresStoreBackend,
+        id: Int,
+        parameters: [(String, String)],
+        within timeout: Duration,
+        logger: Logger
+    ) async throws -> PostgresConnection {
+        try await result(of: "connecting for \(what)", within: timeout, late: close) {
+            try await backend.connect(id: id, logger: logger, parameters: parameters)
         }
     }
 
