@@ -23,7 +23,8 @@ struct PostgresChangeRelay: Service {
     let logger: Logger
     /// Wait before reconnecting the listener. Default 1 s.
     var reconnectDelay: Duration = .seconds(1)
-    /// A listener connection not made within this is given up and tried again. Default 10 s.
+    /// A listener connection not made within this is given up and tried again; an announcement not sent within it is
+    /// tried again. Default 10 s.
     var connectTimeout: Duration = .seconds(10)
     /// How often the listener's connection is checked. Default 5 s.
     var checkInterval: Duration = .seconds(5)
@@ -58,14 +59,8 @@ struct PostgresChangeRelay: Service {
     private func listen() async {
         var missedSome = false
         while !Task.isCancelled {
-            let resync = missedSome
             do {
-                // Neither the connection nor the notifications are awaited past a cancellation: PostgresNIO's
-                // connect and a listen on a connection whose server went away may not end when cancelled, and the
-                // controller's shutdown would hang on them (`Unawaited`).
-                try await Unawaited.result(of: "listening for other controllers' changes", within: nil) {
-                    try await listenOnce(resynchronizing: resync)
-                }
+                try await listenOnce(resynchronizing: missedSome)
             } catch {
                 if Task.isCancelled { break }
                 logger.warning(
@@ -73,7 +68,6 @@ struct PostgresChangeRelay: Service {
                     metadata: ["error.message": "\(PostgresErrorText.describe(error))"]
                 )
             }
-            listening.set(false)
             missedSome = true
             try? await Task.sleep(for: reconnectDelay)
         }
@@ -87,6 +81,9 @@ struct PostgresChangeRelay: Service {
     /// address silent, a listen whose server went away mid-start): it would wait for ever while this controller's
     /// agents miss every change made through the others. So the connection answers `SELECT 1` every `checkInterval`
     /// within `checkTimeout`, as the leader's does, or is dropped and made again (with a resync).
+    ///
+    /// Nothing here is awaited past a cancellation (`Unawaited`): PostgresNIO's connect, and a listen on a connection
+    /// whose server went away, may not end when cancelled, and the controller's shutdown would hang on them.
     private func listenOnce(resynchronizing: Bool) async throws {
         let connection = try await Unawaited.connect(
             "the change listener",
@@ -107,12 +104,7 @@ struct PostgresChangeRelay: Service {
                 }
             }
             group.addTask {
-                while true {
-                    try await Task.sleep(for: checkInterval)
-                    _ = try await Unawaited.result(of: "the change listener's connection check", within: checkTimeout) {
-                        try await connection.sql(queryLogLevel: nil).raw("SELECT 1 AS alive").first()
-                    }
-                }
+                try await Unawaited.keepChecking(connection, of: "the change listener", every: checkInterval, within: checkTimeout)
             }
             // The first to end (the listen's connection closed, a check failed) ends both.
             defer { group.cancelAll() }

@@ -86,12 +86,7 @@ struct PostgresLeaderElection: Service {
         guard !Task.isCancelled else { return }
         leadership.gained()
         logger.info("This controller now drives rollouts (leader)")
-        while !Task.isCancelled {
-            try await Task.sleep(for: checkInterval)
-            _ = try await Unawaited.result(of: "the leader's connection check", within: checkTimeout) {
-                try await connection.sql(queryLogLevel: nil).raw("SELECT 1 AS alive").first()
-            }
-        }
+        try await Unawaited.keepChecking(connection, of: "the leader", every: checkInterval, within: checkTimeout)
     }
 
     private func step(down reason: String, error: (any Error)?) {

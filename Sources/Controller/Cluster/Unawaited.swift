@@ -1,4 +1,5 @@
 import Logging
+import PostgresKit
 import PostgresNIO
 import Synchronization
 
@@ -66,6 +67,17 @@ enum Unawaited {
     ) async throws -> PostgresConnection {
         try await result(of: "connecting for \(what)", within: timeout, late: close) {
             try await backend.connect(id: id, logger: logger, parameters: parameters)
+        }
+    }
+
+    /// Checks `connection` with `SELECT 1` every `interval` until a check is not answered within `timeout` (throws
+    /// `TimedOut`) or fails, or the caller is cancelled (throws `CancellationError`). Returns never otherwise.
+    static func keepChecking(_ connection: PostgresConnection, of what: String, every interval: Duration, within timeout: Duration) async throws {
+        while true {
+            try await Task.sleep(for: interval)
+            _ = try await result(of: "\(what)'s connection check", within: timeout) {
+                try await connection.sql(queryLogLevel: nil).raw("SELECT 1 AS alive").first()
+            }
         }
     }
 
