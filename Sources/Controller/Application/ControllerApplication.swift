@@ -142,7 +142,9 @@ func makeApplication(
                 authenticator: core.authenticator,
                 desiredStates: desiredStates,
                 metrics: metrics,
-                maximumWait: configuration.maximumWait
+                maximumWait: configuration.maximumWait,
+                statusReports: StatusReportIntake(core: core),
+                maximumStatusBytes: configuration.maximumStatusBytes
             )
         ),
         // A deep accept queue: thousands of agents reconnect at once after a restart (the kernel caps it at somaxconn).

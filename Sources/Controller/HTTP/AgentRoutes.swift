@@ -183,59 +183,7 @@ struct AgentRoutes: Sendable {
     private func status(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let id = try ownAgentID(context: context)
         let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumStatusBytes, what: "the status report")
-        let report: StatusReport
-        do {
-            report = try StatusReport(json: JSONValue.parse(bytes))
-        } catch {
-            throw APIError.document(error, what: "status report")
-        }
-        guard let agent = try await core.desiredStates.agent(id) else {
-            throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
-        }
-        let assigned = Set(agent.services)
-        if let stray = report.services.first(where: { !assigned.contains($0.service) }) {
-            throw APIError.unprocessable(
-                "unknown_service",
-                "service \(stray.service) is not one this agent enrolled for (\(agent.services.joined(separator: ", ")))"
-            )
-        }
-        var seen: Set<String> = []
-        if let duplicate = report.services.first(where: { !seen.insert($0.service).inserted }) {
-            throw APIError.unprocessable("invalid_document", "status report: service \(duplicate.service) appears twice")
-        }
-        // The stored statuses tell which failures are new (a failure becomes an event once): only a report that carries
-        // failures needs them, so a healthy fleet's reports cost no read.
-        let previous = report.services.contains { !$0.failures.isEmpty } ? try await core.store.serviceStatuses(agentID: id) : []
-        let stored: Bool
-        let receivedAt = core.now()
-        do {
-            // Returns once the batch holding the report is committed: a 204 is never lost.
-            stored = try await core.statusReports.record(report, agentID: id, receivedAt: receivedAt)
-        } catch let full as StatusReportQueue.Full {
-            throw APIError(
-                .serviceUnavailable,
-                "status_queue_full",
-                "\(full.pending) status reports are waiting to be stored; this one was not: send it again in a moment",
-                headers: [.retryAfter: "1"]
-            )
-        }
-        guard stored else {
-            throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
-        }
-        core.metrics.statusReports.increment()
-        var running: [String: Int64] = [:]
-        for service in report.services { running[service.service] = service.serial }
-        core.desiredStates.statusReceived(agentID: id, running: running)
-        do {
-            // Evaluated before answering, so a rollout's reaction to a report is visible once the report is accepted.
-            try await core.rollouts.statusReceived(report, from: agent, previous: previous, receivedAt: receivedAt)
-        } catch {
-            // The report is stored; the timer evaluates the rollout again within a second.
-            core.logger.warning(
-                "Rollout evaluation after a status report failed",
-                metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"]
-            )
-        }
+        try await StatusReportIntake(core: core).accept(bytes, agentID: id)
         return Response(status: .noContent)
     }
 }

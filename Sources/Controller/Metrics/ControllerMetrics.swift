@@ -17,6 +17,8 @@ struct ControllerMetrics: Sendable {
     let desiredStateHandled: Counter
     /// Of those, the 304s `DesiredStateFastPath` answered from the raw bytes, before the HTTP decoder.
     let desiredStateFastPath: Counter
+    /// Status reports answered by `DesiredStatePollHandler` before the router (the rest went to the route).
+    let statusReportsHandled: Counter
     let longPollWaiters: Gauge
     /// Transactions of the status write queue, and the reports they carried.
     let statusBatches: Counter
@@ -53,6 +55,9 @@ struct ControllerMetrics: Sendable {
                 "total",
                 "Desired-state 304s answered from the raw request bytes, before the HTTP decoder (included in the handler's answers)."
             )
+        )
+        statusReportsHandled = registry.makeCounter(
+            descriptor: name("status_report_handler_answers", "total", "Status reports answered before the router (included in the accepted reports).")
         )
         statusBatches = registry.makeCounter(descriptor: name("status_batches", "total", "Transactions of the status write queue."))
         statusBatchedReports = registry.makeCounter(

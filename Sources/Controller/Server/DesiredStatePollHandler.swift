@@ -4,13 +4,17 @@ import NIOHTTPTypes
 import Shared
 
 /// Answers agents' desired-state polls (`GET /v1/agents/{id}/desired-state[?wait=N]`) on the event loop, before
-/// Hummingbird's router, and parks their long-polls here: the path 10,000 agents take all day.
+/// Hummingbird's router, and parks their long-polls here: the path 10,000 agents take all day. With
+/// `Dependencies.statusReports` it also takes their status reports (`POST /v1/agents/{id}/status`), which every agent
+/// of a fleet sends at once after a publish.
 ///
 /// What it answers is exactly what the route would: the same authentication (the `Authenticator`, with its revocation
-/// check on every request), the same states (`DesiredStateProvider`), the same status, headers and body, the same
-/// metrics. Anything it is not sure about — another route or method, a query other than `wait=N`, a token that is not a
-/// valid agent token for that id, an unknown agent, an error — is passed on untouched to the router, which answers it
-/// (with its error) as before. A parked poll is an entry in the `LongPollHub` with a timer on this connection's event
+/// check on every request), the same states (`DesiredStateProvider`), the same handling of a report
+/// (`StatusReportIntake`), the same status, headers and body, the same metrics. Anything it is not sure about —
+/// another route or method, a query other than `wait=N` (none on a report), a token that is not a valid agent token for
+/// that id, a report from a browser (`Origin`, `Sec-Fetch-Site`: `SameOriginMiddleware`'s to judge), a report larger
+/// than the limit or one the intake refuses, an unknown agent, an error — is passed on untouched to the router, which
+/// answers it (with its error) as before. (A refused report changed nothing, so the route handles it from the start.) A parked poll is an entry in the `LongPollHub` with a timer on this connection's event
 /// loop: no task and no continuation per waiting agent, and a publish's wake-ups run on every event loop at once.
 ///
 /// One request at a time per connection: requests pipelined behind one it handles are held until it has answered;
@@ -29,17 +33,32 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let metrics: ControllerMetrics
         /// Longest `?wait=` accepted (longer ones go to the router, which refuses them).
         let maximumWait: Duration
-        /// The request metrics of this route's two answers, resolved once.
+        /// Takes status reports; `nil`: they all go to the route.
+        let statusReports: StatusReportIntake?
+        /// Largest report body taken here (a larger one goes to the route, which refuses it).
+        let maximumStatusBytes: Int
+        /// The request metrics of the answers given here, resolved once.
         let okSeries: RequestMetrics.Series
         let notModifiedSeries: RequestMetrics.Series
+        let noContentSeries: RequestMetrics.Series
 
-        init(authenticator: Authenticator, desiredStates: DesiredStateProvider, metrics: ControllerMetrics, maximumWait: Duration) {
+        init(
+            authenticator: Authenticator,
+            desiredStates: DesiredStateProvider,
+            metrics: ControllerMetrics,
+            maximumWait: Duration,
+            statusReports: StatusReportIntake? = nil,
+            maximumStatusBytes: Int = 0
+        ) {
             self.authenticator = authenticator
             self.desiredStates = desiredStates
             self.metrics = metrics
             self.maximumWait = maximumWait
+            self.statusReports = statusReports
+            self.maximumStatusBytes = maximumStatusBytes
             okSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 200)
             notModifiedSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 304)
+            noContentSeries = metrics.requests.series(route: DesiredStatePollHandler.reportRoute, method: .post, status: 204)
         }
 
         /// Counts a poll answered before the router (200 or 304) and how long it took: what the route's metrics would
@@ -54,10 +73,17 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             }
             metrics.desiredStateHandled.increment()
         }
+
+        /// Counts a status report answered before the router, as the route's metrics would have.
+        func recordReport(after duration: Duration) {
+            noContentSeries.record(duration)
+            metrics.statusReportsHandled.increment()
+        }
     }
 
-    /// The route as the router names it (request metrics are recorded under it).
+    /// The routes as the router names them (request metrics are recorded under them).
     static let route = "/v1/agents/:agent/desired-state"
+    static let reportRoute = "/v1/agents/:agent/status"
 
     /// A poll this handler may answer, read from the request head.
     struct Poll: Equatable {
@@ -86,10 +112,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             self.token = token
             ifNoneMatch = head.headerFields[.ifNoneMatch]
             self.wait = wait
-            closesConnection = head.headerFields[values: .connection].contains { ASCII.contains($0, caseInsensitive: "close") }
+            closesConnection = DesiredStatePollHandler.closesConnection(head)
         }
 
-        private static let prefix = Array("/v1/agents/".utf8)
         private static let suffix = Array("/desired-state".utf8)
         private static let waitKey = Array("wait=".utf8)
 
@@ -97,12 +122,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// no query other than `wait=<0...maximumWait seconds>`.
         static func target(_ bytes: UnsafeBufferPointer<UInt8>, maximumWait: Duration) -> (id: String, wait: Duration)? {
             let end = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
-            guard end > prefix.count + suffix.count,
-                bytes[0..<prefix.count].elementsEqual(prefix),
-                bytes[(end - suffix.count)..<end].elementsEqual(suffix)
-            else { return nil }
-            let id = bytes[prefix.count..<(end - suffix.count)]
-            guard !id.contains(UInt8(ascii: "/")) else { return nil }
+            guard let id = DesiredStatePollHandler.agentID(in: UnsafeBufferPointer(rebasing: bytes[..<end]), suffix: suffix) else { return nil }
             var wait = Duration.zero
             if end < bytes.count {
                 let query = bytes[(end + 1)...]
@@ -114,22 +134,101 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                     wait = .seconds(seconds)
                 }
             }
-            return (String(decoding: id, as: UTF8.self), wait)
+            return (id, wait)
         }
+    }
+
+    /// A status report this handler may take, read from the request head.
+    struct Report: Equatable {
+        var agentID: String
+        var token: Substring
+        var closesConnection: Bool
+
+        /// `nil` unless `head` is `POST /v1/agents/<id>/status` with no query, a Bearer token, and none of the headers
+        /// a browser sends (`SameOriginMiddleware` judges those) or that ask for an interim answer (`Expect`).
+        init?(_ head: HTTPRequest) {
+            guard head.method == .post, let path = head.path else { return nil }
+            let id: String?? = path.utf8.withContiguousStorageIfAvailable { bytes in
+                DesiredStatePollHandler.agentID(in: bytes, suffix: Self.suffix)
+            }
+            guard let id, let id else { return nil }
+            let fields = head.headerFields
+            guard fields[.origin] == nil, fields[SameOriginMiddleware<FerryRequestContext>.secFetchSite] == nil, fields[.expect] == nil,
+                let authorization = fields[.authorization],
+                let (scheme, token) = Authenticator.credentials(fromAuthorization: authorization), scheme == .bearer
+            else { return nil }
+            agentID = id
+            self.token = token
+            closesConnection = DesiredStatePollHandler.closesConnection(head)
+        }
+
+        private static let suffix = Array("/status".utf8)
+    }
+
+    /// What a request taken here is.
+    enum Kind: Equatable {
+        case poll(Poll)
+        case report(Report)
+
+        var agentID: String {
+            switch self {
+            case .poll(let poll): poll.agentID
+            case .report(let report): report.agentID
+            }
+        }
+
+        var token: Substring {
+            switch self {
+            case .poll(let poll): poll.token
+            case .report(let report): report.token
+            }
+        }
+
+        var closesConnection: Bool {
+            switch self {
+            case .poll(let poll): poll.closesConnection
+            case .report(let report): report.closesConnection
+            }
+        }
+    }
+
+    private static let agentsPrefix = Array("/v1/agents/".utf8)
+
+    /// The id of `/v1/agents/<id><suffix>` (exactly: no query): at least one byte, no `/`.
+    static func agentID(in bytes: UnsafeBufferPointer<UInt8>, suffix: [UInt8]) -> String? {
+        let prefix = agentsPrefix
+        guard bytes.count > prefix.count + suffix.count,
+            bytes[0..<prefix.count].elementsEqual(prefix),
+            bytes[(bytes.count - suffix.count)...].elementsEqual(suffix)
+        else { return nil }
+        let id = bytes[prefix.count..<(bytes.count - suffix.count)]
+        guard !id.contains(UInt8(ascii: "/")) else { return nil }
+        return String(decoding: id, as: UTF8.self)
+    }
+
+    /// Whether the request asks for the connection to be closed after its answer.
+    static func closesConnection(_ head: HTTPRequest) -> Bool {
+        head.headerFields[values: .connection].contains { ASCII.contains($0, caseInsensitive: "close") }
     }
 
     /// The request this handler is answering.
     private struct Current {
-        var poll: Poll
+        var kind: Kind
         /// Its parts so far: given to the router if the handler passes it on.
         var parts: [HTTPRequestPart]
         var ended = false
+        /// Body bytes so far.
+        var bodyBytes = 0
         let startedAt: ContinuousClock.Instant
         /// When a long-poll must be answered at the latest.
         let deadline: ContinuousClock.Instant
         /// Bumped on every step, so a late callback of an earlier step is ignored.
         var step: UInt64 = 0
         var ticket: LongPollHub.Ticket?
+
+        var poll: Poll? {
+            if case .poll(let poll) = kind { poll } else { nil }
+        }
     }
 
     private let dependencies: Dependencies
@@ -182,7 +281,17 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             // Parts of the request being answered, until its end (unless earlier parts still wait in the queue).
             if current?.ended == false, queued.isEmpty {
                 current?.parts.append(part)
-                if case .end = part { current?.ended = true }
+                switch part {
+                case .head:
+                    break
+                case .body(let bytes):
+                    current?.bodyBytes += bytes.readableBytes
+                    if case .report = current?.kind, current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
+                case .end:
+                    current?.ended = true
+                    // A report is taken once all of it is here.
+                    if case .report = current?.kind { authenticate() }
+                }
             } else {
                 queued.append(part)
             }
@@ -195,14 +304,26 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             }
             return
         }
-        guard forwardedInFlight == 0, case .head(let head) = part, let poll = Poll(head, maximumWait: dependencies.maximumWait) else {
+        guard forwardedInFlight == 0, case .head(let head) = part, let kind = kind(of: head) else {
             if case .head = part { forwardedInFlight += 1 }
             context.fireChannelRead(wrapInboundOut(part))
             return
         }
         let now = ContinuousClock.now
-        current = Current(poll: poll, parts: [part], startedAt: now, deadline: now + poll.wait)
-        authenticate()
+        switch kind {
+        case .poll(let poll):
+            current = Current(kind: kind, parts: [part], startedAt: now, deadline: now + poll.wait)
+            authenticate()
+        case .report:
+            // Taken once its body is here (`.end`).
+            current = Current(kind: kind, parts: [part], startedAt: now, deadline: now)
+        }
+    }
+
+    private func kind(of head: HTTPRequest) -> Kind? {
+        if let poll = Poll(head, maximumWait: dependencies.maximumWait) { return .poll(poll) }
+        if dependencies.statusReports != nil, let report = Report(head) { return .report(report) }
+        return nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -234,8 +355,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     // MARK: Steps
 
     private func authenticate() {
-        guard let poll = current?.poll else { return }
-        if let principal = dependencies.authenticator.cachedPrincipal(forToken: poll.token) {
+        guard let kind = current?.kind else { return }
+        if let principal = dependencies.authenticator.cachedPrincipal(forToken: kind.token) {
             authenticated(principal)
             return
         }
@@ -243,7 +364,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let step = beginStep()
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let authenticator = dependencies.authenticator
-        let token = String(poll.token)
+        let token = String(kind.token)
         Task {
             // Any refusal is the router's to give, with its error: pass the request on.
             let principal = try? await authenticator.principal(forToken: token[...], challenge: .bearer)
@@ -256,12 +377,42 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     private func authenticated(_ principal: Principal) {
-        guard let poll = current?.poll else { return }
-        guard principal.role == .agent, principal.agentID == poll.agentID else {
+        guard let kind = current?.kind else { return }
+        guard principal.role == .agent, principal.agentID == kind.agentID else {
             passOn()
             return
         }
-        resolveState()
+        switch kind {
+        case .poll: resolveState()
+        case .report(let report): submit(report)
+        }
+    }
+
+    /// Hands the report to the intake off the event loop; answers `204 No Content` once it is stored, or passes the
+    /// request on when the intake refused it (nothing was changed: the route refuses it again with its error).
+    private func submit(_ report: Report) {
+        guard let current, let intake = dependencies.statusReports, let eventLoop = context?.eventLoop else { return passOn() }
+        var body = ByteBuffer()
+        for part in current.parts {
+            guard case .body(var bytes) = part else { continue }
+            if body.readableBytes == 0 { body = bytes } else { body.writeBuffer(&bytes) }
+        }
+        let step = beginStep()
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        Task { [body] in
+            let accepted: Bool
+            do {
+                try await intake.accept(body.readableBytesView, agentID: report.agentID)
+                accepted = true
+            } catch {
+                accepted = false
+            }
+            bound.eventLoop.execute {
+                let handler = bound.value
+                guard handler.current?.step == step else { return }
+                if accepted { handler.answerNoContent() } else { handler.passOn() }
+            }
+        }
     }
 
     /// Finds the current state (computed off the event loop when memory does not hold what it takes), then answers or
@@ -306,7 +457,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     private func decide(_ state: RenderedDesiredState, generation: UInt64) {
         guard let current else { return }
-        guard let tag = current.poll.ifNoneMatch, state.isMatched(byIfNoneMatch: tag) else {
+        guard let tag = current.poll?.ifNoneMatch, state.isMatched(byIfNoneMatch: tag) else {
             answer(.ok, state)
             return
         }
@@ -319,7 +470,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let step = beginStep()
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let ticket = dependencies.desiredStates.hub.park(
-            agentID: current.poll.agentID,
+            agentID: current.kind.agentID,
             services: state.services,
             after: generation,
             timeout: remaining,
@@ -344,7 +495,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             resolveState()
         case .timedOut, .shutdown, .superseded:
             // Answer now with whatever the state is (the route answers 304 when it is still the agent's).
-            guard let agentID = current?.poll.agentID else { return }
+            guard let agentID = current?.kind.agentID else { return }
             if let state = dependencies.desiredStates.currentInMemory(for: agentID) {
                 answerNow(state)
                 return
@@ -356,7 +507,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Answers without waiting any longer: 304 when the agent has `state`, else 200.
     private func answerNow(_ state: RenderedDesiredState) {
         guard let current else { return }
-        let unchanged = current.poll.ifNoneMatch.map(state.isMatched(byIfNoneMatch:)) ?? false
+        let unchanged = current.poll?.ifNoneMatch.map(state.isMatched(byIfNoneMatch:)) ?? false
         answer(unchanged ? .notModified : .ok, state)
     }
 
@@ -382,9 +533,25 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         dependencies.recordAnswer(notModified: status != .ok, after: duration)
+        finish(current, context: context)
+    }
+
+    /// Answers a stored report, as the route does.
+    private func answerNoContent() {
+        guard let context, let current else { return }
+        context.write(wrapOutboundOut(.head(Self.noContent)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        dependencies.recordReport(after: ContinuousClock.now - current.startedAt)
+        finish(current, context: context)
+    }
+
+    private static let noContent = HTTPResponse(status: .noContent)
+
+    /// The answer to `answered` is written: goes on with whatever arrived meanwhile.
+    private func finish(_ answered: Current, context: ChannelHandlerContext) {
         self.current = nil
-        draining = !current.ended
-        if current.poll.closesConnection {
+        draining = !answered.ended
+        if answered.kind.closesConnection {
             context.close(promise: nil)
             return
         }

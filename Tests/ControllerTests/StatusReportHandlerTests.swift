@@ -1,0 +1,192 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Shared
+import Testing
+
+@testable import Controller
+
+/// `DesiredStatePollHandler` takes agents' status reports before the router: every answer must be the router's own,
+/// and every report it refuses reaches the router unchanged (and changes nothing).
+@Suite struct StatusReportHandlerTests {
+    typealias Fixture = ControllerFixture
+
+    /// Who sends a report.
+    enum Credential: Sendable {
+        case agent
+        case otherAgent
+        case operatorToken
+        case none
+        case lowercaseBearer
+    }
+
+    /// One report, sent to the router in-process (no handler), then to the live server: both answers must be the same.
+    /// `handled`: the handler itself answers it (it passes everything else to the router).
+    struct Case: Sendable, CustomStringConvertible {
+        var name: String
+        /// The path; `{id}` and `{other}` are replaced by the agents' ids.
+        var path = "/v1/agents/{id}/status"
+        var credential: Credential = .agent
+        var headers: [String: String] = [:]
+        /// The body; `{message}` is replaced by a text that tells the two sends apart in the store.
+        var body: String
+        var status: Int
+        var code: String?
+        var handled: Bool
+
+        var description: String { name }
+    }
+
+    static let limit = 4096
+
+    static func report(service: String = "api", message: String = "{message}", twice: Bool = false) -> String {
+        let status =
+            #"{"service":"\#(service)","serial":1,"version":"1.0.0","targetSerial":1,"phase":"running","message":"\#(message)","#
+            + #""health":"healthy","processes":[]}"#
+        return #"{"agentVersion":"1.0","hostname":"a.example","processManager":"builtin","services":[\#(status)\#(twice ? "," + status : "")]}"#
+    }
+
+    static let cases: [Case] = [
+        Case(name: "a healthy report", body: report(), status: 204, handled: true),
+        Case(name: "lower-case scheme", credential: .lowercaseBearer, body: report(), status: 204, handled: true),
+        Case(name: "no services", body: #"{"agentVersion":"1.0","hostname":"a","processManager":"pm2","services":[]}"#, status: 204, handled: true),
+        Case(name: "not JSON", body: "{\"agentVersion\": ", status: 400, code: "malformed_json", handled: false),
+        Case(name: "an empty body", body: "", status: 400, code: "malformed_json", handled: false),
+        Case(name: "a field missing", body: #"{"agentVersion":"1.0","services":[]}"#, status: 400, code: "missing_field", handled: false),
+        Case(name: "a service not the agent's", body: report(service: "web"), status: 422, code: "unknown_service", handled: false),
+        Case(name: "a service twice", body: report(twice: true), status: 422, code: "invalid_document", handled: false),
+        Case(name: "over the size limit", body: report(message: String(repeating: "x", count: limit)), status: 413, code: "body_too_large", handled: false),
+        Case(name: "another agent's id", path: "/v1/agents/{other}/status", body: report(), status: 403, code: "forbidden", handled: false),
+        Case(name: "operator token", credential: .operatorToken, body: report(), status: 403, code: "forbidden", handled: false),
+        Case(name: "no token", credential: .none, body: report(), status: 401, code: "unauthorized", handled: false),
+        Case(
+            name: "from another site (Origin)",
+            headers: ["Origin": "https://evil.example"],
+            body: report(),
+            status: 403,
+            code: "cross_origin",
+            handled: false
+        ),
+        Case(
+            name: "from another site (Sec-Fetch-Site)",
+            headers: ["Sec-Fetch-Site": "cross-site"],
+            body: report(),
+            status: 403,
+            code: "cross_origin",
+            handled: false
+        ),
+        // The route accepts these; the handler leaves them to it.
+        Case(name: "a query", path: "/v1/agents/{id}/status?x=1", body: report(), status: 204, handled: false),
+        Case(name: "trailing slash", path: "/v1/agents/{id}/status/", body: report(), status: 204, handled: false),
+    ]
+
+    @Test(arguments: cases)
+    func everyReportGetsTheRoutersAnswer(_ testCase: Case) async throws {
+        try await Fixture.with(adjust: { $0.maximumStatusBytes = Self.limit }) { fixture in
+            let (agent, other) = try await fixture.withRouter { client in
+                (try await fixture.enroll(client, name: "a"), try await fixture.enroll(client, name: "b"))
+            }
+            let path = testCase.path.replacingOccurrences(of: "{id}", with: agent.id).replacingOccurrences(of: "{other}", with: other.id)
+            var headers = testCase.headers
+            headers["Content-Type"] = "application/json"
+            switch testCase.credential {
+            case .agent: headers["Authorization"] = "Bearer \(agent.token)"
+            case .otherAgent: headers["Authorization"] = "Bearer \(other.token)"
+            case .operatorToken: headers["Authorization"] = "Bearer \(fixture.operatorToken)"
+            case .none: break
+            case .lowercaseBearer: headers["Authorization"] = "bearer  \(agent.token)"
+            }
+            let request = headers
+            let routed = try await fixture.withRouter { client in
+                var fields: HTTPFields = [:]
+                for (name, value) in request { fields[HTTPField.Name(name)!] = value }
+                return try await client.execute(
+                    uri: path,
+                    method: .post,
+                    headers: fields,
+                    body: ByteBuffer(string: testCase.body.replacingOccurrences(of: "{message}", with: "router"))
+                )
+            }
+            let before = Self.handledCount(fixture)
+            let live = try await fixture.withLiveServer { base in
+                try await LiveHTTP().send(
+                    "POST",
+                    base + path,
+                    headers: request,
+                    body: Data(testCase.body.replacingOccurrences(of: "{message}", with: "live").utf8)
+                )
+            }
+            #expect(Int(routed.status.code) == testCase.status, "router")
+            #expect(live.status == testCase.status, "live")
+            #expect(Fixture.errorCode(routed) == testCase.code)
+            #expect(DesiredStatePollHandlerTests.errorCode(live.body) == testCase.code)
+            for name in ["Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate"] {
+                #expect(live.header(name) == routed.headers[HTTPField.Name(name)!], "\(name)")
+            }
+            #expect(Self.handledCount(fixture) - before == (testCase.handled ? 1 : 0), "answered by the handler: \(testCase.handled)")
+            // What is stored is the live report when it was accepted, else the router's (or nothing).
+            let stored = try await fixture.controller.core.store.serviceStatuses(agentID: agent.id).map(\.status.message)
+            if testCase.status == 204, testCase.body.contains("{message}") {
+                #expect(stored == ["live"])
+            } else if testCase.status != 204 {
+                #expect(stored.isEmpty, "a refused report stores nothing: \(stored)")
+            }
+        }
+    }
+
+    /// Reports pipelined with requests the router answers, one of them sent in chunks: the answers come back in order,
+    /// and every report is stored.
+    @Test func pipelinedAndChunkedReportsAreAnsweredInOrder() async throws {
+        try await Fixture.with { fixture in
+            let (agent, tag) = try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "a")
+                let first = try await client.execute(uri: "/v1/agents/\(agent.id)/desired-state", method: .get, headers: Fixture.bearer(agent.token))
+                return (agent, try #require(first.headers[.eTag]))
+            }
+            let before = Self.handledCount(fixture)
+            try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                let head = "POST /v1/agents/\(agent.id)/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                func report(_ message: String) -> String {
+                    let body = Self.report(message: message)
+                    return head + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+                }
+                let body = Self.report(message: "chunked")
+                let split = body.index(body.startIndex, offsetBy: 40)
+                let chunked =
+                    head + "Transfer-Encoding: chunked\r\n\r\n"
+                    + [body[..<split], body[split...]].map { String(format: "%x", $0.utf8.count) + "\r\n" + $0 + "\r\n" }.joined() + "0\r\n\r\n"
+                let poll =
+                    "GET /v1/agents/\(agent.id)/desired-state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                    + "If-None-Match: \(tag)\r\n\r\n"
+                let missing = "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+                let requests = [report("one"), poll, missing, chunked, report("two"), missing, report("three")]
+                let statuses = [204, 304, 404, 204, 204, 404, 204]
+                let connection = try RawConnection(port: port)
+                try connection.send(requests.joined())
+                let deadline = ContinuousClock.now + .seconds(20)
+                while DesiredStatePollHandlerTests.statuses(connection.text).count < statuses.count, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    connection.poll()
+                }
+                #expect(DesiredStatePollHandlerTests.statuses(connection.text) == statuses)
+            }
+            #expect(Self.handledCount(fixture) - before == 4, "the four reports, all answered before the router")
+            let history = try await fixture.controller.core.store.statusHistory(agentID: agent.id, limit: 10)
+            #expect(history.count == 4, "one history entry per report (each message differs)")
+            let stored = try await fixture.controller.core.store.serviceStatuses(agentID: agent.id).map(\.status.message)
+            #expect(stored == ["three"])
+        }
+    }
+
+    static func handledCount(_ fixture: Fixture) -> Int {
+        var bytes: [UInt8] = []
+        fixture.registry.emit(into: &bytes)
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        where line.hasPrefix("ferry_status_report_handler_answers_total ") {
+            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+        }
+        return 0
+    }
+}
