@@ -275,11 +275,12 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         receive(unwrapInboundIn(data))
     }
 
-    private func receive(_ part: HTTPRequestPart) {
+    /// - Parameter replayed: `part` is the first of `queued` (taken out of it): it goes before the others.
+    private func receive(_ part: HTTPRequestPart, replayed: Bool = false) {
         guard let context else { return }
         if current != nil {
             // Parts of the request being answered, until its end (unless earlier parts still wait in the queue).
-            if current?.ended == false, queued.isEmpty {
+            if current?.ended == false, queued.isEmpty || replayed {
                 current?.parts.append(part)
                 switch part {
                 case .head:
@@ -545,6 +546,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         finish(current, context: context)
     }
 
+    /// The route's head, but for its `Date` (which none of this handler's answers carry).
     private static let noContent = HTTPResponse(status: .noContent)
 
     /// The answer to `answered` is written: goes on with whatever arrived meanwhile.
@@ -577,9 +579,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             context?.fireUserInboundEventTriggered(event)
         }
         var replayed = false
-        while current == nil, !queued.isEmpty {
+        // The next requests, and the rest of one taken from the queue (a report is taken once its end is here).
+        while !queued.isEmpty, current == nil || current?.ended == false {
             let part = queued.removeFirst()
-            receive(part)
+            receive(part, replayed: true)
             replayed = true
         }
         // Replayed parts given to the router are delivered on a read-complete (see `passOn`).
