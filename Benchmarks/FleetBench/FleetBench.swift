@@ -201,6 +201,7 @@ struct FleetBench: AsyncParsableCommand {
                 connection,
                 [
                     "ferry_status_batches_total", "ferry_status_batch_duration_seconds_sum", "ferry_status_batched_reports_total",
+                    "ferry_status_report_handler_answers_total",
                     "ferry_store_wal_restart_seconds_count", "ferry_store_wal_restart_seconds_sum",
                     #"ferry_store_wal_restart_seconds_bucket{le="0.1"}"#,
                 ]
@@ -335,7 +336,8 @@ struct FleetBench: AsyncParsableCommand {
         if let batches, let count = batches["ferry_status_batches_total"], count > 0, let sum = batches["ferry_status_batch_duration_seconds_sum"] {
             print(
                 "status writes                       \(Int(count)) transactions, \(Int(batches["ferry_status_batched_reports_total"] ?? 0)) reports, "
-                    + "\(String(format: "%.2f", sum)) s committing (mean \(String(format: "%.1f", sum / count * 1000)) ms)"
+                    + "\(String(format: "%.2f", sum)) s committing (mean \(String(format: "%.1f", sum / count * 1000)) ms); "
+                    + "\(Int(batches["ferry_status_report_handler_answers_total"] ?? 0)) answered before the router"
             )
         }
         if let batches, let count = batches["ferry_store_wal_restart_seconds_count"], count > 0,

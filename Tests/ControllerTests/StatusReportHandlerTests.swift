@@ -56,7 +56,13 @@ import Testing
         Case(name: "a field missing", body: #"{"agentVersion":"1.0","services":[]}"#, status: 400, code: "missing_field", handled: false),
         Case(name: "a service not the agent's", body: report(service: "web"), status: 422, code: "unknown_service", handled: false),
         Case(name: "a service twice", body: report(twice: true), status: 422, code: "invalid_document", handled: false),
-        Case(name: "over the size limit", body: report(message: String(repeating: "x", count: limit)), status: 413, code: "body_too_large", handled: false),
+        Case(
+            name: "over the size limit",
+            body: report(message: String(repeating: "x", count: limit)),
+            status: 413,
+            code: "body_too_large",
+            handled: false
+        ),
         Case(name: "another agent's id", path: "/v1/agents/{other}/status", body: report(), status: 403, code: "forbidden", handled: false),
         Case(name: "operator token", credential: .operatorToken, body: report(), status: 403, code: "forbidden", handled: false),
         Case(name: "no token", credential: .none, body: report(), status: 401, code: "unauthorized", handled: false),
@@ -83,7 +89,8 @@ import Testing
 
     @Test(arguments: cases)
     func everyReportGetsTheRoutersAnswer(_ testCase: Case) async throws {
-        try await Fixture.with(adjust: { $0.maximumStatusBytes = Self.limit }) { fixture in
+        let smallLimit: (inout ControllerConfiguration) -> Void = { $0.maximumStatusBytes = Self.limit }
+        try await Fixture.with(adjust: smallLimit) { fixture in
             let (agent, other) = try await fixture.withRouter { client in
                 (try await fixture.enroll(client, name: "a"), try await fixture.enroll(client, name: "b"))
             }
@@ -189,7 +196,11 @@ import Testing
                         connection.poll()
                     }
                     // Hummingbird adds a `Date`; the handler's answers carry none (as its polls' answers).
-                    answers.append(connection.text.split(separator: "\r\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("Date: ") }.joined(separator: "\r\n"))
+                    answers.append(
+                        connection.text.split(separator: "\r\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("Date: ") }.joined(
+                            separator: "\r\n"
+                        )
+                    )
                 }
                 #expect(answers[0].hasPrefix("HTTP/1.1 204"))
                 #expect(answers[0] == answers[1])

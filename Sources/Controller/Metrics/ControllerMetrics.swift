@@ -57,7 +57,11 @@ struct ControllerMetrics: Sendable {
             )
         )
         statusReportsHandled = registry.makeCounter(
-            descriptor: name("status_report_handler_answers", "total", "Status reports answered before the router (included in the accepted reports).")
+            descriptor: name(
+                "status_report_handler_answers",
+                "total",
+                "Status reports answered before the router (included in the accepted reports)."
+            )
         )
         statusBatches = registry.makeCounter(descriptor: name("status_batches", "total", "Transactions of the status write queue."))
         statusBatchedReports = registry.makeCounter(

@@ -59,9 +59,9 @@ extension GuardedChildChannel: HTTPChannelHandler where Base: HTTPChannelHandler
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given; agents' desired-state polls are
-    /// answered by `DesiredStatePollHandler` before the router when `polls` is given, and their plain 304s by
-    /// `DesiredStateFastPath` before the HTTP decoder.
+    /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given; agents' desired-state polls (and
+    /// status reports, when `polls.statusReports` is set) are answered by `DesiredStatePollHandler` before the router
+    /// when `polls` is given, and their plain 304s by `DesiredStateFastPath` before the HTTP decoder.
     static func guarded(
         registry: ConnectionRegistry,
         limits: ConnectionLimits,
