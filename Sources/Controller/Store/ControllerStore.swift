@@ -285,27 +285,82 @@ struct StatusWrite: Sendable {
     /// (`StatusReportQueue` decides; the latest status is stored either way).
     var keepsHistory = true
 
+    /// Encodes each service once: the report's text is its services' texts put into the text of the report without
+    /// them, and the fingerprint re-encodes only services that have processes. (Encoding the report, its services and
+    /// its steady copy separately was half of what a report cost its request in a burst; docs/benchmarks.md.)
     init(report: StatusReport, agentID: String, receivedAt: Date) {
         self.report = report
         self.agentID = agentID
         self.receivedAt = receivedAt
-        reportText = String(decoding: report.json.encoded(), as: UTF8.self)
-        serviceTexts = report.services.map { String(decoding: $0.json.encoded(), as: UTF8.self) }
-        fingerprint = Self.fingerprint(of: report)
+        let services = report.services.map { $0.json.encodedBytes() }
+        serviceTexts = services.map { String(decoding: $0, as: UTF8.self) }
+        guard let shell = Self.shell(of: report) else {
+            // Not reached (the writer always writes `"services":[]` for the report without services); the plain way.
+            reportText = String(decoding: report.json.encodedBytes(), as: UTF8.self)
+            fingerprint = SHA256.hash(Self.steady(report).json.encodedBytes())
+            return
+        }
+        reportText = String(decoding: shell.text(with: services), as: UTF8.self)
+        let steady = report.services.indices.map { index in
+            report.services[index].processes.isEmpty ? services[index] : Self.steady(report.services[index]).json.encodedBytes()
+        }
+        fingerprint = SHA256.hash(shell.text(with: steady))
     }
 
-    /// The digest of `report` with each process's uptime, memory and CPU left out.
+    /// The digest of `report` with each process's uptime, memory and CPU left out: what `fingerprint` is.
     static func fingerprint(of report: StatusReport) -> SHA256Digest {
-        var steady = report
-        for service in steady.services.indices {
-            for process in steady.services[service].processes.indices {
-                steady.services[service].processes[process].uptimeSeconds = nil
-                steady.services[service].processes[process].memoryBytes = 0
-                steady.services[service].processes[process].cpuPercent = 0
-            }
-        }
-        return SHA256.hash(steady.json.encodedBytes())
+        SHA256.hash(steady(report).json.encodedBytes())
     }
+
+    /// `report` with each process's uptime, memory and CPU left out.
+    static func steady(_ report: StatusReport) -> StatusReport {
+        var steady = report
+        steady.services = report.services.map(Self.steady)
+        return steady
+    }
+
+    static func steady(_ service: ServiceStatus) -> ServiceStatus {
+        var steady = service
+        for process in steady.processes.indices {
+            steady.processes[process].uptimeSeconds = nil
+            steady.processes[process].memoryBytes = 0
+            steady.processes[process].cpuPercent = 0
+        }
+        return steady
+    }
+
+    /// The text of a report without its services, cut where they go.
+    struct Shell {
+        /// Up to and with `"services":[`.
+        var head: ArraySlice<UInt8>
+        /// From the `]` that ends the services on.
+        var tail: ArraySlice<UInt8>
+
+        /// The report's text with `services` (each one's text, in order).
+        func text(with services: [[UInt8]]) -> [UInt8] {
+            var text: [UInt8] = []
+            text.reserveCapacity(head.count + tail.count + services.reduce(services.count) { $0 + $1.count })
+            text.append(contentsOf: head)
+            for (index, service) in services.enumerated() {
+                if index > 0 { text.append(UInt8(ascii: ",")) }
+                text.append(contentsOf: service)
+            }
+            text.append(contentsOf: tail)
+            return text
+        }
+    }
+
+    /// The report's text without services, cut at its `"services":[]`. The first match is that key: keys are written
+    /// in order and the ones before it hold strings, in which every `"` is escaped.
+    static func shell(of report: StatusReport) -> Shell? {
+        var empty = report
+        empty.services = []
+        let bytes = empty.json.encodedBytes()
+        guard let range = bytes.firstRange(of: servicesKey) else { return nil }
+        return Shell(head: bytes[..<(range.upperBound - 1)], tail: bytes[(range.upperBound - 1)...])
+    }
+
+    private static let servicesKey = Array(#""services":[]"#.utf8)
 }
 
 /// How many events the store keeps.
