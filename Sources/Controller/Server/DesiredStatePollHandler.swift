@@ -14,8 +14,9 @@ import Shared
 /// another route or method, a query other than `wait=N` (none on a report), a token that is not a valid agent token for
 /// that id, a report from a browser (`Origin`, `Sec-Fetch-Site`: `SameOriginMiddleware`'s to judge), a report larger
 /// than the limit or one the intake refuses, an unknown agent, an error — is passed on untouched to the router, which
-/// answers it (with its error) as before. (A refused report changed nothing, so the route handles it from the start.) A parked poll is an entry in the `LongPollHub` with a timer on this connection's event
-/// loop: no task and no continuation per waiting agent, and a publish's wake-ups run on every event loop at once.
+/// answers it (with its error) as before. (A refused report changed nothing, so the route handles it from the start.)
+/// A parked poll is an entry in the `LongPollHub` with a timer on this connection's event loop: no task and no
+/// continuation per waiting agent, and a publish's wake-ups run on every event loop at once.
 ///
 /// One request at a time per connection: requests pipelined behind one it handles are held until it has answered;
 /// while the router is answering a request, everything is passed to the router (which keeps the order).
