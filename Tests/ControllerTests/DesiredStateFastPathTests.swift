@@ -288,12 +288,6 @@ import Testing
     }
 
     static func fastCount(_ fixture: Fixture) -> Int {
-        var bytes: [UInt8] = []
-        fixture.registry.emit(into: &bytes)
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n")
-        where line.hasPrefix("ferry_desired_state_fast_path_answers_total ") {
-            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
-        }
-        return 0
+        fixture.counter("ferry_desired_state_fast_path_answers_total")
     }
 }

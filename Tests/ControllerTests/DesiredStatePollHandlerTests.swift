@@ -242,12 +242,7 @@ import Testing
     }
 
     static func handledCount(_ fixture: Fixture) -> Int {
-        var bytes: [UInt8] = []
-        fixture.registry.emit(into: &bytes)
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("ferry_desired_state_handler_answers_total ") {
-            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
-        }
-        return 0
+        fixture.counter("ferry_desired_state_handler_answers_total")
     }
 
     static func errorCode(_ body: Data) -> String? {

@@ -216,12 +216,6 @@ import Testing
     }
 
     static func handledCount(_ fixture: Fixture) -> Int {
-        var bytes: [UInt8] = []
-        fixture.registry.emit(into: &bytes)
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n")
-        where line.hasPrefix("ferry_status_report_handler_answers_total ") {
-            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
-        }
-        return 0
+        fixture.counter("ferry_status_report_handler_answers_total")
     }
 }

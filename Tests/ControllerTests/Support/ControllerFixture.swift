@@ -285,6 +285,17 @@ struct ControllerFixture: Sendable {
     }
 
     /// The `error` code of a JSON error body.
+    /// The value of the unlabelled counter `name` (its full exposition name, `_total` included), 0 before its first
+    /// increment.
+    func counter(_ name: String) -> Int {
+        var bytes: [UInt8] = []
+        registry.emit(into: &bytes)
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+        }
+        return 0
+    }
+
     static func errorCode(_ response: TestResponse) -> String? {
         guard case .object(let fields)? = try? JSONValue.parse(Array(response.body.readableBytesView)),
             case .string(let code)? = fields["error"]
