@@ -2,6 +2,9 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOCore
+import NIOEmbedded
+import NIOHTTPTypes
 import Shared
 import Testing
 
@@ -22,6 +25,20 @@ import Testing
         case basicAgent
         /// The agent's token after `bearer` in lower case and two spaces (the scheme is case-insensitive).
         case lowercaseBearer
+
+        /// The `Authorization` header of this credential (`nil`: none), given the two agents' tokens.
+        func authorization(agent: String, other: String, fixture: Fixture) -> String? {
+            switch self {
+            case .agent: "Bearer \(agent)"
+            case .otherAgent: "Bearer \(other)"
+            case .operatorToken: "Bearer \(fixture.operatorToken)"
+            case .none: nil
+            case .malformed: "Bearer hunter2"
+            case .unknown: "Bearer \(Token.generate())"
+            case .basicAgent: "Basic " + Data("agent:\(agent)".utf8).base64EncodedString()
+            case .lowercaseBearer: "bearer  \(agent)"
+            }
+        }
     }
 
     /// One poll, sent to the live server (the handler) and to the router in-process (no handler): both answers must be
@@ -130,16 +147,7 @@ import Testing
             }
             let path = testCase.path.replacingOccurrences(of: "{id}", with: agent.id).replacingOccurrences(of: "{other}", with: other.id)
             var headers: HTTPFields = [:]
-            switch testCase.credential {
-            case .agent: headers[.authorization] = "Bearer \(agent.token)"
-            case .otherAgent: headers[.authorization] = "Bearer \(other.token)"
-            case .operatorToken: headers[.authorization] = "Bearer \(fixture.operatorToken)"
-            case .none: break
-            case .malformed: headers[.authorization] = "Bearer hunter2"
-            case .unknown: headers[.authorization] = "Bearer \(Token.generate())"
-            case .basicAgent: headers[.authorization] = "Basic " + Data("agent:\(agent.token)".utf8).base64EncodedString()
-            case .lowercaseBearer: headers[.authorization] = "bearer  \(agent.token)"
-            }
+            headers[.authorization] = testCase.credential.authorization(agent: agent.token, other: other.token, fixture: fixture)
             if let ifNoneMatch = testCase.ifNoneMatch { headers[.ifNoneMatch] = ifNoneMatch.replacingOccurrences(of: "{tag}", with: tag) }
             let request = headers
 
@@ -238,6 +246,51 @@ import Testing
                 }
                 try await Self.waitUntil { hub.waiterCount == 0 }
             }
+        }
+    }
+
+    /// A parked poll that goes on sending a body is not buffered without end: past the body limit it leaves the hub and
+    /// goes, with what it sent, to the router. Up to the limit it stays parked. An `EmbeddedChannel` in front of the
+    /// handler, so the parts passed on are read back exactly.
+    @Test(arguments: [(bodyBytes: 16, passedOn: false), (bodyBytes: 17, passedOn: true)])
+    func aParkedPollWithALargeBodyGoesToTheRouter(_ row: (bodyBytes: Int, passedOn: Bool)) async throws {
+        try await DesiredStateFastPathTests.withPolledAgent { fixture, _, agent, tag in
+            let core = fixture.controller.core
+            let hub = core.desiredStates.hub
+            let dependencies = DesiredStatePollHandler.Dependencies(
+                authenticator: core.authenticator,
+                desiredStates: core.desiredStates,
+                metrics: ControllerMetrics(registry: fixture.registry),
+                maximumWait: .seconds(60),
+                statusReports: StatusReportIntake(core: core),
+                maximumStatusBytes: 16
+            )
+            let channel = EmbeddedChannel(handler: DesiredStatePollHandler(dependencies))
+            var head = HTTPRequest(method: .get, scheme: nil, authority: "x", path: "/v1/agents/\(agent.id)/desired-state?wait=30")
+            head.headerFields[.authorization] = "Bearer \(agent.token)"
+            head.headerFields[.ifNoneMatch] = tag
+            try channel.writeInbound(HTTPRequestPart.head(head))
+            try await Self.waitUntil { hub.waiterCount == 1 }
+            #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil, "parked here")
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(repeating: UInt8(ascii: "x"), count: row.bodyBytes)))
+            let passedOn = [try channel.readInbound(as: HTTPRequestPart.self), try channel.readInbound(as: HTTPRequestPart.self)]
+            if row.passedOn {
+                #expect(passedOn.map { $0.map(Self.partName) } == ["head", "body"])
+                #expect(hub.waiterCount == 0, "the poll left the hub")
+            } else {
+                #expect(passedOn.allSatisfy { $0 == nil })
+                #expect(hub.waiterCount == 1)
+            }
+            _ = try? await channel.close().get()
+            try await Self.waitUntil { hub.waiterCount == 0 }
+        }
+    }
+
+    static func partName(_ part: HTTPRequestPart) -> String {
+        switch part {
+        case .head: "head"
+        case .body: "body"
+        case .end: "end"
         }
     }
 

@@ -12,14 +12,8 @@ import Testing
 @Suite struct StatusReportHandlerTests {
     typealias Fixture = ControllerFixture
 
-    /// Who sends a report.
-    enum Credential: Sendable {
-        case agent
-        case otherAgent
-        case operatorToken
-        case none
-        case lowercaseBearer
-    }
+    /// Who sends a report: the poll tests' credentials.
+    typealias Credential = DesiredStatePollHandlerTests.Credential
 
     /// One report, sent to the router in-process (no handler), then to the live server: both answers must be the same.
     /// `handled`: the handler itself answers it (it passes everything else to the router).
@@ -66,6 +60,8 @@ import Testing
         Case(name: "another agent's id", path: "/v1/agents/{other}/status", body: report(), status: 403, code: "forbidden", handled: false),
         Case(name: "operator token", credential: .operatorToken, body: report(), status: 403, code: "forbidden", handled: false),
         Case(name: "no token", credential: .none, body: report(), status: 401, code: "unauthorized", handled: false),
+        Case(name: "unknown token", credential: .unknown, body: report(), status: 401, code: "unauthorized", handled: false),
+        Case(name: "Basic with the agent's token", credential: .basicAgent, body: report(), status: 401, code: "bearer_required", handled: false),
         Case(
             name: "from another site (Origin)",
             headers: ["Origin": "https://evil.example"],
@@ -97,13 +93,7 @@ import Testing
             let path = testCase.path.replacingOccurrences(of: "{id}", with: agent.id).replacingOccurrences(of: "{other}", with: other.id)
             var headers = testCase.headers
             headers["Content-Type"] = "application/json"
-            switch testCase.credential {
-            case .agent: headers["Authorization"] = "Bearer \(agent.token)"
-            case .otherAgent: headers["Authorization"] = "Bearer \(other.token)"
-            case .operatorToken: headers["Authorization"] = "Bearer \(fixture.operatorToken)"
-            case .none: break
-            case .lowercaseBearer: headers["Authorization"] = "bearer  \(agent.token)"
-            }
+            headers["Authorization"] = testCase.credential.authorization(agent: agent.token, other: other.token, fixture: fixture)
             let request = headers
             let routed = try await fixture.withRouter { client in
                 var fields: HTTPFields = [:]

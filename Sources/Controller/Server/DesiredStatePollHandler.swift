@@ -36,7 +36,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let maximumWait: Duration
         /// Takes status reports; `nil`: they all go to the route.
         let statusReports: StatusReportIntake?
-        /// Largest report body taken here (a larger one goes to the route, which refuses it).
+        /// Largest body of a request taken here: a report's limit (a larger report goes to the route, which refuses
+        /// it; so does a poll that carries a body, which is held in memory while the poll is parked).
         let maximumStatusBytes: Int
         /// The request metrics of the answers given here, resolved once.
         let okSeries: RequestMetrics.Series
@@ -287,8 +288,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 case .head:
                     break
                 case .body(let bytes):
+                    // Held until answered: a body larger than a report may be (a poll has none) is the router's to read.
                     current?.bodyBytes += bytes.readableBytes
-                    if case .report = current?.kind, current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
+                    if current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
                 case .end:
                     current?.ended = true
                     // A report is taken once all of it is here.
@@ -565,6 +567,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Gives the request to the router, as it arrived.
     private func passOn() {
         guard let context, let current else { return }
+        // A poll parked here is the router's now.
+        if let ticket = current.ticket { dependencies.desiredStates.hub.cancel(ticket) }
         self.current = nil
         forwardedInFlight += 1
         for part in current.parts { context.fireChannelRead(wrapInboundOut(part)) }
