@@ -459,6 +459,10 @@ struct DeployFilesTests {
                 let text = try String(contentsOfFile: unit.path, encoding: .utf8)
                     .replacingOccurrences(of: "ExecStart=\(unit.binary)", with: "ExecStart=\(unit.replacement)")
                 try text.write(toFile: copy, atomically: true, encoding: .utf8)
+                // systemd refuses a world-writable unit, and a copy written here once came out world-writable in CI
+                // (its mode comes from the test process's umask as Foundation's atomic write reads it, which other
+                // tests running at the same time may have disturbed; not pinned down). The mode is set here instead.
+                try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: copy)
                 copies.append(copy)
             }
             let result = try await Command.run("systemd-analyze", ["verify"] + copies)
