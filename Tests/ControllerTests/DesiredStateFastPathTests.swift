@@ -200,7 +200,7 @@ import Testing
     }
 
     /// The fast path's 304 is byte for byte the one the HTTP encoder writes for the same poll (here after a wait of a
-    /// second, answered by `DesiredStatePollHandler` through the decoder and encoder).
+    /// second, answered by `DesiredStatePollHandler` through the decoder and encoder), but for the `Date` value.
     @Test func theHeadIsTheEncodersByteForByte() async throws {
         try await Self.withPolledAgent { fixture, port, agent, tag in
             func answer(to request: String) async throws -> [UInt8] {
@@ -214,7 +214,10 @@ import Testing
             #expect(Self.fastCount(fixture) - before == 1)
             let encoded = try await answer(to: Self.poll.replacingOccurrences(of: "state ", with: "state?wait=1 "))
             #expect(Self.fastCount(fixture) - before == 1)
-            #expect(String(decoding: fast, as: UTF8.self) == String(decoding: encoded, as: UTF8.self))
+            let (fastText, fastDates) = DesiredStatePollHandlerTests.datesBlanked(String(decoding: fast, as: UTF8.self))
+            let (encodedText, encodedDates) = DesiredStatePollHandlerTests.datesBlanked(String(decoding: encoded, as: UTF8.self))
+            #expect(fastText == encodedText, "the same bytes but for the Date value")
+            #expect(fastDates.count == 1 && encodedDates.count == 1)
             #expect(String(decoding: fast, as: UTF8.self).contains("ETag: \(tag)\r\n"))
         }
     }

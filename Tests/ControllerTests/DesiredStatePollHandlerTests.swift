@@ -173,6 +173,8 @@ import Testing
                 #expect(Array(live.body) == Array(routed.body.readableBytesView), "the same body")
                 #expect(live.header("ETag") == "\"\(SHA256.hash(Array(live.body)).hex)\"", "the tag is the body's digest")
             }
+            // Every answer carries a current `Date` (RFC 9110 §6.6.1), the handler's as the router's.
+            #expect(Self.datesBlanked("Date: \(live.header("Date") ?? "none")").dates.count == 1)
             #expect(Self.handledCount(fixture) - before == (testCase.handled ? 1 : 0), "answered by the handler: \(testCase.handled)")
         }
     }
@@ -301,6 +303,22 @@ import Testing
     static func errorCode(_ body: Data) -> String? {
         guard case .object(let fields)? = try? JSONValue.parse(Array(body)), case .string(let code)? = fields["error"] else { return nil }
         return code
+    }
+
+    /// `text` with the value of every `Date` header line replaced by `*`, and those values: answers written a second
+    /// apart differ in their dates alone. Each value must be the current IMF-fixdate (within a minute).
+    static func datesBlanked(_ text: String) -> (text: String, dates: [String]) {
+        var dates: [String] = []
+        let lines = text.components(separatedBy: "\r\n").map { line in
+            guard line.hasPrefix("Date: ") else { return line }
+            dates.append(String(line.dropFirst("Date: ".count)))
+            return "Date: *"
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        for date in dates {
+            #expect((now - 60...now + 60).contains { HTTPDate.format(epochSeconds: $0) == date }, "a current Date: \(date)")
+        }
+        return (lines.joined(separator: "\r\n"), dates)
     }
 
     static func statuses(_ text: String) -> [Int] {

@@ -206,8 +206,9 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
         return state
     }
 
-    /// The head NIO's HTTP/1.1 encoder writes for `response`, a 304: the encoder drops a 304's framing headers
-    /// (`Content-Length`, `Transfer-Encoding`), so this does too.
+    /// The head NIO's HTTP/1.1 encoder writes for `response`, a 304, with the current `Date` (last, as the router's and
+    /// the poll handler's answers have it): the encoder drops a 304's framing headers (`Content-Length`,
+    /// `Transfer-Encoding`), so this does too.
     static func notModifiedHead(_ response: HTTPResponse, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 192)
         buffer.writeStaticString("HTTP/1.1 ")
@@ -221,7 +222,9 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
             buffer.writeString(field.value)
             buffer.writeStaticString("\r\n")
         }
-        buffer.writeStaticString("\r\n")
+        buffer.writeStaticString("Date: ")
+        buffer.writeString(HTTPDate.now)
+        buffer.writeStaticString("\r\n\r\n")
         return buffer
     }
 }

@@ -528,12 +528,12 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         guard let context, let current else { return }
         let duration = ContinuousClock.now - current.startedAt
         if status == .ok {
-            context.write(wrapOutboundOut(.head(state.okResponse)), promise: nil)
+            context.write(wrapOutboundOut(.head(Self.dated(state.okResponse))), promise: nil)
             context.write(wrapOutboundOut(.body(state.head)), promise: nil)
             context.write(wrapOutboundOut(.body(state.releases.bytes)), promise: nil)
             context.write(wrapOutboundOut(.body(state.tail)), promise: nil)
         } else {
-            context.write(wrapOutboundOut(.head(state.notModifiedResponse)), promise: nil)
+            context.write(wrapOutboundOut(.head(Self.dated(state.notModifiedResponse))), promise: nil)
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         dependencies.recordAnswer(notModified: status != .ok, after: duration)
@@ -543,14 +543,21 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Answers a stored report, as the route does.
     private func answerNoContent() {
         guard let context, let current else { return }
-        context.write(wrapOutboundOut(.head(Self.noContent)), promise: nil)
+        context.write(wrapOutboundOut(.head(Self.dated(Self.noContent))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         dependencies.recordReport(after: ContinuousClock.now - current.startedAt)
         finish(current, context: context)
     }
 
-    /// The route's head, but for its `Date` (which none of this handler's answers carry).
+    /// The route's head for a stored report, but for its `Date`.
     private static let noContent = HTTPResponse(status: .noContent)
+
+    /// `response` with the current `Date`, last, where Hummingbird puts it on the router's answers.
+    static func dated(_ response: HTTPResponse) -> HTTPResponse {
+        var response = response
+        response.headerFields[.date] = HTTPDate.now
+        return response
+    }
 
     /// The answer to `answered` is written: goes on with whatever arrived meanwhile.
     private func finish(_ answered: Current, context: ChannelHandlerContext) {
