@@ -219,6 +219,30 @@ import Testing
         }
     }
 
+    /// `serve` on a port another server holds exits 1 with the bind error, its store closed: it used to leave SQLite's
+    /// connections open ("Closing the store failed: CancellationError()"), which stopped a debug build on SQLiteNIO's
+    /// assertion (signal 4) instead.
+    @Test func serveOnAPortInUseExitsWithTheError() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-port") { directory in
+            let keyPrefix = directory.appendingPathComponent("operator").path
+            #expect(try await Self.cli(["keygen", "--out", keyPrefix]).status == 0)
+            let first = try await ServerProcess(
+                arguments: ["--data-dir", directory.appendingPathComponent("first").path, "--trusted-key", keyPrefix + ".pub"],
+                logDirectory: directory
+            )
+            defer { first.stop() }
+            let port = try #require(first.baseURL.split(separator: ":").last.map(String.init))
+            let second = try await Self.cli([
+                "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", directory.appendingPathComponent("second").path,
+                "--trusted-key", keyPrefix + ".pub",
+            ])
+            #expect(second.status == 1, "\(second.errors)")
+            #expect(second.errors.contains("Address already in use"), "\(second.errors)")
+            #expect(!second.errors.contains("Closing the store failed"), "\(second.errors)")
+            #expect(try await LiveHTTP().send("GET", first.baseURL + "/healthz").status == 200, "the first server still answers")
+        }
+    }
+
     @Test func publishRefusesABadEnvFileNamingItsLineBeforeUploadingAnything() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-env") { directory in
             let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")

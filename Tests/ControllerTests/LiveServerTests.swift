@@ -32,6 +32,26 @@ import Testing
         }
     }
 
+    /// A controller that cannot listen (its port is another controller's) ends `withLiveServer` with its error, at
+    /// once: the fixture used to wait for a port that would never be reported, and hung the test run.
+    @Test(.timeLimit(.minutes(1))) func aServerThatCannotListenEndsTheTest() async throws {
+        try await Fixture.with { first in
+            try await first.withLiveServer { base in
+                let port = try #require(Int(base.split(separator: ":").last ?? ""))
+                try await Fixture.with(adjust: { $0.port = port }) { second in
+                    let started = ContinuousClock.now
+                    let error = await #expect(throws: FixtureError.self) {
+                        try await second.withLiveServer { _ in Issue.record("a second server listened on port \(port)") }
+                    }
+                    #expect("\(error.map { "\($0)" } ?? "")".contains("stopped before it reported its port"))
+                    #expect(ContinuousClock.now - started < .seconds(30))
+                }
+                // The first one still answers.
+                #expect(try await LiveHTTP().send("GET", base + "/healthz").status == 200)
+            }
+        }
+    }
+
     @Test func artifactsStreamUpAndDownOverSockets() async throws {
         try await Fixture.with { fixture in
             try await fixture.withLiveServer { base in

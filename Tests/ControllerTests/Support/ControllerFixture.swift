@@ -163,10 +163,31 @@ struct ControllerFixture: Sendable {
         let group = controller.serviceGroup(handlingSignals: false)
         // Run outside the test's task tree, so a controller that does not stop fails this test (`stop`) instead of
         // hanging the whole test run; a cancelled test (its time limit) cancels it as a child task would be.
-        let running = Task { try await group.run() }
+        // A run that ends before the server reports its port (a port in use, a store that fails to open) ends the wait
+        // for the port too, instead of leaving the test waiting for a port that never comes.
+        let (ended, endedContinuation) = AsyncStream.makeStream(of: Never.self)
+        let running = Task {
+            defer { endedContinuation.finish() }
+            try await group.run()
+        }
+        let ports = ports
         return try await withTaskCancellationHandler {
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else {
+            let reported = await withTaskGroup(of: Int?.self) { waits in
+                waits.addTask {
+                    var iterator = ports.makeAsyncIterator()
+                    return await iterator.next()
+                }
+                waits.addTask {
+                    for await _ in ended {}
+                    return nil
+                }
+                defer { waits.cancelAll() }
+                return await waits.next() ?? nil
+            }
+            guard let port = reported else {
+                if case .failure(let error) = await running.result {
+                    throw FixtureError("the server stopped before it reported its port: \(error)")
+                }
                 try? await Self.stop(group, running)
                 throw FixtureError("the server never reported its port")
             }
