@@ -97,4 +97,22 @@ import Testing
         #expect(print(busier) == print(base))
         #expect(print(restarted) != print(base))
     }
+
+    /// The search that cuts a report's text at its services: the first match, none, and edges.
+    @Test(
+        arguments: [
+            ("", "ab", nil),
+            ("ab", "", nil),
+            ("a", "ab", nil),
+            ("ab", "ab", 0),
+            ("xab", "ab", 1),
+            ("xaab", "ab", 2),
+            ("abab", "ab", 0),
+            ("aaa", "ab", nil),
+            (#"{"a":"\"services\":[]","services":[]}"#, #""services":[]"#, 23),
+        ] as [(String, String, Int?)]
+    )
+    func firstOffset(_ row: (bytes: String, pattern: String, offset: Int?)) {
+        #expect(StatusWrite.firstOffset(of: Array(row.pattern.utf8), in: Array(row.bytes.utf8)) == row.offset)
+    }
 }
