@@ -32,6 +32,24 @@ import Testing
         )
     }
 
+    /// A store closed from a cancelled task (a service group cancelled after another service failed) closes all the
+    /// same: the backend's lock used to throw `CancellationError` first, and the store, marked closed, never closed its
+    /// connections (a connection released open trips SQLiteNIO's assertion and ends the process).
+    @Test(arguments: StoreBackendKind.available)
+    func aStoreClosesFromACancelledTask(_ kind: StoreBackendKind) async throws {
+        try await TestStore.withLocation(kind) { location in
+            let store = try await location.open()
+            let closing = Task {
+                while !Task.isCancelled { await Task.yield() }
+                try await store.close()
+            }
+            closing.cancel()
+            try await closing.value
+            // Closed: later calls do nothing.
+            try await store.close()
+        }
+    }
+
     @Test(arguments: StoreBackendKind.available)
     func migrationsAreRecordedAndReopeningKeepsData(_ kind: StoreBackendKind) async throws {
         try await TestStore.withLocation(kind) { location in

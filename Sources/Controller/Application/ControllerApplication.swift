@@ -166,21 +166,17 @@ func makeApplication(
     )
 }
 
-/// Closes the store when the service group shuts down (after the HTTP server, which is started after it).
-///
-/// Also when the group is cancelled rather than shut down gracefully — a service that failed (the server could not
-/// bind its port) cancels the others: the store is closed in a task of its own, which that cancellation does not reach.
-/// Closed from the cancelled task itself, SQLite's connections stayed open ("Closing the store failed:
-/// CancellationError()"), and a debug build then stopped on SQLiteNIO's assertion instead of exiting with the error.
+/// Closes the store when the service group shuts down (after the HTTP server, which is started after it), or when it is
+/// cancelled because another service failed (the server could not bind its port): `close()` closes from a cancelled
+/// task too.
 struct StoreService: Service {
     let store: any ControllerStore
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
-        let store = store
         do {
-            try await Task { try await store.close() }.value
+            try await store.close()
         } catch {
             logger.warning("Closing the store failed", metadata: ["error.message": "\(error)"])
         }

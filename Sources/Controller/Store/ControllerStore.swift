@@ -191,7 +191,7 @@ protocol ControllerStore: Sendable {
     /// - Returns: whether the update happened.
     func recordApproval(_ approval: ReleaseApproval) async throws -> Bool
 
-    /// Closes the database. No call may follow.
+    /// Closes the database, also when called from a cancelled task. No call may follow.
     func close() async throws
 }
 

@@ -482,11 +482,19 @@ final class SQLControllerStore: ControllerStore {
     }
 
     /// Closes the database; later calls do nothing.
+    ///
+    /// Also from a cancelled task (a service group cancelled because another service failed, a test past its time
+    /// limit): the closing runs in a task of its own, which that cancellation does not reach. Run in the cancelled
+    /// task, the backend's lock threw `CancellationError` before any connection was closed, and this store was marked
+    /// closed all the same, so no later call closed them either; a connection released open trips SQLiteNIO's
+    /// assertion (a debug `serve` on a port in use stopped on it instead of exiting with the bind error).
     func close() async throws {
         let first = closed.withLock { closed in
             defer { closed = true }
             return !closed
         }
-        if first { try await backend.close() }
+        guard first else { return }
+        let backend = backend
+        try await Task { try await backend.close() }.value
     }
 }

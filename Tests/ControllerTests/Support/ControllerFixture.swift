@@ -98,8 +98,8 @@ struct ControllerFixture: Sendable {
             return try await make(directory: directory, configuration: configuration, store: store, keys: (signingKey, secondKey))
         } catch {
             // A store dropped open trips SQLiteNIO's assertion and takes the whole test process down (a test cancelled
-            // by its time limit throws here): closed in a task of its own, which cancellation does not reach.
-            try? await Task { try await store.close() }.value
+            // by its time limit throws here; `close()` closes from a cancelled task too).
+            try? await store.close()
             if existing == nil { try? FileManager.default.removeItem(at: directory) }
             throw error
         }
@@ -143,10 +143,9 @@ struct ControllerFixture: Sendable {
     }
 
     func close(removing: Bool = true) async {
-        // In a task of its own: a cancelled test (a time limit) cannot close SQLite connections, and one left open
-        // trips SQLiteNIO's assertion and takes the whole test process down with it.
-        let store = store
-        try? await Task { try await store.close() }.value
+        // Also from a cancelled test (a time limit): a connection left open trips SQLiteNIO's assertion and takes the
+        // whole test process down with it, and `close()` closes from a cancelled task too.
+        try? await store.close()
         if removing { try? FileManager.default.removeItem(at: directory) }
     }
 
