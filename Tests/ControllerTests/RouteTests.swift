@@ -29,6 +29,28 @@ import Testing
         }
     }
 
+    /// The fleet gauges count what the store holds at each scrape: an agent enrolled an hour ago that never reported is
+    /// stale (three poll intervals are 90 s by default), one enrolled now is not.
+    @Test func metricsCountEnrolledAndStaleAgents() async throws {
+        try await Fixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await fixture.controller.core.store.enrollAgent(
+                    proposedID: "agt_quiet",
+                    name: "quiet",
+                    hostname: "h",
+                    services: ["api"],
+                    tokenHash: Token.digest("fyt_quiet"),
+                    at: Date().addingTimeInterval(-3600)
+                )
+                _ = try await fixture.enroll(client, name: "web-1")
+                let metrics = try await client.execute(uri: "/metrics", method: .get)
+                let text = String(buffer: metrics.body)
+                #expect(text.contains("ferry_agents_count 2"), "\(text)")
+                #expect(text.contains("ferry_agents_stale_count 1"), "\(text)")
+            }
+        }
+    }
+
     @Test func artifactUploadIsIdempotentAndServedWithRangesAndETag() async throws {
         try await Fixture.with { fixture in
             try await fixture.withRouter { client in

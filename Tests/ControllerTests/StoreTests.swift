@@ -119,4 +119,43 @@ import Testing
             }
         }
     }
+
+    /// `/metrics` counts enrolled and stale agents in the database (`agentTotals`) instead of reading every agent: the
+    /// counts must be the ones the rule in Swift gives (`ControllerCore.isStale`: neither the last report nor, without
+    /// one, the enrolment after the limit), for every limit.
+    @Test(arguments: StoreBackendKind.available)
+    func agentTotalsCountTheStaleAgentsAsTheFleetViewDoes(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            #expect(try await store.agentTotals(staleBefore: Date()) == .init(enrolled: 0, stale: 0))
+            let base = Date(timeIntervalSince1970: 1_800_000_000)
+            // Seconds after `base`: enrolled at, and the last report (nil: none).
+            let agents: [(enrolled: Double, reported: Double?)] = [(0, nil), (10, nil), (0, 20), (5, 5), (30, nil), (0, 40), (50, 1)]
+            for (index, agent) in agents.enumerated() {
+                let record = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: ["api"],
+                    tokenHash: Token.digest("fyt_agent_\(index)"),
+                    at: base.addingTimeInterval(agent.enrolled)
+                )
+                if let reported = agent.reported {
+                    let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [])
+                    try await store.recordStatus(report, agentID: record.id, receivedAt: base.addingTimeInterval(reported), historyLimit: 5)
+                }
+            }
+            // Limit (seconds after `base`) and how many agents were last seen before it.
+            let cases: [(limit: Double, stale: Int)] = [
+                (-1, 0), (0, 0), (0.5, 1), (1, 1), (1.5, 2), (5, 2), (6, 3), (10, 3), (11, 4), (20.5, 5), (40, 6), (41, 7), (1e6, 7),
+            ]
+            let all = try await store.agents()
+            for testCase in cases {
+                let staleBefore = base.addingTimeInterval(testCase.limit)
+                let totals = try await store.agentTotals(staleBefore: staleBefore)
+                let bySwift = all.filter { ($0.lastSeen ?? $0.enrolledAt) < staleBefore }.count
+                #expect(totals == .init(enrolled: agents.count, stale: testCase.stale), "limit \(testCase.limit)")
+                #expect(bySwift == testCase.stale, "limit \(testCase.limit)")
+            }
+        }
+    }
 }

@@ -50,7 +50,12 @@ struct ControllerCore: Sendable {
     /// Whether `agent` counts as stale at `instant`: no status report for three poll intervals (counted from its
     /// enrolment when it never reported).
     func isStale(_ agent: AgentRecord, at instant: Date) -> Bool {
-        let limit = Double(configuration.staleAfter.components.seconds)
-        return instant.timeIntervalSince(agent.lastSeen ?? agent.enrolledAt) > limit
+        (agent.lastSeen ?? agent.enrolledAt) < staleBefore(instant)
+    }
+
+    /// The instant before which an agent's last report (or, without one, its enrolment) makes it stale at `instant`:
+    /// `staleAfter` earlier. The store's counts (`fleetCounts`, `agentTotals`) take it.
+    func staleBefore(_ instant: Date) -> Date {
+        instant.addingTimeInterval(-Double(configuration.staleAfter.components.seconds))
     }
 }

@@ -135,3 +135,9 @@ struct AgentPage: Sendable {
     var total: Int
     var agents: [AgentRecord]
 }
+
+/// How many agents are enrolled, and how many of them are stale (`ControllerStore.agentTotals`).
+struct AgentTotals: Sendable, Equatable {
+    var enrolled: Int
+    var stale: Int
+}

@@ -41,7 +41,7 @@ struct FleetSnapshot: Sendable {
     /// Reads the fleet from `core`'s store: the summary, and the page of agents `query` selects.
     static func load(from core: ControllerCore, query: FleetQuery = FleetQuery()) async throws -> FleetSnapshot {
         let now = core.now()
-        let staleBefore = now.addingTimeInterval(-Double(core.configuration.staleAfter.components.seconds))
+        let staleBefore = core.staleBefore(now)
         let services = try await core.store.serviceSummaries()
         let summary = FleetSummary(try await core.store.fleetCounts(staleBefore: staleBefore))
         let page = try await core.store.agentPage(query, staleBefore: staleBefore)

@@ -11,11 +11,11 @@ struct OperationsRoutes: Sendable {
             JSONResponse.make(.object(["status": .string("ok")]))
         }
         router.get("/metrics") { _, _ in
-            // Fleet gauges are computed at scrape time: one cheap read instead of bookkeeping on every report.
-            let now = core.now()
-            let agents = try await core.store.agents()
-            core.metrics.agents.set(to: Double(agents.count))
-            core.metrics.staleAgents.set(to: Double(agents.filter { core.isStale($0, at: now) }.count))
+            // Fleet gauges are computed at scrape time: one count in the database instead of bookkeeping on every
+            // report (it used to read and decode every agent: tens of milliseconds a scrape at 10,000 agents).
+            let totals = try await core.store.agentTotals(staleBefore: core.staleBefore(core.now()))
+            core.metrics.agents.set(to: Double(totals.enrolled))
+            core.metrics.staleAgents.set(to: Double(totals.stale))
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],

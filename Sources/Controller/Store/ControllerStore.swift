@@ -128,6 +128,11 @@ protocol ControllerStore: Sendable {
     /// How many agents run each service, by service.
     func agentCounts() async throws -> [String: Int]
 
+    /// How many agents are enrolled, and how many of them are stale as `fleetCounts` counts them (neither the last
+    /// report nor, without one, the enrolment after `staleBefore`): what `/metrics` reports, counted by the database
+    /// rather than by reading every agent on each scrape.
+    func agentTotals(staleBefore: Date) async throws -> AgentTotals
+
     /// The latest statuses of the agents `agentIDs`.
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord]
 

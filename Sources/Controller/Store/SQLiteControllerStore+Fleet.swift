@@ -112,6 +112,19 @@ extension SQLiteControllerStore {
         return counts
     }
 
+    func agentTotals(staleBefore: Date) async throws -> AgentTotals {
+        let staleLimit = StoredTime.milliseconds(staleBefore)
+        let row = try await readDB.raw(
+            """
+            SELECT COUNT(*) AS enrolled,
+                   COALESCE(SUM(CASE WHEN COALESCE(last_seen, enrolled_at) < \(bind: staleLimit) THEN 1 ELSE 0 END), 0) AS stale
+            FROM agents
+            """
+        ).first()
+        guard let row else { return AgentTotals(enrolled: 0, stale: 0) }
+        return AgentTotals(enrolled: try row.decode(column: "enrolled", as: Int.self), stale: try row.decode(column: "stale", as: Int.self))
+    }
+
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord] {
         guard !agentIDs.isEmpty else { return [] }
         var records: [ServiceStatusRecord] = []
