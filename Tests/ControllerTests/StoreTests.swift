@@ -158,4 +158,35 @@ import Testing
             }
         }
     }
+
+    /// A publish orders its rollout by the ids and names of the service's agents (`agentNames(service:)`): exactly the
+    /// agents whose services hold the name, matched whole (no prefix, no case folding), each once.
+    @Test(arguments: StoreBackendKind.available)
+    func agentNamesOfAServiceAreExactlyItsAgents(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let services: [[String]] = [["api"], ["web"], ["api", "web"], ["apiv2"], ["web", "api"], ["api", "api"], []]
+            for (index, names) in services.enumerated() {
+                _ = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: names,
+                    tokenHash: Token.digest("fyt_agent_\(index)"),
+                    at: Date()
+                )
+            }
+            let cases: [(service: String, agents: Set<Int>)] = [
+                ("api", [0, 2, 4, 5]), ("web", [1, 2, 4]), ("apiv2", [3]), ("ap", []), ("API", []), ("api%", []), ("", []),
+            ]
+            let all = try await store.agents()
+            for testCase in cases {
+                let found = try await store.agentNames(service: testCase.service)
+                #expect(found.count == testCase.agents.count, "\(testCase.service): \(found)")
+                #expect(Set(found.map(\.id)) == Set(testCase.agents.map { "agt_\($0)" }), "\(testCase.service)")
+                #expect(Set(found.map(\.name)) == Set(testCase.agents.map { "agent-\($0)" }), "\(testCase.service)")
+                let bySwift = all.filter { $0.services.contains(testCase.service) }.map { AgentName(id: $0.id, name: $0.name) }
+                #expect(Set(bySwift.map(\.id)) == Set(found.map(\.id)), "\(testCase.service)")
+            }
+        }
+    }
 }

@@ -136,6 +136,12 @@ struct AgentPage: Sendable {
     var agents: [AgentRecord]
 }
 
+/// An agent's id and name (`ControllerStore.agentNames(service:)`).
+struct AgentName: Sendable, Equatable {
+    var id: String
+    var name: String
+}
+
 /// How many agents are enrolled, and how many of them are stale (`ControllerStore.agentTotals`).
 struct AgentTotals: Sendable, Equatable {
     var enrolled: Int

@@ -133,6 +133,10 @@ protocol ControllerStore: Sendable {
     /// rather than by reading every agent on each scrape.
     func agentTotals(staleBefore: Date) async throws -> AgentTotals
 
+    /// The id and name of every agent that runs `service`, in no particular order: what a publish needs for its
+    /// rollout's order, without reading and decoding every agent.
+    func agentNames(service: String) async throws -> [AgentName]
+
     /// The latest statuses of the agents `agentIDs`.
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord]
 

@@ -125,6 +125,17 @@ extension SQLiteControllerStore {
         return AgentTotals(enrolled: try row.decode(column: "enrolled", as: Int.self), stale: try row.decode(column: "stale", as: Int.self))
     }
 
+    func agentNames(service: String) async throws -> [AgentName] {
+        try await readDB.raw(
+            """
+            SELECT a.id, a.name FROM agents AS a
+            WHERE EXISTS (SELECT 1 FROM \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s")) WHERE s.value = \(bind: service))
+            """
+        ).all().map { row in
+            AgentName(id: try row.decode(column: "id", as: String.self), name: try row.decode(column: "name", as: String.self))
+        }
+    }
+
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord] {
         guard !agentIDs.isEmpty else { return [] }
         var records: [ServiceStatusRecord] = []
