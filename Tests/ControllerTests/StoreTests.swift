@@ -189,4 +189,78 @@ import Testing
             }
         }
     }
+
+    /// Rollout views read statuses without their processes, through the database's JSON functions
+    /// (`rolloutStatuses`): each must equal the status read whole with its processes left out — with failures and a
+    /// diagnosis (log tails), without serial or version, with quotes, backslashes and non-ASCII text, per service.
+    @Test(arguments: StoreBackendKind.available)
+    func rolloutStatusesAreTheStoredStatusesWithoutProcesses(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let process = ProcessReport(
+                name: "api",
+                pmId: 0,
+                pid: 4321,
+                status: "online",
+                restarts: 0,
+                uptimeSeconds: 90,
+                memoryBytes: 50 << 20,
+                cpuPercent: 1
+            )
+            func status(
+                _ service: String,
+                serial: Int64?,
+                target: Int64?,
+                _ phase: DeployPhase,
+                _ message: String,
+                failures: [ReleaseFailure] = [],
+                processes: [ProcessReport] = []
+            ) -> ServiceStatus {
+                ServiceStatus(
+                    service: service,
+                    serial: serial,
+                    version: serial.map { "1.0.\($0)" },
+                    targetSerial: target,
+                    phase: phase,
+                    message: message,
+                    health: phase == .running ? .healthy : .unknown,
+                    failures: failures,
+                    processes: processes
+                )
+            }
+            let refused = ReleaseFailure(serial: 3, reason: #"signature check failed: key "k1" is not trusted — é \ ∑"#, kind: "refused")
+            let reports: [[ServiceStatus]] = [
+                [status("api", serial: 2, target: 2, .running, "running serial 2", processes: [process, process])],
+                [InsightRoutesTests.rolledBack()],
+                [status("api", serial: nil, target: 3, .deploying, #"downloading «1.0.3» "quoted" \ back"#)],
+                [
+                    status("api", serial: 2, target: 3, .running, "running serial 2", failures: [refused], processes: [process]),
+                    status("web", serial: 7, target: 7, .running, "running serial 7"),
+                ],
+                [status("web", serial: 7, target: 8, .failed, "serial 8 failed: exit 1")],
+            ]
+            for (index, services) in reports.enumerated() {
+                let agent = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: ["api", "web"],
+                    tokenHash: Token.digest("fyt_agent_\(index)"),
+                    at: Date()
+                )
+                let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: services)
+                try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+            }
+            for (service, count) in [("api", 4), ("web", 2), ("none", 0)] {
+                let slim = try await store.rolloutStatuses(service: service)
+                var whole: [String: ServiceStatus] = [:]
+                for record in try await store.serviceStatuses(service: service) {
+                    var status = record.status
+                    status.processes = []
+                    whole[record.agentID] = status
+                }
+                #expect(slim.count == count, "\(service)")
+                #expect(slim == whole, "\(service)")
+            }
+        }
+    }
 }

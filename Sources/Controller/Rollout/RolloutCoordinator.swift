@@ -337,7 +337,7 @@ actor RolloutCoordinator {
     // MARK: Helpers
 
     private func agentNames() async throws -> [String: String] {
-        Dictionary(try await store.agents().map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        Dictionary(try await store.agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
     }
 }
 

@@ -50,15 +50,16 @@ struct RolloutView: Sendable {
         }
     }
 
-    /// Builds the views of `rollouts` with one read of the agents and one of each service's statuses.
+    /// Builds the views of `rollouts` with one read of the agents' names and one of each service's statuses, without
+    /// their processes (`rolloutStatuses`: no view shows them). Reading and decoding every agent and every status whole
+    /// made `GET /v1/rollouts`, and the fleet view and dashboard that show the rollouts, take most of a second at
+    /// 10,000 agents (docs/benchmarks.md).
     static func load(_ rollouts: [RolloutRecord], from store: any ControllerStore) async throws -> [RolloutView] {
         guard !rollouts.isEmpty else { return [] }
-        let names = Dictionary(try await store.agents().map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let names = Dictionary(try await store.agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         var statuses: [String: [String: ServiceStatus]] = [:]
         for service in Set(rollouts.map(\.service)) {
-            var byAgent: [String: ServiceStatus] = [:]
-            for record in try await store.serviceStatuses(service: service) { byAgent[record.agentID] = record.status }
-            statuses[service] = byAgent
+            statuses[service] = try await store.rolloutStatuses(service: service)
         }
         return rollouts.map { RolloutView($0, names: names, statuses: statuses[$0.service] ?? [:]) }
     }

@@ -133,9 +133,15 @@ protocol ControllerStore: Sendable {
     /// rather than by reading every agent on each scrape.
     func agentTotals(staleBefore: Date) async throws -> AgentTotals
 
-    /// The id and name of every agent that runs `service`, in no particular order: what a publish needs for its
-    /// rollout's order, without reading and decoding every agent.
-    func agentNames(service: String) async throws -> [AgentName]
+    /// The id and name of every agent that runs `service` (every agent: `nil`), in no particular order: what a publish
+    /// needs for its rollout's order and a rollout view for its agents' names, without reading and decoding every agent.
+    func agentNames(service: String?) async throws -> [AgentName]
+
+    /// The latest status of every agent for `service`, by agent id, without its processes (`processes` is empty): what
+    /// a rollout's view needs (where each agent stands on the serial), read from the stored JSON by the database's own
+    /// JSON functions instead of parsing and checking every status whole. Equal to `serviceStatuses(service:)` with the
+    /// processes left out.
+    func rolloutStatuses(service: String) async throws -> [String: ServiceStatus]
 
     /// The latest statuses of the agents `agentIDs`.
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord]

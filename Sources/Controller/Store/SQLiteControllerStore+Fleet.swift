@@ -125,14 +125,71 @@ extension SQLiteControllerStore {
         return AgentTotals(enrolled: try row.decode(column: "enrolled", as: Int.self), stale: try row.decode(column: "stale", as: Int.self))
     }
 
-    func agentNames(service: String) async throws -> [AgentName] {
-        try await readDB.raw(
-            """
-            SELECT a.id, a.name FROM agents AS a
-            WHERE EXISTS (SELECT 1 FROM \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s")) WHERE s.value = \(bind: service))
-            """
-        ).all().map { row in
+    func agentNames(service: String?) async throws -> [AgentName] {
+        let rows: [any SQLRow]
+        if let service {
+            rows = try await readDB.raw(
+                """
+                SELECT a.id, a.name FROM agents AS a
+                WHERE EXISTS (SELECT 1 FROM \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s")) WHERE s.value = \(bind: service))
+                """
+            ).all()
+        } else {
+            rows = try await readDB.raw("SELECT id, name FROM agents").all()
+        }
+        return try rows.map { row in
             AgentName(id: try row.decode(column: "id", as: String.self), name: try row.decode(column: "name", as: String.self))
+        }
+    }
+
+    func rolloutStatuses(service: String) async throws -> [String: ServiceStatus] {
+        let text = { (field: String) in self.dialect.jsonText("status", field) }
+        let integer = { (field: String) in self.dialect.jsonInteger("status", field) }
+        let rows = try await readDB.raw(
+            """
+            SELECT agent_id, \(unsafeRaw: integer("serial")) AS serial, \(unsafeRaw: integer("targetSerial")) AS target_serial,
+                   \(unsafeRaw: text("version")) AS version, \(unsafeRaw: text("phase")) AS phase, \(unsafeRaw: text("health")) AS health,
+                   \(unsafeRaw: text("message")) AS message, \(unsafeRaw: text("failures")) AS failures
+            FROM service_status WHERE service = \(bind: service)
+            """
+        ).all()
+        var statuses: [String: ServiceStatus] = [:]
+        statuses.reserveCapacity(rows.count)
+        for row in rows {
+            let agentID = try row.decode(column: "agent_id", as: String.self)
+            let phase = try row.decode(column: "phase", as: String?.self)
+            let health = try row.decode(column: "health", as: String?.self)
+            guard let phase = phase.flatMap(DeployPhase.init(rawValue:)), let health = health.flatMap(HealthState.init(rawValue:)),
+                let message = try row.decode(column: "message", as: String?.self)
+            else {
+                throw StoreError.corruptRow(
+                    table: "service_status",
+                    reason: "the status of \(agentID) for \(service) lacks a valid phase, health or message"
+                )
+            }
+            statuses[agentID] = ServiceStatus(
+                service: service,
+                serial: try row.decode(column: "serial", as: Int64?.self),
+                version: try row.decode(column: "version", as: String?.self),
+                targetSerial: try row.decode(column: "target_serial", as: Int64?.self),
+                phase: phase,
+                message: message,
+                health: health,
+                failures: try Self.failures(fromJSON: try row.decode(column: "failures", as: String?.self), agentID: agentID),
+                processes: []
+            )
+        }
+        return statuses
+    }
+
+    /// A stored status's `failures` (JSON text, or `nil` when absent), as the status's own decoder reads them.
+    private static func failures(fromJSON text: String?, agentID: String) throws -> [ReleaseFailure] {
+        // Most statuses carry none.
+        guard let text, text != "[]" else { return [] }
+        do {
+            return try Field.list(limit: 32, ReleaseFailure.init(json:path:))(JSONValue.parse(Array(text.utf8)), "failures")
+        } catch {
+            throw StoreError.corruptRow(table: "service_status", reason: "the failures of \(agentID): \(error)")
         }
     }
 

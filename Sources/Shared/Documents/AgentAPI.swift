@@ -246,7 +246,7 @@ package struct ReleaseFailure: Sendable, Equatable {
         self.diagnosis = diagnosis
     }
 
-    init(json: JSONValue, path: String) throws(DocumentError) {
+    package init(json: JSONValue, path: String) throws(DocumentError) {
         var reader = try ObjectReader(json, path: path)
         serial = try reader.required("serial", Field.integer(in: 0...Release.maximumSerial))
         reason = try reader.required("reason", ServiceStatus.text(maxLength: 2048))
