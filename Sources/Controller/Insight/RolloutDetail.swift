@@ -19,7 +19,7 @@ struct RolloutDetail: Sendable {
         }
         var statuses: [String: ServiceStatusRecord] = [:]
         for record in try await store.serviceStatuses(service: service) { statuses[record.agentID] = record }
-        let names = Dictionary(try await store.agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let names = try await store.agentNamesByID()
         let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
         return RolloutDetail(view: view, statuses: statuses)
     }

@@ -258,7 +258,7 @@ actor RolloutCoordinator {
             staleAfter: configuration.staleAfter
         )
         var names: [String: String] = [:]
-        if case .halt = decision { names = try await agentNames() }
+        if case .halt = decision { names = try await store.agentNamesByID() }
         var machine = RolloutStateMachine(rollout)
         guard case .persist(let transition) = try machine.evaluated(decision, agentNames: names, at: instant) else { return }
         let next = transition.rollout
@@ -313,7 +313,7 @@ actor RolloutCoordinator {
             members.contains($0.agentID) && $0.status.serial == rollout.serial
         }
         guard !running.isEmpty else { return [] }
-        let names = try await agentNames()
+        let names = try await store.agentNamesByID()
         return running.map { names[$0.agentID] ?? $0.agentID }.sorted()
     }
 
@@ -332,12 +332,6 @@ actor RolloutCoordinator {
         logger.info(message, metadata: metadata)
         if transition.changesDesiredState { desiredStates.rolloutChanged(service: rollout.service) }
         return true
-    }
-
-    // MARK: Helpers
-
-    private func agentNames() async throws -> [String: String] {
-        Dictionary(try await store.agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
     }
 }
 

@@ -56,7 +56,7 @@ struct RolloutView: Sendable {
     /// 10,000 agents (docs/benchmarks.md).
     static func load(_ rollouts: [RolloutRecord], from store: any ControllerStore) async throws -> [RolloutView] {
         guard !rollouts.isEmpty else { return [] }
-        let names = Dictionary(try await store.agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let names = try await store.agentNamesByID()
         var statuses: [String: [String: ServiceStatus]] = [:]
         for service in Set(rollouts.map(\.service)) {
             statuses[service] = try await store.rolloutStatuses(service: service)

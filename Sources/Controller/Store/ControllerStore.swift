@@ -211,6 +211,11 @@ protocol ControllerStore: Sendable {
 }
 
 extension ControllerStore {
+    /// Every agent's name by id (`agentNames(service: nil)`): what rollout views and messages name agents by.
+    func agentNamesByID() async throws -> [String: String] {
+        Dictionary(try await agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// Creates a token with a fresh public id; the stored record.
     @discardableResult
     func createToken(
