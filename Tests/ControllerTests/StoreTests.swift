@@ -190,9 +190,10 @@ import Testing
         }
     }
 
-    /// Rollout views read statuses without their processes, through the database's JSON functions
-    /// (`rolloutStatuses`): each must equal the status read whole with its processes left out — with failures and a
-    /// diagnosis (log tails), without serial or version, with quotes, backslashes and non-ASCII text, per service.
+    /// Rollout views and the rollout coordinator read statuses without their processes, through the database's JSON
+    /// functions (`rolloutStatuses`): each must equal the status read whole with its processes left out, and carry
+    /// the same time — with failures and a diagnosis (log tails), without serial or version, with quotes, backslashes
+    /// and non-ASCII text, per service.
     @Test(arguments: StoreBackendKind.available)
     func rolloutStatusesAreTheStoredStatusesWithoutProcesses(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in
@@ -238,6 +239,7 @@ import Testing
                 ],
                 [status("web", serial: 7, target: 8, .failed, "serial 8 failed: exit 1")],
             ]
+            var agentIDs: [String] = []
             for (index, services) in reports.enumerated() {
                 let agent = try await store.enrollAgent(
                     proposedID: "agt_\(index)",
@@ -249,14 +251,14 @@ import Testing
                 )
                 let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: services)
                 try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+                agentIDs.append(agent.id)
             }
             for (service, count) in [("api", 4), ("web", 2), ("none", 0)] {
                 let slim = try await store.rolloutStatuses(service: service)
-                var whole: [String: ServiceStatus] = [:]
-                for record in try await store.serviceStatuses(service: service) {
-                    var status = record.status
-                    status.processes = []
-                    whole[record.agentID] = status
+                var whole: [String: ServiceStatusRecord] = [:]
+                for var record in try await store.serviceStatuses(agentIDs: agentIDs) where record.status.service == service {
+                    record.status.processes = []
+                    whole[record.agentID] = record
                 }
                 #expect(slim.count == count, "\(service)")
                 #expect(slim == whole, "\(service)")

@@ -17,8 +17,8 @@ struct RolloutDetail: Sendable {
         guard let rollout = try await store.rollouts(service: service, limit: searchDepth).first(where: { $0.serial == serial }) else {
             return nil
         }
-        var statuses: [String: ServiceStatusRecord] = [:]
-        for record in try await store.serviceStatuses(service: service) { statuses[record.agentID] = record }
+        // Without processes (the page does not show them); failures come whole, with their diagnosis.
+        let statuses = try await store.rolloutStatuses(service: service)
         let names = try await store.agentNamesByID()
         let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
         return RolloutDetail(view: view, statuses: statuses)

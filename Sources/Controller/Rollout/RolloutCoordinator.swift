@@ -110,7 +110,10 @@ actor RolloutCoordinator {
             } else {
                 healthySince[rollout.id]?[agent.id] = nil
             }
-            rollouts.byService[status.service]?.statuses[agent.id] = ServiceStatusRecord(agentID: agent.id, status: status, updatedAt: receivedAt)
+            // Without processes, as the copy is read from the store (`memberStatuses`).
+            var slim = status
+            slim.processes = []
+            rollouts.byService[status.service]?.statuses[agent.id] = ServiceStatusRecord(agentID: agent.id, status: slim, updatedAt: receivedAt)
         }
         active = rollouts
         guard touched else { return }
@@ -309,7 +312,7 @@ actor RolloutCoordinator {
     /// go back to a lower serial).
     private func agentsOnSerial(_ rollout: RolloutRecord) async throws -> [String] {
         let members = Set(rollout.agentOrder)
-        let running = try await store.serviceStatuses(service: rollout.service).filter {
+        let running = try await store.rolloutStatuses(service: rollout.service).values.filter {
             members.contains($0.agentID) && $0.status.serial == rollout.serial
         }
         guard !running.isEmpty else { return [] }
@@ -373,14 +376,12 @@ struct ActiveRollouts: Sendable {
         }
     }
 
-    /// The stored statuses of `rollout`'s service, members only, by agent id.
+    /// The stored statuses of `rollout`'s service, members only, by agent id, without their processes (no rule of a
+    /// rollout reads them). The timer reads these every `tickInterval` and the reports' copy after every transition:
+    /// reading and decoding every status whole cost about a quarter of a second of CPU each time at 10,000 agents.
     static func memberStatuses(of rollout: RolloutRecord, from store: any ControllerStore) async throws -> [String: ServiceStatusRecord] {
-        var statuses: [String: ServiceStatusRecord] = [:]
         let members = Set(rollout.agentOrder)
-        for record in try await store.serviceStatuses(service: rollout.service) where members.contains(record.agentID) {
-            statuses[record.agentID] = record
-        }
-        return statuses
+        return try await store.rolloutStatuses(service: rollout.service).filter { members.contains($0.key) }
     }
 }
 

@@ -59,7 +59,7 @@ struct RolloutView: Sendable {
         let names = try await store.agentNamesByID()
         var statuses: [String: [String: ServiceStatus]] = [:]
         for service in Set(rollouts.map(\.service)) {
-            statuses[service] = try await store.rolloutStatuses(service: service)
+            statuses[service] = try await store.rolloutStatuses(service: service).mapValues(\.status)
         }
         return rollouts.map { RolloutView($0, names: names, statuses: statuses[$0.service] ?? [:]) }
     }

@@ -104,9 +104,6 @@ protocol ControllerStore: Sendable {
     /// An agent's stored reports, newest first, at most `limit`.
     func statusHistory(agentID: String, limit: Int) async throws -> [StatusHistoryEntry]
 
-    /// The latest status of every agent for `service`.
-    func serviceStatuses(service: String) async throws -> [ServiceStatusRecord]
-
     /// The latest status of every service `agentID` reported.
     func serviceStatuses(agentID: String) async throws -> [ServiceStatusRecord]
 
@@ -138,10 +135,10 @@ protocol ControllerStore: Sendable {
     func agentNames(service: String?) async throws -> [AgentName]
 
     /// The latest status of every agent for `service`, by agent id, without its processes (`processes` is empty): what
-    /// a rollout's view needs (where each agent stands on the serial), read from the stored JSON by the database's own
-    /// JSON functions instead of parsing and checking every status whole. Equal to `serviceStatuses(service:)` with the
-    /// processes left out.
-    func rolloutStatuses(service: String) async throws -> [String: ServiceStatus]
+    /// rollouts need (where each agent stands on the serial, and since when), read from the stored JSON by the
+    /// database's own JSON functions instead of parsing and checking every status whole. Equal to the
+    /// statuses read whole (`serviceStatuses(agentIDs:)`) with the processes left out.
+    func rolloutStatuses(service: String) async throws -> [String: ServiceStatusRecord]
 
     /// The latest statuses of the agents `agentIDs`.
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord]

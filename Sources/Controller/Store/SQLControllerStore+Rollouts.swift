@@ -282,12 +282,6 @@ extension SQLControllerStore {
 
     // MARK: Status and release reads
 
-    func serviceStatuses(service: String) async throws -> [ServiceStatusRecord] {
-        try await readDB.raw(
-            "SELECT agent_id, status, updated_at FROM service_status WHERE service = \(bind: service) ORDER BY agent_id"
-        ).all().map(Self.serviceStatusRecord(from:))
-    }
-
     func serviceStatuses(agentID: String) async throws -> [ServiceStatusRecord] {
         try await readDB.raw(
             "SELECT agent_id, status, updated_at FROM service_status WHERE agent_id = \(bind: agentID) ORDER BY service"

@@ -142,18 +142,18 @@ extension SQLiteControllerStore {
         }
     }
 
-    func rolloutStatuses(service: String) async throws -> [String: ServiceStatus] {
+    func rolloutStatuses(service: String) async throws -> [String: ServiceStatusRecord] {
         let text = { (field: String) in self.dialect.jsonText("status", field) }
         let integer = { (field: String) in self.dialect.jsonInteger("status", field) }
         let rows = try await readDB.raw(
             """
-            SELECT agent_id, \(unsafeRaw: integer("serial")) AS serial, \(unsafeRaw: integer("targetSerial")) AS target_serial,
+            SELECT agent_id, updated_at, \(unsafeRaw: integer("serial")) AS serial, \(unsafeRaw: integer("targetSerial")) AS target_serial,
                    \(unsafeRaw: text("version")) AS version, \(unsafeRaw: text("phase")) AS phase, \(unsafeRaw: text("health")) AS health,
                    \(unsafeRaw: text("message")) AS message, \(unsafeRaw: text("failures")) AS failures
             FROM service_status WHERE service = \(bind: service)
             """
         ).all()
-        var statuses: [String: ServiceStatus] = [:]
+        var statuses: [String: ServiceStatusRecord] = [:]
         statuses.reserveCapacity(rows.count)
         for row in rows {
             let agentID = try row.decode(column: "agent_id", as: String.self)
@@ -167,7 +167,7 @@ extension SQLiteControllerStore {
                     reason: "the status of \(agentID) for \(service) lacks a valid phase, health or message"
                 )
             }
-            statuses[agentID] = ServiceStatus(
+            let status = ServiceStatus(
                 service: service,
                 serial: try row.decode(column: "serial", as: Int64?.self),
                 version: try row.decode(column: "version", as: String?.self),
@@ -177,6 +177,11 @@ extension SQLiteControllerStore {
                 health: health,
                 failures: try Self.failures(fromJSON: try row.decode(column: "failures", as: String?.self), agentID: agentID),
                 processes: []
+            )
+            statuses[agentID] = ServiceStatusRecord(
+                agentID: agentID,
+                status: status,
+                updatedAt: StoredTime.date(try row.decode(column: "updated_at", as: Int64.self))
             )
         }
         return statuses
