@@ -16,7 +16,7 @@ extension SQLiteControllerStore {
                    CASE WHEN COALESCE(a.last_seen, a.enrolled_at) < \(bind: StoredTime.milliseconds(staleBefore)) THEN 1 ELSE 0 END AS stale,
                    COUNT(*) AS n
             FROM agents AS a CROSS JOIN \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
-            LEFT JOIN service_status AS st ON st.agent_id = a.id AND st.service = s.value
+            LEFT JOIN \(dialect.statusRows(as: "st", where: "1 = 1")) ON st.agent_id = a.id AND st.service = s.value
             GROUP BY 1, 2, 3, 4, 5, 6
             ORDER BY 1, 3 DESC NULLS LAST, 2 NULLS FIRST, 4, 5 NULLS FIRST, 6
             """
@@ -90,7 +90,7 @@ extension SQLiteControllerStore {
                        (SELECT MIN(CASE WHEN \(unsafeRaw: phase) IN ('failed', 'rolled-back') THEN 0
                                         WHEN \(unsafeRaw: dialect.jsonText("st.status", "health")) = 'unhealthy' THEN 1
                                         WHEN \(unsafeRaw: phase) = 'deploying' THEN 3 ELSE 4 END)
-                        FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
+                        FROM \(dialect.statusRows(as: "st", where: "st.agent_id = a.id"))) AS trouble
                 FROM agents AS a WHERE \(filter)
             ) AS page
             ORDER BY CASE WHEN page.trouble <= 1 THEN page.trouble
@@ -150,7 +150,7 @@ extension SQLiteControllerStore {
             SELECT agent_id, updated_at, \(unsafeRaw: integer("serial")) AS serial, \(unsafeRaw: integer("targetSerial")) AS target_serial,
                    \(unsafeRaw: text("version")) AS version, \(unsafeRaw: text("phase")) AS phase, \(unsafeRaw: text("health")) AS health,
                    \(unsafeRaw: text("message")) AS message, \(unsafeRaw: text("failures")) AS failures
-            FROM service_status WHERE service = \(bind: service)
+            FROM \(dialect.statusRows(as: "st", where: "st.service = \(bind: service)"))
             """
         ).all()
         var statuses: [String: ServiceStatusRecord] = [:]
