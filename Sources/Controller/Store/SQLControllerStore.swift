@@ -431,11 +431,11 @@ final class SQLControllerStore: ControllerStore {
     func runningSerials(for services: [String]) async throws -> [String: [String: Int64]] {
         guard !services.isEmpty else { return [:] }
         let names = SQLList(services.map { SQLBind($0) })
-        let serial = dialect.jsonInteger("status", "serial")
+        let serial = dialect.jsonInteger("st.status", "serial")
         let rows = try await readDB.raw(
             """
-            SELECT agent_id, service, \(unsafeRaw: serial) AS serial FROM service_status
-            WHERE service IN \(SQLGroupExpression(names)) AND \(unsafeRaw: serial) IS NOT NULL
+            SELECT agent_id, service, \(unsafeRaw: serial) AS serial
+            FROM \(dialect.statusRows(as: "st", where: "st.service IN \(SQLGroupExpression(names))")) WHERE \(unsafeRaw: serial) IS NOT NULL
             """
         ).all()
         var running: [String: [String: Int64]] = [:]

@@ -55,18 +55,17 @@ extension SQLiteControllerStore {
                 )
             }
         }
+        // Conditions on a status's fields; the rows are the agent's statuses (of `service` when given).
         var statusConditions: [SQLQueryString] = []
-        if let service = query.service, query.version != nil || (query.phase != nil && query.phase != FleetQuery.unreported) || query.health != nil {
-            statusConditions.append("st.service = \(bind: service)")
-        }
         if let version = query.version { statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "version")) = \(bind: version)") }
         if let phase = query.phase, phase != FleetQuery.unreported {
             statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "phase")) = \(bind: phase)")
         }
         if let health = query.health { statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "health")) = \(bind: health.rawValue)") }
         if !statusConditions.isEmpty {
+            let rows: SQLQueryString = query.service.map { "st.agent_id = a.id AND st.service = \(bind: $0)" } ?? "st.agent_id = a.id"
             conditions.append(
-                "EXISTS (SELECT 1 FROM service_status AS st WHERE st.agent_id = a.id AND \(statusConditions.joined(separator: " AND ")))"
+                "EXISTS (SELECT 1 FROM \(dialect.statusRows(as: "st", where: rows)) WHERE \(statusConditions.joined(separator: " AND ")))"
             )
         }
         if let stale = query.stale {
