@@ -21,6 +21,8 @@ final class BenchController: Sendable {
         var agents: Int
         /// `serve --poll-interval`: what agents are told (and three of them without a report marks one stale).
         var pollSeconds: Int = 15
+        /// `serve --database`: PostgreSQL instead of SQLite in the data directory.
+        var database: String? = nil
     }
 
     let setup: Setup
@@ -51,19 +53,20 @@ final class BenchController: Sendable {
     static func start(_ setup: Setup) async throws -> BenchController {
         let dir = setup.directory
         let data = dir + "/data"
+        let store = ["--data-dir", data] + (setup.database.map { ["--database", $0] } ?? [])
         _ = try await run(setup.executable, ["keygen", "--out", dir + "/operator"])
         let operatorToken = try await run(
             setup.executable,
-            ["token", "create", "--data-dir", data, "--role", "operator", "--name", "fleet-bench"]
+            ["token", "create"] + store + ["--role", "operator", "--name", "fleet-bench"]
         ).trimmingCharacters(in: .whitespacesAndNewlines)
         let enrollToken = try await run(
             setup.executable,
-            ["token", "create", "--data-dir", data, "--role", "enroll", "--name", "fleet-bench", "--any-service", "--max-uses", String(setup.agents)]
+            ["token", "create"] + store + ["--role", "enroll", "--name", "fleet-bench", "--any-service", "--max-uses", String(setup.agents)]
         ).trimmingCharacters(in: .whitespacesAndNewlines)
-        var arguments = [
-            "serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--trusted-key", dir + "/operator.pub", "--log-level", "warning",
-            "--poll-seconds", String(setup.pollSeconds),
-        ]
+        var arguments =
+            ["serve", "--listen", "127.0.0.1:0"] + store + [
+                "--trusted-key", dir + "/operator.pub", "--log-level", "warning", "--poll-seconds", String(setup.pollSeconds),
+            ]
         var caFile: String?
         if setup.tls {
             let certificate = dir + "/tls.pem"

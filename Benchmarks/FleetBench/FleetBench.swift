@@ -44,6 +44,11 @@ struct FleetBench: AsyncParsableCommand {
             "An nginx executable: replay the burst of reports after the wake against it (`return 204`, same requests, same schedule) as the baseline."
     )
     var nginx: String?
+    @Option(
+        name: .long,
+        help: "A PostgreSQL database URL for the controller (serve --database), instead of SQLite in the work directory. It should be empty."
+    )
+    var database: String?
 
     func validate() throws {
         guard (1...50_000).contains(agents) else { throw ValidationError("--agents must be between 1 and 50000") }
@@ -65,7 +70,7 @@ struct FleetBench: AsyncParsableCommand {
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: directory) } }
         let (artifact, ecosystem) = try BenchArtifact.write(into: directory)
         let controller = try await BenchController.start(
-            .init(executable: controllerBin, directory: directory, tls: tls, agents: agents)
+            .init(executable: controllerBin, directory: directory, tls: tls, agents: agents, database: database)
         )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoops)
         let outcome: Result<Bool, any Error>
