@@ -270,7 +270,9 @@ struct FleetBench: AsyncParsableCommand {
                     + "its start, signing, connecting)"
             )
         }
-        if let database {
+        if self.database != nil {
+            print("controller database                 PostgreSQL (--database; its sizes are not read)")
+        } else if let database {
             print(
                 "controller database at the publish  \(megabytes(database.main)) MB, WAL \(megabytes(database.wal)) MB"
                     + (steady > 0 ? " (largest sampled during the steady phase: \(megabytes(largestWAL)) MB)" : "")
