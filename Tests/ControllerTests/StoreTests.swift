@@ -265,4 +265,127 @@ import Testing
             }
         }
     }
+
+    /// The fleet view's columns (version, serial, phase, health; schema version 6) hold what the status's JSON holds,
+    /// whichever path wrote it (one report, a batch, a status replaced by a later one), and a database migrated from
+    /// version 5 gets them from the JSON already stored.
+    @Test(arguments: StoreBackendKind.available)
+    func theFleetColumnsAreTheStatusFields(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, location in
+            func status(_ service: String, serial: Int64?, version: String?, _ phase: DeployPhase, _ health: HealthState) -> ServiceStatus {
+                ServiceStatus(
+                    service: service,
+                    serial: serial,
+                    version: version,
+                    targetSerial: serial,
+                    phase: phase,
+                    message: "m",
+                    health: health,
+                    failures: [],
+                    processes: []
+                )
+            }
+            // (written alone or in a batch, the statuses)
+            let reports: [(single: Bool, services: [ServiceStatus])] = [
+                (true, [status("api", serial: 2, version: "1.0.2", .running, .healthy)]),
+                (
+                    true,
+                    [
+                        status("api", serial: nil, version: nil, .deploying, .unknown),
+                        status("web", serial: 9_007_199_254_740_993, version: "9", .failed, .unhealthy),
+                    ]
+                ),
+                (false, [status("api", serial: 3, version: #"3 "quoted" é"#, .rolledBack, .healthy)]),
+                (
+                    false,
+                    [
+                        status("web", serial: Int64.max, version: "", .running, .unhealthy),
+                        status("api", serial: 0, version: "0", .deploying, .unknown),
+                    ]
+                ),
+                (false, [status("api", serial: 1, version: "1", .failed, .unknown)]),
+            ]
+            var writes: [StatusWrite] = []
+            for (index, report) in reports.enumerated() {
+                let agent = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: ["api", "web"],
+                    tokenHash: Token.digest("fyt_agent_\(index)"),
+                    at: Date()
+                )
+                let statusReport = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: report.services)
+                if report.single {
+                    // Written twice: the second replaces the first's columns too.
+                    let first = StatusReport(
+                        agentVersion: "1",
+                        hostname: "h",
+                        processManager: "pm2",
+                        services: [status("api", serial: 7, version: "7", .failed, .unhealthy)]
+                    )
+                    try await store.recordStatus(first, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+                    try await store.recordStatus(statusReport, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+                } else {
+                    writes.append(StatusWrite(report: statusReport, agentID: agent.id, receivedAt: Date()))
+                }
+            }
+            // A batch with an earlier report of agent 2 first: its later one is what stays.
+            let earlier = StatusReport(
+                agentVersion: "1",
+                hostname: "h",
+                processManager: "pm2",
+                services: [status("api", serial: 5, version: "5", .running, .healthy)]
+            )
+            writes.insert(StatusWrite(report: earlier, agentID: "agt_2", receivedAt: Date()), at: 0)
+            #expect(try await store.recordStatuses(writes, historyLimit: 5).allSatisfy { $0 })
+
+            let dialect = location.dialect
+            func rows(_ store: SQLControllerStore) async throws -> [String] {
+                try await store.readDB.raw(
+                    """
+                    SELECT agent_id, service, version, serial, phase, health,
+                           \(unsafeRaw: dialect.jsonText("status", "version")) AS j_version, \(unsafeRaw: dialect.jsonInteger("status", "serial")) AS j_serial,
+                           \(unsafeRaw: dialect.jsonText("status", "phase")) AS j_phase, \(unsafeRaw: dialect.jsonText("status", "health")) AS j_health
+                    FROM service_status ORDER BY agent_id, service
+                    """
+                ).all().map { row in
+                    let columns = [
+                        try row.decode(column: "version", as: String?.self) ?? "nil",
+                        try row.decode(column: "serial", as: Int64?.self).map { "\($0)" } ?? "nil",
+                        try row.decode(column: "phase", as: String?.self) ?? "nil", try row.decode(column: "health", as: String?.self) ?? "nil",
+                    ]
+                    let json = [
+                        try row.decode(column: "j_version", as: String?.self) ?? "nil",
+                        try row.decode(column: "j_serial", as: Int64?.self).map { "\($0)" } ?? "nil",
+                        try row.decode(column: "j_phase", as: String?.self) ?? "nil", try row.decode(column: "j_health", as: String?.self) ?? "nil",
+                    ]
+                    let key = "\(try row.decode(column: "agent_id", as: String.self))/\(try row.decode(column: "service", as: String.self))"
+                    #expect(columns == json, "\(key)")
+                    return ([key] + columns).joined(separator: " ")
+                }
+            }
+            let expected = [
+                "agt_0/api 1.0.2 2 running healthy",
+                "agt_1/api nil nil deploying unknown",
+                "agt_1/web 9 9007199254740993 failed unhealthy",
+                #"agt_2/api 3 "quoted" é 3 rolled-back healthy"#,
+                "agt_3/api 0 0 deploying unknown",
+                "agt_3/web  9223372036854775807 running unhealthy",
+                "agt_4/api 1 1 failed unknown",
+            ]
+            #expect(try await rows(store) == expected)
+
+            // The database as version 5 left it: the same statuses, no columns. Opening it again migrates it.
+            try await store.close()
+            try await location.execute(
+                ["version", "serial", "phase", "health"].map { "ALTER TABLE service_status DROP COLUMN \($0)" } + [
+                    "DELETE FROM ferry_schema WHERE version = 6"
+                ]
+            )
+            let migrated = try await location.open()
+            #expect(try await rows(migrated) == expected)
+            try await migrated.close()
+        }
+    }
 }

@@ -315,9 +315,9 @@ final class SQLControllerStore: ControllerStore {
                 let statusText = String(decoding: service.json.encoded(), as: UTF8.self)
                 try await db.raw(
                     """
-                    INSERT INTO service_status (agent_id, service, status, updated_at)
-                    VALUES (\(bind: agentID), \(bind: service.service), \(bind: statusText), \(bind: now))
-                    ON CONFLICT (agent_id, service) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+                    INSERT INTO service_status (agent_id, service, status, updated_at, \(unsafeRaw: Self.statusFieldColumns))
+                    VALUES (\(bind: agentID), \(bind: service.service), \(bind: statusText), \(bind: now), \(Self.statusFields(service)))
+                    ON CONFLICT (agent_id, service) DO UPDATE SET \(unsafeRaw: Self.statusUpsert)
                     """
                 ).run()
             }
@@ -333,6 +333,20 @@ final class SQLControllerStore: ControllerStore {
         }
     }
 
+    /// The columns that repeat fields of `service_status.status` for the fleet view (schema version 6), in the order
+    /// `statusFields` binds them.
+    private static let statusFieldColumns = "version, serial, phase, health"
+    /// What a status upsert replaces: the JSON, its time and the columns taken from it.
+    private static let statusUpsert = """
+        status = excluded.status, updated_at = excluded.updated_at, version = excluded.version, serial = excluded.serial, \
+        phase = excluded.phase, health = excluded.health
+        """
+
+    /// `status`'s fields as `statusFieldColumns` stores them: what the JSON text written beside them holds.
+    private static func statusFields(_ status: ServiceStatus) -> SQLList {
+        SQLList([SQLBind(status.version), SQLBind(status.serial), SQLBind(status.phase.rawValue), SQLBind(status.health.rawValue)])
+    }
+
     /// Bind values per statement at most (SQLite allows 32,766; a batch never comes near, the chunks keep it so).
     private static let bindsPerStatement = 4_000
 
@@ -344,7 +358,7 @@ final class SQLControllerStore: ControllerStore {
         let latest = last.values.sorted()
         let statuses = latest.flatMap { index in
             zip(writes[index].report.services, writes[index].serviceTexts).map { service, text in
-                (index: index, service: service.service, text: text)
+                (index: index, service: service, text: text)
             }
         }
         return try await transaction { db in
@@ -370,17 +384,18 @@ final class SQLControllerStore: ControllerStore {
                 for row in updated { known.insert(try row.decode(column: "id", as: String.self)) }
             }
             let storedStatuses = statuses.filter { known.contains(writes[$0.index].agentID) }
-            for chunk in Self.chunks(storedStatuses, columns: 4) {
+            for chunk in Self.chunks(storedStatuses, columns: 8) {
                 let rows = chunk.map { status -> any SQLExpression in
                     let write = writes[status.index]
                     return SQLGroupExpression([
-                        SQLBind(write.agentID), SQLBind(status.service), SQLBind(status.text), SQLBind(StoredTime.milliseconds(write.receivedAt)),
+                        SQLBind(write.agentID), SQLBind(status.service.service), SQLBind(status.text),
+                        SQLBind(StoredTime.milliseconds(write.receivedAt)), Self.statusFields(status.service),
                     ])
                 }
                 try await db.raw(
                     """
-                    INSERT INTO service_status (agent_id, service, status, updated_at) VALUES \(SQLList(rows))
-                    ON CONFLICT (agent_id, service) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+                    INSERT INTO service_status (agent_id, service, status, updated_at, \(unsafeRaw: Self.statusFieldColumns)) VALUES \(SQLList(rows))
+                    ON CONFLICT (agent_id, service) DO UPDATE SET \(unsafeRaw: Self.statusUpsert)
                     """
                 ).run()
             }

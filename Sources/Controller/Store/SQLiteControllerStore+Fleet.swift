@@ -3,20 +3,22 @@ import SQLKit
 import Shared
 
 /// The fleet views over 10,000 agents: counts grouped in SQL, pages of agents in SQL, statuses of one page only.
+///
+/// They read each status's version, serial, phase and health from the columns written beside its JSON (schema
+/// version 6), not from the JSON: parsing 10,000 statuses per view was most of a view's time, on PostgreSQL above all
+/// (docs/benchmarks.md).
 extension SQLiteControllerStore {
     func fleetCounts(staleBefore: Date) async throws -> [FleetCountRow] {
-        let status = { (field: String) in self.dialect.jsonText("st.status", field) }
         // CROSS JOIN, not a comma: PostgreSQL binds the LEFT JOIN tighter than a comma, and its ON could not see `a`.
         // `stale` is a CASE: PostgreSQL's comparisons are booleans. NULLS FIRST/LAST keep SQLite's order on both.
         let rows = try await readDB.raw(
             """
-            SELECT s.value AS service, \(unsafeRaw: status("version")) AS version,
-                   \(unsafeRaw: dialect.jsonInteger("st.status", "serial")) AS serial,
-                   COALESCE(\(unsafeRaw: status("phase")), 'unreported') AS phase, \(unsafeRaw: status("health")) AS health,
+            SELECT s.value AS service, st.version AS version, st.serial AS serial,
+                   COALESCE(st.phase, 'unreported') AS phase, st.health AS health,
                    CASE WHEN COALESCE(a.last_seen, a.enrolled_at) < \(bind: StoredTime.milliseconds(staleBefore)) THEN 1 ELSE 0 END AS stale,
                    COUNT(*) AS n
             FROM agents AS a CROSS JOIN \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
-            LEFT JOIN \(dialect.statusRows(as: "st", where: "1 = 1")) ON st.agent_id = a.id AND st.service = s.value
+            LEFT JOIN service_status AS st ON st.agent_id = a.id AND st.service = s.value
             GROUP BY 1, 2, 3, 4, 5, 6
             ORDER BY 1, 3 DESC NULLS LAST, 2 NULLS FIRST, 4, 5 NULLS FIRST, 6
             """
@@ -57,15 +59,13 @@ extension SQLiteControllerStore {
         }
         // Conditions on a status's fields; the rows are the agent's statuses (of `service` when given).
         var statusConditions: [SQLQueryString] = []
-        if let version = query.version { statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "version")) = \(bind: version)") }
-        if let phase = query.phase, phase != FleetQuery.unreported {
-            statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "phase")) = \(bind: phase)")
-        }
-        if let health = query.health { statusConditions.append("\(unsafeRaw: dialect.jsonText("st.status", "health")) = \(bind: health.rawValue)") }
+        if let version = query.version { statusConditions.append("st.version = \(bind: version)") }
+        if let phase = query.phase, phase != FleetQuery.unreported { statusConditions.append("st.phase = \(bind: phase)") }
+        if let health = query.health { statusConditions.append("st.health = \(bind: health.rawValue)") }
         if !statusConditions.isEmpty {
-            let rows: SQLQueryString = query.service.map { "st.agent_id = a.id AND st.service = \(bind: $0)" } ?? "st.agent_id = a.id"
+            if let service = query.service { statusConditions.append("st.service = \(bind: service)") }
             conditions.append(
-                "EXISTS (SELECT 1 FROM \(dialect.statusRows(as: "st", where: rows)) WHERE \(statusConditions.joined(separator: " AND ")))"
+                "EXISTS (SELECT 1 FROM service_status AS st WHERE st.agent_id = a.id AND \(statusConditions.joined(separator: " AND ")))"
             )
         }
         if let stale = query.stale {
@@ -80,16 +80,14 @@ extension SQLiteControllerStore {
         }
         let filter = conditions.joined(separator: " AND ")
         let total = try await readDB.raw("SELECT COUNT(*) AS n FROM agents AS a WHERE \(filter)").first()?.decode(column: "n", as: Int.self) ?? 0
-        let phase = dialect.jsonText("st.status", "phase")
         // `trouble` is ordered on from outside: PostgreSQL's ORDER BY may not use an output name inside an expression.
         let rows = try await readDB.raw(
             """
             SELECT * FROM (
                 SELECT \(unsafeRaw: Self.agentColumns.split(separator: ",").map { "a." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")),
-                       (SELECT MIN(CASE WHEN \(unsafeRaw: phase) IN ('failed', 'rolled-back') THEN 0
-                                        WHEN \(unsafeRaw: dialect.jsonText("st.status", "health")) = 'unhealthy' THEN 1
-                                        WHEN \(unsafeRaw: phase) = 'deploying' THEN 3 ELSE 4 END)
-                        FROM \(dialect.statusRows(as: "st", where: "st.agent_id = a.id"))) AS trouble
+                       (SELECT MIN(CASE WHEN st.phase IN ('failed', 'rolled-back') THEN 0 WHEN st.health = 'unhealthy' THEN 1
+                                        WHEN st.phase = 'deploying' THEN 3 ELSE 4 END)
+                        FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
                 FROM agents AS a WHERE \(filter)
             ) AS page
             ORDER BY CASE WHEN page.trouble <= 1 THEN page.trouble
