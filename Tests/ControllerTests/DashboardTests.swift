@@ -31,6 +31,17 @@ import Testing
                 let (html, headers) = try await page(api, token: harness.viewerToken)
 
                 #expect(html.contains("3 agents · 1 stale · 2 services · 1 open rollout · <strong class=\"alert\">1 halted</strong>"))
+                // A filter narrows the list, not the fleet's counts: the page and `/v1/fleet` count every agent.
+                for filter in ["?service=worker", "?stale=false", "?q=agent-a"] {
+                    let (filtered, _) = try await page(api, token: harness.viewerToken, path: "/" + filter)
+                    #expect(filtered.contains("3 agents · 1 stale · 2 services"), "\(filter)")
+                    let fleet = try await api.client.execute(
+                        uri: "/v1/fleet" + filter,
+                        method: .get,
+                        headers: [.authorization: "Bearer \(harness.viewerToken)"]
+                    )
+                    #expect(try JSONValue.parse(Array(buffer: fleet.body)).object?["staleAgents"] == .integer(1), "\(filter)")
+                }
                 // Rows: c is stale, and says so in words, not only in colour.
                 #expect(try tag(html, "tr", "data-agent", "agent-a").contains("data-stale=\"false\""))
                 #expect(try tag(html, "tr", "data-agent", "agent-b").contains("data-stale=\"false\""))
@@ -219,9 +230,9 @@ private let hostileTexts: [HostileText] = [
 // MARK: Page helpers
 
 /// `GET /` as a browser sends it after the login prompt: HTTP Basic, any user, the token as password.
-private func page(_ api: RolloutClient, token: String) async throws -> (html: String, headers: HTTPFields) {
+private func page(_ api: RolloutClient, token: String, path: String = "/") async throws -> (html: String, headers: HTTPFields) {
     let credentials = Data("viewer:\(token)".utf8).base64EncodedString()
-    let response = try await api.client.execute(uri: "/", method: .get, headers: [.authorization: "Basic \(credentials)"])
+    let response = try await api.client.execute(uri: path, method: .get, headers: [.authorization: "Basic \(credentials)"])
     #expect(response.status == .ok)
     #expect(response.headers[.contentType] == "text/html; charset=utf-8")
     return (String(buffer: response.body), response.headers)

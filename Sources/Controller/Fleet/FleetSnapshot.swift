@@ -45,11 +45,8 @@ struct FleetSnapshot: Sendable {
         let services = try await core.store.serviceSummaries()
         let summary = FleetSummary(try await core.store.fleetCounts(staleBefore: staleBefore))
         let page = try await core.store.agentPage(query, staleBefore: staleBefore)
-        var all = FleetQuery()
-        all.limit = 1
-        let enrolled = query.isFiltered ? try await core.store.agentPage(all, staleBefore: staleBefore).total : page.total
-        all.stale = true
-        let staleAgents = try await core.store.agentPage(all, staleBefore: staleBefore).total
+        // Counted, not paged: a page of one still ordered every agent by its statuses to find it (twice).
+        let totals = try await core.store.agentTotals(staleBefore: staleBefore)
         var statuses: [String: [String: ServiceStatusRecord]] = [:]
         for status in try await core.store.serviceStatuses(agentIDs: page.agents.map(\.id)) {
             statuses[status.agentID, default: [:]][status.status.service] = status
@@ -74,8 +71,8 @@ struct FleetSnapshot: Sendable {
             agents: agents,
             query: query,
             matching: page.total,
-            enrolled: enrolled,
-            staleAgents: staleAgents,
+            enrolled: totals.enrolled,
+            staleAgents: totals.stale,
             rollouts: rollouts,
             events: try await core.store.events(service: nil, limit: eventCount),
             approvals: approvals,
