@@ -218,6 +218,7 @@ struct FleetBench: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(3))
         let settled = controller.usage
         for agent in fleet { await agent.connection.close() }
+        for outcome in outcomes { await outcome.reopened?.close() }
 
         guard let published else { throw BenchError("the publish did not run") }
         var wakes: [Duration] = []
@@ -306,6 +307,8 @@ struct FleetBench: AsyncParsableCommand {
             print("  report burst p99, controller / nginx  \(ratio ?? "-")")
         }
         print("report failures                     \(reportFailures.count)")
+        let reconnects = outcomes.reduce(0) { $0 + $1.reconnects }
+        if reconnects > 0 { print("reconnected after an idle close      \(reconnects)") }
         print(
             "controller RSS                      idle \(megabytes(idle?.residentBytes)) MB  enrolled \(megabytes(enrolled?.residentBytes)) MB  "
                 + "parked \(megabytes(parkedUsage?.residentBytes)) MB  end \(megabytes(final?.residentBytes)) MB  "

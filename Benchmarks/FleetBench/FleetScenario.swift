@@ -34,6 +34,11 @@ struct AgentOutcome: Sendable {
     var early: [String] = []
     /// Latencies of the periodic reports (steady phase).
     var steadyReports: [Duration] = []
+    /// Connections the controller had closed (idle for longer than its idle timeout) and the agent opened again, as a
+    /// real agent's libcurl does.
+    var reconnects = 0
+    /// The last connection it opened again (closed at the end, with the enrolment's connections).
+    var reopened: BenchConnection?
     /// Latency of the report sent right after the wake.
     var wakeReport: Duration?
     /// That report's body and when it was sent (the nginx baseline replays it).
@@ -150,6 +155,7 @@ struct FleetScenario: Sendable {
                 // Spread the first reports over one interval, as a fleet that started at different times.
                 try await Task.sleep(for: .milliseconds(Int.random(in: 0..<(parameters.reportSeconds * 1000))))
                 while ContinuousClock.now < steadyUntil {
+                    try await reconnectIfClosed(&agent, &outcome)
                     let report = try await send(Array(report(for: agent, serial: newSerial - 1).json.encoded()), from: agent)
                     if report.status == 204 {
                         outcome.steadyReports.append(report.latency)
@@ -164,6 +170,7 @@ struct FleetScenario: Sendable {
                 }
             }
             while true {
+                try await reconnectIfClosed(&agent, &outcome)
                 let sentAt = NIODeadline.now()
                 state.parked(agent.index, at: sentAt)
                 let poll = try await longPoll(agent, wait: parameters.waitSeconds)
@@ -202,6 +209,17 @@ struct FleetScenario: Sendable {
             outcome.reportFailures.append("\(error)")
         }
         return outcome
+    }
+
+    /// Opens the agent's connection again when the controller closed it. Enrolling 10,000 agents on a loaded machine
+    /// can take longer than the controller's idle timeout (75 s), and the first agents' connections idle until the last
+    /// one enrolls: without this they failed and never parked.
+    private func reconnectIfClosed(_ agent: inout SimulatedAgent, _ outcome: inout AgentOutcome) async throws {
+        guard !agent.connection.channel.isActive else { return }
+        await agent.connection.close()
+        agent.connection = try await BenchConnection.connect(host: "127.0.0.1", port: controller.port, tls: tls, group: group)
+        outcome.reconnects += 1
+        outcome.reopened = agent.connection
     }
 
     private func longPoll(_ agent: SimulatedAgent, wait: Int) async throws -> BenchResponse {
