@@ -32,6 +32,18 @@ import Testing
         )
     }
 
+    /// Enrolls agent `agt_INDEX` (`agent-INDEX`, services api and web).
+    static func enrollAgent(_ index: Int, in store: SQLControllerStore) async throws -> AgentRecord {
+        try await store.enrollAgent(
+            proposedID: "agt_\(index)",
+            name: "agent-\(index)",
+            hostname: "h",
+            services: ["api", "web"],
+            tokenHash: Token.digest("fyt_agent_\(index)"),
+            at: Date()
+        )
+    }
+
     /// A store closed from a cancelled task (a service group cancelled after another service failed) closes all the
     /// same: the backend's lock used to throw `CancellationError` first, and the store, marked closed, never closed its
     /// connections (a connection released open trips SQLiteNIO's assertion and ends the process).
@@ -241,14 +253,7 @@ import Testing
             ]
             var agentIDs: [String] = []
             for (index, services) in reports.enumerated() {
-                let agent = try await store.enrollAgent(
-                    proposedID: "agt_\(index)",
-                    name: "agent-\(index)",
-                    hostname: "h",
-                    services: ["api", "web"],
-                    tokenHash: Token.digest("fyt_agent_\(index)"),
-                    at: Date()
-                )
+                let agent = try await Self.enrollAgent(index, in: store)
                 let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: services)
                 try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
                 agentIDs.append(agent.id)
@@ -307,14 +312,7 @@ import Testing
             ]
             var writes: [StatusWrite] = []
             for (index, report) in reports.enumerated() {
-                let agent = try await store.enrollAgent(
-                    proposedID: "agt_\(index)",
-                    name: "agent-\(index)",
-                    hostname: "h",
-                    services: ["api", "web"],
-                    tokenHash: Token.digest("fyt_agent_\(index)"),
-                    at: Date()
-                )
+                let agent = try await Self.enrollAgent(index, in: store)
                 let statusReport = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: report.services)
                 if report.single {
                     // Written twice: the second replaces the first's columns too.
