@@ -231,6 +231,14 @@ final class PostgresStoreBackend: SQLStoreBackend {
         client.options.additionalStartupParameters = parameters
         client.options.connectTimeout = configuration.connectTimeout
         client.options.maximumConnections = configuration.poolSize
+        // postgres-nio's pool starts two timers (`Task.sleep`) each time a connection goes back idle, a keep-alive
+        // query's (30 s) and the idle close's (60 s), and cancels them at the next lease. A cancelled sleep keeps its
+        // memory until its deadline (swiftlang/swift#60441), so a burst of queries (10,000 enrolments: about 15 leases
+        // each) held 60 MB for a minute and left the heap fragmented. No keep-alive query, and idle connections closed
+        // after 20 s instead, which also drops a connection that died silently while idle (what the keep-alive found).
+        // docs/benchmarks.md, "Where PostgreSQL's extra memory went".
+        client.options.keepAliveBehavior = nil
+        client.options.connectionIdleTimeout = .seconds(20)
         return (connection, client)
     }
 
@@ -267,6 +275,7 @@ struct PostgresPool: Sendable {
         let returned = LeaseReturn()
         let client = client
         let leaseTimeout = leaseTimeout
+        let eventLoop = PostgresClient.defaultEventLoopGroup.any()
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
@@ -281,19 +290,24 @@ struct PostgresPool: Sendable {
                     throw error
                 }
             }
-            group.addTask {
-                try? await Task.sleep(for: leaseTimeout)
+            // The bound is a NIO timer, cancelled once the lease is handed over, not a sleeping child task: a cancelled
+            // `Task.sleep` keeps its memory (about 200 bytes) until its deadline would have come (swiftlang/swift#60441),
+            // and every lease cancelled one, so a burst of queries held its last ten seconds of leases' timers.
+            let timer = eventLoop.scheduleTask(in: TimeAmount(leaseTimeout)) { lender.finish() }
+            var iterator = leases.makeAsyncIterator()
+            let leased = await withTaskCancellationHandler {
+                await iterator.next()
+            } onCancel: {
                 lender.finish()
             }
-            var iterator = leases.makeAsyncIterator()
-            guard let connection = await iterator.next() else {
+            timer.cancel()
+            guard let connection = leased else {
                 group.cancelAll()
                 try? await group.waitForAll()
                 try Task.checkCancellation()
                 throw StoreError.unavailable(location: location, waited: leaseTimeout)
             }
-            // Stops the timer; the lease child waits for `returned`, which cancellation does not end.
-            group.cancelAll()
+            // The lease child waits for `returned`, which cancellation does not end.
             do {
                 let result = try await body(connection)
                 returned.signal()
