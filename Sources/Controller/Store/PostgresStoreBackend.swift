@@ -291,7 +291,7 @@ struct PostgresPool: Sendable {
                 }
             }
             // The bound is a NIO timer, cancelled once the lease is handed over, not a sleeping child task: a cancelled
-            // `Task.sleep` keeps its memory (about 200 bytes) until its deadline would have come (swiftlang/swift#60441),
+            // `Task.sleep` keeps its memory (a few hundred bytes) until its deadline would have come (swiftlang/swift#60441),
             // and every lease cancelled one, so a burst of queries held its last ten seconds of leases' timers.
             let timer = eventLoop.scheduleTask(in: TimeAmount(leaseTimeout)) { lender.finish() }
             var iterator = leases.makeAsyncIterator()
