@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import PostgresKit
 import PostgresNIO
 import Synchronization
@@ -31,23 +32,22 @@ enum Unawaited {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 race.begin(continuation)
-                race.add(
-                    Task {
-                        do {
-                            let value = try await operation()
-                            if !race.finish(.success(value)) { late(value) }
-                        } catch {
-                            race.finish(.failure(error))
-                        }
+                let task = Task {
+                    do {
+                        let value = try await operation()
+                        if !race.finish(.success(value)) { late(value) }
+                    } catch {
+                        race.finish(.failure(error))
                     }
-                )
+                }
+                race.add { task.cancel() }
                 if let timeout {
-                    race.add(
-                        Task {
-                            try? await Task.sleep(for: timeout)
-                            race.finish(.failure(TimedOut(what: what, timeout: timeout)))
-                        }
-                    )
+                    // A NIO timer, not a sleeping task: a cancelled `Task.sleep` keeps its memory until its deadline
+                    // (swiftlang/swift#60441), and most of these races end long before theirs.
+                    let timer = PostgresClient.defaultEventLoopGroup.any().scheduleTask(in: TimeAmount(timeout)) {
+                        race.finish(.failure(TimedOut(what: what, timeout: timeout)))
+                    }
+                    race.add { timer.cancel() }
                 }
             }
         } onCancel: {
@@ -92,7 +92,8 @@ enum Unawaited {
         private struct State {
             var continuation: CheckedContinuation<T, any Error>?
             var early: Result<T, any Error>?
-            var tasks: [Task<Void, Never>] = []
+            /// What stops the losers: the operation's task and the timer.
+            var cancellations: [@Sendable () -> Void] = []
             var done = false
         }
 
@@ -109,30 +110,33 @@ enum Unawaited {
             if let early { continuation.resume(with: early) }
         }
 
-        func add(_ task: Task<Void, Never>) {
-            let cancel = state.withLock { state -> Bool in
+        func add(_ cancellation: @escaping @Sendable () -> Void) {
+            let cancelNow = state.withLock { state -> Bool in
                 if state.done { return true }
-                state.tasks.append(task)
+                state.cancellations.append(cancellation)
                 return false
             }
-            if cancel { task.cancel() }
+            if cancelNow { cancellation() }
         }
 
         /// Whether `result` is the one the caller gets (false: another finisher came first).
         @discardableResult
         func finish(_ result: Result<T, any Error>) -> Bool {
-            let (won, continuation, tasks) = state.withLock { state -> (Bool, CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
+            let (won, continuation, cancellations) = state.withLock {
+                state -> (Bool, CheckedContinuation<T, any Error>?, [@Sendable () -> Void]) in
                 guard !state.done else { return (false, nil, []) }
                 state.done = true
+                let cancellations = state.cancellations
+                state.cancellations = []
                 guard let continuation = state.continuation else {
                     // Cancelled before the continuation existed: `begin` resumes with this.
                     state.early = result
-                    return (true, nil, state.tasks)
+                    return (true, nil, cancellations)
                 }
                 state.continuation = nil
-                return (true, continuation, state.tasks)
+                return (true, continuation, cancellations)
             }
-            for task in tasks { task.cancel() }
+            for cancel in cancellations { cancel() }
             continuation?.resume(with: result)
             return won
         }
