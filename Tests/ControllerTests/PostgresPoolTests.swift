@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -9,26 +10,10 @@ import Testing
 /// forever): the wait ends with `StoreError.unavailable` after `leaseTimeout`, or at once when the caller is
 /// cancelled. The bound is a NIO timer now, not a sleeping child task (docs/benchmarks.md).
 @Suite(.timeLimit(.minutes(1))) struct PostgresPoolTests {
-    /// A loopback port nothing listens on: bound, then closed.
-    static func closedPort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw POSIXError(.EBADF) }
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-        }
-        guard bound else { throw POSIXError(.EADDRNOTAVAIL) }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     static func withPool<R>(leaseTimeout: Duration, _ body: (PostgresPool) async throws -> R) async throws -> R {
         var configuration = PostgresClient.Configuration(
             host: "127.0.0.1",
-            port: try closedPort(),
+            port: try LoopbackPorts.reserve(),
             username: "ferry",
             password: nil,
             database: "ferry",
