@@ -67,7 +67,9 @@ public final class PostgresTestServer: Sendable {
     }
 
     /// Starts a new server (initdb + pg_ctl start) that the caller stops with `stop()` and removes with `remove()`.
-    /// - Parameter fast: `fsync=off` and friends (tests that never lose the machine). Default `true`.
+    /// - Parameter fast: `fsync=off`, `synchronous_commit=off` and friends (tests that never lose the machine). Default
+    ///   `true`. Not for a test that `stop()`s the server and expects its data back: an immediate stop loses the commits
+    ///   of the last fraction of a second that `synchronous_commit=off` had not yet written.
     /// - Parameters:
     ///   - listenAddresses: where it listens besides 127.0.0.1 (an address of a network namespace's link the test
     ///     made), with `trust` for clients in the same /24.
@@ -143,7 +145,8 @@ public final class PostgresTestServer: Sendable {
         }
     }
 
-    /// Stops the server at once (`pg_ctl -m immediate stop`: like a crash, recovered at the next start).
+    /// Stops the server at once (`pg_ctl -m immediate stop`: like a crash, recovered at the next start; a `fast` server
+    /// loses its last commits).
     public func stop() async throws {
         try await run("pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "stop"], timeout: .seconds(60))
     }

@@ -237,8 +237,8 @@ final class PostgresStoreBackend: SQLStoreBackend {
         // each) held 60 MB for a minute and left the heap fragmented. No keep-alive query, and idle connections closed
         // after 20 s instead, which also drops a connection that died silently while idle (what the keep-alive found).
         // docs/benchmarks.md, "Where PostgreSQL's extra memory went".
-        // (Not applied: `keepAliveBehavior = nil` with a 20 s idle close measured 255 MB parked instead of ~300 MB, but
-        // a database-restart test failed once with it; kept at postgres-nio's defaults until that is understood.)
+        client.options.keepAliveBehavior = nil
+        client.options.connectionIdleTimeout = .seconds(20)
         return (connection, client)
     }
 
