@@ -59,6 +59,36 @@ struct PostgresStoreTests {
         }
     }
 
+    /// Every connection of the pool runs with the session settings the controller asks for when it connects: its
+    /// statement timeout, its name in `pg_stat_activity`, and no JIT compilation (which cost each fleet view 20–30 ms
+    /// per query, and about 0.5 s per query while the tables had no statistics yet: docs/benchmarks.md).
+    @Test func pooledConnectionsHaveTheControllersSessionSettings() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let store = try await location.open()
+            // More queries at once than one connection serves: several of the pool's connections answer.
+            let answers = try await withThrowingTaskGroup(of: [String].self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        var values: [String] = []
+                        for setting in ["jit", "application_name", "statement_timeout"] {
+                            let row = try await store.readDB.raw("SELECT current_setting(\(bind: setting)) AS v FROM (SELECT pg_sleep(0.05)) AS pause").first()
+                            values.append(try #require(row).decode(column: "v", as: String.self))
+                        }
+                        return values
+                    }
+                }
+                var all: [[String]] = []
+                for try await answer in group { all.append(answer) }
+                return all
+            }
+            #expect(answers.count == 8)
+            for answer in answers {
+                #expect(answer == ["off", "ferry-controller", "30s"])
+            }
+            try await store.close()
+        }
+    }
+
     struct UnusableDatabase: Sendable, CustomTestStringConvertible {
         let what: String
         let url: @Sendable (PostgresTestServer, String) throws -> String

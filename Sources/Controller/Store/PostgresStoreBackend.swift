@@ -197,6 +197,11 @@ final class PostgresStoreBackend: SQLStoreBackend {
         let parameters = [
             ("statement_timeout", "\(configuration.statementTimeout.components.seconds * 1000)"),
             ("application_name", "ferry-controller"),
+            // No JIT compilation: the controller's queries are short, and the planner's cost of a fleet view over
+            // 10,000 agents is above `jit_above_cost`, so every view compiled its expressions first (20–30 ms per query);
+            // while the tables had no statistics yet (the first minute after a fleet enrolled) the estimates also passed
+            // the inlining and optimizing thresholds and a single page took 0.5 s to compile (docs/benchmarks.md).
+            ("jit", "off"),
         ]
         var connection = PostgresConnection.Configuration(
             host: configuration.host,
