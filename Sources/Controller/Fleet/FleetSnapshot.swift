@@ -39,14 +39,51 @@ struct FleetSnapshot: Sendable {
     static let eventCount = 20
 
     /// Reads the fleet from `core`'s store: the summary, and the page of agents `query` selects.
+    ///
+    /// The reads that do not depend on each other run at once (on PostgreSQL, on connections of their own): one after
+    /// another, a dashboard of 10,000 agents waited for each round trip and each query in turn, the rollouts' statuses
+    /// (most of it) after all the counts (docs/benchmarks.md).
     static func load(from core: ControllerCore, query: FleetQuery = FleetQuery()) async throws -> FleetSnapshot {
         let now = core.now()
         let staleBefore = core.staleBefore(now)
-        let services = try await core.store.serviceSummaries()
-        let summary = FleetSummary(try await core.store.fleetCounts(staleBefore: staleBefore))
-        let page = try await core.store.agentPage(query, staleBefore: staleBefore)
+        let store = core.store
+        async let services = store.serviceSummaries()
+        async let counts = store.fleetCounts(staleBefore: staleBefore)
         // Counted, not paged: a page of one still ordered every agent by its statuses to find it (twice).
-        let totals = try await core.store.agentTotals(staleBefore: staleBefore)
+        async let totals = store.agentTotals(staleBefore: staleBefore)
+        async let page = Self.page(query, staleBefore: staleBefore, now: now, core: core)
+        async let rollouts = RolloutView.load(try await store.latestRollouts(for: nil), from: store)
+        async let roots = store.trustRoots()
+        async let events = store.events(service: nil, limit: eventCount)
+        let awaiting = try await rollouts.map(\.rollout).filter { $0.state == .awaitingApproval }
+        let approvals = try await store.releases(awaiting.map { ReleaseKey(service: $0.service, serial: $0.serial) })
+        let trust: Result<TrustedRoot, ControllerTrustError>
+        do {
+            trust = .success(try core.trust.follow(try await roots))
+        } catch let error as ControllerTrustError {
+            trust = .failure(error)
+        }
+        let (agents, matching) = try await page
+        return FleetSnapshot(
+            generatedAt: now,
+            pollInterval: core.configuration.pollInterval,
+            services: try await services,
+            summary: FleetSummary(try await counts),
+            agents: agents,
+            query: query,
+            matching: matching,
+            enrolled: try await totals.enrolled,
+            staleAgents: try await totals.stale,
+            rollouts: try await rollouts,
+            events: try await events,
+            approvals: approvals,
+            trust: trust
+        )
+    }
+
+    /// The page of agents `query` selects, each with its statuses, and how many agents match in all.
+    private static func page(_ query: FleetQuery, staleBefore: Date, now: Date, core: ControllerCore) async throws -> ([Agent], Int) {
+        let page = try await core.store.agentPage(query, staleBefore: staleBefore)
         var statuses: [String: [String: ServiceStatusRecord]] = [:]
         for status in try await core.store.serviceStatuses(agentIDs: page.agents.map(\.id)) {
             statuses[status.agentID, default: [:]][status.status.service] = status
@@ -54,30 +91,7 @@ struct FleetSnapshot: Sendable {
         let agents = page.agents.map { record in
             Agent(record: record, isStale: core.isStale(record, at: now), statuses: statuses[record.id] ?? [:])
         }
-        let rollouts = try await RolloutView.load(try await core.store.latestRollouts(for: nil), from: core.store)
-        let awaiting = rollouts.map(\.rollout).filter { $0.state == .awaitingApproval }
-        let approvals = try await core.store.releases(awaiting.map { ReleaseKey(service: $0.service, serial: $0.serial) })
-        let trust: Result<TrustedRoot, ControllerTrustError>
-        do {
-            trust = .success(try core.trust.follow(try await core.store.trustRoots()))
-        } catch let error as ControllerTrustError {
-            trust = .failure(error)
-        }
-        return FleetSnapshot(
-            generatedAt: now,
-            pollInterval: core.configuration.pollInterval,
-            services: services,
-            summary: summary,
-            agents: agents,
-            query: query,
-            matching: page.total,
-            enrolled: totals.enrolled,
-            staleAgents: totals.stale,
-            rollouts: rollouts,
-            events: try await core.store.events(service: nil, limit: eventCount),
-            approvals: approvals,
-            trust: trust
-        )
+        return (agents, page.total)
     }
 
     /// The `GET /v1/fleet` document.
