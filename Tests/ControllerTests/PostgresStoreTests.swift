@@ -71,7 +71,9 @@ struct PostgresStoreTests {
                     group.addTask {
                         var values: [String] = []
                         for setting in ["jit", "application_name", "statement_timeout"] {
-                            let row = try await store.readDB.raw("SELECT current_setting(\(bind: setting)) AS v FROM (SELECT pg_sleep(0.05)) AS pause").first()
+                            let row = try await store.readDB.raw(
+                                "SELECT current_setting(\(bind: setting)) AS v FROM (SELECT pg_sleep(0.05)) AS pause"
+                            ).first()
                             values.append(try #require(row).decode(column: "v", as: String.self))
                         }
                         return values
