@@ -271,13 +271,20 @@ import Testing
         }
     }
 
-    /// The fleet view's columns (version, serial, phase, health; schema version 6) hold what the status's JSON holds,
-    /// whichever path wrote it (one report, a batch, a status replaced by a later one), and a database migrated from
-    /// version 5 gets them from the JSON already stored.
+    /// The fleet view's columns (version, serial, phase, health; schema version 6) and the rollout views' (the number of
+    /// failures; version 7) hold what the status's JSON holds, whichever path wrote it (one report, a batch, a status
+    /// replaced by a later one), and a database migrated from version 5 gets them from the JSON already stored.
     @Test(arguments: StoreBackendKind.available)
     func theFleetColumnsAreTheStatusFields(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, location in
-            func status(_ service: String, serial: Int64?, version: String?, _ phase: DeployPhase, _ health: HealthState) -> ServiceStatus {
+            func status(
+                _ service: String,
+                serial: Int64?,
+                version: String?,
+                _ phase: DeployPhase,
+                _ health: HealthState,
+                failures: Int = 0
+            ) -> ServiceStatus {
                 ServiceStatus(
                     service: service,
                     serial: serial,
@@ -286,13 +293,13 @@ import Testing
                     phase: phase,
                     message: "m",
                     health: health,
-                    failures: [],
+                    failures: (0..<failures).map { ReleaseFailure(serial: Int64($0), reason: "r\($0)", kind: "refused") },
                     processes: []
                 )
             }
             // (written alone or in a batch, the statuses)
             let reports: [(single: Bool, services: [ServiceStatus])] = [
-                (true, [status("api", serial: 2, version: "1.0.2", .running, .healthy)]),
+                (true, [status("api", serial: 2, version: "1.0.2", .running, .healthy, failures: 2)]),
                 (
                     true,
                     [
@@ -304,7 +311,7 @@ import Testing
                 (
                     false,
                     [
-                        status("web", serial: Int64.max, version: "", .running, .unhealthy),
+                        status("web", serial: Int64.max, version: "", .running, .unhealthy, failures: 1),
                         status("api", serial: 0, version: "0", .deploying, .unknown),
                     ]
                 ),
@@ -320,7 +327,7 @@ import Testing
                         agentVersion: "1",
                         hostname: "h",
                         processManager: "pm2",
-                        services: [status("api", serial: 7, version: "7", .failed, .unhealthy)]
+                        services: [status("api", serial: 7, version: "7", .failed, .unhealthy, failures: 3)]
                     )
                     try await store.recordStatus(first, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
                     try await store.recordStatus(statusReport, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
@@ -339,12 +346,15 @@ import Testing
             #expect(try await store.recordStatuses(writes, historyLimit: 5).allSatisfy { $0 })
 
             let dialect = location.dialect
+            let failureCount =
+                dialect == .sqlite ? "json_array_length(status, '$.failures')" : "jsonb_array_length(status::jsonb -> 'failures')"
             func rows(_ store: SQLControllerStore) async throws -> [String] {
                 try await store.readDB.raw(
                     """
-                    SELECT agent_id, service, version, serial, phase, health,
+                    SELECT agent_id, service, version, serial, phase, health, failure_count,
                            \(unsafeRaw: dialect.jsonText("status", "version")) AS j_version, \(unsafeRaw: dialect.jsonInteger("status", "serial")) AS j_serial,
-                           \(unsafeRaw: dialect.jsonText("status", "phase")) AS j_phase, \(unsafeRaw: dialect.jsonText("status", "health")) AS j_health
+                           \(unsafeRaw: dialect.jsonText("status", "phase")) AS j_phase, \(unsafeRaw: dialect.jsonText("status", "health")) AS j_health,
+                           \(unsafeRaw: failureCount) AS j_failures
                     FROM service_status ORDER BY agent_id, service
                     """
                 ).all().map { row in
@@ -352,11 +362,13 @@ import Testing
                         try row.decode(column: "version", as: String?.self) ?? "nil",
                         try row.decode(column: "serial", as: Int64?.self).map { "\($0)" } ?? "nil",
                         try row.decode(column: "phase", as: String?.self) ?? "nil", try row.decode(column: "health", as: String?.self) ?? "nil",
+                        try row.decode(column: "failure_count", as: Int?.self).map { "\($0)" } ?? "nil",
                     ]
                     let json = [
                         try row.decode(column: "j_version", as: String?.self) ?? "nil",
                         try row.decode(column: "j_serial", as: Int64?.self).map { "\($0)" } ?? "nil",
                         try row.decode(column: "j_phase", as: String?.self) ?? "nil", try row.decode(column: "j_health", as: String?.self) ?? "nil",
+                        try row.decode(column: "j_failures", as: Int?.self).map { "\($0)" } ?? "nil",
                     ]
                     let key = "\(try row.decode(column: "agent_id", as: String.self))/\(try row.decode(column: "service", as: String.self))"
                     #expect(columns == json, "\(key)")
@@ -364,26 +376,104 @@ import Testing
                 }
             }
             let expected = [
-                "agt_0/api 1.0.2 2 running healthy",
-                "agt_1/api nil nil deploying unknown",
-                "agt_1/web 9 9007199254740993 failed unhealthy",
-                #"agt_2/api 3 "quoted" é 3 rolled-back healthy"#,
-                "agt_3/api 0 0 deploying unknown",
-                "agt_3/web  9223372036854775807 running unhealthy",
-                "agt_4/api 1 1 failed unknown",
+                "agt_0/api 1.0.2 2 running healthy 2",
+                "agt_1/api nil nil deploying unknown 0",
+                "agt_1/web 9 9007199254740993 failed unhealthy 0",
+                #"agt_2/api 3 "quoted" é 3 rolled-back healthy 0"#,
+                "agt_3/api 0 0 deploying unknown 0",
+                "agt_3/web  9223372036854775807 running unhealthy 1",
+                "agt_4/api 1 1 failed unknown 0",
             ]
             #expect(try await rows(store) == expected)
 
             // The database as version 5 left it: the same statuses, no columns. Opening it again migrates it.
             try await store.close()
             try await location.execute(
-                ["version", "serial", "phase", "health"].map { "ALTER TABLE service_status DROP COLUMN \($0)" } + [
-                    "DELETE FROM ferry_schema WHERE version = 6"
+                ["version", "serial", "phase", "health", "failure_count"].map { "ALTER TABLE service_status DROP COLUMN \($0)" } + [
+                    "DELETE FROM ferry_schema WHERE version >= 6"
                 ]
             )
             let migrated = try await location.open()
             #expect(try await rows(migrated) == expected)
             try await migrated.close()
+        }
+    }
+
+    /// What a rollout view reads from the columns (`rolloutViewStatuses`) places every agent where the whole statuses
+    /// (`rolloutStatuses`) place it, with the same serial, version, phase and health: a table of statuses against the
+    /// rollout of serial 5, a status an older controller replaced without `failure_count` among them.
+    @Test(arguments: StoreBackendKind.available)
+    func aRolloutViewReadsWhatTheWholeStatusesSay(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, location in
+            func status(
+                serial: Int64?,
+                _ phase: DeployPhase,
+                _ health: HealthState = .healthy,
+                target: Int64? = nil,
+                failures: [(serial: Int64, kind: String)] = [],
+                service: String = "api"
+            ) -> ServiceStatus {
+                ServiceStatus(
+                    service: service,
+                    serial: serial,
+                    version: serial.map { "1.0.\($0)" },
+                    targetSerial: target ?? serial,
+                    phase: phase,
+                    message: "message of \(phase.rawValue)",
+                    health: health,
+                    failures: failures.map { ReleaseFailure(serial: $0.serial, reason: "\($0.kind) \($0.serial)", kind: $0.kind) },
+                    processes: []
+                )
+            }
+            // (the status of `api`, where the agent stands on serial 5)
+            let table: [(ServiceStatus?, RolloutAgentStanding.Progress)] = [
+                (status(serial: 5, .running), .healthy),
+                (status(serial: 5, .running, .unhealthy), .updated),
+                (status(serial: 5, .deploying, .unknown), .updated),
+                (status(serial: 4, .running), .pending),
+                (status(serial: nil, .deploying, .unknown), .pending),
+                (status(serial: 4, .failed, .unhealthy, target: 5), .failed),
+                (status(serial: 4, .rolledBack, target: 5), .failed),
+                (status(serial: 4, .rolledBack, target: 3), .pending),
+                (status(serial: 4, .running, failures: [(5, "refused")]), .failed),
+                (status(serial: 4, .running, failures: [(5, "rolled-back")]), .failed),
+                (status(serial: 4, .running, failures: [(3, "rolled-back"), (5, "crashed")]), .pending),
+                (status(serial: 5, .running, failures: [(5, "refused")]), .healthy),
+                (nil, .pending),
+                // Replaced below by an older controller: no failure_count.
+                (status(serial: 4, .running, failures: [(5, "refused")]), .failed),
+            ]
+            for (index, (apiStatus, _)) in table.enumerated() {
+                let agent = try await Self.enrollAgent(index, in: store)
+                let services = (apiStatus.map { [$0] } ?? []) + [status(serial: 9, .failed, target: 5, service: "web")]
+                let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: services)
+                if index.isMultiple(of: 2) {
+                    try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+                } else {
+                    #expect(
+                        try await store.recordStatuses([StatusWrite(report: report, agentID: agent.id, receivedAt: Date())], historyLimit: 5) == [
+                            true
+                        ]
+                    )
+                }
+            }
+            try await location.execute(["UPDATE service_status SET failure_count = NULL WHERE agent_id = 'agt_\(table.count - 1)'"])
+
+            let view = try await store.rolloutViewStatuses(service: "api")
+            let whole = try await store.rolloutStatuses(service: "api")
+            #expect(Set(view.keys) == Set(whole.keys))
+            #expect(view.count == table.count - 1)
+            for (index, (_, expected)) in table.enumerated() {
+                let id = "agt_\(index)"
+                let fromView = RolloutAgentStanding(status: view[id], serial: 5)
+                let fromWhole = RolloutAgentStanding(status: whole[id]?.status, serial: 5)
+                #expect(fromView == fromWhole, "\(id)")
+                #expect(fromView.progress == expected, "\(id)")
+                let fields = { (status: ServiceStatus?) in
+                    status.map { [$0.service, "\($0.serial ?? -1)", $0.version ?? "nil", $0.phase.rawValue, $0.health.rawValue] }
+                }
+                #expect(fields(view[id]) == fields(whole[id]?.status), "\(id)")
+            }
         }
     }
 }

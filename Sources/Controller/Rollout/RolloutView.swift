@@ -51,15 +51,16 @@ struct RolloutView: Sendable {
     }
 
     /// Builds the views of `rollouts` with one read of the agents' names and one of each service's statuses, without
-    /// their processes (`rolloutStatuses`: no view shows them). Reading and decoding every agent and every status whole
-    /// made `GET /v1/rollouts`, and the fleet view and dashboard that show the rollouts, take most of a second at
-    /// 10,000 agents (docs/benchmarks.md).
+    /// their processes, and from the status columns except where a status's failures decide where its agent stands
+    /// (`rolloutViewStatuses`). Reading and decoding every agent and every status whole made `GET /v1/rollouts`, and the
+    /// fleet view and dashboard that show the rollouts, take most of a second at 10,000 agents; extracting nine fields
+    /// from every status's JSON was still most of a PostgreSQL dashboard (docs/benchmarks.md).
     static func load(_ rollouts: [RolloutRecord], from store: any ControllerStore) async throws -> [RolloutView] {
         guard !rollouts.isEmpty else { return [] }
         let names = try await store.agentNamesByID()
         var statuses: [String: [String: ServiceStatus]] = [:]
         for service in Set(rollouts.map(\.service)) {
-            statuses[service] = try await store.rolloutStatuses(service: service).mapValues(\.status)
+            statuses[service] = try await store.rolloutViewStatuses(service: service)
         }
         return rollouts.map { RolloutView($0, names: names, statuses: statuses[$0.service] ?? [:]) }
     }

@@ -140,6 +140,15 @@ protocol ControllerStore: Sendable {
     /// statuses read whole (`serviceStatuses(agentIDs:)`) with the processes left out.
     func rolloutStatuses(service: String) async throws -> [String: ServiceStatusRecord]
 
+    /// What a rollout view shows of every agent's latest status for `service`, by agent id. Serial, version, phase and
+    /// health come from their columns. Only a status that lists failures, or is failed or rolled back, is read from the
+    /// JSON with its target serial, message and failures: for every other status those cannot change where the agent
+    /// stands (`RolloutAgentStanding` of it equals that of the whole status), so its `message` is empty and its
+    /// `targetSerial` nil here. For the views only: during an upgrade a controller of schema version 6 may replace a
+    /// status without its `failure_count`, which a later report corrects (docs/ha.md); decisions read
+    /// `rolloutStatuses`.
+    func rolloutViewStatuses(service: String) async throws -> [String: ServiceStatus]
+
     /// The latest statuses of the agents `agentIDs`.
     func serviceStatuses(agentIDs: [String]) async throws -> [ServiceStatusRecord]
 

@@ -333,18 +333,23 @@ final class SQLControllerStore: ControllerStore {
         }
     }
 
-    /// The columns that repeat fields of `service_status.status` for the fleet view (schema version 6), in the order
-    /// `statusFields` binds them.
-    private static let statusFieldColumns = "version, serial, phase, health"
+    /// The columns that repeat fields of `service_status.status` for the fleet view (schema version 6) and the rollout
+    /// views (version 7), in the order `statusFields` binds them.
+    private static let statusFieldColumns = "version, serial, phase, health, failure_count"
+    /// How many values `statusFields` binds.
+    private static let statusFieldCount = 5
     /// What a status upsert replaces: the JSON, its time and the columns taken from it.
     private static let statusUpsert = """
         status = excluded.status, updated_at = excluded.updated_at, version = excluded.version, serial = excluded.serial, \
-        phase = excluded.phase, health = excluded.health
+        phase = excluded.phase, health = excluded.health, failure_count = excluded.failure_count
         """
 
     /// `status`'s fields as `statusFieldColumns` stores them: what the JSON text written beside them holds.
     private static func statusFields(_ status: ServiceStatus) -> SQLList {
-        SQLList([SQLBind(status.version), SQLBind(status.serial), SQLBind(status.phase.rawValue), SQLBind(status.health.rawValue)])
+        SQLList([
+            SQLBind(status.version), SQLBind(status.serial), SQLBind(status.phase.rawValue), SQLBind(status.health.rawValue),
+            SQLBind(status.failures.count),
+        ])
     }
 
     /// Bind values per statement at most (SQLite allows 32,766; a batch never comes near, the chunks keep it so).
@@ -384,7 +389,7 @@ final class SQLControllerStore: ControllerStore {
                 for row in updated { known.insert(try row.decode(column: "id", as: String.self)) }
             }
             let storedStatuses = statuses.filter { known.contains(writes[$0.index].agentID) }
-            for chunk in Self.chunks(storedStatuses, columns: 8) {
+            for chunk in Self.chunks(storedStatuses, columns: 4 + Self.statusFieldCount) {
                 let rows = chunk.map { status -> any SQLExpression in
                     let write = writes[status.index]
                     return SQLGroupExpression([

@@ -140,6 +140,51 @@ extension SQLiteControllerStore {
     }
 
     func rolloutStatuses(service: String) async throws -> [String: ServiceStatusRecord] {
+        try await rolloutStatuses(service: service, where: "st.service = \(bind: service)")
+    }
+
+    func rolloutViewStatuses(service: String) async throws -> [String: ServiceStatus] {
+        // The two reads split the rows exactly: the second's condition is the first's negation, NULLs included.
+        let rows = try await readDB.raw(
+            """
+            SELECT agent_id, version, serial, phase, health FROM service_status
+            WHERE service = \(bind: service) AND failure_count = 0 AND phase NOT IN ('failed', 'rolled-back')
+            """
+        ).all()
+        var statuses: [String: ServiceStatus] = [:]
+        statuses.reserveCapacity(rows.count)
+        for row in rows {
+            let agentID = try row.decode(column: "agent_id", as: String.self)
+            guard let phase = DeployPhase(rawValue: try row.decode(column: "phase", as: String.self)),
+                let health = try row.decode(column: "health", as: String?.self).flatMap(HealthState.init(rawValue:))
+            else {
+                throw StoreError.corruptRow(table: "service_status", reason: "the status of \(agentID) for \(service) lacks a valid phase or health")
+            }
+            statuses[agentID] = ServiceStatus(
+                service: service,
+                serial: try row.decode(column: "serial", as: Int64?.self),
+                version: try row.decode(column: "version", as: String?.self),
+                targetSerial: nil,
+                phase: phase,
+                message: "",
+                health: health,
+                failures: [],
+                processes: []
+            )
+        }
+        let whole = try await rolloutStatuses(
+            service: service,
+            where: """
+                st.service = \(bind: service) AND (st.failure_count IS NULL OR st.failure_count <> 0 OR st.phase IS NULL \
+                OR st.phase IN ('failed', 'rolled-back'))
+                """
+        )
+        for (agentID, record) in whole { statuses[agentID] = record.status }
+        return statuses
+    }
+
+    /// `rolloutStatuses(service:)` of the rows `filter` selects (a condition on `service_status` named `st`).
+    private func rolloutStatuses(service: String, where filter: SQLQueryString) async throws -> [String: ServiceStatusRecord] {
         let text = { (field: String) in self.dialect.jsonText("status", field) }
         let integer = { (field: String) in self.dialect.jsonInteger("status", field) }
         let rows = try await readDB.raw(
@@ -147,7 +192,7 @@ extension SQLiteControllerStore {
             SELECT agent_id, updated_at, \(unsafeRaw: integer("serial")) AS serial, \(unsafeRaw: integer("targetSerial")) AS target_serial,
                    \(unsafeRaw: text("version")) AS version, \(unsafeRaw: text("phase")) AS phase, \(unsafeRaw: text("health")) AS health,
                    \(unsafeRaw: text("message")) AS message, \(unsafeRaw: text("failures")) AS failures
-            FROM \(dialect.statusRows(as: "st", where: "st.service = \(bind: service)"))
+            FROM \(dialect.statusRows(as: "st", where: filter))
             """
         ).all()
         var statuses: [String: ServiceStatusRecord] = [:]
