@@ -65,28 +65,37 @@ struct PostgresStoreTests {
     @Test func pooledConnectionsHaveTheControllersSessionSettings() async throws {
         try await TestStore.withLocation(.postgres) { location in
             let store = try await location.open()
-            // More queries at once than one connection serves: several of the pool's connections answer.
-            let answers = try await withThrowingTaskGroup(of: [String].self) { group in
+            // More queries at once than one connection serves: several of the pool's connections answer (checked by
+            // their server processes), each asked for all three settings.
+            let answers = try await withThrowingTaskGroup(of: (values: [String], backends: Set<Int>).self) { group in
                 for _ in 0..<8 {
                     group.addTask {
                         var values: [String] = []
+                        var backends: Set<Int> = []
                         for setting in ["jit", "application_name", "statement_timeout"] {
-                            let row = try await store.readDB.raw(
-                                "SELECT current_setting(\(bind: setting)) AS v FROM (SELECT pg_sleep(0.05)) AS pause"
-                            ).first()
-                            values.append(try #require(row).decode(column: "v", as: String.self))
+                            let row = try #require(
+                                try await store.readDB.raw(
+                                    """
+                                    SELECT current_setting(\(bind: setting)) AS v, pg_backend_pid() AS pid FROM (SELECT pg_sleep(0.05)) AS pause
+                                    """
+                                ).first()
+                            )
+                            values.append(try row.decode(column: "v", as: String.self))
+                            backends.insert(try row.decode(column: "pid", as: Int.self))
                         }
-                        return values
+                        return (values, backends)
                     }
                 }
-                var all: [[String]] = []
+                var all: [(values: [String], backends: Set<Int>)] = []
                 for try await answer in group { all.append(answer) }
                 return all
             }
             #expect(answers.count == 8)
             for answer in answers {
-                #expect(answer == ["off", "ferry-controller", "30s"])
+                #expect(answer.values == ["off", "ferry-controller", "30s"])
             }
+            let backends = answers.reduce(into: Set<Int>()) { $0.formUnion($1.backends) }
+            #expect(backends.count > 1, "the queries were answered by more than one pooled connection")
             try await store.close()
         }
     }

@@ -336,8 +336,8 @@ final class SQLControllerStore: ControllerStore {
     /// The columns that repeat fields of `service_status.status` for the fleet view (schema version 6) and the rollout
     /// views (version 7), in the order `statusFields` binds them.
     private static let statusFieldColumns = "version, serial, phase, health, failure_count"
-    /// How many values `statusFields` binds.
-    private static let statusFieldCount = 5
+    /// How many values `statusFields` binds (one per column).
+    private static let statusFieldCount = statusFieldColumns.split(separator: ",").count
     /// What a status upsert replaces: the JSON, its time and the columns taken from it.
     private static let statusUpsert = """
         status = excluded.status, updated_at = excluded.updated_at, version = excluded.version, serial = excluded.serial, \
