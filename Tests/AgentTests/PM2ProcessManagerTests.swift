@@ -190,7 +190,7 @@ struct PM2ProcessManagerTests {
         #expect(daemons.count == 1, "God Daemons of \(home): \(daemons.sorted())")
     }
 
-    @Test("against real PM2: a second God Daemon for the home, holding neither socket, is stopped after the next jlist and reported once")
+    @Test("against real PM2: a second God Daemon for the home, holding neither socket, is stopped after the next table read and reported once")
     func realPM2StrayDaemonStopped() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())
         let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-stray")

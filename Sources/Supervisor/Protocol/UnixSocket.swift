@@ -3,7 +3,7 @@ import Shared
 
 /// Blocking Unix-domain stream socket helpers for the supervisor's socket protocol. Callers run them on a
 /// `DedicatedThread`, never on the cooperative pool. Every wait is bounded by a deadline.
-enum UnixSocket {
+package enum UnixSocket {
     /// Longest socket path `sockaddr_un` can hold (108 bytes including the terminating NUL).
     static let maximumPathBytes = MemoryLayout<sockaddr_un>.size - MemoryLayout<sa_family_t>.size - 1
 
@@ -53,9 +53,23 @@ enum UnixSocket {
         return .success(fd)
     }
 
+    /// `connect(to:)` for clients of other sockets (PM2's): every failure is an `errno`, `ENAMETOOLONG` for a path
+    /// `sockaddr_un` cannot hold.
+    package static func connectReportingErrno(to path: String) -> Result<Int32, Errno> {
+        do {
+            return try connect(to: path)
+        } catch .socketPathTooLong {
+            return .failure(Errno(ENAMETOOLONG))
+        } catch .system(_, let code) {
+            return .failure(Errno(code))
+        } catch {
+            return .failure(Errno(EINVAL))
+        }
+    }
+
     /// Writes all of `bytes`, waiting at most until `deadline`. Returns `nil` on success, else the `errno`
     /// (`ETIMEDOUT` when the deadline passed). Never raises SIGPIPE.
-    static func write(_ bytes: [UInt8], to fd: Int32, deadline: ContinuousClock.Instant) -> Int32? {
+    package static func write(_ bytes: [UInt8], to fd: Int32, deadline: ContinuousClock.Instant) -> Int32? {
         var offset = 0
         while offset < bytes.count {
             guard waitUntilReady(fd, events: Int16(POLLOUT), deadline: deadline) else { return ETIMEDOUT }
@@ -73,7 +87,7 @@ enum UnixSocket {
 
     /// Waits until `fd` is ready for `events` or the deadline passes. Returns whether it is ready (an error or
     /// hang-up also counts as ready, so the following read or write reports it).
-    static func waitUntilReady(_ fd: Int32, events: Int16, deadline: ContinuousClock.Instant) -> Bool {
+    package static func waitUntilReady(_ fd: Int32, events: Int16, deadline: ContinuousClock.Instant) -> Bool {
         while true {
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else { return false }
@@ -104,9 +118,9 @@ enum UnixSocket {
     }
 
     /// An `errno` value as an `Error`.
-    struct Errno: Error, Sendable, Equatable {
-        var code: Int32
-        init(_ code: Int32) { self.code = code }
+    package struct Errno: Error, Sendable, Equatable {
+        package var code: Int32
+        package init(_ code: Int32) { self.code = code }
     }
 }
 

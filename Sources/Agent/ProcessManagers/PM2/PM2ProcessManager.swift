@@ -49,6 +49,9 @@ struct PM2ProcessManager: ProcessManager {
         /// daemon left outside any table (`PM2Leftovers`). Default `true`; an observer that must not change what it
         /// looks at (a test reading the table) turns it off.
         var repairsDaemons: Bool
+        /// Whether the table is read from the daemon's RPC socket when one answers there (`PM2RPC`), not from
+        /// `pm2 jlist`. Default `true`; tests that compare the two turn it off.
+        var readsTableFromDaemon: Bool
 
         init(
             executable: String = "pm2",
@@ -57,7 +60,8 @@ struct PM2ProcessManager: ProcessManager {
             path: String? = nil,
             namespace: String = "ferry",
             commandTimeout: Duration = .seconds(60),
-            repairsDaemons: Bool = true
+            repairsDaemons: Bool = true,
+            readsTableFromDaemon: Bool = true
         ) {
             self.executable = executable
             self.pm2Home = pm2Home
@@ -66,6 +70,7 @@ struct PM2ProcessManager: ProcessManager {
             self.namespace = namespace
             self.commandTimeout = commandTimeout
             self.repairsDaemons = repairsDaemons
+            self.readsTableFromDaemon = readsTableFromDaemon
         }
     }
 
@@ -105,10 +110,35 @@ struct PM2ProcessManager: ProcessManager {
         invocation.command(operation)
     }
 
-    /// The whole table, every namespace (`pm2 jlist`).
+    /// The whole table, every namespace: from the daemon's RPC socket when it answers there (`PM2RPC`: the array
+    /// `pm2 jlist` would print, without starting a Node.js process), else from `pm2 jlist`, which also starts a daemon
+    /// when none runs.
     func table() async throws(PM2Error) -> PM2ProcessTable {
+        if let elements = await tableFromDaemon() {
+            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: nowMilliseconds())
+            await stopStrayDaemons()
+            return table
+        }
         let output = try await execute(.list)
         return try PM2ProcessTable(jlistOutput: output.stdout, nowMilliseconds: nowMilliseconds())
+    }
+
+    /// The table's elements as the daemon answers `getMonitorData` on `$PM2_HOME/rpc.sock`; `nil` when no daemon
+    /// listens there, or when it did not answer as PM2 does (logged; `pm2 jlist` is asked then).
+    private func tableFromDaemon() async -> [JSONValue]? {
+        guard configuration.readsTableFromDaemon, let home = invocation.environment["PM2_HOME"] else { return nil }
+        do {
+            return try await PM2RPC.monitorData(
+                socketPath: "\(home)/rpc.sock",
+                timeout: min(configuration.commandTimeout, PM2RPC.defaultTimeout),
+                limit: runner.stdoutLimit
+            )
+        } catch .noDaemon {
+            return nil
+        } catch {
+            logger.info("pm2 daemon's rpc socket gave no table, asking pm2 jlist", metadata: ["pm2.home": "\(home)", "pm2.error": "\(error)"])
+            return nil
+        }
     }
 
     // MARK: - ProcessManager

@@ -23,7 +23,14 @@ struct PM2ProcessTable: Sendable, Equatable {
     ///     (re)start, not a duration).
     /// - Throws: `PM2Error.unreadableTable` naming the element and field that is wrong.
     init(jlistOutput stdout: [UInt8], nowMilliseconds: Int64) throws(PM2Error) {
-        let elements = try Self.jsonArray(in: stdout)
+        try self.init(elements: try Self.jsonArray(in: stdout), nowMilliseconds: nowMilliseconds)
+    }
+
+    /// Reads the table's elements: `pm2 jlist`'s array, or the daemon's `getMonitorData` answer (`PM2RPC`), which is
+    /// the same array before `jlist` prints it.
+    ///
+    /// - Throws: `PM2Error.unreadableTable` naming the element and field that is wrong.
+    init(elements: [JSONValue], nowMilliseconds: Int64) throws(PM2Error) {
         var processes: [ManagedProcess] = []
         processes.reserveCapacity(elements.count)
         for (index, element) in elements.enumerated() {
