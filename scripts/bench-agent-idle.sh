@@ -9,7 +9,9 @@
 # (work directory, default a new one under /var/tmp, removed afterwards unless KEEP=1), SKIP_BUILD=1 (reuse the
 # release binaries), STATIC_STDLIB=1 (build with --static-swift-stdlib into .build-static instead of .build),
 # AGENT_BIN (measure this ferry-agent binary instead of the built one, e.g. a copy built another way), SCRATCH (build
-# directory, default .build; e.g. .build-release, where scripts/bench-fleet builds).
+# directory, default .build; e.g. .build-release, where scripts/bench-fleet builds), PM2 (a pm2 binary, e.g.
+# "$(scripts/real-pm2)": the agent then runs the app under that PM2, in a private PM2_HOME, instead of the builtin
+# supervisor; the agent's CPU always includes the commands it ran, such as `pm2 jlist`).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,8 @@ if [ -n "${AGENT_BIN:-}" ]; then LABEL="agent binary given by AGENT_BIN"; fi
 AGENT_BIN=${AGENT_BIN:-$BIN/ferry-agent}
 PIDS=()
 SUPERVISOR_HOME=""
+PM2=${PM2:-}
+PM2_HOME_DIR=""
 
 cleanup() {
     local pid
@@ -41,6 +45,10 @@ cleanup() {
     done
     if [ -n "$SUPERVISOR_HOME" ] && [ -S "$SUPERVISOR_HOME/supervisor.sock" ]; then
         "$AGENT_BIN" supervisor --stop --home "$SUPERVISOR_HOME" >/dev/null 2>&1 || true
+    fi
+    # The private PM2 daemon (and its app), by its own home only.
+    if [ -n "$PM2_HOME_DIR" ] && [ -e "$PM2_HOME_DIR/pm2.pid" ]; then
+        PM2_HOME="$PM2_HOME_DIR" "$PM2" kill >/dev/null 2>&1 || true
     fi
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
 }
@@ -74,8 +82,9 @@ wait_for() {
 }
 
 status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
-# utime + stime in clock ticks, all threads, dead ones included (fields 14 and 15 of /proc/PID/stat).
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# utime + stime in clock ticks, all threads, dead ones included (fields 14 and 15 of /proc/PID/stat), plus cutime +
+# cstime (16 and 17): the children it waited for, such as the `pm2` commands it runs.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat"; }
 # On-CPU nanoseconds summed over the live threads (/proc/PID/task/*/schedstat): finer than ticks.
 # A thread may end between the glob and the read (the agent runs each supervisor call on a thread of its own): cat
 # then fails, which must not end the script (pipefail).
@@ -128,9 +137,16 @@ echo "   published idle 1.0.0"
 # --- Agent --------------------------------------------------------------------------------------------------------
 echo "== agent"
 STATE="$WORK/agent/state"
-SUPERVISOR_HOME="$STATE/supervisor"
+if [ -n "$PM2" ]; then
+    PM2_HOME_DIR="$WORK/pm2home"
+    MANAGER=(--process-manager pm2 --pm2 "$PM2" --pm2-home "$PM2_HOME_DIR")
+    echo "   process manager: PM2 $("$PM2" --version 2>/dev/null | tail -1) ($PM2, PM2_HOME $PM2_HOME_DIR)"
+else
+    SUPERVISOR_HOME="$STATE/supervisor"
+    MANAGER=(--process-manager builtin)
+fi
 "$AGENT_BIN" enroll --controller "$URL" --token "$ENROLL" --config "$WORK/agent/agent.json" --service idle \
-    --trusted-key "$WORK/op.pub" --state-dir "$STATE" --env-dir "$WORK/agent/env" --process-manager builtin \
+    --trusted-key "$WORK/op.pub" --state-dir "$STATE" --env-dir "$WORK/agent/env" "${MANAGER[@]}" \
     --poll-seconds 1 --name bench >/dev/null
 # No long-poll: one request a second, the most polling an agent does.
 sed -i 's/"longPollSeconds":30/"longPollSeconds":0/' "$WORK/agent/agent.json"
@@ -138,7 +154,7 @@ grep -q '"longPollSeconds":0' "$WORK/agent/agent.json" || { echo "bench-agent-id
 AGENT_ID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agentId"])' "$WORK/agent/agent.json")
 AGENT_TOKEN=$(tr -d '\n' <"$STATE/agent.token")
 
-env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$WORK/agent" FERRY_LOG_LEVEL=info \
+env -i PATH="$(dirname "$(command -v node)"):/usr/local/bin:/usr/bin:/bin" HOME="$WORK/agent" FERRY_LOG_LEVEL=info \
     "$AGENT_BIN" run --config "$WORK/agent/agent.json" >"$WORK/agent.log" 2>&1 &
 AGENT=$!
 PIDS+=("$AGENT")
@@ -206,11 +222,14 @@ sleep 5 # a few polls: past its first (full) answer and into 304s, like the agen
 # --- Measurement window -------------------------------------------------------------------------------------------
 echo "== measuring $WINDOW s of idle polling"
 TCK=$(getconf CLK_TCK)
+if [ -n "$PM2" ]; then MANAGER_PID=$(cat "$PM2_HOME_DIR/pm2.pid"); else MANAGER_PID=$(cat "$SUPERVISOR_HOME/supervisor.pid"); fi
+m_ticks0=$(cpu_ticks "$MANAGER_PID")
 a_ticks0=$(cpu_ticks "$AGENT"); a_ns0=$(cpu_ns "$AGENT")
 b_ticks0=$(cpu_ticks "$BASELINE"); b_ns0=$(cpu_ns "$BASELINE")
 polls0=$(polls)
 sleep "$WINDOW"
 a_ticks1=$(cpu_ticks "$AGENT"); a_ns1=$(cpu_ns "$AGENT")
+m_ticks1=$(cpu_ticks "$MANAGER_PID")
 b_ticks1=$(cpu_ticks "$BASELINE"); b_ns1=$(cpu_ns "$BASELINE")
 polls1=$(polls)
 
@@ -224,16 +243,17 @@ AGENT_THREADS=$(status_kb "$AGENT" Threads)
 AGENT_PSS=$(awk '/^Pss:/ { print $2 }' "/proc/$AGENT/smaps_rollup")
 AGENT_USS=$(awk '/^Private_(Clean|Dirty):/ { sum += $2 } END { print sum }' "/proc/$AGENT/smaps_rollup")
 BASE_RSS=$(status_kb "$BASELINE" VmRSS)
-SUPERVISOR=$(cat "$SUPERVISOR_HOME/supervisor.pid")
-SUP_RSS=$(status_kb "$SUPERVISOR" VmRSS)
-APP=$(pgrep -P "$SUPERVISOR" | head -1 || true)
+SUP_RSS=$(status_kb "$MANAGER_PID" VmRSS)
+APP=$(pgrep -P "$MANAGER_PID" | head -1 || true)
 APP_RSS=0
 if [ -n "$APP" ]; then APP_RSS=$(status_kb "$APP" VmRSS); fi
 
-# CPU time in the window, in ms. The agent runs each HTTP transfer on a thread of its own that then exits, and
+# CPU time in the window, in ms. The agent's threads come and go (a supervisor call runs on a thread of its own), and
 # schedstat only covers live threads: its figure is utime+stime from /proc/PID/stat (every thread, exited ones
-# included, in 10 ms ticks). The baseline is one thread: /proc/PID/schedstat counts it to the nanosecond.
+# included, in 10 ms ticks), with the children it waited for. The baseline is one thread: /proc/PID/schedstat counts
+# it to the nanosecond.
 A_MS=$(awk -v t=$((a_ticks1 - a_ticks0)) -v tck="$TCK" 'BEGIN { printf "%.0f", t * 1000 / tck }')
+M_MS=$(awk -v t=$((m_ticks1 - m_ticks0)) -v tck="$TCK" 'BEGIN { printf "%.0f", t * 1000 / tck }')
 B_MS=$(awk -v n=$((b_ns1 - b_ns0)) 'BEGIN { printf "%.1f", n / 1e6 }')
 A_LIVE_MS=$(awk -v n=$((a_ns1 - a_ns0)) 'BEGIN { printf "%.1f", n / 1e6 }')
 B_TICKS_MS=$(awk -v t=$((b_ticks1 - b_ticks0)) -v tck="$TCK" 'BEGIN { printf "%.0f", t * 1000 / tck }')
@@ -255,7 +275,9 @@ printf '%-34s %10s %10s %8s\n' "CPU (% of one core)" "$(pct "$A_MS")" "$(pct "$B
 echo "cross-checks: agent live threads by schedstat $A_LIVE_MS ms (misses exited transfer threads); baseline by ticks $B_TICKS_MS ms"
 echo "agent: peak RSS $(mb "$AGENT_HWM") MB, anonymous $(mb "$AGENT_ANON") MB, file-backed $(mb "$AGENT_FILE") MB," \
     "PSS $(mb "$AGENT_PSS") MB, USS $(mb "$AGENT_USS") MB, $AGENT_THREADS threads"
-echo "not the agent: supervisor daemon RSS $(mb "$SUP_RSS") MB (pid $SUPERVISOR), idle node app RSS $(mb "$APP_RSS") MB"
+if [ -n "$PM2" ]; then MANAGER_NAME="PM2 daemon"; else MANAGER_NAME="supervisor daemon"; fi
+echo "not the agent: $MANAGER_NAME RSS $(mb "$SUP_RSS") MB (pid $MANAGER_PID), CPU in the window $M_MS ms;" \
+    "idle node app RSS $(mb "$APP_RSS") MB"
 echo "agent's largest resident mappings:"
 cat "$WORK/agent-mappings.txt"
 if [ "$AGENT_RSS" -le $((15 * 1024)) ]; then

@@ -46,6 +46,15 @@ struct PM2Daemons: Sendable, Equatable {
         )
     }
 
+    /// The verdict for `home`, asking the sockets who listens only when more than one daemon runs (one daemon or none
+    /// is `.fine` whoever listens): each question is a connection the daemon accepts, and this runs after every table
+    /// read.
+    static func verdict(home: String) -> Verdict {
+        let running = godDaemons(home: home)
+        guard running.count > 1 else { return .fine }
+        return PM2Daemons(running: running, rpcOwner: listener(of: "\(home)/rpc.sock"), pubOwner: listener(of: "\(home)/pub.sock")).verdict
+    }
+
     var verdict: Verdict {
         guard running.count > 1, let rpcOwner, let pubOwner, running.contains(rpcOwner), running.contains(pubOwner) else {
             return .fine

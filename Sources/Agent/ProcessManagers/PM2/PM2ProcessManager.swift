@@ -310,7 +310,7 @@ struct PM2ProcessManager: ProcessManager {
     /// Stops the God Daemons of the home that no pm2 call reaches, with their apps, and notes it for the report.
     private func stopStrayDaemons() async {
         guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"] else { return }
-        switch PM2Daemons.look(home: home).verdict {
+        switch PM2Daemons.verdict(home: home) {
         case .fine:
             return
         case .strays(let strays, let keep):
