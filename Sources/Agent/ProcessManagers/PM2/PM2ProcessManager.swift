@@ -84,6 +84,8 @@ struct PM2ProcessManager: ProcessManager {
     private let notices = Notices()
     /// The God Daemon that answered the last census of leftovers (shared by its copies).
     private let censusDaemon = CensusDaemon()
+    /// Why the daemon's socket last gave no table (shared by its copies).
+    private let socketFailure = SocketFailure()
 
     /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
     ///
@@ -128,15 +130,21 @@ struct PM2ProcessManager: ProcessManager {
     private func tableFromDaemon() async -> [JSONValue]? {
         guard configuration.readsTableFromDaemon, let home = invocation.environment["PM2_HOME"] else { return nil }
         do {
-            return try await PM2RPC.monitorData(
+            let elements = try await PM2RPC.monitorData(
                 socketPath: "\(home)/rpc.sock",
                 timeout: min(configuration.commandTimeout, PM2RPC.defaultTimeout),
                 limit: runner.stdoutLimit
             )
+            _ = socketFailure.isNew(nil)
+            return elements
         } catch .noDaemon {
             return nil
         } catch {
-            logger.info("pm2 daemon's rpc socket gave no table, asking pm2 jlist", metadata: ["pm2.home": "\(home)", "pm2.error": "\(error)"])
+            logger.log(
+                level: socketFailure.isNew("\(error)") ? .info : .debug,
+                "pm2 daemon's rpc socket gave no table, asking pm2 jlist",
+                metadata: ["pm2.home": "\(home)", "pm2.error": "\(error)"]
+            )
             return nil
         }
     }
@@ -361,6 +369,20 @@ struct PM2ProcessManager: ProcessManager {
         func isNew(_ file: SocketFile) -> Bool { seen.withLock { $0 != file } }
 
         func record(_ file: SocketFile) { seen.withLock { $0 = file } }
+    }
+
+    /// The last reason the daemon's socket gave no table: logged at `info` when it changes, at `debug` while it
+    /// repeats (a table is read every few seconds).
+    private final class SocketFailure: Sendable {
+        private let last = Mutex<String?>(nil)
+
+        /// Records `reason` (`nil`: the socket answered); whether it differs from the one before.
+        func isNew(_ reason: String?) -> Bool {
+            last.withLock { last in
+                defer { last = reason }
+                return last != reason
+            }
+        }
     }
 
     /// Notes kept between passes.
