@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -190,7 +191,9 @@ struct PM2ProcessManagerTests {
         #expect(daemons.count == 1, "God Daemons of \(home): \(daemons.sorted())")
     }
 
-    @Test("against real PM2: a second God Daemon for the home, holding neither socket, is stopped after the next table read and reported once")
+    @Test(
+        "against real PM2: a second God Daemon for the home, holding neither socket, is stopped by the first table read once the count is due, and reported once"
+    )
     func realPM2StrayDaemonStopped() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())
         let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-stray")
@@ -201,9 +204,12 @@ struct PM2ProcessManagerTests {
         let app = AppSpec.pm2TestApp("idle", script: root.path + "/idle.js", cwd: root.path)
         let ecosystem = root.appendingPathComponent("ecosystem.json").path
         try Data(EcosystemWriter.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        // The manager's wall clock, which the test moves on to make the next count of daemons due.
+        let clockOffset = Mutex<Int64>(0)
         let manager = try PM2ProcessManager(
-            configuration: .init(executable: pm2, pm2Home: home, namespace: "ferry-test"),
-            logger: .init(label: "test.pm2")
+            configuration: .init(executable: pm2, pm2Home: home, namespace: "ferry-test", strayCheckInterval: .seconds(30)),
+            logger: .init(label: "test.pm2"),
+            nowMilliseconds: { Int64(Date().timeIntervalSince1970 * 1000) + clockOffset.withLock { $0 } }
         )
         try await manager.start(app, ecosystem: ecosystem)
         let before = try await Self.settle(manager, app)
@@ -229,8 +235,15 @@ struct PM2ProcessManagerTests {
             guard let stray = DaemonDeathTests.pm2Daemons(home: home).subtracting([daemon]).first else { return nil }
             return PM2Daemons.look(home: home).verdict == .strays([stray], keep: daemon) ? stray : nil
         }
-        #expect(manager.takeNotices().isEmpty, "nothing stopped before the next jlist")
+        #expect(manager.takeNotices().isEmpty, "nothing stopped before the next table read")
 
+        // Read from the daemon's socket within the interval of the last count: the daemons are not counted again.
+        let within = try await manager.processes()
+        #expect(within.compactMap(\.pid) == [appPid])
+        #expect(DaemonDeathTests.isRunning(stray), "the stray outlives a read within the interval")
+        #expect(manager.takeNotices().isEmpty)
+
+        clockOffset.withLock { $0 = 31_000 }
         let after = try await manager.processes()
         #expect(after.compactMap(\.pid) == [appPid], "the daemon that answers and its app are untouched")
         // SIGKILL takes effect asynchronously: a daemon with many threads can take a moment to finish exiting (a loaded
@@ -243,6 +256,24 @@ struct PM2ProcessManagerTests {
         #expect(notices.count == 1 && notices.first?.contains("a second PM2 daemon (pid \(stray))") == true, "\(notices)")
         #expect(manager.takeNotices().isEmpty, "reported once")
         await Self.killDaemon(manager)
+    }
+
+    @Test(
+        "the God Daemons are counted after a socket read when none was counted yet, the interval has gone by, or the clock went back",
+        arguments: [
+            (nil, 1_000, true),
+            (Int64(1_000), 1_000, false),
+            (Int64(1_000), 30_999, false),
+            (Int64(1_000), 31_000, true),
+            (Int64(1_000), 999, true),
+            (Int64.min, Int64.max, true),
+            (Int64.max, Int64.min, true),
+        ] as [(Int64?, Int64, Bool)]
+    )
+    func strayCountDue(last: Int64?, now: Int64, due: Bool) {
+        let count = PM2ProcessManager.StrayCount()
+        if let last { count.record(last) }
+        #expect(count.isDue(now: now, interval: .seconds(30)) == due)
     }
 
     @Test(

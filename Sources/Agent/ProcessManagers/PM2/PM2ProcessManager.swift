@@ -52,6 +52,11 @@ struct PM2ProcessManager: ProcessManager {
         /// Whether the table is read from the daemon's RPC socket when one answers there (`PM2RPC`), not from
         /// `pm2 jlist`. Default `true`; tests that compare the two turn it off.
         var readsTableFromDaemon: Bool
+        /// After a table read from the daemon's socket, the home's God Daemons are counted (a scan of `/proc`, the
+        /// largest part of an idle agent's CPU once `pm2 jlist` is gone) at most this often. A second daemon only
+        /// appears when a pm2 command starts one, and every pm2 command the agent runs is followed by a count; this
+        /// bounds how long one started by someone else's command runs unnoticed. Default 30 s.
+        var strayCheckInterval: Duration
 
         init(
             executable: String = "pm2",
@@ -61,7 +66,8 @@ struct PM2ProcessManager: ProcessManager {
             namespace: String = "ferry",
             commandTimeout: Duration = .seconds(60),
             repairsDaemons: Bool = true,
-            readsTableFromDaemon: Bool = true
+            readsTableFromDaemon: Bool = true,
+            strayCheckInterval: Duration = .seconds(30)
         ) {
             self.executable = executable
             self.pm2Home = pm2Home
@@ -71,6 +77,7 @@ struct PM2ProcessManager: ProcessManager {
             self.commandTimeout = commandTimeout
             self.repairsDaemons = repairsDaemons
             self.readsTableFromDaemon = readsTableFromDaemon
+            self.strayCheckInterval = strayCheckInterval
         }
     }
 
@@ -86,6 +93,8 @@ struct PM2ProcessManager: ProcessManager {
     private let censusDaemon = CensusDaemon()
     /// Why the daemon's socket last gave no table (shared by its copies).
     private let socketFailure = SocketFailure()
+    /// When the God Daemons were last counted (shared by its copies).
+    private let strayCount = StrayCount()
 
     /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
     ///
@@ -117,8 +126,9 @@ struct PM2ProcessManager: ProcessManager {
     /// when none runs.
     func table() async throws(PM2Error) -> PM2ProcessTable {
         if let elements = await tableFromDaemon() {
-            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: nowMilliseconds())
-            await stopStrayDaemons()
+            let now = nowMilliseconds()
+            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: now)
+            if strayCount.isDue(now: now, interval: configuration.strayCheckInterval) { await stopStrayDaemons() }
             return table
         }
         let output = try await execute(.list)
@@ -318,6 +328,7 @@ struct PM2ProcessManager: ProcessManager {
     /// Stops the God Daemons of the home that no pm2 call reaches, with their apps, and notes it for the report.
     private func stopStrayDaemons() async {
         guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"] else { return }
+        strayCount.record(nowMilliseconds())
         switch PM2Daemons.verdict(home: home) {
         case .fine:
             return
@@ -381,6 +392,24 @@ struct PM2ProcessManager: ProcessManager {
             last.withLock { last in
                 defer { last = reason }
                 return last != reason
+            }
+        }
+    }
+
+    /// When the God Daemons were last counted, on the manager's wall clock (a clock set back makes the next count due
+    /// at once rather than an interval late).
+    final class StrayCount: Sendable {
+        private let last = Mutex<Int64?>(nil)
+
+        func record(_ now: Int64) { last.withLock { $0 = now } }
+
+        /// Whether a count is due at `now`: none yet, `interval` gone by since the last one, or the clock set back.
+        func isDue(now: Int64, interval: Duration) -> Bool {
+            last.withLock { last in
+                guard let last else { return true }
+                let (elapsed, overflow) = now.subtractingReportingOverflow(last)
+                guard !overflow, elapsed >= 0 else { return true }
+                return Duration.milliseconds(elapsed) >= interval
             }
         }
     }
