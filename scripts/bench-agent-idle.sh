@@ -147,7 +147,8 @@ if [ -n "$PM2" ]; then
     PM2_HOME_DIR="$WORK/pm2home"
     MANAGER=(--process-manager pm2 --pm2 "$PM2" --pm2-home "$PM2_HOME_DIR")
     # The version from PM2's package.json: `pm2 --version` starts a daemon in the default PM2_HOME (~/.pm2).
-    PM2_VERSION=$(node -p "require('$(dirname "$(readlink -f "$PM2")")/../package.json').version" 2>/dev/null || echo unknown)
+    PM2_VERSION=$(node -p 'require(process.argv[1]).version' "$(dirname "$(readlink -f "$PM2")")/../package.json" 2>/dev/null ||
+        echo unknown)
     echo "   process manager: PM2 $PM2_VERSION ($PM2, PM2_HOME $PM2_HOME_DIR)"
 else
     SUPERVISOR_HOME="$STATE/supervisor"

@@ -52,8 +52,8 @@ struct PM2ProcessManager: ProcessManager {
         /// Whether the table is read from the daemon's RPC socket when one answers there (`PM2RPC`), not from
         /// `pm2 jlist`. Default `true`; tests that compare the two turn it off.
         var readsTableFromDaemon: Bool
-        /// After a table read from the daemon's socket, the home's God Daemons are counted (a scan of `/proc`, the
-        /// largest part of an idle agent's CPU once `pm2 jlist` is gone) at most this often. A second daemon only
+        /// After a table read from the daemon's socket, the home's God Daemons are counted (a scan of `/proc`, 12.6 %
+        /// of an idle agent's CPU samples once `pm2 jlist` was gone) at most this often. A second daemon only
         /// appears when a pm2 command starts one, and every pm2 command the agent runs is followed by a count; this
         /// bounds how long one started by someone else's command runs unnoticed. Default 30 s.
         var strayCheckInterval: Duration
@@ -87,6 +87,7 @@ struct PM2ProcessManager: ProcessManager {
     let runner: PM2CommandRunner
     private let logger: Logger
     private let nowMilliseconds: @Sendable () -> Int64
+    private let monotonicNow: @Sendable () -> ContinuousClock.Instant
     /// What this manager repaired on its own since the reconciler last asked (shared by its copies).
     private let notices = Notices()
     /// The God Daemon that answered the last census of leftovers (shared by its copies).
@@ -101,19 +102,22 @@ struct PM2ProcessManager: ProcessManager {
     /// - Parameters:
     ///   - agentEnvironment: the agent's environment, used only to find `pm2`, `node` and the home directory.
     ///   - nowMilliseconds: wall-clock time in epoch milliseconds (for uptimes; PM2 stores start times that way).
+    ///   - monotonicNow: the clock intervals are measured on (`strayCheckInterval`).
     /// - Throws: `PM2Error.executableNotFound`, `PM2Error.homeUnknown`.
     init(
         configuration: Configuration,
         logger: Logger,
         agentEnvironment: [String: String] = ProcessInfo.processInfo.environment,
         runner: PM2CommandRunner = PM2CommandRunner(),
-        nowMilliseconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        nowMilliseconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
+        monotonicNow: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
     ) throws(PM2Error) {
         self.configuration = configuration
         self.invocation = try PM2Invocation.resolve(configuration, agentEnvironment: agentEnvironment)
         self.runner = runner
         self.logger = logger
         self.nowMilliseconds = nowMilliseconds
+        self.monotonicNow = monotonicNow
     }
 
     /// The exact command an operation runs (argv, environment, working directory, timeout).
@@ -126,9 +130,8 @@ struct PM2ProcessManager: ProcessManager {
     /// when none runs.
     func table() async throws(PM2Error) -> PM2ProcessTable {
         if let elements = await tableFromDaemon() {
-            let now = nowMilliseconds()
-            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: now)
-            if strayCount.isDue(now: now, interval: configuration.strayCheckInterval) { await stopStrayDaemons() }
+            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: nowMilliseconds())
+            if strayCount.isDue(now: monotonicNow(), interval: configuration.strayCheckInterval) { await stopStrayDaemons() }
             return table
         }
         let output = try await execute(.list)
@@ -328,7 +331,7 @@ struct PM2ProcessManager: ProcessManager {
     /// Stops the God Daemons of the home that no pm2 call reaches, with their apps, and notes it for the report.
     private func stopStrayDaemons() async {
         guard configuration.repairsDaemons, let home = invocation.environment["PM2_HOME"] else { return }
-        strayCount.record(nowMilliseconds())
+        strayCount.record(monotonicNow())
         switch PM2Daemons.verdict(home: home) {
         case .fine:
             return
@@ -396,21 +399,15 @@ struct PM2ProcessManager: ProcessManager {
         }
     }
 
-    /// When the God Daemons were last counted, on the manager's wall clock (a clock set back makes the next count due
-    /// at once rather than an interval late).
+    /// When the God Daemons were last counted.
     final class StrayCount: Sendable {
-        private let last = Mutex<Int64?>(nil)
+        private let last = Mutex<ContinuousClock.Instant?>(nil)
 
-        func record(_ now: Int64) { last.withLock { $0 = now } }
+        func record(_ now: ContinuousClock.Instant) { last.withLock { $0 = now } }
 
-        /// Whether a count is due at `now`: none yet, `interval` gone by since the last one, or the clock set back.
-        func isDue(now: Int64, interval: Duration) -> Bool {
-            last.withLock { last in
-                guard let last else { return true }
-                let (elapsed, overflow) = now.subtractingReportingOverflow(last)
-                guard !overflow, elapsed >= 0 else { return true }
-                return Duration.milliseconds(elapsed) >= interval
-            }
+        /// Whether a count is due at `now`: none yet, or `interval` gone by since the last one.
+        func isDue(now: ContinuousClock.Instant, interval: Duration) -> Bool {
+            last.withLock { last in last.map { now - $0 >= interval } ?? true }
         }
     }
 
