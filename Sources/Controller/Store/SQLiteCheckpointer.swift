@@ -75,7 +75,7 @@ final class SQLiteCheckpointer: Sendable {
             // The loop owns its connection and thread: whoever stops it (`stop`, or `cancel` from a deinit) frees them.
             // Outside this (cancelled) task: the thread pool's async calls throw `CancellationError` in a cancelled one.
             await Task.detached {
-                try? await connection.close()
+                try? await connection.closeEvenWhenCancelled()
                 try? await threadPool.shutdownGracefully()
             }.value
         }

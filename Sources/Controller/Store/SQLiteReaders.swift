@@ -68,7 +68,7 @@ final class SQLiteReaders: SQLDatabase {
         var firstFailure: (any Error)?
         for reader in readers {
             do {
-                try await reader.lock.withLock { try await reader.connection.close() }
+                try await reader.lock.withLock { try await reader.connection.closeEvenWhenCancelled() }
             } catch {
                 firstFailure = firstFailure ?? error
             }

@@ -93,7 +93,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
                     try await reader.sql(queryLogLevel: nil).raw("PRAGMA foreign_keys = ON").run()
                 }
             } catch {
-                for reader in connections { try? await reader.close() }
+                for reader in connections { try? await reader.closeEvenWhenCancelled() }
                 throw error
             }
             let checkpointer: SQLiteCheckpointer
@@ -113,7 +113,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
                     logger: logger
                 )
             } catch {
-                for reader in connections { try? await reader.close() }
+                for reader in connections { try? await reader.closeEvenWhenCancelled() }
                 throw error
             }
             return SQLiteStoreBackend(
@@ -124,7 +124,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
                 path: path
             )
         } catch {
-            try? await writer.close()
+            try? await writer.closeEvenWhenCancelled()
             if let error = error as? StoreError { throw error }
             throw StoreError.cannotOpen(path: path, reason: "\(error)")
         }
@@ -160,7 +160,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
         try await writeLock.withLock {
             var readersFailure: (any Error)?
             do { try await readers.close() } catch { readersFailure = error }
-            try await writer.close()
+            try await writer.closeEvenWhenCancelled()
             if let readersFailure { throw readersFailure }
         }
     }
