@@ -145,7 +145,8 @@ struct AgentRuntime: Sendable {
                 pm2Home: config.pm2Home,
                 namespace: config.namespace,
                 commandTimeout: .seconds(config.pm2TimeoutSeconds),
-                repairsDaemons: repairs
+                repairsDaemons: repairs,
+                readsTableFromDaemon: config.pm2TableSource == .socket
             )
             return (try PM2ProcessManager(configuration: configuration, logger: logger), "pm2")
         }

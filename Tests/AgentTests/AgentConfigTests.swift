@@ -36,6 +36,7 @@ struct AgentConfigTests {
         caFile: /etc/ferry/ca.pem
         pm2: /usr/local/bin/pm2
         pm2Home: /home/deploy/.pm2
+        pm2TableSource: jlist
         namespace: ferry-prod
         clockSkewSeconds: 120
         keepReleases: 5
@@ -47,7 +48,7 @@ struct AgentConfigTests {
           "services": ["api", "web-frontend"], "trustedKeys": ["/etc/ferry/keys/alice.pub", "/etc/ferry/keys/bob.pub"],
           "threshold": 2, "stateDir": "/var/lib/ferry", "envDir": "/etc/ferry/env", "pollSeconds": 20, "longPollSeconds": 45,
           "reportSeconds": 60, "processManager": "builtin", "caFile": "/etc/ferry/ca.pem", "pm2": "/usr/local/bin/pm2",
-          "pm2Home": "/home/deploy/.pm2", "namespace": "ferry-prod", "clockSkewSeconds": 120, "keepReleases": 5
+          "pm2Home": "/home/deploy/.pm2", "pm2TableSource": "jlist", "namespace": "ferry-prod", "clockSkewSeconds": 120, "keepReleases": 5
         }
         """
 
@@ -76,6 +77,7 @@ struct AgentConfigTests {
         #expect(yaml.caFile == "/etc/ferry/ca.pem")
         #expect(yaml.pm2Path == "/usr/local/bin/pm2")
         #expect(yaml.pm2Home == "/home/deploy/.pm2")
+        #expect(yaml.pm2TableSource == .jlist)
         #expect(yaml.namespace == "ferry-prod")
         #expect(yaml.clockSkewSeconds == 120)
         #expect(yaml.keepReleases == 5)
@@ -103,6 +105,7 @@ struct AgentConfigTests {
         #expect(config.caFile == nil)
         #expect(config.pm2Path == nil)
         #expect(config.pm2Home == nil)
+        #expect(config.pm2TableSource == .socket)
         #expect(config.namespace == "ferry")
         #expect(config.clockSkewSeconds == 300)
         #expect(config.keepReleases == 3)
@@ -211,6 +214,16 @@ struct AgentConfigTests {
             description: "non-http controller",
             text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ferry.internal"),
             reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"
+        ),
+        Hostile(
+            description: "bad pm2TableSource",
+            text: plus("pm2TableSource: rpc"),
+            reason: "pm2TableSource: \"rpc\" must be socket or jlist"
+        ),
+        Hostile(
+            description: "pm2TableSource not a string",
+            text: plus("pm2TableSource: true"),
+            reason: "pm2TableSource: expected string, got boolean"
         ),
         Hostile(
             description: "bad processManager",

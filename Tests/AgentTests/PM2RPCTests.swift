@@ -184,10 +184,9 @@ struct PM2RPCTests {
             for _ in 0..<5 { fromSocket = try await manager.processes() }
             #expect(calls() == before, "five table reads ran no pm2 command")
 
-            let cli = try PM2ProcessManager(
-                configuration: .init(executable: shim, pm2Home: home, namespace: "ferry-test", readsTableFromDaemon: false),
-                logger: .init(label: "test.pm2")
-            )
+            // The agent config's switch: `pm2TableSource: jlist` reads every table with pm2 jlist, socket or not.
+            let cli = try Self.managerFromConfig(root: root, shim: shim, home: home, tableSource: "jlist")
+            #expect(try Self.managerFromConfig(root: root, shim: shim, home: home, tableSource: nil).configuration.readsTableFromDaemon)
             let fromCLI = try await cli.processes()
             #expect(calls().last == "jlist")
             #expect(fromSocket.count == 2)
@@ -203,6 +202,27 @@ struct PM2RPCTests {
             throw error
         }
         await PM2ProcessManagerTests.killDaemon(manager)
+    }
+
+    /// The PM2 manager the agent builds from a config file with these settings (`pm2TableSource` left out when `nil`).
+    static func managerFromConfig(root: URL, shim: String, home: String, tableSource: String?) throws -> PM2ProcessManager {
+        var fields: [String: JSONValue] = [
+            "controller": .string("http://127.0.0.1:9"), "agentId": .string("a1"), "services": .array([.string("api")]),
+            "trustedKeys": .array([.string("/nonexistent.pub")]), "processManager": .string("pm2"), "pm2": .string(shim),
+            "pm2Home": .string(home), "namespace": .string("ferry-test"),
+        ]
+        if let tableSource { fields["pm2TableSource"] = .string(tableSource) }
+        let file = root.appendingPathComponent("agent-\(tableSource ?? "default").json")
+        try Data(JSONValue.object(fields).encoded()).write(to: file)
+        let config = try AgentConfig.load(from: file.path, environment: [:])
+        let (made, kind) = try AgentRuntime.makeProcessManager(
+            config: config,
+            layout: AgentLayout(stateDir: root.path),
+            logger: .init(label: "test.pm2"),
+            repairs: false
+        )
+        #expect(kind == "pm2")
+        return try #require(made as? PM2ProcessManager)
     }
 
     /// What two reads of an unchanged table agree on (uptime, memory and CPU move between reads).
