@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Agent idle footprint benchmark: the resident memory of `ferry-agent run` after 100 polls of an unchanged desired
 # state, and its CPU over a further minute of idle polling (one poll a second, no long-poll), each against a
-# baseline measured in the same run: a minimal C program polling the same URL with the same token and ETag through
-# libcurl once a second. The goal is agent RSS <= 15 MB. The builtin supervisor daemon (started by the agent, running
-# the one app) and the app itself are separate processes, reported apart. See docs/benchmarks.md.
+# baseline measured in the same run: a minimal C program polling the desired state of an agent of its own (same
+# service, same document, a token of its own) with If-None-Match through libcurl once a second. The goal is agent
+# RSS <= 15 MB. The builtin supervisor daemon (started by the agent, running the one app) and the app itself are
+# separate processes, reported apart. See docs/benchmarks.md.
 #
 # Environment: POLLS (before measuring, default 100), WINDOW (seconds of CPU measurement, default 60), BENCH_DIR
 # (work directory, default a new one under /var/tmp, removed afterwards unless KEEP=1), SKIP_BUILD=1 (reuse the
@@ -13,8 +14,8 @@
 # "$(scripts/real-pm2)": the agent then runs the app under that PM2, in a private PM2_HOME, instead of the builtin
 # supervisor; the agent's CPU always includes the commands it ran, such as `pm2 jlist`), DEPLOYED=1 (the agent as
 # deployed: the controller's and the agent's default intervals, 30 s long-polls, a report every 30 s, drift checks
-# every 5 s, instead of a plain poll every second; POLLS then defaults to 2, and the ratio against the once-a-second
-# baseline only says how the two compare in absolute terms).
+# every 5 s, instead of a plain poll every second; POLLS then defaults to 2, and the baseline makes the same 30 s
+# long-polls, `?wait=30` with If-None-Match and no pause between them, so the ratio compares the same requests).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,7 +113,7 @@ PIDS+=($!)
 wait_for 30 "the controller to listen" grep -q "listening on http://" "$WORK/controller.log"
 URL=$(sed -n 's/^ferry-controller listening on \(http:[^ ]*\)$/\1/p' "$WORK/controller.log" | head -1)
 OPERATOR=$("$BIN/ferry-controller" token create --data-dir "$WORK/controller" --role operator --name bench)
-ENROLL=$("$BIN/ferry-controller" token create --data-dir "$WORK/controller" --role enroll --service idle --max-uses 1)
+ENROLL=$("$BIN/ferry-controller" token create --data-dir "$WORK/controller" --role enroll --service idle --max-uses 2)
 echo "   $URL"
 
 # --- One small release: an idle node app --------------------------------------------------------------------------
@@ -164,8 +165,14 @@ else
     sed -i 's/"longPollSeconds":30/"longPollSeconds":0/' "$WORK/agent/agent.json"
     grep -q '"longPollSeconds":0' "$WORK/agent/agent.json" || { echo "bench-agent-idle: could not set longPollSeconds" >&2; exit 1; }
 fi
-AGENT_ID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agentId"])' "$WORK/agent/agent.json")
-AGENT_TOKEN=$(tr -d '\n' <"$STATE/agent.token")
+# The baseline polls as an agent of its own. Sharing the agent's identity is fine for plain polls, but the controller
+# parks one long-poll per agent, and a second one ends the first: with DEPLOYED=1 the two would end each other's
+# long-polls in turn and neither would wait 30 s.
+"$AGENT_BIN" enroll --controller "$URL" --token "$ENROLL" --config "$WORK/baseline/agent.json" --service idle \
+    --trusted-key "$WORK/op.pub" --state-dir "$WORK/baseline/state" --env-dir "$WORK/baseline/env" \
+    --process-manager builtin --name bench-baseline >/dev/null
+BASELINE_ID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agentId"])' "$WORK/baseline/agent.json")
+BASELINE_TOKEN=$(tr -d '\n' <"$WORK/baseline/state/agent.token")
 
 env -i PATH="$(dirname "$(command -v node)"):/usr/local/bin:/usr/bin:/bin" HOME="$WORK/agent" FERRY_LOG_LEVEL=info \
     "$AGENT_BIN" run --config "$WORK/agent/agent.json" >"$WORK/agent.log" 2>&1 &
@@ -179,11 +186,13 @@ enough_polls() { [ "$(polls)" -ge "$POLLS" ]; }
 wait_for $((POLLS * (DEPLOYED == 1 ? 35 : 3) + 30)) "$POLLS polls" enough_polls
 AGENT_RSS_100=$(status_kb "$AGENT" VmRSS)
 
-# --- Baseline: libcurl polling the same URL once a second ---------------------------------------------------------
+# --- Baseline: libcurl polling the same URL once a second (DEPLOYED=1: long-polling it as the agent does) --------
 cat >"$WORK/poll.c" <<'C'
-/* The least a poller can do: one reused libcurl handle, GET with the agent token and If-None-Match, once a second. */
+/* The least a poller can do: one reused libcurl handle, GET with the agent token and If-None-Match, once a second;
+   with WAIT > 0, a long-poll of WAIT seconds (`?wait=WAIT`, what the agent sends) after another, with no pause. */
 #include <curl/curl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -203,12 +212,16 @@ static size_t header(char *data, size_t size, size_t count, void *user) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: poll URL TOKEN\n"); return 2; }
-    char authorization[512], condition[300];
+    if (argc != 4) { fprintf(stderr, "usage: poll URL TOKEN WAIT\n"); return 2; }
+    char authorization[512], condition[300], url[1024];
+    long wait = atol(argv[3]);
     snprintf(authorization, sizeof authorization, "Authorization: Bearer %s", argv[2]);
+    if (wait > 0) snprintf(url, sizeof url, "%s?wait=%ld", argv[1], wait);
+    else snprintf(url, sizeof url, "%s", argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *curl = curl_easy_init();
-    curl_easy_setopt(curl, CURLOPT_URL, argv[1]);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (wait > 0) curl_easy_setopt(curl, CURLOPT_TIMEOUT, wait + 15);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, body);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, header);
@@ -222,12 +235,14 @@ int main(int argc, char **argv) {
         CURLcode code = curl_easy_perform(curl);
         if (code != CURLE_OK) fprintf(stderr, "poll: %s\n", curl_easy_strerror(code));
         curl_slist_free_all(headers);
-        sleep(1);
+        if (wait == 0 || code != CURLE_OK) sleep(1);
     }
 }
 C
 gcc -O2 -o "$WORK/poll" "$WORK/poll.c" -lcurl
-"$WORK/poll" "$URL/v1/agents/$AGENT_ID/desired-state" "$AGENT_TOKEN" 2>"$WORK/poll.log" &
+BASELINE_WAIT=0
+if [ "$DEPLOYED" = 1 ]; then BASELINE_WAIT=30; fi
+"$WORK/poll" "$URL/v1/agents/$BASELINE_ID/desired-state" "$BASELINE_TOKEN" "$BASELINE_WAIT" 2>"$WORK/poll.log" &
 BASELINE=$!
 PIDS+=("$BASELINE")
 sleep 5 # a few polls: past its first (full) answer and into 304s, like the agent
