@@ -19,6 +19,8 @@ struct ControllerCore: Sendable {
     let statusReports: StatusReportQueue
     let metrics: ControllerMetrics
     let logger: Logger
+    /// Notices one agent identity reporting from two hosts at once (an image baked after enrolment, a copied token).
+    let identities = AgentIdentityWatch()
     /// The wall clock (release expiry, last-seen times); injected so tests can move it.
     let now: @Sendable () -> Date
 

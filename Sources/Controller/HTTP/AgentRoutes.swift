@@ -127,6 +127,7 @@ struct AgentRoutes: Sendable {
         }
         core.tokenRevoked()
         core.desiredStates.agentRemoved(id: agent.id)
+        core.identities.forget(agentID: agent.id)
         core.logger.info(
             "Agent removed",
             metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]

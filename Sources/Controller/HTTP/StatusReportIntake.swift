@@ -55,6 +55,13 @@ struct StatusReportIntake: Sendable {
             throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
         }
         core.metrics.statusReports.increment()
+        if let conflict = core.identities.observe(agentID: id, hostname: report.hostname, at: receivedAt) {
+            core.metrics.identityConflicts.increment()
+            core.logger.warning(
+                "Two running agents report as one agent: an image baked after the agent enrolled, a copied state directory or a stolen token. Their reports overwrite each other; remove the agent (ferry-controller agents remove, which revokes the shared token) and enroll each instance afresh",
+                metadata: ["ferry.agent.id": "\(id)", "ferry.agent.hostnames": "\(conflict.hostnames.joined(separator: ", "))"]
+            )
+        }
         var running: [String: Int64] = [:]
         for service in report.services { running[service.service] = service.serial }
         core.desiredStates.statusReceived(agentID: id, running: running)

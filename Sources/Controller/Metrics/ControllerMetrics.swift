@@ -11,6 +11,8 @@ struct ControllerMetrics: Sendable {
     let artifactsStored: Counter
     let artifactBytesStored: Counter
     let statusReports: Counter
+    /// Agent identities seen reporting from two hosts in turn (`AgentIdentityWatch`), once per conflict and window.
+    let identityConflicts: Counter
     let desiredStateFull: Counter
     let desiredStateNotModified: Counter
     /// Desired-state polls answered by `DesiredStatePollHandler` before the router (the rest went to the route).
@@ -43,6 +45,13 @@ struct ControllerMetrics: Sendable {
         artifactsStored = registry.makeCounter(descriptor: name("artifacts_stored", "total", "New artifacts stored."))
         artifactBytesStored = registry.makeCounter(descriptor: name("artifact_stored", "bytes_total", "Bytes of new artifacts stored."))
         statusReports = registry.makeCounter(descriptor: name("status_reports", "total", "Status reports accepted from agents."))
+        identityConflicts = registry.makeCounter(
+            descriptor: name(
+                "agent_identity_conflicts",
+                "total",
+                "Agent identities whose status reports came from two hosts in turn: two running agents share one enrolment."
+            )
+        )
         let responses = name("desired_state_responses", "total", "Desired-state answers by status code.")
         desiredStateFull = registry.makeCounter(descriptor: responses, labels: [("code", "200")])
         desiredStateNotModified = registry.makeCounter(descriptor: responses, labels: [("code", "304")])

@@ -1,0 +1,69 @@
+import Foundation
+import Synchronization
+
+/// Notices one agent identity (id and token) in use by two running agents: a machine image baked after the agent
+/// enrolled (every instance launched from it is "already enrolled" as the same agent), a copied state directory, or a
+/// stolen token.
+///
+/// The sign is the hostname of the reports going back and forth. A renamed host reports `a`, then `b` from then on; a
+/// restarted agent keeps its hostname. Two agents sharing an identity report `a`, `b`, `a`, `b`... Their long-polls
+/// also end each other's (one parked poll per agent), and each one's reports overwrite the other's statuses, so a
+/// failed health gate on one can read as healthy: a rollout decided on those reports is decided on a mix of two hosts.
+///
+/// A conflict is `switchBacks` returns to the hostname before the last one within `window`. It is said once per
+/// `window` per agent, while it lasts. Kept in memory, per controller: with several controllers, each judges the
+/// reports it receives.
+final class AgentIdentityWatch: Sendable {
+    /// What was noticed: the agent and the two hostnames reporting as it.
+    struct Conflict: Sendable, Equatable {
+        var agentID: String
+        var hostnames: [String]
+    }
+
+    private struct Entry {
+        var current: String
+        var previous: String?
+        var switchBacks: [Date] = []
+        var saidAt: Date?
+    }
+
+    let window: TimeInterval
+    let switchBacks: Int
+    /// Agents followed at most; past it, an agent not yet followed is not (a bound on memory, far above a fleet's size).
+    let capacity: Int
+    private let entries = Mutex<[String: Entry]>([:])
+
+    init(window: TimeInterval = 600, switchBacks: Int = 2, capacity: Int = 200_000) {
+        self.window = window
+        self.switchBacks = max(1, switchBacks)
+        self.capacity = capacity
+    }
+
+    /// Records that a report of `agentID` named `hostname` at `instant`; the conflict, when this report makes one to say.
+    /// An empty hostname says nothing.
+    func observe(agentID: String, hostname: String, at instant: Date) -> Conflict? {
+        guard !hostname.isEmpty else { return nil }
+        return entries.withLock { entries -> Conflict? in
+            guard var entry = entries[agentID] else {
+                if entries.count < capacity { entries[agentID] = Entry(current: hostname) }
+                return nil
+            }
+            defer { entries[agentID] = entry }
+            guard hostname != entry.current else { return nil }
+            let returned = hostname == entry.previous
+            entry.previous = entry.current
+            entry.current = hostname
+            guard returned else { return nil }
+            entry.switchBacks = entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]
+            guard entry.switchBacks.count >= switchBacks else { return nil }
+            if let said = entry.saidAt, instant.timeIntervalSince(said) < window { return nil }
+            entry.saidAt = instant
+            return Conflict(agentID: agentID, hostnames: [entry.previous ?? "", hostname].sorted())
+        }
+    }
+
+    /// Forgets `agentID` (removed, or enrolled afresh under a new identity).
+    func forget(agentID: String) {
+        _ = entries.withLock { $0.removeValue(forKey: agentID) }
+    }
+}

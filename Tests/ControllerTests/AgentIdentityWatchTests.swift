@@ -1,0 +1,99 @@
+import Foundation
+import HTTPTypes
+import NIOCore
+import Testing
+
+@testable import Controller
+
+/// One enrolment in use by two running agents (an image baked after enrolment, a copied token) is noticed from the
+/// hostnames of its reports going back and forth; a renamed host or a restarted agent is not.
+@Suite("Agent identity reported from two hosts")
+struct AgentIdentityWatchTests {
+    struct Case: Sendable, CustomStringConvertible {
+        let label: String
+        /// (seconds from the start, hostname) of each report of one agent.
+        let reports: [(Double, String)]
+        /// The indices of the reports that make a conflict to say.
+        let said: [Int]
+        var description: String { label }
+    }
+
+    static let cases: [Case] = [
+        Case(label: "one host", reports: [(0, "a"), (30, "a"), (60, "a"), (90, "a")], said: []),
+        Case(label: "a host renamed once", reports: [(0, "a"), (30, "b"), (60, "b"), (90, "b")], said: []),
+        Case(label: "renamed, then renamed again to a third name", reports: [(0, "a"), (30, "b"), (60, "c"), (90, "a")], said: []),
+        Case(label: "renamed and back once (a late report of the old name)", reports: [(0, "a"), (30, "b"), (31, "a"), (60, "a")], said: []),
+        Case(label: "two hosts in turn", reports: [(0, "a"), (1, "b"), (30, "a"), (31, "b"), (60, "a"), (61, "b")], said: [3]),
+        Case(
+            label: "said again once the window has passed, while it lasts",
+            reports: [(0, "a"), (1, "b"), (30, "a"), (31, "b"), (300, "a"), (601, "b"), (632, "a"), (633, "b")],
+            said: [3, 6]
+        ),
+        Case(label: "back and forth, but further apart than the window", reports: [(0, "a"), (1, "b"), (700, "a"), (1400, "b")], said: []),
+        Case(label: "reports without a hostname say nothing", reports: [(0, "a"), (1, ""), (30, "a"), (31, ""), (60, "a")], said: []),
+    ]
+
+    @Test(arguments: cases)
+    func conflictsAreSaidFromTheHostnames(_ check: Case) {
+        let watch = AgentIdentityWatch()
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var said: [Int] = []
+        for (index, (seconds, hostname)) in check.reports.enumerated() {
+            if let conflict = watch.observe(agentID: "agt_1", hostname: hostname, at: start.addingTimeInterval(seconds)) {
+                #expect(conflict == .init(agentID: "agt_1", hostnames: ["a", "b"]))
+                said.append(index)
+            }
+        }
+        #expect(said == check.said)
+    }
+
+    @Test func agentsAreJudgedApartAndForgotten() {
+        let watch = AgentIdentityWatch()
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        // Two agents each on a host of its own, with the same two names: no conflict.
+        for step in 0..<6 {
+            let at = start.addingTimeInterval(Double(step))
+            #expect(watch.observe(agentID: "one", hostname: "a", at: at) == nil)
+            #expect(watch.observe(agentID: "two", hostname: "b", at: at) == nil)
+        }
+        // Forgotten (removed): its next host starts afresh.
+        #expect(watch.observe(agentID: "one", hostname: "b", at: start.addingTimeInterval(10)) == nil)
+        #expect(watch.observe(agentID: "one", hostname: "a", at: start.addingTimeInterval(11)) == nil)
+        watch.forget(agentID: "one")
+        #expect(watch.observe(agentID: "one", hostname: "b", at: start.addingTimeInterval(12)) == nil)
+        #expect(watch.observe(agentID: "one", hostname: "a", at: start.addingTimeInterval(13)) == nil)
+        // At capacity, an agent not yet followed is not followed.
+        let full = AgentIdentityWatch(capacity: 1)
+        _ = full.observe(agentID: "first", hostname: "a", at: start)
+        for (step, host) in ["a", "b", "a", "b", "a"].enumerated() {
+            #expect(full.observe(agentID: "second", hostname: host, at: start.addingTimeInterval(Double(step))) == nil)
+        }
+    }
+
+    /// Through the API: two hosts reporting as one agent count once in `/metrics`; a renamed host does not count.
+    @Test func theControllerCountsThemFromTheReports() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let twin = try await fixture.enroll(client, name: "twin")
+                let renamed = try await fixture.enroll(client, name: "renamed")
+                func report(_ agent: (id: String, token: String), hostname: String) async throws {
+                    var headers = ControllerFixture.bearer(agent.token)
+                    headers[.contentType] = "application/json"
+                    let body = #"{"agentVersion":"1.0","hostname":"\#(hostname)","processManager":"builtin","services":[]}"#
+                    let response = try await client.execute(
+                        uri: "/v1/agents/\(agent.id)/status",
+                        method: .post,
+                        headers: headers,
+                        body: ByteBuffer(string: body)
+                    )
+                    #expect(response.status == .noContent)
+                }
+                for host in ["ip-10-0-1-2", "ip-10-0-1-3", "ip-10-0-1-2", "ip-10-0-1-3", "ip-10-0-1-2"] {
+                    try await report(twin, hostname: host)
+                }
+                for host in ["old-name", "new-name", "new-name", "new-name"] { try await report(renamed, hostname: host) }
+            }
+            #expect(fixture.counter("ferry_agent_identity_conflicts_total") == 1)
+        }
+    }
+}
