@@ -218,7 +218,7 @@ struct AgentConfigTests {
         Hostile(
             description: "bad pm2TableSource",
             text: plus("pm2TableSource: rpc"),
-            reason: "pm2TableSource: \"rpc\" must be socket or jlist"
+            reason: "pm2TableSource: \"rpc\" must be one of socket, jlist"
         ),
         Hostile(
             description: "pm2TableSource not a string",

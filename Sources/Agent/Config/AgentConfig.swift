@@ -162,11 +162,7 @@ struct AgentConfig: Sendable, Equatable {
         pm2Path = try reader.optional("pm2", Field.string(maxLength: Limits.pathLength))
         pm2Home = try reader.optional("pm2Home", Field.string(maxLength: Limits.pathLength))
         pm2TimeoutSeconds = try int("pm2TimeoutSeconds", 1...3600, 60, &reader)
-        let tableSource = try reader.optional("pm2TableSource", Field.string(maxLength: 16)) ?? PM2TableSource.socket.rawValue
-        guard let source = PM2TableSource(rawValue: tableSource) else {
-            throw .invalidValue(field: "pm2TableSource", reason: "\"\(tableSource)\" must be socket or jlist")
-        }
-        pm2TableSource = source
+        pm2TableSource = try reader.optional("pm2TableSource", Field.enumeration(PM2TableSource.self)) ?? .socket
         namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
         clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
         keepReleases = try int("keepReleases", 0...100, 3, &reader)

@@ -50,15 +50,16 @@ final class AgentIdentityWatch: Sendable {
             }
             defer { entries[agentID] = entry }
             guard hostname != entry.current else { return nil }
+            let other = entry.current
             let returned = hostname == entry.previous
-            entry.previous = entry.current
+            entry.previous = other
             entry.current = hostname
             guard returned else { return nil }
             entry.switchBacks = entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]
             guard entry.switchBacks.count >= switchBacks else { return nil }
             if let said = entry.saidAt, instant.timeIntervalSince(said) < window { return nil }
             entry.saidAt = instant
-            return Conflict(agentID: agentID, hostnames: [entry.previous ?? "", hostname].sorted())
+            return Conflict(agentID: agentID, hostnames: [other, hostname].sorted())
         }
     }
 

@@ -188,9 +188,9 @@ package struct ServiceStatus: Sendable, Equatable {
         serial = try reader.optional("serial", Field.integer(in: 1...Release.maximumSerial))
         version = try reader.optional("version", Field.string(maxLength: 128))
         targetSerial = try reader.optional("targetSerial", Field.integer(in: 1...Release.maximumSerial))
-        phase = try reader.required("phase", Self.enumeration(DeployPhase.self))
+        phase = try reader.required("phase", Field.enumeration(DeployPhase.self))
         message = try reader.required("message", Self.text(maxLength: 2048))
-        health = try reader.required("health", Self.enumeration(HealthState.self))
+        health = try reader.required("health", Field.enumeration(HealthState.self))
         failures = try reader.optional("failures", Field.list(limit: 32, ReleaseFailure.init(json:path:))) ?? []
         processes = try reader.required("processes", Field.list(limit: 1024, ProcessReport.init(json:path:)))
         try reader.rejectUnknownFields()
@@ -206,17 +206,6 @@ package struct ServiceStatus: Sendable, Equatable {
         if let version { fields["version"] = .string(version) }
         if let targetSerial { fields["targetSerial"] = .integer(targetSerial) }
         return .object(fields)
-    }
-
-    static func enumeration<E: RawRepresentable & CaseIterable>(_: E.Type) -> (JSONValue, String) throws(DocumentError) -> E
-    where E.RawValue == String {
-        { (value, path) throws(DocumentError) in
-            let text = try Field.string(maxLength: 64)(value, path)
-            guard let result = E(rawValue: text) else {
-                throw .invalidValue(field: path, reason: "\"\(text)\" must be one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            return result
-        }
     }
 
     /// Free text: any printable characters, newlines allowed, bounded.

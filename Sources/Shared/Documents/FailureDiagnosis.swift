@@ -170,8 +170,8 @@ package struct FailureDiagnosis: Sendable, Equatable, Codable {
 
     package init(json: JSONValue, path: String) throws(DocumentError) {
         var reader = try ObjectReader(json, path: path)
-        stage = try reader.required("stage", ServiceStatus.enumeration(Stage.self))
-        cause = try reader.required("cause", ServiceStatus.enumeration(Cause.self))
+        stage = try reader.required("stage", Field.enumeration(Stage.self))
+        cause = try reader.required("cause", Field.enumeration(Cause.self))
         at = try reader.required("at", Timestamp.field)
         deadlineSeconds = try reader.optional("deadlineSeconds", Field.integer(in: 0...86_400))
         health = try reader.optional("health") { (value, path) throws(DocumentError) in
@@ -208,7 +208,7 @@ package struct FailureDiagnosis: Sendable, Equatable, Codable {
                 let result = LogTail(
                     app: try tail.required("app", Field.string(maxLength: 64)),
                     pmIds: try tail.required("pmIds", Field.list(limit: Self.maximumInstances, Field.integer(in: 0...Int64(Int32.max)))),
-                    stream: try tail.required("stream", ServiceStatus.enumeration(Stream.self)),
+                    stream: try tail.required("stream", Field.enumeration(Stream.self)),
                     lines: try tail.required("lines", Field.list(limit: Self.maximumLines, Self.line(maxLength: Self.maximumBytes))),
                     truncated: try tail.required("truncated", Field.bool)
                 )

@@ -61,6 +61,18 @@ package enum Field {
         }
     }
 
+    /// One of the cases of `E`, by its raw value (a string of at most 64 bytes); any other names the cases.
+    package static func enumeration<E: RawRepresentable & CaseIterable>(_: E.Type) -> (JSONValue, String) throws(DocumentError) -> E
+    where E.RawValue == String {
+        { (value, path) throws(DocumentError) in
+            let text = try string(maxLength: 64)(value, path)
+            guard let result = E(rawValue: text) else {
+                throw .invalidValue(field: path, reason: "\"\(text)\" must be one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return result
+        }
+    }
+
     /// An integer in `range`.
     package static func integer(in range: ClosedRange<Int64>) -> (JSONValue, String) throws(DocumentError) -> Int64 {
         { (value, path) throws(DocumentError) in
