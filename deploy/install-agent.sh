@@ -35,6 +35,8 @@ Options:
   --ca-file FILE            CA bundle (PEM) for the controller's TLS certificate
   --allow-insecure-http     allow a plain http:// controller URL that is not loopback (token and releases unencrypted)
   --poll-seconds N          seconds between passes when not long-polling (default 15)
+  --machine-identity KIND   how the agent tells this machine from a copy of it: machine-id (default), ec2 (the
+                            EC2 instance id; what the cloud-init bootstrap passes) or none
   --unit FILE               the systemd unit to install (default: systemd/ferry-agent.service next to this script)
   --force                   enroll again even when /etc/ferry/agent.json exists
   --no-start                install and enable the unit but do not start it (image building)
@@ -64,6 +66,7 @@ NAME=""
 CA_FILE=""
 ALLOW_INSECURE_HTTP=0
 POLL_SECONDS=""
+MACHINE_IDENTITY=""
 UNIT="$SCRIPT_DIR/systemd/ferry-agent.service"
 FORCE=0
 NO_START=0
@@ -89,6 +92,7 @@ while [ $# -gt 0 ]; do
     --name) need_value "$1" $#; NAME=$2; shift 2 ;;
     --ca-file) need_value "$1" $#; CA_FILE=$2; shift 2 ;;
     --poll-seconds) need_value "$1" $#; POLL_SECONDS=$2; shift 2 ;;
+    --machine-identity) need_value "$1" $#; MACHINE_IDENTITY=$2; shift 2 ;;
     --unit) need_value "$1" $#; UNIT=$2; shift 2 ;;
     --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
     --allow-insecure-http) ALLOW_INSECURE_HTTP=1; shift ;;
@@ -125,6 +129,10 @@ fi
 case "$PROCESS_MANAGER" in
 auto | pm2 | builtin) ;;
 *) die "--process-manager must be auto, pm2 or builtin, got '$PROCESS_MANAGER'" ;;
+esac
+case "$MACHINE_IDENTITY" in
+"" | machine-id | ec2 | none) ;;
+*) die "--machine-identity must be machine-id, ec2 or none, got '$MACHINE_IDENTITY'" ;;
 esac
 if [ -n "$POLL_SECONDS" ]; then
     if ! [[ "$POLL_SECONDS" =~ ^[1-9][0-9]{0,3}$ ]] || [ "$POLL_SECONDS" -gt 3600 ]; then
@@ -291,6 +299,7 @@ else
     [ -z "$CA_FILE" ] || ENROLL+=(--ca-file "$CA_FILE")
     [ "$ALLOW_INSECURE_HTTP" -eq 0 ] || ENROLL+=(--allow-insecure-http)
     [ -z "$POLL_SECONDS" ] || ENROLL+=(--poll-seconds "$POLL_SECONDS")
+    [ -z "$MACHINE_IDENTITY" ] || ENROLL+=(--machine-identity "$MACHINE_IDENTITY")
     [ "$FORCE" != 1 ] || ENROLL+=(--force)
     if [ "$DRY_RUN" = 1 ]; then
         printf '+'
@@ -305,6 +314,8 @@ else
     run chown "root:$AGENT_USER" "$CONFIG"
     run chmod 0640 "$CONFIG"
     run chown "$AGENT_USER:$AGENT_USER" "$AGENT_STATE/agent.token"
+    # The machine the state directory belongs to (written by enroll unless the machine could not be identified).
+    if [ "$DRY_RUN" = 1 ] || [ -e "$AGENT_STATE/machine.json" ]; then run chown "$AGENT_USER:$AGENT_USER" "$AGENT_STATE/machine.json"; fi
     CHANGED=1
 fi
 TOKEN=""

@@ -22,6 +22,7 @@ struct AgentCommand: AsyncParsableCommand {
             RunCommand.self,
             OnceCommand.self,
             AgentStatusCommand.self,
+            CheckMachineCommand.self,
             SupervisorCommand.self,
             FetchCommand.self,
         ]

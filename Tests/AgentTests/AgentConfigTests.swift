@@ -40,6 +40,9 @@ struct AgentConfigTests {
         namespace: ferry-prod
         clockSkewSeconds: 120
         keepReleases: 5
+        machineIdentity: ec2
+        machineIdFile: /run/host/machine-id
+        instanceMetadataUrl: "http://[fd00:ec2::254]"
         """
 
     static let fullJSON = """
@@ -48,7 +51,8 @@ struct AgentConfigTests {
           "services": ["api", "web-frontend"], "trustedKeys": ["/etc/ferry/keys/alice.pub", "/etc/ferry/keys/bob.pub"],
           "threshold": 2, "stateDir": "/var/lib/ferry", "envDir": "/etc/ferry/env", "pollSeconds": 20, "longPollSeconds": 45,
           "reportSeconds": 60, "processManager": "builtin", "caFile": "/etc/ferry/ca.pem", "pm2": "/usr/local/bin/pm2",
-          "pm2Home": "/home/deploy/.pm2", "pm2TableSource": "jlist", "namespace": "ferry-prod", "clockSkewSeconds": 120, "keepReleases": 5
+          "pm2Home": "/home/deploy/.pm2", "pm2TableSource": "jlist", "namespace": "ferry-prod", "clockSkewSeconds": 120, "keepReleases": 5,
+          "machineIdentity": "ec2", "machineIdFile": "/run/host/machine-id", "instanceMetadataUrl": "http://[fd00:ec2::254]"
         }
         """
 
@@ -81,6 +85,9 @@ struct AgentConfigTests {
         #expect(yaml.namespace == "ferry-prod")
         #expect(yaml.clockSkewSeconds == 120)
         #expect(yaml.keepReleases == 5)
+        #expect(yaml.machineIdentity == .ec2)
+        #expect(yaml.machineIDFile == "/run/host/machine-id")
+        #expect(yaml.instanceMetadataURL == "http://[fd00:ec2::254]")
     }
 
     @Test func theFileEnrollWritesReadsBackToTheSameValue() throws {
@@ -109,6 +116,9 @@ struct AgentConfigTests {
         #expect(config.namespace == "ferry")
         #expect(config.clockSkewSeconds == 300)
         #expect(config.keepReleases == 3)
+        #expect(config.machineIdentity == .machineID)
+        #expect(config.machineIDFile == "/etc/machine-id")
+        #expect(config.instanceMetadataURL == "http://169.254.169.254")
         // The token file follows a stateDir given in the file; null is the same as absent.
         let moved = try Self.load(Self.minimalYAML + "\nstateDir: /srv/ferry\ncaFile: null\nthreshold: ~\n")
         #expect(moved.tokenFile == "/srv/ferry/agent.token")
@@ -214,6 +224,21 @@ struct AgentConfigTests {
             description: "non-http controller",
             text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ferry.internal"),
             reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"
+        ),
+        Hostile(
+            description: "bad machineIdentity",
+            text: plus("machineIdentity: hostname"),
+            reason: "machineIdentity: \"hostname\" must be one of machine-id, ec2, none"
+        ),
+        Hostile(
+            description: "relative machineIdFile",
+            text: plus("machineIdFile: etc/machine-id"),
+            reason: "machineIdFile: must be an absolute path"
+        ),
+        Hostile(
+            description: "instanceMetadataUrl not http",
+            text: plus("instanceMetadataUrl: 169.254.169.254"),
+            reason: "instanceMetadataUrl: \"169.254.169.254\" must be an http:// or https:// URL"
         ),
         Hostile(
             description: "bad pm2TableSource",
@@ -433,6 +458,20 @@ struct AgentConfigTests {
         #expect(config.allowInsecureHttp)
         let again = try Self.load(String(decoding: config.json.encoded(), as: UTF8.self), name: "agent.json")
         #expect(again == config)
+    }
+
+    /// A token file saved with CRLF line ends (an editor on another system, a secret store's export): "\r\n" is one
+    /// `Character` in Swift, which a trim by characters kept, so the token read was "...\r\n" and every request failed.
+    @Test func aTokenFileWithCRLFReadsTheToken() throws {
+        try TestPaths.withTemporaryDirectorySync { directory in
+            let tokens = ["fya_0123456789abcdef\r\n", " fya_0123456789abcdef\r\n\r\n", "fya_0123456789abcdef\n", "\r\nfya_0123456789abcdef\t\r\n"]
+            for (index, text) in tokens.enumerated() {
+                let file = directory.appendingPathComponent("agent-\(index).token").path
+                try text.write(toFile: file, atomically: true, encoding: .utf8)
+                let config = AgentConfig(controllerURL: "http://127.0.0.1:1", agentID: "a", tokenFile: file, services: ["api"], trustedKeys: [])
+                #expect(try config.token() == "fya_0123456789abcdef", "\(text.debugDescription)")
+            }
+        }
     }
 
     @Test func aMissingFileAndAnOversizedFileAreRefused() throws {

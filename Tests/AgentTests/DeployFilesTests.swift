@@ -35,6 +35,7 @@ struct DeployFilesTests {
         #expect(config.pm2Home == "/var/lib/ferry/.pm2")
         #expect(config.pm2Path == "/usr/bin/pm2")
         #expect(config.caFile == "/etc/ferry/ca.pem")
+        #expect(config.machineIdentity == .ec2)
 
         // "Every key": the example's keys are exactly the keys the agent writes when all optional ones are set.
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -113,6 +114,7 @@ struct DeployFilesTests {
                     + " --service web --service api --trusted-key ROOT/etc/ferry/keys/alice.pub"
                     + " --trusted-key ROOT/etc/ferry/keys/bob.pub --poll-seconds 5 --token-file - <redacted token on stdin>",
                 "+ chown ferry:ferry ROOT/var/lib/ferry/agent.token",
+                "+ chown ferry:ferry ROOT/var/lib/ferry/machine.json",
                 "+ install -o root -g root -m 0644 DEPLOY/systemd/ferry-agent.service ROOT/etc/systemd/system/ferry-agent.service",
                 "+ systemctl --root=ROOT enable ferry-agent.service",
                 "install-agent: done (dry run: nothing was changed)",
@@ -141,6 +143,12 @@ struct DeployFilesTests {
                 " --force --token-file - <redacted token on stdin>\n",
             ],
             absent: ["useradd", "skip: ROOT/etc/ferry/agent.json exists"]
+        ),
+        DryRunCase(
+            description: "--machine-identity ec2 reaches enroll",
+            extraArguments: ["--machine-identity", "ec2"],
+            expectedLines: ["+ chown ferry:ferry ROOT/var/lib/ferry/machine.json"],
+            present: [" --poll-seconds 5 --machine-identity ec2 --token-file - <redacted token on stdin>\n"]
         ),
         DryRunCase(
             description: "binary and unit already installed and identical: skipped",
@@ -273,6 +281,12 @@ struct DeployFilesTests {
             message: "--poll-seconds must be between 1 and 3600, got '0'"
         ),
         RefusalCase(
+            description: "unknown machine identity",
+            changes: [],
+            extra: ["--machine-identity", "hostname"],
+            message: "--machine-identity must be machine-id, ec2 or none, got 'hostname'"
+        ),
+        RefusalCase(
             description: "missing binary",
             changes: [("--binary", "/nonexistent/ferry-agent")],
             message: "--binary /nonexistent/ferry-agent: no such executable file"
@@ -349,6 +363,8 @@ struct DeployFilesTests {
             required: [
                 "KillMode": "process", "Restart": "always", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                 "ReadWritePaths": "/var/lib/ferry", "PrivateTmp": "yes", "User": "ferry", "ProtectHome": "yes",
+                // A copy of another machine's enrolment (MachineCheck.copyExitStatus) is not restarted every 5 s.
+                "RestartPreventExitStatus": "\(MachineCheck.copyExitStatus)",
             ],
             // V8 needs writable+executable memory; RemoveIPC would strip the IPC of apps that outlive the agent.
             forbidden: ["MemoryDenyWriteExecute", "RemoveIPC", "DynamicUser"]

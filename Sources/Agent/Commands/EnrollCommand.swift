@@ -49,6 +49,18 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Path of the pm2 binary.", valueName: "PATH")) var pm2: String?
     @Option(name: .long, help: ArgumentHelp("PM2_HOME of the pm2 daemon Ferry drives.", valueName: "DIR")) var pm2Home: String?
     @Option(name: .long, help: ArgumentHelp("CA bundle (PEM) for the controller's TLS certificate.", valueName: "FILE")) var caFile: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "How the agent tells this machine from a copy of it (an image baked after enrolment): machine-id (default), ec2 (the instance id, new on every instance) or none.",
+            valueName: "SOURCE"
+        )
+    )
+    var machineIdentity: String?
+    @Option(name: .long, help: ArgumentHelp("The instance metadata service, for --machine-identity ec2.", valueName: "URL"))
+    var instanceMetadataUrl: String = "http://169.254.169.254"
+    @Option(name: .long, help: ArgumentHelp("systemd's machine id file, for --machine-identity machine-id.", valueName: "FILE"))
+    var machineIdFile: String = "/etc/machine-id"
     @Flag(name: .long, help: "Overwrite an existing configuration.") var force = false
     @Flag(
         name: .long,
@@ -78,6 +90,12 @@ struct EnrollCommand: AsyncParsableCommand {
             throw ValidationError("--process-manager must be auto, pm2 or builtin")
         }
         guard (1...3600).contains(pollSeconds) else { throw ValidationError("--poll-seconds must be between 1 and 3600") }
+        if let machineIdentity, MachineIdentitySource(rawValue: machineIdentity) == nil {
+            throw ValidationError("--machine-identity must be machine-id, ec2 or none")
+        }
+        guard instanceMetadataUrl.hasPrefix("http://") || instanceMetadataUrl.hasPrefix("https://") else {
+            throw ValidationError("--instance-metadata-url must be an http:// or https:// URL")
+        }
         guard controller.hasPrefix("http://") || controller.hasPrefix("https://") else {
             throw ValidationError("--controller must be an http:// or https:// URL")
         }
@@ -104,6 +122,22 @@ struct EnrollCommand: AsyncParsableCommand {
         } else {
             let keys = try keyPaths.map { try PublicKey(contentsOf: $0) }
             _ = try TrustPolicy(trustedKeys: keys, threshold: threshold)
+        }
+
+        // This machine's identity is read before the controller is asked: a source named on the command line that
+        // cannot be read fails here, with nothing written and no enrolment used up. The default only warns (a host
+        // without /etc/machine-id, a container), and the agent records the machine at its first start instead.
+        var identityReader = MachineIdentityReader.Configuration(source: machineIdentity.flatMap(MachineIdentitySource.init) ?? .machineID)
+        identityReader.machineIDFile = Self.absolute(machineIdFile)
+        identityReader.metadataURL = instanceMetadataUrl
+        var identity: MachineIdentity?
+        do {
+            identity = try await MachineIdentityReader(configuration: identityReader).read()
+        } catch {
+            guard machineIdentity == nil else {
+                throw ValidationError("--machine-identity \(identityReader.source.rawValue): \(error) (--machine-identity none turns the check off)")
+            }
+            printError("warning: this machine could not be identified, so a copy of it would not be told apart: \(error)")
         }
 
         var httpConfiguration = HTTPClient.Configuration()
@@ -146,15 +180,26 @@ struct EnrollCommand: AsyncParsableCommand {
         agentConfig.pm2Home = pm2Home.map(Self.absolute)
         agentConfig.caFile = caFile.map(Self.absolute)
         agentConfig.allowInsecureHttp = allowInsecureHttp
+        agentConfig.machineIdentity = identityReader.source
+        agentConfig.machineIDFile = identityReader.machineIDFile
+        agentConfig.instanceMetadataURL = identityReader.metadataURL
         let configPath = Self.absolute(config)
         let parent = String(configPath[..<(configPath.lastIndex(of: "/") ?? configPath.startIndex)])
         if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
         var text = agentConfig.json.encoded()
         text.append(0x0a)
         try AtomicFile.write(Array(text), to: configPath, mode: 0o600)
+        let layout = AgentLayout(stateDir: stateDir)
+        if let identity {
+            try MachineCheck.record(identity, layout: layout, hostname: hostname)
+        } else {
+            // A record from an earlier enrolment must not outlive it: the first start records this machine.
+            try? manager.removeItem(atPath: layout.machineFile)
+        }
         print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
         print("config: \(configPath)")
         print("token: \(tokenFile)")
+        if let identity { print("machine: \(identity) (\(layout.machineFile))") }
     }
 
     /// Creates `path` (and its parents) when missing, then forces it to mode 0700 even when it existed with a looser

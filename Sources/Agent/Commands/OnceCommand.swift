@@ -13,7 +13,8 @@ struct OnceCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let (config, _, runtime) = try options.makeRuntime()
+        let (config, logger, runtime) = try options.makeRuntime()
+        try await MachineCheck.enforce(config: config, logger: logger)
         try await runtime.reconciler.prepare()
         var desired: DesiredState?
         var problems: [String] = []

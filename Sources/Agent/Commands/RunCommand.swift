@@ -18,6 +18,8 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (config, logger, runtime) = try options.makeRuntime()
+        // Before anything speaks for this agent: a copy of another machine's enrolment stops here (status 78).
+        try await MachineCheck.enforce(config: config, logger: logger)
         logger.info(
             "agent starting",
             metadata: [

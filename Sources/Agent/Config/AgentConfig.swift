@@ -68,6 +68,23 @@ struct AgentConfig: Sendable, Equatable {
     var clockSkewSeconds: Int = 300
     /// `keepReleases`: extracted releases kept per service besides the current and previous one. Default 3.
     var keepReleases: Int = 3
+    /// `machineIdentity`: how the agent tells the machine it was enrolled on from a copy (an image baked after
+    /// enrolment, a copied state directory): `machine-id` (the default: `/etc/machine-id`, which an image keeps unless
+    /// it was cleared before baking), `ec2` (the instance id from the instance metadata service: new on every instance)
+    /// or `none`. On a copy, `run` and `once` stop with status 78 (see `MachineCheck`).
+    var machineIdentity: MachineIdentitySource = .machineID
+    /// `machineIdFile`: systemd's machine id file, for `machineIdentity: machine-id`. Default `/etc/machine-id`.
+    var machineIDFile: String = "/etc/machine-id"
+    /// `instanceMetadataUrl`: the instance metadata service, for `machineIdentity: ec2`. Default `http://169.254.169.254`.
+    var instanceMetadataURL: String = "http://169.254.169.254"
+
+    /// How `MachineCheck` reads this machine's identity.
+    var machineIdentityReader: MachineIdentityReader.Configuration {
+        var configuration = MachineIdentityReader.Configuration(source: machineIdentity)
+        configuration.machineIDFile = machineIDFile
+        configuration.metadataURL = instanceMetadataURL
+        return configuration
+    }
 
     /// Why a configuration was refused.
     struct ConfigError: Error, CustomStringConvertible {
@@ -166,6 +183,9 @@ struct AgentConfig: Sendable, Equatable {
         namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
         clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
         keepReleases = try int("keepReleases", 0...100, 3, &reader)
+        machineIdentity = try reader.optional("machineIdentity", Field.enumeration(MachineIdentitySource.self)) ?? .machineID
+        machineIDFile = try reader.optional("machineIdFile", Field.string(maxLength: Limits.pathLength)) ?? "/etc/machine-id"
+        instanceMetadataURL = try reader.optional("instanceMetadataUrl", Field.string(maxLength: Limits.urlLength)) ?? "http://169.254.169.254"
         try reader.rejectUnknownFields()
     }
 
@@ -183,6 +203,8 @@ struct AgentConfig: Sendable, Equatable {
             "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
             "keepReleases": .integer(Int64(keepReleases)),
             "allowInsecureHttp": .bool(allowInsecureHttp),
+            "machineIdentity": .string(machineIdentity.rawValue), "machineIdFile": .string(machineIDFile),
+            "instanceMetadataUrl": .string(instanceMetadataURL),
         ]
         if let caFile { fields["caFile"] = .string(caFile) }
         if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
@@ -237,7 +259,7 @@ struct AgentConfig: Sendable, Equatable {
                     reason: "give either trustRoot or trustedKeys, not both: the root names the keys (\(trustRoot))"
                 )
             }
-            return try validateStateDir()
+            return try validatePaths()
         }
         guard !trustedKeys.isEmpty else {
             throw ConfigError(path: "trustedKeys", reason: "at least one trusted key is required (or a signed root as trustRoot)")
@@ -245,11 +267,15 @@ struct AgentConfig: Sendable, Equatable {
         guard threshold <= Set(trustedKeys).count else {
             throw ConfigError(path: "threshold", reason: "\(threshold) is more than the \(Set(trustedKeys).count) trusted key(s)")
         }
-        try validateStateDir()
+        try validatePaths()
     }
 
-    private func validateStateDir() throws {
+    private func validatePaths() throws {
         guard stateDir.hasPrefix("/") else { throw ConfigError(path: "stateDir", reason: "must be an absolute path") }
+        guard machineIDFile.hasPrefix("/") else { throw ConfigError(path: "machineIdFile", reason: "must be an absolute path") }
+        guard instanceMetadataURL.hasPrefix("http://") || instanceMetadataURL.hasPrefix("https://") else {
+            throw ConfigError(path: "instanceMetadataUrl", reason: "\"\(instanceMetadataURL)\" must be an http:// or https:// URL")
+        }
     }
 
     /// Loads the trusted keys and builds the trust policy.
@@ -294,8 +320,12 @@ enum ProcessEnvironment {
 }
 
 extension String {
-    /// The string without the given leading and trailing characters.
+    /// The string without the given leading and trailing characters. A character made of several of them counts as
+    /// one of them: "\r\n" is a single `Character` in Swift, and a file written with CRLF line ends must trim too.
     func trimmingCharacters(in set: Set<Character>) -> String {
-        String(self.drop(while: { set.contains($0) }).reversed().drop(while: { set.contains($0) }).reversed())
+        let trimmed = { (character: Character) in
+            set.contains(character) || character.unicodeScalars.allSatisfy { set.contains(Character($0)) }
+        }
+        return String(self.drop(while: trimmed).reversed().drop(while: trimmed).reversed())
     }
 }

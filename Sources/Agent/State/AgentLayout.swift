@@ -6,6 +6,7 @@ import Shared
 /// state.json
 /// trust-root.json                         the trust roots accepted after the pin ({"chain": [envelope, ...]})
 /// processes.json                          the app processes last seen in the process manager's table
+/// machine.json                            the machine this state directory was enrolled on (MachineCheck)
 /// artifacts/<sha256>                      verified artifacts; <sha256>.part while downloading
 /// services/<svc>/releases/<serial>-<sha12>/  extracted trees, never modified after activation
 /// services/<svc>/current                  symlink, switched atomically
@@ -18,6 +19,7 @@ struct AgentLayout: Sendable {
     var stateFile: String { "\(stateDir)/state.json" }
     var trustRootFile: String { "\(stateDir)/trust-root.json" }
     var processLedgerFile: String { "\(stateDir)/processes.json" }
+    var machineFile: String { "\(stateDir)/machine.json" }
     var artifactsDir: String { "\(stateDir)/artifacts" }
     var servicesDir: String { "\(stateDir)/services" }
     var supervisorHome: String { "\(stateDir)/supervisor" }

@@ -289,6 +289,7 @@ final class CurlTransfer {
         try setLong(CURLOPT_SSL_VERIFYHOST, 2)
         if let caFile = configuration.caFile { try setString(CURLOPT_CAINFO, caFile) }
         try setString(CURLOPT_USERAGENT, configuration.userAgent)
+        if configuration.bypassProxy { try setString(CURLOPT_NOPROXY, "*") }
         try check(ferry_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
 
         let context = Unmanaged.passUnretained(self).toOpaque()

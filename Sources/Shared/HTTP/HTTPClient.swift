@@ -35,6 +35,9 @@ package struct HTTPClient: Sendable {
         package var maxResponseBytes: Int = 16 << 20
         /// Redirects followed when a GET asks for it. Default 5.
         package var maxRedirects: Int = 5
+        /// Connect directly even when `http_proxy`/`https_proxy` name a proxy (libcurl honours them by default): for
+        /// link-local endpoints such as the EC2 instance metadata service, which no proxy can reach. Default `false`.
+        package var bypassProxy = false
 
         package init() {}
     }

@@ -212,7 +212,8 @@ final class FleetFixture {
         instanceEnv: [String: String] = [:],
         tokenOnStandardInput: Bool = false,
         controllerURL: String? = nil,
-        trustRoot: String? = nil
+        trustRoot: String? = nil,
+        extraArguments: [String] = []
     ) throws -> String {
         let result = try runEnroll(
             name: name,
@@ -222,7 +223,8 @@ final class FleetFixture {
             tokenOnStandardInput: tokenOnStandardInput,
             caFile: certificates?.caFile,
             controllerURL: controllerURL,
-            trustRoot: trustRoot
+            trustRoot: trustRoot,
+            extraArguments: extraArguments
         )
         guard result.status == 0 else { throw HarnessError("enroll failed: \(result.stdout) \(result.stderr)") }
         let config = root.appendingPathComponent(name).appendingPathComponent("agent.json").path
@@ -245,7 +247,8 @@ final class FleetFixture {
         tokenOnStandardInput: Bool = false,
         caFile: String?,
         controllerURL: String? = nil,
-        trustRoot: String? = nil
+        trustRoot: String? = nil,
+        extraArguments: [String] = []
     ) throws -> CommandResult {
         let pm2 = try backend.pm2Binary()
         let agentRoot = root.appendingPathComponent(name)
@@ -279,6 +282,7 @@ final class FleetFixture {
         }
         for service in services { arguments += ["--service", service] }
         if let caFile { arguments += ["--ca-file", caFile] }
+        arguments += extraArguments
         supervisorHomes.append("\(state)/supervisor")
         controls[name] = BackendControl(backend: backend, pm2: pm2, pm2Home: pm2Home, supervisorHome: "\(state)/supervisor", home: root.path)
         return try Command.run(
