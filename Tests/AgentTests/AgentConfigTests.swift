@@ -96,6 +96,8 @@ struct AgentConfigTests {
         #expect(try Self.load(written, name: "agent.json") == config)
         // A JSON file is recognised by its first non-blank character, whatever the file is called.
         #expect(try Self.load("\n  \t" + written, name: "agent.conf") == config)
+        // Also after a CRLF line (a file edited on Windows): "\r\n" is one Character in Swift.
+        #expect(try Self.load("\r\n" + written.replacingOccurrences(of: ",", with: ",\r\n"), name: "agent.conf") == config)
     }
 
     @Test func defaults() throws {

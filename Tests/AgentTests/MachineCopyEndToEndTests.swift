@@ -50,6 +50,9 @@ struct MachineCopyEndToEndTests {
         #expect(copied.status == 78)
         #expect(copied.stderr.contains("was enrolled on another machine (instance \(Self.original), host "), "\(copied.stderr)")
         #expect(copied.stderr.contains("this machine is instance \(Self.copy)"), "\(copied.stderr)")
+        // `status` says why the unit stopped.
+        let status = try await agentCommand(["status"])
+        #expect(status.stdout.contains("machine: this agent's state directory \(stateDir) was enrolled on another machine"), "\(status.stdout)")
         let once = try await agentCommand(["once"])
         #expect(once.status == 78, "\(once.stdout)\(once.stderr)")
         #expect(once.stderr.contains("was enrolled on another machine"), "\(once.stderr)")
@@ -90,11 +93,16 @@ struct MachineCopyEndToEndTests {
         _ = try await agentCommand(["once"])
         #expect(try recordedID() == Self.copy)
 
+        let sameStatus = try await agentCommand(["status"])
+        #expect(!sameStatus.stdout.contains("machine:"), "nothing to say on the machine it was enrolled on: \(sameStatus.stdout)")
+
         // A metadata service that refuses: the check cannot tell, the agent goes on and says why.
         metadata.behaviour.tokenStatus = 403
         let unknown = try await agentCommand(["check-machine"])
         #expect(unknown.status == 1)
         #expect(unknown.stderr.contains("cannot tell: the instance metadata service refused a session token"), "\(unknown.stderr)")
+        let unknownStatus = try await agentCommand(["status"])
+        #expect(unknownStatus.stdout.contains("machine: cannot tell: the instance metadata service refused"), "\(unknownStatus.stdout)")
         let blind = try await agentCommand(["once"])
         #expect(blind.status == 1, "\(blind.stderr)")
         #expect(blind.stderr.contains("cannot tell whether this is the machine the agent was enrolled on"), "\(blind.stderr)")

@@ -62,6 +62,16 @@ struct AgentStatusCommand: AsyncParsableCommand {
             print("controller problem since \(Timestamp.format(problem.since)): \(secrets.apply(problem.message))")
         }
         if let tableError { print("process table unavailable: \(secrets.apply(tableError))") }
+        // Why a unit stopped with status 78 (a copy of another machine's enrolment), or that the check cannot tell.
+        var machineReader = config.machineIdentityReader
+        machineReader.attempts = 1
+        do {
+            let outcome = try await MachineCheck.check(layout: layout, reader: MachineIdentityReader(configuration: machineReader))
+            let summary = MachineCheck.summary(outcome, layout: layout)
+            if summary.problem { print("machine: \(summary.text)") }
+        } catch {
+            print("machine: \(error)")
+        }
         for service in report.services {
             let running = service.serial.map { "serial \($0) (\(service.version ?? "?"))" } ?? "nothing installed"
             print("")

@@ -27,21 +27,13 @@ struct CheckMachineCommand: AsyncParsableCommand {
             printError("cannot tell: \(error)")
             throw ExitCode(1)
         }
-        switch outcome {
-        case .off:
-            print("the machine check is off (machineIdentity: none)")
-        case .same(let identity):
-            print("this machine (\(identity)) is the one the agent was enrolled on")
-        case .unrecorded(let identity, nil):
-            print("no machine recorded yet; the agent records this one (\(identity)) when it starts")
-        case .unrecorded(let identity, .some(let previous)):
-            print("recorded as \(previous.identity); the agent records this machine (\(identity)) under the configured source when it starts")
-        case .unknown(let reason):
-            printError("cannot tell: \(reason)")
-            throw ExitCode(1)
-        case .otherMachine(let recorded, let current):
-            printError(MachineCheck.copyMessage(recorded: recorded, current: current, layout: layout))
-            throw ExitCode(MachineCheck.copyExitStatus)
+        let summary = MachineCheck.summary(outcome, layout: layout)
+        guard summary.problem else {
+            print(summary.text)
+            return
         }
+        printError(summary.text)
+        if case .otherMachine = outcome { throw ExitCode(MachineCheck.copyExitStatus) }
+        throw ExitCode(1)
     }
 }

@@ -102,7 +102,8 @@ struct AgentConfig: Sendable, Equatable {
         let text = String(decoding: data, as: UTF8.self)
         let json: JSONValue
         do {
-            let isJSON = text.drop(while: { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" }).first == "{"
+            // `isWhitespace`, not a list of characters: a CRLF line end is one `Character` ("\r\n").
+            let isJSON = text.first(where: { !$0.isWhitespace }) == "{"
             json = isJSON ? try JSONValue.parse(Array(data)) : try YAMLSubset.parse(text)
         } catch {
             throw ConfigError(path: path, reason: "\(error)")

@@ -106,6 +106,24 @@ enum MachineCheck {
         return recorded.identity == current ? .same(current) : .otherMachine(recorded: recorded, current: current)
     }
 
+    /// One line on what `outcome` means, for people (`check-machine`, `status`), and whether it is a problem.
+    static func summary(_ outcome: Outcome, layout: AgentLayout) -> (text: String, problem: Bool) {
+        switch outcome {
+        case .off:
+            return ("the machine check is off (machineIdentity: none)", false)
+        case .same(let identity):
+            return ("this machine (\(identity)) is the one the agent was enrolled on", false)
+        case .unrecorded(let identity, nil):
+            return ("no machine recorded yet; the agent records this one (\(identity)) when it starts", false)
+        case .unrecorded(let identity, .some(let previous)):
+            return ("recorded as \(previous.identity); the agent records this machine (\(identity)) when it starts", false)
+        case .unknown(let reason):
+            return ("cannot tell: \(reason)", true)
+        case .otherMachine(let recorded, let current):
+            return (copyMessage(recorded: recorded, current: current, layout: layout), true)
+        }
+    }
+
     /// What a copy is told.
     static func copyMessage(recorded: MachineRecord, current: MachineIdentity, layout: AgentLayout) -> String {
         """
