@@ -70,6 +70,10 @@ struct DeployFilesTests {
         }
         #expect(script.first == "#!/usr/bin/env bash")
         #expect(script.contains { $0.contains("install-agent.sh") })
+        // An enrolment copied in an image is found at boot and replaced (docs/agent.md, "A copy of an enrolled machine").
+        #expect(script.contains { $0.contains("/usr/local/bin/ferry-agent check-machine --config /etc/ferry/agent.json || machine=$?") })
+        #expect(script.contains { $0.contains("if [ \"$machine\" -ne \(MachineCheck.copyExitStatus) ]; then") })
+        #expect(script.contains { $0.contains("--machine-identity ec2") })
         try await TestPaths.withTemporaryDirectory("ferry-deploy") { directory in
             let file = directory.appendingPathComponent("ferry-bootstrap").path
             try script.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
