@@ -61,6 +61,8 @@ final class CurlTransfer {
     private var download: DownloadState?
     private var upload: UploadSource?
     private var stream: StreamState?
+    /// The owner's multi handle, when the transfer runs through one (`HTTPConnection`).
+    private var driver: CurlMultiDriver?
 
     /// A response body handed to a handler as it arrives (`HTTPClient.stream`).
     private final class StreamState {
@@ -126,19 +128,28 @@ final class CurlTransfer {
         return curl_easy_init()
     }
 
+    /// A new multi handle (`nil` when libcurl cannot make one), for `CurlMultiDriver`.
+    static func makeMultiHandle() -> UnsafeMutableRawPointer? {
+        guard curlInitialized else { return nil }
+        return curl_multi_init()
+    }
+
     // MARK: Entry points (called on the dedicated thread)
 
-    /// Performs `request` on a new handle, or on `handle` (kept open by its owner, reset here) when given.
+    /// Performs `request` on a new handle, or on `handle` (kept open by its owner, reset here) when given; through
+    /// `driver` (the owner's multi handle) when given, else with `curl_easy_perform`.
     static func send(
         _ request: HTTPClient.Request,
         configuration: HTTPClient.Configuration,
         cancellation: CancellationFlag,
-        reusing handle: UnsafeMutableRawPointer? = nil
+        reusing handle: UnsafeMutableRawPointer? = nil,
+        driver: CurlMultiDriver? = nil
     ) -> Result<HTTPClient.Response, HTTPClientError> {
         let url = RedactedURL.redact(request.url)
         guard let transfer = CurlTransfer(url: url, cancellation: cancellation, reusing: handle) else {
             return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
         }
+        transfer.driver = driver
         do throws(HTTPClientError) {
             transfer.bodyLimit = request.maxResponseBytes ?? configuration.maxResponseBytes
             try transfer.configure(request, configuration: configuration, isDownload: false)
@@ -363,7 +374,10 @@ final class CurlTransfer {
     // MARK: Running
 
     private func perform() throws(HTTPClientError) {
-        let code = withExtendedLifetime(self) { curl_easy_perform(handle) }
+        let code = withExtendedLifetime(self) {
+            guard let driver else { return curl_easy_perform(handle) }
+            return driver.perform(handle) { cancellation.isCancelled }
+        }
         if let failure { throw failure }
         guard code == CURLE_OK else { throw map(code) }
     }

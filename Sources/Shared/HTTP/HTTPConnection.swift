@@ -8,14 +8,17 @@ import Synchronization
 /// handshake and thread per request as with `HTTPClient.send`.
 ///
 /// Made for an agent's conversation with its controller: a long-poll, a status report, the next long-poll. The thread
-/// is started with the first request and sleeps (in `poll(2)`, no CPU) between requests; it stops when the connection
-/// is closed or released. Requests queue in arrival order; a cancelled request that has not started yet is answered
+/// is started with the first request and sleeps (in `poll(2)`, no CPU) between requests, and during a request until
+/// something happens on its socket (`CurlMultiDriver`: not once a second, as in `curl_easy_perform`); it stops when the
+/// connection is closed or released. Requests queue in arrival order; a cancelled request that has not started yet is answered
 /// `.cancelled` without being sent; one in flight is aborted as with `HTTPClient.send` (which closes the connection).
 package final class HTTPConnection: Sendable {
     /// What the thread shares with callers. Kept apart from `HTTPConnection` so the thread does not keep it alive:
     /// releasing the connection stops the thread.
     private final class Queue: Sendable {
-        typealias Job = @Sendable (UnsafeMutableRawPointer?) -> Void
+        /// Runs on the thread with its easy handle and the multi handle that drives it (`nil` when libcurl could not
+        /// make one: `curl_easy_perform` then).
+        typealias Job = @Sendable (UnsafeMutableRawPointer?, CurlMultiDriver?) -> Void
 
         private struct State {
             var jobs: [Job] = []
@@ -25,6 +28,7 @@ package final class HTTPConnection: Sendable {
 
         private let state = Mutex(State())
         private let wake: PipeDescriptors?
+        let wakeups = WakeCount()
 
         init() {
             wake = try? PipeDescriptors.open(nonBlocking: true)
@@ -93,14 +97,15 @@ package final class HTTPConnection: Sendable {
             }
         }
 
-        /// The thread: owns the easy handle from start to end.
+        /// The thread: owns the easy handle and the multi handle (which keeps the open connection) from start to end.
         private func runLoop() {
             let handle = CurlTransfer.makeHandle()
+            let driver = CurlMultiDriver(wakeFD: wake?.readEnd, wakeups: wakeups)
             defer { if let handle { curl_easy_cleanup(handle) } }
             while true {
                 let (job, closed) = next()
                 if let job {
-                    job(handle)
+                    job(handle, driver)
                     continue
                 }
                 if closed { return }
@@ -123,7 +128,7 @@ package final class HTTPConnection: Sendable {
         private func drainWithoutThread() {
             let handle = CurlTransfer.makeHandle()
             defer { if let handle { curl_easy_cleanup(handle) } }
-            while let job = next().job { job(handle) }
+            while let job = next().job { job(handle, nil) }
         }
     }
 
@@ -156,12 +161,14 @@ package final class HTTPConnection: Sendable {
         let queue = self.queue
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<HTTPClient.Response, HTTPClientError>, Never>) in
-                let queued = queue.submit { handle in
+                let queued = queue.submit { handle, driver in
                     if let start { queue.pause(until: start, cancellation: flag) }
                     guard !flag.isCancelled, start == nil || !queue.isClosed else {
                         return continuation.resume(returning: .failure(.cancelled(url: url)))
                     }
-                    continuation.resume(returning: CurlTransfer.send(request, configuration: configuration, cancellation: flag, reusing: handle))
+                    continuation.resume(
+                        returning: CurlTransfer.send(request, configuration: configuration, cancellation: flag, reusing: handle, driver: driver)
+                    )
                 }
                 if !queued { continuation.resume(returning: .failure(.cancelled(url: url))) }
             }
@@ -171,6 +178,11 @@ package final class HTTPConnection: Sendable {
         }
         return try result.get()
     }
+
+    /// How many times the connection's thread woke up while a request was in flight, over the connection's life: once
+    /// per event on its socket or timer of libcurl's, never once a second for nothing (a held long-poll adds about
+    /// one). For tests and diagnostics.
+    package var transferWakeups: Int { queue.wakeups.value.load(ordering: .relaxed) }
 
     /// Stops the thread once the queued requests are done and closes the connection.
     package func close() {
