@@ -288,11 +288,10 @@ struct ReportTrigger: Sendable {
     /// Fires each time the periodic report falls due, until cancelled (at shutdown). The due time moves a whole
     /// `interval()` ahead before it fires: had it stayed in the past until the report was built and `reported` called,
     /// the schedule would wake again at once and fire a second report for the same period (every periodic report
-    /// went out twice, a few milliseconds apart). The wait is a `ThreadSleep`, not a `Task.sleep`: a pending
-    /// `Task.sleep` wakes libdispatch's manager thread once a second, which was half of an idle agent's CPU.
+    /// went out twice, a few milliseconds apart).
     func runSchedule(interval: @Sendable () -> Duration) async {
         while !Task.isCancelled {
-            guard (try? await ThreadSleep.until(nextReport)) != nil else { return }
+            guard (try? await Task.sleep(until: nextReport, clock: .continuous)) != nil else { return }
             // A report sent meanwhile (fired by a change) moved the next one.
             guard timeUntilNextReport() <= .zero else { continue }
             reported(interval: interval())
