@@ -112,10 +112,8 @@ struct MachineIdentityReader: Sendable {
         for attempt in 1...max(1, configuration.attempts) {
             do {
                 return MachineIdentity(source: .ec2, value: try await instanceIDOnce())
-            } catch let error as MachineIdentityError {
-                last = error
             } catch {
-                last = MachineIdentityError(description: "\(error)")
+                last = error
             }
             // A refusal or a malformed id does not get better by asking again; an unreachable service might.
             guard last.retryable, attempt < configuration.attempts else { break }
@@ -125,10 +123,10 @@ struct MachineIdentityReader: Sendable {
                 break
             }
         }
-        throw MachineIdentityError(description: last.description)
+        throw last
     }
 
-    private func instanceIDOnce() async throws -> String {
+    private func instanceIDOnce() async throws(MachineIdentityError) -> String {
         var http = HTTPClient.Configuration()
         http.connectTimeout = configuration.timeout
         http.timeout = configuration.timeout
