@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import Shared
 
 /// `ferry-agent`: the daemon on every instance, and its local commands.
@@ -27,4 +28,13 @@ struct AgentCommand: AsyncParsableCommand {
             FetchCommand.self,
         ]
     )
+
+    /// Installs the agent's own executor (`PooledExecutor`: no once-a-second wake-up of libdispatch's pool monitor)
+    /// before anything runs, then parses and runs the command. `FERRY_EXECUTOR=platform` keeps the runtime's own.
+    static func main() async {
+        if !PooledExecutor.platformRequested(environment: getenv("FERRY_EXECUTOR").map { String(cString: $0) }) {
+            PooledExecutor.installAsDefault()
+        }
+        await main(nil)
+    }
 }

@@ -391,7 +391,8 @@ struct BuiltinSupervisorTests {
 
     @Test("an instance above max_memory_restart is restarted")
     func memoryLimitRestarts() async throws {
-        try await SupervisorHarness.with { harness in
+        let checkEverySecond: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .seconds(1) }
+        try await SupervisorHarness.with(configure: checkEverySecond) { harness in
             let script = try harness.write("app/hog.js", TestApps.hog)
             var spec = harness.spec("hog", script: script)
             spec.maxMemoryBytes = 64 << 20

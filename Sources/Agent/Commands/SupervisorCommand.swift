@@ -45,6 +45,14 @@ struct SupervisorCommand: AsyncParsableCommand {
     @Option(help: "Longest request line the socket accepts, in bytes.")
     var maxRequestBytes: Int = 1 << 20
 
+    @Option(
+        help: ArgumentHelp(
+            "How often, in milliseconds, every app's memory is checked against max_memory_restart.",
+            discussion: "Memory and CPU are also read whenever the agent lists the table. Default 30000, as PM2."
+        )
+    )
+    var memoryCheckMs: Int64 = SupervisorLauncher.milliseconds(BuiltinProcessManager.Configuration().memoryCheckInterval)
+
     func validate() throws {
         guard !home.isEmpty else { throw ValidationError("--home must not be empty") }
         guard logMaxBytes >= 1024 else { throw ValidationError("--log-max-bytes must be at least 1024, got \(logMaxBytes)") }
@@ -53,6 +61,9 @@ struct SupervisorCommand: AsyncParsableCommand {
             throw ValidationError("--backoff-initial-ms must be positive and at most --backoff-max-ms")
         }
         guard maxRequestBytes >= 4096 else { throw ValidationError("--max-request-bytes must be at least 4096") }
+        guard (100...86_400_000).contains(memoryCheckMs) else {
+            throw ValidationError("--memory-check-ms must be between 100 and 86400000 (a day), got \(memoryCheckMs)")
+        }
     }
 
     /// `--home` made absolute: the daemon runs in `/`.
@@ -70,7 +81,8 @@ struct SupervisorCommand: AsyncParsableCommand {
             home: absoluteHome,
             namespace: namespace,
             logRotation: LogRotation(maximumFileBytes: logMaxBytes, keptFiles: logKeep),
-            restartBackoff: RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs))
+            restartBackoff: RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs)),
+            memoryCheckInterval: .milliseconds(memoryCheckMs)
         )
     }
 
@@ -92,6 +104,7 @@ struct SupervisorCommand: AsyncParsableCommand {
         configuration.logRotation = LogRotation(maximumFileBytes: logMaxBytes, keptFiles: logKeep)
         configuration.restartBackoff = RestartBackoff(initial: .milliseconds(backoffInitialMs), maximum: .milliseconds(backoffMaxMs))
         configuration.maximumRequestBytes = maxRequestBytes
+        configuration.memoryCheckInterval = .milliseconds(memoryCheckMs)
         try SupervisorDaemon.redirectOutput(into: configuration)
 
         var logger = Logger(label: "ferry.supervisor") { StreamLogHandler.standardError(label: $0) }

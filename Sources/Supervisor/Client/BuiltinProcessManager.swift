@@ -11,7 +11,7 @@ import Shared
 /// Semantics are PM2's where they matter to the agent (see `Supervisor`). The `ecosystem` arguments of the protocol
 /// are not used: the `AppSpec` carries everything the daemon needs.
 package struct BuiltinProcessManager: ProcessManager {
-    /// Settings of the client; the last four apply only when this client has to start the daemon.
+    /// Settings of the client; the last five apply only when this client has to start the daemon.
     package struct Configuration: Sendable {
         /// The daemon's home directory (socket, pid file, app table, logs). Default `/var/lib/ferry/supervisor`.
         /// Its socket path must stay under 108 bytes.
@@ -30,6 +30,8 @@ package struct BuiltinProcessManager: ProcessManager {
         package var logRotation: LogRotation
         /// Delays between automatic restarts when an app's `restart_delay` is 0. Default 100 ms doubling up to 15 s.
         package var restartBackoff: RestartBackoff
+        /// How often the daemon checks memory against `max_memory_restart` between listings. Default 30 s, as PM2.
+        package var memoryCheckInterval: Duration
 
         package init(
             home: String = "/var/lib/ferry/supervisor",
@@ -38,7 +40,8 @@ package struct BuiltinProcessManager: ProcessManager {
             connectTimeout: Duration = .seconds(10),
             requestTimeout: Duration = .seconds(120),
             logRotation: LogRotation = LogRotation(),
-            restartBackoff: RestartBackoff = RestartBackoff()
+            restartBackoff: RestartBackoff = RestartBackoff(),
+            memoryCheckInterval: Duration = .seconds(30)
         ) {
             self.home = home
             self.executablePath = executablePath
@@ -47,6 +50,7 @@ package struct BuiltinProcessManager: ProcessManager {
             self.requestTimeout = requestTimeout
             self.logRotation = logRotation
             self.restartBackoff = restartBackoff
+            self.memoryCheckInterval = memoryCheckInterval
         }
 
         /// The daemon's socket.

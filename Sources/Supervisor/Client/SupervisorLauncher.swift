@@ -79,6 +79,7 @@ package enum SupervisorLauncher {
             "--log-keep", String(configuration.logRotation.keptFiles),
             "--backoff-initial-ms", String(milliseconds(configuration.restartBackoff.initial)),
             "--backoff-max-ms", String(milliseconds(configuration.restartBackoff.maximum)),
+            "--memory-check-ms", String(milliseconds(configuration.memoryCheckInterval)),
         ]
     }
 

@@ -35,6 +35,8 @@ package struct SupervisorDaemon: Service {
         package var restartBackoff = RestartBackoff()
         /// Longest request line. Default 1 MiB.
         package var maximumRequestBytes = 1 << 20
+        /// How often memory is checked against `max_memory_restart` between listings. Default 30 s, as PM2.
+        package var memoryCheckInterval: Duration = .seconds(30)
 
         package init(home: String) {
             self.home = home
@@ -68,6 +70,7 @@ package struct SupervisorDaemon: Service {
         supervisorConfiguration.namespace = configuration.namespace
         supervisorConfiguration.logRotation = configuration.logRotation
         supervisorConfiguration.restartBackoff = configuration.restartBackoff
+        supervisorConfiguration.memoryCheckInterval = configuration.memoryCheckInterval
         let supervisor = Supervisor(configuration: supervisorConfiguration, pump: pump, logger: logger)
         // The socket answers at once; requests wait until the saved apps are back (stopping processes a crashed
         // daemon left behind can take a kill_timeout), so nobody sees a half-restored table.

@@ -1,12 +1,19 @@
 import Shared
 
-/// CPU and memory of every process, read from `/proc` every sample interval; an instance above `max_memory_restart`
-/// is restarted.
+/// CPU and memory of every process, read from `/proc` when the table is listed and every `memoryCheckInterval`; an
+/// instance above `max_memory_restart` is restarted.
+///
+/// Nothing is read on a clock of its own more often than that: an idle daemon sleeps. (It used to read every process
+/// once a second, which cost the host more CPU than the agent itself.)
 extension Supervisor {
-    /// Starts sampling CPU and memory every `sampleInterval`. Stops at `stopAll`.
+    /// CPU use is worked out over at least this long: a table listed twice in a row keeps the last figure instead of
+    /// one measured over a few milliseconds.
+    static let minimumCPUWindow: Duration = .seconds(1)
+
+    /// Starts the memory check every `memoryCheckInterval`. Stops at `stopAll`.
     func startSampling() {
         guard sampler == nil, !isShuttingDown else { return }
-        let interval = configuration.sampleInterval
+        let interval = configuration.memoryCheckInterval
         sampler = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
@@ -16,14 +23,20 @@ extension Supervisor {
         }
     }
 
-    private func sample() {
+    /// Reads every process's CPU and memory now, and restarts an instance above its `max_memory_restart`.
+    func sample() {
         let now = ContinuousClock.now
         for (runID, var child) in children {
             guard let stat = ProcStat.read(pid: child.pid) else { continue }
             if let last = child.lastSample {
-                child.cpuPercent = Self.cpuPercent(from: last.ticks, to: stat.cpuTicks, over: last.at.duration(to: now)) ?? child.cpuPercent
+                let elapsed = last.at.duration(to: now)
+                if elapsed >= Self.minimumCPUWindow {
+                    child.cpuPercent = Self.cpuPercent(from: last.ticks, to: stat.cpuTicks, over: elapsed) ?? child.cpuPercent
+                    child.lastSample = (stat.cpuTicks, now)
+                }
+            } else {
+                child.lastSample = (stat.cpuTicks, now)
             }
-            child.lastSample = (stat.cpuTicks, now)
             child.memoryBytes = ProcStat.residentBytes(pid: child.pid) ?? child.memoryBytes
             children[runID] = child
             guard let app = apps[child.app], let limit = app.spec.maxMemoryBytes, child.memoryBytes > limit,

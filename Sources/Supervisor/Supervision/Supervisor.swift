@@ -23,8 +23,8 @@ import Shared
 ///   processes: an app whose instances all bind the same port gets `EADDRINUSE` in every instance but one (and, during
 ///   a rolling reload, in the new process until the old one is gone: it then recovers through the crash restart).
 ///   Use instances with ports of their own (for example `PORT` + `NODE_APP_INSTANCE`) or a port-sharing server.
-/// - Every sample interval the CPU percent and resident memory of each process are read from `/proc`; an instance
-///   above `max_memory_restart` is restarted (restart count + 1).
+/// - The CPU percent and resident memory of each process are read from `/proc` when the table is listed, and every
+///   `memoryCheckInterval` (30 s, as PM2); an instance above `max_memory_restart` is restarted (restart count + 1).
 ///
 /// The actor is split by concern: requests and the operations lock here, `Supervisor+Operations` (what each request
 /// does to the table), `Supervisor+Processes` (spawning, stopping, exits, restart timers: it performs what each
@@ -42,8 +42,9 @@ actor Supervisor {
         var logRotation = LogRotation()
         /// Delays between automatic restarts when `restart_delay` is 0. Default 100 ms doubling up to 15 s.
         var restartBackoff = RestartBackoff()
-        /// How often CPU and memory are sampled and `max_memory_restart` is checked. Default 1 s.
-        var sampleInterval: Duration = .seconds(1)
+        /// How often every process's memory is checked against `max_memory_restart` when nobody asks for the table.
+        /// Default 30 s, as PM2 (`WORKER_INTERVAL`). CPU and memory are also read whenever the table is listed.
+        var memoryCheckInterval: Duration = .seconds(30)
         /// Longest a cluster-mode reload waits for a new process before stopping the old one. Default 5 s.
         var reloadSettleLimit: Duration = .seconds(5)
         /// How long a process may take to go away after SIGKILL before the stop gives up waiting. Default 10 s.
@@ -102,7 +103,9 @@ actor Supervisor {
         do throws(SupervisorFailure) {
             switch request {
             case .ping: return .success(pid: getpid())
-            case .list: return .success(processes: processTable())
+            case .list:
+                sample()
+                return .success(processes: processTable())
             case .start(let spec): try await start(spec)
             case .reload(let spec): try await reload(spec)
             case .delete(let name): try await delete(appNamed: name)

@@ -1,0 +1,67 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+/// An idle `ferry-agent` process sleeps: with the agent's executor (`PooledExecutor`) no thread of it wakes while
+/// nothing happens. Shown on the builtin supervisor daemon (the same binary, the same `main`) with no app: over four
+/// seconds its threads switch context at most twice. The same daemon on the runtime's own executor
+/// (`FERRY_EXECUTOR=platform`) wakes once a second (libdispatch's pool monitor), which the same count sees: that run
+/// shows the measurement can fail.
+@Suite("Idle daemon")
+struct IdleDaemonTests {
+    @Test("an idle ferry-agent process does not wake once a second; on the platform executor it does")
+    func idleProcessSleeps() async throws {
+        let pooled = try await contextSwitches(environment: [:])
+        #expect(pooled <= 2, "context switches of the idle daemon's threads over 4 s with the agent's executor: \(pooled)")
+        let platform = try await contextSwitches(environment: ["FERRY_EXECUTOR": "platform"])
+        #expect(platform >= 3, "the same count on the runtime's executor, which ticks once a second: \(platform)")
+    }
+
+    /// Starts `ferry-agent supervisor` with no app, lets it settle, and counts its threads' context switches over
+    /// 4 s.
+    private func contextSwitches(environment extra: [String: String]) async throws -> Int {
+        try await TestPaths.withTemporaryDirectory("ferry-idle") { directory in
+            let home = directory.appendingPathComponent("home").path
+            var environment = ProcessInfo.processInfo.environment
+            environment["FERRY_EXECUTOR"] = nil
+            environment.merge(extra) { $1 }
+            let daemon = try ChildProcess(
+                TestPaths.executable("ferry-agent"),
+                ["supervisor", "--home", home],
+                environment: environment,
+                logDirectory: directory,
+                label: "supervisor"
+            )
+            defer { daemon.kill() }
+            let socket = "\(home)/supervisor.sock"
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !FileManager.default.fileExists(atPath: socket) {
+                guard ContinuousClock.now < deadline, daemon.isRunning else {
+                    throw HarnessError("the daemon did not open its socket: \(daemon.stderr.suffix(2000))")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            // Start-up (the table's resurrection, the first memory check's timer) settles first.
+            try await Task.sleep(for: .milliseconds(1500))
+            let before = try Self.switches(of: daemon.pid)
+            try await Task.sleep(for: .seconds(4))
+            let after = try Self.switches(of: daemon.pid)
+            #expect(daemon.isRunning)
+            return after - before
+        }
+    }
+
+    /// Voluntary and involuntary context switches of every thread of `pid`, from `/proc/<pid>/task/*/status`.
+    private static func switches(of pid: Int32) throws -> Int {
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+        var total = 0
+        for task in tasks {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+            for line in status.split(separator: "\n") where line.contains("ctxt_switches:") {
+                total += Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+            }
+        }
+        return total
+    }
+}

@@ -1,0 +1,113 @@
+import Glibc
+import Shared
+import Synchronization
+import Testing
+
+@testable import Shared
+
+/// The agent's executor (`PooledExecutor`), used here as a task executor preference: the test process keeps the
+/// runtime's own default executor. Its scheduling of `Task.sleep` runs in every `ferry-agent` the end-to-end tests
+/// start, and `IdleDaemonTests` shows the idle process sleeping.
+@Suite("Pooled executor")
+struct PooledExecutorTests {
+    @Test("tasks preferring the pool all run, on the pool's threads")
+    func runsTasks() async throws {
+        let pool = try PooledExecutor(configuration: .init(threads: 2))
+        let record = RunRecord()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<2_000 {
+                group.addTask(executorPreference: pool) { record.note(thread: pthread_self()) }
+            }
+        }
+        #expect(record.runs == 2_000)
+        // Two workers (and no thread of the caller's pool: the preference holds).
+        #expect((1...2).contains(record.threadCount))
+    }
+
+    /// What the tasks of `runsTasks` saw.
+    private final class RunRecord: Sendable {
+        private let state = Mutex<(runs: Int, threads: Set<pthread_t>)>((0, []))
+
+        func note(thread: pthread_t) {
+            state.withLock {
+                $0.runs += 1
+                $0.threads.insert(thread)
+            }
+        }
+
+        var runs: Int { state.withLock { $0.runs } }
+        var threadCount: Int { state.withLock { $0.threads.count } }
+    }
+
+    @Test("work queued behind a worker blocked in a system call gets another worker")
+    func growsPastBlockedWorker() async throws {
+        let pool = try PooledExecutor(configuration: .init(threads: 1, stallThreshold: .milliseconds(50)))
+        let pipe = try PipeDescriptors.open(nonBlocking: false)
+        defer {
+            close(pipe.readEnd)
+            close(pipe.writeEnd)
+        }
+        let readEnd = pipe.readEnd
+        let writeEnd = pipe.writeEnd
+        // The only worker blocks until the pipe is written (at most 10 s); only a second worker can write it.
+        let blocked = Task(executorPreference: pool) { () -> Bool in
+            var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+            return poll(&descriptor, 1, 10_000) == 1
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let writer = Task(executorPreference: pool) {
+            var byte: UInt8 = 1
+            _ = write(writeEnd, &byte, 1)
+        }
+        await writer.value
+        #expect(await blocked.value, "the blocked worker was released by work that ran on a worker added for it")
+    }
+
+    @Test("timers come out in deadline order, equal deadlines in insertion order, none early")
+    func timerQueueOrder() {
+        let start = ContinuousClock.now
+        // (element, milliseconds after start), in insertion order; and whether each insert was the earliest so far.
+        let inserts: [(String, Int, Bool)] = [
+            ("c", 30, true), ("a", 10, true), ("b", 20, false), ("a2", 10, false), ("z", 0, true), ("late", 1_000, false),
+        ]
+        var queue = TimerQueue<String>()
+        for (element, milliseconds, earliest) in inserts {
+            #expect(queue.insert(element, at: start + .milliseconds(milliseconds)) == earliest, "\(element)")
+        }
+        #expect(queue.nextDeadline == start)
+        #expect(queue.popDue(now: start - .milliseconds(1)) == nil, "nothing is due before its deadline")
+        var popped: [String] = []
+        while let element = queue.popDue(now: start + .milliseconds(30)) { popped.append(element) }
+        #expect(popped == ["z", "a", "a2", "b", "c"])
+        #expect(queue.count == 1 && queue.nextDeadline == start + .seconds(1))
+    }
+
+    @Test("deadlines and waits are bounded whatever the delay")
+    func boundedArithmetic() {
+        let now = ContinuousClock.now
+        let century = Duration.seconds(100 * 365 * 86_400)
+        let cases: [(Duration, Duration)] = [
+            (.zero, .zero), (.milliseconds(-5), .zero), (.seconds(-Int64.max), .zero), (.seconds(3), .seconds(3)),
+            (.seconds(Int64.max), century), (century + .seconds(1), century),
+        ]
+        for (delay, expected) in cases {
+            #expect(now.duration(to: PooledExecutor.deadline(after: delay, from: now)) == expected, "\(delay)")
+        }
+        for wait in [Duration.zero, .milliseconds(-1), .nanoseconds(1), .seconds(Int64.max)] {
+            var before = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &before)
+            let deadline = PooledExecutor.monotonicTimespec(after: wait)
+            #expect((0..<1_000_000_000).contains(deadline.tv_nsec), "\(wait)")
+            let seconds = deadline.tv_sec - before.tv_sec
+            #expect((0...86_401).contains(seconds), "\(wait): at most a day ahead")
+        }
+    }
+
+    @Test("FERRY_EXECUTOR=platform, in any case and nothing else, keeps the runtime's executor")
+    func platformSwitch() {
+        let cases: [(String?, Bool)] = [(nil, false), ("", false), ("platform", true), ("pooled", false), ("PLATFORM", true), (" platform", false)]
+        for (value, expected) in cases {
+            #expect(PooledExecutor.platformRequested(environment: value) == expected, "\(value ?? "unset")")
+        }
+    }
+}
