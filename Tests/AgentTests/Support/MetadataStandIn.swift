@@ -54,37 +54,16 @@ final class MetadataStandIn: Sendable {
     static func with<R>(_ behaviour: Behaviour = Behaviour(), _ body: (MetadataStandIn) async throws -> R) async throws -> R {
         let server = MetadataStandIn()
         server.behaviour = behaviour
-        var logger = Logger(label: "metadata-stand-in")
-        logger.logLevel = .critical
         let router = Router()
         router.put("/latest/api/token") { request, _ in try await server.token(request) }
         router.get("/latest/meta-data/instance-id") { request, _ in try await server.instanceID(request) }
-        let app = Application(
+        return try await LoopbackServer.with(
             router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in server.portValue.withLock { $0 = channel.localAddress?.port } },
-            logger: logger
+            label: "metadata-stand-in",
+            started: { port in server.portValue.withLock { $0 = port } },
+            closing: { server.closing.withLock { $0 = true } },
+            { try await body(server) }
         )
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
-        let running = Task { try await group.run() }
-        defer { server.closing.withLock { $0 = true } }
-        do {
-            let deadline = ContinuousClock.now + .seconds(20)
-            while server.portValue.withLock({ $0 }) == nil {
-                guard ContinuousClock.now < deadline else { throw TestFileServer.ServerDidNotStart() }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-            let result = try await body(server)
-            server.closing.withLock { $0 = true }
-            await group.triggerGracefulShutdown()
-            try await running.value
-            return result
-        } catch {
-            server.closing.withLock { $0 = true }
-            await group.triggerGracefulShutdown()
-            _ = try? await running.value
-            throw error
-        }
     }
 
     private func record(_ request: Request) -> Behaviour {

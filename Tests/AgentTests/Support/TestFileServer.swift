@@ -64,39 +64,17 @@ final class TestFileServer: Sendable {
     @discardableResult
     static func with<R>(_ body: (TestFileServer) async throws -> R) async throws -> R {
         let server = TestFileServer()
-        var logger = Logger(label: "test-file-server")
-        logger.logLevel = .critical
         let router = Router()
         router.get("**") { request, _ in server.respond(to: request, head: false) }
         router.head("**") { request, _ in server.respond(to: request, head: true) }
-        let app = Application(
+        return try await LoopbackServer.with(
             router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in server.portValue.withLock { $0 = channel.localAddress?.port } },
-            logger: logger
+            label: "test-file-server",
+            started: { port in server.portValue.withLock { $0 = port } },
+            closing: { server.closing.withLock { $0 = true } },
+            { try await body(server) }
         )
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
-        let running = Task { try await group.run() }
-        do {
-            let deadline = ContinuousClock.now + .seconds(20)
-            while server.portValue.withLock({ $0 }) == nil {
-                guard ContinuousClock.now < deadline else { throw ServerDidNotStart() }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-            let result = try await body(server)
-            server.closing.withLock { $0 = true }
-            await group.triggerGracefulShutdown()
-            try await running.value
-            return result
-        } catch {
-            server.closing.withLock { $0 = true }
-            await group.triggerGracefulShutdown()
-            _ = try? await running.value
-            throw error
-        }
     }
-
-    struct ServerDidNotStart: Error {}
 
     var port: Int { portValue.withLock { $0 } ?? 0 }
 
