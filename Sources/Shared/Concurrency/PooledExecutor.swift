@@ -48,6 +48,9 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
         var idleWorkers = 0
         /// Jobs taken by workers so far: the timer thread tells a stalled pool from a busy one by it.
         var taken: UInt64 = 0
+        /// The timer thread is already watching work that waits with every worker busy: a job queued meanwhile need
+        /// not wake it again.
+        var watchingStall = false
     }
 
     package let configuration: Configuration
@@ -97,9 +100,14 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
         pthread_mutex_lock(lock)
         state.jobs.append(job)
         let workerIdle = state.idleWorkers > 0
+        let wakeTimer = !workerIdle && !state.watchingStall
         pthread_mutex_unlock(lock)
         // Signalled after unlocking, so the woken thread does not at once block on the lock this thread still holds.
-        pthread_cond_signal(workerIdle ? workQueued : timerAttention)
+        if workerIdle {
+            pthread_cond_signal(workQueued)
+        } else if wakeTimer {
+            pthread_cond_signal(timerAttention)
+        }
     }
 
     package func enqueue<C: Clock>(_ job: consuming ExecutorJob, after delay: C.Duration, tolerance: C.Duration?, clock: C) {
@@ -175,6 +183,7 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
             } else {
                 stallSince = nil
             }
+            state.watchingStall = stallSince != nil
 
             if let wakeAt {
                 var deadline = Self.monotonicTimespec(after: now.duration(to: wakeAt))
