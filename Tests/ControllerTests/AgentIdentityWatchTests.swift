@@ -47,6 +47,49 @@ struct AgentIdentityWatchTests {
         #expect(said == check.said)
     }
 
+    /// (seconds from the start, hostname) of each report, then (seconds, the standing conflict's hostnames or `nil`)
+    /// asked after them.
+    static let standings: [(label: String, reports: [(Double, String)], asked: [(Double, [String]?)])] = [
+        ("one host", [(0, "a"), (30, "a")], [(31, nil)]),
+        ("renamed once", [(0, "a"), (30, "b"), (60, "b")], [(61, nil)]),
+        ("renamed and back once", [(0, "a"), (30, "b"), (31, "a")], [(32, nil)]),
+        (
+            "two hosts in turn: stands until a window after the last switch-back",
+            [(0, "a"), (1, "b"), (30, "a"), (31, "b"), (60, "a")],
+            [(61, ["a", "b"]), (659, ["a", "b"]), (660, nil), (5_000, nil)]
+        ),
+        (
+            "lapsed, then back: noticed afresh",
+            [(0, "a"), (1, "b"), (30, "a"), (31, "b"), (1_000, "a"), (1_001, "b"), (1_030, "a")],
+            [(1_000.5, nil), (1_031, ["a", "b"])]
+        ),
+    ]
+
+    @Test func theStandingConflictLastsWhileTheHostsTakeTurns() {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        for check in Self.standings {
+            let watch = AgentIdentityWatch()
+            var pending = check.reports[...]
+            for (seconds, expected) in check.asked {
+                // Every report up to the time asked, then the question.
+                while let (at, hostname) = pending.first, at <= seconds {
+                    _ = watch.observe(agentID: "agt_1", hostname: hostname, at: start.addingTimeInterval(at))
+                    pending = pending.dropFirst()
+                }
+                let standing = watch.standing(agentID: "agt_1", at: start.addingTimeInterval(seconds))
+                #expect(standing?.hostnames == expected, "\(check.label), at \(seconds) s")
+            }
+        }
+        // When it was noticed: the switch-back that made it, kept while it stands.
+        let watch = AgentIdentityWatch()
+        for (seconds, host) in [(0.0, "a"), (1, "b"), (30, "a"), (31, "b"), (60, "a"), (61, "b")] {
+            _ = watch.observe(agentID: "agt_1", hostname: host, at: start.addingTimeInterval(seconds))
+        }
+        let standing = watch.standing(agentID: "agt_1", at: start.addingTimeInterval(62))
+        #expect(standing?.noticedAt == start.addingTimeInterval(31) && standing?.lastSwitchAt == start.addingTimeInterval(61))
+        #expect(watch.standing(agentID: "agt_2", at: start.addingTimeInterval(62)) == nil, "an agent never seen")
+    }
+
     @Test func agentsAreJudgedApartAndForgotten() {
         let watch = AgentIdentityWatch()
         let start = Date(timeIntervalSince1970: 1_800_000_000)
@@ -92,6 +135,24 @@ struct AgentIdentityWatchTests {
                     try await report(twin, hostname: host)
                 }
                 for host in ["old-name", "new-name", "new-name", "new-name"] { try await report(renamed, hostname: host) }
+                // Shown where an operator looks: the agent document, `agents show` and the agent's dashboard page.
+                let twinDocument = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/agents/twin", token: fixture.viewerToken))
+                let conflict = try #require(twinDocument.object?["identityConflict"]?.object)
+                #expect(conflict["hostnames"] == .array([.string("ip-10-0-1-2"), .string("ip-10-0-1-3")]))
+                #expect(conflict["noticedAt"].map { FleetDocument.text($0).hasPrefix("20") } == true)
+                #expect(conflict["lastSwitchAt"].map { FleetDocument.text($0).hasPrefix("20") } == true)
+                let shown = AgentsShowCommand.describe(twinDocument, logLines: 0)
+                #expect(shown.contains { $0.hasPrefix("WARNING: two running agents report as this agent, from ip-10-0-1-2 and ip-10-0-1-3") })
+                let renamedDocument = try await ControllerFixture.json(
+                    InsightRoutesTests.get(client, "/v1/agents/renamed", token: fixture.viewerToken)
+                )
+                #expect(renamedDocument.object?["identityConflict"] == .null)
+                #expect(!AgentsShowCommand.describe(renamedDocument, logLines: 0).contains { $0.hasPrefix("WARNING") })
+                let (page, html) = try await InsightRoutesTests.page(client, "/agents/twin", token: fixture.viewerToken)
+                #expect(page.status == .ok)
+                #expect(html.contains(#"id="identity-conflict" data-hostnames="ip-10-0-1-2 and ip-10-0-1-3""#))
+                let (_, renamedHTML) = try await InsightRoutesTests.page(client, "/agents/renamed", token: fixture.viewerToken)
+                #expect(!renamedHTML.contains("identity-conflict"))
             }
             #expect(fixture.counter("ferry_agent_identity_conflicts_total") == 1)
         }

@@ -141,6 +141,13 @@ struct AgentsShowCommand: AsyncParsableCommand {
                 + "with \(text(fields["processManager"]))",
             "enrolled \(text(fields["enrolledAt"])), last seen \(FleetDocument.lastSeen(fields))",
         ]
+        if case .object(let conflict)? = fields["identityConflict"] {
+            let hostnames = FleetDocument.array(conflict["hostnames"]).map(text).joined(separator: " and ")
+            lines.append(
+                "WARNING: two running agents report as this agent, from \(hostnames) in turn (noticed \(text(conflict["noticedAt"]))): "
+                    + "remove it (ferry-controller agents remove, which revokes the shared token) and enroll each instance afresh"
+            )
+        }
         for case .object(let service) in FleetDocument.array(fields["services"]) {
             lines.append("")
             guard service["reported"] == .bool(true) else {

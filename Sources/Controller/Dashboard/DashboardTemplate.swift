@@ -236,6 +236,7 @@ enum DashboardTemplate {
         .part.pending, .key.pending { background: #c5ccd6; }
         .key { display: inline-block; width: 9px; height: 9px; border-radius: 2px; margin-right: 4px; }
         .counts, .meta { margin: 2px 0; font-size: 12px; color: var(--muted); }
+        p.conflict { margin: 8px 0; padding: 8px 12px; border-left: 4px solid var(--bad); background: var(--bad-bg); color: #5a1010; }
         .reason { margin: 6px 0; padding: 6px 8px; background: var(--bad-bg); color: #7d1616; border-radius: 4px; font-size: 13px;
           overflow-wrap: anywhere; }
         .failure { margin: 3px 0; font-size: 12px; overflow-wrap: anywhere; }

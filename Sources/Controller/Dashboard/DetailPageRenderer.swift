@@ -56,6 +56,13 @@ struct DetailPageRenderer: Sendable {
             "lastSeen": record.lastSeen.map { DashboardRenderer.relative($0, to: now) } ?? "never",
             "lastSeenAt": record.lastSeen.map(Timestamp.format) ?? "none yet", "enrolledAt": Timestamp.format(record.enrolledAt),
             "services": services, "hasReports": !reports.isEmpty, "reports": reports,
+            "identityConflict": detail.identityConflict.map { conflict -> [String: Any] in
+                [
+                    "hostnames": conflict.hostnames.joined(separator: " and "),
+                    "noticedAt": Timestamp.format(conflict.noticedAt),
+                    "noticedAgo": DashboardRenderer.relative(conflict.noticedAt, to: now),
+                ]
+            } ?? false,
         ]
         return agentTemplate.render(context)
     }

@@ -20,11 +20,23 @@ final class AgentIdentityWatch: Sendable {
         var hostnames: [String]
     }
 
+    /// A conflict as the agent's page shows it while it lasts: the two hostnames, when it was first said and when a
+    /// report last switched back.
+    struct Standing: Sendable, Equatable {
+        var hostnames: [String]
+        var noticedAt: Date
+        var lastSwitchAt: Date
+    }
+
     private struct Entry {
         var current: String
         var previous: String?
         var switchBacks: [Date] = []
         var saidAt: Date?
+        /// When the conflict now standing was noticed (kept while switch-backs go on within the window).
+        var noticedAt: Date?
+        /// The two hostnames of the last switch-back that made the conflict.
+        var conflictHostnames: [String] = []
     }
 
     let window: TimeInterval
@@ -55,11 +67,26 @@ final class AgentIdentityWatch: Sendable {
             entry.previous = other
             entry.current = hostname
             guard returned else { return nil }
+            // A conflict that stood lapsed once a whole window went by without a switch-back: a new one starts afresh.
+            if let last = entry.switchBacks.last, instant.timeIntervalSince(last) >= window { entry.noticedAt = nil }
             entry.switchBacks = entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]
             guard entry.switchBacks.count >= switchBacks else { return nil }
+            if entry.noticedAt == nil { entry.noticedAt = instant }
+            entry.conflictHostnames = [other, hostname].sorted()
             if let said = entry.saidAt, instant.timeIntervalSince(said) < window { return nil }
             entry.saidAt = instant
-            return Conflict(agentID: agentID, hostnames: [other, hostname].sorted())
+            return Conflict(agentID: agentID, hostnames: entry.conflictHostnames)
+        }
+    }
+
+    /// The conflict of `agentID` standing at `instant`: one was noticed, and a report switched back within `window`
+    /// before `instant`. Once the two hosts stop taking turns (one of them stopped), it lapses after `window`.
+    func standing(agentID: String, at instant: Date) -> Standing? {
+        entries.withLock { entries -> Standing? in
+            guard let entry = entries[agentID], let noticed = entry.noticedAt, let last = entry.switchBacks.last,
+                instant.timeIntervalSince(last) < window
+            else { return nil }
+            return Standing(hostnames: entry.conflictHostnames, noticedAt: noticed, lastSwitchAt: last)
         }
     }
 

@@ -10,6 +10,9 @@ struct AgentDetail: Sendable {
     var statuses: [String: ServiceStatusRecord]
     /// The newest reports first, at most `historyCount`.
     var history: [StatusHistoryEntry]
+    /// Two running agents reporting as this one, as this controller saw it (`AgentIdentityWatch`); `nil` when none
+    /// stands.
+    var identityConflict: AgentIdentityWatch.Standing? = nil
 
     /// How many of the agent's stored reports are shown.
     static let historyCount = 10
@@ -25,7 +28,8 @@ struct AgentDetail: Sendable {
             record: record,
             isStale: core.isStale(record, at: core.now()),
             statuses: statuses,
-            history: try await core.store.statusHistory(agentID: record.id, limit: historyCount)
+            history: try await core.store.statusHistory(agentID: record.id, limit: historyCount),
+            identityConflict: core.identities.standing(agentID: record.id, at: core.now())
         )
     }
 
@@ -60,6 +64,13 @@ struct AgentDetail: Sendable {
             "enrolledAt": .string(Timestamp.format(record.enrolledAt)),
             "lastSeen": record.lastSeen.map { .string(Timestamp.format($0)) } ?? .null,
             "stale": .bool(isStale),
+            "identityConflict": identityConflict.map { conflict in
+                .object([
+                    "hostnames": .array(conflict.hostnames.map { .string($0) }),
+                    "noticedAt": .string(Timestamp.format(conflict.noticedAt)),
+                    "lastSwitchAt": .string(Timestamp.format(conflict.lastSwitchAt)),
+                ])
+            } ?? .null,
             "agentVersion": record.agentVersion.map { .string($0) } ?? .null,
             "processManager": record.processManager.map { .string($0) } ?? .null,
             "services": .array(services),
