@@ -100,6 +100,21 @@ struct AgentConfigTests {
         #expect(try Self.load("\r\n" + written.replacingOccurrences(of: ",", with: ",\r\n"), name: "agent.conf") == config)
     }
 
+    /// The machine check's keys are written only when they differ from their defaults, so an instance that keeps the
+    /// defaults can go back to an agent binary from before them (which refuses unknown keys).
+    @Test func theMachineCheckKeysAreWrittenOnlyWhenSet() throws {
+        let defaults = try Self.load(Self.minimalYAML)
+        guard case .object(let written) = defaults.json else { throw HarnessError("the written config is not an object") }
+        for key in ["machineIdentity", "machineIdFile", "instanceMetadataUrl"] {
+            #expect(written[key] == nil, "\(key) with its default value")
+        }
+        #expect(try Self.load(String(decoding: defaults.json.encoded(), as: UTF8.self), name: "agent.json") == defaults)
+        guard case .object(let set) = try Self.load(Self.fullYAML).json else { throw HarnessError("the written config is not an object") }
+        #expect(set["machineIdentity"] == .string("ec2"))
+        #expect(set["machineIdFile"] == .string("/run/host/machine-id"))
+        #expect(set["instanceMetadataUrl"] == .string("http://[fd00:ec2::254]"))
+    }
+
     @Test func defaults() throws {
         let config = try Self.load(Self.minimalYAML)
         #expect(config.threshold == 1)

@@ -37,9 +37,13 @@ struct DeployFilesTests {
         #expect(config.caFile == "/etc/ferry/ca.pem")
         #expect(config.machineIdentity == .ec2)
 
-        // "Every key": the example's keys are exactly the keys the agent writes when all optional ones are set.
+        // "Every key": the example's keys are exactly the keys the agent writes when all optional ones are set. The
+        // machine check's file and URL are written only when they differ from their defaults (which the example shows).
+        var everyKey = config
+        everyKey.machineIDFile = "/run/host/machine-id"
+        everyKey.instanceMetadataURL = "http://127.0.0.1:9"
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        guard case .object(let exampleFields) = try YAMLSubset.parse(text), case .object(let configFields) = config.json else {
+        guard case .object(let exampleFields) = try YAMLSubset.parse(text), case .object(let configFields) = everyKey.json else {
             Issue.record("the example or the configuration is not a mapping")
             return
         }

@@ -72,11 +72,15 @@ struct AgentConfig: Sendable, Equatable {
     /// enrolment, a copied state directory): `machine-id` (the default: `/etc/machine-id`, which an image keeps unless
     /// it was cleared before baking), `ec2` (the instance id from the instance metadata service: new on every instance)
     /// or `none`. On a copy, `run` and `once` stop with status 78 (see `MachineCheck`).
-    var machineIdentity: MachineIdentitySource = .machineID
+    var machineIdentity: MachineIdentitySource = Self.defaultMachineIdentity
     /// `machineIdFile`: systemd's machine id file, for `machineIdentity: machine-id`. Default `/etc/machine-id`.
-    var machineIDFile: String = "/etc/machine-id"
+    var machineIDFile: String = Self.defaultMachineIDFile
     /// `instanceMetadataUrl`: the instance metadata service, for `machineIdentity: ec2`. Default `http://169.254.169.254`.
-    var instanceMetadataURL: String = "http://169.254.169.254"
+    var instanceMetadataURL: String = Self.defaultInstanceMetadataURL
+
+    static let defaultMachineIdentity = MachineIdentitySource.machineID
+    static let defaultMachineIDFile = "/etc/machine-id"
+    static let defaultInstanceMetadataURL = "http://169.254.169.254"
 
     /// How `MachineCheck` reads this machine's identity.
     var machineIdentityReader: MachineIdentityReader.Configuration {
@@ -184,9 +188,10 @@ struct AgentConfig: Sendable, Equatable {
         namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
         clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
         keepReleases = try int("keepReleases", 0...100, 3, &reader)
-        machineIdentity = try reader.optional("machineIdentity", Field.enumeration(MachineIdentitySource.self)) ?? .machineID
-        machineIDFile = try reader.optional("machineIdFile", Field.string(maxLength: Limits.pathLength)) ?? "/etc/machine-id"
-        instanceMetadataURL = try reader.optional("instanceMetadataUrl", Field.string(maxLength: Limits.urlLength)) ?? "http://169.254.169.254"
+        machineIdentity = try reader.optional("machineIdentity", Field.enumeration(MachineIdentitySource.self)) ?? Self.defaultMachineIdentity
+        machineIDFile = try reader.optional("machineIdFile", Field.string(maxLength: Limits.pathLength)) ?? Self.defaultMachineIDFile
+        instanceMetadataURL =
+            try reader.optional("instanceMetadataUrl", Field.string(maxLength: Limits.urlLength)) ?? Self.defaultInstanceMetadataURL
         try reader.rejectUnknownFields()
     }
 
@@ -204,9 +209,13 @@ struct AgentConfig: Sendable, Equatable {
             "clockSkewSeconds": .integer(Int64(clockSkewSeconds)),
             "keepReleases": .integer(Int64(keepReleases)),
             "allowInsecureHttp": .bool(allowInsecureHttp),
-            "machineIdentity": .string(machineIdentity.rawValue), "machineIdFile": .string(machineIDFile),
-            "instanceMetadataUrl": .string(instanceMetadataURL),
         ]
+        // The machine check's keys are written only when they differ from their defaults: an agent binary from before
+        // them refuses a file that names them (unknown keys are errors), so an instance that keeps the defaults can
+        // still go back to such a binary.
+        if machineIdentity != Self.defaultMachineIdentity { fields["machineIdentity"] = .string(machineIdentity.rawValue) }
+        if machineIDFile != Self.defaultMachineIDFile { fields["machineIdFile"] = .string(machineIDFile) }
+        if instanceMetadataURL != Self.defaultInstanceMetadataURL { fields["instanceMetadataUrl"] = .string(instanceMetadataURL) }
         if let caFile { fields["caFile"] = .string(caFile) }
         if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }
