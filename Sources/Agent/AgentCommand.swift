@@ -32,7 +32,12 @@ struct AgentCommand: AsyncParsableCommand {
     /// Installs the agent's own executor (`PooledExecutor`: no once-a-second wake-up of libdispatch's pool monitor)
     /// before anything runs, then parses and runs the command. `FERRY_EXECUTOR=platform` keeps the runtime's own.
     static func main() async {
-        if !PooledExecutor.platformRequested(environment: getenv("FERRY_EXECUTOR").map { String(cString: $0) }) {
+        let choice = getenv("FERRY_EXECUTOR").map { String(cString: $0) }
+        if let warning = PooledExecutor.unrecognised(environment: choice) {
+            let line = Array("ferry-agent: \(warning)\n".utf8)
+            _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        }
+        if !PooledExecutor.platformRequested(environment: choice) {
             PooledExecutor.installAsDefault()
         }
         await main(nil)

@@ -54,7 +54,7 @@ struct PooledExecutorTests {
             var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
             return poll(&descriptor, 1, 10_000) == 1
         }
-        try await Task.sleep(for: .milliseconds(100))
+        // Queued behind `blocked` (first in, first out): it can only run on a second worker.
         let writer = Task(executorPreference: pool) {
             var byte: UInt8 = 1
             _ = write(writeEnd, &byte, 1)
@@ -109,5 +109,12 @@ struct PooledExecutorTests {
         for (value, expected) in cases {
             #expect(PooledExecutor.platformRequested(environment: value) == expected, "\(value ?? "unset")")
         }
+        let recognised: [(String?, Bool)] = [
+            (nil, true), ("", true), ("pooled", true), ("Platform", true), ("platfrom", false), (" platform", false),
+        ]
+        for (value, expected) in recognised {
+            #expect((PooledExecutor.unrecognised(environment: value) == nil) == expected, "\(value ?? "unset")")
+        }
+        #expect(PooledExecutor.unrecognised(environment: "platfrom")?.contains("FERRY_EXECUTOR=\"platfrom\"") == true)
     }
 }

@@ -58,9 +58,9 @@ struct EnrollCommand: AsyncParsableCommand {
     )
     var machineIdentity: String?
     @Option(name: .long, help: ArgumentHelp("The instance metadata service, for --machine-identity ec2.", valueName: "URL"))
-    var instanceMetadataUrl: String = "http://169.254.169.254"
+    var instanceMetadataUrl: String = MachineIdentityReader.Configuration.defaultMetadataURL
     @Option(name: .long, help: ArgumentHelp("systemd's machine id file, for --machine-identity machine-id.", valueName: "FILE"))
-    var machineIdFile: String = "/etc/machine-id"
+    var machineIdFile: String = MachineIdentityReader.Configuration.defaultMachineIDFile
     @Flag(name: .long, help: "Overwrite an existing configuration.") var force = false
     @Flag(
         name: .long,

@@ -79,8 +79,8 @@ struct AgentConfig: Sendable, Equatable {
     var instanceMetadataURL: String = Self.defaultInstanceMetadataURL
 
     static let defaultMachineIdentity = MachineIdentitySource.machineID
-    static let defaultMachineIDFile = "/etc/machine-id"
-    static let defaultInstanceMetadataURL = "http://169.254.169.254"
+    static let defaultMachineIDFile = MachineIdentityReader.Configuration.defaultMachineIDFile
+    static let defaultInstanceMetadataURL = MachineIdentityReader.Configuration.defaultMetadataURL
 
     /// How `MachineCheck` reads this machine's identity.
     var machineIdentityReader: MachineIdentityReader.Configuration {

@@ -45,9 +45,13 @@ struct MachineIdentityReader: Sendable {
     struct Configuration: Sendable {
         var source: MachineIdentitySource
         /// systemd's machine id file. Default `/etc/machine-id`.
-        var machineIDFile = "/etc/machine-id"
+        var machineIDFile = Self.defaultMachineIDFile
         /// Base URL of the instance metadata service. Default `http://169.254.169.254` (EC2's).
-        var metadataURL = "http://169.254.169.254"
+        var metadataURL = Self.defaultMetadataURL
+
+        /// The defaults, which the agent's config and `enroll` share.
+        static let defaultMachineIDFile = "/etc/machine-id"
+        static let defaultMetadataURL = "http://169.254.169.254"
         /// Longest one metadata request may take.
         var timeout: Duration = .seconds(2)
         /// Metadata requests tried before giving up (the service can lag a few seconds behind a fresh boot).

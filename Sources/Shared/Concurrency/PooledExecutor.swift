@@ -225,6 +225,13 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
         value?.lowercased() == "platform"
     }
 
+    /// What to tell the operator about a `FERRY_EXECUTOR` value that is neither unset, empty, `pooled` nor `platform`
+    /// (a typo must not pass for the way back unnoticed); `nil` for those.
+    package static func unrecognised(environment value: String?) -> String? {
+        guard let value, !value.isEmpty, !["pooled", "platform"].contains(value.lowercased()) else { return nil }
+        return "FERRY_EXECUTOR=\"\(value)\" is not recognised (pooled or platform); the agent's own executor runs"
+    }
+
     private enum Factory: ExecutorFactory {
         nonisolated(unsafe) static var installed: PooledExecutor?
         static var mainExecutor: any MainExecutor { PlatformExecutorFactory.mainExecutor }
