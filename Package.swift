@@ -47,6 +47,8 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // No library to link: the loader's interface in libc (`dl_iterate_phdr`), which link.h hides without _GNU_SOURCE.
+        .systemLibrary(name: "CLoader"),
         .systemLibrary(
             name: "CArchive",
             pkgConfig: "libarchive",
@@ -55,6 +57,7 @@ let package = Package(
         .target(
             name: "Shared",
             dependencies: [
+                "CLoader",
                 "COpenSSL",
                 "CCurl",
             ]

@@ -96,8 +96,11 @@ struct PollService: Service, CustomStringConvertible {
                 let mayInstall = desiredChanged || lastPassUnsettled
                 (summary, carried) = await passWatchingForNews(desired: reachable ? desired : nil, etag: etag, watch: mayInstall)
                 lastPass = clock.now
+                let wasUnsettled = lastPassUnsettled
                 // Not converged (an install pending, an app not healthy yet): keep the poll's pace until it is.
                 lastPassUnsettled = summary.changed || !summary.problems.isEmpty || !summary.converged
+                // Settled after start-up or a deploy: what those ran is not run again at rest.
+                if wasUnsettled && !lastPassUnsettled { runtime.releaseCodePages() }
                 for problem in summary.problems {
                     runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
                 }

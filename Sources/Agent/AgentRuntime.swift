@@ -24,6 +24,9 @@ struct AgentRuntime: Sendable {
     /// Instance env values to mask in everything that leaves the agent (shared with the logger).
     let secrets: InstanceSecrets
     let logger: Logger
+    /// Whether the agent lets go of its code pages once a pass settles (`LoadedCode`); `FERRY_CODE_PAGES=keep` keeps
+    /// them mapped.
+    var releasesCodePages = true
 
     /// Builds the runtime. Test-only pause points come from `FERRY_TEST_PAUSE_AFTER_BYTES` (download) and
     /// `FERRY_TEST_PAUSE_AFTER_ENTRIES` (extraction): the agent then stops there until killed.
@@ -100,7 +103,7 @@ struct AgentRuntime: Sendable {
             secrets: secrets,
             logger: logger
         )
-        return AgentRuntime(
+        var runtime = AgentRuntime(
             config: config,
             layout: layout,
             client: client,
@@ -110,6 +113,24 @@ struct AgentRuntime: Sendable {
             trust: trust,
             secrets: secrets,
             logger: logger
+        )
+        let codePages = environment["FERRY_CODE_PAGES"]
+        if let warning = LoadedCode.unrecognised(environment: codePages) { logger.warning("\(warning)") }
+        runtime.releasesCodePages = !LoadedCode.keepRequested(environment: codePages)
+        return runtime
+    }
+
+    /// Lets go of the code pages start-up or the last deploy ran (`LoadedCode.release()`): called when a pass settles
+    /// after passes that did not, so an idle agent's RSS is what its polls and reports run, not everything it ran once.
+    func releaseCodePages() {
+        guard releasesCodePages else { return }
+        let outcome = LoadedCode.release()
+        logger.debug(
+            "released code pages",
+            metadata: [
+                "ferry.objects": "\(outcome.objects)", "ferry.bytes": "\(outcome.bytes)", "ferry.skipped": "\(outcome.skipped)",
+                "ferry.failures": "\(outcome.failures)",
+            ]
         )
     }
 
