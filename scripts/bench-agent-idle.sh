@@ -174,8 +174,13 @@ fi
 BASELINE_ID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agentId"])' "$WORK/baseline/agent.json")
 BASELINE_TOKEN=$(tr -d '\n' <"$WORK/baseline/state/agent.token")
 
+# The runtime switches (FERRY_EXECUTOR, FERRY_CODE_PAGES; docs/agent.md) pass through when set, for A/B runs.
+SWITCHES=()
+for name in FERRY_EXECUTOR FERRY_CODE_PAGES; do
+    if [ -n "${!name+set}" ]; then SWITCHES+=("$name=${!name}"); fi
+done
 env -i PATH="$(dirname "$(command -v node)"):/usr/local/bin:/usr/bin:/bin" HOME="$WORK/agent" FERRY_LOG_LEVEL=info \
-    "$AGENT_BIN" run --config "$WORK/agent/agent.json" >"$WORK/agent.log" 2>&1 &
+    ${SWITCHES[@]+"${SWITCHES[@]}"} "$AGENT_BIN" run --config "$WORK/agent/agent.json" >"$WORK/agent.log" 2>&1 &
 AGENT=$!
 PIDS+=("$AGENT")
 app_running() { curl -fsS -H "Authorization: Bearer $OPERATOR" "$URL/v1/fleet" | grep -q '"phase":"running"'; }
@@ -291,6 +296,10 @@ pct() { awk -v ms="$1" -v w="$WINDOW" 'BEGIN { printf "%.3f", ms / 10 / w }'; }
 awk '/^[0-9a-f]+-[0-9a-f]+ / { name = (NF >= 6 ? $6 : "[anon]") } /^Rss:/ { rss[name] += $2 }
     END { for (n in rss) if (rss[n] >= 256) printf "%8.1f MB  %s\n", rss[n] / 1024, n }' "/proc/$AGENT/smaps" \
     | sort -rn | head -12 >"$WORK/agent-mappings.txt"
+# The executable's resident pages by the permissions of their mapping: read-only data, code, written data.
+AGENT_EXE=$(readlink "/proc/$AGENT/exe")
+EXE_BY_PERMS=$(awk -v exe="$AGENT_EXE" '/^[0-9a-f]+-[0-9a-f]+ / { p = ($6 == exe ? $2 : "") }
+    /^Rss:/ && p != "" { rss[p] += $2 } END { for (k in rss) printf "%s %.1f MB, ", k, rss[k] / 1024 }' "/proc/$AGENT/smaps")
 
 echo
 echo "== results (ferry-agent $("$AGENT_BIN" --version): $AGENT_BIN, $LABEL)"
@@ -306,6 +315,7 @@ echo "agent: peak RSS $(mb "$AGENT_HWM") MB, anonymous $(mb "$AGENT_ANON") MB, f
 if [ -n "$PM2" ]; then MANAGER_NAME="PM2 daemon"; else MANAGER_NAME="supervisor daemon"; fi
 echo "not the agent: $MANAGER_NAME RSS $(mb "$SUP_RSS") MB (pid $MANAGER_PID), CPU in the window $M_MS ms;" \
     "idle node app RSS $(mb "$APP_RSS") MB"
+echo "switches: ${SWITCHES[*]:-none}; the executable's resident pages by mapping: ${EXE_BY_PERMS%, }"
 echo "agent's largest resident mappings:"
 cat "$WORK/agent-mappings.txt"
 if [ "$AGENT_RSS" -le $((15 * 1024)) ]; then

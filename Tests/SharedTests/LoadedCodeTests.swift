@@ -82,7 +82,12 @@ struct LoadedCodeTests {
         #expect(ranges == layout.expected)
     }
 
-    @Test("FERRY_CODE_PAGES", arguments: [(nil, false, false), ("", false, false), ("release", false, false), ("keep", true, false), ("Keep", false, true), ("off", false, true)] as [(String?, Bool, Bool)])
+    @Test(
+        "FERRY_CODE_PAGES",
+        arguments: [
+            (nil, false, false), ("", false, false), ("release", false, false), ("keep", true, false), ("Keep", false, true), ("off", false, true),
+        ] as [(String?, Bool, Bool)]
+    )
     func environment(value: String?, keeps: Bool, warns: Bool) {
         #expect(LoadedCode.keepRequested(environment: value) == keeps)
         #expect((LoadedCode.unrecognised(environment: value) != nil) == warns)

@@ -169,4 +169,21 @@ struct BuiltinSupervisorPartsTests {
         #expect(try await manager.shutdown() == false)
         #expect(!FileManager.default.fileExists(atPath: "\(home)/supervisor.sock"))
     }
+
+    /// The daemon's environment is PATH alone, but for the runtime switches a way back may have been set with on the
+    /// agent (`FERRY_EXECUTOR`, `FERRY_CODE_PAGES`); no token, config or other variable of the agent's passes.
+    @Test(
+        "the daemon's environment: PATH and the runtime switches, nothing else of the agent's",
+        arguments: [
+            ([:], ["PATH": AppSpec.defaultSearchPath]),
+            (
+                ["FERRY_EXECUTOR": "platform", "FERRY_CODE_PAGES": "keep", "FERRY_TOKEN": "secret", "PATH": "/tmp/evil", "HOME": "/root"],
+                ["PATH": AppSpec.defaultSearchPath, "FERRY_EXECUTOR": "platform", "FERRY_CODE_PAGES": "keep"]
+            ),
+            (["FERRY_CODE_PAGES": ""], ["PATH": AppSpec.defaultSearchPath, "FERRY_CODE_PAGES": ""]),
+        ] as [([String: String], [String: String])]
+    )
+    func daemonEnvironment(agent: [String: String], daemon: [String: String]) {
+        #expect(SupervisorLauncher.daemonEnvironment(lookup: { agent[$0] }) == daemon)
+    }
 }

@@ -104,11 +104,14 @@ package enum LoadedCode {
             advise: advise
         )
         _ = withUnsafeMutablePointer(to: &context) { pointer in
-            dl_iterate_phdr({ info, _, data in
-                guard let info, let data else { return 0 }
-                data.assumingMemoryBound(to: Context.self).pointee.visit(info.pointee)
-                return 0
-            }, pointer)
+            dl_iterate_phdr(
+                { info, _, data in
+                    guard let info, let data else { return 0 }
+                    data.assumingMemoryBound(to: Context.self).pointee.visit(info.pointee)
+                    return 0
+                },
+                pointer
+            )
         }
         return context
     }

@@ -7,8 +7,14 @@ import Shared
 /// spawns the real daemon in a new session (`POSIX_SPAWN_SETSID`) and exits. The daemon is thus adopted by init: it
 /// is not the agent's child (never its zombie), not in its process group or session, and survives it.
 package enum SupervisorLauncher {
-    /// The environment the daemon runs with: nothing of the agent's (tokens, config) reaches it or its apps.
-    static let daemonEnvironment = ["PATH": AppSpec.defaultSearchPath]
+    /// The environment the daemon runs with: nothing of the agent's (tokens, config) reaches it or its apps, but for
+    /// the switches of the binary's own runtime (`FERRY_EXECUTOR`, `FERRY_CODE_PAGES`): a way back set on the agent
+    /// holds for the daemon it starts too.
+    static func daemonEnvironment(lookup: (String) -> String? = { getenv($0).map { String(cString: $0) } }) -> [String: String] {
+        var daemon = ["PATH": AppSpec.defaultSearchPath]
+        for name in ["FERRY_EXECUTOR", "FERRY_CODE_PAGES"] { daemon[name] = lookup(name) }
+        return daemon
+    }
 
     /// Starts a daemon for `configuration.home` and returns once the intermediate process has exited. Whether the
     /// daemon came up is for the caller to see on the socket (its log says why not).
@@ -58,7 +64,7 @@ package enum SupervisorLauncher {
                 ProcessSpawner.Request(
                     executable: executable,
                     arguments: arguments,
-                    environment: daemonEnvironment,
+                    environment: daemonEnvironment(),
                     workingDirectory: "/",
                     standardInput: .null,
                     standardOutput: .appending(path: logPath),

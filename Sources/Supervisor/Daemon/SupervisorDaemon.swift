@@ -71,6 +71,9 @@ package struct SupervisorDaemon: Service {
         supervisorConfiguration.logRotation = configuration.logRotation
         supervisorConfiguration.restartBackoff = configuration.restartBackoff
         supervisorConfiguration.memoryCheckInterval = configuration.memoryCheckInterval
+        let codePages = getenv("FERRY_CODE_PAGES").map { String(cString: $0) }
+        if let warning = LoadedCode.unrecognised(environment: codePages) { logger.warning("\(warning)") }
+        supervisorConfiguration.releasesCodePages = !LoadedCode.keepRequested(environment: codePages)
         let supervisor = Supervisor(configuration: supervisorConfiguration, pump: pump, logger: logger)
         // The socket answers at once; requests wait until the saved apps are back (stopping processes a crashed
         // daemon left behind can take a kill_timeout), so nobody sees a half-restored table.

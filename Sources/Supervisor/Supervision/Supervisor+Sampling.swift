@@ -19,8 +19,18 @@ extension Supervisor {
                 try? await Task.sleep(for: interval)
                 guard !Task.isCancelled else { return }
                 self.sample()
+                self.releaseCodePagesIfRanOnceOffCode()
             }
         }
+    }
+
+    /// Lets go of the code pages start-up or the last change of the table ran (`LoadedCode`), at most once per memory
+    /// check: an idle daemon's RSS is then what answering `list` runs.
+    func releaseCodePagesIfRanOnceOffCode() {
+        guard configuration.releasesCodePages, ranOnceOffCode else { return }
+        ranOnceOffCode = false
+        let outcome = LoadedCode.release()
+        logger.debug("supervisor.code_pages.released", metadata: ["ferry.bytes": "\(outcome.bytes)", "ferry.failures": "\(outcome.failures)"])
     }
 
     /// Reads every process's CPU and memory now, and restarts an instance above its `max_memory_restart`.

@@ -49,6 +49,9 @@ actor Supervisor {
         var reloadSettleLimit: Duration = .seconds(5)
         /// How long a process may take to go away after SIGKILL before the stop gives up waiting. Default 10 s.
         var killGrace: Duration = .seconds(10)
+        /// Whether the daemon lets go of its code pages at the memory check after start-up or a request that changed
+        /// the table (`LoadedCode`). `FERRY_CODE_PAGES=keep` keeps them.
+        var releasesCodePages = true
 
         init(home: String) {
             self.home = home
@@ -87,6 +90,9 @@ actor Supervisor {
     /// Set by the final stop: nothing starts any more.
     var isShuttingDown = false
     var nextRunID: UInt64 = 1
+    /// Code ran that an idle daemon does not run again (start-up, a start, reload, restart or delete) since the code
+    /// pages were last let go.
+    var ranOnceOffCode = true
     var nextWaiterID: UInt64 = 1
 
     init(configuration: Configuration, pump: OutputPump, logger: Logger) {
@@ -112,8 +118,10 @@ actor Supervisor {
             case .restart(let name): try await restart(appNamed: name)
             case .shutdown: await stopAll()
             }
+            ranOnceOffCode = true
             return .success(processes: processTable())
         } catch {
+            ranOnceOffCode = true
             logger.info(
                 "supervisor.request.refused",
                 metadata: [

@@ -1,0 +1,83 @@
+import Foundation
+import Shared
+import Synchronization
+import TestSupport
+import Testing
+
+/// A real `ferry-agent run` lets go of the code its start-up and install ran once its pass settles (`LoadedCode`,
+/// docs/agent.md): its file-backed RSS falls below what start-up reached, and the agent goes on serving. With
+/// `FERRY_CODE_PAGES=keep` nothing is let go; an unknown value is warned about and the default holds.
+@Suite("Agent code pages end to end", .serialized)
+struct CodePagesEndToEndTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        var value: String?
+        var releases: Bool
+        var warns: Bool
+        var testDescription: String { "FERRY_CODE_PAGES=\(value ?? "(unset)")" }
+    }
+
+    static let cases = [
+        Case(value: nil, releases: true, warns: false),
+        Case(value: "keep", releases: false, warns: false),
+        Case(value: "off", releases: true, warns: true),
+    ]
+
+    @Test("an agent lets go of its start-up code once its pass settles", .timeLimit(.minutes(3)), arguments: cases)
+    func settledAgentLetsGo(setting: Case) async throws {
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            _ = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+            let config = try fleet.enrollAgent(name: "pages-1", backend: .builtin)
+            var environment: [String: String] = [:]
+            if let value = setting.value { environment["FERRY_CODE_PAGES"] = value }
+            let agent = try fleet.startAgent(config: config, label: "agent", environment: environment)
+
+            // The highest file-backed RSS seen while the agent starts and installs, sampled as it goes.
+            let peak = PeakSampler()
+            let pid = agent.pid
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while !Task.isCancelled {
+                        if let kb = Self.residentFileKB(of: pid) { peak.note(kb) }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                try await fleet.waitUntilRunning("1.0.0", port: port, agent: "pages-1")
+                group.cancelAll()
+            }
+            let logged = { agent.stdout + agent.stderr }
+            if setting.releases {
+                let line = try await eventually("the agent lets go of its code pages", timeout: .seconds(60)) {
+                    logged().split(separator: "\n").first { $0.contains("released code pages") }.map(String.init)
+                }
+                #expect(line.contains("ferry.failures=0"), "\(line)")
+                let now = try #require(Self.residentFileKB(of: agent.pid))
+                #expect(now + 2048 < peak.highest, "file-backed RSS \(now) kB after letting go, \(peak.highest) kB at its highest")
+            } else {
+                // The pass after the install settles at once (a pass that changed something is followed by another);
+                // a drift check every 5 s: two of them are well past the moment the default lets go.
+                try await Task.sleep(for: .seconds(12))
+                #expect(!logged().contains("released code pages"))
+            }
+            #expect(logged().contains("FERRY_CODE_PAGES=off is not") == setting.warns)
+            // Still serving, still answering the controller.
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true)
+            #expect(agent.isRunning)
+        }
+    }
+
+    /// `RssFile` of `pid` in kB, or `nil` when it cannot be read.
+    static func residentFileKB(of pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssFile:") })
+        else { return nil }
+        return line.dropFirst("RssFile:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Int($0) }
+    }
+
+    private final class PeakSampler: Sendable {
+        private let value = Mutex(0)
+        func note(_ kb: Int) { value.withLock { $0 = max($0, kb) } }
+        var highest: Int { value.withLock { $0 } }
+    }
+}
