@@ -63,6 +63,36 @@ struct PooledExecutorTests {
         #expect(await blocked.value, "the blocked worker was released by work that ran on a worker added for it")
     }
 
+    /// Both tasks are queued at once, so the second usually arrives while the only worker, signalled for the first, is
+    /// still counted idle: that enqueue wakes no one, and the worker then blocks in the first. The worker that takes a
+    /// job with more waiting and no other worker idle must have the timer thread watch for a stall, or the second task
+    /// waits for the first to end (here: its poll's timeout). Repeated, since it is a race.
+    @Test("work queued while the only worker was still waking gets another worker when that worker blocks")
+    func growsPastBlockedWorkerQueuedTogether() async throws {
+        for round in 0..<40 {
+            let pool = try PooledExecutor(configuration: .init(threads: 1, stallThreshold: .milliseconds(20)))
+            let pipe = try PipeDescriptors.open(nonBlocking: false)
+            defer {
+                close(pipe.readEnd)
+                close(pipe.writeEnd)
+            }
+            let readEnd = pipe.readEnd
+            let writeEnd = pipe.writeEnd
+            let blocked = Task(executorPreference: pool) { () -> Bool in
+                var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+                return poll(&descriptor, 1, 5_000) == 1
+            }
+            let writer = Task(executorPreference: pool) {
+                var byte: UInt8 = 1
+                _ = write(writeEnd, &byte, 1)
+            }
+            await writer.value
+            let released = await blocked.value
+            #expect(released, "round \(round): the second task waited for the first to give up")
+            if !released { break }
+        }
+    }
+
     @Test("timers come out in deadline order, equal deadlines in insertion order, none early")
     func timerQueueOrder() {
         let start = ContinuousClock.now

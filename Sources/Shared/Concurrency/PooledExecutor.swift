@@ -142,7 +142,12 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
         while true {
             if let job = state.jobs.popFirst() {
                 state.taken &+= 1
+                // Work still waits and no worker is idle: the timer thread must watch for a stall. An enqueue that
+                // found this worker idle (signalled, not yet awake) woke no one else, and this job may block.
+                let wakeTimer = !state.jobs.isEmpty && state.idleWorkers == 0 && !state.watchingStall
+                if wakeTimer { state.watchingStall = true }
                 pthread_mutex_unlock(lock)
+                if wakeTimer { pthread_cond_signal(timerAttention) }
                 job.runSynchronously(on: executor)
                 pthread_mutex_lock(lock)
                 continue
