@@ -47,7 +47,7 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
-        // No library to link: the loader's interface in libc (`dl_iterate_phdr`), which link.h hides without _GNU_SOURCE.
+        // No library to link: the loader's list of loaded objects in libc (`dl_iterate_phdr`, declared in its shim.h).
         .systemLibrary(name: "CLoader"),
         .systemLibrary(
             name: "CArchive",

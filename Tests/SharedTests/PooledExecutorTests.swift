@@ -93,6 +93,41 @@ struct PooledExecutorTests {
         }
     }
 
+    @Test("a worker added for a stall ends after its lifetime without work; the pool's own workers stay and run work")
+    func spareWorkerEnds() async throws {
+        let pool = try PooledExecutor(configuration: .init(threads: 1, stallThreshold: .milliseconds(20), spareWorkerLifetime: .milliseconds(300)))
+        let pipe = try PipeDescriptors.open(nonBlocking: false)
+        defer {
+            close(pipe.readEnd)
+            close(pipe.writeEnd)
+        }
+        let readEnd = pipe.readEnd
+        let writeEnd = pipe.writeEnd
+        let blocked = Task(executorPreference: pool) { () -> Bool in
+            var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+            return poll(&descriptor, 1, 10_000) == 1
+        }
+        // Runs on the worker added for it, and sees the pool at two.
+        let writer = Task(executorPreference: pool) { () -> Int in
+            var byte: UInt8 = 1
+            _ = write(writeEnd, &byte, 1)
+            return pool.workerCount
+        }
+        #expect(await writer.value == 2)
+        #expect(await blocked.value)
+        let shrunk = ContinuousClock.now + .seconds(10)
+        while pool.workerCount > 1, ContinuousClock.now < shrunk { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(pool.workerCount == 1, "the spare worker ended")
+        // Three lifetimes later the pool's own worker is still there, and runs work.
+        try await Task.sleep(for: .milliseconds(900))
+        #expect(pool.workerCount == 1)
+        let ran = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<200 { group.addTask(executorPreference: pool) { 1 } }
+            return await group.reduce(0, +)
+        }
+        #expect(ran == 200)
+    }
+
     @Test("timers come out in deadline order, equal deadlines in insertion order, none early")
     func timerQueueOrder() {
         let start = ContinuousClock.now

@@ -13,7 +13,8 @@ import Glibc
 /// - Tasks run on `threads` workers (the processor count, at least 2) in the order they were enqueued.
 /// - Work that waits while every worker is busy and none has taken a job for `stallThreshold` (a worker blocked in a
 ///   system call, say) gets another worker, up to `maximumThreads`: what the monitor does for libdispatch's pool, but
-///   only while work waits, never when the process is idle.
+///   only while work waits, never when the process is idle. A worker beyond `threads` that finds no work for
+///   `spareWorkerLifetime` ends.
 /// - Delayed jobs (`Task.sleep`) are kept by deadline on the continuous clock; a suspending-clock deadline is taken as
 ///   the same delay on the continuous clock (they differ only while the machine is suspended).
 /// - The main actor keeps the platform's main executor.
@@ -31,12 +32,20 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
         /// How long queued work may wait, while no worker is free and none takes a job, before another worker is
         /// started. Default 100 ms.
         package var stallThreshold: Duration
+        /// How long a worker beyond `threads` (one added for a stall) waits for work before it ends. Default 30 s.
+        package var spareWorkerLifetime: Duration
 
-        package init(threads: Int? = nil, maximumThreads: Int = 64, stallThreshold: Duration = .milliseconds(100)) {
+        package init(
+            threads: Int? = nil,
+            maximumThreads: Int = 64,
+            stallThreshold: Duration = .milliseconds(100),
+            spareWorkerLifetime: Duration = .seconds(30)
+        ) {
             let processors = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
             self.threads = max(1, threads ?? max(2, processors))
             self.maximumThreads = max(self.threads, maximumThreads)
             self.stallThreshold = stallThreshold
+            self.spareWorkerLifetime = spareWorkerLifetime
         }
     }
 
@@ -153,9 +162,29 @@ package final class PooledExecutor: TaskExecutor, SchedulingExecutor, @unchecked
                 continue
             }
             state.idleWorkers += 1
-            pthread_cond_wait(workQueued, lock)
-            state.idleWorkers -= 1
+            if state.workers > configuration.threads {
+                // A spare worker (added for a stall): it ends when no work came for its lifetime. A job queued as the
+                // wait timed out is taken first (the loop looks at the queue before it looks at the time).
+                var deadline = Self.monotonicTimespec(after: configuration.spareWorkerLifetime)
+                let timedOut = pthread_cond_timedwait(workQueued, lock, &deadline) == ETIMEDOUT
+                state.idleWorkers -= 1
+                if timedOut, state.jobs.isEmpty, state.workers > configuration.threads {
+                    state.workers -= 1
+                    pthread_mutex_unlock(lock)
+                    return
+                }
+            } else {
+                pthread_cond_wait(workQueued, lock)
+                state.idleWorkers -= 1
+            }
         }
+    }
+
+    /// Workers running now: `threads`, and any added for a stall that have not ended yet.
+    package var workerCount: Int {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return state.workers
     }
 
     /// Moves due timers to the job queue, and adds a worker when queued work is stalled. Sleeps until the next

@@ -104,10 +104,10 @@ package enum LoadedCode {
             advise: advise
         )
         _ = withUnsafeMutablePointer(to: &context) { pointer in
-            dl_iterate_phdr(
-                { info, _, data in
-                    guard let info, let data else { return 0 }
-                    data.assumingMemoryBound(to: Context.self).pointee.visit(info.pointee)
+            ferry_iterate_loaded_objects(
+                { object, size, data in
+                    guard let object, let data, size >= MemoryLayout<ferry_loaded_object>.size else { return 0 }
+                    data.assumingMemoryBound(to: Context.self).pointee.visit(object.pointee)
                     return 0
                 },
                 pointer
@@ -123,14 +123,14 @@ package enum LoadedCode {
         var outcome = Outcome()
         var planned: [Range<UInt>] = []
 
-        mutating func visit(_ info: dl_phdr_info) {
-            guard let headers = info.dlpi_phdr else { return }
-            let bias = UInt(info.dlpi_addr)
+        mutating func visit(_ object: ferry_loaded_object) {
+            guard let headers = object.headers else { return }
+            let bias = UInt(object.address)
             if vdso != 0, bias == vdso { return }
             outcome.objects += 1
             var segments: [Segment] = []
             var textRelocations = false
-            for index in 0..<Int(info.dlpi_phnum) {
+            for index in 0..<Int(object.headerCount) {
                 let header = headers[index]
                 let (start, overflow) = bias.addingReportingOverflow(UInt(header.p_vaddr))
                 if overflow { continue }
