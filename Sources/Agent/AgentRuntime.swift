@@ -103,7 +103,9 @@ struct AgentRuntime: Sendable {
             secrets: secrets,
             logger: logger
         )
-        var runtime = AgentRuntime(
+        let codePages = environment["FERRY_CODE_PAGES"]
+        if let warning = LoadedCode.unrecognised(environment: codePages) { logger.warning("\(warning)") }
+        return AgentRuntime(
             config: config,
             layout: layout,
             client: client,
@@ -112,18 +114,18 @@ struct AgentRuntime: Sendable {
             reconciler: reconciler,
             trust: trust,
             secrets: secrets,
-            logger: logger
+            logger: logger,
+            releasesCodePages: !LoadedCode.keepRequested(environment: codePages)
         )
-        let codePages = environment["FERRY_CODE_PAGES"]
-        if let warning = LoadedCode.unrecognised(environment: codePages) { logger.warning("\(warning)") }
-        runtime.releasesCodePages = !LoadedCode.keepRequested(environment: codePages)
-        return runtime
     }
 
     /// Lets go of the code pages start-up or the last deploy ran (`LoadedCode.release()`): called when a pass settles
     /// after passes that did not, so an idle agent's RSS is what its polls and reports run, not everything it ran once.
     func releaseCodePages() {
-        guard releasesCodePages else { return }
+        guard releasesCodePages else {
+            logger.debug("code pages kept (FERRY_CODE_PAGES=keep)")
+            return
+        }
         let outcome = LoadedCode.release()
         logger.debug(
             "released code pages",

@@ -55,9 +55,10 @@ struct CodePagesEndToEndTests {
                 let now = try #require(Self.residentFileKB(of: agent.pid))
                 #expect(now + 2048 < peak.highest, "file-backed RSS \(now) kB after letting go, \(peak.highest) kB at its highest")
             } else {
-                // The pass after the install settles at once (a pass that changed something is followed by another);
-                // a drift check every 5 s: two of them are well past the moment the default lets go.
-                try await Task.sleep(for: .seconds(12))
+                // The moment the default would let go: the agent says it kept them instead.
+                _ = try await eventually("the agent keeps its code pages", timeout: .seconds(60)) {
+                    logged().contains("code pages kept (FERRY_CODE_PAGES=keep)") ? true : nil
+                }
                 #expect(!logged().contains("released code pages"))
             }
             #expect(logged().contains("FERRY_CODE_PAGES=off is not") == setting.warns)

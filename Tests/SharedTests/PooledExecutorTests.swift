@@ -42,25 +42,8 @@ struct PooledExecutorTests {
     @Test("work queued behind a worker blocked in a system call gets another worker")
     func growsPastBlockedWorker() async throws {
         let pool = try PooledExecutor(configuration: .init(threads: 1, stallThreshold: .milliseconds(50)))
-        let pipe = try PipeDescriptors.open(nonBlocking: false)
-        defer {
-            close(pipe.readEnd)
-            close(pipe.writeEnd)
-        }
-        let readEnd = pipe.readEnd
-        let writeEnd = pipe.writeEnd
-        // The only worker blocks until the pipe is written (at most 10 s); only a second worker can write it.
-        let blocked = Task(executorPreference: pool) { () -> Bool in
-            var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
-            return poll(&descriptor, 1, 10_000) == 1
-        }
-        // Queued behind `blocked` (first in, first out): it can only run on a second worker.
-        let writer = Task(executorPreference: pool) {
-            var byte: UInt8 = 1
-            _ = write(writeEnd, &byte, 1)
-        }
-        await writer.value
-        #expect(await blocked.value, "the blocked worker was released by work that ran on a worker added for it")
+        let (released, _) = try await Self.blockThenWrite(on: pool, pollMilliseconds: 10_000) {}
+        #expect(released, "the blocked worker was released by work that ran on a worker added for it")
     }
 
     /// Both tasks are queued at once, so the second usually arrives while the only worker, signalled for the first, is
@@ -71,23 +54,7 @@ struct PooledExecutorTests {
     func growsPastBlockedWorkerQueuedTogether() async throws {
         for round in 0..<40 {
             let pool = try PooledExecutor(configuration: .init(threads: 1, stallThreshold: .milliseconds(20)))
-            let pipe = try PipeDescriptors.open(nonBlocking: false)
-            defer {
-                close(pipe.readEnd)
-                close(pipe.writeEnd)
-            }
-            let readEnd = pipe.readEnd
-            let writeEnd = pipe.writeEnd
-            let blocked = Task(executorPreference: pool) { () -> Bool in
-                var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
-                return poll(&descriptor, 1, 5_000) == 1
-            }
-            let writer = Task(executorPreference: pool) {
-                var byte: UInt8 = 1
-                _ = write(writeEnd, &byte, 1)
-            }
-            await writer.value
-            let released = await blocked.value
+            let (released, _) = try await Self.blockThenWrite(on: pool, pollMilliseconds: 5_000) {}
             #expect(released, "round \(round): the second task waited for the first to give up")
             if !released { break }
         }
@@ -96,25 +63,10 @@ struct PooledExecutorTests {
     @Test("a worker added for a stall ends after its lifetime without work; the pool's own workers stay and run work")
     func spareWorkerEnds() async throws {
         let pool = try PooledExecutor(configuration: .init(threads: 1, stallThreshold: .milliseconds(20), spareWorkerLifetime: .milliseconds(300)))
-        let pipe = try PipeDescriptors.open(nonBlocking: false)
-        defer {
-            close(pipe.readEnd)
-            close(pipe.writeEnd)
-        }
-        let readEnd = pipe.readEnd
-        let writeEnd = pipe.writeEnd
-        let blocked = Task(executorPreference: pool) { () -> Bool in
-            var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
-            return poll(&descriptor, 1, 10_000) == 1
-        }
-        // Runs on the worker added for it, and sees the pool at two.
-        let writer = Task(executorPreference: pool) { () -> Int in
-            var byte: UInt8 = 1
-            _ = write(writeEnd, &byte, 1)
-            return pool.workerCount
-        }
-        #expect(await writer.value == 2)
-        #expect(await blocked.value)
+        // The writer runs on the worker added for it, and sees the pool at two.
+        let (released, workersSeen) = try await Self.blockThenWrite(on: pool, pollMilliseconds: 10_000) { pool.workerCount }
+        #expect(released)
+        #expect(workersSeen == 2)
         let shrunk = ContinuousClock.now + .seconds(10)
         while pool.workerCount > 1, ContinuousClock.now < shrunk { try await Task.sleep(for: .milliseconds(20)) }
         #expect(pool.workerCount == 1, "the spare worker ended")
@@ -126,6 +78,34 @@ struct PooledExecutorTests {
             return await group.reduce(0, +)
         }
         #expect(ran == 200)
+    }
+
+    /// Queues on `pool` a task that blocks its worker in `poll(2)` on a pipe (at most `pollMilliseconds`), then one
+    /// that writes the pipe and returns `afterWriting()`; first in, first out, so with one worker the second can only
+    /// run on a worker added for it. Returns whether the write released the first, and what the second returned.
+    private static func blockThenWrite<Result: Sendable>(
+        on pool: PooledExecutor,
+        pollMilliseconds: Int32,
+        afterWriting: @escaping @Sendable () -> Result
+    ) async throws -> (released: Bool, Result) {
+        let pipe = try PipeDescriptors.open(nonBlocking: false)
+        defer {
+            close(pipe.readEnd)
+            close(pipe.writeEnd)
+        }
+        let readEnd = pipe.readEnd
+        let writeEnd = pipe.writeEnd
+        let blocked = Task(executorPreference: pool) { () -> Bool in
+            var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+            return poll(&descriptor, 1, pollMilliseconds) == 1
+        }
+        let writer = Task(executorPreference: pool) { () -> Result in
+            var byte: UInt8 = 1
+            _ = write(writeEnd, &byte, 1)
+            return afterWriting()
+        }
+        let result = await writer.value
+        return (await blocked.value, result)
     }
 
     @Test("timers come out in deadline order, equal deadlines in insertion order, none early")

@@ -27,25 +27,19 @@ package enum LoadedCode {
             case relro
         }
 
-        package var kind: Kind
-        package var start: UInt
-        package var size: UInt
-
-        package init(kind: Kind, start: UInt, size: UInt) {
-            self.kind = kind
-            self.start = start
-            self.size = size
-        }
+        let kind: Kind
+        let start: UInt
+        let size: UInt
     }
 
     /// What one `release()` did.
     package struct Outcome: Equatable, Sendable {
         /// Loaded objects looked at (the vDSO is not).
         package var objects = 0
-        /// Objects left alone because they have text relocations (their code pages may have been written).
+        /// Objects left alone: text relocations (their code pages may have been written), or a program header whose
+        /// address does not fit the address space.
         package var skipped = 0
-        /// Page ranges advised, and their size in bytes (mapped, not necessarily resident).
-        package var ranges = 0
+        /// Bytes advised (mapped, not necessarily resident).
         package var bytes: UInt = 0
         /// `madvise` calls that failed (a locked or special mapping); the pages stay mapped.
         package var failures = 0
@@ -98,8 +92,10 @@ package enum LoadedCode {
     package static func plan() -> [Range<UInt>] { iterate(advise: false).planned }
 
     private static func iterate(advise: Bool) -> Context {
+        let pageSize = sysconf(Int32(_SC_PAGESIZE))
         var context = Context(
-            pageSize: UInt(max(sysconf(Int32(_SC_PAGESIZE)), 1)),
+            // Unknown: 0, and `releasableRanges` gives nothing.
+            pageSize: pageSize > 0 ? UInt(pageSize) : 0,
             vdso: UInt(getauxval(UInt(AT_SYSINFO_EHDR))),
             advise: advise
         )
@@ -133,7 +129,12 @@ package enum LoadedCode {
             for index in 0..<Int(object.headerCount) {
                 let header = headers[index]
                 let (start, overflow) = bias.addingReportingOverflow(UInt(header.p_vaddr))
-                if overflow { continue }
+                if overflow {
+                    // Not a layout this can reason about (a writable segment or the dynamic section it cannot place):
+                    // the whole object is left alone.
+                    outcome.skipped += 1
+                    return
+                }
                 switch header.p_type {
                 case UInt32(PT_LOAD):
                     segments.append(Segment(kind: .load(writable: header.p_flags & UInt32(PF_W) != 0), start: start, size: UInt(header.p_memsz)))
@@ -150,7 +151,6 @@ package enum LoadedCode {
                 return
             }
             for range in LoadedCode.releasableRanges(of: segments, textRelocations: false, pageSize: pageSize) {
-                outcome.ranges += 1
                 outcome.bytes += UInt(range.count)
                 guard advise else {
                     planned.append(range)
