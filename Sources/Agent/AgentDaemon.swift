@@ -34,6 +34,8 @@ struct PollService: Service, CustomStringConvertible {
         let clock = ContinuousClock()
         var lastPass: ContinuousClock.Instant?
         var lastPassUnsettled = true
+        // Start-up ran code an idle agent does not run again: let go of it once a pass settles (paced).
+        var codePages = LoadedCode.Pacing(minimumInterval: LoadedCode.defaultMinimumInterval)
         var wasReachable = true
         // A desired state that a side poll brought during the last pass.
         var carried: News?
@@ -96,11 +98,15 @@ struct PollService: Service, CustomStringConvertible {
                 let mayInstall = desiredChanged || lastPassUnsettled
                 (summary, carried) = await passWatchingForNews(desired: reachable ? desired : nil, etag: etag, watch: mayInstall)
                 lastPass = clock.now
-                let wasUnsettled = lastPassUnsettled
                 // Not converged (an install pending, an app not healthy yet): keep the poll's pace until it is.
                 lastPassUnsettled = summary.changed || !summary.problems.isEmpty || !summary.converged
-                // Settled after start-up or a deploy: what those ran is not run again at rest.
-                if wasUnsettled && !lastPassUnsettled { runtime.releaseCodePages() }
+                // Settled after start-up or a deploy: what those ran is not run again at rest. An app that turns
+                // healthy and unhealthy pass by pass lets go once per interval, not at every pass.
+                if lastPassUnsettled {
+                    codePages.ranOnceOffCode()
+                } else if codePages.releaseIsDue(at: clock.now) {
+                    runtime.releaseCodePages()
+                }
                 for problem in summary.problems {
                     runtime.logger.info("pass problem", metadata: ["ferry.problem": "\(problem)"])
                 }

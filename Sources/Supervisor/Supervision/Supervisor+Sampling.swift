@@ -24,11 +24,10 @@ extension Supervisor {
         }
     }
 
-    /// Lets go of the code pages start-up or the last change of the table ran (`LoadedCode`), at most once per memory
-    /// check: an idle daemon's RSS is then what answering `list` runs.
+    /// Lets go of the code pages start-up or the last change of the table ran (`LoadedCode`), at a memory check and at
+    /// most once per `LoadedCode.Pacing` interval: an idle daemon's RSS is then what answering `list` runs.
     func releaseCodePagesIfRanOnceOffCode() {
-        guard configuration.releasesCodePages, ranOnceOffCode else { return }
-        ranOnceOffCode = false
+        guard configuration.releasesCodePages, codePages.releaseIsDue(at: .now) else { return }
         let outcome = LoadedCode.release()
         logger.debug("supervisor.code_pages.released", metadata: ["ferry.bytes": "\(outcome.bytes)", "ferry.failures": "\(outcome.failures)"])
     }

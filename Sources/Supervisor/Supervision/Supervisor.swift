@@ -90,9 +90,8 @@ actor Supervisor {
     /// Set by the final stop: nothing starts any more.
     var isShuttingDown = false
     var nextRunID: UInt64 = 1
-    /// Code ran that an idle daemon does not run again (start-up, a start, reload, restart or delete) since the code
-    /// pages were last let go.
-    var ranOnceOffCode = true
+    /// When to let go of code an idle daemon does not run again (start-up, a start, reload, restart or delete).
+    var codePages = LoadedCode.Pacing(minimumInterval: LoadedCode.defaultMinimumInterval)
     var nextWaiterID: UInt64 = 1
 
     init(configuration: Configuration, pump: OutputPump, logger: Logger) {
@@ -118,10 +117,10 @@ actor Supervisor {
             case .restart(let name): try await restart(appNamed: name)
             case .shutdown: await stopAll()
             }
-            ranOnceOffCode = true
+            codePages.ranOnceOffCode()
             return .success(processes: processTable())
         } catch {
-            ranOnceOffCode = true
+            codePages.ranOnceOffCode()
             logger.info(
                 "supervisor.request.refused",
                 metadata: [
