@@ -68,6 +68,39 @@ struct CodePagesEndToEndTests {
         }
     }
 
+    /// A real `ferry-controller serve` lets go of what its start-up ran (`CodePageService`; brought forward from 30 s by
+    /// the test hook) and goes on answering; with `keep` it says so and lets nothing go.
+    @Test("a controller lets go of its start-up code", .timeLimit(.minutes(2)), arguments: cases)
+    func controllerLetsGo(setting: Case) async throws {
+        try await FleetFixture.with { fleet in
+            fleet.controller.environment["FERRY_TEST_CODE_PAGES_FIRST_MS"] = "1500"
+            if let value = setting.value { fleet.controller.environment["FERRY_CODE_PAGES"] = value }
+            try await fleet.startController(extraArguments: ["--log-level", "debug"])
+            let process = try #require(fleet.controller.process)
+            let started = try #require(Self.residentFileKB(of: process.pid))
+            let logged = { process.stdout + process.stderr }
+            if setting.releases {
+                let line = try await eventually("the controller lets go of its code pages", timeout: .seconds(30)) {
+                    logged().split(separator: "\n").first { $0.contains("released code pages") }.map(String.init)
+                }
+                #expect(line.contains("ferry.failures=0"), "\(line)")
+                let now = try #require(Self.residentFileKB(of: process.pid))
+                #expect(now + 2048 < started, "file-backed RSS \(now) kB after letting go, \(started) kB once listening")
+            } else {
+                // The moment the default would let go: the controller says it kept them instead.
+                _ = try await eventually("the controller keeps its code pages", timeout: .seconds(30)) {
+                    logged().contains("code pages kept (FERRY_CODE_PAGES=keep)") ? true : nil
+                }
+                #expect(!logged().contains("released code pages"))
+            }
+            #expect(logged().contains("FERRY_CODE_PAGES=off is not") == setting.warns)
+            // Still answering, the code it let go included: a publish runs the signing checks and the store again.
+            let port = try freeLoopbackPort()
+            _ = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+            #expect(process.isRunning)
+        }
+    }
+
     /// `RssFile` of `pid` in kB, or `nil` when it cannot be read.
     static func residentFileKB(of pid: Int32) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),

@@ -36,6 +36,9 @@ struct ControllerConfiguration: Sendable {
     var maximumWait: Duration = .seconds(60)
     /// How often rolling rollouts are evaluated between status reports. Default 1 s.
     var rolloutTickInterval: Duration = .seconds(1)
+    /// When the controller lets go of the code pages it ran once (`CodePageService`). Default `nil`: never, for a
+    /// controller in a test process; `serve` sets the default schedule unless `FERRY_CODE_PAGES=keep`.
+    var codePages: CodePageService.Schedule? = nil
     /// Native TLS: the certificate chain and key served (reloaded on SIGHUP). Default `nil`: plain HTTP, for loopback
     /// or behind a TLS-terminating load balancer or proxy.
     var tls: TLSCertificateStore.Files?

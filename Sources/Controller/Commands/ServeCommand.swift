@@ -180,6 +180,7 @@ struct ServeCommand: AsyncParsableCommand {
         // Once per process, here only: metrics of libraries using swift-metrics go to the same registry as Ferry's own.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         resolved.connectionLimits.maximumConnections = Self.raiseOpenFileLimit(for: resolved.connectionLimits, logger: logger)
+        resolved.codePages = Self.codePageSchedule(environment: ProcessInfo.processInfo.environment, logger: logger)
         let configuration = resolved
 
         let store: SQLControllerStore
@@ -224,6 +225,19 @@ struct ServeCommand: AsyncParsableCommand {
         let reloading = await TLSReloadService(certificates: application.certificates, logger: logger)
         try await application.serviceGroup(reloading: reloading).run()
         logger.info("Controller stopped")
+    }
+
+    /// When `serve` lets go of the code pages it ran once: the default schedule, which keeps them with
+    /// `FERRY_CODE_PAGES=keep`. `FERRY_TEST_CODE_PAGES_FIRST_MS` (tests) brings the first release forward.
+    static func codePageSchedule(environment: [String: String], logger: Logger) -> CodePageService.Schedule {
+        let value = environment["FERRY_CODE_PAGES"]
+        if let warning = LoadedCode.unrecognised(environment: value) { logger.warning("\(warning)") }
+        var schedule = CodePageService.Schedule()
+        schedule.keeps = LoadedCode.keepRequested(environment: value)
+        if let milliseconds = environment["FERRY_TEST_CODE_PAGES_FIRST_MS"].flatMap({ Int($0) }), milliseconds >= 0 {
+            schedule.first = .milliseconds(milliseconds)
+        }
+        return schedule
     }
 
     /// Raises the soft open-file limit so the connection cap fits; returns the cap to use: the configured one, or

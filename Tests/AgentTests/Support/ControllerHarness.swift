@@ -23,6 +23,8 @@ final class ControllerHarness {
     let http: HTTPClient
     /// A command `serve` runs under (`ip netns exec NAME`: a controller in a network namespace of the test's own).
     var wrapper: [String] = []
+    /// Variables `serve` gets on top of this process's environment.
+    var environment: [String: String] = [:]
 
     init(
         dataDir: URL,
@@ -81,6 +83,7 @@ final class ControllerHarness {
         let child = try ChildProcess(
             command[0],
             Array(command.dropFirst()),
+            environment: environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 },
             logDirectory: logDir,
             label: "\(label)-\(restarts)"
         )
