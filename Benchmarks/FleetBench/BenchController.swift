@@ -89,8 +89,10 @@ final class BenchController: Sendable {
             .init(
                 executable: setup.executable,
                 arguments: [setup.executable] + arguments,
-                // glibc's allocator settings (MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) pass through, to compare.
-                environment: ProcessInfo.processInfo.environment.filter { $0.key.hasPrefix("MALLOC_") }.merging(["PATH": "/usr/bin:/bin"]) { $1 },
+                // glibc's allocator settings (MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) and the code-page switch
+                // (FERRY_CODE_PAGES=keep) pass through, to compare.
+                environment: ProcessInfo.processInfo.environment.filter { $0.key.hasPrefix("MALLOC_") || $0.key == "FERRY_CODE_PAGES" }
+                    .merging(["PATH": "/usr/bin:/bin"]) { $1 },
                 standardOutput: .appending(path: output),
                 standardError: .appending(path: errors)
             )
