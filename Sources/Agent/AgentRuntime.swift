@@ -126,14 +126,7 @@ struct AgentRuntime: Sendable {
             logger.debug("code pages kept (FERRY_CODE_PAGES=keep)")
             return
         }
-        let outcome = LoadedCode.release()
-        logger.debug(
-            "released code pages",
-            metadata: [
-                "ferry.objects": "\(outcome.objects)", "ferry.bytes": "\(outcome.bytes)", "ferry.skipped": "\(outcome.skipped)",
-                "ferry.failures": "\(outcome.failures)",
-            ]
-        )
+        logger.debug("released code pages", metadata: LoadedCode.release().logFields.mapValues { .string($0) })
     }
 
     /// Brings the trust root up to the version `desired` names (fetching and verifying each step) and hands its

@@ -47,21 +47,7 @@ struct CodePagesEndToEndTests {
                 group.cancelAll()
             }
             let logged = { agent.stdout + agent.stderr }
-            if setting.releases {
-                let line = try await eventually("the agent lets go of its code pages", timeout: .seconds(60)) {
-                    logged().split(separator: "\n").first { $0.contains("released code pages") }.map(String.init)
-                }
-                #expect(line.contains("ferry.failures=0"), "\(line)")
-                let now = try #require(Self.residentFileKB(of: agent.pid))
-                #expect(now + 2048 < peak.highest, "file-backed RSS \(now) kB after letting go, \(peak.highest) kB at its highest")
-            } else {
-                // The moment the default would let go: the agent says it kept them instead.
-                _ = try await eventually("the agent keeps its code pages", timeout: .seconds(60)) {
-                    logged().contains("code pages kept (FERRY_CODE_PAGES=keep)") ? true : nil
-                }
-                #expect(!logged().contains("released code pages"))
-            }
-            #expect(logged().contains("FERRY_CODE_PAGES=off is not") == setting.warns)
+            try await Self.expectOutcome(setting, of: "the agent", pid: agent.pid, before: peak.highest, timeout: .seconds(60), logged: logged)
             // Still serving, still answering the controller.
             #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true)
             #expect(agent.isRunning)
@@ -79,26 +65,40 @@ struct CodePagesEndToEndTests {
             let process = try #require(fleet.controller.process)
             let started = try #require(Self.residentFileKB(of: process.pid))
             let logged = { process.stdout + process.stderr }
-            if setting.releases {
-                let line = try await eventually("the controller lets go of its code pages", timeout: .seconds(30)) {
-                    logged().split(separator: "\n").first { $0.contains("released code pages") }.map(String.init)
-                }
-                #expect(line.contains("ferry.failures=0"), "\(line)")
-                let now = try #require(Self.residentFileKB(of: process.pid))
-                #expect(now + 2048 < started, "file-backed RSS \(now) kB after letting go, \(started) kB once listening")
-            } else {
-                // The moment the default would let go: the controller says it kept them instead.
-                _ = try await eventually("the controller keeps its code pages", timeout: .seconds(30)) {
-                    logged().contains("code pages kept (FERRY_CODE_PAGES=keep)") ? true : nil
-                }
-                #expect(!logged().contains("released code pages"))
-            }
-            #expect(logged().contains("FERRY_CODE_PAGES=off is not") == setting.warns)
+            try await Self.expectOutcome(setting, of: "the controller", pid: process.pid, before: started, timeout: .seconds(30), logged: logged)
             // Still answering, the code it let go included: a publish runs the signing checks and the store again.
             let port = try freeLoopbackPort()
             _ = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
             #expect(process.isRunning)
         }
+    }
+
+    /// Waits for what `setting` makes the process `who` log at the moment it would let go, and checks it: with a release,
+    /// no `madvise` failed and `RssFile` of `pid` is now over 2 MB below `before` (kB); with `keep`, that it kept them and
+    /// let nothing go. An unknown value is warned about, and only then.
+    static func expectOutcome(
+        _ setting: Case,
+        of who: String,
+        pid: Int32,
+        before: Int,
+        timeout: Duration,
+        logged: () -> String
+    ) async throws {
+        if setting.releases {
+            let line = try await eventually("\(who) lets go of its code pages", timeout: timeout) {
+                logged().split(separator: "\n").first { $0.contains("released code pages") }.map(String.init)
+            }
+            #expect(line.contains("ferry.failures=0"), "\(line)")
+            let now = try #require(residentFileKB(of: pid))
+            #expect(now + 2048 < before, "file-backed RSS of \(who) \(now) kB after letting go, \(before) kB before")
+        } else {
+            // The moment the default would let go: it says it kept them instead.
+            _ = try await eventually("\(who) keeps its code pages", timeout: timeout) {
+                logged().contains("code pages kept (FERRY_CODE_PAGES=keep)") ? true : nil
+            }
+            #expect(!logged().contains("released code pages"))
+        }
+        #expect(logged().contains("FERRY_CODE_PAGES=off is not") == setting.warns)
     }
 
     /// `RssFile` of `pid` in kB, or `nil` when it cannot be read.

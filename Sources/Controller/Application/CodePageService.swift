@@ -35,14 +35,7 @@ struct CodePageService: Service {
                 while !Task.isCancelled {
                     try await Task.sleep(for: wait)
                     wait = schedule.interval
-                    let outcome = LoadedCode.release()
-                    logger.debug(
-                        "released code pages",
-                        metadata: [
-                            "ferry.objects": "\(outcome.objects)", "ferry.bytes": "\(outcome.bytes)", "ferry.skipped": "\(outcome.skipped)",
-                            "ferry.failures": "\(outcome.failures)",
-                        ]
-                    )
+                    logger.debug("released code pages", metadata: LoadedCode.release().logFields.mapValues { .string($0) })
                 }
             }
         } catch is CancellationError {

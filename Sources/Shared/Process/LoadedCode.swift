@@ -43,6 +43,11 @@ package enum LoadedCode {
         package var bytes: UInt = 0
         /// `madvise` calls that failed (a locked or special mapping); the pages stay mapped.
         package var failures = 0
+
+        /// The figures as log fields (`ferry.objects`, `ferry.bytes`, `ferry.skipped`, `ferry.failures`).
+        package var logFields: [String: String] {
+            ["ferry.objects": "\(objects)", "ferry.bytes": "\(bytes)", "ferry.skipped": "\(skipped)", "ferry.failures": "\(failures)"]
+        }
     }
 
     /// Whether `FERRY_CODE_PAGES` asks to keep code mapped: `keep`. Unset, empty or `release` let it go.
