@@ -336,6 +336,18 @@ final class FleetFixture {
         return record["services"]?.arrayValue.first { $0["service"]?.stringValue == service }
     }
 
+    /// The messages of `service` in the agent's stored reports (`GET /v1/agents/NAME`: the newest ten, each kept when it
+    /// differs from the one before) received at or after `since`, newest first. The controller writes whole seconds, so
+    /// a report of the second before `since` counts too.
+    func reportedMessages(agent: String, service: String = "web", since: Date) async throws -> [String] {
+        let detail = try await controller.get("/v1/agents/\(agent)", token: viewerToken)
+        let from = since.addingTimeInterval(-1)
+        return (detail["reports"]?.arrayValue ?? []).flatMap { report -> [String] in
+            guard let received = report["receivedAt"]?.stringValue.flatMap(Timestamp.parse), received >= from else { return [] }
+            return (report["services"]?.arrayValue ?? []).filter { $0["service"]?.stringValue == service }.compactMap { $0["message"]?.stringValue }
+        }
+    }
+
     /// Waits until `version` answers on `port` and the fleet shows `agent`'s service running (past its health gate).
     func waitUntilRunning(_ version: String, port: Int, agent: String, timeout: Duration = .seconds(90)) async throws {
         try await eventually("\(version) serving", timeout: timeout) { await appAnswer(port: port)?.hasPrefix(version) == true ? true : nil }
