@@ -28,8 +28,7 @@ extension Supervisor {
     /// most once per `LoadedCode.Pacing` interval: an idle daemon's RSS is then what answering `list` runs.
     func releaseCodePagesIfRanOnceOffCode() {
         guard configuration.releasesCodePages, codePages.releaseIsDue(at: .now) else { return }
-        let outcome = LoadedCode.release()
-        logger.debug("supervisor.code_pages.released", metadata: ["ferry.bytes": "\(outcome.bytes)", "ferry.failures": "\(outcome.failures)"])
+        logger.debug("supervisor.code_pages.released", metadata: LoadedCode.release().logFields.mapValues { .string($0) })
     }
 
     /// Reads every process's CPU and memory now, and restarts an instance above its `max_memory_restart`.
