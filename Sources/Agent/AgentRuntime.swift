@@ -126,7 +126,9 @@ struct AgentRuntime: Sendable {
             logger.debug("code pages kept (FERRY_CODE_PAGES=keep)")
             return
         }
-        logger.debug("released code pages", metadata: LoadedCode.release().logFields.mapValues { .string($0) })
+        // Not inside the log call: its metadata is an autoclosure, which runs only when debug lines are logged.
+        let outcome = LoadedCode.release()
+        logger.debug("released code pages", metadata: outcome.logFields.mapValues { .string($0) })
     }
 
     /// Brings the trust root up to the version `desired` names (fetching and verifying each step) and hands its

@@ -35,7 +35,9 @@ struct CodePageService: Service {
                 while !Task.isCancelled {
                     try await Task.sleep(for: wait)
                     wait = schedule.interval
-                    logger.debug("released code pages", metadata: LoadedCode.release().logFields.mapValues { .string($0) })
+                    // Not inside the log call: its metadata is an autoclosure, which runs only when debug lines are logged.
+                    let outcome = LoadedCode.release()
+                    logger.debug("released code pages", metadata: outcome.logFields.mapValues { .string($0) })
                 }
             }
         } catch is CancellationError {

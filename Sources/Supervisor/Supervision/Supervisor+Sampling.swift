@@ -28,7 +28,9 @@ extension Supervisor {
     /// most once per `LoadedCode.Pacing` interval: an idle daemon's RSS is then what answering `list` runs.
     func releaseCodePagesIfRanOnceOffCode() {
         guard configuration.releasesCodePages, codePages.releaseIsDue(at: .now) else { return }
-        logger.debug("supervisor.code_pages.released", metadata: LoadedCode.release().logFields.mapValues { .string($0) })
+        // Not inside the log call: its metadata is an autoclosure, which runs only when debug lines are logged.
+        let outcome = LoadedCode.release()
+        logger.debug("supervisor.code_pages.released", metadata: outcome.logFields.mapValues { .string($0) })
     }
 
     /// Reads every process's CPU and memory now, and restarts an instance above its `max_memory_restart`.
