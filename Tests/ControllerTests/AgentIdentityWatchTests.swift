@@ -47,6 +47,74 @@ struct AgentIdentityWatchTests {
         #expect(said == check.said)
     }
 
+    /// Several controllers on one database, each with its own watch: each report goes to one controller, and the agents
+    /// row carries the hostname of the last report stored (by any controller), which the store returns as the report's
+    /// `hostnameBefore`. The agent enrolled from host `a`.
+    struct AcrossControllers: Sendable, CustomStringConvertible {
+        let label: String
+        /// (seconds from the start, hostname, the controller that receives the report) of each report.
+        let reports: [(Double, String, Int)]
+        /// (report index, controller) of each conflict said.
+        let said: [[Int]]
+        var description: String { label }
+    }
+
+    static let acrossControllers: [AcrossControllers] = [
+        AcrossControllers(
+            label: "two hosts, each kept on its own controller by the load balancer: both controllers notice",
+            reports: [(0, "a", 0), (1, "b", 1), (30, "a", 0), (31, "b", 1), (60, "a", 0), (61, "b", 1), (90, "a", 0)],
+            said: [[3, 1], [4, 0]]
+        ),
+        AcrossControllers(
+            label: "two hosts on one controller: as without the row",
+            reports: [(0, "a", 0), (1, "b", 0), (30, "a", 0), (31, "b", 0), (60, "a", 0)],
+            said: [[3, 0]]
+        ),
+        AcrossControllers(
+            label: "two hosts, the connections moving between controllers",
+            reports: [(0, "a", 0), (1, "b", 1), (30, "a", 1), (31, "b", 0), (60, "a", 0), (61, "b", 1), (90, "a", 1), (91, "b", 0)],
+            said: [[5, 1], [7, 0]]
+        ),
+        AcrossControllers(
+            label: "a host renamed, its connection moving to the other controller",
+            reports: [(0, "a", 0), (30, "b", 1), (60, "b", 0), (90, "b", 1), (120, "b", 0), (150, "b", 1)],
+            said: []
+        ),
+        AcrossControllers(
+            label: "one host whose reports go to either controller",
+            reports: [(0, "a", 0), (30, "a", 1), (60, "a", 0), (90, "a", 1), (120, "a", 1), (150, "a", 0)],
+            said: []
+        ),
+        AcrossControllers(
+            label: "renamed and back once, across controllers (a late report of the old name)",
+            reports: [(0, "a", 0), (30, "b", 1), (31, "a", 0), (60, "a", 1), (90, "a", 0)],
+            said: []
+        ),
+    ]
+
+    @Test(arguments: acrossControllers)
+    func everyControllerCountsTheOthersTurns(_ check: AcrossControllers) {
+        let watches = [AgentIdentityWatch(), AgentIdentityWatch()]
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var row = "a"
+        var said: [[Int]] = []
+        for (index, (seconds, hostname, controller)) in check.reports.enumerated() {
+            let before = row
+            row = hostname
+            let conflict = watches[controller].observe(
+                agentID: "agt_1",
+                hostname: hostname,
+                before: before,
+                at: start.addingTimeInterval(seconds)
+            )
+            if let conflict {
+                #expect(conflict == .init(agentID: "agt_1", hostnames: ["a", "b"]))
+                said.append([index, controller])
+            }
+        }
+        #expect(said == check.said)
+    }
+
     /// (seconds from the start, hostname) of each report, then (seconds, the standing conflict's hostnames or `nil`)
     /// asked after them.
     static let standings: [(label: String, reports: [(Double, String)], asked: [(Double, [String]?)])] = [

@@ -116,6 +116,56 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// Two hosts sharing one agent identity behind a load balancer that keeps each connection on one controller: A
+    /// receives only one host's reports and B only the other's, and both notice the conflict from the hostname the other
+    /// stored in between (the agents row, `StatusWriteResult.hostnameBefore`). A host renamed while its connection
+    /// moves between the controllers is not a conflict on either.
+    @Test func twoHostsAsOneAgentAreNoticedByBothControllers() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            func enroll(_ name: String, hostname: String) async throws -> EnrollResponse {
+                let enrolled = try await http.send(
+                    "POST",
+                    aURL + "/v1/agents",
+                    token: a.enrollToken,
+                    body: Data(EnrollRequest(name: name, hostname: hostname, services: ["api"], replace: false).json.encoded())
+                )
+                try #require(enrolled.status == 201)
+                return try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+            }
+            func report(_ agent: EnrollResponse, to url: String, hostname: String) async throws {
+                let body = #"{"agentVersion":"1.0","hostname":"\#(hostname)","processManager":"builtin","services":[]}"#
+                let response = try await http.send(
+                    "POST",
+                    url + "/v1/agents/\(agent.agentID)/status",
+                    token: agent.token,
+                    headers: ["Content-Type": "application/json"],
+                    body: Data(body.utf8)
+                )
+                #expect(response.status == 204, "\(String(decoding: response.body, as: UTF8.self))")
+            }
+            let twin = try await enroll("twin", hostname: "ip-10-0-1-2")
+            let renamed = try await enroll("renamed", hostname: "old-name")
+            for _ in 0..<3 {
+                try await report(twin, to: aURL, hostname: "ip-10-0-1-2")
+                try await report(twin, to: bURL, hostname: "ip-10-0-1-3")
+            }
+            for (url, hostname) in [(aURL, "old-name"), (bURL, "new-name"), (aURL, "new-name"), (bURL, "new-name"), (aURL, "new-name")] {
+                try await report(renamed, to: url, hostname: hostname)
+            }
+            for (label, fixture, url) in [("A", a, aURL), ("B", b, bURL)] {
+                let twinDocument = try await http.send("GET", url + "/v1/agents/twin", token: fixture.viewerToken)
+                try #require(twinDocument.status == 200)
+                let conflict = try JSONValue.parse(Array(twinDocument.body)).object?["identityConflict"]?.object
+                #expect(conflict?["hostnames"] == .array([.string("ip-10-0-1-2"), .string("ip-10-0-1-3")]), "\(label) shows the conflict")
+                let renamedDocument = try await http.send("GET", url + "/v1/agents/renamed", token: fixture.viewerToken)
+                try #require(renamedDocument.status == 200)
+                #expect(try JSONValue.parse(Array(renamedDocument.body)).object?["identityConflict"] == .null, "\(label): a rename is no conflict")
+                #expect(fixture.counter("ferry_agent_identity_conflicts_total") == 1, "\(label) said it once")
+            }
+        }
+    }
+
     /// An artifact uploaded to A is served by B (fetched once from the database into B's cache), Range included; a
     /// token revoked through A stops working on B at once.
     @Test func bServesAsArtifactsAndHonoursAsRevocations() async throws {

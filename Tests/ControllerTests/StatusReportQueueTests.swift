@@ -70,7 +70,7 @@ import Testing
                         var last = (agent, Int64(0), false)
                         for serial in Int64(1)...5 {
                             let stored = try await queue.record(Self.report(agent, serial: serial), agentID: "agt_\(agent)", receivedAt: Date())
-                            last = (agent, serial, stored)
+                            last = (agent, serial, stored.stored)
                         }
                         return last
                     }
@@ -174,7 +174,7 @@ import Testing
             for (step, change, news) in Self.historySteps {
                 report = change(report)
                 let at = Date()
-                #expect(try await queue.record(report, agentID: "agt_0", receivedAt: at))
+                #expect(try await queue.record(report, agentID: "agt_0", receivedAt: at).stored)
                 if news { rows += 1 }
                 let history = try await store.statusHistory(agentID: "agt_0", limit: 100)
                 #expect(history.count == rows, "after \(step)")
@@ -184,7 +184,7 @@ import Testing
             }
             // Another queue (a restarted controller) knows no fingerprint: the same report is kept once more.
             let restarted = StatusReportQueue(store: store, logger: ControllerFixture.logger)
-            #expect(try await restarted.record(report, agentID: "agt_0", receivedAt: Date()))
+            #expect(try await restarted.record(report, agentID: "agt_0", receivedAt: Date()).stored)
             #expect(try await store.statusHistory(agentID: "agt_0", limit: 100).count == rows + 1)
         }
     }
@@ -284,7 +284,7 @@ import Testing
                 for agent in 0..<20 {
                     group.addTask {
                         do {
-                            return .success(try await queue.record(Self.report(agent, serial: 1), agentID: "agt_\(agent)", receivedAt: Date()))
+                            return .success(try await queue.record(Self.report(agent, serial: 1), agentID: "agt_\(agent)", receivedAt: Date()).stored)
                         } catch {
                             return .failure(error)
                         }

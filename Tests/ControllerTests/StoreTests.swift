@@ -271,6 +271,41 @@ import Testing
         }
     }
 
+    /// Each stored report comes back with the hostname the agent was known by just before it (schema version 8): the
+    /// enrolment's before any report, then the last report's, whichever path stored it; a later report of the same agent
+    /// in one batch follows the earlier one; an unknown agent stores nothing and gets none.
+    @Test(arguments: StoreBackendKind.available)
+    func eachReportReturnsTheHostnameBeforeIt(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            _ = try await Self.enrollAgent(0, in: store)
+            _ = try await Self.enrollAgent(1, in: store)
+            func write(_ agent: String, _ hostname: String) -> StatusWrite {
+                StatusWrite(
+                    report: StatusReport(agentVersion: "1", hostname: hostname, processManager: "pm2", services: []),
+                    agentID: agent,
+                    receivedAt: Date()
+                )
+            }
+            let batches: [(writes: [StatusWrite], expected: [StatusWriteResult])] = [
+                (
+                    [write("agt_0", "a"), write("agt_1", "x"), write("agt_0", "b"), write("agt_9", "z"), write("agt_0", "b")],
+                    [
+                        .init(stored: true, hostnameBefore: "h"), .init(stored: true, hostnameBefore: "h"), .init(stored: true, hostnameBefore: "a"),
+                        .init(stored: false, hostnameBefore: nil), .init(stored: true, hostnameBefore: "b"),
+                    ]
+                ),
+                ([write("agt_0", "c"), write("agt_1", "x")], [.init(stored: true, hostnameBefore: "b"), .init(stored: true, hostnameBefore: "x")]),
+            ]
+            for (index, batch) in batches.enumerated() {
+                #expect(try await store.recordStatuses(batch.writes, historyLimit: 5) == batch.expected, "batch \(index)")
+            }
+            // One report stored alone (the unbatched path) moves the row on too.
+            try await store.recordStatus(write("agt_0", "d").report, agentID: "agt_0", receivedAt: Date(), historyLimit: 5)
+            #expect(try await store.recordStatuses([write("agt_0", "e")], historyLimit: 5) == [.init(stored: true, hostnameBefore: "d")])
+            #expect(try await store.agent(id: "agt_0")?.hostname == "e")
+        }
+    }
+
     /// The fleet view's columns (version, serial, phase, health; schema version 6) and the rollout views' (the number of
     /// failures; version 7) hold what the status's JSON holds, whichever path wrote it (one report, a batch, a status
     /// replaced by a later one), and a database migrated from version 5 gets them from the JSON already stored.
@@ -343,7 +378,7 @@ import Testing
                 services: [status("api", serial: 5, version: "5", .running, .healthy)]
             )
             writes.insert(StatusWrite(report: earlier, agentID: "agt_2", receivedAt: Date()), at: 0)
-            #expect(try await store.recordStatuses(writes, historyLimit: 5).allSatisfy { $0 })
+            #expect(try await store.recordStatuses(writes, historyLimit: 5).allSatisfy(\.stored))
 
             let dialect = location.dialect
             let failureCount =
@@ -390,7 +425,7 @@ import Testing
             try await store.close()
             try await location.execute(
                 ["version", "serial", "phase", "health", "failure_count"].map { "ALTER TABLE service_status DROP COLUMN \($0)" } + [
-                    "DELETE FROM ferry_schema WHERE version >= 6"
+                    "ALTER TABLE agents DROP COLUMN hostname_before", "DELETE FROM ferry_schema WHERE version >= 6",
                 ]
             )
             let migrated = try await location.open()
@@ -451,9 +486,10 @@ import Testing
                     try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
                 } else {
                     #expect(
-                        try await store.recordStatuses([StatusWrite(report: report, agentID: agent.id, receivedAt: Date())], historyLimit: 5) == [
-                            true
-                        ]
+                        try await store.recordStatuses([StatusWrite(report: report, agentID: agent.id, receivedAt: Date())], historyLimit: 5).map(
+                            \.stored
+                        )
+                            == [true]
                     )
                 }
             }

@@ -11,8 +11,9 @@ import Synchronization
 /// failed health gate on one can read as healthy: a rollout decided on those reports is decided on a mix of two hosts.
 ///
 /// A conflict is `switchBacks` returns to the hostname before the last one within `window`. It is said once per
-/// `window` per agent, while it lasts. Kept in memory, per controller: with several controllers, each judges the
-/// reports it receives.
+/// `window` per agent, while it lasts. Kept in memory, per controller; with several controllers each also counts the
+/// switches the others stored in between (`observe`'s `before`, from the agents row), so every controller that
+/// receives either host's reports notices the conflict.
 final class AgentIdentityWatch: Sendable {
     /// What was noticed: the agent and the two hostnames reporting as it.
     struct Conflict: Sendable, Equatable {
@@ -53,30 +54,41 @@ final class AgentIdentityWatch: Sendable {
 
     /// Records that a report of `agentID` named `hostname` at `instant`; the conflict, when this report makes one to say.
     /// An empty hostname says nothing.
-    func observe(agentID: String, hostname: String, at instant: Date) -> Conflict? {
-        guard !hostname.isEmpty else { return nil }
-        return entries.withLock { entries -> Conflict? in
-            guard var entry = entries[agentID] else {
-                if entries.count < capacity { entries[agentID] = Entry(current: hostname) }
-                return nil
-            }
-            defer { entries[agentID] = entry }
-            guard hostname != entry.current else { return nil }
-            let other = entry.current
-            let returned = hostname == entry.previous
-            entry.previous = other
-            entry.current = hostname
-            guard returned else { return nil }
-            // A conflict that stood lapsed once a whole window went by without a switch-back: a new one starts afresh.
-            if let last = entry.switchBacks.last, instant.timeIntervalSince(last) >= window { entry.noticedAt = nil }
-            entry.switchBacks = entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]
-            guard entry.switchBacks.count >= switchBacks else { return nil }
-            if entry.noticedAt == nil { entry.noticedAt = instant }
-            entry.conflictHostnames = [other, hostname].sorted()
-            if let said = entry.saidAt, instant.timeIntervalSince(said) < window { return nil }
-            entry.saidAt = instant
-            return Conflict(agentID: agentID, hostnames: entry.conflictHostnames)
+    ///
+    /// `before` is the hostname the agent was known by just before this report: the one its last stored report named,
+    /// whichever controller stored it (`StatusWriteResult.hostnameBefore`). Behind a load balancer that keeps each
+    /// connection on one controller, each of two hosts sharing an identity reports to its own controller, and a
+    /// controller that judged only the reports it received would never see a switch; `before` carries the other host's
+    /// turns into its count. On a single controller it is the hostname this watch saw last, and changes nothing.
+    func observe(agentID: String, hostname: String, before: String? = nil, at instant: Date) -> Conflict? {
+        entries.withLock { entries -> Conflict? in
+            let earlier = before.flatMap { step(&entries, agentID: agentID, hostname: $0, at: instant) }
+            return step(&entries, agentID: agentID, hostname: hostname, at: instant) ?? earlier
         }
+    }
+
+    private func step(_ entries: inout [String: Entry], agentID: String, hostname: String, at instant: Date) -> Conflict? {
+        guard !hostname.isEmpty else { return nil }
+        guard var entry = entries[agentID] else {
+            if entries.count < capacity { entries[agentID] = Entry(current: hostname) }
+            return nil
+        }
+        defer { entries[agentID] = entry }
+        guard hostname != entry.current else { return nil }
+        let other = entry.current
+        let returned = hostname == entry.previous
+        entry.previous = other
+        entry.current = hostname
+        guard returned else { return nil }
+        // A conflict that stood lapsed once a whole window went by without a switch-back: a new one starts afresh.
+        if let last = entry.switchBacks.last, instant.timeIntervalSince(last) >= window { entry.noticedAt = nil }
+        entry.switchBacks = entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]
+        guard entry.switchBacks.count >= switchBacks else { return nil }
+        if entry.noticedAt == nil { entry.noticedAt = instant }
+        entry.conflictHostnames = [other, hostname].sorted()
+        if let said = entry.saidAt, instant.timeIntervalSince(said) < window { return nil }
+        entry.saidAt = instant
+        return Conflict(agentID: agentID, hostnames: entry.conflictHostnames)
     }
 
     /// The conflict of `agentID` standing at `instant`: one was noticed, and a report switched back within `window`

@@ -95,8 +95,9 @@ protocol ControllerStore: Sendable {
     /// Records many status reports, in order, as `recordStatus` would one by one, in one transaction: what the
     /// status write queue (`StatusReportQueue`) commits. A report of an unknown agent stores nothing and does not fail
     /// the others.
-    /// - Returns: for each report, in order, whether its agent existed (and the report was stored).
-    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool]
+    /// - Returns: for each report, in order, whether its agent existed (and the report was stored), and the hostname the
+    ///   agent was known by just before it.
+    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [StatusWriteResult]
 
     /// The latest status of every (agent, service) pair that reported.
     func serviceStatuses() async throws -> [ServiceStatusRecord]
@@ -275,14 +276,14 @@ extension ControllerStore {
     /// One `recordStatus` after the other, for stores without a batched write (each report goes into the history,
     /// `keepsHistory` or not). Not atomic: an error stops the batch midway (the queue then fails every report of it,
     /// and agents send them again).
-    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool] {
-        var stored: [Bool] = []
+    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [StatusWriteResult] {
+        var stored: [StatusWriteResult] = []
         for write in writes {
             do {
                 try await recordStatus(write.report, agentID: write.agentID, receivedAt: write.receivedAt, historyLimit: historyLimit)
-                stored.append(true)
+                stored.append(StatusWriteResult(stored: true, hostnameBefore: nil))
             } catch StoreError.unknownAgent {
-                stored.append(false)
+                stored.append(StatusWriteResult(stored: false, hostnameBefore: nil))
             }
         }
         return stored
@@ -295,6 +296,15 @@ extension ControllerStore {
         let plan = RolloutPlan(parameters: RolloutParameters(), agentOrder: [])
         _ = try await insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))
     }
+}
+
+/// What storing one status report found (`ControllerStore.recordStatuses`).
+struct StatusWriteResult: Sendable, Equatable {
+    /// Whether the agent existed: `false`, nothing was stored.
+    var stored: Bool
+    /// The hostname the agent was known by just before this report: the one its previous report named, whichever
+    /// controller stored it (or the enrolment's, before any report). `nil` when not known.
+    var hostnameBefore: String?
 }
 
 /// One status report to store (`ControllerStore.recordStatuses`).

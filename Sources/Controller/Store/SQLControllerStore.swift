@@ -305,7 +305,7 @@ final class SQLControllerStore: ControllerStore {
             let updated = try await db.raw(
                 """
                 UPDATE agents SET last_seen = \(bind: now), agent_version = \(bind: report.agentVersion),
-                    process_manager = \(bind: report.processManager), hostname = \(bind: report.hostname),
+                    process_manager = \(bind: report.processManager), hostname_before = agents.hostname, hostname = \(bind: report.hostname),
                     trust_root_version = \(bind: report.trustRoot?.version), trust_root_problem = \(bind: report.trustRoot?.problem)
                 WHERE id = \(bind: agentID) RETURNING id
                 """
@@ -355,7 +355,7 @@ final class SQLControllerStore: ControllerStore {
     /// Bind values per statement at most (SQLite allows 32,766; a batch never comes near, the chunks keep it so).
     private static let bindsPerStatement = 4_000
 
-    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [Bool] {
+    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [StatusWriteResult] {
         guard !writes.isEmpty else { return [] }
         // The agents row and the latest status per service come from each agent's last report of the batch.
         var last: [String: Int] = [:]
@@ -366,8 +366,9 @@ final class SQLControllerStore: ControllerStore {
                 (index: index, service: service, text: text)
             }
         }
-        return try await transaction { db in
-            var known: Set<String> = []
+        let hostnames = try await transaction { db -> [String: String?] in
+            // Each stored agent's hostname before the batch (the row's `hostname`, as `hostname_before` now holds it).
+            var known: [String: String?] = [:]
             for chunk in Self.chunks(latest, columns: 7) {
                 let rows = chunk.map { index -> any SQLExpression in
                     let write = writes[index]
@@ -381,14 +382,18 @@ final class SQLControllerStore: ControllerStore {
                 // report path wrote it before reports were batched.
                 let updated = try await db.raw(
                     """
-                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4, hostname = v.column5,
+                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4,
+                        hostname_before = agents.hostname, hostname = v.column5,
                         trust_root_version = CAST(v.column6 AS BIGINT), trust_root_problem = CAST(v.column7 AS TEXT)
-                    FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1 RETURNING agents.id AS id
+                    FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1
+                    RETURNING agents.id AS id, agents.hostname_before AS hostname_before
                     """
                 ).all()
-                for row in updated { known.insert(try row.decode(column: "id", as: String.self)) }
+                for row in updated {
+                    known[try row.decode(column: "id", as: String.self)] = try row.decode(column: "hostname_before", as: String?.self)
+                }
             }
-            let storedStatuses = statuses.filter { known.contains(writes[$0.index].agentID) }
+            let storedStatuses = statuses.filter { known[writes[$0.index].agentID] != nil }
             for chunk in Self.chunks(storedStatuses, columns: 4 + Self.statusFieldCount) {
                 let rows = chunk.map { status -> any SQLExpression in
                     let write = writes[status.index]
@@ -404,7 +409,7 @@ final class SQLControllerStore: ControllerStore {
                     """
                 ).run()
             }
-            let history = writes.indices.filter { writes[$0].keepsHistory && known.contains(writes[$0].agentID) }
+            let history = writes.indices.filter { writes[$0].keepsHistory && known[writes[$0].agentID] != nil }
             for chunk in Self.chunks(history, columns: 3) {
                 let rows = chunk.map { index -> any SQLExpression in
                     SQLGroupExpression([
@@ -426,7 +431,14 @@ final class SQLControllerStore: ControllerStore {
                     """
                 ).run()
             }
-            return writes.map { known.contains($0.agentID) }
+            return known
+        }
+        // An agent's later report in the batch follows its earlier one: the hostname before it is the earlier one's.
+        var before = hostnames
+        return writes.map { write in
+            guard let stored = before[write.agentID] else { return StatusWriteResult(stored: false, hostnameBefore: nil) }
+            before[write.agentID] = .some(write.report.hostname)
+            return StatusWriteResult(stored: true, hostnameBefore: stored)
         }
     }
 

@@ -296,6 +296,16 @@ enum SchemaMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 8,
+            description: "the hostname each agent reported before its last report (identity conflicts across controllers)",
+            statements: [
+                // Set from `hostname` by every status write before it replaces it, and returned by the write: a controller
+                // then sees the hostname another controller stored in between, which is how two hosts sharing one
+                // identity are noticed behind a load balancer that keeps each on its own controller (AgentIdentityWatch).
+                "ALTER TABLE agents ADD COLUMN hostname_before TEXT"
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

@@ -40,7 +40,7 @@ final class StatusReportQueue: Sendable {
 
     private struct Entry {
         let write: StatusWrite
-        let continuation: CheckedContinuation<Bool, any Error>
+        let continuation: CheckedContinuation<StatusWriteResult, any Error>
     }
 
     private struct State {
@@ -84,12 +84,13 @@ final class StatusReportQueue: Sendable {
 
     /// Stores `report` with the next batch and returns once it is committed. Not cancellable: a report that entered
     /// the queue is committed (or fails with its batch) whatever happens to the request that brought it.
-    /// - Returns: whether the agent existed (`false`: nothing was stored).
+    /// - Returns: whether the agent existed (`stored` false: nothing was stored), and the hostname it was known by just
+    ///   before the report.
     /// - Throws: `Full` when too many reports wait, or the store's error.
-    func record(_ report: StatusReport, agentID: String, receivedAt: Date) async throws -> Bool {
+    func record(_ report: StatusReport, agentID: String, receivedAt: Date) async throws -> StatusWriteResult {
         // Encoded here, outside the lock and off the writer.
         let write = StatusWrite(report: report, agentID: agentID, receivedAt: receivedAt)
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<StatusWriteResult, any Error>) in
             let outcome = state.withLock { state -> (refusal: Full?, startWriter: Bool) in
                 guard state.pending.count < configuration.maximumPending else { return (Full(pending: state.pending.count), false) }
                 state.pending.append(Entry(write: write, continuation: continuation))
@@ -147,10 +148,10 @@ final class StatusReportQueue: Sendable {
                 throw StoreError.corruptRow(table: "service_status", reason: "\(stored.count) results for a batch of \(batch.count) reports")
             }
             fingerprints.withLock { known in
-                for (write, exists) in zip(writes, stored) { known[write.agentID] = exists ? write.fingerprint : nil }
+                for (write, result) in zip(writes, stored) { known[write.agentID] = result.stored ? write.fingerprint : nil }
             }
             onBatch(batch.count, .now - started)
-            for (entry, known) in zip(batch, stored) { entry.continuation.resume(returning: known) }
+            for (entry, result) in zip(batch, stored) { entry.continuation.resume(returning: result) }
         } catch {
             logger.warning(
                 "Storing a batch of status reports failed: their agents will send them again",
