@@ -19,14 +19,14 @@ extension Supervisor {
                 try? await Task.sleep(for: interval)
                 guard !Task.isCancelled else { return }
                 self.sample()
-                self.releaseCodePagesIfRanOnceOffCode()
+                self.releaseCodePagesIfDue()
             }
         }
     }
 
     /// Lets go of the code pages start-up or the last change of the table ran (`LoadedCode`), at a memory check and at
     /// most once per `LoadedCode.Pacing` interval: an idle daemon's RSS is then what answering `list` runs.
-    func releaseCodePagesIfRanOnceOffCode() {
+    func releaseCodePagesIfDue() {
         guard configuration.releasesCodePages, codePages.releaseIsDue(at: .now) else { return }
         // Not inside the log call: its metadata is an autoclosure, which runs only when debug lines are logged.
         let outcome = LoadedCode.release()
