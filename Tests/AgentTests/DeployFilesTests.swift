@@ -58,7 +58,7 @@ struct DeployFilesTests {
     }
 
     /// The bootstrap script embedded in the cloud-init user data (a block scalar under its `content: |`).
-    @Test func cloudInitBootstrapScriptParses() async throws {
+    static func bootstrapScript() throws -> [Substring] {
         let userData = try String(
             contentsOf: Self.deploy.appendingPathComponent("cloud-init/agent-user-data.yaml"),
             encoding: .utf8
@@ -72,6 +72,11 @@ struct DeployFilesTests {
             guard line.isEmpty || line.hasPrefix("      ") else { break }
             script.append(line.dropFirst(min(6, line.count)))
         }
+        return script
+    }
+
+    @Test func cloudInitBootstrapScriptParses() async throws {
+        let script = try Self.bootstrapScript()
         #expect(script.first == "#!/usr/bin/env bash")
         #expect(script.contains { $0.contains("install-agent.sh") })
         // An enrolment copied in an image is found at boot and replaced (docs/agent.md, "A copy of an enrolled machine").
@@ -83,6 +88,150 @@ struct DeployFilesTests {
             try script.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
             let result = try await Command.run("bash", ["-n", file])
             #expect(result.status == 0, "bash -n: \(result.stderr)")
+        }
+    }
+
+    // MARK: - The bootstrap at a later boot
+
+    struct BootCase: Sendable, CustomStringConvertible {
+        var description: String
+        /// What `ferry-agent check-machine` exits with (`nil`: no agent installed, not run).
+        var checkMachine: Int32?
+        /// Files under the fake root before the boot (relative path → content).
+        var existing: [String: String]
+        /// Whether the enrolment is moved aside and the bootstrap goes on to enrol afresh (it then stops at the
+        /// download, which the test's `curl` refuses).
+        var enrolsAfresh: Bool
+        /// The `systemctl` calls, in order.
+        var systemctl: [String]
+    }
+
+    static let enrolment: [String: String] = [
+        "etc/ferry/agent.json": #"{"agentID":"agt_original"}"# + "\n",
+        "var/lib/ferry/agent.token": "fyt_the_original_instances_token\n",
+        "var/lib/ferry/machine.json": #"{"source":"ec2","id":"i-0original"}"# + "\n",
+    ]
+
+    static let bootCases: [BootCase] = [
+        BootCase(
+            description: "this instance's own enrolment: the unit is enabled, nothing moves",
+            checkMachine: 0,
+            existing: enrolment,
+            enrolsAfresh: false,
+            systemctl: ["enable --now ferry-agent.service"]
+        ),
+        BootCase(
+            description: "cannot tell (the metadata service refused): nothing moves",
+            checkMachine: 1,
+            existing: enrolment,
+            enrolsAfresh: false,
+            systemctl: ["enable --now ferry-agent.service"]
+        ),
+        BootCase(
+            description: "another instance's enrolment (an image baked after enrolment): moved aside, enrolled afresh",
+            checkMachine: MachineCheck.copyExitStatus,
+            existing: enrolment,
+            enrolsAfresh: true,
+            systemctl: ["stop ferry-agent.service"]
+        ),
+        BootCase(
+            description: "a copy with only its configuration left: that is moved, the missing files are no error",
+            checkMachine: MachineCheck.copyExitStatus,
+            existing: ["etc/ferry/agent.json": enrolment["etc/ferry/agent.json"]!],
+            enrolsAfresh: true,
+            systemctl: ["stop ferry-agent.service"]
+        ),
+        BootCase(description: "first boot: nothing enrolled yet", checkMachine: nil, existing: [:], enrolsAfresh: true, systemctl: []),
+    ]
+
+    /// The bootstrap script as cloud-init runs it at every boot, on a fake root: its absolute paths point into a
+    /// temporary directory, `systemctl` and `curl` are stand-ins on `PATH` (the download fails, which ends the run before
+    /// anything reaches the network), and `ferry-agent check-machine` exits as the case says. A copied enrolment is
+    /// moved aside whole (not deleted), and only then is this instance enrolled afresh.
+    @Test(arguments: bootCases)
+    func aLaterBootKeepsOrMovesTheEnrolment(_ testCase: BootCase) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-boot") { directory in
+            let root = directory.appendingPathComponent("root").path
+            let bin = directory.appendingPathComponent("bin").path
+            let log = directory.appendingPathComponent("log").path
+            let fileManager = FileManager.default
+            for path in ["etc/ferry-bootstrap/keys", "etc/ferry", "var/lib/ferry", "usr/local/bin", "root"] {
+                try fileManager.createDirectory(atPath: root + "/" + path, withIntermediateDirectories: true)
+            }
+            try fileManager.createDirectory(atPath: bin, withIntermediateDirectories: true)
+            try fileManager.createDirectory(atPath: log, withIntermediateDirectories: true)
+            func write(_ path: String, _ text: String, executable: Bool = false) throws {
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                if executable { try fileManager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path) }
+            }
+            try write(
+                root + "/etc/ferry-bootstrap/bootstrap.env",
+                """
+                FERRY_BUNDLE_URL="http://127.0.0.1:9/bundle.tar.gz"
+                FERRY_BUNDLE_SHA256="\(String(repeating: "0", count: 64))"
+                FERRY_CONTROLLER_URL="https://127.0.0.1:9"
+                FERRY_ENROLL_TOKEN_PARAMETER="/ferry/test/enroll-token"
+                FERRY_SERVICES="web"
+                FERRY_THRESHOLD="1"
+                FERRY_PROCESS_MANAGER="builtin"
+
+                """
+            )
+            for (path, content) in testCase.existing { try write(root + "/" + path, content) }
+            if let status = testCase.checkMachine {
+                try write(root + "/usr/local/bin/ferry-agent", "#!/bin/sh\necho \"$*\" >>\(log)/ferry-agent\nexit \(status)\n", executable: true)
+            }
+            try write(bin + "/systemctl", "#!/bin/sh\necho \"$*\" >>\(log)/systemctl\n", executable: true)
+            try write(bin + "/curl", "#!/bin/sh\necho \"$*\" >>\(log)/curl\necho 'curl: (7) refused by the test' >&2\nexit 7\n", executable: true)
+
+            // Every absolute path the script uses, moved under the fake root.
+            var script = try Self.bootstrapScript().joined(separator: "\n")
+            for path in ["/etc/ferry", "/usr/local/bin/ferry-agent", "/var/lib/ferry", "/root/ferry-bootstrap"] {
+                #expect(script.contains(path), "the script uses \(path)")
+                script = script.replacingOccurrences(of: path, with: root + path)
+            }
+            let file = directory.appendingPathComponent("ferry-bootstrap").path
+            try write(file, script, executable: true)
+            let environment = [
+                "PATH": bin + ":/usr/bin:/bin", "HOME": root + "/root", "AWS_REGION": "eu-west-1", "LC_ALL": "C",
+            ]
+            let result = try await Command.run("bash", [file], environment: environment)
+            func logged(_ name: String) -> [String] {
+                ((try? String(contentsOfFile: log + "/" + name, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            }
+            #expect(logged("systemctl") == testCase.systemctl, "\(result.stdout)\(result.stderr)")
+            #expect(logged("ferry-agent") == (testCase.checkMachine == nil ? [] : ["check-machine --config \(root)/etc/ferry/agent.json"]))
+            let asides = try fileManager.contentsOfDirectory(atPath: root + "/var/lib").filter { $0.hasPrefix("ferry-copied-enrolment.") }
+            if testCase.enrolsAfresh {
+                // It went on to enrol: the download is the next step, refused here, and the run stops with curl's status.
+                #expect(result.status == 7, "\(result.stdout)\(result.stderr)")
+                #expect(result.stdout.contains("ferry-bootstrap: downloading the agent bundle"))
+                #expect(logged("curl").count == 1)
+                let moved = testCase.checkMachine == MachineCheck.copyExitStatus
+                #expect(asides.count == (moved ? 1 : 0), "\(asides)")
+                if moved, let aside = asides.first {
+                    let asidePath = root + "/var/lib/" + aside
+                    #expect(result.stdout.contains("moving it to \(asidePath) and enrolling afresh"), "\(result.stdout)")
+                    let mode = try fileManager.attributesOfItem(atPath: asidePath)[.posixPermissions] as? Int
+                    #expect(mode == 0o700, "the copied token is kept where only root reads it")
+                    for (path, content) in testCase.existing {
+                        let name = (path as NSString).lastPathComponent
+                        #expect(!fileManager.fileExists(atPath: root + "/" + path), "\(path) moved")
+                        #expect((try? String(contentsOfFile: asidePath + "/" + name, encoding: .utf8)) == content, "\(name) kept whole")
+                    }
+                    #expect(try fileManager.contentsOfDirectory(atPath: asidePath).count == testCase.existing.count)
+                }
+            } else {
+                #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+                #expect(result.stdout.contains("ferry-bootstrap: already enrolled; making sure the agent is enabled"))
+                #expect(logged("curl").isEmpty)
+                #expect(asides.isEmpty)
+                for (path, content) in testCase.existing {
+                    #expect((try? String(contentsOfFile: root + "/" + path, encoding: .utf8)) == content, "\(path) untouched")
+                }
+            }
+            // The bootstrap's work directory is removed on the way out, whatever happened.
+            #expect(try fileManager.contentsOfDirectory(atPath: root + "/root").isEmpty)
         }
     }
 
