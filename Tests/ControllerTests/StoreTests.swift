@@ -271,6 +271,62 @@ import Testing
         }
     }
 
+    /// The history keeps each agent's newest `historyLimit` reports, and trims only the agents of the batch: a table of
+    /// agents with no report, fewer than the limit, exactly the limit, one more, several times the limit, and two
+    /// reports in one batch, written over batches of varied sizes.
+    @Test(arguments: StoreBackendKind.available)
+    func theHistoryKeepsEachAgentsNewestReports(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let limit = 4
+            // Reports per agent, in the order sent; agent index → how many.
+            let reportsPerAgent = [0, 1, 3, 4, 5, 13, 2]
+            for index in reportsPerAgent.indices { _ = try await Self.enrollAgent(index, in: store) }
+            var sent: [(agent: Int, serial: Int64)] = []
+            for (agent, count) in reportsPerAgent.enumerated() where count > 0 {
+                for serial in 1...count { sent.append((agent, Int64(serial))) }
+            }
+            // Interleaved across agents, then cut into batches of 1, 2, 3, 5, 8, ... reports.
+            sent.sort { ($0.serial, $0.agent) < ($1.serial, $1.agent) }
+            var start = 0
+            var size = 1
+            var previous = 1
+            while start < sent.count {
+                let slice = sent[start..<min(sent.count, start + size)]
+                let writes = slice.map { item in
+                    StatusWrite(
+                        report: StatusReport(
+                            agentVersion: "1",
+                            hostname: "h",
+                            processManager: "pm2",
+                            services: [
+                                ServiceStatus(
+                                    service: "api",
+                                    serial: item.serial,
+                                    version: "\(item.serial)",
+                                    targetSerial: item.serial,
+                                    phase: .running,
+                                    message: "",
+                                    health: .healthy,
+                                    processes: []
+                                )
+                            ]
+                        ),
+                        agentID: "agt_\(item.agent)",
+                        receivedAt: Date()
+                    )
+                }
+                #expect(try await store.recordStatuses(writes, historyLimit: limit).allSatisfy(\.stored))
+                start += size
+                (size, previous) = (size + previous, size)
+            }
+            for (agent, count) in reportsPerAgent.enumerated() {
+                let history = try await store.statusHistory(agentID: "agt_\(agent)", limit: 100)
+                let expected = count == 0 ? [] : Array((max(1, count - limit + 1)...count).reversed()).map { Int64($0) }
+                #expect(history.map { $0.report.services.first?.serial } == expected, "agent \(agent), \(count) reports")
+            }
+        }
+    }
+
     /// Each stored report comes back with the hostname the agent was known by just before it (schema version 8): the
     /// enrolment's before any report, then the last report's, whichever path stored it; a later report of the same agent
     /// in one batch follows the earlier one; an unknown agent stores nothing and gets none.
