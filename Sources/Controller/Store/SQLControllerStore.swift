@@ -390,7 +390,8 @@ final class SQLControllerStore: ControllerStore {
                     """
                 ).all()
                 for row in updated {
-                    known[try row.decode(column: "id", as: String.self)] = try row.decode(column: "hostname_before", as: String?.self)
+                    // `.some` even when NULL (never, `hostname` is NOT NULL): the key says the agent was stored.
+                    known[try row.decode(column: "id", as: String.self)] = .some(try row.decode(column: "hostname_before", as: String?.self))
                 }
             }
             let storedStatuses = statuses.filter { known[writes[$0.index].agentID] != nil }
