@@ -38,11 +38,11 @@ struct StatusReportIntake: Sendable {
         // The stored statuses tell which failures are new (a failure becomes an event once): only a report that carries
         // failures needs them, so a healthy fleet's reports cost no read.
         let previous = report.services.contains { !$0.failures.isEmpty } ? try await core.store.serviceStatuses(agentID: id) : []
-        let stored: StatusWriteResult
+        let written: StatusWriteResult
         let receivedAt = core.now()
         do {
             // Returns once the batch holding the report is committed: a 204 is never lost.
-            stored = try await core.statusReports.record(report, agentID: id, receivedAt: receivedAt)
+            written = try await core.statusReports.record(report, agentID: id, receivedAt: receivedAt)
         } catch let full as StatusReportQueue.Full {
             throw APIError(
                 .serviceUnavailable,
@@ -51,11 +51,11 @@ struct StatusReportIntake: Sendable {
                 headers: [.retryAfter: "1"]
             )
         }
-        guard stored.stored else {
+        guard written.stored else {
             throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
         }
         core.metrics.statusReports.increment()
-        if let conflict = core.identities.observe(agentID: id, hostname: report.hostname, before: stored.hostnameBefore, at: receivedAt) {
+        if let conflict = core.identities.observe(agentID: id, hostname: report.hostname, before: written.hostnameBefore, at: receivedAt) {
             core.metrics.identityConflicts.increment()
             core.logger.warning(
                 "Two running agents report as one agent: an image baked after the agent enrolled, a copied state directory or a stolen token. Their reports overwrite each other; remove the agent (ferry-controller agents remove, which revokes the shared token) and enroll each instance afresh",

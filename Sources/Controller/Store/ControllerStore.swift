@@ -273,22 +273,6 @@ extension ControllerStore {
         ).agent
     }
 
-    /// One `recordStatus` after the other, for stores without a batched write (each report goes into the history,
-    /// `keepsHistory` or not). Not atomic: an error stops the batch midway (the queue then fails every report of it,
-    /// and agents send them again).
-    func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [StatusWriteResult] {
-        var stored: [StatusWriteResult] = []
-        for write in writes {
-            do {
-                try await recordStatus(write.report, agentID: write.agentID, receivedAt: write.receivedAt, historyLimit: historyLimit)
-                stored.append(StatusWriteResult(stored: true, hostnameBefore: nil))
-            } catch StoreError.unknownAgent {
-                stored.append(StatusWriteResult(stored: false, hostnameBefore: nil))
-            }
-        }
-        return stored
-    }
-
     /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open
     /// rollout of its service.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.

@@ -366,7 +366,7 @@ final class SQLControllerStore: ControllerStore {
                 (index: index, service: service, text: text)
             }
         }
-        let hostnames = try await transaction { db -> [String: String?] in
+        var before = try await transaction { db -> [String: String?] in
             // Each stored agent's hostname before the batch (the row's `hostname`, as `hostname_before` now holds it).
             var known: [String: String?] = [:]
             for chunk in Self.chunks(latest, columns: 7) {
@@ -443,7 +443,6 @@ final class SQLControllerStore: ControllerStore {
             return known
         }
         // An agent's later report in the batch follows its earlier one: the hostname before it is the earlier one's.
-        var before = hostnames
         return writes.map { write in
             guard let stored = before[write.agentID] else { return StatusWriteResult(stored: false, hostnameBefore: nil) }
             before[write.agentID] = .some(write.report.hostname)
