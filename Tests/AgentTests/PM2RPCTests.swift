@@ -119,9 +119,9 @@ struct PM2RPCTests {
         await #expect(throws: PM2RPC.Failure.noDaemon(errno: ENOENT)) {
             try await PM2RPC.monitorData(socketPath: socket, timeout: .seconds(1), limit: 1024)
         }
-        // A socket file left by a dead daemon.
-        let daemon = try FakeRPCDaemon(path: socket, answer: .silent)
-        daemon.stop()
+        // A socket file left by a dead daemon. Bound and never listened on: a listening socket closed here could
+        // still be held, until its exec, by a child another test forks at that moment, and would then accept.
+        try FakeRPCDaemon.deadSocketFile(path: socket)
         await #expect(throws: PM2RPC.Failure.noDaemon(errno: ECONNREFUSED)) {
             try await PM2RPC.monitorData(socketPath: socket, timeout: .seconds(1), limit: 1024)
         }
@@ -268,22 +268,11 @@ final class FakeRPCDaemon: Sendable {
     private let received = Mutex<[[UInt8]]>([])
 
     init(path: String, answer: Answer) throws {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket: errno \(errno)") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: Array(path.utf8))
-            raw[path.utf8.count] = 0
-        }
-        // A daemon replaces the socket file a dead one left.
-        unlink(path)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, listen(fd, 8) == 0 else {
+        let fd = try Self.bound(path: path)
+        guard listen(fd, 8) == 0 else {
+            let code = errno
             close(fd)
-            throw HarnessError("bind/listen \(path): errno \(errno)")
+            throw HarnessError("listen \(path): errno \(code)")
         }
         listener = fd
         let thread = Thread { [self] in serve(answer) }
@@ -305,13 +294,42 @@ final class FakeRPCDaemon: Sendable {
         }
     }
 
-    /// Stops accepting, closes the listening socket (its file stays, as a dead daemon's does) and waits for the
-    /// thread to end.
+    /// Stops accepting, waits for the thread to end and closes the listening socket (its file stays, as a dead
+    /// daemon's does). No deadline: closing the descriptor while the thread may still poll it would let the thread
+    /// poll whatever reuses the number.
     func stop() {
         guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !finished.withLock({ $0 }), ContinuousClock.now < deadline { usleep(5_000) }
+        while !finished.withLock({ $0 }) { usleep(5_000) }
         close(listener)
+    }
+
+    /// Leaves at `path` the socket file of a daemon that is gone: a socket that was bound and closed, so connecting
+    /// to it is refused.
+    static func deadSocketFile(path: String) throws {
+        let fd = try bound(path: path)
+        close(fd)
+    }
+
+    /// A Unix stream socket bound to `path`, replacing the socket file a dead daemon left.
+    private static func bound(path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket: errno \(errno)") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8))
+            raw[path.utf8.count] = 0
+        }
+        unlink(path)
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard result == 0 else {
+            let code = errno
+            close(fd)
+            throw HarnessError("bind \(path): errno \(code)")
+        }
+        return fd
     }
 
     private func serve(_ answer: Answer) {
