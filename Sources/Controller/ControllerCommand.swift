@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Shared
 
 /// `ferry-controller`: the server agents poll, and the operator's commands.
@@ -33,4 +34,24 @@ struct ControllerCommand: AsyncParsableCommand {
             EventsCommand.self,
         ]
     )
+
+    /// ArgumentParser's `main`, with the final message (an error, or help) written through `Console`: an error can
+    /// quote what the controller answered, and that can quote what an agent reported.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if !message.isEmpty {
+                if code == .success { Console.print(message) } else { Console.error(message) }
+            }
+            Foundation.exit(code.rawValue)
+        }
+    }
 }

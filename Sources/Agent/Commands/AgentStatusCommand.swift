@@ -54,45 +54,51 @@ struct AgentStatusCommand: AsyncParsableCommand {
             mask: secrets.mask
         )
         if json {
-            print(String(decoding: report.json.encoded(), as: UTF8.self))
+            say(String(decoding: report.json.encoded(), as: UTF8.self))
             return
         }
-        print("agent \(config.agentID) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
+        say("agent \(config.agentID) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
         if let problem = state.controllerProblem {
-            print("controller problem since \(Timestamp.format(problem.since)): \(secrets.apply(problem.message))")
+            say("controller problem since \(Timestamp.format(problem.since)): \(secrets.apply(problem.message))")
         }
-        if let tableError { print("process table unavailable: \(secrets.apply(tableError))") }
+        if let tableError { say("process table unavailable: \(secrets.apply(tableError))") }
         // Why a unit stopped with status 78 (a copy of another machine's enrolment), or that the check cannot tell.
         var machineReader = config.machineIdentityReader
         machineReader.attempts = 1
         do {
             let outcome = try await MachineCheck.check(layout: layout, reader: MachineIdentityReader(configuration: machineReader))
             let summary = MachineCheck.summary(outcome, layout: layout)
-            if summary.problem { print("machine: \(summary.text)") }
+            if summary.problem { say("machine: \(summary.text)") }
         } catch {
-            print("machine: \(error)")
+            say("machine: \(error)")
         }
         for service in report.services {
             let running = service.serial.map { "serial \($0) (\(service.version ?? "?"))" } ?? "nothing installed"
-            print("")
-            print("\(service.service): \(running), phase \(service.phase.rawValue)")
-            print("  \(service.message)")
+            say("")
+            say("\(service.service): \(running), phase \(service.phase.rawValue)")
+            say("  \(service.message)")
             for failure in service.failures.prefix(3) {
-                print("  \(failure.kind) serial \(failure.serial): \(failure.reason)")
+                say("  \(failure.kind) serial \(failure.serial): \(failure.reason)")
             }
             for process in service.processes {
                 let uptime = process.uptimeSeconds.map { "\($0)s" } ?? "-"
                 let memory = "\(process.memoryBytes / (1 << 20)) MiB"
-                print("  \(process.name) [\(process.pmId)] \(process.status) restarts \(process.restarts) uptime \(uptime) mem \(memory)")
+                say("  \(process.name) [\(process.pmId)] \(process.status) restarts \(process.restarts) uptime \(uptime) mem \(memory)")
             }
         }
     }
 }
 
-/// Writes a line to standard error.
+/// Writes a line to standard output, any control sequence in it escaped (`TerminalText`): a status quotes what the
+/// apps wrote (a health check's answer in a failure's reason).
+func say(_ line: String) {
+    print(TerminalText.safe(line))
+}
+
+/// Writes a line to standard error, escaped as `say` does.
 func printError(_ line: String) {
     var stream = StandardError()
-    print(line, to: &stream)
+    print(TerminalText.safe(line), to: &stream)
 }
 
 /// `TextOutputStream` over file descriptor 2.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Shared
 
 /// `serve`'s log handler: one line per message on standard error, `<time> <level> <label>: <metadata> <message>`.
 ///
@@ -26,7 +27,12 @@ struct ControllerLogHandler: LogHandler {
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
         let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let time = Date().formatted(.iso8601)
-        let line = "\(time) \(event.level) \(label):\(fields.isEmpty ? "" : " " + fields) \(event.message)\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        // One line per message, whatever its metadata holds (an agent's hostname, an error's text): control characters
+        // and line feeds in it are escaped.
+        let line = TerminalText.safe(
+            "\(time) \(event.level) \(label):\(fields.isEmpty ? "" : " " + fields) \(event.message)",
+            keepingLineBreaks: false
+        )
+        FileHandle.standardError.write(Data((line + "\n").utf8))
     }
 }

@@ -29,9 +29,17 @@ enum FileManagerShim {
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 }
 
-/// Command output on standard output, unbuffered, so result lines and progress lines keep their order in logs.
+/// Command output, unbuffered, so result lines and progress lines keep their order in logs. Every line goes through
+/// `TerminalText.safe`: much of what the commands print was written by agents (hostnames, messages, failure reasons,
+/// log tails), and a control sequence in it must reach the operator's terminal as text, not act on it.
 enum Console {
+    /// A line on standard output.
     static func print(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        FileHandle.standardOutput.write(Data((TerminalText.safe(line) + "\n").utf8))
+    }
+
+    /// A line on standard error.
+    static func error(_ line: String) {
+        FileHandle.standardError.write(Data((TerminalText.safe(line) + "\n").utf8))
     }
 }

@@ -81,10 +81,10 @@ struct EventsCommand: AsyncParsableCommand {
                     onEvent(event)
                 }
                 delay = .seconds(1)
-                FileHandle.standardError.write(Data("events: the controller ended the stream; reconnecting\n".utf8))
+                Console.error("events: the controller ended the stream; reconnecting")
             } catch let error as ClientError {
                 if case .api(_, _, let status, _, _) = error, [400, 401, 403, 404].contains(status) { throw error }
-                FileHandle.standardError.write(Data("events: \(error); reconnecting in \(delay)\n".utf8))
+                Console.error("events: \(error); reconnecting in \(delay)")
             }
             try await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(10))

@@ -34,9 +34,9 @@ struct KeygenCommand: ParsableCommand {
             let document = JSONValue.object([
                 "keyId": .string(key.publicKey.keyID), "privateKey": .string(privatePath), "publicKey": .string(publicPath),
             ])
-            print(String(decoding: document.encoded(), as: UTF8.self))
+            Console.print(String(decoding: document.encoded(), as: UTF8.self))
             return
         }
-        print(key.publicKey.keyID)
+        Console.print(key.publicKey.keyID)
     }
 }

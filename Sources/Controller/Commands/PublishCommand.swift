@@ -110,7 +110,7 @@ struct PublishCommand: AsyncParsableCommand {
     /// A progress line: on standard output, or standard error when standard output carries JSON.
     private func note(_ line: String) {
         if json {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+            Console.error(line)
         } else {
             Console.print(line)
         }

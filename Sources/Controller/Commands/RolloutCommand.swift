@@ -53,17 +53,17 @@ struct RolloutStatusCommand: AsyncParsableCommand {
         let path = service.map { "/v1/rollouts?service=\($0)&limit=1" } ?? "/v1/rollouts"
         let answer = try await connection.client().getJSON(path)
         if connection.json {
-            print(String(decoding: answer.encoded(), as: UTF8.self))
+            Console.print(String(decoding: answer.encoded(), as: UTF8.self))
             return
         }
         guard case .object(let fields) = answer, case .array(let rollouts)? = fields["rollouts"] else {
             throw CLIError("the controller's answer has no rollouts list")
         }
         guard !rollouts.isEmpty else {
-            print(service.map { "service \($0) has no rollout" } ?? "no rollouts")
+            Console.print(service.map { "service \($0) has no rollout" } ?? "no rollouts")
             return
         }
-        print(rollouts.map(RolloutText.describe(_:)).joined(separator: "\n\n"))
+        Console.print(rollouts.map(RolloutText.describe(_:)).joined(separator: "\n\n"))
     }
 }
 
@@ -99,7 +99,7 @@ enum RolloutText {
     static func act(_ action: RolloutAction, service: String, connection: RolloutConnectionOptions) async throws {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) is not a service name") }
         let answer = try await connection.client().postJSON("/v1/services/\(service)/rollout/\(action.rawValue)", body: Data(), expecting: [200])
-        print(connection.json ? String(decoding: answer.encoded(), as: UTF8.self) : describe(answer))
+        Console.print(connection.json ? String(decoding: answer.encoded(), as: UTF8.self) : describe(answer))
     }
 
     /// A few lines: headline, counts, reason, then one line per wave with its agents.

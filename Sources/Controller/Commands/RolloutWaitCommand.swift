@@ -76,7 +76,7 @@ struct RolloutWaitCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             case .waiting(let message):
                 if message != lastMessage, !connection.json {
-                    FileHandle.standardError.write(Data("rollout \(service) serial \(serial): \(message)\n".utf8))
+                    Console.error("rollout \(service) serial \(serial): \(message)")
                 }
                 lastMessage = message
             }

@@ -131,7 +131,7 @@ enum RootFile {
     /// A note for the operator: on standard output, or on standard error when standard output carries JSON.
     static func note(_ line: String, json: Bool) {
         if json {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+            Console.error(line)
         } else {
             Console.print(line)
         }

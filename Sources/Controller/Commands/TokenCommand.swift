@@ -168,7 +168,7 @@ struct TokenCreateCommand: AsyncParsableCommand {
         if let scope { details.append("for \(scope.text)") }
         if let expiresAt { details.append("expires \(Timestamp.format(expiresAt))") }
         if let maxUses { details.append("at most \(maxUses) use(s)") }
-        FileHandle.standardError.write(Data("created token \(record.id) (\(details.joined(separator: ", ")))\n".utf8))
+        Console.error("created token \(record.id) (\(details.joined(separator: ", ")))")
         if json {
             var fields = record.json.object ?? [:]
             fields["token"] = .string(token)

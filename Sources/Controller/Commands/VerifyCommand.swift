@@ -52,19 +52,19 @@ struct VerifyCommand: ParsableCommand {
                     "version": .string(release.version), "expiresAt": .string(Timestamp.format(release.expiresAt)),
                     "verifiedBy": .array(verified.keyIDs.map { .string($0) }),
                 ])
-                print(String(decoding: document.encoded(), as: UTF8.self))
+                Console.print(String(decoding: document.encoded(), as: UTF8.self))
                 return
             }
-            print("service: \(release.service)")
-            print("serial: \(release.serial)")
-            print("version: \(release.version)")
-            print("expires: \(Timestamp.format(release.expiresAt))")
-            for keyID in verified.keyIDs { print("verified-by: \(keyID)") }
+            Console.print("service: \(release.service)")
+            Console.print("serial: \(release.serial)")
+            Console.print("version: \(release.version)")
+            Console.print("expires: \(Timestamp.format(release.expiresAt))")
+            for keyID in verified.keyIDs { Console.print("verified-by: \(keyID)") }
         } catch {
             if json {
-                print(String(decoding: JSONValue.object(["valid": .bool(false), "error": .string("\(error)")]).encoded(), as: UTF8.self))
+                Console.print(String(decoding: JSONValue.object(["valid": .bool(false), "error": .string("\(error)")]).encoded(), as: UTF8.self))
             }
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            Console.error("error: \(error)")
             throw ExitCode(1)
         }
     }

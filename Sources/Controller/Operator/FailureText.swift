@@ -35,7 +35,8 @@ enum FailureText {
             lines.append(
                 "\(indent)  \(text(tail["stream"])) of \(text(tail["app"])) (pm_id \(ids)), last \(shown.count) lines\(more ? " (more in the log on the instance)" : ""):"
             )
-            lines += shown.map { "\(indent)  | \($0)" }
+            // An app's colours are dropped; any other control sequence in its log is escaped, line by line.
+            lines += shown.map { "\(indent)  | \(TerminalText.safe(TerminalText.droppingColors($0), keepingLineBreaks: false))" }
         }
         return lines
     }

@@ -131,10 +131,10 @@ extension ReleaseComposer {
     static func composePrintingWarnings(_ input: Input) throws -> Output {
         do {
             let output = try compose(input)
-            for warning in output.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            for warning in output.warnings { Console.error("warning: \(warning)") }
             return output
         } catch ComposeError.problems(let errors, let warnings) {
-            for warning in warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            for warning in warnings { Console.error("warning: \(warning)") }
             throw ComposeError.problems(errors, warnings: [])
         }
     }
