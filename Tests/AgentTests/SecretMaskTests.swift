@@ -1,4 +1,5 @@
 import Logging
+import Shared
 import Synchronization
 import Testing
 
@@ -139,5 +140,27 @@ struct SecretMaskTests {
         #expect(lines.count == 1)
         #expect(!(lines.first ?? "").contains("hunter2"), "\(lines)")
         #expect((lines.first ?? "").components(separatedBy: "${DB_PASSWORD}").count == 6, "\(lines)")
+    }
+
+    /// What apps wrote reaches the log as one line, with no sequence a terminal would act on: with secrets to mask and
+    /// without (the handler used to pass events through untouched when there were none).
+    @Test(arguments: [false, true])
+    func logLinesKeepNoControlSequence(withSecrets: Bool) {
+        let secrets = InstanceSecrets()
+        if withSecrets { secrets.update(service: "api", values: ["DB_PASSWORD": "hunter2-hunter2"]) }
+        let recorder = Recorder()
+        let logger = Logger(label: "test") { _ in MaskingLogHandler(base: recorder, secrets: secrets) }
+        logger.warning(
+            "health check answered \u{1B}]52;c;eA==\u{07}",
+            error: EchoingError(description: "bad\rgood"),
+            metadata: ["ferry.body": "line one\nforged line \u{1B}[2J", "nested": ["list": ["\u{9B}1m"], "map": ["k": "\u{202E}x"]]]
+        )
+        let lines = recorder.lines.withLock { $0 }
+        #expect(lines.count == 1)
+        let line = lines.first ?? ""
+        #expect(!line.unicodeScalars.contains { TerminalText.needsEscape($0) || $0 == "\n" }, "\(line.debugDescription)")
+        for shown in [#"\u001b]52;c;eA==\u0007"#, #"bad\u000dgood"#, #"line one\u000aforged line \u001b[2J"#, #"\u009b1m"#, #"\u202ex"#] {
+            #expect(line.contains(shown), "\(shown) in \(line)")
+        }
     }
 }

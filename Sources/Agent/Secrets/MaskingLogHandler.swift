@@ -1,7 +1,10 @@
 import Logging
+import Shared
 
 /// A log handler that masks instance env values (see `SecretMask`) in the message, the metadata and the error of every
-/// event before handing it to `base`, so no agent log line shows one.
+/// event before handing it to `base`, so no agent log line shows one. It also escapes control characters and line
+/// feeds (`TerminalText`): a log line quotes what apps wrote (a health check's answer, a PM2 error), and it must stay
+/// one line, with no sequence a terminal showing the journal would act on.
 struct MaskingLogHandler: LogHandler {
     var base: any LogHandler
     let secrets: InstanceSecrets
@@ -28,23 +31,22 @@ struct MaskingLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         let mask = secrets.mask
-        guard !mask.isEmpty else {
-            base.log(event: event)
-            return
+        func clean(_ text: String) -> String {
+            TerminalText.safe(mask.isEmpty ? text : mask.apply(text), keepingLineBreaks: false)
         }
         var masked = event
-        masked.message = "\(mask.apply(event.message.description))"
-        masked.metadata = event.metadata?.mapValues { Self.masking($0, with: mask) }
-        if let error = event.error { masked.error = MaskedError(description: mask.apply("\(error)")) }
+        masked.message = "\(clean(event.message.description))"
+        masked.metadata = event.metadata?.mapValues { Self.cleaning($0, with: clean) }
+        if let error = event.error { masked.error = MaskedError(description: clean("\(error)")) }
         base.log(event: masked)
     }
 
-    private static func masking(_ value: Logger.Metadata.Value, with mask: SecretMask) -> Logger.Metadata.Value {
+    private static func cleaning(_ value: Logger.Metadata.Value, with clean: (String) -> String) -> Logger.Metadata.Value {
         switch value {
-        case .string(let text): .string(mask.apply(text))
-        case .stringConvertible(let convertible): .string(mask.apply(convertible.description))
-        case .dictionary(let fields): .dictionary(fields.mapValues { masking($0, with: mask) })
-        case .array(let items): .array(items.map { masking($0, with: mask) })
+        case .string(let text): .string(clean(text))
+        case .stringConvertible(let convertible): .string(clean(convertible.description))
+        case .dictionary(let fields): .dictionary(fields.mapValues { cleaning($0, with: clean) })
+        case .array(let items): .array(items.map { cleaning($0, with: clean) })
         }
     }
 }
