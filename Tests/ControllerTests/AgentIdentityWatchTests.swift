@@ -1,6 +1,9 @@
 import Foundation
 import HTTPTypes
+import HummingbirdTesting
 import NIOCore
+import Shared
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -223,6 +226,53 @@ struct AgentIdentityWatchTests {
                 #expect(!renamedHTML.contains("identity-conflict"))
             }
             #expect(fixture.counter("ferry_agent_identity_conflicts_total") == 1)
+        }
+    }
+
+    static func report(_ client: any TestClientProtocol, _ agent: (id: String, token: String), hostname: String) async throws {
+        var headers = ControllerFixture.bearer(agent.token)
+        headers[.contentType] = "application/json"
+        let body = #"{"agentVersion":"1.0","hostname":"\#(hostname)","processManager":"builtin","services":[]}"#
+        let response = try await client.execute(uri: "/v1/agents/\(agent.id)/status", method: .post, headers: headers, body: ByteBuffer(string: body))
+        #expect(response.status == .noContent)
+    }
+
+    /// A controller that received none of the reports (restarted, or another one behind the load balancer) shows the
+    /// conflict from the database; re-enrolling the agent (a new token) clears it.
+    @Test func aStandingConflictIsShownByAControllerThatSawNoneOfIt() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("ferry-identity-restart")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let twin = try await ControllerFixture.with(directory: directory) { fixture in
+            try await fixture.withRouter { client in
+                let twin = try await fixture.enroll(client, name: "twin")
+                for host in ["ip-10-0-1-2", "ip-10-0-1-3", "ip-10-0-1-2", "ip-10-0-1-3", "ip-10-0-1-2"] {
+                    try await Self.report(client, twin, hostname: host)
+                }
+                return twin
+            }
+        }
+        // The same database under a new controller: its watch has seen nothing.
+        try await ControllerFixture.with(directory: directory) { fixture in
+            try await fixture.withRouter { client in
+                let document = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/agents/twin", token: fixture.viewerToken))
+                let conflict = try #require(document.object?["identityConflict"]?.object, "\(document)")
+                #expect(conflict["hostnames"] == .array([.string("ip-10-0-1-2"), .string("ip-10-0-1-3")]))
+                let noticed = try #require(conflict["noticedAt"].flatMap { Timestamp.parse(FleetDocument.text($0)) })
+                let last = try #require(conflict["lastSwitchAt"].flatMap { Timestamp.parse(FleetDocument.text($0)) })
+                #expect(noticed <= last)
+                let (_, html) = try await InsightRoutesTests.page(client, "/agents/twin", token: fixture.viewerToken)
+                #expect(html.contains(#"id="identity-conflict" data-hostnames="ip-10-0-1-2 and ip-10-0-1-3""#))
+                // One more turn here: the stored conflict and this controller's own view make one.
+                try await Self.report(client, twin, hostname: "ip-10-0-1-3")
+                let again = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/agents/twin", token: fixture.viewerToken))
+                let combined = try #require(again.object?["identityConflict"]?.object)
+                #expect(combined["noticedAt"] == conflict["noticedAt"], "the earliest notice stays")
+                // Enrolled afresh by an operator: a new token, and no conflict.
+                _ = try await fixture.enroll(client, name: "twin", replacingWith: fixture.operatorToken)
+                #expect(try await fixture.store.identityConflict(agentID: twin.id) == nil)
+                let replaced = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/agents/twin", token: fixture.viewerToken))
+                #expect(replaced.object?["identityConflict"] == .null)
+            }
         }
     }
 }

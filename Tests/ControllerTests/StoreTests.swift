@@ -362,6 +362,51 @@ import Testing
         }
     }
 
+    /// A standing identity conflict as every controller that follows it writes it (schema version 9): the earliest
+    /// notice while it stands and the latest switch-back, whichever write came first; after a lapse, a new notice; an
+    /// unknown agent stores nothing; enrolling the agent afresh clears it.
+    @Test(arguments: StoreBackendKind.available)
+    func identityConflictsKeepTheEarliestNoticeAndTheLatestSwitch(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            _ = try await Self.enrollAgent(0, in: store)
+            let start = Date(timeIntervalSince1970: 1_800_000_000)
+            func at(_ seconds: Double) -> Date { start.addingTimeInterval(seconds) }
+            func standing(_ hostnames: [String], _ noticed: Double, _ last: Double) -> AgentIdentityWatch.Standing {
+                AgentIdentityWatch.Standing(hostnames: hostnames, noticedAt: at(noticed), lastSwitchAt: at(last))
+            }
+            let window: TimeInterval = 600
+            #expect(try await store.identityConflict(agentID: "agt_0") == nil)
+            // (written, stored after it)
+            let steps: [(AgentIdentityWatch.Standing, AgentIdentityWatch.Standing)] = [
+                (standing(["a", "b"], 30, 31), standing(["a", "b"], 30, 31)),
+                // Another controller noticed it later, and its write arrives with an older switch-back.
+                (standing(["a", "b"], 45, 40), standing(["a", "b"], 30, 40)),
+                (standing(["a", "b"], 45, 35), standing(["a", "b"], 30, 40)),
+                // It goes on.
+                (standing(["a", "b"], 31, 300), standing(["a", "b"], 30, 300)),
+                // A whole window without a switch-back: it had lapsed, so this is a new conflict, noticed now.
+                (standing(["a", "c"], 901, 901), standing(["a", "c"], 901, 901)),
+                (standing(["a", "c"], 905, 906), standing(["a", "c"], 901, 906)),
+            ]
+            for (index, (written, stored)) in steps.enumerated() {
+                try await store.recordIdentityConflict(agentID: "agt_0", written, window: window)
+                #expect(try await store.identityConflict(agentID: "agt_0") == stored, "step \(index)")
+            }
+            try await store.recordIdentityConflict(agentID: "agt_9", standing(["x", "y"], 1, 2), window: window)
+            #expect(try await store.identityConflict(agentID: "agt_9") == nil)
+            _ = try await store.enrollAgent(
+                proposedID: "agt_new",
+                name: "agent-0",
+                hostname: "h",
+                services: ["api"],
+                tokenHash: Token.digest("fyt_agent_0_again"),
+                mode: .replace,
+                at: Date()
+            )
+            #expect(try await store.identityConflict(agentID: "agt_0") == nil)
+        }
+    }
+
     /// The fleet view's columns (version, serial, phase, health; schema version 6) and the rollout views' (the number of
     /// failures; version 7) hold what the status's JSON holds, whichever path wrote it (one report, a batch, a status
     /// replaced by a later one), and a database migrated from version 5 gets them from the JSON already stored.
@@ -481,7 +526,9 @@ import Testing
             try await store.close()
             try await location.execute(
                 ["version", "serial", "phase", "health", "failure_count"].map { "ALTER TABLE service_status DROP COLUMN \($0)" } + [
-                    "ALTER TABLE agents DROP COLUMN hostname_before", "DELETE FROM ferry_schema WHERE version >= 6",
+                    "ALTER TABLE agents DROP COLUMN hostname_before", "ALTER TABLE agents DROP COLUMN conflict_hostnames",
+                    "ALTER TABLE agents DROP COLUMN conflict_noticed_at", "ALTER TABLE agents DROP COLUMN conflict_last_switch_at",
+                    "DELETE FROM ferry_schema WHERE version >= 6",
                 ]
             )
             let migrated = try await location.open()

@@ -13,7 +13,9 @@ import Synchronization
 /// A conflict is `switchBacks` returns to the hostname before the last one within `window`. It is said once per
 /// `window` per agent, while it lasts. Kept in memory, per controller; with several controllers each also counts the
 /// switches the others stored in between (`observe`'s `before`, from the agents row), so every controller that
-/// receives either host's reports notices the conflict.
+/// receives either host's reports notices the conflict. Each switch-back of a standing conflict is also stored on the
+/// agents row (`ControllerStore.recordIdentityConflict`), which is what a controller that receives neither host's
+/// reports, or one just restarted, shows.
 final class AgentIdentityWatch: Sendable {
     /// What was noticed: the agent and the two hostnames reporting as it.
     struct Conflict: Sendable, Equatable {
@@ -27,6 +29,14 @@ final class AgentIdentityWatch: Sendable {
         var hostnames: [String]
         var noticedAt: Date
         var lastSwitchAt: Date
+
+        /// One conflict from two views of it (this controller's and the database's): the earlier notice, the later
+        /// switch-back and its hostnames.
+        static func combined(_ first: Standing?, _ second: Standing?) -> Standing? {
+            guard let first, let second else { return first ?? second }
+            let later = first.lastSwitchAt >= second.lastSwitchAt ? first : second
+            return Standing(hostnames: later.hostnames, noticedAt: min(first.noticedAt, second.noticedAt), lastSwitchAt: later.lastSwitchAt)
+        }
     }
 
     private struct Entry {

@@ -76,8 +76,10 @@ struct AgentRoutes: Sendable {
         }
         let agent = enrolled.agent
         if enrolled.replaced {
-            // The old token must stop working at once, here and in any cache.
+            // The old token must stop working at once, here and in any cache; a conflict of two hosts sharing it ends
+            // with it (the store cleared its record of one).
             core.tokenRevoked()
+            core.identities.forget(agentID: agent.id)
         }
         core.desiredStates.agentEnrolled(id: agent.id)
         core.logger.info(

@@ -62,6 +62,18 @@ struct StatusReportIntake: Sendable {
                 metadata: ["ferry.agent.id": "\(id)", "ferry.agent.hostnames": "\(conflict.hostnames.joined(separator: ", "))"]
             )
         }
+        // A switch-back of a standing conflict is stored too: every controller's agent page shows it (an operator's
+        // request may reach a controller neither host reports to), and so does this one after a restart.
+        if let standing = core.identities.standing(agentID: id, at: receivedAt), standing.lastSwitchAt == receivedAt {
+            do {
+                try await core.store.recordIdentityConflict(agentID: id, standing, window: core.identities.window)
+            } catch {
+                core.logger.warning(
+                    "Storing an identity conflict failed; this controller still shows it",
+                    metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"]
+                )
+            }
+        }
         var running: [String: Int64] = [:]
         for service in report.services { running[service.service] = service.serial }
         core.desiredStates.statusReceived(agentID: id, running: running)

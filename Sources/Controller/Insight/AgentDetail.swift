@@ -10,8 +10,8 @@ struct AgentDetail: Sendable {
     var statuses: [String: ServiceStatusRecord]
     /// The newest reports first, at most `historyCount`.
     var history: [StatusHistoryEntry]
-    /// Two running agents reporting as this one, as this controller saw it (`AgentIdentityWatch`); `nil` when none
-    /// stands.
+    /// Two running agents reporting as this one: as this controller saw it (`AgentIdentityWatch`) and as the database
+    /// holds it (written by every controller that followed it), together; `nil` when none stands.
     var identityConflict: AgentIdentityWatch.Standing? = nil
 
     /// How many of the agent's stored reports are shown.
@@ -24,12 +24,16 @@ struct AgentDetail: Sendable {
         guard let record = found else { return nil }
         var statuses: [String: ServiceStatusRecord] = [:]
         for status in try await core.store.serviceStatuses(agentID: record.id) { statuses[status.status.service] = status }
+        let now = core.now()
+        let stored = try await core.store.identityConflict(agentID: record.id).flatMap { conflict in
+            now.timeIntervalSince(conflict.lastSwitchAt) < core.identities.window ? conflict : nil
+        }
         return AgentDetail(
             record: record,
             isStale: core.isStale(record, at: core.now()),
             statuses: statuses,
             history: try await core.store.statusHistory(agentID: record.id, limit: historyCount),
-            identityConflict: core.identities.standing(agentID: record.id, at: core.now())
+            identityConflict: AgentIdentityWatch.Standing.combined(core.identities.standing(agentID: record.id, at: now), stored)
         )
     }
 

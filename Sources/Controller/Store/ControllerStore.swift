@@ -87,6 +87,15 @@ protocol ControllerStore: Sendable {
     /// Every agent, sorted by name.
     func agents() async throws -> [AgentRecord]
 
+    /// Stores a standing identity conflict of `agentID` (`AgentIdentityWatch`) at a switch-back, so every controller
+    /// shows it, and after a restart: the earliest notice while it stands (a stored conflict lapses `window` after its
+    /// last switch-back) and the latest switch-back. Nothing for an agent that is not enrolled.
+    func recordIdentityConflict(agentID: String, _ conflict: AgentIdentityWatch.Standing, window: TimeInterval) async throws
+
+    /// The identity conflict last stored for `agentID`, standing or lapsed (the caller judges by its last switch-back);
+    /// `nil` when none was stored since the agent enrolled.
+    func identityConflict(agentID: String) async throws -> AgentIdentityWatch.Standing?
+
     /// Records a status report: the latest per service, one history entry (keeping the newest `historyLimit`), and
     /// the agent's last-seen time, version and process manager.
     /// - Throws: `StoreError.unknownAgent`.

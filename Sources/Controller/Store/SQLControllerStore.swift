@@ -200,7 +200,8 @@ final class SQLControllerStore: ControllerStore {
                         INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
                         VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now))
                         ON CONFLICT (name) DO UPDATE SET
-                            hostname = excluded.hostname, services = excluded.services, token_hash = excluded.token_hash
+                            hostname = excluded.hostname, services = excluded.services, token_hash = excluded.token_hash,
+                            conflict_hostnames = NULL, conflict_noticed_at = NULL, conflict_last_switch_at = NULL
                         RETURNING \(unsafeRaw: Self.agentColumns)
                         """
                     ).first()
@@ -270,6 +271,54 @@ final class SQLControllerStore: ControllerStore {
 
     func agents() async throws -> [AgentRecord] {
         try await readDB.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents ORDER BY name").all().map(Self.agent(from:))
+    }
+
+    // MARK: Identity conflicts
+
+    func recordIdentityConflict(agentID: String, _ conflict: AgentIdentityWatch.Standing, window: TimeInterval) async throws {
+        let hostnames = String(decoding: JSONValue.array(conflict.hostnames.map { .string($0) }).encoded(), as: UTF8.self)
+        let noticed = StoredTime.milliseconds(conflict.noticedAt)
+        let last = StoredTime.milliseconds(conflict.lastSwitchAt)
+        // A stored conflict whose last switch-back is this long before this one had lapsed: this one starts afresh.
+        let lapsed = StoredTime.milliseconds(conflict.lastSwitchAt.addingTimeInterval(-window))
+        // Every controller that follows the conflict writes it: the earliest notice of the conflict standing, and the
+        // latest switch-back, whichever controller saw them. (NULL compares as unknown: the new values are taken.)
+        try await transaction { db in
+            try await db.raw(
+                """
+                UPDATE agents SET
+                    conflict_noticed_at = CASE
+                        WHEN conflict_last_switch_at > \(bind: lapsed) AND conflict_noticed_at < \(bind: noticed) THEN conflict_noticed_at
+                        ELSE \(bind: noticed) END,
+                    conflict_last_switch_at = CASE
+                        WHEN conflict_last_switch_at > \(bind: last) THEN conflict_last_switch_at ELSE \(bind: last) END,
+                    conflict_hostnames = \(bind: hostnames)
+                WHERE id = \(bind: agentID)
+                """
+            ).run()
+        }
+    }
+
+    func identityConflict(agentID: String) async throws -> AgentIdentityWatch.Standing? {
+        guard
+            let row = try await readDB.raw(
+                """
+                SELECT conflict_hostnames, conflict_noticed_at, conflict_last_switch_at FROM agents
+                WHERE id = \(bind: agentID) AND conflict_hostnames IS NOT NULL
+                """
+            ).first(),
+            let noticed = try row.decode(column: "conflict_noticed_at", as: Int64?.self),
+            let last = try row.decode(column: "conflict_last_switch_at", as: Int64?.self)
+        else { return nil }
+        let text = try row.decode(column: "conflict_hostnames", as: String.self)
+        guard case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) else {
+            throw StoreError.corruptRow(table: "agents", reason: "conflict_hostnames is not a JSON array")
+        }
+        let hostnames = items.compactMap { item -> String? in
+            if case .string(let name) = item { return name }
+            return nil
+        }
+        return AgentIdentityWatch.Standing(hostnames: hostnames, noticedAt: StoredTime.date(noticed), lastSwitchAt: StoredTime.date(last))
     }
 
     static func agent(from row: any SQLRow) throws -> AgentRecord {

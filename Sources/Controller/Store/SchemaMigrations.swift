@@ -306,6 +306,18 @@ enum SchemaMigrations {
                 "ALTER TABLE agents ADD COLUMN hostname_before TEXT"
             ]
         ),
+        Migration(
+            version: 9,
+            description: "each agent's identity conflict, for every controller and after a restart",
+            statements: [
+                // Written at each switch-back of a standing conflict (`recordIdentityConflict`), read by the agent's page:
+                // the two hostnames (a JSON array), when the conflict was first noticed and when a report last switched
+                // back. NULL: none was ever noticed. Cleared when the agent is enrolled afresh (a new token).
+                "ALTER TABLE agents ADD COLUMN conflict_hostnames TEXT",
+                "ALTER TABLE agents ADD COLUMN conflict_noticed_at INTEGER",
+                "ALTER TABLE agents ADD COLUMN conflict_last_switch_at INTEGER",
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.
