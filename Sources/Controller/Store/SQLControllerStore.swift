@@ -310,26 +310,27 @@ final class SQLControllerStore: ControllerStore {
             let noticed = try row.decode(column: "conflict_noticed_at", as: Int64?.self),
             let last = try row.decode(column: "conflict_last_switch_at", as: Int64?.self)
         else { return nil }
-        let text = try row.decode(column: "conflict_hostnames", as: String.self)
+        return AgentIdentityWatch.Standing(
+            hostnames: try Self.strings(inAgentsColumn: "conflict_hostnames", of: row),
+            noticedAt: StoredTime.date(noticed),
+            lastSwitchAt: StoredTime.date(last)
+        )
+    }
+
+    /// The strings of a JSON array stored in `column` of an `agents` row.
+    private static func strings(inAgentsColumn column: String, of row: any SQLRow) throws -> [String] {
+        let text = try row.decode(column: column, as: String.self)
         guard case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) else {
-            throw StoreError.corruptRow(table: "agents", reason: "conflict_hostnames is not a JSON array")
+            throw StoreError.corruptRow(table: "agents", reason: "\(column) is not a JSON array")
         }
-        let hostnames = items.compactMap { item -> String? in
+        return items.compactMap { item -> String? in
             if case .string(let name) = item { return name }
             return nil
         }
-        return AgentIdentityWatch.Standing(hostnames: hostnames, noticedAt: StoredTime.date(noticed), lastSwitchAt: StoredTime.date(last))
     }
 
     static func agent(from row: any SQLRow) throws -> AgentRecord {
-        let servicesText = try row.decode(column: "services", as: String.self)
-        guard case .array(let items)? = try? JSONValue.parse(Array(servicesText.utf8)) else {
-            throw StoreError.corruptRow(table: "agents", reason: "services is not a JSON array")
-        }
-        let services = items.compactMap { item -> String? in
-            if case .string(let name) = item { return name }
-            return nil
-        }
+        let services = try strings(inAgentsColumn: "services", of: row)
         return AgentRecord(
             id: try row.decode(column: "id", as: String.self),
             name: try row.decode(column: "name", as: String.self),
