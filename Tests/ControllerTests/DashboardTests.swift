@@ -225,6 +225,10 @@ private let hostileTexts: [HostileText] = [
     HostileText(raw: "&lt;b&gt; & co", escaped: "&amp;lt;b&amp;gt; &amp; co"),
     // Values are not templates: Mustache tags in them stay text.
     HostileText(raw: "{{generatedAt}}{{{reason}}}", escaped: "{{generatedAt}}{{{reason}}}"),
+    // A right-to-left override would show another name; a C1 control, whatever a browser makes of it: shown escaped, as
+    // the command line shows them (names refuse C0 controls already).
+    HostileText(raw: "evil\u{202E}gnp.exe", escaped: #"evil\u202egnp.exe"#),
+    HostileText(raw: "a\u{9B}31m\u{2066}<b>", escaped: #"a\u009b31m\u2066&lt;b&gt;"#),
 ]
 
 // MARK: Page helpers

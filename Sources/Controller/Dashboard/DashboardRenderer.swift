@@ -4,8 +4,9 @@ import Shared
 
 /// Renders a `FleetSnapshot` as the dashboard's HTML page.
 ///
-/// Every value reaches the page through a Mustache `{{variable}}`, which escapes `<`, `>`, `&`, `"` and `'`: agent
-/// names, messages and failure reasons come from agents and operators and must never become markup. Enumerated values
+/// Every value reaches the page through a Mustache `{{variable}}`, which escapes `<`, `>`, `&`, `"` and `'` and shows
+/// control and bidirectional formatting characters as `\uXXXX` (`DashboardHTML`): agent names, messages and failure
+/// reasons come from agents and operators and must never become markup, nor turn text around. Enumerated values
 /// (phases, states, kinds) are also used as CSS classes and `data-` attributes, which the browser check and the
 /// refresh script rely on.
 struct DashboardRenderer: Sendable {
@@ -19,7 +20,7 @@ struct DashboardRenderer: Sendable {
 
     /// - Throws: only if the embedded template were malformed (a programming error caught by the tests).
     init() throws {
-        template = try MustacheTemplate(string: DashboardTemplate.page)
+        template = try MustacheTemplate(string: DashboardHTML.pragma + DashboardTemplate.page)
     }
 
     func render(_ fleet: FleetSnapshot) -> String {

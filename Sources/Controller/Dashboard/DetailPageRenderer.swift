@@ -4,7 +4,7 @@ import Shared
 
 /// Renders the dashboard's detail pages (`DetailPageTemplate`): one agent, one rollout.
 ///
-/// As on the fleet page, every value reaches the HTML through an escaping `{{variable}}` (log lines, messages, names
+/// As on the fleet page, every value reaches the HTML through an escaping `{{variable}}` (`DashboardHTML`; log lines, messages, names
 /// and health bodies come from apps, agents and operators), and every key a section reads is set explicitly in its
 /// own context, so a missing value never picks up an outer one.
 struct DetailPageRenderer: Sendable {
@@ -13,8 +13,8 @@ struct DetailPageRenderer: Sendable {
 
     /// - Throws: only if an embedded template were malformed (a programming error caught by the tests).
     init() throws {
-        agentTemplate = try MustacheTemplate(string: DetailPageTemplate.agent)
-        rolloutTemplate = try MustacheTemplate(string: DetailPageTemplate.rollout)
+        agentTemplate = try MustacheTemplate(string: DashboardHTML.pragma + DetailPageTemplate.agent)
+        rolloutTemplate = try MustacheTemplate(string: DashboardHTML.pragma + DetailPageTemplate.rollout)
     }
 
     // MARK: Agent
@@ -145,7 +145,7 @@ struct DetailPageRenderer: Sendable {
             "logs": diagnosis.logs.map { tail -> [String: Any] in
                 [
                     "app": tail.app, "stream": tail.stream.rawValue, "pmIds": tail.pmIds.map(String.init).joined(separator: ", "),
-                    "truncated": tail.truncated, "lineCount": tail.lines.count, "text": tail.lines.joined(separator: "\n"),
+                    "truncated": tail.truncated, "lineCount": tail.lines.count, "text": tail.lines.map(TerminalText.droppingColors).joined(separator: "\n"),
                 ]
             },
         ]
