@@ -145,7 +145,8 @@ struct DetailPageRenderer: Sendable {
             "logs": diagnosis.logs.map { tail -> [String: Any] in
                 [
                     "app": tail.app, "stream": tail.stream.rawValue, "pmIds": tail.pmIds.map(String.init).joined(separator: ", "),
-                    "truncated": tail.truncated, "lineCount": tail.lines.count, "text": tail.lines.map(TerminalText.droppingColors).joined(separator: "\n"),
+                    "truncated": tail.truncated, "lineCount": tail.lines.count,
+                    "text": tail.lines.map(TerminalText.droppingColors).joined(separator: "\n"),
                 ]
             },
         ]
