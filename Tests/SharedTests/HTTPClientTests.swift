@@ -302,11 +302,12 @@ struct HTTPClientTests {
 
     // MARK: Helpers
 
-    /// A loopback port nothing listens on (bound, then closed).
+    /// A loopback port nothing listens on, and nothing ever did in this process (`LoopbackPorts`: checked free by a
+    /// bind without a listen, then claimed). Not a server's port after it stopped: a child another test forks in that
+    /// moment holds the listening socket until its exec, and the kernel would accept a connection there and then reset
+    /// it (a reset, not a refusal).
     static func closedPort() async throws -> Int {
-        let server = try ScriptedHTTPServer { _ in [] }
-        await server.stop()
-        return server.port
+        try LoopbackPorts.reserve()
     }
 
     /// Polls `condition` every 10 ms until it holds, failing after `timeout`: waits for something the test set in motion to show (a request arriving, a child starting). The deadline only
