@@ -131,12 +131,18 @@ extension ReleaseComposer {
     static func composePrintingWarnings(_ input: Input) throws -> Output {
         do {
             let output = try compose(input)
-            for warning in output.warnings { Console.error("warning: \(warning)") }
+            for warning in output.warnings { printWarning(warning) }
             return output
         } catch ComposeError.problems(let errors, let warnings) {
-            for warning in warnings { Console.error("warning: \(warning)") }
+            for warning in warnings { printWarning(warning) }
             throw ComposeError.problems(errors, warnings: [])
         }
+    }
+
+    /// A warning on standard error, escaped as `Console` escapes (which this file, also built into the ecosystem fuzz
+    /// target, cannot use): a warning quotes the ecosystem file's names and values.
+    private static func printWarning(_ warning: String) {
+        FileHandle.standardError.write(Data((TerminalText.safe("warning: \(warning)") + "\n").utf8))
     }
 }
 
