@@ -224,8 +224,27 @@ struct AgentIdentityWatchTests {
                 #expect(html.contains(#"id="identity-conflict" data-hostnames="ip-10-0-1-2 and ip-10-0-1-3""#))
                 let (_, renamedHTML) = try await InsightRoutesTests.page(client, "/agents/renamed", token: fixture.viewerToken)
                 #expect(!renamedHTML.contains("identity-conflict"))
+                // And where an operator looks at the whole fleet: the fleet document, `agents` and the dashboard's rows.
+                try await Self.expectFleetFlags(client, token: fixture.viewerToken, ["renamed": false, "twin": true])
             }
             #expect(fixture.counter("ferry_agent_identity_conflicts_total") == 1)
+        }
+    }
+
+    /// `/v1/fleet`, the `agents` table and the dashboard's agent rows flag exactly the agents `expected` says.
+    static func expectFleetFlags(_ client: any TestClientProtocol, token: String, _ expected: [String: Bool]) async throws {
+        let fleet = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/fleet", token: token))
+        let agents = FleetDocument.agents(fleet)
+        var flags: [String: Bool] = [:]
+        for agent in agents { flags[FleetDocument.text(agent["name"])] = agent["identityConflict"] == .bool(true) }
+        #expect(flags == expected)
+        let table = AgentsListCommand.table(agents)
+        let (_, html) = try await InsightRoutesTests.page(client, "/", token: token)
+        for (name, flagged) in expected {
+            let line = table.split(separator: "\n").first { $0.contains(" \(name)") }
+            #expect(line?.contains("\(name) (identity conflict)") == flagged, "\(table)")
+            let row = html.components(separatedBy: "data-agent=\"\(name)\"").dropFirst().first?.components(separatedBy: "</tr>").first
+            #expect(row?.contains("data-identity-conflict") == flagged, "\(name): \(row ?? "no row")")
         }
     }
 
@@ -262,6 +281,7 @@ struct AgentIdentityWatchTests {
                 #expect(noticed <= last)
                 let (_, html) = try await InsightRoutesTests.page(client, "/agents/twin", token: fixture.viewerToken)
                 #expect(html.contains(#"id="identity-conflict" data-hostnames="ip-10-0-1-2 and ip-10-0-1-3""#))
+                try await Self.expectFleetFlags(client, token: fixture.viewerToken, ["twin": true])
                 // One more turn here: the stored conflict and this controller's own view make one.
                 try await Self.report(client, twin, hostname: "ip-10-0-1-3")
                 let again = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/agents/twin", token: fixture.viewerToken))
@@ -272,6 +292,7 @@ struct AgentIdentityWatchTests {
                 #expect(try await fixture.store.identityConflict(agentID: twin.id) == nil)
                 let replaced = try await ControllerFixture.json(InsightRoutesTests.get(client, "/v1/agents/twin", token: fixture.viewerToken))
                 #expect(replaced.object?["identityConflict"] == .null)
+                try await Self.expectFleetFlags(client, token: fixture.viewerToken, ["twin": false])
             }
         }
     }

@@ -55,6 +55,13 @@ struct ControllerCore: Sendable {
         (agent.lastSeen ?? agent.enrolledAt) < staleBefore(instant)
     }
 
+    /// Whether two running agents report as `agent` at `instant`: a conflict this controller's watch sees standing, or
+    /// one the controllers stored (`AgentRecord.identityConflictAt`) with a switch-back within the watch's window.
+    func hasIdentityConflict(_ agent: AgentRecord, at instant: Date) -> Bool {
+        if let last = agent.identityConflictAt, instant.timeIntervalSince(last) < identities.window { return true }
+        return identities.standing(agentID: agent.id, at: instant) != nil
+    }
+
     /// The instant before which an agent's last report (or, without one, its enrolment) makes it stale at `instant`:
     /// `staleAfter` earlier. The store's counts (`fleetCounts`, `agentTotals`) take it.
     func staleBefore(_ instant: Date) -> Date {

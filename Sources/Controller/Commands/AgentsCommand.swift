@@ -35,14 +35,21 @@ struct AgentsListCommand: AsyncParsableCommand {
             Console.print("no agents enrolled")
             return
         }
+        Console.print(Self.table(agents))
+    }
+
+    /// The agents as a table; an agent two running agents report as is named with "(identity conflict)".
+    static func table(_ agents: [[String: JSONValue]]) -> String {
         let rows = agents.map { agent in
             [
-                FleetDocument.text(agent["id"]), FleetDocument.text(agent["name"]), FleetDocument.text(agent["hostname"]),
+                FleetDocument.text(agent["id"]),
+                FleetDocument.text(agent["name"]) + (agent["identityConflict"] == .bool(true) ? " (identity conflict)" : ""),
+                FleetDocument.text(agent["hostname"]),
                 FleetDocument.array(agent["services"]).compactMap { $0.object.map { FleetDocument.text($0["service"]) } }.joined(separator: ","),
                 FleetDocument.text(agent["agentVersion"]), FleetDocument.lastSeen(agent),
             ]
         }
-        Console.print(TextTable.render(headers: ["ID", "NAME", "HOSTNAME", "SERVICES", "AGENT", "LAST SEEN"], rows: rows))
+        return TextTable.render(headers: ["ID", "NAME", "HOSTNAME", "SERVICES", "AGENT", "LAST SEEN"], rows: rows)
     }
 }
 

@@ -179,6 +179,7 @@ struct DashboardRenderer: Sendable {
         ]
         // Keys only when set: the template's sections test presence.
         if let version = record.trustRootVersion { row["trustRootVersion"] = String(version) }
+        if agent.identityConflict { row["identityConflict"] = true }
         // Why the agent admits no new release under its trust root ("trust root expired", a root it cannot accept).
         if let problem = record.trustRootProblem {
             row["trustRootProblem"] = problem

@@ -49,7 +49,9 @@ enum DashboardTemplate {
         data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
         <th scope="row" title="{{id}}"><a class="agent" role="link" tabindex="0" data-open="/agents/{{path}}">{{name}}</a><small>{{hostname}}</small>\
         <small>{{agentVersion}} {{processManager}}{{#trustRootVersion}} · root {{trustRootVersion}}{{/trustRootVersion}}</small>\
-        {{#trustRootProblem}}<span class="badge tone-bad" data-trust-root-problem title="{{trustRootProblem}}">{{shortTrustRootProblem}}</span>{{/trustRootProblem}}</th>
+        {{#trustRootProblem}}<span class="badge tone-bad" data-trust-root-problem title="{{trustRootProblem}}">{{shortTrustRootProblem}}</span>{{/trustRootProblem}}\
+        {{#identityConflict}}<span class="badge tone-bad" data-identity-conflict \
+        title="two running agents report as this agent: see its page">identity conflict</span>{{/identityConflict}}</th>
         <td class="seen">{{#stale}}<span class="badge stale" title="no status report for three poll intervals">stale</span> {{/stale}}\
         {{lastSeen}}<small>{{lastSeenAt}}</small></td>
         {{#cells}}

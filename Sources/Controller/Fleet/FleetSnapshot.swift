@@ -10,6 +10,8 @@ struct FleetSnapshot: Sendable {
         var isStale: Bool
         /// Latest status per service the agent reported, by service name.
         var statuses: [String: ServiceStatusRecord]
+        /// Two running agents report as this one (`ControllerCore.hasIdentityConflict`).
+        var identityConflict = false
     }
 
     var generatedAt: Date
@@ -89,7 +91,12 @@ struct FleetSnapshot: Sendable {
             statuses[status.agentID, default: [:]][status.status.service] = status
         }
         let agents = page.agents.map { record in
-            Agent(record: record, isStale: core.isStale(record, at: now), statuses: statuses[record.id] ?? [:])
+            Agent(
+                record: record,
+                isStale: core.isStale(record, at: now),
+                statuses: statuses[record.id] ?? [:],
+                identityConflict: core.hasIdentityConflict(record, at: now)
+            )
         }
         return (agents, page.total)
     }
@@ -176,7 +183,7 @@ struct FleetSnapshot: Sendable {
             "id": .string(record.id), "name": .string(record.name), "hostname": .string(record.hostname),
             "enrolledAt": .string(Timestamp.format(record.enrolledAt)),
             "lastSeen": record.lastSeen.map { .string(Timestamp.format($0)) } ?? .null,
-            "stale": .bool(agent.isStale),
+            "stale": .bool(agent.isStale), "identityConflict": .bool(agent.identityConflict),
             "agentVersion": record.agentVersion.map { .string($0) } ?? .null,
             "processManager": record.processManager.map { .string($0) } ?? .null,
             "trustRoot": .object([

@@ -159,7 +159,8 @@ final class SQLControllerStore: ControllerStore {
     // MARK: Agents
 
     static let agentColumns =
-        "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager, trust_root_version, trust_root_problem"
+        "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager, trust_root_version, trust_root_problem, "
+        + "conflict_last_switch_at"
 
     func enrollAgent(
         proposedID: String,
@@ -341,7 +342,8 @@ final class SQLControllerStore: ControllerStore {
             agentVersion: try row.decode(column: "agent_version", as: String?.self),
             processManager: try row.decode(column: "process_manager", as: String?.self),
             trustRootVersion: try row.decode(column: "trust_root_version", as: Int64?.self),
-            trustRootProblem: try row.decode(column: "trust_root_problem", as: String?.self)
+            trustRootProblem: try row.decode(column: "trust_root_problem", as: String?.self),
+            identityConflictAt: try row.decode(column: "conflict_last_switch_at", as: Int64?.self).map(StoredTime.date)
         )
     }
 

@@ -69,6 +69,8 @@ struct AgentRecord: Sendable, Equatable {
     var trustRootVersion: Int64? = nil
     /// Why the agent admits no new release under its trust root (expired, a newer root it could not accept).
     var trustRootProblem: String? = nil
+    /// The last switch-back of the agent's stored identity conflict (`recordIdentityConflict`), standing or lapsed.
+    var identityConflictAt: Date? = nil
 }
 
 /// The latest status of one service on one agent.
