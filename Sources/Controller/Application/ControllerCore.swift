@@ -58,7 +58,7 @@ struct ControllerCore: Sendable {
     /// Whether two running agents report as `agent` at `instant`: a conflict this controller's watch sees standing, or
     /// one the controllers stored (`AgentRecord.identityConflictAt`) with a switch-back within the watch's window.
     func hasIdentityConflict(_ agent: AgentRecord, at instant: Date) -> Bool {
-        if let last = agent.identityConflictAt, instant.timeIntervalSince(last) < identities.window { return true }
+        if let last = agent.identityConflictAt, identities.stands(lastSwitchAt: last, at: instant) { return true }
         return identities.standing(agentID: agent.id, at: instant) != nil
     }
 

@@ -112,6 +112,12 @@ final class AgentIdentityWatch: Sendable {
         }
     }
 
+    /// Whether a conflict whose last switch-back was at `lastSwitchAt` still stands at `instant` (one stored by any
+    /// controller, say): a switch-back within `window`.
+    func stands(lastSwitchAt: Date, at instant: Date) -> Bool {
+        instant.timeIntervalSince(lastSwitchAt) < window
+    }
+
     /// Forgets `agentID` (removed, or enrolled afresh under a new identity).
     func forget(agentID: String) {
         _ = entries.withLock { $0.removeValue(forKey: agentID) }

@@ -25,12 +25,14 @@ struct AgentDetail: Sendable {
         var statuses: [String: ServiceStatusRecord] = [:]
         for status in try await core.store.serviceStatuses(agentID: record.id) { statuses[status.status.service] = status }
         let now = core.now()
-        let stored = try await core.store.identityConflict(agentID: record.id).flatMap { conflict in
-            now.timeIntervalSince(conflict.lastSwitchAt) < core.identities.window ? conflict : nil
+        // The row already says when the stored conflict last switched back: its hostnames are read only if it stands.
+        var stored: AgentIdentityWatch.Standing? = nil
+        if let last = record.identityConflictAt, core.identities.stands(lastSwitchAt: last, at: now) {
+            stored = try await core.store.identityConflict(agentID: record.id)
         }
         return AgentDetail(
             record: record,
-            isStale: core.isStale(record, at: core.now()),
+            isStale: core.isStale(record, at: now),
             statuses: statuses,
             history: try await core.store.statusHistory(agentID: record.id, limit: historyCount),
             identityConflict: AgentIdentityWatch.Standing.combined(core.identities.standing(agentID: record.id, at: now), stored)

@@ -283,8 +283,10 @@ final class SQLControllerStore: ControllerStore {
         // A stored conflict whose last switch-back is this long before this one had lapsed: this one starts afresh.
         let lapsed = StoredTime.milliseconds(conflict.lastSwitchAt.addingTimeInterval(-window))
         // Every controller that follows the conflict writes it: the earliest notice of the conflict standing, and the
-        // latest switch-back, whichever controller saw them. (NULL compares as unknown: the new values are taken.)
-        try await transaction { db in
+        // latest switch-back, whichever controller saw them. (NULL compares as unknown: the new values are taken.) One
+        // agent's row, written on a status report's path: like status writes, it skips the writers' lock (row locks order
+        // it on PostgreSQL).
+        try await backend.transaction(exclusive: false) { db in
             try await db.raw(
                 """
                 UPDATE agents SET
