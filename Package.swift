@@ -68,6 +68,8 @@ let package = Package(
                 "Shared",
                 // Reads the artifact's file tree so publish and plan check every script before shipping.
                 "CArchive",
+                // Verifies EC2 instance identity documents (PKCS #7) at enrolment.
+                "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

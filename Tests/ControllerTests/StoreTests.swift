@@ -528,6 +528,7 @@ import Testing
                 ["version", "serial", "phase", "health", "failure_count"].map { "ALTER TABLE service_status DROP COLUMN \($0)" } + [
                     "ALTER TABLE agents DROP COLUMN hostname_before", "ALTER TABLE agents DROP COLUMN conflict_hostnames",
                     "ALTER TABLE agents DROP COLUMN conflict_noticed_at", "ALTER TABLE agents DROP COLUMN conflict_last_switch_at",
+                    "DROP INDEX agents_instance_id", "ALTER TABLE agents DROP COLUMN instance_id",
                     "DELETE FROM ferry_schema WHERE version >= 6",
                 ]
             )

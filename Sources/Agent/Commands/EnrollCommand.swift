@@ -52,7 +52,7 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "How the agent tells this machine from a copy of it (an image baked after enrolment): machine-id (default), ec2 (the instance id, new on every instance) or none.",
+            "How the agent tells this machine from a copy of it (an image baked after enrolment): machine-id (default), ec2 (the instance id, new on every instance; enrolment also sends the signed instance identity document) or none.",
             valueName: "SOURCE"
         )
     )
@@ -139,6 +139,15 @@ struct EnrollCommand: AsyncParsableCommand {
             }
             printError("warning: this machine could not be identified, so a copy of it would not be told apart: \(error)")
         }
+        // An EC2 instance also proves who it is: a controller set up for it enrolls only instances that do, each once.
+        var proof: InstanceIdentityProof?
+        if identity?.source == .ec2 {
+            do {
+                proof = try await MachineIdentityReader(configuration: identityReader).instanceIdentityProof()
+            } catch {
+                printError("warning: the instance identity document could not be read, so this enrolment proves no instance: \(error)")
+            }
+        }
 
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.caFile = caFile.map(Self.absolute)
@@ -155,7 +164,7 @@ struct EnrollCommand: AsyncParsableCommand {
         let response = try await AgentControllerClient.enroll(
             baseURL: controller,
             enrollToken: enrollToken,
-            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace),
+            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace, instanceIdentity: proof),
             http: HTTPClient(configuration: httpConfiguration)
         )
 

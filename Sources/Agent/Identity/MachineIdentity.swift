@@ -131,10 +131,45 @@ struct MachineIdentityReader: Sendable {
     }
 
     private func instanceIDOnce() async throws(MachineIdentityError) -> String {
+        let session = try await metadataSession(maxResponseBytes: 1024)
+        let id = try await session.get("/latest/meta-data/instance-id", what: "the instance id")
+        guard Self.isInstanceID(id) else {
+            throw MachineIdentityError(
+                description:
+                    "the instance metadata service (\(session.base)/latest/meta-data/instance-id) answered something that is not an instance id (i- and 8 or 17 hex digits)"
+            )
+        }
+        return id
+    }
+
+    /// The metadata service with an IMDSv2 session token: what every read of it goes through.
+    struct MetadataSession: Sendable {
+        let client: HTTPClient
+        let base: String
+        let token: String
+
+        /// The text at `path` (surrounding white space dropped), or why there is none.
+        func get(_ path: String, what: String) async throws(MachineIdentityError) -> String {
+            let url = base + path
+            let response: HTTPClient.Response
+            do {
+                response = try await client.send(.init(url: url, headers: ["X-aws-ec2-metadata-token": token]))
+            } catch {
+                throw MachineIdentityReader.failure(error, url: url)
+            }
+            guard response.status == 200 else {
+                throw MachineIdentityError(description: "the instance metadata service refused \(what) (\(url) answered \(response.status))")
+            }
+            return String(decoding: response.body, as: UTF8.self).trimmingCharacters(in: [" ", "\t", "\r", "\n"])
+        }
+    }
+
+    /// Asks for a session token (IMDSv2): `PUT /latest/api/token`.
+    func metadataSession(maxResponseBytes: Int) async throws(MachineIdentityError) -> MetadataSession {
         var http = HTTPClient.Configuration()
         http.connectTimeout = configuration.timeout
         http.timeout = configuration.timeout
-        http.maxResponseBytes = 1024
+        http.maxResponseBytes = maxResponseBytes
         http.bypassProxy = true
         let client = HTTPClient(configuration: http)
         let base = configuration.metadataURL.hasSuffix("/") ? String(configuration.metadataURL.dropLast()) : configuration.metadataURL
@@ -160,28 +195,11 @@ struct MachineIdentityReader: Sendable {
                 description: "the instance metadata service (\(tokenURL)) answered a session token that is empty or not printable"
             )
         }
-
-        let idURL = "\(base)/latest/meta-data/instance-id"
-        let idResponse: HTTPClient.Response
-        do {
-            idResponse = try await client.send(.init(url: idURL, headers: ["X-aws-ec2-metadata-token": token]))
-        } catch {
-            throw Self.failure(error, url: idURL)
-        }
-        guard idResponse.status == 200 else {
-            throw MachineIdentityError(description: "the instance metadata service refused the instance id (\(idURL) answered \(idResponse.status))")
-        }
-        let id = String(decoding: idResponse.body, as: UTF8.self).trimmingCharacters(in: [" ", "\t", "\r", "\n"])
-        guard Self.isInstanceID(id) else {
-            throw MachineIdentityError(
-                description: "the instance metadata service (\(idURL)) answered something that is not an instance id (i- and 8 or 17 hex digits)"
-            )
-        }
-        return id
+        return MetadataSession(client: client, base: base, token: token)
     }
 
     /// A request that got no usable answer. Only a service that could not be reached is asked again.
-    private static func failure(_ error: HTTPClientError, url: String) -> MachineIdentityError {
+    static func failure(_ error: HTTPClientError, url: String) -> MachineIdentityError {
         switch error {
         case .connectionFailed, .timedOut:
             return .unreachable("the instance metadata service (\(url)) did not answer: \(error)")

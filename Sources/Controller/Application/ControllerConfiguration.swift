@@ -46,6 +46,9 @@ struct ControllerConfiguration: Sendable {
     var connectionLimits = ConnectionLimits()
     /// Where the store lives. Default `.sqlite`: `databasePath` in the data directory.
     var database: DatabaseSelection = .sqlite
+    /// EC2 enrolment attestation: when set, an enrollment token enrolls only an instance whose signed identity document
+    /// verifies and names an allowed account, and each instance once. Default `nil`: any holder of the token enrolls.
+    var instanceIdentity: InstanceIdentityVerifier?
 
     init(trustPolicy: TrustPolicy) {
         self.trustAnchor = .trustedKeys(trustPolicy)

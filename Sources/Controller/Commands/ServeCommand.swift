@@ -15,11 +15,12 @@ struct ServeCommand: AsyncParsableCommand {
             list, FERRY_THRESHOLD, FERRY_TRUST_ROOT, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
             FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL, FERRY_TLS_CERT, FERRY_TLS_KEY, \
             FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS, FERRY_DATABASE, FERRY_DATABASE_POOL_SIZE, \
-            FERRY_DATABASE_STATEMENT_TIMEOUT, FERRY_DATABASE_CA_FILE) and a key in the optional --config file \
+            FERRY_DATABASE_STATEMENT_TIMEOUT, FERRY_DATABASE_CA_FILE, FERRY_INSTANCE_IDENTITY_CERT, \
+            FERRY_INSTANCE_IDENTITY_ACCOUNTS as a comma-separated list) and a key in the optional --config file \
             (YAML or JSON: listen, dataDir, trustedKeys, threshold, trustRoot, pollSeconds, maxBodyBytes, maxStatusBytes, \
             maxArtifactBytes, statusHistory, logLevel, tlsCert, tlsKey, headerTimeout, idleTimeout, maxConnections, \
-            database, databasePoolSize, databaseStatementTimeout, databaseCAFile). Flags win over the environment, which \
-            wins over the file. The database password goes in FERRY_DATABASE_PASSWORD when the URL has none.
+            database, databasePoolSize, databaseStatementTimeout, databaseCAFile, instanceIdentityCert, \
+            instanceIdentityAccounts). Flags win over the environment, which wins over the file. The database password goes in FERRY_DATABASE_PASSWORD when the URL has none.
 
             With --database postgres://... several controllers share one PostgreSQL database (docs/ha.md); without it \
             the store is SQLite in the data directory.
@@ -29,6 +30,11 @@ struct ServeCommand: AsyncParsableCommand {
             https://HOST:PORT` (or http://; useful with --listen 127.0.0.1:0). SIGHUP reloads the certificate and key \
             for new connections (a pair that does not load is logged and the old one kept). SIGTERM or SIGINT: parked \
             long-polls are answered, in-flight requests finish, then it exits.
+
+            With --instance-identity-cert (AWS's public certificate for EC2 instance identity documents, PEM) and \
+            --instance-identity-account, an enrollment token enrolls only an EC2 instance of those accounts that sends \
+            its signed identity document (`ferry-agent enroll --machine-identity ec2`), and each instance once: \
+            a token copied out of user data does not enroll anything else (docs/security.md).
             """
     )
 
@@ -125,6 +131,21 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var databaseCAFile: String?
 
+    @Option(
+        name: .customLong("instance-identity-cert"),
+        help: ArgumentHelp(
+            "AWS's public certificates (PEM) for EC2 instance identity documents: enrollment tokens then enroll only attested instances, each once.",
+            valueName: "FILE"
+        )
+    )
+    var instanceIdentityCertificate: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("An AWS account whose instances may enroll (with --instance-identity-cert). Repeatable.", valueName: "ID")
+    )
+    var instanceIdentityAccount: [String] = []
+
     /// The settings given as flags.
     func flagSettings() throws -> ServeSettings {
         var settings = ServeSettings()
@@ -148,6 +169,8 @@ struct ServeCommand: AsyncParsableCommand {
         settings.databasePoolSize = databasePoolSize
         settings.databaseStatementTimeout = databaseStatementTimeout
         settings.databaseCAFile = databaseCAFile
+        settings.instanceIdentityCertificate = instanceIdentityCertificate
+        settings.instanceIdentityAccounts = instanceIdentityAccount
         return settings
     }
 

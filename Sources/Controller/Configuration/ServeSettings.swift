@@ -31,6 +31,11 @@ struct ServeSettings: Equatable, Sendable {
     var databaseCAFile: String?
     /// `FERRY_DATABASE_PASSWORD`: the database password when the URL carries none (environment only).
     var databasePassword: String?
+    /// AWS's public certificates (PEM) for EC2 instance identity documents: when set, an enrollment token enrolls only
+    /// an instance that proves its identity, once per instance.
+    var instanceIdentityCertificate: String?
+    /// The AWS accounts whose instances may enroll (with `instanceIdentityCertificate`).
+    var instanceIdentityAccounts: [String] = []
 
     /// Environment twins of the flags. `FERRY_TRUSTED_KEYS` is a comma-separated list of paths.
     static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> ServeSettings {
@@ -67,14 +72,19 @@ struct ServeSettings: Equatable, Sendable {
         settings.databaseStatementTimeout = environment["FERRY_DATABASE_STATEMENT_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
         settings.databaseCAFile = environment["FERRY_DATABASE_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
         settings.databasePassword = environment["FERRY_DATABASE_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.instanceIdentityCertificate = environment["FERRY_INSTANCE_IDENTITY_CERT"].flatMap { $0.isEmpty ? nil : $0 }
+        settings.instanceIdentityAccounts = (environment["FERRY_INSTANCE_IDENTITY_ACCOUNTS"] ?? "").split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty }
         return settings
     }
 
     /// Reads a YAML or JSON config file whose keys are the flags' names in camelCase (`listen`, `dataDir`,
     /// `trustedKeys`, `threshold`, `trustRoot`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
     /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`, `database`,
-    /// `databasePoolSize`, `databaseStatementTimeout`, `databaseCAFile`). Unknown keys are errors. Relative paths
-    /// (`dataDir`, `trustedKeys`, `trustRoot`, `tlsCert`, `tlsKey`, `databaseCAFile`) are relative to the file. Timeouts are seconds,
+    /// `databasePoolSize`, `databaseStatementTimeout`, `databaseCAFile`, `instanceIdentityCert`,
+    /// `instanceIdentityAccounts`). Unknown keys are errors. Relative paths (`dataDir`, `trustedKeys`, `trustRoot`,
+    /// `tlsCert`, `tlsKey`, `databaseCAFile`, `instanceIdentityCert`) are relative to the file. Timeouts are seconds,
     /// as a number or a text like `15s` or `2m`. A database password belongs in `FERRY_DATABASE_PASSWORD`, not the file.
     static func fromFile(_ path: String) throws(ConfigurationError) -> ServeSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -101,13 +111,7 @@ struct ServeSettings: Equatable, Sendable {
             var settings = ServeSettings()
             settings.listen = try reader.optional("listen", Field.string(maxLength: 300))
             settings.dataDirectory = try reader.optional("dataDir", Field.string(maxLength: 4096)).map(resolve)
-            settings.trustedKeys =
-                try reader.optional("trustedKeys") { (value, path) throws(DocumentError) -> [String] in
-                    guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
-                    var keys: [String] = []
-                    for (index, item) in items.enumerated() { keys.append(try Field.string(maxLength: 4096)(item, "\(path)[\(index)]")) }
-                    return keys
-                }?.map(resolve) ?? []
+            settings.trustedKeys = try reader.optional("trustedKeys", stringList)?.map(resolve) ?? []
             settings.threshold = try reader.optional("threshold", Field.integer(in: 1...64)).map { Int($0) }
             settings.trustRoot = try reader.optional("trustRoot", Field.string(maxLength: 4096)).map(resolve)
             settings.pollSeconds = try reader.optional("pollSeconds", Field.integer(in: 1...3600)).map { Int($0) }
@@ -125,11 +129,20 @@ struct ServeSettings: Equatable, Sendable {
             settings.databasePoolSize = try reader.optional("databasePoolSize", Field.integer(in: 1...1000)).map { Int($0) }
             settings.databaseStatementTimeout = try reader.optional("databaseStatementTimeout", timeoutField)
             settings.databaseCAFile = try reader.optional("databaseCAFile", Field.string(maxLength: 4096)).map(resolve)
+            settings.instanceIdentityCertificate = try reader.optional("instanceIdentityCert", Field.string(maxLength: 4096)).map(resolve)
+            settings.instanceIdentityAccounts = try reader.optional("instanceIdentityAccounts", stringList) ?? []
             try reader.rejectUnknownFields()
             return settings
         } catch {
             throw .unreadable(path: path, reason: "\(error)")
         }
+    }
+
+    private static func stringList(_ value: JSONValue, _ path: String) throws(DocumentError) -> [String] {
+        guard case .array(let items) = value else { throw .wrongType(field: path, expected: "array", got: value.typeName) }
+        var texts: [String] = []
+        for (index, item) in items.enumerated() { texts.append(try Field.string(maxLength: 4096)(item, "\(path)[\(index)]")) }
+        return texts
     }
 
     private static func sizeField(_ value: JSONValue, _ path: String) throws(DocumentError) -> Int64 {
@@ -204,7 +217,9 @@ struct ServeSettings: Equatable, Sendable {
             databasePoolSize: other.databasePoolSize ?? databasePoolSize,
             databaseStatementTimeout: other.databaseStatementTimeout ?? databaseStatementTimeout,
             databaseCAFile: other.databaseCAFile ?? databaseCAFile,
-            databasePassword: other.databasePassword ?? databasePassword
+            databasePassword: other.databasePassword ?? databasePassword,
+            instanceIdentityCertificate: other.instanceIdentityCertificate ?? instanceIdentityCertificate,
+            instanceIdentityAccounts: other.instanceIdentityAccounts.isEmpty ? instanceIdentityAccounts : other.instanceIdentityAccounts
         )
     }
 
@@ -295,6 +310,18 @@ struct ServeSettings: Equatable, Sendable {
             configuration.connectionLimits.maximumConnections = maxConnections
         }
         configuration.database = try databaseSelection()
+        if let instanceIdentityCertificate {
+            configuration.instanceIdentity = try InstanceIdentityVerifier(
+                certificateFile: instanceIdentityCertificate,
+                accounts: instanceIdentityAccounts
+            )
+        } else if let account = instanceIdentityAccounts.first {
+            throw ConfigurationError.invalidSetting(
+                name: "--instance-identity-account",
+                value: account,
+                reason: "applies with --instance-identity-cert only (AWS's certificate the documents are checked against)"
+            )
+        }
         return configuration
     }
 

@@ -59,6 +59,7 @@ struct AgentRoutes: Sendable {
         case .viewer, .agent:
             throw APIError.forbidden("this needs a token with role enroll or operator; this token has role \(principal.role.rawValue)")
         }
+        let instance = try attestedInstance(enrollment, role: principal.role)
         let token = Token.generate()
         let enrolled: (agent: AgentRecord, replaced: Bool)
         do {
@@ -69,6 +70,7 @@ struct AgentRoutes: Sendable {
                 services: enrollment.services,
                 tokenHash: Token.digest(token),
                 mode: mode,
+                instanceID: instance?.instanceID,
                 at: core.now()
             )
         } catch let error as StoreError {
@@ -86,10 +88,35 @@ struct AgentRoutes: Sendable {
             enrolled.replaced ? "Agent replaced" : "Agent enrolled",
             metadata: [
                 "ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)",
-                "ferry.token.id": "\(principal.tokenID ?? "")",
+                "ferry.token.id": "\(principal.tokenID ?? "")", "ferry.instance.id": "\(instance?.instanceID ?? "")",
             ]
         )
         return JSONResponse.make(EnrollResponse(agentID: agent.id, token: token).json, status: .created)
+    }
+
+    /// The instance the enrolment proves, when this controller checks instance identity documents
+    /// (`--instance-identity-cert`): an enrollment token's enrolment must carry a valid one; an operator's may (and is
+    /// then bound to it). Without that setting no document is read, and none binds.
+    private func attestedInstance(_ enrollment: EnrollRequest, role: TokenRole) throws -> AttestedInstance? {
+        guard let verifier = core.configuration.instanceIdentity else { return nil }
+        guard let proof = enrollment.instanceIdentity else {
+            guard role == .operator else {
+                throw APIError(
+                    .forbidden,
+                    "attestation_required",
+                    "this controller enrolls only EC2 instances that prove their identity: run ferry-agent enroll with "
+                        + "--machine-identity ec2 on the instance, so it sends its signed instance identity document"
+                )
+            }
+            return nil
+        }
+        do {
+            return try verifier.verify(proof)
+        } catch {
+            core.logger.warning("Enrolment refused: instance identity not proven", metadata: ["ferry.reason": "\(error)"])
+            let code = error.kind == .accountNotAllowed ? "account_not_allowed" : "attestation_invalid"
+            throw APIError(.forbidden, code, "\(error)")
+        }
     }
 
     static func enrollmentError(_ error: StoreError, name: String) -> any Error {
@@ -101,6 +128,14 @@ struct AgentRoutes: Sendable {
                 "an agent named \(name.prefix(128)) is already enrolled; an enrollment token only creates new agents. To enroll "
                     + "this instance again, remove the old agent (ferry-controller agents remove \(name.prefix(128))) or re-enroll "
                     + "with an operator token and --replace"
+            )
+        case .instanceEnrolled(let instanceID, let holder):
+            return APIError(
+                .conflict,
+                "instance_enrolled",
+                "instance \(instanceID) is already enrolled as agent \(holder.prefix(128)); an instance enrolls once. To enroll it "
+                    + "again, remove that agent (ferry-controller agents remove \(holder.prefix(128))) or re-enroll it with an "
+                    + "operator token and --replace"
             )
         case .tokenUnusable(let id, let reason):
             let message = "enrollment token \(id) \(reason); ask an operator for a new one (ferry-controller token create --role enroll)"

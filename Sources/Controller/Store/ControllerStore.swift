@@ -68,6 +68,7 @@ protocol ControllerStore: Sendable {
         services: [String],
         tokenHash: String,
         mode: EnrollmentMode,
+        instanceID: String?,
         at date: Date
     ) async throws -> (agent: AgentRecord, replaced: Bool)
 
@@ -278,8 +279,31 @@ extension ControllerStore {
             services: services,
             tokenHash: tokenHash,
             mode: .create(consumingToken: nil),
+            instanceID: nil,
             at: date
         ).agent
+    }
+
+    /// Enrolls (or replaces) an agent that proved no instance.
+    func enrollAgent(
+        proposedID: String,
+        name: String,
+        hostname: String,
+        services: [String],
+        tokenHash: String,
+        mode: EnrollmentMode,
+        at date: Date
+    ) async throws -> (agent: AgentRecord, replaced: Bool) {
+        try await enrollAgent(
+            proposedID: proposedID,
+            name: name,
+            hostname: hostname,
+            services: services,
+            tokenHash: tokenHash,
+            mode: mode,
+            instanceID: nil,
+            at: date
+        )
     }
 
     /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open

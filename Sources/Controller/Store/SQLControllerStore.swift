@@ -160,7 +160,7 @@ final class SQLControllerStore: ControllerStore {
 
     static let agentColumns =
         "id, name, hostname, services, enrolled_at, last_seen, agent_version, process_manager, trust_root_version, trust_root_problem, "
-        + "conflict_last_switch_at"
+        + "conflict_last_switch_at, instance_id"
 
     func enrollAgent(
         proposedID: String,
@@ -169,22 +169,36 @@ final class SQLControllerStore: ControllerStore {
         services: [String],
         tokenHash: String,
         mode: EnrollmentMode,
+        instanceID: String?,
         at date: Date
     ) async throws -> (agent: AgentRecord, replaced: Bool) {
         let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(date)
         return try await transaction { db in
             let existing = try await db.raw("SELECT id FROM agents WHERE name = \(bind: name)").first()?.decode(column: "id", as: String.self)
+            // The agent an attested instance was enrolled as, if any: an instance enrolls once (a replace of that
+            // same agent aside), so a copied identity document and enrollment token enroll nothing more.
+            let instanceHolder: String? =
+                if let instanceID {
+                    try await db.raw("SELECT name FROM agents WHERE instance_id = \(bind: instanceID)").first()?.decode(
+                        column: "name",
+                        as: String.self
+                    )
+                } else {
+                    nil
+                }
             switch mode {
             case .create(let tokenID):
                 // The token first: a token that can no longer enroll learns nothing, not even whether a name is taken.
                 if let tokenID { try await Self.consumeEnrollmentUse(tokenID, now: now, db: db) }
+                if let instanceID, let instanceHolder { throw StoreError.instanceEnrolled(instanceID: instanceID, name: instanceHolder) }
                 if let existing { throw StoreError.agentExists(name: name, id: existing) }
                 guard
                     let row = try await db.raw(
                         """
-                        INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
-                        VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now))
+                        INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at, instance_id)
+                        VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now),
+                            \(bind: instanceID))
                         RETURNING \(unsafeRaw: Self.agentColumns)
                         """
                     ).first()
@@ -194,14 +208,20 @@ final class SQLControllerStore: ControllerStore {
                 return (try Self.agent(from: row), false)
             case .replace:
                 // The same machine enrolling again (reimaged, state lost), on an operator's word: keep its id and
-                // history, rotate the token so the old one stops working.
+                // history, rotate the token so the old one stops working. A proven instance replaces the one the agent
+                // was bound to; without a proof, the binding stays.
+                if let instanceID, let instanceHolder, instanceHolder != name {
+                    throw StoreError.instanceEnrolled(instanceID: instanceID, name: instanceHolder)
+                }
                 guard
                     let row = try await db.raw(
                         """
-                        INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at)
-                        VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now))
+                        INSERT INTO agents (id, name, hostname, services, token_hash, enrolled_at, instance_id)
+                        VALUES (\(bind: proposedID), \(bind: name), \(bind: hostname), \(bind: servicesText), \(bind: tokenHash), \(bind: now),
+                            \(bind: instanceID))
                         ON CONFLICT (name) DO UPDATE SET
                             hostname = excluded.hostname, services = excluded.services, token_hash = excluded.token_hash,
+                            instance_id = COALESCE(excluded.instance_id, agents.instance_id),
                             conflict_hostnames = NULL, conflict_noticed_at = NULL, conflict_last_switch_at = NULL
                         RETURNING \(unsafeRaw: Self.agentColumns)
                         """
@@ -345,7 +365,8 @@ final class SQLControllerStore: ControllerStore {
             processManager: try row.decode(column: "process_manager", as: String?.self),
             trustRootVersion: try row.decode(column: "trust_root_version", as: Int64?.self),
             trustRootProblem: try row.decode(column: "trust_root_problem", as: String?.self),
-            identityConflictAt: try row.decode(column: "conflict_last_switch_at", as: Int64?.self).map(StoredTime.date)
+            identityConflictAt: try row.decode(column: "conflict_last_switch_at", as: Int64?.self).map(StoredTime.date),
+            instanceID: try row.decode(column: "instance_id", as: String?.self)
         )
     }
 

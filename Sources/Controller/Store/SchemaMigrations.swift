@@ -318,6 +318,17 @@ enum SchemaMigrations {
                 "ALTER TABLE agents ADD COLUMN conflict_last_switch_at INTEGER",
             ]
         ),
+        Migration(
+            version: 10,
+            description: "the EC2 instance each attested agent was enrolled on, one agent per instance",
+            statements: [
+                // Set at enrolment from a verified instance identity document (`serve --instance-identity-cert`), NULL
+                // otherwise. Unique: two enrolments of one instance racing on two controllers see one success. NULLs
+                // do not collide (SQLite and PostgreSQL alike).
+                "ALTER TABLE agents ADD COLUMN instance_id TEXT",
+                "CREATE UNIQUE INDEX agents_instance_id ON agents (instance_id)",
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

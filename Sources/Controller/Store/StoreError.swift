@@ -17,6 +17,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case agentExists(name: String, id: String)
     /// A token the store refuses to create (a programming error of the caller).
     case invalidToken(String)
+    /// Enrolment of an EC2 instance that another agent was enrolled on.
+    case instanceEnrolled(instanceID: String, name: String)
     /// An enrollment token that can no longer be used.
     case tokenUnusable(id: String, reason: TokenUnusableReason)
     /// A trust root whose version is not one above the highest stored.
@@ -38,6 +40,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "no agent with id \(id)"
         case .agentExists(let name, let id):
             "an agent named \(name) is already enrolled (id \(id))"
+        case .instanceEnrolled(let instanceID, let name):
+            "instance \(instanceID) is already enrolled as agent \(name)"
         case .invalidToken(let reason):
             "cannot create the token: \(reason)"
         case .tokenUnusable(let id, let reason):

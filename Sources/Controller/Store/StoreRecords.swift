@@ -71,6 +71,8 @@ struct AgentRecord: Sendable, Equatable {
     var trustRootProblem: String? = nil
     /// The last switch-back of the agent's stored identity conflict (`recordIdentityConflict`), standing or lapsed.
     var identityConflictAt: Date? = nil
+    /// The EC2 instance the agent proved it runs on at enrolment (`--instance-identity-cert`); one agent per instance.
+    var instanceID: String? = nil
 }
 
 /// The latest status of one service on one agent.

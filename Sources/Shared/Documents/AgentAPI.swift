@@ -330,12 +330,17 @@ package struct EnrollRequest: Sendable, Equatable {
     /// Replace the existing agent of the same name (keeping its id, rotating its token). Only an operator token may
     /// ask for it; an enrollment token only ever creates new agents.
     package var replace: Bool
+    /// The EC2 instance's own proof of who it is, as the instance metadata service hands it out. A controller set up
+    /// for it (`serve --instance-identity-cert`) enrolls, with an enrollment token, only an instance that sends a valid
+    /// one, and only once per instance.
+    package var instanceIdentity: InstanceIdentityProof?
 
-    package init(name: String, hostname: String, services: [String], replace: Bool = false) {
+    package init(name: String, hostname: String, services: [String], replace: Bool = false, instanceIdentity: InstanceIdentityProof? = nil) {
         self.name = name
         self.hostname = hostname
         self.services = services
         self.replace = replace
+        self.instanceIdentity = instanceIdentity
     }
 
     package init(json: JSONValue) throws(DocumentError) {
@@ -345,6 +350,9 @@ package struct EnrollRequest: Sendable, Equatable {
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
         services = try reader.required("services", Field.list(limit: 256, Release.serviceName))
         replace = try reader.optional("replace", Field.bool) ?? false
+        instanceIdentity = try reader.optional("instanceIdentity") { (value, path) throws(DocumentError) in
+            try InstanceIdentityProof(json: value, path: path)
+        }
         try reader.rejectUnknownFields()
         guard !services.isEmpty else { throw .invalidValue(field: "services", reason: "at least one service is required") }
     }
@@ -355,8 +363,40 @@ package struct EnrollRequest: Sendable, Equatable {
         ]
         // Only when asked: an older controller rejects the unknown field, which is right for a replace it cannot do.
         if replace { fields["replace"] = .bool(true) }
+        // Likewise: only an agent that read it sends it.
+        if let instanceIdentity { fields["instanceIdentity"] = instanceIdentity.json }
         return .object(fields)
     }
+}
+
+/// An EC2 instance identity document and its PKCS #7 signature, as the instance metadata service answers them
+/// (`/latest/dynamic/instance-identity/document` and `/latest/dynamic/instance-identity/pkcs7`): AWS signs the
+/// instance's id, account and region, so a controller holding AWS's public certificate can tell an instance of its
+/// own account from anyone else holding an enrollment token.
+package struct InstanceIdentityProof: Sendable, Equatable {
+    /// The document (JSON text), as served. The signature's own copy of it is what a controller believes.
+    package var document: String
+    /// The signature: base64 of the DER PKCS #7 SignedData, as served (line breaks allowed).
+    package var pkcs7: String
+
+    /// Longest document accepted (a real one is about 500 bytes).
+    package static let maximumDocumentBytes = 8 * 1024
+    /// Longest signature accepted (a real one is about 1.5 KB of base64).
+    package static let maximumSignatureBytes = 16 * 1024
+
+    package init(document: String, pkcs7: String) {
+        self.document = document
+        self.pkcs7 = pkcs7
+    }
+
+    package init(json: JSONValue, path: String = "instanceIdentity") throws(DocumentError) {
+        var reader = try ObjectReader(json, path: path)
+        document = try reader.required("document", ServiceStatus.text(maxLength: Self.maximumDocumentBytes))
+        pkcs7 = try reader.required("pkcs7", ServiceStatus.text(maxLength: Self.maximumSignatureBytes))
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue { .object(["document": .string(document), "pkcs7": .string(pkcs7)]) }
 }
 
 /// The answer to `POST /v1/agents`: the agent's id and its token (shown once).
