@@ -106,6 +106,12 @@ struct EnrollCommand: AsyncParsableCommand {
         }
     }
 
+    /// An older controller's answer to an enrolment that carries `instanceIdentity`: the field is unknown to it.
+    static func refusesInstanceIdentity(_ error: ControllerError) -> Bool {
+        guard case .rejected(_, 400, let code, let message) = error else { return false }
+        return code == "unknown_field" && message.contains("instanceIdentity: unknown field")
+    }
+
     func run() async throws {
         let manager = FileManager.default
         if manager.fileExists(atPath: config), !force {
@@ -161,12 +167,23 @@ struct EnrollCommand: AsyncParsableCommand {
             enrollToken = try KeyFile.read(Self.absolute(tokenFile ?? "")).trimmingCharacters(in: [" ", "\n", "\r", "\t"])
         }
         guard !enrollToken.isEmpty else { throw ValidationError("the enrollment token is empty") }
-        let response = try await AgentControllerClient.enroll(
-            baseURL: controller,
-            enrollToken: enrollToken,
-            request: EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace, instanceIdentity: proof),
-            http: HTTPClient(configuration: httpConfiguration)
-        )
+        let request = EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace, instanceIdentity: proof)
+        let http = HTTPClient(configuration: httpConfiguration)
+        var response: EnrollResponse?
+        do {
+            response = try await AgentControllerClient.enroll(baseURL: controller, enrollToken: enrollToken, request: request, http: http)
+        } catch {
+            guard proof != nil, Self.refusesInstanceIdentity(error) else { throw error }
+            // A controller older than enrolment attestation refuses the field it does not know (and so checks no
+            // proof): enrolled as before. Nothing was used up by the refusal.
+            printError("note: the controller does not check instance identity documents (an older version); enrolling without one")
+        }
+        if response == nil {
+            var plain = request
+            plain.instanceIdentity = nil
+            response = try await AgentControllerClient.enroll(baseURL: controller, enrollToken: enrollToken, request: plain, http: http)
+        }
+        guard let response else { return }
 
         try Self.makePrivateDirectory(stateDir)
         let tokenFile = "\(stateDir)/agent.token"

@@ -105,7 +105,8 @@ struct InstanceIdentityVerifier: Sendable {
                             der.count,
                             pem.baseAddress,
                             Int32(clamping: pem.count),
-                            document.baseAddress,
+                            // No document at all: a detached signature is then refused as such.
+                            document.isEmpty ? nil : document.baseAddress,
                             Int32(clamping: document.count),
                             &content
                         )

@@ -146,7 +146,9 @@ struct AgentsShowCommand: AsyncParsableCommand {
         var lines = [
             "agent \(text(fields["name"])) (\(text(fields["id"]))) on \(text(fields["hostname"])), ferry-agent \(text(fields["agentVersion"])) "
                 + "with \(text(fields["processManager"]))",
-            "enrolled \(text(fields["enrolledAt"])), last seen \(FleetDocument.lastSeen(fields))",
+            "enrolled \(text(fields["enrolledAt"]))"
+                + (fields["instanceId"].flatMap { $0 == .null ? nil : " on instance \(text($0)) (attested)" } ?? "")
+                + ", last seen \(FleetDocument.lastSeen(fields))",
         ]
         if case .object(let conflict)? = fields["identityConflict"] {
             let hostnames = FleetDocument.array(conflict["hostnames"]).map(text).joined(separator: " and ")

@@ -68,6 +68,8 @@ struct AgentDetail: Sendable {
         return .object([
             "id": .string(record.id), "name": .string(record.name), "hostname": .string(record.hostname),
             "enrolledAt": .string(Timestamp.format(record.enrolledAt)),
+            // The EC2 instance it proved it runs on when it enrolled (`serve --instance-identity-cert`), else null.
+            "instanceId": record.instanceID.map { .string($0) } ?? .null,
             "lastSeen": record.lastSeen.map { .string(Timestamp.format($0)) } ?? .null,
             "stale": .bool(isStale),
             "identityConflict": identityConflict.map { conflict in

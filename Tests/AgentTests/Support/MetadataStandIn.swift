@@ -25,6 +25,10 @@ final class MetadataStandIn: Sendable {
         var instanceIDBody: String?
         /// Answer nothing for this long (the client's timeout is shorter).
         var stall: Duration?
+        /// The instance identity document and its PKCS #7 signature (base64), as
+        /// `/latest/dynamic/instance-identity/document` and `/pkcs7` serve them; `nil` answers 404.
+        var identityDocument: String?
+        var identitySignature: String?
     }
 
     struct RecordedRequest: Sendable {
@@ -57,6 +61,12 @@ final class MetadataStandIn: Sendable {
         let router = Router()
         router.put("/latest/api/token") { request, _ in try await server.token(request) }
         router.get("/latest/meta-data/instance-id") { request, _ in try await server.instanceID(request) }
+        router.get("/latest/dynamic/instance-identity/document") { request, _ in
+            try await server.answer(request) { $0.identityDocument }
+        }
+        router.get("/latest/dynamic/instance-identity/pkcs7") { request, _ in
+            try await server.answer(request) { $0.identitySignature }
+        }
         return try await LoopbackServer.with(
             router: router,
             label: "metadata-stand-in",
@@ -103,6 +113,17 @@ final class MetadataStandIn: Sendable {
         }
         guard behaviour.instanceIDStatus == 200 else { return Self.text(.init(code: behaviour.instanceIDStatus), "") }
         return Self.text(.ok, behaviour.instanceIDBody ?? behaviour.instanceID)
+    }
+
+    /// What `body` picks from the behaviour, to a request with the session token; 404 when it picks nothing.
+    private func answer(_ request: Request, _ body: (Behaviour) -> String?) async throws -> Response {
+        let behaviour = record(request)
+        try await stall(behaviour)
+        guard request.headers[HTTPField.Name("X-aws-ec2-metadata-token")!] == (behaviour.tokenBody ?? Self.token) else {
+            return Self.text(.unauthorized, "")
+        }
+        guard let text = body(behaviour) else { return Self.text(.notFound, "") }
+        return Self.text(.ok, text)
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
