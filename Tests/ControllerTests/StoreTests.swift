@@ -407,6 +407,39 @@ import Testing
         }
     }
 
+    /// One agent per attested instance (schema version 10), on both backends: a second agent of a bound instance is
+    /// refused whatever its name, and so is a replace that would move the instance to another agent; a replace
+    /// without an instance keeps the binding; an agent's removal frees it; agents that proved none never collide.
+    @Test(arguments: StoreBackendKind.available)
+    func anInstanceIsBoundToOneAgent(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            func enroll(_ name: String, _ instance: String?, _ mode: EnrollmentMode = .create(consumingToken: nil)) async throws -> AgentRecord {
+                try await store.enrollAgent(
+                    proposedID: "agt_\(name)_\(UUID().uuidString.prefix(8))",
+                    name: name,
+                    hostname: "h",
+                    services: ["api"],
+                    tokenHash: Token.digest("fyt_\(UUID().uuidString)"),
+                    mode: mode,
+                    instanceID: instance,
+                    at: Date()
+                ).agent
+            }
+            let a = "i-0aaaaaaaaaaaaaaaa"
+            #expect(try await enroll("one", a).instanceID == a)
+            #expect(try await enroll("plain-1", nil).instanceID == nil)
+            #expect(try await enroll("plain-2", nil).instanceID == nil)
+            await #expect(throws: StoreError.instanceEnrolled(instanceID: a, name: "one")) { _ = try await enroll("two", a) }
+            await #expect(throws: StoreError.instanceEnrolled(instanceID: a, name: "one")) { _ = try await enroll("plain-1", a, .replace) }
+            #expect(try await store.agent(named: "plain-1")?.instanceID == nil)
+            #expect(try await enroll("one", nil, .replace).instanceID == a)
+            #expect(try await enroll("one", a, .replace).instanceID == a)
+            _ = try await store.removeAgent(name: "one")
+            #expect(try await enroll("two", a).instanceID == a)
+            #expect(try await store.agents().filter { $0.instanceID == a }.map(\.name) == ["two"])
+        }
+    }
+
     /// The fleet view's columns (version, serial, phase, health; schema version 6) and the rollout views' (the number of
     /// failures; version 7) hold what the status's JSON holds, whichever path wrote it (one report, a batch, a status
     /// replaced by a later one), and a database migrated from version 5 gets them from the JSON already stored.
