@@ -323,6 +323,10 @@ import Testing
             #expect(FleetDocument.text(try JSONValue.parse(shown.body).object?["instanceId"]) == Self.instanceA)
             let text = try await cli(["agents", "show", "web-1"], ["FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken], nil)
             #expect(text.output.contains("on instance \(Self.instanceA) (attested)"), "\(text.output)")
+            let page = try await http.send("GET", server.baseURL + "/agents/web-1", token: operatorToken)
+            #expect(String(decoding: page.body, as: UTF8.self).contains("instance \(Self.instanceA) (attested)</span>"))
+            let otherPage = try await http.send("GET", server.baseURL + "/agents/web-2", token: operatorToken)
+            #expect(otherPage.status == 200 && String(decoding: otherPage.body, as: UTF8.self).contains("instance \(Self.instanceB) (attested)"))
 
             // An operator's enrolment needs no proof; one it gives binds, but never a second agent to one instance.
             #expect(try await enroll("web-1", nil, token: operatorToken, replace: true).0 == 201)

@@ -55,6 +55,7 @@ struct DetailPageRenderer: Sendable {
             "processManager": record.processManager ?? "", "stale": detail.isStale,
             "lastSeen": record.lastSeen.map { DashboardRenderer.relative($0, to: now) } ?? "never",
             "lastSeenAt": record.lastSeen.map(Timestamp.format) ?? "none yet", "enrolledAt": Timestamp.format(record.enrolledAt),
+            "instanceId": record.instanceID ?? false,
             "services": services, "hasReports": !reports.isEmpty, "reports": reports,
             "identityConflict": detail.identityConflict.map { conflict -> [String: Any] in
                 [

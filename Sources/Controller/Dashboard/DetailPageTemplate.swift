@@ -59,7 +59,7 @@ enum DetailPageTemplate {
         </header>
         <main id="dashboard" data-generated-at="{{generatedAt}}">
         <article data-detail="agent" data-agent="{{name}}" data-agent-id="{{id}}" data-stale="{{#stale}}true{{/stale}}{{^stale}}false{{/stale}}">
-        <p class="meta">id {{id}} · enrolled {{enrolledAt}} · last report {{lastSeenAt}}</p>
+        <p class="meta">id {{id}} · enrolled {{enrolledAt}}{{#instanceId}} on <span id="instance" title="proved by its signed EC2 instance identity document">instance {{instanceId}} (attested)</span>{{/instanceId}} · last report {{lastSeenAt}}</p>
         {{#identityConflict}}
         <p class="conflict" id="identity-conflict" data-hostnames="{{hostnames}}"><strong>Two running agents report as this agent</strong>,         from {{hostnames}} in turn (noticed <span title="{{noticedAt}}">{{noticedAgo}}</span>): a machine image baked         after the agent enrolled, a copied state directory or a stolen token. Their reports overwrite each other. Remove         this agent (<code>ferry-controller agents remove</code>, which revokes the shared token) and enroll each instance         afresh.</p>
         {{/identityConflict}}
