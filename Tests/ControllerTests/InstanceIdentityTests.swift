@@ -349,6 +349,14 @@ import Testing
             )
             #expect(try await enroll("web-1b", proofA, token: fresh).0 == 201)
             #expect(try await agentNames() == ["web-1b", "web-2"])
+
+            // Each refusal is counted by its reason, for an alert on someone trying.
+            let metrics = String(decoding: try await http.send("GET", server.baseURL + "/metrics").body, as: UTF8.self)
+            for (reason, count) in [
+                ("attestation_required", 1), ("attestation_invalid", 3), ("account_not_allowed", 1), ("instance_enrolled", 2),
+            ] {
+                #expect(metrics.contains(#"ferry_enrolments_refused_total{reason="\#(reason)"} \#(count)"#), "\(reason)")
+            }
         }
     }
 }

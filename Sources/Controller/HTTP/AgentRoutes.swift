@@ -74,6 +74,13 @@ struct AgentRoutes: Sendable {
                 at: core.now()
             )
         } catch let error as StoreError {
+            if case .instanceEnrolled(let instanceID, let holder) = error {
+                core.metrics.enrolmentsRefused["instance_enrolled"]?.increment()
+                core.logger.warning(
+                    "Enrolment refused: the instance is enrolled already",
+                    metadata: ["ferry.instance.id": "\(instanceID)", "ferry.agent.name": "\(holder)", "ferry.token.id": "\(principal.tokenID ?? "")"]
+                )
+            }
             throw Self.enrollmentError(error, name: enrollment.name)
         }
         let agent = enrolled.agent
@@ -101,6 +108,7 @@ struct AgentRoutes: Sendable {
         guard let verifier = core.configuration.instanceIdentity else { return nil }
         guard let proof = enrollment.instanceIdentity else {
             guard role == .operator else {
+                core.metrics.enrolmentsRefused["attestation_required"]?.increment()
                 throw APIError(
                     .forbidden,
                     "attestation_required",
@@ -115,6 +123,7 @@ struct AgentRoutes: Sendable {
         } catch {
             core.logger.warning("Enrolment refused: instance identity not proven", metadata: ["ferry.reason": "\(error)"])
             let code = error.kind == .accountNotAllowed ? "account_not_allowed" : "attestation_invalid"
+            core.metrics.enrolmentsRefused[code]?.increment()
             throw APIError(.forbidden, code, "\(error)")
         }
     }

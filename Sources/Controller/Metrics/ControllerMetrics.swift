@@ -13,6 +13,10 @@ struct ControllerMetrics: Sendable {
     let statusReports: Counter
     /// Agent identities seen reporting from two hosts in turn (`AgentIdentityWatch`), once per conflict and window.
     let identityConflicts: Counter
+    /// Enrolments refused for want of a valid instance identity, or of an instance enrolled already, by error code
+    /// (`enrolmentRefusalCodes`): what someone holding an enrollment token but not an instance of the fleet tries.
+    let enrolmentsRefused: [String: Counter]
+    static let enrolmentRefusalCodes = ["attestation_required", "attestation_invalid", "account_not_allowed", "instance_enrolled"]
     let desiredStateFull: Counter
     let desiredStateNotModified: Counter
     /// Desired-state polls answered by `DesiredStatePollHandler` before the router (the rest went to the route).
@@ -51,6 +55,14 @@ struct ControllerMetrics: Sendable {
                 "total",
                 "Agent identities whose status reports came from two hosts in turn: two running agents share one enrolment."
             )
+        )
+        let refused = name(
+            "enrolments_refused",
+            "total",
+            "Enrolments refused for the instance: no valid signed instance identity, another account's, or an instance enrolled already."
+        )
+        enrolmentsRefused = Dictionary(
+            uniqueKeysWithValues: Self.enrolmentRefusalCodes.map { ($0, registry.makeCounter(descriptor: refused, labels: [("reason", $0)])) }
         )
         let responses = name("desired_state_responses", "total", "Desired-state answers by status code.")
         desiredStateFull = registry.makeCounter(descriptor: responses, labels: [("code", "200")])
