@@ -238,6 +238,9 @@ struct AgentIdentityWatchTests {
         var flags: [String: Bool] = [:]
         for agent in agents { flags[FleetDocument.text(agent["name"])] = agent["identityConflict"] == .bool(true) }
         #expect(flags == expected)
+        // Conflicts come first, before failures and names.
+        let order = agents.map { $0["identityConflict"] == .bool(true) }
+        #expect(order == order.sorted { $0 && !$1 }, "\(agents.map { FleetDocument.text($0["name"]) })")
         let table = AgentsListCommand.table(agents)
         let (_, html) = try await InsightRoutesTests.page(client, "/", token: token)
         for (name, flagged) in expected {

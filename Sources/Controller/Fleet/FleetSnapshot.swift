@@ -85,7 +85,8 @@ struct FleetSnapshot: Sendable {
 
     /// The page of agents `query` selects, each with its statuses, and how many agents match in all.
     private static func page(_ query: FleetQuery, staleBefore: Date, now: Date, core: ControllerCore) async throws -> ([Agent], Int) {
-        let page = try await core.store.agentPage(query, staleBefore: staleBefore)
+        // A standing identity conflict is stored at each switch-back (`recordIdentityConflict`): the store puts those first.
+        let page = try await core.store.agentPage(query, staleBefore: staleBefore, conflictsSince: now.addingTimeInterval(-core.identities.window))
         var statuses: [String: [String: ServiceStatusRecord]] = [:]
         for status in try await core.store.serviceStatuses(agentIDs: page.agents.map(\.id)) {
             statuses[status.agentID, default: [:]][status.status.service] = status

@@ -129,9 +129,10 @@ protocol ControllerStore: Sendable {
     /// report nor (without one) its enrolment is after `staleBefore`.
     func fleetCounts(staleBefore: Date) async throws -> [FleetCountRow]
 
-    /// The agents `query` selects, failures first (failed or rolled back, unhealthy, stale, deploying), then by name:
-    /// the page `query.offset`, `query.limit`, and how many match in all.
-    func agentPage(_ query: FleetQuery, staleBefore: Date) async throws -> AgentPage
+    /// The agents `query` selects, trouble first — an identity conflict whose last switch-back is after
+    /// `conflictsSince` (two machines reporting as one agent), then failures (failed or rolled back, unhealthy, stale,
+    /// deploying) — then by name: the page `query.offset`, `query.limit`, and how many match in all.
+    func agentPage(_ query: FleetQuery, staleBefore: Date, conflictsSince: Date) async throws -> AgentPage
 
     /// How many agents run each service, by service.
     func agentCounts() async throws -> [String: Int]
@@ -260,6 +261,11 @@ extension ControllerStore {
     /// The principal a token hash belongs to, revoked or not (see `credential(forTokenHash:)`).
     func principal(forTokenHash hash: String) async throws -> Principal? {
         try await credential(forTokenHash: hash)?.principal
+    }
+
+    /// `agentPage` without identity conflicts to put first.
+    func agentPage(_ query: FleetQuery, staleBefore: Date) async throws -> AgentPage {
+        try await agentPage(query, staleBefore: staleBefore, conflictsSince: .distantFuture)
     }
 
     /// Enrolls a new agent without consuming an enrollment token (tests, tools).

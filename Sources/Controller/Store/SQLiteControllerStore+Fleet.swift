@@ -36,7 +36,7 @@ extension SQLiteControllerStore {
         }
     }
 
-    func agentPage(_ query: FleetQuery, staleBefore: Date) async throws -> AgentPage {
+    func agentPage(_ query: FleetQuery, staleBefore: Date, conflictsSince: Date) async throws -> AgentPage {
         let staleLimit = StoredTime.milliseconds(staleBefore)
         var conditions: [SQLQueryString] = ["1 = 1"]
         if let service = query.service {
@@ -90,7 +90,8 @@ extension SQLiteControllerStore {
                         FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
                 FROM agents AS a WHERE \(filter)
             ) AS page
-            ORDER BY CASE WHEN page.trouble <= 1 THEN page.trouble
+            ORDER BY CASE WHEN page.conflict_last_switch_at > \(bind: StoredTime.milliseconds(conflictsSince)) THEN 0 ELSE 1 END,
+                     CASE WHEN page.trouble <= 1 THEN page.trouble
                           WHEN COALESCE(page.last_seen, page.enrolled_at) < \(bind: staleLimit) THEN 2
                           ELSE COALESCE(page.trouble, 4) END, page.name
             LIMIT \(bind: query.limit) OFFSET \(bind: query.offset)
