@@ -188,6 +188,25 @@ import Testing
         }
     }
 
+    /// A DSA certificate, and a signature with SHA-1 or SHA-256 (the form AWS's pkcs7 signatures long had), verify as
+    /// an RSA one does; a document signed with the RSA key does not verify against the DSA certificate.
+    @Test func aDSACertificateVerifiesItsSignatures() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-instance-identity-dsa") { directory in
+            let dsa = try await InstanceIdentitySigner.make(in: directory, name: "dsa", dsa: true)
+            let rsa = try await InstanceIdentitySigner.make(in: directory)
+            let verifier = try InstanceIdentityVerifier(
+                certificates: Array(try Data(contentsOf: URL(fileURLWithPath: dsa.certificate))),
+                accounts: [Self.account]
+            )
+            for digest in ["sha1", "sha256"] {
+                let proof = InstanceIdentityProof(document: Self.document(), pkcs7: try await dsa.sign(Self.document(), digest: digest))
+                #expect(try verifier.verify(proof).instanceID == Self.instanceA, "\(digest)")
+            }
+            let foreign = InstanceIdentityProof(document: Self.document(), pkcs7: try await rsa.sign(Self.document()))
+            #expect(throws: InstanceIdentityError.self) { try verifier.verify(foreign) }
+        }
+    }
+
     @Test func aVerifierIsNotMadeFromUnusableSettings() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-instance-identity") { directory in
             let signer = try await InstanceIdentitySigner.make(in: directory)

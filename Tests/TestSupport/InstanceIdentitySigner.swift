@@ -16,14 +16,23 @@ public struct InstanceIdentitySigner: Sendable {
         in directory: URL,
         name: String = "aws",
         subject: String = "/C=US/ST=Washington/L=Seattle/O=Amazon Web Services LLC",
-        serial: String = "0x1234"
+        serial: String = "0x1234",
+        dsa: Bool = false
     ) async throws -> InstanceIdentitySigner {
         let certificate = directory.appendingPathComponent("\(name).pem").path
         let key = directory.appendingPathComponent("\(name).key").path
+        var algorithm = "rsa:2048"
+        if dsa {
+            // AWS's certificate for the pkcs7 endpoint was long a DSA one.
+            let parameters = directory.appendingPathComponent("\(name)-dsa-parameters.pem").path
+            let made = try await Command.run("openssl", ["dsaparam", "-out", parameters, "2048"])
+            guard made.status == 0 else { throw SignerError(message: "openssl dsaparam failed: \(made.stderr)") }
+            algorithm = "dsa:\(parameters)"
+        }
         let result = try await Command.run(
             "openssl",
             [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "3650", "-subj", subject,
+                "req", "-x509", "-newkey", algorithm, "-nodes", "-keyout", key, "-out", certificate, "-days", "3650", "-subj", subject,
                 "-set_serial", serial,
             ]
         )
@@ -56,12 +65,14 @@ public struct InstanceIdentitySigner: Sendable {
 
     /// The PKCS #7 signature of `document`: base64 of DER in lines of 64, without PEM armour. `detached`: the
     /// document is not inside it.
-    public func sign(_ document: String, detached: Bool = false) async throws -> String {
+    public func sign(_ document: String, detached: Bool = false, digest: String = "sha256") async throws -> String {
         let id = UUID().uuidString
         let input = directory.appendingPathComponent("doc-\(id)").path
         let output = directory.appendingPathComponent("sig-\(id).der").path
         try Data(document.utf8).write(to: URL(fileURLWithPath: input))
-        var arguments = ["smime", "-sign", "-binary", "-in", input, "-signer", certificate, "-inkey", key, "-outform", "DER", "-out", output]
+        var arguments = [
+            "smime", "-sign", "-binary", "-md", digest, "-in", input, "-signer", certificate, "-inkey", key, "-outform", "DER", "-out", output,
+        ]
         if !detached { arguments.append("-nodetach") }
         let result = try await Command.run("openssl", arguments)
         guard result.status == 0 else { throw SignerError(message: "openssl smime -sign failed: \(result.stderr)") }
