@@ -163,6 +163,22 @@ struct HighAvailabilityTests {
                 #expect(try JSONValue.parse(Array(renamedDocument.body)).object?["identityConflict"] == .null, "\(label): a rename is no conflict")
                 #expect(fixture.counter("ferry_agent_identity_conflicts_total") == 1, "\(label) said it once")
             }
+            // Enrolled afresh through A (a new token), the agent's conflict is over on both controllers: B's watch,
+            // which A's replace does not reach, no longer shows it.
+            let replaced = try await http.send(
+                "POST",
+                aURL + "/v1/agents",
+                token: a.operatorToken,
+                body: Data(EnrollRequest(name: "twin", hostname: "ip-10-0-1-2", services: ["api"], replace: true).json.encoded())
+            )
+            try #require(replaced.status == 201)
+            for (label, fixture, url) in [("A", a, aURL), ("B", b, bURL)] {
+                let twinDocument = try await http.send("GET", url + "/v1/agents/twin", token: fixture.viewerToken)
+                #expect(try JSONValue.parse(Array(twinDocument.body)).object?["identityConflict"] == .null, "\(label) after the replace")
+                let fleet = try JSONValue.parse(Array(try await http.send("GET", url + "/v1/fleet", token: fixture.viewerToken).body))
+                let entry = FleetDocument.agents(fleet).first { FleetDocument.text($0["name"]) == "twin" }
+                #expect(entry?["identityConflict"] == .bool(false), "\(label) after the replace")
+            }
         }
     }
 

@@ -59,7 +59,16 @@ struct ControllerCore: Sendable {
     /// one the controllers stored (`AgentRecord.identityConflictAt`) with a switch-back within the watch's window.
     func hasIdentityConflict(_ agent: AgentRecord, at instant: Date) -> Bool {
         if let last = agent.identityConflictAt, identities.stands(lastSwitchAt: last, at: instant) { return true }
-        return identities.standing(agentID: agent.id, at: instant) != nil
+        return watchedConflict(agent, at: instant) != nil
+    }
+
+    /// This controller's watch's view of `agent`'s conflict, while the row keeps a stored one. Every switch-back of a
+    /// standing conflict is stored before its report is answered, so a row without one means the conflict was
+    /// cleared since: the agent was enrolled afresh (`--replace`, a new token), perhaps through another controller,
+    /// whose watch this one's does not hear from.
+    func watchedConflict(_ agent: AgentRecord, at instant: Date) -> AgentIdentityWatch.Standing? {
+        guard agent.identityConflictAt != nil else { return nil }
+        return identities.standing(agentID: agent.id, at: instant)
     }
 
     /// The instant before which an agent's last report (or, without one, its enrolment) makes it stale at `instant`:

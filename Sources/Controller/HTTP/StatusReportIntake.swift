@@ -69,7 +69,7 @@ struct StatusReportIntake: Sendable {
                 try await core.store.recordIdentityConflict(agentID: id, standing, window: core.identities.window)
             } catch {
                 core.logger.warning(
-                    "Storing an identity conflict failed; this controller still shows it",
+                    "Storing an identity conflict failed; it is shown once a later switch-back is stored",
                     metadata: ["ferry.agent.id": "\(id)", "error.message": "\(error)"]
                 )
             }

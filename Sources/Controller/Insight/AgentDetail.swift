@@ -35,7 +35,7 @@ struct AgentDetail: Sendable {
             isStale: core.isStale(record, at: now),
             statuses: statuses,
             history: try await core.store.statusHistory(agentID: record.id, limit: historyCount),
-            identityConflict: AgentIdentityWatch.Standing.combined(core.identities.standing(agentID: record.id, at: now), stored)
+            identityConflict: AgentIdentityWatch.Standing.combined(core.watchedConflict(record, at: now), stored)
         )
     }
 
