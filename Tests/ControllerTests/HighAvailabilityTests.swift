@@ -14,21 +14,24 @@ import Testing
 struct HighAvailabilityTests {
     /// Runs `body` with controllers A and B live on one fresh database (their relays listening), stopped afterwards.
     static func withTwoControllers(
+        configure: @escaping @Sendable (inout ControllerConfiguration) -> Void = { _ in },
         _ body: @Sendable (_ a: ControllerFixture, _ aURL: String, _ b: ControllerFixture, _ bURL: String) async throws -> Void
     ) async throws {
         try await TestStore.withLocation(.postgres) { location in
-            try await withTwoControllers(on: try location.selection, body)
+            try await withTwoControllers(on: try location.selection, configure: configure, body)
         }
     }
 
     /// Runs `body` with controllers A and B live on the database `selection` (their relays listening).
     static func withTwoControllers(
         on selection: DatabaseSelection,
+        configure: @escaping @Sendable (inout ControllerConfiguration) -> Void = { _ in },
         _ body: @Sendable (_ a: ControllerFixture, _ aURL: String, _ b: ControllerFixture, _ bURL: String) async throws -> Void
     ) async throws {
         let adjust: (inout ControllerConfiguration) -> Void = { configuration in
             configuration.database = selection
             configuration.rolloutTickInterval = .milliseconds(200)
+            configure(&configuration)
         }
         try await ControllerFixture.with(adjust: adjust) { a in
             try await ControllerFixture.with(adjust: adjust) { b in
@@ -178,6 +181,39 @@ struct HighAvailabilityTests {
                 let fleet = try JSONValue.parse(Array(try await http.send("GET", url + "/v1/fleet", token: fixture.viewerToken).body))
                 let entry = FleetDocument.agents(fleet).first { FleetDocument.text($0["name"]) == "twin" }
                 #expect(entry?["identityConflict"] == .bool(false), "\(label) after the replace")
+            }
+        }
+    }
+
+    /// One instance's signed identity document sent to both controllers at once, under eight names: one enrolment
+    /// wins, every other gets `409 instance_enrolled` (enrolments run one at a time across controllers, and the row
+    /// is unique), none a server error.
+    @Test func racingEnrolmentsOfOneInstanceSeeOneWinner() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-ha-attestation") { directory in
+            let signer = try await InstanceIdentitySigner.make(in: directory)
+            let document = InstanceIdentitySigner.document(instanceID: InstanceIdentityTests.instanceA)
+            let proof = InstanceIdentityProof(document: document, pkcs7: try await signer.sign(document))
+            let verifier = try InstanceIdentityVerifier(
+                certificates: Array(try Data(contentsOf: URL(fileURLWithPath: signer.certificate))),
+                accounts: [InstanceIdentityTests.account]
+            )
+            try await Self.withTwoControllers(configure: { $0.instanceIdentity = verifier }) { a, aURL, b, bURL in
+                let http = LiveHTTP(maximumConnections: 16)
+                let outcomes = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                    for index in 0..<8 {
+                        let (url, token) = index.isMultiple(of: 2) ? (aURL, a.enrollToken) : (bURL, b.enrollToken)
+                        group.addTask {
+                            let request = EnrollRequest(name: "racer-\(index)", hostname: "h", services: ["api"], instanceIdentity: proof)
+                            let response = try await http.send("POST", url + "/v1/agents", token: token, body: Data(request.json.encoded()))
+                            return (response.status, String(decoding: response.body, as: UTF8.self))
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(outcomes.filter { $0.0 == 201 }.count == 1, "\(outcomes)")
+                #expect(outcomes.filter { $0.0 == 409 && $0.1.contains("instance_enrolled") }.count == 7, "\(outcomes)")
+                let fleet = try JSONValue.parse(Array(try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).body))
+                #expect(FleetDocument.agents(fleet).count == 1)
             }
         }
     }
