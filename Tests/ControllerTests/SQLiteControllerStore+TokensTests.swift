@@ -85,6 +85,7 @@ import Testing
                     services: services,
                     tokenHash: Token.digest(Token.generate()),
                     mode: mode,
+                    instanceID: nil,
                     at: Date()
                 )
             }
@@ -139,6 +140,7 @@ import Testing
                             services: ["api"],
                             tokenHash: Token.digest(token),
                             mode: .create(consumingToken: nil),
+                            instanceID: nil,
                             at: Date()
                         )
                         if try await store.credential(forTokenHash: Token.digest(token)) == nil { missed += 1 }

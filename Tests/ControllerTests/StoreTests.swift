@@ -401,6 +401,7 @@ import Testing
                 services: ["api"],
                 tokenHash: Token.digest("fyt_agent_0_again"),
                 mode: .replace,
+                instanceID: nil,
                 at: Date()
             )
             #expect(try await store.identityConflict(agentID: "agt_0") == nil)

@@ -112,15 +112,20 @@ struct MachineIdentityReader: Sendable {
     // MARK: - EC2 instance metadata (IMDSv2)
 
     private func readInstanceID() async throws(MachineIdentityError) -> MachineIdentity {
+        MachineIdentity(source: .ec2, value: try await retrying { () async throws(MachineIdentityError) in try await instanceIDOnce() })
+    }
+
+    /// `attempt` until it succeeds, `configuration.attempts` times at most, `retryDelay` apart.
+    func retrying<T>(_ attempt: () async throws(MachineIdentityError) -> T) async throws(MachineIdentityError) -> T {
         var last = MachineIdentityError(description: "no attempt was made")
-        for attempt in 1...max(1, configuration.attempts) {
-            do {
-                return MachineIdentity(source: .ec2, value: try await instanceIDOnce())
+        for attemptNumber in 1...max(1, configuration.attempts) {
+            do throws(MachineIdentityError) {
+                return try await attempt()
             } catch {
                 last = error
             }
             // A refusal or a malformed id does not get better by asking again; an unreachable service might.
-            guard last.retryable, attempt < configuration.attempts else { break }
+            guard last.retryable, attemptNumber < configuration.attempts else { break }
             do {
                 try await Task.sleep(for: configuration.retryDelay)
             } catch {

@@ -290,28 +290,6 @@ extension ControllerStore {
         ).agent
     }
 
-    /// Enrolls (or replaces) an agent that proved no instance.
-    func enrollAgent(
-        proposedID: String,
-        name: String,
-        hostname: String,
-        services: [String],
-        tokenHash: String,
-        mode: EnrollmentMode,
-        at date: Date
-    ) async throws -> (agent: AgentRecord, replaced: Bool) {
-        try await enrollAgent(
-            proposedID: proposedID,
-            name: name,
-            hostname: hostname,
-            services: services,
-            tokenHash: tokenHash,
-            mode: mode,
-            instanceID: nil,
-            at: date
-        )
-    }
-
     /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open
     /// rollout of its service.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
