@@ -288,6 +288,15 @@ import Testing
                 return FleetDocument.array(try JSONValue.parse(fleet.body).object?["agents"]).compactMap { FleetDocument.text($0.object?["name"]) }
                     .sorted()
             }
+            /// Each agent's `instanceId` in `/v1/fleet`, by name.
+            func fleetInstances() async throws -> [String: String] {
+                let fleet = try await http.send("GET", server.baseURL + "/v1/fleet", token: operatorToken)
+                var instances: [String: String] = [:]
+                for case .object(let agent) in FleetDocument.array(try JSONValue.parse(fleet.body).object?["agents"]) {
+                    instances[FleetDocument.text(agent["name"])] = agent["instanceId"] == .null ? "null" : FleetDocument.text(agent["instanceId"])
+                }
+                return instances
+            }
             let proofA = try await Self.signed(Self.document())(signers)
             let proofB = try await Self.signed(Self.document(Self.instanceB))(signers)
 
@@ -336,6 +345,7 @@ import Testing
             let third = try await enroll("web-3", try await Self.signed(Self.document("i-0cccccccccccccccc"))(signers), token: enrollToken)
             #expect(third.0 == 403 && third.1.hasPrefix("token_used_up"), "\(third.1)")
             #expect(try await agentNames() == ["web-1", "web-2"])
+            #expect(try await fleetInstances() == ["web-1": Self.instanceA, "web-2": Self.instanceB])
 
             // The agent shows the instance it proved.
             let shown = try await http.send("GET", server.baseURL + "/v1/agents/web-1", token: operatorToken)
@@ -368,6 +378,9 @@ import Testing
             )
             #expect(try await enroll("web-1b", proofA, token: fresh).0 == 201)
             #expect(try await agentNames() == ["web-1b", "web-2"])
+            // An operator's enrolment without a proof binds no instance.
+            #expect(try await enroll("web-plain", nil, token: operatorToken).0 == 201)
+            #expect(try await fleetInstances() == ["web-1b": Self.instanceA, "web-2": Self.instanceB, "web-plain": "null"])
 
             // Each refusal is counted by its reason, for an alert on someone trying.
             let metrics = String(decoding: try await http.send("GET", server.baseURL + "/metrics").body, as: UTF8.self)

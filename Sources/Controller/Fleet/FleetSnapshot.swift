@@ -183,6 +183,9 @@ struct FleetSnapshot: Sendable {
         return .object([
             "id": .string(record.id), "name": .string(record.name), "hostname": .string(record.hostname),
             "enrolledAt": .string(Timestamp.format(record.enrolledAt)),
+            // The EC2 instance the agent proved at enrolment (`--instance-identity-cert`), else null: what an operator
+            // terminates or replaces in the auto scaling group.
+            "instanceId": record.instanceID.map { .string($0) } ?? .null,
             "lastSeen": record.lastSeen.map { .string(Timestamp.format($0)) } ?? .null,
             "stale": .bool(agent.isStale), "identityConflict": .bool(agent.identityConflict),
             "agentVersion": record.agentVersion.map { .string($0) } ?? .null,
