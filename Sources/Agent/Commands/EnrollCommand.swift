@@ -169,7 +169,7 @@ struct EnrollCommand: AsyncParsableCommand {
         guard !enrollToken.isEmpty else { throw ValidationError("the enrollment token is empty") }
         let request = EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace, instanceIdentity: proof)
         let http = HTTPClient(configuration: httpConfiguration)
-        var response: EnrollResponse?
+        let response: EnrollResponse
         do {
             response = try await AgentControllerClient.enroll(baseURL: controller, enrollToken: enrollToken, request: request, http: http)
         } catch {
@@ -177,13 +177,10 @@ struct EnrollCommand: AsyncParsableCommand {
             // A controller older than enrolment attestation refuses the field it does not know (and so checks no
             // proof): enrolled as before. Nothing was used up by the refusal.
             printError("note: the controller does not check instance identity documents (an older version); enrolling without one")
-        }
-        if response == nil {
             var plain = request
             plain.instanceIdentity = nil
             response = try await AgentControllerClient.enroll(baseURL: controller, enrollToken: enrollToken, request: plain, http: http)
         }
-        guard let response else { return }
 
         try Self.makePrivateDirectory(stateDir)
         let tokenFile = "\(stateDir)/agent.token"

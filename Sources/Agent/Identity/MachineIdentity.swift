@@ -138,7 +138,7 @@ struct MachineIdentityReader: Sendable {
     private func instanceIDOnce() async throws(MachineIdentityError) -> String {
         let session = try await metadataSession(maxResponseBytes: 1024)
         let id = try await session.get("/latest/meta-data/instance-id", what: "the instance id")
-        guard Self.isInstanceID(id) else {
+        guard InstanceIdentityProof.isInstanceID(id) else {
             throw MachineIdentityError(
                 description:
                     "the instance metadata service (\(session.base)/latest/meta-data/instance-id) answered something that is not an instance id (i- and 8 or 17 hex digits)"
@@ -211,12 +211,5 @@ struct MachineIdentityReader: Sendable {
         default:
             return MachineIdentityError(description: "the instance metadata service (\(url)) answered badly: \(error)")
         }
-    }
-
-    /// `i-` and 8 or 17 lowercase hexadecimal digits.
-    static func isInstanceID(_ text: String) -> Bool {
-        guard text.hasPrefix("i-") else { return false }
-        let digits = String(text.dropFirst(2))
-        return Hex.isLowercaseHex(digits, count: 8) || Hex.isLowercaseHex(digits, count: 17)
     }
 }

@@ -160,7 +160,7 @@ struct InstanceIdentityVerifier: Sendable {
             return text
         }
         let instanceID = try field("instanceId")
-        guard isInstanceID(instanceID) else {
+        guard InstanceIdentityProof.isInstanceID(instanceID) else {
             throw InstanceIdentityError(
                 kind: .malformed,
                 description: "the signed instance identity document's instanceId is not an instance id (i- and 8 or 17 hex digits)"
@@ -183,10 +183,4 @@ struct InstanceIdentityVerifier: Sendable {
 
     static func isAccountID(_ text: String) -> Bool { text.utf8.count == 12 && text.utf8.allSatisfy { (0x30...0x39).contains($0) } }
 
-    /// `i-` and 8 or 17 lowercase hexadecimal digits.
-    static func isInstanceID(_ text: String) -> Bool {
-        guard text.hasPrefix("i-") else { return false }
-        let digits = text.utf8.dropFirst(2)
-        return (digits.count == 8 || digits.count == 17) && digits.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
-    }
 }

@@ -75,7 +75,7 @@ struct AgentRoutes: Sendable {
             )
         } catch let error as StoreError {
             if case .instanceEnrolled(let instanceID, let holder) = error {
-                core.metrics.enrolmentsRefused["instance_enrolled"]?.increment()
+                core.metrics.enrolmentRefused(.instanceEnrolled)
                 core.logger.warning(
                     "Enrolment refused: the instance is enrolled already",
                     metadata: ["ferry.instance.id": "\(instanceID)", "ferry.agent.name": "\(holder)", "ferry.token.id": "\(principal.tokenID ?? "")"]
@@ -108,10 +108,10 @@ struct AgentRoutes: Sendable {
         guard let verifier = core.configuration.instanceIdentity else { return nil }
         guard let proof = enrollment.instanceIdentity else {
             guard role == .operator else {
-                core.metrics.enrolmentsRefused["attestation_required"]?.increment()
+                core.metrics.enrolmentRefused(.attestationRequired)
                 throw APIError(
                     .forbidden,
-                    "attestation_required",
+                    EnrolmentRefusal.attestationRequired.rawValue,
                     "this controller enrolls only EC2 instances that prove their identity: run ferry-agent enroll with "
                         + "--machine-identity ec2 on the instance, so it sends its signed instance identity document"
                 )
@@ -122,9 +122,9 @@ struct AgentRoutes: Sendable {
             return try verifier.verify(proof)
         } catch {
             core.logger.warning("Enrolment refused: instance identity not proven", metadata: ["ferry.reason": "\(error)"])
-            let code = error.kind == .accountNotAllowed ? "account_not_allowed" : "attestation_invalid"
-            core.metrics.enrolmentsRefused[code]?.increment()
-            throw APIError(.forbidden, code, "\(error)")
+            let reason: EnrolmentRefusal = error.kind == .accountNotAllowed ? .accountNotAllowed : .attestationInvalid
+            core.metrics.enrolmentRefused(reason)
+            throw APIError(.forbidden, reason.rawValue, "\(error)")
         }
     }
 
@@ -141,7 +141,7 @@ struct AgentRoutes: Sendable {
         case .instanceEnrolled(let instanceID, let holder):
             return APIError(
                 .conflict,
-                "instance_enrolled",
+                EnrolmentRefusal.instanceEnrolled.rawValue,
                 "instance \(instanceID) is already enrolled as agent \(holder.prefix(128)); an instance enrolls once. To enroll it "
                     + "again, remove that agent (ferry-controller agents remove \(holder.prefix(128))) or re-enroll it with an "
                     + "operator token and --replace"

@@ -5,6 +5,14 @@ import Prometheus
 /// They do not go through the global `MetricsSystem`, which may be bootstrapped only once per process: tests build
 /// many apps, each with its own registry, and read them back. (`serve` still bootstraps the global system with the same
 /// registry, so metrics of libraries that use swift-metrics land there too.)
+/// Why an enrolment was refused for the instance it is (or is not) on: the API error code and the metric's label.
+enum EnrolmentRefusal: String, CaseIterable, Sendable {
+    case attestationRequired = "attestation_required"
+    case attestationInvalid = "attestation_invalid"
+    case accountNotAllowed = "account_not_allowed"
+    case instanceEnrolled = "instance_enrolled"
+}
+
 struct ControllerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
     let releasesPublished: Counter
@@ -13,10 +21,9 @@ struct ControllerMetrics: Sendable {
     let statusReports: Counter
     /// Agent identities seen reporting from two hosts in turn (`AgentIdentityWatch`), once per conflict and window.
     let identityConflicts: Counter
-    /// Enrolments refused for want of a valid instance identity, or of an instance enrolled already, by error code
-    /// (`enrolmentRefusalCodes`): what someone holding an enrollment token but not an instance of the fleet tries.
-    let enrolmentsRefused: [String: Counter]
-    static let enrolmentRefusalCodes = ["attestation_required", "attestation_invalid", "account_not_allowed", "instance_enrolled"]
+    /// Enrolments refused for want of a valid instance identity, or of an instance enrolled already, by reason: what
+    /// someone holding an enrollment token but not an instance of the fleet tries.
+    private let enrolmentsRefused: [EnrolmentRefusal: Counter]
     let desiredStateFull: Counter
     let desiredStateNotModified: Counter
     /// Desired-state polls answered by `DesiredStatePollHandler` before the router (the rest went to the route).
@@ -37,6 +44,11 @@ struct ControllerMetrics: Sendable {
     let requests: RequestMetrics
     /// Open connections, and those closed by timeouts or the connection cap.
     let connections: ConnectionMetrics
+
+    /// Counts one enrolment refused for `reason`.
+    func enrolmentRefused(_ reason: EnrolmentRefusal) {
+        enrolmentsRefused[reason]?.increment()
+    }
 
     init(registry: PrometheusCollectorRegistry) {
         func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -62,7 +74,9 @@ struct ControllerMetrics: Sendable {
             "Enrolments refused for the instance: no valid signed instance identity, another account's, or an instance enrolled already."
         )
         enrolmentsRefused = Dictionary(
-            uniqueKeysWithValues: Self.enrolmentRefusalCodes.map { ($0, registry.makeCounter(descriptor: refused, labels: [("reason", $0)])) }
+            uniqueKeysWithValues: EnrolmentRefusal.allCases.map {
+                ($0, registry.makeCounter(descriptor: refused, labels: [("reason", $0.rawValue)]))
+            }
         )
         let responses = name("desired_state_responses", "total", "Desired-state answers by status code.")
         desiredStateFull = registry.makeCounter(descriptor: responses, labels: [("code", "200")])

@@ -397,6 +397,13 @@ package struct InstanceIdentityProof: Sendable, Equatable {
     }
 
     package var json: JSONValue { .object(["document": .string(document), "pkcs7": .string(pkcs7)]) }
+
+    /// An EC2 instance id: `i-` and 8 or 17 lowercase hexadecimal digits.
+    package static func isInstanceID(_ text: String) -> Bool {
+        guard text.hasPrefix("i-") else { return false }
+        let digits = String(text.dropFirst(2))
+        return Hex.isLowercaseHex(digits, count: 8) || Hex.isLowercaseHex(digits, count: 17)
+    }
 }
 
 /// The answer to `POST /v1/agents`: the agent's id and its token (shown once).
