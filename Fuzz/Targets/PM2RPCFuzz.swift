@@ -3,7 +3,9 @@ import Shared
 /// The answer the agent reads from PM2's daemon socket (Agent/ProcessManagers/PM2/PM2RPC.swift): never crash; a frame
 /// is read only when every byte of it came, its parts lie inside it and encode back to the same bytes, and a frame cut
 /// by one byte is incomplete, never an error or a shorter frame; a refusal is `malformed` or `tooLarge`. The answer's
-/// JSON part is read whatever the input (the input taken as the answer's first part, with the call's id).
+/// JSON part is read whatever the input (the input taken as the answer's first part, with the call's id), and so is
+/// the process table in it (`PM2ProcessTable`, as `pm2 jlist` output too), at the current time and at the edges of
+/// the clock.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPM2RPC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = fuzzBytes(data, size)
@@ -26,13 +28,16 @@ public func fuzzPM2RPC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     }
     let answer = [bytes[...], ArraySlice("s:\(id)".utf8)]
+    let nows: [Int64] = [1_800_000_000_000, 0, .max, .min]
     do {
-        _ = try PM2RPC.table(fromAnswer: answer, id: id)
+        let elements = try PM2RPC.table(fromAnswer: answer, id: id)
+        for now in nows { _ = try? PM2ProcessTable(elements: elements, nowMilliseconds: now) }
     } catch {
         switch error {
         case .malformed, .daemonError: break
         default: FuzzCheck.require(false, "the answer reader refused with \(error)")
         }
     }
+    for now in nows { _ = try? PM2ProcessTable(jlistOutput: bytes, nowMilliseconds: now) }
     return 0
 }

@@ -140,6 +140,51 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
             expectation: .extractFails(.tooLarge, entry: "part10"),
             build: archive { _ in (0..<12).map { Entry(path: "part\($0)", kind: .zeros(100_000), mode: 0o644) } }
         ),
+        // libarchive takes a pax header's size as it is, up to Int64.max: adding it to the bytes already extracted
+        // overflowed (a trap that ended the agent), before the limit was compared.
+        HostileArtifact(
+            name: "pax realsize of Int64.max after a written byte",
+            expectation: .extractFails(.tooLarge, entry: "b"),
+            build: { _ in
+                ArchiveBuilder.rawTar([
+                    .init(path: "a", data: Array("x".utf8)),
+                    .init(path: "b", pax: [("SCHILY.realsize", "9223372036854775807")]),
+                ])
+            }
+        ),
+        HostileArtifact(
+            name: "pax GNU.sparse.realsize past Int64.max after a written byte",
+            expectation: .extractFails(.tooLarge, entry: "b"),
+            build: { _ in
+                ArchiveBuilder.rawTar([
+                    .init(path: "a", data: Array("x".utf8)),
+                    .init(path: "b", pax: [("GNU.sparse.realsize", "99999999999999999999999")]),
+                ])
+            }
+        ),
+        // The data's own size: libarchive refuses the header itself.
+        HostileArtifact(
+            name: "pax size of Int64.max after a written byte",
+            expectation: .extractFails(.corrupt, entry: nil),
+            build: { _ in
+                ArchiveBuilder.rawTar([
+                    .init(path: "a", data: Array("x".utf8)),
+                    .init(path: "b", pax: [("size", "9223372036854775807")]),
+                ])
+            }
+        ),
+        HostileArtifact(
+            name: "pax realsize that is negative",
+            expectation: .extracts { release in
+                #expect(FileManager.default.contents(atPath: "\(release)/b") == Data("yy".utf8))
+            },
+            build: { _ in
+                ArchiveBuilder.rawTar([
+                    .init(path: "a", data: Array("x".utf8)),
+                    .init(path: "b", pax: [("SCHILY.realsize", "-9223372036854775808")], data: Array("yy".utf8)),
+                ])
+            }
+        ),
         HostileArtifact(
             name: "zip bomb lying about its size",
             configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),

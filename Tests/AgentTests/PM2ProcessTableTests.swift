@@ -216,6 +216,33 @@ struct PM2ProcessTableTests {
         ),
     ]
 
+    /// Numbers no PM2 writes, at the edges of what the reader takes (a corrupt daemon, a substitute `pm2`): read
+    /// without trapping. The uptime (`now` is 1,800,000,000,000 ms) is `nil` when no clock gives that start.
+    static let extremes: [(label: String, env: String, top: String, uptime: Int64?)] = [
+        ("pm_uptime at Int64.min", #""pm_uptime":-9223372036854775808"#, "", nil),
+        ("pm_uptime at Int64.min as a string", #""pm_uptime":"-9223372036854775808""#, "", nil),
+        ("pm_uptime as a double at -2^63", #""pm_uptime":-9.2233720368547758e18"#, "", nil),
+        ("pm_uptime one past the overflow", #""pm_uptime":-9223370236854775808"#, "", nil),
+        ("pm_uptime at the edge of the overflow", #""pm_uptime":-9223370236854775807"#, "", 9_223_372_036_854_775),
+        ("pm_uptime at Int64.max (a start in the future)", #""pm_uptime":9223372036854775807"#, "", 0),
+        ("pm_uptime before the epoch", #""pm_uptime":-1000"#, "", 1_800_000_001),
+        (
+            "pid, pm_id, restarts, memory and cpu at their limits", #""pm_uptime":1799999988000,"restart_time":9223372036854775807"#,
+            #","pid":9223372036854775807,"monit":{"memory":-9223372036854775808,"cpu":1.7976931348623157e308}"#, 12
+        ),
+    ]
+
+    @Test("numbers at the edges of Int64 in jlist output are read without trapping", arguments: extremes.indices)
+    func extremeNumbers(_ index: Int) throws {
+        let (label, env, top, uptime) = Self.extremes[index]
+        let stdout =
+            #"[{"name":"a","pm_id":9223372036854775807,"pm2_env":{"status":"online","#
+            + env + "}" + top + "}]"
+        let table = try PM2ProcessTable(jlistOutput: Array(stdout.utf8), nowMilliseconds: 1_800_000_000_000)
+        let process = try #require(table.processes.first, "\(label)")
+        #expect(process.uptimeSeconds == uptime, "\(label)")
+    }
+
     @Test("odd or hostile jlist output is read or refused with a reason", arguments: odd.indices)
     func oddOutput(_ index: Int) throws {
         let (label, stdout, outcome) = Self.odd[index]

@@ -257,6 +257,18 @@ struct HostileWorld: Sendable {
         HostileCase(name: "Range past the end", status: .rangeNotSatisfiable, code: "range_not_satisfiable") { world in
             try await world.send(.get, world.artifact.url, token: world.agentA.token, headers: [.range: "bytes=100-200"])
         },
+        // An empty file under an artifact's digest (a restore, a damaged disk): its default range 0...(size - 1)
+        // trapped. Uploads refuse empty bodies, so it is not an artifact.
+        HostileCase(name: "an empty file where the artifact was", status: .notFound, code: "unknown_artifact") { world in
+            let path = "\(world.fixture.directory.path)/artifacts/\(world.artifact.sha256.hex)"
+            guard truncate(path, 0) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            return try await world.send(.get, world.artifact.url, token: world.agentA.token)
+        },
+        HostileCase(name: "a Range request for an empty file where the artifact was", status: .notFound, code: "unknown_artifact") { world in
+            let path = "\(world.fixture.directory.path)/artifacts/\(world.artifact.sha256.hex)"
+            guard truncate(path, 0) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            return try await world.send(.get, world.artifact.url, token: world.operatorToken, headers: [.range: "bytes=0-0"])
+        },
         HostileCase(name: "non-hex artifact id", status: .badRequest, code: "invalid_artifact_id") { world in
             try await world.send(.get, "/v1/artifacts/etc%2Fpasswd", token: world.agentA.token)
         },

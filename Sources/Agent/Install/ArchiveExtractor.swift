@@ -280,7 +280,9 @@ private final class Extraction {
             if type == mode_t(FERRY_AE_IFDIR) { permissions |= 0o700 }
             archive_entry_set_perm(entry, permissions)
         }
-        if archive_entry_size_is_set(entry) != 0, bytes + archive_entry_size(entry) > configuration.maxTotalBytes {
+        // Compared without adding: a pax header's size (`size=`, `SCHILY.realsize=`, `GNU.sparse.realsize=`) is taken by
+        // libarchive as it is, up to Int64.max, and `bytes` plus it overflowed.
+        if archive_entry_size_is_set(entry) != 0, archive_entry_size(entry) > configuration.maxTotalBytes - bytes {
             throw .tooLarge(entry: name, limit: configuration.maxTotalBytes)
         }
         if archive_entry_size_is_set(entry) != 0 { declaredBytes = declaredBytes.addingClamped(archive_entry_size(entry)) }

@@ -79,10 +79,12 @@ struct ArtifactStore: Sendable {
     /// The file of an artifact (which may not exist).
     func path(for digest: SHA256Digest) -> String { "\(configuration.directory)/\(digest.hex)" }
 
-    /// The size of a stored artifact, or `nil` when it is not stored.
+    /// The size of a stored artifact, or `nil` when it is not stored. An empty file is not an artifact (uploads refuse
+    /// empty bodies): one left in the directory (a restore, a damaged disk) counts as absent, so it is answered 404,
+    /// fetched again from the shared database, and replaced by the next upload of those bytes.
     func size(of digest: SHA256Digest) -> Int64? {
         var info = stat()
-        guard stat(path(for: digest), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard stat(path(for: digest), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0 else { return nil }
         return Int64(info.st_size)
     }
 

@@ -115,6 +115,59 @@ enum ArchiveBuilder {
         try check(archive, archive_write_close(archive))
     }
 
+    /// One member of a hand-written tar: a regular file with `data`, preceded by a pax extended header holding
+    /// `pax` (in order) when it is not empty. libarchive's writer refuses to declare a size its data does not have;
+    /// this writes whatever the header should say.
+    struct RawMember: Sendable {
+        var path: String
+        var pax: [(key: String, value: String)] = []
+        var data: [UInt8] = []
+    }
+
+    /// The bytes of a ustar archive of `members` (uncompressed), ended by the two zero blocks.
+    static func rawTar(_ members: [RawMember]) -> [UInt8] {
+        var out: [UInt8] = []
+        func block(name: String, type: UInt8, data: [UInt8]) {
+            var header = [UInt8](repeating: 0, count: 512)
+            func put(_ text: String, at offset: Int) {
+                for (index, byte) in text.utf8.enumerated() { header[offset + index] = byte }
+            }
+            put(String(name.prefix(99)), at: 0)
+            put("0000644", at: 100)
+            put("0000000", at: 108)
+            put("0000000", at: 116)
+            let size = String(data.count, radix: 8)
+            put(String(repeating: "0", count: max(0, 11 - size.count)) + size, at: 124)
+            put("14524402400", at: 136)
+            header[156] = type
+            put("ustar", at: 257)
+            put("00", at: 263)
+            for index in 148..<156 { header[index] = 0x20 }
+            let sum = String(header.reduce(0) { $0 + Int($1) }, radix: 8)
+            put(String(repeating: "0", count: max(0, 6 - sum.count)) + sum, at: 148)
+            header[154] = 0
+            out += header
+            out += data
+            out += [UInt8](repeating: 0, count: (512 - data.count % 512) % 512)
+        }
+        for member in members {
+            if !member.pax.isEmpty {
+                var records: [UInt8] = []
+                for (key, value) in member.pax {
+                    // "LENGTH key=value\n", the length counting its own digits.
+                    let body = " \(key)=\(value)\n"
+                    var length = body.utf8.count + 1
+                    while String(length).count + body.utf8.count != length { length += 1 }
+                    records += Array("\(length)\(body)".utf8)
+                }
+                block(name: "PaxHeaders/\(member.path)", type: UInt8(ascii: "x"), data: records)
+            }
+            block(name: member.path, type: UInt8(ascii: "0"), data: member.data)
+        }
+        out += [UInt8](repeating: 0, count: 1024)
+        return out
+    }
+
     private static func check(_ archive: OpaquePointer, _ status: Int32) throws {
         guard status >= ARCHIVE_WARN else {
             throw Failure(description: archive_error_string(archive).map { String(cString: $0) } ?? "libarchive error \(status)")

@@ -96,7 +96,9 @@ struct PM2ProcessTable: Sendable, Equatable {
         let pid = integer(top["pid"]).flatMap { $0 > 0 && $0 <= Int64(Int32.max) && running.contains(status) ? Int32($0) : nil }
         var uptime: Int64?
         if status == .online, let startedAt = integer(env["pm_uptime"]) {
-            uptime = max(0, now - startedAt) / 1000
+            // A start time no clock gives (PM2 writes `Date.now()`) leaves the uptime unknown rather than overflow.
+            let (elapsed, overflow) = now.subtractingReportingOverflow(startedAt)
+            uptime = overflow ? nil : max(0, elapsed) / 1000
         }
         var memory: Int64 = 0
         var cpu = 0.0
