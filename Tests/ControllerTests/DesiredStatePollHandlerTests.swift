@@ -288,6 +288,94 @@ import Testing
         }
     }
 
+    /// A report's body is held here only for a token already known as that agent's. Anyone else's report goes to the
+    /// router with its head, before any body arrives (the router's authentication refuses it without reading the body):
+    /// held until its end, a body up to the limit on each of thousands of connections was memory anyone could take.
+    @Test(arguments: [
+        (credential: Credential.unknown, heldHere: false),
+        (credential: Credential.operatorToken, heldHere: false),
+        (credential: Credential.agent, heldHere: true),
+    ])
+    func aReportIsHeldOnlyForAKnownAgentToken(_ row: (credential: Credential, heldHere: Bool)) async throws {
+        try await DesiredStateFastPathTests.withPolledAgent { fixture, _, agent, _ in
+            let channel = EmbeddedChannel(handler: DesiredStatePollHandler(Self.reportDependencies(fixture, limit: 1 << 20)))
+            var head = HTTPRequest(method: .post, scheme: nil, authority: "x", path: "/v1/agents/\(agent.id)/status")
+            head.headerFields[.authorization] = row.credential.authorization(agent: agent.token, other: agent.token, fixture: fixture)
+            head.headerFields[.contentLength] = "1000"
+            try channel.writeInbound(HTTPRequestPart.head(head))
+            try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10)))
+            let passedOn = [try channel.readInbound(as: HTTPRequestPart.self), try channel.readInbound(as: HTTPRequestPart.self)]
+            if row.heldHere {
+                #expect(passedOn.allSatisfy { $0 == nil }, "held until its end")
+            } else {
+                #expect(passedOn.map { $0.map(Self.partName) } == ["head", "body"], "the router's from its head on")
+            }
+            _ = try? await channel.close().get()
+        }
+    }
+
+    /// Requests pipelined behind a parked long-poll wait in the handler's queue; while any wait, the channel's reads
+    /// are held, so a client that keeps sending fills its own socket buffer instead of this process's memory. Once the
+    /// poll is answered and the queue replayed, the held read is issued.
+    @Test func readsStopWhileRequestsWaitBehindAParkedPoll() async throws {
+        try await DesiredStateFastPathTests.withPolledAgent { fixture, _, agent, tag in
+            let hub = fixture.controller.core.desiredStates.hub
+            let reads = ReadCounter()
+            let channel = EmbeddedChannel(handlers: [reads, DesiredStatePollHandler(Self.reportDependencies(fixture, limit: 16))])
+            func poll(wait: Int) -> HTTPRequest {
+                var head = HTTPRequest(method: .get, scheme: nil, authority: "x", path: "/v1/agents/\(agent.id)/desired-state?wait=\(wait)")
+                head.headerFields[.authorization] = "Bearer \(agent.token)"
+                head.headerFields[.ifNoneMatch] = tag
+                return head
+            }
+            try channel.writeInbound(HTTPRequestPart.head(poll(wait: 1)))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            try await Self.waitUntil { hub.waiterCount == 1 }
+            channel.read()
+            #expect(reads.count == 1, "nothing queued: the read goes through")
+            try channel.writeInbound(HTTPRequestPart.head(poll(wait: 0)))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+            channel.read()
+            channel.read()
+            #expect(reads.count == 1, "held while a pipelined request waits")
+            // The parked poll times out (1 s) and is answered; the queued poll is answered after it, then the read goes.
+            try await Self.waitUntil {
+                channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+                return reads.count == 2
+            }
+            var statuses: [Int] = []
+            while let part = try channel.readOutbound(as: HTTPResponsePart.self) {
+                if case .head(let response) = part { statuses.append(response.status.code) }
+            }
+            #expect(statuses == [304, 304])
+            _ = try? await channel.close().get()
+            try await Self.waitUntil { hub.waiterCount == 0 }
+        }
+    }
+
+    /// Counts the reads that reach it (placed in front of the handler under test).
+    final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
+        typealias OutboundIn = Any
+        private(set) var count = 0
+
+        func read(context: ChannelHandlerContext) {
+            count += 1
+            context.read()
+        }
+    }
+
+    static func reportDependencies(_ fixture: Fixture, limit: Int) -> DesiredStatePollHandler.Dependencies {
+        let core = fixture.controller.core
+        return DesiredStatePollHandler.Dependencies(
+            authenticator: core.authenticator,
+            desiredStates: core.desiredStates,
+            metrics: ControllerMetrics(registry: fixture.registry),
+            maximumWait: .seconds(60),
+            statusReports: StatusReportIntake(core: core),
+            maximumStatusBytes: limit
+        )
+    }
+
     static func partName(_ part: HTTPRequestPart) -> String {
         switch part {
         case .head: "head"

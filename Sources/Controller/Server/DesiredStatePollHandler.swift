@@ -216,11 +216,15 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// The request this handler is answering.
     private struct Current {
         var kind: Kind
-        /// Its parts so far: given to the router if the handler passes it on.
-        var parts: [HTTPRequestPart]
-        var ended = false
+        /// Its head, and its end once here: given to the router, with `body` between them, if the handler passes it on.
+        var head: HTTPRequestPart
+        var end: HTTPRequestPart?
+        /// Its body so far, in one buffer: each part the decoder gives is a slice of the read it came in, and a body
+        /// sent a few bytes per segment held one read buffer per part (hundreds of times its own size).
+        var body: ByteBuffer?
+        var ended: Bool { end != nil }
         /// Body bytes so far.
-        var bodyBytes = 0
+        var bodyBytes: Int { body?.readableBytes ?? 0 }
         let startedAt: ContinuousClock.Instant
         /// When a long-poll must be answered at the latest.
         let deadline: ContinuousClock.Instant
@@ -231,6 +235,23 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         var poll: Poll? {
             if case .poll(let poll) = kind { poll } else { nil }
         }
+
+        init(kind: Kind, head: HTTPRequestPart, startedAt: ContinuousClock.Instant, deadline: ContinuousClock.Instant) {
+            self.kind = kind
+            self.head = head
+            self.startedAt = startedAt
+            self.deadline = deadline
+        }
+
+        /// Adds a body part (copied, unless it is the first).
+        mutating func append(_ bytes: inout ByteBuffer) {
+            if body == nil { body = bytes } else { body?.writeBuffer(&bytes) }
+        }
+
+        /// What arrived of it, in order, as the router is given it.
+        var parts: [HTTPRequestPart] {
+            [head] + (body.map { [.body($0)] } ?? []) + (end.map { [$0] } ?? [])
+        }
     }
 
     private let dependencies: Dependencies
@@ -238,11 +259,15 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     private var current: Current?
     /// Requests passed to the router whose answer has not ended: while there are any, everything goes to the router.
     private var forwardedInFlight = 0
-    /// Parts that arrived while this handler was answering (pipelined requests), replayed afterwards.
+    /// Parts that arrived while this handler was answering (pipelined requests), replayed afterwards. While any wait,
+    /// nothing more is read (`read(context:)`): a client pipelining behind a parked long-poll fills its own socket
+    /// buffer, not this process's memory.
     ///
     /// An array, not NIO's `CircularBuffer`: that one allocates 16 slots when created, a few KB on each of 10,000 idle
     /// connections, for a queue that is nearly always empty (an empty array allocates nothing).
     private var queued: [HTTPRequestPart] = []
+    /// A read the channel asked for while `queued` held parts: issued once they are replayed.
+    private var readHeld = false
     /// The rest of an answered request (its `.end` had not arrived) is dropped.
     private var draining = false
     /// A graceful-shutdown quiesce held back until the current answer is written.
@@ -283,16 +308,16 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         if current != nil {
             // Parts of the request being answered, until its end (unless earlier parts still wait in the queue).
             if current?.ended == false, queued.isEmpty || replayed {
-                current?.parts.append(part)
                 switch part {
                 case .head:
+                    // Never: a head follows the end of the request before it.
                     break
-                case .body(let bytes):
+                case .body(var bytes):
                     // Held until answered: a body larger than a report may be (a poll has none) is the router's to read.
-                    current?.bodyBytes += bytes.readableBytes
+                    current?.append(&bytes)
                     if current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
                 case .end:
-                    current?.ended = true
+                    current?.end = part
                     // A report is taken once all of it is here.
                     if case .report = current?.kind { authenticate() }
                 }
@@ -316,11 +341,21 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let now = ContinuousClock.now
         switch kind {
         case .poll(let poll):
-            current = Current(kind: kind, parts: [part], startedAt: now, deadline: now + poll.wait)
+            current = Current(kind: kind, head: part, startedAt: now, deadline: now + poll.wait)
             authenticate()
-        case .report:
-            // Taken once its body is here (`.end`).
-            current = Current(kind: kind, parts: [part], startedAt: now, deadline: now)
+        case .report(let report):
+            // Its body is held here only for a token known (cached) as this agent's; any other report is the router's at
+            // once, whose authentication refuses it before reading its body. Held for any token that merely looked like
+            // one, bodies up to the limit on every connection were memory anyone who could connect could take.
+            guard let principal = dependencies.authenticator.cachedPrincipal(forToken: report.token), principal.role == .agent,
+                principal.agentID == report.agentID
+            else {
+                forwardedInFlight += 1
+                context.fireChannelRead(wrapInboundOut(part))
+                return
+            }
+            // Taken once its body is here (`.end`), authenticated again then.
+            current = Current(kind: kind, head: part, startedAt: now, deadline: now)
         }
     }
 
@@ -339,7 +374,15 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         context.fireUserInboundEventTriggered(event)
     }
 
-    // MARK: Outbound (the router's answers)
+    // MARK: Outbound (the router's answers, the channel's reads)
+
+    func read(context: ChannelHandlerContext) {
+        guard queued.isEmpty else {
+            readHeld = true
+            return
+        }
+        context.read()
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         guard case .end = unwrapOutboundIn(data), forwardedInFlight > 0 else {
@@ -396,11 +439,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// request on when the intake refused it (nothing was changed: the route refuses it again with its error).
     private func submit(_ report: Report) {
         guard let current, let intake = dependencies.statusReports, let eventLoop = context?.eventLoop else { return passOn() }
-        var body = ByteBuffer()
-        for part in current.parts {
-            guard case .body(var bytes) = part else { continue }
-            if body.readableBytes == 0 { body = bytes } else { body.writeBuffer(&bytes) }
-        }
+        let body = current.body ?? ByteBuffer()
         let step = beginStep()
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         Task { [body] in
@@ -599,6 +638,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
         // Replayed parts given to the router are delivered on a read-complete (see `passOn`).
         if replayed { context?.fireChannelReadComplete() }
+        if queued.isEmpty, readHeld {
+            readHeld = false
+            context?.read()
+        }
     }
 
     /// The connection is going away: a parked poll leaves the hub.
@@ -606,5 +649,6 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         if let ticket = current?.ticket { dependencies.desiredStates.hub.cancel(ticket) }
         current = nil
         queued.removeAll()
+        readHeld = false
     }
 }
