@@ -257,6 +257,22 @@ struct ArtifactFetcherTests {
         }
     }
 
+    /// A margin no disk has (set by the test hook `FERRY_TEST_FREE_SPACE_MARGIN`, which takes any Int64) is a need
+    /// too large for the disk, not an overflow that ends the agent on every download.
+    @Test func aMarginOfInt64MaxIsSpaceTheDiskLacks() async throws {
+        try await Self.withFixture { fixture in
+            fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))
+            let fetcher = fixture.fetcher { $0.freeSpaceMargin = .max }
+            let error = await #expect(throws: ArtifactFetchError.self) { try await fetcher.fetch(fixture.reference()) }
+            guard case .insufficientSpace(_, let needed, _) = error else {
+                Issue.record("expected insufficientSpace, got \(String(describing: error))")
+                return
+            }
+            #expect(needed == .max)
+            #expect(fixture.server.requests.isEmpty)
+        }
+    }
+
     @Test func realFreeSpaceCheckPassesForASmallArtifact() async throws {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))

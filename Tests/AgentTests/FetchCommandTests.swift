@@ -25,6 +25,10 @@ struct FetchCommandTests {
     @Test(arguments: [
         ["--sha256", "XYZ"],
         ["--size", "0"],
+        ["--size", "-1"],
+        // Past what a release may name (1 TiB); Int64.max overflowed the free-space check and ended the command.
+        ["--size", "1099511627777"],
+        ["--size", "9223372036854775807"],
         ["--url", "/v1/artifacts/x"],
     ])
     func refusesBadOptions(_ override: [String]) throws {

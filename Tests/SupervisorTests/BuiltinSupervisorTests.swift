@@ -344,6 +344,46 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// A saved table holding an id no daemon hands out (edited by hand, damaged): the app is resurrected with ids of
+    /// its own, and the next start still finds a free id. With `Int.max` saved, the next id overflowed and the daemon
+    /// died on every start; the agent started it again, it read the same table, and died again.
+    @Test("a saved table with an id out of range is renumbered, and the daemon goes on", arguments: [Int.max, -1, Int(Int32.max) + 1])
+    func savedIdsOutOfRangeAreRenumbered(_ savedId: Int) async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            try await harness.manager.start(
+                harness.spec("first", script: script, instances: 2, env: ["OUT_DIR": "\(harness.home)/out"]),
+                ecosystem: ""
+            )
+            let daemon = try await harness.manager.daemonPID()
+            kill(daemon, SIGKILL)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            let tablePath = "\(harness.home)/apps.json"
+            let data = try #require(FileManager.default.contents(atPath: tablePath))
+            var table = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            var apps = try #require(table["apps"] as? [[String: Any]])
+            var instances = try #require(apps[0]["instances"] as? [[String: Any]])
+            instances[0]["pmId"] = savedId
+            instances[1]["pmId"] = 5
+            apps[0]["instances"] = instances
+            table["apps"] = apps
+            try JSONSerialization.data(withJSONObject: table).write(to: URL(fileURLWithPath: tablePath))
+
+            let resurrected = try await harness.waitUntil("the table is resurrected") { $0.count == 2 && $0.allSatisfy { $0.status == .online } }
+            let respawned = try await harness.manager.daemonPID()
+            #expect(resurrected.allSatisfy { (0...Int(Int32.max)).contains($0.pmId) }, "\(SupervisorHarness.summary(resurrected))")
+            try await harness.manager.start(
+                harness.spec("second", script: script, env: ["OUT_DIR": "\(harness.home)/out"]),
+                ecosystem: ""
+            )
+            let after = try await harness.waitUntil("the second app runs") { $0.count == 3 && $0.allSatisfy { $0.status == .online } }
+            #expect(Set(after.map(\.pmId)).count == 3)
+            #expect(after.allSatisfy { (0...Int(Int32.max)).contains($0.pmId) })
+            #expect(try await harness.manager.daemonPID() == respawned, "the daemon that resurrected the table still runs")
+        }
+    }
+
     /// A process the previous daemon started but never wrote into its table (killed between spawning it and saving,
     /// during a start or a reload): the next daemon finds it by the home in its environment.
     struct LeftoverCase: Sendable, CustomTestStringConvertible {

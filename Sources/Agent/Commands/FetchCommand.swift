@@ -60,7 +60,9 @@ struct FetchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard SHA256Digest(hex: sha256) != nil else { throw ValidationError("--sha256 must be 64 lowercase hex characters") }
-        guard size > 0 else { throw ValidationError("--size must be a positive number of bytes") }
+        guard ArtifactReference.sizes.contains(size) else {
+            throw ValidationError("--size must be 1 to \(ArtifactReference.sizes.upperBound) bytes (what a release may name), not \(size)")
+        }
         if url.hasPrefix("/"), controller == nil { throw ValidationError("a relative --url needs --controller") }
     }
 

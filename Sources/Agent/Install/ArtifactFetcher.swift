@@ -119,7 +119,7 @@ struct ArtifactFetcher: Sendable {
         var resumedFrom: Int64 = 0
         if offset < artifact.size {
             do {
-                try checkFreeSpace(needed: artifact.size - offset + configuration.freeSpaceMargin)
+                try checkFreeSpace(needed: withMargin(artifact.size - offset))
             } catch {
                 // A `.part` with bytes is kept for a resume once space is freed; the empty one just created is not.
                 if offset == 0 { unlink(partPath) }
@@ -264,6 +264,13 @@ struct ArtifactFetcher: Sendable {
         }
     }
 
+    /// `bytes` and the free-space margin, stopping at Int64.max (neither is bounded by a release document here: the
+    /// fetch command and a test hook set them).
+    private func withMargin(_ bytes: Int64) -> Int64 {
+        let (sum, overflow) = bytes.addingReportingOverflow(configuration.freeSpaceMargin)
+        return overflow ? .max : sum
+    }
+
     private func checkFreeSpace(needed: Int64) throws(ArtifactFetchError) {
         let available: Int64
         if let override = configuration.freeSpaceOverride {
@@ -332,7 +339,7 @@ struct ArtifactFetcher: Sendable {
             unlink(partPath)
             let available = DiskSpace.available(at: artifactsDirectory) ?? 0
             logger.warning("The disk filled up during the download; partial artifact removed", metadata: ["artifact.free_bytes": "\(available)"])
-            throw .insufficientSpace(path: artifactsDirectory, needed: artifact.size + configuration.freeSpaceMargin, available: available)
+            throw .insufficientSpace(path: artifactsDirectory, needed: withMargin(artifact.size), available: available)
         case .failure(.cancelled), .failure(.handlerFailed):
             throw .cancelled(sha256: digest)
         case .failure(let error):

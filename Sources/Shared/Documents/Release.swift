@@ -56,6 +56,9 @@ package struct ArtifactReference: Sendable, Equatable {
     /// Exact size in bytes; downloads stop here.
     package var size: Int64
 
+    /// The sizes a release may name: 1 byte to 1 TiB.
+    package static let sizes: ClosedRange<Int64> = 1...(1 << 40)
+
     package init(url: String, sha256: SHA256Digest, size: Int64) {
         self.url = url
         self.sha256 = sha256
@@ -168,7 +171,7 @@ extension ArtifactReference {
             throw .invalidValue(field: reader.path(of: "sha256"), reason: "must be 64 lowercase hex characters")
         }
         self.sha256 = digest
-        self.size = try reader.required("size", Field.integer(in: 1...(1 << 40)))
+        self.size = try reader.required("size", Field.integer(in: ArtifactReference.sizes))
         try reader.rejectUnknownFields()
         if url.hasPrefix("/") {
             guard url == Self.controllerPath(for: digest) else {

@@ -23,14 +23,15 @@ extension Supervisor {
                 for app in saved.apps {
                     for instance in app.instances {
                         guard let pid = instance.pid, let ticks = instance.startTicks else { continue }
-                        let timeout = Duration.milliseconds(app.spec.killTimeoutMilliseconds)
+                        // The saved table is read before its specs are checked (below): a kill timeout out of range is held to it.
+                        let timeout = Duration.milliseconds(Self.savedKillTimeout(app.spec))
                         group.addTask { await self.stopOrphan(pid: pid, startTicks: ticks, killTimeout: timeout) }
                     }
                 }
             }
             // A process the table does not name: spawned by a daemon killed before it wrote the table again (during a
             // start or a reload), or started by one of its apps. Found by the home it was started for.
-            let longest = saved.apps.map(\.spec.killTimeoutMilliseconds).max() ?? 1600
+            let longest = saved.apps.map { Self.savedKillTimeout($0.spec) }.max() ?? 1600
             await stopMarkedLeftovers(killTimeout: .milliseconds(longest))
             var used = Set<Int>()
             for app in saved.apps {
@@ -42,7 +43,10 @@ extension Supervisor {
                 }
                 guard apps[app.spec.name] == nil else { continue }
                 let savedIds = app.instances.map(\.pmId)
-                let reusable = savedIds.count == app.spec.instances && Set(savedIds).count == savedIds.count && used.isDisjoint(with: savedIds)
+                // Ids a daemon would not have handed out (a table edited or damaged) are not reused: the app is renumbered.
+                let reusable =
+                    savedIds.count == app.spec.instances && Set(savedIds).count == savedIds.count && used.isDisjoint(with: savedIds)
+                    && savedIds.allSatisfy(Self.pmIds.contains)
                 var instances: [SupervisedInstance] = []
                 for index in 0..<app.spec.instances {
                     let pmId = reusable ? savedIds[index] : Self.nextId(after: used.union(allPmIds()))
@@ -55,6 +59,11 @@ extension Supervisor {
             }
             persist()
         }
+    }
+
+    /// A saved app's kill timeout, held to the range `validateForSupervisor` allows.
+    static func savedKillTimeout(_ spec: AppSpec) -> Int64 {
+        min(max(spec.killTimeoutMilliseconds, 0), AppSpec.maximumKillTimeoutMilliseconds)
     }
 
     /// The environment entry every app process starts with (`FERRY_SUPERVISOR_HOME=<home>`), as PM2 gives its apps

@@ -160,9 +160,17 @@ actor Supervisor {
         isShuttingDown || apps[name]?.isDeleting == true
     }
 
-    /// The next id after the highest in use, or 0 for an empty table (PM2 reuses ids after `delete all`).
+    /// Ids the daemon hands out, and reuses from a saved table: PM2's `pm_id` range.
+    static let pmIds = 0...Int(Int32.max)
+
+    /// The next id after the highest in use, or 0 for an empty table (PM2 reuses ids after `delete all`). Past the top
+    /// of `pmIds`, the lowest free id.
     static func nextId(after used: Set<Int>) -> Int {
-        (used.max() ?? -1) + 1
+        let highest = used.max() ?? -1
+        if highest < pmIds.upperBound { return highest + 1 }
+        var id = 0
+        while used.contains(id) { id += 1 }
+        return id
     }
 
     static func unknownApp(_ name: String) -> SupervisorFailure {
