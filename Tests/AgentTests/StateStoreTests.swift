@@ -155,6 +155,35 @@ struct StateStoreTests {
         }
     }
 
+    /// A state file that is there but cannot be used is an error, never an empty state (which would forget the highest
+    /// serial accepted and the release to roll back to, and be saved over the file).
+    static let unusable: [(description: String, reason: String, make: @Sendable (String) throws -> Void)] = [
+        (
+            "a directory where the file should be", "read {path} failed",
+            { path in try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) }
+        ),
+        (
+            "a valid state padded past the size limit", "larger than \(StateStore.maximumBytes) bytes",
+            { path in
+                let text = #"{"version":1,"services":{}}"# + String(repeating: " ", count: StateStore.maximumBytes)
+                try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            }
+        ),
+    ]
+
+    @Test(arguments: unusable.indices)
+    func aFileThatCannotBeReadIsAnErrorNotAnEmptyState(_ index: Int) throws {
+        let (description, reason, make) = Self.unusable[index]
+        try TestPaths.withTemporaryDirectorySync("ferry-state") { directory in
+            let path = directory.appendingPathComponent("state.json").path
+            try make(path)
+            let error = try #require(throws: StateError.self, "\(description)") { try StateStore(path: path).load() }
+            guard case .unreadable(let errorPath, let actual) = error else { return }
+            #expect(errorPath == path)
+            #expect(actual.contains(reason.replacingOccurrences(of: "{path}", with: path)), "\(description): \(actual)")
+        }
+    }
+
     /// The controller problem shown by `ferry-agent status`: set by a failed poll, kept with the time it began while
     /// polls keep failing, cleared by the first poll that succeeds; each change (and only a change) is worth a save.
     @Test func aControllerProblemKeepsWhenItBeganUntilAPollSucceeds() {

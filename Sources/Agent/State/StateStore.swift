@@ -10,11 +10,26 @@ import Foundation
 struct StateStore: Sendable {
     let path: String
 
-    /// The saved state, or an empty one when there is none yet.
+    /// Larger than any state the agent writes (a few KB per service): a file past it is not read into memory.
+    static let maximumBytes = 16 << 20
+
+    /// The saved state, or an empty one when there is none yet (no file). A file that is there but cannot be read (a
+    /// directory, no permission, an I/O error) is an error, not an empty state: starting afresh would forget the
+    /// highest serial accepted (replay protection) and the release to roll back to, and the first save would overwrite
+    /// the file.
     func load() throws -> AgentState {
-        guard let data = FileManager.default.contents(atPath: path) else { return AgentState() }
+        let bytes: [UInt8]
         do {
-            return try JSONDecoder().decode(AgentState.self, from: data)
+            guard let read = try SmallFile.read(path, limit: Self.maximumBytes) else { return AgentState() }
+            bytes = read
+        } catch {
+            throw StateError.unreadable(path: path, reason: error.description)
+        }
+        guard bytes.count <= Self.maximumBytes else {
+            throw StateError.unreadable(path: path, reason: "larger than \(Self.maximumBytes) bytes")
+        }
+        do {
+            return try JSONDecoder().decode(AgentState.self, from: Data(bytes))
         } catch {
             throw StateError.unreadable(path: path, reason: "\(error)")
         }
