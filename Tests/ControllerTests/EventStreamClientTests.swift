@@ -57,6 +57,42 @@ struct EventStreamClientTests {
         }
     }
 
+    /// Data lines without the blank line that ends a message gathered without end (each line within the limit).
+    @Test func aMessageThatNeverEndsIsRefused() throws {
+        var reader = ServerSentEvents()
+        let line = Array(("data: " + String(repeating: "x", count: 1000) + "\n").utf8)
+        var refused: ServerSentEvents.LineTooLong?
+        for _ in 0..<(ServerSentEvents.maximumLineBytes / 1000 + 2) {
+            do {
+                _ = try reader.feed(line)
+            } catch {
+                refused = error
+                break
+            }
+        }
+        #expect(refused?.message == true)
+        #expect(refused.map(String.init(describing:))?.contains("a message with more than") == true)
+        // A message just within the limit is read.
+        var fits = ServerSentEvents()
+        let half = String(repeating: "y", count: ServerSentEvents.maximumLineBytes / 2 - 1)
+        let messages = try fits.feed(Array("data: \(half)\ndata: \(half)\n\n".utf8))
+        #expect(messages.map(\.data.utf8.count) == [ServerSentEvents.maximumLineBytes - 1])
+    }
+
+    /// A long line arriving a byte at a time is searched for its end once: fed 200 KiB one byte per call, the reader
+    /// must finish in well under the time a rescan per byte takes (2·10^10 comparisons).
+    @Test func aLongLineArrivingAByteAtATimeIsSearchedOnce() throws {
+        var reader = ServerSentEvents()
+        let text = Array(("data: " + String(repeating: "z", count: 200 << 10) + "\n\n").utf8)
+        var messages: [ServerSentEvents.Message] = []
+        let clock = ContinuousClock()
+        let elapsed = try clock.measure {
+            for byte in text { messages += try reader.feed([byte]) }
+        }
+        #expect(messages.count == 1 && messages.first?.data.utf8.count == 200 << 10)
+        #expect(elapsed < .seconds(5), "\(elapsed)")
+    }
+
     // MARK: Rollout wait
 
     /// A rollout document as `GET /v1/rollouts/{service}/{serial}` shapes it.

@@ -11,19 +11,32 @@ struct ServerSentEvents: Sendable {
         var data: String
     }
 
-    /// Longest line kept; a longer one is a broken stream (the controller's events are a few KiB).
+    /// Longest line kept, and most data one message gathers; more is a broken stream (the controller's events are a
+    /// few KiB).
     static let maximumLineBytes = 1 << 20
 
     private var buffer: [UInt8] = []
+    /// Bytes of `buffer` already searched for a line end: a long line arriving a few bytes at a time is searched once,
+    /// not once per piece.
+    private var scanned = 0
     private var data: [String] = []
+    /// Bytes of `data` (and the newlines joining them).
+    private var dataBytes = 0
     private var event: String?
     private(set) var lastID: String?
     /// Comment lines seen (keep-alives).
     private(set) var comments = 0
 
-    /// A line longer than `maximumLineBytes`.
+    /// A line, or a message's data lines together, longer than `maximumLineBytes`.
     struct LineTooLong: Error, CustomStringConvertible {
-        var description: String { "the event stream sent a line longer than \(ServerSentEvents.maximumLineBytes) bytes" }
+        /// Whether the data lines of one message were (each line within the limit), not one line.
+        var message = false
+
+        var description: String {
+            message
+                ? "the event stream sent a message with more than \(ServerSentEvents.maximumLineBytes) bytes of data"
+                : "the event stream sent a line longer than \(ServerSentEvents.maximumLineBytes) bytes"
+        }
     }
 
     /// Takes in `bytes` and returns the messages they complete.
@@ -31,21 +44,23 @@ struct ServerSentEvents: Sendable {
         buffer += bytes
         var messages: [Message] = []
         var start = 0
-        while let newline = buffer[start...].firstIndex(of: 0x0A) {
+        while let newline = buffer[max(start, scanned)...].firstIndex(of: 0x0A) {
             var line = buffer[start..<newline]
             if line.last == 0x0D { line = line.dropLast() }
             start = newline + 1
-            if let message = take(String(decoding: line, as: UTF8.self)) { messages.append(message) }
+            if let message = try take(String(decoding: line, as: UTF8.self)) { messages.append(message) }
         }
         buffer.removeFirst(start)
+        scanned = buffer.count
         guard buffer.count <= Self.maximumLineBytes else { throw LineTooLong() }
         return messages
     }
 
-    private mutating func take(_ line: String) -> Message? {
+    private mutating func take(_ line: String) throws(LineTooLong) -> Message? {
         if line.isEmpty {
             defer {
                 data = []
+                dataBytes = 0
                 event = nil
             }
             guard !data.isEmpty else { return nil }
@@ -66,7 +81,10 @@ struct ServerSentEvents: Sendable {
             value = ""
         }
         switch field {
-        case "data": data.append(String(value))
+        case "data":
+            dataBytes += value.utf8.count + 1
+            guard dataBytes <= Self.maximumLineBytes + 1 else { throw LineTooLong(message: true) }
+            data.append(String(value))
         case "id" where !value.contains("\0"): lastID = String(value)
         case "event": event = String(value)
         default: break  // `retry` and unknown fields: nothing to do for this reader
