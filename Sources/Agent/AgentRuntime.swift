@@ -164,11 +164,15 @@ struct AgentRuntime: Sendable {
                 namespace: config.namespace,
                 commandTimeout: .seconds(config.pm2TimeoutSeconds),
                 repairsDaemons: repairs,
-                readsTableFromDaemon: config.pm2TableSource == .socket
+                readsTableFromDaemon: config.pm2TableSource == .socket,
+                logRotation: config.logMaxBytes == 0 ? nil : LogRotation(maximumFileBytes: config.logMaxBytes, keptFiles: config.logKeep)
             )
             return (try PM2ProcessManager(configuration: configuration, logger: logger), "pm2")
         }
-        let configuration = BuiltinProcessManager.Configuration(home: layout.supervisorHome, namespace: config.namespace)
+        var configuration = BuiltinProcessManager.Configuration(home: layout.supervisorHome, namespace: config.namespace)
+        // The supervisor rotates its apps' logs itself, always: `0` (leave PM2's logs to pm2-logrotate) keeps its default.
+        let maximum = config.logMaxBytes == 0 ? AgentConfig.defaultLogMaxBytes : config.logMaxBytes
+        configuration.logRotation = LogRotation(maximumFileBytes: maximum, keptFiles: config.logKeep)
         return (BuiltinProcessManager(configuration: configuration, logger: logger), "builtin")
     }
 

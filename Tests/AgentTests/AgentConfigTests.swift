@@ -40,6 +40,8 @@ struct AgentConfigTests {
         namespace: ferry-prod
         clockSkewSeconds: 120
         keepReleases: 5
+        logMaxBytes: 52428800
+        logKeep: 7
         machineIdentity: ec2
         machineIdFile: /run/host/machine-id
         instanceMetadataUrl: "http://[fd00:ec2::254]"
@@ -52,7 +54,7 @@ struct AgentConfigTests {
           "threshold": 2, "stateDir": "/var/lib/ferry", "envDir": "/etc/ferry/env", "pollSeconds": 20, "longPollSeconds": 45,
           "reportSeconds": 60, "processManager": "builtin", "caFile": "/etc/ferry/ca.pem", "pm2": "/usr/local/bin/pm2",
           "pm2Home": "/home/deploy/.pm2", "pm2TableSource": "jlist", "namespace": "ferry-prod", "clockSkewSeconds": 120, "keepReleases": 5,
-          "machineIdentity": "ec2", "machineIdFile": "/run/host/machine-id", "instanceMetadataUrl": "http://[fd00:ec2::254]"
+          "logMaxBytes": 52428800, "logKeep": 7, "machineIdentity": "ec2", "machineIdFile": "/run/host/machine-id", "instanceMetadataUrl": "http://[fd00:ec2::254]"
         }
         """
 
@@ -85,6 +87,8 @@ struct AgentConfigTests {
         #expect(yaml.namespace == "ferry-prod")
         #expect(yaml.clockSkewSeconds == 120)
         #expect(yaml.keepReleases == 5)
+        #expect(yaml.logMaxBytes == 50 << 20)
+        #expect(yaml.logKeep == 7)
         #expect(yaml.machineIdentity == .ec2)
         #expect(yaml.machineIDFile == "/run/host/machine-id")
         #expect(yaml.instanceMetadataURL == "http://[fd00:ec2::254]")
@@ -105,7 +109,7 @@ struct AgentConfigTests {
     @Test func theMachineCheckKeysAreWrittenOnlyWhenSet() throws {
         let defaults = try Self.load(Self.minimalYAML)
         guard case .object(let written) = defaults.json else { throw HarnessError("the written config is not an object") }
-        for key in ["machineIdentity", "machineIdFile", "instanceMetadataUrl"] {
+        for key in ["machineIdentity", "machineIdFile", "instanceMetadataUrl", "logMaxBytes", "logKeep"] {
             #expect(written[key] == nil, "\(key) with its default value")
         }
         #expect(try Self.load(String(decoding: defaults.json.encoded(), as: UTF8.self), name: "agent.json") == defaults)
@@ -113,6 +117,8 @@ struct AgentConfigTests {
         #expect(set["machineIdentity"] == .string("ec2"))
         #expect(set["machineIdFile"] == .string("/run/host/machine-id"))
         #expect(set["instanceMetadataUrl"] == .string("http://[fd00:ec2::254]"))
+        #expect(set["logMaxBytes"] == .integer(50 << 20))
+        #expect(set["logKeep"] == .integer(7))
     }
 
     @Test func defaults() throws {
@@ -133,6 +139,8 @@ struct AgentConfigTests {
         #expect(config.namespace == "ferry")
         #expect(config.clockSkewSeconds == 300)
         #expect(config.keepReleases == 3)
+        #expect(config.logMaxBytes == 10 << 20)
+        #expect(config.logKeep == 3)
         #expect(config.machineIdentity == .machineID)
         #expect(config.machineIDFile == "/etc/machine-id")
         #expect(config.instanceMetadataURL == "http://169.254.169.254")
@@ -415,6 +423,24 @@ struct AgentConfigTests {
             text: json("keepReleases", "-9223372036854775808"),
             name: "agent.json",
             reason: "keepReleases: -9223372036854775808 is outside 0...100"
+        ),
+        Hostile(
+            description: "logMaxBytes below a kilobyte",
+            text: json("logMaxBytes", "500"),
+            name: "agent.json",
+            reason: "logMaxBytes: 500 must be 0 (the agent leaves PM2's logs alone) or at least 1024"
+        ),
+        Hostile(
+            description: "logMaxBytes past a tebibyte",
+            text: json("logMaxBytes", "9223372036854775807"),
+            name: "agent.json",
+            reason: "logMaxBytes: 9223372036854775807 is outside 0...1099511627776"
+        ),
+        Hostile(
+            description: "logKeep negative",
+            text: json("logKeep", "-1"),
+            name: "agent.json",
+            reason: "logKeep: -1 is outside 0...100"
         ),
         Hostile(
             description: "FERRY_POLL_SECONDS past Int64",

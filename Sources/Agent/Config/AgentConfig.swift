@@ -68,6 +68,12 @@ struct AgentConfig: Sendable, Equatable {
     var clockSkewSeconds: Int = 300
     /// `keepReleases`: extracted releases kept per service besides the current and previous one. Default 3.
     var keepReleases: Int = 3
+    /// `logMaxBytes`: an app's log file is rotated past this size, by the agent under PM2 (`PM2LogRotation`), by the
+    /// builtin supervisor itself. `0`: the agent never rotates PM2's logs (left to `pm2-logrotate`); the builtin
+    /// supervisor always rotates. At least 1024 otherwise. Default 10 MiB.
+    var logMaxBytes: Int64 = Self.defaultLogMaxBytes
+    /// `logKeep`: rotated log files kept beside the live one (0...100; 0 empties the file instead). Default 3.
+    var logKeep: Int = Self.defaultLogKeep
     /// `machineIdentity`: how the agent tells the machine it was enrolled on from a copy (an image baked after
     /// enrolment, a copied state directory): `machine-id` (the default: `/etc/machine-id`, which an image keeps unless
     /// it was cleared before baking), `ec2` (the instance id from the instance metadata service: new on every instance)
@@ -79,6 +85,9 @@ struct AgentConfig: Sendable, Equatable {
     var instanceMetadataURL: String = Self.defaultInstanceMetadataURL
 
     static let defaultMachineIdentity = MachineIdentitySource.machineID
+    /// The builtin supervisor's own defaults (`LogRotation`).
+    static let defaultLogMaxBytes: Int64 = 10 << 20
+    static let defaultLogKeep = 3
     static let defaultMachineIDFile = MachineIdentityReader.Configuration.defaultMachineIDFile
     static let defaultInstanceMetadataURL = MachineIdentityReader.Configuration.defaultMetadataURL
 
@@ -188,6 +197,11 @@ struct AgentConfig: Sendable, Equatable {
         namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
         clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
         keepReleases = try int("keepReleases", 0...100, 3, &reader)
+        logMaxBytes = try reader.optional("logMaxBytes", Field.integer(in: 0...(1 << 40))) ?? Self.defaultLogMaxBytes
+        guard logMaxBytes == 0 || logMaxBytes >= 1024 else {
+            throw .invalidValue(field: "logMaxBytes", reason: "\(logMaxBytes) must be 0 (the agent leaves PM2's logs alone) or at least 1024")
+        }
+        logKeep = try int("logKeep", 0...100, Self.defaultLogKeep, &reader)
         machineIdentity = try reader.optional("machineIdentity", Field.enumeration(MachineIdentitySource.self)) ?? Self.defaultMachineIdentity
         machineIDFile = try reader.optional("machineIdFile", Field.string(maxLength: Limits.pathLength)) ?? Self.defaultMachineIDFile
         instanceMetadataURL =
@@ -216,6 +230,9 @@ struct AgentConfig: Sendable, Equatable {
         if machineIdentity != Self.defaultMachineIdentity { fields["machineIdentity"] = .string(machineIdentity.rawValue) }
         if machineIDFile != Self.defaultMachineIDFile { fields["machineIdFile"] = .string(machineIDFile) }
         if instanceMetadataURL != Self.defaultInstanceMetadataURL { fields["instanceMetadataUrl"] = .string(instanceMetadataURL) }
+        // Likewise the log rotation's (an agent binary from before them refuses them).
+        if logMaxBytes != Self.defaultLogMaxBytes { fields["logMaxBytes"] = .integer(logMaxBytes) }
+        if logKeep != Self.defaultLogKeep { fields["logKeep"] = .integer(Int64(logKeep)) }
         if let caFile { fields["caFile"] = .string(caFile) }
         if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }

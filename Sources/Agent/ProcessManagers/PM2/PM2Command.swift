@@ -19,6 +19,8 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
         case restart(app: String)
         /// `pm2 save`: writes `$PM2_HOME/dump.pm2`, which `pm2 resurrect` (and `pm2 startup`'s unit) restores at boot.
         case save
+        /// `pm2 reloadLogs`: every app's log files are reopened (after `PM2LogRotation` renamed them).
+        case reloadLogs
 
         /// The arguments after the pm2 binary. `--only` selects the app in the service's file; a name `--only` cannot
         /// carry (see `canSelect`) is started from a file that holds that app alone, so no `--only` is needed.
@@ -30,6 +32,7 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
             case .delete(let app): ["delete", app]
             case .restart(let app): ["restart", app]
             case .save: ["save"]
+            case .reloadLogs: ["reloadLogs"]
             }
         }
 
@@ -41,7 +44,7 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
         /// The app this operation targets, if any.
         var app: String? {
             switch self {
-            case .list, .save: nil
+            case .list, .save, .reloadLogs: nil
             case .start(let app, _), .reload(let app, _), .delete(let app), .restart(let app): app
             }
         }

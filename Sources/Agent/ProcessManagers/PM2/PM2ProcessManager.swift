@@ -57,6 +57,11 @@ struct PM2ProcessManager: ProcessManager {
         /// appears when a pm2 command starts one, and every pm2 command the agent runs is followed by a count; this
         /// bounds how long one started by someone else's command runs unnoticed. Default 30 s.
         var strayCheckInterval: Duration
+        /// How the apps' log files are rotated (`PM2LogRotation`); `nil`: never (`logMaxBytes: 0`, rotation left to
+        /// `pm2-logrotate`). Default 10 MiB, 3 kept, as the builtin supervisor's.
+        var logRotation: LogRotation?
+        /// How often the log files' sizes are checked (on a table read). Default 60 s.
+        var logCheckInterval: Duration
 
         init(
             executable: String = "pm2",
@@ -67,7 +72,9 @@ struct PM2ProcessManager: ProcessManager {
             commandTimeout: Duration = .seconds(60),
             repairsDaemons: Bool = true,
             readsTableFromDaemon: Bool = true,
-            strayCheckInterval: Duration = .seconds(30)
+            strayCheckInterval: Duration = .seconds(30),
+            logRotation: LogRotation? = LogRotation(),
+            logCheckInterval: Duration = .seconds(60)
         ) {
             self.executable = executable
             self.pm2Home = pm2Home
@@ -78,6 +85,8 @@ struct PM2ProcessManager: ProcessManager {
             self.repairsDaemons = repairsDaemons
             self.readsTableFromDaemon = readsTableFromDaemon
             self.strayCheckInterval = strayCheckInterval
+            self.logRotation = logRotation
+            self.logCheckInterval = logCheckInterval
         }
     }
 
@@ -96,6 +105,8 @@ struct PM2ProcessManager: ProcessManager {
     private let socketFailure = SocketFailure()
     /// When the God Daemons were last counted (shared by its copies).
     private let strayCount = StrayCount()
+    /// When the apps' log files were last checked (shared by its copies).
+    private let logSchedule = PM2LogRotation.Schedule()
 
     /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
     ///
@@ -167,7 +178,44 @@ struct PM2ProcessManager: ProcessManager {
     func processes() async throws(PM2Error) -> [ManagedProcess] {
         let table = try await table()
         await stopLeftoversOfADeadDaemon(listed: Set(table.processes.compactMap(\.pid)))
-        return table.owned(by: configuration.namespace)
+        let owned = table.owned(by: configuration.namespace)
+        await rotateLogsIfDue(owned)
+        return owned
+    }
+
+    /// Rotates the log files of `processes` that grew past the limit (`PM2LogRotation`), at most every
+    /// `logCheckInterval`, and has PM2 reopen them. Never throws: a failure is logged, and a reopen that failed is asked
+    /// for again at the next check (PM2 writes on to the renamed file meanwhile, so nothing is lost).
+    private func rotateLogsIfDue(_ processes: [ManagedProcess]) async {
+        guard configuration.repairsDaemons, let rotation = configuration.logRotation,
+            logSchedule.begin(now: monotonicNow(), interval: configuration.logCheckInterval)
+        else { return }
+        defer { logSchedule.end() }
+        let paths = Set(processes.flatMap { [$0.outLogPath, $0.errLogPath].compactMap { $0 } })
+        let outcome = PM2LogRotation.rotate(paths, rotation: rotation)
+        for failure in outcome.failures {
+            logger.warning("An app log file past its size limit could not be rotated", metadata: ["error.message": "\(failure)"])
+        }
+        if outcome.rotatedAny {
+            logger.info(
+                "Rotated app log files past their size limit",
+                metadata: [
+                    "log.files": "\((outcome.renamed + outcome.emptied).joined(separator: ", "))",
+                    "log.max_bytes": "\(rotation.maximumFileBytes)", "log.kept": "\(rotation.keptFiles)",
+                ]
+            )
+        }
+        guard !outcome.renamed.isEmpty || logSchedule.reloadPending else { return }
+        do {
+            try await execute(.reloadLogs)
+            logSchedule.reloadPending = false
+        } catch {
+            logSchedule.reloadPending = true
+            logger.warning(
+                "pm2 reloadLogs failed: PM2 writes on to the rotated log files until it reopens them (asked again at the next check)",
+                metadata: ["error.message": "\(error)"]
+            )
+        }
     }
 
     /// When the daemon that answers is not the one the last census saw (the agent just started, or a daemon died and
