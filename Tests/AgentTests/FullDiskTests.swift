@@ -241,6 +241,60 @@ struct FullDiskTests {
         }
     }
 
+    /// A release that fails its health gate while the disk is full: the rollback cannot write the restored release's
+    /// ecosystem file. Before, the apps were applied from the file left behind, which still described the failed release
+    /// (here its env, `GREETING=two`), and nothing ever wrote it again: v1's code ran with v2's settings for good. Now
+    /// the rollback says so, applies nothing from the wrong file, and once space is freed the next pass puts the file
+    /// back and reloads: v1 answers with v1's settings.
+    @Test(
+        "a rollback that cannot write its files on a full disk puts them back once space is freed",
+        .timeLimit(.minutes(5)),
+        arguments: Backend.allCases
+    )
+    func rollbackFilesPutBackAfterAFullDisk(backend: Backend) async throws {
+        try await withV1OnASmallDisk(backend: backend) { fleet, mounted, port in
+            // v2 answers for 1.5 s after each start, then throws: it fails its 8 s stable window.
+            let trigger = fleet.root.appendingPathComponent("crash-v2").path
+            try Data().write(to: URL(fileURLWithPath: trigger))
+            let artifact = try await fleet.controller.upload(
+                try fleet.makeArtifact(version: "2.0.0", crashLater: trigger),
+                token: fleet.operatorToken
+            )
+            let (status, body) = try await fleet.controller.publish(
+                try fleet.release(
+                    serial: 2,
+                    version: "2.0.0",
+                    artifact: artifact,
+                    port: 0,
+                    stable: 8,
+                    appOptions: ["env": .object(["GREETING": .string("two")])]
+                ),
+                token: fleet.operatorToken
+            )
+            #expect(status == 201, "\(body)")
+            try await eventually("v2 answering, in its health gate", timeout: .seconds(90), interval: .milliseconds(50)) {
+                await fleet.appAnswer(port: port)?.hasPrefix("2.0.0 two") == true ? true : nil
+            }
+            try mounted.fill()
+            let log = fleet.root.appendingPathComponent("logs/agent.err").path
+            try await eventually("the rollback cannot put back v1's files", timeout: .seconds(90)) {
+                let text = (try? Data(contentsOf: URL(fileURLWithPath: log))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                return text.contains("could not be put back") ? true : nil
+            }
+            mounted.free()
+            try await eventually("v1 answers with v1's settings once space is freed", timeout: .seconds(90)) { () -> Bool? in
+                guard let answer = await fleet.appAnswer(port: port) else { return nil }
+                return answer.hasPrefix("1.0.0 ") && !answer.contains("two") ? true : nil
+            }
+            let ecosystem = try String(contentsOfFile: mounted.path + "/services/web/ecosystem.json", encoding: .utf8)
+            #expect(!ecosystem.contains("GREETING"), "the ecosystem file is v1's again")
+            try await eventually("the fleet shows v2 rolled back to v1") {
+                let entry = try await fleet.fleetEntry(agent: "edge-1")
+                return entry?["serial"]?.intValue == 1 && entry?["phase"]?.stringValue == "rolled-back" ? true : nil
+            }
+        }
+    }
+
     /// Runs `body` once v1 of `web` answers on `port`, from an agent (`edge-1`, long-polls of 2 s, no free-space margin)
     /// whose state directory is a 16 MiB tmpfs. Unmounts it and removes the fleet's directory afterwards — also when
     /// `body` throws, so a failing test leaves no mount behind (the fleet cannot remove a directory holding one).

@@ -17,7 +17,12 @@ extension Reconciler {
         await settleProcesses(table)
         var failures: [AppActionFailure] = []
         for app in apps {
-            let action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: needsRefresh)
+            var action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: needsRefresh)
+            let dropped = variablesToDrop(app.name, service: service)
+            if action == .reload, !dropped.isEmpty {
+                // A reload would leave them in the process: only a fresh start removes them.
+                action = .replace(reason: "its env no longer names \(dropped.sorted().joined(separator: ", ")), which a reload would keep")
+            }
             do throws(AppActionFailure) {
                 try await perform(action, app: app, service: service)
             } catch {
@@ -29,6 +34,7 @@ extension Reconciler {
         for name in previousNames.subtracting(wanted) where table.contains(where: { $0.name == name }) {
             do {
                 try await processManager.delete(appNamed: name)
+                environmentApplied(name, service: service)
             } catch {
                 removals.append(AppActionFailure(app: name, action: .delete, cause: error))
             }
@@ -43,6 +49,10 @@ extension Reconciler {
         }
         do {
             try await action.carryOut(on: processManager, appNamed: app.name, desired: app, ecosystem: layout.ecosystemFile(service))
+            switch action {
+            case .start, .replace, .delete: environmentApplied(app.name, service: service)
+            default: break
+            }
         } catch {
             throw AppActionFailure(app: app.name, action: action, cause: error)
         }

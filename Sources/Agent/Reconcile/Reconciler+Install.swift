@@ -155,15 +155,19 @@ extension Reconciler {
     /// Writes the release's ecosystem and points `current` at it.
     private func activate(_ apps: [AppSpec], directoryName: String, service: String) throws(InstallError) {
         do throws(AtomicFile.Failure) {
-            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+            try writeEcosystem(service, apps: apps)
         } catch {
             throw .ecosystem(error)
         }
         do throws(AtomicFile.Failure) {
             try files.switchCurrent(service, to: directoryName)
         } catch {
+            // The ecosystem is the new release's already, `current` still the applied one's: every pass puts the
+            // applied release's file back (`resyncFiles`) before its apps are touched.
+            if state[service].applied != nil { filesOutOfSync.insert(service) }
             throw .currentLink(error)
         }
+        filesOutOfSync.remove(service)
     }
 
     /// Applies the release's apps (deleting those of `previousApps` it no longer has), then watches its health.
@@ -333,11 +337,13 @@ extension Reconciler {
         replacing failedApps: [AppSpec],
         summary: inout PassSummary
     ) async {
-        do {
-            try files.switchCurrent(service, to: target.directoryName)
-            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
-        } catch {
-            summary.problems.append("\(service): rollback could not switch back: \(error)")
+        let failures = restoreFiles(service, to: target, apps: apps)
+        guard failures.isEmpty else {
+            // Applied from files that still name the failed release, PM2 would run its configuration with this code.
+            summary.problems.append(
+                "\(service): rollback could not put back serial \(target.serial)'s files (\(failures.joined(separator: "; "))); retried at every pass, the apps are re-applied once they are back"
+            )
+            return
         }
         do {
             try await apply(apps, service: service, needsRefresh: true, previousNames: Set(failedApps.map(\.name)))

@@ -50,6 +50,12 @@ actor Reconciler {
     private(set) var state = AgentState()
     /// Whether the last save of `state` failed: the pass tries again at its end.
     private var unsaved = false
+    /// Services whose `current` link or ecosystem file could not be put back to their applied release
+    /// (`Reconciler+FileSync`).
+    var filesOutOfSync: Set<String> = []
+    /// Per service and app, env variables its last ecosystem file dropped that the running process may still have
+    /// (`Reconciler+Environment`).
+    var removedEnvironment: [String: [String: Set<String>]] = [:]
     private var lastDecisions: DesiredStateEvaluator.Result?
     /// The trust root as the status report states it (`AgentTrust.Snapshot.report`).
     private var trustReport: TrustRootStatus?
@@ -115,22 +121,31 @@ actor Reconciler {
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
         var summary = PassSummary()
+        noteFilesOutOfSync()
         for service in configuration.services {
             guard let pending = state[service].pending else { continue }
             logger.info("recovering an interrupted install", metadata: ["ferry.service": "\(service)", "ferry.serial": "\(pending.serial)"])
             guard let action = transition(service, .installResumed, summary: &summary) else { continue }
             if case .restore(let applied) = action {
-                try await restore(applied, service: service)
+                await restore(applied, service: service)
             }
-            try store.save(state)
+            // A save that fails (a full disk) is retried at the end of every pass, as any other: throwing here ended the
+            // agent, whose restart restored and reloaded every app again, every few seconds while the disk stayed full.
+            save(&summary)
         }
     }
 
-    /// Points `current` back at `applied` and applies its apps again (best effort: the next pass repairs drift).
-    private func restore(_ applied: AppliedRelease, service: String) async throws {
-        try files.switchCurrent(service, to: applied.directoryName)
-        guard let apps = try? appSpecs(for: applied, service: service) else { return }
-        try? files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+    /// Points `current` back at `applied` and applies its apps again (best effort: the next pass repairs drift). Files
+    /// that cannot be put back are noted and retried by every pass, and the apps are left as they run until then.
+    private func restore(_ applied: AppliedRelease, service: String) async {
+        guard let apps = try? appSpecs(for: applied, service: service) else {
+            // The instance env file cannot be read now: `current` goes back at least, the ecosystem at the first pass
+            // that reads it.
+            try? files.switchCurrent(service, to: applied.directoryName)
+            filesOutOfSync.insert(service)
+            return
+        }
+        guard restoreFiles(service, to: applied, apps: apps).isEmpty else { return }
         do {
             try await apply(apps, service: service, needsRefresh: true, previousNames: [])
         } catch {
@@ -191,6 +206,14 @@ actor Reconciler {
             }
         }
 
+        if await resyncFiles(appliedApps: appliedApps, envs: envs, summary: &summary) {
+            // Reloaded from the files put back: the table read at the start of the pass is stale, the next pass plans.
+            try? await processManager.save()
+            reportRepairs(summary: &summary)
+            if unsaved { save(&summary) }
+            return summary
+        }
+
         let actions = Planner.plan(
             Planner.Input(
                 decisions: decisions,
@@ -202,7 +225,8 @@ actor Reconciler {
             )
         )
         var touchedProcesses = false
-        for action in actions where await execute(action, envs: envs, appliedApps: appliedApps, summary: &summary) {
+        for action in actions where !waitsForFiles(action) {
+            guard await execute(action, envs: envs, appliedApps: appliedApps, summary: &summary) else { continue }
             touchedProcesses = true
         }
         if touchedProcesses {
@@ -269,9 +293,9 @@ actor Reconciler {
     }
 
     /// Rewrites the ecosystem of `service` and reloads its apps with a changed instance env file.
-    private func refreshEnvironment(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async {
+    func refreshEnvironment(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async {
         do {
-            try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+            try writeEcosystem(service, apps: apps)
         } catch {
             summary.problems.append("\(service): cannot write the ecosystem file: \(error)")
             return

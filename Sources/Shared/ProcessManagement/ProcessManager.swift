@@ -30,6 +30,10 @@ package protocol ProcessManager: Sendable {
     /// when a release fails, never on the polling path; best effort, never throws.
     func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess]
 
+    /// Whether a reload leaves the variables a new env no longer names in the process (PM2 merges the new env into the
+    /// one it stored: `Utility.extend`), so that only a fresh start (delete + start) removes them.
+    var reloadKeepsRemovedEnvironment: Bool { get }
+
     /// What the process manager repaired on its own since last asked (PM2: a second daemon for its home stopped), one
     /// sentence each, for the report. Each is handed out once.
     func takeNotices() -> [String]
@@ -41,4 +45,7 @@ extension ProcessManager {
 
     /// Nothing is repaired behind the agent's back.
     package func takeNotices() -> [String] { [] }
+
+    /// A reload sets the new env whole (the builtin supervisor spawns with the spec's env).
+    package var reloadKeepsRemovedEnvironment: Bool { false }
 }

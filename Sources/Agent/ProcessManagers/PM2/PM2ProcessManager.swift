@@ -175,6 +175,10 @@ struct PM2ProcessManager: ProcessManager {
 
     // MARK: - ProcessManager
 
+    /// PM2's reload merges the env into the one it stored (`God.reloadProcessId`: `Utility.extend(pm2_env.env, env)`,
+    /// checked against PM2 7.0.3): a variable a release or the instance env file no longer names stays in the process.
+    var reloadKeepsRemovedEnvironment: Bool { true }
+
     func processes() async throws(PM2Error) -> [ManagedProcess] {
         let table = try await table()
         await stopLeftoversOfADeadDaemon(listed: Set(table.processes.compactMap(\.pid)))

@@ -1,0 +1,51 @@
+import Shared
+
+/// Variables an app's env no longer names. PM2 keeps them across a reload (it merges the new env into the one it
+/// stored), so a secret removed from the instance env file, or a variable a new release drops, would stay in the running
+/// process; such an app is started afresh (delete + start) instead of reloaded. What an app last ran with is read from
+/// the ecosystem file about to be replaced, which holds exactly the env Ferry gave it.
+extension Reconciler {
+    /// Writes `apps` as `service`'s ecosystem file, first noting, per app, the variables the file being replaced gave
+    /// it and `apps` no longer do (`removedEnvironment`, consumed by `apply`).
+    func writeEcosystem(_ service: String, apps: [AppSpec]) throws(AtomicFile.Failure) {
+        let previous = Self.environments(inEcosystem: try? SmallFile.read(layout.ecosystemFile(service), limit: Self.ecosystemReadLimit))
+        var removed = removedEnvironment[service] ?? [:]
+        for app in apps {
+            guard let before = previous[app.name] else { continue }
+            let gone = before.subtracting(app.env.keys)
+            // Still owed from an earlier write whose apply did not happen: kept, less what the new env names again.
+            let owed = (removed[app.name] ?? []).subtracting(app.env.keys)
+            removed[app.name] = gone.union(owed).isEmpty ? nil : gone.union(owed)
+        }
+        try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+        removedEnvironment[service] = removed.isEmpty ? nil : removed
+    }
+
+    /// The variables `app` of `service` must lose, when the process manager keeps them across a reload.
+    func variablesToDrop(_ app: String, service: String) -> Set<String> {
+        guard processManager.reloadKeepsRemovedEnvironment else { return [] }
+        return removedEnvironment[service]?[app] ?? []
+    }
+
+    /// `app` was started afresh (or deleted): nothing is owed to it any more.
+    func environmentApplied(_ app: String, service: String) {
+        removedEnvironment[service]?[app] = nil
+        if removedEnvironment[service]?.isEmpty == true { removedEnvironment[service] = nil }
+    }
+
+    /// An ecosystem file's apps' env variable names, by app name; empty for a file that is missing or not one.
+    static func environments(inEcosystem bytes: [UInt8]?) -> [String: Set<String>] {
+        guard let bytes, bytes.count <= ecosystemReadLimit, case .object(let document)? = try? JSONValue.parse(bytes),
+            case .array(let apps)? = document["apps"]
+        else { return [:] }
+        var result: [String: Set<String>] = [:]
+        for case .object(let app) in apps {
+            guard case .string(let name)? = app["name"], case .object(let env)? = app["env"] else { continue }
+            result[name] = Set(env.keys)
+        }
+        return result
+    }
+
+    /// Far above any file the agent writes (a release is at most a few MiB); a larger one is not read.
+    static let ecosystemReadLimit = 64 << 20
+}
