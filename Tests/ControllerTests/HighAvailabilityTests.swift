@@ -264,6 +264,24 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// An artifact only A holds (its upload's share into the database failed after the file was stored: a dropped
+    /// connection, a kill between the two). A's "is it here?" used to answer yes from its own file, so the CLI skipped
+    /// the upload and a release named bytes B answered 404 for, for good. Now A shares it before answering: B serves it.
+    @Test func anArtifactOnlyAHoldsIsSharedBeforeAAnswersForIt() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            let bytes = (0..<((1 << 20) + 123)).map { UInt8(truncatingIfNeeded: $0 &* 17 &+ 3) }
+            let digest = SHA256.hash(bytes)
+            try Data(bytes).write(to: a.directory.appendingPathComponent("artifacts/\(digest.hex)"))
+            #expect(try await http.send("HEAD", bURL + "/v1/artifacts/\(digest.hex)", token: b.operatorToken).status == 404)
+
+            let head = try await http.send("HEAD", aURL + "/v1/artifacts/\(digest.hex)", token: a.operatorToken)
+            #expect(head.status == 200 && head.header("Content-Length") == "\(bytes.count)")
+            let whole = try await http.send("GET", bURL + "/v1/artifacts/\(digest.hex)", token: b.operatorToken)
+            #expect(whole.status == 200 && Array(whole.body) == bytes, "B serves what A held alone")
+        }
+    }
+
     /// Exactly one of the two drives rollouts; when it stops, the other takes over within seconds.
     @Test func oneControllerDrivesRolloutsAndAnotherTakesOver() async throws {
         try await TestStore.withLocation(.postgres) { location in

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOPosix
 import Shared
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -49,6 +50,10 @@ struct ArtifactStore: Sendable {
     let configuration: Configuration
     /// Fetches from the shared database in progress, so concurrent requests for one artifact fetch it once.
     private let fetches = SharedArtifactFetches()
+    /// Shares into the database in progress (`availableSize`), so concurrent requests share an artifact once.
+    private let shares = SharedArtifactFetches()
+    /// Artifacts this controller holds that the shared database is known to hold too.
+    private let knownShared = KnownDigests()
 
     /// Creates the directories (0700), removes the temporary files of uploads a crash or kill interrupted, and makes
     /// stored artifacts 0600 (older versions left them to the umask).
@@ -199,8 +204,22 @@ struct ArtifactStore: Sendable {
     }
 
     /// The size of an artifact this controller can serve: its own copy's, or the shared database's (not fetched yet).
+    ///
+    /// With a shared database, a copy only this controller holds is shared first (once per artifact and process): an
+    /// upload whose share failed after its file was stored (a dropped connection, a statement timeout, a kill between
+    /// the two) left the database without it, and answered "present" here (the CLI's check before it uploads, a
+    /// publish's), the release would name bytes every other controller answers 404 for.
+    /// - Throws: the database's error when that share fails (the caller answers 5xx; a retry shares again).
     func availableSize(of digest: SHA256Digest) async throws -> Int64? {
-        if let size = size(of: digest) { return size }
+        if let size = size(of: digest) {
+            if let shared = configuration.shared, !knownShared.contains(digest) {
+                if try await shared.artifactBlobSize(digest.hex) == nil {
+                    try await shares.fetch(digest) { _ = try await share(digest, size: size) }
+                }
+                knownShared.insert(digest)
+            }
+            return size
+        }
         return try await configuration.shared?.artifactBlobSize(digest.hex)
     }
 
@@ -336,6 +355,15 @@ enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
 
 /// Fetches of shared artifacts in progress on this controller, by digest: a second request for the same artifact
 /// waits for the first fetch instead of starting its own.
+/// A set of digests, shared by an `ArtifactStore`'s copies.
+final class KnownDigests: Sendable {
+    private let digests = Mutex<Set<SHA256Digest>>([])
+
+    func contains(_ digest: SHA256Digest) -> Bool { digests.withLock { $0.contains(digest) } }
+
+    func insert(_ digest: SHA256Digest) { _ = digests.withLock { $0.insert(digest) } }
+}
+
 actor SharedArtifactFetches {
     private var running: [SHA256Digest: Task<Void, any Error>] = [:]
 
