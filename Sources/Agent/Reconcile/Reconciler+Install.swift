@@ -67,7 +67,10 @@ extension Reconciler {
         }
 
         let apps = AppSpec.specs(for: release, currentLink: layout.currentLink(service), instanceEnv: env.values)
-        let previousApps = (try? state[service].applied.map { try appSpecs(for: $0, service: service) }) ?? nil
+        // The running release's apps as this pass read them (the env file this install uses too): read again here, after
+        // a download of minutes, an env file being edited meanwhile made them `nil`, and a failed release was then
+        // removed with `current` although a release to roll back to was applied.
+        let previousApps = state[service].applied == nil ? nil : otherApps[service]
         do throws(InstallError) {
             try activate(apps, directoryName: candidate.directoryName, service: service)
         } catch {
