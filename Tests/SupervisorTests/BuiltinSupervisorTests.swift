@@ -429,6 +429,33 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// The daemon's home on a small tmpfs that fills up: a delete's table save fails, so `apps.json` still lists the
+    /// deleted app (which the next daemon would resurrect). Once space is freed, the next memory check saves it again.
+    @Test("a table save that failed on a full disk is made again at the next memory check")
+    func tableSaveRetriedAfterAFullDisk() async throws {
+        let checkOften: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .milliseconds(300) }
+        try await SupervisorHarness.with(configure: checkOften) { harness in
+            let disk = try SmallFileSystem.mount(at: harness.home, megabytes: 16)
+            defer { disk.unmount() }
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("first", script: script), ecosystem: "")
+            try await harness.manager.start(harness.spec("second", script: script), ecosystem: "")
+            let table = "\(harness.home)/apps.json"
+            func saved() -> String { (try? String(contentsOfFile: table, encoding: .utf8)) ?? "" }
+            #expect(saved().contains("\"second\""))
+
+            _ = try disk.fill()
+            try await harness.manager.delete(appNamed: "second")
+            #expect(try await harness.manager.processes().map(\.name) == ["first"])
+            #expect(saved().contains("\"second\""), "the save failed: the file still lists the deleted app")
+
+            disk.free()
+            #expect(await SupervisorHarness.eventually(timeout: .seconds(15)) { !saved().contains("\"second\"") && saved().contains("\"first\"") })
+            let stop = try await Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--home", harness.home, "--stop"])
+            #expect(stop.status == 0, "\(stop.stderr)")
+        }
+    }
+
     @Test("an instance above max_memory_restart is restarted")
     func memoryLimitRestarts() async throws {
         let checkEverySecond: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .seconds(1) }

@@ -10,7 +10,8 @@ extension Supervisor {
     /// one measured over a few milliseconds.
     static let minimumCPUWindow: Duration = .seconds(1)
 
-    /// Starts the memory check every `memoryCheckInterval`. Stops at `stopAll`.
+    /// Starts the memory check every `memoryCheckInterval` (which also saves again a table whose last save failed).
+    /// Stops at `stopAll`.
     func startSampling() {
         guard sampler == nil, !isShuttingDown else { return }
         let interval = configuration.memoryCheckInterval
@@ -19,6 +20,7 @@ extension Supervisor {
                 try? await Task.sleep(for: interval)
                 guard !Task.isCancelled else { return }
                 self.sample()
+                if self.tableUnsaved { self.persist() }
                 self.releaseCodePagesIfDue()
             }
         }

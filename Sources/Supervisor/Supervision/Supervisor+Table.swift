@@ -46,7 +46,9 @@ extension Supervisor {
         return rows.sorted { $0.pmId < $1.pmId }
     }
 
-    /// Saves the table (apps being deleted left out) with each instance's live process, atomically.
+    /// Saves the table (apps being deleted left out) with each instance's live process, atomically. A save that fails
+    /// is made again at every memory check until it works (`tableUnsaved`): otherwise the file would keep the table from
+    /// before (a deleted app, a previous release's env), which the next daemon would resurrect.
     func persist() {
         var table = AppTableFile.Table()
         let ordered = apps.values.sorted { ($0.instances.first?.pmId ?? 0) < ($1.instances.first?.pmId ?? 0) }
@@ -59,8 +61,11 @@ extension Supervisor {
         }
         do {
             try tableFile.save(table)
+            if tableUnsaved { logger.info("supervisor.table.saved_again") }
+            tableUnsaved = false
         } catch {
-            logger.error("supervisor.table.save_failed", metadata: ["error": "\(error)"])
+            if !tableUnsaved { logger.error("supervisor.table.save_failed", metadata: ["error": "\(error)"]) }
+            tableUnsaved = true
         }
     }
 }

@@ -85,6 +85,8 @@ actor Supervisor {
     var restartTimers: [InstanceKey: Task<Void, Never>] = [:]
     /// Processes above their memory limit whose restart is queued.
     var memoryRestartsPending: Set<RunID> = []
+    /// Whether the last save of the table failed (a full disk): saved again at every memory check until it works.
+    var tableUnsaved = false
     var sampler: Task<Void, Never>?
     var stopAllTask: Task<Void, Never>?
     /// Set by the final stop: nothing starts any more.
