@@ -56,6 +56,12 @@ import Testing
         BadSetting(arguments: ["serve", "--max-body-bytes", "1K"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "the largest envelope"),
         BadSetting(arguments: ["serve", "--max-artifact-bytes", "lots"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "not a size"),
         BadSetting(arguments: ["serve", "--poll-seconds", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "from 1 to 3600"),
+        BadSetting(arguments: ["serve", "--status-history", "0"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be from 1 to 10000"),
+        BadSetting(
+            arguments: ["serve"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_STATUS_HISTORY": "9223372036854775807"],
+            message: "must be from 1 to 10000"
+        ),
         BadSetting(arguments: ["serve", "--log-level", "loud"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "must be one of trace"),
         BadSetting(arguments: ["serve", "--config", "/nonexistent/ferry.yaml"], environment: [:], message: "no such file"),
         BadSetting(

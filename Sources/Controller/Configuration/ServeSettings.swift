@@ -270,8 +270,10 @@ struct ServeSettings: Equatable, Sendable {
         }
         if let maxArtifactBytes { configuration.maximumArtifactBytes = maxArtifactBytes }
         if let statusHistory {
-            guard statusHistory >= 1 else {
-                throw ConfigurationError.invalidSetting(name: "--status-history", value: "\(statusHistory)", reason: "must be at least 1")
+            // The config file's range, for the flag and the environment too: the history is kept per agent, so a
+            // limit of millions is that many rows per agent before any is trimmed.
+            guard (1...10_000).contains(statusHistory) else {
+                throw ConfigurationError.invalidSetting(name: "--status-history", value: "\(statusHistory)", reason: "must be from 1 to 10000")
             }
             configuration.statusHistoryLimit = statusHistory
         }
