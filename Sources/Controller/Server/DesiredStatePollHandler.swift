@@ -231,6 +231,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// Bumped on every step, so a late callback of an earlier step is ignored.
         var step: UInt64 = 0
         var ticket: LongPollHub.Ticket?
+        /// A report's principal, found in the cache at its head: it is not looked up (hashed) again at its end.
+        var principal: Principal?
 
         var poll: Poll? {
             if case .poll(let poll) = kind { poll } else { nil }
@@ -319,7 +321,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 case .end:
                     current?.end = part
                     // A report is taken once all of it is here.
-                    if case .report = current?.kind { authenticate() }
+                    if case .report = current?.kind, let principal = current?.principal { authenticated(principal) }
                 }
             } else {
                 queued.append(part)
@@ -354,8 +356,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 context.fireChannelRead(wrapInboundOut(part))
                 return
             }
-            // Taken once its body is here (`.end`), authenticated again then.
+            // Taken once its body is here (`.end`), as the principal found now (the router, too, authenticates a request
+            // once, at its head).
             current = Current(kind: kind, head: part, startedAt: now, deadline: now)
+            current?.principal = principal
         }
     }
 
