@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import SQLKit
 import Shared
@@ -280,6 +281,98 @@ struct HighAvailabilityTests {
             let whole = try await http.send("GET", bURL + "/v1/artifacts/\(digest.hex)", token: b.operatorToken)
             #expect(whole.status == 200 && Array(whole.body) == bytes, "B serves what A held alone")
         }
+    }
+
+    /// Every change is announced by the transaction that commits it (`ClusterChangeTriggers`), no longer by the
+    /// controller after its commit: a controller killed in between, one whose sends failed, or a writer that is no
+    /// controller (the CLI on the database, an operator's `psql`) used to leave B serving what it had cached — a revoked
+    /// token kept working on B, a removed agent's parked poll stayed parked — and a trust root published through A was
+    /// never announced at all. Here rows are written by a store of its own (as the CLI writes them), and a root is
+    /// published through A; B acts on each at once.
+    @Test func changesCommittedWithoutAControllerReachB() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let selection = try location.selection
+            guard case .postgres(let configuration) = selection else { throw FixtureError("not PostgreSQL") }
+            try await Self.withTwoControllers(on: selection) { a, aURL, b, bURL in
+                let http = LiveHTTP()
+                // Each controller's pool names it in the notifications its commits send, so it ignores its own.
+                let origin = try await a.store.readDB.raw("SELECT current_setting('ferry.origin', TRUE) AS origin").first()?
+                    .decode(column: "origin", as: String?.self)
+                #expect(origin ?? nil == a.controller.relay?.feed.origin)
+                let writer = try await SQLControllerStore.open(configuration, logger: Logger(label: "writer"))
+                do {
+                    // A token B has cached, revoked by a bare UPDATE.
+                    #expect(try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).status == 200)
+                    let viewerID = try #require(try await b.store.tokens().filter { $0.role == .viewer }.last?.id)
+                    try await writer.readDB.raw(
+                        "UPDATE tokens SET revoked_at = \(bind: StoredTime.milliseconds(Date())) WHERE id = \(bind: viewerID)"
+                    )
+                    .run()
+                    _ = try await eventually("B refuses the token revoked in the database", timeout: .seconds(5), interval: .milliseconds(20)) {
+                        () -> Bool? in try await http.send("GET", bURL + "/v1/fleet", token: b.viewerToken).status == 401 ? true : nil
+                    }
+
+                    // An agent parked on B: a trust root published through A wakes it with the new version.
+                    let enrolled = try await http.send(
+                        "POST",
+                        aURL + "/v1/agents",
+                        token: a.enrollToken,
+                        body: Data(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"], replace: false).json.encoded())
+                    )
+                    try #require(enrolled.status == 201)
+                    let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+                    let root = try TestRoots.root(
+                        version: 2,
+                        rootKeys: [a.secondKey],
+                        releaseKeys: [a.secondKey],
+                        signers: [a.signingKey, a.secondKey]
+                    )
+                    let woken = try await Self.parkOnB(b, bURL, agent, http) {
+                        let published = try await http.send("POST", aURL + "/v1/roots", token: a.operatorToken, body: Data(root.encoded()))
+                        try #require(published.status == 201, "\(String(decoding: published.body, as: UTF8.self))")
+                    }
+                    #expect(woken.status == 200)
+                    #expect(try DesiredState(json: JSONValue.parse(Array(woken.body))).rootVersion == 2)
+
+                    // The agent removed by a bare DELETE: its poll parked on B is answered at once, 401 as any request
+                    // of it from then on (its token went with it), as when it is removed through a controller.
+                    let removed = try await Self.parkOnB(b, bURL, agent, http) {
+                        try await writer.readDB.raw("DELETE FROM agents WHERE id = \(bind: agent.agentID)").run()
+                    }
+                    #expect(removed.status == 401)
+                    #expect(try await http.send("GET", bURL + "/v1/agents/\(agent.agentID)/desired-state", token: agent.token).status == 401)
+                } catch {
+                    try? await writer.close()
+                    throw error
+                }
+                try await writer.close()
+            }
+        }
+    }
+
+    /// Parks `agent`'s long-poll on B (20 s), runs `change`, and returns B's answer, which must come within 5 s: woken
+    /// by the change, not by the wait's end.
+    static func parkOnB(
+        _ b: ControllerFixture,
+        _ bURL: String,
+        _ agent: EnrollResponse,
+        _ http: LiveHTTP,
+        change: () async throws -> Void
+    ) async throws -> LiveHTTP.Response {
+        let url = bURL + "/v1/agents/\(agent.agentID)/desired-state"
+        let current = try await http.send("GET", url, token: agent.token)
+        try #require(current.status == 200)
+        let etag = try #require(current.header("ETag"))
+        async let parked = http.send("GET", url + "?wait=20", token: agent.token, headers: ["If-None-Match": etag])
+        let hub = b.controller.core.desiredStates.hub
+        let deadline = ContinuousClock.now + .seconds(10)
+        while hub.waiterCount == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try #require(hub.waiterCount == 1, "the poll parked on B")
+        let changed = ContinuousClock.now
+        try await change()
+        let answer = try await parked
+        #expect(ContinuousClock.now - changed < .seconds(5), "woken by the change, not by the end of the wait")
+        return answer
     }
 
     /// Exactly one of the two drives rollouts; when it stops, the other takes over within seconds.

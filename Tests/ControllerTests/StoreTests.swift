@@ -564,7 +564,7 @@ import Testing
                     "ALTER TABLE agents DROP COLUMN conflict_noticed_at", "ALTER TABLE agents DROP COLUMN conflict_last_switch_at",
                     "DROP INDEX agents_instance_id", "ALTER TABLE agents DROP COLUMN instance_id",
                     "DELETE FROM ferry_schema WHERE version >= 6",
-                ]
+                ] + (kind == .postgres ? [ClusterChangeTriggers.dropStatement] : [])
             )
             let migrated = try await location.open()
             #expect(try await rows(migrated) == expected)

@@ -83,7 +83,7 @@ func makeApplication(
     let builder = DesiredStateBuilder(configuration: .init(pollInterval: configuration.pollInterval), store: store, selector: selector)
     // Several controllers on one PostgreSQL database: changes travel between them, one is elected to drive rollouts.
     let postgres = (store as? SQLControllerStore)?.backend as? PostgresStoreBackend
-    let changes: ClusterChangeFeed = postgres == nil ? .disabled() : .enabled()
+    let changes: ClusterChangeFeed = postgres.map { .enabled(origin: $0.origin) } ?? .disabled()
     let leadership: RolloutLeadership = postgres == nil ? .always() : .elected()
     let desiredStates = DesiredStateProvider(builder: builder, hub: hub, changes: changes)
     let rollouts = RolloutCoordinator(

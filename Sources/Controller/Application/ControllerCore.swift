@@ -27,8 +27,8 @@ struct ControllerCore: Sendable {
     /// A token stopped working (revoked, its agent removed or replaced), committed to the store: no cache may serve
     /// it from now on, in this process or in another one on the same data directory.
     func tokenRevoked() {
+        // The other controllers on a PostgreSQL database hear of it from the commit (`ClusterChangeTriggers`).
         authenticator.forgetAll()
-        desiredStates.changes.announce(.tokenRevoked)
         do {
             try revocations.bump()
         } catch {
@@ -43,7 +43,7 @@ struct ControllerCore: Sendable {
         case .tokenRevoked, .resync:
             revocations.bumpEpoch()
             authenticator.forgetAll()
-        case .releasePublished, .rolloutChanged, .agentChanged:
+        case .releasePublished, .rolloutChanged, .agentChanged, .rootPublished:
             break
         }
         await desiredStates.apply(remote: change)

@@ -2,6 +2,9 @@ import Foundation
 
 /// A committed change other controllers on the same database must act on: their cached desired states and principals
 /// may be out of date, and agents parked on them may have something new.
+///
+/// The committing transaction announces it (`ClusterChangeTriggers`), except `agentChanged` for a report that makes a
+/// cached state out of date and `resync`, which the controller announces itself (`ClusterChangeFeed`).
 enum ClusterChange: Sendable, Equatable {
     /// A release of the service was stored.
     case releasePublished(service: String)
@@ -11,6 +14,8 @@ enum ClusterChange: Sendable, Equatable {
     case agentChanged(id: String)
     /// A token stopped working (revoked, its agent removed or replaced).
     case tokenRevoked
+    /// A trust root was published: every desired state names it.
+    case rootPublished
     /// Changes may have been missed (a controller's queue overflowed): forget every cache, wake every agent.
     case resync
 
@@ -21,6 +26,7 @@ enum ClusterChange: Sendable, Equatable {
         case .rolloutChanged(let service): "v1 \(origin) rollout \(service)"
         case .agentChanged(let id): "v1 \(origin) agent \(id)"
         case .tokenRevoked: "v1 \(origin) revoked"
+        case .rootPublished: "v1 \(origin) root"
         case .resync: "v1 \(origin) resync"
         }
     }
@@ -36,6 +42,7 @@ enum ClusterChange: Sendable, Equatable {
         case ("rollout", 4): return (origin, .rolloutChanged(service: parts[3]))
         case ("agent", 4): return (origin, .agentChanged(id: parts[3]))
         case ("revoked", 3): return (origin, .tokenRevoked)
+        case ("root", 3): return (origin, .rootPublished)
         case ("resync", 3): return (origin, .resync)
         default: return nil
         }

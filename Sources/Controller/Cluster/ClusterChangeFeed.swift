@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
 
-/// Where this controller announces its committed changes for the others on the same database (`PostgresChangeRelay`
-/// sends them). With one controller (SQLite) nobody listens: `announce` does nothing.
+/// Where this controller announces changes that are no commit of its own for the others on the same database (a report
+/// that makes a cached state out of date; `PostgresChangeRelay` sends them). Committed changes are announced by their
+/// transactions (`ClusterChangeTriggers`). With one controller (SQLite) nobody listens: `announce` does nothing.
 ///
 /// `announce` never waits: changes queue here (bounded: past `capacity` the oldest pending ones are dropped, and the
 /// relay sends a "resync" instead, which makes every other controller forget its caches).
@@ -18,13 +19,20 @@ final class ClusterChangeFeed: Sendable {
     let origin: String
 
     /// A feed nobody reads: one controller.
-    static func disabled() -> ClusterChangeFeed { ClusterChangeFeed(enabled: false) }
+    static func disabled() -> ClusterChangeFeed { ClusterChangeFeed() }
 
-    /// A feed a relay reads.
-    static func enabled() -> ClusterChangeFeed { ClusterChangeFeed(enabled: true) }
+    /// A feed a relay reads, for the controller `origin` (`PostgresStoreBackend.origin`: its commits' notifications
+    /// name it too).
+    static func enabled(origin: String) -> ClusterChangeFeed { ClusterChangeFeed(origin: origin) }
 
-    private init(enabled: Bool) {
-        origin = "c" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+    /// A controller id for notifications: `c` and 12 hex digits.
+    static func makeOrigin() -> String {
+        "c" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+    }
+
+    private init(origin: String? = nil) {
+        let enabled = origin != nil
+        self.origin = origin ?? "none"
         if enabled {
             let (stream, continuation) = AsyncStream.makeStream(of: ClusterChange.self, bufferingPolicy: .bufferingNewest(Self.capacity))
             self.stream = stream
@@ -46,6 +54,9 @@ final class ClusterChangeFeed: Sendable {
 
     /// The queued changes, for the relay (one reader).
     var changes: AsyncStream<ClusterChange>? { stream }
+
+    /// A change could not be sent: the next one goes out as a resync.
+    func noteLost() { dropped.store(true, ordering: .relaxed) }
 
     /// Whether changes were dropped since the last call (the relay then asks everyone to resync).
     func takeDropped() -> Bool { dropped.exchange(false, ordering: .relaxed) }

@@ -6,12 +6,12 @@ import ServiceLifecycle
 import Synchronization
 
 /// Carries committed changes between controllers sharing a PostgreSQL database, with `LISTEN`/`NOTIFY` on the channel
-/// `ferry_changes`: this controller's announcements (`ClusterChangeFeed`) go out as notifications, and the others'
-/// come in and are applied (cached desired states and principals dropped, parked long-polls woken).
+/// `ferry_changes`: the transactions that commit changes announce them (`ClusterChangeTriggers`), as does this
+/// controller for what is no commit of its own (`ClusterChangeFeed`); the others' notifications come in and are applied
+/// (cached desired states and principals dropped, parked long-polls woken).
 ///
 /// The listener holds one connection of its own. When it drops, notifications sent meanwhile are lost, so every
-/// reconnection starts with a resync (every cache forgotten, every parked agent woken to re-read its state). A change
-/// whose controller dies between its commit and its NOTIFY reaches the other controllers' agents at their next poll.
+/// reconnection starts with a resync (every cache forgotten, every parked agent woken to re-read its state).
 struct PostgresChangeRelay: Service {
     /// The notification channel.
     static let channel = "ferry_changes"
@@ -130,11 +130,6 @@ struct PostgresChangeRelay: Service {
         }
     }
 
-    /// Sends one change at once, outside any controller (`token revoke --database`).
-    static func announce(_ change: ClusterChange, origin: String, on backend: PostgresStoreBackend) async throws {
-        try await backend.readDB.raw("SELECT pg_notify(\(bind: channel), \(bind: change.payload(origin: origin)))").run()
-    }
-
     private func send() async {
         guard let changes = feed.changes else { return }
         let backend = self.backend
@@ -155,6 +150,8 @@ struct PostgresChangeRelay: Service {
                         metadata: ["error.message": "\(PostgresErrorText.describe(error))", "ferry.attempt": "\(attempt)"]
                     )
                     try? await Task.sleep(for: .milliseconds(200))
+                    // Given up: the next change sent says "resync" in its place.
+                    if attempt == 3 { feed.noteLost() }
                 }
             }
         }

@@ -250,18 +250,8 @@ struct TokenRevokeCommand: AsyncParsableCommand {
             guard let revoked = try await store.revokeToken(id: chosen.id, at: Date()) else {
                 throw CLIError("token \(chosen.id) disappeared while revoking it")
             }
-            if let postgres = store.backend as? PostgresStoreBackend {
-                // Controllers sharing the database hear it at once (they also re-read tokens after any reconnect).
-                do {
-                    try await PostgresChangeRelay.announce(.tokenRevoked, origin: "cli", on: postgres)
-                } catch {
-                    throw CLIError(
-                        "token \(revoked.id) is revoked in the database, but telling the running controllers failed "
-                            + "(\(PostgresErrorText.describe(error))); restart them so none serves it from its cache"
-                    )
-                }
-                return revoked
-            }
+            // Controllers sharing a PostgreSQL database heard it from the commit (`ClusterChangeTriggers`).
+            if store.backend is PostgresStoreBackend { return revoked }
             do {
                 try TokenRevocations(dataDirectory: directory).bump()
             } catch {

@@ -9,6 +9,8 @@ extension DesiredStateProvider {
         case .agentChanged(let id):
             cache.invalidate(id)
             hub.notify(agentID: id)
+        case .rootPublished:
+            invalidateAllAndWake(services: nil)
         case .tokenRevoked:
             break  // The authenticator's business (`ControllerCore.apply(remote:)`).
         case .resync:

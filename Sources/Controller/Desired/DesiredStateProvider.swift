@@ -81,13 +81,11 @@ final class DesiredStateProvider: Sendable {
     /// A release of `service` was stored: drop cached states, wake the long-polls of agents running it.
     func releasePublished(service: String) {
         invalidateAllAndWake(services: [service])
-        changes.announce(.releasePublished(service: service))
     }
 
     /// A rollout of `service` changed which release some agents receive (a wave reached, completion, abort).
     func rolloutChanged(service: String) {
         invalidateAllAndWake(services: [service])
-        changes.announce(.rolloutChanged(service: service))
     }
 
     /// Drops every cached state at once, then wakes the long-polls of agents running one of `services` (every one when
@@ -146,13 +144,11 @@ final class DesiredStateProvider: Sendable {
     func agentEnrolled(id: String) {
         cache.invalidate(id)
         hub.notify(agentID: id)
-        changes.announce(.agentChanged(id: id))
     }
 
     /// An agent was removed: its cached state goes, and a parked long-poll of it is answered (404 from then on).
     func agentRemoved(id: String) {
         cache.forget(id)
         hub.notify(agentID: id)
-        changes.announce(.agentChanged(id: id))
     }
 }

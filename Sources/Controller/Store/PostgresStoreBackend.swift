@@ -25,6 +25,9 @@ final class PostgresStoreBackend: SQLStoreBackend {
     static let migrationLockKey: Int64 = 0x6665_7272_7900_0002
 
     let configuration: PostgresStoreConfiguration
+    /// This process's id in change notifications: the pool's connections carry it as the setting `ferry.origin`, which
+    /// the change triggers put in each notification (`ClusterChangeTriggers`), so a controller knows its own.
+    let origin: String
     /// The settings of one connection (the notification listener and the leader election hold their own).
     let connectionConfiguration: PostgresConnection.Configuration
     let client: PostgresClient
@@ -42,12 +45,14 @@ final class PostgresStoreBackend: SQLStoreBackend {
 
     private init(
         configuration: PostgresStoreConfiguration,
+        origin: String,
         connectionConfiguration: PostgresConnection.Configuration,
         client: PostgresClient,
         running: Task<Void, Never>,
         logger: Logger
     ) {
         self.configuration = configuration
+        self.origin = origin
         self.connectionConfiguration = connectionConfiguration
         self.client = client
         self.running = running
@@ -61,10 +66,11 @@ final class PostgresStoreBackend: SQLStoreBackend {
     ///   `StoreError.schemaTooNew`.
     static func open(_ configuration: PostgresStoreConfiguration, logger: Logger) async throws -> PostgresStoreBackend {
         let location = configuration.redacted
+        let origin = ClusterChangeFeed.makeOrigin()
         let connectionConfiguration: PostgresConnection.Configuration
         let clientConfiguration: PostgresClient.Configuration
         do {
-            (connectionConfiguration, clientConfiguration) = try makeConfigurations(configuration)
+            (connectionConfiguration, clientConfiguration) = try makeConfigurations(configuration, origin: origin)
         } catch {
             throw StoreError.cannotOpen(path: location, reason: "TLS set-up: \(error)")
         }
@@ -98,6 +104,7 @@ final class PostgresStoreBackend: SQLStoreBackend {
         let running = Task { await client.run() }
         return PostgresStoreBackend(
             configuration: configuration,
+            origin: origin,
             connectionConfiguration: connectionConfiguration,
             client: client,
             running: running,
@@ -190,11 +197,13 @@ final class PostgresStoreBackend: SQLStoreBackend {
         ).get()
     }
 
-    /// The connection settings of the first connection and of the pool, from one configuration.
+    /// The connection settings of the first connection and of the pool, from one configuration, naming `origin`.
     static func makeConfigurations(
-        _ configuration: PostgresStoreConfiguration
+        _ configuration: PostgresStoreConfiguration,
+        origin: String
     ) throws -> (PostgresConnection.Configuration, PostgresClient.Configuration) {
         let parameters = [
+            ("ferry.origin", origin),
             ("statement_timeout", "\(configuration.statementTimeout.components.seconds * 1000)"),
             ("application_name", "ferry-controller"),
             // No JIT compilation: the controller's queries are short, and the planner's cost of a fleet view over

@@ -329,6 +329,13 @@ enum SchemaMigrations {
                 "CREATE UNIQUE INDEX agents_instance_id ON agents (instance_id)",
             ]
         ),
+        Migration(
+            version: 11,
+            description: "changes announced to the other controllers by the transactions that commit them (PostgreSQL)",
+            // One controller on SQLite: nobody listens.
+            statements: [],
+            postgresStatements: ClusterChangeTriggers.statements
+        ),
     ]
 
     /// The newest schema version this binary knows.
