@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Shared
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -181,6 +182,27 @@ import Testing
                 )
                 let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
                 #expect(metrics.contains("ferry_releases_published_total 2"))
+            }
+        }
+    }
+
+    /// A publish whose release is committed is answered 201 even when reading the new rollout's agent statuses then
+    /// fails (here their table is gone; on PostgreSQL a statement timeout or a dropped connection): it used to be a 500,
+    /// which told a CI pipeline the publish failed, and its retry was refused as a stale serial.
+    @Test func aPublishCommittedIsAnsweredCreatedWhenItsRolloutViewCannotBeRead() async throws {
+        try await Fixture.with { fixture in
+            try await fixture.withRouter { client in
+                let (agentID, _) = try await fixture.enroll(client, name: "web-1", services: ["api"])
+                let artifact = try await fixture.upload(client, Array("artifact".utf8))
+                try await fixture.store.readDB.raw("ALTER TABLE service_status RENAME TO service_status_gone").run()
+                let published = try await fixture.publish(client, Fixture.release(serial: 1, artifact: artifact))
+                #expect(published.status == .created, "\(String(buffer: published.body))")
+                let rollout = try #require(try Fixture.json(published)["rollout"])
+                let listed = rollout["waves"]?.arrayValue.flatMap { $0["agents"]?.arrayValue ?? [] } ?? []
+                #expect(listed.compactMap { $0["id"]?.stringValue } == [agentID])
+                #expect(rollout["counts"]?["pending"]?.intValue == 1)
+                #expect(try await fixture.store.releases(service: "api", limit: 10).map(\.serial) == [1])
+                try await fixture.store.readDB.raw("ALTER TABLE service_status_gone RENAME TO service_status").run()
             }
         }
     }

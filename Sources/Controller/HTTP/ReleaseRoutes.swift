@@ -113,11 +113,20 @@ struct ReleaseRoutes: Sendable {
                 "ferry.published_by": "\(principal.name)", "ferry.rollout.strategy": "\(parameters.strategy)",
             ]
         )
-        let rollout = try await RolloutView.opened(
-            published.rollout,
-            names: Dictionary(agents.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first }),
-            from: core.store
-        )
+        let names = Dictionary(agents.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let rollout: RolloutView
+        do {
+            rollout = try await RolloutView.opened(published.rollout, names: names, from: core.store)
+        } catch {
+            // The release is committed: a 500 now would tell a CI pipeline the publish failed, and its retry would be
+            // refused as a stale serial. The view is answered without the agents' statuses instead (a release just
+            // published: nobody runs it yet; `GET /v1/rollouts/...` reads them).
+            core.logger.warning(
+                "Reading the new rollout's agent statuses failed; answering the publish without them",
+                metadata: ["ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "error.message": "\(error)"]
+            )
+            rollout = RolloutView(published.rollout, names: names, statuses: [:])
+        }
         var body = Self.summary(record)
         if case .object(var fields) = body {
             fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
