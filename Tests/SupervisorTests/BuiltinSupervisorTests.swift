@@ -456,6 +456,41 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// The daemon's own log (its stdout and stderr) used to grow for ever; it is rotated at the memory check like the
+    /// apps' logs: past `logMaxBytes` it moves to `supervisor.log.1`, `logKeep` files are kept, and the daemon goes on
+    /// writing to a new `supervisor.log`. Filled here by what an earlier daemon left, then by appending to the file the
+    /// daemon writes.
+    @Test("the daemon's own log is rotated past the size limit, keeping logKeep files")
+    func daemonLogRotated() async throws {
+        let configure: (inout BuiltinProcessManager.Configuration) -> Void = {
+            $0.memoryCheckInterval = .milliseconds(200)
+            $0.logRotation = LogRotation(maximumFileBytes: 4096, keptFiles: 2)
+        }
+        try await SupervisorHarness.with(configure: configure) { harness in
+            let log = "\(harness.home)/supervisor.log"
+            func contents(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+            try harness.write("supervisor.log", String(repeating: "a line an earlier daemon wrote\n", count: 200))
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
+            #expect(await SupervisorHarness.eventually { contents(log + ".1").hasPrefix("a line an earlier daemon wrote") })
+            #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.log.rotated") }, "the daemon writes to the new file")
+            for round in 1...2 {
+                let handle = try #require(FileHandle(forWritingAtPath: log))
+                try handle.seekToEnd()
+                try handle.write(contentsOf: Data(String(repeating: "filler of round \(round)\n", count: 300).utf8))
+                try handle.close()
+                #expect(await SupervisorHarness.eventually { contents(log + ".1").contains("filler of round \(round)") })
+            }
+            #expect(contents(log + ".2").contains("filler of round 1"))
+            #expect(!FileManager.default.fileExists(atPath: log + ".3"), "two files kept")
+            #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.log.rotated") })
+            #expect(try await harness.manager.processes().map(\.name) == ["idle"], "the daemon answers as before")
+            let stop = try await Command.run(TestPaths.executable("ferry-agent"), ["supervisor", "--home", harness.home, "--stop"])
+            #expect(stop.status == 0, "\(stop.stderr)")
+            #expect(contents(log).contains("supervisor.stopped"))
+        }
+    }
+
     @Test("an instance above max_memory_restart is restarted")
     func memoryLimitRestarts() async throws {
         let checkEverySecond: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .seconds(1) }

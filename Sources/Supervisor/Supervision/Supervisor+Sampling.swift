@@ -10,7 +10,8 @@ extension Supervisor {
     /// one measured over a few milliseconds.
     static let minimumCPUWindow: Duration = .seconds(1)
 
-    /// Starts the memory check every `memoryCheckInterval` (which also saves again a table whose last save failed).
+    /// Starts the memory check every `memoryCheckInterval` (which also saves again a table whose last save failed and
+    /// rotates the daemon's own log).
     /// Stops at `stopAll`.
     func startSampling() {
         guard sampler == nil, !isShuttingDown else { return }
@@ -21,9 +22,17 @@ extension Supervisor {
                 guard !Task.isCancelled else { return }
                 self.sample()
                 if self.tableUnsaved { self.persist() }
+                self.rotateOwnLogIfNeeded()
                 self.releaseCodePagesIfDue()
             }
         }
+    }
+
+    /// Rotates the daemon's own log (`DaemonLog`) past the apps' size limit.
+    func rotateOwnLogIfNeeded() {
+        let path = "\(configuration.home)/supervisor.log"
+        guard DaemonLog.rotateIfNeeded(path: path, rotation: configuration.logRotation) else { return }
+        logger.info("supervisor.log.rotated", metadata: ["file.path": "\(path)", "log.kept": "\(configuration.logRotation.keptFiles)"])
     }
 
     /// Lets go of the code pages start-up or the last change of the table ran (`LoadedCode`), at a memory check and at
