@@ -48,4 +48,39 @@ extension Reconciler {
 
     /// Far above any file the agent writes (a release is at most a few MiB); a larger one is not read.
     static let ecosystemReadLimit = 64 << 20
+
+    /// An env refresh that failed for some of a service's apps.
+    struct FailedRefresh: Sendable, Equatable {
+        /// The instance env file it was for.
+        var digest: String
+        /// The apps not yet reloaded with it.
+        var apps: Set<String>
+    }
+
+    /// Carries out a planned env refresh of `service`. A refresh of the same env file that failed for some apps
+    /// reloads only those, and no sooner than `refreshBackoff` allows: before, each pass reloaded every app of the
+    /// service again (the healthy ones too, a restart each in fork mode) for as long as one app failed. A changed env
+    /// file starts over with every app. Returns whether the process table may have changed.
+    func retryingRefresh(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async -> Bool {
+        var reloading = apps
+        if let failed = failedRefreshes[service], failed.digest == env.digest {
+            if let wait = refreshBackoff.remainingWait(app: service, now: .now) {
+                summary.problems.append(
+                    "\(service): reload after an env change failed for \(failed.apps.sorted().joined(separator: ", ")); "
+                        + "tried again in \(max(1, wait.components.seconds)) s"
+                )
+                return false
+            }
+            let retried = apps.filter { failed.apps.contains($0.name) }
+            if !retried.isEmpty { reloading = retried }
+        } else {
+            failedRefreshes[service] = nil
+            refreshBackoff.forget([service])
+        }
+        summary.changed = true
+        repairBackoff.forget(reloading.map(\.name))
+        restartWatch.forget(reloading.map(\.name))
+        await refreshEnvironment(service, apps: apps, reloading: reloading, env: env, summary: &summary)
+        return true
+    }
 }

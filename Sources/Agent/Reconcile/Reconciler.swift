@@ -66,6 +66,11 @@ actor Reconciler {
     var repairs: [String: [String]] = [:]
     /// How soon each app may be repaired again (an app that keeps crashing is not restarted on every pass).
     var repairBackoff = RepairBackoff()
+    /// Per service, the env refresh that failed for some apps: the env file's digest and the apps still to reload with
+    /// it (`Reconciler+Environment`).
+    var failedRefreshes: [String: FailedRefresh] = [:]
+    /// How soon a service's failed env refresh is tried again (keyed by service).
+    var refreshBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
     /// Sends a status report now (the poll loop's trigger), for news the rest of a pass would hold back.
@@ -263,6 +268,9 @@ actor Reconciler {
             repairBackoff.forget(release.pm2.apps.map(\.name))
             // The running release's apps too: an app the new release renames or drops leaves no looks behind.
             restartWatch.forget(release.pm2.apps.map(\.name) + (appliedApps[service] ?? []).map(\.name))
+            // An install applies the env file to every app: a failed refresh's retry is no longer owed.
+            failedRefreshes[service] = nil
+            refreshBackoff.forget([service])
             // The running release's crash loop is not the news of an install (the next look judges the new one).
             crashLoops[service] = nil
             guard let env = envs[service] else {
@@ -272,12 +280,11 @@ actor Reconciler {
             await install(release, payload: payload, service: service, env: env, otherApps: appliedApps, summary: &summary)
             return true
         case .refreshEnvironment(let service):
-            summary.changed = true
-            guard let env = envs[service], state[service].applied != nil, let apps = appliedApps[service] else { return true }
-            repairBackoff.forget(apps.map(\.name))
-            restartWatch.forget(apps.map(\.name))
-            await refreshEnvironment(service, apps: apps, env: env, summary: &summary)
-            return true
+            guard let env = envs[service], state[service].applied != nil, let apps = appliedApps[service] else {
+                summary.changed = true
+                return true
+            }
+            return await retryingRefresh(service, apps: apps, env: env, summary: &summary)
         case .repair(let service, let app, let appAction):
             return await repairDrift(appAction, app: app, service: service, summary: &summary)
         case .removeOrphan(let name):
@@ -292,20 +299,37 @@ actor Reconciler {
         }
     }
 
-    /// Rewrites the ecosystem of `service` and reloads its apps with a changed instance env file.
-    func refreshEnvironment(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async {
+    /// Rewrites the ecosystem of `service` and reloads `reloading` (default: all of `apps`) with a changed instance env
+    /// file. When some apps fail, they are noted (`failedRefreshes`) for the next try, and the try backs off.
+    func refreshEnvironment(
+        _ service: String,
+        apps: [AppSpec],
+        reloading: [AppSpec]? = nil,
+        env: InstanceEnvFile,
+        summary: inout PassSummary
+    ) async {
         do {
             try writeEcosystem(service, apps: apps)
         } catch {
             summary.problems.append("\(service): cannot write the ecosystem file: \(error)")
             return
         }
+        let reloading = reloading ?? apps
         do {
-            try await apply(apps, service: service, needsRefresh: true, previousNames: [])
+            try await apply(reloading, service: service, needsRefresh: true, previousNames: [])
         } catch {
-            summary.problems.append("\(service): reload after an env change failed: \(error)")
+            var failed = Set<String>()
+            if case .appsFailed(let failures, _) = error { failed = Set(failures.map(\.app)) }
+            failedRefreshes[service] = FailedRefresh(digest: env.digest, apps: failed.isEmpty ? Set(reloading.map(\.name)) : failed)
+            let (inARow, wait) = refreshBackoff.recordRepair(app: service, now: .now)
+            summary.problems.append(
+                "\(service): reload after an env change failed: \(error) (try \(inARow); the apps it failed for are tried again in "
+                    + "\(wait.components.seconds) s, the others run with the new env)"
+            )
             return
         }
+        failedRefreshes[service] = nil
+        refreshBackoff.forget([service])
         if transition(service, .environmentReloaded(envDigest: env.digest), summary: &summary) != nil {
             save(&summary)
         }
