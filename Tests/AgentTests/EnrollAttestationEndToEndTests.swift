@@ -80,7 +80,8 @@ struct EnrollAttestationEndToEndTests {
     }
 
     /// A controller older than attestation refuses the unknown `instanceIdentity` field (with the answer such a
-    /// controller gives, from a loopback stand-in): the agent enrolls without it, and says so.
+    /// controller gives, from a loopback stand-in): the agent enrolls without it, and says so. Older still than agents
+    /// choosing their token, it then refuses `tokenSHA256`: the agent enrolls with the token the controller issues.
     @Test(.timeLimit(.minutes(2)))
     func anOlderControllerEnrollsItWithoutAProof() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-enroll-old-controller") { directory in
@@ -96,10 +97,15 @@ struct EnrollAttestationEndToEndTests {
                 router.post("/v1/agents") { request, _ -> Response in
                     let body = String(buffer: try await request.body.collect(upTo: 1 << 20))
                     bodies.withLock { $0.append(body) }
+                    // As an older controller: each field it does not know is refused, the first in alphabetical order.
                     let (status, answer): (HTTPResponse.Status, String) =
-                        body.contains("instanceIdentity")
-                        ? (.badRequest, #"{"error":"unknown_field","message":"enrolment: instanceIdentity: unknown field"}"#)
-                        : (.created, #"{"agentId":"agt_old","token":"fa_oldcontrollertoken"}"#)
+                        if body.contains("instanceIdentity") {
+                            (.badRequest, #"{"error":"unknown_field","message":"enrolment: instanceIdentity: unknown field"}"#)
+                        } else if body.contains("tokenSHA256") {
+                            (.badRequest, #"{"error":"unknown_field","message":"enrolment: tokenSHA256: unknown field"}"#)
+                        } else {
+                            (.created, #"{"agentId":"agt_old","token":"fa_oldcontrollertoken"}"#)
+                        }
                     return Response(
                         status: status,
                         headers: [.contentType: "application/json"],
@@ -128,8 +134,12 @@ struct EnrollAttestationEndToEndTests {
                     #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
                     #expect(result.stderr.contains("the controller does not check instance identity documents"), "\(result.stderr)")
                     let sent = bodies.withLock { $0 }
-                    #expect(sent.count == 2 && sent[0].contains("instanceIdentity") && !sent[1].contains("instanceIdentity"), "\(sent)")
+                    #expect(sent.count == 3 && sent[0].contains("instanceIdentity") && !sent[1].contains("instanceIdentity"), "\(sent)")
+                    #expect(sent.count == 3 && sent[1].contains("tokenSHA256") && !sent[2].contains("tokenSHA256"), "\(sent)")
+                    #expect(result.stderr.contains("the controller issues agent tokens itself"), "\(result.stderr)")
                     #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("agent.json").path))
+                    let written = try String(contentsOf: directory.appendingPathComponent("state/agent.token"), encoding: .utf8)
+                    #expect(written == "fa_oldcontrollertoken\n", "the token the older controller issued")
                 }
             }
         }

@@ -77,7 +77,11 @@ import Testing
                 maxUses: 2,
                 at: Date()
             )
-            func enroll(_ name: String, _ mode: EnrollmentMode, services: [String] = ["api"]) async throws -> (agent: AgentRecord, replaced: Bool) {
+            func enroll(
+                _ name: String,
+                _ mode: EnrollmentMode,
+                services: [String] = ["api"]
+            ) async throws -> (agent: AgentRecord, replaced: Bool, repeated: Bool) {
                 try await store.enrollAgent(
                     proposedID: AgentRoutes.newAgentID(),
                     name: name,
@@ -105,6 +109,59 @@ import Testing
             #expect(replaced.replaced && replaced.agent.id == first.agent.id && replaced.agent.services == ["api", "worker"])
             #expect(try await store.removeAgent(name: "a")?.id == first.agent.id)
             #expect(try await store.removeAgent(name: "a") == nil)
+            try await store.close()
+        }
+    }
+
+    /// An agent that chose its token (its digest in the request) and lost the answer enrolls again with the same
+    /// digest: the same agent is answered, nothing written, no use consumed — also once the token is used up. A
+    /// different digest, other services, or another proven instance is a taken name as before.
+    @Test(arguments: StoreBackendKind.available)
+    func aRepeatedEnrolmentIsAnsweredAgain(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let token = try await store.createToken(
+                hash: Token.digest(Token.generate()),
+                name: "once",
+                role: .enroll,
+                scope: .anyService,
+                maxUses: 1,
+                at: Date()
+            )
+            let digest = Token.digest(Token.generate())
+            func enroll(
+                tokenHash: String = digest,
+                services: [String] = ["api"],
+                instance: String? = "i-0123456789abcdef0"
+            ) async throws -> (agent: AgentRecord, replaced: Bool, repeated: Bool) {
+                try await store.enrollAgent(
+                    proposedID: AgentRoutes.newAgentID(),
+                    name: "a",
+                    hostname: "a",
+                    services: services,
+                    tokenHash: tokenHash,
+                    mode: .create(consumingToken: token.id),
+                    instanceID: instance,
+                    at: Date()
+                )
+            }
+            let first = try await enroll()
+            #expect(!first.repeated && !first.replaced)
+            for retry in [try await enroll(), try await enroll(instance: nil)] {
+                #expect(retry.repeated && !retry.replaced && retry.agent == first.agent)
+            }
+            #expect(try await store.tokens().first?.uses == 1, "the retries consumed nothing")
+            let refusals: [(tokenHash: String, services: [String], instance: String?)] = [
+                (Token.digest(Token.generate()), ["api"], nil),
+                (digest, ["api", "worker"], nil),
+                (digest, ["api"], "i-0fedcba9876543210"),
+            ]
+            for refusal in refusals {
+                // The token's one use is spent: a new enrolment is refused for that, before the name is looked at.
+                await #expect(throws: StoreError.tokenUnusable(id: token.id, reason: .usedUp(maxUses: 1))) {
+                    _ = try await enroll(tokenHash: refusal.tokenHash, services: refusal.services, instance: refusal.instance)
+                }
+            }
+            #expect(try await store.agents().map(\.id) == [first.agent.id])
             try await store.close()
         }
     }

@@ -192,6 +192,15 @@ struct SecurityWorld: Sendable {
         { _ in EnrollRequest(name: name, hostname: "\(name).attacker", services: services, replace: replace).json.encoded() }
     }
 
+    /// An enrolment offering the digest `digest(world)` of a token of the sender's choosing (`EnrollRequest.tokenSHA256`).
+    static func enrollment(
+        _ name: String,
+        _ services: [String],
+        digest: @escaping @Sendable (SecurityWorld) -> SHA256Digest
+    ) -> @Sendable (SecurityWorld) throws -> Data? {
+        { world in EnrollRequest(name: name, hostname: "\(name).attacker", services: services, tokenSHA256: digest(world)).json.encoded() }
+    }
+
     /// Agent A is untouched: its token works, its services and hostname are what it enrolled with.
     static func agentAIsIntact(_ world: SecurityWorld) async throws {
         #expect(try await world.agentTokenWorks(world.agentA.id, world.agentA.token), "agent A's own token must keep working")
@@ -246,6 +255,43 @@ enum DatabaseSnapshot {
             status: 409,
             code: "agent_exists",
             after: World.agentAIsIntact
+        ),
+        SecurityCase(
+            name: "enroll token re-enrolls an existing name with a token digest of its own",
+            method: "POST",
+            path: { _ in "/v1/agents" },
+            token: .bearer(.enroll),
+            body: World.enrollment("agent-a", ["api"], digest: { _ in SHA256.hash(Array("fyt_attacker".utf8)) }),
+            status: 409,
+            code: "agent_exists",
+            after: World.agentAIsIntact
+        ),
+        // Even knowing the digest agent A's token is stored as (a leaked database backup), an enrollment token gets A's
+        // id, which is no secret, and nothing else: no token, nothing written, A's token works on.
+        SecurityCase(
+            name: "enroll token repeats agent A's enrolment with A's stored token digest",
+            method: "POST",
+            path: { _ in "/v1/agents" },
+            token: .bearer(.enroll),
+            body: World.enrollment("agent-a", ["api"], digest: { world in SHA256.hash(Array(world.agentA.token.utf8)) }),
+            status: 200,
+            code: nil,
+            after: { (world: SecurityWorld) async throws in
+                try await World.agentAIsIntact(world)
+                // As the world left them: the fixture's bootstrap token used 3 times, the used-up one once.
+                #expect(try await world.fixture.store.agents().count == 3)
+                let uses = try await world.fixture.store.tokens().filter { $0.uses > 0 }.map { "\($0.name):\($0.uses)" }.sorted()
+                #expect(uses == ["bootstrap:3", "security-enroll:1"], "a repeat consumes no use")
+            }
+        ),
+        SecurityCase(
+            name: "enrolment with a token digest that is not 64 lowercase hex characters",
+            method: "POST",
+            path: { _ in "/v1/agents" },
+            token: .bearer(.enroll),
+            body: { _ in Data(#"{"name":"new-1","hostname":"h","services":["api"],"tokenSHA256":"ABCDEF"}"#.utf8) },
+            status: 422,
+            code: "invalid_document"
         ),
         SecurityCase(
             name: "enroll token asks to replace an existing agent",

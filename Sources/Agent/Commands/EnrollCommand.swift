@@ -18,7 +18,10 @@ struct EnrollCommand: AsyncParsableCommand {
         abstract: "Enroll this instance with a controller and write the agent configuration and token.",
         discussion: """
             Trades the enrollment token (role `enroll`) for an agent token, then writes the token file \
-            (<state-dir>/agent.token, mode 0600) and the configuration (--config, mode 0600). The trust root is pinned \
+            (<state-dir>/agent.token, mode 0600) and the configuration (--config, mode 0600). The agent token is chosen \
+            here and only its SHA-256 is sent; it is kept in <state-dir>/agent.token.pending until the enrolment is \
+            written, so a run that lost the controller's answer and runs again is answered again instead of refused. \
+            An unreachable controller or a 5xx answer is tried again after 1 s, 2 s and 4 s. The trust root is pinned \
             here: --trust-root names a signed root file (from `ferry-controller root init` and `root sign`), or \
             --trusted-key (repeatable) with --threshold builds root 1 from operator keys, as before roots existed. Either \
             is loaded and checked first, so a typo fails before anything is written. Newer roots the controller serves \
@@ -107,9 +110,84 @@ struct EnrollCommand: AsyncParsableCommand {
     }
 
     /// An older controller's answer to an enrolment that carries `instanceIdentity`: the field is unknown to it.
-    static func refusesInstanceIdentity(_ error: ControllerError) -> Bool {
+    static func refusesInstanceIdentity(_ error: ControllerError) -> Bool { refusesField("instanceIdentity", error) }
+
+    /// Whether the controller refused the request's field `field` as unknown (a version older than the field).
+    static func refusesField(_ field: String, _ error: ControllerError) -> Bool {
         guard case .rejected(_, 400, let code, let message) = error else { return false }
-        return code == "unknown_field" && message.contains("instanceIdentity: unknown field")
+        return code == "unknown_field" && message.contains("\(field): unknown field")
+    }
+
+    /// The agent token this enrolment offers, kept in `<state-dir>/agent.token.pending` (mode 0600) until the
+    /// enrolment is written: a run that is stopped, or loses the controller's answer, and runs again offers the same
+    /// token, which the controller answers again (`EnrollRequest.tokenSHA256`) instead of refusing a taken name.
+    static func pendingToken(in stateDir: String) throws -> String {
+        let path = "\(stateDir)/agent.token.pending"
+        if let text = try? KeyFile.read(path) {
+            let token = text.trimmingCharacters(in: [" ", "\n", "\r", "\t"])
+            if isWellFormedToken(token) { return token }
+        }
+        var generator = SystemRandomNumberGenerator()
+        let token = "fyt_" + Hex.encode((0..<24).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+        try AtomicFile.write(Array((token + "\n").utf8), to: path, mode: 0o600)
+        return token
+    }
+
+    /// `fyt_` and 48 lowercase hex characters, as the controller issues them.
+    static func isWellFormedToken(_ token: String) -> Bool {
+        let bytes = Array(token.utf8)
+        return bytes.count == 52 && token.hasPrefix("fyt_")
+            && bytes.dropFirst(4).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// Sends the enrolment, trying again (1 s, 2 s, 4 s apart) while the controller is unreachable or answers 5xx: the
+    /// token is the agent's own, so a retry after a lost answer is answered again. A controller older than a field this
+    /// agent sends refuses it as unknown: sent again without it (the instance proof: not checked; the chosen token: one
+    /// is issued instead).
+    static func send(
+        _ request: EnrollRequest,
+        to controller: String,
+        enrollToken: String,
+        chosenToken: String,
+        http: HTTPClient
+    ) async throws -> EnrollResponse {
+        var request = request
+        var chosen: String? = chosenToken
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await AgentControllerClient.enroll(
+                    baseURL: controller,
+                    enrollToken: enrollToken,
+                    request: request,
+                    chosenToken: chosen,
+                    http: http
+                )
+            } catch {
+                if request.instanceIdentity != nil, refusesInstanceIdentity(error) {
+                    // Nothing was used up by the refusal.
+                    printError("note: the controller does not check instance identity documents (an older version); enrolling without one")
+                    request.instanceIdentity = nil
+                    continue
+                }
+                if chosen != nil, refusesField("tokenSHA256", error) {
+                    printError("note: the controller issues agent tokens itself (an older version); a lost answer cannot be asked for again")
+                    chosen = nil
+                    continue
+                }
+                let transient: Bool =
+                    switch error {
+                    case .unreachable: true
+                    case .rejected(_, let status, _, _): status >= 500
+                    case .invalidResponse: false
+                    }
+                guard transient, chosen != nil, attempt < 4 else { throw error }
+                let pause = 1 << (attempt - 1)
+                printError("warning: enrolment attempt \(attempt) failed (\(error)); trying again in \(pause) s")
+                try await Task.sleep(for: .seconds(pause))
+            }
+        }
     }
 
     func run() async throws {
@@ -169,20 +247,10 @@ struct EnrollCommand: AsyncParsableCommand {
         guard !enrollToken.isEmpty else { throw ValidationError("the enrollment token is empty") }
         let request = EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace, instanceIdentity: proof)
         let http = HTTPClient(configuration: httpConfiguration)
-        let response: EnrollResponse
-        do {
-            response = try await AgentControllerClient.enroll(baseURL: controller, enrollToken: enrollToken, request: request, http: http)
-        } catch {
-            guard proof != nil, Self.refusesInstanceIdentity(error) else { throw error }
-            // A controller older than enrolment attestation refuses the field it does not know (and so checks no
-            // proof): enrolled as before. Nothing was used up by the refusal.
-            printError("note: the controller does not check instance identity documents (an older version); enrolling without one")
-            var plain = request
-            plain.instanceIdentity = nil
-            response = try await AgentControllerClient.enroll(baseURL: controller, enrollToken: enrollToken, request: plain, http: http)
-        }
-
         try Self.makePrivateDirectory(stateDir)
+        let chosenToken = try Self.pendingToken(in: stateDir)
+        let response = try await Self.send(request, to: controller, enrollToken: enrollToken, chosenToken: chosenToken, http: http)
+
         let tokenFile = "\(stateDir)/agent.token"
         try AtomicFile.write(Array((response.token + "\n").utf8), to: tokenFile, mode: 0o600)
 
@@ -219,6 +287,8 @@ struct EnrollCommand: AsyncParsableCommand {
             // A record from an earlier enrolment must not outlive it: the first start records this machine.
             try? manager.removeItem(atPath: layout.machineFile)
         }
+        // Enrolled and written: the next enrolment (--force) offers a new token.
+        unlink("\(stateDir)/agent.token.pending")
         print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
         print("config: \(configPath)")
         print("token: \(tokenFile)")

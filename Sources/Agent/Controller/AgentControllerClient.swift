@@ -82,24 +82,31 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         try Self.check(response, url: url)
     }
 
-    /// `POST /v1/agents` with an enrollment token: trades it for this agent's id and token.
+    /// `POST /v1/agents` with an enrollment token: trades it for this agent's id, and its token unless the agent chose
+    /// one (`chosenToken`, sent as its digest: the controller answers with the id alone, and answers a retry after a
+    /// lost answer again).
     static func enroll(
         baseURL: String,
         enrollToken: String,
         request: EnrollRequest,
+        chosenToken: String? = nil,
         http: HTTPClient
     ) async throws(ControllerError) -> EnrollResponse {
         let client = AgentControllerClient(baseURL: baseURL, token: enrollToken, http: http)
         let url = "\(client.baseURL)/v1/agents"
         var headers = client.authorization
         headers["Content-Type"] = "application/json"
+        var request = request
+        request.tokenSHA256 = chosenToken.map { SHA256.hash(Array($0.utf8)) }
         let response = try await client.send(
             HTTPClient.Request(method: .post, url: url, headers: headers, body: Array(request.json.encoded())),
             over: nil
         )
         try check(response, url: url)
         do {
-            return try EnrollResponse(json: JSONValue.parse(response.body))
+            let document = try JSONValue.parse(response.body)
+            guard let chosenToken else { return try EnrollResponse(json: document) }
+            return EnrollResponse(agentID: try EnrollAcknowledgement(json: document).agentID, token: chosenToken)
         } catch {
             throw .invalidResponse(url: url, reason: "\(error)")
         }

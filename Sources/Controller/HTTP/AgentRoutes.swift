@@ -60,15 +60,17 @@ struct AgentRoutes: Sendable {
             throw APIError.forbidden("this needs a token with role enroll or operator; this token has role \(principal.role.rawValue)")
         }
         let instance = try attestedInstance(enrollment, role: principal.role)
-        let token = Token.generate()
-        let enrolled: (agent: AgentRecord, replaced: Bool)
+        // The agent's own token when it chose one (only its digest comes here), else the one issued now.
+        let issued = Token.generate()
+        let tokenHash = enrollment.tokenSHA256?.hex ?? Token.digest(issued)
+        let enrolled: (agent: AgentRecord, replaced: Bool, repeated: Bool)
         do {
             enrolled = try await core.store.enrollAgent(
                 proposedID: Self.newAgentID(),
                 name: enrollment.name,
                 hostname: enrollment.hostname,
                 services: enrollment.services,
-                tokenHash: Token.digest(token),
+                tokenHash: tokenHash,
                 mode: mode,
                 instanceID: instance?.instanceID,
                 at: core.now()
@@ -84,6 +86,14 @@ struct AgentRoutes: Sendable {
             throw Self.enrollmentError(error, name: enrollment.name)
         }
         let agent = enrolled.agent
+        if enrolled.repeated, enrollment.tokenSHA256 != nil {
+            // A retry whose first answer was lost: the same answer again, nothing changed.
+            core.logger.info(
+                "Agent enrolment repeated",
+                metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token.id": "\(principal.tokenID ?? "")"]
+            )
+            return JSONResponse.make(EnrollAcknowledgement(agentID: agent.id).json, status: .ok)
+        }
         if enrolled.replaced {
             // The old token must stop working at once, here and in any cache; a conflict of two hosts sharing it ends
             // with it (the store cleared its record of one).
@@ -98,7 +108,8 @@ struct AgentRoutes: Sendable {
                 "ferry.token.id": "\(principal.tokenID ?? "")", "ferry.instance.id": "\(instance?.instanceID ?? "")",
             ]
         )
-        return JSONResponse.make(EnrollResponse(agentID: agent.id, token: token).json, status: .created)
+        if enrollment.tokenSHA256 != nil { return JSONResponse.make(EnrollAcknowledgement(agentID: agent.id).json, status: .created) }
+        return JSONResponse.make(EnrollResponse(agentID: agent.id, token: issued).json, status: .created)
     }
 
     /// The instance the enrolment proves, when this controller checks instance identity documents

@@ -57,7 +57,9 @@ protocol ControllerStore: Sendable {
     /// Enrolls an agent (`.create`), or replaces the agent of the same name (`.replace`: same id, new token, new
     /// services), in one transaction with the use of the enrollment token.
     /// - Parameter proposedID: the id to give a new agent.
-    /// - Returns: the agent, and whether an existing agent was replaced.
+    /// - Returns: the agent, whether an existing agent was replaced, and whether this repeated an enrolment already
+    ///   stored (the agent of that name holds `tokenHash` already, for the same services and instance: a retry after a
+    ///   lost answer; nothing was written, no use consumed).
     /// - Throws: `StoreError.agentExists` (`.create` of a taken name; the token use is not consumed),
     ///   `StoreError.tokenUnusable` (the enrollment token was revoked, expired or used up: two enrolments racing for
     ///   the last use see one success).
@@ -70,7 +72,7 @@ protocol ControllerStore: Sendable {
         mode: EnrollmentMode,
         instanceID: String?,
         at date: Date
-    ) async throws -> (agent: AgentRecord, replaced: Bool)
+    ) async throws -> (agent: AgentRecord, replaced: Bool, repeated: Bool)
 
     /// Deletes the agent named `name`, its token and its statuses (events keep their history).
     /// - Returns: the removed agent, or `nil` when none has that name.

@@ -171,11 +171,22 @@ final class SQLControllerStore: ControllerStore {
         mode: EnrollmentMode,
         instanceID: String?,
         at date: Date
-    ) async throws -> (agent: AgentRecord, replaced: Bool) {
+    ) async throws -> (agent: AgentRecord, replaced: Bool, repeated: Bool) {
         let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(date)
         return try await transaction { db in
-            let existing = try await db.raw("SELECT id FROM agents WHERE name = \(bind: name)").first()?.decode(column: "id", as: String.self)
+            let current = try await db.raw("SELECT id, token_hash, services, instance_id FROM agents WHERE name = \(bind: name)").first()
+            let existing = try current?.decode(column: "id", as: String.self)
+            // A retry of an enrolment whose answer was lost: the agent of this name already holds the very token digest
+            // the agent chose (`EnrollRequest.tokenSHA256`), for the same services (and instance, when one is proven).
+            // Nothing is written and no use consumed. A digest the controller generated never matches a stored one.
+            let storedInstance = try current?.decode(column: "instance_id", as: String?.self)
+            if let current, let existing, Token.constantTimeEquals(try current.decode(column: "token_hash", as: String.self), tokenHash),
+                try current.decode(column: "services", as: String.self) == servicesText, instanceID == nil || storedInstance == instanceID,
+                let row = try await db.raw("SELECT \(unsafeRaw: Self.agentColumns) FROM agents WHERE id = \(bind: existing)").first()
+            {
+                return (try Self.agent(from: row), false, true)
+            }
             // The agent an attested instance was enrolled as, if any: an instance enrolls once (a replace of that
             // same agent aside), so a copied identity document and enrollment token enroll nothing more.
             let instanceHolder: String? =
@@ -205,7 +216,7 @@ final class SQLControllerStore: ControllerStore {
                 else {
                     throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
                 }
-                return (try Self.agent(from: row), false)
+                return (try Self.agent(from: row), false, false)
             case .replace:
                 // The same machine enrolling again (reimaged, state lost), on an operator's word: keep its id and
                 // history, rotate the token so the old one stops working. A proven instance replaces the one the agent
@@ -229,7 +240,7 @@ final class SQLControllerStore: ControllerStore {
                 else {
                     throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
                 }
-                return (try Self.agent(from: row), existing != nil)
+                return (try Self.agent(from: row), existing != nil, false)
             }
         }
     }

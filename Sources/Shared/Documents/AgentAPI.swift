@@ -334,13 +334,26 @@ package struct EnrollRequest: Sendable, Equatable {
     /// for it (`serve --instance-identity-cert`) enrolls, with an enrollment token, only an instance that sends a valid
     /// one, and only once per instance.
     package var instanceIdentity: InstanceIdentityProof?
+    /// The SHA-256 (lowercase hex) of the agent token the agent chose itself. The controller stores it instead of
+    /// issuing a token, and answers with `EnrollAcknowledgement`: the token never crosses the network, and a retry of an
+    /// enrolment whose answer was lost (the same name, digest and services) is answered again instead of refused as a
+    /// taken name. Without it (an older agent) the controller issues the token (`EnrollResponse`).
+    package var tokenSHA256: SHA256Digest?
 
-    package init(name: String, hostname: String, services: [String], replace: Bool = false, instanceIdentity: InstanceIdentityProof? = nil) {
+    package init(
+        name: String,
+        hostname: String,
+        services: [String],
+        replace: Bool = false,
+        instanceIdentity: InstanceIdentityProof? = nil,
+        tokenSHA256: SHA256Digest? = nil
+    ) {
         self.name = name
         self.hostname = hostname
         self.services = services
         self.replace = replace
         self.instanceIdentity = instanceIdentity
+        self.tokenSHA256 = tokenSHA256
     }
 
     package init(json: JSONValue) throws(DocumentError) {
@@ -353,6 +366,7 @@ package struct EnrollRequest: Sendable, Equatable {
         instanceIdentity = try reader.optional("instanceIdentity") { (value, path) throws(DocumentError) in
             try InstanceIdentityProof(json: value, path: path)
         }
+        tokenSHA256 = try reader.optional("tokenSHA256", Field.sha256)
         try reader.rejectUnknownFields()
         guard !services.isEmpty else { throw .invalidValue(field: "services", reason: "at least one service is required") }
     }
@@ -365,6 +379,7 @@ package struct EnrollRequest: Sendable, Equatable {
         if replace { fields["replace"] = .bool(true) }
         // Likewise: only an agent that read it sends it.
         if let instanceIdentity { fields["instanceIdentity"] = instanceIdentity.json }
+        if let tokenSHA256 { fields["tokenSHA256"] = .string(tokenSHA256.hex) }
         return .object(fields)
     }
 }
@@ -424,6 +439,24 @@ package struct EnrollResponse: Sendable, Equatable {
     }
 
     package var json: JSONValue { .object(["agentId": .string(agentID), "token": .string(token)]) }
+}
+
+/// The answer to an enrolment whose agent chose its token (`EnrollRequest.tokenSHA256`): the agent's id. (The digest is
+/// not echoed: no answer carries a token or a token's digest.)
+package struct EnrollAcknowledgement: Sendable, Equatable {
+    package var agentID: String
+
+    package init(agentID: String) {
+        self.agentID = agentID
+    }
+
+    package init(json: JSONValue) throws(DocumentError) {
+        var reader = try ObjectReader(json, path: "")
+        agentID = try reader.required("agentId", Field.string(maxLength: 128))
+        try reader.rejectUnknownFields()
+    }
+
+    package var json: JSONValue { .object(["agentId": .string(agentID)]) }
 }
 
 /// Every API error body: `{"error": "<code>", "message": "<human sentence>"}`.

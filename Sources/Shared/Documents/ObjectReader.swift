@@ -111,6 +111,13 @@ package enum Field {
         }
     }
 
+    /// A SHA-256 digest: 64 lowercase hex characters.
+    package static func sha256(_ value: JSONValue, _ path: String) throws(DocumentError) -> SHA256Digest {
+        let text = try string(maxLength: 64)(value, path)
+        guard let digest = SHA256Digest(hex: text) else { throw .invalidValue(field: path, reason: "must be 64 lowercase hex characters") }
+        return digest
+    }
+
     /// A boolean.
     package static func bool(_ value: JSONValue, _ path: String) throws(DocumentError) -> Bool {
         guard case .bool(let flag) = value else { throw .wrongType(field: path, expected: "boolean", got: value.typeName) }

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Shared
+import Synchronization
 
 /// A reverse proxy on 127.0.0.1 that forwards every request to a real controller and keeps a copy of each request
 /// (method, path, body) it received: what an agent sent, byte for byte. Real sockets on both sides.
@@ -25,9 +26,12 @@ final class RecordingProxy: Sendable {
     private let group: ServiceGroup
     private let runner: Task<Void, any Error>
 
-    /// Starts the proxy for `upstream` (a controller base URL) on `port` (a free loopback port).
-    init(upstream: String, port: Int) {
+    /// Starts the proxy for `upstream` (a controller base URL) on `port` (a free loopback port). The first
+    /// `losingEnrolmentAnswers` enrolments (`POST /v1/agents`) reach the controller, but their answers are lost: the
+    /// agent gets `502 Bad Gateway`, as from a load balancer whose backend connection dropped after the commit.
+    init(upstream: String, port: Int, losingEnrolmentAnswers: Int = 0) {
         let recorder = self.recorder
+        let lost = Mutex(0)
         let client = HTTPClient()
         // Request headers an agent sends that the controller reads, and response headers it answers with.
         let forwardedRequestHeaders = ["Authorization", "If-None-Match", "Content-Type", "Range"]
@@ -51,6 +55,15 @@ final class RecordingProxy: Sendable {
                     maxResponseBytes: 64 << 20
                 )
             )
+            if request.method == .post, request.uri.path == "/v1/agents",
+                lost.withLock({ count in
+                    guard count < losingEnrolmentAnswers else { return false }
+                    count += 1
+                    return true
+                })
+            {
+                return Response(status: .badGateway, body: .init(byteBuffer: ByteBuffer(string: "upstream connection reset")))
+            }
             var fields = HTTPFields()
             for name in forwardedResponseHeaders {
                 if let fieldName = HTTPField.Name(name), let value = upstreamResponse.headers[name] { fields[fieldName] = value }
