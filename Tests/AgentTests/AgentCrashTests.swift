@@ -21,7 +21,7 @@ struct AgentCrashTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "crashy")
+        let config = try await fleet.enrollAgent(name: "crashy")
         let state = URL(fileURLWithPath: config).deletingLastPathComponent().appendingPathComponent("state")
         let releases = state.appendingPathComponent("services/web/releases")
         let first = try fleet.startAgent(config: config, label: "agent-1")

@@ -17,7 +17,7 @@ struct AgentEndToEndTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         let v1 = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-1", backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
 
         // v1 serving.

@@ -15,7 +15,7 @@ struct AgentOnceCommandTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         // The enrollment token arrives on standard input, as deploy/install-agent.sh passes it.
-        let config = try fleet.enrollAgent(name: "one-shot", tokenOnStandardInput: true)
+        let config = try await fleet.enrollAgent(name: "one-shot", tokenOnStandardInput: true)
         let agent = TestPaths.executable("ferry-agent")
         let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]
 

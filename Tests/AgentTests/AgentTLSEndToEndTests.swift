@@ -14,7 +14,7 @@ struct AgentTLSEndToEndTests {
             #expect(fleet.controller.url.hasPrefix("https://127.0.0.1:"), "\(fleet.controller.url)")
             let port = try freeLoopbackPort()
             try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-            let config = try fleet.enrollAgent(name: "tls-1", longPollSeconds: 30)
+            let config = try await fleet.enrollAgent(name: "tls-1", longPollSeconds: 30)
             let agent = try fleet.startAgent(config: config, label: "agent")
             try await fleet.waitUntilRunning("1.0.0", port: port, agent: "tls-1")
 
@@ -47,13 +47,13 @@ struct AgentTLSEndToEndTests {
             try await fleet.publish(serial: 1, version: "1.0.0", port: port)
 
             // Enrolling against a CA that did not sign the controller's certificate: refused, nothing written.
-            let refused = try fleet.runEnroll(name: "stranger", caFile: certificates.otherCAFile)
+            let refused = try await fleet.runEnroll(name: "stranger", caFile: certificates.otherCAFile)
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("not signed by a certificate authority this host trusts"), "\(refused.stderr)")
             #expect(!FileManager.default.fileExists(atPath: fleet.root.appendingPathComponent("stranger/agent.json").path))
 
             // An enrolled agent whose CA file is then the wrong one: the pass fails clearly, no release is installed.
-            let config = try fleet.enrollAgent(name: "misconfigured")
+            let config = try await fleet.enrollAgent(name: "misconfigured")
             var text = try String(contentsOfFile: config, encoding: .utf8)
             text = text.replacingOccurrences(of: certificates.caFile, with: certificates.otherCAFile)
             try text.write(toFile: config, atomically: true, encoding: .utf8)

@@ -131,7 +131,7 @@ struct AgentTransportTests {
             try tls.issue("expired", days: -1)
             let url = try await tls.serve("expired")
             try await fleet.startController()
-            let config = try fleet.enrollAgent(name: "tls-1")
+            let config = try await fleet.enrollAgent(name: "tls-1")
             // The same agent pointed at a controller address whose certificate has expired.
             let environment = [
                 "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path, "FERRY_CONTROLLER_URL": url,

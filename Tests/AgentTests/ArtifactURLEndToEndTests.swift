@@ -18,7 +18,7 @@ struct ArtifactURLEndToEndTests {
     private func run(_ fleet: FleetFixture, _ bucket: TestFileServer) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()
-        let config = try fleet.enrollAgent(name: "fetcher", instanceEnv: ["PORT": "\(port)"])
+        let config = try await fleet.enrollAgent(name: "fetcher", instanceEnv: ["PORT": "\(port)"])
         _ = try fleet.startAgent(config: config, label: "fetcher")
 
         let archive = try fleet.makeArtifact(version: "1.0.0")

@@ -33,7 +33,7 @@ struct CodePagesEndToEndTests {
             try await fleet.startController()
             let port = try freeLoopbackPort()
             _ = try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-            let config = try fleet.enrollAgent(name: "pages-1", backend: .builtin)
+            let config = try await fleet.enrollAgent(name: "pages-1", backend: .builtin)
             var environment: [String: String] = [:]
             if let value = setting.value { environment["FERRY_CODE_PAGES"] = value }
             if !setting.debug { environment["FERRY_LOG_LEVEL"] = "info" }

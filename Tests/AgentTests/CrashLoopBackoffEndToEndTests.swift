@@ -28,7 +28,7 @@ struct CrashLoopBackoffEndToEndTests {
         // A generous window, so a slow boot on a loaded machine still counts as an unstable restart.
         let crashLimits: [String: JSONValue] = ["max_restarts": .integer(2), "min_uptime": .integer(5000)]
         try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: trigger, appOptions: crashLimits)
-        let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
         let agent = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
         try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")

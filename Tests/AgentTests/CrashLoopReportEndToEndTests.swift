@@ -22,7 +22,7 @@ struct CrashLoopReportEndToEndTests {
         let port = try freeLoopbackPort()
         let trigger = fleet.root.appendingPathComponent("crash-later").path
         try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashLater: trigger)
-        let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
         let agent = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
         try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")

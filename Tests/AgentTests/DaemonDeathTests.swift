@@ -26,7 +26,7 @@ struct DaemonDeathTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-1", reportSeconds: 2, longPollSeconds: 2, backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", reportSeconds: 2, longPollSeconds: 2, backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
         // Past the health gate: a daemon killed during it is the "during an action" case below.

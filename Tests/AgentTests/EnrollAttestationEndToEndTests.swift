@@ -36,8 +36,8 @@ struct EnrollAttestationEndToEndTests {
         }
         try await fleet.startController(extraArguments: ["--instance-identity-cert", aws.certificate, "--instance-identity-account", Self.account])
         let ec2 = ["--machine-identity", "ec2", "--instance-metadata-url", metadata.baseURL]
-        func enroll(_ name: String, _ extra: [String]) throws -> CommandResult {
-            try fleet.runEnroll(name: name, caFile: nil, extraArguments: extra)
+        func enroll(_ name: String, _ extra: [String]) async throws -> CommandResult {
+            try await fleet.runEnroll(name: name, caFile: nil, extraArguments: extra)
         }
         func configWritten(_ name: String) -> Bool {
             FileManager.default.fileExists(atPath: fleet.root.appendingPathComponent(name).appendingPathComponent("agent.json").path)
@@ -45,7 +45,7 @@ struct EnrollAttestationEndToEndTests {
 
         // The instance proves itself and enrolls; the controller shows the instance it proved.
         try await serve(Self.instance, signer: aws)
-        let enrolled = try enroll("web-a", ec2)
+        let enrolled = try await enroll("web-a", ec2)
         #expect(enrolled.status == 0, "\(enrolled.stdout)\(enrolled.stderr)")
         #expect(configWritten("web-a"))
         let shown = try await fleet.controller.get("/v1/agents/web-a", token: fleet.operatorToken)
@@ -62,7 +62,7 @@ struct EnrollAttestationEndToEndTests {
         ]
         for item in refusals {
             try await serve(item.instance, signer: item.signer)
-            let result = try enroll(item.name, item.arguments)
+            let result = try await enroll(item.name, item.arguments)
             #expect(result.status != 0, "\(item.name): \(result.stdout)")
             #expect(result.stderr.contains(item.message), "\(item.name): \(result.stderr)")
             #expect(!configWritten(item.name), "\(item.name)")
@@ -75,7 +75,7 @@ struct EnrollAttestationEndToEndTests {
 
         // Another instance with its own proof enrolls.
         try await serve(Self.other, signer: aws)
-        let second = try enroll("web-b", ec2)
+        let second = try await enroll("web-b", ec2)
         #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
     }
 

@@ -18,13 +18,13 @@ struct EnrollRetryEndToEndTests {
             // The first run's four attempts all lose their answer; the next run's goes through.
             let proxy = RecordingProxy(upstream: fleet.controller.url, port: try freeLoopbackPort(), losingEnrolmentAnswers: 4)
             do {
-                let first = try fleet.runEnroll(name: "web-1", caFile: nil, controllerURL: proxy.url)
+                let first = try await fleet.runEnroll(name: "web-1", caFile: nil, controllerURL: proxy.url)
                 #expect(first.status != 0, "every answer was lost: \(first.stdout)")
                 #expect(first.stderr.contains("enrolment attempt 3 failed"), "\(first.stderr)")
                 let pending = fleet.root.appendingPathComponent("web-1/state/agent.token.pending")
                 #expect(FileManager.default.fileExists(atPath: pending.path), "the offered token is kept for the next run")
 
-                let second = try fleet.runEnroll(name: "web-1", caFile: nil, controllerURL: proxy.url)
+                let second = try await fleet.runEnroll(name: "web-1", caFile: nil, controllerURL: proxy.url)
                 #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
                 #expect(!FileManager.default.fileExists(atPath: pending.path))
 

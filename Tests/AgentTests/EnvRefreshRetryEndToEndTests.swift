@@ -47,7 +47,7 @@ struct EnvRefreshRetryEndToEndTests {
             let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fleet.operatorKey])
             let (status, body) = try await fleet.controller.publish(envelope, token: fleet.operatorToken, query: "")
             try #require(status == 201, "\(body)")
-            let config = try fleet.enrollAgent(name: "edge-1", backend: .builtin, instanceEnv: ["PORT": "\(port)", "MARK": "one"])
+            let config = try await fleet.enrollAgent(name: "edge-1", backend: .builtin, instanceEnv: ["PORT": "\(port)", "MARK": "one"])
             _ = try fleet.startAgent(config: config, label: "agent")
             try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
             func startLines() -> [String] {

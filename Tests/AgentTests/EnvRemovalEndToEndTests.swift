@@ -16,7 +16,7 @@ struct EnvRemovalEndToEndTests {
             let port = try freeLoopbackPort()
             // v1 sets GREETING; the instance env file sets PORT and FAREWELL (printed by nobody, checked in /proc).
             try await fleet.publish(serial: 1, version: "1.0.0", port: 0, appOptions: ["env": .object(["GREETING": .string("one")])])
-            let config = try fleet.enrollAgent(
+            let config = try await fleet.enrollAgent(
                 name: "edge-1",
                 backend: backend,
                 instanceEnv: ["PORT": "\(port)", "FAREWELL": "revoked-secret"]

@@ -313,7 +313,7 @@ struct FullDiskTests {
             try await fleet.startController()
             let port = try freeLoopbackPort()
             try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
-            let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
+            let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend, instanceEnv: ["PORT": "\(port)"])
             _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_TEST_FREE_SPACE_MARGIN": "0"])
             try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
             try await body(fleet, mounted, port)

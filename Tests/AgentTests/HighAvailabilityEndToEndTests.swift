@@ -201,7 +201,7 @@ struct HighAvailabilityEndToEndTests {
         for name in names {
             let port = try freeLoopbackPort()
             ports[name] = port
-            let config = try fleet.enrollAgent(name: name, instanceEnv: ["PORT": "\(port)"], controllerURL: balancerURL)
+            let config = try await fleet.enrollAgent(name: name, instanceEnv: ["PORT": "\(port)"], controllerURL: balancerURL)
             _ = try fleet.startAgent(config: config, label: name)
         }
         func answers(_ version: String) async -> Int {

@@ -71,7 +71,7 @@ struct InsightEndToEndTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         let secret = "ledger-pass-\(UInt32.random(in: 100_000...999_999))"
-        let config = try fleet.enrollAgent(
+        let config = try await fleet.enrollAgent(
             name: Self.agentName,
             backend: backend,
             instanceEnv: ["PORT": "\(port)", "LEDGER_PASSWORD": secret]

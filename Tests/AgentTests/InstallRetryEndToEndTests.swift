@@ -24,7 +24,7 @@ struct InstallRetryEndToEndTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-r", backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-r", backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_POLL_SECONDS": "1"])
         try await eventually("v1 serving", timeout: .seconds(60)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
 

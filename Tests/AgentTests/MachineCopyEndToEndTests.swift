@@ -24,7 +24,7 @@ struct MachineCopyEndToEndTests {
         let agent = TestPaths.executable("ferry-agent")
         let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fleet.root.path]
         let identity = ["--machine-identity", "ec2", "--instance-metadata-url", metadata.baseURL]
-        let config = try fleet.enrollAgent(name: "original", extraArguments: identity)
+        let config = try await fleet.enrollAgent(name: "original", extraArguments: identity)
         let stateDir = fleet.root.appendingPathComponent("original/state").path
         let recordFile = "\(stateDir)/machine.json"
         func recordedID() throws -> String? {

@@ -27,7 +27,7 @@ struct ReloadUnderLoadEndToEndTests {
         let options: [String: JSONValue] =
             mode == .cluster ? ["exec_mode": .string("cluster"), "instances": .integer(2)] : ["exec_mode": .string("fork")]
         try await fleet.publish(serial: 1, version: "1.0.0", port: port, appOptions: options)
-        let config = try fleet.enrollAgent(name: "edge-1", backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
         let control = try #require(fleet.controls["edge-1"])
         try await eventually("v1 running", timeout: .seconds(90)) { () -> Bool? in

@@ -19,7 +19,7 @@ struct RollbackCheckEndToEndTests {
         let port = try freeLoopbackPort()
         let trigger = fleet.root.appendingPathComponent("v1-broken").path
         try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: trigger)
-        let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
         try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
 

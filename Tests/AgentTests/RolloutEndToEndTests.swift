@@ -19,7 +19,7 @@ struct RolloutEndToEndTests {
         for name in names {
             let port = try freeLoopbackPort()
             ports[name] = port
-            let config = try fleet.enrollAgent(name: name, instanceEnv: ["PORT": "\(port)"])
+            let config = try await fleet.enrollAgent(name: name, instanceEnv: ["PORT": "\(port)"])
             _ = try fleet.startAgent(config: config, label: name)
         }
         func answers(_ version: String) async -> [String] {

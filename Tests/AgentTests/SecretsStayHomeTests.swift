@@ -46,7 +46,7 @@ struct SecretsStayHomeTests {
 
         // Serial 1: healthy, its health URL carries the token.
         try await publish(fleet, serial: 1, artifact: healthy, health: "http://127.0.0.1:${PORT}/healthz?token=${HEALTH_TOKEN}", deadline: 30)
-        let config = try fleet.enrollAgent(name: "edge-s", instanceEnv: instanceEnv, controllerURL: proxy.url)
+        let config = try await fleet.enrollAgent(name: "edge-s", instanceEnv: instanceEnv, controllerURL: proxy.url)
         _ = try fleet.startAgent(config: config, label: "agent-s")
         try await eventually("serial 1 running", timeout: .seconds(90)) {
             let entry = try await fleet.fleetEntry(agent: "edge-s")

@@ -20,7 +20,7 @@ struct SupersedeEndToEndTests {
         // v2's health URL names a port nothing listens on: its gate can only end at its deadline, 600 s away.
         let silentPort = try freeLoopbackPort()
         try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
+        let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent")
         try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
 
@@ -76,7 +76,7 @@ struct SupersedeEndToEndTests {
         try await fleet.startController()
         let port = try freeLoopbackPort()
         try await fleet.publish(serial: 1, version: "1.0.0", port: port)
-        let config = try fleet.enrollAgent(name: "edge-1", longPollSeconds: 2)
+        let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2)
         _ = try fleet.startAgent(config: config, label: "agent")
         try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
 

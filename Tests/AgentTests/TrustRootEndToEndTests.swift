@@ -47,7 +47,7 @@ struct TrustRootEndToEndTests {
         let ports = [try freeLoopbackPort(), try freeLoopbackPort()]
         var configs: [String] = []
         for (index, port) in ports.enumerated() {
-            let config = try fleet.enrollAgent(name: "edge-\(index + 1)", backend: backend, instanceEnv: ["PORT": "\(port)"])
+            let config = try await fleet.enrollAgent(name: "edge-\(index + 1)", backend: backend, instanceEnv: ["PORT": "\(port)"])
             _ = try fleet.startAgent(config: config, label: "agent-\(index + 1)")
             configs.append(config)
         }
@@ -150,7 +150,7 @@ struct TrustRootEndToEndTests {
 
         // Signed by one root key of two, the file is refused as a pin, before anything is written.
         try await fleet.startController()
-        let halfSigned = try fleet.runEnroll(name: "early", caFile: nil, trustRoot: rootOne)
+        let halfSigned = try await fleet.runEnroll(name: "early", caFile: nil, trustRoot: rootOne)
         #expect(halfSigned.status != 0)
         #expect(halfSigned.stderr.contains("not signed by enough of its own root keys"), "\(halfSigned.stderr)")
         #expect(!FileManager.default.fileExists(atPath: fleet.root.appendingPathComponent("early/agent.json").path))
@@ -171,7 +171,7 @@ struct TrustRootEndToEndTests {
 
         // The agent pins the same file at enroll: its config names the root, not keys.
         let port = try freeLoopbackPort()
-        let config = try fleet.enrollAgent(name: "edge-1", instanceEnv: ["PORT": "\(port)"], trustRoot: rootOne)
+        let config = try await fleet.enrollAgent(name: "edge-1", instanceEnv: ["PORT": "\(port)"], trustRoot: rootOne)
         let configJSON = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
         #expect(configJSON["trustRoot"]?.stringValue == rootOne, "\(configJSON)")
         #expect(configJSON["trustedKeys"]?.arrayValue.isEmpty ?? true, "\(configJSON)")
@@ -237,7 +237,7 @@ struct TrustRootEndToEndTests {
         let cli = OperatorCLI(fleet: fleet)
         let port = try freeLoopbackPort()
         try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
-        let config = try fleet.enrollAgent(name: "edge-1", instanceEnv: ["PORT": "\(port)"])
+        let config = try await fleet.enrollAgent(name: "edge-1", instanceEnv: ["PORT": "\(port)"])
         _ = try fleet.startAgent(config: config, label: "agent")
         try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
 

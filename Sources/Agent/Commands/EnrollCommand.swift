@@ -118,6 +118,35 @@ struct EnrollCommand: AsyncParsableCommand {
         return code == "unknown_field" && message.contains("\(field): unknown field")
     }
 
+    /// Whether trying again soon may work: the controller could not be reached, the transfer broke, or it answered
+    /// 5xx. Not a certificate it fails to prove (that needs an operator), nor a refusal.
+    static func isTransient(_ error: ControllerError) -> Bool {
+        switch error {
+        case .unreachable(let cause):
+            switch cause {
+            case .connectionFailed, .timedOut, .transferFailed: true
+            default: false
+            }
+        case .rejected(_, let status, _, _): status >= 500
+        case .invalidResponse: false
+        }
+    }
+
+    /// Whether the controller may have stored the enrolment although the command failed: the request may have reached
+    /// it and its answer was lost (a timeout or a broken transfer after sending, a 5xx from a proxy, an answer that
+    /// could not be read). Not when it could not be reached or proven, or refused.
+    static func mayHaveEnrolled(_ error: ControllerError) -> Bool {
+        switch error {
+        case .unreachable(let cause):
+            switch cause {
+            case .timedOut, .transferFailed: true
+            default: false
+            }
+        case .rejected(_, let status, _, _): status >= 500
+        case .invalidResponse: true
+        }
+    }
+
     /// The agent token this enrolment offers, kept in `<state-dir>/agent.token.pending` (mode 0600) until the
     /// enrolment is written: a run that is stopped, or loses the controller's answer, and runs again offers the same
     /// token, which the controller answers again (`EnrollRequest.tokenSHA256`) instead of refusing a taken name.
@@ -176,13 +205,7 @@ struct EnrollCommand: AsyncParsableCommand {
                     chosen = nil
                     continue
                 }
-                let transient: Bool =
-                    switch error {
-                    case .unreachable: true
-                    case .rejected(_, let status, _, _): status >= 500
-                    case .invalidResponse: false
-                    }
-                guard transient, chosen != nil, attempt < 4 else { throw error }
+                guard isTransient(error), chosen != nil, attempt < 4 else { throw error }
                 let pause = 1 << (attempt - 1)
                 printError("warning: enrolment attempt \(attempt) failed (\(error)); trying again in \(pause) s")
                 try await Task.sleep(for: .seconds(pause))
@@ -247,9 +270,25 @@ struct EnrollCommand: AsyncParsableCommand {
         guard !enrollToken.isEmpty else { throw ValidationError("the enrollment token is empty") }
         let request = EnrollRequest(name: name ?? hostname, hostname: hostname, services: service, replace: replace, instanceIdentity: proof)
         let http = HTTPClient(configuration: httpConfiguration)
+        let madeStateDir = !manager.fileExists(atPath: stateDir)
         try Self.makePrivateDirectory(stateDir)
         let chosenToken = try Self.pendingToken(in: stateDir)
-        let response = try await Self.send(request, to: controller, enrollToken: enrollToken, chosenToken: chosenToken, http: http)
+        let response: EnrollResponse
+        do {
+            response = try await Self.send(request, to: controller, enrollToken: enrollToken, chosenToken: chosenToken, http: http)
+        } catch let error as ControllerError {
+            if Self.mayHaveEnrolled(error) {
+                printError(
+                    "note: the controller may have enrolled this instance without its answer arriving; running this command "
+                        + "again offers the same token (\(stateDir)/agent.token.pending) and is answered again"
+                )
+            } else {
+                // Nothing reached the controller, or it refused: nothing is kept, as if the command had not run.
+                unlink("\(stateDir)/agent.token.pending")
+                if madeStateDir { rmdir(stateDir) }
+            }
+            throw error
+        }
 
         let tokenFile = "\(stateDir)/agent.token"
         try AtomicFile.write(Array((response.token + "\n").utf8), to: tokenFile, mode: 0o600)

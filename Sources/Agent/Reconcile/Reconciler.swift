@@ -132,7 +132,9 @@ actor Reconciler {
             logger.info("recovering an interrupted install", metadata: ["ferry.service": "\(service)", "ferry.serial": "\(pending.serial)"])
             guard let action = transition(service, .installResumed, summary: &summary) else { continue }
             if case .restore(let applied) = action {
-                await restore(applied, service: service)
+                // The interrupted release's own apps (those the applied release does not run) go too: they would
+                // otherwise run beside the restored release, from its files, until the install is retried.
+                await restore(applied, service: service, removing: Set((try? pending.release().pm2.apps.map(\.name)) ?? []))
             }
             // A save that fails (a full disk) is retried at the end of every pass, as any other: throwing here ended the
             // agent, whose restart restored and reloaded every app again, every few seconds while the disk stayed full.
@@ -140,9 +142,10 @@ actor Reconciler {
         }
     }
 
-    /// Points `current` back at `applied` and applies its apps again (best effort: the next pass repairs drift). Files
-    /// that cannot be put back are noted and retried by every pass, and the apps are left as they run until then.
-    private func restore(_ applied: AppliedRelease, service: String) async {
+    /// Points `current` back at `applied` and applies its apps again, deleting those of `removing` it does not run (best
+    /// effort: the next pass repairs drift). Files that cannot be put back are noted and retried by every pass, and the
+    /// apps are left as they run until then.
+    private func restore(_ applied: AppliedRelease, service: String, removing: Set<String>) async {
         guard let apps = try? appSpecs(for: applied, service: service) else {
             // The instance env file cannot be read now: `current` goes back at least, the ecosystem at the first pass
             // that reads it.
@@ -152,7 +155,7 @@ actor Reconciler {
         }
         guard restoreFiles(service, to: applied, apps: apps).isEmpty else { return }
         do {
-            try await apply(apps, service: service, needsRefresh: true, previousNames: [])
+            try await apply(apps, service: service, needsRefresh: true, previousNames: removing)
         } catch {
             logger.info("re-applying the applied release failed", metadata: ["ferry.service": "\(service)", "ferry.reason": "\(error)"])
         }

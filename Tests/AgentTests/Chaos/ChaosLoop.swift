@@ -145,7 +145,7 @@ final class ChaosLoop {
             case .failure(let problem): diskProblem = problem.reason
             }
             let port = try freeLoopbackPort()
-            let config = try fleet.enrollAgent(
+            let config = try await fleet.enrollAgent(
                 name: name,
                 reportSeconds: 2,
                 longPollSeconds: 5,

@@ -214,8 +214,8 @@ final class FleetFixture {
         controllerURL: String? = nil,
         trustRoot: String? = nil,
         extraArguments: [String] = []
-    ) throws -> String {
-        let result = try runEnroll(
+    ) async throws -> String {
+        let result = try await runEnroll(
             name: name,
             services: services,
             backend: backend,
@@ -249,7 +249,7 @@ final class FleetFixture {
         controllerURL: String? = nil,
         trustRoot: String? = nil,
         extraArguments: [String] = []
-    ) throws -> CommandResult {
+    ) async throws -> CommandResult {
         let pm2 = try backend.pm2Binary()
         let agentRoot = root.appendingPathComponent(name)
         if !instanceEnv.isEmpty {
@@ -285,7 +285,9 @@ final class FleetFixture {
         arguments += extraArguments
         supervisorHomes.append("\(state)/supervisor")
         controls[name] = BackendControl(backend: backend, pm2: pm2, pm2Home: pm2Home, supervisorHome: "\(state)/supervisor", home: root.path)
-        return try Command.run(
+        // On a thread of its own (`Command.run`'s async form): the command may talk to an in-process stand-in (the
+        // metadata service, a proxy), which must not be starved of the cooperative pool's two threads meanwhile.
+        return try await Command.run(
             TestPaths.executable("ferry-agent"),
             arguments,
             stdin: tokenOnStandardInput ? Data((enrollToken + "\n").utf8) : nil
