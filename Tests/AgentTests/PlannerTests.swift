@@ -30,9 +30,17 @@ struct PlannerTests {
         state: AgentState = state,
         observed: [ManagedProcess] = healthyTable,
         appliedApps: [String: [AppSpec]] = ["api": [apiApp], "web": [webApp]],
-        envDigests: [String: String] = ["api": CoreFixture.emptyDigest, "web": CoreFixture.emptyDigest]
+        envDigests: [String: String] = ["api": CoreFixture.emptyDigest, "web": CoreFixture.emptyDigest],
+        refreshesWaiting: Set<String> = []
     ) -> Planner.Input {
-        Planner.Input(decisions: decisions, state: state, observed: observed, appliedApps: appliedApps, envDigests: envDigests)
+        Planner.Input(
+            decisions: decisions,
+            state: state,
+            observed: observed,
+            appliedApps: appliedApps,
+            envDigests: envDigests,
+            refreshesWaiting: refreshesWaiting
+        )
     }
 
     static let install6 = AgentAction.install(service: "api", release: api6, payload: api6.payload())
@@ -80,6 +88,15 @@ struct PlannerTests {
                 envDigests: ["api": changedDigest, "web": CoreFixture.emptyDigest]
             ),
             expected: [.refreshEnvironment(service: "api")]
+        ),
+        Case(
+            description: "a changed env file whose refresh failed and waits out its backoff: its apps are drift-repaired meanwhile",
+            input: input(
+                observed: [CoreFixture.process(apiApp, pmId: 0, status: .errored), CoreFixture.process(webApp, pmId: 1)],
+                envDigests: ["api": changedDigest, "web": CoreFixture.emptyDigest],
+                refreshesWaiting: ["api"]
+            ),
+            expected: [.repair(service: "api", app: apiApp, action: .restart)]
         ),
         Case(
             description: "a changed env file of a service being installed: the install applies it",

@@ -115,7 +115,8 @@ import Testing
 
     /// An agent that chose its token (its digest in the request) and lost the answer enrolls again with the same
     /// digest: the same agent is answered, nothing written, no use consumed — also once the token is used up. A
-    /// different digest, other services, or another proven instance is a taken name as before.
+    /// different digest, other services, or another proven instance is a taken name as before; the digest under another
+    /// name is `tokenInUse`.
     @Test(arguments: StoreBackendKind.available)
     func aRepeatedEnrolmentIsAnsweredAgain(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in
@@ -129,14 +130,15 @@ import Testing
             )
             let digest = Token.digest(Token.generate())
             func enroll(
+                name: String = "a",
                 tokenHash: String = digest,
                 services: [String] = ["api"],
                 instance: String? = "i-0123456789abcdef0"
             ) async throws -> (agent: AgentRecord, replaced: Bool, repeated: Bool) {
                 try await store.enrollAgent(
                     proposedID: AgentRoutes.newAgentID(),
-                    name: "a",
-                    hostname: "a",
+                    name: name,
+                    hostname: name,
                     services: services,
                     tokenHash: tokenHash,
                     mode: .create(consumingToken: token.id),
@@ -161,6 +163,8 @@ import Testing
                     _ = try await enroll(tokenHash: refusal.tokenHash, services: refusal.services, instance: refusal.instance)
                 }
             }
+            // The same digest under another name (an earlier run enrolled as "a" and lost the answer): refused by name.
+            await #expect(throws: StoreError.tokenInUse) { _ = try await enroll(name: "b", instance: nil) }
             #expect(try await store.agents().map(\.id) == [first.agent.id])
             try await store.close()
         }

@@ -285,6 +285,16 @@ enum DatabaseSnapshot {
             }
         ),
         SecurityCase(
+            name: "enroll token offers agent A's stored token digest under a new name",
+            method: "POST",
+            path: { _ in "/v1/agents" },
+            token: .bearer(.enroll),
+            body: World.enrollment("new-1", ["api"], digest: { world in SHA256.hash(Array(world.agentA.token.utf8)) }),
+            status: 409,
+            code: "token_in_use",
+            after: World.agentAIsIntact
+        ),
+        SecurityCase(
             name: "enrolment with a token digest that is not 64 lowercase hex characters",
             method: "POST",
             path: { _ in "/v1/agents" },

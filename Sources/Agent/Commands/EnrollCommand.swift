@@ -150,15 +150,21 @@ struct EnrollCommand: AsyncParsableCommand {
     /// The agent token this enrolment offers, kept in `<state-dir>/agent.token.pending` (mode 0600) until the
     /// enrolment is written: a run that is stopped, or loses the controller's answer, and runs again offers the same
     /// token, which the controller answers again (`EnrollRequest.tokenSHA256`) instead of refusing a taken name.
-    static func pendingToken(in stateDir: String) throws -> String {
+    /// - Returns: the token, and whether this call made it (`false`: an earlier run's, kept).
+    static func pendingToken(in stateDir: String) throws -> (token: String, made: Bool) {
         let path = "\(stateDir)/agent.token.pending"
         if let text = try? KeyFile.read(path) {
             let token = text.trimmingCharacters(in: [" ", "\n", "\r", "\t"])
-            if isWellFormedToken(token) { return token }
+            if isWellFormedToken(token) { return (token, false) }
         }
+        return (try newPendingToken(in: stateDir), true)
+    }
+
+    /// A fresh token, written as the pending one.
+    static func newPendingToken(in stateDir: String) throws -> String {
         var generator = SystemRandomNumberGenerator()
         let token = "fyt_" + Hex.encode((0..<24).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
-        try AtomicFile.write(Array((token + "\n").utf8), to: path, mode: 0o600)
+        try AtomicFile.write(Array((token + "\n").utf8), to: "\(stateDir)/agent.token.pending", mode: 0o600)
         return token
     }
 
@@ -173,16 +179,23 @@ struct EnrollCommand: AsyncParsableCommand {
     /// token is the agent's own, so a retry after a lost answer is answered again. A controller older than a field this
     /// agent sends refuses it as unknown: sent again without it (the instance proof: not checked; the chosen token: one
     /// is issued instead).
+    ///
+    /// A pending token the controller holds for another agent (`409 token_in_use`: an earlier run enrolled under another
+    /// name and lost the answer) is replaced by a fresh one. `mayHaveEnrolled` is set when any attempt may have reached
+    /// the controller and been stored there (`mayHaveEnrolled(_:)`), whatever the last one says.
     static func send(
         _ request: EnrollRequest,
         to controller: String,
         enrollToken: String,
         chosenToken: String,
+        stateDir: String,
+        mayHaveEnrolled: inout Bool,
         http: HTTPClient
     ) async throws -> EnrollResponse {
         var request = request
         var chosen: String? = chosenToken
         var attempt = 0
+        var replacedToken = false
         while true {
             attempt += 1
             do {
@@ -194,6 +207,13 @@ struct EnrollCommand: AsyncParsableCommand {
                     http: http
                 )
             } catch {
+                if Self.mayHaveEnrolled(error) { mayHaveEnrolled = true }
+                if chosen != nil, !replacedToken, case .rejected(_, 409, "token_in_use", _) = error {
+                    printError("note: the controller holds this enrolment's pending token for another agent; offering a new one")
+                    chosen = try newPendingToken(in: stateDir)
+                    replacedToken = true
+                    continue
+                }
                 if request.instanceIdentity != nil, refusesInstanceIdentity(error) {
                     // Nothing was used up by the refusal.
                     printError("note: the controller does not check instance identity documents (an older version); enrolling without one")
@@ -272,18 +292,28 @@ struct EnrollCommand: AsyncParsableCommand {
         let http = HTTPClient(configuration: httpConfiguration)
         let madeStateDir = !manager.fileExists(atPath: stateDir)
         try Self.makePrivateDirectory(stateDir)
-        let chosenToken = try Self.pendingToken(in: stateDir)
+        let pending = try Self.pendingToken(in: stateDir)
         let response: EnrollResponse
+        var mayHaveEnrolled = false
         do {
-            response = try await Self.send(request, to: controller, enrollToken: enrollToken, chosenToken: chosenToken, http: http)
-        } catch let error as ControllerError {
-            if Self.mayHaveEnrolled(error) {
+            response = try await Self.send(
+                request,
+                to: controller,
+                enrollToken: enrollToken,
+                chosenToken: pending.token,
+                stateDir: stateDir,
+                mayHaveEnrolled: &mayHaveEnrolled,
+                http: http
+            )
+        } catch {
+            if mayHaveEnrolled || !pending.made {
+                // Kept: the controller may hold it (this run's answer, or an earlier run's, was lost).
                 printError(
                     "note: the controller may have enrolled this instance without its answer arriving; running this command "
                         + "again offers the same token (\(stateDir)/agent.token.pending) and is answered again"
                 )
             } else {
-                // Nothing reached the controller, or it refused: nothing is kept, as if the command had not run.
+                // Nothing of this run reached the controller, or it refused: nothing is kept, as if it had not run.
                 unlink("\(stateDir)/agent.token.pending")
                 if madeStateDir { rmdir(stateDir) }
             }

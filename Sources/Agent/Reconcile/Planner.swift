@@ -32,6 +32,9 @@ enum Planner {
         var appliedApps: [String: [AppSpec]]
         /// The current digest of each service's instance env file.
         var envDigests: [String: String]
+        /// Services whose env refresh failed for some apps and waits out its backoff: no refresh is planned, and their
+        /// apps are drift-repaired meanwhile (`Reconciler+Environment`).
+        var refreshesWaiting: Set<String> = []
     }
 
     static func plan(_ input: Input) -> [AgentAction] {
@@ -54,7 +57,7 @@ enum Planner {
 
         var refreshing: Set<String> = []
         for (service, serviceState) in input.state.services.sorted(by: { $0.key < $1.key }) {
-            guard !installing.contains(service), let applied = serviceState.applied,
+            guard !installing.contains(service), !input.refreshesWaiting.contains(service), let applied = serviceState.applied,
                 let digest = input.envDigests[service], digest != applied.envDigest
             else { continue }
             actions.append(.refreshEnvironment(service: service))

@@ -57,20 +57,28 @@ extension Reconciler {
         var apps: Set<String>
     }
 
+    /// The services whose failed env refresh of their current env file waits out its backoff (each a problem of the
+    /// pass): the planner plans no refresh for them and drift-repairs their apps meanwhile.
+    func refreshesWaiting(envs: [String: InstanceEnvFile], summary: inout PassSummary) -> Set<String> {
+        var waiting: Set<String> = []
+        for (service, failed) in failedRefreshes.sorted(by: { $0.key < $1.key }) where envs[service]?.digest == failed.digest {
+            guard let wait = refreshBackoff.remainingWait(app: service, now: .now) else { continue }
+            waiting.insert(service)
+            summary.problems.append(
+                "\(service): reload after an env change failed for \(failed.apps.sorted().joined(separator: ", ")); "
+                    + "tried again in \(max(1, wait.components.seconds)) s"
+            )
+        }
+        return waiting
+    }
+
     /// Carries out a planned env refresh of `service`. A refresh of the same env file that failed for some apps
-    /// reloads only those, and no sooner than `refreshBackoff` allows: before, each pass reloaded every app of the
+    /// reloads only those, and is planned no sooner than `refreshBackoff` allows (`refreshesWaiting`): before, each pass reloaded every app of the
     /// service again (the healthy ones too, a restart each in fork mode) for as long as one app failed. A changed env
     /// file starts over with every app. Returns whether the process table may have changed.
     func retryingRefresh(_ service: String, apps: [AppSpec], env: InstanceEnvFile, summary: inout PassSummary) async -> Bool {
         var reloading = apps
         if let failed = failedRefreshes[service], failed.digest == env.digest {
-            if let wait = refreshBackoff.remainingWait(app: service, now: .now) {
-                summary.problems.append(
-                    "\(service): reload after an env change failed for \(failed.apps.sorted().joined(separator: ", ")); "
-                        + "tried again in \(max(1, wait.components.seconds)) s"
-                )
-                return false
-            }
             let retried = apps.filter { failed.apps.contains($0.name) }
             if !retried.isEmpty { reloading = retried }
         } else {

@@ -133,8 +133,11 @@ actor Reconciler {
             guard let action = transition(service, .installResumed, summary: &summary) else { continue }
             if case .restore(let applied) = action {
                 // The interrupted release's own apps (those the applied release does not run) go too: they would
-                // otherwise run beside the restored release, from its files, until the install is retried.
-                await restore(applied, service: service, removing: Set((try? pending.release().pm2.apps.map(\.name)) ?? []))
+                // otherwise run beside the restored release, from its files, until the install is retried. Never an
+                // app another service's applied release runs under the same name.
+                let others = configuration.services.filter { $0 != service }.compactMap { try? state[$0].applied?.release() }
+                let interrupted = Set((try? pending.release().pm2.apps.map(\.name)) ?? [])
+                await restore(applied, service: service, removing: interrupted.subtracting(others.flatMap { $0.pm2.apps.map(\.name) }))
             }
             // A save that fails (a full disk) is retried at the end of every pass, as any other: throwing here ended the
             // agent, whose restart restored and reloaded every app again, every few seconds while the disk stayed full.
@@ -229,7 +232,8 @@ actor Reconciler {
                 state: AgentState(version: state.version, services: state.services.filter { configuration.services.contains($0.key) }),
                 observed: table,
                 appliedApps: appliedApps,
-                envDigests: envs.mapValues(\.digest)
+                envDigests: envs.mapValues(\.digest),
+                refreshesWaiting: refreshesWaiting(envs: envs, summary: &summary)
             )
         )
         var touchedProcesses = false

@@ -19,14 +19,14 @@
 enum ClusterChangeTriggers {
     static let statements: [String] = [
         """
-        CREATE FUNCTION ferry_announce(kind TEXT, argument TEXT) RETURNS VOID LANGUAGE SQL AS $$
+        CREATE FUNCTION ferry_announce(kind TEXT, argument TEXT) RETURNS VOID LANGUAGE SQL SET search_path FROM CURRENT AS $$
             SELECT pg_notify('ferry_changes',
                 concat_ws(' ', 'v1', COALESCE(NULLIF(current_setting('ferry.origin', TRUE), ''), 'database'), kind, argument))
         $$
         """,
         // A release stored or approved; a rollout stored with its release announces as the release does.
         """
-        CREATE FUNCTION ferry_release_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ferry_release_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
             PERFORM ferry_announce('release', NEW.service);
             RETURN NULL;
@@ -42,7 +42,7 @@ enum ClusterChangeTriggers {
         """,
         "CREATE TRIGGER ferry_rollout_stored AFTER INSERT ON rollouts FOR EACH ROW EXECUTE FUNCTION ferry_release_changed()",
         """
-        CREATE FUNCTION ferry_rollout_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ferry_rollout_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
             PERFORM ferry_announce('rollout', NEW.service);
             RETURN NULL;
@@ -57,7 +57,7 @@ enum ClusterChangeTriggers {
         """,
         // An agent enrolled, removed, or re-enrolled (a new token: the old one stopped working).
         """
-        CREATE FUNCTION ferry_agent_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ferry_agent_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
             IF TG_OP = 'INSERT' THEN
                 PERFORM ferry_announce('agent', NEW.id);
@@ -83,7 +83,7 @@ enum ClusterChangeTriggers {
         """,
         // A token revoked, deleted, or changed in what it may do.
         """
-        CREATE FUNCTION ferry_token_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ferry_token_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
             PERFORM ferry_announce('revoked', NULL);
             RETURN NULL;
@@ -100,7 +100,7 @@ enum ClusterChangeTriggers {
         """,
         // A trust root published: every desired state names it.
         """
-        CREATE FUNCTION ferry_root_published() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ferry_root_published() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
             PERFORM ferry_announce('root', NULL);
             RETURN NULL;

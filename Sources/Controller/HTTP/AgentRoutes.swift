@@ -157,6 +157,12 @@ struct AgentRoutes: Sendable {
                     + "again, remove that agent (ferry-controller agents remove \(holder.prefix(128))) or re-enroll it with an "
                     + "operator token and --replace"
             )
+        case .tokenInUse:
+            return APIError(
+                .conflict,
+                "token_in_use",
+                "another agent holds the token this enrolment offers (an earlier enrolment under another name); offer a new one"
+            )
         case .tokenUnusable(let id, let reason):
             let message = "enrollment token \(id) \(reason); ask an operator for a new one (ferry-controller token create --role enroll)"
             switch reason {

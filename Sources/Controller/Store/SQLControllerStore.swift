@@ -187,6 +187,13 @@ final class SQLControllerStore: ControllerStore {
             {
                 return (try Self.agent(from: row), false, true)
             }
+            // A digest another agent holds (an agent that chose its token enrolled under another name and lost the
+            // answer, then ran again under this one): refused by name, before the unique index would fail the write.
+            if let holder = try await db.raw("SELECT name FROM agents WHERE token_hash = \(bind: tokenHash)").first()?
+                .decode(column: "name", as: String.self), holder != name
+            {
+                throw StoreError.tokenInUse
+            }
             // The agent an attested instance was enrolled as, if any: an instance enrolls once (a replace of that
             // same agent aside), so a copied identity document and enrollment token enroll nothing more.
             let instanceHolder: String? =

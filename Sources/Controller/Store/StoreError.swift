@@ -15,6 +15,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case unknownAgent(String)
     /// Enrolment of a name that is taken, without `replace`.
     case agentExists(name: String, id: String)
+    /// Enrolment offering the digest of a token another agent holds (`EnrollRequest.tokenSHA256`).
+    case tokenInUse
     /// A token the store refuses to create (a programming error of the caller).
     case invalidToken(String)
     /// Enrolment of an EC2 instance that another agent was enrolled on.
@@ -42,6 +44,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "an agent named \(name) is already enrolled (id \(id))"
         case .instanceEnrolled(let instanceID, let name):
             "instance \(instanceID) is already enrolled as agent \(name)"
+        case .tokenInUse:
+            "another agent holds the token this enrolment offers"
         case .invalidToken(let reason):
             "cannot create the token: \(reason)"
         case .tokenUnusable(let id, let reason):

@@ -31,7 +31,13 @@ enum DaemonLog {
         for index in stride(from: rotation.keptFiles - 1, through: 1, by: -1) {
             rename("\(path).\(index)", "\(path).\(index + 1)")
         }
-        guard rename(path, "\(path).1") == 0, rename(fresh, path) == 0 else {
+        guard rename(path, "\(path).1") == 0 else {
+            unlink(fresh)
+            return false
+        }
+        guard rename(fresh, path) == 0 else {
+            // The live file back where it was: the daemon writes on to it, and the next check tries again.
+            rename("\(path).1", path)
             unlink(fresh)
             return false
         }
