@@ -20,33 +20,13 @@ struct EnvRefreshRetryEndToEndTests {
             let starts = fleet.root.appendingPathComponent("tick-starts").path
             // The node web app, and a shell app that records each start and needs no PATH (`interpreter: none`, an
             // absolute `sleep`).
-            let built = try fleet.makeArtifact(version: "1.0.0")
-            let tree = fleet.root.appendingPathComponent("build-1.0.0")
-            let tick = tree.appendingPathComponent("tick.sh")
-            try "#!/bin/sh\necho \"$$ $MARK\" >> '\(starts)'\nexec /bin/sleep 100000\n".write(to: tick, atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: tick.path)
-            let archive = fleet.root.appendingPathComponent("web-two-apps.tgz")
-            let tar = try await Command.run("tar", ["czf", archive.path, "-C", tree.path, "."])
-            try #require(tar.status == 0, "\(tar.stderr) (\(built.path))")
-            let artifact = try await fleet.controller.upload(archive, token: fleet.operatorToken)
-            let now = Date()
-            let release = Release(
-                service: "web",
+            try await fleet.publishWithShellApp(
                 serial: 1,
                 version: "1.0.0",
-                createdAt: now,
-                expiresAt: now.addingTimeInterval(86_400),
-                artifact: artifact,
-                env: [:],
-                pm2: PM2Config(apps: [
-                    PM2App(name: "web-app", script: "server.js", options: ["min_uptime": .integer(1000), "kill_timeout": .integer(2000)]),
-                    PM2App(name: "web-tick", script: "./tick.sh", options: ["interpreter": .string("none"), "kill_timeout": .integer(2000)]),
-                ]),
+                shell: ("tick", "#!/bin/sh\necho \"$$ $MARK\" >> '\(starts)'\nexec /bin/sleep 100000\n"),
+                webOptions: ["min_uptime": .integer(1000)],
                 health: HealthCheck(http: "http://127.0.0.1:${PORT}/", deadlineSeconds: 20, stableSeconds: 2)
             )
-            let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fleet.operatorKey])
-            let (status, body) = try await fleet.controller.publish(envelope, token: fleet.operatorToken, query: "")
-            try #require(status == 201, "\(body)")
             let config = try await fleet.enrollAgent(name: "edge-1", backend: .builtin, instanceEnv: ["PORT": "\(port)", "MARK": "one"])
             _ = try fleet.startAgent(config: config, label: "agent")
             try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")

@@ -20,37 +20,13 @@ struct InterruptedInstallRestoreTests {
             try await fleet.waitUntilRunning("1.0.0", port: port, agent: "crashy")
 
             // v2 adds a worker, and its health gate asks for a minute of health: the kill lands in it.
-            _ = try fleet.makeArtifact(version: "2.0.0")
-            let tree = fleet.root.appendingPathComponent("build-2.0.0")
-            let worker = tree.appendingPathComponent("worker.sh")
-            try "#!/bin/sh\nexec /bin/sleep 100000\n".write(to: worker, atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: worker.path)
-            let archive = fleet.root.appendingPathComponent("web-2.0.0-worker.tgz")
-            let tar = try await Command.run("tar", ["czf", archive.path, "-C", tree.path, "."])
-            try #require(tar.status == 0, "\(tar.stderr)")
-            let artifact = try await fleet.controller.upload(archive, token: fleet.operatorToken)
-            let now = Date()
-            let release = Release(
-                service: "web",
+            try await fleet.publishWithShellApp(
                 serial: 2,
                 version: "2.0.0",
-                createdAt: now,
-                expiresAt: now.addingTimeInterval(86_400),
-                artifact: artifact,
-                env: [:],
-                pm2: PM2Config(apps: [
-                    PM2App(
-                        name: "web-app",
-                        script: "server.js",
-                        options: ["env": .object(["PORT": .string("\(port)")]), "kill_timeout": .integer(2000)]
-                    ),
-                    PM2App(name: "web-worker", script: "./worker.sh", options: ["interpreter": .string("none"), "kill_timeout": .integer(2000)]),
-                ]),
+                shell: ("worker", "#!/bin/sh\nexec /bin/sleep 100000\n"),
+                webOptions: ["env": .object(["PORT": .string("\(port)")])],
                 health: HealthCheck(http: "http://127.0.0.1:\(port)/", deadlineSeconds: 120, stableSeconds: 60)
             )
-            let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fleet.operatorKey])
-            let (status, body) = try await fleet.controller.publish(envelope, token: fleet.operatorToken, query: "")
-            try #require(status == 201, "\(body)")
             let control = try #require(fleet.controls["crashy"])
             try await eventually("v2 in its health gate, the worker running", timeout: .seconds(60)) { () -> Bool? in
                 let table = try await control.table()

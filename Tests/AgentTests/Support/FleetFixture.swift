@@ -202,6 +202,49 @@ final class FleetFixture {
         return envelope
     }
 
+    /// Publishes `serial` of the web service with two apps: the web app (`web-app`, the node server of
+    /// `makeArtifact`, with `webOptions`) and a shell app (`web-<shell.name>`, `interpreter: none`, the script
+    /// `shell.script` beside the server in the artifact; it needs no PATH when it names its programs by path).
+    func publishWithShellApp(
+        serial: Int64,
+        version: String,
+        shell: (name: String, script: String),
+        webOptions: [String: JSONValue] = [:],
+        health: HealthCheck
+    ) async throws {
+        _ = try makeArtifact(version: version)
+        let tree = root.appendingPathComponent("build-\(version)")
+        let script = tree.appendingPathComponent("\(shell.name).sh")
+        try shell.script.write(to: script, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
+        let archive = root.appendingPathComponent("web-\(version)-\(shell.name).tgz")
+        let tar = try await Command.run("tar", ["czf", archive.path, "-C", tree.path, "."])
+        guard tar.status == 0 else { throw HarnessError("tar failed: \(tar.stderr)") }
+        let artifact = try await controller.upload(archive, token: operatorToken)
+        let now = Date()
+        let release = Release(
+            service: "web",
+            serial: serial,
+            version: version,
+            createdAt: now,
+            expiresAt: now.addingTimeInterval(86_400),
+            artifact: artifact,
+            env: [:],
+            pm2: PM2Config(apps: [
+                PM2App(name: "web-app", script: "server.js", options: webOptions.merging(["kill_timeout": .integer(2000)]) { given, _ in given }),
+                PM2App(
+                    name: "web-\(shell.name)",
+                    script: "./\(shell.name).sh",
+                    options: ["interpreter": .string("none"), "kill_timeout": .integer(2000)]
+                ),
+            ]),
+            health: health
+        )
+        let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [operatorKey])
+        let (status, body) = try await controller.publish(envelope, token: operatorToken, query: "")
+        guard status == 201 else { throw HarnessError("publish \(version) refused: \(status) \(body)") }
+    }
+
     /// Enrolls an agent with the real `ferry-agent enroll` and returns its config path.
     func enrollAgent(
         name: String,
