@@ -269,6 +269,44 @@ import Testing
         }
     }
 
+    /// A publish whose answers are lost after the controller stored the release (a load balancer's 502): the CLI sends
+    /// the same signed release again, and the controller answers the repeat with the stored release. It used to fail
+    /// the publish, and a rerun published the same content again under the next serial.
+    @Test(.timeLimit(.minutes(3)))
+    func publishSurvivesALostAnswer() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-lost") { directory in
+            let data = directory.appendingPathComponent("data").path
+            let keyPrefix = directory.appendingPathComponent("operator").path
+            #expect(try await Self.cli(["keygen", "--out", keyPrefix]).status == 0)
+            let created = try await Self.cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
+            let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            var server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            defer { server.stop() }
+            let proxy = LossyProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: 2, method: .post, path: "/v1/releases")
+            do {
+                let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+                let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+                try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+                let publish = try await Self.cli([
+                    "publish", "--controller", proxy.url, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
+                    "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                ])
+                #expect(publish.status == 0, "\(publish.errors)")
+                #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
+                #expect(publish.errors.contains("publish attempt 2 failed"), "\(publish.errors)")
+                #expect(publish.output.contains("the controller had stored it at the first attempt"), "\(publish.output)")
+                #expect(proxy.lost == 2)
+                let listing = try await LiveHTTP().send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
+                let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map(RollbackCommand.release(from:))
+                #expect(releases.map(\.serial) == [1], "published once")
+            } catch {
+                await proxy.stop()
+                throw error
+            }
+            await proxy.stop()
+        }
+    }
+
     @Test func publishExplainsAMissingNode() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-node") { directory in
             let ecosystem = directory.appendingPathComponent("ecosystem.config.js")

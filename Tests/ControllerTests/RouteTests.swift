@@ -207,6 +207,39 @@ import Testing
         }
     }
 
+    /// The same signed release posted again (a retry whose first answer was lost after the commit) is answered 200
+    /// with the stored release, nothing changed; another document under a stored serial is still `stale_serial`.
+    @Test func aRepeatedPublishIsAnsweredAsStored() async throws {
+        try await Fixture.with { fixture in
+            try await fixture.withRouter { client in
+                let artifact = try await fixture.upload(client, Array("artifact".utf8))
+                let release = Fixture.release(serial: 1, artifact: artifact)
+                let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fixture.signingKey])
+                func post(_ envelope: Envelope) async throws -> TestResponse {
+                    try await client.execute(
+                        uri: "/v1/releases",
+                        method: .post,
+                        headers: Fixture.bearer(fixture.operatorToken),
+                        body: ByteBuffer(bytes: envelope.encoded())
+                    )
+                }
+                #expect(try await post(envelope).status == .created)
+                let events = try await fixture.store.events(service: "api", limit: 100).count
+                let again = try await post(envelope)
+                #expect(again.status == .ok, "\(String(buffer: again.body))")
+                #expect(try Fixture.json(again)["repeated"]?.boolValue == true)
+                #expect(try Fixture.json(again)["serial"]?.intValue == 1)
+                #expect(try await fixture.store.releases(service: "api", limit: 10).map(\.serial) == [1])
+                #expect(try await fixture.store.events(service: "api", limit: 100).count == events, "nothing happened")
+                var other = release
+                other.version = "1.0.1"
+                let otherEnvelope = try Envelope.sign(payload: other.payload(), payloadType: Release.payloadType, with: [fixture.signingKey])
+                let conflict = try await post(otherEnvelope)
+                #expect(conflict.status == .conflict && Fixture.errorCode(conflict) == "stale_serial")
+            }
+        }
+    }
+
     @Test func absoluteArtifactURLsNeedNoUpload() async throws {
         try await Fixture.with { fixture in
             try await fixture.withRouter { client in

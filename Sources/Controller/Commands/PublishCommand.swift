@@ -102,6 +102,9 @@ struct PublishCommand: AsyncParsableCommand {
             return
         }
         Console.print("published service \(signed.service) serial \(signed.serial) version \(signed.version)")
+        if answer.object?["repeated"] == .bool(true) {
+            Console.print("(the controller had stored it at the first attempt, whose answer was lost)")
+        }
         if strategy != "all" {
             Console.print("rollout \(strategy): waves advance after \(stableSeconds)s healthy; halts after \(maxFailures + 1) failure(s)")
         }

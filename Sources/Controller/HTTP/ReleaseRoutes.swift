@@ -96,6 +96,22 @@ struct ReleaseRoutes: Sendable {
             published = try await core.store.insertRelease(record, rollout: RolloutStateMachine.publish(record, plan: plan))
         } catch let error as StoreError {
             guard case .staleSerial = error else { throw error }
+            // The very release again (the same signed document: a retry whose first answer was lost after the commit):
+            // answered as stored, nothing changed. Another document under a stored serial stays a conflict.
+            if let stored = try await core.store.release(service: release.service, serial: release.serial),
+                stored.envelope.payload == envelope.payload
+            {
+                core.logger.info(
+                    "Release publish repeated",
+                    metadata: ["ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "ferry.published_by": "\(principal.name)"]
+                )
+                var body = Self.summary(stored)
+                if case .object(var fields) = body {
+                    fields["repeated"] = .bool(true)
+                    body = .object(fields)
+                }
+                return JSONResponse.make(body, status: .ok)
+            }
             throw APIError(.conflict, "stale_serial", "\(error)")
         }
         // Agents are woken when this handler ends — its answer ready, or a later step failed (the release is stored

@@ -2,8 +2,9 @@
 enum ClientError: Error, CustomStringConvertible, Equatable {
     /// The controller answered with an API error.
     case api(method: String, url: String, status: Int, code: String, message: String)
-    /// No answer (connection refused, DNS, TLS, timeout).
-    case transport(method: String, url: String, reason: String)
+    /// No answer (connection refused, DNS, TLS, timeout). `mayHaveArrived`: the request may have reached the controller
+    /// (a timeout, a transfer that broke), so its effect is unknown.
+    case transport(method: String, url: String, reason: String, mayHaveArrived: Bool = false)
     /// An answer that is not what the API promises.
     case badResponse(method: String, url: String, reason: String)
 
@@ -11,7 +12,7 @@ enum ClientError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .api(let method, let url, let status, let code, let message):
             "\(method) \(url): \(status) \(code): \(message)"
-        case .transport(let method, let url, let reason):
+        case .transport(let method, let url, let reason, _):
             "\(method) \(url): cannot reach the controller: \(reason)"
         case .badResponse(let method, let url, let reason):
             "\(method) \(url): unexpected answer: \(reason)"

@@ -106,6 +106,8 @@ struct OperatorClient: Sendable {
             return .transport(method: request.method.rawValue, url: url, reason: "TLS failure: \(message) (curl \(code))")
         case .responseTooLarge(_, let limit):
             return .badResponse(method: request.method.rawValue, url: url, reason: "answer larger than \(limit) bytes")
+        case .timedOut, .transferFailed:
+            return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error), mayHaveArrived: true)
         default:
             return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error))
         }

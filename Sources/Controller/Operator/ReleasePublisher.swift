@@ -24,15 +24,43 @@ struct ReleasePublisher {
     }
 
     /// Signs `release` with every key and publishes it. The answer is the controller's summary of the release.
+    ///
+    /// A request that may have arrived without its answer coming back (a timeout, a broken transfer, a 5xx: a proxy's 502
+    /// when the controller's answer was lost) is tried again with the same signed document 1 s, 2 s and 4 s later: a controller that stored it the first time answers the repeat `200` with the
+    /// stored release (`"repeated": true`), so a lost answer neither fails the publish nor publishes it twice.
     /// - Parameter query: rollout parameters for `POST /v1/releases` (`strategy=...&waveStableSeconds=...`).
-    func publish(_ release: Release, keys: [SigningKey], query: String = "") async throws -> JSONValue {
+    func publish(_ release: Release, keys: [SigningKey], query: String = "", retryPause: Duration = .seconds(1)) async throws -> JSONValue {
         let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: keys)
-        do {
-            return try await client.postJSON("/v1/releases" + (query.isEmpty ? "" : "?\(query)"), body: envelope.encoded(), expecting: [201])
-        } catch {
-            // `error` is a ClientError (typed throws).
-            guard error.code == "stale_serial" else { throw error }
-            throw CLIError("\(error)\n(another release of \(release.service) was published meanwhile; run the command again to take the next serial)")
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await client.postJSON(
+                    "/v1/releases" + (query.isEmpty ? "" : "?\(query)"),
+                    body: envelope.encoded(),
+                    expecting: [200, 201]
+                )
+            } catch {
+                // `error` is a ClientError (typed throws).
+                if error.code == "stale_serial" {
+                    throw CLIError(
+                        "\(error)\n(another release of \(release.service) was published meanwhile; run the command again to take the next serial)"
+                    )
+                }
+                guard Self.mayBeTransient(error), attempt < 4 else { throw error }
+                Console.error("warning: publish attempt \(attempt) failed (\(error)); trying again with the same signed release")
+                try await Task.sleep(for: retryPause * (1 << (attempt - 1)))
+            }
+        }
+    }
+
+    /// The request may have arrived and its answer was lost, or the controller failed for now (5xx): the release may or
+    /// may not be stored, and asking again tells. Not a controller that could not be reached or proven at all.
+    static func mayBeTransient(_ error: ClientError) -> Bool {
+        switch error {
+        case .transport(_, _, _, let mayHaveArrived): mayHaveArrived
+        case .api(_, _, let status, _, _): status >= 500
+        case .badResponse: false
         }
     }
 }

@@ -51,6 +51,9 @@ protocol ControllerStore: Sendable {
     /// Releases of `service`, newest (highest serial) first, at most `limit`.
     func releases(service: String, limit: Int) async throws -> [ReleaseRecord]
 
+    /// The release `serial` of `service`, or `nil` when none is stored.
+    func release(service: String, serial: Int64) async throws -> ReleaseRecord?
+
     /// Every service that has a release or an agent running it, sorted by name.
     func serviceSummaries() async throws -> [ServiceSummary]
 

@@ -91,6 +91,12 @@ final class SQLControllerStore: ControllerStore {
         return try rows.map(Self.release(from:))
     }
 
+    func release(service: String, serial: Int64) async throws -> ReleaseRecord? {
+        try await readDB.raw(
+            "SELECT \(unsafeRaw: Self.releaseColumns) FROM releases WHERE service = \(bind: service) AND serial = \(bind: serial)"
+        ).first().map(Self.release(from:))
+    }
+
     static func release(from row: any SQLRow) throws -> ReleaseRecord {
         let envelopeText = try row.decode(column: "envelope", as: String.self)
         let envelope: Envelope
