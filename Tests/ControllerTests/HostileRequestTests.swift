@@ -138,8 +138,12 @@ struct HostileWorld: Sendable {
             return try await world.publishRaw(Array(envelope.encoded()))
         },
         // Release content.
+        // Another document under the latest serial (the very same one again is a repeat, answered 200:
+        // `RouteTests.aRepeatedPublishIsAnsweredAsStored`).
         HostileCase(name: "stale serial (same as latest)", status: .conflict, code: "stale_serial") { world in
-            try await world.publish(world.release(serial: 1))
+            var release = world.release(serial: 1)
+            release.version = "1.0.1-other"
+            return try await world.publish(release)
         },
         HostileCase(name: "signed but invalid release", status: .unprocessableContent, code: "invalid_release") { world in
             var json = world.release().json.object ?? [:]

@@ -105,8 +105,11 @@ import Testing
                 let answer = try await publisher.publish(Fixture.release(serial: 1, artifact: artifact), keys: [fixture.signingKey])
                 #expect(answer.object?["serial"] == .integer(1))
                 #expect(try await publisher.nextSerial(of: "api") == 2)
+                // Another release under serial 1 (the same one again would be a repeat, answered with the stored one).
+                var other = Fixture.release(serial: 1, artifact: artifact)
+                other.version = "1.0.1"
                 await #expect(throws: CLIError.self) {
-                    _ = try await publisher.publish(Fixture.release(serial: 1, artifact: artifact), keys: [fixture.signingKey])
+                    _ = try await publisher.publish(other, keys: [fixture.signingKey])
                 }
                 let services = try await client.getJSON("/v1/services")
                 #expect(FleetDocument.array(services.object?["services"]).count == 1)
