@@ -41,15 +41,18 @@ struct EnvRefreshRetryEndToEndTests {
             try await eventually("the tick app runs with the new env", timeout: .seconds(30)) {
                 startLines().last?.hasSuffix(" two") == true ? true : nil
             }
-            // Passes run about once a second: each used to restart the tick app again.
-            try await Task.sleep(for: .seconds(7))
-            #expect(startLines().count == 2, "the tick app was reloaded once, not on every pass: \(startLines())")
-            #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "the web app runs on as it did")
             let logs = fleet.root.appendingPathComponent("logs")
             func agentLog() -> String {
                 ["agent.out", "agent.err"].map { (try? String(contentsOf: logs.appendingPathComponent($0), encoding: .utf8)) ?? "" }.joined()
             }
             #expect(agentLog().contains("reload after an env change failed: web-app"), "the pass says why")
+            // Passes run about once a second, each used to restart the tick app again: wait for passes that waited out
+            // the backoff (each says so), not for a time.
+            try await eventually("three passes waiting out the backoff", timeout: .seconds(20)) {
+                agentLog().components(separatedBy: "tried again in").count > 3 ? true : nil
+            }
+            #expect(startLines().count == 2, "the tick app was reloaded once, not on every pass: \(startLines())")
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "the web app runs on as it did")
             // The web app alone is tried again once the backoff's first 10 s are over.
             try await eventually("the web app's reload is tried again", timeout: .seconds(20)) {
                 agentLog().contains("(try 2;") ? true : nil
@@ -61,7 +64,6 @@ struct EnvRefreshRetryEndToEndTests {
             try await eventually("the tick app runs with the fixed env", timeout: .seconds(30)) {
                 startLines().last?.hasSuffix(" three") == true ? true : nil
             }
-            try await Task.sleep(for: .seconds(3))
             #expect(startLines().count == 3, "\(startLines())")
         }
     }

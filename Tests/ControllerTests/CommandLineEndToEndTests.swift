@@ -280,7 +280,7 @@ import Testing
             #expect(try await Self.cli(["keygen", "--out", keyPrefix]).status == 0)
             let created = try await Self.cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
             let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            var server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
             defer { server.stop() }
             let proxy = LossyProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: 2, method: .post, path: "/v1/releases")
             do {
