@@ -64,12 +64,15 @@ final class RawConnection {
         }
     }
 
-    /// Waits until the server closes the connection; how long that took, or `nil` when it stayed open `timeout` long.
-    func waitUntilClosed(timeout: Duration) async throws -> Duration? {
+    /// Waits until the server closes the connection; the time from `since` (default: this call) until it was seen
+    /// closed, or `nil` when it stayed open `timeout` long. A test of a server-side timer passes an instant taken before
+    /// whatever starts that timer (the connect, the request sent): the server's clock then starts no earlier than the
+    /// test's, so a late poll cannot make a timer look early.
+    func waitUntilClosed(timeout: Duration, since: ContinuousClock.Instant? = nil) async throws -> Duration? {
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
             poll()
-            if isClosedByPeer { return ContinuousClock.now - start }
+            if isClosedByPeer { return ContinuousClock.now - (since ?? start) }
             try await Task.sleep(for: .milliseconds(20))
         }
         return nil
