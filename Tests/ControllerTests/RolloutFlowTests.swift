@@ -169,6 +169,50 @@ import Testing
         }
     }
 
+    /// A rollback whose event cannot be written is not acknowledged (the agent sends the report again), and is one
+    /// event once it can: the event is committed with the report. When the event was written after the report, the
+    /// report was acknowledged, and its resend found the failure already stored and wrote no event at all.
+    @Test func aFailureWhoseEventCannotBeWrittenIsSentAgainAndRecorded() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let agent = try await api.enroll("agent-a")
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.reportHealthy(agent, serial: 1)
+                try await api.mustPublish(serial: 2, version: "2.0.0")
+                let report = StatusReport(
+                    agentVersion: "test",
+                    hostname: "agent-a.test",
+                    processManager: "builtin",
+                    services: [
+                        ServiceStatus(
+                            service: "web",
+                            serial: 1,
+                            version: "v1",
+                            targetSerial: 2,
+                            phase: .rolledBack,
+                            message: "serial 2 failed and was rolled back to serial 1: crashed at boot",
+                            health: .unhealthy,
+                            failures: [ReleaseFailure(serial: 2, reason: "crashed at boot", kind: "rolled-back")],
+                            processes: []
+                        )
+                    ]
+                )
+                func send() async throws -> RolloutAnswer {
+                    try await api.call(.post, "/v1/agents/\(agent.id)/status", token: agent.token, body: Array(report.json.encoded()))
+                }
+                try await harness.store.readDB.raw("ALTER TABLE events RENAME TO events_gone").run()
+                let refused = try await send()
+                #expect((500..<600).contains(refused.status), "a report whose event was not stored is not acknowledged: \(refused.status)")
+                try await harness.store.readDB.raw("ALTER TABLE events_gone RENAME TO events").run()
+                #expect(try await send().status == 204)
+                let rolledBack = try await api.events().filter { $0["kind"].string == "rolled-back" }
+                #expect(rolledBack.compactMap { $0["message"].string } == ["agent agent-a rolled back serial 2 of web: crashed at boot"])
+                #expect(try await send().status == 204)
+                #expect(try await api.events().filter { $0["kind"].string == "rolled-back" }.count == 1, "a resend is not a new failure")
+            }
+        }
+    }
+
     /// `canary:1` with `maxFailures=1`: one tolerated failure does not halt, a second one does.
     @Test func failuresAboveTheToleranceHalt() async throws {
         try await RolloutHarness.with { harness in

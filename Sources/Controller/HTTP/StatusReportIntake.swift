@@ -36,13 +36,14 @@ struct StatusReportIntake: Sendable {
             throw APIError.unprocessable("invalid_document", "status report: service \(duplicate.service) appears twice")
         }
         // The stored statuses tell which failures are new (a failure becomes an event once): only a report that carries
-        // failures needs them, so a healthy fleet's reports cost no read.
+        // failures needs them, so a healthy fleet's reports cost no read. The events are committed with the report.
         let previous = report.services.contains { !$0.failures.isEmpty } ? try await core.store.serviceStatuses(agentID: id) : []
         let written: StatusWriteResult
         let receivedAt = core.now()
+        let events = RolloutEventDraft.newFailures(in: report, from: agent, previous: previous, at: receivedAt)
         do {
-            // Returns once the batch holding the report is committed: a 204 is never lost.
-            written = try await core.statusReports.record(report, agentID: id, receivedAt: receivedAt)
+            // Returns once the batch holding the report (and its events) is committed: a 204 is never lost.
+            written = try await core.statusReports.record(report, agentID: id, receivedAt: receivedAt, events: events)
         } catch let full as StatusReportQueue.Full {
             throw APIError(
                 .serviceUnavailable,
@@ -79,7 +80,7 @@ struct StatusReportIntake: Sendable {
         core.desiredStates.statusReceived(agentID: id, running: running)
         do {
             // Evaluated before answering, so a rollout's reaction to a report is visible once the report is accepted.
-            try await core.rollouts.statusReceived(report, from: agent, previous: previous, receivedAt: receivedAt)
+            try await core.rollouts.statusReceived(report, from: agent, receivedAt: receivedAt)
         } catch {
             // The report is stored; the timer evaluates the rollout again within a second.
             core.logger.warning(

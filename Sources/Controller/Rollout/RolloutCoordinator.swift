@@ -75,17 +75,15 @@ actor RolloutCoordinator {
 
     // MARK: Status reports
 
-    /// Takes in a status report that was just stored: records the agent's new failures as events, updates the health
-    /// timers from the report itself, and evaluates the open rollouts the agent takes part in.
-    /// - Parameter previous: the agent's statuses before this report (to tell new failures from known ones).
+    /// Takes in a status report that was just stored (with its failures' events, `StatusWrite.events`): updates the
+    /// health timers from the report itself, and evaluates the open rollouts the agent takes part in.
     /// - Parameter receivedAt: when the report was stored (the time its stored statuses carry).
     ///
     /// Returns once an evaluation that started after this report was taken in has finished, so a rollout's reaction
     /// to a report is visible when the report is answered. Reports that arrive while an evaluation runs share the next
     /// one (`EvaluationRounds`): at 10,000 agents an evaluation per report would cost O(fleet) each.
-    func statusReceived(_ report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord], receivedAt: Date) async throws {
+    func statusReceived(_ report: StatusReport, from agent: AgentRecord, receivedAt: Date) async throws {
         let instant = now()
-        try await recordNewFailures(report, from: agent, previous: previous, at: instant)
         // Another controller drives rollouts: it reads this report from the store at its next tick.
         guard beginDriving() else { return }
         // The copy in memory, read again first when it is stale; `activeRollouts` installs a fresh read before any
@@ -169,31 +167,6 @@ actor RolloutCoordinator {
         active = loaded
         loadingActive = nil
         return loaded
-    }
-
-    private func recordNewFailures(_ report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord], at instant: Date) async throws {
-        var known: [String: Set<String>] = [:]
-        for record in previous {
-            known[record.status.service] = Set(record.status.failures.map { "\($0.serial) \($0.kind)" })
-        }
-        var events: [RolloutEventDraft] = []
-        for status in report.services {
-            for failure in status.failures where !(known[status.service]?.contains("\(failure.serial) \(failure.kind)") ?? false) {
-                let kind: RolloutEventKind = failure.kind == "rolled-back" ? .rolledBack : .refused
-                let verb = kind == .rolledBack ? "rolled back" : "refused"
-                events.append(
-                    RolloutEventDraft(
-                        at: instant,
-                        service: status.service,
-                        serial: failure.serial,
-                        kind: kind,
-                        message: "agent \(agent.name) \(verb) serial \(failure.serial) of \(status.service): \(failure.reason)",
-                        agentID: agent.id
-                    )
-                )
-            }
-        }
-        try await store.recordEvents(events)
     }
 
     // MARK: Timer

@@ -108,8 +108,8 @@ protocol ControllerStore: Sendable {
     func recordStatus(_ report: StatusReport, agentID: String, receivedAt date: Date, historyLimit: Int) async throws
 
     /// Records many status reports, in order, as `recordStatus` would one by one, in one transaction: what the
-    /// status write queue (`StatusReportQueue`) commits. A report of an unknown agent stores nothing and does not fail
-    /// the others.
+    /// status write queue (`StatusReportQueue`) commits, with each report's `events`. A report of an unknown agent
+    /// stores nothing (its events neither) and does not fail the others.
     /// - Returns: for each report, in order, whether its agent existed (and the report was stored), and the hostname the
     ///   agent was known by just before it.
     func recordStatuses(_ writes: [StatusWrite], historyLimit: Int) async throws -> [StatusWriteResult]
@@ -330,6 +330,9 @@ struct StatusWrite: Sendable {
     /// Whether the report goes into `status_history`: `false` when it tells nothing the agent's last one did not
     /// (`StatusReportQueue` decides; the latest status is stored either way).
     var keepsHistory = true
+    /// The events the report brings (its new failures), stored in the same transaction: none is lost when the batch
+    /// fails, as the agent sends the report again and its failures are still new then.
+    var events: [RolloutEventDraft] = []
 
     /// Encodes each service once: the report's text is its services' texts put into the text of the report without
     /// them, and the fingerprint re-encodes only services that have processes. (Encoding the report, its services and

@@ -1,4 +1,5 @@
 import Foundation
+import Shared
 
 /// A stored rollout: how one release of a service reaches that service's agents.
 ///
@@ -99,6 +100,36 @@ struct RolloutEventDraft: Sendable, Equatable {
     var kind: RolloutEventKind
     var message: String
     var agentID: String?
+}
+
+extension RolloutEventDraft {
+    /// The events `report` brings: one per failure (rolled back or refused) that `previous`, the agent's statuses
+    /// before it, did not hold. Stored in the transaction that stores the report (`StatusWrite.events`): were they
+    /// written after it, a failed write would lose them for good, since the next report's failures are known by then.
+    static func newFailures(in report: StatusReport, from agent: AgentRecord, previous: [ServiceStatusRecord], at instant: Date) -> [Self] {
+        var known: [String: Set<String>] = [:]
+        for record in previous {
+            known[record.status.service] = Set(record.status.failures.map { "\($0.serial) \($0.kind)" })
+        }
+        var events: [Self] = []
+        for status in report.services {
+            for failure in status.failures where !(known[status.service]?.contains("\(failure.serial) \(failure.kind)") ?? false) {
+                let kind: RolloutEventKind = failure.kind == "rolled-back" ? .rolledBack : .refused
+                let verb = kind == .rolledBack ? "rolled back" : "refused"
+                events.append(
+                    Self(
+                        at: instant,
+                        service: status.service,
+                        serial: failure.serial,
+                        kind: kind,
+                        message: "agent \(agent.name) \(verb) serial \(failure.serial) of \(status.service): \(failure.reason)",
+                        agentID: agent.id
+                    )
+                )
+            }
+        }
+        return events
+    }
 }
 
 /// A stored event.

@@ -87,9 +87,11 @@ final class StatusReportQueue: Sendable {
     /// - Returns: whether the agent existed (`stored` false: nothing was stored), and the hostname it was known by just
     ///   before the report.
     /// - Throws: `Full` when too many reports wait, or the store's error.
-    func record(_ report: StatusReport, agentID: String, receivedAt: Date) async throws -> StatusWriteResult {
+    /// - Parameter events: what the report brings to the event log (`RolloutEventDraft.newFailures`), stored with it.
+    func record(_ report: StatusReport, agentID: String, receivedAt: Date, events: [RolloutEventDraft] = []) async throws -> StatusWriteResult {
         // Encoded here, outside the lock and off the writer.
-        let write = StatusWrite(report: report, agentID: agentID, receivedAt: receivedAt)
+        var write = StatusWrite(report: report, agentID: agentID, receivedAt: receivedAt)
+        write.events = events
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<StatusWriteResult, any Error>) in
             let outcome = state.withLock { state -> (refusal: Full?, startWriter: Bool) in
                 guard state.pending.count < configuration.maximumPending else { return (Full(pending: state.pending.count), false) }
