@@ -1,5 +1,6 @@
 import Foundation
 import SQLKit
+import Shared
 import TestSupport
 import Testing
 

@@ -155,24 +155,16 @@ struct EnrollCommand: AsyncParsableCommand {
         let path = "\(stateDir)/agent.token.pending"
         if let text = try? KeyFile.read(path) {
             let token = text.trimmingCharacters(in: [" ", "\n", "\r", "\t"])
-            if isWellFormedToken(token) { return (token, false) }
+            if Token.isWellFormed(token) { return (token, false) }
         }
         return (try newPendingToken(in: stateDir), true)
     }
 
     /// A fresh token, written as the pending one.
     static func newPendingToken(in stateDir: String) throws -> String {
-        var generator = SystemRandomNumberGenerator()
-        let token = "fyt_" + Hex.encode((0..<24).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+        let token = Token.generate()
         try AtomicFile.write(Array((token + "\n").utf8), to: "\(stateDir)/agent.token.pending", mode: 0o600)
         return token
-    }
-
-    /// `fyt_` and 48 lowercase hex characters, as the controller issues them.
-    static func isWellFormedToken(_ token: String) -> Bool {
-        let bytes = Array(token.utf8)
-        return bytes.count == 52 && token.hasPrefix("fyt_")
-            && bytes.dropFirst(4).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
     /// Sends the enrolment, trying again (1 s, 2 s, 4 s apart) while the controller is unreachable or answers 5xx: the

@@ -24,36 +24,30 @@ enum ClusterChangeTriggers {
                 concat_ws(' ', 'v1', COALESCE(NULLIF(current_setting('ferry.origin', TRUE), ''), 'database'), kind, argument))
         $$
         """,
-        // A release stored or approved; a rollout stored with its release announces as the release does.
+        // A row that announces one kind: TG_ARGV[0] is the kind; TG_ARGV[1], when given, the new row's column that is its
+        // argument.
         """
-        CREATE FUNCTION ferry_release_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        CREATE FUNCTION ferry_row_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
-            PERFORM ferry_announce('release', NEW.service);
+            PERFORM ferry_announce(TG_ARGV[0], CASE WHEN TG_NARGS > 1 THEN to_jsonb(NEW) ->> TG_ARGV[1] END);
             RETURN NULL;
         END
         $$
         """,
-        "CREATE TRIGGER ferry_release_stored AFTER INSERT ON releases FOR EACH ROW EXECUTE FUNCTION ferry_release_changed()",
+        // A release stored or approved; a rollout stored with its release announces as the release does.
+        "CREATE TRIGGER ferry_release_stored AFTER INSERT ON releases FOR EACH ROW EXECUTE FUNCTION ferry_row_changed('release', 'service')",
         """
         CREATE TRIGGER ferry_release_approved AFTER UPDATE ON releases FOR EACH ROW
             WHEN (OLD.envelope IS DISTINCT FROM NEW.envelope OR OLD.signed_by IS DISTINCT FROM NEW.signed_by
                 OR OLD.signatures_required IS DISTINCT FROM NEW.signatures_required)
-            EXECUTE FUNCTION ferry_release_changed()
+            EXECUTE FUNCTION ferry_row_changed('release', 'service')
         """,
-        "CREATE TRIGGER ferry_rollout_stored AFTER INSERT ON rollouts FOR EACH ROW EXECUTE FUNCTION ferry_release_changed()",
-        """
-        CREATE FUNCTION ferry_rollout_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-        BEGIN
-            PERFORM ferry_announce('rollout', NEW.service);
-            RETURN NULL;
-        END
-        $$
-        """,
+        "CREATE TRIGGER ferry_rollout_stored AFTER INSERT ON rollouts FOR EACH ROW EXECUTE FUNCTION ferry_row_changed('release', 'service')",
         """
         CREATE TRIGGER ferry_rollout_changed AFTER UPDATE ON rollouts FOR EACH ROW
             WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.current_wave IS DISTINCT FROM NEW.current_wave
                 OR OLD.stable_serial IS DISTINCT FROM NEW.stable_serial OR OLD.agent_order IS DISTINCT FROM NEW.agent_order)
-            EXECUTE FUNCTION ferry_rollout_changed()
+            EXECUTE FUNCTION ferry_row_changed('rollout', 'service')
         """,
         // An agent enrolled, removed, or re-enrolled (a new token: the old one stopped working).
         """
@@ -82,37 +76,20 @@ enum ClusterChangeTriggers {
             EXECUTE FUNCTION ferry_agent_changed()
         """,
         // A token revoked, deleted, or changed in what it may do.
-        """
-        CREATE FUNCTION ferry_token_changed() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-        BEGIN
-            PERFORM ferry_announce('revoked', NULL);
-            RETURN NULL;
-        END
-        $$
-        """,
-        "CREATE TRIGGER ferry_token_deleted AFTER DELETE ON tokens FOR EACH ROW EXECUTE FUNCTION ferry_token_changed()",
+        "CREATE TRIGGER ferry_token_deleted AFTER DELETE ON tokens FOR EACH ROW EXECUTE FUNCTION ferry_row_changed('revoked')",
         """
         CREATE TRIGGER ferry_token_changed AFTER UPDATE ON tokens FOR EACH ROW
             WHEN (OLD.revoked_at IS DISTINCT FROM NEW.revoked_at OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
                 OR OLD.hash IS DISTINCT FROM NEW.hash OR OLD.role IS DISTINCT FROM NEW.role
                 OR OLD.services IS DISTINCT FROM NEW.services)
-            EXECUTE FUNCTION ferry_token_changed()
+            EXECUTE FUNCTION ferry_row_changed('revoked')
         """,
         // A trust root published: every desired state names it.
-        """
-        CREATE FUNCTION ferry_root_published() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-        BEGIN
-            PERFORM ferry_announce('root', NULL);
-            RETURN NULL;
-        END
-        $$
-        """,
-        "CREATE TRIGGER ferry_root_published AFTER INSERT ON trust_roots FOR EACH ROW EXECUTE FUNCTION ferry_root_published()",
+        "CREATE TRIGGER ferry_root_published AFTER INSERT ON trust_roots FOR EACH ROW EXECUTE FUNCTION ferry_row_changed('root')",
     ]
 
     /// Drops the functions and, with them, the triggers (tests that take a database back to an older version).
     static let dropStatement = """
-        DROP FUNCTION ferry_announce, ferry_release_changed, ferry_rollout_changed, ferry_agent_changed, ferry_token_changed,
-            ferry_root_published CASCADE
+        DROP FUNCTION ferry_announce, ferry_row_changed, ferry_agent_changed CASCADE
         """
 }

@@ -27,10 +27,7 @@ enum DaemonLog {
         let fd = open(fresh, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        // rename(2) replaces its target: the oldest kept file drops off the end.
-        for index in stride(from: rotation.keptFiles - 1, through: 1, by: -1) {
-            rename("\(path).\(index)", "\(path).\(index + 1)")
-        }
+        rotation.shiftKeptFiles(of: path)
         guard rename(path, "\(path).1") == 0 else {
             unlink(fresh)
             return false

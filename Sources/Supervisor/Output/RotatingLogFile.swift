@@ -12,6 +12,14 @@ package struct LogRotation: Sendable, Equatable, Codable {
         self.maximumFileBytes = maximumFileBytes
         self.keptFiles = keptFiles
     }
+
+    /// Moves each kept file of `path` one place up (`path.1` → `path.2`, …), making room for the live file as `path.1`.
+    /// rename(2) replaces its target, so the oldest kept file drops off the end.
+    func shiftKeptFiles(of path: String) {
+        for index in stride(from: keptFiles - 1, through: 1, by: -1) {
+            rename("\(path).\(index)", "\(path).\(index + 1)")
+        }
+    }
 }
 
 /// An append-only log file that rotates itself by size: `name.log` → `name.log.1` → … → `name.log.<keptFiles>`.
@@ -70,10 +78,7 @@ final class RotatingLogFile {
     private func rotate() {
         if fd >= 0 { close(fd) }
         if rotation.keptFiles > 0 {
-            // rename(2) replaces the target, so the oldest file simply drops off the end.
-            for index in stride(from: rotation.keptFiles - 1, through: 1, by: -1) {
-                rename("\(path).\(index)", "\(path).\(index + 1)")
-            }
+            rotation.shiftKeptFiles(of: path)
             rename(path, "\(path).1")
         }
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
