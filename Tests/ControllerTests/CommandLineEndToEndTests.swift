@@ -282,7 +282,7 @@ import Testing
             let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
             let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
             defer { server.stop() }
-            let proxy = LossyProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: 2, method: .post, path: "/v1/releases")
+            let proxy = RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(2, of: .post, "/v1/releases"))
             do {
                 let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
                 let ecosystem = directory.appendingPathComponent("ecosystem.yaml")

@@ -8,12 +8,29 @@ import Shared
 import Synchronization
 
 /// A reverse proxy on 127.0.0.1 that forwards every request to a real controller and keeps a copy of each request
-/// (method, path, body) it received: what an agent sent, byte for byte. Real sockets on both sides.
-final class RecordingProxy: Sendable {
-    struct Exchange: Sendable {
-        var method: String
-        var path: String
-        var body: [UInt8]
+/// (method, path, body) it received: what an agent or the CLI sent, byte for byte. Real sockets on both sides.
+///
+/// It can lose answers: the first `losing.count` requests matching `losing.method` and `losing.path` reach the
+/// controller, but the client gets `502 Bad Gateway` instead of the answer, as from a load balancer whose backend
+/// connection dropped after the commit.
+package final class RecordingProxy: Sendable {
+    package struct Exchange: Sendable {
+        package var method: String
+        package var path: String
+        package var body: [UInt8]
+    }
+
+    /// Requests whose answers are lost.
+    package struct Losing: Sendable {
+        package var method: HTTPRequest.Method
+        package var path: String
+        package var count: Int
+
+        package init(_ count: Int, of method: HTTPRequest.Method, _ path: String) {
+            self.method = method
+            self.path = path
+            self.count = count
+        }
     }
 
     actor Recorder {
@@ -22,21 +39,20 @@ final class RecordingProxy: Sendable {
     }
 
     let recorder = Recorder()
-    let url: String
+    package let url: String
+    private let lostCount = Counter()
+    private final class Counter: Sendable { let value = Mutex(0) }
     private let group: ServiceGroup
     private let runner: Task<Void, any Error>
 
-    /// Starts the proxy for `upstream` (a controller base URL) on `port` (a free loopback port). The first
-    /// `losingEnrolmentAnswers` enrolments (`POST /v1/agents`) reach the controller, but their answers are lost: the
-    /// agent gets `502 Bad Gateway`, as from a load balancer whose backend connection dropped after the commit.
-    init(upstream: String, port: Int, losingEnrolmentAnswers: Int = 0) {
+    /// Starts the proxy for `upstream` (a controller base URL) on `port` (a free loopback port).
+    package init(upstream: String, port: Int, losing: Losing? = nil) {
         let recorder = self.recorder
-        let lost = Mutex(0)
         let client = HTTPClient()
-        // Request headers an agent sends that the controller reads, and response headers it answers with.
-        let forwardedRequestHeaders = ["Authorization", "If-None-Match", "Content-Type", "Range"]
+        // Request headers a client sends that the controller reads, and response headers it answers with.
+        let forwardedRequestHeaders = ["Authorization", "If-None-Match", "Content-Type", "Range", "X-Ferry-SHA256"]
         let forwardedResponseHeaders = ["ETag", "Content-Type", "Content-Range", "Accept-Ranges", "Cache-Control"]
-        let handler: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
+        let handler: @Sendable (Request, BasicRequestContext) async throws -> Response = { [lostCount] request, _ in
             let body = Array(try await request.body.collect(upTo: 64 << 20).readableBytesView)
             let target = request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
             await recorder.append(Exchange(method: request.method.rawValue, path: target, body: body))
@@ -55,9 +71,9 @@ final class RecordingProxy: Sendable {
                     maxResponseBytes: 64 << 20
                 )
             )
-            if request.method == .post, request.uri.path == "/v1/agents",
-                lost.withLock({ count in
-                    guard count < losingEnrolmentAnswers else { return false }
+            if let losing, request.method == losing.method, request.uri.path == losing.path,
+                lostCount.value.withLock({ count in
+                    guard count < losing.count else { return false }
                     count += 1
                     return true
                 })
@@ -75,9 +91,7 @@ final class RecordingProxy: Sendable {
             )
         }
         let router = Router()
-        router.on("**", method: .get, use: handler)
-        router.on("**", method: .post, use: handler)
-        router.on("**", method: .head, use: handler)
+        for method in [HTTPRequest.Method.get, .post, .head, .delete] { router.on("**", method: method, use: handler) }
         var logger = Logger(label: "recording-proxy")
         logger.logLevel = .warning
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
@@ -87,13 +101,16 @@ final class RecordingProxy: Sendable {
         runner = Task { try await group.run() }
     }
 
+    /// How many answers were lost so far.
+    package var lost: Int { lostCount.value.withLock { $0 } }
+
     /// Every request received so far.
-    var exchanges: [Exchange] {
+    package var exchanges: [Exchange] {
         get async { await recorder.exchanges }
     }
 
     /// The status reports received so far, decoded as the controller decodes them.
-    var reports: [StatusReport] {
+    package var reports: [StatusReport] {
         get async {
             await exchanges.filter { $0.method == "POST" && $0.path.hasSuffix("/status") }.compactMap {
                 try? StatusReport(json: JSONValue.parse($0.body))
@@ -101,7 +118,7 @@ final class RecordingProxy: Sendable {
         }
     }
 
-    func stop() async {
+    package func stop() async {
         await group.triggerGracefulShutdown()
         _ = try? await runner.value
     }
