@@ -172,6 +172,23 @@ struct EventStreamClientTests {
             expected: .failed
         ),
         WaitCase(name: "a rollout without agents", rollout: rollout(state: "completed", strategy: "all", agents: 0), expected: .completed),
+        // Counts no controller sends (a broken or hostile answer): `healthy + failed` trapped, crashing the CI step.
+        WaitCase(
+            name: "counts near Int64.max",
+            rollout: .object([
+                "state": .string("completed"), "strategy": .string("all"), "maxFailures": .integer(1),
+                "counts": .object(["agents": .integer(1), "healthy": .integer(.max), "failed": .integer(1)]),
+            ]),
+            expected: .completed
+        ),
+        WaitCase(
+            name: "negative counts",
+            rollout: .object([
+                "state": .string("completed"), "strategy": .string("all"), "maxFailures": .integer(.min),
+                "counts": .object(["agents": .integer(.max), "healthy": .integer(.min), "failed": .integer(.min)]),
+            ]),
+            expected: .waiting
+        ),
     ]
 
     @Test(arguments: waits)

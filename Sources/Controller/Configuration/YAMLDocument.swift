@@ -15,6 +15,30 @@ enum YAMLDocument {
         return try convert(node, path: "", source: source)
     }
 
+    /// A scalar Yams tags as an integer, read as Yams reads it (YAML 1.1: `_` separators, a sign, `0x`, `0b`, `0o` and
+    /// `0` prefixes, base 60 as in `1:30`), with checked arithmetic: Yams' own conversion traps on a base-60 value past
+    /// `Int64` (`pollSeconds: 1:0:0:0:0:0:0:0:0:0:0` crashed `serve`, and an `ecosystem.yml` `publish`). `nil` when it
+    /// does not fit.
+    static func integer(_ text: String) -> Int64? {
+        let plain = text.replacingOccurrences(of: "_", with: "")
+        if plain == "0" { return 0 }
+        let negative = plain.hasPrefix("-")
+        let digits = plain.dropFirst(negative || plain.hasPrefix("+") ? 1 : 0)
+        for (prefix, radix) in [("0x", 16), ("0b", 2), ("0o", 8), ("0", 8)] where digits.hasPrefix(prefix) {
+            return Int64((negative ? "-" : "") + digits.dropFirst(prefix.count), radix: radix)
+        }
+        guard digits.contains(":") else { return Int64(plain) }
+        var value: Int64 = 0
+        for part in digits.split(separator: ":", omittingEmptySubsequences: false) {
+            guard let digit = Int64(part), digit >= 0 else { return nil }
+            let (shifted, shiftOverflow) = value.multipliedReportingOverflow(by: 60)
+            let (sum, sumOverflow) = shifted.addingReportingOverflow(digit)
+            guard !shiftOverflow, !sumOverflow else { return nil }
+            value = sum
+        }
+        return negative ? -value : value
+    }
+
     private static func convert(_ node: Node, path: String, source: String) throws(ConfigurationError) -> JSONValue {
         let here = path.isEmpty ? "document" : path
         switch node {
@@ -25,8 +49,8 @@ enum YAMLDocument {
                 guard let value = node.bool else { throw .invalid(path: source, field: here, reason: "not a boolean") }
                 return .bool(value)
             case .int:
-                guard let value = node.int else { throw .invalid(path: source, field: here, reason: "integer out of range") }
-                return .integer(Int64(value))
+                guard let value = integer(scalar.string) else { throw .invalid(path: source, field: here, reason: "integer out of range") }
+                return .integer(value)
             case .float:
                 guard let value = node.float, value.isFinite else { throw .invalid(path: source, field: here, reason: "not a finite number") }
                 return .number(value)

@@ -20,6 +20,15 @@ struct ReleasePublisher {
         guard case .object(let fields) = latest, case .integer(let serial)? = fields["serial"] else {
             throw ClientError.badResponse(method: "GET", url: "/v1/services/\(service)/releases", reason: "a release without a serial")
         }
+        // A controller stores serials up to 2^53 (`Release.maximumSerial`); anything else is a broken or hostile answer,
+        // and `Int64.max + 1` trapped.
+        guard (1..<Release.maximumSerial).contains(serial) else {
+            throw ClientError.badResponse(
+                method: "GET",
+                url: "/v1/services/\(service)/releases",
+                reason: "latest serial \(serial) is outside 1...\(Release.maximumSerial - 1)"
+            )
+        }
         return serial + 1
     }
 
