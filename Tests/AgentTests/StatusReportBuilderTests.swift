@@ -176,4 +176,22 @@ struct StatusReportBuilderTests {
         let decoded = try StatusReport(json: JSONValue.parse(Array(report.json.encoded())))
         #expect(decoded == report)
     }
+
+    /// A NUL or an escape sequence in an error (a tool's output quoted in a message or a reason) becomes a space: the
+    /// controller refuses a report with a NUL in its text, which would silence the agent for as long as it lasted.
+    @Test func controlCharactersInFreeTextBecomeSpaces() throws {
+        var (state, specs, _) = Self.fixture()
+        state["api"] = state["api"].restored(
+            message: "pm2 said \u{1B}[31mno\u{1B}[0m\u{0}\r done\n\tnext line",
+            recording: [.init(serial: 9, reason: "exec failed: \u{0}\u{7F}binary", kind: .refused)]
+        )
+        let report = Self.report(state: state, table: [CoreFixture.process(specs[0])])
+        let api = report.services[0]
+        #expect(api.message == "pm2 said  [31mno [0m   done\n\tnext line")
+        #expect(api.failures.first { $0.serial == 9 }?.reason == "exec failed:   binary")
+        #expect(StatusReportBuilder.freeText("root expired\u{0}") == "root expired ")
+
+        let decoded = try StatusReport(json: JSONValue.parse(Array(report.json.encoded())))
+        #expect(decoded == report)
+    }
 }

@@ -230,6 +230,25 @@ struct HostileWorld: Sendable {
             let body = HostileWorld.statusJSON.replacingOccurrences(of: #""service":"api""#, with: #""service":"billing""#)
             return try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array(body.utf8))
         },
+        // A NUL in free text: PostgreSQL stores none (the whole batch of reports failed), nor reads `\u0000` as jsonb.
+        HostileCase(name: "status report with a NUL in its message", status: .unprocessableContent, code: "invalid_document") { world in
+            let body = HostileWorld.statusJSON.replacingOccurrences(of: #""ok""#, with: #""o\u0000k""#)
+            return try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array(body.utf8))
+        },
+        HostileCase(name: "status report with a NUL in a failure's reason", status: .unprocessableContent, code: "invalid_document") { world in
+            let body = HostileWorld.statusJSON.replacingOccurrences(
+                of: #""processes":[]"#,
+                with: #""processes":[],"failures":[{"serial":1,"reason":"bad\u0000","kind":"rolled-back"}]"#
+            )
+            return try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array(body.utf8))
+        },
+        HostileCase(name: "status report with a NUL in its trust root problem", status: .unprocessableContent, code: "invalid_document") { world in
+            let body = HostileWorld.statusJSON.replacingOccurrences(
+                of: #""processManager":"builtin","#,
+                with: #""processManager":"builtin","trustRoot":{"version":1,"problem":"\u0000"},"#
+            )
+            return try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array(body.utf8))
+        },
         HostileCase(name: "status report over the limit", status: .contentTooLarge, code: "body_too_large") { world in
             let body = HostileWorld.statusJSON.replacingOccurrences(of: #""ok""#, with: "\"\(String(repeating: "x", count: 4096))\"")
             return try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array(body.utf8))

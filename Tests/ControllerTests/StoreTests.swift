@@ -572,6 +572,39 @@ import Testing
         }
     }
 
+    /// A status an older controller stored with a NUL in its text (escaped in the JSON; status reports are refused with
+    /// one now) reads back after the migration to version 12, the NUL a U+FFFD: without it the status and the history no
+    /// longer parse, and PostgreSQL cannot read the status as `jsonb` (every fleet view and rollout view of the service).
+    @Test(arguments: StoreBackendKind.available)
+    func aStoredNULIsReplacedByTheMigration(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, location in
+            let agent = try await Self.enrollAgent(0, in: store)
+            let status = ServiceStatus(
+                service: "api",
+                serial: 1,
+                version: "1.0.1",
+                targetSerial: 1,
+                phase: .running,
+                message: "before-NUL-after",
+                health: .healthy,
+                processes: []
+            )
+            let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
+            try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+            try await store.close()
+            try await location.execute([
+                #"UPDATE service_status SET status = REPLACE(status, '-NUL-', '\u0000')"#,
+                #"UPDATE status_history SET report = REPLACE(report, '-NUL-', '\u0000')"#,
+                "DELETE FROM ferry_schema WHERE version >= 12",
+            ])
+            let migrated = try await location.open()
+            #expect(try await migrated.serviceStatuses().map(\.status.message) == ["before\u{FFFD}after"])
+            #expect(try await migrated.statusHistory(agentID: agent.id, limit: 5).map { $0.report.services[0].message } == ["before\u{FFFD}after"])
+            #expect(try await migrated.runningSerials(for: ["api"]) == [agent.id: ["api": 1]])
+            try await migrated.close()
+        }
+    }
+
     /// What a rollout view reads from the columns (`rolloutViewStatuses`) places every agent where the whole statuses
     /// (`rolloutStatuses`) place it, with the same serial, version, phase and health: a table of statuses against the
     /// rollout of serial 5, a status an older controller replaced without `failure_count` among them.

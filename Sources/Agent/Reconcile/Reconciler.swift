@@ -529,7 +529,7 @@ actor Reconciler {
         )
         report.trustRoot = trustReport.map { status in
             var masked = status
-            masked.problem = status.problem.map(secrets.mask.apply)
+            masked.problem = status.problem.map { StatusReportBuilder.freeText(secrets.mask.apply($0)) }
             return masked
         }
         return report

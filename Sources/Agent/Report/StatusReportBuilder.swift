@@ -46,7 +46,7 @@ enum StatusReportBuilder {
                 targetSerial: targetSerials[service] ?? serviceState.highestAcceptedSerial,
                 phase: serviceState.phase,
                 // A note (a crash loop seen in the table) is current, not saved: it leaves the report when it ends.
-                message: clipped(mask.apply(notes[service].map { "\(serviceState.message); \($0)" } ?? serviceState.message), toBytes: 2000),
+                message: freeText(mask.apply(notes[service].map { "\(serviceState.message); \($0)" } ?? serviceState.message)),
                 health: health[service] ?? .unknown,
                 failures: serviceState.failures.prefix(10).map { failure in
                     var diagnosis = failure.diagnosis.map { bounded($0.mapText(mask.apply)) }
@@ -55,7 +55,7 @@ enum StatusReportBuilder {
                     }
                     return ReleaseFailure(
                         serial: failure.serial,
-                        reason: clipped(mask.apply(failure.reason), toBytes: 2000),
+                        reason: freeText(mask.apply(failure.reason)),
                         kind: failure.kind.rawValue,
                         diagnosis: diagnosis
                     )
@@ -106,6 +106,16 @@ enum StatusReportBuilder {
             return tail
         }
         return result
+    }
+
+    /// Free text as the report carries it (a message, a failure reason, a trust root problem): control characters other
+    /// than newline and tab (a NUL or an escape sequence in a tool's error output) become spaces, and it is clipped to
+    /// `maximumBytes` (the controller allows 2,048). The controller refuses a NUL, which PostgreSQL cannot store, and
+    /// then the whole report: one odd character in an error must not silence the agent.
+    static func freeText(_ text: String, maximumBytes: Int = 2000) -> String {
+        let isControl = { (scalar: Unicode.Scalar) in (scalar.value < 0x20 && scalar != "\n" && scalar != "\t") || scalar.value == 0x7f }
+        guard text.unicodeScalars.contains(where: isControl) else { return clipped(text, toBytes: maximumBytes) }
+        return clipped(String(String.UnicodeScalarView(text.unicodeScalars.map { isControl($0) ? " " : $0 })), toBytes: maximumBytes)
     }
 
     /// `text` with line breaks and control characters other than tab replaced by spaces.

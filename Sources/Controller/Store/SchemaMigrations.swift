@@ -336,6 +336,18 @@ enum SchemaMigrations {
             statements: [],
             postgresStatements: ClusterChangeTriggers.statements
         ),
+        Migration(
+            version: 12,
+            description: "no NUL in stored statuses",
+            // Status reports are refused with a NUL in their text now (`ServiceStatus.text`); one an older controller
+            // stored, escaped as `\u0000` in the JSON text, would no longer read back (and PostgreSQL never read it as
+            // `jsonb`): it becomes U+FFFD. The filter matches a superset (no LIKE escape character is involved, which
+            // SQLite and PostgreSQL treat alike); REPLACE changes only the escapes.
+            statements: [
+                #"UPDATE service_status SET status = REPLACE(status, '\u0000', '\ufffd') WHERE status LIKE '%u0000%'"#,
+                #"UPDATE status_history SET report = REPLACE(report, '\u0000', '\ufffd') WHERE report LIKE '%u0000%'"#,
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

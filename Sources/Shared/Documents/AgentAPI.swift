@@ -208,11 +208,14 @@ package struct ServiceStatus: Sendable, Equatable {
         return .object(fields)
     }
 
-    /// Free text: any printable characters, newlines allowed, bounded.
+    /// Free text, bounded: newlines and other control characters allowed (an older agent sends a tool's error output as
+    /// it came), except U+0000. PostgreSQL stores no NUL in text (and reads no `\u0000` as `jsonb`): stored, it failed
+    /// the whole batch of status reports it came in, or every later read of the fleet's statuses.
     static func text(maxLength: Int) -> (JSONValue, String) throws(DocumentError) -> String {
         { (value, path) throws(DocumentError) in
             guard case .string(let text) = value else { throw .wrongType(field: path, expected: "string", got: value.typeName) }
             guard text.utf8.count <= maxLength else { throw .tooLarge(field: path, limit: maxLength, actual: text.utf8.count) }
+            if text.utf8.contains(0) { throw .invalidValue(field: path, reason: "U+0000 (NUL) is not allowed") }
             return text
         }
     }
