@@ -196,9 +196,6 @@ protocol ControllerStore: Sendable {
     /// Replaces the persisted wave timers of a rollout (so a controller taking over continues them).
     func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws
 
-    /// Stores events (keeping the newest `EventRetention.limit`).
-    func recordEvents(_ events: [RolloutEventDraft]) async throws
-
     /// Events, newest first, at most `limit`, of `service` or of every service.
     func events(service: String?, limit: Int) async throws -> [RolloutEvent]
 

@@ -224,11 +224,6 @@ extension SQLControllerStore {
 
     // MARK: Events
 
-    func recordEvents(_ events: [RolloutEventDraft]) async throws {
-        guard !events.isEmpty else { return }
-        try await transaction { db in try await Self.insert(events, into: db) }
-    }
-
     static func insert(_ events: [RolloutEventDraft], into db: any SQLDatabase) async throws {
         guard !events.isEmpty else { return }
         for event in events {
