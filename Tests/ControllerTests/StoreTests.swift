@@ -362,6 +362,34 @@ import Testing
         }
     }
 
+    /// A report's events are stored with it, once per agent, service, serial and kind within a batch (an agent's two
+    /// reports in one batch each bring the failure its stored statuses lack), and not at all for an unknown agent.
+    @Test(arguments: StoreBackendKind.available)
+    func aBatchStoresEachNewFailureOnce(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            _ = try await Self.enrollAgent(0, in: store)
+            _ = try await Self.enrollAgent(1, in: store)
+            func write(_ agent: String, events: [(serial: Int64, kind: RolloutEventKind)]) -> StatusWrite {
+                var write = StatusWrite(
+                    report: StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: []),
+                    agentID: agent,
+                    receivedAt: Date()
+                )
+                write.events = events.map {
+                    RolloutEventDraft(at: Date(), service: "api", serial: $0.serial, kind: $0.kind, message: "\(agent) \($0.serial)", agentID: agent)
+                }
+                return write
+            }
+            let batch = [
+                write("agt_0", events: [(2, .rolledBack)]), write("agt_1", events: [(2, .rolledBack)]),
+                write("agt_0", events: [(2, .rolledBack), (3, .refused)]), write("agt_9", events: [(2, .rolledBack)]),
+            ]
+            #expect(try await store.recordStatuses(batch, historyLimit: 5).map(\.stored) == [true, true, true, false])
+            let events = try await store.events(service: "api", limit: 10).map(\.message)
+            #expect(events == ["agt_0 3", "agt_1 2", "agt_0 2"])
+        }
+    }
+
     /// A standing identity conflict as every controller that follows it writes it (schema version 9): the earliest
     /// notice while it stands and the latest switch-back, whichever write came first; after a lapse, a new notice; an
     /// unknown agent stores nothing; enrolling the agent afresh clears it.
