@@ -182,6 +182,20 @@ struct AgentIdentityWatchTests {
         for (step, host) in ["a", "b", "a", "b", "a"].enumerated() {
             #expect(full.observe(agentID: "second", hostname: host, at: start.addingTimeInterval(Double(step))) == nil)
         }
+        // Once the agent it follows has been silent for a whole window (an instance replaced without being removed),
+        // it is let go and the new one is followed: its two hosts taking turns are seen.
+        let later = start.addingTimeInterval(full.window + 1)
+        let conflicts = ["a", "b", "a", "b", "a"].enumerated().compactMap { step, host in
+            full.observe(agentID: "second", hostname: host, at: later.addingTimeInterval(Double(step)))
+        }
+        #expect(conflicts.map(\.agentID) == ["second"])
+        #expect(full.followedCount == 1)
+        // An agent that keeps reporting is not let go: "second" reported within the window, so "third" waits.
+        let third = ["a", "b", "a", "b", "a"].enumerated().compactMap { step, host in
+            full.observe(agentID: "third", hostname: host, at: later.addingTimeInterval(full.window - 1 + Double(step)))
+        }
+        #expect(third.isEmpty)
+        #expect(full.standing(agentID: "second", at: later.addingTimeInterval(10)) != nil)
     }
 
     /// Through the API: two hosts reporting as one agent count once in `/metrics`; a renamed host does not count.

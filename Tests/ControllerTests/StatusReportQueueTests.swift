@@ -189,6 +189,26 @@ import Testing
         }
     }
 
+    /// A removed agent's fingerprint is forgotten (its next report is news), and past `maximumFingerprints` all are: the
+    /// instances an autoscaling fleet replaces without removing them no longer pile up for as long as the controller runs.
+    @Test func theFingerprintsOfGoneAgentsDoNotPileUp() async throws {
+        try await Self.withQueue(agents: 5, configuration: .init(maximumFingerprints: 3)) { queue, store, _ async throws in
+            for index in 0..<3 { #expect(try await queue.record(Self.report(index, serial: 1), agentID: "agt_\(index)", receivedAt: Date()).stored) }
+            #expect(queue.rememberedFingerprints == 3)
+            queue.forget(agentID: "agt_0")
+            #expect(queue.rememberedFingerprints == 2)
+            // The same report again: news for the forgotten agent, not for the others.
+            for index in 0..<3 { #expect(try await queue.record(Self.report(index, serial: 1), agentID: "agt_\(index)", receivedAt: Date()).stored) }
+            #expect(try await store.statusHistory(agentID: "agt_0", limit: 10).count == 2)
+            #expect(try await store.statusHistory(agentID: "agt_1", limit: 10).count == 1)
+            #expect(queue.rememberedFingerprints == 3)
+            for index in 3..<5 {
+                #expect(try await queue.record(Self.report(index, serial: 1), agentID: "agt_\(index)", receivedAt: Date()).stored)
+                #expect(queue.rememberedFingerprints <= 3)
+            }
+        }
+    }
+
     /// When the writer has emptied the queue it says how many reports it committed since it started: a burst's end,
     /// which has the heap trimmed (`HeapTrim`, from a burst of 5,000 on; never for a small one).
     @Test func theDrainedWriterCountsTheBurst() async throws {

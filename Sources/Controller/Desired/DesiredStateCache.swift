@@ -8,7 +8,8 @@ import Synchronization
 /// service snapshot and every encoded releases array goes. A change of one agent (`invalidate(_:)`: enrolment, removal,
 /// a report of a serial its state does not know) bumps that agent's epoch and drops its entry and services only.
 /// A value computed before an invalidation must not be cached after it: every lookup hands out the generation and the
-/// agent's epoch, and `insert` accepts only a value computed under both still current.
+/// agent's epoch, and `insert` accepts only a value computed under both still current. Epochs are tracked only from
+/// one generation to the next (`State.epochs`).
 final class DesiredStateCache: Sendable {
     /// What a lookup saw; pass it back to `insert`.
     struct Stamp: Sendable, Equatable {
@@ -19,8 +20,21 @@ final class DesiredStateCache: Sendable {
     private struct State {
         var generation: UInt64 = 0
         var entries: [String: RenderedDesiredState] = [:]
-        /// Bumped by `invalidate(_:)`; missing means 0.
+        /// Each agent invalidated since the last generation change, with the value of `clock` it was given; an agent
+        /// missing here has `floor`. An agent's epoch only ever grows, and grows at each invalidation, so a value handed
+        /// out before one never equals the current one. Emptied at each generation change (`floor` then takes the
+        /// clock): a map that kept every agent ever seen grew for as long as the controller ran, by every instance an
+        /// autoscaling fleet ever enrolled.
         var epochs: [String: UInt64] = [:]
+        var clock: UInt64 = 0
+        var floor: UInt64 = 0
+
+        func epoch(of agentID: String) -> UInt64 { epochs[agentID] ?? floor }
+
+        mutating func bumpEpoch(of agentID: String) {
+            clock &+= 1
+            epochs[agentID] = clock
+        }
         /// Each agent's row as read at its first use after (re-)enrolment, so a recomputation or a status report
         /// reads no agent row. Only what enrolment sets is used from it (id, name, services): the rest goes stale.
         var agents: [String: AgentRecord] = [:]
@@ -40,7 +54,7 @@ final class DesiredStateCache: Sendable {
     /// The cached state of `agentID` and the stamp to pass to `insert` after computing a missing one.
     func lookup(_ agentID: String) -> (state: RenderedDesiredState?, generation: UInt64, stamp: Stamp) {
         state.withLock { state in
-            let stamp = Stamp(generation: state.generation, epoch: state.epochs[agentID] ?? 0)
+            let stamp = Stamp(generation: state.generation, epoch: state.epoch(of: agentID))
             return (state.entries[agentID], stamp.generation, stamp)
         }
     }
@@ -48,7 +62,7 @@ final class DesiredStateCache: Sendable {
     /// Caches `rendered` unless something concerning `agentID` was invalidated since `stamp`.
     func insert(_ rendered: RenderedDesiredState, for agentID: String, computedAt stamp: Stamp) {
         state.withLock { state in
-            guard state.generation == stamp.generation, (state.epochs[agentID] ?? 0) == stamp.epoch else { return }
+            guard state.generation == stamp.generation, state.epoch(of: agentID) == stamp.epoch else { return }
             state.entries[agentID] = rendered
         }
     }
@@ -56,11 +70,11 @@ final class DesiredStateCache: Sendable {
     /// The enrolled agent `agentID` (id, name and services are current; the rest is as it was when read), read with
     /// `load` when not known (`nil`: no such agent, not remembered).
     func agent(_ agentID: String, load: () async throws -> AgentRecord?) async throws -> AgentRecord? {
-        let (known, epoch) = state.withLock { ($0.agents[agentID], $0.epochs[agentID] ?? 0) }
+        let (known, epoch) = state.withLock { ($0.agents[agentID], $0.epoch(of: agentID)) }
         if let known { return known }
         guard let loaded = try await load() else { return nil }
         state.withLock { state in
-            if (state.epochs[agentID] ?? 0) == epoch { state.agents[agentID] = loaded }
+            if state.epoch(of: agentID) == epoch { state.agents[agentID] = loaded }
         }
         return loaded
     }
@@ -146,6 +160,9 @@ final class DesiredStateCache: Sendable {
             state.snapshots.removeAll()
             state.loaded.removeAll()
             state.encoded.removeAll()
+            // Every agent's epoch becomes the clock: none goes back, and none is tracked any more.
+            state.floor = state.clock
+            state.epochs.removeAll()
             return previous
         }
     }
@@ -154,7 +171,7 @@ final class DesiredStateCache: Sendable {
     /// newer serial than its state gives).
     func invalidate(_ agentID: String) {
         state.withLock { state in
-            state.epochs[agentID, default: 0] &+= 1
+            state.bumpEpoch(of: agentID)
             state.entries[agentID] = nil
             state.agents[agentID] = nil
         }
@@ -163,10 +180,13 @@ final class DesiredStateCache: Sendable {
     /// Forgets everything about a removed agent but its epoch (a computation still in flight must not be cached).
     func forget(_ agentID: String) {
         state.withLock { state in
-            state.epochs[agentID, default: 0] &+= 1
+            state.bumpEpoch(of: agentID)
             state.entries[agentID] = nil
             state.agents[agentID] = nil
             state.reported[agentID] = nil
         }
     }
+
+    /// How many agents' epochs are tracked (those invalidated since the last generation change).
+    var trackedEpochs: Int { state.withLock { $0.epochs.count } }
 }

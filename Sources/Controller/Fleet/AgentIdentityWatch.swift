@@ -48,13 +48,24 @@ final class AgentIdentityWatch: Sendable {
         var noticedAt: Date?
         /// The two hostnames of the last switch-back that made the conflict.
         var conflictHostnames: [String] = []
+        /// The last report observed.
+        var seenAt: Date
+    }
+
+    private struct Followed {
+        var entries: [String: Entry] = [:]
+        /// When the last sweep of silent agents ran (`sweep`).
+        var sweptAt: Date?
     }
 
     let window: TimeInterval
     let switchBacks: Int
-    /// Agents followed at most; past it, an agent not yet followed is not (a bound on memory, far above a fleet's size).
+    /// Agents followed at most (a bound on memory, far above a fleet's size). At it, the agents silent for a whole
+    /// window without a standing conflict are let go (at most one sweep per window); an agent not yet followed is
+    /// followed only once there is room. Instances an autoscaling fleet replaced without removing them used to fill
+    /// it for good, and new agents were then never followed.
     let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
+    private let followed = Mutex(Followed())
 
     init(window: TimeInterval = 600, switchBacks: Int = 2, capacity: Int = 200_000) {
         self.window = window
@@ -71,19 +82,21 @@ final class AgentIdentityWatch: Sendable {
     /// controller that judged only the reports it received would never see a switch; `before` carries the other host's
     /// turns into its count. On a single controller it is the hostname this watch saw last, and changes nothing.
     func observe(agentID: String, hostname: String, before: String? = nil, at instant: Date) -> Conflict? {
-        entries.withLock { entries -> Conflict? in
-            let earlier = before.flatMap { step(&entries, agentID: agentID, hostname: $0, at: instant) }
-            return step(&entries, agentID: agentID, hostname: hostname, at: instant) ?? earlier
+        followed.withLock { followed -> Conflict? in
+            let earlier = before.flatMap { step(&followed, agentID: agentID, hostname: $0, at: instant) }
+            return step(&followed, agentID: agentID, hostname: hostname, at: instant) ?? earlier
         }
     }
 
-    private func step(_ entries: inout [String: Entry], agentID: String, hostname: String, at instant: Date) -> Conflict? {
+    private func step(_ followed: inout Followed, agentID: String, hostname: String, at instant: Date) -> Conflict? {
         guard !hostname.isEmpty else { return nil }
-        guard var entry = entries[agentID] else {
-            if entries.count < capacity { entries[agentID] = Entry(current: hostname) }
+        guard var entry = followed.entries[agentID] else {
+            if followed.entries.count >= capacity { sweep(&followed, at: instant) }
+            if followed.entries.count < capacity { followed.entries[agentID] = Entry(current: hostname, seenAt: instant) }
             return nil
         }
-        defer { entries[agentID] = entry }
+        entry.seenAt = max(entry.seenAt, instant)
+        defer { followed.entries[agentID] = entry }
         guard hostname != entry.current else { return nil }
         let other = entry.current
         let returned = hostname == entry.previous
@@ -101,11 +114,26 @@ final class AgentIdentityWatch: Sendable {
         return Conflict(agentID: agentID, hostnames: entry.conflictHostnames)
     }
 
+    /// Lets go of the agents that sent nothing for a whole window and have no conflict standing: what they would need
+    /// to be followed again is their next report. At most once per window, so a fleet really past the capacity does not
+    /// pay a sweep per report.
+    private func sweep(_ followed: inout Followed, at instant: Date) {
+        if let swept = followed.sweptAt, instant.timeIntervalSince(swept) < window { return }
+        followed.sweptAt = instant
+        followed.entries = followed.entries.filter { _, entry in
+            let standing = entry.switchBacks.last.map { instant.timeIntervalSince($0) < window } ?? false
+            return standing || instant.timeIntervalSince(entry.seenAt) < window
+        }
+    }
+
+    /// How many agents are followed.
+    var followedCount: Int { followed.withLock { $0.entries.count } }
+
     /// The conflict of `agentID` standing at `instant`: one was noticed, and a report switched back within `window`
     /// before `instant`. Once the two hosts stop taking turns (one of them stopped), it lapses after `window`.
     func standing(agentID: String, at instant: Date) -> Standing? {
-        entries.withLock { entries -> Standing? in
-            guard let entry = entries[agentID], let noticed = entry.noticedAt, let last = entry.switchBacks.last,
+        followed.withLock { followed -> Standing? in
+            guard let entry = followed.entries[agentID], let noticed = entry.noticedAt, let last = entry.switchBacks.last,
                 instant.timeIntervalSince(last) < window
             else { return nil }
             return Standing(hostnames: entry.conflictHostnames, noticedAt: noticed, lastSwitchAt: last)
@@ -120,6 +148,6 @@ final class AgentIdentityWatch: Sendable {
 
     /// Forgets `agentID` (removed, or enrolled afresh under a new identity).
     func forget(agentID: String) {
-        _ = entries.withLock { $0.removeValue(forKey: agentID) }
+        _ = followed.withLock { $0.entries.removeValue(forKey: agentID) }
     }
 }

@@ -99,6 +99,7 @@ struct AgentRoutes: Sendable {
             // with it (the store cleared its record of one).
             core.tokenRevoked()
             core.identities.forget(agentID: agent.id)
+            core.statusReports.forget(agentID: agent.id)
         }
         core.desiredStates.agentEnrolled(id: agent.id)
         core.logger.info(
@@ -191,6 +192,7 @@ struct AgentRoutes: Sendable {
         core.tokenRevoked()
         core.desiredStates.agentRemoved(id: agent.id)
         core.identities.forget(agentID: agent.id)
+        core.statusReports.forget(agentID: agent.id)
         core.logger.info(
             "Agent removed",
             metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]

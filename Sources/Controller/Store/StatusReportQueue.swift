@@ -31,6 +31,11 @@ final class StatusReportQueue: Sendable {
         var maximumBatch = 1_000
         /// Reports kept per agent in the history. Default 50.
         var historyLimit = 50
+        /// Agents whose last fingerprint is remembered at most; past it, all are forgotten (each agent's next report
+        /// is then kept in the history, as after a restart). A removed agent's is forgotten at once (`forget`), but an
+        /// instance that vanishes without being removed leaves its entry behind. Default 262,144: far above a fleet,
+        /// well below what months of an autoscaling fleet's churn would leave.
+        var maximumFingerprints = 262_144
     }
 
     /// The queue is full: the report is not stored.
@@ -75,6 +80,14 @@ final class StatusReportQueue: Sendable {
         self.onBatch = onBatch
         self.onDrained = onDrained
     }
+
+    /// Forgets the last fingerprint of `agentID` (removed, or enrolled afresh: its next report is news).
+    func forget(agentID: String) {
+        _ = fingerprints.withLock { $0.removeValue(forKey: agentID) }
+    }
+
+    /// How many agents' last fingerprints are remembered.
+    var rememberedFingerprints: Int { fingerprints.withLock { $0.count } }
 
     /// Reports waiting now.
     var pendingCount: Int { state.withLock { $0.pending.count } }
@@ -151,6 +164,7 @@ final class StatusReportQueue: Sendable {
             }
             fingerprints.withLock { known in
                 for (write, result) in zip(writes, stored) { known[write.agentID] = result.stored ? write.fingerprint : nil }
+                if known.count > configuration.maximumFingerprints { known.removeAll() }
             }
             onBatch(batch.count, .now - started)
             for (entry, result) in zip(batch, stored) { entry.continuation.resume(returning: result) }
