@@ -49,6 +49,21 @@ import Testing
 
     static let badSettings: [BadSetting] = [
         BadSetting(arguments: ["serve"], environment: [:], message: "no trusted key"),
+        BadSetting(
+            arguments: ["serve", "--remove-silent-agents-after", "30m"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "must be at least 1h"
+        ),
+        BadSetting(
+            arguments: ["serve"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY", "FERRY_REMOVE_SILENT_AGENTS_AFTER": "a week"],
+            message: "like 90d, 12h or 30m"
+        ),
+        BadSetting(
+            arguments: ["serve", "--remove-silent-agents-after", "9223372036854775807d"],
+            environment: ["FERRY_TRUSTED_KEYS": "KEY"],
+            message: "longer than ten years"
+        ),
         BadSetting(arguments: ["serve", "--listen", "localhost"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "expected HOST:PORT"),
         BadSetting(arguments: ["serve", "--listen", "h:99999"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "from 0 to 65535"),
         BadSetting(arguments: ["serve", "--threshold", "2"], environment: ["FERRY_TRUSTED_KEYS": "KEY"], message: "threshold 2 is impossible"),
@@ -215,6 +230,20 @@ import Testing
             // Without any of them: plain HTTP and the documented defaults.
             let plain = try ServeSettings(trustedKeys: [directory.path + "/op.pub"]).configuration()
             #expect(plain.tls == nil)
+            #expect(plain.removeSilentAgentsAfter == nil, "silent agents are kept unless asked")
+            // Silent agents removed after: the file's, the environment's over it, the flag's over both.
+            try Data("trustedKeys: [op.pub]\nremoveSilentAgentsAfter: 14d\n".utf8).write(to: file)
+            #expect(try ServeSettings.fromFile(file.path).configuration().removeSilentAgentsAfter == .seconds(14 * 86_400))
+            let silent = try #require(try ControllerCommand.parseAsRoot(["serve", "--config", file.path]) as? ServeCommand)
+            let fromEnvironment = try silent.resolvedSettings(environment: ["FERRY_REMOVE_SILENT_AGENTS_AFTER": "36h"]).configuration()
+            #expect(fromEnvironment.removeSilentAgentsAfter == .seconds(36 * 3_600))
+            let flagged = try #require(
+                try ControllerCommand.parseAsRoot(["serve", "--config", file.path, "--remove-silent-agents-after", "1h"]) as? ServeCommand
+            )
+            #expect(
+                try flagged.resolvedSettings(environment: ["FERRY_REMOVE_SILENT_AGENTS_AFTER": "36h"]).configuration().removeSilentAgentsAfter
+                    == .seconds(3_600)
+            )
             #expect(plain.connectionLimits == ConnectionLimits(headerTimeout: .seconds(15), idleTimeout: .seconds(75), maximumConnections: 16_384))
         }
     }

@@ -390,6 +390,36 @@ import Testing
         }
     }
 
+    /// The agents silent since a cutoff go, with their statuses and history, up to the limit (in id order): judged by the
+    /// last report, or by the enrolment for one that never reported.
+    @Test(arguments: StoreBackendKind.available)
+    func silentAgentsAreRemoved(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let base = Date(timeIntervalSince1970: 1_800_000_000)
+            // agt_0 and agt_1 reported long ago, agt_2 lately; agt_3 never reported, enrolled long ago; agt_4 enrolled lately.
+            for (index, enrolled) in [(0, -100.0), (1, -100), (2, -100), (3, -100), (4, -1)] {
+                _ = try await store.enrollAgent(
+                    proposedID: "agt_\(index)",
+                    name: "agent-\(index)",
+                    hostname: "h",
+                    services: ["api"],
+                    tokenHash: Token.digest("fyt_agent_\(index)"),
+                    at: base.addingTimeInterval(enrolled * 3_600)
+                )
+            }
+            let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [])
+            for (index, seen) in [(0, -50.0), (1, -40), (2, -1)] {
+                try await store.recordStatus(report, agentID: "agt_\(index)", receivedAt: base.addingTimeInterval(seen * 3_600), historyLimit: 5)
+            }
+            let cutoff = base.addingTimeInterval(-24 * 3_600)
+            #expect(try await store.removeAgents(silentSince: cutoff, limit: 2).map(\.id) == ["agt_0", "agt_1"])
+            #expect(try await store.removeAgents(silentSince: cutoff, limit: 2).map(\.id) == ["agt_3"])
+            #expect(try await store.removeAgents(silentSince: cutoff, limit: 2).isEmpty)
+            #expect(try await store.agents().map(\.id) == ["agt_2", "agt_4"])
+            #expect(try await store.statusHistory(agentID: "agt_0", limit: 5).isEmpty)
+        }
+    }
+
     /// A standing identity conflict as every controller that follows it writes it (schema version 9): the earliest
     /// notice while it stands and the latest switch-back, whichever write came first; after a lapse, a new notice; an
     /// unknown agent stores nothing; enrolling the agent afresh clears it.

@@ -40,6 +40,9 @@ struct ControllerApplication: Sendable {
         if let relay { services.append(relay) }
         if let election { services.append(election) }
         services.append(RolloutTicker(coordinator: core.rollouts, logger: core.logger))
+        if let after = core.configuration.removeSilentAgentsAfter {
+            services.append(SilentAgentRemoval(core: core, after: after, started: .now))
+        }
         if let schedule = core.configuration.codePages { services.append(CodePageService(schedule: schedule, logger: core.logger)) }
         if let reloading { services.append(reloading) }
         services += [

@@ -32,6 +32,9 @@ struct ControllerConfiguration: Sendable {
     var maximumArtifactBytes: Int64 = 4 << 30
     /// Status reports kept per agent. Default 50.
     var statusHistoryLimit: Int = 50
+    /// Agents that sent no status report for this long are removed, as `agents remove` does (`SilentAgentRemoval`):
+    /// the instances an autoscaling group terminated. Default `nil`: never.
+    var removeSilentAgentsAfter: Duration? = nil
     /// Longest `?wait=` a desired-state request may ask for. Default 60 s.
     var maximumWait: Duration = .seconds(60)
     /// How often rolling rollouts are evaluated between status reports. Default 1 s.

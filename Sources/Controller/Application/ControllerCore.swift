@@ -37,6 +37,18 @@ struct ControllerCore: Sendable {
         }
     }
 
+    /// An agent is gone from the store (removed by an operator or for its silence): its token stops working, its parked
+    /// long-poll is answered, and what this controller remembers of it goes.
+    func agentsRemoved(_ agents: [AgentRecord]) {
+        guard !agents.isEmpty else { return }
+        tokenRevoked()
+        for agent in agents {
+            desiredStates.agentRemoved(id: agent.id)
+            identities.forget(agentID: agent.id)
+            statusReports.forget(agentID: agent.id)
+        }
+    }
+
     /// Applies a change another controller on the same database committed (`PostgresChangeRelay`).
     func apply(remote change: ClusterChange) async {
         switch change {

@@ -14,12 +14,12 @@ struct ServeCommand: AsyncParsableCommand {
             Every flag has an environment twin (FERRY_LISTEN, FERRY_DATA_DIR, FERRY_TRUSTED_KEYS as a comma-separated \
             list, FERRY_THRESHOLD, FERRY_TRUST_ROOT, FERRY_POLL_SECONDS, FERRY_MAX_BODY_BYTES, FERRY_MAX_STATUS_BYTES, \
             FERRY_MAX_ARTIFACT_BYTES, FERRY_STATUS_HISTORY, FERRY_LOG_LEVEL, FERRY_TLS_CERT, FERRY_TLS_KEY, \
-            FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS, FERRY_DATABASE, FERRY_DATABASE_POOL_SIZE, \
+            FERRY_HEADER_TIMEOUT, FERRY_IDLE_TIMEOUT, FERRY_MAX_CONNECTIONS, FERRY_REMOVE_SILENT_AGENTS_AFTER, FERRY_DATABASE, FERRY_DATABASE_POOL_SIZE, \
             FERRY_DATABASE_STATEMENT_TIMEOUT, FERRY_DATABASE_CA_FILE, FERRY_INSTANCE_IDENTITY_CERT, \
             FERRY_INSTANCE_IDENTITY_ACCOUNTS as a comma-separated list) and a key in the optional --config file \
             (YAML or JSON: listen, dataDir, trustedKeys, threshold, trustRoot, pollSeconds, maxBodyBytes, maxStatusBytes, \
             maxArtifactBytes, statusHistory, logLevel, tlsCert, tlsKey, headerTimeout, idleTimeout, maxConnections, \
-            database, databasePoolSize, databaseStatementTimeout, databaseCAFile, instanceIdentityCert, \
+            removeSilentAgentsAfter, database, databasePoolSize, databaseStatementTimeout, databaseCAFile, instanceIdentityCert, \
             instanceIdentityAccounts). Flags win over the environment, which wins over the file. The database password goes in FERRY_DATABASE_PASSWORD when the URL has none.
 
             With --database postgres://... several controllers share one PostgreSQL database (docs/ha.md); without it \
@@ -113,6 +113,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
+            "Remove agents that sent no status report for this long (at least 1h, like 7d or 12h), as `agents remove` does: the instances an autoscaling group terminated. Counted once the controller has run three poll intervals (5 minutes at least). Default: never.",
+            valueName: "DURATION"
+        )
+    )
+    var removeSilentAgentsAfter: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
             "A PostgreSQL database shared by several controllers (default: SQLite in the data directory).",
             valueName: "postgres://USER@HOST:PORT/DB?sslmode=verify-full"
         )
@@ -165,6 +174,7 @@ struct ServeCommand: AsyncParsableCommand {
         settings.headerTimeout = headerTimeout
         settings.idleTimeout = idleTimeout
         settings.maxConnections = maxConnections
+        settings.removeSilentAgentsAfter = removeSilentAgentsAfter
         settings.database = database
         settings.databasePoolSize = databasePoolSize
         settings.databaseStatementTimeout = databaseStatementTimeout

@@ -23,6 +23,8 @@ struct ServeSettings: Equatable, Sendable {
     var headerTimeout: String?
     var idleTimeout: String?
     var maxConnections: Int?
+    /// As given (`7d`, `12h`); parsed by `configuration()`.
+    var removeSilentAgentsAfter: String?
     /// `postgres://...` (PostgreSQL, for several controllers), or `nil` for SQLite in the data directory.
     var database: String?
     var databasePoolSize: Int?
@@ -67,6 +69,7 @@ struct ServeSettings: Equatable, Sendable {
         settings.headerTimeout = environment["FERRY_HEADER_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
         settings.idleTimeout = environment["FERRY_IDLE_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
         settings.maxConnections = try integer("FERRY_MAX_CONNECTIONS")
+        settings.removeSilentAgentsAfter = environment["FERRY_REMOVE_SILENT_AGENTS_AFTER"].flatMap { $0.isEmpty ? nil : $0 }
         settings.database = environment["FERRY_DATABASE"].flatMap { $0.isEmpty ? nil : $0 }
         settings.databasePoolSize = try integer("FERRY_DATABASE_POOL_SIZE")
         settings.databaseStatementTimeout = environment["FERRY_DATABASE_STATEMENT_TIMEOUT"].flatMap { $0.isEmpty ? nil : $0 }
@@ -81,7 +84,8 @@ struct ServeSettings: Equatable, Sendable {
 
     /// Reads a YAML or JSON config file whose keys are the flags' names in camelCase (`listen`, `dataDir`,
     /// `trustedKeys`, `threshold`, `trustRoot`, `pollSeconds`, `maxBodyBytes`, `maxStatusBytes`, `maxArtifactBytes`,
-    /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`, `database`,
+    /// `statusHistory`, `logLevel`, `tlsCert`, `tlsKey`, `headerTimeout`, `idleTimeout`, `maxConnections`,
+    /// `removeSilentAgentsAfter`, `database`,
     /// `databasePoolSize`, `databaseStatementTimeout`, `databaseCAFile`, `instanceIdentityCert`,
     /// `instanceIdentityAccounts`). Unknown keys are errors. Relative paths (`dataDir`, `trustedKeys`, `trustRoot`,
     /// `tlsCert`, `tlsKey`, `databaseCAFile`, `instanceIdentityCert`) are relative to the file. Timeouts are seconds,
@@ -125,6 +129,7 @@ struct ServeSettings: Equatable, Sendable {
             settings.headerTimeout = try reader.optional("headerTimeout", timeoutField)
             settings.idleTimeout = try reader.optional("idleTimeout", timeoutField)
             settings.maxConnections = try reader.optional("maxConnections", Field.integer(in: 1...1_000_000)).map { Int($0) }
+            settings.removeSilentAgentsAfter = try reader.optional("removeSilentAgentsAfter", Field.string(maxLength: 40))
             settings.database = try reader.optional("database", Field.string(maxLength: 4096))
             settings.databasePoolSize = try reader.optional("databasePoolSize", Field.integer(in: 1...1000)).map { Int($0) }
             settings.databaseStatementTimeout = try reader.optional("databaseStatementTimeout", timeoutField)
@@ -213,6 +218,7 @@ struct ServeSettings: Equatable, Sendable {
             headerTimeout: other.headerTimeout ?? headerTimeout,
             idleTimeout: other.idleTimeout ?? idleTimeout,
             maxConnections: other.maxConnections ?? maxConnections,
+            removeSilentAgentsAfter: other.removeSilentAgentsAfter ?? removeSilentAgentsAfter,
             database: other.database ?? database,
             databasePoolSize: other.databasePoolSize ?? databasePoolSize,
             databaseStatementTimeout: other.databaseStatementTimeout ?? databaseStatementTimeout,
@@ -310,6 +316,17 @@ struct ServeSettings: Equatable, Sendable {
                 )
             }
             configuration.connectionLimits.maximumConnections = maxConnections
+        }
+        if let removeSilentAgentsAfter {
+            let after = try ExpiryText.parse(removeSilentAgentsAfter, name: "--remove-silent-agents-after")
+            guard after >= SilentAgentRemoval.minimum else {
+                throw ConfigurationError.invalidSetting(
+                    name: "--remove-silent-agents-after",
+                    value: removeSilentAgentsAfter,
+                    reason: "must be at least 1h: an agent is stale after three poll intervals, removed only long after"
+                )
+            }
+            configuration.removeSilentAgentsAfter = after
         }
         configuration.database = try databaseSelection()
         if let instanceIdentityCertificate {

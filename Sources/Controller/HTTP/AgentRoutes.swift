@@ -189,10 +189,7 @@ struct AgentRoutes: Sendable {
         guard let agent = try await core.store.removeAgent(name: name) else {
             throw APIError.notFound("unknown_agent", "no agent named \(name) is enrolled here (ferry-controller agents lists them)")
         }
-        core.tokenRevoked()
-        core.desiredStates.agentRemoved(id: agent.id)
-        core.identities.forget(agentID: agent.id)
-        core.statusReports.forget(agentID: agent.id)
+        core.agentsRemoved([agent])
         core.logger.info(
             "Agent removed",
             metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]

@@ -21,6 +21,7 @@ struct ControllerMetrics: Sendable {
     let statusReports: Counter
     /// Agent identities seen reporting from two hosts in turn (`AgentIdentityWatch`), once per conflict and window.
     let identityConflicts: Counter
+    let silentAgentsRemoved: Counter
     /// Enrolments refused for want of a valid instance identity, or of an instance enrolled already, by reason: what
     /// someone holding an enrollment token but not an instance of the fleet tries.
     private let enrolmentsRefused: [EnrolmentRefusal: Counter]
@@ -61,6 +62,9 @@ struct ControllerMetrics: Sendable {
         artifactsStored = registry.makeCounter(descriptor: name("artifacts_stored", "total", "New artifacts stored."))
         artifactBytesStored = registry.makeCounter(descriptor: name("artifact_stored", "bytes_total", "Bytes of new artifacts stored."))
         statusReports = registry.makeCounter(descriptor: name("status_reports", "total", "Status reports accepted from agents."))
+        silentAgentsRemoved = registry.makeCounter(
+            descriptor: name("agents_removed_silent", "total", "Agents removed for sending no status report for --remove-silent-agents-after.")
+        )
         identityConflicts = registry.makeCounter(
             descriptor: name(
                 "agent_identity_conflicts",

@@ -81,6 +81,11 @@ protocol ControllerStore: Sendable {
     /// - Returns: the removed agent, or `nil` when none has that name.
     func removeAgent(name: String) async throws -> AgentRecord?
 
+    /// Deletes, as `removeAgent` does, up to `limit` agents whose last status report (or, never having reported,
+    /// enrolment) is before `cutoff`.
+    /// - Returns: the removed agents.
+    func removeAgents(silentSince cutoff: Date, limit: Int) async throws -> [AgentRecord]
+
     /// Whether a stored release of one of `agentID`'s services names the artifact `sha256` (lowercase hex).
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool
 

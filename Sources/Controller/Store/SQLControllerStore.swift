@@ -295,6 +295,19 @@ final class SQLControllerStore: ControllerStore {
         }
     }
 
+    func removeAgents(silentSince cutoff: Date, limit: Int) async throws -> [AgentRecord] {
+        let before = StoredTime.milliseconds(cutoff)
+        return try await transaction { db in
+            try await db.raw(
+                """
+                DELETE FROM agents WHERE id IN (
+                    SELECT id FROM agents WHERE COALESCE(last_seen, enrolled_at) < \(bind: before) ORDER BY id LIMIT \(bind: limit)
+                ) RETURNING \(unsafeRaw: Self.agentColumns)
+                """
+            ).all().map(Self.agent(from:))
+        }
+    }
+
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool {
         try await readDB.raw(
             """
