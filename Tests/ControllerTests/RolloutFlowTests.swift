@@ -183,19 +183,7 @@ import Testing
                     agentVersion: "test",
                     hostname: "agent-a.test",
                     processManager: "builtin",
-                    services: [
-                        ServiceStatus(
-                            service: "web",
-                            serial: 1,
-                            version: "v1",
-                            targetSerial: 2,
-                            phase: .rolledBack,
-                            message: "serial 2 failed and was rolled back to serial 1: crashed at boot",
-                            health: .unhealthy,
-                            failures: [ReleaseFailure(serial: 2, reason: "crashed at boot", kind: "rolled-back")],
-                            processes: []
-                        )
-                    ]
+                    services: [RolloutClient.rolledBack(failed: 2, runs: 1)]
                 )
                 func send() async throws -> RolloutAnswer {
                     try await api.call(.post, "/v1/agents/\(agent.id)/status", token: agent.token, body: Array(report.json.encoded()))

@@ -240,19 +240,21 @@ struct RolloutClient: Sendable {
     )
         async throws
     {
-        try await report(
-            agent,
-            ServiceStatus(
-                service: service,
-                serial: runs,
-                version: "v\(runs)",
-                targetSerial: failed,
-                phase: .rolledBack,
-                message: "serial \(failed) failed and was rolled back to serial \(runs): \(reason)",
-                health: .unhealthy,
-                failures: [ReleaseFailure(serial: failed, reason: reason, kind: "rolled-back")],
-                processes: []
-            )
+        try await report(agent, Self.rolledBack(failed: failed, runs: runs, service: service, reason: reason))
+    }
+
+    /// The status of a service whose serial `failed` was rolled back to `runs`, as the agent reports it.
+    static func rolledBack(failed: Int64, runs: Int64, service: String = "web", reason: String = "crashed at boot") -> ServiceStatus {
+        ServiceStatus(
+            service: service,
+            serial: runs,
+            version: "v\(runs)",
+            targetSerial: failed,
+            phase: .rolledBack,
+            message: "serial \(failed) failed and was rolled back to serial \(runs): \(reason)",
+            health: .unhealthy,
+            failures: [ReleaseFailure(serial: failed, reason: reason, kind: "rolled-back")],
+            processes: []
         )
     }
 

@@ -390,8 +390,8 @@ import Testing
         }
     }
 
-    /// The agents silent since a cutoff go, with their statuses and history, up to the limit (in id order): judged by the
-    /// last report, or by the enrolment for one that never reported.
+    /// The agents silent since a cutoff are found (up to the limit, in id order: judged by the last report, or by the
+    /// enrolment for one that never reported) and go with their statuses and history, unless a report came meanwhile.
     @Test(arguments: StoreBackendKind.available)
     func silentAgentsAreRemoved(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in
@@ -411,12 +411,18 @@ import Testing
             for (index, seen) in [(0, -50.0), (1, -40), (2, -1)] {
                 try await store.recordStatus(report, agentID: "agt_\(index)", receivedAt: base.addingTimeInterval(seen * 3_600), historyLimit: 5)
             }
+            #expect(try await store.latestStatusReport() == base.addingTimeInterval(-3_600))
             let cutoff = base.addingTimeInterval(-24 * 3_600)
-            #expect(try await store.removeAgents(silentSince: cutoff, limit: 2).map(\.id) == ["agt_0", "agt_1"])
-            #expect(try await store.removeAgents(silentSince: cutoff, limit: 2).map(\.id) == ["agt_3"])
-            #expect(try await store.removeAgents(silentSince: cutoff, limit: 2).isEmpty)
-            #expect(try await store.agents().map(\.id) == ["agt_2", "agt_4"])
+            #expect(try await store.silentAgents(since: cutoff, limit: 2) == ["agt_0", "agt_1"])
+            let all = try await store.silentAgents(since: cutoff, limit: 10)
+            #expect(all == ["agt_0", "agt_1", "agt_3"])
+            // agt_1 reports between the read and the removal: it stays.
+            try await store.recordStatus(report, agentID: "agt_1", receivedAt: base, historyLimit: 5)
+            #expect(try await store.removeAgents(all + ["agt_2", "agt_9"], silentSince: cutoff).map(\.id) == ["agt_0", "agt_3"])
+            #expect(try await store.silentAgents(since: cutoff, limit: 10).isEmpty)
+            #expect(try await store.agents().map(\.id) == ["agt_1", "agt_2", "agt_4"])
             #expect(try await store.statusHistory(agentID: "agt_0", limit: 5).isEmpty)
+            #expect(try await store.latestStatusReport() == base)
         }
     }
 

@@ -83,6 +83,9 @@ final class LongPollHub: Sendable {
     /// How many requests are parked.
     var waiterCount: Int { state.withLock { $0.waiters.count } }
 
+    /// Whether `agentID` has a request parked here.
+    func isParked(agentID: String) -> Bool { state.withLock { $0.byAgent[agentID] != nil } }
+
     /// Whether `shutdown()` was called.
     var isShutDown: Bool { state.withLock { $0.isShutDown } }
 

@@ -7,11 +7,16 @@ import Shared
 /// as `agents remove` would: an autoscaling group terminates instances all day, and their agents otherwise stay in the
 /// fleet view (stale), in the database and in every controller's memory for good.
 ///
-/// Silence is judged by the store's last-seen times, which every controller on the database writes. A controller
-/// removes nothing until it has run for `settle` (at least three poll intervals): after the controller, or the
-/// database, was down, or a backup was restored, every agent's last report is old, and the fleet must have had the time
-/// to report again before any of it counts as silence. Several controllers may sweep at once: a removal is one
-/// `DELETE`, and the others hear of it from the commit.
+/// Silence is judged by the store's last-seen times, which every controller on the database writes, and only when it
+/// can be the agents' own:
+/// - not before this controller has run `settle` (at least three poll intervals, 5 minutes at least) since it started,
+///   its last failed status batch or its last failed sweep: while reports cannot be stored, every agent looks silent;
+/// - not while no agent at all reported within `settle`: after a backup was restored, or with this controller's clock
+///   ahead, every last report looks old;
+/// - never an agent parked in a long-poll here: it is alive, whatever becomes of its reports.
+///
+/// Several controllers may sweep at once: a removal is one `DELETE` that checks the silence again, and the others hear
+/// of it from the commit.
 struct SilentAgentRemoval: Service {
     let core: ControllerCore
     let after: Duration
@@ -24,7 +29,8 @@ struct SilentAgentRemoval: Service {
     /// The shortest `after` accepted: far past the three poll intervals that make an agent stale.
     static let minimum: Duration = .seconds(3_600)
 
-    /// How long after its start the controller begins to remove agents.
+    /// How long the controller must have run without a failed status batch or sweep before it removes agents, and
+    /// within how long of now some agent must have reported.
     var settle: Duration { max(core.configuration.pollInterval * 3, .seconds(300)) }
 
     /// How often it looks: a tenth of `after`, from a minute to an hour.
@@ -33,11 +39,14 @@ struct SilentAgentRemoval: Service {
     func run() async throws {
         do {
             try await cancelWhenGracefulShutdown {
+                var quietSince = started
                 while !Task.isCancelled {
                     try await Task.sleep(for: interval)
+                    if let failed = core.statusReports.lastFailure, failed > quietSince { quietSince = failed }
                     do {
-                        _ = try await sweep(at: core.now(), uptime: .now - started)
+                        _ = try await sweep(at: core.now(), quiet: .now - quietSince)
                     } catch {
+                        quietSince = .now
                         core.logger.warning("Removing silent agents failed; trying again at the next sweep", metadata: ["error.message": "\(error)"])
                     }
                 }
@@ -47,24 +56,30 @@ struct SilentAgentRemoval: Service {
         }
     }
 
-    /// Removes the agents silent for `after` at `instant`, when the controller has been up `settle` (`uptime`).
+    /// Removes up to `batch` agents silent for `after` at `instant`, when the controller has been `quiet` (without a
+    /// failed status batch or sweep) for `settle` and some agent reported within `settle`.
     /// - Returns: the removed agents.
-    func sweep(at instant: Date, uptime: Duration) async throws -> [AgentRecord] {
-        guard uptime >= settle else { return [] }
-        let cutoff = instant.addingTimeInterval(-Double(after.components.seconds))
-        var removed: [AgentRecord] = []
-        while true {
-            let batch = try await core.store.removeAgents(silentSince: cutoff, limit: Self.batch)
-            core.agentsRemoved(batch)
-            for agent in batch {
-                core.metrics.silentAgentsRemoved.increment()
-                core.logger.notice(
-                    "Agent removed: no status report since \(Timestamp.format(agent.lastSeen ?? agent.enrolledAt)) (--remove-silent-agents-after)",
-                    metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.agent.hostname": "\(agent.hostname)"]
-                )
-            }
-            removed += batch
-            if batch.count < Self.batch { return removed }
+    func sweep(at instant: Date, quiet: Duration) async throws -> [AgentRecord] {
+        guard quiet >= settle else { return [] }
+        let settleSeconds = Double(settle.components.seconds)
+        guard let latest = try await core.store.latestStatusReport(), instant.timeIntervalSince(latest) <= settleSeconds else {
+            core.logger.warning(
+                "No agent reported in the last \(settle.components.seconds) s: removing no agent for its silence until they do (a restored database, reports that cannot be stored, or this controller's clock ahead would make every agent look silent)"
+            )
+            return []
         }
+        let cutoff = instant.addingTimeInterval(-Double(after.components.seconds))
+        let candidates = try await core.store.silentAgents(since: cutoff, limit: Self.batch)
+        let hub = core.desiredStates.hub
+        let removed = try await core.store.removeAgents(candidates.filter { !hub.isParked(agentID: $0) }, silentSince: cutoff)
+        core.agentsRemoved(removed)
+        for agent in removed {
+            core.metrics.silentAgentsRemoved.increment()
+            core.logger.notice(
+                "Agent removed: no status report since \(Timestamp.format(agent.lastSeen ?? agent.enrolledAt)) (--remove-silent-agents-after)",
+                metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.agent.hostname": "\(agent.hostname)"]
+            )
+        }
+        return removed
     }
 }

@@ -81,10 +81,17 @@ protocol ControllerStore: Sendable {
     /// - Returns: the removed agent, or `nil` when none has that name.
     func removeAgent(name: String) async throws -> AgentRecord?
 
-    /// Deletes, as `removeAgent` does, up to `limit` agents whose last status report (or, never having reported,
-    /// enrolment) is before `cutoff`.
+    /// The ids of up to `limit` agents whose last status report (or, never having reported, enrolment) is before
+    /// `cutoff`, in id order.
+    func silentAgents(since cutoff: Date, limit: Int) async throws -> [String]
+
+    /// Deletes, as `removeAgent` does, those of `ids` still silent since `cutoff` (a report committed meanwhile keeps
+    /// its agent).
     /// - Returns: the removed agents.
-    func removeAgents(silentSince cutoff: Date, limit: Int) async throws -> [AgentRecord]
+    func removeAgents(_ ids: [String], silentSince cutoff: Date) async throws -> [AgentRecord]
+
+    /// The newest status report any agent sent (`nil`: none ever did).
+    func latestStatusReport() async throws -> Date?
 
     /// Whether a stored release of one of `agentID`'s services names the artifact `sha256` (lowercase hex).
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool

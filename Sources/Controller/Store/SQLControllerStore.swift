@@ -295,17 +295,37 @@ final class SQLControllerStore: ControllerStore {
         }
     }
 
-    func removeAgents(silentSince cutoff: Date, limit: Int) async throws -> [AgentRecord] {
-        let before = StoredTime.milliseconds(cutoff)
+    func silentAgents(since cutoff: Date, limit: Int) async throws -> [String] {
+        try await readDB.raw(
+            """
+            SELECT id FROM agents WHERE COALESCE(last_seen, enrolled_at) < \(bind: StoredTime.milliseconds(cutoff))
+            ORDER BY id LIMIT \(bind: limit)
+            """
+        ).all().map { try $0.decode(column: "id", as: String.self) }
+    }
+
+    func removeAgents(_ ids: [String], silentSince cutoff: Date) async throws -> [AgentRecord] {
+        guard !ids.isEmpty else { return [] }
+        // The silence is checked again by the DELETE itself: on PostgreSQL a report committed after a subquery's
+        // snapshot would not be seen (only the outer WHERE is re-checked after a row lock wait).
         return try await transaction { db in
-            try await db.raw(
-                """
-                DELETE FROM agents WHERE id IN (
-                    SELECT id FROM agents WHERE COALESCE(last_seen, enrolled_at) < \(bind: before) ORDER BY id LIMIT \(bind: limit)
-                ) RETURNING \(unsafeRaw: Self.agentColumns)
-                """
-            ).all().map(Self.agent(from:))
+            var removed: [AgentRecord] = []
+            for chunk in Self.chunks(ids, columns: 1) {
+                removed += try await db.raw(
+                    """
+                    DELETE FROM agents WHERE id IN \(SQLGroupExpression(chunk.map { SQLBind($0) }))
+                        AND COALESCE(last_seen, enrolled_at) < \(bind: StoredTime.milliseconds(cutoff))
+                    RETURNING \(unsafeRaw: Self.agentColumns)
+                    """
+                ).all().map(Self.agent(from:))
+            }
+            return removed.sorted { $0.id < $1.id }
         }
+    }
+
+    func latestStatusReport() async throws -> Date? {
+        try await readDB.raw("SELECT MAX(last_seen) AS latest FROM agents").first()
+            .flatMap { try $0.decode(column: "latest", as: Int64?.self) }.map(StoredTime.date)
     }
 
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool {

@@ -58,6 +58,8 @@ final class StatusReportQueue: Sendable {
     private let store: any ControllerStore
     private let logger: Logger
     private let state = Mutex(State())
+    /// When a batch last failed to commit (the database unreachable, say).
+    private let failedAt = Mutex<ContinuousClock.Instant?>(nil)
     /// Each agent's last fingerprint committed to the history by this queue.
     private let fingerprints = Mutex<[String: SHA256Digest]>([:])
     private let onBatch: @Sendable (Int, Duration) -> Void
@@ -85,6 +87,10 @@ final class StatusReportQueue: Sendable {
     func forget(agentID: String) {
         _ = fingerprints.withLock { $0.removeValue(forKey: agentID) }
     }
+
+    /// When a batch last failed to commit, `nil` when none did: reports were lost then, so agents' last-seen times say
+    /// nothing of their silence (`SilentAgentRemoval`).
+    var lastFailure: ContinuousClock.Instant? { failedAt.withLock { $0 } }
 
     /// How many agents' last fingerprints are remembered.
     var rememberedFingerprints: Int { fingerprints.withLock { $0.count } }
@@ -173,6 +179,7 @@ final class StatusReportQueue: Sendable {
                 "Storing a batch of status reports failed: their agents will send them again",
                 metadata: ["ferry.status.batch": "\(batch.count)", "error.message": "\(error)"]
             )
+            failedAt.withLock { $0 = .now }
             for entry in batch { entry.continuation.resume(throwing: error) }
         }
     }
