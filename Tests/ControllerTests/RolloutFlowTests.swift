@@ -201,6 +201,27 @@ import Testing
         }
     }
 
+    /// A member terminated mid-rollout (it never reports again) holds its wave; removed (`agents remove`, or for its
+    /// silence), it is no longer a member, and the rollout completes with the agents left. Before, the removed agent
+    /// stayed a member without a status and the rollout waited for it for ever.
+    @Test func aRemovedMemberNoLongerHoldsTheRollout() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let a = try await api.enroll("agent-a")
+                _ = try await api.enroll("agent-b")
+                try await api.mustPublish(serial: 1, version: "1.0.0", query: "strategy=waves:100&waveStableSeconds=0")
+                try await api.reportHealthy(a, serial: 1)
+                await api.tick()
+                #expect(try await api.rollout()["state"].string == "rolling", "agent-b, terminated, holds the wave")
+                let removed = try await api.call(.delete, "/v1/agents/agent-b", token: harness.operatorToken)
+                #expect(removed.status == 200)
+                #expect(try await api.rollout()["counts"]["agents"].int == 1)
+                await api.tick()
+                #expect(try await api.rollout()["state"].string == "completed")
+            }
+        }
+    }
+
     /// `canary:1` with `maxFailures=1`: one tolerated failure does not halt, a second one does.
     @Test func failuresAboveTheToleranceHalt() async throws {
         try await RolloutHarness.with { harness in

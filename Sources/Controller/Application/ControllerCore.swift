@@ -47,6 +47,9 @@ struct ControllerCore: Sendable {
             identities.forget(agentID: agent.id)
             statusReports.forget(agentID: agent.id)
         }
+        // The store took them out of their services' open rollouts, whose waves may now be complete or cover other
+        // agents: every cached state of those services goes (and the rollouts' copy with the generation).
+        desiredStates.invalidateAllAndWake(services: Set(agents.flatMap(\.services)))
     }
 
     /// Applies a change another controller on the same database committed (`PostgresChangeRelay`).

@@ -290,8 +290,10 @@ final class SQLControllerStore: ControllerStore {
     func removeAgent(name: String) async throws -> AgentRecord? {
         try await transaction { db in
             // service_status and status_history go with it (ON DELETE CASCADE); events keep the agent's id.
-            try await db.raw("DELETE FROM agents WHERE name = \(bind: name) RETURNING \(unsafeRaw: Self.agentColumns)").first()
+            let removed = try await db.raw("DELETE FROM agents WHERE name = \(bind: name) RETURNING \(unsafeRaw: Self.agentColumns)").first()
                 .map(Self.agent(from:))
+            if let removed { try await Self.dropFromOpenRollouts([removed.id], in: db) }
+            return removed
         }
     }
 
@@ -319,6 +321,7 @@ final class SQLControllerStore: ControllerStore {
                     """
                 ).all().map(Self.agent(from:))
             }
+            try await Self.dropFromOpenRollouts(Set(removed.map(\.id)), in: db)
             return removed.sorted { $0.id < $1.id }
         }
     }
@@ -326,6 +329,25 @@ final class SQLControllerStore: ControllerStore {
     func latestStatusReport() async throws -> Date? {
         try await readDB.raw("SELECT MAX(last_seen) AS latest FROM agents").first()
             .flatMap { try $0.decode(column: "latest", as: Int64?.self) }.map(StoredTime.date)
+    }
+
+    /// Takes removed agents out of the rolling and paused rollouts they are members of: a member that is gone never
+    /// reports healthy, and its wave would wait for it for ever (an instance terminated mid-rollout, then removed). The
+    /// waves are those of the members left (a wave's share of fewer agents).
+    private static func dropFromOpenRollouts(_ ids: Set<String>, in db: any SQLDatabase) async throws {
+        guard !ids.isEmpty else { return }
+        let rows = try await db.raw("SELECT id, agent_order FROM rollouts WHERE state IN ('rolling', 'paused')").all()
+        for row in rows {
+            let orderText = try row.decode(column: "agent_order", as: String.self)
+            guard case .array(let items) = try? JSONValue.parse(Array(orderText.utf8)) else { continue }
+            let kept = items.filter { item in
+                guard case .string(let id) = item else { return true }
+                return !ids.contains(id)
+            }
+            guard kept.count != items.count else { continue }
+            let text = String(decoding: JSONValue.array(kept).encoded(), as: UTF8.self)
+            try await db.raw("UPDATE rollouts SET agent_order = \(bind: text) WHERE id = \(bind: try row.decode(column: "id", as: Int64.self))").run()
+        }
     }
 
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool {
