@@ -113,15 +113,19 @@ enum StatusReportBuilder {
     /// `maximumBytes` (the controller allows 2,048). The controller refuses a NUL, which PostgreSQL cannot store, and
     /// then the whole report: one odd character in an error must not silence the agent.
     static func freeText(_ text: String, maximumBytes: Int = 2000) -> String {
-        let isControl = { (scalar: Unicode.Scalar) in (scalar.value < 0x20 && scalar != "\n" && scalar != "\t") || scalar.value == 0x7f }
-        guard text.unicodeScalars.contains(where: isControl) else { return clipped(text, toBytes: maximumBytes) }
-        return clipped(String(String.UnicodeScalarView(text.unicodeScalars.map { isControl($0) ? " " : $0 })), toBytes: maximumBytes)
+        clipped(spacingControls(in: text, keeping: ["\n", "\t"]), toBytes: maximumBytes)
     }
 
     /// `text` with line breaks and control characters other than tab replaced by spaces.
     private static func oneLine(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7f }) else { return text }
-        return String(String.UnicodeScalarView(text.unicodeScalars.map { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7f ? " " : $0 }))
+        spacingControls(in: text, keeping: ["\t"])
+    }
+
+    /// `text` with each control character (C0 and DEL) but those `kept` replaced by a space.
+    private static func spacingControls(in text: String, keeping kept: Set<Unicode.Scalar>) -> String {
+        let isControl = { (scalar: Unicode.Scalar) in (scalar.value < 0x20 || scalar.value == 0x7f) && !kept.contains(scalar) }
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { isControl($0) ? " " : $0 }))
     }
 
     /// At most `limit` UTF-8 bytes of `text`, cut on a character boundary: the controller's limits count bytes, and

@@ -39,7 +39,7 @@ struct ControllerCore: Sendable {
 
     /// An agent is gone from the store (removed by an operator or for its silence): its token stops working, its parked
     /// long-poll is answered, and what this controller remembers of it goes.
-    func agentsRemoved(_ agents: [AgentRecord]) {
+    func agentsRemoved(_ agents: [AgentRecord]) async {
         guard !agents.isEmpty else { return }
         tokenRevoked()
         for agent in agents {
@@ -48,8 +48,12 @@ struct ControllerCore: Sendable {
             statusReports.forget(agentID: agent.id)
         }
         // The store took them out of their services' open rollouts, whose waves may now be complete or cover other
-        // agents: every cached state of those services goes (and the rollouts' copy with the generation).
-        desiredStates.invalidateAllAndWake(services: Set(agents.flatMap(\.services)))
+        // agents: every cached state of those services goes (and the rollouts' copy with the generation). Without an
+        // open rollout of theirs nothing else changed, and their services' parked agents are left alone (a read that
+        // fails wakes them all the same).
+        let services = Set(agents.flatMap(\.services))
+        if let open = try? await store.activeRollouts(), !open.contains(where: { services.contains($0.service) }) { return }
+        desiredStates.invalidateAllAndWake(services: services)
     }
 
     /// Applies a change another controller on the same database committed (`PostgresChangeRelay`).

@@ -72,7 +72,7 @@ struct SilentAgentRemoval: Service {
         let candidates = try await core.store.silentAgents(since: cutoff, limit: Self.batch)
         let hub = core.desiredStates.hub
         let removed = try await core.store.removeAgents(candidates.filter { !hub.isParked(agentID: $0) }, silentSince: cutoff)
-        core.agentsRemoved(removed)
+        await core.agentsRemoved(removed)
         for agent in removed {
             core.metrics.silentAgentsRemoved.increment()
             core.logger.notice(

@@ -189,7 +189,7 @@ struct AgentRoutes: Sendable {
         guard let agent = try await core.store.removeAgent(name: name) else {
             throw APIError.notFound("unknown_agent", "no agent named \(name) is enrolled here (ferry-controller agents lists them)")
         }
-        core.agentsRemoved([agent])
+        await core.agentsRemoved([agent])
         core.logger.info(
             "Agent removed",
             metadata: ["ferry.agent.id": "\(agent.id)", "ferry.agent.name": "\(agent.name)", "ferry.token": "\(principal.name)"]

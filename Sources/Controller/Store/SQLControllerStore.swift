@@ -574,12 +574,15 @@ final class SQLControllerStore: ControllerStore {
                 try await db.raw("INSERT INTO status_history (agent_id, received_at, report) VALUES \(SQLList(rows))").run()
             }
             // An agent's two reports in one batch, each read against the statuses stored before it, bring the same
-            // new failure twice: it is one event.
-            var seenEvents: Set<String> = []
-            let events = writes.filter { known[$0.agentID] != nil }.flatMap(\.events).filter { event in
-                seenEvents.insert("\(event.agentID ?? "") \(event.service) \(event.serial.map(String.init) ?? "") \(event.kind.rawValue)").inserted
+            // new failure twice: it is one event. (A healthy fleet's batch has none: nothing is gathered.)
+            if writes.contains(where: { !$0.events.isEmpty }) {
+                var seenEvents: Set<String> = []
+                let events = writes.filter { known[$0.agentID] != nil }.flatMap(\.events).filter { event in
+                    seenEvents.insert("\(event.agentID ?? "") \(event.service) \(event.serial.map(String.init) ?? "") \(event.kind.rawValue)")
+                        .inserted
+                }
+                try await Self.insert(events, into: db)
             }
-            try await Self.insert(events, into: db)
             // Only the agents that got a row: the others' history did not grow. Per agent, the newest row past the
             // limit is found by a walk back along the (agent_id, id) index, and what is at or below it goes: the rows
             // an agent's full history holds are not all read and ranked (a window function over them took 26-29 ms
