@@ -134,4 +134,32 @@ import Testing
             #expect(try await lastUsed().map(StoredTime.milliseconds) == StoredTime.milliseconds(world.clock.now))
         }
     }
+
+    /// Each token's note is kept for the interval only: a pipeline that makes a token per run does not grow the
+    /// controller's memory by one note per token it ever used.
+    @Test func notesOfLastUseAreForgottenAfterTheInterval() async throws {
+        try await Self.with { world in
+            var tokens: [String] = []
+            for index in 0..<20 {
+                let token = Token.generate()
+                _ = try await world.store.createToken(hash: Token.digest(token), name: "ci-\(index)", role: .operator, at: world.clock.now)
+                _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+                tokens.append(token)
+            }
+            #expect(world.authenticator.notedTokens == 20)
+            try await world.authenticator.flushUsage()
+            #expect(world.authenticator.notedTokens == 20, "still within the interval: kept, so uses are not written again")
+            world.clock.advance(by: 30)
+            _ = try await world.authenticator.principal(forToken: tokens[0][...], challenge: .bearer)
+            world.clock.advance(by: 31)
+            try await world.authenticator.flushUsage()
+            #expect(world.authenticator.notedTokens == 0)
+            // A use after the prune is noted and written as before.
+            _ = try await world.authenticator.principal(forToken: tokens[1][...], challenge: .bearer)
+            #expect(world.authenticator.notedTokens == 1)
+            try await world.authenticator.flushUsage()
+            let written = try await world.store.tokens().first { $0.name == "ci-1" }?.lastUsedAt
+            #expect(written.map(StoredTime.milliseconds) == StoredTime.milliseconds(world.clock.now))
+        }
+    }
 }

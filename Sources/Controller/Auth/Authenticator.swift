@@ -177,11 +177,16 @@ final class Authenticator: Sendable {
         }
     }
 
-    /// Writes the noted last-used times (one transaction). On failure they are kept for the next flush.
+    /// Writes the noted last-used times (one transaction). On failure they are kept for the next flush. Notes older
+    /// than the interval are forgotten (a use now would be noted again anyway): tokens created and dropped over months
+    /// (a pipeline's token per run) do not pile up here.
     func flushUsage() async throws {
+        let instant = now()
+        let interval = Double(configuration.lastUsedInterval.components.seconds)
         let pending = usage.withLock { usage in
             let pending = usage.pending
             usage.pending.removeAll()
+            usage.noted = usage.noted.filter { _, noted in instant.timeIntervalSince(noted) < interval }
             return pending
         }
         guard !pending.isEmpty else { return }
@@ -192,6 +197,9 @@ final class Authenticator: Sendable {
             throw error
         }
     }
+
+    /// How many tokens' last use is remembered (noted within the interval, or not written yet).
+    var notedTokens: Int { usage.withLock { $0.noted.count } }
 
     // MARK: Headers
 
