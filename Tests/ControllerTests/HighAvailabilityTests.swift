@@ -350,6 +350,63 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// An agent removed through A is forgotten by B as well: B hears only "agent changed" (a re-enrolment, a newer
+    /// serial and a removal read alike), and kept the serials it reported, its identity and its last fingerprint for as
+    /// long as it ran — every instance an autoscaling group ever terminated. B's sweep of agents gone from the store
+    /// drops them, and only them.
+    @Test func bForgetsAnAgentRemovedThroughA() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            var agents: [EnrollResponse] = []
+            for name in ["gone-1", "kept-1"] {
+                let enrolled = try await http.send(
+                    "POST",
+                    aURL + "/v1/agents",
+                    token: a.enrollToken,
+                    body: Data(EnrollRequest(name: name, hostname: name, services: ["api"], replace: false).json.encoded())
+                )
+                try #require(enrolled.status == 201)
+                let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+                let body =
+                    #"{"agentVersion":"1.0","hostname":"\#(name)","processManager":"builtin","services":[{"service":"api","serial":1,"phase":"running","message":"ok","health":"healthy","processes":[]}]}"#
+                let reported = try await http.send(
+                    "POST",
+                    bURL + "/v1/agents/\(agent.agentID)/status",
+                    token: agent.token,
+                    headers: ["Content-Type": "application/json"],
+                    body: Data(body.utf8)
+                )
+                try #require(reported.status == 204, "\(String(decoding: reported.body, as: UTF8.self))")
+                agents.append(agent)
+            }
+            let (gone, kept) = (agents[0].agentID, agents[1].agentID)
+            let core = b.controller.core
+            let remembered: @Sendable () -> [(String, Set<String>)] = {
+                [
+                    ("reported serials", core.desiredStates.cache.rememberedAgentIDs),
+                    ("identity", core.identities.followedAgentIDs),
+                    ("fingerprint", core.statusReports.fingerprintedAgentIDs),
+                ]
+            }
+            for (what, ids) in remembered() { #expect(ids.isSuperset(of: [gone, kept]), "B remembers both agents' \(what)") }
+            #expect(try await core.forgetAgentsGoneFromStore() == 0, "both are enrolled")
+
+            let removed = try await http.send("DELETE", aURL + "/v1/agents/gone-1", token: a.operatorToken)
+            try #require(removed.status == 200)
+            // B was told "agent changed" and dropped its cached state; what it noted of the agent stays until its sweep.
+            #expect(core.desiredStates.cache.rememberedAgentIDs.contains(gone), "before the sweep, B still holds the removed agent")
+            #expect(try await core.forgetAgentsGoneFromStore() == 1)
+            for (what, ids) in remembered() {
+                #expect(!ids.contains(gone), "B forgot the removed agent's \(what)")
+                #expect(ids.contains(kept), "B keeps the enrolled agent's \(what)")
+            }
+            #expect(try await core.forgetAgentsGoneFromStore() == 0)
+            // The agent kept still reports through B.
+            let again = try await http.send("GET", bURL + "/v1/agents/\(kept)/desired-state", token: agents[1].token)
+            #expect(again.status == 200)
+        }
+    }
+
     /// Parks `agent`'s long-poll on B (20 s), runs `change`, and returns B's answer, which must come within 5 s: woken
     /// by the change, not by the wait's end.
     static func parkOnB(

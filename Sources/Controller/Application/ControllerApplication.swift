@@ -27,7 +27,8 @@ struct ControllerApplication: Sendable {
     static let maximumGracefulShutdown: Duration = .seconds(30)
 
     /// All long-running parts, in start order: the store (closed last), with PostgreSQL the change relay and the
-    /// leader election, the rollout timer, the token-use recorder, the HTTP server, the long-poll hub.
+    /// leader election, the rollout timer, the sweeps of agents removed elsewhere and (when set) of silent agents, the
+    /// token-use recorder, the HTTP server, the long-poll hub.
     ///
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
     /// first, then the server stops accepting and lets in-flight requests finish (status reports among them wait for
@@ -40,6 +41,7 @@ struct ControllerApplication: Sendable {
         if let relay { services.append(relay) }
         if let election { services.append(election) }
         services.append(RolloutTicker(coordinator: core.rollouts, logger: core.logger))
+        services.append(GoneAgentSweep(core: core))
         if let after = core.configuration.removeSilentAgentsAfter {
             services.append(SilentAgentRemoval(core: core, after: after, started: .now))
         }

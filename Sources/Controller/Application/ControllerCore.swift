@@ -56,6 +56,28 @@ struct ControllerCore: Sendable {
         desiredStates.invalidateAllAndWake(services: services)
     }
 
+    /// Forgets what this controller remembers of agents that are no longer in the store: removed through another
+    /// controller on the same database, which this one hears of only as "agent changed" (a re-enrolment, a newer
+    /// serial and a removal read alike), or by hand. Runs every `GoneAgentSweep.interval`.
+    ///
+    /// The ids are taken before the store is read: each was enrolled when it was noted (only an enrolled agent's
+    /// report or poll is noted), so one missing from the read was removed since, and agent ids are never given again.
+    /// - Returns: how many agents were forgotten.
+    @discardableResult
+    func forgetAgentsGoneFromStore() async throws -> Int {
+        let remembered = desiredStates.cache.rememberedAgentIDs.union(identities.followedAgentIDs).union(
+            statusReports.fingerprintedAgentIDs
+        )
+        guard !remembered.isEmpty else { return 0 }
+        let gone = remembered.subtracting(try await store.agentIDs())
+        for id in gone {
+            desiredStates.agentRemoved(id: id)
+            identities.forget(agentID: id)
+            statusReports.forget(agentID: id)
+        }
+        return gone.count
+    }
+
     /// Applies a change another controller on the same database committed (`PostgresChangeRelay`).
     func apply(remote change: ClusterChange) async {
         switch change {

@@ -187,6 +187,12 @@ final class DesiredStateCache: Sendable {
         }
     }
 
+    /// The agents this cache remembers anything of beyond the current generation (their rows, the serials they
+    /// reported).
+    var rememberedAgentIDs: Set<String> {
+        state.withLock { state in Set(state.agents.keys).union(state.reported.keys) }
+    }
+
     /// How many agents' epochs are tracked (those invalidated since the last generation change).
     var trackedEpochs: Int { state.withLock { $0.epochs.count } }
 }

@@ -129,6 +129,9 @@ final class AgentIdentityWatch: Sendable {
     /// How many agents are followed.
     var followedCount: Int { followed.withLock { $0.entries.count } }
 
+    /// The agents followed.
+    var followedAgentIDs: Set<String> { followed.withLock { Set($0.entries.keys) } }
+
     /// The conflict of `agentID` standing at `instant`: one was noticed, and a report switched back within `window`
     /// before `instant`. Once the two hosts stop taking turns (one of them stopped), it lapses after `window`.
     func standing(agentID: String, at instant: Date) -> Standing? {

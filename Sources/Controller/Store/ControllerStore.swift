@@ -105,6 +105,9 @@ protocol ControllerStore: Sendable {
     /// Every agent, sorted by name.
     func agents() async throws -> [AgentRecord]
 
+    /// The ids of every enrolled agent.
+    func agentIDs() async throws -> Set<String>
+
     /// Stores a standing identity conflict of `agentID` (`AgentIdentityWatch`) at a switch-back, so every controller
     /// shows it, and after a restart: the earliest notice while it stands (a stored conflict lapses `window` after its
     /// last switch-back) and the latest switch-back. Nothing for an agent that is not enrolled.

@@ -326,6 +326,10 @@ final class SQLControllerStore: ControllerStore {
         }
     }
 
+    func agentIDs() async throws -> Set<String> {
+        Set(try await readDB.raw("SELECT id FROM agents").all().map { try $0.decode(column: "id", as: String.self) })
+    }
+
     func latestStatusReport() async throws -> Date? {
         try await readDB.raw("SELECT MAX(last_seen) AS latest FROM agents").first()
             .flatMap { try $0.decode(column: "latest", as: Int64?.self) }.map(StoredTime.date)

@@ -95,6 +95,9 @@ final class StatusReportQueue: Sendable {
     /// How many agents' last fingerprints are remembered.
     var rememberedFingerprints: Int { fingerprints.withLock { $0.count } }
 
+    /// The agents whose last fingerprint is remembered.
+    var fingerprintedAgentIDs: Set<String> { fingerprints.withLock { Set($0.keys) } }
+
     /// Reports waiting now.
     var pendingCount: Int { state.withLock { $0.pending.count } }
 
