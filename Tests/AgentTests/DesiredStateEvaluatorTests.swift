@@ -211,6 +211,36 @@ struct DesiredStateEvaluatorTests {
             foreign: [("billing", 6, "signature check failed")]
         ),
         Case(
+            description: "a payload claiming a serial no release can have: refused for its service, with no serial",
+            envelopes: {
+                [try Envelope.sign(payload: Array(#"{"service":"api","serial":-1}"#.utf8), payloadType: Release.payloadType, with: [$0.trusted])]
+            },
+            expected: .refuse(serial: nil, reasonContains: ["invalid release document"]),
+            refusals: [(nil, "invalid release document")]
+        ),
+        Case(
+            description: "an unverified payload claiming a serial beyond 2^53: refused for its service, with no serial",
+            envelopes: {
+                [
+                    try Envelope.sign(
+                        payload: Array(#"{"service":"api","serial":1152921504606846976}"#.utf8),
+                        payloadType: Release.payloadType,
+                        with: [$0.rogue]
+                    )
+                ]
+            },
+            expected: .refuse(serial: nil, reasonContains: ["signature check failed"]),
+            refusals: [(nil, "signature check failed")]
+        ),
+        Case(
+            description: "a payload naming the service but no serial: refused for its service, with no serial",
+            envelopes: {
+                [try Envelope.sign(payload: Array(#"{"service":"api","serial":"7"}"#.utf8), payloadType: Release.payloadType, with: [$0.trusted])]
+            },
+            expected: .refuse(serial: nil, reasonContains: ["invalid release document"]),
+            refusals: [(nil, "invalid release document")]
+        ),
+        Case(
             description: "an envelope whose payload names no service at all is foreign with no service",
             envelopes: { [try Envelope.sign(payload: Array("not json".utf8), payloadType: Release.payloadType, with: [$0.trusted])] },
             expected: .none,

@@ -177,6 +177,32 @@ struct StatusReportBuilderTests {
         #expect(decoded == report)
     }
 
+    /// Whatever the state and the table hold, the report is one the controller accepts: a refusal's serial as an
+    /// unverified envelope claimed it (a state file written before claims were checked), app names as long as a
+    /// release may give them, and more processes than a status may list. Any one of them got every report refused, and
+    /// the agent counted as stale, for as long as it lasted.
+    @Test func whatTheStateAndTableHoldAlwaysMakeAReportTheControllerAccepts() throws {
+        var (state, specs, _) = Self.fixture()
+        state["api"] = state["api"].restored(
+            message: "running",
+            recording: [-1, 0, Int64(1) << 60, Release.maximumSerial].map { .init(serial: $0, reason: "claimed", kind: .refused) }
+        )
+        let longName = String(repeating: "n", count: PM2App.maximumNameBytes)
+        var table: [ManagedProcess] = []
+        for index in 0..<(ServiceStatus.maximumProcesses + 100) {
+            var process = CoreFixture.process(specs[0], pmId: index)
+            process.name = longName
+            table.append(process)
+        }
+        let report = Self.report(state: state, table: table, appNames: ["api": [longName]])
+        let api = report.services[0]
+        #expect(Set(api.failures.filter { $0.reason == "claimed" }.map(\.serial)) == [0, Release.maximumSerial])
+        #expect(api.processes.count == ServiceStatus.maximumProcesses)
+        #expect(api.processes.map(\.pmId) == (0..<Int64(ServiceStatus.maximumProcesses)).map { $0 }, "the lowest pm ids")
+        let decoded = try StatusReport(json: JSONValue.parse(Array(report.json.encoded())))
+        #expect(decoded == report)
+    }
+
     /// A NUL or an escape sequence in an error (a tool's output quoted in a message or a reason) becomes a space: the
     /// controller refuses a report with a NUL in its text, which would silence the agent for as long as it lasted.
     @Test func controlCharactersInFreeTextBecomeSpaces() throws {

@@ -108,14 +108,17 @@ struct DesiredStateEvaluator: Sendable {
     /// What an envelope claims before it is verified — used only to attribute a refusal in reports.
     struct Claim: Sendable, Equatable {
         var service: String
-        var serial: Int64
+        /// `nil` when the payload gives none a release could have: the refusal is recorded and reported without one.
+        var serial: Int64?
     }
 
     static func claim(of envelope: Envelope) -> Claim? {
         guard case .object(let fields)? = try? JSONValue.parse(envelope.payload),
-            case .string(let service)? = fields["service"], Release.isValidServiceName(service),
-            case .integer(let serial)? = fields["serial"]
+            case .string(let service)? = fields["service"], Release.isValidServiceName(service)
         else { return nil }
+        guard case .integer(let serial)? = fields["serial"], (1...Release.maximumSerial).contains(serial) else {
+            return Claim(service: service, serial: nil)
+        }
         return Claim(service: service, serial: serial)
     }
 }

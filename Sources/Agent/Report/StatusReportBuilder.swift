@@ -25,7 +25,8 @@ enum StatusReportBuilder {
         let statuses = services.map { service -> ServiceStatus in
             let serviceState = state[service]
             let names = appNames[service] ?? []
-            let processes = table.filter { names.contains($0.name) }.sorted { $0.pmId < $1.pmId }.map { process in
+            let processes = table.filter { names.contains($0.name) }.sorted { $0.pmId < $1.pmId }.prefix(ServiceStatus.maximumProcesses).map {
+                process in
                 // Clamped to the ranges the controller accepts: one odd reading (a pm2 table gone wrong) must not get
                 // the whole report refused.
                 ProcessReport(
@@ -54,7 +55,9 @@ enum StatusReportBuilder {
                         if bytes > logBudget { diagnosis?.logs = [] } else { logBudget -= bytes }
                     }
                     return ReleaseFailure(
-                        serial: failure.serial,
+                        // A refusal's serial is what an unverified envelope claimed: one out of the range the
+                        // controller accepts (a state file from before the claim was checked) is reported as 0.
+                        serial: (0...Release.maximumSerial).contains(failure.serial) ? failure.serial : 0,
                         reason: freeText(mask.apply(failure.reason)),
                         kind: failure.kind.rawValue,
                         diagnosis: diagnosis

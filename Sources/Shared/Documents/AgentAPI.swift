@@ -145,6 +145,9 @@ package struct TrustRootStatus: Sendable, Equatable {
 
 /// One service's status on one agent.
 package struct ServiceStatus: Sendable, Equatable {
+    /// Most processes one service's status lists (a release's apps' instances, which PM2 caps far lower in practice).
+    package static let maximumProcesses = 1024
+
     package var service: String
     /// The serial running now (`nil` before the first install).
     package var serial: Int64?
@@ -192,7 +195,7 @@ package struct ServiceStatus: Sendable, Equatable {
         message = try reader.required("message", Self.text(maxLength: 2048))
         health = try reader.required("health", Field.enumeration(HealthState.self))
         failures = try reader.optional("failures", Field.list(limit: 32, ReleaseFailure.init(json:path:))) ?? []
-        processes = try reader.required("processes", Field.list(limit: 1024, ProcessReport.init(json:path:)))
+        processes = try reader.required("processes", Field.list(limit: Self.maximumProcesses, ProcessReport.init(json:path:)))
         try reader.rejectUnknownFields()
     }
 
@@ -291,7 +294,8 @@ package struct ProcessReport: Sendable, Equatable {
 
     init(json: JSONValue, path: String) throws(DocumentError) {
         var reader = try ObjectReader(json, path: path)
-        name = try reader.required("name", Field.string(maxLength: 64))
+        // An app's name as a release may give it (`PM2App`): a report naming the process must not be refused for it.
+        name = try reader.required("name", Field.string(maxLength: PM2App.maximumNameBytes))
         pmId = try reader.required("pmId", Field.integer(in: 0...Int64(Int32.max)))
         pid = try reader.optional("pid", Field.integer(in: 1...Int64(Int32.max)))
         status = try reader.required("status", Field.string(maxLength: 32))
