@@ -49,7 +49,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         try Self.check(response, url: url)
         do {
             let state = try DesiredState(json: JSONValue.parse(response.body))
-            return .changed(state, etag: response.headers["ETag"])
+            return .changed(state, etag: Self.usableETag(response.headers["ETag"]))
         } catch {
             throw .invalidResponse(url: url, reason: "\(error)")
         }
@@ -146,6 +146,19 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     }
 
     /// Percent-escapes a path segment (agent ids are opaque to the agent).
+    /// The controller's `ETag` when a request can carry it back as `If-None-Match`, `nil` otherwise (the next poll is
+    /// then unconditional). A value with a control character — a bare CR passes through libcurl — would fail every
+    /// later poll before it is sent (`HTTPClient.validate`), and the agent would never fetch anything again.
+    static func usableETag(_ value: String?) -> String? {
+        guard let value, !value.isEmpty, value.utf8.count <= maximumETagBytes, value.utf8.allSatisfy({ (0x20...0x7e).contains($0) }) else {
+            return nil
+        }
+        return value
+    }
+
+    /// The longest `ETag` kept (Ferry's are 66 bytes).
+    static let maximumETagBytes = 1024
+
     static func escape(_ segment: String) -> String {
         var out = ""
         for byte in segment.utf8 {

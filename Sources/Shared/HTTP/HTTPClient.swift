@@ -154,7 +154,7 @@ package struct HTTPClient: Sendable {
         return try result.get()
     }
 
-    static func validate(_ url: String, headers: Headers) throws(HTTPClientError) {
+    package static func validate(_ url: String, headers: Headers) throws(HTTPClientError) {
         let lower = url.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
             throw .invalidRequest(url: RedactedURL.redact(url), reason: "only absolute http:// and https:// URLs are supported")
