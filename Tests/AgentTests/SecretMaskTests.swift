@@ -63,6 +63,25 @@ struct SecretMaskTests {
         // the variable, so a value that is part of its own name still reads inside `${NAME}`. The name is what every
         // placeholder shows anyway; the value itself is replaced, once, and not masked again inside the placeholder.
         Row(name: "value inside its own name", env: ["GRlnlrG": "GRlnlr"], text: "before<GRlnlr>after", expected: "before<${GRlnlrG}>after"),
+        // A name holding another (shorter) secret's value is not masked in turn: a name is what every placeholder
+        // shows, and masking inside it again garbled the text.
+        Row(
+            name: "a value inside another secret's name",
+            env: ["PG_PASSWORD": "hunter22-x", "SECRET_NAME": "PASSWORD"],
+            text: "auth with hunter22-x failed; PASSWORD rotated",
+            expected: "auth with ${PG_PASSWORD} failed; ${SECRET_NAME} rotated"
+        ),
+        // Each name holds the next secret's value: replaced again and again, every line grew about 42 times per name,
+        // gigabytes from a seven-line env file. Once each, it is as long as the names.
+        Row(
+            name: "a chain of names holding values",
+            env: [
+                String(repeating: "b", count: 256): "aaaaaa", String(repeating: "c", count: 256): "bbbbbb",
+                String(repeating: "d", count: 256): "cccccc", String(repeating: "e", count: 256): "dddddd",
+            ],
+            text: "x aaaaaa y dddddd",
+            expected: "x ${\(String(repeating: "b", count: 256))} y ${\(String(repeating: "e", count: 256))}"
+        ),
     ]
 
     @Test(arguments: rows)

@@ -53,25 +53,44 @@ struct SecretMask: Sendable, Equatable {
     var longestSecretBytes: Int { secrets.first?.pattern.count ?? 0 }
 
     /// `text` with every secret value replaced by `${NAME}`.
+    ///
+    /// Longest secret first, each looked for only in what is still the text's own: never in a name put in for an
+    /// earlier one. A name holding another secret's value was otherwise replaced in turn, and every name put in then
+    /// again: an instance env file of a few lines could make one log line gigabytes long.
     func apply(_ text: String) -> String {
         guard !secrets.isEmpty, text.utf8.count >= Self.minimumLength else { return text }
-        var bytes = Array(text.utf8)
+        var pieces: [Piece] = [Piece(bytes: Array(text.utf8), isName: false)]
         var changed = false
-        for secret in secrets where bytes.count >= secret.pattern.count {
-            if let replaced = Self.replacing(secret, in: bytes) {
-                bytes = replaced
+        for secret in secrets {
+            var next: [Piece] = []
+            var found = false
+            for piece in pieces {
+                if piece.isName || piece.bytes.count < secret.pattern.count || !Self.split(piece.bytes, at: secret, into: &next) {
+                    next.append(piece)
+                } else {
+                    found = true
+                }
+            }
+            if found {
+                pieces = next
                 changed = true
             }
         }
         // Whole valid UTF-8 sequences were swapped for ASCII, so the bytes are still valid UTF-8.
-        return changed ? String(decoding: bytes, as: UTF8.self) : text
+        return changed ? String(decoding: pieces.flatMap(\.bytes), as: UTF8.self) : text
     }
 
-    /// `bytes` with every occurrence of the secret replaced, or `nil` when there is none.
-    private static func replacing(_ secret: Secret, in bytes: [UInt8]) -> [UInt8]? {
+    /// A run of the text being masked: its own bytes, or a name put in for a secret.
+    private struct Piece {
+        var bytes: [UInt8]
+        var isName: Bool
+    }
+
+    /// Appends `bytes` to `pieces` with every occurrence of the secret replaced by its name, when there is one.
+    /// - Returns: whether there was one (nothing is appended otherwise).
+    private static func split(_ bytes: [UInt8], at secret: Secret, into pieces: inout [Piece]) -> Bool {
         let pattern = secret.pattern
-        guard let first = pattern.first else { return nil }
-        var output: [UInt8] = []
+        guard let first = pattern.first else { return false }
         var copiedUpTo = 0
         var position = 0
         let last = bytes.count - pattern.count
@@ -79,18 +98,17 @@ struct SecretMask: Sendable, Equatable {
             if bytes[position] == first, bytes[position..<(position + pattern.count)].elementsEqual(pattern),
                 !secret.digitsOnly || isWholeDigitRun(bytes, position, pattern.count)
             {
-                if output.isEmpty { output.reserveCapacity(bytes.count) }
-                output += bytes[copiedUpTo..<position]
-                output += secret.replacement
+                if position > copiedUpTo { pieces.append(Piece(bytes: Array(bytes[copiedUpTo..<position]), isName: false)) }
+                pieces.append(Piece(bytes: secret.replacement, isName: true))
                 position += pattern.count
                 copiedUpTo = position
             } else {
                 position += 1
             }
         }
-        guard copiedUpTo > 0 else { return nil }
-        output += bytes[copiedUpTo...]
-        return output
+        guard copiedUpTo > 0 else { return false }
+        if copiedUpTo < bytes.count { pieces.append(Piece(bytes: Array(bytes[copiedUpTo...]), isName: false)) }
+        return true
     }
 
     private static func isWholeDigitRun(_ bytes: [UInt8], _ start: Int, _ length: Int) -> Bool {
