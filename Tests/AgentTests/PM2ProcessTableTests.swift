@@ -263,4 +263,25 @@ struct PM2ProcessTableTests {
             }
         }
     }
+
+    @Test("without pm2_env.instances, an app's instances are the elements of its name in its namespace, in a big table too")
+    func instancesAreCountedPerNamespaceAndName() throws {
+        var elements: [String] = []
+        var pmId = 0
+        for (namespace, name, count) in [("ferry", "api", 3), ("shop", "api", 2), ("ferry", "worker", 1)] {
+            for _ in 0..<count {
+                elements.append(#"{"name":"\#(name)","pm_id":\#(pmId),"pm2_env":{"status":"online","namespace":"\#(namespace)"}}"#)
+                pmId += 1
+            }
+        }
+        // 20,000 more, none printing its count: each one's count was a pass over the whole table.
+        for index in 0..<20_000 {
+            elements.append(#"{"name":"app-\#(index % 5_000)","pm_id":\#(pmId),"pm2_env":{"status":"stopped","namespace":"other"}}"#)
+            pmId += 1
+        }
+        let table = try PM2ProcessTable(jlistOutput: Array("[\(elements.joined(separator: ","))]".utf8), nowMilliseconds: 0)
+        let counts = Dictionary(table.processes.prefix(6).map { ("\($0.namespace)/\($0.name)", $0.instances) }) { first, _ in first }
+        #expect(counts == ["ferry/api": 3, "shop/api": 2, "ferry/worker": 1])
+        #expect(table.processes.dropFirst(6).allSatisfy { $0.instances == 4 })
+    }
 }
