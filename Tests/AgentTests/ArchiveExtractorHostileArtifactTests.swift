@@ -129,6 +129,16 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
             build: archive { _ in (0..<60).map { Entry.file("f\($0)") } }
         ),
         HostileArtifact(
+            // Each entry's missing parents are made for it: two deep paths were two entries and 400 directories.
+            name: "directory bomb (deep paths, few entries)",
+            configuration: .init(maxEntries: 50, synchronize: false),
+            expectation: .extractFails(.tooManyEntries, entry: nil),
+            build: archive { _ in
+                let deep = Array(repeating: "a", count: 200).joined(separator: "/")
+                return [Entry.file("x1/\(deep)/f"), Entry.file("x2/\(deep)/f")]
+            }
+        ),
+        HostileArtifact(
             name: "size bomb (one huge entry)",
             configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
             expectation: .extractFails(.tooLarge, entry: "zeros.bin"),

@@ -82,7 +82,7 @@ enum ArchiveError: Error, CustomStringConvertible {
         case .unsafePath(let entry, let reason): "archive entry \"\(entry)\": unsafe path: \(reason)"
         case .linkEscapes(let entry, let target, let reason): "archive entry \"\(entry)\" -> \"\(target)\": \(reason)"
         case .unsupportedEntryType(let entry, let type): "archive entry \"\(entry)\": a \(type) is never extracted"
-        case .tooManyEntries(let limit): "the archive has more than \(limit) entries"
+        case .tooManyEntries(let limit): "the archive has more than \(limit) entries (the directories its paths imply included)"
         case .tooLarge(let entry, let limit): "archive entry \"\(entry)\": the archive expands to more than \(limit) bytes"
         case .writeFailed(let entry, let reason): "archive entry \"\(entry)\": cannot extract: \(reason)"
         case .noSpace(let path, let needed, let available):

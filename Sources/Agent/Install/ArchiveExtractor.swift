@@ -121,8 +121,11 @@ private final class Extraction {
     private var bytes: Int64 = 0
     /// Sum of the sizes the entries read so far declare (what the tree takes, for a disk-full error).
     private var declaredBytes: Int64 = 0
-    /// Relative paths known to be real directories (saves an lstat per path component per entry).
+    /// Relative paths known to be real directories (saves an lstat per path component per entry), up to
+    /// `knownDirectoryBudget` bytes of paths: past that, parents are checked with `lstat` alone.
     private var knownDirectories = Set<[UInt8]>()
+    private var knownDirectoryBytes = 0
+    private static let knownDirectoryBudget = 16 << 20
     /// Relative paths of the symbolic links written, re-checked on the finished tree.
     private var symlinks: [[UInt8]] = []
 
@@ -248,7 +251,7 @@ private final class Extraction {
         entries += 1
         guard entries <= configuration.maxEntries else { throw .tooManyEntries(limit: configuration.maxEntries) }
         let relative = Self.join(components)
-        try checkParents(of: components, entry: name)
+        try checkParents(of: components, entry: name, counting: true)
 
         if let hardlink {
             let target = try Self.components(of: hardlink, entry: name, linkTarget: true)
@@ -292,7 +295,7 @@ private final class Extraction {
             throw writeFailure(entry: name, writer)
         }
         if type == mode_t(FERRY_AE_IFDIR) {
-            knownDirectories.insert(relative)
+            rememberDirectory(relative)
         } else {
             knownDirectories.remove(relative)
         }
@@ -359,23 +362,38 @@ private final class Extraction {
     // MARK: Checks
 
     /// Refuses a path whose directories include a symbolic link (libarchive would too; this names the link).
-    private func checkParents(of components: [[UInt8]], entry name: String) throws(ArchiveError) {
+    /// - Parameter counting: the directories missing are about to be created for the entry (libarchive makes an
+    ///   entry's parents): each counts as an entry, or an archive of a few deep paths (`x/a/a/…/a/f`, a thousand levels
+    ///   each) made millions of directories within its entry limit.
+    private func checkParents(of components: [[UInt8]], entry name: String, counting: Bool = false) throws(ArchiveError) {
         var prefix: [UInt8] = []
-        for component in components.dropLast() {
+        for (depth, component) in components.dropLast().enumerated() {
             if !prefix.isEmpty { prefix.append(0x2f) }
             prefix += component
             if knownDirectories.contains(prefix) { continue }
             var info = stat()
-            guard lstat(absolute(prefix), &info) == 0 else { return }  // the rest does not exist yet
+            guard lstat(absolute(prefix), &info) == 0 else {
+                // The rest does not exist yet.
+                if counting {
+                    entries += components.count - 1 - depth
+                    guard entries <= configuration.maxEntries else { throw .tooManyEntries(limit: configuration.maxEntries) }
+                }
+                return
+            }
             switch info.st_mode & S_IFMT {
             case S_IFLNK:
                 throw .unsafePath(entry: name, reason: "passes through the symbolic link \"\(String(decoding: prefix, as: UTF8.self))\"")
             case S_IFDIR:
-                knownDirectories.insert(prefix)
+                rememberDirectory(prefix)
             default:
                 throw .unsafePath(entry: name, reason: "\"\(String(decoding: prefix, as: UTF8.self))\" is not a directory")
             }
         }
+    }
+
+    private func rememberDirectory(_ path: [UInt8]) {
+        guard knownDirectoryBytes + path.count <= Self.knownDirectoryBudget, knownDirectories.insert(path).inserted else { return }
+        knownDirectoryBytes += path.count
     }
 
     /// Every symbolic link, resolved on the finished tree, must stay inside it (dangling links are allowed).
