@@ -20,12 +20,22 @@ struct TokenUsageRecorder: Service {
         } catch is CancellationError {
             logger.debug("Token usage recorder stopped")
         }
-        await flush()
+        await flush(within: finalFlushLimit)
     }
 
-    private func flush() async {
+    /// How long the last write on shutdown may take. It runs inside the graceful shutdown, and a database that went
+    /// away (a failover) can hold a write for as long as its statement timeout: the shutdown does not wait that out
+    /// for a note of when tokens were last used.
+    var finalFlushLimit: Duration = .seconds(5)
+
+    private func flush(within limit: Duration? = nil) async {
+        let authenticator = self.authenticator
         do {
-            try await authenticator.flushUsage()
+            if let limit {
+                try await Unawaited.result(of: "writing when tokens were last used", within: limit) { try await authenticator.flushUsage() }
+            } else {
+                try await authenticator.flushUsage()
+            }
         } catch {
             logger.warning("Recording when tokens were last used failed", metadata: ["error.message": "\(error)"])
         }
