@@ -345,6 +345,30 @@ struct HostileWorld: Sendable {
         }
     }
 
+    /// A control character in the URL (percent-encoded) is a 400 on either store: PostgreSQL refuses a NUL in a text
+    /// parameter, so a viewer's `?q=%00` was a 500 and an error log line there, as often as it was sent.
+    @Test(arguments: StoreBackendKind.available)
+    func aControlCharacterInTheURLIsABadRequest(_ kind: StoreBackendKind) async throws {
+        try await ControllerFixture.with(kind) { fixture in
+            try await fixture.withRouter { client in
+                let urls = [
+                    "/v1/fleet?q=%00", "/v1/fleet?service=api%00", "/v1/fleet?version=1%0A2", "/v1/agents/web%001",
+                    "/v1/rollouts?service=a%00", "/v1/events?service=%1f", "/agents/web%7F1", "/v1/fleet?q=x%00&limit=10",
+                ]
+                for url in urls {
+                    let response = try await client.execute(uri: url, method: .get, headers: ControllerFixture.bearer(fixture.viewerToken))
+                    #expect(response.status == .badRequest, "\(url): \(String(buffer: response.body))")
+                    #expect(ControllerFixture.errorCode(response) == "invalid_url", "\(url)")
+                }
+                // Escapes of anything else still reach the routes: a space in a search, a percent sign.
+                for url in ["/v1/fleet?q=a%20b", "/v1/fleet?q=%25", "/v1/fleet?q=%2500"] {
+                    let response = try await client.execute(uri: url, method: .get, headers: ControllerFixture.bearer(fixture.viewerToken))
+                    #expect(response.status == .ok, "\(url): \(String(buffer: response.body))")
+                }
+            }
+        }
+    }
+
     @Test func tableCoversAtLeastTwentyFiveCases() {
         #expect(Self.cases.count >= 25)
         #expect(Set(Self.cases.map(\.name)).count == Self.cases.count)

@@ -12,6 +12,7 @@ enum ControllerRouter {
         router.add(middleware: JSONErrorMiddleware())
         // Before authentication: a forged cross-site request is refused whatever credentials the browser attached.
         router.add(middleware: SameOriginMiddleware())
+        router.add(middleware: ControlCharacterMiddleware())
         OperationsRoutes(core: core).register(on: router.group())
         let routes = Routes(core: core, router: router)
         ArtifactRoutes(core: core).register(uploads: routes.group(.operators), downloads: routes.group(.artifactReaders))
