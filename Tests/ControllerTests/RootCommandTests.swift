@@ -138,6 +138,51 @@ struct RootCommandTests {
         }
     }
 
+    /// `--out -` (and a root read from standard input) puts the root on standard output and nothing else: the file a
+    /// shell redirect makes is one `root publish` and the next key holder take. The notes used to follow the root on
+    /// the same stream, so the file was refused and the key holder had to sign again.
+    @Test("root init, sign and rotate with --out -: standard output is the root alone, the notes go to standard error")
+    func rootsWrittenToStandardOutputAreRootsAlone() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-root-pipe") { directory in
+            for name in ["alice", "bob", "ci"] {
+                #expect(try await Self.run(["keygen", "--out", name], in: directory).status == .exited(0))
+            }
+            func rootOnStandardOutput(_ output: Output, _ what: String) throws -> Envelope {
+                #expect(output.status == .exited(0), "\(what): \(output.stderr)")
+                return try Envelope.decode(Array(output.stdout.utf8), requiringSignatures: false)
+            }
+            let made = try await Self.run(
+                [
+                    "root", "init", "--root-key", "alice.pub", "--root-key", "bob.pub", "--root-threshold", "2", "--release-key", "ci.pub", "--out",
+                    "-",
+                ],
+                in: directory
+            )
+            try Data(Array(try rootOnStandardOutput(made, "init").encoded())).write(to: directory.appendingPathComponent("root-1.json"))
+            let signed = try await Self.run(["root", "sign", "--key", "alice.key", "--key", "bob.key", "--out", "-", "root-1.json"], in: directory)
+            let envelope = try rootOnStandardOutput(signed, "sign")
+            #expect(envelope.signatures.count == 2)
+            #expect(signed.stderr.contains("2 of 2 required signature(s) by its own root keys"), "\(signed.stderr)")
+            #expect(signed.stderr.contains("wrote the signed root to standard output"), "\(signed.stderr)")
+            let pinned = try TrustedRoot.pinning(envelope)
+            try Data(Array(envelope.encoded())).write(to: directory.appendingPathComponent("root-1.json"))
+
+            let rotated = try await Self.run(
+                ["root", "rotate", "--from", "root-1.json", "--remove-root-key", "bob.pub", "--root-threshold", "1", "--out", "-"],
+                in: directory
+            )
+            let next = try rootOnStandardOutput(rotated, "rotate")
+            #expect(rotated.stderr.contains("it needs 2 signature(s) by root keys of version 1"), "\(rotated.stderr)")
+            #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("-").path) == false)
+            try Data(Array(next.encoded())).write(to: directory.appendingPathComponent("root-2.json"))
+            let signedNext = try await Self.run(
+                ["root", "sign", "--key", "alice.key", "--key", "bob.key", "--out", "-", "root-2.json"],
+                in: directory
+            )
+            #expect(try pinned.accepting(try rootOnStandardOutput(signedNext, "sign root 2")).version == 2)
+        }
+    }
+
     @Test("--json: init, sign, show and rotate print one JSON document each, notes go to standard error")
     func offlineJSON() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-root-json") { directory in

@@ -249,11 +249,14 @@ struct RootSignCommand: ParsableCommand {
         guard envelope.payloadType == Root.payloadType else { throw CLIError("\(file): not a trust root") }
         var added: [JSONValue] = []
         var alreadySigned: [JSONValue] = []
+        let destination = out ?? file
+        // Standard output carries a document (JSON, or the root itself for `-`): notes go to standard error.
+        let quiet = json || destination == "-"
         for path in key {
             let signingKey = try SigningKey(contentsOf: path)
             let id = signingKey.publicKey.keyID
             if envelope.signatures.contains(where: { $0.keyid == id }) {
-                RootFile.note("\(path): key \(id.prefix(12)) already signed this root; not added again", json: json)
+                RootFile.note("\(path): key \(id.prefix(12)) already signed this root; not added again", json: quiet)
                 alreadySigned.append(.string(id))
                 continue
             }
@@ -261,13 +264,12 @@ struct RootSignCommand: ParsableCommand {
                 RootFile.note(
                     "\(path): key \(id.prefix(12)) is not a root key of version \(root.version); its signature counts only if it is a "
                         + "root key of version \(root.version - 1)",
-                    json: json
+                    json: quiet
                 )
             }
             try envelope.addSignature(with: signingKey)
             added.append(.string(id))
         }
-        let destination = out ?? file
         try RootFile.write(envelope, to: destination)
         if json {
             RootFile.printJSON(
@@ -278,8 +280,8 @@ struct RootSignCommand: ParsableCommand {
             )
             return
         }
-        for line in RootFile.describe(root, envelope: envelope) { Console.print(line) }
-        Console.print("wrote \(destination)")
+        for line in RootFile.describe(root, envelope: envelope) { RootFile.note(line, json: quiet) }
+        RootFile.note(destination == "-" ? "wrote the signed root to standard output" : "wrote \(destination)", json: quiet)
     }
 }
 
@@ -400,10 +402,11 @@ struct RootRotateCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try ExpiryText.parse(expires, name: "--expires")
+        guard !(json && out == "-") else { throw ValidationError("--json and --out - both write to standard output: give --out FILE") }
     }
 
     func run() async throws {
-        if FileManager.default.fileExists(atPath: out) { throw CLIError("\(out) already exists; refusing to overwrite a root") }
+        if out != "-", FileManager.default.fileExists(atPath: out) { throw CLIError("\(out) already exists; refusing to overwrite a root") }
         let current = try await currentRoot()
         let (next, overflow) = current.version.addingReportingOverflow(1)
         guard !overflow, next <= Root.maximumVersion else { throw CLIError("root version \(current.version) is the last one possible") }
@@ -450,12 +453,14 @@ struct RootRotateCommand: AsyncParsableCommand {
             )
             return
         }
-        for line in RootFile.describe(root, envelope: nil) { Console.print(line) }
-        for line in changeLines { Console.print(line) }
-        Console.print(
-            "wrote \(out) (unsigned): it needs \(current.rootRole.threshold) signature(s) by root keys of version \(current.version) "
+        // With `--out -` the root is on standard output: the prose goes to standard error.
+        let quiet = out == "-"
+        for line in RootFile.describe(root, envelope: nil) + changeLines { RootFile.note(line, json: quiet) }
+        RootFile.note(
+            "wrote \(quiet ? "the root to standard output" : out) (unsigned): it needs \(current.rootRole.threshold) signature(s) by root keys of version \(current.version) "
                 + "[\(current.rootRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ", "))] and \(root.rootRole.threshold) by its "
-                + "own root keys [\(root.rootRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ", "))]"
+                + "own root keys [\(root.rootRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ", "))]",
+            json: quiet
         )
     }
 
