@@ -266,6 +266,7 @@ struct SupervisedInstanceStateMachineTests {
             case exited(RunID, ranFor: Duration)
             case timer(UInt64)
             case restart
+            case spawnFailed
         }
 
         let event: Event
@@ -420,6 +421,40 @@ struct SupervisedInstanceStateMachineTests {
             ]
         ),
         Scenario(
+            // A process that never started ran for no time, which `min_uptime: 0` does not call unstable: the spawn was
+            // tried every 100 ms for ever (a missing interpreter, a deleted working directory).
+            label: "min_uptime 0: spawns that fail are unstable all the same, and the app ends errored",
+            policy: Machine.Policy(autorestart: true, maxRestarts: 2, minUptime: .zero, restartDelay: .zero),
+            steps: [
+                Step(
+                    event: .exited(run(1), ranFor: short),
+                    state: .waitingRestart(timer: 1),
+                    action: .scheduleRestart(after: .milliseconds(100), timer: 1),
+                    restarts: 0,
+                    unstable: 0,
+                    backoff: .milliseconds(200)
+                ),
+                Step(event: .timer(1), state: .starting, action: .spawn, restarts: 1, unstable: 0, backoff: .milliseconds(200)),
+                Step(
+                    event: .spawnFailed,
+                    state: .waitingRestart(timer: 2),
+                    action: .scheduleRestart(after: .milliseconds(200), timer: 2),
+                    restarts: 1,
+                    unstable: 1,
+                    backoff: .milliseconds(400)
+                ),
+                Step(event: .timer(2), state: .starting, action: .spawn, restarts: 2, unstable: 1, backoff: .milliseconds(400)),
+                Step(
+                    event: .spawnFailed,
+                    state: .errored,
+                    action: .recordErrored(.notStarted),
+                    restarts: 2,
+                    unstable: 0,
+                    backoff: .milliseconds(400)
+                ),
+            ]
+        ),
+        Scenario(
             label: "while the app or the supervisor is closing, a crash just stops",
             policy: policy,
             closing: true,
@@ -449,6 +484,7 @@ struct SupervisedInstanceStateMachineTests {
                 action = machine.exited(run, exit: Self.crash, ranFor: ranFor, policy: scenario.policy, closing: scenario.closing)
             case .timer(let timer): action = machine.restartTimerFired(timer, closing: scenario.closing)
             case .restart: action = try machine.restart()
+            case .spawnFailed: action = try machine.spawnFailed(policy: scenario.policy, closing: scenario.closing)
             }
             let at = "\(scenario.label), step \(index + 1)"
             #expect(machine.state == step.state, "\(at)")

@@ -294,7 +294,9 @@ extension SupervisedInstance {
                 state = .stopped
                 return .recordStopped(exit)
             }
-            if ranFor < policy.minUptime {
+            // A process that never started is unstable whatever `min_uptime` says: with `min_uptime: 0` a missing
+            // interpreter or working directory was otherwise tried every 100 ms for ever, never `errored`.
+            if exit == .notStarted || ranFor < policy.minUptime {
                 unstableRestarts += 1
             } else {
                 unstableRestarts = 0
