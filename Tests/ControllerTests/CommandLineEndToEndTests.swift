@@ -307,6 +307,55 @@ import Testing
         }
     }
 
+    /// `rollout wait` in a CI job outlives a load balancer's 502s (a controller restarting, a database failover): it
+    /// asks again until its timeout, and exits with the rollout's outcome. It used to exit 1 at the first 502, which a
+    /// pipeline reads as a failed rollout. A rollout it cannot watch at all (an unknown serial) exits 3, not 1.
+    @Test(.timeLimit(.minutes(3)))
+    func rolloutWaitAsksAgainThroughLostAnswers() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-wait") { directory in
+            let data = directory.appendingPathComponent("data").path
+            let keyPrefix = directory.appendingPathComponent("operator").path
+            #expect(try await Self.cli(["keygen", "--out", keyPrefix]).status == 0)
+            let created = try await Self.cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
+            let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            defer { server.stop() }
+            let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+            let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+            try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+            let publish = try await Self.cli([
+                "publish", "--controller", server.baseURL, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
+                "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+            ])
+            try #require(publish.status == 0, "\(publish.errors)")
+            let proxy = RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(3, of: .get, "/v1/rollouts/api/1"))
+            do {
+                let wait = try await Self.cli([
+                    "rollout", "wait", "--controller", proxy.url, "--token", operatorToken, "--service", "api", "--serial", "1", "--timeout", "60s",
+                    "--json",
+                ])
+                #expect(wait.status == 0, "\(wait.errors)")
+                #expect(proxy.lost == 3)
+                #expect(wait.errors.contains("cannot look at the rollout") && wait.errors.contains("502"), "\(wait.errors)")
+                let verdict = try JSONValue.parse(Array(wait.output.utf8))
+                #expect(verdict.object?["result"] == .string("completed"), "\(wait.output)")
+                let unknown = try await Self.cli([
+                    "rollout", "wait", "--controller", proxy.url, "--token", operatorToken, "--service", "api", "--serial", "99", "--timeout", "60s",
+                ])
+                #expect(unknown.status == 3, "\(unknown.errors)")
+                #expect(unknown.errors.contains("cannot watch the rollout of api serial 99") && unknown.errors.contains("404"), "\(unknown.errors)")
+            } catch {
+                server.stop()
+                await proxy.stop()
+                throw error
+            }
+            // The server first: `rollout wait`'s event stream is still open through the proxy (the CLI is gone, the
+            // forwarded request is not), and the proxy's shutdown would wait out its 120 s timeout.
+            server.stop()
+            await proxy.stop()
+        }
+    }
+
     @Test func publishExplainsAMissingNode() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-node") { directory in
             let ecosystem = directory.appendingPathComponent("ecosystem.config.js")

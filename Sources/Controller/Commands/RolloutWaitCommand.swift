@@ -14,8 +14,10 @@ struct RolloutWaitCommand: AsyncParsableCommand {
             strategy all, once every agent runs the serial healthy (or failed it, within --max-failures). Exits 1 when \
             it was halted, aborted or superseded, or more agents failed than it tolerates, printing each failed \
             agent, its reason, the health gate's verdict and the last lines the app wrote to stderr and stdout. \
-            Exits 2 when --timeout passes first (the rollout goes on). With --json the last look is printed as \
-            {result, service, serial, state, message, failures, rollout}.
+            Exits 2 when --timeout passes first (the rollout goes on). A controller that does not answer, or answers \
+            429, 502, 503 or 504 (a restart, a database failover, a load balancer), is asked again until then. Exits 3 \
+            when the rollout cannot be watched at all (an unknown serial, a refused token). With --json the last look \
+            is printed as {result, service, serial, state, message, failures, rollout}.
             """
     )
 
@@ -47,11 +49,36 @@ struct RolloutWaitCommand: AsyncParsableCommand {
         }
     }
 
+    /// The exit code when the rollout cannot be watched (not its outcome: 1 says it failed).
+    static let cannotWatch: Int32 = 3
+
     func run() async throws {
         let client = try connection.client()
         let deadline = ContinuousClock.now + .milliseconds(DurationText.milliseconds(timeout) ?? 1_800_000)
         let wakeUp = WakeUpSignal()
-        let newest = try await client.getJSON("/v1/events?service=\(service)&limit=1")
+        do {
+            try await watch(client: client, deadline: deadline, wakeUp: wakeUp)
+        } catch let error as ClientError {
+            Console.error("Error: cannot watch the rollout of \(service) serial \(serial): \(error)")
+            throw ExitCode(Self.cannotWatch)
+        }
+    }
+
+    private func watch(client: OperatorClient, deadline: ContinuousClock.Instant, wakeUp: WakeUpSignal) async throws {
+        var lastRollout = JSONValue.null
+        guard
+            let newest = try await retrying(
+                "read the service's events",
+                until: deadline,
+                wakeUp: wakeUp,
+                { () async throws(ClientError) in
+                    try await client.getJSON("/v1/events?service=\(service)&limit=1")
+                }
+            )
+        else {
+            report("timed-out", message: "still waiting after \(timeout): the controller did not answer", rollout: lastRollout)
+            throw ExitCode(2)
+        }
         var after: Int64 = 0
         if case .integer(let id)? = FleetDocument.array(newest.object?["events"]).first?.object?["id"] { after = id }
         // Any event of the service is a reason to look again (a wave advanced, an agent rolled back, a halt).
@@ -59,13 +86,22 @@ struct RolloutWaitCommand: AsyncParsableCommand {
             try? await EventsCommand.follow(client: client, service: service, after: after) { _ in wakeUp.signal() }
         }
         defer { follower.cancel() }
-        try await watch(client: client, deadline: deadline, wakeUp: wakeUp)
-    }
-
-    private func watch(client: OperatorClient, deadline: ContinuousClock.Instant, wakeUp: WakeUpSignal) async throws {
         var lastMessage = ""
         while true {
-            let rollout = try await client.getJSON("/v1/rollouts/\(service)/\(serial)")
+            guard
+                let rollout = try await retrying(
+                    "look at the rollout",
+                    until: deadline,
+                    wakeUp: wakeUp,
+                    { () async throws(ClientError) in
+                        try await client.getJSON("/v1/rollouts/\(service)/\(serial)")
+                    }
+                )
+            else {
+                report("timed-out", message: "still waiting after \(timeout): the controller did not answer; \(lastMessage)", rollout: lastRollout)
+                throw ExitCode(2)
+            }
+            lastRollout = rollout
             let verdict = RolloutWaitVerdict.decide(rollout)
             switch verdict {
             case .completed(let message):
@@ -86,6 +122,29 @@ struct RolloutWaitCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             await wakeUp.wait(upTo: min(Self.lookInterval, now.duration(to: deadline)))
+        }
+    }
+
+    /// `operation`'s answer; one that failed for a reason that may pass (`ClientError.isTransient`) is asked again every
+    /// look until `deadline`, and `nil` then. Any other failure is thrown.
+    private func retrying(
+        _ what: String,
+        until deadline: ContinuousClock.Instant,
+        wakeUp: WakeUpSignal,
+        _ operation: () async throws(ClientError) -> JSONValue
+    ) async throws(ClientError) -> JSONValue? {
+        var lastNote = ""
+        while true {
+            do {
+                return try await operation()
+            } catch  where error.isTransient {
+                let now = ContinuousClock.now
+                guard now < deadline else { return nil }
+                let note = "cannot \(what) (\(error)); asking again"
+                if note != lastNote { Console.error(note) }
+                lastNote = note
+                await wakeUp.wait(upTo: min(Self.lookInterval, now.duration(to: deadline)))
+            }
         }
     }
 

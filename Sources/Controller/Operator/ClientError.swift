@@ -19,6 +19,16 @@ enum ClientError: Error, CustomStringConvertible, Equatable {
         }
     }
 
+    /// Whether trying again later may succeed: no answer, or one a controller restarting, a database failover or a load
+    /// balancer gives (429, 502, 503, 504). Not an answer that will stay the same (401, 403, 404, a bad document).
+    var isTransient: Bool {
+        switch self {
+        case .transport: true
+        case .api(_, _, let status, _, _): [429, 502, 503, 504].contains(status)
+        case .badResponse: false
+        }
+    }
+
     /// The API error code, when the controller gave one.
     var code: String? {
         if case .api(_, _, _, let code, _) = self { return code }
