@@ -134,6 +134,48 @@ struct InsightRoutesTests {
         }
     }
 
+    /// A release that failed on many agents: the rollout document carries the first `RolloutDetail.wholeTails` failed
+    /// agents' log tails whole and the fleet excerpt for the others, so its size no longer grows with the fleet's by
+    /// every agent's whole tails (up to 128 KiB each).
+    @Test func aRolloutOfManyFailedAgentsCarriesWholeTailsForTheFirstOnly() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let count = RolloutDetail.wholeTails + 3
+                var agents: [(id: String, token: String)] = []
+                for index in 0..<count { agents.append(try await fixture.enroll(client, name: String(format: "web-%03d", index))) }
+                let artifact = try await fixture.upload(client, Array("artifact".utf8))
+                #expect(try await fixture.publish(client, ControllerFixture.release(serial: 1, artifact: artifact)).status == .created)
+                #expect(
+                    try await fixture.publish(client, ControllerFixture.release(serial: 2, version: "2.0.0", artifact: artifact)).status == .created
+                )
+                var failure = Self.rolledBack()
+                failure.failures[0].diagnosis?.logs[0].lines = (1...30).map { "line \($0)" }
+                for (index, agent) in agents.enumerated() {
+                    let report = StatusReport(agentVersion: "0.1.0", hostname: "web-\(index)", processManager: "pm2", services: [failure])
+                    let answer = try await client.execute(
+                        uri: "/v1/agents/\(agent.id)/status",
+                        method: .post,
+                        headers: ControllerFixture.bearer(agent.token),
+                        body: ByteBuffer(bytes: report.json.encoded())
+                    )
+                    #expect(answer.status == .noContent)
+                }
+                let rollout = try ControllerFixture.json(try await Self.get(client, "/v1/rollouts/api/2", token: fixture.viewerToken))
+                let listed = FleetDocument.array(rollout.object?["agents"])
+                #expect(listed.count == count)
+                let tails = listed.map { agent in
+                    FleetDocument.array(agent.object?["failure"]?.object?["diagnosis"]?.object?["logs"]).first?.object
+                }
+                let whole = tails.filter { FleetDocument.array($0?["lines"]).count == 30 && $0?["truncated"] == .bool(false) }
+                let cut = tails.filter { FleetDocument.array($0?["lines"]).count == 10 && $0?["truncated"] == .bool(true) }
+                #expect(whole.count == RolloutDetail.wholeTails)
+                #expect(cut.count == 3)
+                #expect(FleetDocument.array(tails.last??["lines"]).last == .string("line 30"), "the excerpt keeps the last lines")
+                #expect(RolloutWaitVerdict.failures(rollout).allSatisfy { $0.failure != nil }, "every failure named carries its detail")
+            }
+        }
+    }
+
     @Test func theReleaseHistoryNamesSignersAndRolloutOutcomes() async throws {
         try await ControllerFixture.with { fixture in
             try await fixture.withRouter { client in

@@ -34,8 +34,7 @@ extension ReleaseRoutes {
         guard let record = try await core.store.releases([ReleaseKey(service: service, serial: serial)]).first else {
             throw APIError.notFound("unknown_release", "service \(service) has no release with serial \(serial)")
         }
-        guard let rollout = try await core.store.rollouts(service: service, limit: Self.maximumListing).first(where: { $0.serial == serial })
-        else {
+        guard let rollout = try await core.store.rollout(service: service, serial: serial) else {
             throw APIError(
                 .conflict,
                 "not_awaiting_approval",

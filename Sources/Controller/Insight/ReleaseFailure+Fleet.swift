@@ -3,7 +3,8 @@ import Shared
 extension ReleaseFailure {
     /// How much of each log tail the fleet document carries: the fleet view lists every agent, so ten thousand failing
     /// agents with full tails (up to 16 × 8 KiB each) would make it hundreds of megabytes. The full tails are in
-    /// `GET /v1/agents/{name}` and `GET /v1/rollouts/{service}/{serial}`.
+    /// `GET /v1/agents/{name}`, and in `GET /v1/rollouts/{service}/{serial}` for its first `RolloutDetail.wholeTails`
+    /// failed agents.
     enum FleetExcerpt {
         /// Last lines of each tail.
         static let lines = 10

@@ -8,24 +8,34 @@ struct RolloutDetail: Sendable {
     var view: RolloutView
     /// The latest status of the service by agent id, with when it arrived.
     var statuses: [String: ServiceStatusRecord]
+    /// The failed agents whose failure is given with its log tails whole: the first `wholeTails` in rollout order.
+    var wholeTailAgents: Set<String> = []
 
-    /// How far back a rollout is looked up (the service's newest rollouts).
-    static let searchDepth = 1000
+    /// How many failed agents' log tails the document carries whole; the others carry the fleet view's excerpt
+    /// (`ReleaseFailure.fleetExcerpt`), and their agent's page the whole tails. A release that failed on ten thousand
+    /// agents made this document (and the page that reloads it) up to gigabytes.
+    static let wholeTails = 100
 
     /// The rollout of `serial` of `service`, or `nil` when there is none.
     static func load(service: String, serial: Int64, from store: any ControllerStore) async throws -> RolloutDetail? {
-        guard let rollout = try await store.rollouts(service: service, limit: searchDepth).first(where: { $0.serial == serial }) else {
-            return nil
-        }
+        guard let rollout = try await store.rollout(service: service, serial: serial) else { return nil }
         // Without processes (the page does not show them); failures come whole, with their diagnosis.
         let statuses = try await store.rolloutStatuses(service: service)
         let names = try await store.agentNamesByID()
         let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
-        return RolloutDetail(view: view, statuses: statuses)
+        var detail = RolloutDetail(view: view, statuses: statuses)
+        detail.wholeTailAgents = Set(view.agents.filter { detail.reportedFailure(of: $0) != nil }.prefix(wholeTails).map(\.id))
+        return detail
     }
 
-    /// The failure of the rollout's serial that `agent` reported, if it did.
+    /// The failure of the rollout's serial that `agent` reported, if it did: with its log tails whole for the first
+    /// `wholeTails` failed agents, cut to the fleet excerpt for the others.
     func failure(of agent: RolloutView.Agent) -> ReleaseFailure? {
+        guard let failure = reportedFailure(of: agent) else { return nil }
+        return wholeTailAgents.contains(agent.id) ? failure : failure.fleetExcerpt
+    }
+
+    private func reportedFailure(of agent: RolloutView.Agent) -> ReleaseFailure? {
         agent.status?.failures.first { $0.serial == view.rollout.serial }
     }
 

@@ -196,6 +196,9 @@ protocol ControllerStore: Sendable {
     /// Rollouts of `service`, newest first, at most `limit`.
     func rollouts(service: String, limit: Int) async throws -> [RolloutRecord]
 
+    /// The rollout of `serial` of `service`, or `nil`.
+    func rollout(service: String, serial: Int64) async throws -> RolloutRecord?
+
     /// Rollouts that are rolling or paused (the ones still evaluated), sorted by service.
     func activeRollouts() async throws -> [RolloutRecord]
 

@@ -124,6 +124,15 @@ extension SQLControllerStore {
         return try rows.map(Self.rollout(from:))
     }
 
+    func rollout(service: String, serial: Int64) async throws -> RolloutRecord? {
+        try await readDB.raw(
+            """
+            SELECT \(unsafeRaw: Self.rolloutColumns) FROM \(unsafeRaw: Self.rolloutSource)
+            WHERE ro.service = \(bind: service) AND ro.serial = \(bind: serial)
+            """
+        ).first().map(Self.rollout(from:))
+    }
+
     func activeRollouts() async throws -> [RolloutRecord] {
         let rows = try await readDB.raw(
             """
