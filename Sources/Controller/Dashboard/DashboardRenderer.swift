@@ -202,8 +202,9 @@ struct DashboardRenderer: Sendable {
         let segments: [[String: Any]] = parts.filter { $0.count > 0 }.map { part in
             ["kind": part.kind, "label": part.label, "count": part.count, "percent": percent(part.count, of: counts.agents)]
         }
+        let groups = view.agentsByWave
         let waves: [[String: Any]] = sizes.indices.map { index in
-            let members = view.agents.filter { $0.wave == index }
+            let members = groups[index]
             // A wave of thousands is shown by its first agents (failed ones first) and counted.
             let shown = (members.filter { $0.standing.progress == .failed } + members.filter { $0.standing.progress != .failed })
                 .prefix(listedAgentsPerWave)

@@ -38,11 +38,15 @@ struct RolloutView: Sendable {
         self.rollout = rollout
         let sizes = rollout.waveSizes
         let reached = rollout.reachedCount
+        // The sizes are cumulative and increasing: the wave of each next agent is found by walking them once (a search
+        // per agent was quadratic for `one-at-a-time`, a wave per agent: 10^8 steps per fleet view at 10,000 agents).
+        var wave = 0
         agents = rollout.agentOrder.enumerated().map { index, id in
-            Agent(
+            while wave < sizes.count, index >= sizes[wave] { wave += 1 }
+            return Agent(
                 id: id,
                 name: names[id],
-                wave: sizes.firstIndex(where: { index < $0 }) ?? max(0, sizes.count - 1),
+                wave: wave < sizes.count ? wave : max(0, sizes.count - 1),
                 reached: index < reached,
                 standing: RolloutAgentStanding(status: statuses[id], serial: rollout.serial),
                 status: statuses[id]
@@ -73,10 +77,7 @@ struct RolloutView: Sendable {
     /// (issue 12).
     static func opened(_ rollout: RolloutRecord, names: [String: String], from store: any ControllerStore) async throws -> RolloutView {
         let unread = RolloutView(rollout, names: names, statuses: [:])
-        var listed: [String] = []
-        for wave in rollout.waveSizes.indices {
-            listed += unread.agents.lazy.filter { $0.wave == wave }.prefix(listedAgentsPerWave).map(\.id)
-        }
+        let listed = unread.agentsByWave.flatMap { $0.prefix(listedAgentsPerWave).map(\.id) }
         var statuses: [String: ServiceStatus] = [:]
         for record in try await store.serviceStatuses(agentIDs: listed) where record.status.service == rollout.service {
             statuses[record.agentID] = record.status
@@ -99,6 +100,13 @@ struct RolloutView: Sendable {
         return counts
     }
 
+    /// The agents of each wave (by index), in rollout order: grouped in one pass, not filtered once per wave.
+    var agentsByWave: [[Agent]] {
+        var groups = Array(repeating: [Agent](), count: rollout.waveSizes.count)
+        for agent in agents where groups.indices.contains(agent.wave) { groups[agent.wave].append(agent) }
+        return groups
+    }
+
     /// Agents listed per wave in the document (the rest are counted in `unlistedAgents`).
     static let listedAgentsPerWave = 100
 
@@ -106,8 +114,9 @@ struct RolloutView: Sendable {
     var json: JSONValue {
         let sizes = rollout.waveSizes
         let counts = counts
+        let groups = agentsByWave
         let waves: [JSONValue] = sizes.indices.map { index in
-            let members = agents.filter { $0.wave == index }
+            let members = groups[index]
             // A wave of 10,000 agents is listed by its first ones and counted: the counts above say where all stand.
             return .object([
                 "wave": .integer(Int64(index + 1)),
