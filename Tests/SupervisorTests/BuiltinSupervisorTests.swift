@@ -259,6 +259,40 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// An operator frees disk with `rm -rf logs` under a running daemon: the apps keep running, an app started since
+    /// keeps its output pipe read, and the log files come back. The daemon used to close a new app's pipe when its log
+    /// could not be opened (the app died on its first line, and again at every restart), and a running app's log, once
+    /// rotated into the missing directory, was never opened again.
+    @Test("apps outlive their log directory being removed, and their logs come back")
+    func logDirectoryRemovedUnderRunningApps() async throws {
+        let rotation: @Sendable (inout BuiltinProcessManager.Configuration) -> Void = {
+            $0.logRotation = LogRotation(maximumFileBytes: 4 * 1024, keptFiles: 1)
+        }
+        try await SupervisorHarness.with(configure: rotation) { harness in
+            let script = try harness.write(
+                "app/ticker.js",
+                "setInterval(() => console.log('tick ' + Date.now() + ' ' + 'x'.repeat(60)), 20)\n"
+            )
+            try await harness.manager.start(harness.spec("early", script: script), ecosystem: "")
+            let logs = "\(harness.home)/logs"
+            #expect(await SupervisorHarness.eventually { FileManager.default.fileExists(atPath: "\(logs)/early-0-out.log") })
+            try FileManager.default.removeItem(atPath: logs)
+            try await harness.manager.start(harness.spec("late", script: script), ecosystem: "")
+            for name in ["late", "early"] {
+                let log = "\(logs)/\(name)-0-out.log"
+                let back = await SupervisorHarness.eventually {
+                    (try? String(contentsOfFile: log, encoding: .utf8))?.contains("tick ") == true
+                }
+                #expect(back, "\(name)'s log is written again")
+            }
+            let table = try await harness.manager.processes()
+            for name in ["early", "late"] {
+                let process = try #require(table.first { $0.name == name })
+                #expect(process.status == .online && process.restarts == 0, "\(name): \(process.status), \(process.restarts) restart(s)")
+            }
+        }
+    }
+
     @Test("the daemon is detached, outlives its client, serves a second client the same table, and stops on SIGTERM")
     func daemonOutlivesItsClient() async throws {
         try await SupervisorHarness.with { harness in

@@ -46,6 +46,8 @@ final class OutputPump: Sendable {
     }
 
     /// Takes ownership of the read end `fd` of a child's output pipe and copies what arrives into `logPath`.
+    /// - Throws: the log file could not be opened; the pipe is read all the same, and the file opened as soon as it can
+    ///   be.
     func add(pipe fd: Int32, logPath: String, rotation: LogRotation) throws(SupervisorError) {
         PipeDescriptors.setNonBlocking(fd)
         let failure = state.withLock { state -> SupervisorError? in
@@ -53,20 +55,23 @@ final class OutputPump: Sendable {
                 close(fd)
                 return nil
             }
+            var failure: SupervisorError?
             if state.logs[logPath] == nil {
                 do throws(SupervisorError) {
                     state.logs[logPath] = Log(file: try RotatingLogFile(path: logPath, rotation: rotation), feeders: 0)
                 } catch {
-                    close(fd)
-                    return error
+                    // The pipe is read all the same (its bytes dropped until the file opens): closing it ended the
+                    // app at its first line of output.
+                    state.logs[logPath] = Log(file: RotatingLogFile(unopened: logPath, rotation: rotation), feeders: 0)
+                    failure = error
                 }
             }
             state.logs[logPath]?.feeders += 1
             state.pipes[fd] = logPath
-            return nil
+            return failure
         }
-        if let failure { throw failure }
         wake()
+        if let failure { throw failure }
     }
 
     /// Appends one line from the supervisor itself (a failed spawn, a forced kill) to an app's log.

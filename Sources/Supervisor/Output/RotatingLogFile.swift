@@ -31,15 +31,56 @@ final class RotatingLogFile {
     private var fd: Int32
     private var size: Int64
 
+    /// When opening the file last failed (it is tried again at most once a second).
+    private var failedAt: ContinuousClock.Instant?
+
     /// Opens (creating, mode 0640) `path` for appending.
     init(path: String, rotation: LogRotation) throws(SupervisorError) {
         self.path = path
         self.rotation = rotation
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        let fd = Self.open(path, truncating: false)
         guard fd >= 0 else { throw .path(operation: "open log", path: path, errno: errno) }
         var info = stat()
         self.size = fstat(fd, &info) == 0 ? Int64(info.st_size) : 0
         self.fd = fd
+    }
+
+    /// A log whose file could not be opened: what is appended is dropped until `path` can be opened, which is tried
+    /// again at most once a second. The app's output pipe keeps being read meanwhile: a pipe nobody reads ends the
+    /// app (SIGPIPE, or Node's EPIPE) at its first line.
+    init(unopened path: String, rotation: LogRotation) {
+        self.path = path
+        self.rotation = rotation
+        self.fd = -1
+        self.size = 0
+        self.failedAt = .now
+    }
+
+    /// `open(2)` for appending, making the log directory again when it is gone (an operator's `rm -rf logs` to free
+    /// disk: the daemon makes it only at start-up).
+    private static func open(_ path: String, truncating: Bool) -> Int32 {
+        let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | (truncating ? O_TRUNC : 0)
+        let fd = Glibc.open(path, flags, 0o640)
+        guard fd < 0, errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return fd }
+        guard (try? SupervisorDaemon.makeDirectory(String(path[..<slash]))) != nil else {
+            errno = ENOENT
+            return -1
+        }
+        return Glibc.open(path, flags, 0o640)
+    }
+
+    /// Opens the file again after a failure, at most once a second.
+    private func reopenIfDue() {
+        guard fd < 0 else { return }
+        if let failedAt, ContinuousClock.now - failedAt < .seconds(1) { return }
+        fd = Self.open(path, truncating: false)
+        guard fd >= 0 else {
+            failedAt = .now
+            return
+        }
+        failedAt = nil
+        var info = stat()
+        size = fstat(fd, &info) == 0 ? Int64(info.st_size) : 0
     }
 
     deinit {
@@ -51,6 +92,7 @@ final class RotatingLogFile {
     @discardableResult
     func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard !bytes.isEmpty else { return true }
+        reopenIfDue()
         if size > 0 && size + Int64(bytes.count) > rotation.maximumFileBytes {
             rotate()
         }
@@ -81,7 +123,8 @@ final class RotatingLogFile {
             rotation.shiftKeptFiles(of: path)
             rename(path, "\(path).1")
         }
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        fd = Self.open(path, truncating: true)
         size = 0
+        if fd < 0 { failedAt = .now }
     }
 }
