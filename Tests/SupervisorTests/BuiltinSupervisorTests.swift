@@ -525,6 +525,25 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// `supervisor.log` removed by hand under the running daemon: a new one takes over at the next memory check. The
+    /// daemon used to write on to the removed file (its space never freed, its lines out of sight, never rotated again)
+    /// until it restarted.
+    @Test("the daemon's own log removed by hand is made again and written to")
+    func daemonLogRemovedIsMadeAgain() async throws {
+        let configure: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .milliseconds(200) }
+        try await SupervisorHarness.with(configure: configure) { harness in
+            let log = "\(harness.home)/supervisor.log"
+            func contents(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
+            #expect(await SupervisorHarness.eventually { !contents(log).isEmpty })
+            try FileManager.default.removeItem(atPath: log)
+            #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.log.reopened") }, "a new file takes over")
+            try await harness.manager.restart(appNamed: "idle")
+            #expect(try await harness.manager.processes().map(\.name) == ["idle"], "the daemon answers as before")
+        }
+    }
+
     @Test("an instance above max_memory_restart is restarted")
     func memoryLimitRestarts() async throws {
         let checkEverySecond: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .seconds(1) }

@@ -31,8 +31,14 @@ extension Supervisor {
     /// Rotates the daemon's own log (`DaemonLog`) past the apps' size limit.
     func rotateOwnLogIfNeeded() {
         let path = "\(configuration.home)/supervisor.log"
-        guard DaemonLog.rotateIfNeeded(path: path, rotation: configuration.logRotation) else { return }
-        logger.info("supervisor.log.rotated", metadata: ["file.path": "\(path)", "log.kept": "\(configuration.logRotation.keptFiles)"])
+        switch DaemonLog.rotateIfNeeded(path: path, rotation: configuration.logRotation) {
+        case .rotated?:
+            logger.info("supervisor.log.rotated", metadata: ["file.path": "\(path)", "log.kept": "\(configuration.logRotation.keptFiles)"])
+        case .reopened?:
+            logger.notice("supervisor.log.reopened", metadata: ["file.path": "\(path)", "reason": "the file was removed"])
+        case nil:
+            break
+        }
     }
 
     /// Lets go of the code pages start-up or the last change of the table ran (`LoadedCode`), at a memory check and at
