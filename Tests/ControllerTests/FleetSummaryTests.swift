@@ -193,7 +193,7 @@ import Testing
     /// Hostile or mistaken fleet queries: a 400 naming the parameter, never a 500 or a silently ignored filter.
     @Test(arguments: [
         ("?phase=exploded", "phase"), ("?health=sick", "health"), ("?stale=maybe", "stale"), ("?limit=0", "limit"),
-        ("?limit=1001", "limit"), ("?limit=99999999999999999999", "limit"), ("?offset=-1", "offset"),
+        ("?limit=1001", "limit"), ("?limit=99999999999999999999", "limit"), ("?offset=-1", "offset"), ("?sort=age", "sort"),
         ("?service=" + String(repeating: "s", count: 129), "service"), ("?q=" + String(repeating: "q", count: 129), "q"),
     ])
     func badQueriesAreRefusedByName(_ query: String, _ parameter: String) async throws {

@@ -1,8 +1,10 @@
 import Shared
 
 /// Which agents `GET /v1/fleet` and the dashboard list, and which page of them: `?service=&version=&phase=&health=
-/// &stale=&q=&offset=&limit=`. Agents are listed failures first (failed or rolled back, then unhealthy, then stale, then
-/// deploying), then by name.
+/// &stale=&q=&sort=&offset=&limit=`. Agents are listed failures first (failed or rolled back, then unhealthy, then stale,
+/// then deploying), then by name; with `sort=name`, by name alone: an order that does not change while the pages are
+/// read, for a client that reads them all (the failures-first order moves an agent between pages as its reports or its
+/// staleness change, and it was skipped or listed twice).
 struct FleetQuery: Sendable, Equatable {
     /// Only agents running this service (and the status filters apply to it).
     var service: String?
@@ -17,6 +19,8 @@ struct FleetQuery: Sendable, Equatable {
     var stale: Bool?
     /// Only agents whose name or hostname contains this (case-insensitive).
     var text: String?
+    /// List by name alone (`sort=name`), not failures first.
+    var byName = false
     var offset = 0
     var limit = FleetQuery.defaultLimit
 
@@ -56,6 +60,9 @@ struct FleetQuery: Sendable, Equatable {
             case "q":
                 guard value.utf8.count <= 128 else { throw .invalid(name, value, "at most 128 characters") }
                 text = value.isEmpty ? nil : value
+            case "sort":
+                guard value == "name" || value == "trouble" else { throw .invalid(name, value, "name or trouble") }
+                byName = value == "name"
             case "offset":
                 guard let offset = Int(value), (0...10_000_000).contains(offset) else { throw .invalid(name, value, "a whole number from 0") }
                 self.offset = offset
@@ -84,6 +91,7 @@ struct FleetQuery: Sendable, Equatable {
         if let health { items.append(("health", health.rawValue)) }
         if let stale { items.append(("stale", String(stale))) }
         if let text { items.append(("q", text)) }
+        if byName { items.append(("sort", "name")) }
         if offset > 0 { items.append(("offset", String(offset))) }
         if limit != Self.defaultLimit { items.append(("limit", String(limit))) }
         return items.map { "\($0.0)=\(Self.escape($0.1))" }.joined(separator: "&")

@@ -2,31 +2,67 @@ import Shared
 
 /// Reading the `GET /v1/fleet` document loosely for display (the controller produced it; missing fields show as -).
 enum FleetDocument {
-    /// `GET /v1/fleet` with every agent: the controller lists agents a page at a time (`limit` at most 1,000), so the
-    /// pages are fetched in turn and their agents joined into the first document.
+    /// `GET /v1/fleet` with every agent: the controller lists agents a page at a time (`limit` at most 1,000). A fleet
+    /// on one page is listed as the controller orders it (failures first). A bigger one is read by name (`sort=name`),
+    /// an order that holds while the pages are read — failures first moves an agent to another page as its reports or
+    /// its staleness change, and it was skipped or listed twice, without a word — and put failures first here.
     /// - Parameter query: filters (`service=api`), without `?`, `offset` or `limit`.
-    static func fetchAll(_ client: OperatorClient, query: String = "") async throws(ClientError) -> JSONValue {
-        let page = 1_000
+    static func fetchAll(_ client: OperatorClient, query: String = "", pageSize page: Int = 1_000) async throws(ClientError) -> JSONValue {
         let separator = query.isEmpty ? "" : "&"
-        var document = try await client.getJSON("/v1/fleet?\(query)\(separator)limit=\(page)")
-        guard case .object(var fields) = document else { return document }
-        var collected = agents(document).map { JSONValue.object($0) }
-        var offset = collected.count
-        while case .integer(let matching)? = fields["page"]?.object?["matching"], offset < Int(matching) {
-            let next = try await client.getJSON("/v1/fleet?\(query)\(separator)limit=\(page)&offset=\(offset)")
+        let first = try await client.getJSON("/v1/fleet?\(query)\(separator)limit=\(page)")
+        guard case .object(var fields) = first else { return first }
+        guard case .integer(let matching)? = fields["page"]?.object?["matching"], Int(matching) > agents(first).count else { return first }
+        var collected: [[String: JSONValue]] = []
+        var seen: Set<String> = []
+        var offset = 0
+        while true {
+            let next = try await client.getJSON("/v1/fleet?\(query)\(separator)sort=name&limit=\(page)&offset=\(offset)")
             let more = agents(next)
-            guard !more.isEmpty else { break }
-            collected += more.map { JSONValue.object($0) }
+            // An agent enrolled meanwhile can push one seen already onto the next page: it is listed once.
+            for agent in more where seen.insert(text(agent["id"])).inserted { collected.append(agent) }
             offset += more.count
+            guard !more.isEmpty, case .integer(let total)? = next.object?["page"]?.object?["matching"], offset < Int(total) else { break }
         }
-        fields["agents"] = .array(collected)
+        collected.sort { troubleOrder($0) < troubleOrder($1) }
+        fields["agents"] = .array(collected.map { JSONValue.object($0) })
         if case .object(var paging)? = fields["page"] {
             paging["offset"] = .integer(0)
             paging["returned"] = .integer(Int64(collected.count))
+            paging["matching"] = .integer(Int64(collected.count))
             fields["page"] = .object(paging)
         }
-        document = .object(fields)
-        return document
+        return .object(fields)
+    }
+
+    /// Where the controller's failures-first order puts `agent` (`FleetQuery`): a standing identity conflict first,
+    /// then failed or rolled back, unhealthy, stale, deploying, the rest; then by name.
+    static func troubleOrder(_ agent: [String: JSONValue]) -> TroubleKey {
+        var trouble: Int?
+        for service in array(agent["services"]).compactMap(\.object) {
+            let rank: Int
+            switch (text(service["phase"]), text(service["health"])) {
+            case ("failed", _), ("rolled-back", _): rank = 0
+            case (_, "unhealthy"): rank = 1
+            case ("deploying", _): rank = 3
+            default: rank = 4
+            }
+            trouble = min(trouble ?? rank, rank)
+        }
+        let stale = agent["stale"] == .bool(true)
+        let group = trouble.map { $0 <= 1 ? $0 : (stale ? 2 : $0) } ?? (stale ? 2 : 4)
+        return TroubleKey(conflict: agent["identityConflict"] == .bool(true) ? 0 : 1, group: group, name: text(agent["name"]))
+    }
+
+    struct TroubleKey: Comparable {
+        var conflict: Int
+        var group: Int
+        var name: String
+
+        static func < (a: TroubleKey, b: TroubleKey) -> Bool {
+            if a.conflict != b.conflict { return a.conflict < b.conflict }
+            if a.group != b.group { return a.group < b.group }
+            return a.name.utf8.lexicographicallyPrecedes(b.name.utf8)
+        }
     }
 
     static func agents(_ fleet: JSONValue) -> [[String: JSONValue]] {

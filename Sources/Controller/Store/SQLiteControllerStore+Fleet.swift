@@ -81,6 +81,15 @@ extension SQLiteControllerStore {
         let filter = conditions.joined(separator: " AND ")
         let total = try await readDB.raw("SELECT COUNT(*) AS n FROM agents AS a WHERE \(filter)").first()?.decode(column: "n", as: Int.self) ?? 0
         // `trouble` is ordered on from outside: PostgreSQL's ORDER BY may not use an output name inside an expression.
+        let order: SQLQueryString =
+            query.byName
+            ? "page.name"
+            : """
+            CASE WHEN page.conflict_last_switch_at > \(bind: StoredTime.milliseconds(conflictsSince)) THEN 0 ELSE 1 END,
+                     CASE WHEN page.trouble <= 1 THEN page.trouble
+                          WHEN COALESCE(page.last_seen, page.enrolled_at) < \(bind: staleLimit) THEN 2
+                          ELSE COALESCE(page.trouble, 4) END, page.name
+            """
         let rows = try await readDB.raw(
             """
             SELECT * FROM (
@@ -90,10 +99,7 @@ extension SQLiteControllerStore {
                         FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
                 FROM agents AS a WHERE \(filter)
             ) AS page
-            ORDER BY CASE WHEN page.conflict_last_switch_at > \(bind: StoredTime.milliseconds(conflictsSince)) THEN 0 ELSE 1 END,
-                     CASE WHEN page.trouble <= 1 THEN page.trouble
-                          WHEN COALESCE(page.last_seen, page.enrolled_at) < \(bind: staleLimit) THEN 2
-                          ELSE COALESCE(page.trouble, 4) END, page.name
+            ORDER BY \(order)
             LIMIT \(bind: query.limit) OFFSET \(bind: query.offset)
             """
         ).all()

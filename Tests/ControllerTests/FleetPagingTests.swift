@@ -1,0 +1,68 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Controller
+
+/// The CLI reads the whole fleet a page at a time (`status`, `agents`, `plan`, `approve`). Failures first, an agent
+/// moves to another page when its report changes between two page reads, and it was skipped or listed twice without a
+/// word; by name (`sort=name`), it stays put.
+@Suite struct FleetPagingTests {
+    static func status(_ phase: String) -> String {
+        #"{"agentVersion":"1.0","hostname":"h","processManager":"builtin","services":[{"service":"api","serial":1,"phase":"\#(phase)","message":"m","health":"\#(phase == "failed" ? "unhealthy" : "healthy")","processes":[]}]}"#
+    }
+
+    @Test func everyPageReadListsEachAgentOnceInTheControllersOrder() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withLiveServer { url in
+                let http = LiveHTTP()
+                var tokens: [String: (id: String, token: String)] = [:]
+                for index in 1...7 {
+                    let name = "web-0\(index)"
+                    let enrolled = try await http.send(
+                        "POST",
+                        url + "/v1/agents",
+                        token: fixture.enrollToken,
+                        body: Data(EnrollRequest(name: name, hostname: name, services: ["api"], replace: false).json.encoded())
+                    )
+                    try #require(enrolled.status == 201)
+                    let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+                    tokens[name] = (agent.agentID, agent.token)
+                }
+                func report(_ name: String, _ phase: String) async throws {
+                    let agent = try #require(tokens[name])
+                    let answer = try await http.send(
+                        "POST",
+                        url + "/v1/agents/\(agent.id)/status",
+                        token: agent.token,
+                        headers: ["Content-Type": "application/json"],
+                        body: Data(Self.status(phase).utf8)
+                    )
+                    try #require(answer.status == 204, "\(String(decoding: answer.body, as: UTF8.self))")
+                }
+                for name in tokens.keys { try await report(name, name == "web-05" || name == "web-06" ? "failed" : "running") }
+
+                // By name, pages read while a report changes the failures-first order still cover each agent once.
+                func names(_ path: String) async throws -> [String] {
+                    let page = try await http.send("GET", url + path, token: fixture.viewerToken)
+                    return FleetDocument.agents(try JSONValue.parse(Array(page.body))).map { FleetDocument.text($0["name"]) }
+                }
+                var byName = try await names("/v1/fleet?sort=name&limit=3")
+                try await report("web-07", "failed")
+                byName += try await names("/v1/fleet?sort=name&limit=3&offset=3")
+                try await report("web-07", "running")
+                byName += try await names("/v1/fleet?sort=name&limit=3&offset=6")
+                #expect(byName == (1...7).map { "web-0\($0)" })
+
+                // The CLI's reading: one page as the controller orders it, or many pages by name put in the same order.
+                let client = OperatorClient(baseURL: url, token: fixture.viewerToken)
+                let whole = FleetDocument.agents(try await FleetDocument.fetchAll(client)).map { FleetDocument.text($0["name"]) }
+                #expect(whole == ["web-05", "web-06", "web-01", "web-02", "web-03", "web-04", "web-07"])
+                let paged = try await FleetDocument.fetchAll(client, pageSize: 2)
+                #expect(FleetDocument.agents(paged).map { FleetDocument.text($0["name"]) } == whole)
+                #expect(paged.object?["page"]?.object?["returned"] == .integer(7))
+            }
+        }
+    }
+}
