@@ -66,19 +66,9 @@ struct RolloutWaitCommand: AsyncParsableCommand {
 
     private func watch(client: OperatorClient, deadline: ContinuousClock.Instant, wakeUp: WakeUpSignal) async throws {
         var lastRollout = JSONValue.null
-        guard
-            let newest = try await retrying(
-                "read the service's events",
-                until: deadline,
-                wakeUp: wakeUp,
-                { () async throws(ClientError) in
-                    try await client.getJSON("/v1/events?service=\(service)&limit=1")
-                }
-            )
-        else {
-            report("timed-out", message: "still waiting after \(timeout): the controller did not answer", rollout: lastRollout)
-            throw ExitCode(2)
-        }
+        var lastMessage = ""
+        let look = Look(client: client, deadline: deadline, wakeUp: wakeUp)
+        let newest = try await get("/v1/events?service=\(service)&limit=1", "read the service's events", look, lastRollout: .null)
         var after: Int64 = 0
         if case .integer(let id)? = FleetDocument.array(newest.object?["events"]).first?.object?["id"] { after = id }
         // Any event of the service is a reason to look again (a wave advanced, an agent rolled back, a halt).
@@ -86,21 +76,14 @@ struct RolloutWaitCommand: AsyncParsableCommand {
             try? await EventsCommand.follow(client: client, service: service, after: after) { _ in wakeUp.signal() }
         }
         defer { follower.cancel() }
-        var lastMessage = ""
         while true {
-            guard
-                let rollout = try await retrying(
-                    "look at the rollout",
-                    until: deadline,
-                    wakeUp: wakeUp,
-                    { () async throws(ClientError) in
-                        try await client.getJSON("/v1/rollouts/\(service)/\(serial)")
-                    }
-                )
-            else {
-                report("timed-out", message: "still waiting after \(timeout): the controller did not answer; \(lastMessage)", rollout: lastRollout)
-                throw ExitCode(2)
-            }
+            let rollout = try await get(
+                "/v1/rollouts/\(service)/\(serial)",
+                "look at the rollout",
+                look,
+                lastRollout: lastRollout,
+                waiting: lastMessage
+            )
             lastRollout = rollout
             let verdict = RolloutWaitVerdict.decide(rollout)
             switch verdict {
@@ -125,25 +108,39 @@ struct RolloutWaitCommand: AsyncParsableCommand {
         }
     }
 
-    /// `operation`'s answer; one that failed for a reason that may pass (`ClientError.isTransient`) is asked again every
-    /// look until `deadline`, and `nil` then. Any other failure is thrown.
-    private func retrying(
+    /// Where and until when `get` asks.
+    private struct Look {
+        var client: OperatorClient
+        var deadline: ContinuousClock.Instant
+        var wakeUp: WakeUpSignal
+    }
+
+    /// `GET path` as JSON. An answer that failed for a reason that may pass (`ClientError.isTransient`) is asked again
+    /// every look until the deadline, when the wait ends timed out (exit 2) with the last rollout seen. Any other
+    /// failure is thrown.
+    private func get(
+        _ path: String,
         _ what: String,
-        until deadline: ContinuousClock.Instant,
-        wakeUp: WakeUpSignal,
-        _ operation: () async throws(ClientError) -> JSONValue
-    ) async throws(ClientError) -> JSONValue? {
+        _ look: Look,
+        lastRollout: JSONValue,
+        waiting: String = ""
+    ) async throws -> JSONValue {
         var lastNote = ""
         while true {
-            do {
-                return try await operation()
-            } catch  where error.isTransient {
+            do throws(ClientError) {
+                return try await look.client.getJSON(path)
+            } catch {
+                guard error.isTransient else { throw error }
                 let now = ContinuousClock.now
-                guard now < deadline else { return nil }
+                guard now < look.deadline else {
+                    let message = "still waiting after \(timeout): the controller did not answer" + (waiting.isEmpty ? "" : "; \(waiting)")
+                    report("timed-out", message: message, rollout: lastRollout)
+                    throw ExitCode(2)
+                }
                 let note = "cannot \(what) (\(error)); asking again"
                 if note != lastNote { Console.error(note) }
                 lastNote = note
-                await wakeUp.wait(upTo: min(Self.lookInterval, now.duration(to: deadline)))
+                await look.wakeUp.wait(upTo: min(Self.lookInterval, now.duration(to: look.deadline)))
             }
         }
     }
