@@ -269,18 +269,25 @@ import Testing
         }
     }
 
+    /// A `serve` process on a data directory in `directory`, trusting a key made there (`operator.key`), with an
+    /// operator token.
+    static func startServer(in directory: URL) async throws -> (server: ServerProcess, keyPrefix: String, operatorToken: String) {
+        let data = directory.appendingPathComponent("data").path
+        let keyPrefix = directory.appendingPathComponent("operator").path
+        #expect(try await cli(["keygen", "--out", keyPrefix]).status == 0)
+        let created = try await cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
+        let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+        return (server, keyPrefix, operatorToken)
+    }
+
     /// A publish whose answers are lost after the controller stored the release (a load balancer's 502): the CLI sends
     /// the same signed release again, and the controller answers the repeat with the stored release. It used to fail
     /// the publish, and a rerun published the same content again under the next serial.
     @Test(.timeLimit(.minutes(3)))
     func publishSurvivesALostAnswer() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-lost") { directory in
-            let data = directory.appendingPathComponent("data").path
-            let keyPrefix = directory.appendingPathComponent("operator").path
-            #expect(try await Self.cli(["keygen", "--out", keyPrefix]).status == 0)
-            let created = try await Self.cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
-            let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
             defer { server.stop() }
             let proxy = RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(2, of: .post, "/v1/releases"))
             do {
@@ -313,12 +320,7 @@ import Testing
     @Test(.timeLimit(.minutes(3)))
     func rolloutWaitAsksAgainThroughLostAnswers() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-wait") { directory in
-            let data = directory.appendingPathComponent("data").path
-            let keyPrefix = directory.appendingPathComponent("operator").path
-            #expect(try await Self.cli(["keygen", "--out", keyPrefix]).status == 0)
-            let created = try await Self.cli(["token", "create", "--data-dir", data, "--role", "operator", "--name", "ci"])
-            let operatorToken = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            let server = try await ServerProcess(arguments: ["--data-dir", data, "--trusted-key", keyPrefix + ".pub"], logDirectory: directory)
+            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
             defer { server.stop() }
             let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
             let ecosystem = directory.appendingPathComponent("ecosystem.yaml")

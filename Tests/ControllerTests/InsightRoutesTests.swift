@@ -61,7 +61,14 @@ struct InsightRoutesTests {
             body: second
         )
         #expect(published.status == .created)
-        let report = StatusReport(agentVersion: "0.1.0", hostname: "web-1.example", processManager: "pm2", services: [rolledBack()])
+        try await report(client, agent, hostname: "web-1.example", rolledBack())
+        return agent
+    }
+
+    /// `agent` reports `status` (answered `204`).
+    static func report(_ client: any TestClientProtocol, _ agent: (id: String, token: String), hostname: String, _ status: ServiceStatus) async throws
+    {
+        let report = StatusReport(agentVersion: "0.1.0", hostname: hostname, processManager: "pm2", services: [status])
         let answer = try await client.execute(
             uri: "/v1/agents/\(agent.id)/status",
             method: .post,
@@ -69,7 +76,6 @@ struct InsightRoutesTests {
             body: ByteBuffer(bytes: report.json.encoded())
         )
         #expect(answer.status == .noContent)
-        return agent
     }
 
     static func get(_ client: any TestClientProtocol, _ uri: String, token: String) async throws -> TestResponse {
@@ -150,16 +156,7 @@ struct InsightRoutesTests {
                 )
                 var failure = Self.rolledBack()
                 failure.failures[0].diagnosis?.logs[0].lines = (1...30).map { "line \($0)" }
-                for (index, agent) in agents.enumerated() {
-                    let report = StatusReport(agentVersion: "0.1.0", hostname: "web-\(index)", processManager: "pm2", services: [failure])
-                    let answer = try await client.execute(
-                        uri: "/v1/agents/\(agent.id)/status",
-                        method: .post,
-                        headers: ControllerFixture.bearer(agent.token),
-                        body: ByteBuffer(bytes: report.json.encoded())
-                    )
-                    #expect(answer.status == .noContent)
-                }
+                for (index, agent) in agents.enumerated() { try await Self.report(client, agent, hostname: "web-\(index)", failure) }
                 let rollout = try ControllerFixture.json(try await Self.get(client, "/v1/rollouts/api/2", token: fixture.viewerToken))
                 let listed = FleetDocument.array(rollout.object?["agents"])
                 #expect(listed.count == count)
