@@ -227,6 +227,17 @@ import Testing
             }
             let expiredArtifacts = (try? FileManager.default.contentsOfDirectory(atPath: directory.path + "/expired-data/artifacts")) ?? []
             #expect(expiredArtifacts.filter { $0 != "tmp" }.isEmpty, "nothing was uploaded to the controller with the expired certificate")
+
+            // `rollout wait` asks again through failures that may pass, not through a certificate that will never verify:
+            // it says so at once and exits 3 (it cannot watch), not 2 after its whole timeout.
+            let started = ContinuousClock.now
+            let wait = try await CommandLineEndToEndTests.cli([
+                "rollout", "wait", "--controller", current.baseURL, "--token", setup.operatorToken, "--ca-file", pki.otherCAFile,
+                "--service", "api", "--serial", "1", "--timeout", "10m",
+            ])
+            #expect(wait.status == 3, "\(wait.errors)")
+            #expect(wait.errors.contains("not signed by a certificate authority this host trusts"), "\(wait.errors)")
+            #expect(ContinuousClock.now - started < .seconds(60))
         }
     }
 

@@ -103,13 +103,15 @@ struct OperatorClient: Sendable {
         switch error {
         case .tls(_, let code, let message):
             // `message` starts with the plain-language reading (TLSFailure) and keeps curl's own words.
-            return .transport(method: request.method.rawValue, url: url, reason: "TLS failure: \(message) (curl \(code))")
+            return .transport(method: request.method.rawValue, url: url, reason: "TLS failure: \(message) (curl \(code))", mayPass: false)
         case .responseTooLarge(_, let limit):
             return .badResponse(method: request.method.rawValue, url: url, reason: "answer larger than \(limit) bytes")
         case .timedOut, .transferFailed:
             return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error), mayHaveArrived: true)
-        default:
+        case .connectionFailed:
             return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error))
+        default:
+            return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error), mayPass: false)
         }
     }
 

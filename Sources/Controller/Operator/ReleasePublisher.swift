@@ -67,7 +67,7 @@ struct ReleasePublisher {
     /// may not be stored, and asking again tells. Not a controller that could not be reached or proven at all.
     static func mayBeTransient(_ error: ClientError) -> Bool {
         switch error {
-        case .transport(_, _, _, let mayHaveArrived): mayHaveArrived
+        case .transport(_, _, _, let mayHaveArrived, _): mayHaveArrived
         case .api(_, _, let status, _, _): status >= 500
         case .badResponse: false
         }
