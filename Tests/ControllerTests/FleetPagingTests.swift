@@ -43,25 +43,30 @@ import Testing
                 }
                 for name in tokens.keys { try await report(name, name == "web-05" || name == "web-06" ? "failed" : "running") }
 
-                // By name, pages read while a report changes the failures-first order still cover each agent once.
+                // By name, each page after the last name read: a report that changes the failures-first order, or an
+                // agent removed before the page (an offset would then skip the next one), moves nothing.
                 func names(_ path: String) async throws -> [String] {
                     let page = try await http.send("GET", url + path, token: fixture.viewerToken)
                     return FleetDocument.agents(try JSONValue.parse(Array(page.body))).map { FleetDocument.text($0["name"]) }
                 }
                 var byName = try await names("/v1/fleet?sort=name&limit=3")
                 try await report("web-07", "failed")
-                byName += try await names("/v1/fleet?sort=name&limit=3&offset=3")
+                #expect(try await http.send("DELETE", url + "/v1/agents/web-02", token: fixture.operatorToken).status == 200)
+                byName += try await names("/v1/fleet?sort=name&limit=3&after=\(byName.last ?? "")")
                 try await report("web-07", "running")
-                byName += try await names("/v1/fleet?sort=name&limit=3&offset=6")
+                byName += try await names("/v1/fleet?sort=name&limit=3&after=\(byName.last ?? "")")
                 #expect(byName == (1...7).map { "web-0\($0)" })
+                #expect(try await names("/v1/fleet?sort=name&limit=3&offset=3") == ["web-05", "web-06", "web-07"], "an offset skips web-04")
 
                 // The CLI's reading: one page as the controller orders it, or many pages by name put in the same order.
                 let client = OperatorClient(baseURL: url, token: fixture.viewerToken)
                 let whole = FleetDocument.agents(try await FleetDocument.fetchAll(client)).map { FleetDocument.text($0["name"]) }
-                #expect(whole == ["web-05", "web-06", "web-01", "web-02", "web-03", "web-04", "web-07"])
-                let paged = try await FleetDocument.fetchAll(client, pageSize: 2)
-                #expect(FleetDocument.agents(paged).map { FleetDocument.text($0["name"]) } == whole)
-                #expect(paged.object?["page"]?.object?["returned"] == .integer(7))
+                #expect(whole == ["web-05", "web-06", "web-01", "web-03", "web-04", "web-07"])
+                for size in [2, 3, 5] {
+                    let paged = try await FleetDocument.fetchAll(client, pageSize: size)
+                    #expect(FleetDocument.agents(paged).map { FleetDocument.text($0["name"]) } == whole, "pages of \(size)")
+                    #expect(paged.object?["page"]?.object?["returned"] == .integer(6))
+                }
             }
         }
     }

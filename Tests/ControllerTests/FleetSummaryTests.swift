@@ -194,6 +194,7 @@ import Testing
     @Test(arguments: [
         ("?phase=exploded", "phase"), ("?health=sick", "health"), ("?stale=maybe", "stale"), ("?limit=0", "limit"),
         ("?limit=1001", "limit"), ("?limit=99999999999999999999", "limit"), ("?offset=-1", "offset"), ("?sort=age", "sort"),
+        ("?after=web-01", "after"), ("?sort=name&after=", "after"),
         ("?service=" + String(repeating: "s", count: 129), "service"), ("?q=" + String(repeating: "q", count: 129), "q"),
     ])
     func badQueriesAreRefusedByName(_ query: String, _ parameter: String) async throws {

@@ -1,7 +1,7 @@
 import Shared
 
 /// Which agents `GET /v1/fleet` and the dashboard list, and which page of them: `?service=&version=&phase=&health=
-/// &stale=&q=&sort=&offset=&limit=`. Agents are listed failures first (failed or rolled back, then unhealthy, then stale,
+/// &stale=&q=&sort=&after=&offset=&limit=`. Agents are listed failures first (failed or rolled back, then unhealthy, then stale,
 /// then deploying), then by name; with `sort=name`, by name alone: an order that does not change while the pages are
 /// read, for a client that reads them all (the failures-first order moves an agent between pages as its reports or its
 /// staleness change, and it was skipped or listed twice).
@@ -21,6 +21,9 @@ struct FleetQuery: Sendable, Equatable {
     var text: String?
     /// List by name alone (`sort=name`), not failures first.
     var byName = false
+    /// With `sort=name`: only agents whose name comes after this one (`after=`), so a client reading every page
+    /// resumes where it stopped, whatever was enrolled or removed before it.
+    var after: String?
     var offset = 0
     var limit = FleetQuery.defaultLimit
 
@@ -63,6 +66,9 @@ struct FleetQuery: Sendable, Equatable {
             case "sort":
                 guard value == "name" || value == "trouble" else { throw .invalid(name, value, "name or trouble") }
                 byName = value == "name"
+            case "after":
+                guard (1...128).contains(value.utf8.count) else { throw .invalid(name, value, "an agent name (1 to 128 characters)") }
+                after = value
             case "offset":
                 guard let offset = Int(value), (0...10_000_000).contains(offset) else { throw .invalid(name, value, "a whole number from 0") }
                 self.offset = offset
@@ -75,6 +81,7 @@ struct FleetQuery: Sendable, Equatable {
                 continue
             }
         }
+        if after != nil, !byName { throw .invalid("after", after ?? "", "a name, with sort=name") }
     }
 
     /// Whether any filter is set (paging aside).
@@ -92,6 +99,7 @@ struct FleetQuery: Sendable, Equatable {
         if let stale { items.append(("stale", String(stale))) }
         if let text { items.append(("q", text)) }
         if byName { items.append(("sort", "name")) }
+        if let after { items.append(("after", after)) }
         if offset > 0 { items.append(("offset", String(offset))) }
         if limit != Self.defaultLimit { items.append(("limit", String(limit))) }
         return items.map { "\($0.0)=\(Self.escape($0.1))" }.joined(separator: "&")

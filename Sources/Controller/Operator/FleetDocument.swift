@@ -4,8 +4,9 @@ import Shared
 enum FleetDocument {
     /// `GET /v1/fleet` with every agent: the controller lists agents a page at a time (`limit` at most 1,000). A fleet
     /// on one page is listed as the controller orders it (failures first). A bigger one is read by name (`sort=name`),
-    /// an order that holds while the pages are read — failures first moves an agent to another page as its reports or
-    /// its staleness change, and it was skipped or listed twice, without a word — and put failures first here.
+    /// each page after the last name read (`after=`) — failures first moves an agent to another page as its reports or
+    /// its staleness change, and an offset moves them all when one is enrolled or removed: an agent was skipped or
+    /// listed twice, without a word — and put failures first here.
     /// - Parameter query: filters (`service=api`), without `?`, `offset` or `limit`.
     static func fetchAll(_ client: OperatorClient, query: String = "", pageSize page: Int = 1_000) async throws(ClientError) -> JSONValue {
         let separator = query.isEmpty ? "" : "&"
@@ -14,14 +15,16 @@ enum FleetDocument {
         guard case .integer(let matching)? = fields["page"]?.object?["matching"], Int(matching) > agents(first).count else { return first }
         var collected: [[String: JSONValue]] = []
         var seen: Set<String> = []
-        var offset = 0
+        var after: String?
         while true {
-            let next = try await client.getJSON("/v1/fleet?\(query)\(separator)sort=name&limit=\(page)&offset=\(offset)")
+            let resume = after.map { "&after=\(FleetQuery.escape($0))" } ?? ""
+            let next = try await client.getJSON("/v1/fleet?\(query)\(separator)sort=name&limit=\(page)\(resume)")
             let more = agents(next)
-            // An agent enrolled meanwhile can push one seen already onto the next page: it is listed once.
             for agent in more where seen.insert(text(agent["id"])).inserted { collected.append(agent) }
-            offset += more.count
-            guard !more.isEmpty, case .integer(let total)? = next.object?["page"]?.object?["matching"], offset < Int(total) else { break }
+            // Each page starts after the last name read (not at an offset, which an agent enrolled or removed before
+            // it moves): none is skipped, none listed twice.
+            guard more.count == page, let last = more.last.map({ text($0["name"]) }), last != after else { break }
+            after = last
         }
         collected.sort { troubleOrder($0) < troubleOrder($1) }
         fields["agents"] = .array(collected.map { JSONValue.object($0) })

@@ -80,6 +80,8 @@ extension SQLiteControllerStore {
         }
         let filter = conditions.joined(separator: " AND ")
         let total = try await readDB.raw("SELECT COUNT(*) AS n FROM agents AS a WHERE \(filter)").first()?.decode(column: "n", as: Int.self) ?? 0
+        // Past a name (`after`, by name only): the page starts there whatever was enrolled or removed before it.
+        let rowFilter: SQLQueryString = query.after.map { "\(filter) AND a.name > \(bind: $0)" } ?? filter
         // `trouble` is ordered on from outside: PostgreSQL's ORDER BY may not use an output name inside an expression.
         let order: SQLQueryString =
             query.byName
@@ -97,7 +99,7 @@ extension SQLiteControllerStore {
                        (SELECT MIN(CASE WHEN st.phase IN ('failed', 'rolled-back') THEN 0 WHEN st.health = 'unhealthy' THEN 1
                                         WHEN st.phase = 'deploying' THEN 3 ELSE 4 END)
                         FROM service_status AS st WHERE st.agent_id = a.id) AS trouble
-                FROM agents AS a WHERE \(filter)
+                FROM agents AS a WHERE \(rowFilter)
             ) AS page
             ORDER BY \(order)
             LIMIT \(bind: query.limit) OFFSET \(bind: query.offset)
