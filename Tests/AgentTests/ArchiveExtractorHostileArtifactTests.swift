@@ -139,6 +139,16 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
             }
         ),
         HostileArtifact(
+            // Directories listed after their contents (`find -depth`, some zip tools) count once, when a path made them.
+            name: "directories listed after their contents, at the entry limit",
+            configuration: .init(maxEntries: 4, synchronize: false),
+            expectation: .extracts { release in
+                #expect(FileManager.default.contents(atPath: "\(release)/d/a/f") == Data("x".utf8))
+                #expect(FileManager.default.contents(atPath: "\(release)/d/g") == Data("x".utf8))
+            },
+            build: archive { _ in [Entry.file("d/a/f"), Entry.directory("d/a"), Entry.file("d/g"), Entry.directory("d")] }
+        ),
+        HostileArtifact(
             name: "size bomb (one huge entry)",
             configuration: .init(maxTotalBytes: 1 << 20, synchronize: false),
             expectation: .extractFails(.tooLarge, entry: "zeros.bin"),

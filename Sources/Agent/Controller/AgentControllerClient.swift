@@ -145,7 +145,6 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         return url
     }
 
-    /// Percent-escapes a path segment (agent ids are opaque to the agent).
     /// The controller's `ETag` when a request can carry it back as `If-None-Match`, `nil` otherwise (the next poll is
     /// then unconditional). A value with a control character — a bare CR passes through libcurl — would fail every
     /// later poll before it is sent (`HTTPClient.validate`), and the agent would never fetch anything again.
@@ -159,6 +158,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     /// The longest `ETag` kept (Ferry's are 66 bytes).
     static let maximumETagBytes = 1024
 
+    /// Percent-escapes a path segment (agent ids are opaque to the agent).
     static func escape(_ segment: String) -> String {
         var out = ""
         for byte in segment.utf8 {

@@ -248,9 +248,15 @@ private final class Extraction {
             try skipData(reader, entry: name)
             return
         }
-        entries += 1
-        guard entries <= configuration.maxEntries else { throw .tooManyEntries(limit: configuration.maxEntries) }
         let relative = Self.join(components)
+        // A directory listed after its contents (`find -depth`, some zip tools) was counted when an earlier entry's path
+        // made it.
+        var existing = stat()
+        let madeAlready = type == mode_t(FERRY_AE_IFDIR) && lstat(absolute(relative), &existing) == 0 && existing.st_mode & S_IFMT == S_IFDIR
+        if !madeAlready {
+            entries += 1
+            guard entries <= configuration.maxEntries else { throw .tooManyEntries(limit: configuration.maxEntries) }
+        }
         try checkParents(of: components, entry: name, counting: true)
 
         if let hardlink {

@@ -62,8 +62,11 @@ final class RotatingLogFile {
         let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | (truncating ? O_TRUNC : 0)
         let fd = Glibc.open(path, flags, 0o640)
         guard fd < 0, errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return fd }
-        guard (try? SupervisorDaemon.makeDirectory(String(path[..<slash]))) != nil else {
-            errno = ENOENT
+        do throws(SupervisorError) {
+            try SupervisorDaemon.makeDirectory(String(path[..<slash]))
+        } catch {
+            // mkdir's reason (EACCES, EROFS, ENOSPC) is the one to report, not the missing directory's.
+            if case .path(_, _, let code) = error { errno = code }
             return -1
         }
         return Glibc.open(path, flags, 0o640)
