@@ -20,14 +20,7 @@ import Testing
                 var tokens: [String: (id: String, token: String)] = [:]
                 for index in 1...7 {
                     let name = "web-0\(index)"
-                    let enrolled = try await http.send(
-                        "POST",
-                        url + "/v1/agents",
-                        token: fixture.enrollToken,
-                        body: Data(EnrollRequest(name: name, hostname: name, services: ["api"], replace: false).json.encoded())
-                    )
-                    try #require(enrolled.status == 201)
-                    let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+                    let agent = try await http.enroll(url, token: fixture.enrollToken, name: name)
                     tokens[name] = (agent.agentID, agent.token)
                 }
                 func report(_ name: String, _ phase: String) async throws {

@@ -359,14 +359,7 @@ struct HighAvailabilityTests {
             let http = LiveHTTP()
             var agents: [EnrollResponse] = []
             for name in ["gone-1", "kept-1"] {
-                let enrolled = try await http.send(
-                    "POST",
-                    aURL + "/v1/agents",
-                    token: a.enrollToken,
-                    body: Data(EnrollRequest(name: name, hostname: name, services: ["api"], replace: false).json.encoded())
-                )
-                try #require(enrolled.status == 201)
-                let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+                let agent = try await http.enroll(aURL, token: a.enrollToken, name: name)
                 let body =
                     #"{"agentVersion":"1.0","hostname":"\#(name)","processManager":"builtin","services":[{"service":"api","serial":1,"phase":"running","message":"ok","health":"healthy","processes":[]}]}"#
                 let reported = try await http.send(

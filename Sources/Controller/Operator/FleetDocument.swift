@@ -26,8 +26,9 @@ enum FleetDocument {
             guard more.count == page, let last = more.last.map({ text($0["name"]) }), last != after else { break }
             after = last
         }
-        collected.sort { troubleOrder($0) < troubleOrder($1) }
-        fields["agents"] = .array(collected.map { JSONValue.object($0) })
+        // Each agent's key once, not at every comparison.
+        let ordered = collected.map { (key: troubleOrder($0), agent: $0) }.sorted { $0.key < $1.key }
+        fields["agents"] = .array(ordered.map { JSONValue.object($0.agent) })
         if case .object(var paging)? = fields["page"] {
             paging["offset"] = .integer(0)
             paging["returned"] = .integer(Int64(collected.count))

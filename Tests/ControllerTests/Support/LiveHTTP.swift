@@ -1,4 +1,5 @@
 import Foundation
+import Shared
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -51,5 +52,21 @@ struct LiveHTTP: Sendable {
                 continuation.resume(returning: Response(status: http.statusCode, headers: headers, body: data ?? Data()))
             }.resume()
         }
+    }
+}
+
+extension LiveHTTP {
+    /// Enrolls an agent named `name` (its hostname too) for `services` at the controller `baseURL` with `token`.
+    func enroll(_ baseURL: String, token: String, name: String, services: [String] = ["api"]) async throws -> EnrollResponse {
+        let enrolled = try await send(
+            "POST",
+            baseURL + "/v1/agents",
+            token: token,
+            body: Data(EnrollRequest(name: name, hostname: name, services: services, replace: false).json.encoded())
+        )
+        guard enrolled.status == 201 else {
+            throw FixtureError("enrolling \(name): \(enrolled.status) \(String(decoding: enrolled.body, as: UTF8.self))")
+        }
+        return try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
     }
 }
