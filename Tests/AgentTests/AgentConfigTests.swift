@@ -527,15 +527,14 @@ struct AgentConfigTests {
             try Data(Self.minimalYAML.utf8 + Array(repeating: UInt8(ascii: "#"), count: 1 << 20)).write(to: URL(fileURLWithPath: big))
             let tooBig = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.load(from: big, environment: [:]) }
             #expect(tooBig.description == "config \(big): larger than 1 MiB")
-        }
-    }
-}
 
-extension TestPaths {
-    /// Runs `body` with a fresh temporary directory that is removed afterwards.
-    static func withTemporaryDirectorySync<R>(_ label: String = "ferry-test", _ body: (URL) throws -> R) throws -> R {
-        let url = try makeTemporaryDirectory(label)
-        defer { try? FileManager.default.removeItem(at: url) }
-        return try body(url)
+            // A device that never ends (or a log named by mistake) is refused after 1 MiB, not read whole.
+            let endless = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.load(from: "/dev/zero", environment: [:]) }
+            #expect(endless.description == "config /dev/zero: larger than 1 MiB")
+            let root = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.loadRoot("/dev/zero") }
+            #expect(root.description == "config /dev/zero: trust root: larger than 64 MiB")
+            let directoryRoot = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.loadRoot(directory.path) }
+            #expect(directoryRoot.description.hasSuffix("trust root: cannot read it: Is a directory (errno 21)"), "\(directoryRoot)")
+        }
     }
 }

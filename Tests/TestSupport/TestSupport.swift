@@ -52,6 +52,13 @@ public enum TestPaths {
         defer { try? FileManager.default.removeItem(at: url) }
         return try await body(url)
     }
+
+    /// Runs `body` with a fresh temporary directory that is removed afterwards, whatever happens.
+    public static func withTemporaryDirectorySync<R>(_ label: String = "ferry-test", _ body: (URL) throws -> R) throws -> R {
+        let url = try makeTemporaryDirectory(label)
+        defer { try? FileManager.default.removeItem(at: url) }
+        return try body(url)
+    }
 }
 
 /// A test set-up step that failed, with what went wrong.

@@ -72,10 +72,13 @@ struct FetchCommand: AsyncParsableCommand {
         guard let digest = SHA256Digest(hex: sha256) else { throw ValidationError("--sha256 must be 64 lowercase hex characters") }
         var token: String?
         if let tokenFile {
-            guard let data = FileManager.default.contents(atPath: tokenFile) else {
-                throw ValidationError("\(tokenFile): cannot read the token file")
+            let text: String
+            do {
+                text = try KeyFile.read(tokenFile)
+            } catch {
+                throw ValidationError("the token file: \(error)")
             }
-            token = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
+            token = text.split(whereSeparator: \.isWhitespace).first.map(String.init)
         }
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.caFile = caFile

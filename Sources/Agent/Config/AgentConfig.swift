@@ -108,16 +108,18 @@ struct AgentConfig: Sendable, Equatable {
 
     /// Reads and validates the configuration at `path`, then applies environment overrides from `environment`.
     static func load(from path: String, environment: [String: String] = ProcessEnvironment.current) throws -> AgentConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
+        let data: [UInt8]
+        do throws(SmallFile.ContentsError) {
+            data = try SmallFile.contents(of: path, limit: 1 << 20)
+        } catch {
+            throw ConfigError(path: path, reason: "\(error)")
         }
-        guard data.count <= 1 << 20 else { throw ConfigError(path: path, reason: "larger than 1 MiB") }
         let text = String(decoding: data, as: UTF8.self)
         let json: JSONValue
         do {
             // `isWhitespace`, not a list of characters: a CRLF line end is one `Character` ("\r\n").
             let isJSON = text.first(where: { !$0.isWhitespace }) == "{"
-            json = isJSON ? try JSONValue.parse(Array(data)) : try YAMLSubset.parse(text)
+            json = isJSON ? try JSONValue.parse(data) : try YAMLSubset.parse(text)
         } catch {
             throw ConfigError(path: path, reason: "\(error)")
         }
@@ -322,14 +324,14 @@ struct AgentConfig: Sendable, Equatable {
 
     /// Reads and pins a signed root file.
     static func loadRoot(_ path: String) throws -> TrustedRoot {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(
-                path: path,
-                reason: FileManager.default.fileExists(atPath: path) ? "cannot read the trust root" : "no such trust root file"
-            )
+        let data: [UInt8]
+        do throws(SmallFile.ContentsError) {
+            data = try SmallFile.contents(of: path, limit: AgentTrust.maximumFileBytes)
+        } catch {
+            throw ConfigError(path: path, reason: "trust root: \(error)")
         }
         do {
-            return try TrustedRoot.pinning(try Envelope.decode(Array(data)))
+            return try TrustedRoot.pinning(try Envelope.decode(data))
         } catch {
             throw ConfigError(path: path, reason: "not a usable trust root: \(error)")
         }

@@ -79,9 +79,12 @@ actor AgentTrust {
 
     /// The envelopes of a chain file.
     private static func readChain(_ file: String) throws -> [Envelope] {
-        guard let data = FileManager.default.contents(atPath: file) else { throw StoredChainError("cannot read the file") }
-        guard data.count <= maximumFileBytes else { throw StoredChainError("\(data.count) bytes, more than \(maximumFileBytes)") }
-        let bytes = Array(data)
+        let bytes: [UInt8]
+        do throws(SmallFile.ContentsError) {
+            bytes = try SmallFile.contents(of: file, limit: maximumFileBytes)
+        } catch {
+            throw StoredChainError("\(error)")
+        }
         var reader = try ObjectReader(try JSONValue.parse(bytes), path: "")
         let chain = try reader.required("chain", Field.list(limit: maximumStoredRoots, Envelope.init(json:path:)))
         try reader.rejectUnknownFields()

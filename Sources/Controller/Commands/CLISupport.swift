@@ -11,16 +11,19 @@ struct CLIError: Error, CustomStringConvertible {
 /// Reading command-line inputs (files or `-` for stdin) with a size cap.
 enum CLIInput {
     static func read(_ path: String, limit: Int) throws -> [UInt8] {
-        let data: Data
         if path == "-" {
-            data = FileHandle.standardInput.readDataToEndOfFile()
-        } else {
-            guard FileManager.default.fileExists(atPath: path) else { throw CLIError("\(path): no such file") }
-            guard let contents = FileManager.default.contents(atPath: path) else { throw CLIError("\(path): cannot read file") }
-            data = contents
+            // Read no more than one byte past the limit: a stream larger than it must not be held whole first.
+            let bytes = try SmallFile.read(descriptor: STDIN_FILENO, name: "standard input", limit: limit)
+            guard bytes.count <= limit else { throw CLIError("standard input: more than the limit of \(limit) bytes") }
+            return bytes
         }
-        guard data.count <= limit else { throw CLIError("\(path): \(data.count) bytes is over the limit of \(limit)") }
-        return Array(data)
+        do throws(SmallFile.ContentsError) {
+            return try SmallFile.contents(of: path, limit: limit)
+        } catch .tooLarge {
+            throw CLIError("\(path): more than the limit of \(limit) bytes")
+        } catch {
+            throw CLIError("\(path): \(error)")
+        }
     }
 }
 

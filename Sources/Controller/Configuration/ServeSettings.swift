@@ -91,10 +91,12 @@ struct ServeSettings: Equatable, Sendable {
     /// `tlsCert`, `tlsKey`, `databaseCAFile`, `instanceIdentityCert`) are relative to the file. Timeouts are seconds,
     /// as a number or a text like `15s` or `2m`. A database password belongs in `FERRY_DATABASE_PASSWORD`, not the file.
     static func fromFile(_ path: String) throws(ConfigurationError) -> ServeSettings {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file")
+        let data: [UInt8]
+        do throws(SmallFile.ContentsError) {
+            data = try SmallFile.contents(of: path, limit: 1 << 20)
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
         }
-        guard data.count <= 1 << 20 else { throw .unreadable(path: path, reason: "larger than 1 MiB") }
         let text = String(decoding: data, as: UTF8.self)
         let value: JSONValue
         if path.hasSuffix(".json") {

@@ -88,14 +88,11 @@ enum EcosystemReader {
     }
 
     static func read(_ path: String) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError.unreadable(
-                path: path,
-                reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file"
-            )
+        do throws(SmallFile.ContentsError) {
+            return try SmallFile.contents(of: path, limit: maximumBytes)
+        } catch {
+            throw ConfigurationError.unreadable(path: path, reason: "\(error)")
         }
-        guard data.count <= maximumBytes else { throw ConfigurationError.unreadable(path: path, reason: "larger than \(maximumBytes) bytes") }
-        return Array(data)
     }
 
     /// The script node runs: swap `process.env` for a Proxy that records what is read, load the file as PM2 does

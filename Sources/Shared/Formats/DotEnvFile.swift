@@ -92,19 +92,14 @@ package enum DotEnvFile {
         let type = status.st_mode & S_IFMT
         guard type == S_IFREG || (!configuration.regularFilesOnly && type != S_IFDIR) else { throw failure(.notARegularFile) }
         let limit = min(max(0, configuration.maxBytes), Int.max - 1)
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while bytes.count <= limit {
-            let wanted = min(chunk.count, limit + 1 - bytes.count)
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, wanted) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw failure(.unreadable(reason: String(cString: strerror(errno))))
-            }
-            if n == 0 { return bytes }
-            bytes.append(contentsOf: chunk[0..<n])
+        let bytes: [UInt8]
+        do throws(SmallFile.Failure) {
+            bytes = try SmallFile.read(descriptor: fd, name: path, limit: limit)
+        } catch {
+            throw failure(.unreadable(reason: String(cString: strerror(error.errno))))
         }
-        throw failure(.tooLarge(limit: limit))
+        guard bytes.count <= limit else { throw failure(.tooLarge(limit: limit)) }
+        return bytes
     }
 
     // MARK: - One line

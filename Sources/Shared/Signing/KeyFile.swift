@@ -14,11 +14,11 @@ package enum KeyFile {
 
     /// Reads a small text file (a PEM key, a token).
     package static func read(_ path: String) throws(KeyError) -> String {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .io(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file")
+        do throws(SmallFile.ContentsError) {
+            return String(decoding: try SmallFile.contents(of: path, limit: maximumSize), as: UTF8.self)
+        } catch {
+            throw .io(path: path, reason: "\(error)")
         }
-        guard data.count <= maximumSize else { throw .io(path: path, reason: "file is larger than \(maximumSize) bytes") }
-        return String(decoding: data, as: UTF8.self)
     }
 
     /// Writes `text` to `path` with `mode`, refusing to replace an existing file.
