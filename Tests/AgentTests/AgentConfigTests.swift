@@ -532,7 +532,7 @@ struct AgentConfigTests {
             let endless = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.load(from: "/dev/zero", environment: [:]) }
             #expect(endless.description == "config /dev/zero: larger than 1 MiB")
             let root = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.loadRoot("/dev/zero") }
-            #expect(root.description == "config /dev/zero: trust root: larger than 64 MiB")
+            #expect(root.description == "config /dev/zero: trust root: \(SmallFile.ContentsError.tooLarge(limit: Limits.envelopeBytes))")
             let directoryRoot = try #require(throws: AgentConfig.ConfigError.self) { try AgentConfig.loadRoot(directory.path) }
             #expect(directoryRoot.description.hasSuffix("trust root: cannot read it: Is a directory (errno 21)"), "\(directoryRoot)")
         }

@@ -127,6 +127,38 @@ struct PM2RPCTests {
         }
     }
 
+    /// A God Daemon that stopped accepting (its event loop stuck) with a full backlog: the call and the census of the
+    /// socket's owner give up at their deadlines instead of holding the agent's pass for ever. Should a connect block
+    /// anyway, the listener is closed after 10 s, which ends it with another error: the test fails, it does not hang.
+    @Test func aWedgedDaemonThatAcceptsNothingTimesOut() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("ferry-pm2-rpc-wedged")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let socket = directory.appendingPathComponent("rpc.sock").path
+        let descriptors = try FakeRPCDaemon.wedgedSocket(path: socket)
+        let closed = Mutex(false)
+        let closeAll: @Sendable () -> Void = {
+            closed.withLock { done in
+                guard !done else { return }
+                done = true
+                for descriptor in descriptors { close(descriptor) }
+            }
+        }
+        defer { closeAll() }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(10))
+            closeAll()
+        }
+        defer { watchdog.cancel() }
+        let started = ContinuousClock.now
+        await #expect(throws: PM2RPC.Failure.timedOut(.milliseconds(300))) {
+            try await PM2RPC.monitorData(socketPath: socket, timeout: .milliseconds(300), limit: 1024)
+        }
+        #expect(started.duration(to: .now) < .seconds(5))
+        let census = ContinuousClock.now
+        #expect(PM2Daemons.listener(of: socket) == nil)
+        #expect(census.duration(to: .now) < .seconds(5))
+    }
+
     @Test("the manager reads the daemon's answer and runs no pm2 command; a daemon that answers wrongly sends it to pm2 jlist")
     func managerPrefersTheSocket() async throws {
         let standIn = try PM2StandIn()
@@ -301,6 +333,35 @@ final class FakeRPCDaemon: Sendable {
         guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
         while !finished.withLock({ $0 }) { usleep(5_000) }
         close(listener)
+    }
+
+    /// A daemon that is wedged: it listens with a backlog of 0, accepts nothing, and its queue is full, so a blocking
+    /// `connect` to it waits until the daemon accepts. Returns the listener and the queued clients; close them all.
+    static func wedgedSocket(path: String) throws -> [Int32] {
+        let listener = try bound(path: path)
+        var descriptors = [listener]
+        guard listen(listener, 0) == 0 else { throw HarnessError("listen \(path): errno \(errno)") }
+        while descriptors.count < 64 {
+            let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            guard client >= 0 else { throw HarnessError("socket: errno \(errno)") }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: Array(path.utf8))
+                raw[path.utf8.count] = 0
+            }
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            let code = errno
+            guard result == 0 else {
+                close(client)
+                guard code == EAGAIN else { throw HarnessError("connect \(path): errno \(code)") }
+                return descriptors  // the queue is full
+            }
+            descriptors.append(client)
+        }
+        throw HarnessError("the backlog of \(path) never filled")
     }
 
     /// Leaves at `path` the socket file of a daemon that is gone: a socket that was bound and closed, so connecting

@@ -35,6 +35,13 @@ import Testing
             arguments: ["rollout", "wait", "--service", "api", "--serial", "1", "--timeout", "soon"],
             message: "--timeout soon must be a duration"
         ),
+        // A bare number is seconds: 604,801 s is a second over 7 days (read as milliseconds it was 10 minutes).
+        Refused(arguments: ["rollout", "wait", "--service", "api", "--serial", "1", "--timeout", "604801"], message: "1 s to 7 days"),
+        Refused(arguments: ["rollout", "wait", "--service", "api", "--serial", "1", "--timeout=-5"], message: "must be a duration"),
+        Refused(
+            arguments: ["rollout", "wait", "--service", "api", "--serial", "1", "--timeout", "99999999999999999999"],
+            message: "must be a duration"
+        ),
         Refused(
             arguments: ["rollout", "wait", "--service", "api", "--serial", "1", "--log-lines", "51"],
             message: "--log-lines must be between 0 and 50"
@@ -60,6 +67,17 @@ import Testing
                 as? RolloutWaitCommand
         )
         #expect(wait.serial == 7 && wait.timeout == "15m" && wait.connection.json)
+        // `--timeout 3600` is an hour, as `serve`'s bare timeouts are seconds; PM2's milliseconds stay in ecosystem files.
+        #expect(
+            try ControllerCommand.parseAsRoot(["rollout", "wait", "--service", "api", "--serial", "7", "--timeout", "3600"]) is RolloutWaitCommand
+        )
+        let durations: [(String, Int64?)] = [
+            ("3600", 3_600_000), ("90s", 90_000), ("15m", 900_000), ("2h", 7_200_000), ("500ms", 500), ("0", 0),
+            ("", nil), ("-5", nil), ("1.5", nil), ("99999999999999999999", nil), ("10 s", nil),
+        ]
+        for (text, milliseconds) in durations {
+            #expect(CommandLineDuration.milliseconds(text) == milliseconds, "\(text.debugDescription)")
+        }
         let events = try #require(try ControllerCommand.parseAsRoot(["events", "--service", "api", "--follow", "--limit", "0"]) as? EventsCommand)
         #expect(events.follow && events.limit == 0 && events.service == "api")
         let releases = try #require(try ControllerCommand.parseAsRoot(["releases", "--service", "api"]) as? ReleasesCommand)

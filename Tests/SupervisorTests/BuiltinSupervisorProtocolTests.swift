@@ -181,7 +181,7 @@ struct BuiltinSupervisorProtocolTests {
     /// Sends raw bytes and returns the first answer line (or, with `lines: 2`, the second).
     static func exchange(_ bytes: [UInt8], socketPath: String, lines: Int = 1) async throws -> [UInt8] {
         try await DedicatedThread.run(name: "test socket") { () throws -> [UInt8] in
-            guard case .success(let fd) = try UnixSocket.connect(to: socketPath) else { throw HarnessError("cannot connect") }
+            guard case .success(let fd) = try UnixSocket.connect(to: socketPath, timeout: .seconds(5)) else { throw HarnessError("cannot connect") }
             defer { close(fd) }
             let deadline = ContinuousClock.now + .seconds(20)
             _ = UnixSocket.write(bytes, to: fd, deadline: deadline)
@@ -199,7 +199,7 @@ struct BuiltinSupervisorProtocolTests {
 
     static func sendAndHangUp(_ bytes: [UInt8], socketPath: String) async throws {
         try await DedicatedThread.run(name: "test socket") { () throws in
-            guard case .success(let fd) = try UnixSocket.connect(to: socketPath) else { throw HarnessError("cannot connect") }
+            guard case .success(let fd) = try UnixSocket.connect(to: socketPath, timeout: .seconds(5)) else { throw HarnessError("cannot connect") }
             _ = UnixSocket.write(bytes, to: fd, deadline: .now + .seconds(5))
             close(fd)
         }

@@ -326,7 +326,7 @@ struct AgentConfig: Sendable, Equatable {
     static func loadRoot(_ path: String) throws -> TrustedRoot {
         let data: [UInt8]
         do throws(SmallFile.ContentsError) {
-            data = try SmallFile.contents(of: path, limit: AgentTrust.maximumFileBytes)
+            data = try SmallFile.contents(of: path, limit: Limits.envelopeBytes)
         } catch {
             throw ConfigError(path: path, reason: "trust root: \(error)")
         }

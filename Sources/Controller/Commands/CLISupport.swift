@@ -27,6 +27,17 @@ enum CLIInput {
     }
 }
 
+/// Durations given on the command line: `90s`, `10m`, `2h`, `500ms`, and a bare number is seconds, as for `serve`'s
+/// timeouts. (PM2's ecosystem options read a bare number as milliseconds; an operator who types `--timeout 3600`
+/// means an hour, not 3.6 seconds.)
+enum CommandLineDuration {
+    /// The duration in milliseconds, or `nil` when `text` is not one (an overflow included).
+    static func milliseconds(_ text: String) -> Int64? {
+        let isBareNumber = !text.isEmpty && text.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        return DurationText.milliseconds(isBareNumber ? text + "s" : text)
+    }
+}
+
 /// Small file-system helpers shared by commands.
 enum FileManagerShim {
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }

@@ -40,7 +40,10 @@ struct PublishCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
-        help: ArgumentHelp("How long every agent of a wave must report the release healthy before the next wave (s, m, h).", valueName: "DURATION")
+        help: ArgumentHelp(
+            "How long every agent of a wave must report the release healthy before the next wave (60s, 5m; a bare number is seconds).",
+            valueName: "DURATION"
+        )
     )
     var waveStable: String = "60s"
 
@@ -56,7 +59,7 @@ struct PublishCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("--strategy: \(error)")
         }
-        guard let stable = DurationText.milliseconds(waveStable), stable % 1000 == 0, stable <= 86_400_000 else {
+        guard let stable = CommandLineDuration.milliseconds(waveStable), stable % 1000 == 0, stable <= 86_400_000 else {
             throw ValidationError("--wave-stable \(waveStable) must be whole seconds like 60s, 5m or 1h (at most 24h)")
         }
         guard (0...100_000).contains(maxFailures) else { throw ValidationError("--max-failures must be between 0 and 100000") }
@@ -92,7 +95,7 @@ struct PublishCommand: AsyncParsableCommand {
         input.serial = try await publisher.nextSerial(of: input.service)
         input.createdAt = Date()
         let signed = try ReleaseComposer.compose(input).release
-        let stableSeconds = (DurationText.milliseconds(waveStable) ?? 60_000) / 1000
+        let stableSeconds = (CommandLineDuration.milliseconds(waveStable) ?? 60_000) / 1000
         let query = "strategy=\(strategy)&waveStableSeconds=\(stableSeconds)&maxFailures=\(maxFailures)"
         let answer = try await publisher.publish(signed, keys: keys, query: query)
         if json {

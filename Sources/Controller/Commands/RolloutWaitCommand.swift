@@ -29,7 +29,7 @@ struct RolloutWaitCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The serial whose rollout to wait for (publish prints it).")
     var serial: Int64
 
-    @Option(name: .long, help: ArgumentHelp("Give up after this long (s, m, h).", valueName: "DURATION"))
+    @Option(name: .long, help: ArgumentHelp("Give up after this long (90s, 10m, 2h; a bare number is seconds).", valueName: "DURATION"))
     var timeout: String = "30m"
 
     @Option(name: .long, help: "Lines of each failed agent's log tail to print.")
@@ -41,8 +41,8 @@ struct RolloutWaitCommand: AsyncParsableCommand {
     func validate() throws {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) is not a service name") }
         guard (1...Release.maximumSerial).contains(serial) else { throw ValidationError("--serial must be between 1 and \(Release.maximumSerial)") }
-        guard let milliseconds = DurationText.milliseconds(timeout), milliseconds >= 1000, milliseconds <= 7 * 86_400_000 else {
-            throw ValidationError("--timeout \(timeout) must be a duration like 90s, 10m or 2h (1 s to 7 days)")
+        guard let milliseconds = CommandLineDuration.milliseconds(timeout), milliseconds >= 1000, milliseconds <= 7 * 86_400_000 else {
+            throw ValidationError("--timeout \(timeout) must be a duration like 90s, 10m or 2h, or seconds (1 s to 7 days)")
         }
         guard (0...FailureDiagnosis.maximumLines).contains(logLines) else {
             throw ValidationError("--log-lines must be between 0 and \(FailureDiagnosis.maximumLines)")
@@ -54,7 +54,7 @@ struct RolloutWaitCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try connection.client()
-        let deadline = ContinuousClock.now + .milliseconds(DurationText.milliseconds(timeout) ?? 1_800_000)
+        let deadline = ContinuousClock.now + .milliseconds(CommandLineDuration.milliseconds(timeout) ?? 1_800_000)
         let wakeUp = WakeUpSignal()
         do {
             try await watch(client: client, deadline: deadline, wakeUp: wakeUp)

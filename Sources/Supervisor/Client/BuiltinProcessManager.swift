@@ -165,7 +165,7 @@ package struct BuiltinProcessManager: ProcessManager {
         var lastStart: ContinuousClock.Instant?
         while true {
             let lastErrno: Int32
-            switch try UnixSocket.connect(to: configuration.socketPath) {
+            switch try UnixSocket.connect(to: configuration.socketPath, timeout: max(.milliseconds(1), ContinuousClock.now.duration(to: deadline))) {
             case .success(let fd):
                 return fd
             case .failure(let error) where [ENOENT, ECONNREFUSED].contains(error.code):

@@ -37,11 +37,22 @@ package enum UnixSocket {
     }
 
     /// Connects to the socket at `path`; returns the descriptor, or the `errno` of the failure (`ENOENT` and
-    /// `ECONNREFUSED` mean no daemon listens there).
-    static func connect(to path: String) throws(SupervisorError) -> Result<Int32, Errno> {
+    /// `ECONNREFUSED` mean no daemon listens there, `EAGAIN` that its backlog stayed full for `timeout`).
+    ///
+    /// A blocking `connect` to a Unix socket whose listener stopped accepting waits, once the backlog is full, until
+    /// it is accepted: for ever if the daemon is wedged. The send timeout bounds that wait (Linux's
+    /// `unix_stream_connect` waits at most `SO_SNDTIMEO`, then fails with `EAGAIN`).
+    static func connect(to path: String, timeout: Duration) throws(SupervisorError) -> Result<Int32, Errno> {
         var address = try makeAddress(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .system(operation: "socket(AF_UNIX)", errno: errno) }
+        let milliseconds = Int(milliseconds(max(timeout, .milliseconds(1))))
+        var limit = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        guard setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+            let error = errno
+            close(fd)
+            throw .system(operation: "setsockopt(SO_SNDTIMEO)", errno: error)
+        }
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -53,11 +64,11 @@ package enum UnixSocket {
         return .success(fd)
     }
 
-    /// `connect(to:)` for clients of other sockets (PM2's): every failure is an `errno`, `ENAMETOOLONG` for a path
-    /// `sockaddr_un` cannot hold.
-    package static func connectReportingErrno(to path: String) -> Result<Int32, Errno> {
+    /// `connect(to:timeout:)` for clients of other sockets (PM2's): every failure is an `errno`, `ENAMETOOLONG` for a
+    /// path `sockaddr_un` cannot hold.
+    package static func connectReportingErrno(to path: String, timeout: Duration) -> Result<Int32, Errno> {
         do {
-            return try connect(to: path)
+            return try connect(to: path, timeout: timeout)
         } catch .socketPathTooLong {
             return .failure(Errno(ENAMETOOLONG))
         } catch .system(_, let code) {

@@ -133,7 +133,7 @@ struct SupervisorHarness: Sendable {
     func waitForSocket() async throws {
         let path = manager.configuration.socketPath
         let answered = try await Self.eventually {
-            guard case .success(let fd) = try UnixSocket.connect(to: path) else { return false }
+            guard case .success(let fd) = try UnixSocket.connect(to: path, timeout: .seconds(5)) else { return false }
             close(fd)
             return true
         }

@@ -76,23 +76,11 @@ struct PM2Daemons: Sendable, Equatable {
     }
 
     /// The pid of the process listening on the Unix socket at `path` (`SO_PEERCRED` of a connection to it), or `nil`
-    /// when nothing listens there.
+    /// when nothing listens there (or it accepts nothing for 2 s).
     static func listener(of path: String) -> Int32? {
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { return nil }
+        // Bounded: a wedged daemon whose backlog is full would otherwise hold this connect for ever.
+        guard case .success(let descriptor) = UnixSocket.connectReportingErrno(to: path, timeout: .seconds(2)) else { return nil }
         defer { close(descriptor) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { return nil }
         // struct ucred { pid_t pid; uid_t uid; gid_t gid; }, which Swift's Glibc module does not import.
         var credentials: (Int32, UInt32, UInt32) = (0, 0, 0)
         var length = socklen_t(MemoryLayout.size(ofValue: credentials))

@@ -33,8 +33,9 @@ extension PM2RPC {
         limit: Int
     ) throws(Failure) -> [JSONValue] {
         let fd: Int32
-        switch UnixSocket.connectReportingErrno(to: socketPath) {
+        switch UnixSocket.connectReportingErrno(to: socketPath, timeout: ContinuousClock.now.duration(to: deadline)) {
         case .success(let connected): fd = connected
+        case .failure(let error) where error.code == EAGAIN: throw .timedOut(timeout)
         case .failure(let error) where error.code == ENOENT || error.code == ECONNREFUSED: throw .noDaemon(errno: error.code)
         case .failure(let error): throw .socket(operation: "connect to \(socketPath)", errno: error.code)
         }
