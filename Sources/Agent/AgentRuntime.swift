@@ -68,16 +68,7 @@ struct AgentRuntime: Sendable {
         extractorConfiguration.pauseAfterEntries = environment["FERRY_TEST_PAUSE_AFTER_ENTRIES"].flatMap { Int($0) }
         let extractor = ArchiveExtractor(configuration: extractorConfiguration, logger: logger)
 
-        let probeClient = HTTPClient(
-            configuration: {
-                var configuration = HTTPClient.Configuration()
-                configuration.connectTimeout = .seconds(2)
-                configuration.timeout = .seconds(5)
-                configuration.maxResponseBytes = 64 * 1024
-                return configuration
-            }()
-        )
-        let healthGate = HealthGate(probe: HealthProbe.http(client: probeClient))
+        let healthGate = HealthGate(probe: HealthProbe.http(client: HTTPClient(configuration: HealthProbe.clientConfiguration)))
         let pinned = try config.pinnedRoot()
         let trust = AgentTrust(
             configuration: .init(clockSkewGrace: .seconds(config.clockSkewSeconds)),

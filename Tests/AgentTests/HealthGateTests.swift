@@ -319,10 +319,27 @@ struct HealthGateTests {
 
     @Test func aBodyExcerptIsOneBoundedPrintableLine() {
         let body = Array("line one\r\nline\ttwo\u{1B}[31m".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2000)
-        let excerpt = HealthGate.excerpt(body) ?? ""
+        let excerpt = HealthGate.excerpt(body, mask: SecretMask()) ?? ""
         #expect(excerpt.hasPrefix("line one  line two [31mxxx"), "\(excerpt.prefix(40))")
         #expect(excerpt.utf8.count == FailureDiagnosis.maximumBodyBytes)
-        #expect(HealthGate.excerpt(Array(" \n ".utf8)) == nil)
+        #expect(HealthGate.excerpt(Array(" \n ".utf8), mask: SecretMask()) == nil)
+    }
+
+    /// A failing health answer that echoes an instance value (a connection string in an error) has it masked before the
+    /// excerpt is cut and its control characters replaced: cut first, a value across the cut or one holding a line
+    /// break was no longer found, and its first part went to the controller.
+    @Test(arguments: [
+        ("across the cut", String(repeating: "x", count: FailureDiagnosis.maximumBodyBytes - 10), "S3cretRedisPass-0123456789"),
+        ("with a line break inside", "{\"redis\":\"", "-----BEGIN KEY-----\nMIIEsecretbody\n-----END KEY-----"),
+        ("with a tab inside", "error: ", "pass\tword-1234"),
+    ])
+    func anInstanceSecretInTheBodyIsMaskedBeforeTheCut(_ name: String, _ before: String, _ secret: String) {
+        let mask = SecretMask([["REDIS_PASSWORD": secret]])
+        let excerpt = HealthGate.excerpt(Array((before + secret + " after").utf8), mask: mask) ?? ""
+        for piece in [String(secret.prefix(6)), String(secret.suffix(6))] {
+            #expect(!excerpt.contains(piece), "\(name): \(excerpt.suffix(80))")
+        }
+        if before.utf8.count < 100 { #expect(excerpt.contains("${REDIS_PASSWORD}"), "\(name): \(excerpt)") }
     }
 
     @Test func cancellationIsInterruptedNotAVerdict() async throws {

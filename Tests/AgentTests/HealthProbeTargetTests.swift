@@ -63,6 +63,13 @@ struct HealthProbeTargetTests {
         #expect(verdict.reason.hasPrefix("not healthy within 1s: \(template) did not answer: "), "\(verdict)")
     }
 
+    /// The agent's probe client connects straight to the app (a proxy in the agent's environment would get the
+    /// filled-in URL, token and all) and keeps the start of a long status page instead of failing the probe.
+    @Test func theProbeClientBypassesProxiesAndCutsLongBodies() {
+        let configuration = HealthProbe.clientConfiguration
+        #expect(configuration.bypassProxy && configuration.truncatesResponses && configuration.maxResponseBytes == 64 * 1024)
+    }
+
     @Test func aReleaseResolvesFromReleaseAppAndInstanceEnvInThatOrder() async {
         var release = CoreFixture.release(serial: 1, apps: ["api"])
         release.env = ["HOST": "release-host", "PORT": "1"]

@@ -237,13 +237,35 @@ import Testing
             path: "test.env"
         )
         #expect(parsed == ["A": "1", "B": "two words", "C": "single # kept", "D": "line\nbreak", "E": ""])
-        #expect(throws: DotEnvFileError(path: "bad.env", line: 1, problem: .invalidName("1BAD"))) {
+        #expect(throws: DotEnvFileError(path: "bad.env", line: 1, problem: .invalidName(column: 1, character: "1"))) {
             try DotEnvFile.parse(Array("1BAD=x".utf8), path: "bad.env")
         }
         #expect(throws: DotEnvFileError(path: "bad.env", line: 1, problem: .expectedAssignment)) {
             try DotEnvFile.parse(Array("NOEQUALS".utf8), path: "bad.env")
         }
         #expect(try ReleaseEnvironment.pair("K=a=b", source: "--env") == ("K", "a=b"))
+    }
+
+    /// `--env` errors say what is wrong and never quote the argument: without its `KEY=` it is the secret alone.
+    @Test func anEnvFlagErrorNeverShowsItsText() {
+        let secret = "hunter2-s3cr3t"
+        let rows: [(text: String, message: String)] = [
+            (secret, "--env: expected KEY=VALUE (the text is not shown: it may be a secret)"),
+            (
+                "export DB_PASSWORD=\(secret)",
+                "--env: the variable name has a blank at column 7 (a name is letters, digits and _, not starting with a digit)"
+            ),
+            ("DB-PASS=\(secret)", "--env: the variable name has \"-\" at column 3 (a name is letters, digits and _, not starting with a digit)"),
+            ("=\(secret)", "--env: no variable name before = (a name is letters, digits and _, not starting with a digit)"),
+            ("\(secret)=", "--env: the variable name has \"-\" at column 8 (a name is letters, digits and _, not starting with a digit)"),
+        ]
+        for row in rows {
+            #expect {
+                try ReleaseEnvironment.pair(row.text, source: "--env")
+            } throws: { error in
+                "\(error)" == row.message && !"\(error)".contains(secret)
+            }
+        }
     }
 
     @Test func anEnvFileIsReadInTheSharedDialectAndEnvFlagsWin() async throws {

@@ -111,6 +111,29 @@ struct HTTPClientTests {
         }
     }
 
+    /// `truncatesResponses` (the agent's health probes): a body over the limit is cut there and the answer kept, with
+    /// or without a `Content-Length`, and in a body that goes on for ever.
+    @Test(arguments: [true, false])
+    func aTruncatingClientKeepsTheStartOfALongBody(announceLength: Bool) async throws {
+        let body = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 % 251) }
+        var configuration = HTTPClient.Configuration()
+        configuration.truncatesResponses = true
+        configuration.maxResponseBytes = 64 * 1024
+        let truncating = HTTPClient(configuration: configuration)
+        try await ScriptedHTTPServer.with { _ in
+            announceLength
+                ? [.send(ScriptedHTTPServer.response(status: 200, body: body))]
+                : [.send(ScriptedHTTPServer.head(status: 200, headers: [])), .send(body), .send(body), .send(body), .close]
+        } run: { server in
+            let response = try await truncating.send(HTTPClient.Request(url: "\(server.baseURL)/status"))
+            #expect(response.status == 200)
+            #expect(response.body == Array(body.prefix(64 * 1024)))
+            // A body within the limit is whole.
+            let small = try await truncating.send(HTTPClient.Request(url: "\(server.baseURL)/status", maxResponseBytes: 1_000_000))
+            #expect(small.body.count == (announceLength ? body.count : 3 * body.count))
+        }
+    }
+
     @Test func configuredBodyLimitApplies() async throws {
         var configuration = HTTPClient.Configuration()
         configuration.maxResponseBytes = 10

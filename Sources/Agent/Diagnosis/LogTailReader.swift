@@ -56,7 +56,8 @@ enum LogTailReader {
 
     /// The tail of `bytes` (the end of a file; `startsInside`: the file goes on before them). Pure: tests call it.
     static func tail(of bytes: [UInt8], startsInside: Bool, maxLines: Int, maxBytes: Int, mask: SecretMask) -> Tail {
-        var text = mask.apply(printable(bytes))
+        // Masked before control characters are taken out: a value holding a tab or a carriage return is still found.
+        var text = printable(Array(mask.apply(String(decoding: bytes, as: UTF8.self)).utf8))
         var truncated = startsInside
         if startsInside {
             if let newline = text.firstIndex(of: "\n") {

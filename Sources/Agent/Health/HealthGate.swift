@@ -70,6 +70,7 @@ struct HealthGate: Sendable {
         health: ResolvedHealthCheck,
         processManager: any ProcessManager,
         clock: C = ContinuousClock(),
+        mask: SecretMask = SecretMask(),
         superseded: @Sendable () -> Int64? = { nil }
     ) async -> Outcome {
         let deadline = clock.now.advanced(by: .seconds(health.deadlineSeconds))
@@ -122,7 +123,7 @@ struct HealthGate: Sendable {
                     lastProbe = FailureDiagnosis.HealthProbe(
                         url: target.template,
                         status: Int64(answer.status),
-                        body: Self.excerpt(answer.body)
+                        body: Self.excerpt(answer.body, mask: mask)
                     )
                     if !(200..<300).contains(answer.status) { problem = "\(target.template) answered HTTP \(answer.status)" }
                 } catch {
@@ -168,9 +169,10 @@ struct HealthGate: Sendable {
     }
 
     /// The start of a health answer's body as one printable line: at most `FailureDiagnosis.maximumBodyBytes` bytes,
-    /// line breaks and other control characters as spaces; `nil` for an empty body.
-    static func excerpt(_ body: [UInt8]) -> String? {
-        let text = String(decoding: body.prefix(FailureDiagnosis.maximumBodyBytes + 4), as: UTF8.self)
+    /// line breaks and other control characters as spaces; `nil` for an empty body. The instance's secrets are masked
+    /// in the whole body first: a value the cut or the control characters split would no longer be found afterwards.
+    static func excerpt(_ body: [UInt8], mask: SecretMask) -> String? {
+        let text = mask.apply(String(decoding: body, as: UTF8.self))
         let printable = String(
             String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 })
         )

@@ -42,6 +42,20 @@ struct HealthProbeTarget: Sendable, Equatable, CustomStringConvertible, CustomDe
 
 /// Probes a health URL over HTTP.
 enum HealthProbe {
+    /// How the agent's probes connect:
+    /// - straight to the app: a proxy the agent's environment names (`http_proxy` in `/etc/ferry/agent.env`) would
+    ///   get the filled-in URL, with any token in it, and answer for the app;
+    /// - a body over 64 KiB (a verbose status page) is cut there, not a failure: the status decides.
+    static var clientConfiguration: HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectTimeout = .seconds(2)
+        configuration.timeout = .seconds(5)
+        configuration.maxResponseBytes = 64 * 1024
+        configuration.truncatesResponses = true
+        configuration.bypassProxy = true
+        return configuration
+    }
+
     /// GETs the target with `client` and answers the HTTP status and the start of the body. Its errors name the
     /// template, never the filled-in URL.
     static func http(client: HTTPClient) -> HealthGate.Probe {
@@ -49,7 +63,8 @@ enum HealthProbe {
             do {
                 return try await target.withResolvedURL { url in
                     let response = try await client.send(HTTPClient.Request(method: .get, url: url))
-                    return HealthGate.ProbeAnswer(status: response.status, body: Array(response.body.prefix(FailureDiagnosis.maximumBodyBytes + 4)))
+                    // The whole body (at most the client's limit): secrets are masked in it before it is cut.
+                    return HealthGate.ProbeAnswer(status: response.status, body: response.body)
                 }
             } catch {
                 throw HealthProbeError(reason: target.scrub("\(error)"))

@@ -216,6 +216,7 @@ extension Reconciler {
             apps: apps,
             health: health,
             processManager: processManager,
+            mask: secrets.mask,
             superseded: { supersessions.serial(for: service, above: accepted) }
         )
     }

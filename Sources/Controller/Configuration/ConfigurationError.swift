@@ -6,6 +6,8 @@ enum ConfigurationError: Error, CustomStringConvertible, Equatable {
     case invalid(path: String, field: String, reason: String)
     /// A flag or environment variable has a value Ferry cannot use.
     case invalidSetting(name: String, value: String, reason: String)
+    /// A flag's value Ferry cannot use, which may be a secret: the reason says what is wrong without quoting it.
+    case invalidHiddenSetting(name: String, reason: String)
     /// Something required was given nowhere.
     case missing(String)
 
@@ -14,6 +16,7 @@ enum ConfigurationError: Error, CustomStringConvertible, Equatable {
         case .unreadable(let path, let reason): "\(path): \(reason)"
         case .invalid(let path, let field, let reason): "\(path): \(field): \(reason)"
         case .invalidSetting(let name, let value, let reason): "\(name) \"\(value.prefix(200))\": \(reason)"
+        case .invalidHiddenSetting(let name, let reason): "\(name): \(reason)"
         case .missing(let what): what
         }
     }

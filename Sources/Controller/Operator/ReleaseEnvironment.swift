@@ -4,13 +4,15 @@ import Shared
 /// The release-wide environment as `publish` and `plan` take it: `--env KEY=VALUE` pairs and an `--env-file`.
 enum ReleaseEnvironment {
     /// Parses one `--env KEY=VALUE` pair. The value is taken as the shell passed it (no quotes, escapes or comments).
+    /// An error never quotes the text: `--env "$SECRET"` without its `KEY=` is the secret alone, and would go to a CI log.
     static func pair(_ text: String, source: String) throws(ConfigurationError) -> (String, String) {
         guard let equals = text.firstIndex(of: "=") else {
-            throw .invalidSetting(name: source, value: text, reason: "expected KEY=VALUE")
+            throw .invalidHiddenSetting(name: source, reason: "expected KEY=VALUE (the text is not shown: it may be a secret)")
         }
         let key = String(text[..<equals]).trimmingCharacters(in: .whitespaces)
         guard Field.isEnvironmentName(key) else {
-            throw .invalidSetting(name: source, value: text, reason: "\(key) is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$)")
+            let leading = text.prefix { $0 == " " || $0 == "\t" }.count
+            throw .invalidHiddenSetting(name: source, reason: "\(DotEnvFileError.Problem.badName(key, column: leading + 1))")
         }
         return (key, String(text[text.index(after: equals)...]))
     }

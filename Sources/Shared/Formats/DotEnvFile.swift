@@ -136,7 +136,9 @@ package enum DotEnvFile {
         var nameEnd = equalsIndex
         while nameEnd > index, isBlank(line[nameEnd - 1]) { nameEnd -= 1 }
         let name = String(decoding: line[index..<nameEnd], as: UTF8.self)
-        guard Field.isEnvironmentName(name) else { throw .invalidName(name) }
+        guard Field.isEnvironmentName(name) else {
+            throw DotEnvFileError.Problem.badName(name, column: String(decoding: line[line.startIndex..<index], as: UTF8.self).count + 1)
+        }
 
         index = equalsIndex + 1
         skipBlanks()

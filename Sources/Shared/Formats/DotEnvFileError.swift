@@ -21,8 +21,11 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
         case carriageReturnInsideLine
         /// Neither blank, nor a comment, nor `KEY=VALUE`.
         case expectedAssignment
-        /// The text before `=` is not `^[A-Za-z_][A-Za-z0-9_]*$`.
-        case invalidName(String)
+        /// The text before `=` is not `^[A-Za-z_][A-Za-z0-9_]*$`: the first character that is not allowed, and its
+        /// column (in characters); `nil` when there is no name at all. Never the text, which may hold a value.
+        case invalidName(column: Int, character: Unicode.Scalar?)
+        /// A name of more than `limit` bytes.
+        case nameTooLong(limit: Int)
         /// A value opened with `quote` that does not close on the same line.
         case unterminatedQuote(Character)
         /// Something other than blanks or a `# comment` after a quoted value's closing quote.
@@ -44,8 +47,10 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
             case .nulByte: "contains a NUL byte"
             case .carriageReturnInsideLine: "carriage return inside the line (use LF or CRLF line endings)"
             case .expectedAssignment: "expected KEY=VALUE"
-            case .invalidName(let name):
-                "\"\(Self.clipped(name))\" is not a valid variable name (letters, digits and _, not starting with a digit)"
+            case .nameTooLong(let limit): "the variable name is longer than \(limit) bytes"
+            case .invalidName(_, nil): "no variable name before = (a name is letters, digits and _, not starting with a digit)"
+            case .invalidName(let column, let character?):
+                "the variable name has \(Self.shown(character)) at column \(column) (a name is letters, digits and _, not starting with a digit)"
             case .unterminatedQuote(let quote):
                 "unterminated quote (\(quote) opens the value but does not close it on this line; write a line break as \\n inside double quotes)"
             case .textAfterClosingQuote: "text after the closing quote (only blanks and a # comment may follow it)"
@@ -56,8 +61,29 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
             }
         }
 
-        private static func clipped(_ name: String) -> String {
-            name.unicodeScalars.count <= 64 ? name : String(String.UnicodeScalarView(name.unicodeScalars.prefix(64))) + "…"
+        /// What is wrong with `name` (which `Field.isEnvironmentName` refused), starting at `column`: where the name goes
+        /// wrong, never the text itself. Before a stray `=` there may be a value (`JWT_SECRET: c2VjcmV0==` is a YAML
+        /// line with a base64 secret in it; `--env "$SECRET"` may be the secret alone).
+        package static func badName(_ name: String, column: Int) -> Problem {
+            let offender = name.unicodeScalars.enumerated().first { offset, scalar in
+                !(scalar.isASCII && (scalar == "_" || scalar.properties.isAlphabetic || (offset > 0 && ("0"..."9").contains(scalar))))
+            }
+            if !name.isEmpty && offender == nil { return .nameTooLong(limit: Limits.envKeyLength) }
+            return .invalidName(column: column + (offender?.offset ?? 0), character: offender?.element)
+        }
+
+        /// A character that is not allowed in a name: itself when it is visible ASCII or a blank, else its code point.
+        private static func shown(_ character: Unicode.Scalar) -> String {
+            switch character {
+            case " ": "a blank"
+            case "\t": "a tab"
+            case "!"..."~": "\"\(character)\""
+            default:
+                {
+                    let hex = String(character.value, radix: 16, uppercase: true)
+                    return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+                }()
+            }
         }
     }
 

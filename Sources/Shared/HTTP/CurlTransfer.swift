@@ -58,6 +58,9 @@ final class CurlTransfer {
     private var failure: HTTPClientError?
     private var body: [UInt8] = []
     private var bodyLimit = 0
+    /// The body stopped at `bodyLimit` and the transfer ended there on purpose (`truncatesResponses`).
+    private var truncatesBody = false
+    private var truncated = false
     private var download: DownloadState?
     private var upload: UploadSource?
     private var stream: StreamState?
@@ -152,12 +155,14 @@ final class CurlTransfer {
         transfer.driver = driver
         do throws(HTTPClientError) {
             transfer.bodyLimit = request.maxResponseBytes ?? configuration.maxResponseBytes
+            transfer.truncatesBody = configuration.truncatesResponses
             try transfer.configure(request, configuration: configuration, isDownload: false)
-            try transfer.setOff(CURLOPT_MAXFILESIZE_LARGE, Int64(transfer.bodyLimit))
+            if !transfer.truncatesBody { try transfer.setOff(CURLOPT_MAXFILESIZE_LARGE, Int64(transfer.bodyLimit)) }
             try transfer.perform()
             return .success(HTTPClient.Response(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
         } catch {
-            return .failure(error)
+            guard transfer.truncated else { return .failure(error) }
+            return .success(HTTPClient.Response(status: transfer.responseStatus(), headers: transfer.responseHeaders, body: transfer.body))
         }
     }
 
@@ -440,6 +445,10 @@ final class CurlTransfer {
         }
         guard let download else {
             guard body.count + buffer.count <= bodyLimit else {
+                if truncatesBody {
+                    body.append(contentsOf: buffer.prefix(bodyLimit - body.count))
+                    truncated = true
+                }
                 failure = .responseTooLarge(url: url, limit: Int64(bodyLimit))
                 return 0
             }

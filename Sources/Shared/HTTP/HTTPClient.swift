@@ -38,6 +38,10 @@ package struct HTTPClient: Sendable {
         /// Connect directly even when `http_proxy`/`https_proxy` name a proxy (libcurl honours them by default): for
         /// link-local endpoints such as the EC2 instance metadata service, which no proxy can reach. Default `false`.
         package var bypassProxy = false
+        /// `send` keeps the first `maxResponseBytes` of a longer body and ends the transfer there, instead of failing
+        /// with `.responseTooLarge`: for health probes, which judge the status (a verbose status page is no failure).
+        /// Default `false`.
+        package var truncatesResponses = false
 
         package init() {}
     }
