@@ -349,7 +349,7 @@ struct AgentConfigTests {
         Hostile(
             description: "loopback in the user info does not count",
             text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://127.0.0.1@ferry.internal"),
-            reason: insecure("http://127.0.0.1@ferry.internal", host: "ferry.internal")
+            reason: insecure("http://ferry.internal", host: "ferry.internal")  // the user info is not shown
         ),
         Hostile(
             description: "FERRY_CONTROLLER_URL to a remote host over HTTP",

@@ -38,6 +38,30 @@ struct FetchCommandTests {
         #expect(throws: (any Error).self) { try AgentCommand.parseAsRoot(arguments) }
     }
 
+    /// The token goes to --controller for a relative URL: plain HTTP to a host that is not loopback is refused unless
+    /// allowed, as for enroll and run; the refusal does not show the URL's credentials.
+    @Test(
+        arguments: [
+            (["--controller", "http://ferry.example:8080", "--token-file", "/etc/ferry/token"], "is plain HTTP to ferry.example"),
+            (["--controller", "http://ci:s3cret@ferry.example:8080", "--token-file", "t"], "is plain HTTP to ferry.example"),
+            (["--controller", "http://ferry.example:8080", "--token-file", "t", "--allow-insecure-http"], nil),
+            (["--controller", "http://127.0.0.1:8080", "--token-file", "t"], nil),
+            (["--controller", "https://ferry.example", "--token-file", "t"], nil),
+            (["--controller", "http://ferry.example:8080"], nil),  // no token, nothing to protect
+        ] as [([String], String?)]
+    )
+    func aTokenIsNotSentOverPlainHTTPUnlessAllowed(_ arguments: [String], _ refusal: String?) {
+        let command = ["fetch", "--url", "/v1/artifacts/\(Self.digest)", "--sha256", Self.digest, "--size", "5", "--out", "/tmp/x"] + arguments
+        do {
+            _ = try AgentCommand.parseAsRoot(command)
+            #expect(refusal == nil, "accepted \(arguments)")
+        } catch {
+            let message = AgentCommand.message(for: error)
+            #expect(refusal.map { message.contains($0) } == true, "\(message)")
+            #expect(!message.contains("s3cret"), "\(message)")
+        }
+    }
+
     @Test func downloadsVerifiesAndExtractsEndToEnd() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-fetch-cli") { root in
             let archive = root.appendingPathComponent("build.tgz").path

@@ -21,6 +21,9 @@ import Testing
     static let urlCases: [URLCase] = [
         URLCase(url: "http://ferry.example:8080", refusal: "refusing the plain http:// controller URL http://ferry.example:8080"),
         URLCase(url: "http://192.0.2.10:8080", refusal: "192.0.2.10 is not a loopback address"),
+        // Credentials in the URL stay out of the message (it goes to CI logs).
+        URLCase(url: "http://ci:s3cret@ferry.example:8080", refusal: "controller URL http://ferry.example:8080: ferry.example is not"),
+        URLCase(url: "ftp://ci:s3cret@ferry.example", refusal: "--controller ftp://ferry.example is not an http"),
         URLCase(url: "HTTP://ferry.example", refusal: "--allow-insecure-http (or set FERRY_ALLOW_INSECURE_HTTP=1)"),
         URLCase(url: "http://128.0.0.1:8080", refusal: "not a loopback address"),
         URLCase(url: "http://127.0.0.1.ferry.example:8080", refusal: "not a loopback address"),

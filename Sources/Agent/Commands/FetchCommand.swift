@@ -55,6 +55,12 @@ struct FetchCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("PEM bundle of CA certificates to trust instead of the system store.", valueName: "FILE"))
     var caFile: String?
 
+    @Flag(
+        name: .long,
+        help: "Allow a plain http:// --controller whose host is not loopback (the token would travel unencrypted)."
+    )
+    var allowInsecureHttp = false
+
     @Flag(help: "Log each step (debug level).")
     var verbose = false
 
@@ -64,6 +70,14 @@ struct FetchCommand: AsyncParsableCommand {
             throw ValidationError("--size must be 1 to \(ArtifactReference.sizes.upperBound) bytes (what a release may name), not \(size)")
         }
         if url.hasPrefix("/"), controller == nil { throw ValidationError("a relative --url needs --controller") }
+        // The token goes to --controller (relative URLs only): the same rule as enroll and run.
+        if url.hasPrefix("/"), tokenFile != nil, let controller {
+            do throws(TransportRule.Refusal) {
+                try TransportRule.check(controllerURL: controller, allowInsecureHTTP: allowInsecureHttp)
+            } catch {
+                throw ValidationError("--controller: \(error)")
+            }
+        }
     }
 
     func run() async throws {

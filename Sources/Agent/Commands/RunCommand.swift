@@ -23,7 +23,7 @@ struct RunCommand: AsyncParsableCommand {
         logger.info(
             "agent starting",
             metadata: [
-                "ferry.agent": "\(config.agentID)", "ferry.controller": "\(config.controllerURL)",
+                "ferry.agent": "\(config.agentID)", "ferry.controller": "\(RedactedURL.redact(config.controllerURL))",
                 "ferry.process_manager": "\(runtime.processManagerName)", "ferry.services": "\(config.services.joined(separator: ","))",
             ]
         )
@@ -32,7 +32,7 @@ struct RunCommand: AsyncParsableCommand {
         {
             logger.warning(
                 "plain HTTP to a controller that is not loopback, allowed by allowInsecureHttp: the token and releases travel unencrypted",
-                metadata: ["ferry.controller": "\(config.controllerURL)"]
+                metadata: ["ferry.controller": "\(RedactedURL.redact(config.controllerURL))"]
             )
         }
         let reports = ReportTrigger()

@@ -1,3 +1,5 @@
+import Shared
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,13 +17,15 @@ enum TransportRule {
     }
 
     /// Throws unless the agent may talk to `url`.
-    static func check(controllerURL url: String, allowInsecureHTTP: Bool) throws(Refusal) {
-        let lower = url.lowercased()
+    /// Its reasons show the URL without user info or credentials in its query (`RedactedURL`): they go to logs.
+    static func check(controllerURL rawURL: String, allowInsecureHTTP: Bool) throws(Refusal) {
+        let url = RedactedURL.redact(rawURL)
+        let lower = rawURL.lowercased()
         if lower.hasPrefix("https://") { return }
         guard lower.hasPrefix("http://") else {
             throw Refusal(url: url, reason: "\"\(url)\" must be an https:// URL (or http:// on loopback)")
         }
-        guard let host = host(of: url) else { throw Refusal(url: url, reason: "\"\(url)\" has no host") }
+        guard let host = host(of: rawURL) else { throw Refusal(url: url, reason: "\"\(url)\" has no host") }
         if allowInsecureHTTP || isLoopback(host) { return }
         throw Refusal(
             url: url,

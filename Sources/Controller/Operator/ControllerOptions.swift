@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Shared
 
 /// `--controller`, `--token`, `--ca-file` and `--allow-insecure-http`, shared by the operator commands, with their
 /// environment twins.
@@ -35,11 +36,11 @@ struct ControllerOptions: ParsableArguments {
         }
         let lower = url.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), let host = URL(string: url)?.host, !host.isEmpty else {
-            throw ValidationError("--controller \(url) is not an http:// or https:// URL")
+            throw ValidationError("--controller \(RedactedURL.redact(url)) is not an http:// or https:// URL")
         }
         if lower.hasPrefix("http://"), !Self.isLoopback(host), !(try allowsInsecureHTTP(environment: environment)) {
             throw ValidationError(
-                "refusing the plain http:// controller URL \(url): \(host) is not a loopback address, and the token would cross the "
+                "refusing the plain http:// controller URL \(RedactedURL.redact(url)): \(host) is not a loopback address, and the token would cross the "
                     + "network unencrypted. Use https:// (serve --tls-cert/--tls-key, or TLS at a load balancer), or, on a network "
                     + "you trust, pass --allow-insecure-http (or set FERRY_ALLOW_INSECURE_HTTP=1)"
             )
