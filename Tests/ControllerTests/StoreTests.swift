@@ -44,6 +44,74 @@ import Testing
         )
     }
 
+    /// An agent that leaves a service (removed, or enrolled again with `--replace` for other services) leaves every
+    /// rollout that still counts it: the open ones, one awaiting approval (which starts from the members stored at
+    /// publish), the service's latest even when it completed at once (`rollout wait` counts its agents), and a publish
+    /// whose member list was read before the agent left. Before, each of these waited for the agent for ever.
+    @Test(arguments: StoreBackendKind.available)
+    func agentsThatLeaveAServiceLeaveTheRolloutsThatCountThem(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            for index in 1...5 { _ = try await Self.enrollAgent(index, in: store) }
+            func members(_ service: String) async throws -> [String]? {
+                try await store.latestRollouts(for: [service]).first?.agentOrder
+            }
+            // A member list read before agent-5 was removed, and one id never enrolled.
+            let everyone = (1...5).map { "agt_\($0)" } + ["agt_never"]
+            _ = try await store.removeAgent(name: "agent-5")
+            let first = try Self.record(serial: 1, service: "web")
+            let published = try await store.insertRelease(
+                first,
+                rollout: RolloutStateMachine.publish(first, plan: RolloutPlan(parameters: RolloutParameters(strategy: .all), agentOrder: everyone))
+            )
+            #expect(published.rollout.agentOrder == ["agt_1", "agt_2", "agt_3", "agt_4"])
+            #expect(published.rollout.state == .completed)
+            #expect(try await members("web") == ["agt_1", "agt_2", "agt_3", "agt_4"])
+
+            // Completed at once: a member removed afterwards leaves it.
+            _ = try await store.removeAgent(name: "agent-4")
+            #expect(try await members("web") == ["agt_1", "agt_2", "agt_3"])
+
+            // Awaiting approval: the members the approval will start from lose the removed agent too.
+            var second = try Self.record(serial: 2, service: "web")
+            second.signedBy = ["one-key"]
+            second.signaturesRequired = 2
+            let awaiting = try await store.insertRelease(
+                second,
+                rollout: RolloutStateMachine.publish(
+                    second,
+                    plan: RolloutPlan(parameters: RolloutParameters(strategy: .oneAtATime), agentOrder: ["agt_1", "agt_2", "agt_3"])
+                )
+            )
+            #expect(awaiting.rollout.state == .awaitingApproval)
+            _ = try await store.removeAgent(name: "agent-2")
+            #expect(try await members("web") == ["agt_1", "agt_3"])
+
+            // Enrolled again for api only: out of web's rollout, still in api's.
+            let third = try Self.record(serial: 1, service: "api")
+            _ = try await store.insertRelease(
+                third,
+                rollout: RolloutStateMachine.publish(
+                    third,
+                    plan: RolloutPlan(parameters: RolloutParameters(strategy: .oneAtATime), agentOrder: ["agt_1", "agt_3"])
+                )
+            )
+            _ = try await store.enrollAgent(
+                proposedID: "agt_new",
+                name: "agent-3",
+                hostname: "h",
+                services: ["api", "api"],
+                tokenHash: Token.digest("fyt_agent_3_again"),
+                mode: .replace,
+                instanceID: nil,
+                at: Date()
+            )
+            #expect(try await members("web") == ["agt_1"])
+            #expect(try await members("api") == ["agt_1", "agt_3"])
+            // A service named twice is stored once.
+            #expect(try await store.agent(named: "agent-3")?.services == ["api"])
+        }
+    }
+
     /// A store closed from a cancelled task (a service group cancelled after another service failed) closes all the
     /// same: the backend's lock used to throw `CancellationError` first, and the store, marked closed, never closed its
     /// connections (a connection released open trips SQLiteNIO's assertion and ends the process).

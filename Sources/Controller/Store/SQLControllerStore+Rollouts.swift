@@ -9,8 +9,11 @@ extension SQLControllerStore {
     func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout {
         let plan = opening.plan
         let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
-        let orderText = String(decoding: JSONValue.array(plan.agentOrder.map { .string($0) }).encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(release.createdAt)
+        let enrolledQuery: SQLQueryString = """
+            SELECT a.id AS id FROM agents AS a, \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
+            WHERE s.value = \(bind: release.service)
+            """
         return try await transaction { db in
             let latest =
                 try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
@@ -18,6 +21,11 @@ extension SQLControllerStore {
             if let latest, release.serial <= latest {
                 throw StoreError.staleSerial(service: release.service, serial: release.serial, latest: latest)
             }
+            // The members still enrolled for the service as the publish commits: an agent removed (or re-enrolled for
+            // other services) since the caller read the list would otherwise be waited for for ever.
+            let enrolled = Set(try await db.raw(enrolledQuery).all().map { try $0.decode(column: "id", as: String.self) })
+            let agentOrder = plan.agentOrder.filter(enrolled.contains)
+            let orderText = String(decoding: JSONValue.array(agentOrder.map { .string($0) }).encoded(), as: UTF8.self)
             try await db.raw(
                 """
                 INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at,
@@ -75,7 +83,7 @@ extension SQLControllerStore {
                 maxFailures: parameters.maxFailures,
                 state: opening.state,
                 currentWave: 0,
-                agentOrder: plan.agentOrder,
+                agentOrder: agentOrder,
                 createdAt: StoredTime.date(now),
                 updatedAt: StoredTime.date(now),
                 reason: ""

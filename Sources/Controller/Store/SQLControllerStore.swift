@@ -178,7 +178,8 @@ final class SQLControllerStore: ControllerStore {
         instanceID: String?,
         at date: Date
     ) async throws -> (agent: AgentRecord, replaced: Bool, repeated: Bool) {
-        let servicesText = String(decoding: JSONValue.array(services.sorted().map { .string($0) }).encoded(), as: UTF8.self)
+        // Each service once: a repeated `--service api` would count the agent once per repeat in every fleet summary.
+        let servicesText = String(decoding: JSONValue.array(Set(services).sorted().map { .string($0) }).encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(date)
         return try await transaction { db in
             let current = try await db.raw("SELECT id, token_hash, services, instance_id FROM agents WHERE name = \(bind: name)").first()
@@ -252,6 +253,21 @@ final class SQLControllerStore: ControllerStore {
                     ).first()
                 else {
                     throw StoreError.corruptRow(table: "agents", reason: "enrollment returned no row")
+                }
+                // Services the agent no longer runs: out of their open rollouts (it would never report them again, and
+                // its wave would wait for it for ever), and their last statuses with them.
+                let kept = Set(services)
+                let dropped = Set(
+                    try current.flatMap {
+                        try Self.stringList(try $0.decode(column: "services", as: String.self), table: "agents", column: "services")
+                    } ?? []
+                )
+                .subtracting(kept)
+                if let existing, !dropped.isEmpty {
+                    try await Self.dropFromOpenRollouts([existing], services: dropped, in: db)
+                    for service in dropped.sorted() {
+                        try await db.raw("DELETE FROM service_status WHERE agent_id = \(bind: existing) AND service = \(bind: service)").run()
+                    }
                 }
                 return (try Self.agent(from: row), existing != nil, false)
             }
@@ -335,13 +351,21 @@ final class SQLControllerStore: ControllerStore {
             .flatMap { try $0.decode(column: "latest", as: Int64?.self) }.map(StoredTime.date)
     }
 
-    /// Takes removed agents out of the rolling and paused rollouts they are members of: a member that is gone never
-    /// reports healthy, and its wave would wait for it for ever (an instance terminated mid-rollout, then removed). The
-    /// waves are those of the members left (a wave's share of fewer agents).
-    private static func dropFromOpenRollouts(_ ids: Set<String>, in db: any SQLDatabase) async throws {
+    /// Takes removed agents out of the rollouts they are members of (of `services` only, when given): a member that is
+    /// gone never reports healthy, and its wave would wait for it for ever (an instance terminated mid-rollout, then
+    /// removed). The waves are those of the members left (a wave's share of fewer agents). The rollouts are the open
+    /// ones, an approval's included (it starts from the members stored at publish), and each service's latest, which
+    /// `rollout wait` counts its agents in even when it completed at once (`all`).
+    private static func dropFromOpenRollouts(_ ids: Set<String>, services: Set<String>? = nil, in db: any SQLDatabase) async throws {
         guard !ids.isEmpty else { return }
-        let rows = try await db.raw("SELECT id, agent_order FROM rollouts WHERE state IN ('rolling', 'paused')").all()
+        let rows = try await db.raw(
+            """
+            SELECT id, service, agent_order FROM rollouts
+            WHERE state IN ('rolling', 'paused', 'halted', 'awaiting-approval') OR id IN (SELECT MAX(id) FROM rollouts GROUP BY service)
+            """
+        ).all()
         for row in rows {
+            if let services, !services.contains(try row.decode(column: "service", as: String.self)) { continue }
             let orderText = try row.decode(column: "agent_order", as: String.self)
             guard case .array(let items) = try? JSONValue.parse(Array(orderText.utf8)) else { continue }
             let kept = items.filter { item in
