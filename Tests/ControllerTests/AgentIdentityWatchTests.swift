@@ -50,6 +50,21 @@ struct AgentIdentityWatchTests {
         #expect(said == check.said)
     }
 
+    /// One agent token flipping its hostname on every report, as fast as it can: the watch keeps the last two
+    /// switch-backs, not one per report for the window (which every report then filtered under the shared lock).
+    @Test func aHostnameFlippingOnEveryReportKeepsNoMoreThanItCounts() {
+        let watch = AgentIdentityWatch()
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var said = 0
+        for index in 0..<20_000 {
+            let instant = start.addingTimeInterval(Double(index) / 100)
+            if watch.observe(agentID: "agt_1", hostname: index % 2 == 0 ? "a" : "b", at: instant) != nil { said += 1 }
+        }
+        #expect(watch.keptSwitchBacks(agentID: "agt_1") == 2)
+        #expect(said == 1, "said once per window")
+        #expect(watch.standing(agentID: "agt_1", at: start.addingTimeInterval(200)) != nil)
+    }
+
     /// Several controllers on one database, each with its own watch: each report goes to one controller, and the agents
     /// row carries the hostname of the last report stored (by any controller), which the store returns as the report's
     /// `hostnameBefore`. The agent enrolled from host `a`.

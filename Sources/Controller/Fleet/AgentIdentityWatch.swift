@@ -105,7 +105,9 @@ final class AgentIdentityWatch: Sendable {
         guard returned else { return nil }
         // A conflict that stood lapsed once a whole window went by without a switch-back: a new one starts afresh.
         if let last = entry.switchBacks.last, instant.timeIntervalSince(last) >= window { entry.noticedAt = nil }
-        entry.switchBacks = entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]
+        // Only the last `switchBacks` count (the test below and `.last` above): one agent token flipping its hostname
+        // on every report must not grow this list, filtered under the lock every report takes, by a report each.
+        entry.switchBacks = Array((entry.switchBacks.filter { instant.timeIntervalSince($0) < window } + [instant]).suffix(switchBacks))
         guard entry.switchBacks.count >= switchBacks else { return nil }
         if entry.noticedAt == nil { entry.noticedAt = instant }
         entry.conflictHostnames = [other, hostname].sorted()
@@ -131,6 +133,9 @@ final class AgentIdentityWatch: Sendable {
 
     /// The agents followed.
     var followedAgentIDs: Set<String> { followed.withLock { Set($0.entries.keys) } }
+
+    /// The switch-back instants kept for `agentID` (at most `switchBacks`).
+    func keptSwitchBacks(agentID: String) -> Int { followed.withLock { $0.entries[agentID]?.switchBacks.count ?? 0 } }
 
     /// The conflict of `agentID` standing at `instant`: one was noticed, and a report switched back within `window`
     /// before `instant`. Once the two hosts stop taking turns (one of them stopped), it lapses after `window`.
