@@ -303,6 +303,15 @@ struct TrustRootEndToEndTests {
         #expect(Set(answer["signedBy"]?.arrayValue.compactMap(\.stringValue) ?? []) == [ciKeyID, aliceKeyID], "\(scripted.stdout)")
         #expect(answer["rollout"]?["state"]?.stringValue != nil, "\(scripted.stdout)")
 
+        // A rollback signed by one key under the two-person rule is stored, not live: the CLI must not say "rolled back".
+        let rollback = try await cli.run(["rollback", "--service", "web", "--to-version", "1.0.0", "--key", ciKey.key] + cli.controller)
+        #expect(
+            rollback.stdout.contains("NOT rolled back yet: the rollback of service web to version 1.0.0 (serial 1) is stored as serial 4"),
+            "\(rollback.stdout)"
+        )
+        #expect(rollback.stdout.contains("awaiting approval: signed by 1 of the 2 release key(s) required"), "\(rollback.stdout)")
+        #expect(!rollback.stdout.contains("rolled back service"), "\(rollback.stdout)")
+
         // `root show --json` without a file: the controller's chain as it serves it.
         let chain = try JSONValue.parse(Array(try await cli.run(["root", "show", "--json"] + cli.controller).stdout.utf8))
         #expect(chain["roots"]?.arrayValue.compactMap { $0["version"]?.intValue } == [2], "\(chain)")

@@ -108,7 +108,9 @@ struct PublishCommand: AsyncParsableCommand {
         if answer.object?["repeated"] == .bool(true) {
             Console.print("(the controller had stored it at the first attempt, whose answer was lost)")
         }
-        if strategy != "all" {
+        if let note = ReleasePublisher.approvalNote(answer, service: signed.service, serial: signed.serial) {
+            Console.print(note)
+        } else if strategy != "all" {
             Console.print("rollout \(strategy): waves advance after \(stableSeconds)s healthy; halts after \(maxFailures + 1) failure(s)")
         }
     }

@@ -78,6 +78,14 @@ struct RollbackCommand: AsyncParsableCommand {
             Console.print(String(decoding: JSONValue.object(fields).encoded(), as: UTF8.self))
             return
         }
+        if let note = ReleasePublisher.approvalNote(answer, service: service, serial: release.serial) {
+            // Not rolled back yet: in an incident the operator must not read this as done.
+            Console.print(
+                "NOT rolled back yet: the rollback of service \(service) to version \(target.version) (serial \(target.serial)) is stored as "
+                    + "serial \(release.serial), \(note)"
+            )
+            return
+        }
         Console.print("rolled back service \(service) to version \(target.version) (serial \(target.serial)) as serial \(release.serial)")
     }
 

@@ -3,6 +3,16 @@ import Shared
 
 /// The steps `publish` and `rollback` share: find the next serial, sign locally, post.
 struct ReleasePublisher {
+    /// What to tell the operator when the controller stored the release awaiting approval (fewer signatures than the
+    /// trust root's release threshold): no agent receives it yet. `nil` when it is live.
+    static func approvalNote(_ answer: JSONValue, service: String, serial: Int64) -> String? {
+        guard answer.object?["awaitingApproval"] == .bool(true) else { return nil }
+        let signed = answer.object?["signedBy"].flatMap { if case .array(let keys) = $0 { keys.count } else { nil } } ?? 0
+        let required: Int64 = answer.object?["signaturesRequired"].flatMap { if case .integer(let count) = $0 { count } else { nil } } ?? 0
+        return "awaiting approval: signed by \(signed) of the \(required) release key(s) required; no agent receives it until "
+            + "`ferry-controller approve --service \(service) --serial \(serial) --key KEY` adds the missing signature(s)"
+    }
+
     let client: OperatorClient
 
     /// The service's releases as the controller lists them, newest first.
