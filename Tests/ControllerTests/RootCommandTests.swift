@@ -33,7 +33,9 @@ struct RootCommandTests {
             arguments: ["root", "init", "--root-key", "a.pub", "--release-key", "c.pub", "--out", "-", "--json"],
             message: "--json and --out - both write to standard output"
         ),
-        Refused(arguments: ["root", "sign", "--key", "a.key", "--out", "-", "--json", "r.json"], message: "--json and --out - both write"),
+        Refused(arguments: ["root", "sign", "--key", "a.key", "--out", "-", "--json", "r.json"], message: "both write to standard output"),
+        // The root read from standard input is written back there: with --json that was two documents on one stream.
+        Refused(arguments: ["root", "sign", "--key", "a.key", "--json", "-"], message: "both write to standard output"),
         Refused(arguments: ["approve", "--service", "api", "--serial", "2", "--json"], message: "--json needs --yes"),
         Refused(arguments: ["approve", "--service", "API", "--serial", "2"], message: "--service API must match"),
         Refused(arguments: ["approve", "--service", "api", "--serial", "0"], message: "--serial must be from 1 to 2^53"),
@@ -70,6 +72,22 @@ struct RootCommandTests {
             stdout: String(decoding: result.standardOutput, as: UTF8.self),
             stderr: String(decoding: result.standardError, as: UTF8.self)
         )
+    }
+
+    /// A public key that cannot be written (here a dangling link where it goes, which the existence check does not see)
+    /// leaves no private key behind: a retry would otherwise refuse to overwrite it, and the pair would stay half made.
+    @Test func keygenLeavesNoHalfPair() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-keygen-half") { directory in
+            try FileManager.default.createSymbolicLink(
+                atPath: directory.appendingPathComponent("ops.pub").path,
+                withDestinationPath: "/nonexistent/ops.pub"
+            )
+            let failed = try await Self.run(["keygen", "--out", "ops"], in: directory)
+            #expect(failed.status == .exited(1), "\(failed.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("ops.key").path))
+            try FileManager.default.removeItem(at: directory.appendingPathComponent("ops.pub"))
+            #expect(try await Self.run(["keygen", "--out", "ops"], in: directory).status == .exited(0))
+        }
     }
 
     @Test("init → sign → show → rotate → sign, offline, with the built binary")

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Shared
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `ferry-controller keygen --out PREFIX`: a new Ed25519 operator key pair.
 struct KeygenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,7 +33,13 @@ struct KeygenCommand: ParsableCommand {
             throw KeyError.alreadyExists(path: path)
         }
         try KeyFile.create(privatePath, contents: try key.pemRepresentation(), mode: 0o600)
-        try KeyFile.create(publicPath, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
+        do {
+            try KeyFile.create(publicPath, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
+        } catch {
+            // No private key without its public half: a retry would find it and refuse to overwrite a key.
+            unlink(privatePath)
+            throw error
+        }
         if json {
             let document = JSONValue.object([
                 "keyId": .string(key.publicKey.keyID), "privateKey": .string(privatePath), "publicKey": .string(publicPath),

@@ -238,7 +238,9 @@ struct RootSignCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard !(json && out == "-") else { throw ValidationError("--json and --out - both write to standard output: give --out FILE") }
+        guard !(json && (out ?? file) == "-") else {
+            throw ValidationError("--json and the root (--out -, or - read and written in place) both write to standard output: give --out FILE")
+        }
         guard !key.isEmpty else { throw ValidationError("at least one --key is required") }
     }
 

@@ -9,6 +9,9 @@ enum ClientError: Error, CustomStringConvertible, Equatable {
     case transport(method: String, url: String, reason: String, mayHaveArrived: Bool = false, mayPass: Bool = true)
     /// An answer that is not what the API promises.
     case badResponse(method: String, url: String, reason: String)
+    /// The request could not be sent for a reason on this machine (the file to upload changed, vanished or cannot be
+    /// read): nothing to do with the network or the controller.
+    case local(method: String, url: String, reason: String)
 
     var description: String {
         switch self {
@@ -18,6 +21,8 @@ enum ClientError: Error, CustomStringConvertible, Equatable {
             "\(method) \(url): cannot reach the controller: \(reason)"
         case .badResponse(let method, let url, let reason):
             "\(method) \(url): unexpected answer: \(reason)"
+        case .local(let method, let url, let reason):
+            "\(method) \(url): not sent: \(reason)"
         }
     }
 
@@ -27,7 +32,7 @@ enum ClientError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .transport(_, _, _, _, let mayPass): mayPass
         case .api(_, _, let status, _, _): [429, 502, 503, 504].contains(status)
-        case .badResponse: false
+        case .badResponse, .local: false
         }
     }
 

@@ -110,6 +110,10 @@ struct OperatorClient: Sendable {
             return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error), mayHaveArrived: true)
         case .connectionFailed:
             return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error))
+        case .file, .uploadSourceChanged:
+            // The file being uploaded, not the way to the controller: "cannot reach the controller" would send the
+            // operator after the network.
+            return .local(method: request.method.rawValue, url: url, reason: "\(error)")
         default:
             return .transport(method: request.method.rawValue, url: url, reason: Self.reason(error), mayPass: false)
         }

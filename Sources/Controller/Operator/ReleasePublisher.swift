@@ -79,7 +79,7 @@ struct ReleasePublisher {
         switch error {
         case .transport(_, _, _, let mayHaveArrived, _): mayHaveArrived
         case .api(_, _, let status, _, _): status >= 500
-        case .badResponse: false
+        case .badResponse, .local: false
         }
     }
 }

@@ -46,6 +46,10 @@ package enum KeyFile {
             }
             written += n
         }
-        guard fsync(fd) == 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
+        guard fsync(fd) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(path)
+            throw .io(path: path, reason: reason)
+        }
     }
 }
