@@ -32,6 +32,44 @@ struct PostgresStoreTests {
 
     /// Publishers on two controllers race for the same serials: exactly one wins each serial across both, and a lower
     /// serial after a higher one is refused, as on one controller.
+    /// A migration is not cut short by the pool's statement timeout: here version 12's update waits 3 s for a lock
+    /// another session holds (as an ALTER waits for an older controller's transactions, or a full-table update of a
+    /// large history takes), under a 1 s statement timeout. Cut short, it rolled back, and every restart would have
+    /// tried and failed again.
+    @Test func aMigrationOutlastsTheStatementTimeout() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            try await location.open().close()
+            let server = try #require(location.server)
+            let database = try #require(location.database)
+            #expect(SchemaMigrations.latestVersion == 12, "version 12 (idempotent) is run again here")
+            try await location.execute(["DELETE FROM ferry_schema WHERE version = 12"])
+            let holder = Task {
+                try await server.psql("BEGIN; LOCK TABLE service_status IN EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;", database: database)
+            }
+            // The lock is taken once psql's session shows it.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await !server.psql(
+                "SELECT count(*) FROM pg_locks WHERE mode = 'ExclusiveLock' AND relation = 'service_status'::regclass",
+                database: database
+            )
+            .contains("1") {
+                guard ContinuousClock.now < deadline else { throw HarnessError("the lock was never taken") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            var configuration = try PostgresStoreConfiguration.parse(server.url(database: database))
+            configuration.statementTimeout = .seconds(1)
+            let started = ContinuousClock.now
+            let store = try await DatabaseSelection.postgres(configuration).openStore(
+                sqlitePath: location.sqlitePath,
+                logger: ControllerFixture.logger
+            )
+            #expect(started.duration(to: .now) > .seconds(1), "the migration waited for the lock")
+            try await store.close()
+            _ = try await holder.value
+            #expect(try await server.psql("SELECT max(version) FROM ferry_schema", database: database).contains("12"))
+        }
+    }
+
     @Test func publishersOnTwoControllersGetOneSuccessPerSerial() async throws {
         try await TestStore.withLocation(.postgres) { location in
             let a = try await location.open()

@@ -89,6 +89,10 @@ final class PostgresStoreBackend: SQLStoreBackend {
         }
         do {
             let db = connection.sql(queryLogLevel: nil)
+            // No statement timeout for migrations: a full-table update of a large history, or an ALTER waiting for the
+            // transactions of controllers still running the older version, may take longer than a request may. Cut
+            // short it would roll back, and every restart would try and fail again: the controller could not start.
+            try await db.raw("SET statement_timeout = 0").run()
             try await withSessionLock(migrationLockKey, on: db, logger: logger) {
                 try await SchemaMigrator.migrate(db, dialect: .postgres, location: location, logger: logger)
             }
