@@ -3,8 +3,8 @@ import Testing
 
 @testable import Controller
 
-/// How a failed request reads to the operator: a problem with the file being uploaded is not "cannot reach the
-/// controller", and no retry can help it.
+/// How the CLI addresses the controller and reads its failures: a problem with the file being uploaded is not "cannot
+/// reach the controller" (no retry can help it), and every agent name makes a path segment that stays one.
 @Suite struct ClientErrorTests {
     static let request = HTTPClient.Request(method: .post, url: "https://ci:s3cret@ferry.example/v1/artifacts")
 
@@ -26,5 +26,15 @@ import Testing
         )
         #expect("\(error)".contains("cannot reach the controller"), "\(error)")
         #expect(error.isTransient)
+    }
+
+    /// Agent names that are dot segments are encoded, so that libcurl and browsers do not resolve them away (names
+    /// enrolled before the controller refused them can still be shown and removed).
+    @Test func dotSegmentNamesAreEncoded() throws {
+        #expect(try AgentsCommand.pathSegment("..") == "%2E%2E")
+        #expect(try AgentsCommand.pathSegment(".") == "%2E")
+        #expect(try AgentsCommand.pathSegment("web.1") == "web.1")
+        #expect(DetailPageRenderer.pathSegment("..") == "%2E%2E")
+        #expect(DetailPageRenderer.pathSegment("a/b") == "a%2Fb")
     }
 }

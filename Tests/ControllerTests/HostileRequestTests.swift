@@ -215,6 +215,23 @@ struct HostileWorld: Sendable {
                 body: Array(#"{"name":"x","hostname":"x","services":[]}"#.utf8)
             )
         },
+        // No URL path can name them (clients and browsers resolve dot segments): the agent could not be shown or removed.
+        HostileCase(name: "an agent named ..", status: .unprocessableContent, code: "invalid_document") { world in
+            try await world.send(
+                .post,
+                "/v1/agents",
+                token: world.fixture.enrollToken,
+                body: Array(#"{"name":"..","hostname":"x","services":["api"]}"#.utf8)
+            )
+        },
+        HostileCase(name: "an agent named .", status: .unprocessableContent, code: "invalid_document") { world in
+            try await world.send(
+                .post,
+                "/v1/agents",
+                token: world.fixture.enrollToken,
+                body: Array(#"{"name":".","hostname":"x","services":["api"]}"#.utf8)
+            )
+        },
         HostileCase(name: "malformed status report", status: .badRequest, code: "malformed_json") { world in
             try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array("not json".utf8))
         },

@@ -90,6 +90,8 @@ struct AgentsRemoveCommand: AsyncParsableCommand {
 extension AgentsCommand {
     /// `name` percent-encoded as one path segment.
     static func pathSegment(_ name: String) throws -> String {
+        // A dot segment would be resolved away by libcurl (`agents remove ..` became `DELETE /v1/`).
+        if name == "." || name == ".." { return String(repeating: "%2E", count: name.count) }
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "/;?#%")
         guard let encoded = name.addingPercentEncoding(withAllowedCharacters: allowed) else {

@@ -155,6 +155,8 @@ struct DetailPageRenderer: Sendable {
 
     /// `name` percent-encoded as one path segment (everything but RFC 3986's unreserved characters).
     static func pathSegment(_ name: String) -> String {
+        // A dot segment would be resolved away by the browser (a link to `/agents/..` goes to `/`).
+        if name == "." || name == ".." { return String(repeating: "%2E", count: name.count) }
         var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
         allowed.insert(charactersIn: "-._~")
         return name.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""

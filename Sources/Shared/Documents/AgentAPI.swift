@@ -367,6 +367,8 @@ package struct EnrollRequest: Sendable, Equatable {
         var reader = try ObjectReader(json, path: "")
         name = try reader.required("name", Field.string(maxLength: 128))
         guard !name.isEmpty else { throw .invalidValue(field: "name", reason: "must not be empty") }
+        // A URL path cannot name them: clients and browsers take `/v1/agents/..` for the parent of `/v1/agents`.
+        guard name != "." && name != ".." else { throw .invalidValue(field: "name", reason: "must not be . or ..") }
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
         services = try reader.required("services", Field.list(limit: 256, Release.serviceName))
         replace = try reader.optional("replace", Field.bool) ?? false
