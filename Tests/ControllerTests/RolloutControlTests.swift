@@ -53,6 +53,33 @@ import Testing
 
     /// Abort: agents not reached, and reached ones that did not install, stay on the previous serial; an agent that
     /// installed the new serial keeps it (and the message says how to go back).
+    /// `?serial=N` acts on the rollout the operator meant: an abort of serial 2 that arrives after serial 3 was
+    /// published is refused (2 is superseded), and 3 rolls on. Without a serial, the latest is taken, as before.
+    @Test func anActionNamesItsSerial() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                _ = try await api.enroll("a")
+                _ = try await api.enroll("b")
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=one-at-a-time&waveStableSeconds=5")
+                try await api.mustPublish(serial: 3, version: "3.0.0", query: "strategy=one-at-a-time&waveStableSeconds=5")
+                let late = try await api.act("abort?serial=2")
+                #expect(late.status == 409 && late.json["error"].string == "rollout_state_conflict", "\(late.json)")
+                #expect(try await api.rollout()["serial"].int == 3)
+                #expect(try await api.rollout()["state"].string == "rolling", "serial 3 is not aborted")
+                let paused = try await api.act("pause?serial=3")
+                #expect(paused.status == 200 && paused.json["serial"].int == 3 && paused.json["state"].string == "paused", "\(paused.json)")
+                let unknown = try await api.act("resume?serial=9")
+                #expect(unknown.status == 404 && unknown.json["error"].string == "unknown_rollout", "\(unknown.json)")
+                for bad in ["0", "-1", "x", "9007199254740993", "99999999999999999999"] {
+                    let refused = try await api.act("resume?serial=\(bad)")
+                    #expect(refused.status == 400 && refused.json["error"].string == "invalid_serial", "\(bad): \(refused.json)")
+                }
+                #expect(try await api.act("resume").json["state"].string == "rolling")
+            }
+        }
+    }
+
     @Test func abortLeavesEveryoneElseOnThePreviousRelease() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in

@@ -72,7 +72,8 @@ struct RolloutPauseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "pause", abstract: "Stop advancing a rolling rollout.")
     @OptionGroup var connection: RolloutConnectionOptions
     @Option(name: .long, help: "The service.") var service: String
-    func run() async throws { try await RolloutText.act(.pause, service: service, connection: connection) }
+    @Option(name: .long, help: RolloutText.serialHelp) var serial: Int64?
+    func run() async throws { try await RolloutText.act(.pause, service: service, serial: serial, connection: connection) }
 }
 
 /// `ferry-controller rollout resume --service S`.
@@ -80,7 +81,8 @@ struct RolloutResumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "resume", abstract: "Continue a paused rollout.")
     @OptionGroup var connection: RolloutConnectionOptions
     @Option(name: .long, help: "The service.") var service: String
-    func run() async throws { try await RolloutText.act(.resume, service: service, connection: connection) }
+    @Option(name: .long, help: RolloutText.serialHelp) var serial: Int64?
+    func run() async throws { try await RolloutText.act(.resume, service: service, serial: serial, connection: connection) }
 }
 
 /// `ferry-controller rollout abort --service S`.
@@ -91,14 +93,27 @@ struct RolloutAbortCommand: AsyncParsableCommand {
     )
     @OptionGroup var connection: RolloutConnectionOptions
     @Option(name: .long, help: "The service.") var service: String
-    func run() async throws { try await RolloutText.act(.abort, service: service, connection: connection) }
+    @Option(name: .long, help: RolloutText.serialHelp) var serial: Int64?
+    func run() async throws { try await RolloutText.act(.abort, service: service, serial: serial, connection: connection) }
 }
 
 /// Text rendering of rollout documents for the terminal.
 enum RolloutText {
-    static func act(_ action: RolloutAction, service: String, connection: RolloutConnectionOptions) async throws {
+    static let serialHelp = ArgumentHelp(
+        "Act only on the rollout of this serial (publish prints it); without it, on the latest, whichever that is when the request arrives."
+    )
+
+    static func act(_ action: RolloutAction, service: String, serial: Int64?, connection: RolloutConnectionOptions) async throws {
         guard Release.isValidServiceName(service) else { throw ValidationError("--service \(service) is not a service name") }
-        let answer = try await connection.client().postJSON("/v1/services/\(service)/rollout/\(action.rawValue)", body: Data(), expecting: [200])
+        if let serial, !(1...Release.maximumSerial).contains(serial) {
+            throw ValidationError("--serial must be between 1 and \(Release.maximumSerial)")
+        }
+        let query = serial.map { "?serial=\($0)" } ?? ""
+        let answer = try await connection.client().postJSON(
+            "/v1/services/\(service)/rollout/\(action.rawValue)\(query)",
+            body: Data(),
+            expecting: [200]
+        )
         Console.print(connection.json ? String(decoding: answer.encoded(), as: UTF8.self) : describe(answer))
     }
 

@@ -57,10 +57,7 @@ struct InsightRoutes: Sendable {
     private func rolloutDetail(_ context: FerryRequestContext) async throws -> RolloutDetail {
         let service = context.parameters.get("service") ?? ""
         try RolloutRoutes.checkServiceName(service)
-        let text = context.parameters.get("serial") ?? ""
-        guard text.utf8.count <= 19, let serial = Int64(text), (1...Release.maximumSerial).contains(serial) else {
-            throw APIError.badRequest("invalid_serial", "a serial is a whole number from 1 to \(Release.maximumSerial), got \"\(text.prefix(40))\"")
-        }
+        let serial = try RolloutRoutes.serial(context.parameters.get("serial") ?? "")
         guard let detail = try await RolloutDetail.load(service: service, serial: serial, from: core.store) else {
             throw APIError.notFound(
                 "unknown_rollout",

@@ -50,11 +50,16 @@ struct RolloutRoutes: Sendable {
         let principal = try context.authenticated()
         let service = context.parameters.get("service") ?? ""
         try Self.checkServiceName(service)
+        // `?serial=N`: the rollout the operator meant, not whichever is latest when the request arrives (a publish
+        // in between would otherwise take the pause or the abort).
+        let serial = try request.uri.queryParameters.get("serial").map(Self.serial)
         let rollout: RolloutRecord
         do {
-            rollout = try await core.rollouts.perform(action, service: service, by: principal.name)
+            rollout = try await core.rollouts.perform(action, service: service, serial: serial, by: principal.name)
         } catch let error as RolloutControlError {
             switch error {
+            case .noRollout where serial != nil:
+                throw APIError.notFound("unknown_rollout", "service \(service) has no rollout of serial \(serial ?? 0)")
             case .noRollout:
                 let known = try await core.store.serviceSummaries().contains { $0.name == service }
                 throw known
@@ -70,6 +75,14 @@ struct RolloutRoutes: Sendable {
             throw APIError(.internalServerError, "internal_error", "the rollout could not be shown")
         }
         return JSONResponse.make(view.json)
+    }
+
+    /// A serial given in a path or a query: 1 to 2^53, else 400 `invalid_serial`.
+    static func serial(_ text: String) throws -> Int64 {
+        guard text.utf8.count <= 19, let serial = Int64(text), (1...Release.maximumSerial).contains(serial) else {
+            throw APIError.badRequest("invalid_serial", "a serial is a whole number from 1 to \(Release.maximumSerial), got \"\(text.prefix(40))\"")
+        }
+        return serial
     }
 
     static func checkServiceName(_ service: String) throws {

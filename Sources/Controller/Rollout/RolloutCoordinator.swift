@@ -251,14 +251,22 @@ actor RolloutCoordinator {
 
     // MARK: Operator actions
 
-    /// Applies `action` to the latest rollout of `service`.
+    /// Applies `action` to the rollout of `serial` of `service`, or to its latest when `serial` is `nil`.
     /// - Parameter actor: who asked (the token's name), recorded in the reason and the event.
     /// - Throws: `RolloutControlError`.
-    func perform(_ action: RolloutAction, service: String, by actor: String) async throws -> RolloutRecord {
+    func perform(_ action: RolloutAction, service: String, serial: Int64? = nil, by actor: String) async throws -> RolloutRecord {
+        // The rollout is chosen once: a retry after a lost compare-and-set reads the same one again, never a newer
+        // publish's (which the operator did not mean to pause or abort).
+        var chosen = serial
         for _ in 0..<5 {
-            guard let rollout = try await store.latestRollouts(for: [service]).first else {
+            let read =
+                if let chosen { try await store.rollout(service: service, serial: chosen) } else {
+                    try await store.latestRollouts(for: [service]).first
+                }
+            guard let rollout = read else {
                 throw RolloutControlError.noRollout(service: service)
             }
+            chosen = rollout.serial
             let onSerial = action == .abort ? try await agentsOnSerial(rollout) : []
             var machine = RolloutStateMachine(rollout)
             let decided: RolloutStateMachine.Action
