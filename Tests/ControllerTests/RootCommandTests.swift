@@ -90,6 +90,24 @@ struct RootCommandTests {
         }
     }
 
+    /// `token create` run from the wrong directory without `--data-dir` makes no new `./ferry-data`: the token it
+    /// printed was one the controller had never heard of. Named explicitly, a new database is still made (the first
+    /// token of a new controller is created before it is served).
+    @Test func tokenCreateMakesADatabaseOnlyWhereOneIsNamed() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-token-where") { directory in
+            let stray = try await Self.run(["token", "create", "--role", "operator"], in: directory)
+            #expect(stray.status == .exited(1), "\(stray.stderr)")
+            #expect(stray.stderr.contains("no controller database at ./ferry-data/ferry.sqlite"), "\(stray.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("ferry-data").path))
+            let named = try await Self.run(["token", "create", "--data-dir", "data", "--role", "operator"], in: directory)
+            #expect(named.status == .exited(0), "\(named.stderr)")
+            #expect(named.stdout.hasPrefix("fyt_"), "\(named.stdout)")
+            // The default directory once it holds a database (serve's default too) needs no flag.
+            try FileManager.default.moveItem(at: directory.appendingPathComponent("data"), to: directory.appendingPathComponent("ferry-data"))
+            #expect(try await Self.run(["token", "create", "--role", "viewer"], in: directory).status == .exited(0))
+        }
+    }
+
     @Test("init → sign → show → rotate → sign, offline, with the built binary")
     func offlineCeremony() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-root-cli") { directory in

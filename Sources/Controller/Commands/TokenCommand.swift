@@ -26,6 +26,12 @@ struct DataDirectoryOptions: ParsableArguments {
     )
     var database: String?
 
+    /// Whether a flag or the environment names the database (a data directory or a PostgreSQL URL), rather than the
+    /// default `./ferry-data` of the directory the command happens to run in.
+    func namesTheDatabase(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        dataDirectory != nil || database != nil || ["FERRY_DATA_DIR", "FERRY_DATABASE"].contains { !(environment[$0] ?? "").isEmpty }
+    }
+
     /// The directory the flag or the environment names (default `./ferry-data`).
     func resolved(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         dataDirectory ?? environment["FERRY_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./ferry-data"
@@ -149,7 +155,9 @@ struct TokenCreateCommand: AsyncParsableCommand {
         let now = Date()
         let expiresAt = try expires.map { now.addingTimeInterval(Double(try ExpiryText.parse($0, name: "--expires").components.seconds)) }
         let token = Token.generate()
-        let record = try await data.withStore(mustExist: false) { store, _ in
+        // A new database only where one was named: run from another directory without --data-dir, the command would
+        // make an empty `./ferry-data` and print a token the controller has never heard of.
+        let record = try await data.withStore(mustExist: !data.namesTheDatabase()) { store, _ in
             do {
                 return try await store.createToken(
                     hash: Token.digest(token),
