@@ -28,7 +28,7 @@ extension Reconciler {
         let metadata: Logger.Metadata = [
             "ferry.service": "\(service)", "ferry.serial": "\(release.serial)", "artifact.sha256": "\(release.artifact.sha256)",
         ]
-        if let clash = Self.appNameClash(release, service: service, otherApps: otherApps) {
+        if let clash = Self.appNameClash(release, service: service, owned: appNamesOwned(byServicesOtherThan: service)) {
             summary.problems.append("\(service): \(clash)")
             if transition(service, .installRefused(serial: release.serial, clash), summary: &summary) != nil { save(&summary) }
             return
@@ -84,14 +84,28 @@ extension Reconciler {
         await conclude(verdict, service: service, apps: apps, previousApps: previousApps, env: env, metadata: metadata, summary: &summary)
     }
 
-    /// The first app of `release` that another service on this instance already runs, as a refusal.
-    static func appNameClash(_ release: Release, service: String, otherApps: [String: [AppSpec]]) -> InstallError? {
-        for (other, apps) in otherApps.sorted(by: { $0.key < $1.key }) where other != service {
-            if let clash = apps.first(where: { app in release.pm2.apps.contains { $0.name == app.name } }) {
+    /// The first app of `release` that another service on this instance already runs or is installing, as a refusal.
+    static func appNameClash(_ release: Release, service: String, owned: [String: Set<String>]) -> InstallError? {
+        for (other, names) in owned.sorted(by: { $0.key < $1.key }) where other != service {
+            if let clash = release.pm2.apps.first(where: { names.contains($0.name) }) {
                 return .appNameClash(app: clash.name, service: other)
             }
         }
         return nil
+    }
+
+    /// The app names of every other service's applied and pending release, read from the state as it is now: an
+    /// install earlier in this pass counts, and so do a service whose env file cannot be read and one whose install is
+    /// still pending (its download failing). The apps read at the start of the pass missed all three, and two services
+    /// then took the same app from each other on every drift check.
+    func appNamesOwned(byServicesOtherThan service: String) -> [String: Set<String>] {
+        var owned: [String: Set<String>] = [:]
+        for other in configuration.services where other != service {
+            let releases = [try? state[other].applied?.release(), try? state[other].pending?.release()].compactMap { $0 }
+            let names = Set(releases.flatMap { $0.pm2.apps.map(\.name) })
+            if !names.isEmpty { owned[other] = names }
+        }
+        return owned
     }
 
     /// Downloads and extracts the release into `releases/<directoryName>`, unless a previous attempt finished that.

@@ -139,7 +139,8 @@ final class FleetFixture {
         stable: Int64 = 2,
         appOptions: [String: JSONValue] = [:],
         signer: SigningKey? = nil,
-        healthURL: String? = nil
+        healthURL: String? = nil,
+        appName: String? = nil
     ) throws -> Envelope {
         let now = Date()
         var options: [String: JSONValue] = [
@@ -150,7 +151,7 @@ final class FleetFixture {
             "kill_timeout": .integer(2000),
         ]
         options.merge(appOptions) { _, new in new }
-        let app = PM2App(name: "\(service)-app", script: "server.js", options: options)
+        let app = PM2App(name: appName ?? "\(service)-app", script: "server.js", options: options)
         let release = Release(
             service: service,
             serial: serial,
@@ -183,7 +184,8 @@ final class FleetFixture {
         appOptions: [String: JSONValue] = [:],
         query: String = "",
         healthURL: String? = nil,
-        deadline: Int64 = 20
+        deadline: Int64 = 20,
+        appName: String? = nil
     ) async throws -> Envelope {
         let archive = try makeArtifact(version: version, crash: crash, crashWhen: trigger, crashLater: laterTrigger, padding: padding)
         let artifact = try await controller.upload(archive, token: operatorToken)
@@ -195,7 +197,8 @@ final class FleetFixture {
             service: service,
             deadline: deadline,
             appOptions: appOptions,
-            healthURL: healthURL
+            healthURL: healthURL,
+            appName: appName
         )
         let (status, body) = try await controller.publish(envelope, token: operatorToken, query: query)
         guard status == 201 || status == 200 else { throw HarnessError("publish \(version) refused: \(status) \(body)") }
@@ -394,10 +397,10 @@ final class FleetFixture {
     }
 
     /// Waits until `version` answers on `port` and the fleet shows `agent`'s service running (past its health gate).
-    func waitUntilRunning(_ version: String, port: Int, agent: String, timeout: Duration = .seconds(90)) async throws {
+    func waitUntilRunning(_ version: String, port: Int, agent: String, service: String = "web", timeout: Duration = .seconds(90)) async throws {
         try await eventually("\(version) serving", timeout: timeout) { await appAnswer(port: port)?.hasPrefix(version) == true ? true : nil }
         try await eventually("the fleet shows \(agent) running", timeout: timeout) {
-            try await fleetEntry(agent: agent)?["phase"]?.stringValue == "running" ? true : nil
+            try await fleetEntry(agent: agent, service: service)?["phase"]?.stringValue == "running" ? true : nil
         }
     }
 

@@ -1,0 +1,39 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// Two services of one instance whose first releases name the same app, installed in the same pass: the second is
+/// refused, and the first keeps its app. The clash check used the apps read at the start of the pass (none yet), so the
+/// second took the app over, and from then on each service's drift repair took it back from the other.
+@Suite("App name clash between services", .serialized)
+struct AppNameClashEndToEndTests {
+    @Test("the second service to install an app name another service just installed is refused", .timeLimit(.minutes(3)))
+    func aClashInOnePassIsRefused() async throws {
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            // Published before the agent starts: its first pass installs both ("api" before "web").
+            try await fleet.publish(serial: 1, version: "1.0.0-api", port: port, service: "api", appName: "shared")
+            try await fleet.publish(serial: 1, version: "1.0.0-web", port: port, service: "web", appName: "shared")
+            let config = try await fleet.enrollAgent(name: "edge-1", services: ["api", "web"])
+            _ = try fleet.startAgent(config: config, label: "agent")
+
+            try await fleet.waitUntilRunning("1.0.0-api", port: port, agent: "edge-1", service: "api")
+            let refusal = try await eventually("web refused for the clash", timeout: .seconds(60)) { () -> String? in
+                let message = try await fleet.fleetEntry(agent: "edge-1", service: "web")?["message"]?.stringValue ?? ""
+                return message.contains("app name shared is already used by service api") ? message : nil
+            }
+            #expect(refusal.contains("serial 1"), "\(refusal)")
+            // The app stays api's: the same process answers across several drift checks (every 5 s by default).
+            let first = try #require(await fleet.appAnswer(port: port))
+            #expect(first.hasPrefix("1.0.0-api"), "\(first)")
+            try await Task.sleep(for: .seconds(12))
+            let later = try #require(await fleet.appAnswer(port: port))
+            #expect(later == first, "the app was taken over: \(first) → \(later)")
+            #expect(try await fleet.fleetEntry(agent: "edge-1", service: "api")?["phase"]?.stringValue == "running")
+        }
+    }
+}
