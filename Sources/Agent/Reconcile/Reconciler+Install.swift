@@ -110,14 +110,21 @@ extension Reconciler {
 
     /// Downloads and extracts the release into `releases/<directoryName>`, unless a previous attempt finished that.
     /// `current` and what runs are untouched.
+    ///
+    /// A newer serial that came meanwhile (during the extraction, or before a resumed install found its directory
+    /// extracted already) ends it as `.superseded(by:)` before anything running is touched: activating a release the
+    /// operator has already replaced would reload every app for nothing, and run it if its gate passed.
     private func unpack(_ release: Release, directoryName: String, service: String) async throws(InstallError) {
-        guard !files.releaseExists(service, directoryName: directoryName) else { return }
-        let artifact = try await download(release.artifact, service: service)
-        do throws(ArchiveError) {
-            _ = try await extractor.extract(artifact.path, into: layout.releaseDir(service, directoryName: directoryName))
-        } catch {
-            throw .extraction(error)
+        if !files.releaseExists(service, directoryName: directoryName) {
+            let artifact = try await download(release.artifact, service: service)
+            do throws(ArchiveError) {
+                _ = try await extractor.extract(artifact.path, into: layout.releaseDir(service, directoryName: directoryName))
+            } catch {
+                throw .extraction(error)
+            }
         }
+        let accepted = state[service].highestAcceptedSerial ?? Int64.min
+        if let newer = supersessions.serial(for: service, above: accepted) { throw .superseded(by: newer) }
     }
 
     /// How often a download looks whether a newer serial of its service has come (`supersede(with:)`).
