@@ -274,7 +274,10 @@ extension Reconciler {
             let restored: Bool
             switch transition(service, .releaseSuperseded(by: newer, canRollBack: previousApps != nil), summary: &summary) {
             case .rollBack(_, let target)?:
-                await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
+                // Stopped mid-way (the agent shutting down): the release stays pending, and the next start restores.
+                guard await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary) || !Task.isCancelled else {
+                    return
+                }
                 restored = true
             case .removeFailedRelease?:
                 await remove(apps, service: service)
@@ -300,7 +303,11 @@ extension Reconciler {
             let done: ServiceState.Event
             switch transition(service, event, summary: &summary) {
             case .rollBack(_, let target)?:
-                await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
+                // Stopped mid-way (the agent shutting down): not rolled back yet. The release stays pending, and the
+                // next start restores the applied one (a rollback recorded here would leave the failed code running).
+                guard await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary) || !Task.isCancelled else {
+                    return
+                }
                 done = .rolledBack(reason, diagnosis: diagnosis)
             case .removeFailedRelease?:
                 await remove(apps, service: service)
@@ -354,28 +361,38 @@ extension Reconciler {
     }
 
     /// Points `current` back at `target`, writes its ecosystem and applies its apps, deleting the failed release's
-    /// others. Failures are problems of the pass; the next pass repairs what drifted.
+    /// others. Failures are problems of the pass; the next pass repairs what drifted. Returns whether the apps were
+    /// applied.
+    ///
+    /// An apply that fails (a table that cannot be read, a reload that times out) leaves processes of the same names
+    /// running the failed release's code, which drift repair never sees (their script path is `current`'s, now the
+    /// restored release's): the service is noted out of sync, so that the next pass puts the files back and reloads
+    /// every app from them.
+    @discardableResult
     private func rollBack(
         _ service: String,
         to target: AppliedRelease,
         apps: [AppSpec],
         replacing failedApps: [AppSpec],
         summary: inout PassSummary
-    ) async {
+    ) async -> Bool {
         let failures = restoreFiles(service, to: target, apps: apps)
         guard failures.isEmpty else {
             // Applied from files that still name the failed release, PM2 would run its configuration with this code.
             summary.problems.append(
                 "\(service): rollback could not put back serial \(target.serial)'s files (\(failures.joined(separator: "; "))); retried at every pass, the apps are re-applied once they are back"
             )
-            return
+            return false
         }
         do {
             try await apply(apps, service: service, needsRefresh: true, previousNames: Set(failedApps.map(\.name)))
         } catch {
-            summary.problems.append("\(service): re-applying serial \(target.serial) failed: \(error)")
+            summary.problems.append("\(service): re-applying serial \(target.serial) failed: \(error); its apps are reloaded at the next pass")
+            filesOutOfSync.insert(service)
+            return false
         }
         try? await processManager.save()
+        return true
     }
 
     /// Nothing to go back to: deletes the failed release's apps and removes `current`.
