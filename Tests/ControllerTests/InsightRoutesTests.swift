@@ -438,6 +438,104 @@ struct InsightRoutesTests {
         }
     }
 
+    /// A client that goes away ends its stream at once (`ferry_event_streams_open` drops), not at the next write: with
+    /// `keepalive=60` the stream went on polling the store for up to a minute after the client had left, while the
+    /// connection limit already counted the slot free.
+    @Test(.timeLimit(.minutes(2)))
+    func aStreamEndsWhenItsClientGoesAway() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withLiveServer { base in
+                let port = try #require(base.split(separator: ":").last.flatMap { Int($0) })
+                @Sendable func openStreams() async throws -> Double? {
+                    let text = String(decoding: try await LiveHTTP().send("GET", base + "/metrics").body, as: UTF8.self)
+                    return text.split(separator: "\n").first { $0.hasPrefix("ferry_event_streams_open ") }.flatMap {
+                        Double($0.split(separator: " ")[1])
+                    }
+                }
+                @Sendable func until(_ what: String, _ value: Double) async throws {
+                    let deadline = ContinuousClock.now + .seconds(5)
+                    while try await openStreams() != value {
+                        guard ContinuousClock.now < deadline else {
+                            throw FixtureError("\(what): \(try await openStreams().map { "\($0)" } ?? "no gauge")")
+                        }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                do {
+                    let connection = try RawConnection(port: port)
+                    try connection.send(
+                        "GET /v1/events/stream?keepalive=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(fixture.viewerToken)\r\n\r\n"
+                    )
+                    #expect(try await connection.waitForStatus(timeout: .seconds(10)) == 200)
+                    try await until("one stream open", 1)
+                }  // the client closes here
+                try await until("no stream open once its client left", 0)
+            }
+        }
+    }
+
+    /// A reconnecting `EventSource` sends the URL it first used (`?after=0`) with `Last-Event-ID`: the id wins, so only
+    /// what came after it is sent again. And a cursor past the newest event (a database restored, a made-up id) starts
+    /// at the newest, instead of matching nothing for ever.
+    @Test(.timeLimit(.minutes(2)))
+    func aReconnectResumesAtItsLastEventID() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withLiveServer { base in
+                let port = try #require(base.split(separator: ":").last.flatMap { Int($0) })
+                let http = LiveHTTP()
+                @Sendable func publish(_ serial: Int64) async throws {
+                    let bytes = Data("bytes-\(serial)".utf8)
+                    #expect(try await http.send("POST", "\(base)/v1/artifacts", token: fixture.operatorToken, body: bytes).status == 201)
+                    let digest = SHA256.hash(Array(bytes))
+                    let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+                    let envelope = try fixture.envelope(ControllerFixture.release(serial: serial, artifact: reference))
+                    let published = try await http.send(
+                        "POST",
+                        "\(base)/v1/releases",
+                        token: fixture.operatorToken,
+                        body: Data(envelope.readableBytesView)
+                    )
+                    #expect(published.status == 201)
+                }
+                try await publish(1)
+                try await publish(2)
+                let events = try JSONValue.parse(Array(try await http.send("GET", "\(base)/v1/events", token: fixture.viewerToken).body))
+                var ids: [Int64] = []
+                if case .array(let items)? = events.object?["events"] {
+                    for item in items { if case .integer(let id)? = item.object?["id"] { ids.append(id) } }
+                }
+                let newest = try #require(ids.max())
+                #expect(ids.count >= 2)
+
+                func stream(_ target: String, lastEventID: Int64?) async throws -> RawConnection {
+                    let connection = try RawConnection(port: port)
+                    let header = lastEventID.map { "Last-Event-ID: \($0)\r\n" } ?? ""
+                    try connection.send(
+                        "GET \(target) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(fixture.viewerToken)\r\n\(header)\r\n"
+                    )
+                    #expect(try await connection.waitForStatus(timeout: .seconds(10)) == 200)
+                    return connection
+                }
+                let resumed = try await stream("/v1/events/stream?after=0&keepalive=1", lastEventID: newest - 1)
+                try await Task.sleep(for: .milliseconds(1500))
+                resumed.poll()
+                let text = String(decoding: resumed.received, as: UTF8.self)
+                #expect(text.contains("id: \(newest)\n"), "\(text)")
+                #expect(ids.filter { $0 < newest }.allSatisfy { !text.contains("id: \($0)\n") }, "events before Last-Event-ID sent again: \(text)")
+
+                let ahead = try await stream("/v1/events/stream?after=999999999&keepalive=1", lastEventID: nil)
+                try await publish(3)
+                let deadline = ContinuousClock.now + .seconds(10)
+                while !String(decoding: ahead.received, as: UTF8.self).contains("\"serial\":3") {
+                    guard ContinuousClock.now < deadline else { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                    ahead.poll()
+                }
+                #expect(String(decoding: ahead.received, as: UTF8.self).contains("\"serial\":3"), "a cursor ahead of the newest event saw nothing")
+            }
+        }
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func anOpenStreamDoesNotHoldUpAShutdown() async throws {
         try await ControllerFixture.with { fixture in

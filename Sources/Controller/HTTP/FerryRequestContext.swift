@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 
 /// The request context of every controller route: Hummingbird's core context plus who is asking.
 ///
@@ -8,10 +9,13 @@ struct FerryRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// The authenticated principal; `nil` on the open routes (`/healthz`, `/metrics`).
     var principal: Principal?
+    /// The connection the request came on (for answers that last: an event stream looks whether its client left).
+    let channel: any Channel
 
     init(source: Source) {
         coreContext = .init(source: source)
         principal = nil
+        channel = source.channel
     }
 
     /// The authenticated principal.

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 import Shared
 
 /// What operators look at to learn why a deploy failed and to follow one live (viewer, operator; Basic accepted on
@@ -91,27 +92,45 @@ struct InsightRoutes: Sendable {
         if let service { try RolloutRoutes.checkServiceName(service) }
         let keepAlive = try Self.integer(query.get("keepalive"), name: "keepalive", in: 1...60) ?? Int64(Self.defaultKeepAlive)
         var after = try Self.integer(query.get("after"), name: "after", in: 0...Int64.max)
-        if after == nil, let header = request.headers[Self.lastEventIDHeader] {
-            after = try Self.integer(header, name: "Last-Event-ID", in: 0...Int64.max)
+        // A reconnecting EventSource sends the URL it first used, `?after=` and all, with the id it last received:
+        // that id wins, or every reconnect would replay everything after the first `after` again.
+        if let header = request.headers[Self.lastEventIDHeader] {
+            let lastReceived = try Self.integer(header, name: "Last-Event-ID", in: 0...Int64.max)
+            after = max(after ?? 0, lastReceived ?? 0)
         }
-        var start = after ?? 0
-        if after == nil { start = try await core.store.latestEventID() }
+        // Never past the newest event: a cursor from before the database was restored (ids start lower again), or a
+        // made-up one, would match nothing for ever and the stream would show no event at all.
+        let latest = try await core.store.latestEventID()
+        let start = min(after ?? latest, latest)
         let token = request.headers[.authorization].flatMap { Authenticator.credentials(fromAuthorization: $0)?.token }.map(String.init)
         let core = core
         let first = start
+        let streams = core.metrics.eventStreams
+        let channel = context.channel
         let body = ResponseBody { writer in
+            streams.increment()
+            defer { streams.decrement() }
             var cursor = first
             var lastWrite = ContinuousClock.now
             try await writer.write(ByteBuffer(string: "retry: 2000\n: Ferry events after id \(first)\n\n"))
             while !core.desiredStates.hub.isShutDown {
+                // A client that left ends its stream now, not at the next write (up to `keepalive` seconds later, while
+                // the connection limit already counted its slot free and the stream went on reading the store).
+                if await Self.peerClosed(channel) { return }
                 // A revoked or expired token ends its streams too, at the next look.
                 if let token {
                     do {
                         _ = try await core.authenticator.principal(forToken: Substring(token), challenge: .bearer)
-                    } catch {
+                    } catch let error as APIError where error.status == .unauthorized || error.status == .forbidden {
                         try await writer.write(ByteBuffer(string: ": the token no longer works (revoked or expired)\n\n"))
                         try await writer.finish(nil)
                         return
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        // The store unreachable for a moment (a failover): not a revocation; looked at again next time.
+                        try await Task.sleep(for: Self.eventPollInterval)
+                        continue
                     }
                 }
                 let events = try await core.store.events(service: service, after: cursor, limit: Self.eventBatch)
@@ -141,6 +160,17 @@ struct InsightRoutes: Sendable {
             ],
             body: body
         )
+    }
+
+    /// Whether the client of `channel` closed its end, seen without reading from it (the server reads nothing more of a
+    /// connection while it answers a request): the TCP state is no longer `ESTABLISHED` (`CLOSE_WAIT` after the
+    /// client's FIN, `CLOSE` after a reset). Linux copies as much of `tcp_info` as asked; its first byte is the state.
+    static func peerClosed(_ channel: any Channel) async -> Bool {
+        guard channel.isActive else { return true }
+        let tcpInfo = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: CInt(TCP_INFO)))
+        guard let head = try? await channel.getOption(tcpInfo).get() else { return false }
+        let established: CInt = 1
+        return head & 0xFF != established
     }
 
     private static func integer(_ text: String?, name: String, in range: ClosedRange<Int64>) throws -> Int64? {

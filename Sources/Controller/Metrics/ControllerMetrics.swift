@@ -34,6 +34,8 @@ struct ControllerMetrics: Sendable {
     /// Status reports answered by `DesiredStatePollHandler` before the router (the rest went to the route).
     let statusReportsHandled: Counter
     let longPollWaiters: Gauge
+    /// Event streams (`GET /v1/events/stream`) being answered.
+    let eventStreams: Gauge
     /// Transactions of the status write queue, and the reports they carried.
     let statusBatches: Counter
     let statusBatchedReports: Counter
@@ -114,6 +116,7 @@ struct ControllerMetrics: Sendable {
             ]
         )
         longPollWaiters = registry.makeGauge(descriptor: name("long_poll", "waiters", "Desired-state requests waiting for a change."))
+        eventStreams = registry.makeGauge(descriptor: name("event_streams", "open", "Event streams (GET /v1/events/stream) being answered."))
         agents = registry.makeGauge(descriptor: name("agents", "count", "Enrolled agents."))
         staleAgents = registry.makeGauge(descriptor: name("agents_stale", "count", "Agents without a status report for three poll intervals."))
     }
