@@ -50,6 +50,17 @@ import Testing
                 byName += try await names("/v1/fleet?sort=name&limit=3&after=\(byName.last ?? "")")
                 #expect(byName == (1...7).map { "web-0\($0)" })
                 #expect(try await names("/v1/fleet?sort=name&limit=3&offset=3") == ["web-05", "web-06", "web-07"], "an offset skips web-04")
+                // A page after a name counts the agents after it: "of N" and whether a next page exists hold for it.
+                let tail = try JSONValue.parse(
+                    Array(try await http.send("GET", url + "/v1/fleet?sort=name&limit=3&after=web-04", token: fixture.viewerToken).body)
+                )
+                #expect(tail.object?["page"]?.object?["matching"] == .integer(3), "\(tail.object?["page"] ?? .null)")
+                let basic = "Basic " + Data("viewer:\(fixture.viewerToken)".utf8).base64EncodedString()
+                let html = String(
+                    decoding: try await http.send("GET", url + "/?sort=name&after=web-04&limit=3", headers: ["Authorization": basic]).body,
+                    as: UTF8.self
+                )
+                #expect(html.contains("1–3 of 3 agents") && !html.contains("data-page=\"next\"") && html.contains("· by name"), "\(html)")
 
                 // The CLI's reading: one page as the controller orders it, or many pages by name put in the same order.
                 let client = OperatorClient(baseURL: url, token: fixture.viewerToken)

@@ -62,6 +62,7 @@ struct DashboardRenderer: Sendable {
         context["last"] = query.offset + fleet.agents.count
         context["limit"] = query.limit
         context["hasFilter"] = query.isFiltered
+        context["failuresFirst"] = !query.byName
         context["filterText"] = Self.describe(query)
         context["hasPrevious"] = query.offset > 0
         context["previousQuery"] = query.queryString(offset: max(0, query.offset - query.limit))

@@ -35,7 +35,7 @@ enum DashboardTemplate {
         <h2>Agents</h2>
         <p class="paging">{{#hasAgents}}{{first}}–{{last}} of {{matching}} agents{{/hasAgents}}{{^hasAgents}}no agent matches{{/hasAgents}}\
         {{#hasFilter}} matching <strong data-filter>{{filterText}}</strong> · <button type="button" class="filter" data-query="" data-clear-filter>all agents</button>{{/hasFilter}} \
-        · failures first{{#hasPrevious}} · <button type="button" class="filter" data-query="{{previousQuery}}" data-page="previous">previous</button>{{/hasPrevious}}\
+        {{#failuresFirst}}· failures first{{/failuresFirst}}{{^failuresFirst}}· by name{{/failuresFirst}}{{#hasPrevious}} · <button type="button" class="filter" data-query="{{previousQuery}}" data-page="previous">previous</button>{{/hasPrevious}}\
         {{#hasNext}} · <button type="button" class="filter" data-query="{{nextQuery}}" data-page="next">next {{limit}}</button>{{/hasNext}}</p>
         {{#hasAgents}}
         <div class="scroll">

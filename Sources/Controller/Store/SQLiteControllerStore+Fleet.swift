@@ -79,9 +79,10 @@ extension SQLiteControllerStore {
             conditions.append("(\(name) OR \(hostname))")
         }
         let filter = conditions.joined(separator: " AND ")
-        let total = try await readDB.raw("SELECT COUNT(*) AS n FROM agents AS a WHERE \(filter)").first()?.decode(column: "n", as: Int.self) ?? 0
-        // Past a name (`after`, by name only): the page starts there whatever was enrolled or removed before it.
+        // Past a name (`after`, by name only): the page starts there whatever was enrolled or removed before it. The
+        // count is of those agents too, so that a page's "of N" and whether a next page exists hold for it.
         let rowFilter: SQLQueryString = query.after.map { "\(filter) AND a.name > \(bind: $0)" } ?? filter
+        let total = try await readDB.raw("SELECT COUNT(*) AS n FROM agents AS a WHERE \(rowFilter)").first()?.decode(column: "n", as: Int.self) ?? 0
         // `trouble` is ordered on from outside: PostgreSQL's ORDER BY may not use an output name inside an expression.
         let order: SQLQueryString =
             query.byName
