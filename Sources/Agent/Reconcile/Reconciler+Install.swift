@@ -76,6 +76,11 @@ extension Reconciler {
         } catch {
             summary.problems.append("\(service): cannot activate serial \(release.serial): \(error)")
             if transition(service, .activationFailed(error), summary: &summary) != nil { save(&summary) }
+            // The ecosystem file may be the new release's already (and `current` too, when only the directory's fsync
+            // failed): the applied release's files go back first, and its apps are repaired only from them.
+            if let applied = state[service].applied, let appliedApps = otherApps[service] {
+                _ = restoreFiles(service, to: applied, apps: appliedApps)
+            }
             await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
             return
         }

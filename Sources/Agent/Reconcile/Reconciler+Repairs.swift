@@ -109,8 +109,9 @@ extension Reconciler {
 
     /// Brings the apps of the applied release of `service` back where they drifted (used when an install stopped before
     /// touching them: the planner leaves a service being installed to its install).
+    /// Not while its files are out of sync: PM2 would start them from an ecosystem file that describes another release.
     func repairApplied(_ service: String, apps: [AppSpec], summary: inout PassSummary) async {
-        guard !apps.isEmpty, let table = try? await processManager.processes() else { return }
+        guard !apps.isEmpty, !filesOutOfSync.contains(service), let table = try? await processManager.processes() else { return }
         await settleProcesses(table)
         for app in apps {
             let action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: false)
