@@ -1,5 +1,7 @@
 import Foundation
+import Hummingbird
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -12,6 +14,39 @@ struct RollbackCheckEndToEndTests {
     func restoredReleaseNotHealthy(backend: Backend) async throws {
         _ = try backend.pm2Binary()
         try await FleetFixture.with { fleet in try await run(fleet, backend: backend) }
+    }
+
+    /// The restored release's processes stay online while its HTTP check answers 500: the gate's verdict
+    /// (`unhealthy`) stands, instead of the pass's look at the table making it `healthy` in the same report.
+    @Test("a restored release that is online but answers 500 stays unhealthy", .timeLimit(.minutes(3)))
+    func restoredReleaseOnlineButFailing() async throws {
+        let status = Atomic<Int>(200)
+        let router = Router()
+        router.get("/health") { _, _ -> Response in Response(status: .init(code: status.load(ordering: .relaxed))) }
+        let standInPort = Mutex(0)
+        try await LoopbackServer.with(router: router, label: "health", started: { port in standInPort.withLock { $0 = port } }, closing: {}) {
+            try await FleetFixture.with { fleet in
+                try await fleet.startController()
+                let port = try freeLoopbackPort()
+                let health = "http://127.0.0.1:\(standInPort.withLock { $0 })/health"
+                try await fleet.publish(serial: 1, version: "1.0.0", port: port, healthURL: health, deadline: 8)
+                let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2)
+                _ = try fleet.startAgent(config: config, label: "agent")
+                try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
+
+                status.store(500, ordering: .relaxed)
+                try await fleet.publish(serial: 2, version: "2.0.0", port: port, healthURL: health, deadline: 5)
+                let entry = try await eventually("v1 not healthy either", timeout: .seconds(90), interval: .milliseconds(250)) { () -> JSONValue? in
+                    let entry = try await fleet.fleetEntry(agent: "edge-1")
+                    return (entry?["message"]?.stringValue ?? "").contains("; serial 1 is not healthy either: ") ? entry : nil
+                }
+                #expect(entry["health"]?.stringValue == "unhealthy", "\(entry)")
+                #expect(entry["phase"]?.stringValue == "rolled-back")
+                // Later passes look at the same online processes: the verdict still stands.
+                try await Task.sleep(for: .seconds(6))
+                #expect(try await fleet.fleetEntry(agent: "edge-1")?["health"]?.stringValue == "unhealthy")
+            }
+        }
     }
 
     private func run(_ fleet: FleetFixture, backend: Backend) async throws {

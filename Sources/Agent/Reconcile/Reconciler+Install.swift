@@ -42,6 +42,7 @@ extension Reconciler {
             envDigest: env.digest
         )
         guard transition(service, .installStarted(candidate), summary: &summary) != nil else { return }
+        failedGateProcesses[service] = nil
         save(&summary)
         logger.info("installing release", metadata: metadata)
 
@@ -344,9 +345,12 @@ extension Reconciler {
         switch verdict {
         case .healthy:
             health[service] = .healthy
+            failedGateProcesses[service] = nil
             problem = nil
         case .unhealthy(let failure):
             health[service] = .unhealthy
+            // The pass's own health look comes next and sees only the table: the verdict stands for these processes.
+            failedGateProcesses[service] = (try? await processManager.processes()).map { Self.pids(of: apps, in: $0) }
             problem = failure.reason
             logger.warning(
                 "the release restored by a rollback is not healthy either",

@@ -73,6 +73,10 @@ actor Reconciler {
     var refreshBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
     var health: [String: HealthState] = [:]
+    /// Services whose release restored by a rollback failed its own health gate while its processes stayed online (an
+    /// HTTP check answering 500), with those processes' pids by pm_id: the table cannot see what the gate saw, so the
+    /// gate's verdict stands until those processes change (a restart, a repair, an install).
+    var failedGateProcesses: [String: [Int: Int32]] = [:]
     /// Sends a status report now (the poll loop's trigger), for news the rest of a pass would hold back.
     private(set) var reportHook: (@Sendable () -> Void)?
     /// Apps the process manager keeps restarting while the table shows them online (`RestartWatch`).
@@ -438,6 +442,13 @@ actor Reconciler {
             }
             let loops = restartWatch.observe(table, apps: Set(apps.map(\.name)), now: now)
             loopsChanged = noteCrashLoops(loops, service: service) || loopsChanged
+            if let pinned = failedGateProcesses[service] {
+                if Self.pids(of: apps, in: table) == pinned {
+                    health[service] = .unhealthy
+                    continue
+                }
+                failedGateProcesses[service] = nil
+            }
             switch ProcessTableCheck(evaluating: table, against: apps) {
             case .allOnline: health[service] = loops.isEmpty ? .healthy : .unhealthy
             case .failed: health[service] = .unhealthy
@@ -445,6 +456,14 @@ actor Reconciler {
             }
         }
         return loopsChanged
+    }
+
+    /// The pids of the instances of `apps` in `table`, by pm_id.
+    static func pids(of apps: [AppSpec], in table: [ManagedProcess]) -> [Int: Int32] {
+        let names = Set(apps.map(\.name))
+        var pids: [Int: Int32] = [:]
+        for process in table where names.contains(process.name) { pids[process.pmId] = process.pid ?? 0 }
+        return pids
     }
 
     /// Keeps `loops` as the service's crash loops; logs the apps that entered or left one. Returns whether the set of
