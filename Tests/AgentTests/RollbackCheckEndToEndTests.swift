@@ -24,7 +24,9 @@ struct RollbackCheckEndToEndTests {
         let router = Router()
         router.get("/health") { _, _ -> Response in Response(status: .init(code: status.load(ordering: .relaxed))) }
         let standInPort = Mutex(0)
-        try await LoopbackServer.with(router: router, label: "health", started: { port in standInPort.withLock { $0 = port } }, closing: {}) {
+        let started: @Sendable (Int) -> Void = { port in standInPort.withLock { $0 = port } }
+        let closing: @Sendable () -> Void = {}
+        try await LoopbackServer.with(router: router, label: "health", started: started, closing: closing) {
             try await FleetFixture.with { fleet in
                 try await fleet.startController()
                 let port = try freeLoopbackPort()
