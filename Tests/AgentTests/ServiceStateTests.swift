@@ -122,6 +122,7 @@ struct ServiceStateTests {
     static let start3 = Event.installStarted(release(3))
     static let download = Event.downloadFailed(noSpace)
     static let downloadSuperseded = Event.downloadSuperseded(by: 7)
+    static let withdrawn6 = "serial 6 (1.0.6) is no longer offered by the controller and was not installed; serial 5 (1.0.5) runs"
     static let activation = Event.activationFailed(readOnly)
     static let unhealthyCanRollBack = Event.releaseUnhealthy(.healthGate(unhealthy), canRollBack: true)
     static let unhealthyCannotRollBack = Event.releaseUnhealthy(.healthGate(unhealthy), canRollBack: false)
@@ -392,6 +393,24 @@ struct ServiceStateTests {
         row(.rolledBack, download, .refused(.notDeploying(event: .downloadFailed, phase: .rolledBack))),
 
         // A download a newer serial superseded: nothing running was touched, nothing stays pending, and no failure.
+        // The controller offers the applied serial again over a pending one (its rollout aborted): the pending goes.
+        row(.waiting, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
+        row(
+            .deploying,
+            .installWithdrawn,
+            .moves(to: .running, slots: "accepted 6; applied 5 (env a); previous 4", message: withdrawn6, action: .save)
+        ),
+        row(.deployingFirst, .installWithdrawn, .refused(.nothingApplied(event: .installWithdrawn))),
+        row(.deployingNothingPending, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
+        row(.running, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
+        row(
+            .runningWithPending,
+            .installWithdrawn,
+            .moves(to: .running, slots: "accepted 6; applied 5 (env a); previous 4", message: withdrawn6, action: .save)
+        ),
+        row(.failed, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
+        row(.failedWithPending, .installWithdrawn, .refused(.nothingApplied(event: .installWithdrawn))),
+        row(.rolledBack, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
         row(.waiting, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .waiting))),
         row(
             .deploying,

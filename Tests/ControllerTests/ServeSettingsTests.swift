@@ -258,6 +258,27 @@ import Testing
         }
     }
 
+    /// The systemd unit sets `FERRY_LISTEN` and `FERRY_DATA_DIR`, which win over a config file: `serve` says so at
+    /// start for each value of the file the environment replaces, instead of listening elsewhere without a word.
+    @Test func fileSettingsTheEnvironmentOverridesAreNamed() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("controller.json")
+            try Data(#"{"listen": "0.0.0.0:8443", "dataDir": "/srv/ferry", "database": "postgres://ferry:s3cret@db/ferry"}"#.utf8).write(to: file)
+            let command = try ServeCommand.parse([])
+            let notes = command.fileSettingsOverridden(environment: [
+                "FERRY_CONFIG": file.path, "FERRY_LISTEN": "127.0.0.1:8080", "FERRY_DATA_DIR": "/srv/ferry",
+                "FERRY_DATABASE": "postgres://ferry:other@db2/ferry",
+            ])
+            #expect(notes.count == 2, "\(notes)")
+            #expect(
+                notes.first == "\(file.path): listen 0.0.0.0:8443 is overridden by FERRY_LISTEN=127.0.0.1:8080 (the environment wins over the file)"
+            )
+            #expect(notes.last?.contains("database postgres://db/ferry is overridden by FERRY_DATABASE=postgres://db2/ferry") == true, "\(notes)")
+            #expect(!notes.joined().contains("s3cret") && !notes.joined().contains("other@"))
+            #expect(command.fileSettingsOverridden(environment: ["FERRY_CONFIG": file.path]).isEmpty)
+        }
+    }
+
     @Test func listenForms() throws {
         #expect(try ServeSettings.parseListen("127.0.0.1:8080") == ("127.0.0.1", 8080))
         #expect(try ServeSettings.parseListen(":9000") == ("0.0.0.0", 9000))

@@ -112,6 +112,52 @@ import Testing
         }
     }
 
+    /// The fleet's text search folds ASCII letters only, on both databases alike: PostgreSQL's `lower()` folded every
+    /// letter its locale knows, so `q=élise` matched `ÉLISE-01` there and not on SQLite.
+    @Test(arguments: StoreBackendKind.available)
+    func aFleetSearchMatchesTheSameAgentsOnEitherDatabase(_ kind: StoreBackendKind) async throws {
+        try await TestStore.withLocation(kind) { location in
+            let store: SQLControllerStore
+            var database: String?
+            if kind == .postgres, let server = location.server {
+                // The test server's databases use the C locale; a production database's (en_US.UTF-8, say) folds every
+                // letter. This one is made so.
+                let name = "ferry_icu_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+                try await server.psql("CREATE DATABASE \(name) TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und' LOCALE 'C.utf8'")
+                database = name
+                store = try await DatabaseSelection.postgres(try PostgresStoreConfiguration.parse(server.url(database: name)))
+                    .openStore(sqlitePath: location.sqlitePath, logger: ControllerFixture.logger)
+            } else {
+                store = try await location.open()
+            }
+            do {
+                for (index, name) in ["ÉLISE-01", "élise-02", "Web-03", "web-04"].enumerated() {
+                    _ = try await store.enrollAgent(
+                        proposedID: "agt_\(index)",
+                        name: name,
+                        hostname: "h\(index)",
+                        services: ["api"],
+                        tokenHash: Token.digest("fyt_search_\(index)"),
+                        at: Date()
+                    )
+                }
+                func names(_ text: String) async throws -> [String] {
+                    var query = FleetQuery()
+                    query.text = text
+                    return try await store.agentPage(query, staleBefore: Date(), conflictsSince: Date()).agents.map(\.name).sorted()
+                }
+                #expect(try await names("élise") == ["élise-02"])
+                #expect(try await names("WEB") == ["Web-03", "web-04"])
+            } catch {
+                try? await store.close()
+                if let database, let server = location.server { await server.dropDatabase(database) }
+                throw error
+            }
+            try await store.close()
+            if let database, let server = location.server { await server.dropDatabase(database) }
+        }
+    }
+
     /// A store closed from a cancelled task (a service group cancelled after another service failed) closes all the
     /// same: the backend's lock used to throw `CancellationError` first, and the store, marked closed, never closed its
     /// connections (a connection released open trips SQLiteNIO's assertion and ends the process).

@@ -199,6 +199,11 @@ actor Reconciler {
         let decisions = desired.map { evaluator.evaluate($0, state: state) }
         if let decisions {
             lastDecisions = decisions
+            // The applied serial offered again over a pending one: the pending install is given up, or it would stay
+            // pending for ever (its health frozen, every restart reloading the service's apps to resume it).
+            for (service, decision) in decisions.decisions where decision == .keep && state[service].pending != nil {
+                if transition(service, .installWithdrawn, summary: &summary) != nil { save(&summary) }
+            }
             for refusal in decisions.foreign {
                 logger.info(
                     "refused a release for a service this instance does not run",

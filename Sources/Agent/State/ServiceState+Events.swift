@@ -20,6 +20,10 @@ extension ServiceState {
         case downloadSuperseded(by: Int64)
         /// The ecosystem file could not be written or `current` not switched.
         case activationFailed(InstallError)
+        /// The controller offers the applied serial again while another one is pending (its rollout aborted while its
+        /// download kept failing, or after a restart restored what ran): the pending one is given up. Nothing it had was
+        /// activated (a restart restored the applied release's files first).
+        case installWithdrawn
         /// The agent is shutting down mid-install: no verdict.
         case installInterrupted
         /// The health gate passed the pending release.
@@ -59,6 +63,7 @@ extension ServiceState {
             case .downloadFailed: .downloadFailed
             case .downloadSuperseded: .downloadSuperseded
             case .activationFailed: .activationFailed
+            case .installWithdrawn: .installWithdrawn
             case .installInterrupted: .installInterrupted
             case .releaseHealthy: .releaseHealthy
             case .releaseUnhealthy: .releaseUnhealthy
@@ -75,6 +80,7 @@ extension ServiceState {
         /// The kinds of event (named as the cases of `Event`).
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
             case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, downloadSuperseded, activationFailed
+            case installWithdrawn
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
             case appsRepaired, restoredChecked, releaseSuperseded, supersededReleaseTakenOut
 

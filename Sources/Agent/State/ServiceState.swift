@@ -126,6 +126,16 @@ struct ServiceState: Sendable, Codable, Equatable {
             pending = nil
             return .save
 
+        case (_, .installWithdrawn):
+            guard let withdrawn = pending else { throw .noInstallPending(event: event.name) }
+            guard let running = applied else { throw .nothingApplied(event: event.name) }
+            phase = .running
+            message =
+                "serial \(withdrawn.serial) (\(withdrawn.version)) is no longer offered by the controller and was not installed; "
+                + "serial \(running.serial) (\(running.version)) runs"
+            pending = nil
+            return .save
+
         case (.deploying, .activationFailed(let error)):
             let candidate = try installing(event)
             message = "serial \(candidate.serial) could not be activated: \(error)"

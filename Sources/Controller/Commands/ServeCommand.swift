@@ -193,6 +193,24 @@ struct ServeCommand: AsyncParsableCommand {
         return try settings.overlaid(by: ServeSettings.fromEnvironment(environment)).overlaid(by: flagSettings())
     }
 
+    /// The config file's `listen`, `dataDir` and `database` that the environment overrides with another value, said
+    /// at start: the systemd unit sets `FERRY_LISTEN` and `FERRY_DATA_DIR`, and a `listen:` in the file then changed
+    /// nothing without a word.
+    func fileSettingsOverridden(environment: [String: String]) -> [String] {
+        guard let path = config ?? environment["FERRY_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }),
+            let file = try? ServeSettings.fromFile(path), let overriding = try? ServeSettings.fromEnvironment(environment)
+        else { return [] }
+        let pairs: [(key: String, variable: String, file: String?, environment: String?)] = [
+            ("listen", "FERRY_LISTEN", file.listen, overriding.listen),
+            ("dataDir", "FERRY_DATA_DIR", file.dataDirectory, overriding.dataDirectory),
+            ("database", "FERRY_DATABASE", file.database.map(RedactedURL.redact), overriding.database.map(RedactedURL.redact)),
+        ]
+        return pairs.compactMap { pair in
+            guard let inFile = pair.file, let fromEnvironment = pair.environment, inFile != fromEnvironment else { return nil }
+            return "\(path): \(pair.key) \(inFile) is overridden by \(pair.variable)=\(fromEnvironment) (the environment wins over the file)"
+        }
+    }
+
     func run() async throws {
         let settings: ServeSettings
         var resolved: ControllerConfiguration
@@ -209,6 +227,7 @@ struct ServeCommand: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in ControllerLogHandler(label: label, level: level) }
         var logger = Logger(label: "ferry.controller")
         logger.logLevel = level
+        for overridden in fileSettingsOverridden(environment: ProcessInfo.processInfo.environment) { logger.warning("\(overridden)") }
         let registry = PrometheusCollectorRegistry()
         // Once per process, here only: metrics of libraries using swift-metrics go to the same registry as Ferry's own.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

@@ -74,8 +74,9 @@ extension SQLiteControllerStore {
             )
         }
         if let text = query.text {
-            let name = dialect.contains("lower(a.name)", "lower(\(bind: text))")
-            let hostname = dialect.contains("lower(a.hostname)", "lower(\(bind: text))")
+            let needle = dialect.asciiLowercased("\(bind: text)")
+            let name = dialect.contains(dialect.asciiLowercased("a.name"), needle)
+            let hostname = dialect.contains(dialect.asciiLowercased("a.hostname"), needle)
             conditions.append("(\(name) OR \(hostname))")
         }
         let filter = conditions.joined(separator: " AND ")

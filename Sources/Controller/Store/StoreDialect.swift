@@ -83,6 +83,16 @@ enum StoreDialect: String, Sendable, CaseIterable {
 
     /// A condition true when `needle` occurs in `haystack` (both text): SQLite's `instr`, PostgreSQL's `strpos`
     /// (same arguments, same 1-based result, 0 when absent).
+    /// `expression` with ASCII letters lowercased and nothing else: SQLite's `lower()`, and PostgreSQL's under the "C"
+    /// collation (under the database's own, PostgreSQL folds every letter its locale knows, so a search matched other
+    /// agents on each database).
+    func asciiLowercased(_ expression: SQLQueryString) -> SQLQueryString {
+        switch self {
+        case .sqlite: "lower(\(expression))"
+        case .postgres: "lower((\(expression)) COLLATE \"C\")"
+        }
+    }
+
     func contains(_ haystack: SQLQueryString, _ needle: SQLQueryString) -> SQLQueryString {
         switch self {
         case .sqlite: "instr(\(haystack), \(needle)) > 0"
