@@ -396,16 +396,7 @@ struct InsightRoutesTests {
                 #expect(artifact.status == 201)
                 let digest = SHA256.hash(Array("bytes".utf8))
                 let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 5)
-                func publish(_ serial: Int64) async throws {
-                    let envelope = try fixture.envelope(ControllerFixture.release(serial: serial, artifact: reference))
-                    let published = try await http.send(
-                        "POST",
-                        "\(base)/v1/releases",
-                        token: fixture.operatorToken,
-                        body: Data(envelope.readableBytesView)
-                    )
-                    #expect(published.status == 201)
-                }
+                func publish(_ serial: Int64) async throws { try await Self.publishLive(fixture, base, serial: serial, artifact: reference) }
                 // Serial 1 happened before the follower started after it: never shown.
                 try await publish(1)
                 let start = try await fixture.store.latestEventID()
@@ -483,19 +474,11 @@ struct InsightRoutesTests {
             try await fixture.withLiveServer { base in
                 let port = try #require(base.split(separator: ":").last.flatMap { Int($0) })
                 let http = LiveHTTP()
+                #expect(try await http.send("POST", "\(base)/v1/artifacts", token: fixture.operatorToken, body: Data("bytes".utf8)).status == 201)
+                let digest = SHA256.hash(Array("bytes".utf8))
+                let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: 5)
                 @Sendable func publish(_ serial: Int64) async throws {
-                    let bytes = Data("bytes-\(serial)".utf8)
-                    #expect(try await http.send("POST", "\(base)/v1/artifacts", token: fixture.operatorToken, body: bytes).status == 201)
-                    let digest = SHA256.hash(Array(bytes))
-                    let reference = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
-                    let envelope = try fixture.envelope(ControllerFixture.release(serial: serial, artifact: reference))
-                    let published = try await http.send(
-                        "POST",
-                        "\(base)/v1/releases",
-                        token: fixture.operatorToken,
-                        body: Data(envelope.readableBytesView)
-                    )
-                    #expect(published.status == 201)
+                    try await Self.publishLive(fixture, base, serial: serial, artifact: reference)
                 }
                 try await publish(1)
                 try await publish(2)
@@ -553,6 +536,13 @@ struct InsightRoutesTests {
             #expect(received.value.contains("the controller is shutting down"))
             #expect(shutdownStarted.duration(to: .now) < .seconds(30))
         }
+    }
+
+    /// Publishes serial `serial` of api through the live server at `base`, with `artifact` (stored already).
+    static func publishLive(_ fixture: ControllerFixture, _ base: String, serial: Int64, artifact: ArtifactReference) async throws {
+        let envelope = try fixture.envelope(ControllerFixture.release(serial: serial, artifact: artifact))
+        let published = try await LiveHTTP().send("POST", "\(base)/v1/releases", token: fixture.operatorToken, body: Data(envelope.readableBytesView))
+        #expect(published.status == 201)
     }
 
     static func until(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
