@@ -465,6 +465,45 @@ struct InsightRoutesTests {
         }
     }
 
+    /// One token holds at most `maximumStreamsPerToken` event streams: the next is a 429 saying why, another token is
+    /// not affected, and a stream whose client left frees its slot.
+    @Test(.timeLimit(.minutes(2)))
+    func aTokenHoldsABoundedNumberOfStreams() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withLiveServer { base in
+                let port = try #require(base.split(separator: ":").last.flatMap { Int($0) })
+                func open(_ token: String) async throws -> (RawConnection, Int?) {
+                    let connection = try RawConnection(port: port)
+                    try connection.send("GET /v1/events/stream?keepalive=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n")
+                    return (connection, try await connection.waitForStatus(timeout: .seconds(10)))
+                }
+                var held: [RawConnection] = []
+                for _ in 0..<InsightRoutes.maximumStreamsPerToken {
+                    let (connection, status) = try await open(fixture.viewerToken)
+                    #expect(status == 200)
+                    held.append(connection)
+                }
+                let (refused, status) = try await open(fixture.viewerToken)
+                #expect(status == 429)
+                #expect(String(decoding: refused.received, as: UTF8.self).contains("too_many_streams"))
+                #expect(try await open(fixture.operatorToken).1 == 200, "another token is not affected")
+                held.removeLast()  // its client leaves
+                let deadline = ContinuousClock.now + .seconds(10)
+                var again: Int?
+                while ContinuousClock.now < deadline {
+                    let (connection, status) = try await open(fixture.viewerToken)
+                    again = status
+                    if status == 200 {
+                        held.append(connection)
+                        break
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                #expect(again == 200, "the slot of the stream whose client left was not given back")
+            }
+        }
+    }
+
     /// A reconnecting `EventSource` sends the URL it first used (`?after=0`) with `Last-Event-ID`: the id wins, so only
     /// what came after it is sent again. And a cursor past the newest event (a database restored, a made-up id) starts
     /// at the newest, instead of matching nothing for ever.

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Shared
+import Synchronization
 
 /// What operators look at to learn why a deploy failed and to follow one live (viewer, operator; Basic accepted on
 /// these reads):
@@ -13,6 +14,12 @@ import Shared
 struct InsightRoutes: Sendable {
     let core: ControllerCore
     let pages: DetailPageRenderer
+    /// The event streams each token holds open, at most `maximumStreamsPerToken`.
+    let streamSlots = StreamSlots()
+
+    /// Event streams one token may hold open at once: a dashboard or two, a few CI jobs following rollouts. One leaked
+    /// viewer token cannot hold the connection limit's every slot (each stream also polls the store twice a second).
+    static let maximumStreamsPerToken = 16
 
     /// How often the event stream looks for new events.
     static let eventPollInterval: Duration = .milliseconds(500)
@@ -103,13 +110,23 @@ struct InsightRoutes: Sendable {
         let latest = try await core.store.latestEventID()
         let start = min(after ?? latest, latest)
         let token = request.headers[.authorization].flatMap { Authenticator.credentials(fromAuthorization: $0)?.token }.map(String.init)
+        let principal = try context.authenticated()
+        let holder = principal.tokenID ?? principal.name
+        guard let slot = streamSlots.take(for: holder, limit: Self.maximumStreamsPerToken) else {
+            throw APIError(
+                .tooManyRequests,
+                "too_many_streams",
+                "this token holds \(Self.maximumStreamsPerToken) event streams open already; close one (or use another token)"
+            )
+        }
         let core = core
         let first = start
         let streams = core.metrics.eventStreams
         let channel = context.channel
         let body = ResponseBody { writer in
             streams.increment()
-            defer { streams.decrement() }
+            // The slot goes back when the answer is done with, whether this ran or not (the closure holds it).
+            defer { withExtendedLifetime(slot) { streams.decrement() } }
             var cursor = first
             var lastWrite = ContinuousClock.now
             try await writer.write(ByteBuffer(string: "retry: 2000\n: Ferry events after id \(first)\n\n"))
@@ -182,5 +199,41 @@ struct InsightRoutes: Sendable {
             )
         }
         return value
+    }
+}
+
+/// How many event streams each token holds open.
+final class StreamSlots: Sendable {
+    private let held = Mutex<[String: Int]>([:])
+
+    /// One stream's slot: given back when released (the stream ended, or its answer was dropped before it began).
+    final class Slot: Sendable {
+        let slots: StreamSlots
+        let holder: String
+        init(_ slots: StreamSlots, _ holder: String) {
+            self.slots = slots
+            self.holder = holder
+        }
+        deinit { slots.give(back: holder) }
+    }
+
+    /// Takes a slot for `holder`, or `nil` when it holds `limit` already.
+    func take(for holder: String, limit: Int) -> Slot? {
+        let taken = held.withLock { held in
+            guard held[holder, default: 0] < limit else { return false }
+            held[holder, default: 0] += 1
+            return true
+        }
+        return taken ? Slot(self, holder) : nil
+    }
+
+    /// How many streams `holder` holds.
+    func count(for holder: String) -> Int { held.withLock { $0[holder, default: 0] } }
+
+    fileprivate func give(back holder: String) {
+        held.withLock { held in
+            let left = held[holder, default: 1] - 1
+            held[holder] = left > 0 ? left : nil
+        }
     }
 }
