@@ -112,6 +112,39 @@ import Testing
         }
     }
 
+    /// Wave timers are kept while their rollout is evaluated only: an ended rollout's go with its last transition, a
+    /// removed agent's with it. They were kept for ever, a row per agent per staged rollout.
+    @Test(arguments: StoreBackendKind.available)
+    func waveTimersGoWithTheirRolloutAndTheirAgent(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            for index in 1...3 { _ = try await Self.enrollAgent(index, in: store) }
+            let release = try Self.record(serial: 1, service: "web")
+            let plan = RolloutPlan(parameters: RolloutParameters(strategy: .oneAtATime), agentOrder: ["agt_1", "agt_2", "agt_3"])
+            let rollout = try await store.insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan)).rollout
+            #expect(rollout.state == .rolling)
+            let now = Date()
+            // More rows than one statement takes, and a row written again (a hand-over between two drivers).
+            var timers = Dictionary(uniqueKeysWithValues: (0..<(SQLControllerStore.timerRowsPerStatement + 7)).map { ("agt_x\($0)", now) })
+            timers["agt_1"] = now
+            timers["agt_2"] = now
+            try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers)
+            try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers)
+            #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id).count == timers.count)
+
+            _ = try await store.removeAgent(name: "agent-2")
+            #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id)["agt_2"] == nil)
+            #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id)["agt_1"] != nil)
+
+            var machine = RolloutStateMachine(try #require(try await store.latestRollouts(for: ["web"]).first))
+            guard case .persist(let transition) = try machine.requested(.abort, by: "alice", agentsOnSerial: [], at: now) else {
+                Issue.record("the abort was not a transition")
+                return
+            }
+            #expect(try await store.updateRollout(transition))
+            #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id).isEmpty)
+        }
+    }
+
     /// The fleet's text search folds ASCII letters only, on both databases alike: PostgreSQL's `lower()` folded every
     /// letter its locale knows, so `q=élise` matched `ÉLISE-01` there and not on SQLite.
     @Test(arguments: StoreBackendKind.available)

@@ -172,6 +172,10 @@ extension SQLControllerStore {
             RETURNING id
             """
         ).first()
+        // A rollout no longer evaluated keeps no wave timers (they were kept for ever, a row per agent per rollout).
+        if updated != nil, !rollout.state.isActive {
+            try await db.raw("DELETE FROM rollout_health WHERE rollout_id = \(bind: rollout.id)").run()
+        }
         return updated != nil
     }
 
@@ -215,6 +219,9 @@ extension SQLControllerStore {
 
     // MARK: Wave timers
 
+    /// Rows of one wave-timer insert (3 parameters each: SQLite takes 32,766, PostgreSQL 65,535).
+    static let timerRowsPerStatement = 500
+
     func rolloutHealthTimers(rolloutID: Int64) async throws -> [String: Date] {
         let rows = try await readDB.raw("SELECT agent_id, healthy_since FROM rollout_health WHERE rollout_id = \(bind: rolloutID)").all()
         var timers: [String: Date] = [:]
@@ -225,14 +232,20 @@ extension SQLControllerStore {
     }
 
     func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws {
-        // Only this rollout's rows, written by the one controller that drives rollouts.
+        // Only this rollout's rows, written by the one controller that drives rollouts: many rows a statement (one
+        // statement a row was 10,000 round trips a round on PostgreSQL), and a row another driver wrote meanwhile (a
+        // hand-over) is overwritten, not a duplicate-key failure.
+        let rows = timers.sorted(by: { $0.key < $1.key })
         try await backend.transaction(exclusive: false) { db in
             try await db.raw("DELETE FROM rollout_health WHERE rollout_id = \(bind: rolloutID)").run()
-            for (agentID, since) in timers.sorted(by: { $0.key < $1.key }) {
+            for start in stride(from: 0, to: rows.count, by: Self.timerRowsPerStatement) {
+                let values = rows[start..<min(rows.count, start + Self.timerRowsPerStatement)].map { agentID, since -> SQLQueryString in
+                    "(\(bind: rolloutID), \(bind: agentID), \(bind: StoredTime.milliseconds(since)))"
+                }
                 try await db.raw(
                     """
-                    INSERT INTO rollout_health (rollout_id, agent_id, healthy_since)
-                    VALUES (\(bind: rolloutID), \(bind: agentID), \(bind: StoredTime.milliseconds(since)))
+                    INSERT INTO rollout_health (rollout_id, agent_id, healthy_since) VALUES \(values.joined(separator: ", "))
+                    ON CONFLICT (rollout_id, agent_id) DO UPDATE SET healthy_since = excluded.healthy_since
                     """
                 ).run()
             }

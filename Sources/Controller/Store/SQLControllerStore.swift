@@ -358,6 +358,10 @@ final class SQLControllerStore: ControllerStore {
     /// `rollout wait` counts its agents in even when it completed at once (`all`).
     private static func dropFromOpenRollouts(_ ids: Set<String>, services: Set<String>? = nil, in db: any SQLDatabase) async throws {
         guard !ids.isEmpty else { return }
+        // Their wave timers go too (the table has no foreign key to agents): all of them for an agent removed.
+        if services == nil {
+            for id in ids.sorted() { try await db.raw("DELETE FROM rollout_health WHERE agent_id = \(bind: id)").run() }
+        }
         let rows = try await db.raw(
             """
             SELECT id, service, agent_order FROM rollouts
