@@ -398,7 +398,7 @@ struct ServiceStateTests {
         row(
             .deploying,
             .installWithdrawn,
-            .moves(to: .running, slots: "accepted 6; applied 5 (env a); previous 4", message: withdrawn6, action: .save)
+            .moves(to: .running, slots: "accepted 5; applied 5 (env a); previous 4", message: withdrawn6, action: .save)
         ),
         row(.deployingFirst, .installWithdrawn, .refused(.nothingApplied(event: .installWithdrawn))),
         row(.deployingNothingPending, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
@@ -406,7 +406,7 @@ struct ServiceStateTests {
         row(
             .runningWithPending,
             .installWithdrawn,
-            .moves(to: .running, slots: "accepted 6; applied 5 (env a); previous 4", message: withdrawn6, action: .save)
+            .moves(to: .running, slots: "accepted 5; applied 5 (env a); previous 4", message: withdrawn6, action: .save)
         ),
         row(.failed, .installWithdrawn, .refused(.noInstallPending(event: .installWithdrawn))),
         row(.failedWithPending, .installWithdrawn, .refused(.nothingApplied(event: .installWithdrawn))),

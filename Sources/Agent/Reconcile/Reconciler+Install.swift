@@ -79,7 +79,8 @@ extension Reconciler {
             if transition(service, .activationFailed(error), summary: &summary) != nil { save(&summary) }
             // The ecosystem file may be the new release's already (and `current` too, when only the directory's fsync
             // failed): the applied release's files go back first, and its apps are repaired only from them.
-            if let applied = state[service].applied, let appliedApps = otherApps[service] {
+            // An ecosystem write that failed left the applied release's file whole (it is atomic): nothing to put back.
+            if case .currentLink = error, let applied = state[service].applied, let appliedApps = otherApps[service] {
                 _ = restoreFiles(service, to: applied, apps: appliedApps)
             }
             await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)

@@ -165,6 +165,8 @@ actor Reconciler {
             try await apply(apps, service: service, needsRefresh: true, previousNames: removing)
         } catch {
             logger.info("re-applying the applied release failed", metadata: ["ferry.service": "\(service)", "ferry.reason": "\(error)"])
+            // Processes of the same names may run the interrupted release's code: reloaded from the files at the first pass.
+            filesOutOfSync.insert(service)
         }
     }
 

@@ -134,6 +134,9 @@ struct ServiceState: Sendable, Codable, Equatable {
                 "serial \(withdrawn.serial) (\(withdrawn.version)) is no longer offered by the controller and was not installed; "
                 + "serial \(running.serial) (\(running.version)) runs"
             pending = nil
+            // Offered again later (the rollout's wave reaches this agent after all), it is accepted again: only that
+            // serial is given back, every serial accepted before it stays refused.
+            if highestAcceptedSerial == withdrawn.serial { highestAcceptedSerial = withdrawn.serial - 1 }
             return .save
 
         case (.deploying, .activationFailed(let error)):

@@ -114,6 +114,12 @@ enum RolloutText {
             body: Data(),
             expecting: [200]
         )
+        // A controller older than `?serial=` ignores it and acts on the latest rollout: say so, loudly.
+        if let serial, case .object(let fields) = answer, case .integer(let answered)? = fields["serial"], answered != serial {
+            throw CLIError(
+                "the controller acted on the rollout of serial \(answered), not \(serial): it does not know --serial (upgrade it); check that rollout"
+            )
+        }
         Console.print(connection.json ? String(decoding: answer.encoded(), as: UTF8.self) : describe(answer))
     }
 

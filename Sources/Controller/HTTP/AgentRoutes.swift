@@ -63,6 +63,9 @@ struct AgentRoutes: Sendable {
         // The agent's own token when it chose one (only its digest comes here), else the one issued now.
         let issued = Token.generate()
         let tokenHash = enrollment.tokenSHA256?.hex ?? Token.digest(issued)
+        // A replace for fewer services takes the agent out of the others' rollouts: their cached states (the agents each
+        // wave reached) go, below. Read only for a replace.
+        let servicesBefore = mode == .replace ? Set(try await core.store.agent(named: enrollment.name)?.services ?? []) : []
         let enrolled: (agent: AgentRecord, replaced: Bool, repeated: Bool)
         do {
             enrolled = try await core.store.enrollAgent(
@@ -100,6 +103,8 @@ struct AgentRoutes: Sendable {
             core.tokenRevoked()
             core.identities.forget(agentID: agent.id)
             core.statusReports.forget(agentID: agent.id)
+            let dropped = servicesBefore.subtracting(agent.services)
+            if !dropped.isEmpty { core.desiredStates.invalidateAllAndWake(services: dropped) }
         }
         core.desiredStates.agentEnrolled(id: agent.id)
         core.logger.info(

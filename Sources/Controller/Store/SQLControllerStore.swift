@@ -353,9 +353,11 @@ final class SQLControllerStore: ControllerStore {
 
     /// Takes removed agents out of the rollouts they are members of (of `services` only, when given): a member that is
     /// gone never reports healthy, and its wave would wait for it for ever (an instance terminated mid-rollout, then
-    /// removed). The waves are those of the members left (a wave's share of fewer agents). The rollouts are the open
-    /// ones, an approval's included (it starts from the members stored at publish), and each service's latest, which
-    /// `rollout wait` counts its agents in even when it completed at once (`all`).
+    /// removed). The waves are those of the members left (a wave's share of fewer agents). The rollouts are the rolling
+    /// and paused ones, one awaiting approval (it starts from the members stored at publish), and each service's latest
+    /// when it completed (`rollout wait` counts its agents, also when it completed at once with `all`). Not a halted
+    /// one: it still serves its serial to the agents it reached, by their place in the order, and a member taken out
+    /// before them would hand the halted serial to the next agent.
     private static func dropFromOpenRollouts(_ ids: Set<String>, services: Set<String>? = nil, in db: any SQLDatabase) async throws {
         guard !ids.isEmpty else { return }
         // Their wave timers go too (the table has no foreign key to agents): all of them for an agent removed.
@@ -365,7 +367,8 @@ final class SQLControllerStore: ControllerStore {
         let rows = try await db.raw(
             """
             SELECT id, service, agent_order FROM rollouts
-            WHERE state IN ('rolling', 'paused', 'halted', 'awaiting-approval') OR id IN (SELECT MAX(id) FROM rollouts GROUP BY service)
+            WHERE state IN ('rolling', 'paused', 'awaiting-approval')
+               OR (state = 'completed' AND id IN (SELECT MAX(id) FROM rollouts GROUP BY service))
             """
         ).all()
         for row in rows {
