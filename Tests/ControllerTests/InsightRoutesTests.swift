@@ -539,8 +539,12 @@ struct InsightRoutesTests {
                     return connection
                 }
                 let resumed = try await stream("/v1/events/stream?after=0&keepalive=1", lastEventID: newest - 1)
-                try await Task.sleep(for: .milliseconds(1500))
-                resumed.poll()
+                // Until the newest event came (events are sent oldest first: any older one would have come before it).
+                let until = ContinuousClock.now + .seconds(10)
+                while !String(decoding: resumed.received, as: UTF8.self).contains("id: \(newest)\n"), ContinuousClock.now < until {
+                    try await Task.sleep(for: .milliseconds(50))
+                    resumed.poll()
+                }
                 let text = String(decoding: resumed.received, as: UTF8.self)
                 #expect(text.contains("id: \(newest)\n"), "\(text)")
                 #expect(ids.filter { $0 < newest }.allSatisfy { !text.contains("id: \($0)\n") }, "events before Last-Event-ID sent again: \(text)")

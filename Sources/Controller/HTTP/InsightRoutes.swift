@@ -227,9 +227,6 @@ final class StreamSlots: Sendable {
         return taken ? Slot(self, holder) : nil
     }
 
-    /// How many streams `holder` holds.
-    func count(for holder: String) -> Int { held.withLock { $0[holder, default: 0] } }
-
     fileprivate func give(back holder: String) {
         held.withLock { held in
             let left = held[holder, default: 1] - 1

@@ -33,7 +33,8 @@ package enum SmallFile {
     /// file or stream larger than the limit never costs more than the limit in memory.
     package static func read(descriptor fd: Int32, name: String, limit: Int) throws(Failure) -> [UInt8] {
         var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        // No bigger than the limit allows: `/proc` entries of a few hundred bytes are read several times a second.
+        var chunk = [UInt8](repeating: 0, count: limit < 64 * 1024 ? max(1, limit + 1) : 64 * 1024)
         while bytes.count <= limit {
             let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
