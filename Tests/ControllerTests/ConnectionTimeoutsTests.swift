@@ -89,6 +89,18 @@ import Testing
             expiry: nil,
             idle: false
         ),
+        Case(
+            name: "requests answered within one read to a client that does not read: cut after the idle timeout since it stopped",
+            events: [(1, .answeredAtOnce), (2, .unwritable), (3, .answeredAtOnce), (30, .answeredAtOnce)],
+            expiry: (62, .slowReader),
+            idle: true
+        ),
+        Case(
+            name: "an unwritable connection owing a head: the earlier deadline",
+            events: [(2, .unwritable)],
+            expiry: (10, .header),
+            idle: true
+        ),
     ]
 
     @Test(arguments: cases)

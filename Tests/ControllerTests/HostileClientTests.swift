@@ -159,6 +159,33 @@ struct HostileClientWorld: Sendable {
             #expect(world.metric(#"ferry_connections_timed_out_total{reason="slow-reader"}"#) == 0)
         },
         Case(
+            name: "a client pipelining polls without reading the answers is closed as a slow reader",
+            limits: limits(idle: 1),
+            metric: #"ferry_connections_timed_out_total{reason="slow-reader"}"#,
+            value: 1
+        ) { world in
+            let agent = try await world.agent("greedy")
+            // Its token cached, as every agent's is after its first poll: its polls are answerable before the router.
+            let first = try RawConnection(port: world.port)
+            try first.send(HostileClientWorld.get("/v1/agents/\(agent.id)/desired-state", token: agent.token))
+            #expect(try await first.waitForStatus(timeout: .seconds(10)) == 200)
+            let poll = HostileClientWorld.get("/v1/agents/\(agent.id)/desired-state", token: agent.token, headers: ["If-None-Match": agent.etag])
+            let sender = BlockingSender(
+                try RawConnection(port: world.port, receiveBuffer: 1024),
+                text: String(repeating: poll, count: 100),
+                times: 2_000
+            )
+            let started = ContinuousClock.now
+            let stopped = try await eventually("the server closed the connection", timeout: .seconds(120), interval: .milliseconds(50)) {
+                sender.stoppedAt
+            }
+            // Before, every poll was answered into the channel's outbound buffer (200,000 answers, without bound) and the
+            // connection counted as idle in between: it was never cut as a slow reader.
+            #expect(started.duration(to: stopped) < .seconds(15), "closed after \(started.duration(to: stopped))")
+            #expect(sender.failed, "every poll was sent: the server kept reading from a client that read nothing")
+            #expect(world.metric(#"ferry_desired_state_responses_total{code="304"}"#) < 50_000)
+        },
+        Case(
             name: "idle connections over the cap are shed, /healthz answers at once",
             limits: limits(header: 60, idle: 60, cap: 10),
             metric: "ferry_connections_shed_total",
@@ -299,5 +326,28 @@ struct HostileClientWorld: Sendable {
             #expect(!capLines.isEmpty && capLines.count <= 3, "logged \(capLines.count) times")
             #expect(server.process.isRunning)
         }
+    }
+}
+
+/// Sends `text` `times` times on its own thread with blocking sends, until done or a send fails (the server closed).
+private final class BlockingSender: Sendable {
+    private let state = Mutex<(stoppedAt: ContinuousClock.Instant?, failed: Bool)>((nil, false))
+
+    var stoppedAt: ContinuousClock.Instant? { state.withLock { $0.stoppedAt } }
+    var failed: Bool { state.withLock { $0.failed } }
+
+    init(_ connection: RawConnection, text: String, times: Int) {
+        nonisolated(unsafe) let connection = connection
+        let thread = Thread { [self] in
+            var failed = false
+            for _ in 0..<times {
+                do { try connection.send(text) } catch {
+                    failed = true
+                    break
+                }
+            }
+            self.state.withLock { $0 = (ContinuousClock.now, failed) }
+        }
+        thread.start()
     }
 }

@@ -70,6 +70,68 @@ struct PostgresStoreTests {
         }
     }
 
+    /// A database that goes silent mid-transaction (a frozen host, a dropped route: the client's TCP sees no reset, so
+    /// it waits through its retransmissions for a quarter of an hour) fails the statement after the statement timeout
+    /// plus the connect timeout, with `StoreError.unresponsive`, and gives the write lock up: the next write fails in
+    /// bounded time too instead of queueing behind the first for ever, and once the database answers again writes
+    /// succeed on a new connection. Before, both writes waited as long as the silence lasted.
+    @Test(.timeLimit(.minutes(2))) func aSilentDatabaseFailsAWriteInBoundedTimeAndReleasesTheLock() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            try await location.open().close()
+            let server = try #require(location.server)
+            let database = try #require(location.database)
+            var configuration = try PostgresStoreConfiguration.parse(server.url(database: database))
+            let proxy = try SilenceableTCPProxy(upstreamPort: configuration.port)
+            defer { proxy.stop() }
+            configuration.port = proxy.port
+            configuration.statementTimeout = .seconds(1)
+            configuration.connectTimeout = .seconds(1)
+            let store = try await DatabaseSelection.postgres(configuration).openStore(
+                sqlitePath: location.sqlitePath,
+                logger: ControllerFixture.logger
+            )
+            try await store.createToken(hash: Token.digest("fyt_before"), name: "before", role: .viewer, at: Date())
+
+            /// A token written, bounded: a write that waits past 20 s is reported as such instead of hanging the test.
+            @Sendable func write(_ name: String) async -> String {
+                await FirstOf.run(
+                    {
+                        do {
+                            try await store.createToken(hash: Token.digest("fyt_\(name)"), name: name, role: .viewer, at: Date())
+                            return "written"
+                        } catch let error as StoreError where error.isOutage {
+                            return "outage"
+                        } catch {
+                            return "failed: \(error)"
+                        }
+                    },
+                    or: {
+                        try? await Task.sleep(for: .seconds(20))
+                        return "still waiting after 20 s"
+                    }
+                )
+            }
+
+            proxy.silence()
+            for name in ["first", "second"] {
+                let started = ContinuousClock.now
+                #expect(await write(name) == "outage", "\(name) write")
+                #expect(started.duration(to: .now) < .seconds(10), "\(name) write ended after \(started.duration(to: .now))")
+            }
+
+            proxy.speak()
+            let deadline = ContinuousClock.now + .seconds(30)
+            var outcome = await write("after")
+            while outcome == "outage", ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                outcome = await write("after")
+            }
+            #expect(outcome == "written")
+            #expect(try await server.psql("SELECT name FROM tokens ORDER BY name", database: database).split(separator: "\n") == ["after", "before"])
+            try await store.close()
+        }
+    }
+
     @Test func publishersOnTwoControllersGetOneSuccessPerSerial() async throws {
         try await TestStore.withLocation(.postgres) { location in
             let a = try await location.open()

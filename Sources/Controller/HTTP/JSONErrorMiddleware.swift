@@ -15,8 +15,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 context.logger.error("Request failed", metadata: ["http.path": "\(request.uri.path)", "error.message": "\(error)"])
             }
             return APIError.jsonResponse(status: error.status, code: error.code, message: error.message, headers: error.headers)
-        } catch StoreError.unavailable(let location, let waited) {
-            // An outage of the shared database (a failover takes a minute or two): clients retry, nothing was written.
+        } catch let error as StoreError where error.isOutage {
+            // An outage of the shared database (a failover takes a minute or two): clients retry.
+            let (location, waited) = error.outage ?? ("", .zero)
             context.logger.warning(
                 "Database unavailable",
                 metadata: ["http.path": "\(request.uri.path)", "store.location": "\(location)", "store.waited": "\(waited)"]

@@ -109,15 +109,28 @@ struct ConnectionTimeouts: Sendable {
     }
 
     /// The next deadline, or `nil` while the connection may stay as long as it likes (answering a reading client).
+    ///
+    /// A client that stopped reading is a slow reader whether or not a request is in flight: answers written at once (a
+    /// poll answered from its raw bytes) leave none in flight while they pile up unsent.
     var expiry: Expiry? {
+        let slowReader = unwritableSince.map { Expiry(instant: $0 + idleTimeout, reason: .slowReader) }
+        let other: Expiry?
         if requestsInFlight == 0 {
-            if let headStartedAt { return Expiry(instant: headStartedAt + headerTimeout, reason: .header) }
-            if let idleSince { return Expiry(instant: idleSince + idleTimeout, reason: .idle) }
-            return nil
+            if let headStartedAt {
+                other = Expiry(instant: headStartedAt + headerTimeout, reason: .header)
+            } else if let idleSince {
+                other = Expiry(instant: idleSince + idleTimeout, reason: .idle)
+            } else {
+                other = nil
+            }
+        } else if readingBody {
+            other = Expiry(instant: lastReadAt + idleTimeout, reason: .body)
+        } else {
+            other = nil
         }
-        if readingBody { return Expiry(instant: lastReadAt + idleTimeout, reason: .body) }
-        if let unwritableSince { return Expiry(instant: unwritableSince + idleTimeout, reason: .slowReader) }
-        return nil
+        guard let other else { return slowReader }
+        guard let slowReader, slowReader.instant < other.instant else { return other }
+        return slowReader
     }
 
     /// Why the connection must close at `now`, or `nil` when it may stay.

@@ -364,6 +364,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     private func kind(of head: HTTPRequest) -> Kind? {
+        // A client that does not read its answers (the socket's send buffer is full) is the router's: its connection task
+        // waits to write and reads no further request, so the slow-reader timeout closes the connection. Answered here,
+        // each request of a client pipelining without reading would add an answer to the channel's outbound buffer, a
+        // queue without bound, and the connection would count as idle and never time out.
+        guard context?.channel.isWritable == true else { return nil }
         if let poll = Poll(head, maximumWait: dependencies.maximumWait) { return .poll(poll) }
         if dependencies.statusReports != nil, let report = Report(head) { return .report(report) }
         return nil
@@ -640,6 +645,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             receive(part, replayed: true)
             replayed = true
         }
+        // An emptied array keeps its capacity: a burst of pipelined requests behind a parked poll would be held for the
+        // connection's life.
+        if replayed, queued.isEmpty { queued = [] }
         // Replayed parts given to the router are delivered on a read-complete (see `passOn`).
         if replayed { context?.fireChannelReadComplete() }
         if queued.isEmpty, readHeld {

@@ -56,7 +56,12 @@ final class PostgresStoreBackend: SQLStoreBackend {
         self.connectionConfiguration = connectionConfiguration
         self.client = client
         self.running = running
-        self.pool = PostgresPool(client: client, leaseTimeout: configuration.connectTimeout, location: configuration.redacted)
+        self.pool = PostgresPool(
+            client: client,
+            leaseTimeout: configuration.connectTimeout,
+            location: configuration.redacted,
+            statementDeadline: configuration.statementDeadline
+        )
         self.readDB = PostgresPoolDatabase(pool: pool, logger: logger)
         self.logger = logger
     }
@@ -148,7 +153,7 @@ final class PostgresStoreBackend: SQLStoreBackend {
 
     private func run<T: Sendable>(locking: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
         try await pool.withConnection { connection in
-            let db = connection.sql(queryLogLevel: nil)
+            let db = pool.database(on: connection)
             try await db.raw("BEGIN").run()
             do {
                 if locking { try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.writeLockKey))").run() }
@@ -283,6 +288,15 @@ struct PostgresPool: Sendable {
     let leaseTimeout: Duration
     /// The database as errors name it (no password).
     let location: String
+    /// How long one statement may go unanswered before its connection is closed (`database(on:)`); `nil`: no bound.
+    var statementDeadline: Duration? = nil
+
+    /// `connection` as SQLKit uses it, each statement bounded by `statementDeadline`.
+    func database(on connection: PostgresConnection) -> any SQLDatabase {
+        let db = connection.sql(queryLogLevel: nil)
+        guard let statementDeadline else { return db }
+        return DeadlineSQLDatabase(base: db, connection: connection, deadline: statementDeadline, location: location)
+    }
 
     /// Runs `body` on a leased connection, returned to the pool when `body` ends.
     /// - Throws: `StoreError.unavailable` when no connection is leased within `leaseTimeout`; what `body` throws.
@@ -386,7 +400,46 @@ struct PostgresPoolDatabase: SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
         try await pool.withConnection { connection in
-            try await connection.sql(queryLogLevel: nil).execute(sql: query, onRow)
+            try await pool.database(on: connection).execute(sql: query, onRow)
+        }
+    }
+}
+
+/// A connection's statements with a client-side deadline. The server cancels a statement at its `statement_timeout`, but
+/// only a server that answers can: when the database host or the network to it goes silent (a dropped route, a frozen
+/// VM, a proxy whose backend vanished), TCP keeps the query waiting for its retransmissions, a quarter of an hour, and a
+/// write transaction holds the controller's write lock all that time, so every publish, enrolment and rollout action
+/// queues behind it. Past the deadline the connection is closed: the statement fails with
+/// `StoreError.unresponsive`, the transaction ends, the lock is released and the pool opens a new connection.
+struct DeadlineSQLDatabase: SQLDatabase {
+    let base: any SQLDatabase
+    let connection: PostgresConnection
+    let deadline: Duration
+    let location: String
+
+    var logger: Logger { base.logger }
+    var eventLoop: any EventLoop { base.eventLoop }
+    var version: (any SQLDatabaseReportedVersion)? { base.version }
+    var dialect: any SQLDialect { base.dialect }
+    var queryLogLevel: Logger.Level? { base.queryLogLevel }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        eventLoop.makeFutureWithTask { try await self.execute(sql: query, onRow) }
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        let expired = Atomic(false)
+        let connection = connection
+        let timer = connection.eventLoop.scheduleTask(in: TimeAmount(deadline)) {
+            expired.store(true, ordering: .sequentiallyConsistent)
+            connection.close().whenComplete { _ in }
+        }
+        defer { timer.cancel() }
+        do {
+            try await base.execute(sql: query, onRow)
+        } catch {
+            if expired.load(ordering: .sequentiallyConsistent) { throw StoreError.unresponsive(location: location, waited: deadline) }
+            throw error
         }
     }
 }

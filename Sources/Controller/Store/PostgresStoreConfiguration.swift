@@ -39,6 +39,11 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
     /// How long a new connection may take. Default 10 s.
     var connectTimeout: Duration = .seconds(10)
 
+    /// How long the controller waits for the answer to one statement before it gives the connection up: the server's own
+    /// cancellation (`statementTimeout`) plus the time a connection may take. Only a silent database or network is
+    /// past it.
+    var statementDeadline: Duration { statementTimeout + connectTimeout }
+
     /// The database as logs and errors show it: the URL without the password.
     var redacted: String {
         let userPart = user.addingPercentEncoding(withAllowedCharacters: .urlUserAllowed) ?? user

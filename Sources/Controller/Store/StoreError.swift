@@ -27,6 +27,10 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case staleRootVersion(version: Int64, latest: Int64)
     /// The database did not give a connection in time (down, failing over, or every pooled connection busy).
     case unavailable(location: String, waited: Duration)
+    /// A statement got no answer in time (its statement timeout plus the connect timeout): the database or the network to
+    /// it went silent. Its connection was closed, so the transaction it belonged to was not committed by this call (a
+    /// `COMMIT` already on its way may still have been applied).
+    case unresponsive(location: String, waited: Duration)
 
     var description: String {
         switch self {
@@ -54,6 +58,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "trust root version \(version) is not the next one: version \(latest) is the newest stored, the next must be \(latest + 1)"
         case .unavailable(let location, let waited):
             "\(location): no database connection within \(waited) (the database is down, failing over, or busy); retry shortly"
+        case .unresponsive(let location, let waited):
+            "\(location): the database did not answer within \(waited); the connection was closed (the database or the network to it is down); retry shortly"
         }
     }
 }
@@ -73,4 +79,17 @@ enum TokenUnusableReason: Sendable, Equatable, CustomStringConvertible {
         case .usedUp(let maxUses): "has been used for all of its \(maxUses) enrolment(s)"
         }
     }
+}
+
+extension StoreError {
+    /// The database and how long was waited, when this error is an outage (`unavailable`, `unresponsive`): answered
+    /// 503 with `Retry-After`, not 500.
+    var outage: (location: String, waited: Duration)? {
+        switch self {
+        case .unavailable(let location, let waited), .unresponsive(let location, let waited): (location, waited)
+        default: nil
+        }
+    }
+
+    var isOutage: Bool { outage != nil }
 }
