@@ -76,6 +76,16 @@ struct RootDocumentTests {
             expected: .invalidValue(field: "expiresAt", reason: "\"next year\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z")
         ),
         Hostile(
+            name: "a weak key (the identity point: it accepts one forged signature for every message)",
+            document: {
+                sample.setting(
+                    [.key("keys"), .key(idA), .key("public")],
+                    to: .string(Data([1] + [UInt8](repeating: 0, count: 31)).base64EncodedString())
+                )
+            },
+            expected: .invalidValue(field: "keys.\(idA).public", reason: KeyError.weakKey(source: "public key").description)
+        ),
+        Hostile(
             name: "no keys",
             document: { sample.setting([.key("keys")], to: .object([:])) },
             expected: .invalidValue(field: "keys", reason: "at least one key is required")

@@ -12,6 +12,9 @@ package enum KeyError: Error, CustomStringConvertible, Equatable {
     case alreadyExists(path: String)
     /// OpenSSL refused an operation.
     case openSSL(String)
+    /// An Ed25519 public key of small order or in a non-canonical encoding: signatures "by" it can be made without any
+    /// private key.
+    case weakKey(source: String)
 
     package var description: String {
         switch self {
@@ -21,6 +24,8 @@ package enum KeyError: Error, CustomStringConvertible, Equatable {
         case .badRawKeyLength(let expected, let got): "raw Ed25519 key must be \(expected) bytes, got \(got)"
         case .alreadyExists(let path): "\(path) already exists; refusing to overwrite a key"
         case .openSSL(let message): message
+        case .weakKey(let source):
+            "\(source): a weak Ed25519 public key (a point of small order, or a non-canonical encoding): anyone could forge signatures it accepts; refusing it"
         }
     }
 }

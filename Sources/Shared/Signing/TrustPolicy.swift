@@ -28,6 +28,8 @@ package struct TrustPolicy: Sendable {
     /// the policy's own (the controller stores a release signed by fewer keys than the policy requires, to await
     /// approval).
     package func verify(_ envelope: Envelope, expecting payloadType: String, threshold: Int) throws(TrustError) -> VerifiedPayload {
+        // No signature at all would meet a threshold of 0.
+        guard threshold >= 1 else { throw .invalidThreshold(threshold: threshold, distinctKeys: trustedKeys.count) }
         guard envelope.payloadType == payloadType else {
             throw .unexpectedPayloadType(expected: payloadType, got: envelope.payloadType)
         }
