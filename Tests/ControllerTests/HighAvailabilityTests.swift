@@ -400,6 +400,85 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// A status report of `services` (each running `serial`) as an agent sends it.
+    static func report(_ services: [String], serial: Int64, hostname: String) -> Data {
+        let elements = services.map {
+            #"{"service":"\#($0)","serial":\#(serial),"phase":"running","message":"ok","health":"healthy","processes":[]}"#
+        }
+        return Data(
+            #"{"agentVersion":"1.0","hostname":"\#(hostname)","processManager":"builtin","services":[\#(elements.joined(separator: ","))]}"#.utf8
+        )
+    }
+
+    /// What B missed while its listener was down is made good by the resync it applies when it listens again: here a
+    /// re-enrolment through A for one more service (B kept the agent's row, and refused its reports of the new service
+    /// with 422 for ever), and a trust root (B woke only agents of services with a release: this one has none, and
+    /// waited out its long-poll). Missed notifications are made by disabling the triggers that send them.
+    @Test func aResyncForgetsAgentRowsAndWakesEveryParkedAgent() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            try await Self.withTwoControllers(on: try location.selection) { a, aURL, b, bURL in
+                let http = LiveHTTP()
+                let first = try await http.enroll(aURL, token: a.enrollToken, name: "web-1", services: ["api"])
+                #expect(try await http.send("GET", bURL + "/v1/agents/\(first.agentID)/desired-state", token: first.token).status == 200)
+
+                try await location.execute(["ALTER TABLE agents DISABLE TRIGGER ferry_agent_changed"])
+                let replaced = try await http.send(
+                    "POST",
+                    aURL + "/v1/agents",
+                    token: a.operatorToken,
+                    body: Data(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api", "web"], replace: true).json.encoded())
+                )
+                try #require(replaced.status == 201, "\(String(decoding: replaced.body, as: UTF8.self))")
+                try await location.execute(["ALTER TABLE agents ENABLE TRIGGER ferry_agent_changed"])
+                let agent = try EnrollResponse(json: JSONValue.parse(Array(replaced.body)))
+                try #require(agent.agentID == first.agentID, "a replace keeps the agent's id")
+                let statusURL = bURL + "/v1/agents/\(agent.agentID)/status"
+                let headers = ["Content-Type": "application/json"]
+                let body = Self.report(["api", "web"], serial: 1, hostname: "web-1")
+                let before = try await http.send("POST", statusURL, token: agent.token, headers: headers, body: body)
+                #expect(before.status == 422, "B still has the row from before the missed re-enrolment")
+                await b.controller.core.apply(remote: .resync)
+                let after = try await http.send("POST", statusURL, token: agent.token, headers: headers, body: body)
+                #expect(after.status == 204, "\(String(decoding: after.body, as: UTF8.self))")
+
+                let root = try TestRoots.root(version: 2, rootKeys: [a.secondKey], releaseKeys: [a.secondKey], signers: [a.signingKey, a.secondKey])
+                let woken = try await Self.parkOnB(b, bURL, agent, http) {
+                    try await location.execute(["ALTER TABLE trust_roots DISABLE TRIGGER ferry_root_published"])
+                    let published = try await http.send("POST", aURL + "/v1/roots", token: a.operatorToken, body: Data(root.encoded()))
+                    try #require(published.status == 201, "\(String(decoding: published.body, as: UTF8.self))")
+                    try await location.execute(["ALTER TABLE trust_roots ENABLE TRIGGER ferry_root_published"])
+                    await b.controller.core.apply(remote: .resync)
+                }
+                #expect(woken.status == 200)
+                #expect(try DesiredState(json: JSONValue.parse(Array(woken.body))).rootVersion == 2)
+            }
+        }
+    }
+
+    /// A report through A of a serial A's cached state did not give (an install that finished after an abort) is
+    /// announced as "agent changed"; B, whose snapshot holds the agent's serials from its load, takes the stored ones,
+    /// or it would compute the same out-of-date state again.
+    @Test func anAgentChangedNoticeBringsTheStoredSerialsToB() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            let agent = try await http.enroll(aURL, token: a.enrollToken, name: "web-1", services: ["api"])
+            #expect(try await http.send("GET", bURL + "/v1/agents/\(agent.agentID)/desired-state", token: agent.token).status == 200)
+            let reported = try await http.send(
+                "POST",
+                aURL + "/v1/agents/\(agent.agentID)/status",
+                token: agent.token,
+                headers: ["Content-Type": "application/json"],
+                body: Self.report(["api"], serial: 7, hostname: "web-1")
+            )
+            try #require(reported.status == 204, "\(String(decoding: reported.body, as: UTF8.self))")
+            let cache = b.controller.core.desiredStates.cache
+            let serial = try await eventually("B knows the serial reported through A", timeout: .seconds(5), interval: .milliseconds(20)) {
+                cache.reported(by: agent.agentID)["api"]
+            }
+            #expect(serial == 7)
+        }
+    }
+
     /// Parks `agent`'s long-poll on B (20 s), runs `change`, and returns B's answer, which must come within 5 s: woken
     /// by the change, not by the wait's end.
     static func parkOnB(

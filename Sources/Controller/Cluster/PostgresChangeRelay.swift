@@ -57,10 +57,12 @@ struct PostgresChangeRelay: Service {
     }
 
     private func listen() async {
-        var missedSome = false
+        // The first listen resynchronizes too: this controller serves requests (and caches states and principals) from
+        // its start, before its listen is acknowledged, and what the others commit meanwhile is announced to nobody.
+        var reconnecting = false
         while !Task.isCancelled {
             do {
-                try await listenOnce(resynchronizing: missedSome)
+                try await listenOnce(reconnecting: reconnecting)
             } catch {
                 if Task.isCancelled { break }
                 logger.warning(
@@ -68,14 +70,15 @@ struct PostgresChangeRelay: Service {
                     metadata: ["error.message": "\(PostgresErrorText.describe(error))"]
                 )
             }
-            missedSome = true
+            reconnecting = true
             try? await Task.sleep(for: reconnectDelay)
         }
         listening.set(false)
     }
 
     /// Connects (within `connectTimeout`), listens and applies notifications until the connection ends or stops
-    /// answering its check; starts with a resync when `resynchronizing` (notifications were missed while it was down).
+    /// answering its check; starts with a resync (notifications were missed while it was down, or before it first
+    /// listened).
     ///
     /// A listener hears nothing on a connection that died without a word (a database failover that leaves the old
     /// address silent, a listen whose server went away mid-start): it would wait for ever while this controller's
@@ -84,7 +87,7 @@ struct PostgresChangeRelay: Service {
     ///
     /// Nothing here is awaited past a cancellation (`Unawaited`): PostgresNIO's connect, and a listen on a connection
     /// whose server went away, may not end when cancelled, and the controller's shutdown would hang on them.
-    private func listenOnce(resynchronizing: Bool) async throws {
+    private func listenOnce(reconnecting: Bool) async throws {
         let connection = try await Unawaited.connect(
             "the change listener",
             to: backend,
@@ -100,7 +103,7 @@ struct PostgresChangeRelay: Service {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await Unawaited.result(of: "the change listener", within: nil) {
-                    try await consume(on: connection, resynchronizing: resynchronizing)
+                    try await consume(on: connection, reconnecting: reconnecting)
                 }
             }
             group.addTask {
@@ -113,13 +116,11 @@ struct PostgresChangeRelay: Service {
     }
 
     /// Listens on `connection` and applies what arrives until the notifications end.
-    private func consume(on connection: PostgresConnection, resynchronizing: Bool) async throws {
+    private func consume(on connection: PostgresConnection, reconnecting: Bool) async throws {
         try await connection.listen(on: Self.channel) { notifications in
+            if reconnecting { logger.info("Listening for other controllers' changes again; resynchronizing") }
+            await apply(.resync)
             listening.set(true)
-            if resynchronizing {
-                logger.info("Listening for other controllers' changes again; resynchronizing")
-                await apply(.resync)
-            }
             for try await notification in notifications {
                 guard let (origin, change) = ClusterChange.parse(notification.payload) else {
                     await apply(.resync)

@@ -167,6 +167,17 @@ final class DesiredStateCache: Sendable {
         }
     }
 
+    /// Drops every agent's row (`agent(_:load:)` reads each again) and moves every agent's epoch past any handed out,
+    /// so a row being read now is not kept either: changes to agents may have been missed (`resynchronize`).
+    func forgetAgentRows() {
+        state.withLock { state in
+            state.clock &+= 1
+            state.floor = state.clock
+            state.epochs.removeAll()
+            state.agents.removeAll()
+        }
+    }
+
     /// Drops one agent's state and row (it enrolled again, maybe with other services, was removed, or runs a
     /// newer serial than its state gives).
     func invalidate(_ agentID: String) {

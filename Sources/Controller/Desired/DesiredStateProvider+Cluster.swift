@@ -7,6 +7,14 @@ extension DesiredStateProvider {
         case .releasePublished(let service), .rolloutChanged(let service):
             invalidateAllAndWake(services: [service])
         case .agentChanged(let id):
+            // Also sent when the other controller took a report of a serial newer than its cached state gave (an
+            // install that finished after an abort): this one's snapshot still has the agent's running serials from
+            // its load, and would compute the same out-of-date state again. The stored statuses have the report.
+            if let statuses = try? await builder.store.serviceStatuses(agentID: id) {
+                var running: [String: Int64] = [:]
+                for record in statuses { if let serial = record.status.serial { running[record.status.service] = serial } }
+                cache.noteReported(running, by: id)
+            }
             cache.invalidate(id)
             hub.notify(agentID: id)
         case .rootPublished:
@@ -19,10 +27,11 @@ extension DesiredStateProvider {
     }
 
     /// Something may have been missed (the notification connection dropped, a queue overflowed): drop every cached
-    /// state and wake every parked agent, which then reads its state from the database.
+    /// state and every agent's cached row (a re-enrolment with other services may be among what was missed), and
+    /// wake every parked agent, which then reads its state from the database. Every one: a missed trust root concerns
+    /// agents of services without any release too.
     func resynchronize() async {
-        cache.invalidateAll()
-        let services = (try? await builder.store.serviceSummaries().map(\.name)) ?? []
-        hub.notify(services: Set(services))
+        cache.forgetAgentRows()
+        invalidateAllAndWake(services: nil)
     }
 }
