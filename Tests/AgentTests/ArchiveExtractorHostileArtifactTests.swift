@@ -93,6 +93,44 @@ struct HostileArtifact: Sendable, CustomTestStringConvertible {
             build: archive { _ in benign + [.symlink("a", to: "."), .symlink("b", to: "a/..")] }
         ),
         HostileArtifact(
+            name: "dangling symlink chain climbing out (a -> ., then a/a/a/../../../ to a file not there yet)",
+            expectation: .extractFails(.linkEscapes, entry: "b"),
+            build: archive { _ in benign + [.symlink("a", to: "."), .symlink("b", to: "a/a/a/a/../../../../outside/not-yet")] }
+        ),
+        HostileArtifact(
+            name: "npm's and pnpm's links (climbs at the start only) extract, through a link to a link too",
+            expectation: .extracts { release in
+                #expect(FileManager.default.contents(atPath: "\(release)/node_modules/.bin/tool") == Data("x".utf8))
+                #expect(FileManager.default.contents(atPath: "\(release)/current/.bin/tool") == Data("x".utf8))
+            },
+            build: archive { _ in
+                benign + [
+                    .file("node_modules/tool/bin/tool.js"), .symlink("node_modules/.bin/tool", to: "../tool/bin/tool.js"),
+                    .symlink("current", to: "./node_modules"),
+                ]
+            }
+        ),
+        HostileArtifact(
+            name: "a climb after a name, even one that stays inside",
+            expectation: .extractFails(.linkEscapes, entry: "lib/c"),
+            build: archive { _ in benign + [.symlink("lib/c", to: "../lib/../lib/app.js")] }
+        ),
+        // libarchive reports a zip entry whose bytes do not match its CRC as a warning, then the end of the entry: taken
+        // as success, the damaged bytes were installed (the artifact's digest proves only that it is what was signed).
+        HostileArtifact(
+            name: "zip entry whose bytes do not match its CRC",
+            expectation: .extractFails(.corrupt, entry: "lib/data.txt"),
+            build: { context in
+                var bytes = try archive(.zipStored) { _ in benign + [.file("lib/data.txt", "payload-with-a-checksum")] }(context)
+                let marker = Array("payload-with-a-checksum".utf8)
+                guard let start = (0...(bytes.count - marker.count)).first(where: { bytes[$0..<($0 + marker.count)].elementsEqual(marker) }) else {
+                    throw ArchiveBuilder.Failure(description: "the stored entry's bytes are not in the zip")
+                }
+                bytes[start] ^= 0x20
+                return bytes
+            }
+        ),
+        HostileArtifact(
             name: "hardlink escaping the tree",
             expectation: .extractFails(.linkEscapes, entry: "keep"),
             build: archive { _ in benign + [.hardlink("keep", to: "../../../../outside/keep.txt")] }

@@ -150,6 +150,24 @@ struct ArtifactFetcherTests {
         }
     }
 
+    /// A proxy that answers a resume with 206 but a `Content-Range` from 0 (or none): the download fails, and the
+    /// `.part` goes, so the next attempt asks for everything instead of the same range again, for ever.
+    @Test func aResumeAnsweredWithTheWrongRangeStartsOverNextTime() async throws {
+        try await Self.withFixture { fixture in
+            fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest), .init(wrongContentRange: true))
+            try fixture.writePart(Array(Self.payload[0..<150_000]))
+            let error = await #expect(throws: ArtifactFetchError.self) { try await fixture.fetcher().fetch(fixture.reference()) }
+            guard case .download(_, .invalidContentRange) = error else {
+                Issue.record("expected a download error for the Content-Range, got \(String(describing: error))")
+                return
+            }
+            #expect(!Self.exists(fixture.partPath()))
+            let fetched = try await fixture.fetcher().fetch(fixture.reference())
+            #expect(fetched.source == .download(bytes: 400_000, resumedFrom: 0))
+            #expect(fixture.server.requests.map(\.range) == ["bytes=150000-", nil])
+        }
+    }
+
     @Test func serverIgnoringRangeStartsOverAndStillVerifies() async throws {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest), .init(honourRange: false))

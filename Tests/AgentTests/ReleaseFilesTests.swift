@@ -39,6 +39,26 @@ struct ReleaseFilesTests {
         }
     }
 
+    /// A `.part` being written by a fetch (`ferry-agent fetch` next to the daemon) holds its lock and is left alone by
+    /// both clean-ups; once unlocked, it goes.
+    @Test func aPartialDownloadInProgressIsNeverRemoved() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
+            let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))
+            try files.createDirectories(services: ["web"])
+            let part = "\(files.layout.artifactsDir)/\(String(repeating: "e", count: 64)).part"
+            try Data("x".utf8).write(to: URL(fileURLWithPath: part))
+            let fd = open(part, O_RDWR | O_CLOEXEC)
+            try #require(fd >= 0)
+            try #require(flock(fd, LOCK_EX | LOCK_NB) == 0)
+            files.collectArtifacts(keep: [])
+            files.removeLeftovers(services: ["web"], keepDigests: [])
+            #expect(FileManager.default.fileExists(atPath: part), "removed under the fetch writing it")
+            close(fd)
+            files.collectArtifacts(keep: [])
+            #expect(!FileManager.default.fileExists(atPath: part))
+        }
+    }
+
     @Test func leftoversOfACrashAreRemovedButAResumableDownloadIsKept() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
             let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))

@@ -319,7 +319,10 @@ private final class Extraction {
             if cancellation.isCancelled { throw .cancelled(archive: archive) }
             let status = archive_read_data_block(reader, &block, &size, &offset)
             if status == ARCHIVE_EOF { return }
-            guard status >= ARCHIVE_WARN else { throw .corrupt(archive: archive, entry: name, reason: Self.message(reader)) }
+            // A warning here is damage: libarchive's zip reader says "ZIP bad CRC" or "uncompressed data is wrong
+            // size" with ARCHIVE_WARN and then ends the entry (short data is padded with zeros at its end). The
+            // artifact's digest only proves it is what was signed, not that what was signed is whole.
+            guard status == ARCHIVE_OK else { throw .corrupt(archive: archive, entry: name, reason: Self.message(reader)) }
             bytes += Int64(size)
             // Counted as written: a declared size can lie (zip), a bomb stops here, mid-entry.
             guard bytes <= configuration.maxTotalBytes else { throw .tooLarge(entry: name, limit: configuration.maxTotalBytes) }
@@ -438,19 +441,34 @@ private final class Extraction {
         return result
     }
 
-    /// A symbolic link's target, taken relative to the link's directory, must not climb above the tree's root at
-    /// any step, and must not be absolute.
+    /// A symbolic link's target, taken relative to the link's directory, must not be absolute, may climb (`..`) only
+    /// at its start and not above the tree's root, and then only names entries.
+    ///
+    /// A `..` after a name is refused: the name may itself be a link (`a -> .`), and what `a/a/a/../../..` climbs to
+    /// is then not what the text says. The check on the finished tree (`verifySymlinks`) resolves links, but not a
+    /// dangling one, whose target (`a/a/a/../../../etc/cron.d/x`) is where a later write through it would go. With
+    /// climbs only at the start, from a directory that is not a link (`checkParents`), every link resolves inside the
+    /// tree, through any chain of links. npm's and pnpm's links (`../pkg/bin/cli.js`) have this form.
     private static func checkSymlink(target: [UInt8], parent: ArraySlice<[UInt8]>, entry name: String) throws(ArchiveError) {
         let text = String(decoding: target, as: UTF8.self)
         guard !target.isEmpty else { throw .linkEscapes(entry: name, target: text, reason: "empty symbolic link target") }
         guard target.first != 0x2f else { throw .linkEscapes(entry: name, target: text, reason: "absolute symbolic link target") }
         var depth = parent.count
+        var named = false
         for component in target.split(separator: 0x2f, omittingEmptySubsequences: true) {
             if component.elementsEqual([0x2e]) { continue }
             if component.elementsEqual([0x2e, 0x2e]) {
+                guard !named else {
+                    throw .linkEscapes(
+                        entry: name,
+                        target: text,
+                        reason: "\"..\" after a name in a symbolic link target (through a link it could climb out); climb only at its start"
+                    )
+                }
                 depth -= 1
                 if depth < 0 { throw .linkEscapes(entry: name, target: text, reason: "symbolic link leaves the extracted tree") }
             } else {
+                named = true
                 depth += 1
             }
         }

@@ -342,9 +342,21 @@ struct ArtifactFetcher: Sendable {
             throw .insufficientSpace(path: artifactsDirectory, needed: withMargin(artifact.size), available: available)
         case .failure(.cancelled), .failure(.handlerFailed):
             throw .cancelled(sha256: digest)
+        case .failure(let error) where Self.refusesTheResume(error):
+            // Kept, the `.part` would be resumed with the same request next time, answered the same way, for ever.
+            unlink(partPath)
+            logger.warning("The server answered the resume with another range; the next attempt starts over")
+            throw .download(sha256: digest, error)
         case .failure(let error):
             throw .download(sha256: digest, error)
         }
+    }
+
+    /// Whether `error` says the server (or a proxy before it) does not answer a resume as asked: a `206` whose
+    /// `Content-Range` starts elsewhere or is missing.
+    static func refusesTheResume(_ error: HTTPClientError) -> Bool {
+        if case .invalidContentRange = error { return true }
+        return false
     }
 
     // MARK: File system

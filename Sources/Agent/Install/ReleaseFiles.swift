@@ -68,7 +68,7 @@ struct ReleaseFiles: Sendable {
         }
         for name in (try? manager.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
             if name.hasSuffix(".part"), !keepDigests.contains(String(name.dropLast(5))) {
-                try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)")
+                Self.removePartUnlessLocked("\(layout.artifactsDir)/\(name)")
             } else if name.contains(".tmp-") {
                 try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)")
             }
@@ -94,8 +94,29 @@ struct ReleaseFiles: Sendable {
     func collectArtifacts(keep: Set<String>) {
         let manager = FileManager.default
         for name in (try? manager.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
-            let digest = name.hasSuffix(".part") ? String(name.dropLast(5)) : name
-            if !keep.contains(digest) { try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)") }
+            let isPart = name.hasSuffix(".part")
+            let digest = isPart ? String(name.dropLast(5)) : name
+            guard !keep.contains(digest) else { continue }
+            if isPart {
+                Self.removePartUnlessLocked("\(layout.artifactsDir)/\(name)")
+            } else {
+                try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)")
+            }
         }
+    }
+
+    /// Removes a partial download unless a fetch holds its lock (`ArtifactFetcher` locks the `.part` it writes):
+    /// `ferry-agent fetch` may be downloading another artifact into the same directory while the daemon cleans up, and
+    /// would write on into a file no longer there, then fail at its rename.
+    static func removePartUnlessLocked(_ path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            // Not a file this process may open (a link, a permission problem): what it is, it is not a download.
+            if errno != ENOENT { unlink(path) }
+            return
+        }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return }
+        unlink(path)
     }
 }

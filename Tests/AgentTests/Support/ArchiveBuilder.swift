@@ -6,6 +6,8 @@ import Foundation
 enum ArchiveBuilder {
     enum Format: String, Sendable, CaseIterable {
         case tar, tarGzip, tarZstd, zip
+        /// Zip without compression: entry bytes appear as they are (to be damaged on purpose).
+        case zipStored
     }
 
     struct Entry: Sendable {
@@ -53,11 +55,14 @@ enum ArchiveBuilder {
         switch format {
         case .tar, .tarGzip, .tarZstd: archive_write_set_format_pax_restricted(archive)
         case .zip: archive_write_set_format_zip(archive)
+        case .zipStored:
+            archive_write_set_format_zip(archive)
+            try check(archive, archive_write_set_options(archive, "zip:compression=store"))
         }
         switch format {
         case .tarGzip: archive_write_add_filter_gzip(archive)
         case .tarZstd: archive_write_add_filter_zstd(archive)
-        case .tar, .zip: archive_write_add_filter_none(archive)
+        case .tar, .zip, .zipStored: archive_write_add_filter_none(archive)
         }
         try check(archive, archive_write_open_filename(archive, path))
         for item in entries {

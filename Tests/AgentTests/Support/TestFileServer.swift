@@ -20,14 +20,18 @@ final class TestFileServer: Sendable {
         var redirect: String?
         /// A slow link: send the body `bytes` at a time, one chunk every `every` (until the server shuts down).
         var trickle: (bytes: Int, every: Duration)?
+        /// A broken proxy: answer a `Range` request with 206 and everything, its `Content-Range` starting at 0.
+        var wrongContentRange = false
 
         init(
             honourRange: Bool = true,
             dropAfterBytes: Int? = nil,
             dropCount: Int = 1,
             redirect: String? = nil,
-            trickle: (bytes: Int, every: Duration)? = nil
+            trickle: (bytes: Int, every: Duration)? = nil,
+            wrongContentRange: Bool = false
         ) {
+            self.wrongContentRange = wrongContentRange
             self.honourRange = honourRange
             self.dropAfterBytes = dropAfterBytes
             self.dropCount = dropCount
@@ -116,7 +120,10 @@ final class TestFileServer: Sendable {
         var status = HTTPResponse.Status.ok
         var body = file.bytes[...]
         var headers: HTTPFields = [.acceptRanges: "bytes"]
-        if file.behaviour.honourRange, let range, let start = Self.rangeStart(range) {
+        if file.behaviour.wrongContentRange, range != nil {
+            status = .partialContent
+            headers[.contentRange] = "bytes 0-\(file.bytes.count - 1)/\(file.bytes.count)"
+        } else if file.behaviour.honourRange, let range, let start = Self.rangeStart(range) {
             guard start < file.bytes.count else {
                 return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(file.bytes.count)"])
             }
