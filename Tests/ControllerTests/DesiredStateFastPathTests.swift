@@ -173,6 +173,14 @@ import Testing
             statuses: [304, 400, 304],
             fast: 2
         ),
+        // A read that ends mid-head leaves the start of a request in the decoder: the next poll's bytes are that head's
+        // headers there (here they end it: /healthz answers), not a poll for the fast path to answer.
+        LiveCase(
+            name: "a poll and the start of a health check in one write, then a poll's bytes",
+            steps: [(poll + "GET /healthz HTTP/1.1\r\nX-Pad: ", 1), (poll, 2), ("\r\n", 2)],
+            statuses: [304, 200],
+            fast: 0
+        ),
         LiveCase(name: "an id that is no agent", steps: [(poll.replacingOccurrences(of: "{id}", with: "agt_nobody"), 1)], statuses: [403], fast: 0),
         LiveCase(name: "a token that is no token", steps: [(poll.replacingOccurrences(of: "{token}", with: "hunter2"), 1)], statuses: [401], fast: 0),
     ]
@@ -198,6 +206,38 @@ import Testing
             }
             #expect(DesiredStatePollHandlerTests.statuses(connection.text) == testCase.statuses)
             #expect(Self.fastCount(fixture) - before == testCase.fast, "answered by the fast path")
+        }
+    }
+
+    /// A body the router answered without reading (a health check that declares one) is still the decoder's: a poll's
+    /// bytes sent as that body are the body, and the request after it gets its own answer. Answered as a poll, they left
+    /// the decoder waiting for the body, which swallowed the next request.
+    @Test func aBodyTheRouterDidNotReadIsNotTakenForAPoll() async throws {
+        try await Self.withPolledAgent { fixture, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            let before = Self.fastCount(fixture)
+            let poll = Self.fill(Self.poll, id: agent.id, token: agent.token, tag: tag)
+            try connection.send("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: \(poll.utf8.count)\r\n\r\n")
+            #expect(try await connection.waitForStatus(timeout: .seconds(20)) == 200)
+            try await Task.sleep(for: .milliseconds(150))
+            try connection.send(poll)
+            try await Task.sleep(for: .milliseconds(150))
+            try connection.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let deadline = ContinuousClock.now + .seconds(20)
+            while DesiredStatePollHandlerTests.statuses(connection.text).count < 2, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+                connection.poll()
+            }
+            #expect(DesiredStatePollHandlerTests.statuses(connection.text) == [200, 200])
+            #expect(Self.fastCount(fixture) == before)
+            // Between requests again: the next poll is answered from its bytes.
+            try connection.send(poll)
+            while DesiredStatePollHandlerTests.statuses(connection.text).count < 3, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+                connection.poll()
+            }
+            #expect(DesiredStatePollHandlerTests.statuses(connection.text) == [200, 200, 304])
+            #expect(Self.fastCount(fixture) == before + 1)
         }
     }
 

@@ -18,7 +18,8 @@ import Shared
 /// it never frames a request the decoder will see.
 ///
 /// After it has passed bytes on, it passes everything on until `DesiredStatePollHandler` says every request it was
-/// given is answered (`downstreamBecameIdle`), which keeps answers in request order.
+/// given is answered (`downstreamBecameIdle`) and the bytes passed on end between two requests (`RequestFraming`),
+/// which keeps answers in request order.
 final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -151,8 +152,12 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
     }
 
     private let dependencies: DesiredStatePollHandler.Dependencies
-    /// Whether every request passed on has been answered: only then may this handler answer one.
+    /// Whether every request passed on has been answered and the decoder is between requests: only then may this
+    /// handler answer one.
     private var downstreamIdle = true
+    /// Where the bytes passed on leave the decoder: a read that ended mid-head, or a body the router answered before
+    /// reading it, leaves the decoder expecting more of that request.
+    private var framing = RequestFraming()
     private var guardHandler: ConnectionGuardHandler?
 
     init(_ dependencies: DesiredStatePollHandler.Dependencies) {
@@ -187,12 +192,14 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
         }
         // Set before passing on: the poll handler may answer (and say so) before this returns.
         downstreamIdle = false
+        unwrapInboundIn(data).withUnsafeReadableBytes { framing.consume($0) }
         context.fireChannelRead(data)
     }
 
-    /// Called by `DesiredStatePollHandler` whenever every request it was given has been answered.
+    /// Called by `DesiredStatePollHandler` whenever every request it was given has been answered; the fast path opens
+    /// again only if the decoder holds no part of a request either.
     func downstreamBecameIdle() {
-        downstreamIdle = true
+        downstreamIdle = framing.isBetweenRequests
     }
 
     /// The agent's state when `bytes` are a poll this handler answers with a 304.
