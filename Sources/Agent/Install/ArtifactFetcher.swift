@@ -143,9 +143,20 @@ struct ArtifactFetcher: Sendable {
             unlink(partPath)
             throw .digestMismatch(url: RedactedURL.redact(source.url), expected: digest, actual: actual)
         }
-        guard fsync(lock) == 0 else { throw .fileSystem(path: partPath, operation: "fsync", errno: errno) }
-        guard rename(partPath, finalPath) == 0 else { throw .fileSystem(path: finalPath, operation: "rename", errno: errno) }
-        try Self.syncDirectory(artifactsDirectory)
+        // On a thread of its own: the fsync writes out up to the whole artifact (gigabytes of dirty pages), which on the
+        // cooperative pool held up every task of the agent meanwhile.
+        let artifactsDirectory = self.artifactsDirectory
+        let failure = await DedicatedThread.run(cancellation: CancellationFlag()) { () -> ArtifactFetchError? in
+            guard fsync(lock) == 0 else { return .fileSystem(path: partPath, operation: "fsync", errno: errno) }
+            guard rename(partPath, finalPath) == 0 else { return .fileSystem(path: finalPath, operation: "rename", errno: errno) }
+            do throws(ArtifactFetchError) {
+                try Self.syncDirectory(artifactsDirectory)
+            } catch {
+                return error
+            }
+            return nil
+        }
+        if let failure { throw failure }
         logger.info("Artifact verified", metadata: ["artifact.downloaded_bytes": "\(downloaded)"])
         return FetchedArtifact(path: finalPath, sha256: digest, size: artifact.size, source: .download(bytes: downloaded, resumedFrom: resumedFrom))
     }

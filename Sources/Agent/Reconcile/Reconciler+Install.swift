@@ -300,7 +300,7 @@ extension Reconciler {
             health[service] = .healthy
             save(&summary)
             logger.info("release healthy", metadata: metadata)
-            collectGarbage()
+            await collectGarbage()
         case .unhealthy(let reason, let evidence):
             logger.info("release unhealthy, rolling back", metadata: metadata.merging(["ferry.reason": "\(reason)"]) { $1 })
             health[service] = .unhealthy

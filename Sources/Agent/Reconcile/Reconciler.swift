@@ -570,14 +570,24 @@ actor Reconciler {
     }
 
     /// Removes releases and artifacts that no service's applied, previous or pending release protects.
-    func collectGarbage() {
+    ///
+    /// The removals run on a thread of their own: a release tree is tens of thousands of files (`node_modules`), and
+    /// on this actor, on one of the cooperative pool's threads (two on a small instance), they held up polls, health
+    /// watches and reports for seconds.
+    func collectGarbage() async {
         var keepDigests: Set<String> = []
+        var releases: [(service: String, protected: Set<String>)] = []
         for service in configuration.services {
             let serviceState = state[service]
             let protected = [serviceState.applied, serviceState.previous, serviceState.pending].compactMap { $0 }
             keepDigests.formUnion(protected.map(\.sha256))
-            files.collectReleases(service, protected: Set(protected.map(\.directoryName)), keep: configuration.keepReleases)
+            releases.append((service, Set(protected.map(\.directoryName))))
         }
-        files.collectArtifacts(keep: keepDigests)
+        let files = self.files
+        let keep = configuration.keepReleases
+        await DedicatedThread.run(cancellation: CancellationFlag()) { [releases, keepDigests] in
+            for (service, protected) in releases { files.collectReleases(service, protected: protected, keep: keep) }
+            files.collectArtifacts(keep: keepDigests)
+        }
     }
 }
