@@ -197,6 +197,17 @@ struct PM2ProcessTableTests {
             "a minimal element (older PM2: no namespace, no monit, no instances)",
             #"[{"name":"a","pm_id":3,"pm2_env":{"status":"online"}}]"#, .reads(1)
         ),
+        // Node's JSON.stringify writes a string cut inside an emoji as a lone surrogate escape; any app's env or metrics
+        // may hold one, and one of them made the whole table unreadable on every pass.
+        (
+            "a lone high surrogate in another app's env",
+            #"[{"name":"other","pm_id":1,"pm2_env":{"status":"online","NOTE":"cut \ud83d","namespace":"shop"}},{"name":"a","pm_id":2,"pm2_env":{"status":"online"}}]"#,
+            .reads(2)
+        ),
+        (
+            "a lone low surrogate, and a high one before another escape",
+            #"[{"name":"\udc00x","pm_id":1,"pm2_env":{"status":"online","A":"\ud800\u0041"}}]"#, .reads(1)
+        ),
         ("empty output", "", .refused("no JSON array in the output")),
         ("daemon lines only", "[PM2] Spawning PM2 daemon with pm2_home=/h\n", .refused("malformed")),
         ("an object instead of the array", #"{"apps":[]}"#, .refused("no JSON array in the output")),

@@ -283,3 +283,19 @@ enum JSONBenchmarkDocuments {
         return out
     }
 }
+
+@Suite struct JSONLoneSurrogateTests {
+    /// PM2's output is read with lone surrogates replaced (`JSONParser.LoneSurrogates.replace`); pairs still decode, and
+    /// Ferry's own documents still refuse them (`JSONParserTests`' malformed rows).
+    @Test(arguments: [
+        (#""\ud800""#, "\u{FFFD}"),
+        (#""\udc00x""#, "\u{FFFD}x"),
+        (#""a\ud83d""#, "a\u{FFFD}"),
+        (#""\ud800\u0041""#, "\u{FFFD}A"),
+        (#""\ud800\ud800\udc00""#, "\u{FFFD}\u{10000}"),
+        (#""\ud83d\ude00""#, "\u{1F600}"),
+    ])
+    func loneSurrogatesAreReplacedWhenAsked(_ text: String, _ expected: String) throws {
+        #expect(try JSONParser.parse(Array(text.utf8), loneSurrogates: .replace) == .string(expected))
+    }
+}

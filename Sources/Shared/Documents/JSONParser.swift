@@ -21,22 +21,36 @@ package struct JSONParser {
     /// process table about 8.
     package static let maximumDepth = 64
 
+    /// What a `\u` escape of half a UTF-16 surrogate pair becomes.
+    package enum LoneSurrogates: Sendable {
+        /// Refused: no Ferry document holds one.
+        case refuse
+        /// U+FFFD, as a decoder of UTF-16 does: Node's `JSON.stringify` writes a JavaScript string cut in the middle of
+        /// an emoji that way, and PM2's process table carries any app's environment and metrics, Ferry's or not.
+        case replace
+    }
+
     private let bytes: UnsafeBufferPointer<UInt8>
+    private let loneSurrogates: LoneSurrogates
     private var index = 0
 
-    private init(_ bytes: UnsafeBufferPointer<UInt8>) {
+    private init(_ bytes: UnsafeBufferPointer<UInt8>, loneSurrogates: LoneSurrogates) {
         self.bytes = bytes
+        self.loneSurrogates = loneSurrogates
     }
 
     /// Parses one JSON document.
-    package static func parse<Bytes: Collection>(_ input: Bytes) throws(DocumentError) -> JSONValue where Bytes.Element == UInt8 {
+    package static func parse<Bytes: Collection>(
+        _ input: Bytes,
+        loneSurrogates: LoneSurrogates = .refuse
+    ) throws(DocumentError) -> JSONValue where Bytes.Element == UInt8 {
         let result: Result<JSONValue, DocumentError>? = input.withContiguousStorageIfAvailable { buffer in
-            var parser = JSONParser(buffer)
+            var parser = JSONParser(buffer, loneSurrogates: loneSurrogates)
             return Result { () throws(DocumentError) in try parser.document() }
         }
         if let result { return try result.get() }
         return try Array(input).withUnsafeBufferPointer { buffer throws(DocumentError) in
-            var parser = JSONParser(buffer)
+            var parser = JSONParser(buffer, loneSurrogates: loneSurrogates)
             return try parser.document()
         }
     }
@@ -262,18 +276,25 @@ package struct JSONParser {
         switch high {
         case 0xD800...0xDBFF:
             guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                if loneSurrogates == .replace { return "\u{FFFD}" }
                 throw fail("lone UTF-16 high surrogate \\u\(Self.hex(high)) (it must be followed by a low surrogate)", at: escapeStart)
             }
             let lowStart = index
             index += 2
             let low = try hex4(escapeStart: lowStart)
             guard (0xDC00...0xDFFF).contains(low) else {
+                if loneSurrogates == .replace {
+                    // The escape after it is read again on its own.
+                    index = lowStart
+                    return "\u{FFFD}"
+                }
                 throw fail("UTF-16 high surrogate \\u\(Self.hex(high)) followed by \\u\(Self.hex(low)), not by a low surrogate", at: escapeStart)
             }
             let value = 0x10000 + ((UInt32(high) - 0xD800) << 10) + (UInt32(low) - 0xDC00)
             guard let scalar = Unicode.Scalar(value) else { throw fail("invalid surrogate pair", at: escapeStart) }
             return scalar
         case 0xDC00...0xDFFF:
+            if loneSurrogates == .replace { return "\u{FFFD}" }
             throw fail("lone UTF-16 low surrogate \\u\(Self.hex(high))", at: escapeStart)
         default:
             guard let scalar = Unicode.Scalar(UInt32(high)) else { throw fail("invalid \\u escape", at: escapeStart) }

@@ -30,8 +30,11 @@ package enum JSONValue: Sendable, Hashable {
     /// Parses JSON text in time linear in its size (`JSONParser`: strict RFC 8259, duplicate keys refused, at most
     /// `JSONParser.maximumDepth` levels of nesting). Throws `DocumentError.malformedJSON` naming what is wrong and the
     /// byte offset.
-    package static func parse<Bytes: Collection>(_ bytes: Bytes) throws(DocumentError) -> JSONValue where Bytes.Element == UInt8 {
-        try JSONParser.parse(bytes)
+    package static func parse<Bytes: Collection>(
+        _ bytes: Bytes,
+        loneSurrogates: JSONParser.LoneSurrogates = .refuse
+    ) throws(DocumentError) -> JSONValue where Bytes.Element == UInt8 {
+        try JSONParser.parse(bytes, loneSurrogates: loneSurrogates)
     }
 
     /// Compact JSON text with sorted keys (deterministic, so the same document always signs the same bytes).

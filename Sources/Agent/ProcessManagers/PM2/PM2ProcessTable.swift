@@ -79,7 +79,7 @@ struct PM2ProcessTable: Sendable, Equatable {
             let trimmed = line.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }
             guard trimmed.first == UInt8(ascii: "[") else { continue }
             do {
-                if case .array(let elements) = try JSONValue.parse(trimmed) { return elements }
+                if case .array(let elements) = try JSONValue.parse(trimmed, loneSurrogates: .replace) { return elements }
             } catch {
                 // `[PM2] Spawning…` (with NO_COLOR=1) also starts with `[`: keep looking further up.
                 lastProblem = "\(error)"

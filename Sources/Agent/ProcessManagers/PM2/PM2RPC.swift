@@ -108,7 +108,7 @@ enum PM2RPC {
         }
         let answer: JSONValue
         do {
-            answer = try JSONValue.parse(parts[0].dropFirst(2))
+            answer = try JSONValue.parse(parts[0].dropFirst(2), loneSurrogates: .replace)
         } catch {
             throw .malformed("the answer's JSON: \(error)")
         }
