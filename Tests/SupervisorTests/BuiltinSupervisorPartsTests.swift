@@ -170,6 +170,22 @@ struct BuiltinSupervisorPartsTests {
         #expect(!FileManager.default.fileExists(atPath: "\(home)/supervisor.sock"))
     }
 
+    /// After a package upgrade replaced `ferry-agent`, `/proc/self/exe` reads `<path> (deleted)`: spawning that
+    /// failed with ENOENT until the agent restarted.
+    @Test(
+        "the daemon's executable is the /proc/self/exe target without the suffix a replaced binary gets",
+        arguments: [
+            ("/usr/local/bin/ferry-agent", "/usr/local/bin/ferry-agent"),
+            ("/usr/local/bin/ferry-agent (deleted)", "/usr/local/bin/ferry-agent"),
+            ("/opt/a (deleted) dir/ferry-agent", "/opt/a (deleted) dir/ferry-agent"),
+            ("/opt/x (deleted) (deleted)", "/opt/x (deleted)"),
+            ("/opt/ferry-agent(deleted)", "/opt/ferry-agent(deleted)"),
+        ]
+    )
+    func executablePath(link: String, expected: String) {
+        #expect(SupervisorLauncher.executablePath(fromLink: link) == expected)
+    }
+
     /// The daemon's environment is PATH alone, but for the runtime switches a way back may have been set with on the
     /// agent (`FERRY_EXECUTOR`, `FERRY_CODE_PAGES`); no token, config or other variable of the agent's passes.
     @Test(

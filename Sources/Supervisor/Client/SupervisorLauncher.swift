@@ -94,7 +94,16 @@ package enum SupervisorLauncher {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard count > 0 else { throw .path(operation: "readlink", path: "/proc/self/exe", errno: errno) }
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return executablePath(fromLink: String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+
+    /// The executable a `/proc/self/exe` link target names. Once a package upgrade replaced the running binary,
+    /// Linux shows it as `/usr/local/bin/ferry-agent (deleted)`: the binary now at the path is the one to run (and
+    /// the only one that can be), so the suffix goes. Only one is removed: a file named `x (deleted)` that was
+    /// replaced reads `x (deleted) (deleted)`.
+    static func executablePath(fromLink target: String) -> String {
+        let suffix = " (deleted)"
+        return target.hasSuffix(suffix) ? String(target.dropLast(suffix.count)) : target
     }
 
     /// Whole milliseconds of `duration` (for the daemon's command line).
