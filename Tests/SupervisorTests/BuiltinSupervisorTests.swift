@@ -418,6 +418,36 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// A table the next daemon cannot read is set aside and nothing is resurrected; what the killed daemon left
+    /// running must still be stopped, or it runs beside the copies the agent starts next (EADDRINUSE, double work).
+    @Test(
+        "an unreadable table is set aside, and the processes of the killed daemon are still stopped",
+        arguments: [("corrupt", "{"), ("newer version", #"{"version":2,"apps":[]}"#)]
+    )
+    func unreadableTableStillStopsLeftovers(_ label: String, _ contents: String) async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script, instances: 2), ecosystem: "")
+            let old = try await harness.manager.processes().compactMap(\.pid)
+            try #require(old.count == 2)
+            let daemon = try await harness.manager.daemonPID()
+            kill(daemon, SIGKILL)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            try contents.write(toFile: "\(harness.home)/apps.json", atomically: true, encoding: .utf8)
+
+            let table = try await harness.manager.processes()
+            #expect(table.isEmpty, "\(label): \(SupervisorHarness.summary(table))")
+            for pid in old {
+                #expect(
+                    await SupervisorHarness.eventually { !SupervisorHarness.isAlive(pid) },
+                    "\(label): pid \(pid) of the killed daemon still runs"
+                )
+            }
+            let files = try FileManager.default.contentsOfDirectory(atPath: harness.home)
+            #expect(files.contains { $0.hasPrefix("apps.json.unreadable-") }, "\(files)")
+        }
+    }
+
     /// A process the previous daemon started but never wrote into its table (killed between spawning it and saving,
     /// during a start or a reload): the next daemon finds it by the home in its environment.
     struct LeftoverCase: Sendable, CustomTestStringConvertible {

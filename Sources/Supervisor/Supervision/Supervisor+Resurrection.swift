@@ -17,6 +17,10 @@ extension Supervisor {
                 logger.error("supervisor.table.unreadable", metadata: ["error": "\(error)"])
                 let aside = "\(configuration.tablePath).unreadable-\(time(nil))"
                 rename(configuration.tablePath, aside)
+                // Nothing is resurrected, but what the previous daemon left running must still go: the agent starts
+                // its apps again next, and two copies would fight over ports and work. Their kill timeouts were in the
+                // table: they get PM2's default.
+                await stopMarkedLeftovers(killTimeout: .milliseconds(Self.defaultKillTimeoutMilliseconds))
                 return
             }
             await withTaskGroup(of: Void.self) { group in
@@ -31,7 +35,7 @@ extension Supervisor {
             }
             // A process the table does not name: spawned by a daemon killed before it wrote the table again (during a
             // start or a reload), or started by one of its apps. Found by the home it was started for.
-            let longest = saved.apps.map { Self.savedKillTimeout($0.spec) }.max() ?? 1600
+            let longest = saved.apps.map { Self.savedKillTimeout($0.spec) }.max() ?? Self.defaultKillTimeoutMilliseconds
             await stopMarkedLeftovers(killTimeout: .milliseconds(longest))
             var used = Set<Int>()
             for app in saved.apps {
@@ -60,6 +64,9 @@ extension Supervisor {
             persist()
         }
     }
+
+    /// PM2's default `kill_timeout`, for leftovers whose own is unknown.
+    static let defaultKillTimeoutMilliseconds: Int64 = 1600
 
     /// A saved app's kill timeout, held to the range `validateForSupervisor` allows.
     static func savedKillTimeout(_ spec: AppSpec) -> Int64 {
