@@ -144,6 +144,27 @@ struct BuiltinSupervisorPartsTests {
         #expect(throws: SupervisorError.self) { try Self.spec { $0.env["PATH"] = "/nonexistent" }.command(instance: 0) }
     }
 
+    /// The time a request that stops processes gets: the base, plus per instance its kill_timeout, the daemon's 10 s
+    /// grace after SIGKILL and its 5 s reload settle limit; numbers beyond the daemon's limits count as the limits.
+    @Test(
+        "a request's timeout grows with its instances and their kill_timeout",
+        arguments: [
+            (0, 1600, Duration.seconds(120)),
+            (1, 0, .seconds(135)),
+            (4, 40_000, .seconds(120 + 4 * 55)),
+            (2, -5, .seconds(150)),
+            (
+                Int.max, Int64.max,
+                .seconds(120) + (.milliseconds(AppSpec.maximumKillTimeoutMilliseconds) + .seconds(15)) * (AppSpec.maximumInstances + 1)
+            ),
+        ] as [(Int, Int64, Duration)]
+    )
+    func requestTimeout(instances: Int, killTimeoutMilliseconds: Int64, expected: Duration) {
+        #expect(
+            BuiltinProcessManager.timeout(instances: instances, killTimeoutMilliseconds: killTimeoutMilliseconds, base: .seconds(120)) == expected
+        )
+    }
+
     @Test("requests survive a round trip through their wire form")
     func requestCodec() throws {
         let requests: [SupervisorRequest] = [

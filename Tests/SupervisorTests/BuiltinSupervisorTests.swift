@@ -178,6 +178,48 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// Restart and reload handle instances one at a time: two instances that ignore SIGINT with a 2 s kill_timeout
+    /// take over 4 s, more than the 3 s base. A fixed request timeout reported them failed while the daemon was
+    /// still doing them right.
+    @Test("a restart and a reload get the time their instances' kill_timeouts need, beyond the base request timeout")
+    func requestTimeoutFollowsKillTimeouts() async throws {
+        let shortBase: (inout BuiltinProcessManager.Configuration) -> Void = { $0.requestTimeout = .seconds(3) }
+        try await SupervisorHarness.with(configure: shortBase) { harness in
+            // TestApps.stubborn, with a ready file per process: both must ignore SIGINT before the clock starts.
+            let script = try harness.write(
+                "app/stubborn.js",
+                """
+                const fs = require('fs');
+                process.on('SIGINT', () => {});
+                fs.writeFileSync(`${process.env.READY}-${process.pid}`, 'ready');
+                setInterval(() => {}, 1000);
+                """
+            )
+            var spec = harness.spec("stubborn", script: script, instances: 2, env: ["READY": "\(harness.home)/ready"])
+            spec.killTimeoutMilliseconds = 2000
+            try await harness.manager.start(spec, ecosystem: "")
+            func waitUntilReady() async throws -> [ManagedProcess] {
+                let table = try await harness.waitUntil("both instances run") { $0.count == 2 && $0.allSatisfy { $0.pid != nil } }
+                let pids = table.compactMap(\.pid)
+                #expect(
+                    await SupervisorHarness.eventually { pids.allSatisfy { FileManager.default.fileExists(atPath: "\(harness.home)/ready-\($0)") } }
+                )
+                return table
+            }
+            _ = try await waitUntilReady()
+
+            let started = ContinuousClock.now
+            try await harness.manager.restart(appNamed: "stubborn")
+            #expect(started.duration(to: .now) >= .seconds(4), "both instances waited out their kill_timeout")
+            var table = try await waitUntilReady()
+            #expect(table.allSatisfy { $0.status == .online && $0.restarts == 1 }, "\(SupervisorHarness.summary(table))")
+
+            try await harness.manager.reload(spec, ecosystem: "")
+            table = try await harness.manager.processes()
+            #expect(table.count == 2 && table.allSatisfy { $0.status == .online && $0.restarts == 2 }, "\(SupervisorHarness.summary(table))")
+        }
+    }
+
     @Test("reload runs the code behind a repointed current symlink, in fork and cluster mode")
     func reloadFollowsCurrentSymlink() async throws {
         try await SupervisorHarness.with { harness in

@@ -23,8 +23,8 @@ package struct BuiltinProcessManager: ProcessManager {
         package var namespace: String
         /// How long to wait for the socket to answer, including starting the daemon. Default 10 s.
         package var connectTimeout: Duration
-        /// How long one request may take. Default 120 s: stops wait for kill_timeout and cluster reloads for each
-        /// instance in turn.
+        /// How long one request may take before anything is stopped. Default 120 s. A request that stops processes
+        /// gets more, from the app's definition (`BuiltinProcessManager.timeout(instances:killTimeoutMilliseconds:base:)`).
         package var requestTimeout: Duration
         /// Rotation of the app logs. Default 10 MiB per file, 3 rotated files kept.
         package var logRotation: LogRotation
@@ -72,19 +72,50 @@ package struct BuiltinProcessManager: ProcessManager {
     }
 
     package func start(_ app: AppSpec, ecosystem: String) async throws {
-        _ = try await send(.start(app))
+        _ = try await send(.start(app), timeout: timeout(for: app))
     }
 
     package func reload(_ app: AppSpec, ecosystem: String) async throws {
-        _ = try await send(.reload(app))
+        _ = try await send(.reload(app), timeout: timeout(for: app))
     }
 
     package func delete(appNamed name: String) async throws {
-        _ = try await send(.delete(name: name))
+        _ = try await send(.delete(name: name), timeout: try await timeout(forAppNamed: name))
     }
 
     package func restart(appNamed name: String) async throws {
-        _ = try await send(.restart(name: name))
+        _ = try await send(.restart(name: name), timeout: try await timeout(forAppNamed: name))
+    }
+
+    /// How long the daemon may take over a request that stops and starts `instances` processes one after another:
+    /// `base`, plus for each instance its `kill_timeout`, the daemon's grace after SIGKILL and its reload settle limit
+    /// (the longest one instance's stop, start and settling can take). A 4-instance reload with a 40 s drain takes
+    /// about 164 s: a fixed timeout reported it failed while the daemon was still doing it right, and a replace
+    /// (delete, then start) never sent its start. Numbers beyond what the daemon accepts count as its limits (it
+    /// refuses those specs at once).
+    package static func timeout(instances: Int, killTimeoutMilliseconds: Int64, base: Duration) -> Duration {
+        let killTimeout = min(max(0, killTimeoutMilliseconds), AppSpec.maximumKillTimeoutMilliseconds)
+        let step = Duration.milliseconds(killTimeout) + Supervisor.Configuration.defaultKillGrace + Supervisor.Configuration.defaultReloadSettleLimit
+        return base + step * min(max(0, instances), AppSpec.maximumInstances + 1)
+    }
+
+    /// A start or reload: one step more than the new instances, for the surplus a smaller count stops (all at once).
+    private func timeout(for app: AppSpec) -> Duration {
+        Self.timeout(
+            instances: min(max(0, app.instances), AppSpec.maximumInstances) + 1,
+            killTimeoutMilliseconds: app.killTimeoutMilliseconds,
+            base: configuration.requestTimeout
+        )
+    }
+
+    /// A restart or delete by name: the daemon's table says how many instances and which `kill_timeout`. A daemon of
+    /// an older version does not say the `kill_timeout`: the longest accepted is assumed.
+    private func timeout(forAppNamed name: String) async throws -> Duration {
+        let answer = try await send(.list)
+        let instances = answer.processes?.filter { $0.name == name }.count ?? 0
+        guard instances > 0 else { return configuration.requestTimeout }
+        let killTimeout = answer.killTimeouts?[name] ?? AppSpec.maximumKillTimeoutMilliseconds
+        return Self.timeout(instances: instances, killTimeoutMilliseconds: killTimeout, base: configuration.requestTimeout)
     }
 
     /// Nothing to do: the daemon writes its table on every change and starts it again when it restarts.
@@ -103,7 +134,11 @@ package struct BuiltinProcessManager: ProcessManager {
     /// them again.
     @discardableResult
     package func shutdown() async throws -> Bool {
-        guard let response = try await send(.shutdown, startingDaemon: false) else { return false }
+        // Every app is stopped at once: one kill_timeout (the longest) and grace on top of the base.
+        guard let table = try await send(.list, timeout: configuration.requestTimeout, startingDaemon: false) else { return false }
+        let longest = table.killTimeouts.map { $0.values.max() ?? 0 } ?? AppSpec.maximumKillTimeoutMilliseconds
+        let timeout = Self.timeout(instances: 1, killTimeoutMilliseconds: longest, base: configuration.requestTimeout)
+        guard let response = try await send(.shutdown, timeout: timeout, startingDaemon: false) else { return false }
         guard let pid = response.pid else { return true }
         let deadline = ContinuousClock.now + configuration.connectTimeout
         while ProcStat.isAlive(pid: pid), ContinuousClock.now < deadline {
@@ -112,9 +147,10 @@ package struct BuiltinProcessManager: ProcessManager {
         return true
     }
 
-    /// Sends one request and returns the daemon's successful answer; throws `.rejected` for a refusal.
-    func send(_ request: SupervisorRequest) async throws -> SupervisorResponse {
-        guard let response = try await send(request, startingDaemon: true) else {
+    /// Sends one request and returns the daemon's successful answer; throws `.rejected` for a refusal, and
+    /// `.requestTimedOut` when no answer came within `timeout` (default `Configuration.requestTimeout`).
+    func send(_ request: SupervisorRequest, timeout: Duration? = nil) async throws -> SupervisorResponse {
+        guard let response = try await send(request, timeout: timeout ?? configuration.requestTimeout, startingDaemon: true) else {
             throw SupervisorError.daemonUnreachable(
                 socketPath: configuration.socketPath,
                 waited: configuration.connectTimeout,
@@ -125,7 +161,7 @@ package struct BuiltinProcessManager: ProcessManager {
         return response
     }
 
-    private func send(_ request: SupervisorRequest, startingDaemon: Bool) async throws -> SupervisorResponse? {
+    private func send(_ request: SupervisorRequest, timeout: Duration, startingDaemon: Bool) async throws -> SupervisorResponse? {
         let line = try request.encodedLine()
         let configuration = configuration
         let logger = logger
@@ -139,7 +175,7 @@ package struct BuiltinProcessManager: ProcessManager {
                 guard let fd = try Self.connect(configuration, startingDaemon: startingDaemon, logger: logger) else { return nil }
                 defer { close(fd) }
                 do throws(SupervisorError) {
-                    return try Self.exchange(line, operation: request.operation, on: fd, configuration: configuration)
+                    return try Self.exchange(line, operation: request.operation, on: fd, timeout: timeout, configuration: configuration)
                 } catch {
                     guard attempts > 0, Self.isDroppedConnection(error) else { throw error }
                     logger.info("supervisor.call.retried", metadata: ["supervisor.error": "\(error)"])
@@ -198,12 +234,13 @@ package struct BuiltinProcessManager: ProcessManager {
         _ line: [UInt8],
         operation: SupervisorOperation,
         on fd: Int32,
+        timeout: Duration,
         configuration: Configuration
     ) throws(SupervisorError) -> SupervisorResponse {
-        let deadline = ContinuousClock.now + configuration.requestTimeout
+        let deadline = ContinuousClock.now + timeout
         if let error = UnixSocket.write(line, to: fd, deadline: deadline) {
             if error == ETIMEDOUT {
-                throw .requestTimedOut(operation: operation, socketPath: configuration.socketPath, timeout: configuration.requestTimeout)
+                throw .requestTimedOut(operation: operation, socketPath: configuration.socketPath, timeout: timeout)
             }
             throw .path(operation: "send to", path: configuration.socketPath, errno: error)
         }
@@ -215,7 +252,7 @@ package struct BuiltinProcessManager: ProcessManager {
         case .endOfStream:
             throw .connectionClosed(operation: operation, socketPath: configuration.socketPath)
         case .timedOut:
-            throw .requestTimedOut(operation: operation, socketPath: configuration.socketPath, timeout: configuration.requestTimeout)
+            throw .requestTimedOut(operation: operation, socketPath: configuration.socketPath, timeout: timeout)
         case .tooLong:
             throw .malformedResponse(operation: operation, reason: "answer longer than 256 MiB")
         case .failed(let error):

@@ -134,13 +134,16 @@ struct SupervisorResponse: Sendable, Codable, Equatable {
     var pid: Int32?
     /// Why the request failed, when `ok` is false.
     var error: SupervisorFailure?
+    /// Each app's `kill_timeout` in milliseconds (`list`), so a client gives a restart or delete by name the time it
+    /// needs. Absent from daemons of older versions.
+    var killTimeouts: [String: Int64]?
 
-    static func success(processes: [ManagedProcess]? = nil, pid: Int32? = nil) -> SupervisorResponse {
-        SupervisorResponse(ok: true, processes: processes, pid: pid, error: nil)
+    static func success(processes: [ManagedProcess]? = nil, pid: Int32? = nil, killTimeouts: [String: Int64]? = nil) -> SupervisorResponse {
+        SupervisorResponse(ok: true, processes: processes, pid: pid, error: nil, killTimeouts: killTimeouts)
     }
 
     static func failure(_ failure: SupervisorFailure) -> SupervisorResponse {
-        SupervisorResponse(ok: false, processes: nil, pid: nil, error: failure)
+        SupervisorResponse(ok: false, processes: nil, pid: nil, error: failure, killTimeouts: nil)
     }
 
     /// Parses one answer line (without its newline).

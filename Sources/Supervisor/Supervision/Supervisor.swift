@@ -46,9 +46,14 @@ actor Supervisor {
         /// Default 30 s, as PM2 (`WORKER_INTERVAL`). CPU and memory are also read whenever the table is listed.
         var memoryCheckInterval: Duration = .seconds(30)
         /// Longest a cluster-mode reload waits for a new process before stopping the old one. Default 5 s.
-        var reloadSettleLimit: Duration = .seconds(5)
+        var reloadSettleLimit: Duration = Self.defaultReloadSettleLimit
         /// How long a process may take to go away after SIGKILL before the stop gives up waiting. Default 10 s.
-        var killGrace: Duration = .seconds(10)
+        var killGrace: Duration = Self.defaultKillGrace
+
+        /// The daemon's `reloadSettleLimit` (clients size their request timeouts by it).
+        static let defaultReloadSettleLimit: Duration = .seconds(5)
+        /// The daemon's `killGrace` (clients size their request timeouts by it).
+        static let defaultKillGrace: Duration = .seconds(10)
         /// Whether the daemon lets go of its code pages at the memory check after start-up or a request that changed
         /// the table (`LoadedCode`). `FERRY_CODE_PAGES=keep` keeps them.
         var releasesCodePages = true
@@ -112,7 +117,7 @@ actor Supervisor {
             case .ping: return .success(pid: getpid())
             case .list:
                 sample()
-                return .success(processes: processTable())
+                return .success(processes: processTable(), killTimeouts: apps.mapValues(\.spec.killTimeoutMilliseconds))
             case .start(let spec): try await start(spec)
             case .reload(let spec): try await reload(spec)
             case .delete(let name): try await delete(appNamed: name)
