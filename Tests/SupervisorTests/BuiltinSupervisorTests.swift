@@ -101,6 +101,36 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// PM2 gives each instance `increment_var` counted up from the env's value and the index under the name
+    /// `instance_var` gives; the supervisor gave every instance the same `PORT` (three of four crash-looped on it).
+    @Test("increment_var and instance_var give each instance its own port and index, as under PM2")
+    func incrementAndInstanceVariables() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            var spec = harness.spec(
+                "ports",
+                script: script,
+                instances: 2,
+                env: ["OUT_DIR": "\(harness.home)/out", "PORT": "4000"]
+            )
+            spec.pm2Options = ["increment_var": .string("PORT"), "instance_var": .string("INSTANCE_ID")]
+            try await harness.manager.start(spec, ecosystem: "")
+            let table = try await harness.waitUntil("both instances run") { $0.count == 2 && $0.allSatisfy { $0.pid != nil } }
+            var ports: [String] = []
+            var indexes: [String] = []
+            for process in table {
+                let report = try await harness.report(pid: try #require(process.pid))
+                let env = try #require(report["env"] as? [String: String])
+                ports.append(env["PORT"] ?? "-")
+                indexes.append(env["INSTANCE_ID"] ?? "-")
+                #expect(env["NODE_APP_INSTANCE"] == nil, "instance_var renames NODE_APP_INSTANCE")
+            }
+            #expect(Set(ports) == ["4000", "4001"])
+            #expect(Set(indexes) == ["0", "1"])
+        }
+    }
+
     @Test("a crash loop ends errored after max_restarts, autorestart false ends stopped, restart brings an errored app back")
     func crashHandling() async throws {
         try await SupervisorHarness.with { harness in

@@ -64,14 +64,45 @@ extension AppSpec {
         return interpreter
     }
 
-    /// The environment of instance `index`: exactly `env`, plus `PATH` and `HOME` when `env` lacks them, plus
-    /// `NODE_APP_INSTANCE`. Nothing of the daemon's or the agent's own environment is passed on.
+    /// The environment of instance `index`, as PM2 7 builds it (`God.injectVariables`, then `executeApp` merging the
+    /// app's env over it): exactly `env`, plus `PATH` and `HOME` when `env` lacks them, plus
+    /// - the variable `instance_var` names (default `NODE_APP_INSTANCE`) set to `index`, unless the env already has
+    ///   that variable (PM2 lets the app's env win);
+    /// - with `increment_var`, that variable set to its value in `env` read as a JavaScript number (`Number(v) || 0`:
+    ///   0 when absent or not a number) plus `index`, written as JavaScript writes numbers; it wins over everything,
+    ///   `instance_var` included when both name the same variable.
+    ///
+    /// PM2 numbers from the lowest free index and the highest increment it already runs for the app; the supervisor's
+    /// slots keep their index for life, so both come out as `index` and `base + index`. A name that cannot be an env
+    /// name (empty, `=`, NUL) sets nothing. Nothing of the daemon's or the agent's own environment is passed on.
     func environment(instance index: Int) -> [String: String] {
         var result = env
         if result["PATH"] == nil { result["PATH"] = Self.defaultSearchPath }
         if result["HOME"] == nil { result["HOME"] = Self.homeDirectoryOfCurrentUser() }
-        result["NODE_APP_INSTANCE"] = String(index)
+        // PM2 reads the increment's base from the app's env, before the instance variable is added.
+        let incrementVariable = pm2String("increment_var").flatMap { Self.isEnvironmentName($0) ? $0 : nil }
+        let base = incrementVariable.map { JavaScriptNumber.value(of: result[$0] ?? "") } ?? 0
+        let instanceVariable = pm2String("instance_var") ?? "NODE_APP_INSTANCE"
+        if Self.isEnvironmentName(instanceVariable), result[instanceVariable] == nil {
+            result[instanceVariable] = String(index)
+        }
+        if let incrementVariable {
+            // `Number(v) || 0`: NaN and ±0 are 0.
+            let start = base.isNaN || base == 0 ? 0 : base
+            result[incrementVariable] = JavaScriptNumber.text(of: start + Double(index))
+        }
         return result
+    }
+
+    /// A string option of the release (`pm2Options`), or nil.
+    private func pm2String(_ key: String) -> String? {
+        if case .string(let text)? = pm2Options[key] { return text }
+        return nil
+    }
+
+    /// Whether `name` can stand before the `=` of an environment entry.
+    private static func isEnvironmentName(_ name: String) -> Bool {
+        !name.isEmpty && !name.utf8.contains(UInt8(ascii: "=")) && !name.utf8.contains(0)
     }
 
     /// The program to execute and its `argv`: the script itself, or the interpreter (resolved on the app's

@@ -7,7 +7,8 @@ import Shared
 ///
 /// Semantics follow PM2 (see shared/pm2-reference "Behaviours observed" 11 and 12):
 /// - `start` spawns `instances` processes, each `online` once spawned, each in its own process group, with exactly the
-///   app's env plus `PATH`/`HOME` defaults and `NODE_APP_INSTANCE`. `start` of an app that exists restarts it with the
+///   app's env plus `PATH`/`HOME` defaults, `NODE_APP_INSTANCE` (or `instance_var`) and `increment_var`
+///   (`AppSpec.environment(instance:)`). `start` of an app that exists restarts it with the
 ///   new definition (restart count + 1 for instances that were running).
 /// - An exit that the supervisor did not ask for is a crash. `autorestart: false` → `stopped`. Otherwise a run shorter
 ///   than `min_uptime` is unstable; when the consecutive unstable exits reach `max_restarts` the instance is

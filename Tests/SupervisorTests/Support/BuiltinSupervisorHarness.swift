@@ -150,6 +150,22 @@ struct SupervisorHarness: Sendable {
         return object
     }
 
+    /// Reads the JSON report `report.js` wrote for `pid` whatever instance it names, waiting for it to appear.
+    func report(pid: Int32) async throws -> [String: Any] {
+        let directory = "\(home)/out"
+        let suffix = "-\(pid).json"
+        func path() -> String? {
+            ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+                .first { $0.hasPrefix("report-") && $0.hasSuffix(suffix) }
+                .map { "\(directory)/\($0)" }
+        }
+        guard await Self.eventually({ path() != nil }), let found = path(),
+            let data = FileManager.default.contents(atPath: found),
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { throw HarnessError("no report for pid \(pid) in \(directory)") }
+        return object
+    }
+
     static func summary(_ table: [ManagedProcess]) -> String {
         table.map { "\($0.name)#\($0.pmId) \($0.status.rawValue) pid=\($0.pid.map(String.init) ?? "-") restarts=\($0.restarts)" }
             .joined(separator: ", ")

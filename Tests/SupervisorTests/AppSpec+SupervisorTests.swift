@@ -1,0 +1,142 @@
+import Shared
+import Testing
+
+@testable import Supervisor
+
+/// What an instance's environment holds: PM2 7's `instance_var` and `increment_var` (`God.injectVariables`), with the
+/// values a real PM2 7.0.3 gave its apps for the same definitions.
+@Suite("App spec environment")
+struct AppSpecEnvironmentTests {
+    struct EnvironmentCase: Sendable, CustomTestStringConvertible {
+        let name: String
+        let env: [String: String]
+        let options: [String: JSONValue]
+        let index: Int
+        /// Expected values; `nil` means the variable must be absent.
+        let expected: [String: String?]
+        var testDescription: String { name }
+    }
+
+    static let environmentCases: [EnvironmentCase] = [
+        EnvironmentCase(
+            name: "no options: NODE_APP_INSTANCE is the index",
+            env: ["PORT": "3000"],
+            options: [:],
+            index: 3,
+            expected: ["NODE_APP_INSTANCE": "3", "PORT": "3000"]
+        ),
+        EnvironmentCase(
+            name: "increment_var PORT and instance_var INSTANCE_ID: PORT counts up, NODE_APP_INSTANCE is renamed",
+            env: ["PORT": "4000"],
+            options: ["increment_var": .string("PORT"), "instance_var": .string("INSTANCE_ID")],
+            index: 2,
+            expected: ["PORT": "4002", "INSTANCE_ID": "2", "NODE_APP_INSTANCE": nil]
+        ),
+        EnvironmentCase(
+            name: "index 0 keeps the base",
+            env: ["PORT": "4000"],
+            options: ["increment_var": .string("PORT")],
+            index: 0,
+            expected: ["PORT": "4000", "NODE_APP_INSTANCE": "0"]
+        ),
+        EnvironmentCase(
+            name: "the app's own NODE_APP_INSTANCE wins",
+            env: ["NODE_APP_INSTANCE": "7"],
+            options: [:],
+            index: 1,
+            expected: ["NODE_APP_INSTANCE": "7"]
+        ),
+        EnvironmentCase(
+            name: "a base read as a JavaScript number (hex, spaces)",
+            env: ["Q": " 0x10 "],
+            options: ["increment_var": .string("Q")],
+            index: 1,
+            expected: ["Q": "17"]
+        ),
+        EnvironmentCase(name: "a fractional base", env: ["X": "2.5"], options: ["increment_var": .string("X")], index: 1, expected: ["X": "3.5"]),
+        EnvironmentCase(
+            name: "increment_var and instance_var naming one variable: the increment wins",
+            env: ["X": "2.5"],
+            options: ["increment_var": .string("X"), "instance_var": .string("X")],
+            index: 1,
+            expected: ["X": "3.5"]
+        ),
+        EnvironmentCase(
+            name: "a base that is not a number counts from 0",
+            env: ["PORT": "abc"],
+            options: ["increment_var": .string("PORT")],
+            index: 1,
+            expected: ["PORT": "1"]
+        ),
+        EnvironmentCase(
+            name: "a variable the env lacks counts from 0",
+            env: [:],
+            options: ["increment_var": .string("PORT")],
+            index: 1,
+            expected: ["PORT": "1"]
+        ),
+        EnvironmentCase(name: "a negative base", env: ["N": "-5"], options: ["increment_var": .string("N")], index: 2, expected: ["N": "-3"]),
+        EnvironmentCase(
+            name: "a base too large for exact sums stays as JavaScript writes it",
+            env: ["B": "1e21"],
+            options: ["increment_var": .string("B")],
+            index: 1,
+            expected: ["B": "1e+21"]
+        ),
+        EnvironmentCase(
+            name: "an empty increment_var is none (PM2 tests it for truth)",
+            env: ["PORT": "4000"],
+            options: ["increment_var": .string("")],
+            index: 1,
+            expected: ["PORT": "4000", "NODE_APP_INSTANCE": "1"]
+        ),
+        EnvironmentCase(
+            name: "an instance_var that cannot be an env name sets nothing",
+            env: [:],
+            options: ["instance_var": .string("A=B")],
+            index: 1,
+            expected: ["A": nil, "NODE_APP_INSTANCE": nil]
+        ),
+    ]
+
+    @Test("instance_var and increment_var give each instance what PM2 7 gives it", arguments: environmentCases)
+    func environment(_ row: EnvironmentCase) {
+        var spec = BuiltinSupervisorPartsTests.spec { $0.env = row.env }
+        spec.pm2Options = row.options
+        let env = spec.environment(instance: row.index)
+        for (name, value) in row.expected {
+            #expect(env[name] == value, "\(name)")
+        }
+    }
+
+    static let numbers: [(String, Double)] = [
+        ("", 0), ("  42 ", 42), (" 0x10 ", 16), ("0b101", 5), ("0o17", 15), ("0XfF", 255), ("1e3", 1000), (".5", 0.5), ("5.", 5),
+        ("+5", 5), ("-7.25", -7.25), ("5.e2", 500), ("-Infinity", -.infinity), ("1e400", .infinity), ("\u{00A0}7\n", 7),
+        ("\u{2028}3\u{3000}", 3),
+    ]
+
+    @Test("Number(text) as JavaScript reads it", arguments: numbers)
+    func number(_ text: String, _ value: Double) {
+        #expect(JavaScriptNumber.value(of: text) == value)
+    }
+
+    @Test(
+        "what JavaScript's Number() reads as NaN",
+        arguments: ["-0x10", "infinity", "12px", "1_000", ".", "e5", "1e", "0x", "\u{0663}", "0b102", "--1", "+-1", "NaN"]
+    )
+    func notANumber(_ text: String) {
+        #expect(JavaScriptNumber.value(of: text).isNaN)
+    }
+
+    static let texts: [(Double, String)] = [
+        (4001, "4001"), (3.5, "3.5"), (1e21, "1e+21"), (1e20, "100000000000000000000"), (123_456_789_012_345_680_000, "123456789012345680000"),
+        (1e-7, "1e-7"), (0.000001, "0.000001"), (0.1 + 0.2, "0.30000000000000004"), (-5, "-5"), (1.5e300, "1.5e+300"),
+        (5e-324, "5e-324"), (9_007_199_254_740_994, "9007199254740994"), (0.00001234, "0.00001234"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"), (0, "0"), (-0.0, "0"), (.infinity, "Infinity"),
+    ]
+
+    @Test("String(number) as JavaScript writes it", arguments: texts)
+    func text(_ value: Double, _ text: String) {
+        #expect(JavaScriptNumber.text(of: value) == text)
+    }
+}
