@@ -139,4 +139,40 @@ struct AppSpecEnvironmentTests {
     func text(_ value: Double, _ text: String) {
         #expect(JavaScriptNumber.text(of: value) == text)
     }
+
+    /// A release the schema accepts must run on the builtin supervisor too: it refused kill_timeout above 10 minutes
+    /// and more than 256 instances, which a signed release may ask for (so it never deployed on builtin hosts).
+    struct LimitCase: Sendable, CustomTestStringConvertible {
+        let name: String
+        let instances: Int
+        let killTimeoutMilliseconds: Int64
+        let accepted: Bool
+        var testDescription: String { name }
+    }
+
+    static let limitCases: [LimitCase] = [
+        LimitCase(name: "1024 instances", instances: 1024, killTimeoutMilliseconds: 1600, accepted: true),
+        LimitCase(name: "1025 instances", instances: 1025, killTimeoutMilliseconds: 1600, accepted: false),
+        LimitCase(name: "257 instances", instances: 257, killTimeoutMilliseconds: 1600, accepted: true),
+        LimitCase(name: "kill_timeout of one hour", instances: 1, killTimeoutMilliseconds: 3_600_000, accepted: true),
+        LimitCase(name: "kill_timeout of one hour and 1 ms", instances: 1, killTimeoutMilliseconds: 3_600_001, accepted: false),
+        LimitCase(name: "kill_timeout of 10 minutes and 1 ms", instances: 1, killTimeoutMilliseconds: 600_001, accepted: true),
+        LimitCase(name: "kill_timeout 0", instances: 1, killTimeoutMilliseconds: 0, accepted: true),
+    ]
+
+    @Test("the release schema and the builtin supervisor accept the same instances and kill_timeout", arguments: limitCases)
+    func limitsAgree(_ row: LimitCase) throws {
+        let json = JSONValue.object([
+            "name": .string("api"), "script": .string("server.js"),
+            "instances": .integer(Int64(row.instances)), "kill_timeout": .integer(row.killTimeoutMilliseconds),
+        ])
+        let schemaAccepts = (try? PM2App(json: json, path: "pm2.apps[0]")) != nil
+        let spec = BuiltinSupervisorPartsTests.spec {
+            $0.instances = row.instances
+            $0.killTimeoutMilliseconds = row.killTimeoutMilliseconds
+        }
+        let supervisorAccepts = (try? spec.validateForSupervisor()) != nil
+        #expect(schemaAccepts == row.accepted, "release schema")
+        #expect(supervisorAccepts == row.accepted, "builtin supervisor")
+    }
 }

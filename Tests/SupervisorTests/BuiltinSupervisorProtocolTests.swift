@@ -105,7 +105,7 @@ struct BuiltinSupervisorProtocolTests {
                 label: "zero instances",
                 bytes: line(try startLine(script: script) { $0["instances"] = 0 }),
                 expected: .invalidApp,
-                messageContains: "instances must be between 1 and 256"
+                messageContains: "instances must be between 1 and 1024"
             ),
             HostileRequest(
                 label: "= in an env name",

@@ -131,6 +131,43 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// Each instance holds four descriptors in the daemon: the 1024 instances a release may ask for need more than
+    /// a soft limit of 1024. The daemon raises its soft limit to the hard one, as Node does for PM2's daemon.
+    @Test("the daemon raises its open-file soft limit to the hard limit")
+    func daemonRaisesOpenFileLimit() async throws {
+        var limit = rlimit()
+        try #require(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        try #require(limit.rlim_max > 512, "the hard limit leaves nothing to raise")
+        try await SupervisorHarness.with { harness in
+            let executable = TestPaths.executable("ferry-agent")
+            // Started with a lower soft limit than the hard one (exec keeps the pid).
+            let daemon = try ProcessSpawner.spawn(
+                ProcessSpawner.Request(
+                    executable: "/bin/sh",
+                    arguments: ["sh", "-c", "ulimit -Sn 512 && exec \"$0\" supervisor --home \"$1\"", executable, harness.home],
+                    environment: ["PATH": AppSpec.defaultSearchPath],
+                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    grouping: .newSession
+                )
+            )
+            defer {
+                if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
+                var status: Int32 = 0
+                waitpid(daemon, &status, 0)
+            }
+            try await harness.waitForSocket()
+            #expect(try await harness.manager.daemonPID() == daemon)
+            let limits = try String(contentsOfFile: "/proc/\(daemon)/limits", encoding: .utf8)
+            let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            // "Max open files  <soft>  <hard>  files"
+            #expect(fields.count >= 5 && fields[3] == fields[4], "\(line)")
+            #expect(fields.count >= 5 && fields[4] == "\(limit.rlim_max)", "\(line)")
+            #expect(try await harness.manager.shutdown())
+        }
+    }
+
     @Test("a crash loop ends errored after max_restarts, autorestart false ends stopped, restart brings an errored app back")
     func crashHandling() async throws {
         try await SupervisorHarness.with { harness in

@@ -85,7 +85,7 @@ extension AppSpec {
         case .string("max")?: return cpuCount
         case .integer(let n)?: return count(n, cpuCount: cpuCount)
         // The release validator accepts a whole JSON number (`3.0`) as well as an integer.
-        case .number(let d)? where d.rounded() == d && abs(d) <= 1024: return count(Int64(d), cpuCount: cpuCount)
+        case .number(let d)? where d.rounded() == d && abs(d) <= Double(PM2App.maximumInstances): return count(Int64(d), cpuCount: cpuCount)
         default: return 1
         }
     }

@@ -72,7 +72,7 @@ package struct PM2App: Sendable, Equatable {
         "min_uptime": .duration,
         "restart_delay": .integer(0...86_400_000),
         "exp_backoff_restart_delay": .integer(0...86_400_000),
-        "kill_timeout": .integer(0...3_600_000),
+        "kill_timeout": .integer(0...Self.maximumKillTimeoutMilliseconds),
         "kill_retry_time": .integer(0...3_600_000),
         "listen_timeout": .integer(0...3_600_000),
         "wait_ready": .bool,
@@ -149,6 +149,12 @@ package struct PM2App: Sendable, Equatable {
         }
         self.options = options
     }
+
+    /// Most instances a release may ask for (`instances`; `-n`, "every CPU but n", down to its negative). Every
+    /// process manager runs this many, the builtin supervisor included.
+    package static let maximumInstances = 1024
+    /// Longest `kill_timeout` a release may give, in milliseconds (one hour). Every process manager waits this long.
+    package static let maximumKillTimeoutMilliseconds: Int64 = 3_600_000
 
     /// Longest app name, in UTF-8 bytes.
     package static let maximumNameBytes = 128
@@ -242,7 +248,7 @@ package struct PM2App: Sendable, Equatable {
             case .string(let text):
                 guard text == "max" else { throw .invalidValue(field: path, reason: "must be a number or \"max\"") }
             case .integer, .number:
-                _ = try Field.integer(in: -1024...1024)(value, path)
+                _ = try Field.integer(in: -Int64(Self.maximumInstances)...Int64(Self.maximumInstances))(value, path)
             default:
                 throw .wrongType(field: path, expected: "number or \"max\"", got: value.typeName)
             }

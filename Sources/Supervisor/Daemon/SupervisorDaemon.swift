@@ -57,6 +57,19 @@ package struct SupervisorDaemon: Service {
         self.logger = logger
     }
 
+    /// Raises the soft open-file limit to the hard one: every instance holds four descriptors here (its stdout and
+    /// stderr pipes, its two log files), so the 1024 instances a release may ask for need more than the usual soft
+    /// limit of 1024. The apps inherit the raised limit, as PM2's do (Node raises its own at start-up).
+    static func raiseOpenFileLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        let soft = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.info("supervisor.open_file_limit.kept", metadata: ["limit.soft": "\(soft)", "error.errno": "\(errno)"])
+        }
+    }
+
     package func run() async throws {
         try Self.makeDirectory(configuration.home)
         try Self.makeDirectory(configuration.logsDirectory)
@@ -64,6 +77,7 @@ package struct SupervisorDaemon: Service {
         defer { close(lock) }
         // A client gone mid-answer must not kill the daemon; children get default signal handling back at spawn.
         signal(SIGPIPE, SIG_IGN)
+        Self.raiseOpenFileLimit(logger: logger)
 
         let pump = try OutputPump.start()
         var supervisorConfiguration = Supervisor.Configuration(home: configuration.home)

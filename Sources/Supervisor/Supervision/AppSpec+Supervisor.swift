@@ -3,10 +3,12 @@ import Shared
 
 /// How the builtin supervisor checks and launches an `AppSpec`.
 extension AppSpec {
-    /// Most instances one app may ask for.
-    static let maximumInstances = 256
-    /// Longest `kill_timeout` accepted (a stop must not hang the daemon for longer).
-    static let maximumKillTimeoutMilliseconds: Int64 = 10 * 60 * 1000
+    /// Most instances one app may ask for: what a release may (`PM2App.maximumInstances`), so a release PM2 runs
+    /// runs here too.
+    static let maximumInstances = PM2App.maximumInstances
+    /// Longest `kill_timeout` accepted: what a release may give (`PM2App.maximumKillTimeoutMilliseconds`). Requests
+    /// that stop processes are given the time it takes (`BuiltinProcessManager.timeout`).
+    static let maximumKillTimeoutMilliseconds = PM2App.maximumKillTimeoutMilliseconds
     /// Longest `restart_delay` accepted.
     static let maximumRestartDelayMilliseconds: Int64 = 24 * 3600 * 1000
 
