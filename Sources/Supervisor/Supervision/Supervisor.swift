@@ -23,7 +23,7 @@ import Shared
 ///   then stop the old one. Unlike Node's cluster module the supervisor cannot share one listening port between
 ///   processes: an app whose instances all bind the same port gets `EADDRINUSE` in every instance but one (and, during
 ///   a rolling reload, in the new process until the old one is gone: it then recovers through the crash restart).
-///   Use instances with ports of their own (for example `PORT` + `NODE_APP_INSTANCE`) or a port-sharing server.
+///   Use instances with ports of their own (`increment_var: "PORT"`, as under PM2) or a port-sharing server.
 /// - The CPU percent and resident memory of each process are read from `/proc` when the table is listed, and every
 ///   `memoryCheckInterval` (30 s, as PM2); an instance above `max_memory_restart` is restarted (restart count + 1).
 ///
