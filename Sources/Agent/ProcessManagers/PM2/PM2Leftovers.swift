@@ -14,8 +14,10 @@ import Supervisor
 /// A process is a leftover when its environment holds `PM2_HOME=<home>`, `namespace=<Ferry's namespace>` and a
 /// `pm_id`, the table does not list it, and neither the table's processes nor the daemon that answers are among its
 /// ancestors (an app's own child processes inherit its environment; an instance the daemon is starting is not listed
-/// yet). The census runs when the daemon that answers is not the one seen last (at the agent's start, and after a
-/// daemon died and another started), not on every pass.
+/// yet), and it started before the daemon that answers: a dead daemon's app did, while a process with the marks that
+/// started later is a live app's own, re-parented to init (`ssh -fN`, `redis-server --daemonize yes`, a crash
+/// handler: a helper that double-forks keeps the app's environment). The census runs when the daemon that answers is
+/// not the one seen last (at the agent's start, and after a daemon died and another started), not on every pass.
 enum PM2Leftovers {
     /// Ancestors looked through before giving up (a deeper chain is not a leftover: it is left alone).
     static let maximumDepth = 64
@@ -26,8 +28,10 @@ enum PM2Leftovers {
         let pmId = Array("pm_id=".utf8)
         let name = Array("name=".utf8)
         let keep = listed.union(daemon.map { [$0] } ?? [])
+        let daemonStarted = daemon.flatMap { ProcStat.read(pid: $0)?.startTicks }
         return ProcStat.allPids().compactMap { pid -> ProcessLedger.Entry? in
             guard pid > 1, !keep.contains(pid), let stat = ProcStat.read(pid: pid), !stat.hasExited,
+                daemonStarted.map({ stat.startTicks < $0 }) ?? true,
                 let environment = ProcStat.environment(of: pid)
             else { return nil }
             guard marks.allSatisfy({ mark in environment.contains { $0.elementsEqual(mark) } }),
