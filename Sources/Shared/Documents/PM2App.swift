@@ -159,9 +159,24 @@ package struct PM2App: Sendable, Equatable {
     /// Longest app name, in UTF-8 bytes.
     package static let maximumNameBytes = 128
 
+    /// What PM2's commands take for a config file anywhere in an argument (`Common.isConfigFile`: `pm2 delete feed.json`
+    /// loads `feed.json` as an ecosystem file and deletes the apps it lists, instead of the app `feed.json`).
+    static let configFileMarkers = [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"]
+
+    /// Fields of PM2's process entry (`pm2_env`) beyond the options: PM2 puts an entry named after the app into its env
+    /// (`NPM.getModuleConf`) and copies the env over the entry (`God.executeApp`), so an app named `namespace` runs in
+    /// the namespace `{}`, one named `pm_id` loses its id, one named `env` its environment.
+    static let processEntryFields: Set<String> = [
+        "name", "namespace", "pm_id", "status", "pm_uptime", "restart_time", "unstable_restarts", "created_at", "exit_code",
+        "pm_exec_path", "pm_cwd", "pm_out_log_path", "pm_err_log_path", "pm_pid_path", "pm_log_path", "unique_id", "version",
+        "node_version", "versioning", "vizion_running", "km_link", "username", "axm_actions", "axm_monitor", "axm_options",
+        "axm_dynamic", "prev_restart_delay", "restart_delay", "script", "cwd", "env", "PM2_HOME", "NODE_APP_INSTANCE",
+    ]
+
     /// Why `name` cannot be an app name, or `nil` when it can. PM2 accepts any string; Ferry refuses only the names
     /// PM2's own commands would misread when the agent addresses the app: `all`, a `/regex/`, a leading `-` (an
-    /// option), control characters, and surrounding spaces.
+    /// option), a name holding a config file's extension (`.json`, `.yml`, …), the name of a field of PM2's process
+    /// entry or of an option, control characters, and surrounding spaces.
     package static func nameProblem(_ name: String) -> String? {
         if name.isEmpty { return "must not be empty" }
         if name.utf8.count > maximumNameBytes { return "\"\(name.prefix(40))…\" is longer than \(maximumNameBytes) bytes" }
@@ -172,6 +187,12 @@ package struct PM2App: Sendable, Equatable {
             return "\"\(name)\" is read by PM2 as a regular expression over every app's name"
         }
         if name.first?.isWhitespace == true || name.last?.isWhitespace == true { return "\"\(name)\" must not start or end with a space" }
+        if let marker = configFileMarkers.first(where: { name.contains($0) }) {
+            return "\"\(name)\" holds \"\(marker)\", which PM2's commands read as a config file to load (pm2 delete \(name))"
+        }
+        if processEntryFields.contains(name) || options[name] != nil {
+            return "\"\(name)\" is a field of PM2's process entry, which PM2 overwrites with the app's name: choose another name"
+        }
         return nil
     }
 

@@ -1,0 +1,40 @@
+import Shared
+import Testing
+
+/// App names PM2's own commands misread when the agent addresses the app (`pm2 delete NAME`, `pm2 restart NAME`), or
+/// that PM2 writes over its own process entry, are refused at publish and by the agent; everything else PM2 allows is
+/// allowed.
+@Suite struct PM2AppNameTests {
+    static let refused: [(name: String, reason: String)] = [
+        ("all", "means every app"),
+        ("-x", "starts with -"),
+        ("/api/", "regular expression"),
+        (" api", "start or end with a space"),
+        ("feed.json", "\".json\""),
+        ("tmp/x.json", "\".json\""),
+        ("api.jsonp", "\".json\""),
+        ("conf.yml", "\".yml\""),
+        ("a.yaml.bak", "\".yaml\""),
+        ("app.config.js", "\".config.js\""),
+        ("app.config.cjs", "\".config.cjs\""),
+        ("app.config.mjs", "\".config.mjs\""),
+        ("namespace", "field of PM2's process entry"),
+        ("name", "field of PM2's process entry"),
+        ("pm_id", "field of PM2's process entry"),
+        ("env", "field of PM2's process entry"),
+        ("script", "field of PM2's process entry"),
+        ("instances", "field of PM2's process entry"),
+        ("status", "field of PM2's process entry"),
+    ]
+
+    @Test(arguments: refused)
+    func refusedNames(_ name: String, _ reason: String) {
+        let problem = PM2App.nameProblem(name)
+        #expect(problem?.contains(reason) == true, "\(name): \(problem ?? "accepted")")
+    }
+
+    @Test(arguments: ["api", "my api", "web-1", "api.v2", "json", "app.js", "yaml-worker", "Name", "names", "node.js", "café"])
+    func allowedNames(_ name: String) {
+        #expect(PM2App.nameProblem(name) == nil, "\(name)")
+    }
+}
