@@ -145,6 +145,26 @@ import Testing
         }
     }
 
+    /// A URL that fails to parse because its password holds an unencoded `/`, `?` or `#` (a generated base64 one): the
+    /// error, and the warning that the environment overrides the file's `database`, never show the password. Before,
+    /// the redaction looked for the `@` only up to the first `/` or `?` and showed the URL whole.
+    @Test(arguments: [
+        ("postgres://ferry:Ab/cd@db/ferry", "Ab/cd"),
+        ("postgres://ferry:12/x@db/ferry", "12/x"),
+        ("postgres://ferry:a?b@db/ferry", "a?b"),
+        ("postgres://ferry:p#w@db/ferry", "p#w"),
+        ("postgres://ferry:x/y?z@db:5432/ferry?sslmode=bad", "x/y?z"),
+    ])
+    func aPasswordWithURLDelimitersNeverShows(_ url: String, _ secret: String) throws {
+        do {
+            _ = try PostgresStoreConfiguration.parse(url)
+            Issue.record("accepted \(url)")
+        } catch {
+            #expect(!"\(error)".contains(secret), "\(error)")
+        }
+        #expect(!RedactedDatabaseURL.redact(url).contains(secret), "\(RedactedDatabaseURL.redact(url))")
+    }
+
     /// `--database` and its settings from a flag, the environment and the file; the password from
     /// FERRY_DATABASE_PASSWORD when the URL has none.
     @Test func postgresSettingsFromFlagsEnvironmentAndFile() async throws {
@@ -273,7 +293,13 @@ import Testing
             #expect(
                 notes.first == "\(file.path): listen 0.0.0.0:8443 is overridden by FERRY_LISTEN=127.0.0.1:8080 (the environment wins over the file)"
             )
-            #expect(notes.last?.contains("database postgres://db/ferry is overridden by FERRY_DATABASE=postgres://db2/ferry") == true, "\(notes)")
+            // Redacted as every database URL is (the user kept, the password replaced: RedactedDatabaseURL).
+            #expect(
+                notes.last?.contains(
+                    "database postgres://ferry:REDACTED@db/ferry is overridden by FERRY_DATABASE=postgres://ferry:REDACTED@db2/ferry"
+                ) == true,
+                "\(notes)"
+            )
             #expect(!notes.joined().contains("s3cret") && !notes.joined().contains("other@"))
             #expect(command.fileSettingsOverridden(environment: ["FERRY_CONFIG": file.path]).isEmpty)
         }

@@ -28,6 +28,10 @@ struct ControllerCore: Sendable {
     /// it from now on, in this process or in another one on the same data directory.
     func tokenRevoked() {
         // The other controllers on a PostgreSQL database hear of it from the commit (`ClusterChangeTriggers`).
+        // The in-memory epoch first, whatever becomes of the file: it is part of every stamp, so a principal a request
+        // read before the commit and caches after it never matches again. With only the file, a failed write (a full or
+        // read-only disk) left the stamp as it was, and such a principal was served for good.
+        revocations.bumpEpoch()
         authenticator.forgetAll()
         do {
             try revocations.bump()

@@ -203,7 +203,7 @@ struct ServeCommand: AsyncParsableCommand {
         let pairs: [(key: String, variable: String, file: String?, environment: String?)] = [
             ("listen", "FERRY_LISTEN", file.listen, overriding.listen),
             ("dataDir", "FERRY_DATA_DIR", file.dataDirectory, overriding.dataDirectory),
-            ("database", "FERRY_DATABASE", file.database.map(RedactedURL.redact), overriding.database.map(RedactedURL.redact)),
+            ("database", "FERRY_DATABASE", file.database.map(RedactedDatabaseURL.redact), overriding.database.map(RedactedDatabaseURL.redact)),
         ]
         return pairs.compactMap { pair in
             guard let inFile = pair.file, let fromEnvironment = pair.environment, inFile != fromEnvironment else { return nil }

@@ -105,12 +105,16 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
 }
 
 /// A database URL as errors show it: the password replaced.
+///
+/// The password ends at the **last** `@` of the URL, not at the end of the authority: the URLs that fail to parse are
+/// the ones whose password holds an unencoded `/`, `?` or `#` (a generated base64 password), and reading the
+/// authority as ending there found no `@` and showed the whole URL. An `@` later in the URL (a path or query) only
+/// hides more than needed.
 enum RedactedDatabaseURL {
     static func redact(_ text: String) -> String {
         guard let schemeEnd = text.range(of: "://") else { return text }
         let rest = text[schemeEnd.upperBound...]
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else { return text }
+        guard let at = rest.lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else { return text }
         return String(text[..<rest.index(after: colon)]) + "REDACTED" + String(rest[at...])
     }
 }
