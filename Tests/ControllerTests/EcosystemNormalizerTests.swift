@@ -371,6 +371,104 @@ struct EcosystemNormalizerTests {
         }
     }
 
+    /// One `cron_restart` pattern and whether PM2 7.0.3's croner 4.1.97 parses it (each verdict checked against the real
+    /// croner by `cronPatternsAsRealCroner`).
+    struct CronRow: Sendable, CustomTestStringConvertible {
+        var pattern: String
+        var accepted: Bool
+        var testDescription: String { "\(accepted ? "accepts" : "refuses") \"\(pattern)\"" }
+    }
+
+    static let cronRows: [CronRow] = [
+        CronRow(pattern: "0 3 * * *", accepted: true),
+        CronRow(pattern: "*/5 * * * *", accepted: true),
+        CronRow(pattern: "0 0 3 * * *", accepted: true),
+        CronRow(pattern: "0 3 * * MON", accepted: true),
+        CronRow(pattern: "0 3 * * mon-fri", accepted: true),
+        CronRow(pattern: "0 3 * jan-mar *", accepted: true),
+        CronRow(pattern: "0 3 * * sun,sat", accepted: true),
+        CronRow(pattern: "0 3 L * *", accepted: true),
+        CronRow(pattern: "0 3 ? * *", accepted: true),
+        CronRow(pattern: "0 0 * * 7", accepted: true),
+        CronRow(pattern: "0-59/5 * * * *", accepted: true),
+        CronRow(pattern: "30/5 * * * *", accepted: true),
+        CronRow(pattern: " 0  3 * * * ", accepted: true),
+        CronRow(pattern: "@daily", accepted: false),
+        CronRow(pattern: "@hourly", accepted: false),
+        CronRow(pattern: "0 25 * * *", accepted: false),
+        CronRow(pattern: "0 24 * * *", accepted: false),
+        CronRow(pattern: "0 0 3 * * * *", accepted: false),
+        CronRow(pattern: "0 3 * * *  2026", accepted: false),
+        CronRow(pattern: "0 3 * * MON#1", accepted: false),
+        CronRow(pattern: "0 3 LW * *", accepted: false),
+        CronRow(pattern: "0 3 * * MONDAY", accepted: false),
+        CronRow(pattern: "0 3 1-5,10 * *", accepted: false),
+        CronRow(pattern: "*/0 * * * *", accepted: false),
+        CronRow(pattern: "*/61 * * * *", accepted: false),
+        CronRow(pattern: "5-2 * * * *", accepted: false),
+        CronRow(pattern: "0 0 32 * *", accepted: false),
+        CronRow(pattern: "0 0 0 * *", accepted: false),
+        CronRow(pattern: "0 0 * 13 *", accepted: false),
+        CronRow(pattern: "0 0 * * 8", accepted: false),
+        CronRow(pattern: "* * * *", accepted: false),
+    ]
+
+    @Test("cron_restart is refused where PM2's croner refuses it, naming apps[N].cron_restart", arguments: cronRows)
+    func cronPatterns(_ row: CronRow) {
+        let apps: JSONValue = [
+            ["name": "ok", "script": "server.js"],
+            ["name": "web", "script": "server.js", "cron_restart": .string(row.pattern)],
+        ]
+        let result = Self.normalize(.object(["apps": apps]))
+        let errors = result.errors.map(\.description)
+        if row.accepted {
+            #expect(errors.isEmpty, "\(errors)")
+            guard case .object(let app)? = result.apps.last?.app else {
+                Issue.record("no app")
+                return
+            }
+            #expect(app["cron_restart"] == .string(row.pattern))
+        } else {
+            #expect(errors.count == 1, "\(errors)")
+            #expect(errors.first?.hasPrefix("apps[1].cron_restart: \"\(row.pattern)\" is not a cron pattern PM2 accepts (") == true, "\(errors)")
+        }
+        // The agent's check of a signed release says the same.
+        let signed = PM2App(name: "web", script: "server.js", options: ["cron_restart": .string(row.pattern)])
+        if row.accepted {
+            #expect(throws: Never.self) { try PM2App(json: signed.json, path: "pm2.apps[0]") }
+        } else {
+            #expect(throws: DocumentError.self) { try PM2App(json: signed.json, path: "pm2.apps[0]") }
+        }
+    }
+
+    /// The table's verdicts are the real croner's: each pattern goes through `Croner(pattern)` as PM2's
+    /// `Common.sink.determineCron` calls it, with the croner PM2 7.0.3 ships.
+    @Test("the cron table's verdicts are those of PM2's own croner")
+    func cronPatternsAsRealCroner() throws {
+        let pm2 = try #require(try Backend.pm2Binary())
+        let root = URL(fileURLWithPath: pm2).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("..")
+            .standardizedFileURL.path
+        let script = """
+            const Croner = require(process.argv[1] + '/node_modules/croner');
+            for (const p of JSON.parse(process.argv[2])) { try { Croner(p); console.log('ok'); } catch (e) { console.log('refused'); } }
+            """
+        let patterns = String(decoding: JSONValue.array(Self.cronRows.map { .string($0.pattern) }).encodedBytes(), as: UTF8.self)
+        let node = Process()
+        node.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        node.arguments = ["node", "-e", script, root, patterns]
+        let output = Pipe()
+        node.standardOutput = output
+        try node.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        node.waitUntilExit()
+        let verdicts = String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0 == "ok" }
+        #expect(verdicts.count == Self.cronRows.count)
+        for (row, accepted) in zip(Self.cronRows, verdicts) {
+            #expect(row.accepted == accepted, "croner \(accepted ? "accepts" : "refuses") \"\(row.pattern)\"")
+            #expect((CronPattern.problem(in: row.pattern) == nil) == accepted, "\(row.pattern)")
+        }
+    }
+
     @Test("the document's shapes: {apps}, {pm2}, an array, one app; static servers refused; duplicate names")
     func documentShapes() {
         let app: JSONValue = .object(["name": "web", "script": "server.js"])

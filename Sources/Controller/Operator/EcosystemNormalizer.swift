@@ -714,17 +714,14 @@ private struct AppNormalization {
         return JS.number(value) == 0
     }
 
-    /// Croner's patterns, checked for shape: a nickname, or 5 to 7 fields of digits, names and `* , - / ? L W #`.
+    /// Croner's patterns, checked the way PM2's croner 4.1.97 parses them (`CronPattern`): one pattern it refuses makes
+    /// PM2 refuse the service's whole ecosystem file.
     private mutating func checkCron(_ value: JSONValue?) {
         switch value {
         case .string(let text)?:
             if text == "0" { return }
-            let nicknames = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"]
-            if nicknames.contains(text.lowercased()) { return }
-            let fields = text.split(whereSeparator: \.isWhitespace)
-            let allowed = Set("0123456789*,-/?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-            guard (5...7).contains(fields.count), fields.allSatisfy({ $0.allSatisfy(allowed.contains) }) else {
-                error("cron_restart", "\"\(text)\" is not a cron pattern (PM2: Cron pattern error): use 5 or 6 fields like \"0 3 * * *\"")
+            if let problem = CronPattern.problem(in: text) {
+                error("cron_restart", "\"\(text)\" is not a cron pattern PM2 accepts (\(problem)): use 5 or 6 fields like \"0 3 * * *\"")
                 return
             }
         case .integer(0)?, .number(0)?, nil:

@@ -316,6 +316,10 @@ package struct PM2App: Sendable, Equatable {
             if case .integer(0) = value { return }
             let text = try Field.string(maxLength: 128)(value, path)
             guard !text.isEmpty else { throw .invalidValue(field: path, reason: "must be a cron pattern like \"0 3 * * *\"") }
+            // PM2 refuses a whole ecosystem file for one pattern its croner refuses.
+            if text != "0", let problem = CronPattern.problem(in: text) {
+                throw .invalidValue(field: path, reason: "is not a cron pattern PM2 accepts (\(problem))")
+            }
         case .relativePath:
             let text = try Field.string(maxLength: Limits.pathLength)(value, path)
             guard !text.hasPrefix("/"), !text.split(separator: "/").contains("..") else {
