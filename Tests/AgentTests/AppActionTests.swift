@@ -147,6 +147,66 @@ struct AppActionTests {
         #expect(AppAction.decide(desired: row.desired, observed: row.observed, needsRefresh: row.refresh) == row.expected, "\(row.label)")
     }
 
+    static let freshStartCases: [(label: String, action: AppAction, variables: Set<String>, options: Set<String>, expected: AppAction)] = [
+        ("a reload with nothing dropped stays a reload", .reload, [], [], .reload),
+        (
+            "a dropped variable: replace", .reload, ["GREETING"], [],
+            .replace(reason: "its env no longer names GREETING, which a reload would keep")
+        ),
+        (
+            "a dropped max_memory_restart: replace", .reload, [], ["max_memory_restart"],
+            .replace(reason: "its ecosystem entry no longer sets max_memory_restart, which a reload would keep")
+        ),
+        (
+            "several dropped options, named in order", .reload, [], ["wait_ready", "cron_restart", "stop_exit_codes"],
+            .replace(reason: "its ecosystem entry no longer sets cron_restart, stop_exit_codes, wait_ready, which a reload would keep")
+        ),
+        (
+            "variables and options", .reload, ["B", "A"], ["listen_timeout"],
+            .replace(
+                reason: "its env no longer names A, B, which a reload would keep; "
+                    + "its ecosystem entry no longer sets listen_timeout, which a reload would keep"
+            )
+        ),
+        ("a start is already fresh", .start, ["A"], ["cron_restart"], .start),
+        (
+            "a replace keeps its own reason", .replace(reason: "instances changed from 1 to 2"), [], ["cron_restart"],
+            .replace(reason: "instances changed from 1 to 2")
+        ),
+        ("a restart (nothing new) stays a restart", .restart, [], ["cron_restart"], .restart),
+        ("nothing to do stays nothing", .none, [], ["cron_restart"], .none),
+    ]
+
+    @Test("a reload that would keep dropped env variables or PM2 options becomes a replace", arguments: freshStartCases.indices)
+    func startingAfresh(_ index: Int) {
+        let row = Self.freshStartCases[index]
+        #expect(row.action.startingAfresh(droppedVariables: row.variables, droppedOptions: row.options) == row.expected, "\(row.label)")
+    }
+
+    /// Which options of an ecosystem entry PM2 keeps from the file: what a reload can leave behind when a newer entry
+    /// no longer has them.
+    static let keptOptionCases: [(label: String, key: String, value: JSONValue, kept: Bool)] = [
+        ("a set max_memory_restart", "max_memory_restart", .integer(300 << 20), true),
+        ("a cron pattern", "cron_restart", .string("0 3 * * *"), true),
+        ("wait_ready: true", "wait_ready", .bool(true), true),
+        ("wait_ready: false is dropped (validateJSON falls back to waitReady)", "wait_ready", .bool(false), false),
+        ("restart_delay: 0 is dropped", "restart_delay", .integer(0), false),
+        ("restart_delay: 0.0 is dropped", "restart_delay", .number(0), false),
+        ("an empty string under an underscore name is dropped", "log_date_format", .string(""), false),
+        ("null is dropped", "max_memory_restart", .null, false),
+        ("autorestart: false is kept (its camel-case alias is itself)", "autorestart", .bool(false), true),
+        ("vizion: false is kept", "vizion", .bool(false), true),
+        ("an empty list is kept (truthy in JavaScript)", "node_args", .array([]), true),
+    ]
+
+    @Test("options PM2 keeps from an ecosystem file", arguments: keptOptionCases.indices)
+    func keptOptions(_ index: Int) {
+        let row = Self.keptOptionCases[index]
+        let file = JSONValue.object(["apps": .array([.object(["name": .string("api"), "env": .object([:]), row.key: row.value])])])
+        let kept = Reconciler.options(inEcosystem: file.encodedBytes())["api"]
+        #expect(kept == (row.kept ? [row.key] : []), "\(row.label)")
+    }
+
     @Test("a replace says in the report that it costs a restart")
     func replaceDescription() {
         #expect(

@@ -43,6 +43,22 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
         return down ? .restart : .none
     }
 
+    /// This action, or a replace when it is a reload that would keep what the app must lose: env variables its env no
+    /// longer names, or PM2 options its ecosystem entry no longer sets. PM2 merges a reload's env and app config into
+    /// what it stored and deletes nothing (`Utility.extend`, `Utility.extendMix`), so a dropped `cron_restart`,
+    /// `max_memory_restart` or `wait_ready` would stay in force; only a fresh start removes them.
+    func startingAfresh(droppedVariables: Set<String>, droppedOptions: Set<String>) -> AppAction {
+        guard self == .reload else { return self }
+        var reasons: [String] = []
+        if !droppedVariables.isEmpty {
+            reasons.append("its env no longer names \(droppedVariables.sorted().joined(separator: ", ")), which a reload would keep")
+        }
+        if !droppedOptions.isEmpty {
+            reasons.append("its ecosystem entry no longer sets \(droppedOptions.sorted().joined(separator: ", ")), which a reload would keep")
+        }
+        return reasons.isEmpty ? self : .replace(reason: reasons.joined(separator: "; "))
+    }
+
     /// Why the running app cannot be reloaded into `desired`, one phrase per difference; empty when a reload fits.
     static func differences(desired: AppSpec, observed: [ManagedProcess]) -> [String] {
         var reasons: [String] = []

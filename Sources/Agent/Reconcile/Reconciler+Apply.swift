@@ -17,12 +17,11 @@ extension Reconciler {
         await settleProcesses(table)
         var failures: [AppActionFailure] = []
         for app in apps {
-            var action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: needsRefresh)
-            let dropped = variablesToDrop(app.name, service: service)
-            if action == .reload, !dropped.isEmpty {
-                // A reload would leave them in the process: only a fresh start removes them.
-                action = .replace(reason: "its env no longer names \(dropped.sorted().joined(separator: ", ")), which a reload would keep")
-            }
+            let action = AppAction.decide(desired: app, observed: table.filter { $0.name == app.name }, needsRefresh: needsRefresh)
+                .startingAfresh(
+                    droppedVariables: variablesToDrop(app.name, service: service),
+                    droppedOptions: optionsToDrop(app.name, service: service)
+                )
             do throws(AppActionFailure) {
                 try await perform(action, app: app, service: service)
             } catch {

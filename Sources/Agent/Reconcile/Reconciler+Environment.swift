@@ -1,24 +1,38 @@
 import Shared
 
-/// Variables an app's env no longer names. PM2 keeps them across a reload (it merges the new env into the one it
-/// stored), so a secret removed from the instance env file, or a variable a new release drops, would stay in the running
-/// process; such an app is started afresh (delete + start) instead of reloaded. What an app last ran with is read from
-/// the ecosystem file about to be replaced, which holds exactly the env Ferry gave it.
+/// Variables an app's env no longer names, and PM2 options its ecosystem entry no longer sets. PM2 keeps both across a
+/// reload (it merges the new env into the one it stored, and the new app config into the stored one, deleting nothing),
+/// so a secret removed from the instance env file, a variable a new release drops, or a `cron_restart` or
+/// `max_memory_restart` a new release (or a rollback) no longer sets would stay in force; such an app is started afresh
+/// (delete + start) instead of reloaded. What an app last ran with is read from the ecosystem file about to be
+/// replaced, which holds exactly what Ferry gave it.
 extension Reconciler {
-    /// Writes `apps` as `service`'s ecosystem file, first noting, per app, the variables the file being replaced gave
-    /// it and `apps` no longer do (`removedEnvironment`, consumed by `apply`).
+    /// Writes `apps` as `service`'s ecosystem file, first noting, per app, the variables and options the file being
+    /// replaced gave it and `apps` no longer do (`removedEnvironment`, `removedOptions`, consumed by `apply`).
     func writeEcosystem(_ service: String, apps: [AppSpec]) throws(AtomicFile.Failure) {
-        let previous = Self.environments(inEcosystem: try? SmallFile.read(layout.ecosystemFile(service), limit: Self.ecosystemReadLimit))
+        let previousBytes = try? SmallFile.read(layout.ecosystemFile(service), limit: Self.ecosystemReadLimit)
+        let previous = Self.environments(inEcosystem: previousBytes)
+        let previousOptions = Self.options(inEcosystem: previousBytes)
+        let rendered = EcosystemWriter.render(apps: apps, namespace: configuration.namespace)
+        let newOptions = Self.options(inEcosystem: rendered)
         var removed = removedEnvironment[service] ?? [:]
+        var removedSettings = removedOptions[service] ?? [:]
         for app in apps {
-            guard let before = previous[app.name] else { continue }
-            let gone = before.subtracting(app.env.keys)
-            // Still owed from an earlier write whose apply did not happen: kept, less what the new env names again.
-            let owed = (removed[app.name] ?? []).subtracting(app.env.keys)
-            removed[app.name] = gone.union(owed).isEmpty ? nil : gone.union(owed)
+            if let before = previous[app.name] {
+                let gone = before.subtracting(app.env.keys)
+                // Still owed from an earlier write whose apply did not happen: kept, less what the new env names again.
+                let owed = (removed[app.name] ?? []).subtracting(app.env.keys)
+                removed[app.name] = gone.union(owed).isEmpty ? nil : gone.union(owed)
+            }
+            if let before = previousOptions[app.name] {
+                let now = newOptions[app.name] ?? []
+                let gone = before.subtracting(now).union((removedSettings[app.name] ?? []).subtracting(now))
+                removedSettings[app.name] = gone.isEmpty ? nil : gone
+            }
         }
-        try files.writeEcosystem(service, bytes: EcosystemWriter.render(apps: apps, namespace: configuration.namespace))
+        try files.writeEcosystem(service, bytes: rendered)
         removedEnvironment[service] = removed.isEmpty ? nil : removed
+        removedOptions[service] = removedSettings.isEmpty ? nil : removedSettings
     }
 
     /// The variables `app` of `service` must lose, when the process manager keeps them across a reload.
@@ -27,10 +41,44 @@ extension Reconciler {
         return removedEnvironment[service]?[app] ?? []
     }
 
+    /// The PM2 options `app` of `service` must lose, when the process manager keeps them across a reload.
+    func optionsToDrop(_ app: String, service: String) -> Set<String> {
+        guard processManager.reloadKeepsRemovedEnvironment else { return [] }
+        return removedOptions[service]?[app] ?? []
+    }
+
     /// `app` was started afresh (or deleted): nothing is owed to it any more.
     func environmentApplied(_ app: String, service: String) {
         removedEnvironment[service]?[app] = nil
         if removedEnvironment[service]?.isEmpty == true { removedEnvironment[service] = nil }
+        removedOptions[service]?[app] = nil
+        if removedOptions[service]?.isEmpty == true { removedOptions[service] = nil }
+    }
+
+    /// An ecosystem file's apps' options as PM2 keeps them from the file, by app name (`env`, handled apart, and `name`
+    /// left out); empty for a file that is missing or not one. PM2's `Config.validateJSON` drops an option whose name has
+    /// an underscore when its value is falsy (`0`, `false`, `""`, `null`): it falls back to the camel-case alias, which
+    /// the file does not set. Such a value never reaches the daemon, so a reload keeps the older one: it counts as unset.
+    static func options(inEcosystem bytes: [UInt8]?) -> [String: Set<String>] {
+        guard let bytes, bytes.count <= ecosystemReadLimit, case .object(let document)? = try? JSONValue.parse(bytes),
+            case .array(let apps)? = document["apps"]
+        else { return [:] }
+        var result: [String: Set<String>] = [:]
+        for case .object(let app) in apps {
+            guard case .string(let name)? = app["name"] else { continue }
+            result[name] = Set(app.filter { key, value in key != "env" && key != "name" && !droppedByPM2(key, value) }.keys)
+        }
+        return result
+    }
+
+    /// Whether PM2 drops `key` from an app config when reading a file (see `options(inEcosystem:)`).
+    static func droppedByPM2(_ key: String, _ value: JSONValue) -> Bool {
+        switch value {
+        case .null: true
+        case .bool(false), .integer(0), .string(""): key.contains("_")
+        case .number(let number): number == 0 && key.contains("_")
+        default: false
+        }
     }
 
     /// An ecosystem file's apps' env variable names, by app name; empty for a file that is missing or not one.

@@ -56,6 +56,9 @@ actor Reconciler {
     /// Per service and app, env variables its last ecosystem file dropped that the running process may still have
     /// (`Reconciler+Environment`).
     var removedEnvironment: [String: [String: Set<String>]] = [:]
+    /// Per service and app, PM2 options its last ecosystem file no longer sets that the running app may still have
+    /// (`Reconciler+Environment`).
+    var removedOptions: [String: [String: Set<String>]] = [:]
     private var lastDecisions: DesiredStateEvaluator.Result?
     /// The trust root as the status report states it (`AgentTrust.Snapshot.report`).
     private var trustReport: TrustRootStatus?

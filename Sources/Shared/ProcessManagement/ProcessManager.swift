@@ -31,7 +31,8 @@ package protocol ProcessManager: Sendable {
     func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess]
 
     /// Whether a reload leaves the variables a new env no longer names in the process (PM2 merges the new env into the
-    /// one it stored: `Utility.extend`), so that only a fresh start (delete + start) removes them.
+    /// one it stored: `Utility.extend`), and likewise the options a new ecosystem entry no longer sets (PM2 merges the
+    /// new app config into the stored one: `Utility.extendMix`), so that only a fresh start (delete + start) removes them.
     var reloadKeepsRemovedEnvironment: Bool { get }
 
     /// What the process manager repaired on its own since last asked (PM2: a second daemon for its home stopped), one
