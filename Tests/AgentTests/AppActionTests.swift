@@ -147,6 +147,36 @@ struct AppActionTests {
         #expect(AppAction.decide(desired: row.desired, observed: row.observed, needsRefresh: row.refresh) == row.expected, "\(row.label)")
     }
 
+    /// A worker PM2 stops instead of restarting when it exits 3 (`stop_exit_codes`).
+    static let worker = AppSpec.pm2TestApp(
+        "api",
+        script: current + "/server.js",
+        cwd: current,
+        mode: .cluster,
+        instances: 1,
+        pm2Options: ["stop_exit_codes": .array([.integer(3)])]
+    )
+
+    static func exited(_ code: Int32, status: ProcessStatus = .stopped) -> ManagedProcess {
+        var process = instance(0, status: status, of: 1)
+        process.lastExitCode = code
+        return process
+    }
+
+    static let stopCodeCases: [(label: String, desired: AppSpec, observed: [ManagedProcess], expected: AppAction)] = [
+        ("stopped with a stop_exit_code: PM2 stopped it on purpose, leave it", worker, [exited(3)], .none),
+        ("stopped with another code: it crashed, restart", worker, [exited(1)], .restart),
+        ("stopped with exit 0, not a listed code: restart", worker, [exited(0)], .restart),
+        ("errored, whatever its code: restart", worker, [exited(3, status: .errored)], .restart),
+        ("no stop_exit_codes: stopped is a crash", with { $0.instances = 1 }, [exited(3)], .restart),
+    ]
+
+    @Test("stop_exit_codes: an instance that exited with one is not restarted", arguments: stopCodeCases.indices)
+    func stopExitCodes(_ index: Int) {
+        let row = Self.stopCodeCases[index]
+        #expect(AppAction.decide(desired: row.desired, observed: row.observed, needsRefresh: false) == row.expected, "\(row.label)")
+    }
+
     static let freshStartCases: [(label: String, action: AppAction, variables: Set<String>, options: Set<String>, expected: AppAction)] = [
         ("a reload with nothing dropped stays a reload", .reload, [], [], .reload),
         (

@@ -310,6 +310,65 @@ struct PM2ProcessManagerTests {
     }
 
     /// Stops the private daemon the real-pm2 test spawned (`pm2 kill` with that test's PM2_HOME only).
+    /// Apps that end on their own under real PM2, each with how PM2 leaves it and how the health gate must read it.
+    /// PM2 (`God.handleExit`) restarts neither an `autorestart: false` app nor one that exits with a code of its
+    /// `stop_exit_codes`; with `restart_delay` set it shows them `waiting restart` (pid 0) for ever instead of `stopped`.
+    static let endedApps: [(name: String, code: Int, options: [String: JSONValue], autorestart: Bool, status: ProcessStatus, gate: String)] = [
+        ("oneshot", 0, [:], false, .stopped, "all online"),
+        ("oneshot-delay", 0, ["restart_delay": .integer(60_000)], false, .waitingRestart, "all online"),
+        ("oneshot-delay-fails", 1, ["restart_delay": .integer(60_000)], false, .waitingRestart, "failed"),
+        ("stop-code", 3, ["stop_exit_codes": .array([.integer(3)])], true, .stopped, "all online"),
+        ("stop-code-delay", 3, ["stop_exit_codes": .array([.integer(3)]), "restart_delay": .integer(60_000)], true, .waitingRestart, "all online"),
+    ]
+
+    @Test("against real PM2: apps PM2 stops on purpose pass the gate")
+    func realPM2EndedApps() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-ended")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try Data("process.exit(Number(process.env.CODE));\n".utf8).write(to: root.appendingPathComponent("end.js"))
+        let apps = Self.endedApps.map { row in
+            var app = AppSpec.pm2TestApp(
+                row.name,
+                script: root.path + "/end.js",
+                cwd: root.path,
+                env: ["CODE": "\(row.code)"],
+                autorestart: row.autorestart,
+                pm2Options: row.options
+            )
+            // As AppSpec.specs(for:) derives it from the release's option.
+            if case .integer(let delay)? = row.options["restart_delay"] { app.restartDelayMilliseconds = delay }
+            return app
+        }
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemWriter.render(apps: apps, namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            for app in apps { try await manager.start(app, ecosystem: ecosystem) }
+            // Every app has exited once PM2 recorded an exit code for each.
+            let deadline = ContinuousClock.now + .seconds(30)
+            var table = try await manager.processes()
+            while table.count < apps.count || table.contains(where: { $0.lastExitCode == nil }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                table = try await manager.processes()
+            }
+            for (row, app) in zip(Self.endedApps, apps) {
+                let instances = table.filter { $0.name == row.name }
+                #expect(instances.map(\.status) == [row.status], "\(row.name)")
+                #expect(instances.map(\.lastExitCode) == [Int32(row.code)], "\(row.name)")
+                let check = ProcessTableCheck(evaluating: instances, against: [app])
+                #expect(check.description.hasPrefix(row.gate), "\(row.name): \(check)")
+            }
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
     static func killDaemon(_ manager: PM2ProcessManager) async {
         let kill = PM2Command(
             executable: manager.invocation.executable,

@@ -9,6 +9,23 @@ struct ProcessTableCheckTests {
     static let cwd = "/var/lib/ferry/services/web/current"
     static let web = AppSpec.pm2TestApp("web", script: cwd + "/server.js", cwd: cwd, mode: .cluster, instances: 2)
     static let job = AppSpec.pm2TestApp("job", script: cwd + "/job.js", cwd: cwd, autorestart: false)
+    /// A worker PM2 stops instead of restarting when it exits 3 or 4 (`stop_exit_codes`).
+    static let worker = AppSpec.pm2TestApp(
+        "worker",
+        script: cwd + "/worker.js",
+        cwd: cwd,
+        pm2Options: ["stop_exit_codes": .array([.integer(3), .integer(4)])]
+    )
+    /// The same with one code, written as PM2 also takes it: a bare integer.
+    static let oneCode = AppSpec.pm2TestApp("worker", script: cwd + "/worker.js", cwd: cwd, pm2Options: ["stop_exit_codes": .integer(3)])
+    /// A one-shot job whose stop_exit_codes name a non-zero code it may finish with.
+    static let jobWithCodes = AppSpec.pm2TestApp(
+        "job",
+        script: cwd + "/job.js",
+        cwd: cwd,
+        autorestart: false,
+        pm2Options: ["stop_exit_codes": .array([.integer(2)])]
+    )
 
     static func process(
         _ name: String,
@@ -75,6 +92,34 @@ struct ProcessTableCheckTests {
             .failed("job: pm_id 1 stopped (last exit code 1) and autorestart is off, so PM2 will not start it again")
         ),
         ("autorestart off, ran to completion", [process("job", 1, .stopped, exit: 0)], [job], .allOnline),
+        // stop_exit_codes: PM2's God.handleExit does not restart an instance that exited with one of them.
+        ("stop_exit_codes: stopped with a listed code is done", [process("worker", 1, .stopped, exit: 3)], [worker], .allOnline),
+        ("stop_exit_codes: the other listed code", [process("worker", 1, .stopped, exit: 4)], [worker], .allOnline),
+        ("stop_exit_codes as one integer", [process("worker", 1, .stopped, exit: 3)], [oneCode], .allOnline),
+        (
+            "stop_exit_codes: a code not listed is a crash", [process("worker", 1, .stopped, exit: 1)], [worker],
+            .failed("worker: pm_id 1 stopped (last exit code 1) although autorestart is on (it exited)")
+        ),
+        (
+            "stop_exit_codes: exit 0 is not listed, so a crash too", [process("worker", 1, .stopped, exit: 0)], [worker],
+            .failed("worker: pm_id 1 stopped (last exit code 0) although autorestart is on (it exited)")
+        ),
+        ("stop_exit_codes with autorestart off: a listed code is done", [process("job", 1, .stopped, exit: 2)], [jobWithCodes], .allOnline),
+        // restart_delay (or exp_backoff_restart_delay) set: PM2 marks `waiting restart` even when it decided not to
+        // restart, then schedules nothing; the instance stays so, pid 0, for ever.
+        (
+            "restart_delay, autorestart off, ran to completion: waiting restart for ever", [process("job", 1, .waitingRestart, exit: 0)], [job],
+            .allOnline
+        ),
+        (
+            "restart_delay, autorestart off, exited 1: waiting restart for ever", [process("job", 1, .waitingRestart, exit: 1)], [job],
+            .failed("job: pm_id 1 waiting restart (last exit code 1) and autorestart is off, so PM2 will not start it again")
+        ),
+        ("restart_delay, a listed stop code: waiting restart for ever", [process("worker", 1, .waitingRestart, exit: 3)], [worker], .allOnline),
+        (
+            "restart_delay, a code not listed: a real wait for the restart", [process("worker", 1, .waitingRestart, exit: 1)], [worker],
+            .pending("worker: pm_id 1 waiting restart (last exit code 1)")
+        ),
         (
             "failure wins over pending", [process("web", 1, .launching), process("web", 2, .online), process("job", 3, .stopped, exit: 2)],
             [web, job], .failed("job: pm_id 3 stopped (last exit code 2) and autorestart is off, so PM2 will not start it again")

@@ -96,7 +96,7 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
         if !errored.isEmpty {
             return "\(app.name): \(listing(errored)) (PM2 gave up restarting it)"
         }
-        let stopped = instances.filter { $0.status == .stopped && !finishedCleanly($0, app) }
+        let stopped = instances.filter { isStoppedForGood($0, app) && !finishedCleanly($0, app) }
         guard !stopped.isEmpty else { return nil }
         if app.autorestart {
             return "\(app.name): \(listing(stopped)) although autorestart is on (it exited)"
@@ -104,9 +104,30 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
         return "\(app.name): \(listing(stopped)) and autorestart is off, so PM2 will not start it again"
     }
 
-    /// An `autorestart: false` app that ran to completion: PM2 leaves it `stopped` with exit code 0.
-    private static func finishedCleanly(_ process: ManagedProcess, _ app: AppSpec) -> Bool {
-        !app.autorestart && process.status == .stopped && (process.lastExitCode ?? 0) == 0
+    /// An instance PM2 stopped on purpose: an `autorestart: false` app that ran to completion (exit code 0), or one
+    /// that exited with a code of its `stop_exit_codes` (PM2's `God.handleExit` restarts neither). PM2 leaves it
+    /// `stopped`, or `waiting restart` for ever with no pid when the app sets `restart_delay` or
+    /// `exp_backoff_restart_delay` (it sets that status before looking at whether it will restart, then schedules
+    /// nothing).
+    static func finishedCleanly(_ process: ManagedProcess, _ app: AppSpec) -> Bool {
+        guard isStoppedForGood(process, app) else { return false }
+        guard let code = process.lastExitCode else { return !app.autorestart }
+        return app.stopExitCodes.contains(code) || (!app.autorestart && code == 0)
+    }
+
+    /// Whether PM2 will not start this instance again by itself: `stopped` after an exit it does not restart from, or
+    /// `waiting restart` without a pid for the same reason (see `finishedCleanly`).
+    static func isStoppedForGood(_ process: ManagedProcess, _ app: AppSpec) -> Bool {
+        switch process.status {
+        case .stopped:
+            return true
+        case .waitingRestart:
+            guard process.pid == nil || process.pid == 0 else { return false }
+            if !app.autorestart { return true }
+            return process.lastExitCode.map(app.stopExitCodes.contains) ?? false
+        default:
+            return false
+        }
     }
 
     private static func listing(_ processes: [ManagedProcess]) -> String {

@@ -23,7 +23,8 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
     /// A Ferry-owned app that is no longer desired.
     case delete
     /// The app is `errored`, or `stopped` while autorestart is on, and nothing else changed. (An `autorestart: false`
-    /// app that stopped is left alone: the operator asked for it not to be restarted; a new release reloads it.)
+    /// app that stopped, or one that exited with a code of its `stop_exit_codes`, is left alone: the operator asked for
+    /// it not to be restarted; a new release reloads it.)
     case restart
 
     /// Decides the action for one app name.
@@ -39,7 +40,11 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
         if !differences.isEmpty { return .replace(reason: differences.joined(separator: "; ")) }
         // A reload also starts errored and stopped instances again, so a refresh covers them too.
         if needsRefresh { return .reload }
-        let down = observed.contains { $0.status == .errored || ($0.status == .stopped && desired.autorestart) }
+        // An instance that exited with one of its stop_exit_codes was stopped by PM2 on purpose: left alone too.
+        let down = observed.contains { process in
+            process.status == .errored
+                || (process.status == .stopped && desired.autorestart && !ProcessTableCheck.finishedCleanly(process, desired))
+        }
         return down ? .restart : .none
     }
 

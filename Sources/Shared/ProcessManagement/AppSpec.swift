@@ -75,3 +75,24 @@ package struct AppSpec: Sendable, Equatable, Codable {
         self.pm2Options = pm2Options
     }
 }
+
+extension AppSpec {
+    /// The exit codes after which PM2 stops the app instead of restarting it (`stop_exit_codes`: one integer or a
+    /// list; PM2's `God.handleExit` also parses strings). An instance that exited with one of them is `stopped` on
+    /// purpose, whatever `autorestart` says.
+    package var stopExitCodes: Set<Int32> {
+        func code(_ value: JSONValue) -> Int32? {
+            switch value {
+            case .integer(let number): Int32(exactly: number)
+            case .number(let number): Int32(exactly: number)
+            case .string(let text): Int32(text.prefix { $0.isASCII && $0.isNumber })
+            default: nil
+            }
+        }
+        switch pm2Options["stop_exit_codes"] {
+        case .array(let items)?: return Set(items.compactMap(code))
+        case let value?: return code(value).map { Set([$0]) } ?? []
+        case nil: return []
+        }
+    }
+}
