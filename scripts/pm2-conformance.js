@@ -28,11 +28,11 @@ const compared = {
   treekill: true, pmx: true, automation: true, stop_exit_codes: undefined, log_date_format: undefined, log_type: undefined,
   disable_logs: undefined, filter_env: undefined, time: undefined, force: undefined, trace: undefined, v8: undefined,
   event_loop_inspector: undefined, deep_monitoring: undefined, windowsHide: true, kill_retry_time: 100, write: undefined,
-  post_update: undefined, autostart: true,
+  post_update: undefined, autostart: true, merge_logs: undefined,
 };
 // Fields Ferry owns on the instance: shown, never counted as a difference.
 const owned = ['namespace', 'pm_out_log_path', 'pm_err_log_path', 'pm_log_path', 'pm_pid_path', 'watch', 'ignore_watch',
-  'watch_options', 'watch_delay', 'username', 'merge_logs'];
+  'watch_options', 'watch_delay', 'username'];
 // Environment variables every PM2 process gets from its own CLI, not from the file.
 const processEnv = new Set(['PATH', 'HOME', 'PM2_HOME', 'NO_COLOR', 'PM2_USAGE', 'PM2_JSON_PROCESSING', 'unique_id', 'PWD',
   'PM2_INTERACTOR_PROCESSING', 'PM2_DISCRETE_MODE']);

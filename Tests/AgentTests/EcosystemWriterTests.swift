@@ -52,6 +52,27 @@ struct PM2EcosystemFileTests {
         )
     }
 
+    /// PM2 merges a fork app's logs (`web-out.log`) unless the file sets `instances` or `merge_logs`
+    /// (`Common.verifyConfs`); Ferry always writes `instances`, so it writes PM2's default out.
+    static let mergeLogsCases: [(label: String, mode: ExecMode, options: [String: JSONValue], expected: JSONValue?)] = [
+        ("fork, the release sets neither: PM2's default, merged", .fork, [:], .bool(true)),
+        ("fork, instances 0 (PM2: falsy)", .fork, ["instances": .integer(0)], .bool(true)),
+        ("fork, instances \"max\" (PM2 reads 0)", .fork, ["instances": .string("max")], .bool(true)),
+        ("fork, instances 2: per-instance files, as PM2", .fork, ["instances": .integer(2)], nil),
+        ("fork, instances 1 set by the release: as PM2, not merged", .fork, ["instances": .integer(1)], nil),
+        ("fork, the release says merge_logs false", .fork, ["merge_logs": .bool(false)], .bool(false)),
+        ("cluster: PM2 never merges by default", .cluster, [:], nil),
+        ("cluster, the release says merge_logs true", .cluster, ["merge_logs": .bool(true)], .bool(true)),
+    ]
+
+    @Test("merge_logs is PM2's default for fork apps without instances", arguments: mergeLogsCases.indices)
+    func mergeLogs(_ index: Int) throws {
+        let row = Self.mergeLogsCases[index]
+        let spec = AppSpec.pm2TestApp("api", script: Self.current + "/server.js", cwd: Self.current, mode: row.mode, pm2Options: row.options)
+        let app = try Self.parse(EcosystemWriter.render(apps: [spec], namespace: "ferry"))
+        #expect(app["merge_logs"] == row.expected, "\(row.label)")
+    }
+
     @Test("a script run directly gets interpreter none (PM2 would otherwise guess from the extension)")
     func directExecution() throws {
         let spec = AppSpec.pm2TestApp("bin", script: Self.current + "/bin/server", cwd: Self.current, interpreter: nil)

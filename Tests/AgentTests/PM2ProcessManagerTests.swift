@@ -321,7 +321,7 @@ struct PM2ProcessManagerTests {
         ("stop-code-delay", 3, ["stop_exit_codes": .array([.integer(3)]), "restart_delay": .integer(60_000)], true, .waitingRestart, "all online"),
     ]
 
-    @Test("against real PM2: apps PM2 stops on purpose pass the gate")
+    @Test("against real PM2: apps PM2 stops on purpose pass the gate, and fork apps keep PM2's merged log file")
     func realPM2EndedApps() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())
         let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-ended")
@@ -361,6 +361,8 @@ struct PM2ProcessManagerTests {
                 #expect(instances.map(\.lastExitCode) == [Int32(row.code)], "\(row.name)")
                 let check = ProcessTableCheck(evaluating: instances, against: [app])
                 #expect(check.description.hasPrefix(row.gate), "\(row.name): \(check)")
+                // PM2's default for a fork app without instances: one merged file, not one per pm_id.
+                #expect(instances.first?.outLogPath?.hasSuffix("/\(row.name)-out.log") == true, "\(instances.first?.outLogPath ?? "none")")
             }
         } catch {
             await Self.killDaemon(manager)

@@ -66,6 +66,24 @@ enum EcosystemWriter {
         if let bytes = spec.maxMemoryBytes {
             fields["max_memory_restart"] = .integer(bytes)
         }
+        if keepsPM2MergeLogsDefault(spec) {
+            fields["merge_logs"] = .bool(true)
+        }
         return .object(fields)
+    }
+
+    /// Whether PM2 would merge this app's logs on its own: `Common.verifyConfs` sets `merge_logs: true` for an app that
+    /// is not in cluster mode and has no truthy `instances` ("max" counts as 0) unless the file sets `merge_logs`. The
+    /// file always states `instances`, which would turn that default off: log files would then be named after each
+    /// instance's pm_id (`web-out-3.log`), and every replace (a new pm_id) would start a new file that nothing removes.
+    static func keepsPM2MergeLogsDefault(_ spec: AppSpec) -> Bool {
+        guard spec.execMode == .fork, spec.pm2Options["merge_logs"] == nil else { return false }
+        switch spec.pm2Options["instances"] {
+        case nil, .null?, .integer(0)?: return true
+        case .number(let count)?: return count == 0
+        // PM2: "max" is 0, another string is parseInt(text) || 0.
+        case .string(let text)?: return text == "max" || Int(text.prefix { $0.isNumber || $0 == "-" }) ?? 0 == 0
+        default: return false
+        }
     }
 }
