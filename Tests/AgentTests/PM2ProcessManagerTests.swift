@@ -319,6 +319,8 @@ struct PM2ProcessManagerTests {
         ("oneshot-delay-fails", 1, ["restart_delay": .integer(60_000)], false, .waitingRestart, "failed"),
         ("stop-code", 3, ["stop_exit_codes": .array([.integer(3)])], true, .stopped, "all online"),
         ("stop-code-delay", 3, ["stop_exit_codes": .array([.integer(3)]), "restart_delay": .integer(60_000)], true, .waitingRestart, "all online"),
+        // A crash loop PM2 gives up on (3 unstable restarts), shown `waiting restart` for ever because of restart_delay.
+        ("crash-loop-delay", 1, ["restart_delay": .integer(100), "max_restarts": .integer(3)], true, .errored, "failed"),
     ]
 
     @Test("against real PM2: apps PM2 stops on purpose pass the gate, and fork apps keep PM2's merged log file")
@@ -338,6 +340,7 @@ struct PM2ProcessManagerTests {
             )
             // As AppSpec.specs(for:) derives it from the release's option.
             if case .integer(let delay)? = row.options["restart_delay"] { app.restartDelayMilliseconds = delay }
+            if case .integer(let restarts)? = row.options["max_restarts"] { app.maxRestarts = Int(restarts) }
             return app
         }
         let ecosystem = root.appendingPathComponent("ecosystem.json").path
@@ -351,7 +354,13 @@ struct PM2ProcessManagerTests {
             // Every app has exited once PM2 recorded an exit code for each.
             let deadline = ContinuousClock.now + .seconds(30)
             var table = try await manager.processes()
-            while table.count < apps.count || table.contains(where: { $0.lastExitCode == nil }), ContinuousClock.now < deadline {
+            // The crash loop takes a few restarts to be given up on.
+            func settled(_ table: [ManagedProcess]) -> Bool {
+                Self.endedApps.allSatisfy { row in table.contains { $0.name == row.name && $0.status == row.status } }
+            }
+            while table.count < apps.count || table.contains(where: { $0.lastExitCode == nil }) || !settled(table),
+                ContinuousClock.now < deadline
+            {
                 try await Task.sleep(for: .milliseconds(200))
                 table = try await manager.processes()
             }

@@ -254,6 +254,25 @@ struct PM2ProcessTableTests {
         #expect(process.uptimeSeconds == uptime, "\(label)")
     }
 
+    /// `waiting restart` as PM2 7.0.3 leaves it: a real wait before a scheduled restart (created_at set), or a give-up
+    /// after too many unstable restarts that restart_delay disguises (created_at null, nothing scheduled).
+    static let waiting: [(label: String, createdAt: String?, expected: ProcessStatus)] = [
+        ("a scheduled restart: created_at is the first start", "1800000000000", .waitingRestart),
+        ("PM2 gave up (restart overlimit) under restart_delay: created_at null", "null", .errored),
+        ("no created_at at all (an older or partial table): taken as it says", nil, .waitingRestart),
+    ]
+
+    @Test("waiting restart after PM2 gave up restarting reads as errored", arguments: waiting.indices)
+    func waitingRestart(_ index: Int) throws {
+        let row = Self.waiting[index]
+        let created = row.createdAt.map { #","created_at":\#($0)"# } ?? ""
+        let stdout =
+            #"[{"name":"a","pm_id":3,"pid":0,"pm2_env":{"status":"waiting restart","restart_time":2,"exit_code":1"#
+            + created + "}}]"
+        let table = try PM2ProcessTable(jlistOutput: Array(stdout.utf8), nowMilliseconds: 0)
+        #expect(table.processes.map(\.status) == [row.expected], "\(row.label)")
+    }
+
     @Test("odd or hostile jlist output is read or refused with a reason", arguments: odd.indices)
     func oddOutput(_ index: Int) throws {
         let (label, stdout, outcome) = Self.odd[index]

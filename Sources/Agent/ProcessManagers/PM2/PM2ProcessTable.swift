@@ -96,9 +96,14 @@ struct PM2ProcessTable: Sendable, Equatable {
         let at2 = "\(at) (\(name))"
         guard let pmId = integer(top["pm_id"]) ?? integer(env["pm_id"]) else { throw problem("\(at2) has no integer pm_id") }
         guard let statusText = string(env["status"]) else { throw problem("\(at2) has no pm2_env.status") }
-        guard let status = ProcessStatus(rawValue: statusText) else {
+        guard var status = ProcessStatus(rawValue: statusText) else {
             throw problem("\(at2) has unknown pm2_env.status \"\(statusText)\"")
         }
+        // PM2 gives up on an instance that restarted too often within min_uptime × max_restarts (God.handleExit sets
+        // `errored` and created_at = null), but when the app sets restart_delay or exp_backoff_restart_delay it then
+        // overwrites the status with `waiting restart` and schedules nothing: "waiting" for ever, pid 0. created_at is
+        // null only after such a give-up (every start sets it again), so the instance is read as what PM2 decided.
+        if status == .waitingRestart, env["created_at"] == .null { status = .errored }
         let execMode: ExecMode
         if let text = string(env["exec_mode"]) {
             guard let mode = ExecMode(pm2Value: text) else { throw problem("\(at2) has unknown pm2_env.exec_mode \"\(text)\"") }
