@@ -76,6 +76,52 @@ import Testing
     }
 
     /// Agents enrolling during a rollout are not part of it: they receive the stable serial until it completes.
+    /// An agent removed from a rolling or paused rollout leaves the waves of fewer agents, which can be larger: five at
+    /// 20/40/100 % are waves of 1, 2 and 5, four are 1 and 4. Before, the reached second wave became the whole fleet:
+    /// every agent got serial 2 while the rollout was paused, its 40 % gate skipped. The rollout now stays where it
+    /// reaches no more agents than it still reached, and advances from there when resumed.
+    @Test func removingAMemberNeverReachesMoreAgents() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for name in ["a", "b", "c", "d", "e"] { agents.append(try await api.enroll(name)) }
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:20,40,100&waveStableSeconds=0")
+                try await api.reportHealthy(agents[0], serial: 2)
+                await api.tick()
+                #expect(try await api.desiredSerials(agents) == [2, 2, 1, 1, 1])
+                #expect(try await api.act("pause").status == 200)
+                #expect(try await api.call(.delete, "/v1/agents/c", token: harness.operatorToken).status == 200)
+                let left = [agents[0], agents[1], agents[3], agents[4]]
+                #expect(try await api.desiredSerials(left) == [2, 1, 1, 1], "paused: no agent beyond those still reached gets serial 2")
+                // Resumed, it advances from there, wave by wave.
+                #expect(try await api.act("resume").status == 200)
+                await api.tick()
+                #expect(try await api.desiredSerials(left) == [2, 2, 2, 2])
+            }
+        }
+    }
+
+    /// A one-agent service published with `maxFailures=1`: its only agent rolls back. The failure is tolerated, but a
+    /// rollout on which no agent is healthy halts instead of completing; before, it completed and its failed serial
+    /// became the stable one the next rollout hands to agents it has not reached.
+    @Test func aRolloutWithNoHealthyAgentHaltsInsteadOfCompleting() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let agent = try await api.enroll("a")
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.reportHealthy(agent, serial: 1)
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=canary:1&maxFailures=1&waveStableSeconds=0")
+                try await api.reportRolledBack(agent, failed: 2, runs: 1)
+                await api.tick()
+                #expect(try await api.rollout()["state"].string == "halted")
+                let next = try await api.mustPublish(serial: 3, version: "3.0.0", query: "strategy=canary:1")
+                #expect(next["rollout"]["stableSerial"].int == 1)
+            }
+        }
+    }
+
     @Test func lateAgentsReceiveTheStableSerialUntilCompletion() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in

@@ -4,7 +4,8 @@
 /// The last rule is why halting or aborting needs no new signature and never asks an agent for the impossible: an
 /// agent refuses serials lower than one it accepted, so one that already installed the new serial keeps receiving
 /// it (agents that rolled it back run the older serial and receive that one or the failed one, which they skip).
-/// A service without any rollout (releases stored before rollouts existed) gives its latest release to everyone.
+/// A service without any rollout (releases stored before rollouts existed), or whose latest rollout is older than its
+/// latest release, gives its latest release to everyone.
 struct RolloutReleaseSelector: ReleaseSelector {
     func choose(
         forAgent agentID: String,
@@ -19,7 +20,11 @@ struct RolloutReleaseSelector: ReleaseSelector {
         for service in services {
             guard let newest = shared.latest[service]?.serial else { continue }
             let intended: Int64?
-            if let rollout = shared.rollouts[service], rollout.serial == newest {
+            // A rollout newer than the latest release read is a snapshot torn by a publish between its two reads (the
+            // release, then the rollout): the rollout is the truth, and its release is fetched (`.missing`). Taken as
+            // "no rollout", every agent the new rollout has not reached was handed the superseded serial, which it
+            // could never leave again (a lower serial is refused).
+            if let rollout = shared.rollouts[service], rollout.serial >= newest {
                 intended = rollout.intendedSerial(for: agentID, reached: shared.reached[service])
             } else {
                 intended = newest

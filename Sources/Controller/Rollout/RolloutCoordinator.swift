@@ -171,17 +171,27 @@ actor RolloutCoordinator {
 
     // MARK: Timer
 
-    /// Evaluates every rolling or paused rollout (called every `tickInterval` by `RolloutTicker`). Failures are logged.
+    /// Evaluates every rolling or paused rollout (called every `tickInterval` by `RolloutTicker`). Failures are logged,
+    /// each rollout's on its own: one that cannot be evaluated (a status row that cannot be read) does not hold back
+    /// the services after it.
     func tick() async {
         guard beginDriving() else { return }
+        let active: [RolloutRecord]
         do {
-            let active = try await store.activeRollouts()
-            let ids = Set(active.map(\.id))
-            healthySince = healthySince.filter { ids.contains($0.key) }
-            persistedTimers = persistedTimers.filter { ids.contains($0.key) }
-            for rollout in active { try await evaluate(rollout) }
+            active = try await store.activeRollouts()
         } catch {
             logger.warning("Rollout evaluation failed", metadata: ["error.message": "\(error)"])
+            return
+        }
+        let ids = Set(active.map(\.id))
+        healthySince = healthySince.filter { ids.contains($0.key) }
+        persistedTimers = persistedTimers.filter { ids.contains($0.key) }
+        for rollout in active {
+            do {
+                try await evaluate(rollout)
+            } catch {
+                logger.warning("Rollout evaluation failed", metadata: ["ferry.service": "\(rollout.service)", "error.message": "\(error)"])
+            }
         }
     }
 

@@ -134,6 +134,11 @@ enum RolloutEvaluator {
                 now.timeIntervalSince(since) >= Double(rollout.waveStable.components.seconds)
             else { return .wait }
         }
-        return rollout.currentWave + 1 < sizes.count ? .advance(toWave: rollout.currentWave + 1) : .complete
+        if rollout.currentWave + 1 < sizes.count { return .advance(toWave: rollout.currentWave + 1) }
+        // Failures within `maxFailures` do not hold a wave back, but a rollout on which no agent is healthy has shown
+        // nothing good: completed, its serial would be the service's stable one, handed to every agent enrolled later
+        // and to those the next rollout has not reached (a one-agent service published with `maxFailures=1`).
+        if !rollout.reachedAgents.isEmpty, rollout.reachedAgents.allSatisfy(failed.contains) { return .halt(failures: failures) }
+        return .complete
     }
 }

@@ -353,11 +353,17 @@ final class SQLControllerStore: ControllerStore {
 
     /// Takes removed agents out of the rollouts they are members of (of `services` only, when given): a member that is
     /// gone never reports healthy, and its wave would wait for it for ever (an instance terminated mid-rollout, then
-    /// removed). The waves are those of the members left (a wave's share of fewer agents). The rollouts are the rolling
-    /// and paused ones, one awaiting approval (it starts from the members stored at publish), and each service's latest
-    /// when it completed (`rollout wait` counts its agents, also when it completed at once with `all`). Not a halted
-    /// one: it still serves its serial to the agents it reached, by their place in the order, and a member taken out
-    /// before them would hand the halted serial to the next agent.
+    /// removed). The rollouts are the rolling and paused ones, one awaiting approval (it starts from the members stored
+    /// at publish), and each service's latest when it completed (`rollout wait` counts its agents, also when it completed
+    /// at once with `all`). Not a halted one: it still serves its serial to the agents it reached, by their place in the
+    /// order, and a member taken out before them would hand the halted serial to the next agent.
+    ///
+    /// The waves of a rolling or paused rollout are its strategy's over the members left, and those can be larger:
+    /// five agents at 20/40/100 % are waves of 1, 2 and 5, four are 1 and 4, and the second wave, reached, would have
+    /// become the whole fleet, skipping its health gate (also while paused). So the rollout stays at the last wave of
+    /// the new sizes that reaches no more agents than it still reached; an agent it had reached beyond that keeps the
+    /// serial it runs (the selector never offers less) and counts again at the next advance. Only when even the first
+    /// wave is larger (the canary was removed) does the next agent become the first wave.
     private static func dropFromOpenRollouts(_ ids: Set<String>, services: Set<String>? = nil, in db: any SQLDatabase) async throws {
         guard !ids.isEmpty else { return }
         // Their wave timers go too (the table has no foreign key to agents): all of them for an agent removed.
@@ -366,23 +372,32 @@ final class SQLControllerStore: ControllerStore {
         }
         let rows = try await db.raw(
             """
-            SELECT id, service, agent_order FROM rollouts
-            WHERE state IN ('rolling', 'paused', 'awaiting-approval')
-               OR (state = 'completed' AND id IN (SELECT MAX(id) FROM rollouts GROUP BY service))
+            SELECT \(unsafeRaw: rolloutColumns) FROM rollouts AS ro JOIN releases AS r ON r.service = ro.service AND r.serial = ro.serial
+            WHERE ro.state IN ('rolling', 'paused', 'awaiting-approval')
+               OR (ro.state = 'completed' AND ro.id IN (SELECT MAX(id) FROM rollouts GROUP BY service))
             """
         ).all()
         for row in rows {
-            if let services, !services.contains(try row.decode(column: "service", as: String.self)) { continue }
-            let orderText = try row.decode(column: "agent_order", as: String.self)
-            guard case .array(let items) = try? JSONValue.parse(Array(orderText.utf8)) else { continue }
-            let kept = items.filter { item in
-                guard case .string(let id) = item else { return true }
-                return !ids.contains(id)
+            // A row that cannot be read is left as it is (its evaluation reports it); the removal goes on.
+            guard let rollout = try? rollout(from: row) else { continue }
+            if let services, !services.contains(rollout.service) { continue }
+            let kept = rollout.agentOrder.filter { !ids.contains($0) }
+            guard kept.count != rollout.agentOrder.count else { continue }
+            var wave = rollout.currentWave
+            if rollout.state == .rolling || rollout.state == .paused {
+                wave = Self.waveReaching(atMost: rollout.reachedAgents.filter { !ids.contains($0) }.count, of: rollout.strategy, agents: kept.count)
             }
-            guard kept.count != items.count else { continue }
-            let text = String(decoding: JSONValue.array(kept).encoded(), as: UTF8.self)
-            try await db.raw("UPDATE rollouts SET agent_order = \(bind: text) WHERE id = \(bind: try row.decode(column: "id", as: Int64.self))").run()
+            let text = String(decoding: JSONValue.array(kept.map(JSONValue.string)).encoded(), as: UTF8.self)
+            try await db.raw(
+                "UPDATE rollouts SET agent_order = \(bind: text), current_wave = \(bind: wave) WHERE id = \(bind: rollout.id)"
+            ).run()
         }
+    }
+
+    /// The last wave of `strategy` over `agents` agents that reaches at most `reached` of them (0 when even the first
+    /// reaches more).
+    static func waveReaching(atMost reached: Int, of strategy: RolloutStrategy, agents: Int) -> Int {
+        strategy.waveSizes(agentCount: agents).lastIndex { $0 <= reached } ?? 0
     }
 
     func isArtifact(_ sha256: String, releasedForServicesOf agentID: String) async throws -> Bool {
