@@ -102,7 +102,7 @@ struct PostgresStoreTests {
                         } catch let error as StoreError where error.isOutage {
                             return "outage"
                         } catch {
-                            return "failed: \(error)"
+                            return "failed: \(String(reflecting: error))"
                         }
                     },
                     or: {
@@ -115,7 +115,8 @@ struct PostgresStoreTests {
             proxy.silence()
             for name in ["first", "second"] {
                 let started = ContinuousClock.now
-                #expect(await write(name) == "outage", "\(name) write")
+                let outcome = await write(name)
+                #expect(outcome == "outage", "\(name) write: \(outcome)")
                 #expect(started.duration(to: .now) < .seconds(10), "\(name) write ended after \(started.duration(to: .now))")
             }
 

@@ -152,9 +152,10 @@ final class PostgresStoreBackend: SQLStoreBackend {
     }
 
     private func run<T: Sendable>(locking: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        try await pool.withConnection { connection in
+        try await pool.retryingClosedConnection { connection in
             let db = pool.database(on: connection)
-            try await db.raw("BEGIN").run()
+            // A connection closed before anything was sent (see `retryingClosedConnection`) fails here.
+            try await StaleConnection.check { try await db.raw("BEGIN").run() }
             do {
                 if locking { try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.writeLockKey))").run() }
                 let result = try await body(db)
@@ -291,6 +292,18 @@ struct PostgresPool: Sendable {
     /// How long one statement may go unanswered before its connection is closed (`database(on:)`); `nil`: no bound.
     var statementDeadline: Duration? = nil
 
+    /// Runs `body` on a leased connection, and once more on another when the first fails with
+    /// `StaleConnection`: the pool handed out a connection that was closed before `body` sent anything (one a statement
+    /// deadline closed as it went back to the pool, before the pool saw it close; an idle one the server dropped).
+    /// Nothing reached the database, so trying again is safe; `body` throws `StaleConnection` only then.
+    func retryingClosedConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await withConnection { connection in try await body(connection) }
+        } catch is StaleConnection {
+            return try await withConnection { connection in try await body(connection) }
+        }
+    }
+
     /// `connection` as SQLKit uses it, each statement bounded by `statementDeadline`.
     func database(on connection: PostgresConnection) -> any SQLDatabase {
         let db = connection.sql(queryLogLevel: nil)
@@ -301,56 +314,46 @@ struct PostgresPool: Sendable {
     /// Runs `body` on a leased connection, returned to the pool when `body` ends.
     /// - Throws: `StoreError.unavailable` when no connection is leased within `leaseTimeout`; what `body` throws.
     func withConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        // The lease is held by a child task (the pool's API lends a connection to a closure only) and handed over
-        // here; the child keeps it until `body` is done, so nothing else can use the connection meanwhile.
+        // The lease is held by a task of its own (the pool's API lends a connection to a closure only) and handed over
+        // here; that task keeps it until `body` is done, so nothing else can use the connection meanwhile. Not a child
+        // task: a lease the pool cannot give may not end when cancelled (a new connection to a server that accepted the
+        // TCP connection and then went silent waits for its start-up answer), and a task group waits for its children,
+        // so the caller waited on it past `leaseTimeout`, holding the write lock. Left alone, it ends when the pool
+        // gives up, and a connection it gets too late goes straight back.
         let (leases, lender) = AsyncStream.makeStream(of: PostgresConnection.self)
         let returned = LeaseReturn()
         let client = client
-        let leaseTimeout = leaseTimeout
-        let eventLoop = PostgresClient.defaultEventLoopGroup.any()
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do {
-                    try await client.withConnection { connection in
-                        // Too late (the caller stopped waiting): the connection goes straight back.
-                        guard case .enqueued = lender.yield(connection) else { return }
-                        lender.finish()
-                        await returned.wait()
-                    }
-                } catch {
+        let lease = Task {
+            do {
+                try await client.withConnection { connection in
+                    // Too late (the caller stopped waiting): the connection goes straight back.
+                    guard case .enqueued = lender.yield(connection) else { return }
                     lender.finish()
-                    throw error
+                    await returned.wait()
                 }
-            }
-            // The bound is a NIO timer, cancelled once the lease is handed over, not a sleeping child task: a cancelled
-            // `Task.sleep` keeps its memory (a few hundred bytes) until its deadline would have come (swiftlang/swift#60441),
-            // and every lease cancelled one, so a burst of queries held its last ten seconds of leases' timers.
-            let timer = eventLoop.scheduleTask(in: TimeAmount(leaseTimeout)) { lender.finish() }
-            var iterator = leases.makeAsyncIterator()
-            let leased = await withTaskCancellationHandler {
-                await iterator.next()
-            } onCancel: {
+            } catch {
                 lender.finish()
             }
-            timer.cancel()
-            guard let connection = leased else {
-                group.cancelAll()
-                try? await group.waitForAll()
-                try Task.checkCancellation()
-                throw StoreError.unavailable(location: location, waited: leaseTimeout)
-            }
-            // The lease child waits for `returned`, which cancellation does not end.
-            do {
-                let result = try await body(connection)
-                returned.signal()
-                try await group.waitForAll()
-                return result
-            } catch {
-                returned.signal()
-                try? await group.waitForAll()
-                throw error
-            }
         }
+        // The bound is a NIO timer, cancelled once the lease is handed over, not a sleeping task: a cancelled
+        // `Task.sleep` keeps its memory (a few hundred bytes) until its deadline would have come (swiftlang/swift#60441),
+        // and every lease cancelled one, so a burst of queries held its last ten seconds of leases' timers.
+        let timer = PostgresClient.defaultEventLoopGroup.any().scheduleTask(in: TimeAmount(leaseTimeout)) { lender.finish() }
+        var iterator = leases.makeAsyncIterator()
+        let leased = await withTaskCancellationHandler {
+            await iterator.next()
+        } onCancel: {
+            lender.finish()
+        }
+        timer.cancel()
+        guard let connection = leased else {
+            lease.cancel()
+            try Task.checkCancellation()
+            throw StoreError.unavailable(location: location, waited: leaseTimeout)
+        }
+        // The lease task waits for `returned`, which cancellation does not end.
+        defer { returned.signal() }
+        return try await body(connection)
     }
 }
 
@@ -399,8 +402,23 @@ struct PostgresPoolDatabase: SQLDatabase {
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        try await pool.withConnection { connection in
-            try await pool.database(on: connection).execute(sql: query, onRow)
+        // One statement, a read: nothing was sent on a stale connection, and a read may be tried again anyway.
+        try await pool.retryingClosedConnection { connection in
+            try await StaleConnection.check { try await pool.database(on: connection).execute(sql: query, onRow) }
+        }
+    }
+}
+
+/// The connection was closed by this client before the statement was sent: what the pool handed out was already gone.
+struct StaleConnection: Error {
+    /// Runs `statement`, the first on a leased connection, turning its failure on a connection this client closed into
+    /// `StaleConnection`. (This client closes a connection in use only past a statement's deadline, which fails with
+    /// `StoreError.unresponsive` instead.)
+    static func check<T>(_ statement: () async throws -> T) async throws -> T {
+        do {
+            return try await statement()
+        } catch let error as PSQLError where error.code == .clientClosedConnection {
+            throw StaleConnection()
         }
     }
 }
