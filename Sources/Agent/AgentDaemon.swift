@@ -185,6 +185,7 @@ extension PollService {
         var news: News?
         while !Task.isCancelled {
             let wait = Self.longPollWait(configured: config.longPollSeconds, untilReport: reports.timeUntilNextReport())
+            let started = ContinuousClock.now
             do {
                 if case .changed(let state, let newTag) = try await runtime.client.desiredState(agentID: config.agentID, etag: etag, wait: wait) {
                     news = News(state: state, etag: newTag)
@@ -193,6 +194,11 @@ extension PollService {
                 }
                 if wait == 0 {
                     try await Task.sleep(for: .seconds(Self.pollInterval(configured: config.pollSeconds, controller: reports.controllerPollSeconds)))
+                } else if started.duration(to: .now) < .seconds(1) {
+                    // As the main loop: a controller (or a proxy) that answers a long-poll at once (no ETag kept, a
+                    // state that keeps changing) must not make the agent poll back to back for the whole of a pass,
+                    // which lasts minutes during a download or a health gate: the whole fleet does it during a rollout.
+                    try await Task.sleep(until: started.advanced(by: .seconds(1)), clock: .continuous)
                 }
             } catch {
                 if Task.isCancelled { break }

@@ -133,10 +133,31 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         }
     }
 
-    private static func check(_ response: HTTPClient.Response, url: String) throws(ControllerError) {
+    /// Throws `.rejected` for an error status, with the error body's code and message cut to `maximumErrorCodeBytes`
+    /// and `maximumErrorMessageBytes` on one line: the text goes into every log line of a failed poll and into the
+    /// agent's state file (`controllerProblem`), and an error body of megabytes (a compromised controller, a proxy's
+    /// page) made that file larger than the agent reads back, so it would not start again.
+    static func check(_ response: HTTPClient.Response, url: String) throws(ControllerError) {
         guard !response.isSuccess else { return }
-        let body = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body))
-        throw .rejected(url: url, status: response.status, code: body?.error ?? "http_\(response.status)", message: body?.message ?? "")
+        let body =
+            response.body.count <= maximumErrorBodyBytes ? try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body)) : nil
+        throw .rejected(
+            url: url,
+            status: response.status,
+            code: body.map { Self.oneLine($0.error, maximumBytes: maximumErrorCodeBytes) } ?? "http_\(response.status)",
+            message: body.map { Self.oneLine($0.message, maximumBytes: maximumErrorMessageBytes) } ?? ""
+        )
+    }
+
+    /// Longest error body read for its code and message (the controller's are under 1 KiB).
+    static let maximumErrorBodyBytes = 64 * 1024
+    static let maximumErrorCodeBytes = 64
+    static let maximumErrorMessageBytes = 1024
+
+    private static func oneLine(_ text: String, maximumBytes: Int) -> String {
+        var scalars = String.UnicodeScalarView()
+        scalars.append(contentsOf: StatusReportBuilder.freeText(text, maximumBytes: maximumBytes).unicodeScalars.map { $0 == "\n" ? " " : $0 })
+        return String(scalars)
     }
 
     static func trimmed(_ url: String) -> String {
