@@ -300,7 +300,12 @@ struct PostgresPool: Sendable {
         do {
             return try await withConnection { connection in try await body(connection) }
         } catch is StaleConnection {
-            return try await withConnection { connection in try await body(connection) }
+            do {
+                return try await withConnection { connection in try await body(connection) }
+            } catch is StaleConnection {
+                // Two closed connections in a row: the database is going away.
+                throw StoreError.unavailable(location: location, waited: .zero)
+            }
         }
     }
 
@@ -446,19 +451,102 @@ struct DeadlineSQLDatabase: SQLDatabase {
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        let expired = Atomic(false)
+        // A connection already closed (by a deadline, as it went back to the pool) takes no statement: one written to
+        // it is never answered, and never failed either (its channel is gone). Nothing was sent: another connection
+        // may be tried (`PostgresPool.retryingClosedConnection`).
+        guard !connection.isClosed else { throw StaleConnection() }
+        let outcome = StatementOutcome()
         let connection = connection
-        let timer = connection.eventLoop.scheduleTask(in: TimeAmount(deadline)) {
-            expired.store(true, ordering: .sequentiallyConsistent)
-            connection.close().whenComplete { _ in }
+        let deadline = deadline
+        let location = location
+        let base = base
+        // SQLKit's expressions are not `Sendable`; this one is only read, by the statement's task.
+        nonisolated(unsafe) let query = query
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                outcome.set(continuation)
+                let timer = connection.eventLoop.scheduleTask(in: TimeAmount(deadline)) {
+                    outcome.expire()
+                    connection.close().whenComplete { _ in }
+                    // Not waiting for the statement to fail: on a channel closed under it, it may never end.
+                    outcome.resume(throwing: StoreError.unresponsive(location: location, waited: deadline))
+                }
+                outcome.statement = Task {
+                    do {
+                        try await base.execute(sql: query, onRow)
+                        timer.cancel()
+                        outcome.resume(throwing: nil)
+                    } catch {
+                        timer.cancel()
+                        outcome.resume(throwing: outcome.isExpired ? StoreError.unresponsive(location: location, waited: deadline) : error)
+                    }
+                }
+            }
+        } onCancel: {
+            outcome.cancel()
         }
-        defer { timer.cancel() }
-        do {
-            try await base.execute(sql: query, onRow)
-        } catch {
-            if expired.load(ordering: .sequentiallyConsistent) { throw StoreError.unresponsive(location: location, waited: deadline) }
-            throw error
+    }
+}
+
+/// The end of one statement under a deadline: its continuation, resumed once by whichever comes first (the
+/// statement, its deadline, a cancellation).
+private final class StatementOutcome: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Void, any Error>?
+        var result: Result<Void, any Error>?
+        var statement: Task<Void, Never>?
+        var cancelled = false
+        var expired = false
+    }
+
+    /// Whether the deadline passed (the connection was closed under the statement).
+    var isExpired: Bool { state.withLock { $0.expired } }
+
+    func expire() { state.withLock { $0.expired = true } }
+
+    private let state = Mutex(State())
+
+    var statement: Task<Void, Never>? {
+        get { state.withLock { $0.statement } }
+        set {
+            let cancelNow = state.withLock { state -> Bool in
+                state.statement = newValue
+                return state.cancelled
+            }
+            if cancelNow { newValue?.cancel() }
         }
+    }
+
+    func set(_ continuation: CheckedContinuation<Void, any Error>) {
+        let early = state.withLock { state -> Result<Void, any Error>? in
+            guard let result = state.result else {
+                state.continuation = continuation
+                return nil
+            }
+            return result
+        }
+        if let early { continuation.resume(with: early) }
+    }
+
+    /// Resumes the caller with `error` (`nil`: success), unless it was resumed already.
+    func resume(throwing error: (any Error)?) {
+        let result: Result<Void, any Error> = error.map { .failure($0) } ?? .success(())
+        let continuation = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+    }
+
+    func cancel() {
+        let statement = state.withLock { state -> Task<Void, Never>? in
+            state.cancelled = true
+            return state.statement
+        }
+        statement?.cancel()
+        resume(throwing: CancellationError())
     }
 }
 
