@@ -435,8 +435,8 @@ struct HighAvailabilityTests {
                 let statusURL = bURL + "/v1/agents/\(agent.agentID)/status"
                 let headers = ["Content-Type": "application/json"]
                 let body = Self.report(["api", "web"], serial: 1, hostname: "web-1")
-                let before = try await http.send("POST", statusURL, token: agent.token, headers: headers, body: body)
-                #expect(before.status == 422, "B still has the row from before the missed re-enrolment")
+                // Not asked before the resync (B would answer 422 from the row it kept): under load B's listener may
+                // reconnect on its own, and resync, in between (seen in a full run).
                 await b.controller.core.apply(remote: .resync)
                 let after = try await http.send("POST", statusURL, token: agent.token, headers: headers, body: body)
                 #expect(after.status == 204, "\(String(decoding: after.body, as: UTF8.self))")
