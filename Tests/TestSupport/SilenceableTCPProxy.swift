@@ -45,25 +45,19 @@ public final class SilenceableTCPProxy: Sendable {
         thread.start()
     }
 
-    deinit { stop() }
-
     /// From now on nothing is forwarded, in either direction, on any connection.
     public func silence() { silent.store(true, ordering: .sequentiallyConsistent) }
 
     /// Forwards again.
     public func speak() { silent.store(false, ordering: .sequentiallyConsistent) }
 
-    /// Closes the listener and every connection (both sides); the threads end.
+    /// Shuts the listener and every connection down (both sides); the threads end and close what they hold.
+    ///
+    /// Only `shutdown`, never `close`, while a thread may still use a descriptor: a closed number is handed to the next
+    /// socket any test of this process opens, which a thread still reading or sending would then use.
     public func stop() {
         guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
-        let open = descriptors.withLock { descriptors in
-            defer { descriptors.removeAll() }
-            return descriptors
-        }
-        for fd in open {
-            shutdown(fd, Int32(SHUT_RDWR))
-            close(fd)
-        }
+        for fd in descriptors.withLock({ $0 }) { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     private func track(_ fd: Int32) -> Bool {
@@ -74,16 +68,34 @@ public final class SilenceableTCPProxy: Sendable {
         }
     }
 
-    /// Closes `fd` unless `stop()` did already.
+    /// Closes `fd`, which no thread uses any more.
     private func release(_ fd: Int32) {
-        let owned = descriptors.withLock { $0.remove(fd) != nil }
-        if owned {
-            shutdown(fd, Int32(SHUT_RDWR))
-            close(fd)
+        descriptors.withLock { _ = $0.remove(fd) }
+        close(fd)
+    }
+
+    /// One connection's two descriptors, closed once both of its pumps have ended.
+    private final class Pair: Sendable {
+        let client: Int32
+        let upstream: Int32
+        private let running = Mutex(2)
+
+        init(client: Int32, upstream: Int32) {
+            self.client = client
+            self.upstream = upstream
+        }
+
+        /// A pump ended; returns whether it was the last.
+        func pumpEnded() -> Bool {
+            running.withLock { count in
+                count -= 1
+                return count == 0
+            }
         }
     }
 
     private func acceptLoop() {
+        defer { release(listener) }
         while !stopped.load(ordering: .sequentiallyConsistent) {
             let client = accept(listener, nil, nil)
             guard client >= 0 else {
@@ -106,18 +118,24 @@ public final class SilenceableTCPProxy: Sendable {
                 release(client)
                 continue
             }
+            let pair = Pair(client: client, upstream: upstream)
             for (from, to) in [(client, upstream), (upstream, client)] {
-                Thread { [self] in pump(from: from, to: to) }.start()
+                Thread { [self] in pump(from: from, to: to, pair: pair) }.start()
             }
         }
     }
 
-    /// Copies `from` to `to` while not silent; swallows while silent. Ends (closing both) at EOF or an error.
-    private func pump(from: Int32, to: Int32) {
+    /// Copies `from` to `to` while not silent; swallows while silent. Ends at EOF or an error, shutting both sides
+    /// down (so the other pump of the pair ends too); the last of the two closes them.
+    private func pump(from: Int32, to: Int32, pair: Pair) {
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
         defer {
-            release(from)
-            release(to)
+            shutdown(from, Int32(SHUT_RDWR))
+            shutdown(to, Int32(SHUT_RDWR))
+            if pair.pumpEnded() {
+                release(pair.client)
+                release(pair.upstream)
+            }
         }
         while true {
             let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }

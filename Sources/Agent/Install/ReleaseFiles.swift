@@ -111,8 +111,9 @@ struct ReleaseFiles: Sendable {
     static func removePartUnlessLocked(_ path: String) {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else {
-            // Not a file this process may open (a link, a permission problem): what it is, it is not a download.
-            if errno != ENOENT { unlink(path) }
+            // A symbolic link is no download: it goes. Anything else (no descriptor left, an interrupted call, no
+            // permission) is left for the next clean-up: a fetch may hold it.
+            if errno == ELOOP { unlink(path) }
             return
         }
         defer { close(fd) }

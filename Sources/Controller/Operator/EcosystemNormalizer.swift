@@ -328,7 +328,7 @@ private struct AppNormalization {
         }
         if options["append_env_to_name"] == .bool(true), let environment = configuration.environmentName { name += "-" + environment }
         self.name = name
-        if let problem = PM2App.nameProblem(name) { error("name", problem) }
+        if let problem = PM2App.publishNameProblem(name) { error("name", problem) }
         if !configuration.selectedNames.isEmpty, !configuration.selectedNames.contains(name) { return nil }
         guard case .string(let script)? = options["script"] else {
             error("script", "required: the file or program the app runs (PM2: \"No script path - aborting\")")

@@ -8,7 +8,7 @@ import Foundation
 /// publish ─▶ completed                                    strategy `all`, or no agents
 /// publish ─▶ rolling ──advance──▶ rolling                 the next wave is stable
 ///            rolling ──complete─▶ completed               the last wave is stable
-///   rolling, paused  ──halt─────▶ halted                  more failures than allowed
+///   rolling, paused  ──halt─────▶ halted                  more failures than allowed, or every agent reached failed
 ///            rolling ──pause────▶ paused ──resume──▶ rolling
 ///   awaiting-approval, rolling, paused, halted ──abort──────────▶ aborted
 ///   awaiting-approval, rolling, paused, halted ──newer publish──▶ superseded
@@ -246,7 +246,11 @@ struct RolloutStateMachine: Sendable, Equatable {
             var list = failures.prefix(10).map { "\(names[$0.agentID] ?? $0.agentID) (\($0.kind)): \($0.reason.prefix(300))" }
                 .joined(separator: "; ")
             if failures.count > 10 { list += "; and \(failures.count - 10) more" }
-            let reason = "\(failures.count) agent(s) failed serial \(rollout.serial), more than the \(rollout.maxFailures) allowed: \(list)"
+            // Within `maxFailures`, a halt means no agent reached is healthy (`RolloutEvaluator.decide`).
+            let why =
+                failures.count > rollout.maxFailures
+                ? "more than the \(rollout.maxFailures) allowed" : "and no agent reached is healthy on it"
+            let reason = "\(failures.count) agent(s) failed serial \(rollout.serial), \(why): \(list)"
             // Halting only stops advancement: reached agents keep the serial they were given, the others the stable
             // one, exactly as before.
             return move(

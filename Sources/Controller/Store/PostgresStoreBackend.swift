@@ -292,10 +292,11 @@ struct PostgresPool: Sendable {
     /// How long one statement may go unanswered before its connection is closed (`database(on:)`); `nil`: no bound.
     var statementDeadline: Duration? = nil
 
-    /// Runs `body` on a leased connection, and once more on another when the first fails with
-    /// `StaleConnection`: the pool handed out a connection that was closed before `body` sent anything (one a statement
-    /// deadline closed as it went back to the pool, before the pool saw it close; an idle one the server dropped).
-    /// Nothing reached the database, so trying again is safe; `body` throws `StaleConnection` only then.
+    /// Runs `body` on a leased connection, and once more on another when it fails with `StaleConnection`: the pool
+    /// handed out a connection that was closed (one a statement deadline closed as it went back to the pool, before the
+    /// pool saw it close), found so before a statement was sent. Statements `body` sent before it, on that connection,
+    /// belonged to a transaction the server rolled back when the connection closed; `body` is a store transaction or
+    /// one read, which touch nothing but the database, so running it again is safe.
     func retryingClosedConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await withConnection { connection in try await body(connection) }
@@ -304,7 +305,7 @@ struct PostgresPool: Sendable {
                 return try await withConnection { connection in try await body(connection) }
             } catch is StaleConnection {
                 // Two closed connections in a row: the database is going away.
-                throw StoreError.unavailable(location: location, waited: .zero)
+                throw StoreError.unavailable(location: location, waited: leaseTimeout)
             }
         }
     }
@@ -462,40 +463,37 @@ struct DeadlineSQLDatabase: SQLDatabase {
         let base = base
         // SQLKit's expressions are not `Sendable`; this one is only read, by the statement's task.
         nonisolated(unsafe) let query = query
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                outcome.set(continuation)
-                let timer = connection.eventLoop.scheduleTask(in: TimeAmount(deadline)) {
-                    outcome.expire()
-                    connection.close().whenComplete { _ in }
-                    // Not waiting for the statement to fail: on a channel closed under it, it may never end.
-                    outcome.resume(throwing: StoreError.unresponsive(location: location, waited: deadline))
-                }
-                outcome.statement = Task {
-                    do {
-                        try await base.execute(sql: query, onRow)
-                        timer.cancel()
-                        outcome.resume(throwing: nil)
-                    } catch {
-                        timer.cancel()
-                        outcome.resume(throwing: outcome.isExpired ? StoreError.unresponsive(location: location, waited: deadline) : error)
-                    }
+        // Cancellation does not end the wait (as before this deadline existed): postgres-nio sends a statement whatever
+        // its task's cancellation, and a caller resumed early would send its `ROLLBACK` while the statement is still
+        // queued behind it; a write could then run after the `ROLLBACK`, outside any transaction.
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            outcome.set(continuation)
+            let timer = connection.eventLoop.scheduleTask(in: TimeAmount(deadline)) {
+                outcome.expire()
+                connection.close().whenComplete { _ in }
+                // Not waiting for the statement to fail: on a channel closed under it, it may never end.
+                outcome.resume(throwing: StoreError.unresponsive(location: location, waited: deadline))
+            }
+            Task {
+                do {
+                    try await base.execute(sql: query, onRow)
+                    timer.cancel()
+                    outcome.resume(throwing: nil)
+                } catch {
+                    timer.cancel()
+                    outcome.resume(throwing: outcome.isExpired ? StoreError.unresponsive(location: location, waited: deadline) : error)
                 }
             }
-        } onCancel: {
-            outcome.cancel()
         }
     }
 }
 
 /// The end of one statement under a deadline: its continuation, resumed once by whichever comes first (the
-/// statement, its deadline, a cancellation).
+/// statement or its deadline).
 private final class StatementOutcome: Sendable {
     private struct State {
         var continuation: CheckedContinuation<Void, any Error>?
         var result: Result<Void, any Error>?
-        var statement: Task<Void, Never>?
-        var cancelled = false
         var expired = false
     }
 
@@ -505,17 +503,6 @@ private final class StatementOutcome: Sendable {
     func expire() { state.withLock { $0.expired = true } }
 
     private let state = Mutex(State())
-
-    var statement: Task<Void, Never>? {
-        get { state.withLock { $0.statement } }
-        set {
-            let cancelNow = state.withLock { state -> Bool in
-                state.statement = newValue
-                return state.cancelled
-            }
-            if cancelNow { newValue?.cancel() }
-        }
-    }
 
     func set(_ continuation: CheckedContinuation<Void, any Error>) {
         let early = state.withLock { state -> Result<Void, any Error>? in
@@ -540,14 +527,6 @@ private final class StatementOutcome: Sendable {
         continuation?.resume(with: result)
     }
 
-    func cancel() {
-        let statement = state.withLock { state -> Task<Void, Never>? in
-            state.cancelled = true
-            return state.statement
-        }
-        statement?.cancel()
-        resume(throwing: CancellationError())
-    }
 }
 
 /// What a PostgreSQL error says, for an operator: the server's message and SQLSTATE, or the connection failure.

@@ -175,8 +175,8 @@ package struct PM2App: Sendable, Equatable {
 
     /// Why `name` cannot be an app name, or `nil` when it can. PM2 accepts any string; Ferry refuses only the names
     /// PM2's own commands would misread when the agent addresses the app: `all`, a `/regex/`, a leading `-` (an
-    /// option), a name holding a config file's extension (`.json`, `.yml`, …), the name of a field of PM2's process
-    /// entry or of an option, control characters, and surrounding spaces.
+    /// option), control characters, and surrounding spaces. Agents and the builtin supervisor apply these rules to every
+    /// release; `publishNameProblem` adds the rules new releases meet.
     package static func nameProblem(_ name: String) -> String? {
         if name.isEmpty { return "must not be empty" }
         if name.utf8.count > maximumNameBytes { return "\"\(name.prefix(40))…\" is longer than \(maximumNameBytes) bytes" }
@@ -187,6 +187,14 @@ package struct PM2App: Sendable, Equatable {
             return "\"\(name)\" is read by PM2 as a regular expression over every app's name"
         }
         if name.first?.isWhitespace == true || name.last?.isWhitespace == true { return "\"\(name)\" must not start or end with a space" }
+        return nil
+    }
+
+    /// `nameProblem`, plus what a new release may not name an app (checked at publish only, so a release signed
+    /// before these rules, running or kept to roll back to, still parses on an upgraded agent): a name holding a config
+    /// file's extension (`.json`, `.yml`, …), or the name of a field of PM2's process entry or of an option.
+    package static func publishNameProblem(_ name: String) -> String? {
+        if let problem = nameProblem(name) { return problem }
         if let marker = configFileMarkers.first(where: { name.contains($0) }) {
             return "\"\(name)\" holds \"\(marker)\", which PM2's commands read as a config file to load (pm2 delete \(name))"
         }
