@@ -77,6 +77,67 @@ import Testing
         }
     }
 
+    /// The token commands open the store `serve` opens with the same config file: its data directory (relative to the
+    /// file), its PostgreSQL URL, and its CA file, so the database password is not sent to a server checked against
+    /// nothing (they read `--data-dir` and `--database` only, and a `databaseCAFile` was ignored). The environment wins
+    /// over the file and the flags over both, as for `serve`; a setting only `serve` uses is not read.
+    @Test func theServersConfigFileNamesTheStore() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-token-config") { directory in
+            let ca = directory.appendingPathComponent("db-ca.pem")
+            try Data("-----BEGIN CERTIFICATE-----\n".utf8).write(to: ca)
+            let postgresFile = directory.appendingPathComponent("controller.yml")
+            try "database: postgres://ferry@db.internal:5432/ferry\ndatabaseCAFile: db-ca.pem\ndataDir: data\n".write(
+                to: postgresFile,
+                atomically: true,
+                encoding: .utf8
+            )
+            let list = try #require(try ControllerCommand.parseAsRoot(["token", "list", "--config", postgresFile.path]) as? TokenListCommand)
+            let settings = try list.data.storeSettings(environment: ["FERRY_POLL_SECONDS": "not a number"])
+            guard case .postgres(let postgres) = try settings.databaseSelection() else {
+                Issue.record("the file's database was not chosen: \(settings)")
+                return
+            }
+            #expect(postgres.host == "db.internal" && postgres.caFile == ca.path && postgres.tls == .verifyFull)
+            #expect(try list.data.namesTheDatabase(environment: [:]))
+            // FERRY_CONFIG when there is no --config; the environment over the file; the flags over both.
+            let bare = try #require(try ControllerCommand.parseAsRoot(["token", "list"]) as? TokenListCommand)
+            #expect(try bare.data.storeSettings(environment: ["FERRY_CONFIG": postgresFile.path]).databaseCAFile == ca.path)
+            #expect(try !bare.data.namesTheDatabase(environment: [:]))
+            let overridden = try list.data.storeSettings(environment: [
+                "FERRY_DATABASE": "postgres://other@127.0.0.1/ferry", "FERRY_DATA_DIR": "/srv/env",
+            ])
+            #expect(overridden.database == "postgres://other@127.0.0.1/ferry" && overridden.dataDirectory == "/srv/env")
+            let flagged = try #require(
+                try ControllerCommand.parseAsRoot(["token", "list", "--config", postgresFile.path, "--data-dir", "/srv/flag"]) as? TokenListCommand
+            )
+            #expect(try flagged.data.storeSettings(environment: ["FERRY_DATA_DIR": "/srv/env"]).dataDirectory == "/srv/flag")
+            let broken = try #require(
+                try ControllerCommand.parseAsRoot(["token", "list", "--config", directory.appendingPathComponent("none.yml").path])
+                    as? TokenListCommand
+            )
+            #expect(throws: CLIError.self) { try broken.data.storeSettings(environment: [:]) }
+
+            // Through the binary, SQLite: the token lands in the file's data directory, and a server started with the
+            // same file accepts it.
+            let sqliteFile = directory.appendingPathComponent("sqlite.yml")
+            try "dataDir: data\n".write(to: sqliteFile, atomically: true, encoding: .utf8)
+            let created = try await CLI.cli(["token", "create", "--config", sqliteFile.path, "--role", "viewer", "--name", "dash"])
+            #expect(created.status == 0, "\(created.errors)")
+            let token = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("data/ferry.sqlite").path))
+            let listed = try await CLI.cli(["token", "list"], environment: ["FERRY_CONFIG": sqliteFile.path])
+            #expect(listed.status == 0 && listed.output.contains(" dash "), "\(listed.output)\(listed.errors)")
+            let keyPrefix = directory.appendingPathComponent("operator").path
+            #expect(try await CLI.cli(["keygen", "--out", keyPrefix]).status == 0)
+            let server = try await ServerProcess(
+                arguments: ["--config", sqliteFile.path, "--trusted-key", keyPrefix + ".pub"],
+                logDirectory: directory
+            )
+            defer { server.stop() }
+            #expect(try await LiveHTTP().send("GET", server.baseURL + "/v1/fleet", token: token).status == 200)
+        }
+    }
+
     /// The built binary: tokens listed without their secrets, and `token revoke --data-dir` in another process is
     /// effective at once on every route of the running server, although the server had the token cached.
     @Test func revokeThroughTheBinaryWhileTheServerRuns() async throws {

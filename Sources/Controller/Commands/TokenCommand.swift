@@ -12,8 +12,19 @@ struct TokenCommand: AsyncParsableCommand {
     )
 }
 
-/// `--data-dir` and `--database` with their environment twins, and opening the store they name.
+/// `--config`, `--data-dir` and `--database` with their environment twins, and opening the store they name: resolved
+/// as `serve` resolves them (flags over environment over config file), so a command run with the server's config file
+/// opens the server's store, and checks a PostgreSQL server against the same `databaseCAFile`.
 struct DataDirectoryOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "serve's config file (or FERRY_CONFIG): its dataDir, database and databaseCAFile name the store. Flags and the environment win over it.",
+            valueName: "FILE"
+        )
+    )
+    var config: String?
+
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("The controller's data directory (or FERRY_DATA_DIR).", valueName: "DIR"))
     var dataDirectory: String?
 
@@ -26,40 +37,65 @@ struct DataDirectoryOptions: ParsableArguments {
     )
     var database: String?
 
-    /// Whether a flag or the environment names the database (a data directory or a PostgreSQL URL), rather than the
-    /// default `./ferry-data` of the directory the command happens to run in.
-    func namesTheDatabase(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        dataDirectory != nil || database != nil || ["FERRY_DATA_DIR", "FERRY_DATABASE"].contains { !(environment[$0] ?? "").isEmpty }
+    /// What names and opens the store, from the flags, the environment and the config file (in that order): the data
+    /// directory, the database URL and password, and the PostgreSQL CA file and statement timeout. Nothing else of the
+    /// file or the environment is read, so a setting only `serve` uses cannot stop a token command.
+    func storeSettings(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServeSettings {
+        do {
+            var file = ServeSettings()
+            if let path = config ?? environment["FERRY_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+                file = try ServeSettings.fromFile(path)
+            }
+            var fromEnvironment = ServeSettings()
+            let variables: [(String, WritableKeyPath<ServeSettings, String?>)] = [
+                ("FERRY_DATA_DIR", \.dataDirectory), ("FERRY_DATABASE", \.database), ("FERRY_DATABASE_PASSWORD", \.databasePassword),
+                ("FERRY_DATABASE_CA_FILE", \.databaseCAFile), ("FERRY_DATABASE_STATEMENT_TIMEOUT", \.databaseStatementTimeout),
+            ]
+            for (name, field) in variables {
+                fromEnvironment[keyPath: field] = environment[name].flatMap { $0.isEmpty ? nil : $0 }
+            }
+            var flags = ServeSettings()
+            flags.dataDirectory = dataDirectory
+            flags.database = database
+            let resolved = file.overlaid(by: fromEnvironment).overlaid(by: flags)
+            var settings = ServeSettings()
+            settings.dataDirectory = resolved.dataDirectory
+            settings.database = resolved.database
+            settings.databasePassword = resolved.databasePassword
+            settings.databaseCAFile = resolved.databaseCAFile
+            settings.databaseStatementTimeout = resolved.databaseStatementTimeout
+            return settings
+        } catch {
+            throw CLIError("\(error)")
+        }
     }
 
-    /// The directory the flag or the environment names (default `./ferry-data`).
-    func resolved(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        dataDirectory ?? environment["FERRY_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./ferry-data"
+    /// Whether a flag, the environment or the config file names the database (a data directory or a PostgreSQL URL),
+    /// rather than the default `./ferry-data` of the directory the command happens to run in.
+    func namesTheDatabase(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Bool {
+        let settings = try storeSettings(environment: environment)
+        return settings.dataDirectory != nil || settings.database != nil
     }
 
     /// Runs `body` with the store the options name (SQLite in the data directory, or PostgreSQL), closing it afterwards.
     /// - Parameter mustExist: refuse a directory without a database (listing or revoking in the wrong place must not
     ///   create an empty one). A PostgreSQL database is always there (its schema is created when missing).
     func withStore<T>(mustExist: Bool, _ body: (SQLControllerStore, String) async throws -> T) async throws -> T {
-        let environment = ProcessInfo.processInfo.environment
-        let directory = resolved(environment: environment)
+        let settings = try storeSettings()
+        let directory = settings.dataDirectory ?? "./ferry-data"
         let path = directory + "/ferry.sqlite"
         var logger = Logger(label: "ferry.token")
         logger.logLevel = .warning
         let selection: DatabaseSelection
-        if let url = database ?? environment["FERRY_DATABASE"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            do {
-                selection = .postgres(
-                    try PostgresStoreConfiguration.parse(url, name: "--database", password: environment["FERRY_DATABASE_PASSWORD"])
-                )
-            } catch {
-                throw CLIError("\(error)")
-            }
-        } else {
-            if mustExist && !FileManager.default.fileExists(atPath: path) {
-                throw CLIError("no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR")
-            }
-            selection = .sqlite
+        do {
+            selection = try settings.databaseSelection()
+        } catch {
+            throw CLIError("\(error)")
+        }
+        if selection == .sqlite, mustExist, !FileManager.default.fileExists(atPath: path) {
+            throw CLIError(
+                "no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR (or its config file with --config FILE)"
+            )
         }
         let store: SQLControllerStore
         do {
@@ -157,7 +193,7 @@ struct TokenCreateCommand: AsyncParsableCommand {
         let token = Token.generate()
         // A new database only where one was named: run from another directory without --data-dir, the command would
         // make an empty `./ferry-data` and print a token the controller has never heard of.
-        let record = try await data.withStore(mustExist: !data.namesTheDatabase()) { store, _ in
+        let record = try await data.withStore(mustExist: !(try data.namesTheDatabase())) { store, _ in
             do {
                 return try await store.createToken(
                     hash: Token.digest(token),
