@@ -10,11 +10,11 @@ extension Reconciler {
     /// Writes `apps` as `service`'s ecosystem file, first noting, per app, the variables and options the file being
     /// replaced gave it and `apps` no longer do (`removedEnvironment`, `removedOptions`, consumed by `apply`).
     func writeEcosystem(_ service: String, apps: [AppSpec]) throws(AtomicFile.Failure) {
-        let previousBytes = try? SmallFile.read(layout.ecosystemFile(service), limit: Self.ecosystemReadLimit)
-        let previous = Self.environments(inEcosystem: previousBytes)
-        let previousOptions = Self.options(inEcosystem: previousBytes)
+        let previousApps = Self.apps(inEcosystem: try? SmallFile.read(layout.ecosystemFile(service), limit: Self.ecosystemReadLimit))
+        let previous = previousApps.compactMapValues(Self.environment(of:))
+        let previousOptions = previousApps.mapValues(Self.options(of:))
         let rendered = EcosystemWriter.render(apps: apps, namespace: configuration.namespace)
-        let newOptions = Self.options(inEcosystem: rendered)
+        let newOptions = Self.apps(inEcosystem: rendered).mapValues(Self.options(of:))
         var removed = removedEnvironment[service] ?? [:]
         var removedSettings = removedOptions[service] ?? [:]
         for app in apps {
@@ -55,23 +55,32 @@ extension Reconciler {
         if removedOptions[service]?.isEmpty == true { removedOptions[service] = nil }
     }
 
-    /// An ecosystem file's apps' options as PM2 keeps them from the file, by app name (`env`, handled apart, and `name`
-    /// left out); empty for a file that is missing or not one. PM2's `Config.validateJSON` drops an option whose name has
-    /// an underscore when its value is falsy (`0`, `false`, `""`, `null`): it falls back to the camel-case alias, which
-    /// the file does not set. Such a value never reaches the daemon, so a reload keeps the older one: it counts as unset.
-    static func options(inEcosystem bytes: [UInt8]?) -> [String: Set<String>] {
+    /// An ecosystem file's apps by name; empty for a file that is missing or not one.
+    static func apps(inEcosystem bytes: [UInt8]?) -> [String: [String: JSONValue]] {
         guard let bytes, bytes.count <= ecosystemReadLimit, case .object(let document)? = try? JSONValue.parse(bytes),
             case .array(let apps)? = document["apps"]
         else { return [:] }
-        var result: [String: Set<String>] = [:]
+        var result: [String: [String: JSONValue]] = [:]
         for case .object(let app) in apps {
-            guard case .string(let name)? = app["name"] else { continue }
-            result[name] = Set(app.filter { key, value in key != "env" && key != "name" && !droppedByPM2(key, value) }.keys)
+            if case .string(let name)? = app["name"] { result[name] = app }
         }
         return result
     }
 
-    /// Whether PM2 drops `key` from an app config when reading a file (see `options(inEcosystem:)`).
+    /// An app's options as PM2 keeps them from the file (`env`, handled apart, and `name` left out). PM2's
+    /// `Config.validateJSON` drops an option whose name has an underscore when its value is falsy (`0`, `false`, `""`,
+    /// `null`): it falls back to the camel-case alias, which the file does not set. Such a value never reaches the
+    /// daemon, so a reload keeps the older one: it counts as unset.
+    static func options(of app: [String: JSONValue]) -> Set<String> {
+        Set(app.filter { key, value in key != "env" && key != "name" && !droppedByPM2(key, value) }.keys)
+    }
+
+    /// `options(of:)` of each app of an ecosystem file, by app name.
+    static func options(inEcosystem bytes: [UInt8]?) -> [String: Set<String>] {
+        apps(inEcosystem: bytes).mapValues(options(of:))
+    }
+
+    /// Whether PM2 drops `key` from an app config when reading a file (see `options(of:)`).
     static func droppedByPM2(_ key: String, _ value: JSONValue) -> Bool {
         switch value {
         case .null: true
@@ -81,17 +90,10 @@ extension Reconciler {
         }
     }
 
-    /// An ecosystem file's apps' env variable names, by app name; empty for a file that is missing or not one.
-    static func environments(inEcosystem bytes: [UInt8]?) -> [String: Set<String>] {
-        guard let bytes, bytes.count <= ecosystemReadLimit, case .object(let document)? = try? JSONValue.parse(bytes),
-            case .array(let apps)? = document["apps"]
-        else { return [:] }
-        var result: [String: Set<String>] = [:]
-        for case .object(let app) in apps {
-            guard case .string(let name)? = app["name"], case .object(let env)? = app["env"] else { continue }
-            result[name] = Set(env.keys)
-        }
-        return result
+    /// An app's env variable names, or `nil` without an `env` object.
+    static func environment(of app: [String: JSONValue]) -> Set<String>? {
+        guard case .object(let env)? = app["env"] else { return nil }
+        return Set(env.keys)
     }
 
     /// Far above any file the agent writes (a release is at most a few MiB); a larger one is not read.

@@ -21,10 +21,12 @@ enum Unawaited {
     }
 
     /// The result of `operation`, or `TimedOut` after `timeout` (`nil`: no time limit), or `CancellationError` when the
-    /// caller is cancelled first. `late` receives a result that the operation produced after that.
+    /// caller is cancelled first (unless `endsOnCancellation` is false: then only the operation or the time limit ends
+    /// the wait). `late` receives a result that the operation produced after that.
     static func result<T: Sendable>(
         of what: String,
         within timeout: Duration?,
+        endsOnCancellation: Bool = true,
         late: @escaping @Sendable (T) -> Void = { _ in },
         _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
@@ -51,7 +53,7 @@ enum Unawaited {
                 }
             }
         } onCancel: {
-            race.finish(.failure(CancellationError()))
+            if endsOnCancellation { race.finish(.failure(CancellationError())) }
         }
     }
 

@@ -456,77 +456,23 @@ struct DeadlineSQLDatabase: SQLDatabase {
         // it is never answered, and never failed either (its channel is gone). Nothing was sent: another connection
         // may be tried (`PostgresPool.retryingClosedConnection`).
         guard !connection.isClosed else { throw StaleConnection() }
-        let outcome = StatementOutcome()
-        let connection = connection
-        let deadline = deadline
-        let location = location
         let base = base
         // SQLKit's expressions are not `Sendable`; this one is only read, by the statement's task.
         nonisolated(unsafe) let query = query
-        // Cancellation does not end the wait (as before this deadline existed): postgres-nio sends a statement whatever
-        // its task's cancellation, and a caller resumed early would send its `ROLLBACK` while the statement is still
-        // queued behind it; a write could then run after the `ROLLBACK`, outside any transaction.
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            outcome.set(continuation)
-            let timer = connection.eventLoop.scheduleTask(in: TimeAmount(deadline)) {
-                outcome.expire()
-                connection.close().whenComplete { _ in }
-                // Not waiting for the statement to fail: on a channel closed under it, it may never end.
-                outcome.resume(throwing: StoreError.unresponsive(location: location, waited: deadline))
+        do {
+            // Not waiting for the statement past its deadline: on a channel closed under it, it may never end. Nor
+            // ending the wait at a cancellation (as before this deadline existed): postgres-nio sends a statement
+            // whatever its task's cancellation, and a caller resumed early would send its `ROLLBACK` while the
+            // statement is still queued behind it; a write could then run after the `ROLLBACK`, outside any transaction.
+            try await Unawaited.result(of: "a statement", within: deadline, endsOnCancellation: false) {
+                try await base.execute(sql: query, onRow)
             }
-            Task {
-                do {
-                    try await base.execute(sql: query, onRow)
-                    timer.cancel()
-                    outcome.resume(throwing: nil)
-                } catch {
-                    timer.cancel()
-                    outcome.resume(throwing: outcome.isExpired ? StoreError.unresponsive(location: location, waited: deadline) : error)
-                }
-            }
+        } catch is Unawaited.TimedOut {
+            // Closed before the caller goes on (its `ROLLBACK`, the pool): nothing more runs on this session.
+            connection.close().whenComplete { _ in }
+            throw StoreError.unresponsive(location: location, waited: deadline)
         }
     }
-}
-
-/// The end of one statement under a deadline: its continuation, resumed once by whichever comes first (the
-/// statement or its deadline).
-private final class StatementOutcome: Sendable {
-    private struct State {
-        var continuation: CheckedContinuation<Void, any Error>?
-        var result: Result<Void, any Error>?
-        var expired = false
-    }
-
-    /// Whether the deadline passed (the connection was closed under the statement).
-    var isExpired: Bool { state.withLock { $0.expired } }
-
-    func expire() { state.withLock { $0.expired = true } }
-
-    private let state = Mutex(State())
-
-    func set(_ continuation: CheckedContinuation<Void, any Error>) {
-        let early = state.withLock { state -> Result<Void, any Error>? in
-            guard let result = state.result else {
-                state.continuation = continuation
-                return nil
-            }
-            return result
-        }
-        if let early { continuation.resume(with: early) }
-    }
-
-    /// Resumes the caller with `error` (`nil`: success), unless it was resumed already.
-    func resume(throwing error: (any Error)?) {
-        let result: Result<Void, any Error> = error.map { .failure($0) } ?? .success(())
-        let continuation = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-            guard state.result == nil else { return nil }
-            state.result = result
-            defer { state.continuation = nil }
-            return state.continuation
-        }
-        continuation?.resume(with: result)
-    }
-
 }
 
 /// What a PostgreSQL error says, for an operator: the server's message and SQLSTATE, or the connection failure.
