@@ -164,6 +164,74 @@ struct PM2ProcessManagerTests {
         await Self.killDaemon(manager)
     }
 
+    /// PM2 copies an app's env over its process entry (`God.executeApp`): `name=renamed` in the env renamed the app in
+    /// PM2's table (Ferry then saw its app gone, and started it again at every pass), `namespace` moved it out of
+    /// Ferry's. Such an env (from an instance env file, or a release signed before publish refused it) is refused
+    /// before anything reaches pm2: a start starts nothing, a reload or a replace leaves the running app as it was.
+    @Test("against real PM2: an env naming a field of PM2's process entry is refused before pm2 sees it")
+    func realPM2EnvNamingProcessFields() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-envfields")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try Data("setInterval(() => {}, 1000);\n".utf8).write(to: root.appendingPathComponent("idle.js"))
+        let plain = AppSpec.pm2TestApp("envfields", script: root.path + "/idle.js", cwd: root.path, env: ["MARK": "one"])
+        let hostile = AppSpec.pm2TestApp(
+            "envfields",
+            script: root.path + "/idle.js",
+            cwd: root.path,
+            env: ["MARK": "two", "name": "renamed", "namespace": "default"]
+        )
+        let newcomer = AppSpec.pm2TestApp("newcomer", script: root.path + "/idle.js", cwd: root.path, env: ["cwd": "/"])
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemWriter.render(apps: [plain], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            try await manager.start(plain, ecosystem: ecosystem)
+            let before = try await Self.settle(manager, plain)
+            #expect(before.map(\.name) == ["envfields"] && before.allSatisfy { $0.status == .online })
+            try Data(EcosystemWriter.render(apps: [hostile, newcomer], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+            let attempts: [(String, @Sendable () async throws -> Void, PM2Error)] = [
+                (
+                    "reload", { try await manager.reload(hostile, ecosystem: ecosystem) },
+                    .envReplacesProcessFields(app: "envfields", keys: ["name", "namespace"])
+                ),
+                (
+                    "replace",
+                    {
+                        try await AppAction.replace(reason: "the test").carryOut(
+                            on: manager,
+                            appNamed: "envfields",
+                            desired: hostile,
+                            ecosystem: ecosystem
+                        )
+                    },
+                    .envReplacesProcessFields(app: "envfields", keys: ["name", "namespace"])
+                ),
+                ("start", { try await manager.start(newcomer, ecosystem: ecosystem) }, .envReplacesProcessFields(app: "newcomer", keys: ["cwd"])),
+            ]
+            for (label, attempt, expected) in attempts {
+                do {
+                    try await attempt()
+                    Issue.record("\(label) was carried out")
+                } catch let error as PM2Error {
+                    #expect(error == expected, "\(label)")
+                    #expect("\(error)".contains("rename the variable(s)"), "\(label): \(error)")
+                }
+            }
+            // PM2 never heard of it: the same process, under its name, in Ferry's namespace; nothing else started.
+            let after = try await manager.processes()
+            #expect(after.map(\.name) == ["envfields"], "\(after.map(\.name))")
+            #expect(after.map(\.pid) == before.map(\.pid) && after.allSatisfy { $0.restarts == 0 && $0.status == .online })
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
     @Test("against real PM2: calls that overlap while no daemon runs start exactly one daemon")
     func realPM2OneDaemon() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())

@@ -64,6 +64,16 @@ import Testing
         #expect(app.options["cwd"] == nil && app.options["env_staging"] == nil)
         #expect(output.warnings == ["apps[0].out_file: dropped: Ferry owns log paths on the instance (PM2_HOME/logs, or the supervisor's logs)"])
         #expect(output.release.env == ["REGION": "eu"])
+        // Variables that only look like PM2's fields are an app's own: upper case, or not a field PM2 keeps.
+        let lookalikes = ["NAME": "a", "PM2_HOME": "/srv/pm2", "NODE_APP_INSTANCE": "0", "port": "80", "http_proxy": "http://proxy:3128"]
+        var plain = Self.input([
+            .object(["name": .string("api"), "script": .string("server.js"), "env": .object(lookalikes.mapValues(JSONValue.string))])
+        ])
+        plain.environment = lookalikes
+        let composed = try ReleaseComposer.compose(plain, which: { _ in nil })
+        #expect(
+            composed.release.env == lookalikes && composed.release.pm2.apps.first?.options["env"] == .object(lookalikes.mapValues(JSONValue.string))
+        )
         #expect(output.release.health.http == "http://127.0.0.1:3000/healthz")
         #expect(output.release.serial == 4)
         #expect(output.release.expiresAt.timeIntervalSince(output.release.createdAt) == 86_400)
@@ -73,6 +83,8 @@ import Testing
         let name: String
         let apps: [JSONValue]
         var appNames: [String] = []
+        /// The release-wide environment (`--env`, `--env-file`).
+        var environment: [String: String] = [:]
         /// Every message the refusal must contain (one per problem: all are reported at once).
         let messages: [String]
         var testDescription: String { name }
@@ -104,6 +116,27 @@ import Testing
             messages: ["apps[0].env_production.A: is an object: PM2 would pass the text [object Object]"]
         ),
         BadEcosystem(
+            name: "env variables PM2 copies over its process entry",
+            apps: [
+                .object([
+                    "name": .string("api"), "script": .string("a.js"),
+                    "env": .object(["name": .string("renamed"), "namespace": .string("default"), "cwd": .string("/")]),
+                    "env_production": .object(["exec_mode": .string("cluster"), "PORT": .integer(80)]),
+                ])
+            ],
+            messages: [
+                "the ecosystem file has 4 problems", "apps[0].env.cwd: \"cwd\" is a field of PM2's process entry",
+                "apps[0].env.exec_mode: \"exec_mode\" is a field", "apps[0].env.name: \"name\" is a field",
+                "apps[0].env.namespace: \"namespace\" is a field", "rename the variable",
+            ]
+        ),
+        BadEcosystem(
+            name: "a release-wide --env naming a field of PM2's process entry",
+            apps: [.object(["name": .string("api"), "script": .string("a.js")])],
+            environment: ["instances": "4", "REGION": "eu"],
+            messages: ["--env instances: \"instances\" is a field of PM2's process entry"]
+        ),
+        BadEcosystem(
             name: "three problems, all in one run",
             apps: [
                 .object(["name": .string("api"), "script": .string("a.js"), "exec_mode": .string("forked"), "min_uptime": .integer(50)]),
@@ -120,6 +153,7 @@ import Testing
     func badEcosystemsAreRefusedBeforeAnythingIsUploaded(_ bad: BadEcosystem) {
         var input = Self.input(bad.apps)
         input.appNames = bad.appNames
+        input.environment = bad.environment
         input.environmentName = "production"
         do {
             _ = try ReleaseComposer.compose(input, which: { _ in nil })

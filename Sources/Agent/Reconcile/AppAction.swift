@@ -189,6 +189,8 @@ extension AppAction {
             try await manager.reload(try Self.require(desired, for: name, self), ecosystem: ecosystem)
         case .replace:
             let app = try Self.require(desired, for: name, self)
+            // Not deleted for a start that would be refused: the app runs on as it was.
+            if let refusal = manager.refusal(toRun: app) { throw refusal }
             try await manager.delete(appNamed: name)
             try await manager.start(app, ecosystem: ecosystem)
         case .delete:

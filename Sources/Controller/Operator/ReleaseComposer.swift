@@ -83,6 +83,11 @@ struct ReleaseComposer {
                     }
                 }
                 fields["env"] = env.isEmpty ? nil : .object(env)
+                for key in env.keys.sorted() {
+                    if let problem = PM2App.envKeyProblem(key) {
+                        problems.append(.init(severity: .error, field: "\(path).env.\(key)", message: problem))
+                    }
+                }
             }
             do {
                 _ = try PM2App(json: .object(fields), path: path)
@@ -90,6 +95,9 @@ struct ReleaseComposer {
             } catch {
                 problems.append(.init(severity: .error, field: "", message: "\(error)"))
             }
+        }
+        for key in input.environment.keys.sorted() {
+            if let problem = PM2App.envKeyProblem(key) { problems.append(.init(severity: .error, field: "--env \(key)", message: problem)) }
         }
         if let name = input.environmentName, !normalised.foundEnvironmentBlock {
             warnings.append("no app has an env_\(name) block; --env-name \(name) changed nothing")

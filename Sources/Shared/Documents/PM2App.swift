@@ -173,6 +173,22 @@ package struct PM2App: Sendable, Equatable {
         "axm_dynamic", "prev_restart_delay", "restart_delay", "script", "cwd", "env", "PM2_HOME", "NODE_APP_INSTANCE",
     ]
 
+    /// Environment variable names PM2 takes for fields of its process entry: `God.executeApp` copies an app's env over
+    /// its entry (`pm2_env`), so `name=x` in the env renames the app `x` in PM2's table (Ferry then finds its app gone
+    /// and starts it again), `namespace=x` moves it out of Ferry's namespace, `cwd=/` changes where it runs. Every option
+    /// and field PM2 keeps there, lower case as PM2 names them; `PM2_HOME` and `NODE_APP_INSTANCE` are ordinary
+    /// variables of the app's env.
+    package static let processEntryEnvKeys: Set<String> = processEntryFields.subtracting(["PM2_HOME", "NODE_APP_INSTANCE"])
+        .union(options.keys).union(ferryOwned)
+        .union(["exec_interpreter", "autostart", "interpreterArgs", "script_args", "pm_pid_path", "pm_log_path", "windowsHide"])
+
+    /// Why `key` cannot be a variable of an app's env, or `nil` when it can (`processEntryEnvKeys`).
+    package static func envKeyProblem(_ key: String) -> String? {
+        guard processEntryEnvKeys.contains(key) else { return nil }
+        return
+            "\"\(key)\" is a field of PM2's process entry, which PM2 overwrites with the env's value (an env name=x renames the app): rename the variable"
+    }
+
     /// Why `name` cannot be an app name, or `nil` when it can. PM2 accepts any string; Ferry refuses only the names
     /// PM2's own commands would misread when the agent addresses the app: `all`, a `/regex/`, a leading `-` (an
     /// option), control characters, and surrounding spaces. Agents and the builtin supervisor apply these rules to every

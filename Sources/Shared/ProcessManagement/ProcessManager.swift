@@ -35,6 +35,10 @@ package protocol ProcessManager: Sendable {
     /// new app config into the stored one: `Utility.extendMix`), so that only a fresh start (delete + start) removes them.
     var reloadKeepsRemovedEnvironment: Bool { get }
 
+    /// Why this process manager cannot run `app` as it is, checked before anything is stopped for it (a replace deletes
+    /// the running app before starting the new one); `nil` when it can. `start` and `reload` refuse the same apps.
+    func refusal(toRun app: AppSpec) -> (any Error)?
+
     /// What the process manager repaired on its own since last asked (PM2: a second daemon for its home stopped), one
     /// sentence each, for the report. Each is handed out once.
     func takeNotices() -> [String]
@@ -43,6 +47,9 @@ package protocol ProcessManager: Sendable {
 extension ProcessManager {
     /// The table says all there is (the builtin supervisor reports exit codes and signals itself).
     package func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess] { processes }
+
+    /// Every app the release validation passed can run.
+    package func refusal(toRun app: AppSpec) -> (any Error)? { nil }
 
     /// Nothing is repaired behind the agent's back.
     package func takeNotices() -> [String] { [] }

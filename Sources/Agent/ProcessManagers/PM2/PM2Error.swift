@@ -8,6 +8,9 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     case ecosystemNotAbsolute(String)
     /// The single-app ecosystem file for an app `--only` cannot select could not be written.
     case ecosystemNotWritten(path: String, reason: String)
+    /// The app's env names fields of PM2's process entry (`PM2App.processEntryEnvKeys`), which PM2 would overwrite
+    /// with the env's values (`name` renames the app, `namespace` moves it out of Ferry's). Nothing was sent to PM2.
+    case envReplacesProcessFields(app: String, keys: [String])
     /// pm2 could not be launched at all.
     case launchFailed(command: String, reason: String)
     /// pm2 did not finish within the timeout; its whole process group was killed.
@@ -39,6 +42,9 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
             "ecosystem file path \"\(path)\" is not absolute (pm2 would resolve it against its own working directory)"
         case .ecosystemNotWritten(let path, let reason):
             "cannot write the ecosystem file \(path): \(reason)"
+        case .envReplacesProcessFields(let app, let keys):
+            "the env of \(app) has \(keys.joined(separator: ", ")), which PM2 copies over the fields of that name of its process "
+                + "entry (an env name=x renames the app): rename the variable(s) in the release or the instance env file; nothing was sent to pm2"
         case .launchFailed(let command, let reason):
             "could not run `\(command)`: \(reason)"
         case .unresponsive(let command, let timeout):

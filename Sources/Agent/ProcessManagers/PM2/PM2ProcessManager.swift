@@ -249,12 +249,14 @@ struct PM2ProcessManager: ProcessManager {
 
     func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
+        if let refusal = Self.envRefusal(app) { throw refusal }
         _ = try await tableCheckedForClash(app.name)
         try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)))
     }
 
     func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
+        if let refusal = Self.envRefusal(app) { throw refusal }
         _ = try await tableCheckedForClash(app.name)
         try await execute(.reload(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)))
     }
@@ -476,6 +478,16 @@ struct PM2ProcessManager: ProcessManager {
             }
         }
     }
+
+    /// Refuses an app whose env (the release's, the app's and the instance env file's, merged) names a field of PM2's
+    /// process entry: checked at publish too, but an instance env file or a release signed before that check reaches
+    /// here unchecked.
+    static func envRefusal(_ app: AppSpec) -> PM2Error? {
+        let keys = app.env.keys.filter { PM2App.processEntryEnvKeys.contains($0) }.sorted()
+        return keys.isEmpty ? nil : .envReplacesProcessFields(app: app.name, keys: keys)
+    }
+
+    func refusal(toRun app: AppSpec) -> (any Error)? { Self.envRefusal(app) }
 
     private static func requireAbsolute(_ ecosystem: String) throws(PM2Error) {
         guard ecosystem.hasPrefix("/") else { throw .ecosystemNotAbsolute(ecosystem) }
