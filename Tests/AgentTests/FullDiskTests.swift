@@ -253,11 +253,13 @@ struct FullDiskTests {
     )
     func rollbackFilesPutBackAfterAFullDisk(backend: Backend) async throws {
         try await withV1OnASmallDisk(backend: backend) { fleet, mounted, port in
-            // v2 answers for 1.5 s after each start, then throws: it fails its 8 s stable window.
+            // v2 answers until the trigger file appears (after the disk is full), then throws: it fails its stable
+            // window, whose 60 s are not over before that however slow the machine. (It used to throw 1.5 s after it
+            // started: under PM2 the verdict, and the rollback writing the files, could come before the test filled the
+            // disk, and the rollback then had nothing to put back.)
             let trigger = fleet.root.appendingPathComponent("crash-v2").path
-            try Data().write(to: URL(fileURLWithPath: trigger))
             let artifact = try await fleet.controller.upload(
-                try fleet.makeArtifact(version: "2.0.0", crashLater: trigger),
+                try fleet.makeArtifact(version: "2.0.0", crashOnceExists: trigger),
                 token: fleet.operatorToken
             )
             let (status, body) = try await fleet.controller.publish(
@@ -266,7 +268,8 @@ struct FullDiskTests {
                     version: "2.0.0",
                     artifact: artifact,
                     port: 0,
-                    stable: 8,
+                    deadline: 120,
+                    stable: 60,
                     appOptions: ["env": .object(["GREETING": .string("two")])]
                 ),
                 token: fleet.operatorToken
@@ -276,6 +279,7 @@ struct FullDiskTests {
                 await fleet.appAnswer(port: port)?.hasPrefix("2.0.0 two") == true ? true : nil
             }
             try mounted.fill()
+            try Data().write(to: URL(fileURLWithPath: trigger))
             let log = fleet.root.appendingPathComponent("logs/agent.err").path
             try await eventually("the rollback cannot put back v1's files", timeout: .seconds(90)) {
                 let text = (try? Data(contentsOf: URL(fileURLWithPath: log))).map { String(decoding: $0, as: UTF8.self) } ?? ""

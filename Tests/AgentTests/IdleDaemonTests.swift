@@ -12,10 +12,12 @@ import Testing
 struct IdleDaemonTests {
     @Test("an idle ferry-agent process does not wake once a second; on the platform executor it does")
     func idleProcessSleeps() async throws {
-        let pooled = try await contextSwitches(environment: [:])
-        #expect(pooled <= 2, "context switches of the idle daemon's threads over 4 s with the agent's executor: \(pooled)")
-        let platform = try await contextSwitches(environment: ["FERRY_EXECUTOR": "platform"])
-        #expect(platform >= 3, "the same count on the runtime's executor, which ticks once a second: \(platform)")
+        // Successive 4 s windows until one is quiet (at most five): on a loaded machine, the daemon may still be
+        // finishing its start-up in the first. An executor that ticks once a second has no quiet window at all.
+        let pooled = try await contextSwitches(environment: [:], windows: 5)
+        #expect(pooled.contains { $0 <= 2 }, "context switches of the idle daemon's threads per 4 s with the agent's executor: \(pooled)")
+        let platform = try await contextSwitches(environment: ["FERRY_EXECUTOR": "platform"], windows: 2)
+        #expect(platform.allSatisfy { $0 >= 3 }, "the same count on the runtime's executor, which ticks once a second: \(platform)")
     }
 
     @Test("an idle daemon lets go of the code its start-up ran; with FERRY_CODE_PAGES=keep it keeps it mapped")
@@ -37,19 +39,26 @@ struct IdleDaemonTests {
         #expect(released + 2048 < kept, "file-backed RSS of the idle daemon: \(released) kB letting go, \(kept) kB keeping")
     }
 
-    /// Starts `ferry-agent supervisor` with no app, lets it settle, and counts its threads' context switches over
-    /// 4 s.
-    private func contextSwitches(environment extra: [String: String]) async throws -> Int {
+    /// Starts `ferry-agent supervisor` with no app, lets it settle, and counts its threads' context switches in
+    /// successive 4 s windows: up to `windows` of them, ending after the first with at most two.
+    private func contextSwitches(environment extra: [String: String], windows: Int) async throws -> [Int] {
         try await withIdleDaemon(environment: extra) { daemon in
             // Start-up (the table's resurrection, the first memory check's timer) settles first.
             try await Task.sleep(for: .milliseconds(1500))
-            let before = try Self.switches(of: daemon.pid)
-            try await Task.sleep(for: .seconds(4))
-            let after = try Self.switches(of: daemon.pid)
-            #expect(daemon.isRunning)
-            // A thread that ended in between took its count with it: it counts as one wake-up at least.
-            return after.reduce(0) { total, thread in total + thread.value - (before[thread.key] ?? 0) }
-                + before.keys.filter { after[$0] == nil }.count
+            var counts: [Int] = []
+            var before = try Self.switches(of: daemon.pid)
+            while counts.count < windows, counts.last.map({ $0 > 2 }) ?? true {
+                try await Task.sleep(for: .seconds(4))
+                let after = try Self.switches(of: daemon.pid)
+                #expect(daemon.isRunning)
+                // A thread that ended in between took its count with it: it counts as one wake-up at least.
+                counts.append(
+                    after.reduce(0) { total, thread in total + thread.value - (before[thread.key] ?? 0) }
+                        + before.keys.filter { after[$0] == nil }.count
+                )
+                before = after
+            }
+            return counts
         }
     }
 

@@ -275,7 +275,9 @@ struct PM2ProcessManagerTests {
         // The manager's monotonic clock, which the test moves on to make the next count of daemons due.
         let clockOffset = Mutex<Duration>(.zero)
         let manager = try PM2ProcessManager(
-            configuration: .init(executable: pm2, pm2Home: home, namespace: "ferry-test", strayCheckInterval: .seconds(30)),
+            // An interval no loaded machine outlasts between the count in `settle` and the read "within" it below (a
+            // spawn of up to 10 s and up to 20 s for the second daemon to boot came close to 30 s).
+            configuration: .init(executable: pm2, pm2Home: home, namespace: "ferry-test", strayCheckInterval: .seconds(600)),
             logger: .init(label: "test.pm2"),
             monotonicNow: { ContinuousClock.now + clockOffset.withLock { $0 } }
         )
@@ -311,7 +313,7 @@ struct PM2ProcessManagerTests {
         #expect(DaemonDeathTests.isRunning(stray), "the stray outlives a read within the interval")
         #expect(manager.takeNotices().isEmpty)
 
-        clockOffset.withLock { $0 = .seconds(31) }
+        clockOffset.withLock { $0 = .seconds(601) }
         let after = try await manager.processes()
         #expect(after.compactMap(\.pid) == [appPid], "the daemon that answers and its app are untouched")
         // SIGKILL takes effect asynchronously: a daemon with many threads can take a moment to finish exiting (a loaded

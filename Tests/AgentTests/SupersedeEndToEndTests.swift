@@ -92,8 +92,9 @@ struct SupersedeEndToEndTests {
         }
         #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 serves while v2 downloads")
 
-        let (entry, after) = try await publishTheFix(fleet, port: port, timeout: .seconds(90))
-        #expect(after < .seconds(60), "v3 waited for v2's download")
+        // v2's download needs about four minutes: v3 running within `publishTheFix`'s 90 s shows it did not wait for it
+        // (a tighter bound on the clock only measured how loaded the machine was).
+        let (entry, _) = try await publishTheFix(fleet, port: port, timeout: .seconds(90))
         // Superseded is not failed, and v2 was never extracted or started.
         #expect(!"\(entry)".contains("failed"), "\(entry)")
         let releasesDir = fleet.root.appendingPathComponent("edge-1/state/services/web/releases").path

@@ -12,7 +12,9 @@ import Testing
 struct PooledExecutorTests {
     @Test("tasks preferring the pool all run, on the pool's threads")
     func runsTasks() async throws {
-        let pool = try PooledExecutor(configuration: .init(threads: 2))
+        // A stall threshold no scheduling hiccup reaches: under load both workers can be descheduled for the default
+        // 100 ms with jobs waiting, and a third worker (for a stall, not this test's point) would be added.
+        let pool = try PooledExecutor(configuration: .init(threads: 2, stallThreshold: .seconds(60)))
         let record = RunRecord()
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<2_000 {

@@ -54,6 +54,9 @@ final class HeapTrim: Sendable {
     /// Trims done so far.
     var trims: Int { state.withLock { $0.trims } }
 
+    /// When the heap was last trimmed (or this was made).
+    var lastTrimmed: ContinuousClock.Instant { state.withLock { $0.lastTrim } }
+
     /// The status writer drained its queue after committing `reports`; `isIdle` tells whether it is still idle.
     func writerDrained(after reports: Int, isIdle: @escaping @Sendable () -> Bool) {
         let startWaiting = state.withLock { state -> Bool in

@@ -76,13 +76,15 @@ final class FleetFixture {
 
     /// A tar.gz of a Node HTTP app that answers `GET /` with its version and pid (or crashes at boot when `crash`, or
     /// while the file `crashWhen` exists; or, while the file `crashLater` exists at its start, crashes 1.5 s after it,
-    /// long enough to count as a stable run for `min_uptime` 1000). On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting,
+    /// long enough to count as a stable run for `min_uptime` 1000; or, running, crashes once the file `crashOnceExists`
+    /// appears, looked for every 100 ms). On SIGINT (how PM2 and the supervisor stop an instance) it stops accepting,
     /// finishes what it serves, and exits: what an app does to take part in a zero-downtime reload.
     func makeArtifact(
         version: String,
         crash: Bool = false,
         crashWhen trigger: String? = nil,
         crashLater laterTrigger: String? = nil,
+        crashOnceExists goTrigger: String? = nil,
         padding: Int = 0
     ) throws -> URL {
         let tree = root.appendingPathComponent("build-\(version)")
@@ -91,6 +93,10 @@ final class FleetFixture {
         if let laterTrigger {
             guardLine +=
                 "if (require('fs').existsSync('\(laterTrigger)')) setTimeout(() => { throw new Error('asked to crash later by \(laterTrigger)'); }, 1500);\n"
+        }
+        if let goTrigger {
+            guardLine +=
+                "setInterval(() => { if (require('fs').existsSync('\(goTrigger)')) throw new Error('asked to crash by \(goTrigger)'); }, 100);\n"
         }
         let server =
             crash
