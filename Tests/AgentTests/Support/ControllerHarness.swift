@@ -64,9 +64,12 @@ final class ControllerHarness {
         }
     }
 
-    /// Starts the server (on `port`, or a free one) and waits until it listens. With `trustRoot`, it pins that signed
-    /// root file (`--trust-root`) instead of trusting `trustedKeys`.
+    /// Starts the server (on `port`, or a reserved one) and waits until it listens. With `trustRoot`, it pins that
+    /// signed root file (`--trust-root`) instead of trusting `trustedKeys`. A reserved port (`LoopbackPorts`, below the
+    /// ephemeral range), not one the kernel picks: tests restart the controller, or start a rogue one, on the same port,
+    /// and while it is free any outgoing connection of the machine could take a port of the ephemeral range.
     func start(port: Int = 0, trustRoot: String? = nil, extraArguments: [String] = []) async throws {
+        let port = port == 0 ? try LoopbackPorts.reserve() : port
         var arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir.path]
         if let database { arguments += ["--database", database] }
         if let trustRoot {
