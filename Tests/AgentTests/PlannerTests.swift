@@ -31,7 +31,8 @@ struct PlannerTests {
         observed: [ManagedProcess] = healthyTable,
         appliedApps: [String: [AppSpec]] = ["api": [apiApp], "web": [webApp]],
         envDigests: [String: String] = ["api": CoreFixture.emptyDigest, "web": CoreFixture.emptyDigest],
-        refreshesWaiting: Set<String> = []
+        refreshesWaiting: Set<String> = [],
+        refreshesOwed: Set<String> = []
     ) -> Planner.Input {
         Planner.Input(
             decisions: decisions,
@@ -39,7 +40,8 @@ struct PlannerTests {
             observed: observed,
             appliedApps: appliedApps,
             envDigests: envDigests,
-            refreshesWaiting: refreshesWaiting
+            refreshesWaiting: refreshesWaiting,
+            refreshesOwed: refreshesOwed
         )
     }
 
@@ -94,6 +96,19 @@ struct PlannerTests {
             input: input(
                 observed: [CoreFixture.process(apiApp, pmId: 0, status: .errored), CoreFixture.process(webApp, pmId: 1)],
                 envDigests: ["api": changedDigest, "web": CoreFixture.emptyDigest],
+                refreshesWaiting: ["api"]
+            ),
+            expected: [.repair(service: "api", app: apiApp, action: .restart)]
+        ),
+        Case(
+            description: "a failed reload of the env file already applied (a rollback's), its backoff over: refreshed again",
+            input: input(refreshesOwed: ["api"]),
+            expected: [.refreshEnvironment(service: "api")]
+        ),
+        Case(
+            description: "a failed reload of the env file already applied, waiting out its backoff: its apps are drift-repaired",
+            input: input(
+                observed: [CoreFixture.process(apiApp, pmId: 0, status: .errored), CoreFixture.process(webApp, pmId: 1)],
                 refreshesWaiting: ["api"]
             ),
             expected: [.repair(service: "api", app: apiApp, action: .restart)]

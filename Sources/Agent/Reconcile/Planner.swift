@@ -35,6 +35,11 @@ enum Planner {
         /// Services whose env refresh failed for some apps and waits out its backoff: no refresh is planned, and their
         /// apps are drift-repaired meanwhile (`Reconciler+Environment`).
         var refreshesWaiting: Set<String> = []
+        /// Services whose env refresh failed for the env file they run on and whose backoff is over: refreshed again
+        /// although the digest matches the applied one. A rollback's reload (or the reload after its files were put
+        /// back) that failed records no new digest, so without this nothing ever reloaded the restored release's apps,
+        /// which ran on with the failed release's code, reported "rolled back".
+        var refreshesOwed: Set<String> = []
     }
 
     static func plan(_ input: Input) -> [AgentAction] {
@@ -58,7 +63,7 @@ enum Planner {
         var refreshing: Set<String> = []
         for (service, serviceState) in input.state.services.sorted(by: { $0.key < $1.key }) {
             guard !installing.contains(service), !input.refreshesWaiting.contains(service), let applied = serviceState.applied,
-                let digest = input.envDigests[service], digest != applied.envDigest
+                let digest = input.envDigests[service], digest != applied.envDigest || input.refreshesOwed.contains(service)
             else { continue }
             actions.append(.refreshEnvironment(service: service))
             refreshing.insert(service)

@@ -239,6 +239,7 @@ actor Reconciler {
             return summary
         }
 
+        let waiting = refreshesWaiting(envs: envs, summary: &summary)
         let actions = Planner.plan(
             Planner.Input(
                 decisions: decisions,
@@ -247,7 +248,8 @@ actor Reconciler {
                 observed: table,
                 appliedApps: appliedApps,
                 envDigests: envs.mapValues(\.digest),
-                refreshesWaiting: refreshesWaiting(envs: envs, summary: &summary)
+                refreshesWaiting: waiting,
+                refreshesOwed: Set(failedRefreshes.filter { envs[$0.key]?.digest == $0.value.digest }.keys).subtracting(waiting)
             )
         )
         var touchedProcesses = false
