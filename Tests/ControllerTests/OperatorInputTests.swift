@@ -182,6 +182,24 @@ import Testing
                 #expect(normalised.errors.isEmpty && normalised.apps.map(\.app).count == 1, "\(name): \(normalised.problems)")
                 #expect(document == app || document == .object(["apps": .array([app])]) || document == .array([app]), "\(name)")
             }
+            // A file that prints as it loads (a console.log, dotenv 17's "injecting env" line on stdout, a required
+            // module's banner, an ES module): read as PM2 reads it, whatever it printed.
+            let chatty: [(String, String)] = [
+                (
+                    "chatty.config.js",
+                    "console.log('[dotenv@17.2.0] injecting env (3) from .env');\nprocess.stdout.write('{\"not\": \"the result\"}\\n');\n"
+                        + "module.exports = { apps: [{ name: 'api', script: 'server.js', instances: 2 }] };\nconsole.log('loaded');\n"
+                ),
+                (
+                    "chatty.config.mjs",
+                    "console.info('building apps');\nexport default { apps: [{ name: 'api', script: 'server.js', instances: 2 }] };\n"
+                ),
+            ]
+            for (name, text) in chatty {
+                let path = directory.appendingPathComponent(name).path
+                try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+                #expect(try await EcosystemReader.evaluate(at: path).document == .object(["apps": .array([app])]), "\(name)")
+            }
             // A relative path, as operators type it: node runs in the file's directory and still finds it.
             let depth = FileManager.default.currentDirectoryPath.split(separator: "/").count
             let relative = String(repeating: "../", count: depth) + directory.appendingPathComponent("ecosystem.config.js").path.dropFirst()

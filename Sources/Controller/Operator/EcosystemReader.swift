@@ -97,8 +97,11 @@ enum EcosystemReader {
 
     /// The script node runs: swap `process.env` for a Proxy that records what is read, load the file as PM2 does
     /// (CommonJS `require`, `import` for ES modules, or a `.json` file as a JavaScript expression), call it when it
-    /// exports a function, and print `{value, read, enumerated}` as JSON.
+    /// exports a function, and print `{value, read, enumerated}` as JSON. What the file itself prints (`console.log`,
+    /// dotenv 17's "injecting env" line, on stdout by default) goes to stderr: only the result is on stdout.
     static let loaderScript = """
+        const emit = process.stdout.write.bind(process.stdout);
+        process.stdout.write = process.stderr.write.bind(process.stderr);
         const path = require('path'), url = require('url'), fs = require('fs'), vm = require('vm');
         const file = path.resolve(process.argv[1]);
         const mode = process.argv[2];
@@ -125,7 +128,7 @@ enum EcosystemReader {
           }
           const value = typeof exported === 'function' ? await exported() : await exported;
           const seen = [...read].filter((name) => !name.startsWith('NODE_') || name in realEnvironment);
-          process.stdout.write(JSON.stringify({ value: value === undefined ? null : value, read: seen.sort(), enumerated }));
+          emit(JSON.stringify({ value: value === undefined ? null : value, read: seen.sort(), enumerated }));
         })().catch((error) => { process.stderr.write(String(error && error.stack || error)); process.exit(1); });
         """
 
