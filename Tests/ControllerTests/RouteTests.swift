@@ -52,6 +52,38 @@ import Testing
         }
     }
 
+    /// A scrape answers while the database cannot (a PostgreSQL failover; here the store is closed under it): with
+    /// the last fleet gauges and every other metric, not a 503. And however often the unauthenticated route is hit,
+    /// the agents are counted at most once a second.
+    @Test func metricsAnswerWhenTheDatabaseCannot() async throws {
+        try await Fixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await fixture.enroll(client, name: "web-1")
+                let first = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+                #expect(first.contains("ferry_agents_count 1"), "\(first)")
+                _ = try await fixture.enroll(client, name: "web-2")
+                try await Task.sleep(for: .milliseconds(1100))
+                let counted = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+                #expect(counted.contains("ferry_agents_count 2"), "\(counted)")
+                // Within the interval, the count stands (an interval of an hour here, so no machine is too slow for it).
+                let core = fixture.controller.core
+                let hourly = FleetGauges(interval: .seconds(3600))
+                await hourly.refresh(core)
+                _ = try await fixture.enroll(client, name: "web-3")
+                await hourly.refresh(core)
+                let registry = String(buffer: ByteBuffer(bytes: core.metrics.registry.emitToBuffer()))
+                #expect(registry.contains("ferry_agents_count 2"), "\(registry)")
+
+                try await fixture.controller.core.store.close()
+                try await Task.sleep(for: .milliseconds(1100))
+                let away = try await client.execute(uri: "/metrics", method: .get)
+                #expect(away.status == .ok)
+                let text = String(buffer: away.body)
+                #expect(text.contains("ferry_agents_count 2") && text.contains("ferry_releases_published_total"), "\(text)")
+            }
+        }
+    }
+
     @Test func artifactUploadIsIdempotentAndServedWithRangesAndETag() async throws {
         try await Fixture.with { fixture in
             try await fixture.withRouter { client in
