@@ -140,6 +140,54 @@ import Testing
         }
     }
 
+    /// Every count the dashboard's summary shows opens a listing of exactly that many agents: the "failing" button
+    /// (failed and rolled back; it listed the failed ones only), each version row's cells (by serial too: a version
+    /// published again under a new serial, here 2.0.0 as serial 3, is a row of its own and listed the union of both),
+    /// and the row of agents with no release installed (it listed that phase on every version).
+    @Test(arguments: StoreBackendKind.available)
+    func everyCountTheDashboardShowsListsThatManyAgents(_ kind: StoreBackendKind) async throws {
+        try await Self.withFleet(kind) { fixture, client, _ in
+            let extras: [(name: String, serial: Int64?, version: String?, phase: DeployPhase)] = [
+                ("republished", 3, "2.0.0", .failed), ("first-install-failed", nil, nil, .failed),
+            ]
+            for extra in extras {
+                let agent = try await fixture.enroll(client, name: extra.name, services: ["api"])
+                let status = ServiceStatus(
+                    service: "api",
+                    serial: extra.serial,
+                    version: extra.version,
+                    targetSerial: 3,
+                    phase: extra.phase,
+                    message: "",
+                    health: .unhealthy,
+                    failures: [],
+                    processes: []
+                )
+                let report = StatusReport(agentVersion: "1.0", hostname: extra.name, processManager: "builtin", services: [status])
+                let response = try await client.execute(
+                    uri: "/v1/agents/\(agent.id)/status",
+                    method: .post,
+                    headers: Fixture.bearer(agent.token),
+                    body: ByteBuffer(bytes: report.json.encoded())
+                )
+                #expect(response.status == .noContent)
+            }
+            let page = try await client.execute(uri: "/", method: .get, headers: Fixture.bearer(fixture.viewerToken))
+            let html = String(buffer: page.body)
+            let buttons = try Regex(#"data-query="([^"]*)">([0-9]+)"#)
+            var checked = 0
+            for match in html.matches(of: buttons) {
+                guard let query = match.output[1].substring, let shown = match.output[2].substring.flatMap({ Int64($0) }) else { continue }
+                let text = String(query).replacingOccurrences(of: "&amp;", with: "&")
+                let listing = try await Self.fleet(client, fixture, query: "?" + text)
+                #expect(listing.object?["page"]?.object?["matching"] == .integer(shown), "\(text): the dashboard shows \(shown)")
+                checked += 1
+            }
+            #expect(checked >= 10, "\(checked) counts checked")
+            #expect(html.contains("phase=failing") && html.contains("serial=3") && html.contains("serial=none"))
+        }
+    }
+
     @Test(arguments: StoreBackendKind.available)
     func filtersAndPagesListExactlyTheCountedAgentsFailuresFirst(_ kind: StoreBackendKind) async throws {
         try await Self.withFleet(kind) { fixture, client, indexes in

@@ -115,6 +115,10 @@ struct DashboardRenderer: Sendable {
                     "phase": phase, "version": version.version ?? "", "count": count, "hasCount": count > 0,
                     "query": link { query in
                         query.version = version.version
+                        // The row's serial: a version published again under another serial is a row of its own.
+                        if phase != FleetQuery.unreported {
+                            query.serial = version.serial.map(FleetQuery.SerialFilter.serial) ?? FleetQuery.SerialFilter.none
+                        }
                         query.phase = phase
                     },
                 ]
@@ -128,7 +132,7 @@ struct DashboardRenderer: Sendable {
             "name": service.name, "agents": service.agents, "failing": service.failing, "hasFailing": service.failing > 0,
             "unhealthy": service.unhealthy, "hasUnhealthy": service.unhealthy > 0, "stale": service.stale, "hasStale": service.stale > 0,
             "unreported": service.unreported, "hasUnreported": service.unreported > 0, "versions": versions,
-            "allQuery": link { _ in }, "failingQuery": link { $0.phase = DeployPhase.failed.rawValue },
+            "allQuery": link { _ in }, "failingQuery": link { $0.phase = FleetQuery.failing },
             "unhealthyQuery": link { $0.health = .unhealthy }, "staleQuery": link { $0.stale = true },
         ]
     }
@@ -138,7 +142,12 @@ struct DashboardRenderer: Sendable {
         var parts: [String] = []
         if let service = query.service { parts.append("service \(service)") }
         if let version = query.version { parts.append("version \(version)") }
-        if let phase = query.phase { parts.append("phase \(phase)") }
+        switch query.serial {
+        case .serial(let serial): parts.append("serial \(serial)")
+        case .none?: parts.append("no release installed")
+        case nil: break
+        }
+        if let phase = query.phase { parts.append(phase == FleetQuery.failing ? "failed or rolled back" : "phase \(phase)") }
         if let health = query.health { parts.append("health \(health.rawValue)") }
         if let stale = query.stale { parts.append(stale ? "stale" : "not stale") }
         if let text = query.text { parts.append("\"\(text)\"") }

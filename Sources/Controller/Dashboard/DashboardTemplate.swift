@@ -157,7 +157,7 @@ enum DashboardTemplate {
         <tbody>
         {{#versions}}
         <tr class="{{#hasFailing}}failing{{/hasFailing}}" data-version="{{version}}" data-serial="{{serial}}">\
-        <th>{{#hasVersion}}{{version}} <small>serial {{serial}}</small>{{/hasVersion}}{{^hasVersion}}<span class="none">no report</span>{{/hasVersion}}</th>\
+        <th>{{#hasVersion}}{{version}} <small>serial {{serial}}</small>{{/hasVersion}}{{^hasVersion}}<span class="none">no release installed</span>{{/hasVersion}}</th>\
         {{#cells}}<td class="count {{phase}}" data-version="{{version}}" data-phase="{{phase}}" data-count="{{count}}">\
         {{#hasCount}}<button type="button" class="filter" data-query="{{query}}">{{count}}</button>{{/hasCount}}{{^hasCount}}<span class="none">·</span>{{/hasCount}}</td>{{/cells}}\
         <td class="count total" data-count="{{agents}}">{{agents}}</td></tr>

@@ -11,8 +11,12 @@ struct FleetQuery: Sendable, Equatable {
     /// Only agents reporting this version.
     var version: String?
     /// Only agents in this phase (`running`, `deploying`, `failed`, `rolled-back`, `waiting`), or `unreported`: no
-    /// status yet.
+    /// status yet, or `failing`: failed or rolled back (what the fleet summary counts as failing).
     var phase: String?
+    /// Only agents reporting this serial (`serial=N`), or no serial (`serial=none`: no release installed). A version
+    /// published again under a new serial (a roll back to it) is a row of its own in the summary, and its counts are
+    /// listed with the serial.
+    var serial: SerialFilter?
     /// Only agents reporting this health.
     var health: HealthState?
     /// Only stale agents (`true`) or only fresh ones (`false`).
@@ -33,6 +37,20 @@ struct FleetQuery: Sendable, Equatable {
     static let maximumLimit = 1_000
     /// What `phase` accepts besides the deploy phases.
     static let unreported = "unreported"
+    static let failing = "failing"
+
+    /// `serial=`: a serial, or none reported.
+    enum SerialFilter: Sendable, Equatable {
+        case serial(Int64)
+        case none
+
+        var text: String {
+            switch self {
+            case .serial(let serial): String(serial)
+            case .none: "none"
+            }
+        }
+    }
 
     init() {}
 
@@ -48,10 +66,19 @@ struct FleetQuery: Sendable, Equatable {
                 guard (1...128).contains(value.utf8.count) else { throw .invalid(name, value, "a version (1 to 128 characters)") }
                 version = value
             case "phase":
-                guard value == Self.unreported || DeployPhase(rawValue: value) != nil else {
-                    throw .invalid(name, value, (DeployPhase.allCases.map(\.rawValue) + [Self.unreported]).joined(separator: ", "))
+                guard value == Self.unreported || value == Self.failing || DeployPhase(rawValue: value) != nil else {
+                    throw .invalid(name, value, (DeployPhase.allCases.map(\.rawValue) + [Self.unreported, Self.failing]).joined(separator: ", "))
                 }
                 phase = value
+            case "serial":
+                if value == "none" {
+                    serial = SerialFilter.none
+                } else {
+                    guard value.utf8.count <= 19, value.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let number = Int64(value) else {
+                        throw .invalid(name, value, "a serial (a whole number) or none")
+                    }
+                    serial = .serial(number)
+                }
             case "health":
                 guard let health = HealthState(rawValue: value) else {
                     throw .invalid(name, value, HealthState.allCases.map(\.rawValue).joined(separator: ", "))
@@ -86,7 +113,7 @@ struct FleetQuery: Sendable, Equatable {
 
     /// Whether any filter is set (paging aside).
     var isFiltered: Bool {
-        service != nil || version != nil || phase != nil || health != nil || stale != nil || text != nil
+        service != nil || version != nil || serial != nil || phase != nil || health != nil || stale != nil || text != nil
     }
 
     /// The query string of this query at another offset (for paging links), without the `?`.
@@ -94,6 +121,7 @@ struct FleetQuery: Sendable, Equatable {
         var items: [(String, String)] = []
         if let service { items.append(("service", service)) }
         if let version { items.append(("version", version)) }
+        if let serial { items.append(("serial", serial.text)) }
         if let phase { items.append(("phase", phase)) }
         if let health { items.append(("health", health.rawValue)) }
         if let stale { items.append(("stale", String(stale))) }

@@ -60,7 +60,18 @@ extension SQLiteControllerStore {
         // Conditions on a status's fields; the rows are the agent's statuses (of `service` when given).
         var statusConditions: [SQLQueryString] = []
         if let version = query.version { statusConditions.append("st.version = \(bind: version)") }
-        if let phase = query.phase, phase != FleetQuery.unreported { statusConditions.append("st.phase = \(bind: phase)") }
+        if query.phase != FleetQuery.unreported {
+            switch query.serial {
+            case .serial(let serial): statusConditions.append("st.serial = \(bind: serial)")
+            case .none?: statusConditions.append("st.serial IS NULL")
+            case nil: break
+            }
+        }
+        if query.phase == FleetQuery.failing {
+            statusConditions.append("st.phase IN (\(bind: DeployPhase.failed.rawValue), \(bind: DeployPhase.rolledBack.rawValue))")
+        } else if let phase = query.phase, phase != FleetQuery.unreported {
+            statusConditions.append("st.phase = \(bind: phase)")
+        }
         if let health = query.health { statusConditions.append("st.health = \(bind: health.rawValue)") }
         if !statusConditions.isEmpty {
             if let service = query.service { statusConditions.append("st.service = \(bind: service)") }
