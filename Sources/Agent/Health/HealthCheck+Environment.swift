@@ -27,23 +27,93 @@ extension HealthCheck {
         )
     }
 
-    /// `text` with every `${NAME}` that `env` knows replaced by its value.
+    /// `text` with every `${NAME}` that `env` knows replaced by its value, encoded for the part of the URL it is in:
+    /// the value is what the app reads from the same variable, so a token with `+`, `&`, `#`, `%` or a space is
+    /// percent-encoded in the query (`+` read as a space, `&` cutting the token short, `#` ending the URL), in the path
+    /// and in a user's name or password; a host or port that would change where the URL points (`/`, `?`, `#`, `@`, a
+    /// space) is not filled in at all, and the probe then fails on the URL as written.
     static func expand(_ text: String, env: [String: String]) -> String {
         var out = ""
         var rest = Substring(text)
-        while let start = rest.firstRange(of: "${") {
-            out += rest[..<start.lowerBound]
-            let afterOpen = rest[start.upperBound...]
-            guard let close = afterOpen.firstIndex(of: "}") else {
-                out += rest[start.lowerBound...]
-                return out
+        var part = URLPart.scheme
+        while let first = rest.first {
+            if rest.hasPrefix("${"), let close = rest.dropFirst(2).firstIndex(of: "}") {
+                let name = String(rest[rest.index(rest.startIndex, offsetBy: 2)..<close])
+                out += env[name].flatMap { part.encoded($0) } ?? "${\(name)}"
+                rest = rest[rest.index(after: close)...]
+                continue
             }
-            let name = String(afterOpen[..<close])
-            out += env[name] ?? "${\(name)}"
-            rest = afterOpen[afterOpen.index(after: close)...]
+            out.append(first)
+            rest = rest.dropFirst()
+            switch (part, first) {
+            case (.scheme, ":") where rest.hasPrefix("//"):
+                out += "//"
+                rest = rest.dropFirst(2)
+                part = URLPart.hasUserinfo(authorityOf: rest) ? .userinfo : .host
+            case (.userinfo, "@"): part = .host
+            case (.host, "/"): part = .path
+            case (.userinfo, "?"), (.host, "?"), (.path, "?"): part = .query
+            case (.userinfo, "#"), (.host, "#"), (.path, "#"), (.query, "#"): part = .query
+            default: break
+            }
         }
-        return out + rest
+        return out
     }
+}
+
+/// Where a placeholder of a health URL stands, and how its value is written there.
+private enum URLPart {
+    case scheme, userinfo, host, path, query
+
+    /// `value` as it may stand here, or `nil` when it cannot (a host or port that would move the URL's authority).
+    func encoded(_ value: String) -> String? {
+        switch self {
+        case .scheme:
+            return value.unicodeScalars.allSatisfy { $0.isASCII && $0.properties.isAlphabetic } ? value : nil
+        case .host:
+            let moving: Set<Unicode.Scalar> = ["/", "?", "#", "@", "\\", "%"]
+            return value.unicodeScalars.contains { moving.contains($0) || $0.properties.isWhitespace || $0.value < 0x20 } ? nil : value
+        case .path:
+            return Self.percentEncoded(value, keeping: "!$&'()*+,;=:@/")
+        case .userinfo, .query:
+            return Self.percentEncoded(value, keeping: "")
+        }
+    }
+
+    /// Whether the template's authority, from `rest` to its first `/`, `?` or `#` (placeholders aside), has an `@`.
+    static func hasUserinfo(authorityOf rest: Substring) -> Bool {
+        var rest = rest
+        while let first = rest.first {
+            if rest.hasPrefix("${"), let close = rest.dropFirst(2).firstIndex(of: "}") {
+                rest = rest[rest.index(after: close)...]
+                continue
+            }
+            if first == "/" || first == "?" || first == "#" { return false }
+            if first == "@" { return true }
+            rest = rest.dropFirst()
+        }
+        return false
+    }
+
+    /// `value`'s UTF-8 bytes, with every byte but the unreserved ones (RFC 3986) and `kept` as `%XX`.
+    private static func percentEncoded(_ value: String, keeping kept: String) -> String {
+        var out = ""
+        for byte in value.utf8 {
+            let isUnreserved =
+                (0x61...0x7a).contains(byte) || (0x41...0x5a).contains(byte) || (0x30...0x39).contains(byte) || byte == 0x2d || byte == 0x2e
+                || byte == 0x5f || byte == 0x7e
+            if isUnreserved || kept.utf8.contains(byte) {
+                out.append(Character(Unicode.Scalar(byte)))
+            } else {
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
 
 /// A release's health check as this instance runs it.
