@@ -145,7 +145,10 @@ struct DesiredStateEvaluatorTests {
         Case(
             description: "an expired release is refused",
             envelopes: { [try signed(CoreFixture.release(serial: 6, expiresIn: -3600), by: [$0.trusted])] },
-            expected: .refuse(serial: 6, reasonContains: ["release api serial 6 expired at 2027-01-15T07:00:00Z", "now 2027-01-15T08:00:00Z"]),
+            expected: .refuse(
+                serial: 6,
+                reasonContains: ["release api serial 6 expired at 2027-01-15T07:00:00Z, which this instance's clock is past"]
+            ),
             refusals: [(6, "expired")]
         ),
         Case(
@@ -392,6 +395,31 @@ struct DesiredStateEvaluatorTests {
             #expect(got.serial == want.serial)
             #expect(got.reason.contains(want.reasonContains), "reason: \(got.reason)")
         }
+    }
+
+    /// An expired release the controller keeps offering is refused with the same words at every pass, so the service
+    /// state takes it as news once: its reason held the time of the check, and each pass saved the state, logged and
+    /// reported it again.
+    @Test func anExpiredReleaseIsNewsOnce() throws {
+        let keys = try Keys()
+        let envelope = try Self.signed(CoreFixture.release(serial: 6, expiresIn: -3600), by: [keys.trusted])
+        var service = ServiceState(highestAcceptedSerial: 5, applied: CoreFixture.applied(CoreFixture.release(serial: 5)))
+        var actions: [ServiceState.Action] = []
+        for later in [0.0, 1, 45] {
+            let evaluator = DesiredStateEvaluator(
+                policy: try TrustPolicy(trustedKeys: [keys.trusted.publicKey], threshold: 1),
+                admission: ReleaseAdmission(now: { CoreFixture.now.addingTimeInterval(later) }),
+                services: ["api"]
+            )
+            let result = evaluator.evaluate(DesiredState(agentID: "a1", pollSeconds: 15, releases: [envelope]), state: AgentState())
+            guard case .refuse(let serial, let reason)? = result.decisions["api"] else {
+                Issue.record("not refused: \(String(describing: result.decisions["api"]))")
+                return
+            }
+            let action: ServiceState.Action = try service.handle(ServiceState.Event.releaseRefused(serial: serial, reason: reason))
+            actions.append(action)
+        }
+        #expect(actions == [.save, .none, .none])
     }
 
     @Test func servicesAreDecidedIndependently() throws {

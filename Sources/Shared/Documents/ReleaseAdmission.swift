@@ -42,8 +42,10 @@ package enum AdmissionError: Error, Equatable, CustomStringConvertible {
 
     package var description: String {
         switch self {
-        case .expired(let service, let serial, let expiresAt, let now):
-            "release \(service) serial \(serial) expired at \(Timestamp.format(expiresAt)) (now \(Timestamp.format(now)))"
+        case .expired(let service, let serial, let expiresAt, _):
+            // Not the time of the check: the same refusal must read the same at every pass (news once, not a save, a
+            // log line and a report every poll for as long as the controller offers the release).
+            "release \(service) serial \(serial) expired at \(Timestamp.format(expiresAt)), which this instance's clock is past"
         case .serialNotIncreasing(let service, let got, let current):
             "release \(service) serial \(got) is not above serial \(current), the last one accepted here (replay or rollback of the signed history refused)"
         }
