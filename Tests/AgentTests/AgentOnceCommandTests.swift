@@ -46,5 +46,19 @@ struct AgentOnceCommandTests {
         try await eventually("the fleet shows serial 1") {
             try await fleet.fleetEntry(agent: "one-shot")?["serial"]?.intValue == 1 ? true : nil
         }
+
+        // One agent process per state directory: `once` while the daemon runs is refused, naming the daemon, before it
+        // touches anything (it cleaned up the daemon's staging files, and both wrote state.json); once the daemon is
+        // gone, `once` runs again.
+        let daemon = try fleet.startAgent(config: config, label: "daemon")
+        _ = try await eventually("the daemon running", timeout: .seconds(30)) {
+            (daemon.stdout + daemon.stderr).contains("agent starting") ? true : nil
+        }
+        let refused = try await Command.run(agent, ["once", "--config", config], environment: environment)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("another ferry-agent (run or once, pid \(daemon.pid)) works on this state directory"), "\(refused.stderr)")
+        await daemon.terminate()
+        let after = try await Command.run(agent, ["once", "--config", config], environment: environment)
+        #expect(after.status == 0, "\(after.stdout)\(after.stderr)")
     }
 }

@@ -22,6 +22,8 @@ struct ConfigOptions: ParsableArguments {
         let secrets = InstanceSecrets()
         let logger = makeLogger(secrets: secrets)
         let config = try AgentConfig.load(from: self.config)
+        // Before the runtime touches anything of the state directory: one agent process (run or once) at a time.
+        try StateDirectoryLock.acquire(stateDir: config.stateDir)
         return (config, logger, try AgentRuntime.make(config: config, logger: logger, secrets: secrets))
     }
 }
