@@ -15,6 +15,8 @@ import Testing
     /// What a terminal shows of the clipboard write, escaped.
     static let shown = #"web\u001b]52;c;cHduZWQ=\u0007"#
     /// A hostname: documents refuse C0 controls and DEL in names (`Field.string`), not C1 controls or bidi overrides.
+    /// A line feed and what follows it, made to look like a line of `events` of its own.
+    static let forged = "\n2026-01-01T00:00:00Z  api  serial 9  completed  every agent healthy"
     static let hostileHostname = "web\u{9B}2J\u{202E}1"
     static let shownHostname = #"web\u009b2J\u202e1"#
 
@@ -61,9 +63,11 @@ import Testing
                             version: "1.0.0",
                             targetSerial: 2,
                             phase: .rolledBack,
-                            message: "rolled back: " + Self.hostile,
+                            message: "rolled back: " + Self.hostile + Self.forged,
                             health: .unhealthy,
-                            failures: [ReleaseFailure(serial: 2, reason: "health check answered: " + Self.hostile, kind: "rolled-back")],
+                            failures: [
+                                ReleaseFailure(serial: 2, reason: "health check answered: " + Self.hostile + Self.forged, kind: "rolled-back")
+                            ],
                             processes: []
                         )
                     ]
@@ -90,6 +94,8 @@ import Testing
                 #expect(run.status == 0, "\(what): \(run.errors)")
                 #expect(Self.controlFree(run.output) && Self.controlFree(run.errors), "\(what): \(run.output.debugDescription)")
                 for text in texts { #expect(run.output.contains(text), "\(what) shows \(text), escaped: \(run.output)") }
+                // A line feed of the agent's does not start a line of the output: one line per event, per field.
+                #expect(!run.output.split(separator: "\n").contains { $0.hasPrefix("2026-01-01T00:00:00Z") }, "\(what): \(run.output)")
             }
             // JSON: the same text, exactly, once parsed.
             let list = try CommandLineJSONTests.json(try await cli(["agents", "--json"], environment, nil), "agents")
@@ -112,7 +118,7 @@ import Testing
             let shown = try CommandLineJSONTests.json(try await cli(["agents", "show", "web-1", "--json"], environment, nil), "agents show")
             let service = FleetDocument.array(shown.object?["services"]).first?.object
             let reason = FleetDocument.array(service?["failures"]).first?.object?["reason"]
-            #expect(reason == .string("health check answered: " + Self.hostile), "the reason, exactly")
+            #expect(reason == .string("health check answered: " + Self.hostile + Self.forged), "the reason, exactly")
 
             // An error that quotes the controller's answer.
             let missing = try await cli(["agents", "show", "web-2"], environment, nil)

@@ -127,12 +127,7 @@ enum RolloutText {
     static func describe(_ rollout: JSONValue) -> String {
         func string(_ key: String, in value: JSONValue = rollout) -> String {
             guard case .object(let fields) = value else { return "" }
-            switch fields[key] {
-            case .string(let text)?: return text
-            case .integer(let number)?: return String(number)
-            case .bool(let flag)?: return flag ? "yes" : "no"
-            default: return "-"
-            }
+            return FleetDocument.text(fields[key])
         }
         func array(_ key: String, in value: JSONValue = rollout) -> [JSONValue] {
             guard case .object(let fields) = value, case .array(let items)? = fields[key] else { return [] }

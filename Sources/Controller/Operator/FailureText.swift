@@ -29,7 +29,7 @@ enum FailureText {
         }
         for case .object(let tail) in FleetDocument.array(diagnosis["logs"]) {
             let ids = FleetDocument.array(tail["pmIds"]).map { text($0) }.joined(separator: ",")
-            let all = FleetDocument.array(tail["lines"]).map { text($0) }
+            let all = FleetDocument.array(tail["lines"]).map { FleetDocument.rawText($0) ?? "-" }
             let shown = all.suffix(max(0, logLines))
             let more = tail["truncated"] == .bool(true) || shown.count < all.count
             lines.append(

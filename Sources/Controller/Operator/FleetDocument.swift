@@ -78,7 +78,22 @@ enum FleetDocument {
         return []
     }
 
+    /// A field as one line of text: a line feed in it (an agent's message or failure reason, which a compromised
+    /// agent token can fill with a line made to look like another event) is shown as `\u000a`, so it never starts a
+    /// line of the output of its own.
     static func text(_ value: JSONValue?) -> String {
+        TerminalText.safe(unescapedText(value), keepingLineBreaks: false)
+    }
+
+    /// A string field as it was sent (`nil` for anything else), for code that escapes it itself (a log tail's line,
+    /// whose colours are dropped first).
+    static func rawText(_ value: JSONValue?) -> String? {
+        if case .string(let text)? = value { return text }
+        return nil
+    }
+
+    /// `text` before the line feeds are escaped: numbers and flags as text, `-` for anything else.
+    private static func unescapedText(_ value: JSONValue?) -> String {
         switch value {
         case .string(let text)?: text
         case .integer(let number)?: String(number)
