@@ -463,6 +463,30 @@ struct ServiceStateTests {
         row(.failedWithPending, activation, .refused(.notDeploying(event: .activationFailed, phase: .failed))),
         row(.rolledBack, activation, .refused(.notDeploying(event: .activationFailed, phase: .rolledBack))),
 
+        // Activating is recorded (before the first file is written) while deploying, and changes no phase or message.
+        row(.waiting, .activating, .refused(.notDeploying(event: .activating, phase: .waiting))),
+        row(
+            .deploying,
+            .activating,
+            .moves(
+                to: .deploying,
+                slots: "accepted 6; applied 5 (env a); previous 4; pending 6",
+                message: "deploying serial 6 (1.0.6)",
+                action: .save
+            )
+        ),
+        row(
+            .deployingFirst,
+            .activating,
+            .moves(to: .deploying, slots: "accepted 1; pending 1", message: "deploying serial 1 (1.0.1)", action: .save)
+        ),
+        row(.deployingNothingPending, .activating, .refused(.noInstallPending(event: .activating))),
+        row(.running, .activating, .refused(.notDeploying(event: .activating, phase: .running))),
+        row(.runningWithPending, .activating, .refused(.notDeploying(event: .activating, phase: .running))),
+        row(.failed, .activating, .refused(.notDeploying(event: .activating, phase: .failed))),
+        row(.failedWithPending, .activating, .refused(.notDeploying(event: .activating, phase: .failed))),
+        row(.rolledBack, .activating, .refused(.notDeploying(event: .activating, phase: .rolledBack))),
+
         // A shutdown mid-install is no verdict: nothing changes, nothing is saved.
         row(.waiting, .installInterrupted, .refused(.notDeploying(event: .installInterrupted, phase: .waiting))),
         row(
@@ -765,6 +789,40 @@ struct ServiceStateTests {
             #expect(throws: expected) { try state.handle(row.event) }
             #expect(state == before, "a refused event changes nothing")
         }
+    }
+
+    /// A restart of the agent puts the applied release back (and reloads its apps: a restart each in fork mode) only
+    /// when the interrupted install got as far as writing its files: at every restart while a download kept failing,
+    /// it reloaded production apps whose files had never been touched. A state file from before this was kept (no
+    /// `pendingActivated`) restores as it always did, and the mark survives the file.
+    @Test func aRestartRestoresOnlyAnInstallThatTouchedWhatRuns() throws {
+        let running = From.running.state
+        var downloading = running
+        #expect(try downloading.handle(.installStarted(Self.r6)) == .save)
+        #expect(try downloading.handle(Self.download) == .save)
+        var resumed = downloading
+        #expect(try resumed.handle(.installResumed) == .save, "nothing of serial 6 was written: nothing to put back")
+        #expect(resumed.message == "serial 6 was interrupted by a restart of the agent before it touched what runs; installing it again")
+
+        var activated = running
+        _ = try activated.handle(.installStarted(Self.r6))
+        #expect(try activated.handle(.activating) == .save)
+        let reread = try JSONDecoder().decode(ServiceState.self, from: JSONEncoder().encode(activated))
+        for var state in [activated, reread] {
+            #expect(try state.handle(.installResumed) == .restore(Self.r5))
+        }
+        #expect(try JSONDecoder().decode(ServiceState.self, from: JSONEncoder().encode(downloading)).pendingActivated == false)
+
+        // Written by an agent from before: restored, as then.
+        var old = try JSONDecoder().decode(ServiceState.self, from: JSONEncoder().encode(downloading))
+        let text = String(decoding: try JSONEncoder().encode(downloading), as: UTF8.self).replacingOccurrences(
+            of: ",\"pendingActivated\":false",
+            with: ""
+        )
+        .replacingOccurrences(of: "\"pendingActivated\":false,", with: "")
+        #expect(!text.contains("pendingActivated"))
+        old = try JSONDecoder().decode(ServiceState.self, from: Data(text.utf8))
+        #expect(try old.handle(.installResumed) == .restore(Self.r5))
     }
 
     @Test func theTableCoversEveryStateAndEveryEvent() {

@@ -72,6 +72,8 @@ extension Reconciler {
         // a download of minutes, an env file being edited meanwhile made them `nil`, and a failed release was then
         // removed with `current` although a release to roll back to was applied.
         let previousApps = state[service].applied == nil ? nil : otherApps[service]
+        // Recorded before the first file is written: a restart from here on puts the applied release back.
+        if transition(service, .activating, summary: &summary) != nil { save(&summary) }
         do throws(InstallError) {
             try activate(apps, directoryName: candidate.directoryName, service: service)
         } catch {

@@ -18,6 +18,9 @@ extension ServiceState {
         /// was touched, and the newer serial is installed next. The superseded serial is not a failure, and is not
         /// installed again (it was accepted).
         case downloadSuperseded(by: Int64)
+        /// The pending release's files are about to be written and `current` switched: from here a restart of the agent
+        /// puts the applied release back.
+        case activating
         /// The ecosystem file could not be written or `current` not switched.
         case activationFailed(InstallError)
         /// The controller offers the applied serial again while another one is pending (its rollout aborted while its
@@ -62,6 +65,7 @@ extension ServiceState {
             case .installResumed: .installResumed
             case .downloadFailed: .downloadFailed
             case .downloadSuperseded: .downloadSuperseded
+            case .activating: .activating
             case .activationFailed: .activationFailed
             case .installWithdrawn: .installWithdrawn
             case .installInterrupted: .installInterrupted
@@ -80,7 +84,7 @@ extension ServiceState {
         /// The kinds of event (named as the cases of `Event`).
         enum Name: String, Sendable, CaseIterable, CustomStringConvertible {
             case releaseRefused, installRefused, installStarted, installResumed, downloadFailed, downloadSuperseded, activationFailed
-            case installWithdrawn
+            case activating, installWithdrawn
             case installInterrupted, releaseHealthy, releaseUnhealthy, rolledBack, failedReleaseRemoved, environmentReloaded
             case appsRepaired, restoredChecked, releaseSuperseded, supersededReleaseTakenOut
 

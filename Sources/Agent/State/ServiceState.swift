@@ -19,7 +19,13 @@ struct ServiceState: Sendable, Codable, Equatable {
     private(set) var previous: AppliedRelease?
     /// An install that was started and not finished (kill -9 mid-install): on the next start `current` is switched
     /// back to `applied` before anything else.
-    private(set) var pending: AppliedRelease?
+    private(set) var pending: AppliedRelease? {
+        didSet { if pending == nil { pendingActivated = nil } }
+    }
+    /// Whether the pending release got as far as writing its files and switching `current` (`activating`): only then
+    /// must a restart of the agent put the applied release back and reload its apps. `false` from the install's start
+    /// until then; `nil` in a state file written before this was kept (then a restart restores, as it always did).
+    private(set) var pendingActivated: Bool?
     /// Serials that failed here (refused or rolled back), newest first, at most 20.
     private(set) var failures: [Failure] = []
     private(set) var phase: DeployPhase = .waiting
@@ -93,13 +99,26 @@ struct ServiceState: Sendable, Codable, Equatable {
             }
             highestAcceptedSerial = max(highestAcceptedSerial ?? 0, candidate.serial)
             pending = candidate
+            pendingActivated = false
             phase = .deploying
             message = "deploying serial \(candidate.serial) (\(candidate.version))"
+            return .save
+
+        case (.deploying, .activating):
+            _ = try installing(event)
+            pendingActivated = true
             return .save
 
         case (_, .installResumed):
             guard let interrupted = pending else { throw .noInstallPending(event: event.name) }
             phase = .deploying
+            if pendingActivated == false, applied != nil {
+                // Stopped before its files were written: `current`, the ecosystem file and the apps are the applied
+                // release's as they ran. Restoring them reloaded every app (a restart each in fork mode) at each restart of
+                // the agent while a download kept failing.
+                message = "serial \(interrupted.serial) was interrupted by a restart of the agent before it touched what runs; installing it again"
+                return .save
+            }
             message = "serial \(interrupted.serial) was interrupted by a restart of the agent; installing it again"
             // With nothing applied before, `current` stays on the pending tree (complete: extraction is staged and
             // renamed) until the install runs again.
@@ -204,7 +223,7 @@ struct ServiceState: Sendable, Codable, Equatable {
             pending = nil
             return .save
 
-        case (_, .downloadFailed), (_, .downloadSuperseded), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy),
+        case (_, .downloadFailed), (_, .downloadSuperseded), (_, .activating), (_, .activationFailed), (_, .installInterrupted), (_, .releaseHealthy),
             (_, .releaseUnhealthy),
             (_, .rolledBack), (_, .failedReleaseRemoved), (_, .releaseSuperseded), (_, .supersededReleaseTakenOut):
             throw .notDeploying(event: event.name, phase: phase)
