@@ -62,6 +62,51 @@ struct InstallRetryEndToEndTests {
         await controller.stop()
     }
 
+    /// A store that serves other bytes than the release signed (an object overwritten in place, a proxy that alters
+    /// it) fails the same way every time: the artifact is not downloaded again at every pass (each one poll interval
+    /// after the last, a second here), but after 10 s, then 20, ... (at most 5 minutes), and the report says when. v1
+    /// runs on meanwhile.
+    @Test("an artifact whose bytes never match the release is not downloaded again at every pass", .timeLimit(.minutes(3)))
+    func aMismatchedArtifactBacksOff() async throws {
+        try await FleetFixture.with { fleet in
+            try await TestFileServer.with { bucket in
+                try await fleet.startController(extraArguments: ["--poll-seconds", "1"])
+                let port = try freeLoopbackPort()
+                try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+                let config = try await fleet.enrollAgent(name: "edge-m", longPollSeconds: 2)
+                _ = try fleet.startAgent(config: config, label: "agent")
+                try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-m")
+
+                let signed = try Array(Data(contentsOf: fleet.makeArtifact(version: "2.0.0")))
+                var served = signed
+                served[served.count / 2] ^= 0xFF
+                bucket.publish(served, at: "/bucket/web-2.tgz")
+                let artifact = ArtifactReference(url: "\(bucket.baseURL)/bucket/web-2.tgz", sha256: SHA256.hash(signed), size: Int64(signed.count))
+                let (status, body) = try await fleet.controller.publish(
+                    try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: port),
+                    token: fleet.operatorToken
+                )
+                #expect(status == 201, "\(body)")
+                func downloads() -> Int { bucket.requests.filter { $0.path == "/bucket/web-2.tgz" && $0.method == "GET" }.count }
+                let message = try await eventually("the agent reports the mismatch and when it tries again", timeout: .seconds(60)) { () -> String? in
+                    let text = try await fleet.fleetEntry(agent: "edge-m")?["message"]?.stringValue ?? ""
+                    return text.contains("serial 2 (2.0.0) not installed yet") ? text : nil
+                }
+                #expect(message.contains(SHA256.hash(signed).hex), "\(message)")
+                let before = downloads()
+                #expect(before >= 1)
+                // Five passes at least, a second apart: none downloads it again within the first 10 s.
+                try await Task.sleep(for: .seconds(5))
+                #expect(downloads() == before, "downloaded again \(downloads() - before) times within 5 s")
+                #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 runs on")
+                let log = ["agent.err", "agent.out"].map {
+                    (try? String(contentsOf: fleet.root.appendingPathComponent("logs/\($0)"), encoding: .utf8)) ?? ""
+                }.joined()
+                #expect(log.contains("could not be downloaded or extracted; tried again in"), "the passes between say so")
+            }
+        }
+    }
+
     private static func agentID(config: String) throws -> String {
         let json = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
         guard let id = json["agentId"]?.stringValue else { throw HarnessError("no agentID in \(config)") }

@@ -16,6 +16,21 @@ enum InstallError: Error, CustomStringConvertible {
     /// The `current` symlink could not be switched.
     case currentLink(AtomicFile.Failure)
 
+    /// Whether trying again at once would fail the same way: bytes that do not match what the release signed (their
+    /// size or digest), or an archive the extractor refuses. Backed off (`Reconciler.installBackoff`); a store that does
+    /// not answer or does not have the artifact yet, a full disk, are tried again at the next pass.
+    var repeatsTheSameWay: Bool {
+        switch self {
+        case .download(.tooLarge), .download(.sizeMismatch), .download(.digestMismatch): true
+        case .extraction(let error):
+            switch error {
+            case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge: true
+            case .destinationExists, .unreadable, .writeFailed, .noSpace, .fileSystem, .cancelled: false
+            }
+        default: false
+        }
+    }
+
     var description: String {
         switch self {
         case .appNameClash(let app, let service): "app name \(app) is already used by service \(service) on this instance"

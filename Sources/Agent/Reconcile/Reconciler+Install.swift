@@ -58,7 +58,12 @@ extension Reconciler {
             await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
             return
         } catch {
-            summary.problems.append("\(service): \(error)")
+            if error.repeatsTheSameWay {
+                let (inARow, wait) = installBackoff.recordRepair(app: Self.installAttempt(service, release.serial), now: .now)
+                summary.problems.append("\(service): \(error) (try \(inARow); tried again in \(wait.components.seconds) s)")
+            } else {
+                summary.problems.append("\(service): \(error)")
+            }
             logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
             if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
             // The install did not get as far as touching what runs, and the planner skipped the service's drift repair
@@ -67,6 +72,7 @@ extension Reconciler {
             return
         }
 
+        installBackoff.forget([Self.installAttempt(service, release.serial)])
         let apps = AppSpec.specs(for: release, currentLink: layout.currentLink(service), instanceEnv: env.values)
         // The running release's apps as this pass read them (the env file this install uses too): read again here, after
         // a download of minutes, an env file being edited meanwhile made them `nil`, and a failed release was then

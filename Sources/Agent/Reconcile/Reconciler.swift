@@ -72,6 +72,11 @@ actor Reconciler {
     /// Per service, the env refresh that failed for some apps: the env file's digest and the apps still to reload with
     /// it (`Reconciler+Environment`).
     var failedRefreshes: [String: FailedRefresh] = [:]
+    /// How soon each service's serial whose download or extraction failed is tried again (keyed by `installAttempt`):
+    /// a digest that never matches, an archive the extractor refuses, a bucket that answers 403 for hours. Each pass
+    /// with a problem runs one poll interval after the last, and each downloaded the artifact (or extracted it from the
+    /// cache, fsyncs and all) again, until a new serial was published.
+    var installBackoff = RepairBackoff(policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600)))
     /// How soon a service's failed env refresh is tried again (keyed by service).
     var refreshBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
@@ -287,6 +292,14 @@ actor Reconciler {
             save(&summary)
             return false
         case .install(let service, let release, let payload):
+            if let wait = installBackoff.remainingWait(app: Self.installAttempt(service, release.serial), now: .now) {
+                // Nothing of it runs, and the planner skipped the service's drift repair for the install.
+                summary.problems.append(
+                    "\(service): serial \(release.serial) could not be downloaded or extracted; tried again in \(max(1, wait.components.seconds)) s"
+                )
+                await repairApplied(service, apps: appliedApps[service] ?? [], summary: &summary)
+                return true
+            }
             summary.changed = true
             repairBackoff.forget(release.pm2.apps.map(\.name))
             // The running release's apps too: an app the new release renames or drops leaves no looks behind.
@@ -321,6 +334,9 @@ actor Reconciler {
             return true
         }
     }
+
+    /// The `installBackoff` key of `serial` of `service`.
+    static func installAttempt(_ service: String, _ serial: Int64) -> String { "\(service) \(serial)" }
 
     /// Rewrites the ecosystem of `service` and reloads `reloading` (default: all of `apps`) with a changed instance env
     /// file. When some apps fail, they are noted (`failedRefreshes`) for the next try, and the try backs off.
