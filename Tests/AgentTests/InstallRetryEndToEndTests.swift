@@ -66,13 +66,17 @@ struct InstallRetryEndToEndTests {
     /// it) fails the same way every time: the artifact is not downloaded again at every pass (each one poll interval
     /// after the last, a second here), but after 10 s, then 20, ... (at most 5 minutes), and the report says when. v1
     /// runs on meanwhile.
-    @Test("an artifact whose bytes never match the release is not downloaded again at every pass", .timeLimit(.minutes(3)))
+    @Test(
+        "an artifact whose bytes never match the release is not downloaded again at every pass; the running release is still judged",
+        .timeLimit(.minutes(3))
+    )
     func aMismatchedArtifactBacksOff() async throws {
         try await FleetFixture.with { fleet in
             try await TestFileServer.with { bucket in
                 try await fleet.startController(extraArguments: ["--poll-seconds", "1"])
                 let port = try freeLoopbackPort()
-                try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+                let crash = fleet.root.appendingPathComponent("crash-v1").path
+                try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: crash)
                 let config = try await fleet.enrollAgent(name: "edge-m", longPollSeconds: 2)
                 _ = try fleet.startAgent(config: config, label: "agent")
                 try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-m")
@@ -103,6 +107,17 @@ struct InstallRetryEndToEndTests {
                     (try? String(contentsOf: fleet.root.appendingPathComponent("logs/\($0)"), encoding: .utf8)) ?? ""
                 }.joined()
                 #expect(log.contains("could not be downloaded or extracted; tried again in"), "the passes between say so")
+
+                // While serial 2 stays pending, v1 is still judged: it stops booting, and the report says unhealthy (it
+                // said what it said before the download failed for as long as that went on).
+                #expect(try await fleet.fleetEntry(agent: "edge-m")?["health"]?.stringValue == "healthy")
+                #expect(FileManager.default.createFile(atPath: crash, contents: Data()))
+                let answer = try #require(await fleet.appAnswer(port: port))
+                let pid = try #require(answer.split(separator: "pid=").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+                #expect(kill(pid, SIGKILL) == 0)
+                try await eventually("the report says v1 is unhealthy", timeout: .seconds(60)) {
+                    try await fleet.fleetEntry(agent: "edge-m")?["health"]?.stringValue == "unhealthy" ? true : nil
+                }
             }
         }
     }

@@ -462,7 +462,9 @@ actor Reconciler {
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
         let now = ContinuousClock.now
         var loopsChanged = false
-        for service in configuration.services where state[service].pending == nil {
+        // Not while an install is under way (its gate judges); a release still pending after its download failed does
+        // not stop the running one from being judged (its health stayed what it was for as long as the download failed).
+        for service in configuration.services where state[service].pending == nil || state[service].phase != .deploying {
             guard let applied = state[service].applied, let apps = try? appSpecs(for: applied, service: service) else {
                 health[service] = .unknown
                 loopsChanged = noteCrashLoops([], service: service) || loopsChanged
