@@ -163,13 +163,50 @@ struct StateStoreTests {
             { path in try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) }
         ),
         (
-            "a valid state padded past the size limit", "larger than \(StateStore.maximumBytes) bytes",
+            "a valid state padded past the size limit", "larger than \(StateStore.maximumBytes(services: 1)) bytes",
             { path in
-                let text = #"{"version":1,"services":{}}"# + String(repeating: " ", count: StateStore.maximumBytes)
+                let text = #"{"version":1,"services":{}}"# + String(repeating: " ", count: StateStore.maximumBytes(services: 1))
                 try Data(text.utf8).write(to: URL(fileURLWithPath: path))
             }
         ),
     ]
+
+    /// The largest state the agent writes reads back: four services, each with three releases of the largest payload
+    /// (an install under way), and their failures. A fixed 16 MiB limit refused it, and the agent would not start.
+    @Test func theLargestStateTheAgentWritesReadsBack() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-state") { directory in
+            let path = directory.appendingPathComponent("state.json").path
+            var generator = SystemRandomNumberGenerator()
+            func release(_ serial: Int64) -> AppliedRelease {
+                // Incompressible bytes: base64 of them is as long as any payload's.
+                let payload = (0..<Limits.releasePayloadBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                return AppliedRelease(
+                    serial: serial,
+                    version: "\(serial).0.0",
+                    sha256: String(repeating: "a", count: 64),
+                    directoryName: "\(serial)-aaaaaaaaaaaa",
+                    payload: payload,
+                    envDigest: "e"
+                )
+            }
+            var state = AgentState()
+            let services = ["api", "web", "worker", "cron"]
+            for service in services {
+                state.services[service] = ServiceState(
+                    highestAcceptedSerial: 3,
+                    applied: release(2),
+                    previous: release(1),
+                    pending: release(3),
+                    phase: .deploying
+                )
+            }
+            let store = StateStore(path: path, services: services.count)
+            try store.save(state)
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+            #expect(size > StateStore.maximumBytes, "the state is past the old fixed limit: \(size) bytes")
+            #expect(try store.load() == state)
+        }
+    }
 
     @Test(arguments: unusable.indices)
     func aFileThatCannotBeReadIsAnErrorNotAnEmptyState(_ index: Int) throws {

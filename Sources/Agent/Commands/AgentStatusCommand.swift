@@ -29,7 +29,7 @@ struct AgentStatusCommand: AsyncParsableCommand {
             }
         }
         let layout = AgentLayout(stateDir: config.stateDir)
-        let state = try StateStore(path: layout.stateFile).load()
+        let state = try StateStore(path: layout.stateFile, services: config.services.count).load()
         let (processManager, name) = try AgentRuntime.makeProcessManager(config: config, layout: layout, logger: logger, repairs: false)
         var table: [ManagedProcess] = []
         var tableError: String?

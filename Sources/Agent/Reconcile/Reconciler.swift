@@ -110,7 +110,7 @@ actor Reconciler {
         self.configuration = configuration
         self.layout = layout
         self.files = ReleaseFiles(layout: layout)
-        self.store = StateStore(path: layout.stateFile)
+        self.store = StateStore(path: layout.stateFile, services: configuration.services.count)
         self.ledger = ProcessLedger(path: layout.processLedgerFile, logger: logger)
         self.processManager = processManager
         self.processManagerName = processManagerName
