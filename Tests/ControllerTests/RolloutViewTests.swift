@@ -8,6 +8,36 @@ import Testing
 @Suite struct RolloutViewTests {
     static let strategies = ["all", "one-at-a-time", "waves:10,50,100", "waves:1,2,100", "canary:3"]
 
+    /// A one-at-a-time rollout of 500 agents has 500 waves: its dashboard card lists 12 of them around the current
+    /// one and counts the rest (it listed all 500, on a page refreshed every few seconds for as long as the rollout is
+    /// the service's latest).
+    @Test(arguments: [(0, 0..<12), (1, 0..<12), (250, 248..<260), (499, 488..<500)])
+    func aCardListsTheWavesAroundTheCurrentOne(_ current: Int, _ expected: Range<Int>) throws {
+        let order = (0..<500).map { "agt_\($0)" }
+        let rollout = RolloutRecord(
+            id: 1,
+            service: "web",
+            serial: 2,
+            version: "2.0.0",
+            stableSerial: 1,
+            strategy: try RolloutStrategy.parse("one-at-a-time"),
+            waveStable: .seconds(60),
+            maxFailures: 0,
+            state: .rolling,
+            currentWave: current,
+            agentOrder: order,
+            createdAt: Date(timeIntervalSince1970: 1_700_000_000),
+            updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
+            reason: ""
+        )
+        let card = DashboardRenderer.card(RolloutView(rollout, names: [:], statuses: [:]), now: Date())
+        let waves = try #require(card["waves"] as? [[String: Any]])
+        #expect(waves.compactMap { $0["number"] as? Int } == expected.map { $0 + 1 })
+        #expect(card["earlierWaves"] as? Int == expected.lowerBound && card["laterWaves"] as? Int == 500 - expected.upperBound)
+        #expect(card["waveCount"] as? Int == 500)
+        #expect(DashboardRenderer.listedWaveRange(count: 3, current: 2) == 0..<3)
+    }
+
     @Test(arguments: strategies, [0, 1, 7, 250])
     func eachAgentIsInTheFirstWaveCoveringItsPlace(_ strategyText: String, _ agentCount: Int) throws {
         let strategy = try RolloutStrategy.parse(strategyText)

@@ -200,7 +200,18 @@ struct DashboardRenderer: Sendable {
 
     // MARK: Rollouts
 
-    private static func card(_ view: RolloutView, now: Date) -> [String: Any] {
+    /// Most waves a rollout's card lists: a one-at-a-time rollout has a wave per agent, and its card (on the page as
+    /// long as it is the service's latest rollout, refreshed every few seconds) listed all of them.
+    static let listedWaves = 12
+
+    /// The waves a card lists: from two before the current one, `listedWaves` of them (fewer at the end).
+    static func listedWaveRange(count: Int, current: Int) -> Range<Int> {
+        guard count > listedWaves else { return 0..<count }
+        let first = min(max(0, current - 2), count - listedWaves)
+        return first..<(first + listedWaves)
+    }
+
+    static func card(_ view: RolloutView, now: Date) -> [String: Any] {
         let rollout = view.rollout
         let counts = view.counts
         let sizes = rollout.waveSizes
@@ -213,7 +224,8 @@ struct DashboardRenderer: Sendable {
             ["kind": part.kind, "label": part.label, "count": part.count, "percent": percent(part.count, of: counts.agents)]
         }
         let groups = view.agentsByWave
-        let waves: [[String: Any]] = sizes.indices.map { index in
+        let listed = listedWaveRange(count: sizes.count, current: rollout.state == .completed ? sizes.count - 1 : rollout.currentWave)
+        let waves: [[String: Any]] = listed.map { index in
             let members = groups[index]
             // A wave of thousands is shown by its first agents (failed ones first) and counted.
             let shown = (members.filter { $0.standing.progress == .failed } + members.filter { $0.standing.progress != .failed })
@@ -238,6 +250,8 @@ struct DashboardRenderer: Sendable {
             "waveStableSeconds": rollout.waveStable.components.seconds, "maxFailures": rollout.maxFailures,
             "state": rollout.state.rawValue, "wave": sizes.isEmpty ? 0 : min(rollout.currentWave, sizes.count - 1) + 1,
             "waveCount": sizes.count, "reason": rollout.reason, "hasReason": !rollout.reason.isEmpty,
+            "earlierWaves": listed.lowerBound, "hasEarlierWaves": listed.lowerBound > 0,
+            "laterWaves": sizes.count - listed.upperBound, "hasLaterWaves": listed.upperBound < sizes.count,
             "agents": counts.agents, "healthy": counts.healthy, "updated": counts.updated, "failed": counts.failed,
             "pending": counts.pending, "segments": segments, "waves": waves, "failures": failures,
             // A halt's reason already names the failed agents and their reasons.

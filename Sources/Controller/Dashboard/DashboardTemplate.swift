@@ -100,9 +100,11 @@ enum DashboardTemplate {
         <p class="counts"><span class="key healthy"></span>{{healthy}} healthy · <span class="key updated"></span>{{updated}} updated · \
         <span class="key failed"></span>{{failed}} failed · <span class="key pending"></span>{{pending}} pending · {{agents}} agents</p>
         {{#hasReason}}<p class="reason" data-rollout-reason>{{reason}}</p>{{/hasReason}}
-        <ol class="waves">{{#waves}}<li class="{{#reached}}reached{{/reached}}"><span class="wave-name">wave {{number}}</span>\
+        <ol class="waves">{{#hasEarlierWaves}}<li class="reached more">{{earlierWaves}} earlier waves</li>{{/hasEarlierWaves}}\
+        {{#waves}}<li class="{{#reached}}reached{{/reached}}"><span class="wave-name">wave {{number}}</span>\
         {{#agents}} <span class="chip {{progress}}" data-progress="{{progress}}">{{name}}</span>{{/agents}}\
-        {{#hasMore}} <span class="more">and {{more}} more</span>{{/hasMore}}</li>{{/waves}}</ol>
+        {{#hasMore}} <span class="more">and {{more}} more</span>{{/hasMore}}</li>{{/waves}}\
+        {{#hasLaterWaves}}<li class="more">and {{laterWaves}} more waves</li>{{/hasLaterWaves}}</ol>
         {{#showFailures}}{{#failures}}<p class="failure"><strong>{{agent}}</strong> {{kind}}: {{reason}}</p>{{/failures}}{{/showFailures}}
         <p class="meta">{{strategy}} · stable serial {{stableSerial}}{{#staged}} · waves stable after {{waveStableSeconds}} s · \
         max failures {{maxFailures}}{{/staged}} · changed <span title="{{updatedAt}}">{{updatedAgo}}</span></p>
