@@ -16,7 +16,7 @@ struct EnrollRetryEndToEndTests {
         try await FleetFixture.with { fleet in
             try await fleet.startController()
             // The first run's four attempts all lose their answer; the next run's goes through.
-            let proxy = RecordingProxy(upstream: fleet.controller.url, port: try freeLoopbackPort(), losing: .init(4, of: .post, "/v1/agents"))
+            let proxy = await RecordingProxy(upstream: fleet.controller.url, port: try freeLoopbackPort(), losing: .init(4, of: .post, "/v1/agents"))
             do {
                 let first = try await fleet.runEnroll(name: "web-1", caFile: nil, controllerURL: proxy.url)
                 #expect(first.status != 0, "every answer was lost: \(first.stdout)")

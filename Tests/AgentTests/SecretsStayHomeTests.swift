@@ -25,7 +25,7 @@ struct SecretsStayHomeTests {
             let otherPub = fleet.root.appendingPathComponent("other.pub").path
             try KeyFile.create(otherPub, contents: try otherKey.publicKey.pemRepresentation(), mode: 0o644)
             try await fleet.startController(extraArguments: ["--trusted-key", otherPub, "--status-history", "10000"])
-            let proxy = RecordingProxy(upstream: fleet.controller.url, port: try freeLoopbackPort())
+            let proxy = await RecordingProxy(upstream: fleet.controller.url, port: try freeLoopbackPort())
             do {
                 try await run(fleet, proxy: proxy, healthToken: healthToken, dbPassword: dbPassword, otherKey: otherKey)
                 try await search(fleet, proxy: proxy, secrets: secrets)

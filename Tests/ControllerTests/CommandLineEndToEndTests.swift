@@ -289,7 +289,7 @@ import Testing
         try await TestPaths.withTemporaryDirectory("ferry-cli-lost") { directory in
             let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
             defer { server.stop() }
-            let proxy = RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(2, of: .post, "/v1/releases"))
+            let proxy = await RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(2, of: .post, "/v1/releases"))
             do {
                 let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
                 let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
@@ -330,7 +330,11 @@ import Testing
                 "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
             ])
             try #require(publish.status == 0, "\(publish.errors)")
-            let proxy = RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(3, of: .get, "/v1/rollouts/api/1"))
+            let proxy = await RecordingProxy(
+                upstream: server.baseURL,
+                port: try LoopbackPorts.reserve(),
+                losing: .init(3, of: .get, "/v1/rollouts/api/1")
+            )
             do {
                 let wait = try await Self.cli([
                     "rollout", "wait", "--controller", proxy.url, "--token", operatorToken, "--service", "api", "--serial", "1", "--timeout", "60s",

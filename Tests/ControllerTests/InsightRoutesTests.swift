@@ -169,6 +169,31 @@ struct InsightRoutesTests {
                 #expect(cut.count == 3)
                 #expect(FleetDocument.array(tails.last??["lines"]).last == .string("line 30"), "the excerpt keeps the last lines")
                 #expect(RolloutWaitVerdict.failures(rollout).allSatisfy { $0.failure != nil }, "every failure named carries its detail")
+
+                // What `rollout wait` reads every few seconds: the failed agents only (at most the whole-tail ones), with
+                // the same counts and failures; one agent that runs the serial is not listed.
+                let running = ServiceStatus(
+                    service: "api",
+                    serial: 2,
+                    version: "2.0.0",
+                    targetSerial: 2,
+                    phase: .running,
+                    message: "serial 2 (2.0.0) is running and healthy",
+                    health: .healthy,
+                    failures: [],
+                    processes: []
+                )
+                try await Self.report(client, agents[0], hostname: "web-0", running)
+                let failedOnly = try ControllerFixture.json(
+                    try await Self.get(client, "/v1/rollouts/api/2?agents=failed", token: fixture.viewerToken)
+                )
+                let failedAgents = FleetDocument.array(failedOnly.object?["agents"])
+                #expect(failedAgents.count == RolloutDetail.wholeTails)
+                #expect(failedAgents.allSatisfy { $0.object?["progress"] == .string("failed") })
+                let all = try ControllerFixture.json(try await Self.get(client, "/v1/rollouts/api/2?agents=all", token: fixture.viewerToken))
+                #expect(failedOnly.object?["agentsListed"] == .string("failed") && failedOnly.object?["counts"] == all.object?["counts"])
+                let everyone = FleetDocument.array(all.object?["agents"])
+                #expect(everyone.count == count && everyone.contains { $0.object?["progress"] != .string("failed") })
             }
         }
     }
@@ -219,6 +244,7 @@ struct InsightRoutesTests {
         Refusal(uri: "/v1/rollouts/api/two", token: .viewer, status: .badRequest, code: "invalid_serial"),
         Refusal(uri: "/v1/rollouts/api/99999999999999999999", token: .viewer, status: .badRequest, code: "invalid_serial"),
         Refusal(uri: "/v1/rollouts/api/99", token: .viewer, status: .notFound, code: "unknown_rollout"),
+        Refusal(uri: "/v1/rollouts/api/1?agents=some", token: .viewer, status: .badRequest, code: "invalid_agents"),
         Refusal(uri: "/v1/events/stream?keepalive=0", token: .viewer, status: .badRequest, code: "invalid_keepalive"),
         Refusal(uri: "/v1/events/stream?keepalive=61", token: .viewer, status: .badRequest, code: "invalid_keepalive"),
         Refusal(uri: "/v1/events/stream?after=-1", token: .viewer, status: .badRequest, code: "invalid_after"),

@@ -45,8 +45,9 @@ package final class RecordingProxy: Sendable {
     private let group: ServiceGroup
     private let runner: Task<Void, any Error>
 
-    /// Starts the proxy for `upstream` (a controller base URL) on `port` (a free loopback port).
-    package init(upstream: String, port: Int, losing: Losing? = nil) {
+    /// Starts the proxy for `upstream` (a controller base URL) on `port` (a free loopback port), and returns once it
+    /// listens: a client sent at once was refused (seen under load, a publish that never reached the proxy).
+    package init(upstream: String, port: Int, losing: Losing? = nil) async {
         let recorder = self.recorder
         let client = HTTPClient()
         // Request headers a client sends that the controller reads, and response headers it answers with.
@@ -94,11 +95,22 @@ package final class RecordingProxy: Sendable {
         for method in [HTTPRequest.Method.get, .post, .head, .delete] { router.on("**", method: method, use: handler) }
         var logger = Logger(label: "recording-proxy")
         logger.logLevel = .warning
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+        let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname("127.0.0.1", port: port)),
+            onServerRunning: { _ in listeningContinuation.finish() },
+            logger: logger
+        )
         url = "http://127.0.0.1:\(port)"
         group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let group = self.group
-        runner = Task { try await group.run() }
+        runner = Task {
+            // A server that could not start ends the wait too (its requests then fail, saying so).
+            defer { listeningContinuation.finish() }
+            try await group.run()
+        }
+        for await _ in listening {}
     }
 
     /// How many answers were lost so far.

@@ -78,7 +78,9 @@ struct RolloutWaitCommand: AsyncParsableCommand {
         defer { follower.cancel() }
         while true {
             let rollout = try await get(
-                "/v1/rollouts/\(service)/\(serial)",
+                // The failed agents only: the counts say the rest, and a fleet's every agent is no document to read
+                // every few seconds.
+                "/v1/rollouts/\(service)/\(serial)?agents=failed",
                 "look at the rollout",
                 look,
                 lastRollout: lastRollout,

@@ -37,8 +37,17 @@ struct InsightRoutes: Sendable {
         readers.get("/v1/agents/:agent") { _, context in
             JSONResponse.make(try await agentDetail(context).json)
         }
-        readers.get("/v1/rollouts/:service/:serial") { _, context in
-            JSONResponse.make(try await rolloutDetail(context).json)
+        readers.get("/v1/rollouts/:service/:serial") { request, context in
+            // `agents=failed`: only the failed agents (what `rollout wait` reads every few seconds), not one entry per
+            // agent of the fleet.
+            var onlyFailed = false
+            if let text = request.uri.queryParameters.get("agents") {
+                guard text == "all" || text == "failed" else {
+                    throw APIError.badRequest("invalid_agents", "agents must be all or failed, got \"\(text.prefix(40))\"")
+                }
+                onlyFailed = text == "failed"
+            }
+            return JSONResponse.make(try await rolloutDetail(context).json(onlyFailed: onlyFailed))
         }
         readers.get("/v1/events/stream") { request, context in try await eventStream(request, context: context) }
         dashboardPage.get("/agents/:agent") { _, context in

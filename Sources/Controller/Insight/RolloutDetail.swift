@@ -40,10 +40,16 @@ struct RolloutDetail: Sendable {
     }
 
     /// The rollout document plus `agents`, one entry per agent in rollout order.
-    var json: JSONValue {
+    var json: JSONValue { json(onlyFailed: false) }
+
+    /// The rollout document plus `agents`: one entry per agent in rollout order, or (`onlyFailed`) per failed agent,
+    /// at most `wholeTails` of them, with `agentsListed` saying which.
+    func json(onlyFailed: Bool) -> JSONValue {
         guard case .object(var fields) = view.json else { return view.json }
+        let listed = onlyFailed ? Array(view.agents.filter { $0.standing.progress == .failed }.prefix(Self.wholeTails)) : view.agents
+        fields["agentsListed"] = .string(onlyFailed ? "failed" : "all")
         fields["agents"] = .array(
-            view.agents.map { agent in
+            listed.map { agent in
                 var entry: [String: JSONValue] = [
                     "id": .string(agent.id), "name": agent.name.map { .string($0) } ?? .null, "wave": .integer(Int64(agent.wave + 1)),
                     "reached": .bool(agent.reached), "progress": .string(agent.standing.progress.rawValue),
