@@ -46,6 +46,42 @@ struct EnvRemovalEndToEndTests {
         }
     }
 
+    /// The agent ends right after writing the ecosystem file that no longer names a removed secret (as a kill -9 between
+    /// that write and the reload ends it): at its restart the file about to be replaced already lacked the secret, so
+    /// nothing counted as removed, PM2's reload merged the old env in, and the secret stayed in the process for good,
+    /// the state saying the reload worked. What is owed is now kept on disk before that write, and the restarted agent
+    /// starts the app afresh.
+    @Test("a secret removed just before the agent dies still leaves the process (real PM2)", .timeLimit(.minutes(5)))
+    func aRemovalSurvivesADeathBetweenTheWriteAndTheReload() async throws {
+        _ = try Backend.pm2.pm2Binary()
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0", port: 0)
+            let config = try await fleet.enrollAgent(name: "edge-1", backend: .pm2, instanceEnv: ["PORT": "\(port)", "FAREWELL": "revoked-secret"])
+            let first = try fleet.startAgent(config: config, label: "agent")
+            try await eventually("v1 serving with FAREWELL", timeout: .seconds(90)) { () -> Bool? in
+                await Self.environment(ofAppOn: port, fleet)?["FAREWELL"] == "revoked-secret" ? true : nil
+            }
+            await first.terminate()
+
+            let envFile = fleet.root.appendingPathComponent("edge-1/env/web.env")
+            try "PORT=\(port)\n".write(to: envFile, atomically: true, encoding: .utf8)
+            let dying = try fleet.startAgent(config: config, label: "dying", environment: ["FERRY_TEST_EXIT_AFTER_ECOSYSTEM_WRITE": "1"])
+            try await eventually("the agent ended after writing the new ecosystem file", timeout: .seconds(60)) { dying.isRunning ? nil : true }
+            let ecosystem = try String(contentsOf: fleet.root.appendingPathComponent("edge-1/state/services/web/ecosystem.json"), encoding: .utf8)
+            #expect(!ecosystem.contains("FAREWELL"), "the new file was written")
+            #expect(await Self.environment(ofAppOn: port, fleet)?["FAREWELL"] == "revoked-secret", "not applied yet")
+
+            _ = try fleet.startAgent(config: config, label: "restarted")
+            try await eventually("FAREWELL gone from the process", timeout: .seconds(90)) { () -> Bool? in
+                guard let environment = await Self.environment(ofAppOn: port, fleet) else { return nil }
+                return environment["FAREWELL"] == nil && environment["PORT"] == "\(port)" ? true : nil
+            }
+            #expect(!FileManager.default.fileExists(atPath: fleet.root.appendingPathComponent("edge-1/state/services/web/removed.json").path))
+        }
+    }
+
     /// The environment of the process answering on `port` (its pid is in its answer), or `nil` when none answers.
     static func environment(ofAppOn port: Int, _ fleet: FleetFixture) async -> [String: String]? {
         guard let answer = await fleet.appAnswer(port: port), let pidText = answer.components(separatedBy: "pid=").last,

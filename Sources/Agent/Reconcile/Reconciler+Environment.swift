@@ -1,3 +1,4 @@
+import Glibc
 import Shared
 
 /// Variables an app's env no longer names, and PM2 options its ecosystem entry no longer sets. PM2 keeps both across a
@@ -30,9 +31,59 @@ extension Reconciler {
                 removedSettings[app.name] = gone.isEmpty ? nil : gone
             }
         }
-        try files.writeEcosystem(service, bytes: rendered)
+        let owedBefore = (removedEnvironment[service], removedOptions[service])
         removedEnvironment[service] = removed.isEmpty ? nil : removed
         removedOptions[service] = removedSettings.isEmpty ? nil : removedSettings
+        // Kept on disk before the file that no longer names them replaces the one that did: an agent killed between the
+        // two writes read nothing removed from the new file at its restart, reloaded (PM2 merging), and a revoked
+        // secret stayed in the app, the state saying the reload worked.
+        do {
+            try persistOwed(service)
+        } catch {
+            (removedEnvironment[service], removedOptions[service]) = owedBefore
+            throw error
+        }
+        try files.writeEcosystem(service, bytes: rendered)
+        if Self.exitAfterEcosystemWrite { exit(0) }
+    }
+
+    /// Test hook (`FERRY_TEST_EXIT_AFTER_ECOSYSTEM_WRITE=1`): the agent ends right after writing an ecosystem file, as
+    /// a kill -9 between that write and the apply would end it.
+    private static let exitAfterEcosystemWrite = ProcessEnvironment.current["FERRY_TEST_EXIT_AFTER_ECOSYSTEM_WRITE"] == "1"
+
+    /// `services/<svc>/removed.json`: what `removedEnvironment` and `removedOptions` owe `service`'s apps, kept across a
+    /// restart of the agent.
+    func owedFile(_ service: String) -> String { "\(layout.serviceDir(service))/removed.json" }
+
+    /// Writes what is owed to `service`'s apps (or removes the file when nothing is).
+    func persistOwed(_ service: String) throws(AtomicFile.Failure) {
+        let environment = removedEnvironment[service] ?? [:]
+        let options = removedOptions[service] ?? [:]
+        let path = owedFile(service)
+        guard !environment.isEmpty || !options.isEmpty else {
+            if unlink(path) == 0 { try AtomicFile.syncDirectory(containing: path) }
+            return
+        }
+        func lists(_ owed: [String: Set<String>]) -> JSONValue { .object(owed.mapValues { .array($0.sorted().map(JSONValue.string)) }) }
+        try AtomicFile.write(Array(JSONValue.object(["env": lists(environment), "options": lists(options)]).encoded()), to: path, mode: 0o600)
+    }
+
+    /// Reads what a previous run of the agent still owed each service's apps (`persistOwed`), at start.
+    func loadOwed() {
+        func sets(_ value: JSONValue?) -> [String: Set<String>] {
+            guard case .object(let apps)? = value else { return [:] }
+            return apps.compactMapValues { list -> Set<String>? in
+                guard case .array(let items) = list else { return nil }
+                let names = Set(items.compactMap { if case .string(let name) = $0 { name } else { nil } })
+                return names.isEmpty ? nil : names
+            }
+        }
+        for service in configuration.services {
+            guard let bytes = try? SmallFile.read(owedFile(service), limit: 4 << 20), case .object(let document)? = try? JSONValue.parse(bytes)
+            else { continue }
+            for (app, names) in sets(document["env"]) { removedEnvironment[service, default: [:]][app, default: []].formUnion(names) }
+            for (app, names) in sets(document["options"]) { removedOptions[service, default: [:]][app, default: []].formUnion(names) }
+        }
     }
 
     /// The variables `app` of `service` must lose, when the process manager keeps them across a reload.
@@ -49,10 +100,13 @@ extension Reconciler {
 
     /// `app` was started afresh (or deleted): nothing is owed to it any more.
     func environmentApplied(_ app: String, service: String) {
+        guard removedEnvironment[service]?[app] != nil || removedOptions[service]?[app] != nil else { return }
         removedEnvironment[service]?[app] = nil
         if removedEnvironment[service]?.isEmpty == true { removedEnvironment[service] = nil }
         removedOptions[service]?[app] = nil
         if removedOptions[service]?.isEmpty == true { removedOptions[service] = nil }
+        // Best effort: what stays on disk is owed once more at most (one more fresh start of the app).
+        try? persistOwed(service)
     }
 
     /// An ecosystem file's apps by name; empty for a file that is missing or not one.

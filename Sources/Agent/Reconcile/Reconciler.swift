@@ -135,6 +135,7 @@ actor Reconciler {
         }
         state = try store.load()
         recordedProcesses = ledger.load()
+        loadOwed()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
         var summary = PassSummary()
