@@ -21,7 +21,7 @@ struct HealthCheckEnvironmentTests {
     /// short, a `#` ended the URL, and a host value could move the probe elsewhere.
     static let environment = [
         "PORT": "18081", "TOKEN": "a+b&c#d e%/=?", "PREFIX": "/api v1", "USER": "ops:team", "PASSWORD": "p@ss/w:rd#1",
-        "EVIL_HOST": "127.0.0.1@elsewhere.example", "PATH_HOST": "127.0.0.1/x?", "IPV6": "[::1]", "UNICODE": "é",
+        "QUERY": "token=abc&full=1 x#y", "EVIL_HOST": "127.0.0.1@elsewhere.example", "PATH_HOST": "127.0.0.1/x?", "IPV6": "[::1]", "UNICODE": "é",
     ]
 
     @Test(arguments: [
@@ -34,8 +34,11 @@ struct HealthCheckEnvironmentTests {
         ("http://${EVIL_HOST}:${PORT}/", "http://${EVIL_HOST}:18081/"),
         ("http://${PATH_HOST}/", "http://${PATH_HOST}/"),
         ("http://${IPV6}:${PORT}/", "http://[::1]:18081/"),
-        ("http://127.0.0.1:${PORT}/#${TOKEN}", "http://127.0.0.1:18081/#a%2Bb%26c%23d%20e%25%2F%3D%3F"),
+        ("http://127.0.0.1:${PORT}/#t=${TOKEN}", "http://127.0.0.1:18081/#t=a%2Bb%26c%23d%20e%25%2F%3D%3F"),
         ("http://127.0.0.1:${PORT}/?q=${UNICODE}", "http://127.0.0.1:18081/?q=%C3%A9"),
+        // A placeholder that is not a value (not right after a `=`) stands for query text: kept as written, but for what
+        // cannot stand in a query.
+        ("http://127.0.0.1:${PORT}/healthz?${QUERY}", "http://127.0.0.1:18081/healthz?token=abc&full=1%20x%23y"),
     ])
     func valuesAreEncodedForTheirPartOfTheURL(_ template: String, _ expected: String) {
         #expect(HealthCheck.expand(template, env: Self.environment) == expected)

@@ -31,6 +31,12 @@ struct SecretMaskTests {
             expected: "url ?p=${PASS} and ${PASS}"
         ),
         Row(
+            name: "the form a health URL's path gives it",
+            env: ["PATH_SECRET": "a+b c/d@e"],
+            text: "GET http://127.0.0.1:3000/h/a+b%20c/d@e failed",
+            expected: "GET http://127.0.0.1:3000/h/${PATH_SECRET} failed"
+        ),
+        Row(
             name: "short values stay",
             env: ["DEBUG": "1", "FLAG": "true", "PORT": "3000", "SHORT": "abcde"],
             text: "serial 1 true 3000 abcde",

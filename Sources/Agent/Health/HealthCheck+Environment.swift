@@ -39,7 +39,7 @@ extension HealthCheck {
         while let first = rest.first {
             if rest.hasPrefix("${"), let close = rest.dropFirst(2).firstIndex(of: "}") {
                 let name = String(rest[rest.index(rest.startIndex, offsetBy: 2)..<close])
-                out += env[name].flatMap { part.encoded($0) } ?? "${\(name)}"
+                out += env[name].flatMap { part.encoded($0, standsForAValue: out.last == "=") } ?? "${\(name)}"
                 rest = rest[rest.index(after: close)...]
                 continue
             }
@@ -66,7 +66,10 @@ private enum URLPart {
     case scheme, userinfo, host, path, query
 
     /// `value` as it may stand here, or `nil` when it cannot (a host or port that would move the URL's authority).
-    func encoded(_ value: String) -> String? {
+    /// In the query, a placeholder right after a `=` is a value (every byte but the unreserved ones encoded); one
+    /// elsewhere stands for query text of the operator's own (`?${HEALTH_QUERY}` with `token=abc&full=1`): only what
+    /// cannot stand in a query (a space, `#`, control and non-ASCII bytes) is encoded.
+    func encoded(_ value: String, standsForAValue: Bool) -> String? {
         switch self {
         case .scheme:
             return value.unicodeScalars.allSatisfy { $0.isASCII && $0.properties.isAlphabetic } ? value : nil
@@ -75,6 +78,8 @@ private enum URLPart {
             return value.unicodeScalars.contains { moving.contains($0) || $0.properties.isWhitespace || $0.value < 0x20 } ? nil : value
         case .path:
             return Self.percentEncoded(value, keeping: "!$&'()*+,;=:@/")
+        case .query where !standsForAValue:
+            return Self.percentEncoded(value, keeping: "!$&'()*+,;=:@/?%")
         case .userinfo, .query:
             return Self.percentEncoded(value, keeping: "")
         }

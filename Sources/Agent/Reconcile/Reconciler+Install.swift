@@ -80,6 +80,13 @@ extension Reconciler {
         let previousApps = state[service].applied == nil ? nil : otherApps[service]
         // Recorded before the first file is written: a restart from here on puts the applied release back.
         if transition(service, .activating, summary: &summary) != nil { save(&summary) }
+        guard !unsaved else {
+            // Not on disk: a restart could not tell that files were written, and would leave them (a full disk). Nothing
+            // is activated; the install is tried again at the next pass.
+            summary.problems.append("\(service): serial \(release.serial) is not activated while the agent state cannot be saved")
+            await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
+            return
+        }
         do throws(InstallError) {
             try activate(apps, directoryName: candidate.directoryName, service: service)
         } catch {

@@ -49,7 +49,7 @@ actor Reconciler {
 
     private(set) var state = AgentState()
     /// Whether the last save of `state` failed: the pass tries again at its end.
-    private var unsaved = false
+    private(set) var unsaved = false
     /// Services whose `current` link or ecosystem file could not be put back to their applied release
     /// (`Reconciler+FileSync`).
     var filesOutOfSync: Set<String> = []
@@ -73,7 +73,7 @@ actor Reconciler {
     /// it (`Reconciler+Environment`).
     var failedRefreshes: [String: FailedRefresh] = [:]
     /// How soon each service's serial whose download or extraction failed is tried again (keyed by `installAttempt`):
-    /// a digest that never matches, an archive the extractor refuses, a bucket that answers 403 for hours. Each pass
+    /// a digest or size that never matches, an archive the extractor refuses (`InstallError.repeatsTheSameWay`). Each pass
     /// with a problem runs one poll interval after the last, and each downloaded the artifact (or extracted it from the
     /// cache, fsyncs and all) again, until a new serial was published.
     var installBackoff = RepairBackoff(policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600)))

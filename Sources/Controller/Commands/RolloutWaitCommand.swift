@@ -168,7 +168,8 @@ struct RolloutWaitCommand: AsyncParsableCommand {
         }
         Console.print("rollout \(service) serial \(serial) \(result): \(message)")
         for failure in failures {
-            Console.print("failed: \(failure.agent) (\(failure.kind)): \(failure.reason)")
+            let line = { (text: String) in TerminalText.safe(text, keepingLineBreaks: false) }
+            Console.print("failed: \(line(failure.agent)) (\(line(failure.kind))): \(line(failure.reason))")
             if let detail = failure.failure {
                 for line in FailureText.lines(detail, indent: "  ", logLines: logLines).dropFirst() { Console.print(line) }
             }

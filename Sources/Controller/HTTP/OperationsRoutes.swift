@@ -32,6 +32,9 @@ final class FleetGauges: Sendable {
     let interval: Duration
     let patience: Duration
     private let lastCount = Mutex<ContinuousClock.Instant?>(nil)
+    /// Whether a count has set the gauges yet: until then there is nothing to keep, and the count is waited for
+    /// (bounded by the statement timeout) rather than leaving them at 0.
+    private let counted = Mutex(false)
 
     init(interval: Duration = .seconds(1), patience: Duration = .seconds(2)) {
         self.interval = interval
@@ -47,11 +50,13 @@ final class FleetGauges: Sendable {
         }
         guard due else { return }
         do {
-            let totals = try await Unawaited.result(of: "the fleet gauges' count of agents", within: patience) {
+            let hasCounted = counted.withLock { $0 }
+            let totals = try await Unawaited.result(of: "the fleet gauges' count of agents", within: hasCounted ? patience : nil) {
                 try await core.store.agentTotals(staleBefore: core.staleBefore(core.now()))
             }
             core.metrics.agents.set(to: Double(totals.enrolled))
             core.metrics.staleAgents.set(to: Double(totals.stale))
+            counted.withLock { $0 = true }
         } catch {
             core.logger.warning("/metrics keeps the last fleet gauges: counting the agents failed", metadata: ["error.message": "\(error)"])
         }

@@ -52,9 +52,10 @@ enum RolloutWaitVerdict: Equatable, Sendable {
     }
 
     /// The failed agents of the rollout, with their failure of the serial when the agent document carries it.
+    /// The texts are as the controller sent them (the JSON output carries them exactly); the text output escapes them.
     static func failures(_ rollout: JSONValue) -> [Failure] {
         let fields = rollout.object ?? [:]
-        let text = FleetDocument.text
+        func text(_ value: JSONValue?) -> String { FleetDocument.rawText(value) ?? FleetDocument.text(value) }
         let details = FleetDocument.array(fields["agents"]).compactMap(\.object)
         return FleetDocument.array(fields["failures"]).compactMap(\.object).map { failure in
             let id = text(failure["agentId"])

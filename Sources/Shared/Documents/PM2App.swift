@@ -178,9 +178,21 @@ package struct PM2App: Sendable, Equatable {
     /// and starts it again), `namespace=x` moves it out of Ferry's namespace, `cwd=/` changes where it runs. Every option
     /// and field PM2 keeps there, lower case as PM2 names them; `PM2_HOME` and `NODE_APP_INSTANCE` are ordinary
     /// variables of the app's env.
+    /// (`status`, `pm_uptime` and the `axm_*` fields PM2 sets again right after the copy, so they do no harm.)
     package static let processEntryEnvKeys: Set<String> = processEntryFields.subtracting(["PM2_HOME", "NODE_APP_INSTANCE"])
         .union(options.keys).union(ferryOwned)
         .union(["exec_interpreter", "autostart", "interpreterArgs", "script_args", "pm_pid_path", "pm_log_path", "windowsHide"])
+        .subtracting(["status", "pm_uptime", "axm_actions", "axm_monitor", "axm_options", "axm_dynamic"])
+
+    /// The part of `processEntryEnvKeys` an agent refuses to start an app with (an instance env file, a release signed
+    /// before publish refused them): those that take the app out of Ferry's reach or change what runs and where. The
+    /// app would run renamed (Ferry then starting it again at every pass), in another namespace, from another script or
+    /// directory, or with another instance count; refused, it is not started until the variable is renamed. The others
+    /// are refused at publish only: an app that ran with one before keeps running after an upgrade of the agent.
+    package static let envKeysMovingTheApp: Set<String> = [
+        "name", "namespace", "pm_id", "script", "pm_exec_path", "cwd", "pm_cwd", "exec_mode", "instances", "interpreter",
+        "exec_interpreter", "env", "pm_out_log_path", "pm_err_log_path", "pm_pid_path", "pm_log_path",
+    ]
 
     /// Why `key` cannot be a variable of an app's env, or `nil` when it can (`processEntryEnvKeys`).
     package static func envKeyProblem(_ key: String) -> String? {

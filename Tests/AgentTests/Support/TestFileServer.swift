@@ -46,6 +46,8 @@ final class TestFileServer: Sendable {
         var path: String
         var range: String?
         var authorization: String?
+        /// When it arrived.
+        var at = ContinuousClock.now
     }
 
     private struct Published {

@@ -480,10 +480,11 @@ struct PM2ProcessManager: ProcessManager {
     }
 
     /// Refuses an app whose env (the release's, the app's and the instance env file's, merged) names a field of PM2's
-    /// process entry: checked at publish too, but an instance env file or a release signed before that check reaches
+    /// process entry that takes the app out of Ferry's reach or changes what runs (`PM2App.envKeysMovingTheApp`):
+    /// checked at publish too (all of them), but an instance env file or a release signed before that check reaches
     /// here unchecked.
     static func envRefusal(_ app: AppSpec) -> PM2Error? {
-        let keys = app.env.keys.filter { PM2App.processEntryEnvKeys.contains($0) }.sorted()
+        let keys = app.env.keys.filter { PM2App.envKeysMovingTheApp.contains($0) }.sorted()
         return keys.isEmpty ? nil : .envReplacesProcessFields(app: app.name, keys: keys)
     }
 
