@@ -8,28 +8,32 @@ import Testing
 @Suite struct RolloutViewTests {
     static let strategies = ["all", "one-at-a-time", "waves:10,50,100", "waves:1,2,100", "canary:3"]
 
-    /// A one-at-a-time rollout of 500 agents has 500 waves: its dashboard card lists 12 of them around the current
-    /// one and counts the rest (it listed all 500, on a page refreshed every few seconds for as long as the rollout is
-    /// the service's latest).
-    @Test(arguments: [(0, 0..<12), (1, 0..<12), (250, 248..<260), (499, 488..<500)])
-    func aCardListsTheWavesAroundTheCurrentOne(_ current: Int, _ expected: Range<Int>) throws {
-        let order = (0..<500).map { "agt_\($0)" }
-        let rollout = RolloutRecord(
+    /// A rolling rollout of serial 2 of `web` over `agents` agents (`agt_0`, ...), at `currentWave`.
+    static func rollout(_ strategy: String, agents: Int, currentWave: Int) throws -> RolloutRecord {
+        RolloutRecord(
             id: 1,
             service: "web",
             serial: 2,
             version: "2.0.0",
             stableSerial: 1,
-            strategy: try RolloutStrategy.parse("one-at-a-time"),
+            strategy: try RolloutStrategy.parse(strategy),
             waveStable: .seconds(60),
             maxFailures: 0,
             state: .rolling,
-            currentWave: current,
-            agentOrder: order,
+            currentWave: currentWave,
+            agentOrder: (0..<agents).map { "agt_\($0)" },
             createdAt: Date(timeIntervalSince1970: 1_700_000_000),
             updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
             reason: ""
         )
+    }
+
+    /// A one-at-a-time rollout of 500 agents has 500 waves: its dashboard card lists 12 of them around the current
+    /// one and counts the rest (it listed all 500, on a page refreshed every few seconds for as long as the rollout is
+    /// the service's latest).
+    @Test(arguments: [(0, 0..<12), (1, 0..<12), (250, 248..<260), (499, 488..<500)])
+    func aCardListsTheWavesAroundTheCurrentOne(_ current: Int, _ expected: Range<Int>) throws {
+        let rollout = try Self.rollout("one-at-a-time", agents: 500, currentWave: current)
         let card = DashboardRenderer.card(RolloutView(rollout, names: [:], statuses: [:]), now: Date())
         let waves = try #require(card["waves"] as? [[String: Any]])
         #expect(waves.compactMap { $0["number"] as? Int } == expected.map { $0 + 1 })
@@ -40,24 +44,8 @@ import Testing
 
     @Test(arguments: strategies, [0, 1, 7, 250])
     func eachAgentIsInTheFirstWaveCoveringItsPlace(_ strategyText: String, _ agentCount: Int) throws {
-        let strategy = try RolloutStrategy.parse(strategyText)
-        let order = (0..<agentCount).map { "agt_\($0)" }
-        let rollout = RolloutRecord(
-            id: 1,
-            service: "web",
-            serial: 2,
-            version: "2.0.0",
-            stableSerial: 1,
-            strategy: strategy,
-            waveStable: .seconds(60),
-            maxFailures: 0,
-            state: .rolling,
-            currentWave: 0,
-            agentOrder: order,
-            createdAt: Date(timeIntervalSince1970: 1_700_000_000),
-            updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
-            reason: ""
-        )
+        let rollout = try Self.rollout(strategyText, agents: agentCount, currentWave: 0)
+        let order = rollout.agentOrder
         let view = RolloutView(rollout, names: [:], statuses: [:])
         let sizes = rollout.waveSizes
         for (index, agent) in view.agents.enumerated() {
