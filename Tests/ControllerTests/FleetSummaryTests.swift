@@ -163,14 +163,7 @@ import Testing
                     failures: [],
                     processes: []
                 )
-                let report = StatusReport(agentVersion: "1.0", hostname: extra.name, processManager: "builtin", services: [status])
-                let response = try await client.execute(
-                    uri: "/v1/agents/\(agent.id)/status",
-                    method: .post,
-                    headers: Fixture.bearer(agent.token),
-                    body: ByteBuffer(bytes: report.json.encoded())
-                )
-                #expect(response.status == .noContent)
+                try await InsightRoutesTests.report(client, agent, hostname: extra.name, status)
             }
             let page = try await client.execute(uri: "/", method: .get, headers: Fixture.bearer(fixture.viewerToken))
             let html = String(buffer: page.body)

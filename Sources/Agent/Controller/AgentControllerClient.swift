@@ -180,18 +180,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     static let maximumETagBytes = 1024
 
     /// Percent-escapes a path segment (agent ids are opaque to the agent).
-    static func escape(_ segment: String) -> String {
-        var out = ""
-        for byte in segment.utf8 {
-            let c = Character(UnicodeScalar(byte))
-            if c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_" || c == "." || c == "~") {
-                out.append(c)
-            } else {
-                out += "%" + Hex.encode([byte]).uppercased()
-            }
-        }
-        return out
-    }
+    static func escape(_ segment: String) -> String { PercentEncoding.encode(segment) }
 }
 
 /// Why a controller call failed.

@@ -77,11 +77,11 @@ private enum URLPart {
             let moving: Set<Unicode.Scalar> = ["/", "?", "#", "@", "\\", "%"]
             return value.unicodeScalars.contains { moving.contains($0) || $0.properties.isWhitespace || $0.value < 0x20 } ? nil : value
         case .path:
-            return Self.percentEncoded(value, keeping: "!$&'()*+,;=:@/")
+            return PercentEncoding.encode(value, keeping: PercentEncoding.pathCharacters)
         case .query where !standsForAValue:
-            return Self.percentEncoded(value, keeping: "!$&'()*+,;=:@/?%")
+            return PercentEncoding.encode(value, keeping: PercentEncoding.pathCharacters + "?%")
         case .userinfo, .query:
-            return Self.percentEncoded(value, keeping: "")
+            return PercentEncoding.encode(value, keeping: "")
         }
     }
 
@@ -99,26 +99,6 @@ private enum URLPart {
         }
         return false
     }
-
-    /// `value`'s UTF-8 bytes, with every byte but the unreserved ones (RFC 3986) and `kept` as `%XX`.
-    private static func percentEncoded(_ value: String, keeping kept: String) -> String {
-        var out = ""
-        for byte in value.utf8 {
-            let isUnreserved =
-                (0x61...0x7a).contains(byte) || (0x41...0x5a).contains(byte) || (0x30...0x39).contains(byte) || byte == 0x2d || byte == 0x2e
-                || byte == 0x5f || byte == 0x7e
-            if isUnreserved || kept.utf8.contains(byte) {
-                out.append(Character(Unicode.Scalar(byte)))
-            } else {
-                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
-            }
-        }
-        return out
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
 
 /// A release's health check as this instance runs it.

@@ -1,3 +1,5 @@
+import Shared
+
 /// Masks instance env values in text the agent sends or logs: defence in depth behind keeping secrets out of messages
 /// in the first place (the health URL's filled-in form, for one, never reaches a message).
 ///
@@ -29,7 +31,9 @@ struct SecretMask: Sendable, Equatable {
         for environment in environments {
             for (name, value) in environment where value.utf8.count >= Self.minimumLength {
                 // Raw, and as a health URL writes it: fully percent-encoded (a query), or keeping what a path may hold.
-                let forms = [Array(value.utf8), Self.percentEncoded(value), Self.percentEncoded(value, keeping: Self.pathCharacters)]
+                let forms = [value, PercentEncoding.encode(value), PercentEncoding.encode(value, keeping: PercentEncoding.pathCharacters)].map {
+                    Array($0.utf8)
+                }
                 for form in Set(forms) {
                     // One value under two names: the first name in order wins, so the result does not depend on hashing.
                     if let existing = names[form], existing <= name { continue }
@@ -118,25 +122,4 @@ struct SecretMask: Sendable, Equatable {
     }
 
     private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
-
-    /// `value` percent-encoded the way a URL carries it (RFC 3986 unreserved characters kept).
-    /// What a health URL keeps unencoded in a path besides the unreserved characters (`HealthCheck.expand`).
-    static let pathCharacters = Set("!$&'()*+,;=:@/".utf8)
-
-    private static func percentEncoded(_ value: String, keeping kept: Set<UInt8> = []) -> [UInt8] {
-        var out: [UInt8] = []
-        let hex = Array("0123456789ABCDEF".utf8)
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-                out.append(byte)
-            case _ where kept.contains(byte):
-                out.append(byte)
-            default:
-                out += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
-            }
-        }
-        return out
-    }
 }

@@ -134,19 +134,7 @@ struct FleetQuery: Sendable, Equatable {
     }
 
     /// Percent-encodes a query value (everything but unreserved characters).
-    static func escape(_ value: String) -> String {
-        var out = ""
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-                out.append(Character(UnicodeScalar(byte)))
-            default:
-                out += "%" + Hex.encode([byte]).uppercased()
-            }
-        }
-        return out
-    }
+    static func escape(_ value: String) -> String { PercentEncoding.encode(value) }
 }
 
 /// A fleet query parameter that cannot be used.

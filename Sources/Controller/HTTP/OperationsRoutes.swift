@@ -31,10 +31,9 @@ struct OperationsRoutes: Sendable {
 final class FleetGauges: Sendable {
     let interval: Duration
     let patience: Duration
-    private let lastCount = Mutex<ContinuousClock.Instant?>(nil)
-    /// Whether a count has set the gauges yet: until then there is nothing to keep, and the count is waited for
-    /// (bounded by the statement timeout) rather than leaving them at 0.
-    private let counted = Mutex(false)
+    /// When the last count began, and whether a count has set the gauges yet: until then there is nothing to keep,
+    /// and the count is waited for (bounded by the statement timeout) rather than leaving them at 0.
+    private let state = Mutex<(lastCount: ContinuousClock.Instant?, counted: Bool)>((nil, false))
 
     init(interval: Duration = .seconds(1), patience: Duration = .seconds(2)) {
         self.interval = interval
@@ -43,20 +42,19 @@ final class FleetGauges: Sendable {
 
     func refresh(_ core: ControllerCore) async {
         let now = ContinuousClock.now
-        let due = lastCount.withLock { last -> Bool in
-            if let last, now - last < interval { return false }
-            last = now
-            return true
+        let (due, hasCounted) = state.withLock { state -> (Bool, Bool) in
+            if let last = state.lastCount, now - last < interval { return (false, state.counted) }
+            state.lastCount = now
+            return (true, state.counted)
         }
         guard due else { return }
         do {
-            let hasCounted = counted.withLock { $0 }
             let totals = try await Unawaited.result(of: "the fleet gauges' count of agents", within: hasCounted ? patience : nil) {
                 try await core.store.agentTotals(staleBefore: core.staleBefore(core.now()))
             }
             core.metrics.agents.set(to: Double(totals.enrolled))
             core.metrics.staleAgents.set(to: Double(totals.stale))
-            counted.withLock { $0 = true }
+            state.withLock { $0.counted = true }
         } catch {
             core.logger.warning("/metrics keeps the last fleet gauges: counting the agents failed", metadata: ["error.message": "\(error)"])
         }
