@@ -162,6 +162,31 @@ import Testing
         }
     }
 
+    /// Reports of one service arriving while rounds of another commit transitions: a commit empties the copy the reports
+    /// update, and a report that resumed then must not put back the snapshot its read returned (that dropped the reports
+    /// taken in since, and the rollout they complete stayed rolling until the timer read the store).
+    @Test func reportsArrivingWhileAnotherRolloutAdvancesAllCount() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var web: [RolloutAgent] = []
+                var other: [RolloutAgent] = []
+                for index in 0..<60 { web.append(try await api.enroll("web-\(index)")) }
+                for index in 0..<40 { other.append(try await api.enroll("api-\(index)", services: ["api"])) }
+                try await api.mustPublish(serial: 1, version: "1.0.0", query: "strategy=waves:100&waveStableSeconds=0")
+                try await api.mustPublish(service: "api", serial: 1, version: "1.0.0", query: "strategy=one-at-a-time&waveStableSeconds=0")
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for agent in web { group.addTask { try await api.reportHealthy(agent, serial: 1) } }
+                    for _ in 0..<3 {
+                        for agent in other { group.addTask { try await api.reportHealthy(agent, serial: 1, service: "api") } }
+                    }
+                    try await group.waitForAll()
+                }
+                let rollout = try await api.rollout()
+                #expect(rollout["state"].string == "completed", "every web report was taken in before it was answered: \(rollout)")
+            }
+        }
+    }
+
     /// An agent keeps reporting a failure it had (the failures list travels with every report until a new release
     /// installs): the failure is one event, however many reports carry it, and reports with no failure in between do
     /// not make the next one that carries it look new. A second failure is a second event.

@@ -142,6 +142,9 @@ import Testing
             }
             #expect(try await store.updateRollout(transition))
             #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id).isEmpty)
+            // A save that raced the end (a tick that read the rollout rolling) writes nothing.
+            try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers)
+            #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id).isEmpty)
         }
     }
 

@@ -112,7 +112,26 @@ struct FailureDiagnosisTests {
         HostileCase(
             name: "a time that is not RFC 3339",
             change: { $0["at"] = .string("yesterday") },
-            error: .invalidValue(field: "\(path).at", reason: "\"yesterday\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z")
+            error: .invalidValue(
+                field: "\(path).at",
+                reason: "\"yesterday\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999"
+            )
+        ),
+        HostileCase(
+            name: "a time written back before year 0",
+            change: { $0["at"] = .string("0000-01-01T00:00:00+00:01") },
+            error: .invalidValue(
+                field: "\(path).at",
+                reason: "\"0000-01-01T00:00:00+00:01\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999"
+            )
+        ),
+        HostileCase(
+            name: "a time with a ten-digit hour",
+            change: { $0["at"] = .string("2026-01-01T9999999999:00:00Z") },
+            error: .invalidValue(
+                field: "\(path).at",
+                reason: "\"2026-01-01T9999999999:00:00Z\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999"
+            )
         ),
         HostileCase(
             name: "a deadline of a year",

@@ -88,11 +88,18 @@ actor RolloutCoordinator {
         guard beginDriving() else { return }
         // The copy in memory, read again first when it is stale; `activeRollouts` installs a fresh read before any
         // waiter resumes, so every report of a burst updates the same copy.
-        var rollouts = try await activeRollouts()
-        // Taken out while updated, so the status table is not copied (no suspension until it is put back).
-        if let current = active {
-            active = nil
-            rollouts = current
+        // Taken out while updated, so the status table is not copied (no suspension until it is put back). A round
+        // that commits empties the copy (`commit`) and may do so between the read and this resumption: the value the
+        // read returned is then the snapshot from before the other reports went in, and updating it would drop them
+        // from memory. The copy is read again instead.
+        var rollouts: ActiveRollouts
+        while true {
+            _ = try await activeRollouts()
+            if let current = active {
+                active = nil
+                rollouts = current
+                break
+            }
         }
         var touched = false
         for status in report.services {

@@ -234,10 +234,16 @@ extension SQLControllerStore {
     func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws {
         // Only this rollout's rows, written by the one controller that drives rollouts: many rows a statement (one
         // statement a row was 10,000 round trips a round on PostgreSQL), and a row another driver wrote meanwhile (a
-        // hand-over) is overwritten, not a duplicate-key failure.
+        // hand-over) is overwritten, not a duplicate-key failure. Only while the rollout is open, under the lock its
+        // transitions take: a save that raced the rollout's end (a tick that read it rolling) wrote rows nothing would
+        // ever delete.
         let rows = timers.sorted(by: { $0.key < $1.key })
-        try await backend.transaction(exclusive: false) { db in
+        try await backend.transaction(exclusive: true) { db in
             try await db.raw("DELETE FROM rollout_health WHERE rollout_id = \(bind: rolloutID)").run()
+            let open = try await db.raw(
+                "SELECT id FROM rollouts WHERE id = \(bind: rolloutID) AND state IN (\(bind: RolloutState.rolling.rawValue), \(bind: RolloutState.paused.rawValue))"
+            ).first()
+            guard open != nil else { return }
             for start in stride(from: 0, to: rows.count, by: Self.timerRowsPerStatement) {
                 let values = rows[start..<min(rows.count, start + Self.timerRowsPerStatement)].map { agentID, since -> SQLQueryString in
                     "(\(bind: rolloutID), \(bind: agentID), \(bind: StoredTime.milliseconds(since)))"
