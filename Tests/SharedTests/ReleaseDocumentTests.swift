@@ -284,7 +284,10 @@ struct ReleaseDocumentTests {
         .init(
             description: "bad timestamp",
             document: release([.key("createdAt")], .string("yesterday")),
-            expected: .invalidValue(field: "createdAt", reason: "\"yesterday\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999")
+            expected: .invalidValue(
+                field: "createdAt",
+                reason: "\"yesterday\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999"
+            )
         ),
         .init(
             description: "expiresAt before createdAt",

@@ -73,7 +73,10 @@ struct RootDocumentTests {
         Hostile(
             name: "expiresAt not a timestamp",
             document: { sample.setting([.key("expiresAt")], to: .string("next year")) },
-            expected: .invalidValue(field: "expiresAt", reason: "\"next year\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999")
+            expected: .invalidValue(
+                field: "expiresAt",
+                reason: "\"next year\" is not an RFC 3339 timestamp like 2026-11-26T12:00:00Z between 1970 and 9999"
+            )
         ),
         Hostile(
             name: "a weak key (the identity point: it accepts one forged signature for every message)",
