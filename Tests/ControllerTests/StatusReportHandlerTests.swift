@@ -206,6 +206,83 @@ import Testing
         }
     }
 
+    /// Report bodies held while they arrive share one budget (`BodyBudget`): one agent's token held a body of just under
+    /// the limit open on every connection, a byte a minute. A body past the budget is answered 503 with `Retry-After`,
+    /// whether the handler or the router holds the others; a body that completes gives its bytes back. `pollFirst`: the
+    /// agent's token is cached (its reports are held by the handler), or not yet (the router holds the first).
+    @Test(arguments: [false, true])
+    func reportBodiesShareOneBudget(pollFirst: Bool) async throws {
+        let budget = 6_000
+        let adjust: (inout ControllerConfiguration) -> Void = {
+            $0.maximumStatusBytes = Self.limit
+            $0.connectionLimits.maximumBodyBytesInFlight = budget
+        }
+        try await Fixture.with(adjust: adjust) { fixture in
+            let agent = try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "a")
+                if pollFirst {
+                    let poll = try await client.execute(
+                        uri: "/v1/agents/\(agent.id)/desired-state",
+                        method: .get,
+                        headers: Fixture.bearer(agent.token)
+                    )
+                    #expect(poll.status == .ok)
+                }
+                return agent
+            }
+            // Reports of an exact size: `size` bytes of body.
+            // Reports of an exact size: `size` bytes of body (white space after the opening brace).
+            @Sendable func report(_ message: String, size: Int) -> String {
+                let base = Self.report(message: message)
+                return "{" + String(repeating: " ", count: size - base.utf8.count) + base.dropFirst()
+            }
+            @Sendable func request(_ body: String) -> String {
+                "POST /v1/agents/\(agent.id)/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+            }
+            @Sendable func answer(_ connection: RawConnection) async throws -> String {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while !connection.text.contains("\r\n\r\n"), !connection.isClosedByPeer, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    connection.poll()
+                }
+                // The body of an error follows its head: read it too.
+                try await Task.sleep(for: .milliseconds(100))
+                connection.poll()
+                return connection.text
+            }
+            let held = fixture.controller.core.bodyBudget
+            let (first, second, third, stored) = try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                // All of the slow request but its last 500 bytes: 3,500 bytes of its body.
+                let slow = Array(request(report("slow", size: 4_000)).utf8)
+                let holder = try RawConnection(port: port)
+                try holder.send(String(decoding: slow.dropLast(500), as: UTF8.self))
+                let deadline = ContinuousClock.now + .seconds(20)
+                while held.bytesHeld < 3_500, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(held.bytesHeld >= 3_500, "the slow body is held")
+                // 3,500 + 3,000 is past the budget of 6,000.
+                let refused = try RawConnection(port: port)
+                try refused.send(request(report("refused", size: 3_000)))
+                let second = try await answer(refused)
+                // The slow body completes, is stored, and gives its bytes back.
+                try holder.send(String(decoding: slow.suffix(500), as: UTF8.self))
+                let first = try await answer(holder)
+                let after = try RawConnection(port: port)
+                try after.send(request(report("after", size: 3_000)))
+                let third = try await answer(after)
+                return (first, second, third, try await fixture.controller.core.store.serviceStatuses(agentID: agent.id).map(\.status.message))
+            }
+            #expect(second.hasPrefix("HTTP/1.1 503"), "\(second)")
+            #expect(second.contains("Retry-After: 5"), "\(second)")
+            #expect(second.contains(#""error":"busy""#), "\(second)")
+            #expect(first.hasPrefix("HTTP/1.1 204"), "\(first)")
+            #expect(third.hasPrefix("HTTP/1.1 204"), "\(third)")
+            #expect(held.bytesHeld == 0, "every body gave its bytes back")
+            #expect(stored == ["after"])
+        }
+    }
+
     static func handledCount(_ fixture: Fixture) -> Int {
         fixture.counter("ferry_status_report_handler_answers_total")
     }

@@ -127,6 +127,7 @@ func makeApplication(
         ),
         metrics: metrics,
         logger: logger,
+        bodyBudget: BodyBudget(limit: configuration.connectionLimits.maximumBodyBytesInFlight),
         now: now
     )
     let router = try ControllerRouter.build(core: core)
@@ -150,7 +151,8 @@ func makeApplication(
                 metrics: metrics,
                 maximumWait: configuration.maximumWait,
                 statusReports: StatusReportIntake(core: core),
-                maximumStatusBytes: configuration.maximumStatusBytes
+                maximumStatusBytes: configuration.maximumStatusBytes,
+                bodyBudget: core.bodyBudget
             )
         ),
         // A deep accept queue: thousands of agents reconnect at once after a restart (the kernel caps it at somaxconn).

@@ -21,6 +21,8 @@ struct ControllerCore: Sendable {
     let logger: Logger
     /// Notices one agent identity reporting from two hosts at once (an image baked after enrolment, a copied token).
     let identities = AgentIdentityWatch()
+    /// The request bodies all connections together may hold while they arrive.
+    let bodyBudget: BodyBudget
     /// The wall clock (release expiry, last-seen times); injected so tests can move it.
     let now: @Sendable () -> Date
 

@@ -23,7 +23,7 @@ struct AgentRoutes: Sendable {
     /// valid and has uses left; an operator token may also replace the agent of the same name (`"replace": true`).
     private func enroll(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let principal = try context.authenticated()
-        let bytes = try await RequestBodyReader.collect(request, limit: 64 * 1024, what: "the enrolment request")
+        let bytes = try await RequestBodyReader.collect(request, limit: 64 * 1024, what: "the enrolment request", budget: core.bodyBudget)
         let enrollment: EnrollRequest
         do {
             enrollment = try EnrollRequest(json: JSONValue.parse(bytes))
@@ -250,7 +250,12 @@ struct AgentRoutes: Sendable {
 
     private func status(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let id = try ownAgentID(context: context)
-        let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumStatusBytes, what: "the status report")
+        let bytes = try await RequestBodyReader.collect(
+            request,
+            limit: core.configuration.maximumStatusBytes,
+            what: "the status report",
+            budget: core.bodyBudget
+        )
         try await StatusReportIntake(core: core).accept(bytes, agentID: id)
         return Response(status: .noContent)
     }

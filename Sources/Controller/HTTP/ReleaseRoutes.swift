@@ -34,7 +34,12 @@ struct ReleaseRoutes: Sendable {
         } catch {
             throw APIError.badRequest(error.code, "\(error)")
         }
-        let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumBodyBytes, what: "the envelope")
+        let bytes = try await RequestBodyReader.collect(
+            request,
+            limit: core.configuration.maximumBodyBytes,
+            what: "the envelope",
+            budget: core.bodyBudget
+        )
         let envelope: Envelope
         do {
             envelope = try Envelope.decode(bytes)

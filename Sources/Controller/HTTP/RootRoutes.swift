@@ -20,7 +20,12 @@ struct RootRoutes: Sendable {
 
     private func publish(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let principal = try context.authenticated()
-        let bytes = try await RequestBodyReader.collect(request, limit: core.configuration.maximumBodyBytes, what: "the root envelope")
+        let bytes = try await RequestBodyReader.collect(
+            request,
+            limit: core.configuration.maximumBodyBytes,
+            what: "the root envelope",
+            budget: core.bodyBudget
+        )
         let envelope: Envelope
         do {
             envelope = try Envelope.decode(bytes)

@@ -39,6 +39,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// Largest body of a request taken here: a report's limit (a larger report goes to the route, which refuses
         /// it; so does a poll that carries a body, which is held in memory while the poll is parked).
         let maximumStatusBytes: Int
+        /// What every connection's held bodies share (the router's bodies too): a body that does not fit goes to the
+        /// router, which answers 503.
+        let bodyBudget: BodyBudget
         /// The request metrics of the answers given here, resolved once.
         let okSeries: RequestMetrics.Series
         let notModifiedSeries: RequestMetrics.Series
@@ -50,7 +53,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             metrics: ControllerMetrics,
             maximumWait: Duration,
             statusReports: StatusReportIntake? = nil,
-            maximumStatusBytes: Int = 0
+            maximumStatusBytes: Int = 0,
+            bodyBudget: BodyBudget = BodyBudget()
         ) {
             self.authenticator = authenticator
             self.desiredStates = desiredStates
@@ -58,6 +62,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             self.maximumWait = maximumWait
             self.statusReports = statusReports
             self.maximumStatusBytes = maximumStatusBytes
+            self.bodyBudget = bodyBudget
             okSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 200)
             notModifiedSeries = metrics.requests.series(route: DesiredStatePollHandler.route, method: .get, status: 304)
             noContentSeries = metrics.requests.series(route: DesiredStatePollHandler.reportRoute, method: .post, status: 204)
@@ -225,6 +230,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         var ended: Bool { end != nil }
         /// Body bytes so far.
         var bodyBytes: Int { body?.readableBytes ?? 0 }
+        /// Bytes of it taken from `Dependencies.bodyBudget`, given back when the request is done here.
+        var reserved = 0
         let startedAt: ContinuousClock.Instant
         /// When a long-poll must be answered at the latest.
         let deadline: ContinuousClock.Instant
@@ -315,9 +322,12 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                     // Never: a head follows the end of the request before it.
                     break
                 case .body(var bytes):
-                    // Held until answered: a body larger than a report may be (a poll has none) is the router's to read.
+                    // Held until answered: a body larger than a report may be (a poll has none) is the router's to read,
+                    // and so is one that does not fit in the budget every connection shares (the router refuses it).
+                    let fits = dependencies.bodyBudget.reserve(bytes.readableBytes)
+                    if fits { current?.reserved += bytes.readableBytes }
                     current?.append(&bytes)
-                    if current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
+                    if !fits || current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
                 case .end:
                     current?.end = part
                     // A report is taken once all of it is here.
@@ -609,6 +619,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     /// The answer to `answered` is written: goes on with whatever arrived meanwhile.
     private func finish(_ answered: Current, context: ChannelHandlerContext) {
+        dependencies.bodyBudget.release(answered.reserved)
         self.current = nil
         draining = !answered.ended
         if answered.kind.closesConnection {
@@ -624,6 +635,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         guard let context, let current else { return }
         // A poll parked here is the router's now.
         if let ticket = current.ticket { dependencies.desiredStates.hub.cancel(ticket) }
+        dependencies.bodyBudget.release(current.reserved)
         self.current = nil
         forwardedInFlight += 1
         for part in current.parts { context.fireChannelRead(wrapInboundOut(part)) }
@@ -659,6 +671,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// The connection is going away: a parked poll leaves the hub.
     private func abandon() {
         if let ticket = current?.ticket { dependencies.desiredStates.hub.cancel(ticket) }
+        dependencies.bodyBudget.release(current?.reserved ?? 0)
         current = nil
         queued.removeAll()
         readHeld = false
