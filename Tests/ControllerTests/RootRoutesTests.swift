@@ -35,7 +35,8 @@ struct RootRoutesTests {
         )
     }
 
-    /// Root 2: root key `root2`, release key `release2` (the flags' keys are revoked), signed by `signers`.
+    /// Root 2: root key `root2`, release key `release2` (the flags' keys are revoked), signed by `signers` (by default
+    /// both flag keys, as the controller requires after flags, and its own root key).
     static func root2(
         _ fixture: Fixture,
         _ keys: Keys,
@@ -47,7 +48,7 @@ struct RootRoutesTests {
             expiresAt: expiresAt,
             rootKeys: [keys.root2],
             releaseKeys: [keys.release2],
-            signers: signers ?? [fixture.signingKey, keys.root2]
+            signers: signers ?? [fixture.signingKey, fixture.secondKey, keys.root2]
         )
     }
 
@@ -83,6 +84,30 @@ struct RootRoutesTests {
             send: { fixture, keys, client in try await post(client, try root2(fixture, keys, signers: [keys.root2]), token: fixture.operatorToken) },
             status: .unprocessableContent,
             code: "root_not_signed_by_previous"
+        ),
+        Hostile(
+            name: "root 2 signed by one of the two flag keys (threshold 1): a release key taking over the root",
+            before: { _, _ in [] },
+            send: { fixture, keys, client in
+                let takeover = try TestRoots.root(
+                    version: 2,
+                    rootKeys: [fixture.signingKey],
+                    releaseKeys: [fixture.signingKey],
+                    signers: [fixture.signingKey]
+                )
+                return try await post(client, takeover, token: fixture.operatorToken)
+            },
+            status: .unprocessableContent,
+            code: "root_needs_every_flag_key"
+        ),
+        Hostile(
+            name: "root 2 signed by one flag key and its own root key",
+            before: { _, _ in [] },
+            send: { fixture, keys, client in
+                try await post(client, try root2(fixture, keys, signers: [fixture.signingKey, keys.root2]), token: fixture.operatorToken)
+            },
+            status: .unprocessableContent,
+            code: "root_needs_every_flag_key"
         ),
         Hostile(
             name: "root 2 signed only by root 1's keys",

@@ -409,7 +409,9 @@ struct RootRotateCommand: AsyncParsableCommand {
 
     func run() async throws {
         if out != "-", FileManager.default.fileExists(atPath: out) { throw CLIError("\(out) already exists; refusing to overwrite a root") }
-        let current = try await currentRoot()
+        let (current, fromFlags) = try await currentRoot()
+        // After a root 1 built from --trusted-key flags, the controller takes root 2 only with every flag key's signature.
+        let previousNeeded = fromFlags ? current.rootRole.keyIDs.count : current.rootRole.threshold
         let (next, overflow) = current.version.addingReportingOverflow(1)
         guard !overflow, next <= Root.maximumVersion else { throw CLIError("root version \(current.version) is the last one possible") }
         let lifetime = try ExpiryText.parse(expires, name: "--expires")
@@ -446,7 +448,7 @@ struct RootRotateCommand: AsyncParsableCommand {
                     "file": .string(out), "root": RootFile.summary(root, envelope: nil), "changes": .object(changes),
                     "needs": .object([
                         "previousVersion": .integer(current.version),
-                        "previousRootThreshold": .integer(Int64(current.rootRole.threshold)),
+                        "previousRootThreshold": .integer(Int64(previousNeeded)),
                         "previousRootKeyIds": .array(current.rootRole.keyIDs.map { .string($0) }),
                         "rootThreshold": .integer(Int64(root.rootRole.threshold)),
                         "rootKeyIds": .array(root.rootRole.keyIDs.map { .string($0) }),
@@ -459,26 +461,30 @@ struct RootRotateCommand: AsyncParsableCommand {
         let quiet = out == "-"
         for line in RootFile.describe(root, envelope: nil) + changeLines { RootFile.note(line, json: quiet) }
         RootFile.note(
-            "wrote \(quiet ? "the root to standard output" : out) (unsigned): it needs \(current.rootRole.threshold) signature(s) by root keys of version \(current.version) "
+            "wrote \(quiet ? "the root to standard output" : out) (unsigned): it needs \(previousNeeded) signature(s) by root keys of version \(current.version) "
                 + "[\(current.rootRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ", "))] and \(root.rootRole.threshold) by its "
                 + "own root keys [\(root.rootRole.keyIDs.map { String($0.prefix(12)) }.joined(separator: ", "))]",
             json: quiet
         )
     }
 
-    private func currentRoot() async throws -> Root {
-        if let from { return try RootFile.read(from).root }
+    /// The root to rotate from, and whether it is the controller's root 1 as its `--trusted-key` flags define it.
+    private func currentRoot() async throws -> (Root, fromFlags: Bool) {
+        if let from { return (try RootFile.read(from).root, false) }
         let client = try controller.client()
         let chain = try await client.getJSON("/v1/roots")
         guard case .integer(let version)? = FleetDocument.array(chain.object?["roots"]).last?.object?["version"] else {
             throw CLIError(
                 "the controller stores no trust root yet (it trusts its --trusted-key flags, which are root 1): make root 2 with "
-                    + "`ferry-controller root init --version 2 ...` and sign it with those keys and its own root keys, or give --from FILE"
+                    + "`ferry-controller root init --version 2 ...` and sign it with every one of those keys and its own root keys, or give "
+                    + "--from FILE"
             )
         }
         let envelopeJSON = try await client.getJSON("/v1/roots/\(version)")
         do {
-            return try TrustedRoot.decode(try Envelope(json: envelopeJSON, path: "root"))
+            let root = try TrustedRoot.decode(try Envelope(json: envelopeJSON, path: "root"))
+            let fromFlags = version == 1 && chain.object?["pinned"]?.object?["fromTrustedKeys"] == .bool(true)
+            return (root, fromFlags)
         } catch {
             throw CLIError("the controller's root version \(version) is unreadable: \(error)")
         }

@@ -139,6 +139,7 @@ struct RootRoutes: Sendable {
             }
         case .expired: return .unprocessable("root_expired", "\(error)")
         case .doesNotMatchPin: return .unprocessable("root_does_not_match_pin", "\(error)")
+        case .needsEveryFlagKey: return .unprocessable("root_needs_every_flag_key", "\(error)")
         case .chainBroken: return APIError(.internalServerError, "trust_chain_broken", "\(error)")
         }
     }

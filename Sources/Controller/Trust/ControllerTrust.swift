@@ -72,11 +72,33 @@ struct ControllerTrust: Sendable {
             } catch {
                 throw .refused(error)
             }
+            try requireEveryFlagKey(envelope, after: current)
         }
         guard !accepted.root.isExpired(at: now, grace: clockSkewGrace) else {
             throw .expired(version: accepted.version, expiresAt: accepted.root.expiresAt)
         }
         return .store(accepted)
+    }
+
+    /// Root 2 after a root built from `--trusted-key` flags must carry the signature of every flag key. Those keys are
+    /// root 1's root keys only because there were no roots when they were given: they are release keys (CI's, each
+    /// approver's), and with the flags' threshold any one of them (at threshold 1) could sign a root 2 naming only
+    /// itself in both roles, shutting every other key out of the fleet for good. Agents pinned by the flags accept the
+    /// flags' threshold (a root 2 stored before this check must stay acceptable to them), so the controller, through
+    /// which every root reaches them, is where this is held.
+    private func requireEveryFlagKey(_ envelope: Envelope, after current: TrustedRoot) throws(ControllerTrustError) {
+        guard current.isFromTrustedKeys else { return }
+        let flags = current.root.policy(for: .root)
+        do {
+            _ = try flags.verify(envelope, expecting: Root.payloadType, threshold: flags.trustedKeys.count)
+        } catch {
+            throw .needsEveryFlagKey(
+                "root \(current.version + 1) of a fleet configured with --trusted-key must be signed by every one of those "
+                    + "\(flags.trustedKeys.count) keys (\(RolloutStateMachine.keyList(flags.trustedKeys.keys.sorted()))), not only "
+                    + "\(flags.threshold): they sign releases too, and one of them alone must not decide which keys the fleet trusts "
+                    + "(\(error))"
+            )
+        }
     }
 
     /// The pinned version, offered as the chain's first root.
@@ -123,6 +145,8 @@ enum ControllerTrustError: Error, Equatable, CustomStringConvertible {
     case doesNotMatchPin(String)
     /// A stored root does not follow from the pin (the pin changed after roots were published).
     case chainBroken(RootError)
+    /// Root 2 after `--trusted-key` flags lacks the signature of one of the flag keys.
+    case needsEveryFlagKey(String)
 
     var description: String {
         switch self {
@@ -132,6 +156,8 @@ enum ControllerTrustError: Error, Equatable, CustomStringConvertible {
             "root version \(version) expired at \(Timestamp.format(expiresAt)); make a new one with a later --expires"
         case .doesNotMatchPin(let reason):
             "this root is not the one this controller pins: \(reason)"
+        case .needsEveryFlagKey(let reason):
+            "this root is refused: \(reason)"
         case .chainBroken(let error):
             "the trust roots stored by this controller do not follow from the root it pins (--trusted-key or --trust-root "
                 + "changed after roots were published?): \(error)"

@@ -45,7 +45,8 @@ package struct TrustedRoot: Sendable, Equatable {
 
     /// The root of a configuration that names trusted keys instead of a root file (how Ferry was configured before
     /// roots existed): version 1, the keys in both roles with `threshold`, never expiring. Root 2 must then be signed by
-    /// `threshold` of these keys (and by its own root keys) to be accepted.
+    /// `threshold` of these keys (and by its own root keys) to be accepted here; the controller admits it only with every one
+    /// of them (`ControllerTrust.requireEveryFlagKey`).
     /// - Throws: `RootError.document` when the keys or the threshold cannot make a root (no key, threshold too high).
     package static func fromTrustedKeys(_ keys: [PublicKey], threshold: Int) throws(RootError) -> TrustedRoot {
         var distinct: [PublicKey] = []
