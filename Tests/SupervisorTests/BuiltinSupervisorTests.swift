@@ -178,11 +178,15 @@ struct BuiltinSupervisorTests {
             limited.minUptimeMilliseconds = 5000
             var noAuto = harness.spec("crash-noauto", script: script)
             noAuto.autorestart = false
+            // Exits 1, one of its stop_exit_codes: stopped without a restart, as PM2 leaves it.
+            var stopCode = harness.spec("crash-stopcode", script: script)
+            stopCode.pm2Options["stop_exit_codes"] = .array([.integer(0), .integer(1)])
             var delayed = harness.spec("crash-delay", script: script)
             // Long enough that the first wait is seen before the restart, even when the machine is loaded.
             delayed.restartDelayMilliseconds = 4000
             try await harness.manager.start(limited, ecosystem: "")
             try await harness.manager.start(noAuto, ecosystem: "")
+            try await harness.manager.start(stopCode, ecosystem: "")
             try await harness.manager.start(delayed, ecosystem: "")
 
             let waiting = try await harness.waitUntil("crash-delay waits for its restart_delay") { table in
@@ -196,7 +200,10 @@ struct BuiltinSupervisorTests {
 
             let settled = try await harness.waitUntil("crash-limited is errored and crash-noauto stopped") { table in
                 table.first { $0.name == "crash-limited" }?.status == .errored && table.first { $0.name == "crash-noauto" }?.status == .stopped
+                    && table.first { $0.name == "crash-stopcode" }?.status == .stopped
             }
+            let stopCodeEntry = try #require(settled.first { $0.name == "crash-stopcode" })
+            #expect(stopCodeEntry.restarts == 0 && stopCodeEntry.pid == nil, "\(stopCodeEntry)")
             let errored = try #require(settled.first { $0.name == "crash-limited" })
             let stopped = try #require(settled.first { $0.name == "crash-noauto" })
             // PM2 7: max_restarts 3 → errored at restart_time 2; autorestart false → stopped without a restart.

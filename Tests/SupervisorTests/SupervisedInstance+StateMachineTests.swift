@@ -407,6 +407,34 @@ struct SupervisedInstanceStateMachineTests {
             ]
         ),
         Scenario(
+            label: "stop_exit_codes: an exit with one of them leaves the instance stopped, as autorestart false does (PM2's handleExit)",
+            policy: Machine.Policy(autorestart: true, maxRestarts: 3, minUptime: .seconds(1), restartDelay: .zero, stopExitCodes: [0, 1]),
+            steps: [
+                Step(
+                    event: .exited(run(1), ranFor: long),
+                    state: .stopped,
+                    action: .recordStopped(crash),
+                    restarts: 0,
+                    unstable: 0,
+                    backoff: .milliseconds(100)
+                )
+            ]
+        ),
+        Scenario(
+            label: "stop_exit_codes: another code, or a signal, restarts as any crash",
+            policy: Machine.Policy(autorestart: true, maxRestarts: 3, minUptime: .seconds(1), restartDelay: .zero, stopExitCodes: [0]),
+            steps: [
+                Step(
+                    event: .exited(run(1), ranFor: long),
+                    state: .waitingRestart(timer: 1),
+                    action: .scheduleRestart(after: .milliseconds(100), timer: 1),
+                    restarts: 0,
+                    unstable: 0,
+                    backoff: .milliseconds(200)
+                )
+            ]
+        ),
+        Scenario(
             label: "max_restarts 0: the first exit, even after a long run, is errored",
             policy: Machine.Policy(autorestart: true, maxRestarts: 0, minUptime: .seconds(1), restartDelay: .zero),
             steps: [

@@ -59,12 +59,21 @@ extension SupervisedInstance {
             var minUptime: Duration
             /// Fixed delay before a crash restart; `.zero` uses the backoff.
             var restartDelay: Duration
+            /// Exit codes after which the instance stays stopped, as with `autorestart: false` (`stop_exit_codes`).
+            var stopExitCodes: Set<Int32>
 
-            init(autorestart: Bool, maxRestarts: Int, minUptime: Duration, restartDelay: Duration) {
+            init(autorestart: Bool, maxRestarts: Int, minUptime: Duration, restartDelay: Duration, stopExitCodes: Set<Int32> = []) {
                 self.autorestart = autorestart
                 self.maxRestarts = maxRestarts
                 self.minUptime = minUptime
                 self.restartDelay = restartDelay
+                self.stopExitCodes = stopExitCodes
+            }
+
+            /// Whether `exit` is one of `stopExitCodes` (a process ended by a signal has no exit code).
+            func stopsAfter(_ exit: ChildExit) -> Bool {
+                if case .exited(let code) = exit { return stopExitCodes.contains(code) }
+                return false
             }
 
             /// The policy of `spec` (already validated: its numbers are in range).
@@ -73,7 +82,8 @@ extension SupervisedInstance {
                     autorestart: spec.autorestart,
                     maxRestarts: spec.maxRestarts,
                     minUptime: .milliseconds(spec.minUptimeMilliseconds),
-                    restartDelay: .milliseconds(spec.restartDelayMilliseconds)
+                    restartDelay: .milliseconds(spec.restartDelayMilliseconds),
+                    stopExitCodes: spec.stopExitCodes
                 )
             }
         }
@@ -290,7 +300,9 @@ extension SupervisedInstance {
                 state = .stopped
                 return .none
             }
-            guard policy.autorestart else {
+            // PM2's `God.handleExit`: an exit with one of `stop_exit_codes` stops the app as `autorestart: false` does (a
+            // one-shot job that exits 0 is not run again in a loop).
+            guard policy.autorestart, !policy.stopsAfter(exit) else {
                 state = .stopped
                 return .recordStopped(exit)
             }
