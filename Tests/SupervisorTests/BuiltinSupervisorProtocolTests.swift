@@ -146,6 +146,26 @@ struct BuiltinSupervisorProtocolTests {
         ]
     }
 
+    /// A start whose request is over the daemon's limit (a release with huge env maps) fails with the daemon's reason:
+    /// the daemon answers before reading the rest and hangs up, and the client, still writing, read "broken pipe".
+    @Test("a request over the daemon's size limit fails with the daemon's reason, not a broken pipe")
+    func oversizedRequestNamesTheLimit() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/crash.js", TestApps.crash)
+            let spec = harness.spec("big", script: script, env: ["BIG": String(repeating: "a", count: 2 << 20)])
+            do {
+                try await harness.manager.start(spec, ecosystem: "")
+                Issue.record("a 2 MiB request was accepted")
+            } catch SupervisorError.rejected(let operation, let failure) {
+                #expect(operation == .start)
+                #expect(failure.code == .requestTooLarge, "\(failure)")
+                #expect(failure.message.contains("longer than 1048576 bytes"), "\(failure)")
+            }
+            // The daemon goes on.
+            #expect(try await harness.manager.processes().isEmpty)
+        }
+    }
+
     @Test("malformed requests get specific error answers and the daemon keeps running")
     func malformedRequests() async throws {
         try await SupervisorHarness.with { harness in

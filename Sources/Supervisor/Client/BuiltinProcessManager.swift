@@ -242,6 +242,11 @@ package struct BuiltinProcessManager: ProcessManager {
             if error == ETIMEDOUT {
                 throw .requestTimedOut(operation: operation, socketPath: configuration.socketPath, timeout: timeout)
             }
+            // The daemon refuses a request too large for it before reading all of it, answers why and hangs up: the
+            // answer is still there to read, and says more than "broken pipe".
+            if error == EPIPE || error == ECONNRESET, let failure = refusal(on: fd, deadline: min(deadline, .now + .seconds(1))) {
+                throw .rejected(operation: operation, failure: failure)
+            }
             throw .path(operation: "send to", path: configuration.socketPath, errno: error)
         }
         var reader = LineReader(fd: fd)
@@ -272,5 +277,14 @@ package struct BuiltinProcessManager: ProcessManager {
             )
         }
         return response
+    }
+
+    /// The daemon's refusal waiting on `fd`, if one came before it hung up.
+    private static func refusal(on fd: Int32, deadline: ContinuousClock.Instant) -> SupervisorFailure? {
+        var reader = LineReader(fd: fd)
+        guard case .line(let bytes) = reader.readLine(limit: 1 << 20, deadline: deadline),
+            let response = try? SupervisorResponse.decode(bytes), !response.ok
+        else { return nil }
+        return response.error
     }
 }
