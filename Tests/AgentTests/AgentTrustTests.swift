@@ -298,16 +298,81 @@ struct AgentTrustTests {
         }
     }
 
-    @Test("a root built from trusted keys reports nothing while nothing is wrong; an unreadable stored chain is ignored")
-    func quietCompatibilityAndCorruptStorage() async throws {
+    @Test("a root built from trusted keys reports nothing while nothing is wrong")
+    func quietCompatibility() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let trust = AgentTrust(pinned: try keys.pin, file: directory.appendingPathComponent("trust-root.json").path, logger: Self.logger)
+            #expect(await trust.current.version == 1)
+            let snapshot = await trust.snapshot(at: Date().addingTimeInterval(50 * 365 * 86_400))
+            #expect(snapshot.problem == nil && snapshot.report == nil)
+        }
+    }
+
+    /// An unreadable file may have held roots newer than the pin (one that revoked a key): new releases are held back,
+    /// whatever version the controller names, and the file is left as it is (a restart still knows).
+    @Test("an unreadable stored chain holds new releases back until it is removed")
+    func unreadableStorage() async throws {
         try await TestPaths.withTemporaryDirectory { directory in
             let keys = try Keys()
             let file = directory.appendingPathComponent("trust-root.json")
             try Data("{not json".utf8).write(to: file)
             let trust = AgentTrust(pinned: try keys.pin, file: file.path, logger: Self.logger)
             #expect(await trust.current.version == 1)
-            let snapshot = await trust.snapshot(at: Date().addingTimeInterval(50 * 365 * 86_400))
-            #expect(snapshot.problem == nil && snapshot.report == nil)
+            await trust.catchUp(to: 2, fetch: Self.serving([2: try keys.root2()]))
+            #expect(await trust.current.version == 2)
+            let problem = await trust.snapshot(at: Date()).problem
+            #expect(problem?.contains("cannot be read") == true, "\(problem ?? "no problem")")
+            #expect(try Data(contentsOf: file) == Data("{not json".utf8), "the damaged file is kept")
+            try FileManager.default.removeItem(at: file)
+            let again = AgentTrust(pinned: try keys.pin, file: file.path, logger: Self.logger)
+            #expect(await again.snapshot(at: Date()).problem == nil)
+        }
+    }
+
+    /// A stored chain whose later steps do not verify keeps the steps that do, and holds new releases back until the
+    /// controller's chain verifies up to the highest version the file named; the file is not overwritten meanwhile.
+    @Test("a damaged later step keeps the steps before it and holds releases back until the chain verifies past it")
+    func damagedLaterStep() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            let file = directory.appendingPathComponent("trust-root.json")
+            let damaged = Self.chainFile([try keys.root2(), try keys.root3().resigned(by: [keys.rootKey3])])
+            try Data(damaged).write(to: file)
+            let trust = AgentTrust(pinned: try keys.pin, file: file.path, logger: Self.logger)
+            #expect(await trust.current.version == 2)
+            // A controller naming version 2 (or 1) does not clear it.
+            await trust.catchUp(to: 2, fetch: Self.serving([:]))
+            let held = await trust.snapshot(at: Date()).problem
+            #expect(held?.contains("name version 3") == true, "\(held ?? "no problem")")
+            #expect(try Data(contentsOf: file) == Data(damaged))
+            await trust.catchUp(to: 3, fetch: Self.serving([3: try keys.root3()]))
+            #expect(await trust.current.version == 3)
+            #expect(await trust.snapshot(at: Date()).problem == nil)
+            #expect(try Data(contentsOf: file) == Data(Self.chainFile([try keys.root2(), try keys.root3()])))
+        }
+    }
+
+    /// A root accepted but not stored (a full disk) would be lost at a restart, which then starts below it: new releases
+    /// are held back until the write succeeds, tried again at every catch-up.
+    @Test("a root that cannot be stored holds releases back until it is")
+    func unsavedRoot() async throws {
+        try await TestPaths.withTemporaryDirectory { directory in
+            let keys = try Keys()
+            // The file's directory is a file: every write fails until it is a directory.
+            let parent = directory.appendingPathComponent("state")
+            try Data().write(to: parent)
+            let file = parent.appendingPathComponent("trust-root.json")
+            let trust = AgentTrust(pinned: try keys.pin, file: file.path, logger: Self.logger)
+            await trust.catchUp(to: 2, fetch: Self.serving([2: try keys.root2()]))
+            #expect(await trust.current.version == 2)
+            let problem = await trust.snapshot(at: Date()).problem
+            #expect(problem?.contains("cannot store trust root version 2") == true, "\(problem ?? "no problem")")
+            try FileManager.default.removeItem(at: parent)
+            try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: false)
+            await trust.catchUp(to: 2, fetch: Self.serving([:]))
+            #expect(await trust.snapshot(at: Date()).problem == nil)
+            #expect(try Data(contentsOf: file) == Data(Self.chainFile([try keys.root2()])))
         }
     }
 
@@ -319,6 +384,8 @@ struct AgentTrustTests {
         let repin: (@Sendable (Keys) throws -> TrustedRoot)?
         /// The version the restarted agent starts from.
         let version: Int64
+        /// Whether it holds new releases back (the file named roots that do not verify, or could not be read).
+        var heldBack = false
     }
 
     static func chainFile(_ envelopes: [Envelope]) -> [UInt8] {
@@ -340,12 +407,13 @@ struct AgentTrustTests {
             version: 3
         ),
         StoredChain(
-            description: "root 3 in the file not signed by root 2's key (tampered): the chain is not used",
+            description: "root 3 in the file not signed by root 2's key (tampered): root 2 is kept, releases held back",
             file: { keys in
                 chainFile([try keys.root2(), try keys.root3().resigned(by: [keys.rootKey3])])
             },
             repin: nil,
-            version: 1
+            version: 2,
+            heldBack: true
         ),
         StoredChain(
             description: "root 3 alone (a step is missing)",
@@ -354,18 +422,20 @@ struct AgentTrustTests {
             version: 1
         ),
         StoredChain(
-            description: "a bare envelope instead of the chain object",
+            description: "a bare envelope instead of the chain object: releases held back",
             file: { Array(try $0.root2().encoded()) },
             repin: nil,
-            version: 1
+            version: 1,
+            heldBack: true
         ),
         StoredChain(
-            description: "an unknown field",
+            description: "an unknown field: releases held back",
             file: { keys in
                 Array(JSONValue.object(["chain": .array([try keys.root2().json]), "newest": .integer(2)]).encoded())
             },
             repin: nil,
-            version: 1
+            version: 1,
+            heldBack: true
         ),
     ]
 
@@ -378,6 +448,7 @@ struct AgentTrustTests {
             let pin = try stored.repin?(keys) ?? keys.pin
             let trust = AgentTrust(pinned: pin, file: file.path, logger: Self.logger)
             #expect(await trust.current.version == stored.version)
+            #expect((await trust.snapshot(at: Date()).problem != nil) == stored.heldBack)
         }
     }
 

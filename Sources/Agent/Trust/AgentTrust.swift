@@ -45,6 +45,12 @@ actor AgentTrust {
     private var chain: [Envelope]
     /// Why the last catch-up stopped short of the version the controller named, or `nil`.
     private(set) var updateProblem: String?
+    /// The stored file named roots beyond what verifies from the pin (damaged, or unreadable): no new release is
+    /// admitted until the chain verifies up to `version` again (`Int64.max`: never, until the file is removed). The file
+    /// is left as it is meanwhile, so a restart still knows.
+    private var storedFloor: (version: Int64, problem: String)?
+    /// Roots accepted but not yet written to `file` (the write failed): a restart would start below them.
+    private var unsaved = false
 
     /// Most roots the file keeps: 4096 (a rotation a day for over ten years). A longer chain is not read back: the
     /// agent then follows the controller's chain from the pin again.
@@ -54,27 +60,54 @@ actor AgentTrust {
 
     /// - Parameters:
     ///   - pinned: the root from the configuration.
-    ///   - file: where the roots accepted after the pin are kept. They are verified again from `pinned`, step by
-    ///     step; a file that cannot be read, or whose chain does not follow from `pinned`, is ignored with a log line
-    ///     (the chain is fetched again from the pin).
+    ///   - file: where the roots accepted after the pin are kept. They are verified again from `pinned`, step by step,
+    ///     and the longest run that verifies is kept. A chain whose first step does not follow from `pinned` (the agent
+    ///     was enrolled again with another root) is ignored with a log line. A file that cannot be read, or whose later
+    ///     steps do not verify, holds new releases back (`storedFloor`): the agent could otherwise start below a root that
+    ///     revoked a key, and a controller naming an older version would keep it there.
     init(configuration: Configuration = Configuration(), pinned: TrustedRoot, file: String, logger: Logger) {
         self.configuration = configuration
         self.file = file
         self.logger = logger
         var current = pinned
         var chain: [Envelope] = []
+        var floor: (version: Int64, problem: String)?
         if FileManager.default.fileExists(atPath: file) {
             do {
                 let stored = try Self.readChain(file)
-                current = try pinned.following(stored)
-                // Versions at or below the pin are not steps from it: keep only those above.
-                chain = stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? false }
+                // Versions at or below the pin are not steps from it (the controller's copy of the pinned version).
+                let steps = stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? true }
+                for (index, envelope) in steps.enumerated() {
+                    do {
+                        current = try current.accepting(envelope)
+                        chain.append(envelope)
+                    } catch  where index == 0 {
+                        logger.warning("ignoring the stored trust roots", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
+                        break
+                    } catch {
+                        let highest = steps.compactMap { try? TrustedRoot.decode($0).version }.max() ?? current.version + 1
+                        floor = (
+                            max(highest, current.version + 1),
+                            "the stored trust roots in \(file) name version \(max(highest, current.version + 1)), but version "
+                                + "\(current.version + 1) there does not verify (\(error)): no new release is installed until the "
+                                + "controller's chain verifies up to that version again"
+                        )
+                        break
+                    }
+                }
             } catch {
-                logger.warning("ignoring the stored trust roots", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
+                floor = (
+                    Int64.max,
+                    "the stored trust roots in \(file) cannot be read (\(error)): no new release is installed, since this agent may "
+                        + "have accepted roots newer than its pin; if the file is damaged, remove it and restart the agent to follow "
+                        + "the controller's chain from the pinned root again"
+                )
             }
         }
+        if let floor { logger.error("trust roots held back", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(floor.problem)"]) }
         self.current = current
         self.chain = chain
+        self.storedFloor = floor
     }
 
     /// The envelopes of a chain file.
@@ -100,6 +133,13 @@ actor AgentTrust {
     /// with `fetch`, verifies it against the current root, stores it. Stops at the first version that cannot be
     /// fetched or is refused, and remembers why (`updateProblem`) until a later catch-up gets through.
     func catchUp(to target: Int64?, fetch: @Sendable (Int64) async throws -> Envelope) async {
+        defer {
+            if let floor = storedFloor, current.version >= floor.version {
+                storedFloor = nil
+                logger.info("trust roots verified again", metadata: ["ferry.root.version": "\(current.version)"])
+            }
+            store()
+        }
         guard let target, target > current.version else {
             updateProblem = nil
             return
@@ -127,12 +167,7 @@ actor AgentTrust {
                 return
             }
             chain.append(envelope)
-            do {
-                try AtomicFile.write(Self.chainFile(chain), to: file, mode: 0o600)
-            } catch {
-                // Still used for this run; the next start fetches it again.
-                logger.warning("cannot store the trust root", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
-            }
+            unsaved = true
             logger.info(
                 "trust root accepted",
                 metadata: [
@@ -146,9 +181,28 @@ actor AgentTrust {
         updateProblem = nil
     }
 
+    /// Writes the chain when roots were accepted since the last write, unless the stored file is held back
+    /// (`storedFloor`: it is kept as it is until the chain verifies past it).
+    private func store() {
+        guard unsaved, storedFloor == nil else { return }
+        do {
+            try AtomicFile.write(Self.chainFile(chain), to: file, mode: 0o600)
+            unsaved = false
+        } catch {
+            logger.warning("cannot store the trust root", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
+        }
+    }
+
     /// The root's verdict for a pass at `now`.
     func snapshot(at now: Date) -> Snapshot {
-        var problem = updateProblem
+        var problem = updateProblem ?? storedFloor?.problem
+        if problem == nil, unsaved {
+            // A restart would start below the roots accepted since: a controller naming an older version would keep it
+            // there. Written again at every catch-up.
+            problem =
+                "cannot store trust root version \(current.version) in \(file): no new release is installed until it is stored "
+                + "(is the disk full?)"
+        }
         let root = current.root
         if problem == nil, root.isExpired(at: now, grace: configuration.clockSkewGrace) {
             problem =
