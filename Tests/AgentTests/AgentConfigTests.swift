@@ -246,6 +246,11 @@ struct AgentConfigTests {
         ),
         Hostile(description: "trust root not a string", text: plus("trustRoot: [a, b]"), reason: "trustRoot: expected string, got array"),
         Hostile(
+            description: "a trust root digest that is not lowercase hex",
+            text: plus("trustRootSha256: ABCDEF"),
+            reason: "trustRootSha256: \"ABCDEF\" is not 64 lowercase hex characters"
+        ),
+        Hostile(
             description: "non-http controller",
             text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ferry.internal"),
             reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"
@@ -514,6 +519,36 @@ struct AgentConfigTests {
                 let config = AgentConfig(controllerURL: "http://127.0.0.1:1", agentID: "a", tokenFile: file, services: ["api"], trustedKeys: [])
                 #expect(try config.token() == "fya_0123456789abcdef", "\(text.debugDescription)")
             }
+        }
+    }
+
+    /// The root file is read again at every start, from a path anyone who can write there controls: a file that is
+    /// not the one enrolled (its digest is in the config) is refused, not pinned.
+    @Test func aTrustRootFileReplacedSinceEnrollmentIsRefused() throws {
+        try TestPaths.withTemporaryDirectorySync { directory in
+            let rootFile = directory.appendingPathComponent("root-1.json")
+            let signer = try SigningKey.generate()
+            let own = try TestRoots.root(version: 1, rootKeys: [signer], releaseKeys: [signer], signers: [signer])
+            try Data(own.encoded()).write(to: rootFile)
+            let digest = SHA256.hash(Array(own.encoded()))
+            let text = """
+                controller: http://127.0.0.1:8080
+                agentId: a1
+                services:
+                - api
+                trustRoot: \(rootFile.path)
+                trustRootSha256: \(digest)
+                """
+            let config = try Self.load(text)
+            #expect(config.trustRootSHA256 == digest)
+            #expect(try config.pinnedRoot().version == 1)
+            // Written back the same.
+            #expect(try AgentConfig(json: config.json) == config)
+
+            let other = try SigningKey.generate()
+            try Data(try TestRoots.root(version: 1, rootKeys: [other], releaseKeys: [other], signers: [other]).encoded()).write(to: rootFile)
+            let error = try #require(throws: AgentConfig.ConfigError.self) { try config.pinnedRoot() }
+            #expect(error.description.contains("the trust root file changed since enrollment"), "\(error)")
         }
     }
 

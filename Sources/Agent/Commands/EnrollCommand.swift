@@ -233,8 +233,10 @@ struct EnrollCommand: AsyncParsableCommand {
         let stateDir = Self.absolute(self.stateDir)
         let keyPaths = trustedKey.map(Self.absolute)
         let rootPath = trustRoot.map(Self.absolute)
+        var rootDigest: SHA256Digest?
         if let rootPath {
-            let pinned = try AgentConfig.loadRoot(rootPath)
+            let (pinned, digest) = try AgentConfig.loadRoot(rootPath)
+            rootDigest = digest
             print(
                 "pinning trust root version \(pinned.version) (release keys: \(pinned.root.releaseRole.threshold) of \(pinned.root.releaseRole.keyIDs.count))"
             )
@@ -325,6 +327,7 @@ struct EnrollCommand: AsyncParsableCommand {
             stateDir: stateDir
         )
         agentConfig.trustRoot = rootPath
+        agentConfig.trustRootSHA256 = rootDigest
         agentConfig.envDir = Self.absolute(envDir)
         agentConfig.pollSeconds = pollSeconds
         agentConfig.processManager = ProcessManagerKind(rawValue: processManager) ?? .auto

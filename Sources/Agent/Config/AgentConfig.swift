@@ -30,6 +30,10 @@ struct AgentConfig: Sendable, Equatable {
     /// of `trustedKeys`. Newer roots the controller serves are followed from it, each step verified; the roots accepted
     /// are kept in `<stateDir>/trust-root.json`.
     var trustRoot: String?
+    /// `trustRootSha256`: the SHA-256 of the `trustRoot` file at enrollment (64 lowercase hex). The file is read again at
+    /// every start: one that changed since (another root put at that path, by anyone who can write it) is refused instead
+    /// of pinned. Written by `enroll`; absent in configurations from before it (the file is then read unchecked).
+    var trustRootSHA256: SHA256Digest?
     /// `stateDir`: where releases, artifacts and state live. Default `/var/lib/ferry`.
     var stateDir: String = "/var/lib/ferry"
     /// `envDir`: instance secrets, `<envDir>/<service>.env` (KEY=VALUE lines). Never leaves the host. Default `/etc/ferry/env`.
@@ -180,6 +184,12 @@ struct AgentConfig: Sendable, Equatable {
             } ?? []
         threshold = try int("threshold", 1...64, 1, &reader)
         trustRoot = try reader.optional("trustRoot", Field.string(maxLength: Limits.pathLength))
+        if let text = try reader.optional("trustRootSha256", Field.string(maxLength: 64)) {
+            guard let digest = SHA256Digest(hex: text) else {
+                throw .invalidValue(field: "trustRootSha256", reason: "\"\(text)\" is not 64 lowercase hex characters")
+            }
+            trustRootSHA256 = digest
+        }
         envDir = try reader.optional("envDir", Field.string(maxLength: Limits.pathLength)) ?? "/etc/ferry/env"
         pollSeconds = try int("pollSeconds", 1...3600, 15, &reader)
         longPollSeconds = try int("longPollSeconds", 0...60, 30, &reader)
@@ -237,6 +247,7 @@ struct AgentConfig: Sendable, Equatable {
         if logKeep != Self.defaultLogKeep { fields["logKeep"] = .integer(Int64(logKeep)) }
         if let caFile { fields["caFile"] = .string(caFile) }
         if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
+        if let trustRootSHA256 { fields["trustRootSha256"] = .string(trustRootSHA256.description) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }
         if let pm2Home { fields["pm2Home"] = .string(pm2Home) }
         return .object(fields)
@@ -319,19 +330,27 @@ struct AgentConfig: Sendable, Equatable {
         guard let trustRoot else {
             return try TrustedRoot.fromTrustedKeys(try trustPolicy().trustedKeys.values.sorted { $0.keyID < $1.keyID }, threshold: threshold)
         }
-        return try Self.loadRoot(trustRoot)
+        return try Self.loadRoot(trustRoot, expecting: trustRootSHA256).root
     }
 
-    /// Reads and pins a signed root file.
-    static func loadRoot(_ path: String) throws -> TrustedRoot {
+    /// Reads and pins a signed root file; with `expecting`, only the file of that digest.
+    static func loadRoot(_ path: String, expecting digest: SHA256Digest? = nil) throws -> (root: TrustedRoot, digest: SHA256Digest) {
         let data: [UInt8]
         do throws(SmallFile.ContentsError) {
             data = try SmallFile.contents(of: path, limit: Limits.envelopeBytes)
         } catch {
             throw ConfigError(path: path, reason: "trust root: \(error)")
         }
+        let actual = SHA256.hash(data)
+        if let digest, actual != digest {
+            throw ConfigError(
+                path: path,
+                reason: "the trust root file changed since enrollment (SHA-256 \(actual), enrolled with \(digest)): the agent does not "
+                    + "pin another root by itself; put the enrolled file back, or enroll again (--force) to pin a new one"
+            )
+        }
         do {
-            return try TrustedRoot.pinning(try Envelope.decode(data))
+            return (try TrustedRoot.pinning(try Envelope.decode(data)), actual)
         } catch {
             throw ConfigError(path: path, reason: "not a usable trust root: \(error)")
         }
