@@ -552,6 +552,32 @@ struct AgentConfigTests {
         }
     }
 
+    /// The same for trusted key files: a key that is not one of those enrolled is refused.
+    @Test func aTrustedKeyFileReplacedSinceEnrollmentIsRefused() throws {
+        try TestPaths.withTemporaryDirectorySync { directory in
+            let keyFile = directory.appendingPathComponent("alice.pub")
+            let alice = try SigningKey.generate().publicKey
+            try Data(try alice.pemRepresentation().utf8).write(to: keyFile)
+            let text = """
+                controller: http://127.0.0.1:8080
+                agentId: a1
+                services:
+                - api
+                trustedKeys:
+                - \(keyFile.path)
+                trustedKeyIds:
+                - \(alice.keyID)
+                """
+            let config = try Self.load(text)
+            #expect(try config.pinnedRoot().root.releaseRole.keyIDs == [alice.keyID])
+            #expect(try AgentConfig(json: config.json) == config)
+
+            try Data(try SigningKey.generate().publicKey.pemRepresentation().utf8).write(to: keyFile)
+            let error = try #require(throws: AgentConfig.ConfigError.self) { try config.pinnedRoot() }
+            #expect(error.description.contains("the trusted key file changed since enrollment"), "\(error)")
+        }
+    }
+
     @Test func aMissingFileAndAnOversizedFileAreRefused() throws {
         try TestPaths.withTemporaryDirectorySync { directory in
             let missing = directory.appendingPathComponent("nope.yaml").path

@@ -328,6 +328,7 @@ struct EnrollCommand: AsyncParsableCommand {
         )
         agentConfig.trustRoot = rootPath
         agentConfig.trustRootSHA256 = rootDigest
+        if rootPath == nil { agentConfig.trustedKeyIDs = try keyPaths.map { try PublicKey(contentsOf: $0).keyID } }
         agentConfig.envDir = Self.absolute(envDir)
         agentConfig.pollSeconds = pollSeconds
         agentConfig.processManager = ProcessManagerKind(rawValue: processManager) ?? .auto

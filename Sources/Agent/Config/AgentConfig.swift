@@ -34,6 +34,10 @@ struct AgentConfig: Sendable, Equatable {
     /// every start: one that changed since (another root put at that path, by anyone who can write it) is refused instead
     /// of pinned. Written by `enroll`; absent in configurations from before it (the file is then read unchecked).
     var trustRootSHA256: SHA256Digest?
+    /// `trustedKeyIds`: the ids of the `trustedKeys` files' keys at enrollment. The files are read again at every start:
+    /// a key that is not one of these (a file replaced since) is refused. Written by `enroll`; absent in configurations
+    /// from before it (the files are then read unchecked).
+    var trustedKeyIDs: [String]?
     /// `stateDir`: where releases, artifacts and state live. Default `/var/lib/ferry`.
     var stateDir: String = "/var/lib/ferry"
     /// `envDir`: instance secrets, `<envDir>/<service>.env` (KEY=VALUE lines). Never leaves the host. Default `/etc/ferry/env`.
@@ -184,6 +188,7 @@ struct AgentConfig: Sendable, Equatable {
             } ?? []
         threshold = try int("threshold", 1...64, 1, &reader)
         trustRoot = try reader.optional("trustRoot", Field.string(maxLength: Limits.pathLength))
+        trustedKeyIDs = try reader.optional("trustedKeyIds", Field.list(limit: 64, Field.string(maxLength: 64)))
         if let text = try reader.optional("trustRootSha256", Field.string(maxLength: 64)) {
             guard let digest = SHA256Digest(hex: text) else {
                 throw .invalidValue(field: "trustRootSha256", reason: "\"\(text)\" is not 64 lowercase hex characters")
@@ -248,6 +253,7 @@ struct AgentConfig: Sendable, Equatable {
         if let caFile { fields["caFile"] = .string(caFile) }
         if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
         if let trustRootSHA256 { fields["trustRootSha256"] = .string(trustRootSHA256.description) }
+        if let trustedKeyIDs { fields["trustedKeyIds"] = .array(trustedKeyIDs.map { .string($0) }) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }
         if let pm2Home { fields["pm2Home"] = .string(pm2Home) }
         return .object(fields)
@@ -321,6 +327,15 @@ struct AgentConfig: Sendable, Equatable {
     /// Loads the trusted keys and builds the trust policy.
     func trustPolicy() throws -> TrustPolicy {
         let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
+        if let trustedKeyIDs {
+            for (path, key) in zip(trustedKeys, keys) where !trustedKeyIDs.contains(key.keyID) {
+                throw ConfigError(
+                    path: path,
+                    reason: "the trusted key file changed since enrollment (key \(key.keyID) is not one the agent enrolled with): "
+                        + "the agent does not trust another key by itself; put the enrolled file back, or enroll again (--force)"
+                )
+            }
+        }
         return try TrustPolicy(trustedKeys: keys, threshold: threshold)
     }
 
