@@ -416,17 +416,24 @@ struct AgentTrustTests {
             heldBack: true
         ),
         StoredChain(
-            description: "root 3 alone (a step is missing)",
+            description: "root 3 alone (a step is missing): releases held back",
             file: { chainFile([try $0.root3()]) },
-            repin: nil,
-            version: 1
-        ),
-        StoredChain(
-            description: "a bare envelope instead of the chain object: releases held back",
-            file: { Array(try $0.root2().encoded()) },
             repin: nil,
             version: 1,
             heldBack: true
+        ),
+        StoredChain(
+            description: "a first step that is not a root: releases held back",
+            file: { chainFile([try TestRoots.release(signers: [$0.rootKey2])]) },
+            repin: nil,
+            version: 1,
+            heldBack: true
+        ),
+        StoredChain(
+            description: "a bare envelope (an early version kept only the newest root): read as a chain of one",
+            file: { Array(try $0.root2().encoded()) },
+            repin: nil,
+            version: 2
         ),
         StoredChain(
             description: "an unknown field: releases held back",

@@ -175,6 +175,9 @@ struct TrustRootEndToEndTests {
         let configJSON = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: config))))
         #expect(configJSON["trustRoot"]?.stringValue == rootOne, "\(configJSON)")
         #expect(configJSON["trustedKeys"]?.arrayValue.isEmpty ?? true, "\(configJSON)")
+        // ... and its digest beside its state (`TrustPin`), which the agent checks the file against at every start.
+        let pin = try JSONValue.parse(Array(try Data(contentsOf: fleet.root.appendingPathComponent("edge-1/state/trust-pin.json"))))
+        #expect(pin["trustRootSha256"]?.stringValue == SHA256.hash(Array(try Data(contentsOf: URL(fileURLWithPath: rootOne)))).description)
         _ = try fleet.startAgent(config: config, label: "agent")
         try await eventually("v1 serving", timeout: .seconds(90)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
         try await eventually("the agent reports trust root 1") { () -> Bool? in

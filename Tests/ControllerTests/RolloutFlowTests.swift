@@ -359,3 +359,36 @@ import Testing
         }
     }
 }
+
+/// The rollout page of a large fleet lists a bounded number of agents, every failed one first among them, and a bounded
+/// number of failures with their evidence; it says how many it left out.
+@Suite struct RolloutPageListingTests {
+    @Test func theRolloutPageListsABoundedNumberOfAgentsFailedOnesFirst() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for index in 0..<8 { agents.append(try await api.enroll("agent-\(index)")) }
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "maxFailures=8")
+                // The last three in rollout order fail: a listing in rollout order alone would leave them out.
+                for agent in agents[5...] { try await api.reportRolledBack(agent, failed: 2, runs: 1) }
+                let detail = try #require(try await RolloutDetail.load(service: "web", serial: 2, from: harness.store))
+                let renderer = try DetailPageRenderer()
+                let bounded = renderer.render(detail, now: Date(), pollInterval: .seconds(15), listing: .init(rows: 5, failures: 2))
+                let rows = bounded.components(separatedBy: "data-rollout-agent=\"").dropFirst().map { $0.prefix { $0 != "\"" } }
+                #expect(rows.count == 5)
+                #expect(rows.filter { ["agent-5", "agent-6", "agent-7"].contains(String($0)) }.count == 3, "every failed agent listed: \(rows)")
+                #expect(rows == rows.sorted(), "in rollout order: \(rows)")
+                #expect(bounded.contains(#"data-unlisted-agents="3""#))
+                #expect(bounded.components(separatedBy: "data-failed-agent=").count - 1 == 2)
+                #expect(bounded.contains(#"data-unlisted-failures="1""#))
+
+                let whole = renderer.render(detail, now: Date(), pollInterval: .seconds(15))
+                #expect(whole.components(separatedBy: "data-rollout-agent=").count - 1 == 8)
+                #expect(whole.components(separatedBy: "data-failed-agent=").count - 1 == 3)
+                #expect(!whole.contains("data-unlisted-agents") && !whole.contains("data-unlisted-failures"))
+            }
+        }
+    }
+}

@@ -327,8 +327,11 @@ struct EnrollCommand: AsyncParsableCommand {
             stateDir: stateDir
         )
         agentConfig.trustRoot = rootPath
-        agentConfig.trustRootSHA256 = rootDigest
-        if rootPath == nil { agentConfig.trustedKeyIDs = try keyPaths.map { try PublicKey(contentsOf: $0).keyID } }
+        // Which root file or keys this enrolment pinned, beside the config that names them by path (`TrustPin`).
+        let pin = TrustPin(
+            trustRootSHA256: rootDigest,
+            trustedKeyIDs: rootPath == nil ? try keyPaths.map { try PublicKey(contentsOf: $0).keyID } : nil
+        )
         agentConfig.envDir = Self.absolute(envDir)
         agentConfig.pollSeconds = pollSeconds
         agentConfig.processManager = ProcessManagerKind(rawValue: processManager) ?? .auto
@@ -344,6 +347,7 @@ struct EnrollCommand: AsyncParsableCommand {
         if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
         var text = agentConfig.json.encoded()
         text.append(0x0a)
+        try pin.write(stateDir: stateDir)
         try AtomicFile.write(Array(text), to: configPath, mode: 0o600)
         let layout = AgentLayout(stateDir: stateDir)
         if let identity {

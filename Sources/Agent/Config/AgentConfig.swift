@@ -30,14 +30,6 @@ struct AgentConfig: Sendable, Equatable {
     /// of `trustedKeys`. Newer roots the controller serves are followed from it, each step verified; the roots accepted
     /// are kept in `<stateDir>/trust-root.json`.
     var trustRoot: String?
-    /// `trustRootSha256`: the SHA-256 of the `trustRoot` file at enrollment (64 lowercase hex). The file is read again at
-    /// every start: one that changed since (another root put at that path, by anyone who can write it) is refused instead
-    /// of pinned. Written by `enroll`; absent in configurations from before it (the file is then read unchecked).
-    var trustRootSHA256: SHA256Digest?
-    /// `trustedKeyIds`: the ids of the `trustedKeys` files' keys at enrollment. The files are read again at every start:
-    /// a key that is not one of these (a file replaced since) is refused. Written by `enroll`; absent in configurations
-    /// from before it (the files are then read unchecked).
-    var trustedKeyIDs: [String]?
     /// `stateDir`: where releases, artifacts and state live. Default `/var/lib/ferry`.
     var stateDir: String = "/var/lib/ferry"
     /// `envDir`: instance secrets, `<envDir>/<service>.env` (KEY=VALUE lines). Never leaves the host. Default `/etc/ferry/env`.
@@ -188,13 +180,6 @@ struct AgentConfig: Sendable, Equatable {
             } ?? []
         threshold = try int("threshold", 1...64, 1, &reader)
         trustRoot = try reader.optional("trustRoot", Field.string(maxLength: Limits.pathLength))
-        trustedKeyIDs = try reader.optional("trustedKeyIds", Field.list(limit: 64, Field.string(maxLength: 64)))
-        if let text = try reader.optional("trustRootSha256", Field.string(maxLength: 64)) {
-            guard let digest = SHA256Digest(hex: text) else {
-                throw .invalidValue(field: "trustRootSha256", reason: "\"\(text)\" is not 64 lowercase hex characters")
-            }
-            trustRootSHA256 = digest
-        }
         envDir = try reader.optional("envDir", Field.string(maxLength: Limits.pathLength)) ?? "/etc/ferry/env"
         pollSeconds = try int("pollSeconds", 1...3600, 15, &reader)
         longPollSeconds = try int("longPollSeconds", 0...60, 30, &reader)
@@ -252,8 +237,6 @@ struct AgentConfig: Sendable, Equatable {
         if logKeep != Self.defaultLogKeep { fields["logKeep"] = .integer(Int64(logKeep)) }
         if let caFile { fields["caFile"] = .string(caFile) }
         if let trustRoot { fields["trustRoot"] = .string(trustRoot) }
-        if let trustRootSHA256 { fields["trustRootSha256"] = .string(trustRootSHA256.description) }
-        if let trustedKeyIDs { fields["trustedKeyIds"] = .array(trustedKeyIDs.map { .string($0) }) }
         if let pm2Path { fields["pm2"] = .string(pm2Path) }
         if let pm2Home { fields["pm2Home"] = .string(pm2Home) }
         return .object(fields)
@@ -327,7 +310,7 @@ struct AgentConfig: Sendable, Equatable {
     /// Loads the trusted keys and builds the trust policy.
     func trustPolicy() throws -> TrustPolicy {
         let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
-        if let trustedKeyIDs {
+        if let trustedKeyIDs = try TrustPin.read(stateDir: stateDir)?.trustedKeyIDs {
             for (path, key) in zip(trustedKeys, keys) where !trustedKeyIDs.contains(key.keyID) {
                 throw ConfigError(
                     path: path,
@@ -345,7 +328,7 @@ struct AgentConfig: Sendable, Equatable {
         guard let trustRoot else {
             return try TrustedRoot.fromTrustedKeys(try trustPolicy().trustedKeys.values.sorted { $0.keyID < $1.keyID }, threshold: threshold)
         }
-        return try Self.loadRoot(trustRoot, expecting: trustRootSHA256).root
+        return try Self.loadRoot(trustRoot, expecting: try TrustPin.read(stateDir: stateDir)?.trustRootSHA256).root
     }
 
     /// Reads and pins a signed root file; with `expecting`, only the file of that digest.

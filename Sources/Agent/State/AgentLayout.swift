@@ -5,6 +5,7 @@ import Shared
 /// ```
 /// state.json
 /// trust-root.json                         the trust roots accepted after the pin ({"chain": [envelope, ...]})
+/// trust-pin.json                          what enroll pinned: the root file's digest or the trusted keys' ids (TrustPin)
 /// processes.json                          the app processes last seen in the process manager's table
 /// machine.json                            the machine this state directory was enrolled on (MachineCheck)
 /// artifacts/<sha256>                      verified artifacts; <sha256>.part while downloading

@@ -52,8 +52,8 @@ actor AgentTrust {
     /// Roots accepted but not yet written to `file` (the write failed): a restart would start below them.
     private var unsaved = false
 
-    /// Most roots the file keeps: 4096 (a rotation a day for over ten years). A longer chain is not read back: the
-    /// agent then follows the controller's chain from the pin again.
+    /// Most roots the file keeps: 4096 (a rotation a day for over ten years). The agent accepts no root past it (nor
+    /// past `maximumFileBytes` of file), so it never writes a file it could not read back.
     static let maximumStoredRoots = 4096
     /// Largest file read: the roots' payloads are at most 64 KiB each, and a chain is rarely more than a few.
     static let maximumFileBytes = 64 << 20
@@ -81,7 +81,7 @@ actor AgentTrust {
                     do {
                         current = try current.accepting(envelope)
                         chain.append(envelope)
-                    } catch  where index == 0 {
+                    } catch  where index == 0 && Self.isAnotherPinsChain(error, next: pinned.version + 1, envelope) {
                         logger.warning("ignoring the stored trust roots", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])
                         break
                     } catch {
@@ -110,7 +110,16 @@ actor AgentTrust {
         self.storedFloor = floor
     }
 
-    /// The envelopes of a chain file.
+    /// Whether the stored chain's first step failed as a chain that follows another pin does (the agent was enrolled
+    /// again with another root): the step right after the pin, readable, not signed by the pin's root keys. Anything else
+    /// (a step missing, an envelope that cannot be read) is damage, which holds releases back.
+    private static func isAnotherPinsChain(_ error: RootError, next: Int64, _ envelope: Envelope) -> Bool {
+        guard case .notSignedByPrevious = error, (try? TrustedRoot.decode(envelope).version) == next else { return false }
+        return true
+    }
+
+    /// The envelopes of a chain file (or the one envelope of a file written by an early version, which kept only the
+    /// newest root).
     private static func readChain(_ file: String) throws -> [Envelope] {
         let bytes: [UInt8]
         do throws(SmallFile.ContentsError) {
@@ -118,7 +127,11 @@ actor AgentTrust {
         } catch {
             throw StoredChainError("\(error)")
         }
-        var reader = try ObjectReader(try JSONValue.parse(bytes), path: "")
+        let document = try JSONValue.parse(bytes)
+        if case .object(let fields) = document, fields["chain"] == nil, fields["payloadType"] != nil {
+            return [try Envelope(json: document, path: "")]
+        }
+        var reader = try ObjectReader(document, path: "")
         let chain = try reader.required("chain", Field.list(limit: maximumStoredRoots, Envelope.init(json:path:)))
         try reader.rejectUnknownFields()
         return chain
@@ -156,6 +169,12 @@ actor AgentTrust {
                 envelope = try await fetch(next)
             } catch {
                 updateProblem = "cannot fetch trust root version \(next) (the controller names version \(target)): \(error)"
+                return
+            }
+            guard chain.count < Self.maximumStoredRoots, Self.chainFile(chain + [envelope]).count <= Self.maximumFileBytes else {
+                updateProblem =
+                    "trust root version \(next) not accepted: this agent keeps at most \(Self.maximumStoredRoots) roots after its pin "
+                    + "(\(Self.maximumFileBytes >> 20) MiB); enroll it again with a newer root"
                 return
             }
             let accepted: TrustedRoot

@@ -161,7 +161,7 @@ struct RootInitCommand: ParsableCommand {
             The root role's keys may sign the next root (keep them offline, several people each holding one); the \
             release role's keys sign releases (CI, and approvers for a threshold of 2). Sign the file with `root sign` by \
             a threshold of its root keys. A fleet whose agents trust --trusted-key flags already has a root 1 made of \
-            those keys: give it --version 2 and sign it with a threshold of those keys too.
+            those keys: give it --version 2 and sign it with every one of those keys too (the controller refuses fewer).
             """
     )
 

@@ -70,12 +70,24 @@ struct DetailPageRenderer: Sendable {
 
     // MARK: Rollout
 
-    func render(_ detail: RolloutDetail, now: Date, pollInterval: Duration) -> String {
+    /// How much of a rollout the page lists: its agents' rows (every failed agent first among them, in rollout order),
+    /// and the failures shown with their evidence. A rollout of 10,000 agents made a page of 10,000 rows, re-rendered at
+    /// every refresh; the counts above the table cover every agent, and `GET /v1/rollouts/{service}/{serial}` lists them all.
+    struct Listing: Sendable {
+        var rows = 500
+        var failures = RolloutDetail.wholeTails
+    }
+
+    func render(_ detail: RolloutDetail, now: Date, pollInterval: Duration, listing: Listing = Listing()) -> String {
         let view = detail.view
         let rollout = view.rollout
         let counts = view.counts
         let sizes = rollout.waveSizes
-        let agents: [[String: Any]] = view.agents.map { agent in
+        // The failed agents first, then the others, in rollout order; shown in rollout order.
+        let failedIndices = view.agents.indices.filter { view.agents[$0].standing.progress == .failed }
+        let otherIndices = view.agents.indices.filter { view.agents[$0].standing.progress != .failed }
+        let listedIndices = (failedIndices + otherIndices).prefix(listing.rows).sorted()
+        let agents: [[String: Any]] = listedIndices.map { view.agents[$0] }.map { agent in
             let status = detail.statuses[agent.id]?.status
             let name = agent.name ?? agent.id
             return [
@@ -85,7 +97,7 @@ struct DetailPageRenderer: Sendable {
                 "message": status?.message ?? "no report yet",
             ]
         }
-        let failures: [[String: Any]] = view.agents.filter { $0.standing.progress == .failed }.map { agent in
+        let failures: [[String: Any]] = failedIndices.prefix(listing.failures).map { view.agents[$0] }.map { agent in
             let name = agent.name ?? agent.id
             return [
                 "name": name, "path": Self.pathSegment(name), "failure": detail.failure(of: agent).map(Self.failure(_:)) ?? false,
@@ -102,6 +114,8 @@ struct DetailPageRenderer: Sendable {
             "reason": rollout.reason, "hasReason": !rollout.reason.isEmpty,
             "agents": counts.agents, "healthy": counts.healthy, "failed": counts.failed, "pending": counts.pending,
             "hasAgents": !view.agents.isEmpty, "hasFailures": !failures.isEmpty, "failures": failures,
+            "unlistedAgents": view.agents.count - agents.count, "hasUnlistedAgents": agents.count < view.agents.count,
+            "unlistedFailures": failedIndices.count - failures.count, "hasUnlistedFailures": failures.count < failedIndices.count,
         ]
         // `agents` is both a count (summary) and the table: the table's rows under their own key.
         var withRows = context

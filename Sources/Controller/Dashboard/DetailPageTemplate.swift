@@ -141,6 +141,8 @@ enum DetailPageTemplate {
         <td>{{serial}}</td><td>{{#phase}}<span class="badge {{phase}}">{{phase}}</span>{{/phase}}</td>\
         <td>{{#health}}<span class="badge {{health}}">{{health}}</span>{{/health}}</td><td class="message">{{message}}</td></tr>{{/agentRows}}
         </tbody></table>
+        {{#hasUnlistedAgents}}<p class="more" data-unlisted-agents="{{unlistedAgents}}">and {{unlistedAgents}} more agents \
+        (counted above; <code>GET /v1/rollouts/{{service}}/{{serial}}</code> lists every agent)</p>{{/hasUnlistedAgents}}
         {{/hasAgents}}
         {{^hasAgents}}<p class="empty">This rollout has no agents.</p>{{/hasAgents}}
         </section>
@@ -149,6 +151,9 @@ enum DetailPageTemplate {
         <h2>Failures</h2>
         {{#failures}}<section class="agent-failure" data-failed-agent="{{name}}"><h3><a role="link" tabindex="0" data-open="/agents/{{path}}">{{name}}</a></h3>\
         {{#failure}}\(failure){{/failure}}{{^failure}}<p class="reason">{{kind}}: {{reason}}</p>{{/failure}}</section>{{/failures}}
+        {{#hasUnlistedFailures}}<p class="more" data-unlisted-failures="{{unlistedFailures}}">and {{unlistedFailures}} more failed \
+        agents: each one's page shows its failure (<code>GET /v1/rollouts/{{service}}/{{serial}}?agents=failed</code> lists \
+        them)</p>{{/hasUnlistedFailures}}
         </section>
         {{/hasFailures}}
         </article>

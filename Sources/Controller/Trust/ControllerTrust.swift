@@ -96,7 +96,7 @@ struct ControllerTrust: Sendable {
                 "root \(current.version + 1) of a fleet configured with --trusted-key must be signed by every one of those "
                     + "\(flags.trustedKeys.count) keys (\(RolloutStateMachine.keyList(flags.trustedKeys.keys.sorted()))), not only "
                     + "\(flags.threshold): they sign releases too, and one of them alone must not decide which keys the fleet trusts "
-                    + "(\(error))"
+                    + "(\(error)); a flag key that is lost is taken out of the flags (the controller restarted without it) first"
             )
         }
     }
