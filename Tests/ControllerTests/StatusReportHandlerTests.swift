@@ -283,6 +283,78 @@ import Testing
         }
     }
 
+    /// One token's bodies take at most its share of the budget (two of the largest body): an agent holding slow reports
+    /// open is refused more, while another agent's report is taken.
+    @Test(arguments: [false, true])
+    func oneAgentsBodiesTakeOnlyItsShare(pollFirst: Bool) async throws {
+        let adjust: (inout ControllerConfiguration) -> Void = {
+            $0.maximumStatusBytes = Self.limit
+            $0.maximumBodyBytes = Self.limit
+            $0.connectionLimits.maximumBodyBytesInFlight = 1 << 20
+        }
+        try await Fixture.with(adjust: adjust) { fixture in
+            let (greedy, other) = try await fixture.withRouter { client in
+                let agents = (try await fixture.enroll(client, name: "greedy"), try await fixture.enroll(client, name: "other"))
+                if pollFirst {
+                    for agent in [agents.0, agents.1] {
+                        let poll = try await client.execute(
+                            uri: "/v1/agents/\(agent.id)/desired-state",
+                            method: .get,
+                            headers: Fixture.bearer(agent.token)
+                        )
+                        #expect(poll.status == .ok)
+                    }
+                }
+                return agents
+            }
+            @Sendable func request(_ agent: (id: String, token: String), _ message: String, size: Int) -> [UInt8] {
+                let base = Self.report(message: message)
+                let body = "{" + String(repeating: " ", count: size - base.utf8.count) + base.dropFirst()
+                return Array(
+                    ("POST /v1/agents/\(agent.id)/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                        + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body).utf8
+                )
+            }
+            @Sendable func answer(_ connection: RawConnection) async throws -> String {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while !connection.text.contains("\r\n\r\n"), !connection.isClosedByPeer, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    connection.poll()
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                connection.poll()
+                return connection.text
+            }
+            let held = fixture.controller.core.bodyBudget
+            #expect(held.limitPerHolder == 2 * Self.limit)
+            let (refused, taken) = try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                // Two slow reports of the greedy agent, 3,500 bytes of each sent: 7,000 of its 8,192.
+                var holders: [RawConnection] = []
+                for index in 0..<2 {
+                    let slow = request(greedy, "slow \(index)", size: 4_000)
+                    let connection = try RawConnection(port: port)
+                    try connection.send(String(decoding: slow.dropLast(500), as: UTF8.self))
+                    holders.append(connection)
+                }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while held.bytesHeld < 7_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(held.bytesHeld >= 7_000, "both slow bodies are held")
+                let more = try RawConnection(port: port)
+                try more.send(String(decoding: request(greedy, "more", size: 3_000), as: UTF8.self))
+                let refused = try await answer(more)
+                let another = try RawConnection(port: port)
+                try another.send(String(decoding: request(other, "taken", size: 3_000), as: UTF8.self))
+                let taken = try await answer(another)
+                _ = holders
+                return (refused, taken)
+            }
+            #expect(refused.hasPrefix("HTTP/1.1 503"), "\(refused)")
+            #expect(refused.contains(#""error":"busy""#), "\(refused)")
+            #expect(taken.hasPrefix("HTTP/1.1 204"), "\(taken)")
+        }
+    }
+
     static func handledCount(_ fixture: Fixture) -> Int {
         fixture.counter("ferry_status_report_handler_answers_total")
     }

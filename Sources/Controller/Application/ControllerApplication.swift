@@ -127,7 +127,10 @@ func makeApplication(
         ),
         metrics: metrics,
         logger: logger,
-        bodyBudget: BodyBudget(limit: configuration.connectionLimits.maximumBodyBytesInFlight),
+        bodyBudget: BodyBudget(
+            limit: configuration.connectionLimits.maximumBodyBytesInFlight,
+            largestBody: max(configuration.maximumStatusBytes, configuration.maximumBodyBytes)
+        ),
         now: now
     )
     let router = try ControllerRouter.build(core: core)

@@ -23,7 +23,13 @@ struct AgentRoutes: Sendable {
     /// valid and has uses left; an operator token may also replace the agent of the same name (`"replace": true`).
     private func enroll(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let principal = try context.authenticated()
-        let bytes = try await RequestBodyReader.collect(request, limit: 64 * 1024, what: "the enrolment request", budget: core.bodyBudget)
+        let bytes = try await RequestBodyReader.collect(
+            request,
+            limit: 64 * 1024,
+            what: "the enrolment request",
+            budget: core.bodyBudget,
+            holder: context.principal
+        )
         let enrollment: EnrollRequest
         do {
             enrollment = try EnrollRequest(json: JSONValue.parse(bytes))
@@ -254,7 +260,8 @@ struct AgentRoutes: Sendable {
             request,
             limit: core.configuration.maximumStatusBytes,
             what: "the status report",
-            budget: core.bodyBudget
+            budget: core.bodyBudget,
+            holder: context.principal
         )
         try await StatusReportIntake(core: core).accept(bytes, agentID: id)
         return Response(status: .noContent)

@@ -23,7 +23,13 @@ extension ReleaseRoutes {
         guard let serial = Int64(serialText), (1...Release.maximumSerial).contains(serial) else {
             throw APIError.badRequest("invalid_serial", "\"\(serialText.prefix(40))\" is not a serial (an integer from 1 to 2^53)")
         }
-        let bytes = try await RequestBodyReader.collect(request, limit: Self.maximumApprovalBytes, what: "the approval", budget: core.bodyBudget)
+        let bytes = try await RequestBodyReader.collect(
+            request,
+            limit: Self.maximumApprovalBytes,
+            what: "the approval",
+            budget: core.bodyBudget,
+            holder: context.principal
+        )
         let offered: [Envelope.Signature]
         do {
             offered = try Self.approvalSignatures(bytes)

@@ -38,7 +38,8 @@ struct ReleaseRoutes: Sendable {
             request,
             limit: core.configuration.maximumBodyBytes,
             what: "the envelope",
-            budget: core.bodyBudget
+            budget: core.bodyBudget,
+            holder: context.principal
         )
         let envelope: Envelope
         do {

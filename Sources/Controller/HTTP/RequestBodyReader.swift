@@ -3,18 +3,19 @@ import Hummingbird
 /// Reads small request bodies (JSON documents) with a hard size cap.
 enum RequestBodyReader {
     /// The whole body, refusing more than `limit` bytes with a 413 — before reading when `Content-Length` already
-    /// says so, otherwise as soon as the stream passes the limit. Its bytes count against `budget` while they arrive: a
-    /// body that does not fit is refused with a 503 (`BodyBudget.exhausted`).
-    static func collect(_ request: Request, limit: Int, what: String, budget: BodyBudget) async throws -> [UInt8] {
+    /// says so, otherwise as soon as the stream passes the limit. Its bytes count against `budget` while they arrive, as
+    /// `holder`'s: a body that does not fit is refused with a 503 (`BodyBudget.exhausted`).
+    static func collect(_ request: Request, limit: Int, what: String, budget: BodyBudget, holder: Principal?) async throws -> [UInt8] {
         if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared > Int64(limit) {
             throw APIError.contentTooLarge(limit: Int64(limit), what: what)
         }
         var bytes: [UInt8] = []
         var reserved = 0
-        defer { budget.release(reserved) }
+        let holder = holder?.budgetHolder
+        defer { budget.release(reserved, for: holder) }
         for try await chunk in request.body {
             guard bytes.count + chunk.readableBytes <= limit else { throw APIError.contentTooLarge(limit: Int64(limit), what: what) }
-            guard budget.reserve(chunk.readableBytes) else { throw BodyBudget.exhausted(what: what) }
+            guard budget.reserve(chunk.readableBytes, for: holder) else { throw BodyBudget.exhausted(what: what) }
             reserved += chunk.readableBytes
             bytes.append(contentsOf: chunk.readableBytesView)
         }

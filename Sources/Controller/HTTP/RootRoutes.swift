@@ -24,7 +24,8 @@ struct RootRoutes: Sendable {
             request,
             limit: core.configuration.maximumBodyBytes,
             what: "the root envelope",
-            budget: core.bodyBudget
+            budget: core.bodyBudget,
+            holder: context.principal
         )
         let envelope: Envelope
         do {

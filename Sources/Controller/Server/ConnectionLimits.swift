@@ -15,11 +15,12 @@ struct ConnectionLimits: Sendable, Equatable {
     /// long-poll, plus reconnects racing the close of their previous connection during a restart or deploy wave,
     /// operators and dashboards, with about 60% headroom.
     var maximumConnections: Int = 16_384
-    /// Request body bytes all connections together may hold in memory while the bodies arrive (`BodyBudget`); past it
-    /// a body is answered 503 with `Retry-After`. Default 256 MiB: 10,000 status reports of a few kilobytes arriving at
-    /// once use a tenth of it, while one agent's token can no longer hold a report of just under its limit open on every
-    /// connection.
-    var maximumBodyBytesInFlight: Int = 256 << 20
+    /// Request body bytes all connections together may hold in memory while the bodies arrive (`BodyBudget`); past it a
+    /// body is answered 503 with `Retry-After`, and so is one past its token's share (two of the largest body the limits
+    /// allow). Default `nil`: 256 MiB, or 64 of the largest body if that is more (`--max-status-bytes 64M` would otherwise
+    /// let four reports fill it). 10,000 status reports of a few kilobytes arriving at once use a tenth of it, while one
+    /// agent's token can no longer hold a report of just under its limit open on every connection.
+    var maximumBodyBytesInFlight: Int? = nil
 
     /// File descriptors kept for everything that is not a client connection (SQLite, artifact files being served or
     /// stored, the listening socket, logs).

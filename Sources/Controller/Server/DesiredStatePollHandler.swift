@@ -230,8 +230,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         var ended: Bool { end != nil }
         /// Body bytes so far.
         var bodyBytes: Int { body?.readableBytes ?? 0 }
-        /// Bytes of it taken from `Dependencies.bodyBudget`, given back when the request is done here.
+        /// Bytes of it taken from `Dependencies.bodyBudget`, given back when the request is done here, and whose share
+        /// they were taken from (a report's agent, known at its head; none for a poll's body, counted in the total only).
         var reserved = 0
+        var budgetHolder: String?
         let startedAt: ContinuousClock.Instant
         /// When a long-poll must be answered at the latest.
         let deadline: ContinuousClock.Instant
@@ -324,7 +326,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 case .body(var bytes):
                     // Held until answered: a body larger than a report may be (a poll has none) is the router's to read,
                     // and so is one that does not fit in the budget every connection shares (the router refuses it).
-                    let fits = dependencies.bodyBudget.reserve(bytes.readableBytes)
+                    let fits = dependencies.bodyBudget.reserve(bytes.readableBytes, for: current?.budgetHolder)
                     if fits { current?.reserved += bytes.readableBytes }
                     current?.append(&bytes)
                     if !fits || current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
@@ -370,6 +372,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             // once, at its head).
             current = Current(kind: kind, head: part, startedAt: now, deadline: now)
             current?.principal = principal
+            current?.budgetHolder = principal.budgetHolder
         }
     }
 
@@ -619,7 +622,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     /// The answer to `answered` is written: goes on with whatever arrived meanwhile.
     private func finish(_ answered: Current, context: ChannelHandlerContext) {
-        dependencies.bodyBudget.release(answered.reserved)
+        dependencies.bodyBudget.release(answered.reserved, for: answered.budgetHolder)
         self.current = nil
         draining = !answered.ended
         if answered.kind.closesConnection {
@@ -635,7 +638,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         guard let context, let current else { return }
         // A poll parked here is the router's now.
         if let ticket = current.ticket { dependencies.desiredStates.hub.cancel(ticket) }
-        dependencies.bodyBudget.release(current.reserved)
+        dependencies.bodyBudget.release(current.reserved, for: current.budgetHolder)
         self.current = nil
         forwardedInFlight += 1
         for part in current.parts { context.fireChannelRead(wrapInboundOut(part)) }
@@ -671,7 +674,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// The connection is going away: a parked poll leaves the hub.
     private func abandon() {
         if let ticket = current?.ticket { dependencies.desiredStates.hub.cancel(ticket) }
-        dependencies.bodyBudget.release(current?.reserved ?? 0)
+        dependencies.bodyBudget.release(current?.reserved ?? 0, for: current?.budgetHolder)
         current = nil
         queued.removeAll()
         readHeld = false
