@@ -244,6 +244,51 @@ struct AgentTransportTests {
         }
     }
 
+    /// With `http_proxy` in the agent's environment (an instance behind a proxy), a controller on loopback is reached
+    /// directly: libcurl made no exception for loopback, and the enroll token (an agent's token, later) went to the proxy
+    /// in clear. The "proxy" here is a socket that never accepts: a connection the agent made to it waits in its backlog.
+    @Test("a controller on loopback is reached without the proxy http_proxy names", .timeLimit(.minutes(2)))
+    func loopbackControllerBypassesTheProxy() async throws {
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let proxy = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            #expect(proxy >= 0)
+            defer { close(proxy) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(proxy, $0, length) == 0 && getsockname(proxy, $0, &length) == 0 }
+            }
+            #expect(bound && listen(proxy, 16) == 0)
+            let proxyURL = "http://127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
+            let root = fleet.root.appendingPathComponent("proxied")
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            let key = root.appendingPathComponent("enroll.token").path
+            try fleet.enrollToken.write(toFile: key, atomically: true, encoding: .utf8)
+            var environment = ProcessInfo.processInfo.environment
+            for name in ["no_proxy", "NO_PROXY"] { environment[name] = nil }
+            environment["http_proxy"] = proxyURL
+            environment["HTTPS_PROXY"] = proxyURL
+            let result = try await Command.run(
+                TestPaths.executable("ferry-agent"),
+                [
+                    "enroll", "--controller", fleet.controller.url, "--token-file", key, "--service", "web", "--config",
+                    root.appendingPathComponent("agent.json").path, "--trusted-key", fleet.operatorPublicKeyPath, "--state-dir",
+                    root.appendingPathComponent("state").path, "--name", "proxied", "--allow-insecure-http",
+                ],
+                environment: environment
+            )
+            #expect(result.status == 0, "\(result.stderr)")
+            // Nothing waits in the proxy's backlog.
+            #expect(fcntl(proxy, F_SETFL, O_NONBLOCK) == 0)
+            let pending = accept(proxy, nil, nil)
+            if pending >= 0 { close(pending) }
+            #expect(pending < 0, "the agent connected to the proxy")
+        }
+    }
+
     static func mode(_ path: String) throws -> mode_t {
         var info = stat()
         guard stat(path, &info) == 0 else { throw HarnessError("stat \(path) failed") }

@@ -48,6 +48,15 @@ struct ArtifactFetcherTests {
 
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
+    /// A download has a total deadline (ten minutes plus the bytes left at 64 KiB/s): a server trickling just above
+    /// libcurl's low-speed limit no longer holds the agent's pass for days.
+    static let deadlines: [(remaining: Int64, seconds: Int64)] = [(0, 600), (200 << 20, 600 + 3_200), (4 << 30, 600 + 65_536), (-1, 600)]
+
+    @Test(arguments: deadlines)
+    func aDownloadHasADeadlineForItsSize(_ row: (remaining: Int64, seconds: Int64)) {
+        #expect(ArtifactFetcher.deadline(forRemaining: row.remaining) == .seconds(row.seconds))
+    }
+
     @Test func downloadsVerifiesAndCachesUnderTheDigest() async throws {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))

@@ -119,6 +119,28 @@ struct HTTPClientDownloadTests {
         }
     }
 
+    /// A 416 whose body never ends (a hostile controller holding the agent's download, and so its pass, for as long as
+    /// it trickles): the body is an error page, and past 64 KiB the download fails.
+    @Test func rangeNotSatisfiableWithAnEndlessBodyIsRefused() async throws {
+        try await withFile(initial: Self.payload) { path in
+            try await ScriptedHTTPServer.with { _ in
+                var steps: [ScriptedHTTPServer.Step] = [.send(Array("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 100000000\r\n\r\n".utf8))]
+                for _ in 0..<400 { steps += [.send([UInt8](repeating: 0x20, count: 64 * 1024)), .pause(.milliseconds(50))] }
+                return steps
+            } run: { server in
+                let started = ContinuousClock.now
+                do {
+                    let result = try await client.download(from: "\(server.baseURL)/a", to: path, resumeFrom: 300_000, maxBytes: 300_000)
+                    Issue.record("an endless 416 body was read whole: \(result)")
+                } catch HTTPClientError.responseTooLarge(_, let limit) {
+                    #expect(limit == 64 * 1024)
+                }
+                #expect(ContinuousClock.now - started < .seconds(10), "refused early, not after the 20 s the body lasts")
+                #expect(try Self.contents(path) == Self.payload, "the part file is left as it was")
+            }
+        }
+    }
+
     @Test func stopsBeforeTheFileExceedsMaxBytes() async throws {
         try await withFile { path in
             try await ScriptedHTTPServer.with {

@@ -7,6 +7,17 @@ import Testing
 struct HTTPClientTests {
     private let client = HTTPClient()
 
+    /// The hosts reached without the proxy: the environment's list plus loopback (`*` stays `*`).
+    @Test(arguments: [
+        ([String: String](), "localhost,127.0.0.0/8,::1"),
+        (["no_proxy": "10.0.0.0/8, .internal"], "10.0.0.0/8,.internal,localhost,127.0.0.0/8,::1"),
+        (["NO_PROXY": "example.com"], "example.com,localhost,127.0.0.0/8,::1"),
+        (["no_proxy": "*"], "*"),
+    ])
+    func loopbackIsNeverProxied(_ environment: [String: String], _ expected: String) {
+        #expect(HTTPClient.noProxy(environment: environment) == expected)
+    }
+
     @Test func getReturnsStatusHeadersAndBodyAndSendsAgentHeaders() async throws {
         try await ScriptedHTTPServer.with { _ in
             [

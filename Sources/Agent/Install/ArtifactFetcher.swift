@@ -21,6 +21,13 @@ import Darwin
 /// digest is always complete and verified. A mismatch deletes the `.part` and throws. Concurrent fetches of one
 /// artifact (two services, or `ferry-agent fetch` beside the daemon) serialize on an advisory lock on the `.part`.
 struct ArtifactFetcher: Sendable {
+    /// The longest a download of `remaining` bytes may take: ten minutes, plus the bytes at 64 KiB/s. libcurl's
+    /// low-speed limit (1 KiB/s over 30 s) ends a stalled transfer, not one a hostile server trickles just above it: a
+    /// 200 MiB artifact at 1 KiB/s held the agent's pass, and every other service's repairs, for over two days.
+    static func deadline(forRemaining remaining: Int64) -> Duration {
+        .seconds(600 + max(0, remaining) / (64 * 1024))
+    }
+
     struct Configuration: Sendable {
         /// The agent's state directory; the cache is its `artifacts` subdirectory. Default `/var/lib/ferry`.
         var stateDirectory: String = "/var/lib/ferry"
@@ -316,7 +323,8 @@ struct ArtifactFetcher: Sendable {
                         resumeFrom: offset,
                         maxBytes: artifact.size,
                         headers: source.headers,
-                        followRedirects: source.followRedirects
+                        followRedirects: source.followRedirects,
+                        timeout: Self.deadline(forRemaining: artifact.size - offset)
                     ) { event in
                         switch event {
                         case .began(_, let start):

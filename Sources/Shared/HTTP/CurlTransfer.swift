@@ -34,6 +34,8 @@ final class CurlTransfer {
         var written: Int64 = 0
         var began = false
         var alreadyComplete = false
+        /// Bytes of a 416's body read and dropped (an error page; `maximumDiscardedBytes` at most).
+        var discarded = 0
         var status = 0
 
         init(target: DownloadTarget, fd: Int32, onEvent: @escaping (HTTPClient.DownloadEvent) throws -> Void) {
@@ -303,9 +305,15 @@ final class CurlTransfer {
         }
         try setLong(CURLOPT_SSL_VERIFYPEER, 1)
         try setLong(CURLOPT_SSL_VERIFYHOST, 2)
-        if let caFile = configuration.caFile { try setString(CURLOPT_CAINFO, caFile) }
+        if let caFile = configuration.caFile {
+            try setString(CURLOPT_CAINFO, caFile)
+            // Instead of the system's CAs, not beside them: libcurl also loads its built-in CA directory
+            // (`/etc/ssl/certs` on Debian) unless told not to, and every public CA there stayed trusted for a controller
+            // whose operator pinned a private one.
+            try check(ferry_curl_setopt_pointer(handle, CURLOPT_CAPATH, nil))
+        }
         try setString(CURLOPT_USERAGENT, configuration.userAgent)
-        if configuration.bypassProxy { try setString(CURLOPT_NOPROXY, "*") }
+        try setString(CURLOPT_NOPROXY, configuration.bypassProxy ? "*" : HTTPClient.noProxyOfThisProcess)
         try check(ferry_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
 
         let context = Unmanaged.passUnretained(self).toOpaque()
@@ -456,7 +464,16 @@ final class CurlTransfer {
             return buffer.count
         }
         if !download.began, !beginDownload(download) { return 0 }
-        if download.alreadyComplete { return buffer.count }  // the 416 body is an error page
+        if download.alreadyComplete {
+            // The 416 body is an error page: a few hundred bytes. One that goes on (a server that never ends it) would
+            // hold the transfer, and the agent's pass, for as long as it trickles.
+            download.discarded += buffer.count
+            guard download.discarded <= Self.maximumDiscardedBytes else {
+                failure = .responseTooLarge(url: url, limit: Int64(Self.maximumDiscardedBytes))
+                return 0
+            }
+            return buffer.count
+        }
         guard download.fileSize + Int64(buffer.count) <= download.target.maxBytes else {
             failure = .responseTooLarge(url: url, limit: download.target.maxBytes)
             return 0
@@ -481,6 +498,9 @@ final class CurlTransfer {
         }
         return buffer.count
     }
+
+    /// Most bytes of a `416 Range Not Satisfiable` body read (and dropped) before the download fails.
+    static let maximumDiscardedBytes = 64 * 1024
 
     /// Decides what the response means for the file, once its headers are in. `false` aborts with `failure` set.
     private func beginDownload(_ download: DownloadState) -> Bool {

@@ -158,6 +158,20 @@ package struct HTTPClient: Sendable {
         return try result.get()
     }
 
+    /// Hosts reached without the proxy `http_proxy`/`https_proxy` name: the environment's `no_proxy` (or `NO_PROXY`),
+    /// plus the loopback addresses. libcurl makes no exception for loopback: with `http_proxy` set (an instance behind a
+    /// proxy, as docs/agent.md describes) a controller on `http://127.0.0.1` was asked through the proxy, its agent token
+    /// in clear in every request.
+    package static func noProxy(environment: [String: String]) -> String {
+        let configured = String((environment["no_proxy"] ?? environment["NO_PROXY"] ?? "").filter { $0 != " " && $0 != "\t" })
+        if configured == "*" { return "*" }
+        let loopback = "localhost,127.0.0.0/8,::1"
+        return configured.isEmpty ? loopback : configured + "," + loopback
+    }
+
+    /// `noProxy` of this process's environment, read once.
+    static let noProxyOfThisProcess = noProxy(environment: ProcessInfo.processInfo.environment)
+
     package static func validate(_ url: String, headers: Headers) throws(HTTPClientError) {
         let lower = url.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
