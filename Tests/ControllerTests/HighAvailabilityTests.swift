@@ -479,6 +479,49 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// B's change listener applies notices in order; an agent's notice reads that agent's stored statuses. With that read
+    /// held (the status table locked, a busy pool), a token revoked through A right after used to keep working on B
+    /// until the read ended: the read is now made off the listener.
+    @Test(.timeLimit(.minutes(3)))
+    func aRevocationIsNotHeldBehindAnAgentsNotice() async throws {
+        let server = try await PostgresTestServer.start()
+        do {
+            let database = try await server.createDatabase()
+            let selection = DatabaseSelection.postgres(try PostgresStoreConfiguration.parse(server.url(database: database)))
+            try await Self.withTwoControllers(on: selection) { a, aURL, b, bURL in
+                let http = LiveHTTP()
+                let agent = try await http.enroll(aURL, token: a.enrollToken, name: "web-1", services: ["api"])
+                // The viewer token works on B (and is cached there); `/v1/roots` does not read the status table.
+                #expect(try await http.send("GET", bURL + "/v1/roots", token: b.viewerToken).status == 200)
+                let viewerID = try #require(try await b.store.tokens().filter { $0.role == .viewer }.last?.id)
+                // The status table locked for 8 s, then a notice about the agent, which B reads the table for.
+                let locker = Task {
+                    try await server.psql(
+                        "BEGIN; LOCK TABLE service_status IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+                        database: database
+                    )
+                }
+                try await Task.sleep(for: .milliseconds(500))
+                _ = try await server.psql("SELECT pg_notify('ferry_changes', 'v1 someone-else agent \(agent.agentID)')", database: database)
+                try await Task.sleep(for: .milliseconds(200))
+                let revoked = try await http.send("DELETE", aURL + "/v1/tokens/\(viewerID)", token: a.operatorToken)
+                #expect(revoked.status == 200, "\(String(decoding: revoked.body, as: UTF8.self))")
+                let started = ContinuousClock.now
+                var refused = false
+                while !refused, ContinuousClock.now - started < .seconds(6) {
+                    refused = try await http.send("GET", bURL + "/v1/roots", token: b.viewerToken).status == 401
+                    if !refused { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                #expect(refused, "B stops accepting the revoked token while the status table is locked")
+                #expect(ContinuousClock.now - started < .seconds(3), "within 3 s, not when the lock ends")
+                _ = try await locker.value
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        try? await server.stop()
+    }
+
     /// Parks `agent`'s long-poll on B (20 s), runs `change`, and returns B's answer, which must come within 5 s: woken
     /// by the change, not by the wait's end.
     static func parkOnB(

@@ -5,6 +5,8 @@ final class DesiredStateProvider: Sendable {
     let hub: LongPollHub
     /// Where changes are announced to the other controllers on the same database (`+Cluster`: what they do with them).
     let changes: ClusterChangeFeed
+    /// Agents other controllers changed, whose stored serials are read off the change listener (`+Cluster`).
+    let remoteAgents = RemoteAgentQueue()
 
     init(builder: DesiredStateBuilder, hub: LongPollHub, changes: ClusterChangeFeed = .disabled()) {
         self.builder = builder
