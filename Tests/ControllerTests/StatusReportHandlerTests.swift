@@ -230,32 +230,11 @@ import Testing
                 }
                 return agent
             }
-            // Reports of an exact size: `size` bytes of body.
-            // Reports of an exact size: `size` bytes of body (white space after the opening brace).
-            @Sendable func report(_ message: String, size: Int) -> String {
-                let base = Self.report(message: message)
-                return "{" + String(repeating: " ", count: size - base.utf8.count) + base.dropFirst()
-            }
-            @Sendable func request(_ body: String) -> String {
-                "POST /v1/agents/\(agent.id)/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
-                    + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
-            }
-            @Sendable func answer(_ connection: RawConnection) async throws -> String {
-                let deadline = ContinuousClock.now + .seconds(20)
-                while !connection.text.contains("\r\n\r\n"), !connection.isClosedByPeer, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                    connection.poll()
-                }
-                // The body of an error follows its head: read it too.
-                try await Task.sleep(for: .milliseconds(100))
-                connection.poll()
-                return connection.text
-            }
             let held = fixture.controller.core.bodyBudget
             let (first, second, third, stored) = try await fixture.withLiveServer { base in
                 guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
                 // All of the slow request but its last 500 bytes: 3,500 bytes of its body.
-                let slow = Array(request(report("slow", size: 4_000)).utf8)
+                let slow = Self.sizedReport(agent, "slow", size: 4_000)
                 let holder = try RawConnection(port: port)
                 try holder.send(String(decoding: slow.dropLast(500), as: UTF8.self))
                 let deadline = ContinuousClock.now + .seconds(20)
@@ -263,14 +242,14 @@ import Testing
                 #expect(held.bytesHeld >= 3_500, "the slow body is held")
                 // 3,500 + 3,000 is past the budget of 6,000.
                 let refused = try RawConnection(port: port)
-                try refused.send(request(report("refused", size: 3_000)))
-                let second = try await answer(refused)
+                try refused.send(String(decoding: Self.sizedReport(agent, "refused", size: 3_000), as: UTF8.self))
+                let second = try await Self.answer(refused)
                 // The slow body completes, is stored, and gives its bytes back.
                 try holder.send(String(decoding: slow.suffix(500), as: UTF8.self))
-                let first = try await answer(holder)
+                let first = try await Self.answer(holder)
                 let after = try RawConnection(port: port)
-                try after.send(request(report("after", size: 3_000)))
-                let third = try await answer(after)
+                try after.send(String(decoding: Self.sizedReport(agent, "after", size: 3_000), as: UTF8.self))
+                let third = try await Self.answer(after)
                 return (first, second, third, try await fixture.controller.core.store.serviceStatuses(agentID: agent.id).map(\.status.message))
             }
             #expect(second.hasPrefix("HTTP/1.1 503"), "\(second)")
@@ -307,24 +286,6 @@ import Testing
                 }
                 return agents
             }
-            @Sendable func request(_ agent: (id: String, token: String), _ message: String, size: Int) -> [UInt8] {
-                let base = Self.report(message: message)
-                let body = "{" + String(repeating: " ", count: size - base.utf8.count) + base.dropFirst()
-                return Array(
-                    ("POST /v1/agents/\(agent.id)/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
-                        + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body).utf8
-                )
-            }
-            @Sendable func answer(_ connection: RawConnection) async throws -> String {
-                let deadline = ContinuousClock.now + .seconds(20)
-                while !connection.text.contains("\r\n\r\n"), !connection.isClosedByPeer, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                    connection.poll()
-                }
-                try await Task.sleep(for: .milliseconds(100))
-                connection.poll()
-                return connection.text
-            }
             let held = fixture.controller.core.bodyBudget
             #expect(held.limitPerHolder == 2 * Self.limit)
             let (refused, taken) = try await fixture.withLiveServer { base in
@@ -332,7 +293,7 @@ import Testing
                 // Two slow reports of the greedy agent, 3,500 bytes of each sent: 7,000 of its 8,192.
                 var holders: [RawConnection] = []
                 for index in 0..<2 {
-                    let slow = request(greedy, "slow \(index)", size: 4_000)
+                    let slow = Self.sizedReport(greedy, "slow \(index)", size: 4_000)
                     let connection = try RawConnection(port: port)
                     try connection.send(String(decoding: slow.dropLast(500), as: UTF8.self))
                     holders.append(connection)
@@ -341,11 +302,11 @@ import Testing
                 while held.bytesHeld < 7_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
                 #expect(held.bytesHeld >= 7_000, "both slow bodies are held")
                 let more = try RawConnection(port: port)
-                try more.send(String(decoding: request(greedy, "more", size: 3_000), as: UTF8.self))
-                let refused = try await answer(more)
+                try more.send(String(decoding: Self.sizedReport(greedy, "more", size: 3_000), as: UTF8.self))
+                let refused = try await Self.answer(more)
                 let another = try RawConnection(port: port)
-                try another.send(String(decoding: request(other, "taken", size: 3_000), as: UTF8.self))
-                let taken = try await answer(another)
+                try another.send(String(decoding: Self.sizedReport(other, "taken", size: 3_000), as: UTF8.self))
+                let taken = try await Self.answer(another)
                 _ = holders
                 return (refused, taken)
             }
@@ -353,6 +314,28 @@ import Testing
             #expect(refused.contains(#""error":"busy""#), "\(refused)")
             #expect(taken.hasPrefix("HTTP/1.1 204"), "\(taken)")
         }
+    }
+
+    /// A status report request of `agent` whose body is exactly `size` bytes (white space after the opening brace).
+    static func sizedReport(_ agent: (id: String, token: String), _ message: String, size: Int) -> [UInt8] {
+        let base = report(message: message)
+        let body = "{" + String(repeating: " ", count: size - base.utf8.count) + base.dropFirst()
+        return Array(
+            ("POST /v1/agents/\(agent.id)/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(agent.token)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body).utf8
+        )
+    }
+
+    /// What `connection` was answered: its head and, when one follows soon, the error body.
+    static func answer(_ connection: RawConnection) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !connection.text.contains("\r\n\r\n"), !connection.isClosedByPeer, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            connection.poll()
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        connection.poll()
+        return connection.text
     }
 
     static func handledCount(_ fixture: Fixture) -> Int {
