@@ -501,9 +501,22 @@ struct HighAvailabilityTests {
                         database: database
                     )
                 }
-                try await Task.sleep(for: .milliseconds(500))
+                _ = try await eventually("the status table is locked", timeout: .seconds(10), interval: .milliseconds(20)) { () -> Bool? in
+                    let locks = try await server.psql(
+                        "SELECT count(*) FROM pg_locks WHERE relation = 'service_status'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+                        database: database
+                    )
+                    return locks.trimmingCharacters(in: .whitespacesAndNewlines) == "1" ? true : nil
+                }
                 _ = try await server.psql("SELECT pg_notify('ferry_changes', 'v1 someone-else agent \(agent.agentID)')", database: database)
-                try await Task.sleep(for: .milliseconds(200))
+                // B's read of the agent's statuses is under way, waiting for the lock, before the revocation is sent.
+                _ = try await eventually("B's read waits for the lock", timeout: .seconds(10), interval: .milliseconds(20)) { () -> Bool? in
+                    let waiting = try await server.psql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = '\(database)' AND wait_event_type = 'Lock'",
+                        database: database
+                    )
+                    return (Int(waiting.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 0 ? true : nil
+                }
                 let revoked = try await http.send("DELETE", aURL + "/v1/tokens/\(viewerID)", token: a.operatorToken)
                 #expect(revoked.status == 200, "\(String(decoding: revoked.body, as: UTF8.self))")
                 let started = ContinuousClock.now

@@ -326,16 +326,24 @@ import Testing
         )
     }
 
-    /// What `connection` was answered: its head and, when one follows soon, the error body.
+    /// What `connection` was answered: its head and the body its `Content-Length` announces.
     static func answer(_ connection: RawConnection) async throws -> String {
         let deadline = ContinuousClock.now + .seconds(20)
-        while !connection.text.contains("\r\n\r\n"), !connection.isClosedByPeer, ContinuousClock.now < deadline {
+        while !isComplete(connection.text), !connection.isClosedByPeer, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
             connection.poll()
         }
-        try await Task.sleep(for: .milliseconds(100))
-        connection.poll()
         return connection.text
+    }
+
+    /// Whether `text` holds a whole answer: a head, and as many body bytes as its `Content-Length` says (none without).
+    static func isComplete(_ text: String) -> Bool {
+        guard let end = text.range(of: "\r\n\r\n") else { return false }
+        let length =
+            text[..<end.lowerBound].split(separator: "\r\n")
+            .first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+        return text[end.upperBound...].utf8.count >= length
     }
 
     static func handledCount(_ fixture: Fixture) -> Int {

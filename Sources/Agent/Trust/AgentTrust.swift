@@ -43,6 +43,8 @@ actor AgentTrust {
     private(set) var current: TrustedRoot
     /// The roots accepted after the pin, oldest first (what `file` holds).
     private var chain: [Envelope]
+    /// The size of `file` holding `chain` (`chainFile(chain).count`), kept as roots are added rather than encoded again.
+    private var chainBytes: Int
     /// Why the last catch-up stopped short of the version the controller named, or `nil`.
     private(set) var updateProblem: String?
     /// The stored file named roots beyond what verifies from the pin (damaged, or unreadable): no new release is
@@ -107,6 +109,7 @@ actor AgentTrust {
         if let floor { logger.error("trust roots held back", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(floor.problem)"]) }
         self.current = current
         self.chain = chain
+        self.chainBytes = Self.chainFile(chain).count
         self.storedFloor = floor
     }
 
@@ -171,7 +174,9 @@ actor AgentTrust {
                 updateProblem = "cannot fetch trust root version \(next) (the controller names version \(target)): \(error)"
                 return
             }
-            guard chain.count < Self.maximumStoredRoots, Self.chainFile(chain + [envelope]).count <= Self.maximumFileBytes else {
+            // The file grows by the envelope and, past the first, a comma.
+            let grownBytes = chainBytes + envelope.json.encoded().count + (chain.isEmpty ? 0 : 1)
+            guard chain.count < Self.maximumStoredRoots, grownBytes <= Self.maximumFileBytes else {
                 updateProblem =
                     "trust root version \(next) not accepted: this agent keeps at most \(Self.maximumStoredRoots) roots after its pin "
                     + "(\(Self.maximumFileBytes >> 20) MiB); enroll it again with a newer root"
@@ -186,6 +191,7 @@ actor AgentTrust {
                 return
             }
             chain.append(envelope)
+            chainBytes = grownBytes
             unsaved = true
             logger.info(
                 "trust root accepted",
@@ -205,7 +211,9 @@ actor AgentTrust {
     private func store() {
         guard unsaved, storedFloor == nil else { return }
         do {
-            try AtomicFile.write(Self.chainFile(chain), to: file, mode: 0o600)
+            let bytes = Self.chainFile(chain)
+            assert(bytes.count == chainBytes, "chainBytes went out of step with the file")
+            try AtomicFile.write(bytes, to: file, mode: 0o600)
             unsaved = false
         } catch {
             logger.warning("cannot store the trust root", metadata: ["ferry.path": "\(file)", "ferry.reason": "\(error)"])

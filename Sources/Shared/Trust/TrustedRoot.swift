@@ -28,7 +28,7 @@ package struct TrustedRoot: Sendable, Equatable {
 
     /// Expiry of a root built from trusted-key flags: such a root has no signer who could renew it, so it does not
     /// expire (as the flags never did).
-    package static let trustedKeysExpiry = Date(timeIntervalSince1970: 253_402_300_799)  // 9999-12-31T23:59:59Z
+    package static let trustedKeysExpiry = Timestamp.latest
 
     /// Pins a root an operator placed here out of band (`--trust-root FILE`): any version, signed by a threshold of its
     /// own root keys.
