@@ -18,6 +18,8 @@ struct SupervisorCommandTests {
         for bad in [
             ["supervisor"], ["supervisor", "--home", "/tmp/x", "--log-keep", "500"],
             ["supervisor", "--home", "/tmp/x", "--backoff-initial-ms", "0"],
+            ["supervisor", "--home", "/tmp/x", "--backoff-max-ms", "9223372036854775807"],
+            ["supervisor", "--home", "/tmp/x", "--backoff-max-ms", "86400001"],
         ] {
             #expect(throws: (any Error).self, "\(bad)") { try AgentCommand.parseAsRoot(bad) }
         }

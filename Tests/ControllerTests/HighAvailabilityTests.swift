@@ -479,6 +479,48 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// B's host clock runs 2 minutes behind A's. A report B receives is stamped, and the leader judges it, on the
+    /// database server's clock: before, B stamped its reports 2 minutes in the past, the leader A saw the agent as
+    /// silent (stale after 3 poll intervals), and a rollout waiting for its wave stalled.
+    @Test func aReplicaWithASkewedClockStampsReportsOnTheDatabasesClock() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let selection = try location.selection
+            let adjust: (inout ControllerConfiguration) -> Void = { $0.database = selection }
+            try await ControllerFixture.with(adjust: adjust) { a in
+                try await ControllerFixture.with(adjust: adjust, now: { Date().addingTimeInterval(-120) }) { b in
+                    try await a.withLiveServer { aURL in
+                        try await b.withLiveServer { bURL in
+                            for fixture in [a, b] {
+                                let clock = try #require(fixture.controller.clockSync?.clock)
+                                _ = try await eventually("the controller read the database clock", timeout: .seconds(10)) { clock.offset }
+                            }
+                            let skew = b.controller.core.now().timeIntervalSince(a.controller.core.now())
+                            #expect(abs(skew) < 1, "A and B agree on the time (B's host clock is 120 s behind): \(skew) s")
+                            let http = LiveHTTP()
+                            let agent = try await http.enroll(aURL, token: a.enrollToken, name: "web-1", services: ["api"])
+                            let reported = try await http.send(
+                                "POST",
+                                bURL + "/v1/agents/\(agent.agentID)/status",
+                                token: agent.token,
+                                headers: ["Content-Type": "application/json"],
+                                body: Self.report(["api"], serial: 7, hostname: "web-1")
+                            )
+                            try #require(reported.status == 204, "\(String(decoding: reported.body, as: UTF8.self))")
+                            let status = try #require(try await a.store.serviceStatuses(agentID: agent.agentID).first)
+                            let age = Date().timeIntervalSince(status.updatedAt)
+                            #expect(abs(age) < 5, "B stamped the report \(age) s in the past")
+                            let core = a.controller.core
+                            #expect(
+                                RolloutEvaluator.isFresh(status, now: core.now(), staleAfter: core.configuration.staleAfter),
+                                "the leader's view of the report B received: fresh"
+                            )
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// B's change listener applies notices in order; an agent's notice reads that agent's stored statuses. With that read
     /// held (the status table locked, a busy pool), a token revoked through A right after used to keep working on B
     /// until the read ended: the read is now made off the listener.

@@ -39,7 +39,7 @@ struct SupervisorCommand: AsyncParsableCommand {
     @Option(help: "First automatic restart delay in milliseconds when an app's restart_delay is 0.")
     var backoffInitialMs: Int64 = SupervisorLauncher.milliseconds(RestartBackoff().initial)
 
-    @Option(help: "Longest automatic restart delay in milliseconds.")
+    @Option(help: "Longest automatic restart delay in milliseconds (at most a day).")
     var backoffMaxMs: Int64 = SupervisorLauncher.milliseconds(RestartBackoff().maximum)
 
     @Option(help: "Longest request line the socket accepts, in bytes.")
@@ -59,6 +59,9 @@ struct SupervisorCommand: AsyncParsableCommand {
         guard (0...100).contains(logKeep) else { throw ValidationError("--log-keep must be between 0 and 100, got \(logKeep)") }
         guard backoffInitialMs > 0, backoffMaxMs >= backoffInitialMs else {
             throw ValidationError("--backoff-initial-ms must be positive and at most --backoff-max-ms")
+        }
+        guard backoffMaxMs <= 86_400_000 else {
+            throw ValidationError("--backoff-max-ms must be at most 86400000 (a day), got \(backoffMaxMs)")
         }
         guard maxRequestBytes >= 4096 else { throw ValidationError("--max-request-bytes must be at least 4096") }
         guard (100...86_400_000).contains(memoryCheckMs) else {

@@ -22,12 +22,14 @@ struct ControllerApplication: Sendable {
     let relay: PostgresChangeRelay?
     /// With PostgreSQL: elects the controller that drives rollouts.
     let election: PostgresLeaderElection?
+    /// With PostgreSQL: keeps this controller's clock on the database server's.
+    let clockSync: ClusterClockSync?
 
     /// How long a graceful shutdown may take before the services still running are cancelled.
     static let maximumGracefulShutdown: Duration = .seconds(30)
 
-    /// All long-running parts, in start order: the store (closed last), with PostgreSQL the change relay and the
-    /// leader election, the rollout timer, the sweeps of agents removed elsewhere and (when set) of silent agents, the
+    /// All long-running parts, in start order: the store (closed last), with PostgreSQL the clock sync, the change relay
+    /// and the leader election, the rollout timer, the sweeps of agents removed elsewhere and (when set) of silent agents, the
     /// token-use recorder, the HTTP server, the long-poll hub.
     ///
     /// `ServiceGroup` shuts services down in reverse order, so on SIGTERM the hub answers every parked long-poll
@@ -38,6 +40,7 @@ struct ControllerApplication: Sendable {
     ///   - reloading: reloads the TLS certificate on SIGHUP (`serve`).
     func serviceGroup(handlingSignals: Bool = true, reloading: TLSReloadService? = nil) -> ServiceGroup {
         var services: [any Service] = [StoreService(store: core.store, logger: core.logger)]
+        if let clockSync { services.append(clockSync) }
         if let relay { services.append(relay) }
         if let election { services.append(election) }
         services.append(RolloutTicker(coordinator: core.rollouts, logger: core.logger))
@@ -68,7 +71,7 @@ struct ControllerApplication: Sendable {
 /// - Parameters:
 ///   - registry: where Ferry's metrics go and what `GET /metrics` prints. Pass a fresh one per app in tests.
 ///   - selector: which release each agent receives; default `RolloutReleaseSelector` (staged rollouts).
-///   - now: the wall clock.
+///   - now: the wall clock; with PostgreSQL, corrected to the database server's (`ClusterClock`).
 ///   - onServerRunning: called with the bound port once the server listens (port 0 picks a free one).
 /// - Throws: `DataDirectoryError`, `ArtifactStoreError` or `TokenRevocationError` when the data directory, the
 ///   artifact directory or the revocation signal file cannot be created; `TLSFileError` when the TLS certificate or key
@@ -79,7 +82,7 @@ func makeApplication(
     registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     logger: Logger,
     selector: any ReleaseSelector = RolloutReleaseSelector(),
-    now: @escaping @Sendable () -> Date = { Date() },
+    now hostNow: @escaping @Sendable () -> Date = { Date() },
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> ControllerApplication {
     let metrics = ControllerMetrics(registry: registry)
@@ -88,6 +91,11 @@ func makeApplication(
     let builder = DesiredStateBuilder(configuration: .init(pollInterval: configuration.pollInterval), store: store, selector: selector)
     // Several controllers on one PostgreSQL database: changes travel between them, one is elected to drive rollouts.
     let postgres = (store as? SQLControllerStore)?.backend as? PostgresStoreBackend
+    // Controllers sharing a database judge each other's timestamps (a report's arrival, a token's expiry): all of them
+    // read the database server's clock.
+    let clusterClock = postgres.map { _ in ClusterClock(base: hostNow) }
+    let now: @Sendable () -> Date
+    if let clusterClock { now = { clusterClock.now() } } else { now = hostNow }
     let changes: ClusterChangeFeed = postgres.map { .enabled(origin: $0.origin) } ?? .disabled()
     let leadership: RolloutLeadership = postgres == nil ? .always() : .elected()
     let desiredStates = DesiredStateProvider(builder: builder, hub: hub, changes: changes)
@@ -167,13 +175,16 @@ func makeApplication(
         PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
     }
     let election = postgres.map { PostgresLeaderElection(backend: $0, leadership: leadership, logger: logger) }
+    var clockSync: ClusterClockSync?
+    if let postgres, let clusterClock { clockSync = ClusterClockSync(clock: clusterClock, database: postgres.readDB, logger: logger) }
     return ControllerApplication(
         application: application,
         core: core,
         certificates: certificates,
         connections: connections,
         relay: relay,
-        election: election
+        election: election,
+        clockSync: clockSync
     )
 }
 

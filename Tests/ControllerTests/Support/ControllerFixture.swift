@@ -39,13 +39,15 @@ struct ControllerFixture: Sendable {
     }()
 
     /// Runs `body` with a fresh fixture, closing the store and removing the directory afterwards.
+    /// - Parameter now: the host's wall clock (a skewed one for HighAvailabilityTests).
     static func with<R: Sendable>(
         threshold: Int = 1,
         directory existing: URL? = nil,
         adjust: (inout ControllerConfiguration) -> Void = { _ in },
+        now: @escaping @Sendable () -> Date = { Date() },
         _ body: (ControllerFixture) async throws -> R
     ) async throws -> R {
-        let fixture = try await make(threshold: threshold, directory: existing, adjust: adjust)
+        let fixture = try await make(threshold: threshold, directory: existing, adjust: adjust, now: now)
         do {
             let result = try await body(fixture)
             await fixture.close(removing: existing == nil)
@@ -80,7 +82,8 @@ struct ControllerFixture: Sendable {
     static func make(
         threshold: Int = 1,
         directory existing: URL? = nil,
-        adjust: (inout ControllerConfiguration) -> Void = { _ in }
+        adjust: (inout ControllerConfiguration) -> Void = { _ in },
+        now: @escaping @Sendable () -> Date = { Date() }
     ) async throws -> ControllerFixture {
         let directory = try existing ?? TestPaths.makeTemporaryDirectory("ferry-controller-test")
         let signingKey = try SigningKey.generate()
@@ -95,7 +98,7 @@ struct ControllerFixture: Sendable {
         // SQLite in the data directory unless `adjust` chose a PostgreSQL database (HighAvailabilityTests).
         let store = try await configuration.database.openStore(sqlitePath: configuration.databasePath, logger: logger)
         do {
-            return try await make(directory: directory, configuration: configuration, store: store, keys: (signingKey, secondKey))
+            return try await make(directory: directory, configuration: configuration, store: store, keys: (signingKey, secondKey), now: now)
         } catch {
             // A store dropped open trips SQLiteNIO's assertion and takes the whole test process down (a test cancelled
             // by its time limit throws here; `close()` closes from a cancelled task too).
@@ -109,7 +112,8 @@ struct ControllerFixture: Sendable {
         directory: URL,
         configuration: ControllerConfiguration,
         store: SQLiteControllerStore,
-        keys: (signing: SigningKey, second: SigningKey)
+        keys: (signing: SigningKey, second: SigningKey),
+        now: @escaping @Sendable () -> Date
     ) async throws -> ControllerFixture {
         let (signingKey, secondKey) = keys
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
@@ -119,6 +123,7 @@ struct ControllerFixture: Sendable {
             store: store,
             registry: registry,
             logger: logger,
+            now: now,
             onServerRunning: { port in continuation.yield(port) }
         )
         func token(_ role: TokenRole, _ name: String) async throws -> String {

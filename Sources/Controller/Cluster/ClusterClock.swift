@@ -1,0 +1,108 @@
+import Foundation
+import Logging
+import SQLKit
+import ServiceLifecycle
+import Synchronization
+
+/// The wall clock of controllers sharing a PostgreSQL database: this host's clock corrected by its measured offset from
+/// the database server's clock.
+///
+/// One controller stamps a status report when it arrives and the elected one judges it fresh or stale against its own
+/// clock: with each on its host's clock, a replica 2 minutes behind the leader stamped every report it received 2 minutes
+/// in the past, the leader saw those agents as silent, and a rollout waiting for their waves stalled (a replica ahead kept
+/// a dead agent fresh as long). On the database's clock every controller agrees to within a round trip.
+final class ClusterClock: Sendable {
+    /// One sample: the database's clock read between `sent` and `received` on this host's clock.
+    struct Sample: Sendable {
+        var sent: Date
+        var received: Date
+        var database: Date
+
+        /// The database clock minus this host's, assuming the database read its clock halfway through the round trip.
+        var offset: TimeInterval { database.timeIntervalSince(sent) - received.timeIntervalSince(sent) / 2 }
+        var roundTrip: TimeInterval { received.timeIntervalSince(sent) }
+    }
+
+    /// A sample whose round trip took longer than this is dropped: the offset it gives is off by up to half of it.
+    static let longestRoundTrip: TimeInterval = 1
+
+    private let base: @Sendable () -> Date
+    private let state = Mutex<TimeInterval?>(nil)
+
+    /// - Parameter base: this host's wall clock.
+    init(base: @escaping @Sendable () -> Date) {
+        self.base = base
+    }
+
+    /// Now, on the database's clock (this host's until the first sample).
+    func now() -> Date {
+        base().addingTimeInterval(state.withLock { $0 } ?? 0)
+    }
+
+    /// The offset in use (database minus this host), `nil` before the first sample.
+    var offset: TimeInterval? { state.withLock { $0 } }
+
+    /// Reads this host's clock, unadjusted.
+    func hostNow() -> Date { base() }
+
+    /// Takes `sample`'s offset; returns it, or `nil` when the round trip was too slow to trust.
+    @discardableResult
+    func adjust(to sample: Sample) -> TimeInterval? {
+        guard sample.roundTrip >= 0, sample.roundTrip <= Self.longestRoundTrip else { return nil }
+        let offset = sample.offset
+        state.withLock { $0 = offset }
+        return offset
+    }
+}
+
+/// Keeps a `ClusterClock` on the database's clock: reads it at start, then every `interval`.
+struct ClusterClockSync: Service {
+    let clock: ClusterClock
+    let database: any SQLDatabase
+    let logger: Logger
+    /// How often the database's clock is read again. Default 30 s.
+    var interval: Duration = .seconds(30)
+    /// An offset at least this large is logged as a warning (and again whenever it changes by as much). Default 2 s.
+    var warnAbove: TimeInterval = 2
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var reported: TimeInterval = 0
+            while !Task.isCancelled {
+                do {
+                    let sample = try await Unawaited.result(of: "the database clock query", within: .seconds(5)) {
+                        try await Self.sample(clock: clock, database: database)
+                    }
+                    if let offset = clock.adjust(to: sample), abs(offset) >= warnAbove || abs(reported) >= warnAbove,
+                        abs(offset - reported) >= warnAbove
+                    {
+                        reported = offset
+                        logger.warning(
+                            "This host's clock is off the database server's; controllers use the database's clock",
+                            metadata: ["clock.offset_seconds": "\(String(format: "%.3f", offset))"]
+                        )
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.debug("Reading the database clock failed", metadata: ["error.message": "\(PostgresErrorText.describe(error))"])
+                }
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// Reads the database's clock (`clock_timestamp()`, not the transaction's `now()`), timed on this host's clock.
+    static func sample(clock: ClusterClock, database: any SQLDatabase) async throws -> ClusterClock.Sample {
+        let sent = clock.hostNow()
+        let row = try await database.raw("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS micros").first()
+        let received = clock.hostNow()
+        guard let micros = try row?.decode(column: "micros", as: Int64.self) else {
+            throw ClockQueryError()
+        }
+        return .init(sent: sent, received: received, database: Date(timeIntervalSince1970: Double(micros) / 1_000_000))
+    }
+
+    struct ClockQueryError: Error, CustomStringConvertible {
+        var description: String { "the database clock query returned no row" }
+    }
+}
