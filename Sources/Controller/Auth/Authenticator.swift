@@ -81,6 +81,18 @@ final class Authenticator: Sendable {
         self.now = now
     }
 
+    /// Checks that `token` still stands for `principal`, which it was found for when a request began: a request whose
+    /// body or wait outlasts its token (revoked, its agent removed or replaced meanwhile) acts no more. Costs a cache
+    /// lookup unless some token stopped working since; then it reads the store.
+    /// - Throws: what `principal(forToken:challenge:)` throws (401 for a token that stopped working), or a 401 when the
+    ///   token now stands for another principal.
+    func confirm(_ principal: Principal, token: Substring, challenge: Challenge) async throws {
+        let current = try await self.principal(forToken: token, challenge: challenge)
+        guard current.role == principal.role, current.agentID == principal.agentID, current.tokenID == principal.tokenID else {
+            throw APIError.unauthorized("the token no longer stands for who began this request", challenge: challenge.header)
+        }
+    }
+
     /// The principal of `token`.
     /// - Throws: `APIError` 401: not a Ferry token, unknown (never created, or its agent was removed), revoked,
     ///   expired.

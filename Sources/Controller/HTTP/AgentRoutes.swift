@@ -23,12 +23,11 @@ struct AgentRoutes: Sendable {
     /// valid and has uses left; an operator token may also replace the agent of the same name (`"replace": true`).
     private func enroll(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let principal = try context.authenticated()
-        let bytes = try await RequestBodyReader.collect(
-            request,
+        let bytes = try await core.body(
+            of: request,
+            context: context,
             limit: 64 * 1024,
-            what: "the enrolment request",
-            budget: core.bodyBudget,
-            holder: context.principal
+            what: "the enrolment request"
         )
         let enrollment: EnrollRequest
         do {
@@ -240,7 +239,11 @@ struct AgentRoutes: Sendable {
             wait = .seconds(seconds)
         }
         let ifNoneMatch = request.headers[.ifNoneMatch]
-        guard let state = try await core.desiredStates.state(for: id, ifNoneMatch: ifNoneMatch, waitingUpTo: wait) else {
+        let principal = try context.authenticated()
+        // A wait may outlast the token (revoked, or the agent replaced by an operator: the wake-up its re-enrolment sends
+        // would otherwise hand the old token the state, new services' releases and their env values included).
+        let confirm = { try await context.confirm(principal, with: core.authenticator) }
+        guard let state = try await core.desiredStates.state(for: id, ifNoneMatch: ifNoneMatch, waitingUpTo: wait, confirm: confirm) else {
             throw APIError.notFound("unknown_agent", "agent \(id) is not enrolled here")
         }
         let headers: HTTPFields = [.eTag: state.etag, .cacheControl: "private, no-cache"]
@@ -256,12 +259,11 @@ struct AgentRoutes: Sendable {
 
     private func status(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let id = try ownAgentID(context: context)
-        let bytes = try await RequestBodyReader.collect(
-            request,
+        let bytes = try await core.body(
+            of: request,
+            context: context,
             limit: core.configuration.maximumStatusBytes,
-            what: "the status report",
-            budget: core.bodyBudget,
-            holder: context.principal
+            what: "the status report"
         )
         try await StatusReportIntake(core: core).accept(bytes, agentID: id)
         return Response(status: .noContent)

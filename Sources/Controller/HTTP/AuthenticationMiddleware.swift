@@ -40,6 +40,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         }
         var context = context
         context.principal = principal
+        context.credential = token
         return try await next(request, context)
     }
 }

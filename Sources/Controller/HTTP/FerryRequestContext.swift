@@ -9,12 +9,15 @@ struct FerryRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// The authenticated principal; `nil` on the open routes (`/healthz`, `/metrics`).
     var principal: Principal?
+    /// The token `principal` was found for, to look it up again once a body has arrived (`ControllerCore.body`).
+    var credential: Substring?
     /// The connection the request came on (for answers that last: an event stream looks whether its client left).
     let channel: any Channel
 
     init(source: Source) {
         coreContext = .init(source: source)
         principal = nil
+        credential = nil
         channel = source.channel
     }
 

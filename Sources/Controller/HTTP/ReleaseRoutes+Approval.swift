@@ -23,12 +23,11 @@ extension ReleaseRoutes {
         guard let serial = Int64(serialText), (1...Release.maximumSerial).contains(serial) else {
             throw APIError.badRequest("invalid_serial", "\"\(serialText.prefix(40))\" is not a serial (an integer from 1 to 2^53)")
         }
-        let bytes = try await RequestBodyReader.collect(
-            request,
+        let bytes = try await core.body(
+            of: request,
+            context: context,
             limit: Self.maximumApprovalBytes,
-            what: "the approval",
-            budget: core.bodyBudget,
-            holder: context.principal
+            what: "the approval"
         )
         let offered: [Envelope.Signature]
         do {

@@ -34,12 +34,11 @@ struct ReleaseRoutes: Sendable {
         } catch {
             throw APIError.badRequest(error.code, "\(error)")
         }
-        let bytes = try await RequestBodyReader.collect(
-            request,
+        let bytes = try await core.body(
+            of: request,
+            context: context,
             limit: core.configuration.maximumBodyBytes,
-            what: "the envelope",
-            budget: core.bodyBudget,
-            holder: context.principal
+            what: "the envelope"
         )
         let envelope: Envelope
         do {

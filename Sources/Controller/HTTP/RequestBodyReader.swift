@@ -22,3 +22,25 @@ enum RequestBodyReader {
         return bytes
     }
 }
+
+extension ControllerCore {
+    /// The body of `request` on an authenticated route (`RequestBodyReader.collect` against the shared budget, as the
+    /// principal's), then the principal checked again: a body may take hours to arrive (a byte within each idle timeout),
+    /// and a token revoked meanwhile, or an agent's token replaced, must not act once it is complete.
+    func body(of request: Request, context: FerryRequestContext, limit: Int, what: String) async throws -> [UInt8] {
+        let principal = try context.authenticated()
+        let bytes = try await RequestBodyReader.collect(request, limit: limit, what: what, budget: bodyBudget, holder: principal)
+        try await context.confirm(principal, with: authenticator)
+        return bytes
+    }
+}
+
+extension FerryRequestContext {
+    /// Checks that the request's token still stands for `principal` (`Authenticator.confirm`).
+    func confirm(_ principal: Principal, with authenticator: Authenticator) async throws {
+        guard let credential else {
+            throw APIError(.internalServerError, "internal_error", "this route was registered without authentication; see the controller's log")
+        }
+        try await authenticator.confirm(principal, token: credential, challenge: .bearer)
+    }
+}

@@ -20,12 +20,11 @@ struct RootRoutes: Sendable {
 
     private func publish(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let principal = try context.authenticated()
-        let bytes = try await RequestBodyReader.collect(
-            request,
+        let bytes = try await core.body(
+            of: request,
+            context: context,
             limit: core.configuration.maximumBodyBytes,
-            what: "the root envelope",
-            budget: core.bodyBudget,
-            holder: context.principal
+            what: "the root envelope"
         )
         let envelope: Envelope
         do {

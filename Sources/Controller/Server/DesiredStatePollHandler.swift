@@ -332,8 +332,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                     if !fits || current?.bodyBytes ?? 0 > dependencies.maximumStatusBytes { passOn() }
                 case .end:
                     current?.end = part
-                    // A report is taken once all of it is here.
-                    if case .report = current?.kind, let principal = current?.principal { authenticated(principal) }
+                    // A report is taken once all of it is here, its token looked up again: one revoked, or its agent
+                    // replaced, while the body arrived (a byte within each idle timeout) acts no more.
+                    if case .report = current?.kind { authenticate() }
                 }
             } else {
                 queued.append(part)
@@ -423,10 +424,17 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     // MARK: Steps
 
-    private func authenticate() {
+    /// What follows a successful authentication: the request's own step, or (after a wait) answering at once.
+    private enum AfterAuthentication {
+        case proceed, answerNow
+    }
+
+    /// Looks the request's token up (in the cache, else in the store off the event loop), then goes on with `next`; a
+    /// token refused is the router's to refuse, with its error.
+    private func authenticate(then next: AfterAuthentication = .proceed) {
         guard let kind = current?.kind else { return }
         if let principal = dependencies.authenticator.cachedPrincipal(forToken: kind.token) {
-            authenticated(principal)
+            authenticated(principal, then: next)
             return
         }
         guard let eventLoop = context?.eventLoop else { return }
@@ -440,20 +448,21 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             bound.eventLoop.execute {
                 let handler = bound.value
                 guard handler.current?.step == step else { return }
-                if let principal { handler.authenticated(principal) } else { handler.passOn() }
+                if let principal { handler.authenticated(principal, then: next) } else { handler.passOn() }
             }
         }
     }
 
-    private func authenticated(_ principal: Principal) {
+    private func authenticated(_ principal: Principal, then next: AfterAuthentication) {
         guard let kind = current?.kind else { return }
         guard principal.role == .agent, principal.agentID == kind.agentID else {
             passOn()
             return
         }
-        switch kind {
-        case .poll: resolveState()
-        case .report(let report): submit(report)
+        switch (next, kind) {
+        case (.answerNow, _): answerCurrent()
+        case (.proceed, .poll): resolveState()
+        case (.proceed, .report(let report)): submit(report)
         }
     }
 
@@ -556,17 +565,23 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         case .cancelled:
             return
         case .changed:
-            // Something that may concern the agent happened: answer if its state changed, else park for the rest.
-            resolveState()
+            // Something that may concern the agent happened: answer if its state changed, else park for the rest. The
+            // token is looked up again first, as for every answer after a wait: an operator's re-enrolment of the agent
+            // (a replace) wakes it, and the old token must not be handed the state (new services' releases included).
+            authenticate()
         case .timedOut, .shutdown, .superseded:
-            // Answer now with whatever the state is (the route answers 304 when it is still the agent's).
-            guard let agentID = current?.kind.agentID else { return }
-            if let state = dependencies.desiredStates.currentInMemory(for: agentID) {
-                answerNow(state)
-                return
-            }
-            computeState(of: agentID) { handler, state in handler.answerNow(state) }
+            authenticate(then: .answerNow)
         }
+    }
+
+    /// Answers now with whatever the state is (the route answers 304 when it is still the agent's).
+    private func answerCurrent() {
+        guard let agentID = current?.kind.agentID else { return }
+        if let state = dependencies.desiredStates.currentInMemory(for: agentID) {
+            answerNow(state)
+            return
+        }
+        computeState(of: agentID) { handler, state in handler.answerNow(state) }
     }
 
     /// Answers without waiting any longer: 304 when the agent has `state`, else 200.
