@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -228,6 +229,23 @@ struct ApprovalTests {
                 #expect(try await world.desiredState().releases.isEmpty, "an unapproved release reached an agent")
                 let stored = try #require(try await fixture.store.releases([ReleaseKey(service: "api", serial: 1)]).first)
                 #expect(stored.envelope == world.envelope)
+            }
+        }
+    }
+
+    /// Approved the day after it expired, a release would start a rollout that every agent refuses (a staged one halts,
+    /// an `all` one marks the whole service failing), and the approver was told "approved".
+    @Test func aReleaseThatExpiredWhileAwaitingApprovalCannotBeApproved() async throws {
+        let skew = Mutex<TimeInterval>(0)
+        try await Fixture.with(threshold: 2, now: { Date().addingTimeInterval(skew.withLock { $0 }) }) { fixture in
+            try await fixture.withRouter { client in
+                let world = try await World.make(fixture, client)
+                skew.withLock { $0 = 86_400 + 3_600 }
+                let response = try await world.approve([fixture.secondKey])
+                #expect(response.status == .unprocessableContent, "\(String(buffer: response.body))")
+                #expect(Fixture.errorCode(response) == "release_expired", "\(String(buffer: response.body))")
+                #expect(try await world.rolloutState() == .awaitingApproval)
+                #expect(try await world.desiredState().releases.isEmpty)
             }
         }
     }

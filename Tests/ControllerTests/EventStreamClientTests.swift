@@ -103,14 +103,15 @@ struct EventStreamClientTests {
         healthy: Int64 = 0,
         failed: Int64 = 0,
         maxFailures: Int64 = 0,
-        reason: String = ""
+        reason: String = "",
+        newer: Int64 = 0
     ) -> JSONValue {
         .object([
             "service": .string("web"), "serial": .integer(2), "state": .string(state), "strategy": .string(strategy), "wave": .integer(1),
             "waveCount": .integer(2), "maxFailures": .integer(maxFailures), "reason": .string(reason),
             "counts": .object([
                 "agents": .integer(agents), "healthy": .integer(healthy), "updated": .integer(healthy), "failed": .integer(failed),
-                "pending": .integer(agents - healthy - failed),
+                "pending": .integer(agents - healthy - failed), "newer": .integer(newer),
             ]),
             "failures": .array(
                 failed > 0
@@ -169,6 +170,13 @@ struct EventStreamClientTests {
         WaitCase(
             name: "more failures than tolerated while still rolling",
             rollout: rollout(state: "rolling", failed: 1),
+            expected: .failed
+        ),
+        // An `all` rollout stays `completed` in the store when a newer release follows: `rollout wait` waited out its
+        // whole timeout, then exited 2 ("still rolling") instead of 1.
+        WaitCase(
+            name: "strategy all, a newer release reached an agent first",
+            rollout: rollout(state: "completed", strategy: "all", healthy: 1, newer: 1),
             expected: .failed
         ),
         WaitCase(name: "a rollout without agents", rollout: rollout(state: "completed", strategy: "all", agents: 0), expected: .completed),

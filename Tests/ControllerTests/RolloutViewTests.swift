@@ -1,4 +1,5 @@
 import Foundation
+import Shared
 import Testing
 
 @testable import Controller
@@ -9,7 +10,7 @@ import Testing
     static let strategies = ["all", "one-at-a-time", "waves:10,50,100", "waves:1,2,100", "canary:3"]
 
     /// A rolling rollout of serial 2 of `web` over `agents` agents (`agt_0`, ...), at `currentWave`.
-    static func rollout(_ strategy: String, agents: Int, currentWave: Int) throws -> RolloutRecord {
+    static func rollout(_ strategy: String, agents: Int, currentWave: Int, state: RolloutState = .rolling) throws -> RolloutRecord {
         RolloutRecord(
             id: 1,
             service: "web",
@@ -19,7 +20,7 @@ import Testing
             strategy: try RolloutStrategy.parse(strategy),
             waveStable: .seconds(60),
             maxFailures: 0,
-            state: .rolling,
+            state: state,
             currentWave: currentWave,
             agentOrder: (0..<agents).map { "agt_\($0)" },
             createdAt: Date(timeIntervalSince1970: 1_700_000_000),
@@ -57,5 +58,67 @@ import Testing
         for (wave, members) in groups.enumerated() {
             #expect(members.count == sizes[wave] - (wave == 0 ? 0 : sizes[wave - 1]), "\(strategyText), wave \(wave + 1)")
         }
+    }
+
+    /// A release awaiting approval reaches no wave (its agents keep the stable serial): the document said wave 1 of 2,
+    /// reached, while no agent received it. Every wave of a completed rollout is reached, the current one of a rolling one.
+    @Test(arguments: [
+        (RolloutState.awaitingApproval, 0, [false, false]), (.rolling, 0, [true, false]), (.paused, 1, [true, true]),
+        (.completed, 0, [true, true]),
+    ])
+    func aWaveIsReachedOnlyOnceItsAgentsAreGivenTheSerial(_ state: RolloutState, _ currentWave: Int, _ reached: [Bool]) throws {
+        let rollout = try Self.rollout("waves:50,100", agents: 4, currentWave: currentWave, state: state)
+        let document = RolloutView(rollout, names: [:], statuses: [:]).json
+        guard case .array(let waves)? = document.object?["waves"] else { return #expect(Bool(false), "waves") }
+        #expect(waves.map { $0.object?["reached"] } == reached.map { .bool($0) }, "\(state)")
+        #expect(document.object?["wave"] == .integer(state == .awaitingApproval ? 0 : Int64(currentWave + 1)), "\(state)")
+    }
+
+    /// Agents that report a serial above the rollout's are counted as `newer`: how `rollout wait` on an `all` rollout
+    /// (which stays `completed` in the store) learns that it can no longer end with every agent on its serial.
+    @Test func agentsOnANewerSerialAreCounted() throws {
+        let rollout = try Self.rollout("all", agents: 4, currentWave: 0, state: .completed)
+        func status(_ serial: Int64) -> ServiceStatus {
+            ServiceStatus(
+                service: "web",
+                serial: serial,
+                version: "\(serial).0.0",
+                targetSerial: serial,
+                phase: .running,
+                message: "",
+                health: .healthy,
+                processes: []
+            )
+        }
+        let view = RolloutView(rollout, names: [:], statuses: ["agt_0": status(2), "agt_1": status(3), "agt_2": status(1)])
+        #expect(view.counts == .init(agents: 4, updated: 1, healthy: 1, failed: 0, pending: 3, newer: 1))
+        let counts = view.json.object?["counts"]?.object
+        #expect(counts?["newer"] == .integer(1))
+        if case .failed(let message) = RolloutWaitVerdict.decide(view.json) {
+            #expect(message.contains("a newer release reached 1 agent(s)"), "\(message)")
+        } else {
+            Issue.record("rollout wait on an all rollout overtaken by a newer release fails")
+        }
+    }
+
+    /// `rollout status` in text lists at most 100 agents per wave and 100 failures, as the document does, and says how
+    /// many more there are: a halt of 150 agents printed 100 `failed:` lines and nothing else.
+    @Test func theTextSaysHowManyAgentsAndFailuresItLeavesOut() throws {
+        let rollout = try Self.rollout("all", agents: 150, currentWave: 0, state: .halted)
+        let failed = ServiceStatus(
+            service: "web",
+            serial: 1,
+            version: "1.0.0",
+            targetSerial: 2,
+            phase: .rolledBack,
+            message: "health check failed",
+            health: .unhealthy,
+            processes: []
+        )
+        let statuses = Dictionary(uniqueKeysWithValues: rollout.agentOrder.map { ($0, failed) })
+        let text = RolloutText.describe(RolloutView(rollout, names: [:], statuses: statuses).json)
+        #expect(text.split(separator: "\n").filter { $0.hasPrefix("  failed: ") }.count == 100)
+        #expect(text.contains("wave 1 [reached]: ") && text.contains(", and 50 more agent(s)"), "\(text.prefix(300))")
+        #expect(text.contains("and 50 more failed agent(s), not listed here: GET /v1/fleet?service=web&phase=failing"))
     }
 }

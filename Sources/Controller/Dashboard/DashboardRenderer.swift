@@ -231,7 +231,7 @@ struct DashboardRenderer: Sendable {
             let shown = (members.filter { $0.standing.progress == .failed } + members.filter { $0.standing.progress != .failed })
                 .prefix(listedAgentsPerWave)
             return [
-                "number": index + 1, "reached": rollout.state == .completed || index <= rollout.currentWave,
+                "number": index + 1, "reached": view.isWaveReached(index),
                 "agents": shown.map { agent -> [String: Any] in
                     ["name": agent.name ?? agent.id, "progress": agent.standing.progress.rawValue]
                 },
@@ -248,7 +248,8 @@ struct DashboardRenderer: Sendable {
             "service": rollout.service, "serial": rollout.serial, "version": rollout.version,
             "stableSerial": rollout.stableSerial.map(String.init) ?? "none", "strategy": rollout.strategy.description,
             "waveStableSeconds": rollout.waveStable.components.seconds, "maxFailures": rollout.maxFailures,
-            "state": rollout.state.rawValue, "wave": sizes.isEmpty ? 0 : min(rollout.currentWave, sizes.count - 1) + 1,
+            "state": rollout.state.rawValue,
+            "wave": sizes.isEmpty || rollout.state == .awaitingApproval ? 0 : min(rollout.currentWave, sizes.count - 1) + 1,
             "waveCount": sizes.count, "reason": rollout.reason, "hasReason": !rollout.reason.isEmpty,
             "earlierWaves": listed.lowerBound, "hasEarlierWaves": listed.lowerBound > 0,
             "laterWaves": sizes.count - listed.upperBound, "hasLaterWaves": listed.upperBound < sizes.count,

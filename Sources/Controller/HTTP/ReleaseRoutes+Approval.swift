@@ -53,6 +53,15 @@ extension ReleaseRoutes {
                 "\(RolloutTransitionError.notAwaitingApproval(service: service, serial: serial, state: rollout.state))"
             )
         }
+        // An approval the next day of a release that expired meanwhile would start a rollout every agent refuses.
+        do {
+            try ReleaseAdmission(now: core.now).checkExpiry(try Release.decode(record.envelope.payload))
+        } catch let error as AdmissionError {
+            throw APIError.unprocessable(
+                "release_expired",
+                "\(error); it can no longer be approved: publish it again with a new serial (ferry-controller publish ... --expires-in)"
+            )
+        }
         let trust = try await currentTrust()
         let policy = trust.root.policy(for: .release)
         let existing = try Self.signers(of: record.envelope, under: policy)

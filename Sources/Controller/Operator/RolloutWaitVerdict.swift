@@ -6,7 +6,8 @@ import Shared
 /// - `completed`: done — except for strategy `all`, whose rollout is complete the moment it is published: it is done
 ///   once every agent of the rollout runs the serial healthy or failed it, with no more failures than `maxFailures`;
 /// - `halted`, `aborted`: failed, naming the failed agents and their reasons;
-/// - `superseded`: failed (a newer publish replaced it before it completed);
+/// - `superseded`: failed (a newer publish replaced it before it completed); so is an `all` rollout not yet on every
+///   agent once an agent reports a newer serial (`counts.newer`: such a rollout stays `completed` in the store);
 /// - more failed agents than `maxFailures` in any state: failed (the controller halts a staged rollout on its next
 ///   evaluation anyway; an `all` rollout is never halted);
 /// - anything else (`rolling`, `paused`, an `all` rollout still installing): keep waiting.
@@ -46,7 +47,12 @@ enum RolloutWaitVerdict: Equatable, Sendable {
         if failed > maxFailures { return .failed("more agents failed than the rollout tolerates; \(standing)") }
         if state == "completed" {
             guard text(fields["strategy"]) == "all" else { return .completed("the rollout completed; \(standing)") }
-            return healthy + failed >= agents ? .completed("every agent runs the serial or failed it; \(standing)") : .waiting(standing)
+            if healthy + failed >= agents { return .completed("every agent runs the serial or failed it; \(standing)") }
+            let newer = integer(counts["newer"])
+            if newer > 0 {
+                return .failed("a newer release reached \(newer) agent(s) before every agent ran this serial; \(standing)")
+            }
+            return .waiting(standing)
         }
         return .waiting("the rollout is \(state), wave \(text(fields["wave"]))/\(text(fields["waveCount"])); \(standing)")
     }

@@ -25,6 +25,9 @@ struct RolloutView: Sendable {
         var healthy = 0
         var failed = 0
         var pending = 0
+        /// Agents that report a serial above the rollout's (a newer release reached them): an `all` rollout, never
+        /// superseded in the store, can no longer end with every agent on its serial.
+        var newer = 0
     }
 
     var rollout: RolloutRecord
@@ -96,6 +99,7 @@ struct RolloutView: Sendable {
             case .failed: counts.failed += 1
             case .pending: counts.pending += 1
             }
+            if let serial = agent.status?.serial, serial > rollout.serial { counts.newer += 1 }
         }
         return counts
     }
@@ -121,7 +125,7 @@ struct RolloutView: Sendable {
             return .object([
                 "wave": .integer(Int64(index + 1)),
                 "cumulativeAgents": .integer(Int64(sizes[index])),
-                "reached": .bool(rollout.state == .completed || index <= rollout.currentWave),
+                "reached": .bool(isWaveReached(index)),
                 "agents": .array(members.prefix(Self.listedAgentsPerWave).map(Self.json(_:))),
                 "unlistedAgents": .integer(Int64(max(0, members.count - Self.listedAgentsPerWave))),
             ])
@@ -142,13 +146,13 @@ struct RolloutView: Sendable {
             "waveStableSeconds": .integer(rollout.waveStable.components.seconds),
             "maxFailures": .integer(Int64(rollout.maxFailures)),
             "state": .string(rollout.state.rawValue),
-            "wave": .integer(Int64(sizes.isEmpty ? 0 : min(rollout.currentWave, sizes.count - 1) + 1)),
+            "wave": .integer(Int64(sizes.isEmpty || rollout.state == .awaitingApproval ? 0 : min(rollout.currentWave, sizes.count - 1) + 1)),
             "waveCount": .integer(Int64(sizes.count)),
             "waves": .array(waves),
             "counts": .object([
                 "agents": .integer(Int64(counts.agents)), "updated": .integer(Int64(counts.updated)),
                 "healthy": .integer(Int64(counts.healthy)), "failed": .integer(Int64(counts.failed)),
-                "pending": .integer(Int64(counts.pending)),
+                "pending": .integer(Int64(counts.pending)), "newer": .integer(Int64(counts.newer)),
             ]),
             "failures": .array(failures),
             "unlistedFailures": .integer(Int64(max(0, failed.count - Self.listedAgentsPerWave))),
@@ -156,6 +160,16 @@ struct RolloutView: Sendable {
             "createdAt": .string(Timestamp.format(rollout.createdAt)),
             "updatedAt": .string(Timestamp.format(rollout.updatedAt)),
         ])
+    }
+
+    /// Whether the wave of `index` has been given the serial: none while the release awaits approval (its agents keep
+    /// the stable serial), every wave of a completed rollout.
+    func isWaveReached(_ index: Int) -> Bool {
+        switch rollout.state {
+        case .awaitingApproval: false
+        case .completed: true
+        default: index <= rollout.currentWave
+        }
     }
 
     private static func json(_ agent: Agent) -> JSONValue {
