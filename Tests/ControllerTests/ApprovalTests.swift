@@ -237,7 +237,8 @@ struct ApprovalTests {
     /// an `all` one marks the whole service failing), and the approver was told "approved".
     @Test func aReleaseThatExpiredWhileAwaitingApprovalCannotBeApproved() async throws {
         let skew = Mutex<TimeInterval>(0)
-        try await Fixture.with(threshold: 2, now: { Date().addingTimeInterval(skew.withLock { $0 }) }) { fixture in
+        let clock: @Sendable () -> Date = { Date().addingTimeInterval(skew.withLock { $0 }) }
+        try await Fixture.with(threshold: 2, now: clock) { fixture in
             try await fixture.withRouter { client in
                 let world = try await World.make(fixture, client)
                 skew.withLock { $0 = 86_400 + 3_600 }
