@@ -232,6 +232,22 @@ struct PM2ProcessManagerTests {
         await Self.killDaemon(manager)
     }
 
+    /// A release signed before publish refused them: `instance_var` or `increment_var` naming a field that moves the
+    /// app (PM2 sets it on its process entry) is refused before pm2 is asked; an env variable is not.
+    @Test(arguments: [
+        ("instance_var", "namespace", true), ("increment_var", "pm_id", true), ("instance_var", "name", true),
+        ("instance_var", "NODE_APP_INSTANCE", false), ("increment_var", "PORT", false), ("instance_var", "INSTANCE_ID", false),
+    ])
+    func aVariableOptionNamingAProcessFieldIsRefused(_ option: String, _ variable: String, _ refused: Bool) {
+        var app = AppSpec.pm2TestApp("api", script: "/srv/a.js", cwd: "/srv")
+        app.pm2Options[option] = .string(variable)
+        let refusal = PM2ProcessManager.envRefusal(app)
+        #expect((refusal != nil) == refused, "\(option) \(variable)")
+        if refused {
+            #expect(refusal == .injectedVariableNamesProcessField(app: "api", option: option, variable: variable))
+        }
+    }
+
     @Test("against real PM2: calls that overlap while no daemon runs start exactly one daemon")
     func realPM2OneDaemon() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())

@@ -130,6 +130,21 @@ import Testing
                 "apps[0].env.namespace: \"namespace\" is a field", "rename the variable",
             ]
         ),
+        // PM2 sets these variables on its process entry (`God.injectVariables`): "namespace" moved every instance to
+        // namespace 0, out of Ferry's reach, "pm_id" made PM2 overwrite the entry of another app.
+        BadEcosystem(
+            name: "instance_var or increment_var naming a field of PM2's process entry",
+            apps: [
+                .object([
+                    "name": .string("api"), "script": .string("a.js"), "instances": .integer(2), "instance_var": .string("namespace"),
+                    "increment_var": .string("pm_id"),
+                ])
+            ],
+            messages: [
+                "apps[0].instance_var: instance_var \"namespace\" names a field of PM2's process entry",
+                "apps[0].increment_var: increment_var \"pm_id\" names a field", "name an env variable, such as NODE_APP_INSTANCE or PORT",
+            ]
+        ),
         BadEcosystem(
             name: "a release-wide --env naming a field of PM2's process entry",
             apps: [.object(["name": .string("api"), "script": .string("a.js")])],

@@ -89,6 +89,11 @@ struct ReleaseComposer {
                     }
                 }
             }
+            for option in PM2App.injectedVariableOptions {
+                if case .string(let variable)? = fields[option], let problem = PM2App.injectedVariableProblem(option: option, variable: variable) {
+                    problems.append(.init(severity: .error, field: "\(path).\(option)", message: problem))
+                }
+            }
             do {
                 _ = try PM2App(json: .object(fields), path: path)
                 apps.append(.object(fields))

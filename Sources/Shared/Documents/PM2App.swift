@@ -201,6 +201,19 @@ package struct PM2App: Sendable, Equatable {
             "\"\(key)\" is a field of PM2's process entry, which PM2 overwrites with the env's value (an env name=x renames the app): rename the variable"
     }
 
+    /// The options naming a variable PM2 sets for each instance (`God.injectVariables`): on its process entry
+    /// (`pm2_env`), not in the app's env, which is copied over the entry after.
+    package static let injectedVariableOptions = ["instance_var", "increment_var"]
+
+    /// Why `option` (`instance_var`, `increment_var`) cannot name `variable`, or `nil` when it can: PM2 sets that
+    /// variable on its process entry, so `instance_var: "namespace"` moves every instance to namespace 0 (out of Ferry's
+    /// reach: it can neither see nor delete them) and `instance_var: "pm_id"` makes PM2 overwrite another app's entry.
+    package static func injectedVariableProblem(option: String, variable: String) -> String? {
+        guard processEntryEnvKeys.contains(variable) else { return nil }
+        return "\(option) \"\(variable)\" names a field of PM2's process entry, which PM2 sets to each instance's number (instance_var: "
+            + "\"namespace\" moves the app out of its namespace): name an env variable, such as NODE_APP_INSTANCE or PORT"
+    }
+
     /// Why `name` cannot be an app name, or `nil` when it can. PM2 accepts any string; Ferry refuses only the names
     /// PM2's own commands would misread when the agent addresses the app: `all`, a `/regex/`, a leading `-` (an
     /// option), control characters, and surrounding spaces. Agents and the builtin supervisor apply these rules to every

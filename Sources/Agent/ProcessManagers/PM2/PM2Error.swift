@@ -11,6 +11,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     /// The app's env names fields of PM2's process entry (`PM2App.processEntryEnvKeys`), which PM2 would overwrite
     /// with the env's values (`name` renames the app, `namespace` moves it out of Ferry's). Nothing was sent to PM2.
     case envReplacesProcessFields(app: String, keys: [String])
+    /// `instance_var` or `increment_var` names a field of PM2's process entry that takes the app out of Ferry's reach.
+    case injectedVariableNamesProcessField(app: String, option: String, variable: String)
     /// pm2 could not be launched at all.
     case launchFailed(command: String, reason: String)
     /// pm2 did not finish within the timeout; its whole process group was killed.
@@ -45,6 +47,9 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
         case .envReplacesProcessFields(let app, let keys):
             "the env of \(app) has \(keys.joined(separator: ", ")), which PM2 copies over the fields of that name of its process "
                 + "entry (an env name=x renames the app): rename the variable(s) in the release or the instance env file; nothing was sent to pm2"
+        case .injectedVariableNamesProcessField(let app, let option, let variable):
+            "\(app) has \(option) \"\(variable)\", a field of PM2's process entry that PM2 would set to each instance's number "
+                + "(\"namespace\" moves the app out of Ferry's namespace): publish it with another variable; nothing was sent to pm2"
         case .launchFailed(let command, let reason):
             "could not run `\(command)`: \(reason)"
         case .unresponsive(let command, let timeout):

@@ -485,7 +485,14 @@ struct PM2ProcessManager: ProcessManager {
     /// here unchecked.
     static func envRefusal(_ app: AppSpec) -> PM2Error? {
         let keys = app.env.keys.filter { PM2App.envKeysMovingTheApp.contains($0) }.sorted()
-        return keys.isEmpty ? nil : .envReplacesProcessFields(app: app.name, keys: keys)
+        if !keys.isEmpty { return .envReplacesProcessFields(app: app.name, keys: keys) }
+        // PM2 sets these on the entry itself: a release signed before publish refused them must not move the app either.
+        for option in PM2App.injectedVariableOptions {
+            if case .string(let variable)? = app.pm2Options[option], PM2App.envKeysMovingTheApp.contains(variable) {
+                return .injectedVariableNamesProcessField(app: app.name, option: option, variable: variable)
+            }
+        }
+        return nil
     }
 
     func refusal(toRun app: AppSpec) -> (any Error)? { Self.envRefusal(app) }
