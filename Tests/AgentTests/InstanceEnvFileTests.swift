@@ -10,13 +10,14 @@ struct InstanceEnvFileTests {
     // The dialect itself (comments, quotes, escapes, CRLF, duplicates, every malformed line) is walked by
     // SharedTests/DotEnvFileTests: publish --env-file reads the same files the same way.
 
-    @Test func readsTheSharedDialectWithTheDigestOfTheBytes() throws {
+    @Test func readsTheSharedDialectWithTheDigestOfTheVariables() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
             let text = "\u{FEFF}# api\r\nexport DB_URL = postgres://db/app # primary\r\nTOKEN=\"a\\nb\"\r\nPASS='p#ss w0rd'\r\n"
             try Data(text.utf8).write(to: directory.appendingPathComponent("api.env"))
             let env = try InstanceEnvFile.load(service: "api", directory: directory.path)
             #expect(env.values == ["DB_URL": "postgres://db/app", "TOKEN": "a\nb", "PASS": "p#ss w0rd"])
-            #expect(env.digest == SHA256.hash(Array(text.utf8)).hex)
+            #expect(env.digest == InstanceEnvFile.canonicalDigest(env.values))
+            #expect(env.fileDigest == SHA256.hash(Array(text.utf8)).hex)
         }
     }
 
@@ -34,23 +35,53 @@ struct InstanceEnvFileTests {
             let env = try InstanceEnvFile.load(service: "api", directory: directory.path)
             #expect(env.values.isEmpty)
             #expect(env.digest == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+            #expect(env.fileDigest == env.digest)
             // An empty file is the same environment with the same digest: creating it triggers no refresh.
             try Data().write(to: directory.appendingPathComponent("api.env"))
             #expect(try InstanceEnvFile.load(service: "api", directory: directory.path) == env)
         }
     }
 
-    @Test func aFileIsReadWithTheDigestOfItsBytes() throws {
+    /// Rewrites of a file that change nothing an app sees keep its digest, so they reload (restart) nothing: the bytes
+    /// were hashed before, and a config tool writing a dated header, CRLF line endings or another order reloaded every
+    /// app of the service. A changed value, name or variable changes it.
+    static let rewrites: [(name: String, text: String, same: Bool)] = [
+        ("a comment added", "# written by chef at 2026-12-06T10:00:00Z\n# api secrets\nDB_PASSWORD='s3cr3t'\nexport TOKEN=abc\n", true),
+        ("CRLF line endings", "# api secrets\r\nDB_PASSWORD='s3cr3t'\r\nexport TOKEN=abc\r\n", true),
+        ("lines reordered, no export", "TOKEN=abc\nDB_PASSWORD=s3cr3t\n", true),
+        ("double quotes, spaces, a BOM", "\u{FEFF}DB_PASSWORD = \"s3cr3t\"\nTOKEN=abc # the token\n", true),
+        ("a value changed", "# api secrets\nDB_PASSWORD='s3cr3t2'\nexport TOKEN=abc\n", false),
+        ("a variable added", "# api secrets\nDB_PASSWORD='s3cr3t'\nexport TOKEN=abc\nX=\n", false),
+        ("a name changed", "# api secrets\nDB_PASSWORD='s3cr3t'\nexport TOKEn=abc\n", false),
+        ("one value's end moved into the next name", "# api secrets\nDB_PASSWORD='s3cr3tT'\nexport OKEN=abc\n", false),
+    ]
+
+    @Test(arguments: rewrites)
+    func aRewriteThatChangesNoVariableKeepsTheDigest(_ rewrite: (name: String, text: String, same: Bool)) throws {
         try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
-            let text = "# api secrets\nDB_PASSWORD='s3cr3t'\nexport TOKEN=abc\n"
+            let file = directory.appendingPathComponent("api.env")
+            try Data("# api secrets\nDB_PASSWORD='s3cr3t'\nexport TOKEN=abc\n".utf8).write(to: file)
+            let before = try InstanceEnvFile.load(service: "api", directory: directory.path)
+            #expect(before.values == ["DB_PASSWORD": "s3cr3t", "TOKEN": "abc"])
+            try Data(rewrite.text.utf8).write(to: file)
+            let after = try InstanceEnvFile.load(service: "api", directory: directory.path)
+            #expect((after.digest == before.digest) == rewrite.same, "\(rewrite.name)")
+            #expect(after.fileDigest != before.fileDigest, "\(rewrite.name): the bytes changed")
+        }
+    }
+
+    /// An agent upgraded from one that recorded the file's digest with the applied release reloads nothing for the same
+    /// bytes; once they change, the variables' digest is compared (and recorded at the next reload).
+    @Test func theFilesDigestAnOlderAgentRecordedStillMatchesTheSameBytes() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
+            let text = "DB_PASSWORD=s3cr3t\n"
             try Data(text.utf8).write(to: directory.appendingPathComponent("api.env"))
-            try Data("OTHER=1\n".utf8).write(to: directory.appendingPathComponent("web.env"))
             let env = try InstanceEnvFile.load(service: "api", directory: directory.path)
-            #expect(env.values == ["DB_PASSWORD": "s3cr3t", "TOKEN": "abc"])
-            #expect(env.digest == SHA256.hash(Array(text.utf8)).hex)
-            // A comment-only edit changes the digest (the apps are reloaded; harmless, and simpler than normalising).
-            try Data(("# edited\n" + text).utf8).write(to: directory.appendingPathComponent("api.env"))
-            #expect(try InstanceEnvFile.load(service: "api", directory: directory.path).digest != env.digest)
+            let recorded = SHA256.hash(Array(text.utf8)).hex
+            #expect(env.continuing(recorded).digest == recorded)
+            #expect(env.continuing(env.digest).digest == env.digest)
+            #expect(env.continuing("0" + recorded.dropFirst()).digest == env.digest, "another file's digest")
+            #expect(env.continuing(nil).digest == env.digest)
         }
     }
 

@@ -13,8 +13,12 @@ import Foundation
 /// feed the secrets mask (`InstanceSecrets`) and are never reported; errors name the file and line, never a value.
 struct InstanceEnvFile: Sendable, Equatable {
     var values: [String: String]
-    /// SHA-256 of the file's bytes (empty file when absent), to notice changes without keeping the values around.
+    /// SHA-256 of the variables (`canonicalDigest`), to notice changes without keeping the values around. A comment, the
+    /// order of the lines, quoting or line endings change nothing an app sees, and reload nothing: the file's bytes
+    /// were hashed before, and a config tool writing a dated header reloaded (restarted) every app of the service.
     var digest: String
+    /// SHA-256 of the file's bytes: what agents before the variables' digest recorded for the applied release.
+    var fileDigest: String
 
     /// Reads the env file of `service` in `directory`; an absent file is an empty environment.
     ///
@@ -23,8 +27,35 @@ struct InstanceEnvFile: Sendable, Equatable {
     static func load(service: String, directory: String) throws(DotEnvFileError) -> InstanceEnvFile {
         let path = "\(directory)/\(service).env"
         guard let bytes = try DotEnvFile.read(path: path) else {
-            return InstanceEnvFile(values: [:], digest: SHA256.hash([UInt8]()).hex)
+            let empty = SHA256.hash([UInt8]()).hex
+            return InstanceEnvFile(values: [:], digest: empty, fileDigest: empty)
         }
-        return InstanceEnvFile(values: try DotEnvFile.parse(bytes, path: path), digest: SHA256.hash(bytes).hex)
+        let values = try DotEnvFile.parse(bytes, path: path)
+        return InstanceEnvFile(values: values, digest: canonicalDigest(values), fileDigest: SHA256.hash(bytes).hex)
+    }
+
+    /// SHA-256 over the variables sorted by name, each name and value preceded by its length in bytes (8 bytes, big
+    /// endian), so no two environments share the bytes hashed. No variables: the digest of nothing, as of an absent file.
+    static func canonicalDigest(_ values: [String: String]) -> String {
+        var bytes: [UInt8] = []
+        func append(_ text: String) {
+            let utf8 = Array(text.utf8)
+            withUnsafeBytes(of: UInt64(utf8.count).bigEndian) { bytes.append(contentsOf: $0) }
+            bytes.append(contentsOf: utf8)
+        }
+        for name in values.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+            append(name)
+            append(values[name] ?? "")
+        }
+        return SHA256.hash(bytes).hex
+    }
+
+    /// This file as compared with `recorded`, the digest stored with the applied release: when that is the digest of
+    /// these very bytes an older agent recorded, it stands for the variables (an upgrade of the agent reloads nothing).
+    func continuing(_ recorded: String?) -> InstanceEnvFile {
+        guard let recorded, recorded == fileDigest else { return self }
+        var file = self
+        file.digest = recorded
+        return file
     }
 }

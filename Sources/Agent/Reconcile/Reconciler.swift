@@ -200,6 +200,7 @@ actor Reconciler {
         for service in configuration.services {
             do {
                 let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir)
+                    .continuing(state[service].applied?.envDigest)
                 envs[service] = env
                 secrets.update(service: service, values: env.values)
             } catch {
