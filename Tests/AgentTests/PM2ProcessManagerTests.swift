@@ -248,6 +248,74 @@ struct PM2ProcessManagerTests {
         }
     }
 
+    /// A graceful app: PM2 waits for each old instance to exit (up to its `kill_timeout`) before the next, so a reload of
+    /// two instances that drain for 4 s takes about 8 s. Bounded by the configured pm2 timeout alone (here 3 s, as 60 s
+    /// was for a 45 s drain), the pm2 CLI was killed mid-reload and the release failed; each call is now bounded from
+    /// the app's own timeouts.
+    @Test("against real PM2: a reload of instances that drain longer than the pm2 timeout completes", .timeLimit(.minutes(3)))
+    func realPM2ReloadOfADrainingAppOutlastsThePM2Timeout() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-drain")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let script = "process.on('SIGINT', () => setTimeout(() => process.exit(0), 4000));\nsetInterval(() => {}, 1000);\n"
+        try Data(script.utf8).write(to: root.appendingPathComponent("drain.js"))
+        var app = AppSpec.pm2TestApp(
+            "drain",
+            script: root.path + "/drain.js",
+            cwd: root.path,
+            instances: 2,
+            env: ["MARK": "one"],
+            pm2Options: ["listen_timeout": .integer(500)]
+        )
+        app.killTimeoutMilliseconds = 8_000
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        let manager = try PM2ProcessManager(
+            configuration: .init(
+                executable: pm2,
+                pm2Home: root.appendingPathComponent("pm2home").path,
+                namespace: "ferry-test",
+                commandTimeout: .seconds(3)
+            ),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            try Data(EcosystemWriter.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+            try await manager.start(app, ecosystem: ecosystem)
+            let before = try await Self.settle(manager, app)
+            #expect(before.count == 2 && before.allSatisfy { $0.status == .online })
+            app.env["MARK"] = "two"
+            try Data(EcosystemWriter.render(apps: [app], namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+            let started = ContinuousClock.now
+            try await manager.reload(app, ecosystem: ecosystem)
+            let took = ContinuousClock.now - started
+            #expect(took > .seconds(3), "the reload waited for both drains (\(took)): the test shows what it should")
+            let after = try await Self.settle(manager, app)
+            #expect(after.count == 2 && after.allSatisfy { $0.status == .online })
+            #expect(Set(after.compactMap(\.pid)).isDisjoint(with: Set(before.compactMap(\.pid))), "both instances were replaced")
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
+    /// Instances, kill_timeout, listen_timeout (ms) → seconds past the base.
+    static let bounds: [(Int, Int64, Int64, Double)] = [
+        (1, 1_600, 3_000, 9.6), (3, 45_000, 3_000, 159), (0, 1_600, 3_000, 0), (2, .max, .max, 2 * (7_200 + 5)),
+        (.max, -1, -1, Double(1_025 * 5)),
+    ]
+
+    @Test(arguments: bounds)
+    func aCallIsBoundedByItsAppsTimeouts(_ instances: Int, _ kill: Int64, _ listen: Int64, _ extra: Double) {
+        let bound = PM2ProcessManager.timeout(
+            instances: instances,
+            killTimeoutMilliseconds: kill,
+            listenTimeoutMilliseconds: listen,
+            base: .seconds(60)
+        )
+        #expect(bound == .seconds(60) + .milliseconds(Int64(extra * 1000)))
+    }
+
     @Test("against real PM2: calls that overlap while no daemon runs start exactly one daemon")
     func realPM2OneDaemon() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())

@@ -55,7 +55,8 @@ struct AgentConfig: Sendable, Equatable {
     var pm2Path: String?
     /// `pm2Home`: PM2_HOME for the pm2 daemon Ferry drives. Default: pm2's own (`~/.pm2`).
     var pm2Home: String?
-    /// `pm2TimeoutSeconds`: upper limit of every pm2 call; on expiry the pm2 CLI's process group is killed. Default 60.
+    /// `pm2TimeoutSeconds`: upper limit of a pm2 call (an app's start, reload, restart or delete gets its instances'
+    /// `kill_timeout` and `listen_timeout` on top); on expiry the pm2 CLI's process group is killed. Default 60.
     var pm2TimeoutSeconds: Int = 60
     /// `pm2TableSource`: where the agent reads PM2's process table. `socket` (the default): from the daemon's
     /// `$PM2_HOME/rpc.sock`, as `pm2 jlist` itself does, falling back to `pm2 jlist` for any read the socket cannot

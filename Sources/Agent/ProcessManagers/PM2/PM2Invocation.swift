@@ -74,14 +74,14 @@ struct PM2Invocation: Sendable, Equatable {
         )
     }
 
-    /// The command for `operation`.
-    func command(_ operation: PM2Command.Operation) -> PM2Command {
+    /// The command for `operation`, bounded by `timeout` (`nil`: the configured one).
+    func command(_ operation: PM2Command.Operation, timeout: Duration? = nil) -> PM2Command {
         PM2Command(
             executable: executable,
             arguments: operation.arguments,
             environment: environment,
             workingDirectory: workingDirectory,
-            timeout: timeout
+            timeout: timeout ?? self.timeout
         )
     }
 

@@ -99,6 +99,8 @@ struct PM2ProcessManager: ProcessManager {
     private let monotonicNow: @Sendable () -> ContinuousClock.Instant
     /// What this manager repaired on its own since the reconciler last asked (shared by its copies).
     private let notices = Notices()
+    /// The timeouts of the apps started or reloaded here, for the calls that name an app only.
+    private let appTimings = AppTimings()
     /// The God Daemon that answered the last census of leftovers (shared by its copies).
     private let censusDaemon = CensusDaemon()
     /// Why the daemon's socket last gave no table (shared by its copies).
@@ -251,14 +253,56 @@ struct PM2ProcessManager: ProcessManager {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.envRefusal(app) { throw refusal }
         _ = try await tableCheckedForClash(app.name)
-        try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)))
+        appTimings.note(app)
+        try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)), timeout: timeout(for: app))
     }
 
     func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.envRefusal(app) { throw refusal }
-        _ = try await tableCheckedForClash(app.name)
-        try await execute(.reload(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)))
+        let table = try await tableCheckedForClash(app.name)
+        appTimings.note(app)
+        // The instances running now are stopped one after another too (a smaller count stops the surplus).
+        let running = table.owned(by: configuration.namespace).filter { $0.name == app.name }.count
+        try await execute(
+            .reload(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)),
+            timeout: timeout(for: app, instances: max(app.instances, running) + 1)
+        )
+    }
+
+    /// How long pm2 may take over a call that stops and starts `instances` processes of an app: `base`, plus for each
+    /// its `kill_timeout` (PM2 waits that long for an old process to exit), its `listen_timeout` (how long it waits for
+    /// a new one to listen, or to be ready with `wait_ready`) and 5 s. PM2 handles two at a time, one at a time when
+    /// there are at most two (`API._operate`), so this is an upper bound. A fork app with 2 instances and a 45 s drain
+    /// takes about 90 s to reload: the fixed `pm2TimeoutSeconds` (60) killed pm2 mid-reload, the release failed, and its
+    /// rollback's reload timed out the same way. Numbers beyond what a release may give count as those limits.
+    static func timeout(instances: Int, killTimeoutMilliseconds: Int64, listenTimeoutMilliseconds: Int64, base: Duration) -> Duration {
+        let kill = min(max(0, killTimeoutMilliseconds), PM2App.maximumKillTimeoutMilliseconds)
+        let listen = min(max(0, listenTimeoutMilliseconds), PM2App.maximumKillTimeoutMilliseconds)
+        return base + (.milliseconds(kill + listen) + .seconds(5)) * min(max(0, instances), PM2App.maximumInstances + 1)
+    }
+
+    /// The bound of a call over `app` (its instances, unless the caller counts more).
+    private func timeout(for app: AppSpec, instances: Int? = nil) -> Duration {
+        let timing = AppTimings.Timing(app)
+        return Self.timeout(
+            instances: instances ?? app.instances,
+            killTimeoutMilliseconds: timing.kill,
+            listenTimeoutMilliseconds: timing.listen,
+            base: configuration.commandTimeout
+        )
+    }
+
+    /// The bound of a call that names the app only (delete, restart): its instances in `table`, with the timeouts it
+    /// was last started or reloaded with here (unknown after an agent restart: PM2's defaults).
+    private func timeout(forAppNamed name: String, in table: PM2ProcessTable) -> Duration {
+        let timing = appTimings.timing(of: name)
+        return Self.timeout(
+            instances: table.owned(by: configuration.namespace).filter { $0.name == name }.count,
+            killTimeoutMilliseconds: timing.kill,
+            listenTimeoutMilliseconds: timing.listen,
+            base: configuration.commandTimeout
+        )
     }
 
     /// The file pm2 reads `app` from: the service's ecosystem file when `--only` can select the app by name, else a
@@ -287,7 +331,7 @@ struct PM2ProcessManager: ProcessManager {
             logger.debug("pm2 delete skipped, app absent", metadata: ["pm2.app": "\(name)"])
             return
         }
-        try await execute(.delete(app: name))
+        try await execute(.delete(app: name), timeout: timeout(forAppNamed: name, in: table))
     }
 
     /// - Throws: `PM2Error.appNotFound` when Ferry's namespace has no such app.
@@ -296,7 +340,7 @@ struct PM2ProcessManager: ProcessManager {
         guard table.owned(by: configuration.namespace).contains(where: { $0.name == name }) else {
             throw .appNotFound(app: name, namespace: configuration.namespace)
         }
-        try await execute(.restart(app: name))
+        try await execute(.restart(app: name), timeout: timeout(forAppNamed: name, in: table))
     }
 
     func save() async throws(PM2Error) {
@@ -341,8 +385,8 @@ struct PM2ProcessManager: ProcessManager {
     }
 
     @discardableResult
-    private func execute(_ operation: PM2Command.Operation) async throws(PM2Error) -> PM2CommandRunner.Output {
-        let command = invocation.command(operation)
+    private func execute(_ operation: PM2Command.Operation, timeout: Duration? = nil) async throws(PM2Error) -> PM2CommandRunner.Output {
+        let command = invocation.command(operation, timeout: timeout)
         let started = ContinuousClock.now
         let output: PM2CommandRunner.Output
         // A call that hangs may be waiting for a daemon that will never be ready (see `PM2Daemons`).
@@ -521,5 +565,42 @@ struct PM2ProcessManager: ProcessManager {
         let text = String(decoding: plain.suffix(limit), as: UTF8.self)
         let isSpace: (Character) -> Bool = { $0.isWhitespace }
         return String(text.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    }
+}
+
+/// The `kill_timeout` and `listen_timeout` of each app a `PM2ProcessManager` started or reloaded (what bounds a later
+/// delete or restart of it).
+final class AppTimings: Sendable {
+    struct Timing: Sendable, Equatable {
+        var kill: Int64
+        var listen: Int64
+
+        /// PM2's defaults: 1.6 s to stop, 3 s to listen (`GRACEFUL_LISTEN_TIMEOUT`).
+        static let pm2Defaults = Timing(kill: 1_600, listen: 3_000)
+
+        init(kill: Int64, listen: Int64) {
+            self.kill = kill
+            self.listen = listen
+        }
+
+        init(_ app: AppSpec) {
+            kill = app.killTimeoutMilliseconds
+            if case .integer(let listen)? = app.pm2Options["listen_timeout"] {
+                self.listen = listen
+            } else {
+                listen = Self.pm2Defaults.listen
+            }
+        }
+    }
+
+    private let timings = Mutex<[String: Timing]>([:])
+
+    func note(_ app: AppSpec) {
+        let timing = Timing(app)
+        timings.withLock { $0[app.name] = timing }
+    }
+
+    func timing(of name: String) -> Timing {
+        timings.withLock { $0[name] } ?? .pm2Defaults
     }
 }
