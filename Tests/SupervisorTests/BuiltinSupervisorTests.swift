@@ -534,6 +534,59 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// The saved table outlives a reboot; the pids and start ticks in it name processes of the boot that wrote it. A
+    /// process of this boot that matches one (the same pid and tick come round again: boots are deterministic enough)
+    /// is not the dead daemon's, and must not be stopped. Here a process of its own process group, as an app's would be,
+    /// stands in for it: its pid and tick are written into the table as an earlier boot's.
+    @Test("processes recorded in an earlier boot are not stopped as the dead daemon's leftovers", arguments: [false, true])
+    func anEarlierBootsProcessesAreNotStopped(_ earlierBoot: Bool) async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
+            let daemon = try await harness.manager.daemonPID()
+            kill(daemon, SIGKILL)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            let bystander = Process()
+            bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
+            bystander.arguments = ["60"]
+            try bystander.run()
+            defer {
+                kill(bystander.processIdentifier, SIGKILL)
+                bystander.waitUntilExit()
+            }
+            // Foundation starts it in a process group of its own, as the daemon starts an app.
+            var target: (pid: Int32, ticks: UInt64)?
+            let deadline = ContinuousClock.now + .seconds(10)
+            while target == nil, ContinuousClock.now < deadline {
+                let pid = bystander.processIdentifier
+                if let stat = ProcStat.read(pid: pid), stat.processGroup == pid { target = (pid, stat.startTicks) }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let (pid, ticks) = try #require(target, "a process leading its own group")
+            let tablePath = "\(harness.home)/apps.json"
+            let data = try #require(FileManager.default.contents(atPath: tablePath))
+            var table = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            var apps = try #require(table["apps"] as? [[String: Any]])
+            var instances = try #require(apps[0]["instances"] as? [[String: Any]])
+            let left = try #require(instances[0]["pid"] as? Int)
+            kill(Int32(left), SIGKILL)
+            instances[0]["pid"] = Int(pid)
+            instances[0]["startTicks"] = Int(ticks)
+            apps[0]["instances"] = instances
+            table["apps"] = apps
+            table["bootID"] = earlierBoot ? "00000000-0000-4000-8000-000000000000" : BootID.current
+            try JSONSerialization.data(withJSONObject: table).write(to: URL(fileURLWithPath: tablePath))
+
+            _ = try await harness.waitUntil("the table is resurrected") { $0.count == 1 && $0.allSatisfy { $0.status == .online } }
+            if earlierBoot {
+                #expect(SupervisorHarness.isAlive(pid), "a process of this boot was stopped as an earlier boot's leftover")
+            } else {
+                // The same boot: the recorded process is the dead daemon's, and is stopped (the rule the boot id narrows).
+                #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(pid) })
+            }
+        }
+    }
+
     /// A table the next daemon cannot read is set aside and nothing is resurrected; what the killed daemon left
     /// running must still be stopped, or it runs beside the copies the agent starts next (EADDRINUSE, double work).
     @Test(

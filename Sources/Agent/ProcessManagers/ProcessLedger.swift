@@ -31,6 +31,8 @@ struct ProcessLedger: Sendable {
         /// Start time after boot in clock ticks (`/proc/<pid>/stat`): with the pid it names one process, whatever
         /// reuses the pid later.
         var startTicks: UInt64
+        /// The boot it was recorded in (`BootID`); `nil` in ledgers written before boots were told apart.
+        var bootID: String?
     }
 
     /// A process found running outside the table, and what became of it.
@@ -48,11 +50,14 @@ struct ProcessLedger: Sendable {
     let path: String
     let logger: Logger
 
-    /// The processes recorded last, or none when nothing was recorded (or the file cannot be read: then nothing is
-    /// stopped, which is what happened before the ledger existed).
+    /// The processes recorded last in this boot, or none when nothing was recorded (or the file cannot be read: then
+    /// nothing is stopped, which is what happened before the ledger existed). Entries of an earlier boot are left out:
+    /// the file outlives a reboot, and a process of this boot with the same pid and start tick (the PM2 daemon, a pm2
+    /// command the agent just ran) would have been stopped as a leftover.
     func load() -> [Entry] {
         guard let bytes = try? SmallFile.read(path, limit: 1 << 20), !bytes.isEmpty else { return [] }
-        return (try? JSONDecoder().decode([Entry].self, from: Data(bytes))) ?? []
+        let entries = (try? JSONDecoder().decode([Entry].self, from: Data(bytes))) ?? []
+        return entries.filter { BootID.isThisBoot($0.bootID) }
     }
 
     /// Records the running processes of `table` (when they differ from `previous`); returns what is recorded now.
@@ -60,7 +65,7 @@ struct ProcessLedger: Sendable {
     func record(_ table: [ManagedProcess], previous: [Entry]) -> [Entry] {
         let entries = table.compactMap { process -> Entry? in
             guard let pid = process.pid, pid > 0, let stat = ProcStat.read(pid: pid) else { return nil }
-            return Entry(name: process.name, pid: pid, startTicks: stat.startTicks)
+            return Entry(name: process.name, pid: pid, startTicks: stat.startTicks, bootID: BootID.current)
         }
         .sorted { $0.pid < $1.pid }
         guard entries != previous else { return previous }

@@ -17,6 +17,8 @@ struct AppTableFile: Sendable {
     struct Table: Sendable, Codable, Equatable {
         var version: Int = AppTableFile.currentVersion
         var apps: [App] = []
+        /// The boot the processes were recorded in (`BootID`); `nil` in tables written before boots were told apart.
+        var bootID: String?
     }
 
     /// One saved app.

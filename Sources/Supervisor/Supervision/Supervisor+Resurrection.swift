@@ -23,8 +23,10 @@ extension Supervisor {
                 await stopMarkedLeftovers(killTimeout: .milliseconds(Self.defaultKillTimeoutMilliseconds))
                 return
             }
+            // Processes recorded in an earlier boot are gone, whatever runs under their pid and start tick now.
+            let sameBoot = BootID.isThisBoot(saved.bootID)
             await withTaskGroup(of: Void.self) { group in
-                for app in saved.apps {
+                for app in saved.apps where sameBoot {
                     for instance in app.instances {
                         guard let pid = instance.pid, let ticks = instance.startTicks else { continue }
                         // The saved table is read before its specs are checked (below): a kill timeout out of range is held to it.

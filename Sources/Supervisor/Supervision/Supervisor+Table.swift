@@ -51,6 +51,7 @@ extension Supervisor {
     /// before (a deleted app, a previous release's env), which the next daemon would resurrect.
     func persist() {
         var table = AppTableFile.Table()
+        table.bootID = BootID.current
         let ordered = apps.values.sorted { ($0.instances.first?.pmId ?? 0) < ($1.instances.first?.pmId ?? 0) }
         for app in ordered where !app.isDeleting {
             let instances = app.instances.map { instance in
