@@ -370,13 +370,23 @@ import Testing
                 "a replace without a proof keeps the binding"
             )
 
-            // Removed, the instance may enroll afresh.
+            // Removed (by hand, or swept for its silence once the instance is terminated), the instance enrolls no more
+            // with an enrollment token: a copy of its identity document, taken while it ran, enrolled it again under any
+            // name. An operator may enroll it.
             let removed = try await cli(["agents", "remove", "web-1"], ["FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken], nil)
             #expect(removed.status == 0, "\(removed.errors)")
             let fresh = try TerminalSafetyTests.token(
                 try await cli(["token", "create", "--data-dir", data, "--role", "enroll", "--any-service", "--json"], [:], nil)
             )
-            #expect(try await enroll("web-1b", proofA, token: fresh).0 == 201)
+            let replayed = try await enroll("web-1b", proofA, token: fresh)
+            #expect(
+                replayed.0 == 409
+                    && replayed.1.hasPrefix(
+                        "instance_enrolled: instance i-0aaaaaaaaaaaaaaaa was enrolled before, as agent web-1, which has been removed"
+                    ),
+                "\(replayed.1)"
+            )
+            #expect(try await enroll("web-1b", proofA, token: operatorToken).0 == 201)
             #expect(try await agentNames() == ["web-1b", "web-2"])
             // An operator's enrolment without a proof binds no instance.
             #expect(try await enroll("web-plain", nil, token: operatorToken).0 == 201)
@@ -385,7 +395,7 @@ import Testing
             // Each refusal is counted by its reason, for an alert on someone trying.
             let metrics = String(decoding: try await http.send("GET", server.baseURL + "/metrics").body, as: UTF8.self)
             for (reason, count) in [
-                ("attestation_required", 1), ("attestation_invalid", 3), ("account_not_allowed", 1), ("instance_enrolled", 2),
+                ("attestation_required", 1), ("attestation_invalid", 3), ("account_not_allowed", 1), ("instance_enrolled", 3),
             ] {
                 #expect(metrics.contains(#"ferry_enrolments_refused_total{reason="\#(reason)"} \#(count)"#), "\(reason)")
             }

@@ -650,6 +650,15 @@ import Testing
             #expect(try await enroll("one", nil, .replace).instanceID == a)
             #expect(try await enroll("one", a, .replace).instanceID == a)
             _ = try await store.removeAgent(name: "one")
+            // Removed, the instance enrolls no more with an enrollment token (the transaction spends no use); an
+            // operator's enrolment may bind it again.
+            let token = Token.generate()
+            try await store.createToken(hash: Token.digest(token), name: "boot", role: .enroll, scope: .anyService, at: Date())
+            let tokenID = try #require(try await store.credential(forTokenHash: Token.digest(token))?.principal.tokenID)
+            await #expect(throws: StoreError.instanceEnrolledBefore(instanceID: a, name: "one")) {
+                _ = try await enroll("two", a, .create(consumingToken: tokenID))
+            }
+            #expect(try await enroll("three", "i-0bbbbbbbbbbbbbbbb", .create(consumingToken: tokenID)).instanceID == "i-0bbbbbbbbbbbbbbbb")
             #expect(try await enroll("two", a).instanceID == a)
             #expect(try await store.agents().filter { $0.instanceID == a }.map(\.name) == ["two"])
         }

@@ -84,12 +84,15 @@ struct AgentRoutes: Sendable {
                 at: core.now()
             )
         } catch let error as StoreError {
-            if case .instanceEnrolled(let instanceID, let holder) = error {
+            switch error {
+            case .instanceEnrolled(let instanceID, let holder), .instanceEnrolledBefore(let instanceID, let holder):
                 core.metrics.enrolmentRefused(.instanceEnrolled)
                 core.logger.warning(
-                    "Enrolment refused: the instance is enrolled already",
+                    "Enrolment refused: the instance is enrolled already, or was",
                     metadata: ["ferry.instance.id": "\(instanceID)", "ferry.agent.name": "\(holder)", "ferry.token.id": "\(principal.tokenID ?? "")"]
                 )
+            default:
+                break
             }
             throw Self.enrollmentError(error, name: enrollment.name)
         }
@@ -165,8 +168,15 @@ struct AgentRoutes: Sendable {
                 .conflict,
                 EnrolmentRefusal.instanceEnrolled.rawValue,
                 "instance \(instanceID) is already enrolled as agent \(holder.prefix(128)); an instance enrolls once. To enroll it "
-                    + "again, remove that agent (ferry-controller agents remove \(holder.prefix(128))) or re-enroll it with an "
-                    + "operator token and --replace"
+                    + "again, re-enroll it with an operator token and --replace"
+            )
+        case .instanceEnrolledBefore(let instanceID, let former):
+            return APIError(
+                .conflict,
+                EnrolmentRefusal.instanceEnrolled.rawValue,
+                "instance \(instanceID) was enrolled before, as agent \(former.prefix(128)), which has been removed; an enrollment token "
+                    + "enrolls an instance once (a copy of its identity document must not enrol it again once its agent is gone). "
+                    + "To enroll it again, enroll it with an operator token"
             )
         case .tokenInUse:
             return APIError(

@@ -212,11 +212,29 @@ final class SQLControllerStore: ControllerStore {
                 } else {
                     nil
                 }
+            // Every attested instance enrolled is remembered, also once its agent is gone.
+            var formerName: String?
+            if let instanceID {
+                formerName = try await db.raw("SELECT agent_name FROM enrolled_instances WHERE instance_id = \(bind: instanceID)").first()?
+                    .decode(column: "agent_name", as: String.self)
+                try await db.raw(
+                    """
+                    INSERT INTO enrolled_instances (instance_id, agent_name, enrolled_at) VALUES (\(bind: instanceID), \(bind: name), \(bind: now))
+                    ON CONFLICT (instance_id) DO NOTHING
+                    """
+                ).run()
+            }
             switch mode {
             case .create(let tokenID):
                 // The token first: a token that can no longer enroll learns nothing, not even whether a name is taken.
                 if let tokenID { try await Self.consumeEnrollmentUse(tokenID, now: now, db: db) }
                 if let instanceID, let instanceHolder { throw StoreError.instanceEnrolled(instanceID: instanceID, name: instanceHolder) }
+                // An enrollment token enrolls an instance once: its agent removed (the instance terminated and its agent
+                // swept for its silence), a copy of its identity document taken while it ran enrolls nothing. An
+                // operator may enroll it again.
+                if tokenID != nil, let instanceID, let formerName {
+                    throw StoreError.instanceEnrolledBefore(instanceID: instanceID, name: formerName)
+                }
                 if let existing { throw StoreError.agentExists(name: name, id: existing) }
                 guard
                     let row = try await db.raw(

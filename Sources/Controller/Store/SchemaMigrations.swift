@@ -348,6 +348,23 @@ enum SchemaMigrations {
                 #"UPDATE status_history SET report = REPLACE(report, '\u0000', '\ufffd') WHERE report LIKE '%u0000%'"#,
             ]
         ),
+        Migration(
+            version: 13,
+            description: "every EC2 instance ever enrolled with an attestation, kept after its agent is removed",
+            // An enrollment token enrolls an attested instance once: removing its agent (by hand, or for its silence
+            // once the instance is terminated) must not let a copy of the instance's identity document enrol it again.
+            statements: [
+                """
+                CREATE TABLE IF NOT EXISTS enrolled_instances (
+                    instance_id TEXT PRIMARY KEY,
+                    agent_name TEXT NOT NULL,
+                    enrolled_at INTEGER NOT NULL
+                )
+                """,
+                "INSERT INTO enrolled_instances (instance_id, agent_name, enrolled_at) SELECT instance_id, name, enrolled_at FROM agents "
+                    + "WHERE instance_id IS NOT NULL ON CONFLICT (instance_id) DO NOTHING",
+            ]
+        ),
     ]
 
     /// The newest schema version this binary knows.

@@ -21,6 +21,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
     case invalidToken(String)
     /// Enrolment of an EC2 instance that another agent was enrolled on.
     case instanceEnrolled(instanceID: String, name: String)
+    /// The attested instance was enrolled before, as agent `name`, since removed: an enrollment token enrolls it no more.
+    case instanceEnrolledBefore(instanceID: String, name: String)
     /// An enrollment token that can no longer be used.
     case tokenUnusable(id: String, reason: TokenUnusableReason)
     /// A trust root whose version is not one above the highest stored.
@@ -48,6 +50,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
             "an agent named \(name) is already enrolled (id \(id))"
         case .instanceEnrolled(let instanceID, let name):
             "instance \(instanceID) is already enrolled as agent \(name)"
+        case .instanceEnrolledBefore(let instanceID, let name):
+            "instance \(instanceID) was enrolled before, as agent \(name), since removed"
         case .tokenInUse:
             "another agent holds the token this enrolment offers"
         case .invalidToken(let reason):
