@@ -74,4 +74,30 @@ import Testing
             }
         }
     }
+
+    /// A dashboard page left open past the end of the fleet (a scale-in under `?offset=400`: its reloads keep the
+    /// offset) says so and links to the last page; it said "no agent matches" and "No agent has enrolled yet." under a
+    /// header counting the agents.
+    @Test func aDashboardPagePastTheEndSaysSo() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withLiveServer { url in
+                let http = LiveHTTP()
+                for index in 1...5 { _ = try await http.enroll(url, token: fixture.enrollToken, name: "web-0\(index)") }
+                func page(_ query: String) async throws -> String {
+                    let answer = try await http.send("GET", url + "/" + query, token: fixture.viewerToken)
+                    try #require(answer.status == 200)
+                    return String(decoding: answer.body, as: UTF8.self)
+                }
+                let past = try await page("?limit=2&offset=10")
+                #expect(past.contains("this page is past the last of 5 matching agents"), "\(past.prefix(200))")
+                #expect(past.contains(#"data-query="offset=4&amp;limit=2" data-page="last""#), "the last page holds the 5th agent")
+                #expect(!past.contains("No agent has enrolled yet."))
+                #expect(!past.contains(#"data-page="previous""#))
+                let last = try await page("?limit=2&offset=4")
+                #expect(last.contains("5–5 of 5 agents"))
+                let none = try await page("?q=nobody")
+                #expect(none.contains("no agent matches") && !none.contains("No agent has enrolled yet."))
+            }
+        }
+    }
 }

@@ -64,7 +64,13 @@ struct DashboardRenderer: Sendable {
         context["hasFilter"] = query.isFiltered
         context["failuresFirst"] = !query.byName
         context["filterText"] = Self.describe(query)
-        context["hasPrevious"] = query.offset > 0
+        // A page past the last agent (the fleet shrank under a page left open: its reloads keep the offset) says so and
+        // links to the last page; before, it said "no agent matches" and "No agent has enrolled yet.".
+        let pastTheEnd = fleet.agents.isEmpty && query.offset > 0 && fleet.matching > 0
+        context["pastTheEnd"] = pastTheEnd
+        context["lastPageQuery"] = query.queryString(offset: max(0, (fleet.matching - 1) / max(1, query.limit) * query.limit))
+        context["noneEnrolled"] = fleet.enrolled == 0
+        context["hasPrevious"] = query.offset > 0 && !pastTheEnd
         context["previousQuery"] = query.queryString(offset: max(0, query.offset - query.limit))
         context["hasNext"] = query.offset + fleet.agents.count < fleet.matching
         context["nextQuery"] = query.queryString(offset: query.offset + query.limit)

@@ -33,7 +33,7 @@ enum DashboardTemplate {
         \(summarySection)
         <section id="fleet" data-matching="{{matching}}" data-offset="{{offset}}" data-returned="{{returned}}">
         <h2>Agents</h2>
-        <p class="paging">{{#hasAgents}}{{first}}–{{last}} of {{matching}} agents{{/hasAgents}}{{^hasAgents}}no agent matches{{/hasAgents}}\
+        <p class="paging">{{#hasAgents}}{{first}}–{{last}} of {{matching}} agents{{/hasAgents}}{{^hasAgents}}{{#pastTheEnd}}this page is past the last of {{matching}} matching agents · <button type="button" class="filter" data-query="{{lastPageQuery}}" data-page="last">last page</button>{{/pastTheEnd}}{{^pastTheEnd}}no agent matches{{/pastTheEnd}}{{/hasAgents}}\
         {{#hasFilter}} matching <strong data-filter>{{filterText}}</strong> · <button type="button" class="filter" data-query="" data-clear-filter>all agents</button>{{/hasFilter}} \
         {{#failuresFirst}}· failures first{{/failuresFirst}}{{^failuresFirst}}· by name{{/failuresFirst}}{{#hasPrevious}} · <button type="button" class="filter" data-query="{{previousQuery}}" data-page="previous">previous</button>{{/hasPrevious}}\
         {{#hasNext}} · <button type="button" class="filter" data-query="{{nextQuery}}" data-page="next">next {{limit}}</button>{{/hasNext}}</p>
@@ -71,7 +71,7 @@ enum DashboardTemplate {
         </table>
         </div>
         {{/hasAgents}}
-        {{^hasAgents}}{{^hasFilter}}<p class="empty">No agent has enrolled yet.</p>{{/hasFilter}}{{/hasAgents}}
+        {{^hasAgents}}{{#noneEnrolled}}<p class="empty">No agent has enrolled yet.</p>{{/noneEnrolled}}{{/hasAgents}}
         </section>
         {{#hasApprovals}}
         <section id="approvals">
