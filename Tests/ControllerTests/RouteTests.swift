@@ -255,12 +255,19 @@ import Testing
                         body: ByteBuffer(bytes: envelope.encoded())
                     )
                 }
-                #expect(try await post(envelope).status == .created)
+                let first = try await post(envelope)
+                #expect(first.status == .created)
                 let events = try await fixture.store.events(service: "api", limit: 100).count
                 let again = try await post(envelope)
                 #expect(again.status == .ok, "\(String(buffer: again.body))")
                 #expect(try Fixture.json(again)["repeated"]?.boolValue == true)
                 #expect(try Fixture.json(again)["serial"]?.intValue == 1)
+                // Every field of the first answer, as a pipeline reading `.rollout.state` needs whichever it got.
+                let firstFields = try #require(try Fixture.json(first).object)
+                let againFields = try #require(try Fixture.json(again).object)
+                #expect(Set(againFields.keys) == Set(firstFields.keys).union(["repeated"]), "\(againFields.keys.sorted())")
+                for key in ["verifiedBy", "trustRootVersion"] { #expect(againFields[key] == firstFields[key], "\(key)") }
+                #expect(againFields["rollout"]?.object?["state"] == firstFields["rollout"]?.object?["state"])
                 #expect(try await fixture.store.releases(service: "api", limit: 10).map(\.serial) == [1])
                 #expect(try await fixture.store.events(service: "api", limit: 100).count == events, "nothing happened")
                 var other = release

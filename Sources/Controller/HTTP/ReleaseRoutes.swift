@@ -110,9 +110,16 @@ struct ReleaseRoutes: Sendable {
                     "Release publish repeated",
                     metadata: ["ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "ferry.published_by": "\(principal.name)"]
                 )
+                // The same fields as the first answer (a pipeline reads `.rollout.state` whichever it got), as they
+                // stand now.
                 var body = Self.summary(stored)
                 if case .object(var fields) = body {
                     fields["repeated"] = .bool(true)
+                    fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
+                    fields["trustRootVersion"] = .integer(trust.version)
+                    if let rollout = try await core.store.rollout(service: release.service, serial: release.serial) {
+                        fields["rollout"] = try await RolloutView.load([rollout], from: core.store).first?.json
+                    }
                     body = .object(fields)
                 }
                 return JSONResponse.make(body, status: .ok)
