@@ -101,3 +101,28 @@ import Testing
         }
     }
 }
+
+/// `status --service S --json`: the fleet document of that service alone, counts included.
+@Suite struct FleetDocumentFilterTests {
+    @Test func everyPartOfTheDocumentIsThatServices() throws {
+        func entry(_ service: String) -> JSONValue { .object(["service": .string(service)]) }
+        func agent(_ name: String, _ services: [String]) -> JSONValue {
+            .object(["name": .string(name), "services": .array(services.map(entry))])
+        }
+        let fleet = JSONValue.object([
+            "services": .array([.object(["name": .string("api")]), .object(["name": .string("web")])]),
+            "summary": .array([entry("api"), entry("web")]), "rollouts": .array([entry("web"), entry("api")]),
+            "events": .array([entry("web")]), "approvals": .array([entry("api"), entry("web")]),
+            "agents": .array([agent("a-1", ["api", "web"]), agent("w-1", ["web"]), agent("w-2", ["web"])]),
+            "page": .object(["offset": .integer(0), "limit": .integer(1000), "returned": .integer(3), "matching": .integer(3)]),
+        ])
+        let filtered = try #require(FleetDocument.filter(fleet, service: "api").object)
+        #expect(filtered["page"] == .object(["offset": .integer(0), "limit": .integer(1000), "returned": .integer(1), "matching": .integer(1)]))
+        #expect(FleetDocument.agents(.object(filtered)).map { FleetDocument.text($0["name"]) } == ["a-1"])
+        #expect(FleetDocument.agents(.object(filtered)).first?["services"] == .array([entry("api")]))
+        for key in ["summary", "rollouts", "approvals"] { #expect(filtered[key] == .array([entry("api")]), "\(key)") }
+        #expect(filtered["events"] == .array([]))
+        #expect(filtered["services"] == .array([.object(["name": .string("api")])]))
+        #expect(FleetDocument.filter(fleet, service: nil) == fleet)
+    }
+}

@@ -35,7 +35,8 @@ struct FleetStatusCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let fleet = try await FleetDocument.fetchAll(try controller.client())
+        // The controller filters the agents (a fleet of 10,000 is not read whole for one service's 800).
+        let fleet = try await FleetDocument.fetchAll(try controller.client(), query: service.map { "service=\(FleetQuery.escape($0))" } ?? "")
         let filtered = FleetDocument.filter(fleet, service: service)
         if json {
             Console.print(String(decoding: filtered.encoded(), as: UTF8.self))

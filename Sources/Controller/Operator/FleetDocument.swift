@@ -113,10 +113,15 @@ enum FleetDocument {
         return agent["stale"] == .bool(true) ? "\(shown) (stale)" : shown
     }
 
-    /// The fleet restricted to agents running `service` and to that service.
+    /// The fleet restricted to agents running `service` and to that service: its summary, rollouts, events and
+    /// approvals, and the page's counts those of the agents listed (they counted the whole fleet, while `agents` held
+    /// the service's).
     static func filter(_ fleet: JSONValue, service: String?) -> JSONValue {
         guard let service, case .object(var fields) = fleet else { return fleet }
         fields["services"] = .array(array(fields["services"]).filter { text($0.object?["name"]) == service })
+        for key in ["summary", "rollouts", "events", "approvals"] where fields[key] != nil {
+            fields[key] = .array(array(fields[key]).filter { text($0.object?["service"]) == service })
+        }
         fields["agents"] = .array(
             agents(fleet).compactMap { agent -> JSONValue? in
                 var agent = agent
@@ -126,6 +131,13 @@ enum FleetDocument {
                 return .object(agent)
             }
         )
+        if case .object(var paging)? = fields["page"] {
+            let listed = Int64(array(fields["agents"]).count)
+            paging["offset"] = .integer(0)
+            paging["returned"] = .integer(listed)
+            paging["matching"] = .integer(listed)
+            fields["page"] = .object(paging)
+        }
         return .object(fields)
     }
 }
