@@ -107,13 +107,22 @@ import Testing
     }
 
     /// A long-poll parked with an agent's token, when an operator re-enrolls the agent for one more service (its token
-    /// replaced): the wake-up the replace sends is answered 401, not with the new services' releases. Through the poll
-    /// handler (live) and through the router.
+    /// replaced): the wake-up the replace sends is answered 401, not with the new service's release (and its env
+    /// values). Through the poll handler (live) and through the router.
     @Test(arguments: [false, true])
     func aParkedPollOfAReplacedAgentIsNotHandedTheState(throughRouter: Bool) async throws {
         try await Fixture.with { fixture in
             try await fixture.withLiveServer { base in
-                let agent = try await fixture.withRouter { client in try await fixture.enroll(client, name: "a") }
+                let agent = try await fixture.withRouter { client in
+                    let artifact = try await fixture.upload(client, Array("web".utf8))
+                    let published = try await fixture.publish(
+                        client,
+                        Fixture.release(service: "web", serial: 1, artifact: artifact),
+                        keys: [fixture.signingKey]
+                    )
+                    try #require(published.status == .created)
+                    return try await fixture.enroll(client, name: "a")
+                }
                 let first = try await LiveHTTP().send("GET", base + "/v1/agents/\(agent.id)/desired-state", token: agent.token)
                 let etag = try #require(first.header("ETag"))
                 let hub = fixture.controller.core.desiredStates.hub

@@ -45,7 +45,8 @@ struct AgentRoutes: Sendable {
                     .forbidden,
                     "replace_needs_operator",
                     "an enrollment token cannot replace an agent; re-enroll with an operator token and --replace, or remove the "
-                        + "agent first (ferry-controller agents remove NAME)"
+                        + "agent first (ferry-controller agents remove NAME; where enrolments are attested, an instance enrolled "
+                        + "once then still needs an operator token)"
                 )
             }
             guard let tokenID = principal.tokenID, let scope = principal.scope else {
@@ -160,8 +161,9 @@ struct AgentRoutes: Sendable {
                 .conflict,
                 "agent_exists",
                 "an agent named \(name.prefix(128)) is already enrolled; an enrollment token only creates new agents. To enroll "
-                    + "this instance again, remove the old agent (ferry-controller agents remove \(name.prefix(128))) or re-enroll "
-                    + "with an operator token and --replace"
+                    + "this instance again, re-enroll with an operator token and --replace, or remove the old agent "
+                    + "(ferry-controller agents remove \(name.prefix(128))) first (where enrolments are attested, an instance "
+                    + "enrolled once then still needs an operator token)"
             )
         case .instanceEnrolled(let instanceID, let holder):
             return APIError(

@@ -240,8 +240,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// Bumped on every step, so a late callback of an earlier step is ignored.
         var step: UInt64 = 0
         var ticket: LongPollHub.Ticket?
-        /// A report's principal, found in the cache at its head: it is not looked up (hashed) again at its end.
+        /// A report's principal, found in the cache at its head (its token is looked up again at its end).
         var principal: Principal?
+        /// Whether the poll was parked: a new state is then given only once its token is looked up again.
+        var waited = false
 
         var poll: Poll? {
             if case .poll(let poll) = kind { poll } else { nil }
@@ -424,9 +426,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     // MARK: Steps
 
-    /// What follows a successful authentication: the request's own step, or (after a wait) answering at once.
-    private enum AfterAuthentication {
-        case proceed, answerNow
+    /// What follows a successful authentication: the request's own step (a poll's state, a report's intake), or the
+    /// answer of a poll that waited, with the state it is to be given.
+    private enum AfterAuthentication: Sendable {
+        case proceed
+        case answer(RenderedDesiredState)
     }
 
     /// Looks the request's token up (in the cache, else in the store off the event loop), then goes on with `next`; a
@@ -460,7 +464,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         switch (next, kind) {
-        case (.answerNow, _): answerCurrent()
+        case (.answer(let state), _): write(.ok, state)
         case (.proceed, .poll): resolveState()
         case (.proceed, .report(let report)): submit(report)
         }
@@ -556,7 +560,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 handler.woken(wake)
             }
         }
-        if self.current?.step == step { self.current?.ticket = ticket }
+        if self.current?.step == step {
+            self.current?.ticket = ticket
+            self.current?.waited = true
+        }
     }
 
     private func woken(_ wake: LongPollHub.Wake) {
@@ -565,12 +572,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         case .cancelled:
             return
         case .changed:
-            // Something that may concern the agent happened: answer if its state changed, else park for the rest. The
-            // token is looked up again first, as for every answer after a wait: an operator's re-enrolment of the agent
-            // (a replace) wakes it, and the old token must not be handed the state (new services' releases included).
-            authenticate()
+            // Something that may concern the agent happened: answer if its state changed, else park for the rest.
+            resolveState()
         case .timedOut, .shutdown, .superseded:
-            authenticate(then: .answerNow)
+            answerCurrent()
         }
     }
 
@@ -599,8 +604,18 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     // MARK: Endings
 
-    /// Writes the answer the route would give, then goes on with whatever arrived meanwhile.
+    /// Answers with `state`. A new state after a wait goes out only once the token is looked up again (the state read
+    /// first, then the token): an operator's re-enrolment of the agent (a replace) wakes it, and the old token must not
+    /// be handed the new state, new services' releases included. A cache hit unless a token stopped working since; an
+    /// unchanged state (304) or a wait that parks again tells the token nothing and costs no look-up, so the wake-up
+    /// of every parked agent after a revocation is no burst of store reads.
     private func answer(_ status: HTTPResponse.Status, _ state: RenderedDesiredState) {
+        guard status == .ok, current?.waited == true else { return write(status, state) }
+        authenticate(then: .answer(state))
+    }
+
+    /// Writes the answer the route would give, then goes on with whatever arrived meanwhile.
+    private func write(_ status: HTTPResponse.Status, _ state: RenderedDesiredState) {
         guard let context, let current else { return }
         let duration = ContinuousClock.now - current.startedAt
         if status == .ok {

@@ -294,9 +294,11 @@ struct PM2ProcessManager: ProcessManager {
     }
 
     /// The bound of a call that names the app only (delete, restart): its instances in `table`, with the timeouts it
-    /// was last started or reloaded with here (unknown after an agent restart: PM2's defaults).
+    /// was last started or reloaded with here, else those PM2's table holds for it (after an agent restart), else PM2's
+    /// defaults.
     private func timeout(forAppNamed name: String, in table: PM2ProcessTable) -> Duration {
-        let timing = appTimings.timing(of: name)
+        let timing =
+            appTimings.timing(of: name) ?? table.timings[.init(namespace: configuration.namespace, name: name)] ?? AppTimings.Timing.pm2Defaults
         return Self.timeout(
             instances: table.owned(by: configuration.namespace).filter { $0.name == name }.count,
             killTimeoutMilliseconds: timing.kill,
@@ -565,42 +567,5 @@ struct PM2ProcessManager: ProcessManager {
         let text = String(decoding: plain.suffix(limit), as: UTF8.self)
         let isSpace: (Character) -> Bool = { $0.isWhitespace }
         return String(text.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
-    }
-}
-
-/// The `kill_timeout` and `listen_timeout` of each app a `PM2ProcessManager` started or reloaded (what bounds a later
-/// delete or restart of it).
-final class AppTimings: Sendable {
-    struct Timing: Sendable, Equatable {
-        var kill: Int64
-        var listen: Int64
-
-        /// PM2's defaults: 1.6 s to stop, 3 s to listen (`GRACEFUL_LISTEN_TIMEOUT`).
-        static let pm2Defaults = Timing(kill: 1_600, listen: 3_000)
-
-        init(kill: Int64, listen: Int64) {
-            self.kill = kill
-            self.listen = listen
-        }
-
-        init(_ app: AppSpec) {
-            kill = app.killTimeoutMilliseconds
-            if case .integer(let listen)? = app.pm2Options["listen_timeout"] {
-                self.listen = listen
-            } else {
-                listen = Self.pm2Defaults.listen
-            }
-        }
-    }
-
-    private let timings = Mutex<[String: Timing]>([:])
-
-    func note(_ app: AppSpec) {
-        let timing = Timing(app)
-        timings.withLock { $0[app.name] = timing }
-    }
-
-    func timing(of name: String) -> Timing {
-        timings.withLock { $0[name] } ?? .pm2Defaults
     }
 }

@@ -10,6 +10,15 @@ import Shared
 struct PM2ProcessTable: Sendable, Equatable {
     /// One element per instance, in pm_id order.
     var processes: [ManagedProcess]
+    /// Each app's `kill_timeout` and `listen_timeout` as PM2 holds them (`pm2_env`), by namespace and name: what bounds
+    /// a delete or restart of an app this agent process has not started or reloaded itself (after its restart).
+    var timings: [AppKey: AppTimings.Timing] = [:]
+
+    /// An app in a namespace.
+    struct AppKey: Hashable, Sendable {
+        var namespace: String
+        var name: String
+    }
 
     init(processes: [ManagedProcess]) {
         self.processes = processes
@@ -34,7 +43,14 @@ struct PM2ProcessTable: Sendable, Equatable {
         var processes: [ManagedProcess] = []
         processes.reserveCapacity(elements.count)
         for (index, element) in elements.enumerated() {
-            processes.append(try Self.process(element, index: index, now: nowMilliseconds))
+            let process = try Self.process(element, index: index, now: nowMilliseconds)
+            processes.append(process)
+            if case .object(let top) = element, case .object(let env)? = top["pm2_env"] {
+                timings[AppKey(namespace: process.namespace, name: process.name)] = AppTimings.Timing(
+                    kill: Self.integer(env["kill_timeout"]) ?? AppTimings.Timing.pm2Defaults.kill,
+                    listen: Self.integer(env["listen_timeout"]) ?? AppTimings.Timing.pm2Defaults.listen
+                )
+            }
         }
         // PM2 does not always print `instances`; the number of elements with the same name is the truth then. Counted
         // once: a count per element was quadratic in the table (minutes for a table of 20,000, read every 250 ms).
