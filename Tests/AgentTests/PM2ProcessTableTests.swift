@@ -246,11 +246,11 @@ struct PM2ProcessTableTests {
     /// What bounds a delete or restart of an app the agent process did not start itself (after the agent's restart or
     /// upgrade): the timeouts PM2 holds for it, else PM2's defaults; numbers at the edges are held, not trapped on.
     @Test(arguments: [
-        (#""kill_timeout":45000,"listen_timeout":8000"#, AppTimings.Timing(kill: 45_000, listen: 8_000)),
-        ("", AppTimings.Timing.pm2Defaults),
-        (#""kill_timeout":"x","listen_timeout":-9223372036854775808"#, AppTimings.Timing(kill: 1_600, listen: .min)),
+        (#""kill_timeout":45000,"listen_timeout":8000"#, PM2AppTiming(kill: 45_000, listen: 8_000)),
+        ("", PM2AppTiming.pm2Defaults),
+        (#""kill_timeout":"x","listen_timeout":-9223372036854775808"#, PM2AppTiming(kill: 1_600, listen: .min)),
     ])
-    func eachAppsTimeoutsAreReadFromTheTable(_ env: String, _ expected: AppTimings.Timing) throws {
+    func eachAppsTimeoutsAreReadFromTheTable(_ env: String, _ expected: PM2AppTiming) throws {
         let stdout =
             #"[{"name":"api","pm_id":0,"pm2_env":{"status":"online","namespace":"ferry""# + (env.isEmpty ? "" : ",") + env + "}}]"
         let table = try PM2ProcessTable(jlistOutput: Array(stdout.utf8), nowMilliseconds: 1_800_000_000_000)

@@ -43,7 +43,7 @@ struct InstanceEnvFile: Sendable, Equatable {
             withUnsafeBytes(of: UInt64(utf8.count).bigEndian) { bytes.append(contentsOf: $0) }
             bytes.append(contentsOf: utf8)
         }
-        for name in values.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+        for name in values.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
             append(name)
             append(values[name] ?? "")
         }

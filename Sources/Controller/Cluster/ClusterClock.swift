@@ -72,16 +72,14 @@ struct ClusterClockSync: Service {
                 do {
                     // The fastest of three: a query that waited for a pool connection (a busy controller) counts that
                     // wait as round trip, and the database read its clock after it, not halfway.
-                    var sample = try await Unawaited.result(of: "the database clock query", within: .seconds(5)) {
-                        try await Self.sample(clock: clock, database: database)
-                    }
-                    for _ in 0..<2 {
-                        let another = try await Unawaited.result(of: "the database clock query", within: .seconds(5)) {
+                    var fastest: ClusterClock.Sample?
+                    for _ in 0..<3 {
+                        let sample = try await Unawaited.result(of: "the database clock query", within: .seconds(5)) {
                             try await Self.sample(clock: clock, database: database)
                         }
-                        if another.roundTrip < sample.roundTrip { sample = another }
+                        if fastest.map({ sample.roundTrip < $0.roundTrip }) ?? true { fastest = sample }
                     }
-                    if let offset = clock.adjust(to: sample), abs(offset) >= warnAbove || abs(reported) >= warnAbove,
+                    if let fastest, let offset = clock.adjust(to: fastest), abs(offset) >= warnAbove || abs(reported) >= warnAbove,
                         abs(offset - reported) >= warnAbove
                     {
                         reported = offset

@@ -123,12 +123,6 @@ enum RolloutText {
         Console.print(connection.json ? String(decoding: answer.encoded(), as: UTF8.self) : describe(answer))
     }
 
-    /// A count of the document (0 when absent or not a count).
-    static func count(_ key: String, in value: JSONValue) -> Int64 {
-        guard case .object(let fields) = value, case .integer(let number)? = fields[key] else { return 0 }
-        return max(0, number)
-    }
-
     /// A few lines: headline, counts, reason, then one line per wave with its agents.
     static func describe(_ rollout: JSONValue) -> String {
         func string(_ key: String, in value: JSONValue = rollout) -> String {
@@ -155,7 +149,7 @@ enum RolloutText {
                 return "\(name) \(string("progress", in: agent)) (serial \(string("serial", in: agent)))"
             }
             let reached = string("reached", in: wave) == "yes" ? "reached" : "not reached"
-            let unlisted = Self.count("unlistedAgents", in: wave)
+            let unlisted = RolloutWaitVerdict.integer(wave.object?["unlistedAgents"])
             lines.append(
                 "  wave \(string("wave", in: wave)) [\(reached)]: " + agents.joined(separator: ", ")
                     + (unlisted > 0 ? ", and \(unlisted) more agent(s)" : "")
@@ -165,7 +159,7 @@ enum RolloutText {
             let name = string("agentName", in: failure) == "-" ? string("agentId", in: failure) : string("agentName", in: failure)
             lines.append("  failed: \(name) (\(string("kind", in: failure))): \(string("reason", in: failure))")
         }
-        let unlistedFailures = Self.count("unlistedFailures", in: rollout)
+        let unlistedFailures = RolloutWaitVerdict.integer(rollout.object?["unlistedFailures"])
         if unlistedFailures > 0 {
             lines.append(
                 "  and \(unlistedFailures) more failed agent(s), not listed here: GET /v1/fleet?service=\(string("service"))"

@@ -174,7 +174,7 @@ struct RolloutWaitCommand: AsyncParsableCommand {
                 for line in FailureText.lines(detail, indent: "  ", logLines: logLines).dropFirst() { Console.print(line) }
             }
         }
-        let unlisted = RolloutText.count("unlistedFailures", in: rollout)
+        let unlisted = RolloutWaitVerdict.integer(rollout.object?["unlistedFailures"])
         if unlisted > 0 {
             Console.print(
                 "and \(unlisted) more failed agent(s), not listed here: GET /v1/fleet?service=\(TerminalText.safe(service, keepingLineBreaks: false))"

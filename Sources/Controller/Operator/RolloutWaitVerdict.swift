@@ -78,7 +78,7 @@ enum RolloutWaitVerdict: Equatable, Sendable {
 
     /// A count of the controller's answer, within what a real one sends (0 ... 2^31 - 1): an answer with a count near
     /// `Int64.max` (a hostile or broken controller) made `healthy + failed` trap and crashed the CI step.
-    private static func integer(_ value: JSONValue?) -> Int64 {
+    static func integer(_ value: JSONValue?) -> Int64 {
         if case .integer(let number)? = value { return min(max(number, 0), Int64(Int32.max)) }
         return 0
     }

@@ -146,7 +146,7 @@ struct RolloutView: Sendable {
             "waveStableSeconds": .integer(rollout.waveStable.components.seconds),
             "maxFailures": .integer(Int64(rollout.maxFailures)),
             "state": .string(rollout.state.rawValue),
-            "wave": .integer(Int64(sizes.isEmpty || rollout.state == .awaitingApproval ? 0 : min(rollout.currentWave, sizes.count - 1) + 1)),
+            "wave": .integer(Int64(waveNumber)),
             "waveCount": .integer(Int64(sizes.count)),
             "waves": .array(waves),
             "counts": .object([
@@ -160,6 +160,12 @@ struct RolloutView: Sendable {
             "createdAt": .string(Timestamp.format(rollout.createdAt)),
             "updatedAt": .string(Timestamp.format(rollout.updatedAt)),
         ])
+    }
+
+    /// The current wave, 1-based: 0 while the release awaits approval (no wave has it) or when there are no waves.
+    var waveNumber: Int {
+        let sizes = rollout.waveSizes
+        return sizes.isEmpty || rollout.state == .awaitingApproval ? 0 : min(rollout.currentWave, sizes.count - 1) + 1
     }
 
     /// Whether the wave of `index` has been given the serial: none while the release awaits approval (its agents keep

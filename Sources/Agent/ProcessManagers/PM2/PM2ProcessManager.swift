@@ -99,8 +99,6 @@ struct PM2ProcessManager: ProcessManager {
     private let monotonicNow: @Sendable () -> ContinuousClock.Instant
     /// What this manager repaired on its own since the reconciler last asked (shared by its copies).
     private let notices = Notices()
-    /// The timeouts of the apps started or reloaded here, for the calls that name an app only.
-    private let appTimings = AppTimings()
     /// The God Daemon that answered the last census of leftovers (shared by its copies).
     private let censusDaemon = CensusDaemon()
     /// Why the daemon's socket last gave no table (shared by its copies).
@@ -253,7 +251,6 @@ struct PM2ProcessManager: ProcessManager {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.envRefusal(app) { throw refusal }
         _ = try await tableCheckedForClash(app.name)
-        appTimings.note(app)
         try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)), timeout: timeout(for: app))
     }
 
@@ -261,7 +258,6 @@ struct PM2ProcessManager: ProcessManager {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.envRefusal(app) { throw refusal }
         let table = try await tableCheckedForClash(app.name)
-        appTimings.note(app)
         // The instances running now are stopped one after another too (a smaller count stops the surplus).
         let running = table.owned(by: configuration.namespace).filter { $0.name == app.name }.count
         try await execute(
@@ -284,7 +280,7 @@ struct PM2ProcessManager: ProcessManager {
 
     /// The bound of a call over `app` (its instances, unless the caller counts more).
     private func timeout(for app: AppSpec, instances: Int? = nil) -> Duration {
-        let timing = AppTimings.Timing(app)
+        let timing = PM2AppTiming(app)
         return Self.timeout(
             instances: instances ?? app.instances,
             killTimeoutMilliseconds: timing.kill,
@@ -293,12 +289,10 @@ struct PM2ProcessManager: ProcessManager {
         )
     }
 
-    /// The bound of a call that names the app only (delete, restart): its instances in `table`, with the timeouts it
-    /// was last started or reloaded with here, else those PM2's table holds for it (after an agent restart), else PM2's
-    /// defaults.
+    /// The bound of a call that names the app only (delete, restart): its instances in `table`, with the timeouts PM2
+    /// holds for it there (PM2's defaults when it holds none).
     private func timeout(forAppNamed name: String, in table: PM2ProcessTable) -> Duration {
-        let timing =
-            appTimings.timing(of: name) ?? table.timings[.init(namespace: configuration.namespace, name: name)] ?? AppTimings.Timing.pm2Defaults
+        let timing = table.timings[.init(namespace: configuration.namespace, name: name)] ?? .pm2Defaults
         return Self.timeout(
             instances: table.owned(by: configuration.namespace).filter { $0.name == name }.count,
             killTimeoutMilliseconds: timing.kill,

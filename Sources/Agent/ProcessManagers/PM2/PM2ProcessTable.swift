@@ -12,12 +12,21 @@ struct PM2ProcessTable: Sendable, Equatable {
     var processes: [ManagedProcess]
     /// Each app's `kill_timeout` and `listen_timeout` as PM2 holds them (`pm2_env`), by namespace and name: what bounds
     /// a delete or restart of an app this agent process has not started or reloaded itself (after its restart).
-    var timings: [AppKey: AppTimings.Timing] = [:]
+    var timings: [AppKey: PM2AppTiming] = [:]
 
     /// An app in a namespace.
     struct AppKey: Hashable, Sendable {
         var namespace: String
         var name: String
+
+        init(namespace: String, name: String) {
+            self.namespace = namespace
+            self.name = name
+        }
+
+        init(_ process: ManagedProcess) {
+            self.init(namespace: process.namespace, name: process.name)
+        }
     }
 
     init(processes: [ManagedProcess]) {
@@ -46,33 +55,22 @@ struct PM2ProcessTable: Sendable, Equatable {
             let process = try Self.process(element, index: index, now: nowMilliseconds)
             processes.append(process)
             if case .object(let top) = element, case .object(let env)? = top["pm2_env"] {
-                timings[AppKey(namespace: process.namespace, name: process.name)] = AppTimings.Timing(
-                    kill: Self.integer(env["kill_timeout"]) ?? AppTimings.Timing.pm2Defaults.kill,
-                    listen: Self.integer(env["listen_timeout"]) ?? AppTimings.Timing.pm2Defaults.listen
+                timings[AppKey(process)] = PM2AppTiming(
+                    kill: Self.integer(env["kill_timeout"]) ?? PM2AppTiming.pm2Defaults.kill,
+                    listen: Self.integer(env["listen_timeout"]) ?? PM2AppTiming.pm2Defaults.listen
                 )
             }
         }
         // PM2 does not always print `instances`; the number of elements with the same name is the truth then. Counted
         // once: a count per element was quadratic in the table (minutes for a table of 20,000, read every 250 ms).
         if processes.contains(where: { $0.instances < 1 }) {
-            var counts: [ProcessKey: Int] = [:]
-            for process in processes { counts[ProcessKey(process), default: 0] += 1 }
+            var counts: [AppKey: Int] = [:]
+            for process in processes { counts[AppKey(process), default: 0] += 1 }
             for index in processes.indices where processes[index].instances < 1 {
-                processes[index].instances = counts[ProcessKey(processes[index])] ?? 1
+                processes[index].instances = counts[AppKey(processes[index])] ?? 1
             }
         }
         self.processes = processes.sorted { $0.pmId < $1.pmId }
-    }
-
-    /// An app in a namespace.
-    private struct ProcessKey: Hashable {
-        var namespace: String
-        var name: String
-
-        init(_ process: ManagedProcess) {
-            namespace = process.namespace
-            name = process.name
-        }
     }
 
     /// The processes in `namespace` (Ferry's own); everything else in the table is not Ferry's to touch.
