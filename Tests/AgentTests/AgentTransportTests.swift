@@ -217,6 +217,25 @@ struct AgentTransportTests {
         #expect(command.allowInsecureHttp)
     }
 
+    @Test("enroll refuses a --name the controller would refuse, before anything is written")
+    func enrollRefusesADeceptiveName() throws {
+        let base = [
+            "enroll", "--controller", "http://127.0.0.1:8080", "--token", "fer_x", "--service", "web", "--config", "/tmp/x.json",
+            "--trusted-key", "/tmp/k.pub",
+        ]
+        for (name, reason) in [("web-1\u{200B}", "invisible formatting character (U+200B"), ("web-1 ", "begin or end with a space")] {
+            do {
+                _ = try AgentCommand.parseAsRoot(base + ["--name", name])
+                Issue.record("--name \(name.unicodeScalars.map(\.value)) was accepted")
+            } catch {
+                let message = AgentCommand.message(for: error)
+                #expect(message.contains("--name must not"), "\(message)")
+                #expect(message.contains(reason), "\(message)")
+            }
+        }
+        #expect(throws: Never.self) { try AgentCommand.parseAsRoot(base + ["--name", "web 1"]) }
+    }
+
     // MARK: - State directory
 
     @Test("enroll forces an existing 0755 state directory to 0700; token and config are 0600", .timeLimit(.minutes(2)))

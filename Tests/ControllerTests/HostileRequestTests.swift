@@ -386,6 +386,47 @@ struct HostileWorld: Sendable {
         }
     }
 
+    /// Names an operator could not tell from another agent's, or that a terminal or the dashboard shows as something else:
+    /// an enrollment token's holder could have enrolled `web-1` twice, as far as anyone reading the fleet could see.
+    static let deceptiveAgentNames: [(name: String, reason: String)] = [
+        ("web-1\u{200B}", "invisible formatting character (U+200B"),
+        ("\u{FEFF}web-1", "invisible formatting character (U+FEFF"),
+        ("web\u{202E}1-bew", "invisible formatting character (U+202E"),
+        ("web\u{00AD}-1", "invisible formatting character (U+00AD"),
+        ("web\u{00A0}1", "space other than U+0020 (U+00A0)"),
+        ("web\u{2028}1", "space other than U+0020 (U+2028)"),
+        ("web-1 ", "begin or end with a space"),
+        (" web-1", "begin or end with a space"),
+        ("web\u{009B}1", "control character (U+009B)"),
+        ("web\u{E000}1", "unassigned or private-use character (U+E000)"),
+        ("web\u{1B}[31m", "control characters are not allowed"),
+    ]
+
+    @Test func anEnrolmentUnderADeceptiveNameIsRefused() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let world = try await HostileWorld.make(fixture, client)
+                func enrol(_ name: String) async throws -> TestResponse {
+                    let body = JSONValue.object(["name": .string(name), "hostname": .string("h"), "services": .array([.string("api")])])
+                    return try await world.send(.post, "/v1/agents", token: world.fixture.enrollToken, body: Array(body.encoded()))
+                }
+                for (name, reason) in Self.deceptiveAgentNames {
+                    let response = try await enrol(name)
+                    let text = String(buffer: response.body)
+                    #expect(response.status == .unprocessableContent, "\(name.unicodeScalars.map(\.value)): \(text)")
+                    #expect(ControllerFixture.errorCode(response) == "invalid_document")
+                    #expect(text.contains(reason), "\(text)")
+                    #expect(try await fixture.store.agent(named: name) == nil)
+                }
+                // Spaces inside a name, and letters beyond ASCII, stay allowed.
+                for name in ["web 1", "serveur-café-1"] {
+                    let response = try await enrol(name)
+                    #expect(response.status == .created, "\(name): \(String(buffer: response.body))")
+                }
+            }
+        }
+    }
+
     @Test func tableCoversAtLeastTwentyFiveCases() {
         #expect(Self.cases.count >= 25)
         #expect(Set(Self.cases.map(\.name)).count == Self.cases.count)

@@ -92,6 +92,7 @@ struct EnrollCommand: AsyncParsableCommand {
         guard ProcessManagerKind(rawValue: processManager) != nil else {
             throw ValidationError("--process-manager must be auto, pm2 or builtin")
         }
+        if let name, let problem = EnrollRequest.nameProblem(name) { throw ValidationError("--name \(problem)") }
         guard (1...3600).contains(pollSeconds) else { throw ValidationError("--poll-seconds must be between 1 and 3600") }
         if let machineIdentity, MachineIdentitySource(rawValue: machineIdentity) == nil {
             throw ValidationError("--machine-identity must be machine-id, ec2 or none")
@@ -273,6 +274,9 @@ struct EnrollCommand: AsyncParsableCommand {
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.caFile = caFile.map(Self.absolute)
         let hostname = AgentRuntime.hostname()
+        if name == nil, let problem = EnrollRequest.nameProblem(hostname) {
+            throw ValidationError("this host's name \"\(hostname)\" cannot name the agent (it \(problem)); give one with --name")
+        }
         let enrollToken: String
         if let token {
             enrollToken = token

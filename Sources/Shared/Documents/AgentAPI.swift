@@ -363,12 +363,45 @@ package struct EnrollRequest: Sendable, Equatable {
         self.tokenSHA256 = tokenSHA256
     }
 
+    /// The longest agent name, in UTF-8 bytes.
+    package static let maximumNameBytes = 128
+
+    /// Why `name` cannot name an agent, or `nil` when it can. Operators tell agents apart by their names on the
+    /// dashboard, in `status` and in logs, and remove or replace them by name: a name must look like what it is. It
+    /// holds no control character (C0 or C1), no invisible formatting character (zero-width spaces and joiners,
+    /// bidirectional overrides that show it reversed, a soft hyphen, a byte-order mark), no space other than U+0020 and
+    /// none at either end, and is not `.` or `..`, which no URL path can name (clients and browsers take
+    /// `/v1/agents/..` for the parent of `/v1/agents`). Look-alike letters of other scripts remain possible.
+    package static func nameProblem(_ name: String) -> String? {
+        guard !name.isEmpty else { return "must not be empty" }
+        guard name.utf8.count <= maximumNameBytes else { return "must be at most \(maximumNameBytes) bytes" }
+        guard name != "." && name != ".." else { return "must not be . or .." }
+        func code(_ scalar: Unicode.Scalar) -> String {
+            let hex = String(scalar.value, radix: 16, uppercase: true)
+            return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+        }
+        for scalar in name.unicodeScalars {
+            switch scalar.properties.generalCategory {
+            case .control:
+                return "must not hold a control character (\(code(scalar)))"
+            case .format:
+                return "must not hold an invisible formatting character (\(code(scalar)): zero-width or bidirectional)"
+            case .spaceSeparator where scalar != " ", .lineSeparator, .paragraphSeparator:
+                return "must not hold a space other than U+0020 (\(code(scalar)))"
+            case .privateUse, .surrogate, .unassigned:
+                return "must not hold an unassigned or private-use character (\(code(scalar)))"
+            default:
+                continue
+            }
+        }
+        guard name.first != " ", name.last != " " else { return "must not begin or end with a space" }
+        return nil
+    }
+
     package init(json: JSONValue) throws(DocumentError) {
         var reader = try ObjectReader(json, path: "")
-        name = try reader.required("name", Field.string(maxLength: 128))
-        guard !name.isEmpty else { throw .invalidValue(field: "name", reason: "must not be empty") }
-        // A URL path cannot name them: clients and browsers take `/v1/agents/..` for the parent of `/v1/agents`.
-        guard name != "." && name != ".." else { throw .invalidValue(field: "name", reason: "must not be . or ..") }
+        name = try reader.required("name", Field.string(maxLength: Self.maximumNameBytes))
+        if let problem = Self.nameProblem(name) { throw .invalidValue(field: "name", reason: problem) }
         hostname = try reader.required("hostname", Field.string(maxLength: 255))
         services = try reader.required("services", Field.list(limit: 256, Release.serviceName))
         replace = try reader.optional("replace", Field.bool) ?? false
