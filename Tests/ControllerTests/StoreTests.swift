@@ -828,6 +828,56 @@ import Testing
         }
     }
 
+    /// A database left at schema version 5 (before the status columns) by a controller that stored a NUL, escaped as
+    /// `\u0000`, in a status: PostgreSQL reads no such `jsonb`, so versions 6 and 7, which parse every status, failed
+    /// and rolled back at every start, and version 12, which takes the NULs out, never ran: the controller never
+    /// started again.
+    @Test(arguments: StoreBackendKind.available)
+    func aStoredNULDoesNotStopTheStatusColumnMigrations(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, location in
+            let agent = try await Self.enrollAgent(0, in: store)
+            let status = ServiceStatus(
+                service: "api",
+                serial: 3,
+                version: "1.0.3",
+                targetSerial: 3,
+                phase: .running,
+                message: "before-NUL-after",
+                health: .healthy,
+                processes: []
+            )
+            let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
+            try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+            try await store.close()
+            // Back to version 5: what versions 6 to 13 added goes (PostgreSQL's announcing triggers with their functions).
+            var downgrade =
+                kind == .postgres
+                ? [
+                    "DROP FUNCTION ferry_row_changed() CASCADE", "DROP FUNCTION ferry_agent_changed() CASCADE",
+                    "DROP FUNCTION ferry_announce(TEXT, TEXT) CASCADE",
+                ] : []
+            downgrade += ["DROP INDEX agents_instance_id", "DROP TABLE enrolled_instances"]
+            for column in ["version", "serial", "phase", "health", "failure_count"] {
+                downgrade.append("ALTER TABLE service_status DROP COLUMN \(column)")
+            }
+            for column in ["hostname_before", "conflict_hostnames", "conflict_noticed_at", "conflict_last_switch_at", "instance_id"] {
+                downgrade.append("ALTER TABLE agents DROP COLUMN \(column)")
+            }
+            downgrade += [
+                #"UPDATE service_status SET status = REPLACE(status, '-NUL-', '\u0000')"#,
+                "DELETE FROM ferry_schema WHERE version >= 6",
+            ]
+            try await location.execute(downgrade)
+            let migrated = try await location.open()
+            #expect(try await migrated.serviceStatuses().map(\.status.message) == ["before\u{FFFD}after"])
+            // The columns versions 6 and 7 filled, which the rollout views read.
+            #expect(try await migrated.runningSerials(for: ["api"]) == [agent.id: ["api": 3]])
+            let views = try await migrated.rolloutViewStatuses(service: "api")
+            #expect(views[agent.id]?.serial == 3 && views[agent.id]?.version == "1.0.3" && views[agent.id]?.phase == .running, "\(views)")
+            try await migrated.close()
+        }
+    }
+
     /// What a rollout view reads from the columns (`rolloutViewStatuses`) places every agent where the whole statuses
     /// (`rolloutStatuses`) place it, with the same serial, version, phase and health: a table of statuses against the
     /// rollout of serial 5, a status an older controller replaced without `failure_count` among them.

@@ -259,7 +259,9 @@ enum SchemaMigrations {
                     phase = json_extract(status, '$.phase'), health = json_extract(status, '$.health')
                 """,
             ],
-            // Each status parsed once (`::jsonb` per field would parse it four times).
+            // Each status parsed once (`::jsonb` per field would parse it four times). A NUL an older controller stored,
+            // escaped as `\u0000`, is no `jsonb` (PostgreSQL refuses the escape): read as U+FFFD here, as version 12 then
+            // stores it, else the migration failed and the controller never started again.
             postgresStatements: [
                 "ALTER TABLE service_status ADD COLUMN version TEXT",
                 "ALTER TABLE service_status ADD COLUMN serial BIGINT",
@@ -268,7 +270,7 @@ enum SchemaMigrations {
                 """
                 UPDATE service_status AS t SET version = j.s ->> 'version', serial = (j.s ->> 'serial')::BIGINT,
                     phase = j.s ->> 'phase', health = j.s ->> 'health'
-                FROM (SELECT agent_id, service, status::jsonb AS s FROM service_status) AS j
+                FROM (SELECT agent_id, service, REPLACE(status, '\\u0000', '\\ufffd')::jsonb AS s FROM service_status) AS j
                 WHERE t.agent_id = j.agent_id AND t.service = j.service
                 """,
             ]
@@ -291,7 +293,7 @@ enum SchemaMigrations {
                 """
                 UPDATE service_status AS t SET failure_count = CASE WHEN jsonb_typeof(j.s -> 'failures') = 'array'
                     THEN jsonb_array_length(j.s -> 'failures') ELSE 0 END
-                FROM (SELECT agent_id, service, status::jsonb AS s FROM service_status) AS j
+                FROM (SELECT agent_id, service, REPLACE(status, '\\u0000', '\\ufffd')::jsonb AS s FROM service_status) AS j
                 WHERE t.agent_id = j.agent_id AND t.service = j.service
                 """,
             ]
