@@ -283,6 +283,46 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// A damaged copy on A (a disk error, a partial restore of its directory: bytes that are not what their name says).
+    /// Before, an upload of the right bytes was answered "already stored" and thrown away, and the damaged copy was
+    /// shared into the database unchecked: B then fetched it at every download, found it damaged and answered 500, for
+    /// good. Now an upload's verified bytes replace the copy, and a copy is hashed before it is shared.
+    @Test func aDamagedCopyIsNeitherSharedNorKeptOverAnUpload() async throws {
+        try await Self.withTwoControllers { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            func damaged(_ seed: UInt8) throws -> (bytes: [UInt8], digest: SHA256Digest) {
+                let bytes = (0..<((1 << 20) + 77)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+                let digest = SHA256.hash(bytes)
+                var wrong = bytes
+                wrong[wrong.count / 2] ^= 0xff
+                try Data(wrong).write(to: a.directory.appendingPathComponent("artifacts/\(digest.hex)"))
+                return (bytes, digest)
+            }
+            // An upload of the right bytes repairs the copy, and B serves them.
+            let first = try damaged(1)
+            let upload = try await http.send(
+                "POST",
+                aURL + "/v1/artifacts",
+                token: a.operatorToken,
+                headers: [ArtifactRoutes.digestHeader.rawName: first.digest.hex],
+                body: Data(first.bytes)
+            )
+            #expect(upload.status == 201, "\(String(decoding: upload.body, as: UTF8.self))")
+            #expect(try Data(contentsOf: a.directory.appendingPathComponent("artifacts/\(first.digest.hex)")) == Data(first.bytes))
+            let fromB = try await http.send("GET", bURL + "/v1/artifacts/\(first.digest.hex)", token: b.operatorToken)
+            #expect(fromB.status == 200 && Array(fromB.body) == first.bytes, "B serves the uploaded bytes")
+
+            // A damaged copy found by A's "is it here?" is not shared: it goes (a 500, its reason in A's log), and is then
+            // absent everywhere, so that the CLI uploads it again.
+            let second = try damaged(2)
+            let head = try await http.send("GET", aURL + "/v1/artifacts/\(second.digest.hex)", token: a.operatorToken)
+            #expect(head.status == 500, "\(head.status)")
+            #expect(try await a.store.artifactBlobSize(second.digest.hex) == nil)
+            #expect(try await http.send("HEAD", aURL + "/v1/artifacts/\(second.digest.hex)", token: a.operatorToken).status == 404)
+            #expect(try await http.send("HEAD", bURL + "/v1/artifacts/\(second.digest.hex)", token: b.operatorToken).status == 404)
+        }
+    }
+
     /// Every change is announced by the transaction that commits it (`ClusterChangeTriggers`), no longer by the
     /// controller after its commit: a controller killed in between, one whose sends failed, or a writer that is no
     /// controller (the CLI on the database, an operator's `psql`) used to leave B serving what it had cached — a revoked

@@ -157,11 +157,10 @@ struct ArtifactStore: Sendable {
         guard size > 0 else { throw ArtifactStoreError.empty }
         let digest = hasher.finalize()
         if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
-        if self.size(of: digest) != nil {
-            // Already here; with a shared database, acknowledged only once every controller can serve it too.
-            let shared = try await share(digest, size: size)
-            return Stored(digest: digest, size: size, created: shared)
-        }
+        // Already here or not, the verified bytes take the name: a copy already filed under it may be damaged (a disk
+        // error, a partial restore of the directory), and an upload of the right bytes is how an operator repairs it
+        // (before, it was answered "already stored" and thrown away).
+        let existed = self.size(of: digest) != nil
         let destination = path(for: digest)
         let directory = configuration.directory
         let storedSize = size
@@ -179,15 +178,19 @@ struct ArtifactStore: Sendable {
             Self.syncDirectory(directory)
         }
         keep = true
-        _ = try await share(digest, size: size)
-        return Stored(digest: digest, size: size, created: true)
+        // With a shared database, acknowledged only once every controller can serve it too.
+        let shared = try await share(digest, size: size)
+        return Stored(digest: digest, size: size, created: !existed || shared)
     }
 
     // MARK: Shared between controllers
 
     /// Copies a stored artifact into the shared database (when there is one and it lacks it), reading the file one
-    /// chunk at a time.
+    /// chunk at a time and hashing it: the copy commits only when its bytes have the digest it is filed under. A damaged
+    /// copy (a disk error, a partial restore) is removed instead: in the database, every other controller would fetch
+    /// it again at every download, find it damaged and answer 500, for good.
     /// - Returns: whether the database received it now.
+    /// - Throws: `ArtifactStoreError.io` for a damaged copy (removed; an upload of the artifact stores it again).
     private func share(_ digest: SHA256Digest, size: Int64) async throws -> Bool {
         guard let shared = configuration.shared else { return false }
         if try await shared.artifactBlobSize(digest.hex) != nil { return false }
@@ -196,10 +199,24 @@ struct ArtifactStore: Sendable {
         guard fd >= 0 else { throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         let chunkBytes = configuration.sharedChunkBytes
+        let hasher = SHA256Hasher()
         return try await shared.storeArtifactBlob(digest.hex, size: size, chunkBytes: chunkBytes, at: Date()) { index in
             let offset = Int64(index) * Int64(chunkBytes)
             let count = Int(min(Int64(chunkBytes), size - offset))
-            return try await Self.read(fd, path: path, offset: offset, count: count)
+            let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
+            chunk.withUnsafeReadableBytes { hasher.update($0) }
+            if offset + Int64(count) == size {
+                let actual = hasher.finalize()
+                guard actual == digest else {
+                    unlink(path)
+                    throw ArtifactStoreError.io(
+                        path: path,
+                        reason: "its bytes have SHA-256 \(actual.hex), not the digest it is filed under (a damaged copy): removed, "
+                            + "not shared; upload the artifact again"
+                    )
+                }
+            }
+            return chunk
         }
     }
 
