@@ -512,6 +512,45 @@ import Testing
         }
     }
 
+    /// An older report committed after a newer one (with several controllers: queued on one while the agent's next report
+    /// went to another) changes neither the agent's statuses nor its last sighting; the newer stands.
+    @Test(arguments: StoreBackendKind.available)
+    func anOlderReportCommittedLaterDoesNotReplaceANewerOne(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let agent = try await Self.enrollAgent(0, in: store)
+            func report(serial: Int64, _ phase: DeployPhase) -> StatusReport {
+                let status = ServiceStatus(
+                    service: "api",
+                    serial: serial,
+                    version: "1.0.\(serial)",
+                    targetSerial: serial,
+                    phase: phase,
+                    message: "serial \(serial)",
+                    health: .healthy,
+                    processes: []
+                )
+                return StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
+            }
+            let newer = Date(timeIntervalSince1970: 1_800_000_100)
+            let older = newer.addingTimeInterval(-40)
+            let batched = StatusWrite(report: report(serial: 2, .running), agentID: agent.id, receivedAt: newer)
+            #expect(try await store.recordStatuses([batched], historyLimit: 5).map(\.stored) == [true])
+            // The older report, batched and alone.
+            let late = StatusWrite(report: report(serial: 1, .deploying), agentID: agent.id, receivedAt: older)
+            #expect(try await store.recordStatuses([late], historyLimit: 5).map(\.stored) == [true])
+            try await store.recordStatus(report(serial: 1, .deploying), agentID: agent.id, receivedAt: older, historyLimit: 5)
+            let statuses = try await store.serviceStatuses()
+            #expect(statuses.map(\.status.serial) == [2] && statuses.map(\.status.phase) == [.running], "\(statuses)")
+            #expect(try await store.runningSerials(for: ["api"]) == [agent.id: ["api": 2]])
+            #expect(try await store.agent(id: agent.id)?.lastSeen == newer)
+            // A newer report still replaces it.
+            let next = StatusWrite(report: report(serial: 3, .running), agentID: agent.id, receivedAt: newer.addingTimeInterval(30))
+            #expect(try await store.recordStatuses([next], historyLimit: 5).map(\.stored) == [true])
+            #expect(try await store.serviceStatuses().map(\.status.serial) == [3])
+            #expect(try await store.agent(id: agent.id)?.lastSeen == newer.addingTimeInterval(30))
+        }
+    }
+
     /// A report's events are stored with it, once per agent, service, serial and kind within a batch (an agent's two
     /// reports in one batch each bring the failure its stored statuses lack), and not at all for an unknown agent.
     @Test(arguments: StoreBackendKind.available)

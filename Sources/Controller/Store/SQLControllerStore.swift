@@ -526,7 +526,8 @@ final class SQLControllerStore: ControllerStore {
         try await backend.transaction(exclusive: false) { db in
             let updated = try await db.raw(
                 """
-                UPDATE agents SET last_seen = \(bind: now), agent_version = \(bind: report.agentVersion),
+                UPDATE agents SET last_seen = CASE WHEN agents.last_seen > \(bind: now) THEN agents.last_seen ELSE \(bind: now) END,
+                    agent_version = \(bind: report.agentVersion),
                     process_manager = \(bind: report.processManager), hostname_before = agents.hostname, hostname = \(bind: report.hostname),
                     trust_root_version = \(bind: report.trustRoot?.version), trust_root_problem = \(bind: report.trustRoot?.problem)
                 WHERE id = \(bind: agentID) RETURNING id
@@ -560,10 +561,14 @@ final class SQLControllerStore: ControllerStore {
     private static let statusFieldColumns = "version, serial, phase, health, failure_count"
     /// How many values `statusFields` binds (one per column).
     private static let statusFieldCount = statusFieldColumns.split(separator: ",").count
-    /// What a status upsert replaces: the JSON, its time and the columns taken from it.
+    /// What a status upsert replaces: the JSON, its time and the columns taken from it. Never a newer status: with
+    /// several controllers, a report queued on one (its batch waiting for the write lock) can commit after the agent's
+    /// next report, sent to another controller once the first timed out. The times are all the database's clock
+    /// (`ClusterClock`).
     private static let statusUpsert = """
         status = excluded.status, updated_at = excluded.updated_at, version = excluded.version, serial = excluded.serial, \
-        phase = excluded.phase, health = excluded.health, failure_count = excluded.failure_count
+        phase = excluded.phase, health = excluded.health, failure_count = excluded.failure_count \
+        WHERE service_status.updated_at <= excluded.updated_at
         """
 
     /// `status`'s fields as `statusFieldColumns` stores them: what the JSON text written beside them holds.
@@ -604,7 +609,8 @@ final class SQLControllerStore: ControllerStore {
                 // report path wrote it before reports were batched.
                 let updated = try await db.raw(
                     """
-                    UPDATE agents SET last_seen = v.column2, agent_version = v.column3, process_manager = v.column4,
+                    UPDATE agents SET last_seen = CASE WHEN agents.last_seen > v.column2 THEN agents.last_seen ELSE v.column2 END,
+                        agent_version = v.column3, process_manager = v.column4,
                         hostname_before = agents.hostname, hostname = v.column5,
                         trust_root_version = CAST(v.column6 AS BIGINT), trust_root_problem = CAST(v.column7 AS TEXT)
                     FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1
