@@ -23,7 +23,8 @@ struct InstallRetryEndToEndTests {
     private func run(_ fleet: FleetFixture, store: TestFileServer, backend: Backend) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()
-        try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+        let crashLater = fleet.root.appendingPathComponent("crash-later").path
+        try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashLater: crashLater)
         let config = try await fleet.enrollAgent(name: "edge-r", backend: backend)
         _ = try fleet.startAgent(config: config, label: "agent", environment: ["FERRY_POLL_SECONDS": "1"])
         try await eventually("v1 serving", timeout: .seconds(60)) { await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true ? true : nil }
@@ -49,6 +50,27 @@ struct InstallRetryEndToEndTests {
             #expect(waiting.targetSerial == 2)
             #expect(waiting.failures.isEmpty, "a failed download is no verdict on the release: \(waiting.failures)")
             #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true)
+
+            // Meanwhile the operator changes the instance env file (a rotated secret): v1's apps get it although v2
+            // cannot be downloaded. (The install failing at every pass used to leave the env refresh undone.)
+            let envFile = fleet.root.appendingPathComponent("edge-r/env/web.env")
+            try FileManager.default.createDirectory(at: envFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try "GREETING=rotated\n".write(to: envFile, atomically: true, encoding: .utf8)
+            try await eventually("v1 serving with the changed env file while v2 waits", timeout: .seconds(60)) {
+                await fleet.appAnswer(port: port)?.hasPrefix("1.0.0 rotated ") == true ? true : nil
+            }
+            // And v1 is still judged: from now on each of its starts crashes 1.5 s later, a loop behind an online table.
+            // (Each failed download used to forget the restarts seen so far, so the loop was never found.)
+            #expect(FileManager.default.createFile(atPath: crashLater, contents: Data()))
+            let answer = try #require(await fleet.appAnswer(port: port))
+            let pid = try #require(answer.split(separator: "pid=").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+            #expect(kill(pid, SIGKILL) == 0)
+            let looping = try await eventually("the agent reports v1's crash loop while v2 waits", timeout: .seconds(90)) { () -> ServiceStatus? in
+                let service = await controller.recorder.reports.last?.services.first { $0.service == "web" }
+                return service?.health == .unhealthy ? service : nil
+            }
+            #expect(looping.serial == 1 && looping.targetSerial == 2, "\(looping.message)")
+            try FileManager.default.removeItem(atPath: crashLater)
 
             // The store gets the artifact: the pending serial is tried again and installed.
             store.publish(archive, at: "/web-2.tgz")

@@ -55,7 +55,7 @@ extension Reconciler {
             )
             if transition(service, .downloadSuperseded(by: newer), summary: &summary) != nil { save(&summary) }
             // Nothing running was touched; the newer serial is installed by the next pass, which runs at once.
-            await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
+            await keepApplied(service, apps: otherApps[service] ?? [], env: env, summary: &summary)
             return
         } catch {
             if error.repeatsTheSameWay {
@@ -67,8 +67,9 @@ extension Reconciler {
             logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
             if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
             // The install did not get as far as touching what runs, and the planner skipped the service's drift repair
-            // for it: the applied release must not stay down (a dead daemon) while the new one waits for its artifact.
-            await repairApplied(service, apps: otherApps[service] ?? [], summary: &summary)
+            // and env refresh for it: the applied release must not stay down (a dead daemon), nor on an env file the
+            // operator changed, while the new one waits for its artifact.
+            await keepApplied(service, apps: otherApps[service] ?? [], env: env, summary: &summary)
             return
         }
 
@@ -102,6 +103,17 @@ extension Reconciler {
             return
         }
 
+        // From here on the install changes what runs. (Before activation, a download failing at every pass forgot the
+        // running release's restarts each time: its crash loop went unseen, and its errored apps were restarted at every
+        // pass without backoff.)
+        repairBackoff.forget(release.pm2.apps.map(\.name))
+        // The running release's apps too: an app the new release renames or drops leaves no looks behind.
+        restartWatch.forget(release.pm2.apps.map(\.name) + (otherApps[service] ?? []).map(\.name))
+        // An install applies the env file to every app: a failed refresh's retry is no longer owed.
+        failedRefreshes[service] = nil
+        refreshBackoff.forget([service])
+        // The running release's crash loop is not the news of an install (the next look judges the new one).
+        crashLoops[service] = nil
         let verdict = await applyAndWatch(release, apps: apps, replacing: previousApps ?? [], service: service, env: env)
         await conclude(verdict, service: service, apps: apps, previousApps: previousApps, env: env, metadata: metadata, summary: &summary)
     }

@@ -107,6 +107,23 @@ extension Reconciler {
         repairs[service, default: []].append(what)
     }
 
+    /// What the planner would have done for the applied release of `service`, which it left to an install that then
+    /// stopped before touching what runs (a download that failed or waits out its backoff): an env refresh when the
+    /// instance env file changed, or a failed one is owed and its backoff is over; else drift repair. Before, only drift
+    /// was repaired: an operator's env change (a rotated password) never reached the apps while an artifact could not be
+    /// downloaded, for as long as that lasted.
+    func keepApplied(_ service: String, apps: [AppSpec], env: InstanceEnvFile?, summary: inout PassSummary) async {
+        if let env, let applied = state[service].applied, !apps.isEmpty, !filesOutOfSync.contains(service) {
+            let owed = failedRefreshes[service]?.digest == env.digest
+            let waiting = owed && refreshBackoff.remainingWait(app: service, now: .now) != nil
+            if !waiting, owed || env.digest != applied.envDigest {
+                _ = await retryingRefresh(service, apps: apps, env: env, summary: &summary)
+                return
+            }
+        }
+        await repairApplied(service, apps: apps, summary: &summary)
+    }
+
     /// Brings the apps of the applied release of `service` back where they drifted (used when an install stopped before
     /// touching them: the planner leaves a service being installed to its install).
     /// Not while its files are out of sync: PM2 would start them from an ecosystem file that describes another release.

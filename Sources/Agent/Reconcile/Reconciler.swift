@@ -90,7 +90,7 @@ actor Reconciler {
     /// Apps the process manager keeps restarting while the table shows them online (`RestartWatch`).
     var restartWatch = RestartWatch()
     /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
-    private(set) var crashLoops: [String: [RestartWatch.Loop]] = [:]
+    var crashLoops: [String: [RestartWatch.Loop]] = [:]
     private var lastTable: [ManagedProcess] = []
     /// Newer serials offered while a pass runs (`supersede(with:)`), read by the health gates between looks.
     let supersessions = Supersessions()
@@ -299,18 +299,10 @@ actor Reconciler {
                 summary.problems.append(
                     "\(service): serial \(release.serial) could not be downloaded or extracted; tried again in \(max(1, wait.components.seconds)) s"
                 )
-                await repairApplied(service, apps: appliedApps[service] ?? [], summary: &summary)
+                await keepApplied(service, apps: appliedApps[service] ?? [], env: envs[service], summary: &summary)
                 return true
             }
             summary.changed = true
-            repairBackoff.forget(release.pm2.apps.map(\.name))
-            // The running release's apps too: an app the new release renames or drops leaves no looks behind.
-            restartWatch.forget(release.pm2.apps.map(\.name) + (appliedApps[service] ?? []).map(\.name))
-            // An install applies the env file to every app: a failed refresh's retry is no longer owed.
-            failedRefreshes[service] = nil
-            refreshBackoff.forget([service])
-            // The running release's crash loop is not the news of an install (the next look judges the new one).
-            crashLoops[service] = nil
             guard let env = envs[service] else {
                 summary.problems.append("\(service): serial \(release.serial) waits for a readable instance env file")
                 return false
