@@ -63,7 +63,7 @@ struct RollbackCheckEndToEndTests {
         // v1 runs, but would not start again (its dependency went away); v2 crashes at boot, so the agent rolls back
         // to v1, which crashes at boot too.
         #expect(FileManager.default.createFile(atPath: trigger, contents: Data()))
-        try await fleet.publish(serial: 2, version: "2.0.0", port: port, crash: true)
+        let v2 = try await fleet.publish(serial: 2, version: "2.0.0", port: port, crash: true)
         let entry = try await eventually("the fleet shows v1 not healthy either", timeout: .seconds(120), interval: .milliseconds(500)) {
             () -> JSONValue? in
             let entry = try await fleet.fleetEntry(agent: "edge-1")
@@ -75,6 +75,14 @@ struct RollbackCheckEndToEndTests {
         #expect(entry["health"]?.stringValue == "unhealthy")
         #expect(entry["serial"]?.intValue == 1)
         #expect(!message.contains("is healthy again"), "\(message)")
+        // The failed release's artifact goes with the rollback (it stayed until the next healthy install: a run of failed
+        // releases filled the disk); the restored release's stays.
+        let artifacts = fleet.root.appendingPathComponent("edge-1/state/artifacts").path
+        let v2Digest = try Release.decode(v2.payload).artifact.sha256.hex
+        try await eventually("v2's artifact removed after the rollback", timeout: .seconds(30)) { () -> Bool? in
+            ((try? FileManager.default.contentsOfDirectory(atPath: artifacts)) ?? []).contains(v2Digest) ? nil : true
+        }
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: artifacts)) ?? []).count == 1, "v1's artifact stays")
 
         // v1's dependency is back: the drift repair starts it again, and the service is healthy.
         try FileManager.default.removeItem(atPath: trigger)

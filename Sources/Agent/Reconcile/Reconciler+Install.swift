@@ -322,6 +322,7 @@ extension Reconciler {
             // The next pass installs the newer serial; until then the table judges what runs again.
             health[service] = .unknown
             if transition(service, .supersededReleaseTakenOut(by: newer, restored: restored), summary: &summary) != nil { save(&summary) }
+            await collectGarbage()
         case .healthy:
             guard transition(service, .releaseHealthy, summary: &summary) != nil else { return }
             health[service] = .healthy
@@ -355,6 +356,9 @@ extension Reconciler {
             if case .rolledBack = done, let restoredApps = previousApps {
                 await checkRestored(service, apps: restoredApps, env: env, summary: &summary)
             }
+            // The failed release's artifact and tree beyond `keepReleases` go now, not at the next healthy install: a
+            // run of failed releases filled the disk until the release that fixes them could not be downloaded.
+            await collectGarbage()
         }
     }
 
