@@ -30,6 +30,7 @@ struct AgentRuntime: Sendable {
 
     /// Builds the runtime. Test-only pause points come from `FERRY_TEST_PAUSE_AFTER_BYTES` (download) and
     /// `FERRY_TEST_PAUSE_AFTER_ENTRIES` (extraction): the agent then stops there until killed.
+    /// `FERRY_TEST_SUPERVISOR_REQUEST_SECONDS` shortens the builtin supervisor's request timeout (a wedged daemon).
     static func make(
         config: AgentConfig,
         logger: Logger,
@@ -49,7 +50,12 @@ struct AgentRuntime: Sendable {
             http: http,
             connections: (HTTPConnection(configuration: httpConfiguration), HTTPConnection(configuration: httpConfiguration))
         )
-        let (processManager, name) = try makeProcessManager(config: config, layout: layout, logger: logger)
+        let (processManager, name) = try makeProcessManager(
+            config: config,
+            layout: layout,
+            logger: logger,
+            supervisorRequestTimeout: environment["FERRY_TEST_SUPERVISOR_REQUEST_SECONDS"].flatMap { Int64($0) }.map { .seconds(max(1, $0)) }
+        )
 
         var fetcherConfiguration = ArtifactFetcher.Configuration(stateDirectory: layout.stateDir)
         fetcherConfiguration.pauseAfterBytes = environment["FERRY_TEST_PAUSE_AFTER_BYTES"].flatMap { Int64($0) }
@@ -140,7 +146,8 @@ struct AgentRuntime: Sendable {
         config: AgentConfig,
         layout: AgentLayout,
         logger: Logger,
-        repairs: Bool = true
+        repairs: Bool = true,
+        supervisorRequestTimeout: Duration? = nil
     ) throws -> (any ProcessManager, String) {
         let usePM2: Bool
         switch config.processManager {
@@ -164,6 +171,7 @@ struct AgentRuntime: Sendable {
         // The supervisor rotates its apps' logs itself, always: `0` (leave PM2's logs to pm2-logrotate) keeps its default.
         let maximum = config.logMaxBytes == 0 ? AgentConfig.defaultLogMaxBytes : config.logMaxBytes
         configuration.logRotation = LogRotation(maximumFileBytes: maximum, keptFiles: config.logKeep)
+        if let supervisorRequestTimeout { configuration.requestTimeout = supervisorRequestTimeout }
         return (BuiltinProcessManager(configuration: configuration, logger: logger), "builtin")
     }
 

@@ -92,6 +92,8 @@ actor Reconciler {
     /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
     var crashLoops: [String: [RestartWatch.Loop]] = [:]
     private var lastTable: [ManagedProcess] = []
+    /// Why the process table could not be read at the last try (`nil`: it could): each service's report says it.
+    private(set) var tableProblem: String?
     /// Newer serials offered while a pass runs (`supersede(with:)`), read by the health gates between looks.
     let supersessions = Supersessions()
 
@@ -188,9 +190,10 @@ actor Reconciler {
         do {
             table = try await processManager.processes()
         } catch {
-            summary.problems.append("cannot read the \(processManagerName) process table: \(error)")
+            summary.problems.append(tableUnreadable(error, summary: &summary))
             return summary
         }
+        tableReadAgain(summary: &summary)
         lastTable = table
         repairs = [:]
         let stoppedOrphans = await !settleProcesses(table).isEmpty
@@ -440,6 +443,26 @@ actor Reconciler {
 
     // MARK: - Reporting
 
+    /// The process table could not be read: what runs, and how healthy it is, is unknown until it can be again. Before,
+    /// the last look's health and processes went on being reported as current (a wedged PM2 daemon showed a green
+    /// fleet). The report says why (`tableProblem`), and goes out at once when the problem is new.
+    /// - Returns: the problem, for the pass's problems.
+    private func tableUnreadable(_ error: any Error, summary: inout PassSummary) -> String {
+        let problem = "cannot read the \(processManagerName) process table: \(error)"
+        if tableProblem == nil { summary.changed = true }
+        tableProblem = problem
+        lastTable = []
+        for service in configuration.services { health[service] = .unknown }
+        return problem
+    }
+
+    /// The table was read: a problem reading it is over (reported at once).
+    private func tableReadAgain(summary: inout PassSummary) {
+        guard tableProblem != nil else { return }
+        tableProblem = nil
+        summary.changed = true
+    }
+
     /// Derives each service's health from the table: `unchanged` when the pass did nothing to the processes, else the
     /// table read again after the pass's actions. An app in a crash loop (`RestartWatch`) makes its service unhealthy
     /// whatever the table's statuses say.
@@ -449,8 +472,13 @@ actor Reconciler {
         if let unchanged {
             table = unchanged
         } else {
-            guard let fresh = try? await processManager.processes() else { return false }
-            table = fresh
+            do {
+                table = try await processManager.processes()
+            } catch {
+                var summary = PassSummary()
+                _ = tableUnreadable(error, summary: &summary)
+                return summary.changed
+            }
         }
         lastTable = table
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
@@ -564,7 +592,8 @@ actor Reconciler {
             table: lastTable,
             appNames: appNames,
             health: health,
-            notes: crashLoops.mapValues { loops in loops.map(\.description).joined(separator: "; ") },
+            notes: tableProblem.map { problem in Dictionary(configuration.services.map { ($0, problem) }) { first, _ in first } }
+                ?? crashLoops.mapValues { loops in loops.map(\.description).joined(separator: "; ") },
             targetSerials: targets,
             hostname: hostname,
             processManager: processManagerName,
