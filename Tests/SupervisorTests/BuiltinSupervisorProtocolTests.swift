@@ -148,6 +148,30 @@ struct BuiltinSupervisorProtocolTests {
 
     /// A start whose request is over the daemon's limit (a release with huge env maps) fails with the daemon's reason:
     /// the daemon answers before reading the rest and hangs up, and the client, still writing, read "broken pipe".
+    /// A peer that stops reading (a client suspended after asking for a large table) must not hold a write past its
+    /// deadline: the socket is blocking, and a `send` of more than the buffer has room for waited for the peer.
+    @Test("a write to a peer that stops reading ends at its deadline")
+    func aWriteToAStalledPeerEndsAtItsDeadline() async throws {
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
+        let (writer, peer) = (pair[0], pair[1])
+        defer { close(writer) }
+        let bytes = [UInt8](repeating: 0x61, count: 8 << 20)
+        let started = ContinuousClock.now
+        let write = Task { try await DedicatedThread.run(name: "test write") { UnixSocket.write(bytes, to: writer, deadline: .now + .seconds(1)) } }
+        // Were the write still blocked after 15 s, closing the peer ends it (EPIPE): the test fails instead of hanging.
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(15))
+            close(peer)
+        }
+        let result = try await write.value
+        let elapsed = ContinuousClock.now - started
+        watchdog.cancel()
+        if (try? await watchdog.value) == nil { close(peer) }
+        #expect(result == ETIMEDOUT, "errno \(String(describing: result))")
+        #expect(elapsed < .seconds(10), "the write took \(elapsed)")
+    }
+
     @Test("a request over the daemon's size limit fails with the daemon's reason, not a broken pipe")
     func oversizedRequestNamesTheLimit() async throws {
         try await SupervisorHarness.with { harness in

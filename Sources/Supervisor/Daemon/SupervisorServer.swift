@@ -179,8 +179,12 @@ final class SupervisorServer: Sendable {
     private func answer(_ response: SupervisorResponse, on fd: Int32) async -> Bool {
         let bytes = response.encodedLine()
         let deadline = ContinuousClock.now + configuration.writeTimeout
-        let failure = try? await DedicatedThread.run(name: "socket write") { UnixSocket.write(bytes, to: fd, deadline: deadline) }
-        return failure == .some(nil)
+        do {
+            return try await DedicatedThread.run(name: "socket write") { UnixSocket.write(bytes, to: fd, deadline: deadline) } == nil
+        } catch {
+            // No thread to write on: not written (`try?` here flattened that into a success).
+            return false
+        }
     }
 
     private static func isWhitespace(_ byte: UInt8) -> Bool {

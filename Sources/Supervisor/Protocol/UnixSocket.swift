@@ -79,13 +79,15 @@ package enum UnixSocket {
     }
 
     /// Writes all of `bytes`, waiting at most until `deadline`. Returns `nil` on success, else the `errno`
-    /// (`ETIMEDOUT` when the deadline passed). Never raises SIGPIPE.
+    /// (`ETIMEDOUT` when the deadline passed). Never raises SIGPIPE. Never blocks past the deadline either, on a blocking
+    /// descriptor too: "ready to write" means room for some bytes, and a blocking `send` of more waited until the peer
+    /// read them all (a client that asked for a large table and stopped reading held the daemon's connection for good).
     package static func write(_ bytes: [UInt8], to fd: Int32, deadline: ContinuousClock.Instant) -> Int32? {
         var offset = 0
         while offset < bytes.count {
             guard waitUntilReady(fd, events: Int16(POLLOUT), deadline: deadline) else { return ETIMEDOUT }
             let sent = bytes.withUnsafeBytes { raw in
-                send(fd, raw.baseAddress.map { $0 + offset }, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                send(fd, raw.baseAddress.map { $0 + offset }, bytes.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
             if sent < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
