@@ -743,6 +743,29 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// `supervisor.log` renamed under the running daemon (logrotate's default `create` rule: rename, then a new empty
+    /// file): the daemon writes to `supervisor.log` again at the next memory check. It used to write on to the renamed
+    /// file for good (its rotation never fired again: the name no longer was its file).
+    @Test("the daemon's own log renamed under it is written to again", arguments: [false, true])
+    func daemonLogRenamedIsWrittenAgain(logrotateCreates: Bool) async throws {
+        let configure: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .milliseconds(200) }
+        try await SupervisorHarness.with(configure: configure) { harness in
+            let log = "\(harness.home)/supervisor.log"
+            func contents(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
+            #expect(await SupervisorHarness.eventually { !contents(log).isEmpty })
+            // A memory check or two with the name in place: the daemon knows its file.
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(rename(log, log + ".old") == 0)
+            if logrotateCreates { #expect(FileManager.default.createFile(atPath: log, contents: Data())) }
+            #expect(await SupervisorHarness.eventually { contents(log).contains("the file was renamed") }, "the daemon writes to the name again")
+            try await harness.manager.delete(appNamed: "idle")
+            #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.app.deleted") }, "later lines go there too")
+            #expect(!contents(log + ".old").contains("the file was renamed"))
+        }
+    }
+
     @Test("an instance above max_memory_restart is restarted")
     func memoryLimitRestarts() async throws {
         let checkEverySecond: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .seconds(1) }

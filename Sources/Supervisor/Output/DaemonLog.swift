@@ -14,30 +14,52 @@ enum DaemonLog {
         case rotated
         /// The file had been removed: a new one took over.
         case reopened
+        /// The file had been renamed (logrotate's `create`, an operator's `mv`): the daemon writes to `path` again.
+        case reopenedAfterRename
+    }
+
+    /// Which file a descriptor or path is.
+    struct FileIdentity: Sendable, Equatable {
+        var device: UInt64
+        var inode: UInt64
+
+        init(_ info: stat) {
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+        }
     }
 
     /// Rotates `path` when this process's stderr is that file and it is past `rotation.maximumFileBytes`. The new file
     /// is opened before anything is renamed: when it cannot be (a full disk, a read-only directory), nothing moves and
     /// the daemon keeps writing where it did.
+    ///
+    /// `owned` is the file stderr was last seen to be at `path` (kept by the caller between calls): when stderr is still
+    /// that file but `path` no longer is (renamed by logrotate's default `create` rule, or by hand), the daemon writes
+    /// to `path` again. Before, it wrote on to the renamed file for good, and its own rotation never fired again.
     /// - Returns: what it did, `nil` when nothing.
     @discardableResult
-    static func rotateIfNeeded(path: String, rotation: LogRotation) -> Rotation? {
+    static func rotateIfNeeded(path: String, rotation: LogRotation, owned: inout FileIdentity?) -> Rotation? {
         var output = stat()
         var file = stat()
         guard fstat(STDERR_FILENO, &output) == 0, output.st_mode & S_IFMT == S_IFREG else { return nil }
-        guard stat(path, &file) == 0 else {
+        let current = FileIdentity(output)
+        guard stat(path, &file) == 0, FileIdentity(file) == current else {
+            let missing = errno == ENOENT
+            let renamed = owned == current && output.st_nlink > 0
             // Removed by hand while the daemon writes to it (stderr's file has no name left): the daemon's output would
             // grow the removed file, out of sight and never rotated, until the daemon restarts. A new file takes over.
-            guard errno == ENOENT, output.st_nlink == 0 else { return nil }
+            guard (missing && output.st_nlink == 0) || renamed else { return nil }
             let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { return nil }
             defer { close(fd) }
             fflush(nil)
-            return dup2(fd, STDOUT_FILENO) >= 0 && dup2(fd, STDERR_FILENO) >= 0 ? .reopened : nil
+            guard dup2(fd, STDOUT_FILENO) >= 0, dup2(fd, STDERR_FILENO) >= 0 else { return nil }
+            var reopened = stat()
+            owned = fstat(STDERR_FILENO, &reopened) == 0 ? FileIdentity(reopened) : nil
+            return renamed ? .reopenedAfterRename : .reopened
         }
-        guard file.st_dev == output.st_dev, file.st_ino == output.st_ino, Int64(output.st_size) > rotation.maximumFileBytes else {
-            return nil
-        }
+        owned = current
+        guard Int64(output.st_size) > rotation.maximumFileBytes else { return nil }
         if rotation.keptFiles == 0 {
             // Nothing kept: the same file, emptied (every write appends, so the next one lands at its start).
             return ftruncate(STDERR_FILENO, 0) == 0 ? .rotated : nil
@@ -58,6 +80,9 @@ enum DaemonLog {
             return nil
         }
         fflush(nil)  // every output stream: what stdout holds goes to the old file
-        return dup2(fd, STDOUT_FILENO) >= 0 && dup2(fd, STDERR_FILENO) >= 0 ? .rotated : nil
+        guard dup2(fd, STDOUT_FILENO) >= 0, dup2(fd, STDERR_FILENO) >= 0 else { return nil }
+        var rotated = stat()
+        owned = fstat(STDERR_FILENO, &rotated) == 0 ? FileIdentity(rotated) : nil
+        return .rotated
     }
 }

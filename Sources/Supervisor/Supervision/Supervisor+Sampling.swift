@@ -31,11 +31,13 @@ extension Supervisor {
     /// Rotates the daemon's own log (`DaemonLog`) past the apps' size limit.
     func rotateOwnLogIfNeeded() {
         let path = "\(configuration.home)/supervisor.log"
-        switch DaemonLog.rotateIfNeeded(path: path, rotation: configuration.logRotation) {
+        switch DaemonLog.rotateIfNeeded(path: path, rotation: configuration.logRotation, owned: &ownLog) {
         case .rotated?:
             logger.info("supervisor.log.rotated", metadata: ["file.path": "\(path)", "log.kept": "\(configuration.logRotation.keptFiles)"])
         case .reopened?:
             logger.notice("supervisor.log.reopened", metadata: ["file.path": "\(path)", "reason": "the file was removed"])
+        case .reopenedAfterRename?:
+            logger.notice("supervisor.log.reopened", metadata: ["file.path": "\(path)", "reason": "the file was renamed"])
         case nil:
             break
         }

@@ -100,6 +100,8 @@ actor Supervisor {
     var nextRunID: UInt64 = 1
     /// When to let go of code an idle daemon does not run again (start-up, a start, reload, restart or delete).
     var codePages = LoadedCode.Pacing(minimumInterval: LoadedCode.defaultMinimumInterval)
+    /// The file the daemon's own log was last seen to be at `supervisor.log` (`DaemonLog.rotateIfNeeded`).
+    var ownLog: DaemonLog.FileIdentity?
     var nextWaiterID: UInt64 = 1
 
     init(configuration: Configuration, pump: OutputPump, logger: Logger) {
