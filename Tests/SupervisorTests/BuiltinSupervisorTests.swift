@@ -80,7 +80,9 @@ struct BuiltinSupervisorTests {
             for (index, pid) in pids.enumerated() {
                 let report = try await harness.report(instance: index, pid: pid)
                 let env = try #require(report["env"] as? [String: String])
-                #expect(Set(env.keys) == ["OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE", "FERRY_SUPERVISOR_HOME"])
+                #expect(
+                    Set(env.keys) == ["OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE", "FERRY_SUPERVISOR_HOME", "FERRY_SUPERVISOR_RUN"]
+                )
                 // As PM2 gives its apps PM2_HOME: the next daemon finds what a killed one left by it.
                 #expect(env["FERRY_SUPERVISOR_HOME"] == harness.home)
                 #expect(env["FERRY_TEST_CANARY"] == nil)
@@ -763,6 +765,51 @@ struct BuiltinSupervisorTests {
             try await harness.manager.delete(appNamed: "idle")
             #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.app.deleted") }, "later lines go there too")
             #expect(!contents(log + ".old").contains("the file was renamed"))
+        }
+    }
+
+    /// An app that starts a worker in a session of its own (`child_process.spawn(..., {detached: true})`; the worker
+    /// ignores SIGINT). Signals to the instance's process group missed it: it outlived every restart and delete (each
+    /// run started another one), holding its port and memory, until the daemon's next start. As PM2's `treekill` on a
+    /// stop, it now goes with its instance.
+    @Test("a worker an instance started in a session of its own goes with the instance")
+    func detachedWorkersGoWithTheirInstance() async throws {
+        try await SupervisorHarness.with { harness in
+            let pidFile = "\(harness.home)/worker.pid"
+            let script = try harness.write(
+                "app/spawner.js",
+                """
+                const { spawn } = require('child_process');
+                const worker = spawn(process.execPath, ['-e', 'process.on("SIGINT", () => {}); setInterval(() => {}, 1000)'],
+                    { detached: true, stdio: 'ignore' });
+                require('fs').writeFileSync(\(String(reflecting: pidFile)), String(worker.pid));
+                setInterval(() => {}, 1000);
+
+                """
+            )
+            func worker(after previous: Int32? = nil) async -> Int32? {
+                var found: Int32?
+                _ = await SupervisorHarness.eventually {
+                    found = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0) }
+                    return found != nil && found != previous
+                }
+                return found == previous ? nil : found
+            }
+            func alive(_ pid: Int32) -> Bool { ProcStat.read(pid: pid).map { !$0.hasExited } ?? false }
+
+            try await harness.manager.start(harness.spec("spawner", script: script), ecosystem: "")
+            let first = try #require(await worker())
+            let instance = try #require(try await harness.manager.processes().first?.pid)
+            #expect(alive(first))
+            #expect(ProcStat.read(pid: first)?.processGroup != instance, "the worker is outside the instance's group")
+
+            try await harness.manager.restart(appNamed: "spawner")
+            let second = try #require(await worker(after: first))
+            #expect(await SupervisorHarness.eventually { !alive(first) }, "the first run's worker went with the restart")
+            #expect(alive(second))
+
+            try await harness.manager.delete(appNamed: "spawner")
+            #expect(await SupervisorHarness.eventually { !alive(second) }, "the worker went with the delete")
         }
     }
 

@@ -116,7 +116,9 @@ extension Supervisor {
                     ProcessSpawner.Request(
                         executable: executable,
                         arguments: arguments,
-                        environment: spec.environment(instance: slot.index).merging([Self.homeMarker: configuration.home]) { _, home in home },
+                        environment: spec.environment(instance: slot.index).merging([
+                            Self.homeMarker: configuration.home, Self.runMarker: Self.runMarkerValue(RunID(value: nextRunID)),
+                        ]) { _, ours in ours },
                         workingDirectory: spec.cwd,
                         standardInput: .null,
                         standardOutput: .descriptor(output[1]),
@@ -206,8 +208,10 @@ extension Supervisor {
 
     private func childExited(runID: RunID, exit: ChildExit) {
         guard let child = children.removeValue(forKey: runID) else { return }
-        // Whatever the process left in its group goes with it; then reap the zombie (our own child, by pid).
+        // Whatever the process left in its group goes with it, and what it started outside the group; then reap the
+        // zombie (our own child, by pid).
         kill(-child.pid, SIGKILL)
+        signalDetached(of: child, SIGKILL)
         var status: Int32 = 0
         while waitpid(child.pid, &status, 0) < 0 && errno == EINTR {}
         for waiter in (exitWaiters.removeValue(forKey: runID) ?? [:]).values {
@@ -237,6 +241,7 @@ extension Supervisor {
         let killTimeout = Duration.milliseconds(apps[child.app]?.spec.killTimeoutMilliseconds ?? 1600)
         let key = InstanceKey(app: child.app, pmId: child.pmId)
         kill(-child.pid, SIGINT)
+        signalDetached(of: child, SIGINT)
         if await waitForExit(of: runID, timeout: killTimeout) { return }
         logger.info("supervisor.instance.killed", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
         pump.note(
@@ -245,8 +250,29 @@ extension Supervisor {
             rotation: configuration.logRotation
         )
         kill(-child.pid, SIGKILL)
+        signalDetached(of: child, SIGKILL)
         if await !waitForExit(of: runID, timeout: configuration.killGrace) {
             logger.error("supervisor.instance.unkillable", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
+        }
+    }
+
+    /// The environment entry naming one run (`FERRY_SUPERVISOR_RUN=<daemon pid>:<run>`): what the process starts
+    /// inherits it, also in a session or process group of its own (`child_process.spawn(..., {detached: true})`, a
+    /// script's `setsid worker &`), which signals to the run's group miss.
+    static let runMarker = "FERRY_SUPERVISOR_RUN"
+
+    static func runMarkerValue(_ runID: RunID) -> String { "\(getpid()):\(runID.value)" }
+
+    /// Sends `signal` to each process `child` started outside its process group (found by `runMarker`), as PM2's
+    /// `treekill` does on a stop: before, they outlived every stop, restart, reload and crash of the instance (its next
+    /// run started more of them), holding ports, memory and the old output pipe, until the daemon's next start.
+    func signalDetached(of child: SupervisedChild, _ signal: Int32) {
+        let entry = "\(Self.runMarker)=\(Self.runMarkerValue(child.runID))"
+        for pid in ProcStat.allPids() where pid != child.pid {
+            guard let stat = ProcStat.read(pid: pid), stat.processGroup != child.pid, !stat.hasExited,
+                ProcStat.environment(of: pid, contains: entry)
+            else { continue }
+            kill(pid, signal)
         }
     }
 
