@@ -834,26 +834,33 @@ import Testing
         }
     }
 
+    /// Enrolls an agent and stores its running status of `serial` with `-NUL-` in its message (for a test to turn into an
+    /// escaped NUL, as an older controller stored one), then closes the store.
+    static func storeNULMarkedStatus(serial: Int64, in store: SQLControllerStore) async throws -> AgentRecord {
+        let agent = try await enrollAgent(0, in: store)
+        let status = ServiceStatus(
+            service: "api",
+            serial: serial,
+            version: "1.0.\(serial)",
+            targetSerial: serial,
+            phase: .running,
+            message: "before-NUL-after",
+            health: .healthy,
+            processes: []
+        )
+        let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
+        try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
+        try await store.close()
+        return agent
+    }
+
     /// A status an older controller stored with a NUL in its text (escaped in the JSON; status reports are refused with
     /// one now) reads back after the migration to version 12, the NUL a U+FFFD: without it the status and the history no
     /// longer parse, and PostgreSQL cannot read the status as `jsonb` (every fleet view and rollout view of the service).
     @Test(arguments: StoreBackendKind.available)
     func aStoredNULIsReplacedByTheMigration(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, location in
-            let agent = try await Self.enrollAgent(0, in: store)
-            let status = ServiceStatus(
-                service: "api",
-                serial: 1,
-                version: "1.0.1",
-                targetSerial: 1,
-                phase: .running,
-                message: "before-NUL-after",
-                health: .healthy,
-                processes: []
-            )
-            let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
-            try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
-            try await store.close()
+            let agent = try await Self.storeNULMarkedStatus(serial: 1, in: store)
             try await location.execute([
                 #"UPDATE service_status SET status = REPLACE(status, '-NUL-', '\u0000')"#,
                 #"UPDATE status_history SET report = REPLACE(report, '-NUL-', '\u0000')"#,
@@ -874,20 +881,7 @@ import Testing
     @Test(arguments: StoreBackendKind.available)
     func aStoredNULDoesNotStopTheStatusColumnMigrations(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, location in
-            let agent = try await Self.enrollAgent(0, in: store)
-            let status = ServiceStatus(
-                service: "api",
-                serial: 3,
-                version: "1.0.3",
-                targetSerial: 3,
-                phase: .running,
-                message: "before-NUL-after",
-                health: .healthy,
-                processes: []
-            )
-            let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
-            try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
-            try await store.close()
+            let agent = try await Self.storeNULMarkedStatus(serial: 3, in: store)
             // Back to version 5: what versions 6 to 13 added goes (PostgreSQL's announcing triggers with their functions).
             var downgrade =
                 kind == .postgres
