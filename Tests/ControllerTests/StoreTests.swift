@@ -512,8 +512,10 @@ import Testing
         }
     }
 
-    /// An older report committed after a newer one (with several controllers: queued on one while the agent's next report
-    /// went to another) changes neither the agent's statuses nor its last sighting; the newer stands.
+    /// On a shared database (PostgreSQL), an older report committed after a newer one (queued on one controller while
+    /// the agent's next report went to another) changes neither the agent's statuses nor its last sighting; the newer
+    /// stands. One controller (SQLite) stores reports in the order they came. On either, a stored time further ahead
+    /// than a report can be overtaken by (a clock that jumped) does not freeze the agent's status.
     @Test(arguments: StoreBackendKind.available)
     func anOlderReportCommittedLaterDoesNotReplaceANewerOne(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in
@@ -531,6 +533,10 @@ import Testing
                 )
                 return StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
             }
+            func stored() async throws -> (serial: Int64?, lastSeen: Date?) {
+                (try await store.serviceStatuses().first?.status.serial, try await store.agent(id: agent.id)?.lastSeen)
+            }
+            let shared = kind == .postgres
             let newer = Date(timeIntervalSince1970: 1_800_000_100)
             let older = newer.addingTimeInterval(-40)
             let batched = StatusWrite(report: report(serial: 2, .running), agentID: agent.id, receivedAt: newer)
@@ -538,16 +544,33 @@ import Testing
             // The older report, batched and alone.
             let late = StatusWrite(report: report(serial: 1, .deploying), agentID: agent.id, receivedAt: older)
             #expect(try await store.recordStatuses([late], historyLimit: 5).map(\.stored) == [true])
+            let afterBatch = try await stored()
             try await store.recordStatus(report(serial: 1, .deploying), agentID: agent.id, receivedAt: older, historyLimit: 5)
-            let statuses = try await store.serviceStatuses()
-            #expect(statuses.map(\.status.serial) == [2] && statuses.map(\.status.phase) == [.running], "\(statuses)")
-            #expect(try await store.runningSerials(for: ["api"]) == [agent.id: ["api": 2]])
-            #expect(try await store.agent(id: agent.id)?.lastSeen == newer)
-            // A newer report still replaces it.
-            let next = StatusWrite(report: report(serial: 3, .running), agentID: agent.id, receivedAt: newer.addingTimeInterval(30))
-            #expect(try await store.recordStatuses([next], historyLimit: 5).map(\.stored) == [true])
-            #expect(try await store.serviceStatuses().map(\.status.serial) == [3])
-            #expect(try await store.agent(id: agent.id)?.lastSeen == newer.addingTimeInterval(30))
+            let afterSingle = try await stored()
+            for (path, state) in [("batched", afterBatch), ("alone", afterSingle)] {
+                #expect(state.serial == (shared ? 2 : 1), "\(path)")
+                #expect(state.lastSeen == (shared ? newer : older), "\(path)")
+            }
+            // A newer report replaces it.
+            let next = newer.addingTimeInterval(30)
+            #expect(
+                try await store.recordStatuses(
+                    [StatusWrite(report: report(serial: 3, .running), agentID: agent.id, receivedAt: next)],
+                    historyLimit: 5
+                ).map(\.stored) == [true]
+            )
+            #expect(try await stored() == (3, next))
+            // A clock that ran 10 minutes ahead stamped one report; the next, on time, still replaces it.
+            let ahead = next.addingTimeInterval(600)
+            #expect(
+                try await store.recordStatuses(
+                    [StatusWrite(report: report(serial: 4, .running), agentID: agent.id, receivedAt: ahead)],
+                    historyLimit: 5
+                ).map(\.stored) == [true]
+            )
+            let onTime = next.addingTimeInterval(30)
+            try await store.recordStatus(report(serial: 5, .running), agentID: agent.id, receivedAt: onTime, historyLimit: 5)
+            #expect(try await stored() == (5, onTime))
         }
     }
 

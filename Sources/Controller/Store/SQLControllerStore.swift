@@ -526,8 +526,7 @@ final class SQLControllerStore: ControllerStore {
         try await backend.transaction(exclusive: false) { db in
             let updated = try await db.raw(
                 """
-                UPDATE agents SET last_seen = CASE WHEN agents.last_seen > \(bind: now) THEN agents.last_seen ELSE \(bind: now) END,
-                    agent_version = \(bind: report.agentVersion),
+                UPDATE agents SET last_seen = \(unsafeRaw: lastSeen(after: String(now))), agent_version = \(bind: report.agentVersion),
                     process_manager = \(bind: report.processManager), hostname_before = agents.hostname, hostname = \(bind: report.hostname),
                     trust_root_version = \(bind: report.trustRoot?.version), trust_root_problem = \(bind: report.trustRoot?.problem)
                 WHERE id = \(bind: agentID) RETURNING id
@@ -540,7 +539,7 @@ final class SQLControllerStore: ControllerStore {
                     """
                     INSERT INTO service_status (agent_id, service, status, updated_at, \(unsafeRaw: Self.statusFieldColumns))
                     VALUES (\(bind: agentID), \(bind: service.service), \(bind: statusText), \(bind: now), \(Self.statusFields(service)))
-                    ON CONFLICT (agent_id, service) DO UPDATE SET \(unsafeRaw: Self.statusUpsert)
+                    ON CONFLICT (agent_id, service) DO UPDATE SET \(unsafeRaw: self.statusUpsert)
                     """
                 ).run()
             }
@@ -561,15 +560,37 @@ final class SQLControllerStore: ControllerStore {
     private static let statusFieldColumns = "version, serial, phase, health, failure_count"
     /// How many values `statusFields` binds (one per column).
     private static let statusFieldCount = statusFieldColumns.split(separator: ",").count
-    /// What a status upsert replaces: the JSON, its time and the columns taken from it. Never a newer status: with
-    /// several controllers, a report queued on one (its batch waiting for the write lock) can commit after the agent's
-    /// next report, sent to another controller once the first timed out. The times are all the database's clock
-    /// (`ClusterClock`).
-    private static let statusUpsert = """
-        status = excluded.status, updated_at = excluded.updated_at, version = excluded.version, serial = excluded.serial, \
-        phase = excluded.phase, health = excluded.health, failure_count = excluded.failure_count \
-        WHERE service_status.updated_at <= excluded.updated_at
-        """
+    /// What a status upsert replaces: the JSON, its time and the columns taken from it.
+    ///
+    /// On a shared database (PostgreSQL), not a status up to `reorderWindowMilliseconds` newer: with several
+    /// controllers, a report queued on one (its batch waiting for the write lock) can commit after the agent's next
+    /// report, sent to another controller once the first timed out. The times are all the database's clock
+    /// (`ClusterClock`). A stored time further ahead is a clock that jumped (before the first clock sample, say), not a
+    /// newer report: honoured, it would freeze the agent's status for as long as the jump. One controller (SQLite)
+    /// stores its reports in the order they came, and its host clock may jump: no condition.
+    private var statusUpsert: String {
+        let replace = """
+            status = excluded.status, updated_at = excluded.updated_at, version = excluded.version, serial = excluded.serial, \
+            phase = excluded.phase, health = excluded.health, failure_count = excluded.failure_count
+            """
+        guard dialect == .postgres else { return replace }
+        return replace + """
+             WHERE service_status.updated_at <= excluded.updated_at \
+            OR service_status.updated_at > excluded.updated_at + \(Self.reorderWindowMilliseconds)
+            """
+    }
+
+    /// How much newer than a report a stored one may be and still be taken for a report that overtook it
+    /// (`statusUpsert`): a report's request times out well within it.
+    static let reorderWindowMilliseconds: Int64 = 120_000
+
+    /// An agent's `last_seen` after a report received at `received` (an SQL expression of milliseconds): on a shared
+    /// database, not moved back by a report that another one overtook (`statusUpsert`).
+    private func lastSeen(after received: String) -> String {
+        guard dialect == .postgres else { return received }
+        return "CASE WHEN agents.last_seen > \(received) AND agents.last_seen <= \(received) + \(Self.reorderWindowMilliseconds) "
+            + "THEN agents.last_seen ELSE \(received) END"
+    }
 
     /// `status`'s fields as `statusFieldColumns` stores them: what the JSON text written beside them holds.
     private static func statusFields(_ status: ServiceStatus) -> SQLList {
@@ -609,8 +630,7 @@ final class SQLControllerStore: ControllerStore {
                 // report path wrote it before reports were batched.
                 let updated = try await db.raw(
                     """
-                    UPDATE agents SET last_seen = CASE WHEN agents.last_seen > v.column2 THEN agents.last_seen ELSE v.column2 END,
-                        agent_version = v.column3, process_manager = v.column4,
+                    UPDATE agents SET last_seen = \(unsafeRaw: lastSeen(after: "v.column2")), agent_version = v.column3, process_manager = v.column4,
                         hostname_before = agents.hostname, hostname = v.column5,
                         trust_root_version = CAST(v.column6 AS BIGINT), trust_root_problem = CAST(v.column7 AS TEXT)
                     FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1
@@ -634,7 +654,7 @@ final class SQLControllerStore: ControllerStore {
                 try await db.raw(
                     """
                     INSERT INTO service_status (agent_id, service, status, updated_at, \(unsafeRaw: Self.statusFieldColumns)) VALUES \(SQLList(rows))
-                    ON CONFLICT (agent_id, service) DO UPDATE SET \(unsafeRaw: Self.statusUpsert)
+                    ON CONFLICT (agent_id, service) DO UPDATE SET \(unsafeRaw: self.statusUpsert)
                     """
                 ).run()
             }
