@@ -399,6 +399,10 @@ struct HostileWorld: Sendable {
         (" web-1", "begin or end with a space"),
         ("web\u{009B}1", "control character (U+009B)"),
         ("web\u{E000}1", "unassigned or private-use character (U+E000)"),
+        ("web-1\u{034F}", "invisible character (U+034F)"),
+        ("web-1\u{FE0F}", "invisible character (U+FE0F)"),
+        ("web\u{3164}1", "invisible character (U+3164)"),
+        (" \u{0301}web-1", "begin or end with a space"),
         ("web\u{1B}[31m", "control characters are not allowed"),
     ]
 

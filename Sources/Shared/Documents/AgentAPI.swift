@@ -381,6 +381,10 @@ package struct EnrollRequest: Sendable, Equatable {
             return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
         }
         for scalar in name.unicodeScalars {
+            // Shown as nothing whatever their category (a combining grapheme joiner, variation selectors, Hangul fillers).
+            if scalar.properties.isDefaultIgnorableCodePoint && scalar.properties.generalCategory != .format {
+                return "must not hold an invisible character (\(code(scalar)))"
+            }
             switch scalar.properties.generalCategory {
             case .control:
                 return "must not hold a control character (\(code(scalar)))"
@@ -394,7 +398,7 @@ package struct EnrollRequest: Sendable, Equatable {
                 continue
             }
         }
-        guard name.first != " ", name.last != " " else { return "must not begin or end with a space" }
+        guard name.unicodeScalars.first != " ", name.unicodeScalars.last != " " else { return "must not begin or end with a space" }
         return nil
     }
 
