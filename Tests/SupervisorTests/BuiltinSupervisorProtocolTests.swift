@@ -146,8 +146,6 @@ struct BuiltinSupervisorProtocolTests {
         ]
     }
 
-    /// A start whose request is over the daemon's limit (a release with huge env maps) fails with the daemon's reason:
-    /// the daemon answers before reading the rest and hangs up, and the client, still writing, read "broken pipe".
     /// A peer that stops reading (a client suspended after asking for a large table) must not hold a write past its
     /// deadline: the socket is blocking, and a `send` of more than the buffer has room for waited for the peer.
     @Test("a write to a peer that stops reading ends at its deadline")
@@ -172,6 +170,8 @@ struct BuiltinSupervisorProtocolTests {
         #expect(elapsed < .seconds(10), "the write took \(elapsed)")
     }
 
+    /// A start whose request is over the daemon's limit (a release with huge env maps) fails with the daemon's reason:
+    /// the daemon answers before reading the rest and hangs up, and the client, still writing, read "broken pipe".
     @Test("a request over the daemon's size limit fails with the daemon's reason, not a broken pipe")
     func oversizedRequestNamesTheLimit() async throws {
         try await SupervisorHarness.with { harness in

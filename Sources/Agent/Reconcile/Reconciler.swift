@@ -627,7 +627,10 @@ actor Reconciler {
             let serviceState = state[service]
             let protected = [serviceState.applied, serviceState.previous, serviceState.pending].compactMap { $0 }
             keepDigests.formUnion(protected.map(\.sha256))
-            releases.append((service, Set(protected.map(\.directoryName))))
+            // And whatever `current` points at: after a rollback whose files could not be put back, the failed release's
+            // tree until a later pass puts them back (its processes may still run from it).
+            let current = files.currentDirectoryName(service).map { Set([$0]) } ?? []
+            releases.append((service, Set(protected.map(\.directoryName)).union(current)))
         }
         let files = self.files
         let keep = configuration.keepReleases

@@ -208,7 +208,12 @@ struct ArtifactStore: Sendable {
             if offset + Int64(count) == size {
                 let actual = hasher.finalize()
                 guard actual == digest else {
-                    unlink(path)
+                    // Only the file read here: an upload may have put verified bytes under the name meanwhile.
+                    var read = stat()
+                    var named = stat()
+                    if fstat(fd, &read) == 0, stat(path, &named) == 0, read.st_dev == named.st_dev, read.st_ino == named.st_ino {
+                        unlink(path)
+                    }
                     throw ArtifactStoreError.io(
                         path: path,
                         reason: "its bytes have SHA-256 \(actual.hex), not the digest it is filed under (a damaged copy): removed, "
