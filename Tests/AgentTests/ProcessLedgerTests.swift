@@ -20,15 +20,9 @@ import Testing
     func onlyEntriesOfThisBootNameLeftovers(_ row: (boot: String?, leftover: Bool)) throws {
         try #require(BootID.current != nil, "this machine has /proc/sys/kernel/random/boot_id")
         try TestPaths.withTemporaryDirectorySync("ferry-ledger") { directory in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sleep")
-            process.arguments = ["30"]
-            try process.run()
-            defer {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
-            let pid = process.processIdentifier
+            let process = try SleepingProcess(seconds: 30)
+            defer { process.stop() }
+            let pid = process.pid
             let stat = try #require(ProcStat.read(pid: pid))
             let entry = ProcessLedger.Entry(name: "api", pid: pid, startTicks: stat.startTicks, bootID: row.boot)
             let path = directory.appendingPathComponent("processes.json").path

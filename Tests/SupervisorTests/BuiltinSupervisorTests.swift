@@ -548,19 +548,12 @@ struct BuiltinSupervisorTests {
             let daemon = try await harness.manager.daemonPID()
             kill(daemon, SIGKILL)
             #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
-            let bystander = Process()
-            bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
-            bystander.arguments = ["60"]
-            try bystander.run()
-            defer {
-                kill(bystander.processIdentifier, SIGKILL)
-                bystander.waitUntilExit()
-            }
-            // Foundation starts it in a process group of its own, as the daemon starts an app.
+            let bystander = try SleepingProcess(seconds: 60)
+            defer { bystander.stop() }
             var target: (pid: Int32, ticks: UInt64)?
             let deadline = ContinuousClock.now + .seconds(10)
             while target == nil, ContinuousClock.now < deadline {
-                let pid = bystander.processIdentifier
+                let pid = bystander.pid
                 if let stat = ProcStat.read(pid: pid), stat.processGroup == pid { target = (pid, stat.startTicks) }
                 try await Task.sleep(for: .milliseconds(20))
             }
@@ -757,8 +750,6 @@ struct BuiltinSupervisorTests {
             let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
             try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
             #expect(await SupervisorHarness.eventually { !contents(log).isEmpty })
-            // A memory check or two with the name in place: the daemon knows its file.
-            try await Task.sleep(for: .milliseconds(600))
             #expect(rename(log, log + ".old") == 0)
             if logrotateCreates { #expect(FileManager.default.createFile(atPath: log, contents: Data())) }
             #expect(await SupervisorHarness.eventually { contents(log).contains("the file was renamed") }, "the daemon writes to the name again")

@@ -56,7 +56,7 @@ package struct BuiltinProcessManager: ProcessManager {
         /// The daemon's socket.
         package var socketPath: String { "\(home)/supervisor.sock" }
         /// The daemon's own log.
-        package var daemonLogPath: String { "\(home)/supervisor.log" }
+        package var daemonLogPath: String { DaemonLog.path(home: home) }
     }
 
     package let configuration: Configuration

@@ -45,7 +45,7 @@ package struct SupervisorDaemon: Service {
         var socketPath: String { "\(home)/supervisor.sock" }
         var pidPath: String { "\(home)/supervisor.pid" }
         var lockPath: String { "\(home)/supervisor.lock" }
-        package var logPath: String { "\(home)/supervisor.log" }
+        package var logPath: String { DaemonLog.path(home: home) }
         var logsDirectory: String { "\(home)/logs" }
     }
 

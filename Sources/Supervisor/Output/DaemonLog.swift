@@ -7,7 +7,7 @@ import Glibc
 ///
 /// Only when stderr *is* that file: a daemon run in the foreground under systemd writes to the journal, which rotates
 /// itself.
-enum DaemonLog {
+package enum DaemonLog {
     /// What `rotateIfNeeded` did.
     enum Rotation: Sendable, Equatable {
         /// The file was past its size: it became `supervisor.log.1`, and a new one took over.
@@ -27,6 +27,17 @@ enum DaemonLog {
             device = UInt64(info.st_dev)
             inode = UInt64(info.st_ino)
         }
+    }
+
+    /// The daemon's own log in the supervisor home `home`.
+    package static func path(home: String) -> String { "\(home)/supervisor.log" }
+
+    /// The file this process's stderr is, when `path` names it too (`nil` otherwise): what `rotateIfNeeded` starts from.
+    static func identity(ofStandardErrorAt path: String) -> FileIdentity? {
+        var output = stat()
+        var file = stat()
+        guard fstat(STDERR_FILENO, &output) == 0, stat(path, &file) == 0, FileIdentity(output) == FileIdentity(file) else { return nil }
+        return FileIdentity(output)
     }
 
     /// Rotates `path` when this process's stderr is that file and it is past `rotation.maximumFileBytes`. The new file

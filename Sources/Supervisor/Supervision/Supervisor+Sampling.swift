@@ -30,7 +30,7 @@ extension Supervisor {
 
     /// Rotates the daemon's own log (`DaemonLog`) past the apps' size limit.
     func rotateOwnLogIfNeeded() {
-        let path = "\(configuration.home)/supervisor.log"
+        let path = configuration.ownLogPath
         switch DaemonLog.rotateIfNeeded(path: path, rotation: configuration.logRotation, owned: &ownLog) {
         case .rotated?:
             logger.info("supervisor.log.rotated", metadata: ["file.path": "\(path)", "log.kept": "\(configuration.logRotation.keptFiles)"])

@@ -65,6 +65,8 @@ actor Supervisor {
 
         var logsDirectory: String { "\(home)/logs" }
         var tablePath: String { "\(home)/apps.json" }
+        /// The daemon's own log (`DaemonLog`).
+        var ownLogPath: String { DaemonLog.path(home: home) }
     }
 
     /// A slot of the table: app name and `pm_id`.
@@ -109,6 +111,7 @@ actor Supervisor {
         self.pump = pump
         self.logger = logger
         self.tableFile = AppTableFile(path: configuration.tablePath)
+        self.ownLog = DaemonLog.identity(ofStandardErrorAt: configuration.ownLogPath)
     }
 
     // MARK: - Requests
