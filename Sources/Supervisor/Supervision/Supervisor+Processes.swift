@@ -106,6 +106,8 @@ extension Supervisor {
         }
         do throws(SupervisorError) {
             let (executable, arguments) = try spec.command(instance: slot.index)
+            // Taken (`nextRunID` moves on) only once the process runs.
+            let runID = RunID(value: nextRunID)
             let output = try Self.makePipe()
             pipes += output
             let error = try Self.makePipe()
@@ -117,7 +119,7 @@ extension Supervisor {
                         executable: executable,
                         arguments: arguments,
                         environment: spec.environment(instance: slot.index).merging([
-                            Self.homeMarker: configuration.home, Self.runMarker: Self.runMarkerValue(RunID(value: nextRunID)),
+                            Self.homeMarker: configuration.home, Self.runMarker: Self.runMarkerValue(runID),
                         ]) { _, ours in ours },
                         workingDirectory: spec.cwd,
                         standardInput: .null,
@@ -130,7 +132,6 @@ extension Supervisor {
                 throw .spawn(error)
             }
             pipes = [output[1], error[1]]  // the read ends now belong to the pump (below)
-            let runID = RunID(value: nextRunID)
             nextRunID += 1
             children[runID] = SupervisedChild(
                 runID: runID,
@@ -208,10 +209,12 @@ extension Supervisor {
 
     private func childExited(runID: RunID, exit: ChildExit) {
         guard let child = children.removeValue(forKey: runID) else { return }
-        // Whatever the process left in its group goes with it, and what it started outside the group; then reap the
-        // zombie (our own child, by pid).
+        // Whatever the process left in its group goes with it, and, when it ended on its own, what it started outside
+        // the group (a stop stops those itself, with their kill_timeout); then reap the zombie (our own child, by pid).
         kill(-child.pid, SIGKILL)
-        signalDetached(of: child, SIGKILL)
+        if !child.stopRequested {
+            for (pid, _) in Self.markedProcesses(entry: Self.runEntry(child.runID), outside: child.pid) { kill(pid, SIGKILL) }
+        }
         var status: Int32 = 0
         while waitpid(child.pid, &status, 0) < 0 && errno == EINTR {}
         for waiter in (exitWaiters.removeValue(forKey: runID) ?? [:]).values {
@@ -234,14 +237,26 @@ extension Supervisor {
 
     // MARK: - Stopping
 
-    /// SIGINT to the child's process group, SIGKILL after its app's kill_timeout, and wait for the exit.
+    /// SIGINT to the child's process group, SIGKILL after its app's kill_timeout, and wait for the exit; what the child
+    /// started outside its group (found by `runMarker`) is stopped alongside it with the same kill_timeout, as PM2's
+    /// `treekill` on a stop (`ForeignProcessStop`: these are not our children).
     func terminate(_ runID: RunID) async {
         guard let child = children[runID] else { return }
         children[runID]?.stopRequested = true
         let killTimeout = Duration.milliseconds(apps[child.app]?.spec.killTimeoutMilliseconds ?? 1600)
+        let detached = Self.markedProcesses(entry: Self.runEntry(child.runID), outside: child.pid).map {
+            ForeignProcessStop.Target(pid: $0.pid, startTicks: $0.stat.startTicks, killTimeout: killTimeout)
+        }
+        let killGrace = configuration.killGrace
+        let detachedStop = Task { await ForeignProcessStop.stop(detached, killGrace: killGrace) }
+        await stopChild(child, killTimeout: killTimeout)
+        _ = await detachedStop.value
+    }
+
+    private func stopChild(_ child: SupervisedChild, killTimeout: Duration) async {
+        let runID = child.runID
         let key = InstanceKey(app: child.app, pmId: child.pmId)
         kill(-child.pid, SIGINT)
-        signalDetached(of: child, SIGINT)
         if await waitForExit(of: runID, timeout: killTimeout) { return }
         logger.info("supervisor.instance.killed", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
         pump.note(
@@ -250,7 +265,6 @@ extension Supervisor {
             rotation: configuration.logRotation
         )
         kill(-child.pid, SIGKILL)
-        signalDetached(of: child, SIGKILL)
         if await !waitForExit(of: runID, timeout: configuration.killGrace) {
             logger.error("supervisor.instance.unkillable", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
         }
@@ -263,18 +277,8 @@ extension Supervisor {
 
     static func runMarkerValue(_ runID: RunID) -> String { "\(getpid()):\(runID.value)" }
 
-    /// Sends `signal` to each process `child` started outside its process group (found by `runMarker`), as PM2's
-    /// `treekill` does on a stop: before, they outlived every stop, restart, reload and crash of the instance (its next
-    /// run started more of them), holding ports, memory and the old output pipe, until the daemon's next start.
-    func signalDetached(of child: SupervisedChild, _ signal: Int32) {
-        let entry = "\(Self.runMarker)=\(Self.runMarkerValue(child.runID))"
-        for pid in ProcStat.allPids() where pid != child.pid {
-            guard let stat = ProcStat.read(pid: pid), stat.processGroup != child.pid, !stat.hasExited,
-                ProcStat.environment(of: pid, contains: entry)
-            else { continue }
-            kill(pid, signal)
-        }
-    }
+    /// The environment entry `runMarker` of the run `runID`.
+    static func runEntry(_ runID: RunID) -> String { "\(runMarker)=\(runMarkerValue(runID))" }
 
     /// Waits until the child exits (true) or the timeout passes (false).
     func waitForExit(of runID: RunID, timeout: Duration) async -> Bool {

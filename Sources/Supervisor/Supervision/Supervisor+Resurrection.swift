@@ -82,10 +82,15 @@ extension Supervisor {
     /// The processes started for this home by a previous daemon that still run: every process but this one whose
     /// environment holds `FERRY_SUPERVISOR_HOME=<home>`.
     static func markedLeftovers(home: String) -> [(pid: Int32, stat: ProcStat)] {
-        let entry = "\(homeMarker)=\(home)"
+        markedProcesses(entry: "\(homeMarker)=\(home)")
+    }
+
+    /// Every running process but this one whose environment holds `entry` (`NAME=value`), outside the process group
+    /// `group` when one is given.
+    static func markedProcesses(entry: String, outside group: Int32? = nil) -> [(pid: Int32, stat: ProcStat)] {
         let me = getpid()
         return ProcStat.allPids().compactMap { pid in
-            guard pid != me, let stat = ProcStat.read(pid: pid), !stat.hasExited,
+            guard pid != me, let stat = ProcStat.read(pid: pid), !stat.hasExited, stat.processGroup != group,
                 ProcStat.environment(of: pid, contains: entry)
             else { return nil }
             return (pid, stat)
