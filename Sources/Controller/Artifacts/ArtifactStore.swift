@@ -179,19 +179,20 @@ struct ArtifactStore: Sendable {
         }
         keep = true
         // With a shared database, acknowledged only once every controller can serve it too.
-        let shared = try await share(digest, size: size)
+        let shared = try await share(digest, size: size, verified: true)
         return Stored(digest: digest, size: size, created: !existed || shared)
     }
 
     // MARK: Shared between controllers
 
     /// Copies a stored artifact into the shared database (when there is one and it lacks it), reading the file one
-    /// chunk at a time and hashing it: the copy commits only when its bytes have the digest it is filed under. A damaged
-    /// copy (a disk error, a partial restore) is removed instead: in the database, every other controller would fetch
-    /// it again at every download, find it damaged and answer 500, for good.
+    /// chunk at a time. Unless `verified` (just hashed on its way in), it is hashed too: the copy commits only when its
+    /// bytes have the digest it is filed under. A damaged copy (a disk error, a partial restore) is removed instead: in
+    /// the database, every other controller would fetch it again at every download, find it damaged and answer 500,
+    /// for good.
     /// - Returns: whether the database received it now.
     /// - Throws: `ArtifactStoreError.io` for a damaged copy (removed; an upload of the artifact stores it again).
-    private func share(_ digest: SHA256Digest, size: Int64) async throws -> Bool {
+    private func share(_ digest: SHA256Digest, size: Int64, verified: Bool) async throws -> Bool {
         guard let shared = configuration.shared else { return false }
         if try await shared.artifactBlobSize(digest.hex) != nil { return false }
         let path = path(for: digest)
@@ -199,11 +200,12 @@ struct ArtifactStore: Sendable {
         guard fd >= 0 else { throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         let chunkBytes = configuration.sharedChunkBytes
-        let hasher = SHA256Hasher()
+        let hasher = verified ? nil : SHA256Hasher()
         return try await shared.storeArtifactBlob(digest.hex, size: size, chunkBytes: chunkBytes, at: Date()) { index in
             let offset = Int64(index) * Int64(chunkBytes)
             let count = Int(min(Int64(chunkBytes), size - offset))
             let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
+            guard let hasher else { return chunk }
             chunk.withUnsafeReadableBytes { hasher.update($0) }
             if offset + Int64(count) == size {
                 let actual = hasher.finalize()
@@ -236,7 +238,7 @@ struct ArtifactStore: Sendable {
         if let size = size(of: digest) {
             if let shared = configuration.shared, !knownShared.contains(digest) {
                 if try await shared.artifactBlobSize(digest.hex) == nil {
-                    try await shares.fetch(digest) { _ = try await share(digest, size: size) }
+                    try await shares.fetch(digest) { _ = try await share(digest, size: size, verified: false) }
                 }
                 knownShared.insert(digest)
             }

@@ -240,8 +240,6 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// Bumped on every step, so a late callback of an earlier step is ignored.
         var step: UInt64 = 0
         var ticket: LongPollHub.Ticket?
-        /// A report's principal, found in the cache at its head (its token is looked up again at its end).
-        var principal: Principal?
         /// Whether the poll was parked: a new state is then given only once its token is looked up again.
         var waited = false
 
@@ -371,10 +369,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 context.fireChannelRead(wrapInboundOut(part))
                 return
             }
-            // Taken once its body is here (`.end`), as the principal found now (the router, too, authenticates a request
-            // once, at its head).
+            // Taken once its body is here (`.end`), its token looked up again then.
             current = Current(kind: kind, head: part, startedAt: now, deadline: now)
-            current?.principal = principal
             current?.budgetHolder = principal.budgetHolder
         }
     }
