@@ -42,6 +42,12 @@ enum Planner {
         var refreshesOwed: Set<String> = []
     }
 
+    /// Whether the applied release's apps are reloaded with the env file of `envDigest`: it changed since they were, or
+    /// a refresh of it failed for some apps (`owed`, its backoff over).
+    static func refreshIsDue(applied: AppliedRelease, envDigest: String, owed: Bool) -> Bool {
+        envDigest != applied.envDigest || owed
+    }
+
     static func plan(_ input: Input) -> [AgentAction] {
         var actions: [AgentAction] = []
         var installing: Set<String> = []
@@ -63,7 +69,8 @@ enum Planner {
         var refreshing: Set<String> = []
         for (service, serviceState) in input.state.services.sorted(by: { $0.key < $1.key }) {
             guard !installing.contains(service), !input.refreshesWaiting.contains(service), let applied = serviceState.applied,
-                let digest = input.envDigests[service], digest != applied.envDigest || input.refreshesOwed.contains(service)
+                let digest = input.envDigests[service],
+                refreshIsDue(applied: applied, envDigest: digest, owed: input.refreshesOwed.contains(service))
             else { continue }
             actions.append(.refreshEnvironment(service: service))
             refreshing.insert(service)

@@ -161,6 +161,9 @@ extension Reconciler {
         var apps: Set<String>
     }
 
+    /// Whether a refresh of `service` with `env` failed for some apps: it is owed again once its backoff is over.
+    func refreshOwed(_ service: String, env: InstanceEnvFile) -> Bool { failedRefreshes[service]?.digest == env.digest }
+
     /// The services whose failed env refresh of their current env file waits out its backoff (each a problem of the
     /// pass): the planner plans no refresh for them and drift-repairs their apps meanwhile.
     func refreshesWaiting(envs: [String: InstanceEnvFile], summary: inout PassSummary) -> Set<String> {

@@ -114,9 +114,9 @@ extension Reconciler {
     /// downloaded, for as long as that lasted.
     func keepApplied(_ service: String, apps: [AppSpec], env: InstanceEnvFile?, summary: inout PassSummary) async {
         if let env, let applied = state[service].applied, !apps.isEmpty, !filesOutOfSync.contains(service) {
-            let owed = failedRefreshes[service]?.digest == env.digest
+            let owed = refreshOwed(service, env: env)
             let waiting = owed && refreshBackoff.remainingWait(app: service, now: .now) != nil
-            if !waiting, owed || env.digest != applied.envDigest {
+            if !waiting, Planner.refreshIsDue(applied: applied, envDigest: env.digest, owed: owed) {
                 _ = await retryingRefresh(service, apps: apps, env: env, summary: &summary)
                 return
             }

@@ -259,7 +259,7 @@ actor Reconciler {
                 appliedApps: appliedApps,
                 envDigests: envs.mapValues(\.digest),
                 refreshesWaiting: waiting,
-                refreshesOwed: Set(failedRefreshes.filter { envs[$0.key]?.digest == $0.value.digest }.keys).subtracting(waiting)
+                refreshesOwed: Set(envs.filter { refreshOwed($0.key, env: $0.value) }.keys).subtracting(waiting)
             )
         )
         var touchedProcesses = false

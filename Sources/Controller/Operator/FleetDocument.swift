@@ -29,12 +29,7 @@ enum FleetDocument {
         // Each agent's key once, not at every comparison.
         let ordered = collected.map { (key: troubleOrder($0), agent: $0) }.sorted { $0.key < $1.key }
         fields["agents"] = .array(ordered.map { JSONValue.object($0.agent) })
-        if case .object(var paging)? = fields["page"] {
-            paging["offset"] = .integer(0)
-            paging["returned"] = .integer(Int64(collected.count))
-            paging["matching"] = .integer(Int64(collected.count))
-            fields["page"] = .object(paging)
-        }
+        setWholePage(&fields)
         return .object(fields)
     }
 
@@ -131,13 +126,17 @@ enum FleetDocument {
                 return .object(agent)
             }
         )
-        if case .object(var paging)? = fields["page"] {
-            let listed = Int64(array(fields["agents"]).count)
-            paging["offset"] = .integer(0)
-            paging["returned"] = .integer(listed)
-            paging["matching"] = .integer(listed)
-            fields["page"] = .object(paging)
-        }
+        setWholePage(&fields)
         return .object(fields)
+    }
+
+    /// The document's page says it lists every agent it holds: from the start, as many returned as match.
+    private static func setWholePage(_ fields: inout [String: JSONValue]) {
+        guard case .object(var paging)? = fields["page"] else { return }
+        let listed = Int64(array(fields["agents"]).count)
+        paging["offset"] = .integer(0)
+        paging["returned"] = .integer(listed)
+        paging["matching"] = .integer(listed)
+        fields["page"] = .object(paging)
     }
 }
