@@ -156,6 +156,19 @@ package struct PM2App: Sendable, Equatable {
     /// Longest `kill_timeout` a release may give, in milliseconds (one hour). Every process manager waits this long.
     package static let maximumKillTimeoutMilliseconds: Int64 = 3_600_000
 
+    /// A `kill_timeout` or `listen_timeout` as a process manager waits for it: held to 0 through
+    /// `maximumKillTimeoutMilliseconds` (numbers beyond what a release may give count as that limit).
+    package static func waitedTimeout(milliseconds: Int64) -> Duration {
+        .milliseconds(min(max(0, milliseconds), maximumKillTimeoutMilliseconds))
+    }
+
+    /// The bound of a process manager's call that stops and starts `instances` processes of an app one after another:
+    /// `base`, plus `perInstance` (the longest one instance's stop and start can take) for each, the count held to
+    /// `maximumInstances` and one more (the surplus a smaller count stops).
+    package static func callTimeout(base: Duration, perInstance: Duration, instances: Int) -> Duration {
+        base + perInstance * min(max(0, instances), maximumInstances + 1)
+    }
+
     /// Longest app name, in UTF-8 bytes.
     package static let maximumNameBytes = 128
 

@@ -94,9 +94,10 @@ package struct BuiltinProcessManager: ProcessManager {
     /// (delete, then start) never sent its start. Numbers beyond what the daemon accepts count as its limits (it
     /// refuses those specs at once).
     package static func timeout(instances: Int, killTimeoutMilliseconds: Int64, base: Duration) -> Duration {
-        let killTimeout = min(max(0, killTimeoutMilliseconds), AppSpec.maximumKillTimeoutMilliseconds)
-        let step = Duration.milliseconds(killTimeout) + Supervisor.Configuration.defaultKillGrace + Supervisor.Configuration.defaultReloadSettleLimit
-        return base + step * min(max(0, instances), AppSpec.maximumInstances + 1)
+        let step =
+            PM2App.waitedTimeout(milliseconds: killTimeoutMilliseconds) + Supervisor.Configuration.defaultKillGrace
+            + Supervisor.Configuration.defaultReloadSettleLimit
+        return PM2App.callTimeout(base: base, perInstance: step, instances: instances)
     }
 
     /// A start or reload: one step more than the new instances, for the surplus a smaller count stops (all at once).

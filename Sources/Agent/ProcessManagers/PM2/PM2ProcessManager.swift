@@ -273,9 +273,9 @@ struct PM2ProcessManager: ProcessManager {
     /// takes about 90 s to reload: the fixed `pm2TimeoutSeconds` (60) killed pm2 mid-reload, the release failed, and its
     /// rollback's reload timed out the same way. Numbers beyond what a release may give count as those limits.
     static func timeout(instances: Int, killTimeoutMilliseconds: Int64, listenTimeoutMilliseconds: Int64, base: Duration) -> Duration {
-        let kill = min(max(0, killTimeoutMilliseconds), PM2App.maximumKillTimeoutMilliseconds)
-        let listen = min(max(0, listenTimeoutMilliseconds), PM2App.maximumKillTimeoutMilliseconds)
-        return base + (.milliseconds(kill + listen) + .seconds(5)) * min(max(0, instances), PM2App.maximumInstances + 1)
+        let step =
+            PM2App.waitedTimeout(milliseconds: killTimeoutMilliseconds) + PM2App.waitedTimeout(milliseconds: listenTimeoutMilliseconds) + .seconds(5)
+        return PM2App.callTimeout(base: base, perInstance: step, instances: instances)
     }
 
     /// The bound of a call over `app` (its instances, unless the caller counts more).
