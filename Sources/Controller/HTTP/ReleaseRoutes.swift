@@ -111,19 +111,13 @@ struct ReleaseRoutes: Sendable {
                     metadata: ["ferry.service": "\(release.service)", "ferry.serial": "\(release.serial)", "ferry.published_by": "\(principal.name)"]
                 )
                 // The same fields as the first answer (a pipeline reads `.rollout.state` whichever it got), as they
-                // stand now.
-                var body = Self.summary(stored)
-                if case .object(var fields) = body {
-                    fields["repeated"] = .bool(true)
-                    fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
-                    fields["trustRootVersion"] = .integer(trust.version)
-                    // Best effort, as for the first answer: the release is stored, and a 500 now would fail the pipeline.
-                    if let rollout = try? await core.store.rollout(service: release.service, serial: release.serial) {
-                        let view = try? await RolloutView.load([rollout], from: core.store).first
-                        fields["rollout"] = (view ?? RolloutView(rollout, names: [:], statuses: [:])).json
-                    }
-                    body = .object(fields)
+                // stand now (the rollout may have moved on: its agents' statuses are read whole). Best effort, as for
+                // the first answer: the release is stored, and a 500 now would fail the pipeline.
+                var view: RolloutView?
+                if let rollout = try? await core.store.rollout(service: release.service, serial: release.serial) {
+                    view = (try? await RolloutView.load([rollout], from: core.store).first) ?? RolloutView(rollout, names: [:], statuses: [:])
                 }
+                let body = Self.publishAnswer(stored, verifiedBy: verified.keyIDs, trust: trust, rollout: view, repeated: true)
                 return JSONResponse.make(body, status: .ok)
             }
             throw APIError(.conflict, "stale_serial", "\(error)")
@@ -157,14 +151,25 @@ struct ReleaseRoutes: Sendable {
             )
             rollout = RolloutView(published.rollout, names: names, statuses: [:])
         }
-        var body = Self.summary(record)
-        if case .object(var fields) = body {
-            fields["verifiedBy"] = .array(verified.keyIDs.map { .string($0) })
-            fields["trustRootVersion"] = .integer(trust.version)
-            fields["rollout"] = rollout.json
-            body = .object(fields)
-        }
+        let body = Self.publishAnswer(record, verifiedBy: verified.keyIDs, trust: trust, rollout: rollout, repeated: false)
         return JSONResponse.make(body, status: .created)
+    }
+
+    /// The answer to a publish: the release's summary, the keys that verified it, the trust root's version and its
+    /// rollout (`repeated`: the very release was stored before, by a publish whose answer was lost).
+    static func publishAnswer(
+        _ record: ReleaseRecord,
+        verifiedBy keyIDs: [String],
+        trust: TrustedRoot,
+        rollout: RolloutView?,
+        repeated: Bool
+    ) -> JSONValue {
+        guard case .object(var fields) = summary(record) else { return summary(record) }
+        if repeated { fields["repeated"] = .bool(true) }
+        fields["verifiedBy"] = .array(keyIDs.map { .string($0) })
+        fields["trustRootVersion"] = .integer(trust.version)
+        if let rollout { fields["rollout"] = rollout.json }
+        return .object(fields)
     }
 
     /// The controller's newest trust root, usable for releases: a broken chain is a 500 naming it, an expired root a 422.
