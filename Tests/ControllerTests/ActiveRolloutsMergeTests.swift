@@ -12,16 +12,7 @@ import Testing
     static func status(_ agent: String, serial: Int64, at seconds: Double) -> ServiceStatusRecord {
         ServiceStatusRecord(
             agentID: agent,
-            status: ServiceStatus(
-                service: "web",
-                serial: serial,
-                version: "\(serial).0.0",
-                targetSerial: serial,
-                phase: .running,
-                message: "",
-                health: .healthy,
-                processes: []
-            ),
+            status: .running(serial: serial),
             updatedAt: Date(timeIntervalSince1970: seconds)
         )
     }

@@ -78,18 +78,7 @@ import Testing
     /// (which stays `completed` in the store) learns that it can no longer end with every agent on its serial.
     @Test func agentsOnANewerSerialAreCounted() throws {
         let rollout = try Self.rollout("all", agents: 4, currentWave: 0, state: .completed)
-        func status(_ serial: Int64) -> ServiceStatus {
-            ServiceStatus(
-                service: "web",
-                serial: serial,
-                version: "\(serial).0.0",
-                targetSerial: serial,
-                phase: .running,
-                message: "",
-                health: .healthy,
-                processes: []
-            )
-        }
+        func status(_ serial: Int64) -> ServiceStatus { .running(serial: serial) }
         let view = RolloutView(rollout, names: [:], statuses: ["agt_0": status(2), "agt_1": status(3), "agt_2": status(1)])
         #expect(view.counts == .init(agents: 4, updated: 1, healthy: 1, failed: 0, pending: 3, newer: 1))
         let counts = view.json.object?["counts"]?.object
