@@ -16,6 +16,12 @@ struct AgentTrustTests {
     /// The flag key (root 1 built from `--trusted-key`), then root keys and release keys of roots 2 and 3.
     struct Keys: Sendable {
         let flag, rootKey2, rootKey3, release2: SigningKey
+        /// When the roots expire, fixed once: a test comparing a stored file with a root made again later got another
+        /// expiry (another document) whenever the clock passed a second in between (seen on a loaded machine).
+        let expiresAt = Date().addingTimeInterval(86_400)
+        /// Root 3's, later (as `TestRoots.root`'s default), fixed once too.
+        let laterExpiresAt = Date().addingTimeInterval(365 * 86_400)
+
         init() throws {
             flag = try .generate()
             rootKey2 = try .generate()
@@ -25,12 +31,18 @@ struct AgentTrustTests {
 
         var pin: TrustedRoot { get throws { try TrustedRoot.fromTrustedKeys([flag.publicKey], threshold: 1) } }
 
-        func root2(signers: [SigningKey]? = nil, expiresAt: Date = Date().addingTimeInterval(86_400)) throws -> Envelope {
-            try TestRoots.root(version: 2, expiresAt: expiresAt, rootKeys: [rootKey2], releaseKeys: [release2], signers: signers ?? [flag, rootKey2])
+        func root2(signers: [SigningKey]? = nil, expiresAt: Date? = nil) throws -> Envelope {
+            try TestRoots.root(
+                version: 2,
+                expiresAt: expiresAt ?? self.expiresAt,
+                rootKeys: [rootKey2],
+                releaseKeys: [release2],
+                signers: signers ?? [flag, rootKey2]
+            )
         }
 
         func root3() throws -> Envelope {
-            try TestRoots.root(version: 3, rootKeys: [rootKey3], releaseKeys: [release2], signers: [rootKey2, rootKey3])
+            try TestRoots.root(version: 3, expiresAt: laterExpiresAt, rootKeys: [rootKey3], releaseKeys: [release2], signers: [rootKey2, rootKey3])
         }
     }
 
