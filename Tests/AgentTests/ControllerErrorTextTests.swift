@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import TestSupport
 import Testing
 
 @testable import Agent
@@ -38,5 +39,43 @@ import Testing
             #expect(actualMessage == message, "\(label)")
             #expect("\(error)".utf8.count < 1300, "\(label)")
         }
+    }
+
+    /// A 200 whose document is refused: the parse error quotes what it refuses (an unknown field's name, as long as the
+    /// controller makes it), and the text is cut like an error body's. Real sockets: a compromised controller on
+    /// 127.0.0.1 answering a desired-state poll and a trust root fetch.
+    @Test(arguments: ["desired state", "trust root"])
+    func aRefusedDocumentIsCut(_ call: String) async throws {
+        let port = try LoopbackPorts.reserve()
+        let rogue = RogueController(port: port)
+        // An unknown field named by 9 MiB of `/` (the desired state), by 1 MiB (a root envelope is at most 1.6 MB).
+        let desired = #"{"agentId":"a","pollSeconds":5,"releases":[],""# + String(repeating: "/", count: 9 << 20) + #"":1}"#
+        let root = #"{"payloadType":"x","payload":"","signatures":[],""# + String(repeating: "/", count: 1 << 20) + #"":1}"#
+        await rogue.recorder.set(Array(desired.utf8))
+        await rogue.recorder.setRoot(Array(root.utf8))
+        let client = AgentControllerClient(baseURL: "http://127.0.0.1:\(port)", token: "t", http: HTTPClient())
+        var failure: ControllerError?
+        for _ in 0..<100 {
+            do throws(ControllerError) {
+                if call == "desired state" {
+                    _ = try await client.desiredState(agentID: "a", etag: nil, wait: 0)
+                } else {
+                    _ = try await client.root(version: 2)
+                }
+                break
+            } catch {
+                failure = error
+                guard case .unreachable = error else { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        await rogue.stop()
+        guard case .invalidResponse(_, let reason)? = failure else {
+            Issue.record("\(call): \(failure.map { "\($0)" } ?? "accepted")")
+            return
+        }
+        #expect(reason.utf8.count <= AgentControllerClient.maximumErrorMessageBytes, "\(call): \(reason.utf8.count) bytes")
+        #expect(reason.contains("//"), "\(call): \(reason.prefix(200))")
+        #expect(!reason.contains("\n"))
     }
 }

@@ -32,6 +32,39 @@ struct StateStoreTests {
         return state
     }()
 
+    /// A message of megabytes (a parse error quoting a compromised controller's 16 MiB field, through the controller
+    /// problem and through every refused release's reason) is cut before it is saved, after masking: otherwise the file
+    /// outgrew what the agent reads back and the agent would not start again.
+    @Test func longTextsAreCutAfterMaskingBeforeTheyAreSaved() throws {
+        let huge = String(repeating: "/", count: 1 << 20)
+        let secret = "tok-123456"
+        // The secret straddles the cut: cut first, its first half would stay in the file.
+        let straddling = String(repeating: "a", count: ServiceState.maximumStoredTextBytes - 4) + secret + huge
+        var state = AgentState()
+        state["api"] = ServiceState(
+            failures: (1...20).map { .init(serial: Int64($0), reason: "refused: \(huge)", kind: .refused) },
+            message: straddling
+        )
+        let noted = state.noteControllerContact(failure: "invalid answer: \(huge)", at: Date(timeIntervalSince1970: 0))
+        #expect(noted)
+        state.prepareForSaving(mask: SecretMask([["TOKEN": secret]]))
+        try TestPaths.withTemporaryDirectorySync("ferry-state") { directory in
+            let store = StateStore(path: directory.appendingPathComponent("state.json").path)
+            try store.save(state)
+            let loaded = try store.load()
+            #expect(loaded == state)
+            let limit = ServiceState.maximumStoredTextBytes
+            #expect(loaded.controllerProblem.map { $0.message.utf8.count <= limit && $0.message.hasPrefix("invalid answer: //") } == true)
+            #expect(loaded["api"].message.utf8.count <= limit)
+            #expect(loaded["api"].message.hasSuffix("${TO"), "\(loaded["api"].message.suffix(20))")
+            #expect(!loaded["api"].message.contains("tok-"))
+            #expect(loaded["api"].failures.count == 20)
+            #expect(loaded["api"].failures.allSatisfy { $0.reason.utf8.count <= limit && $0.reason.hasPrefix("refused: /") })
+            let size = try FileManager.default.attributesOfItem(atPath: store.path)[.size] as? Int ?? .max
+            #expect(size < 1 << 20, "state.json is \(size) bytes")
+        }
+    }
+
     @Test func roundTripsThroughTheFileWithPayloadsAsBase64() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-state") { directory in
             let store = StateStore(path: directory.appendingPathComponent("state.json").path)

@@ -51,7 +51,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
             let state = try DesiredState(json: JSONValue.parse(response.body))
             return .changed(state, etag: Self.usableETag(response.headers["ETag"]))
         } catch {
-            throw .invalidResponse(url: url, reason: "\(error)")
+            throw .invalid(url: url, error)
         }
     }
 
@@ -66,7 +66,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
         do {
             return try Envelope.decode(response.body)
         } catch {
-            throw .invalidResponse(url: url, reason: "\(error)")
+            throw .invalid(url: url, error)
         }
     }
 
@@ -108,12 +108,12 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
             guard let chosenToken else { return try EnrollResponse(json: document) }
             return EnrollResponse(agentID: try EnrollAcknowledgement(json: document).agentID, token: chosenToken)
         } catch {
-            throw .invalidResponse(url: url, reason: "\(error)")
+            throw .invalid(url: url, error)
         }
     }
 
     /// Never shows the token.
-    var description: String { "AgentControllerClient(\(baseURL))" }
+    var description: String { "AgentControllerClient(\(RedactedURL.redact(baseURL)))" }
 
     private var authorization: HTTPClient.Headers { ["Authorization": "Bearer \(token)"] }
 
@@ -154,7 +154,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
     static let maximumErrorCodeBytes = 64
     static let maximumErrorMessageBytes = 1024
 
-    private static func oneLine(_ text: String, maximumBytes: Int) -> String {
+    static func oneLine(_ text: String, maximumBytes: Int) -> String {
         var scalars = String.UnicodeScalarView()
         scalars.append(contentsOf: StatusReportBuilder.freeText(text, maximumBytes: maximumBytes).unicodeScalars.map { $0 == "\n" ? " " : $0 })
         return String(scalars)
@@ -191,6 +191,16 @@ enum ControllerError: Error, CustomStringConvertible {
     case rejected(url: String, status: Int, code: String, message: String)
     /// The controller answered something that is not a valid document.
     case invalidResponse(url: String, reason: String)
+
+    /// `.invalidResponse` for a document `error` refused, its text cut to
+    /// `AgentControllerClient.maximumErrorMessageBytes` on one line. A parse error quotes what it refuses (an unknown
+    /// field's name is as long as the controller sends it, up to the whole 16 MiB body), and the text goes into every
+    /// log line of a failed poll, into the agent's state file (`controllerProblem`) and, through a trust root that
+    /// could not be fetched, into the message and failures of every service: a state file larger than the agent reads
+    /// back, so it would not start again.
+    static func invalid(url: String, _ error: any Error) -> ControllerError {
+        .invalidResponse(url: url, reason: AgentControllerClient.oneLine("\(error)", maximumBytes: AgentControllerClient.maximumErrorMessageBytes))
+    }
 
     var description: String {
         switch self {

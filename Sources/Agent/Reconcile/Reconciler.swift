@@ -424,13 +424,13 @@ actor Reconciler {
         }
     }
 
-    /// Saves the state, masked: its messages quote errors from the process manager, apps and the network, and no
-    /// instance secret is kept in them.
+    /// Saves the state, masked and its texts cut (`AgentState.prepareForSaving(mask:)`): its messages quote errors from
+    /// the process manager, apps and the network, and no instance secret is kept in them.
     /// A save that fails (a full disk) is tried again at the end of every pass until it works: otherwise `state.json`
     /// would keep the state from before, which the next start would go back to (found by the chaos loop: a release
     /// applied during a full disk stayed "pending" on disk while it ran).
     func save(_ summary: inout PassSummary) {
-        state.mask(with: secrets.mask)
+        state.prepareForSaving(mask: secrets.mask)
         do {
             try store.save(state)
             unsaved = false

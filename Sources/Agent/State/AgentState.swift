@@ -44,6 +44,21 @@ struct AgentState: Sendable, Codable, Equatable {
         return true
     }
 
+    /// The state as it is saved: instance env values masked in every message and failure reason (`mask(with:)`), then
+    /// each of those texts cut to `ServiceState.maximumStoredTextBytes`. Masking comes first, or a secret cut in two
+    /// would no longer be found. The cut keeps one long error (a parse error quoting megabytes, a tool's output) from
+    /// making the file larger than the agent reads back when it starts.
+    mutating func prepareForSaving(mask: SecretMask) {
+        self.mask(with: mask)
+        if var problem = controllerProblem {
+            problem.message = ServiceState.storedText(problem.message)
+            controllerProblem = problem
+        }
+        for service in Array(services.keys) {
+            services[service]?.clipTexts()
+        }
+    }
+
     /// Masks instance env values in every message and failure reason (see `SecretMask`).
     mutating func mask(with mask: SecretMask) {
         guard !mask.isEmpty else { return }

@@ -265,6 +265,23 @@ struct ServiceState: Sendable, Codable, Equatable {
         return pending
     }
 
+    /// Longest message or failure reason kept in the state file (reports carry at most 2,000 bytes of each).
+    static let maximumStoredTextBytes = 8 << 10
+
+    /// `text` cut to `maximumStoredTextBytes`, on a character boundary, control characters but newline and tab spaced.
+    static func storedText(_ text: String) -> String {
+        StatusReportBuilder.freeText(text, maximumBytes: maximumStoredTextBytes)
+    }
+
+    /// Cuts the message and the failure reasons to `maximumStoredTextBytes` (after masking: see
+    /// `AgentState.prepareForSaving(mask:)`).
+    mutating func clipTexts() {
+        message = Self.storedText(message)
+        for index in failures.indices {
+            failures[index].reason = Self.storedText(failures[index].reason)
+        }
+    }
+
     /// Masks instance env values in the message and the failure reasons (see `SecretMask`): they quote errors from the
     /// process manager, apps and the network. Changes no phase.
     mutating func mask(with mask: SecretMask) {

@@ -10,10 +10,13 @@ import Shared
 final class RogueController: Sendable {
     actor Recorder {
         var desired: [UInt8] = Array("{}".utf8)
+        /// What `GET /v1/roots/{version}` answers (404 while `nil`).
+        var root: [UInt8]?
         var reports: [StatusReport] = []
         /// The same reports by the agent id of the request path.
         var reportsByAgent: [String: [StatusReport]] = [:]
         func set(_ bytes: [UInt8]) { desired = bytes }
+        func setRoot(_ bytes: [UInt8]?) { root = bytes }
         func append(_ report: StatusReport, from agentID: String) {
             reports.append(report)
             reportsByAgent[agentID, default: []].append(report)
@@ -29,6 +32,10 @@ final class RogueController: Sendable {
         let router = Router()
         router.get("/v1/agents/:id/desired-state") { _, _ -> Response in
             let body = await recorder.desired
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        router.get("/v1/roots/:version") { _, _ -> Response in
+            guard let body = await recorder.root else { return Response(status: .notFound) }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
         router.post("/v1/agents/:id/status") { request, context -> HTTPResponse.Status in
