@@ -116,6 +116,18 @@ import Testing
             closes: true
         ),
         Case(
+            name: "Connection: foreclose is not close: both requests are answered and the connection stays",
+            requests: "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: foreclose\r\n\r\n" + "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+            answers: ["200 echo 0", "200 echo 0"],
+            closes: false
+        ),
+        Case(
+            name: "Connection: keep-alive, closed is not close either",
+            requests: "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, closed\r\n\r\n" + "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+            answers: ["200 echo 0", "200 echo 0"],
+            closes: false
+        ),
+        Case(
             name: "a malformed request after a good one is answered 400 and closes",
             requests: "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n" + "NOT HTTP AT ALL\r\n\r\n",
             answers: ["200 echo 0", "400"],

@@ -158,6 +158,15 @@ import Testing
             statuses: [304, 304, 304],
             fast: 1
         ),
+        // One write holding a poll answered at once and a long-poll that parks: the first answer leaves the decoder
+        // between requests, but the second request is unanswered. The next poll waits its turn; answered from its
+        // bytes, it went out first, as the parked poll's answer.
+        LiveCase(
+            name: "a poll and a long-poll in one write, then a poll",
+            steps: [(poll + poll.replacingOccurrences(of: "state ", with: "state?wait=3 "), 1), (poll, 3)],
+            statuses: [304, 304, 304],
+            fast: 0
+        ),
         LiveCase(
             name: "a health check, then a poll",
             steps: [("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 1), (poll, 2)],

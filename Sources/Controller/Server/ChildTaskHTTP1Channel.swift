@@ -47,8 +47,8 @@ struct ChildTaskHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
                             answering.begin(task)
                             defer { answering.end() }
                             try await task.value
-                            // Token match, any case ("Close", "keep-alive, close"), as the poll handler reads it.
-                            if head.headerFields[values: .connection].contains(where: { ASCII.contains($0, caseInsensitive: "close") }) { break }
+                            // Token match, any case ("Close", "keep-alive, close"), as llhttp and the poll handler read it.
+                            if head.headerFields[values: .connection].contains(where: { ASCII.containsToken($0, caseInsensitive: "close") }) { break }
                         }
                     } catch is HTTPParserError {
                         logger.debug("HTTP parse error, closing connection")

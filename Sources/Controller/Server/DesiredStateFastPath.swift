@@ -202,6 +202,11 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
         downstreamIdle = framing.isBetweenRequests
     }
 
+    /// Called by `DesiredStatePollHandler` for every request head it is given: that request is unanswered.
+    func downstreamBecameBusy() {
+        downstreamIdle = false
+    }
+
     /// The agent's state when `bytes` are a poll this handler answers with a 304.
     private func answerable(_ bytes: UnsafeRawBufferPointer) -> RenderedDesiredState? {
         guard let poll = Poll(bytes),

@@ -215,7 +215,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     /// Whether the request asks for the connection to be closed after its answer.
     static func closesConnection(_ head: HTTPRequest) -> Bool {
-        head.headerFields[values: .connection].contains { ASCII.contains($0, caseInsensitive: "close") }
+        head.headerFields[values: .connection].contains { ASCII.containsToken($0, caseInsensitive: "close") }
     }
 
     /// The request this handler is answering.
@@ -316,6 +316,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// - Parameter replayed: `part` is the first of `queued` (taken out of it): it goes before the others.
     private func receive(_ part: HTTPRequestPart, replayed: Bool = false) {
         guard let context else { return }
+        // Every head is a request unanswered until its answer ends, whoever takes it. The fast path closes for it even
+        // if it opened between two requests of one read (the first answered at once): a poll it answered in a later
+        // read went out before this one's answer, as its answer.
+        if case .head = part { fastPath?.downstreamBecameBusy() }
         if current != nil {
             // Parts of the request being answered, until its end (unless earlier parts still wait in the queue).
             if current?.ended == false, queued.isEmpty || replayed {

@@ -1,19 +1,23 @@
 /// Byte-level ASCII text checks for hot paths where `String`'s `Character` semantics (grapheme breaking, Unicode case
 /// mapping) cost far more than the question asked: HTTP header tokens are ASCII by definition.
 package enum ASCII {
-    /// Whether `text` contains `needle` (which must be lowercase ASCII), ignoring ASCII case.
-    package static func contains(_ text: some StringProtocol, caseInsensitive needle: StaticString) -> Bool {
-        let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
-        guard !pattern.isEmpty else { return true }
+    /// Whether the comma-separated list `text` (a `Connection` field's value) holds `token` (lowercase ASCII), ignoring
+    /// ASCII case and the spaces and tabs around each element: `keep-alive, Close` does, `foreclose` and `close-ish`
+    /// do not. llhttp reads `Connection` the same way, and the two must agree: a connection its reader ends on a
+    /// substring match while llhttp keeps parsing it held its next request counted in flight and unanswered, with no
+    /// deadline, for as long as the client kept it open.
+    package static func containsToken(_ text: some StringProtocol, caseInsensitive token: StaticString) -> Bool {
+        let pattern = UnsafeBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
         let bytes = Array(text.utf8)
-        guard bytes.count >= pattern.count else { return false }
-        for start in 0...(bytes.count - pattern.count) {
-            var matched = true
-            for offset in 0..<pattern.count where lowercased(bytes[start + offset]) != pattern[offset] {
-                matched = false
-                break
-            }
-            if matched { return true }
+        var start = 0
+        while start <= bytes.count {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.count
+            var low = start
+            var high = end
+            while low < high, bytes[low] == 0x20 || bytes[low] == 0x09 { low += 1 }
+            while high > low, bytes[high - 1] == 0x20 || bytes[high - 1] == 0x09 { high -= 1 }
+            if high - low == pattern.count, zip(bytes[low..<high], pattern).allSatisfy({ lowercased($0) == $1 }) { return true }
+            start = end + 1
         }
         return false
     }
