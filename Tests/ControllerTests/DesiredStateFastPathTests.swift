@@ -218,6 +218,63 @@ import Testing
         }
     }
 
+    /// A poll has no body: a parked one sent with a body is the router's, which never reads it, and holds nothing of
+    /// the body budget. Held by the poll handler, it counted against no token's share, so one agent's parked polls with
+    /// bodies of 1 MiB took the whole budget every report and publish shares.
+    @Test func aParkedPollsBodyHoldsNoneOfTheBudget() async throws {
+        try await Self.withPolledAgent { fixture, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            let body = String(repeating: "x", count: 4_000)
+            let request =
+                Self.head.replacingOccurrences(of: "state ", with: "state?wait=2 ") + "Content-Length: \(body.utf8.count)\r\n"
+                + "If-None-Match: {tag}\r\n\r\n"
+            try connection.send(Self.fill(request, id: agent.id, token: agent.token, tag: tag))
+            try await Task.sleep(for: .milliseconds(200))
+            try connection.send(body)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(fixture.controller.core.bodyBudget.bytesHeld == 0)
+            #expect(try await connection.waitForStatus(timeout: .seconds(20)) == 304)
+        }
+    }
+
+    /// A poll with `Connection: close` whose answer is larger than the socket takes at once, from a client that reads
+    /// late: the connection closes only once the whole answer is written. Closed at once, as it was, NIO dropped the
+    /// writes still pending and the client got a body cut short under its full `Content-Length`.
+    @Test func connectionCloseWaitsForTheWholeAnswer() async throws {
+        try await Fixture.with { fixture in
+            let agent = try await fixture.withRouter { client in
+                // 24 services with 250 KB of env each: an answer of about 8 MB, more than the kernel buffers on loopback.
+                let services = (0..<24).map { "svc\($0)" }
+                let agent = try await fixture.enroll(client, name: "a", services: services)
+                let artifact = try await fixture.upload(client, Array("app".utf8))
+                for service in services {
+                    var release = Fixture.release(service: service, serial: 1, artifact: artifact)
+                    release.env = Dictionary(uniqueKeysWithValues: (0..<10).map { ("VALUE_\($0)", String(repeating: "v", count: 25_000)) })
+                    #expect(try await fixture.publish(client, release).status == .created)
+                }
+                return agent
+            }
+            try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                let connection = try RawConnection(port: port, receiveBuffer: 4096)
+                try connection.send(Self.fill(Self.head + "Connection: close\r\n\r\n", id: agent.id, token: agent.token, tag: ""))
+                // Not reading: the answer fills the socket, and the rest waits in the channel when the poll handler closes.
+                try await Task.sleep(for: .seconds(1))
+                #expect(try await connection.waitUntilClosed(timeout: .seconds(20)) != nil)
+                let text = String(decoding: connection.received, as: UTF8.self)
+                guard let split = text.range(of: "\r\n\r\n") else {
+                    Issue.record("no answer head: \(text.prefix(200))")
+                    return
+                }
+                let head = text[..<split.lowerBound].lowercased()
+                let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length: ") }.flatMap { Int($0.dropFirst(16)) }
+                #expect(head.hasPrefix("http/1.1 200"), "\(head)")
+                #expect((length ?? 0) > 7_000_000, "\(head)")
+                #expect(connection.received.count - text.utf8.distance(from: text.utf8.startIndex, to: split.upperBound) == length)
+            }
+        }
+    }
+
     /// A body the router answered without reading (a health check that declares one) is still the decoder's: a poll's
     /// bytes sent as that body are the body, and the request after it gets its own answer. Answered as a poll, they left
     /// the decoder waiting for the body, which swallowed the next request.

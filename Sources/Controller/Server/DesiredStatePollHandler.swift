@@ -191,6 +191,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             }
         }
 
+        var isPoll: Bool {
+            if case .poll = self { true } else { false }
+        }
+
         var closesConnection: Bool {
             switch self {
             case .poll(let poll): poll.closesConnection
@@ -327,6 +331,12 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 case .head:
                     // Never: a head follows the end of the request before it.
                     break
+                case .body(var bytes) where current?.kind.isPoll == true:
+                    // A poll has no body: one sent with a body is the router's, whose route never reads it. Held here it
+                    // counted against no token's share of the body budget (a poll's principal has none yet), and 256
+                    // parked polls of 1 MiB from one agent took the whole budget every report and publish shares.
+                    current?.append(&bytes)
+                    passOn()
                 case .body(var bytes):
                     // Held until answered: a body larger than a report may be (a poll has none) is the router's to read,
                     // and so is one that does not fit in the budget every connection shares (the router refuses it).
@@ -626,18 +636,20 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         } else {
             context.write(wrapOutboundOut(.head(Self.dated(state.notModifiedResponse))), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let written = finishing(current, context: context)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         dependencies.recordAnswer(notModified: status != .ok, after: duration)
-        finish(current, context: context)
+        finish(current, context: context, written: written?.futureResult)
     }
 
     /// Answers a stored report, as the route does.
     private func answerNoContent() {
         guard let context, let current else { return }
         context.write(wrapOutboundOut(.head(Self.dated(Self.noContent))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let written = finishing(current, context: context)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         dependencies.recordReport(after: ContinuousClock.now - current.startedAt)
-        finish(current, context: context)
+        finish(current, context: context, written: written?.futureResult)
     }
 
     /// The route's head for a stored report, but for its `Date`.
@@ -650,14 +662,35 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         return response
     }
 
-    /// The answer to `answered` is written: goes on with whatever arrived meanwhile.
-    private func finish(_ answered: Current, context: ChannelHandlerContext) {
+    /// A promise for the write of the answer to `answered` when something must wait until it is on the wire: closing the
+    /// connection (`Connection: close`) or a held graceful-shutdown signal (which closes it). `nil` otherwise: a promise
+    /// per answer is an allocation on the path every agent's poll takes.
+    private func finishing(_ answered: Current, context: ChannelHandlerContext) -> EventLoopPromise<Void>? {
+        answered.kind.closesConnection || heldQuiesce != nil ? context.eventLoop.makePromise(of: Void.self) : nil
+    }
+
+    /// The answer to `answered` is handed to the channel: goes on with whatever arrived meanwhile.
+    ///
+    /// - Parameter written: completes once the answer is written (see `finishing`). A close comes only then: NIO's close
+    ///   drops the writes still pending, and a 200 larger than the socket's free send buffer went out cut short under
+    ///   its full `Content-Length`.
+    private func finish(_ answered: Current, context: ChannelHandlerContext, written: EventLoopFuture<Void>? = nil) {
         dependencies.bodyBudget.release(answered.reserved, for: answered.budgetHolder)
         self.current = nil
         draining = !answered.ended
         if answered.kind.closesConnection {
-            context.close(promise: nil)
+            let channel = context.channel
+            if let written {
+                written.whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
             return
+        }
+        if let written, let event = heldQuiesce {
+            heldQuiesce = nil
+            let bound = NIOLoopBound((handler: self, event: event), eventLoop: context.eventLoop)
+            written.whenComplete { _ in bound.value.handler.context?.fireUserInboundEventTriggered(bound.value.event) }
         }
         resumeQueued()
         noteIfIdle()
