@@ -67,10 +67,44 @@ enum EcosystemReader {
                 throw ConfigurationError.unreadable(path: path, reason: "not strict JSON (\(strict)), and as PM2 reads it: \(Self.reason(of: error))")
             }
         } else if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
-            return Evaluation(document: try YAMLDocument.parse(String(decoding: try read(path), as: UTF8.self), source: path))
+            return Evaluation(document: try readYAML(String(decoding: try read(path), as: UTF8.self), source: path))
         } else {
             throw ConfigurationError.unreadable(path: path, reason: "unknown ecosystem file type: use .js, .cjs, .mjs, .json, .yaml or .yml")
         }
+    }
+
+    /// An `ecosystem.yml` as PM2 7 reads it (`Common.parseConfig`: js-yaml 4's `load`), not by the YAML 1.1 rules of
+    /// Ferry's own configuration, which would ship `COUNTRY: NO` as "false", `FILE_MODE: 0644` as "420" and
+    /// `OPENS_AT: 9:30` as "570" where PM2 gives the app `NO`, `644` and `9:30`.
+    ///
+    /// A timestamp (`BUILT: 2001-12-14`) is a JavaScript `Date` there. PM2 sends an app to its daemon as JSON, where a
+    /// Date becomes its ISO text, but `mergeEnvironmentVariables` first passes each object in an app's `env` through
+    /// `JSON.stringify`: a Date right in `env` reaches the app in double quotes, `"2001-12-14T00:00:00.000Z"`. So the
+    /// text is read with dates as ISO text, and again as JSON text for each app's direct `env` values.
+    private static func readYAML(_ text: String, source: String) throws(ConfigurationError) -> JSONValue {
+        let document = try YAMLDocument.parse(text, source: source, schema: .jsYAML(dates: .iso))
+        let stringified = try YAMLDocument.parse(text, source: source, schema: .jsYAML(dates: .json))
+        guard stringified != document else { return document }
+        // The two readings differ only in dates: the second's strings in an app's `env` are the ones PM2 passes.
+        func appWithStringifiedDates(_ app: JSONValue, from other: JSONValue) -> JSONValue {
+            guard case .object(var fields) = app, case .object(var environment)? = fields["env"], let otherEnvironment = other.object?["env"]?.object
+            else { return app }
+            for (name, value) in otherEnvironment {
+                if case .string = value { environment[name] = value }
+            }
+            fields["env"] = .object(environment)
+            return .object(fields)
+        }
+        func appsWithStringifiedDates(_ apps: JSONValue, from other: JSONValue) -> JSONValue {
+            guard case .array(let items) = apps, case .array(let otherItems) = other else { return appWithStringifiedDates(apps, from: other) }
+            return .array(zip(items, otherItems).map { appWithStringifiedDates($0, from: $1) })
+        }
+        // Where PM2's `_startJson` finds the apps: `apps`, else `pm2`, else the document itself; one app or a list.
+        guard case .object(var fields) = document, let otherFields = stringified.object,
+            let key = ["apps", "pm2"].first(where: { JavaScriptSemantics.isTruthy(fields[$0]) })
+        else { return appsWithStringifiedDates(document, from: stringified) }
+        fields[key] = appsWithStringifiedDates(fields[key] ?? .null, from: otherFields[key] ?? .null)
+        return .object(fields)
     }
 
     private static func parseFailure(_ bytes: [UInt8]) -> String {
