@@ -29,11 +29,12 @@ import Darwin
 /// absolute paths under the staging directory's real path instead).
 struct ArchiveExtractor: Sendable {
     struct Configuration: Sendable {
-        /// Most entries an archive may have. Default 100 000 (a big `node_modules` has a few tens of thousands).
-        var maxEntries: Int = 100_000
+        /// Most entries an archive may have. Default `ArchiveEntryRules.maximumEntries`, 100 000 (a big `node_modules`
+        /// has a few tens of thousands); `publish` and `plan` refuse an artifact past it.
+        var maxEntries: Int = ArchiveEntryRules.maximumEntries
         /// Most bytes the archive may expand to, counted while writing (a bomb is stopped mid-entry).
-        /// Default 2 GiB.
-        var maxTotalBytes: Int64 = 2 << 30
+        /// Default `ArchiveEntryRules.maximumTotalBytes`, 2 GiB; `publish` and `plan` refuse an artifact past it.
+        var maxTotalBytes: Int64 = ArchiveEntryRules.maximumTotalBytes
         /// Flush the extracted tree to disk (syncfs(2)) before renaming it into place, so a power loss never
         /// leaves a renamed release with missing data. Default `true`.
         var synchronize: Bool = true
@@ -41,7 +42,12 @@ struct ArchiveExtractor: Sendable {
         /// cancelled or the process is killed (leaving the staging directory behind). Default `nil`.
         var pauseAfterEntries: Int? = nil
 
-        init(maxEntries: Int = 100_000, maxTotalBytes: Int64 = 2 << 30, synchronize: Bool = true, pauseAfterEntries: Int? = nil) {
+        init(
+            maxEntries: Int = ArchiveEntryRules.maximumEntries,
+            maxTotalBytes: Int64 = ArchiveEntryRules.maximumTotalBytes,
+            synchronize: Bool = true,
+            pauseAfterEntries: Int? = nil
+        ) {
             self.maxEntries = maxEntries
             self.maxTotalBytes = maxTotalBytes
             self.synchronize = synchronize
@@ -235,7 +241,7 @@ private final class Extraction {
 
     private func extractEntry(_ entry: OpaquePointer, reader: OpaquePointer, writer: OpaquePointer) throws(ArchiveError) {
         guard let rawPath = archive_entry_pathname(entry) ?? archive_entry_pathname_utf8(entry) else {
-            throw .unsafePath(entry: "(unreadable name)", reason: "the name cannot be decoded")
+            throw .unsafePath(entry: ArchiveEntryRules.unreadableNameLabel, reason: ArchiveEntryRules.undecodableName)
         }
         let path = Self.bytes(rawPath)
         let name = String(decoding: path, as: UTF8.self)
@@ -244,7 +250,7 @@ private final class Extraction {
         let components = try Self.components(of: path, entry: name)
         if components.isEmpty {
             // "./": the root itself, which is the staging directory.
-            guard type == mode_t(FERRY_AE_IFDIR) else { throw .unsafePath(entry: name, reason: "empty path") }
+            guard type == mode_t(FERRY_AE_IFDIR) else { throw .unsafePath(entry: name, reason: ArchiveEntryRules.emptyPath) }
             try skipData(reader, entry: name)
             return
         }
@@ -262,25 +268,25 @@ private final class Extraction {
         if let hardlink {
             let target = try Self.components(of: hardlink, entry: name, linkTarget: true)
             let targetName = String(decoding: hardlink, as: UTF8.self)
-            guard !target.isEmpty else { throw .linkEscapes(entry: name, target: targetName, reason: "hard link to the root") }
+            guard !target.isEmpty else { throw .linkEscapes(entry: name, target: targetName, reason: ArchiveEntryRules.hardLinkToRoot) }
             try checkParents(of: target, entry: name)
             var info = stat()
             guard lstat(absolute(Self.join(target)), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-                throw .linkEscapes(entry: name, target: targetName, reason: "a hard link must name a regular file extracted before it")
+                throw .linkEscapes(entry: name, target: targetName, reason: ArchiveEntryRules.hardLinkNotARegularFile)
             }
             absolute(Self.join(target)).withCString { archive_entry_copy_hardlink(entry, $0) }
         } else {
-            switch type {
-            case mode_t(FERRY_AE_IFREG), mode_t(FERRY_AE_IFDIR):
+            switch ArchiveEntryRules.extractedType(fileType: UInt32(type)) {
+            case .regularFile, .directory:
                 break
-            case mode_t(FERRY_AE_IFLNK):
+            case .symbolicLink:
                 guard let rawTarget = archive_entry_symlink(entry) ?? archive_entry_symlink_utf8(entry) else {
-                    throw .linkEscapes(entry: name, target: "", reason: "unreadable symbolic link target")
+                    throw .linkEscapes(entry: name, target: "", reason: ArchiveEntryRules.unreadableSymlinkTarget)
                 }
                 try Self.checkSymlink(target: Self.bytes(rawTarget), parent: components.dropLast(), entry: name)
                 symlinks.append(relative)
-            default:
-                throw .unsupportedEntryType(entry: name, type: Self.typeName(type))
+            case nil:
+                throw .unsupportedEntryType(entry: name, type: ArchiveEntryRules.typeName(fileType: UInt32(type)))
             }
         }
 
@@ -391,11 +397,11 @@ private final class Extraction {
             }
             switch info.st_mode & S_IFMT {
             case S_IFLNK:
-                throw .unsafePath(entry: name, reason: "passes through the symbolic link \"\(String(decoding: prefix, as: UTF8.self))\"")
+                throw .unsafePath(entry: name, reason: ArchiveEntryRules.passesThroughSymlink(String(decoding: prefix, as: UTF8.self)))
             case S_IFDIR:
                 rememberDirectory(prefix)
             default:
-                throw .unsafePath(entry: name, reason: "\"\(String(decoding: prefix, as: UTF8.self))\" is not a directory")
+                throw .unsafePath(entry: name, reason: ArchiveEntryRules.notADirectory(String(decoding: prefix, as: UTF8.self)))
             }
         }
     }
@@ -422,65 +428,29 @@ private final class Extraction {
         }
     }
 
-    /// Splits an entry path into components, refusing absolute paths and `..`; `.` and empty components vanish.
+    /// Splits an entry path into components (`ArchiveEntryRules.components(of:)`), refusing absolute paths and `..`;
+    /// `.` and empty components vanish. A refused hard link target (`linkTarget`) is a `.linkEscapes`.
     private static func components(of path: [UInt8], entry name: String, linkTarget: Bool = false) throws(ArchiveError) -> [[UInt8]] {
-        func refuse(_ reason: String) -> ArchiveError {
-            linkTarget
-                ? .linkEscapes(entry: name, target: String(decoding: path, as: UTF8.self), reason: reason)
-                : .unsafePath(entry: name, reason: reason)
+        do throws(ArchiveEntryRules.Refusal) {
+            return try ArchiveEntryRules.components(of: path)
+        } catch {
+            let refusal: ArchiveError =
+                linkTarget
+                ? .linkEscapes(entry: name, target: String(decoding: path, as: UTF8.self), reason: error.reason)
+                : .unsafePath(entry: name, reason: error.reason)
+            throw refusal
         }
-        guard !path.isEmpty else { throw refuse("empty path") }
-        guard path.first != 0x2f else { throw refuse("absolute path") }
-        guard path.count <= Int(PATH_MAX) / 2 else { throw refuse("path longer than \(Int(PATH_MAX) / 2) bytes") }
-        var result: [[UInt8]] = []
-        for component in path.split(separator: 0x2f, omittingEmptySubsequences: true) {
-            if component.elementsEqual([0x2e]) { continue }
-            if component.elementsEqual([0x2e, 0x2e]) { throw refuse("\"..\" component") }
-            result.append(Array(component))
-        }
-        return result
     }
 
     /// A symbolic link's target, taken relative to the link's directory, must not be absolute, may climb (`..`) only
-    /// at its start and not above the tree's root, and then only names entries.
-    ///
-    /// A `..` after a name is refused: the name may itself be a link (`a -> .`), and what `a/a/a/../../..` climbs to
-    /// is then not what the text says. The check on the finished tree (`verifySymlinks`) resolves links, but not a
-    /// dangling one, whose target (`a/a/a/../../../etc/cron.d/x`) is where a later write through it would go. With
-    /// climbs only at the start, from a directory that is not a link (`checkParents`), every link resolves inside the
-    /// tree, through any chain of links. npm's and pnpm's links (`../pkg/bin/cli.js`) have this form.
+    /// at its start and not above the tree's root, and then only names entries (`ArchiveEntryRules.checkSymlink`, which
+    /// says why). With climbs only at the start, from a directory that is not a link (`checkParents`), every link
+    /// resolves inside the tree, through any chain of links.
     private static func checkSymlink(target: [UInt8], parent: ArraySlice<[UInt8]>, entry name: String) throws(ArchiveError) {
-        let text = String(decoding: target, as: UTF8.self)
-        guard !target.isEmpty else { throw .linkEscapes(entry: name, target: text, reason: "empty symbolic link target") }
-        guard target.first != 0x2f else { throw .linkEscapes(entry: name, target: text, reason: "absolute symbolic link target") }
-        var depth = parent.count
-        var named = false
-        for component in target.split(separator: 0x2f, omittingEmptySubsequences: true) {
-            if component.elementsEqual([0x2e]) { continue }
-            if component.elementsEqual([0x2e, 0x2e]) {
-                guard !named else {
-                    throw .linkEscapes(
-                        entry: name,
-                        target: text,
-                        reason: "\"..\" after a name in a symbolic link target (through a link it could climb out); climb only at its start"
-                    )
-                }
-                depth -= 1
-                if depth < 0 { throw .linkEscapes(entry: name, target: text, reason: "symbolic link leaves the extracted tree") }
-            } else {
-                named = true
-                depth += 1
-            }
-        }
-    }
-
-    private static func typeName(_ type: mode_t) -> String {
-        switch type {
-        case mode_t(FERRY_AE_IFCHR): "character device"
-        case mode_t(FERRY_AE_IFBLK): "block device"
-        case mode_t(FERRY_AE_IFIFO): "FIFO"
-        case mode_t(FERRY_AE_IFSOCK): "socket"
-        default: "entry of unknown type 0o\(String(type, radix: 8))"
+        do throws(ArchiveEntryRules.Refusal) {
+            try ArchiveEntryRules.checkSymlink(target: target, parentDepth: parent.count)
+        } catch {
+            throw .linkEscapes(entry: name, target: String(decoding: target, as: UTF8.self), reason: error.reason)
         }
     }
 
