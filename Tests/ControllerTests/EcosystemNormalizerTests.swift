@@ -274,6 +274,17 @@ struct EcosystemNormalizerTests {
             ]
         ),
         Row(
+            label: "env numbers become the text JavaScript's String() gives them",
+            app: [
+                "name": "web", "script": "server.js",
+                "env": ["SMALL": 0.00005, "TINY": 1e-7, "BIG": 1e21, "HUGE": 1.2345678901234568e20],
+            ],
+            expected: [
+                "name": "web", "script": "server.js", "interpreter": "node", "exec_mode": "fork",
+                "env": ["SMALL": "0.00005", "TINY": "1e-7", "BIG": "1e+21", "HUGE": "123456789012345680000"],
+            ]
+        ),
+        Row(
             label: "--env-name merges env_<name> over env; append_env_to_name renames",
             app: [
                 "name": "web", "script": "server.js", "append_env_to_name": true, "env": ["A": "1", "B": "1"], "env_production": ["B": "2"],
@@ -485,6 +496,29 @@ struct EcosystemNormalizerTests {
         #expect(duplicate.errors.map(\.description) == ["[1].name: \"web\" is also the name of [0]; app names must be unique"])
     }
 
+    /// Documents with a duplicate app name, and the one error expected: the later app's path and the earlier one's,
+    /// also when an entry before them has no name (it is not an object).
+    static let duplicateNameCases: [(JSONValue, String)] = [
+        (
+            .object(["apps": [false, ["name": "api", "script": "server.js"], ["name": "api", "script": "server.js"]]]),
+            "apps[2].name: \"api\" is also the name of apps[1]; app names must be unique"
+        ),
+        (
+            .array(["server.js", ["name": "web", "script": "server.js"], .null, ["name": "web", "script": "server.js"]]),
+            "[3].name: \"web\" is also the name of [1]; app names must be unique"
+        ),
+        (
+            .object(["pm2": [["name": "web", "script": "server.js"], 7, ["name": "web", "script": "server.js"]]]),
+            "pm2[2].name: \"web\" is also the name of pm2[0]; app names must be unique"
+        ),
+    ]
+
+    @Test("a duplicate app name names both apps by their place in the file", arguments: duplicateNameCases)
+    func duplicateNames(_ document: JSONValue, _ expected: String) {
+        let duplicates = Self.normalize(document).errors.map(\.description).filter { $0.hasSuffix("app names must be unique") }
+        #expect(duplicates == [expected])
+    }
+
     @Test("deploy.<env>.env is the lowest layer under --env-name, as in PM2")
     func deployEnvironment() {
         let document: JSONValue = .object([
@@ -520,8 +554,10 @@ struct EcosystemNormalizerTests {
         #expect(JS.parseFloat(.string("s")) == nil)
         #expect(JS.parseInt("42abc") == 42)
         #expect(JS.parseInt("four") == nil)
-        #expect(JS.numberString(1e-7) == "1e-7")
-        #expect(JS.numberString(3000) == "3000")
+        #expect(JS.string(.number(1e-7)) == "1e-7")
+        #expect(JS.string(.number(3000)) == "3000")
+        #expect(JS.string(.number(0.00005)) == "0.00005")
+        #expect(JS.string(.array([.number(1e21), .null, .integer(2)])) == "1e+21,,2")
         #expect(PM2Schema.camelCase("max_memory_restart") == "maxMemoryRestart")
         #expect(PM2Schema.byKey["node_args"]?.aliases == ["interpreter_args", "interpreterArgs", "nodeArgs"])
     }

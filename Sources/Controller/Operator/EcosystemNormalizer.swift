@@ -141,26 +141,32 @@ struct EcosystemNormalizer {
         if apps.isEmpty {
             result.problems.append(.init(severity: .error, field: base, message: "the ecosystem file has no apps"))
         }
+        // Each name with its own app's path: an app without a name (not an object) has no entry in `result.names`, so
+        // its index there is not the app's index in `apps`.
+        var namedPaths: [(name: String, path: String)] = []
         for (value, path) in apps {
             var app = AppNormalization(configuration: configuration, path: path, deploy: deploy)
             let normalised = app.run(value)
             result.problems += app.problems
-            if let name = app.name { result.names.append(name) }
+            if let name = app.name {
+                result.names.append(name)
+                namedPaths.append((name, path))
+            }
             result.foundEnvironmentBlock = result.foundEnvironmentBlock || app.foundEnvironmentBlock
             if let normalised, !app.problems.contains(where: { $0.severity == .error }) { result.apps.append((path, normalised)) }
         }
         var seen: [String: String] = [:]
-        for (index, name) in result.names.enumerated() {
+        for (name, path) in namedPaths {
             if let first = seen[name] {
                 result.problems.append(
                     .init(
                         severity: .error,
-                        field: apps[index].1 + ".name",
+                        field: path + ".name",
                         message: "\"\(name)\" is also the name of \(first); app names must be unique"
                     )
                 )
             } else {
-                seen[name] = apps[index].1
+                seen[name] = path
             }
         }
         return result
@@ -356,7 +362,7 @@ private struct AppNormalization {
         var instances: Int64?
         if let count = options["instances"].flatMap({ JS.number($0) }) {
             if abs(count) > 1024 {
-                error(writtenAs["instances"] ?? "instances", "\(JS.numberString(count)) is more instances than Ferry runs (at most 1024)")
+                error(writtenAs["instances"] ?? "instances", "\(JavaScriptNumber.text(of: count)) is more instances than Ferry runs (at most 1024)")
             } else {
                 instances = Int64(count.rounded(.towardZero))
                 release["instances"] = .integer(instances ?? 1)
@@ -415,7 +421,7 @@ private struct AppNormalization {
             return nil
         }
         if type == .number, let minimum = option.minimum, let number = JS.number(value), number < minimum {
-            error(key, "the minimum is \(JS.numberString(minimum)), got \(JS.numberString(number)) (PM2 refuses the file)")
+            error(key, "the minimum is \(JavaScriptNumber.text(of: minimum)), got \(JavaScriptNumber.text(of: number)) (PM2 refuses the file)")
             return nil
         }
         if option.types.count > 1, type != option.types[0], type == .string, option.types[0] == .array, case .string(let text) = value {

@@ -75,35 +75,18 @@ enum JavaScriptSemantics {
         return sign * digits.reduce(0.0) { $0 * Double(radix) + Double(Int(String($1), radix: radix) ?? 0) }
     }
 
-    /// `String(value)` for the values PM2 stringifies: arrays join with `,`, `null` inside an array is empty.
+    /// `String(value)` for the values PM2 stringifies: arrays join with `,`, `null` inside an array is empty, numbers as
+    /// JavaScript writes them (`JavaScriptNumber.text(of:)`).
     static func string(_ value: JSONValue) -> String {
         switch value {
         case .null: "null"
         case .bool(let flag): flag ? "true" : "false"
         case .integer(let n): String(n)
-        case .number(let d): numberString(d)
+        case .number(let d): JavaScriptNumber.text(of: d)
         case .string(let text): text
         case .array(let items): items.map { $0 == .null ? "" : string($0) }.joined(separator: ",")
         case .object: "[object Object]"
         }
-    }
-
-    /// How JavaScript prints a number: integers without a fraction (up to 1e21), the shortest round-trip form else.
-    static func numberString(_ value: Double) -> String {
-        if value.isNaN { return "NaN" }
-        if value.isInfinite { return value > 0 ? "Infinity" : "-Infinity" }
-        if value == value.rounded(), abs(value) < 1e21 {
-            return abs(value) < 9.0e18 ? String(Int64(value)) : String(format: "%.0f", value)
-        }
-        var text = "\(value)"
-        // Swift prints 1e-07 where JavaScript prints 1e-7.
-        if let e = text.firstIndex(of: "e") {
-            var exponent = String(text[text.index(after: e)...])
-            let sign = exponent.hasPrefix("-") ? "-" : "+"
-            exponent = String(exponent.drop { $0 == "-" || $0 == "+" || $0 == "0" })
-            text = String(text[..<e]) + "e" + sign + (exponent.isEmpty ? "0" : exponent)
-        }
-        return text
     }
 
     /// `JSON.stringify` of a value (sorted keys: the key order of the file is not kept once parsed).

@@ -1,10 +1,11 @@
-/// JavaScript's `Number(string)` and `String(number)`, for the env values PM2 computes in JavaScript
-/// (`increment_var`): the builtin supervisor must give an app the same text PM2 would.
-enum JavaScriptNumber {
+/// JavaScript's `Number(string)` and `String(number)`, wherever Ferry must write or read a number as PM2's JavaScript
+/// does: the env values PM2 computes (`increment_var`, which the builtin supervisor must give an app as PM2 would) and
+/// the ecosystem file's numbers `publish` turns into text (`JavaScriptSemantics.string`).
+package enum JavaScriptNumber {
     /// `Number(text)` (ECMAScript StringToNumber): surrounding white space and line terminators ignored, empty is 0,
     /// `0x`/`0o`/`0b` integers, an optionally signed decimal literal or `Infinity`; anything else is NaN.
     /// Hex, octal and binary integers beyond 2^53 are accumulated in doubles and may round differently from V8.
-    static func value(of text: String) -> Double {
+    package static func value(of text: String) -> Double {
         let scalars = Array(text.unicodeScalars)
         guard let first = scalars.firstIndex(where: { !isWhiteSpace($0) }),
             let last = scalars.lastIndex(where: { !isWhiteSpace($0) })
@@ -23,8 +24,9 @@ enum JavaScriptNumber {
     }
 
     /// `String(value)` (ECMAScript Number::toString with radix 10): the shortest digits that round-trip, written
-    /// without an exponent from 1e-6 up to 1e21.
-    static func text(of value: Double) -> String {
+    /// without an exponent from 1e-6 up to 1e21 (`0.00005`, `123456789012345680000`), with one outside it (`1e-7`,
+    /// `1e+21`); `-0` is `0`, and `NaN`, `Infinity`, `-Infinity` are written as such.
+    package static func text(of value: Double) -> String {
         if value.isNaN { return "NaN" }
         if value == 0 { return "0" }
         if value < 0 { return "-" + text(of: -value) }
