@@ -78,7 +78,7 @@ struct PublishCommand: AsyncParsableCommand {
             // Hosted elsewhere: the controller stores no bytes; agents fetch from there and check the pinned digest.
             note("artifact \(digest.hex) (\(input.artifact.size) bytes) is fetched by agents from \(RedactedURL.redact(url))")
             uploaded = false
-        } else if try await client.hasArtifact(digest) {
+        } else if try await client.hasArtifact(digest, publishing: input.service) {
             note("artifact \(digest.hex) is already on the controller")
             uploaded = false
         } else {

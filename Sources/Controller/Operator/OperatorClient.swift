@@ -58,17 +58,40 @@ struct OperatorClient: Sendable {
         return try Self.decode(try await perform(request), request: request, expecting: expecting)
     }
 
-    /// Whether the controller already stores the artifact (`HEAD /v1/artifacts/<sha256>`).
-    func hasArtifact(_ digest: SHA256Digest) async throws(ClientError) -> Bool {
+    /// Whether the controller already stores the artifact (`HEAD /v1/artifacts/<sha256>`): `publish`'s first request.
+    /// - Parameter service: the service being published, named in the error when the token may not publish it.
+    /// - Throws: `ClientError.api`; for a refused token (401, 403) with a message saying why (`refusedToken`), since
+    ///   the answer to a HEAD has no body to carry the controller's own.
+    func hasArtifact(_ digest: SHA256Digest, publishing service: String? = nil) async throws(ClientError) -> Bool {
         let request = request(.head, ArtifactReference.controllerPath(for: digest))
         let response = try await perform(request)
         switch response.status {
         case 200: return true
         case 404: return false
+        case 401, 403: throw Self.refusedToken(status: response.status, request: request, publishing: service)
         default:
             _ = try Self.decode(response, request: request, expecting: [200])
             return false
         }
+    }
+
+    /// The error for a token the controller refused to publish with, by what the operator can do about it: 401, a token
+    /// the controller does not accept (mistyped, expired, revoked); 403, one whose role or scope does not cover
+    /// publishing (a viewer or enroll token).
+    static func refusedToken(status: Int, request: HTTPClient.Request, publishing service: String?) -> ClientError {
+        let code: String
+        let message: String
+        if status == 401 {
+            code = "unauthorized"
+            message =
+                "the controller refused the token given with --token or FERRY_TOKEN: it is not one this controller knows, "
+                + "or it has expired or been revoked; ask an operator for a new one"
+        } else {
+            code = "forbidden"
+            let what = service.map { "publishing service \($0)" } ?? "publishing"
+            message = "the token's role or scope does not allow \(what): that needs an operator token"
+        }
+        return .api(method: request.method.rawValue, url: RedactedURL.redact(request.url), status: status, code: code, message: message)
     }
 
     /// Uploads a file as an artifact, streamed from disk, calling `progress` with the bytes sent so far.
