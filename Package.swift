@@ -139,6 +139,8 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "Shared",
+                // ArchiveBuilder: writes hostile archives for the agent's extractor and the controller's ArtifactTree tests.
+                "CArchive",
                 // RecordingProxy: a reverse proxy in front of a live controller.
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -184,8 +186,6 @@ let package = Package(
             name: "AgentTests",
             dependencies: [
                 "Agent", "Shared", "Supervisor", "TestSupport",
-                // Builds hostile archives in the tests.
-                "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,4 +1,3 @@
-import CArchive
 import Foundation
 import Shared
 import TestSupport
@@ -10,19 +9,21 @@ import Testing
 /// (`ArchiveEntryRules` and the agent's limits), naming each entry and why.
 @Suite("publish and plan: artifacts agents refuse")
 struct ArtifactTreeAgentRulesTests {
+    typealias Entry = ArchiveBuilder.Entry
+
     /// An archive no agent extracts, the one entry the error must name (`nil`: the archive as a whole) and part of
     /// the reason it must give.
     struct Hostile: Sendable, CustomTestStringConvertible {
         var name: String
         var configuration = ArtifactTree.Configuration()
-        var entries: [Item]
+        var entries: [Entry]
         var refused: String?
         var reason: String
 
         var testDescription: String { name }
     }
 
-    static let benign: [Item] = [.directory("lib"), .file("lib/app.js", "console.log(1)"), .file("package.json", "{}")]
+    static let benign: [Entry] = [.directory("lib"), .file("lib/app.js", "console.log(1)"), .file("package.json", "{}")]
 
     static let hostileArtifacts: [Hostile] = [
         Hostile(
@@ -114,7 +115,7 @@ struct ArtifactTreeAgentRulesTests {
         Hostile(
             name: "more entries than agents take",
             configuration: .init(maxEntries: 5),
-            entries: benign + (0..<5).map { Item.file("f\($0)") },
+            entries: benign + (0..<5).map { Entry.file("f\($0)") },
             refused: nil,
             reason: "more than 5 entries"
         ),
@@ -136,7 +137,7 @@ struct ArtifactTreeAgentRulesTests {
         Hostile(
             name: "entries adding up to more than agents take",
             configuration: .init(maxTotalBytes: 1000),
-            entries: (0..<4).map { Item.file("part\($0)", String(repeating: "x", count: 400)) },
+            entries: (0..<4).map { Entry.file("part\($0)", String(repeating: "x", count: 400)) },
             refused: "part2",
             reason: "more than 1000 bytes"
         ),
@@ -148,7 +149,7 @@ struct ArtifactTreeAgentRulesTests {
     func refusesWhatAgentsRefuse(_ hostile: Hostile) throws {
         try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
             let path = directory.appendingPathComponent("artifact.tar.gz").path
-            try Item.writeTarGzip(hostile.entries, to: path)
+            try ArchiveBuilder.write(hostile.entries, format: .tarGzip, to: path)
             let (refusals, count, message) = try Self.refusal(path, configuration: hostile.configuration)
             #expect(count == 1)
             #expect(refusals.map(\.entry) == [hostile.refused])
@@ -161,11 +162,12 @@ struct ArtifactTreeAgentRulesTests {
     @Test func everyRefusedEntryIsListedInOneError() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
             let path = directory.appendingPathComponent("artifact.tar.gz").path
-            try Item.writeTarGzip(
+            try ArchiveBuilder.write(
                 Self.benign + [
                     .directory("venv/bin"), .symlink("venv/bin/python", to: "/usr/bin/python3"), .fifo("run/pipe"),
                     .file("../escape"), .hardlink("keep", to: "../keep"),
                 ],
+                format: .tarGzip,
                 to: path
             )
             let (refusals, count, message) = try Self.refusal(path)
@@ -179,7 +181,7 @@ struct ArtifactTreeAgentRulesTests {
     @Test func aLongListIsCutWithACount() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
             let path = directory.appendingPathComponent("artifact.tar.gz").path
-            try Item.writeTarGzip(Self.benign + (0..<25).map { Item.fifo("pipe\($0)") }, to: path)
+            try ArchiveBuilder.write(Self.benign + (0..<25).map { Entry.fifo("pipe\($0)") }, format: .tarGzip, to: path)
             let (refusals, count, message) = try Self.refusal(path)
             #expect(count == 25)
             #expect(refusals.count == ArtifactTree.refusalListLimit)
@@ -191,7 +193,7 @@ struct ArtifactTreeAgentRulesTests {
     @Test func entryNamesCannotSteerTheTerminal() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
             let path = directory.appendingPathComponent("artifact.tar.gz").path
-            try Item.writeTarGzip(Self.benign + [.fifo("evil\u{1B}[2J\nok: fine")], to: path)
+            try ArchiveBuilder.write(Self.benign + [.fifo("evil\u{1B}[2J\nok: fine")], format: .tarGzip, to: path)
             let (_, _, message) = try Self.refusal(path)
             #expect(!message.contains("\u{1B}"))
             #expect(message.contains("evil\\u001b[2J\\u000aok: fine: a FIFO"))
@@ -203,12 +205,13 @@ struct ArtifactTreeAgentRulesTests {
     @Test func aNormalTreeWithInTreeLinksIsAccepted() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
             let path = directory.appendingPathComponent("artifact.tar.gz").path
-            try Item.writeTarGzip(
+            try ArchiveBuilder.write(
                 [
                     .directory("./"), .file("node_modules/tool/bin/tool.js", "#!/usr/bin/env node\n", mode: 0o755),
                     .symlink("node_modules/.bin/tool", to: "../tool/bin/tool.js"), .symlink("current", to: "./node_modules"),
                     .directory("node_modules/tool/bin"), .directory("node_modules"), .hardlink("tool.js", to: "node_modules/tool/bin/tool.js"),
                 ],
+                format: .tarGzip,
                 to: path
             )
             // tool.js, bin/tool.js, .bin/tool, current and the four directories the paths make.
@@ -230,8 +233,9 @@ struct ArtifactTreeAgentRulesTests {
     @Test func planRefusesItBeforeContactingTheController() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-artifact-rules") { directory in
             let artifact = directory.appendingPathComponent("api.tar.gz").path
-            try Item.writeTarGzip(
+            try ArchiveBuilder.write(
                 [.file("server.js", "require('http')"), .directory("venv/bin"), .symlink("venv/bin/python", to: "/usr/bin/python3")],
+                format: .tarGzip,
                 to: artifact
             )
             let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
@@ -263,86 +267,5 @@ struct ArtifactTreeAgentRulesTests {
             return (refusals, count, "\(error)")
         }
         throw HarnessError("\(path) was accepted, but agents refuse it")
-    }
-
-    /// One entry of a test archive, written with libarchive, including what no well-behaved tool writes.
-    struct Item: Sendable {
-        enum Kind: Sendable {
-            case file([UInt8])
-            case directory
-            case symlink(String)
-            case hardlink(String)
-            case fifo
-            case characterDevice
-            case blockDevice
-        }
-
-        var path: String
-        var kind: Kind
-        var mode: UInt32 = 0o644
-
-        static func file(_ path: String, _ text: String = "x", mode: UInt32 = 0o644) -> Item {
-            Item(path: path, kind: .file(Array(text.utf8)), mode: mode)
-        }
-
-        static func directory(_ path: String) -> Item { Item(path: path, kind: .directory, mode: 0o755) }
-        static func symlink(_ path: String, to target: String) -> Item { Item(path: path, kind: .symlink(target), mode: 0o777) }
-        static func hardlink(_ path: String, to target: String) -> Item { Item(path: path, kind: .hardlink(target)) }
-        static func fifo(_ path: String) -> Item { Item(path: path, kind: .fifo) }
-        static func characterDevice(_ path: String) -> Item { Item(path: path, kind: .characterDevice, mode: 0o666) }
-        static func blockDevice(_ path: String) -> Item { Item(path: path, kind: .blockDevice, mode: 0o660) }
-
-        /// Writes `items` in order as a gzip'd pax tar at `path`.
-        static func writeTarGzip(_ items: [Item], to path: String) throws {
-            guard let archive = archive_write_new() else { throw HarnessError("archive_write_new failed") }
-            defer { archive_write_free(archive) }
-            archive_write_set_format_pax_restricted(archive)
-            archive_write_add_filter_gzip(archive)
-            try check(archive, archive_write_open_filename(archive, path))
-            for item in items {
-                guard let entry = archive_entry_new() else { throw HarnessError("archive_entry_new failed") }
-                defer { archive_entry_free(entry) }
-                archive_entry_set_pathname(entry, item.path)
-                archive_entry_set_perm(entry, mode_t(item.mode))
-                archive_entry_set_mtime(entry, 1_700_000_000, 0)
-                var data: [UInt8] = []
-                switch item.kind {
-                case .file(let bytes):
-                    archive_entry_set_filetype(entry, FERRY_AE_IFREG)
-                    archive_entry_set_size(entry, la_int64_t(bytes.count))
-                    data = bytes
-                case .directory:
-                    archive_entry_set_filetype(entry, FERRY_AE_IFDIR)
-                case .symlink(let target):
-                    archive_entry_set_filetype(entry, FERRY_AE_IFLNK)
-                    archive_entry_set_symlink(entry, target)
-                case .hardlink(let target):
-                    archive_entry_set_filetype(entry, FERRY_AE_IFREG)
-                    archive_entry_set_hardlink(entry, target)
-                    archive_entry_set_size(entry, 0)
-                case .fifo:
-                    archive_entry_set_filetype(entry, FERRY_AE_IFIFO)
-                case .characterDevice:
-                    archive_entry_set_filetype(entry, FERRY_AE_IFCHR)
-                    archive_entry_set_rdevmajor(entry, 1)
-                    archive_entry_set_rdevminor(entry, 3)
-                case .blockDevice:
-                    archive_entry_set_filetype(entry, FERRY_AE_IFBLK)
-                    archive_entry_set_rdevmajor(entry, 8)
-                    archive_entry_set_rdevminor(entry, 0)
-                }
-                try check(archive, archive_write_header(archive, entry))
-                if !data.isEmpty, archive_write_data(archive, data, data.count) != data.count {
-                    throw HarnessError(archive_error_string(archive).map { String(cString: $0) } ?? "archive_write_data failed")
-                }
-            }
-            try check(archive, archive_write_close(archive))
-        }
-
-        private static func check(_ archive: OpaquePointer, _ status: Int32) throws {
-            guard status >= ARCHIVE_WARN else {
-                throw HarnessError(archive_error_string(archive).map { String(cString: $0) } ?? "libarchive error \(status)")
-            }
-        }
     }
 }

@@ -2,16 +2,17 @@ import CArchive
 import Foundation
 
 /// Writes real archives for tests with libarchive's write API, including entries no well-behaved tool would
-/// produce (absolute paths, `..`, devices, links pointing anywhere).
-enum ArchiveBuilder {
-    enum Format: String, Sendable, CaseIterable {
+/// produce (absolute paths, `..`, devices, FIFOs, links pointing anywhere). Shared by the agent's extractor tests and
+/// the controller's artifact-tree tests.
+package enum ArchiveBuilder {
+    package enum Format: String, Sendable, CaseIterable {
         case tar, tarGzip, tarZstd, zip
         /// Zip without compression: entry bytes appear as they are (to be damaged on purpose).
         case zipStored
     }
 
-    struct Entry: Sendable {
-        enum Kind: Sendable {
+    package struct Entry: Sendable {
+        package enum Kind: Sendable {
             case file([UInt8])
             /// `count` zero bytes, written in chunks (bombs).
             case zeros(Int)
@@ -23,33 +24,55 @@ enum ArchiveBuilder {
             case fifo
         }
 
-        var path: String
-        var kind: Kind
-        var mode: UInt32
+        package var path: String
+        package var kind: Kind
+        package var mode: UInt32
 
-        static func file(_ path: String, _ text: String = "x", mode: UInt32 = 0o644) -> Entry {
+        package init(path: String, kind: Kind, mode: UInt32) {
+            self.path = path
+            self.kind = kind
+            self.mode = mode
+        }
+
+        package static func file(_ path: String, _ text: String = "x", mode: UInt32 = 0o644) -> Entry {
             Entry(path: path, kind: .file(Array(text.utf8)), mode: mode)
         }
 
-        static func directory(_ path: String, mode: UInt32 = 0o755) -> Entry {
+        package static func directory(_ path: String, mode: UInt32 = 0o755) -> Entry {
             Entry(path: path, kind: .directory, mode: mode)
         }
 
-        static func symlink(_ path: String, to target: String) -> Entry {
+        package static func symlink(_ path: String, to target: String) -> Entry {
             Entry(path: path, kind: .symlink(target), mode: 0o777)
         }
 
-        static func hardlink(_ path: String, to target: String) -> Entry {
+        package static func hardlink(_ path: String, to target: String) -> Entry {
             Entry(path: path, kind: .hardlink(target), mode: 0o644)
+        }
+
+        package static func fifo(_ path: String, mode: UInt32 = 0o644) -> Entry {
+            Entry(path: path, kind: .fifo, mode: mode)
+        }
+
+        /// Device 1:3 (`/dev/null`'s numbers).
+        package static func characterDevice(_ path: String, mode: UInt32 = 0o666) -> Entry {
+            Entry(path: path, kind: .characterDevice, mode: mode)
+        }
+
+        /// Device 8:0 (`/dev/sda`'s numbers).
+        package static func blockDevice(_ path: String, mode: UInt32 = 0o660) -> Entry {
+            Entry(path: path, kind: .blockDevice, mode: mode)
         }
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    package struct Failure: Error, CustomStringConvertible {
+        package var description: String
+
+        package init(description: String) { self.description = description }
     }
 
     /// Writes `entries` in order as `format` to `path`.
-    static func write(_ entries: [Entry], format: Format, to path: String) throws {
+    package static func write(_ entries: [Entry], format: Format, to path: String) throws {
         guard let archive = archive_write_new() else { throw Failure(description: "archive_write_new") }
         defer { archive_write_free(archive) }
         switch format {
@@ -123,14 +146,20 @@ enum ArchiveBuilder {
     /// One member of a hand-written tar: a regular file with `data`, preceded by a pax extended header holding
     /// `pax` (in order) when it is not empty. libarchive's writer refuses to declare a size its data does not have;
     /// this writes whatever the header should say.
-    struct RawMember: Sendable {
-        var path: String
-        var pax: [(key: String, value: String)] = []
-        var data: [UInt8] = []
+    package struct RawMember: Sendable {
+        package var path: String
+        package var pax: [(key: String, value: String)]
+        package var data: [UInt8]
+
+        package init(path: String, pax: [(key: String, value: String)] = [], data: [UInt8] = []) {
+            self.path = path
+            self.pax = pax
+            self.data = data
+        }
     }
 
     /// The bytes of a ustar archive of `members` (uncompressed), ended by the two zero blocks.
-    static func rawTar(_ members: [RawMember]) -> [UInt8] {
+    package static func rawTar(_ members: [RawMember]) -> [UInt8] {
         var out: [UInt8] = []
         func block(name: String, type: UInt8, data: [UInt8]) {
             var header = [UInt8](repeating: 0, count: 512)
