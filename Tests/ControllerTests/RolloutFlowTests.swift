@@ -295,20 +295,24 @@ import Testing
         }
     }
 
-    /// `canary:1` with `maxFailures=1`: one tolerated failure does not halt, a second one does.
+    /// `canary:2` with `maxFailures=1`: one tolerated failure does not hold the canary back while the other canary agent
+    /// is healthy; a second failure halts.
     @Test func failuresAboveTheToleranceHalt() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in
                 var agents: [RolloutAgent] = []
                 for name in ["a", "b", "c", "d"] { agents.append(try await api.enroll(name)) }
                 try await api.mustPublish(serial: 1, version: "1.0.0")
-                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=canary:1&maxFailures=1&waveStableSeconds=5")
-                #expect(try await api.desiredSerials(agents) == [2, 1, 1, 1])
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=canary:2&maxFailures=1&waveStableSeconds=5")
+                #expect(try await api.desiredSerials(agents) == [2, 2, 1, 1])
                 try await api.reportRolledBack(agents[0], failed: 2, runs: 1)
+                try await api.reportHealthy(agents[1], serial: 2)
+                harness.clock.advance(seconds: 6)
+                try await api.reportHealthy(agents[1], serial: 2)
                 await api.tick()
                 let tolerated = try await api.rollout()
                 #expect(tolerated["state"].string == "rolling")
-                #expect(tolerated["wave"].int == 2, "the only agent of the canary failed within the tolerance: the rest follow")
+                #expect(tolerated["wave"].int == 2, "one canary agent failed within the tolerance, the other is healthy: the rest follow")
                 #expect(try await api.desiredSerials(agents) == [2, 2, 2, 2])
                 try await api.reportHealthy(agents[1], serial: 2)
                 // A refusal counts as a failure too.
@@ -333,6 +337,29 @@ import Testing
                 #expect(halted["counts"]["pending"].int == 1)
                 let messages = try await api.events().compactMap { $0["message"].string }
                 #expect(messages.contains { $0.contains("agent c refused serial 2 of web: release expired") })
+            }
+        }
+    }
+
+    /// `canary:1` with `maxFailures=1` whose only canary agent fails: the failure is within the tolerance, but nothing
+    /// shows the serial works, so the rollout halts and the other agents keep serial 1. It used to advance, handing the
+    /// failed serial to every other agent at once.
+    @Test(arguments: ["canary:1", "waves:25,100", "one-at-a-time"])
+    func aWaveWhoseEveryAgentFailedHalts(strategy: String) async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for name in ["a", "b", "c", "d"] { agents.append(try await api.enroll(name)) }
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=\(strategy)&maxFailures=1&waveStableSeconds=5")
+                #expect(try await api.desiredSerials(agents) == [2, 1, 1, 1])
+                try await api.reportRolledBack(agents[0], failed: 2, runs: 1)
+                harness.clock.advance(seconds: 6)
+                await api.tick()
+                let rollout = try await api.rollout()
+                #expect(rollout["state"].string == "halted", "\(strategy)")
+                #expect(rollout["wave"].int == 1, "\(strategy)")
+                #expect(try await api.desiredSerials(agents) == [2, 1, 1, 1], "\(strategy)")
             }
         }
     }

@@ -114,7 +114,8 @@ enum RolloutEvaluator {
     ///
     /// Failures are counted over all agents of the rollout; more than `maxFailures` halts, also when paused. A rolling
     /// rollout advances when every agent of the reached waves that has not failed has been healthy on the serial, with
-    /// fresh reports, for `waveStable`: failures up to `maxFailures` are tolerated, so they do not hold a wave back.
+    /// fresh reports, for `waveStable`: failures up to `maxFailures` are tolerated, so they do not hold a wave back. But
+    /// when every reached agent failed, it halts instead of advancing or completing.
     static func decide(
         _ rollout: RolloutRecord,
         statuses: [String: ServiceStatusRecord],
@@ -134,11 +135,12 @@ enum RolloutEvaluator {
                 now.timeIntervalSince(since) >= Double(rollout.waveStable.components.seconds)
             else { return .wait }
         }
-        if rollout.currentWave + 1 < sizes.count { return .advance(toWave: rollout.currentWave + 1) }
         // Failures within `maxFailures` do not hold a wave back, but a rollout on which no agent is healthy has shown
-        // nothing good: completed, its serial would be the service's stable one, handed to every agent enrolled later
-        // and to those the next rollout has not reached (a one-agent service published with `maxFailures=1`).
+        // nothing good. Advanced, its serial went to the next wave on no evidence (`canary:1&maxFailures=1` whose
+        // canary failed: every other agent at once); completed, it would be the service's stable serial, handed to
+        // every agent enrolled later and to those the next rollout has not reached.
         if !rollout.reachedAgents.isEmpty, rollout.reachedAgents.allSatisfy(failed.contains) { return .halt(failures: failures) }
+        if rollout.currentWave + 1 < sizes.count { return .advance(toWave: rollout.currentWave + 1) }
         return .complete
     }
 }
