@@ -322,6 +322,43 @@ import Testing
         }
     }
 
+    /// A reload that finds an expired certificate where a valid one is served keeps the valid one (an old file copied
+    /// into place by mistake failed every agent's next handshake); one that finds a valid certificate where an expired
+    /// one is served takes it.
+    @Test func aReloadKeepsAValidCertificateOverAnExpiredOne() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-tls-expired-reload") { directory in
+            try FileManager.default.createDirectory(at: directory.appendingPathComponent("pki"), withIntermediateDirectories: true)
+            let pki = try TestCertificates.make(in: directory.appendingPathComponent("pki"))
+            let files = TLSCertificateStore.Files(
+                certificate: directory.appendingPathComponent("served.pem").path,
+                key: directory.appendingPathComponent("served.key").path
+            )
+            func serve(_ pair: TestCertificates.Pair) throws {
+                for (source, target) in [(pair.certificate, files.certificate), (pair.key, files.key)] {
+                    try? FileManager.default.removeItem(atPath: target)
+                    try FileManager.default.copyItem(atPath: source, toPath: target)
+                }
+            }
+            try serve(pki.server)
+            let store = try TLSCertificateStore(files: files)
+            try serve(pki.expired)
+            #expect(throws: TLSFileError.self) { try store.reload() }
+            #expect(store.summary.serial == pki.server.serial, "the valid certificate stays")
+            do {
+                try store.reload()
+            } catch {
+                #expect("\(error)".contains("has expired"), "\(error)")
+            }
+
+            // Served expired (started with it), a valid one replaces it, and an expired one replaces an expired one.
+            let expiredStore = try TLSCertificateStore(files: files)
+            #expect(expiredStore.summary.serial == pki.expired.serial)
+            #expect(try expiredStore.reload().serial == pki.expired.serial)
+            try serve(pki.renewed)
+            #expect(try expiredStore.reload().serial == pki.renewed.serial)
+        }
+    }
+
     /// Waits until the controller's `/metrics` shows `count` parked long-polls.
     static func waitForWaiters(_ count: Int, at baseURL: String, http: HTTPClient) async throws {
         let deadline = ContinuousClock.now + .seconds(20)

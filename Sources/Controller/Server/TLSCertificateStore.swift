@@ -29,6 +29,13 @@ final class TLSCertificateStore: Sendable {
         let notValidAfter: Date
         /// Certificates in the chain (leaf included).
         let chainLength: Int
+
+        /// Why clients refuse the certificate at `now` ("has expired", "is not valid yet"), `nil` while it is valid.
+        func validityProblem(at now: Date) -> String? {
+            if notValidAfter < now { return "has expired (\(Timestamp.format(notValidAfter)))" }
+            if notValidBefore > now { return "is not valid yet (until \(Timestamp.format(notValidBefore)))" }
+            return nil
+        }
     }
 
     private struct Loaded: Sendable {
@@ -56,10 +63,19 @@ final class TLSCertificateStore: Sendable {
 
     /// Reads both files again and, when they load, uses them for every handshake from now on. On failure the current
     /// pair stays and the error says why.
+    ///
+    /// A certificate that is expired or not valid yet at `now` does not replace one that is valid: an old certificate
+    /// copied into place by mistake would fail every agent's next handshake. It does replace one that is itself no
+    /// longer valid (nothing is lost).
     @discardableResult
-    func reload() throws(TLSFileError) -> Summary {
+    func reload(now: Date = Date()) throws(TLSFileError) -> Summary {
         let loaded = try Self.load(files)
-        current.withLock { $0 = loaded }
+        try current.withLock { (current: inout Loaded) throws(TLSFileError) in
+            if let problem = loaded.summary.validityProblem(at: now), current.summary.validityProblem(at: now) == nil {
+                throw .notValid(path: files.certificate, reason: problem)
+            }
+            current = loaded
+        }
         return loaded.summary
     }
 
@@ -72,10 +88,8 @@ final class TLSCertificateStore: Sendable {
             "ferry.tls.sha256": "\(summary.fingerprint)", "ferry.tls.not_after": "\(Timestamp.format(summary.notValidAfter))",
         ]
         logger.info(message, metadata: metadata)
-        if summary.notValidAfter < now {
-            logger.warning("The TLS certificate has expired: clients will refuse it; renew it and send SIGHUP", metadata: metadata)
-        } else if summary.notValidBefore > now {
-            logger.warning("The TLS certificate is not valid yet: clients will refuse it until its start date", metadata: metadata)
+        if let problem = summary.validityProblem(at: now) {
+            logger.warning("The TLS certificate \(problem): clients will refuse it; renew it and send SIGHUP", metadata: metadata)
         } else if summary.notValidAfter.timeIntervalSince(now) < 14 * 86_400 {
             logger.warning("The TLS certificate expires within 14 days: renew it and send SIGHUP", metadata: metadata)
         }
@@ -168,6 +182,8 @@ enum TLSFileError: Error, CustomStringConvertible, Equatable {
     case invalidKey(path: String, reason: String)
     case keyMismatch(certificate: String, key: String)
     case unusable(certificate: String, key: String, reason: String)
+    /// A reload found a certificate clients refuse (expired, not valid yet) where a valid one is served.
+    case notValid(path: String, reason: String)
 
     var description: String {
         switch self {
@@ -182,6 +198,8 @@ enum TLSFileError: Error, CustomStringConvertible, Equatable {
                 + "(the first certificate in the file must be the server's own, intermediates after it)"
         case .unusable(let certificate, let key, let reason):
             "the TLS certificate \(certificate) and key \(key) cannot be used together: \(reason)"
+        case .notValid(let path, let reason):
+            "the TLS certificate \(path) \(reason): clients would refuse it, so the valid certificate served now stays"
         }
     }
 }
