@@ -364,6 +364,37 @@ import Testing
         }
     }
 
+    /// A leader that resumes after a pause (a frozen VM) may have been replaced meanwhile: it reads the health timers
+    /// again from the store, where the other leader restarted an agent's timer, instead of advancing on the ones it
+    /// kept in memory.
+    @Test func aLeaderResumingAfterAPauseReadsTheTimersAgain() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let a = try await api.enroll("a")
+                let b = try await api.enroll("b")
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:50,100&waveStableSeconds=30")
+                #expect(try await api.desiredSerials([a, b]) == [2, 1])
+                try await api.reportHealthy(a, serial: 2)
+                // Frozen for 31 s, during which another leader saw agent a unhealthy and restarted its timer.
+                let rollout = try #require(try await harness.store.latestRollouts(for: ["web"]).first)
+                try await harness.store.saveRolloutHealthTimers(rolloutID: rollout.id, [a.id: harness.clock.now.addingTimeInterval(31)])
+                harness.clock.advance(seconds: 31)
+                try await api.reportHealthy(a, serial: 2)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1, "agent a's timer restarted on the other leader")
+                harness.clock.advance(seconds: 1)
+                await api.tick()
+                #expect(try await api.desiredSerials([a, b]) == [2, 1])
+                harness.clock.advance(seconds: 30)
+                try await api.reportHealthy(a, serial: 2)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 2)
+                #expect(try await api.desiredSerials([a, b]) == [2, 2])
+            }
+        }
+    }
+
     /// A status that stops arriving does not count as healthy: the wave waits for a fresh report.
     @Test func staleReportsDoNotAdvance() async throws {
         try await RolloutHarness.with { harness in

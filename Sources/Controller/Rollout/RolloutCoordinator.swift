@@ -56,6 +56,13 @@ actor RolloutCoordinator {
     /// Whether this controller drives rollouts, and the term its timers belong to.
     private let leadership: RolloutLeadership
     private var term: UInt64 = 0
+    /// When this controller last began to drive rollouts (`beginDriving`), by `now`.
+    private var lastDriven: Date?
+    /// Longest pause between two drives (a timer tick comes every `tickInterval`) after which what this controller kept
+    /// in memory is read again from the store: a leader frozen longer (a paused VM, SIGSTOP) may have been replaced
+    /// meanwhile, and the new leader's timers (an agent that turned unhealthy and back restarts its timer) are in the
+    /// store, not here. Its old timers would advance a wave the new leader held back.
+    static let maximumDrivingPause: TimeInterval = 5
 
     init(
         configuration: Configuration,
@@ -204,11 +211,15 @@ actor RolloutCoordinator {
 
     // MARK: Evaluation
 
-    /// Whether this controller drives rollouts now; a new term starts from the persisted timers.
+    /// Whether this controller drives rollouts now; a new term, or one resumed after a pause longer than
+    /// `maximumDrivingPause`, starts from the persisted timers.
     private func beginDriving() -> Bool {
         let (leading, current) = leadership.current
         guard leading else { return false }
-        if current != term {
+        let instant = now()
+        let paused = lastDriven.map { abs(instant.timeIntervalSince($0)) > Self.maximumDrivingPause } ?? false
+        lastDriven = instant
+        if current != term || paused {
             term = current
             healthySince = [:]
             persistedTimers = [:]
@@ -216,6 +227,10 @@ actor RolloutCoordinator {
         }
         return true
     }
+
+    /// Whether this controller still drives rollouts in the term it began with: checked again before each write, as
+    /// leadership may be lost during the reads before it.
+    private var stillDriving: Bool { leadership.current == (true, term) }
 
     /// Evaluates `rollout` with its members' statuses read from the store.
     private func evaluate(_ rollout: RolloutRecord) async throws {
@@ -239,6 +254,7 @@ actor RolloutCoordinator {
             staleAfter: configuration.staleAfter
         )
         healthySince[rollout.id] = timers
+        guard stillDriving else { return }
         if timers != persistedTimers[rollout.id] {
             try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers)
             persistedTimers[rollout.id] = timers
@@ -253,7 +269,7 @@ actor RolloutCoordinator {
         var names: [String: String] = [:]
         if case .halt = decision { names = try await store.agentNamesByID() }
         var machine = RolloutStateMachine(rollout)
-        guard case .persist(let transition) = try machine.evaluated(decision, agentNames: names, at: instant) else { return }
+        guard case .persist(let transition) = try machine.evaluated(decision, agentNames: names, at: instant), stillDriving else { return }
         let next = transition.rollout
         // `rollout` may be stale by now (another evaluation ran during the awaits): the compare-and-set then refuses.
         _ = try await commit(

@@ -74,6 +74,11 @@ enum RolloutEvaluator {
         var reason: String
     }
 
+    /// How much earlier than it was a timer can come back from the store, in seconds: timers are stored in whole
+    /// milliseconds, rounded to the nearest (`StoredTime`). A timer read back (a new leader, a restart, a leader
+    /// resuming after a pause) is stable this much early rather than one tick late.
+    static let storedTimePrecision: TimeInterval = 0.001
+
     /// Whether `status` is recent enough to count: a status older than `staleAfter` says nothing about now.
     static func isFresh(_ status: ServiceStatusRecord, now: Date, staleAfter: Duration) -> Bool {
         now.timeIntervalSince(status.updatedAt) <= Double(staleAfter.components.seconds)
@@ -132,7 +137,7 @@ enum RolloutEvaluator {
         let failed = Set(failures.map(\.agentID))
         for id in rollout.reachedAgents where !failed.contains(id) {
             guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],
-                now.timeIntervalSince(since) >= Double(rollout.waveStable.components.seconds)
+                now.timeIntervalSince(since) + storedTimePrecision >= Double(rollout.waveStable.components.seconds)
             else { return .wait }
         }
         // Failures within `maxFailures` do not hold a wave back, but a rollout on which no agent is healthy has shown
