@@ -519,6 +519,36 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// A controller campaigns for leadership only once it has read the database's clock: leading on its host's clock,
+    /// it stamped wave timers off by the host's skew, and they jumped when the offset arrived (a wave advancing at once,
+    /// or held back for as long as the skew).
+    @Test func aControllerCampaignsOnlyOnceItHasReadTheDatabasesClock() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let selection = try location.selection
+            try await ControllerFixture.with(adjust: { $0.database = selection }) { fixture in
+                // The controller's own election, not running (no server): ready only once its clock has an offset.
+                let own = try #require(fixture.controller.election)
+                let clock = try #require(fixture.controller.clockSync?.clock)
+                #expect(clock.offset == nil)
+                #expect(!own.isReady())
+                clock.adjust(to: .init(sent: Date(), received: Date(), database: Date()))
+                #expect(own.isReady())
+
+                // An election that is not ready holds back while the lock is free, and takes it once ready.
+                let ready = Mutex(false)
+                var election = PostgresLeaderElection(backend: own.backend, leadership: .elected(), logger: own.logger)
+                election.isReady = { ready.withLock { $0 } }
+                let running = Task { [election] in try await election.run() }
+                try await Task.sleep(for: .seconds(2))
+                #expect(!election.leadership.isLeader, "it campaigned before it was ready")
+                ready.withLock { $0 = true }
+                _ = try await eventually("the election leads once ready", timeout: .seconds(15)) { election.leadership.isLeader ? true : nil }
+                running.cancel()
+                _ = await running.result
+            }
+        }
+    }
+
     /// B's host clock runs 2 minutes behind A's. A report B receives is stamped, and the leader judges it, on the
     /// database server's clock: before, B stamped its reports 2 minutes in the past, the leader A saw the agent as
     /// silent (stale after 3 poll intervals), and a rollout waiting for its wave stalled.

@@ -174,7 +174,11 @@ func makeApplication(
     let relay = postgres.map { backend in
         PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
     }
-    let election = postgres.map { PostgresLeaderElection(backend: $0, leadership: leadership, logger: logger) }
+    let election = postgres.map { backend in
+        var election = PostgresLeaderElection(backend: backend, leadership: leadership, logger: logger)
+        if let clusterClock { election.isReady = { clusterClock.offset != nil } }
+        return election
+    }
     var clockSync: ClusterClockSync?
     if let postgres, let clusterClock { clockSync = ClusterClockSync(clock: clusterClock, database: postgres.readDB, logger: logger) }
     return ControllerApplication(

@@ -92,7 +92,9 @@ struct ClusterClockSync: Service {
                     if Task.isCancelled { break }
                     logger.debug("Reading the database clock failed", metadata: ["error.message": "\(PostgresErrorText.describe(error))"])
                 }
-                try? await Task.sleep(for: interval)
+                // Until a first sample is taken (the database unreachable, a busy pool making every round trip too
+                // slow), again within a second: this controller does not lead rollouts before (`PostgresLeaderElection`).
+                try? await Task.sleep(for: clock.offset == nil ? min(interval, .seconds(1)) : interval)
             }
         }
     }

@@ -28,6 +28,11 @@ struct PostgresLeaderElection: Service {
     var checkTimeout: Duration = .seconds(4)
     /// A connection not made within this is given up and tried again. Default 10 s.
     var connectTimeout: Duration = .seconds(10)
+    /// Whether this controller may lead yet: it campaigns only once this holds. The controller passes "the database's
+    /// clock has been read" (`ClusterClock.offset`): a leader on its host's clock until then stamped wave timers off
+    /// by the host's skew, and they jumped by as much when the offset arrived (a wave advancing at once, or held back
+    /// for hours). Default: always.
+    var isReady: @Sendable () -> Bool = { true }
 
     /// Server-side detection of a vanished leader's connection.
     static let keepaliveParameters = [
@@ -75,7 +80,16 @@ struct PostgresLeaderElection: Service {
     /// may never end.
     private func campaign(on connection: PostgresConnection) async throws {
         let key = Self.leaderLockKey
+        var waitingLogged = false
         while !Task.isCancelled {
+            guard isReady() else {
+                if !waitingLogged {
+                    logger.info("Not campaigning for leadership until the database's clock is read")
+                    waitingLogged = true
+                }
+                try await Task.sleep(for: retryInterval)
+                continue
+            }
             let taken = try await Unawaited.result(of: "the leader lock query", within: checkTimeout) {
                 let row = try await connection.sql(queryLogLevel: nil).raw("SELECT pg_try_advisory_lock(\(bind: key)) AS taken").first()
                 return try row?.decode(column: "taken", as: Bool.self) == true
