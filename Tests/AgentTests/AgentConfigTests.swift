@@ -575,6 +575,49 @@ struct AgentConfigTests {
         }
     }
 
+    /// The keys and threshold enrolled with are root 1, from which every root accepted since is verified again: a key
+    /// taken out of the list, or another threshold, is refused (it set the stored chain aside, and a key a later root
+    /// had revoked was trusted again). The same keys in another order are the same root.
+    @Test(arguments: [
+        (keys: ["alice", "bob"], threshold: 1, refused: nil as String?),
+        (keys: ["bob", "alice"], threshold: 1, refused: nil),
+        (keys: ["alice"], threshold: 1, refused: "the agent enrolled with is no longer listed"),
+        (keys: ["bob"], threshold: 1, refused: "the agent enrolled with is no longer listed"),
+        (keys: ["alice", "bob"], threshold: 2, refused: "is not the threshold the agent enrolled with (1)"),
+        (keys: ["alice", "carol"], threshold: 1, refused: "the trusted key file changed since enrollment"),
+    ])
+    func theKeysAndThresholdMustBeTheOnesEnrolledWith(_ row: (keys: [String], threshold: Int, refused: String?)) throws {
+        try TestPaths.withTemporaryDirectorySync { directory in
+            var files: [String: String] = [:]
+            var ids: [String: String] = [:]
+            for name in ["alice", "bob", "carol"] {
+                let key = try SigningKey.generate().publicKey
+                let file = directory.appendingPathComponent("\(name).pub").path
+                try Data(try key.pemRepresentation().utf8).write(to: URL(fileURLWithPath: file))
+                files[name] = file
+                ids[name] = key.keyID
+            }
+            try TrustPin(trustedKeyIDs: [ids["alice"] ?? "", ids["bob"] ?? ""], threshold: 1).write(stateDir: directory.path)
+            let text = """
+                controller: http://127.0.0.1:8080
+                agentId: a1
+                services:
+                - api
+                trustedKeys:
+                \(row.keys.map { "- \(files[$0] ?? "")" }.joined(separator: "\n"))
+                threshold: \(row.threshold)
+                stateDir: \(directory.path)
+                """
+            let config = try Self.load(text)
+            if let refused = row.refused {
+                let error = try #require(throws: AgentConfig.ConfigError.self) { try config.pinnedRoot() }
+                #expect(error.description.contains(refused), "\(error)")
+            } else {
+                #expect(Set(try config.pinnedRoot().root.releaseRole.keyIDs) == [ids["alice"] ?? "", ids["bob"] ?? ""])
+            }
+        }
+    }
+
     @Test func aMissingFileAndAnOversizedFileAreRefused() throws {
         try TestPaths.withTemporaryDirectorySync { directory in
             let missing = directory.appendingPathComponent("nope.yaml").path

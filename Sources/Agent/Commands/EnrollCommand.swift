@@ -334,7 +334,8 @@ struct EnrollCommand: AsyncParsableCommand {
         // Which root file or keys this enrolment pinned, beside the config that names them by path (`TrustPin`).
         let pin = TrustPin(
             trustRootSHA256: rootDigest,
-            trustedKeyIDs: rootPath == nil ? try keyPaths.map { try PublicKey(contentsOf: $0).keyID } : nil
+            trustedKeyIDs: rootPath == nil ? try keyPaths.map { try PublicKey(contentsOf: $0).keyID } : nil,
+            threshold: rootPath == nil ? threshold : nil
         )
         agentConfig.envDir = Self.absolute(envDir)
         agentConfig.pollSeconds = pollSeconds

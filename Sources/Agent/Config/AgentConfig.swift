@@ -309,9 +309,15 @@ struct AgentConfig: Sendable, Equatable {
     }
 
     /// Loads the trusted keys and builds the trust policy.
+    ///
+    /// With a pin (`TrustPin`), the keys and the threshold must be the ones enrolled with: they are root 1, from which
+    /// every root accepted since is verified again at each start. A key taken out of the list, or another threshold,
+    /// made another root 1, the stored chain no longer followed from it and was set aside as another enrolment's, and
+    /// the agent trusted again a key a later root had revoked.
     func trustPolicy() throws -> TrustPolicy {
         let keys = try trustedKeys.map { try PublicKey(contentsOf: $0) }
-        if let trustedKeyIDs = try TrustPin.read(stateDir: stateDir)?.trustedKeyIDs {
+        let pin = try TrustPin.read(stateDir: stateDir)
+        if let trustedKeyIDs = pin?.trustedKeyIDs {
             for (path, key) in zip(trustedKeys, keys) where !trustedKeyIDs.contains(key.keyID) {
                 throw ConfigError(
                     path: path,
@@ -319,6 +325,22 @@ struct AgentConfig: Sendable, Equatable {
                         + "the agent does not trust another key by itself; put the enrolled file back, or enroll again (--force)"
                 )
             }
+            let missing = Set(trustedKeyIDs).subtracting(keys.map(\.keyID)).sorted()
+            guard missing.isEmpty else {
+                throw ConfigError(
+                    path: "trustedKeys",
+                    reason: "key\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) the agent enrolled with "
+                        + "\(missing.count == 1 ? "is" : "are") no longer listed: the keys enrolled with are where every trust root "
+                        + "accepted since is verified from; rotate keys with a signed trust root, or enroll again (--force)"
+                )
+            }
+        }
+        if let pinned = pin?.threshold, pinned != threshold {
+            throw ConfigError(
+                path: "threshold",
+                reason: "\(threshold) is not the threshold the agent enrolled with (\(pinned)): change it with a signed trust root, "
+                    + "or enroll again (--force)"
+            )
         }
         return try TrustPolicy(trustedKeys: keys, threshold: threshold)
     }

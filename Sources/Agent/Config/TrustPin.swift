@@ -17,6 +17,8 @@ import Foundation
 struct TrustPin: Equatable, Sendable {
     var trustRootSHA256: SHA256Digest?
     var trustedKeyIDs: [String]?
+    /// The `threshold` enrolled with `trustedKeyIDs` (`nil` in a pin from before it was kept).
+    var threshold: Int?
 
     static func path(stateDir: String) -> String { "\(stateDir)/trust-pin.json" }
 
@@ -34,6 +36,7 @@ struct TrustPin: Equatable, Sendable {
                 pin.trustRootSHA256 = digest
             }
             pin.trustedKeyIDs = try reader.optional("trustedKeyIds", Field.list(limit: 16_384, Field.string(maxLength: 64)))
+            pin.threshold = try reader.optional("threshold", Field.integer(in: 1...16_384)).map { Int($0) }
             try reader.rejectUnknownFields()
             return pin
         } catch {
@@ -46,6 +49,7 @@ struct TrustPin: Equatable, Sendable {
         var fields: [String: JSONValue] = [:]
         if let trustRootSHA256 { fields["trustRootSha256"] = .string(trustRootSHA256.description) }
         if let trustedKeyIDs { fields["trustedKeyIds"] = .array(trustedKeyIDs.map { .string($0) }) }
+        if let threshold { fields["threshold"] = .integer(Int64(threshold)) }
         try AtomicFile.write(Array(JSONValue.object(fields).encoded()), to: Self.path(stateDir: stateDir), mode: 0o600)
     }
 }
