@@ -134,25 +134,53 @@ struct PostgresChangeRelay: Service {
     private func send() async {
         guard let changes = feed.changes else { return }
         let backend = self.backend
+        let connectTimeout = self.connectTimeout
+        await Self.announce(changes, feed: feed, logger: logger) { payload in
+            // Bounded and not awaited past it, like the listener: a shutdown must not wait on a query of a connection
+            // whose server went away.
+            try await Unawaited.result(of: "announcing a change", within: connectTimeout) {
+                try await backend.readDB.raw("SELECT pg_notify(\(bind: Self.channel), \(bind: payload))").run()
+            }
+        }
+    }
+
+    /// Sends each change of `changes` with `send` (`pg_notify`), three tries each, `retryDelay` apart. A change given up
+    /// on is made up for by a resync (every other controller forgets its caches), tried every `resyncInterval` until it
+    /// goes out. It used to wait for the next change to go out in its place, which may not come for hours: meanwhile
+    /// the other controllers served agents a desired state older than what they ran.
+    static func announce(
+        _ changes: AsyncStream<ClusterChange>,
+        feed: ClusterChangeFeed,
+        logger: Logger,
+        retryDelay: Duration = .milliseconds(200),
+        resyncInterval: Duration = .seconds(1),
+        send: @Sendable (String) async throws -> Void
+    ) async {
         for await change in changes {
             let payload = (feed.takeDropped() ? ClusterChange.resync : change).payload(origin: feed.origin)
-            for attempt in 1...3 {
+            var sent = false
+            for attempt in 1...3 where !sent {
                 do {
-                    // Bounded and not awaited past it, like the listener: a shutdown must not wait on a query of a
-                    // connection whose server went away.
-                    try await Unawaited.result(of: "announcing a change", within: connectTimeout) {
-                        try await backend.readDB.raw("SELECT pg_notify(\(bind: Self.channel), \(bind: payload))").run()
-                    }
-                    break
+                    try await send(payload)
+                    sent = true
                 } catch {
                     if Task.isCancelled { return }
                     logger.warning(
                         "Announcing a change to the other controllers failed",
                         metadata: ["error.message": "\(PostgresErrorText.describe(error))", "ferry.attempt": "\(attempt)"]
                     )
-                    try? await Task.sleep(for: .milliseconds(200))
-                    // Given up: the next change sent says "resync" in its place.
-                    if attempt == 3 { feed.noteLost() }
+                    try? await Task.sleep(for: retryDelay)
+                }
+            }
+            guard !sent else { continue }
+            feed.noteLost()
+            while !Task.isCancelled, feed.takeDropped() {
+                try? await Task.sleep(for: resyncInterval)
+                do {
+                    try await send(ClusterChange.resync.payload(origin: feed.origin))
+                    logger.info("Asked the other controllers to resynchronize after a change that could not be announced")
+                } catch {
+                    feed.noteLost()
                 }
             }
         }
