@@ -215,7 +215,7 @@ struct StatusReportBuilderTests {
         let api = report.services[0]
         #expect(api.message == "pm2 said  [31mno [0m   done\n\tnext line")
         #expect(api.failures.first { $0.serial == 9 }?.reason == "exec failed:   binary")
-        #expect(StatusReportBuilder.freeText("root expired\u{0}") == "root expired ")
+        #expect(ReportText.freeText("root expired\u{0}") == "root expired ")
 
         let decoded = try StatusReport(json: JSONValue.parse(Array(report.json.encoded())))
         #expect(decoded == report)

@@ -156,7 +156,7 @@ struct AgentControllerClient: Sendable, CustomStringConvertible {
 
     static func oneLine(_ text: String, maximumBytes: Int) -> String {
         var scalars = String.UnicodeScalarView()
-        scalars.append(contentsOf: StatusReportBuilder.freeText(text, maximumBytes: maximumBytes).unicodeScalars.map { $0 == "\n" ? " " : $0 })
+        scalars.append(contentsOf: ReportText.freeText(text, maximumBytes: maximumBytes).unicodeScalars.map { $0 == "\n" ? " " : $0 })
         return String(scalars)
     }
 

@@ -601,7 +601,7 @@ actor Reconciler {
         )
         report.trustRoot = trustReport.map { status in
             var masked = status
-            masked.problem = status.problem.map { StatusReportBuilder.freeText(secrets.mask.apply($0)) }
+            masked.problem = status.problem.map { ReportText.freeText(secrets.mask.apply($0)) }
             return masked
         }
         return report

@@ -47,7 +47,7 @@ enum StatusReportBuilder {
                 targetSerial: targetSerials[service] ?? serviceState.highestAcceptedSerial,
                 phase: serviceState.phase,
                 // A note (a crash loop seen in the table) is current, not saved: it leaves the report when it ends.
-                message: freeText(mask.apply(notes[service].map { "\(serviceState.message); \($0)" } ?? serviceState.message)),
+                message: ReportText.freeText(mask.apply(notes[service].map { "\(serviceState.message); \($0)" } ?? serviceState.message)),
                 health: health[service] ?? .unknown,
                 failures: serviceState.failures.prefix(10).map { failure in
                     var diagnosis = failure.diagnosis.map { bounded($0.mapText(mask.apply)) }
@@ -58,7 +58,7 @@ enum StatusReportBuilder {
                         // A refusal's serial is what an unverified envelope claimed: one out of the range the
                         // controller accepts (a state file from before the claim was checked) is reported as 0.
                         serial: (0...Release.maximumSerial).contains(failure.serial) ? failure.serial : 0,
-                        reason: freeText(mask.apply(failure.reason)),
+                        reason: ReportText.freeText(mask.apply(failure.reason)),
                         kind: failure.kind.rawValue,
                         diagnosis: diagnosis
                     )
@@ -68,7 +68,7 @@ enum StatusReportBuilder {
         }
         return StatusReport(
             agentVersion: FerryVersion.current,
-            hostname: clipped(hostname, toBytes: 255),
+            hostname: ReportText.clipped(hostname, toBytes: 255),
             processManager: processManager,
             services: statuses
         )
@@ -79,18 +79,18 @@ enum StatusReportBuilder {
     static func bounded(_ diagnosis: FailureDiagnosis) -> FailureDiagnosis {
         var result = diagnosis
         if var health = result.health {
-            health.url = clipped(health.url, toBytes: Limits.urlLength)
-            health.body = health.body.map { clipped(oneLine($0), toBytes: FailureDiagnosis.maximumBodyBytes) }
-            health.error = health.error.map { clipped(oneLine($0), toBytes: FailureDiagnosis.maximumErrorBytes) }
+            health.url = ReportText.clipped(health.url, toBytes: Limits.urlLength)
+            health.body = health.body.map { ReportText.clipped(ReportText.oneLine($0), toBytes: FailureDiagnosis.maximumBodyBytes) }
+            health.error = health.error.map { ReportText.clipped(ReportText.oneLine($0), toBytes: FailureDiagnosis.maximumErrorBytes) }
             if let status = health.status, !(100...999).contains(status) { health.status = nil }
             result.health = health
         }
         result.deadlineSeconds = result.deadlineSeconds.map { $0.clamped(to: 0...86_400) }
         result.instances = result.instances.prefix(FailureDiagnosis.maximumInstances).map { instance in
             var instance = instance
-            instance.app = clipped(oneLine(instance.app), toBytes: 64)
-            instance.status = clipped(oneLine(instance.status), toBytes: 32)
-            instance.signal = instance.signal.map { clipped(oneLine($0), toBytes: 32) }
+            instance.app = ReportText.clipped(ReportText.oneLine(instance.app), toBytes: 64)
+            instance.status = ReportText.clipped(ReportText.oneLine(instance.status), toBytes: 32)
+            instance.signal = instance.signal.map { ReportText.clipped(ReportText.oneLine($0), toBytes: 32) }
             instance.pmId = instance.pmId.clamped(to: 0...Int64(Int32.max))
             instance.restarts = instance.restarts.clamped(to: 0...Int64(Int32.max))
             instance.exitCode = instance.exitCode.map { $0.clamped(to: Int64(Int32.min)...Int64(Int32.max)) }
@@ -98,49 +98,17 @@ enum StatusReportBuilder {
         }
         result.logs = result.logs.prefix(FailureDiagnosis.maximumLogs).map { tail in
             var tail = tail
-            tail.app = clipped(oneLine(tail.app), toBytes: 64)
+            tail.app = ReportText.clipped(ReportText.oneLine(tail.app), toBytes: 64)
             tail.pmIds = tail.pmIds.prefix(FailureDiagnosis.maximumInstances).map { $0.clamped(to: 0...Int64(Int32.max)) }
-            var lines = tail.lines.suffix(FailureDiagnosis.maximumLines).map { clipped(oneLine($0), toBytes: FailureDiagnosis.maximumBytes) }
+            var lines = tail.lines.suffix(FailureDiagnosis.maximumLines).map {
+                ReportText.clipped(ReportText.oneLine($0), toBytes: FailureDiagnosis.maximumBytes)
+            }
             while lines.reduce(0, { $0 + $1.utf8.count }) > FailureDiagnosis.maximumBytes, !lines.isEmpty {
                 lines.removeFirst()
                 tail.truncated = true
             }
             tail.lines = lines
             return tail
-        }
-        return result
-    }
-
-    /// Free text as the report carries it (a message, a failure reason, a trust root problem): control characters other
-    /// than newline and tab (a NUL or an escape sequence in a tool's error output) become spaces, and it is clipped to
-    /// `maximumBytes` (the controller allows 2,048). The controller refuses a NUL, which PostgreSQL cannot store, and
-    /// then the whole report: one odd character in an error must not silence the agent.
-    static func freeText(_ text: String, maximumBytes: Int = 2000) -> String {
-        clipped(spacingControls(in: text, keeping: ["\n", "\t"]), toBytes: maximumBytes)
-    }
-
-    /// `text` with line breaks and control characters other than tab replaced by spaces.
-    private static func oneLine(_ text: String) -> String {
-        spacingControls(in: text, keeping: ["\t"])
-    }
-
-    /// `text` with each control character (C0 and DEL) but those `kept` replaced by a space.
-    private static func spacingControls(in text: String, keeping kept: Set<Unicode.Scalar>) -> String {
-        let isControl = { (scalar: Unicode.Scalar) in (scalar.value < 0x20 || scalar.value == 0x7f) && !kept.contains(scalar) }
-        guard text.unicodeScalars.contains(where: isControl) else { return text }
-        return String(String.UnicodeScalarView(text.unicodeScalars.map { isControl($0) ? " " : $0 }))
-    }
-
-    /// At most `limit` UTF-8 bytes of `text`, cut on a character boundary: the controller's limits count bytes, and
-    /// one over-long field would get the whole report refused.
-    private static func clipped(_ text: String, toBytes limit: Int) -> String {
-        guard text.utf8.count > limit else { return text }
-        var result = ""
-        var bytes = 0
-        for character in text {
-            bytes += character.utf8.count
-            if bytes > limit { break }
-            result.append(character)
         }
         return result
     }

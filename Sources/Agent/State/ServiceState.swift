@@ -270,7 +270,7 @@ struct ServiceState: Sendable, Codable, Equatable {
 
     /// `text` cut to `maximumStoredTextBytes`, on a character boundary, control characters but newline and tab spaced.
     static func storedText(_ text: String) -> String {
-        StatusReportBuilder.freeText(text, maximumBytes: maximumStoredTextBytes)
+        ReportText.freeText(text, maximumBytes: maximumStoredTextBytes)
     }
 
     /// Cuts the message and the failure reasons to `maximumStoredTextBytes` (after masking: see
