@@ -200,6 +200,17 @@ struct ArtifactTreeAgentRulesTests {
         }
     }
 
+    /// A reason that quotes a path of the archive (the link a later entry passes through) escapes it too.
+    @Test func quotedPathsCannotSteerTheTerminal() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
+            let path = directory.appendingPathComponent("artifact.tar.gz").path
+            try ArchiveBuilder.write(Self.benign + [.directory("real"), .symlink("a\nb", to: "real"), .file("a\nb/x")], format: .tarGzip, to: path)
+            let (_, _, message) = try Self.refusal(path)
+            #expect(!message.contains("a\nb"), "\(message)")
+            #expect(message.contains("a\\u000ab/x: unsafe path (passes through the symbolic link \"a\\u000ab\")"), "\(message)")
+        }
+    }
+
     /// npm's and pnpm's links, a link to a link, directories listed after their contents at the entry limit: agents
     /// extract all of it, so it is read, links and all.
     @Test func aNormalTreeWithInTreeLinksIsAccepted() throws {

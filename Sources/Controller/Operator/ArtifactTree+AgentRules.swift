@@ -9,8 +9,10 @@ extension ArtifactTree {
         var reason: String
 
         var description: String {
+            // A name is the archive's, and so are the paths some reasons quote (the link a path passes through): none
+            // may move the cursor or start a line of its own.
+            let reason = TerminalText.safe(reason, keepingLineBreaks: false)
             guard let entry else { return reason }
-            // A name is the archive's: it must not move the cursor or start a line of its own.
             return "\(TerminalText.safe(entry, keepingLineBreaks: false)): \(reason)"
         }
 

@@ -37,7 +37,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// Takes status reports; `nil`: they all go to the route.
         let statusReports: StatusReportIntake?
         /// Largest body of a request taken here: a report's limit (a larger report goes to the route, which refuses
-        /// it; so does a poll that carries a body, which is held in memory while the poll is parked).
+        /// it). A poll that carries a body goes to the route at its first body byte.
         let maximumStatusBytes: Int
         /// What every connection's held bodies share (the router's bodies too): a body that does not fit goes to the
         /// router, which answers 503.
@@ -235,7 +235,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         /// Body bytes so far.
         var bodyBytes: Int { body?.readableBytes ?? 0 }
         /// Bytes of it taken from `Dependencies.bodyBudget`, given back when the request is done here, and whose share
-        /// they were taken from (a report's agent, known at its head; none for a poll's body, counted in the total only).
+        /// they were taken from (a report's agent, known at its head; a poll holds no body here).
         var reserved = 0
         var budgetHolder: String?
         let startedAt: ContinuousClock.Instant
