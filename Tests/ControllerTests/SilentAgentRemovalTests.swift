@@ -13,6 +13,28 @@ import Testing
 /// `serve --remove-silent-agents-after`: an agent silent that long is removed as `agents remove` would, and only when
 /// the silence can be its own.
 @Suite struct SilentAgentRemovalTests {
+    /// Between two sweeps 360 s apart: the wall clock and the monotonic clock must agree, and the sleep must not have
+    /// overrun, or the sweep judges no silence and the controller settles again. A clock stepped 2 h forward made every
+    /// live agent look silent (its cutoff, and the last-seen times stamped meanwhile, were 2 h ahead).
+    @Test(arguments: [
+        (wall: 360.0, monotonic: 360, settles: false),
+        (wall: 364.0, monotonic: 360, settles: false),
+        (wall: 385.0, monotonic: 385, settles: false),
+        (wall: 400.0, monotonic: 400, settles: true),
+        (wall: 7_560.0, monotonic: 360, settles: true),
+        (wall: -6_840.0, monotonic: 360, settles: true),
+        (wall: 366.0, monotonic: 360, settles: true),
+        (wall: 3_600.0, monotonic: 3_600, settles: true),
+    ])
+    func aClockStepOrAPauseSettlesAgain(_ row: (wall: Double, monotonic: Int, settles: Bool)) {
+        let settles = SilentAgentRemoval.mustSettleAgain(
+            wallElapsed: row.wall,
+            monotonicElapsed: .seconds(row.monotonic),
+            interval: .seconds(360)
+        )
+        #expect(settles == row.settles)
+    }
+
     @Test func aSilentAgentIsRemovedOnlyWhenTheSilenceIsItsOwn() async throws {
         try await ControllerFixture.with { fixture in
             try await fixture.withRouter { client in

@@ -40,8 +40,22 @@ struct SilentAgentRemoval: Service {
         do {
             try await cancelWhenGracefulShutdown {
                 var quietSince = started
+                var last = (wall: core.now(), monotonic: ContinuousClock.now)
                 while !Task.isCancelled {
                     try await Task.sleep(for: interval)
+                    let now = (wall: core.now(), monotonic: ContinuousClock.now)
+                    defer { last = now }
+                    if Self.mustSettleAgain(
+                        wallElapsed: now.wall.timeIntervalSince(last.wall),
+                        monotonicElapsed: now.monotonic - last.monotonic,
+                        interval: interval
+                    ) {
+                        quietSince = now.monotonic
+                        core.logger.warning(
+                            "The clock moved unlike the time that passed (stepped, or this controller was paused): removing no agent for its silence for \(settle.components.seconds) s"
+                        )
+                        continue
+                    }
                     if let failed = core.statusReports.lastFailure, failed > quietSince { quietSince = failed }
                     do {
                         _ = try await sweep(at: core.now(), quiet: .now - quietSince)
@@ -54,6 +68,16 @@ struct SilentAgentRemoval: Service {
         } catch is CancellationError {
             core.logger.debug("Silent agent removal stopped")
         }
+    }
+
+    /// Whether the time between two sweeps says this one must not judge silence, and the controller settles again: the
+    /// wall clock moved more than 5 s unlike the monotonic one (a clock stepped forward, a VM resumed from a snapshot:
+    /// the cutoff, and the last-seen times this controller stamped meanwhile, were hours ahead, and every live agent
+    /// looked silent), or the sleep overran `interval` by more than 30 s (a paused or starved controller, which took in
+    /// no report meanwhile).
+    static func mustSettleAgain(wallElapsed: TimeInterval, monotonicElapsed: Duration, interval: Duration) -> Bool {
+        let monotonic = Double(monotonicElapsed.components.seconds) + Double(monotonicElapsed.components.attoseconds) / 1e18
+        return abs(wallElapsed - monotonic) > 5 || monotonic > Double(interval.components.seconds) + 30
     }
 
     /// Removes up to `batch` agents silent for `after` at `instant`, when the controller has been `quiet` (without a
