@@ -545,6 +545,17 @@ struct HighAvailabilityTests {
                 _ = try await eventually("the election leads once ready", timeout: .seconds(15)) { election.leadership.isLeader ? true : nil }
                 running.cancel()
                 _ = await running.result
+
+                // Never ready (every clock sample too slow): it campaigns anyway after `readyWait`, not never.
+                var patient = PostgresLeaderElection(backend: own.backend, leadership: .elected(), logger: own.logger)
+                patient.isReady = { false }
+                patient.readyWait = .seconds(3)
+                let started = ContinuousClock.now
+                let waiting = Task { [patient] in try await patient.run() }
+                _ = try await eventually("the election leads after readyWait", timeout: .seconds(20)) { patient.leadership.isLeader ? true : nil }
+                #expect(ContinuousClock.now - started >= .seconds(3), "it waited for the clock first")
+                waiting.cancel()
+                _ = await waiting.result
             }
         }
     }

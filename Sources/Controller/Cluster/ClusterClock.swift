@@ -79,9 +79,14 @@ struct ClusterClockSync: Service {
                         }
                         if fastest.map({ sample.roundTrip < $0.roundTrip }) ?? true { fastest = sample }
                     }
-                    if let fastest, let offset = clock.adjust(to: fastest), abs(offset) >= warnAbove || abs(reported) >= warnAbove,
-                        abs(offset - reported) >= warnAbove
-                    {
+                    let adjusted = fastest.flatMap { clock.adjust(to: $0) }
+                    if adjusted == nil, clock.offset == nil, let fastest {
+                        logger.warning(
+                            "The database's clock could not be read: every round trip took over \(ClusterClock.longestRoundTrip) s; trying again",
+                            metadata: ["clock.round_trip_seconds": "\(String(format: "%.3f", fastest.roundTrip))"]
+                        )
+                    }
+                    if let offset = adjusted, abs(offset) >= warnAbove || abs(reported) >= warnAbove, abs(offset - reported) >= warnAbove {
                         reported = offset
                         logger.warning(
                             "This host's clock is off the database server's; controllers use the database's clock",

@@ -33,6 +33,9 @@ struct PostgresLeaderElection: Service {
     /// by the host's skew, and they jumped by as much when the offset arrived (a wave advancing at once, or held back
     /// for hours). Default: always.
     var isReady: @Sendable () -> Bool = { true }
+    /// How long it waits for `isReady` before it campaigns anyway, with a warning: a database whose every round trip
+    /// is too slow for a clock sample must not leave rollouts without a leader. Default 60 s.
+    var readyWait: Duration = .seconds(60)
 
     /// Server-side detection of a vanished leader's connection.
     static let keepaliveParameters = [
@@ -80,15 +83,24 @@ struct PostgresLeaderElection: Service {
     /// may never end.
     private func campaign(on connection: PostgresConnection) async throws {
         let key = Self.leaderLockKey
-        var waitingLogged = false
+        var waitingSince: ContinuousClock.Instant?
+        var gaveUpWaiting = false
         while !Task.isCancelled {
-            guard isReady() else {
-                if !waitingLogged {
+            if !gaveUpWaiting, !isReady() {
+                guard let since = waitingSince else {
                     logger.info("Not campaigning for leadership until the database's clock is read")
-                    waitingLogged = true
+                    waitingSince = .now
+                    try await Task.sleep(for: retryInterval)
+                    continue
                 }
-                try await Task.sleep(for: retryInterval)
-                continue
+                if ContinuousClock.now - since < readyWait {
+                    try await Task.sleep(for: retryInterval)
+                    continue
+                }
+                gaveUpWaiting = true
+                logger.warning(
+                    "The database's clock could not be read for \(readyWait.components.seconds) s: campaigning for leadership on this host's clock"
+                )
             }
             let taken = try await Unawaited.result(of: "the leader lock query", within: checkTimeout) {
                 let row = try await connection.sql(queryLogLevel: nil).raw("SELECT pg_try_advisory_lock(\(bind: key)) AS taken").first()
