@@ -359,6 +359,27 @@ import Testing
         }
     }
 
+    /// A reloaded certificate whose start is up to 5 minutes ahead (a renewal signed on a CA whose clock runs a little
+    /// ahead, reloaded at once) counts as valid; one expired or starting later does not.
+    @Test(arguments: [
+        (starts: -3_600.0, ends: 86_400.0, valid: true),
+        (starts: 120.0, ends: 86_400.0, valid: true),
+        (starts: 299.0, ends: 86_400.0, valid: true),
+        (starts: 301.0, ends: 86_400.0, valid: false),
+        (starts: -86_400.0, ends: -1.0, valid: false),
+    ])
+    func aReloadAllowsAStartAFewMinutesAhead(_ row: (starts: Double, ends: Double, valid: Bool)) {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let summary = TLSCertificateStore.Summary(
+            serial: "1",
+            fingerprint: "",
+            notValidBefore: now.addingTimeInterval(row.starts),
+            notValidAfter: now.addingTimeInterval(row.ends),
+            chainLength: 1
+        )
+        #expect((summary.validityProblem(at: now, skew: TLSCertificateStore.startSkew) == nil) == row.valid)
+    }
+
     /// Waits until the controller's `/metrics` shows `count` parked long-polls.
     static func waitForWaiters(_ count: Int, at baseURL: String, http: HTTPClient) async throws {
         let deadline = ContinuousClock.now + .seconds(20)

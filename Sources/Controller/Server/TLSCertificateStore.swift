@@ -31,9 +31,10 @@ final class TLSCertificateStore: Sendable {
         let chainLength: Int
 
         /// Why clients refuse the certificate at `now` ("has expired", "is not valid yet"), `nil` while it is valid.
-        func validityProblem(at now: Date) -> String? {
+        /// - Parameter skew: how far in the future its start may be and still count as valid.
+        func validityProblem(at now: Date, skew: TimeInterval = 0) -> String? {
             if notValidAfter < now { return "has expired (\(Timestamp.format(notValidAfter)))" }
-            if notValidBefore > now { return "is not valid yet (until \(Timestamp.format(notValidBefore)))" }
+            if notValidBefore > now.addingTimeInterval(skew) { return "is not valid yet (until \(Timestamp.format(notValidBefore)))" }
             return nil
         }
     }
@@ -42,6 +43,9 @@ final class TLSCertificateStore: Sendable {
         let context: NIOSSLContext
         let summary: Summary
     }
+
+    /// How far ahead a reloaded certificate's start may be (`reload`): 5 minutes of clock difference with the CA.
+    static let startSkew: TimeInterval = 300
 
     /// Largest PEM file read.
     static let maximumFileBytes = 1 << 20
@@ -66,12 +70,14 @@ final class TLSCertificateStore: Sendable {
     ///
     /// A certificate that is expired or not valid yet at `now` does not replace one that is valid: an old certificate
     /// copied into place by mistake would fail every agent's next handshake. It does replace one that is itself no
-    /// longer valid (nothing is lost).
+    /// longer valid (nothing is lost). A start up to `startSkew` ahead counts as valid: a renewal just signed on a CA
+    /// whose clock runs a little ahead, reloaded at once, was refused, and nothing loads it again before the old
+    /// certificate expires.
     @discardableResult
     func reload(now: Date = Date()) throws(TLSFileError) -> Summary {
         let loaded = try Self.load(files)
         try current.withLock { (current: inout Loaded) throws(TLSFileError) in
-            if let problem = loaded.summary.validityProblem(at: now), current.summary.validityProblem(at: now) == nil {
+            if let problem = loaded.summary.validityProblem(at: now, skew: Self.startSkew), current.summary.validityProblem(at: now) == nil {
                 throw .notValid(path: files.certificate, reason: problem)
             }
             current = loaded
