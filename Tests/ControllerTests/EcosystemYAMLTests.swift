@@ -146,6 +146,29 @@ struct EcosystemYAMLTests {
         #expect(environment["SHIPPED"] == "2001-12-15T02:59:43.100Z")
     }
 
+    /// A key is what js-yaml makes of its scalar, as a value, then text (JavaScript's `String()`): `TRUE:` names the
+    /// variable "true", `0644:` "644", `~:` "null", a quoted key stays as written. Keys that become the same name refuse
+    /// the file, as PM2 does.
+    @Test(arguments: [
+        ("TRUE", "true"), ("False", "false"), ("0644", "644"), ("0x1F", "31"), ("1_000", "1000"), ("~", "null"), ("NULL", "null"),
+        ("1.50", "1.5"), ("\"0644\"", "0644"), ("NO", "NO"), ("9:30", "9:30"),
+    ])
+    func keysAreNamedAsJavaScriptNamesThem(_ written: String, _ name: String) async throws {
+        let yaml = "apps:\n  - name: api\n    script: server.js\n    env:\n      \(written): value\n"
+        #expect(try await Self.environment(of: yaml) == [name: "value"])
+    }
+
+    @Test(arguments: [("null", "~"), ("TRUE", "true"), ("0644", "644"), ("A", "A")])
+    func keysThatBecomeTheSameNameRefuseTheFile(_ first: String, _ second: String) async throws {
+        let yaml = "apps:\n  - name: api\n    script: server.js\n    env:\n      \(first): a\n      \(second): b\n"
+        await #expect {
+            _ = try await Self.environment(of: yaml)
+        } throws: { error in
+            // Written the same, Yams refuses them itself.
+            "\(error)".contains("duplicated mapping key") || "\(error)".contains("duplicated key")
+        }
+    }
+
     /// `<<` merges as in js-yaml: a key written in the mapping wins wherever it stands, then the first mapping merged.
     /// A quoted `"<<"` is an ordinary key.
     @Test func mergeKeys() async throws {

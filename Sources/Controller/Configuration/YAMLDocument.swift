@@ -104,10 +104,23 @@ enum YAMLDocument {
                 guard case .scalar(let keyScalar) = key else {
                     throw .invalid(path: source, field: here, reason: "mapping keys must be plain strings")
                 }
-                let name = keyScalar.string
+                let isMerge = Tag.Name(rawValue: key.tag.description) == .merge
+                var name = keyScalar.string
+                if case .jsYAML = schema, !isMerge {
+                    // js-yaml makes a key what its scalar makes a value, then JavaScript's String() of it: `TRUE:` is
+                    // "true", `0644:` "644", `~:` "null". Two keys that become the same name refuse the file.
+                    name = JavaScriptSemantics.string(try convert(key, path: path.isEmpty ? name : "\(path).\(name)", source: source, schema: schema))
+                    if fields[name] != nil {
+                        throw .invalid(
+                            path: source,
+                            field: path.isEmpty ? name : "\(path).\(name)",
+                            reason: "duplicated mapping key (PM2 refuses the file)"
+                        )
+                    }
+                }
                 let field = path.isEmpty ? name : "\(path).\(name)"
                 let converted = try convert(value, path: field, source: source, schema: schema)
-                guard case .jsYAML = schema, Tag.Name(rawValue: key.tag.description) == .merge else {
+                guard case .jsYAML = schema, isMerge else {
                     fields[name] = converted
                     continue
                 }
