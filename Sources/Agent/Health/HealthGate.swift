@@ -130,7 +130,7 @@ struct HealthGate: Sendable {
                     let reason = target.scrub("\(error)")
                     lastProbe = FailureDiagnosis.HealthProbe(
                         url: target.template,
-                        error: Self.clipped(reason, to: FailureDiagnosis.maximumErrorBytes)
+                        error: ReportText.clipped(reason, toBytes: FailureDiagnosis.maximumErrorBytes)
                     )
                     problem = "\(target.template) did not answer: \(reason)"
                 }
@@ -177,19 +177,7 @@ struct HealthGate: Sendable {
             String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 })
         )
         let trimmed = String(printable.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
-        return trimmed.isEmpty ? nil : clipped(trimmed, to: FailureDiagnosis.maximumBodyBytes)
+        return trimmed.isEmpty ? nil : ReportText.clipped(trimmed, toBytes: FailureDiagnosis.maximumBodyBytes)
     }
 
-    /// At most `limit` UTF-8 bytes of `text`, cut on a character boundary.
-    static func clipped(_ text: String, to limit: Int) -> String {
-        guard text.utf8.count > limit else { return text }
-        var result = ""
-        var bytes = 0
-        for character in text {
-            bytes += character.utf8.count
-            if bytes > limit { break }
-            result.append(character)
-        }
-        return result
-    }
 }
