@@ -861,16 +861,7 @@ import Testing
     /// escaped NUL, as an older controller stored one), then closes the store.
     static func storeNULMarkedStatus(serial: Int64, in store: SQLControllerStore) async throws -> AgentRecord {
         let agent = try await enrollAgent(0, in: store)
-        let status = ServiceStatus(
-            service: "api",
-            serial: serial,
-            version: "1.0.\(serial)",
-            targetSerial: serial,
-            phase: .running,
-            message: "before-NUL-after",
-            health: .healthy,
-            processes: []
-        )
+        let status = ServiceStatus.running("api", serial: serial, message: "before-NUL-after")
         let report = StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
         try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
         try await store.close()
@@ -929,7 +920,7 @@ import Testing
             // The columns versions 6 and 7 filled, which the rollout views read.
             #expect(try await migrated.runningSerials(for: ["api"]) == [agent.id: ["api": 3]])
             let views = try await migrated.rolloutViewStatuses(service: "api")
-            #expect(views[agent.id]?.serial == 3 && views[agent.id]?.version == "1.0.3" && views[agent.id]?.phase == .running, "\(views)")
+            #expect(views[agent.id]?.serial == 3 && views[agent.id]?.version == "3.0.0" && views[agent.id]?.phase == .running, "\(views)")
             try await migrated.close()
         }
     }

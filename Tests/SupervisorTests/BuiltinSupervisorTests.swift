@@ -724,13 +724,7 @@ struct BuiltinSupervisorTests {
     /// until it restarted.
     @Test("the daemon's own log removed by hand is made again and written to")
     func daemonLogRemovedIsMadeAgain() async throws {
-        let configure: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .milliseconds(200) }
-        try await SupervisorHarness.with(configure: configure) { harness in
-            let log = "\(harness.home)/supervisor.log"
-            func contents(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
-            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
-            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
-            #expect(await SupervisorHarness.eventually { !contents(log).isEmpty })
+        try await Self.withIdleAppAndDaemonLog { harness, log, contents in
             try FileManager.default.removeItem(atPath: log)
             #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.log.reopened") }, "a new file takes over")
             try await harness.manager.restart(appNamed: "idle")
@@ -743,19 +737,29 @@ struct BuiltinSupervisorTests {
     /// file for good (its rotation never fired again: the name no longer was its file).
     @Test("the daemon's own log renamed under it is written to again", arguments: [false, true])
     func daemonLogRenamedIsWrittenAgain(logrotateCreates: Bool) async throws {
-        let configure: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .milliseconds(200) }
-        try await SupervisorHarness.with(configure: configure) { harness in
-            let log = "\(harness.home)/supervisor.log"
-            func contents(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
-            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
-            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
-            #expect(await SupervisorHarness.eventually { !contents(log).isEmpty })
+        try await Self.withIdleAppAndDaemonLog { harness, log, contents in
             #expect(rename(log, log + ".old") == 0)
             if logrotateCreates { #expect(FileManager.default.createFile(atPath: log, contents: Data())) }
             #expect(await SupervisorHarness.eventually { contents(log).contains("the file was renamed") }, "the daemon writes to the name again")
             try await harness.manager.delete(appNamed: "idle")
             #expect(await SupervisorHarness.eventually { contents(log).contains("supervisor.app.deleted") }, "later lines go there too")
             #expect(!contents(log + ".old").contains("the file was renamed"))
+        }
+    }
+
+    /// A daemon checking its memory (and its own log) every 200 ms, running one idle app, its `supervisor.log` written:
+    /// `body` gets the harness, the log's path and a reader of a file's text.
+    static func withIdleAppAndDaemonLog(
+        _ body: (SupervisorHarness, _ log: String, _ contents: @escaping (String) -> String) async throws -> Void
+    ) async throws {
+        let configure: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .milliseconds(200) }
+        try await SupervisorHarness.with(configure: configure) { harness in
+            let log = "\(harness.home)/supervisor.log"
+            let contents = { (path: String) in (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("idle", script: script), ecosystem: "")
+            #expect(await SupervisorHarness.eventually { !contents(log).isEmpty })
+            try await body(harness, log, contents)
         }
     }
 
