@@ -178,6 +178,22 @@ struct ArtifactTreeAgentRulesTests {
         }
     }
 
+    /// Past the byte limit the reading stops, as the agent's does: skipping the rest of a compressed archive is
+    /// decompressing it, and a bomb of terabytes was read to its end before it was refused.
+    @Test func theReadingStopsAtTheByteLimit() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
+            let path = directory.appendingPathComponent("artifact.tar.gz").path
+            try ArchiveBuilder.write(
+                Self.benign + [.file("big.bin", String(repeating: "x", count: 5000)), .fifo("after")],
+                format: .tarGzip,
+                to: path
+            )
+            let (refusals, count, _) = try Self.refusal(path, configuration: .init(maxTotalBytes: 1000))
+            #expect(refusals.map(\.entry) == ["big.bin"])
+            #expect(count == 1, "nothing after the limit is read")
+        }
+    }
+
     @Test func aLongListIsCutWithACount() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-artifact-rules") { directory in
             let path = directory.appendingPathComponent("artifact.tar.gz").path

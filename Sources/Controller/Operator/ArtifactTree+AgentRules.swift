@@ -85,8 +85,13 @@ extension ArtifactTree {
             var name: String
             /// Its normalised path in the tree (`bin/www`).
             var path: String
-            /// For a hard link, the normalised path of the file it names.
-            var hardlinkTarget: String?
+            /// What it is: a hard link to the (normalised) path of a file listed before it, or an entry of its own.
+            var what: What
+
+            enum What {
+                case hardlink(to: String)
+                case entry(Entry.Kind)
+            }
         }
 
         let configuration: Configuration
@@ -99,10 +104,9 @@ extension ArtifactTree {
         private(set) var entryCount = 0
         /// Bytes of data read, as the agent counts them.
         private(set) var bytes: Int64 = 0
-        /// Past the entry limit: the agent stops there, and so does the reading.
+        /// Past the entry or the byte limit: the agent stops there, and so does the reading (skipping the rest of a
+        /// compressed archive is decompressing it: a bomb of terabytes took as long to refuse).
         private(set) var stopped = false
-        /// Past the byte limit: data is no longer read.
-        private var tooLarge = false
 
         init(configuration: Configuration) {
             self.configuration = configuration
@@ -155,11 +159,14 @@ extension ArtifactTree {
                     refuse(.hardLink(entry: name, target: targetName, reason: ArchiveEntryRules.hardLinkNotARegularFile))
                     return nil
                 }
-                return Admitted(name: name, path: path, hardlinkTarget: targetPath)
+                return Admitted(name: name, path: path, what: .hardlink(to: targetPath))
             }
+            let kind: Entry.Kind
             switch type {
-            case .regularFile, .directory:
-                break
+            case .regularFile:
+                kind = .file
+            case .directory:
+                kind = .directory
             case .symbolicLink:
                 guard let target = header.symlinkTarget else {
                     refuse(.symbolicLink(entry: name, target: "", reason: ArchiveEntryRules.unreadableSymlinkTarget))
@@ -171,17 +178,18 @@ extension ArtifactTree {
                     refuse(.symbolicLink(entry: name, target: String(decoding: target, as: UTF8.self), reason: error.reason))
                     return nil
                 }
+                kind = .symlink(target: String(decoding: target, as: UTF8.self))
             case nil:
                 refuse(.unsupportedType(entry: name, type: ArchiveEntryRules.typeName(fileType: header.fileType)))
                 return nil
             }
-            return Admitted(name: name, path: path, hardlinkTarget: nil)
+            return Admitted(name: name, path: path, what: .entry(kind))
         }
 
         /// Whether the data of an admitted entry is to be read and counted: not once the archive is past the byte
         /// limit, nor when the size `declaredSize` its header gives takes it past (the archive is then refused).
         mutating func admitData(declaredSize: Int64?, entry name: String) -> Bool {
-            guard !tooLarge else { return false }
+            guard !stopped else { return false }
             // Compared without adding: libarchive takes a pax size as it is, up to Int64.max.
             if let declaredSize, declaredSize > configuration.maxTotalBytes - bytes {
                 refuseTooLarge(entry: name)
@@ -209,7 +217,7 @@ extension ArtifactTree {
         }
 
         private mutating func refuseTooLarge(entry name: String) {
-            tooLarge = true
+            stopped = true
             refuse(.tooLarge(entry: name, limit: configuration.maxTotalBytes))
         }
 
@@ -240,7 +248,7 @@ extension ArtifactTree {
                 case .symlink:
                     refuse(.unsafePath(entry: name, reason: ArchiveEntryRules.passesThroughSymlink(prefix)))
                     return false
-                case .file, .other:
+                case .file:
                     refuse(.unsafePath(entry: name, reason: ArchiveEntryRules.notADirectory(prefix)))
                     return false
                 }

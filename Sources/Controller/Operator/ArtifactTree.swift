@@ -12,7 +12,6 @@ struct ArtifactTree: Sendable {
             case file
             case directory
             case symlink(target: String)
-            case other
         }
 
         var kind: Kind
@@ -111,16 +110,10 @@ struct ArtifactTree: Sendable {
             if rules.admitData(declaredSize: header.declaredSize, entry: admitted.name) {
                 head = try Self.readData(reader, path: path, entry: admitted.name, rules: &rules)
             }
-            if let original = admitted.hardlinkTarget.flatMap({ entries[$0] }) {
-                entries[admitted.path] = original
-            } else {
-                let kind: Entry.Kind
-                switch ArchiveEntryRules.extractedType(fileType: header.fileType) {
-                case .regularFile: kind = .file
-                case .directory: kind = .directory
-                case .symbolicLink: kind = .symlink(target: header.symlinkTarget.map { String(decoding: $0, as: UTF8.self) } ?? "")
-                case nil: kind = .other
-                }
+            switch admitted.what {
+            case .hardlink(let target):
+                entries[admitted.path] = entries[target]
+            case .entry(let kind):
                 entries[admitted.path] = Entry(kind: kind, mode: UInt32(archive_entry_perm(entry)), head: kind == .file ? head : [])
             }
             // Parent directories are implied even when the archive does not list them.
@@ -176,11 +169,6 @@ struct ArtifactTree: Sendable {
 
     private static func message(_ archive: OpaquePointer) -> String {
         archive_error_string(archive).map { String(cString: $0) } ?? "unknown libarchive error"
-    }
-
-    /// `./a//b/` → `a/b`.
-    static func normalise(_ path: String) -> String {
-        path.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
     }
 
     /// What is at `path` (relative to the root), following symlinks inside the tree; `nil` when nothing is there or a
