@@ -48,7 +48,7 @@ struct ChildTaskHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
                             defer { answering.end() }
                             try await task.value
                             // Token match, any case ("Close", "keep-alive, close"), as llhttp and the poll handler read it.
-                            if head.headerFields[values: .connection].contains(where: { ASCII.containsToken($0, caseInsensitive: "close") }) { break }
+                            if DesiredStatePollHandler.closesConnection(head) { break }
                         }
                     } catch is HTTPParserError {
                         logger.debug("HTTP parse error, closing connection")

@@ -191,10 +191,6 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             }
         }
 
-        var isPoll: Bool {
-            if case .poll = self { true } else { false }
-        }
-
         var closesConnection: Bool {
             switch self {
             case .poll(let poll): poll.closesConnection
@@ -331,7 +327,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
                 case .head:
                     // Never: a head follows the end of the request before it.
                     break
-                case .body(var bytes) where current?.kind.isPoll == true:
+                case .body(var bytes) where current?.poll != nil:
                     // A poll has no body: one sent with a body is the router's, whose route never reads it. Held here it
                     // counted against no token's share of the body budget (a poll's principal has none yet), and 256
                     // parked polls of 1 MiB from one agent took the whole budget every report and publish shares.
@@ -636,20 +632,16 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         } else {
             context.write(wrapOutboundOut(.head(Self.dated(state.notModifiedResponse))), promise: nil)
         }
-        let written = finishing(current, context: context)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         dependencies.recordAnswer(notModified: status != .ok, after: duration)
-        finish(current, context: context, written: written?.futureResult)
+        finish(current, context: context)
     }
 
     /// Answers a stored report, as the route does.
     private func answerNoContent() {
         guard let context, let current else { return }
         context.write(wrapOutboundOut(.head(Self.dated(Self.noContent))), promise: nil)
-        let written = finishing(current, context: context)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         dependencies.recordReport(after: ContinuousClock.now - current.startedAt)
-        finish(current, context: context, written: written?.futureResult)
+        finish(current, context: context)
     }
 
     /// The route's head for a stored report, but for its `Date`.
@@ -662,36 +654,29 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         return response
     }
 
-    /// A promise for the write of the answer to `answered` when something must wait until it is on the wire: closing the
-    /// connection (`Connection: close`) or a held graceful-shutdown signal (which closes it). `nil` otherwise: a promise
-    /// per answer is an allocation on the path every agent's poll takes.
-    private func finishing(_ answered: Current, context: ChannelHandlerContext) -> EventLoopPromise<Void>? {
-        answered.kind.closesConnection || heldQuiesce != nil ? context.eventLoop.makePromise(of: Void.self) : nil
-    }
-
-    /// The answer to `answered` is handed to the channel: goes on with whatever arrived meanwhile.
+    /// Writes the end of the answer to `answered`, then goes on with whatever arrived meanwhile.
     ///
-    /// - Parameter written: completes once the answer is written (see `finishing`). A close comes only then: NIO's close
-    ///   drops the writes still pending, and a 200 larger than the socket's free send buffer went out cut short under
-    ///   its full `Content-Length`.
-    private func finish(_ answered: Current, context: ChannelHandlerContext, written: EventLoopFuture<Void>? = nil) {
+    /// A close (`Connection: close`), or a held graceful-shutdown signal (which closes the connection), comes only once
+    /// the answer is written: NIO's close drops the writes still pending, and a 200 larger than the socket's free send
+    /// buffer went out cut short under its full `Content-Length`. Nothing that arrived meanwhile is taken then: the
+    /// connection is closing. Otherwise the end is written without a promise (an allocation on every agent's poll).
+    private func finish(_ answered: Current, context: ChannelHandlerContext) {
         dependencies.bodyBudget.release(answered.reserved, for: answered.budgetHolder)
         self.current = nil
         draining = !answered.ended
         if answered.kind.closesConnection {
             let channel = context.channel
-            if let written {
-                written.whenComplete { _ in channel.close(promise: nil) }
-            } else {
-                channel.close(promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        if let event = heldQuiesce {
+            heldQuiesce = nil
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
+                self.context?.fireUserInboundEventTriggered(event)
             }
             return
         }
-        if let written, let event = heldQuiesce {
-            heldQuiesce = nil
-            let bound = NIOLoopBound((handler: self, event: event), eventLoop: context.eventLoop)
-            written.whenComplete { _ in bound.value.handler.context?.fireUserInboundEventTriggered(bound.value.event) }
-        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         resumeQueued()
         noteIfIdle()
     }
