@@ -239,12 +239,6 @@ actor RolloutCoordinator {
 
     /// Evaluates `rollout` with `statuses` (agent id → status, members only) and writes what the machine decides.
     private func evaluate(_ rollout: RolloutRecord, statuses: [String: ServiceStatusRecord]) async throws {
-        // A pause since `beginDriving` (frozen during the reads before this): the timers kept here may be older than
-        // the ones another leader wrote meanwhile, so they are read again.
-        if let lastDriven, abs(now().timeIntervalSince(lastDriven)) > Self.maximumDrivingPause {
-            persistedTimers[rollout.id] = nil
-            healthySince[rollout.id] = nil
-        }
         if persistedTimers[rollout.id] == nil {
             // First look at this rollout in this term: continue the timers a previous leader (or run) persisted.
             let stored = try await store.rolloutHealthTimers(rolloutID: rollout.id)
