@@ -68,6 +68,9 @@ struct ClusterClockSync: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             var reported: TimeInterval = 0
+            // Said once: a database that is always too slow would say it every second.
+            var slowReported = false
+            let started = ContinuousClock.now
             while !Task.isCancelled {
                 do {
                     // The fastest of three: a query that waited for a pool connection (a busy controller) counts that
@@ -80,7 +83,8 @@ struct ClusterClockSync: Service {
                         if fastest.map({ sample.roundTrip < $0.roundTrip }) ?? true { fastest = sample }
                     }
                     let adjusted = fastest.flatMap { clock.adjust(to: $0) }
-                    if adjusted == nil, clock.offset == nil, let fastest {
+                    if adjusted == nil, clock.offset == nil, !slowReported, let fastest {
+                        slowReported = true
                         logger.warning(
                             "The database's clock could not be read: every round trip took over \(ClusterClock.longestRoundTrip) s; trying again",
                             metadata: ["clock.round_trip_seconds": "\(String(format: "%.3f", fastest.roundTrip))"]
@@ -98,8 +102,10 @@ struct ClusterClockSync: Service {
                     logger.debug("Reading the database clock failed", metadata: ["error.message": "\(PostgresErrorText.describe(error))"])
                 }
                 // Until a first sample is taken (the database unreachable, a busy pool making every round trip too
-                // slow), again within a second: this controller does not lead rollouts before (`PostgresLeaderElection`).
-                try? await Task.sleep(for: clock.offset == nil ? min(interval, .seconds(1)) : interval)
+                // slow), again within a second for the first minute: this controller does not lead rollouts before
+                // (`PostgresLeaderElection.readyWait`, after which it leads anyway).
+                let eager = clock.offset == nil && ContinuousClock.now - started < .seconds(60)
+                try? await Task.sleep(for: eager ? min(interval, .seconds(1)) : interval)
             }
         }
     }
