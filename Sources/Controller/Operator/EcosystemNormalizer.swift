@@ -148,13 +148,11 @@ struct EcosystemNormalizer {
             var app = AppNormalization(configuration: configuration, path: path, deploy: deploy)
             let normalised = app.run(value)
             result.problems += app.problems
-            if let name = app.name {
-                result.names.append(name)
-                namedPaths.append((name, path))
-            }
+            if let name = app.name { namedPaths.append((name, path)) }
             result.foundEnvironmentBlock = result.foundEnvironmentBlock || app.foundEnvironmentBlock
             if let normalised, !app.problems.contains(where: { $0.severity == .error }) { result.apps.append((path, normalised)) }
         }
+        result.names = namedPaths.map(\.name)
         var seen: [String: String] = [:]
         for (name, path) in namedPaths {
             if let first = seen[name] {

@@ -29,23 +29,10 @@ enum JavaScriptSemantics {
         }
     }
 
-    /// `Number(text)`: whitespace trimmed, empty is 0, decimal literals, `0x`/`0o`/`0b` integers, `Infinity`.
+    /// `Number(text)` (`JavaScriptNumber.value(of:)`), or `nil` for NaN.
     static func number(_ text: String) -> Double? {
-        let trimmed = trimmed(text)
-        if trimmed.isEmpty { return 0 }
-        let lower = trimmed.lowercased()
-        for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] where lower.hasPrefix(prefix) {
-            let digits = trimmed.dropFirst(2)
-            guard !digits.isEmpty, digits.allSatisfy({ $0.isHexDigit && Int(String($0), radix: radix) != nil }) else { return nil }
-            return digits.reduce(0.0) { $0 * Double(radix) + Double(Int(String($1), radix: radix) ?? 0) }
-        }
-        switch trimmed {
-        case "Infinity", "+Infinity": return .infinity
-        case "-Infinity": return -.infinity
-        default: break
-        }
-        guard let length = decimalPrefixLength(Substring(trimmed)), length == trimmed.count else { return nil }
-        return Double(trimmed)
+        let value = JavaScriptNumber.value(of: text)
+        return value.isNaN ? nil : value
     }
 
     /// `parseFloat(String(value))`, or `nil` for NaN.
@@ -117,10 +104,6 @@ enum JavaScriptSemantics {
             if exponent > exponentStart { index = exponent }
         }
         return index
-    }
-
-    private static func trimmed(_ text: String) -> String {
-        String(trimmedStart(text).reversed().drop(while: isWhitespace).reversed())
     }
 
     private static func trimmedStart(_ text: String) -> String {
