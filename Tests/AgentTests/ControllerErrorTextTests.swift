@@ -54,24 +54,24 @@ import Testing
         await rogue.recorder.set(Array(desired.utf8))
         await rogue.recorder.setRoot(Array(root.utf8))
         let client = AgentControllerClient(baseURL: "http://127.0.0.1:\(port)", token: "t", http: HTTPClient())
-        var failure: ControllerError?
-        for _ in 0..<100 {
+        // Until the stand-in listens, the client finds nothing there (`.unreachable`).
+        let outcome = try await eventually("the stand-in answers", timeout: .seconds(10), interval: .milliseconds(50)) {
+            () -> Result<Void, ControllerError>? in
             do throws(ControllerError) {
                 if call == "desired state" {
                     _ = try await client.desiredState(agentID: "a", etag: nil, wait: 0)
                 } else {
                     _ = try await client.root(version: 2)
                 }
-                break
+                return .success(())
             } catch {
-                failure = error
-                guard case .unreachable = error else { break }
-                try await Task.sleep(for: .milliseconds(50))
+                if case .unreachable = error { return nil }
+                return .failure(error)
             }
         }
         await rogue.stop()
-        guard case .invalidResponse(_, let reason)? = failure else {
-            Issue.record("\(call): \(failure.map { "\($0)" } ?? "accepted")")
+        guard case .failure(.invalidResponse(_, let reason)) = outcome else {
+            Issue.record("\(call): \(outcome)")
             return
         }
         #expect(reason.utf8.count <= AgentControllerClient.maximumErrorMessageBytes, "\(call): \(reason.utf8.count) bytes")

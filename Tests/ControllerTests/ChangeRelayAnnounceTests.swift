@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -62,9 +63,8 @@ import Testing
             ) { try sender.send($0) }
         }
         feed.announce(.agentChanged(id: "agt_1"))
-        let deadline = ContinuousClock.now + .seconds(10)
-        while sender.calls.withLock({ $0.count }) < testCase.sent.count, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
+        try await eventually("\(testCase.sent.count) sends", timeout: .seconds(10), interval: .milliseconds(5)) {
+            sender.calls.withLock { $0.count } >= testCase.sent.count ? true : nil
         }
         // A moment more: nothing else may be sent.
         try await Task.sleep(for: .milliseconds(100))
