@@ -190,6 +190,13 @@ struct InsightRoutesTests {
                 let failedAgents = FleetDocument.array(failedOnly.object?["agents"])
                 #expect(failedAgents.count == RolloutDetail.wholeTails)
                 #expect(failedAgents.allSatisfy { $0.object?["progress"] == .string("failed") })
+                let failedTails = failedAgents.map { agent in
+                    FleetDocument.array(agent.object?["failure"]?.object?["diagnosis"]?.object?["logs"]).first?.object
+                }
+                #expect(failedTails.allSatisfy { FleetDocument.array($0?["lines"]).count == 30 }, "the listed failed agents' tails are whole")
+                // The page lists the same failures with their whole tails ("line 1" is not in an excerpt).
+                let (_, page) = try await Self.page(client, "/rollouts/api/2", token: fixture.viewerToken)
+                #expect(page.components(separatedBy: "line 1\n").count - 1 == RolloutDetail.wholeTails)
                 let all = try ControllerFixture.json(try await Self.get(client, "/v1/rollouts/api/2?agents=all", token: fixture.viewerToken))
                 #expect(failedOnly.object?["agentsListed"] == .string("failed") && failedOnly.object?["counts"] == all.object?["counts"])
                 let everyone = FleetDocument.array(all.object?["agents"])

@@ -352,12 +352,12 @@ import Testing
         }
     }
 
-    /// Rollout views and the rollout coordinator read statuses without their processes, through the database's JSON
-    /// functions (`rolloutStatuses`): each must equal the status read whole with its processes left out, and carry
-    /// the same time — with failures and a diagnosis (log tails), without serial or version, with quotes, backslashes
-    /// and non-ASCII text, per service.
+    /// Rollout views and the rollout coordinator read statuses without their processes and their failures' diagnoses
+    /// (log tails), through the database's JSON functions (`rolloutStatuses`): each must equal the status read whole
+    /// with those left out, and carry the same time — with failures, the most a status may list each with a diagnosis,
+    /// without serial or version, with quotes, backslashes and non-ASCII text, per service.
     @Test(arguments: StoreBackendKind.available)
-    func rolloutStatusesAreTheStoredStatusesWithoutProcesses(_ kind: StoreBackendKind) async throws {
+    func rolloutStatusesAreTheStoredStatusesWithoutProcessesOrDiagnoses(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in
             let process = ProcessReport(
                 name: "api",
@@ -400,6 +400,23 @@ import Testing
                     status("web", serial: 7, target: 7, .running, "running serial 7"),
                 ],
                 [status("web", serial: 7, target: 8, .failed, "serial 8 failed: exit 1")],
+                [
+                    status(
+                        "web",
+                        serial: 7,
+                        target: 40,
+                        .rolledBack,
+                        "serial 40 failed",
+                        failures: (0..<Int64(ServiceStatus.maximumFailures)).map { index in
+                            ReleaseFailure(
+                                serial: 40 - index,
+                                reason: "crashed \(index)",
+                                kind: "rolled-back",
+                                diagnosis: InsightRoutesTests.diagnosis
+                            )
+                        }
+                    )
+                ],
             ]
             var agentIDs: [String] = []
             for (index, services) in reports.enumerated() {
@@ -408,16 +425,20 @@ import Testing
                 try await store.recordStatus(report, agentID: agent.id, receivedAt: Date(), historyLimit: 5)
                 agentIDs.append(agent.id)
             }
-            for (service, count) in [("api", 4), ("web", 2), ("none", 0)] {
+            var diagnosed = 0
+            for (service, count) in [("api", 4), ("web", 3), ("none", 0)] {
                 let slim = try await store.rolloutStatuses(service: service)
                 var whole: [String: ServiceStatusRecord] = [:]
                 for var record in try await store.serviceStatuses(agentIDs: agentIDs) where record.status.service == service {
                     record.status.processes = []
+                    diagnosed += record.status.failures.filter { $0.diagnosis != nil }.count
+                    for index in record.status.failures.indices { record.status.failures[index].diagnosis = nil }
                     whole[record.agentID] = record
                 }
                 #expect(slim.count == count, "\(service)")
                 #expect(slim == whole, "\(service)")
             }
+            #expect(diagnosed == 1 + ServiceStatus.maximumFailures, "the whole statuses keep every diagnosis")
         }
     }
 

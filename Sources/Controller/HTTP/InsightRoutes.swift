@@ -47,7 +47,7 @@ struct InsightRoutes: Sendable {
                 }
                 onlyFailed = text == "failed"
             }
-            return JSONResponse.make(try await rolloutDetail(context).json(onlyFailed: onlyFailed))
+            return JSONResponse.make(try await rolloutDetail(context, everyFailure: !onlyFailed).json(onlyFailed: onlyFailed))
         }
         readers.get("/v1/events/stream") { request, context in try await eventStream(request, context: context) }
         dashboardPage.get("/agents/:agent") { _, context in
@@ -71,11 +71,11 @@ struct InsightRoutes: Sendable {
         return detail
     }
 
-    private func rolloutDetail(_ context: FerryRequestContext) async throws -> RolloutDetail {
+    private func rolloutDetail(_ context: FerryRequestContext, everyFailure: Bool = false) async throws -> RolloutDetail {
         let service = context.parameters.get("service") ?? ""
         try RolloutRoutes.checkServiceName(service)
         let serial = try RolloutRoutes.serial(context.parameters.get("serial") ?? "")
-        guard let detail = try await RolloutDetail.load(service: service, serial: serial, from: core.store) else {
+        guard let detail = try await RolloutDetail.load(service: service, serial: serial, everyFailure: everyFailure, from: core.store) else {
             throw APIError.notFound(
                 "unknown_rollout",
                 "service \(service) has no rollout of serial \(serial) (ferry-controller releases --service \(service) lists its releases)"

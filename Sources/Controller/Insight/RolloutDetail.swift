@@ -16,27 +16,57 @@ struct RolloutDetail: Sendable {
     /// agents made this document (and the page that reloads it) up to gigabytes.
     static let wholeTails = 100
 
-    /// The rollout of `serial` of `service`, or `nil` when there is none.
-    static func load(service: String, serial: Int64, from store: any ControllerStore) async throws -> RolloutDetail? {
+    /// The rollout of `serial` of `service`, or `nil` when there is none. `everyFailure`: read the evidence of every
+    /// failed agent's failure (the document that lists every agent); otherwise only of the first `wholeTails` (the
+    /// page, and the document that lists only failed agents).
+    ///
+    /// Statuses are read without their failures' diagnoses (`rolloutStatuses`), and the diagnoses then only for the
+    /// agents shown with them, in chunks, each cut to the fleet excerpt as it arrives unless shown whole. Reading every
+    /// status's log tails made each refresh of this page, after a release failed on 10,000 agents, decode up to
+    /// 10,000 × 128 KiB.
+    static func load(
+        service: String,
+        serial: Int64,
+        everyFailure: Bool = false,
+        from store: any ControllerStore
+    ) async throws
+        -> RolloutDetail?
+    {
         guard let rollout = try await store.rollout(service: service, serial: serial) else { return nil }
-        // Without processes (the page does not show them); failures come whole, with their diagnosis.
-        let statuses = try await store.rolloutStatuses(service: service)
+        var statuses = try await store.rolloutStatuses(service: service)
         let names = try await store.agentNamesByID()
         let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
         var detail = RolloutDetail(view: view, statuses: statuses)
-        detail.wholeTailAgents = Set(view.agents.filter { detail.reportedFailure(of: $0) != nil }.prefix(wholeTails).map(\.id))
+        let reported = view.agents.filter { detail.reportedFailure(of: $0) != nil }.map(\.id)
+        detail.wholeTailAgents = Set(reported.prefix(wholeTails))
+        let shown = everyFailure ? reported : Array(reported.prefix(wholeTails))
+        for start in stride(from: 0, to: shown.count, by: evidenceChunk) {
+            let chunk = shown[start..<min(shown.count, start + evidenceChunk)]
+            for record in try await store.serviceStatuses(agentIDs: Array(chunk)) where record.status.service == service {
+                // A report that arrived after the read above keeps its failures without evidence: the evidence shown
+                // is of the status the agent's standing was read from.
+                guard var slim = statuses[record.agentID], slim.updatedAt == record.updatedAt else { continue }
+                let whole = detail.wholeTailAgents.contains(record.agentID)
+                slim.status.failures = record.status.failures.map { whole ? $0 : $0.fleetExcerpt }
+                statuses[record.agentID] = slim
+            }
+        }
+        detail.statuses = statuses
         return detail
     }
 
+    /// Agents whose statuses are read whole at once for their failures' evidence.
+    static let evidenceChunk = 200
+
     /// The failure of the rollout's serial that `agent` reported, if it did: with its log tails whole for the first
-    /// `wholeTails` failed agents, cut to the fleet excerpt for the others.
+    /// `wholeTails` failed agents, cut to the fleet excerpt for the others (without evidence when it was not read).
     func failure(of agent: RolloutView.Agent) -> ReleaseFailure? {
         guard let failure = reportedFailure(of: agent) else { return nil }
         return wholeTailAgents.contains(agent.id) ? failure : failure.fleetExcerpt
     }
 
     private func reportedFailure(of agent: RolloutView.Agent) -> ReleaseFailure? {
-        agent.status?.failures.first { $0.serial == view.rollout.serial }
+        statuses[agent.id]?.status.failures.first { $0.serial == view.rollout.serial }
     }
 
     /// The rollout document plus `agents`, one entry per agent in rollout order.

@@ -169,7 +169,8 @@ protocol ControllerStore: Sendable {
     /// The latest status of every agent for `service`, by agent id, without its processes (`processes` is empty): what
     /// rollouts need (where each agent stands on the serial, and since when), read from the stored JSON by the
     /// database's own JSON functions instead of parsing and checking every status whole. Equal to the
-    /// statuses read whole (`serviceStatuses(agentIDs:)`) with the processes left out.
+    /// statuses read whole (`serviceStatuses(agentIDs:)`) with the processes and each failure's `diagnosis` left out
+    /// (its log tails: `RolloutDetail` reads them for the agents it shows).
     func rolloutStatuses(service: String) async throws -> [String: ServiceStatusRecord]
 
     /// What a rollout view shows of every agent's latest status for `service`, by agent id. Serial, version, phase and

@@ -213,7 +213,7 @@ extension SQLiteControllerStore {
             """
             SELECT agent_id, updated_at, \(unsafeRaw: integer("serial")) AS serial, \(unsafeRaw: integer("targetSerial")) AS target_serial,
                    \(unsafeRaw: text("version")) AS version, \(unsafeRaw: text("phase")) AS phase, \(unsafeRaw: text("health")) AS health,
-                   \(unsafeRaw: text("message")) AS message, \(unsafeRaw: text("failures")) AS failures
+                   \(unsafeRaw: text("message")) AS message, \(unsafeRaw: dialect.failuresWithoutDiagnosis("status")) AS failures
             FROM \(dialect.statusRows(as: "st", where: filter))
             """
         ).all()
@@ -256,7 +256,10 @@ extension SQLiteControllerStore {
         // Most statuses carry none.
         guard let text, text != "[]" else { return [] }
         do {
-            return try Field.list(limit: 32, ReleaseFailure.init(json:path:))(JSONValue.parse(Array(text.utf8)), "failures")
+            return try Field.list(limit: ServiceStatus.maximumFailures, ReleaseFailure.init(json:path:))(
+                JSONValue.parse(Array(text.utf8)),
+                "failures"
+            )
         } catch {
             throw StoreError.corruptRow(table: "service_status", reason: "the failures of \(agentID): \(error)")
         }

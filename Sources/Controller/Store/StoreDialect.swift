@@ -1,4 +1,5 @@
 import SQLKit
+import Shared
 
 /// The SQL the two databases do not share, in one place.
 ///
@@ -57,6 +58,25 @@ enum StoreDialect: String, Sendable, CaseIterable {
         switch self {
         case .sqlite: jsonText(column, field)
         case .postgres: "(\(jsonText(column, field))::BIGINT)"
+        }
+    }
+
+    /// The `failures` array of the JSON status in `column` (as `statusRows` gives it) as JSON text, with each
+    /// failure's `diagnosis` left out (NULL when there is no `failures`; a value that is not an array as it is stored,
+    /// for the decoder to refuse). A diagnosis carries log tails (up to 16 × 8 KiB): reading them for every failed
+    /// agent of a service made each rollout view, coordinator tick and dashboard refresh after a fleet-wide failure
+    /// move gigabytes. The paths cover `ServiceStatus.maximumFailures`, the most a status lists.
+    func failuresWithoutDiagnosis(_ column: String) -> String {
+        let indices = 0..<ServiceStatus.maximumFailures
+        switch self {
+        case .sqlite:
+            let paths = indices.map { "'$[\($0)].diagnosis'" }.joined(separator: ", ")
+            // `->` gives JSON text whatever the value (`json_extract` gives a string's bare text, which `json_remove` refuses).
+            return "json_remove(\(column) -> '$.failures', \(paths))"
+        case .postgres:
+            let failures = "(\(column)::jsonb -> 'failures')"
+            let removed = indices.reduce(failures) { "(\($0) #- '{\($1),diagnosis}')" }
+            return "(CASE WHEN jsonb_typeof(\(failures)) = 'array' THEN \(removed)::text ELSE \(failures)::text END)"
         }
     }
 

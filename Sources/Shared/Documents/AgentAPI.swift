@@ -147,6 +147,8 @@ package struct TrustRootStatus: Sendable, Equatable {
 package struct ServiceStatus: Sendable, Equatable {
     /// Most processes one service's status lists (a release's apps' instances, which PM2 caps far lower in practice).
     package static let maximumProcesses = 1024
+    /// Most failures one service's status lists (the agent sends its newest 10).
+    package static let maximumFailures = 32
 
     package var service: String
     /// The serial running now (`nil` before the first install).
@@ -194,7 +196,7 @@ package struct ServiceStatus: Sendable, Equatable {
         phase = try reader.required("phase", Field.enumeration(DeployPhase.self))
         message = try reader.required("message", Self.text(maxLength: 2048))
         health = try reader.required("health", Field.enumeration(HealthState.self))
-        failures = try reader.optional("failures", Field.list(limit: 32, ReleaseFailure.init(json:path:))) ?? []
+        failures = try reader.optional("failures", Field.list(limit: Self.maximumFailures, ReleaseFailure.init(json:path:))) ?? []
         processes = try reader.required("processes", Field.list(limit: Self.maximumProcesses, ProcessReport.init(json:path:)))
         try reader.rejectUnknownFields()
     }
