@@ -52,6 +52,25 @@ struct BuiltinSupervisorPartsTests {
         }
     }
 
+    @Test("a log whose live file cannot be moved aside keeps its output instead of truncating it")
+    func aRotationThatCannotRenameKeepsTheLiveFile() async throws {
+        try await TestPaths.withTemporaryDirectory("fs-rotation-blocked") { directory in
+            let path = directory.appendingPathComponent("app-0-out.log").path
+            // A non-empty directory where the first kept file goes: rename(2) refuses (EISDIR) whoever runs the test
+            // (a read-only directory would not stop root).
+            try FileManager.default.createDirectory(atPath: path + ".1", withIntermediateDirectories: false)
+            FileManager.default.createFile(atPath: path + ".1/inside", contents: Data())
+            let file = try RotatingLogFile(path: path, rotation: LogRotation(maximumFileBytes: 1000, keptFiles: 1))
+            for index in 0..<5 {
+                let chunk = [UInt8](repeating: UInt8(ascii: "a") + UInt8(index), count: 300)
+                chunk.withUnsafeBytes { #expect(file.append($0)) }
+            }
+            let kept = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+            #expect(kept.count == 1500, "every chunk is still in the live file")
+            #expect(kept.first == UInt8(ascii: "a") && kept.last == UInt8(ascii: "a") + 4)
+        }
+    }
+
     @Test("/proc/<pid>/stat is parsed from the last parenthesis, so odd command names do not shift the fields")
     func procStatParsing() throws {
         let line = "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5555 1000 200 18446744073709551615"

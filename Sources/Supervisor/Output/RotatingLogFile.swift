@@ -120,14 +120,29 @@ final class RotatingLogFile {
         text.withUTF8 { _ = append(UnsafeRawBufferPointer($0)) }
     }
 
+    /// Moves the live file aside and starts a new one. When the live file cannot be moved (a read-only log directory,
+    /// a directory that cannot grow on a full disk, a directory in the way), it is not truncated: the output goes on
+    /// at its end past the size limit, and rotating is tried again at most once every `rotationRetry`. Truncating it
+    /// anyway lost the newest output, what an operator reads during a disk incident.
     private func rotate() {
-        if fd >= 0 { close(fd) }
+        if let rotationFailedAt, ContinuousClock.now - rotationFailedAt < Self.rotationRetry { return }
         if rotation.keptFiles > 0 {
             rotation.shiftKeptFiles(of: path)
-            rename(path, "\(path).1")
+            if rename(path, "\(path).1") != 0 && errno != ENOENT {
+                rotationFailedAt = .now
+                return
+            }
         }
+        rotationFailedAt = nil
+        if fd >= 0 { close(fd) }
         fd = Self.open(path, truncating: true)
         size = 0
         if fd < 0 { failedAt = .now }
     }
+
+    /// When moving the live file aside last failed.
+    private var rotationFailedAt: ContinuousClock.Instant?
+
+    /// How long after a failed rotation the next is tried.
+    static let rotationRetry = Duration.seconds(10)
 }

@@ -212,9 +212,7 @@ extension Supervisor {
         // Whatever the process left in its group goes with it, and, when it ended on its own, what it started outside
         // the group (a stop stops those itself, with their kill_timeout); then reap the zombie (our own child, by pid).
         kill(-child.pid, SIGKILL)
-        if !child.stopRequested {
-            for (pid, _) in Self.markedProcesses(entry: Self.runEntry(child.runID), outside: child.pid) { kill(pid, SIGKILL) }
-        }
+        if !child.stopRequested { Self.killMarkedProcesses(entry: Self.runEntry(child.runID), outside: child.pid) }
         var status: Int32 = 0
         while waitpid(child.pid, &status, 0) < 0 && errno == EINTR {}
         for waiter in (exitWaiters.removeValue(forKey: runID) ?? [:]).values {
@@ -240,17 +238,36 @@ extension Supervisor {
     /// SIGINT to the child's process group, SIGKILL after its app's kill_timeout, and wait for the exit; what the child
     /// started outside its group (found by `runMarker`) is stopped alongside it with the same kill_timeout, as PM2's
     /// `treekill` on a stop (`ForeignProcessStop`: these are not our children).
+    ///
+    /// Finding those reads every process's environment (`markedProcesses`): that runs on a thread of its own, beside
+    /// the SIGINT rather than before it. On the actor it held up every other app's restarts and every request for a
+    /// scan per instance stopped, and a process whose memory map was locked (a hung mount) could hold it for good.
     func terminate(_ runID: RunID) async {
         guard let child = children[runID] else { return }
         children[runID]?.stopRequested = true
         let killTimeout = Duration.milliseconds(apps[child.app]?.spec.killTimeoutMilliseconds ?? 1600)
-        let detached = Self.markedProcesses(entry: Self.runEntry(child.runID), outside: child.pid).map {
-            ForeignProcessStop.Target(pid: $0.pid, startTicks: $0.stat.startTicks, killTimeout: killTimeout)
-        }
+        let entry = Self.runEntry(child.runID)
+        let group = child.pid
         let killGrace = configuration.killGrace
-        let detachedStop = Task { await ForeignProcessStop.stop(detached, killGrace: killGrace) }
+        let detachedStop = Task {
+            let found = (try? await DedicatedThread.run(name: "marked processes") { Self.markedProcesses(entry: entry, outside: group) }) ?? []
+            let targets = found.map { ForeignProcessStop.Target(pid: $0.pid, startTicks: $0.stat.startTicks, killTimeout: killTimeout) }
+            return await ForeignProcessStop.stop(targets, killGrace: killGrace)
+        }
         await stopChild(child, killTimeout: killTimeout)
         _ = await detachedStop.value
+    }
+
+    /// SIGKILL to every process marked `entry` outside the group `group` (what an instance that ended on its own
+    /// started in a session of its own), found on a thread of its own: see `terminate`.
+    static func killMarkedProcesses(entry: String, outside group: Int32) {
+        let work: @Sendable () -> Void = { for (pid, _) in markedProcesses(entry: entry, outside: group) { kill(pid, SIGKILL) } }
+        do throws(DedicatedThread.StartFailure) {
+            try DedicatedThread.detach(name: "marked processes", work)
+        } catch {
+            // No thread to be had (a thread limit): the scan runs here rather than not at all.
+            work()
+        }
     }
 
     private func stopChild(_ child: SupervisedChild, killTimeout: Duration) async {
@@ -258,6 +275,9 @@ extension Supervisor {
         let key = InstanceKey(app: child.app, pmId: child.pmId)
         kill(-child.pid, SIGINT)
         if await waitForExit(of: runID, timeout: killTimeout) { return }
+        // The wait can time out with the exit already handled (`childExited` ran before this resumed): the child is
+        // reaped, and its pid and group may belong to another process by now.
+        guard children[runID] != nil else { return }
         logger.info("supervisor.instance.killed", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
         pump.note(
             "[ferry-supervisor] pid \(child.pid) still running \(killTimeout) after SIGINT (kill_timeout): sending SIGKILL",
