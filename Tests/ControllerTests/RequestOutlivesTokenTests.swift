@@ -106,6 +106,41 @@ import Testing
         }
     }
 
+    /// An operator token revoked while its artifact upload arrives stores nothing: the upload is answered 401 when its
+    /// body completes, and the artifact is not there (nor left half-written in the upload directory).
+    @Test func anUploadOfARevokedTokenStoresNothing() async throws {
+        try await Fixture.with { fixture in
+            try await fixture.withLiveServer { base in
+                let store = fixture.controller.core.store
+                let revoker = Token.generate()
+                try await store.createToken(hash: Token.digest(revoker), name: "bob", role: .operator, scope: nil, at: Date())
+                let stolenID = try #require(try await store.credential(forTokenHash: Token.digest(fixture.operatorToken))?.principal.tokenID)
+                let artifact = Array(repeating: UInt8(ascii: "z"), count: 20_000)
+                let request =
+                    Array(
+                        ("POST /v1/artifacts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(fixture.operatorToken)\r\n"
+                            + "Content-Type: application/octet-stream\r\nContent-Length: \(artifact.count)\r\n\r\n").utf8
+                    ) + artifact
+                let connection = try Self.begin(request, holding: 10, port: try Self.port(of: base))
+                // The upload's file appears in the artifact store's upload directory once its head was authenticated and
+                // its body began to be stored.
+                let uploads = fixture.directory.appendingPathComponent("artifacts/tmp").path
+                func uploading() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []).count }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while uploading() == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                try #require(uploading() == 1, "the upload is arriving")
+                let revoked = try await LiveHTTP().send("DELETE", base + "/v1/tokens/\(stolenID)", token: revoker)
+                try #require(revoked.status == 200, "\(String(decoding: revoked.body, as: UTF8.self))")
+                try connection.send(String(decoding: request.suffix(10), as: UTF8.self))
+                let answer = try await StatusReportHandlerTests.answer(connection)
+                #expect(answer.hasPrefix("HTTP/1.1 401"), "\(answer)")
+                #expect(answer.contains("token_revoked"), "\(answer)")
+                #expect(fixture.controller.core.artifacts.size(of: SHA256.hash(artifact)) == nil, "nothing is stored")
+                #expect(uploading() == 0, "nothing is left in the upload directory")
+            }
+        }
+    }
+
     /// A long-poll parked with an agent's token, when an operator re-enrolls the agent for one more service (its token
     /// replaced): the wake-up the replace sends is answered 401, not with the new service's release (and its env
     /// values). Through the poll handler (live) and through the router.

@@ -316,6 +316,82 @@ import Testing
         }
     }
 
+    /// A report's body counts against its token's share until the report is stored, not only while it arrives: a
+    /// report waits in `StatusReportQueue` for its batch to be committed, and one token could otherwise fill the queue
+    /// with reports of the largest size, none of them counted. While another process holds SQLite's write lock (a slow
+    /// disk), two complete reports of 3,000 bytes wait and hold 6,000 of the agent's 8,192; a third is refused; both
+    /// are stored once the lock goes. Through the router (a query in the path) and through the poll handler (the
+    /// agent's token cached by a poll).
+    @Test(arguments: [false, true])
+    func aQueuedReportStaysCountedUntilStored(handler: Bool) async throws {
+        let adjust: (inout ControllerConfiguration) -> Void = {
+            $0.maximumStatusBytes = Self.limit
+            $0.maximumBodyBytes = Self.limit
+            $0.connectionLimits.maximumBodyBytesInFlight = 1 << 20
+        }
+        try await Fixture.with(adjust: adjust) { fixture in
+            let agent = try await fixture.withRouter { client in
+                let agent = try await fixture.enroll(client, name: "queued")
+                if handler {
+                    let poll = try await client.execute(
+                        uri: "/v1/agents/\(agent.id)/desired-state",
+                        method: .get,
+                        headers: Fixture.bearer(agent.token)
+                    )
+                    #expect(poll.status == .ok)
+                }
+                return agent
+            }
+            let held = fixture.controller.core.bodyBudget
+            #expect(held.limitPerHolder == 2 * Self.limit)
+            let marker = fixture.directory.appendingPathComponent("locked").path
+            let lock = Task {
+                try await CommandRunner.run(
+                    CommandRunner.Request(
+                        executable: "/usr/bin/env",
+                        arguments: [
+                            "python3", "-c",
+                            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); "
+                                + "open(sys.argv[2], 'w').close(); time.sleep(4); c.execute('COMMIT')",
+                            fixture.controller.core.configuration.databasePath, marker,
+                        ],
+                        environment: ProcessInfo.processInfo.environment,
+                        timeout: .seconds(30)
+                    )
+                )
+            }
+            let (answers, heldWhileLocked, stored) = try await fixture.withLiveServer { base in
+                guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while !FileManager.default.fileExists(atPath: marker) {
+                    guard ContinuousClock.now < deadline else { throw FixtureError("the lock was never taken") }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                func send(_ message: String) throws -> RawConnection {
+                    var request = String(decoding: Self.sizedReport(agent, message, size: 3_000), as: UTF8.self)
+                    if !handler { request = request.replacingOccurrences(of: "/status HTTP/1.1", with: "/status?via=router HTTP/1.1") }
+                    let connection = try RawConnection(port: port)
+                    try connection.send(request)
+                    return connection
+                }
+                let waiting = [try send("first"), try send("second")]
+                while held.bytesHeld < 6_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                let heldWhileLocked = held.bytesHeld
+                let refused = try await Self.answer(try send("third"))
+                var answers = [refused]
+                for connection in waiting { answers.append(try await Self.answer(connection)) }
+                _ = try await lock.value
+                let stored = try await fixture.controller.core.store.serviceStatuses(agentID: agent.id).map(\.status.message)
+                return (answers, heldWhileLocked, stored)
+            }
+            #expect(heldWhileLocked >= 6_000, "the two queued reports are counted while they wait")
+            #expect(answers[0].hasPrefix("HTTP/1.1 503") && answers[0].contains(#""error":"busy""#), "\(answers[0])")
+            #expect(answers[1].hasPrefix("HTTP/1.1 204") && answers[2].hasPrefix("HTTP/1.1 204"), "\(answers)")
+            #expect(held.bytesHeld == 0, "every body gave its bytes back")
+            #expect(stored == ["first"] || stored == ["second"], "\(stored)")
+        }
+    }
+
     /// A status report request of `agent` whose body is exactly `size` bytes (white space after the opening brace).
     static func sizedReport(_ agent: (id: String, token: String), _ message: String, size: Int) -> [UInt8] {
         let base = report(message: message)

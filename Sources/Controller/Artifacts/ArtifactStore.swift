@@ -102,12 +102,15 @@ struct ArtifactStore: Sendable {
     ///   - expected: when given, the digest the content must have.
     ///   - declaredSize: the upload's `Content-Length`, when it has one: refused at once when it cannot fit, and named
     ///     as what is needed when the disk fills up during the upload.
+    ///   - admit: called once every byte is in and checked, before the bytes take their name; what it throws ends the
+    ///     upload with nothing kept (the route checks the uploader's token again there).
     /// - Throws: `ArtifactStoreError.tooLarge` past `maximumBytes`, `.digestMismatch`, `.empty`, `.noSpace` (nothing of
     ///   the upload is kept), `.io`.
     func store<Body: AsyncSequence>(
         _ body: Body,
         expected: SHA256Digest?,
-        declaredSize: Int64? = nil
+        declaredSize: Int64? = nil,
+        admit: () async throws -> Void = {}
     ) async throws -> Stored where Body.Element == ByteBuffer {
         if let declaredSize, let available = DiskSpace.available(at: configuration.directory), declaredSize > available {
             throw ArtifactStoreError.noSpace(path: configuration.directory, needed: declaredSize, available: available)
@@ -157,6 +160,8 @@ struct ArtifactStore: Sendable {
         guard size > 0 else { throw ArtifactStoreError.empty }
         let digest = hasher.finalize()
         if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
+        // The uploader checked again once the bytes are in, before they take the name (the partial file goes on a throw).
+        try await admit()
         // Already here or not, the verified bytes take the name: a copy already filed under it may be damaged (a disk
         // error, a partial restore of the directory), and an upload of the right bytes is how an operator repairs it
         // (before, it was answered "already stored" and thrown away).

@@ -271,13 +271,10 @@ struct AgentRoutes: Sendable {
 
     private func status(_ request: Request, context: FerryRequestContext) async throws -> Response {
         let id = try ownAgentID(context: context)
-        let bytes = try await core.body(
-            of: request,
-            context: context,
-            limit: core.configuration.maximumStatusBytes,
-            what: "the status report"
-        )
-        try await StatusReportIntake(core: core).accept(bytes, agentID: id)
+        // The body counts against the token's share until the report is stored, as on the poll handler's fast path.
+        try await core.withBody(of: request, context: context, limit: core.configuration.maximumStatusBytes, what: "the status report") {
+            try await StatusReportIntake(core: core).accept($0, agentID: id)
+        }
         return Response(status: .noContent)
     }
 }

@@ -32,10 +32,13 @@ struct ArtifactRoutes: Sendable {
         }
         let stored: ArtifactStore.Stored
         do {
+            // An upload may take hours: a token revoked meanwhile must not place the bytes (nor copy them into a shared
+            // database), as every other body route checks its token again once the body is in.
             stored = try await core.artifacts.store(
                 request.body,
                 expected: expected,
-                declaredSize: request.headers[.contentLength].flatMap { Int64($0) }
+                declaredSize: request.headers[.contentLength].flatMap { Int64($0) },
+                admit: { try await context.confirm(principal, with: core.authenticator) }
             )
         } catch let error as ArtifactStoreError {
             switch error {
