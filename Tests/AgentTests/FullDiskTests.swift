@@ -189,6 +189,15 @@ struct FullDiskTests {
             let releases = mounted.path + "/services/web/releases"
             let names = try FileManager.default.contentsOfDirectory(atPath: releases)
             #expect(names.allSatisfy { !$0.contains(".staging-") }, "no staging tree left: \(names)")
+            // The passes after it (two seconds apart) do not extract it again, each filling the file system to its last
+            // byte: they wait for the space the tree needs.
+            let log = try await eventually("the next passes wait for the space", timeout: .seconds(60)) { () -> String? in
+                let text = ["agent.err", "agent.out"].map {
+                    (try? String(contentsOf: fleet.root.appendingPathComponent("logs/\($0)"), encoding: .utf8)) ?? ""
+                }.joined()
+                return text.contains("web: serial 2 waits for") ? text : nil
+            }
+            #expect(log.contains("/services/web/releases to be extracted"), "the wait names where the space is needed")
 
             mounted.free()
             try await eventually("v2 serving once space is freed", timeout: .seconds(90)) {

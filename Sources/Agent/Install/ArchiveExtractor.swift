@@ -109,7 +109,7 @@ struct ArchiveExtractor: Sendable {
 
 extension Int64 {
     /// `self + other`, stopping at `Int64.max` (sizes an archive declares are not to be trusted).
-    fileprivate func addingClamped(_ other: Int64) -> Int64 {
+    func addingClamped(_ other: Int64) -> Int64 {
         let (sum, overflow) = addingReportingOverflow(Swift.max(other, 0))
         return overflow ? .max : sum
     }
@@ -225,6 +225,9 @@ private final class Extraction {
                 try extractEntry(entry, reader: reader, writer: writer)
             } catch {
                 guard case .noSpace = error else { throw error }
+                // The partial tree goes before the rest of the archive is read for its sizes (decompressing it to its
+                // end): the file system stayed full for all that time.
+                FileTree.remove(staging)
                 throw .noSpace(path: staging, needed: declaredBytes.addingClamped(remainingDeclaredBytes(reader)), available: nil)
             }
             if let pause = configuration.pauseAfterEntries, entries >= pause {

@@ -17,15 +17,20 @@ enum InstallError: Error, CustomStringConvertible {
     case currentLink(AtomicFile.Failure)
 
     /// Whether trying again at once would fail the same way: bytes that do not match what the release signed (their
-    /// size or digest), or an archive the extractor refuses. Backed off (`Reconciler.installBackoff`); a store that does
-    /// not answer or does not have the artifact yet, a full disk, are tried again at the next pass.
+    /// size or digest), an archive the extractor refuses or cannot read (a format it does not take, a file where the
+    /// archive made a directory), a file operation of the extraction that failed. Backed off
+    /// (`Reconciler.installBackoff`): each pass re-hashed the cached artifact, extracted it, saved the state twice and
+    /// sent a report, once a poll interval, until a new serial came. A store that does not answer or does not have
+    /// the artifact yet is tried again at the next pass; a tree that did not fit waits for the space it needs
+    /// (`Reconciler.spaceWaits`).
     var repeatsTheSameWay: Bool {
         switch self {
         case .download(.tooLarge), .download(.sizeMismatch), .download(.digestMismatch): true
         case .extraction(let error):
             switch error {
             case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge: true
-            case .destinationExists, .unreadable, .writeFailed, .noSpace, .fileSystem, .cancelled: false
+            case .unreadable, .writeFailed, .fileSystem: true
+            case .destinationExists, .noSpace, .cancelled: false
             }
         default: false
         }

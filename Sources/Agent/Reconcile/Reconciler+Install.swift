@@ -58,6 +58,9 @@ extension Reconciler {
             await keepApplied(service, apps: otherApps[service] ?? [], env: env, summary: &summary)
             return
         } catch {
+            if case .extraction(.noSpace(let path, let needed, _)) = error {
+                spaceWaits[service] = SpaceWait(serial: release.serial, path: path, needed: needed)
+            }
             if error.repeatsTheSameWay {
                 let (inARow, wait) = installBackoff.recordRepair(app: Self.installAttempt(service, release.serial), now: .now)
                 summary.problems.append("\(service): \(error) (try \(inARow); tried again in \(wait.components.seconds) s)")
@@ -74,6 +77,7 @@ extension Reconciler {
         }
 
         installBackoff.forget([Self.installAttempt(service, release.serial)])
+        spaceWaits[service] = nil
         let apps = AppSpec.specs(for: release, currentLink: layout.currentLink(service), instanceEnv: env.values)
         // The running release's apps as this pass read them (the env file this install uses too): read again here, after
         // a download of minutes, an env file being edited meanwhile made them `nil`, and a failed release was then

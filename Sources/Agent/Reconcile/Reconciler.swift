@@ -77,6 +77,10 @@ actor Reconciler {
     /// with a problem runs one poll interval after the last, and each downloaded the artifact (or extracted it from the
     /// cache, fsyncs and all) again, until a new serial was published.
     var installBackoff = RepairBackoff(policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600)))
+    /// Per service, the serial whose tree did not fit, with where and how much space its extraction needs: it is not
+    /// extracted again until that much is free. Each pass filled the file system to its last byte again (the apps' logs,
+    /// PM2's dump and the agent's own state meeting ENOSPC meanwhile), once a poll interval, until space was freed.
+    var spaceWaits: [String: SpaceWait] = [:]
     /// How soon a service's failed env refresh is tried again (keyed by service).
     var refreshBackoff = RepairBackoff()
     /// Each service's health as last judged (by the health gate of an install, or from the table after a pass).
@@ -297,6 +301,14 @@ actor Reconciler {
             save(&summary)
             return false
         case .install(let service, let release, let payload):
+            if let wait = spaceWaits[service], wait.serial == release.serial, let free = wait.stillShort() {
+                summary.problems.append(
+                    "\(service): serial \(release.serial) waits for \(DiskSpace.megabytes(wait.wanted)) free on \(wait.path) to be "
+                        + "extracted (\(DiskSpace.megabytes(free)) free)"
+                )
+                await keepApplied(service, apps: appliedApps[service] ?? [], env: envs[service], summary: &summary)
+                return true
+            }
             if let wait = installBackoff.remainingWait(app: Self.installAttempt(service, release.serial), now: .now) {
                 // Nothing of it runs, and the planner skipped the service's drift repair for the install.
                 summary.problems.append(
@@ -329,6 +341,27 @@ actor Reconciler {
                 summary.problems.append("removing \(name) failed: \(error)")
             }
             return true
+        }
+    }
+
+    /// A serial whose tree did not fit (`spaceWaits`).
+    struct SpaceWait: Sendable, Equatable {
+        var serial: Int64
+        /// The file system's directory the extraction wrote to.
+        var path: String
+        /// What the tree takes, as the archive declares it, plus a margin (blocks, directories): 5 %, at least 1 MiB.
+        var wanted: Int64
+
+        init(serial: Int64, path: String, needed: Int64) {
+            self.serial = serial
+            self.path = path
+            wanted = needed.addingClamped(max(needed / 20, 1 << 20))
+        }
+
+        /// The space free at `path` while it is less than `wanted` (`nil`: enough, or it cannot be read).
+        func stillShort() -> Int64? {
+            guard let free = DiskSpace.available(at: path), free < wanted else { return nil }
+            return free
         }
     }
 

@@ -1,0 +1,52 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// Which failed installs are tried again at the next pass, which back off, and which wait for disk space: a release
+/// whose artifact fails the same way at every pass must not be fetched, hashed and extracted (and reported) once a poll
+/// interval until a new serial comes, nor fill the disk at every pass.
+@Suite("Install retry rules")
+struct InstallRetryRuleTests {
+    static let archive = "/var/lib/ferry/artifacts/abc"
+
+    static let rows: [(label: String, error: InstallError, backsOff: Bool)] = [
+        ("a digest that does not match", .download(.digestMismatch(url: "/a", expected: SHA256.hash([1]), actual: SHA256.hash([2]))), true),
+        ("a size that does not match", .download(.sizeMismatch(sha256: SHA256.hash([1]), url: "/a", expected: 10, received: 11)), true),
+        ("a damaged archive", .extraction(.corrupt(archive: archive, entry: nil, reason: "truncated gzip input")), true),
+        ("a path outside the tree", .extraction(.unsafePath(entry: "../x", reason: "a .. component")), true),
+        ("a format the extractor does not read (xz)", .extraction(.unreadable(archive: archive, reason: "Unrecognized archive format")), true),
+        ("a file where the archive made a directory", .extraction(.writeFailed(entry: "d", reason: "Directory not empty")), true),
+        ("the staging directory cannot be made", .extraction(.fileSystem(path: "/srv/x.staging", operation: "mkdir", errno: EROFS)), true),
+        (
+            "a store that does not answer",
+            .download(.download(sha256: SHA256.hash([1]), .connectionFailed(url: "http://127.0.0.1:1/a", code: 7, message: "refused"))), false
+        ),
+        ("a tree that does not fit (waits for space instead)", .extraction(.noSpace(path: "/srv", needed: 1 << 30, available: 0)), false),
+        ("a newer serial arrived", .superseded(by: 7), false),
+        ("an extraction cancelled", .extraction(.cancelled(archive: archive)), false),
+    ]
+
+    @Test(arguments: rows.indices)
+    func whatBacksOff(_ index: Int) {
+        let row = Self.rows[index]
+        #expect(row.error.repeatsTheSameWay == row.backsOff, "\(row.label)")
+    }
+
+    /// A tree that did not fit is extracted again only once the space it needs (plus a margin) is free.
+    @Test func aTreeThatDidNotFitWaitsForItsSpace() throws {
+        try TestPaths.withTemporaryDirectorySync("space-wait") { directory in
+            let free = try #require(DiskSpace.available(at: directory.path))
+            let short = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: free + (64 << 20))
+            #expect(short.wanted >= free + (64 << 20) + (1 << 20), "a margin on top")
+            #expect(short.stillShort() != nil, "more than is free: it waits")
+            let fits = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20)
+            #expect(fits.stillShort() == nil, "2 MiB is free here: it is tried")
+            let unreadable = Reconciler.SpaceWait(serial: 2, path: directory.path + "/missing", needed: .max)
+            #expect(unreadable.wanted == .max, "no overflow")
+            #expect(unreadable.stillShort() == nil, "free space that cannot be read does not hold the install back")
+        }
+    }
+}
