@@ -117,6 +117,16 @@ struct ServiceStateTests {
     static let refused9 = Event.releaseRefused(serial: 9, reason: "signature check failed")
     static let refusedUnknown = Event.releaseRefused(serial: nil, reason: "invalid release document")
     static let clash7 = Event.installRefused(serial: 7, clash)
+
+    /// A release refused for an app name clash is offered again at every pass while the clash lasts: only the first
+    /// refusal is news (saved and reported), as for a release refused before its install.
+    @Test func aClashOfferedAgainIsNewsOnce() throws {
+        var state = ServiceState(highestAcceptedSerial: 5, applied: Self.r5, previous: Self.r4, phase: .running, message: "running")
+        #expect(try state.handle(Self.clash7) == .save)
+        #expect(state.message == Self.clashMessage)
+        #expect(try state.handle(Self.clash7) == .none, "the same refusal again changes nothing")
+        #expect(try state.handle(Event.installRefused(serial: 8, Self.clash)) == .save, "a new serial's refusal is news")
+    }
     static let start7 = Event.installStarted(r7)
     static let start6 = Event.installStarted(r6)
     static let start3 = Event.installStarted(release(3))

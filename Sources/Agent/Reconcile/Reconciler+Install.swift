@@ -30,9 +30,13 @@ extension Reconciler {
         ]
         if let clash = Self.appNameClash(release, service: service, owned: appNamesOwned(byServicesOtherThan: service)) {
             summary.problems.append("\(service): \(clash)")
-            if transition(service, .installRefused(serial: release.serial, clash), summary: &summary) != nil { save(&summary) }
+            if transition(service, .installRefused(serial: release.serial, clash), summary: &summary) == .save {
+                summary.changed = true
+                save(&summary)
+            }
             return
         }
+        summary.changed = true
         let candidate = AppliedRelease(
             serial: release.serial,
             version: release.version,

@@ -317,11 +317,13 @@ actor Reconciler {
                 await keepApplied(service, apps: appliedApps[service] ?? [], env: envs[service], summary: &summary)
                 return true
             }
-            summary.changed = true
             guard let env = envs[service] else {
+                summary.changed = true
                 summary.problems.append("\(service): serial \(release.serial) waits for a readable instance env file")
                 return false
             }
+            // `install` says whether the pass changed anything: a release refused for an app name clash, offered again
+            // at every pass, is news once.
             await install(release, payload: payload, service: service, env: env, otherApps: appliedApps, summary: &summary)
             return true
         case .refreshEnvironment(let service):

@@ -88,7 +88,8 @@ struct ServiceState: Sendable, Codable, Equatable {
             return .save
 
         case (_, .installRefused(let serial, let error)):
-            failures.record(serial: serial, reason: "\(error)", kind: .refused)
+            // Offered again at every pass while the clash lasts: news (message, save, report) only once, as above.
+            guard failures.record(serial: serial, reason: "\(error)", kind: .refused) else { return .none }
             message = "refused serial \(serial): \(error)"
             return .save
 
