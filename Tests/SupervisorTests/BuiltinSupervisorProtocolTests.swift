@@ -139,9 +139,9 @@ struct BuiltinSupervisorProtocolTests {
             ),
             HostileRequest(
                 label: "line over the size limit",
-                bytes: Array(repeating: UInt8(ascii: "a"), count: (1 << 20) + 16) + [10],
+                bytes: Array(repeating: UInt8(ascii: "a"), count: SupervisorDaemon.defaultMaximumRequestBytes + 16) + [10],
                 expected: .requestTooLarge,
-                messageContains: "longer than 1048576 bytes"
+                messageContains: "longer than \(SupervisorDaemon.defaultMaximumRequestBytes) bytes"
             ),
         ]
     }
@@ -176,14 +176,15 @@ struct BuiltinSupervisorProtocolTests {
     func oversizedRequestNamesTheLimit() async throws {
         try await SupervisorHarness.with { harness in
             let script = try harness.write("app/crash.js", TestApps.crash)
-            let spec = harness.spec("big", script: script, env: ["BIG": String(repeating: "a", count: 2 << 20)])
+            let limit = SupervisorDaemon.defaultMaximumRequestBytes
+            let spec = harness.spec("big", script: script, env: ["BIG": String(repeating: "a", count: limit + (1 << 20))])
             do {
                 try await harness.manager.start(spec, ecosystem: "")
-                Issue.record("a 2 MiB request was accepted")
+                Issue.record("a request over the limit was accepted")
             } catch SupervisorError.rejected(let operation, let failure) {
                 #expect(operation == .start)
                 #expect(failure.code == .requestTooLarge, "\(failure)")
-                #expect(failure.message.contains("longer than 1048576 bytes"), "\(failure)")
+                #expect(failure.message.contains("longer than \(limit) bytes"), "\(failure)")
             }
             // The daemon goes on.
             #expect(try await harness.manager.processes().isEmpty)

@@ -103,6 +103,38 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// An app whose env PM2 runs (three maps of 256 KiB merged, the env again among its PM2 options, JSON-escaped)
+    /// makes a request line over 1 MiB: the daemon refused it, after a replace had deleted the running app. It runs,
+    /// and what the daemon would refuse is said before anything is deleted (`refusal(toRun:)`).
+    @Test("an app with the largest env a release allows starts; a spec the daemon would refuse is said before a replace")
+    func aLargeEnvStartsAndARefusalIsKnownFirst() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            // 700 KiB of values, a third of them a character JSON escapes (`"`): nearly 2 MB as a request.
+            var env = ["OUT_DIR": "\(harness.home)/out"]
+            for index in 0..<20 { env["BIG_\(index)"] = String(repeating: "ab\"", count: 12_000) }
+            var spec = harness.spec("big", script: script, env: env)
+            spec.pm2Options = ["env": .object(env.mapValues { .string($0) })]
+            let line = try SupervisorRequest.start(spec).encodedLine()
+            #expect(line.count > 1 << 20, "\(line.count) bytes")
+            #expect(harness.manager.refusal(toRun: spec) == nil)
+            try await harness.manager.start(spec, ecosystem: "")
+            let table = try await harness.waitUntil("the app runs") { $0.count == 1 && $0.allSatisfy { $0.pid != nil } }
+            let report = try await harness.report(pid: try #require(table.first?.pid))
+            #expect((report["env"] as? [String: String])?["BIG_19"]?.count == 36_000)
+
+            var invalid = spec
+            invalid.killTimeoutMilliseconds = .max
+            let refusal = try #require(harness.manager.refusal(toRun: invalid))
+            #expect("\(refusal)".contains("kill_timeout"), "\(refusal)")
+            var huge = harness.spec("huge", script: script, env: ["HUGE": String(repeating: "\"", count: 4 << 20)])
+            huge.pm2Options = [:]
+            let tooLong = try #require(harness.manager.refusal(toRun: huge))
+            #expect("\(tooLong)".contains("more than the \(SupervisorDaemon.defaultMaximumRequestBytes)"), "\(tooLong)")
+        }
+    }
+
     /// PM2 gives each instance `increment_var` counted up from the env's value and the index under the name
     /// `instance_var` gives; the supervisor gave every instance the same `PORT` (three of four crash-looped on it).
     @Test("increment_var and instance_var give each instance its own port and index, as under PM2")

@@ -43,7 +43,7 @@ struct SupervisorCommand: AsyncParsableCommand {
     var backoffMaxMs: Int64 = SupervisorLauncher.milliseconds(RestartBackoff().maximum)
 
     @Option(help: "Longest request line the socket accepts, in bytes.")
-    var maxRequestBytes: Int = 1 << 20
+    var maxRequestBytes: Int = SupervisorDaemon.defaultMaximumRequestBytes
 
     @Option(
         help: ArgumentHelp(

@@ -79,6 +79,28 @@ package struct BuiltinProcessManager: ProcessManager {
         _ = try await send(.reload(app), timeout: timeout(for: app))
     }
 
+    /// What the daemon would refuse of `app` (a rule of `validateForSupervisor`, or a request line longer than a
+    /// daemon started by the agent accepts), checked before a replace deletes the running app: the app runs on.
+    package func refusal(toRun app: AppSpec) -> (any Error)? {
+        do {
+            try app.validateForSupervisor()
+            let line = try SupervisorRequest.start(app).encodedLine()
+            guard line.count <= SupervisorDaemon.defaultMaximumRequestBytes else {
+                return SupervisorError.rejected(
+                    operation: .start,
+                    failure: SupervisorFailure(
+                        .requestTooLarge,
+                        "app \(app.name): its spec is \(line.count) bytes as a request, more than the "
+                            + "\(SupervisorDaemon.defaultMaximumRequestBytes) the supervisor accepts"
+                    )
+                )
+            }
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     package func delete(appNamed name: String) async throws {
         _ = try await send(.delete(name: name), timeout: try await timeout(forAppNamed: name))
     }

@@ -23,6 +23,12 @@ import Foundation
 /// ```
 /// A `shutdown` request or SIGTERM/SIGINT stops every app (SIGINT, SIGKILL after kill_timeout) and exits.
 package struct SupervisorDaemon: Service {
+    /// The longest request line a daemon accepts unless told otherwise (`--max-request-bytes`): 8 MiB. An app's spec
+    /// carries the release's, the app's and the instance env file's maps merged (each up to 256 KiB), its env again
+    /// among its PM2 options, all JSON-escaped: over 1 MiB (the limit before) for an env PM2 runs. Only the socket's
+    /// owner can connect.
+    package static let defaultMaximumRequestBytes = 8 << 20
+
     /// Settings of the daemon, from `ferry-agent supervisor`'s options.
     package struct Configuration: Sendable {
         /// Home directory (see the type's documentation).
@@ -33,8 +39,8 @@ package struct SupervisorDaemon: Service {
         package var logRotation = LogRotation()
         /// Delays between automatic restarts when `restart_delay` is 0. Default 100 ms doubling up to 15 s.
         package var restartBackoff = RestartBackoff()
-        /// Longest request line. Default 1 MiB.
-        package var maximumRequestBytes = 1 << 20
+        /// Longest request line (`SupervisorDaemon.defaultMaximumRequestBytes`).
+        package var maximumRequestBytes = SupervisorDaemon.defaultMaximumRequestBytes
         /// How often memory is checked against `max_memory_restart` between listings. Default 30 s, as PM2.
         package var memoryCheckInterval: Duration = .seconds(30)
 

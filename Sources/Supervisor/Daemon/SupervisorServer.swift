@@ -14,8 +14,8 @@ final class SupervisorServer: Sendable {
     struct Configuration: Sendable {
         /// Path of the socket (mode 0600).
         var socketPath: String
-        /// Longest request line accepted. Default 1 MiB (a release's env map is capped at 256 KiB).
-        var maximumRequestBytes = 1 << 20
+        /// Longest request line accepted (`SupervisorDaemon.defaultMaximumRequestBytes`).
+        var maximumRequestBytes = SupervisorDaemon.defaultMaximumRequestBytes
         /// A connection that sends no complete line for this long is closed. Default 30 s.
         var idleTimeout: Duration = .seconds(30)
         /// Longest time spent writing one answer. Default 10 s.
