@@ -79,6 +79,13 @@ struct ReleaseFiles: Sendable {
     }
 
     /// Keeps the protected release directories plus the `keep` newest others; removes the rest.
+    /// The directories under `services/` of services not in `configured` (removed from the agent's configuration):
+    /// their release trees, `current`, and ecosystem file, which holds the merged env, instance env file's values too.
+    func unconfiguredServiceDirectories(configured: [String]) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.servicesDir)) ?? []
+        return names.filter { !configured.contains($0) && !$0.hasPrefix(".") }.sorted().map(layout.serviceDir(_:))
+    }
+
     func collectReleases(_ service: String, protected: Set<String>, keep: Int) {
         let manager = FileManager.default
         let releases = layout.releasesDir(service)

@@ -6,6 +6,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs passes of the agent loop: evaluate the desired state, plan, act, repair drift (DESIGN §3).
 ///
@@ -96,6 +99,9 @@ actor Reconciler {
     /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
     var crashLoops: [String: [RestartWatch.Loop]] = [:]
     private var lastTable: [ManagedProcess] = []
+    /// The directories of services no longer configured, found at start (the configuration is read once) and removed
+    /// by the first pass whose table shows no process running from them (`removeUnconfiguredServices`).
+    private var unconfiguredServiceDirectories: [String] = []
     /// Why the process table could not be read at the last try (`nil`: it could): each service's report says it.
     private(set) var tableProblem: String?
     /// Newer serials offered while a pass runs (`supersede(with:)`), read by the health gates between looks.
@@ -144,6 +150,7 @@ actor Reconciler {
         loadOwed()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
+        unconfiguredServiceDirectories = files.unconfiguredServiceDirectories(configured: configuration.services)
         var summary = PassSummary()
         noteFilesOutOfSync()
         for service in configuration.services {
@@ -202,6 +209,7 @@ actor Reconciler {
         repairs = [:]
         let stoppedOrphans = await !settleProcesses(table).isEmpty
         if stoppedOrphans { summary.changed = true }
+        if !unconfiguredServiceDirectories.isEmpty { await removeUnconfiguredServices(table: table) }
 
         var envs: [String: InstanceEnvFile] = [:]
         for service in configuration.services {
@@ -655,6 +663,32 @@ actor Reconciler {
     /// The removals run on a thread of their own: a release tree is tens of thousands of files (`node_modules`), and
     /// on this actor, on one of the cooperative pool's threads (two on a small instance), they held up polls, health
     /// watches and reports for seconds.
+    /// Removes the files of services no longer configured that no process in `table` runs from (their apps are
+    /// orphans, stopped by an earlier pass): before, their release trees and their ecosystem file, which holds the
+    /// instance env file's values, stayed on the disk for good. Their state stays (the replay floor, should the
+    /// service be configured again).
+    private func removeUnconfiguredServices(table: [ManagedProcess]) async {
+        let paths = table.flatMap { [$0.cwd, $0.scriptPath] }
+        var removable: [String] = []
+        unconfiguredServiceDirectories = unconfiguredServiceDirectories.filter { directory in
+            var resolved = directory
+            if let real = realpath(directory, nil) {
+                resolved = String(cString: real)
+                free(real)
+            }
+            let inUse = paths.contains { path in
+                [directory, resolved].contains { path == $0 || path.hasPrefix($0 + "/") }
+            }
+            if !inUse { removable.append(directory) }
+            return inUse
+        }
+        guard !removable.isEmpty else { return }
+        logger.info("removing the files of services no longer configured", metadata: ["ferry.paths": "\(removable)"])
+        await DedicatedThread.run(cancellation: CancellationFlag()) { [removable] in
+            for directory in removable { FileTree.remove(directory) }
+        }
+    }
+
     func collectGarbage() async {
         var keepDigests: Set<String> = []
         var releases: [(service: String, protected: Set<String>)] = []
