@@ -33,6 +33,15 @@ import Testing
         return connection
     }
 
+    /// A second operator token (to revoke the fixture's with) and the id of the fixture's operator token.
+    static func secondOperator(_ fixture: Fixture) async throws -> (revoker: String, stolenID: String) {
+        let store = fixture.controller.core.store
+        let revoker = Token.generate()
+        try await store.createToken(hash: Token.digest(revoker), name: "bob", role: .operator, scope: nil, at: Date())
+        let stolenID = try #require(try await store.credential(forTokenHash: Token.digest(fixture.operatorToken))?.principal.tokenID)
+        return (revoker, stolenID)
+    }
+
     static func port(of base: String) throws -> Int {
         guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
         return port
@@ -70,9 +79,7 @@ import Testing
             try await fixture.withLiveServer { base in
                 let agent = try await fixture.withRouter { client in try await fixture.enroll(client, name: "a") }
                 let store = fixture.controller.core.store
-                let revoker = Token.generate()
-                try await store.createToken(hash: Token.digest(revoker), name: "bob", role: .operator, scope: nil, at: Date())
-                let stolenID = try #require(try await store.credential(forTokenHash: Token.digest(fixture.operatorToken))?.principal.tokenID)
+                let (revoker, stolenID) = try await Self.secondOperator(fixture)
                 let body = Array(
                     EnrollRequest(
                         name: "a",
@@ -111,10 +118,7 @@ import Testing
     @Test func anUploadOfARevokedTokenStoresNothing() async throws {
         try await Fixture.with { fixture in
             try await fixture.withLiveServer { base in
-                let store = fixture.controller.core.store
-                let revoker = Token.generate()
-                try await store.createToken(hash: Token.digest(revoker), name: "bob", role: .operator, scope: nil, at: Date())
-                let stolenID = try #require(try await store.credential(forTokenHash: Token.digest(fixture.operatorToken))?.principal.tokenID)
+                let (revoker, stolenID) = try await Self.secondOperator(fixture)
                 let artifact = Array(repeating: UInt8(ascii: "z"), count: 20_000)
                 let request =
                     Array(

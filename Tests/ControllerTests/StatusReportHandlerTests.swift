@@ -218,18 +218,7 @@ import Testing
             $0.connectionLimits.maximumBodyBytesInFlight = budget
         }
         try await Fixture.with(adjust: adjust) { fixture in
-            let agent = try await fixture.withRouter { client in
-                let agent = try await fixture.enroll(client, name: "a")
-                if pollFirst {
-                    let poll = try await client.execute(
-                        uri: "/v1/agents/\(agent.id)/desired-state",
-                        method: .get,
-                        headers: Fixture.bearer(agent.token)
-                    )
-                    #expect(poll.status == .ok)
-                }
-                return agent
-            }
+            let agent = try await Self.enroll(fixture, name: "a", poll: pollFirst)
             let held = fixture.controller.core.bodyBudget
             let (first, second, third, stored) = try await fixture.withLiveServer { base in
                 guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
@@ -272,20 +261,8 @@ import Testing
             $0.connectionLimits.maximumBodyBytesInFlight = 1 << 20
         }
         try await Fixture.with(adjust: adjust) { fixture in
-            let (greedy, other) = try await fixture.withRouter { client in
-                let agents = (try await fixture.enroll(client, name: "greedy"), try await fixture.enroll(client, name: "other"))
-                if pollFirst {
-                    for agent in [agents.0, agents.1] {
-                        let poll = try await client.execute(
-                            uri: "/v1/agents/\(agent.id)/desired-state",
-                            method: .get,
-                            headers: Fixture.bearer(agent.token)
-                        )
-                        #expect(poll.status == .ok)
-                    }
-                }
-                return agents
-            }
+            let greedy = try await Self.enroll(fixture, name: "greedy", poll: pollFirst)
+            let other = try await Self.enroll(fixture, name: "other", poll: pollFirst)
             let held = fixture.controller.core.bodyBudget
             #expect(held.limitPerHolder == 2 * Self.limit)
             let (refused, taken) = try await fixture.withLiveServer { base in
@@ -330,43 +307,17 @@ import Testing
             $0.connectionLimits.maximumBodyBytesInFlight = 1 << 20
         }
         try await Fixture.with(adjust: adjust) { fixture in
-            let agent = try await fixture.withRouter { client in
-                let agent = try await fixture.enroll(client, name: "queued")
-                if handler {
-                    let poll = try await client.execute(
-                        uri: "/v1/agents/\(agent.id)/desired-state",
-                        method: .get,
-                        headers: Fixture.bearer(agent.token)
-                    )
-                    #expect(poll.status == .ok)
-                }
-                return agent
-            }
+            let agent = try await Self.enroll(fixture, name: "queued", poll: handler)
             let held = fixture.controller.core.bodyBudget
             #expect(held.limitPerHolder == 2 * Self.limit)
-            let marker = fixture.directory.appendingPathComponent("locked").path
-            let lock = Task {
-                try await CommandRunner.run(
-                    CommandRunner.Request(
-                        executable: "/usr/bin/env",
-                        arguments: [
-                            "python3", "-c",
-                            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); "
-                                + "open(sys.argv[2], 'w').close(); time.sleep(4); c.execute('COMMIT')",
-                            fixture.controller.core.configuration.databasePath, marker,
-                        ],
-                        environment: ProcessInfo.processInfo.environment,
-                        timeout: .seconds(30)
-                    )
-                )
-            }
+            let lock = try await SQLiteWriteLock.hold(
+                fixture.controller.core.configuration.databasePath,
+                seconds: 4,
+                marker: fixture.directory.appendingPathComponent("locked").path
+            )
             let (answers, heldWhileLocked, stored) = try await fixture.withLiveServer { base in
                 guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
                 let deadline = ContinuousClock.now + .seconds(20)
-                while !FileManager.default.fileExists(atPath: marker) {
-                    guard ContinuousClock.now < deadline else { throw FixtureError("the lock was never taken") }
-                    try await Task.sleep(for: .milliseconds(20))
-                }
                 func send(_ message: String) throws -> RawConnection {
                     var request = String(decoding: Self.sizedReport(agent, message, size: 3_000), as: UTF8.self)
                     if !handler { request = request.replacingOccurrences(of: "/status HTTP/1.1", with: "/status?via=router HTTP/1.1") }
@@ -389,6 +340,23 @@ import Testing
             #expect(answers[1].hasPrefix("HTTP/1.1 204") && answers[2].hasPrefix("HTTP/1.1 204"), "\(answers)")
             #expect(held.bytesHeld == 0, "every body gave its bytes back")
             #expect(stored == ["first"] || stored == ["second"], "\(stored)")
+        }
+    }
+
+    /// Enrolls agent `name`; `poll`: its token is then cached by a poll (its reports are taken by the poll handler),
+    /// else not yet (the router takes its first).
+    static func enroll(_ fixture: Fixture, name: String, poll: Bool) async throws -> (id: String, token: String) {
+        try await fixture.withRouter { client in
+            let agent = try await fixture.enroll(client, name: name)
+            if poll {
+                let answer = try await client.execute(
+                    uri: "/v1/agents/\(agent.id)/desired-state",
+                    method: .get,
+                    headers: Fixture.bearer(agent.token)
+                )
+                #expect(answer.status == .ok)
+            }
+            return agent
         }
     }
 

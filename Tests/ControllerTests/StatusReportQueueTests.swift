@@ -281,27 +281,11 @@ import Testing
     @Test func aFullQueueRefusesAndTheAcceptedOnesAreCommittedLater() async throws {
         try await Self.withQueue(agents: 20, configuration: .init(maximumPending: 5, maximumBatch: 100)) { queue, store, location in
             // Holds the write lock from another process for 3 s: SQLite makes the queue's writer wait meanwhile.
-            let marker = location.directory.appendingPathComponent("locked").path
-            let lock = Task {
-                try await CommandRunner.run(
-                    CommandRunner.Request(
-                        executable: "/usr/bin/env",
-                        arguments: [
-                            "python3", "-c",
-                            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); "
-                                + "open(sys.argv[2], 'w').close(); time.sleep(3); c.execute('COMMIT')",
-                            location.sqlitePath, marker,
-                        ],
-                        environment: ProcessInfo.processInfo.environment,
-                        timeout: .seconds(30)
-                    )
-                )
-            }
-            let deadline = ContinuousClock.now + .seconds(20)
-            while !FileManager.default.fileExists(atPath: marker) {
-                guard ContinuousClock.now < deadline else { throw FixtureError("the lock was never taken") }
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            let lock = try await SQLiteWriteLock.hold(
+                location.sqlitePath,
+                seconds: 3,
+                marker: location.directory.appendingPathComponent("locked").path
+            )
             let results = await withTaskGroup(of: Result<Bool, any Error>.self) { group in
                 for agent in 0..<20 {
                     group.addTask {
