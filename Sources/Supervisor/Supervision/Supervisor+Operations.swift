@@ -86,9 +86,11 @@ extension Supervisor {
                     group.addTask { await self.stopInstances(name, ids) }
                 }
             }
-            // Retiring processes of an interrupted reload, if any.
-            for runID in children.keys {
-                await terminate(runID)
+            // Retiring processes of an interrupted reload, and processes a SIGKILL did not end (uninterruptible sleep on
+            // a hung mount): all at once, as the apps above, within the one kill_timeout the client waits for. One after
+            // another, twenty stuck instances took minutes.
+            await withTaskGroup(of: Void.self) { group in
+                for runID in children.keys { group.addTask { await self.terminate(runID) } }
             }
             persist()
         }
