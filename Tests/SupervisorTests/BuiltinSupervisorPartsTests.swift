@@ -52,6 +52,27 @@ struct BuiltinSupervisorPartsTests {
         }
     }
 
+    @Test("what is still in an app's pipe when the daemon stops is written to its log before the pipe closes")
+    func aStoppedPumpDrainsItsPipes() async throws {
+        try await TestPaths.withTemporaryDirectory("fs-pump-drain") { directory in
+            let path = directory.appendingPathComponent("app-0-out.log").path
+            var ends: [Int32] = [0, 0]
+            #expect(pipe(&ends) == 0)
+            // 60 KB written and the write end closed before the pump sees the pipe: it fits in the pipe's buffer, as an
+            // app's last burst does before it exits.
+            let bytes = [UInt8](repeating: UInt8(ascii: "x"), count: 60_000)
+            #expect(bytes.withUnsafeBytes { write(ends[1], $0.baseAddress, $0.count) } == bytes.count)
+            close(ends[1])
+            let pump = try OutputPump.start()
+            try pump.add(pipe: ends[0], logPath: path, rotation: LogRotation())
+            pump.stop()
+            // Before, the pipes were closed at once: the bytes the pump had not read yet never reached the log.
+            func logged() -> Int { (try? Data(contentsOf: URL(fileURLWithPath: path)).count) ?? 0 }
+            try await eventually("every byte logged", timeout: .seconds(10)) { logged() == bytes.count ? true : nil }
+            #expect(logged() == bytes.count)
+        }
+    }
+
     @Test("a log whose live file cannot be moved aside keeps its output instead of truncating it")
     func aRotationThatCannotRenameKeepsTheLiveFile() async throws {
         try await TestPaths.withTemporaryDirectory("fs-rotation-blocked") { directory in

@@ -96,12 +96,27 @@ final class OutputPump: Sendable {
         _ = write(wakeWriter, &byte, 1)
     }
 
+    /// The most bytes read from one pipe after `stop`.
+    static let drainLimit = 1 << 20
+
     private func loop() {
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
             let watched: [Int32]? = state.withLock { state in
                 guard !state.stopped else {
-                    for fd in state.pipes.keys { close(fd) }
+                    // What the apps wrote before they exited may still be in the pipes (a last burst on SIGINT): written
+                    // out before the pipes close. At most `drainLimit` bytes a pipe, in case a process out of reach
+                    // still holds one open and writes on.
+                    for (fd, path) in state.pipes {
+                        var drained = 0
+                        while drained < Self.drainLimit {
+                            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                            guard count > 0 else { break }
+                            chunk.withUnsafeBytes { _ = state.logs[path]?.file.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+                            drained += count
+                        }
+                        close(fd)
+                    }
                     state.pipes.removeAll()
                     state.logs.removeAll()
                     return nil
