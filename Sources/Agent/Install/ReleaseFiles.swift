@@ -78,13 +78,28 @@ struct ReleaseFiles: Sendable {
         }
     }
 
-    /// Keeps the protected release directories plus the `keep` newest others; removes the rest.
-    /// The directories under `services/` of services not in `configured` (removed from the agent's configuration):
-    /// their release trees, `current`, and ecosystem file, which holds the merged env, instance env file's values too.
+    /// The directories under `services/` of services not in `configured` (removed from the agent's configuration).
     func unconfiguredServiceDirectories(configured: [String]) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.servicesDir)) ?? []
         return names.filter { !configured.contains($0) && !$0.hasPrefix(".") }.sorted().map(layout.serviceDir(_:))
     }
+
+    /// Removes what `service`, no longer configured, left: its ecosystem file (it holds the merged env, the instance
+    /// env file's values too) and every release tree but `keep` (the applied one: `current` points at it); its whole
+    /// directory when there is none to keep.
+    func removeUnconfiguredService(_ service: String, keeping keep: String?) {
+        guard let keep else {
+            FileTree.remove(layout.serviceDir(service))
+            return
+        }
+        unlink(layout.ecosystemFile(service))
+        let releases = layout.releasesDir(service)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: releases)) ?? [] where name != keep {
+            FileTree.remove("\(releases)/\(name)")
+        }
+    }
+
+    /// Keeps the protected release directories plus the `keep` newest others; removes the rest.
 
     func collectReleases(_ service: String, protected: Set<String>, keep: Int) {
         let manager = FileManager.default

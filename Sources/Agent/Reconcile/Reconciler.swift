@@ -658,18 +658,14 @@ actor Reconciler {
         return AppSpec.specs(for: try applied.release(), currentLink: layout.currentLink(service), instanceEnv: env.values)
     }
 
-    /// Removes releases and artifacts that no service's applied, previous or pending release protects.
-    ///
-    /// The removals run on a thread of their own: a release tree is tens of thousands of files (`node_modules`), and
-    /// on this actor, on one of the cooperative pool's threads (two on a small instance), they held up polls, health
-    /// watches and reports for seconds.
     /// Removes the files of services no longer configured that no process in `table` runs from (their apps are
-    /// orphans, stopped by an earlier pass): before, their release trees and their ecosystem file, which holds the
-    /// instance env file's values, stayed on the disk for good. Their state stays (the replay floor, should the
-    /// service be configured again).
+    /// orphans, stopped by an earlier pass): their ecosystem file, which holds the instance env file's values, and every
+    /// release tree but the applied one. Before, all of it stayed on the disk for good. The applied tree, `current` and
+    /// the service's state stay: configured again, the service runs its applied release again (its ecosystem file is
+    /// written again from the state), and its replay floor holds.
     private func removeUnconfiguredServices(table: [ManagedProcess]) async {
         let paths = table.flatMap { [$0.cwd, $0.scriptPath] }
-        var removable: [String] = []
+        var removable: [(service: String, keep: String?)] = []
         unconfiguredServiceDirectories = unconfiguredServiceDirectories.filter { directory in
             var resolved = directory
             if let real = realpath(directory, nil) {
@@ -679,16 +675,25 @@ actor Reconciler {
             let inUse = paths.contains { path in
                 [directory, resolved].contains { path == $0 || path.hasPrefix($0 + "/") }
             }
-            if !inUse { removable.append(directory) }
+            if !inUse {
+                let service = String(directory.split(separator: "/").last ?? "")
+                removable.append((service, state.services[service]?.applied?.directoryName))
+            }
             return inUse
         }
         guard !removable.isEmpty else { return }
-        logger.info("removing the files of services no longer configured", metadata: ["ferry.paths": "\(removable)"])
+        logger.info("removing the files of services no longer configured", metadata: ["ferry.services": "\(removable.map(\.service))"])
+        let files = files
         await DedicatedThread.run(cancellation: CancellationFlag()) { [removable] in
-            for directory in removable { FileTree.remove(directory) }
+            for (service, keep) in removable { files.removeUnconfiguredService(service, keeping: keep) }
         }
     }
 
+    /// Removes releases and artifacts that no service's applied, previous or pending release protects.
+    ///
+    /// The removals run on a thread of their own: a release tree is tens of thousands of files (`node_modules`), and
+    /// on this actor, on one of the cooperative pool's threads (two on a small instance), they held up polls, health
+    /// watches and reports for seconds.
     func collectGarbage() async {
         var keepDigests: Set<String> = []
         var releases: [(service: String, protected: Set<String>)] = []
