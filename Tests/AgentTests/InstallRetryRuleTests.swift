@@ -39,12 +39,16 @@ struct InstallRetryRuleTests {
     @Test func aTreeThatDidNotFitWaitsForItsSpace() throws {
         try TestPaths.withTemporaryDirectorySync("space-wait") { directory in
             let free = try #require(DiskSpace.available(at: directory.path))
-            let short = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: free + (64 << 20))
+            let short = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: free + (64 << 20), availableAtFailure: 0)
             #expect(short.wanted >= free + (64 << 20) + (1 << 20), "a margin on top")
             #expect(short.stillShort() != nil, "more than is free: it waits")
-            let fits = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20)
+            let fits = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20, availableAtFailure: nil)
             #expect(fits.stillShort() == nil, "2 MiB is free here: it is tried")
-            let unreadable = Reconciler.SpaceWait(serial: 2, path: directory.path + "/missing", needed: .max)
+            // Declared 1 MiB, but it did not fit in what is free now (a tree of many small files): not tried again until
+            // more is free than when it failed.
+            let smallFiles = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20, availableAtFailure: free + (32 << 20))
+            #expect(smallFiles.stillShort() != nil, "no more free than at the failure: it waits")
+            let unreadable = Reconciler.SpaceWait(serial: 2, path: directory.path + "/missing", needed: .max, availableAtFailure: nil)
             #expect(unreadable.wanted == .max, "no overflow")
             #expect(unreadable.stillShort() == nil, "free space that cannot be read does not hold the install back")
         }

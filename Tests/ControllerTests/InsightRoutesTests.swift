@@ -171,7 +171,8 @@ struct InsightRoutesTests {
                 #expect(RolloutWaitVerdict.failures(rollout).allSatisfy { $0.failure != nil }, "every failure named carries its detail")
 
                 // What `rollout wait` reads every few seconds: the failed agents only (at most the whole-tail ones), with
-                // the same counts and failures; one agent that runs the serial is not listed.
+                // the same counts and failures; one agent that runs the serial is not listed, although it once refused it
+                // (its failure of the serial is still in its report) and comes first in rollout order.
                 let running = ServiceStatus(
                     service: "api",
                     serial: 2,
@@ -180,7 +181,7 @@ struct InsightRoutesTests {
                     phase: .running,
                     message: "serial 2 (2.0.0) is running and healthy",
                     health: .healthy,
-                    failures: [],
+                    failures: [ReleaseFailure(serial: 2, reason: "the trust root was not current yet", kind: "refused")],
                     processes: []
                 )
                 try await Self.report(client, agents[0], hostname: "web-0", running)

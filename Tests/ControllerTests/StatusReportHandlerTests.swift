@@ -310,13 +310,14 @@ import Testing
             let agent = try await Self.enroll(fixture, name: "queued", poll: handler)
             let held = fixture.controller.core.bodyBudget
             #expect(held.limitPerHolder == 2 * Self.limit)
-            let lock = try await SQLiteWriteLock.hold(
-                fixture.controller.core.configuration.databasePath,
-                seconds: 4,
-                marker: fixture.directory.appendingPathComponent("locked").path
-            )
             let (answers, heldWhileLocked, stored) = try await fixture.withLiveServer { base in
                 guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
+                // Taken once the server listens, for long enough that a loaded machine sends the three reports within it.
+                let lock = try await SQLiteWriteLock.hold(
+                    fixture.controller.core.configuration.databasePath,
+                    seconds: 8,
+                    marker: fixture.directory.appendingPathComponent("locked").path
+                )
                 let deadline = ContinuousClock.now + .seconds(20)
                 func send(_ message: String) throws -> RawConnection {
                     var request = String(decoding: Self.sizedReport(agent, message, size: 3_000), as: UTF8.self)

@@ -73,15 +73,24 @@ struct BuiltinSupervisorPartsTests {
         }
     }
 
-    @Test("a log whose live file cannot be moved aside keeps its output instead of truncating it")
-    func aRotationThatCannotRenameKeepsTheLiveFile() async throws {
+    /// Where a rename of the rotation fails: a non-empty directory in the way makes rename(2) refuse (EISDIR) whoever
+    /// runs the test (a read-only directory would not stop root). `.1`: the first kept file's name; `.rotating`: where
+    /// the live file is moved first, with two kept files beside it that must stay as they are.
+    @Test(
+        "a log whose live file cannot be moved aside keeps its output instead of truncating it, and its kept files",
+        arguments: [".1", ".rotating"]
+    )
+    func aRotationThatCannotRenameKeepsTheLiveFile(blocked: String) async throws {
         try await TestPaths.withTemporaryDirectory("fs-rotation-blocked") { directory in
             let path = directory.appendingPathComponent("app-0-out.log").path
-            // A non-empty directory where the first kept file goes: rename(2) refuses (EISDIR) whoever runs the test
-            // (a read-only directory would not stop root).
-            try FileManager.default.createDirectory(atPath: path + ".1", withIntermediateDirectories: false)
-            FileManager.default.createFile(atPath: path + ".1/inside", contents: Data())
-            let file = try RotatingLogFile(path: path, rotation: LogRotation(maximumFileBytes: 1000, keptFiles: 1))
+            try FileManager.default.createDirectory(atPath: path + blocked, withIntermediateDirectories: false)
+            FileManager.default.createFile(atPath: path + blocked + "/inside", contents: Data())
+            let keptFiles = blocked == ".1" ? 1 : 3
+            if blocked == ".rotating" {
+                FileManager.default.createFile(atPath: path + ".1", contents: Data("one".utf8))
+                FileManager.default.createFile(atPath: path + ".2", contents: Data("two".utf8))
+            }
+            let file = try RotatingLogFile(path: path, rotation: LogRotation(maximumFileBytes: 1000, keptFiles: keptFiles))
             for index in 0..<5 {
                 let chunk = [UInt8](repeating: UInt8(ascii: "a") + UInt8(index), count: 300)
                 chunk.withUnsafeBytes { #expect(file.append($0)) }
@@ -89,6 +98,11 @@ struct BuiltinSupervisorPartsTests {
             let kept = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
             #expect(kept.count == 1500, "every chunk is still in the live file")
             #expect(kept.first == UInt8(ascii: "a") && kept.last == UInt8(ascii: "a") + 4)
+            if blocked == ".rotating" {
+                #expect(try String(contentsOfFile: path + ".1", encoding: .utf8) == "one", "the kept files did not move")
+                #expect(try String(contentsOfFile: path + ".2", encoding: .utf8) == "two")
+                #expect(!FileManager.default.fileExists(atPath: path + ".3"))
+            }
         }
     }
 

@@ -135,6 +135,37 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// A daemon outlives the agent that started it: one that accepts less than this client's default (an older
+    /// version's 1 MiB) is what `refusal(toRun:)` checks against, once its table answer said so.
+    @Test("what a replace checks a spec against is the running daemon's own limit")
+    func theRefusalUsesTheRunningDaemonsLimit() async throws {
+        try await SupervisorHarness.with { harness in
+            let daemon = try ProcessSpawner.spawn(
+                ProcessSpawner.Request(
+                    executable: TestPaths.executable("ferry-agent"),
+                    arguments: ["ferry-agent", "supervisor", "--home", harness.home, "--max-request-bytes", String(1 << 20)],
+                    environment: ["PATH": AppSpec.defaultSearchPath],
+                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
+                    grouping: .newSession
+                )
+            )
+            defer {
+                if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
+                var status: Int32 = 0
+                waitpid(daemon, &status, 0)
+            }
+            try await harness.waitForSocket()
+            let script = try harness.write("app/report.js", TestApps.report)
+            let spec = harness.spec("big", script: script, env: ["BIG": String(repeating: "a", count: 2 << 20)])
+            #expect(harness.manager.refusal(toRun: spec) == nil, "before any answer: this version's default")
+            #expect(try await harness.manager.processes().isEmpty)
+            let refusal = try #require(harness.manager.refusal(toRun: spec))
+            #expect("\(refusal)".contains("more than the 1048576"), "\(refusal)")
+            #expect(try await harness.manager.shutdown())
+        }
+    }
+
     /// PM2 gives each instance `increment_var` counted up from the env's value and the index under the name
     /// `instance_var` gives; the supervisor gave every instance the same `PORT` (three of four crash-looped on it).
     @Test("increment_var and instance_var give each instance its own port and index, as under PM2")

@@ -359,13 +359,15 @@ actor Reconciler {
         var serial: Int64
         /// The file system's directory the extraction wrote to.
         var path: String
-        /// What the tree takes, as the archive declares it, plus a margin (blocks, directories): 5 %, at least 1 MiB.
+        /// What the tree takes, as the archive declares it, or what was free when it did not fit, whichever is more,
+        /// plus a margin: 5 %, at least 1 MiB. The declared sizes leave out blocks and directories (a tree of many small
+        /// files takes twice as much or more); a try with no more space free than the last failed one fails again.
         var wanted: Int64
 
-        init(serial: Int64, path: String, needed: Int64) {
+        init(serial: Int64, path: String, needed: Int64, availableAtFailure: Int64?) {
             self.serial = serial
             self.path = path
-            wanted = needed.addingClamped(max(needed / 20, 1 << 20))
+            wanted = max(needed, availableAtFailure ?? 0).addingClamped(max(needed / 20, 1 << 20))
         }
 
         /// The space free at `path` while it is less than `wanted` (`nil`: enough, or it cannot be read).

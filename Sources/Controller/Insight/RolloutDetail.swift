@@ -37,9 +37,12 @@ struct RolloutDetail: Sendable {
         let names = try await store.agentNamesByID()
         let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
         var detail = RolloutDetail(view: view, statuses: statuses)
-        let reported = view.agents.filter { detail.reportedFailure(of: $0) != nil }.map(\.id)
-        detail.wholeTailAgents = Set(reported.prefix(wholeTails))
-        let shown = everyFailure ? reported : Array(reported.prefix(wholeTails))
+        let reported = view.agents.filter { detail.reportedFailure(of: $0) != nil }
+        // Whole for the failed agents the page and `?agents=failed` list (the first `wholeTails` failed ones): an agent
+        // that once refused the serial and runs it now reported a failure too, but is not listed there.
+        let listed = reported.filter { $0.standing.progress == .failed }.prefix(wholeTails).map(\.id)
+        detail.wholeTailAgents = Set(listed)
+        let shown = everyFailure ? reported.map(\.id) : Array(listed)
         for start in stride(from: 0, to: shown.count, by: evidenceChunk) {
             let chunk = shown[start..<min(shown.count, start + evidenceChunk)]
             for record in try await store.serviceStatuses(agentIDs: Array(chunk)) where record.status.service == service {

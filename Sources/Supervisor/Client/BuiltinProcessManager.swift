@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import Shared
+import Synchronization
 
 /// The builtin supervisor, as the agent's process manager where PM2 is not installed (the demo, the tests, small
 /// hosts). It is a client of the supervisor daemon (`ferry-agent supervisor --home DIR`, see `SupervisorDaemon`):
@@ -68,8 +69,21 @@ package struct BuiltinProcessManager: ProcessManager {
     }
 
     package func processes() async throws -> [ManagedProcess] {
-        try await send(.list).processes ?? []
+        let answer = try await send(.list)
+        daemonLimit.value.withLock { $0 = answer.maximumRequestBytes ?? Self.olderDaemonsLimit }
+        return answer.processes ?? []
     }
+
+    /// The longest request line the daemon accepts, as its last table answer said (`nil`: not asked yet). A daemon
+    /// outlives the agent that started it: after an upgrade, one of an older version may still run.
+    private let daemonLimit = DaemonLimit()
+
+    private final class DaemonLimit: Sendable {
+        let value = Mutex<Int?>(nil)
+    }
+
+    /// What a daemon that does not say accepts.
+    static let olderDaemonsLimit = 1 << 20
 
     package func start(_ app: AppSpec, ecosystem: String) async throws {
         _ = try await send(.start(app), timeout: timeout(for: app))
@@ -85,13 +99,14 @@ package struct BuiltinProcessManager: ProcessManager {
         do {
             try app.validateForSupervisor()
             let line = try SupervisorRequest.start(app).encodedLine()
-            guard line.count <= SupervisorDaemon.defaultMaximumRequestBytes else {
+            let limit = daemonLimit.value.withLock { $0 } ?? SupervisorDaemon.defaultMaximumRequestBytes
+            guard line.count <= limit else {
                 return SupervisorError.rejected(
                     operation: .start,
                     failure: SupervisorFailure(
                         .requestTooLarge,
-                        "app \(app.name): its spec is \(line.count) bytes as a request, more than the "
-                            + "\(SupervisorDaemon.defaultMaximumRequestBytes) the supervisor accepts"
+                        "app \(app.name): its spec is \(line.count) bytes as a request, more than the \(limit) the supervisor "
+                            + "accepts (a daemon of an older version accepts 1 MiB: restart it, ferry-agent supervisor --stop)"
                     )
                 )
             }

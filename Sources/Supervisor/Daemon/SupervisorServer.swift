@@ -164,7 +164,9 @@ final class SupervisorServer: Sendable {
                 guard await answer(.failure(error), on: fd) else { return }
                 continue
             }
-            let response = await handler(request)
+            var response = await handler(request)
+            // The table's answer says the limit too: a client checks an app's spec against it before a replace.
+            if request == .list, response.ok { response.maximumRequestBytes = configuration.maximumRequestBytes }
             let written = await answer(response, on: fd)
             if request == .shutdown {
                 onShutdownAnswered()

@@ -127,10 +127,22 @@ final class RotatingLogFile {
     private func rotate() {
         if let rotationFailedAt, ContinuousClock.now - rotationFailedAt < Self.rotationRetry { return }
         if rotation.keptFiles > 0 {
-            rotation.shiftKeptFiles(of: path)
-            if rename(path, "\(path).1") != 0 && errno != ENOENT {
-                rotationFailedAt = .now
-                return
+            // The live file is moved aside first: the kept files move up only once it could be, or each failed try
+            // would drop the oldest kept file.
+            let aside = "\(path).rotating"
+            if rename(path, aside) != 0 {
+                if errno != ENOENT {
+                    rotationFailedAt = .now
+                    return
+                }
+            } else {
+                rotation.shiftKeptFiles(of: path)
+                guard rename(aside, "\(path).1") == 0 else {
+                    // Put back: the output goes on at its end.
+                    rename(aside, path)
+                    rotationFailedAt = .now
+                    return
+                }
             }
         }
         rotationFailedAt = nil

@@ -137,13 +137,15 @@ struct SupervisorResponse: Sendable, Codable, Equatable {
     /// Each app's `kill_timeout` in milliseconds (`list`), so a client gives a restart or delete by name the time it
     /// needs. Absent from daemons of older versions.
     var killTimeouts: [String: Int64]?
+    /// The longest request line this daemon accepts (`list`). Absent from daemons of older versions, which accept 1 MiB.
+    var maximumRequestBytes: Int?
 
     static func success(processes: [ManagedProcess]? = nil, pid: Int32? = nil, killTimeouts: [String: Int64]? = nil) -> SupervisorResponse {
-        SupervisorResponse(ok: true, processes: processes, pid: pid, error: nil, killTimeouts: killTimeouts)
+        SupervisorResponse(ok: true, processes: processes, pid: pid, error: nil, killTimeouts: killTimeouts, maximumRequestBytes: nil)
     }
 
     static func failure(_ failure: SupervisorFailure) -> SupervisorResponse {
-        SupervisorResponse(ok: false, processes: nil, pid: nil, error: failure, killTimeouts: nil)
+        SupervisorResponse(ok: false, processes: nil, pid: nil, error: failure, killTimeouts: nil, maximumRequestBytes: nil)
     }
 
     /// Parses one answer line (without its newline).
