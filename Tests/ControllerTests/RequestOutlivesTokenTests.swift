@@ -42,6 +42,14 @@ import Testing
         return (revoker, stolenID)
     }
 
+    /// A whole `POST` of `body` to `path` with `token`, as raw bytes.
+    static func post(_ path: String, token: String, contentType: String, body: [UInt8]) -> [UInt8] {
+        Array(
+            ("POST \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                + "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n\r\n").utf8
+        ) + body
+    }
+
     static func port(of base: String) throws -> Int {
         guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
         return port
@@ -90,11 +98,7 @@ import Testing
                     )
                     .json.encoded()
                 )
-                let request =
-                    Array(
-                        ("POST /v1/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(fixture.operatorToken)\r\n"
-                            + "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n").utf8
-                    ) + body
+                let request = Self.post("/v1/agents", token: fixture.operatorToken, contentType: "application/json", body: body)
                 let connection = try Self.begin(request, holding: 10, port: try Self.port(of: base))
                 let held = fixture.controller.core.bodyBudget
                 let deadline = ContinuousClock.now + .seconds(20)
@@ -120,11 +124,7 @@ import Testing
             try await fixture.withLiveServer { base in
                 let (revoker, stolenID) = try await Self.secondOperator(fixture)
                 let artifact = Array(repeating: UInt8(ascii: "z"), count: 20_000)
-                let request =
-                    Array(
-                        ("POST /v1/artifacts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(fixture.operatorToken)\r\n"
-                            + "Content-Type: application/octet-stream\r\nContent-Length: \(artifact.count)\r\n\r\n").utf8
-                    ) + artifact
+                let request = Self.post("/v1/artifacts", token: fixture.operatorToken, contentType: "application/octet-stream", body: artifact)
                 let connection = try Self.begin(request, holding: 10, port: try Self.port(of: base))
                 // The upload's file appears in the artifact store's upload directory once its head was authenticated and
                 // its body began to be stored.

@@ -41,65 +41,55 @@ struct BuiltinSupervisorTests {
     func startRunsInstancesWithTheirOwnEnvironment() async throws {
         try await SupervisorHarness.with { harness in
             // Started by the test with a canary in its environment: the apps must not see it.
-            let daemon = try ProcessSpawner.spawn(
-                ProcessSpawner.Request(
-                    executable: TestPaths.executable("ferry-agent"),
-                    arguments: ["ferry-agent", "supervisor", "--home", harness.home],
-                    environment: ["PATH": AppSpec.defaultSearchPath, "FERRY_TEST_CANARY": "agent-secret"],
-                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                    grouping: .newSession
+            try await harness.withOwnDaemon(
+                arguments: ["ferry-agent", "supervisor", "--home", harness.home],
+                environment: ["PATH": AppSpec.defaultSearchPath, "FERRY_TEST_CANARY": "agent-secret"]
+            ) { daemon in
+                let script = try harness.write("app/report.js", TestApps.report)
+                try harness.write("out/.keep", "")
+                let spec = harness.spec(
+                    "reporter",
+                    script: script,
+                    instances: 2,
+                    env: ["OUT_DIR": "\(harness.home)/out", "GREETING": "hello world"]
                 )
-            )
-            defer {
-                // The daemon is this test's child here: reap it (killing it first if the test failed early).
-                if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
-                var status: Int32 = 0
-                waitpid(daemon, &status, 0)
-            }
-            try await harness.waitForSocket()
-            let script = try harness.write("app/report.js", TestApps.report)
-            try harness.write("out/.keep", "")
-            let spec = harness.spec(
-                "reporter",
-                script: script,
-                instances: 2,
-                env: ["OUT_DIR": "\(harness.home)/out", "GREETING": "hello world"]
-            )
-            try await harness.manager.start(spec, ecosystem: "")
+                try await harness.manager.start(spec, ecosystem: "")
 
-            let table = try await harness.manager.processes()
-            #expect(table.map(\.pmId) == [0, 1])
-            #expect(table.map(\.instanceIndex) == [0, 1])
-            #expect(table.allSatisfy { $0.status == .online && $0.name == "reporter" && $0.namespace == "ferry" })
-            #expect(try await harness.manager.daemonPID() == daemon)
-            let pids = table.compactMap(\.pid)
-            try #require(pids.count == 2)
-            #expect(Set(pids).count == 2)
+                let table = try await harness.manager.processes()
+                #expect(table.map(\.pmId) == [0, 1])
+                #expect(table.map(\.instanceIndex) == [0, 1])
+                #expect(table.allSatisfy { $0.status == .online && $0.name == "reporter" && $0.namespace == "ferry" })
+                #expect(try await harness.manager.daemonPID() == daemon)
+                let pids = table.compactMap(\.pid)
+                try #require(pids.count == 2)
+                #expect(Set(pids).count == 2)
 
-            for (index, pid) in pids.enumerated() {
-                let report = try await harness.report(instance: index, pid: pid)
-                let env = try #require(report["env"] as? [String: String])
-                #expect(
-                    Set(env.keys) == ["OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE", "FERRY_SUPERVISOR_HOME", "FERRY_SUPERVISOR_RUN"]
-                )
-                // As PM2 gives its apps PM2_HOME: the next daemon finds what a killed one left by it.
-                #expect(env["FERRY_SUPERVISOR_HOME"] == harness.home)
-                #expect(env["FERRY_TEST_CANARY"] == nil)
-                #expect(env["NODE_APP_INSTANCE"] == String(index))
-                #expect(env["GREETING"] == "hello world")
-                #expect(env["PATH"] == AppSpec.defaultSearchPath)
-                #expect(report["cwd"] as? String == "\(harness.home)/app")
-            }
-            // Each instance leads its own process group, so a stop reaches everything it started.
-            #expect(pids.allSatisfy { ProcStat.read(pid: $0)?.processGroup == $0 })
+                for (index, pid) in pids.enumerated() {
+                    let report = try await harness.report(instance: index, pid: pid)
+                    let env = try #require(report["env"] as? [String: String])
+                    #expect(
+                        Set(env.keys) == [
+                            "OUT_DIR", "GREETING", "PATH", "HOME", "NODE_APP_INSTANCE", "FERRY_SUPERVISOR_HOME", "FERRY_SUPERVISOR_RUN",
+                        ]
+                    )
+                    // As PM2 gives its apps PM2_HOME: the next daemon finds what a killed one left by it.
+                    #expect(env["FERRY_SUPERVISOR_HOME"] == harness.home)
+                    #expect(env["FERRY_TEST_CANARY"] == nil)
+                    #expect(env["NODE_APP_INSTANCE"] == String(index))
+                    #expect(env["GREETING"] == "hello world")
+                    #expect(env["PATH"] == AppSpec.defaultSearchPath)
+                    #expect(report["cwd"] as? String == "\(harness.home)/app")
+                }
+                // Each instance leads its own process group, so a stop reaches everything it started.
+                #expect(pids.allSatisfy { ProcStat.read(pid: $0)?.processGroup == $0 })
 
-            try await harness.manager.delete(appNamed: "reporter")
-            #expect(try await harness.manager.processes().isEmpty)
-            for pid in pids {
-                #expect(!SupervisorHarness.isAlive(pid), "pid \(pid) still runs after delete")
+                try await harness.manager.delete(appNamed: "reporter")
+                #expect(try await harness.manager.processes().isEmpty)
+                for pid in pids {
+                    #expect(!SupervisorHarness.isAlive(pid), "pid \(pid) still runs after delete")
+                }
+                #expect(try await harness.manager.shutdown())
             }
-            #expect(try await harness.manager.shutdown())
         }
     }
 
@@ -140,29 +130,16 @@ struct BuiltinSupervisorTests {
     @Test("what a replace checks a spec against is the running daemon's own limit")
     func theRefusalUsesTheRunningDaemonsLimit() async throws {
         try await SupervisorHarness.with { harness in
-            let daemon = try ProcessSpawner.spawn(
-                ProcessSpawner.Request(
-                    executable: TestPaths.executable("ferry-agent"),
-                    arguments: ["ferry-agent", "supervisor", "--home", harness.home, "--max-request-bytes", String(1 << 20)],
-                    environment: ["PATH": AppSpec.defaultSearchPath],
-                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                    grouping: .newSession
-                )
-            )
-            defer {
-                if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
-                var status: Int32 = 0
-                waitpid(daemon, &status, 0)
+            try await harness.withOwnDaemon(arguments: ["ferry-agent", "supervisor", "--home", harness.home, "--max-request-bytes", String(1 << 20)])
+            { daemon in
+                let script = try harness.write("app/report.js", TestApps.report)
+                let spec = harness.spec("big", script: script, env: ["BIG": String(repeating: "a", count: 2 << 20)])
+                #expect(harness.manager.refusal(toRun: spec) == nil, "before any answer: this version's default")
+                #expect(try await harness.manager.processes().isEmpty)
+                let refusal = try #require(harness.manager.refusal(toRun: spec))
+                #expect("\(refusal)".contains("more than the 1048576"), "\(refusal)")
+                #expect(try await harness.manager.shutdown())
             }
-            try await harness.waitForSocket()
-            let script = try harness.write("app/report.js", TestApps.report)
-            let spec = harness.spec("big", script: script, env: ["BIG": String(repeating: "a", count: 2 << 20)])
-            #expect(harness.manager.refusal(toRun: spec) == nil, "before any answer: this version's default")
-            #expect(try await harness.manager.processes().isEmpty)
-            let refusal = try #require(harness.manager.refusal(toRun: spec))
-            #expect("\(refusal)".contains("more than the 1048576"), "\(refusal)")
-            #expect(try await harness.manager.shutdown())
         }
     }
 
@@ -206,30 +183,19 @@ struct BuiltinSupervisorTests {
         try await SupervisorHarness.with { harness in
             let executable = TestPaths.executable("ferry-agent")
             // Started with a lower soft limit than the hard one (exec keeps the pid).
-            let daemon = try ProcessSpawner.spawn(
-                ProcessSpawner.Request(
-                    executable: "/bin/sh",
-                    arguments: ["sh", "-c", "ulimit -Sn 512 && exec \"$0\" supervisor --home \"$1\"", executable, harness.home],
-                    environment: ["PATH": AppSpec.defaultSearchPath],
-                    standardOutput: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                    standardError: .appending(path: "\(harness.home)/daemon-stdout.log"),
-                    grouping: .newSession
-                )
-            )
-            defer {
-                if SupervisorHarness.isAlive(daemon) { kill(daemon, SIGKILL) }
-                var status: Int32 = 0
-                waitpid(daemon, &status, 0)
+            try await harness.withOwnDaemon(
+                executable: "/bin/sh",
+                arguments: ["sh", "-c", "ulimit -Sn 512 && exec \"$0\" supervisor --home \"$1\"", executable, harness.home]
+            ) { daemon in
+                #expect(try await harness.manager.daemonPID() == daemon)
+                let limits = try String(contentsOfFile: "/proc/\(daemon)/limits", encoding: .utf8)
+                let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                // "Max open files  <soft>  <hard>  files"
+                #expect(fields.count >= 5 && fields[3] == fields[4], "\(line)")
+                #expect(fields.count >= 5 && fields[4] == "\(limit.rlim_max)", "\(line)")
+                #expect(try await harness.manager.shutdown())
             }
-            try await harness.waitForSocket()
-            #expect(try await harness.manager.daemonPID() == daemon)
-            let limits = try String(contentsOfFile: "/proc/\(daemon)/limits", encoding: .utf8)
-            let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            // "Max open files  <soft>  <hard>  files"
-            #expect(fields.count >= 5 && fields[3] == fields[4], "\(line)")
-            #expect(fields.count >= 5 && fields[4] == "\(limit.rlim_max)", "\(line)")
-            #expect(try await harness.manager.shutdown())
         }
     }
 

@@ -130,6 +130,34 @@ struct SupervisorHarness: Sendable {
     }
 
     /// Waits until something answers on the daemon's socket (for daemons the test starts itself).
+    /// Runs `body` with a daemon for this home the test starts itself (`executable` with `arguments`, in a session of
+    /// its own, its output in `<home>/daemon-stdout.log`), once its socket answers. The daemon is the test's child: it is
+    /// killed if it still runs, and reaped, when `body` returns or throws.
+    func withOwnDaemon<T>(
+        executable: String = TestPaths.executable("ferry-agent"),
+        arguments: [String],
+        environment: [String: String] = ["PATH": AppSpec.defaultSearchPath],
+        _ body: (Int32) async throws -> T
+    ) async throws -> T {
+        let daemon = try ProcessSpawner.spawn(
+            ProcessSpawner.Request(
+                executable: executable,
+                arguments: arguments,
+                environment: environment,
+                standardOutput: .appending(path: "\(home)/daemon-stdout.log"),
+                standardError: .appending(path: "\(home)/daemon-stdout.log"),
+                grouping: .newSession
+            )
+        )
+        defer {
+            if Self.isAlive(daemon) { kill(daemon, SIGKILL) }
+            var status: Int32 = 0
+            waitpid(daemon, &status, 0)
+        }
+        try await waitForSocket()
+        return try await body(daemon)
+    }
+
     func waitForSocket() async throws {
         let path = manager.configuration.socketPath
         let answered = try await Self.eventually {
