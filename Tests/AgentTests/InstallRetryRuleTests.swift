@@ -25,6 +25,11 @@ struct InstallRetryRuleTests {
             .download(.download(sha256: SHA256.hash([1]), .connectionFailed(url: "http://127.0.0.1:1/a", code: 7, message: "refused"))), false
         ),
         ("a tree that does not fit (waits for space instead)", .extraction(.noSpace(path: "/srv", needed: 1 << 30, available: 0)), false),
+        (
+            "a full disk with the bytes the tree declares free (inodes, a quota, small files' blocks)",
+            .extraction(.noSpace(path: "/srv", needed: 1 << 20, available: 1 << 30)), true
+        ),
+        ("a full disk whose free space cannot be read", .extraction(.noSpace(path: "/srv", needed: 1 << 20, available: nil)), true),
         ("a newer serial arrived", .superseded(by: 7), false),
         ("an extraction cancelled", .extraction(.cancelled(archive: archive)), false),
     ]
@@ -39,16 +44,12 @@ struct InstallRetryRuleTests {
     @Test func aTreeThatDidNotFitWaitsForItsSpace() throws {
         try TestPaths.withTemporaryDirectorySync("space-wait") { directory in
             let free = try #require(DiskSpace.available(at: directory.path))
-            let short = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: free + (64 << 20), availableAtFailure: 0)
+            let short = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: free + (64 << 20))
             #expect(short.wanted >= free + (64 << 20) + (1 << 20), "a margin on top")
             #expect(short.stillShort() != nil, "more than is free: it waits")
-            let fits = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20, availableAtFailure: nil)
+            let fits = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20)
             #expect(fits.stillShort() == nil, "2 MiB is free here: it is tried")
-            // Declared 1 MiB, but it did not fit in what is free now (a tree of many small files): not tried again until
-            // more is free than when it failed.
-            let smallFiles = Reconciler.SpaceWait(serial: 2, path: directory.path, needed: 1 << 20, availableAtFailure: free + (32 << 20))
-            #expect(smallFiles.stillShort() != nil, "no more free than at the failure: it waits")
-            let unreadable = Reconciler.SpaceWait(serial: 2, path: directory.path + "/missing", needed: .max, availableAtFailure: nil)
+            let unreadable = Reconciler.SpaceWait(serial: 2, path: directory.path + "/missing", needed: .max)
             #expect(unreadable.wanted == .max, "no overflow")
             #expect(unreadable.stillShort() == nil, "free space that cannot be read does not hold the install back")
         }

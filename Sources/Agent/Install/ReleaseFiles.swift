@@ -78,10 +78,10 @@ struct ReleaseFiles: Sendable {
         }
     }
 
-    /// The directories under `services/` of services not in `configured` (removed from the agent's configuration).
-    func unconfiguredServiceDirectories(configured: [String]) -> [String] {
+    /// The services with a directory under `services/` that are not in `configured` (removed from the configuration).
+    func unconfiguredServices(configured: [String]) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.servicesDir)) ?? []
-        return names.filter { !configured.contains($0) && !$0.hasPrefix(".") }.sorted().map(layout.serviceDir(_:))
+        return names.filter { !configured.contains($0) && !$0.hasPrefix(".") }.sorted()
     }
 
     /// Removes what `service`, no longer configured, left: its ecosystem file (it holds the merged env, the instance
@@ -93,14 +93,10 @@ struct ReleaseFiles: Sendable {
             return
         }
         unlink(layout.ecosystemFile(service))
-        let releases = layout.releasesDir(service)
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: releases)) ?? [] where name != keep {
-            FileTree.remove("\(releases)/\(name)")
-        }
+        collectReleases(service, protected: [keep], keep: 0)
     }
 
     /// Keeps the protected release directories plus the `keep` newest others; removes the rest.
-
     func collectReleases(_ service: String, protected: Set<String>, keep: Int) {
         let manager = FileManager.default
         let releases = layout.releasesDir(service)

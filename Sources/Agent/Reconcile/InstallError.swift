@@ -18,7 +18,8 @@ enum InstallError: Error, CustomStringConvertible {
 
     /// Whether trying again at once would fail the same way: bytes that do not match what the release signed (their
     /// size or digest), an archive the extractor refuses or cannot read (a format it does not take, a file where the
-    /// archive made a directory), a file operation of the extraction that failed. Backed off
+    /// archive made a directory), a file operation of the extraction that failed, a full disk that more free bytes would
+    /// not help. Backed off
     /// (`Reconciler.installBackoff`): each pass re-hashed the cached artifact, extracted it, saved the state twice and
     /// sent a report, once a poll interval, until a new serial came. A store that does not answer or does not have
     /// the artifact yet is tried again at the next pass; a tree that did not fit waits for the space it needs
@@ -30,7 +31,11 @@ enum InstallError: Error, CustomStringConvertible {
             switch error {
             case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge: true
             case .unreadable, .writeFailed, .fileSystem: true
-            case .destinationExists, .noSpace, .cancelled: false
+            // A tree that did not fit in the bytes free waits for them (`Reconciler.spaceWaits`). With as many bytes free
+            // as it declares, or free space that cannot be read, more bytes would not help (inodes ran out, a quota,
+            // blocks and directories the declared sizes leave out): backed off.
+            case .noSpace(_, let needed, let available): available.map { $0 >= needed } ?? true
+            case .destinationExists, .cancelled: false
             }
         default: false
         }

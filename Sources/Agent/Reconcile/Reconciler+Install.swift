@@ -62,8 +62,8 @@ extension Reconciler {
             await keepApplied(service, apps: otherApps[service] ?? [], env: env, summary: &summary)
             return
         } catch {
-            if case .extraction(.noSpace(let path, let needed, let available)) = error {
-                spaceWaits[service] = SpaceWait(serial: release.serial, path: path, needed: needed, availableAtFailure: available)
+            if case .extraction(.noSpace(let path, let needed, _)) = error, !error.repeatsTheSameWay {
+                spaceWaits[service] = SpaceWait(serial: release.serial, path: path, needed: needed)
             }
             if error.repeatsTheSameWay {
                 let (inARow, wait) = installBackoff.recordRepair(app: Self.installAttempt(service, release.serial), now: .now)

@@ -99,9 +99,10 @@ actor Reconciler {
     /// Each service's apps in a crash loop at the last look: the service is unhealthy and its report says why.
     var crashLoops: [String: [RestartWatch.Loop]] = [:]
     private var lastTable: [ManagedProcess] = []
-    /// The directories of services no longer configured, found at start (the configuration is read once) and removed
-    /// by the first pass whose table shows no process running from them (`removeUnconfiguredServices`).
-    private var unconfiguredServiceDirectories: [String] = []
+    /// Services no longer configured that left files, with their directory as named and resolved, found at start (the
+    /// configuration is read once) and cleared by the first pass whose table shows no process running from them
+    /// (`removeUnconfiguredServices`).
+    private var unconfiguredServices: [(service: String, directories: [String])] = []
     /// Why the process table could not be read at the last try (`nil`: it could): each service's report says it.
     private(set) var tableProblem: String?
     /// Newer serials offered while a pass runs (`supersede(with:)`), read by the health gates between looks.
@@ -150,7 +151,15 @@ actor Reconciler {
         loadOwed()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
-        unconfiguredServiceDirectories = files.unconfiguredServiceDirectories(configured: configuration.services)
+        unconfiguredServices = files.unconfiguredServices(configured: configuration.services).map { service in
+            let directory = layout.serviceDir(service)
+            var resolved = directory
+            if let real = realpath(directory, nil) {
+                resolved = String(cString: real)
+                free(real)
+            }
+            return (service, [directory, resolved])
+        }
         var summary = PassSummary()
         noteFilesOutOfSync()
         for service in configuration.services {
@@ -209,7 +218,7 @@ actor Reconciler {
         repairs = [:]
         let stoppedOrphans = await !settleProcesses(table).isEmpty
         if stoppedOrphans { summary.changed = true }
-        if !unconfiguredServiceDirectories.isEmpty { await removeUnconfiguredServices(table: table) }
+        if !unconfiguredServices.isEmpty { await removeUnconfiguredServices(table: table) }
 
         var envs: [String: InstanceEnvFile] = [:]
         for service in configuration.services {
@@ -359,15 +368,14 @@ actor Reconciler {
         var serial: Int64
         /// The file system's directory the extraction wrote to.
         var path: String
-        /// What the tree takes, as the archive declares it, or what was free when it did not fit, whichever is more,
-        /// plus a margin: 5 %, at least 1 MiB. The declared sizes leave out blocks and directories (a tree of many small
-        /// files takes twice as much or more); a try with no more space free than the last failed one fails again.
+        /// What the tree takes, as the archive declares it, plus a margin (blocks, directories): 5 %, at least 1 MiB.
+        /// A tree that fails again with that much free backs off instead (`InstallError.repeatsTheSameWay`).
         var wanted: Int64
 
-        init(serial: Int64, path: String, needed: Int64, availableAtFailure: Int64?) {
+        init(serial: Int64, path: String, needed: Int64) {
             self.serial = serial
             self.path = path
-            wanted = max(needed, availableAtFailure ?? 0).addingClamped(max(needed / 20, 1 << 20))
+            wanted = needed.addingClamped(max(needed / 20, 1 << 20))
         }
 
         /// The space free at `path` while it is less than `wanted` (`nil`: enough, or it cannot be read).
@@ -668,19 +676,9 @@ actor Reconciler {
     private func removeUnconfiguredServices(table: [ManagedProcess]) async {
         let paths = table.flatMap { [$0.cwd, $0.scriptPath] }
         var removable: [(service: String, keep: String?)] = []
-        unconfiguredServiceDirectories = unconfiguredServiceDirectories.filter { directory in
-            var resolved = directory
-            if let real = realpath(directory, nil) {
-                resolved = String(cString: real)
-                free(real)
-            }
-            let inUse = paths.contains { path in
-                [directory, resolved].contains { path == $0 || path.hasPrefix($0 + "/") }
-            }
-            if !inUse {
-                let service = String(directory.split(separator: "/").last ?? "")
-                removable.append((service, state.services[service]?.applied?.directoryName))
-            }
+        unconfiguredServices = unconfiguredServices.filter { service, directories in
+            let inUse = paths.contains { path in directories.contains { path == $0 || path.hasPrefix($0 + "/") } }
+            if !inUse { removable.append((service, state.services[service]?.applied?.directoryName)) }
             return inUse
         }
         guard !removable.isEmpty else { return }

@@ -250,13 +250,8 @@ extension Supervisor {
         let group = child.pid
         let killGrace = configuration.killGrace
         let detachedStop = Task {
-            let found: [(pid: Int32, stat: ProcStat)]
-            do {
-                found = try await DedicatedThread.run(name: "marked processes") { Self.markedProcesses(entry: entry, outside: group) }
-            } catch {
-                // No thread to be had (a thread limit): the scan runs here rather than not at all.
-                found = Self.markedProcesses(entry: entry, outside: group)
-            }
+            // (Run here when no thread can be had.)
+            let found = await DedicatedThread.run(cancellation: CancellationFlag()) { Self.markedProcesses(entry: entry, outside: group) }
             let targets = found.map { ForeignProcessStop.Target(pid: $0.pid, startTicks: $0.stat.startTicks, killTimeout: killTimeout) }
             return await ForeignProcessStop.stop(targets, killGrace: killGrace)
         }
