@@ -76,8 +76,8 @@ struct SilentAgentRemoval: Service {
     /// looked silent), or the sleep overran `interval` by more than 30 s (a paused or starved controller, which took in
     /// no report meanwhile).
     static func mustSettleAgain(wallElapsed: TimeInterval, monotonicElapsed: Duration, interval: Duration) -> Bool {
-        let monotonic = Double(monotonicElapsed.components.seconds) + Double(monotonicElapsed.components.attoseconds) / 1e18
-        return abs(wallElapsed - monotonic) > 5 || monotonic > Double(interval.components.seconds) + 30
+        let monotonic = monotonicElapsed / .seconds(1)
+        return abs(wallElapsed - monotonic) > 5 || monotonic > interval / .seconds(1) + 30
     }
 
     /// Removes up to `batch` agents silent for `after` at `instant`, when the controller has been `quiet` (without a

@@ -8,8 +8,6 @@ struct RolloutDetail: Sendable {
     var view: RolloutView
     /// The latest status of the service by agent id, with when it arrived.
     var statuses: [String: ServiceStatusRecord]
-    /// The failed agents whose failure is given with its log tails whole: the first `wholeTails` in rollout order.
-    var wholeTailAgents: Set<String> = []
 
     /// How many failed agents' log tails the document carries whole; the others carry the fleet view's excerpt
     /// (`ReleaseFailure.fleetExcerpt`), and their agent's page the whole tails. A release that failed on ten thousand
@@ -37,20 +35,23 @@ struct RolloutDetail: Sendable {
         let names = try await store.agentNamesByID()
         let view = RolloutView(rollout, names: names, statuses: statuses.mapValues(\.status))
         var detail = RolloutDetail(view: view, statuses: statuses)
-        let reported = view.agents.filter { detail.reportedFailure(of: $0) != nil }
+        let reported = view.agents.filter { detail.failure(of: $0) != nil }
         // Whole for the failed agents the page and `?agents=failed` list (the first `wholeTails` failed ones): an agent
         // that once refused the serial and runs it now reported a failure too, but is not listed there.
         let listed = reported.filter { $0.standing.progress == .failed }.prefix(wholeTails).map(\.id)
-        detail.wholeTailAgents = Set(listed)
+        let wholeTailAgents = Set(listed)
         let shown = everyFailure ? reported.map(\.id) : Array(listed)
         for start in stride(from: 0, to: shown.count, by: evidenceChunk) {
             let chunk = shown[start..<min(shown.count, start + evidenceChunk)]
             for record in try await store.serviceStatuses(agentIDs: Array(chunk)) where record.status.service == service {
                 // A report that arrived after the read above keeps its failures without evidence: the evidence shown
-                // is of the status the agent's standing was read from.
-                guard var slim = statuses[record.agentID], slim.updatedAt == record.updatedAt else { continue }
-                let whole = detail.wholeTailAgents.contains(record.agentID)
-                slim.status.failures = record.status.failures.map { whole ? $0 : $0.fleetExcerpt }
+                // is of the status the agent's standing was read from. Only the serial's failure takes its evidence
+                // (a status lists up to 10 failures, each with its own).
+                guard var slim = statuses[record.agentID], slim.updatedAt == record.updatedAt,
+                    let evidence = record.status.failures.first(where: { $0.serial == serial }),
+                    let index = slim.status.failures.firstIndex(where: { $0.serial == serial })
+                else { continue }
+                slim.status.failures[index] = wholeTailAgents.contains(record.agentID) ? evidence : evidence.fleetExcerpt
                 statuses[record.agentID] = slim
             }
         }
@@ -62,13 +63,9 @@ struct RolloutDetail: Sendable {
     static let evidenceChunk = 200
 
     /// The failure of the rollout's serial that `agent` reported, if it did: with its log tails whole for the first
-    /// `wholeTails` failed agents, cut to the fleet excerpt for the others (without evidence when it was not read).
+    /// `wholeTails` failed agents, cut to the fleet excerpt for the others (without evidence when it was not read), as
+    /// `load` left it.
     func failure(of agent: RolloutView.Agent) -> ReleaseFailure? {
-        guard let failure = reportedFailure(of: agent) else { return nil }
-        return wholeTailAgents.contains(agent.id) ? failure : failure.fleetExcerpt
-    }
-
-    private func reportedFailure(of agent: RolloutView.Agent) -> ReleaseFailure? {
         statuses[agent.id]?.status.failures.first { $0.serial == view.rollout.serial }
     }
 
