@@ -536,10 +536,18 @@ struct HighAvailabilityTests {
 
                 // An election that is not ready holds back while the lock is free, and takes it once ready.
                 let ready = Mutex(false)
+                let asked = Mutex(0)
                 var election = PostgresLeaderElection(backend: own.backend, leadership: .elected(), logger: own.logger)
-                election.isReady = { ready.withLock { $0 } }
+                election.retryInterval = .milliseconds(20)
+                election.isReady = {
+                    asked.withLock { $0 += 1 }
+                    return ready.withLock { $0 }
+                }
                 let running = Task { [election] in try await election.run() }
-                try await Task.sleep(for: .seconds(2))
+                // Twenty tries at the lock it would have taken, had it campaigned.
+                _ = try await eventually("the election asks whether it is ready", timeout: .seconds(15), interval: .milliseconds(20)) {
+                    asked.withLock { $0 } >= 20 ? true : nil
+                }
                 #expect(!election.leadership.isLeader, "it campaigned before it was ready")
                 ready.withLock { $0 = true }
                 _ = try await eventually("the election leads once ready", timeout: .seconds(15)) { election.leadership.isLeader ? true : nil }

@@ -104,7 +104,7 @@ struct ClusterClockSync: Service {
                 // Until a first sample is taken (the database unreachable, a busy pool making every round trip too
                 // slow), again within a second for the first minute: this controller does not lead rollouts before
                 // (`PostgresLeaderElection.readyWait`, after which it leads anyway).
-                let eager = clock.offset == nil && ContinuousClock.now - started < .seconds(60)
+                let eager = clock.offset == nil && ContinuousClock.now - started < PostgresLeaderElection.defaultReadyWait
                 try? await Task.sleep(for: eager ? min(interval, .seconds(1)) : interval)
             }
         }

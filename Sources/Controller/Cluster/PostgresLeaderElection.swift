@@ -35,7 +35,17 @@ struct PostgresLeaderElection: Service {
     var isReady: @Sendable () -> Bool = { true }
     /// How long it waits for `isReady` before it campaigns anyway, with a warning: a database whose every round trip
     /// is too slow for a clock sample must not leave rollouts without a leader. Default 60 s.
-    var readyWait: Duration = .seconds(60)
+    var readyWait: Duration = Self.defaultReadyWait
+
+    /// `readyWait`'s default, which the clock sync's eager first minute matches (`ClusterClockSync`).
+    static let defaultReadyWait = Duration.seconds(60)
+
+    /// The wait for `isReady`, from the election's start: across reconnects, each said once.
+    private struct ReadyWait {
+        let until: ContinuousClock.Instant
+        var noted = false
+        var gaveUp = false
+    }
 
     /// Server-side detection of a vanished leader's connection.
     static let keepaliveParameters = [
@@ -47,6 +57,7 @@ struct PostgresLeaderElection: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
+            var readiness = ReadyWait(until: .now + readyWait)
             while !Task.isCancelled {
                 do {
                     let connection = try await Unawaited.connect(
@@ -58,7 +69,7 @@ struct PostgresLeaderElection: Service {
                         logger: logger
                     )
                     do {
-                        try await campaign(on: connection)
+                        try await campaign(on: connection, readiness: &readiness)
                     } catch {
                         step(down: "leader election connection failed", error: error)
                         Unawaited.close(connection)
@@ -81,23 +92,17 @@ struct PostgresLeaderElection: Service {
     /// Tries for the lock until it is taken, then holds it while the connection answers. Every query is bounded by
     /// `checkTimeout` and never awaited past it (`Unawaited`): after a database restart a query on the old connection
     /// may never end.
-    private func campaign(on connection: PostgresConnection) async throws {
+    private func campaign(on connection: PostgresConnection, readiness: inout ReadyWait) async throws {
         let key = Self.leaderLockKey
-        var waitingSince: ContinuousClock.Instant?
-        var gaveUpWaiting = false
         while !Task.isCancelled {
-            if !gaveUpWaiting, !isReady() {
-                guard let since = waitingSince else {
-                    logger.info("Not campaigning for leadership until the database's clock is read")
-                    waitingSince = .now
+            if !readiness.gaveUp, !isReady() {
+                if ContinuousClock.now < readiness.until {
+                    if !readiness.noted { logger.info("Not campaigning for leadership until the database's clock is read") }
+                    readiness.noted = true
                     try await Task.sleep(for: retryInterval)
                     continue
                 }
-                if ContinuousClock.now - since < readyWait {
-                    try await Task.sleep(for: retryInterval)
-                    continue
-                }
-                gaveUpWaiting = true
+                readiness.gaveUp = true
                 logger.warning(
                     "The database's clock could not be read for \(readyWait.components.seconds) s: campaigning for leadership on this host's clock"
                 )

@@ -61,8 +61,9 @@ actor RolloutCoordinator {
     /// Longest pause between two drives (a timer tick comes every `tickInterval`) after which what this controller kept
     /// in memory is read again from the store: a leader frozen longer (a paused VM, SIGSTOP) may have been replaced
     /// meanwhile, and the new leader's timers (an agent that turned unhealthy and back restarts its timer) are in the
-    /// store, not here. Its old timers would advance a wave the new leader held back.
-    static let maximumDrivingPause: TimeInterval = 5
+    /// store, not here. Its old timers would advance a wave the new leader held back. Five ticks, at least 5 s: a fixed
+    /// 5 s read everything again at every tick of a controller configured to tick every 5 s or more.
+    var maximumDrivingPause: TimeInterval { max(5, 5 * (configuration.tickInterval / .seconds(1))) }
 
     init(
         configuration: Configuration,
@@ -217,7 +218,7 @@ actor RolloutCoordinator {
         let (leading, current) = leadership.current
         guard leading else { return false }
         let instant = now()
-        let paused = lastDriven.map { abs(instant.timeIntervalSince($0)) > Self.maximumDrivingPause } ?? false
+        let paused = lastDriven.map { abs(instant.timeIntervalSince($0)) > maximumDrivingPause } ?? false
         lastDriven = instant
         if current != term || paused {
             term = current
