@@ -169,18 +169,21 @@ struct PostgresChangeRelay: Service {
                         "Announcing a change to the other controllers failed",
                         metadata: ["error.message": "\(PostgresErrorText.describe(error))", "ferry.attempt": "\(attempt)"]
                     )
-                    try? await Task.sleep(for: retryDelay)
+                    if attempt < 3 { try? await Task.sleep(for: retryDelay) }
                 }
             }
             guard !sent else { continue }
-            feed.noteLost()
-            while !Task.isCancelled, feed.takeDropped() {
+            // Not announced: a resync goes out instead, tried until it does (it covers whatever the feed dropped meanwhile).
+            var resyncPending = true
+            while resyncPending, !Task.isCancelled {
                 try? await Task.sleep(for: resyncInterval)
+                _ = feed.takeDropped()
                 do {
                     try await send(ClusterChange.resync.payload(origin: feed.origin))
+                    resyncPending = false
                     logger.info("Asked the other controllers to resynchronize after a change that could not be announced")
                 } catch {
-                    feed.noteLost()
+                    if Task.isCancelled { return }
                 }
             }
         }
