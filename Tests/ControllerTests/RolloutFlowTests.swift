@@ -1,5 +1,7 @@
 import Foundation
 import Shared
+import Synchronization
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -183,6 +185,44 @@ import Testing
                 }
                 let rollout = try await api.rollout()
                 #expect(rollout["state"].string == "completed", "every web report was taken in before it was answered: \(rollout)")
+            }
+        }
+    }
+
+    /// The interleaving behind the test above's one flaky run, forced: a round holds before it evaluates `api`; an
+    /// `api` report waits for that round, and the last `web` report, taken in meanwhile, waits for the next. The held
+    /// round advances `api` (a commit empties the copy the `web` report updated) and evaluates `web` against the
+    /// snapshot it started with. The next round must read the copy again: when it skipped an empty copy, the `web`
+    /// report was answered with its rollout left rolling.
+    @Test func aRoundAfterACommitReadsTheReportsItAnswersAgain() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let web = [try await api.enroll("web-0"), try await api.enroll("web-1")]
+                let other = [try await api.enroll("api-0", services: ["api"]), try await api.enroll("api-1", services: ["api"])]
+                try await api.mustPublish(serial: 1, version: "1.0.0", query: "strategy=waves:100&waveStableSeconds=0")
+                try await api.mustPublish(service: "api", serial: 1, version: "1.0.0", query: "strategy=one-at-a-time&waveStableSeconds=0")
+                try await api.reportHealthy(web[0], serial: 1)
+                let coordinator = harness.app.core.rollouts
+                let held = Mutex(false)
+                let released = Mutex(false)
+                await coordinator.setRoundWillEvaluate { service in
+                    guard service == "api", !held.withLock({ $0 }) else { return }
+                    held.withLock { $0 = true }
+                    while !released.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(5)) }
+                }
+                let apiReport = Task { try await api.reportHealthy(other[0], serial: 1, service: "api") }
+                try await eventually("a round held before it evaluates api", interval: .milliseconds(5)) { held.withLock { $0 } ? true : nil }
+                let webReport = Task { try await api.reportHealthy(web[1], serial: 1) }
+                try await eventually("both reports waiting for a round", interval: .milliseconds(5)) {
+                    coordinator.rounds.waiting == 2 ? true : nil
+                }
+                released.withLock { $0 = true }
+                try await apiReport.value
+                try await webReport.value
+                await coordinator.setRoundWillEvaluate(nil)
+                #expect(try await api.rollout("api")["wave"].int == 2, "the held round advanced api to its second wave")
+                let rollout = try await api.rollout()
+                #expect(rollout["state"].string == "completed", "the last web report was answered after a round that saw it: \(rollout)")
             }
         }
     }

@@ -51,6 +51,11 @@ actor RolloutCoordinator {
     private var loadingActive: Task<ActiveRollouts, any Error>?
     /// Evaluation rounds shared by the status reports that arrive together.
     nonisolated let rounds = EvaluationRounds()
+    /// Called before a report-driven round evaluates a service's rollout: tests hold a round there to order its commit
+    /// against the reports that arrive meanwhile. `nil` in a running controller.
+    private(set) var roundWillEvaluate: (@Sendable (String) async -> Void)?
+
+    func setRoundWillEvaluate(_ hook: (@Sendable (String) async -> Void)?) { roundWillEvaluate = hook }
     /// The timers as last written to (or read from) the store, by rollout.
     private var persistedTimers: [Int64: [String: Date]] = [:]
     /// Whether this controller drives rollouts, and the term its timers belong to.
@@ -135,9 +140,21 @@ actor RolloutCoordinator {
 
     /// One round: evaluates every open rollout of the in-memory copy. Failures are logged (the report that asked is
     /// stored; the timer evaluates again within a second).
+    ///
+    /// A copy emptied since the last round (a transition committed by it: `commit`) is read again, not skipped: the
+    /// reports waiting for this round updated the copy that commit dropped, and are only in the store. Skipped, the
+    /// round answered them with nothing evaluated (seen: the last report of a wave stored while another service's
+    /// rollout advanced, its own rollout left rolling until the timer's next tick).
     fileprivate func evaluationRound() async {
-        guard let rollouts = active else { return }
+        let rollouts: ActiveRollouts
+        do {
+            rollouts = try await activeRollouts()
+        } catch {
+            logger.warning("Rollout evaluation after status reports failed", metadata: ["error.message": "\(error)"])
+            return
+        }
         for entry in rollouts.byService.values.sorted(by: { $0.record.service < $1.record.service }) {
+            await roundWillEvaluate?(entry.record.service)
             do {
                 try await evaluate(entry.record, statuses: entry.statuses)
             } catch {
@@ -419,6 +436,8 @@ final class EvaluationRounds: Sendable {
 
     /// How many rounds have finished.
     var finished: UInt64 { state.withLock { $0.finished } }
+    /// How many reports wait for a round to finish.
+    var waiting: Int { state.withLock { $0.waiters.count } }
 
     /// Waits until a round that starts after this call has finished; starts the driver when none runs.
     func awaitRound(driver coordinator: RolloutCoordinator) async {
