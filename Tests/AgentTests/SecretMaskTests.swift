@@ -1,6 +1,7 @@
 import Logging
 import Shared
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Agent
@@ -90,6 +91,97 @@ struct SecretMaskTests {
         ),
     ]
 
+    /// What an app's own logging makes of instance env values, captured from Node 20 (`console.log` of an object, and
+    /// `JSON.stringify`): escaped, and a multi-line value (a PEM key written `"…\n…"` in an env file) cut into one
+    /// quoted piece per line.
+    static let escapedRows: [Row] = [
+        Row(
+            name: "JSON.stringify escapes a backslash and a quote",
+            env: ["DB_PASSWORD": #"p\ss"w0rd-9"#],
+            text: #"{"DB_PASSWORD":"p\\ss\"w0rd-9"}"#,
+            expected: #"{"DB_PASSWORD":"${DB_PASSWORD}"}"#
+        ),
+        Row(
+            name: "console.log escapes a backslash in single quotes",
+            env: ["DB_PASSWORD": #"p\ss"w0rd-9"#],
+            text: #"  DB_PASSWORD: 'p\\ss"w0rd-9',"#,
+            expected: #"  DB_PASSWORD: '${DB_PASSWORD}',"#
+        ),
+        Row(
+            name: "console.log quotes a value holding ' in double quotes",
+            env: ["Q": "it's-a-secret"],
+            text: #"  Q: "it's-a-secret","#,
+            expected: #"  Q: "${Q}","#
+        ),
+        Row(
+            name: "control characters, each way",
+            env: ["C": "tab\there\u{1B}x"],
+            text: #"C: 'tab\there\x1Bx' {"C":"tab\there\u001bx"}"#,
+            expected: #"C: '${C}' {"C":"${C}"}"#
+        ),
+        Row(
+            name: "a PEM key, line by line as console.log prints it",
+            env: [
+                "JWT_PRIVATE_KEY":
+                    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----"
+            ],
+            text: """
+                  JWT_PRIVATE_KEY: '-----BEGIN PRIVATE KEY-----\\n' +
+                    'MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\\n' +
+                    '-----END PRIVATE KEY-----',
+                """,
+            expected: """
+                  JWT_PRIVATE_KEY: '${JWT_PRIVATE_KEY}\\n' +
+                    '${JWT_PRIVATE_KEY}\\n' +
+                    '${JWT_PRIVATE_KEY}',
+                """
+        ),
+        Row(
+            name: "a PEM key whole in JSON",
+            env: [
+                "JWT_PRIVATE_KEY":
+                    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----"
+            ],
+            text:
+                #"{"JWT_PRIVATE_KEY":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----"}"#,
+            expected: #"{"JWT_PRIVATE_KEY":"${JWT_PRIVATE_KEY}"}"#
+        ),
+        Row(
+            name: "a line of a PEM key in a stack trace",
+            env: ["JWT_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw\r\n-----END PRIVATE KEY-----"],
+            text: "Error: bad key MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw at sign()",
+            expected: "Error: bad key ${JWT_PRIVATE_KEY} at sign()"
+        ),
+    ]
+
+    @Test(arguments: escapedRows)
+    func masksWhatAnAppsLoggingWrites(_ row: Row) {
+        #expect(SecretMask([row.env]).apply(row.text) == row.expected)
+    }
+
+    /// The same through real Node: an app that logs its whole environment (`console.log(process.env)`, and as JSON)
+    /// shows no line of any secret once masked. Every secret holds the marker `zqx` on each of its lines.
+    @Test func nothingOfASecretSurvivesWhatNodePrints() async throws {
+        let env = [
+            "JWT_PRIVATE_KEY": "-----BEGIN zqx KEY-----\n" + String(repeating: "MIIEvQzqxBADANBgkqhkiG9w0BAQEFAASC", count: 3)
+                + "\n-----END zqx KEY-----",
+            "DB_PASSWORD": #"p\zqx"w0rd'9"#,
+            "API_TOKEN": "tok\u{1B}zqx\t\u{7F}end",
+            "PLAIN": "zqx-plain-value",
+        ]
+        let script = "console.log(process.env); console.log(JSON.stringify(process.env)); console.log(JSON.stringify(process.env, null, 2))"
+        let result = try await Command.run(
+            "/usr/bin/env",
+            ["node", "-e", script],
+            environment: env.merging(["PATH": "/usr/local/bin:/usr/bin:/bin"]) { a, _ in a }
+        )
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("zqx"), "node printed the values: \(result.stdout)")
+        let masked = SecretMask([env]).apply(result.stdout)
+        #expect(!masked.contains("zqx"), "\(masked)")
+        #expect(masked.contains("${JWT_PRIVATE_KEY}") && masked.contains("${DB_PASSWORD}") && masked.contains("${API_TOKEN}"))
+    }
+
     @Test(arguments: rows)
     func masks(_ row: Row) {
         #expect(SecretMask([row.env]).apply(row.text) == row.expected)
@@ -100,9 +192,21 @@ struct SecretMaskTests {
         secrets.update(service: "api", values: ["API_KEY": "api-secret-1"])
         secrets.update(service: "worker", values: ["WORKER_KEY": "worker-secret-2"])
         #expect(secrets.apply("api-secret-1 worker-secret-2") == "${API_KEY} ${WORKER_KEY}")
-        // A rotated value replaces the old one.
+        // A rotated value is masked, and so is the one it replaced: the app's log files still hold it, and a later
+        // failure's log tail ships them.
         secrets.update(service: "api", values: ["API_KEY": "api-secret-3"])
-        #expect(secrets.apply("api-secret-3") == "${API_KEY}")
+        #expect(secrets.apply("api-secret-3 api-secret-1") == "${API_KEY} ${API_KEY}")
+        secrets.update(service: "api", values: ["API_KEY": "api-secret-4"])
+        #expect(secrets.apply("api-secret-1 api-secret-3 api-secret-4") == "${API_KEY} ${API_KEY} ${API_KEY}")
+        // A variable taken out of the file: still masked.
+        secrets.update(service: "worker", values: [:])
+        #expect(secrets.apply("worker-secret-2") == "${WORKER_KEY}")
+        // A credential refreshed again and again: the newest `retiredLimit` replaced values stay masked, not every one.
+        for round in 0..<(InstanceSecrets.retiredLimit + 5) { secrets.update(service: "api", values: ["API_KEY": "rotating-\(round)-x"]) }
+        let last = InstanceSecrets.retiredLimit + 4
+        #expect(secrets.apply("rotating-\(last)-x") == "${API_KEY}")
+        #expect(secrets.apply("rotating-\(last - InstanceSecrets.retiredLimit)-x") == "${API_KEY}")
+        #expect(secrets.apply("rotating-\(last - InstanceSecrets.retiredLimit - 1)-x") == "rotating-\(last - InstanceSecrets.retiredLimit - 1)-x")
     }
 
     @Test func stateMessagesAndFailuresAreMasked() {

@@ -6,19 +6,37 @@ import Synchronization
 final class InstanceSecrets: Sendable {
     private struct State {
         var environments: [String: [String: String]] = [:]
+        /// Values a rotation replaced, by service, oldest first (at most `retiredLimit` each).
+        var retired: [String: [(name: String, value: String)]] = [:]
         var mask = SecretMask()
     }
+
+    /// How many replaced values of one service stay masked. A rotated value is still in the app's log files (under
+    /// PM2 they append across restarts and releases until rotated), and a later failure's log tail ships them; the
+    /// limit keeps a credential refreshed every few minutes from growing the mask without end.
+    static let retiredLimit = 32
 
     private let state = Mutex(State())
 
     init() {}
 
-    /// Records the current env file values of `service`; the mask follows at once.
+    /// Records the current env file values of `service`; the mask follows at once. A value that changed or went away
+    /// stays masked (under its name) for the life of the agent, up to `retiredLimit` of them per service.
     func update(service: String, values: [String: String]) {
         state.withLock { state in
             guard state.environments[service] != values else { return }
+            let current = Set(values.values)
+            for (name, value) in state.environments[service] ?? [:] where !current.contains(value) {
+                var retired = state.retired[service, default: []]
+                retired.removeAll { $0.value == value }
+                retired.append((name, value))
+                if retired.count > Self.retiredLimit { retired.removeFirst(retired.count - Self.retiredLimit) }
+                state.retired[service] = retired
+            }
             state.environments[service] = values
-            state.mask = SecretMask(state.environments.values)
+            // Each retired value on its own: one name may have retired several.
+            let retired = state.retired.values.flatMap { $0.map { [$0.name: $0.value] } }
+            state.mask = SecretMask(Array(state.environments.values) + retired)
         }
     }
 

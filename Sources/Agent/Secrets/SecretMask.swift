@@ -30,11 +30,7 @@ struct SecretMask: Sendable, Equatable {
         var names: [[UInt8]: String] = [:]
         for environment in environments {
             for (name, value) in environment where value.utf8.count >= Self.minimumLength {
-                // Raw, and as a health URL writes it: fully percent-encoded (a query), or keeping what a path may hold.
-                let forms = [value, PercentEncoding.encode(value), PercentEncoding.encode(value, keeping: PercentEncoding.pathCharacters)].map {
-                    Array($0.utf8)
-                }
-                for form in Set(forms) {
+                for form in Self.forms(of: value) {
                     // One value under two names: the first name in order wins, so the result does not depend on hashing.
                     if let existing = names[form], existing <= name { continue }
                     names[form] = name
@@ -49,6 +45,75 @@ struct SecretMask: Sendable, Equatable {
             )
         }
         .sorted { $0.pattern.count != $1.pattern.count ? $0.pattern.count > $1.pattern.count : $0.pattern.lexicographicallyPrecedes($1.pattern) }
+    }
+
+    /// The texts `value` is looked for as, each at least `minimumLength` bytes:
+    /// - raw, and as a health URL writes it: fully percent-encoded (a query), or keeping what a path may hold;
+    /// - as an app's own logging writes a string: JSON-escaped (`JSON.stringify`, and the loggers built on it) and
+    ///   escaped the way Node's `console.log` of an object quotes it (`util.inspect`: `'…'`, or `"…"` when the value
+    ///   holds a `'`), so `p\ss"word` logged as part of a config object is still found;
+    /// - for a value of several lines (a PEM key from `KEY="-----BEGIN…\n…"` in an env file), each line on its own, in
+    ///   each of those forms: `util.inspect` prints a long multi-line string as one quoted piece per line.
+    static func forms(of value: String) -> Set<[UInt8]> {
+        var texts = [value]
+        if value.contains(where: \.isNewline) {
+            texts += value.split(whereSeparator: \.isNewline).map(String.init).filter { $0.utf8.count >= minimumLength }
+        }
+        var forms: Set<[UInt8]> = []
+        for text in texts {
+            for form in [
+                text, PercentEncoding.encode(text), PercentEncoding.encode(text, keeping: PercentEncoding.pathCharacters),
+                Self.jsonEscaped(text), Self.inspectEscaped(text, quote: "'"), Self.inspectEscaped(text, quote: nil),
+            ] where form.utf8.count >= minimumLength {
+                forms.insert(Array(form.utf8))
+            }
+        }
+        return forms
+    }
+
+    /// `text` as inside a JSON string written by `JSON.stringify`: `\\`, `\"`, the short escapes, `\u00xx` for other
+    /// control characters.
+    static func jsonEscaped(_ text: String) -> String {
+        var result = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": result += "\\\\"
+            case "\"": result += "\\\""
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case "\u{08}": result += "\\b"
+            case "\u{0C}": result += "\\f"
+            case _ where scalar.value < 0x20: result += "\\u00" + Self.hex(scalar.value, uppercase: false)
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
+    /// `text` as inside the quotes Node's `util.inspect` puts around a string: `\\`, the quote when there is one, the
+    /// short escapes, `\xXX` for other control characters and DEL.
+    static func inspectEscaped(_ text: String, quote: Unicode.Scalar?) -> String {
+        var result = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": result += "\\\\"
+            case _ where scalar == quote: result += "\\" + String(scalar)
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case "\u{08}": result += "\\b"
+            case "\u{0C}": result += "\\f"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F: result += "\\x" + Self.hex(scalar.value, uppercase: true)
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
+    private static func hex(_ value: UInt32, uppercase: Bool) -> String {
+        let digits = Array((uppercase ? "0123456789ABCDEF" : "0123456789abcdef").unicodeScalars)
+        return String(String.UnicodeScalarView([digits[Int(value >> 4) & 0xF], digits[Int(value) & 0xF]]))
     }
 
     /// Whether there is nothing to mask.
