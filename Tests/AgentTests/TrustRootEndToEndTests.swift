@@ -315,6 +315,26 @@ struct TrustRootEndToEndTests {
         #expect(rollback.stdout.contains("awaiting approval: signed by 1 of the 2 release key(s) required"), "\(rollback.stdout)")
         #expect(!rollback.stdout.contains("rolled back service"), "\(rollback.stdout)")
 
+        // A release that expired while it waited: refused before the plan is reviewed or anything is signed.
+        let short = try fleet.release(
+            serial: 5,
+            version: "5.0.0",
+            artifact: artifact,
+            port: 0,
+            signer: try SigningKey(contentsOf: ciKey.key),
+            expiresIn: 2
+        )
+        let (shortStatus, shortBody) = try await fleet.controller.publish(short, token: fleet.operatorToken)
+        #expect(shortStatus == 201 && shortBody.contains("\"awaitingApproval\":true"), "\(shortStatus) \(shortBody)")
+        try await Task.sleep(for: .seconds(3))
+        let expired = try await cli.run(
+            ["approve", "--service", "web", "--serial", "5", "--key", aliceKey.key, "--yes"] + cli.controller,
+            expectSuccess: false
+        )
+        #expect(expired.stderr.contains("serial 5 of web expired at "), "\(expired.stderr)")
+        #expect(expired.stderr.contains("nothing signed"), "\(expired.stderr)")
+        #expect(!expired.stdout.contains("approved"), "\(expired.stdout)")
+
         // `root show --json` without a file: the controller's chain as it serves it.
         let chain = try JSONValue.parse(Array(try await cli.run(["root", "show", "--json"] + cli.controller).stdout.utf8))
         #expect(chain["roots"]?.arrayValue.compactMap { $0["version"]?.intValue } == [2], "\(chain)")

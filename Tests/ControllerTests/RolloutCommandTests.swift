@@ -34,6 +34,15 @@ import Testing
         (["rollout", "status", "--controller", "ftp://x"], ["FERRY_TOKEN": "t"], "--controller ftp://x is not an http:// or https:// URL"),
         (["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9"], "give an API token with --token TOKEN or FERRY_TOKEN"),
         (["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9", "FERRY_TOKEN": ""], "give an API token"),
+        (
+            ["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9", "FERRY_TOKEN": " \r\n"],
+            "the API token given with FERRY_TOKEN is empty"
+        ),
+        (
+            ["rollout", "status", "--token", ""], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9", "FERRY_TOKEN": "t"],
+            "the API token given with --token is empty"
+        ),
+        (["rollout", "status", "--token", "\t"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9"], "the API token given with --token is empty"),
     ]
 
     @Test(arguments: hostile)

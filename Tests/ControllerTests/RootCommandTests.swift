@@ -165,6 +165,11 @@ struct RootCommandTests {
             #expect(unknownKey.stderr.contains("neither a public key file nor the id"), "\(unknownKey.stderr)")
 
             _ = try await Self.run(["root", "sign", "--key", "alice.key", "--key", "bob.key", "root-2.json"], in: directory)
+            // A signed root is not overwritten by signing another file into it.
+            let signedRoot2 = try Data(contentsOf: directory.appendingPathComponent("root-2.json"))
+            let over = try await Self.run(["root", "sign", "--key", "alice.key", "--out", "root-2.json", "root-1.json"], in: directory)
+            #expect(over.status == .exited(1) && over.stderr.contains("root-2.json already exists; refusing to overwrite it"), "\(over.stderr)")
+            #expect(try Data(contentsOf: directory.appendingPathComponent("root-2.json")) == signedRoot2)
             let root2 = try Envelope.decode(Array(try Data(contentsOf: directory.appendingPathComponent("root-2.json"))))
             let accepted = try root1.accepting(root2)
             #expect(accepted.version == 2)

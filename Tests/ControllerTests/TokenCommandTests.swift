@@ -152,6 +152,7 @@ import Testing
                 let token = run.output.trimmingCharacters(in: .whitespacesAndNewlines)
                 #expect(Token.isWellFormed(token))
                 #expect(run.errors.contains("created token tok_"))
+                #expect(run.errors.contains("made a new one") == secrets.isEmpty, "only the first creation makes the database: \(run.errors)")
                 secrets.append(token)
                 return token
             }
@@ -231,6 +232,17 @@ import Testing
             #expect(missing.status != 0)
             #expect(missing.errors.contains("no controller database at"))
             #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("nowhere").path))
+
+            // A mistyped --data-dir naming a directory in use: nothing made there, its mode untouched.
+            let inUse = directory.appendingPathComponent("in-use")
+            try FileManager.default.createDirectory(at: inUse, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+            try Data("x".utf8).write(to: inUse.appendingPathComponent("notes.txt"))
+            let mistyped = try await CLI.cli(["token", "create", "--data-dir", inUse.path, "--role", "operator"])
+            #expect(mistyped.status != 0)
+            #expect(mistyped.errors.contains("is not empty: is it the data directory of ferry-controller serve?"), "\(mistyped.errors)")
+            #expect(!FileManager.default.fileExists(atPath: inUse.appendingPathComponent("ferry.sqlite").path))
+            let mode = try FileManager.default.attributesOfItem(atPath: inUse.path)[.posixPermissions] as? Int
+            #expect(mode == 0o755)
         }
     }
 

@@ -73,12 +73,20 @@ struct ApproveCommand: AsyncParsableCommand {
         guard envelope.payloadType == Release.payloadType, release.service == service, release.serial == serial else {
             throw CLIError("the controller listed a different release than serial \(serial) of \(service); nothing signed")
         }
+        // Agents refuse an expired release and the controller takes no signature for it: said before the plan is
+        // reviewed, not after the approver confirmed and signed.
+        guard release.expiresAt > Date() else {
+            throw CLIError(
+                "serial \(serial) of \(service) expired at \(Timestamp.format(release.expiresAt)) while it awaited approval: agents refuse it; "
+                    + "publish it again (with a later --expires-in) and approve that; nothing signed"
+            )
+        }
         if !json {
             let signers = FleetDocument.array(fields["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
             Console.print(
                 "serial \(serial) of \(service), version \(release.version), published by \(FleetDocument.text(fields["publishedBy"])) at "
-                    + "\(FleetDocument.text(fields["createdAt"])): \(signers.count) of \(FleetDocument.text(fields["signaturesRequired"])) "
-                    + "signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", ")))"
+                    + "\(FleetDocument.text(fields["createdAt"])), expires \(Timestamp.format(release.expiresAt)): \(signers.count) of "
+                    + "\(FleetDocument.text(fields["signaturesRequired"])) signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", ")))"
             )
             try await PlanCommand.printPlan(for: release, client: client)
             Console.print("")

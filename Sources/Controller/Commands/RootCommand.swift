@@ -245,6 +245,10 @@ struct RootSignCommand: ParsableCommand {
     }
 
     func run() throws {
+        // In place is what leaving --out out means; another file that exists (a root signed before) is not replaced.
+        if let out, out != "-", out != file, FileManager.default.fileExists(atPath: out) {
+            throw CLIError("\(out) already exists; refusing to overwrite it (leave --out out to sign \(file) in place)")
+        }
         let read = try RootFile.read(file)
         var envelope = read.envelope
         let root = read.root

@@ -92,10 +92,23 @@ struct DataDirectoryOptions: ParsableArguments {
         } catch {
             throw CLIError("\(error)")
         }
-        if selection == .sqlite, mustExist, !FileManager.default.fileExists(atPath: path) {
-            throw CLIError(
-                "no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR (or its config file with --config FILE)"
-            )
+        var creates = false
+        if selection == .sqlite, !FileManager.default.fileExists(atPath: path) {
+            if mustExist {
+                throw CLIError(
+                    "no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR (or its config file with --config FILE)"
+                )
+            }
+            // A new database only in a missing or empty directory: a mistyped --data-dir that names a directory in use
+            // (`/srv`, a home directory) made an empty database there, made the directory private, and printed a token
+            // no controller knows.
+            if let entries = try? FileManager.default.contentsOfDirectory(atPath: directory), !entries.isEmpty {
+                throw CLIError(
+                    "no controller database at \(path), and \(directory) is not empty: is it the data directory of ferry-controller serve? "
+                        + "A new database is made only in a missing or empty directory"
+                )
+            }
+            creates = true
         }
         let store: SQLControllerStore
         do {
@@ -103,6 +116,7 @@ struct DataDirectoryOptions: ParsableArguments {
         } catch {
             throw CLIError("\(error)")
         }
+        if creates { Console.error("note: no controller database at \(path): made a new one") }
         do {
             let result = try await body(store, directory)
             try await store.close()

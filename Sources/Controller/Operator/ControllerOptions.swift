@@ -45,15 +45,20 @@ struct ControllerOptions: ParsableArguments {
                     + "you trust, pass --allow-insecure-http (or set FERRY_ALLOW_INSECURE_HTTP=1)"
             )
         }
-        guard let token = token ?? environment["FERRY_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 }) else {
-            throw ValidationError("give an API token with --token TOKEN or FERRY_TOKEN")
+        // Trimmed before the check: a token read from a missing file (`FERRY_TOKEN="$(cat f) "`) or `--token ""` was sent
+        // as an empty bearer and came back as a token the controller does not know.
+        let given = token ?? environment["FERRY_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 })
+        guard let given else { throw ValidationError("give an API token with --token TOKEN or FERRY_TOKEN") }
+        let trimmed = given.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else {
+            throw ValidationError("the API token given with \(token == nil ? "FERRY_TOKEN" : "--token") is empty (or only white space)")
         }
         let caFile = self.caFile ?? environment["FERRY_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
         if let caFile {
             guard FileManager.default.fileExists(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): no such file") }
             guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): cannot read the file") }
         }
-        return OperatorClient(baseURL: url, token: token.trimmingCharacters(in: .whitespacesAndNewlines), caFile: caFile)
+        return OperatorClient(baseURL: url, token: trimmed, caFile: caFile)
     }
 
     private func allowsInsecureHTTP(environment: [String: String]) throws -> Bool {

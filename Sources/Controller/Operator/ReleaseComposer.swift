@@ -52,6 +52,16 @@ struct ReleaseComposer {
         var problems = normalised.problems
         var warnings: [String] = []
         if let report = input.ecosystem.readReport { warnings.append(report) }
+        let credentials = RedactedURL.credentialParameters(in: input.artifact.url)
+        if !credentials.isEmpty {
+            warnings.append(
+                "the artifact URL carries \(credentials.joined(separator: ", ")): it is signed into the release until the release expires ("
+                    + Timestamp.format(input.createdAt.addingTimeInterval(Double(input.expiresIn.components.seconds)))
+                    + "), shown to every agent of the service and in the "
+                    + "release listings, and a signed URL that expires sooner (an S3 presigned URL lives at most 7 days) leaves agents "
+                    + "enrolled later, and a rollback to this release, unable to download it"
+            )
+        }
 
         let missing = input.appNames.filter { !normalised.names.contains($0) }
         if !missing.isEmpty {

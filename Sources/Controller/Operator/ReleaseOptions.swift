@@ -63,8 +63,10 @@ struct ReleaseOptions: ParsableArguments {
         guard Release.isValidVersion(version) else { throw ValidationError("--version \(version) must match ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$") }
         _ = try ExpiryText.parse(expiresIn)
         for pair in env { _ = try ReleaseEnvironment.pair(pair, source: "--env") }
-        if let stableSeconds, !(0...3599).contains(stableSeconds) {
-            throw ValidationError("--stable-seconds must be between 0 and 3599 (shorter than the 60 s health deadline), got \(stableSeconds)")
+        if let stableSeconds, !(0...3540).contains(stableSeconds) {
+            throw ValidationError(
+                "--stable-seconds must be between 0 and 3540 (the health deadline is 60 s, or the stable time plus 60 s from 60 on, and at most 3600), got \(stableSeconds)"
+            )
         }
         for name in passEnv where !Field.isEnvironmentName(name) {
             throw ValidationError("--pass-env \(name) must be a variable name like API_URL")

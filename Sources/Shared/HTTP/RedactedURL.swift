@@ -3,6 +3,22 @@
 package enum RedactedURL {
     private static let sensitive = ["sig", "token", "key", "credential", "secret", "password", "auth", "session"]
 
+    /// The names of `url`'s query parameters whose values `redact` replaces (`X-Amz-Signature`, `sig`, ...), in order.
+    package static func credentialParameters(in url: String) -> [String] {
+        var text = Substring(url)
+        if let hash = text.firstIndex(of: "#") { text = text[..<hash] }
+        guard let question = text.firstIndex(of: "?") else { return [] }
+        return text[text.index(after: question)...].split(separator: "&").compactMap { parameter in
+            let name = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]
+            return isSensitive(name) ? String(name) : nil
+        }
+    }
+
+    private static func isSensitive(_ name: Substring) -> Bool {
+        let lower = name.lowercased()
+        return sensitive.contains(where: { lower.contains($0) })
+    }
+
     /// `url` with credentials removed.
     package static func redact(_ url: String) -> String {
         // Nothing to take out without user info, a query or a fragment: the common case (every agent request) costs one
@@ -32,8 +48,7 @@ package enum RedactedURL {
         guard let query else { return base + fragment }
         let parameters = query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> String in
             guard let equals = parameter.firstIndex(of: "=") else { return String(parameter) }
-            let name = parameter[..<equals].lowercased()
-            return sensitive.contains(where: { name.contains($0) }) ? "\(parameter[..<equals])=REDACTED" : String(parameter)
+            return isSensitive(parameter[..<equals]) ? "\(parameter[..<equals])=REDACTED" : String(parameter)
         }
         return base + "?" + parameters.joined(separator: "&") + fragment
     }

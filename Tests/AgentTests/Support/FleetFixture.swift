@@ -146,7 +146,8 @@ final class FleetFixture {
         appOptions: [String: JSONValue] = [:],
         signer: SigningKey? = nil,
         healthURL: String? = nil,
-        appName: String? = nil
+        appName: String? = nil,
+        expiresIn: TimeInterval = 86_400
     ) throws -> Envelope {
         let now = Date()
         var options: [String: JSONValue] = [
@@ -163,7 +164,7 @@ final class FleetFixture {
             serial: serial,
             version: version,
             createdAt: now,
-            expiresAt: now.addingTimeInterval(86_400),
+            expiresAt: now.addingTimeInterval(expiresIn),
             artifact: artifact,
             env: ["NODE_ENV": "production"],
             pm2: PM2Config(apps: [app]),
