@@ -226,24 +226,27 @@ struct SecretMaskTests {
     /// Records what reaches the real handler behind the mask.
     final class Recorder: LogHandler, Sendable {
         let lines = Mutex<[String]>([])
+        /// The handler's own metadata, added to each line as `StreamLogHandler` adds it.
+        let stored = Mutex<Logger.Metadata>([:])
         var logLevel: Logger.Level {
             get { .trace }
             set {}
         }
         var metadata: Logger.Metadata {
-            get { [:] }
-            set {}
+            get { stored.withLock { $0 } }
+            set { stored.withLock { $0 = newValue } }
         }
         var metadataProvider: Logger.MetadataProvider? {
             get { nil }
             set {}
         }
-        subscript(metadataKey _: String) -> Logger.Metadata.Value? {
-            get { nil }
-            set {}
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { stored.withLock { $0[key] } }
+            set { stored.withLock { $0[key] = newValue } }
         }
         func log(event: LogEvent) {
-            let metadata = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            let all = stored.withLock { $0 }.merging(event.metadata ?? [:]) { _, event in event }
+            let metadata = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
             let line = "\(event.message) \(metadata) \(event.error.map { "\($0)" } ?? "")"
             lines.withLock { $0.append(line) }
         }
@@ -269,6 +272,19 @@ struct SecretMaskTests {
         #expect(lines.count == 1)
         #expect(!(lines.first ?? "").contains("hunter2"), "\(lines)")
         #expect((lines.first ?? "").components(separatedBy: "${DB_PASSWORD}").count == 6, "\(lines)")
+
+        // Metadata set on the logger, and a provider's: passed to the base handler as they were, unmasked.
+        var handler = MaskingLogHandler(base: recorder, secrets: secrets)
+        handler.metadataProvider = Logger.MetadataProvider { ["from.provider": "hunter2-hunter2 \u{1B}[31m"] }
+        var tagged = Logger(label: "test") { _ in handler }
+        tagged[metadataKey: "artifact.url"] = "https://a.example/x?k=hunter2-hunter2"
+        tagged.info("fetching")
+        let tagLine = recorder.lines.withLock { $0.last ?? "" }
+        #expect(!tagLine.contains("hunter2") && !tagLine.contains("\u{1B}"), "\(tagLine)")
+        #expect(
+            tagLine.contains("artifact.url=https://a.example/x?k=${DB_PASSWORD}") && tagLine.contains("from.provider=${DB_PASSWORD}"),
+            "\(tagLine)"
+        )
     }
 
     /// What apps wrote reaches the log as one line, with no sequence a terminal would act on: with secrets to mask and
