@@ -145,6 +145,8 @@ struct DotEnvFileTests {
         Hostile("unknown escape", "A=\"C:\\Users\"\n", line: 1, .unknownEscape(column: 6)),
         Hostile("unknown escape, column counted in characters", "A=1\nB = \"ü\\q\"\n", line: 2, .unknownEscape(column: 7)),
         Hostile("text after the closing quote", "A=\"x\" y\n", line: 1, .textAfterClosingQuote),
+        Hostile("a backtick-quoted value (dotenv's third quote)", "A=1\r\nAPI_KEY=`abc123`\r\n", line: 2, .backtickQuote),
+        Hostile("a backtick after blanks", "PASS =  `a #b`\n", line: 1, .backtickQuote),
         Hostile("shell-style escaped single quote", "A='Let\\'s go'\n", line: 1, .textAfterClosingQuote),
         Hostile("two quoted parts", "A=1\r\nB='x''y'\r\n", line: 2, .textAfterClosingQuote),
         Hostile("NUL byte in a value", "A=1\nB=x\u{0}y\n", line: 2, .nulByte),

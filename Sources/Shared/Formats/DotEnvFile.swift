@@ -142,6 +142,7 @@ package enum DotEnvFile {
 
         index = equalsIndex + 1
         skipBlanks()
+        if index < end, line[index] == UInt8(ascii: "`") { throw .backtickQuote }
         guard index < end, line[index] == singleQuote || line[index] == doubleQuote else {
             // Unquoted: to the end of the line or to a `#` that follows a blank, trailing blanks dropped.
             var valueEnd = end
