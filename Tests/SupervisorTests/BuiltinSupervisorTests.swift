@@ -686,6 +686,27 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// The table is written once per request, not once per process: a start of 16 instances wrote `apps.json` 17
+    /// times (each spawn, then the request), every write two `fsync`s on the supervisor's actor. What the request
+    /// answers is still on disk when it does: the table lists every instance with its pid.
+    @Test("a start of 16 instances writes the app table once, with every pid")
+    func aStartWritesTheTableOnce() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/idle.js", "setInterval(() => {}, 1000);\n")
+            try await harness.manager.start(harness.spec("warm-up", script: script), ecosystem: "")
+            let renames = try RenameCounter(directory: harness.home, name: "apps.json")
+            try await harness.manager.start(harness.spec("wide", script: script, instances: 16), ecosystem: "")
+            let written = renames.count()
+            #expect((1...2).contains(written), "apps.json written \(written) times for one start")
+            let table =
+                try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: "\(harness.home)/apps.json"))) as? [String: Any]
+            let wide = (table?["apps"] as? [[String: Any]])?.first { ($0["spec"] as? [String: Any])?["name"] as? String == "wide" }
+            let pids = (wide?["instances"] as? [[String: Any]])?.compactMap { $0["pid"] as? Int } ?? []
+            let running = try await harness.manager.processes().filter { $0.name == "wide" }.compactMap(\.pid).map(Int.init)
+            #expect(pids.count == 16 && Set(pids) == Set(running), "saved \(pids), running \(running)")
+        }
+    }
+
     /// The daemon's home on a small tmpfs that fills up: a delete's table save fails, so `apps.json` still lists the
     /// deleted app (which the next daemon would resurrect). Once space is freed, the next memory check saves it again.
     @Test("a table save that failed on a full disk is made again at the next memory check")

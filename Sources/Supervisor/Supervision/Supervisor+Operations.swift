@@ -74,26 +74,28 @@ extension Supervisor {
 
     private func performStopAll() async {
         // Waits for the operation in progress, so it cannot launch anything after the stop pass.
-        await operations.withLock {
-            isShuttingDown = true
-            sampler?.cancel()
-            for timer in restartTimers.values { timer.cancel() }
-            restartTimers.removeAll()
-            logger.info("supervisor.stopping_all", metadata: ["supervisor.apps": "\(apps.count)"])
-            await withTaskGroup(of: Void.self) { group in
-                for name in apps.keys {
-                    let ids = pmIds(of: name)
-                    group.addTask { await self.stopInstances(name, ids) }
-                }
+        await operations.withLock { await savingTableAtEnd(stopEverything) }
+    }
+
+    private func stopEverything() async {
+        isShuttingDown = true
+        sampler?.cancel()
+        for timer in restartTimers.values { timer.cancel() }
+        restartTimers.removeAll()
+        logger.info("supervisor.stopping_all", metadata: ["supervisor.apps": "\(apps.count)"])
+        await withTaskGroup(of: Void.self) { group in
+            for name in apps.keys {
+                let ids = pmIds(of: name)
+                group.addTask { await self.stopInstances(name, ids) }
             }
-            // Retiring processes of an interrupted reload, and processes a SIGKILL did not end (uninterruptible sleep on
-            // a hung mount): all at once, as the apps above, within the one kill_timeout the client waits for. One after
-            // another, twenty stuck instances took minutes.
-            await withTaskGroup(of: Void.self) { group in
-                for runID in children.keys { group.addTask { await self.terminate(runID) } }
-            }
-            persist()
         }
+        // Retiring processes of an interrupted reload, and processes a SIGKILL did not end (uninterruptible sleep on
+        // a hung mount): all at once, as the apps above, within the one kill_timeout the client waits for. One after
+        // another, twenty stuck instances took minutes.
+        await withTaskGroup(of: Void.self) { group in
+            for runID in children.keys { group.addTask { await self.terminate(runID) } }
+        }
+        persist()
     }
 
     /// Feeds `event` to each instance of the app in turn and performs what follows, one instance at a time (a rolling

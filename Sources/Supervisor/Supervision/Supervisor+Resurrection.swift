@@ -8,63 +8,65 @@ extension Supervisor {
     /// are recognised by pid and `/proc` start time and stopped first, so nothing runs twice. Restart counts start
     /// at 0, as after `pm2 resurrect`.
     func resurrect() async {
-        await operations.withLock {
-            guard !isShuttingDown else { return }
-            let saved: AppTableFile.Table
-            do {
-                saved = try tableFile.load()
-            } catch {
-                logger.error("supervisor.table.unreadable", metadata: ["error": "\(error)"])
-                let aside = "\(configuration.tablePath).unreadable-\(time(nil))"
-                rename(configuration.tablePath, aside)
-                // Nothing is resurrected, but what the previous daemon left running must still go: the agent starts
-                // its apps again next, and two copies would fight over ports and work. Their kill timeouts were in the
-                // table: they get PM2's default.
-                await stopMarkedLeftovers(killTimeout: .milliseconds(Self.defaultKillTimeoutMilliseconds))
-                return
-            }
-            // Processes recorded in an earlier boot are gone, whatever runs under their pid and start tick now.
-            let sameBoot = BootID.isThisBoot(saved.bootID)
-            await withTaskGroup(of: Void.self) { group in
-                for app in saved.apps where sameBoot {
-                    for instance in app.instances {
-                        guard let pid = instance.pid, let ticks = instance.startTicks else { continue }
-                        // The saved table is read before its specs are checked (below): a kill timeout out of range is held to it.
-                        let timeout = Duration.milliseconds(Self.savedKillTimeout(app.spec))
-                        group.addTask { await self.stopOrphan(pid: pid, startTicks: ticks, killTimeout: timeout) }
-                    }
-                }
-            }
-            // A process the table does not name: spawned by a daemon killed before it wrote the table again (during a
-            // start or a reload), or started by one of its apps. Found by the home it was started for.
-            let longest = saved.apps.map { Self.savedKillTimeout($0.spec) }.max() ?? Self.defaultKillTimeoutMilliseconds
-            await stopMarkedLeftovers(killTimeout: .milliseconds(longest))
-            var used = Set<Int>()
-            for app in saved.apps {
-                do throws(SupervisorFailure) {
-                    try app.spec.validateForSupervisor()
-                } catch {
-                    logger.error("supervisor.table.app_skipped", metadata: ["ferry.app": "\(app.spec.name)", "error": "\(error.message)"])
-                    continue
-                }
-                guard apps[app.spec.name] == nil else { continue }
-                let savedIds = app.instances.map(\.pmId)
-                // Ids a daemon would not have handed out (a table edited or damaged) are not reused: the app is renumbered.
-                let reusable =
-                    savedIds.count == app.spec.instances && Set(savedIds).count == savedIds.count && used.isDisjoint(with: savedIds)
-                    && savedIds.allSatisfy(Self.pmIds.contains)
-                var instances: [SupervisedInstance] = []
-                for index in 0..<app.spec.instances {
-                    let pmId = reusable ? savedIds[index] : Self.nextId(after: used.union(allPmIds()))
-                    used.insert(pmId)
-                    instances.append(SupervisedInstance(pmId: pmId, index: index, restartBackoff: configuration.restartBackoff))
-                }
-                apps[app.spec.name] = SupervisedApp(spec: app.spec, instances: instances)
-                await forEachInstance(of: app.spec.name) { try $0.launch() }
-                logger.info("supervisor.app.resurrected", metadata: ["ferry.app": "\(app.spec.name)", "app.instances": "\(instances.count)"])
-            }
-            persist()
+        await operations.withLock { await savingTableAtEnd(resurrectSavedTable) }
+    }
+
+    private func resurrectSavedTable() async {
+        guard !isShuttingDown else { return }
+        let saved: AppTableFile.Table
+        do {
+            saved = try tableFile.load()
+        } catch {
+            logger.error("supervisor.table.unreadable", metadata: ["error": "\(error)"])
+            let aside = "\(configuration.tablePath).unreadable-\(time(nil))"
+            rename(configuration.tablePath, aside)
+            // Nothing is resurrected, but what the previous daemon left running must still go: the agent starts
+            // its apps again next, and two copies would fight over ports and work. Their kill timeouts were in the
+            // table: they get PM2's default.
+            await stopMarkedLeftovers(killTimeout: .milliseconds(Self.defaultKillTimeoutMilliseconds))
+            return
         }
+        // Processes recorded in an earlier boot are gone, whatever runs under their pid and start tick now.
+        let sameBoot = BootID.isThisBoot(saved.bootID)
+        await withTaskGroup(of: Void.self) { group in
+            for app in saved.apps where sameBoot {
+                for instance in app.instances {
+                    guard let pid = instance.pid, let ticks = instance.startTicks else { continue }
+                    // The saved table is read before its specs are checked (below): a kill timeout out of range is held to it.
+                    let timeout = Duration.milliseconds(Self.savedKillTimeout(app.spec))
+                    group.addTask { await self.stopOrphan(pid: pid, startTicks: ticks, killTimeout: timeout) }
+                }
+            }
+        }
+        // A process the table does not name: spawned by a daemon killed before it wrote the table again (during a
+        // start or a reload), or started by one of its apps. Found by the home it was started for.
+        let longest = saved.apps.map { Self.savedKillTimeout($0.spec) }.max() ?? Self.defaultKillTimeoutMilliseconds
+        await stopMarkedLeftovers(killTimeout: .milliseconds(longest))
+        var used = Set<Int>()
+        for app in saved.apps {
+            do throws(SupervisorFailure) {
+                try app.spec.validateForSupervisor()
+            } catch {
+                logger.error("supervisor.table.app_skipped", metadata: ["ferry.app": "\(app.spec.name)", "error": "\(error.message)"])
+                continue
+            }
+            guard apps[app.spec.name] == nil else { continue }
+            let savedIds = app.instances.map(\.pmId)
+            // Ids a daemon would not have handed out (a table edited or damaged) are not reused: the app is renumbered.
+            let reusable =
+                savedIds.count == app.spec.instances && Set(savedIds).count == savedIds.count && used.isDisjoint(with: savedIds)
+                && savedIds.allSatisfy(Self.pmIds.contains)
+            var instances: [SupervisedInstance] = []
+            for index in 0..<app.spec.instances {
+                let pmId = reusable ? savedIds[index] : Self.nextId(after: used.union(allPmIds()))
+                used.insert(pmId)
+                instances.append(SupervisedInstance(pmId: pmId, index: index, restartBackoff: configuration.restartBackoff))
+            }
+            apps[app.spec.name] = SupervisedApp(spec: app.spec, instances: instances)
+            await forEachInstance(of: app.spec.name) { try $0.launch() }
+            logger.info("supervisor.app.resurrected", metadata: ["ferry.app": "\(app.spec.name)", "app.instances": "\(instances.count)"])
+        }
+        persist()
     }
 
     /// PM2's default `kill_timeout`, for leftovers whose own is unknown.

@@ -21,7 +21,7 @@ extension Supervisor {
                 try? await Task.sleep(for: interval)
                 guard !Task.isCancelled else { return }
                 self.sample()
-                if self.tableUnsaved { self.persist() }
+                if self.tableWriter.lastWriteFailed { self.persist() }
                 self.rotateOwnLogIfNeeded()
                 self.releaseCodePagesIfDue()
             }

@@ -93,8 +93,12 @@ actor Supervisor {
     var restartTimers: [InstanceKey: Task<Void, Never>] = [:]
     /// Processes above their memory limit whose restart is queued.
     var memoryRestartsPending: Set<RunID> = []
-    /// Whether the last save of the table failed (a full disk): saved again at every memory check until it works.
-    var tableUnsaved = false
+    /// Writes `apps.json` off the actor; a failed write (a full disk) is made again at every memory check until it works.
+    let tableWriter: AppTableWriter
+    /// Requests (and resurrection, and the final stop) under way that save the table once at their end
+    /// (`savingTableAtEnd`): the saves asked for meanwhile only mark it changed.
+    var savesDeferred = 0
+    var tableChanged = false
     var sampler: Task<Void, Never>?
     var stopAllTask: Task<Void, Never>?
     /// Set by the final stop: nothing starts any more.
@@ -111,6 +115,7 @@ actor Supervisor {
         self.pump = pump
         self.logger = logger
         self.tableFile = AppTableFile(path: configuration.tablePath)
+        self.tableWriter = AppTableWriter(file: tableFile, logger: logger)
         self.ownLog = DaemonLog.identity(ofStandardErrorAt: configuration.ownLogPath)
     }
 
@@ -150,7 +155,7 @@ actor Supervisor {
     func exclusively(_ body: () async throws(SupervisorFailure) -> Void) async throws(SupervisorFailure) {
         try await operations.withLock { () async throws(SupervisorFailure) in
             guard !isShuttingDown else { throw SupervisorFailure(.shuttingDown, "the supervisor is stopping every app and exiting") }
-            try await body()
+            try await savingTableAtEnd(body)
         }
     }
 

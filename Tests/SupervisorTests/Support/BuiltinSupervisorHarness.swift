@@ -317,3 +317,45 @@ enum TestApps {
         setInterval(() => { block[0]++; }, 100);
         """
 }
+
+/// Counts the files renamed into a directory under one name (inotify `IN_MOVED_TO`): how often an atomic write
+/// (`AtomicFile`: a temp file renamed over the old one) replaced that file. The renames away from the temp names
+/// (`IN_MOVED_FROM`) are watched too: the kernel merges an unread event into the one before it when both are the same
+/// (mask, watch and name; not the cookie), so watching `IN_MOVED_TO` alone counted 17 renames as one.
+final class RenameCounter {
+    private let descriptor: Int32
+    private let name: String
+
+    init(directory: String, name: String) throws {
+        descriptor = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard descriptor >= 0 else { throw HarnessError("inotify_init1: errno \(errno)") }
+        guard inotify_add_watch(descriptor, directory, UInt32(IN_MOVED_TO | IN_MOVED_FROM)) >= 0 else {
+            close(descriptor)
+            throw HarnessError("inotify_add_watch \(directory): errno \(errno)")
+        }
+        self.name = name
+    }
+
+    deinit { close(descriptor) }
+
+    /// The renames onto the file since the last call.
+    func count() -> Int {
+        var total = 0
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let read = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            guard read > 0 else { return total }
+            var offset = 0
+            // struct inotify_event: wd (4), mask (4), cookie (4), len (4), then `len` bytes of NUL-padded name.
+            while offset + 16 <= read {
+                func word(_ at: Int) -> Int {
+                    Int(buffer[at]) | Int(buffer[at + 1]) << 8 | Int(buffer[at + 2]) << 16 | Int(buffer[at + 3]) << 24
+                }
+                let (mask, length) = (word(offset + 4), word(offset + 12))
+                let nameBytes = buffer[(offset + 16)..<min(offset + 16 + length, read)].prefix { $0 != 0 }
+                if mask & Int(IN_MOVED_TO) != 0, String(decoding: nameBytes, as: UTF8.self) == name { total += 1 }
+                offset += 16 + length
+            }
+        }
+    }
+}
