@@ -35,6 +35,8 @@ struct PM2CommandTests {
         (.delete(app: "my api"), ["delete", "my api"]),
         (.delete(app: "api"), ["delete", "api"]),
         (.restart(app: "api"), ["restart", "api"]),
+        (.deleteIds(app: "/.*/", ids: [3, 4]), ["delete", "3", "4"]),
+        (.restartIds(app: "feed.json", ids: [0]), ["restart", "0"]),
         (.save, ["save"]),
     ]
 

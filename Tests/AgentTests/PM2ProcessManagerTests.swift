@@ -43,7 +43,8 @@ struct PM2ProcessManagerTests {
             "restart a name Ferry does not have", { manager, _ in try await manager.restart(appNamed: "shop") },
             .appNotFound(app: "shop", namespace: "ferry")
         ),
-        ("delete `all`", { manager, _ in try await manager.delete(appNamed: "all") }, .reservedName("all")),
+        // `pm2 delete all` deletes every app: Ferry has none called that, so nothing is sent.
+        ("delete `all`", { manager, _ in try await manager.delete(appNamed: "all") }, nil),
         (
             "start from a relative ecosystem path", { manager, _ in try await manager.start(app("api"), ecosystem: "eco.json") },
             .ecosystemNotAbsolute("eco.json")
@@ -157,6 +158,52 @@ struct PM2ProcessManagerTests {
             #expect(table.count == 1 && table[0].restarts >= 1)
             try await manager.delete(appNamed: spaced.name)
             #expect(try await manager.processes().isEmpty)
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
+    /// Processes in Ferry's namespace whose names PM2 reads as something else (started there by hand, or by an app
+    /// that shares the agent's user): `/.*/` is a regular expression over every namespace, `feed.json` a config file
+    /// to load, `all` every app. A restart and a delete of each (an orphan's delete, an errored app's restart) must act
+    /// on that app alone: `pm2 delete /.*/` deleted the other namespace's app too, and `feed.json` could never go.
+    @Test("against real PM2: apps named like a regex, a config file or `all` are restarted and deleted by pm_id, alone")
+    func realPM2NamesPM2ReadsOtherwise() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-odd")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try Data("setInterval(() => {}, 1000);\n".utf8).write(to: root.appendingPathComponent("idle.js"))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        func pm2Start(_ name: String, namespace: String) async throws {
+            let started = try await Command.run(
+                pm2,
+                ["start", root.path + "/idle.js", "--name", name, "--namespace", namespace],
+                environment: manager.invocation.environment,
+                currentDirectory: root
+            )
+            #expect(started.status == 0, "pm2 start \(name): \(started.stderr)")
+        }
+        do {
+            try await pm2Start("victim", namespace: "shop")
+            let odd = ["/.*/", "feed.json", "all"]
+            for name in odd { try await pm2Start(name, namespace: "ferry-test") }
+            #expect(Set(try await manager.processes().map(\.name)) == Set(odd))
+            var restarted: Set<String> = []
+            for name in odd {
+                #expect(!PM2Command.Operation.canName(name))
+                try await manager.restart(appNamed: name)
+                restarted.insert(name)
+                let counts = try await manager.table().processes.map { ($0.name, $0.restarts) }
+                #expect(counts.allSatisfy { $0.1 == (restarted.contains($0.0) ? 1 : 0) }, "after restarting \(name): \(counts)")
+            }
+            for name in odd { try await manager.delete(appNamed: name) }
+            let left = try await manager.table().processes
+            #expect(left.map(\.name) == ["victim"] && left.allSatisfy { $0.namespace == "shop" && $0.status == .online }, "\(left)")
         } catch {
             await Self.killDaemon(manager)
             throw error

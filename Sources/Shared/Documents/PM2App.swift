@@ -174,7 +174,7 @@ package struct PM2App: Sendable, Equatable {
 
     /// What PM2's commands take for a config file anywhere in an argument (`Common.isConfigFile`: `pm2 delete feed.json`
     /// loads `feed.json` as an ecosystem file and deletes the apps it lists, instead of the app `feed.json`).
-    static let configFileMarkers = [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"]
+    package static let configFileMarkers = [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"]
 
     /// Fields of PM2's process entry (`pm2_env`) beyond the options: PM2 puts an entry named after the app into its env
     /// (`NPM.getModuleConf`) and copies the env over the entry (`God.executeApp`), so an app named `namespace` runs in

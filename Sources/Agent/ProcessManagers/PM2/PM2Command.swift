@@ -1,3 +1,5 @@
+import Shared
+
 /// One pm2 CLI call exactly as the agent runs it: binary, arguments, environment, working directory and time bound.
 ///
 /// Built by `PM2Invocation.command(_:)` as a plain value, so tests assert the argv and environment of every action
@@ -17,6 +19,10 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
         case delete(app: String)
         /// `pm2 restart <app>`: without `--update-env`, so the app keeps the env it got from the file.
         case restart(app: String)
+        /// `pm2 delete <pm_id>…`: the app's processes by id, for a name PM2 would not read as that app (see `canName`).
+        case deleteIds(app: String, ids: [Int])
+        /// `pm2 restart <pm_id>…`, as `deleteIds`.
+        case restartIds(app: String, ids: [Int])
         /// `pm2 save`: writes `$PM2_HOME/dump.pm2`, which `pm2 resurrect` (and `pm2 startup`'s unit) restores at boot.
         case save
         /// `pm2 reloadLogs`: every app's log files are reopened (after `PM2LogRotation` renamed them).
@@ -31,6 +37,8 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
             case .reload(let app, let ecosystem): ["reload", ecosystem] + Self.only(app) + ["--update-env"]
             case .delete(let app): ["delete", app]
             case .restart(let app): ["restart", app]
+            case .deleteIds(_, let ids): ["delete"] + ids.map(String.init)
+            case .restartIds(_, let ids): ["restart"] + ids.map(String.init)
             case .save: ["save"]
             case .reloadLogs: ["reloadLogs"]
             }
@@ -41,11 +49,23 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
 
         private static func only(_ app: String) -> [String] { canSelect(app) ? ["--only", app] : [] }
 
+        /// Whether `pm2 delete <name>` and `pm2 restart <name>` act on the app `name` and nothing else. Not for a name
+        /// PM2 reads as something else (lib/API.js `delete`, `restart`, `_operate`; lib/binaries/CLI.js): `all` (every
+        /// app), `/…/` (a regular expression over every namespace's names: `/.*/` deletes everything), one holding a
+        /// config file's extension (`Common.isConfigFile`: loaded as an ecosystem file, its apps deleted by name
+        /// wherever they run, a `.config.js` executed), `-` (a list read from standard input) or one starting with `-`
+        /// (an option). Release names are refused these, but a process in Ferry's namespace may carry any name.
+        static func canName(_ name: String) -> Bool {
+            !(name == "all" || name.hasPrefix("-") || (name.hasPrefix("/") && name.hasSuffix("/"))
+                || PM2App.configFileMarkers.contains(where: { name.contains($0) }))
+        }
+
         /// The app this operation targets, if any.
         var app: String? {
             switch self {
             case .list, .save, .reloadLogs: nil
-            case .start(let app, _), .reload(let app, _), .delete(let app), .restart(let app): app
+            case .start(let app, _), .reload(let app, _), .delete(let app), .restart(let app), .deleteIds(let app, _), .restartIds(let app, _):
+                app
             }
         }
     }

@@ -28,11 +28,11 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     /// An app outside Ferry's namespace has the name Ferry wants to act on. PM2 addresses apps by name across all
     /// namespaces (`restart`, `reload`, `delete`, `start <file>`), so acting would touch that app too.
     case foreignNameClash(app: String, namespaces: [String], ferryNamespace: String)
-    /// `all` means every app to PM2; Ferry never sends it as an app name.
-    case reservedName(String)
     /// A restart was asked for an app that is not in Ferry's namespace (PM2 would fall back to a namespace or pm_id
     /// of that name).
     case appNotFound(app: String, namespace: String)
+    /// An app pm2 can be told about neither by name nor by pm_id (`PM2Command.Operation.canName`).
+    case unaddressable(app: String, reason: String)
 
     var description: String {
         switch self {
@@ -67,10 +67,10 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
             "app \"\(app)\" also exists in PM2 namespace(s) \(namespaces.joined(separator: ", ")) outside Ferry's "
                 + "\"\(ferryNamespace)\"; PM2 targets apps by name across namespaces, so Ferry leaves it alone: "
                 + "rename one of them"
-        case .reservedName(let name):
-            "app name \"\(name)\" means every app to pm2; Ferry will not send it"
         case .appNotFound(let app, let namespace):
             "app \"\(app)\" is not in PM2 namespace \"\(namespace)\""
+        case .unaddressable(let app, let reason):
+            "app \"\(app)\" cannot be named to pm2: \(reason); delete it by hand (pm2 delete <pm_id>)"
         }
     }
 

@@ -327,7 +327,8 @@ struct PM2ProcessManager: ProcessManager {
             logger.debug("pm2 delete skipped, app absent", metadata: ["pm2.app": "\(name)"])
             return
         }
-        try await execute(.delete(app: name), timeout: timeout(forAppNamed: name, in: table))
+        let ids = try idsNaming(name, in: table)
+        try await execute(ids.map { .deleteIds(app: name, ids: $0) } ?? .delete(app: name), timeout: timeout(forAppNamed: name, in: table))
     }
 
     /// - Throws: `PM2Error.appNotFound` when Ferry's namespace has no such app.
@@ -336,7 +337,20 @@ struct PM2ProcessManager: ProcessManager {
         guard table.owned(by: configuration.namespace).contains(where: { $0.name == name }) else {
             throw .appNotFound(app: name, namespace: configuration.namespace)
         }
-        try await execute(.restart(app: name), timeout: timeout(forAppNamed: name, in: table))
+        let ids = try idsNaming(name, in: table)
+        try await execute(ids.map { .restartIds(app: name, ids: $0) } ?? .restart(app: name), timeout: timeout(forAppNamed: name, in: table))
+    }
+
+    /// The pm_ids to name the app `name` by, `nil` when its name does (`PM2Command.Operation.canName`). PM2 takes an
+    /// argument of digits for an app or a namespace of that name before an id: an id that one uses cannot be sent.
+    private func idsNaming(_ name: String, in table: PM2ProcessTable) throws(PM2Error) -> [Int]? {
+        guard !PM2Command.Operation.canName(name) else { return nil }
+        let ids = table.owned(by: configuration.namespace).filter { $0.name == name }.map(\.pmId)
+        let taken = Set(table.processes.flatMap { [$0.name, $0.namespace] })
+        if let id = ids.first(where: { taken.contains(String($0)) }) {
+            throw .unaddressable(app: name, reason: "PM2 reads it otherwise, and its pm_id \(id) is also the name of an app or a namespace")
+        }
+        return ids
     }
 
     func save() async throws(PM2Error) {
@@ -371,7 +385,6 @@ struct PM2ProcessManager: ProcessManager {
 
     /// Reads the table and refuses names PM2 would apply beyond Ferry's namespace.
     private func tableCheckedForClash(_ name: String) async throws(PM2Error) -> PM2ProcessTable {
-        guard name != "all" else { throw .reservedName(name) }
         let table = try await table()
         let foreign = table.foreignNamespaces(holding: name, besides: configuration.namespace)
         guard foreign.isEmpty else {
