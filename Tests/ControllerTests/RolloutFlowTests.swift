@@ -227,6 +227,39 @@ import Testing
         }
     }
 
+    /// A first release, and one agent of the first wave cannot download it yet (a 503 from the artifact store): it
+    /// reports `failed` with the serial as target while it tries again. That is no failure of the release: the rollout
+    /// waits, and goes on once the agent runs the serial. Counted as one, it halted for good (`maxFailures` 0), and
+    /// only a new publish moved it.
+    @Test func aDownloadTriedAgainDoesNotHaltTheRollout() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let agents = [try await api.enroll("agent-a"), try await api.enroll("agent-b"), try await api.enroll("agent-c")]
+                try await api.mustPublish(serial: 1, version: "1.0.0", query: "strategy=waves:34,100&waveStableSeconds=0")
+                let retrying = ServiceStatus(
+                    service: "web",
+                    serial: nil,
+                    version: nil,
+                    targetSerial: 1,
+                    phase: .failed,
+                    message: "serial 1 (1.0.0) not installed yet: the artifact store answered 503",
+                    health: .unknown,
+                    failures: [],
+                    processes: []
+                )
+                try await api.report(agents[0], retrying)
+                await api.tick()
+                let waiting = try await api.rollout()
+                #expect(waiting["state"].string == "rolling" && waiting["counts"]["failed"].int == 0, "\(waiting)")
+                try await api.reportHealthy(agents[0], serial: 1)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 2)
+                for agent in agents.dropFirst() { try await api.reportHealthy(agent, serial: 1) }
+                #expect(try await api.rollout()["state"].string == "completed")
+            }
+        }
+    }
+
     /// An agent keeps reporting a failure it had (the failures list travels with every report until a new release
     /// installs): the failure is one event, however many reports carry it, and reports with no failure in between do
     /// not make the next one that carries it look new. A second failure is a second event.

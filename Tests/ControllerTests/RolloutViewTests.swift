@@ -102,6 +102,8 @@ import Testing
             phase: .rolledBack,
             message: "health check failed",
             health: .unhealthy,
+            // As an agent reports a rollback: the phase, and the failure of the serial (which is what counts).
+            failures: [ReleaseFailure(serial: 2, reason: "health check failed", kind: "rolled-back")],
             processes: []
         )
         let statuses = Dictionary(uniqueKeysWithValues: rollout.agentOrder.map { ($0, failed) })

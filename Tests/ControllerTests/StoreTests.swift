@@ -979,8 +979,10 @@ import Testing
                 (status(serial: 5, .deploying, .unknown), .updated),
                 (status(serial: 4, .running), .pending),
                 (status(serial: nil, .deploying, .unknown), .pending),
-                (status(serial: 4, .failed, .unhealthy, target: 5), .failed),
-                (status(serial: 4, .rolledBack, target: 5), .failed),
+                // A phase without a failure listed for the serial: a download that failed and is tried again.
+                (status(serial: 4, .failed, .unhealthy, target: 5), .pending),
+                (status(serial: nil, .failed, .unhealthy, target: 5), .pending),
+                (status(serial: 4, .failed, .unhealthy, target: 5, failures: [(5, "rolled-back")]), .failed),
                 (status(serial: 4, .rolledBack, target: 3), .pending),
                 (status(serial: 4, .running, failures: [(5, "refused")]), .failed),
                 (status(serial: 4, .running, failures: [(5, "rolled-back")]), .failed),

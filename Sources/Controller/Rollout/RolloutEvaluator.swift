@@ -23,8 +23,11 @@ struct RolloutAgentStanding: Sendable, Equatable {
     /// Reads `status` against the rollout of `serial`.
     ///
     /// An agent that runs the serial is never `failed`, even if it once refused it for a reason that went away.
-    /// Failed means: its report lists a failure (refused or rolled back) for the serial, or its phase is `failed` or
-    /// `rolled-back` with the serial as target.
+    /// Failed means: its report lists a failure (refused or rolled back) for the serial. Its phase alone says nothing
+    /// of the serial: an agent with nothing installed reports `failed` while a download of it fails (it tries again at
+    /// every pass), and `failed` with a newer target when a release it was checking was superseded and could not be
+    /// put back. Counted, one 503 from the artifact store halted a first rollout for good. Every failure of the
+    /// release itself (rolled back, taken out, refused) is in the list, also from agents before this rule.
     init(status: ServiceStatus?, serial: Int64) {
         guard let status else {
             self.init(progress: .pending)
@@ -36,10 +39,6 @@ struct RolloutAgentStanding: Sendable, Equatable {
         }
         if let failure = status.failures.first(where: { $0.serial == serial && ($0.kind == "rolled-back" || $0.kind == "refused") }) {
             self.init(progress: .failed, failureKind: failure.kind, failureReason: failure.reason)
-            return
-        }
-        if (status.phase == .failed || status.phase == .rolledBack) && status.targetSerial == serial {
-            self.init(progress: .failed, failureKind: status.phase.rawValue, failureReason: status.message)
             return
         }
         self.init(progress: status.serial == serial ? .updated : .pending)
