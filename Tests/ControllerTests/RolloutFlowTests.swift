@@ -368,6 +368,30 @@ import Testing
         }
     }
 
+    /// Every member removed before one was healthy (an instance refresh replaced the fleet mid-rollout): the rollout
+    /// halts. It used to complete, "reached all 0 agents", and its serial became the stable one of every agent
+    /// enrolled since, with no wave and no health gate.
+    @Test func aRolloutWhoseMembersAreAllRemovedHalts() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let old = [try await api.enroll("old-a"), try await api.enroll("old-b")]
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                for agent in old { try await api.reportHealthy(agent, serial: 1) }
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=canary:1&waveStableSeconds=0")
+                let replacement = try await api.enroll("new-a")
+                #expect(try await api.desiredSerial(replacement) == 1, "not a member: the stable serial")
+                for name in ["old-a", "old-b"] {
+                    #expect(try await api.call(.delete, "/v1/agents/\(name)", token: harness.operatorToken).status == 200)
+                }
+                await api.tick()
+                let rollout = try await api.rollout()
+                #expect(rollout["state"].string == "halted", "\(rollout)")
+                #expect(rollout["reason"].string == "every agent of the rollout was removed before one was healthy on serial 2")
+                #expect(try await api.desiredSerial(replacement) == 1, "serial 2 showed nothing good: agents enrolled since keep serial 1")
+            }
+        }
+    }
+
     /// `canary:2` with `maxFailures=1`: one tolerated failure does not hold the canary back while the other canary agent
     /// is healthy; a second failure halts.
     @Test func failuresAboveTheToleranceHalt() async throws {

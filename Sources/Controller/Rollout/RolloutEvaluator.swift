@@ -132,7 +132,9 @@ enum RolloutEvaluator {
         if failures.count > rollout.maxFailures { return .halt(failures: failures) }
         guard rollout.state == .rolling else { return .wait }
         let sizes = rollout.waveSizes
-        guard !sizes.isEmpty else { return .complete }
+        // No member left (each removed while it rolled: an instance refresh replaced the fleet): nothing showed the
+        // serial good. Completed, it became the stable serial of every agent enrolled since, with no gate at all.
+        guard !sizes.isEmpty else { return .halt(failures: []) }
         let failed = Set(failures.map(\.agentID))
         for id in rollout.reachedAgents where !failed.contains(id) {
             guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],

@@ -250,7 +250,10 @@ struct RolloutStateMachine: Sendable, Equatable {
             let why =
                 failures.count > rollout.maxFailures
                 ? "more than the \(rollout.maxFailures) allowed" : "and no agent reached is healthy on it"
-            let reason = "\(failures.count) agent(s) failed serial \(rollout.serial), \(why): \(list)"
+            let reason =
+                failures.isEmpty && rollout.agentOrder.isEmpty
+                ? "every agent of the rollout was removed before one was healthy on serial \(rollout.serial)"
+                : "\(failures.count) agent(s) failed serial \(rollout.serial), \(why): \(list)"
             // Halting only stops advancement: reached agents keep the serial they were given, the others the stable
             // one, exactly as before.
             return move(
