@@ -392,6 +392,34 @@ import Testing
         }
     }
 
+    /// The controller's clock steps back an hour mid-wave (NTP, a restored VM). A healthy timer started before the step
+    /// held the wave for that hour; and a status stamped before it counted as fresh for that hour, so an agent that
+    /// died just after the step counted as healthy. Now the timer starts again at the step, and such a status is stale
+    /// until the agent reports again.
+    @Test func aClockSteppedBackHoldsNoWaveAndFreshensNoStatus() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                let agents = [try await api.enroll("agent-a"), try await api.enroll("agent-b"), try await api.enroll("agent-c")]
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:34,67,100&waveStableSeconds=5")
+                try await api.reportHealthy(agents[0], serial: 2)
+                harness.clock.advance(seconds: -3600)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1)
+                // A status from before the step is not fresh: agent-a must report again before its wave counts it.
+                harness.clock.advance(seconds: 6)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1, "agent-a's status from before the step still counted")
+                try await api.reportHealthy(agents[0], serial: 2)
+                harness.clock.advance(seconds: 6)
+                try await api.reportHealthy(agents[0], serial: 2)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 2, "the wave waited for the clock to catch up")
+            }
+        }
+    }
+
     /// `canary:2` with `maxFailures=1`: one tolerated failure does not hold the canary back while the other canary agent
     /// is healthy; a second failure halts.
     @Test func failuresAboveTheToleranceHalt() async throws {

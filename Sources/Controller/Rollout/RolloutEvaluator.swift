@@ -78,9 +78,11 @@ enum RolloutEvaluator {
     /// resuming after a pause) is stable this much early rather than one tick late.
     static let storedTimePrecision: TimeInterval = 0.001
 
-    /// Whether `status` is recent enough to count: a status older than `staleAfter` says nothing about now.
+    /// Whether `status` is recent enough to count: a status older than `staleAfter` says nothing about now, nor does
+    /// one stamped that far after now (the controller's clock stepped back: NTP, a restored VM). Such a status counted
+    /// as fresh until the clock caught up, so an agent that died after the step stayed healthy for that long.
     static func isFresh(_ status: ServiceStatusRecord, now: Date, staleAfter: Duration) -> Bool {
-        now.timeIntervalSince(status.updatedAt) <= Double(staleAfter.components.seconds)
+        abs(now.timeIntervalSince(status.updatedAt)) <= Double(staleAfter.components.seconds)
     }
 
     /// Whether `status` shows the rollout's serial running, healthy and fresh.
@@ -100,7 +102,9 @@ enum RolloutEvaluator {
     ) -> [String: Date] {
         var result: [String: Date] = [:]
         for id in rollout.agentOrder where isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter) {
-            result[id] = timers[id] ?? now
+            // Never after now: a timer started before the clock stepped back would hold its wave until the clock
+            // caught up (an hour for an hour's step).
+            result[id] = min(timers[id] ?? now, now)
         }
         return result
     }
