@@ -44,6 +44,49 @@ import Testing
         )
     }
 
+    /// One agent's reports cannot push everyone else's history out: each report may list 32 failures of any serials,
+    /// every new one an event, and alternating two such lists made 32 events a report. The agent's own rolled-back and
+    /// refused events are kept to its newest `EventRetention.perAgent`; other agents' and operators' events stay.
+    @Test(arguments: StoreBackendKind.available)
+    func oneAgentsFailuresAreCappedWithoutTouchingOtherEvents(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let flooder = try await Self.enrollAgent(0, in: store)
+            let bystander = try await Self.enrollAgent(1, in: store)
+            func write(_ agent: AgentRecord, failures: [ReleaseFailure]) async throws {
+                let status = ServiceStatus(
+                    service: "api",
+                    serial: 1,
+                    version: "1.0.0",
+                    targetSerial: 1,
+                    phase: .running,
+                    message: "m",
+                    health: .healthy,
+                    failures: failures,
+                    processes: []
+                )
+                var write = StatusWrite(
+                    report: StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status]),
+                    agentID: agent.id,
+                    receivedAt: Date()
+                )
+                write.events = RolloutEventDraft.newFailures(in: write.report, from: agent, previous: [], at: Date())
+                _ = try await store.recordStatuses([write], historyLimit: 5)
+            }
+            try await write(bystander, failures: [ReleaseFailure(serial: 7, reason: "crashed", kind: "rolled-back")])
+            for round in 0..<10 {
+                let kind = round.isMultiple(of: 2) ? "rolled-back" : "refused"
+                try await write(flooder, failures: (1...32).map { ReleaseFailure(serial: Int64($0), reason: "round \(round)", kind: kind) })
+            }
+            let events = try await store.events(service: nil, limit: 1000)
+            let flooded = events.filter { $0.agentID == flooder.id }
+            #expect(flooded.count == EventRetention.perAgent)
+            // The newest 100 of 320: rounds 9, 8 and 7 whole (96), and 4 of round 6.
+            let rounds = flooded.map { $0.message.split(separator: " ").last.map(String.init) ?? "" }
+            #expect(rounds.prefix(96).allSatisfy { ["7", "8", "9"].contains($0) } && rounds.suffix(4).allSatisfy { $0 == "6" }, "\(rounds)")
+            #expect(events.filter { $0.agentID == bystander.id }.count == 1, "another agent's event stays")
+        }
+    }
+
     /// An agent that leaves a service (removed, or enrolled again with `--replace` for other services) leaves every
     /// rollout that still counts it: the open ones, one awaiting approval (which starts from the members stored at
     /// publish), the service's latest even when it completed at once (`rollout wait` counts its agents), and a publish

@@ -455,4 +455,10 @@ struct StatusWrite: Sendable {
 enum EventRetention {
     /// Older events are deleted when newer ones are stored. 10 000.
     static let limit = 10_000
+    /// The rolled-back and refused events one agent reported that are kept, newest first. Each report may list 32
+    /// failures of any serials, and each new one is an event: an agent holding only its own token pushed every
+    /// publish, halt and approval out of the 10 000 in a few hundred reports.
+    static let perAgent = 100
+    /// The kinds an agent's report makes (`RolloutEventDraft.newFailures`).
+    static let reportedByAgents: [RolloutEventKind] = [.rolledBack, .refused]
 }

@@ -273,6 +273,21 @@ extension SQLControllerStore {
         }
         // Ids only grow: everything more than `limit` below the newest goes, in one indexed range delete.
         try await db.raw("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - \(bind: EventRetention.limit)").run()
+        // An agent's own failures beyond its newest `perAgent` go too (no row when it has fewer: `id < NULL`).
+        let kinds = SQLGroupExpression(SQLList(EventRetention.reportedByAgents.map { SQLBind($0.rawValue) }))
+        var reporters: [String] = []
+        for event in events where EventRetention.reportedByAgents.contains(event.kind) {
+            if let agent = event.agentID, !reporters.contains(agent) { reporters.append(agent) }
+        }
+        for agent in reporters {
+            try await db.raw(
+                """
+                DELETE FROM events WHERE agent_id = \(bind: agent) AND kind IN \(kinds) AND id < (
+                    SELECT id FROM events WHERE agent_id = \(bind: agent) AND kind IN \(kinds) ORDER BY id DESC LIMIT 1 OFFSET \(bind: EventRetention.perAgent - 1)
+                )
+                """
+            ).run()
+        }
     }
 
     func events(service: String?, limit: Int) async throws -> [RolloutEvent] {

@@ -367,6 +367,13 @@ enum SchemaMigrations {
                     + "WHERE instance_id IS NOT NULL ON CONFLICT (instance_id) DO NOTHING",
             ]
         ),
+        Migration(
+            version: 14,
+            description: "events by agent, for the cap on the failures one agent reports",
+            // `EventRetention.perAgent`: an agent's own rolled-back and refused events are pruned to its newest after
+            // each insert, which reads this index.
+            statements: ["CREATE INDEX IF NOT EXISTS events_by_agent ON events (agent_id, id)"]
+        ),
     ]
 
     /// The newest schema version this binary knows.
