@@ -49,6 +49,23 @@ struct PM2ProcessManagerTests {
             "start from a relative ecosystem path", { manager, _ in try await manager.start(app("api"), ecosystem: "eco.json") },
             .ecosystemNotAbsolute("eco.json")
         ),
+        // PM2 runs a script whose path holds a space through `bash -c`, which cuts it at the space.
+        (
+            "start an app whose script path holds a space",
+            { try await $0.start(.pm2TestApp("api", script: "/srv/my ferry/current/server.js", cwd: "/srv/my ferry/current"), ecosystem: $1) },
+            .scriptPathWithSpace(app: "api", script: "/srv/my ferry/current/server.js")
+        ),
+        // The app's PM2_HOME replaces the daemon's in its environment: a process of it left behind is not found by it.
+        (
+            "start an app whose env sets PM2_HOME",
+            {
+                try await $0.start(
+                    .pm2TestApp("api", script: "/srv/ferry/current/server.js", cwd: "/srv/ferry/current", env: ["PM2_HOME": "/tmp/x"]),
+                    ecosystem: $1
+                )
+            },
+            .envReplacesProcessFields(app: "api", keys: ["PM2_HOME"])
+        ),
     ]
 
     @Test("apps outside Ferry's namespace are never touched", arguments: refused.indices)

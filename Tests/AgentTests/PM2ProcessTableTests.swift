@@ -243,6 +243,17 @@ struct PM2ProcessTableTests {
         ),
     ]
 
+    /// The release's own `listen_timeout` bounds a start or reload of its app: a whole number written with a fraction
+    /// is that number (read as absent, a minute's listen got PM2's 3 s and the call was cut short as unresponsive).
+    @Test(arguments: [
+        (JSONValue.integer(8_000), Int64(8_000)), (.number(60_000.0), 60_000), (.number(1.5), 3_000), (.string("8000"), 3_000),
+        (.number(1e300), 3_000),
+    ])
+    func anAppsListenTimeoutIsReadFromItsOptions(_ value: JSONValue, _ expected: Int64) {
+        let app = AppSpec.pm2TestApp("api", script: "/srv/a.js", cwd: "/srv", pm2Options: ["listen_timeout": value])
+        #expect(PM2AppTiming(app).listen == expected)
+    }
+
     /// What bounds a delete or restart of an app the agent process did not start itself (after the agent's restart or
     /// upgrade): the timeouts PM2 holds for it, else PM2's defaults; numbers at the edges are held, not trapped on.
     @Test(arguments: [

@@ -65,7 +65,7 @@ import Testing
         #expect(output.warnings == ["apps[0].out_file: dropped: Ferry owns log paths on the instance (PM2_HOME/logs, or the supervisor's logs)"])
         #expect(output.release.env == ["REGION": "eu"])
         // Variables that only look like PM2's fields are an app's own: upper case, or not a field PM2 keeps.
-        let lookalikes = ["NAME": "a", "PM2_HOME": "/srv/pm2", "NODE_APP_INSTANCE": "0", "port": "80", "http_proxy": "http://proxy:3128"]
+        let lookalikes = ["NAME": "a", "NODE_APP_INSTANCE": "0", "port": "80", "http_proxy": "http://proxy:3128"]
         var plain = Self.input([
             .object(["name": .string("api"), "script": .string("server.js"), "env": .object(lookalikes.mapValues(JSONValue.string))])
         ])

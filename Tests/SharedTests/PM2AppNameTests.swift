@@ -27,6 +27,14 @@ import Testing
         ("status", "field of PM2's process entry"),
     ]
 
+    /// `PM2_HOME` in an app's env replaces the home of the daemon that runs it: refused at publish (and by the agent,
+    /// `PM2App.envKeysMovingTheApp`), with its own reason; `NODE_APP_INSTANCE` stays the app's own.
+    @Test func pm2HomeInAnAppsEnvIsRefused() {
+        #expect(PM2App.envKeyProblem("PM2_HOME")?.contains("home of the PM2 daemon that runs the app") == true)
+        #expect(PM2App.envKeysMovingTheApp.contains("PM2_HOME"))
+        #expect(PM2App.envKeyProblem("NODE_APP_INSTANCE") == nil && PM2App.envKeyProblem("PM2_HOMEPAGE") == nil)
+    }
+
     /// All but the first four rows are refused at publish only: a release signed before those rules (running, or kept
     /// to roll back to) still parses on an upgraded agent, and its apps still run under the builtin supervisor.
     @Test(arguments: refused)

@@ -189,10 +189,12 @@ package struct PM2App: Sendable, Equatable {
     /// Environment variable names PM2 takes for fields of its process entry: `God.executeApp` copies an app's env over
     /// its entry (`pm2_env`), so `name=x` in the env renames the app `x` in PM2's table (Ferry then finds its app gone
     /// and starts it again), `namespace=x` moves it out of Ferry's namespace, `cwd=/` changes where it runs. Every option
-    /// and field PM2 keeps there, lower case as PM2 names them; `PM2_HOME` and `NODE_APP_INSTANCE` are ordinary
-    /// variables of the app's env.
+    /// and field PM2 keeps there, lower case as PM2 names them; `NODE_APP_INSTANCE` is an ordinary variable of the
+    /// app's env. `PM2_HOME` is not, though PM2 only hands it on: the app's value replaces the home of the daemon that
+    /// runs it, so the app's own pm2 calls reach another daemon, and a process of it that a dead daemon left behind is
+    /// not found by its home (`PM2Leftovers`) and keeps its port.
     /// (`status`, `pm_uptime` and the `axm_*` fields PM2 sets again right after the copy, so they do no harm.)
-    package static let processEntryEnvKeys: Set<String> = processEntryFields.subtracting(["PM2_HOME", "NODE_APP_INSTANCE"])
+    package static let processEntryEnvKeys: Set<String> = processEntryFields.subtracting(["NODE_APP_INSTANCE"])
         .union(options.keys).union(ferryOwned)
         .union(["exec_interpreter", "autostart", "interpreterArgs", "script_args", "pm_pid_path", "pm_log_path", "windowsHide"])
         .subtracting(["status", "pm_uptime", "axm_actions", "axm_monitor", "axm_options", "axm_dynamic"])
@@ -204,12 +206,16 @@ package struct PM2App: Sendable, Equatable {
     /// are refused at publish only: an app that ran with one before keeps running after an upgrade of the agent.
     package static let envKeysMovingTheApp: Set<String> = [
         "name", "namespace", "pm_id", "script", "pm_exec_path", "cwd", "pm_cwd", "exec_mode", "instances", "interpreter",
-        "exec_interpreter", "env", "pm_out_log_path", "pm_err_log_path", "pm_pid_path", "pm_log_path",
+        "exec_interpreter", "env", "pm_out_log_path", "pm_err_log_path", "pm_pid_path", "pm_log_path", "PM2_HOME",
     ]
 
     /// Why `key` cannot be a variable of an app's env, or `nil` when it can (`processEntryEnvKeys`).
     package static func envKeyProblem(_ key: String) -> String? {
         guard processEntryEnvKeys.contains(key) else { return nil }
+        if key == "PM2_HOME" {
+            return "\"PM2_HOME\" is the home of the PM2 daemon that runs the app (the agent's): set in its env, the app's own pm2 "
+                + "calls reach another daemon, and a process of it a dead daemon left behind is not found and keeps its port"
+        }
         return
             "\"\(key)\" is a field of PM2's process entry, which PM2 overwrites with the env's value (an env name=x renames the app): rename the variable"
     }

@@ -17,10 +17,12 @@ struct PM2AppTiming: Sendable, Equatable {
 
     init(_ app: AppSpec) {
         kill = app.killTimeoutMilliseconds
-        if case .integer(let listen)? = app.pm2Options["listen_timeout"] {
-            self.listen = listen
-        } else {
-            listen = Self.pm2Defaults.listen
+        // A whole number written with a fraction (`60000.0`) is that number, as for `kill_timeout`: read as absent, the
+        // bound on pm2's calls took PM2's 3 s for an app that may take a minute to listen.
+        switch app.pm2Options["listen_timeout"] {
+        case .integer(let listen)?: self.listen = listen
+        case .number(let listen)?: self.listen = Int64(exactly: listen) ?? Self.pm2Defaults.listen
+        default: listen = Self.pm2Defaults.listen
         }
     }
 }

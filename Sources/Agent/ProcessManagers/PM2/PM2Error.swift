@@ -31,6 +31,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     /// A restart was asked for an app that is not in Ferry's namespace (PM2 would fall back to a namespace or pm_id
     /// of that name).
     case appNotFound(app: String, namespace: String)
+    /// The app's script path holds a space, which PM2 would run through `bash -c` (`PM2ProcessManager.refusal`).
+    case scriptPathWithSpace(app: String, script: String)
     /// An app pm2 can be told about neither by name nor by pm_id (`PM2Command.Operation.canName`).
     case unaddressable(app: String, reason: String)
 
@@ -69,6 +71,10 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
                 + "rename one of them"
         case .appNotFound(let app, let namespace):
             "app \"\(app)\" is not in PM2 namespace \"\(namespace)\""
+        case .scriptPathWithSpace(let app, let script):
+            "the script of \(app) is \(script), and PM2 runs a script whose path holds a space through bash -c, which cuts it at "
+                + "the space: rename the file (publish turns spaces in file names into dashes), or move the agent's state "
+                + "directory when the space is there; nothing was sent to pm2"
         case .unaddressable(let app, let reason):
             "app \"\(app)\" cannot be named to pm2: \(reason); delete it by hand (pm2 delete <pm_id>)"
         }

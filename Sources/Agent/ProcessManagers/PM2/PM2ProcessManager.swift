@@ -249,14 +249,14 @@ struct PM2ProcessManager: ProcessManager {
 
     func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
-        if let refusal = Self.envRefusal(app) { throw refusal }
+        if let refusal = Self.refusal(app) { throw refusal }
         _ = try await tableCheckedForClash(app.name)
         try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)), timeout: timeout(for: app))
     }
 
     func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
-        if let refusal = Self.envRefusal(app) { throw refusal }
+        if let refusal = Self.refusal(app) { throw refusal }
         let table = try await tableCheckedForClash(app.name)
         // The instances running now are stopped one after another too (a smaller count stops the surplus).
         let running = table.owned(by: configuration.namespace).filter { $0.name == app.name }.count
@@ -548,7 +548,17 @@ struct PM2ProcessManager: ProcessManager {
         return nil
     }
 
-    func refusal(toRun app: AppSpec) -> (any Error)? { Self.envRefusal(app) }
+    /// Why PM2 must not be given `app`: its env moves it (`envRefusal`), or its script's path holds a space, which PM2
+    /// runs through `bash -c` (`Common.verifyConfs`: `script: bash, args: ['-c', path]`), split at the space. The app
+    /// never ran, and Ferry, reading `bash` back as its script, replaced it at every pass. A program looked up on PATH
+    /// (`npm start`) keeps PM2's behaviour: that is what `bash -c` is for.
+    static func refusal(_ app: AppSpec) -> PM2Error? {
+        if let refusal = envRefusal(app) { return refusal }
+        if app.script.hasPrefix("/"), app.script.contains(" ") { return .scriptPathWithSpace(app: app.name, script: app.script) }
+        return nil
+    }
+
+    func refusal(toRun app: AppSpec) -> (any Error)? { Self.refusal(app) }
 
     private static func requireAbsolute(_ ecosystem: String) throws(PM2Error) {
         guard ecosystem.hasPrefix("/") else { throw .ecosystemNotAbsolute(ecosystem) }
