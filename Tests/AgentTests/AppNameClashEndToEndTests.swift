@@ -37,3 +37,27 @@ struct AppNameClashEndToEndTests {
         }
     }
 }
+
+/// Which app of a release clashes with another service's apps on the instance: the same name, or a name PM2 writes the
+/// same log files for (it makes every character but ASCII letters, digits, `.` and `-` a dash, one per UTF-16 unit).
+@Suite struct AppNameClashRuleTests {
+    static let rows: [(mine: String, theirs: String, clash: InstallError?)] = [
+        ("api", "api", .appNameClash(app: "api", service: "web")),
+        ("api_v1", "api-v1", .appNameClash(app: "api_v1", service: "web", logsOf: "api-v1")),
+        ("api v1", "api_v1", .appNameClash(app: "api v1", service: "web", logsOf: "api_v1")),
+        ("bäck", "b-ck", .appNameClash(app: "bäck", service: "web", logsOf: "b-ck")),
+        ("a😀", "a--", .appNameClash(app: "a😀", service: "web", logsOf: "a--")),
+        ("a😀", "a-", nil),
+        ("api", "api2", nil),
+        ("api.v1", "api-v1", nil),
+    ]
+
+    @Test(arguments: rows.indices)
+    func clashes(_ index: Int) {
+        let (mine, theirs, expected) = Self.rows[index]
+        let release = CoreFixture.release("api", serial: 1, apps: [mine])
+        let found = Reconciler.appNameClash(release, service: "api", owned: ["web": [theirs]])
+        #expect(found?.description == expected?.description, "\(mine) against \(theirs): \(found?.description ?? "none")")
+        #expect(Reconciler.appNameClash(release, service: "api", owned: ["api": [theirs]]) == nil, "a service's own apps")
+    }
+}

@@ -4,7 +4,8 @@ import Shared
 /// they leave the agent), as the underlying error says it.
 enum InstallError: Error, CustomStringConvertible {
     /// The release names an app another service on this instance already runs: refused before anything is touched.
-    case appNameClash(app: String, service: String)
+    /// `logsOf`: the other service's app whose name differs but whose PM2 log files are the same (`PM2App.logName`).
+    case appNameClash(app: String, service: String, logsOf: String? = nil)
     /// The artifact could not be downloaded or verified.
     case download(ArtifactFetchError)
     /// A newer serial of the service arrived during the download, which was cancelled.
@@ -43,7 +44,10 @@ enum InstallError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .appNameClash(let app, let service): "app name \(app) is already used by service \(service) on this instance"
+        case .appNameClash(let app, let service, nil): "app name \(app) is already used by service \(service) on this instance"
+        case .appNameClash(let app, let service, let other?):
+            "app \(app) would share the PM2 log files of app \(other) of service \(service) on this instance (PM2 names them "
+                + "after the app, every character but letters, digits, . and - made a dash): rename one of them"
         case .download(let error): "\(error)"
         case .superseded(let newer): "superseded by serial \(newer) during the download"
         case .extraction(let error): "\(error)"

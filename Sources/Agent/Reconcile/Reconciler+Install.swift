@@ -126,11 +126,17 @@ extension Reconciler {
         await conclude(verdict, service: service, apps: apps, previousApps: previousApps, env: env, metadata: metadata, summary: &summary)
     }
 
-    /// The first app of `release` that another service on this instance already runs or is installing, as a refusal.
+    /// The first app of `release` that another service on this instance already runs or is installing, as a refusal;
+    /// or whose PM2 log files would be that service's app's (`api_v1` and `api-v1` both write `api-v1-out.log`, and
+    /// a failure's log tail then carried the other service's lines into this one's report).
     static func appNameClash(_ release: Release, service: String, owned: [String: Set<String>]) -> InstallError? {
         for (other, names) in owned.sorted(by: { $0.key < $1.key }) where other != service {
             if let clash = release.pm2.apps.first(where: { names.contains($0.name) }) {
                 return .appNameClash(app: clash.name, service: other)
+            }
+            let logNames = Dictionary(names.sorted().map { (PM2App.logName($0), $0) }) { first, _ in first }
+            for app in release.pm2.apps {
+                if let theirs = logNames[PM2App.logName(app.name)] { return .appNameClash(app: app.name, service: other, logsOf: theirs) }
             }
         }
         return nil

@@ -267,6 +267,18 @@ package struct PM2App: Sendable, Equatable {
     /// Whether `name` is a valid app name (see `nameProblem`).
     package static func isValidName(_ name: String) -> Bool { nameProblem(name) == nil }
 
+    /// The name PM2 gives an app's log files (`$PM2_HOME/logs/<logName>-out.log`): every character but ASCII letters,
+    /// digits, `.` and `-` made a dash, one per UTF-16 unit as JavaScript's `replace` counts them (lib/Common.js,
+    /// `prepareAppConf`). Two names with the same log name share files.
+    package static func logName(_ name: String) -> String {
+        var result = ""
+        for scalar in name.unicodeScalars {
+            let kept = scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "." || scalar == "-")
+            result += kept ? String(scalar) : String(repeating: "-", count: UTF16.width(scalar))
+        }
+        return result
+    }
+
     /// `name` made safe for a file name: PM2's rule (`[^a-zA-Z0-9.-]` → `-`, as for its log files), plus, whenever that
     /// changed anything, `-` and 8 hex digits of the name's SHA-256, so two names never share a file.
     package static func fileSafeName(_ name: String) -> String {
