@@ -314,6 +314,23 @@ struct InsightRoutesTests {
         }
     }
 
+    /// Errors quote what the request said (an unknown agent's name, a bad query value): each answers as JSON that no
+    /// browser sniffs into a page nor frames, as the pages do.
+    @Test(arguments: [
+        "/agents/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E", "/?q=%3Cscript%3E" + String(repeating: "x", count: 300), "/no/such/route",
+    ])
+    func anErrorPageIsDataNotMarkup(_ uri: String) async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let (response, body) = try await Self.page(client, uri, token: fixture.viewerToken)
+                #expect(response.status.code >= 400, "\(body)")
+                #expect(response.headers[.contentType] == "application/json; charset=utf-8")
+                #expect(response.headers[.xContentTypeOptions] == "nosniff")
+                #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; frame-ancestors 'none'")
+            }
+        }
+    }
+
     @Test func theRolloutPageAndTheLinksFromTheFleetPage() async throws {
         try await ControllerFixture.with { fixture in
             try await fixture.withRouter { client in

@@ -32,8 +32,15 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         var fields = headers
         fields[.contentType] = "application/json; charset=utf-8"
         fields[.cacheControl] = "no-store"
+        // An error quotes what the request said (a name, a query value): opened in a browser, it is data, never a
+        // page, whatever a browser makes of the bytes.
+        fields[.xContentTypeOptions] = "nosniff"
+        fields[.contentSecurityPolicy] = errorContentSecurityPolicy
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
+
+    /// The policy of every error answer: nothing may load, run or frame it.
+    static let errorContentSecurityPolicy = "default-src 'none'; frame-ancestors 'none'"
 }
 
 extension APIError {
