@@ -331,6 +331,21 @@ struct InsightRoutesTests {
         }
     }
 
+    /// "Last events" names each event's agent, also when the page of agents does not hold it (a filter, another page):
+    /// it showed the agent's id then.
+    @Test func theEventsNameAgentsThePageDoesNotList() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let (response, html) = try await Self.page(client, "/?q=no-agent-has-this", token: fixture.viewerToken)
+                #expect(response.status == .ok)
+                #expect(!html.contains(#"data-open="/agents/"#), "the filter lists no agent")
+                #expect(html.contains("<small>agent \(Self.agentName)</small>"), "\(html.suffix(3000))")
+                #expect(!html.contains("<small>agent agt_"))
+            }
+        }
+    }
+
     @Test func theRolloutPageAndTheLinksFromTheFleetPage() async throws {
         try await ControllerFixture.with { fixture in
             try await fixture.withRouter { client in

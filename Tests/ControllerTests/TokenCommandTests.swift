@@ -239,7 +239,7 @@ import Testing
             try Data("x".utf8).write(to: inUse.appendingPathComponent("notes.txt"))
             let mistyped = try await CLI.cli(["token", "create", "--data-dir", inUse.path, "--role", "operator"])
             #expect(mistyped.status != 0)
-            #expect(mistyped.errors.contains("is not empty: is it the data directory of ferry-controller serve?"), "\(mistyped.errors)")
+            #expect(mistyped.errors.contains("holds notes.txt, which is not a controller's: is it the data directory"), "\(mistyped.errors)")
             #expect(!FileManager.default.fileExists(atPath: inUse.appendingPathComponent("ferry.sqlite").path))
             let mode = try FileManager.default.attributesOfItem(atPath: inUse.path)[.posixPermissions] as? Int
             #expect(mode == 0o755)

@@ -99,13 +99,16 @@ struct DataDirectoryOptions: ParsableArguments {
                     "no controller database at \(path): give the data directory of ferry-controller serve with --data-dir DIR (or its config file with --config FILE)"
                 )
             }
-            // A new database only in a missing or empty directory: a mistyped --data-dir that names a directory in use
-            // (`/srv`, a home directory) made an empty database there, made the directory private, and printed a token
-            // no controller knows.
-            if let entries = try? FileManager.default.contentsOfDirectory(atPath: directory), !entries.isEmpty {
+            // A new database only in a missing or empty directory, or one holding only what a controller keeps there: a
+            // mistyped --data-dir that names a directory in use (`/srv`, a home directory) made an empty database there,
+            // made the directory private, and printed a token no controller knows.
+            let ours: Set<String> = ["artifacts", "token-revocations", "ferry.sqlite-wal", "ferry.sqlite-shm", "ferry.sqlite-journal"]
+            if let entries = try? FileManager.default.contentsOfDirectory(atPath: directory),
+                let other = entries.sorted().first(where: { !ours.contains($0) })
+            {
                 throw CLIError(
-                    "no controller database at \(path), and \(directory) is not empty: is it the data directory of ferry-controller serve? "
-                        + "A new database is made only in a missing or empty directory"
+                    "no controller database at \(path), and \(directory) holds \(other), which is not a controller's: is it the data "
+                        + "directory of ferry-controller serve? A new database is made only in a missing or empty directory"
                 )
             }
             creates = true

@@ -26,7 +26,8 @@ struct DashboardRenderer: Sendable {
     func render(_ fleet: FleetSnapshot) -> String {
         let now = fleet.generatedAt
         let serviceNames = fleet.services.map(\.name)
-        let names = Dictionary(fleet.agents.map { ($0.record.id, $0.record.name) }, uniquingKeysWith: { first, _ in first })
+        // Every event's agent by name, also one the page of agents does not hold (another page, a filter).
+        let names = fleet.eventAgentNames.merging(fleet.agents.map { ($0.record.id, $0.record.name) }) { first, _ in first }
         let services: [[String: Any]] = fleet.services.map { summary in
             [
                 "name": summary.name, "version": summary.latestVersion ?? "", "serial": summary.latestSerial.map(String.init) ?? "",

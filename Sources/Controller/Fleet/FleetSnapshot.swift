@@ -31,6 +31,8 @@ struct FleetSnapshot: Sendable {
     var rollouts: [RolloutView] = []
     /// The newest events (publishes, waves, halts, operator actions, agents' failures), newest first.
     var events: [RolloutEvent] = []
+    /// The names of the agents `events` name, by id (the page of agents holds only some of them).
+    var eventAgentNames: [String: String] = [:]
     /// Releases stored with fewer signatures than the trust root's release threshold, waiting for approvers, by
     /// service.
     var approvals: [ReleaseRecord] = []
@@ -54,7 +56,8 @@ struct FleetSnapshot: Sendable {
         // Counted, not paged: a page of one still ordered every agent by its statuses to find it (twice).
         async let totals = store.agentTotals(staleBefore: staleBefore)
         async let page = Self.page(query, staleBefore: staleBefore, now: now, core: core)
-        async let rollouts = RolloutView.load(try await store.latestRollouts(for: nil), from: store)
+        let names = try await store.agentNamesByID()
+        async let rollouts = RolloutView.load(try await store.latestRollouts(for: nil), names: names, from: store)
         async let roots = store.trustRoots()
         async let events = store.events(service: nil, limit: eventCount)
         let awaiting = try await rollouts.map(\.rollout).filter { $0.state == .awaitingApproval }
@@ -78,6 +81,10 @@ struct FleetSnapshot: Sendable {
             staleAgents: try await totals.stale,
             rollouts: try await rollouts,
             events: try await events,
+            eventAgentNames: Dictionary(
+                try await events.compactMap { event in event.agentID.flatMap { id in names[id].map { (id, $0) } } },
+                uniquingKeysWith: { first, _ in first }
+            ),
             approvals: approvals,
             trust: trust
         )

@@ -62,9 +62,13 @@ struct RolloutView: Sendable {
     /// (`rolloutViewStatuses`). Reading and decoding every agent and every status whole made `GET /v1/rollouts`, and the
     /// fleet view and dashboard that show the rollouts, take most of a second at 10,000 agents; extracting nine fields
     /// from every status's JSON was still most of a PostgreSQL dashboard (docs/benchmarks.md).
-    static func load(_ rollouts: [RolloutRecord], from store: any ControllerStore) async throws -> [RolloutView] {
+    /// - Parameter names: the agents' names by id when the caller read them already (`FleetSnapshot` names its events'
+    ///   agents with them too).
+    static func load(_ rollouts: [RolloutRecord], names: [String: String]? = nil, from store: any ControllerStore) async throws -> [RolloutView] {
         guard !rollouts.isEmpty else { return [] }
-        let names = try await store.agentNamesByID()
+        let given = names
+        let names: [String: String]
+        if let given { names = given } else { names = try await store.agentNamesByID() }
         var statuses: [String: [String: ServiceStatus]] = [:]
         for service in Set(rollouts.map(\.service)) {
             statuses[service] = try await store.rolloutViewStatuses(service: service)
