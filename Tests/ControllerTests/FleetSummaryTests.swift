@@ -13,6 +13,17 @@ import Testing
 
     static let agentCount = 40
 
+    /// Rows of the summary are (serial, version) as stored: no version and an empty one (stored before reports with one
+    /// were refused) are two rows, not one under a blank label.
+    @Test func noVersionAndAnEmptyVersionAreTwoRows() {
+        let summary = FleetSummary([
+            FleetCountRow(service: "api", version: nil, serial: nil, phase: "waiting", health: nil, stale: false, count: 2),
+            FleetCountRow(service: "api", version: "", serial: nil, phase: "running", health: "healthy", stale: false, count: 3),
+        ])
+        let rows = summary.services.first?.versions.map { ($0.version, $0.agents) } ?? []
+        #expect(rows.count == 2 && rows.contains { $0.0 == nil && $0.1 == 2 } && rows.contains { $0.0 == "" && $0.1 == 3 }, "\(rows)")
+    }
+
     /// What agent `index` reports for `service` (`nil`: nothing, the service counts as unreported).
     static func standing(_ index: Int, _ service: String) -> (serial: Int64, version: String, phase: DeployPhase)? {
         // The last four agents never report.

@@ -34,9 +34,9 @@ import Testing
 
     static let limit = 4096
 
-    static func report(service: String = "api", message: String = "{message}", twice: Bool = false) -> String {
+    static func report(service: String = "api", message: String = "{message}", twice: Bool = false, version: String = "1.0.0") -> String {
         let status =
-            #"{"service":"\#(service)","serial":1,"version":"1.0.0","targetSerial":1,"phase":"running","message":"\#(message)","#
+            #"{"service":"\#(service)","serial":1,"version":"\#(version)","targetSerial":1,"phase":"running","message":"\#(message)","#
             + #""health":"healthy","processes":[]}"#
         return #"{"agentVersion":"1.0","hostname":"a.example","processManager":"builtin","services":[\#(status)\#(twice ? "," + status : "")]}"#
     }
@@ -50,6 +50,7 @@ import Testing
         Case(name: "a field missing", body: #"{"agentVersion":"1.0","services":[]}"#, status: 400, code: "missing_field", handled: false),
         Case(name: "a service not the agent's", body: report(service: "web"), status: 422, code: "unknown_service", handled: false),
         Case(name: "a service twice", body: report(twice: true), status: 422, code: "invalid_document", handled: false),
+        Case(name: "an empty version", body: report(version: ""), status: 422, code: "invalid_document", handled: false),
         Case(
             name: "over the size limit",
             body: report(message: String(repeating: "x", count: limit)),

@@ -39,7 +39,12 @@ struct FleetSummary: Sendable, Equatable {
     /// Sums the store's grouped counts.
     init(_ rows: [FleetCountRow]) {
         var services: [String: Service] = [:]
-        var versions: [String: [String: Version]] = [:]
+        // Serial and version as they are: a text key ("- " for no version, and for an empty one) merged the two.
+        struct Key: Hashable {
+            var serial: Int64?
+            var version: String?
+        }
+        var versions: [String: [Key: Version]] = [:]
         for row in rows {
             var service = services[row.service] ?? Service(name: row.service)
             service.agents += row.count
@@ -48,7 +53,7 @@ struct FleetSummary: Sendable, Equatable {
             if row.stale { service.stale += row.count }
             if row.phase == FleetQuery.unreported { service.unreported += row.count }
             services[row.service] = service
-            let key = "\(row.serial.map(String.init) ?? "-") \(row.version ?? "")"
+            let key = Key(serial: row.serial, version: row.version)
             var version = versions[row.service]?[key] ?? Version(version: row.version, serial: row.serial, phases: [:], agents: 0, failing: 0)
             version.phases[row.phase, default: 0] += row.count
             version.agents += row.count

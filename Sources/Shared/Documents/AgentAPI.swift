@@ -192,6 +192,9 @@ package struct ServiceStatus: Sendable, Equatable {
         service = try reader.required("service", Release.serviceName)
         serial = try reader.optional("serial", Field.integer(in: 1...Release.maximumSerial))
         version = try reader.optional("version", Field.string(maxLength: 128))
+        // No release has an empty version: absent is "none installed". Kept, an empty one made a row of the fleet summary
+        // with no label whose links the fleet query refuses.
+        if version?.isEmpty == true { throw .invalidValue(field: "\(path).version", reason: "must not be empty (leave it out when no release runs)") }
         targetSerial = try reader.optional("targetSerial", Field.integer(in: 1...Release.maximumSerial))
         phase = try reader.required("phase", Field.enumeration(DeployPhase.self))
         message = try reader.required("message", Self.text(maxLength: 2048))
