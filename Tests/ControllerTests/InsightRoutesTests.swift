@@ -346,6 +346,30 @@ struct InsightRoutesTests {
         }
     }
 
+    /// Basic credentials a browser sends for another site's page (an `<img>` or `<iframe>` pointing at the event
+    /// stream could hold a token's streams) are refused; a link followed from another site opens the page; curl and the
+    /// dashboard's own requests pass.
+    @Test(arguments: [
+        (["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"], "/v1/events/stream", 403),
+        (["Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"], "/", 403),
+        (["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"], "/v1/fleet", 403),
+        (["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"], "/", 200),
+        (["Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"], "/v1/fleet", 200),
+        ([:], "/v1/fleet", 200),
+    ])
+    func basicCredentialsForAnotherSitesPageAreRefused(_ fetch: [String: String], _ uri: String, _ status: Int) async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let credentials = Data("viewer:\(fixture.viewerToken)".utf8).base64EncodedString()
+                var headers: HTTPFields = [.authorization: "Basic \(credentials)"]
+                for (name, value) in fetch { headers[HTTPField.Name(name)!] = value }
+                let response = try await client.execute(uri: uri, method: .get, headers: headers)
+                #expect(Int(response.status.code) == status, "\(fetch) \(uri)")
+                if status == 403 { #expect(String(buffer: response.body).contains("cross_origin")) }
+            }
+        }
+    }
+
     @Test func theRolloutPageAndTheLinksFromTheFleetPage() async throws {
         try await ControllerFixture.with { fixture in
             try await fixture.withRouter { client in

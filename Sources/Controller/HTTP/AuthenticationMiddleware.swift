@@ -34,6 +34,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
                 headers: [.wwwAuthenticate: Authenticator.Challenge.bearer.header]
             )
         }
+        if scheme == .basic, let refusal = Self.crossSiteRefusal(request) { throw refusal }
         let principal = try await authenticator.principal(forToken: token, challenge: policy.challenge)
         guard policy.roles.contains(principal.role) else {
             throw APIError.forbidden("this needs a token with role \(policy.rolesText); this token has role \(principal.role.rawValue)")
@@ -43,6 +44,28 @@ struct AuthenticationMiddleware: RouterMiddleware {
         context.credential = token
         return try await next(request, context)
     }
+
+    /// HTTP Basic credentials a browser sent for another site's page: refused unless the request opens a page
+    /// (`Sec-Fetch-Mode: navigate` to a `document`, a link followed from a chat or a ticket). A browser may send cached
+    /// Basic credentials with another site's `<img>` or `<iframe>`: sixteen of them on a page an operator opened held all
+    /// of the token's event streams. Requests without these headers (curl, scripts) are not browsers and pass.
+    static func crossSiteRefusal(_ request: Request) -> APIError? {
+        guard let site = request.headers[SameOriginMiddleware<Context>.secFetchSite]?.lowercased(), site != "same-origin", site != "none" else {
+            return nil
+        }
+        let mode = request.headers[secFetchMode]?.lowercased()
+        let destination = request.headers[secFetchDest]?.lowercased()
+        if mode == "navigate", destination == "document" { return nil }
+        return APIError(
+            .forbidden,
+            "cross_origin",
+            "the browser sent this request for another site's page (Sec-Fetch-Site: \(site.prefix(40))): HTTP Basic credentials are "
+                + "accepted from the controller's own pages, or to open one"
+        )
+    }
+
+    static var secFetchMode: HTTPField.Name { HTTPField.Name("Sec-Fetch-Mode")! }
+    static var secFetchDest: HTTPField.Name { HTTPField.Name("Sec-Fetch-Dest")! }
 }
 
 extension HTTPRequest.Method {
