@@ -50,14 +50,20 @@ struct AppNameClashEndToEndTests {
         ("a😀", "a-", nil),
         ("api", "api2", nil),
         ("api.v1", "api-v1", nil),
+        // PM2's character class keeps a backslash.
+        (#"a\b"#, "a-b", nil),
+        (#"a\ b"#, #"a\_b"#, .appNameClash(app: #"a\ b"#, service: "web", logsOf: #"a\_b"#)),
     ]
 
     @Test(arguments: rows.indices)
     func clashes(_ index: Int) {
         let (mine, theirs, expected) = Self.rows[index]
         let release = CoreFixture.release("api", serial: 1, apps: [mine])
-        let found = Reconciler.appNameClash(release, service: "api", owned: ["web": [theirs]])
+        let found = Reconciler.appNameClash(release, service: "api", owned: ["web": [theirs]], byLogName: true)
         #expect(found?.description == expected?.description, "\(mine) against \(theirs): \(found?.description ?? "none")")
-        #expect(Reconciler.appNameClash(release, service: "api", owned: ["api": [theirs]]) == nil, "a service's own apps")
+        #expect(Reconciler.appNameClash(release, service: "api", owned: ["api": [theirs]], byLogName: true) == nil, "a service's own apps")
+        // The builtin supervisor's log files never collide: only the same name clashes there.
+        let builtin = Reconciler.appNameClash(release, service: "api", owned: ["web": [theirs]], byLogName: false)
+        #expect(builtin?.description == (mine == theirs ? expected?.description : nil), "\(mine) against \(theirs) (builtin)")
     }
 }

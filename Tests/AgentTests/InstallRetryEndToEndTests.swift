@@ -119,6 +119,16 @@ struct InstallRetryEndToEndTests {
                     return text.contains("serial 2 (2.0.0) not installed yet") ? text : nil
                 }
                 #expect(message.contains(SHA256.hash(signed).hex), "\(message)")
+                // Bytes that never match are the release's fault: listed as a refusal of serial 2, which its rollout
+                // counts as a failure (a store that does not have the artifact yet lists nothing,
+                // `downloadFailureThenRetry`).
+                let counted = try await eventually("the rollout of serial 2 counts the refusal", timeout: .seconds(60)) { () -> JSONValue? in
+                    let rollout = try await fleet.controller.get("/v1/rollouts?service=web&limit=1", token: fleet.viewerToken)["rollouts"]?
+                        .arrayValue.first
+                    return rollout?["counts"]?["failed"]?.intValue == 1 ? rollout : nil
+                }
+                let failure = counted["failures"]?.arrayValue.first
+                #expect(failure?["agentName"]?.stringValue == "edge-m" && failure?["kind"]?.stringValue == "refused", "\(counted)")
                 // Passes run a second apart: none downloads it again within 10 s of the first download, on the times the
                 // store saw (the test's own pace, slow on a loaded machine, does not count).
                 let gets = { bucket.requests.filter { $0.path == "/bucket/web-2.tgz" && $0.method == "GET" }.map(\.at) }

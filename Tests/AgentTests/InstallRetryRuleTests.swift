@@ -34,6 +34,15 @@ struct InstallRetryRuleTests {
         ("an extraction cancelled", .extraction(.cancelled(archive: archive)), false),
     ]
 
+    /// The failures that are the release's own, listed as a refusal of its serial (a rollout counts them); the others
+    /// say nothing of the release.
+    @Test(arguments: rows.indices)
+    func whatIsTheReleasesFault(_ index: Int) {
+        let row = Self.rows[index]
+        let releases = ["a digest that does not match", "a size that does not match", "a damaged archive", "a path outside the tree"]
+        #expect(row.error.isTheReleasesFault == releases.contains(row.label), "\(row.label)")
+    }
+
     @Test(arguments: rows.indices)
     func whatBacksOff(_ index: Int) {
         let row = Self.rows[index]

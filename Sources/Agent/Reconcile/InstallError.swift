@@ -42,12 +42,29 @@ enum InstallError: Error, CustomStringConvertible {
         }
     }
 
+    /// Whether the release itself cannot be installed, here or anywhere: its artifact's bytes are not what it signed
+    /// (their size or digest), or its archive is one the extractor refuses (damaged, empty, a path or link leaving the
+    /// tree, an entry type, too many entries or bytes). Recorded as a refusal of the serial (`Reconciler.install`), so
+    /// a rollout counts it as a failure; a store that does not answer yet, or this instance's own disk, counts nothing
+    /// and is tried again.
+    var isTheReleasesFault: Bool {
+        switch self {
+        case .download(.tooLarge), .download(.sizeMismatch), .download(.digestMismatch): true
+        case .extraction(let error):
+            switch error {
+            case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge: true
+            case .unreadable, .writeFailed, .fileSystem, .noSpace, .destinationExists, .cancelled: false
+            }
+        default: false
+        }
+    }
+
     var description: String {
         switch self {
         case .appNameClash(let app, let service, nil): "app name \(app) is already used by service \(service) on this instance"
         case .appNameClash(let app, let service, let other?):
             "app \(app) would share the PM2 log files of app \(other) of service \(service) on this instance (PM2 names them "
-                + "after the app, every character but letters, digits, . and - made a dash): rename one of them"
+                + "after the app, every character but letters, digits, ., - and \\ made a dash): rename one of them"
         case .download(let error): "\(error)"
         case .superseded(let newer): "superseded by serial \(newer) during the download"
         case .extraction(let error): "\(error)"

@@ -28,7 +28,12 @@ extension Reconciler {
         let metadata: Logger.Metadata = [
             "ferry.service": "\(service)", "ferry.serial": "\(release.serial)", "artifact.sha256": "\(release.artifact.sha256)",
         ]
-        if let clash = Self.appNameClash(release, service: service, owned: appNamesOwned(byServicesOtherThan: service)) {
+        if let clash = Self.appNameClash(
+            release,
+            service: service,
+            owned: appNamesOwned(byServicesOtherThan: service),
+            byLogName: processManager.logFilesFollowLogNames
+        ) {
             summary.problems.append("\(service): \(clash)")
             if transition(service, .installRefused(serial: release.serial, clash), summary: &summary) == .save {
                 summary.changed = true
@@ -73,6 +78,11 @@ extension Reconciler {
             }
             logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
             if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
+            // A release that cannot install anywhere is a failure of it, listed once (a rollout counts it: its phase
+            // alone does not, since a store that does not answer yet leaves the same phase).
+            if error.isTheReleasesFault, transition(service, .installRefused(serial: release.serial, error), summary: &summary) == .save {
+                save(&summary)
+            }
             // The install did not get as far as touching what runs, and the planner skipped the service's drift repair
             // and env refresh for it: the applied release must not stay down (a dead daemon), nor on an env file the
             // operator changed, while the new one waits for its artifact.
@@ -129,11 +139,13 @@ extension Reconciler {
     /// The first app of `release` that another service on this instance already runs or is installing, as a refusal;
     /// or whose PM2 log files would be that service's app's (`api_v1` and `api-v1` both write `api-v1-out.log`, and
     /// a failure's log tail then carried the other service's lines into this one's report).
-    static func appNameClash(_ release: Release, service: String, owned: [String: Set<String>]) -> InstallError? {
+    /// - Parameter byLogName: whether the process manager names log files after `PM2App.logName` (PM2).
+    static func appNameClash(_ release: Release, service: String, owned: [String: Set<String>], byLogName: Bool) -> InstallError? {
         for (other, names) in owned.sorted(by: { $0.key < $1.key }) where other != service {
             if let clash = release.pm2.apps.first(where: { names.contains($0.name) }) {
                 return .appNameClash(app: clash.name, service: other)
             }
+            guard byLogName else { continue }
             let logNames = Dictionary(names.sorted().map { (PM2App.logName($0), $0) }) { first, _ in first }
             for app in release.pm2.apps {
                 if let theirs = logNames[PM2App.logName(app.name)] { return .appNameClash(app: app.name, service: other, logsOf: theirs) }

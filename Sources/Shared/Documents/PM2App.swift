@@ -268,12 +268,13 @@ package struct PM2App: Sendable, Equatable {
     package static func isValidName(_ name: String) -> Bool { nameProblem(name) == nil }
 
     /// The name PM2 gives an app's log files (`$PM2_HOME/logs/<logName>-out.log`): every character but ASCII letters,
-    /// digits, `.` and `-` made a dash, one per UTF-16 unit as JavaScript's `replace` counts them (lib/Common.js,
-    /// `prepareAppConf`). Two names with the same log name share files.
+    /// digits, `.`, `-` and `\` made a dash, one per UTF-16 unit as JavaScript's `replace` counts them (lib/Common.js,
+    /// `prepareAppConf`: `/[^a-zA-Z0-9\\.\\-]/g`). Two names with the same log name share files.
     package static func logName(_ name: String) -> String {
         var result = ""
         for scalar in name.unicodeScalars {
-            let kept = scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "." || scalar == "-")
+            let kept =
+                scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "." || scalar == "-" || scalar == "\\")
             result += kept ? String(scalar) : String(repeating: "-", count: UTF16.width(scalar))
         }
         return result

@@ -35,6 +35,10 @@ package protocol ProcessManager: Sendable {
     /// new app config into the stored one: `Utility.extendMix`), so that only a fresh start (delete + start) removes them.
     var reloadKeepsRemovedEnvironment: Bool { get }
 
+    /// Whether apps whose names differ only in characters made dashes write the same log files (PM2 names them after
+    /// `PM2App.logName`; the builtin supervisor's names never collide): such a pair is refused across services.
+    var logFilesFollowLogNames: Bool { get }
+
     /// Why this process manager cannot run `app` as it is, checked before anything is stopped for it (a replace deletes
     /// the running app before starting the new one); `nil` when it can. `start` and `reload` refuse the same apps.
     func refusal(toRun app: AppSpec) -> (any Error)?
@@ -56,4 +60,7 @@ extension ProcessManager {
 
     /// A reload sets the new env whole (the builtin supervisor spawns with the spec's env).
     package var reloadKeepsRemovedEnvironment: Bool { false }
+
+    /// Log files named so that two names never share one (`PM2App.fileSafeName`).
+    package var logFilesFollowLogNames: Bool { false }
 }

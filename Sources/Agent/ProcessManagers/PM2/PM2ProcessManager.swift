@@ -179,6 +179,9 @@ struct PM2ProcessManager: ProcessManager {
     /// checked against PM2 7.0.3): a variable a release or the instance env file no longer names stays in the process.
     var reloadKeepsRemovedEnvironment: Bool { true }
 
+    /// `$PM2_HOME/logs/<PM2App.logName>-out.log`: `api_v1` and `api-v1` share it.
+    var logFilesFollowLogNames: Bool { true }
+
     func processes() async throws(PM2Error) -> [ManagedProcess] {
         let table = try await table()
         await stopLeftoversOfADeadDaemon(listed: Set(table.processes.compactMap(\.pid)))
