@@ -154,6 +154,17 @@ struct SecretMaskTests {
         ),
     ]
 
+    /// Lines of a multi-line value are looked for on their own only when they hold 16 bytes or more besides their
+    /// indentation: a line of blanks, or `}`, would be found in every log line.
+    @Test func aMultiLineValuesShortAndBlankLinesAreNotLookedFor() {
+        let env = ["SERVICE_ACCOUNT": "{\n        \n  \"id\": 7,\n  \"private_key\": \"MIIEvQIBADANBgkqhkiG9w0BAQEF\"\n}"]
+        let mask = SecretMask([env])
+        #expect(mask.apply("indented        text, \"id\": 7, done") == "indented        text, \"id\": 7, done")
+        #expect(mask.apply(#"key "private_key": "MIIEvQIBADANBgkqhkiG9w0BAQEF" seen"#) == "key ${SERVICE_ACCOUNT} seen")
+        let many = (0..<1000).map { "line-\($0)-of-an-allow-list" }.joined(separator: "\n")
+        #expect(SecretMask.forms(of: many).count <= SecretMask.maximumLinesPerValue + 6, "a bounded number of patterns per value")
+    }
+
     @Test(arguments: escapedRows)
     func masksWhatAnAppsLoggingWrites(_ row: Row) {
         #expect(SecretMask([row.env]).apply(row.text) == row.expected)
@@ -201,6 +212,10 @@ struct SecretMaskTests {
         // A variable taken out of the file: still masked.
         secrets.update(service: "worker", values: [:])
         #expect(secrets.apply("worker-secret-2") == "${WORKER_KEY}")
+        // Short values a rewrite changes (flags, ports) take no place among the retired.
+        secrets.update(service: "api", values: ["API_KEY": "api-secret-4", "PORT": "3000", "DEBUG": "true"])
+        for port in 3001..<3100 { secrets.update(service: "api", values: ["API_KEY": "api-secret-4", "PORT": "\(port)", "DEBUG": "true"]) }
+        #expect(secrets.apply("api-secret-1") == "${API_KEY}", "a retired secret is still masked after 99 port changes")
         // A credential refreshed again and again: the newest `retiredLimit` replaced values stay masked, not every one.
         for round in 0..<(InstanceSecrets.retiredLimit + 5) { secrets.update(service: "api", values: ["API_KEY": "rotating-\(round)-x"]) }
         let last = InstanceSecrets.retiredLimit + 4

@@ -26,7 +26,12 @@ final class InstanceSecrets: Sendable {
         state.withLock { state in
             guard state.environments[service] != values else { return }
             let current = Set(values.values)
-            for (name, value) in state.environments[service] ?? [:] where !current.contains(value) {
+            // Values the mask would not look for (`true`, `3000`) take no place; in name order, so which stay does not
+            // depend on hashing when more than the limit retire at once.
+            let replaced = (state.environments[service] ?? [:]).filter {
+                $0.value.utf8.count >= SecretMask.minimumLength && !current.contains($0.value)
+            }
+            for (name, value) in replaced.sorted(by: { $0.key < $1.key }) {
                 var retired = state.retired[service, default: []]
                 retired.removeAll { $0.value == value }
                 retired.append((name, value))

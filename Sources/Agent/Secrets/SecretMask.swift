@@ -52,24 +52,37 @@ struct SecretMask: Sendable, Equatable {
     /// - as an app's own logging writes a string: JSON-escaped (`JSON.stringify`, and the loggers built on it) and
     ///   escaped the way Node's `console.log` of an object quotes it (`util.inspect`: `'…'`, or `"…"` when the value
     ///   holds a `'`), so `p\ss"word` logged as part of a config object is still found;
-    /// - for a value of several lines (a PEM key from `KEY="-----BEGIN…\n…"` in an env file), each line on its own, in
-    ///   each of those forms: `util.inspect` prints a long multi-line string as one quoted piece per line.
+    /// - for a value of several lines (a PEM key from `KEY="-----BEGIN…\n…"` in an env file), each line of at least
+    ///   `minimumLineLength` bytes on its own, raw and escaped: `util.inspect` prints a long multi-line string as one
+    ///   quoted piece per line.
     static func forms(of value: String) -> Set<[UInt8]> {
-        var texts = [value]
-        if value.contains(where: \.isNewline) {
-            texts += value.split(whereSeparator: \.isNewline).map(String.init).filter { $0.utf8.count >= minimumLength }
-        }
         var forms: Set<[UInt8]> = []
-        for text in texts {
-            for form in [
-                text, PercentEncoding.encode(text), PercentEncoding.encode(text, keeping: PercentEncoding.pathCharacters),
-                Self.jsonEscaped(text), Self.inspectEscaped(text, quote: "'"), Self.inspectEscaped(text, quote: nil),
-            ] where form.utf8.count >= minimumLength {
-                forms.insert(Array(form.utf8))
-            }
+        func insert(_ texts: [String]) {
+            for form in texts where form.utf8.count >= minimumLength { forms.insert(Array(form.utf8)) }
+        }
+        insert([
+            value, PercentEncoding.encode(value), PercentEncoding.encode(value, keeping: PercentEncoding.pathCharacters),
+            jsonEscaped(value), inspectEscaped(value, quote: "'"), inspectEscaped(value, quote: nil),
+        ])
+        guard value.contains(where: \.isNewline) else { return forms }
+        // Lines of at least `minimumLineLength` bytes without their indentation: a line of blanks, or a short one
+        // (`}`, `"type": "x",`), would be found in every log line. A key's body lines (64 bytes of base64) are the point.
+        var lines = 0
+        for line in value.split(whereSeparator: \.isNewline) where lines < maximumLinesPerValue {
+            let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+            let text = String(line.drop(while: blank).reversed().drop(while: blank).reversed())
+            guard text.utf8.count >= minimumLineLength else { continue }
+            lines += 1
+            insert([text, jsonEscaped(text), inspectEscaped(text, quote: "'"), inspectEscaped(text, quote: nil)])
         }
         return forms
     }
+
+    /// A line of a multi-line value shorter than this (without its indentation) is not looked for on its own.
+    static let minimumLineLength = 16
+    /// At most this many lines of one value are looked for on their own (each a pattern every masked text is scanned
+    /// for): a certificate chain's hundred lines, not an allow-list's thousands.
+    static let maximumLinesPerValue = 256
 
     /// `text` as inside a JSON string written by `JSON.stringify`: `\\`, `\"`, the short escapes, `\u00xx` for other
     /// control characters.
