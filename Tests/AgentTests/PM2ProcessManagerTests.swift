@@ -296,6 +296,14 @@ struct PM2ProcessManagerTests {
         await Self.killDaemon(manager)
     }
 
+    /// `PM2_HOME` in an app's env is refused when it names another daemon's home; an instance env file that names the
+    /// agent's own (written before the variable was refused) moves nothing and still runs after an upgrade.
+    @Test(arguments: [("/var/lib/ferry/.pm2", false), ("/tmp/x", true), ("", true)])
+    func pm2HomeInTheEnvIsRefusedUnlessItIsTheDaemonsOwn(_ value: String, _ refused: Bool) {
+        let app = AppSpec.pm2TestApp("api", script: "/srv/a.js", cwd: "/srv", env: ["PM2_HOME": value])
+        #expect((PM2ProcessManager.refusal(app, home: "/var/lib/ferry/.pm2") != nil) == refused, "\(value)")
+    }
+
     /// A release signed before publish refused them: `instance_var` or `increment_var` naming a field that moves the
     /// app (PM2 sets it on its process entry) is refused before pm2 is asked; an env variable is not.
     @Test(arguments: [

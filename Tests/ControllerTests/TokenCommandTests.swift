@@ -233,6 +233,12 @@ import Testing
             #expect(missing.errors.contains("no controller database at"))
             #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("nowhere").path))
 
+            // A fresh volume mounted as the data directory holds lost+found (and hidden entries): it is empty.
+            let volume = directory.appendingPathComponent("volume")
+            try FileManager.default.createDirectory(at: volume.appendingPathComponent("lost+found"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: volume.appendingPathComponent(".snapshot"), withIntermediateDirectories: true)
+            let onVolume = try await CLI.cli(["token", "create", "--data-dir", volume.path, "--role", "operator"])
+            #expect(onVolume.status == 0 && onVolume.errors.contains("made a new one"), "\(onVolume.errors)")
             // A mistyped --data-dir naming a directory in use: nothing made there, its mode untouched.
             let inUse = directory.appendingPathComponent("in-use")
             try FileManager.default.createDirectory(at: inUse, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])

@@ -30,6 +30,8 @@ struct DotEnvFileTests {
         Valid("a byte-order mark before the first name", "\u{FEFF}A=1\nB=2\n", ["A": "1", "B": "2"]),
         Valid("comments and blank lines", "# secrets for api\n\n   # indented comment\nA=1\n\t\nB=2\n", ["A": "1", "B": "2"]),
         Valid("export prefix", "export A=1\nexport   B=two\nexport\tC=3\n", ["A": "1", "B": "two", "C": "3"]),
+        // Opened and never closed: text, as dotenv reads it too (a generated password may start with one).
+        Valid("a value that starts with an unclosed backtick", "PASS=`k9#x!\nB=a`b\n", ["PASS": "`k9#x!", "B": "a`b"]),
         Valid("names that only start like export", "export=1\nexported=2\n", ["export": "1", "exported": "2"]),
         Valid("leading blanks before the name", "  A=1\n\tB=2", ["A": "1", "B": "2"]),
         Valid("blanks around =", "A = 1\nB\t=\ttwo words\nC =\n", ["A": "1", "B": "two words", "C": ""]),
@@ -146,7 +148,7 @@ struct DotEnvFileTests {
         Hostile("unknown escape, column counted in characters", "A=1\nB = \"ü\\q\"\n", line: 2, .unknownEscape(column: 7)),
         Hostile("text after the closing quote", "A=\"x\" y\n", line: 1, .textAfterClosingQuote),
         Hostile("a backtick-quoted value (dotenv's third quote)", "A=1\r\nAPI_KEY=`abc123`\r\n", line: 2, .backtickQuote),
-        Hostile("a backtick after blanks", "PASS =  `a #b`\n", line: 1, .backtickQuote),
+        Hostile("a backtick-quoted value with a comment sign inside", "PASS =  `a #b`\n", line: 1, .backtickQuote),
         Hostile("shell-style escaped single quote", "A='Let\\'s go'\n", line: 1, .textAfterClosingQuote),
         Hostile("two quoted parts", "A=1\r\nB='x''y'\r\n", line: 2, .textAfterClosingQuote),
         Hostile("NUL byte in a value", "A=1\nB=x\u{0}y\n", line: 2, .nulByte),

@@ -102,9 +102,13 @@ struct DataDirectoryOptions: ParsableArguments {
             // A new database only in a missing or empty directory, or one holding only what a controller keeps there: a
             // mistyped --data-dir that names a directory in use (`/srv`, a home directory) made an empty database there,
             // made the directory private, and printed a token no controller knows.
-            let ours: Set<String> = ["artifacts", "token-revocations", "ferry.sqlite-wal", "ferry.sqlite-shm", "ferry.sqlite-journal"]
+            // A volume's own entries (`lost+found`, hidden ones such as `.snapshot`) do not count: a fresh volume mounted
+            // there is empty.
+            let ours: Set<String> = [
+                "artifacts", "token-revocations", "ferry.sqlite-wal", "ferry.sqlite-shm", "ferry.sqlite-journal", "lost+found",
+            ]
             if let entries = try? FileManager.default.contentsOfDirectory(atPath: directory),
-                let other = entries.sorted().first(where: { !ours.contains($0) })
+                let other = entries.sorted().first(where: { !ours.contains($0) && !$0.hasPrefix(".") })
             {
                 throw CLIError(
                     "no controller database at \(path), and \(directory) holds \(other), which is not a controller's: is it the data "

@@ -142,7 +142,10 @@ package enum DotEnvFile {
 
         index = equalsIndex + 1
         skipBlanks()
-        if index < end, line[index] == UInt8(ascii: "`") { throw .backtickQuote }
+        // A value that opens and closes with backticks is quoted to Node's `dotenv`; read here it kept them. One that
+        // opens with a backtick and never closes it is text to both (a generated password may start with one).
+        let backtick = UInt8(ascii: "`")
+        if index < end, line[index] == backtick, line[(index + 1)..<end].contains(backtick) { throw .backtickQuote }
         guard index < end, line[index] == singleQuote || line[index] == doubleQuote else {
             // Unquoted: to the end of the line or to a `#` that follows a blank, trailing blanks dropped.
             var valueEnd = end

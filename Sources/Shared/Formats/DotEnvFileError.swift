@@ -30,7 +30,8 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
         case unterminatedQuote(Character)
         /// Something other than blanks or a `# comment` after a quoted value's closing quote.
         case textAfterClosingQuote
-        /// A value that starts with a backtick: Node's `dotenv` reads it as a quote, this format would keep it as text.
+        /// A value in backticks (one opens it and another follows on the line): Node's `dotenv` reads them as quotes,
+        /// this format would keep them as text.
         case backtickQuote
         /// A backslash in a double-quoted value not followed by `n`, `r`, `t`, `\`, `"` or `$`.
         case unknownEscape(column: Int)
@@ -57,7 +58,7 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
                 "unterminated quote (\(quote) opens the value but does not close it on this line; write a line break as \\n inside double quotes)"
             case .textAfterClosingQuote: "text after the closing quote (only blanks and a # comment may follow it)"
             case .backtickQuote:
-                "a value starting with ` (backticks are not quotes here, and would be kept in the value; use '…' or \"…\", or no quotes)"
+                "a value in backticks (they are not quotes here, and would be kept in the value; use '…' or \"…\", or no quotes)"
             case .unknownEscape(let column):
                 "unknown escape at column \(column) (inside double quotes \\n, \\r, \\t, \\\\, \\\" and \\$ are escapes; write \\\\ for a backslash, or use single quotes)"
             case .duplicate(let name, let firstLine): "\(name) is set twice (first on line \(firstLine))"

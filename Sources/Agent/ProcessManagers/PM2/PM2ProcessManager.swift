@@ -252,14 +252,14 @@ struct PM2ProcessManager: ProcessManager {
 
     func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
-        if let refusal = Self.refusal(app) { throw refusal }
+        if let refusal = Self.refusal(app, home: invocation.environment["PM2_HOME"]) { throw refusal }
         _ = try await tableCheckedForClash(app.name)
         try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)), timeout: timeout(for: app))
     }
 
     func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
-        if let refusal = Self.refusal(app) { throw refusal }
+        if let refusal = Self.refusal(app, home: invocation.environment["PM2_HOME"]) { throw refusal }
         let table = try await tableCheckedForClash(app.name)
         // The instances running now are stopped one after another too (a smaller count stops the surplus).
         let running = table.owned(by: configuration.namespace).filter { $0.name == app.name }.count
@@ -539,8 +539,10 @@ struct PM2ProcessManager: ProcessManager {
     /// process entry that takes the app out of Ferry's reach or changes what runs (`PM2App.envKeysMovingTheApp`):
     /// checked at publish too (all of them), but an instance env file or a release signed before that check reaches
     /// here unchecked.
-    static func envRefusal(_ app: AppSpec) -> PM2Error? {
-        let keys = app.env.keys.filter { PM2App.envKeysMovingTheApp.contains($0) }.sorted()
+    /// - Parameter home: the `PM2_HOME` of the daemon that runs the app: an env that names that same home (an instance
+    ///   env file written before the variable was refused) moves nothing.
+    static func envRefusal(_ app: AppSpec, home: String? = nil) -> PM2Error? {
+        let keys = app.env.filter { key, value in PM2App.envKeysMovingTheApp.contains(key) && !(key == "PM2_HOME" && value == home) }.keys.sorted()
         if !keys.isEmpty { return .envReplacesProcessFields(app: app.name, keys: keys) }
         // PM2 sets these on the entry itself: a release signed before publish refused them must not move the app either.
         for option in PM2App.injectedVariableOptions {
@@ -555,13 +557,13 @@ struct PM2ProcessManager: ProcessManager {
     /// runs through `bash -c` (`Common.verifyConfs`: `script: bash, args: ['-c', path]`), split at the space. The app
     /// never ran, and Ferry, reading `bash` back as its script, replaced it at every pass. A program looked up on PATH
     /// (`npm start`) keeps PM2's behaviour: that is what `bash -c` is for.
-    static func refusal(_ app: AppSpec) -> PM2Error? {
-        if let refusal = envRefusal(app) { return refusal }
+    static func refusal(_ app: AppSpec, home: String?) -> PM2Error? {
+        if let refusal = envRefusal(app, home: home) { return refusal }
         if app.script.hasPrefix("/"), app.script.contains(" ") { return .scriptPathWithSpace(app: app.name, script: app.script) }
         return nil
     }
 
-    func refusal(toRun app: AppSpec) -> (any Error)? { Self.refusal(app) }
+    func refusal(toRun app: AppSpec) -> (any Error)? { Self.refusal(app, home: invocation.environment["PM2_HOME"]) }
 
     private static func requireAbsolute(_ ecosystem: String) throws(PM2Error) {
         guard ecosystem.hasPrefix("/") else { throw .ecosystemNotAbsolute(ecosystem) }
