@@ -26,17 +26,17 @@ enum InstallError: Error, CustomStringConvertible {
     /// the artifact yet is tried again at the next pass; a tree that did not fit waits for the space it needs
     /// (`Reconciler.spaceWaits`).
     var repeatsTheSameWay: Bool {
-        switch self {
-        case .download(.tooLarge), .download(.sizeMismatch), .download(.digestMismatch): true
+        if isTheReleasesFault { return true }
+        return switch self {
         case .extraction(let error):
             switch error {
-            case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge: true
             case .unreadable, .writeFailed, .fileSystem: true
             // A tree that did not fit in the bytes free waits for them (`Reconciler.spaceWaits`). With as many bytes free
             // as it declares, or free space that cannot be read, more bytes would not help (inodes ran out, a quota,
             // blocks and directories the declared sizes leave out): backed off.
             case .noSpace(_, let needed, let available): available.map { $0 >= needed } ?? true
-            case .destinationExists, .cancelled: false
+            case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge, .destinationExists, .cancelled:
+                false
             }
         default: false
         }
