@@ -68,8 +68,8 @@ struct SecretMask: Sendable, Equatable {
         // Lines of at least `minimumLineLength` bytes without their indentation: a line of blanks, or a short one
         // (`}`, `"type": "x",`), would be found in every log line. A key's body lines (64 bytes of base64) are the point.
         var lines = 0
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
         for line in value.split(whereSeparator: \.isNewline) where lines < maximumLinesPerValue {
-            let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
             let text = String(line.drop(while: blank).reversed().drop(while: blank).reversed())
             guard text.utf8.count >= minimumLineLength else { continue }
             lines += 1
@@ -85,23 +85,11 @@ struct SecretMask: Sendable, Equatable {
     static let maximumLinesPerValue = 256
 
     /// `text` as inside a JSON string written by `JSON.stringify`: `\\`, `\"`, the short escapes, `\u00xx` for other
-    /// control characters.
+    /// control characters, which is how `JSONWriter` writes a string too.
     static func jsonEscaped(_ text: String) -> String {
-        var result = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\\": result += "\\\\"
-            case "\"": result += "\\\""
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case "\u{08}": result += "\\b"
-            case "\u{0C}": result += "\\f"
-            case _ where scalar.value < 0x20: result += "\\u00" + Self.hex(scalar.value, uppercase: false)
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result
+        var writer = JSONWriter()
+        writer.writeString(text)
+        return String(decoding: writer.bytes.dropFirst().dropLast(), as: UTF8.self)
     }
 
     /// `text` as inside the quotes Node's `util.inspect` puts around a string: `\\`, the quote when there is one, the
@@ -117,16 +105,11 @@ struct SecretMask: Sendable, Equatable {
             case "\t": result += "\\t"
             case "\u{08}": result += "\\b"
             case "\u{0C}": result += "\\f"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F: result += "\\x" + Self.hex(scalar.value, uppercase: true)
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F: result += "\\x" + Hex.encode([UInt8(scalar.value)]).uppercased()
             default: result.unicodeScalars.append(scalar)
             }
         }
         return result
-    }
-
-    private static func hex(_ value: UInt32, uppercase: Bool) -> String {
-        let digits = Array((uppercase ? "0123456789ABCDEF" : "0123456789abcdef").unicodeScalars)
-        return String(String.UnicodeScalarView([digits[Int(value >> 4) & 0xF], digits[Int(value) & 0xF]]))
     }
 
     /// Whether there is nothing to mask.
