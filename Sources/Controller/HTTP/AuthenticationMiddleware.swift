@@ -50,9 +50,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
     /// Basic credentials with another site's `<img>` or `<iframe>`: sixteen of them on a page an operator opened held all
     /// of the token's event streams. Requests without these headers (curl, scripts) are not browsers and pass.
     static func crossSiteRefusal(_ request: Request) -> APIError? {
-        guard let site = request.headers[SameOriginMiddleware<Context>.secFetchSite]?.lowercased(), site != "same-origin", site != "none" else {
-            return nil
-        }
+        guard let site = SameOriginMiddleware<Context>.otherSite(of: request) else { return nil }
         let mode = request.headers[secFetchMode]?.lowercased()
         let destination = request.headers[secFetchDest]?.lowercased()
         if mode == "navigate", destination == "document" { return nil }

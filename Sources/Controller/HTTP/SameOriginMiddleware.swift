@@ -13,7 +13,7 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard !request.method.isSafe else { return try await next(request, context) }
-        if let site = request.headers[Self.secFetchSite]?.lowercased(), site != "same-origin", site != "none" {
+        if let site = Self.otherSite(of: request) {
             throw Self.refusal("the browser says this request comes from another site (Sec-Fetch-Site: \(site.prefix(40)))")
         }
         if let origin = request.headers[.origin] {
@@ -24,6 +24,14 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// The browser's `Sec-Fetch-Site` when it says the request comes from another site's page (`cross-site`,
+    /// `same-site`); `nil` for the controller's own pages, a page the user opened (`none`), and clients that are not
+    /// browsers.
+    static func otherSite(of request: Request) -> String? {
+        guard let site = request.headers[secFetchSite]?.lowercased(), site != "same-origin", site != "none" else { return nil }
+        return site
     }
 
     private static func refusal(_ what: String) -> APIError {
