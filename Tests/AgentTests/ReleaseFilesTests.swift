@@ -54,6 +54,15 @@ struct ReleaseFilesTests {
             files.removeLeftovers(services: ["web"], keepDigests: [])
             #expect(FileManager.default.fileExists(atPath: part), "removed under the fetch writing it")
             close(fd)
+            // Unlocked once no descriptor of ours holds it: a process another test spawns meanwhile holds a copy of every
+            // descriptor between its fork and its exec (close-on-exec closes it only then), and the lock with it.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline {
+                let probe = open(part, O_RDONLY | O_CLOEXEC)
+                defer { close(probe) }
+                if flock(probe, LOCK_EX | LOCK_NB) == 0 { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
             files.collectArtifacts(keep: [])
             #expect(!FileManager.default.fileExists(atPath: part))
         }
