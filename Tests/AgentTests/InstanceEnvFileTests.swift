@@ -30,6 +30,25 @@ struct InstanceEnvFileTests {
         }
     }
 
+    /// The agent starts (an upgrade, a reboot) after an edit broke the file: the apps still run with the values they were
+    /// started with, and their logs hold them. The mask used to start empty (the file was read with `try?`).
+    @Test func aFileThatDoesNotParseStillFeedsTheMask() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
+            let text = "DB_PASSWORD=correct-horse-battery\r\nAPI_KEY = 'k-2f9c81d0e7'\r\nNEW_TOKEN=\"half-written\r\n"
+            try Data(text.utf8).write(to: directory.appendingPathComponent("api.env"))
+            #expect(throws: DotEnvFileError.self) { try InstanceEnvFile.load(service: "api", directory: directory.path) }
+            let values = try #require(InstanceEnvFile.valuesToMask(service: "api", directory: directory.path))
+            let secrets = InstanceSecrets()
+            secrets.update(service: "api", values: values)
+            #expect(secrets.apply("connect correct-horse-battery with k-2f9c81d0e7") == "connect ${DB_PASSWORD} with ${API_KEY}")
+            #expect(!secrets.apply("got half-written").contains("half-written"))
+            // Nothing to mask where there is no file; a good file gives its values.
+            #expect(InstanceEnvFile.valuesToMask(service: "web", directory: directory.path) == [:])
+            try Data("A=x\n".utf8).write(to: directory.appendingPathComponent("api.env"))
+            #expect(InstanceEnvFile.valuesToMask(service: "api", directory: directory.path) == ["A": "x"])
+        }
+    }
+
     @Test func anAbsentFileIsAnEmptyEnvironmentWithTheDigestOfEmptyInput() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in
             let env = try InstanceEnvFile.load(service: "api", directory: directory.path)

@@ -299,4 +299,51 @@ struct ApprovalTests {
             }
         }
     }
+
+    /// Every agent the release was published to is removed while it awaits approval (an instance refresh) and two new
+    /// ones enroll: approved, the rollout starts over the service's agents as they are, one at a time. It used to
+    /// start from the members stored at the publish, none left, and complete "to all 0 agents": serial 2 became the
+    /// stable serial of both new agents at once, with no wave and no health gate.
+    @Test func anApprovalRollsOutToTheAgentsEnrolledWhenItIsGiven() async throws {
+        try await Fixture.with(threshold: 2) { fixture in
+            try await fixture.withRouter { client in
+                _ = try await fixture.enroll(client, name: "web-1")
+                let artifact = try await fixture.upload(client, [7, 7, 7])
+                let first = try await fixture.publish(
+                    client,
+                    Fixture.release(serial: 1, artifact: artifact),
+                    keys: [fixture.signingKey, fixture.secondKey]
+                )
+                #expect(first.status == .created)
+                let release = Fixture.release(serial: 2, version: "2.0.0", artifact: artifact)
+                let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fixture.signingKey])
+                let published = try await client.execute(
+                    uri: "/v1/releases?strategy=one-at-a-time",
+                    method: .post,
+                    headers: Fixture.bearer(fixture.operatorToken),
+                    body: ByteBuffer(bytes: envelope.encoded())
+                )
+                #expect(published.status == .created)
+                let removed = try await client.execute(uri: "/v1/agents/web-1", method: .delete, headers: Fixture.bearer(fixture.operatorToken))
+                #expect(removed.status == .ok, "\(String(buffer: removed.body))")
+                let fresh = [try await fixture.enroll(client, name: "web-2"), try await fixture.enroll(client, name: "web-3")]
+
+                let message = Envelope.pae(payloadType: Release.payloadType, payload: envelope.payload)
+                let signature = Envelope.json(of: .init(keyid: "", sig: try fixture.secondKey.signature(for: message)))
+                let approved = try await client.execute(
+                    uri: "/v1/services/api/releases/2/signatures",
+                    method: .post,
+                    headers: Fixture.bearer(fixture.operatorToken),
+                    body: ByteBuffer(bytes: JSONValue.object(["signatures": .array([signature])]).encoded())
+                )
+                #expect(approved.status == .ok, "\(String(buffer: approved.body))")
+                let answered = try Fixture.json(approved).object?["rollout"]?.object ?? [:]
+                #expect(answered["state"] == .string("rolling"), "\(answered)")
+                let started = try #require(try await fixture.store.latestRollouts(for: ["api"]).first)
+                #expect(started.state == .rolling)
+                #expect(started.agentOrder == fresh.map(\.id))
+                #expect(fresh.map { started.intendedSerial(for: $0.id) } == [2, 1], "the first wave is one agent; the other waits for it")
+            }
+        }
+    }
 }

@@ -313,7 +313,14 @@ import Testing
         case .superseded(let serial):
             try machine.superseded(bySerial: serial, version: "\(serial).0.0", at: instant)
         case .approved(let signed, let required):
-            try machine.approved(by: "alice", newKeys: ["k\(signed)"], signedBy: (1...signed).map { "k\($0)" }, required: required, at: instant)
+            try machine.approved(
+                by: "alice",
+                newKeys: ["k\(signed)"],
+                signedBy: (1...signed).map { "k\($0)" },
+                required: required,
+                agentOrder: machine.rollout.agentOrder,
+                at: instant
+            )
         }
     }
 

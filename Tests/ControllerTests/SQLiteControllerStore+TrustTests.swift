@@ -103,7 +103,15 @@ import Testing
 
             func approval(by key: String) throws -> ReleaseApproval {
                 var machine = RolloutStateMachine(published.rollout)
-                guard case .persist(let transition) = try machine.approved(by: "bob", newKeys: [key], signedBy: ["k1", key], required: 2, at: Date())
+                guard
+                    case .persist(let transition) = try machine.approved(
+                        by: "bob",
+                        newKeys: [key],
+                        signedBy: ["k1", key],
+                        required: 2,
+                        agentOrder: published.rollout.agentOrder,
+                        at: Date()
+                    )
                 else { throw FixtureError("no transition") }
                 return ReleaseApproval(
                     service: "api",

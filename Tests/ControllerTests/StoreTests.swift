@@ -87,6 +87,35 @@ import Testing
         }
     }
 
+    /// A decision counted over a rollout's members is not written once a removal has changed them: decided over two
+    /// agents (advance to the second wave), it would have moved the rollout of the one agent left to a wave its strategy
+    /// does not have. The coordinator reads the rollout again and decides over the members left.
+    @Test(arguments: StoreBackendKind.available)
+    func aTransitionDecidedBeforeARemovalIsNotWritten(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            for index in 1...2 { _ = try await Self.enrollAgent(index, in: store) }
+            let record = try Self.record(serial: 1)
+            let plan = RolloutPlan(parameters: RolloutParameters(strategy: .oneAtATime), agentOrder: ["agt_1", "agt_2"])
+            let published = try await store.insertRelease(record, rollout: RolloutStateMachine.publish(record, plan: plan))
+            #expect(published.rollout.state == .rolling)
+            var machine = RolloutStateMachine(published.rollout)
+            guard case .persist(let advance) = try machine.evaluated(.advance(toWave: 1), at: Date()) else {
+                throw FixtureError("no transition")
+            }
+            _ = try await store.removeAgent(name: "agent-2")
+            #expect(try await !store.updateRollout(advance), "decided over members the removal changed")
+            let stored = try #require(try await store.latestRollouts(for: ["api"]).first)
+            #expect(stored.agentOrder == ["agt_1"] && stored.currentWave == 0 && stored.state == .rolling)
+
+            // Decided again from the stored rollout, it is written.
+            var again = RolloutStateMachine(stored)
+            guard case .persist(let complete) = try again.evaluated(.complete, at: Date()) else { throw FixtureError("no transition") }
+            #expect(try await store.updateRollout(complete))
+            #expect(try await store.latestRollouts(for: ["api"]).first?.state == .completed)
+            try await store.close()
+        }
+    }
+
     /// An agent that leaves a service (removed, or enrolled again with `--replace` for other services) leaves every
     /// rollout that still counts it: the open ones, one awaiting approval (which starts from the members stored at
     /// publish), the service's latest even when it completed at once (`rollout wait` counts its agents), and a publish

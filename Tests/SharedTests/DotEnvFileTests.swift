@@ -167,6 +167,36 @@ struct DotEnvFileTests {
         }
     }
 
+    /// What the secrets mask keeps of a file that does not parse (an agent started while an edit broke a line): each good
+    /// line's value as parsed, and the text of each bad line's value.
+    static let salvaged: [(name: String, text: String, values: [String: String])] = [
+        (
+            "a bad line among good ones, CRLF",
+            "DB_PASSWORD=hunter2-long\r\nnot a line\r\nexport API_KEY = \"k\\ney-123\"\r\n",
+            ["DB_PASSWORD": "hunter2-long", "API_KEY": "k\ney-123"]
+        ),
+        ("an unterminated quote", "A=1\nTOKEN=\"s3cret-token\n", ["A": "1", "TOKEN@2": "s3cret-token"]),
+        ("a backtick-quoted value", "API_KEY=`abc123def`\r\n", ["API_KEY@1": "abc123def"]),
+        ("a bad name, exported, quoted", "  export my.secret = 'p@ss word' \n", ["my.secret@1": "p@ss word"]),
+        ("a name set twice", "A=first-value\nA=second-value\n", ["A": "first-value", "A@2": "second-value"]),
+        ("text after the closing quote", "A=\"x\" y\n", ["A@1": "x\" y"]),
+        ("a quote over two lines", "A=\"first\nsecond\"\n", ["A@1": "first"]),
+        ("NUL in a value", "B=x\u{0}yz\n", ["B@1": "x\u{0}yz"]),
+        ("only blanks after =, and a comment", "# A=comment\nA=  \nB=\"\n", [:]),
+    ]
+
+    @Test(arguments: salvaged)
+    func salvagesTheValuesOfAFileThatDoesNotParse(_ testCase: (name: String, text: String, values: [String: String])) {
+        #expect(DotEnvFile.salvage(Array(testCase.text.utf8)) == testCase.values, "\(testCase.name)")
+    }
+
+    @Test func salvageKeepsAtMostTheLimitAndNeverThrowsOnAnyHostileFile() {
+        let many = (0..<2_000).map { "V\($0)=value-\($0)" }.joined(separator: "\n") + "\nbad line"
+        let values = DotEnvFile.salvage(Array(many.utf8), limit: 512)
+        #expect(values.count == 512 && values["V0"] == "value-0" && values["V511"] == "value-511")
+        for testCase in Self.hostile { _ = DotEnvFile.salvage(testCase.bytes) }
+    }
+
     @Test func errorsNameTheFileAndTheLineAndNeverAValue() throws {
         let secret = "hunter2-s3cr3t"
         let cases: [(text: String, message: String)] = [

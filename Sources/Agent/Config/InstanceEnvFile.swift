@@ -34,6 +34,18 @@ struct InstanceEnvFile: Sendable, Equatable {
         return InstanceEnvFile(values: values, digest: canonicalDigest(values), fileDigest: SHA256.hash(bytes).hex)
     }
 
+    /// What the secrets mask holds for `service` when the agent starts: the file's values, or, when it does not parse,
+    /// every value-like text in it (`DotEnvFile.salvage`): the apps still run with the values they were started with
+    /// (an operator's edit broke a line), and their logs still hold them. `nil` when the file cannot be read at all.
+    static func valuesToMask(service: String, directory: String) -> [String: String]? {
+        do {
+            return try load(service: service, directory: directory).values
+        } catch {
+            guard let bytes = try? DotEnvFile.read(path: "\(directory)/\(service).env") else { return nil }
+            return DotEnvFile.salvage(bytes)
+        }
+    }
+
     /// SHA-256 over the variables sorted by name, each name and value preceded by its length in bytes (8 bytes, big
     /// endian), so no two environments share the bytes hashed. No variables: the digest of nothing, as of an absent file.
     static func canonicalDigest(_ values: [String: String]) -> String {

@@ -142,8 +142,8 @@ actor Reconciler {
     func prepare() async throws {
         try files.createDirectories(services: configuration.services)
         for service in configuration.services {
-            if let env = try? InstanceEnvFile.load(service: service, directory: configuration.envDir) {
-                secrets.update(service: service, values: env.values)
+            if let values = InstanceEnvFile.valuesToMask(service: service, directory: configuration.envDir) {
+                secrets.update(service: service, values: values)
             }
         }
         state = try store.load()

@@ -91,10 +91,7 @@ struct ReleaseRoutes: Sendable {
             signedBy: verified.keyIDs,
             signaturesRequired: trust.root.releaseRole.threshold
         )
-        // The rollout's agents: the service's agents now, by name then id. Agents enrolling later receive the stable
-        // serial until the rollout completes. (Ids and names only: reading whole agents was about 40 % of a publish's
-        // time in the controller at 10,000 agents.)
-        let agents = try await core.store.agentNames(service: release.service).sorted { ($0.name, $0.id) < ($1.name, $1.id) }
+        let agents = try await rolloutAgents(service: release.service)
         let plan = RolloutPlan(parameters: parameters, agentOrder: agents.map(\.id))
         let published: PublishedRollout
         do {

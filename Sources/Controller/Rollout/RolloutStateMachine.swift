@@ -121,8 +121,11 @@ struct RolloutStateMachine: Sendable, Equatable {
     }
 
     /// Event: release-role keys approved the release: its signatures now come from `signedBy` (distinct key ids) of the
-    /// `required`. At the threshold the rollout starts as a publish would have (`completed` for strategy `all` or
-    /// without agents, `rolling` at wave 0 otherwise); below it, it keeps waiting and the approval is recorded.
+    /// `required`. At the threshold the rollout starts as a publish would now (`completed` for strategy `all` or without
+    /// agents, `rolling` at wave 0 otherwise) over `agentOrder`, the service's agents at the approval: the members stored
+    /// at the publish may have been removed while it waited (all of them: it would complete to no agent and make its
+    /// serial the stable one of every agent enrolled since, with no gate), and agents enrolled meanwhile belong to it.
+    /// Below the threshold it keeps waiting with its members, and the approval is recorded.
     /// - Parameters:
     ///   - actor: the token that sent the signatures; `newKeys`: the key ids it added.
     /// - Throws: `RolloutTransitionError.notAwaitingApproval` in any other state.
@@ -131,9 +134,10 @@ struct RolloutStateMachine: Sendable, Equatable {
         newKeys: [String],
         signedBy: [String],
         required: Int,
+        agentOrder: [String],
         at instant: Date
     ) throws(RolloutTransitionError) -> Action {
-        try handle(.approved(actor: actor, newKeys: newKeys, signed: signedBy.count, required: required), at: instant)
+        try handle(.approved(actor: actor, newKeys: newKeys, signed: signedBy.count, required: required, agentOrder: agentOrder), at: instant)
     }
 
     /// Event: the evaluator decided (`RolloutEvaluator.decide`). `wait` changes nothing in any state.
@@ -171,7 +175,7 @@ struct RolloutStateMachine: Sendable, Equatable {
     // MARK: Transitions
 
     private enum Event {
-        case approved(actor: String, newKeys: [String], signed: Int, required: Int)
+        case approved(actor: String, newKeys: [String], signed: Int, required: Int, agentOrder: [String])
         case evaluated(RolloutEvaluator.Decision, agentNames: [String: String])
         case requested(RolloutAction, actor: String, agentsOnSerial: [String])
         case superseded(serial: Int64, version: String)
@@ -185,15 +189,16 @@ struct RolloutStateMachine: Sendable, Equatable {
         case (_, .evaluated(.wait, _)):
             return .none
 
-        case (.awaitingApproval, .approved(let actor, let keys, let signed, let required)) where signed >= required:
+        case (.awaitingApproval, .approved(let actor, let keys, let signed, let required, let agentOrder)) where signed >= required:
             let plan = RolloutPlan(
                 parameters: RolloutParameters(strategy: rollout.strategy, waveStable: rollout.waveStable, maxFailures: rollout.maxFailures),
-                agentOrder: rollout.agentOrder
+                agentOrder: agentOrder
             )
             let (state, how) = Self.start(plan)
             return move(
                 to: state,
                 wave: 0,
+                agentOrder: agentOrder,
                 reason: "",
                 event: .approved,
                 "serial \(rollout.serial) (\(rollout.version)) of \(rollout.service) approved by \(actor) (key \(Self.keyList(keys))): "
@@ -202,7 +207,7 @@ struct RolloutStateMachine: Sendable, Equatable {
                 at: instant
             )
 
-        case (.awaitingApproval, .approved(let actor, let keys, let signed, let required)):
+        case (.awaitingApproval, .approved(let actor, let keys, let signed, let required, _)):
             let reason = "awaiting approval: \(signed) of \(required) release-key signatures"
             return move(
                 to: .awaitingApproval,
@@ -322,6 +327,7 @@ struct RolloutStateMachine: Sendable, Equatable {
     private mutating func move(
         to state: RolloutState,
         wave: Int? = nil,
+        agentOrder: [String]? = nil,
         reason: String,
         event kind: RolloutEventKind,
         _ message: String,
@@ -340,7 +346,7 @@ struct RolloutStateMachine: Sendable, Equatable {
             maxFailures: before.maxFailures,
             state: state,
             currentWave: wave ?? before.currentWave,
-            agentOrder: before.agentOrder,
+            agentOrder: agentOrder ?? before.agentOrder,
             createdAt: before.createdAt,
             updatedAt: instant,
             reason: reason

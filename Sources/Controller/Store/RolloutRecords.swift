@@ -147,10 +147,14 @@ struct RolloutEvent: Sendable, Equatable {
 struct RolloutRevision: Sendable, Equatable {
     var state: RolloutState
     var currentWave: Int
+    /// The members: a removal takes agents out (`SQLControllerStore.dropFromOpenRollouts`), and a decision counted over
+    /// the members before it is not written over the members after it.
+    var agentOrder: [String]
 
     init(_ rollout: RolloutRecord) {
         state = rollout.state
         currentWave = rollout.currentWave
+        agentOrder = rollout.agentOrder
     }
 }
 

@@ -10,10 +10,6 @@ extension SQLControllerStore {
         let plan = opening.plan
         let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(release.createdAt)
-        let enrolledQuery: SQLQueryString = """
-            SELECT a.id AS id FROM agents AS a, \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
-            WHERE s.value = \(bind: release.service)
-            """
         return try await transaction { db in
             let latest =
                 try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
@@ -23,9 +19,9 @@ extension SQLControllerStore {
             }
             // The members still enrolled for the service as the publish commits: an agent removed (or re-enrolled for
             // other services) since the caller read the list would otherwise be waited for for ever.
-            let enrolled = Set(try await db.raw(enrolledQuery).all().map { try $0.decode(column: "id", as: String.self) })
+            let enrolled = try await enrolledAgentIDs(service: release.service, in: db)
             let agentOrder = plan.agentOrder.filter(enrolled.contains)
-            let orderText = String(decoding: JSONValue.array(agentOrder.map { .string($0) }).encoded(), as: UTF8.self)
+            let orderText = Self.agentOrderText(agentOrder)
             try await db.raw(
                 """
                 INSERT INTO releases (service, serial, version, artifact_sha256, artifact_size, envelope, published_by, created_at,
@@ -159,16 +155,26 @@ extension SQLControllerStore {
         }
     }
 
-    /// Writes the rollout of `transition` if the stored row is still at `transition.expected` (without its events).
+    /// Writes the rollout of `transition` (without its events) if the stored row is still at `transition.expected`: the
+    /// state, wave and members it was decided from (compare-and-set).
     /// - Returns: whether the row was written.
-    static func write(_ transition: RolloutStateMachine.Transition, into db: any SQLDatabase) async throws -> Bool {
+    /// - Parameter members: when given, the members written are the transition's that are in it (an approval's, checked
+    ///   against the agents enrolled as it commits).
+    static func write(
+        _ transition: RolloutStateMachine.Transition,
+        keepingMembers members: Set<String>? = nil,
+        into db: any SQLDatabase
+    ) async throws -> Bool {
         let rollout = transition.rollout
         let expected = transition.expected
+        let order = members.map { rollout.agentOrder.filter($0.contains) } ?? rollout.agentOrder
         let updated = try await db.raw(
             """
             UPDATE rollouts SET state = \(bind: rollout.state.rawValue), current_wave = \(bind: rollout.currentWave),
-                reason = \(bind: rollout.reason), updated_at = \(bind: StoredTime.milliseconds(rollout.updatedAt))
+                reason = \(bind: rollout.reason), updated_at = \(bind: StoredTime.milliseconds(rollout.updatedAt)),
+                agent_order = \(bind: agentOrderText(order))
             WHERE id = \(bind: rollout.id) AND state = \(bind: expected.state.rawValue) AND current_wave = \(bind: expected.currentWave)
+              AND agent_order = \(bind: agentOrderText(expected.agentOrder))
             RETURNING id
             """
         ).first()
@@ -177,6 +183,23 @@ extension SQLControllerStore {
             try await db.raw("DELETE FROM rollout_health WHERE rollout_id = \(bind: rollout.id)").run()
         }
         return updated != nil
+    }
+
+    /// How a rollout's members are stored: a JSON array of agent ids, always written by this (the compare-and-set of
+    /// `write` compares the text).
+    static func agentOrderText(_ order: [String]) -> String {
+        String(decoding: JSONValue.array(order.map(JSONValue.string)).encoded(), as: UTF8.self)
+    }
+
+    /// The ids of the agents enrolled for `service` now.
+    func enrolledAgentIDs(service: String, in db: any SQLDatabase) async throws -> Set<String> {
+        let rows = try await db.raw(
+            """
+            SELECT a.id AS id FROM agents AS a, \(unsafeRaw: dialect.jsonTextElements(of: "a.services", as: "s"))
+            WHERE s.value = \(bind: service)
+            """
+        ).all()
+        return Set(try rows.map { try $0.decode(column: "id", as: String.self) })
     }
 
     static func rollout(from row: any SQLRow) throws -> RolloutRecord {

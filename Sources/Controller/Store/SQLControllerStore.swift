@@ -405,9 +405,8 @@ final class SQLControllerStore: ControllerStore {
             if rollout.state == .rolling || rollout.state == .paused {
                 wave = Self.waveReaching(atMost: rollout.reachedAgents.filter { !ids.contains($0) }.count, of: rollout.strategy, agents: kept.count)
             }
-            let text = String(decoding: JSONValue.array(kept.map(JSONValue.string)).encoded(), as: UTF8.self)
             try await db.raw(
-                "UPDATE rollouts SET agent_order = \(bind: text), current_wave = \(bind: wave) WHERE id = \(bind: rollout.id)"
+                "UPDATE rollouts SET agent_order = \(bind: agentOrderText(kept)), current_wave = \(bind: wave) WHERE id = \(bind: rollout.id)"
             ).run()
         }
     }

@@ -62,7 +62,10 @@ extension SQLiteControllerStore {
                     """
                 ).first()
                 guard updated != nil else { return false }
-                guard try await Self.write(approval.transition, into: db) else {
+                // The members the approval planned (the service's agents as it was checked) that are still enrolled as
+                // it commits: one removed in between would be waited for for ever.
+                let enrolled = try await self.enrolledAgentIDs(service: approval.service, in: db)
+                guard try await Self.write(approval.transition, keepingMembers: enrolled, into: db) else {
                     // The rollout moved meanwhile (superseded, aborted, another approval): undo the signature update too.
                     throw ApprovalConflict()
                 }

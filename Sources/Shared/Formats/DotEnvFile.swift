@@ -73,6 +73,49 @@ package enum DotEnvFile {
         return values
     }
 
+    /// What a file that does not parse may still hold, for the secrets mask only: every line that sets something gives
+    /// its value as `parse` reads it when the line is good, and otherwise the text after its first `=`, blanks around
+    /// it dropped, and a quote that opens it (with the same quote closing it) too. An operator's edit that broke one
+    /// line leaves the apps running with the values they were started with, and an agent started then still masks them.
+    /// Keyed by the name a line sets, `NAME@LINE` when that is taken or the line is bad. Never throws; values shorter
+    /// than the mask looks for are kept too (it skips them). At most `limit` values (the first lines'): every value
+    /// is looked for in every line the agent logs.
+    package static func salvage(_ bytes: [UInt8], limit: Int = Limits.envEntries) -> [String: String] {
+        var values: [String: String] = [:]
+        var start = bytes.starts(with: byteOrderMark) ? byteOrderMark.count : 0
+        var number = 0
+        while start <= bytes.count, values.count < limit {
+            number += 1
+            let end = bytes[start...].firstIndex(of: lineFeed) ?? bytes.count
+            var line = bytes[start..<end]
+            if line.last == carriageReturn { line = line.dropLast() }
+            start = end + 1
+            do throws(DotEnvFileError.Problem) {
+                if let parsed = try assignment(in: line), !parsed.value.isEmpty {
+                    values[values[parsed.name] == nil ? parsed.name : "\(parsed.name)@\(number)"] = parsed.value
+                }
+                continue
+            } catch {
+                // A bad line: its value's text, below.
+            }
+            guard let equalsIndex = line.firstIndex(of: equals) else { continue }
+            var name = line[line.startIndex..<equalsIndex].drop { isBlank($0) }
+            if name.starts(with: export), name.count > export.count, isBlank(name[name.startIndex + export.count]) {
+                name = name.dropFirst(export.count).drop { isBlank($0) }
+            }
+            var value = line[(equalsIndex + 1)...].drop { isBlank($0) }
+            while let last = value.last, isBlank(last) { value = value.dropLast() }
+            if let first = value.first, first == singleQuote || first == doubleQuote || first == UInt8(ascii: "`") {
+                value = value.dropFirst()
+                if value.last == first { value = value.dropLast() }
+            }
+            guard !value.isEmpty else { continue }
+            while let last = name.last, isBlank(last) { name = name.dropLast() }
+            values["\(String(decoding: name, as: UTF8.self))@\(number)"] = String(decoding: value, as: UTF8.self)
+        }
+        return values
+    }
+
     /// Reads the file at `path`: `nil` when there is none (the caller decides whether that is an error), its bytes
     /// otherwise. Refuses what is not a regular file (without blocking on a FIFO; see
     /// `Configuration.regularFilesOnly`) and files over `configuration.maxBytes`, reading at most one byte more than
