@@ -52,6 +52,22 @@ struct BuiltinSupervisorPartsTests {
         }
     }
 
+    /// An operator removes a log to free disk, or logrotate renames it: the output goes to a new file at the path within a
+    /// second. It went on into the removed or renamed file until the next size rotation (10 MiB by default).
+    @Test("a log removed or renamed under a running app is opened again at its path", arguments: ["remove", "rename"])
+    func aLogRemovedOrRenamedIsOpenedAgain(how: String) async throws {
+        try await TestPaths.withTemporaryDirectory("fs-follow") { directory in
+            let path = directory.appendingPathComponent("app-0-out.log").path
+            let file = try RotatingLogFile(path: path, rotation: LogRotation())
+            file.append(line: "before")
+            if how == "remove" { #expect(unlink(path) == 0) } else { #expect(rename(path, path + ".old") == 0) }
+            try await Task.sleep(for: .milliseconds(1_100))
+            file.append(line: "after")
+            #expect(try String(contentsOfFile: path, encoding: .utf8) == "after\n")
+            if how == "rename" { #expect(try String(contentsOfFile: path + ".old", encoding: .utf8) == "before\n") }
+        }
+    }
+
     @Test("what is still in an app's pipe when the daemon stops is written to its log before the pipe closes")
     func aStoppedPumpDrainsItsPipes() async throws {
         try await TestPaths.withTemporaryDirectory("fs-pump-drain") { directory in

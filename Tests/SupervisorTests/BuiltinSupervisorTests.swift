@@ -469,6 +469,30 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// A logrotate hook's `kill -HUP`, PM2's SIGUSR2 or a closed terminal ended the daemon at once, and the next call's
+    /// daemon restarted every app as a leftover. The daemon now ignores them; SIGQUIT stops it and its apps.
+    @Test("SIGHUP, SIGUSR1 and SIGUSR2 leave the daemon and its apps running; SIGQUIT stops them")
+    func hangUpAndUserSignalsLeaveTheDaemonRunning() async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write("app/report.js", TestApps.report)
+            try harness.write("out/.keep", "")
+            try await harness.manager.start(harness.spec("reporter", script: script, env: ["OUT_DIR": "\(harness.home)/out"]), ecosystem: "")
+            let before = try await harness.manager.processes()
+            let daemon = try await harness.manager.daemonPID()
+            for signal in [SIGHUP, SIGUSR1, SIGUSR2] { #expect(kill(daemon, signal) == 0) }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(SupervisorHarness.isAlive(daemon))
+            let after = try await harness.manager.processes()
+            #expect(try await harness.manager.daemonPID() == daemon)
+            #expect(after.map(\.pid) == before.map(\.pid) && after.allSatisfy { $0.restarts == 0 }, "\(SupervisorHarness.summary(after))")
+
+            let appPid = try #require(after.first?.pid)
+            kill(daemon, SIGQUIT)
+            #expect(await SupervisorHarness.eventually { !SupervisorHarness.isAlive(daemon) })
+            #expect(!SupervisorHarness.isAlive(appPid), "SIGQUIT to the daemon stops its apps")
+        }
+    }
+
     @Test("clients calling at once on a fresh home start exactly one daemon")
     func concurrentFirstCalls() async throws {
         try await SupervisorHarness.with { harness in

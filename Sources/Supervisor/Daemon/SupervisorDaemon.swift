@@ -83,6 +83,11 @@ package struct SupervisorDaemon: Service {
         defer { close(lock) }
         // A client gone mid-answer must not kill the daemon; children get default signal handling back at spawn.
         signal(SIGPIPE, SIG_IGN)
+        // A hang-up (the terminal of a foreground `ferry-agent supervisor` closed, a logrotate hook's `kill -HUP`) or a
+        // user signal (PM2's SIGUSR2, "reopen the logs") ended the daemon at once: every app's output pipe lost its
+        // reader, and the next daemon stopped every app as a leftover and started it again. Logs follow their paths by
+        // themselves (`RotatingLogFile`), so there is nothing to reopen. SIGQUIT stops it as SIGTERM does.
+        for ignored in [SIGHUP, SIGUSR1, SIGUSR2] { signal(ignored, SIG_IGN) }
         Self.raiseOpenFileLimit(logger: logger)
 
         let pump = try OutputPump.start()

@@ -33,6 +33,8 @@ final class RotatingLogFile {
 
     /// When opening the file last failed (it is tried again at most once a second).
     private var failedAt: ContinuousClock.Instant?
+    /// When `path` was last compared with the open file (`followPath`).
+    private var comparedAt = ContinuousClock.now
 
     /// Opens (creating, mode 0640) `path` for appending.
     init(path: String, rotation: LogRotation) throws(SupervisorError) {
@@ -86,6 +88,25 @@ final class RotatingLogFile {
         size = fstat(fd, &info) == 0 ? Int64(info.st_size) : 0
     }
 
+    /// Opens `path` again when it no longer names the open file, at most once a second: an operator's `rm` (or
+    /// `rm -rf logs`) to free disk, or logrotate's rename. The output went on into the unlinked or renamed file until
+    /// the next size rotation (10 MiB by default: days of a quiet app), out of sight, and after an `rm` without freeing
+    /// its space.
+    private func followPath() {
+        guard fd >= 0 else { return }
+        let now = ContinuousClock.now
+        guard now - comparedAt >= .seconds(1) else { return }
+        comparedAt = now
+        var open = stat()
+        var named = stat()
+        guard fstat(fd, &open) == 0 else { return }
+        if stat(path, &named) == 0, named.st_dev == open.st_dev, named.st_ino == open.st_ino { return }
+        close(fd)
+        fd = -1
+        failedAt = nil
+        reopenIfDue()
+    }
+
     deinit {
         if fd >= 0 { close(fd) }
     }
@@ -95,6 +116,7 @@ final class RotatingLogFile {
     @discardableResult
     func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard !bytes.isEmpty else { return true }
+        followPath()
         reopenIfDue()
         if size > 0 && size + Int64(bytes.count) > rotation.maximumFileBytes {
             rotate()
