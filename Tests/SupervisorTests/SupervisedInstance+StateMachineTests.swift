@@ -483,6 +483,42 @@ struct SupervisedInstanceStateMachineTests {
             ]
         ),
         Scenario(
+            // Each exit is stable to `min_uptime: 0`, and the backoff was started again at each: a restart every 100 ms
+            // for ever. Only a run of a second or more starts it again now.
+            label: "min_uptime 0: quick exits back off, never errored; a run of a second starts the backoff again",
+            policy: Machine.Policy(autorestart: true, maxRestarts: 2, minUptime: .zero, restartDelay: .zero),
+            steps: [
+                Step(
+                    event: .exited(run(1), ranFor: short),
+                    state: .waitingRestart(timer: 1),
+                    action: .scheduleRestart(after: .milliseconds(100), timer: 1),
+                    restarts: 0,
+                    unstable: 0,
+                    backoff: .milliseconds(200)
+                ),
+                Step(event: .timer(1), state: .starting, action: .spawn, restarts: 1, unstable: 0, backoff: .milliseconds(200)),
+                Step(event: .spawned(run(2)), state: .online(run(2)), action: .none, restarts: 1, unstable: 0, backoff: .milliseconds(200)),
+                Step(
+                    event: .exited(run(2), ranFor: short),
+                    state: .waitingRestart(timer: 2),
+                    action: .scheduleRestart(after: .milliseconds(200), timer: 2),
+                    restarts: 1,
+                    unstable: 0,
+                    backoff: .milliseconds(400)
+                ),
+                Step(event: .timer(2), state: .starting, action: .spawn, restarts: 2, unstable: 0, backoff: .milliseconds(400)),
+                Step(event: .spawned(run(3)), state: .online(run(3)), action: .none, restarts: 2, unstable: 0, backoff: .milliseconds(400)),
+                Step(
+                    event: .exited(run(3), ranFor: .seconds(1)),
+                    state: .waitingRestart(timer: 3),
+                    action: .scheduleRestart(after: .milliseconds(100), timer: 3),
+                    restarts: 2,
+                    unstable: 0,
+                    backoff: .milliseconds(200)
+                ),
+            ]
+        ),
+        Scenario(
             label: "while the app or the supervisor is closing, a crash just stops",
             policy: policy,
             closing: true,

@@ -312,7 +312,10 @@ extension SupervisedInstance {
                 unstableRestarts += 1
             } else {
                 unstableRestarts = 0
-                backoff = restartBackoff.initial
+                // Only a run of a second or more starts the backoff again, whatever `min_uptime` says: with `0`, an app
+                // that exits at once (a bad configuration) was restarted every 100 ms for ever, each time a scan of
+                // /proc, a thread and a table save. It still never ends errored, as under PM2.
+                if ranFor >= .seconds(1) { backoff = restartBackoff.initial }
             }
             if unstableRestarts >= policy.maxRestarts {
                 unstableRestarts = 0
