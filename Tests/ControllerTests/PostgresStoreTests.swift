@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import Synchronization
 import TestSupport
 import Testing
 
@@ -21,7 +22,8 @@ struct PostgresStoreTests {
             }
             let server = try #require(location.server)
             let versions = try await server.psql("SELECT version FROM ferry_schema ORDER BY version", database: try #require(location.database))
-            #expect(versions.split(separator: "\n").map(String.init) == (1...SchemaMigrations.latestVersion).map(String.init))
+            let expected: [String] = (1...SchemaMigrations.latestVersion).map { String($0) }
+            #expect(versions.split(separator: "\n").map(String.init) == expected)
             for (index, store) in stores.enumerated() {
                 try await store.createToken(hash: Token.digest("fyt_\(index)"), name: "c\(index)", role: .viewer, at: Date())
             }
@@ -129,6 +131,76 @@ struct PostgresStoreTests {
             }
             #expect(outcome == "written")
             #expect(try await server.psql("SELECT name FROM tokens ORDER BY name", database: database).split(separator: "\n") == ["after", "before"])
+            try await store.close()
+        }
+    }
+
+    /// The answer to a COMMIT is lost (the network to the database goes silent while it commits): the write fails with
+    /// an outage, but it stands. The triggers' notifications name this controller and come back ignored, and the caller
+    /// updated no cache on an error: the store now says so (`whenACommitIsUncertain`), and the application resynchronizes.
+    @Test(.timeLimit(.minutes(2))) func aCommitWhoseAnswerIsLostIsReportedAsUncertain() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            try await location.open().close()
+            let server = try #require(location.server)
+            let database = try #require(location.database)
+            // The COMMIT takes a second and a half (a deferred trigger): long enough to silence the network under it.
+            _ = try await server.psql(
+                """
+                CREATE FUNCTION ferry_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+                CREATE CONSTRAINT TRIGGER ferry_test_slow_commit AFTER INSERT ON tokens DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION ferry_test_slow_commit();
+                """,
+                database: database
+            )
+            var configuration = try PostgresStoreConfiguration.parse(server.url(database: database))
+            let proxy = try SilenceableTCPProxy(upstreamPort: configuration.port)
+            defer { proxy.stop() }
+            configuration.port = proxy.port
+            configuration.statementTimeout = .seconds(5)
+            configuration.connectTimeout = .seconds(1)
+            let store = try await DatabaseSelection.postgres(configuration).openStore(
+                sqlitePath: location.sqlitePath,
+                logger: ControllerFixture.logger
+            )
+            let backend = try #require((store as? SQLControllerStore)?.backend as? PostgresStoreBackend)
+            let told = Atomic<Int>(0)
+            backend.whenACommitIsUncertain { told.add(1, ordering: .relaxed) }
+
+            let write = Task { () -> String in
+                do {
+                    try await store.createToken(hash: Token.digest("fyt_lost"), name: "lost-answer", role: .viewer, at: Date())
+                    return "written"
+                } catch let error as StoreError where error.isOutage {
+                    return "outage"
+                } catch {
+                    return "failed: \(String(reflecting: error))"
+                }
+            }
+            try await eventually("the COMMIT running", timeout: .seconds(20)) {
+                let active = try await server.psql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'COMMIT' AND state = 'active'",
+                    database: database
+                )
+                return active.trimmingCharacters(in: .whitespacesAndNewlines) == "1" ? true : nil
+            }
+            proxy.silence()
+            let outcome = await write.value
+            #expect(outcome == "outage")
+            #expect(told.load(ordering: .relaxed) == 1, "the failed COMMIT is reported as uncertain")
+            proxy.speak()
+            let names = try await server.psql("SELECT name FROM tokens WHERE name = 'lost-answer'", database: database)
+            #expect(names.trimmingCharacters(in: .whitespacesAndNewlines) == "lost-answer", "the write stands")
+
+            // A transaction that fails before its COMMIT committed nothing, and is not reported.
+            var refused = false
+            do {
+                try await store.createToken(hash: Token.digest("fyt_lost"), name: "lost-answer", role: .viewer, at: Date())
+            } catch {
+                refused = true
+            }
+            #expect(refused, "the same token again is refused by the database")
+            #expect(told.load(ordering: .relaxed) == 1)
             try await store.close()
         }
     }

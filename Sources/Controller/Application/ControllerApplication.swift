@@ -141,6 +141,7 @@ func makeApplication(
         ),
         now: now
     )
+    postgres?.whenACommitIsUncertain { Task { await core.apply(remote: .resync) } }
     let router = try ControllerRouter.build(core: core)
     let certificates = try configuration.tls.map { files throws(TLSFileError) in try TLSCertificateStore(files: files) }
     let connections = ConnectionRegistry(

@@ -35,6 +35,8 @@ final class PostgresStoreBackend: SQLStoreBackend {
     let pool: PostgresPool
     private let running: Task<Void, Never>
     private let writeLock = AsyncLock()
+    /// What to do after a COMMIT whose outcome is unknown (`whenACommitIsUncertain`).
+    private let uncertainCommit = Mutex<(@Sendable () -> Void)?>(nil)
     let readDB: any SQLDatabase
     private let logger: Logger
     /// How long `close()` waits for the pool to stop. Default 10 s.
@@ -151,6 +153,17 @@ final class PostgresStoreBackend: SQLStoreBackend {
         return try await run(locking: false, body)
     }
 
+    /// Sets what to do after a COMMIT that was sent and failed: its answer may never have come (the connection dropped, the
+    /// statement's deadline passed) while the server committed. The caller sees an error and updates none of this
+    /// controller's caches, and the change triggers' notifications name this controller and are ignored when they come
+    /// back, so without it this controller would serve what the database no longer says: a publish or a rollout's next
+    /// wave never reaching the agents polling it (the other controllers are told by the triggers). The application
+    /// resynchronizes (drops its caches, wakes its parked agents); a failure the server answered did not commit, and
+    /// costs the same wake-up, rarely.
+    func whenACommitIsUncertain(_ action: @escaping @Sendable () -> Void) {
+        uncertainCommit.withLock { $0 = action }
+    }
+
     private func run<T: Sendable>(locking: Bool, _ body: (any SQLDatabase) async throws -> T) async throws -> T {
         try await pool.retryingClosedConnection { connection in
             let db = pool.database(on: connection)
@@ -159,7 +172,19 @@ final class PostgresStoreBackend: SQLStoreBackend {
             do {
                 if locking { try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.writeLockKey))").run() }
                 let result = try await body(db)
-                try await db.raw("COMMIT").run()
+                do {
+                    try await db.raw("COMMIT").run()
+                } catch {
+                    // A connection closed before the COMMIT was sent (`StaleConnection`) committed nothing.
+                    if !(error is StaleConnection) {
+                        logger.warning(
+                            "A transaction's COMMIT failed, and it may have committed all the same: resynchronizing this controller",
+                            metadata: ["error.message": "\(error)"]
+                        )
+                        uncertainCommit.withLock { $0 }?()
+                    }
+                    throw error
+                }
                 return result
             } catch {
                 try? await db.raw("ROLLBACK").run()
