@@ -483,6 +483,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         let body = current.body ?? ByteBuffer()
         let step = beginStep()
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        // The task holds the body's share of the budget until the report is stored or refused, whatever happens to the
+        // connection: given back when it closed, a report still waiting for its batch counted for nothing, and one token
+        // could queue reports without end by closing each connection once it had sent one.
+        let (reserved, holder, budget) = (current.reserved, current.budgetHolder, dependencies.bodyBudget)
+        self.current?.reserved = 0
         Task { [body] in
             let accepted: Bool
             do {
@@ -491,6 +496,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             } catch {
                 accepted = false
             }
+            budget.release(reserved, for: holder)
             bound.eventLoop.execute {
                 let handler = bound.value
                 guard handler.current?.step == step else { return }
