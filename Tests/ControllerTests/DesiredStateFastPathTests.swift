@@ -1,6 +1,10 @@
 import Foundation
+import HTTPTypes
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import Shared
 import Testing
 
@@ -384,6 +388,39 @@ import Testing
                 #expect(answer == nil, "\(answer ?? "")")
                 #expect(passedOn == request, "the poll reaches the decoder untouched")
             }
+            _ = try? await channel.close().get()
+        }
+    }
+
+    /// A head the framing takes for complete and the decoder refuses (`Foo : bar`: a blank before the colon), behind a
+    /// request the router has not answered yet: once that answer's end was written, the fast path opened again and
+    /// answered a poll that arrived meanwhile before the router's 400 for the refused head, out of order. Now an error
+    /// turns the fast path off for the connection. NIO's own decoder and encoder, on an `EmbeddedChannel`.
+    @Test func aHeadTheDecoderRefusesTurnsTheFastPathOff() async throws {
+        try await Self.withPolledAgent { fixture, _, agent, tag in
+            let core = fixture.controller.core
+            let dependencies = DesiredStatePollHandler.Dependencies(
+                authenticator: core.authenticator,
+                desiredStates: core.desiredStates,
+                metrics: ControllerMetrics(registry: fixture.registry),
+                maximumWait: .seconds(60)
+            )
+            let channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandlers([
+                DesiredStateFastPath(dependencies), HTTPResponseEncoder(), ByteToMessageHandler(HTTPRequestDecoder()),
+                HTTP1ToHTTPServerCodec(secure: false), DesiredStatePollHandler(dependencies),
+            ])
+            try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).get()
+            try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+            #expect(throws: (any Error).self) { try channel.writeInbound(ByteBuffer(string: "GET /x HTTP/1.1\r\nFoo : bar\r\n\r\n")) }
+            // The router answers the first request.
+            try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+            try channel.writeOutbound(HTTPResponsePart.end(nil))
+            _ = try? channel.writeInbound(ByteBuffer(string: Self.fill(Self.poll, id: agent.id, token: agent.token, tag: tag)))
+            var written = ""
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { written += String(buffer: buffer) }
+            #expect(written.hasPrefix("HTTP/1.1 200 OK"), "\(written)")
+            #expect(!written.contains("304"), "the poll was answered before the refused head: \(written)")
             _ = try? await channel.close().get()
         }
     }

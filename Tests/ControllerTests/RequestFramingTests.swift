@@ -56,6 +56,21 @@ import Testing
             reads: ["GET / HTTP/1.1\r\nX-Pad: "] + Array(repeating: String(repeating: "a", count: 8192), count: 11),
             state: .lost
         ),
+        Case(
+            name: "a head split over reads past the split limit",
+            reads: ["GET / HTTP/1.1\r\nX-Pad: "] + Array(repeating: String(repeating: "a", count: 1024), count: 8) + ["\r\n\r\n"],
+            state: .lost
+        ),
+        Case(
+            name: "a large head in one read",
+            reads: ["GET / HTTP/1.1\r\nX-Pad: " + String(repeating: "a", count: 4 * RequestFraming.maximumSplitHead) + "\r\n\r\n"],
+            state: .between
+        ),
+        Case(
+            name: "a head split over reads just under the split limit",
+            reads: ["GET / HTTP/1.1\r\nX-Pad: ", String(repeating: "a", count: RequestFraming.maximumSplitHead - 100), "\r\n\r\n"],
+            state: .between
+        ),
     ]
 
     /// Streams of requests with and without bodies (bodies that look like heads among them), cut into reads at random

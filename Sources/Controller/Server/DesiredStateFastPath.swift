@@ -207,6 +207,14 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
         downstreamIdle = false
     }
 
+    /// Called by `DesiredStatePollHandler` when an error reaches it (the decoder refused a head the framing took for a
+    /// complete one): the decoder is in no known state, so this connection's requests all go its way from now on. Else
+    /// a poll that arrived before the router's 400 was written would be answered first, out of order.
+    func downstreamFailed() {
+        framing = RequestFraming(lost: ())
+        downstreamIdle = false
+    }
+
     /// The agent's state when `bytes` are a poll this handler answers with a 304.
     private func answerable(_ bytes: UnsafeRawBufferPointer) -> RenderedDesiredState? {
         guard let poll = Poll(bytes),

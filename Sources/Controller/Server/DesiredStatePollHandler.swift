@@ -302,6 +302,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         fastPath = nil
     }
 
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fastPath?.downstreamFailed()
+        context.fireErrorCaught(error)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         abandon()
         context.fireChannelInactive()

@@ -8,7 +8,7 @@ import Shared
 /// requests: behind a proxy that shares backend connections, another client's answer.
 ///
 /// It errs one way only: anything it does not follow exactly (a `Transfer-Encoding`, two `Content-Length`s, a bare CR
-/// or LF, `Upgrade`, a head over `maximumHead`) makes it `lost` for the rest of the connection, which turns the fast path
+/// or LF, `Upgrade`, a head over `maximumHead`, or over `maximumSplitHead` when split over reads) makes it `lost` for the rest of the connection, which turns the fast path
 /// off there; everything then goes through the decoder, as it would without the fast path.
 struct RequestFraming: Equatable {
     enum State: Equatable {
@@ -25,8 +25,17 @@ struct RequestFraming: Equatable {
 
     /// Longer heads are not followed (NIO's decoder refuses heads well below this).
     static let maximumHead = 80 * 1024
+    /// Longer heads split over reads are not followed: their start is copied (`partial`), and a slow client sending
+    /// heads of almost `maximumHead` held twice that on every connection (an array's growth) beside what the decoder
+    /// holds. An agent's head is well under a kilobyte; a client whose heads are larger only loses the fast path.
+    static let maximumSplitHead = 8 * 1024
 
     var isBetweenRequests: Bool { state == .between }
+
+    init() {}
+
+    /// Framing that follows nothing (the decoder failed).
+    init(lost: Void) { state = .lost }
 
     /// Follows `bytes`, the next bytes handed to the decoder.
     mutating func consume(_ bytes: UnsafeRawBufferPointer) {
@@ -41,7 +50,7 @@ struct RequestFraming: Equatable {
                 state = remaining == taken ? .between : .body(remaining: remaining - taken)
             case .between:
                 guard let end = Self.endOfHead(in: rest, after: []) else {
-                    guard rest.count <= Self.maximumHead, !Self.hasBareLineBreak(rest, after: []) else { return lose() }
+                    guard rest.count <= Self.maximumSplitHead, !Self.hasBareLineBreak(rest, after: []) else { return lose() }
                     partial = Array(rest)
                     state = .head
                     return
@@ -59,7 +68,9 @@ struct RequestFraming: Equatable {
                     guard let length else { return lose() }
                     state = length > 0 ? .body(remaining: length) : .between
                 } else {
-                    guard partial.count + rest.count <= Self.maximumHead, !Self.hasBareLineBreak(rest, after: partial) else { return lose() }
+                    guard partial.count + rest.count <= Self.maximumSplitHead, !Self.hasBareLineBreak(rest, after: partial) else {
+                        return lose()
+                    }
                     partial += rest
                     return
                 }
