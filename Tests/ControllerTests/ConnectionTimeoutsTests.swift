@@ -5,7 +5,10 @@ import Testing
 /// The connection timeout state machine, walked with explicit instants (header timeout 10 s, idle timeout 60 s).
 @Suite struct ConnectionTimeoutsTests {
     enum Event: Sendable {
+        /// A read of 64 KiB.
         case bytes
+        /// A read of that many bytes.
+        case read(Int)
         case head
         case requestEnd
         case responseEnd
@@ -41,6 +44,25 @@ import Testing
             idle: false
         ),
         Case(name: "a request body must keep arriving", events: [(1, .bytes), (1, .head), (5, .bytes)], expiry: (65, .body), idle: false),
+        Case(
+            // A byte a minute kept a request in flight for ever, so a connection the cap never sheds.
+            name: "a body trickled below the minimum rate is cut once it has had the idle timeout",
+            events: [(1, .head), (30, .read(1024)), (59, .read(1024)), (88, .read(1024))],
+            expiry: (64, .body),
+            idle: false
+        ),
+        Case(
+            name: "each KiB of a body buys a second past the idle timeout",
+            events: [(1, .head), (20, .read(10 * 1024)), (40, .read(10 * 1024)), (60, .read(10 * 1024))],
+            expiry: (91, .body),
+            idle: false
+        ),
+        Case(
+            name: "the rate counts from each request's head",
+            events: [(1, .head), (1, .read(100 * 1024)), (1, .requestEnd), (2, .responseEnd), (5, .bytes), (5, .head), (50, .read(1024))],
+            expiry: (66, .body),
+            idle: false
+        ),
         Case(
             name: "after the answer the connection is idle",
             events: [(1, .head), (1, .requestEnd), (2, .responseEnd)],
@@ -110,7 +132,8 @@ import Testing
         var timeouts = ConnectionTimeouts(openedAt: opened, headerTimeout: .seconds(10), idleTimeout: .seconds(60))
         for (second, event) in testCase.events {
             switch event {
-            case .bytes: timeouts.bytesReceived(at: at(second))
+            case .bytes: timeouts.bytesReceived(64 * 1024, at: at(second))
+            case .read(let count): timeouts.bytesReceived(count, at: at(second))
             case .head: timeouts.requestHeadReceived(at: at(second))
             case .requestEnd: timeouts.requestEnded(at: at(second))
             case .responseEnd: timeouts.responseEnded(at: at(second))

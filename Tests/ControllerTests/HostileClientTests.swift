@@ -144,6 +144,30 @@ struct HostileClientWorld: Sendable {
             #expect(world.metric("ferry_artifacts_stored_total") == 0)
         },
         Case(
+            // A byte every 300 ms never stalls for the idle timeout: it kept the request in flight for ever, on a
+            // connection the cap never sheds.
+            name: "an upload trickled below the minimum rate is closed once it has had the idle timeout",
+            limits: limits(idle: 1),
+            metric: #"ferry_connections_timed_out_total{reason="body"}"#,
+            value: 1
+        ) { world in
+            let connection = try RawConnection(port: world.port)
+            let sent = ContinuousClock.now
+            try connection.send(
+                "POST /v1/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(world.fixture.operatorToken)\r\n"
+                    + "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+            )
+            while !connection.isClosedByPeer, ContinuousClock.now - sent < .seconds(10) {
+                try? connection.send("x")
+                try await Task.sleep(for: .milliseconds(300))
+                connection.poll()
+            }
+            let elapsed = ContinuousClock.now - sent
+            #expect(connection.isClosedByPeer, "still open after \(elapsed)")
+            #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "closed after \(elapsed)")
+            #expect(world.metric("ferry_artifacts_stored_total") == 0)
+        },
+        Case(
             name: "a parked long-poll outlives the idle and header timeouts and gets its answer",
             limits: limits(header: 1, idle: 1),
             metric: #"ferry_desired_state_responses_total{code="304"}"#,

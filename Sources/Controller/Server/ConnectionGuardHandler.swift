@@ -37,7 +37,8 @@ final class ConnectionGuardHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        update { $0.bytesReceived(at: .now) }
+        let count = unwrapInboundIn(data).readableBytes
+        update { $0.bytesReceived(count, at: .now) }
         context.fireChannelRead(data)
     }
 

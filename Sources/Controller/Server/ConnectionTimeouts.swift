@@ -6,7 +6,10 @@
 ///   complete within `headerTimeout` of the connection opening (TLS handshake included) or of that first byte
 ///   (slowloris: headers that never end);
 /// - **idle**: kept alive with no request; closed after `idleTimeout`;
-/// - **reading a request body**: closed when no byte arrived for `idleTimeout` (a stalled upload);
+/// - **reading a request body**: closed when no byte arrived for `idleTimeout` (a stalled upload), or when, past its
+///   first `idleTimeout`, the body has arrived at less than `minimumBodyRate` on average: a byte a minute kept a
+///   request in flight for ever, and a connection with a request in flight is never shed at the connection cap, so one
+///   token could hold every connection;
 /// - **answering**: no limit while the client reads what it is sent — a parked long-poll holds a request here for up to
 ///   its `wait` — but closed when the client has not read for `idleTimeout` (the socket stays unwritable).
 ///
@@ -33,11 +36,17 @@ struct ConnectionTimeouts: Sendable {
 
     let headerTimeout: Duration
     let idleTimeout: Duration
+    /// Bytes a second a request body must average once it has had `idleTimeout`: 1 KiB. An agent's report arrives in
+    /// one read; an operator's artifact upload at a slow link's pace still passes it by far.
+    static let minimumBodyRate = 1024
 
     /// Requests whose head arrived and whose answer has not ended.
     private(set) var requestsInFlight = 0
     /// A request head arrived and its `end` did not.
     private var readingBody = false
+    /// When the body being read began (its head arrived), and its bytes so far (saturating).
+    private var bodyStartedAt: ContinuousClock.Instant?
+    private var bodyBytes = 0
     /// When the wait for the current request head began (connection open, or a first byte after idling).
     private var headStartedAt: ContinuousClock.Instant?
     /// When the last answer ended, while no bytes of a next request arrived.
@@ -56,9 +65,10 @@ struct ConnectionTimeouts: Sendable {
     /// Whether no request is in flight: such a connection may be shed when the connection cap is reached.
     var isIdle: Bool { requestsInFlight == 0 }
 
-    /// Bytes arrived (any: head, body, the next request).
-    mutating func bytesReceived(at now: ContinuousClock.Instant) {
+    /// `count` bytes arrived (any: head, body, the next request).
+    mutating func bytesReceived(_ count: Int = 0, at now: ContinuousClock.Instant) {
         lastReadAt = now
+        if readingBody { bodyBytes = bodyBytes > Int.max - max(0, count) ? Int.max : bodyBytes + max(0, count) }
         if requestsInFlight == 0, headStartedAt == nil {
             headStartedAt = now
             idleSince = nil
@@ -69,6 +79,8 @@ struct ConnectionTimeouts: Sendable {
     mutating func requestHeadReceived(at now: ContinuousClock.Instant) {
         requestsInFlight += 1
         readingBody = true
+        bodyStartedAt = now
+        bodyBytes = 0
         headStartedAt = nil
         idleSince = nil
         lastReadAt = now
@@ -124,7 +136,12 @@ struct ConnectionTimeouts: Sendable {
                 other = nil
             }
         } else if readingBody {
-            other = Expiry(instant: lastReadAt + idleTimeout, reason: .body)
+            let stalled = lastReadAt + idleTimeout
+            // By the minimum rate, the bytes so far buy this much time past the first idle timeout.
+            let rate = Self.minimumBodyRate
+            let bought = Duration.seconds(bodyBytes / rate) + .milliseconds((bodyBytes % rate) * 1000 / rate)
+            let slow = bodyStartedAt.map { $0 + idleTimeout + bought } ?? stalled
+            other = Expiry(instant: min(stalled, slow), reason: .body)
         } else {
             other = nil
         }
