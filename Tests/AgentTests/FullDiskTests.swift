@@ -210,6 +210,51 @@ struct FullDiskTests {
         }
     }
 
+    /// A cached artifact no release keeps (a superseded serial's) fills the disk: the next install collects it before its
+    /// download needs the space. Garbage was collected only after an install finished, so the download was refused for
+    /// want of the space the agent's own leftover held, on every pass, for ever.
+    @Test("an install collects what no release keeps before its download needs the space", .timeLimit(.minutes(5)))
+    func anInstallCollectsLeftoversFirst() async throws {
+        try await withV1OnASmallDisk(backend: .builtin) { fleet, mounted, port in
+            // v2 with a megabyte that gzip cannot shrink: no slack a full disk keeps holds its download.
+            let archive = fleet.root.appendingPathComponent("web-2.0.0.tgz").path
+            let server = try String(
+                contentsOf: try fleet.makeArtifact(version: "2.0.0").deletingLastPathComponent().appendingPathComponent("build-2.0.0/server.js"),
+                encoding: .utf8
+            )
+            var generator = SystemRandomNumberGenerator()
+            let blob = (0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            try ArchiveBuilder.write(
+                [.file("server.js", server), .file("VERSION", "2.0.0"), ArchiveBuilder.Entry(path: "blob.bin", kind: .file(blob), mode: 0o644)],
+                format: .tarGzip,
+                to: archive
+            )
+            let artifact = try await fleet.controller.upload(URL(fileURLWithPath: archive), token: fleet.operatorToken)
+            // v1's verdict in (it collects garbage too), before the disk fills.
+            try await eventually("v1 healthy", timeout: .seconds(60)) {
+                let entry = try await fleet.fleetEntry(agent: "edge-1")
+                return entry?["serial"]?.intValue == 1 && entry?["phase"]?.stringValue == "running" ? true : nil
+            }
+            try await Task.sleep(for: .seconds(1))
+            let stray = mounted.path + "/artifacts/" + String(repeating: "ab", count: 32)
+            let fd = open(stray, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            #expect(fd >= 0)
+            let chunk = [UInt8](repeating: 0x5A, count: 64 << 10)
+            while chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
+            close(fd)
+            #expect(mounted.available < 64 << 10, "the stray artifact filled the disk")
+            let (status, body) = try await fleet.controller.publish(
+                try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: 0),
+                token: fleet.operatorToken
+            )
+            #expect(status == 201, "\(body)")
+            try await eventually("v2 serving", timeout: .seconds(90)) {
+                await fleet.appAnswer(port: port)?.hasPrefix("2.0.0") == true ? true : nil
+            }
+            #expect(!FileManager.default.fileExists(atPath: stray), "the stray artifact was collected")
+        }
+    }
+
     /// The chaos loop's first find (seed 14014, cycle 23): the disk fills while a release is in its health gate, so the
     /// save of its verdict fails. The agent runs the new release, and `state.json` must say so once space is back —
     /// before the fix it kept "pending" until some later change, and a restart went back to the old release.

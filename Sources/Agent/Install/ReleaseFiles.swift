@@ -97,6 +97,11 @@ struct ReleaseFiles: Sendable {
     }
 
     /// Keeps the protected release directories plus the `keep` newest others; removes the rest.
+    ///
+    /// Each goes under a staging name first (renamed, the rename made durable), and only then is deleted: a tree of tens
+    /// of thousands of files deleted in place and cut short (the agent killed, a power loss, a failure half-way) kept its
+    /// release's name, and the same serial offered again was taken as extracted and activated incomplete. A staging
+    /// name is never a release and is removed at start (`removeLeftovers`). One that cannot be renamed stays whole.
     func collectReleases(_ service: String, protected: Set<String>, keep: Int) {
         let manager = FileManager.default
         let releases = layout.releasesDir(service)
@@ -104,7 +109,10 @@ struct ReleaseFiles: Sendable {
             .filter { !$0.contains(".staging-") && !protected.contains($0) }
             .sorted { (Int64($0.prefix { $0 != "-" }) ?? 0) > (Int64($1.prefix { $0 != "-" }) ?? 0) }
         for name in names.dropFirst(keep) {
-            try? manager.removeItem(atPath: "\(releases)/\(name)")
+            let doomed = "\(releases)/\(name)\(ArchiveExtractor.stagingMarker)removed"
+            guard rename("\(releases)/\(name)", doomed) == 0 else { continue }
+            guard (try? AtomicFile.syncDirectory(containing: doomed)) != nil else { continue }
+            FileTree.remove(doomed)
         }
     }
 

@@ -53,6 +53,10 @@ extension Reconciler {
         guard transition(service, .installStarted(candidate), summary: &summary) != nil else { return }
         failedGateProcesses[service] = nil
         save(&summary)
+        // What an install given up left (a superseded serial's partial download, tree or artifact) goes before this one
+        // needs the space: it was collected only after an install finished, so on a tight disk the next download was
+        // refused for want of the space the agent's own leftovers held, for ever. The new release is pending: kept.
+        await collectGarbage()
         logger.info("installing release", metadata: metadata)
 
         do throws(InstallError) {

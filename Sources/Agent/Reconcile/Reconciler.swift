@@ -151,6 +151,7 @@ actor Reconciler {
         loadOwed()
         let pendingDigests = Set(state.services.values.compactMap { $0.pending?.sha256 })
         files.removeLeftovers(services: configuration.services, keepDigests: pendingDigests)
+        await collectGarbage()
         unconfiguredServices = files.unconfiguredServices(configured: configuration.services).map { service in
             let directory = layout.serviceDir(service)
             var resolved = directory
