@@ -72,6 +72,7 @@ struct AgentRuntime: Sendable {
         )
         var extractorConfiguration = ArchiveExtractor.Configuration()
         extractorConfiguration.pauseAfterEntries = environment["FERRY_TEST_PAUSE_AFTER_ENTRIES"].flatMap { Int($0) }
+        extractorConfiguration.freeSpaceFloor = fetcherConfiguration.freeSpaceMargin
         let extractor = ArchiveExtractor(configuration: extractorConfiguration, logger: logger)
 
         let healthGate = HealthGate(probe: HealthProbe.http(client: HTTPClient(configuration: HealthProbe.clientConfiguration)))

@@ -95,7 +95,7 @@ struct FullDiskTests {
                     token: nil,
                     logger: Self.logger
                 )
-                let extractor = ArchiveExtractor(configuration: .init(synchronize: false), logger: Self.logger)
+                let extractor = ArchiveExtractor(configuration: .init(synchronize: false, freeSpaceFloor: 0), logger: Self.logger)
                 let releases = disk.path + "/releases"
                 try FileManager.default.createDirectory(atPath: releases, withIntermediateDirectories: true)
                 let destination = releases + "/2-abc"
@@ -141,6 +141,34 @@ struct FullDiskTests {
                 #expect(summary.entries >= 2)
                 #expect(FileManager.default.fileExists(atPath: destination + "/VERSION"))
             }
+        }
+    }
+
+    /// A tree that would fit only by taking the file system's last free bytes stops at the floor it must leave (2 MiB
+    /// here, 64 MiB by default): it used to fill the file system to its last byte, and everything running on it failed
+    /// its writes until the partial tree was gone. The error asks for the tree and the floor.
+    @Test func anExtractionStopsAtTheFreeSpaceFloor() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-full-disk") { root in
+            let disk = try SmallFileSystem.mount(at: root.appendingPathComponent("state").path, megabytes: 8)
+            defer { disk.unmount() }
+            let archive = root.appendingPathComponent("artifact.tgz").path
+            try ArchiveBuilder.write(Self.incompressible(), format: .tarGzip, to: archive)
+            let releases = disk.path + "/releases"
+            try FileManager.default.createDirectory(atPath: releases, withIntermediateDirectories: true)
+            try disk.fill(leaving: 4 << 20)
+            let floor: Int64 = 2 << 20
+            let extractor = ArchiveExtractor(configuration: .init(synchronize: false, freeSpaceFloor: floor), logger: Self.logger)
+            let error = await #expect(throws: ArchiveError.self) { try await extractor.extract(archive, into: releases + "/2-abc") }
+            guard case .noSpace(let path, let needed, _)? = error else {
+                Issue.record("expected noSpace, got \(String(describing: error))")
+                return
+            }
+            #expect(path == releases)
+            #expect(needed >= (3 << 20) + floor, "the tree and the floor: \(needed)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: releases).isEmpty, "no partial tree left")
+            // Without the floor the same tree fits.
+            let unbounded = ArchiveExtractor(configuration: .init(synchronize: false, freeSpaceFloor: 0), logger: Self.logger)
+            #expect(try await unbounded.extract(archive, into: releases + "/2-abc").bytes >= 3 << 20)
         }
     }
 

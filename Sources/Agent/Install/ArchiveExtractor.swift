@@ -41,17 +41,24 @@ struct ArchiveExtractor: Sendable {
         /// Test-only pause point for crash tests: after this many entries are written, block until the task is
         /// cancelled or the process is killed (leaving the staging directory behind). Default `nil`.
         var pauseAfterEntries: Int? = nil
+        /// Free space the extraction leaves on the destination's file system: checked every MiB written, and the
+        /// extraction stops with `.noSpace` below it. Default 64 MiB, the download's margin too. Without it a tree that
+        /// did not fit filled the file system to its last byte before failing, and the running apps, their logs and
+        /// the agent's own state saves failed with it until the partial tree was gone.
+        var freeSpaceFloor: Int64 = 64 << 20
 
         init(
             maxEntries: Int = ArchiveEntryRules.maximumEntries,
             maxTotalBytes: Int64 = ArchiveEntryRules.maximumTotalBytes,
             synchronize: Bool = true,
-            pauseAfterEntries: Int? = nil
+            pauseAfterEntries: Int? = nil,
+            freeSpaceFloor: Int64 = 64 << 20
         ) {
             self.maxEntries = maxEntries
             self.maxTotalBytes = maxTotalBytes
             self.synchronize = synchronize
             self.pauseAfterEntries = pauseAfterEntries
+            self.freeSpaceFloor = freeSpaceFloor
         }
     }
 
@@ -125,6 +132,8 @@ private final class Extraction {
     private let cancellation: CancellationFlag
     private var entries = 0
     private var bytes: Int64 = 0
+    /// Bytes written since the free space was last checked (`Configuration.freeSpaceFloor`).
+    private var writtenSinceCheck = 0
     /// Sum of the sizes the entries read so far declare (what the tree takes, for a disk-full error).
     private var declaredBytes: Int64 = 0
     /// Relative paths known to be real directories (saves an lstat per path component per entry), up to
@@ -228,7 +237,9 @@ private final class Extraction {
                 // The partial tree goes before the rest of the archive is read for its sizes (decompressing it to its
                 // end): the file system stayed full for all that time.
                 FileTree.remove(staging)
-                throw .noSpace(path: staging, needed: declaredBytes.addingClamped(remainingDeclaredBytes(reader)), available: nil)
+                // What must be free for it: the whole tree, and the floor it leaves.
+                let needed = declaredBytes.addingClamped(remainingDeclaredBytes(reader)).addingClamped(max(0, configuration.freeSpaceFloor))
+                throw .noSpace(path: staging, needed: needed, available: nil)
             }
             if let pause = configuration.pauseAfterEntries, entries >= pause {
                 logger.warning("Test pause point reached: waiting to be killed", metadata: ["archive.entries": "\(entries)"])
@@ -343,6 +354,13 @@ private final class Extraction {
             // count above stops such an entry).
             guard written >= ARCHIVE_WARN, written == ARCHIVE_OK || !Self.isStorageFailure(archive_errno(writer)) else {
                 throw writeFailure(entry: name, writer)
+            }
+            writtenSinceCheck += size
+            if writtenSinceCheck >= 1 << 20, configuration.freeSpaceFloor > 0 {
+                writtenSinceCheck = 0
+                if let free = DiskSpace.available(at: staging), free < configuration.freeSpaceFloor {
+                    throw .noSpace(path: staging, needed: 0, available: free)
+                }
             }
         }
     }
