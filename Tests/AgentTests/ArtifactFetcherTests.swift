@@ -343,6 +343,29 @@ struct ArtifactFetcherTests {
         }
     }
 
+    /// Another fetch of the same artifact holds the `.part`'s lock and never lets go (a `ferry-agent fetch` suspended
+    /// at a terminal): the wait ends at `lockWait` with an error the daemon's pass tries again later. It had no end,
+    /// and the pass, every service's repairs with it, waited as long.
+    @Test(.timeLimit(.minutes(1))) func aFetchWaitsForAnotherOneOnlySoLong() async throws {
+        try await Self.withFixture { fixture in
+            fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))
+            try fixture.writePart([])
+            let holder = open(fixture.partPath(), O_RDWR | O_CLOEXEC)
+            #expect(holder >= 0 && flock(holder, LOCK_EX | LOCK_NB) == 0)
+            defer { close(holder) }
+            let fetcher = fixture.fetcher { $0.lockWait = .milliseconds(500) }
+            let started = ContinuousClock.now
+            let error = await #expect(throws: ArtifactFetchError.self) { try await fetcher.fetch(fixture.reference()) }
+            guard case .fileSystem(_, let operation, let code)? = error else {
+                Issue.record("expected a file-system error, got \(String(describing: error))")
+                return
+            }
+            #expect(operation.contains("another fetch of the artifact held it") && code == EWOULDBLOCK, "\(operation)")
+            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(fixture.server.requests.isEmpty, "nothing downloaded beside the holder")
+        }
+    }
+
     @Test func pausePointHoldsTheDownloadUntilCancelledAndTheBytesStayForAResume() async throws {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))

@@ -41,6 +41,10 @@ struct ArtifactFetcher: Sendable {
         /// Test-only pause point for crash tests: once at least this many bytes are in the `.part` file (written,
         /// so a kill -9 keeps them), block until the task is cancelled or the process is killed. Default `nil`.
         var pauseAfterBytes: Int64? = nil
+        /// How long a fetch waits for another one of the same artifact (`ferry-agent fetch` beside the daemon) before
+        /// it gives up with an error its caller tries again later. Default 10 minutes: a fetch suspended at a terminal
+        /// (Ctrl-Z) held the daemon's pass, and every service's repairs, for as long as it stayed suspended.
+        var lockWait: Duration = .seconds(600)
 
         init(
             stateDirectory: String = "/var/lib/ferry",
@@ -252,6 +256,7 @@ struct ArtifactFetcher: Sendable {
     /// Opens (creating) the `.part` file and takes its exclusive lock, waiting while another fetch holds it.
     private func lockPart(_ path: String, digest: SHA256Digest, logger: Logger) async throws(ArtifactFetchError) -> Int32 {
         var announced = false
+        let giveUpAt = ContinuousClock.now + configuration.lockWait
         while true {
             if Task.isCancelled { throw .cancelled(sha256: digest) }
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -273,6 +278,13 @@ struct ArtifactFetcher: Sendable {
             if !announced {
                 logger.info("Waiting for another fetch of the same artifact")
                 announced = true
+            }
+            guard ContinuousClock.now < giveUpAt else {
+                throw .fileSystem(
+                    path: path,
+                    operation: "lock (another fetch of the artifact held it for \(configuration.lockWait.components.seconds) s)",
+                    errno: EWOULDBLOCK
+                )
             }
             do {
                 try await Task.sleep(for: .milliseconds(100))
