@@ -43,6 +43,8 @@ struct SupervisedChild: Sendable {
     let startTicks: UInt64?
     /// The supervisor asked it to stop: its exit is not a crash.
     var stopRequested = false
+    /// It was sent SIGKILL and had not ended by the grace after it (uninterruptible sleep on a hung mount).
+    var killSent = false
     var lastSample: (ticks: UInt64, at: ContinuousClock.Instant)?
     var cpuPercent: Double = 0
     var memoryBytes: Int64 = 0

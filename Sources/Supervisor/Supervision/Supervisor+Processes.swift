@@ -244,6 +244,13 @@ extension Supervisor {
     /// scan per instance stopped, and a process whose memory map was locked (a hung mount) could hold it for good.
     func terminate(_ runID: RunID) async {
         guard let child = children[runID] else { return }
+        // Sent SIGKILL by an earlier stop and still not ended: SIGKILL again and its grace, not a second SIGINT and
+        // kill_timeout (a shutdown's second pass took two of them, past what the stopping client waits for).
+        if child.killSent {
+            kill(-child.pid, SIGKILL)
+            _ = await waitForExit(of: runID, timeout: configuration.killGrace)
+            return
+        }
         children[runID]?.stopRequested = true
         let killTimeout = Duration.milliseconds(apps[child.app]?.spec.killTimeoutMilliseconds ?? 1600)
         let entry = Self.runEntry(child.runID)
@@ -286,6 +293,7 @@ extension Supervisor {
             rotation: configuration.logRotation
         )
         kill(-child.pid, SIGKILL)
+        children[runID]?.killSent = true
         if await !waitForExit(of: runID, timeout: configuration.killGrace) {
             logger.error("supervisor.instance.unkillable", metadata: ["ferry.app": "\(child.app)", "process.pid": "\(child.pid)"])
         }
