@@ -143,11 +143,12 @@ struct PostgresStoreTests {
             try await location.open().close()
             let server = try #require(location.server)
             let database = try #require(location.database)
-            // The COMMIT takes a second and a half (a deferred trigger): long enough to silence the network under it.
+            // The COMMIT takes five seconds (a deferred trigger): long enough to silence the network under it on a loaded
+            // machine (the test polls for it with psql).
             _ = try await server.psql(
                 """
                 CREATE FUNCTION ferry_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+                BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
                 CREATE CONSTRAINT TRIGGER ferry_test_slow_commit AFTER INSERT ON tokens DEFERRABLE INITIALLY DEFERRED
                 FOR EACH ROW EXECUTE FUNCTION ferry_test_slow_commit();
                 """,
@@ -157,7 +158,7 @@ struct PostgresStoreTests {
             let proxy = try SilenceableTCPProxy(upstreamPort: configuration.port)
             defer { proxy.stop() }
             configuration.port = proxy.port
-            configuration.statementTimeout = .seconds(5)
+            configuration.statementTimeout = .seconds(8)
             configuration.connectTimeout = .seconds(1)
             let store = try await DatabaseSelection.postgres(configuration).openStore(
                 sqlitePath: location.sqlitePath,

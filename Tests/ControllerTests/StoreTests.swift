@@ -117,8 +117,8 @@ import Testing
     }
 
     /// An agent that leaves a service (removed, or enrolled again with `--replace` for other services) leaves every
-    /// rollout that still counts it: the open ones, one awaiting approval (which starts from the members stored at
-    /// publish), the service's latest even when it completed at once (`rollout wait` counts its agents), and a publish
+    /// rollout that still counts it: the open ones, one awaiting approval (its approval takes the service's agents
+    /// again, and filters them by those still enrolled), the service's latest even when it completed at once (`rollout wait` counts its agents), and a publish
     /// whose member list was read before the agent left. Before, each of these waited for the agent for ever.
     @Test(arguments: StoreBackendKind.available)
     func agentsThatLeaveAServiceLeaveTheRolloutsThatCountThem(_ kind: StoreBackendKind) async throws {

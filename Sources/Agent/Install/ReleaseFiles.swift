@@ -101,20 +101,25 @@ struct ReleaseFiles: Sendable {
     /// Each goes under a staging name first (renamed, the rename made durable), and only then is deleted: a tree of tens
     /// of thousands of files deleted in place and cut short (the agent killed, a power loss, a failure half-way) kept its
     /// release's name, and the same serial offered again was taken as extracted and activated incomplete. A staging
-    /// name is never a release and is removed at start (`removeLeftovers`). One that cannot be renamed stays whole.
+    /// name is never a release; what an earlier collection left under one (cut short) goes first, here and at start
+    /// (`removeLeftovers`). A tree that cannot be renamed stays whole.
     func collectReleases(_ service: String, protected: Set<String>, keep: Int) {
         let manager = FileManager.default
         let releases = layout.releasesDir(service)
-        let names = ((try? manager.contentsOfDirectory(atPath: releases)) ?? [])
-            .filter { !$0.contains(".staging-") && !protected.contains($0) }
+        let all = (try? manager.contentsOfDirectory(atPath: releases)) ?? []
+        for name in all where name.hasSuffix(Self.collectedSuffix) { FileTree.remove("\(releases)/\(name)") }
+        let names = all.filter { !$0.contains(".staging-") && !protected.contains($0) }
             .sorted { (Int64($0.prefix { $0 != "-" }) ?? 0) > (Int64($1.prefix { $0 != "-" }) ?? 0) }
         for name in names.dropFirst(keep) {
-            let doomed = "\(releases)/\(name)\(ArchiveExtractor.stagingMarker)removed"
+            let doomed = "\(releases)/\(name)\(Self.collectedSuffix)"
             guard rename("\(releases)/\(name)", doomed) == 0 else { continue }
             guard (try? AtomicFile.syncDirectory(containing: doomed)) != nil else { continue }
             FileTree.remove(doomed)
         }
     }
+
+    /// The name a collected release tree takes before it is deleted: a staging name (`ArchiveExtractor.stagingMarker`).
+    static let collectedSuffix = ArchiveExtractor.stagingMarker + "removed"
 
     /// Removes cached artifacts whose digest is not in `keep` (and stale `.part` files).
     func collectArtifacts(keep: Set<String>) {

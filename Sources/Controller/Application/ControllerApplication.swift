@@ -141,7 +141,10 @@ func makeApplication(
         ),
         now: now
     )
-    postgres?.whenACommitIsUncertain { Task { await core.apply(remote: .resync) } }
+    if let postgres {
+        let resync = UncertainCommitResync(delay: postgres.configuration.statementDeadline) { await core.apply(remote: .resync) }
+        postgres.whenACommitIsUncertain { resync.request() }
+    }
     let router = try ControllerRouter.build(core: core)
     let certificates = try configuration.tls.map { files throws(TLSFileError) in try TLSCertificateStore(files: files) }
     let connections = ConnectionRegistry(

@@ -153,13 +153,14 @@ final class PostgresStoreBackend: SQLStoreBackend {
         return try await run(locking: false, body)
     }
 
-    /// Sets what to do after a COMMIT that was sent and failed: its answer may never have come (the connection dropped, the
-    /// statement's deadline passed) while the server committed. The caller sees an error and updates none of this
-    /// controller's caches, and the change triggers' notifications name this controller and are ignored when they come
-    /// back, so without it this controller would serve what the database no longer says: a publish or a rollout's next
-    /// wave never reaching the agents polling it (the other controllers are told by the triggers). The application
-    /// resynchronizes (drops its caches, wakes its parked agents); a failure the server answered did not commit, and
-    /// costs the same wake-up, rarely.
+    /// Sets what to do after the COMMIT of a write under the write lock (a publish, an approval, a rollout's transition,
+    /// an enrolment or removal, a token's revocation: what caches follow) was sent and failed: its answer may never have
+    /// come (the connection dropped, the statement's deadline passed) while the server committed. The caller sees an
+    /// error and updates none of this controller's caches, and the change triggers' notifications name this controller
+    /// and are ignored when they come back, so without it this controller would serve what the database no longer says:
+    /// a publish or a rollout's next wave never reaching the agents polling it (the other controllers are told by the
+    /// triggers). The application resynchronizes (`UncertainCommitResync`). Status reports' writes, the most frequent,
+    /// change no cached state and are not reported.
     func whenACommitIsUncertain(_ action: @escaping @Sendable () -> Void) {
         uncertainCommit.withLock { $0 = action }
     }
@@ -175,8 +176,9 @@ final class PostgresStoreBackend: SQLStoreBackend {
                 do {
                     try await db.raw("COMMIT").run()
                 } catch {
-                    // A connection closed before the COMMIT was sent (`StaleConnection`) committed nothing.
-                    if !(error is StaleConnection) {
+                    // A connection closed before the COMMIT was sent (`StaleConnection`, from the statement deadline's
+                    // wrapper) committed nothing.
+                    if locking, !(error is StaleConnection) {
                         logger.warning(
                             "A transaction's COMMIT failed, and it may have committed all the same: resynchronizing this controller",
                             metadata: ["error.message": "\(error)"]

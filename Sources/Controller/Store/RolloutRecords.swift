@@ -20,7 +20,8 @@ struct RolloutRecord: Sendable, Equatable {
     let state: RolloutState
     /// Index (0-based) of the last wave reached.
     let currentWave: Int
-    /// Agent ids in rollout order: the service's agents at publish time, sorted by name then id.
+    /// Agent ids in rollout order: the service's agents at publish time (at its approval, for a release that waited for
+    /// one), sorted by name then id; a removed agent leaves it.
     var agentOrder: [String]
     var createdAt: Date
     /// When the state last changed.
@@ -62,7 +63,7 @@ struct RolloutRecord: Sendable, Equatable {
 /// rollout's first state from it).
 struct RolloutPlan: Sendable, Equatable {
     var parameters: RolloutParameters
-    /// The service's agents at publish time, in rollout order.
+    /// The service's agents at publish time (or at the approval), in rollout order.
     var agentOrder: [String]
 }
 

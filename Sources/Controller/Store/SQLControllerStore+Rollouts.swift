@@ -168,13 +168,20 @@ extension SQLControllerStore {
         let rollout = transition.rollout
         let expected = transition.expected
         let order = members.map { rollout.agentOrder.filter($0.contains) } ?? rollout.agentOrder
+        // The members are compared as a list, not as text (a row written by hand may space its JSON otherwise), and
+        // the text read is what the update requires still stands.
+        guard
+            let storedText = try await db.raw("SELECT agent_order FROM rollouts WHERE id = \(bind: rollout.id)").first()?
+                .decode(column: "agent_order", as: String.self),
+            (try? agentOrder(fromText: storedText)) == expected.agentOrder
+        else { return false }
         let updated = try await db.raw(
             """
             UPDATE rollouts SET state = \(bind: rollout.state.rawValue), current_wave = \(bind: rollout.currentWave),
                 reason = \(bind: rollout.reason), updated_at = \(bind: StoredTime.milliseconds(rollout.updatedAt)),
                 agent_order = \(bind: agentOrderText(order))
             WHERE id = \(bind: rollout.id) AND state = \(bind: expected.state.rawValue) AND current_wave = \(bind: expected.currentWave)
-              AND agent_order = \(bind: agentOrderText(expected.agentOrder))
+              AND agent_order = \(bind: storedText)
             RETURNING id
             """
         ).first()
@@ -185,10 +192,21 @@ extension SQLControllerStore {
         return updated != nil
     }
 
-    /// How a rollout's members are stored: a JSON array of agent ids, always written by this (the compare-and-set of
-    /// `write` compares the text).
+    /// How a rollout's members are stored: a JSON array of agent ids.
     static func agentOrderText(_ order: [String]) -> String {
         String(decoding: JSONValue.array(order.map(JSONValue.string)).encoded(), as: UTF8.self)
+    }
+
+    /// The agent ids of a stored `agent_order`.
+    /// - Throws: `StoreError.corruptRow` when it is not a JSON array of strings.
+    static func agentOrder(fromText text: String) throws -> [String] {
+        guard case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) else {
+            throw StoreError.corruptRow(table: "rollouts", reason: "agent_order is not a JSON array")
+        }
+        return try items.map { item -> String in
+            guard case .string(let id) = item else { throw StoreError.corruptRow(table: "rollouts", reason: "agent_order holds a non-string") }
+            return id
+        }
     }
 
     /// The ids of the agents enrolled for `service` now.
@@ -214,14 +232,7 @@ extension SQLControllerStore {
         guard let state = RolloutState(rawValue: stateText) else {
             throw StoreError.corruptRow(table: "rollouts", reason: "unknown state \(stateText)")
         }
-        let orderText = try row.decode(column: "agent_order", as: String.self)
-        guard case .array(let items)? = try? JSONValue.parse(Array(orderText.utf8)) else {
-            throw StoreError.corruptRow(table: "rollouts", reason: "agent_order is not a JSON array")
-        }
-        let order = try items.map { item -> String in
-            guard case .string(let id) = item else { throw StoreError.corruptRow(table: "rollouts", reason: "agent_order holds a non-string") }
-            return id
-        }
+        let order = try agentOrder(fromText: try row.decode(column: "agent_order", as: String.self))
         return RolloutRecord(
             id: try row.decode(column: "id", as: Int64.self),
             service: try row.decode(column: "service", as: String.self),

@@ -371,8 +371,8 @@ final class SQLControllerStore: ControllerStore {
 
     /// Takes removed agents out of the rollouts they are members of (of `services` only, when given): a member that is
     /// gone never reports healthy, and its wave would wait for it for ever (an instance terminated mid-rollout, then
-    /// removed). The rollouts are the rolling and paused ones, one awaiting approval (it starts from the members stored
-    /// at publish), and each service's latest when it completed (`rollout wait` counts its agents, also when it completed
+    /// removed). The rollouts are the rolling and paused ones, one awaiting approval (what it lists shows who it would
+    /// reach; its approval takes the service's agents again), and each service's latest when it completed (`rollout wait` counts its agents, also when it completed
     /// at once with `all`). Not a halted one: it still serves its serial to the agents it reached, by their place in the
     /// order, and a member taken out before them would hand the halted serial to the next agent.
     ///

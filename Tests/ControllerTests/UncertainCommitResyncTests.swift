@@ -1,0 +1,25 @@
+import Synchronization
+import Testing
+
+@testable import Controller
+
+/// A COMMIT whose outcome is unknown resynchronizes the controller twice (at once, and a statement deadline later for a
+/// commit that lands late); requests during a round make one more round, not one each (a database outage fails every
+/// write, and each resynchronization wakes every parked agent).
+@Suite struct UncertainCommitResyncTests {
+    @Test func requestsDuringARoundMakeOneMoreRound() async throws {
+        let calls = Atomic<Int>(0)
+        let resync = UncertainCommitResync(delay: .milliseconds(300)) { calls.add(1, ordering: .relaxed) }
+        for _ in 0..<50 { resync.request() }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(calls.load(ordering: .relaxed) == 1, "at once")
+        #expect(resync.isRunning)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while resync.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(calls.load(ordering: .relaxed) == 4, "two rounds of two, not fifty")
+
+        resync.request()
+        while resync.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(calls.load(ordering: .relaxed) == 6, "a later request makes a round of its own")
+    }
+}
