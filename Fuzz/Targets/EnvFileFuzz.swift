@@ -3,10 +3,13 @@ import Shared
 /// The one `.env` dialect (Shared/Formats/DotEnvFile.swift) an instance env file is read with, and the secrets mask the
 /// agent builds from its values (Agent/Secrets/SecretMask.swift): never crash; every accepted name is an identifier;
 /// a refusal names the file and the line; every value at least 6 bytes long is replaced by its `${NAME}` placeholder in a
-/// text that contains it, and appears nowhere outside the placeholders once masked.
+/// text that contains it, and appears nowhere outside the placeholders once masked. What the agent masks of a file that
+/// does not parse (`DotEnvFile.salvage`) never crashes, holds at most its limit, and holds every value a good file gives.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzEnvFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = fuzzBytes(data, size)
+    let salvaged = DotEnvFile.salvage(bytes)
+    FuzzCheck.require(salvaged.count <= Limits.envEntries, "\(salvaged.count) values salvaged")
     let values: [String: String]
     do {
         values = try DotEnvFile.parse(bytes, path: "/fuzz/web.env")
@@ -17,6 +20,9 @@ public func fuzzEnvFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         return 0
     }
     FuzzCheck.require(values.count <= Limits.envEntries, "\(values.count) variables accepted")
+    for (name, value) in values where !value.isEmpty {
+        FuzzCheck.require(salvaged[name] == value, "the salvage of a good file lost \(name)")
+    }
     for (name, value) in values {
         FuzzCheck.require(isIdentifier(name), "the name \(name.debugDescription) is not an identifier")
         guard value.utf8.count >= SecretMask.minimumLength else { continue }
