@@ -251,27 +251,51 @@ struct ApprovalTests {
         }
     }
 
+    /// Serial 1 of `api` published with both keys, then serial 2 with strategy `one-at-a-time` signed by one key
+    /// (awaiting approval); `approve()` adds the second key's signature.
+    struct Staged {
+        let fixture: Fixture
+        let client: any TestClientProtocol
+        let envelope: Envelope
+
+        static func publish(_ fixture: Fixture, _ client: any TestClientProtocol) async throws -> Staged {
+            let artifact = try await fixture.upload(client, [7, 7, 7])
+            let first = try await fixture.publish(
+                client,
+                Fixture.release(serial: 1, artifact: artifact),
+                keys: [fixture.signingKey, fixture.secondKey]
+            )
+            #expect(first.status == .created)
+            let release = Fixture.release(serial: 2, version: "2.0.0", artifact: artifact)
+            let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fixture.signingKey])
+            let published = try await client.execute(
+                uri: "/v1/releases?strategy=one-at-a-time",
+                method: .post,
+                headers: Fixture.bearer(fixture.operatorToken),
+                body: ByteBuffer(bytes: envelope.encoded())
+            )
+            #expect(published.status == .created)
+            return Staged(fixture: fixture, client: client, envelope: envelope)
+        }
+
+        func approve() async throws -> TestResponse {
+            let message = Envelope.pae(payloadType: Release.payloadType, payload: envelope.payload)
+            let signature = Envelope.json(of: .init(keyid: "", sig: try fixture.secondKey.signature(for: message)))
+            return try await client.execute(
+                uri: "/v1/services/api/releases/2/signatures",
+                method: .post,
+                headers: Fixture.bearer(fixture.operatorToken),
+                body: ByteBuffer(bytes: JSONValue.object(["signatures": .array([signature])]).encoded())
+            )
+        }
+    }
+
     @Test("a staged rollout starts its waves only once approved, and the stable serial keeps serving meanwhile")
     func stagedRolloutWaitsForApproval() async throws {
         try await Fixture.with(threshold: 2) { fixture in
             try await fixture.withRouter { client in
                 let agent = try await fixture.enroll(client, name: "web-1")
-                let artifact = try await fixture.upload(client, [7, 7, 7])
-                let first = try await fixture.publish(
-                    client,
-                    Fixture.release(serial: 1, artifact: artifact),
-                    keys: [fixture.signingKey, fixture.secondKey]
-                )
-                #expect(first.status == .created)
-                let release = Fixture.release(serial: 2, version: "2.0.0", artifact: artifact)
-                let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fixture.signingKey])
-                let published = try await client.execute(
-                    uri: "/v1/releases?strategy=one-at-a-time",
-                    method: .post,
-                    headers: Fixture.bearer(fixture.operatorToken),
-                    body: ByteBuffer(bytes: envelope.encoded())
-                )
-                #expect(published.status == .created)
+                let staged = try await Staged.publish(fixture, client)
                 let rollout = try #require(try await fixture.store.latestRollouts(for: ["api"]).first)
                 #expect(rollout.state == .awaitingApproval)
                 #expect(rollout.stableSerial == 1)
@@ -283,14 +307,7 @@ struct ApprovalTests {
                 )
                 #expect(try desired.releases.map { try Release.decode($0.payload).serial } == [1])
 
-                let message = Envelope.pae(payloadType: Release.payloadType, payload: envelope.payload)
-                let signature = Envelope.json(of: .init(keyid: "", sig: try fixture.secondKey.signature(for: message)))
-                let approved = try await client.execute(
-                    uri: "/v1/services/api/releases/2/signatures",
-                    method: .post,
-                    headers: Fixture.bearer(fixture.operatorToken),
-                    body: ByteBuffer(bytes: JSONValue.object(["signatures": .array([signature])]).encoded())
-                )
+                let approved = try await staged.approve()
                 #expect(approved.status == .ok, "\(String(buffer: approved.body))")
                 let started = try #require(try await fixture.store.latestRollouts(for: ["api"]).first)
                 #expect(started.state == .rolling)
@@ -308,34 +325,11 @@ struct ApprovalTests {
         try await Fixture.with(threshold: 2) { fixture in
             try await fixture.withRouter { client in
                 _ = try await fixture.enroll(client, name: "web-1")
-                let artifact = try await fixture.upload(client, [7, 7, 7])
-                let first = try await fixture.publish(
-                    client,
-                    Fixture.release(serial: 1, artifact: artifact),
-                    keys: [fixture.signingKey, fixture.secondKey]
-                )
-                #expect(first.status == .created)
-                let release = Fixture.release(serial: 2, version: "2.0.0", artifact: artifact)
-                let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [fixture.signingKey])
-                let published = try await client.execute(
-                    uri: "/v1/releases?strategy=one-at-a-time",
-                    method: .post,
-                    headers: Fixture.bearer(fixture.operatorToken),
-                    body: ByteBuffer(bytes: envelope.encoded())
-                )
-                #expect(published.status == .created)
+                let staged = try await Staged.publish(fixture, client)
                 let removed = try await client.execute(uri: "/v1/agents/web-1", method: .delete, headers: Fixture.bearer(fixture.operatorToken))
                 #expect(removed.status == .ok, "\(String(buffer: removed.body))")
                 let fresh = [try await fixture.enroll(client, name: "web-2"), try await fixture.enroll(client, name: "web-3")]
-
-                let message = Envelope.pae(payloadType: Release.payloadType, payload: envelope.payload)
-                let signature = Envelope.json(of: .init(keyid: "", sig: try fixture.secondKey.signature(for: message)))
-                let approved = try await client.execute(
-                    uri: "/v1/services/api/releases/2/signatures",
-                    method: .post,
-                    headers: Fixture.bearer(fixture.operatorToken),
-                    body: ByteBuffer(bytes: JSONValue.object(["signatures": .array([signature])]).encoded())
-                )
+                let approved = try await staged.approve()
                 #expect(approved.status == .ok, "\(String(buffer: approved.body))")
                 let answered = try Fixture.json(approved).object?["rollout"]?.object ?? [:]
                 #expect(answered["state"] == .string("rolling"), "\(answered)")

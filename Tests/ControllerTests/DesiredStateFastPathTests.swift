@@ -367,13 +367,7 @@ import Testing
     @Test(arguments: [(writable: true, answeredHere: true), (writable: false, answeredHere: false)])
     func anUnwritableSocketGoesTheDecodersWay(_ row: (writable: Bool, answeredHere: Bool)) async throws {
         try await Self.withPolledAgent { fixture, _, agent, tag in
-            let core = fixture.controller.core
-            let dependencies = DesiredStatePollHandler.Dependencies(
-                authenticator: core.authenticator,
-                desiredStates: core.desiredStates,
-                metrics: ControllerMetrics(registry: fixture.registry),
-                maximumWait: .seconds(60)
-            )
+            let dependencies = Self.dependencies(fixture)
             let channel = EmbeddedChannel(handler: DesiredStateFastPath(dependencies))
             try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).get()
             channel.isWritable = row.writable
@@ -398,13 +392,7 @@ import Testing
     /// turns the fast path off for the connection. NIO's own decoder and encoder, on an `EmbeddedChannel`.
     @Test func aHeadTheDecoderRefusesTurnsTheFastPathOff() async throws {
         try await Self.withPolledAgent { fixture, _, agent, tag in
-            let core = fixture.controller.core
-            let dependencies = DesiredStatePollHandler.Dependencies(
-                authenticator: core.authenticator,
-                desiredStates: core.desiredStates,
-                metrics: ControllerMetrics(registry: fixture.registry),
-                maximumWait: .seconds(60)
-            )
+            let dependencies = Self.dependencies(fixture)
             let channel = EmbeddedChannel()
             try channel.pipeline.syncOperations.addHandlers([
                 DesiredStateFastPath(dependencies), HTTPResponseEncoder(), ByteToMessageHandler(HTTPRequestDecoder()),
@@ -423,6 +411,17 @@ import Testing
             #expect(!written.contains("304"), "the poll was answered before the refused head: \(written)")
             _ = try? await channel.close().get()
         }
+    }
+
+    /// What the fast path and the poll handler of `fixture`'s controller work with, for a pipeline a test builds.
+    static func dependencies(_ fixture: Fixture) -> DesiredStatePollHandler.Dependencies {
+        let core = fixture.controller.core
+        return DesiredStatePollHandler.Dependencies(
+            authenticator: core.authenticator,
+            desiredStates: core.desiredStates,
+            metrics: ControllerMetrics(registry: fixture.registry),
+            maximumWait: .seconds(60)
+        )
     }
 
     /// A controller with one enrolled agent that has polled once (so its token and state are cached), served live.

@@ -43,6 +43,30 @@ struct HostileClientWorld: Sendable {
 
     var hub: LongPollHub { fixture.controller.core.desiredStates.hub }
 
+    /// Sends `piece()` on `connection` every `interval` until the server closes it (at most 10 s after `start`), and
+    /// expects the close about a second (one timeout of the test's limits) after `start`.
+    static func trickle(
+        _ connection: RawConnection,
+        since start: ContinuousClock.Instant,
+        every interval: Duration,
+        _ piece: () -> String
+    ) async throws {
+        while !connection.isClosedByPeer, ContinuousClock.now - start < .seconds(10) {
+            try? connection.send(piece())
+            try await Task.sleep(for: interval)
+            connection.poll()
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(connection.isClosedByPeer, "still open after \(elapsed)")
+        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "closed after \(elapsed)")
+    }
+
+    /// The head of an operator's artifact upload of `length` bytes.
+    func artifactUploadHead(length: Int) -> String {
+        "POST /v1/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(fixture.operatorToken)\r\n"
+            + "Content-Type: application/octet-stream\r\nContent-Length: \(length)\r\n\r\n"
+    }
+
     /// Waits until `count` long-polls are parked.
     func waitForParked(_ count: Int, timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
@@ -91,14 +115,9 @@ struct HostileClientWorld: Sendable {
             let connection = try RawConnection(port: world.port)
             try connection.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             // A header line every 200 ms: always busy, never done.
-            while !connection.isClosedByPeer, ContinuousClock.now - start < .seconds(10) {
-                try? connection.send("X-Slow-\(Int.random(in: 0..<1_000_000)): 1\r\n")
-                try await Task.sleep(for: .milliseconds(200))
-                connection.poll()
+            try await HostileClientWorld.trickle(connection, since: start, every: .milliseconds(200)) {
+                "X-Slow-\(Int.random(in: 0..<1_000_000)): 1\r\n"
             }
-            let elapsed = ContinuousClock.now - start
-            #expect(connection.isClosedByPeer, "still open after \(elapsed)")
-            #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "closed after \(elapsed)")
             #expect(connection.received.isEmpty, "no answer to a request that never completed")
         },
         Case(
@@ -135,10 +154,7 @@ struct HostileClientWorld: Sendable {
         ) { world in
             let connection = try RawConnection(port: world.port)
             let sent = ContinuousClock.now
-            try connection.send(
-                "POST /v1/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(world.fixture.operatorToken)\r\n"
-                    + "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n" + String(repeating: "x", count: 1000)
-            )
+            try connection.send(world.artifactUploadHead(length: 100_000) + String(repeating: "x", count: 1000))
             let closed = try await connection.waitUntilClosed(timeout: .seconds(10), since: sent)
             #expect(closed.map { $0 >= .milliseconds(900) && $0 < .seconds(5) } == true, "closed after \(String(describing: closed))")
             #expect(world.metric("ferry_artifacts_stored_total") == 0)
@@ -153,18 +169,8 @@ struct HostileClientWorld: Sendable {
         ) { world in
             let connection = try RawConnection(port: world.port)
             let sent = ContinuousClock.now
-            try connection.send(
-                "POST /v1/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(world.fixture.operatorToken)\r\n"
-                    + "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
-            )
-            while !connection.isClosedByPeer, ContinuousClock.now - sent < .seconds(10) {
-                try? connection.send("x")
-                try await Task.sleep(for: .milliseconds(300))
-                connection.poll()
-            }
-            let elapsed = ContinuousClock.now - sent
-            #expect(connection.isClosedByPeer, "still open after \(elapsed)")
-            #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "closed after \(elapsed)")
+            try connection.send(world.artifactUploadHead(length: 100_000))
+            try await HostileClientWorld.trickle(connection, since: sent, every: .milliseconds(300)) { "x" }
             #expect(world.metric("ferry_artifacts_stored_total") == 0)
         },
         Case(
