@@ -299,11 +299,14 @@ import Testing
     /// with reports of the largest size, none of them counted. While another process holds SQLite's write lock (a slow
     /// disk), two complete reports of 3,000 bytes wait and hold 6,000 of the agent's 8,192; a third is refused; both
     /// are stored once the lock goes. Through the router (a query in the path) and through the poll handler (the
-    /// agent's token cached by a poll); and with each report's connection closed as soon as it is sent: the poll handler
-    /// gave the bytes back when its connection closed while the report it had handed over went on waiting, so one token
-    /// could queue reports without end by closing each connection.
-    @Test(arguments: [false, true], [false, true])
-    func aQueuedReportStaysCountedUntilStored(handler: Bool, closing: Bool) async throws {
+    /// agent's token cached by a poll); and, through the poll handler, with each report's connection closed once the
+    /// server has read it: the handler gave the bytes back when its connection closed while the report it had handed
+    /// over went on waiting, so one token could queue reports without end by closing each connection. (The router's
+    /// request task ends with its connection: a report whose client left before it was queued is dropped, its bytes
+    /// given back, and nothing of it is held.)
+    @Test(arguments: [(handler: false, closing: false), (handler: true, closing: false), (handler: true, closing: true)])
+    func aQueuedReportStaysCountedUntilStored(_ path: (handler: Bool, closing: Bool)) async throws {
+        let (handler, closing) = path
         let adjust: (inout ControllerConfiguration) -> Void = {
             $0.maximumStatusBytes = Self.limit
             $0.maximumBodyBytes = Self.limit
@@ -334,7 +337,10 @@ import Testing
                     // Closed once the server has read each whole report (they are then counted), before any answer.
                     while held.bytesHeld < 6_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
                     waiting = []
-                    try await Task.sleep(for: .milliseconds(300))
+                    // Until the server has seen both close (what it then gave back, it gave back on the close).
+                    let connections = fixture.controller.connections
+                    while connections.openCount > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                    #expect(connections.openCount == 0, "the server saw the closes")
                 }
                 while held.bytesHeld < 6_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
                 let heldWhileLocked = held.bytesHeld

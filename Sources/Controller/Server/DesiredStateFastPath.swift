@@ -211,7 +211,7 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
     /// complete one): the decoder is in no known state, so this connection's requests all go its way from now on. Else
     /// a poll that arrived before the router's 400 was written would be answered first, out of order.
     func downstreamFailed() {
-        framing = RequestFraming(lost: ())
+        framing.lose()
         downstreamIdle = false
     }
 

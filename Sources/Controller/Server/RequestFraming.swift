@@ -32,11 +32,6 @@ struct RequestFraming: Equatable {
 
     var isBetweenRequests: Bool { state == .between }
 
-    init() {}
-
-    /// Framing that follows nothing (the decoder failed).
-    init(lost: Void) { state = .lost }
-
     /// Follows `bytes`, the next bytes handed to the decoder.
     mutating func consume(_ bytes: UnsafeRawBufferPointer) {
         var rest = bytes[...]
@@ -78,7 +73,8 @@ struct RequestFraming: Equatable {
         }
     }
 
-    private mutating func lose() {
+    /// Follows nothing more on this connection (also when the decoder failed: it is in no known state).
+    mutating func lose() {
         state = .lost
         partial = []
     }
