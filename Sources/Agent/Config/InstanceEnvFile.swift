@@ -38,12 +38,15 @@ struct InstanceEnvFile: Sendable, Equatable {
     /// every value-like text in it (`DotEnvFile.salvage`): the apps still run with the values they were started with
     /// (an operator's edit broke a line), and their logs still hold them. `nil` when the file cannot be read at all.
     static func valuesToMask(service: String, directory: String) -> [String: String]? {
+        let path = "\(directory)/\(service).env"
+        let read: [UInt8]?
         do {
-            return try load(service: service, directory: directory).values
+            read = try DotEnvFile.read(path: path)
         } catch {
-            guard let bytes = try? DotEnvFile.read(path: "\(directory)/\(service).env") else { return nil }
-            return DotEnvFile.salvage(bytes)
+            return nil
         }
+        guard let bytes = read else { return [:] }
+        return (try? DotEnvFile.parse(bytes, path: path)) ?? DotEnvFile.salvage(bytes)
     }
 
     /// SHA-256 over the variables sorted by name, each name and value preceded by its length in bytes (8 bytes, big

@@ -47,13 +47,7 @@ package enum DotEnvFile {
     ) throws(DotEnvFileError) -> [String: String] {
         var values: [String: String] = [:]
         var lineOfName: [String: Int] = [:]
-        var start = bytes.starts(with: byteOrderMark) ? byteOrderMark.count : 0
-        var number = 0
-        while start <= bytes.count {
-            number += 1
-            let end = bytes[start...].firstIndex(of: lineFeed) ?? bytes.count
-            var line = bytes[start..<end]
-            if line.last == carriageReturn { line = line.dropLast() }
+        try forEachLine(of: bytes) { (number, line) throws(DotEnvFileError) in
             do throws(DotEnvFileError.Problem) {
                 if let parsed = try assignment(in: line) {
                     if let first = lineOfName[parsed.name] {
@@ -68,9 +62,27 @@ package enum DotEnvFile {
             } catch {
                 throw DotEnvFileError(path: path, line: number, problem: error)
             }
-            start = end + 1
+            return true
         }
         return values
+    }
+
+    /// Gives `body` each line of `bytes` with its number (from 1), a leading byte-order mark and the CR of a CRLF left
+    /// out, until it returns `false`.
+    private static func forEachLine<Failure: Error>(
+        of bytes: [UInt8],
+        _ body: (_ number: Int, _ line: ArraySlice<UInt8>) throws(Failure) -> Bool
+    ) throws(Failure) {
+        var start = bytes.starts(with: byteOrderMark) ? byteOrderMark.count : 0
+        var number = 0
+        while start <= bytes.count {
+            number += 1
+            let end = bytes[start...].firstIndex(of: lineFeed) ?? bytes.count
+            var line = bytes[start..<end]
+            if line.last == carriageReturn { line = line.dropLast() }
+            start = end + 1
+            guard try body(number, line) else { return }
+        }
     }
 
     /// What a file that does not parse may still hold, for the secrets mask only: every line that sets something gives
@@ -82,23 +94,17 @@ package enum DotEnvFile {
     /// is looked for in every line the agent logs.
     package static func salvage(_ bytes: [UInt8], limit: Int = Limits.envEntries) -> [String: String] {
         var values: [String: String] = [:]
-        var start = bytes.starts(with: byteOrderMark) ? byteOrderMark.count : 0
-        var number = 0
-        while start <= bytes.count, values.count < limit {
-            number += 1
-            let end = bytes[start...].firstIndex(of: lineFeed) ?? bytes.count
-            var line = bytes[start..<end]
-            if line.last == carriageReturn { line = line.dropLast() }
-            start = end + 1
+        guard limit > 0 else { return values }
+        forEachLine(of: bytes) { number, line in
             do throws(DotEnvFileError.Problem) {
                 if let parsed = try assignment(in: line), !parsed.value.isEmpty {
                     values[values[parsed.name] == nil ? parsed.name : "\(parsed.name)@\(number)"] = parsed.value
                 }
-                continue
+                return values.count < limit
             } catch {
                 // A bad line: its value's text, below.
             }
-            guard let equalsIndex = line.firstIndex(of: equals) else { continue }
+            guard let equalsIndex = line.firstIndex(of: equals) else { return true }
             var name = line[line.startIndex..<equalsIndex].drop { isBlank($0) }
             if name.starts(with: export), name.count > export.count, isBlank(name[name.startIndex + export.count]) {
                 name = name.dropFirst(export.count).drop { isBlank($0) }
@@ -109,9 +115,10 @@ package enum DotEnvFile {
                 value = value.dropFirst()
                 if value.last == first { value = value.dropLast() }
             }
-            guard !value.isEmpty else { continue }
+            guard !value.isEmpty else { return true }
             while let last = name.last, isBlank(last) { name = name.dropLast() }
             values["\(String(decoding: name, as: UTF8.self))@\(number)"] = String(decoding: value, as: UTF8.self)
+            return values.count < limit
         }
         return values
     }
