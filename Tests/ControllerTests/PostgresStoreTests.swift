@@ -82,16 +82,8 @@ struct PostgresStoreTests {
             try await location.open().close()
             let server = try #require(location.server)
             let database = try #require(location.database)
-            var configuration = try PostgresStoreConfiguration.parse(server.url(database: database))
-            let proxy = try SilenceableTCPProxy(upstreamPort: configuration.port)
+            let (store, proxy) = try await Self.storeBehindProxy(location, statementTimeout: .seconds(1))
             defer { proxy.stop() }
-            configuration.port = proxy.port
-            configuration.statementTimeout = .seconds(1)
-            configuration.connectTimeout = .seconds(1)
-            let store = try await DatabaseSelection.postgres(configuration).openStore(
-                sqlitePath: location.sqlitePath,
-                logger: ControllerFixture.logger
-            )
             try await store.createToken(hash: Token.digest("fyt_before"), name: "before", role: .viewer, at: Date())
 
             /// A token written, bounded: a write that waits past 20 s is reported as such instead of hanging the test.
@@ -154,16 +146,8 @@ struct PostgresStoreTests {
                 """,
                 database: database
             )
-            var configuration = try PostgresStoreConfiguration.parse(server.url(database: database))
-            let proxy = try SilenceableTCPProxy(upstreamPort: configuration.port)
+            let (store, proxy) = try await Self.storeBehindProxy(location, statementTimeout: .seconds(8))
             defer { proxy.stop() }
-            configuration.port = proxy.port
-            configuration.statementTimeout = .seconds(8)
-            configuration.connectTimeout = .seconds(1)
-            let store = try await DatabaseSelection.postgres(configuration).openStore(
-                sqlitePath: location.sqlitePath,
-                logger: ControllerFixture.logger
-            )
             let backend = try #require((store as? SQLControllerStore)?.backend as? PostgresStoreBackend)
             let told = Atomic<Int>(0)
             backend.whenACommitIsUncertain { told.add(1, ordering: .relaxed) }
@@ -203,6 +187,29 @@ struct PostgresStoreTests {
             #expect(refused, "the same token again is refused by the database")
             #expect(told.load(ordering: .relaxed) == 1)
             try await store.close()
+        }
+    }
+
+    /// A store on `location`'s database through a TCP proxy the test can silence (connect timeout 1 s).
+    static func storeBehindProxy(
+        _ location: TestStoreLocation,
+        statementTimeout: Duration
+    ) async throws -> (store: any ControllerStore, proxy: SilenceableTCPProxy) {
+        let server = try #require(location.server)
+        var configuration = try PostgresStoreConfiguration.parse(server.url(database: try #require(location.database)))
+        let proxy = try SilenceableTCPProxy(upstreamPort: configuration.port)
+        configuration.port = proxy.port
+        configuration.statementTimeout = statementTimeout
+        configuration.connectTimeout = .seconds(1)
+        do {
+            let store = try await DatabaseSelection.postgres(configuration).openStore(
+                sqlitePath: location.sqlitePath,
+                logger: ControllerFixture.logger
+            )
+            return (store, proxy)
+        } catch {
+            proxy.stop()
+            throw error
         }
     }
 
