@@ -105,6 +105,30 @@ struct RepairBackoffTests {
             }
         }
     }
+
+    /// The install backoff's waits are spread (`Policy.jitter`): a fleet whose downloads of one release all failed at
+    /// once does not come back to the store in the same second every time. Each wait is within the spread, the one
+    /// recorded is the one returned, and 200 agents' first waits are not all the same.
+    @Test func aJitteredWaitIsSpreadAndKept() {
+        var backoff = RepairBackoff(policy: .init(first: .seconds(10), maximum: .seconds(300), jitter: 0.25))
+        let start = ContinuousClock.now
+        var firstWaits: Set<Duration> = []
+        for agent in 0..<200 {
+            let (inARow, wait) = backoff.recordRepair(app: "agent-\(agent)", now: start)
+            #expect(inARow == 1)
+            #expect(wait >= .seconds(10) && wait < .milliseconds(12_500), "\(wait)")
+            #expect(backoff.remainingWait(app: "agent-\(agent)", now: start) == wait, "the wait kept is the one said")
+            #expect(backoff.remainingWait(app: "agent-\(agent)", now: start.advanced(by: wait)) == nil)
+            firstWaits.insert(wait)
+        }
+        #expect(firstWaits.count > 100, "spread: \(firstWaits.count) distinct waits of 200")
+        // The spread is on top of the doubling, up to the maximum's quarter.
+        for repairs in 2...12 {
+            let (_, wait) = backoff.recordRepair(app: "agent-0", now: start)
+            let base = backoff.delay(afterRepairs: repairs)
+            #expect(wait >= base && wait < base * 1.25, "\(repairs) in a row: \(wait) against \(base)")
+        }
+    }
 }
 
 extension Array {

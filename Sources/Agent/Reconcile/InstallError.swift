@@ -59,6 +59,18 @@ enum InstallError: Error, CustomStringConvertible {
         }
     }
 
+    /// Whether the release is to blame only once the failure has repeated: bytes from the store that are not what the
+    /// release signed (their size or digest). One such download may be the path's fault (a proxy or cache that served a
+    /// damaged copy once, an object read while it was being replaced); two in a row, after the backoff's wait, are the
+    /// release's (`Reconciler.mismatchedDownloads`). A refused archive is the release's at once: its bytes are the ones
+    /// the release signed.
+    var isTheReleasesFaultOnceRepeated: Bool {
+        switch self {
+        case .download(.tooLarge), .download(.sizeMismatch), .download(.digestMismatch): true
+        default: false
+        }
+    }
+
     var description: String {
         switch self {
         case .appNameClash(let app, let service, nil): "app name \(app) is already used by service \(service) on this instance"

@@ -83,8 +83,17 @@ extension Reconciler {
             logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
             if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
             // A release that cannot install anywhere is a failure of it, listed once (a rollout counts it: its phase
-            // alone does not, since a store that does not answer yet leaves the same phase).
-            if error.isTheReleasesFault, transition(service, .installRefused(serial: release.serial, error), summary: &summary) == .save {
+            // alone does not, since a store that does not answer yet leaves the same phase). Bytes that do not match
+            // are its fault only the second time in a row (`mismatchedDownloads`).
+            var refused = error.isTheReleasesFault
+            if error.isTheReleasesFaultOnceRepeated {
+                refused = mismatchedDownloads[service] == release.serial
+                mismatchedDownloads[service] = release.serial
+                if !refused { summary.problems.append("\(service): serial \(release.serial) is refused if the next download does not match either") }
+            } else {
+                mismatchedDownloads[service] = nil
+            }
+            if refused, transition(service, .installRefused(serial: release.serial, error), summary: &summary) == .save {
                 save(&summary)
             }
             // The install did not get as far as touching what runs, and the planner skipped the service's drift repair
@@ -95,6 +104,7 @@ extension Reconciler {
         }
 
         installBackoff.forget([Self.installAttempt(service, release.serial)])
+        mismatchedDownloads[service] = nil
         spaceWaits[service] = nil
         let apps = AppSpec.specs(for: release, currentLink: layout.currentLink(service), instanceEnv: env.values)
         // The running release's apps as this pass read them (the env file this install uses too): read again here, after

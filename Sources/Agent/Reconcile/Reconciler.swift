@@ -79,7 +79,16 @@ actor Reconciler {
     /// a digest or size that never matches, an archive the extractor refuses (`InstallError.repeatsTheSameWay`). Each pass
     /// with a problem runs one poll interval after the last, and each downloaded the artifact (or extracted it from the
     /// cache, fsyncs and all) again, until a new serial was published.
-    var installBackoff = RepairBackoff(policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600)))
+    /// The waits are spread by up to a quarter (`RepairBackoff.Policy.jitter`): every agent that got the release from
+    /// one publish failed within the same second, and came back to the store together every time.
+    var installBackoff = RepairBackoff(
+        policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600), jitter: 0.25)
+    )
+    /// Per service, the serial whose artifact's last download brought other bytes than it signed (`InstallError
+    /// .isTheReleasesFaultOnceRepeated`). One download that does not match may be the path's fault (a proxy or a cache
+    /// that served a damaged copy once, an object being replaced): it is tried again after the backoff, and only a second
+    /// one in a row refuses the serial, which its rollout counts as a failure.
+    var mismatchedDownloads: [String: Int64] = [:]
     /// Per service, the serial whose tree did not fit, with where and how much space its extraction needs: it is not
     /// extracted again until that much is free. Each pass filled the file system to its last byte again (the apps' logs,
     /// PM2's dump and the agent's own state meeting ENOSPC meanwhile), once a poll interval, until space was freed.

@@ -13,12 +13,17 @@ struct RepairBackoff: Sendable {
         var first: Duration = .seconds(10)
         var maximum: Duration = .seconds(300)
         var forgetAfter: Duration = .seconds(600)
+        /// Each wait is lengthened by a random share of itself below this (0.25: up to a quarter longer), so that agents
+        /// that failed together (a whole fleet woken by one publish, one store serving bad bytes) do not all try again
+        /// in the same second, every time.
+        var jitter: Double = 0
     }
 
-    /// Repairs in a row of one app, and when the last one ran.
+    /// Repairs in a row of one app, when the last one ran and how long the next one waits.
     private struct Record: Sendable {
         var repairs: Int
         var last: ContinuousClock.Instant
+        var wait: Duration
     }
 
     let policy: Policy
@@ -43,7 +48,7 @@ struct RepairBackoff: Sendable {
     /// How long a repair of `app` must still wait at `now`; `nil` when it may run.
     func remainingWait(app: String, now: ContinuousClock.Instant) -> Duration? {
         guard let record = current(app, now: now) else { return nil }
-        let due = record.last.advanced(by: delay(afterRepairs: record.repairs))
+        let due = record.last.advanced(by: record.wait)
         return now < due ? now.duration(to: due) : nil
     }
 
@@ -52,8 +57,15 @@ struct RepairBackoff: Sendable {
     @discardableResult
     mutating func recordRepair(app: String, now: ContinuousClock.Instant) -> (inARow: Int, nextWait: Duration) {
         let repairs = (current(app, now: now)?.repairs ?? 0) + 1
-        records[app] = Record(repairs: repairs, last: now)
-        return (repairs, delay(afterRepairs: repairs))
+        let wait = jittered(delay(afterRepairs: repairs))
+        records[app] = Record(repairs: repairs, last: now, wait: wait)
+        return (repairs, wait)
+    }
+
+    /// `delay` lengthened by a random share of it below `policy.jitter` (none when the jitter is not positive).
+    private func jittered(_ delay: Duration) -> Duration {
+        guard policy.jitter > 0, policy.jitter.isFinite else { return delay }
+        return delay + delay * Double.random(in: 0..<min(policy.jitter, 1))
     }
 
     /// Starts these apps over: their next repair runs at once.
