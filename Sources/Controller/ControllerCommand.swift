@@ -47,11 +47,32 @@ struct ControllerCommand: AsyncParsableCommand {
             }
         } catch {
             let code = exitCode(for: error)
-            let message = fullMessage(for: error)
+            let message = withoutKeyText(fullMessage(for: error))
             if !message.isEmpty {
                 if code == .success { Console.print(message) } else { Console.error(message) }
             }
             Foundation.exit(code.rawValue)
         }
+    }
+
+    /// `message` with each PEM block in it (from `-----BEGIN` to the end of its `-----END …-----` line, or to the next
+    /// quote without one) replaced by a note: a private key pasted where its path goes (`--key "$(cat ci.key)"`) starts
+    /// with dashes, and the parser's "unknown option" error quoted it whole, into a CI log.
+    static func withoutKeyText(_ message: String) -> String {
+        var text = Substring(message)
+        var result = ""
+        while let begin = text.range(of: "-----BEGIN") {
+            result += text[..<begin.lowerBound]
+            let rest = text[begin.upperBound...]
+            if let end = rest.range(of: "-----END"), let close = rest[end.upperBound...].range(of: "-----") {
+                text = rest[close.upperBound...]
+            } else if let quote = rest.firstIndex(where: { $0 == "'" || $0 == "\"" }) {
+                text = rest[quote...]
+            } else {
+                text = rest[rest.endIndex...]
+            }
+            result += "(key text not shown)"
+        }
+        return result + text
     }
 }

@@ -190,7 +190,8 @@ struct TrustRootEndToEndTests {
         try await cli.run(["root", "publish", rootOne] + cli.controller)
         let rootTwo = fleet.root.appendingPathComponent("root-2.json").path
         let rotated = try await cli.run(
-            ["root", "rotate", "--remove-release-key", ci.pub, "--add-release-key", ciNext.pub, "--out", rootTwo] + cli.controller
+            ["root", "rotate", "--remove-release-key", ci.pub, "--add-release-key", ciNext.pub, "--out", rootTwo, "--trust-root", rootOne]
+                + cli.controller
         )
         #expect(rotated.stdout.contains("trust root version 2"), "\(rotated.stdout)")
         try await cli.run(["root", "sign", "--key", alice.key, "--key", bob.key, rootTwo])
@@ -280,12 +281,16 @@ struct TrustRootEndToEndTests {
         #expect(desired.rootVersion == 2)
 
         // Without a terminal and without --yes nothing is signed; with --yes the plan is shown, then the signature sent.
+        // The approver checks the controller's chain from the key the fleet trusted before root 2 (`--trusted-key`).
+        let pin = ["--trusted-key", fleet.operatorPublicKeyPath]
         let unconfirmed = try await cli.run(
-            ["approve", "--service", "web", "--serial", "2", "--key", aliceKey.key] + cli.controller,
+            ["approve", "--service", "web", "--serial", "2", "--key", aliceKey.key] + pin + cli.controller,
             expectSuccess: false
         )
         #expect(unconfirmed.stderr.contains("pass --yes"), "\(unconfirmed.stderr)")
-        let approved = try await cli.run(["approve", "--service", "web", "--serial", "2", "--key", aliceKey.key, "--yes"] + cli.controller)
+        let approved = try await cli.run(["approve", "--service", "web", "--serial", "2", "--key", aliceKey.key, "--yes"] + pin + cli.controller)
+        // The first signer as verified on the approver's machine, not as the controller names it.
+        #expect(approved.stdout.contains("(signed by \(ciKeyID.prefix(12)), verified here against trust root version 2)"), "\(approved.stdout)")
         #expect(approved.stdout.contains("edge-1 (now serial 1, version 1.0.0):"), "\(approved.stdout)")
         #expect(approved.stdout.contains("approved: serial 2 of web has 2 of 2 signatures"), "\(approved.stdout)")
 
@@ -299,7 +304,9 @@ struct TrustRootEndToEndTests {
         let v3 = try fleet.release(serial: 3, version: "3.0.0", artifact: artifact, port: 0, signer: try SigningKey(contentsOf: ciKey.key))
         let (v3Status, v3Body) = try await fleet.controller.publish(v3, token: fleet.operatorToken)
         #expect(v3Status == 201 && v3Body.contains("\"awaitingApproval\":true"), "\(v3Status) \(v3Body)")
-        let scripted = try await cli.run(["approve", "--service", "web", "--serial", "3", "--key", aliceKey.key, "--yes", "--json"] + cli.controller)
+        let scripted = try await cli.run(
+            ["approve", "--service", "web", "--serial", "3", "--key", aliceKey.key, "--yes", "--json"] + pin + cli.controller
+        )
         let answer = try JSONValue.parse(Array(scripted.stdout.utf8))
         #expect(answer["serial"]?.intValue == 3 && answer["awaitingApproval"]?.boolValue == false, "\(scripted.stdout)")
         let aliceKeyID = try PublicKey(contentsOf: aliceKey.pub).keyID
@@ -307,7 +314,16 @@ struct TrustRootEndToEndTests {
         #expect(answer["rollout"]?["state"]?.stringValue != nil, "\(scripted.stdout)")
 
         // A rollback signed by one key under the two-person rule is stored, not live: the CLI must not say "rolled back".
-        let rollback = try await cli.run(["rollback", "--service", "web", "--to-version", "1.0.0", "--key", ciKey.key] + cli.controller)
+        // v1 was signed by the key root 1 (the flags) trusts and root 2 no longer counts: re-signed only when asked.
+        let unasked = try await cli.run(
+            ["rollback", "--service", "web", "--to-version", "1.0.0", "--key", ciKey.key] + pin + cli.controller,
+            expectSuccess: false
+        )
+        #expect(unasked.stderr.contains("that the newest root (version 2) no longer counts"), "\(unasked.stderr)")
+        #expect(unasked.stderr.contains("--allow-earlier-keys"), "\(unasked.stderr)")
+        let rollback = try await cli.run(
+            ["rollback", "--service", "web", "--to-version", "1.0.0", "--key", ciKey.key, "--allow-earlier-keys"] + pin + cli.controller
+        )
         #expect(
             rollback.stdout.contains("NOT rolled back yet: the rollback of service web to version 1.0.0 (serial 1) is stored as serial 4"),
             "\(rollback.stdout)"
@@ -330,7 +346,7 @@ struct TrustRootEndToEndTests {
         let expiry = try Release.decode(short.payload).expiresAt
         while Date() <= expiry { try await Task.sleep(for: .milliseconds(200)) }
         let expired = try await cli.run(
-            ["approve", "--service", "web", "--serial", "5", "--key", aliceKey.key, "--yes"] + cli.controller,
+            ["approve", "--service", "web", "--serial", "5", "--key", aliceKey.key, "--yes"] + pin + cli.controller,
             expectSuccess: false
         )
         #expect(expired.stderr.contains("serial 5 of web expired at "), "\(expired.stderr)")

@@ -102,7 +102,11 @@ import Testing
             try Data("apps:\n  - name: api\n    script: server.js\n    env:\n      PORT: 3000\n".utf8).write(to: yaml)
 
             // Publish through the environment twins.
-            let environment = ["FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken, "FERRY_KEY": keyPrefix + ".key"]
+            // `FERRY_TRUSTED_KEYS`: what `rollback` checks the release it re-signs against (the keys the controller trusts).
+            let environment = [
+                "FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken, "FERRY_KEY": keyPrefix + ".key",
+                "FERRY_TRUSTED_KEYS": keyPrefix + ".pub",
+            ]
             let first = try await Self.cli(
                 [
                     "publish", "--service", "api", "--version", "1.0.0", "--artifact", artifactV1.path, "--ecosystem", javascript.path,
@@ -126,7 +130,9 @@ import Testing
             // What agents receive is exactly what was signed, with PM2's env coerced to strings.
             let http = LiveHTTP()
             let listing = try await http.send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
-            let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map(RollbackCommand.release(from:))
+            let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map {
+                try RollbackCommand.release(from: $0).release
+            }
             #expect(releases.map(\.serial) == [2, 1])
             let v1 = releases[1]
             #expect(v1.pm2.apps.map(\.name) == ["api"])
@@ -189,7 +195,9 @@ import Testing
             #expect(rollback.status == 0, "\(rollback.errors)")
             #expect(rollback.output.contains("rolled back service api to version 1.0.0 (serial 1) as serial 3"))
             let afterRollback = try await http.send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
-            let rolled = try FleetDocument.array(JSONValue.parse(afterRollback.body).object?["releases"]).map(RollbackCommand.release(from:))
+            let rolled = try FleetDocument.array(JSONValue.parse(afterRollback.body).object?["releases"]).map {
+                try RollbackCommand.release(from: $0).release
+            }
             #expect(rolled.first?.serial == 3)
             #expect(rolled.first?.version == "1.0.0")
             #expect(rolled.first?.artifact == v1.artifact)
@@ -304,7 +312,9 @@ import Testing
                 #expect(publish.output.contains("the controller had stored it at the first attempt"), "\(publish.output)")
                 #expect(proxy.lost == 2)
                 let listing = try await LiveHTTP().send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
-                let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map(RollbackCommand.release(from:))
+                let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map {
+                    try RollbackCommand.release(from: $0).release
+                }
                 #expect(releases.map(\.serial) == [1], "published once")
             } catch {
                 await proxy.stop()

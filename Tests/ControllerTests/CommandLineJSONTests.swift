@@ -96,7 +96,11 @@ import Testing
                 logDirectory: directory
             )
             defer { server.stop() }
-            let environment = ["FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken, "FERRY_KEY": keyPrefix + ".key"]
+            // `FERRY_TRUSTED_KEYS`: what `rollback` checks the release it re-signs against (the keys the controller trusts).
+            let environment = [
+                "FERRY_CONTROLLER_URL": server.baseURL, "FERRY_TOKEN": operatorToken, "FERRY_KEY": keyPrefix + ".key",
+                "FERRY_TRUSTED_KEYS": keyPrefix + ".pub",
+            ]
             let artifactV1 = try await CommandLineEndToEndTests.makeArtifact(in: directory, version: "1.0.0")
             let artifactV2 = try await CommandLineEndToEndTests.makeArtifact(in: directory, version: "2.0.0")
             let ecosystem = directory.appendingPathComponent("ecosystem.json")

@@ -83,7 +83,9 @@ import Testing
             let response = try await http.send(request)
             if response.status == 404 { return [] }
             guard response.isSuccess else { throw FixtureError("listing releases: \(response.status)") }
-            return try FleetDocument.array(JSONValue.parse(response.body).object?["releases"]).map { try RollbackCommand.release(from: $0).serial }
+            return try FleetDocument.array(JSONValue.parse(response.body).object?["releases"]).map {
+                try RollbackCommand.release(from: $0).release.serial
+            }
         }
     }
 

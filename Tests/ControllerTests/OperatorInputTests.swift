@@ -408,4 +408,34 @@ import Testing
         let keys = try SigningKeyOptions.parse([])
         #expect(try keys.keyPaths(environment: ["FERRY_KEY": "a.key, b.key"]) == ["a.key", "b.key"])
     }
+
+    /// `FERRY_KEY` holding the private key itself (a CI secret pasted whole) is used as the key; key text that is not a
+    /// usable key, or pasted into `--key`, is refused without quoting it (it used to be read as a path, and "no such
+    /// file" printed the whole private key into the build log).
+    @Test func aKeyGivenAsTextIsUsedOrRefusedWithoutQuotingIt() throws {
+        let key = try SigningKey.generate()
+        let pem = try key.pemRepresentation()
+        let fromEnvironment = try SigningKeyOptions.parse([]).keys(environment: ["FERRY_KEY": pem])
+        #expect(fromEnvironment.map(\.publicKey.keyID) == [key.publicKey.keyID])
+
+        let secret = "c2VjcmV0LWtleS1tYXRlcmlhbC10aGF0LW11c3Qtbm90LWxlYWs"
+        let body = pem.split(separator: "\n")[1]
+        let cases: [(label: String, options: [String], environment: [String: String], leaks: [Substring])] = [
+            ("a damaged key in FERRY_KEY", [], ["FERRY_KEY": "-----BEGIN PRIVATE KEY-----\n\(secret)\n-----END PRIVATE KEY-----\n"], [secret[...]]),
+            ("a key pasted into --key", ["--key", pem], [:], [body]),
+            ("a key pasted into --key=", ["--key=\(pem)"], [:], [body]),
+            ("two lines in --key", ["--key", "\(secret)\nmore"], [:], [secret[...]]),
+        ]
+        for (label, arguments, environment, leaks) in cases {
+            do {
+                _ = try SigningKeyOptions.parse(arguments).keys(environment: environment)
+                Issue.record("\(label): accepted")
+            } catch {
+                // As `ferry-controller` prints it.
+                let text = ControllerCommand.withoutKeyText(ControllerCommand.fullMessage(for: error))
+                #expect(leaks.allSatisfy { !text.contains($0) } && !text.contains("BEGIN"), "\(label): \(text)")
+                #expect(text.contains("not shown"), "\(label): \(text)")
+            }
+        }
+    }
 }

@@ -16,12 +16,16 @@ struct ApproveCommand: AsyncParsableCommand {
             stored but reaches no agent. `approve` fetches it, shows what it would change on each agent (env names \
             only), asks for confirmation (--yes skips it), signs the very payload already signed with --key on this \
             machine, and sends only the signature. Once enough distinct release keys signed, the rollout starts. \
-            `ferry-controller status` lists releases awaiting approval and the keys that signed them.
+            `ferry-controller status` lists releases awaiting approval and the keys that signed them. Before anything \
+            is signed, the controller's chain of trust roots is checked from --trust-root (or --trusted-key), and the \
+            release must carry a valid signature by another release key of the newest root: a controller host taken \
+            over cannot collect signatures for a payload of its own.
             """
     )
 
     @OptionGroup var controller: ControllerOptions
     @OptionGroup var signing: SigningKeyOptions
+    @OptionGroup var trust: OperatorTrustOptions
 
     @Option(name: .long, help: "The service of the release.")
     var service: String
@@ -44,7 +48,7 @@ struct ApproveCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let keys = try signing.keyPaths().map { try SigningKey(contentsOf: $0) }
+        let keys = try signing.keys()
         let client = try controller.client()
         let listing = try await ReleasePublisher(client: client).releases(of: service)
         guard
@@ -81,12 +85,27 @@ struct ApproveCommand: AsyncParsableCommand {
                     + "publish it again (with a later --expires-in) and approve that; nothing signed"
             )
         }
+        // Checked here, not taken from the listing's `signedBy`: the approver is the second person only if a first one,
+        // holding another release key of the root this machine trusts, signed these very bytes.
+        let roots = try await trust.chain(for: "approve", client: client)
+        guard let newest = roots.last else { throw CLIError("no trust root to check against; nothing signed") }
+        let own = Set(keys.map(\.publicKey.keyID))
+        let others = newest.releaseSigners(of: envelope).filter { !own.contains($0) }
+        guard !others.isEmpty else {
+            let listed = FleetDocument.array(fields["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
+            throw CLIError(
+                "serial \(serial) of \(service) carries no valid signature by another release key of trust root version \(newest.version) "
+                    + "(the controller lists it as signed by \(listed.isEmpty ? "no key" : listed.joined(separator: ", "))): an approval "
+                    + "co-signs what someone else signed, and nothing here verifies that anyone did; nothing signed"
+            )
+        }
         if !json {
-            let signers = FleetDocument.array(fields["signedBy"]).map { String(FleetDocument.text($0).prefix(12)) }
+            let signers = others.map { String($0.prefix(12)) }
             Console.print(
                 "serial \(serial) of \(service), version \(release.version), published by \(FleetDocument.text(fields["publishedBy"])) at "
                     + "\(FleetDocument.text(fields["createdAt"])), expires \(Timestamp.format(release.expiresAt)): \(signers.count) of "
-                    + "\(FleetDocument.text(fields["signaturesRequired"])) signatures (signed by \(signers.isEmpty ? "no key" : signers.joined(separator: ", ")))"
+                    + "\(newest.root.releaseRole.threshold) signatures (signed by \(signers.joined(separator: ", ")), verified here against trust "
+                    + "root version \(newest.version))"
             )
             try await PlanCommand.printPlan(for: release, client: client)
             Console.print("")

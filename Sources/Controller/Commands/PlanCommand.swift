@@ -41,7 +41,7 @@ struct PlanCommand: AsyncParsableCommand {
         let publisher = ReleasePublisher(client: client)
         var bySerial: [Int64: Release] = [:]
         for entry in try await publisher.releases(of: candidate.service) {
-            if let release = try? RollbackCommand.release(from: entry) { bySerial[release.serial] = release }
+            if let release = try? RollbackCommand.release(from: entry).release { bySerial[release.serial] = release }
         }
         let fleet = try await FleetDocument.fetchAll(client, query: "service=\(FleetQuery.escape(candidate.service))")
         var agents: [(name: String, serial: Int64?)] = []

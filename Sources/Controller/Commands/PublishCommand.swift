@@ -67,7 +67,7 @@ struct PublishCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try controller.client()
-        let keys = try signing.keyPaths().map { try SigningKey(contentsOf: $0) }
+        let keys = try signing.keys()
         // Validate everything before uploading anything: a typo in the ecosystem file should cost nothing.
         var input = try await release.composeInput()
         let draft = try ReleaseComposer.composePrintingWarnings(input)

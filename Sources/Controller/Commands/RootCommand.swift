@@ -382,7 +382,9 @@ struct RootRotateCommand: AsyncParsableCommand {
         commandName: "rotate",
         abstract: "Write the next trust root (version + 1): add or remove keys, change thresholds, renew the expiry.",
         discussion: """
-            Starts from --from FILE, or from the controller's newest published root. Removing a release key revokes it: \
+            Starts from --from FILE, or from the controller's newest published root, checked here step by step from \
+            --trust-root (a root file you hold) or --trusted-key: a root the controller serves is never built on \
+            unchecked, since a host taken over could add its own key to it. Removing a release key revokes it: \
             once agents accept the new root, releases signed only by that key are refused. The new root is unsigned: \
             sign it with a threshold of the current root's root keys and a threshold of its own root keys (`root sign`), \
             then `root publish`.
@@ -390,6 +392,7 @@ struct RootRotateCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var controller: ControllerOptions
+    @OptionGroup var trust: OperatorTrustOptions
     @Option(name: .long, help: ArgumentHelp("The current root file (default: the controller's newest).", valueName: "FILE"))
     var from: String?
     @Option(name: .long, help: ArgumentHelp("Add a root key. Repeatable.", valueName: "FILE.pub")) var addRootKey: [String] = []
@@ -472,26 +475,13 @@ struct RootRotateCommand: AsyncParsableCommand {
         )
     }
 
-    /// The root to rotate from, and whether it is the controller's root 1 as its `--trusted-key` flags define it.
+    /// The root to rotate from, and whether it is root 1 as `--trusted-key` flags define it: the `--from` file, or the
+    /// newest root of the controller's chain, followed here from the operator's own root (`OperatorTrustOptions`).
     private func currentRoot() async throws -> (Root, fromFlags: Bool) {
         if let from { return (try RootFile.read(from).root, false) }
-        let client = try controller.client()
-        let chain = try await client.getJSON("/v1/roots")
-        guard case .integer(let version)? = FleetDocument.array(chain.object?["roots"]).last?.object?["version"] else {
-            throw CLIError(
-                "the controller stores no trust root yet (it trusts its --trusted-key flags, which are root 1): make root 2 with "
-                    + "`ferry-controller root init --version 2 ...` and sign it with every one of those keys and its own root keys, or give "
-                    + "--from FILE"
-            )
-        }
-        let envelopeJSON = try await client.getJSON("/v1/roots/\(version)")
-        do {
-            let root = try TrustedRoot.decode(try Envelope(json: envelopeJSON, path: "root"))
-            let fromFlags = version == 1 && chain.object?["pinned"]?.object?["fromTrustedKeys"] == .bool(true)
-            return (root, fromFlags)
-        } catch {
-            throw CLIError("the controller's root version \(version) is unreadable: \(error)")
-        }
+        let roots = try await trust.chain(for: "root rotate", client: try controller.client())
+        guard let newest = roots.last else { throw CLIError("no trust root to rotate from") }
+        return (newest.root, newest.isFromTrustedKeys)
     }
 
     private func edit(_ current: Root, _ role: Root.RoleName, add: [String], remove: [String], option: String) throws -> [PublicKey] {

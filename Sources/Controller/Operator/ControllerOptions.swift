@@ -90,16 +90,44 @@ struct ControllerOptions: ParsableArguments {
 
 /// `--key` (repeatable) with its environment twin `FERRY_KEY` (comma-separated paths).
 struct SigningKeyOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("A PKCS#8 PEM Ed25519 private key (or FERRY_KEY). Repeatable.", valueName: "FILE.key"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("A PKCS#8 PEM Ed25519 private key file (or FERRY_KEY: paths, or the key itself). Repeatable.", valueName: "FILE.key")
+    )
     var key: [String] = []
 
     /// The key files the flags or the environment name.
     func keyPaths(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [String] {
-        if !key.isEmpty { return key }
+        if !key.isEmpty {
+            // A key pasted where its path goes would be quoted whole by the "no such file" error, into a CI log.
+            guard !key.contains(where: Self.looksLikeAKey) else {
+                throw ValidationError("--key takes a key file's path, and a value given looks like a key itself (not shown); put it in a file")
+            }
+            return key
+        }
         let fromEnvironment = (environment["FERRY_KEY"] ?? "").split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty }
         guard !fromEnvironment.isEmpty else { throw ValidationError("give a signing key with --key FILE.key or FERRY_KEY") }
         return fromEnvironment
+    }
+
+    /// The signing keys: from the files `keyPaths` names, or, when `FERRY_KEY` holds a PEM private key itself (a CI
+    /// secret pasted whole, as docs/security.md's "stored as a CI secret" invites), that key. Its text is never quoted
+    /// in an error: a `FERRY_KEY` read as a path used to print the whole private key in "no such file", in the build log.
+    func keys(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [SigningKey] {
+        if key.isEmpty, let value = environment["FERRY_KEY"], Self.looksLikeAKey(value) {
+            do {
+                return [try SigningKey(pem: value, source: "FERRY_KEY")]
+            } catch {
+                throw CLIError("FERRY_KEY holds a PEM block that is not a usable Ed25519 private key (its text is not shown)")
+            }
+        }
+        return try keyPaths(environment: environment).map { try SigningKey(contentsOf: $0) }
+    }
+
+    /// Whether `text` is key material rather than a path: a PEM header, or more than one line.
+    static func looksLikeAKey(_ text: String) -> Bool {
+        text.contains("-----BEGIN") || text.contains("\n") || text.contains("\r")
     }
 }

@@ -73,6 +73,11 @@ final class TestFileServer: Sendable {
         let router = Router()
         router.get("**") { request, _ in server.respond(to: request, head: false) }
         router.head("**") { request, _ in server.respond(to: request, head: true) }
+        // Recorded and refused: a stand-in for a controller shows what a command sent it.
+        router.post("**") { request, _ in
+            server.state.withLock { $0.requests.append(RecordedRequest(method: "POST", path: request.uri.path, range: nil, authorization: nil)) }
+            return Response(status: .methodNotAllowed)
+        }
         return try await LoopbackServer.with(
             router: router,
             label: "test-file-server",
