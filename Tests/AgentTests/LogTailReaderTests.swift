@@ -171,6 +171,23 @@ struct PM2DaemonLogTests {
             pmId: 1,
             exit: PM2DaemonLog.Exit(code: nil, signal: "SIGTERM")
         ),
+        // PM2 7.0.3 as it writes it: `code || 0`, and SIGINT for no signal (the lines `kill -9` and a clean exit
+        // gave on the real PM2).
+        Case(
+            name: "PM2 7.0.3: a signal ended it (code 0 and that signal)",
+            log: "2026-12-07T08:29:18: PM2 log: App [web:0] exited with code [0] via signal [SIGKILL]\n",
+            exit: PM2DaemonLog.Exit(code: nil, signal: "SIGKILL")
+        ),
+        Case(
+            name: "PM2 7.0.3: a clean exit (code 0 and SIGINT, the default it prints)",
+            log: "2026-12-07T08:29:19: PM2 log: App [web:0] exited with code [0] via signal [SIGINT]\n",
+            exit: PM2DaemonLog.Exit(code: 0, signal: nil)
+        ),
+        Case(
+            name: "PM2 7.0.3: a signal, then a clean exit of the same instance",
+            log: "PM2 log: App [web:0] exited with code [0] via signal [SIGTERM]\nPM2 log: App [web:0] exited with code [0] via signal [SIGINT]\n",
+            exit: PM2DaemonLog.Exit(code: 0, signal: nil)
+        ),
         Case(name: "no line about the instance", log: "PM2 log: App [other:0] exited with code [1] via signal [SIGINT]\n", exit: nil),
         Case(
             name: "a garbled signal is left out",

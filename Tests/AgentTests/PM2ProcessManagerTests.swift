@@ -539,28 +539,42 @@ struct PM2ProcessManagerTests {
     /// Apps that end on their own under real PM2, each with how PM2 leaves it and how the health gate must read it.
     /// PM2 (`God.handleExit`) restarts neither an `autorestart: false` app nor one that exits with a code of its
     /// `stop_exit_codes`; with `restart_delay` set it shows them `waiting restart` (pid 0) for ever instead of `stopped`.
-    static let endedApps: [(name: String, code: Int, options: [String: JSONValue], autorestart: Bool, status: ProcessStatus, gate: String)] = [
-        ("oneshot", 0, [:], false, .stopped, "all online"),
-        ("oneshot-delay", 0, ["restart_delay": .integer(60_000)], false, .waitingRestart, "all online"),
-        ("oneshot-delay-fails", 1, ["restart_delay": .integer(60_000)], false, .waitingRestart, "failed"),
-        ("stop-code", 3, ["stop_exit_codes": .array([.integer(3)])], true, .stopped, "all online"),
-        ("stop-code-delay", 3, ["stop_exit_codes": .array([.integer(3)]), "restart_delay": .integer(60_000)], true, .waitingRestart, "all online"),
-        // A crash loop PM2 gives up on (3 unstable restarts), shown `waiting restart` for ever because of restart_delay.
-        ("crash-loop-delay", 1, ["restart_delay": .integer(100), "max_restarts": .integer(3)], true, .errored, "failed"),
-    ]
+    /// `end`: the code the app exits with, or the signal it sends itself. A signal's exit shows code 0 in the table (PM2
+    /// records `code || 0`), and `explainingExits` reads the signal from PM2's log: `code` and `signal` are as read then.
+    static let endedApps:
+        [(
+            name: String, end: String, options: [String: JSONValue], autorestart: Bool, status: ProcessStatus, code: Int32?, signal: String?,
+            gate: String
+        )] = [
+            ("oneshot", "0", [:], false, .stopped, 0, nil, "all online"),
+            ("oneshot-delay", "0", ["restart_delay": .integer(60_000)], false, .waitingRestart, 0, nil, "all online"),
+            ("oneshot-delay-fails", "1", ["restart_delay": .integer(60_000)], false, .waitingRestart, 1, nil, "failed"),
+            ("stop-code", "3", ["stop_exit_codes": .array([.integer(3)])], true, .stopped, 3, nil, "all online"),
+            (
+                "stop-code-delay", "3", ["stop_exit_codes": .array([.integer(3)]), "restart_delay": .integer(60_000)], true, .waitingRestart, 3, nil,
+                "all online"
+            ),
+            // A crash loop PM2 gives up on (3 unstable restarts), shown `waiting restart` for ever because of restart_delay.
+            ("crash-loop-delay", "1", ["restart_delay": .integer(100), "max_restarts": .integer(3)], true, .errored, 1, nil, "failed"),
+            // A one-shot job the OOM killer ends: not one that ran to completion (it used to pass the gate).
+            ("oneshot-killed", "SIGKILL", [:], false, .stopped, nil, "SIGKILL", "failed"),
+            ("oneshot-segfault", "SIGSEGV", [:], false, .stopped, nil, "SIGSEGV", "failed"),
+        ]
 
     @Test("against real PM2: apps PM2 stops on purpose pass the gate, and fork apps keep PM2's merged log file")
     func realPM2EndedApps() async throws {
         let pm2 = try #require(try Backend.pm2.pm2Binary())
         let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-ended")
         defer { try? FileManager.default.removeItem(at: root) }
-        try Data("process.exit(Number(process.env.CODE));\n".utf8).write(to: root.appendingPathComponent("end.js"))
+        try Data(
+            "const end = process.env.END;\nif (end.startsWith('SIG')) process.kill(process.pid, end); else process.exit(Number(end));\n".utf8
+        ).write(to: root.appendingPathComponent("end.js"))
         let apps = Self.endedApps.map { row in
             var app = AppSpec.pm2TestApp(
                 row.name,
                 script: root.path + "/end.js",
                 cwd: root.path,
-                env: ["CODE": "\(row.code)"],
+                env: ["END": row.end],
                 autorestart: row.autorestart,
                 pm2Options: row.options
             )
@@ -591,9 +605,10 @@ struct PM2ProcessManagerTests {
                 table = try await manager.processes()
             }
             for (row, app) in zip(Self.endedApps, apps) {
-                let instances = table.filter { $0.name == row.name }
+                let instances = await manager.explainingExits(table.filter { $0.name == row.name })
                 #expect(instances.map(\.status) == [row.status], "\(row.name)")
-                #expect(instances.map(\.lastExitCode) == [Int32(row.code)], "\(row.name)")
+                #expect(instances.map(\.lastExitCode) == [row.code], "\(row.name)")
+                #expect(instances.map(\.lastExitSignal) == [row.signal], "\(row.name)")
                 let check = ProcessTableCheck(evaluating: instances, against: [app])
                 #expect(check.description.hasPrefix(row.gate), "\(row.name): \(check)")
                 // PM2's default for a fork app without instances: one merged file, not one per pm_id.

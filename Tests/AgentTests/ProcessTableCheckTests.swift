@@ -33,6 +33,7 @@ struct ProcessTableCheckTests {
         _ status: ProcessStatus,
         restarts: Int = 0,
         exit: Int32? = nil,
+        signal: String? = nil,
         pid: Int32?? = .none,
         memory: Int64 = 50 << 20
     ) -> ManagedProcess {
@@ -52,7 +53,8 @@ struct ProcessTableCheckTests {
             scriptPath: cwd + "/server.js",
             cwd: cwd,
             interpreter: "node",
-            lastExitCode: exit
+            lastExitCode: exit,
+            lastExitSignal: signal
         )
     }
 
@@ -92,6 +94,20 @@ struct ProcessTableCheckTests {
             .failed("job: pm_id 1 stopped (last exit code 1) and autorestart is off, so PM2 will not start it again")
         ),
         ("autorestart off, ran to completion", [process("job", 1, .stopped, exit: 0)], [job], .allOnline),
+        // A job the OOM killer (or a segfault) ended is not done: it used to count as one that ran to completion.
+        (
+            "autorestart off, a signal ended it", [process("job", 1, .stopped, signal: "SIGKILL")], [job],
+            .failed("job: pm_id 1 stopped (ended by SIGKILL) and autorestart is off, so PM2 will not start it again")
+        ),
+        (
+            "autorestart off, never started (the builtin supervisor: a missing interpreter)", [process("job", 1, .stopped)], [job],
+            .failed("job: pm_id 1 stopped and autorestart is off, so PM2 will not start it again")
+        ),
+        (
+            "restart_delay, autorestart off, a signal ended it: waiting restart for ever",
+            [process("job", 1, .waitingRestart, signal: "SIGSEGV", pid: .some(nil))], [job],
+            .failed("job: pm_id 1 waiting restart (ended by SIGSEGV) and autorestart is off, so PM2 will not start it again")
+        ),
         // stop_exit_codes: PM2's God.handleExit does not restart an instance that exited with one of them.
         ("stop_exit_codes: stopped with a listed code is done", [process("worker", 1, .stopped, exit: 3)], [worker], .allOnline),
         ("stop_exit_codes: the other listed code", [process("worker", 1, .stopped, exit: 4)], [worker], .allOnline),

@@ -87,7 +87,8 @@ struct HealthGate: Sendable {
             let now = clock.now
             var problem: String?
             do {
-                let table = try await processManager.processes()
+                // A job a signal ended shows exit code 0 in PM2's table, as one that ran to completion (`explainingExits`).
+                let table = await processManager.explainingExits(try await processManager.processes())
                 switch ProcessTableCheck(evaluating: table, against: apps, notRunning: notRunning) {
                 case .failed(let reason):
                     return .unhealthy(Failure(reason: reason, cause: .crashed, health: lastProbe))

@@ -109,9 +109,13 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
     /// `stopped`, or `waiting restart` for ever with no pid when the app sets `restart_delay` or
     /// `exp_backoff_restart_delay` (it sets that status before looking at whether it will restart, then schedules
     /// nothing).
+    ///
+    /// Without an exit code it did not finish cleanly: a signal ended it (the builtin supervisor's table, or PM2's once
+    /// `ProcessManager.explainingExits` read the signal from its log), or it never started (a missing interpreter).
+    /// Such a job used to count as done.
     static func finishedCleanly(_ process: ManagedProcess, _ app: AppSpec) -> Bool {
         guard isStoppedForGood(process, app) else { return false }
-        guard let code = process.lastExitCode else { return !app.autorestart }
+        guard let code = process.lastExitCode else { return false }
         return app.stopExitCodes.contains(code) || (!app.autorestart && code == 0)
     }
 
@@ -136,6 +140,7 @@ enum ProcessTableCheck: Sendable, Equatable, CustomStringConvertible {
             var details: [String] = []
             if process.restarts > 0 { details.append("\(process.restarts) restarts") }
             if let code = process.lastExitCode, process.status != .online { details.append("last exit code \(code)") }
+            if let signal = process.lastExitSignal, process.status != .online { details.append("ended by \(signal)") }
             if !details.isEmpty { text += " (\(details.joined(separator: ", ")))" }
             return text
         }.joined(separator: ", ")

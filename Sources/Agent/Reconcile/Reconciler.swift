@@ -531,18 +531,20 @@ actor Reconciler {
     /// whatever the table's statuses say.
     /// - Returns: whether an app entered or left a crash loop (the report goes out at once).
     private func refreshHealth(unchanged: [ManagedProcess]?) async -> Bool {
-        let table: [ManagedProcess]
+        let read: [ManagedProcess]
         if let unchanged {
-            table = unchanged
+            read = unchanged
         } else {
             do {
-                table = try await processManager.processes()
+                read = try await processManager.processes()
             } catch {
                 var summary = PassSummary()
                 _ = tableUnreadable(error, summary: &summary)
                 return summary.changed
             }
         }
+        // A job a signal ended shows exit code 0 in PM2's table, as one that ran to completion (`explainingExits`).
+        let table = await processManager.explainingExits(read)
         lastTable = table
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
         let now = ContinuousClock.now

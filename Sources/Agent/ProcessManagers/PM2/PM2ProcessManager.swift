@@ -364,17 +364,19 @@ struct PM2ProcessManager: ProcessManager {
         notices.take()
     }
 
-    /// Fills in the signal that ended instances `jlist` shows without an exit code: PM2 records only the code in its
-    /// table (`null` after a signal) and writes the signal to its daemon log, `$PM2_HOME/pm2.log`, whose last 64 KiB
-    /// are read (`PM2DaemonLog`).
+    /// Fills in the signal that ended instances `jlist` shows with exit code 0 or none: PM2 records only the code in
+    /// its table (`code || 0`: 0 after a signal, as after a clean exit) and writes the signal to its daemon log,
+    /// `$PM2_HOME/pm2.log`, whose last 64 KiB are read (`PM2DaemonLog`). An `autorestart: false` job the OOM killer
+    /// ended otherwise passed the health gate as one that ran to completion.
     func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess] {
         let exited: Set<ProcessStatus> = [.errored, .stopped, .waitingRestart]
-        guard processes.contains(where: { $0.lastExitCode == nil && exited.contains($0.status) }),
-            let home = invocation.environment["PM2_HOME"]
-        else { return processes }
+        func unexplained(_ process: ManagedProcess) -> Bool {
+            (process.lastExitCode ?? 0) == 0 && process.lastExitSignal == nil && exited.contains(process.status)
+        }
+        guard processes.contains(where: unexplained), let home = invocation.environment["PM2_HOME"] else { return processes }
         let log = SmallFile.tail("\(home)/pm2.log", bytes: 64 * 1024)
         return processes.map { process in
-            guard process.lastExitCode == nil, exited.contains(process.status),
+            guard unexplained(process),
                 let exit = PM2DaemonLog.lastExit(of: process.name, pmId: process.pmId, in: log)
             else { return process }
             var explained = process
