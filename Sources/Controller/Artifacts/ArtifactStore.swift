@@ -180,7 +180,7 @@ struct ArtifactStore: Sendable {
             guard rename(temporary, destination) == 0 else {
                 throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
             }
-            Self.syncDirectory(directory)
+            try Self.syncDirectory(directory)
         }
         keep = true
         // With a shared database, acknowledged only once every controller can serve it too.
@@ -211,6 +211,11 @@ struct ArtifactStore: Sendable {
             let count = Int(min(Int64(chunkBytes), size - offset))
             let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
             guard let hasher else { return chunk }
+            // The store re-runs its transaction from chunk 0 on a new connection when the first one closed (a failover,
+            // a backend terminated): the hash starts over with it. It went on from the first try's chunks, so the digest
+            // never matched and the only, good, copy was removed as damaged (or, after a first try that read every
+            // chunk, the finalized hasher stopped the controller).
+            if index == 0 { hasher.reset() }
             chunk.withUnsafeReadableBytes { hasher.update($0) }
             if offset + Int64(count) == size {
                 let actual = hasher.finalize()
@@ -297,7 +302,7 @@ struct ArtifactStore: Sendable {
             guard rename(temporary, destination) == 0 else {
                 throw ArtifactStoreError.io(path: destination, reason: String(cString: strerror(errno)))
             }
-            Self.syncDirectory(directory)
+            try Self.syncDirectory(directory)
         }
         keep = true
     }
@@ -348,12 +353,13 @@ struct ArtifactStore: Sendable {
         }
     }
 
-    /// Makes a rename durable. Best effort: a failure here leaves a complete file that a crash might un-rename.
-    private static func syncDirectory(_ path: String) {
+    /// Makes a rename durable: an upload is acknowledged (and a release may then name it) only once its name is on
+    /// disk. A failure here used to be ignored, and a crash could then un-rename an artifact a release already named.
+    private static func syncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
+        guard fd >= 0 else { throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw ArtifactStoreError.io(path: path, reason: "fsync of the directory: \(String(cString: strerror(errno)))") }
     }
 }
 

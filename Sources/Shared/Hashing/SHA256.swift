@@ -94,7 +94,16 @@ package final class SHA256Hasher {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    /// The digest of everything added so far. Call once.
+    /// Starts over, as a new hasher: for a stream read again from its start (a transaction retried on a new
+    /// connection re-reads an artifact's chunks from the first).
+    package func reset() {
+        guard EVP_DigestInit_ex(context, SHA256.algorithm.pointer, nil) == 1 else {
+            fatalError("\(OpenSSLError("EVP_DigestInit_ex(sha256)"))")
+        }
+        finalized = false
+    }
+
+    /// The digest of everything added so far. Call once (or `reset()` before adding again).
     package func finalize() -> SHA256Digest {
         precondition(!finalized, "SHA256Hasher.finalize called twice")
         finalized = true
