@@ -324,6 +324,50 @@ import Testing
         }
     }
 
+    /// The answer to the first attempt is lost after the controller stored the release, and the controller cannot be
+    /// reached for the next two seconds (it restarts). The publish asks again through the refused connections and ends
+    /// with the stored release: the first refused connection used to fail it at once (exit 1, nothing saying the
+    /// release may be stored), and a CI job run again then published the same content as serial 2.
+    @Test(.timeLimit(.minutes(3)))
+    func publishAsksAgainWhileTheControllerRestartsAfterStoring() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-restart") { directory in
+            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
+            defer { server.stop() }
+            let port = try LoopbackPorts.reserve()
+            let first = await RecordingProxy(upstream: server.baseURL, port: port, losing: .init(1, of: .post, "/v1/releases"))
+            var second: RecordingProxy?
+            do {
+                let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+                let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+                try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+                async let publishing = Self.cli([
+                    "publish", "--controller", first.url, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
+                    "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                ])
+                // The answer is lost: the controller behind the address goes away before the retry, 1 s later.
+                try await eventually("the first answer lost", timeout: .seconds(60), interval: .milliseconds(20)) { first.lost == 1 ? true : nil }
+                await first.stop()
+                try await Task.sleep(for: .milliseconds(2500))
+                second = await RecordingProxy(upstream: server.baseURL, port: port)
+                let publish = try await publishing
+                #expect(publish.status == 0, "\(publish.errors)")
+                #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
+                #expect(publish.output.contains("the controller had stored it at the first attempt"), "\(publish.output)")
+                #expect(publish.errors.contains("publish attempt 2 failed"), "\(publish.errors)")
+                let listing = try await LiveHTTP().send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
+                let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map {
+                    try RollbackCommand.release(from: $0).release
+                }
+                #expect(releases.map(\.serial) == [1], "published once")
+            } catch {
+                await first.stop()
+                await second?.stop()
+                throw error
+            }
+            await second?.stop()
+        }
+    }
+
     /// `rollout wait` in a CI job outlives a load balancer's 502s (a controller restarting, a database failover): it
     /// asks again until its timeout, and exits with the rollout's outcome. It used to exit 1 at the first 502, which a
     /// pipeline reads as a failed rollout. A rollout it cannot watch at all (an unknown serial) exits 3, not 1.

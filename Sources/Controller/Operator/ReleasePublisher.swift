@@ -46,11 +46,16 @@ struct ReleasePublisher {
     ///
     /// A request that may have arrived without its answer coming back (a timeout, a broken transfer, a 5xx: a proxy's 502
     /// when the controller's answer was lost) is tried again with the same signed document 1 s, 2 s and 4 s later: a controller that stored it the first time answers the repeat `200` with the
-    /// stored release (`"repeated": true`), so a lost answer neither fails the publish nor publishes it twice.
+    /// stored release (`"repeated": true`), so a lost answer neither fails the publish nor publishes it twice. Once an
+    /// attempt may have arrived, a controller that cannot be reached at all (restarting after it stored the release)
+    /// is asked again too, up to six attempts (31 s): the first refused connection used to fail the publish at once,
+    /// and a CI job run again then published the same content as the next serial. When the last attempt fails, the
+    /// error says the release may be stored.
     /// - Parameter query: rollout parameters for `POST /v1/releases` (`strategy=...&waveStableSeconds=...`).
     func publish(_ release: Release, keys: [SigningKey], query: String = "", retryPause: Duration = .seconds(1)) async throws -> JSONValue {
         let envelope = try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: keys)
         var attempt = 0
+        var mayBeStored = false
         while true {
             attempt += 1
             do {
@@ -66,7 +71,16 @@ struct ReleasePublisher {
                         "\(error)\n(another release of \(release.service) was published meanwhile; run the command again to take the next serial)"
                     )
                 }
-                guard Self.mayBeTransient(error), attempt < 4 else { throw error }
+                let transient = Self.mayBeTransient(error)
+                mayBeStored = mayBeStored || transient
+                guard transient || (mayBeStored && Self.mayBeReachedLater(error)), attempt < (mayBeStored ? 6 : 4) else {
+                    guard mayBeStored else { throw error }
+                    throw CLIError(
+                        "\(error)\n(serial \(release.serial) of \(release.service) may be stored: an earlier attempt may have reached the "
+                            + "controller before its answer was lost. Check `ferry-controller releases --service \(release.service)` before "
+                            + "publishing again, which would publish the same content as serial \(release.serial + 1))"
+                    )
+                }
                 Console.error("warning: publish attempt \(attempt) failed (\(error)); trying again with the same signed release")
                 try await Task.sleep(for: retryPause * (1 << (attempt - 1)))
             }
@@ -81,5 +95,12 @@ struct ReleasePublisher {
         case .api(_, _, let status, _, _): status >= 500
         case .badResponse, .local: false
         }
+    }
+
+    /// The controller could not be reached now, in a way that may pass (a refused connection, a timeout), not one that
+    /// fails the same way every time (a certificate that does not verify).
+    static func mayBeReachedLater(_ error: ClientError) -> Bool {
+        if case .transport(_, _, _, _, let mayPass) = error { return mayPass }
+        return false
     }
 }
