@@ -122,18 +122,19 @@ struct HealthGate: Sendable {
                 do {
                     let answer = try await probe(target)
                     lastProbe = FailureDiagnosis.HealthProbe(
-                        url: target.template,
+                        url: target.reported,
                         status: Int64(answer.status),
                         body: Self.excerpt(answer.body, mask: mask)
                     )
-                    if !(200..<300).contains(answer.status) { problem = "\(target.template) answered HTTP \(answer.status)" }
+                    if !(200..<300).contains(answer.status) { problem = "\(target.reported) answered HTTP \(answer.status)" }
                 } catch {
                     let reason = target.scrub("\(error)")
                     lastProbe = FailureDiagnosis.HealthProbe(
-                        url: target.template,
-                        error: ReportText.clipped(reason, toBytes: FailureDiagnosis.maximumErrorBytes)
+                        url: target.reported,
+                        // Masked whole before it is cut: a value cut at the limit would no longer match, and its first part left.
+                        error: ReportText.clipped(mask.apply(reason), toBytes: FailureDiagnosis.maximumErrorBytes)
                     )
-                    problem = "\(target.template) did not answer: \(reason)"
+                    problem = "\(target.reported) did not answer: \(reason)"
                 }
             }
             if let problem {

@@ -19,8 +19,9 @@ package enum RedactedURL {
         return sensitive.contains(where: { lower.contains($0) })
     }
 
-    /// `url` with credentials removed.
-    package static func redact(_ url: String) -> String {
+    /// `url` with credentials removed. `keepingValue`: a credential-like parameter's value that may stay (a health URL
+    /// template's `${NAME}` placeholder names a secret without being one).
+    package static func redact(_ url: String, keepingValue keep: (Substring) -> Bool = { _ in false }) -> String {
         // Nothing to take out without user info, a query or a fragment: the common case (every agent request) costs one
         // scan of the bytes.
         guard url.utf8.contains(where: { $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) else {
@@ -48,7 +49,8 @@ package enum RedactedURL {
         guard let query else { return base + fragment }
         let parameters = query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> String in
             guard let equals = parameter.firstIndex(of: "=") else { return String(parameter) }
-            return isSensitive(parameter[..<equals]) ? "\(parameter[..<equals])=REDACTED" : String(parameter)
+            let value = parameter[parameter.index(after: equals)...]
+            return isSensitive(parameter[..<equals]) && !keep(value) ? "\(parameter[..<equals])=REDACTED" : String(parameter)
         }
         return base + "?" + parameters.joined(separator: "&") + fragment
     }
