@@ -136,8 +136,16 @@ struct RootCommandTests {
 
             let first = try await Self.run(["root", "sign", "--key", "alice.key", "root-1.json"], in: directory)
             #expect(first.stdout.contains("1 of 2 required signature(s) by its own root keys — not enough yet"), "\(first.stdout)")
+            // On its way to Bob the file gains a signature that names Bob's key and does not verify: Bob's signing replaces
+            // it (it was taken for his own, "already signed", and the root never reached its threshold).
+            let rootFile = directory.appendingPathComponent("root-1.json")
+            var passedOn = try Envelope.decode(Array(try Data(contentsOf: rootFile)), requiringSignatures: false)
+            let bob = try PublicKey(contentsOf: directory.appendingPathComponent("bob.pub").path).keyID
+            passedOn.signatures.append(Envelope.Signature(keyid: bob, sig: [UInt8](repeating: 7, count: 64)))
+            try passedOn.encoded().write(to: rootFile)
             let twice = try await Self.run(["root", "sign", "--key", "alice.key", "--key", "bob.key", "root-1.json"], in: directory)
             #expect(twice.stdout.contains("already signed this root; not added again"), "\(twice.stdout)")
+            #expect(twice.stdout.contains("a signature naming key \(bob.prefix(12)) does not verify; replaced by this key's"), "\(twice.stdout)")
             #expect(twice.stdout.contains("2 of 2 required signature(s) by its own root keys\n"), "\(twice.stdout)")
             let root1 = try TrustedRoot.pinning(try Envelope.decode(Array(try Data(contentsOf: directory.appendingPathComponent("root-1.json")))))
             let ci = try PublicKey(contentsOf: directory.appendingPathComponent("ci.pub").path).keyID

@@ -261,10 +261,18 @@ struct RootSignCommand: ParsableCommand {
         for path in key {
             let signingKey = try SigningKey(contentsOf: path)
             let id = signingKey.publicKey.keyID
-            if envelope.signatures.contains(where: { $0.keyid == id }) {
+            // Already signed only when that signature verifies: one that merely names this key (junk bytes added on the
+            // way from one holder to the next) is replaced, not taken for the holder's own, which kept the root from its
+            // threshold.
+            let message = Envelope.pae(payloadType: envelope.payloadType, payload: envelope.payload)
+            if envelope.signatures.contains(where: { $0.keyid == id && signingKey.publicKey.isValidSignature($0.sig, for: message) }) {
                 RootFile.note("\(path): key \(id.prefix(12)) already signed this root; not added again", json: quiet)
                 alreadySigned.append(.string(id))
                 continue
+            }
+            if envelope.signatures.contains(where: { $0.keyid == id }) {
+                RootFile.note("\(path): a signature naming key \(id.prefix(12)) does not verify; replaced by this key's", json: quiet)
+                envelope.signatures.removeAll { $0.keyid == id }
             }
             if !root.rootRole.keyIDs.contains(id) {
                 RootFile.note(
