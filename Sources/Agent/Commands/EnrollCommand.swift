@@ -235,15 +235,18 @@ struct EnrollCommand: AsyncParsableCommand {
         let keyPaths = trustedKey.map(Self.absolute)
         let rootPath = trustRoot.map(Self.absolute)
         var rootDigest: SHA256Digest?
+        let pinnedRoot: TrustedRoot
         if let rootPath {
             let (pinned, digest) = try AgentConfig.loadRoot(rootPath)
             rootDigest = digest
+            pinnedRoot = pinned
             print(
                 "pinning trust root version \(pinned.version) (release keys: \(pinned.root.releaseRole.threshold) of \(pinned.root.releaseRole.keyIDs.count))"
             )
         } else {
             let keys = try keyPaths.map { try PublicKey(contentsOf: $0) }
             _ = try TrustPolicy(trustedKeys: keys, threshold: threshold)
+            pinnedRoot = try TrustedRoot.fromTrustedKeys(keys, threshold: threshold)
         }
 
         // This machine's identity is read before the controller is asked: a source named on the command line that
@@ -352,9 +355,10 @@ struct EnrollCommand: AsyncParsableCommand {
         if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
         var text = agentConfig.json.encoded()
         text.append(0x0a)
+        let layout = AgentLayout(stateDir: stateDir)
+        try setAsideRootsOfAnotherPin(pinnedRoot, layout: layout)
         try pin.write(stateDir: stateDir)
         try AtomicFile.write(Array(text), to: configPath, mode: 0o600)
-        let layout = AgentLayout(stateDir: stateDir)
         if let identity {
             try MachineCheck.record(identity, layout: layout, hostname: hostname)
         } else {
@@ -367,6 +371,25 @@ struct EnrollCommand: AsyncParsableCommand {
         print("config: \(configPath)")
         print("token: \(tokenFile)")
         if let identity { print("machine: \(identity) (\(layout.machineFile))") }
+    }
+
+    /// Sets aside the trust roots an earlier enrolment stored when they do not follow from the root pinned now (an
+    /// enrolment with another fleet's root): renamed, not removed, and said. Roots that do follow (the same fleet) are
+    /// kept: they are what keeps a controller from taking the agent back to an older root.
+    private func setAsideRootsOfAnotherPin(_ pinned: TrustedRoot, layout: AgentLayout) throws {
+        let file = layout.trustRootFile
+        guard !AgentTrust.storedChainFollows(from: pinned, file: file) else { return }
+        let aside = "\(file).set-aside-\(Int64(Date().timeIntervalSince1970))"
+        guard rename(file, aside) == 0 else {
+            throw ValidationError(
+                "\(file) holds trust roots that do not follow from the root pinned now, and cannot be set aside (\(String(cString: strerror(errno)))): "
+                    + "move it away and enroll again"
+            )
+        }
+        print(
+            "set aside \(file) as \(aside): its trust roots do not follow from the root pinned now (version \(pinned.version)); the agent "
+                + "follows the controller's chain from the new pin"
+        )
     }
 
     /// Creates `path` (and its parents) when missing, then forces it to mode 0700 even when it existed with a looser

@@ -113,6 +113,22 @@ actor AgentTrust {
         self.storedFloor = floor
     }
 
+    /// Whether the roots stored in `file` (those above the pin) all verify, step by step, from `pinned`; `true` without
+    /// a file. `enroll` sets a chain aside that does not: kept, it held every release back after an enrolment with
+    /// another fleet's root (a stored step not signed by the new pin's keys reads as damage), until that fleet's own
+    /// chain reached the stored version, with nothing saying to remove the file.
+    static func storedChainFollows(from pinned: TrustedRoot, file: String) -> Bool {
+        guard FileManager.default.fileExists(atPath: file) else { return true }
+        guard let stored = try? readChain(file) else { return false }
+        let steps = stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? true }
+        do {
+            _ = try pinned.following(steps)
+            return true
+        } catch {
+            return false
+        }
+    }
+
     /// Whether the stored chain's first step failed as a chain that follows another pin does (the agent was enrolled
     /// again with another root): the step right after the pin, readable, not signed by the pin's root keys. Anything else
     /// (a step missing, an envelope that cannot be read) is damage, which holds releases back.
