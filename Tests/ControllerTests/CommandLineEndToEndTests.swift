@@ -289,6 +289,38 @@ import Testing
         return (server, keyPrefix, operatorToken)
     }
 
+    /// The controller's copy of an artifact is damaged (truncated: a partial restore of its data directory). The next
+    /// publish of that artifact sees the copy's size is not the artifact's and uploads it again, which replaces it; it
+    /// used to skip the upload ("already on the controller"), and every publish then failed on
+    /// `artifact_size_mismatch`.
+    @Test(.timeLimit(.minutes(3)))
+    func publishUploadsAgainOverADamagedCopy() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-damaged") { directory in
+            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
+            defer { server.stop() }
+            let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+            let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+            try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+            func publish(_ version: String) async throws -> Run {
+                try await Self.cli([
+                    "publish", "--controller", server.baseURL, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
+                    "--version", version, "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                ])
+            }
+            let first = try await publish("1.0.0")
+            #expect(first.status == 0, "\(first.errors)")
+            let bytes = try Data(contentsOf: artifact)
+            let copy = directory.appendingPathComponent("data/artifacts/\(SHA256.hash(Array(bytes)).hex)")
+            try bytes.prefix(bytes.count / 2).write(to: copy)
+
+            let second = try await publish("1.0.1")
+            #expect(second.status == 0, "\(second.errors)")
+            #expect(second.output.contains("has \(bytes.count / 2) bytes, not \(bytes.count): uploading it again"), "\(second.output)")
+            #expect(second.output.contains("published service api serial 2 version 1.0.1"), "\(second.output)")
+            #expect(try Data(contentsOf: copy) == bytes, "the upload replaced the damaged copy")
+        }
+    }
+
     /// A publish whose answers are lost after the controller stored the release (a load balancer's 502): the CLI sends
     /// the same signed release again, and the controller answers the repeat with the stored release. It used to fail
     /// the publish, and a rerun published the same content again under the next serial.

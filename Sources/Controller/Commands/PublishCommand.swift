@@ -74,14 +74,21 @@ struct PublishCommand: AsyncParsableCommand {
 
         let digest = input.artifact.sha256
         let uploaded: Bool
+        // The controller's copy, by its size: one that is not this size is damaged (truncated by a partial restore), and
+        // the upload replaces it. It was skipped, and every publish then failed on `artifact_size_mismatch`, with no way
+        // to repair the copy but a hand-made upload.
+        let stored = release.artifactURL == nil ? try await client.storedArtifactSize(digest, publishing: input.service) : nil
         if let url = release.artifactURL {
             // Hosted elsewhere: the controller stores no bytes; agents fetch from there and check the pinned digest.
             note("artifact \(digest.hex) (\(input.artifact.size) bytes) is fetched by agents from \(RedactedURL.redact(url))")
             uploaded = false
-        } else if try await client.hasArtifact(digest, publishing: input.service) {
+        } else if let stored, stored < 0 || stored == input.artifact.size {
             note("artifact \(digest.hex) is already on the controller")
             uploaded = false
         } else {
+            if let stored {
+                note("the controller's copy of artifact \(digest.hex) has \(stored) bytes, not \(input.artifact.size): uploading it again")
+            }
             let progress = UploadProgress(
                 total: input.artifact.size,
                 label: "uploading \((release.artifact as NSString).lastPathComponent)",

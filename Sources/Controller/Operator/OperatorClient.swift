@@ -63,15 +63,25 @@ struct OperatorClient: Sendable {
     /// - Throws: `ClientError.api`; for a refused token (401, 403) with a message saying why (`refusedToken`), since
     ///   the answer to a HEAD has no body to carry the controller's own.
     func hasArtifact(_ digest: SHA256Digest, publishing service: String? = nil) async throws(ClientError) -> Bool {
+        try await storedArtifactSize(digest, publishing: service) != nil
+    }
+
+    /// The size of the controller's copy of the artifact (`HEAD /v1/artifacts/<sha256>`, its `Content-Length`), or `nil`
+    /// when it has none. A copy whose size is not the artifact's is damaged (a partial restore, a disk error): `publish`
+    /// uploads the artifact again, which replaces it.
+    /// - Throws: as `hasArtifact`.
+    func storedArtifactSize(_ digest: SHA256Digest, publishing service: String? = nil) async throws(ClientError) -> Int64? {
         let request = request(.head, ArtifactReference.controllerPath(for: digest))
         let response = try await perform(request)
         switch response.status {
-        case 200: return true
-        case 404: return false
+        case 200:
+            // A controller that says nothing of the size (a proxy that drops the header) is taken at its word.
+            return response.headers["content-length"].flatMap { Int64($0) } ?? -1
+        case 404: return nil
         case 401, 403: throw Self.refusedToken(status: response.status, request: request, publishing: service)
         default:
             _ = try Self.decode(response, request: request, expecting: [200])
-            return false
+            return nil
         }
     }
 
