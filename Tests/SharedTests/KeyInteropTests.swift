@@ -34,6 +34,8 @@ struct KeyInteropTests {
                 try KeyFile.create(path, contents: "x", mode: 0o600)
             }
             #expect(try SigningKey(contentsOf: path).publicKey == key.publicKey)
+            // Written under a temporary name and linked: nothing of it is left beside the key.
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["op.key"])
         }
     }
 

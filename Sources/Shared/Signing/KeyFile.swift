@@ -24,16 +24,28 @@ package enum KeyFile {
     /// Writes `text` to `path` with `mode`, refusing to replace an existing file.
     ///
     /// The file is created with `O_EXCL` and the final mode from the start, so a private key is never readable by
-    /// others, not even for an instant.
+    /// others, not even for an instant. It is written in full and synced under a temporary name in the same directory,
+    /// then linked to `path` (which fails if `path` exists) and the directory synced: a crash mid-write leaves no
+    /// truncated key under the name (which a second `keygen` then refused to replace), and a power loss right after
+    /// `keygen` printed the key id does not lose the file's name.
     package static func create(_ path: String, contents text: String, mode: mode_t) throws(KeyError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else {
-            let code = errno
-            if code == EEXIST { throw .alreadyExists(path: path) }
-            throw .io(path: path, reason: String(cString: strerror(code)))
+        if access(path, F_OK) == 0 { throw .alreadyExists(path: path) }
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        let temporary = "\(directory)/.\(name).\(getpid()).partial"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
+        func fail(_ reason: String) -> KeyError {
+            unlink(temporary)
+            return .io(path: path, reason: reason)
         }
-        defer { close(fd) }
-        _ = fchmod(fd, mode)  // the umask may have narrowed the mode further; make it exact.
+        // The umask may have narrowed the mode further; make it exact.
+        guard fchmod(fd, mode) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw fail(reason)
+        }
         let bytes = Array(text.utf8)
         var written = 0
         while written < bytes.count {
@@ -41,15 +53,37 @@ package enum KeyFile {
             if n < 0 {
                 if errno == EINTR { continue }
                 let reason = String(cString: strerror(errno))
-                unlink(path)
-                throw .io(path: path, reason: reason)
+                close(fd)
+                throw fail(reason)
             }
             written += n
         }
         guard fsync(fd) == 0 else {
             let reason = String(cString: strerror(errno))
-            unlink(path)
-            throw .io(path: path, reason: reason)
+            close(fd)
+            throw fail(reason)
+        }
+        close(fd)
+        if link(temporary, path) != 0 {
+            let code = errno
+            if code == EEXIST {
+                unlink(temporary)
+                throw .alreadyExists(path: path)
+            }
+            // A file system without hard links (a FAT USB stick for offline keys): renamed instead, once more checked
+            // not to be there.
+            guard code == EPERM || code == EOPNOTSUPP || code == ENOTSUP, access(path, F_OK) != 0, rename(temporary, path) == 0 else {
+                throw fail(String(cString: strerror(code)))
+            }
+        } else {
+            unlink(temporary)
+        }
+        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directoryFD >= 0 else { throw .io(path: directory, reason: String(cString: strerror(errno))) }
+        defer { close(directoryFD) }
+        // EINVAL: a file system that cannot sync a directory (it syncs its names by itself, or never).
+        guard fsync(directoryFD) == 0 || errno == EINVAL else {
+            throw .io(path: directory, reason: "fsync of the directory: \(String(cString: strerror(errno)))")
         }
     }
 }
