@@ -312,6 +312,32 @@ struct PostgresStoreTests {
         ),
     ]
 
+    /// A CA file named in the URL (`sslrootcert=`, no `sslmode`) means the server is checked against it: this server
+    /// offers no TLS, so it is refused. It used to leave the default `prefer`, which loaded the CA, checked nothing, and
+    /// fell back to plain text: anyone on the path could stand in for the database.
+    @Test func aCAFileInTheURLMakesTheServerProveItself() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let server = try #require(location.server)
+            try await TestPaths.withTemporaryDirectory("pg-ca") { directory in
+                let pki = try TestCertificates.make(in: directory)
+                let url = "postgres://postgres@127.0.0.1:\(server.port)/\(try #require(location.database))?sslrootcert=\(pki.caFile)"
+                let configuration = try PostgresStoreConfiguration.parse(url)
+                #expect(configuration.tls == .verifyFull)
+                do {
+                    let store = try await SQLControllerStore.open(configuration, logger: ControllerFixture.logger)
+                    try await store.close()
+                    Issue.record("opened \(configuration.redacted) without TLS although a CA file was given")
+                } catch let error as StoreError {
+                    guard case .cannotOpen(_, let reason) = error else {
+                        Issue.record("expected cannotOpen, got \(error)")
+                        return
+                    }
+                    #expect(reason.lowercased().contains("ssl"), "\(reason)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: unusableDatabases)
     func anUnusableDatabaseIsRefusedWithItsReason(_ unusable: UnusableDatabase) async throws {
         try await TestStore.withLocation(.postgres) { location in

@@ -135,6 +135,36 @@ import Testing
         ),
     ]
 
+    /// What a CA file does to the TLS mode: checks the server, whichever way it is given (`sslrootcert=` in the URL, or
+    /// `--database-ca-file`). `nil`: refused, since the mode given would not use it.
+    static let caFileModes: [(url: String, caFlag: Bool, mode: PostgresStoreConfiguration.TLSMode?)] = [
+        ("postgres://f@db/ferry?sslrootcert=/ca.pem", false, .verifyFull),
+        ("postgres://f@db/ferry?sslrootcert=/ca.pem&sslmode=require", false, .verifyCA),
+        ("postgres://f@db/ferry?sslmode=verify-ca&sslrootcert=/ca.pem", false, .verifyCA),
+        ("postgres://f@db/ferry?sslmode=verify-full&sslrootcert=/ca.pem", false, .verifyFull),
+        ("postgres://f@db/ferry?sslmode=prefer&sslrootcert=/ca.pem", false, nil),
+        ("postgres://f@db/ferry?sslmode=disable&sslrootcert=/ca.pem", false, nil),
+        ("postgres://f@db/ferry", true, .verifyFull),
+        ("postgres://f@db/ferry?sslmode=require", true, .verifyCA),
+        ("postgres://f@db/ferry?sslmode=prefer", true, nil),
+        ("postgres://f@db/ferry?sslmode=disable", true, nil),
+        ("postgres://f@db/ferry?sslmode=require", false, .require),
+        ("postgres://f@db/ferry", false, .prefer),
+    ]
+
+    @Test(arguments: caFileModes)
+    func aCAFileChecksTheServer(_ row: (url: String, caFlag: Bool, mode: PostgresStoreConfiguration.TLSMode?)) throws {
+        do {
+            var configuration = try PostgresStoreConfiguration.parse(row.url)
+            if row.caFlag { try configuration.checkServer(against: "/ca.pem", name: "--database-ca-file") }
+            #expect(configuration.tls == row.mode, "\(row.url)")
+            if row.mode == nil { Issue.record("accepted \(row.url) with a CA file") }
+        } catch {
+            #expect(row.mode == nil, "\(row.url): \(error)")
+            #expect("\(error)".contains("would not be used to check the server"), "\(error)")
+        }
+    }
+
     /// A database password never appears in an error about its URL.
     @Test func aDatabaseURLErrorHidesThePassword() throws {
         do {

@@ -411,9 +411,8 @@ struct ServeSettings: Equatable, Sendable {
             guard FileManager.default.isReadableFile(atPath: databaseCAFile) else {
                 throw .invalidSetting(name: "--database-ca-file", value: databaseCAFile, reason: "no such readable file")
             }
-            postgres.caFile = databaseCAFile
             // A CA given means: check the server against it.
-            if postgres.tls == .prefer { postgres.tls = .verifyFull }
+            try postgres.checkServer(against: databaseCAFile, name: "--database-ca-file")
         }
         return .postgres(postgres)
     }

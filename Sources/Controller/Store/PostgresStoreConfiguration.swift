@@ -29,6 +29,8 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
     var database: String
     /// TLS to the database. Default `.prefer` (libpq's default); use `.verifyFull` in production.
     var tls: TLSMode = .prefer
+    /// Whether `tls` was given (the URL's `sslmode`), not the default: a CA file then upgrades only the default.
+    var tlsGiven = false
     /// PEM CA certificates the server's certificate must chain to (`sslrootcert`, `--database-ca-file`). Default `nil`:
     /// the system trust store.
     var caFile: String?
@@ -93,6 +95,7 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
                     throw invalid("sslmode must be one of \(TLSMode.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 configuration.tls = mode
+                configuration.tlsGiven = true
             case "sslrootcert":
                 guard let value = item.value, !value.isEmpty else { throw invalid("sslrootcert names no file") }
                 configuration.caFile = value
@@ -100,7 +103,32 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
                 throw invalid("unknown parameter \(item.name) (known: sslmode, sslrootcert)")
             }
         }
+        if let caFile = configuration.caFile { try configuration.checkServer(against: caFile, name: name) }
         return configuration
+    }
+
+    /// A CA file given means the server is checked against it (docs/ha.md): with no `sslmode`, `verify-full`; with
+    /// `require`, `verify-ca` (as libpq reads `require` when a root CA file is there); with `prefer` or `disable`, which
+    /// would not check it (nor, for `prefer`, keep TLS on), refused. A CA in the URL (`sslrootcert=`) used to leave the
+    /// default `prefer`, and `require` ignored any CA file: the CA was loaded and nothing was checked, so anyone on the
+    /// path could stand in for the database (and answer the token lookups).
+    mutating func checkServer(against caFile: String, name: String) throws(ConfigurationError) {
+        self.caFile = caFile
+        guard tlsGiven else {
+            tls = .verifyFull
+            return
+        }
+        switch tls {
+        case .verifyFull, .verifyCA: break
+        case .require: tls = .verifyCA
+        case .prefer, .disable:
+            throw .invalidSetting(
+                name: name,
+                value: redacted,
+                reason: "a CA file (\(caFile)) with sslmode=\(tls.rawValue) would not be used to check the server: use sslmode=verify-full "
+                    + "(or verify-ca), or leave sslmode out"
+            )
+        }
     }
 }
 
