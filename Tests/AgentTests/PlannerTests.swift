@@ -32,7 +32,8 @@ struct PlannerTests {
         appliedApps: [String: [AppSpec]] = ["api": [apiApp], "web": [webApp]],
         envDigests: [String: String] = ["api": CoreFixture.emptyDigest, "web": CoreFixture.emptyDigest],
         refreshesWaiting: Set<String> = [],
-        refreshesOwed: Set<String> = []
+        refreshesOwed: Set<String> = [],
+        services: Set<String> = []
     ) -> Planner.Input {
         Planner.Input(
             decisions: decisions,
@@ -41,11 +42,13 @@ struct PlannerTests {
             appliedApps: appliedApps,
             envDigests: envDigests,
             refreshesWaiting: refreshesWaiting,
-            refreshesOwed: refreshesOwed
+            refreshesOwed: refreshesOwed,
+            services: services
         )
     }
 
     static let install6 = AgentAction.install(service: "api", release: api6, payload: api6.payload())
+    static let cache1 = CoreFixture.release("cache", serial: 1)
 
     struct Case: Sendable, CustomStringConvertible {
         var description: String
@@ -209,6 +212,52 @@ struct PlannerTests {
                 observed: healthyTable + [CoreFixture.stray("api-worker", pmId: 7)]
             ),
             expected: []
+        ),
+        // Orphans only when every app this instance should run is known (each used to be deleted as an orphan).
+        Case(
+            description: "an applied release that no longer decodes: no app is an orphan (its own would be taken for them)",
+            input: input(
+                state: {
+                    var state = PlannerTests.state
+                    var damaged = CoreFixture.applied(api5)
+                    damaged.payload = Array("{\"service\":\"api\"}".utf8)
+                    state["api"] = ServiceState(highestAcceptedSerial: 5, applied: damaged)
+                    return state
+                }(),
+                observed: healthyTable + [CoreFixture.stray("old-cron", pmId: 7)],
+                appliedApps: ["web": [webApp]]
+            ),
+            expected: []
+        ),
+        Case(
+            description: "a state file lost (no service has an applied release): nothing of the table is removed",
+            input: input(
+                decisions: nil,
+                state: AgentState(),
+                observed: healthyTable,
+                appliedApps: [:],
+                services: ["api", "web"]
+            ),
+            expected: []
+        ),
+        Case(
+            description: "a configured service never installed: no orphan removal until it is",
+            input: input(observed: healthyTable + [CoreFixture.stray("old-cron", pmId: 7)], services: ["api", "web", "cache"]),
+            expected: []
+        ),
+        Case(
+            description: "a configured service being installed for the first time: orphans are removed",
+            input: input(
+                decisions: Decisions(decisions: ["api": .keep, "web": .keep, "cache": .install(cache1, payload: cache1.payload())]),
+                observed: healthyTable + [CoreFixture.stray("old-cron", pmId: 7)],
+                services: ["api", "web", "cache"]
+            ),
+            expected: [.install(service: "cache", release: cache1, payload: cache1.payload()), .removeOrphan(name: "old-cron")]
+        ),
+        Case(
+            description: "every configured service applied: a stray app is an orphan",
+            input: input(observed: healthyTable + [CoreFixture.stray("old-cron", pmId: 7)], services: ["api", "web"]),
+            expected: [.removeOrphan(name: "old-cron")]
         ),
         Case(
             description: "controller unreachable with a changed env file: the refresh still happens",

@@ -290,7 +290,8 @@ actor Reconciler {
                 appliedApps: appliedApps,
                 envDigests: envs.mapValues(\.digest),
                 refreshesWaiting: waiting,
-                refreshesOwed: Set(envs.filter { refreshOwed($0.key, env: $0.value) }.keys).subtracting(waiting)
+                refreshesOwed: Set(envs.filter { refreshOwed($0.key, env: $0.value) }.keys).subtracting(waiting),
+                services: Set(configuration.services)
             )
         )
         var touchedProcesses = false
