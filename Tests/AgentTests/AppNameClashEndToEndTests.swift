@@ -38,6 +38,40 @@ struct AppNameClashEndToEndTests {
     }
 }
 
+extension AppNameClashEndToEndTests {
+    /// A newer release of a running service is refused for a clash, and offered at every pass: the running release is
+    /// still looked after meanwhile. Its env file changes (a rotated secret) and its apps get it. The refusal used to
+    /// return before that, and the planner skips a service being installed, so nothing repaired or refreshed it until a
+    /// serial without the clash came.
+    @Test("a release refused for a clash leaves the running release looked after", .timeLimit(.minutes(3)))
+    func theRunningReleaseIsStillLookedAfter() async throws {
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let apiPort = try freeLoopbackPort()
+            let webPort = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0-api", port: apiPort, service: "api", appName: "api-app")
+            try await fleet.publish(serial: 1, version: "1.0.0-web", port: webPort, service: "web", appName: "web-app")
+            let config = try await fleet.enrollAgent(name: "edge-1", services: ["api", "web"])
+            _ = try fleet.startAgent(config: config, label: "agent")
+            try await fleet.waitUntilRunning("1.0.0-api", port: apiPort, agent: "edge-1", service: "api")
+            try await fleet.waitUntilRunning("1.0.0-web", port: webPort, agent: "edge-1", service: "web")
+
+            try await fleet.publish(serial: 2, version: "2.0.0-api", port: apiPort, service: "api", appName: "web-app")
+            try await eventually("api's serial 2 refused for the clash", timeout: .seconds(60)) { () -> Bool? in
+                let message = try await fleet.fleetEntry(agent: "edge-1", service: "api")?["message"]?.stringValue ?? ""
+                return message.contains("app name web-app is already used by service web") ? true : nil
+            }
+            let envFile = fleet.root.appendingPathComponent("edge-1/env/api.env")
+            try FileManager.default.createDirectory(at: envFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try "GREETING=rotated\n".write(to: envFile, atomically: true, encoding: .utf8)
+            try await eventually("api's v1 serving with the changed env file", timeout: .seconds(60)) {
+                await fleet.appAnswer(port: apiPort)?.hasPrefix("1.0.0-api rotated ") == true ? true : nil
+            }
+            #expect(await fleet.appAnswer(port: webPort)?.hasPrefix("1.0.0-web") == true, "web's app stays web's")
+        }
+    }
+}
+
 /// Which app of a release clashes with another service's apps on the instance: the same name, or a name PM2 writes the
 /// same log files for (it makes every character but ASCII letters, digits, `.` and `-` a dash, one per UTF-16 unit).
 @Suite struct AppNameClashRuleTests {

@@ -39,6 +39,10 @@ extension Reconciler {
                 summary.changed = true
                 save(&summary)
             }
+            // The planner skipped the service's drift repair and env refresh for the install, at every pass while the
+            // release is offered: the running release went unrepaired (a dead daemon, a rotated secret) until a serial
+            // without the clash came.
+            await keepApplied(service, apps: otherApps[service] ?? [], env: env, summary: &summary)
             return
         }
         summary.changed = true
