@@ -80,6 +80,21 @@ struct AppActionTests {
             "a different program: replace", with { $0.script = "pnpm" }, [instance(0, script: "/usr/bin/npm"), instance(1, script: "/usr/bin/npm")],
             true, .replace(reason: "script changed from /usr/bin/npm to pnpm")
         ),
+        // PM2's two rewrites of a program (real PM2 7.0.3: `sleep 1000` ran as /usr/bin/bash, `serve` as its Serve.js):
+        // each was read as a changed script, and the app deleted and started again at every drift check.
+        (
+            "a command line with a space runs as bash -c: reload", with { $0.script = "npm start" },
+            [instance(0, script: "/usr/bin/bash"), instance(1, script: "/bin/sh")], true, .reload
+        ),
+        (
+            "serve runs as PM2's own static server: reload", with { $0.script = "serve" },
+            [instance(0, script: "/usr/lib/node_modules/pm2/lib/API/Serve.js"), instance(1, script: "/usr/local/bin/serve")], true, .reload
+        ),
+        (
+            "a command line changed to a program: replace", with { $0.script = "npm" },
+            [instance(0, script: "/usr/bin/bash"), instance(1, script: "/usr/bin/bash")], true,
+            .replace(reason: "script changed from /usr/bin/bash to npm")
+        ),
         (
             "fork to cluster: replace", app, [instance(0, mode: .fork), instance(1, mode: .fork)], true,
             .replace(reason: "exec mode changed from fork to cluster")

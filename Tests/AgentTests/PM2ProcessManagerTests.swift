@@ -621,6 +621,53 @@ struct PM2ProcessManagerTests {
         await Self.killDaemon(manager)
     }
 
+    /// Programs PM2 rewrites as it starts them (a command line with a space runs as `bash -c`, `serve` as PM2's own
+    /// static server): the drift check reads them as running what the release asked for. Each was read as a changed
+    /// script, and the app was deleted and started again at every drift check.
+    @Test("against real PM2: programs PM2 rewrites are not read as drift")
+    func realPM2RewrittenPrograms() async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-programs")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = try freeLoopbackPort()
+        let apps = [
+            AppSpec.pm2TestApp("command-line", script: "sleep 600", cwd: root.path, interpreter: nil, pm2Options: ["script_source": .string("path")]),
+            AppSpec.pm2TestApp(
+                "static",
+                script: "serve",
+                cwd: root.path,
+                interpreter: nil,
+                env: ["PM2_SERVE_PORT": "\(port)", "PM2_SERVE_PATH": root.path],
+                pm2Options: ["script_source": .string("path")]
+            ),
+        ]
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemWriter.render(apps: apps, namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            for app in apps { try await manager.start(app, ecosystem: ecosystem) }
+            let table = try await eventually("both online", timeout: .seconds(30), interval: .milliseconds(200)) { () -> [ManagedProcess]? in
+                let table = try await manager.processes()
+                return apps.allSatisfy { app in table.contains { $0.name == app.name && $0.status == .online } } ? table : nil
+            }
+            for app in apps {
+                let observed = table.filter { $0.name == app.name }
+                #expect(observed.map(\.status) == [.online], "\(app.name): \(observed.map(\.scriptPath))")
+                #expect(
+                    AppAction.decide(desired: app, observed: observed, needsRefresh: false) == .none,
+                    "\(app.name): \(observed.map(\.scriptPath))"
+                )
+            }
+        } catch {
+            await Self.killDaemon(manager)
+            throw error
+        }
+        await Self.killDaemon(manager)
+    }
+
     static func killDaemon(_ manager: PM2ProcessManager) async {
         let kill = PM2Command(
             executable: manager.invocation.executable,

@@ -70,10 +70,11 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
         let wantedScript = normalisedPath(desired.script)
         // A program named without a path (`npm`) is stored by PM2 as the file its PATH lookup found: same base name.
         let isBareProgram = !desired.script.contains("/")
+        let programNames = programBaseNames(desired.script)
         // Every instance is compared: an instance started from an older path must not hide behind the others.
         if let stale = observed.first(where: { process in
             isBareProgram
-                ? process.scriptPath.split(separator: "/").last.map(String.init) != desired.script
+                ? !programNames.contains(process.scriptPath.split(separator: "/").last.map(String.init) ?? "")
                 : normalisedPath(process.scriptPath) != wantedScript
         }) {
             reasons.append("script changed from \(stale.scriptPath) to \(desired.script)")
@@ -96,6 +97,16 @@ enum AppAction: Sendable, Equatable, CustomStringConvertible {
             reasons.append("instances changed from \(observed.count) to \(desired.instances)")
         }
         return reasons
+    }
+
+    /// The base names of the file PM2 runs for a program named without a path: the one its PATH lookup found (the same
+    /// name); `bash` or `sh` for a command line with a space (`npm start`: `Common.verifyConfs` runs it as `bash -c`);
+    /// PM2's own static server for `serve` (`API.startApps`: lib/API/Serve.js). Checked on the real PM2 7.0.3. Each of
+    /// the last two read as a changed script, and the app was deleted and started again at every drift check.
+    static func programBaseNames(_ script: String) -> Set<String> {
+        if script.contains(" ") { return ["bash", "sh"] }
+        if script == "serve" { return ["serve", "Serve.js"] }
+        return [script]
     }
 
     /// Whether carrying out this action changes the table (and so needs `save()` afterwards).
