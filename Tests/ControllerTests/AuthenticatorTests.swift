@@ -100,6 +100,32 @@ import Testing
         }
     }
 
+    /// While other controllers' revocations cannot be heard (a shared database whose change listener is down), no
+    /// token is served from the cache: a revocation committed through another controller, which arrives only as a
+    /// notification, is seen at the next request. The cache was used as if the listener heard everything, and a
+    /// controller whose listener could not reconnect kept accepting revoked tokens for as long as that lasted.
+    @Test func nothingIsServedFromTheCacheWhileOthersAreUnheard() async throws {
+        try await Self.with { world in
+            let token = Token.generate()
+            let record = try await world.store.createToken(hash: Token.digest(token), name: "ci", role: .operator, at: world.clock.now)
+            _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+            #expect(world.authenticator.cachedPrincipal(forToken: token[...]) != nil, "cached while heard")
+            world.revocations.othersUnheard(true)
+            // Used while unheard: read from the database, and not kept.
+            _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
+            #expect(world.authenticator.cachedPrincipal(forToken: token[...]) == nil, "the poll path's cache is off")
+            // Another controller revokes it: the row changes, no notification arrives, no file here changes.
+            _ = try await world.store.revokeToken(id: record.id, at: world.clock.now)
+            #expect(await Self.code { try await world.authenticator.principal(forToken: token[...], challenge: .bearer) } == "token_revoked")
+            // Heard again (the listener's resync): the cache is back for tokens that are still good.
+            world.revocations.othersUnheard(false)
+            let other = Token.generate()
+            _ = try await world.store.createToken(hash: Token.digest(other), name: "ops", role: .operator, at: world.clock.now)
+            _ = try await world.authenticator.principal(forToken: other[...], challenge: .bearer)
+            #expect(world.authenticator.cachedPrincipal(forToken: other[...]) != nil)
+        }
+    }
+
     @Test func aRevokedTokenIsRefusedAndNotCached() async throws {
         try await Self.with { world in
             let token = Token.generate()

@@ -176,7 +176,12 @@ func makeApplication(
         logger: logger
     )
     let relay = postgres.map { backend in
-        PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
+        // Until the listener hears the others' changes, no token is served from the cache (a revocation committed through
+        // another controller could not be heard).
+        core.revocations.othersUnheard(true)
+        var relay = PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
+        relay.onListening = { [revocations = core.revocations] listening in revocations.othersUnheard(!listening) }
+        return relay
     }
     let election = postgres.map { backend in
         var election = PostgresLeaderElection(backend: backend, leadership: leadership, logger: logger)

@@ -43,14 +43,27 @@ struct TokenRevocations: Sendable {
         epoch.value.add(1, ordering: .sequentiallyConsistent)
     }
 
+    /// Whether other controllers' revocations cannot be heard now (a shared database whose change listener is not
+    /// listening: not yet, or its connection dropped): then no stamp is given, and nothing is served from a cache. Each
+    /// change bumps the epoch too. A controller whose listener could not reconnect while its pool still worked (a
+    /// connection limit reached, a `pg_hba` rule) kept accepting tokens another controller had revoked, from its
+    /// cache, for as long as that lasted.
+    func othersUnheard(_ unheard: Bool) {
+        epoch.unheard.store(unheard, ordering: .sequentiallyConsistent)
+        bumpEpoch()
+    }
+
     private final class Epoch: Sendable {
         let value = Atomic<UInt64>(0)
+        /// `othersUnheard`.
+        let unheard = Atomic<Bool>(false)
     }
 
     /// The file's current stamp, or `nil` when it cannot be `stat`ed (then nothing may be served from a cache).
     func stamp() -> Stamp? {
         // The epoch first: a bump that lands after this read makes the next stamp differ.
         let epoch = epoch.value.load(ordering: .sequentiallyConsistent)
+        guard !self.epoch.unheard.load(ordering: .sequentiallyConsistent) else { return nil }
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         return Stamp(

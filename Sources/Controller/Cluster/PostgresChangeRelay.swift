@@ -21,6 +21,10 @@ struct PostgresChangeRelay: Service {
     /// Applies another controller's change here.
     let apply: @Sendable (ClusterChange) async -> Void
     let logger: Logger
+    /// Told when the listener starts hearing the others' changes (after its resync) and when it stops: while it does not,
+    /// this controller may miss another's token revocation, so its authentication cache must not be used
+    /// (`TokenRevocations.othersUnheard`).
+    var onListening: @Sendable (Bool) -> Void = { _ in }
     /// Wait before reconnecting the listener. Default 1 s.
     var reconnectDelay: Duration = .seconds(1)
     /// A listener connection not made within this is given up and tried again; an announcement not sent within it is
@@ -41,6 +45,11 @@ struct PostgresChangeRelay: Service {
         private let value = Atomic<Bool>(false)
         var isListening: Bool { value.load(ordering: .acquiring) }
         fileprivate func set(_ listening: Bool) { value.store(listening, ordering: .releasing) }
+    }
+
+    private func setListening(_ value: Bool) {
+        listening.set(value)
+        onListening(value)
     }
 
     func run() async throws {
@@ -73,7 +82,7 @@ struct PostgresChangeRelay: Service {
             reconnecting = true
             try? await Task.sleep(for: reconnectDelay)
         }
-        listening.set(false)
+        setListening(false)
     }
 
     /// Connects (within `connectTimeout`), listens and applies notifications until the connection ends or stops
@@ -97,7 +106,7 @@ struct PostgresChangeRelay: Service {
             logger: logger
         )
         defer {
-            listening.set(false)
+            setListening(false)
             Unawaited.close(connection)
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -120,7 +129,7 @@ struct PostgresChangeRelay: Service {
         try await connection.listen(on: Self.channel) { notifications in
             if reconnecting { logger.info("Listening for other controllers' changes again; resynchronizing") }
             await apply(.resync)
-            listening.set(true)
+            setListening(true)
             for try await notification in notifications {
                 guard let (origin, change) = ClusterChange.parse(notification.payload) else {
                     await apply(.resync)
