@@ -306,6 +306,11 @@ struct ApprovalTests {
                     )
                 )
                 #expect(try desired.releases.map { try Release.decode($0.payload).serial } == [1])
+                // The rollout's page says so: wave 0 of 1, no agent reached (it said wave 1, as if the first wave had it).
+                let page = try await client.execute(uri: "/rollouts/api/2", method: .get, headers: Fixture.bearer(fixture.operatorToken))
+                let html = String(buffer: page.body)
+                #expect(page.status == .ok)
+                #expect(html.contains("· awaiting-approval · wave 0/1 ·"), "\(html.prefix(2000))")
 
                 let approved = try await staged.approve()
                 #expect(approved.status == .ok, "\(String(buffer: approved.body))")

@@ -331,6 +331,22 @@ struct InsightRoutesTests {
         }
     }
 
+    /// The documents that carry what agents reported (failure reasons, log tails, names) answer as data a browser does
+    /// not sniff into a page nor frame, as errors do; they had neither header.
+    @Test(arguments: ["/v1/fleet", "/v1/rollouts", "/v1/events", "/v1/services"])
+    func aDocumentIsDataNotMarkup(_ uri: String) async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                _ = try await Self.seed(fixture, client)
+                let (response, body) = try await Self.page(client, uri, token: fixture.viewerToken)
+                #expect(response.status.code == 200, "\(body)")
+                #expect(response.headers[.contentType] == "application/json; charset=utf-8")
+                #expect(response.headers[.xContentTypeOptions] == "nosniff")
+                #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; frame-ancestors 'none'")
+            }
+        }
+    }
+
     /// "Last events" names each event's agent, also when the page of agents does not hold it (a filter, another page):
     /// it showed the agent's id then.
     @Test func theEventsNameAgentsThePageDoesNotList() async throws {

@@ -107,7 +107,8 @@ struct DetailPageRenderer: Sendable {
         let context: [String: Any] = [
             "refreshSeconds": DashboardRenderer.refreshSeconds(for: pollInterval), "generatedAt": Timestamp.format(now),
             "service": rollout.service, "serial": rollout.serial, "version": rollout.version, "state": rollout.state.rawValue,
-            "wave": sizes.isEmpty ? 0 : min(rollout.currentWave, sizes.count - 1) + 1, "waveCount": sizes.count,
+            // 0 while the release awaits approval, as the fleet card and the JSON say (no agent has it yet).
+            "wave": view.waveNumber, "waveCount": sizes.count,
             "strategy": rollout.strategy.description, "stableSerial": rollout.stableSerial.map(String.init) ?? "none",
             "waveStableSeconds": rollout.waveStable.components.seconds, "maxFailures": rollout.maxFailures,
             "createdAt": Timestamp.format(rollout.createdAt), "updatedAt": Timestamp.format(rollout.updatedAt),

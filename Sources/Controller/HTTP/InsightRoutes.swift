@@ -181,7 +181,7 @@ struct InsightRoutes: Sendable {
         return Response(
             status: .ok,
             headers: [
-                .contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store",
+                .contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store", .xContentTypeOptions: "nosniff",
                 Self.accelBufferingHeader: "no",
             ],
             body: body
