@@ -176,6 +176,8 @@ import Testing
                     ("POST", "/v1/services/api/rollout/pause", harness.viewerToken, 403, "forbidden", "operator"),
                     ("POST", "/v1/services/api/rollout/restart", harness.operatorToken, 404, "not_found", "route"),
                     ("GET", "/v1/rollouts?limit=0", harness.viewerToken, 400, "invalid_limit", "limit"),
+                    // A service's history judges every agent of each rollout it lists: at most 100 (it took 1000).
+                    ("GET", "/v1/rollouts?service=api&limit=101", harness.viewerToken, 400, "invalid_limit", "at most 100 rollouts"),
                     ("GET", "/v1/events?limit=many", harness.viewerToken, 400, "invalid_limit", "limit"),
                     ("GET", "/v1/events?service=..", harness.viewerToken, 400, "invalid_service", ".."),
                     ("GET", "/v1/rollouts", harness.enrollToken, 403, "forbidden", "viewer"),

@@ -9,6 +9,8 @@ struct RolloutRoutes: Sendable {
 
     /// Most rollouts or events one listing returns.
     static let maximumListing = 1000
+    /// Most rollouts of one service a listing gives (`GET /v1/rollouts?service=S&limit=N`).
+    static let maximumServiceHistory = 100
 
     func register(operators: RouterGroup<FerryRequestContext>, readers: RouterGroup<FerryRequestContext>) {
         readers.get("/v1/rollouts") { request, _ in try await rollouts(request) }
@@ -21,13 +23,24 @@ struct RolloutRoutes: Sendable {
     }
 
     /// Without `service`: the latest rollout of every service (at most `limit`, default 1000, by service name). With
-    /// it: that service's rollouts, newest first, at most `limit` (default 20).
+    /// it: that service's rollouts, newest first, at most `limit` (default 20, at most `maximumServiceHistory`).
+    ///
+    /// Each rollout listed costs the standing of every one of its agents (its members are read whole), so a service's
+    /// history is bounded lower than the listing of every service's latest: a viewer asking for 1000 rollouts of a
+    /// 10,000-agent service made the controller read and judge ten million standings per request.
     private func rollouts(_ request: Request) async throws -> Response {
         let query = request.uri.queryParameters
         let records: [RolloutRecord]
         if let service = query.get("service") {
             try Self.checkServiceName(service)
-            records = try await core.store.rollouts(service: service, limit: try Self.limit(query.get("limit"), default: 20))
+            let limit = try Self.limit(query.get("limit"), default: 20)
+            guard limit <= Self.maximumServiceHistory else {
+                throw APIError.badRequest(
+                    "invalid_limit",
+                    "a service's rollout history lists at most \(Self.maximumServiceHistory) rollouts (each one judges every agent); got \(limit)"
+                )
+            }
+            records = try await core.store.rollouts(service: service, limit: limit)
         } else {
             let limit = try Self.limit(query.get("limit"), default: Self.maximumListing)
             records = Array(try await core.store.latestRollouts(for: nil).prefix(limit))
