@@ -165,6 +165,17 @@ import Testing
         }
     }
 
+    /// Plain HTTP where other hosts reach it is said at start (an empty `tlsCert:` reads as no TLS).
+    @Test(arguments: [
+        ("127.0.0.1", false, false), ("::1", false, false), ("localhost", false, false), ("0.0.0.0", false, true), ("", false, true),
+        ("10.0.0.5", false, true), ("0.0.0.0", true, false),
+    ])
+    func plainHTTPBeyondLoopbackIsSaid(_ host: String, _ tls: Bool, _ warned: Bool) {
+        let warning = ServeCommand.plainHTTPWarning(host: host, tls: tls)
+        #expect((warning != nil) == warned, "\(host) tls \(tls): \(warning ?? "none")")
+        if let warning { #expect(warning.contains("--tls-cert") && warning.contains("unencrypted")) }
+    }
+
     /// A database password never appears in an error about its URL.
     @Test func aDatabaseURLErrorHidesThePassword() throws {
         do {

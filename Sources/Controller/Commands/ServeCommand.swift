@@ -273,6 +273,7 @@ struct ServeCommand: AsyncParsableCommand {
             ]
         )
         application.certificates?.logCurrent("Serving HTTPS", logger: logger)
+        if let warning = Self.plainHTTPWarning(host: configuration.host, tls: configuration.tls != nil) { logger.warning("\(warning)") }
         // Trapped before the group starts: a SIGHUP right after the "listening" line must reload, not kill.
         let reloading = await TLSReloadService(certificates: application.certificates, logger: logger)
         try await application.serviceGroup(reloading: reloading).run()
@@ -317,5 +318,15 @@ struct ServeCommand: AsyncParsableCommand {
             logger.debug("Open-file limit", metadata: metadata)
         }
         return cap
+    }
+
+    /// The warning for plain HTTP on an address other hosts reach: tokens and releases cross the network in clear unless a
+    /// load balancer in front ends TLS. Said at start, since an empty `tlsCert:` (a template's variable left undefined)
+    /// or `FERRY_TLS_CERT=` reads as no TLS, and only the scheme of the "listening on" line showed it.
+    static func plainHTTPWarning(host: String, tls: Bool) -> String? {
+        guard !tls, !ControllerOptions.isLoopback(host) else { return nil }
+        return "serving plain HTTP on \(host.isEmpty ? "every interface" : host): tokens and releases cross the network unencrypted "
+            + "unless TLS ends at a load balancer in front; give --tls-cert and --tls-key (tlsCert/tlsKey, FERRY_TLS_CERT/FERRY_TLS_KEY) "
+            + "to serve HTTPS"
     }
 }
