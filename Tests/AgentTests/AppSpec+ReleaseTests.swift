@@ -93,6 +93,13 @@ struct AppSpecReleaseTests {
             description: "interpreter_args wins over node_args",
             options: ["node_args": .array([.string("--inspect")]), "interpreter_args": .array([.string("--no-warnings")])]
         ) { $0.interpreterArgs = ["--no-warnings"] },
+        // A string where a list goes, as PM2 splits it (quotes group words): it was split at every space.
+        Case(description: "args as a string with a quoted word", options: ["args": .string("--title 'my app' --port=3000")]) {
+            $0.args = ["--title", "my app", "--port=3000"]
+        },
+        Case(description: "node_args as a string with a quoted value", options: ["node_args": .string(#"--require "./boot file.js""#)]) {
+            $0.interpreterArgs = ["--require", "./boot file.js"]
+        },
         Case(description: "autorestart false", options: ["autorestart": .bool(false)]) { $0.autorestart = false },
         Case(description: "max_restarts", options: ["max_restarts": .integer(3)]) { $0.maxRestarts = 3 },
         Case(description: "min_uptime 2s", options: ["min_uptime": .string("2s")]) { $0.minUptimeMilliseconds = 2000 },

@@ -99,7 +99,8 @@ extension AppSpec {
     private static func stringList(_ value: JSONValue?) -> [String] {
         switch value {
         case .array(let items)?: return items.compactMap { if case .string(let s) = $0 { s } else { nil } }
-        case .string(let text)?: return text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        // As PM2 and the operator's `publish` split it: quotes group words.
+        case .string(let text)?: return PM2Arguments.split(text)
         default: return []
         }
     }

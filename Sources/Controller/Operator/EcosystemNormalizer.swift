@@ -423,7 +423,7 @@ private struct AppNormalization {
             return nil
         }
         if option.types.count > 1, type != option.types[0], type == .string, option.types[0] == .array, case .string(let text) = value {
-            value = .array(Self.splitArguments(text).map(JSONValue.string))
+            value = .array(PM2Arguments.split(text).map(JSONValue.string))
         }
         if let extended = option.extendedType, case .string(let text) = value {
             if text.count >= 2 {
@@ -458,51 +458,6 @@ private struct AppNormalization {
     private static func numberValue(_ number: Double) -> JSONValue {
         if number == number.rounded(), abs(number) < 9.0e15 { return .integer(Int64(number)) }
         return .number(number)
-    }
-
-    /// PM2's split of a string given where an array is expected (`args: "--port 3000 --name 'my app'"`).
-    static func splitArguments(_ text: String) -> [String] {
-        var words: [String] = []
-        var index = text.startIndex
-        while index < text.endIndex {
-            let character = text[index]
-            if character.isWhitespace {
-                index = text.index(after: index)
-                continue
-            }
-            // [^\s"'=]+="[^"]*" | [^\s"'=]+='[^']*' | "([^"]*)" | '([^']*)' | \S+
-            var end = index
-            while end < text.endIndex, !text[end].isWhitespace, !"\"'=".contains(text[end]) { end = text.index(after: end) }
-            if end > index, end < text.endIndex, text[end] == "=" {
-                let quoteIndex = text.index(after: end)
-                if quoteIndex < text.endIndex, text[quoteIndex] == "\"" || text[quoteIndex] == "'" {
-                    let quote = text[quoteIndex]
-                    if let close = text[text.index(after: quoteIndex)...].firstIndex(of: quote) {
-                        words.append(String(text[index...close]))
-                        index = text.index(after: close)
-                        continue
-                    }
-                }
-            }
-            if character == "\"" || character == "'" {
-                if let close = text[text.index(after: index)...].firstIndex(of: character) {
-                    let inner = String(text[text.index(after: index)..<close])
-                    if !inner.trimmingCharacters(in: .whitespaces).isEmpty { words.append(inner) }
-                    index = text.index(after: close)
-                    continue
-                }
-            }
-            var token = index
-            while token < text.endIndex, !text[token].isWhitespace { token = text.index(after: token) }
-            let word = String(text[index..<token])
-            if word.count >= 2, let first = word.first, first == "\"" || first == "'", word.last == first {
-                words.append(String(word.dropFirst().dropLast()))
-            } else {
-                words.append(word)
-            }
-            index = token
-        }
-        return words.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
     }
 
     // MARK: - prepareAppConf
