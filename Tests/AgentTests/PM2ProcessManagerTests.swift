@@ -85,6 +85,26 @@ struct PM2ProcessManagerTests {
         #expect(try standIn.invocations().allSatisfy { $0.argv == ["jlist"] }, "\(label) reached pm2")
     }
 
+    /// An app whose name PM2 turns into the log file name of an app of another namespace (`ns_a` and shop's fork-mode
+    /// `ns-a`: both `ns-a-out.log`) is refused before pm2 is asked: the agent would rotate that app's log and quote its
+    /// lines in a failure's diagnosis. A cluster app's per-instance files (`ns-b-out-1.log`) are not the merged one.
+    @Test func anAppWritingAnotherNamespacesLogFilesIsRefused() async throws {
+        let standIn = try PM2StandIn()
+        defer { standIn.cleanUp() }
+        // The capture's PM2_HOME is this stand-in's: its shop apps write their logs where the agent's apps would.
+        try standIn.setTable(raw: try PM2Fixtures.capture(Self.shopTable).stdout.replacing("$PM2_PEER/home", with: standIn.pm2Home))
+        let manager = try standIn.manager()
+        var refusal: PM2Error?
+        do throws(PM2Error) {
+            try await manager.start(Self.app("ns_a"), ecosystem: standIn.ecosystem)
+        } catch {
+            refusal = error
+        }
+        let file = "\(standIn.pm2Home)/logs/ns-a-out.log"
+        #expect(refusal == PM2Error.foreignLogClash(app: "ns_a", other: "ns-a", namespace: "shop", file: file), "\(String(describing: refusal))")
+        #expect(try standIn.invocations().allSatisfy { $0.argv == ["jlist"] }, "nothing but jlist reached pm2")
+    }
+
     @Test("a failing pm2 command keeps its argv, exit status and stderr, without colour codes")
     func commandFailure() async throws {
         let standIn = try PM2StandIn()

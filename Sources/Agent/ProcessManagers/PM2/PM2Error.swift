@@ -28,6 +28,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     /// An app outside Ferry's namespace has the name Ferry wants to act on. PM2 addresses apps by name across all
     /// namespaces (`restart`, `reload`, `delete`, `start <file>`), so acting would touch that app too.
     case foreignNameClash(app: String, namespaces: [String], ferryNamespace: String)
+    /// The app would write the log files an app of another namespace writes (PM2 names them after `PM2App.logName`).
+    case foreignLogClash(app: String, other: String, namespace: String, file: String)
     /// A restart was asked for an app that is not in Ferry's namespace (PM2 would fall back to a namespace or pm_id
     /// of that name).
     case appNotFound(app: String, namespace: String)
@@ -69,6 +71,10 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
             "app \"\(app)\" also exists in PM2 namespace(s) \(namespaces.joined(separator: ", ")) outside Ferry's "
                 + "\"\(ferryNamespace)\"; PM2 targets apps by name across namespaces, so Ferry leaves it alone: "
                 + "rename one of them"
+        case .foreignLogClash(let app, let other, let namespace, let file):
+            "app \"\(app)\" would write the PM2 log file \(file) of app \"\(other)\" in namespace \"\(namespace)\" (PM2 names log files "
+                + "after the app, every character but letters, digits, . and - made a dash): the agent would rotate that app's log and "
+                + "send its lines in a failure's diagnosis; rename one of them"
         case .appNotFound(let app, let namespace):
             "app \"\(app)\" is not in PM2 namespace \"\(namespace)\""
         case .scriptPathWithSpace(let app, let script):

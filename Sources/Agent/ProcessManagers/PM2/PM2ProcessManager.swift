@@ -253,7 +253,7 @@ struct PM2ProcessManager: ProcessManager {
     func start(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.refusal(app, home: invocation.environment["PM2_HOME"]) { throw refusal }
-        _ = try await tableCheckedForClash(app.name)
+        try checkLogFiles(of: app, in: try await tableCheckedForClash(app.name))
         try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)), timeout: timeout(for: app))
     }
 
@@ -261,6 +261,7 @@ struct PM2ProcessManager: ProcessManager {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.refusal(app, home: invocation.environment["PM2_HOME"]) { throw refusal }
         let table = try await tableCheckedForClash(app.name)
+        try checkLogFiles(of: app, in: table)
         // The instances running now are stopped one after another too (a smaller count stops the surplus).
         let running = table.owned(by: configuration.namespace).filter { $0.name == app.name }.count
         try await execute(
@@ -387,6 +388,17 @@ struct PM2ProcessManager: ProcessManager {
     }
 
     // MARK: - Running pm2
+
+    /// Refuses an app that would write, merged as PM2 writes a fork-mode app's logs by default, the log files of an app of
+    /// another namespace (`my_api` and an operator's own `my-api`): the agent would rotate (with `logKeep: 0`, empty) that
+    /// app's log, and quote its lines in a failure's diagnosis. Ferry's own services are checked at install
+    /// (`Reconciler.appNameClash`).
+    private func checkLogFiles(of app: AppSpec, in table: PM2ProcessTable) throws(PM2Error) {
+        guard app.execMode == .fork || app.pm2Options["merge_logs"] == .bool(true), let home = invocation.environment["PM2_HOME"] else { return }
+        if let clash = table.foreignLogFile(of: app.name, besides: configuration.namespace, logsDirectory: "\(home)/logs") {
+            throw .foreignLogClash(app: app.name, other: clash.app, namespace: clash.namespace, file: clash.file)
+        }
+    }
 
     /// Reads the table and refuses names PM2 would apply beyond Ferry's namespace.
     private func tableCheckedForClash(_ name: String) async throws(PM2Error) -> PM2ProcessTable {

@@ -79,6 +79,19 @@ struct PM2ProcessTable: Sendable, Equatable {
     }
 
     /// Namespaces other than `namespace` that hold an app called `name`.
+    /// An app of another namespace whose merged log file (`<logs>/<logName>-out.log` or `-error.log`, PM2's default in
+    /// fork mode) an app called `name` would write too, with that file; `nil` when there is none.
+    func foreignLogFile(of name: String, besides namespace: String, logsDirectory: String) -> (app: String, namespace: String, file: String)? {
+        let logName = PM2App.logName(name)
+        let files = Set(["\(logsDirectory)/\(logName)-out.log", "\(logsDirectory)/\(logName)-error.log"])
+        for process in processes where process.namespace != namespace && process.name != name {
+            if let file = [process.outLogPath, process.errLogPath].compactMap({ $0 }).first(where: files.contains) {
+                return (process.name, process.namespace, file)
+            }
+        }
+        return nil
+    }
+
     func foreignNamespaces(holding name: String, besides namespace: String) -> [String] {
         var seen: Set<String> = []
         return processes.filter { $0.name == name && $0.namespace != namespace }.map(\.namespace).filter { seen.insert($0).inserted }
