@@ -103,16 +103,7 @@ struct InstallRetryEndToEndTests {
                 _ = try fleet.startAgent(config: config, label: "agent")
                 try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-m")
 
-                let signed = try Array(Data(contentsOf: fleet.makeArtifact(version: "2.0.0")))
-                var served = signed
-                served[served.count / 2] ^= 0xFF
-                bucket.publish(served, at: "/bucket/web-2.tgz")
-                let artifact = ArtifactReference(url: "\(bucket.baseURL)/bucket/web-2.tgz", sha256: SHA256.hash(signed), size: Int64(signed.count))
-                let (status, body) = try await fleet.controller.publish(
-                    try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: port),
-                    token: fleet.operatorToken
-                )
-                #expect(status == 201, "\(body)")
+                let signed = try await Self.publishDamagedV2(fleet, bucket, port: port)
                 func downloads() -> Int { bucket.requests.filter { $0.path == "/bucket/web-2.tgz" && $0.method == "GET" }.count }
                 // The first download's outcome, whatever it says (a refusal says "refused serial 2").
                 let message = try await eventually("the agent reports the mismatch", timeout: .seconds(60)) { () -> String? in
@@ -180,16 +171,7 @@ struct InstallRetryEndToEndTests {
                 _ = try fleet.startAgent(config: config, label: "agent")
                 try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-o")
 
-                let signed = try Array(Data(contentsOf: fleet.makeArtifact(version: "2.0.0")))
-                var damaged = signed
-                damaged[damaged.count / 2] ^= 0xFF
-                bucket.publish(damaged, at: "/bucket/web-2.tgz")
-                let artifact = ArtifactReference(url: "\(bucket.baseURL)/bucket/web-2.tgz", sha256: SHA256.hash(signed), size: Int64(signed.count))
-                let (status, body) = try await fleet.controller.publish(
-                    try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: port),
-                    token: fleet.operatorToken
-                )
-                #expect(status == 201, "\(body)")
+                let signed = try await Self.publishDamagedV2(fleet, bucket, port: port)
                 let message = try await eventually("the agent reports the mismatch", timeout: .seconds(60)) { () -> String? in
                     let text = try await fleet.fleetEntry(agent: "edge-o")?["message"]?.stringValue ?? ""
                     return text.contains("serial 2 (2.0.0) not installed yet") ? text : nil
@@ -205,6 +187,22 @@ struct InstallRetryEndToEndTests {
                 #expect(try await Self.refusals(fleet) == 0, "a mismatch the next download did not repeat is no failure of the release")
             }
         }
+    }
+
+    /// Publishes serial 2 of `web`, whose artifact the bucket serves with one byte flipped (at `/bucket/web-2.tgz`);
+    /// returns the bytes the release signs.
+    private static func publishDamagedV2(_ fleet: FleetFixture, _ bucket: TestFileServer, port: Int) async throws -> [UInt8] {
+        let signed = try Array(Data(contentsOf: fleet.makeArtifact(version: "2.0.0")))
+        var damaged = signed
+        damaged[damaged.count / 2] ^= 0xFF
+        bucket.publish(damaged, at: "/bucket/web-2.tgz")
+        let artifact = ArtifactReference(url: "\(bucket.baseURL)/bucket/web-2.tgz", sha256: SHA256.hash(signed), size: Int64(signed.count))
+        let (status, body) = try await fleet.controller.publish(
+            try fleet.release(serial: 2, version: "2.0.0", artifact: artifact, port: port),
+            token: fleet.operatorToken
+        )
+        #expect(status == 201, "\(body)")
+        return signed
     }
 
     /// The refusals of `web` the controller's event log holds (a rollout's failure count is the agents failed now,

@@ -583,34 +583,25 @@ struct PM2ProcessManagerTests {
 
     @Test("against real PM2: apps PM2 stops on purpose pass the gate, and fork apps keep PM2's merged log file")
     func realPM2EndedApps() async throws {
-        let pm2 = try #require(try Backend.pm2.pm2Binary())
-        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-ended")
-        defer { try? FileManager.default.removeItem(at: root) }
-        try Data(
-            "const end = process.env.END;\nif (end.startsWith('SIG')) process.kill(process.pid, end); else process.exit(Number(end));\n".utf8
-        ).write(to: root.appendingPathComponent("end.js"))
-        let apps = Self.endedApps.map { row in
-            var app = AppSpec.pm2TestApp(
-                row.name,
-                script: root.path + "/end.js",
-                cwd: root.path,
-                env: ["END": row.end],
-                autorestart: row.autorestart,
-                pm2Options: row.options
-            )
-            // As AppSpec.specs(for:) derives it from the release's option.
-            if case .integer(let delay)? = row.options["restart_delay"] { app.restartDelayMilliseconds = delay }
-            if case .integer(let restarts)? = row.options["max_restarts"] { app.maxRestarts = Int(restarts) }
-            return app
-        }
-        let ecosystem = root.appendingPathComponent("ecosystem.json").path
-        try Data(EcosystemWriter.render(apps: apps, namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
-        let manager = try PM2ProcessManager(
-            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
-            logger: .init(label: "test.pm2")
-        )
-        do {
-            for app in apps { try await manager.start(app, ecosystem: ecosystem) }
+        try await Self.withRealPM2("ferry-real-pm2-ended") { root in
+            try Data(
+                "const end = process.env.END;\nif (end.startsWith('SIG')) process.kill(process.pid, end); else process.exit(Number(end));\n".utf8
+            ).write(to: root.appendingPathComponent("end.js"))
+            return Self.endedApps.map { row in
+                var app = AppSpec.pm2TestApp(
+                    row.name,
+                    script: root.path + "/end.js",
+                    cwd: root.path,
+                    env: ["END": row.end],
+                    autorestart: row.autorestart,
+                    pm2Options: row.options
+                )
+                // As AppSpec.specs(for:) derives it from the release's option.
+                if case .integer(let delay)? = row.options["restart_delay"] { app.restartDelayMilliseconds = delay }
+                if case .integer(let restarts)? = row.options["max_restarts"] { app.maxRestarts = Int(restarts) }
+                return app
+            }
+        } check: { manager, apps in
             // Every app has exited once PM2 recorded an exit code for each.
             let deadline = ContinuousClock.now + .seconds(30)
             var table = try await manager.processes()
@@ -634,11 +625,7 @@ struct PM2ProcessManagerTests {
                 // PM2's default for a fork app without instances: one merged file, not one per pm_id.
                 #expect(instances.first?.outLogPath?.hasSuffix("/\(row.name)-out.log") == true, "\(instances.first?.outLogPath ?? "none")")
             }
-        } catch {
-            await Self.killDaemon(manager)
-            throw error
         }
-        await Self.killDaemon(manager)
     }
 
     /// Programs PM2 rewrites as it starts them (a command line with a space runs as `bash -c`, `serve` as PM2's own
@@ -646,29 +633,26 @@ struct PM2ProcessManagerTests {
     /// script, and the app was deleted and started again at every drift check.
     @Test("against real PM2: programs PM2 rewrites are not read as drift")
     func realPM2RewrittenPrograms() async throws {
-        let pm2 = try #require(try Backend.pm2.pm2Binary())
-        let root = try TestPaths.makeTemporaryDirectory("ferry-real-pm2-programs")
-        defer { try? FileManager.default.removeItem(at: root) }
         let port = try freeLoopbackPort()
-        let apps = [
-            AppSpec.pm2TestApp("command-line", script: "sleep 600", cwd: root.path, interpreter: nil, pm2Options: ["script_source": .string("path")]),
-            AppSpec.pm2TestApp(
-                "static",
-                script: "serve",
-                cwd: root.path,
-                interpreter: nil,
-                env: ["PM2_SERVE_PORT": "\(port)", "PM2_SERVE_PATH": root.path],
-                pm2Options: ["script_source": .string("path")]
-            ),
-        ]
-        let ecosystem = root.appendingPathComponent("ecosystem.json").path
-        try Data(EcosystemWriter.render(apps: apps, namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
-        let manager = try PM2ProcessManager(
-            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
-            logger: .init(label: "test.pm2")
-        )
-        do {
-            for app in apps { try await manager.start(app, ecosystem: ecosystem) }
+        try await Self.withRealPM2("ferry-real-pm2-programs") { root in
+            [
+                AppSpec.pm2TestApp(
+                    "command-line",
+                    script: "sleep 600",
+                    cwd: root.path,
+                    interpreter: nil,
+                    pm2Options: ["script_source": .string("path")]
+                ),
+                AppSpec.pm2TestApp(
+                    "static",
+                    script: "serve",
+                    cwd: root.path,
+                    interpreter: nil,
+                    env: ["PM2_SERVE_PORT": "\(port)", "PM2_SERVE_PATH": root.path],
+                    pm2Options: ["script_source": .string("path")]
+                ),
+            ]
+        } check: { manager, apps in
             let table = try await eventually("both online", timeout: .seconds(30), interval: .milliseconds(200)) { () -> [ManagedProcess]? in
                 let table = try await manager.processes()
                 return apps.allSatisfy { app in table.contains { $0.name == app.name && $0.status == .online } } ? table : nil
@@ -681,6 +665,29 @@ struct PM2ProcessManagerTests {
                     "\(app.name): \(observed.map(\.scriptPath))"
                 )
             }
+        }
+    }
+
+    /// Starts the apps `make` writes into a directory of its own under a private real PM2 daemon (its own PM2_HOME,
+    /// namespace `ferry-test`), runs `check`, then kills that daemon and removes the directory.
+    static func withRealPM2(
+        _ label: String,
+        apps make: (URL) throws -> [AppSpec],
+        check: (PM2ProcessManager, [AppSpec]) async throws -> Void
+    ) async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        let root = try TestPaths.makeTemporaryDirectory(label)
+        defer { try? FileManager.default.removeItem(at: root) }
+        let apps = try make(root)
+        let ecosystem = root.appendingPathComponent("ecosystem.json").path
+        try Data(EcosystemWriter.render(apps: apps, namespace: "ferry-test")).write(to: URL(fileURLWithPath: ecosystem))
+        let manager = try PM2ProcessManager(
+            configuration: .init(executable: pm2, pm2Home: root.appendingPathComponent("pm2home").path, namespace: "ferry-test"),
+            logger: .init(label: "test.pm2")
+        )
+        do {
+            for app in apps { try await manager.start(app, ecosystem: ecosystem) }
+            try await check(manager, apps)
         } catch {
             await Self.killDaemon(manager)
             throw error
