@@ -35,6 +35,8 @@ struct OperatorTrustTests {
         var releases: [(envelope: Envelope, awaitingApproval: Bool)] = []
         /// `GET /v1/roots`: the versions listed, and `GET /v1/roots/{version}` for each.
         var roots: [(version: Int64, envelope: Envelope)] = []
+        /// `GET /v1/roots`' `pinned`: the controller's own pin as it says it.
+        var pinned: JSONValue = .null
     }
 
     struct Refusal: Sendable, CustomTestStringConvertible {
@@ -45,6 +47,8 @@ struct OperatorTrustTests {
         /// Whether `--trust-root root-1.json` is given.
         var pinned = true
         var message: String
+        /// Root 1, as the operator holds it (`ROOT1`).
+        var rootOne: @Sendable (Keys) throws -> Envelope = { try $0.rootOne() }
 
         var testDescription: String { label }
     }
@@ -167,6 +171,66 @@ struct OperatorTrustTests {
             message: "root version 3 skips versions"
         ),
         Refusal(
+            label: "roll back to a release from before the threshold was raised, without --allow-earlier-keys",
+            serve: { keys in
+                let two = try TestRoots.root(
+                    version: 2,
+                    rootKeys: [keys.root],
+                    releaseKeys: [keys.ci, keys.alice],
+                    releaseThreshold: 2,
+                    signers: [keys.root]
+                )
+                return Served(
+                    releases: [
+                        (try TestRoots.release(serial: 2, signers: [keys.ci, keys.alice]), false),
+                        (try TestRoots.release(serial: 1, signers: [keys.ci]), false),
+                    ],
+                    roots: [(2, two)]
+                )
+            },
+            arguments: ["rollback", "--service", "web", "--to-serial", "1", "--key", "CI"],
+            message: "1 of the 2 release keys trust root version 2 now requires (version 1 required 1)",
+            rootOne: { keys in try TestRoots.root(version: 1, rootKeys: [keys.root], releaseKeys: [keys.ci, keys.alice], signers: [keys.root]) }
+        ),
+        Refusal(
+            label: "approve under a newest root that has expired (a chain the controller may hold back)",
+            serve: { keys in
+                let two = try TestRoots.root(
+                    version: 2,
+                    expiresAt: Date().addingTimeInterval(-60),
+                    rootKeys: [keys.root],
+                    releaseKeys: [keys.ci, keys.alice],
+                    releaseThreshold: 2,
+                    signers: [keys.root]
+                )
+                return Served(releases: [(try TestRoots.release(serial: 2, signers: [keys.ci]), true)], roots: [(2, two)])
+            },
+            arguments: ["approve", "--service", "web", "--serial", "2", "--key", "ALICE", "--yes"],
+            message: "trust root version 2, the newest the controller's chain verifiably reaches, expired at"
+        ),
+        Refusal(
+            label: "approve with --trusted-key flags that are not the controller's (a forgotten --threshold)",
+            serve: { keys in
+                Served(
+                    releases: [(try TestRoots.release(serial: 2, signers: [keys.ci]), true)],
+                    pinned: .object([
+                        "fromTrustedKeys": .bool(true),
+                        "roles": .object([
+                            "release": .object([
+                                "keyIds": .array([.string(keys.ci.publicKey.keyID), .string(keys.alice.publicKey.keyID)]),
+                                "threshold": .integer(2),
+                            ])
+                        ]),
+                    ])
+                )
+            },
+            arguments: [
+                "approve", "--service", "web", "--serial", "2", "--key", "ALICE", "--yes", "--trusted-key", "CI_PUB", "--trusted-key", "ALICE_PUB",
+            ],
+            pinned: false,
+            message: "the --trusted-key files and --threshold given here make 1 of ["
+        ),
+        Refusal(
             label: "rotate without a root of one's own to check against",
             serve: { _ in Served() },
             arguments: ["root", "rotate", "--remove-release-key", "CI_PUB", "--release-threshold", "1", "--out", "root-3.json"],
@@ -179,7 +243,7 @@ struct OperatorTrustTests {
     func refused(_ refusal: Refusal) async throws {
         let keys = try Keys.make()
         try await TestPaths.withTemporaryDirectory("operator-trust") { directory in
-            let files = try Self.writeKeys(keys, to: directory)
+            let files = try Self.writeKeys(keys, rootOne: try refusal.rootOne(keys), to: directory)
             try await TestFileServer.with { controller in
                 let served = try refusal.serve(keys)
                 Self.serve(served, on: controller)
@@ -189,7 +253,9 @@ struct OperatorTrustTests {
                 let result = try await Self.cli(arguments, in: directory)
                 #expect(result.status != 0, "\(result.stdout)")
                 #expect(result.stderr.contains(refusal.message), "\(result.stderr)")
-                if refusal.pinned { #expect(result.stderr.contains("nothing signed"), "\(result.stderr)") }
+                if refusal.pinned || refusal.arguments.contains("--trusted-key") {
+                    #expect(result.stderr.contains("nothing signed"), "\(result.stderr)")
+                }
                 #expect(controller.requests.allSatisfy { $0.method != "POST" }, "nothing was sent: \(controller.requests.map(\.path))")
                 #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("root-3.json").path), "no root written")
                 #expect(!result.stdout.contains("approved") && !result.stdout.contains("rolled back"), "\(result.stdout)")
@@ -197,19 +263,21 @@ struct OperatorTrustTests {
         }
     }
 
-    /// The key files (`CI`, `ALICE`, `CI_PUB`) and the operator's root 1 (`ROOT1`), by placeholder.
-    private static func writeKeys(_ keys: Keys, to directory: URL) throws -> [String: String] {
+    /// The key files (`CI`, `ALICE`, `CI_PUB`, `ALICE_PUB`) and the operator's root 1 (`ROOT1`), by placeholder.
+    private static func writeKeys(_ keys: Keys, rootOne: Envelope, to directory: URL) throws -> [String: String] {
         var files: [String: String] = [:]
         for (name, key) in [("CI", keys.ci), ("ALICE", keys.alice)] {
             let path = directory.appendingPathComponent("\(name.lowercased()).key").path
             try KeyFile.create(path, contents: try key.pemRepresentation(), mode: 0o600)
             files[name] = path
         }
-        let pub = directory.appendingPathComponent("ci.pub").path
-        try KeyFile.create(pub, contents: try keys.ci.publicKey.pemRepresentation(), mode: 0o644)
-        files["CI_PUB"] = pub
+        for (name, key) in [("CI_PUB", keys.ci), ("ALICE_PUB", keys.alice)] {
+            let pub = directory.appendingPathComponent("\(name.lowercased()).pem").path
+            try KeyFile.create(pub, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
+            files[name] = pub
+        }
         let root = directory.appendingPathComponent("root-1.json").path
-        try Data(try keys.rootOne().encoded()).write(to: URL(fileURLWithPath: root))
+        try Data(rootOne.encoded()).write(to: URL(fileURLWithPath: root))
         files["ROOT1"] = root
         return files
     }
@@ -225,7 +293,7 @@ struct OperatorTrustTests {
         }
         controller.publish(Array(JSONValue.object(["releases": .array(releases)]).encoded()), at: "/v1/services/web/releases")
         let listing = served.roots.map { JSONValue.object(["version": .integer($0.version)]) }
-        controller.publish(Array(JSONValue.object(["roots": .array(listing)]).encoded()), at: "/v1/roots")
+        controller.publish(Array(JSONValue.object(["roots": .array(listing), "pinned": served.pinned]).encoded()), at: "/v1/roots")
         for (version, envelope) in served.roots {
             controller.publish(Array(envelope.json.encoded()), at: "/v1/roots/\(version)")
         }

@@ -105,6 +105,25 @@ struct PM2ProcessManagerTests {
         #expect(try standIn.invocations().allSatisfy { $0.argv == ["jlist"] }, "nothing but jlist reached pm2")
     }
 
+    /// An exit read from PM2's daemon log is kept for that instance and restart: once its line has left the log's tail
+    /// (other apps' exits, a rotated log), a job the OOM killer ended still reads as ended by SIGKILL, not as a clean
+    /// exit (its service flipped back to healthy); and the log is not read again for it at every pass.
+    @Test func anExitReadFromTheDaemonLogIsKept() async throws {
+        let standIn = try PM2StandIn()
+        defer { standIn.cleanUp() }
+        let manager = try standIn.manager()
+        let log = URL(fileURLWithPath: standIn.pm2Home + "/pm2.log")
+        let job = ProcessTableCheckTests.process("job", 3, .stopped, exit: 0)
+        try Data("2026-12-07T08:29:18: PM2 log: App [job:3] exited with code [0] via signal [SIGKILL]\n".utf8).write(to: log)
+        #expect(await manager.explainingExits([job]).map(\.lastExitSignal) == ["SIGKILL"])
+        try Data("2026-12-07T09:00:00: PM2 log: App [other:4] exited with code [1] via signal [SIGINT]\n".utf8).write(to: log)
+        let later = await manager.explainingExits([job])
+        #expect(later.map(\.lastExitSignal) == ["SIGKILL"] && later.map(\.lastExitCode) == [nil], "\(later)")
+        // Started again (a restart counted): another exit, read from the log as it is now.
+        let again = ProcessTableCheckTests.process("job", 3, .stopped, restarts: 1, exit: 0)
+        #expect(await manager.explainingExits([again]).map(\.lastExitSignal) == [nil])
+    }
+
     @Test("a failing pm2 command keeps its argv, exit status and stderr, without colour codes")
     func commandFailure() async throws {
         let standIn = try PM2StandIn()

@@ -241,8 +241,18 @@ struct PlannerTests {
             expected: []
         ),
         Case(
-            description: "a configured service never installed: no orphan removal until it is",
+            description: "a configured service not installed yet does not hold the others' orphans back",
             input: input(observed: healthyTable + [CoreFixture.stray("old-cron", pmId: 7)], services: ["api", "web", "cache"]),
+            expected: [.removeOrphan(name: "old-cron")]
+        ),
+        Case(
+            description: "no configured service applied, and one a state file lost: nothing of the table is removed",
+            input: input(
+                state: AgentState(),
+                observed: healthyTable + [CoreFixture.stray("old-cron", pmId: 7)],
+                appliedApps: [:],
+                services: ["api"]
+            ),
             expected: []
         ),
         Case(

@@ -438,4 +438,30 @@ import Testing
             }
         }
     }
+
+    /// Flags win over the environment (`FERRY_TRUST_ROOT` exported as the README says, `--trusted-key` on the command
+    /// line): it was refused as "not both". Both flags, or both variables, still are.
+    @Test func flagsWinOverTheEnvironment() async throws {
+        let rootKey = try SigningKey.generate()
+        let ciKey = try SigningKey.generate()
+        try await TestPaths.withTemporaryDirectory("operator-trust-env") { directory in
+            let root = directory.appendingPathComponent("root-1.json").path
+            let ci = directory.appendingPathComponent("ci.pub").path
+            try TestRoots.root(version: 1, rootKeys: [rootKey], releaseKeys: [ciKey], signers: [rootKey]).encoded().write(
+                to: URL(fileURLWithPath: root)
+            )
+            try KeyFile.create(ci, contents: try ciKey.publicKey.pemRepresentation(), mode: 0o644)
+            let byFlag = try OperatorTrustOptions.parse(["--trusted-key", ci]).pinned(for: "approve", environment: ["FERRY_TRUST_ROOT": root])
+            #expect(byFlag.isFromTrustedKeys && byFlag.root.releaseRole.keyIDs == [ciKey.publicKey.keyID])
+            let byRoot = try OperatorTrustOptions.parse(["--trust-root", root]).pinned(for: "approve", environment: ["FERRY_TRUSTED_KEYS": ci])
+            #expect(!byRoot.isFromTrustedKeys && byRoot.version == 1)
+            let fromEnvironment = try OperatorTrustOptions.parse([]).pinned(for: "approve", environment: ["FERRY_TRUST_ROOT": root])
+            #expect(!fromEnvironment.isFromTrustedKeys)
+            #expect(throws: (any Error).self) { try OperatorTrustOptions.parse(["--trust-root", root, "--trusted-key", ci]).pinned(for: "approve") }
+            #expect(throws: (any Error).self) {
+                try OperatorTrustOptions.parse([]).pinned(for: "approve", environment: ["FERRY_TRUST_ROOT": root, "FERRY_TRUSTED_KEYS": ci])
+            }
+        }
+    }
+
 }

@@ -40,9 +40,9 @@ enum Planner {
         /// back) that failed records no new digest, so without this nothing ever reloaded the restored release's apps,
         /// which ran on with the failed release's code, reported "rolled back".
         var refreshesOwed: Set<String> = []
-        /// The services configured here. While one of them has no applied release and none is being installed (a state
-        /// file lost, or a service not yet published), any app of the table may be its own: no app is removed as an
-        /// orphan. Empty: not checked.
+        /// The services configured here. While none of them has an applied release and none is being installed (a state
+        /// file lost, or deleted by hand), any app of the table may be theirs: no app is removed as an orphan. One service
+        /// not yet installed (just added to the config) does not hold the others' orphans back. Empty: not checked.
         var services: Set<String> = []
     }
 
@@ -97,13 +97,13 @@ enum Planner {
             }
         }
 
-        // Orphans only when every app this instance should run is known. A payload in the state that does not decode
-        // (a newer agent's stricter rules, a damaged state file) left its apps out of `desiredNames`, and a state file
-        // that was lost left every service out: the running release was deleted as an orphan.
+        // Orphans only when the apps this instance runs are known. A payload in the state that does not decode (a newer
+        // agent's stricter rules, a damaged state file) left its apps out of `desiredNames`, and a state file that was
+        // lost left every service out: the running release was deleted as an orphan.
         let unreadable = input.state.services.values.contains { service in
             [service.applied, service.pending].contains { release in release.map { (try? $0.release()) == nil } ?? false }
         }
-        let unknown = input.services.contains { input.state.services[$0]?.applied == nil && !installing.contains($0) }
+        let unknown = !input.services.isEmpty && input.services.allSatisfy { input.state.services[$0]?.applied == nil && !installing.contains($0) }
         guard !unreadable, !unknown else { return actions }
         // Apps of a service being installed are kept even when the applied release does not name them yet.
         let orphans = Set(input.observed.map(\.name)).subtracting(desiredNames)

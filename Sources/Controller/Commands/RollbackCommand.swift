@@ -38,7 +38,7 @@ struct RollbackCommand: AsyncParsableCommand {
 
     @Flag(
         name: .long,
-        help: "Re-sign a release that only an earlier trust root's release keys signed (a key rotated out, or revoked, since)."
+        help: "Re-sign a release only an earlier trust root accepted (a key rotated out or revoked since, or a threshold raised)."
     )
     var allowEarlierKeys = false
 
@@ -135,8 +135,19 @@ struct RollbackCommand: AsyncParsableCommand {
                         + "version \(roots[0].version)), nor of any root between: \(newestError); nothing signed"
                 )
             }
-            let signers = earlier.releaseSigners(of: envelope).map { String($0.prefix(12)) }.joined(separator: ", ")
+            let signerIDs = earlier.releaseSigners(of: envelope)
+            let signers = signerIDs.map { String($0.prefix(12)) }.joined(separator: ", ")
             guard allowEarlierKeys else {
+                let newestKeys = Set(newest.root.releaseRole.keyIDs)
+                // The same keys, a threshold raised since (the two-person rule brought in): not a key that left.
+                if signerIDs.allSatisfy(newestKeys.contains) {
+                    throw CLIError(
+                        "\(what) is signed by \(signers): \(signerIDs.count) of the \(newest.root.releaseRole.threshold) release keys trust root "
+                            + "version \(newest.version) now requires (version \(earlier.version) required \(earlier.root.releaseRole.threshold)): "
+                            + "re-signing it vouches for what fewer keys signed than the fleet now asks. Pass --allow-earlier-keys if you mean it; "
+                            + "nothing signed"
+                    )
+                }
                 throw CLIError(
                     "\(what) is signed by \(signers), release key(s) of trust root version \(earlier.version) that the newest root (version "
                         + "\(newest.version)) no longer counts (rotated out, or revoked): re-signing it vouches for what only those keys "

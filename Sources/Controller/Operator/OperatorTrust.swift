@@ -34,16 +34,23 @@ struct OperatorTrustOptions: ParsableArguments {
 
     /// The root the operator pins: the `--trust-root` file (signed by a threshold of its own root keys), or root 1 built
     /// from the `--trusted-key` files as the controller builds it.
+    ///
+    /// Flags win over the environment: with `FERRY_TRUST_ROOT` exported, `--trusted-key` on the command line is what is
+    /// meant (and the other way round). Only both flags, or both variables, are refused.
     func pinned(for command: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> TrustedRoot {
-        let rootFile = trustRoot ?? environment["FERRY_TRUST_ROOT"].flatMap { $0.isEmpty ? nil : $0 }
-        let keyFiles =
-            trustedKey.isEmpty
-            ? (environment["FERRY_TRUSTED_KEYS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            : trustedKey
-        let thresholdText = environment["FERRY_THRESHOLD"].flatMap { $0.isEmpty ? nil : $0 }
+        let environmentKeys = (environment["FERRY_TRUSTED_KEYS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+        let environmentRoot = environment["FERRY_TRUST_ROOT"].flatMap { $0.isEmpty ? nil : $0 }
+        let flagsGiven = trustRoot != nil || !trustedKey.isEmpty || threshold != nil
+        let rootFile = flagsGiven ? trustRoot : environmentRoot
+        let keyFiles = flagsGiven ? trustedKey : environmentKeys
+        let thresholdText = flagsGiven ? nil : environment["FERRY_THRESHOLD"].flatMap { $0.isEmpty ? nil : $0 }
         if let rootFile {
-            guard keyFiles.isEmpty, threshold == nil else {
-                throw ValidationError("give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds")
+            guard keyFiles.isEmpty, threshold == nil, thresholdText == nil else {
+                throw ValidationError(
+                    "give either \(flagsGiven ? "--trust-root or --trusted-key/--threshold" : "FERRY_TRUST_ROOT or FERRY_TRUSTED_KEYS/FERRY_THRESHOLD"), "
+                        + "not both: the root names its keys and thresholds"
+                )
             }
             let (envelope, _) = try RootFile.read(rootFile)
             do {
@@ -76,10 +83,16 @@ struct OperatorTrustOptions: ParsableArguments {
     }
 
     /// Every root from the pinned one to the controller's newest, each step verified here (TUF's rules): oldest first.
+    ///
+    /// A pin built from `--trusted-key` flags must be the one the controller was started with (the same keys, the same
+    /// threshold): a forgotten `--threshold` made a threshold of 1 here, and `root rotate` then wrote a root 2 without
+    /// the two-person rule, which the key holders signed. The newest root must not have expired: agents refuse every
+    /// release under it, and a chain that stops at an old root may be one the controller holds back.
     /// - Throws: `CLIError` when a step of the controller's chain does not follow from the pin (nothing is signed then).
     func chain(for command: String, client: OperatorClient) async throws -> [TrustedRoot] {
         let pin = try pinned(for: command)
         let listing = try await client.getJSON("/v1/roots")
+        if pin.isFromTrustedKeys { try Self.requireSameFlags(pin, as: listing.object?["pinned"]) }
         var versions: [Int64] = []
         for entry in FleetDocument.array(listing.object?["roots"]) {
             if case .integer(let version)? = entry.object?["version"], version > pin.version { versions.append(version) }
@@ -98,7 +111,34 @@ struct OperatorTrustOptions: ParsableArguments {
                 )
             }
         }
+        if let newest = roots.last, newest.root.isExpired(at: Date()) {
+            throw CLIError(
+                "trust root version \(newest.version), the newest the controller's chain verifiably reaches, expired at "
+                    + "\(Timestamp.format(newest.root.expiresAt)): agents refuse every release under it. If a newer root was published, the "
+                    + "controller does not list it; otherwise rotate the root first; nothing signed"
+            )
+        }
         return roots
+    }
+
+    /// Refuses a pin built from `--trusted-key` flags that is not root 1 as the controller's flags make it.
+    private static func requireSameFlags(_ pin: TrustedRoot, as pinned: JSONValue?) throws {
+        func describe(_ keys: [String], _ threshold: Int64?) -> String {
+            "\(threshold.map(String.init) ?? "?") of [\(keys.map { String($0.prefix(12)) }.sorted().joined(separator: ", "))]"
+        }
+        let fields = pinned?.object ?? [:]
+        let role = fields["roles"]?.object?["release"]?.object ?? [:]
+        let keys = FleetDocument.array(role["keyIds"]).compactMap { if case .string(let id) = $0 { id } else { nil } }
+        let threshold: Int64? = if case .integer(let value)? = role["threshold"] { value } else { nil }
+        let mine = pin.root.releaseRole
+        guard fields["fromTrustedKeys"] == .bool(true), Set(keys) == Set(mine.keyIDs), threshold == Int64(mine.threshold) else {
+            let theirs =
+                fields["fromTrustedKeys"] == .bool(true) ? "its --trusted-key flags make \(describe(keys, threshold))" : "it pins a trust root file"
+            throw CLIError(
+                "the --trusted-key files and --threshold given here make \(describe(mine.keyIDs, Int64(mine.threshold))), but the controller's do not ("
+                    + "\(theirs)): give the same keys and --threshold the controller was started with (or --trust-root FILE); nothing signed"
+            )
+        }
     }
 }
 

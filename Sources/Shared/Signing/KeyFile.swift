@@ -33,9 +33,10 @@ package enum KeyFile {
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        let temporary = "\(directory)/.\(name).\(getpid()).partial"
+        // A random name: one a crash left behind (a container's pid 1 comes back the same) never stops the next try.
+        let temporary = "\(directory)/.\(name).\(UInt64.random(in: 0...UInt64.max)).partial"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else { throw .io(path: temporary, reason: String(cString: strerror(errno))) }
         func fail(_ reason: String) -> KeyError {
             unlink(temporary)
             return .io(path: path, reason: reason)

@@ -107,6 +107,8 @@ struct PM2ProcessManager: ProcessManager {
     private let strayCount = StrayCount()
     /// When the apps' log files were last checked (shared by its copies).
     private let logSchedule = PM2LogRotation.Schedule()
+    /// Exits already read from the daemon log (shared by its copies).
+    private let explainedExits = ExplainedExits()
 
     /// Resolves the pm2 binary and environment once (see `PM2Invocation.resolve`).
     ///
@@ -369,17 +371,30 @@ struct PM2ProcessManager: ProcessManager {
     /// its table (`code || 0`: 0 after a signal, as after a clean exit) and writes the signal to its daemon log,
     /// `$PM2_HOME/pm2.log`, whose last 64 KiB are read (`PM2DaemonLog`). An `autorestart: false` job the OOM killer
     /// ended otherwise passed the health gate as one that ran to completion.
+    ///
+    /// An exit read once is kept (`ExplainedExits`, by instance, restart count and status): a finished job is not read
+    /// again at every pass and gate look, and a job the OOM killer ended stays so once its line has left the log's tail
+    /// (it read as a clean exit again then, and its service as healthy).
     func explainingExits(_ processes: [ManagedProcess]) async -> [ManagedProcess] {
         let exited: Set<ProcessStatus> = [.errored, .stopped, .waitingRestart]
         func unexplained(_ process: ManagedProcess) -> Bool {
             (process.lastExitCode ?? 0) == 0 && process.lastExitSignal == nil && exited.contains(process.status)
         }
         guard processes.contains(where: unexplained), let home = invocation.environment["PM2_HOME"] else { return processes }
-        let log = SmallFile.tail("\(home)/pm2.log", bytes: 64 * 1024)
+        let known = explainedExits
+        let unread = processes.contains { unexplained($0) && known.exit(of: $0) == nil }
+        let log = unread ? SmallFile.tail("\(home)/pm2.log", bytes: 64 * 1024) : ""
         return processes.map { process in
-            guard unexplained(process),
-                let exit = PM2DaemonLog.lastExit(of: process.name, pmId: process.pmId, in: log)
-            else { return process }
+            guard unexplained(process) else { return process }
+            let exit: PM2DaemonLog.Exit
+            if let kept = known.exit(of: process) {
+                exit = kept
+            } else if let read = PM2DaemonLog.lastExit(of: process.name, pmId: process.pmId, in: log) {
+                known.record(read, of: process)
+                exit = read
+            } else {
+                return process
+            }
             var explained = process
             explained.lastExitCode = exit.code
             explained.lastExitSignal = exit.signal
@@ -532,6 +547,32 @@ struct PM2ProcessManager: ProcessManager {
         /// Whether a count is due at `now`: none yet, or `interval` gone by since the last one.
         func isDue(now: ContinuousClock.Instant, interval: Duration) -> Bool {
             last.withLock { last in last.map { now - $0 >= interval } ?? true }
+        }
+    }
+
+    /// Exits read from the daemon log, by instance (name, pm_id), restart count and status: the same key is the same
+    /// exit. Bounded: past 1024 instances it starts over (read again, once each).
+    private final class ExplainedExits: Sendable {
+        private struct Key: Hashable {
+            var name: String
+            var pmId: Int
+            var restarts: Int
+            var status: ProcessStatus
+        }
+
+        private let known = Mutex<[Key: PM2DaemonLog.Exit]>([:])
+
+        private static func key(_ process: ManagedProcess) -> Key {
+            Key(name: process.name, pmId: process.pmId, restarts: process.restarts, status: process.status)
+        }
+
+        func exit(of process: ManagedProcess) -> PM2DaemonLog.Exit? { known.withLock { $0[Self.key(process)] } }
+
+        func record(_ exit: PM2DaemonLog.Exit, of process: ManagedProcess) {
+            known.withLock { known in
+                if known.count >= 1024 { known.removeAll() }
+                known[Self.key(process)] = exit
+            }
         }
     }
 

@@ -78,7 +78,6 @@ struct PM2ProcessTable: Sendable, Equatable {
         processes.filter { $0.namespace == namespace }
     }
 
-    /// Namespaces other than `namespace` that hold an app called `name`.
     /// An app of another namespace whose merged log file (`<logs>/<logName>-out.log` or `-error.log`, PM2's default in
     /// fork mode) an app called `name` would write too, with that file; `nil` when there is none.
     func foreignLogFile(of name: String, besides namespace: String, logsDirectory: String) -> (app: String, namespace: String, file: String)? {
@@ -92,6 +91,7 @@ struct PM2ProcessTable: Sendable, Equatable {
         return nil
     }
 
+    /// Namespaces other than `namespace` that hold an app called `name`.
     func foreignNamespaces(holding name: String, besides namespace: String) -> [String] {
         var seen: Set<String> = []
         return processes.filter { $0.name == name && $0.namespace != namespace }.map(\.namespace).filter { seen.insert($0).inserted }
