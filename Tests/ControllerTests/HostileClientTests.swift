@@ -58,7 +58,17 @@ struct HostileClientWorld: Sendable {
         }
         let elapsed = ContinuousClock.now - start
         #expect(connection.isClosedByPeer, "still open after \(elapsed)")
-        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "closed after \(elapsed)")
+        expectClosedAfterOneTimeout(elapsed)
+    }
+
+    /// Expects a close about a second (one timeout of the test's limits) after the clock started: not before 900 ms,
+    /// within 5 s (`nil`: never closed).
+    static func expectClosedAfterOneTimeout(_ closed: Duration?, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(
+            closed.map { $0 >= .milliseconds(900) && $0 < .seconds(5) } == true,
+            "closed after \(String(describing: closed))",
+            sourceLocation: sourceLocation
+        )
     }
 
     /// The head of an operator's artifact upload of `length` bytes.
@@ -129,7 +139,7 @@ struct HostileClientWorld: Sendable {
             let connected = ContinuousClock.now
             let connection = try RawConnection(port: world.port)
             let closed = try await connection.waitUntilClosed(timeout: .seconds(10), since: connected)
-            #expect(closed.map { $0 >= .milliseconds(900) && $0 < .seconds(5) } == true, "closed after \(String(describing: closed))")
+            HostileClientWorld.expectClosedAfterOneTimeout(closed)
         },
         Case(
             name: "a kept-alive connection without a next request is closed after the idle timeout",
@@ -144,7 +154,7 @@ struct HostileClientWorld: Sendable {
             try connection.send(HostileClientWorld.get("/healthz"))
             #expect(try await connection.waitForStatus(timeout: .seconds(10)) == 200)
             let closed = try await connection.waitUntilClosed(timeout: .seconds(10), since: asked)
-            #expect(closed.map { $0 >= .milliseconds(900) && $0 < .seconds(5) } == true, "closed after \(String(describing: closed))")
+            HostileClientWorld.expectClosedAfterOneTimeout(closed)
         },
         Case(
             name: "an upload that stops sending is closed after the idle timeout",
@@ -156,7 +166,7 @@ struct HostileClientWorld: Sendable {
             let sent = ContinuousClock.now
             try connection.send(world.artifactUploadHead(length: 100_000) + String(repeating: "x", count: 1000))
             let closed = try await connection.waitUntilClosed(timeout: .seconds(10), since: sent)
-            #expect(closed.map { $0 >= .milliseconds(900) && $0 < .seconds(5) } == true, "closed after \(String(describing: closed))")
+            HostileClientWorld.expectClosedAfterOneTimeout(closed)
             #expect(world.metric("ferry_artifacts_stored_total") == 0)
         },
         Case(

@@ -83,10 +83,9 @@ enum Planner {
         // An applied release's apps are never orphans, even when they could not be built into `appliedApps` this pass
         // (an unreadable instance env file must not get the running service deleted).
         // Nor are the apps of an install a crash interrupted (it is installed again once the controller answers).
-        var desiredNames = Set(
-            input.state.services.values.flatMap { [$0.applied, $0.pending] }.compactMap { try? $0?.release() }
-                .flatMap { $0.pm2.apps.map(\.name) }
-        )
+        // Decoded once a pass: `nil` for a payload that does not decode (orphans are held back for it, below).
+        let stateReleases = input.state.services.values.flatMap { [$0.applied, $0.pending] }.compactMap { $0 }.map { try? $0.release() }
+        var desiredNames = Set(stateReleases.compactMap { $0 }.flatMap { $0.pm2.apps.map(\.name) })
         for (service, apps) in input.appliedApps.sorted(by: { $0.key < $1.key }) {
             for app in apps {
                 desiredNames.insert(app.name)
@@ -100,9 +99,7 @@ enum Planner {
         // Orphans only when the apps this instance runs are known. A payload in the state that does not decode (a newer
         // agent's stricter rules, a damaged state file) left its apps out of `desiredNames`, and a state file that was
         // lost left every service out: the running release was deleted as an orphan.
-        let unreadable = input.state.services.values.contains { service in
-            [service.applied, service.pending].contains { release in release.map { (try? $0.release()) == nil } ?? false }
-        }
+        let unreadable = stateReleases.contains { $0 == nil }
         let unknown = !input.services.isEmpty && input.services.allSatisfy { input.state.services[$0]?.applied == nil && !installing.contains($0) }
         guard !unreadable, !unknown else { return actions }
         // Apps of a service being installed are kept even when the applied release does not name them yet.

@@ -77,8 +77,7 @@ actor AgentTrust {
         if FileManager.default.fileExists(atPath: file) {
             do {
                 let stored = try Self.readChain(file)
-                // Versions at or below the pin are not steps from it (the controller's copy of the pinned version).
-                let steps = stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? true }
+                let steps = Self.steps(stored, above: pinned)
                 for (index, envelope) in steps.enumerated() {
                     do {
                         current = try current.accepting(envelope)
@@ -120,13 +119,18 @@ actor AgentTrust {
     static func storedChainFollows(from pinned: TrustedRoot, file: String) -> Bool {
         guard FileManager.default.fileExists(atPath: file) else { return true }
         guard let stored = try? readChain(file) else { return false }
-        let steps = stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? true }
         do {
-            _ = try pinned.following(steps)
+            _ = try pinned.following(steps(stored, above: pinned))
             return true
         } catch {
             return false
         }
+    }
+
+    /// The stored roots that are steps from `pinned`: versions at or below it are not (the controller's copy of the
+    /// pinned version); an envelope that cannot be read is kept, for `accepting` to say why.
+    private static func steps(_ stored: [Envelope], above pinned: TrustedRoot) -> [Envelope] {
+        stored.filter { (try? TrustedRoot.decode($0).version).map { $0 > pinned.version } ?? true }
     }
 
     /// Whether the stored chain's first step failed as a chain that follows another pin does (the agent was enrolled
