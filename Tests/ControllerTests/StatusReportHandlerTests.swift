@@ -318,10 +318,11 @@ import Testing
             #expect(held.limitPerHolder == 2 * Self.limit)
             let (answers, heldWhileLocked, stored) = try await fixture.withLiveServer { base in
                 guard let port = URLComponents(string: base)?.port else { throw FixtureError("no port in \(base)") }
-                // Taken once the server listens, for long enough that a loaded machine sends the three reports within it.
+                // Taken once the server listens, and given back once the third report is answered (at most 30 s): a
+                // fixed hold could end on a loaded machine before the server had read the first two.
                 let lock = try await SQLiteWriteLock.hold(
                     fixture.controller.core.configuration.databasePath,
-                    seconds: 8,
+                    seconds: 30,
                     marker: fixture.directory.appendingPathComponent("locked").path
                 )
                 let deadline = ContinuousClock.now + .seconds(20)
@@ -346,6 +347,7 @@ import Testing
                 let heldWhileLocked = held.bytesHeld
                 let refused = try await Self.answer(try send("third"))
                 var answers = [refused]
+                lock.release()
                 for connection in waiting { answers.append(try await Self.answer(connection)) }
                 _ = try await lock.value
                 // Without answers to wait for, the reports are stored once their bytes are given back.
