@@ -214,6 +214,34 @@ struct BuiltinSupervisorPartsTests {
         #expect(throws: SupervisorError.self) { try Self.spec { $0.env["PATH"] = "/nonexistent" }.command(instance: 0) }
     }
 
+    /// A program named with a space runs as PM2 7 runs it: `bash -c` with the whole line, the app's args dropped
+    /// (`Common.prepareAppConf`), whatever the interpreter; `sh` where the app's PATH has no bash. Before, the
+    /// supervisor looked for a program called `npm start` on PATH and the app never started.
+    @Test("a command line with a space runs through bash -c, as PM2 runs it")
+    func aCommandLineRunsThroughBash() throws {
+        let bash = try AppSpec.resolve("bash", searchPath: AppSpec.defaultSearchPath, relativeTo: "/")
+        let line = try Self.spec { $0.script = "npm run start:prod" }.command(instance: 0)
+        #expect(line.executable == bash && line.arguments == ["bash", "-c", "npm run start:prod"])
+        let direct = try Self.spec {
+            $0.script = "npm start"
+            $0.interpreter = "none"
+        }.command(instance: 0)
+        #expect(direct.arguments == ["bash", "-c", "npm start"])
+        // A PATH with sh but no bash: sh.
+        try TestPaths.withTemporaryDirectorySync { onlySh in
+            let sh = try AppSpec.resolve("sh", searchPath: AppSpec.defaultSearchPath, relativeTo: "/")
+            try FileManager.default.createSymbolicLink(atPath: onlySh.appendingPathComponent("sh").path, withDestinationPath: sh)
+            let shell = try Self.spec {
+                $0.script = "npm start"
+                $0.env["PATH"] = onlySh.path
+            }.command(instance: 0)
+            #expect(shell.executable == onlySh.appendingPathComponent("sh").path && shell.arguments == ["sh", "-c", "npm start"])
+        }
+        // A release file with a space in its name is run as named.
+        let file = try Self.spec { $0.script = "/srv/api/current/my server.js" }.command(instance: 0)
+        #expect(file.arguments == ["node", "--max-old-space-size=128", "/srv/api/current/my server.js", "--flag"])
+    }
+
     /// The time a request that stops processes gets: the base, plus per instance its kill_timeout, the daemon's 10 s
     /// grace after SIGKILL and its 5 s reload settle limit; numbers beyond the daemon's limits count as the limits.
     @Test(

@@ -110,8 +110,22 @@ extension AppSpec {
     /// The program to execute and its `argv`: the script itself, or the interpreter (resolved on the app's
     /// `PATH`) with the interpreter args, the script and the args. A script named without a path is a program found
     /// on the app's `PATH`, as PM2 finds it.
+    ///
+    /// A program named with a space (`npm start`) is a command line: PM2 7 runs it as `bash -c "npm start"` (`sh` when
+    /// there is no bash), with the app's args dropped (`Common.prepareAppConf`), and so does the supervisor. A release
+    /// file's path (absolute) is run as named, spaces and all.
     func command(instance index: Int) throws(SupervisorError) -> (executable: String, arguments: [String]) {
         let searchPath = environment(instance: index)["PATH"] ?? Self.defaultSearchPath
+        if !script.hasPrefix("/"), script.contains(" ") {
+            let shell: String
+            do throws(SupervisorError) {
+                shell = try Self.resolve("bash", searchPath: searchPath, relativeTo: cwd)
+            } catch {
+                shell = try Self.resolve("sh", searchPath: searchPath, relativeTo: cwd)
+            }
+            let name = shell.split(separator: "/").last.map(String.init) ?? shell
+            return (shell, [name, "-c", script])
+        }
         let scriptPath = script.hasPrefix("/") ? script : try Self.resolve(script, searchPath: searchPath, relativeTo: cwd)
         guard let interpreter = effectiveInterpreter else { return (scriptPath, [scriptPath] + args) }
         let executable = try Self.resolve(interpreter, searchPath: searchPath, relativeTo: cwd)
