@@ -313,7 +313,8 @@ else
     # Enroll runs as root; the agent (user ferry) reads its config and token. /etc/ferry stays root's.
     run chown "root:$AGENT_USER" "$CONFIG"
     run chmod 0640 "$CONFIG"
-    run chown "$AGENT_USER:$AGENT_USER" "$AGENT_STATE/agent.token"
+    # (enroll gives what it writes in the state directory to the directory's owner; said again here for an older binary)
+    run chown "$AGENT_USER:$AGENT_USER" "$AGENT_STATE/agent.token" "$AGENT_STATE/trust-pin.json"
     # The machine the state directory belongs to (written by enroll unless the machine could not be identified).
     if [ "$DRY_RUN" = 1 ] || [ -e "$AGENT_STATE/machine.json" ]; then run chown "$AGENT_USER:$AGENT_USER" "$AGENT_STATE/machine.json"; fi
     CHANGED=1

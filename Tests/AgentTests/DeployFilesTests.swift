@@ -270,7 +270,7 @@ struct DeployFilesTests {
                     + " --state-dir ROOT/var/lib/ferry --env-dir ROOT/etc/ferry/env --threshold 2 --process-manager builtin"
                     + " --service web --service api --trusted-key ROOT/etc/ferry/keys/alice.pub"
                     + " --trusted-key ROOT/etc/ferry/keys/bob.pub --poll-seconds 5 --token-file - <redacted token on stdin>",
-                "+ chown ferry:ferry ROOT/var/lib/ferry/agent.token",
+                "+ chown ferry:ferry ROOT/var/lib/ferry/agent.token ROOT/var/lib/ferry/trust-pin.json",
                 "+ chown ferry:ferry ROOT/var/lib/ferry/machine.json",
                 "+ install -o root -g root -m 0644 DEPLOY/systemd/ferry-agent.service ROOT/etc/systemd/system/ferry-agent.service",
                 "+ systemctl --root=ROOT enable ferry-agent.service",

@@ -365,6 +365,10 @@ struct EnrollCommand: AsyncParsableCommand {
             // A record from an earlier enrolment must not outlive it: the first start records this machine.
             try? manager.removeItem(atPath: layout.machineFile)
         }
+        try Self.giveToStateDirectoryOwner(
+            stateDir,
+            files: [tokenFile, TrustPin.path(stateDir: stateDir)] + (identity == nil ? [] : [layout.machineFile])
+        )
         // Enrolled and written: the next enrolment (--force) offers a new token.
         unlink("\(stateDir)/agent.token.pending")
         print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
@@ -390,6 +394,24 @@ struct EnrollCommand: AsyncParsableCommand {
             "set aside \(file) as \(aside): its trust roots do not follow from the root pinned now (version \(pinned.version)); the agent "
                 + "follows the controller's chain from the new pin"
         )
+    }
+
+    /// Gives `files` (written in the state directory) to the state directory's owner when enroll runs as root and the
+    /// directory is another user's: enroll runs as root (cloud-init, `install-agent.sh`), the agent as that user, and
+    /// a token or trust pin left root's (mode 0600) stops the agent at every start.
+    static func giveToStateDirectoryOwner(_ stateDir: String, files: [String]) throws {
+        guard geteuid() == 0 else { return }
+        var directory = stat()
+        guard stat(stateDir, &directory) == 0 else {
+            throw ValidationError("cannot read the owner of the state directory \(stateDir): \(String(cString: strerror(errno)))")
+        }
+        guard directory.st_uid != 0 else { return }
+        for file in files where lchown(file, directory.st_uid, directory.st_gid) != 0 {
+            throw ValidationError(
+                "cannot give \(file) to the state directory's owner (uid \(directory.st_uid)): \(String(cString: strerror(errno))); "
+                    + "the agent running as that user could not read it"
+            )
+        }
     }
 
     /// Creates `path` (and its parents) when missing, then forces it to mode 0700 even when it existed with a looser
