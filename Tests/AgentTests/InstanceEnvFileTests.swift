@@ -120,6 +120,38 @@ struct InstanceEnvFileTests {
         }
     }
 
+    /// Where the env directory is (`missing`: nowhere; `file`: a file stands there; `empty`: a directory without the
+    /// service's file), what the applied release was started with, and whether the load is refused. Before, a missing
+    /// directory read as "no secrets" whatever ran: a typo in `FERRY_ENV_DIR` or a secrets volume not yet mounted
+    /// restarted every app of the service without its variables.
+    static let missingDirectories: [(directory: String, applied: String?, refused: Bool)] = [
+        ("missing", "digest-of-variables", true),
+        ("file", "digest-of-variables", true),
+        ("missing", nil, false),
+        ("missing", InstanceEnvFile.emptyDigest, false),
+        ("file", nil, false),
+        // The directory is there and the file is not: the operator removed it, the variables go.
+        ("empty", "digest-of-variables", false),
+    ]
+
+    @Test(arguments: missingDirectories)
+    func aMissingDirectoryKeepsTheVariablesTheAppsRunWith(_ row: (directory: String, applied: String?, refused: Bool)) throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-env") { root in
+            let directory = root.appendingPathComponent("env").path
+            if row.directory == "file" { try Data("A=x\n".utf8).write(to: URL(fileURLWithPath: directory)) }
+            if row.directory == "empty" { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false) }
+            do throws(DotEnvFileError) {
+                let env = try InstanceEnvFile.load(service: "api", directory: directory, applied: row.applied)
+                #expect(!row.refused, "read as \(env.values.count) variables")
+                #expect(env.values.isEmpty && env.digest == InstanceEnvFile.emptyDigest)
+            } catch {
+                #expect(row.refused, "\(error)")
+                #expect("\(error)".contains("the env directory \(directory)"), "\(error)")
+                #expect(!"\(error)".contains("A=x"))
+            }
+        }
+    }
+
     @Test func aFileThatExistsButCannotBeReadIsAnErrorNotAnEmptyEnvironment() throws {
         // Reading it as empty would change the digest and reload the apps without their secrets.
         try TestPaths.withTemporaryDirectorySync("ferry-env") { directory in

@@ -1,3 +1,4 @@
+import Glibc
 import Shared
 
 #if canImport(FoundationEssentials)
@@ -20,18 +21,40 @@ struct InstanceEnvFile: Sendable, Equatable {
     /// SHA-256 of the file's bytes: what agents before the variables' digest recorded for the applied release.
     var fileDigest: String
 
+    /// The digest of no variables (an absent file).
+    static let emptyDigest = SHA256.hash([UInt8]()).hex
+
     /// Reads the env file of `service` in `directory`; an absent file is an empty environment.
     ///
     /// A file that exists but cannot be read is an error, not "no secrets": reading it as empty would reload the apps
-    /// without them. Limits: `Limits.envTotalBytes` bytes, `Limits.envEntries` variables.
-    static func load(service: String, directory: String) throws(DotEnvFileError) -> InstanceEnvFile {
+    /// without them. So is a missing `directory` when `applied` (the env digest recorded with the service's applied
+    /// release) says the apps run with variables: a typo in `FERRY_ENV_DIR` or a secrets volume not mounted yet is
+    /// not the operator removing them (removing the file is), and the apps keep what they were started with. Limits:
+    /// `Limits.envTotalBytes` bytes, `Limits.envEntries` variables.
+    static func load(service: String, directory: String, applied: String? = nil) throws(DotEnvFileError) -> InstanceEnvFile {
         let path = "\(directory)/\(service).env"
         guard let bytes = try DotEnvFile.read(path: path) else {
-            let empty = SHA256.hash([UInt8]()).hex
-            return InstanceEnvFile(values: [:], digest: empty, fileDigest: empty)
+            if let applied, applied != emptyDigest, let problem = directoryProblem(directory) {
+                throw DotEnvFileError(
+                    path: path,
+                    line: nil,
+                    problem: .unreadable(
+                        reason: "the env directory \(directory) \(problem), while the running release was started with variables from it; "
+                            + "they are kept (to remove them, remove the file, not the directory)"
+                    )
+                )
+            }
+            return InstanceEnvFile(values: [:], digest: emptyDigest, fileDigest: emptyDigest)
         }
         let values = try DotEnvFile.parse(bytes, path: path)
         return InstanceEnvFile(values: values, digest: canonicalDigest(values), fileDigest: SHA256.hash(bytes).hex)
+    }
+
+    /// Why `directory` cannot hold env files (missing, or not a directory); `nil` when it is a directory.
+    private static func directoryProblem(_ directory: String) -> String? {
+        var info = stat()
+        guard stat(directory, &info) == 0 else { return errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))))" }
+        return info.st_mode & S_IFMT == S_IFDIR ? nil : "is not a directory"
     }
 
     /// What the secrets mask holds for `service` when the agent starts: the file's values, or, when it does not parse,

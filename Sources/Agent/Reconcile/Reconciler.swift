@@ -233,8 +233,8 @@ actor Reconciler {
         var envs: [String: InstanceEnvFile] = [:]
         for service in configuration.services {
             do {
-                let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir)
-                    .continuing(state[service].applied?.envDigest)
+                let applied = state[service].applied?.envDigest
+                let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir, applied: applied).continuing(applied)
                 envs[service] = env
                 secrets.update(service: service, values: env.values)
             } catch {
@@ -677,7 +677,7 @@ actor Reconciler {
 
     /// The apps of `applied` as they should run now (the instance env file is read again).
     func appSpecs(for applied: AppliedRelease, service: String) throws -> [AppSpec] {
-        let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir)
+        let env = try InstanceEnvFile.load(service: service, directory: configuration.envDir, applied: applied.envDigest)
         return AppSpec.specs(for: try applied.release(), currentLink: layout.currentLink(service), instanceEnv: env.values)
     }
 
