@@ -455,6 +455,43 @@ struct AgentConfigTests {
             name: "agent.json",
             reason: #"malformed JSON: duplicate key "agentId" in one object at byte 53"#
         ),
+        Hostile(
+            description: "a service named twice (every status report would be refused)",
+            text: minimalYAML.replacingOccurrences(of: "- api", with: "- api\n- web\n- api"),
+            reason: "services[2]: api is already services[0]"
+        ),
+        Hostile(
+            description: "PM2's default namespace (Ferry would remove the host's other apps)",
+            text: plus("namespace: default"),
+            reason: "namespace: \"default\" is PM2's own (every app started without a namespace is in default): Ferry would remove the "
+                + "host's other apps; choose a namespace of Ferry's own, such as ferry"
+        ),
+        Hostile(
+            description: "PM2's all",
+            text: plus("namespace: all"),
+            reason: "namespace: \"all\" is PM2's own (every app started without a namespace is in default): Ferry would remove the "
+                + "host's other apps; choose a namespace of Ferry's own, such as ferry"
+        ),
+        Hostile(
+            description: "an empty namespace",
+            text: plus("namespace: ''"),
+            reason: "namespace: \"\" must start with a letter and hold only letters, digits, -, _ and ."
+        ),
+        Hostile(
+            description: "a namespace PM2 would read as an id",
+            text: plus("namespace: '42'"),
+            reason: "namespace: \"42\" must start with a letter and hold only letters, digits, -, _ and ."
+        ),
+        Hostile(
+            description: "a namespace with a space",
+            text: plus("namespace: my apps"),
+            reason: "namespace: \"my apps\" must start with a letter and hold only letters, digits, -, _ and ."
+        ),
+        Hostile(
+            description: "a controller URL with credentials is not quoted with them",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ops:hunter2@ferry.internal"),
+            reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"
+        ),
         Hostile(description: "empty file", text: "# nothing here\n", reason: "document: expected object, got null"),
         Hostile(description: "a list at the top", text: "- api\n", reason: "document: expected object, got array"),
     ]
@@ -506,6 +543,16 @@ struct AgentConfigTests {
 
     /// A token file saved with CRLF line ends (an editor on another system, a secret store's export): "\r\n" is one
     /// `Character` in Swift, which a trim by characters kept, so the token read was "...\r\n" and every request failed.
+    /// A byte order mark before the document (PowerShell 5, older Notepad) is not part of it: the JSON file was read as
+    /// YAML and refused at line 1, the YAML file's first key was `\u{FEFF}controller`.
+    @Test(arguments: ["agent.yaml", "agent.json"])
+    func aByteOrderMarkIsNotPartOfTheDocument(_ name: String) throws {
+        let text = name.hasSuffix(".json") ? Self.fullJSON : Self.fullYAML
+        let plain = try Self.load(text, name: name)
+        #expect(try Self.load("\u{FEFF}" + text, name: name) == plain)
+        #expect(try Self.load("\u{FEFF}" + text.replacingOccurrences(of: "\n", with: "\r\n"), name: name) == plain)
+    }
+
     @Test func aTokenFileWithCRLFReadsTheToken() throws {
         try TestPaths.withTemporaryDirectorySync { directory in
             let tokens = ["fya_0123456789abcdef\r\n", " fya_0123456789abcdef\r\n\r\n", "fya_0123456789abcdef\n", "\r\nfya_0123456789abcdef\t\r\n"]

@@ -57,7 +57,7 @@ struct AgentStatusCommand: AsyncParsableCommand {
             say(String(decoding: report.json.encoded(), as: UTF8.self))
             return
         }
-        say("agent \(config.agentID) on \(report.hostname), process manager \(name), controller \(config.controllerURL)")
+        say("agent \(config.agentID) on \(report.hostname), process manager \(name), controller \(RedactedURL.redact(config.controllerURL))")
         if let problem = state.controllerProblem {
             say("controller problem since \(Timestamp.format(problem.since)): \(secrets.apply(problem.message))")
         }

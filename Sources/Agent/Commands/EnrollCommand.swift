@@ -82,6 +82,10 @@ struct EnrollCommand: AsyncParsableCommand {
         for name in service where !Release.isValidServiceName(name) {
             throw ValidationError("--service \(name) must match ^[a-z0-9][a-z0-9-]{0,62}$")
         }
+        guard Set(service).count == service.count else {
+            let repeated = service.filter { name in service.filter { $0 == name }.count > 1 }
+            throw ValidationError("--service \(repeated[0]) is given more than once")
+        }
         if trustRoot != nil {
             guard trustedKey.isEmpty, threshold == 1 else {
                 throw ValidationError("give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds")

@@ -107,6 +107,27 @@ struct AgentConfig: Sendable, Equatable {
         var description: String { "config \(path): \(reason)" }
     }
 
+    /// Why `name` cannot be the namespace Ferry owns; `nil` when it can. Ferry removes every app of its namespace that no
+    /// release names, so it must be one no other app lands in: not PM2's `default` (every app started without a
+    /// namespace, which Ferry would then delete), not `all` (PM2's word for every process), and a plain name (a letter,
+    /// then letters, digits, `-`, `_`, `.`).
+    static func namespaceProblem(_ name: String) -> String? {
+        if name == "default" || name == "all" {
+            return
+                "\"\(name)\" is PM2's own (every app started without a namespace is in default): Ferry would remove the host's other apps; choose a namespace of Ferry's own, such as ferry"
+        }
+        let bytes = Array(name.utf8)
+        func allowed(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: ".")
+        }
+        guard let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first | 0x20), bytes.allSatisfy(allowed) else {
+            return "\(name.prefix(64).debugDescription) must start with a letter and hold only letters, digits, -, _ and ."
+        }
+        return nil
+    }
+
     /// Reads and validates the configuration at `path`, then applies environment overrides from `environment`.
     static func load(from path: String, environment: [String: String] = ProcessEnvironment.current) throws -> AgentConfig {
         let data: [UInt8]
@@ -115,12 +136,14 @@ struct AgentConfig: Sendable, Equatable {
         } catch {
             throw ConfigError(path: path, reason: "\(error)")
         }
-        let text = String(decoding: data, as: UTF8.self)
+        // A byte order mark (PowerShell 5, older Notepad) is not part of the document.
+        let bytes = data.starts(with: [0xEF, 0xBB, 0xBF]) ? Array(data.dropFirst(3)) : data
+        let text = String(decoding: bytes, as: UTF8.self)
         let json: JSONValue
         do {
             // `isWhitespace`, not a list of characters: a CRLF line end is one `Character` ("\r\n").
             let isJSON = text.first(where: { !$0.isWhitespace }) == "{"
-            json = isJSON ? try JSONValue.parse(data) : try YAMLSubset.parse(text)
+            json = isJSON ? try JSONValue.parse(bytes) : try YAMLSubset.parse(text)
         } catch {
             throw ConfigError(path: path, reason: "\(error)")
         }
@@ -167,7 +190,14 @@ struct AgentConfig: Sendable, Equatable {
         services = try reader.required("services") { (value, path) throws(DocumentError) -> [String] in
             guard case .array(let items) = value else { throw .wrongType(field: path, expected: "list", got: value.typeName) }
             var names: [String] = []
-            for (index, item) in items.enumerated() { names.append(try Release.serviceName(item, "\(path)[\(index)]")) }
+            for (index, item) in items.enumerated() {
+                let name = try Release.serviceName(item, "\(path)[\(index)]")
+                // A repeated name makes every status report name the service twice, which the controller refuses.
+                if let first = names.firstIndex(of: name) {
+                    throw .invalidValue(field: "\(path)[\(index)]", reason: "\(name) is already \(path)[\(first)]")
+                }
+                names.append(name)
+            }
             return names
         }
         trustedKeys =
@@ -198,6 +228,7 @@ struct AgentConfig: Sendable, Equatable {
         pm2TimeoutSeconds = try int("pm2TimeoutSeconds", 1...3600, 60, &reader)
         pm2TableSource = try reader.optional("pm2TableSource", Field.enumeration(PM2TableSource.self)) ?? .socket
         namespace = try reader.optional("namespace", Field.string(maxLength: 64)) ?? "ferry"
+        if let problem = Self.namespaceProblem(namespace) { throw .invalidValue(field: "namespace", reason: problem) }
         clockSkewSeconds = try int("clockSkewSeconds", 0...86_400, 300, &reader)
         keepReleases = try int("keepReleases", 0...100, 3, &reader)
         logMaxBytes = try reader.optional("logMaxBytes", Field.integer(in: 0...(1 << 40))) ?? Self.defaultLogMaxBytes
@@ -274,7 +305,7 @@ struct AgentConfig: Sendable, Equatable {
 
     private func validate() throws {
         guard controllerURL.hasPrefix("http://") || controllerURL.hasPrefix("https://") else {
-            throw ConfigError(path: "controller", reason: "\"\(controllerURL)\" must be an http:// or https:// URL")
+            throw ConfigError(path: "controller", reason: "\"\(RedactedURL.redact(controllerURL))\" must be an http:// or https:// URL")
         }
         do {
             try TransportRule.check(controllerURL: controllerURL, allowInsecureHTTP: allowInsecureHttp)
