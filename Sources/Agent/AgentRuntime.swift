@@ -142,12 +142,14 @@ struct AgentRuntime: Sendable {
 
     /// PM2 when configured (or, for `auto`, when `pm2` is on PATH), else the builtin supervisor.
     /// `repairs`: false for a command that only looks (`status`): PM2's stray daemons and dead daemons' leftovers are
-    /// left to the running agent.
+    /// left to the running agent. `startsDaemon`: false for a command that only looks: no daemon is started where none
+    /// runs (the table read fails, saying so).
     static func makeProcessManager(
         config: AgentConfig,
         layout: AgentLayout,
         logger: Logger,
         repairs: Bool = true,
+        startsDaemon: Bool = true,
         supervisorRequestTimeout: Duration? = nil
     ) throws -> (any ProcessManager, String) {
         let usePM2: Bool
@@ -157,7 +159,7 @@ struct AgentRuntime: Sendable {
         case .auto: usePM2 = config.pm2Path != nil || ExecutableLookup.find("pm2") != nil
         }
         if usePM2 {
-            let configuration = PM2ProcessManager.Configuration(
+            var configuration = PM2ProcessManager.Configuration(
                 executable: config.pm2Path ?? "pm2",
                 pm2Home: config.pm2Home,
                 namespace: config.namespace,
@@ -166,6 +168,7 @@ struct AgentRuntime: Sendable {
                 readsTableFromDaemon: config.pm2TableSource == .socket,
                 logRotation: config.logMaxBytes == 0 ? nil : LogRotation(maximumFileBytes: config.logMaxBytes, keptFiles: config.logKeep)
             )
+            configuration.startsDaemon = startsDaemon
             return (try PM2ProcessManager(configuration: configuration, logger: logger), "pm2")
         }
         var configuration = BuiltinProcessManager.Configuration(home: layout.supervisorHome, namespace: config.namespace)
@@ -173,6 +176,7 @@ struct AgentRuntime: Sendable {
         let maximum = config.logMaxBytes == 0 ? AgentConfig.defaultLogMaxBytes : config.logMaxBytes
         configuration.logRotation = LogRotation(maximumFileBytes: maximum, keptFiles: config.logKeep)
         if let supervisorRequestTimeout { configuration.requestTimeout = supervisorRequestTimeout }
+        configuration.startsDaemon = startsDaemon
         return (BuiltinProcessManager(configuration: configuration, logger: logger), "builtin")
     }
 

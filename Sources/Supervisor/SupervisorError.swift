@@ -23,6 +23,8 @@ enum SupervisorError: Error, Sendable, CustomStringConvertible {
     case detachFailed(executable: String, arguments: [String], status: String)
     /// Nothing answered on the socket in time, even after spawning the daemon.
     case daemonUnreachable(socketPath: String, waited: Duration, lastErrno: Int32, logTail: String)
+    /// No daemon listens, and the client only looks (`Configuration.startsDaemon` is off).
+    case notRunning(socketPath: String)
     /// The daemon did not answer in time.
     case requestTimedOut(operation: SupervisorOperation, socketPath: String, timeout: Duration)
     /// The daemon closed the connection without answering.
@@ -55,6 +57,8 @@ enum SupervisorError: Error, Sendable, CustomStringConvertible {
         case .daemonUnreachable(let socketPath, let waited, let lastErrno, let logTail):
             "no supervisor daemon answered on \(socketPath) within \(waited) (last error: \(Self.text(lastErrno)))"
                 + (logTail.isEmpty ? "" : "; end of its log:\n\(logTail)")
+        case .notRunning(let socketPath):
+            "no supervisor daemon runs (nothing listens on \(socketPath)); this command only looks and does not start one (the agent starts it at its next pass)"
         case .requestTimedOut(let operation, let socketPath, let timeout):
             "supervisor request \(operation.rawValue) on \(socketPath) got no answer within \(timeout)"
         case .connectionClosed(let operation, let socketPath):

@@ -60,5 +60,17 @@ struct AgentOnceCommandTests {
         await daemon.terminate()
         let after = try await Command.run(agent, ["once", "--config", config], environment: environment)
         #expect(after.status == 0, "\(after.stdout)\(after.stderr)")
+
+        // `status` only looks: with the supervisor stopped (its app stays in its table), it says so and starts nothing.
+        // Before, it started a daemon of its own, which brought the app back (as root, when run with sudo).
+        let stateDir = try #require(try JSONValue.parse(Array(Data(contentsOf: URL(fileURLWithPath: config))))["stateDir"]?.stringValue)
+        let stop = try await Command.run(agent, ["supervisor", "--home", "\(stateDir)/supervisor", "--stop"], environment: environment)
+        #expect(stop.status == 0, "\(stop.stderr)")
+        #expect(await fleet.appAnswer(port: port) == nil, "the app stopped with the supervisor")
+        let looked = try await Command.run(agent, ["status", "--config", config], environment: environment)
+        #expect(looked.stdout.contains("process table unavailable: no supervisor daemon runs"), "\(looked.stdout)\(looked.stderr)")
+        try await Task.sleep(for: .seconds(1))
+        #expect(await fleet.appAnswer(port: port) == nil, "status brought the app back")
+        #expect(!FileManager.default.fileExists(atPath: "\(stateDir)/supervisor/supervisor.pid"), "status started a supervisor")
     }
 }

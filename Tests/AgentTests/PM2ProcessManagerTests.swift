@@ -687,6 +687,40 @@ struct PM2ProcessManagerTests {
         }
     }
 
+    /// A manager that only looks (`ferry-agent status`) reads no table where no PM2 daemon runs, and starts none: `pm2
+    /// jlist` would start a daemon (as root, with sudo) that resurrects every saved app. With a daemon, it reads the
+    /// table as before, over the socket or through `pm2 jlist`. Real PM2 7.0.3.
+    @Test(arguments: [true, false])
+    func aManagerThatOnlyLooksStartsNoDaemon(fromSocket: Bool) async throws {
+        let pm2 = try #require(try Backend.pm2.pm2Binary())
+        try await TestPaths.withTemporaryDirectory("ferry-pm2-look") { root in
+            let home = root.appendingPathComponent("pm2home").path
+            var configuration = PM2ProcessManager.Configuration(executable: pm2, pm2Home: home, namespace: "ferry-test")
+            configuration.readsTableFromDaemon = fromSocket
+            configuration.startsDaemon = false
+            let looking = try PM2ProcessManager(configuration: configuration, logger: .init(label: "test.pm2"))
+            do throws(PM2Error) {
+                let table = try await looking.table()
+                Issue.record("read a table of \(table.processes.count) without a daemon")
+            } catch {
+                #expect(error == .notRunning(home: home), "\(error)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: "\(home)/pm2.pid"), "a daemon was started")
+            #expect(!FileManager.default.fileExists(atPath: "\(home)/rpc.sock"), "a daemon was started")
+            // With a daemon (started by a manager that may), the table is read.
+            configuration.startsDaemon = true
+            let starting = try PM2ProcessManager(configuration: configuration, logger: .init(label: "test.pm2"))
+            do {
+                _ = try await starting.processes()
+                #expect(try await looking.processes().isEmpty)
+            } catch {
+                await Self.killDaemon(starting)
+                throw error
+            }
+            await Self.killDaemon(starting)
+        }
+    }
+
     /// Starts the apps `make` writes into a directory of its own under a private real PM2 daemon (its own PM2_HOME,
     /// namespace `ferry-test`), runs `check`, then kills that daemon and removes the directory.
     static func withRealPM2(

@@ -30,7 +30,13 @@ struct AgentStatusCommand: AsyncParsableCommand {
         }
         let layout = AgentLayout(stateDir: config.stateDir)
         let state = try StateStore(path: layout.stateFile, services: config.services.count).load()
-        let (processManager, name) = try AgentRuntime.makeProcessManager(config: config, layout: layout, logger: logger, repairs: false)
+        let (processManager, name) = try AgentRuntime.makeProcessManager(
+            config: config,
+            layout: layout,
+            logger: logger,
+            repairs: false,
+            startsDaemon: false
+        )
         var table: [ManagedProcess] = []
         var tableError: String?
         do {

@@ -33,6 +33,10 @@ package struct BuiltinProcessManager: ProcessManager {
         package var restartBackoff: RestartBackoff
         /// How often the daemon checks memory against `max_memory_restart` between listings. Default 30 s, as PM2.
         package var memoryCheckInterval: Duration
+        /// Whether a call starts the daemon when none runs. Default `true`; a command that only looks
+        /// (`ferry-agent status`) turns it off: run by an operator (as root, or outside the agent's unit) it would start
+        /// a daemon of its own that brings back every app of the table, and, as root, one the agent cannot reach.
+        package var startsDaemon = true
 
         package init(
             home: String = "/var/lib/ferry/supervisor",
@@ -188,7 +192,9 @@ package struct BuiltinProcessManager: ProcessManager {
     /// Sends one request and returns the daemon's successful answer; throws `.rejected` for a refusal, and
     /// `.requestTimedOut` when no answer came within `timeout` (default `Configuration.requestTimeout`).
     func send(_ request: SupervisorRequest, timeout: Duration? = nil) async throws -> SupervisorResponse {
-        guard let response = try await send(request, timeout: timeout ?? configuration.requestTimeout, startingDaemon: true) else {
+        let starting = configuration.startsDaemon
+        guard let response = try await send(request, timeout: timeout ?? configuration.requestTimeout, startingDaemon: starting) else {
+            if !starting { throw SupervisorError.notRunning(socketPath: configuration.socketPath) }
             throw SupervisorError.daemonUnreachable(
                 socketPath: configuration.socketPath,
                 waited: configuration.connectTimeout,

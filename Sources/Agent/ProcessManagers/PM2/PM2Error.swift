@@ -25,6 +25,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
     case outputTooLarge(command: String, stdoutLimit: Int, stderrLimit: Int)
     /// `pm2 jlist` printed something that is not a process table.
     case unreadableTable(reason: String, excerpt: String)
+    /// No daemon runs for the home, and the caller only looks (it does not start one).
+    case notRunning(home: String)
     /// An app outside Ferry's namespace has the name Ferry wants to act on. PM2 addresses apps by name across all
     /// namespaces (`restart`, `reload`, `delete`, `start <file>`), so acting would touch that app too.
     case foreignNameClash(app: String, namespaces: [String], ferryNamespace: String)
@@ -65,6 +67,8 @@ enum PM2Error: Error, Sendable, Equatable, CustomStringConvertible {
             "`\(command)` failed (\(status))" + Self.detail(stderr: stderr, stdout: stdout)
         case .outputTooLarge(let command, let stdoutLimit, let stderrLimit):
             "`\(command)` printed more than the agent accepts (\(stdoutLimit) bytes on stdout, \(stderrLimit) on stderr)"
+        case .notRunning(let home):
+            "no PM2 daemon runs for PM2_HOME \(home); this command only looks and does not start one (the agent starts it at its next pass)"
         case .unreadableTable(let reason, let excerpt):
             "cannot read the pm2 process table: \(reason)" + (excerpt.isEmpty ? "" : "; output began with: \(excerpt)")
         case .foreignNameClash(let app, let namespaces, let ferryNamespace):

@@ -49,6 +49,10 @@ struct PM2ProcessManager: ProcessManager {
         /// daemon left outside any table (`PM2Leftovers`). Default `true`; an observer that must not change what it
         /// looks at (a test reading the table) turns it off.
         var repairsDaemons: Bool
+        /// Whether reading the table may start a daemon (`pm2 jlist` starts one when none runs). Default `true`; a
+        /// command that only looks (`ferry-agent status`) turns it off: run by an operator (as root, or outside the
+        /// agent's unit) it would start a daemon of its own that resurrects every saved app.
+        var startsDaemon: Bool = true
         /// Whether the table is read from the daemon's RPC socket when one answers there (`PM2RPC`), not from
         /// `pm2 jlist`. Default `true`; tests that compare the two turn it off.
         var readsTableFromDaemon: Bool
@@ -147,8 +151,23 @@ struct PM2ProcessManager: ProcessManager {
             if strayCount.isDue(now: monotonicNow(), interval: configuration.strayCheckInterval) { await stopStrayDaemons() }
             return table
         }
+        if !configuration.startsDaemon, let home = invocation.environment["PM2_HOME"], !Self.daemonListens(socketPath: "\(home)/rpc.sock") {
+            throw .notRunning(home: home)
+        }
         let output = try await execute(.list)
         return try PM2ProcessTable(jlistOutput: output.stdout, nowMilliseconds: nowMilliseconds())
+    }
+
+    /// Whether a daemon listens at `socketPath` (a connect is answered); a failure other than "nothing there" counts as
+    /// listening, and is left to the pm2 command to report.
+    private static func daemonListens(socketPath: String) -> Bool {
+        switch UnixSocket.connectReportingErrno(to: socketPath, timeout: .seconds(2)) {
+        case .success(let fd):
+            close(fd)
+            return true
+        case .failure(let error):
+            return !(error.code == ENOENT || error.code == ECONNREFUSED)
+        }
     }
 
     /// The table's elements as the daemon answers `getMonitorData` on `$PM2_HOME/rpc.sock`; `nil` when no daemon
