@@ -253,7 +253,7 @@ struct PostgresStoreTests {
                     group.addTask {
                         var values: [String] = []
                         var backends: Set<Int> = []
-                        for setting in ["jit", "application_name", "statement_timeout"] {
+                        for setting in ["jit", "application_name", "statement_timeout", "tcp_keepalives_idle", "tcp_user_timeout"] {
                             let row = try #require(
                                 try await store.readDB.raw(
                                     """
@@ -273,7 +273,7 @@ struct PostgresStoreTests {
             }
             #expect(answers.count == 8)
             for answer in answers {
-                #expect(answer.values == ["off", "ferry-controller", "30s"])
+                #expect(answer.values == ["off", "ferry-controller", "30s", "5", "10000"])
             }
             let backends = answers.reduce(into: Set<Int>()) { $0.formUnion($1.backends) }
             #expect(backends.count > 1, "the queries were answered by more than one pooled connection")

@@ -239,16 +239,21 @@ final class PostgresStoreBackend: SQLStoreBackend {
         _ configuration: PostgresStoreConfiguration,
         origin: String
     ) throws -> (PostgresConnection.Configuration, PostgresClient.Configuration) {
-        let parameters = [
-            ("ferry.origin", origin),
-            ("statement_timeout", "\(configuration.statementTimeout.components.seconds * 1000)"),
-            ("application_name", "ferry-controller"),
-            // No JIT compilation: the controller's queries are short, and the planner's cost of a fleet view over
-            // 10,000 agents is above `jit_above_cost`, so every view compiled its expressions first (20–30 ms per query);
-            // while the tables had no statistics yet (the first minute after a fleet enrolled) the estimates also passed
-            // the inlining and optimizing thresholds and a single page took 0.5 s to compile (docs/benchmarks.md).
-            ("jit", "off"),
-        ]
+        let parameters =
+            [
+                ("ferry.origin", origin),
+                ("statement_timeout", "\(configuration.statementTimeout.components.seconds * 1000)"),
+                ("application_name", "ferry-controller"),
+                // No JIT compilation: the controller's queries are short, and the planner's cost of a fleet view over
+                // 10,000 agents is above `jit_above_cost`, so every view compiled its expressions first (20–30 ms per query);
+                // while the tables had no statistics yet (the first minute after a fleet enrolled) the estimates also passed
+                // the inlining and optimizing thresholds and a single page took 0.5 s to compile (docs/benchmarks.md).
+                ("jit", "off"),
+            ] + PostgresLeaderElection.keepaliveParameters
+        // The server's keepalives and TCP user timeout, as on the election's connection: a controller whose host freezes
+        // or drops off the network inside a write transaction held the cluster's write lock (and, while migrating, the
+        // migration lock) until the server's default keepalive noticed, about two hours later, and every other
+        // controller's writes waited for it. Now the server ends such a session within about 15 s.
         var connection = PostgresConnection.Configuration(
             host: configuration.host,
             port: configuration.port,
