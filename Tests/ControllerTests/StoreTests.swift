@@ -317,6 +317,26 @@ import Testing
         }
     }
 
+    /// A version below the highest applied one that was never applied (a database a development build numbered out of
+    /// order) is refused, naming it: only versions above the highest were applied, and the missing one's tables stayed
+    /// out for good (every query of them failed later with "no such table").
+    @Test(arguments: StoreBackendKind.available)
+    func aVersionMissingBelowTheHighestIsRefused(_ kind: StoreBackendKind) async throws {
+        try await TestStore.withLocation(kind) { location in
+            let store = try await location.open()
+            try await store.close()
+            try await location.execute(["DELETE FROM ferry_schema WHERE version = 4"])
+            do {
+                _ = try await location.open()
+                Issue.record("a database without version 4 opened")
+            } catch let error as StoreError {
+                guard case .cannotOpen(let path, let reason) = error else { throw error }
+                #expect(path == location.location)
+                #expect(reason.hasPrefix("schema version 4 was never applied although version \(SchemaMigrations.latestVersion) was"), "\(reason)")
+            }
+        }
+    }
+
     @Test(arguments: StoreBackendKind.available)
     func racingPublishersGetOneSuccessPerSerial(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in

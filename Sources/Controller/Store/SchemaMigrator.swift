@@ -17,11 +17,25 @@ enum SchemaMigrator {
         let known = SchemaMigrations.latestVersion
         let found = try await currentVersion(db)
         guard found <= known else { throw StoreError.schemaTooNew(path: location, found: found, known: known) }
+        // Every version below the highest applied one must be applied too: only versions above it are applied here,
+        // and a missing one (a database a development build numbered out of order) left its tables out for good,
+        // every query of them failing later with "no such table".
+        let applied = try await appliedVersions(db)
+        if let missing = SchemaMigrations.all.map(\.version).first(where: { $0 < found && !applied.contains($0) }) {
+            throw StoreError.cannotOpen(
+                path: location,
+                reason: "schema version \(missing) was never applied although version \(found) was (a database migrated out of order); "
+                    + "restore a backup or start from a new database"
+            )
+        }
         for migration in SchemaMigrations.all where migration.version > found {
             try await db.raw("\(unsafeRaw: dialect == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN")").run()
             do {
-                // Another process may have applied it between the read above and this transaction.
-                guard try await currentVersion(db) < migration.version else {
+                // Another process may have applied it between the read above and this transaction: skipped, and a
+                // newer Ferry's migrations refused (they were checked for only before the loop).
+                let current = try await currentVersion(db)
+                guard current <= known else { throw StoreError.schemaTooNew(path: location, found: current, known: known) }
+                guard current < migration.version else {
                     try await db.raw("ROLLBACK").run()
                     continue
                 }
@@ -43,6 +57,11 @@ enum SchemaMigrator {
                 metadata: ["store.schema.version": "\(migration.version)", "store.location": "\(location)"]
             )
         }
+    }
+
+    /// Every applied version.
+    static func appliedVersions(_ db: any SQLDatabase) async throws -> Set<Int> {
+        Set(try await db.raw("SELECT version FROM ferry_schema").all().map { try $0.decode(column: "version", as: Int.self) })
     }
 
     /// The highest applied version (0 for a new database).
