@@ -122,6 +122,52 @@ import Testing
         }
     }
 
+    /// With several controllers, a report tells the others only what is news: an agent whose state this controller has
+    /// not computed (its poll is parked on another) reporting the serials it reported before sends nothing. Before,
+    /// every periodic report of such an agent sent a notice that made every other controller drop the agent's state,
+    /// read its statuses and wake its poll. A new serial is still announced, once.
+    @Test func aReportTellsTheOtherControllersOnlyWhatIsNews() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-report-news") { directory in
+            let store = try await StoreTests.open(directory)
+            let feed = ClusterChangeFeed.enabled(origin: "c000000000001")
+            let provider = DesiredStateProvider(
+                builder: DesiredStateBuilder(configuration: .init(), store: store, selector: RolloutReleaseSelector()),
+                hub: LongPollHub(),
+                changes: feed
+            )
+            let parkedHere = try await store.enrollAgent(
+                proposedID: "agt_here",
+                name: "here",
+                hostname: "h",
+                services: ["web"],
+                tokenHash: "t1",
+                at: Date()
+            )
+            let parkedElsewhere = try await store.enrollAgent(
+                proposedID: "agt_away",
+                name: "away",
+                hostname: "h",
+                services: ["web"],
+                tokenHash: "t2",
+                at: Date()
+            )
+            try await store.insertRelease(try StoreTests.record(serial: 1, service: "web"))
+            _ = try #require(try await provider.current(for: parkedHere.id))
+            for _ in 0..<3 {
+                provider.statusReceived(agentID: parkedElsewhere.id, running: ["web": 1])
+                provider.statusReceived(agentID: parkedHere.id, running: ["web": 1])
+                provider.statusReceived(agentID: parkedElsewhere.id, running: [:])
+            }
+            provider.statusReceived(agentID: parkedElsewhere.id, running: ["web": 2])
+            provider.statusReceived(agentID: parkedElsewhere.id, running: ["web": 2])
+            feed.finish()
+            var announced: [ClusterChange] = []
+            for await change in try #require(feed.changes) { announced.append(change) }
+            #expect(announced == [.agentChanged(id: parkedElsewhere.id), .agentChanged(id: parkedElsewhere.id)], "\(announced)")
+            try await store.close()
+        }
+    }
+
     /// A publish wakes a parked agent only once the snapshot its new state needs is loaded: the woken poll computes it
     /// in memory at once.
     @Test func theWakeComesAfterTheSnapshotIsLoaded() async throws {
@@ -154,5 +200,22 @@ import Testing
                 #expect(rollout.intendedSerial(for: id, reached: snapshot.reached["web"]) == rollout.intendedSerial(for: id), "\(id)")
             }
         }
+    }
+}
+
+/// The queue of agents other controllers changed keeps what waits, not what was read: with one always waiting (notices
+/// as fast as the reads), it kept every id it ever held.
+@Suite struct RemoteAgentQueueTests {
+    @Test func aQueueThatNeverEmptiesKeepsOnlyWhatWaits() {
+        let queue = RemoteAgentQueue()
+        #expect(queue.enqueue("agt_0"))
+        for index in 1...100_000 {
+            #expect(!queue.enqueue("agt_\(index)"), "a task already reads the queue")
+            #expect(queue.next() == "agt_\(index - 1)")
+            #expect(queue.stored <= 2_048, "\(queue.stored) ids held after \(index) reads")
+        }
+        #expect(queue.next() == "agt_100000")
+        #expect(queue.next() == nil)
+        #expect(queue.enqueue("agt_again"), "drained: the next notice starts a reader")
     }
 }

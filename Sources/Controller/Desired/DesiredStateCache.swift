@@ -135,9 +135,16 @@ final class DesiredStateCache: Sendable {
     }
 
     /// Remembers the serials `agentID` reported running (see `reported(by:)`).
-    func noteReported(_ running: [String: Int64], by agentID: String) {
-        guard !running.isEmpty else { return }
-        state.withLock { state in state.reported[agentID, default: [:]].merge(running) { _, latest in latest } }
+    /// - Returns: whether any of them is news: a service not noted before for the agent, or another serial.
+    @discardableResult
+    func noteReported(_ running: [String: Int64], by agentID: String) -> Bool {
+        guard !running.isEmpty else { return false }
+        return state.withLock { state in
+            let before = state.reported[agentID] ?? [:]
+            guard running.contains(where: { service, serial in before[service] != serial }) else { return false }
+            state.reported[agentID, default: [:]].merge(running) { _, latest in latest }
+            return true
+        }
     }
 
     /// The serials `agentID` reported running through this process.

@@ -10,7 +10,10 @@ extension DesiredStateProvider {
             invalidateAllAndWake(services: [service])
         case .agentChanged(let id):
             // Read from the store off the listener: the notifications after it (a revoked token above all) must not wait
-            // for a database read, which a busy pool or a locked table could hold for seconds.
+            // for a database read, which a busy pool or a locked table could hold for seconds. The agent's cached state
+            // and row go at once: a re-enrolment elsewhere with other services must not be served from them while the
+            // queue works through other agents (its new token authenticates here at once).
+            cache.invalidate(id)
             if remoteAgents.enqueue(id) {
                 Task {
                     while let id = remoteAgents.next() { await refreshReported(id) }
@@ -63,6 +66,9 @@ final class RemoteAgentQueue: Sendable {
         }
     }
 
+    /// The ids held (those read but not yet compacted away, and those waiting).
+    var stored: Int { state.withLock { $0.order.count } }
+
     /// The next agent to read, or `nil` (the reading task ends) when none waits.
     func next() -> String? {
         state.withLock { state in
@@ -75,6 +81,11 @@ final class RemoteAgentQueue: Sendable {
             let id = state.order[state.head]
             state.head += 1
             state.queued.remove(id)
+            // A queue that never empties (notices as fast as the reads) is compacted, or it kept every id read.
+            if state.head >= 1024, state.head * 2 >= state.order.count {
+                state.order.removeFirst(state.head)
+                state.head = 0
+            }
             return id
         }
     }

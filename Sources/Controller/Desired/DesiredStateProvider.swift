@@ -123,12 +123,19 @@ final class DesiredStateProvider: Sendable {
     /// An agent reported the serials it runs. The selector never gives a serial below the one an agent runs, so a
     /// report of a higher serial than its cached state gives (an install that finished after an abort) makes that
     /// state out of date. Without a cached state, a computation may be in flight with the statuses from before: the
-    /// invalidation stops it from being cached.
+    /// invalidation stops it from being cached, and the other controllers are told (one of them may hold the agent's
+    /// parked poll and its state).
+    ///
+    /// Serials this controller was told before (the agent's periodic report, unchanged) are no news: the report that
+    /// first gave them did all this. Before, with several controllers and no sticky sessions, an agent parked on one
+    /// and reporting to another had no cached state there, and each of its reports sent every controller a notice that
+    /// dropped its cached state, read its statuses from the store and woke its poll: 10,000 agents' periodic reports
+    /// kept the notification queue full.
     func statusReceived(agentID: String, running: [String: Int64]) {
-        cache.noteReported(running, by: agentID)
-        if let cached = cache.lookup(agentID).state,
-            !running.contains(where: { service, serial in serial > (cached.serials[service] ?? 0) })
-        {
+        let news = cache.noteReported(running, by: agentID)
+        if let cached = cache.lookup(agentID).state {
+            guard running.contains(where: { service, serial in serial > (cached.serials[service] ?? 0) }) else { return }
+        } else if !news {
             return
         }
         cache.invalidate(agentID)
