@@ -120,6 +120,29 @@ struct ArtifactFetcherTests {
         }
     }
 
+    /// A `.part` that is a symbolic link (to a file of someone else's, planted in a state directory others can write to)
+    /// is refused and the file it names is left as it was: it was emptied when larger than the artifact, else written
+    /// with the artifact's bytes after its own. Two targets: larger than the artifact, and smaller.
+    @Test(arguments: [500_000, 10])
+    func aPartThatIsASymbolicLinkIsNotFollowed(targetSize: Int) async throws {
+        try await Self.withFixture { fixture in
+            fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))
+            try FileManager.default.createDirectory(atPath: fixture.artifacts, withIntermediateDirectories: true)
+            let victim = fixture.state.appendingPathComponent("victim").path
+            let original = [UInt8](repeating: 0x41, count: targetSize)
+            try Data(original).write(to: URL(fileURLWithPath: victim))
+            try FileManager.default.createSymbolicLink(atPath: fixture.partPath(), withDestinationPath: victim)
+            do throws(ArtifactFetchError) {
+                _ = try await fixture.fetcher().fetch(fixture.reference())
+                Issue.record("fetched through a symbolic link")
+            } catch {
+                #expect("\(error)".contains("a symbolic link is not followed"), "\(error)")
+            }
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: victim))) == original, "the linked file was changed")
+            #expect(fixture.server.requests.isEmpty, "nothing was downloaded")
+        }
+    }
+
     @Test func corruptPartialDownloadFailsTheDigestAndIsDeleted() async throws {
         try await Self.withFixture { fixture in
             fixture.server.publish(Self.payload, at: ArtifactReference.controllerPath(for: Self.digest))

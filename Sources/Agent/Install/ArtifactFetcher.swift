@@ -253,14 +253,25 @@ struct ArtifactFetcher: Sendable {
         return false
     }
 
-    /// Opens (creating) the `.part` file and takes its exclusive lock, waiting while another fetch holds it.
+    /// Opens (creating) the `.part` file and takes its exclusive lock, waiting while another fetch holds it. A symbolic
+    /// link or anything but a regular file there is refused, not followed: a `.part` linked to another file (a state
+    /// directory someone else could write to, as `ferry-agent fetch --state-dir /tmp/…` run as root may be given) had
+    /// that file emptied or written with the artifact's bytes.
     private func lockPart(_ path: String, digest: SHA256Digest, logger: Logger) async throws(ArtifactFetchError) -> Int32 {
         var announced = false
         let giveUpAt = ContinuousClock.now + configuration.lockWait
         while true {
             if Task.isCancelled { throw .cancelled(sha256: digest) }
-            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw .fileSystem(path: path, operation: "open", errno: errno) }
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+            guard fd >= 0 else {
+                let code = errno
+                throw .fileSystem(path: path, operation: code == ELOOP ? "open (a symbolic link is not followed)" : "open", errno: code)
+            }
+            var kind = stat()
+            guard fstat(fd, &kind) == 0, kind.st_mode & S_IFMT == S_IFREG else {
+                close(fd)
+                throw .fileSystem(path: path, operation: "open (not a regular file)", errno: EINVAL)
+            }
             if flock(fd, LOCK_EX | LOCK_NB) == 0 {
                 // The holder we waited for may have renamed or deleted the file: only a lock on the file that is
                 // still at `path` counts.

@@ -236,7 +236,8 @@ final class CurlTransfer {
         guard let transfer = CurlTransfer(url: url, cancellation: cancellation) else {
             return .failure(.transferFailed(url: url, code: Int32(CURLE_FAILED_INIT.rawValue), message: "curl_easy_init failed"))
         }
-        let fd = open(target.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        // Never through a symbolic link: the caller checked (and locked) the file at the path.
+        let fd = open(target.path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return .failure(.file(path: target.path, operation: "open", errno: errno)) }
         defer { close(fd) }
         do throws(HTTPClientError) {
