@@ -60,8 +60,33 @@ struct ReleaseFilesTests {
             for name in [keep, old, "\(old).part", "\(keep).part"] {
                 try Data("x".utf8).write(to: URL(fileURLWithPath: "\(artifacts)/\(name)"))
             }
+            // What the fetcher never writes stays: a volume's lost+found (a directory, with files), an operator's note.
+            try FileManager.default.createDirectory(atPath: "\(artifacts)/lost+found/#1234", withIntermediateDirectories: true)
+            try Data("x".utf8).write(to: URL(fileURLWithPath: "\(artifacts)/README"))
             files.collectArtifacts(keep: [keep])
-            #expect(try FileManager.default.contentsOfDirectory(atPath: artifacts).sorted() == [keep, "\(keep).part"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: artifacts).sorted() == ["README", keep, "\(keep).part", "lost+found"])
+            #expect(FileManager.default.fileExists(atPath: "\(artifacts)/lost+found/#1234"))
+        }
+    }
+
+    /// An unconfigured service's directory leaves its name before any of it is deleted, as a collected release does: a
+    /// removal cut short left a half-deleted tree under its release's name, which the same serial, the service
+    /// configured again, activated as extracted. What a removal cut short leaves (a hidden staging name) goes at start.
+    @Test func anUnconfiguredServiceLeavesItsNameBeforeAnyOfItIsDeleted() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
+            let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))
+            try files.createDirectories(services: ["web", "api"])
+            let manager = FileManager.default
+            try manager.createDirectory(atPath: "\(files.layout.releasesDir("api"))/3-abcdefabcdef/node_modules/x", withIntermediateDirectories: true)
+            // A removal of `old` cut short earlier.
+            let leftover = "\(files.layout.servicesDir)/.old\(ReleaseFiles.collectedSuffix)"
+            try manager.createDirectory(atPath: "\(leftover)/releases/1-abcdefabcdef/node_modules", withIntermediateDirectories: true)
+            #expect(files.unconfiguredServices(configured: ["web"]) == ["api"], "a staging name is no service")
+            files.removeUnconfiguredService("api", keeping: nil)
+            #expect(!manager.fileExists(atPath: files.layout.serviceDir("api")))
+            #expect(!manager.fileExists(atPath: "\(files.layout.servicesDir)/.api\(ReleaseFiles.collectedSuffix)"))
+            files.removeLeftovers(services: ["web"], keepDigests: [])
+            #expect(try manager.contentsOfDirectory(atPath: files.layout.servicesDir) == ["web"])
         }
     }
 

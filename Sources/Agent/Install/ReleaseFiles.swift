@@ -37,9 +37,11 @@ struct ReleaseFiles: Sendable {
         try AtomicFile.replaceSymlink(layout.currentLink(service), pointingTo: "releases/\(directoryName)")
     }
 
-    /// Removes `current` (only when a first install failed and nothing else ever ran).
+    /// Removes `current` (only when a first install failed and nothing else ever ran), durably: after a power cut it
+    /// came back pointing at the failed tree while the state said nothing was applied.
     func removeCurrent(_ service: String) {
-        unlink(layout.currentLink(service))
+        let link = layout.currentLink(service)
+        if unlink(link) == 0 { try? AtomicFile.syncDirectory(containing: link) }
     }
 
     /// Whether the extracted release directory exists.
@@ -76,6 +78,11 @@ struct ReleaseFiles: Sendable {
         for name in (try? manager.contentsOfDirectory(atPath: layout.stateDir)) ?? [] where name.contains(".tmp-") {
             try? manager.removeItem(atPath: "\(layout.stateDir)/\(name)")
         }
+        // The directory of an unconfigured service whose removal was cut short (`removeUnconfiguredService`).
+        for name in (try? manager.contentsOfDirectory(atPath: layout.servicesDir)) ?? []
+        where name.hasPrefix(".") && name.hasSuffix(Self.collectedSuffix) {
+            FileTree.remove("\(layout.servicesDir)/\(name)")
+        }
     }
 
     /// The services with a directory under `services/` that are not in `configured` (removed from the configuration).
@@ -86,13 +93,20 @@ struct ReleaseFiles: Sendable {
 
     /// Removes what `service`, no longer configured, left: its ecosystem file (it holds the merged env, the instance
     /// env file's values too) and every release tree but `keep` (the applied one: `current` points at it); its whole
-    /// directory when there is none to keep.
+    /// directory when there is none to keep. The whole directory goes as release trees do (`collectReleases`): renamed
+    /// to a hidden staging name first, then deleted; deleted in place and cut short, it kept a half-deleted tree under
+    /// its release's name, which the same serial, the service configured again, activated as extracted.
     func removeUnconfiguredService(_ service: String, keeping keep: String?) {
         guard let keep else {
-            FileTree.remove(layout.serviceDir(service))
+            let directory = layout.serviceDir(service)
+            let doomed = "\(layout.servicesDir)/.\(service)\(Self.collectedSuffix)"
+            FileTree.remove(doomed)
+            guard rename(directory, doomed) == 0, (try? AtomicFile.syncDirectory(containing: doomed)) != nil else { return }
+            FileTree.remove(doomed)
             return
         }
-        unlink(layout.ecosystemFile(service))
+        let ecosystem = layout.ecosystemFile(service)
+        if unlink(ecosystem) == 0 { try? AtomicFile.syncDirectory(containing: ecosystem) }
         collectReleases(service, protected: [keep], keep: 0)
     }
 
@@ -121,17 +135,20 @@ struct ReleaseFiles: Sendable {
     /// The name a collected release tree takes before it is deleted: a staging name (`ArchiveExtractor.stagingMarker`).
     static let collectedSuffix = ArchiveExtractor.stagingMarker + "removed"
 
-    /// Removes cached artifacts whose digest is not in `keep` (and stale `.part` files).
+    /// Removes cached artifacts whose digest is not in `keep` (and stale `.part` files). Only what the fetcher writes
+    /// goes: a file named by a digest. Anything else there (a volume's `lost+found`, an operator's file) is left alone,
+    /// and a directory is never deleted recursively.
     func collectArtifacts(keep: Set<String>) {
-        let manager = FileManager.default
-        for name in (try? manager.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
             let isPart = name.hasSuffix(".part")
             let digest = isPart ? String(name.dropLast(5)) : name
-            guard !keep.contains(digest) else { continue }
+            guard !keep.contains(digest), SHA256Digest(hex: digest) != nil else { continue }
+            let path = "\(layout.artifactsDir)/\(name)"
             if isPart {
-                Self.removePartUnlessLocked("\(layout.artifactsDir)/\(name)")
+                Self.removePartUnlessLocked(path)
             } else {
-                try? manager.removeItem(atPath: "\(layout.artifactsDir)/\(name)")
+                var info = stat()
+                if lstat(path, &info) == 0, info.st_mode & S_IFMT != S_IFDIR { unlink(path) }
             }
         }
     }
