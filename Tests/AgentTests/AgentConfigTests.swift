@@ -492,6 +492,11 @@ struct AgentConfigTests {
             text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "ftp://ops:hunter2@ferry.internal"),
             reason: "controller: \"ftp://ferry.internal\" must be an http:// or https:// URL"
         ),
+        Hostile(
+            description: "a controller URL with a space (no request could carry it)",
+            text: minimalYAML.replacingOccurrences(of: "http://127.0.0.1:8080", with: "'https://ferry.internal /'"),
+            reason: "controller: \"https://ferry.internal /\" contains spaces or control characters"
+        ),
         Hostile(description: "empty file", text: "# nothing here\n", reason: "document: expected object, got null"),
         Hostile(description: "a list at the top", text: "- api\n", reason: "document: expected object, got array"),
     ]
@@ -551,6 +556,21 @@ struct AgentConfigTests {
         let plain = try Self.load(text, name: name)
         #expect(try Self.load("\u{FEFF}" + text, name: name) == plain)
         #expect(try Self.load("\u{FEFF}" + text.replacingOccurrences(of: "\n", with: "\r\n"), name: name) == plain)
+    }
+
+    /// A token file other users can read is said at start (it lets them act as this agent); one only its owner reads is
+    /// not. An upper-case scheme is a URL like any other.
+    @Test(arguments: [(0o600, false), (0o644, true), (0o640, true), (0o400, false)] as [(mode_t, Bool)])
+    func aTokenFileOthersCanReadIsSaid(_ mode: mode_t, _ said: Bool) throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-token-mode") { directory in
+            let token = directory.appendingPathComponent("agent.token").path
+            try Data("fyt_x\n".utf8).write(to: URL(fileURLWithPath: token))
+            #expect(chmod(token, mode) == 0)
+            let config = try Self.load(Self.minimalYAML.replacingOccurrences(of: "http://", with: "HTTP://") + "\ntokenFile: \(token)\n")
+            let problem = config.tokenFileExposure()
+            #expect((problem != nil) == said, "\(problem ?? "nothing said")")
+            if said { #expect(problem?.contains("chmod 600") == true) }
+        }
     }
 
     @Test func aTokenFileWithCRLFReadsTheToken() throws {

@@ -35,6 +35,9 @@ struct RunCommand: AsyncParsableCommand {
                 metadata: ["ferry.controller": "\(RedactedURL.redact(config.controllerURL))"]
             )
         }
+        if let problem = config.tokenFileExposure() {
+            logger.warning("\(problem)", metadata: ["ferry.token_file": "\(config.tokenFile)"])
+        }
         let reports = ReportTrigger()
         let group = ServiceGroup(
             configuration: .init(

@@ -1,3 +1,4 @@
+import Glibc
 import Shared
 
 #if canImport(FoundationEssentials)
@@ -304,8 +305,16 @@ struct AgentConfig: Sendable, Equatable {
     }
 
     private func validate() throws {
-        guard controllerURL.hasPrefix("http://") || controllerURL.hasPrefix("https://") else {
+        let scheme = controllerURL.prefix(8).lowercased()
+        guard scheme.hasPrefix("http://") || scheme.hasPrefix("https://") else {
             throw ConfigError(path: "controller", reason: "\"\(RedactedURL.redact(controllerURL))\" must be an http:// or https:// URL")
+        }
+        // What no request could carry: the agent would only ever say "controller unreachable".
+        guard !controllerURL.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) else {
+            throw ConfigError(
+                path: "controller",
+                reason: "\"\(RedactedURL.redact(controllerURL).debugDescription.dropFirst().dropLast())\" contains spaces or control characters"
+            )
         }
         do {
             try TransportRule.check(controllerURL: controllerURL, allowInsecureHTTP: allowInsecureHttp)
@@ -411,6 +420,22 @@ struct AgentConfig: Sendable, Equatable {
     /// Reads the agent token.
     func token() throws -> String {
         try KeyFile.read(tokenFile).trimmingCharacters(in: [" ", "\n", "\r", "\t"])
+    }
+
+    /// What is wrong with who may read the token file (`nil`: only its owner, this user): a token other local users can
+    /// read lets them act as this agent (`cp` under umask 022 and cloud-init's `write_files` give 0644). Said at start.
+    func tokenFileExposure() -> String? {
+        var info = stat()
+        guard stat(tokenFile, &info) == 0 else { return nil }
+        if info.st_mode & 0o077 != 0 {
+            return "the agent token file \(tokenFile) can be read by other users (mode \(String(info.st_mode & 0o777, radix: 8))): "
+                + "anyone who reads it can act as this agent; chmod 600 it"
+        }
+        if info.st_uid != geteuid() {
+            return "the agent token file \(tokenFile) belongs to uid \(info.st_uid), not to this agent's user (uid \(geteuid())): "
+                + "that user can read or replace it; chown it to the agent's user"
+        }
+        return nil
     }
 }
 
