@@ -882,6 +882,58 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// A cluster instance that ends on its own while a reload waits for its replacement to settle: what it started in a
+    /// session of its own goes with it. The reload marked it as stopping before any stop was sent, so its exit skipped
+    /// the search for such processes and the stop that followed found it gone: the worker outlived it for good.
+    @Test("a worker of an instance that ends during a reload's settle wait goes with it")
+    func aWorkerOfAnInstanceEndingDuringAReloadGoesWithIt() async throws {
+        try await SupervisorHarness.with { harness in
+            let home = harness.home
+            let script = try harness.write(
+                "app/retiring.js",
+                """
+                const fs = require('fs');
+                const { spawn } = require('child_process');
+                const worker = spawn(process.execPath, ['-e', 'process.on("SIGINT", () => {}); setInterval(() => {}, 1000)'],
+                    { detached: true, stdio: 'ignore' });
+                fs.writeFileSync(\(String(reflecting: home)) + '/worker-' + process.pid, String(worker.pid));
+                const started = \(String(reflecting: home)) + '/replacement-started';
+                if (fs.existsSync(\(String(reflecting: home)) + '/reloading')) {
+                    fs.writeFileSync(started, String(process.pid));
+                } else {
+                    // The first run ends on its own as soon as its replacement is up: inside the settle wait.
+                    setInterval(() => { if (fs.existsSync(started)) process.exit(0); }, 20);
+                }
+                setInterval(() => {}, 1000);
+
+                """
+            )
+            func alive(_ pid: Int32) -> Bool { ProcStat.read(pid: pid).map { !$0.hasExited } ?? false }
+            func worker(of instance: Int32) async -> Int32? {
+                var found: Int32?
+                _ = await SupervisorHarness.eventually {
+                    found = (try? String(contentsOfFile: "\(home)/worker-\(instance)", encoding: .utf8)).flatMap { Int32($0) }
+                    return found != nil
+                }
+                return found
+            }
+            var spec = harness.spec("retiring", script: script, execMode: .cluster)
+            spec.minUptimeMilliseconds = 3_000
+            try await harness.manager.start(spec, ecosystem: "")
+            let first = try #require(try await harness.manager.processes().first?.pid)
+            let firstWorker = try #require(await worker(of: first))
+            try harness.write("reloading", "")
+            try await harness.manager.reload(spec, ecosystem: "")
+            let second = try #require(try await harness.manager.processes().first?.pid)
+            #expect(second != first)
+            let secondWorker = try #require(await worker(of: second))
+            #expect(await SupervisorHarness.eventually { !alive(firstWorker) }, "the first run's worker outlived it")
+            #expect(alive(secondWorker))
+            try await harness.manager.delete(appNamed: "retiring")
+            #expect(await SupervisorHarness.eventually { !alive(secondWorker) })
+        }
+    }
+
     @Test("an instance above max_memory_restart is restarted")
     func memoryLimitRestarts() async throws {
         let checkEverySecond: (inout BuiltinProcessManager.Configuration) -> Void = { $0.memoryCheckInterval = .seconds(1) }

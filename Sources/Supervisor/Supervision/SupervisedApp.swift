@@ -43,6 +43,9 @@ struct SupervisedChild: Sendable {
     let startTicks: UInt64?
     /// The supervisor asked it to stop: its exit is not a crash.
     var stopRequested = false
+    /// A reload's replacement of it runs and it is stopped next (no memory restart meanwhile). Not a stop under way: an
+    /// exit of its own before the stop comes still takes what it started outside its group with it.
+    var retiring = false
     /// It was sent SIGKILL and had not ended by the grace after it (uninterruptible sleep on a hung mount).
     var killSent = false
     var lastSample: (ticks: UInt64, at: ContinuousClock.Instant)?

@@ -38,7 +38,7 @@ extension Supervisor {
             let next = transition(key) { $0.terminateReturned(runID, closing: isClosing(key.app)) }
             await perform(next, for: key)
         case .spawnReplacing(let retiring):
-            children[retiring]?.stopRequested = true
+            children[retiring]?.retiring = true
             spawn(key)
             if let newRun = instance(key)?.lifecycle.run, let minUptime = apps[key.app]?.spec.minUptimeMilliseconds {
                 _ = await waitForExit(of: newRun, timeout: min(.milliseconds(minUptime), configuration.reloadSettleLimit))

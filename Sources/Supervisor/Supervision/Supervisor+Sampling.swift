@@ -69,7 +69,7 @@ extension Supervisor {
             child.memoryBytes = ProcStat.residentBytes(pid: child.pid) ?? child.memoryBytes
             children[runID] = child
             guard let app = apps[child.app], let limit = app.spec.maxMemoryBytes, child.memoryBytes > limit,
-                !child.stopRequested, !memoryRestartsPending.contains(runID)
+                !child.stopRequested, !child.retiring, !memoryRestartsPending.contains(runID)
             else { continue }
             memoryRestartsPending.insert(runID)
             logger.info(
