@@ -109,12 +109,26 @@ final class DesiredStateProvider: Sendable {
         let generation = cache.generation
         // High priority: see `DesiredStatePollHandler.computeState`.
         Task(priority: .high) {
-            for list in wanted {
-                _ = try? await cache.snapshot(of: list, generation: generation) { try await ServiceSnapshot.load(list, from: store) }
+            // Several lists load side by side (a few at a time: each holds a pooled connection for its queries), so the
+            // wake waits for about the slowest load, not for the sum of them.
+            await withTaskGroup(of: Void.self) { group in
+                var lists = wanted.makeIterator()
+                func next() -> Bool {
+                    guard let list = lists.next() else { return false }
+                    group.addTask(priority: .high) {
+                        _ = try? await cache.snapshot(of: list, generation: generation) { try await ServiceSnapshot.load(list, from: store) }
+                    }
+                    return true
+                }
+                for _ in 0..<Self.concurrentSnapshotLoads where !next() { break }
+                while await group.next() != nil { _ = next() }
             }
             Self.wake(hub, services)
         }
     }
+
+    /// Snapshots loaded at once after a publish.
+    static let concurrentSnapshotLoads = 4
 
     private static func wake(_ hub: LongPollHub, _ services: Set<String>?) {
         if let services { hub.notify(services: services) } else { hub.notifyAll() }
