@@ -4,7 +4,8 @@
 #
 # Idempotent: run it again (for example with a newer --binary) and it skips what is already in place — an existing
 # user, existing directories, an identical binary or unit, and the enrollment when /etc/ferry/agent.json exists
-# (unless --force). A changed binary or unit restarts the agent; apps keep running (KillMode=process in the unit).
+# (unless --force or --replace). A changed binary, unit or CA bundle restarts the agent; apps keep running
+# (KillMode=process in the unit).
 #
 # The enrollment token is never printed: not in --dry-run plans, not in errors. Prefer --enroll-token-file (or
 # --enroll-token-file - for standard input) over --enroll-token, which is visible in the process list while this
@@ -16,29 +17,39 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 usage() {
     cat <<'USAGE'
 Usage: install-agent.sh --controller URL (--enroll-token TOKEN | --enroll-token-file FILE) --service NAME...
-                        --trusted-key FILE.pub... [options]
+                        (--trusted-key FILE.pub... | --trust-root FILE) [options]
 
 Required:
   --controller URL          the controller's base URL (http:// or https://)
-  --enroll-token TOKEN      an enrollment token (role enroll); never printed
-  --enroll-token-file FILE  read the enrollment token from FILE (- for standard input) instead
+  --enroll-token TOKEN      an enrollment token (role enroll; with --replace an operator token); never printed
+  --enroll-token-file FILE  read that token from FILE (- for standard input) instead
   --service NAME            a service this instance runs; repeatable
   --trusted-key FILE.pub    an operator public key, copied to /etc/ferry/keys/; repeatable
+  --trust-root FILE         or instead: a signed trust root (ferry-controller root init, root sign), copied to
+                            /etc/ferry/root.json and pinned; it names its keys and thresholds (no --trusted-key,
+                            no --threshold)
 
 Options:
-  --threshold N             distinct trusted keys that must sign a release (default 1)
+  --threshold N             distinct trusted keys that must sign a release (default 1; with --trusted-key only)
   --binary PATH             the ferry-agent binary to install (default ./ferry-agent)
   --process-manager KIND    auto, pm2 or builtin (default auto)
   --pm2 PATH                the pm2 binary (default: found on PATH)
   --pm2-home DIR            PM2_HOME of the pm2 daemon Ferry drives (default /var/lib/ferry/.pm2 unless builtin)
   --name NAME               this agent's name on the dashboard (default: the hostname)
-  --ca-file FILE            CA bundle (PEM) for the controller's TLS certificate
+  --ca-file FILE            CA bundle (PEM) for the controller's TLS certificate, copied to /etc/ferry/ca.pem
+                            (the agent runs as ferry with ProtectHome=yes: it reads that copy, not FILE)
   --allow-insecure-http     allow a plain http:// controller URL that is not loopback (token and releases unencrypted)
   --poll-seconds N          seconds between passes when not long-polling (default 15)
   --machine-identity KIND   how the agent tells this machine from a copy of it: machine-id (default), ec2 (the
                             EC2 instance id; what the cloud-init bootstrap passes) or none
   --unit FILE               the systemd unit to install (default: systemd/ferry-agent.service next to this script)
-  --force                   enroll again even when /etc/ferry/agent.json exists
+  --force                   enroll again even when /etc/ferry/agent.json exists; the controller accepts it only
+                            when it has no agent of that name (after `ferry-controller agents remove NAME`, or a
+                            new --name; where enrolments are attested, with an operator token): an enroll token
+                            for a name in use is refused (409 agent_exists), use --replace for that
+  --replace                 enroll again and replace the controller's agent of the same name (implies --force):
+                            it keeps its id and its old token stops working; needs an operator token, given with
+                            --enroll-token or --enroll-token-file like the enroll token
   --no-start                install and enable the unit but do not start it (image building)
   --dry-run                 print what would be done and change nothing
   --root DIR                act on DIR as the file-system root (default /); only with --dry-run, for tests
@@ -58,6 +69,8 @@ TOKEN_FILE=""
 SERVICES=()
 KEYS=()
 THRESHOLD=1
+THRESHOLD_GIVEN=0
+TRUST_ROOT=""
 BINARY="./ferry-agent"
 PROCESS_MANAGER="auto"
 PM2=""
@@ -69,6 +82,7 @@ POLL_SECONDS=""
 MACHINE_IDENTITY=""
 UNIT="$SCRIPT_DIR/systemd/ferry-agent.service"
 FORCE=0
+REPLACE=0
 NO_START=0
 DRY_RUN=0
 ROOT="/"
@@ -84,7 +98,8 @@ while [ $# -gt 0 ]; do
     --enroll-token-file) need_value "$1" $#; TOKEN_FILE=$2; shift 2 ;;
     --service) need_value "$1" $#; SERVICES+=("$2"); shift 2 ;;
     --trusted-key) need_value "$1" $#; KEYS+=("$2"); shift 2 ;;
-    --threshold) need_value "$1" $#; THRESHOLD=$2; shift 2 ;;
+    --threshold) need_value "$1" $#; THRESHOLD=$2; THRESHOLD_GIVEN=1; shift 2 ;;
+    --trust-root) need_value "$1" $#; TRUST_ROOT=$2; shift 2 ;;
     --binary) need_value "$1" $#; BINARY=$2; shift 2 ;;
     --process-manager) need_value "$1" $#; PROCESS_MANAGER=$2; shift 2 ;;
     --pm2) need_value "$1" $#; PM2=$2; shift 2 ;;
@@ -97,6 +112,7 @@ while [ $# -gt 0 ]; do
     --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
     --allow-insecure-http) ALLOW_INSECURE_HTTP=1; shift ;;
     --force) FORCE=1; shift ;;
+    --replace) REPLACE=1; FORCE=1; shift ;;
     --no-start) NO_START=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -114,7 +130,15 @@ esac
 for service in "${SERVICES[@]}"; do
     [[ "$service" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "--service '$service' must match ^[a-z0-9][a-z0-9-]{0,62}\$"
 done
-[ ${#KEYS[@]} -gt 0 ] || die "at least one --trusted-key is required"
+if [ -n "$TRUST_ROOT" ]; then
+    # As `ferry-agent enroll` refuses them together (EnrollCommand.validate).
+    if [ ${#KEYS[@]} -gt 0 ] || [ "$THRESHOLD_GIVEN" = 1 ]; then
+        die "give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds"
+    fi
+    if [ ! -f "$TRUST_ROOT" ] || [ ! -r "$TRUST_ROOT" ]; then die "--trust-root $TRUST_ROOT: no such readable file"; fi
+else
+    [ ${#KEYS[@]} -gt 0 ] || die "at least one --trusted-key (or a signed --trust-root) is required"
+fi
 declare -A KEY_NAMES=()
 for key in "${KEYS[@]}"; do
     if [ ! -f "$key" ] || [ ! -r "$key" ]; then die "--trusted-key $key: no such readable file"; fi
@@ -125,7 +149,7 @@ done
 if ! [[ "$THRESHOLD" =~ ^[1-9][0-9]?$ ]] || [ "$THRESHOLD" -gt 64 ]; then
     die "--threshold must be between 1 and 64, got '$THRESHOLD'"
 fi
-[ "$THRESHOLD" -le ${#KEYS[@]} ] || die "--threshold $THRESHOLD is more than the ${#KEYS[@]} trusted key(s)"
+[ -n "$TRUST_ROOT" ] || [ "$THRESHOLD" -le ${#KEYS[@]} ] || die "--threshold $THRESHOLD is more than the ${#KEYS[@]} trusted key(s)"
 case "$PROCESS_MANAGER" in
 auto | pm2 | builtin) ;;
 *) die "--process-manager must be auto, pm2 or builtin, got '$PROCESS_MANAGER'" ;;
@@ -147,7 +171,7 @@ if ! BINARY_CHECK=$("$BINARY" --version 2>&1); then
         "(build it with 'swift build -c release --static-swift-stdlib --product ferry-agent'; the host needs libcurl, OpenSSL 3 and libarchive: Debian libcurl4 libssl3 libarchive13)"
 fi
 if [ ! -f "$UNIT" ] || [ ! -r "$UNIT" ]; then die "--unit $UNIT: no such readable file"; fi
-[ -z "$CA_FILE" ] || [ -r "$CA_FILE" ] || die "--ca-file $CA_FILE: no such readable file"
+if [ -n "$CA_FILE" ] && { [ ! -f "$CA_FILE" ] || [ ! -r "$CA_FILE" ]; }; then die "--ca-file $CA_FILE: no such readable file"; fi
 if [ -n "$TOKEN" ] && [ -n "$TOKEN_FILE" ]; then die "give --enroll-token or --enroll-token-file, not both"; fi
 if [ -n "$TOKEN_FILE" ]; then
     if [ "$TOKEN_FILE" = "-" ]; then
@@ -173,14 +197,27 @@ ETC_DIR=$ROOT/etc/ferry
 KEYS_DIR=$ETC_DIR/keys
 ENV_DIR=$ETC_DIR/env
 CONFIG=$ETC_DIR/agent.json
+INSTALLED_CA=$ETC_DIR/ca.pem
+INSTALLED_ROOT=$ETC_DIR/root.json
 AGENT_STATE=$ROOT$STATE_DIR
 INSTALLED_BINARY=$ROOT/usr/local/bin/ferry-agent
 INSTALLED_UNIT=$ROOT/etc/systemd/system/ferry-agent.service
 if [ -z "$PM2_HOME_DIR" ] && [ "$PROCESS_MANAGER" != builtin ]; then PM2_HOME_DIR=$STATE_DIR/.pm2; fi
+if [ -n "$PM2_HOME_DIR" ]; then
+    # `pm2 startup --hp DIR` gives its boot unit PM2_HOME=DIR/.pm2 and nothing else; the agent's unit may write only
+    # under the state directory (ProtectSystem=strict, ReadWritePaths=/var/lib/ferry).
+    case "$PM2_HOME_DIR" in
+    "$STATE_DIR"/*.pm2 | "$STATE_DIR"/.pm2) [ "$(basename "$PM2_HOME_DIR")" = .pm2 ] || die "--pm2-home must be a directory named .pm2 (pm2 startup gives its boot unit DIR/.pm2), got '$PM2_HOME_DIR'" ;;
+    *) die "--pm2-home must be a directory named .pm2 under $STATE_DIR (the agent's unit writes only there; pm2 startup gives its boot unit DIR/.pm2), got '$PM2_HOME_DIR'" ;;
+    esac
+fi
 ENROLL_NEEDED=1
 if [ -f "$CONFIG" ] && [ "$FORCE" != 1 ]; then ENROLL_NEEDED=0; fi
 # Checked before anything changes: a half-installed host with no token to finish is worse than a clear refusal.
-if [ "$ENROLL_NEEDED" = 1 ] && [ -z "$TOKEN" ]; then die "--enroll-token or --enroll-token-file is required to enroll"; fi
+if [ "$ENROLL_NEEDED" = 1 ] && [ -z "$TOKEN" ]; then
+    if [ "$REPLACE" = 1 ]; then die "--replace needs an operator token: give it with --enroll-token or --enroll-token-file"; fi
+    die "--enroll-token or --enroll-token-file is required to enroll"
+fi
 PM2_BIN=$PM2
 if [ -z "$PM2_BIN" ] && [ "$PROCESS_MANAGER" != builtin ]; then PM2_BIN=$(command -v pm2 || true); fi
 if [ "$PROCESS_MANAGER" = pm2 ] && [ -z "$PM2_BIN" ]; then die "--process-manager pm2: pm2 is not on PATH (give --pm2 PATH)"; fi
@@ -271,6 +308,19 @@ for key in "${KEYS[@]}"; do
     install_file "$key" "$destination" "root:$AGENT_USER" 0640 || true
     KEY_PATHS+=("$destination")
 done
+# The agent runs as ferry with ProtectHome=yes: it reads these copies, never a file under /root or /home, or one only
+# root may read, which would fail every poll (TLS) or every start (the root).
+if [ -n "$CA_FILE" ]; then
+    if install_file "$CA_FILE" "$INSTALLED_CA" "root:$AGENT_USER" 0640; then CHANGED=1; fi
+fi
+if [ -n "$TRUST_ROOT" ]; then
+    if [ "$ENROLL_NEEDED" = 1 ]; then
+        install_file "$TRUST_ROOT" "$INSTALLED_ROOT" "root:$AGENT_USER" 0640 || true
+    else
+        # The enrolment pinned the root file's SHA-256 (trust-pin.json): the agent refuses one replaced under it.
+        note "skip: $INSTALLED_ROOT, this instance is enrolled with its pinned root (--force or --replace pins another)"
+    fi
+fi
 
 # --- PM2 resurrection at boot ----------------------------------------------------------------------------------------
 # The agent drives the ferry user's pm2 (PM2_HOME=/var/lib/ferry/.pm2). `pm2 startup` installs pm2-ferry.service,
@@ -280,27 +330,34 @@ if [ -n "$PM2_BIN" ] && [ "$PROCESS_MANAGER" != builtin ]; then
     if [ -f "$ROOT/etc/systemd/system/pm2-$AGENT_USER.service" ]; then
         note "skip: pm2-$AGENT_USER.service exists"
     else
-        run env "PATH=$(dirname "$PM2_BIN"):$PATH" "$PM2_BIN" startup systemd -u "$AGENT_USER" --hp "$STATE_DIR"
+        # pm2 startup writes Environment=PM2_HOME=DIR/.pm2 for --hp DIR, whatever PM2_HOME says (lib/API/Startup.js):
+        # the boot unit resurrects the daemon the agent drives (a --pm2-home is checked to end in /.pm2).
+        run env "PATH=$(dirname "$PM2_BIN"):$PATH" "$PM2_BIN" startup systemd -u "$AGENT_USER" --hp "$(dirname "$PM2_HOME_DIR")"
     fi
     if [ "$NO_START" != 1 ]; then run systemctl start "pm2-$AGENT_USER.service"; fi
 fi
 
 # --- Enrollment ---------------------------------------------------------------------------------------------------
 if [ "$ENROLL_NEEDED" = 0 ]; then
-    note "skip: $CONFIG exists, this instance is enrolled (--force enrolls again)"
+    note "skip: $CONFIG exists, this instance is enrolled (--replace, with an operator token, enrolls it again)"
 else
     ENROLL=("$INSTALLED_BINARY" enroll --controller "$CONTROLLER" --config "$CONFIG" --state-dir "$AGENT_STATE"
-        --env-dir "$ENV_DIR" --threshold "$THRESHOLD" --process-manager "$PROCESS_MANAGER")
+        --env-dir "$ENV_DIR")
+    [ -n "$TRUST_ROOT" ] || ENROLL+=(--threshold "$THRESHOLD")
+    ENROLL+=(--process-manager "$PROCESS_MANAGER")
     for service in "${SERVICES[@]}"; do ENROLL+=(--service "$service"); done
+    [ -z "$TRUST_ROOT" ] || ENROLL+=(--trust-root "$INSTALLED_ROOT")
     for key in "${KEY_PATHS[@]}"; do ENROLL+=(--trusted-key "$key"); done
     [ -z "$NAME" ] || ENROLL+=(--name "$NAME")
     [ -z "$PM2" ] || ENROLL+=(--pm2 "$PM2")
     [ -z "$PM2_HOME_DIR" ] || ENROLL+=(--pm2-home "$ROOT$PM2_HOME_DIR")
-    [ -z "$CA_FILE" ] || ENROLL+=(--ca-file "$CA_FILE")
+    [ -z "$CA_FILE" ] || ENROLL+=(--ca-file "$INSTALLED_CA")
     [ "$ALLOW_INSECURE_HTTP" -eq 0 ] || ENROLL+=(--allow-insecure-http)
     [ -z "$POLL_SECONDS" ] || ENROLL+=(--poll-seconds "$POLL_SECONDS")
     [ -z "$MACHINE_IDENTITY" ] || ENROLL+=(--machine-identity "$MACHINE_IDENTITY")
     [ "$FORCE" != 1 ] || ENROLL+=(--force)
+    # Replacing an agent of the same name (same id, a new token) needs an operator token as the token.
+    [ "$REPLACE" != 1 ] || ENROLL+=(--replace)
     if [ "$DRY_RUN" = 1 ]; then
         printf '+'
         printf ' %q' "${ENROLL[@]}"

@@ -241,7 +241,10 @@ struct DeployFilesTests {
         var description: String
         /// Files created under the fake root before the run (relative path → content).
         var existing: [String: String] = [:]
+        /// Arguments added to the sample ones (WORK stands for the directory of the inputs).
         var extraArguments: [String] = []
+        /// Flags removed from the sample ones, with their values.
+        var withoutFlags: [String] = []
         var passToken = true
         /// Lines of stdout expected (ROOT stands for the fake root).
         var expectedLines: [String]
@@ -276,7 +279,7 @@ struct DeployFilesTests {
                 "+ systemctl --root=ROOT enable ferry-agent.service",
                 "install-agent: done (dry run: nothing was changed)",
             ],
-            absent: ["skip: user ferry exists", "--force"]
+            absent: ["skip: user ferry exists", "--force", "--replace", "ca.pem", "root.json", "--trust-root"]
         ),
         DryRunCase(
             description: "enrolled host: no user, no enrollment, no token needed",
@@ -285,7 +288,7 @@ struct DeployFilesTests {
             expectedLines: [
                 "install-agent: skip: user ferry exists",
                 "install-agent: skip: group ferry exists",
-                "install-agent: skip: ROOT/etc/ferry/agent.json exists, this instance is enrolled (--force enrolls again)",
+                "install-agent: skip: ROOT/etc/ferry/agent.json exists, this instance is enrolled (--replace, with an operator token, enrolls it again)",
                 "+ systemctl --root=ROOT enable ferry-agent.service",
             ],
             absent: [" enroll ", "useradd", "groupadd", "chown"]
@@ -300,6 +303,51 @@ struct DeployFilesTests {
                 " --force --token-file - <redacted token on stdin>\n",
             ],
             absent: ["useradd", "skip: ROOT/etc/ferry/agent.json exists"]
+        ),
+        DryRunCase(
+            // The controller refuses an enroll token for a name it has (409 agent_exists): replacing takes an operator token.
+            description: "enrolled host with --replace: enrolls again, replacing the controller's agent of that name",
+            existing: enrolledHost,
+            extraArguments: ["--replace"],
+            expectedLines: ["install-agent: skip: user ferry exists"],
+            present: [
+                " enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json ",
+                " --poll-seconds 5 --force --replace --token-file - <redacted token on stdin>\n",
+            ],
+            absent: ["useradd", "skip: ROOT/etc/ferry/agent.json exists"]
+        ),
+        DryRunCase(
+            // The agent runs as ferry with ProtectHome=yes: a CA file under /root or /home, or root's alone, fails every poll.
+            description: "--ca-file is copied to /etc/ferry/ca.pem, and enroll is given the copy",
+            extraArguments: ["--ca-file", "WORK/ca.pem"],
+            expectedLines: ["+ install -o root -g ferry -m 0640 WORK/ca.pem ROOT/etc/ferry/ca.pem"],
+            present: [" --ca-file ROOT/etc/ferry/ca.pem --poll-seconds 5 --token-file - <redacted token on stdin>\n"],
+            absent: ["--ca-file WORK/ca.pem"]
+        ),
+        DryRunCase(
+            description: "--trust-root instead of keys: copied to /etc/ferry/root.json and pinned, no keys, no threshold",
+            extraArguments: ["--trust-root", "WORK/root.json"],
+            withoutFlags: ["--trusted-key", "--threshold"],
+            expectedLines: [
+                "+ install -o root -g ferry -m 0640 WORK/root.json ROOT/etc/ferry/root.json",
+                "+ ROOT/usr/local/bin/ferry-agent enroll --controller https://ferry.example:8443 --config ROOT/etc/ferry/agent.json"
+                    + " --state-dir ROOT/var/lib/ferry --env-dir ROOT/etc/ferry/env --process-manager builtin"
+                    + " --service web --service api --trust-root ROOT/etc/ferry/root.json --poll-seconds 5"
+                    + " --token-file - <redacted token on stdin>",
+            ],
+            absent: ["--trusted-key", "--threshold", "ROOT/etc/ferry/keys/"]
+        ),
+        DryRunCase(
+            // The enrolment pinned the root file's digest: the agent refuses a root file replaced under it.
+            description: "--trust-root on an enrolled host: the pinned root is not replaced",
+            existing: enrolledHost,
+            extraArguments: ["--trust-root", "WORK/root.json"],
+            withoutFlags: ["--trusted-key", "--threshold"],
+            passToken: false,
+            expectedLines: [
+                "install-agent: skip: ROOT/etc/ferry/root.json, this instance is enrolled with its pinned root (--force or --replace pins another)"
+            ],
+            absent: [" enroll ", "WORK/root.json"]
         ),
         DryRunCase(
             description: "--machine-identity ec2 reaches enroll",
@@ -335,15 +383,26 @@ struct DeployFilesTests {
             }
             let before = try TreeSnapshot.take(work.path)
 
-            var arguments = Self.sampleArguments(work: work) + ["--dry-run", "--root", root.path] + testCase.extraArguments
-            if testCase.passToken { arguments += ["--enroll-token", Self.token] }
-            let result = try await Command.run("bash", [Self.installScript] + arguments)
-
-            #expect(result.status == 0, "stderr: \(result.stderr)")
             let substitute = { (line: String) in
                 line.replacingOccurrences(of: "ROOT", with: root.path).replacingOccurrences(of: "WORK", with: work.path)
                     .replacingOccurrences(of: "DEPLOY", with: Self.deploy.path)
             }
+            var sample: [String] = []
+            var index = 0
+            let given = Self.sampleArguments(work: work)
+            while index < given.count {
+                if testCase.withoutFlags.contains(given[index]) {
+                    index += 2
+                } else {
+                    sample.append(given[index])
+                    index += 1
+                }
+            }
+            var arguments = sample + ["--dry-run", "--root", root.path] + testCase.extraArguments.map(substitute)
+            if testCase.passToken { arguments += ["--enroll-token", Self.token] }
+            let result = try await Command.run("bash", [Self.installScript] + arguments)
+
+            #expect(result.status == 0, "stderr: \(result.stderr)")
             let lines = Set(result.stdout.split(separator: "\n").map(String.init))
             for expected in testCase.expectedLines.map(substitute) {
                 #expect(lines.contains(expected), "missing line \(expected)\nstdout:\n\(result.stdout)")
@@ -407,11 +466,51 @@ struct DeployFilesTests {
         ),
         RefusalCase(description: "no service", changes: [("--service", nil)], message: "at least one --service is required"),
         RefusalCase(
+            description: "a PM2 home the agent's unit cannot write",
+            changes: [("--process-manager", "pm2")],
+            extra: ["--pm2", "/bin/true", "--pm2-home", "/srv/.pm2"],
+            message: "--pm2-home must be a directory named .pm2 under /var/lib/ferry"
+        ),
+        RefusalCase(
+            description: "a PM2 home pm2 startup cannot name",
+            changes: [("--process-manager", "pm2")],
+            extra: ["--pm2", "/bin/true", "--pm2-home", "/var/lib/ferry/pm2"],
+            message: "--pm2-home must be a directory named .pm2 under /var/lib/ferry"
+        ),
+        RefusalCase(
             description: "bad service name",
             changes: [("--service", "Web_1")],
             message: "--service 'Web_1' must match"
         ),
-        RefusalCase(description: "no trusted key", changes: [("--trusted-key", nil)], message: "at least one --trusted-key is required"),
+        RefusalCase(
+            description: "no trusted key",
+            changes: [("--trusted-key", nil)],
+            message: "at least one --trusted-key (or a signed --trust-root) is required"
+        ),
+        RefusalCase(
+            description: "a trust root and trusted keys",
+            changes: [("--threshold", nil)],
+            extra: ["--trust-root", "{work}/root.json"],
+            message: "give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds"
+        ),
+        RefusalCase(
+            description: "a trust root and a threshold",
+            changes: [("--trusted-key", nil)],
+            extra: ["--trust-root", "{work}/root.json"],
+            message: "give either --trust-root or --trusted-key/--threshold, not both: the root names its keys and thresholds"
+        ),
+        RefusalCase(
+            description: "missing trust root file",
+            changes: [("--trusted-key", nil), ("--threshold", nil)],
+            extra: ["--trust-root", "/nonexistent/root.json"],
+            message: "--trust-root /nonexistent/root.json: no such readable file"
+        ),
+        RefusalCase(
+            description: "missing CA file",
+            changes: [],
+            extra: ["--ca-file", "/nonexistent/ca.pem"],
+            message: "--ca-file /nonexistent/ca.pem: no such readable file"
+        ),
         RefusalCase(
             description: "missing key file",
             changes: [("--trusted-key", "/nonexistent/ops.pub")],
@@ -465,6 +564,12 @@ struct DeployFilesTests {
             changes: [("--enroll-token", nil)],
             message: "--enroll-token or --enroll-token-file is required to enroll"
         ),
+        RefusalCase(
+            description: "--replace without a token",
+            changes: [("--enroll-token", nil)],
+            extra: ["--replace"],
+            message: "--replace needs an operator token: give it with --enroll-token or --enroll-token-file"
+        ),
         RefusalCase(description: "--root for real", changes: [], dryRun: false, message: "--root is only for --dry-run plans"),
         RefusalCase(description: "unknown flag", changes: [], extra: ["--colour"], message: "unknown argument '--colour' (see --help)"),
         RefusalCase(description: "flag without value", changes: [], extra: ["--service"], message: "--service needs a value"),
@@ -493,7 +598,9 @@ struct DeployFilesTests {
                 }
                 arguments = kept
             }
-            arguments += ["--root", work.appendingPathComponent("root").path] + (testCase.dryRun ? ["--dry-run"] : []) + testCase.extra
+            arguments +=
+                ["--root", work.appendingPathComponent("root").path] + (testCase.dryRun ? ["--dry-run"] : [])
+                + testCase.extra.map { $0.replacingOccurrences(of: "{work}", with: work.path) }
             let before = try TreeSnapshot.take(work.path)
             let result = try await Command.run("bash", [Self.installScript] + arguments)
             #expect(result.status == 2)
@@ -579,12 +686,16 @@ struct DeployFilesTests {
 
     // MARK: - Helpers
 
-    /// Key files, a stand-in binary: what the sample arguments name.
+    /// Key files, a stand-in binary: what the sample arguments name; a CA bundle and a trust root for the rows that
+    /// give them (the script copies them, it does not parse them).
     static func makeInputs(in work: URL) throws {
         for name in ["alice.pub", "bob.pub"] {
             try "-----BEGIN PUBLIC KEY-----\n\(name)\n-----END PUBLIC KEY-----\n"
                 .write(to: work.appendingPathComponent(name), atomically: true, encoding: .utf8)
         }
+        try "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"
+            .write(to: work.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
+        try "{\"signed\":{},\"signatures\":[]}\n".write(to: work.appendingPathComponent("root.json"), atomically: true, encoding: .utf8)
         let binary = work.appendingPathComponent("ferry-agent").path
         try "#!/bin/sh\necho fake agent\n".write(toFile: binary, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: binary)
