@@ -375,6 +375,32 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// What an app prints as it stops (its SIGINT handler) at the daemon's shutdown is in its log: the daemon exited
+    /// while the output thread was still draining the pipes, and the last lines were lost.
+    @Test("the lines an app prints as the daemon shuts it down are in its log", arguments: 0..<3)
+    func theLastLinesAtShutdownAreKept(_ attempt: Int) async throws {
+        try await SupervisorHarness.with { harness in
+            let script = try harness.write(
+                "app/goodbye.js",
+                """
+                process.on('SIGINT', () => {
+                    for (let i = 0; i < 2000; i++) process.stdout.write('goodbye line ' + i + ' ' + 'x'.repeat(60) + '\\n');
+                    process.stdout.write('last words\\n', () => process.exit(0));
+                });
+                console.log('up');
+                setInterval(() => {}, 1000);
+
+                """
+            )
+            try await harness.manager.start(harness.spec("goodbye", script: script), ecosystem: "")
+            let log = "\(harness.home)/logs/goodbye-0-out.log"
+            #expect(await SupervisorHarness.eventually { (try? String(contentsOfFile: log, encoding: .utf8))?.contains("up\n") == true })
+            #expect(try await harness.manager.shutdown())
+            let text = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(text.hasSuffix("last words\n"), "attempt \(attempt): the log ends with \(text.suffix(80).debugDescription)")
+        }
+    }
+
     @Test("app output goes to logs rotated by size")
     func logRotation() async throws {
         let rotation: @Sendable (inout BuiltinProcessManager.Configuration) -> Void = {

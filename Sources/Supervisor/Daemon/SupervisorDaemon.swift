@@ -125,7 +125,7 @@ package struct SupervisorDaemon: Service {
             )
         } catch {
             await supervisor.stopAll()
-            pump.stop()
+            await pump.stop()
             throw error
         }
         do {
@@ -144,7 +144,7 @@ package struct SupervisorDaemon: Service {
         logger.info("supervisor.stopping")
         server.stop()
         await supervisor.stopAll()
-        pump.stop()
+        await pump.stop()
         unlink(configuration.pidPath)
         logger.info("supervisor.stopped")
     }

@@ -11,6 +11,8 @@ final class OutputPump: Sendable {
     private let state: Mutex<State>
     private let wakeReader: Int32
     private let wakeWriter: Int32
+    /// The thread has drained the pipes and ended.
+    private let finished = Atomic<Bool>(false)
 
     private struct Log {
         let file: RotatingLogFile
@@ -85,11 +87,21 @@ final class OutputPump: Sendable {
         }
     }
 
-    /// Closes every pipe and log and ends the thread (at daemon exit, after the children are gone).
-    func stop() {
+    /// Closes every pipe and log and ends the thread (at daemon exit, after the children are gone), and waits for it to
+    /// have written what was left in the pipes: the daemon's exit right after ended the thread mid-drain, and what the
+    /// apps printed as they stopped (on SIGINT) was lost. At most `drainWait`: a write stalled on a hung disk does not
+    /// hold the exit for good.
+    func stop() async {
         state.withLock { $0.stopped = true }
         wake()
+        let deadline = ContinuousClock.now + Self.drainWait
+        while !finished.load(ordering: .acquiring), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
+
+    /// How long `stop` waits for the drain.
+    static let drainWait = Duration.seconds(5)
 
     private func wake() {
         var byte: UInt8 = 1
@@ -126,6 +138,7 @@ final class OutputPump: Sendable {
             guard let watched else {
                 close(wakeReader)
                 close(wakeWriter)
+                finished.store(true, ordering: .releasing)
                 return
             }
             var descriptors =
