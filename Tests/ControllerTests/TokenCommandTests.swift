@@ -140,6 +140,50 @@ import Testing
 
     /// The built binary: tokens listed without their secrets, and `token revoke --data-dir` in another process is
     /// effective at once on every route of the running server, although the server had the token cached.
+    /// A token command does not migrate a database of an older schema (an upgraded package while the older `serve` still
+    /// runs on it): it says to start this version's `serve` first, and leaves the database as it was. Before, it
+    /// migrated the live database under that server. A new database it makes, as before.
+    @Test func aTokenCommandDoesNotMigrateAnOlderDatabase() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-token-schema") { directory in
+            let data = directory.appendingPathComponent("data").path
+            let made = try await CLI.cli(["token", "create", "--data-dir", data, "--role", "viewer", "--name", "dash"])
+            #expect(made.status == 0, "\(made.errors)")
+            // As an older Ferry left it: its last migration not applied (its row gone is what this binary reads).
+            let path = "\(data)/ferry.sqlite"
+            let latest = SchemaMigrations.latestVersion
+            try await Self.sqlite(path, "DELETE FROM ferry_schema WHERE version = \(latest)")
+            let refused = try await CLI.cli(["token", "create", "--data-dir", data, "--role", "viewer", "--name", "dash2"])
+            #expect(refused.status != 0)
+            #expect(
+                refused.errors.contains(
+                    "has schema version \(latest - 1) and this ferry-controller uses \(latest): start this version's ferry-controller serve first"
+                ),
+                "\(refused.errors)"
+            )
+            #expect(try await Self.sqlite(path, "SELECT MAX(version) FROM ferry_schema") == "\(latest - 1)", "the schema was left as it was")
+            #expect(try await Self.sqlite(path, "SELECT COUNT(*) FROM tokens") == "1", "no token was made")
+        }
+    }
+
+    /// Runs `sql` on the SQLite database at `path` (Python's sqlite3, outside any store); the first column of the first
+    /// row, as text, or "".
+    static func sqlite(_ path: String, _ sql: String) async throws -> String {
+        let run = try await CommandRunner.run(
+            CommandRunner.Request(
+                executable: "/usr/bin/env",
+                arguments: [
+                    "python3", "-c",
+                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.execute(sys.argv[2]).fetchone(); c.commit(); print('' if r is None else r[0])",
+                    path, sql,
+                ],
+                environment: ProcessInfo.processInfo.environment,
+                timeout: .seconds(30)
+            )
+        )
+        guard run.termination == .exited(0) else { throw HarnessError("sqlite3 failed: \(String(decoding: run.standardError, as: UTF8.self))") }
+        return String(decoding: run.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     @Test func revokeThroughTheBinaryWhileTheServerRuns() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-token-cli") { directory in
             let data = directory.appendingPathComponent("data").path

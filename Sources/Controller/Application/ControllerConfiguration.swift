@@ -95,12 +95,18 @@ enum DatabaseSelection: Sendable, Equatable {
     /// A PostgreSQL database several controllers share.
     case postgres(PostgresStoreConfiguration)
 
-    /// Opens the store this selects (SQLite at `sqlitePath`).
+    /// Opens the store this selects (SQLite at `sqlitePath`). `upgradesSchema`: whether a database of an older schema
+    /// is migrated (`serve`), or refused (the other commands: see `SchemaMigrator.migrate`).
     /// - Throws: `StoreError.cannotOpen`, `StoreError.schemaTooNew`.
-    func openStore(sqlitePath: String, logger: Logger) async throws -> SQLControllerStore {
+    func openStore(sqlitePath: String, logger: Logger, upgradesSchema: Bool = true) async throws -> SQLControllerStore {
         switch self {
-        case .sqlite: try await SQLControllerStore.open(SQLiteStoreBackend.Configuration(path: sqlitePath), logger: logger)
-        case .postgres(let configuration): try await SQLControllerStore.open(configuration, logger: logger)
+        case .sqlite:
+            var configuration = SQLiteStoreBackend.Configuration(path: sqlitePath)
+            configuration.upgradesSchema = upgradesSchema
+            return try await SQLControllerStore.open(configuration, logger: logger)
+        case .postgres(var configuration):
+            configuration.upgradesSchema = upgradesSchema
+            return try await SQLControllerStore.open(configuration, logger: logger)
         }
     }
 }

@@ -119,7 +119,7 @@ struct DataDirectoryOptions: ParsableArguments {
         }
         let store: SQLControllerStore
         do {
-            store = try await selection.openStore(sqlitePath: path, logger: logger)
+            store = try await selection.openStore(sqlitePath: path, logger: logger, upgradesSchema: false)
         } catch {
             throw CLIError("\(error)")
         }

@@ -101,7 +101,13 @@ final class PostgresStoreBackend: SQLStoreBackend {
             // short it would roll back, and every restart would try and fail again: the controller could not start.
             try await db.raw("SET statement_timeout = 0").run()
             try await withSessionLock(migrationLockKey, on: db, logger: logger) {
-                try await SchemaMigrator.migrate(db, dialect: .postgres, location: location, logger: logger)
+                try await SchemaMigrator.migrate(
+                    db,
+                    dialect: .postgres,
+                    location: location,
+                    logger: logger,
+                    upgrades: configuration.upgradesSchema
+                )
             }
             try? await connection.close()
         } catch {

@@ -40,6 +40,9 @@ struct PostgresStoreConfiguration: Sendable, Equatable {
     var statementTimeout: Duration = .seconds(30)
     /// How long a new connection may take. Default 10 s.
     var connectTimeout: Duration = .seconds(10)
+    /// Whether a database of an older schema is migrated. Default `true` (`serve`); the token commands turn it off
+    /// (`SchemaMigrator.migrate`).
+    var upgradesSchema = true
 
     /// How long the controller waits for the answer to one statement before it gives the connection up: the server's own
     /// cancellation (`statementTimeout`) plus the time a connection may take. Only a silent database or network is

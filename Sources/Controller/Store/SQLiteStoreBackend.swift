@@ -22,6 +22,9 @@ final class SQLiteStoreBackend: SQLStoreBackend {
         /// WAL frames (pages of 4 KiB) past which the log is restarted on the writer, and the file cut back to that size
         /// (see `SQLiteCheckpointer`): 16,384 frames, 64 MiB. `Int.max`: never.
         var walRestartFrames = 16_384
+        /// Whether a database of an older schema is migrated. Default `true` (`serve`); the token commands turn it off
+        /// (`SchemaMigrator.migrate`).
+        var upgradesSchema = true
 
         init(path: String) { self.path = path }
     }
@@ -84,7 +87,7 @@ final class SQLiteStoreBackend: SQLStoreBackend {
             // After the log restarts (below), the first commit cuts the file back to this size: restarted, not emptied,
             // so commits keep overwriting pages the file already has instead of growing it again.
             try await db.raw("PRAGMA journal_size_limit = \(unsafeRaw: String(Self.walSizeLimit(frames: configuration.walRestartFrames)))").run()
-            try await SchemaMigrator.migrate(db, dialect: .sqlite, location: path, logger: logger)
+            try await SchemaMigrator.migrate(db, dialect: .sqlite, location: path, logger: logger, upgrades: configuration.upgradesSchema)
             var connections: [SQLiteConnection] = []
             do {
                 for _ in 0..<readerCount {

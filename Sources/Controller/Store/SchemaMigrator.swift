@@ -11,12 +11,24 @@ import SQLKit
 enum SchemaMigrator {
     /// Applies the pending migrations.
     /// - Parameter location: the database as errors name it (a file path, or a URL without its password).
-    /// - Throws: `StoreError.schemaTooNew` when a newer Ferry migrated the database; database errors as they come.
-    static func migrate(_ db: any SQLDatabase, dialect: StoreDialect, location: String, logger: Logger) async throws {
+    /// - Parameter upgrades: whether a database of an older schema is migrated (a new one always is). Off for the
+    ///   commands beside `serve` (`token create`): run from an upgraded package while the older `serve` still runs on
+    ///   the database, they migrated it under that server, which went on writing with the older schema's statements.
+    /// - Throws: `StoreError.schemaTooNew` when a newer Ferry migrated the database; `StoreError.cannotOpen` for an
+    ///   older schema with `upgrades` off; database errors as they come.
+    static func migrate(_ db: any SQLDatabase, dialect: StoreDialect, location: String, logger: Logger, upgrades: Bool = true) async throws {
         try await db.raw("\(unsafeRaw: dialect.schemaStatement(SchemaMigrations.versionTable))").run()
         let known = SchemaMigrations.latestVersion
         let found = try await currentVersion(db)
         guard found <= known else { throw StoreError.schemaTooNew(path: location, found: found, known: known) }
+        guard upgrades || found == 0 || found == known else {
+            throw StoreError.cannotOpen(
+                path: location,
+                reason: "the database has schema version \(found) and this ferry-controller uses \(known): start this version's "
+                    + "ferry-controller serve first (it migrates the database); this command does not migrate a database a running "
+                    + "older controller may be using"
+            )
+        }
         // Every version below the highest applied one must be applied too: only versions above it are applied here,
         // and a missing one (a database a development build numbered out of order) left its tables out for good,
         // every query of them failing later with "no such table".
