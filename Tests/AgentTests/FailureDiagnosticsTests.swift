@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Shared
 import TestSupport
 import Testing
@@ -58,6 +59,23 @@ struct FailureDiagnosticsTests {
             #expect(diagnosis.logs[0].lines == ["worker crashed"])
             #expect(diagnosis.logs[1].lines == ["booting", "Error: cannot connect with ${DB_PASSWORD}"])
             #expect(!String(decoding: diagnosis.json.encoded(), as: UTF8.self).contains(Self.secret))
+        }
+    }
+
+    /// A log rotated a moment before the diagnosis (the live file empty) gives the end of the rotated file, masked; one
+    /// rotated long ago does not stand in for an app that printed nothing since.
+    @Test(arguments: [(0.0, true), (60.0, true), (3_600.0, false)])
+    func aLogRotatedJustBeforeGivesTheRotatedFilesEnd(_ age: Double, _ used: Bool) async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-diag-rotated") { directory in
+            let live = directory.appendingPathComponent("api-err.log").path
+            try Data().write(to: URL(fileURLWithPath: live))
+            try Data("booting\nError: cannot connect with \(Self.secret)\n".utf8).write(to: URL(fileURLWithPath: live + ".1"))
+            let now = Double(time(nil))
+            var times = [timespec(tv_sec: Int(now - age), tv_nsec: 0), timespec(tv_sec: Int(now - age), tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, live + ".1", &times, 0) == 0)
+            let tail = FailureDiagnostics.tail(live, mask: SecretMask([["DB_PASSWORD": Self.secret]]), now: now)
+            #expect((tail != nil) == used)
+            if used { #expect(tail?.lines == ["booting", "Error: cannot connect with ${DB_PASSWORD}"]) }
         }
     }
 

@@ -1,3 +1,4 @@
+import Glibc
 import Shared
 
 #if canImport(FoundationEssentials)
@@ -58,6 +59,23 @@ enum FailureDiagnostics {
         return diagnosis.mapText(mask.apply)
     }
 
+    /// How recent a rotated log file must be to stand in for an empty live one.
+    static let rotatedFileAge: Double = 15 * 60
+
+    /// The tail of the log file at `path`; when it holds nothing (rotated a moment ago: by the agent's rotation of PM2's
+    /// logs or the builtin supervisor's, which both name the last file `<path>.1`), the tail of that rotated file, if
+    /// it was written in the last `rotatedFileAge` seconds: what the app printed last is there. Before, a rotation at
+    /// the wrong moment left the failure report without any of the app's output.
+    static func tail(_ path: String, mask: SecretMask, now: Double = Double(time(nil))) -> LogTailReader.Tail? {
+        if let tail = LogTailReader.read(path, mask: mask), !tail.lines.isEmpty { return tail }
+        let rotated = path + ".1"
+        var info = stat()
+        guard stat(rotated, &info) == 0, now - Double(info.st_mtim.tv_sec) <= rotatedFileAge,
+            let tail = LogTailReader.read(rotated, mask: mask), !tail.lines.isEmpty
+        else { return nil }
+        return tail
+    }
+
     /// The log tails of `processes` in order, stderr before stdout, one per file.
     static func logs(of processes: [ManagedProcess], mask: SecretMask) -> [FailureDiagnosis.LogTail] {
         var tails: [FailureDiagnosis.LogTail] = []
@@ -70,9 +88,7 @@ enum FailureDiagnostics {
                     if !tails[index].pmIds.contains(pmId) { tails[index].pmIds.append(pmId) }
                     continue
                 }
-                guard tails.count < FailureDiagnosis.maximumLogs, let tail = LogTailReader.read(path, mask: mask), !tail.lines.isEmpty else {
-                    continue
-                }
+                guard tails.count < FailureDiagnosis.maximumLogs, let tail = Self.tail(path, mask: mask) else { continue }
                 indexByPath[path] = tails.count
                 tails.append(
                     FailureDiagnosis.LogTail(app: process.name, pmIds: [pmId], stream: stream, lines: tail.lines, truncated: tail.truncated)
