@@ -37,7 +37,7 @@ struct PM2CommandTests {
         (.restart(app: "api"), ["restart", "api"]),
         (.deleteIds(app: "/.*/", ids: [3, 4]), ["delete", "3", "4"]),
         (.restartIds(app: "feed.json", ids: [0]), ["restart", "0"]),
-        (.save, ["save"]),
+        (.save, ["save", "--force"]),
     ]
 
     @Test("each action builds exactly this argv, with only PATH, HOME, PM2_HOME and NO_COLOR", arguments: operations.indices)
@@ -134,12 +134,12 @@ struct PM2CommandTests {
         let standIn = try PM2StandIn()
         defer { standIn.cleanUp() }
         try standIn.setTable(raw: "[]")
-        try standIn.queue([.init(["save"], "save.json")])
+        try standIn.queue([.init(["save", "--force"], "save.json")])
         let manager = try standIn.manager()
         _ = try await manager.processes()
         try await manager.save()
         let calls = try standIn.invocations()
-        #expect(calls.map(\.argv) == [["jlist"], ["save"]])
+        #expect(calls.map(\.argv) == [["jlist"], ["save", "--force"]])
         for call in calls {
             #expect(call.env == manager.invocation.environment)
             #expect(Set(call.env.keys) == ["PATH", "HOME", "PM2_HOME", "NO_COLOR"])

@@ -600,6 +600,26 @@ struct PM2ProcessManagerTests {
             ("oneshot-segfault", "SIGSEGV", [:], false, .stopped, nil, "SIGSEGV", "failed"),
         ]
 
+    /// Deleting the last app and saving leaves an empty `dump.pm2`, so a reboot's `pm2 resurrect` brings nothing back.
+    /// PM2 skips a save of an empty table (exit 0, "PM2 is not managing any process") unless forced: the dump kept the
+    /// deleted apps, and every boot started them again. Real PM2 7.0.3.
+    @Test("against real PM2: a save after the last app is deleted empties the dump")
+    func realPM2SaveOfAnEmptyTable() async throws {
+        try await Self.withRealPM2("ferry-real-pm2-save") { root in
+            try Data("setInterval(() => {}, 1000);\n".utf8).write(to: root.appendingPathComponent("idle.js"))
+            return [AppSpec.pm2TestApp("idle", script: root.path + "/idle.js", cwd: root.path)]
+        } check: { manager, apps in
+            let dump = try #require(manager.invocation.environment["PM2_HOME"]) + "/dump.pm2"
+            try await manager.save()
+            let saved = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dump))))
+            #expect(saved.arrayValue.count == 1, "the running app is saved")
+            try await manager.delete(appNamed: apps[0].name)
+            try await manager.save()
+            let emptied = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dump))))
+            #expect(emptied == .array([]), "the dump still holds \(emptied)")
+        }
+    }
+
     @Test("against real PM2: apps PM2 stops on purpose pass the gate, and fork apps keep PM2's merged log file")
     func realPM2EndedApps() async throws {
         try await Self.withRealPM2("ferry-real-pm2-ended") { root in

@@ -65,7 +65,7 @@ struct PM2ReplayTests {
                 previousWasAction = false
             } else {
                 if previousWasAction { outcome.readAfterEachAction = false }
-                previousWasAction = call.argv != ["save"]
+                previousWasAction = call.argv != ["save", "--force"]
             }
             #expect(call.env == manager.invocation.environment)
         }
@@ -98,7 +98,7 @@ struct PM2ReplayTests {
         let apps = [Self.symFork, Self.symCluster]
         let eco = standIn.ecosystem
         func reload(_ app: String) -> [String] { ["reload", eco, "--only", app, "--update-env"] }
-        let save = PM2StandIn.Answer(["save"], "save.json")
+        let save = PM2StandIn.Answer(["save", "--force"], "save.json")
         // The very first jlist of a fresh daemon prints its spawn lines before the JSON.
         try standIn.setTable(fromCapture: "jlist-daemon-not-running.json")
 
@@ -115,7 +115,7 @@ struct PM2ReplayTests {
             manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .start, "sym-cluster": .start])
-        #expect(pass.commands == [["start", eco, "--only", "sym-fork"], ["start", eco, "--only", "sym-cluster"], ["save"]])
+        #expect(pass.commands == [["start", eco, "--only", "sym-fork"], ["start", eco, "--only", "sym-cluster"], ["save", "--force"]])
         #expect(pass.readAfterEachAction)
         #expect(pass.check == .allOnline)
         #expect(try PM2Fixtures.capture("symlink-01-start.json").codeVersions("probe_fork") == ["v1"])
@@ -141,7 +141,7 @@ struct PM2ReplayTests {
             manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .reload, "sym-cluster": .reload])
-        #expect(pass.commands == [reload("sym-fork"), reload("sym-cluster"), ["save"]])
+        #expect(pass.commands == [reload("sym-fork"), reload("sym-cluster"), ["save", "--force"]])
         #expect(pass.readAfterEachAction)
         #expect(pass.check == .allOnline)
         #expect(pass.table.map(\.restarts) == [1, 1, 1])
@@ -200,7 +200,7 @@ struct PM2ReplayTests {
             manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .reload, "sym-cluster": .reload])
-        #expect(pass.commands == [reload("sym-fork"), reload("sym-cluster"), ["save"]], "both reloads returned success")
+        #expect(pass.commands == [reload("sym-fork"), reload("sym-cluster"), ["save", "--force"]], "both reloads returned success")
         #expect(try PM2Fixtures.capture("symlink-08-reload-cluster-broken-release.json").exit_code == 0)
         #expect(try PM2Fixtures.capture("symlink-09-reload-fork-broken-release.json").exit_code == 0)
         guard case .failed(let reason) = pass.check else {
@@ -251,7 +251,7 @@ struct PM2ReplayTests {
             manager: manager
         )
         #expect(pass.decisions == ["sym-fork": .delete, "sym-cluster": .delete])
-        #expect(pass.commands == [["delete", "sym-fork"], ["delete", "sym-cluster"], ["save"]])
+        #expect(pass.commands == [["delete", "sym-fork"], ["delete", "sym-cluster"], ["save", "--force"]])
         #expect(pass.table.isEmpty)
     }
 
@@ -283,7 +283,7 @@ struct PM2ReplayTests {
         let names = ["path-fork", "path-cluster"]
         func reload(_ app: String) -> [String] { ["reload", eco, "--only", app, "--update-env"] }
         func start(_ app: String) -> [String] { ["start", eco, "--only", app] }
-        let save = PM2StandIn.Answer(["save"], "save.json")
+        let save = PM2StandIn.Answer(["save", "--force"], "save.json")
         // The recordings moved the cwd along with the script: PM2 keeps both on reload (path-02…04), so both are named.
         let moved =
             "script changed from $PM2_PEER/deploy/releases/v1/server.js to $PM2_PEER/deploy/releases/v2/server.js; "
@@ -381,7 +381,7 @@ struct PM2ReplayTests {
         )
         #expect(pass.decisions == ["path-fork": .replace(reason: moved), "path-cluster": .replace(reason: moved)])
         #expect(
-            pass.commands == [["delete", "path-fork"], start("path-fork"), ["delete", "path-cluster"], start("path-cluster"), ["save"]]
+            pass.commands == [["delete", "path-fork"], start("path-fork"), ["delete", "path-cluster"], start("path-cluster"), ["save", "--force"]]
         )
         #expect(pass.readAfterEachAction)
         #expect(pass.check == .allOnline)
@@ -399,7 +399,7 @@ struct PM2ReplayTests {
             standIn: standIn,
             manager: manager
         )
-        #expect(pass.commands == [["delete", "path-fork"], ["delete", "path-cluster"], ["save"]])
+        #expect(pass.commands == [["delete", "path-fork"], ["delete", "path-cluster"], ["save", "--force"]])
         #expect(pass.table.isEmpty)
     }
 }

@@ -39,7 +39,9 @@ struct PM2Command: Sendable, Equatable, CustomStringConvertible {
             case .restart(let app): ["restart", app]
             case .deleteIds(_, let ids): ["delete"] + ids.map(String.init)
             case .restartIds(_, let ids): ["restart"] + ids.map(String.init)
-            case .save: ["save"]
+            // `--force`: without it PM2 leaves `dump.pm2` as it was when the table is empty ("PM2 is not managing any
+            // process, skipping save", exit 0), and the next boot resurrected the apps Ferry had deleted.
+            case .save: ["save", "--force"]
             case .reloadLogs: ["reloadLogs"]
             }
         }
