@@ -29,7 +29,8 @@ struct AgentRuntime: Sendable {
     var releasesCodePages = true
 
     /// Builds the runtime. Test-only pause points come from `FERRY_TEST_PAUSE_AFTER_BYTES` (download) and
-    /// `FERRY_TEST_PAUSE_AFTER_ENTRIES` (extraction): the agent then stops there until killed.
+    /// `FERRY_TEST_PAUSE_AFTER_ENTRIES` (extraction), `FERRY_TEST_PAUSE_BEFORE_ROLLBACK=1` (a failed release's verdict
+    /// saved, before it is taken out): the agent then stops there until killed.
     /// `FERRY_TEST_SUPERVISOR_REQUEST_SECONDS` shortens the builtin supervisor's request timeout (a wedged daemon).
     static func make(
         config: AgentConfig,
@@ -90,7 +91,13 @@ struct AgentRuntime: Sendable {
             services: Set(config.services)
         )
         let reconciler = Reconciler(
-            configuration: .init(services: config.services, namespace: config.namespace, envDir: config.envDir, keepReleases: config.keepReleases),
+            configuration: .init(
+                services: config.services,
+                namespace: config.namespace,
+                envDir: config.envDir,
+                keepReleases: config.keepReleases,
+                pausesBeforeTakingOut: environment["FERRY_TEST_PAUSE_BEFORE_ROLLBACK"] == "1"
+            ),
             layout: layout,
             processManager: processManager,
             processManagerName: name,

@@ -17,6 +17,50 @@ struct AgentCrashTests {
         try await FleetFixture.with { fleet in try await run(fleet, step: step) }
     }
 
+    /// kill -9 of the agent after a release's verdict, in the middle of its rollback: the restarted agent finishes the
+    /// rollback and records the failure. It installed the failed serial again (a broken release reloaded into production
+    /// and a whole gate deadline more), because nothing of the verdict had been saved.
+    @Test(.timeLimit(.minutes(4)), arguments: Backend.allCases)
+    func killDashNineDuringARollbackKeepsTheVerdict(backend: Backend) async throws {
+        _ = try backend.pm2Binary()
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            try await fleet.publish(serial: 1, version: "1.0.0", port: port)
+            let config = try await fleet.enrollAgent(name: "crashy", backend: backend)
+            let stateFile = URL(fileURLWithPath: config).deletingLastPathComponent().appendingPathComponent("state/state.json").path
+            let first = try fleet.startAgent(config: config, label: "agent-1")
+            try await eventually("v1 applied (through its gate)") { () -> Bool? in
+                let entry = try await fleet.fleetEntry(agent: "crashy")
+                return entry?["serial"]?.intValue == 1 && entry?["phase"]?.stringValue == "running" ? true : nil
+            }
+            await first.terminate()
+
+            try await fleet.publish(serial: 2, version: "2.0.0", port: port, crash: true, deadline: 3)
+            let pausing = try fleet.startAgent(config: config, label: "agent-2", environment: ["FERRY_TEST_PAUSE_BEFORE_ROLLBACK": "1"])
+            try await eventually("serial 2's verdict saved", timeout: .seconds(60)) {
+                ((try? String(contentsOfFile: stateFile, encoding: .utf8)) ?? "").contains("\"pendingVerdict\"") ? true : nil
+            }
+            pausing.kill()
+
+            let restarted = try fleet.startAgent(config: config, label: "agent-3")
+            try await eventually("v1 serving again, serial 2 rolled back", timeout: .seconds(60)) { () -> Bool? in
+                let entry = try await fleet.fleetEntry(agent: "crashy")
+                guard await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, entry?["serial"]?.intValue == 1,
+                    entry?["phase"]?.stringValue == "rolled-back"
+                else { return nil }
+                return true
+            }
+            // A few passes more: serial 2 is not installed again.
+            try await Task.sleep(for: .seconds(3))
+            await restarted.terminate()
+            let log = (try? String(contentsOf: fleet.root.appendingPathComponent("logs/agent-3.err"), encoding: .utf8)) ?? ""
+            #expect(!log.contains("installing release"), "serial 2 was installed again after the restart")
+            let state = (try? String(contentsOfFile: stateFile, encoding: .utf8)) ?? ""
+            #expect(!state.contains("\"pendingVerdict\""))
+        }
+    }
+
     private func run(_ fleet: FleetFixture, step: Step) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()

@@ -835,6 +835,41 @@ struct ServiceStateTests {
         #expect(try old.handle(.installResumed) == .restore(Self.r5))
     }
 
+    /// A verdict is kept in the state before the failed release is taken out: an agent stopped or killed in the middle
+    /// of the rollback comes back to it, finishes the taking out and records the failure; it installed the failed serial
+    /// again (a bad release reloaded into production, through a whole gate deadline, at every such restart). With nothing
+    /// to go back to, its apps are removed. The verdict survives the state file; a new install starts without one.
+    @Test(arguments: [true, false])
+    func aVerdictSurvivesARestartInTheMiddleOfTheRollback(withApplied: Bool) throws {
+        var state = (withApplied ? From.deploying : From.deployingFirst).state
+        let failed = try #require(state.pending)
+        _ = try state.handle(.activating)
+        let reason = ServiceState.UnhealthyReason.healthGate("GET /health answered 500")
+        let decided = try state.handle(.releaseUnhealthy(reason, canRollBack: withApplied))
+        #expect(decided == (withApplied ? .rollBack(failed: failed, to: Self.r5) : .removeFailedRelease(failed)))
+        #expect(state.pendingVerdict == "\(reason)")
+        // Killed here: the next start reads the file back.
+        var restarted = try JSONDecoder().decode(ServiceState.self, from: JSONEncoder().encode(state))
+        let resumed = try restarted.handle(.installResumed)
+        #expect(restarted.pending == nil && restarted.pendingVerdict == nil)
+        #expect(restarted.hasFailed(failed.serial), "the serial failed here for good")
+        if withApplied {
+            #expect(resumed == .restore(Self.r5))
+            #expect(restarted.phase == .rolledBack && restarted.applied == Self.r5)
+            #expect(
+                restarted.message == "serial 6 (\(failed.version)) failed and was rolled back to serial 5 (\(Self.r5.version)): \(reason) "
+                    + "(the agent was restarted while taking it out)"
+            )
+        } else {
+            #expect(resumed == .removeFailedRelease(failed))
+            #expect(restarted.phase == .failed)
+        }
+        // A later install starts without a verdict.
+        var next = restarted
+        _ = try next.handle(.installStarted(Self.release(7)))
+        #expect(next.pendingVerdict == nil)
+    }
+
     @Test func theTableCoversEveryStateAndEveryEvent() {
         let covered = Set(Self.rows.map { "\($0.from.rawValue) + \($0.event.name)" })
         for from in From.allCases {

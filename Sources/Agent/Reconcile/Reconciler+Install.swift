@@ -380,7 +380,12 @@ extension Reconciler {
             let diagnosis = await FailureDiagnostics.collect(evidence, apps: apps, processManager: processManager, mask: secrets.mask)
             let event = ServiceState.Event.releaseUnhealthy(reason, canRollBack: previousApps != nil)
             let done: ServiceState.Event
-            switch transition(service, event, summary: &summary) {
+            let decided = transition(service, event, summary: &summary)
+            // The verdict is saved before the release is taken out: an agent stopped or killed in the middle comes back
+            // to it and finishes the taking out, instead of installing the failed serial again.
+            if decided != nil { save(&summary) }
+            while configuration.pausesBeforeTakingOut, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            switch decided {
             case .rollBack(_, let target)?:
                 // Stopped mid-way (the agent shutting down): not rolled back yet. The release stays pending, and the
                 // next start restores the applied one (a rollback recorded here would leave the failed code running).
@@ -481,7 +486,7 @@ extension Reconciler {
     }
 
     /// Nothing to go back to: deletes the failed release's apps and removes `current`.
-    private func remove(_ failedApps: [AppSpec], service: String) async {
+    func remove(_ failedApps: [AppSpec], service: String) async {
         for app in failedApps { try? await processManager.delete(appNamed: app.name) }
         try? await processManager.save()
         files.removeCurrent(service)

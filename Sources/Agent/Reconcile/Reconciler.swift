@@ -23,6 +23,9 @@ actor Reconciler {
         var envDir: String
         /// Extracted releases kept per service besides the applied, previous and pending ones.
         var keepReleases: Int
+        /// Test-only (`FERRY_TEST_PAUSE_BEFORE_ROLLBACK`): once a failed release's verdict is saved, the agent stops
+        /// there until it is killed, so a crash test can land in the middle of taking it out.
+        var pausesBeforeTakingOut = false
     }
 
     /// How a pass went.
@@ -183,6 +186,14 @@ actor Reconciler {
                 let others = configuration.services.filter { $0 != service }.compactMap { try? state[$0].applied?.release() }
                 let interrupted = Set((try? pending.release().pm2.apps.map(\.name)) ?? [])
                 await restore(applied, service: service, removing: interrupted.subtracting(others.flatMap { $0.pm2.apps.map(\.name) }))
+            } else if case .removeFailedRelease(let failed) = action, let apps = try? appSpecs(for: failed, service: service) {
+                // It had failed with nothing to go back to, and the agent stopped while taking it out: its apps go now.
+                let others = Set(
+                    configuration.services.filter { $0 != service }.compactMap { try? state[$0].applied?.release() }.flatMap {
+                        $0.pm2.apps.map(\.name)
+                    }
+                )
+                await remove(apps.filter { !others.contains($0.name) }, service: service)
             }
             // A save that fails (a full disk) is retried at the end of every pass, as any other: throwing here ended the
             // agent, whose restart restored and reloaded every app again, every few seconds while the disk stayed full.

@@ -20,12 +20,22 @@ struct ServiceState: Sendable, Codable, Equatable {
     /// An install that was started and not finished (kill -9 mid-install): on the next start `current` is switched
     /// back to `applied` before anything else.
     private(set) var pending: AppliedRelease? {
-        didSet { if pending == nil { pendingActivated = nil } }
+        didSet {
+            if pending == nil {
+                pendingActivated = nil
+                pendingVerdict = nil
+            }
+        }
     }
     /// Whether the pending release got as far as writing its files and switching `current` (`activating`): only then
     /// must a restart of the agent put the applied release back and reload its apps. `false` from the install's start
     /// until then; `nil` in a state file written before this was kept (then a restart restores, as it always did).
     private(set) var pendingActivated: Bool?
+    /// Why the pending release failed, once its verdict is in and while it is being taken out (`releaseUnhealthy` until
+    /// `rolledBack`/`failedReleaseRemoved`). Saved before the rollback starts: an agent stopped or killed in the middle
+    /// of one (reloading the old release can take minutes) came back to a pending release without a verdict, and
+    /// installed the failed serial again (`installResumed`).
+    private(set) var pendingVerdict: String?
     /// Serials that failed here (refused or rolled back), newest first, at most 20.
     private(set) var failures: [Failure] = []
     private(set) var phase: DeployPhase = .waiting
@@ -101,6 +111,7 @@ struct ServiceState: Sendable, Codable, Equatable {
             highestAcceptedSerial = max(highestAcceptedSerial ?? 0, candidate.serial)
             pending = candidate
             pendingActivated = false
+            pendingVerdict = nil
             phase = .deploying
             message = "deploying serial \(candidate.serial) (\(candidate.version))"
             return .save
@@ -112,6 +123,22 @@ struct ServiceState: Sendable, Codable, Equatable {
 
         case (_, .installResumed):
             guard let interrupted = pending else { throw .noInstallPending(event: event.name) }
+            if let verdict = pendingVerdict {
+                // It had failed, and the agent stopped while taking it out: the verdict stands, and the taking out is
+                // finished now (the applied release restored, or the failed release's apps removed).
+                failures.record(serial: interrupted.serial, reason: verdict, kind: .rolledBack)
+                pending = nil
+                let what = "serial \(interrupted.serial) (\(interrupted.version)) failed"
+                let why = "\(verdict) (the agent was restarted while taking it out)"
+                if let target = applied {
+                    phase = .rolledBack
+                    message = "\(what) and was rolled back to serial \(target.serial) (\(target.version)): \(why)"
+                    return .restore(target)
+                }
+                phase = .failed
+                message = "\(what) and there is no earlier release to roll back to: \(why)"
+                return .removeFailedRelease(interrupted)
+            }
             phase = .deploying
             if pendingActivated == false, applied != nil {
                 // Stopped before its files were written: `current`, the ecosystem file and the apps are the applied
@@ -179,10 +206,11 @@ struct ServiceState: Sendable, Codable, Equatable {
             message = "serial \(candidate.serial) (\(candidate.version)) is running and healthy"
             return .collectGarbage
 
-        case (.deploying, .releaseUnhealthy(_, let canRollBack)):
+        case (.deploying, .releaseUnhealthy(let reason, let canRollBack)):
             // The verdict decides; the state changes once the failed release is out (`rolledBack`,
             // `failedReleaseRemoved`): a report in between must not say "rolled back" while it still runs.
             let failed = try installing(event)
+            pendingVerdict = "\(reason)"
             if let target = applied, canRollBack { return .rollBack(failed: failed, to: target) }
             return .removeFailedRelease(failed)
 
