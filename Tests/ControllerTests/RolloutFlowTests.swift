@@ -105,6 +105,48 @@ import Testing
         }
     }
 
+    /// A removal steps the rollout back to a smaller wave; an agent of the wave it left that runs the serial unhealthy
+    /// still holds it: before, only the reached agents were judged, and the next tick sent the serial to every agent
+    /// while that one was unhealthy on it.
+    @Test func anAgentBeyondTheReachedWavesRunningTheSerialUnhealthyHoldsTheRollout() async throws {
+        try await RolloutHarness.with { harness in
+            try await harness.withClient { api in
+                var agents: [RolloutAgent] = []
+                for name in ["a", "b", "c", "d", "e"] { agents.append(try await api.enroll(name)) }
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:20,40,100&waveStableSeconds=0")
+                try await api.reportHealthy(agents[0], serial: 2)
+                await api.tick()
+                #expect(try await api.desiredSerials(agents) == [2, 2, 1, 1, 1])
+                // b installs serial 2, which runs unhealthy (its gate has not passed: it is still installing it).
+                try await api.report(
+                    agents[1],
+                    ServiceStatus(
+                        service: "web",
+                        serial: 2,
+                        version: "v2",
+                        targetSerial: 2,
+                        phase: .running,
+                        message: "serial 2 is running, health unknown",
+                        health: .unhealthy,
+                        failures: [],
+                        processes: []
+                    )
+                )
+                // e, never reached, is removed: four agents, waves of 1 and 4; the rollout steps back to wave 0 (a).
+                #expect(try await api.call(.delete, "/v1/agents/e", token: harness.operatorToken).status == 200)
+                let left = Array(agents.prefix(4))
+                for _ in 0..<3 { await api.tick() }
+                #expect(try await api.desiredSerials(left) == [2, 2, 1, 1], "b, unhealthy on serial 2, holds the rollout")
+                // Healthy, it no longer does.
+                try await api.reportHealthy(agents[1], serial: 2)
+                await api.tick()
+                #expect(try await api.desiredSerials(left) == [2, 2, 2, 2])
+            }
+        }
+    }
+
     /// A one-agent service published with `maxFailures=1`: its only agent rolls back. The failure is tolerated, but a
     /// rollout on which no agent is healthy halts instead of completing; before, it completed and its failed serial
     /// became the stable one the next rollout hands to agents it has not reached.

@@ -140,7 +140,12 @@ enum RolloutEvaluator {
         // serial good. Completed, it became the stable serial of every agent enrolled since, with no gate at all.
         guard !sizes.isEmpty else { return .halt(failures: []) }
         let failed = Set(failures.map(\.agentID))
-        for id in rollout.reachedAgents where !failed.contains(id) {
+        // The reached agents, and any other member that runs the serial: a removal steps the rollout back to a smaller
+        // wave, and the agents of the waves it left keep the serial they installed. Judged with the others: an agent
+        // unhealthy on the serial beyond the reached waves did not hold the rollout back, which then went to every agent.
+        let reached = Set(rollout.reachedAgents)
+        let judged = rollout.reachedAgents + rollout.agentOrder.filter { !reached.contains($0) && statuses[$0]?.status.serial == rollout.serial }
+        for id in judged where !failed.contains(id) {
             guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],
                 now.timeIntervalSince(since) + storedTimePrecision >= Double(rollout.waveStable.components.seconds)
             else { return .wait }
