@@ -16,6 +16,9 @@ enum InstallError: Error, CustomStringConvertible {
     case ecosystem(AtomicFile.Failure)
     /// The `current` symlink could not be switched.
     case currentLink(AtomicFile.Failure)
+    /// The process manager could not be asked (its table unreadable: a wedged or restarting daemon) when the release's
+    /// apps were to be applied: nothing of them was done. Not the release's fault: tried again after a wait.
+    case processManager(String)
 
     /// Whether trying again at once would fail the same way: bytes that do not match what the release signed (their
     /// size or digest), an archive the extractor refuses or cannot read (a format it does not take, a file where the
@@ -82,6 +85,7 @@ enum InstallError: Error, CustomStringConvertible {
         case .extraction(let error): "\(error)"
         case .ecosystem(let error): "\(error)"
         case .currentLink(let error): "\(error)"
+        case .processManager(let reason): "the process manager could not be asked to run it: \(reason)"
         }
     }
 }

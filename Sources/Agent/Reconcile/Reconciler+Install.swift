@@ -13,6 +13,9 @@ extension Reconciler {
         case interrupted
         /// A newer serial arrived during the health gate: no verdict, the newer one is installed next.
         case superseded(by: Int64)
+        /// The process manager's table could not be read when the apps were to be applied, so nothing of them was done:
+        /// no verdict (a wedged or restarting daemon is not the release's fault), the install is tried again.
+        case processManagerUnavailable(ApplyError)
     }
 
     /// Installs `release` for `service`. Nothing running is touched until the release is downloaded, verified and
@@ -284,6 +287,7 @@ extension Reconciler {
             try await apply(apps, service: service, needsRefresh: true, previousNames: Set(previousApps.map(\.name)))
         } catch {
             if Task.isCancelled { return .interrupted }
+            if case .tableUnreadable = error { return .processManagerUnavailable(error) }
             return .unhealthy(.notApplied(error), evidence: FailureDiagnostics.Verdict(stage: Self.stage(of: error), cause: .commandFailed))
         }
         try? await processManager.save()
@@ -344,6 +348,21 @@ extension Reconciler {
         case .interrupted:
             logger.info("install interrupted by shutdown", metadata: metadata)
             _ = transition(service, .installInterrupted, summary: &summary)
+        case .processManagerUnavailable(let error):
+            // Before, this was a verdict: the serial failed here for good (never tried again, counted by the rollout)
+            // because the daemon did not answer for one table read. Now the applied release's files go back, the serial
+            // stays pending, and it is tried again after the install backoff's wait.
+            let serial = state[service].pending?.serial ?? 0
+            let (inARow, wait) = installBackoff.recordRepair(app: Self.installAttempt(service, serial), now: .now)
+            logger.info(
+                "the process manager could not be asked to apply the release; tried again",
+                metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 }
+            )
+            summary.problems.append(
+                "\(service): serial \(serial) not applied yet: \(error) (try \(inARow); tried again in \(wait.components.seconds) s)"
+            )
+            if transition(service, .activationFailed(.processManager("\(error)")), summary: &summary) != nil { save(&summary) }
+            if let applied = state[service].applied, let previousApps { _ = restoreFiles(service, to: applied, apps: previousApps) }
         case .superseded(let newer):
             logger.info(
                 "a newer release supersedes the one in its health gate; taking it out",
