@@ -33,6 +33,24 @@ import Testing
         }
     }
 
+    /// A recorded process the table does not list is its daemon's still when that daemon lists others (the parent of a
+    /// listed process): PM2's `_old_` cluster worker during a reload. Here the test process stands for the daemon, and a
+    /// process of another parent (this test runner's own parent) for the daemon of the listed ones.
+    @Test(arguments: [true, false])
+    func aProcessTheLiveDaemonRunsUnlistedIsNoOrphan(sameDaemon: Bool) throws {
+        let listed = try SleepingProcess(seconds: 30)
+        defer { listed.stop() }
+        let unlisted = try SleepingProcess(seconds: 30)
+        defer { unlisted.stop() }
+        let stat = try #require(ProcStat.read(pid: unlisted.pid))
+        let entry = ProcessLedger.Entry(name: "api", pid: unlisted.pid, startTicks: stat.startTicks, bootID: BootID.current)
+        let spec = CoreFixture.specs(CoreFixture.release(serial: 1, apps: ["api"]))[0]
+        var row = CoreFixture.process(spec, pmId: 0)
+        row.pid = sameDaemon ? listed.pid : getppid()
+        let orphans = ProcessLedger.orphans(of: [entry], in: [row])
+        #expect(orphans.map(\.pid) == (sameDaemon ? [] : [unlisted.pid]))
+    }
+
     @Test func aRecordCarriesThisBoot() throws {
         try TestPaths.withTemporaryDirectorySync("ferry-ledger") { directory in
             let path = directory.appendingPathComponent("processes.json").path

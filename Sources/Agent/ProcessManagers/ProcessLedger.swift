@@ -78,12 +78,17 @@ struct ProcessLedger: Sendable {
         return entries
     }
 
-    /// The recorded processes that `table` no longer lists but that still run (same pid, same start time).
+    /// The recorded processes that `table` no longer lists but that still run (same pid, same start time), and whose
+    /// parent is not the parent of a listed one: a daemon that lists apps is alive, and what it still runs unlisted is
+    /// its own. PM2 keeps a cluster worker under `_old_<id>`, out of every table, while a reload (its own for
+    /// `max_memory_restart`, an operator's `pm2 reload`) starts the replacement: it was stopped as a dead daemon's, and
+    /// the reload lost its overlap. A dead daemon's processes have another parent (init or a subreaper).
     static func orphans(of recorded: [Entry], in table: [ManagedProcess]) -> [Entry] {
         let listed = Set(table.compactMap(\.pid))
+        let daemons = Set(listed.compactMap { ProcStat.read(pid: $0)?.parentPid }).subtracting([0, 1])
         return recorded.filter { entry in
             guard !listed.contains(entry.pid), let stat = ProcStat.read(pid: entry.pid) else { return false }
-            return stat.startTicks == entry.startTicks && !stat.hasExited
+            return stat.startTicks == entry.startTicks && !stat.hasExited && !daemons.contains(stat.parentPid)
         }
     }
 
