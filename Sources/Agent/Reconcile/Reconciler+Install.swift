@@ -404,13 +404,14 @@ extension Reconciler {
             // to it and finishes the taking out, instead of installing the failed serial again.
             if decided != nil { save(&summary) }
             while configuration.pausesBeforeTakingOut, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            var restoredWhole = true
             switch decided {
             case .rollBack(_, let target)?:
-                // Stopped mid-way (the agent shutting down): not rolled back yet. The release stays pending, and the
-                // next start restores the applied one (a rollback recorded here would leave the failed code running).
-                guard await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary) || !Task.isCancelled else {
-                    return
-                }
+                // Stopped mid-way (the agent shutting down): not rolled back yet. The release stays pending with its
+                // verdict, and the next start finishes the rollback (one recorded here would leave the failed code
+                // running).
+                restoredWhole = await rollBack(service, to: target, apps: previousApps ?? [], replacing: apps, summary: &summary)
+                guard restoredWhole || !Task.isCancelled else { return }
                 done = .rolledBack(reason, diagnosis: diagnosis)
             case .removeFailedRelease?:
                 await remove(apps, service: service)
@@ -422,7 +423,14 @@ extension Reconciler {
             summary.problems.append("\(service): \(state[service].message)")
             save(&summary)
             if case .rolledBack = done, let restoredApps = previousApps {
-                await checkRestored(service, apps: restoredApps, env: env, summary: &summary)
+                if restoredWhole {
+                    await checkRestored(service, apps: restoredApps, env: env, summary: &summary)
+                } else {
+                    // Not all of it is back (its files, or the re-apply of its apps): what runs under its apps' names may
+                    // still be the failed release's code, which the restored release's check would have judged as its
+                    // own ("healthy again"). Unknown until the files are back and the apps re-applied.
+                    health[service] = .unknown
+                }
             }
             // The failed release's artifact and tree beyond `keepReleases` go now, not at the next healthy install: a
             // run of failed releases filled the disk until the release that fixes them could not be downloaded.

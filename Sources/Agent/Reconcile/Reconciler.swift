@@ -579,7 +579,9 @@ actor Reconciler {
                 failedGateProcesses[service] = nil
             }
             switch ProcessTableCheck(evaluating: table, against: apps) {
-            case .allOnline: health[service] = loops.isEmpty ? .healthy : .unhealthy
+            // Files not yet put back (a rollback cut short): what runs under the apps' names may be another release's
+            // code; "healthy" would vouch for it as the applied release's.
+            case .allOnline: health[service] = !loops.isEmpty ? .unhealthy : filesOutOfSync.contains(service) ? .unknown : .healthy
             case .failed: health[service] = .unhealthy
             case .pending: health[service] = loops.isEmpty ? .unknown : .unhealthy
             }
