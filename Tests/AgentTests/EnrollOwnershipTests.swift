@@ -13,19 +13,7 @@ import Testing
 
     @Test(.enabled(if: geteuid() == 0, "only root can enroll for another user"))
     func whatEnrollWritesIsTheStateDirectoryOwners() async throws {
-        let root = try TestPaths.makeTemporaryDirectory("ferry-enroll-owner")
-        defer { try? FileManager.default.removeItem(at: root) }
-        let key = try SigningKey.generate()
-        let publicKey = root.appendingPathComponent("op.pub").path
-        try KeyFile.create(publicKey, contents: try key.publicKey.pemRepresentation(), mode: 0o644)
-        let controller = ControllerHarness(
-            dataDir: root.appendingPathComponent("controller"),
-            logDir: root.appendingPathComponent("logs"),
-            trustedKeys: [publicKey]
-        )
-        try FileManager.default.createDirectory(at: root.appendingPathComponent("logs"), withIntermediateDirectories: true)
-        try await controller.start()
-        do {
+        try await EnrollReplaceTests.withController("ferry-enroll-owner") { controller, root, publicKey in
             let state = root.appendingPathComponent("state").path
             try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: false)
             #expect(chown(state, Self.owner.uid, Self.owner.gid) == 0)
@@ -48,9 +36,6 @@ import Testing
                 #expect(info.st_uid == Self.owner.uid && info.st_gid == Self.owner.gid, "\(name) is owned by \(info.st_uid):\(info.st_gid)")
                 if name != "machine.json" { #expect(info.st_mode & 0o077 == 0, "\(name) stays private") }
             }
-        } catch {
-            Issue.record("\(error)")
         }
-        await controller.stop()
     }
 }

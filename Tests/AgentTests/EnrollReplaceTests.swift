@@ -6,8 +6,13 @@ import Testing
 /// `ferry-agent enroll` against a live controller: an enrollment token cannot take over an enrolled name; an operator
 /// token with `--replace` can, keeping the agent's id and killing its old token.
 @Suite struct EnrollReplaceTests {
-    @Test func onlyAnOperatorReplacesAnEnrolledAgent() async throws {
-        let root = try TestPaths.makeTemporaryDirectory("ferry-replace")
+    /// Runs `body` with a live controller trusting a fresh operator key (its public key file given), in a temporary
+    /// directory (`root`) removed afterwards; an error of `body` is recorded, and the controller stopped either way.
+    static func withController(
+        _ label: String,
+        _ body: (_ controller: ControllerHarness, _ root: URL, _ publicKey: String) async throws -> Void
+    ) async throws {
+        let root = try TestPaths.makeTemporaryDirectory(label)
         defer { try? FileManager.default.removeItem(at: root) }
         let key = try SigningKey.generate()
         let publicKey = root.appendingPathComponent("op.pub").path
@@ -20,6 +25,15 @@ import Testing
         try FileManager.default.createDirectory(at: root.appendingPathComponent("logs"), withIntermediateDirectories: true)
         try await controller.start()
         do {
+            try await body(controller, root, publicKey)
+        } catch {
+            Issue.record("\(error)")
+        }
+        await controller.stop()
+    }
+
+    @Test func onlyAnOperatorReplacesAnEnrolledAgent() async throws {
+        try await Self.withController("ferry-replace") { controller, root, publicKey in
             let operatorToken = try controller.token(role: "operator")
             let enrollToken = try controller.token(role: "enroll")
             let config = root.appendingPathComponent("agent.json").path
@@ -74,9 +88,6 @@ import Testing
             #expect(renewed != original)
             #expect(try await polls(id, original) == 401)
             #expect(try await polls(id, renewed) == 200)
-        } catch {
-            Issue.record("\(error)")
         }
-        await controller.stop()
     }
 }

@@ -77,6 +77,20 @@ import Testing
         }
     }
 
+    /// Five agents (a…e) on serial 1, then serial 2 rolled out in waves of 20, 40 and 100 %: a healthy on it, the
+    /// second wave (a, b) reached.
+    static func fiveAgentsAtTheSecondWave(_ api: RolloutClient) async throws -> [RolloutAgent] {
+        var agents: [RolloutAgent] = []
+        for name in ["a", "b", "c", "d", "e"] { agents.append(try await api.enroll(name)) }
+        try await api.mustPublish(serial: 1, version: "1.0.0")
+        for agent in agents { try await api.reportHealthy(agent, serial: 1) }
+        try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:20,40,100&waveStableSeconds=0")
+        try await api.reportHealthy(agents[0], serial: 2)
+        await api.tick()
+        #expect(try await api.desiredSerials(agents) == [2, 2, 1, 1, 1])
+        return agents
+    }
+
     /// Agents enrolling during a rollout are not part of it: they receive the stable serial until it completes.
     /// An agent removed from a rolling or paused rollout leaves the waves of fewer agents, which can be larger: five at
     /// 20/40/100 % are waves of 1, 2 and 5, four are 1 and 4. Before, the reached second wave became the whole fleet:
@@ -85,14 +99,7 @@ import Testing
     @Test func removingAMemberNeverReachesMoreAgents() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in
-                var agents: [RolloutAgent] = []
-                for name in ["a", "b", "c", "d", "e"] { agents.append(try await api.enroll(name)) }
-                try await api.mustPublish(serial: 1, version: "1.0.0")
-                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
-                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:20,40,100&waveStableSeconds=0")
-                try await api.reportHealthy(agents[0], serial: 2)
-                await api.tick()
-                #expect(try await api.desiredSerials(agents) == [2, 2, 1, 1, 1])
+                let agents = try await Self.fiveAgentsAtTheSecondWave(api)
                 #expect(try await api.act("pause").status == 200)
                 #expect(try await api.call(.delete, "/v1/agents/c", token: harness.operatorToken).status == 200)
                 let left = [agents[0], agents[1], agents[3], agents[4]]
@@ -111,14 +118,7 @@ import Testing
     @Test func anAgentBeyondTheReachedWavesRunningTheSerialUnhealthyHoldsTheRollout() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in
-                var agents: [RolloutAgent] = []
-                for name in ["a", "b", "c", "d", "e"] { agents.append(try await api.enroll(name)) }
-                try await api.mustPublish(serial: 1, version: "1.0.0")
-                for agent in agents { try await api.reportHealthy(agent, serial: 1) }
-                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=waves:20,40,100&waveStableSeconds=0")
-                try await api.reportHealthy(agents[0], serial: 2)
-                await api.tick()
-                #expect(try await api.desiredSerials(agents) == [2, 2, 1, 1, 1])
+                let agents = try await Self.fiveAgentsAtTheSecondWave(api)
                 // b installs serial 2, which runs unhealthy (its gate has not passed: it is still installing it).
                 try await api.report(
                     agents[1],
