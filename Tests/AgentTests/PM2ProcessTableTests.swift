@@ -275,25 +275,6 @@ struct PM2ProcessTableTests {
         #expect(bound >= .seconds(65))
     }
 
-    /// An element of another namespace with a field no PM2 writes (an operator's app with `exec_mode=x` in its env, which
-    /// PM2 copies over the entry) is left out of the table, not a reason to read none; one of Ferry's namespace still is.
-    @Test(arguments: ["other", "ferry"])
-    func anUnreadableForeignEntryIsLeftOut(_ namespace: String) throws {
-        let stdout =
-            #"[{"name":"api","pm_id":0,"pid":10,"pm2_env":{"status":"online","namespace":"ferry"}},"#
-            + #"{"name":"theirs","pm_id":1,"pid":11,"pm2_env":{"status":"online","exec_mode":"x","namespace":"\#(namespace)"}}]"#
-        do throws(PM2Error) {
-            let table = try PM2ProcessTable(jlistOutput: Array(stdout.utf8), nowMilliseconds: 0, owner: "ferry")
-            #expect(namespace == "other", "an unreadable entry of Ferry's namespace was left out")
-            #expect(table.processes.map(\.name) == ["api"])
-        } catch {
-            #expect(namespace == "ferry", "\(error)")
-            #expect("\(error)".contains("unknown pm2_env.exec_mode \"x\""), "\(error)")
-        }
-        // Without an owner (the adapter's tests), every element must be readable.
-        #expect(throws: PM2Error.self) { try PM2ProcessTable(jlistOutput: Array(stdout.utf8), nowMilliseconds: 0) }
-    }
-
     @Test("numbers at the edges of Int64 in jlist output are read without trapping", arguments: extremes.indices)
     func extremeNumbers(_ index: Int) throws {
         let (label, env, top, uptime) = Self.extremes[index]

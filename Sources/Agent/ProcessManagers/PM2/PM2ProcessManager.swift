@@ -147,7 +147,7 @@ struct PM2ProcessManager: ProcessManager {
     /// when none runs.
     func table() async throws(PM2Error) -> PM2ProcessTable {
         if let elements = await tableFromDaemon() {
-            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: nowMilliseconds(), owner: configuration.namespace)
+            let table = try PM2ProcessTable(elements: elements, nowMilliseconds: nowMilliseconds())
             if strayCount.isDue(now: monotonicNow(), interval: configuration.strayCheckInterval) { await stopStrayDaemons() }
             return table
         }
@@ -155,7 +155,7 @@ struct PM2ProcessManager: ProcessManager {
             throw .notRunning(home: home)
         }
         let output = try await execute(.list)
-        return try PM2ProcessTable(jlistOutput: output.stdout, nowMilliseconds: nowMilliseconds(), owner: configuration.namespace)
+        return try PM2ProcessTable(jlistOutput: output.stdout, nowMilliseconds: nowMilliseconds())
     }
 
     /// Whether a daemon listens at `socketPath` (a connect is answered); a failure other than "nothing there" counts as

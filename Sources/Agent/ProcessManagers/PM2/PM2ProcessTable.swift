@@ -40,31 +40,19 @@ struct PM2ProcessTable: Sendable, Equatable {
     ///   - nowMilliseconds: the current time in epoch milliseconds (`pm_uptime` is the epoch-ms time of the last
     ///     (re)start, not a duration).
     /// - Throws: `PM2Error.unreadableTable` naming the element and field that is wrong.
-    init(jlistOutput stdout: [UInt8], nowMilliseconds: Int64, owner: String? = nil) throws(PM2Error) {
-        try self.init(elements: try Self.jsonArray(in: stdout), nowMilliseconds: nowMilliseconds, owner: owner)
+    init(jlistOutput stdout: [UInt8], nowMilliseconds: Int64) throws(PM2Error) {
+        try self.init(elements: try Self.jsonArray(in: stdout), nowMilliseconds: nowMilliseconds)
     }
 
     /// Reads the table's elements: `pm2 jlist`'s array, or the daemon's `getMonitorData` answer (`PM2RPC`), which is
     /// the same array before `jlist` prints it.
     ///
-    /// - Parameter owner: the namespace Ferry owns. An element of another namespace that cannot be read (PM2 copies an
-    ///   app's env over its entry, so an operator's app with `exec_mode=x` or `status=y` in its env has a field no PM2
-    ///   writes) is left out, not a reason to read nothing: every deploy and repair of the host stopped on it. One of
-    ///   Ferry's own is still an error. `nil`: every element must be readable.
     /// - Throws: `PM2Error.unreadableTable` naming the element and field that is wrong.
-    init(elements: [JSONValue], nowMilliseconds: Int64, owner: String? = nil) throws(PM2Error) {
+    init(elements: [JSONValue], nowMilliseconds: Int64) throws(PM2Error) {
         var processes: [ManagedProcess] = []
         processes.reserveCapacity(elements.count)
         for (index, element) in elements.enumerated() {
-            let process: ManagedProcess
-            do throws(PM2Error) {
-                process = try Self.process(element, index: index, now: nowMilliseconds)
-            } catch {
-                guard let owner, case .object(let top) = element, case .object(let env)? = top["pm2_env"],
-                    case .string(let namespace)? = env["namespace"], namespace != owner
-                else { throw error }
-                continue
-            }
+            let process = try Self.process(element, index: index, now: nowMilliseconds)
             processes.append(process)
             if case .object(let top) = element, case .object(let env)? = top["pm2_env"] {
                 timings[AppKey(process)] = PM2AppTiming(
