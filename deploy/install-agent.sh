@@ -203,16 +203,21 @@ AGENT_STATE=$ROOT$STATE_DIR
 INSTALLED_BINARY=$ROOT/usr/local/bin/ferry-agent
 INSTALLED_UNIT=$ROOT/etc/systemd/system/ferry-agent.service
 if [ -z "$PM2_HOME_DIR" ] && [ "$PROCESS_MANAGER" != builtin ]; then PM2_HOME_DIR=$STATE_DIR/.pm2; fi
-if [ -n "$PM2_HOME_DIR" ]; then
+ENROLL_NEEDED=1
+if [ -f "$CONFIG" ] && [ "$FORCE" != 1 ]; then ENROLL_NEEDED=0; fi
+PM2_UNIT_NEEDED=0
+if [ "$PROCESS_MANAGER" != builtin ] && [ ! -f "$ROOT/etc/systemd/system/pm2-$AGENT_USER.service" ]; then PM2_UNIT_NEEDED=1; fi
+# Checked only where it is used (an enrolment, or pm2's boot unit to install): a host set up before this rule, with a
+# drop-in of its own, is upgraded by running the script again with the same flags.
+if [ -n "$PM2_HOME_DIR" ] && { [ "$ENROLL_NEEDED" = 1 ] || [ "$PM2_UNIT_NEEDED" = 1 ]; }; then
     # `pm2 startup --hp DIR` gives its boot unit PM2_HOME=DIR/.pm2 and nothing else; the agent's unit may write only
     # under the state directory (ProtectSystem=strict, ReadWritePaths=/var/lib/ferry).
+    case "/$PM2_HOME_DIR/" in */../* | */./*) die "--pm2-home must not hold . or .. components, got '$PM2_HOME_DIR'" ;; esac
     case "$PM2_HOME_DIR" in
     "$STATE_DIR"/*.pm2 | "$STATE_DIR"/.pm2) [ "$(basename "$PM2_HOME_DIR")" = .pm2 ] || die "--pm2-home must be a directory named .pm2 (pm2 startup gives its boot unit DIR/.pm2), got '$PM2_HOME_DIR'" ;;
     *) die "--pm2-home must be a directory named .pm2 under $STATE_DIR (the agent's unit writes only there; pm2 startup gives its boot unit DIR/.pm2), got '$PM2_HOME_DIR'" ;;
     esac
 fi
-ENROLL_NEEDED=1
-if [ -f "$CONFIG" ] && [ "$FORCE" != 1 ]; then ENROLL_NEEDED=0; fi
 # Checked before anything changes: a half-installed host with no token to finish is worse than a clear refusal.
 if [ "$ENROLL_NEEDED" = 1 ] && [ -z "$TOKEN" ]; then
     if [ "$REPLACE" = 1 ]; then die "--replace needs an operator token: give it with --enroll-token or --enroll-token-file"; fi
@@ -312,9 +317,19 @@ done
 # root may read, which would fail every poll (TLS) or every start (the root).
 if [ -n "$CA_FILE" ]; then
     if install_file "$CA_FILE" "$INSTALLED_CA" "root:$AGENT_USER" 0640; then CHANGED=1; fi
+    if [ "$ENROLL_NEEDED" = 0 ] && ! grep -q 'ferry.\{0,1\}/ca\.pem' "$CONFIG" 2>/dev/null; then
+        note "note: $CONFIG was written by an earlier enrolment and names its own caFile; the agent reads $INSTALLED_CA only after --replace (or set \"caFile\" in the config by hand)"
+    fi
 fi
+ROOT_BACKUP=""
 if [ -n "$TRUST_ROOT" ]; then
     if [ "$ENROLL_NEEDED" = 1 ]; then
+        # The pinned root of an enrolled instance (--force, --replace) stays until the new enrolment succeeds: the
+        # agent refuses to start with a root file other than the one its pin names.
+        if [ -f "$INSTALLED_ROOT" ]; then
+            ROOT_BACKUP=$INSTALLED_ROOT.before-enroll
+            run cp -p "$INSTALLED_ROOT" "$ROOT_BACKUP"
+        fi
         install_file "$TRUST_ROOT" "$INSTALLED_ROOT" "root:$AGENT_USER" 0640 || true
     else
         # The enrolment pinned the root file's SHA-256 (trust-pin.json): the agent refuses one replaced under it.
@@ -365,8 +380,13 @@ else
     else
         # The token goes to enroll on its standard input: never on a command line (visible in /proc), and enroll's
         # own output and errors never contain it.
-        printf '%s\n' "$TOKEN" | "${ENROLL[@]}" --token-file -
+        if ! printf '%s\n' "$TOKEN" | "${ENROLL[@]}" --token-file -; then
+            # The pinned root goes back: the running enrolment still names it.
+            if [ -n "$ROOT_BACKUP" ]; then mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT"; fi
+            die "enrollment failed (see above); nothing of the earlier enrolment was changed"
+        fi
     fi
+    if [ -n "$ROOT_BACKUP" ]; then run rm -f "$ROOT_BACKUP"; fi
     # Enroll runs as root; the agent (user ferry) reads its config and token. /etc/ferry stays root's.
     run chown "root:$AGENT_USER" "$CONFIG"
     run chmod 0640 "$CONFIG"

@@ -350,6 +350,19 @@ struct DeployFilesTests {
             absent: [" enroll ", "WORK/root.json"]
         ),
         DryRunCase(
+            // Until the new enrolment succeeds the pinned root stays: it is set aside first, put back if enroll fails
+            // (the agent refuses to start with a root file other than the one its pin names), dropped once it succeeded.
+            description: "--trust-root with --force on an enrolled host: the pinned root is kept until enroll succeeds",
+            existing: enrolledHost.merging(["etc/ferry/root.json": "{}"]) { $1 },
+            extraArguments: ["--trust-root", "WORK/root.json", "--force"],
+            withoutFlags: ["--trusted-key", "--threshold"],
+            expectedLines: [
+                "+ cp -p ROOT/etc/ferry/root.json ROOT/etc/ferry/root.json.before-enroll",
+                "+ install -o root -g ferry -m 0640 WORK/root.json ROOT/etc/ferry/root.json",
+                "+ rm -f ROOT/etc/ferry/root.json.before-enroll",
+            ]
+        ),
+        DryRunCase(
             description: "--machine-identity ec2 reaches enroll",
             extraArguments: ["--machine-identity", "ec2"],
             expectedLines: ["+ chown ferry:ferry ROOT/var/lib/ferry/machine.json"],
@@ -470,6 +483,12 @@ struct DeployFilesTests {
             changes: [("--process-manager", "pm2")],
             extra: ["--pm2", "/bin/true", "--pm2-home", "/srv/.pm2"],
             message: "--pm2-home must be a directory named .pm2 under /var/lib/ferry"
+        ),
+        RefusalCase(
+            description: "a PM2 home that climbs out of the state directory",
+            changes: [("--process-manager", "pm2")],
+            extra: ["--pm2", "/bin/true", "--pm2-home", "/var/lib/ferry/../../srv/.pm2"],
+            message: "--pm2-home must not hold . or .. components"
         ),
         RefusalCase(
             description: "a PM2 home pm2 startup cannot name",
