@@ -475,17 +475,12 @@ struct AgentConfigTests {
         Hostile(
             description: "an empty namespace",
             text: plus("namespace: ''"),
-            reason: "namespace: \"\" must start with a letter and hold only letters, digits, -, _ and ."
-        ),
-        Hostile(
-            description: "a namespace PM2 would read as an id",
-            text: plus("namespace: '42'"),
-            reason: "namespace: \"42\" must start with a letter and hold only letters, digits, -, _ and ."
+            reason: "namespace: \"\" must not be empty nor hold spaces, control characters or /"
         ),
         Hostile(
             description: "a namespace with a space",
             text: plus("namespace: my apps"),
-            reason: "namespace: \"my apps\" must start with a letter and hold only letters, digits, -, _ and ."
+            reason: "namespace: \"my apps\" must not be empty nor hold spaces, control characters or /"
         ),
         Hostile(
             description: "a controller URL with credentials is not quoted with them",

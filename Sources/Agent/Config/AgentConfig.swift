@@ -110,21 +110,16 @@ struct AgentConfig: Sendable, Equatable {
 
     /// Why `name` cannot be the namespace Ferry owns; `nil` when it can. Ferry removes every app of its namespace that no
     /// release names, so it must be one no other app lands in: not PM2's `default` (every app started without a
-    /// namespace, which Ferry would then delete), not `all` (PM2's word for every process), and a plain name (a letter,
-    /// then letters, digits, `-`, `_`, `.`).
+    /// namespace, which Ferry would then delete), not `all` (PM2's word for every process), not empty, and nothing a
+    /// command line or a path would cut (spaces, control characters, `/`). Other names an earlier agent took stay
+    /// accepted: renaming the namespace would make Ferry's running apps foreign to it.
     static func namespaceProblem(_ name: String) -> String? {
         if name == "default" || name == "all" {
             return
                 "\"\(name)\" is PM2's own (every app started without a namespace is in default): Ferry would remove the host's other apps; choose a namespace of Ferry's own, such as ferry"
         }
-        let bytes = Array(name.utf8)
-        func allowed(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
-                || byte == UInt8(ascii: ".")
-        }
-        guard let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first | 0x20), bytes.allSatisfy(allowed) else {
-            return "\(name.prefix(64).debugDescription) must start with a letter and hold only letters, digits, -, _ and ."
+        guard !name.isEmpty, !name.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f || $0 == UInt8(ascii: "/") }) else {
+            return "\(name.prefix(64).debugDescription) must not be empty nor hold spaces, control characters or /"
         }
         return nil
     }

@@ -154,6 +154,7 @@ extension Reconciler {
         // The running release's crash loop is not the news of an install (the next look judges the new one).
         crashLoops[service] = nil
         let verdict = await applyAndWatch(release, apps: apps, replacing: previousApps ?? [], service: service, env: env)
+        if case .processManagerUnavailable = verdict {} else { installBackoff.forget([Self.applyAttempt(service, release.serial)]) }
         await conclude(verdict, service: service, apps: apps, previousApps: previousApps, env: env, metadata: metadata, summary: &summary)
     }
 
@@ -353,7 +354,7 @@ extension Reconciler {
             // because the daemon did not answer for one table read. Now the applied release's files go back, the serial
             // stays pending, and it is tried again after the install backoff's wait.
             let serial = state[service].pending?.serial ?? 0
-            let (inARow, wait) = installBackoff.recordRepair(app: Self.installAttempt(service, serial), now: .now)
+            let (inARow, wait) = installBackoff.recordRepair(app: Self.applyAttempt(service, serial), now: .now)
             logger.info(
                 "the process manager could not be asked to apply the release; tried again",
                 metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 }

@@ -348,11 +348,11 @@ actor Reconciler {
                 await keepApplied(service, apps: appliedApps[service] ?? [], env: envs[service], summary: &summary)
                 return true
             }
-            if let wait = installBackoff.remainingWait(app: Self.installAttempt(service, release.serial), now: .now) {
+            let applyWait = installBackoff.remainingWait(app: Self.applyAttempt(service, release.serial), now: .now)
+            if let wait = installBackoff.remainingWait(app: Self.installAttempt(service, release.serial), now: .now) ?? applyWait {
                 // Nothing of it runs, and the planner skipped the service's drift repair for the install.
-                summary.problems.append(
-                    "\(service): serial \(release.serial) could not be downloaded or extracted; tried again in \(max(1, wait.components.seconds)) s"
-                )
+                let what = applyWait == nil ? "could not be downloaded or extracted" : "could not be applied (the process manager did not answer)"
+                summary.problems.append("\(service): serial \(release.serial) \(what); tried again in \(max(1, wait.components.seconds)) s")
                 await keepApplied(service, apps: appliedApps[service] ?? [], env: envs[service], summary: &summary)
                 return true
             }
@@ -409,6 +409,11 @@ actor Reconciler {
 
     /// The `installBackoff` key of `serial` of `service`.
     static func installAttempt(_ service: String, _ serial: Int64) -> String { "\(service) \(serial)" }
+
+    /// The `installBackoff` key of applying `serial` of `service` when the process manager did not answer: apart from
+    /// `installAttempt`, which a download or extraction that succeeds forgets (so each retry was the first, 10 s apart,
+    /// for as long as the daemon stayed wedged). Forgotten once a verdict is in.
+    static func applyAttempt(_ service: String, _ serial: Int64) -> String { "\(service) \(serial) apply" }
 
     /// Rewrites the ecosystem of `service` and reloads `reloading` (default: all of `apps`) with a changed instance env
     /// file. When some apps fail, they are noted (`failedRefreshes`) for the next try, and the try backs off.

@@ -96,7 +96,8 @@ final class OutputPump: Sendable {
         wake()
         let deadline = ContinuousClock.now + Self.drainWait
         while !finished.load(ordering: .acquiring), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
+            // A cancelled task's sleep returns at once: then a plain one, not a spin.
+            do { try await Task.sleep(for: .milliseconds(5)) } catch { usleep(5_000) }
         }
     }
 
