@@ -28,8 +28,10 @@ struct InstanceEnvFile: Sendable, Equatable {
     ///
     /// A file that exists but cannot be read is an error, not "no secrets": reading it as empty would reload the apps
     /// without them. So is a missing `directory` when `applied` (the env digest recorded with the service's applied
-    /// release) says the apps run with variables: a typo in `FERRY_ENV_DIR` or a secrets volume not mounted yet is
-    /// not the operator removing them (removing the file is), and the apps keep what they were started with. Limits:
+    /// release) says the apps run with variables: a typo in `FERRY_ENV_DIR` or a secrets directory not made yet is not
+    /// the operator removing them (removing the file is), and the apps keep what they were started with. (A volume not
+    /// yet mounted on an existing, empty mount point reads as the file removed: mount secrets below the env directory's
+    /// own path, or make the unit wait for the mount.) Limits:
     /// `Limits.envTotalBytes` bytes, `Limits.envEntries` variables.
     static func load(service: String, directory: String, applied: String? = nil) throws(DotEnvFileError) -> InstanceEnvFile {
         let path = "\(directory)/\(service).env"
