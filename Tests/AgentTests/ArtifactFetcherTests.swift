@@ -410,7 +410,9 @@ struct ArtifactFetcherTests {
         }
     }
 
-    @Test func removeArtifactsKeepsTheListedOnesAndPartsInUse() async throws {
+    /// The agent's collection of cached artifacts (`ReleaseFiles.collectArtifacts`) after a real fetch: the kept digest
+    /// and a `.part` a fetch holds stay, as does what no fetch wrote; the rest goes.
+    @Test func collectingArtifactsKeepsTheListedOnesAndPartsInUse() async throws {
         try await Self.withFixture { fixture in
             let other = SHA256.hash([1, 2, 3])
             let stale = SHA256.hash([4, 5, 6])
@@ -426,8 +428,8 @@ struct ArtifactFetcherTests {
             #expect(flock(lock, LOCK_EX | LOCK_NB) == 0)
             defer { close(lock) }
 
-            let removed = try fetcher.removeArtifacts(except: [Self.digest])
-            #expect(Set(removed) == [fixture.finalPath(other), fixture.partPath(stale)])
+            ReleaseFiles(layout: AgentLayout(stateDir: fixture.state.path)).collectArtifacts(keep: [Self.digest.hex])
+            #expect(!Self.exists(fixture.finalPath(other)) && !Self.exists(fixture.partPath(stale)))
             #expect(Self.exists(fixture.finalPath()))
             #expect(Self.exists(fixture.partPath(busy)))
             #expect(Self.exists("\(fixture.artifacts)/README"))

@@ -172,38 +172,6 @@ struct ArtifactFetcher: Sendable {
         return FetchedArtifact(path: finalPath, sha256: digest, size: artifact.size, source: .download(bytes: downloaded, resumedFrom: resumedFrom))
     }
 
-    /// Deletes cached artifacts (and abandoned `.part` files) whose digest is not in `keep`; returns the removed
-    /// paths. A `.part` another fetch is writing is left alone, and so is any file that is not named by a digest.
-    func removeArtifacts(except keep: Set<SHA256Digest>) throws(ArtifactFetchError) -> [String] {
-        let directory = artifactsDirectory
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            if access(directory, F_OK) != 0, errno == ENOENT { return [] }
-            throw .fileSystem(path: directory, operation: "list", errno: errno == 0 ? EIO : errno)
-        }
-        var removed: [String] = []
-        for name in names.sorted() {
-            let isPart = name.hasSuffix(".part")
-            let hex = isPart ? String(name.dropLast(5)) : name
-            guard let digest = SHA256Digest(hex: hex), !keep.contains(digest) else { continue }
-            let path = "\(directory)/\(name)"
-            if isPart {
-                let fd = open(path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { continue }
-                defer { close(fd) }
-                guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }  // being downloaded right now
-            }
-            guard unlink(path) == 0 || errno == ENOENT else { throw .fileSystem(path: path, operation: "unlink", errno: errno) }
-            removed.append(path)
-        }
-        if !removed.isEmpty {
-            logger.info("Removed unused artifacts", metadata: ["artifact.removed": "\(removed.count)"])
-        }
-        return removed
-    }
-
     // MARK: Steps
 
     private struct Source {

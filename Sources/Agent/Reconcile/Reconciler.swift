@@ -179,21 +179,20 @@ actor Reconciler {
             guard let pending = state[service].pending else { continue }
             logger.info("recovering an interrupted install", metadata: ["ferry.service": "\(service)", "ferry.serial": "\(pending.serial)"])
             guard let action = transition(service, .installResumed, summary: &summary) else { continue }
+            // Never an app another service's applied release runs under the same name.
+            let othersApps = Set(
+                configuration.services.filter { $0 != service }.compactMap { try? state[$0].applied?.release() }.flatMap {
+                    $0.pm2.apps.map(\.name)
+                }
+            )
             if case .restore(let applied) = action {
                 // The interrupted release's own apps (those the applied release does not run) go too: they would
-                // otherwise run beside the restored release, from its files, until the install is retried. Never an
-                // app another service's applied release runs under the same name.
-                let others = configuration.services.filter { $0 != service }.compactMap { try? state[$0].applied?.release() }
+                // otherwise run beside the restored release, from its files, until the install is retried.
                 let interrupted = Set((try? pending.release().pm2.apps.map(\.name)) ?? [])
-                await restore(applied, service: service, removing: interrupted.subtracting(others.flatMap { $0.pm2.apps.map(\.name) }))
+                await restore(applied, service: service, removing: interrupted.subtracting(othersApps))
             } else if case .removeFailedRelease(let failed) = action, let apps = try? appSpecs(for: failed, service: service) {
                 // It had failed with nothing to go back to, and the agent stopped while taking it out: its apps go now.
-                let others = Set(
-                    configuration.services.filter { $0 != service }.compactMap { try? state[$0].applied?.release() }.flatMap {
-                        $0.pm2.apps.map(\.name)
-                    }
-                )
-                await remove(apps.filter { !others.contains($0.name) }, service: service)
+                await remove(apps.filter { !othersApps.contains($0.name) }, service: service)
             }
             // A save that fails (a full disk) is retried at the end of every pass, as any other: throwing here ended the
             // agent, whose restart restored and reloaded every app again, every few seconds while the disk stayed full.
