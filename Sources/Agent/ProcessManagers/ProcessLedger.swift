@@ -85,11 +85,15 @@ struct ProcessLedger: Sendable {
     /// the reload lost its overlap. A dead daemon's processes have another parent (init or a subreaper).
     static func orphans(of recorded: [Entry], in table: [ManagedProcess]) -> [Entry] {
         let listed = Set(table.compactMap(\.pid))
-        let daemons = Set(listed.compactMap { ProcStat.read(pid: $0)?.parentPid }).subtracting([0, 1])
-        return recorded.filter { entry in
-            guard !listed.contains(entry.pid), let stat = ProcStat.read(pid: entry.pid) else { return false }
-            return stat.startTicks == entry.startTicks && !stat.hasExited && !daemons.contains(stat.parentPid)
+        let candidates = recorded.compactMap { entry -> (Entry, ProcStat)? in
+            guard !listed.contains(entry.pid), let stat = ProcStat.read(pid: entry.pid), stat.startTicks == entry.startTicks, !stat.hasExited
+            else { return nil }
+            return (entry, stat)
         }
+        // The listed processes' parents are read only when something unlisted still runs: this runs at every pass.
+        guard !candidates.isEmpty else { return [] }
+        let daemons = Set(listed.compactMap { ProcStat.read(pid: $0)?.parentPid }).subtracting([0, 1])
+        return candidates.filter { !daemons.contains($0.1.parentPid) }.map(\.0)
     }
 
     /// Stops `orphans` (each as its app stops: SIGINT to its process group when it leads one, else to the process;
