@@ -189,6 +189,62 @@ struct InstallRetryEndToEndTests {
         }
     }
 
+    /// A release whose files cannot be written (its ecosystem file's path is taken by a directory: a file system gone
+    /// read-only or full does the same to a real fleet) is tried again after the install backoff's wait, not at every
+    /// pass; meanwhile v1 runs, reported as running and judged (it stayed "deploying", its health frozen, for as long
+    /// as the writes failed); once the path is free, v2 installs.
+    @Test("a release that cannot be activated backs off, and the running release is still judged meanwhile", .timeLimit(.minutes(4)))
+    func anActivationFailureBacksOff() async throws {
+        try await FleetFixture.with { fleet in
+            try await fleet.startController(extraArguments: ["--poll-seconds", "1"])
+            let port = try freeLoopbackPort()
+            let crash = fleet.root.appendingPathComponent("crash-v1").path
+            try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: crash)
+            let config = try await fleet.enrollAgent(name: "edge-a", longPollSeconds: 2)
+            _ = try fleet.startAgent(config: config, label: "agent")
+            try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-a")
+
+            let ecosystem = fleet.root.appendingPathComponent("edge-a/state/services/web/ecosystem.json").path
+            try FileManager.default.removeItem(atPath: ecosystem)
+            try FileManager.default.createDirectory(atPath: "\(ecosystem)/taken", withIntermediateDirectories: true)
+            try await fleet.publish(serial: 2, version: "2.0.0", port: port)
+
+            let log = fleet.root.appendingPathComponent("logs/agent.err").path
+            func attempts() -> Int {
+                ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").components(separatedBy: "cannot activate serial 2").count - 1
+            }
+            _ = try await eventually("the first activation of serial 2 fails", timeout: .seconds(60), interval: .milliseconds(100)) {
+                attempts() >= 1 ? true : nil
+            }
+            let first = ContinuousClock.now
+            let entry = try await eventually("the report says v1 runs while serial 2 waits", timeout: .seconds(30)) { () -> JSONValue? in
+                let entry = try await fleet.fleetEntry(agent: "edge-a")
+                return entry?["message"]?.stringValue?.hasPrefix("serial 2 could not be activated") == true ? entry : nil
+            }
+            #expect(entry["phase"]?.stringValue == "running", "\(entry)")
+            #expect(entry["serial"]?.intValue == 1, "\(entry)")
+            // Passes run a second apart; the first retry comes 7.5 s or more after the first try (10 s less a quarter).
+            try await Task.sleep(until: first.advanced(by: .seconds(6)), clock: .continuous)
+            #expect(attempts() == 1, "activated \(attempts()) times within 6 s of the first failure")
+            #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 runs on")
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            #expect(text.contains("serial 2 could not be activated or applied; tried again in"), "the passes between say so")
+
+            // v1 is judged meanwhile: it stops booting, and the report says unhealthy.
+            #expect(FileManager.default.createFile(atPath: crash, contents: Data()))
+            let answer = try #require(await fleet.appAnswer(port: port))
+            let pid = try #require(answer.split(separator: "pid=").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+            #expect(kill(pid, SIGKILL) == 0)
+            try await eventually("the report says v1 is unhealthy", timeout: .seconds(60)) {
+                try await fleet.fleetEntry(agent: "edge-a")?["health"]?.stringValue == "unhealthy" ? true : nil
+            }
+
+            try FileManager.default.removeItem(atPath: ecosystem)
+            try FileManager.default.removeItem(atPath: crash)
+            try await fleet.waitUntilRunning("2.0.0", port: port, agent: "edge-a")
+        }
+    }
+
     /// Publishes serial 2 of `web`, whose artifact the bucket serves with one byte flipped (at `/bucket/web-2.tgz`);
     /// returns the bytes the release signs.
     private static func publishDamagedV2(_ fleet: FleetFixture, _ bucket: TestFileServer, port: Int) async throws -> [UInt8] {

@@ -449,13 +449,14 @@ struct ServiceStateTests {
         row(.failedWithPending, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .failed))),
         row(.rolledBack, downloadSuperseded, .refused(.notDeploying(event: .downloadSuperseded, phase: .rolledBack))),
 
-        // A failed activation keeps the release pending and the service deploying.
+        // A failed activation keeps the release pending (tried again after a backoff); meanwhile the applied release
+        // runs and is judged, and with none the service has failed (as after a failed download).
         row(.waiting, activation, .refused(.notDeploying(event: .activationFailed, phase: .waiting))),
         row(
             .deploying,
             activation,
             .moves(
-                to: .deploying,
+                to: .running,
                 slots: "accepted 6; applied 5 (env a); previous 4; pending 6",
                 message: "serial 6 could not be activated: \(readOnly)",
                 action: .save
@@ -464,7 +465,7 @@ struct ServiceStateTests {
         row(
             .deployingFirst,
             activation,
-            .moves(to: .deploying, slots: "accepted 1; pending 1", message: "serial 1 could not be activated: \(readOnly)", action: .save)
+            .moves(to: .failed, slots: "accepted 1; pending 1", message: "serial 1 could not be activated: \(readOnly)", action: .save)
         ),
         row(.deployingNothingPending, activation, .refused(.noInstallPending(event: .activationFailed))),
         row(.running, activation, .refused(.notDeploying(event: .activationFailed, phase: .running))),

@@ -130,7 +130,12 @@ extension Reconciler {
         do throws(InstallError) {
             try activate(apps, directoryName: candidate.directoryName, service: service)
         } catch {
-            summary.problems.append("\(service): cannot activate serial \(release.serial): \(error)")
+            // Tried again after the backoff's wait, not at every pass: each pass hashed the cached artifact, wrote the
+            // files that fail again, and repaired the applied release's apps from them.
+            let (inARow, wait) = installBackoff.recordRepair(app: Self.applyAttempt(service, release.serial), now: .now)
+            summary.problems.append(
+                "\(service): cannot activate serial \(release.serial): \(error) (try \(inARow); tried again in \(wait.components.seconds) s)"
+            )
             if transition(service, .activationFailed(error), summary: &summary) != nil { save(&summary) }
             // The ecosystem file may be the new release's already (and `current` too, when only the directory's fsync
             // failed): the applied release's files go back first, and its apps are repaired only from them.

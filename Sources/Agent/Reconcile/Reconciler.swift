@@ -350,7 +350,7 @@ actor Reconciler {
             let applyWait = installBackoff.remainingWait(app: Self.applyAttempt(service, release.serial), now: .now)
             if let wait = installBackoff.remainingWait(app: Self.installAttempt(service, release.serial), now: .now) ?? applyWait {
                 // Nothing of it runs, and the planner skipped the service's drift repair for the install.
-                let what = applyWait == nil ? "could not be downloaded or extracted" : "could not be applied (the process manager did not answer)"
+                let what = applyWait == nil ? "could not be downloaded or extracted" : "could not be activated or applied"
                 summary.problems.append("\(service): serial \(release.serial) \(what); tried again in \(max(1, wait.components.seconds)) s")
                 await keepApplied(service, apps: appliedApps[service] ?? [], env: envs[service], summary: &summary)
                 return true
@@ -409,9 +409,10 @@ actor Reconciler {
     /// The `installBackoff` key of `serial` of `service`.
     static func installAttempt(_ service: String, _ serial: Int64) -> String { "\(service) \(serial)" }
 
-    /// The `installBackoff` key of applying `serial` of `service` when the process manager did not answer: apart from
-    /// `installAttempt`, which a download or extraction that succeeds forgets (so each retry was the first, 10 s apart,
-    /// for as long as the daemon stayed wedged). Forgotten once a verdict is in.
+    /// The `installBackoff` key of activating `serial` of `service` (its files could not be written) or applying it (the
+    /// process manager did not answer): apart from `installAttempt`, which a download or extraction that succeeds
+    /// forgets (so each retry was the first, 10 s apart, for as long as the daemon stayed wedged). Forgotten once a
+    /// verdict is in.
     static func applyAttempt(_ service: String, _ serial: Int64) -> String { "\(service) \(serial) apply" }
 
     /// Rewrites the ecosystem of `service` and reloads `reloading` (default: all of `apps`) with a changed instance env

@@ -188,6 +188,10 @@ struct ServiceState: Sendable, Codable, Equatable {
 
         case (.deploying, .activationFailed(let error)):
             let candidate = try installing(event)
+            // The release stays pending and is tried again after the install backoff's wait. Meanwhile the applied
+            // release runs from its own files and is judged (a service left "deploying" had its health frozen for as
+            // long as the files could not be written: a read-only or full file system, for hours).
+            phase = applied == nil ? .failed : .running
             message = "serial \(candidate.serial) could not be activated: \(error)"
             return .save
 
