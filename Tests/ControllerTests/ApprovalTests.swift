@@ -56,7 +56,7 @@ struct ApprovalTests {
         }
 
         func rolloutState() async throws -> RolloutState? {
-            try await fixture.store.latestRollouts(for: ["api"]).first?.state
+            try await fixture.store.currentRollouts(for: ["api"]).first?.state
         }
     }
 
@@ -296,7 +296,7 @@ struct ApprovalTests {
             try await fixture.withRouter { client in
                 let agent = try await fixture.enroll(client, name: "web-1")
                 let staged = try await Staged.publish(fixture, client)
-                let rollout = try #require(try await fixture.store.latestRollouts(for: ["api"]).first)
+                let rollout = try #require(try await fixture.store.currentRollouts(for: ["api"]).first)
                 #expect(rollout.state == .awaitingApproval)
                 #expect(rollout.stableSerial == 1)
                 #expect(rollout.reachedCount == 0)
@@ -314,7 +314,7 @@ struct ApprovalTests {
 
                 let approved = try await staged.approve()
                 #expect(approved.status == .ok, "\(String(buffer: approved.body))")
-                let started = try #require(try await fixture.store.latestRollouts(for: ["api"]).first)
+                let started = try #require(try await fixture.store.currentRollouts(for: ["api"]).first)
                 #expect(started.state == .rolling)
                 #expect(started.currentWave == 0)
                 #expect(started.intendedSerial(for: agent.id) == 2)
@@ -338,7 +338,7 @@ struct ApprovalTests {
                 #expect(approved.status == .ok, "\(String(buffer: approved.body))")
                 let answered = try Fixture.json(approved).object?["rollout"]?.object ?? [:]
                 #expect(answered["state"] == .string("rolling"), "\(answered)")
-                let started = try #require(try await fixture.store.latestRollouts(for: ["api"]).first)
+                let started = try #require(try await fixture.store.currentRollouts(for: ["api"]).first)
                 #expect(started.state == .rolling)
                 #expect(started.agentOrder == fresh.map(\.id))
                 #expect(fresh.map { started.intendedSerial(for: $0.id) } == [2, 1], "the first wave is one agent; the other waits for it")

@@ -168,6 +168,76 @@ import Testing
         }
     }
 
+    /// A release awaiting approval (signed by one release key of the two needed) reaches no agent, and neither does it
+    /// stop the rollout under way: serial 2 goes on (a healthy report advances it, a pause without a serial pauses it)
+    /// until serial 3 is approved, which supersedes it then. The publish used to supersede it at once: its fleet stayed
+    /// split, reached agents on serial 2 and the others on serial 1, for as long as the approval took (for ever without
+    /// one), on one release key's word.
+    @Test func aReleaseAwaitingApprovalLeavesTheRolloutUnderWayGoing() async throws {
+        try await RolloutHarness.with(releaseThreshold: 2) { harness in
+            try await harness.withClient { api in
+                let agents = [try await api.enroll("a"), try await api.enroll("b"), try await api.enroll("c")]
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=one-at-a-time&waveStableSeconds=0")
+                #expect(try await api.desiredSerials(agents) == [2, 1, 1])
+                let awaiting = try await api.mustPublish(serial: 3, version: "3.0.0", query: "strategy=one-at-a-time", signedOnce: true)
+                #expect(awaiting["rollout"]["state"].string == "awaiting-approval", "\(awaiting)")
+                #expect(try await api.rollout(serial: 2)["state"].string == "rolling")
+                #expect(try await api.desiredSerials(agents) == [2, 1, 1])
+
+                try await api.reportHealthy(agents[0], serial: 2)
+                let advanced = try await api.rollout(serial: 2)
+                #expect(advanced["wave"].int == 2, "\(advanced)")
+                #expect(try await api.desiredSerials(agents) == [2, 2, 1])
+                let paused = try await api.act("pause")
+                #expect(paused.status == 200 && paused.json["serial"].int == 2, "\(paused.json)")
+                #expect(try await api.act("resume").status == 200)
+                try await api.reportHealthy(agents[1], serial: 2)
+                #expect(try await api.desiredSerials(agents) == [2, 2, 2])
+                #expect(try await api.rollout(serial: 2)["state"].string == "rolling", "c has not reported serial 2 healthy")
+                // Listed beside the release awaiting approval.
+                let listed = try await api.call(.get, "/v1/rollouts", token: harness.viewerToken).json["rollouts"].array
+                #expect(listed.map { $0["serial"].int } == [3, 2], "\(listed)")
+
+                let approved = try await api.approve(serial: 3)
+                #expect(approved.status == 200, "\(approved.json)")
+                #expect(approved.json["rollout"]["state"].string == "rolling", "\(approved.json)")
+                #expect(approved.json["rollout"]["stableSerial"].int == 1, "serial 2 did not complete")
+                let replaced = try await api.rollout(serial: 2)
+                #expect(replaced["state"].string == "superseded", "\(replaced)")
+                #expect(replaced["reason"].string?.contains("superseded by serial 3 (3.0.0)") == true, "\(replaced)")
+                // The first wave of serial 3 is agent a; b keeps serial 2, which it runs (never lower); c, which has not
+                // reported serial 2, receives the stable serial.
+                let desired = try await api.desiredSerials(agents)
+                #expect(desired == [3, 2, 1], "\(desired)")
+            }
+        }
+    }
+
+    /// The stable serial of a rollout that awaited approval is the one of its approval: serial 2 completed meanwhile,
+    /// so agents serial 3 has not reached receive serial 2, not serial 1 (the stable serial as the publish saw it).
+    @Test func anApprovalStartsFromTheStableSerialAsItIsThen() async throws {
+        try await RolloutHarness.with(releaseThreshold: 2) { harness in
+            try await harness.withClient { api in
+                let agents = [try await api.enroll("a"), try await api.enroll("b")]
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=one-at-a-time&waveStableSeconds=0")
+                let awaiting = try await api.mustPublish(serial: 3, version: "3.0.0", query: "strategy=one-at-a-time", signedOnce: true)
+                #expect(awaiting["rollout"]["stableSerial"].int == 1)
+                try await api.reportHealthy(agents[0], serial: 2)
+                try await api.reportHealthy(agents[1], serial: 2)
+                #expect(try await api.rollout(serial: 2)["state"].string == "completed")
+                #expect(try await api.desiredSerials(agents) == [2, 2])
+
+                let approved = try await api.approve(serial: 3)
+                #expect(approved.status == 200, "\(approved.json)")
+                #expect(approved.json["rollout"]["stableSerial"].int == 2, "\(approved.json)")
+                #expect(try await api.rollout(serial: 2)["state"].string == "completed", "a completed rollout stays so")
+                #expect(try await api.desiredSerials(agents) == [3, 2])
+            }
+        }
+    }
+
     @Test func lateAgentsReceiveTheStableSerialUntilCompletion() async throws {
         try await RolloutHarness.with { harness in
             try await harness.withClient { api in
@@ -544,7 +614,7 @@ import Testing
                 #expect(try await api.desiredSerials([a, b]) == [2, 1])
                 try await api.reportHealthy(a, serial: 2)
                 // Frozen for 31 s, during which another leader saw agent a unhealthy and restarted its timer.
-                let rollout = try #require(try await harness.store.latestRollouts(for: ["web"]).first)
+                let rollout = try #require(try await harness.store.currentRollouts(for: ["web"]).first)
                 try await harness.store.saveRolloutHealthTimers(rolloutID: rollout.id, [a.id: harness.clock.now.addingTimeInterval(31)])
                 harness.clock.advance(seconds: 31)
                 try await api.reportHealthy(a, serial: 2)

@@ -26,6 +26,10 @@ final class RolloutClock: Sendable {
 final class RolloutHarness: Sendable {
     let directory: URL
     let key: SigningKey
+    /// The second release key: a release signed by `key` alone awaits its approval under `releaseThreshold: 2`.
+    let secondKey: SigningKey
+    /// How many release keys a release needs (1: `key` alone, the only one trusted; 2: `key` and `secondKey`).
+    let releaseThreshold: Int
     let clock = RolloutClock()
     let configuration: ControllerConfiguration
     let operatorToken: String
@@ -36,9 +40,16 @@ final class RolloutHarness: Sendable {
     var app: ControllerApplication { current.withLock { $0.app } }
     var store: SQLiteControllerStore { current.withLock { $0.store } }
 
-    private init(directory: URL, key: SigningKey, configuration: ControllerConfiguration, tokens: [String], store: SQLiteControllerStore) throws {
+    private init(
+        directory: URL,
+        keys: (SigningKey, SigningKey),
+        configuration: ControllerConfiguration,
+        tokens: [String],
+        store: SQLiteControllerStore
+    ) throws {
         self.directory = directory
-        self.key = key
+        (key, secondKey) = keys
+        releaseThreshold = configuration.trustPolicy?.threshold ?? 1
         self.configuration = configuration
         operatorToken = tokens[0]
         enrollToken = tokens[1]
@@ -46,12 +57,18 @@ final class RolloutHarness: Sendable {
         current = Mutex((store, try Self.application(configuration: configuration, store: store, clock: clock)))
     }
 
-    /// A fresh controller; remove it with `close()`.
-    static func make() async throws -> RolloutHarness {
+    /// A fresh controller whose releases need `releaseThreshold` of its two release keys; remove it with `close()`.
+    static func make(releaseThreshold: Int = 1) async throws -> RolloutHarness {
         let directory = try TestPaths.makeTemporaryDirectory("ferry-rollout")
         do {
             let key = try SigningKey.generate()
-            var configuration = ControllerConfiguration(trustPolicy: try TrustPolicy(trustedKeys: [key.publicKey]))
+            let secondKey = try SigningKey.generate()
+            var configuration = ControllerConfiguration(
+                trustPolicy: try TrustPolicy(
+                    trustedKeys: releaseThreshold > 1 ? [key.publicKey, secondKey.publicKey] : [key.publicKey],
+                    threshold: releaseThreshold
+                )
+            )
             configuration.dataDirectory = directory.path
             let store = try await SQLiteControllerStore.open(.init(path: configuration.databasePath), logger: Self.logger)
             var tokens: [String] = []
@@ -61,7 +78,7 @@ final class RolloutHarness: Sendable {
                 try await store.createToken(hash: Token.digest(token), name: "test-\(role.rawValue)", role: role, scope: scope, at: Date())
                 tokens.append(token)
             }
-            return try RolloutHarness(directory: directory, key: key, configuration: configuration, tokens: tokens, store: store)
+            return try RolloutHarness(directory: directory, keys: (key, secondKey), configuration: configuration, tokens: tokens, store: store)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error
@@ -93,8 +110,8 @@ final class RolloutHarness: Sendable {
     }
 
     /// Runs `body` with a fresh controller, then closes its store and removes its directory, whatever happens.
-    static func with(_ body: (RolloutHarness) async throws -> Void) async throws {
-        let harness = try await make()
+    static func with(releaseThreshold: Int = 1, _ body: (RolloutHarness) async throws -> Void) async throws {
+        let harness = try await make(releaseThreshold: releaseThreshold)
         do {
             try await body(harness)
         } catch {
@@ -115,8 +132,9 @@ final class RolloutHarness: Sendable {
         try await app.application.test(.router) { client in try await body(RolloutClient(client: client, harness: self)) }
     }
 
-    /// A signed release of `service` (artifact by absolute URL, so no upload is needed).
-    func envelope(service: String = "web", serial: Int64, version: String) throws -> Envelope {
+    /// A signed release of `service` (artifact by absolute URL, so no upload is needed), by as many release keys as a
+    /// release needs, or by `key` alone when `signedOnce`.
+    func envelope(service: String = "web", serial: Int64, version: String, signedOnce: Bool = false) throws -> Envelope {
         let now = clock.now
         let release = Release(
             service: service,
@@ -131,7 +149,11 @@ final class RolloutHarness: Sendable {
             ),
             pm2: PM2Config(apps: [PM2App(name: "\(service)-app", script: "server.js")])
         )
-        return try Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [key])
+        return try Envelope.sign(
+            payload: release.payload(),
+            payloadType: Release.payloadType,
+            with: signedOnce || releaseThreshold == 1 ? [key] : [key, secondKey]
+        )
     }
 }
 
@@ -167,9 +189,17 @@ struct RolloutClient: Sendable {
         return RolloutAgent(id: id, name: name, token: token)
     }
 
-    /// `POST /v1/releases[?query]` with a freshly signed release.
-    func publish(service: String = "web", serial: Int64, version: String, query: String = "") async throws -> RolloutAnswer {
-        let envelope = try harness.envelope(service: service, serial: serial, version: version)
+    /// `POST /v1/releases[?query]` with a freshly signed release (by one release key of two when `signedOnce`).
+    func publish(
+        service: String = "web",
+        serial: Int64,
+        version: String,
+        query: String = "",
+        signedOnce: Bool = false
+    ) async throws
+        -> RolloutAnswer
+    {
+        let envelope = try harness.envelope(service: service, serial: serial, version: version, signedOnce: signedOnce)
         return try await call(
             .post,
             "/v1/releases" + (query.isEmpty ? "" : "?\(query)"),
@@ -180,8 +210,16 @@ struct RolloutClient: Sendable {
 
     /// Publishes and requires a 201.
     @discardableResult
-    func mustPublish(service: String = "web", serial: Int64, version: String, query: String = "") async throws -> RolloutDoc {
-        let answer = try await publish(service: service, serial: serial, version: version, query: query)
+    func mustPublish(
+        service: String = "web",
+        serial: Int64,
+        version: String,
+        query: String = "",
+        signedOnce: Bool = false
+    ) async throws
+        -> RolloutDoc
+    {
+        let answer = try await publish(service: service, serial: serial, version: version, query: query, signedOnce: signedOnce)
         guard answer.status == 201 else { throw RolloutTestError("publish of serial \(serial) failed: \(answer.status) \(answer.json)") }
         return answer.json
     }
@@ -263,6 +301,28 @@ struct RolloutClient: Sendable {
         let answer = try await call(.get, "/v1/rollouts?service=\(service)&limit=1", token: harness.viewerToken)
         guard answer.status == 200 else { throw RolloutTestError("rollouts: \(answer.status) \(answer.json)") }
         return answer.json["rollouts"][0]
+    }
+
+    /// The rollout of `serial` of `service`, from the service's listing (`.null` when it is not among the newest ten).
+    func rollout(_ service: String = "web", serial: Int64) async throws -> RolloutDoc {
+        let answer = try await call(.get, "/v1/rollouts?service=\(service)&limit=10", token: harness.viewerToken)
+        guard answer.status == 200 else { throw RolloutTestError("rollouts: \(answer.status) \(answer.json)") }
+        return answer.json["rollouts"].array.first { $0["serial"].int == serial } ?? RolloutDoc(.null)
+    }
+
+    /// The second release key's approval of `serial` of `service` (`POST .../signatures`), over the stored payload.
+    func approve(service: String = "web", serial: Int64) async throws -> RolloutAnswer {
+        guard let stored = try await harness.store.releases([ReleaseKey(service: service, serial: serial)]).first else {
+            throw RolloutTestError("no release \(service) \(serial)")
+        }
+        let message = Envelope.pae(payloadType: Release.payloadType, payload: stored.envelope.payload)
+        let signature = Envelope.json(of: .init(keyid: "", sig: try harness.secondKey.signature(for: message)))
+        return try await call(
+            .post,
+            "/v1/services/\(service)/releases/\(serial)/signatures",
+            token: harness.operatorToken,
+            body: Array(JSONValue.object(["signatures": .array([signature])]).encoded())
+        )
     }
 
     /// `POST /v1/services/{service}/rollout/{action}`.

@@ -305,7 +305,7 @@ import Testing
                 let sameBody = try Fixture.json(same).object ?? [:]
                 #expect(sameBody["awaitingApproval"] == .bool(true))
                 #expect(sameBody["signedBy"] == .array([.string(fixture.signingKey.publicKey.keyID)]))
-                #expect(try await fixture.store.latestRollouts(for: ["api"]).first?.state == .awaitingApproval)
+                #expect(try await fixture.store.currentRollouts(for: ["api"]).first?.state == .awaitingApproval)
                 let both = try await fixture.publish(
                     client,
                     Fixture.release(serial: 2, artifact: artifact),
@@ -313,7 +313,7 @@ import Testing
                 )
                 #expect(both.status == .created)
                 #expect(try Fixture.json(both).object?["awaitingApproval"] == .bool(false))
-                #expect(try await fixture.store.latestRollouts(for: ["api"]).first?.state == .completed)
+                #expect(try await fixture.store.currentRollouts(for: ["api"]).first?.state == .completed)
             }
         }
     }

@@ -25,7 +25,7 @@ import Testing
         try await TestStore.with(kind) { store, _ in
             _ = try await Self.publish(store, serial: 1, plan: RolloutPlan(parameters: RolloutParameters(), agentOrder: ["agt_a", "agt_b"]))
             _ = try await Self.publish(store, serial: 2, plan: Self.wavesPlan)
-            let read = try #require(try await store.latestRollouts(for: ["web"]).first)
+            let read = try #require(try await store.currentRollouts(for: ["web"]).first)
             #expect(read.state == .rolling && read.serial == 2)
 
             var pausing = RolloutStateMachine(read)
@@ -39,7 +39,7 @@ import Testing
             #expect(try await store.updateRollout(pause))
             #expect(try await store.updateRollout(abort) == false)
 
-            let stored = try #require(try await store.latestRollouts(for: ["web"]).first)
+            let stored = try #require(try await store.currentRollouts(for: ["web"]).first)
             #expect(stored.state == .paused && stored.reason == "paused by alice" && stored.currentWave == 0)
             #expect(try await store.events(service: "web", limit: 10).map(\.kind) == [.paused, .published, .published])
             // Writing the same transition again: the stored state moved on, so nothing happens.
@@ -55,7 +55,7 @@ import Testing
         try await TestStore.with(kind) { store, _ in
             _ = try await Self.publish(store, serial: 1, plan: RolloutPlan(parameters: RolloutParameters(), agentOrder: ["agt_a", "agt_b"]))
             _ = try await Self.publish(store, serial: 2, plan: Self.wavesPlan)
-            var machine = RolloutStateMachine(try #require(try await store.latestRollouts(for: ["web"]).first))
+            var machine = RolloutStateMachine(try #require(try await store.currentRollouts(for: ["web"]).first))
             guard case .persist(let pause) = try machine.requested(.pause, by: "alice", at: Date()) else {
                 Issue.record("pause applies to a rolling rollout")
                 return

@@ -127,7 +127,7 @@ import Testing
             #expect(try await !store.recordApproval(try approval(by: "k3")))
             let stored = try #require(try await store.releases(service: "api", limit: 1).first)
             #expect(stored.signedBy == ["k1", "k2"])
-            #expect(try await store.latestRollouts(for: ["api"]).first?.state == .completed)
+            #expect(try await store.currentRollouts(for: ["api"]).first?.state == .completed)
             #expect(try await store.events(service: "api", limit: 10).filter { $0.kind == .approved }.count == 1)
             try await store.close()
         }

@@ -104,14 +104,14 @@ import Testing
             }
             _ = try await store.removeAgent(name: "agent-2")
             #expect(try await !store.updateRollout(advance), "decided over members the removal changed")
-            let stored = try #require(try await store.latestRollouts(for: ["api"]).first)
+            let stored = try #require(try await store.currentRollouts(for: ["api"]).first)
             #expect(stored.agentOrder == ["agt_1"] && stored.currentWave == 0 && stored.state == .rolling)
 
             // Decided again from the stored rollout, it is written.
             var again = RolloutStateMachine(stored)
             guard case .persist(let complete) = try again.evaluated(.complete, at: Date()) else { throw FixtureError("no transition") }
             #expect(try await store.updateRollout(complete))
-            #expect(try await store.latestRollouts(for: ["api"]).first?.state == .completed)
+            #expect(try await store.currentRollouts(for: ["api"]).first?.state == .completed)
             try await store.close()
         }
     }
@@ -125,7 +125,7 @@ import Testing
         try await TestStore.with(kind) { store, _ in
             for index in 1...5 { _ = try await Self.enrollAgent(index, in: store) }
             func members(_ service: String) async throws -> [String]? {
-                try await store.latestRollouts(for: [service]).first?.agentOrder
+                try await store.currentRollouts(for: [service]).first?.agentOrder
             }
             // A member list read before agent-5 was removed, and one id never enrolled.
             let everyone = (1...5).map { "agt_\($0)" } + ["agt_never"]
@@ -207,7 +207,7 @@ import Testing
             #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id)["agt_2"] == nil)
             #expect(try await store.rolloutHealthTimers(rolloutID: rollout.id)["agt_1"] != nil)
 
-            var machine = RolloutStateMachine(try #require(try await store.latestRollouts(for: ["web"]).first))
+            var machine = RolloutStateMachine(try #require(try await store.currentRollouts(for: ["web"]).first))
             guard case .persist(let transition) = try machine.requested(.abort, by: "alice", agentsOnSerial: [], at: now) else {
                 Issue.record("the abort was not a transition")
                 return

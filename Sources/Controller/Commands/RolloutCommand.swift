@@ -100,7 +100,7 @@ struct RolloutAbortCommand: AsyncParsableCommand {
 /// Text rendering of rollout documents for the terminal.
 enum RolloutText {
     static let serialHelp = ArgumentHelp(
-        "Act only on the rollout of this serial (publish prints it); without it, on the latest, whichever that is when the request arrives."
+        "Act only on the rollout of this serial (publish prints it); without it, on the latest, whichever that is when the request arrives (while a newer release awaits approval, the latest that started: name the one awaiting approval by its serial)."
     )
 
     static func act(_ action: RolloutAction, service: String, serial: Int64?, connection: RolloutConnectionOptions) async throws {

@@ -1,4 +1,5 @@
-/// Chooses each agent's release through the service's latest rollout: the new serial once the rollout reached the
+/// Chooses each agent's release through the service's governing rollout (its latest, or while a newer release awaits
+/// approval, the latest that started: `RolloutRecord.governing`): the new serial once the rollout reached the
 /// agent (or completed), the service's stable serial otherwise — and never a serial below the one the agent runs.
 ///
 /// The last rule is why halting or aborting needs no new signature and never asks an agent for the impossible: an
@@ -18,13 +19,15 @@ struct RolloutReleaseSelector: ReleaseSelector {
         // Per service: the serial the rollout intends, and the higher serial the agent runs (if any) as first choice.
         var choices: [String: [Int64]] = [:]
         for service in services {
-            guard let newest = shared.latest[service]?.serial else { continue }
+            guard let latest = shared.latest[service] else { continue }
+            let newest = latest.serial
             let intended: Int64?
             // A rollout newer than the latest release read is a snapshot torn by a publish between its two reads (the
             // release, then the rollout): the rollout is the truth, and its release is fetched (`.missing`). Taken as
             // "no rollout", every agent the new rollout has not reached was handed the superseded serial, which it
             // could never leave again (a lower serial is refused).
-            if let rollout = shared.rollouts[service], rollout.serial >= newest {
+            // A latest release awaiting approval reaches no agent: the rollout that started before it governs.
+            if let rollout = shared.rollouts[service], rollout.serial >= newest || latest.isAwaitingApproval {
                 intended = rollout.intendedSerial(for: agentID, reached: shared.reached[service])
             } else {
                 intended = newest

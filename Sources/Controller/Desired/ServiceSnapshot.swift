@@ -10,7 +10,8 @@ struct ServiceSnapshot: Sendable {
     /// The agents each rollout of `rollouts` has reached, by service: asked for every agent of the fleet, so a set,
     /// built once per load (see `RolloutRecord.intendedSerial(for:reached:)`).
     var reached: [String: Set<String>] = [:]
-    /// Releases other than the latest that a rollout hands out (its stable serial), by key.
+    /// Releases other than the latest that a rollout hands out (its stable serial; its own while a newer release awaits
+    /// approval), by key.
     var others: [ReleaseKey: ReleaseRecord] = [:]
     /// The newest trust root version stored (every agent's desired state names it), or `nil` when none is.
     var rootVersion: Int64?
@@ -23,16 +24,18 @@ struct ServiceSnapshot: Sendable {
         snapshot.rootVersion = try await store.latestTrustRootVersion()
         guard !services.isEmpty else { return snapshot }
         for record in try await store.latestReleases(for: services) { snapshot.latest[record.service] = record }
-        for rollout in try await store.latestRollouts(for: services) {
-            snapshot.rollouts[rollout.service] = rollout
-            snapshot.reached[rollout.service] = Set(rollout.reachedAgents)
+        snapshot.rollouts = RolloutRecord.governing(try await store.currentRollouts(for: services))
+        for (service, rollout) in snapshot.rollouts { snapshot.reached[service] = Set(rollout.reachedAgents) }
+        // The stable serials, and a governing rollout's own serial while a newer release awaits approval: what the
+        // rollouts hand out besides the latest release (else read once per agent given it).
+        let others = snapshot.rollouts.values.flatMap { rollout in
+            [rollout.stableSerial, rollout.serial].compactMap { serial -> ReleaseKey? in
+                guard let serial, serial != snapshot.latest[rollout.service]?.serial else { return nil }
+                return ReleaseKey(service: rollout.service, serial: serial)
+            }
         }
-        let stable = snapshot.rollouts.values.compactMap { rollout -> ReleaseKey? in
-            guard let serial = rollout.stableSerial, serial != snapshot.latest[rollout.service]?.serial else { return nil }
-            return ReleaseKey(service: rollout.service, serial: serial)
-        }
-        if !stable.isEmpty {
-            for record in try await store.releases(stable) { snapshot.others[ReleaseKey(service: record.service, serial: record.serial)] = record }
+        if !others.isEmpty {
+            for record in try await store.releases(others) { snapshot.others[ReleaseKey(service: record.service, serial: record.serial)] = record }
         }
         snapshot.running = try await store.runningSerials(for: services)
         return snapshot

@@ -57,7 +57,7 @@ struct FleetSnapshot: Sendable {
         async let totals = store.agentTotals(staleBefore: staleBefore)
         async let page = Self.page(query, staleBefore: staleBefore, now: now, core: core)
         let names = try await store.agentNamesByID()
-        async let rollouts = RolloutView.load(try await store.latestRollouts(for: nil), names: names, from: store)
+        async let rollouts = RolloutView.load(try await store.currentRollouts(for: nil), names: names, from: store)
         async let roots = store.trustRoots()
         async let events = store.events(service: nil, limit: eventCount)
         let awaiting = try await rollouts.map(\.rollout).filter { $0.state == .awaitingApproval }

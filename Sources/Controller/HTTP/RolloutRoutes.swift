@@ -43,7 +43,7 @@ struct RolloutRoutes: Sendable {
             records = try await core.store.rollouts(service: service, limit: limit)
         } else {
             let limit = try Self.limit(query.get("limit"), default: Self.maximumListing)
-            records = Array(try await core.store.latestRollouts(for: nil).prefix(limit))
+            records = Array(try await core.store.currentRollouts(for: nil).prefix(limit))
         }
         let views = try await RolloutView.load(records, from: core.store)
         return JSONResponse.make(.object(["rollouts": .array(views.map(\.json))]))

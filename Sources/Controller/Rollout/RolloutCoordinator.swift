@@ -302,7 +302,9 @@ actor RolloutCoordinator {
 
     // MARK: Operator actions
 
-    /// Applies `action` to the rollout of `serial` of `service`, or to its latest when `serial` is `nil`.
+    /// Applies `action` to the rollout of `serial` of `service`, or when `serial` is `nil` to the one that governs what
+    /// its agents receive (its latest, or the latest that started while a newer release awaits approval: a pause or an
+    /// abort is meant for what rolls; the rollout awaiting approval is named by its serial).
     /// - Parameter actor: who asked (the token's name), recorded in the reason and the event.
     /// - Throws: `RolloutControlError`.
     func perform(_ action: RolloutAction, service: String, serial: Int64? = nil, by actor: String) async throws -> RolloutRecord {
@@ -312,7 +314,7 @@ actor RolloutCoordinator {
         for _ in 0..<5 {
             let read =
                 if let chosen { try await store.rollout(service: service, serial: chosen) } else {
-                    try await store.latestRollouts(for: [service]).first
+                    try await RolloutRecord.governing(store.currentRollouts(for: [service]))[service]
                 }
             guard let rollout = read else {
                 throw RolloutControlError.noRollout(service: service)

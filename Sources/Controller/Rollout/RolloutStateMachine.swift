@@ -13,7 +13,10 @@ import Foundation
 ///   awaiting-approval, rolling, paused, halted ──abort──────────▶ aborted
 ///   awaiting-approval, rolling, paused, halted ──newer publish──▶ superseded
 /// ```
-/// `completed`, `aborted` and `superseded` are final: a newer publish leaves them as they are.
+/// `completed`, `aborted` and `superseded` are final: a newer publish leaves them as they are. A newer publish that
+/// awaits approval supersedes only a rollout awaiting approval: one that started goes on until the newer release is
+/// approved, which supersedes it then (the store decides which rollouts an event reaches: `insertRelease`,
+/// `recordApproval`).
 ///
 /// A machine holds one rollout. Each event (`publish`, `evaluated`, `requested`, `superseded`) changes its state, wave,
 /// reason and time, and returns what the caller does: the change to persist with its events, and whether agents'
@@ -165,8 +168,8 @@ struct RolloutStateMachine: Sendable, Equatable {
         try handle(.requested(action, actor: actor, agentsOnSerial: agentsOnSerial), at: instant)
     }
 
-    /// Event: serial `serial` (`version`) of the service was published. An open rollout (rolling, paused, halted) is
-    /// superseded; a final one stays as it is.
+    /// Event: serial `serial` (`version`) of the service was published (or approved, for a release that awaited
+    /// approval). An open rollout (awaiting approval, rolling, paused, halted) is superseded; a final one stays as it is.
     /// - Throws: `RolloutTransitionError.notNewer` unless `serial` is above the rollout's.
     mutating func superseded(bySerial serial: Int64, version: String, at instant: Date) throws(RolloutTransitionError) -> Action {
         try handle(.superseded(serial: serial, version: version), at: instant)

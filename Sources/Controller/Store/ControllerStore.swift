@@ -190,9 +190,10 @@ protocol ControllerStore: Sendable {
 
     // MARK: Rollouts
 
-    /// The latest (highest-serial) rollout of each of `services` that has one, sorted by service; every service's
-    /// when `services` is `nil`.
-    func latestRollouts(for services: [String]?) async throws -> [RolloutRecord]
+    /// The latest (highest-serial) rollout of each of `services` that has one and, while that one awaits approval, the
+    /// newest one that started too (it still governs what the service's agents receive: `RolloutRecord.governing`);
+    /// sorted by service, then newest first. Every service's when `services` is `nil`.
+    func currentRollouts(for services: [String]?) async throws -> [RolloutRecord]
 
     /// Rollouts of `service`, newest first, at most `limit`.
     func rollouts(service: String, limit: Int) async throws -> [RolloutRecord]
@@ -241,7 +242,9 @@ protocol ControllerStore: Sendable {
     /// Stores what an approval added to a release awaiting approval — its envelope with the new signatures, its signers
     /// and the signatures required — with the rollout transition the approval decided and its events, atomically; only
     /// while the release still has the signers `approval.previousSignedBy` and the rollout is still at
-    /// `approval.transition.expected` (compare-and-set: of two approvals racing, one is written).
+    /// `approval.transition.expected` (compare-and-set: of two approvals racing, one is written). A rollout the approval
+    /// starts gets the service's stable serial as it is then, and supersedes the service's rolling, paused or halted
+    /// rollout below it.
     /// - Returns: whether the update happened.
     func recordApproval(_ approval: ReleaseApproval) async throws -> Bool
 

@@ -44,6 +44,24 @@ struct RolloutRecord: Sendable, Equatable {
     /// The agents reached so far.
     var reachedAgents: ArraySlice<String> { agentOrder.prefix(reachedCount) }
 
+    /// The rollout that decides what each service's agents receive, among `current` (`ControllerStore
+    /// .currentRollouts`): the newest that started; a release awaiting approval reaches no agent, so its rollout
+    /// governs only when none started before it (its agents then receive its stable serial).
+    static func governing(_ current: [RolloutRecord]) -> [String: RolloutRecord] {
+        var chosen: [String: RolloutRecord] = [:]
+        for rollout in current {
+            guard let existing = chosen[rollout.service] else {
+                chosen[rollout.service] = rollout
+                continue
+            }
+            // A started rollout wins over one awaiting approval; of two alike, the newer.
+            let awaiting = (existing: existing.state == .awaitingApproval, new: rollout.state == .awaitingApproval)
+            let better = awaiting.existing != awaiting.new ? awaiting.existing : rollout.serial > existing.serial
+            if better { chosen[rollout.service] = rollout }
+        }
+        return chosen
+    }
+
     /// The serial this rollout means `agentID` to receive (before the "never lower than what it runs" rule of the
     /// selector): the new one once reached, the stable one otherwise; everyone gets the new one once completed, and
     /// the stable one after an abort.

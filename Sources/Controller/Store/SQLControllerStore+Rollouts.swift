@@ -31,28 +31,23 @@ extension SQLControllerStore {
                         \(bind: Self.stringListText(release.signedBy)), \(bind: release.signaturesRequired))
                 """
             ).run()
-            let previous = try await db.raw(
-                """
-                SELECT \(unsafeRaw: Self.rolloutColumns) FROM rollouts AS ro JOIN releases AS r ON r.service = ro.service AND r.serial = ro.serial
-                WHERE ro.service = \(bind: release.service) AND ro.serial < \(bind: release.serial) ORDER BY ro.serial DESC LIMIT 1
-                """
-            ).first().map(Self.rollout(from:))
-            let stable: Int64? =
-                if let previous { previous.state == .completed ? previous.serial : previous.stableSerial } else { latest }
-            var superseded: RolloutRecord?
-            var events = opening.events
-            if let previous {
-                var machine = RolloutStateMachine(previous)
-                if case .persist(let transition) = try machine.superseded(bySerial: release.serial, version: release.version, at: release.createdAt) {
-                    // The write lock is held since the release was inserted: nothing can have changed the row.
-                    guard try await Self.write(transition, into: db) else {
-                        throw StoreError.corruptRow(table: "rollouts", reason: "rollout \(previous.id) changed while a publish held the write lock")
-                    }
-                    superseded = previous
-                    // Agents' desired states: the caller of a publish wakes the service's agents (`releasePublished`).
-                    events += transition.events
-                }
-            }
+            let stable = try await Self.stableSerial(service: release.service, below: release.serial, in: db)
+            // A release awaiting approval replaces only another one awaiting approval: it reaches no agent, so the
+            // rollout under way goes on until it is approved (`recordApproval`). Superseded at its publish, that rollout
+            // stopped mid-way, its fleet split for as long as the approval took (for ever, if none came), on the word of
+            // one release key.
+            let replaced: [RolloutState] =
+                opening.state == .awaitingApproval ? [.awaitingApproval] : [.awaitingApproval, .rolling, .paused, .halted]
+            // Agents' desired states: the caller of a publish wakes the service's agents (`releasePublished`).
+            let (superseded, supersededEvents) = try await Self.supersede(
+                replaced,
+                service: release.service,
+                below: release.serial,
+                by: release.version,
+                at: release.createdAt,
+                in: db
+            )
+            let events = opening.events + supersededEvents
             let parameters = plan.parameters
             guard
                 let row = try await db.raw(
@@ -85,8 +80,60 @@ extension SQLControllerStore {
                 reason: ""
             )
             try await Self.insert(events, into: db)
-            return PublishedRollout(rollout: rollout, superseded: superseded)
+            return PublishedRollout(rollout: rollout, superseded: superseded.first)
         }
+    }
+
+    /// What agents a rollout of `serial` has not reached receive: the service's last completed serial below it (a
+    /// rollout of strategy `all` completes at once), or, before any completed, the newest release published before
+    /// rollouts existed (every agent was given it). `nil` when there is neither.
+    static func stableSerial(service: String, below serial: Int64, in db: any SQLDatabase) async throws -> Int64? {
+        let completed =
+            try await db.raw(
+                """
+                SELECT MAX(serial) AS s FROM rollouts
+                WHERE service = \(bind: service) AND serial < \(bind: serial) AND state = \(bind: RolloutState.completed.rawValue)
+                """
+            ).first()?.decode(column: "s", as: Int64?.self) ?? nil
+        if let completed { return completed }
+        return try await db.raw(
+            """
+            SELECT MAX(r.serial) AS s FROM releases AS r
+            WHERE r.service = \(bind: service) AND r.serial < \(bind: serial)
+              AND NOT EXISTS (SELECT 1 FROM rollouts AS ro WHERE ro.service = r.service AND ro.serial = r.serial)
+            """
+        ).first()?.decode(column: "s", as: Int64?.self) ?? nil
+    }
+
+    /// Supersedes the rollouts of `service` below `serial` in one of `states` (under the caller's write lock), newest
+    /// first. Returns them as they were, with the events to insert.
+    static func supersede(
+        _ states: [RolloutState],
+        service: String,
+        below serial: Int64,
+        by version: String,
+        at instant: Date,
+        in db: any SQLDatabase
+    ) async throws -> (rollouts: [RolloutRecord], events: [RolloutEventDraft]) {
+        let open = try await db.raw(
+            """
+            SELECT \(unsafeRaw: rolloutColumns) FROM \(unsafeRaw: rolloutSource)
+            WHERE ro.service = \(bind: service) AND ro.serial < \(bind: serial)
+              AND ro.state IN \(SQLGroupExpression(SQLList(states.map { SQLBind($0.rawValue) })))
+            ORDER BY ro.serial DESC
+            """
+        ).all().map(rollout(from:))
+        var events: [RolloutEventDraft] = []
+        for previous in open {
+            var machine = RolloutStateMachine(previous)
+            guard case .persist(let transition) = try machine.superseded(bySerial: serial, version: version, at: instant) else { continue }
+            // The write lock is held: nothing can have changed the row since it was read.
+            guard try await write(transition, into: db) else {
+                throw StoreError.corruptRow(table: "rollouts", reason: "rollout \(previous.id) changed while a publish held the write lock")
+            }
+            events += transition.events
+        }
+        return (open, events)
     }
 
     // MARK: Rollouts
@@ -100,7 +147,7 @@ extension SQLControllerStore {
 
     private static let rolloutSource = "rollouts AS ro JOIN releases AS r ON r.service = ro.service AND r.serial = ro.serial"
 
-    func latestRollouts(for services: [String]?) async throws -> [RolloutRecord] {
+    func currentRollouts(for services: [String]?) async throws -> [RolloutRecord] {
         let filter: SQLQueryString
         if let services {
             guard !services.isEmpty else { return [] }
@@ -111,8 +158,11 @@ extension SQLControllerStore {
         let rows = try await readDB.raw(
             """
             SELECT \(unsafeRaw: Self.rolloutColumns) FROM \(unsafeRaw: Self.rolloutSource)
-            WHERE ro.serial = (SELECT MAX(serial) FROM rollouts WHERE service = ro.service) \(filter)
-            ORDER BY ro.service
+            WHERE (ro.serial = (SELECT MAX(serial) FROM rollouts WHERE service = ro.service)
+                   OR ro.serial = (SELECT MAX(serial) FROM rollouts
+                                   WHERE service = ro.service AND state <> \(bind: RolloutState.awaitingApproval.rawValue)))
+              \(filter)
+            ORDER BY ro.service, ro.serial DESC
             """
         ).all()
         return try rows.map(Self.rollout(from:))

@@ -69,7 +69,24 @@ extension SQLiteControllerStore {
                     // The rollout moved meanwhile (superseded, aborted, another approval): undo the signature update too.
                     throw ApprovalConflict()
                 }
-                try await Self.insert(approval.transition.events, into: db)
+                var events = approval.transition.events
+                let approved = approval.transition.rollout
+                if approved.state != .awaitingApproval {
+                    // Started: it replaces the rollout that went on while it awaited approval (a publish awaiting
+                    // approval supersedes none that started), and hands out the stable serial as it is now (that
+                    // rollout may have completed meanwhile).
+                    let stable = try await Self.stableSerial(service: approval.service, below: approval.serial, in: db)
+                    try await db.raw("UPDATE rollouts SET stable_serial = \(bind: stable) WHERE id = \(bind: approved.id)").run()
+                    events += try await Self.supersede(
+                        [.rolling, .paused, .halted],
+                        service: approval.service,
+                        below: approval.serial,
+                        by: approved.version,
+                        at: approved.updatedAt,
+                        in: db
+                    ).events
+                }
+                try await Self.insert(events, into: db)
                 return true
             }
         } catch is ApprovalConflict {
