@@ -232,6 +232,24 @@ struct HostileWorld: Sendable {
                 body: Array(#"{"name":".","hostname":"x","services":["api"]}"#.utf8)
             )
         },
+        // Ids are shown to every viewer, and the agent pages take a name or an id: an agent named after another's id was
+        // shown in its place.
+        HostileCase(name: "an agent named after another agent's id", status: .unprocessableContent, code: "invalid_document") { world in
+            try await world.send(
+                .post,
+                "/v1/agents",
+                token: world.fixture.enrollToken,
+                body: Array(#"{"name":"\#(world.agentA.id)","hostname":"x","services":["api"]}"#.utf8)
+            )
+        },
+        HostileCase(name: "an agent named with an id's shape in capitals", status: .unprocessableContent, code: "invalid_document") { world in
+            try await world.send(
+                .post,
+                "/v1/agents",
+                token: world.fixture.enrollToken,
+                body: Array(#"{"name":"AGT_0123456789ABCDEF","hostname":"x","services":["api"]}"#.utf8)
+            )
+        },
         HostileCase(name: "malformed status report", status: .badRequest, code: "malformed_json") { world in
             try await world.send(.post, "/v1/agents/\(world.agentA.id)/status", token: world.agentA.token, body: Array("not json".utf8))
         },

@@ -109,6 +109,34 @@ struct InsightRoutesTests {
         }
     }
 
+    /// An agent stored under another agent's id as its name (refused at enrolment now; an older controller took it)
+    /// does not shadow that agent: a key of an id's shape is an id first.
+    @Test func aNameCopyingAnIdDoesNotShadowItsAgent() async throws {
+        try await ControllerFixture.with { fixture in
+            try await fixture.withRouter { client in
+                let victim = try await Self.seed(fixture, client)
+                _ = try await fixture.store.enrollAgent(
+                    proposedID: "agt_0000000000000001",
+                    name: victim.id,
+                    hostname: "impostor.example",
+                    services: ["api"],
+                    tokenHash: Token.digest(Token.generate()),
+                    at: Date()
+                )
+                for uri in ["/v1/agents/\(victim.id)", "/agents/\(victim.id)"] {
+                    let answer = try await Self.get(client, uri, token: fixture.viewerToken)
+                    #expect(answer.status == .ok, "\(uri)")
+                    let text = String(buffer: answer.body)
+                    #expect(text.contains("web 1"), "\(uri): \(text.prefix(400))")
+                    #expect(!text.contains("impostor.example"), "\(uri) shows the impostor")
+                }
+                // The impostor stays reachable by its own id.
+                let impostor = try ControllerFixture.json(try await Self.get(client, "/v1/agents/agt_0000000000000001", token: fixture.viewerToken))
+                #expect(impostor.object?["hostname"] == .string("impostor.example"))
+            }
+        }
+    }
+
     @Test func theFleetCarriesTheCurrentFailureWithItsTail() async throws {
         try await ControllerFixture.with { fixture in
             try await fixture.withRouter { client in

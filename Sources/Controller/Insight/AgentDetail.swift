@@ -17,10 +17,13 @@ struct AgentDetail: Sendable {
     /// How many of the agent's stored reports are shown.
     static let historyCount = 10
 
-    /// The agent named `key` (or, failing that, with id `key`), or `nil`.
+    /// The agent with id `key` when `key` has an id's shape, else the one named `key` (or, failing that, with id `key`),
+    /// or `nil`. An id is looked up first: a name of that shape (refused at enrolment since, but stored before) must not
+    /// shadow the agent whose id it copies.
     static func load(_ key: String, from core: ControllerCore) async throws -> AgentDetail? {
-        var found = try await core.store.agent(named: key)
-        if found == nil { found = try await core.store.agent(id: key) }
+        let byID = EnrollRequest.hasAgentIDShape(key)
+        var found = byID ? try await core.store.agent(id: key) : try await core.store.agent(named: key)
+        if found == nil { found = byID ? try await core.store.agent(named: key) : try await core.store.agent(id: key) }
         guard let record = found else { return nil }
         var statuses: [String: ServiceStatusRecord] = [:]
         for status in try await core.store.serviceStatuses(agentID: record.id) { statuses[status.status.service] = status }

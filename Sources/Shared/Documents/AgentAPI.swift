@@ -371,16 +371,28 @@ package struct EnrollRequest: Sendable, Equatable {
     /// The longest agent name, in UTF-8 bytes.
     package static let maximumNameBytes = 128
 
+    /// Whether `text` has the shape of an agent id: `agt_` and 16 lowercase hex digits.
+    package static func hasAgentIDShape(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 20, bytes.starts(with: Array("agt_".utf8)) else { return false }
+        return bytes[4...].allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+    }
+
     /// Why `name` cannot name an agent, or `nil` when it can. Operators tell agents apart by their names on the
     /// dashboard, in `status` and in logs, and remove or replace them by name: a name must look like what it is. It
     /// holds no control character (C0 or C1), no invisible formatting character (zero-width spaces and joiners,
     /// bidirectional overrides that show it reversed, a soft hyphen, a byte-order mark), no space other than U+0020 and
     /// none at either end, and is not `.` or `..`, which no URL path can name (clients and browsers take
-    /// `/v1/agents/..` for the parent of `/v1/agents`). Look-alike letters of other scripts remain possible.
+    /// `/v1/agents/..` for the parent of `/v1/agents`). Look-alike letters of other scripts remain possible. Nor has it
+    /// an agent id's shape (`hasAgentIDShape`): the agent pages and `agents show` take a name or an id, and an agent named
+    /// after another's id (ids are shown to every viewer) was shown in its place.
     package static func nameProblem(_ name: String) -> String? {
         guard !name.isEmpty else { return "must not be empty" }
         guard name.utf8.count <= maximumNameBytes else { return "must be at most \(maximumNameBytes) bytes" }
         guard name != "." && name != ".." else { return "must not be . or .." }
+        guard !hasAgentIDShape(name.lowercased()) else {
+            return "must not have the shape of an agent id (agt_ and 16 hex digits): pages and commands that take a name take an id too"
+        }
         func code(_ scalar: Unicode.Scalar) -> String {
             let hex = String(scalar.value, radix: 16, uppercase: true)
             return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
