@@ -160,6 +160,9 @@ import Testing
         try await Self.withFleet(kind) { fixture, client, _ in
             let extras: [(name: String, serial: Int64?, version: String?, phase: DeployPhase)] = [
                 ("republished", 3, "2.0.0", .failed), ("first-install-failed", nil, nil, .failed),
+                // One without the other (an agent of another make): rows of their own, whose cells listed every agent of
+                // the serial, or counted one the "no release installed" cell did not list.
+                ("serial-without-version", 2, nil, .running), ("version-without-serial", nil, "2.0.0", .failed),
             ]
             for extra in extras {
                 let agent = try await fixture.enroll(client, name: extra.name, services: ["api"])

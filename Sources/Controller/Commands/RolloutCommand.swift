@@ -162,8 +162,8 @@ enum RolloutText {
         let unlistedFailures = RolloutWaitVerdict.integer(rollout.object?["unlistedFailures"])
         if unlistedFailures > 0 {
             lines.append(
-                "  and \(unlistedFailures) more failed agent(s), not listed here: GET /v1/fleet?service=\(string("service"))"
-                    + "&phase=failing lists them all"
+                "  and \(unlistedFailures) more failed agent(s), not listed here: GET /v1/rollouts/\(string("service"))/\(string("serial"))"
+                    + " lists every agent of the rollout with its progress (failed ones with their failure)"
             )
         }
         return lines.joined(separator: "\n")

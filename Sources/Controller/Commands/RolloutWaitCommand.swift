@@ -177,8 +177,8 @@ struct RolloutWaitCommand: AsyncParsableCommand {
         let unlisted = RolloutWaitVerdict.integer(rollout.object?["unlistedFailures"])
         if unlisted > 0 {
             Console.print(
-                "and \(unlisted) more failed agent(s), not listed here: GET /v1/fleet?service=\(TerminalText.safe(service, keepingLineBreaks: false))"
-                    + "&phase=failing lists them all"
+                "and \(unlisted) more failed agent(s), not listed here: GET /v1/rollouts/\(TerminalText.safe(service, keepingLineBreaks: false))/"
+                    + "\(serial) lists every agent of the rollout with its progress (failed ones with their failure)"
             )
         }
     }

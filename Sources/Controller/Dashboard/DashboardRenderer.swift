@@ -121,10 +121,15 @@ struct DashboardRenderer: Sendable {
                 return [
                     "phase": phase, "version": version.version ?? "", "count": count, "hasCount": count > 0,
                     "query": link { query in
-                        query.version = version.version
-                        // The row's serial: a version published again under another serial is a row of its own.
+                        // The row's serial and version, either one "none" (empty, for the version): a version published again
+                        // under another serial is a row of its own, and so is a status with one and not the other (its cell
+                        // listed every agent of the serial, or of the version whatever it ran). Agents with no status have
+                        // neither.
                         if phase != FleetQuery.unreported {
+                            query.version = version.version ?? ""
                             query.serial = version.serial.map(FleetQuery.SerialFilter.serial) ?? FleetQuery.SerialFilter.none
+                        } else {
+                            query.version = version.version
                         }
                         query.phase = phase
                     },
@@ -148,7 +153,7 @@ struct DashboardRenderer: Sendable {
     static func describe(_ query: FleetQuery) -> String {
         var parts: [String] = []
         if let service = query.service { parts.append("service \(service)") }
-        if let version = query.version { parts.append("version \(version)") }
+        if let version = query.version { parts.append(version.isEmpty ? "no version reported" : "version \(version)") }
         switch query.serial {
         case .serial(let serial): parts.append("serial \(serial)")
         case .none?: parts.append("no release installed")

@@ -152,8 +152,8 @@ enum DetailPageTemplate {
         {{#failures}}<section class="agent-failure" data-failed-agent="{{name}}"><h3><a role="link" tabindex="0" data-open="/agents/{{path}}">{{name}}</a></h3>\
         {{#failure}}\(failure){{/failure}}{{^failure}}<p class="reason">{{kind}}: {{reason}}</p>{{/failure}}</section>{{/failures}}
         {{#hasUnlistedFailures}}<p class="more" data-unlisted-failures="{{unlistedFailures}}">and {{unlistedFailures}} more failed \
-        agents: each one's page shows its failure (<code>GET /v1/rollouts/{{service}}/{{serial}}?agents=failed</code> lists \
-        them)</p>{{/hasUnlistedFailures}}
+        agents: each one's page shows its failure (<code>GET /v1/rollouts/{{service}}/{{serial}}</code> lists every agent of \
+        the rollout with its progress)</p>{{/hasUnlistedFailures}}
         </section>
         {{/hasFailures}}
         </article>

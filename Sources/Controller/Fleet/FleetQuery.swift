@@ -8,7 +8,8 @@ import Shared
 struct FleetQuery: Sendable, Equatable {
     /// Only agents running this service (and the status filters apply to it).
     var service: String?
-    /// Only agents reporting this version.
+    /// Only agents reporting this version, or (empty: `version=`) none. No release has an empty version; a status may
+    /// carry a serial without a version or the other way round, and the summary counts it on a row of its own.
     var version: String?
     /// Only agents in this phase (`running`, `deploying`, `failed`, `rolled-back`, `waiting`), or `unreported`: no
     /// status yet, or `failing`: failed or rolled back (what the fleet summary counts as failing).
@@ -63,7 +64,7 @@ struct FleetQuery: Sendable, Equatable {
                 guard (1...128).contains(value.utf8.count) else { throw .invalid(name, value, "a service name (1 to 128 characters)") }
                 service = value
             case "version":
-                guard (1...128).contains(value.utf8.count) else { throw .invalid(name, value, "a version (1 to 128 characters)") }
+                guard value.utf8.count <= 128 else { throw .invalid(name, value, "a version (up to 128 characters; empty: none reported)") }
                 version = value
             case "phase":
                 guard value == Self.unreported || value == Self.failing || DeployPhase(rawValue: value) != nil else {

@@ -59,7 +59,7 @@ extension SQLiteControllerStore {
         }
         // Conditions on a status's fields; the rows are the agent's statuses (of `service` when given).
         var statusConditions: [SQLQueryString] = []
-        if let version = query.version { statusConditions.append("st.version = \(bind: version)") }
+        if let version = query.version { statusConditions.append(version.isEmpty ? "st.version IS NULL" : "st.version = \(bind: version)") }
         if query.phase != FleetQuery.unreported {
             switch query.serial {
             case .serial(let serial): statusConditions.append("st.serial = \(bind: serial)")
