@@ -112,6 +112,9 @@ import Testing
         #expect(text.contains("wave 1 [reached]: ") && text.contains(", and 50 more agent(s)"), "\(text.prefix(300))")
         // Pointed at the document that lists every agent with its standing: the fleet's failing phase leaves out an agent
         // that refused the serial (its phase is unchanged) and counts one whose download failed (pending here).
-        #expect(text.contains("and 50 more failed agent(s), not listed here: GET /v1/rollouts/web/2 lists every agent of the rollout"), "\(text.suffix(300))")
+        #expect(
+            text.contains("and 50 more failed agent(s), not listed here: GET /v1/rollouts/web/2 lists every agent of the rollout"),
+            "\(text.suffix(300))"
+        )
     }
 }
