@@ -131,6 +131,38 @@ struct HostileClientWorld: Sendable {
             #expect(connection.received.isEmpty, "no answer to a request that never completed")
         },
         Case(
+            // The decoder's default let each connection hold 80 KiB of a head that never ends, for the header timeout.
+            name: "a request head past 16 KiB is refused at once, not held until the header timeout",
+            limits: limits(header: 30),
+            metric: #"ferry_connections_timed_out_total{reason="header"}"#,
+            value: 0
+        ) { world in
+            // A head of a browser's size passes (fields of 6 KiB, 12 KiB in all).
+            let fair = try RawConnection(port: world.port)
+            try fair.send(
+                HostileClientWorld.get(
+                    "/healthz",
+                    headers: ["X-Big-1": String(repeating: "a", count: 6 << 10), "X-Big-2": String(repeating: "b", count: 6 << 10)]
+                )
+            )
+            #expect(try await fair.waitForStatus(timeout: .seconds(10)) == 200)
+            let sent = ContinuousClock.now
+            for head in [
+                // One field over 8 KiB.
+                "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: " + String(repeating: "x", count: 9 << 10),
+                // Fields of 4 KiB each, 20 KiB in all.
+                "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + (0..<5).map { "X-Part-\($0): " + String(repeating: "y", count: 4 << 10) + "\r\n" }.joined(),
+            ] {
+                let connection = try RawConnection(port: world.port)
+                // The head never ends: refused for its size alone.
+                try connection.send(head)
+                #expect(try await connection.waitForStatus(timeout: .seconds(10)) == 400)
+                let closed = try await connection.waitUntilClosed(timeout: .seconds(10), since: sent)
+                #expect(closed.map { $0 < .seconds(10) } == true, "closed after \(String(describing: closed))")
+            }
+        },
+        Case(
             name: "a connection that never sends anything is closed after the header timeout",
             limits: limits(header: 1),
             metric: #"ferry_connections_timed_out_total{reason="header"}"#,

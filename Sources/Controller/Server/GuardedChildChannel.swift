@@ -58,6 +58,16 @@ extension GuardedChildChannel: HTTPChannelHandler where Base: HTTPChannelHandler
     var responder: HTTPChannelHandler.Responder { base.responder }
 }
 
+/// How large a request head may grow before the decoder refuses it (400, connection closed): 8 KiB a field (nginx's
+/// default line limit), 16 KiB in all, 100 fields. An agent's head is well under 1 KiB and a browser's a few. The
+/// decoder's defaults (80 KiB a field and in all, 1,000 fields) let each of the 16,384 connections the cap allows hold
+/// a head of 80 KiB that never ends for the header timeout, and come back: over a gigabyte, where bodies have a budget.
+let requestHeadLimits = HTTP1Channel.Configuration.DecoderConfiguration(
+    maxHeaderFieldSize: 8 << 10,
+    maxHeaderListSize: 16 << 10,
+    maxHeaderFieldCount: 100
+)
+
 extension HTTPServerBuilder {
     /// HTTP/1.1 behind the connection guard, with TLS when `certificates` is given; agents' desired-state polls (and
     /// status reports, when `polls.statusReports` is set) are answered by `DesiredStatePollHandler` before the router
@@ -75,7 +85,8 @@ extension HTTPServerBuilder {
                         responder: responder,
                         configuration: .init(
                             additionalChannelHandlers: [RequestActivityHandler()] + (polls.map { [DesiredStatePollHandler($0)] } ?? []),
-                            idleTimeout: nil
+                            idleTimeout: nil,
+                            httpDecoderConfiguration: requestHeadLimits
                         )
                     )
                 ),
