@@ -70,6 +70,20 @@ import Testing
             idle: true
         ),
         Case(
+            // A 401 or 413 before an upload ended: its last bytes started the header timeout, and the connection was
+            // closed as a slowloris 10 s later instead of kept for the idle timeout.
+            name: "the rest of a body answered already is no new head: idle from the answer",
+            events: [(1, .head), (1, .read(1024)), (2, .responseEnd), (3, .read(1024)), (4, .requestEnd)],
+            expiry: (62, .idle),
+            idle: true
+        ),
+        Case(
+            name: "a next request after a body answered early starts a header timeout",
+            events: [(1, .head), (2, .responseEnd), (3, .read(1024)), (4, .requestEnd), (30, .bytes)],
+            expiry: (40, .header),
+            idle: true
+        ),
+        Case(
             name: "a first byte after idling starts a new header timeout",
             events: [(1, .head), (1, .requestEnd), (2, .responseEnd), (30, .bytes)],
             expiry: (40, .header),

@@ -69,7 +69,10 @@ struct ConnectionTimeouts: Sendable {
     mutating func bytesReceived(_ count: Int = 0, at now: ContinuousClock.Instant) {
         lastReadAt = now
         if readingBody { bodyBytes = bodyBytes > Int.max - max(0, count) ? Int.max : bodyBytes + max(0, count) }
-        if requestsInFlight == 0, headStartedAt == nil {
+        // The rest of the body of a request answered already (a 401 or 413 before its upload ended) is no next head:
+        // it started the header timeout, and the kept-alive connection was closed 15 s later as a slowloris, where a
+        // proxy in front (an ALB keeps connections 60 s) may send its next request on it.
+        if requestsInFlight == 0, headStartedAt == nil, !readingBody {
             headStartedAt = now
             idleSince = nil
         }
@@ -92,12 +95,12 @@ struct ConnectionTimeouts: Sendable {
         lastReadAt = now
     }
 
-    /// An answer was completely handed to the connection.
+    /// An answer was completely handed to the connection. Answered before its body ended, the request's body still
+    /// arrives (`readingBody`): the connection is idle from now, and the body must end within the idle timeout.
     mutating func responseEnded(at now: ContinuousClock.Instant) {
         guard requestsInFlight > 0 else { return }
         requestsInFlight -= 1
         if requestsInFlight == 0 {
-            readingBody = false
             headStartedAt = nil
             idleSince = now
         }
