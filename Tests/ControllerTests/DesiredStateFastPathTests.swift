@@ -222,6 +222,33 @@ import Testing
         }
     }
 
+    /// A request after which its connection ends: HTTP/1.1 with `Connection: close`, or HTTP/1.0 without keep-alive.
+    /// Its connection is closed after its answer, and a poll sent behind it is not answered from its raw bytes. The
+    /// HTTP/1.0 one was kept open for the idle timeout (the version is lost on the way to the router), and a poll behind
+    /// either was answered by the fast path, into a closed output, each answer holding the connection open longer.
+    @Test(arguments: [
+        (head: "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", closes: true),
+        (head: "GET /healthz HTTP/1.0\r\n\r\n", closes: true),
+        (head: "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", closes: false),
+    ])
+    func aRequestThatEndsItsConnectionEndsTheFastPath(_ row: (head: String, closes: Bool)) async throws {
+        try await Self.withPolledAgent { fixture, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            let before = Self.fastCount(fixture)
+            try connection.send(row.head)
+            #expect(try await connection.waitForStatus(timeout: .seconds(10)) == 200)
+            // Sent behind it; a closed connection may refuse it (reset), which is no failure here.
+            try? connection.send(Self.fill(Self.poll, id: agent.id, token: agent.token, tag: tag))
+            try await Task.sleep(for: .milliseconds(300))
+            connection.poll()
+            let expected = row.closes ? [200] : [200, 304]
+            #expect(DesiredStatePollHandlerTests.statuses(connection.text) == expected, "\(connection.text)")
+            #expect(Self.fastCount(fixture) - before == (row.closes ? 0 : 1), "answered by the fast path")
+            let closed = try await connection.waitUntilClosed(timeout: .seconds(3))
+            #expect((closed != nil) == row.closes, "closed: \(String(describing: closed))")
+        }
+    }
+
     /// A poll has no body: a parked one sent with a body is the router's, which never reads it, and holds nothing of
     /// the body budget. Held by the poll handler, it counted against no token's share, so one agent's parked polls with
     /// bodies of 1 MiB took the whole budget every report and publish shares.

@@ -211,6 +211,12 @@ final class DesiredStateFastPath: ChannelInboundHandler, RemovableChannelHandler
     /// complete one): the decoder is in no known state, so this connection's requests all go its way from now on. Else
     /// a poll that arrived before the router's 400 was written would be answered first, out of order.
     func downstreamFailed() {
+        connectionEnding()
+    }
+
+    /// Called by `RequestPersistenceHandler` for a request after which the connection ends: nothing behind it is
+    /// answered here (the output closes once that request's answer is written).
+    func connectionEnding() {
         framing.lose()
         downstreamIdle = false
     }

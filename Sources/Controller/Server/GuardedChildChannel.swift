@@ -1,6 +1,7 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTPTypesHTTP1
 import NIOSSL
 
 /// Sets up each accepted connection: the connection cap, TLS with the current certificate (when serving HTTPS), the
@@ -44,6 +45,12 @@ struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }.map { value in
+            // Between NIO's decoder and the conversion to HTTPTypes, which drops the request's HTTP version. A pipeline
+            // without that conversion (none here) only keeps HTTP/1.0 connections open as before.
+            let operations = channel.pipeline.syncOperations
+            if let codec = try? operations.handler(type: HTTP1ToHTTPServerCodec.self) {
+                try? operations.addHandler(RequestPersistenceHandler(), position: .before(codec))
+            }
             if ticket == nil { channel.close(promise: nil) }
             return value
         }
