@@ -116,6 +116,45 @@ import Testing
 
     /// A controller restart mid-rollout: state, wave, desired states and the wave timers survive (the timers are
     /// persisted: the controller that drives rollouts next continues them instead of starting them again).
+    /// Every controller down for an hour mid-wave: the wave timers start again at the first healthy report after it,
+    /// so the wave waits its whole `waveStableSeconds` on what the controller sees. They were continued from before the
+    /// outage, and the first report after it advanced the wave on an hour nobody saw (the agent may have crashed and
+    /// come back meanwhile). A restart within a status's freshness continues them (`restartMidRolloutResumesAtTheSameWave`).
+    @Test func anOutageLongerThanAStatusStaysFreshStartsTheWaveTimersAgain() async throws {
+        try await RolloutHarness.with { harness in
+            let agents = try await harness.withClient { api in
+                let agents = [try await api.enroll("a"), try await api.enroll("b")]
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=one-at-a-time&waveStableSeconds=300")
+                for _ in 0..<10 {
+                    try await api.reportHealthy(agents[0], serial: 2)
+                    await api.tick()
+                    harness.clock.advance(seconds: 20)
+                }
+                #expect(try await api.rollout()["wave"].int == 1, "200 s of 300")
+                return agents
+            }
+
+            try await harness.reopen()
+            harness.clock.advance(seconds: 3600)
+            try await harness.withClient { api in
+                try await api.reportHealthy(agents[0], serial: 2)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 1, "the timer started again at this report")
+                for _ in 0..<14 {
+                    harness.clock.advance(seconds: 20)
+                    try await api.reportHealthy(agents[0], serial: 2)
+                    await api.tick()
+                }
+                #expect(try await api.rollout()["wave"].int == 1, "280 s since the outage")
+                harness.clock.advance(seconds: 20)
+                try await api.reportHealthy(agents[0], serial: 2)
+                await api.tick()
+                #expect(try await api.rollout()["wave"].int == 2, "300 s since the outage")
+            }
+        }
+    }
+
     @Test func restartMidRolloutResumesAtTheSameWave() async throws {
         try await RolloutHarness.with { harness in
             let agents = try await harness.withClient { api in

@@ -961,7 +961,7 @@ import Testing
                     "ALTER TABLE agents DROP COLUMN hostname_before", "ALTER TABLE agents DROP COLUMN conflict_hostnames",
                     "ALTER TABLE agents DROP COLUMN conflict_noticed_at", "ALTER TABLE agents DROP COLUMN conflict_last_switch_at",
                     "DROP INDEX agents_instance_id", "ALTER TABLE agents DROP COLUMN instance_id",
-                    "DELETE FROM ferry_schema WHERE version >= 6",
+                    "ALTER TABLE rollouts DROP COLUMN timers_observed_at", "DELETE FROM ferry_schema WHERE version >= 6",
                 ] + (kind == .postgres ? [ClusterChangeTriggers.dropStatement] : [])
             )
             let migrated = try await location.open()
@@ -991,7 +991,7 @@ import Testing
             try await location.execute([
                 #"UPDATE service_status SET status = REPLACE(status, '-NUL-', '\u0000')"#,
                 #"UPDATE status_history SET report = REPLACE(report, '-NUL-', '\u0000')"#,
-                "DELETE FROM ferry_schema WHERE version >= 12",
+                "ALTER TABLE rollouts DROP COLUMN timers_observed_at", "DELETE FROM ferry_schema WHERE version >= 12",
             ])
             let migrated = try await location.open()
             #expect(try await migrated.serviceStatuses().map(\.status.message) == ["before\u{FFFD}after"])
@@ -1009,14 +1009,14 @@ import Testing
     func aStoredNULDoesNotStopTheStatusColumnMigrations(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, location in
             let agent = try await Self.storeNULMarkedStatus(serial: 3, in: store)
-            // Back to version 5: what versions 6 to 13 added goes (PostgreSQL's announcing triggers with their functions).
+            // Back to version 5: what versions 6 to 15 added goes (PostgreSQL's announcing triggers with their functions).
             var downgrade =
                 kind == .postgres
                 ? [
                     "DROP FUNCTION ferry_row_changed() CASCADE", "DROP FUNCTION ferry_agent_changed() CASCADE",
                     "DROP FUNCTION ferry_announce(TEXT, TEXT) CASCADE",
                 ] : []
-            downgrade += ["DROP INDEX agents_instance_id", "DROP TABLE enrolled_instances"]
+            downgrade += ["DROP INDEX agents_instance_id", "DROP TABLE enrolled_instances", "ALTER TABLE rollouts DROP COLUMN timers_observed_at"]
             for column in ["version", "serial", "phase", "health", "failure_count"] {
                 downgrade.append("ALTER TABLE service_status DROP COLUMN \(column)")
             }

@@ -13,7 +13,9 @@ import Synchronization
 ///
 /// "Healthy since" times (the wave timers) are kept in memory and persisted whenever they change, so the controller
 /// that drives rollouts next (after a restart, or another one elected with PostgreSQL: `RolloutLeadership`) continues
-/// them instead of starting them again. Only the leader evaluates; any controller records status events and takes
+/// them instead of starting them again — when the driver looked at them within `staleAfter` (it records when, at least
+/// every `timerConfirmInterval`). After an outage of every controller longer than that, nothing showed the agents
+/// healthy meanwhile: the timers start again at the agents' next healthy reports. Only the leader evaluates; any controller records status events and takes
 /// operator actions (those are compare-and-set too).
 ///
 /// A status report is evaluated against `ActiveRollouts`, an in-memory copy of the open rollouts and their members'
@@ -58,6 +60,11 @@ actor RolloutCoordinator {
     func setRoundWillEvaluate(_ hook: (@Sendable (String) async -> Void)?) { roundWillEvaluate = hook }
     /// The timers as last written to (or read from) the store, by rollout.
     private var persistedTimers: [Int64: [String: Date]] = [:]
+    /// When this controller last recorded in the store that it looked at each rollout's timers.
+    private var timersObserved: [Int64: Date] = [:]
+    /// How often a driver records that it still looks at a rollout's unchanged timers: a quarter of `staleAfter`, so a
+    /// controller taking over within it continues them.
+    var timerConfirmInterval: TimeInterval { max(1, Double(configuration.staleAfter.components.seconds) / 4) }
     /// Whether this controller drives rollouts, and the term its timers belong to.
     private let leadership: RolloutLeadership
     private var term: UInt64 = 0
@@ -218,6 +225,7 @@ actor RolloutCoordinator {
         let ids = Set(active.map(\.id))
         healthySince = healthySince.filter { ids.contains($0.key) }
         persistedTimers = persistedTimers.filter { ids.contains($0.key) }
+        timersObserved = timersObserved.filter { ids.contains($0.key) }
         for rollout in active {
             do {
                 try await evaluate(rollout)
@@ -241,6 +249,7 @@ actor RolloutCoordinator {
             term = current
             healthySince = [:]
             persistedTimers = [:]
+            timersObserved = [:]
             active = nil
         }
         return true
@@ -257,13 +266,26 @@ actor RolloutCoordinator {
 
     /// Evaluates `rollout` with `statuses` (agent id → status, members only) and writes what the machine decides.
     private func evaluate(_ rollout: RolloutRecord, statuses: [String: ServiceStatusRecord]) async throws {
-        if persistedTimers[rollout.id] == nil {
-            // First look at this rollout in this term: continue the timers a previous leader (or run) persisted.
-            let stored = try await store.rolloutHealthTimers(rolloutID: rollout.id)
-            persistedTimers[rollout.id] = stored
-            healthySince[rollout.id] = stored.merging(healthySince[rollout.id] ?? [:]) { stored, _ in stored }
-        }
         let instant = now()
+        if persistedTimers[rollout.id] == nil {
+            // First look at this rollout in this term: continue the timers a previous leader (or run) persisted, if it
+            // looked at them recently. Continued after an outage of every controller, a wave advanced at the first
+            // healthy report once it was over, on hours nobody saw.
+            let stored = try await store.rolloutHealthTimers(rolloutID: rollout.id)
+            let observed = try await store.rolloutHealthTimersObservedAt(rolloutID: rollout.id)
+            let fresh = observed.map { abs(instant.timeIntervalSince($0)) <= Double(configuration.staleAfter.components.seconds) } ?? false
+            if !fresh, !stored.isEmpty {
+                logger.info(
+                    "Wave timers start again: not looked at since before an outage",
+                    metadata: [
+                        "ferry.service": "\(rollout.service)", "ferry.serial": "\(rollout.serial)",
+                        "ferry.rollout.timers_observed_at": "\(observed.map(Timestamp.format) ?? "never")",
+                    ]
+                )
+            }
+            persistedTimers[rollout.id] = stored
+            healthySince[rollout.id] = (fresh ? stored : [:]).merging(healthySince[rollout.id] ?? [:]) { stored, _ in stored }
+        }
         let timers = RolloutEvaluator.updatedTimers(
             healthySince[rollout.id] ?? [:],
             rollout: rollout,
@@ -274,8 +296,12 @@ actor RolloutCoordinator {
         healthySince[rollout.id] = timers
         guard stillDriving else { return }
         if timers != persistedTimers[rollout.id] {
-            try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers)
+            try await store.saveRolloutHealthTimers(rolloutID: rollout.id, timers, observedAt: instant)
             persistedTimers[rollout.id] = timers
+            timersObserved[rollout.id] = instant
+        } else if timersObserved[rollout.id].map({ abs(instant.timeIntervalSince($0)) >= timerConfirmInterval }) ?? true {
+            try await store.confirmRolloutHealthTimers(rolloutID: rollout.id, observedAt: instant)
+            timersObserved[rollout.id] = instant
         }
         let decision = RolloutEvaluator.decide(
             rollout,
@@ -365,6 +391,7 @@ actor RolloutCoordinator {
         if !rollout.state.isActive {
             healthySince[rollout.id] = nil
             persistedTimers[rollout.id] = nil
+            timersObserved[rollout.id] = nil
         }
         logger.info(message, metadata: metadata)
         if transition.changesDesiredState { desiredStates.rolloutChanged(service: rollout.service) }

@@ -213,8 +213,17 @@ protocol ControllerStore: Sendable {
     /// The persisted wave timers of a rollout: since when each agent has been healthy on its serial.
     func rolloutHealthTimers(rolloutID: Int64) async throws -> [String: Date]
 
-    /// Replaces the persisted wave timers of a rollout (so a controller taking over continues them).
-    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws
+    /// Replaces the persisted wave timers of a rollout (so a controller taking over continues them), and records
+    /// `observedAt` (when not `nil`) as when the controller driving rollouts last looked at them.
+    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date], observedAt: Date?) async throws
+
+    /// Records that the controller driving rollouts looked at the rollout's wave timers at `observedAt`, unchanged.
+    func confirmRolloutHealthTimers(rolloutID: Int64, observedAt: Date) async throws
+
+    /// When the controller driving rollouts last looked at the rollout's wave timers (`nil`: never recorded). Timers not
+    /// looked at for longer than a status stays fresh were kept through an outage of every controller, during which
+    /// nothing showed the agents healthy.
+    func rolloutHealthTimersObservedAt(rolloutID: Int64) async throws -> Date?
 
     /// Events, newest first, at most `limit`, of `service` or of every service.
     func events(service: String?, limit: Int) async throws -> [RolloutEvent]
@@ -253,6 +262,11 @@ protocol ControllerStore: Sendable {
 }
 
 extension ControllerStore {
+    /// Replaces the persisted wave timers of a rollout, leaving when they were last looked at as it is.
+    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws {
+        try await saveRolloutHealthTimers(rolloutID: rolloutID, timers, observedAt: nil)
+    }
+
     /// Every agent's name by id (`agentNames(service: nil)`): what rollout views and messages name agents by.
     func agentNamesByID() async throws -> [String: String] {
         Dictionary(try await agentNames(service: nil).map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })

@@ -315,7 +315,7 @@ extension SQLControllerStore {
         return timers
     }
 
-    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date]) async throws {
+    func saveRolloutHealthTimers(rolloutID: Int64, _ timers: [String: Date], observedAt: Date?) async throws {
         // Only this rollout's rows, written by the one controller that drives rollouts: many rows a statement (one
         // statement a row was 10,000 round trips a round on PostgreSQL), and a row another driver wrote meanwhile (a
         // hand-over) is overwritten, not a duplicate-key failure. Only while the rollout is open, under the lock its
@@ -328,6 +328,11 @@ extension SQLControllerStore {
                 "SELECT id FROM rollouts WHERE id = \(bind: rolloutID) AND state IN (\(bind: RolloutState.rolling.rawValue), \(bind: RolloutState.paused.rawValue))"
             ).first()
             guard open != nil else { return }
+            if let observedAt {
+                try await db.raw(
+                    "UPDATE rollouts SET timers_observed_at = \(bind: StoredTime.milliseconds(observedAt)) WHERE id = \(bind: rolloutID)"
+                ).run()
+            }
             for start in stride(from: 0, to: rows.count, by: Self.timerRowsPerStatement) {
                 let values = rows[start..<min(rows.count, start + Self.timerRowsPerStatement)].map { agentID, since -> SQLQueryString in
                     "(\(bind: rolloutID), \(bind: agentID), \(bind: StoredTime.milliseconds(since)))"
@@ -340,6 +345,23 @@ extension SQLControllerStore {
                 ).run()
             }
         }
+    }
+
+    func confirmRolloutHealthTimers(rolloutID: Int64, observedAt: Date) async throws {
+        // Not under the store's write lock: one column of one open rollout, written by the one driver.
+        try await backend.transaction(exclusive: false) { db in
+            try await db.raw(
+                """
+                UPDATE rollouts SET timers_observed_at = \(bind: StoredTime.milliseconds(observedAt))
+                WHERE id = \(bind: rolloutID) AND state IN (\(bind: RolloutState.rolling.rawValue), \(bind: RolloutState.paused.rawValue))
+                """
+            ).run()
+        }
+    }
+
+    func rolloutHealthTimersObservedAt(rolloutID: Int64) async throws -> Date? {
+        let row = try await readDB.raw("SELECT timers_observed_at FROM rollouts WHERE id = \(bind: rolloutID)").first()
+        return try row?.decode(column: "timers_observed_at", as: Int64?.self).map(StoredTime.date)
     }
 
     // MARK: Events

@@ -374,6 +374,16 @@ enum SchemaMigrations {
             // each insert, which reads this index.
             statements: ["CREATE INDEX IF NOT EXISTS events_by_agent ON events (agent_id, id)"]
         ),
+        Migration(
+            version: 15,
+            description: "when the wave timers of each open rollout were last looked at",
+            // Written by the controller driving rollouts whenever it saves a rollout's timers, and every few seconds
+            // while they stay as they are: a controller taking over continues timers looked at within a status's
+            // freshness, and starts them again after an outage of every controller (nothing showed the agents healthy
+            // meanwhile). NULL: never recorded (a rollout under way when this was added): started again.
+            statements: ["ALTER TABLE rollouts ADD COLUMN timers_observed_at INTEGER"],
+            postgresStatements: ["ALTER TABLE rollouts ADD COLUMN IF NOT EXISTS timers_observed_at BIGINT"]
+        ),
     ]
 
     /// The newest schema version this binary knows.
