@@ -137,6 +137,17 @@ struct EcosystemNormalizerTests {
             app: ["name": "next", "script": "node_modules/.bin/next", "args": "start"],
             expected: ["name": "next", "script": "node_modules/next/dist/bin/next", "interpreter": "node", "exec_mode": "fork", "args": ["start"]]
         ),
+        // Real PM2 7.0.3 started it as `--port 3000 true 1.5`; it was refused ("expected string, got number").
+        Row(
+            label: "numbers and booleans in args are passed as JavaScript writes them",
+            app: [
+                "name": "next", "script": "node_modules/.bin/next", "args": ["--port", 3000, true, 1.5], "node_args": ["--max-old-space-size", 512],
+            ],
+            expected: [
+                "name": "next", "script": "node_modules/next/dist/bin/next", "interpreter": "node", "exec_mode": "fork",
+                "args": ["--port", "3000", "true", "1.5"], "node_args": ["--max-old-space-size", "512"],
+            ]
+        ),
         Row(
             label: "a symlink leaving the release is refused",
             app: ["name": "x", "script": "escape"],
@@ -519,14 +530,31 @@ struct EcosystemNormalizerTests {
         #expect(duplicates == [expected])
     }
 
-    @Test("deploy.<env>.env is the lowest layer under --env-name, as in PM2")
-    func deployEnvironment() {
+    /// What real PM2 7.0.3 gave `pm2 start eco.config.js --env production` (pm2 jlist): PM2's comment calls the deploy
+    /// block the "least priority", but it is assigned into the app's own `env` object and wins over it; `env_production`
+    /// wins over both, and over the `port` option, which wins over `env` only. Ferry had the deploy block under `env`,
+    /// and `port` over everything.
+    @Test(
+        "the env layers under --env-name as real PM2 merges them",
+        arguments: [
+            (
+                ["env": ["A": "app"], "env_production": ["B": "block"]] as JSONValue,
+                ["A": "deploy", "B": "block", "C": "deploy"] as JSONValue
+            ),
+            (["port": 3000, "env": ["PORT": 1]], ["A": "deploy", "C": "deploy", "PORT": "3000"]),
+            (["port": 3000, "env_production": ["PORT": 80]], ["A": "deploy", "C": "deploy", "PORT": "80"]),
+        ] as [(JSONValue, JSONValue)]
+    )
+    func deployEnvironment(_ options: JSONValue, _ expected: JSONValue) {
+        var app: [String: JSONValue] = ["name": "web", "script": "server.js"]
+        for (key, value) in options.object ?? [:] { app[key] = value }
         let document: JSONValue = .object([
-            "apps": [["name": "web", "script": "server.js", "env": ["A": "app"], "env_production": ["B": "block"]]],
+            "apps": .array([.object(app)]),
             "deploy": ["production": ["env": ["A": "deploy", "C": "deploy"]]],
         ])
         let result = Self.normalize(document, environment: "production")
-        #expect(result.apps.first?.app.object?["env"] == .object(["A": "app", "B": "block", "C": "deploy"]))
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.apps.first?.app.object?["env"] == expected)
     }
 
     @Test(

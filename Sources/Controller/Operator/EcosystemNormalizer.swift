@@ -343,12 +343,16 @@ private struct AppNormalization {
         var release: [String: JSONValue] = ["name": .string(name)]
         let cwd = relativeCwd(options["cwd"])
         if let cwd, !cwd.isEmpty { release["cwd"] = .string(cwd) }
-        var environment = mergedEnvironment(options, blocks: json)
+        // prepareAppConf writes PORT and PYTHONUNBUFFERED into `env`; mergeEnvironmentVariables then assigns the deploy
+        // block's env and `env_<name>` over it (both win over them).
+        let (ownEnvironment, overrides) = mergedEnvironment(options, blocks: json)
+        var environment = ownEnvironment
         if let port = options["port"], JS.isTruthy(port) { environment["PORT"] = JS.string(port) }
         // A cwd that is not in the release has been reported; the script cannot be looked up under it.
         guard let cwd, let target = resolveScript(script, cwd: cwd, shellCommand: shellCommand) else { return nil }
         let interpreter = resolveInterpreter(options["exec_interpreter"], target: target)
         if let interpreter, interpreter.contains("python") { environment["PYTHONUNBUFFERED"] = "1" }
+        environment.merge(overrides) { _, override in override }
         switch target {
         case .release(let relative, _):
             release["script"] = .string(relative)
@@ -374,7 +378,17 @@ private struct AppNormalization {
         }
         release["exec_mode"] = .string(mode.rawValue)
         for key in ["args", "node_args"] {
-            if case .array(let items)? = options[key], !items.isEmpty { release[key] = .array(items) }
+            // A number or a boolean is passed as JavaScript writes it: PM2 hands the array to spawn, and real PM2 7.0.3
+            // started `args: ['--port', 3000, true]` as `--port 3000 true` (fork mode). Anything else is refused below.
+            guard case .array(let items)? = options[key], !items.isEmpty else { continue }
+            release[key] = .array(
+                items.map { item in
+                    switch item {
+                    case .integer, .number, .bool: .string(JS.string(item))
+                    default: item
+                    }
+                }
+            )
         }
         if !environment.isEmpty { release["env"] = .object(environment.mapValues(JSONValue.string)) }
         for key in EcosystemNormalizer.passedThrough.sorted() {
@@ -606,8 +620,14 @@ private struct AppNormalization {
         return interpreter
     }
 
-    /// `mergeEnvironmentVariables`: `deploy.<env>.env` < `env` (objects as JSON) < `env_<env>`, every value a string.
-    private mutating func mergedEnvironment(_ options: [String: JSONValue], blocks: [String: JSONValue]) -> [String: String] {
+    /// `mergeEnvironmentVariables`, every value a string: the app's `env` (objects as JSON), and what is assigned over
+    /// it, `deploy.<env>.env` < `env_<env>`. PM2's comment calls the deploy block the "least priority", but the copy
+    /// it assigns into is the app's `env` object itself (`Object.assign(new_conf, app)` is shallow), and the `env`
+    /// assigned after it is that same object: a deploy value wins over the app's `env`, and `env_<env>` over both.
+    private mutating func mergedEnvironment(
+        _ options: [String: JSONValue],
+        blocks: [String: JSONValue]
+    ) -> (own: [String: String], overrides: [String: String]) {
         var result: [String: String] = [:]
         func add(_ block: JSONValue?, from key: String, stringifyObjects: Bool) {
             guard let block else { return }
@@ -634,17 +654,20 @@ private struct AppNormalization {
                 }
             }
         }
+        add(options["env"], from: "env", stringifyObjects: true)
+        let own = result
+        result = [:]
         if let environment = configuration.environmentName {
             if case .object(let deployFields)? = deploy, let target = deployFields[environment] {
+                if let block = target.object?["env"], block != .null { foundEnvironmentBlock = true }
                 add(target.object?["env"], from: "deploy.\(environment).env", stringifyObjects: false)
             }
         }
-        add(options["env"], from: "env", stringifyObjects: true)
         if let environment = configuration.environmentName, let block = blocks["env_\(environment)"], block != .null {
             foundEnvironmentBlock = true
             add(block, from: "env_\(environment)", stringifyObjects: false)
         }
-        return result
+        return (own, result)
     }
 
     // MARK: - Helpers

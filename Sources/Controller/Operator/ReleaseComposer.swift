@@ -115,7 +115,7 @@ struct ReleaseComposer {
             if let problem = PM2App.envKeyProblem(key) { problems.append(.init(severity: .error, field: "--env \(key)", message: problem)) }
         }
         if let name = input.environmentName, !normalised.foundEnvironmentBlock {
-            warnings.append("no app has an env_\(name) block; --env-name \(name) changed nothing")
+            warnings.append("no app has an env_\(name) block, nor the file a deploy.\(name).env; --env-name \(name) changed nothing")
         }
         let errors = problems.filter { $0.severity == .error }
         warnings += problems.filter { $0.severity == .warning }.map(\.description)
