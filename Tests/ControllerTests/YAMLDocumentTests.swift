@@ -48,4 +48,40 @@ import Testing
             }
         }
     }
+
+    /// Documents whose expansion is hostile: refused with the file and the field named, quickly, never a crash or
+    /// minutes of work (nine levels of ten aliases are 10⁹ values from under a kilobyte).
+    @Test(
+        arguments: [
+            (
+                "billion laughs",
+                "a: &a [x,x,x,x,x,x,x,x,x,x]\n"
+                    + (1...8).map { level in
+                        let name = String(UnicodeScalar(UInt8(97 + level)))
+                        let previous = String(UnicodeScalar(UInt8(96 + level)))
+                        return "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ",") + "]\n"
+                    }.joined(),
+                "values once its aliases are expanded"
+            ),
+            ("nesting", String(repeating: "[", count: 300) + String(repeating: "]", count: 300) + "\n", "nested deeper than 200 levels"),
+        ]
+    )
+    func hostileExpansionIsRefused(_ name: String, _ text: String, _ reason: String) throws {
+        for schema in [YAMLDocument.Schema.yaml11, .jsYAML(dates: .iso)] {
+            let started = ContinuousClock.now
+            #expect {
+                _ = try YAMLDocument.parse(text, source: "eco.yaml", schema: schema)
+            } throws: { error in
+                "\(error)".contains("eco.yaml") && "\(error)".contains(reason)
+            }
+            #expect(ContinuousClock.now - started < .seconds(10), "\(name)")
+        }
+    }
+
+    /// Aliases a real file uses (`<<: *defaults`) stay well within the budget.
+    @Test func aMergeKeyAliasStillReads() throws {
+        let text = "defaults: &defaults\n  instances: 2\napps:\n  - <<: *defaults\n    name: web\n"
+        let value = try YAMLDocument.parse(text, source: "eco.yaml", schema: .jsYAML(dates: .iso))
+        #expect(value["apps"]?.arrayValue.first?["instances"] == .integer(2))
+    }
 }

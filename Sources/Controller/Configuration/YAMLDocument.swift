@@ -40,8 +40,16 @@ enum YAMLDocument {
             throw .unreadable(path: source, reason: "not valid YAML: \(error)")
         }
         guard let node else { return .null }
-        return try convert(node, path: "", source: source, schema: schema)
+        var budget = maximumValues
+        return try convert(node, path: "", source: source, schema: schema, depth: 0, budget: &budget)
     }
+
+    /// The most values a document may hold once its aliases are expanded: an alias is the anchored node itself, so a
+    /// file of a few hundred bytes, each list repeating the one before ten times ("billion laughs"), held 10⁹ of them,
+    /// every one converted (twice: the ecosystem reader compares two readings).
+    static let maximumValues = 1_000_000
+    /// The deepest nesting converted (each level is a call).
+    static let maximumDepth = 200
 
     /// A scalar Yams tags as an integer, read as Yams reads it (YAML 1.1: `_` separators, a sign, `0x`, `0b`, `0o` and
     /// `0` prefixes, base 60 as in `1:30`), with checked arithmetic: Yams' own conversion traps on a base-60 value past
@@ -67,8 +75,24 @@ enum YAMLDocument {
         return negative ? -value : value
     }
 
-    private static func convert(_ node: Node, path: String, source: String, schema: Schema) throws(ConfigurationError) -> JSONValue {
+    private static func convert(
+        _ node: Node,
+        path: String,
+        source: String,
+        schema: Schema,
+        depth: Int,
+        budget: inout Int
+    ) throws(ConfigurationError) -> JSONValue {
         let here = path.isEmpty ? "document" : path
+        budget -= 1
+        guard budget >= 0 else {
+            throw .invalid(
+                path: source,
+                field: here,
+                reason: "more than \(maximumValues) values once its aliases are expanded (aliases of aliases multiply)"
+            )
+        }
+        guard depth <= maximumDepth else { throw .invalid(path: source, field: here, reason: "nested deeper than \(maximumDepth) levels") }
         switch node {
         case .scalar(let scalar):
             if case .jsYAML(let dates) = schema {
@@ -93,7 +117,9 @@ enum YAMLDocument {
             }
         case .sequence(let sequence):
             var items: [JSONValue] = []
-            for (index, item) in sequence.enumerated() { items.append(try convert(item, path: "\(path)[\(index)]", source: source, schema: schema)) }
+            for (index, item) in sequence.enumerated() {
+                items.append(try convert(item, path: "\(path)[\(index)]", source: source, schema: schema, depth: depth + 1, budget: &budget))
+            }
             return .array(items)
         case .mapping(let mapping):
             var fields: [String: JSONValue] = [:]
@@ -109,7 +135,16 @@ enum YAMLDocument {
                 if case .jsYAML = schema, !isMerge {
                     // js-yaml makes a key what its scalar makes a value, then JavaScript's String() of it: `TRUE:` is
                     // "true", `0644:` "644", `~:` "null". Two keys that become the same name refuse the file.
-                    name = JavaScriptSemantics.string(try convert(key, path: path.isEmpty ? name : "\(path).\(name)", source: source, schema: schema))
+                    name = JavaScriptSemantics.string(
+                        try convert(
+                            key,
+                            path: path.isEmpty ? name : "\(path).\(name)",
+                            source: source,
+                            schema: schema,
+                            depth: depth + 1,
+                            budget: &budget
+                        )
+                    )
                     if fields[name] != nil {
                         throw .invalid(
                             path: source,
@@ -119,7 +154,7 @@ enum YAMLDocument {
                     }
                 }
                 let field = path.isEmpty ? name : "\(path).\(name)"
-                let converted = try convert(value, path: field, source: source, schema: schema)
+                let converted = try convert(value, path: field, source: source, schema: schema, depth: depth + 1, budget: &budget)
                 guard case .jsYAML = schema, isMerge else {
                     fields[name] = converted
                     continue
