@@ -289,6 +289,26 @@ import Testing
         return (server, keyPrefix, operatorToken)
     }
 
+    /// A second `serve` on the data directory of a running one (a mistaken restart, a second unit) refuses to start,
+    /// naming the first one's pid, and leaves it serving. It used to start: its artifact store cleared the temporary files
+    /// of the first one's uploads in progress, and both wrote the same SQLite database.
+    @Test(.timeLimit(.minutes(3)))
+    func aSecondServeOnTheSameDataDirectoryRefusesToStart() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-second-serve") { directory in
+            let (server, keyPrefix, _) = try await Self.startServer(in: directory)
+            defer { server.stop() }
+            let data = directory.appendingPathComponent("data").path
+            let second = try await Self.cli(["serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--trusted-key", keyPrefix + ".pub"])
+            #expect(second.status == 1, "\(second.output) \(second.errors)")
+            #expect(
+                second.errors.contains("another ferry-controller serve (pid \(server.process.processIdentifier)) uses the data directory \(data)"),
+                "\(second.errors)"
+            )
+            let health = try await LiveHTTP().send("GET", server.baseURL + "/healthz", token: nil)
+            #expect(health.status == 200)
+        }
+    }
+
     /// The controller's copy of an artifact is damaged (truncated: a partial restore of its data directory). The next
     /// publish of that artifact sees the copy's size is not the artifact's and uploads it again, which replaces it; it
     /// used to skip the upload ("already on the controller"), and every publish then failed on

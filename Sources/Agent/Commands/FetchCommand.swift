@@ -25,8 +25,9 @@ struct FetchCommand: AsyncParsableCommand {
             A relative --url (/v1/artifacts/<sha256>) is fetched from --controller with the agent token read from \
             --token-file; absolute URLs (for example presigned object-store URLs) never get the token.
 
-            Example:
-              ferry-agent fetch --url https://ferry.example.com/v1/artifacts/9f86...08 \\
+            Example (an artifact the controller stores, fetched with this instance's agent token):
+              ferry-agent fetch --url /v1/artifacts/9f86...08 --controller https://ferry.example.com \\
+                --token-file /var/lib/ferry/agent.token \\
                 --sha256 9f86...08 --size 1234567 --out /tmp/release --state-dir /tmp/ferry-state
             """
     )

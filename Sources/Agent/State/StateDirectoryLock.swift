@@ -39,19 +39,13 @@ enum StateDirectoryLock {
         if !FileManager.default.fileExists(atPath: stateDir) {
             try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw Unavailable(path: path, reason: String(cString: strerror(errno))) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let error = errno
-            var buffer = [UInt8](repeating: 0, count: 32)
-            let count = read(fd, &buffer, buffer.count)
-            close(fd)
-            guard error == EWOULDBLOCK else { throw Unavailable(path: path, reason: "flock: \(String(cString: strerror(error)))") }
-            let digits = count > 0 ? Array(buffer[0..<count].prefix { (0x30...0x39).contains($0) }) : []
-            throw Held(path: path, holder: digits.isEmpty ? nil : String(decoding: digits, as: UTF8.self))
+        do throws(ProcessLock.Failure) {
+            held = try ProcessLock.acquire(path)
+        } catch {
+            switch error {
+            case .held(let holder): throw Held(path: path, holder: holder)
+            case .unavailable(let reason): throw Unavailable(path: path, reason: reason)
+            }
         }
-        let pid = Array("\(getpid())\n".utf8)
-        if ftruncate(fd, 0) == 0 { _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
-        held = fd
     }
 }

@@ -211,6 +211,34 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
+    /// The lock of the data directory, held for the life of the process.
+    nonisolated(unsafe) private static var dataDirectoryLock: Int32 = -1
+
+    /// One `serve` per data directory (`<data-dir>/serve.lock`): a second one, even one that then fails to bind its
+    /// port, removed the first one's uploads in progress at its start (the artifact store clears its temporary files)
+    /// and wrote the same SQLite database. Other commands (`token create --database`, ...) take no lock.
+    static func lockDataDirectory(_ directory: String) throws {
+        do {
+            try DataDirectory.prepare(directory)
+        } catch {
+            throw CLIError("\(error)")
+        }
+        let path = "\(directory)/serve.lock"
+        do throws(ProcessLock.Failure) {
+            dataDirectoryLock = try ProcessLock.acquire(path)
+        } catch {
+            switch error {
+            case .held(let holder):
+                throw CLIError(
+                    "another ferry-controller serve\(holder.map { " (pid \($0))" } ?? "") uses the data directory \(directory) (\(path) is "
+                        + "locked): stop it first, or give this one a --data-dir of its own"
+                )
+            case .unavailable(let reason):
+                throw CLIError("cannot lock the data directory (\(path)): \(reason)")
+            }
+        }
+    }
+
     func run() async throws {
         let settings: ServeSettings
         var resolved: ControllerConfiguration
@@ -235,6 +263,7 @@ struct ServeCommand: AsyncParsableCommand {
         resolved.codePages = Self.codePageSchedule(environment: ProcessInfo.processInfo.environment, logger: logger)
         let configuration = resolved
 
+        try Self.lockDataDirectory(configuration.dataDirectory)
         let store: SQLControllerStore
         do {
             store = try await configuration.database.openStore(sqlitePath: configuration.databasePath, logger: logger)
