@@ -376,6 +376,39 @@ import Testing
         }
     }
 
+    /// The answer to the artifact's upload is lost after the controller stored it (a load balancer's idle timeout while
+    /// the controller fsyncs a large artifact, or copies it into PostgreSQL): the publish asks what the controller holds,
+    /// finds the artifact whole, and publishes. It failed the publish, which a rerun then repaired.
+    @Test(.timeLimit(.minutes(3)))
+    func publishSurvivesALostUploadAnswer() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-lost-upload") { directory in
+            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
+            defer { server.stop() }
+            let proxy = await RecordingProxy(
+                upstream: server.baseURL,
+                port: try LoopbackPorts.reserve(),
+                losing: .init(1, of: .post, "/v1/artifacts")
+            )
+            do {
+                let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+                let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+                try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+                let publish = try await Self.cli([
+                    "publish", "--controller", proxy.url, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
+                    "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                ])
+                #expect(publish.status == 0, "\(publish.errors)")
+                #expect(proxy.lost == 1)
+                #expect(publish.output.contains("the upload's answer was lost"), "\(publish.output)")
+                #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
+            } catch {
+                await proxy.stop()
+                throw error
+            }
+            await proxy.stop()
+        }
+    }
+
     /// The answer to the first attempt is lost after the controller stored the release, and the controller cannot be
     /// reached for the next two seconds (it restarts). The publish asks again through the refused connections and ends
     /// with the stored release: the first refused connection used to fail it at once (exit 1, nothing saying the

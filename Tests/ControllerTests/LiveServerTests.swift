@@ -69,7 +69,9 @@ import Testing
                 let client = OperatorClient(baseURL: base, token: fixture.operatorToken)
                 #expect(try await client.hasArtifact(digest) == false)
                 let reported = Mutex<Int64>(0)
-                let answer = try await client.uploadArtifact(file: file.path, digest: digest) { sent in reported.withLock { $0 = max($0, sent) } }
+                let answer = try await client.uploadArtifact(file: file.path, digest: digest, size: size) { sent in
+                    reported.withLock { $0 = max($0, sent) }
+                }
                 #expect(answer.object?["sha256"] == .string(digest.hex))
                 #expect(answer.object?["size"] == .integer(size))
                 #expect(try await client.hasArtifact(digest))
@@ -98,7 +100,7 @@ import Testing
                 let file = fixture.directory.appendingPathComponent("a.tgz")
                 try Data("artifact".utf8).write(to: file)
                 let (digest, size) = try SHA256.hash(fileAt: file.path)
-                _ = try await client.uploadArtifact(file: file.path, digest: digest) { _ in }
+                _ = try await client.uploadArtifact(file: file.path, digest: digest, size: size) { _ in }
                 let publisher = ReleasePublisher(client: client)
                 #expect(try await publisher.nextSerial(of: "api") == 1)
                 let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size)
@@ -216,7 +218,7 @@ import Testing
                     let file = fixture.directory.appendingPathComponent("a.tgz")
                     try Data("new release".utf8).write(to: file)
                     let (digest, size) = try SHA256.hash(fileAt: file.path)
-                    _ = try await client.uploadArtifact(file: file.path, digest: digest) { _ in }
+                    _ = try await client.uploadArtifact(file: file.path, digest: digest, size: size) { _ in }
                     let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: size)
                     let release = Fixture.release(serial: 1, artifact: artifact)
                     _ = try await ReleasePublisher(client: client).publish(release, keys: [fixture.signingKey])

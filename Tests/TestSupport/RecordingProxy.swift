@@ -85,6 +85,8 @@ package final class RecordingProxy: Sendable {
             for name in forwardedResponseHeaders {
                 if let fieldName = HTTPField.Name(name), let value = upstreamResponse.headers[name] { fields[fieldName] = value }
             }
+            // A HEAD answer's size is its header's (its body is empty), as a load balancer passes it on.
+            if request.method == .head, let length = upstreamResponse.headers["Content-Length"] { fields[.contentLength] = length }
             return Response(
                 status: .init(code: upstreamResponse.status),
                 headers: fields,

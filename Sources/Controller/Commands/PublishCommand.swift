@@ -94,7 +94,17 @@ struct PublishCommand: AsyncParsableCommand {
                 label: "uploading \((release.artifact as NSString).lastPathComponent)",
                 toStandardError: json
             )
-            _ = try await client.uploadArtifact(file: release.artifact, digest: digest) { progress.update($0) }
+            do {
+                _ = try await client.uploadArtifact(file: release.artifact, digest: digest, size: input.artifact.size) { progress.update($0) }
+            } catch {
+                // Every byte may have arrived and the answer been lost (a load balancer's idle timeout while the
+                // controller fsyncs a large artifact, or copies it into PostgreSQL): what the controller holds decides.
+                guard let held = try? await client.storedArtifactSize(digest, publishing: input.service), held < 0 || held == input.artifact.size
+                else {
+                    throw error
+                }
+                note("the upload's answer was lost (\(error)), but the controller holds artifact \(digest.hex) whole: publishing")
+            }
             progress.finish()
             uploaded = true
         }

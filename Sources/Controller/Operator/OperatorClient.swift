@@ -16,8 +16,16 @@ struct OperatorClient: Sendable {
 
     /// Largest JSON answer read (a release listing of 500 envelopes fits).
     static let maximumResponseBytes = 256 << 20
-    /// Longest an artifact upload may take in all (a stall fails sooner, see `HTTPClient.Configuration`).
+    /// Longest an artifact upload may take in all, at least (a stall fails sooner, see `HTTPClient.Configuration`).
     static let uploadTimeout: Duration = .seconds(3600)
+    /// The slowest average an upload longer than `uploadTimeout` may keep: 100 KiB/s. A fixed hour refused any artifact
+    /// of 4 GiB (the server's default limit) over an uplink below 9.5 Mbit/s, which no retry could help.
+    static let slowestUploadRate: Int64 = 100 << 10
+
+    /// How long an upload of `size` bytes may take in all.
+    static func uploadTimeout(forSize size: Int64) -> Duration {
+        max(uploadTimeout, .seconds(max(0, size) / slowestUploadRate))
+    }
 
     /// - Parameter caFile: PEM CA bundle to verify the controller's certificate against instead of the system store.
     init(baseURL: String, token: String, caFile: String? = nil, timeout: Duration = .seconds(60)) {
@@ -108,12 +116,13 @@ struct OperatorClient: Sendable {
     func uploadArtifact(
         file: String,
         digest: SHA256Digest,
+        size: Int64,
         progress: @escaping @Sendable (Int64) -> Void
     ) async throws(ClientError) -> JSONValue {
         var request = request(.post, "/v1/artifacts")
         request.headers["Content-Type"] = "application/octet-stream"
         request.headers["X-Ferry-SHA256"] = digest.hex
-        request.timeout = Self.uploadTimeout
+        request.timeout = Self.uploadTimeout(forSize: size)
         let response: HTTPClient.Response
         do {
             response = try await http.upload(request, file: file, progress: progress)
