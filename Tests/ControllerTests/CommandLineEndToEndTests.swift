@@ -346,10 +346,32 @@ import Testing
     /// the publish, and a rerun published the same content again under the next serial.
     @Test(.timeLimit(.minutes(3)))
     func publishSurvivesALostAnswer() async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-cli-lost") { directory in
+        try await Self.publishLosing(.init(2, of: .post, "/v1/releases"), label: "ferry-cli-lost") { publish, lost, server, operatorToken in
+            #expect(publish.status == 0, "\(publish.errors)")
+            #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
+            #expect(publish.errors.contains("publish attempt 2 failed"), "\(publish.errors)")
+            #expect(publish.output.contains("the controller had stored it at the first attempt"), "\(publish.output)")
+            #expect(lost == 2)
+            let listing = try await LiveHTTP().send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
+            let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map {
+                try RollbackCommand.release(from: $0).release
+            }
+            #expect(releases.map(\.serial) == [1], "published once")
+        }
+    }
+
+    /// Publishes version 1.0.0 of `api` (a fresh server, key and artifact in a directory of its own) through a proxy
+    /// that loses the answers `losing` names, then runs `check` with the publish's run, how many answers the proxy
+    /// lost, the server and an operator token.
+    static func publishLosing(
+        _ losing: RecordingProxy.Losing,
+        label: String,
+        _ check: (Run, Int, ServerProcess, String) async throws -> Void
+    ) async throws {
+        try await TestPaths.withTemporaryDirectory(label) { directory in
             let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
             defer { server.stop() }
-            let proxy = await RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: .init(2, of: .post, "/v1/releases"))
+            let proxy = await RecordingProxy(upstream: server.baseURL, port: try LoopbackPorts.reserve(), losing: losing)
             do {
                 let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
                 let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
@@ -358,16 +380,7 @@ import Testing
                     "publish", "--controller", proxy.url, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
                     "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
                 ])
-                #expect(publish.status == 0, "\(publish.errors)")
-                #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
-                #expect(publish.errors.contains("publish attempt 2 failed"), "\(publish.errors)")
-                #expect(publish.output.contains("the controller had stored it at the first attempt"), "\(publish.output)")
-                #expect(proxy.lost == 2)
-                let listing = try await LiveHTTP().send("GET", server.baseURL + "/v1/services/api/releases", token: operatorToken)
-                let releases = try FleetDocument.array(JSONValue.parse(listing.body).object?["releases"]).map {
-                    try RollbackCommand.release(from: $0).release
-                }
-                #expect(releases.map(\.serial) == [1], "published once")
+                try await check(publish, proxy.lost, server, operatorToken)
             } catch {
                 await proxy.stop()
                 throw error
@@ -381,31 +394,11 @@ import Testing
     /// finds the artifact whole, and publishes. It failed the publish, which a rerun then repaired.
     @Test(.timeLimit(.minutes(3)))
     func publishSurvivesALostUploadAnswer() async throws {
-        try await TestPaths.withTemporaryDirectory("ferry-cli-lost-upload") { directory in
-            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
-            defer { server.stop() }
-            let proxy = await RecordingProxy(
-                upstream: server.baseURL,
-                port: try LoopbackPorts.reserve(),
-                losing: .init(1, of: .post, "/v1/artifacts")
-            )
-            do {
-                let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
-                let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
-                try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
-                let publish = try await Self.cli([
-                    "publish", "--controller", proxy.url, "--token", operatorToken, "--key", keyPrefix + ".key", "--service", "api",
-                    "--version", "1.0.0", "--artifact", artifact.path, "--ecosystem", ecosystem.path,
-                ])
-                #expect(publish.status == 0, "\(publish.errors)")
-                #expect(proxy.lost == 1)
-                #expect(publish.output.contains("the upload's answer was lost"), "\(publish.output)")
-                #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
-            } catch {
-                await proxy.stop()
-                throw error
-            }
-            await proxy.stop()
+        try await Self.publishLosing(.init(1, of: .post, "/v1/artifacts"), label: "ferry-cli-lost-upload") { publish, lost, _, _ in
+            #expect(publish.status == 0, "\(publish.errors)")
+            #expect(lost == 1)
+            #expect(publish.output.contains("the upload's answer was lost"), "\(publish.output)")
+            #expect(publish.output.contains("published service api serial 1 version 1.0.0"), "\(publish.output)")
         }
     }
 
