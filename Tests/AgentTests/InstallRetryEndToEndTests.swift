@@ -95,13 +95,7 @@ struct InstallRetryEndToEndTests {
     func aMismatchedArtifactBacksOff() async throws {
         try await FleetFixture.with { fleet in
             try await TestFileServer.with { bucket in
-                try await fleet.startController(extraArguments: ["--poll-seconds", "1"])
-                let port = try freeLoopbackPort()
-                let crash = fleet.root.appendingPathComponent("crash-v1").path
-                try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: crash)
-                let config = try await fleet.enrollAgent(name: "edge-m", longPollSeconds: 2)
-                _ = try fleet.startAgent(config: config, label: "agent")
-                try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-m")
+                let (port, crash) = try await Self.startV1(fleet, agent: "edge-m")
 
                 let signed = try await Self.publishDamagedV2(fleet, bucket, port: port)
                 func downloads() -> Int { bucket.requests.filter { $0.path == "/bucket/web-2.tgz" && $0.method == "GET" }.count }
@@ -146,13 +140,7 @@ struct InstallRetryEndToEndTests {
                 // While serial 2 stays pending, v1 is still judged: it stops booting, and the report says unhealthy (it
                 // said what it said before the download failed for as long as that went on).
                 #expect(try await fleet.fleetEntry(agent: "edge-m")?["health"]?.stringValue == "healthy")
-                #expect(FileManager.default.createFile(atPath: crash, contents: Data()))
-                let answer = try #require(await fleet.appAnswer(port: port))
-                let pid = try #require(answer.split(separator: "pid=").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
-                #expect(kill(pid, SIGKILL) == 0)
-                try await eventually("the report says v1 is unhealthy", timeout: .seconds(60)) {
-                    try await fleet.fleetEntry(agent: "edge-m")?["health"]?.stringValue == "unhealthy" ? true : nil
-                }
+                try await Self.expectV1JudgedUnhealthy(fleet, port: port, crash: crash, agent: "edge-m")
             }
         }
     }
@@ -196,13 +184,7 @@ struct InstallRetryEndToEndTests {
     @Test("a release that cannot be activated backs off, and the running release is still judged meanwhile", .timeLimit(.minutes(4)))
     func anActivationFailureBacksOff() async throws {
         try await FleetFixture.with { fleet in
-            try await fleet.startController(extraArguments: ["--poll-seconds", "1"])
-            let port = try freeLoopbackPort()
-            let crash = fleet.root.appendingPathComponent("crash-v1").path
-            try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: crash)
-            let config = try await fleet.enrollAgent(name: "edge-a", longPollSeconds: 2)
-            _ = try fleet.startAgent(config: config, label: "agent")
-            try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-a")
+            let (port, crash) = try await Self.startV1(fleet, agent: "edge-a")
 
             let ecosystem = fleet.root.appendingPathComponent("edge-a/state/services/web/ecosystem.json").path
             try FileManager.default.removeItem(atPath: ecosystem)
@@ -231,17 +213,35 @@ struct InstallRetryEndToEndTests {
             #expect(text.contains("serial 2 could not be activated or applied; tried again in"), "the passes between say so")
 
             // v1 is judged meanwhile: it stops booting, and the report says unhealthy.
-            #expect(FileManager.default.createFile(atPath: crash, contents: Data()))
-            let answer = try #require(await fleet.appAnswer(port: port))
-            let pid = try #require(answer.split(separator: "pid=").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
-            #expect(kill(pid, SIGKILL) == 0)
-            try await eventually("the report says v1 is unhealthy", timeout: .seconds(60)) {
-                try await fleet.fleetEntry(agent: "edge-a")?["health"]?.stringValue == "unhealthy" ? true : nil
-            }
+            try await Self.expectV1JudgedUnhealthy(fleet, port: port, crash: crash, agent: "edge-a")
 
             try FileManager.default.removeItem(atPath: ecosystem)
             try FileManager.default.removeItem(atPath: crash)
             try await fleet.waitUntilRunning("2.0.0", port: port, agent: "edge-a")
+        }
+    }
+
+    /// A controller polled every second, serial 1 of `web` published (its server stops booting once the returned file
+    /// exists) and an agent named `agent` running it; the app's port and that file.
+    private static func startV1(_ fleet: FleetFixture, agent: String) async throws -> (port: Int, crash: String) {
+        try await fleet.startController(extraArguments: ["--poll-seconds", "1"])
+        let port = try freeLoopbackPort()
+        let crash = fleet.root.appendingPathComponent("crash-v1").path
+        try await fleet.publish(serial: 1, version: "1.0.0", port: port, crashWhen: crash)
+        let config = try await fleet.enrollAgent(name: agent, longPollSeconds: 2)
+        _ = try fleet.startAgent(config: config, label: "agent")
+        try await fleet.waitUntilRunning("1.0.0", port: port, agent: agent)
+        return (port, crash)
+    }
+
+    /// v1 stops booting and its process is killed: the agent's report says unhealthy (the running release is judged).
+    private static func expectV1JudgedUnhealthy(_ fleet: FleetFixture, port: Int, crash: String, agent: String) async throws {
+        #expect(FileManager.default.createFile(atPath: crash, contents: Data()))
+        let answer = try #require(await fleet.appAnswer(port: port))
+        let pid = try #require(answer.split(separator: "pid=").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+        #expect(kill(pid, SIGKILL) == 0)
+        try await eventually("the report says v1 is unhealthy", timeout: .seconds(60)) {
+            try await fleet.fleetEntry(agent: agent)?["health"]?.stringValue == "unhealthy" ? true : nil
         }
     }
 
