@@ -47,6 +47,11 @@ struct StateStoreTests {
         )
         let noted = state.noteControllerContact(failure: "invalid answer: \(huge)", at: Date(timeIntervalSince1970: 0))
         #expect(noted)
+        // A verdict saved before its rollback quotes the process manager's output as well (it was kept whole, the
+        // secret in it unmasked, for as long as the rollback took).
+        var web = Self.rich["api"]
+        _ = try web.handle(.releaseUnhealthy(.healthGate(straddling), canRollBack: true))
+        state["web"] = web
         state.prepareForSaving(mask: SecretMask([["TOKEN": secret]]))
         try TestPaths.withTemporaryDirectorySync("ferry-state") { directory in
             let store = StateStore(path: directory.appendingPathComponent("state.json").path)
@@ -58,6 +63,8 @@ struct StateStoreTests {
             #expect(loaded["api"].message.utf8.count <= limit)
             #expect(loaded["api"].message.hasSuffix("${TO"), "\(loaded["api"].message.suffix(20))")
             #expect(!loaded["api"].message.contains("tok-"))
+            let verdict = try #require(loaded["web"].pendingVerdict)
+            #expect(verdict.utf8.count <= limit && !verdict.contains("tok-"), "\(verdict.suffix(20))")
             #expect(loaded["api"].failures.count == 20)
             #expect(loaded["api"].failures.allSatisfy { $0.reason.utf8.count <= limit && $0.reason.hasPrefix("refused: /") })
             let size = try FileManager.default.attributesOfItem(atPath: store.path)[.size] as? Int ?? .max

@@ -306,19 +306,21 @@ struct ServiceState: Sendable, Codable, Equatable {
         ReportText.freeText(text, maximumBytes: maximumStoredTextBytes)
     }
 
-    /// Cuts the message and the failure reasons to `maximumStoredTextBytes` (after masking: see
+    /// Cuts the message, the failure reasons and a saved verdict to `maximumStoredTextBytes` (after masking: see
     /// `AgentState.prepareForSaving(mask:)`).
     mutating func clipTexts() {
         message = Self.storedText(message)
+        pendingVerdict = pendingVerdict.map(Self.storedText)
         for index in failures.indices {
             failures[index].reason = Self.storedText(failures[index].reason)
         }
     }
 
-    /// Masks instance env values in the message and the failure reasons (see `SecretMask`): they quote errors from the
-    /// process manager, apps and the network. Changes no phase.
+    /// Masks instance env values in the message, the failure reasons and a saved verdict (see `SecretMask`): they quote
+    /// errors from the process manager, apps and the network. Changes no phase.
     mutating func mask(with mask: SecretMask) {
         message = mask.apply(message)
+        pendingVerdict = pendingVerdict.map(mask.apply)
         for index in failures.indices {
             failures[index].reason = mask.apply(failures[index].reason)
             failures[index].diagnosis = failures[index].diagnosis?.mapText(mask.apply)
