@@ -214,6 +214,32 @@ import Testing
         }
     }
 
+    /// A release awaiting approval that is rejected (aborted by its serial), then another that replaces the next one:
+    /// neither ever started, and the rollout under way still decides what agents receive and takes the pause. Chosen
+    /// as the newest rollout not awaiting approval, the aborted one and then the superseded one governed: agents the
+    /// rollout had not reached got the stable serial for ever, and a pause without a serial hit a final rollout.
+    @Test func aRejectedReleaseAwaitingApprovalLeavesTheRolloutUnderWayGoverning() async throws {
+        try await RolloutHarness.with(releaseThreshold: 2) { harness in
+            try await harness.withClient { api in
+                let agents = [try await api.enroll("a"), try await api.enroll("b")]
+                try await api.mustPublish(serial: 1, version: "1.0.0")
+                try await api.mustPublish(serial: 2, version: "2.0.0", query: "strategy=one-at-a-time&waveStableSeconds=0")
+                try await api.mustPublish(serial: 3, version: "3.0.0", signedOnce: true)
+                let rejected = try await api.act("abort?serial=3")
+                #expect(rejected.status == 200 && rejected.json["state"].string == "aborted", "\(rejected.json)")
+                try await api.reportHealthy(agents[0], serial: 2)
+                #expect(try await api.desiredSerials(agents) == [2, 2], "serial 2's rollout reached b")
+                try await api.mustPublish(serial: 4, version: "4.0.0", signedOnce: true)
+                #expect(try await api.rollout(serial: 2)["state"].string == "rolling")
+                let paused = try await api.act("pause")
+                #expect(paused.status == 200 && paused.json["serial"].int == 2, "\(paused.json)")
+                #expect(try await api.act("resume").status == 200)
+                try await api.reportHealthy(agents[1], serial: 2)
+                #expect(try await api.rollout(serial: 2)["state"].string == "completed")
+            }
+        }
+    }
+
     /// The stable serial of a rollout that awaited approval is the one of its approval: serial 2 completed meanwhile,
     /// so agents serial 3 has not reached receive serial 2, not serial 1 (the stable serial as the publish saw it).
     @Test func anApprovalStartsFromTheStableSerialAsItIsThen() async throws {

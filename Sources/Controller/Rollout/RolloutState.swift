@@ -27,4 +27,6 @@ enum RolloutState: String, Sendable, Equatable, CaseIterable {
     /// Whether a publish or an abort still changes it (`halted` waits for one of the two, `awaiting-approval` for an
     /// approval too).
     var isOpen: Bool { isActive || self == .halted || self == .awaitingApproval }
+    /// Rolling, paused or halted: it reached agents, and no newer rollout has replaced it.
+    var isStartedAndOpen: Bool { isActive || self == .halted }
 }

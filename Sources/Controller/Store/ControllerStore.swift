@@ -190,9 +190,10 @@ protocol ControllerStore: Sendable {
 
     // MARK: Rollouts
 
-    /// The latest (highest-serial) rollout of each of `services` that has one and, while that one awaits approval, the
-    /// newest one that started too (it still governs what the service's agents receive: `RolloutRecord.governing`);
-    /// sorted by service, then newest first. Every service's when `services` is `nil`.
+    /// The latest (highest-serial) rollout of each of `services` that has one and, when it is an older one, the newest
+    /// that started and is still open (rolling, paused, halted: left going by a publish awaiting approval, it governs
+    /// what the service's agents receive: `RolloutRecord.governing`); sorted by service, then newest first. Every
+    /// service's when `services` is `nil`.
     func currentRollouts(for services: [String]?) async throws -> [RolloutRecord]
 
     /// Rollouts of `service`, newest first, at most `limit`.

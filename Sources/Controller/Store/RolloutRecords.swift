@@ -45,19 +45,14 @@ struct RolloutRecord: Sendable, Equatable {
     var reachedAgents: ArraySlice<String> { agentOrder.prefix(reachedCount) }
 
     /// The rollout that decides what each service's agents receive, among `current` (`ControllerStore
-    /// .currentRollouts`): the newest that started; a release awaiting approval reaches no agent, so its rollout
-    /// governs only when none started before it (its agents then receive its stable serial).
+    /// .currentRollouts`): one that started and is still open (rolling, paused, halted) below a release awaiting
+    /// approval — which reaches no agent, nor does a later one that was aborted or superseded without starting — or
+    /// else the latest. (Only a publish awaiting approval leaves an open started rollout below it; one that starts, at
+    /// its publish or its approval, supersedes it.)
     static func governing(_ current: [RolloutRecord]) -> [String: RolloutRecord] {
         var chosen: [String: RolloutRecord] = [:]
-        for rollout in current {
-            guard let existing = chosen[rollout.service] else {
-                chosen[rollout.service] = rollout
-                continue
-            }
-            // A started rollout wins over one awaiting approval; of two alike, the newer.
-            let awaiting = (existing: existing.state == .awaitingApproval, new: rollout.state == .awaitingApproval)
-            let better = awaiting.existing != awaiting.new ? awaiting.existing : rollout.serial > existing.serial
-            if better { chosen[rollout.service] = rollout }
+        for rollout in current where chosen[rollout.service] == nil || rollout.state.isStartedAndOpen {
+            chosen[rollout.service] = rollout
         }
         return chosen
     }

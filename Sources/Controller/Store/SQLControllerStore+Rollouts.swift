@@ -160,7 +160,8 @@ extension SQLControllerStore {
             SELECT \(unsafeRaw: Self.rolloutColumns) FROM \(unsafeRaw: Self.rolloutSource)
             WHERE (ro.serial = (SELECT MAX(serial) FROM rollouts WHERE service = ro.service)
                    OR ro.serial = (SELECT MAX(serial) FROM rollouts
-                                   WHERE service = ro.service AND state <> \(bind: RolloutState.awaitingApproval.rawValue)))
+                                   WHERE service = ro.service AND state IN (\(bind: RolloutState.rolling.rawValue),
+                                         \(bind: RolloutState.paused.rawValue), \(bind: RolloutState.halted.rawValue))))
               \(filter)
             ORDER BY ro.service, ro.serial DESC
             """
