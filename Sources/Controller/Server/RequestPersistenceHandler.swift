@@ -28,9 +28,9 @@ final class RequestPersistenceHandler: ChannelInboundHandler, RemovableChannelHa
             context.fireChannelRead(data)
             return
         }
-        if !head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
-            head.headers.add(name: "Connection", value: "close")
-        }
+        // One field, exactly `close`, however the client wrote it (`Close`, `TE` on HTTP/1.0): what every reader after
+        // this one tests.
+        head.headers.replaceOrAdd(name: "Connection", value: "close")
         fastPath?.connectionEnding()
         context.fireChannelRead(wrapInboundOut(.head(head)))
     }
