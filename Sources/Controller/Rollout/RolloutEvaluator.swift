@@ -143,9 +143,11 @@ enum RolloutEvaluator {
         // The reached agents, and any other member that runs the serial: a removal steps the rollout back to a smaller
         // wave, and the agents of the waves it left keep the serial they installed. Judged with the others: an agent
         // unhealthy on the serial beyond the reached waves did not hold the rollout back, which then went to every agent.
-        let reached = Set(rollout.reachedAgents)
-        let judged = rollout.reachedAgents + rollout.agentOrder.filter { !reached.contains($0) && statuses[$0]?.status.serial == rollout.serial }
-        for id in judged where !failed.contains(id) {
+        // One pass, no set: this runs at every round of reports (`reachedCount` from the sizes in hand, as a rolling
+        // rollout's `reachedCount` is).
+        let reachedCount = sizes[min(max(rollout.currentWave, 0), sizes.count - 1)]
+        for (index, id) in rollout.agentOrder.enumerated()
+        where (index < reachedCount || statuses[id]?.status.serial == rollout.serial) && !failed.contains(id) {
             guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],
                 now.timeIntervalSince(since) + storedTimePrecision >= Double(rollout.waveStable.components.seconds)
             else { return .wait }
@@ -154,7 +156,8 @@ enum RolloutEvaluator {
         // nothing good. Advanced, its serial went to the next wave on no evidence (`canary:1&maxFailures=1` whose
         // canary failed: every other agent at once); completed, it would be the service's stable serial, handed to
         // every agent enrolled later and to those the next rollout has not reached.
-        if !rollout.reachedAgents.isEmpty, rollout.reachedAgents.allSatisfy(failed.contains) { return .halt(failures: failures) }
+        let reached = rollout.agentOrder.prefix(reachedCount)
+        if !reached.isEmpty, reached.allSatisfy(failed.contains) { return .halt(failures: failures) }
         if rollout.currentWave + 1 < sizes.count { return .advance(toWave: rollout.currentWave + 1) }
         return .complete
     }

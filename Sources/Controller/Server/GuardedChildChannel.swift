@@ -48,7 +48,7 @@ struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
             // Between NIO's decoder and the conversion to HTTPTypes, which drops the request's HTTP version. A pipeline
             // without that conversion (none here) only keeps HTTP/1.0 connections open as before.
             let operations = channel.pipeline.syncOperations
-            if let codec = try? operations.handler(type: HTTP1ToHTTPServerCodec.self) {
+            if ticket != nil, let codec = try? operations.handler(type: HTTP1ToHTTPServerCodec.self) {
                 try? operations.addHandler(RequestPersistenceHandler(), position: .before(codec))
             }
             if ticket == nil { channel.close(promise: nil) }

@@ -106,7 +106,7 @@ extension SQLControllerStore {
     }
 
     /// Supersedes the rollouts of `service` below `serial` in one of `states` (under the caller's write lock), newest
-    /// first. Returns them as they were, with the events to insert.
+    /// first. Returns those it superseded, as they were, with the events to insert.
     static func supersede(
         _ states: [RolloutState],
         service: String,
@@ -123,6 +123,7 @@ extension SQLControllerStore {
             ORDER BY ro.serial DESC
             """
         ).all().map(rollout(from:))
+        var superseded: [RolloutRecord] = []
         var events: [RolloutEventDraft] = []
         for previous in open {
             var machine = RolloutStateMachine(previous)
@@ -131,9 +132,10 @@ extension SQLControllerStore {
             guard try await write(transition, into: db) else {
                 throw StoreError.corruptRow(table: "rollouts", reason: "rollout \(previous.id) changed while a publish held the write lock")
             }
+            superseded.append(previous)
             events += transition.events
         }
-        return (open, events)
+        return (superseded, events)
     }
 
     // MARK: Rollouts
