@@ -44,7 +44,7 @@ enum StateDirectoryLock {
         } catch {
             switch error {
             case .held(let holder): throw Held(path: path, holder: holder)
-            case .unavailable(let reason): throw Unavailable(path: path, reason: reason)
+            case .unavailable: throw Unavailable(path: path, reason: error.reason)
             }
         }
     }

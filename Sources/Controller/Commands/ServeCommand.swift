@@ -233,8 +233,8 @@ struct ServeCommand: AsyncParsableCommand {
                     "another ferry-controller serve\(holder.map { " (pid \($0))" } ?? "") uses the data directory \(directory) (\(path) is "
                         + "locked): stop it first, or give this one a --data-dir of its own"
                 )
-            case .unavailable(let reason):
-                throw CLIError("cannot lock the data directory (\(path)): \(reason)")
+            case .unavailable:
+                throw CLIError("cannot lock the data directory (\(path)): \(error.reason)")
             }
         }
     }

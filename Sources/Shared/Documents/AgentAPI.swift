@@ -373,9 +373,7 @@ package struct EnrollRequest: Sendable, Equatable {
 
     /// Whether `text` has the shape of an agent id: `agt_` and 16 lowercase hex digits.
     package static func hasAgentIDShape(_ text: String) -> Bool {
-        let bytes = Array(text.utf8)
-        guard bytes.count == 20, bytes.starts(with: Array("agt_".utf8)) else { return false }
-        return bytes[4...].allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+        text.hasPrefix("agt_") && Hex.isLowercaseHex(String(text.dropFirst(4)), count: 16)
     }
 
     /// Why `name` cannot name an agent, or `nil` when it can. Operators tell agents apart by their names on the

@@ -151,16 +151,16 @@ package struct SupervisorDaemon: Service {
 
     /// Takes the home directory's lock, or throws `.alreadyRunning` naming the daemon that holds it.
     private func acquireLock() throws(SupervisorError) -> Int32 {
-        let fd = open(configuration.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .path(operation: "open lock", path: configuration.lockPath, errno: errno) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let error = errno
-            close(fd)
-            guard error == EWOULDBLOCK else { throw .path(operation: "flock", path: configuration.lockPath, errno: error) }
-            let pid = SmallFile.text(configuration.pidPath) ?? "unknown"
-            throw .alreadyRunning(home: configuration.home, pid: pid)
+        do throws(ProcessLock.Failure) {
+            return try ProcessLock.acquire(configuration.lockPath)
+        } catch {
+            switch error {
+            case .held(let holder):
+                throw .alreadyRunning(home: configuration.home, pid: holder ?? SmallFile.text(configuration.pidPath) ?? "unknown")
+            case .unavailable(let operation, let code):
+                throw .path(operation: operation == "open" ? "open lock" : operation, path: configuration.lockPath, errno: code)
+            }
         }
-        return fd
     }
 
     /// Creates the home directory and sends this process's stdout and stderr to the daemon's log file, whoever started
