@@ -383,7 +383,7 @@ extension Reconciler {
                 }
                 restored = true
             case .removeFailedRelease?:
-                await remove(apps, service: service)
+                await remove(apps.map(\.name), service: service)
                 restored = false
             default:
                 return
@@ -420,7 +420,7 @@ extension Reconciler {
                 guard restoredWhole || !Task.isCancelled else { return }
                 done = .rolledBack(reason, diagnosis: diagnosis)
             case .removeFailedRelease?:
-                await remove(apps, service: service)
+                await remove(apps.map(\.name), service: service)
                 done = .failedReleaseRemoved(reason, diagnosis: diagnosis)
             default:
                 return
@@ -519,8 +519,8 @@ extension Reconciler {
     }
 
     /// Nothing to go back to: deletes the failed release's apps and removes `current`.
-    func remove(_ failedApps: [AppSpec], service: String) async {
-        for app in failedApps { try? await processManager.delete(appNamed: app.name) }
+    func remove(_ failedApps: [String], service: String) async {
+        for name in failedApps { try? await processManager.delete(appNamed: name) }
         try? await processManager.save()
         files.removeCurrent(service)
     }

@@ -190,9 +190,11 @@ actor Reconciler {
                 // otherwise run beside the restored release, from its files, until the install is retried.
                 let interrupted = Set((try? pending.release().pm2.apps.map(\.name)) ?? [])
                 await restore(applied, service: service, removing: interrupted.subtracting(othersApps))
-            } else if case .removeFailedRelease(let failed) = action, let apps = try? appSpecs(for: failed, service: service) {
-                // It had failed with nothing to go back to, and the agent stopped while taking it out: its apps go now.
-                await remove(apps.filter { !othersApps.contains($0.name) }, service: service)
+            } else if case .removeFailedRelease(let failed) = action {
+                // It had failed with nothing to go back to, and the agent stopped while taking it out: its apps go now,
+                // by name (their specs need the instance env file, which may not be readable now).
+                let names = (try? failed.release().pm2.apps.map(\.name)) ?? []
+                await remove(names.filter { !othersApps.contains($0) }, service: service)
             }
             // A save that fails (a full disk) is retried at the end of every pass, as any other: throwing here ended the
             // agent, whose restart restored and reloaded every app again, every few seconds while the disk stayed full.
