@@ -329,6 +329,9 @@ if [ -n "$TRUST_ROOT" ]; then
         if [ -f "$INSTALLED_ROOT" ]; then
             ROOT_BACKUP=$INSTALLED_ROOT.before-enroll
             run cp -p "$INSTALLED_ROOT" "$ROOT_BACKUP"
+            # Put back whatever ends the script before the enrolment is written (a failed enroll, or pm2 startup
+            # failing under set -e before it): the running enrolment still names the pinned root.
+            trap 'if [ -n "$ROOT_BACKUP" ] && [ -f "$ROOT_BACKUP" ]; then mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT"; fi' EXIT
         fi
         install_file "$TRUST_ROOT" "$INSTALLED_ROOT" "root:$AGENT_USER" 0640 || true
     else
@@ -381,12 +384,14 @@ else
         # The token goes to enroll on its standard input: never on a command line (visible in /proc), and enroll's
         # own output and errors never contain it.
         if ! printf '%s\n' "$TOKEN" | "${ENROLL[@]}" --token-file -; then
-            # The pinned root goes back: the running enrolment still names it.
-            if [ -n "$ROOT_BACKUP" ]; then mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT"; fi
+            # The pinned root goes back (the EXIT trap): the running enrolment still names it.
             die "enrollment failed (see above); nothing of the earlier enrolment was changed"
         fi
     fi
-    if [ -n "$ROOT_BACKUP" ]; then run rm -f "$ROOT_BACKUP"; fi
+    if [ -n "$ROOT_BACKUP" ]; then
+        run rm -f "$ROOT_BACKUP"
+        ROOT_BACKUP=""
+    fi
     # Enroll runs as root; the agent (user ferry) reads its config and token. /etc/ferry stays root's.
     run chown "root:$AGENT_USER" "$CONFIG"
     run chmod 0640 "$CONFIG"
