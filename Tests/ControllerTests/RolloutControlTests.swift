@@ -114,8 +114,6 @@ import Testing
         }
     }
 
-    /// A controller restart mid-rollout: state, wave, desired states and the wave timers survive (the timers are
-    /// persisted: the controller that drives rollouts next continues them instead of starting them again).
     /// Every controller down for an hour mid-wave: the wave timers start again at the first healthy report after it,
     /// so the wave waits its whole `waveStableSeconds` on what the controller sees. They were continued from before the
     /// outage, and the first report after it advanced the wave on an hour nobody saw (the agent may have crashed and
@@ -155,6 +153,8 @@ import Testing
         }
     }
 
+    /// A controller restart mid-rollout: state, wave, desired states and the wave timers survive (the timers are
+    /// persisted: the controller that drives rollouts next continues them instead of starting them again).
     @Test func restartMidRolloutResumesAtTheSameWave() async throws {
         try await RolloutHarness.with { harness in
             let agents = try await harness.withClient { api in

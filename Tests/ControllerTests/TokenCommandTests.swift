@@ -138,8 +138,6 @@ import Testing
         }
     }
 
-    /// The built binary: tokens listed without their secrets, and `token revoke --data-dir` in another process is
-    /// effective at once on every route of the running server, although the server had the token cached.
     /// A token command does not migrate a database of an older schema (an upgraded package while the older `serve` still
     /// runs on it): it says to start this version's `serve` first, and leaves the database as it was. Before, it
     /// migrated the live database under that server. A new database it makes, as before.
@@ -184,6 +182,8 @@ import Testing
         return String(decoding: run.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The built binary: tokens listed without their secrets, and `token revoke --data-dir` in another process is
+    /// effective at once on every route of the running server, although the server had the token cached.
     @Test func revokeThroughTheBinaryWhileTheServerRuns() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-token-cli") { directory in
             let data = directory.appendingPathComponent("data").path
