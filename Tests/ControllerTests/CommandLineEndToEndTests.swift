@@ -310,9 +310,10 @@ import Testing
     }
 
     /// The controller's copy of an artifact is damaged (truncated: a partial restore of its data directory). The next
-    /// publish of that artifact sees the copy's size is not the artifact's and uploads it again, which replaces it; it
-    /// used to skip the upload ("already on the controller"), and every publish then failed on
-    /// `artifact_size_mismatch`.
+    /// publish of that artifact uploads it again, which replaces it; it used to skip the upload ("already on the
+    /// controller"), and every publish then failed on `artifact_size_mismatch`. (The controller now finds the copy
+    /// damaged when it checks it against its digest, and answers 404; the CLI's own check of the size is for older
+    /// controllers.)
     @Test(.timeLimit(.minutes(3)))
     func publishUploadsAgainOverADamagedCopy() async throws {
         try await TestPaths.withTemporaryDirectory("ferry-cli-damaged") { directory in
@@ -335,9 +336,66 @@ import Testing
 
             let second = try await publish("1.0.1")
             #expect(second.status == 0, "\(second.errors)")
-            #expect(second.output.contains("has \(bytes.count / 2) bytes, not \(bytes.count): uploading it again"), "\(second.output)")
+            #expect(!second.output.contains("is already on the controller"), "\(second.output)")
+            #expect(second.output.contains("uploading api-1.0.0.tar.gz: 100%"), "\(second.output)")
+            #expect(server.log.contains("do not match its digest"), "\(server.log)")
             #expect(second.output.contains("published service api serial 2 version 1.0.1"), "\(second.output)")
             #expect(try Data(contentsOf: copy) == bytes, "the upload replaced the damaged copy")
+        }
+    }
+
+    /// The controller's copy of an artifact keeps its size and modification time but not its bytes (one flipped byte:
+    /// a disk error, a restore from a bad backup). After a restart the controller checks the copy against its digest the
+    /// first time it answers for it: it removes it and answers 404 (a download is refused, not served damaged), and the
+    /// next publish uploads the artifact again. The copy used to be served for good: `publish` compares sizes only,
+    /// so it never uploaded again, and every agent refused the download.
+    @Test(.timeLimit(.minutes(3)))
+    func aCopyWhoseBytesDoNotMatchItsDigestIsRemovedAndUploadedAgain() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-cli-flipped") { directory in
+            let (server, keyPrefix, operatorToken) = try await Self.startServer(in: directory)
+            defer { server.stop() }
+            let artifact = try await Self.makeArtifact(in: directory, version: "1.0.0")
+            let ecosystem = directory.appendingPathComponent("ecosystem.yaml")
+            try Data("apps:\n  - name: api\n    script: server.js\n".utf8).write(to: ecosystem)
+            func publish(_ version: String, to controller: ServerProcess) async throws -> Run {
+                try await Self.cli([
+                    "publish", "--controller", controller.baseURL, "--token", operatorToken, "--key", keyPrefix + ".key", "--service",
+                    "api", "--version", version, "--artifact", artifact.path, "--ecosystem", ecosystem.path,
+                ])
+            }
+            let first = try await publish("1.0.0", to: server)
+            #expect(first.status == 0, "\(first.errors)")
+            #expect(server.stop() == 0)
+
+            let bytes = try Data(contentsOf: artifact)
+            let digest = SHA256.hash(Array(bytes)).hex
+            let copy = directory.appendingPathComponent("data/artifacts/\(digest)")
+            var info = stat()
+            #expect(stat(copy.path, &info) == 0)
+            var damaged = bytes
+            damaged[damaged.count / 2] ^= 0x01
+            try damaged.write(to: copy)
+            var times = [info.st_atim, info.st_mtim]
+            #expect(utimensat(AT_FDCWD, copy.path, &times, 0) == 0, "the copy keeps its modification time")
+
+            let restarted = try await ServerProcess(
+                arguments: ["--data-dir", directory.appendingPathComponent("data").path, "--trusted-key", keyPrefix + ".pub"],
+                logDirectory: directory
+            )
+            defer { restarted.stop() }
+            let download = try await LiveHTTP().send("GET", restarted.baseURL + "/v1/artifacts/\(digest)", token: operatorToken)
+            #expect(download.status == 404, "\(download.status) \(download.body.count) bytes")
+            #expect(!FileManager.default.fileExists(atPath: copy.path), "the damaged copy is removed")
+            #expect(restarted.log.contains("do not match its digest"), "\(restarted.log)")
+
+            let second = try await publish("1.0.1", to: restarted)
+            #expect(second.status == 0, "\(second.errors)")
+            #expect(!second.output.contains("is already on the controller"), "\(second.output)")
+            #expect(second.output.contains("published service api serial 2 version 1.0.1"), "\(second.output)")
+            #expect(try Data(contentsOf: copy) == bytes, "the upload put the right bytes back")
+            let again = try await LiveHTTP().send("GET", restarted.baseURL + "/v1/artifacts/\(digest)", token: operatorToken)
+            #expect(again.status == 200)
+            #expect(again.body == bytes)
         }
     }
 

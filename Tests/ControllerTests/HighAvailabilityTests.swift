@@ -312,11 +312,13 @@ struct HighAvailabilityTests {
             let fromB = try await http.send("GET", bURL + "/v1/artifacts/\(first.digest.hex)", token: b.operatorToken)
             #expect(fromB.status == 200 && Array(fromB.body) == first.bytes, "B serves the uploaded bytes")
 
-            // A damaged copy found by A's "is it here?" is not shared: it goes (a 500, its reason in A's log), and is then
-            // absent everywhere, so that the CLI uploads it again.
+            // A damaged copy found by A's "is it here?" is not shared: A checks it against its digest before it answers
+            // for it, removes it (its reason in A's log) and answers 404; it is then absent everywhere, so that the CLI
+            // uploads it again. (Before the check, this was the share's 500.)
             let second = try damaged(2)
             let head = try await http.send("GET", aURL + "/v1/artifacts/\(second.digest.hex)", token: a.operatorToken)
-            #expect(head.status == 500, "\(head.status)")
+            #expect(head.status == 404, "\(head.status)")
+            #expect(!FileManager.default.fileExists(atPath: a.directory.appendingPathComponent("artifacts/\(second.digest.hex)").path))
             #expect(try await a.store.artifactBlobSize(second.digest.hex) == nil)
             #expect(try await http.send("HEAD", aURL + "/v1/artifacts/\(second.digest.hex)", token: a.operatorToken).status == 404)
             #expect(try await http.send("HEAD", bURL + "/v1/artifacts/\(second.digest.hex)", token: b.operatorToken).status == 404)

@@ -112,7 +112,12 @@ func makeApplication(
     var sharedArtifacts: (any ArtifactBlobStore)?
     if postgres != nil { sharedArtifacts = store as? any ArtifactBlobStore }
     let artifacts = try ArtifactStore(
-        .init(directory: configuration.artifactDirectory, maximumBytes: configuration.maximumArtifactBytes, shared: sharedArtifacts)
+        .init(
+            directory: configuration.artifactDirectory,
+            maximumBytes: configuration.maximumArtifactBytes,
+            shared: sharedArtifacts,
+            logger: logger
+        )
     )
     let revocations = TokenRevocations(dataDirectory: configuration.dataDirectory)
     try revocations.prepare()

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import NIOPosix
 import Shared
 import Synchronization
@@ -19,6 +20,12 @@ import Glibc
 /// cache: an artifact another controller received is fetched from the database chunk by chunk into `tmp/`, checked
 /// against its digest and renamed into place the first time it is asked for, then served from the file (Range and
 /// all). A digest names its content, so a cached file never goes stale. No step holds a whole artifact in memory.
+///
+/// A copy is checked against its digest the first time this process answers for it (and again whenever the file is
+/// another one: a new inode, size or modification time): one whose bytes are not what its name says (a flipped bit
+/// on a damaged disk, a restore from a bad backup) is removed and logged, so it is answered 404, the next `publish`
+/// uploads it again (or, with a shared database, it is fetched again from there). A copy of the right size used to be
+/// served for good, and every agent refused it.
 struct ArtifactStore: Sendable {
     /// Where artifacts live and how large one may be.
     struct Configuration: Sendable {
@@ -31,11 +38,14 @@ struct ArtifactStore: Sendable {
         var shared: (any ArtifactBlobStore)? = nil
         /// Size of the chunks artifacts are stored in, in the shared database. Default 1 MiB.
         var sharedChunkBytes: Int = 1 << 20
+        /// Where a damaged copy is reported. Default: a logger of its own (`ferry.artifacts`).
+        var logger = Logger(label: "ferry.artifacts")
 
-        init(directory: String, maximumBytes: Int64 = 4 << 30, shared: (any ArtifactBlobStore)? = nil) {
+        init(directory: String, maximumBytes: Int64 = 4 << 30, shared: (any ArtifactBlobStore)? = nil, logger: Logger? = nil) {
             self.directory = directory
             self.maximumBytes = maximumBytes
             self.shared = shared
+            if let logger { self.logger = logger }
         }
     }
 
@@ -54,6 +64,10 @@ struct ArtifactStore: Sendable {
     private let shares = SharedArtifactFetches()
     /// Artifacts this controller holds that the shared database is known to hold too.
     private let knownShared = KnownDigests()
+    /// Copies whose bytes this process hashed and found to match their digest, with the file each was.
+    private let checkedCopies = CheckedCopies()
+    /// Checks of copies in progress, so concurrent requests for one artifact hash it once.
+    private let checks = SharedArtifactFetches()
 
     /// Creates the directories (0700), removes the temporary files of uploads a crash or kill interrupted, and makes
     /// stored artifacts 0600 (older versions left them to the umask).
@@ -183,6 +197,7 @@ struct ArtifactStore: Sendable {
             try Self.syncDirectory(directory)
         }
         keep = true
+        checkedCopies.record(digest, FileIdentity(of: fd))
         // With a shared database, acknowledged only once every controller can serve it too.
         let shared = try await share(digest, size: size, verified: true)
         return Stored(digest: digest, size: size, created: !existed || shared)
@@ -245,7 +260,7 @@ struct ArtifactStore: Sendable {
     /// publish's), the release would name bytes every other controller answers 404 for.
     /// - Throws: the database's error when that share fails (the caller answers 5xx; a retry shares again).
     func availableSize(of digest: SHA256Digest) async throws -> Int64? {
-        if let size = size(of: digest) {
+        if let size = try await checkedSize(of: digest) {
             if let shared = configuration.shared, !knownShared.contains(digest) {
                 if try await shared.artifactBlobSize(digest.hex) == nil {
                     try await shares.fetch(digest) { _ = try await share(digest, size: size, verified: false) }
@@ -305,7 +320,59 @@ struct ArtifactStore: Sendable {
             try Self.syncDirectory(directory)
         }
         keep = true
+        checkedCopies.record(digest, FileIdentity(of: fd))
     }
+
+    // MARK: Checking a copy
+
+    /// The size of this controller's own copy, once its bytes are known to match the digest: hashed the first time this
+    /// process answers for it, and again when the file is another one. A damaged copy is removed (`check`).
+    /// - Returns: `nil` when there is no copy (or there was a damaged one).
+    /// - Throws: `ArtifactStoreError.io` when the copy cannot be read.
+    func checkedSize(of digest: SHA256Digest) async throws -> Int64? {
+        guard size(of: digest) != nil else { return nil }
+        let path = path(for: digest)
+        if let identity = FileIdentity(path: path), checkedCopies.matches(digest, identity) { return identity.size }
+        try await checks.fetch(digest) { try await check(digest) }
+        guard let identity = FileIdentity(path: path), checkedCopies.matches(digest, identity) else { return nil }
+        return identity.size
+    }
+
+    /// Hashes a copy, `checkBatchBytes` at a time on NIO's blocking-I/O pool. A match is remembered with the file's
+    /// identity; a mismatch removes the file (the one read, not one an upload has put under the name meanwhile) and is
+    /// logged as an error.
+    private func check(_ digest: SHA256Digest) async throws {
+        let path = path(for: digest)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno)))
+        }
+        defer { close(fd) }
+        let identity = FileIdentity(of: fd)
+        if checkedCopies.matches(digest, identity) { return }
+        let hasher = SHA256Hasher()
+        var offset: Int64 = 0
+        while offset < identity.size {
+            let count = Int(min(Int64(Self.checkBatchBytes), identity.size - offset))
+            let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
+            chunk.withUnsafeReadableBytes { hasher.update($0) }
+            offset += Int64(count)
+        }
+        let actual = hasher.finalize()
+        if actual == digest {
+            checkedCopies.record(digest, identity)
+            return
+        }
+        if let named = FileIdentity(path: path), named.device == identity.device, named.inode == identity.inode { unlink(path) }
+        configuration.logger.error(
+            "A stored artifact's bytes do not match its digest (a damaged copy): removed; publish it again to upload it",
+            metadata: ["artifact.sha256": "\(digest.hex)", "artifact.actual_sha256": "\(actual.hex)", "artifact.size": "\(identity.size)"]
+        )
+    }
+
+    /// Bytes of a copy read and hashed at a time when it is checked. Default 1 MiB.
+    static let checkBatchBytes = 1 << 20
 
     /// `count` bytes of `fd` at `offset`, read on NIO's blocking-I/O pool.
     private static func read(_ fd: Int32, path: String, offset: Int64, count: Int) async throws -> ByteBuffer {
@@ -388,8 +455,6 @@ enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Fetches of shared artifacts in progress on this controller, by digest: a second request for the same artifact
-/// waits for the first fetch instead of starting its own.
 /// A set of digests, shared by an `ArtifactStore`'s copies.
 final class KnownDigests: Sendable {
     private let digests = Mutex<Set<SHA256Digest>>([])
@@ -399,6 +464,47 @@ final class KnownDigests: Sendable {
     func insert(_ digest: SHA256Digest) { _ = digests.withLock { $0.insert(digest) } }
 }
 
+/// Which file a copy is: a copy checked once is checked again when any of these change.
+struct FileIdentity: Sendable, Equatable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var modifiedSeconds: Int
+    var modifiedNanoseconds: Int
+
+    init(_ info: stat) {
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        modifiedSeconds = info.st_mtim.tv_sec
+        modifiedNanoseconds = info.st_mtim.tv_nsec
+    }
+
+    /// The open file's identity (all zero when `fstat` fails, which matches no file).
+    init(of fd: Int32) {
+        var info = stat()
+        if fstat(fd, &info) != 0 { info = stat() }
+        self.init(info)
+    }
+
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        self.init(info)
+    }
+}
+
+/// Copies whose bytes were found to match their digest, by digest, with the file each was.
+final class CheckedCopies: Sendable {
+    private let copies = Mutex<[SHA256Digest: FileIdentity]>([:])
+
+    func matches(_ digest: SHA256Digest, _ identity: FileIdentity) -> Bool { copies.withLock { $0[digest] == identity } }
+
+    func record(_ digest: SHA256Digest, _ identity: FileIdentity) { copies.withLock { $0[digest] = identity } }
+}
+
+/// Work on an artifact in progress on this controller, by digest (a fetch from the shared database, a share, a
+/// check): a second request for the same artifact waits for the first one's instead of starting its own.
 actor SharedArtifactFetches {
     private var running: [SHA256Digest: Task<Void, any Error>] = [:]
 
