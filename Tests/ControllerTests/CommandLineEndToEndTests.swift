@@ -540,6 +540,10 @@ import Testing
                 ])
                 #expect(unknown.status == 3, "\(unknown.errors)")
                 #expect(unknown.errors.contains("cannot watch the rollout of api serial 99") && unknown.errors.contains("404"), "\(unknown.errors)")
+                // No token: it cannot be watched (3, as documented), not a usage error (64, what it exited before).
+                let tokenless = try await Self.cli(["rollout", "wait", "--controller", proxy.url, "--service", "api", "--serial", "1"])
+                #expect(tokenless.status == 3, "\(tokenless.errors)")
+                #expect(tokenless.errors.contains("cannot watch the rollout of api serial 1"), "\(tokenless.errors)")
             } catch {
                 server.stop()
                 await proxy.stop()

@@ -220,4 +220,26 @@ struct EventStreamClientTests {
             Issue.record("a halted rollout must fail")
         }
     }
+
+    /// A signal ends the wait it comes in (or the next one); a wait no signal ends lasts its whole duration, also the
+    /// waits after one a signal ended. The timer of an ended wait used to signal when it was cancelled, so every later
+    /// wait returned at once and `rollout wait` asked the controller back to back until the rollout ended.
+    @Test(.timeLimit(.minutes(1)))
+    func aWakeUpSignalEndsOneWaitAndLaterWaitsLastTheirDuration() async throws {
+        let signal = WakeUpSignal()
+        let clock = ContinuousClock()
+        signal.signal()
+        let signalled = await clock.measure { await signal.wait(upTo: .seconds(30)) }
+        #expect(signalled < .seconds(5), "a signal before the wait ends it at once")
+
+        let waiting = Task { await clock.measure { await signal.wait(upTo: .seconds(30)) } }
+        try await Task.sleep(for: .milliseconds(100))
+        signal.signal()
+        #expect(await waiting.value < .seconds(5), "a signal during the wait ends it")
+
+        for round in 1...3 {
+            let quiet = await clock.measure { await signal.wait(upTo: .milliseconds(300)) }
+            #expect(quiet >= .milliseconds(290), "wait \(round) after a signalled one lasted \(quiet), not its 300 ms")
+        }
+    }
 }

@@ -53,7 +53,14 @@ struct RolloutWaitCommand: AsyncParsableCommand {
     static let cannotWatch: Int32 = 3
 
     func run() async throws {
-        let client = try connection.client()
+        let client: OperatorClient
+        do {
+            client = try connection.client()
+        } catch {
+            // No controller URL or token, a CA file that does not load: it cannot be watched (3), not a usage error (64).
+            Console.error("Error: cannot watch the rollout of \(service) serial \(serial): \(error)")
+            throw ExitCode(Self.cannotWatch)
+        }
         let deadline = ContinuousClock.now + .milliseconds(CommandLineDuration.milliseconds(timeout) ?? 1_800_000)
         let wakeUp = WakeUpSignal()
         do {
@@ -185,10 +192,17 @@ struct RolloutWaitCommand: AsyncParsableCommand {
 }
 
 /// A wake-up call between tasks: `signal()` ends the current (or the next) `wait(upTo:)` early.
+///
+/// A wait's timer ends only that wait. It used to call `signal()` too: the timer of a wait that a real signal had
+/// ended was cancelled, its sleep threw, and the swallowed error let it signal anyway, so every later wait returned at
+/// once (and cancelled its own timer, which signalled again): `rollout wait` asked the controller back to back from the
+/// first event of the service to the end of the rollout.
 final class WakeUpSignal: Sendable {
     private struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
+        /// Which wait the waiter belongs to: a timer ends only its own.
+        var wait: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -205,11 +219,16 @@ final class WakeUpSignal: Sendable {
         waiter?.resume()
     }
 
-    /// Returns after a `signal()` (one that came since the last wait counts) or after `duration`.
+    /// Returns after a `signal()` (one that came since the last wait returned counts) or after `duration`.
     func wait(upTo duration: Duration) async {
+        let wait = state.withLock { state -> UInt64 in
+            state.wait &+= 1
+            return state.wait
+        }
         let timer = Task {
-            try? await Task.sleep(for: duration)
-            self.signal()
+            // Cancelled (a signal ended the wait first): nothing to end.
+            guard (try? await Task.sleep(for: duration)) != nil else { return }
+            self.expire(wait)
         }
         defer { timer.cancel() }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -223,7 +242,15 @@ final class WakeUpSignal: Sendable {
             }
             if resumeNow { continuation.resume() }
         }
-        // The timer may have fired at the same moment as a real signal: forget its leftover.
-        state.withLock { $0.pending = false }
+    }
+
+    /// Ends wait number `wait` if it is still the one waiting; a later wait, or none, is left alone.
+    private func expire(_ wait: UInt64) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.wait == wait, let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
     }
 }
