@@ -322,16 +322,31 @@ if [ -n "$CA_FILE" ]; then
     fi
 fi
 ROOT_BACKUP=""
+AGENT_STOPPED=0
+# Whatever ends the script before the new enrolment is written and the agent started (a failed enroll, pm2 startup
+# failing under set -e): the pinned root goes back first (the running enrolment still names it), then an agent stopped
+# for the enrolment starts again.
+on_exit() {
+    if [ -n "$ROOT_BACKUP" ] && [ -f "$ROOT_BACKUP" ]; then mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT"; fi
+    if [ "$AGENT_STOPPED" = 1 ]; then systemctl start ferry-agent.service || true; fi
+}
+trap on_exit EXIT
+if [ "$ENROLL_NEEDED" = 1 ] && [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1 \
+    && systemctl is-active --quiet ferry-agent.service; then
+    # enroll refuses to run beside the agent (it takes the state directory's lock): a running agent keeps its old token
+    # and trust roots, and writes them back over the new enrolment's. Its apps keep running (KillMode=process); it
+    # starts again below, or on any exit before that.
+    run systemctl stop ferry-agent.service
+    [ "$DRY_RUN" = 1 ] || AGENT_STOPPED=1
+fi
 if [ -n "$TRUST_ROOT" ]; then
     if [ "$ENROLL_NEEDED" = 1 ]; then
         # The pinned root of an enrolled instance (--force, --replace) stays until the new enrolment succeeds: the
         # agent refuses to start with a root file other than the one its pin names.
         if [ -f "$INSTALLED_ROOT" ]; then
             ROOT_BACKUP=$INSTALLED_ROOT.before-enroll
+            # Put back by on_exit unless the enrolment is written.
             run cp -p "$INSTALLED_ROOT" "$ROOT_BACKUP"
-            # Put back whatever ends the script before the enrolment is written (a failed enroll, or pm2 startup
-            # failing under set -e before it): the running enrolment still names the pinned root.
-            trap 'if [ -n "$ROOT_BACKUP" ] && [ -f "$ROOT_BACKUP" ]; then mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT"; fi' EXIT
         fi
         install_file "$TRUST_ROOT" "$INSTALLED_ROOT" "root:$AGENT_USER" 0640 || true
     else
@@ -412,11 +427,13 @@ else
     run systemctl daemon-reload
     if [ "$NO_START" = 1 ]; then
         run systemctl enable ferry-agent.service
-    elif systemctl is-active --quiet ferry-agent.service; then
+    elif [ "$AGENT_STOPPED" = 1 ] || systemctl is-active --quiet ferry-agent.service; then
         run systemctl enable ferry-agent.service
-        # A running agent picks up a new binary, unit or enrollment only on restart; its apps keep running.
+        # A running agent (or one stopped for the enrolment) picks up a new binary, unit or enrollment only on restart;
+        # its apps keep running.
         if [ "$CHANGED" = 1 ]; then
             run systemctl restart ferry-agent.service
+            AGENT_STOPPED=0
         else
             note "skip: ferry-agent.service is running and nothing changed"
         fi

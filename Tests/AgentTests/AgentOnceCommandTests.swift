@@ -56,7 +56,10 @@ struct AgentOnceCommandTests {
         }
         let refused = try await Command.run(agent, ["once", "--config", config], environment: environment)
         #expect(refused.status != 0)
-        #expect(refused.stderr.contains("another ferry-agent (run or once, pid \(daemon.pid)) works on this state directory"), "\(refused.stderr)")
+        #expect(
+            refused.stderr.contains("another ferry-agent (run, once or enroll, pid \(daemon.pid)) works on this state directory"),
+            "\(refused.stderr)"
+        )
         await daemon.terminate()
         let after = try await Command.run(agent, ["once", "--config", config], environment: environment)
         #expect(after.status == 0, "\(after.stdout)\(after.stderr)")

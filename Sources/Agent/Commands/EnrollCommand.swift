@@ -297,6 +297,7 @@ struct EnrollCommand: AsyncParsableCommand {
         let http = HTTPClient(configuration: httpConfiguration)
         let madeStateDir = !manager.fileExists(atPath: stateDir)
         try Self.makePrivateDirectory(stateDir)
+        try Self.lockStateDirectory(stateDir)
         let pending = try Self.pendingToken(in: stateDir)
         let response: EnrollResponse
         var mayHaveEnrolled = false
@@ -320,7 +321,10 @@ struct EnrollCommand: AsyncParsableCommand {
             } else {
                 // Nothing of this run reached the controller, or it refused: nothing is kept, as if it had not run.
                 unlink("\(stateDir)/agent.token.pending")
-                if madeStateDir { rmdir(stateDir) }
+                if madeStateDir {
+                    unlink(AgentLayout(stateDir: stateDir).lockFile)
+                    rmdir(stateDir)
+                }
             }
             throw error
         }
@@ -373,6 +377,7 @@ struct EnrollCommand: AsyncParsableCommand {
             stateDir,
             files: [tokenFile, TrustPin.path(stateDir: stateDir)] + (identity == nil ? [] : [layout.machineFile])
         )
+        try Self.letStateDirectoryOwnerRead(configPath, stateDir: stateDir)
         // Enrolled and written: the next enrolment (--force) offers a new token.
         unlink("\(stateDir)/agent.token.pending")
         print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
@@ -413,6 +418,45 @@ struct EnrollCommand: AsyncParsableCommand {
         for file in files where lchown(file, directory.st_uid, directory.st_gid) != 0 {
             throw ValidationError(
                 "cannot give \(file) to the state directory's owner (uid \(directory.st_uid)): \(String(cString: strerror(errno))); "
+                    + "the agent running as that user could not read it"
+            )
+        }
+    }
+
+    /// Takes the state directory's lock (`StateDirectoryLock`) for the rest of the enrolment, before the controller is
+    /// asked, and gives its file to the directory's owner (the agent opens it as that user).
+    ///
+    /// An agent running on the directory keeps the enrolment it started with: its token (which `--replace` revokes at
+    /// once, so it would poll on refused), its config, and its trust roots in memory, which it writes back over the
+    /// `trust-root.json` this enrolment sets aside the next time it accepts a root; after a restart under the new pin,
+    /// that chain counted as damage and held every release back. So enrolling again waits for the agent to stop.
+    /// - Throws: `ValidationError` naming the running agent, or why the lock could not be taken.
+    static func lockStateDirectory(_ stateDir: String) throws {
+        do {
+            try StateDirectoryLock.acquire(stateDir: stateDir)
+        } catch let held as StateDirectoryLock.Held {
+            throw ValidationError(
+                "cannot enroll while \(held.holder.map { "ferry-agent (pid \($0))" } ?? "a ferry-agent") runs on \(stateDir): it would keep "
+                    + "its old token and trust roots; stop it first (systemctl stop ferry-agent), enroll, then start it again "
+                    + "(install-agent.sh does this itself)"
+            )
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        try giveToStateDirectoryOwner(stateDir, files: [AgentLayout(stateDir: stateDir).lockFile])
+    }
+
+    /// Makes the config (written as root, 0600) root's and readable by the state directory owner's group (0640), as
+    /// `install-agent.sh` sets it: the config holds no secret (the token is a file of its own), and the agent runs as
+    /// that user. A bare `enroll --force` as root, as `ferry-agent` itself advises after a machine change, used to
+    /// leave a config the agent could not read. Nothing when not root or when the directory is root's.
+    static func letStateDirectoryOwnerRead(_ config: String, stateDir: String) throws {
+        guard geteuid() == 0 else { return }
+        var directory = stat()
+        guard stat(stateDir, &directory) == 0, directory.st_uid != 0 else { return }
+        guard chown(config, 0, directory.st_gid) == 0, chmod(config, 0o640) == 0 else {
+            throw ValidationError(
+                "cannot let the state directory's owner (gid \(directory.st_gid)) read \(config): \(String(cString: strerror(errno))); "
                     + "the agent running as that user could not read it"
             )
         }

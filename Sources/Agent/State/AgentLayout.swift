@@ -21,6 +21,8 @@ struct AgentLayout: Sendable {
     var trustRootFile: String { "\(stateDir)/trust-root.json" }
     var processLedgerFile: String { "\(stateDir)/processes.json" }
     var machineFile: String { "\(stateDir)/machine.json" }
+    /// Held by the one agent process (or enrolment) working on the directory (`StateDirectoryLock`).
+    var lockFile: String { "\(stateDir)/agent.lock" }
     var artifactsDir: String { "\(stateDir)/artifacts" }
     var servicesDir: String { "\(stateDir)/services" }
     var supervisorHome: String { "\(stateDir)/supervisor" }

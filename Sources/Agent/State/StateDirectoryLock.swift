@@ -7,7 +7,7 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// `<state-dir>/agent.lock`, held by `ferry-agent run` and `ferry-agent once` for as long as they live: one agent
+/// `<state-dir>/agent.lock`, held by `ferry-agent run`, `once` and `enroll` for as long as they live: one agent
 /// process per state directory. A `once` run to debug while the daemon installs would clean up the daemon's staging
 /// and temporary files at its start (`prepare`), restore `current` under the daemon's health gate, and both would
 /// write `state.json`, the last writer winning. The kernel drops the lock when the process ends, however it ends.
@@ -17,7 +17,7 @@ enum StateDirectoryLock {
         var path: String
         var holder: String?
         var description: String {
-            "another ferry-agent (run or once\(holder.map { ", pid \($0)" } ?? "")) works on this state directory (\(path) is locked): "
+            "another ferry-agent (run, once or enroll\(holder.map { ", pid \($0)" } ?? "")) works on this state directory (\(path) is locked): "
                 + "stop it first (systemctl stop ferry-agent), or wait for it to end"
         }
     }
@@ -35,7 +35,7 @@ enum StateDirectoryLock {
     /// Takes the lock of `stateDir` (made, 0700, when missing) for the rest of the process, writing this pid into it.
     /// - Throws: `Held` when another process has it, `Unavailable` when the file cannot be opened.
     static func acquire(stateDir: String) throws {
-        let path = "\(stateDir)/agent.lock"
+        let path = AgentLayout(stateDir: stateDir).lockFile
         if !FileManager.default.fileExists(atPath: stateDir) {
             try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
