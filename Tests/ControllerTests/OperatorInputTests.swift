@@ -409,6 +409,60 @@ import Testing
         #expect(try keys.keyPaths(environment: ["FERRY_KEY": "a.key, b.key"]) == ["a.key", "b.key"])
     }
 
+    /// The token from a file (`--token-file`, `FERRY_TOKEN_FILE`), so it is on no command line: its first line, trimmed;
+    /// a flag before the environment; both flags, a missing, empty or oversized file refused with the file named and
+    /// its text never quoted.
+    @Test func theTokenComesFromAFileWithoutBeingQuoted() throws {
+        let directory = try TestPaths.makeTemporaryDirectory("ferry-token-file")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func file(_ name: String, _ text: String) throws -> String {
+            let path = directory.appendingPathComponent(name).path
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let crlf = try file("crlf", "fyt_from-file\r\nsecond line\n")
+        let other = try file("other", "fyt_from-environment-file\n")
+        let blank = try file("blank", "  \n")
+        let secret = "fyt_secret-that-must-not-leak"
+        let large = try file("large", secret + "\n" + String(repeating: "x", count: ControllerOptions.maximumTokenFileBytes))
+        let missing = directory.appendingPathComponent("missing").path
+        let url = ["FERRY_CONTROLLER_URL": "http://127.0.0.1:1/"]
+        struct Accepted {
+            var arguments: [String]
+            var environment: [String: String]
+            var token: String
+        }
+        let accepted = [
+            Accepted(arguments: ["--token-file", crlf], environment: [:], token: "fyt_from-file"),
+            Accepted(arguments: ["--token-file", crlf], environment: ["FERRY_TOKEN": "fyt_env", "FERRY_TOKEN_FILE": other], token: "fyt_from-file"),
+            Accepted(arguments: [], environment: ["FERRY_TOKEN_FILE": other], token: "fyt_from-environment-file"),
+            Accepted(arguments: [], environment: ["FERRY_TOKEN": "fyt_env", "FERRY_TOKEN_FILE": other], token: "fyt_env"),
+            Accepted(arguments: ["--token", "fyt_flag"], environment: ["FERRY_TOKEN_FILE": other], token: "fyt_flag"),
+        ]
+        for row in accepted {
+            let client = try ControllerOptions.parse(row.arguments).client(environment: url.merging(row.environment) { $1 })
+            #expect(client.token == row.token, "\(row.arguments) \(row.environment)")
+        }
+        let refused: [(arguments: [String], environment: [String: String], message: String)] = [
+            (["--token", "fyt_a", "--token-file", crlf], [:], "give --token or --token-file, not both"),
+            (["--token-file", missing], [:], "--token-file \(missing): no such file"),
+            (["--token-file", blank], [:], "the API token given with --token-file \(blank) is empty"),
+            (["--token-file", large], [:], "--token-file \(large): over 65536 bytes, not a token file (its text is not shown)"),
+            ([], ["FERRY_TOKEN_FILE": missing], "FERRY_TOKEN_FILE \(missing): no such file"),
+            ([], [:], "give an API token with --token-file FILE"),
+        ]
+        for row in refused {
+            do {
+                _ = try ControllerOptions.parse(row.arguments).client(environment: url.merging(row.environment) { $1 })
+                Issue.record("\(row.arguments) \(row.environment): accepted")
+            } catch {
+                let text = ControllerCommand.fullMessage(for: error)
+                #expect(text.contains(row.message), "\(text)")
+                #expect(!text.contains(secret), "\(text)")
+            }
+        }
+    }
+
     /// `FERRY_KEY` holding the private key itself (a CI secret pasted whole) is used as the key; key text that is not a
     /// usable key, or pasted into `--key`, is refused without quoting it (it used to be read as a path, and "no such
     /// file" printed the whole private key into the build log).

@@ -2,14 +2,26 @@ import ArgumentParser
 import Foundation
 import Shared
 
-/// `--controller`, `--token`, `--ca-file` and `--allow-insecure-http`, shared by the operator commands, with their
-/// environment twins.
+/// `--controller`, `--token` (or `--token-file`), `--ca-file` and `--allow-insecure-http`, shared by the operator
+/// commands, with their environment twins.
 struct ControllerOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The controller's URL (or FERRY_CONTROLLER_URL).", valueName: "URL"))
     var controller: String?
 
-    @Option(name: .long, help: ArgumentHelp("An API token (or FERRY_TOKEN).", valueName: "TOKEN"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "An API token (or FERRY_TOKEN). On a shared host prefer --token-file: a command line is visible to every user.",
+            valueName: "TOKEN"
+        )
+    )
     var token: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("A file holding the API token, its first line (or FERRY_TOKEN_FILE).", valueName: "FILE")
+    )
+    var tokenFile: String?
 
     @Option(
         name: .long,
@@ -45,20 +57,49 @@ struct ControllerOptions: ParsableArguments {
                     + "you trust, pass --allow-insecure-http (or set FERRY_ALLOW_INSECURE_HTTP=1)"
             )
         }
+        let (given, source) = try givenToken(environment: environment)
         // Trimmed before the check: a token read from a missing file (`FERRY_TOKEN="$(cat f) "`) or `--token ""` was sent
         // as an empty bearer and came back as a token the controller does not know.
-        let given = token ?? environment["FERRY_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 })
-        guard let given else { throw ValidationError("give an API token with --token TOKEN or FERRY_TOKEN") }
         let trimmed = given.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !trimmed.isEmpty else {
-            throw ValidationError("the API token given with \(token == nil ? "FERRY_TOKEN" : "--token") is empty (or only white space)")
-        }
+        guard !trimmed.isEmpty else { throw ValidationError("the API token given with \(source) is empty (or only white space)") }
         let caFile = self.caFile ?? environment["FERRY_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
         if let caFile {
             guard FileManager.default.fileExists(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): no such file") }
             guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("--ca-file \(caFile): cannot read the file") }
         }
         return OperatorClient(baseURL: url, token: trimmed, caFile: caFile)
+    }
+
+    /// The token and where it came from: `--token`, `--token-file`, `FERRY_TOKEN`, `FERRY_TOKEN_FILE`, in that order (a
+    /// flag over the environment, and both flags together refused). A file gives its first line; its text is never
+    /// quoted in an error.
+    private func givenToken(environment: [String: String]) throws -> (token: String, source: String) {
+        if token != nil, tokenFile != nil { throw ValidationError("give --token or --token-file, not both") }
+        if let token { return (token, "--token") }
+        if let tokenFile { return (try Self.firstLine(of: tokenFile, flag: "--token-file"), "--token-file \(tokenFile)") }
+        if let token = environment["FERRY_TOKEN"], !token.isEmpty { return (token, "FERRY_TOKEN") }
+        if let file = environment["FERRY_TOKEN_FILE"], !file.isEmpty {
+            return (try Self.firstLine(of: file, flag: "FERRY_TOKEN_FILE"), "FERRY_TOKEN_FILE \(file)")
+        }
+        throw ValidationError("give an API token with --token-file FILE, --token TOKEN, FERRY_TOKEN_FILE or FERRY_TOKEN")
+    }
+
+    /// Largest token file read: a token is a line; a path given by mistake (a log, an artifact) is not read whole.
+    static let maximumTokenFileBytes = 64 << 10
+
+    /// The first line of a token file (without its line break).
+    static func firstLine(of path: String, flag: String) throws -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
+            throw ValidationError("\(flag) \(path): \(reason)")
+        }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: maximumTokenFileBytes + 1)) ?? Data()
+        guard data.count <= maximumTokenFileBytes else {
+            throw ValidationError("\(flag) \(path): over \(maximumTokenFileBytes) bytes, not a token file (its text is not shown)")
+        }
+        let line = data.prefix { $0 != 0x0a }
+        return String(decoding: line, as: UTF8.self)
     }
 
     private func allowsInsecureHTTP(environment: [String: String]) throws -> Bool {
