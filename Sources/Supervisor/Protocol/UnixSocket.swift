@@ -19,13 +19,19 @@ package enum UnixSocket {
             close(fd)
             throw .path(operation: "unlink stale socket", path: path, errno: error)
         }
+        // The socket file is made with the umask's mode: under 0177 it is 0600 from its first instant. Made under the
+        // caller's umask (0 or 022) and narrowed by the chmod below, it could be connected to in between by another user
+        // (with a home in a looser directory). The umask only ever narrows a mode, so another thread creating a file
+        // meanwhile gets one no looser than it asked for.
+        let umaskBefore = umask(0o177)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
+        let bindError = errno
+        umask(umaskBefore)
         guard bound == 0 else {
-            let error = errno
             close(fd)
-            throw .path(operation: "bind", path: path, errno: error)
+            throw .path(operation: "bind", path: path, errno: bindError)
         }
         // The home directory is 0700 already; the socket itself is 0600 so a looser directory mode does not expose it.
         guard chmod(path, 0o600) == 0, Glibc.listen(fd, backlog) == 0 else {
