@@ -90,4 +90,56 @@ import Testing
             #expect(try await polls(id, renewed) == 200)
         }
     }
+
+    /// An enrolment that fails halfway (here its machine record cannot be written: a directory stands where the file
+    /// goes) puts back every file it had replaced — token, pin, config — and removes the ones that were not there, so
+    /// the earlier enrolment still works; a second try, once the cause is gone, is answered with the same enrolment. It
+    /// used to leave the new token beside the old config (the agent polled as the old agent with the new agent's token:
+    /// 401) and the new pin beside it (the agent refused to start).
+    @Test func anEnrolmentThatFailsHalfwayPutsTheEarlierOneBack() async throws {
+        try await Self.withController("ferry-enroll-halfway") { controller, root, publicKey in
+            let operatorToken = try controller.token(role: "operator")
+            let config = root.appendingPathComponent("agent.json").path
+            let state = root.appendingPathComponent("state").path
+            let tokenFile = root.appendingPathComponent("token").path
+            let machineID = root.appendingPathComponent("machine-id").path
+            try "0123456789abcdef0123456789abcdef\n".write(toFile: machineID, atomically: true, encoding: .utf8)
+            func enroll(_ extra: [String]) throws -> CommandResult {
+                try operatorToken.write(toFile: tokenFile, atomically: true, encoding: .utf8)
+                return try Command.run(
+                    TestPaths.executable("ferry-agent"),
+                    [
+                        "enroll", "--controller", controller.url, "--token-file", tokenFile, "--config", config, "--trusted-key", publicKey,
+                        "--name", "edge-1", "--state-dir", state, "--service", "web", "--process-manager", "builtin",
+                    ] + extra
+                )
+            }
+            let first = try enroll(["--machine-identity", "none"])
+            #expect(first.status == 0, "\(first.stderr)")
+            let files = ["\(state)/agent.token", "\(state)/trust-pin.json", config]
+            let before = try files.map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+            let machineFile = "\(state)/machine.json"
+            try FileManager.default.createDirectory(atPath: machineFile + "/in-the-way", withIntermediateDirectories: true)
+
+            let failed = try enroll([
+                "--force", "--replace", "--machine-identity", "machine-id", "--machine-id-file", machineID, "--poll-seconds", "7",
+            ])
+            #expect(failed.status != 0)
+            #expect(failed.stderr.contains("the files of the earlier enrolment, if any, were put back"), "\(failed.stderr)")
+            for (path, bytes) in zip(files, before) {
+                #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == bytes, "\(path) is as the first enrolment left it")
+            }
+            #expect(FileManager.default.fileExists(atPath: "\(state)/agent.token.pending"), "the enrolment offered is kept for the next try")
+
+            try FileManager.default.removeItem(atPath: machineFile)
+            let again = try enroll([
+                "--force", "--replace", "--machine-identity", "machine-id", "--machine-id-file", machineID, "--poll-seconds", "7",
+            ])
+            #expect(again.status == 0, "\(again.stderr)")
+            let written = try JSONValue.parse(Array(Data(contentsOf: URL(fileURLWithPath: config))))
+            #expect(written["pollSeconds"]?.intValue == 7, "\(written)")
+            #expect(FileManager.default.fileExists(atPath: machineFile))
+            #expect(!FileManager.default.fileExists(atPath: "\(state)/agent.token.pending"))
+        }
+    }
 }

@@ -330,6 +330,63 @@ struct EnrollCommand: AsyncParsableCommand {
         }
 
         let tokenFile = "\(stateDir)/agent.token"
+        let configPath = Self.absolute(config)
+        let layout = AgentLayout(stateDir: stateDir)
+        let parent = String(configPath[..<(configPath.lastIndex(of: "/") ?? configPath.startIndex)])
+        if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+        // What the enrolment replaces, put back if any step of it fails: a failure halfway (a full disk, a file that
+        // cannot be written) used to leave the new token beside the old config, or the new pin beside it, and the agent
+        // refused to start (or polled with a token not its own) until someone enrolled again.
+        let previous = EnrolmentFiles.snapshot([tokenFile, TrustPin.path(stateDir: stateDir), configPath, layout.machineFile])
+        var setAside: (from: String, to: String)?
+        do {
+            try writeEnrolment(
+                response,
+                tokenFile: tokenFile,
+                configPath: configPath,
+                layout: layout,
+                pinnedRoot: pinnedRoot,
+                pin: (rootDigest, keyPaths, rootPath),
+                identity: identity,
+                identityReader: identityReader,
+                hostname: hostname,
+                setAside: &setAside
+            )
+        } catch {
+            previous.restore()
+            if let setAside { rename(setAside.to, setAside.from) }
+            printError(
+                "note: the enrolment was not written (\(error)); the files of the earlier enrolment, if any, were put back. "
+                    + "Running this command again is answered with the same enrolment (\(stateDir)/agent.token.pending)"
+            )
+            throw error
+        }
+        // Enrolled and written: the next enrolment (--force) offers a new token.
+        unlink("\(stateDir)/agent.token.pending")
+        print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
+        print("config: \(configPath)")
+        print("token: \(tokenFile)")
+        if let identity { print("machine: \(identity) (\(layout.machineFile))") }
+    }
+
+    /// Writes what an enrolment leaves on the instance: the token, the trust pin, the config and the machine record,
+    /// setting aside trust roots of another pin (`setAside` says where to, so a failure can put them back).
+    private func writeEnrolment(
+        _ response: EnrollResponse,
+        tokenFile: String,
+        configPath: String,
+        layout: AgentLayout,
+        pinnedRoot: TrustedRoot,
+        pin pinned: (rootDigest: SHA256Digest?, keyPaths: [String], rootPath: String?),
+        identity: MachineIdentity?,
+        identityReader: MachineIdentityReader.Configuration,
+        hostname: String,
+        setAside: inout (from: String, to: String)?
+    ) throws {
+        let stateDir = layout.stateDir
+        let keyPaths = pinned.keyPaths
+        let rootPath = pinned.rootPath
+        let rootDigest = pinned.rootDigest
         try AtomicFile.write(Array((response.token + "\n").utf8), to: tokenFile, mode: 0o600)
 
         var agentConfig = AgentConfig(
@@ -358,40 +415,31 @@ struct EnrollCommand: AsyncParsableCommand {
         agentConfig.machineIdentity = identityReader.source
         agentConfig.machineIDFile = identityReader.machineIDFile
         agentConfig.instanceMetadataURL = identityReader.metadataURL
-        let configPath = Self.absolute(config)
-        let parent = String(configPath[..<(configPath.lastIndex(of: "/") ?? configPath.startIndex)])
-        if !parent.isEmpty { try manager.createDirectory(atPath: parent, withIntermediateDirectories: true) }
         var text = agentConfig.json.encoded()
         text.append(0x0a)
-        let layout = AgentLayout(stateDir: stateDir)
-        try setAsideRootsOfAnotherPin(pinnedRoot, layout: layout)
+        setAside = try setAsideRootsOfAnotherPin(pinnedRoot, layout: layout)
         try pin.write(stateDir: stateDir)
         try AtomicFile.write(Array(text), to: configPath, mode: 0o600)
         if let identity {
             try MachineCheck.record(identity, layout: layout, hostname: hostname)
         } else {
             // A record from an earlier enrolment must not outlive it: the first start records this machine.
-            try? manager.removeItem(atPath: layout.machineFile)
+            try? FileManager.default.removeItem(atPath: layout.machineFile)
         }
         try Self.giveToStateDirectoryOwner(
             stateDir,
             files: [tokenFile, TrustPin.path(stateDir: stateDir)] + (identity == nil ? [] : [layout.machineFile])
         )
         try Self.letStateDirectoryOwnerRead(configPath, stateDir: stateDir)
-        // Enrolled and written: the next enrolment (--force) offers a new token.
-        unlink("\(stateDir)/agent.token.pending")
-        print("enrolled as agent \(response.agentID) for \(service.joined(separator: ", "))")
-        print("config: \(configPath)")
-        print("token: \(tokenFile)")
-        if let identity { print("machine: \(identity) (\(layout.machineFile))") }
     }
 
     /// Sets aside the trust roots an earlier enrolment stored when they do not follow from the root pinned now (an
     /// enrolment with another fleet's root): renamed, not removed, and said. Roots that do follow (the same fleet) are
     /// kept: they are what keeps a controller from taking the agent back to an older root.
-    private func setAsideRootsOfAnotherPin(_ pinned: TrustedRoot, layout: AgentLayout) throws {
+    /// - Returns: where the file went, when it was set aside.
+    private func setAsideRootsOfAnotherPin(_ pinned: TrustedRoot, layout: AgentLayout) throws -> (from: String, to: String)? {
         let file = layout.trustRootFile
-        guard !AgentTrust.storedChainFollows(from: pinned, file: file) else { return }
+        guard !AgentTrust.storedChainFollows(from: pinned, file: file) else { return nil }
         let aside = "\(file).set-aside-\(Int64(Date().timeIntervalSince1970))"
         guard rename(file, aside) == 0 else {
             throw ValidationError(
@@ -403,6 +451,7 @@ struct EnrollCommand: AsyncParsableCommand {
             "set aside \(file) as \(aside): its trust roots do not follow from the root pinned now (version \(pinned.version)); the agent "
                 + "follows the controller's chain from the new pin"
         )
+        return (file, aside)
     }
 
     /// Gives `files` (written in the state directory) to the state directory's owner when enroll runs as root and the
@@ -476,5 +525,55 @@ struct EnrollCommand: AsyncParsableCommand {
 
     static func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : "\(FileManager.default.currentDirectoryPath)/\(path)"
+    }
+}
+
+/// The files an enrolment replaces, as they were before it: put back whole (bytes, mode, owner), or removed when they
+/// did not exist, if the enrolment fails halfway.
+struct EnrolmentFiles {
+    private struct Previous {
+        var path: String
+        /// `nil`: the file did not exist.
+        var bytes: [UInt8]?
+        var mode: mode_t = 0o600
+        var owner: uid_t = 0
+        var group: gid_t = 0
+    }
+
+    private var files: [Previous] = []
+
+    /// Largest file kept to put back (they are a token, a pin, a config and a record: a few KB).
+    static let maximumBytes = 1 << 20
+
+    /// Reads each file as it is now. One that cannot be read (too large, unreadable) is left as the enrolment leaves it.
+    static func snapshot(_ paths: [String]) -> EnrolmentFiles {
+        var snapshot = EnrolmentFiles()
+        for path in paths {
+            var info = stat()
+            guard lstat(path, &info) == 0 else {
+                if errno == ENOENT { snapshot.files.append(Previous(path: path, bytes: nil)) }
+                continue
+            }
+            guard (info.st_mode & S_IFMT) == S_IFREG, info.st_size <= maximumBytes,
+                let data = FileManager.default.contents(atPath: path)
+            else { continue }
+            snapshot.files.append(
+                Previous(path: path, bytes: Array(data), mode: info.st_mode & 0o7777, owner: info.st_uid, group: info.st_gid)
+            )
+        }
+        return snapshot
+    }
+
+    /// Puts every file back as it was (best effort: each is tried whatever became of the others).
+    func restore() {
+        for file in files {
+            guard let bytes = file.bytes else {
+                unlink(file.path)
+                continue
+            }
+            guard (try? AtomicFile.write(bytes, to: file.path, mode: file.mode)) != nil else { continue }
+            chmod(file.path, file.mode)
+            if geteuid() == 0 { lchown(file.path, file.owner, file.group) }
+        }
     }
 }
