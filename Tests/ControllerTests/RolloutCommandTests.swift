@@ -32,7 +32,10 @@ import Testing
         (["rollout", "status", "--service", "Web!"], [:], "--service Web! is not a service name"),
         (["rollout", "status"], [:], "give the controller's URL with --controller URL or FERRY_CONTROLLER_URL"),
         (["rollout", "status", "--controller", "ftp://x"], ["FERRY_TOKEN": "t"], "--controller ftp://x is not an http:// or https:// URL"),
-        (["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9"], "give an API token with --token TOKEN or FERRY_TOKEN"),
+        (
+            ["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9"],
+            "give an API token with --token-file FILE, --token TOKEN, FERRY_TOKEN_FILE or FERRY_TOKEN"
+        ),
         (["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9", "FERRY_TOKEN": ""], "give an API token"),
         (
             ["rollout", "status"], ["FERRY_CONTROLLER_URL": "http://127.0.0.1:9", "FERRY_TOKEN": " \r\n"],
