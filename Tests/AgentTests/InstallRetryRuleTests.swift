@@ -24,6 +24,18 @@ struct InstallRetryRuleTests {
             "a store that does not answer",
             .download(.download(sha256: SHA256.hash([1]), .connectionFailed(url: "http://127.0.0.1:1/a", code: 7, message: "refused"))), false
         ),
+        ("a store that answers 403 (an expired presigned URL)", Self.answered(403), true),
+        ("a store that answers 404", Self.answered(404), true),
+        ("a store that answers 503", Self.answered(503), false),
+        ("a store that answers 429", Self.answered(429), false),
+        (
+            "a store whose certificate does not verify",
+            .download(.download(sha256: SHA256.hash([1]), .tls(url: "https://127.0.0.1:1/a", code: 60, message: "unknown CA"))), true
+        ),
+        (
+            "a store that times out",
+            .download(.download(sha256: SHA256.hash([1]), .timedOut(url: "http://127.0.0.1:1/a", message: "slow"))), false
+        ),
         ("a tree that does not fit (waits for space instead)", .extraction(.noSpace(path: "/srv", needed: 1 << 30, available: 0)), false),
         (
             "a full disk with the bytes the tree declares free (inodes, a quota, small files' blocks)",
@@ -33,6 +45,10 @@ struct InstallRetryRuleTests {
         ("a newer serial arrived", .superseded(by: 7), false),
         ("an extraction cancelled", .extraction(.cancelled(archive: archive)), false),
     ]
+
+    static func answered(_ status: Int) -> InstallError {
+        .download(.download(sha256: SHA256.hash([1]), .unexpectedStatus(url: "http://127.0.0.1:1/a", status: status)))
+    }
 
     /// The failures that are the release's own, listed as a refusal of its serial (a rollout counts them); the others
     /// say nothing of the release.

@@ -23,11 +23,12 @@ enum InstallError: Error, CustomStringConvertible {
     /// Whether trying again at once would fail the same way: bytes that do not match what the release signed (their
     /// size or digest), an archive the extractor refuses or cannot read (a format it does not take, a file where the
     /// archive made a directory), a file operation of the extraction that failed, a full disk that more free bytes would
-    /// not help. Backed off
+    /// not help; a store that refuses the download (an answer of 4xx but 408 and 429: an expired presigned URL, a
+    /// missing object, a token it does not take) or whose certificate does not verify. Backed off
     /// (`Reconciler.installBackoff`): each pass re-hashed the cached artifact, extracted it, saved the state twice and
-    /// sent a report, once a poll interval, until a new serial came. A store that does not answer or does not have
-    /// the artifact yet is tried again at the next pass; a tree that did not fit waits for the space it needs
-    /// (`Reconciler.spaceWaits`).
+    /// sent a report, once a poll interval, until a new serial came; a refused download was asked again, and reported,
+    /// every poll interval by every agent, in step. A store that does not answer (a connection, a timeout, a 5xx) is
+    /// tried again at the next pass; a tree that did not fit waits for the space it needs (`Reconciler.spaceWaits`).
     var repeatsTheSameWay: Bool {
         if isTheReleasesFault { return true }
         return switch self {
@@ -40,6 +41,12 @@ enum InstallError: Error, CustomStringConvertible {
             case .noSpace(_, let needed, let available): available.map { $0 >= needed } ?? true
             case .corrupt, .empty, .unsafePath, .linkEscapes, .unsupportedEntryType, .tooManyEntries, .tooLarge, .destinationExists, .cancelled:
                 false
+            }
+        case .download(.download(_, let failure)):
+            switch failure {
+            case .unexpectedStatus: !failure.isTransient
+            case .tls: true
+            default: false
             }
         default: false
         }
