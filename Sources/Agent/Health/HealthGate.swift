@@ -64,14 +64,16 @@ struct HealthGate: Sendable {
     }
 
     /// Watches `apps` until a verdict. `superseded` is asked after every look that found a problem: a serial it names
-    /// ends the watch (`.superseded`) — an operator's fix must not wait out a broken release's deadline.
+    /// ends the watch (`.superseded`) — an operator's fix must not wait out a broken release's deadline. `observed` is
+    /// given every table read (exits explained), so the other services can be judged meanwhile.
     func watch<C: Clock<Duration>>(
         apps: [AppSpec],
         health: ResolvedHealthCheck,
         processManager: any ProcessManager,
         clock: C = ContinuousClock(),
         mask: SecretMask = SecretMask(),
-        superseded: @Sendable () -> Int64? = { nil }
+        superseded: @Sendable () -> Int64? = { nil },
+        observed: @Sendable ([ManagedProcess]) async -> Void = { _ in }
     ) async -> Outcome {
         let deadline = clock.now.advanced(by: .seconds(health.deadlineSeconds))
         let stable = Duration.seconds(health.stableSeconds)
@@ -89,6 +91,7 @@ struct HealthGate: Sendable {
             do {
                 // A job a signal ended shows exit code 0 in PM2's table, as one that ran to completion (`explainingExits`).
                 let table = await processManager.explainingExits(try await processManager.processes())
+                await observed(table)
                 switch ProcessTableCheck(evaluating: table, against: apps, notRunning: notRunning) {
                 case .failed(let reason):
                     return .unhealthy(Failure(reason: reason, cause: .crashed, health: lastProbe))

@@ -326,7 +326,8 @@ extension Reconciler {
             health: health,
             processManager: processManager,
             mask: secrets.mask,
-            superseded: { supersessions.serial(for: service, above: accepted) }
+            superseded: { supersessions.serial(for: service, above: accepted) },
+            observed: { table in await self.observeDuringGate(table, gated: service) }
         )
     }
 

@@ -104,6 +104,8 @@ actor Reconciler {
     /// HTTP check answering 500), with those processes' pids by pm_id: the table cannot see what the gate saw, so the
     /// gate's verdict stands until those processes change (a restart, a repair, an install).
     var failedGateProcesses: [String: [Int: Int32]] = [:]
+    /// When a health gate's table last judged the other services (`observeDuringGate`).
+    var lastGateObservation: ContinuousClock.Instant?
     /// Sends a status report now (the poll loop's trigger), for news the rest of a pass would hold back.
     private(set) var reportHook: (@Sendable () -> Void)?
     /// Apps the process manager keeps restarting while the table shows them online (`RestartWatch`).
@@ -563,14 +565,19 @@ actor Reconciler {
             }
         }
         // A job a signal ended shows exit code 0 in PM2's table, as one that ran to completion (`explainingExits`).
-        let table = await processManager.explainingExits(read)
+        return judgeHealth(await processManager.explainingExits(read))
+    }
+
+    /// Derives every service's health but `gated`'s from `table` (with exits explained), which becomes the table the
+    /// status report lists. - Returns: whether an app entered or left a crash loop.
+    private func judgeHealth(_ table: [ManagedProcess], except gated: String? = nil) -> Bool {
         lastTable = table
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
         let now = ContinuousClock.now
         var loopsChanged = false
         // Not while an install is under way (its gate judges); a release still pending after its download failed does
         // not stop the running one from being judged (its health stayed what it was for as long as the download failed).
-        for service in configuration.services where state[service].pending == nil || state[service].phase != .deploying {
+        for service in configuration.services where service != gated && (state[service].pending == nil || state[service].phase != .deploying) {
             guard let applied = state[service].applied, let apps = try? appSpecs(for: applied, service: service) else {
                 health[service] = .unknown
                 loopsChanged = noteCrashLoops([], service: service) || loopsChanged
@@ -595,6 +602,20 @@ actor Reconciler {
         }
         return loopsChanged
     }
+
+    /// While `gated`'s health gate runs, the other services' health from the tables it reads, at most every
+    /// `healthDuringGateInterval`. The services are acted on one at a time, so a gate of minutes held them: an app of
+    /// another service that crashed meanwhile was reported healthy, with its old pids, until the gate's verdict. (Its
+    /// repair still waits for the next pass.)
+    func observeDuringGate(_ table: [ManagedProcess], gated: String) {
+        let now = ContinuousClock.now
+        if let last = lastGateObservation, last.duration(to: now) < Self.healthDuringGateInterval { return }
+        lastGateObservation = now
+        _ = judgeHealth(table, except: gated)
+    }
+
+    /// How often a health gate's table is used to judge the other services (`observeDuringGate`). 5 s.
+    static let healthDuringGateInterval = Duration.seconds(5)
 
     /// The pids of the instances of `apps` in `table`, by pm_id.
     static func pids(of apps: [AppSpec], in table: [ManagedProcess]) -> [Int: Int32] {
