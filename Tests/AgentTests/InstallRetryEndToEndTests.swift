@@ -131,6 +131,12 @@ struct InstallRetryEndToEndTests {
                 let early = gets().filter { $0 < firstDownload.advanced(by: .seconds(9)) }.count
                 #expect(early == 1, "downloaded \(early) times within 9 s of the first download")
                 #expect(downloads() >= 1)
+                // Refused, the serial is tried again only after half an hour: the backoff's next wait (20 s) passes
+                // without another download of the whole artifact.
+                let atRefusal = gets()
+                let lastDownload = try #require(atRefusal.last)
+                try await Task.sleep(until: lastDownload.advanced(by: .seconds(35)), clock: .continuous)
+                #expect(gets().count == atRefusal.count, "downloaded again within 35 s of the refusal: \(gets().count - atRefusal.count) more")
                 #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 runs on")
                 let log = ["agent.err", "agent.out"].map {
                     (try? String(contentsOf: fleet.root.appendingPathComponent("logs/\($0)"), encoding: .utf8)) ?? ""

@@ -81,25 +81,34 @@ extension Reconciler {
             if case .extraction(.noSpace(let path, let needed, _)) = error, !error.repeatsTheSameWay {
                 spaceWaits[service] = SpaceWait(serial: release.serial, path: path, needed: needed)
             }
-            if error.repeatsTheSameWay {
-                let (inARow, wait) = installBackoff.recordRepair(app: Self.installAttempt(service, release.serial), now: .now)
-                summary.problems.append("\(service): \(error) (try \(inARow); tried again in \(wait.components.seconds) s)")
-            } else {
-                summary.problems.append("\(service): \(error)")
-            }
-            logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
-            if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
             // A release that cannot install anywhere is a failure of it, listed once (a rollout counts it: its phase
             // alone does not, since a store that does not answer yet leaves the same phase). Bytes that do not match
             // are its fault only the second time in a row (`mismatchedDownloads`).
             var refused = error.isTheReleasesFault
+            var notYetRefused = false
             if error.isTheReleasesFaultOnceRepeated {
                 refused = mismatchedDownloads[service] == release.serial
+                notYetRefused = !refused
                 mismatchedDownloads[service] = release.serial
-                if !refused { summary.problems.append("\(service): serial \(release.serial) is refused if the next download does not match either") }
             } else {
                 mismatchedDownloads[service] = nil
             }
+            if error.repeatsTheSameWay {
+                let attempt = Self.installAttempt(service, release.serial)
+                let (inARow, backoff) = installBackoff.recordRepair(app: attempt, now: .now)
+                // Refused, it is still offered (an operator may put the right bytes back under its URL): tried again after
+                // `refusedWait`, not within minutes. Every agent offered a release whose object in the store was
+                // overwritten downloaded all of it again every 5 minutes, until a new serial came.
+                let wait = refused ? installBackoff.hold(app: attempt, atLeast: Self.refusedWait) : backoff
+                summary.problems.append("\(service): \(error) (try \(inARow); tried again in \(wait.components.seconds) s)")
+            } else {
+                summary.problems.append("\(service): \(error)")
+            }
+            if notYetRefused {
+                summary.problems.append("\(service): serial \(release.serial) is refused if the next download does not match either")
+            }
+            logger.info("release download or extraction failed", metadata: metadata.merging(["ferry.reason": "\(error)"]) { $1 })
+            if transition(service, .downloadFailed(error), summary: &summary) != nil { save(&summary) }
             if refused, transition(service, .installRefused(serial: release.serial, error), summary: &summary) == .save {
                 save(&summary)
             }

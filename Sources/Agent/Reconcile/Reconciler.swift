@@ -87,6 +87,9 @@ actor Reconciler {
     var installBackoff = RepairBackoff(
         policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600), jitter: 0.25)
     )
+    /// How long a serial the agent refused (its bytes did not match twice, its archive is refused) waits before it is
+    /// tried again: 30 minutes, spread by `installBackoff`'s jitter; under `installBackoff`'s `forgetAfter`.
+    static let refusedWait = Duration.seconds(1800)
     /// Per service, the serial whose artifact's last download brought other bytes than it signed (`InstallError
     /// .isTheReleasesFaultOnceRepeated`). One download that does not match may be the path's fault (a proxy or a cache
     /// that served a damaged copy once, an object being replaced): it is tried again after the backoff, and only a second

@@ -62,6 +62,17 @@ struct RepairBackoff: Sendable {
         return (repairs, wait)
     }
 
+    /// Makes the wait before the next repair of `app` (one recorded at least once) at least `wait`, lengthened by the
+    /// jitter, counted from the last one. Returns the wait now in force (`wait` jittered when there is no record).
+    @discardableResult
+    mutating func hold(app: String, atLeast wait: Duration) -> Duration {
+        let held = jittered(wait)
+        guard var record = records[app] else { return held }
+        if record.wait < held { record.wait = held }
+        records[app] = record
+        return record.wait
+    }
+
     /// `delay` lengthened by a random share of it below `policy.jitter` (none when the jitter is not positive).
     private func jittered(_ delay: Duration) -> Duration {
         guard policy.jitter > 0, policy.jitter.isFinite else { return delay }
