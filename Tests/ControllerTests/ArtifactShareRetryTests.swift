@@ -87,3 +87,38 @@ struct ArtifactShareRetryTests {
         }
     }
 }
+
+/// A copy whose check takes longer than a request waits for it (a large artifact after a restart): the request is
+/// answered without it (present, `checking`: a HEAD or a publish goes on, a download is answered 503) and the check goes
+/// on; once it ends, a good copy is served and a damaged one is gone. Requests used to wait for the whole hash, which
+/// for a 4 GiB artifact on a slow disk outlasted the CLI's and the agents' timeouts.
+@Suite struct ArtifactCheckWaitTests {
+    @Test(arguments: [false, true])
+    func aCheckLongerThanTheWaitGoesOn(damaged: Bool) async throws {
+        try await TestPaths.withTemporaryDirectory("artifact-check-wait") { directory in
+            var configuration = ArtifactStore.Configuration(directory: directory.appendingPathComponent("artifacts").path)
+            configuration.checkWait = .zero
+            let store = try ArtifactStore(configuration)
+            // 64 MiB: hashed in 64 reads on the blocking-I/O pool, far longer than no wait at all.
+            var bytes = [UInt8](repeating: 0, count: 64 << 20)
+            for index in stride(from: 0, to: bytes.count, by: 4096) { bytes[index] = UInt8(truncatingIfNeeded: index >> 12) }
+            let digest = SHA256.hash(bytes)
+            if damaged { bytes[bytes.count - 1] ^= 0x01 }
+            try Data(bytes).write(to: URL(fileURLWithPath: store.path(for: digest)))
+
+            let first = try await store.availability(of: digest)
+            #expect(first == ArtifactStore.Availability(size: Int64(bytes.count), checking: true))
+            let settled = try await eventually("the check ended", timeout: .seconds(60), interval: .milliseconds(50)) {
+                () -> ArtifactStore.Availability? in
+                let now = try await store.availability(of: digest)
+                return now.checking ? nil : now
+            }
+            if damaged {
+                #expect(settled.size == nil, "a damaged copy counts as none once checked")
+                #expect(!FileManager.default.fileExists(atPath: store.path(for: digest)))
+            } else {
+                #expect(settled == ArtifactStore.Availability(size: Int64(bytes.count), checking: false))
+            }
+        }
+    }
+}

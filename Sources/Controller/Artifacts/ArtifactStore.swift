@@ -38,6 +38,10 @@ struct ArtifactStore: Sendable {
         var shared: (any ArtifactBlobStore)? = nil
         /// Size of the chunks artifacts are stored in, in the shared database. Default 1 MiB.
         var sharedChunkBytes: Int = 1 << 20
+        /// How long a request waits for the check of a copy (`ArtifactStore.availability`) before it answers without it.
+        /// Default 20 s, under the CLI's 60 s and an agent's 30 s without a byte: a copy of a few hundred MB is checked
+        /// within it, a 4 GiB one on a slow disk is not.
+        var checkWait: Duration = .seconds(20)
         /// Where a damaged copy is reported. Default: a logger of its own (`ferry.artifacts`).
         var logger = Logger(label: "ferry.artifacts")
 
@@ -67,7 +71,7 @@ struct ArtifactStore: Sendable {
     /// Copies whose bytes this process hashed and found to match their digest, with the file each was.
     private let checkedCopies = CheckedCopies()
     /// Checks of copies in progress, so concurrent requests for one artifact hash it once.
-    private let checks = SharedArtifactFetches()
+    private let checks = ArtifactChecks()
 
     /// Creates the directories (0700), removes the temporary files of uploads a crash or kill interrupted, and makes
     /// stored artifacts 0600 (older versions left them to the umask).
@@ -260,16 +264,37 @@ struct ArtifactStore: Sendable {
     /// publish's), the release would name bytes every other controller answers 404 for.
     /// - Throws: the database's error when that share fails (the caller answers 5xx; a retry shares again).
     func availableSize(of digest: SHA256Digest) async throws -> Int64? {
-        if let size = try await checkedSize(of: digest) {
-            if let shared = configuration.shared, !knownShared.contains(digest) {
-                if try await shared.artifactBlobSize(digest.hex) == nil {
-                    try await shares.fetch(digest) { _ = try await share(digest, size: size, verified: false) }
-                }
-                knownShared.insert(digest)
-            }
-            return size
+        try await availability(of: digest).size
+    }
+
+    /// Whether and how an artifact can be served.
+    struct Availability: Sendable, Equatable {
+        /// Its size (`nil`: neither this controller nor the shared database has it).
+        var size: Int64?
+        /// This controller's copy is still being checked against its digest (`checkedSize`): its size may be answered,
+        /// its bytes not served yet.
+        var checking = false
+    }
+
+    /// `availableSize`, saying too whether this controller's copy is still being checked: a check that has not ended
+    /// within `Configuration.checkWait` goes on, and the copy counts as present meanwhile (a HEAD, a publish); its bytes
+    /// wait for it (a download is answered 503 meanwhile).
+    func availability(of digest: SHA256Digest) async throws -> Availability {
+        let local = await checkedSize(of: digest, within: configuration.checkWait)
+        let size: Int64
+        switch local {
+        case .absent: return Availability(size: try await configuration.shared?.artifactBlobSize(digest.hex))
+        case .checked(let checked), .checking(let checked): size = checked
         }
-        return try await configuration.shared?.artifactBlobSize(digest.hex)
+        if let shared = configuration.shared, !knownShared.contains(digest) {
+            if try await shared.artifactBlobSize(digest.hex) == nil {
+                // A copy checked already is not hashed again on its way into the database.
+                let verified = local == .checked(size)
+                try await shares.fetch(digest) { _ = try await share(digest, size: size, verified: verified) }
+            }
+            knownShared.insert(digest)
+        }
+        return Availability(size: size, checking: local == .checking(size))
     }
 
     /// Makes sure the artifact is in the directory, fetching it from the shared database when only that has it.
@@ -325,28 +350,39 @@ struct ArtifactStore: Sendable {
 
     // MARK: Checking a copy
 
-    /// The size of this controller's own copy, once its bytes are known to match the digest: hashed the first time this
-    /// process answers for it, and again when the file is another one. A damaged copy is removed (`check`).
-    /// - Returns: `nil` when there is no copy (or there was a damaged one).
-    /// - Throws: `ArtifactStoreError.io` when the copy cannot be read.
-    func checkedSize(of digest: SHA256Digest) async throws -> Int64? {
-        guard size(of: digest) != nil else { return nil }
+    /// What `checkedSize` found of this controller's own copy.
+    enum LocalCopy: Sendable, Equatable {
+        /// No copy (or a damaged or unreadable one, which counts as none).
+        case absent
+        /// A copy whose bytes match its digest, of this size.
+        case checked(Int64)
+        /// A copy of this size whose check did not end in the time given; it goes on.
+        case checking(Int64)
+    }
+
+    /// This controller's own copy, once its bytes are known to match the digest: hashed the first time this process
+    /// answers for it, and again when the file is another one (`FileIdentity`). A damaged copy is removed and an
+    /// unreadable one logged (`check`): either counts as none. Waits for the check at most `limit`.
+    func checkedSize(of digest: SHA256Digest, within limit: Duration) async -> LocalCopy {
+        guard size(of: digest) != nil else { return .absent }
         let path = path(for: digest)
-        if let identity = FileIdentity(path: path), checkedCopies.matches(digest, identity) { return identity.size }
-        try await checks.fetch(digest) { try await check(digest) }
-        guard let identity = FileIdentity(path: path), checkedCopies.matches(digest, identity) else { return nil }
-        return identity.size
+        if let identity = FileIdentity(path: path), checkedCopies.matches(digest, identity) { return .checked(identity.size) }
+        let ended = await checks.wait(for: digest, atMost: limit) { await check(digest) }
+        guard let identity = FileIdentity(path: path) else { return .absent }
+        if checkedCopies.matches(digest, identity) { return .checked(identity.size) }
+        return ended ? .absent : .checking(identity.size)
     }
 
     /// Hashes a copy, `checkBatchBytes` at a time on NIO's blocking-I/O pool. A match is remembered with the file's
-    /// identity; a mismatch removes the file (the one read, not one an upload has put under the name meanwhile) and is
-    /// logged as an error.
-    private func check(_ digest: SHA256Digest) async throws {
+    /// identity, if the name still names that file; a mismatch removes the file (the one read, not one an upload has put
+    /// under the name meanwhile) and is logged as an error, and so is a copy that cannot be read (kept: a read error may
+    /// pass, and an upload replaces it).
+    private func check(_ digest: SHA256Digest) async {
         let path = path(for: digest)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            if errno == ENOENT { return }
-            throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno)))
+            if errno != ENOENT { logUnreadable(digest, path: path, reason: String(cString: strerror(errno))) }
+            return
         }
         defer { close(fd) }
         let identity = FileIdentity(of: fd)
@@ -355,19 +391,33 @@ struct ArtifactStore: Sendable {
         var offset: Int64 = 0
         while offset < identity.size {
             let count = Int(min(Int64(Self.checkBatchBytes), identity.size - offset))
-            let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
-            chunk.withUnsafeReadableBytes { hasher.update($0) }
+            do {
+                let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
+                chunk.withUnsafeReadableBytes { hasher.update($0) }
+            } catch {
+                logUnreadable(digest, path: path, reason: "\(error)")
+                return
+            }
             offset += Int64(count)
         }
         let actual = hasher.finalize()
+        let named = FileIdentity(path: path)
         if actual == digest {
-            checkedCopies.record(digest, identity)
+            // An upload may have put another file under the name meanwhile: that one is checked on its own.
+            if named == identity { checkedCopies.record(digest, identity) }
             return
         }
-        if let named = FileIdentity(path: path), named.device == identity.device, named.inode == identity.inode { unlink(path) }
+        if let named, named.device == identity.device, named.inode == identity.inode { unlink(path) }
         configuration.logger.error(
             "A stored artifact's bytes do not match its digest (a damaged copy): removed; publish it again to upload it",
             metadata: ["artifact.sha256": "\(digest.hex)", "artifact.actual_sha256": "\(actual.hex)", "artifact.size": "\(identity.size)"]
+        )
+    }
+
+    private func logUnreadable(_ digest: SHA256Digest, path: String, reason: String) {
+        configuration.logger.error(
+            "A stored artifact cannot be read to check it against its digest: answered as absent until it can",
+            metadata: ["artifact.sha256": "\(digest.hex)", "error.message": "\(path): \(reason)"]
         )
     }
 
@@ -471,6 +521,10 @@ struct FileIdentity: Sendable, Equatable {
     var size: Int64
     var modifiedSeconds: Int
     var modifiedNanoseconds: Int
+    /// The inode's change time, which no tool sets back: a copy rewritten in place with its old modification time
+    /// (`cp -p`, `rsync -a --inplace`) is another file.
+    var changedSeconds: Int
+    var changedNanoseconds: Int
 
     init(_ info: stat) {
         device = UInt64(info.st_dev)
@@ -478,6 +532,8 @@ struct FileIdentity: Sendable, Equatable {
         size = Int64(info.st_size)
         modifiedSeconds = info.st_mtim.tv_sec
         modifiedNanoseconds = info.st_mtim.tv_nsec
+        changedSeconds = info.st_ctim.tv_sec
+        changedNanoseconds = info.st_ctim.tv_nsec
     }
 
     /// The open file's identity (all zero when `fstat` fails, which matches no file).
@@ -501,6 +557,47 @@ final class CheckedCopies: Sendable {
     func matches(_ digest: SHA256Digest, _ identity: FileIdentity) -> Bool { copies.withLock { $0[digest] == identity } }
 
     func record(_ digest: SHA256Digest, _ identity: FileIdentity) { copies.withLock { $0[digest] = identity } }
+}
+
+/// Checks of copies in progress, by digest: one hash of a copy however many requests ask, each request waiting for it
+/// at most its own limit while the check goes on.
+actor ArtifactChecks {
+    private var running: [SHA256Digest: Task<Void, Never>] = [:]
+    private var waiters: [SHA256Digest: [Int: CheckedContinuation<Bool, Never>]] = [:]
+    private var lastWaiter = 0
+
+    /// Starts `check` of `digest` unless one runs, and waits for it at most `limit`.
+    /// - Returns: whether it ended within `limit`.
+    func wait(for digest: SHA256Digest, atMost limit: Duration, _ check: @escaping @Sendable () async -> Void) async -> Bool {
+        if running[digest] == nil {
+            running[digest] = Task {
+                await check()
+                self.ended(digest)
+            }
+        }
+        lastWaiter &+= 1
+        let waiter = lastWaiter
+        let timer = Task {
+            // Cancelled: the check ended first.
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            self.timedOut(digest, waiter)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { continuation in
+            waiters[digest, default: [:]][waiter] = continuation
+        }
+    }
+
+    private func ended(_ digest: SHA256Digest) {
+        running[digest] = nil
+        for continuation in (waiters.removeValue(forKey: digest) ?? [:]).values { continuation.resume(returning: true) }
+    }
+
+    private func timedOut(_ digest: SHA256Digest, _ waiter: Int) {
+        guard let continuation = waiters[digest]?.removeValue(forKey: waiter) else { return }
+        if waiters[digest]?.isEmpty == true { waiters[digest] = nil }
+        continuation.resume(returning: false)
+    }
 }
 
 /// Work on an artifact in progress on this controller, by digest (a fetch from the shared database, a share, a

@@ -75,7 +75,8 @@ struct ArtifactRoutes: Sendable {
                 "an artifact id is 64 lowercase hex characters (its SHA-256), got \"\(text.prefix(80))\""
             )
         }
-        guard let size = try await core.artifacts.availableSize(of: digest) else {
+        let availability = try await core.artifacts.availability(of: digest)
+        guard let size = availability.size else {
             throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
         }
         // An agent token opens only its own door: artifacts of releases of its own services. (Whether a digest is
@@ -119,6 +120,15 @@ struct ArtifactRoutes: Sendable {
         }
         headers[.contentLength] = String(range.count)
         if head { return Response(status: status, headers: headers, body: ResponseBody()) }
+        // Its bytes are served once they are known to be the digest's (after a restart, a copy is hashed first).
+        if availability.checking {
+            throw APIError(
+                .serviceUnavailable,
+                "artifact_being_checked",
+                "artifact \(digest.hex) (\(size) bytes) is being checked against its digest; ask again in a moment",
+                headers: [.retryAfter: "5"]
+            )
+        }
         // Another controller received it: fetched once from the shared database into this one's cache.
         guard try await core.artifacts.ensureLocal(digest) else {
             throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
