@@ -241,5 +241,9 @@ struct EventStreamClientTests {
             let quiet = await clock.measure { await signal.wait(upTo: .milliseconds(300)) }
             #expect(quiet >= .milliseconds(290), "wait \(round) after a signalled one lasted \(quiet), not its 300 ms")
         }
+        // A wait whose timer fires before the wait has put its waiter in place (a duration of nothing) still ends.
+        for _ in 0..<200 { await signal.wait(upTo: .zero) }
+        let after = await clock.measure { await signal.wait(upTo: .milliseconds(300)) }
+        #expect(after >= .milliseconds(290), "a wait after the short ones lasted \(after)")
     }
 }

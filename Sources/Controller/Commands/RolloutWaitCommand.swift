@@ -242,12 +242,19 @@ final class WakeUpSignal: Sendable {
             }
             if resumeNow { continuation.resume() }
         }
+        // This wait is over: its timer, if it fires late, ends nothing.
+        state.withLock { $0.wait &+= 1 }
     }
 
-    /// Ends wait number `wait` if it is still the one waiting; a later wait, or none, is left alone.
+    /// Ends wait number `wait` if it is still the one going on; a timer that fires before its wait has put its waiter in
+    /// place leaves the wake-up for it. A wait that is over is left alone.
     private func expire(_ wait: UInt64) {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard state.wait == wait, let waiter = state.waiter else { return nil }
+            guard state.wait == wait else { return nil }
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
+            }
             state.waiter = nil
             return waiter
         }
