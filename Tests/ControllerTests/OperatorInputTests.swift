@@ -424,7 +424,10 @@ import Testing
         let other = try file("other", "fyt_from-environment-file\n")
         let blank = try file("blank", "  \n")
         let secret = "fyt_secret-that-must-not-leak"
-        let large = try file("large", secret + "\n" + String(repeating: "x", count: ControllerOptions.maximumTokenFileBytes))
+        let large = try file("large", secret + String(repeating: "x", count: ControllerOptions.maximumTokenFileBytes))
+        let long = try file("long", "fyt_first-line\n" + String(repeating: "x", count: 2 * ControllerOptions.maximumTokenFileBytes))
+        let fifo = directory.appendingPathComponent("fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
         let missing = directory.appendingPathComponent("missing").path
         let url = ["FERRY_CONTROLLER_URL": "http://127.0.0.1:1/"]
         struct Accepted {
@@ -438,6 +441,8 @@ import Testing
             Accepted(arguments: [], environment: ["FERRY_TOKEN_FILE": other], token: "fyt_from-environment-file"),
             Accepted(arguments: [], environment: ["FERRY_TOKEN": "fyt_env", "FERRY_TOKEN_FILE": other], token: "fyt_env"),
             Accepted(arguments: ["--token", "fyt_flag"], environment: ["FERRY_TOKEN_FILE": other], token: "fyt_flag"),
+            // Only the first line is read: what follows it (however long) is not.
+            Accepted(arguments: ["--token-file", long], environment: [:], token: "fyt_first-line"),
         ]
         for row in accepted {
             let client = try ControllerOptions.parse(row.arguments).client(environment: url.merging(row.environment) { $1 })
@@ -445,10 +450,15 @@ import Testing
         }
         let refused: [(arguments: [String], environment: [String: String], message: String)] = [
             (["--token", "fyt_a", "--token-file", crlf], [:], "give --token or --token-file, not both"),
-            (["--token-file", missing], [:], "--token-file \(missing): no such file"),
+            (["--token-file", missing], [:], "--token-file \(missing): No such file or directory"),
             (["--token-file", blank], [:], "the API token given with --token-file \(blank) is empty"),
             (["--token-file", large], [:], "--token-file \(large): over 65536 bytes, not a token file (its text is not shown)"),
-            ([], ["FERRY_TOKEN_FILE": missing], "FERRY_TOKEN_FILE \(missing): no such file"),
+            (["--token-file", secret], [:], "--token-file takes a file's path, and the value given looks like a token itself (not shown)"),
+            ([], ["FERRY_TOKEN_FILE": secret], "FERRY_TOKEN_FILE takes a file's path, and the value given looks like a token itself"),
+            (["--token-file", directory.path], [:], "not a regular file or a pipe"),
+            // A FIFO nobody writes to reads as empty at once (it used to be waited on for good).
+            (["--token-file", fifo], [:], "is empty"),
+            ([], ["FERRY_TOKEN_FILE": missing], "FERRY_TOKEN_FILE \(missing): No such file or directory"),
             ([], [:], "give an API token with --token-file FILE"),
         ]
         for row in refused {

@@ -87,19 +87,42 @@ struct ControllerOptions: ParsableArguments {
     /// Largest token file read: a token is a line; a path given by mistake (a log, an artifact) is not read whole.
     static let maximumTokenFileBytes = 64 << 10
 
-    /// The first line of a token file (without its line break).
+    /// The first line of a token file (without its line break): a regular file, or a pipe (`<(...)`, `/dev/stdin` fed by
+    /// one). A token given where its path goes is refused without being quoted ("no such file" would print it); a
+    /// terminal, a directory or a FIFO nobody writes to is refused rather than waited on.
     static func firstLine(of path: String, flag: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
-            throw ValidationError("\(flag) \(path): \(reason)")
+        if path.hasPrefix(Token.prefix) {
+            throw ValidationError("\(flag) takes a file's path, and the value given looks like a token itself (not shown); put it in a file")
         }
-        defer { try? handle.close() }
-        let data = (try? handle.read(upToCount: maximumTokenFileBytes + 1)) ?? Data()
-        guard data.count <= maximumTokenFileBytes else {
+        // Non-blocking: opening a FIFO nobody writes to would wait for good.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw ValidationError("\(flag) \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw ValidationError("\(flag) \(path): \(String(cString: strerror(errno)))") }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFIFO:
+            // A pipe with a writer: read as it comes (a FIFO with none reads as empty, and is refused as empty).
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        default:
+            throw ValidationError("\(flag) \(path): not a regular file or a pipe (a terminal, a directory): put the token in a file")
+        }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= maximumTokenFileBytes {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { throw ValidationError("\(flag) \(path): \(String(cString: strerror(errno)))") }
+            if count == 0 { break }
+            bytes += buffer[0..<count]
+            // The first line is all that is used: a pipe that goes on after it is not waited on.
+            if buffer[0..<count].contains(0x0a) { break }
+        }
+        guard bytes.count <= maximumTokenFileBytes else {
             throw ValidationError("\(flag) \(path): over \(maximumTokenFileBytes) bytes, not a token file (its text is not shown)")
         }
-        let line = data.prefix { $0 != 0x0a }
-        return String(decoding: line, as: UTF8.self)
+        return String(decoding: bytes.prefix { $0 != 0x0a }, as: UTF8.self)
     }
 
     private func allowsInsecureHTTP(environment: [String: String]) throws -> Bool {
