@@ -327,7 +327,9 @@ AGENT_STOPPED=0
 # failing under set -e): the pinned root goes back first (the running enrolment still names it), then an agent stopped
 # for the enrolment starts again.
 on_exit() {
-    if [ -n "$ROOT_BACKUP" ] && [ -f "$ROOT_BACKUP" ]; then mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT"; fi
+    if [ -n "$ROOT_BACKUP" ] && [ -f "$ROOT_BACKUP" ]; then
+        mv -f "$ROOT_BACKUP" "$INSTALLED_ROOT" || echo "install-agent: could not put $ROOT_BACKUP back as $INSTALLED_ROOT" >&2
+    fi
     if [ "$AGENT_STOPPED" = 1 ]; then systemctl start ferry-agent.service || true; fi
 }
 trap on_exit EXIT
@@ -400,7 +402,7 @@ else
         # own output and errors never contain it.
         if ! printf '%s\n' "$TOKEN" | "${ENROLL[@]}" --token-file -; then
             # The pinned root goes back (the EXIT trap): the running enrolment still names it.
-            die "enrollment failed (see above); nothing of the earlier enrolment was changed"
+            die "enrollment failed (see above: enroll says what of the earlier enrolment it kept)"
         fi
     fi
     if [ -n "$ROOT_BACKUP" ]; then

@@ -92,8 +92,8 @@ import Testing
     }
 
     /// An enrolment that fails halfway (here its machine record cannot be written: a directory stands where the file
-    /// goes) puts back every file it had replaced — token, pin, config — and removes the ones that were not there, so
-    /// the earlier enrolment still works; a second try, once the cause is gone, is answered with the same enrolment. It
+    /// goes) puts back every file it had replaced — pin, config, and the token but with `--replace` (which revoked the
+    /// old one) — and removes the ones that were not there, so the earlier enrolment still works; a second try, once the cause is gone, is answered with the same enrolment. It
     /// used to leave the new token beside the old config (the agent polled as the old agent with the new agent's token:
     /// 401) and the new pin beside it (the agent refused to start).
     @Test func anEnrolmentThatFailsHalfwayPutsTheEarlierOneBack() async throws {
@@ -116,8 +116,9 @@ import Testing
             }
             let first = try enroll(["--machine-identity", "none"])
             #expect(first.status == 0, "\(first.stderr)")
-            let files = ["\(state)/agent.token", "\(state)/trust-pin.json", config]
+            let files = ["\(state)/trust-pin.json", config]
             let before = try files.map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+            let originalToken = try String(contentsOfFile: "\(state)/agent.token", encoding: .utf8)
             let machineFile = "\(state)/machine.json"
             try FileManager.default.createDirectory(atPath: machineFile + "/in-the-way", withIntermediateDirectories: true)
 
@@ -125,10 +126,19 @@ import Testing
                 "--force", "--replace", "--machine-identity", "machine-id", "--machine-id-file", machineID, "--poll-seconds", "7",
             ])
             #expect(failed.status != 0)
-            #expect(failed.stderr.contains("the files of the earlier enrolment, if any, were put back"), "\(failed.stderr)")
+            #expect(failed.stderr.contains("the files of the earlier enrolment, if any, were put back, but for the new token"), "\(failed.stderr)")
             for (path, bytes) in zip(files, before) {
                 #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == bytes, "\(path) is as the first enrolment left it")
             }
+            // --replace revoked the old token when the controller answered: the new one stays, and the earlier config
+            // (same agent id) polls with it.
+            let token = try String(contentsOfFile: "\(state)/agent.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(token != originalToken.trimmingCharacters(in: .whitespacesAndNewlines))
+            let id = try #require(try JSONValue.parse(Array(Data(contentsOf: URL(fileURLWithPath: config))))["agentId"]?.stringValue)
+            let poll = try await controller.http.send(
+                HTTPClient.Request(url: "\(controller.url)/v1/agents/\(id)/desired-state", headers: ["Authorization": "Bearer \(token)"])
+            )
+            #expect(poll.status == 200, "the agent polls with what the failed enrolment left")
             #expect(FileManager.default.fileExists(atPath: "\(state)/agent.token.pending"), "the enrolment offered is kept for the next try")
 
             try FileManager.default.removeItem(atPath: machineFile)

@@ -33,6 +33,10 @@ struct InstallRetryRuleTests {
             .download(.download(sha256: SHA256.hash([1]), .tls(url: "https://127.0.0.1:1/a", code: 60, message: "unknown CA"))), true
         ),
         (
+            "a handshake a reset cut short (curl 35)",
+            .download(.download(sha256: SHA256.hash([1]), .tls(url: "https://127.0.0.1:1/a", code: 35, message: "SSL_ERROR_SYSCALL"))), false
+        ),
+        (
             "a store that times out",
             .download(.download(sha256: SHA256.hash([1]), .timedOut(url: "http://127.0.0.1:1/a", message: "slow"))), false
         ),

@@ -337,7 +337,11 @@ struct EnrollCommand: AsyncParsableCommand {
         // What the enrolment replaces, put back if any step of it fails: a failure halfway (a full disk, a file that
         // cannot be written) used to leave the new token beside the old config, or the new pin beside it, and the agent
         // refused to start (or polled with a token not its own) until someone enrolled again.
-        let previous = EnrolmentFiles.snapshot([tokenFile, TrustPin.path(stateDir: stateDir), configPath, layout.machineFile])
+        // But with --replace the new token stays: the controller revoked the old one when it answered (the agent keeps
+        // its id, so the earlier config works with the new token; put back, the old token was refused at every poll).
+        let previous = EnrolmentFiles.snapshot(
+            (replace ? [] : [tokenFile]) + [TrustPin.path(stateDir: stateDir), configPath, layout.machineFile]
+        )
         var setAside: (from: String, to: String)?
         do {
             try writeEnrolment(
@@ -356,8 +360,9 @@ struct EnrollCommand: AsyncParsableCommand {
             previous.restore()
             if let setAside { rename(setAside.to, setAside.from) }
             printError(
-                "note: the enrolment was not written (\(error)); the files of the earlier enrolment, if any, were put back. "
-                    + "Running this command again is answered with the same enrolment (\(stateDir)/agent.token.pending)"
+                "note: the enrolment was not written (\(error)); the files of the earlier enrolment, if any, were put back"
+                    + (replace ? ", but for the new token (the controller revoked the old one)" : "")
+                    + ". Running this command again is answered with the same enrolment (\(stateDir)/agent.token.pending)"
             )
             throw error
         }

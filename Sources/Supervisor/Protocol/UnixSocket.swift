@@ -19,16 +19,19 @@ package enum UnixSocket {
             close(fd)
             throw .path(operation: "unlink stale socket", path: path, errno: error)
         }
-        // The socket file is made with the umask's mode: under 0177 it is 0600 from its first instant. Made under the
-        // caller's umask (0 or 022) and narrowed by the chmod below, it could be connected to in between by another user
-        // (with a home in a looser directory). The umask only ever narrows a mode, so another thread creating a file
-        // meanwhile gets one no looser than it asked for.
-        let umaskBefore = umask(0o177)
+        // Linux makes the socket file with the socket's own mode, less the umask: 0600 before `bind`, the file is 0600
+        // from its first instant. Made with the default 0777 less the caller's umask (0 or 022) and narrowed by the chmod
+        // below, it could be connected to in between by another user (a home in a looser directory). The process's
+        // umask is not touched: apps started meanwhile on other threads would keep a narrowed one for life.
+        guard fchmod(fd, 0o600) == 0 else {
+            let error = errno
+            close(fd)
+            throw .path(operation: "fchmod socket", path: path, errno: error)
+        }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         let bindError = errno
-        umask(umaskBefore)
         guard bound == 0 else {
             close(fd)
             throw .path(operation: "bind", path: path, errno: bindError)
