@@ -207,8 +207,13 @@ final class WakeUpSignal: Sendable {
 
     private let state = Mutex(State())
 
-    func signal() {
+    func signal() { wake(only: nil) }
+
+    /// Resumes the waiter, or leaves the wake-up pending for the wait that has not put its waiter in place yet; with
+    /// `only`, nothing unless that wait is the one going on.
+    private func wake(only wait: UInt64?) {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if let wait, state.wait != wait { return nil }
             guard let waiter = state.waiter else {
                 state.pending = true
                 return nil
@@ -228,7 +233,8 @@ final class WakeUpSignal: Sendable {
         let timer = Task {
             // Cancelled (a signal ended the wait first): nothing to end.
             guard (try? await Task.sleep(for: duration)) != nil else { return }
-            self.expire(wait)
+            // Only this wait: one that is over (a signal ended it) or a later one is left alone.
+            self.wake(only: wait)
         }
         defer { timer.cancel() }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -244,20 +250,5 @@ final class WakeUpSignal: Sendable {
         }
         // This wait is over: its timer, if it fires late, ends nothing.
         state.withLock { $0.wait &+= 1 }
-    }
-
-    /// Ends wait number `wait` if it is still the one going on; a timer that fires before its wait has put its waiter in
-    /// place leaves the wake-up for it. A wait that is over is left alone.
-    private func expire(_ wait: UInt64) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard state.wait == wait else { return nil }
-            guard let waiter = state.waiter else {
-                state.pending = true
-                return nil
-            }
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
     }
 }
