@@ -96,18 +96,24 @@ struct ArtifactShareRetryTests {
     @Test(arguments: [false, true])
     func aCheckLongerThanTheWaitGoesOn(damaged: Bool) async throws {
         try await TestPaths.withTemporaryDirectory("artifact-check-wait") { directory in
+            // The check is held until the test lets it go: as long as a large copy's hash on a slow disk.
+            let (held, release) = AsyncStream.makeStream(of: Void.self)
             var configuration = ArtifactStore.Configuration(directory: directory.appendingPathComponent("artifacts").path)
-            configuration.checkWait = .zero
+            configuration.checkWait = .milliseconds(200)
+            configuration.beforeCheck = {
+                for await _ in held { break }
+            }
             let store = try ArtifactStore(configuration)
-            // 64 MiB: hashed in 64 reads on the blocking-I/O pool, far longer than no wait at all.
-            var bytes = [UInt8](repeating: 0, count: 64 << 20)
-            for index in stride(from: 0, to: bytes.count, by: 4096) { bytes[index] = UInt8(truncatingIfNeeded: index >> 12) }
+            var bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
             let digest = SHA256.hash(bytes)
             if damaged { bytes[bytes.count - 1] ^= 0x01 }
             try Data(bytes).write(to: URL(fileURLWithPath: store.path(for: digest)))
 
             let first = try await store.availability(of: digest)
             #expect(first == ArtifactStore.Availability(size: Int64(bytes.count), checking: true))
+            let second = try await store.availability(of: digest)
+            #expect(second == ArtifactStore.Availability(size: Int64(bytes.count), checking: true), "the check goes on, once")
+            release.yield()
             let settled = try await eventually("the check ended", timeout: .seconds(60), interval: .milliseconds(50)) {
                 () -> ArtifactStore.Availability? in
                 let now = try await store.availability(of: digest)
@@ -119,6 +125,7 @@ struct ArtifactShareRetryTests {
             } else {
                 #expect(settled == ArtifactStore.Availability(size: Int64(bytes.count), checking: false))
             }
+            release.finish()
         }
     }
 }

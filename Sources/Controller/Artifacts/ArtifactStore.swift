@@ -42,6 +42,8 @@ struct ArtifactStore: Sendable {
         /// Default 20 s, under the CLI's 60 s and an agent's 30 s without a byte: a copy of a few hundred MB is checked
         /// within it, a 4 GiB one on a slow disk is not.
         var checkWait: Duration = .seconds(20)
+        /// Awaited before a copy is hashed: tests hold a check there to see the requests meanwhile. Default: nothing.
+        var beforeCheck: @Sendable () async -> Void = {}
         /// Where a damaged copy is reported. Default: a logger of its own (`ferry.artifacts`).
         var logger = Logger(label: "ferry.artifacts")
 
@@ -387,6 +389,7 @@ struct ArtifactStore: Sendable {
         defer { close(fd) }
         let identity = FileIdentity(of: fd)
         if checkedCopies.matches(digest, identity) { return }
+        await configuration.beforeCheck()
         let hasher = SHA256Hasher()
         var offset: Int64 = 0
         while offset < identity.size {
