@@ -131,12 +131,16 @@ struct InstallRetryEndToEndTests {
                 let early = gets().filter { $0 < firstDownload.advanced(by: .seconds(9)) }.count
                 #expect(early == 1, "downloaded \(early) times within 9 s of the first download")
                 #expect(downloads() >= 1)
-                // Refused, the serial is tried again only after half an hour: the backoff's next wait (20 s) passes
-                // without another download of the whole artifact.
-                let atRefusal = gets()
-                let lastDownload = try #require(atRefusal.last)
-                try await Task.sleep(until: lastDownload.advanced(by: .seconds(35)), clock: .continuous)
-                #expect(gets().count == atRefusal.count, "downloaded again within 35 s of the refusal: \(gets().count - atRefusal.count) more")
+                // Refused, the serial is tried again only after half an hour, not after the backoff's next 20 s: the pass
+                // that refused it says so.
+                let refusedWait = try await eventually("the refusal's wait in the agent's log", timeout: .seconds(30)) { () -> Int? in
+                    let log = ["agent.err", "agent.out"].map {
+                        (try? String(contentsOf: fleet.root.appendingPathComponent("logs/\($0)"), encoding: .utf8)) ?? ""
+                    }.joined()
+                    let waits = log.split(separator: "tried again in ").dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
+                    return waits.first { $0 >= 1800 }
+                }
+                #expect(refusedWait <= 2250, "30 minutes, spread by at most a quarter: \(refusedWait) s")
                 #expect(await fleet.appAnswer(port: port)?.hasPrefix("1.0.0") == true, "v1 runs on")
                 let log = ["agent.err", "agent.out"].map {
                     (try? String(contentsOf: fleet.root.appendingPathComponent("logs/\($0)"), encoding: .utf8)) ?? ""

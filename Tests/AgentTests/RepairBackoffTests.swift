@@ -14,6 +14,18 @@ struct RepairBackoffTests {
         #expect(RepairBackoff().delay(afterRepairs: repairs) == .seconds(seconds))
     }
 
+    /// A floor (a refused serial's 30 minutes) lengthens the wait it is over, and only that one: the count in a row goes
+    /// on, and a floor under the policy's wait changes nothing.
+    @Test func aFloorLengthensTheNextWaitOnly() {
+        // The install backoff's policy: a record is kept an hour, past the floor.
+        var backoff = RepairBackoff(policy: .init(first: .seconds(10), maximum: .seconds(300), forgetAfter: .seconds(3600)))
+        let start = ContinuousClock.now
+        #expect(backoff.recordRepair(app: "web#2", now: start) == (1, .seconds(10)))
+        #expect(backoff.recordRepair(app: "web#2", now: start + .seconds(10), atLeast: .seconds(1800)) == (2, .seconds(1800)))
+        #expect(backoff.remainingWait(app: "web#2", now: start + .seconds(40)) == .seconds(1770))
+        #expect(backoff.recordRepair(app: "web#2", now: start + .seconds(1810), atLeast: .seconds(5)) == (3, .seconds(40)))
+    }
+
     @Test("a policy that starts at zero stays at zero and still returns, however many repairs")
     func zeroFirstDelay() {
         let backoff = RepairBackoff(policy: .init(first: .zero))

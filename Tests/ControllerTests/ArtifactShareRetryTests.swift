@@ -79,8 +79,7 @@ struct ArtifactShareRetryTests {
             let digest = SHA256.hash(bytes)
             try Data(bytes).write(to: URL(fileURLWithPath: store.path(for: digest)))
 
-            let size = try await store.availableSize(of: digest)
-            #expect(size == Int64(bytes.count))
+            #expect(try await store.availability(of: digest) == .local(size: Int64(bytes.count)))
             #expect(blobs.attempts == 2, "the transaction ran twice")
             #expect(blobs.bytes(digest.hex) == bytes, "the database holds the artifact whole")
             #expect(FileManager.default.fileExists(atPath: store.path(for: digest)), "the good copy is kept")
@@ -89,8 +88,8 @@ struct ArtifactShareRetryTests {
 }
 
 /// A copy whose check takes longer than a request waits for it (a large artifact after a restart): the request is
-/// answered without it (present, `checking`: a HEAD or a publish goes on, a download is answered 503) and the check goes
-/// on; once it ends, a good copy is served and a damaged one is gone. Requests used to wait for the whole hash, which
+/// answered without it (`checking`: a HEAD, a download and a publish are answered 503) and the check goes on; once it
+/// ends, a good copy is served and a damaged one is gone. Requests used to wait for the whole hash, which
 /// for a 4 GiB artifact on a slow disk outlasted the CLI's and the agents' timeouts.
 @Suite struct ArtifactCheckWaitTests {
     @Test(arguments: [false, true])
@@ -110,20 +109,21 @@ struct ArtifactShareRetryTests {
             try Data(bytes).write(to: URL(fileURLWithPath: store.path(for: digest)))
 
             let first = try await store.availability(of: digest)
-            #expect(first == ArtifactStore.Availability(size: Int64(bytes.count), checking: true))
+            #expect(first == .checking(size: Int64(bytes.count)))
             let second = try await store.availability(of: digest)
-            #expect(second == ArtifactStore.Availability(size: Int64(bytes.count), checking: true), "the check goes on, once")
+            #expect(second == .checking(size: Int64(bytes.count)), "the check goes on, once")
             release.yield()
             let settled = try await eventually("the check ended", timeout: .seconds(60), interval: .milliseconds(50)) {
                 () -> ArtifactStore.Availability? in
                 let now = try await store.availability(of: digest)
-                return now.checking ? nil : now
+                if case .checking = now { return nil }
+                return now
             }
             if damaged {
-                #expect(settled.size == nil, "a damaged copy counts as none once checked")
+                #expect(settled == .absent, "a damaged copy counts as none once checked")
                 #expect(!FileManager.default.fileExists(atPath: store.path(for: digest)))
             } else {
-                #expect(settled == ArtifactStore.Availability(size: Int64(bytes.count), checking: false))
+                #expect(settled == .local(size: Int64(bytes.count)))
             }
             release.finish()
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import TestSupport
 import Testing
 
 @testable import Controller
@@ -233,7 +234,7 @@ struct EventStreamClientTests {
         #expect(signalled < .seconds(5), "a signal before the wait ends it at once")
 
         let waiting = Task { await clock.measure { await signal.wait(upTo: .seconds(30)) } }
-        try await Task.sleep(for: .milliseconds(100))
+        try await eventually("the wait in place", timeout: .seconds(10), interval: .milliseconds(5)) { signal.isWaiting ? true : nil }
         signal.signal()
         #expect(await waiting.value < .seconds(5), "a signal during the wait ends it")
 

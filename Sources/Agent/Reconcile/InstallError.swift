@@ -45,17 +45,12 @@ enum InstallError: Error, CustomStringConvertible {
         case .download(.download(_, let failure)):
             switch failure {
             case .unexpectedStatus: !failure.isTransient
-            // A certificate that does not verify (not a handshake a reset cut short, curl's 35: that may pass).
-            case .tls(_, let code, _): Self.certificateRefusals.contains(code)
+            case .tls: failure.isCertificateRefusal
             default: false
             }
         default: false
         }
     }
-
-    /// curl's codes for a certificate that does not verify: `PEER_FAILED_VERIFICATION` (60), `SSL_CERTPROBLEM` (58),
-    /// `SSL_CACERT_BADFILE` (77), `SSL_ISSUERERROR` (83), `SSL_PINNEDPUBKEYNOTMATCH` (90).
-    static let certificateRefusals: Set<Int32> = [58, 60, 77, 83, 90]
 
     /// Whether the release itself cannot be installed, here or anywhere: its artifact's bytes are not what it signed
     /// (their size or digest), or its archive is one the extractor refuses (damaged, empty, a path or link leaving the

@@ -94,12 +94,14 @@ extension Reconciler {
                 mismatchedDownloads[service] = nil
             }
             if error.repeatsTheSameWay {
-                let attempt = Self.installAttempt(service, release.serial)
-                let (inARow, backoff) = installBackoff.recordRepair(app: attempt, now: .now)
                 // Refused, it is still offered (an operator may put the right bytes back under its URL): tried again after
                 // `refusedWait`, not within minutes. Every agent offered a release whose object in the store was
                 // overwritten downloaded all of it again every 5 minutes, until a new serial came.
-                let wait = refused ? installBackoff.hold(app: attempt, atLeast: Self.refusedWait) : backoff
+                let (inARow, wait) = installBackoff.recordRepair(
+                    app: Self.installAttempt(service, release.serial),
+                    now: .now,
+                    atLeast: refused ? Self.refusedWait : .zero
+                )
                 summary.problems.append("\(service): \(error) (try \(inARow); tried again in \(wait.components.seconds) s)")
             } else {
                 summary.problems.append("\(service): \(error)")

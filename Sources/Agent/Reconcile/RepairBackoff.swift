@@ -53,24 +53,13 @@ struct RepairBackoff: Sendable {
     }
 
     /// Records a repair of `app` that ran (or was tried) at `now`. Returns how many repairs in a row that makes and how
-    /// long the next one will have to wait.
+    /// long the next one will have to wait: the policy's wait, or `floor` when that is longer (both jittered).
     @discardableResult
-    mutating func recordRepair(app: String, now: ContinuousClock.Instant) -> (inARow: Int, nextWait: Duration) {
+    mutating func recordRepair(app: String, now: ContinuousClock.Instant, atLeast floor: Duration = .zero) -> (inARow: Int, nextWait: Duration) {
         let repairs = (current(app, now: now)?.repairs ?? 0) + 1
-        let wait = jittered(delay(afterRepairs: repairs))
+        let wait = jittered(max(delay(afterRepairs: repairs), floor))
         records[app] = Record(repairs: repairs, last: now, wait: wait)
         return (repairs, wait)
-    }
-
-    /// Makes the wait before the next repair of `app` (one recorded at least once) at least `wait`, lengthened by the
-    /// jitter, counted from the last one. Returns the wait now in force (`wait` jittered when there is no record).
-    @discardableResult
-    mutating func hold(app: String, atLeast wait: Duration) -> Duration {
-        let held = jittered(wait)
-        guard var record = records[app] else { return held }
-        if record.wait < held { record.wait = held }
-        records[app] = record
-        return record.wait
     }
 
     /// `delay` lengthened by a random share of it below `policy.jitter` (none when the jitter is not positive).

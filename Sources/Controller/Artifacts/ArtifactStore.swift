@@ -205,20 +205,18 @@ struct ArtifactStore: Sendable {
         keep = true
         checkedCopies.record(digest, FileIdentity(of: fd))
         // With a shared database, acknowledged only once every controller can serve it too.
-        let shared = try await share(digest, size: size, verified: true)
+        let shared = try await share(digest, size: size)
         return Stored(digest: digest, size: size, created: !existed || shared)
     }
 
     // MARK: Shared between controllers
 
     /// Copies a stored artifact into the shared database (when there is one and it lacks it), reading the file one
-    /// chunk at a time. Unless `verified` (just hashed on its way in), it is hashed too: the copy commits only when its
-    /// bytes have the digest it is filed under. A damaged copy (a disk error, a partial restore) is removed instead: in
-    /// the database, every other controller would fetch it again at every download, find it damaged and answer 500,
-    /// for good.
+    /// chunk at a time. Only a copy whose bytes are known to be its digest's (just hashed on its way in, or checked) is
+    /// shared: a damaged one in the database would be fetched again by every other controller at every download, found
+    /// damaged, and answered 500 for good.
     /// - Returns: whether the database received it now.
-    /// - Throws: `ArtifactStoreError.io` for a damaged copy (removed; an upload of the artifact stores it again).
-    private func share(_ digest: SHA256Digest, size: Int64, verified: Bool) async throws -> Bool {
+    private func share(_ digest: SHA256Digest, size: Int64) async throws -> Bool {
         guard let shared = configuration.shared else { return false }
         if try await shared.artifactBlobSize(digest.hex) != nil { return false }
         let path = path(for: digest)
@@ -226,77 +224,54 @@ struct ArtifactStore: Sendable {
         guard fd >= 0 else { throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         let chunkBytes = configuration.sharedChunkBytes
-        let hasher = verified ? nil : SHA256Hasher()
         return try await shared.storeArtifactBlob(digest.hex, size: size, chunkBytes: chunkBytes, at: Date()) { index in
             let offset = Int64(index) * Int64(chunkBytes)
-            let count = Int(min(Int64(chunkBytes), size - offset))
-            let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
-            guard let hasher else { return chunk }
-            // The store re-runs its transaction from chunk 0 on a new connection when the first one closed (a failover,
-            // a backend terminated): the hash starts over with it. It went on from the first try's chunks, so the digest
-            // never matched and the only, good, copy was removed as damaged (or, after a first try that read every
-            // chunk, the finalized hasher stopped the controller).
-            if index == 0 { hasher.reset() }
-            chunk.withUnsafeReadableBytes { hasher.update($0) }
-            if offset + Int64(count) == size {
-                let actual = hasher.finalize()
-                guard actual == digest else {
-                    // Only the file read here: an upload may have put verified bytes under the name meanwhile.
-                    var read = stat()
-                    var named = stat()
-                    if fstat(fd, &read) == 0, stat(path, &named) == 0, read.st_dev == named.st_dev, read.st_ino == named.st_ino {
-                        unlink(path)
-                    }
-                    throw ArtifactStoreError.io(
-                        path: path,
-                        reason: "its bytes have SHA-256 \(actual.hex), not the digest it is filed under (a damaged copy): removed, "
-                            + "not shared; upload the artifact again"
-                    )
-                }
-            }
-            return chunk
+            return try await Self.read(fd, path: path, offset: offset, count: Int(min(Int64(chunkBytes), size - offset)))
         }
     }
 
-    /// The size of an artifact this controller can serve: its own copy's, or the shared database's (not fetched yet).
+    /// Where an artifact can be served from.
+    enum Availability: Sendable, Equatable {
+        /// Neither this controller nor the shared database has it.
+        case absent
+        /// This controller's copy, checked against its digest (`checkedSize`).
+        case local(size: Int64)
+        /// Only the shared database has it: fetched into the directory at its first download (`ensureLocal`).
+        case shared(size: Int64)
+        /// This controller's copy, whose check did not end within `Configuration.checkWait` (a large copy after a
+        /// restart): it goes on, and the copy is answered for once it has ended (the routes answer 503 meanwhile).
+        case checking(size: Int64)
+
+        var size: Int64? {
+            switch self {
+            case .absent: nil
+            case .local(let size), .shared(let size), .checking(let size): size
+            }
+        }
+    }
+
+    /// Where an artifact can be served from: this controller's checked copy, or the shared database's.
     ///
     /// With a shared database, a copy only this controller holds is shared first (once per artifact and process): an
     /// upload whose share failed after its file was stored (a dropped connection, a statement timeout, a kill between
     /// the two) left the database without it, and answered "present" here (the CLI's check before it uploads, a
     /// publish's), the release would name bytes every other controller answers 404 for.
     /// - Throws: the database's error when that share fails (the caller answers 5xx; a retry shares again).
-    func availableSize(of digest: SHA256Digest) async throws -> Int64? {
-        try await availability(of: digest).size
-    }
-
-    /// Whether and how an artifact can be served.
-    struct Availability: Sendable, Equatable {
-        /// Its size (`nil`: neither this controller nor the shared database has it).
-        var size: Int64?
-        /// This controller's copy is still being checked against its digest (`checkedSize`): its size may be answered,
-        /// its bytes not served yet.
-        var checking = false
-    }
-
-    /// `availableSize`, saying too whether this controller's copy is still being checked: a check that has not ended
-    /// within `Configuration.checkWait` goes on, and the copy counts as present meanwhile (a HEAD, a publish); its bytes
-    /// wait for it (a download is answered 503 meanwhile).
     func availability(of digest: SHA256Digest) async throws -> Availability {
-        let local = await checkedSize(of: digest, within: configuration.checkWait)
-        let size: Int64
-        switch local {
-        case .absent: return Availability(size: try await configuration.shared?.artifactBlobSize(digest.hex))
-        case .checked(let checked), .checking(let checked): size = checked
-        }
-        if let shared = configuration.shared, !knownShared.contains(digest) {
-            if try await shared.artifactBlobSize(digest.hex) == nil {
-                // A copy checked already is not hashed again on its way into the database.
-                let verified = local == .checked(size)
-                try await shares.fetch(digest) { _ = try await share(digest, size: size, verified: verified) }
+        switch await checkedSize(of: digest, within: configuration.checkWait) {
+        case .absent:
+            return try await configuration.shared?.artifactBlobSize(digest.hex).map { .shared(size: $0) } ?? .absent
+        case .checking(let size):
+            return .checking(size: size)
+        case .checked(let size):
+            if let shared = configuration.shared, !knownShared.contains(digest) {
+                if try await shared.artifactBlobSize(digest.hex) == nil {
+                    try await shares.fetch(digest) { _ = try await share(digest, size: size) }
+                }
+                knownShared.insert(digest)
             }
-            knownShared.insert(digest)
+            return .local(size: size)
         }
-        return Availability(size: size, checking: local == .checking(size))
     }
 
     /// Makes sure the artifact is in the directory, fetching it from the shared database when only that has it.
@@ -366,29 +341,37 @@ struct ArtifactStore: Sendable {
     /// answers for it, and again when the file is another one (`FileIdentity`). A damaged copy is removed and an
     /// unreadable one logged (`check`): either counts as none. Waits for the check at most `limit`.
     func checkedSize(of digest: SHA256Digest, within limit: Duration) async -> LocalCopy {
-        guard size(of: digest) != nil else { return .absent }
         let path = path(for: digest)
-        if let identity = FileIdentity(path: path), checkedCopies.matches(digest, identity) { return .checked(identity.size) }
+        guard let before = FileIdentity(path: path) else { return .absent }
+        switch checkedCopies.outcome(digest, before) {
+        case true?: return .checked(before.size)
+        case false?: return .absent
+        case nil: break
+        }
         let ended = await checks.wait(for: digest, atMost: limit) { await check(digest) }
         guard let identity = FileIdentity(path: path) else { return .absent }
-        if checkedCopies.matches(digest, identity) { return .checked(identity.size) }
+        if checkedCopies.outcome(digest, identity) == true { return .checked(identity.size) }
         return ended ? .absent : .checking(identity.size)
     }
 
     /// Hashes a copy, `checkBatchBytes` at a time on NIO's blocking-I/O pool. A match is remembered with the file's
     /// identity, if the name still names that file; a mismatch removes the file (the one read, not one an upload has put
-    /// under the name meanwhile) and is logged as an error, and so is a copy that cannot be read (kept: a read error may
-    /// pass, and an upload replaces it).
+    /// under the name meanwhile) and is logged as an error, and so is a copy that cannot be read (kept, and answered as
+    /// absent without another try until the file changes: an upload replaces it).
     private func check(_ digest: SHA256Digest) async {
         let path = path(for: digest)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            if errno != ENOENT { logUnreadable(digest, path: path, reason: String(cString: strerror(errno))) }
+            let error = errno
+            if error != ENOENT, let identity = FileIdentity(path: path) {
+                checkedCopies.record(digest, identity, readable: false)
+                logUnreadable(digest, path: path, reason: String(cString: strerror(error)))
+            }
             return
         }
         defer { close(fd) }
         let identity = FileIdentity(of: fd)
-        if checkedCopies.matches(digest, identity) { return }
+        if checkedCopies.outcome(digest, identity) != nil { return }
         await configuration.beforeCheck()
         let hasher = SHA256Hasher()
         var offset: Int64 = 0
@@ -398,6 +381,7 @@ struct ArtifactStore: Sendable {
                 let chunk = try await Self.read(fd, path: path, offset: offset, count: count)
                 chunk.withUnsafeReadableBytes { hasher.update($0) }
             } catch {
+                checkedCopies.record(digest, identity, readable: false)
                 logUnreadable(digest, path: path, reason: "\(error)")
                 return
             }
@@ -546,20 +530,27 @@ struct FileIdentity: Sendable, Equatable {
         self.init(info)
     }
 
+    /// The identity of the regular, non-empty file at `path` (an empty file is no artifact: see `ArtifactStore.size`).
     init?(path: String) {
         var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0 else { return nil }
         self.init(info)
     }
 }
 
-/// Copies whose bytes were found to match their digest, by digest, with the file each was.
+/// Copies checked against their digest, by digest, with the file each was and whether it could be read (a damaged one
+/// is removed, and leaves no entry).
 final class CheckedCopies: Sendable {
-    private let copies = Mutex<[SHA256Digest: FileIdentity]>([:])
+    private let copies = Mutex<[SHA256Digest: (identity: FileIdentity, readable: Bool)]>([:])
 
-    func matches(_ digest: SHA256Digest, _ identity: FileIdentity) -> Bool { copies.withLock { $0[digest] == identity } }
+    /// `true`: this file's bytes match the digest; `false`: it could not be read; `nil`: not checked (or another file).
+    func outcome(_ digest: SHA256Digest, _ identity: FileIdentity) -> Bool? {
+        copies.withLock { copies in copies[digest].flatMap { $0.identity == identity ? $0.readable : nil } }
+    }
 
-    func record(_ digest: SHA256Digest, _ identity: FileIdentity) { copies.withLock { $0[digest] = identity } }
+    func record(_ digest: SHA256Digest, _ identity: FileIdentity, readable: Bool = true) {
+        copies.withLock { $0[digest] = (identity, readable) }
+    }
 }
 
 /// Checks of copies in progress, by digest: one hash of a copy however many requests ask, each request waiting for it

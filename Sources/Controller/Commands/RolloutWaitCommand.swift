@@ -209,6 +209,9 @@ final class WakeUpSignal: Sendable {
 
     func signal() { wake(only: nil) }
 
+    /// Whether a wait has put its waiter in place (what a signal now resumes rather than leaves pending).
+    var isWaiting: Bool { state.withLock { $0.waiter != nil } }
+
     /// Resumes the waiter, or leaves the wake-up pending for the wait that has not put its waiter in place yet; with
     /// `only`, nothing unless that wait is the one going on.
     private func wake(only wait: UInt64?) {

@@ -14,6 +14,18 @@ struct ArtifactRoutes: Sendable {
         downloads.head("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: true) }
     }
 
+    /// The answer while this controller's copy of an artifact is still being checked against its digest (after a
+    /// restart, a large copy on a slow disk): neither its bytes nor its presence are vouched for yet. Answered "present"
+    /// meanwhile, a publish went ahead (the CLI skipped the upload) and named a copy the check then removed as damaged.
+    static func beingChecked(_ digest: SHA256Digest, size: Int64) -> APIError {
+        APIError(
+            .serviceUnavailable,
+            "artifact_being_checked",
+            "artifact \(digest.hex) (\(size) bytes) is being checked against its digest; ask again in a moment",
+            headers: [.retryAfter: "5"]
+        )
+    }
+
     /// The optional header naming the digest an upload must have.
     static let digestHeader = HTTPField.Name("X-Ferry-SHA256")!
 
@@ -76,8 +88,11 @@ struct ArtifactRoutes: Sendable {
             )
         }
         let availability = try await core.artifacts.availability(of: digest)
-        guard let size = availability.size else {
-            throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
+        let size: Int64
+        switch availability {
+        case .absent: throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
+        case .checking(let checking): throw Self.beingChecked(digest, size: checking)
+        case .local(let local), .shared(let local): size = local
         }
         // An agent token opens only its own door: artifacts of releases of its own services. (Whether a digest is
         // stored at all is no secret: knowing a digest is knowing the content.)
@@ -120,17 +135,8 @@ struct ArtifactRoutes: Sendable {
         }
         headers[.contentLength] = String(range.count)
         if head { return Response(status: status, headers: headers, body: ResponseBody()) }
-        // Its bytes are served once they are known to be the digest's (after a restart, a copy is hashed first).
-        if availability.checking {
-            throw APIError(
-                .serviceUnavailable,
-                "artifact_being_checked",
-                "artifact \(digest.hex) (\(size) bytes) is being checked against its digest; ask again in a moment",
-                headers: [.retryAfter: "5"]
-            )
-        }
         // Another controller received it: fetched once from the shared database into this one's cache.
-        guard try await core.artifacts.ensureLocal(digest) else {
+        if case .shared = availability, !(try await core.artifacts.ensureLocal(digest)) {
             throw APIError.notFound("unknown_artifact", "no artifact \(digest.hex) is stored here")
         }
         let body = try await FileIO().loadFile(

@@ -66,11 +66,15 @@ struct ReleaseRoutes: Sendable {
             throw APIError.unprocessable("release_expired", "\(error)")
         }
         if release.artifact.isRelative {
-            guard let size = try await core.artifacts.availableSize(of: release.artifact.sha256) else {
+            let size: Int64
+            switch try await core.artifacts.availability(of: release.artifact.sha256) {
+            case .absent:
                 throw APIError.unprocessable(
                     "unknown_artifact",
                     "artifact \(release.artifact.sha256.hex) is not stored here; upload it first (POST /v1/artifacts)"
                 )
+            case .checking(let checking): throw ArtifactRoutes.beingChecked(release.artifact.sha256, size: checking)
+            case .local(let local), .shared(let local): size = local
             }
             guard size == release.artifact.size else {
                 throw APIError.unprocessable(

@@ -145,7 +145,7 @@ enum RolloutEvaluator {
         // unhealthy on the serial beyond the reached waves did not hold the rollout back, which then went to every agent.
         // One pass, no set: this runs at every round of reports (`reachedCount` from the sizes in hand, as a rolling
         // rollout's `reachedCount` is).
-        let reachedCount = sizes[min(max(rollout.currentWave, 0), sizes.count - 1)]
+        let reachedCount = RolloutRecord.reachedCount(sizes: sizes, wave: rollout.currentWave)
         for (index, id) in rollout.agentOrder.enumerated()
         where (index < reachedCount || statuses[id]?.status.serial == rollout.serial) && !failed.contains(id) {
             guard isHealthy(statuses[id], serial: rollout.serial, now: now, staleAfter: staleAfter), let since = healthySince[id],

@@ -36,9 +36,12 @@ struct RolloutRecord: Sendable, Equatable {
     var reachedCount: Int {
         if state == .completed { return agentOrder.count }
         if state == .awaitingApproval { return 0 }
-        let sizes = waveSizes
-        guard !sizes.isEmpty else { return 0 }
-        return sizes[min(max(currentWave, 0), sizes.count - 1)]
+        return Self.reachedCount(sizes: waveSizes, wave: currentWave)
+    }
+
+    /// How many agents the waves up to `wave` (0-based, held to the waves there are) reach, of waves of `sizes`.
+    static func reachedCount(sizes: [Int], wave: Int) -> Int {
+        sizes.isEmpty ? 0 : sizes[min(max(wave, 0), sizes.count - 1)]
     }
 
     /// The agents reached so far.

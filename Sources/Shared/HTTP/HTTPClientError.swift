@@ -55,6 +55,14 @@ package enum HTTPClientError: Error, CustomStringConvertible {
         }
     }
 
+    /// Whether the server's certificate was refused — it does not verify (60), the CA file cannot be used (77), its
+    /// issuer (83), pinned key (90) or stapled status (91) does not match — which trying again does not change until
+    /// someone fixes it. A handshake cut short (35: a reset, a syscall error) may pass, and is not one.
+    package var isCertificateRefusal: Bool {
+        guard case .tls(_, let code, _) = self else { return false }
+        return [60, 77, 83, 90, 91].contains(code)
+    }
+
     package var description: String {
         switch self {
         case .invalidRequest(let url, let reason): "\(url): invalid request: \(reason)"

@@ -20,8 +20,8 @@ package enum UnixSocket {
             throw .path(operation: "unlink stale socket", path: path, errno: error)
         }
         // Linux makes the socket file with the socket's own mode, less the umask: 0600 before `bind`, the file is 0600
-        // from its first instant. Made with the default 0777 less the caller's umask (0 or 022) and narrowed by the chmod
-        // below, it could be connected to in between by another user (a home in a looser directory). The process's
+        // from its first instant. Made with the default 0777 less the caller's umask (0 or 022) and narrowed by a chmod
+        // after `bind`, it could be connected to in between by another user (a home in a looser directory). The process's
         // umask is not touched: apps started meanwhile on other threads would keep a narrowed one for life.
         guard fchmod(fd, 0o600) == 0 else {
             let error = errno
@@ -36,8 +36,7 @@ package enum UnixSocket {
             close(fd)
             throw .path(operation: "bind", path: path, errno: bindError)
         }
-        // The home directory is 0700 already; the socket itself is 0600 so a looser directory mode does not expose it.
-        guard chmod(path, 0o600) == 0, Glibc.listen(fd, backlog) == 0 else {
+        guard Glibc.listen(fd, backlog) == 0 else {
             let error = errno
             close(fd)
             throw .path(operation: "listen", path: path, errno: error)
