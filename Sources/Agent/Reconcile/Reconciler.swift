@@ -569,14 +569,14 @@ actor Reconciler {
         }
         // A job a signal ended shows exit code 0 in PM2's table, as one that ran to completion (`explainingExits`).
         let table = await processManager.explainingExits(read)
+        lastTable = table
         recordedProcesses = ledger.record(table, previous: recordedProcesses)
         return judgeHealth(table)
     }
 
-    /// Derives every service's health but `gated`'s from `table` (with exits explained), which becomes the table the
-    /// status report lists. - Returns: whether an app entered or left a crash loop.
+    /// Derives every service's health but `gated`'s from `table` (with exits explained).
+    /// - Returns: whether an app entered or left a crash loop.
     private func judgeHealth(_ table: [ManagedProcess], except gated: String? = nil) -> Bool {
-        lastTable = table
         let now = ContinuousClock.now
         var loopsChanged = false
         // Not while an install is under way (its gate judges); a release still pending after its download failed does
@@ -610,8 +610,9 @@ actor Reconciler {
     /// While `gated`'s health gate runs, the other services' health from the tables it reads, at most every
     /// `healthDuringGateInterval`. The services are acted on one at a time, so a gate of minutes held them: an app of
     /// another service that crashed meanwhile was reported healthy, with its old pids, until the gate's verdict. (Its
-    /// repair still waits for the next pass, and the process ledger is written then too.) A crash loop that starts or
-    /// ends meanwhile is reported at once, as a pass's is.
+    /// repair still waits for the next pass, and the process ledger and the processes the report lists are taken from
+    /// the pass's tables too: a report sent during a rollback's gate listed the failed release's instance, without a
+    /// pid, as the service's process.) A crash loop that starts or ends meanwhile is reported at once, as a pass's is.
     func observeDuringGate(_ table: [ManagedProcess], gated: String) {
         let now = ContinuousClock.now
         if let last = lastGateObservation, last.duration(to: now) < Self.healthDuringGateInterval { return }
