@@ -628,7 +628,8 @@ import Testing
     /// On a shared database (PostgreSQL), an older report committed after a newer one (queued on one controller while
     /// the agent's next report went to another) changes neither the agent's statuses nor its last sighting; the newer
     /// stands. One controller (SQLite) stores reports in the order they came. On either, a stored time further ahead
-    /// than a report can be overtaken by (a clock that jumped) does not freeze the agent's status.
+    /// than a report can be overtaken by (a clock that jumped) does not freeze the agent's status. The agent's row keeps
+    /// the newer report's hostname, agent version, process manager and trust root as well.
     @Test(arguments: StoreBackendKind.available)
     func anOlderReportCommittedLaterDoesNotReplaceANewerOne(_ kind: StoreBackendKind) async throws {
         try await TestStore.with(kind) { store, _ in
@@ -644,10 +645,26 @@ import Testing
                     health: .healthy,
                     processes: []
                 )
-                return StatusReport(agentVersion: "1", hostname: "h", processManager: "pm2", services: [status])
+                // Everything the agents row takes from a report differs from one serial to the next.
+                return StatusReport(
+                    agentVersion: "1.\(serial)",
+                    hostname: "h\(serial)",
+                    processManager: serial == 1 ? "builtin" : "pm2",
+                    services: [status],
+                    trustRoot: TrustRootStatus(version: serial, expiresAt: nil, problem: serial == 1 ? "expired" : nil)
+                )
             }
             func stored() async throws -> (serial: Int64?, lastSeen: Date?) {
-                (try await store.serviceStatuses().first?.status.serial, try await store.agent(id: agent.id)?.lastSeen)
+                let row = try await store.agent(id: agent.id)
+                if let serial = try await store.serviceStatuses().first?.status.serial {
+                    let expected = report(serial: serial, .running)
+                    #expect(row?.hostname == expected.hostname, "the agent's hostname is its status's report's")
+                    #expect(row?.agentVersion == expected.agentVersion)
+                    #expect(row?.processManager == expected.processManager)
+                    #expect(row?.trustRootVersion == serial)
+                    #expect(row?.trustRootProblem == expected.trustRoot?.problem)
+                }
+                return (try await store.serviceStatuses().first?.status.serial, row?.lastSeen)
             }
             let shared = kind == .postgres
             let newer = Date(timeIntervalSince1970: 1_800_000_100)

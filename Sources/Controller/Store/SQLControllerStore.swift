@@ -525,9 +525,15 @@ final class SQLControllerStore: ControllerStore {
         try await backend.transaction(exclusive: false) { db in
             let updated = try await db.raw(
                 """
-                UPDATE agents SET last_seen = \(unsafeRaw: lastSeen(after: String(now))), agent_version = \(bind: report.agentVersion),
-                    process_manager = \(bind: report.processManager), hostname_before = agents.hostname, hostname = \(bind: report.hostname),
-                    trust_root_version = \(bind: report.trustRoot?.version), trust_root_problem = \(bind: report.trustRoot?.problem)
+                UPDATE agents SET last_seen = \(unsafeRaw: lastSeen(after: String(now))),
+                    agent_version = CASE WHEN \(unsafeRaw: overtaken(String(now))) THEN agents.agent_version ELSE \(bind: report.agentVersion) END,
+                    process_manager = CASE WHEN \(unsafeRaw: overtaken(String(now))) THEN agents.process_manager ELSE \(bind: report.processManager) END,
+                    hostname_before = agents.hostname,
+                    hostname = CASE WHEN \(unsafeRaw: overtaken(String(now))) THEN agents.hostname ELSE \(bind: report.hostname) END,
+                    trust_root_version = CASE WHEN \(unsafeRaw: overtaken(String(now))) THEN agents.trust_root_version
+                        ELSE \(bind: report.trustRoot?.version) END,
+                    trust_root_problem = CASE WHEN \(unsafeRaw: overtaken(String(now))) THEN agents.trust_root_problem
+                        ELSE \(bind: report.trustRoot?.problem) END
                 WHERE id = \(bind: agentID) RETURNING id
                 """
             ).first()
@@ -587,8 +593,15 @@ final class SQLControllerStore: ControllerStore {
     /// database, not moved back by a report that another one overtook (`statusUpsert`).
     private func lastSeen(after received: String) -> String {
         guard dialect == .postgres else { return received }
-        return "CASE WHEN agents.last_seen > \(received) AND agents.last_seen <= \(received) + \(Self.reorderWindowMilliseconds) "
-            + "THEN agents.last_seen ELSE \(received) END"
+        return "CASE WHEN \(overtaken(received)) THEN agents.last_seen ELSE \(received) END"
+    }
+
+    /// Whether a report received at `received` (an SQL expression of milliseconds) was overtaken by the one the agent's
+    /// row already holds (`statusUpsert`): then the row keeps the newer report's hostname, versions and trust root too,
+    /// not only its `last_seen`. Never on one controller (SQLite).
+    private func overtaken(_ received: String) -> String {
+        guard dialect == .postgres else { return "FALSE" }
+        return "(agents.last_seen > \(received) AND agents.last_seen <= \(received) + \(Self.reorderWindowMilliseconds))"
     }
 
     /// `status`'s fields as `statusFieldColumns` stores them: what the JSON text written beside them holds.
@@ -629,9 +642,15 @@ final class SQLControllerStore: ControllerStore {
                 // report path wrote it before reports were batched.
                 let updated = try await db.raw(
                     """
-                    UPDATE agents SET last_seen = \(unsafeRaw: lastSeen(after: "v.column2")), agent_version = v.column3, process_manager = v.column4,
-                        hostname_before = agents.hostname, hostname = v.column5,
-                        trust_root_version = CAST(v.column6 AS BIGINT), trust_root_problem = CAST(v.column7 AS TEXT)
+                    UPDATE agents SET last_seen = \(unsafeRaw: lastSeen(after: "v.column2")),
+                        agent_version = CASE WHEN \(unsafeRaw: overtaken("v.column2")) THEN agents.agent_version ELSE v.column3 END,
+                        process_manager = CASE WHEN \(unsafeRaw: overtaken("v.column2")) THEN agents.process_manager ELSE v.column4 END,
+                        hostname_before = agents.hostname,
+                        hostname = CASE WHEN \(unsafeRaw: overtaken("v.column2")) THEN agents.hostname ELSE v.column5 END,
+                        trust_root_version = CASE WHEN \(unsafeRaw: overtaken("v.column2")) THEN agents.trust_root_version
+                            ELSE CAST(v.column6 AS BIGINT) END,
+                        trust_root_problem = CASE WHEN \(unsafeRaw: overtaken("v.column2")) THEN agents.trust_root_problem
+                            ELSE CAST(v.column7 AS TEXT) END
                     FROM (VALUES \(SQLList(rows))) AS v WHERE agents.id = v.column1
                     RETURNING agents.id AS id, agents.hostname_before AS hostname_before
                     """
