@@ -394,11 +394,25 @@ struct ArtifactStore: Sendable {
             if named == identity { checkedCopies.record(digest, identity) }
             return
         }
-        if let named, named.device == identity.device, named.inode == identity.inode { unlink(path) }
+        if let named, named.device == identity.device, named.inode == identity.inode {
+            remove(path, ifItIs: identity, aside: "\(temporaryDirectory)/damaged-\(UUID().uuidString)")
+        }
         configuration.logger.error(
             "A stored artifact's bytes do not match its digest (a damaged copy): removed; publish it again to upload it",
             metadata: ["artifact.sha256": "\(digest.hex)", "artifact.actual_sha256": "\(actual.hex)", "artifact.size": "\(identity.size)"]
         )
+    }
+
+    /// Removes `path` if it still names the file `identity` describes. There is no unlink-if: between a `stat` and an
+    /// `unlink` an upload may rename a good copy into place, and it would be removed after its `201`. So the name is
+    /// renamed `aside` (atomic), the file it named is compared, and one that is not the damaged copy is linked back
+    /// under its name (unless yet another upload took the name meanwhile: that one stays). A request in that instant
+    /// finds no copy, as during an upload.
+    private func remove(_ path: String, ifItIs identity: FileIdentity, aside: String) {
+        guard rename(path, aside) == 0 else { return }
+        defer { unlink(aside) }
+        guard let moved = FileIdentity(path: aside), moved.device != identity.device || moved.inode != identity.inode else { return }
+        _ = link(aside, path)
     }
 
     private func logUnreadable(_ digest: SHA256Digest, path: String, reason: String) {
