@@ -17,6 +17,36 @@ struct CrashLoopReportEndToEndTests {
         try await FleetFixture.with { fleet in try await run(fleet, backend: backend) }
     }
 
+    /// PM2 restarts an app with a `cron_restart` schedule on every tick, and each run raises its restart counter: a job
+    /// run every few seconds (or minutes, as PM2's periodic jobs are) is not a crash loop. Real PM2 only: the builtin
+    /// supervisor has no schedules.
+    @Test("restarts on a cron_restart schedule are not a crash loop", .timeLimit(.minutes(3)))
+    func scheduledRestartsAreNotACrashLoop() async throws {
+        _ = try Backend.pm2.pm2Binary()
+        try await FleetFixture.with { fleet in
+            try await fleet.startController()
+            let port = try freeLoopbackPort()
+            // Every 3 s: a few runs within the test, each one restart on PM2's counter.
+            try await fleet.publish(serial: 1, version: "1.0.0", port: port, appOptions: ["cron_restart": .string("*/3 * * * * *")])
+            let config = try await fleet.enrollAgent(name: "edge-1", longPollSeconds: 2, backend: .pm2)
+            let agent = try fleet.startAgent(config: config, label: "agent")
+            let control = try #require(fleet.controls["edge-1"])
+            try await fleet.waitUntilRunning("1.0.0", port: port, agent: "edge-1")
+            let restarted = try await eventually("PM2 restarted web-app on its schedule 4 times", timeout: .seconds(60)) { () -> Int? in
+                let restarts = try await control.table().first { $0.name == "web-app" }?.restarts ?? 0
+                return restarts >= 4 ? restarts : nil
+            }
+            // The agent reports within its interval; a few seconds more for the report after the last restart.
+            try await Task.sleep(for: .seconds(4))
+            let entry = try #require(try await fleet.fleetEntry(agent: "edge-1"))
+            #expect(entry["health"]?.stringValue == "healthy", "after \(restarted) scheduled restarts: \(entry)")
+            let message = entry["message"]?.stringValue ?? ""
+            #expect(!message.contains("crash loop"), "\(entry)")
+            #expect(entry["serial"]?.intValue == 1, "the release stays applied: \(entry)")
+            #expect(!(agent.stdout + agent.stderr).contains("an app is in a crash loop"))
+        }
+    }
+
     private func run(_ fleet: FleetFixture, backend: Backend) async throws {
         try await fleet.startController()
         let port = try freeLoopbackPort()

@@ -62,6 +62,7 @@ struct HealthGateTests {
 
     /// Watches `api` with a 50 ms interval and returns the outcome, the time it took, and what the gate called.
     static func watch(
+        apps: [AppSpec] = api,
         health: HealthCheck,
         environment: [String: String] = [:],
         table: @escaping @Sendable (Int) -> [ManagedProcess]?,
@@ -75,7 +76,7 @@ struct HealthGateTests {
         // Virtual time: the gate's 50 ms looks happen instantly and the elapsed time is exact, whatever the load.
         let clock = VirtualClock()
         let start = clock.now
-        let outcome = await gate.watch(apps: api, health: health.resolved(environment: environment), processManager: manager, clock: clock)
+        let outcome = await gate.watch(apps: apps, health: health.resolved(environment: environment), processManager: manager, clock: clock)
         return (outcome, start.duration(to: clock.now), await manager.calls, await probe.urls)
     }
 
@@ -187,6 +188,25 @@ struct HealthGateTests {
             table: { look in Self.online(restarts: look) }
         )
         #expect(result.outcome.reason == "not healthy within 2s: an instance restarted during the stable window")
+    }
+
+    @Test(arguments: [JSONValue.string("*/5 * * * * *"), .integer(0), .string("0")])
+    func restartsOnTheAppsScheduleAreNotACrashLoop(schedule: JSONValue) async {
+        // PM2 restarts an app with a `cron_restart` on every tick, each time one more on its counter; `0` is no schedule.
+        var apps = Self.api
+        apps[0].pm2Options["cron_restart"] = schedule
+        let result = await Self.watch(
+            apps: apps,
+            health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 1),
+            table: { look in Self.online(restarts: look) }
+        )
+        let scheduled = apps[0].restartsOnSchedule
+        #expect(scheduled == (schedule != .integer(0) && schedule != .string("0")))
+        if scheduled {
+            #expect(result.outcome == .healthy)
+        } else {
+            #expect(result.outcome.reason == "not healthy within 2s: an instance restarted during the stable window")
+        }
     }
 
     @Test func onlineWithoutAPidForMoreThanTheGraceIsUnhealthy() async {

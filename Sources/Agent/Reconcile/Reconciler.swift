@@ -587,7 +587,8 @@ actor Reconciler {
                 loopsChanged = noteCrashLoops([], service: service) || loopsChanged
                 continue
             }
-            let loops = restartWatch.observe(table, apps: Set(apps.map(\.name)), now: now)
+            // An app restarted on a schedule (`cron_restart`) climbs by one restart a run: its counter tells nothing.
+            let loops = restartWatch.observe(table, apps: Set(apps.filter { !$0.restartsOnSchedule }.map(\.name)), now: now)
             loopsChanged = noteCrashLoops(loops, service: service) || loopsChanged
             if let pinned = failedGateProcesses[service] {
                 if Self.pids(of: apps, in: table) == pinned {

@@ -77,6 +77,18 @@ package struct AppSpec: Sendable, Equatable, Codable {
 }
 
 extension AppSpec {
+    /// Whether PM2 restarts the app on a schedule (`cron_restart`, set and not `0`: `God.registerCron`). Each run
+    /// raises its instances' restart counters, so a counter that climbs says nothing of crashes: a job run every few
+    /// minutes (`autorestart: false` with a schedule, PM2's idiom for a periodic job) is not a crash loop.
+    package var restartsOnSchedule: Bool {
+        switch pm2Options["cron_restart"] {
+        case .string(let pattern)?: !pattern.isEmpty && pattern != "0"
+        case .integer(let number)?: number != 0
+        case .number(let number)?: number != 0
+        default: false
+        }
+    }
+
     /// The exit codes after which PM2 stops the app instead of restarting it (`stop_exit_codes`: one integer or a
     /// list; PM2's `God.handleExit` also parses strings). An instance that exited with one of them is `stopped` on
     /// purpose, whatever `autorestart` says.
