@@ -88,6 +88,11 @@ struct DotEnvFileTests {
             (0..<512).map { "V\($0)=x" }.joined(separator: "\n"),
             Dictionary(uniqueKeysWithValues: (0..<512).map { ("V\($0)", "x") })
         ),
+        Valid(
+            "a CA bundle as long as execve passes one variable (BIG=value and its NUL: 131,072 bytes)",
+            "A=1\r\nBIG=\"" + String(repeating: "x", count: 131_067) + "\"\r\n",
+            ["A": "1", "BIG": String(repeating: "x", count: 131_067)]
+        ),
     ]
 
     @Test(arguments: valid)
@@ -158,6 +163,18 @@ struct DotEnvFileTests {
         Hostile("invalid UTF-8 in a value", [0x41, 0x3D, 0x31, 0x0A, 0x42, 0x3D, 0xFF, 0xFE, 0x0A], line: 2, .notUTF8),
         Hostile("Latin-1 in a comment", [0x23, 0x20, 0x67, 0x72, 0xFC, 0xDF, 0x65, 0x0A], line: 1, .notUTF8),
         Hostile("too many variables", (0...512).map { "V\($0)=x" }.joined(separator: "\n"), line: 513, .tooManyVariables(limit: 512)),
+        Hostile(
+            "a value one byte longer than execve passes a process (E2BIG: the app would never start)",
+            "A=1\nBIG=" + String(repeating: "x", count: 131_068) + "\n",
+            line: 2,
+            .valueTooLong(name: "BIG", bytes: 131_073)
+        ),
+        Hostile(
+            "a multi-byte value over the limit counted in bytes, not characters",
+            "CERT=\"" + String(repeating: "é", count: 65_535) + "\"\n",
+            line: 1,
+            .valueTooLong(name: "CERT", bytes: 131_076)
+        ),
     ]
 
     @Test(arguments: hostile)

@@ -12,6 +12,9 @@ package enum Limits {
     package static let envKeyLength = 256
     /// Longest env value, in bytes.
     package static let envValueLength = 32 * 1024
+    /// Longest `NAME=value` string (with its terminating NUL) Linux passes to a new process: `MAX_ARG_STRLEN`, 32
+    /// pages. `execve` refuses a longer one (`E2BIG`), so an app given it never starts.
+    package static let execStringBytes = 32 * 4096
     /// Total bytes (names + values) of one env map.
     package static let envTotalBytes = 256 * 1024
     /// Most PM2 apps in one release.

@@ -56,6 +56,11 @@ package enum DotEnvFile {
                     guard values.count < configuration.maxVariables else {
                         throw DotEnvFileError.Problem.tooManyVariables(limit: configuration.maxVariables)
                     }
+                    // `NAME=value` and its NUL, as `execve` counts it.
+                    let bytes = parsed.name.utf8.count + parsed.value.utf8.count + 2
+                    guard bytes <= Limits.execStringBytes else {
+                        throw DotEnvFileError.Problem.valueTooLong(name: parsed.name, bytes: bytes)
+                    }
                     values[parsed.name] = parsed.value
                     lineOfName[parsed.name] = number
                 }

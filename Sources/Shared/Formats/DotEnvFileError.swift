@@ -39,6 +39,8 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
         case duplicate(name: String, firstLine: Int)
         /// More variables than one env map may hold.
         case tooManyVariables(limit: Int)
+        /// `name=value` is `bytes` long (with its NUL), more than Linux passes a process (`Limits.execStringBytes`).
+        case valueTooLong(name: String, bytes: Int)
 
         package var description: String {
             switch self {
@@ -63,6 +65,9 @@ package struct DotEnvFileError: Error, Equatable, Sendable, CustomStringConverti
                 "unknown escape at column \(column) (inside double quotes \\n, \\r, \\t, \\\\, \\\" and \\$ are escapes; write \\\\ for a backslash, or use single quotes)"
             case .duplicate(let name, let firstLine): "\(name) is set twice (first on line \(firstLine))"
             case .tooManyVariables(let limit): "more than \(limit) variables"
+            case .valueTooLong(let name, let bytes):
+                "\(name) is \(bytes) bytes with its value, more than the \(Limits.execStringBytes) Linux passes a process for one variable "
+                    + "(MAX_ARG_STRLEN; the app could never start): put the value in a file and set \(name) to its path"
             }
         }
 
