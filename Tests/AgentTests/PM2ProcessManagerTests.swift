@@ -207,11 +207,13 @@ struct PM2ProcessManagerTests {
             #expect(manager.command(for: .start(app: spaced.name, ecosystem: own)).arguments == ["start", own])
             var table = try await Self.settle(manager, spaced)
             #expect(table.map(\.name) == ["my api, v2"], "only the app asked for, under its full name")
-            let mode = try FileManager.default.attributesOfItem(atPath: own)[.posixPermissions] as? Int
-            #expect(mode == 0o600, "the file holds the app's env")
+            // The file holds the app's env (instance secrets too): it lives for the call only.
+            #expect(!FileManager.default.fileExists(atPath: own), "the app's file is removed once pm2 has read it")
             try await manager.reload(spaced, ecosystem: ecosystem)
             table = try await Self.settle(manager, spaced)
             #expect(table.count == 1 && table[0].restarts >= 1)
+            #expect(!FileManager.default.fileExists(atPath: own), "and again after a reload")
+            #expect(FileManager.default.fileExists(atPath: ecosystem), "the service's own file stays")
             try await manager.delete(appNamed: spaced.name)
             #expect(try await manager.processes().isEmpty)
         } catch {

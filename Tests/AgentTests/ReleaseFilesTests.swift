@@ -69,6 +69,25 @@ struct ReleaseFilesTests {
         }
     }
 
+    /// A service no longer configured keeps its applied release's tree (its apps may still run) but no file that holds
+    /// their env: the ecosystem file and single-app files go.
+    @Test func anUnconfiguredServiceWithAReleaseKeepsNoFileHoldingItsEnv() async throws {
+        try await TestPaths.withTemporaryDirectory("ferry-gc") { dir in
+            let files = ReleaseFiles(layout: AgentLayout(stateDir: dir.path))
+            try files.createDirectories(services: ["api"])
+            let manager = FileManager.default
+            try manager.createDirectory(atPath: "\(files.layout.releasesDir("api"))/3-abcdefabcdef", withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: URL(fileURLWithPath: files.layout.ecosystemFile("api")))
+            let single = files.layout.singleAppFilesDir("api")
+            try manager.createDirectory(atPath: single, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: URL(fileURLWithPath: "\(single)/my_api.json"))
+            files.removeUnconfiguredService("api", keeping: "3-abcdefabcdef")
+            #expect(!manager.fileExists(atPath: files.layout.ecosystemFile("api")))
+            #expect(try manager.contentsOfDirectory(atPath: single).isEmpty)
+            #expect(try manager.contentsOfDirectory(atPath: files.layout.releasesDir("api")) == ["3-abcdefabcdef"])
+        }
+    }
+
     /// An unconfigured service's directory leaves its name before any of it is deleted, as a collected release does: a
     /// removal cut short left a half-deleted tree under its release's name, which the same serial, the service
     /// configured again, activated as extracted. What a removal cut short leaves (a hidden staging name) goes at start.
@@ -131,7 +150,12 @@ struct ReleaseFilesTests {
             try Data("x".utf8).write(to: URL(fileURLWithPath: "\(files.layout.artifactsDir)/\(pending).part"))
             try Data("x".utf8).write(to: URL(fileURLWithPath: "\(files.layout.artifactsDir)/\(stale).part"))
             try Data("x".utf8).write(to: URL(fileURLWithPath: "\(dir.path)/state.json.tmp-99-1"))
+            // A single-app file pm2 was given (it holds the app's env) and the temporary file of one cut short.
+            let single = files.layout.singleAppFilesDir("web")
+            try FileManager.default.createDirectory(atPath: single, withIntermediateDirectories: true)
+            for name in ["my_api.json", "my_api.json.tmp-99-2"] { try Data("{}".utf8).write(to: URL(fileURLWithPath: "\(single)/\(name)")) }
             files.removeLeftovers(services: ["web"], keepDigests: [pending])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: single).isEmpty, "no copy of an app's env outlives its call")
             #expect(try FileManager.default.contentsOfDirectory(atPath: releases) == ["2-abcdefabcdef"])
             #expect(try FileManager.default.contentsOfDirectory(atPath: files.layout.artifactsDir) == ["\(pending).part"])
             #expect(!FileManager.default.fileExists(atPath: "\(dir.path)/state.json.tmp-99-1"))

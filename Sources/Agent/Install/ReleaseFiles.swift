@@ -55,8 +55,8 @@ struct ReleaseFiles: Sendable {
         try AtomicFile.write(bytes, to: layout.ecosystemFile(service), mode: 0o600)
     }
 
-    /// Removes what a crash can leave behind: staging directories of interrupted extractions and temporary files of
-    /// interrupted atomic writes. `.part` downloads are kept only for `keepDigests` (they resume).
+    /// Removes what a crash can leave behind: staging directories of interrupted extractions, temporary files of
+    /// interrupted atomic writes and single-app files pm2 was given (`AgentLayout.singleAppFilesDir`). `.part` downloads are kept only for `keepDigests` (they resume).
     func removeLeftovers(services: [String], keepDigests: Set<String>) {
         let manager = FileManager.default
         for service in services {
@@ -67,6 +67,10 @@ struct ReleaseFiles: Sendable {
             for name in (try? manager.contentsOfDirectory(atPath: layout.serviceDir(service))) ?? [] where name.contains(".tmp-") {
                 try? manager.removeItem(atPath: "\(layout.serviceDir(service))/\(name)")
             }
+            // Files pm2 was given one app in (each holds the app's env) live for one call: what is there was left by a
+            // crash, or by an agent from before they were removed after the call.
+            let single = layout.singleAppFilesDir(service)
+            for name in (try? manager.contentsOfDirectory(atPath: single)) ?? [] { unlink("\(single)/\(name)") }
         }
         for name in (try? manager.contentsOfDirectory(atPath: layout.artifactsDir)) ?? [] {
             if name.hasSuffix(".part"), !keepDigests.contains(String(name.dropLast(5))) {
@@ -91,8 +95,8 @@ struct ReleaseFiles: Sendable {
         return names.filter { !configured.contains($0) && !$0.hasPrefix(".") }.sorted()
     }
 
-    /// Removes what `service`, no longer configured, left: its ecosystem file (it holds the merged env, the instance
-    /// env file's values too) and every release tree but `keep` (the applied one: `current` points at it); its whole
+    /// Removes what `service`, no longer configured, left: its ecosystem file and single-app files (they hold the merged
+    /// env, the instance env file's values too) and every release tree but `keep` (the applied one: `current` points at it); its whole
     /// directory when there is none to keep. The whole directory goes as release trees do (`collectReleases`): renamed
     /// to a hidden staging name first, then deleted; deleted in place and cut short, it kept a half-deleted tree under
     /// its release's name, which the same serial, the service configured again, activated as extracted.
@@ -107,6 +111,8 @@ struct ReleaseFiles: Sendable {
         }
         let ecosystem = layout.ecosystemFile(service)
         if unlink(ecosystem) == 0 { try? AtomicFile.syncDirectory(containing: ecosystem) }
+        let single = layout.singleAppFilesDir(service)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: single)) ?? [] { unlink("\(single)/\(name)") }
         collectReleases(service, protected: [keep], keep: 0)
     }
 

@@ -31,6 +31,9 @@ struct AgentLayout: Sendable {
     func releasesDir(_ service: String) -> String { "\(serviceDir(service))/releases" }
     func currentLink(_ service: String) -> String { "\(serviceDir(service))/current" }
     func ecosystemFile(_ service: String) -> String { "\(serviceDir(service))/ecosystem.json" }
+    /// Where pm2 is given an app `--only` cannot select, in a file of its own for the one call (`PM2ProcessManager.file`).
+    func singleAppFilesDir(_ service: String) -> String { "\(serviceDir(service))/\(Self.singleAppFilesDirName)" }
+    static let singleAppFilesDirName = "apps"
 
     /// The directory name of an extracted release: `<serial>-<first 12 hex of the sha256>`.
     static func releaseDirectoryName(serial: Int64, sha256: SHA256Digest) -> String {

@@ -275,7 +275,9 @@ struct PM2ProcessManager: ProcessManager {
         try Self.requireAbsolute(ecosystem)
         if let refusal = Self.refusal(app, home: invocation.environment["PM2_HOME"]) { throw refusal }
         try checkLogFiles(of: app, in: try await tableCheckedForClash(app.name))
-        try await execute(.start(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)), timeout: timeout(for: app))
+        let file = try file(for: app, ecosystem: ecosystem)
+        defer { removeSingleAppFile(file, ecosystem: ecosystem) }
+        try await execute(.start(app: app.name, ecosystem: file), timeout: timeout(for: app))
     }
 
     func reload(_ app: AppSpec, ecosystem: String) async throws(PM2Error) {
@@ -285,8 +287,10 @@ struct PM2ProcessManager: ProcessManager {
         try checkLogFiles(of: app, in: table)
         // The instances running now are stopped one after another too (a smaller count stops the surplus).
         let running = table.owned(by: configuration.namespace).filter { $0.name == app.name }.count
+        let file = try file(for: app, ecosystem: ecosystem)
+        defer { removeSingleAppFile(file, ecosystem: ecosystem) }
         try await execute(
-            .reload(app: app.name, ecosystem: try file(for: app, ecosystem: ecosystem)),
+            .reload(app: app.name, ecosystem: file),
             timeout: timeout(for: app, instances: max(app.instances, running) + 1)
         )
     }
@@ -328,10 +332,10 @@ struct PM2ProcessManager: ProcessManager {
 
     /// The file pm2 reads `app` from: the service's ecosystem file when `--only` can select the app by name, else a
     /// file holding only that app (`<dir>/apps/<file-safe name>.json`, mode 0600: it holds the app's env), written
-    /// from the same spec in the same form.
+    /// from the same spec in the same form, for the one call (`removeSingleAppFile`).
     func file(for app: AppSpec, ecosystem: String) throws(PM2Error) -> String {
         guard !PM2Command.Operation.canSelect(app.name) else { return ecosystem }
-        let directory = String(ecosystem[..<(ecosystem.lastIndex(of: "/") ?? ecosystem.endIndex)]) + "/apps"
+        let directory = String(ecosystem[..<(ecosystem.lastIndex(of: "/") ?? ecosystem.endIndex)]) + "/" + AgentLayout.singleAppFilesDirName
         let path = "\(directory)/\(PM2App.fileSafeName(app.name)).json"
         if mkdir(directory, 0o700) != 0, errno != EEXIST {
             throw .ecosystemNotWritten(path: path, reason: "mkdir \(directory): \(String(cString: strerror(errno)))")
@@ -342,6 +346,14 @@ struct PM2ProcessManager: ProcessManager {
             throw .ecosystemNotWritten(path: path, reason: "\(error)")
         }
         return path
+    }
+
+    /// Removes the file `file(for:ecosystem:)` wrote for one app once pm2 is done with it: it holds the app's whole env,
+    /// instance secrets included, and nothing reads it again (the next start or reload writes it afresh). Kept, it
+    /// outlived the app, the service and the secret's rotation. The service's own ecosystem file stays.
+    private func removeSingleAppFile(_ file: String, ecosystem: String) {
+        guard file != ecosystem else { return }
+        unlink(file)
     }
 
     /// Deletes the app if Ferry's namespace has it; does nothing when it is already gone (PM2 would otherwise fall
