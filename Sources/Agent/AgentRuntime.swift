@@ -147,8 +147,8 @@ struct AgentRuntime: Sendable {
         await reconciler.updateTrust(await trust.snapshot(at: Date()))
     }
 
-    /// PM2 when configured (or, for `auto`, when `pm2` is on PATH), else the builtin supervisor.
-    /// `repairs`: false for a command that only looks (`status`): PM2's stray daemons and dead daemons' leftovers are
+    /// PM2 when configured (or, for `auto`, when the apps run under it or, on a first start, when `pm2` is on PATH:
+    /// `ProcessManagerChoice`), else the builtin supervisor. `repairs`: false for a command that only looks (`status`): PM2's stray daemons and dead daemons' leftovers are
     /// left to the running agent. `startsDaemon`: false for a command that only looks: no daemon is started where none
     /// runs (the table read fails, saying so).
     static func makeProcessManager(
@@ -159,12 +159,12 @@ struct AgentRuntime: Sendable {
         startsDaemon: Bool = true,
         supervisorRequestTimeout: Duration? = nil
     ) throws -> (any ProcessManager, String) {
-        let usePM2: Bool
-        switch config.processManager {
-        case .pm2: usePM2 = true
-        case .builtin: usePM2 = false
-        case .auto: usePM2 = config.pm2Path != nil || ExecutableLookup.find("pm2") != nil
-        }
+        let usePM2 = try ProcessManagerChoice.usesPM2(
+            config.processManager,
+            pm2Found: config.pm2Path != nil || ExecutableLookup.find("pm2") != nil,
+            layout: layout,
+            records: repairs
+        )
         if usePM2 {
             var configuration = PM2ProcessManager.Configuration(
                 executable: config.pm2Path ?? "pm2",

@@ -26,6 +26,8 @@ struct AgentLayout: Sendable {
     var artifactsDir: String { "\(stateDir)/artifacts" }
     var servicesDir: String { "\(stateDir)/services" }
     var supervisorHome: String { "\(stateDir)/supervisor" }
+    /// The process manager the apps run under (`ProcessManagerChoice`): `pm2` or `builtin`.
+    var processManagerFile: String { "\(stateDir)/process-manager" }
 
     func serviceDir(_ service: String) -> String { "\(servicesDir)/\(service)" }
     func releasesDir(_ service: String) -> String { "\(serviceDir(service))/releases" }
