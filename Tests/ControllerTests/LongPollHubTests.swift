@@ -1,3 +1,4 @@
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -40,6 +41,41 @@ import Testing
         #expect(counts.withLock { $0.last } == 0)
         // A waiter nothing wakes ends at its timeout.
         #expect(await hub.wait(agentID: "c", services: ["web"], after: hub.generation, timeout: .milliseconds(300)) == .timedOut)
+        #expect(hub.waiterCount == 0)
+    }
+
+    /// An agent token re-polling as fast as it can (each poll superseding the last) leaves no timer per poll behind:
+    /// one sweep per tick that has deadlines. A timer per wait, never cancelled, kept every superseded poll's timer
+    /// alive for its whole wait (hundreds of MB at ten thousand requests a second with `?wait=60`).
+    @Test func supersededWaitsLeaveNoTimerPerWait() async throws {
+        let hub = LongPollHub()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let wakes = Mutex<[LongPollHub.Wake]>([])
+        for _ in 0..<10_000 {
+            hub.park(agentID: "a", services: ["api"], after: hub.generation, timeout: .seconds(60), on: loop) { wake in
+                wakes.withLock { $0.append(wake) }
+            }
+        }
+        #expect(hub.waiterCount == 1)
+        #expect(wakes.withLock { $0.count } == 9_999 && wakes.withLock { $0.allSatisfy { $0 == .superseded } })
+        // 10,000 deadlines within a second or so of each other: a sweep for each 100 ms tick they fall in at most.
+        #expect(hub.sweepsScheduled <= 20, "\(hub.sweepsScheduled) sweeps for 10,000 waits")
+        hub.shutdown()
+    }
+
+    /// A wait ends at its timeout, never before, and at most a tick (plus scheduling) after; waits of different
+    /// lengths each end at their own, whichever parked first.
+    @Test func waitsTimeOutAtTheirOwnDeadlineNeverEarly() async throws {
+        let hub = LongPollHub()
+        let start = ContinuousClock.now
+        async let long = hub.wait(agentID: "long", services: ["api"], after: hub.generation, timeout: .milliseconds(900))
+        async let short = hub.wait(agentID: "short", services: ["api"], after: hub.generation, timeout: .milliseconds(250))
+        #expect(await short == .timedOut)
+        let shortEnded = start.duration(to: .now)
+        #expect(await long == .timedOut)
+        let longEnded = start.duration(to: .now)
+        #expect(shortEnded >= .milliseconds(250) && shortEnded < .milliseconds(850), "short ended after \(shortEnded)")
+        #expect(longEnded >= .milliseconds(900), "long ended after \(longEnded)")
         #expect(hub.waiterCount == 0)
     }
 

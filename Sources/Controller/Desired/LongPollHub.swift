@@ -4,12 +4,16 @@ import Synchronization
 
 /// Parks desired-state requests (`?wait=N`) until the state may have changed, the wait ends, or the server stops.
 ///
-/// A parked request is an entry in this set with the closure that answers it and a timer on an event loop: no task, no
+/// A parked request is an entry in this set with the closure that answers it and its deadline: no task, no timer, no
 /// thread, no continuation (the channel handler that answers polls, `DesiredStatePollHandler`, parks straight from the
 /// event loop; `wait` wraps the same in a continuation for async callers). A publish resumes the waiters of agents
 /// running that service and they re-check their state. Each agent has at most one parked request: a new one from the
 /// same agent answers the previous one at once (`.superseded`), so a client that re-polls without waiting for its
-/// answers (or a stolen token) cannot pile up requests. The set is guarded by a `Mutex` rather than an actor so that a
+/// answers (or a stolen token) cannot pile up requests. Deadlines are kept here, by `sweepGranularity` tick, and one
+/// sweep per tick that has any ends the waits whose time ran out (never early, at most a tick late): a timer per wait,
+/// never cancelled (cancelling one searches the event loop's whole queue), outlived the wait it timed, so an agent
+/// token re-polling with `?wait=60` as fast as it could left 60 s worth of its requests' timers alive, hundreds of MB at
+/// ten thousand requests a second. An ended wait leaves only its id in its tick's list. The set is guarded by a `Mutex` rather than an actor so that a
 /// cancelled wait can remove itself synchronously (an actor hop there could arrive after the registration it is meant
 /// to undo).
 final class LongPollHub: Sendable {
@@ -46,6 +50,11 @@ final class LongPollHub: Sendable {
         /// The parked wait of each agent (at most one).
         var byAgent: [String: UInt64] = [:]
         var isShutDown = false
+        /// The deadlines of the waits timed on each event loop, by the loop's own clock (a test's embedded loop keeps
+        /// a virtual one).
+        var sweeps: [ObjectIdentifier: Sweeps] = [:]
+        /// Sweeps scheduled so far (tests).
+        var sweepsScheduled = 0
 
         /// Parks `waiter` as its agent's only wait; the wait it replaces, if any.
         mutating func park(_ id: UInt64, _ waiter: Waiter) -> Waiter? {
@@ -59,6 +68,15 @@ final class LongPollHub: Sendable {
             if byAgent[waiter.agentID] == id { byAgent[waiter.agentID] = nil }
             return waiter
         }
+    }
+
+    /// The deadlines one event loop sweeps.
+    private struct Sweeps {
+        /// The waits whose deadline falls in each tick (`LongPollHub.tick(of:)`), ended ones too: a sweep at the tick
+        /// ends those still parked.
+        var expiries: [Int64: [UInt64]] = [:]
+        /// The earliest tick a sweep is scheduled for and has not run yet, `nil` when none is.
+        var sweepAt: Int64?
     }
 
     private let state = Mutex(State())
@@ -86,11 +104,23 @@ final class LongPollHub: Sendable {
     /// Whether `agentID` has a request parked here.
     func isParked(agentID: String) -> Bool { state.withLock { $0.byAgent[agentID] != nil } }
 
+    /// How many sweeps were scheduled (tests: one per tick that has waits, not one per wait).
+    var sweepsScheduled: Int { state.withLock { $0.sweepsScheduled } }
+
+    /// How finely deadlines are kept: a wait ends at most this long after its time (never before).
+    static let sweepGranularity: Int64 = 100_000_000
+
+    /// The tick `deadline` falls in: the first tick boundary at or after it.
+    private static func tick(of deadline: NIODeadline) -> Int64 {
+        let nanoseconds = Int64(clamping: deadline.uptimeNanoseconds)
+        return nanoseconds / sweepGranularity + (nanoseconds % sweepGranularity == 0 ? 0 : 1)
+    }
+
     /// Whether `shutdown()` was called.
     var isShutDown: Bool { state.withLock { $0.isShutDown } }
 
-    /// Parks `resume` until a change concerning `agentID` or `services` after `generation`, `timeout` (timed on
-    /// `eventLoop`), shutdown or `cancel(_:)`.
+    /// Parks `resume` until a change concerning `agentID` or `services` after `generation`, `timeout` (ended by a sweep
+    /// on `eventLoop`, or on the loop of an earlier wait whose sweep is due first), shutdown or `cancel(_:)`.
     ///
     /// `resume` is called exactly once, from any thread, never under the hub's lock — synchronously inside this call
     /// when the wait ends at once (a change since `generation`, shutdown).
@@ -103,27 +133,67 @@ final class LongPollHub: Sendable {
         on eventLoop: any EventLoop,
         resume: @escaping @Sendable (Wake) -> Void
     ) -> Ticket {
-        let (ticket, immediate, replaced) = state.withLock { state -> (Ticket, Wake?, Waiter?) in
+        // Durations are at most the controller's maximum wait, far from `TimeAmount`'s range.
+        let tick = Self.tick(of: eventLoop.now + TimeAmount(timeout))
+        let loop = ObjectIdentifier(eventLoop)
+        let (ticket, immediate, replaced, sweep) = state.withLock { state -> (Ticket, Wake?, Waiter?, Int64?) in
             state.nextID &+= 1
             let ticket = Ticket(id: state.nextID)
-            if state.isShutDown { return (ticket, .shutdown, nil) }
-            if state.generation != generation { return (ticket, .changed, nil) }
+            if state.isShutDown { return (ticket, .shutdown, nil, nil) }
+            if state.generation != generation { return (ticket, .changed, nil, nil) }
             // One parked request per agent: the newest wins.
             let replaced = state.park(ticket.id, Waiter(services: services, agentID: agentID, resume: resume))
+            state.sweeps[loop, default: Sweeps()].expiries[tick, default: []].append(ticket.id)
             // Told under the lock, so concurrent changes reach the gauge in order (a gauge set is one atomic store).
             onCountChange(state.waiters.count)
-            return (ticket, nil, replaced)
+            return (ticket, nil, replaced, Self.claimSweep(at: tick, of: loop, in: &state))
         }
         if let immediate {
             resume(immediate)
             return ticket
         }
-        // The timer is never cancelled: one that fires after a wake finds no entry and does nothing. (Cancelling costs a
-        // linear search of the event loop's scheduled tasks under its lock, 10,000 times on a publish.) Durations are
-        // at most the controller's maximum wait, far from `TimeAmount`'s range.
-        eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in end(ticket.id, with: .timedOut) }
+        if let sweep { schedule(sweep, on: eventLoop) }
         replaced?.resume(.superseded)
         return ticket
+    }
+
+    /// `tick` when no sweep is due at it or before (one is then scheduled for it), else `nil`.
+    private static func claimSweep(at tick: Int64, of loop: ObjectIdentifier, in state: inout State) -> Int64? {
+        if let due = state.sweeps[loop]?.sweepAt, due <= tick { return nil }
+        state.sweeps[loop, default: Sweeps()].sweepAt = tick
+        state.sweepsScheduled += 1
+        return tick
+    }
+
+    private func schedule(_ tick: Int64, on eventLoop: any EventLoop) {
+        let at = NIODeadline.uptimeNanoseconds(UInt64(tick) * UInt64(Self.sweepGranularity))
+        eventLoop.scheduleTask(deadline: at) { [self] in sweep(tick, on: eventLoop) }
+    }
+
+    /// Ends the parked waits timed on `eventLoop` whose deadline has passed (ticks up to its now), then schedules the
+    /// sweep of the next tick that has any.
+    private func sweep(_ tick: Int64, on eventLoop: any EventLoop) {
+        let now = eventLoop.now
+        let loop = ObjectIdentifier(eventLoop)
+        let (expired, next) = state.withLock { state -> ([Waiter], Int64?) in
+            guard var sweeps = state.sweeps[loop] else { return ([], nil) }
+            if sweeps.sweepAt == tick { sweeps.sweepAt = nil }
+            // The ticks whose boundary has passed: every deadline in them has (a deadline lies at or before its tick's).
+            let current = Int64(clamping: now.uptimeNanoseconds) / Self.sweepGranularity
+            var expired: [Waiter] = []
+            for due in sweeps.expiries.keys.filter({ $0 <= current }) {
+                // An id whose wait already ended (answered, superseded, cancelled) is no longer parked.
+                expired += (sweeps.expiries.removeValue(forKey: due) ?? []).compactMap { state.remove($0) }
+            }
+            if !expired.isEmpty { onCountChange(state.waiters.count) }
+            let earliest = sweeps.expiries.keys.min()
+            // A loop with nothing left to sweep is forgotten (a sweep still scheduled finds nothing).
+            state.sweeps[loop] = earliest == nil && sweeps.sweepAt == nil ? nil : sweeps
+            guard let earliest else { return (expired, nil) }
+            return (expired, Self.claimSweep(at: earliest, of: loop, in: &state))
+        }
+        if let next { schedule(next, on: eventLoop) }
+        for waiter in expired { waiter.resume(.timedOut) }
     }
 
     /// Ends a parked wait with `.cancelled` (its request went away). Nothing happens when it already ended.
