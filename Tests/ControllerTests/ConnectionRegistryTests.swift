@@ -16,6 +16,9 @@ import Testing
         case busy(String)
         case idle(String)
         case close(String)
+        /// The client stopped reading (its socket unwritable), or read again.
+        case unread(String)
+        case read(String)
     }
 
     struct Case: Sendable, CustomTestStringConvertible {
@@ -41,6 +44,20 @@ import Testing
             testDescription: "every connection busy: the new one is refused",
             steps: [
                 .open("a"), .open("b"), .open("c"), .busy("a"), .busy("b"), .busy("c"), .open("d", refused: true), .idle("b"), .open("e", shed: "b"),
+            ]
+        ),
+        Case(
+            testDescription: "every connection busy: the one unread longest is shed, not the new one refused",
+            steps: [
+                .open("a"), .open("b"), .open("c"), .busy("a"), .busy("b"), .busy("c"), .unread("b"), .unread("a"), .open("d", shed: "b"),
+                .busy("d"), .open("e", shed: "a"), .busy("e"), .open("f", refused: true),
+            ]
+        ),
+        Case(
+            testDescription: "a client that reads again leaves the unread order; an idle connection still goes first",
+            steps: [
+                .open("a"), .open("b"), .open("c"), .busy("a"), .busy("b"), .unread("a"), .unread("b"), .read("a"), .open("d", shed: "c"),
+                .busy("d"), .open("e", shed: "b"), .busy("e"), .open("f", refused: true),
             ]
         ),
         Case(
@@ -74,6 +91,10 @@ import Testing
                 if let ticket = tickets[name] { registry.setIdle(ticket, false) }
             case .idle(let name):
                 if let ticket = tickets[name] { registry.setIdle(ticket, true) }
+            case .unread(let name):
+                if let ticket = tickets[name] { registry.setUnread(ticket, true) }
+            case .read(let name):
+                if let ticket = tickets[name] { registry.setUnread(ticket, false) }
             case .close(let name):
                 if let ticket = tickets[name] { registry.release(ticket) }
                 _ = try? channels[name]?.close().wait()

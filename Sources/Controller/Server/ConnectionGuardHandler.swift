@@ -45,6 +45,7 @@ final class ConnectionGuardHandler: ChannelInboundHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         let isWritable = context.channel.isWritable
         update { $0.writabilityChanged(isWritable: isWritable, at: .now) }
+        registry.setUnread(ticket, !isWritable)
         context.fireChannelWritabilityChanged()
     }
 

@@ -6,62 +6,59 @@ import Synchronization
 /// new connection arrives at the cap.
 ///
 /// At the cap a new connection is admitted by closing the connection that has been idle longest (no request in flight:
-/// a kept-alive connection, or one that never finished a request head); when every connection is busy the new one is
-/// closed instead. So junk connections cannot starve `/healthz` or a polling agent, and parked long-polls (requests in
-/// flight) are never the ones shed. Shared by all event loops; one short lock per connection state change.
+/// a kept-alive connection, or one that never finished a request head); when every connection is busy, the one whose
+/// client has not read what it was sent for longest (its socket unwritable: a slow reader, which the connection's own
+/// timeout closes after the idle timeout anyway); when there is none of either the new one is closed instead. So junk
+/// connections cannot starve `/healthz` or a polling agent, and parked long-polls (requests in flight, nothing to send)
+/// are never the ones shed. Busy connections that never read used to hold every slot: pipelined `GET /healthz`s that
+/// are never read keep their answers unwritten, so a client could refuse everyone else for 75 s at a time. Shared by
+/// all event loops; one short lock per connection state change.
 final class ConnectionRegistry: Sendable {
     /// One admitted connection.
     struct Ticket: Hashable, Sendable {
         fileprivate let id: UInt64
     }
 
-    private struct Entry {
-        let channel: any Channel
-        /// Whether no request is in flight.
-        var isIdle: Bool
-        /// Its neighbours in the idle list (`State.oldestIdle` … `State.newestIdle`), while idle.
-        var olderIdle: UInt64?
-        var newerIdle: UInt64?
+    /// Connection ids in the order they joined, the first found without a search. A search of every entry, under the
+    /// lock every event loop takes at each request's start and end, was 16,384 entries per connection accepted at the
+    /// cap: a connect flood stalled every connection's I/O.
+    private struct Order {
+        private var links: [UInt64: (older: UInt64?, newer: UInt64?)] = [:]
+        private(set) var first: UInt64?
+        private var last: UInt64?
+
+        /// Puts `id` last, unless it is in already.
+        mutating func append(_ id: UInt64) {
+            guard links[id] == nil else { return }
+            links[id] = (last, nil)
+            if let last { links[last]?.newer = id } else { first = id }
+            last = id
+        }
+
+        /// Takes `id` out, if it is in.
+        mutating func remove(_ id: UInt64) {
+            guard let link = links.removeValue(forKey: id) else { return }
+            if let older = link.older { links[older]?.newer = link.newer } else { first = link.newer }
+            if let newer = link.newer { links[newer]?.older = link.older } else { last = link.older }
+        }
     }
 
-    /// The connections, and the idle ones in the order they became idle: the one to shed at the cap is the first, found
-    /// without a search. A search of every entry, under the lock every event loop takes at each request's start and
-    /// end, was 16,384 entries per connection accepted at the cap: a connect flood stalled every connection's I/O.
+    /// The connections; the idle ones in the order they became idle, and the busy ones whose client stopped reading in
+    /// the order they stopped: the first of either is the one to shed at the cap.
     private struct State {
         var nextID: UInt64 = 0
-        var entries: [UInt64: Entry] = [:]
-        var oldestIdle: UInt64?
-        var newestIdle: UInt64?
+        var channels: [UInt64: any Channel] = [:]
+        var idle = Order()
+        var unread = Order()
         var lastCapLog: ContinuousClock.Instant?
         var shedSinceLog = 0
         var refusedSinceLog = 0
 
-        /// Puts `id` last in the idle list (it just became idle).
-        mutating func appendIdle(_ id: UInt64) {
-            guard var entry = entries[id], !entry.isIdle else { return }
-            entry.isIdle = true
-            entry.olderIdle = newestIdle
-            entry.newerIdle = nil
-            entries[id] = entry
-            if let newest = newestIdle { entries[newest]?.newerIdle = id } else { oldestIdle = id }
-            newestIdle = id
-        }
-
-        /// Takes `id` out of the idle list (a request started, or it closed).
-        mutating func removeIdle(_ id: UInt64) {
-            guard var entry = entries[id], entry.isIdle else { return }
-            if let older = entry.olderIdle { entries[older]?.newerIdle = entry.newerIdle } else { oldestIdle = entry.newerIdle }
-            if let newer = entry.newerIdle { entries[newer]?.olderIdle = entry.olderIdle } else { newestIdle = entry.olderIdle }
-            entry.isIdle = false
-            entry.olderIdle = nil
-            entry.newerIdle = nil
-            entries[id] = entry
-        }
-
-        /// Forgets `id`; its entry, if it was there.
-        mutating func remove(_ id: UInt64) -> Entry? {
-            removeIdle(id)
-            return entries.removeValue(forKey: id)
+        /// Forgets `id`; its channel, if it was there.
+        mutating func remove(_ id: UInt64) -> (any Channel)? {
+            idle.remove(id)
+            unread.remove(id)
+            return channels.removeValue(forKey: id)
         }
     }
 
@@ -80,26 +77,27 @@ final class ConnectionRegistry: Sendable {
     }
 
     /// Connections open now.
-    var openCount: Int { state.withLock { $0.entries.count } }
+    var openCount: Int { state.withLock { $0.channels.count } }
 
     /// Registers a new connection (idle: it has not sent a request yet). At the cap it closes the longest-idle
-    /// connection to make room, or returns `nil` when every connection is busy: the caller closes the new one.
+    /// connection to make room (or, with none idle, the longest-unread one), or returns `nil` when there is neither: the
+    /// caller closes the new one.
     func admit(_ channel: any Channel, at now: ContinuousClock.Instant = .now) -> Ticket? {
         let (ticket, victim, count, log) = state.withLock { state -> (Ticket?, (any Channel)?, Int, CapLog?) in
             var victim: (any Channel)?
-            if state.entries.count >= maximumConnections {
-                guard let id = state.oldestIdle else {
+            if state.channels.count >= maximumConnections {
+                guard let id = state.idle.first ?? state.unread.first else {
                     state.refusedSinceLog += 1
-                    return (nil, nil, state.entries.count, Self.capLog(&state, now: now))
+                    return (nil, nil, state.channels.count, Self.capLog(&state, now: now))
                 }
-                victim = state.remove(id)?.channel
+                victim = state.remove(id)
                 state.shedSinceLog += 1
             }
             state.nextID &+= 1
-            state.entries[state.nextID] = Entry(channel: channel, isIdle: false)
-            state.appendIdle(state.nextID)
+            state.channels[state.nextID] = channel
+            state.idle.append(state.nextID)
             let log = victim == nil ? nil : Self.capLog(&state, now: now)
-            return (Ticket(id: state.nextID), victim, state.entries.count, log)
+            return (Ticket(id: state.nextID), victim, state.channels.count, log)
         }
         metrics.open.set(to: Double(count))
         metrics.accepted.increment()
@@ -124,10 +122,24 @@ final class ConnectionRegistry: Sendable {
     /// the order of shedding.
     func setIdle(_ ticket: Ticket, _ isIdle: Bool) {
         state.withLock { state in
+            guard state.channels[ticket.id] != nil else { return }
             if isIdle {
-                state.appendIdle(ticket.id)
+                state.idle.append(ticket.id)
             } else {
-                state.removeIdle(ticket.id)
+                state.idle.remove(ticket.id)
+            }
+        }
+    }
+
+    /// The connection's client stopped reading what it is sent (`true`: its socket is unwritable) or read again.
+    /// Unread since the longest, it is the one shed at the cap when none is idle.
+    func setUnread(_ ticket: ConnectionRegistry.Ticket, _ isUnread: Bool) {
+        state.withLock { state in
+            guard state.channels[ticket.id] != nil else { return }
+            if isUnread {
+                state.unread.append(ticket.id)
+            } else {
+                state.unread.remove(ticket.id)
             }
         }
     }
@@ -135,7 +147,7 @@ final class ConnectionRegistry: Sendable {
     /// The connection closed (whoever closed it).
     func release(_ ticket: Ticket) {
         let count = state.withLock { state -> Int? in
-            state.remove(ticket.id) == nil ? nil : state.entries.count
+            state.remove(ticket.id) == nil ? nil : state.channels.count
         }
         if let count { metrics.open.set(to: Double(count)) }
     }
