@@ -1,5 +1,6 @@
 import Foundation
 import Shared
+import TestSupport
 import Testing
 
 @testable import Agent
@@ -345,5 +346,32 @@ struct PM2ProcessTableTests {
         let counts = Dictionary(table.processes.prefix(6).map { ("\($0.namespace)/\($0.name)", $0.instances) }) { first, _ in first }
         #expect(counts == ["ferry/api": 3, "shop/api": 2, "ferry/worker": 1])
         #expect(table.processes.dropFirst(6).allSatisfy { $0.instances == 4 })
+    }
+}
+
+/// Exits read from a daemon's log are kept by instance, restart count and status, for that daemon only: a new daemon
+/// hands out the same pm_ids and restart counts again, and its job that ended cleanly must not read as the old one's
+/// OOM kill.
+@Suite struct PM2ExplainedExitsTests {
+    @Test func anExitReadUnderOneDaemonIsForgottenUnderTheNext() throws {
+        try TestPaths.withTemporaryDirectorySync("ferry-exits") { dir in
+            // Two socket files as two daemons bind them (two inodes).
+            let first = dir.appendingPathComponent("rpc-1.sock").path
+            let second = dir.appendingPathComponent("rpc-2.sock").path
+            for path in [first, second] { try Data().write(to: URL(fileURLWithPath: path)) }
+            let daemonA = try #require(PM2ProcessManager.SocketFile(path: first))
+            let daemonB = try #require(PM2ProcessManager.SocketFile(path: second))
+            var job = RestartWatchTests.process("nightly", pmId: 0, restarts: 0)
+            job.status = .stopped
+            let exits = PM2ProcessManager.ExplainedExits()
+            exits.follow(daemon: daemonA)
+            exits.record(PM2DaemonLog.Exit(code: nil, signal: "SIGKILL"), of: job)
+            exits.follow(daemon: daemonA)
+            #expect(exits.exit(of: job) == PM2DaemonLog.Exit(code: nil, signal: "SIGKILL"), "the same daemon: kept")
+            exits.follow(daemon: nil)
+            #expect(exits.exit(of: job) != nil, "no socket to look at (a daemon starting): kept")
+            exits.follow(daemon: daemonB)
+            #expect(exits.exit(of: job) == nil, "another daemon: its pm_id 0 with 0 restarts is another run")
+        }
     }
 }

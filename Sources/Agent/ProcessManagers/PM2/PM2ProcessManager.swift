@@ -413,6 +413,8 @@ struct PM2ProcessManager: ProcessManager {
         }
         guard processes.contains(where: unexplained), let home = invocation.environment["PM2_HOME"] else { return processes }
         let known = explainedExits
+        // A new daemon numbers its apps from 0 and their restarts from 0 again: what the old one's log said is forgotten.
+        known.follow(daemon: SocketFile(path: "\(home)/rpc.sock"))
         let unread = processes.contains { unexplained($0) && known.exit(of: $0) == nil }
         let log = unread ? SmallFile.tail("\(home)/pm2.log", bytes: 64 * 1024) : ""
         return processes.map { process in
@@ -582,8 +584,8 @@ struct PM2ProcessManager: ProcessManager {
     }
 
     /// Exits read from the daemon log, by instance (name, pm_id), restart count and status: the same key is the same
-    /// exit. Bounded: past 1024 instances it starts over (read again, once each).
-    private final class ExplainedExits: Sendable {
+    /// exit, under the same daemon (`follow`). Bounded: past 1024 instances it starts over (read again, once each).
+    final class ExplainedExits: Sendable {
         private struct Key: Hashable {
             var name: String
             var pmId: Int
@@ -592,6 +594,20 @@ struct PM2ProcessManager: ProcessManager {
         }
 
         private let known = Mutex<[Key: PM2DaemonLog.Exit]>([:])
+        /// The daemon's socket file when the exits were read.
+        private let daemon = Mutex<SocketFile?>(nil)
+
+        /// Forgets every exit when another daemon answers (`pm2 kill`, a crash and a new daemon): it hands out the same
+        /// pm_ids and restart counts from 0 again, and a job of the new daemon that ended cleanly read as the old
+        /// one's OOM kill (its service unhealthy) for as long as the key matched.
+        func follow(daemon file: SocketFile?) {
+            guard let file else { return }
+            let changed = daemon.withLock { daemon in
+                defer { daemon = file }
+                return daemon != nil && daemon != file
+            }
+            if changed { known.withLock { $0.removeAll() } }
+        }
 
         private static func key(_ process: ManagedProcess) -> Key {
             Key(name: process.name, pmId: process.pmId, restarts: process.restarts, status: process.status)
