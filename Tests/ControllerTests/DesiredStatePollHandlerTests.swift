@@ -349,6 +349,54 @@ import Testing
         }
     }
 
+    /// Requests sent in one write to the live server, and the answers they get, in order, before the connection closes.
+    struct HeldCase: Sendable, CustomStringConvertible {
+        var name: String
+        /// `{id}`, `{token}` and `{tag}` are replaced by the agent's.
+        var requests: [String]
+        var statuses: [Int]
+        var description: String { name }
+    }
+
+    /// A poll parked here for `wait` seconds.
+    static func longPoll(wait: Int) -> String {
+        DesiredStateFastPathTests.poll.replacingOccurrences(of: "state ", with: "state?wait=\(wait) ")
+    }
+    static let report: String = {
+        let body = StatusReportHandlerTests.report(message: "held")
+        return "POST /v1/agents/{id}/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+    }()
+    static let healthCheck = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    static let halfClosedCases: [HeldCase] = [
+        HeldCase(name: "a parked long-poll", requests: [longPoll(wait: 60)], statuses: [304]),
+        HeldCase(name: "a status report", requests: [report], statuses: [204]),
+        HeldCase(
+            name: "a parked long-poll, a poll behind it",
+            requests: [longPoll(wait: 60), DesiredStateFastPathTests.poll],
+            statuses: [304, 304]
+        ),
+        HeldCase(name: "a parked long-poll, a long-poll behind it", requests: [longPoll(wait: 60), longPoll(wait: 60)], statuses: [304, 304]),
+        HeldCase(name: "a parked long-poll, a health check behind it", requests: [longPoll(wait: 60), healthCheck], statuses: [304, 200]),
+    ]
+
+    /// A client that half-closes its connection once it has sent its requests (`shutdown(SHUT_WR)`) gets every answer,
+    /// then the connection closes; a long-poll is answered at once, not at the end of its wait (a minute here), since a
+    /// client gone for good sends the same end of input. The end of its input reached the router while the handler still
+    /// held a request: the router, with nothing to answer, closed its output, which after the input's end closes the
+    /// connection, and the parked poll, or the stored report, was never answered.
+    @Test(arguments: halfClosedCases)
+    func aClientThatHalfClosesGetsItsAnswers(_ testCase: HeldCase) async throws {
+        try await DesiredStateFastPathTests.withPolledAgent { _, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            try connection.send(testCase.requests.map { DesiredStateFastPathTests.fill($0, id: agent.id, token: agent.token, tag: tag) }.joined())
+            try connection.finishSending()
+            #expect(try await connection.waitUntilClosed(timeout: .seconds(20)) != nil, "still open 20 s after the client's last request")
+            #expect(Self.statuses(connection.text) == testCase.statuses, "\(connection.text)")
+        }
+    }
+
     /// Counts the reads that reach it (placed in front of the handler under test).
     final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         typealias OutboundIn = Any

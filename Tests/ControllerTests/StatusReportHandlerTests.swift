@@ -335,8 +335,11 @@ import Testing
                 }
                 var waiting = [try send("first"), try send("second")]
                 if closing {
-                    // Closed once the server has read each whole report (they are then counted), before any answer.
+                    // Closed once the server has read each whole report (they are then counted), before any answer. Reset:
+                    // a close's FIN alone is what a client that half-closes sends too, whose connection the server keeps
+                    // to write the report's answer once it is stored.
                     while held.bytesHeld < 6_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                    for connection in waiting { connection.resetWhenClosed() }
                     waiting = []
                     // Until the server has seen both close (what it then gave back, it gave back on the close).
                     let connections = fixture.controller.connections

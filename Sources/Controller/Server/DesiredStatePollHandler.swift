@@ -19,7 +19,9 @@ import Shared
 /// continuation per waiting agent, and a publish's wake-ups run on every event loop at once.
 ///
 /// One request at a time per connection: requests pipelined behind one it handles are held until it has answered;
-/// while the router is answering a request, everything is passed to the router (which keeps the order).
+/// while the router is answering a request, everything is passed to the router (which keeps the order). The end of the
+/// input of a client that half-closes reaches the router (which then closes the connection) only once no request is held
+/// here, so the client still gets every answer; a parked poll is answered at once then.
 final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -283,6 +285,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     private var draining = false
     /// A graceful-shutdown quiesce held back until the current answer is written.
     private var heldQuiesce: Any?
+    /// The end of the client's input (it half-closed), held back until no whole request waits here: passed on, it ended
+    /// the router's loop, whose closing of the output then closed the connection (an output closed after the input is a
+    /// full close) under the request held here, never answered.
+    private var heldInputClosed = false
     private var nextStep: UInt64 = 0
     /// The raw-bytes handler in front of the decoder, told whenever everything given to this one is answered.
     private var fastPath: DesiredStateFastPath?
@@ -407,8 +413,24 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             heldQuiesce = event
             return
         }
+        if event as? ChannelEvent == .inputClosed, holdsRequest {
+            heldInputClosed = true
+            // A parked poll is answered now, as at the end of its wait: a client that closed its connection for good sends
+            // the same end of input, and its poll must not stay parked (and the connection open) for the rest of the wait.
+            if let ticket = current?.ticket {
+                dependencies.desiredStates.hub.cancel(ticket)
+                current?.ticket = nil
+                answerCurrent()
+            }
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
+
+    /// Whether a whole request waits here for its answer: the one being answered, or one queued behind it. One whose end
+    /// has not arrived is not held at the end of the input: it can never be answered, and the router closes the
+    /// connection as before.
+    private var holdsRequest: Bool { current?.ended == true || !queued.isEmpty }
 
     // MARK: Outbound (the router's answers, the channel's reads)
 
@@ -557,7 +579,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         let remaining = current.deadline - .now
-        guard remaining > .zero else {
+        // After the end of the input, no wait: see `userInboundEventTriggered`.
+        guard remaining > .zero, !heldInputClosed else {
             answer(.notModified, state)
             return
         }
@@ -670,7 +693,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// A close (`Connection: close`), or a held graceful-shutdown signal (which closes the connection), comes only once
     /// the answer is written: NIO's close drops the writes still pending, and a 200 larger than the socket's free send
     /// buffer went out cut short under its full `Content-Length`. Nothing that arrived meanwhile is taken then: the
-    /// connection is closing. Otherwise the end is written without a promise (an allocation on every agent's poll).
+    /// connection is closing. So does a held end of input, passed on once the requests replayed from the queue hold
+    /// nothing here: the router's close of the output after it is a full close. Otherwise the end is written without a
+    /// promise (an allocation on every agent's poll).
     private func finish(_ answered: Current, context: ChannelHandlerContext) {
         dependencies.bodyBudget.release(answered.reserved, for: answered.budgetHolder)
         self.current = nil
@@ -685,6 +710,13 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
                 self.context?.fireUserInboundEventTriggered(event)
             }
+            return
+        }
+        if heldInputClosed {
+            let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            resumeQueued()
+            noteIfIdle()
+            written.assumeIsolated().whenComplete { [self] _ in releaseInputClosed() }
             return
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -705,6 +737,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         // was given only on a read-complete.
         context.fireChannelReadComplete()
         resumeQueued()
+        releaseInputClosed()
     }
 
     private func resumeQueued() {
@@ -730,6 +763,14 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
     }
 
+    /// Passes the held end of input on once no whole request waits here: the router answers what it was given, then
+    /// closes the connection.
+    private func releaseInputClosed() {
+        guard heldInputClosed, !holdsRequest, let context else { return }
+        heldInputClosed = false
+        context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+    }
+
     /// The connection is going away: a parked poll leaves the hub.
     private func abandon() {
         if let ticket = current?.ticket { dependencies.desiredStates.hub.cancel(ticket) }
@@ -737,5 +778,6 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         current = nil
         queued.removeAll()
         readHeld = false
+        heldInputClosed = false
     }
 }

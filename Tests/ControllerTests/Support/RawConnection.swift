@@ -49,6 +49,18 @@ final class RawConnection {
         }
     }
 
+    /// Half-closes the connection (`shutdown(SHUT_WR)`): the server reads the end of its input, and can still answer.
+    func finishSending() throws {
+        guard shutdown(fd, Int32(SHUT_WR)) == 0 else { throw FixtureError("shutdown: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Makes the close (when released) a reset (`SO_LINGER` 0): the server learns at once that the client is gone. A
+    /// plain close sends a FIN, which is all the server sees of a client that only half-closes too.
+    func resetWhenClosed() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
     /// Reads what is there now, without waiting.
     func poll() {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
