@@ -397,6 +397,40 @@ import Testing
         }
     }
 
+    static let refusedHeadCases: [HeldCase] = [
+        HeldCase(name: "a parked long-poll, a blank before a colon", requests: [longPoll(wait: 2), refusedHead], statuses: [304, 400]),
+        HeldCase(
+            name: "a parked long-poll, a head over 16 KiB",
+            requests: [
+                longPoll(wait: 2), "GET /x HTTP/1.1\r\n" + String(repeating: "X-Pad: \(String(repeating: "a", count: 4000))\r\n", count: 5) + "\r\n",
+            ],
+            statuses: [304, 400]
+        ),
+        HeldCase(name: "a status report, a blank before a colon", requests: [report, refusedHead], statuses: [204, 400]),
+        HeldCase(
+            name: "a parked long-poll, a poll, a blank before a colon",
+            requests: [longPoll(wait: 2), DesiredStateFastPathTests.poll, refusedHead],
+            statuses: [304, 304, 400]
+        ),
+    ]
+
+    /// A head the decoder refuses: a blank before a colon.
+    static let refusedHead = "GET /x HTTP/1.1\r\nFoo : bar\r\n\r\n"
+
+    /// A head the decoder refuses behind a request the handler holds (parked for 2 s, or a report being stored) is
+    /// answered 400 after that request's answer, then the connection closes. The router, idle, answered the decoder's
+    /// error at once: the client got the 400 as the answer to its parked poll (or report), whose own answer was then
+    /// written into a closed output.
+    @Test(arguments: refusedHeadCases)
+    func aRefusedHeadIsAnsweredAfterTheRequestHeldBeforeIt(_ testCase: HeldCase) async throws {
+        try await DesiredStateFastPathTests.withPolledAgent { _, port, agent, tag in
+            let connection = try RawConnection(port: port)
+            try connection.send(testCase.requests.map { DesiredStateFastPathTests.fill($0, id: agent.id, token: agent.token, tag: tag) }.joined())
+            #expect(try await connection.waitUntilClosed(timeout: .seconds(20)) != nil, "still open 20 s after the refused head")
+            #expect(Self.statuses(connection.text) == testCase.statuses, "\(connection.text)")
+        }
+    }
+
     /// Counts the reads that reach it (placed in front of the handler under test).
     final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         typealias OutboundIn = Any

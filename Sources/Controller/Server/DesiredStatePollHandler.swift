@@ -21,7 +21,8 @@ import Shared
 /// One request at a time per connection: requests pipelined behind one it handles are held until it has answered;
 /// while the router is answering a request, everything is passed to the router (which keeps the order). The end of the
 /// input of a client that half-closes reaches the router (which then closes the connection) only once no request is held
-/// here, so the client still gets every answer; a parked poll is answered at once then.
+/// here, so the client still gets every answer; a parked poll is answered at once then. A decoder's error (a head it
+/// refuses), which the router answers 400 at once, waits the same way.
 final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -289,6 +290,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// the router's loop, whose closing of the output then closed the connection (an output closed after the input is a
     /// full close) under the request held here, never answered.
     private var heldInputClosed = false
+    /// The first error (the decoder's refusal of a head) that arrived while a whole request waited here, held back until
+    /// none does.
+    private var heldError: (any Error)?
     private var nextStep: UInt64 = 0
     /// The raw-bytes handler in front of the decoder, told whenever everything given to this one is answered.
     private var fastPath: DesiredStateFastPath?
@@ -310,6 +314,13 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         fastPath?.downstreamFailed()
+        if holdsRequest {
+            // Passed on once no request is held here: the router, idle, answers a parse error at once (400, and its output
+            // closes), and that 400 went out as the answer to the held request. The first only: it ends the router's
+            // loop, and the decoder fails every later read with one of its own.
+            if heldError == nil { heldError = error }
+            return
+        }
         context.fireErrorCaught(error)
     }
 
@@ -428,8 +439,8 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     /// Whether a whole request waits here for its answer: the one being answered, or one queued behind it. One whose end
-    /// has not arrived is not held at the end of the input: it can never be answered, and the router closes the
-    /// connection as before.
+    /// has not arrived holds nothing back: at the end of the input it can never be answered, and an error is about it;
+    /// the router answers the error, or closes the connection, as before.
     private var holdsRequest: Bool { current?.ended == true || !queued.isEmpty }
 
     // MARK: Outbound (the router's answers, the channel's reads)
@@ -693,9 +704,9 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// A close (`Connection: close`), or a held graceful-shutdown signal (which closes the connection), comes only once
     /// the answer is written: NIO's close drops the writes still pending, and a 200 larger than the socket's free send
     /// buffer went out cut short under its full `Content-Length`. Nothing that arrived meanwhile is taken then: the
-    /// connection is closing. So does a held end of input, passed on once the requests replayed from the queue hold
-    /// nothing here: the router's close of the output after it is a full close. Otherwise the end is written without a
-    /// promise (an allocation on every agent's poll).
+    /// connection is closing. So does a held error or end of input, passed on once the requests replayed from the queue
+    /// hold nothing here: the router's close of the output after an end of input is a full close. Otherwise the end is
+    /// written without a promise (an allocation on every agent's poll).
     private func finish(_ answered: Current, context: ChannelHandlerContext) {
         dependencies.bodyBudget.release(answered.reserved, for: answered.budgetHolder)
         self.current = nil
@@ -712,11 +723,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             }
             return
         }
-        if heldInputClosed {
+        if heldInputClosed || heldError != nil {
             let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             resumeQueued()
             noteIfIdle()
-            written.assumeIsolated().whenComplete { [self] _ in releaseInputClosed() }
+            written.assumeIsolated().whenComplete { [self] _ in releaseHeldEvents() }
             return
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -737,7 +748,7 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         // was given only on a read-complete.
         context.fireChannelReadComplete()
         resumeQueued()
-        releaseInputClosed()
+        releaseHeldEvents()
     }
 
     private func resumeQueued() {
@@ -763,12 +774,18 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
     }
 
-    /// Passes the held end of input on once no whole request waits here: the router answers what it was given, then
-    /// closes the connection.
-    private func releaseInputClosed() {
-        guard heldInputClosed, !holdsRequest, let context else { return }
-        heldInputClosed = false
-        context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+    /// Passes the held error and end of input on, in that order, once no whole request waits here: the router answers
+    /// what it was given, then the error (400) and closes its output, or closes the connection at the end of input.
+    private func releaseHeldEvents() {
+        guard heldError != nil || heldInputClosed, !holdsRequest, let context else { return }
+        if let error = heldError {
+            heldError = nil
+            context.fireErrorCaught(error)
+        }
+        if heldInputClosed {
+            heldInputClosed = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
     }
 
     /// The connection is going away: a parked poll leaves the hub.
@@ -779,5 +796,6 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         queued.removeAll()
         readHeld = false
         heldInputClosed = false
+        heldError = nil
     }
 }
