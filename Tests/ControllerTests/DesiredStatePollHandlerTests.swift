@@ -4,7 +4,9 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import Shared
 import Testing
 
@@ -428,6 +430,57 @@ import Testing
             try connection.send(testCase.requests.map { DesiredStateFastPathTests.fill($0, id: agent.id, token: agent.token, tag: tag) }.joined())
             #expect(try await connection.waitUntilClosed(timeout: .seconds(20)) != nil, "still open 20 s after the refused head")
             #expect(Self.statuses(connection.text) == testCase.statuses, "\(connection.text)")
+        }
+    }
+
+    /// Nothing sent behind a request that ends its connection (`Connection: close`, or HTTP/1.0 without keep-alive) is
+    /// answered: NIO's decoder refuses every byte after such a request (`HTTPParserError.closedConnection`), so no poll
+    /// behind it reaches the handler, which needs no signal of its own that the connection is ending (the fast path,
+    /// in front of the decoder, does). With keep-alive, the same poll is answered here. NIO's own decoder and encoder,
+    /// and `RequestPersistenceHandler`, on an `EmbeddedChannel`, the test playing the router.
+    @Test(arguments: [
+        (request: "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", ends: true),
+        (request: "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n", ends: true),
+        (request: "GET /healthz HTTP/1.0\r\n\r\n", ends: true),
+        (request: "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", ends: false),
+    ])
+    func aPollBehindARequestThatEndsItsConnectionNeverReachesTheHandler(_ row: (request: String, ends: Bool)) async throws {
+        try await DesiredStateFastPathTests.withPolledAgent { fixture, _, agent, _ in
+            let channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandlers([
+                HTTPResponseEncoder(), ByteToMessageHandler(HTTPRequestDecoder()), RequestPersistenceHandler(),
+                HTTP1ToHTTPServerCodec(secure: false), DesiredStatePollHandler(DesiredStateFastPathTests.dependencies(fixture)),
+            ])
+            try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).get()
+            func passedOn() throws -> [String] {
+                var parts: [String] = []
+                while let part = try channel.readInbound(as: HTTPRequestPart.self) { parts.append(Self.partName(part)) }
+                return parts
+            }
+            var written = ""
+            func answers() throws -> Int {
+                while let buffer = try channel.readOutbound(as: ByteBuffer.self) { written += String(buffer: buffer) }
+                return written.components(separatedBy: "\r\n").filter { $0.hasPrefix("HTTP/1.") }.count
+            }
+            try channel.writeInbound(ByteBuffer(string: row.request))
+            #expect(try passedOn() == ["head", "end"], "the router's")
+            try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+            try channel.writeOutbound(HTTPResponsePart.end(nil))
+            // The whole state (no tag): the handler answers it at once when it gets it.
+            let poll = ByteBuffer(
+                string: DesiredStateFastPathTests.fill(DesiredStateFastPathTests.head + "\r\n", id: agent.id, token: agent.token, tag: "")
+            )
+            if row.ends {
+                #expect(throws: HTTPParserError.closedConnection) { try channel.writeInbound(poll) }
+                #expect(try passedOn().isEmpty)
+                #expect(try answers() == 1, "\(written)")
+            } else {
+                try channel.writeInbound(poll)
+                try await Self.waitUntil { (try? answers()) == 2 }
+                #expect(try passedOn().isEmpty, "answered here")
+                #expect(written.contains("ETag: "), "\(written)")
+            }
+            _ = try? await channel.close().get()
         }
     }
 
