@@ -17,7 +17,11 @@ actor ScriptedProcessManager: ProcessManager {
     private(set) var calls: [String] = []
     private(set) var looks = 0
 
-    init(_ script: @escaping @Sendable (Int) -> [ManagedProcess]?) {
+    /// PM2's schedules (`cron_restart`) when `true`.
+    nonisolated let restartsOnSchedules: Bool
+
+    init(restartsOnSchedules: Bool = false, _ script: @escaping @Sendable (Int) -> [ManagedProcess]?) {
+        self.restartsOnSchedules = restartsOnSchedules
         self.script = script
     }
 
@@ -63,12 +67,13 @@ struct HealthGateTests {
     /// Watches `api` with a 50 ms interval and returns the outcome, the time it took, and what the gate called.
     static func watch(
         apps: [AppSpec] = api,
+        restartsOnSchedules: Bool = false,
         health: HealthCheck,
         environment: [String: String] = [:],
         table: @escaping @Sendable (Int) -> [ManagedProcess]?,
         probe answer: @escaping @Sendable (Int) throws -> Int = { _ in 200 }
     ) async -> (outcome: HealthGate.Outcome, elapsed: Duration, calls: [String], probes: [String]) {
-        let manager = ScriptedProcessManager(table)
+        let manager = ScriptedProcessManager(restartsOnSchedules: restartsOnSchedules, table)
         let probe = ProbeScript(answer)
         var gate = HealthGate(configuration: .init(interval: .milliseconds(50)), probe: { try await probe.probe($0) })
         // The fixture's pids are made up: every one counts as a live process unless the row says otherwise.
@@ -190,19 +195,24 @@ struct HealthGateTests {
         #expect(result.outcome.reason == "not healthy within 2s: an instance restarted during the stable window")
     }
 
-    @Test(arguments: [JSONValue.string("*/5 * * * * *"), .integer(0), .string("0")])
-    func restartsOnTheAppsScheduleAreNotACrashLoop(schedule: JSONValue) async {
-        // PM2 restarts an app with a `cron_restart` on every tick, each time one more on its counter; `0` is no schedule.
+    /// PM2 restarts an app with a `cron_restart` at every tick, one more on its counter each time: an app restarted more
+    /// than once an hour that way is not judged by its counter. A schedule of one tick an hour at most (`0 3 * * *`),
+    /// `0` (off), and any schedule under the builtin supervisor (which has none) leave the check as it is.
+    @Test(arguments: [
+        (JSONValue.string("*/5 * * * * *"), true, true), (.string("*/5 * * * *"), true, true), (.string("0,30 * * * *"), true, true),
+        (.string("0 * * * * *"), true, true), (.string("0 3 * * *"), true, false), (.string("15 0 3 * * *"), true, false),
+        (.integer(0), true, false), (.string("0"), true, false), (.string("*/5 * * * * *"), false, false),
+    ])
+    func restartsOnTheAppsFrequentScheduleAreNotACrashLoop(schedule: JSONValue, pm2: Bool, forgiven: Bool) async {
         var apps = Self.api
         apps[0].pm2Options["cron_restart"] = schedule
         let result = await Self.watch(
             apps: apps,
+            restartsOnSchedules: pm2,
             health: HealthCheck(http: Self.url, deadlineSeconds: 2, stableSeconds: 1),
             table: { look in Self.online(restarts: look) }
         )
-        let scheduled = apps[0].restartsOnSchedule
-        #expect(scheduled == (schedule != .integer(0) && schedule != .string("0")))
-        if scheduled {
+        if forgiven {
             #expect(result.outcome == .healthy)
         } else {
             #expect(result.outcome.reason == "not healthy within 2s: an instance restarted during the stable window")

@@ -3,7 +3,7 @@ import Shared
 /// Watches a freshly applied release until it is healthy for long enough, or fails, or runs out of time.
 ///
 /// Healthy means: every instance of every app `online` (see `ProcessTableCheck`), no instance restarted during the
-/// stable window (but on its app's `cron_restart` schedule), and — when the release names `health.http` — that URL answering 2xx; all of it continuously for
+/// stable window (an app PM2 restarts more than once an hour on its `cron_restart` schedule aside), and — when the release names `health.http` — that URL answering 2xx; all of it continuously for
 /// `stableSeconds`, reached within `deadlineSeconds`. A failed table (an app `errored`) ends the watch at once.
 struct HealthGate: Sendable {
     /// Answers the HTTP status (and the start of the body) of a GET of a health URL, or throws when it could not be
@@ -111,8 +111,9 @@ struct HealthGate: Sendable {
                     }
                 case .allOnline:
                     notRunningSince = nil
-                    // A scheduled restart (`cron_restart`) during the window is the schedule, not a crash.
-                    let names = Set(apps.filter { !$0.restartsOnSchedule }.map(\.name))
+                    // Restarts of an app PM2 restarts every few minutes or seconds (`cron_restart`) are its schedule.
+                    let schedules = processManager.restartsOnSchedules
+                    let names = Set(apps.filter { !(schedules && $0.restartsOftenOnSchedule) }.map(\.name))
                     let restarts = Dictionary(table.filter { names.contains($0.name) }.map { ($0.pmId, $0.restarts) }, uniquingKeysWith: max)
                     if let previousRestarts, restarts != previousRestarts {
                         problem = "an instance restarted during the stable window"

@@ -12,7 +12,8 @@ import Shared
 ///
 /// The agent's own restarts count too (a drift repair is one), except those of an install or an env-file reload: the
 /// service's apps start over then (`forget`), so a release that fixes the loop is judged on its own. Apps PM2 restarts
-/// on a schedule (`cron_restart`) are not watched: each run is a restart.
+/// more than once an hour on a schedule (`cron_restart`, `AppSpec.restartsOftenOnSchedule`) are not watched: each tick
+/// is a restart.
 struct RestartWatch: Sendable {
     struct Policy: Sendable, Equatable {
         /// Restarts of one instance within `window` that make a crash loop. Default 3.

@@ -587,8 +587,10 @@ actor Reconciler {
                 loopsChanged = noteCrashLoops([], service: service) || loopsChanged
                 continue
             }
-            // An app restarted on a schedule (`cron_restart`) climbs by one restart a run: its counter tells nothing.
-            let loops = restartWatch.observe(table, apps: Set(apps.filter { !$0.restartsOnSchedule }.map(\.name)), now: now)
+            // An app PM2 restarts every few minutes or seconds (`cron_restart`) climbs by one restart a tick: its counter
+            // tells nothing.
+            let schedules = processManager.restartsOnSchedules
+            let loops = restartWatch.observe(table, apps: Set(apps.filter { !(schedules && $0.restartsOftenOnSchedule) }.map(\.name)), now: now)
             loopsChanged = noteCrashLoops(loops, service: service) || loopsChanged
             if let pinned = failedGateProcesses[service] {
                 if Self.pids(of: apps, in: table) == pinned {

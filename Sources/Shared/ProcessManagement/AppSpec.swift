@@ -77,16 +77,18 @@ package struct AppSpec: Sendable, Equatable, Codable {
 }
 
 extension AppSpec {
-    /// Whether PM2 restarts the app on a schedule (`cron_restart`, set and not `0`: `God.registerCron`). Each run
-    /// raises its instances' restart counters, so a counter that climbs says nothing of crashes: a job run every few
-    /// minutes (`autorestart: false` with a schedule, PM2's idiom for a periodic job) is not a crash loop.
-    package var restartsOnSchedule: Bool {
-        switch pm2Options["cron_restart"] {
-        case .string(let pattern)?: !pattern.isEmpty && pattern != "0"
-        case .integer(let number)?: number != 0
-        case .number(let number)?: number != 0
-        default: false
-        }
+    /// Whether PM2 may restart the app on its schedule more than once an hour: a `cron_restart` (set and not `0`:
+    /// `God.registerCron`) whose minute field, or seconds field in a 6-field pattern, is not a single number. PM2
+    /// restarts an online app at every tick, one more on its instances' restart counters, so such a schedule climbs as a
+    /// crash loop does. A schedule of one tick an hour at most (a nightly restart) adds at most one restart to a crash
+    /// loop's window, which the count absorbs: its app's crash loops are still found. (A finished job PM2 starts again
+    /// at a tick is started, not restarted: its counter does not move.)
+    package var restartsOftenOnSchedule: Bool {
+        guard case .string(let pattern)? = pm2Options["cron_restart"] else { return false }
+        let fields = pattern.split(whereSeparator: \.isWhitespace)
+        guard fields.count >= 5, fields.count <= 6 else { return false }
+        // Seconds (6 fields) and minutes: a single number each fires at most once an hour.
+        return fields.prefix(fields.count - 4).contains { field in !field.allSatisfy { $0.isASCII && $0.isNumber } }
     }
 
     /// The exit codes after which PM2 stops the app instead of restarting it (`stop_exit_codes`: one integer or a

@@ -35,6 +35,10 @@ package protocol ProcessManager: Sendable {
     /// new app config into the stored one: `Utility.extendMix`), so that only a fresh start (delete + start) removes them.
     var reloadKeepsRemovedEnvironment: Bool { get }
 
+    /// Whether the process manager restarts apps on their `cron_restart` schedule (PM2; the builtin supervisor has no
+    /// schedules, so every restart it counts is a crash or the agent's).
+    var restartsOnSchedules: Bool { get }
+
     /// Whether apps whose names differ only in characters made dashes write the same log files (PM2 names them after
     /// `PM2App.logName`; the builtin supervisor's names never collide): such a pair is refused across services.
     var logFilesFollowLogNames: Bool { get }
@@ -54,6 +58,9 @@ extension ProcessManager {
 
     /// Every app the release validation passed can run.
     package func refusal(toRun app: AppSpec) -> (any Error)? { nil }
+
+    /// No schedules.
+    package var restartsOnSchedules: Bool { false }
 
     /// Nothing is repaired behind the agent's back.
     package func takeNotices() -> [String] { [] }

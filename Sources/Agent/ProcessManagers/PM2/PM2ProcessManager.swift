@@ -200,6 +200,9 @@ struct PM2ProcessManager: ProcessManager {
     /// checked against PM2 7.0.3): a variable a release or the instance env file no longer names stays in the process.
     var reloadKeepsRemovedEnvironment: Bool { true }
 
+    /// `cron_restart` (`God.registerCron`).
+    var restartsOnSchedules: Bool { true }
+
     /// `$PM2_HOME/logs/<PM2App.logName>-out.log`: `api_v1` and `api-v1` share it.
     var logFilesFollowLogNames: Bool { true }
 
