@@ -47,7 +47,8 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(name: .long, help: "This agent's name on the dashboard (default: the hostname).") var name: String?
     @Option(name: .long, help: "State directory.") var stateDir: String = "/var/lib/ferry"
     @Option(name: .long, help: "Directory of the instance env files (<service>.env).") var envDir: String = "/etc/ferry/env"
-    @Option(name: .long, help: "auto (PM2 when found on PATH), pm2 or builtin.") var processManager: String = "auto"
+    @Option(name: .long, help: "auto (PM2 when found on PATH at the agent's first start, then the one it recorded), pm2 or builtin.")
+    var processManager: String = "auto"
     @Option(name: .long, help: "Seconds between passes when not long-polling.") var pollSeconds: Int = 15
     @Option(name: .long, help: ArgumentHelp("Path of the pm2 binary.", valueName: "PATH")) var pm2: String?
     @Option(name: .long, help: ArgumentHelp("PM2_HOME of the pm2 daemon Ferry drives.", valueName: "DIR")) var pm2Home: String?

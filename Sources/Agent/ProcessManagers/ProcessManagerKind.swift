@@ -1,6 +1,7 @@
 /// Which process manager runs the apps on this instance.
 enum ProcessManagerKind: String, Sendable, Codable, CaseIterable {
-    /// PM2 when `pm2` is found on PATH, else the builtin supervisor.
+    /// The one the apps run under (`ProcessManagerChoice`); on a first start, PM2 when `pm2` is found on PATH, else the
+    /// builtin supervisor.
     case auto
     case pm2
     case builtin
