@@ -16,8 +16,10 @@ import Testing
         case busy(String)
         case idle(String)
         case close(String)
-        /// The client stopped reading (its socket unwritable), or read again.
+        /// The client stopped reading (its socket unwritable) `ConnectionRegistry.unreadBeforeShed` ago, or just now; or
+        /// read again.
         case unread(String)
+        case unreadJustNow(String)
         case read(String)
     }
 
@@ -52,6 +54,10 @@ import Testing
                 .open("a"), .open("b"), .open("c"), .busy("a"), .busy("b"), .busy("c"), .unread("b"), .unread("a"), .open("d", shed: "b"),
                 .busy("d"), .open("e", shed: "a"), .busy("e"), .open("f", refused: true),
             ]
+        ),
+        Case(
+            testDescription: "a client unwritable for a moment (a download on a slow link) is not cut: the new one is refused",
+            steps: [.open("a"), .open("b"), .open("c"), .busy("a"), .busy("b"), .busy("c"), .unreadJustNow("a"), .open("d", refused: true)]
         ),
         Case(
             testDescription: "a client that reads again leaves the unread order; an idle connection still goes first",
@@ -92,6 +98,8 @@ import Testing
             case .idle(let name):
                 if let ticket = tickets[name] { registry.setIdle(ticket, true) }
             case .unread(let name):
+                if let ticket = tickets[name] { registry.setUnread(ticket, true, at: .now - ConnectionRegistry.unreadBeforeShed) }
+            case .unreadJustNow(let name):
                 if let ticket = tickets[name] { registry.setUnread(ticket, true) }
             case .read(let name):
                 if let ticket = tickets[name] { registry.setUnread(ticket, false) }

@@ -7,8 +7,9 @@ import Synchronization
 ///
 /// At the cap a new connection is admitted by closing the connection that has been idle longest (no request in flight:
 /// a kept-alive connection, or one that never finished a request head); when every connection is busy, the one whose
-/// client has not read what it was sent for longest (its socket unwritable: a slow reader, which the connection's own
-/// timeout closes after the idle timeout anyway); when there is none of either the new one is closed instead. So junk
+/// client has not read what it was sent for longest, if that is `unreadBeforeShed` or more (its socket unwritable: a
+/// slow reader, which the connection's own timeout closes after the idle timeout anyway; a download on a slow link is
+/// unwritable often but briefly, and is not cut for it); when there is none of either the new one is closed instead. So junk
 /// connections cannot starve `/healthz` or a polling agent, and parked long-polls (requests in flight, nothing to send)
 /// are never the ones shed. Busy connections that never read used to hold every slot: pipelined `GET /healthz`s that
 /// are never read keep their answers unwritten, so a client could refuse everyone else for 75 s at a time. Shared by
@@ -50,6 +51,8 @@ final class ConnectionRegistry: Sendable {
         var channels: [UInt64: any Channel] = [:]
         var idle = Order()
         var unread = Order()
+        /// Since when each connection of `unread` has not been read.
+        var unreadSince: [UInt64: ContinuousClock.Instant] = [:]
         var lastCapLog: ContinuousClock.Instant?
         var shedSinceLog = 0
         var refusedSinceLog = 0
@@ -58,9 +61,13 @@ final class ConnectionRegistry: Sendable {
         mutating func remove(_ id: UInt64) -> (any Channel)? {
             idle.remove(id)
             unread.remove(id)
+            unreadSince[id] = nil
             return channels.removeValue(forKey: id)
         }
     }
+
+    /// How long a busy connection's client must have read nothing before the cap sheds it for a new connection.
+    static let unreadBeforeShed: Duration = .seconds(10)
 
     /// How often, at most, the "cap reached" line is logged (with the counts since the previous one).
     static let capLogInterval: Duration = .seconds(10)
@@ -86,7 +93,10 @@ final class ConnectionRegistry: Sendable {
         let (ticket, victim, count, log) = state.withLock { state -> (Ticket?, (any Channel)?, Int, CapLog?) in
             var victim: (any Channel)?
             if state.channels.count >= maximumConnections {
-                guard let id = state.idle.first ?? state.unread.first else {
+                let unread = state.unread.first.flatMap { id in
+                    state.unreadSince[id].map { now - $0 >= Self.unreadBeforeShed } == true ? id : nil
+                }
+                guard let id = state.idle.first ?? unread else {
                     state.refusedSinceLog += 1
                     return (nil, nil, state.channels.count, Self.capLog(&state, now: now))
                 }
@@ -108,7 +118,7 @@ final class ConnectionRegistry: Sendable {
         if ticket == nil { metrics.refused.increment() }
         if let log {
             logger.warning(
-                "Connection cap reached: closing idle connections to admit new ones, refusing new ones when none is idle",
+                "Connection cap reached: closing idle connections (or, with none idle, ones whose client stopped reading) to admit new ones, refusing new ones when there is neither",
                 metadata: [
                     "ferry.connections.maximum": "\(maximumConnections)", "ferry.connections.shed": "\(log.shed)",
                     "ferry.connections.refused": "\(log.refused)",
@@ -133,13 +143,16 @@ final class ConnectionRegistry: Sendable {
 
     /// The connection's client stopped reading what it is sent (`true`: its socket is unwritable) or read again.
     /// Unread since the longest, it is the one shed at the cap when none is idle.
-    func setUnread(_ ticket: ConnectionRegistry.Ticket, _ isUnread: Bool) {
+    func setUnread(_ ticket: ConnectionRegistry.Ticket, _ isUnread: Bool, at now: ContinuousClock.Instant = .now) {
         state.withLock { state in
             guard state.channels[ticket.id] != nil else { return }
             if isUnread {
+                guard state.unreadSince[ticket.id] == nil else { return }
                 state.unread.append(ticket.id)
+                state.unreadSince[ticket.id] = now
             } else {
                 state.unread.remove(ticket.id)
+                state.unreadSince[ticket.id] = nil
             }
         }
     }
