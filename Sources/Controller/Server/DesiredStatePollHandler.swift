@@ -15,7 +15,7 @@ import Shared
 /// that id, a report from a browser (`Origin`, `Sec-Fetch-Site`: `SameOriginMiddleware`'s to judge), a report larger
 /// than the limit or one the intake refuses, an unknown agent, an error — is passed on untouched to the router, which
 /// answers it (with its error) as before. (A refused report changed nothing, so the route handles it from the start.)
-/// A parked poll is an entry in the `LongPollHub` with a timer on this connection's event loop: no task and no
+/// A parked poll is an entry in the `LongPollHub` (its deadline swept on this connection's event loop): no task, timer or
 /// continuation per waiting agent, and a publish's wake-ups run on every event loop at once.
 ///
 /// One request at a time per connection: requests pipelined behind one it handles are held until it has answered;
@@ -293,6 +293,10 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// The first error (the decoder's refusal of a head) that arrived while a whole request waited here, held back until
     /// none does.
     private var heldError: (any Error)?
+    /// Answers' ends written while an error or end of input is held, not yet handed to the socket: the held events wait
+    /// for the last (an answer written in the same turn as the one before it, a queued poll answered at once, would
+    /// otherwise be cut by the router's close).
+    private var heldWritesPending = 0
     private var nextStep: UInt64 = 0
     /// The raw-bytes handler in front of the decoder, told whenever everything given to this one is answered.
     private var fastPath: DesiredStateFastPath?
@@ -724,10 +728,15 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         if heldInputClosed || heldError != nil {
+            heldWritesPending += 1
             let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             resumeQueued()
             noteIfIdle()
-            written.assumeIsolated().whenComplete { [self] _ in releaseHeldEvents() }
+            // After the queue is replayed: an end written at once completes at once.
+            written.assumeIsolated().whenComplete { [self] _ in
+                heldWritesPending -= 1
+                releaseHeldEvents()
+            }
             return
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -774,10 +783,11 @@ final class DesiredStatePollHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
     }
 
-    /// Passes the held error and end of input on, in that order, once no whole request waits here: the router answers
-    /// what it was given, then the error (400) and closes its output, or closes the connection at the end of input.
+    /// Passes the held error and end of input on, in that order, once no whole request waits here and every answer's end
+    /// written meanwhile has reached the socket: the router answers what it was given, then the error (400) and closes
+    /// its output, or closes the connection at the end of input.
     private func releaseHeldEvents() {
-        guard heldError != nil || heldInputClosed, !holdsRequest, let context else { return }
+        guard heldError != nil || heldInputClosed, !holdsRequest, heldWritesPending == 0, let context else { return }
         if let error = heldError {
             heldError = nil
             context.fireErrorCaught(error)
