@@ -72,6 +72,8 @@ final class LongPollHub: Sendable {
 
     /// The deadlines one event loop sweeps.
     private struct Sweeps {
+        /// The loop (held, so that its identifier cannot name another loop allocated where a gone one was).
+        let loop: any EventLoop
         /// The waits whose deadline falls in each tick (`LongPollHub.tick(of:)`), ended ones too: a sweep at the tick
         /// ends those still parked.
         var expiries: [Int64: [UInt64]] = [:]
@@ -119,8 +121,8 @@ final class LongPollHub: Sendable {
     /// Whether `shutdown()` was called.
     var isShutDown: Bool { state.withLock { $0.isShutDown } }
 
-    /// Parks `resume` until a change concerning `agentID` or `services` after `generation`, `timeout` (ended by a sweep
-    /// on `eventLoop`, or on the loop of an earlier wait whose sweep is due first), shutdown or `cancel(_:)`.
+    /// Parks `resume` until a change concerning `agentID` or `services` after `generation`, `timeout` (timed by
+    /// `eventLoop`'s clock and ended by a sweep on it), shutdown or `cancel(_:)`.
     ///
     /// `resume` is called exactly once, from any thread, never under the hub's lock — synchronously inside this call
     /// when the wait ends at once (a change since `generation`, shutdown).
@@ -143,10 +145,10 @@ final class LongPollHub: Sendable {
             if state.generation != generation { return (ticket, .changed, nil, nil) }
             // One parked request per agent: the newest wins.
             let replaced = state.park(ticket.id, Waiter(services: services, agentID: agentID, resume: resume))
-            state.sweeps[loop, default: Sweeps()].expiries[tick, default: []].append(ticket.id)
+            state.sweeps[loop, default: Sweeps(loop: eventLoop)].expiries[tick, default: []].append(ticket.id)
             // Told under the lock, so concurrent changes reach the gauge in order (a gauge set is one atomic store).
             onCountChange(state.waiters.count)
-            return (ticket, nil, replaced, Self.claimSweep(at: tick, of: loop, in: &state))
+            return (ticket, nil, replaced, Self.claimSweep(at: tick, of: loop, on: eventLoop, in: &state))
         }
         if let immediate {
             resume(immediate)
@@ -158,16 +160,22 @@ final class LongPollHub: Sendable {
     }
 
     /// `tick` when no sweep is due at it or before (one is then scheduled for it), else `nil`.
-    private static func claimSweep(at tick: Int64, of loop: ObjectIdentifier, in state: inout State) -> Int64? {
+    private static func claimSweep(at tick: Int64, of loop: ObjectIdentifier, on eventLoop: any EventLoop, in state: inout State) -> Int64? {
         if let due = state.sweeps[loop]?.sweepAt, due <= tick { return nil }
-        state.sweeps[loop, default: Sweeps()].sweepAt = tick
+        state.sweeps[loop, default: Sweeps(loop: eventLoop)].sweepAt = tick
         state.sweepsScheduled += 1
         return tick
     }
 
     private func schedule(_ tick: Int64, on eventLoop: any EventLoop) {
         let at = NIODeadline.uptimeNanoseconds(UInt64(tick) * UInt64(Self.sweepGranularity))
-        eventLoop.scheduleTask(deadline: at) { [self] in sweep(tick, on: eventLoop) }
+        let scheduled = eventLoop.scheduleTask(deadline: at) { [self] in sweep(tick, on: eventLoop) }
+        // A loop that shut down (a test's) runs no sweep: its claim goes, so a later wait on it claims one again.
+        scheduled.futureResult.whenFailure { [self] _ in
+            state.withLock { state in
+                if state.sweeps[ObjectIdentifier(eventLoop)]?.sweepAt == tick { state.sweeps[ObjectIdentifier(eventLoop)]?.sweepAt = nil }
+            }
+        }
     }
 
     /// Ends the parked waits timed on `eventLoop` whose deadline has passed (ticks up to its now), then schedules the
@@ -190,7 +198,7 @@ final class LongPollHub: Sendable {
             // A loop with nothing left to sweep is forgotten (a sweep still scheduled finds nothing).
             state.sweeps[loop] = earliest == nil && sweeps.sweepAt == nil ? nil : sweeps
             guard let earliest else { return (expired, nil) }
-            return (expired, Self.claimSweep(at: earliest, of: loop, in: &state))
+            return (expired, Self.claimSweep(at: earliest, of: loop, on: eventLoop, in: &state))
         }
         if let next { schedule(next, on: eventLoop) }
         for waiter in expired { waiter.resume(.timedOut) }
