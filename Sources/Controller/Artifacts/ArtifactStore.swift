@@ -394,11 +394,13 @@ struct ArtifactStore: Sendable {
             if named == identity { checkedCopies.record(digest, identity) }
             return
         }
-        if let named, named.device == identity.device, named.inode == identity.inode {
-            remove(path, ifItIs: identity, aside: "\(temporaryDirectory)/damaged-\(UUID().uuidString)")
-        }
+        let removed =
+            named.map { $0.device == identity.device && $0.inode == identity.inode } == true
+            && remove(path, ifItIs: identity, aside: "\(temporaryDirectory)/damaged-\(UUID().uuidString)")
         configuration.logger.error(
-            "A stored artifact's bytes do not match its digest (a damaged copy): removed; publish it again to upload it",
+            removed
+                ? "A stored artifact's bytes do not match its digest (a damaged copy): removed; publish it again to upload it"
+                : "A stored artifact's bytes did not match its digest (a damaged copy); another file has its name now, and is checked on its own",
             metadata: ["artifact.sha256": "\(digest.hex)", "artifact.actual_sha256": "\(actual.hex)", "artifact.size": "\(identity.size)"]
         )
     }
@@ -406,13 +408,21 @@ struct ArtifactStore: Sendable {
     /// Removes `path` if it still names the file `identity` describes. There is no unlink-if: between a `stat` and an
     /// `unlink` an upload may rename a good copy into place, and it would be removed after its `201`. So the name is
     /// renamed `aside` (atomic), the file it named is compared, and one that is not the damaged copy is linked back
-    /// under its name (unless yet another upload took the name meanwhile: that one stays). A request in that instant
-    /// finds no copy, as during an upload.
-    private func remove(_ path: String, ifItIs identity: FileIdentity, aside: String) {
-        guard rename(path, aside) == 0 else { return }
-        defer { unlink(aside) }
-        guard let moved = FileIdentity(path: aside), moved.device != identity.device || moved.inode != identity.inode else { return }
-        _ = link(aside, path)
+    /// under its name (unless yet another upload took the name meanwhile: that one stays; and renamed back, not lost,
+    /// where the file system refuses the link). A request in that instant finds no copy, as during an upload.
+    /// - Returns: whether the damaged copy was removed.
+    private func remove(_ path: String, ifItIs identity: FileIdentity, aside: String) -> Bool {
+        guard rename(path, aside) == 0 else { return false }
+        guard let moved = FileIdentity(path: aside), moved.device != identity.device || moved.inode != identity.inode else {
+            unlink(aside)
+            return true
+        }
+        if link(aside, path) == 0 || errno == EEXIST {
+            unlink(aside)
+        } else {
+            rename(aside, path)
+        }
+        return false
     }
 
     private func logUnreadable(_ digest: SHA256Digest, path: String, reason: String) {
