@@ -184,7 +184,8 @@ final class LongPollHub: Sendable {
         let now = eventLoop.now
         let loop = ObjectIdentifier(eventLoop)
         let (expired, next) = state.withLock { state -> ([Waiter], Int64?) in
-            guard var sweeps = state.sweeps[loop] else { return ([], nil) }
+            // Taken out while it changes: a copy left in the dictionary made each sweep copy the loop's whole deadline table.
+            guard var sweeps = state.sweeps.removeValue(forKey: loop) else { return ([], nil) }
             if sweeps.sweepAt == tick { sweeps.sweepAt = nil }
             // The ticks whose boundary has passed: every deadline in them has (a deadline lies at or before its tick's).
             let current = Int64(clamping: now.uptimeNanoseconds) / Self.sweepGranularity
