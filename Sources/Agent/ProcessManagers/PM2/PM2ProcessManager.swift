@@ -596,32 +596,31 @@ struct PM2ProcessManager: ProcessManager {
             var status: ProcessStatus
         }
 
-        private let known = Mutex<[Key: PM2DaemonLog.Exit]>([:])
-        /// The daemon's socket file when the exits were read.
-        private let daemon = Mutex<SocketFile?>(nil)
+        /// The exits, and the daemon's socket file when they were read: one lock, so an exit is never kept under a daemon
+        /// that took over between the two.
+        private let known = Mutex<(daemon: SocketFile?, exits: [Key: PM2DaemonLog.Exit])>((nil, [:]))
 
         /// Forgets every exit when another daemon answers (`pm2 kill`, a crash and a new daemon): it hands out the same
         /// pm_ids and restart counts from 0 again, and a job of the new daemon that ended cleanly read as the old
         /// one's OOM kill (its service unhealthy) for as long as the key matched.
         func follow(daemon file: SocketFile?) {
             guard let file else { return }
-            let changed = daemon.withLock { daemon in
-                defer { daemon = file }
-                return daemon != nil && daemon != file
+            known.withLock { known in
+                if let daemon = known.daemon, daemon != file { known.exits.removeAll() }
+                known.daemon = file
             }
-            if changed { known.withLock { $0.removeAll() } }
         }
 
         private static func key(_ process: ManagedProcess) -> Key {
             Key(name: process.name, pmId: process.pmId, restarts: process.restarts, status: process.status)
         }
 
-        func exit(of process: ManagedProcess) -> PM2DaemonLog.Exit? { known.withLock { $0[Self.key(process)] } }
+        func exit(of process: ManagedProcess) -> PM2DaemonLog.Exit? { known.withLock { $0.exits[Self.key(process)] } }
 
         func record(_ exit: PM2DaemonLog.Exit, of process: ManagedProcess) {
             known.withLock { known in
-                if known.count >= 1024 { known.removeAll() }
-                known[Self.key(process)] = exit
+                if known.exits.count >= 1024 { known.exits.removeAll() }
+                known.exits[Self.key(process)] = exit
             }
         }
     }
