@@ -77,6 +77,14 @@ struct ProcessManagerChoiceTests {
             after: "pm3\n"
         ),
         Case(
+            testDescription: "the operator names a process manager over a damaged record: it is recorded",
+            configured: .builtin,
+            recorded: "pm3\n",
+            pm2Found: true,
+            usesPM2: false,
+            after: "builtin\n"
+        ),
+        Case(
             testDescription: "auto is no record",
             configured: .auto,
             recorded: "auto\n",

@@ -19,20 +19,8 @@ enum ProcessManagerChoice {
     ///   supervisor would run them twice), or a record it cannot read.
     static func usesPM2(_ kind: ProcessManagerKind, pm2Found: Bool, layout: AgentLayout, records: Bool) throws -> Bool {
         let path = layout.processManagerFile
-        let bytes: [UInt8]?
-        do {
-            bytes = try SmallFile.read(path, limit: 64)
-        } catch {
-            throw Refusal(description: "cannot read \(path) (which process manager runs the apps): \(error)")
-        }
-        var recorded: ProcessManagerKind?
-        if let bytes {
-            let words = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-            guard words.count == 1, let kind = ProcessManagerKind(rawValue: String(words[0])), kind != .auto else {
-                throw Refusal(description: "\(path) does not name pm2 or builtin: remove it, or set processManager in the agent config")
-            }
-            recorded = kind
-        }
+        // A process manager the config names wins, and replaces a record that cannot be read: that is the way out of one.
+        let recorded = kind == .auto ? try record(at: path) : try? record(at: path)
         let chosen: ProcessManagerKind
         switch (kind, recorded) {
         case (.pm2, _), (.builtin, _): chosen = kind
@@ -55,5 +43,21 @@ enum ProcessManagerChoice {
             }
         }
         return chosen == .pm2
+    }
+
+    /// The process manager recorded at `path`, `nil` when there is no record.
+    private static func record(at path: String) throws(Refusal) -> ProcessManagerKind? {
+        let bytes: [UInt8]?
+        do {
+            bytes = try SmallFile.read(path, limit: 64)
+        } catch {
+            throw Refusal(description: "cannot read \(path) (which process manager runs the apps): \(error)")
+        }
+        guard let bytes else { return nil }
+        let words = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        guard words.count == 1, let kind = ProcessManagerKind(rawValue: String(words[0])), kind != .auto else {
+            throw Refusal(description: "\(path) does not name pm2 or builtin: remove it, or set processManager in the agent config")
+        }
+        return kind
     }
 }
