@@ -15,6 +15,8 @@ import Testing
         case open(String, shed: String? = nil, refused: Bool = false)
         case busy(String)
         case idle(String)
+        /// A request answered at once on an idle connection (`DesiredStateFastPath`).
+        case used(String)
         case close(String)
         /// The client stopped reading (its socket unwritable) `ConnectionRegistry.unreadBeforeShed` ago, or just now; or
         /// read again.
@@ -41,6 +43,14 @@ import Testing
         Case(
             testDescription: "idle again, a connection goes last",
             steps: [.open("a"), .open("b"), .open("c"), .busy("a"), .idle("a"), .open("d", shed: "b"), .open("e", shed: "c"), .open("f", shed: "a")]
+        ),
+        Case(
+            testDescription: "a request answered at once puts an idle connection last",
+            steps: [.open("a"), .open("b"), .open("c"), .used("a"), .open("d", shed: "b"), .open("e", shed: "c"), .open("f", shed: "a")]
+        ),
+        Case(
+            testDescription: "a busy connection used meanwhile stays out of the idle order",
+            steps: [.open("a"), .open("b"), .open("c"), .busy("a"), .used("a"), .open("d", shed: "b"), .open("e", shed: "c"), .open("f", shed: "d")]
         ),
         Case(
             testDescription: "every connection busy: the new one is refused",
@@ -97,6 +107,8 @@ import Testing
                 if let ticket = tickets[name] { registry.setIdle(ticket, false) }
             case .idle(let name):
                 if let ticket = tickets[name] { registry.setIdle(ticket, true) }
+            case .used(let name):
+                if let ticket = tickets[name] { registry.used(ticket) }
             case .unread(let name):
                 if let ticket = tickets[name] { registry.setUnread(ticket, true, at: .now - ConnectionRegistry.unreadBeforeShed) }
             case .unreadJustNow(let name):

@@ -288,6 +288,42 @@ struct HostileClientWorld: Sendable {
             #expect(world.metric("ferry_connections_open_count") <= 10)
         },
         Case(
+            // An agent polling through the fast path kept the place in the order of shedding it took when it last went
+            // through the router: idle connections opened after that were kept, and the agent's connection was shed.
+            name: "at the cap, an agent whose polls are answered at once is not shed before connections idle since",
+            limits: limits(header: 60, idle: 60, cap: 3),
+            metric: "ferry_connections_shed_total",
+            value: 1
+        ) { world in
+            let agent = try await world.agent("polling")
+            let polling = try RawConnection(port: world.port)
+            try polling.send(HostileClientWorld.get("/v1/agents/\(agent.id)/desired-state", token: agent.token))
+            #expect(try await polling.waitForStatus(timeout: .seconds(10)) == 200)
+            var junk: [RawConnection] = []
+            for index in 0..<2 {
+                junk.append(try RawConnection(port: world.port))
+                try await eventually("junk connection \(index + 1) admitted", timeout: .seconds(10), interval: .milliseconds(2)) {
+                    world.metric("ferry_connections_accepted_total") >= Double(index + 2) ? true : nil
+                }
+            }
+            try polling.send(
+                HostileClientWorld.get("/v1/agents/\(agent.id)/desired-state", token: agent.token, headers: ["If-None-Match": agent.etag])
+            )
+            try await eventually("the poll answered before the HTTP decoder", timeout: .seconds(10), interval: .milliseconds(2)) {
+                world.metric("ferry_desired_state_fast_path_answers_total") >= 1 ? true : nil
+            }
+            let newcomer = try RawConnection(port: world.port)
+            _ = try await eventually("the oldest junk connection shed", timeout: .seconds(10)) { () -> Bool? in
+                junk[0].poll()
+                return junk[0].isClosedByPeer ? true : nil
+            }
+            polling.poll()
+            junk[1].poll()
+            newcomer.poll()
+            #expect(!polling.isClosedByPeer, "the polling agent's connection was shed")
+            #expect(!junk[1].isClosedByPeer && !newcomer.isClosedByPeer)
+        },
+        Case(
             name: "at the cap with every connection busy (parked long-polls), a new connection is refused",
             limits: limits(cap: 2),
             metric: "ferry_connections_refused_total",

@@ -17,6 +17,12 @@ final class ConnectionGuardHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var scheduled: Scheduled<Void>?
     private var scheduledFor: ContinuousClock.Instant?
+    /// When the registry was last told of a request answered at once (`ConnectionRegistry.used`).
+    private var toldUsedAt: ContinuousClock.Instant?
+
+    /// How often, at most, a connection whose requests are answered at once tells the registry so: its place in the
+    /// order of shedding needs to be about right, not exact, and the registry's lock is shared by every event loop.
+    static let usedInterval: Duration = .seconds(1)
 
     init(ticket: ConnectionRegistry.Ticket, registry: ConnectionRegistry, limits: ConnectionLimits, openedAt: ContinuousClock.Instant = .now) {
         self.ticket = ticket
@@ -56,8 +62,17 @@ final class ConnectionGuardHandler: ChannelInboundHandler {
     func responseEnded() { update { $0.responseEnded(at: .now) } }
 
     /// From `DesiredStateFastPath`: a request answered within one read. An idle connection stays idle throughout, so
-    /// the registry is not told anything (the three events one by one would tell it twice, under its lock).
-    func requestAnsweredAtOnce() { update { $0.requestAnsweredAtOnce(at: .now) } }
+    /// the registry is not told of a change (the three events one by one would tell it twice, under its lock); it is
+    /// told the connection was used, at most once every `usedInterval`, so that it does not shed a polling agent's
+    /// connection as if it had been idle since it connected.
+    func requestAnsweredAtOnce() {
+        let now = ContinuousClock.now
+        update { $0.requestAnsweredAtOnce(at: now) }
+        if timeouts.isIdle, toldUsedAt.map({ now - $0 >= Self.usedInterval }) ?? true {
+            toldUsedAt = now
+            registry.used(ticket)
+        }
+    }
 
     private func update(_ event: (inout ConnectionTimeouts) -> Void) {
         let wasIdle = timeouts.isIdle

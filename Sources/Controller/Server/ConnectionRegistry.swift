@@ -36,6 +36,13 @@ final class ConnectionRegistry: Sendable {
             last = id
         }
 
+        /// Puts `id` last if it is in, leaving it out otherwise.
+        mutating func moveLast(_ id: UInt64) {
+            guard links[id] != nil else { return }
+            remove(id)
+            append(id)
+        }
+
         /// Takes `id` out, if it is in.
         mutating func remove(_ id: UInt64) {
             guard let link = links.removeValue(forKey: id) else { return }
@@ -138,6 +145,17 @@ final class ConnectionRegistry: Sendable {
             } else {
                 state.idle.remove(ticket.id)
             }
+        }
+    }
+
+    /// An idle connection was just used without becoming busy (a request answered within one read, by
+    /// `DesiredStateFastPath`): it goes last in the order of shedding, as if it had ended a request now. Without this an
+    /// agent that polls through the fast path kept the place it took when it connected, and was the first shed at the
+    /// cap however recently it polled.
+    func used(_ ticket: Ticket) {
+        state.withLock { state in
+            guard state.channels[ticket.id] != nil else { return }
+            state.idle.moveLast(ticket.id)
         }
     }
 
