@@ -122,6 +122,28 @@ struct BuiltinSupervisorPartsTests {
         }
     }
 
+    @Test("a process found by a scan is signalled only while it is the process found: a pid reused since is left alone")
+    func signalOnlyTheProcessFound() async throws {
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["30"]
+        try sleeper.run()
+        defer {
+            if sleeper.isRunning { kill(sleeper.processIdentifier, SIGKILL) }
+            sleeper.waitUntilExit()
+        }
+        let pid = sleeper.processIdentifier
+        let stat = try #require(ProcStat.read(pid: pid))
+        // Another start time under the same pid: what a pid reused since the scan looks like.
+        #expect(!ForeignProcessStop.signal(pid, startTicks: stat.startTicks &+ 1, SIGKILL))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(sleeper.isRunning)
+        #expect(ForeignProcessStop.signal(pid, startTicks: stat.startTicks, SIGKILL))
+        sleeper.waitUntilExit()
+        #expect(sleeper.terminationReason == .uncaughtSignal)
+        #expect(sleeper.terminationStatus == SIGKILL)
+    }
+
     @Test("/proc/<pid>/stat is parsed from the last parenthesis, so odd command names do not shift the fields")
     func procStatParsing() throws {
         let line = "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5555 1000 200 18446744073709551615"

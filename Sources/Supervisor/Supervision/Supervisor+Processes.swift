@@ -267,9 +267,15 @@ extension Supervisor {
     }
 
     /// SIGKILL to every process marked `entry` outside the group `group` (what an instance that ended on its own
-    /// started in a session of its own), found on a thread of its own: see `terminate`.
+    /// started in a session of its own), found on a thread of its own: see `terminate`. Each only if it is still the
+    /// process the scan found: the scan reads every process's environment, which can take seconds, and a process found
+    /// early may have exited and its pid gone to an unrelated one by the time the scan ends.
     static func killMarkedProcesses(entry: String, outside group: Int32) {
-        let work: @Sendable () -> Void = { for (pid, _) in markedProcesses(entry: entry, outside: group) { kill(pid, SIGKILL) } }
+        let work: @Sendable () -> Void = {
+            for (pid, stat) in markedProcesses(entry: entry, outside: group) {
+                ForeignProcessStop.signal(pid, startTicks: stat.startTicks, SIGKILL)
+            }
+        }
         do throws(DedicatedThread.StartFailure) {
             try DedicatedThread.detach(name: "marked processes", work)
         } catch {

@@ -19,6 +19,15 @@ package enum ForeignProcessStop {
         }
     }
 
+    /// Sends `number` to `pid` alone if it is still the process first seen (`/proc` start time `startTicks`, not
+    /// exited); whether it was sent. Between a scan of `/proc` and its signals a process can exit and its pid go to an
+    /// unrelated one, which a bare `kill` would hit.
+    @discardableResult
+    package static func signal(_ pid: Int32, startTicks: UInt64, _ number: Int32) -> Bool {
+        guard let stat = ProcStat.read(pid: pid), stat.startTicks == startTicks, !stat.hasExited else { return false }
+        return kill(pid, number) == 0
+    }
+
     /// Stops every target at once; whether each is gone (in `targets`' order).
     package static func stop(_ targets: [Target], killGrace: Duration) async -> [Bool] {
         await withTaskGroup(of: (Int, Bool).self) { group in
