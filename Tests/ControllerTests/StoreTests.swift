@@ -116,6 +116,63 @@ import Testing
         }
     }
 
+    /// Serial 7 completed, 8 rolling, 9 published awaiting approval: once 8 completes, 9 governs the service (8 is no
+    /// longer open) and hands its stable serial to every agent it has not reached — all of them. That stable serial
+    /// was 7, taken at 9's publish: every agent enrolled since 8's publish got serial 7 back, also after 9 was aborted,
+    /// until the next publish.
+    @Test(arguments: StoreBackendKind.available)
+    func aRolloutCompletedBelowOneAwaitingApprovalBecomesItsStableSerial(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            for index in 1...2 { _ = try await Self.enrollAgent(index, in: store) }
+            let first = try Self.record(serial: 7)
+            _ = try await store.insertRelease(
+                first,
+                rollout: RolloutStateMachine.publish(
+                    first,
+                    plan: RolloutPlan(parameters: RolloutParameters(strategy: .all), agentOrder: ["agt_1", "agt_2"])
+                )
+            )
+            let second = try Self.record(serial: 8)
+            let rolling = try await store.insertRelease(
+                second,
+                rollout: RolloutStateMachine.publish(
+                    second,
+                    plan: RolloutPlan(parameters: RolloutParameters(strategy: .oneAtATime), agentOrder: ["agt_1", "agt_2"])
+                )
+            )
+            #expect(rolling.rollout.state == .rolling)
+            var third = try Self.record(serial: 9)
+            third.signedBy = ["k1"]
+            third.signaturesRequired = 2
+            let awaiting = try await store.insertRelease(
+                third,
+                rollout: RolloutStateMachine.publish(
+                    third,
+                    plan: RolloutPlan(parameters: RolloutParameters(strategy: .oneAtATime), agentOrder: ["agt_1", "agt_2"])
+                )
+            )
+            #expect(awaiting.rollout.state == .awaitingApproval && awaiting.rollout.stableSerial == 7)
+
+            var machine = RolloutStateMachine(rolling.rollout)
+            guard case .persist(let complete) = try machine.evaluated(.complete, at: Date()) else { throw FixtureError("no transition") }
+            #expect(try await store.updateRollout(complete))
+            let newcomer = "agt_enrolled_since"
+            let governing = try #require(RolloutRecord.governing(try await store.currentRollouts(for: ["api"]))["api"])
+            #expect(governing.serial == 9)
+            #expect(governing.intendedSerial(for: newcomer) == 8, "the release the fleet just completed")
+
+            var awaitingMachine = RolloutStateMachine(governing)
+            guard case .persist(let abort) = try awaitingMachine.requested(.abort, by: "alice", at: Date()) else {
+                throw FixtureError("no transition")
+            }
+            #expect(try await store.updateRollout(abort))
+            let afterAbort = try #require(RolloutRecord.governing(try await store.currentRollouts(for: ["api"]))["api"])
+            #expect(afterAbort.state == .aborted)
+            #expect(afterAbort.intendedSerial(for: newcomer) == 8)
+            try await store.close()
+        }
+    }
+
     /// An agent that leaves a service (removed, or enrolled again with `--replace` for other services) leaves every
     /// rollout that still counts it: the open ones, one awaiting approval (its approval takes the service's agents
     /// again, and filters them by those still enrolled), the service's latest even when it completed at once (`rollout wait` counts its agents), and a publish

@@ -242,6 +242,19 @@ extension SQLControllerStore {
         if updated != nil, !rollout.state.isActive {
             try await db.raw("DELETE FROM rollout_health WHERE rollout_id = \(bind: rollout.id)").run()
         }
+        // Completed, its serial is the service's stable one, also for the newer rollouts that never started (awaiting
+        // approval, or aborted or superseded before they did: one that started superseded this one). Their stable
+        // serial was taken at their publish: one of them governs once this one is no longer open, and kept handing the
+        // release before this one to every agent enrolled since (or that lost its state) until the next publish.
+        if updated != nil, rollout.state == .completed, expected.state != .completed {
+            try await db.raw(
+                """
+                UPDATE rollouts SET stable_serial = \(bind: rollout.serial)
+                WHERE service = \(bind: rollout.service) AND serial > \(bind: rollout.serial)
+                  AND (stable_serial IS NULL OR stable_serial < \(bind: rollout.serial))
+                """
+            ).run()
+        }
         return updated != nil
     }
 
