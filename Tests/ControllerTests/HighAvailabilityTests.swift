@@ -392,6 +392,39 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// A revocation that carries A's own origin (its COMMIT landed after A answered the operator with an error, and after
+    /// A's resynchronizations: nothing dropped A's cache) still takes effect on A. A ignored its own notifications, and
+    /// served the revoked token from its cache until something else dropped it.
+    @Test func aRevocationCommittedUnderAsOwnNameReachesA() async throws {
+        try await TestStore.withLocation(.postgres) { location in
+            let selection = try location.selection
+            guard case .postgres(let configuration) = selection else { throw FixtureError("not PostgreSQL") }
+            try await Self.withTwoControllers(on: selection) { a, aURL, _, _ in
+                let http = LiveHTTP()
+                let origin = try #require(a.controller.relay?.feed.origin)
+                let writer = try await SQLControllerStore.open(configuration, logger: Logger(label: "writer"))
+                do {
+                    #expect(try await http.send("GET", aURL + "/v1/fleet", token: a.viewerToken).status == 200)
+                    // Every viewer token (A's and B's share the database and a name).
+                    try await writer.transaction { db in
+                        try await db.raw("SELECT set_config('ferry.origin', \(bind: origin), TRUE)").run()
+                        try await db.raw(
+                            "UPDATE tokens SET revoked_at = \(bind: StoredTime.milliseconds(Date())) WHERE role = 'viewer'"
+                        )
+                        .run()
+                    }
+                    _ = try await eventually("A refuses the token revoked under its own name", timeout: .seconds(5), interval: .milliseconds(20)) {
+                        () -> Bool? in try await http.send("GET", aURL + "/v1/fleet", token: a.viewerToken).status == 401 ? true : nil
+                    }
+                } catch {
+                    try? await writer.close()
+                    throw error
+                }
+                try await writer.close()
+            }
+        }
+    }
+
     /// An agent removed through A is forgotten by B as well: B hears only "agent changed" (a re-enrolment, a newer
     /// serial and a removal read alike), and kept the serials it reported, its identity and its last fingerprint for as
     /// long as it ran — every instance an autoscaling group ever terminated. B's sweep of agents gone from the store

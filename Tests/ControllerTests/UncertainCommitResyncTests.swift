@@ -22,4 +22,16 @@ import Testing
         while resync.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(calls.load(ordering: .relaxed) == 6, "a later request makes a round of its own")
     }
+
+    /// For a while after an uncertain commit, the controller's own notifications are applied too: one is the only word
+    /// it gets of a COMMIT that landed after the round.
+    @Test func ownChangesApplyForAWhileAfterAnUncertainCommit() {
+        let resync = UncertainCommitResync(delay: .seconds(3600)) {}
+        #expect(!resync.appliesOwnChanges(), "no commit was uncertain")
+        let requested = ContinuousClock.now
+        resync.request()
+        #expect(resync.appliesOwnChanges(at: requested + .seconds(1)))
+        #expect(resync.appliesOwnChanges(at: requested + UncertainCommitResync.ownChangesWindow - .seconds(1)))
+        #expect(!resync.appliesOwnChanges(at: requested + UncertainCommitResync.ownChangesWindow + .seconds(1)))
+    }
 }

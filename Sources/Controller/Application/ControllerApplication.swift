@@ -146,9 +146,10 @@ func makeApplication(
         ),
         now: now
     )
-    if let postgres {
+    let uncertainCommits = postgres.map { postgres in
         let resync = UncertainCommitResync(delay: postgres.configuration.statementDeadline) { await core.apply(remote: .resync) }
         postgres.whenACommitIsUncertain { resync.request() }
+        return resync
     }
     let router = try ControllerRouter.build(core: core)
     let certificates = try configuration.tls.map { files throws(TLSFileError) in try TLSCertificateStore(files: files) }
@@ -186,6 +187,7 @@ func makeApplication(
         core.revocations.othersUnheard(true)
         var relay = PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
         relay.onListening = { [revocations = core.revocations] listening in revocations.othersUnheard(!listening) }
+        relay.appliesOwn = { change in change == .tokenRevoked || uncertainCommits?.appliesOwnChanges() == true }
         return relay
     }
     let election = postgres.map { backend in

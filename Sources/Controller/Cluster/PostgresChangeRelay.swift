@@ -25,6 +25,11 @@ struct PostgresChangeRelay: Service {
     /// this controller may miss another's token revocation, so its authentication cache must not be used
     /// (`TokenRevocations.othersUnheard`).
     var onListening: @Sendable (Bool) -> Void = { _ in }
+    /// Whether a notification this controller's own commit sent is applied all the same. A revocation always is: it
+    /// costs a cache's refill, and a revocation whose COMMIT answer was lost (the API answered an error, so nothing
+    /// dropped the cache) would otherwise keep the token working here for good. The application adds every change
+    /// while a commit was uncertain (`UncertainCommitResync.appliesOwnChanges`).
+    var appliesOwn: @Sendable (ClusterChange) -> Bool = { $0 == .tokenRevoked }
     /// Wait before reconnecting the listener. Default 1 s.
     var reconnectDelay: Duration = .seconds(1)
     /// A listener connection not made within this is given up and tried again; an announcement not sent within it is
@@ -135,7 +140,7 @@ struct PostgresChangeRelay: Service {
                     await apply(.resync)
                     continue
                 }
-                if origin != feed.origin { await apply(change) }
+                if origin != feed.origin || appliesOwn(change) { await apply(change) }
             }
         }
     }

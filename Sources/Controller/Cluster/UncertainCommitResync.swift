@@ -9,7 +9,10 @@ import Synchronization
 /// and each resynchronization drops every cached token and state and wakes every parked agent, which then read the
 /// database that is failing.
 final class UncertainCommitResync: Sendable {
-    private let state = Mutex<(running: Bool, again: Bool)>((false, false))
+    private let state = Mutex<(running: Bool, again: Bool, lastRequest: ContinuousClock.Instant?)>((false, false, nil))
+    /// How long after an uncertain commit this controller also applies the notifications its own commits send
+    /// (`appliesOwnChanges`).
+    static let ownChangesWindow: Duration = .seconds(600)
     private let delay: Duration
     private let resync: @Sendable () async -> Void
 
@@ -24,6 +27,7 @@ final class UncertainCommitResync: Sendable {
     /// Asks for a round; returns at once.
     func request() {
         let starts = state.withLock { state in
+            state.lastRequest = .now
             if state.running {
                 state.again = true
                 return false
@@ -48,6 +52,15 @@ final class UncertainCommitResync: Sendable {
                 if !more { return }
             }
         }
+    }
+
+    /// Whether this controller's own notifications are to be applied now, as another controller's are: a commit was
+    /// uncertain within `ownChangesWindow`. A COMMIT that lands after the round's second resynchronization (a
+    /// synchronous standby that came back late) is known here only by its notifications, which name this controller:
+    /// ignored as its own, a token it revoked kept working from this controller's cache, and a publish or a rollout's
+    /// wave stayed out of the states it had cached.
+    func appliesOwnChanges(at now: ContinuousClock.Instant = .now) -> Bool {
+        state.withLock { state in state.lastRequest.map { now - $0 < Self.ownChangesWindow } ?? false }
     }
 
     /// Whether a round runs now.
