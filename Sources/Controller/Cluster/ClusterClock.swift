@@ -11,12 +11,19 @@ import Synchronization
 /// clock: with each on its host's clock, a replica 2 minutes behind the leader stamped every report it received 2 minutes
 /// in the past, the leader saw those agents as silent, and a rollout waiting for their waves stalled (a replica ahead kept
 /// a dead agent fresh as long). On the database's clock every controller agrees to within a round trip.
+///
+/// Between samples the time is counted from the last one on the monotonic clock, not as this host's wall clock plus the
+/// offset: a host whose clock was stepped (chrony's `makestep` on an instance that booted minutes off) moved "the
+/// database's time" by the step until the next sample, up to 30 s later — reports stamped minutes ahead, tokens expiring
+/// early, and on the leader every other controller's agents stale.
 final class ClusterClock: Sendable {
-    /// One sample: the database's clock read between `sent` and `received` on this host's clock.
+    /// One sample: the database's clock read between `sent` and `received` on this host's clock; `receivedAt` is
+    /// `received` on the monotonic clock.
     struct Sample: Sendable {
         var sent: Date
         var received: Date
         var database: Date
+        var receivedAt: ContinuousClock.Instant = .now
 
         /// The database clock minus this host's, assuming the database read its clock halfway through the round trip.
         var offset: TimeInterval { database.timeIntervalSince(sent) - received.timeIntervalSince(sent) / 2 }
@@ -26,31 +33,50 @@ final class ClusterClock: Sendable {
     /// A sample whose round trip took longer than this is dropped: the offset it gives is off by up to half of it.
     static let longestRoundTrip: TimeInterval = 1
 
+    /// The last sample taken: its offset, and the database's time when it was received, on both clocks.
+    private struct Anchor {
+        var offset: TimeInterval
+        var database: Date
+        var at: ContinuousClock.Instant
+    }
+
     private let base: @Sendable () -> Date
-    private let state = Mutex<TimeInterval?>(nil)
+    private let monotonic: @Sendable () -> ContinuousClock.Instant
+    private let state = Mutex<Anchor?>(nil)
 
-    /// - Parameter base: this host's wall clock.
-    init(base: @escaping @Sendable () -> Date) {
+    /// - Parameters:
+    ///   - base: this host's wall clock.
+    ///   - monotonic: the clock counted from a sample (tests step `base` without it).
+    init(base: @escaping @Sendable () -> Date, monotonic: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         self.base = base
+        self.monotonic = monotonic
     }
 
-    /// Now, on the database's clock (this host's until the first sample).
+    /// Now, on the database's clock: the last sample's time plus the monotonic time since (this host's clock until the
+    /// first sample).
     func now() -> Date {
-        base().addingTimeInterval(state.withLock { $0 } ?? 0)
+        guard let anchor = state.withLock({ $0 }) else { return base() }
+        let elapsed = (monotonic() - anchor.at).components
+        return anchor.database.addingTimeInterval(Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
     }
 
-    /// The offset in use (database minus this host), `nil` before the first sample.
-    var offset: TimeInterval? { state.withLock { $0 } }
+    /// The offset of the last sample (database minus this host), `nil` before the first sample.
+    var offset: TimeInterval? { state.withLock { $0?.offset } }
 
     /// Reads this host's clock, unadjusted.
     func hostNow() -> Date { base() }
 
-    /// Takes `sample`'s offset; returns it, or `nil` when the round trip was too slow to trust.
+    /// Reads the monotonic clock (a sample's `receivedAt`).
+    func monotonicNow() -> ContinuousClock.Instant { monotonic() }
+
+    /// Takes `sample`; returns its offset, or `nil` when the round trip was too slow to trust.
     @discardableResult
     func adjust(to sample: Sample) -> TimeInterval? {
         guard sample.roundTrip >= 0, sample.roundTrip <= Self.longestRoundTrip else { return nil }
         let offset = sample.offset
-        state.withLock { $0 = offset }
+        // The database read its clock halfway through the round trip: at `received` it read half a round trip later.
+        let anchor = Anchor(offset: offset, database: sample.database.addingTimeInterval(sample.roundTrip / 2), at: sample.receivedAt)
+        state.withLock { $0 = anchor }
         return offset
     }
 }
@@ -115,10 +141,11 @@ struct ClusterClockSync: Service {
         let sent = clock.hostNow()
         let row = try await database.raw("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS micros").first()
         let received = clock.hostNow()
+        let receivedAt = clock.monotonicNow()
         guard let micros = try row?.decode(column: "micros", as: Int64.self) else {
             throw ClockQueryError()
         }
-        return .init(sent: sent, received: received, database: Date(timeIntervalSince1970: Double(micros) / 1_000_000))
+        return .init(sent: sent, received: received, database: Date(timeIntervalSince1970: Double(micros) / 1_000_000), receivedAt: receivedAt)
     }
 
     struct ClockQueryError: Error, CustomStringConvertible {
