@@ -87,6 +87,45 @@ import Testing
         }
     }
 
+    /// A release that fails on a whole fleet (an event per agent's rollback) keeps the controllers' own events: they
+    /// and the agents' are kept apart, the newest `EventRetention.limit` of each. With one budget the failures of 10,000
+    /// agents deleted the release's `published` event and every other service's history.
+    @Test(arguments: StoreBackendKind.available)
+    func aFleetWideFailureKeepsTheControllersEvents(_ kind: StoreBackendKind) async throws {
+        try await TestStore.with(kind) { store, _ in
+            let published = RolloutEventDraft(
+                at: Date(),
+                service: "api",
+                serial: 7,
+                kind: .published,
+                message: "serial 7 published",
+                agentID: nil
+            )
+            try await store.transaction { db in try await SQLControllerStore.insert([published], into: db) }
+            // 101 agents' 100 failures each: 10,100 reported events, under every agent's own cap.
+            let agents = 101
+            for agent in 0..<agents {
+                let failures = (0..<EventRetention.perAgent).map { index in
+                    RolloutEventDraft(
+                        at: Date(),
+                        service: "web",
+                        serial: 7,
+                        kind: .rolledBack,
+                        message: "agent \(agent) failure \(index)",
+                        agentID: "agt_\(agent)"
+                    )
+                }
+                try await store.transaction { db in try await SQLControllerStore.insert(failures, into: db) }
+            }
+            let events = try await store.events(service: nil, limit: 3 * EventRetention.limit)
+            #expect(events.contains { $0.kind == .published && $0.agentID == nil }, "the controllers' event was deleted")
+            let reported = events.filter { $0.agentID != nil }
+            #expect(reported.count == EventRetention.limit)
+            #expect(!reported.contains { $0.agentID == "agt_0" }, "the oldest reported events go first")
+            #expect(try await store.events(service: "api", limit: 10).map(\.kind) == [.published])
+        }
+    }
+
     /// A decision counted over a rollout's members is not written once a removal has changed them: decided over two
     /// agents (advance to the second wave), it would have moved the rollout of the one agent left to a wave its strategy
     /// does not have. The coordinator reads the rollout again and decides over the members left.

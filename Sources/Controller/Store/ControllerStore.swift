@@ -471,7 +471,10 @@ struct StatusWrite: Sendable {
 
 /// How many events the store keeps.
 enum EventRetention {
-    /// Older events are deleted when newer ones are stored. 10 000.
+    /// Older events are deleted when newer ones are stored: the newest 10 000 the controllers made (publishes, waves,
+    /// halts, approvals: no agent id), and apart from them the newest 10 000 agents reported. One budget for both let a
+    /// release failing on a fleet of 10,000 (each agent's rollback an event) delete every publish, halt and abort of
+    /// every service, when the history mattered most.
     static let limit = 10_000
     /// The rolled-back and refused events one agent reported that are kept, newest first. Each report may list 32
     /// failures of any serials, and each new one is an event: an agent holding only its own token pushed every

@@ -393,8 +393,18 @@ extension SQLControllerStore {
                 """
             ).run()
         }
-        // Ids only grow: everything more than `limit` below the newest goes, in one indexed range delete.
-        try await db.raw("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - \(bind: EventRetention.limit)").run()
+        // Of the controllers' events and of the agents' apart, everything older than the newest `limit` goes (only in
+        // the part that grew; no row when it holds fewer: `id < NULL`).
+        for reported in [false, true] where events.contains(where: { ($0.agentID != nil) == reported }) {
+            let part: SQLQueryString = reported ? "agent_id IS NOT NULL" : "agent_id IS NULL"
+            try await db.raw(
+                """
+                DELETE FROM events WHERE \(part) AND id < (
+                    SELECT id FROM events WHERE \(part) ORDER BY id DESC LIMIT 1 OFFSET \(bind: EventRetention.limit - 1)
+                )
+                """
+            ).run()
+        }
         // An agent's own failures beyond its newest `perAgent` go too (no row when it has fewer: `id < NULL`).
         let kinds = SQLGroupExpression(SQLList(EventRetention.reportedByAgents.map { SQLBind($0.rawValue) }))
         var reporters: [String] = []
