@@ -32,6 +32,7 @@ struct ControllerCommand: AsyncParsableCommand {
             ApproveCommand.self,
             ReleasesCommand.self,
             EventsCommand.self,
+            ArtifactsCommand.self,
         ]
     )
 

@@ -69,7 +69,9 @@ struct ArtifactStore: Sendable {
     /// Shares into the database in progress (`availableSize`), so concurrent requests share an artifact once.
     private let shares = SharedArtifactFetches()
     /// Artifacts this controller holds that the shared database is known to hold too.
-    private let knownShared = KnownDigests()
+    let knownShared = KnownDigests()
+    /// Digests publishes and uploads are using and digests a prune is removing (`ArtifactStore+Retention.swift`).
+    let retention = ArtifactRetentionLocks()
     /// Copies whose bytes this process hashed and found to match their digest, with the file each was.
     private let checkedCopies = CheckedCopies()
     /// Checks of copies in progress, so concurrent requests for one artifact hash it once.
@@ -99,7 +101,7 @@ struct ArtifactStore: Sendable {
         }
     }
 
-    private var temporaryDirectory: String { configuration.directory + "/tmp" }
+    var temporaryDirectory: String { configuration.directory + "/tmp" }
 
     /// The file of an artifact (which may not exist).
     func path(for digest: SHA256Digest) -> String { "\(configuration.directory)/\(digest.hex)" }
@@ -182,6 +184,10 @@ struct ArtifactStore: Sendable {
         if let expected, expected != digest { throw ArtifactStoreError.digestMismatch(expected: expected, actual: digest) }
         // The uploader checked again once the bytes are in, before they take the name (the partial file goes on a throw).
         try await admit()
+        // Not while a prune removes these bytes: its delete of the shared row could follow this upload's check that the
+        // row exists, and the upload would be acknowledged with the database lacking it. A prune skips it meanwhile.
+        guard retention.pin(digest) else { throw ArtifactStoreError.beingRemoved(digest) }
+        defer { retention.unpin(digest) }
         // Already here or not, the verified bytes take the name: a copy already filed under it may be damaged (a disk
         // error, a partial restore of the directory), and an upload of the right bytes is how an operator repairs it
         // (before, it was answered "already stored" and thrown away).
@@ -411,7 +417,7 @@ struct ArtifactStore: Sendable {
     /// under its name (unless yet another upload took the name meanwhile: that one stays; and renamed back, not lost,
     /// where the file system refuses the link). A request in that instant finds no copy, as during an upload.
     /// - Returns: whether the damaged copy was removed.
-    private func remove(_ path: String, ifItIs identity: FileIdentity, aside: String) -> Bool {
+    func remove(_ path: String, ifItIs identity: FileIdentity, aside: String) -> Bool {
         guard rename(path, aside) == 0 else { return false }
         guard let moved = FileIdentity(path: aside), moved.device != identity.device || moved.inode != identity.inode else {
             unlink(aside)
@@ -501,6 +507,8 @@ enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
     /// A write hit ENOSPC or EDQUOT (internal: `store` turns it into `.noSpace` once the partial file is gone).
     case diskFull
     case io(path: String, reason: String)
+    /// A prune is removing this artifact right now: ask again in a moment.
+    case beingRemoved(SHA256Digest)
 
     var description: String {
         switch self {
@@ -512,6 +520,7 @@ enum ArtifactStoreError: Error, CustomStringConvertible, Equatable {
         case .digestMismatch(let expected, let actual): "the uploaded content has SHA-256 \(actual), not the \(expected) given in X-Ferry-SHA256"
         case .empty: "the artifact is empty"
         case .io(let path, let reason): "\(path): \(reason)"
+        case .beingRemoved(let digest): "artifact \(digest.hex) is being removed by a prune; ask again in a moment"
         }
     }
 }
@@ -523,6 +532,8 @@ final class KnownDigests: Sendable {
     func contains(_ digest: SHA256Digest) -> Bool { digests.withLock { $0.contains(digest) } }
 
     func insert(_ digest: SHA256Digest) { _ = digests.withLock { $0.insert(digest) } }
+
+    func remove(_ digest: SHA256Digest) { _ = digests.withLock { $0.remove(digest) } }
 }
 
 /// Which file a copy is: a copy checked once is checked again when any of these change.

@@ -3,13 +3,14 @@ import HTTPTypes
 import Hummingbird
 import Shared
 
-/// `POST /v1/artifacts` (operator) and `GET`/`HEAD /v1/artifacts/{sha256}` (operator; an agent only for artifacts
+/// `POST /v1/artifacts` (operator), `POST /v1/artifacts/prune` (operator: `ArtifactRoutes+Prune.swift`) and `GET`/`HEAD /v1/artifacts/{sha256}` (operator; an agent only for artifacts
 /// of its own services' releases).
 struct ArtifactRoutes: Sendable {
     let core: ControllerCore
 
     func register(uploads: RouterGroup<FerryRequestContext>, downloads: RouterGroup<FerryRequestContext>) {
         uploads.post("/v1/artifacts") { request, context in try await upload(request, context: context) }
+        uploads.post("/v1/artifacts/prune") { request, context in try await prune(request, context: context) }
         downloads.get("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: false) }
         downloads.head("/v1/artifacts/:sha256") { request, context in try await download(request, context: context, head: true) }
     }
@@ -22,6 +23,17 @@ struct ArtifactRoutes: Sendable {
             .serviceUnavailable,
             "artifact_being_checked",
             "artifact \(digest.hex) (\(size) bytes) is being checked against its digest; ask again in a moment",
+            headers: [.retryAfter: "5"]
+        )
+    }
+
+    /// The answer to a publish or an upload of an artifact a prune of this controller is removing right now: once it is
+    /// gone, the publish is answered 422 `unknown_artifact` and the upload stores it again.
+    static func beingRemoved(_ digest: SHA256Digest) -> APIError {
+        APIError(
+            .serviceUnavailable,
+            "artifact_being_removed",
+            "artifact \(digest.hex) is being removed by a prune (POST /v1/artifacts/prune); ask again in a moment",
             headers: [.retryAfter: "5"]
         )
     }
@@ -60,6 +72,7 @@ struct ArtifactRoutes: Sendable {
             case .noSpace:
                 core.logger.warning("Artifact upload refused: the disk is full", metadata: ["error.message": "\(error)"])
                 throw APIError(.insufficientStorage, "insufficient_storage", "\(error)")
+            case .beingRemoved(let digest): throw Self.beingRemoved(digest)
             case .io, .diskFull: throw error
             }
         }

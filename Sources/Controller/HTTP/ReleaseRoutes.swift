@@ -65,6 +65,11 @@ struct ReleaseRoutes: Sendable {
         } catch {
             throw APIError.unprocessable("release_expired", "\(error)")
         }
+        // Pinned from the check that the artifact is stored until the release is: no prune of this controller removes it
+        // in between (one removing it now is answered 503, like a copy being checked).
+        let pinned = release.artifact.isRelative ? release.artifact.sha256 : nil
+        if let pinned, !core.artifacts.retention.pin(pinned) { throw ArtifactRoutes.beingRemoved(pinned) }
+        defer { if let pinned { core.artifacts.retention.unpin(pinned) } }
         if release.artifact.isRelative {
             let size: Int64
             switch try await core.artifacts.availability(of: release.artifact.sha256) {
@@ -99,8 +104,21 @@ struct ReleaseRoutes: Sendable {
         let plan = RolloutPlan(parameters: parameters, agentOrder: agents.map(\.id))
         let published: PublishedRollout
         do {
-            published = try await core.store.insertRelease(record, rollout: RolloutStateMachine.publish(record, plan: plan))
+            published = try await core.store.insertRelease(
+                record,
+                rollout: RolloutStateMachine.publish(record, plan: plan),
+                requiringStoredArtifact: release.artifact.isRelative && core.artifacts.configuration.shared != nil
+            )
         } catch let error as StoreError {
+            if case .unknownArtifact = error {
+                // A prune through another controller removed it after this one's check: this controller's copy (if it
+                // has one) is shared again at the next check, so uploading (or the CLI's publish) repairs it.
+                core.artifacts.knownShared.remove(release.artifact.sha256)
+                throw APIError.unprocessable(
+                    "unknown_artifact",
+                    "artifact \(release.artifact.sha256.hex) was removed by a prune; upload it again (POST /v1/artifacts), then publish"
+                )
+            }
             guard case .staleSerial = error else { throw error }
             // The very release again (the same signed document: a retry whose first answer was lost after the commit):
             // answered as stored, nothing changed. Another document under a stored serial stays a conflict.

@@ -42,6 +42,36 @@ protocol ControllerStore: Sendable {
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
     func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout
 
+    /// `insertRelease(_:rollout:)`, which with `requiringStoredArtifact` first checks, in the same transaction, that the
+    /// database holds the release's artifact (`artifacts` row; several controllers on PostgreSQL): a prune through
+    /// another controller (`removeArtifactRows`) and this publish then take the write lock one after the other, and
+    /// never leave a release naming an artifact the database lost.
+    /// - Throws: `StoreError.unknownArtifact` when the row is missing, `StoreError.staleSerial`.
+    func insertRelease(
+        _ release: ReleaseRecord,
+        rollout opening: RolloutStateMachine.Opening,
+        requiringStoredArtifact: Bool
+    ) async throws -> PublishedRollout
+
+    // MARK: Artifact retention
+
+    /// The artifacts (lowercase hex digests) the retention policy keeps: those of the newest `keepReleases` releases of
+    /// every service (awaiting approval or not), of every release an agent reports running, and of the serial and the
+    /// stable serial of each service's latest rollout and of every open one (what agents are told to run).
+    func retainedArtifacts(keepReleases: Int) async throws -> Set<String>
+
+    /// The artifact rows of the database (several controllers on PostgreSQL; empty otherwise), by digest.
+    func artifactRows() async throws -> [String: StoredArtifactRow]
+
+    /// Under the write lock every publish takes: reads again what `retainedArtifacts` keeps, and deletes the rows (and
+    /// chunks) of those of `candidates` it does not keep and that were stored before `cutoff`.
+    /// - Returns: what is retained now (the caller removes no local copy of those either) and the rows deleted.
+    func removeArtifactRows(
+        _ candidates: Set<String>,
+        storedBefore cutoff: Date,
+        keepReleases: Int
+    ) async throws -> (retained: Set<String>, removed: Set<String>)
+
     /// The highest serial published for `service`, or `nil` when it has none.
     func latestSerial(service: String) async throws -> Int64?
 
@@ -332,6 +362,10 @@ extension ControllerStore {
     /// Stores a release that reaches every agent at once (an `all` rollout, completed), superseding any open
     /// rollout of its service.
     /// - Throws: `StoreError.staleSerial` unless its serial is above every stored serial of its service.
+    func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout {
+        try await insertRelease(release, rollout: opening, requiringStoredArtifact: false)
+    }
+
     func insertRelease(_ release: ReleaseRecord) async throws {
         let plan = RolloutPlan(parameters: RolloutParameters(), agentOrder: [])
         _ = try await insertRelease(release, rollout: RolloutStateMachine.publish(release, plan: plan))

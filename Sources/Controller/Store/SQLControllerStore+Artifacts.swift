@@ -74,3 +74,76 @@ extension SQLControllerStore: ArtifactBlobStore {
             .decode(column: "data", as: ByteBuffer.self)
     }
 }
+
+/// An artifact row of the database (`ControllerStore.artifactRows`).
+struct StoredArtifactRow: Sendable, Equatable {
+    var size: Int64
+    /// When the row was written (the first upload of those bytes to any controller).
+    var createdAt: Date
+}
+
+extension SQLControllerStore {
+    func retainedArtifacts(keepReleases: Int) async throws -> Set<String> {
+        try await Self.retainedArtifacts(keepReleases: keepReleases, in: readDB)
+    }
+
+    func artifactRows() async throws -> [String: StoredArtifactRow] {
+        var rows: [String: StoredArtifactRow] = [:]
+        for row in try await readDB.raw("SELECT sha256, size, created_at FROM artifacts").all() {
+            rows[try row.decode(column: "sha256", as: String.self)] = StoredArtifactRow(
+                size: try row.decode(column: "size", as: Int64.self),
+                createdAt: StoredTime.date(try row.decode(column: "created_at", as: Int64.self))
+            )
+        }
+        return rows
+    }
+
+    func removeArtifactRows(
+        _ candidates: Set<String>,
+        storedBefore cutoff: Date,
+        keepReleases: Int
+    ) async throws -> (retained: Set<String>, removed: Set<String>) {
+        // Exclusive: the write lock every publish takes (`insertRelease(requiringStoredArtifact:)`), on every controller.
+        try await transaction { db in
+            let retained = try await Self.retainedArtifacts(keepReleases: keepReleases, in: db)
+            var removed: Set<String> = []
+            for sha256 in candidates.subtracting(retained).sorted() {
+                let deleted = try await db.raw(
+                    """
+                    DELETE FROM artifacts WHERE sha256 = \(bind: sha256) AND created_at < \(bind: StoredTime.milliseconds(cutoff))
+                    RETURNING sha256
+                    """
+                ).first()
+                guard deleted != nil else { continue }
+                // SQLite enforces no foreign key here unless asked: the chunks go by name, not by cascade.
+                try await db.raw("DELETE FROM artifact_chunks WHERE sha256 = \(bind: sha256)").run()
+                removed.insert(sha256)
+            }
+            return (retained, removed)
+        }
+    }
+
+    /// What `retainedArtifacts` keeps, read in `db` (a transaction's, to read it under the write lock). Of the latest
+    /// rollout of a service, the stable serial counts unless it completed (what `RolloutRecord.intendedSerial` gives
+    /// agents); of an open one (an older one governs while a later release awaits approval), both.
+    private static func retainedArtifacts(keepReleases: Int, in db: any SQLDatabase) async throws -> Set<String> {
+        let open = [RolloutState.awaitingApproval, .rolling, .paused, .halted].map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let rows = try await db.raw(
+            """
+            SELECT artifact_sha256 AS sha256 FROM (
+                SELECT artifact_sha256, ROW_NUMBER() OVER (PARTITION BY service ORDER BY serial DESC) AS position FROM releases
+            ) AS newest WHERE position <= \(bind: keepReleases)
+            UNION
+            SELECT r.artifact_sha256 AS sha256 FROM releases r
+            JOIN service_status s ON s.service = r.service AND s.serial = r.serial
+            UNION
+            SELECT r.artifact_sha256 AS sha256 FROM releases r
+            JOIN rollouts o ON o.service = r.service AND (o.serial = r.serial OR o.stable_serial = r.serial)
+            WHERE o.state IN (\(unsafeRaw: open))
+                OR (o.serial = (SELECT MAX(latest.serial) FROM rollouts latest WHERE latest.service = o.service)
+                    AND (o.serial = r.serial OR o.state <> \(bind: RolloutState.completed.rawValue)))
+            """
+        ).all()
+        return Set(try rows.map { try $0.decode(column: "sha256", as: String.self) })
+    }
+}

@@ -6,11 +6,22 @@ import Shared
 extension SQLControllerStore {
     // MARK: Publish
 
-    func insertRelease(_ release: ReleaseRecord, rollout opening: RolloutStateMachine.Opening) async throws -> PublishedRollout {
+    func insertRelease(
+        _ release: ReleaseRecord,
+        rollout opening: RolloutStateMachine.Opening,
+        requiringStoredArtifact: Bool
+    ) async throws -> PublishedRollout {
         let plan = opening.plan
         let envelopeText = String(decoding: release.envelope.encoded(), as: UTF8.self)
         let now = StoredTime.milliseconds(release.createdAt)
         return try await transaction { db in
+            // Under the write lock a prune takes too (`removeArtifactRows`): either its delete came first and this
+            // publish is refused, or this release is stored first and the prune keeps its artifact.
+            if requiringStoredArtifact,
+                try await db.raw("SELECT sha256 FROM artifacts WHERE sha256 = \(bind: release.artifactSHA256)").first() == nil
+            {
+                throw StoreError.unknownArtifact(sha256: release.artifactSHA256)
+            }
             let latest =
                 try await db.raw("SELECT MAX(serial) AS s FROM releases WHERE service = \(bind: release.service)")
                 .first()?.decode(column: "s", as: Int64?.self) ?? nil

@@ -5,6 +5,8 @@ import Shared
 enum StoreError: Error, CustomStringConvertible, Equatable {
     /// A release's serial is not above the latest stored for its service.
     case staleSerial(service: String, serial: Int64, latest: Int64)
+    /// A release names an artifact the database does not hold (removed by a prune meanwhile).
+    case unknownArtifact(sha256: String)
     /// The database was written by a newer Ferry whose schema this binary does not know.
     case schemaTooNew(path: String, found: Int, known: Int)
     /// The database could not be opened or prepared.
@@ -38,6 +40,8 @@ enum StoreError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .staleSerial(let service, let serial, let latest):
             "serial \(serial) of service \(service) is not above the latest published serial \(latest)"
+        case .unknownArtifact(let sha256):
+            "artifact \(sha256) is not stored in the database (a prune removed it); upload it again"
         case .schemaTooNew(let path, let found, let known):
             "\(path): database schema version \(found) is newer than this ferry-controller knows (\(known)); upgrade the binary"
         case .cannotOpen(let path, let reason):
