@@ -254,4 +254,34 @@ import Testing
             }
         }
     }
+    @Test func theCommandParsesItsOptionsAndRefusesBadOnes() throws {
+        let prune = try #require(
+            try ControllerCommand.parseAsRoot(["artifacts", "prune", "--keep", "3", "--min-age", "30m", "--dry-run", "--json"])
+                as? ArtifactsPruneCommand
+        )
+        #expect(prune.keep == 3 && prune.dryRun && prune.json)
+        #expect(try prune.minimumAgeSeconds() == 1800)
+        let defaults = try #require(try ControllerCommand.parseAsRoot(["artifacts", "prune"]) as? ArtifactsPruneCommand)
+        #expect(defaults.keep == 5 && !defaults.dryRun)
+        #expect(try defaults.minimumAgeSeconds() == 86_400)
+        #expect(try (ControllerCommand.parseAsRoot(["artifacts", "prune", "--min-age", "0"]) as? ArtifactsPruneCommand)?.minimumAgeSeconds() == 0)
+        for bad in [
+            ["--keep", "0"], ["--keep", "1001"], ["--min-age", "1.5h"], ["--min-age", "500ms"], ["--min-age", "8761h"], ["--min-age", "-1"],
+        ] {
+            #expect(throws: (any Error).self, "\(bad)") { try ControllerCommand.parseAsRoot(["artifacts", "prune"] + bad) }
+        }
+    }
+
+    @Test func theReportNamesEachArtifactAndTheTotal() {
+        let answer = JSONValue.object([
+            "dryRun": .bool(true), "kept": .integer(3), "bytesFreed": .integer(2048),
+            "removed": .array([.object(["sha256": .string(String(repeating: "a", count: 64)), "size": .integer(2048)])]),
+        ])
+        #expect(
+            ArtifactsPruneCommand.lines(answer) == [
+                "would remove \(String(repeating: "a", count: 64)) 2 KiB",
+                "would remove 1 artifact(s), 2 KiB; 3 kept (dry run: nothing removed)",
+            ]
+        )
+    }
 }
