@@ -384,9 +384,21 @@ final class SQLControllerStore: ControllerStore {
     /// wave is larger (the canary was removed) does the next agent become the first wave.
     private static func dropFromOpenRollouts(_ ids: Set<String>, services: Set<String>? = nil, in db: any SQLDatabase) async throws {
         guard !ids.isEmpty else { return }
-        // Their wave timers go too (the table has no foreign key to agents): all of them for an agent removed.
+        // Their wave timers go too (the table has no foreign key to agents): all of them for an agent removed. Only
+        // open rollouts keep timers (`write` deletes them as a rollout ends), so the key's prefix finds them: a delete
+        // by agent alone was a scan of every timer per agent removed, under the write lock status batches need (1,000
+        // removals by a sweep over a 10,000-agent rollout's timers, 10⁷ rows).
         if services == nil {
-            for id in ids.sorted() { try await db.raw("DELETE FROM rollout_health WHERE agent_id = \(bind: id)").run() }
+            let sorted = ids.sorted()
+            for start in stride(from: 0, to: sorted.count, by: 500) {
+                let chunk = SQLGroupExpression(SQLList(sorted[start..<min(start + 500, sorted.count)].map { SQLBind($0) }))
+                try await db.raw(
+                    """
+                    DELETE FROM rollout_health
+                    WHERE rollout_id IN (SELECT id FROM rollouts WHERE state IN ('rolling', 'paused')) AND agent_id IN \(chunk)
+                    """
+                ).run()
+            }
         }
         let rows = try await db.raw(
             """
