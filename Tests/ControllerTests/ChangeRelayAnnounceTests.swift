@@ -75,3 +75,29 @@ import Testing
         #expect(!feed.takeDropped(), "nothing is left to make up for")
     }
 }
+
+/// Whether the change listener listens: only the connection attempt under way can say it does. A listen whose attempt
+/// ended (its task is not awaited past a cancellation) said "listening" after the attempt had said it stopped.
+@Suite struct ChangeRelayListeningFlagTests {
+    @Test func anEndedAttemptCannotSayItListens() {
+        let flag = PostgresChangeRelay.ListeningFlag()
+        let told = Mutex<[Bool]>([])
+        let first = flag.begin()
+        flag.listen(attempt: first) { told.withLock { $0.append(true) } }
+        #expect(flag.isListening)
+        flag.end { told.withLock { $0.append(false) } }
+        #expect(!flag.isListening)
+        // The first attempt's listen, late: nothing changes, nobody is told.
+        flag.listen(attempt: first) { told.withLock { $0.append(true) } }
+        #expect(!flag.isListening)
+        let second = flag.begin()
+        // An attempt that gave up before its own listen said so, while the next attempt has not begun.
+        flag.end { told.withLock { $0.append(false) } }
+        flag.listen(attempt: second) { told.withLock { $0.append(true) } }
+        #expect(!flag.isListening)
+        let third = flag.begin()
+        flag.listen(attempt: third) { told.withLock { $0.append(true) } }
+        #expect(flag.isListening)
+        #expect(told.withLock { $0 } == [true, false, false, true])
+    }
+}

@@ -46,15 +46,40 @@ struct PostgresChangeRelay: Service {
     /// Whether the listener is connected and listening (for tests and `/healthz` details).
     let listening = ListeningFlag()
 
+    /// Whether the listener listens, set by the connection attempt that does. An attempt that ended (its connection
+    /// dropped or stopped answering its check) cannot set it again: its listen runs in a task of its own that is not
+    /// awaited past a cancellation (`Unawaited`), and one still in its resync when the attempt gave up said "listening"
+    /// after the attempt had said it stopped, with nothing listening — the authentication cache trusted meanwhile.
     final class ListeningFlag: Sendable {
-        private let value = Atomic<Bool>(false)
-        var isListening: Bool { value.load(ordering: .acquiring) }
-        fileprivate func set(_ listening: Bool) { value.store(listening, ordering: .releasing) }
-    }
+        private let state = Mutex<(listening: Bool, attempt: UInt64)>((false, 0))
+        var isListening: Bool { state.withLock { $0.listening } }
 
-    private func setListening(_ value: Bool) {
-        listening.set(value)
-        onListening(value)
+        /// A new connection attempt: earlier ones can no longer say they listen.
+        func begin() -> UInt64 {
+            state.withLock { state in
+                state.attempt &+= 1
+                return state.attempt
+            }
+        }
+
+        /// `attempt` listens; `tell` runs under the flag's lock (so a later `end` is told after it), unless the
+        /// attempt already ended.
+        func listen(attempt: UInt64, tell: () -> Void) {
+            state.withLock { state in
+                guard state.attempt == attempt, !state.listening else { return }
+                state.listening = true
+                tell()
+            }
+        }
+
+        /// Nothing listens, whichever attempt ended; `tell` runs under the flag's lock.
+        func end(tell: () -> Void) {
+            state.withLock { state in
+                state.attempt &+= 1
+                state.listening = false
+                tell()
+            }
+        }
     }
 
     func run() async throws {
@@ -87,7 +112,7 @@ struct PostgresChangeRelay: Service {
             reconnecting = true
             try? await Task.sleep(for: reconnectDelay)
         }
-        setListening(false)
+        listening.end { onListening(false) }
     }
 
     /// Connects (within `connectTimeout`), listens and applies notifications until the connection ends or stops
@@ -110,14 +135,15 @@ struct PostgresChangeRelay: Service {
             within: connectTimeout,
             logger: logger
         )
+        let attempt = listening.begin()
         defer {
-            setListening(false)
+            listening.end { onListening(false) }
             Unawaited.close(connection)
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await Unawaited.result(of: "the change listener", within: nil) {
-                    try await consume(on: connection, reconnecting: reconnecting)
+                    try await consume(on: connection, reconnecting: reconnecting, attempt: attempt)
                 }
             }
             group.addTask {
@@ -130,11 +156,11 @@ struct PostgresChangeRelay: Service {
     }
 
     /// Listens on `connection` and applies what arrives until the notifications end.
-    private func consume(on connection: PostgresConnection, reconnecting: Bool) async throws {
+    private func consume(on connection: PostgresConnection, reconnecting: Bool, attempt: UInt64) async throws {
         try await connection.listen(on: Self.channel) { notifications in
             if reconnecting { logger.info("Listening for other controllers' changes again; resynchronizing") }
             await apply(.resync)
-            setListening(true)
+            listening.listen(attempt: attempt) { onListening(true) }
             for try await notification in notifications {
                 guard let (origin, change) = ClusterChange.parse(notification.payload) else {
                     await apply(.resync)
