@@ -111,9 +111,12 @@ import Testing
             _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
             #expect(world.authenticator.cachedPrincipal(forToken: token[...]) != nil, "cached while heard")
             world.revocations.othersUnheard(true)
-            // Used while unheard: read from the database, and not kept.
+            // Used while unheard: read from the database, and not kept; the signal file is not made again for it either
+            // (every request created it, with two more system calls, while there was no stamp to take).
+            unlink(world.revocations.path)
             _ = try await world.authenticator.principal(forToken: token[...], challenge: .bearer)
             #expect(world.authenticator.cachedPrincipal(forToken: token[...]) == nil, "the poll path's cache is off")
+            #expect(!FileManager.default.fileExists(atPath: world.revocations.path))
             // Another controller revokes it: the row changes, no notification arrives, no file here changes.
             _ = try await world.store.revokeToken(id: record.id, at: world.clock.now)
             #expect(await Self.code { try await world.authenticator.principal(forToken: token[...], challenge: .bearer) } == "token_revoked")
@@ -123,6 +126,7 @@ import Testing
             _ = try await world.store.createToken(hash: Token.digest(other), name: "ops", role: .operator, at: world.clock.now)
             _ = try await world.authenticator.principal(forToken: other[...], challenge: .bearer)
             #expect(world.authenticator.cachedPrincipal(forToken: other[...]) != nil)
+            #expect(FileManager.default.fileExists(atPath: world.revocations.path), "made again once heard")
         }
     }
 

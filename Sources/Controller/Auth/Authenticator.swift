@@ -104,8 +104,10 @@ final class Authenticator: Sendable {
         // Taken before the database read: a revocation committed after this point changes the file, so whatever is
         // read below is never served from the cache once the revocation is visible.
         var stamp = revocations.stamp()
-        if stamp == nil {
-            // Deleted under a running server: a new file is a new inode, so nothing cached before can match it.
+        if stamp == nil, !revocations.othersAreUnheard {
+            // Deleted under a running server: a new file is a new inode, so nothing cached before can match it. (Not
+            // while other controllers are unheard, when there is no stamp whatever the file is: every request, each
+            // agent's poll too, opened, chmodded and closed the file then.)
             try? revocations.prepare()
             stamp = revocations.stamp()
         }

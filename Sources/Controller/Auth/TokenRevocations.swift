@@ -53,6 +53,9 @@ struct TokenRevocations: Sendable {
         bumpEpoch()
     }
 
+    /// Whether `othersUnheard` holds now: then `stamp()` is `nil` whatever the file is.
+    var othersAreUnheard: Bool { epoch.unheard.load(ordering: .sequentiallyConsistent) }
+
     private final class Epoch: Sendable {
         let value = Atomic<UInt64>(0)
         /// `othersUnheard`.
