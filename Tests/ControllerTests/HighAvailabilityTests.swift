@@ -425,6 +425,66 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// B's change listener cannot reconnect while its pool works (here: its connection ended and a reconnect delay of
+    /// an hour): a release published through A reaches B's agents at B's next resynchronization. B served its cached
+    /// state for as long as the listener stayed down — the agent's ETag answered 304 for good.
+    @Test(.timeLimit(.minutes(2)))
+    func aControllerThatCannotListenResynchronizesWhileTheDatabaseAnswers() async throws {
+        let configure: @Sendable (inout ControllerConfiguration) -> Void = { configuration in
+            configuration.changeListenerReconnectDelay = .seconds(3600)
+            configuration.unheardResyncInterval = .milliseconds(500)
+        }
+        try await Self.withTwoControllers(configure: configure) { a, aURL, b, bURL in
+            let http = LiveHTTP()
+            let enrolled = try await http.send(
+                "POST",
+                aURL + "/v1/agents",
+                token: a.enrollToken,
+                body: Data(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"], replace: false).json.encoded())
+            )
+            try #require(enrolled.status == 201)
+            let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+            let bytes = Array("artifact".utf8)
+            try #require(try await http.send("POST", aURL + "/v1/artifacts", token: a.operatorToken, body: Data(bytes)).status == 201)
+            let digest = SHA256.hash(bytes)
+            let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+            func publish(_ serial: Int64) async throws {
+                let release = ControllerFixture.release(serial: serial, artifact: artifact)
+                let response = try await http.send(
+                    "POST",
+                    aURL + "/v1/releases",
+                    token: a.operatorToken,
+                    body: Data(Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [a.signingKey]).encoded())
+                )
+                try #require(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
+            }
+            try await publish(1)
+            let first = try await http.send("GET", bURL + "/v1/agents/\(agent.agentID)/desired-state", token: agent.token)
+            try #require(first.status == 200)
+            let etag = try #require(first.header("ETag"))
+
+            try await a.store.readDB.raw(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ferry-controller change listener'"
+            ).run()
+            let relay = try #require(b.controller.relay)
+            _ = try await eventually("B's listener stopped", timeout: .seconds(10), interval: .milliseconds(20)) {
+                relay.listening.isListening ? nil : true
+            }
+            try await publish(2)
+            _ = try await eventually("B serves the release published through A", timeout: .seconds(20), interval: .milliseconds(100)) {
+                () -> Bool? in
+                let answer = try await http.send(
+                    "GET",
+                    bURL + "/v1/agents/\(agent.agentID)/desired-state",
+                    token: agent.token,
+                    headers: ["If-None-Match": etag]
+                )
+                return answer.status == 200 ? true : nil
+            }
+            #expect(!relay.listening.isListening, "still not listening: the resync, not a reconnect, brought the change")
+        }
+    }
+
     /// An agent removed through A is forgotten by B as well: B hears only "agent changed" (a re-enrolment, a newer
     /// serial and a removal read alike), and kept the serials it reported, its identity and its last fingerprint for as
     /// long as it ran — every instance an autoscaling group ever terminated. B's sweep of agents gone from the store

@@ -188,6 +188,8 @@ func makeApplication(
         var relay = PostgresChangeRelay(backend: backend, feed: changes, apply: { change in await core.apply(remote: change) }, logger: logger)
         relay.onListening = { [revocations = core.revocations] listening in revocations.othersUnheard(!listening) }
         relay.appliesOwn = { change in change == .tokenRevoked || uncertainCommits?.appliesOwnChanges() == true }
+        relay.reconnectDelay = configuration.changeListenerReconnectDelay
+        relay.unheardResyncInterval = configuration.unheardResyncInterval
         return relay
     }
     let election = postgres.map { backend in

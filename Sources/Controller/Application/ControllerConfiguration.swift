@@ -39,6 +39,10 @@ struct ControllerConfiguration: Sendable {
     var maximumWait: Duration = .seconds(60)
     /// How often rolling rollouts are evaluated between status reports. Default 1 s.
     var rolloutTickInterval: Duration = .seconds(1)
+    /// With a shared PostgreSQL database: how the change listener reconnects, and how often the controller
+    /// resynchronizes while it cannot (`PostgresChangeRelay`). Defaults 1 s and 30 s.
+    var changeListenerReconnectDelay: Duration = .seconds(1)
+    var unheardResyncInterval: Duration = .seconds(30)
     /// When the controller lets go of the code pages it ran once (`CodePageService`). Default `nil`: never, for a
     /// controller in a test process; `serve` sets the default schedule unless `FERRY_CODE_PAGES=keep`.
     var codePages: CodePageService.Schedule? = nil

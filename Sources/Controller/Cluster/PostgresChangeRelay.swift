@@ -32,6 +32,9 @@ struct PostgresChangeRelay: Service {
     var appliesOwn: @Sendable (ClusterChange) -> Bool = { $0 == .tokenRevoked }
     /// Wait before reconnecting the listener. Default 1 s.
     var reconnectDelay: Duration = .seconds(1)
+    /// While the listener has not listened for this long, and the database answers, this controller resynchronizes
+    /// every time this passes again (`unheardResync`). Default 30 s.
+    var unheardResyncInterval: Duration = .seconds(30)
     /// A listener connection not made within this is given up and tried again; an announcement not sent within it is
     /// tried again. Default 10 s.
     var connectTimeout: Duration = .seconds(10)
@@ -87,6 +90,7 @@ struct PostgresChangeRelay: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await listen() }
                 group.addTask { await send() }
+                group.addTask { await unheardResync() }
                 await group.next()
                 group.cancelAll()
             }
@@ -168,6 +172,41 @@ struct PostgresChangeRelay: Service {
                 }
                 if origin != feed.origin || appliesOwn(change) { await apply(change) }
             }
+        }
+    }
+
+    /// Resynchronizes this controller every `unheardResyncInterval` while its listener cannot listen and the database
+    /// answers (a connection limit reached, a `pg_hba` rule that refuses the listener's new connection while the pool
+    /// keeps its own). Only tokens stopped being served from a cache meanwhile: cached desired states and agent rows
+    /// were served for as long as it lasted — a publish or an abort through another controller never reached the
+    /// agents polling this one (their ETags answered 304), and an agent re-enrolled there for fewer services still got
+    /// the releases of the others here. Not while the database does not answer either: agents then keep what they have
+    /// (parked, or served from the cache) rather than being woken into errors.
+    private func unheardResync() async {
+        var unheardSince: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            try? await Task.sleep(for: unheardResyncInterval)
+            if Task.isCancelled { return }
+            guard !listening.isListening else {
+                unheardSince = nil
+                continue
+            }
+            let since = unheardSince ?? .now
+            unheardSince = since
+            guard ContinuousClock.now - since >= unheardResyncInterval else { continue }
+            let backend = self.backend
+            let answered: Bool
+            do {
+                try await Unawaited.result(of: "the database check before a resync", within: checkTimeout) {
+                    try await backend.readDB.raw("SELECT 1").run()
+                }
+                answered = true
+            } catch {
+                answered = false
+            }
+            guard answered, !listening.isListening else { continue }
+            logger.warning("Not hearing the other controllers' changes: resynchronizing (every cache dropped, parked agents woken)")
+            await apply(.resync)
         }
     }
 
