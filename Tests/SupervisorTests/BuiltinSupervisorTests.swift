@@ -283,6 +283,76 @@ struct BuiltinSupervisorTests {
         }
     }
 
+    /// A leader that ends at its stop's SIGINT at once (here a node process with no handler; a shell script that runs
+    /// node without `exec` is the same) leaves the rest of its group to finish within kill_timeout. They were SIGKILLed
+    /// the moment the leader ended: a server draining its requests was cut off.
+    @Test("the rest of a group gets its kill_timeout to finish when its leader ends at once")
+    func theGroupDrainsAfterItsLeaderEnds() async throws {
+        try await SupervisorHarness.with { harness in
+            let done = "\(harness.home)/drained"
+            let ready = "\(harness.home)/ready"
+            let script = try harness.write(
+                "app/launcher.js",
+                """
+                const { spawn } = require('child_process');
+                spawn(process.execPath, ['-e', `
+                    const fs = require('fs');
+                    process.on('SIGINT', () => setTimeout(() => { fs.writeFileSync(\(String(reflecting: done)), '1'); process.exit(0); }, 500));
+                    fs.writeFileSync(\(String(reflecting: ready)), '1');
+                    setInterval(() => {}, 1000);
+                `], { stdio: 'ignore' });
+                setInterval(() => {}, 1000);
+
+                """
+            )
+            var spec = harness.spec("launcher", script: script)
+            spec.killTimeoutMilliseconds = 5000
+            try await harness.manager.start(spec, ecosystem: "")
+            #expect(await SupervisorHarness.eventually { FileManager.default.fileExists(atPath: ready) })
+            let started = ContinuousClock.now
+            try await harness.manager.delete(appNamed: "launcher")
+            let elapsed = started.duration(to: .now)
+            #expect(FileManager.default.fileExists(atPath: done), "the worker was killed before it finished")
+            #expect(elapsed < .milliseconds(4000), "the stop waited out kill_timeout: \(elapsed)")
+        }
+    }
+
+    /// A group member that ignores SIGINT after its leader ended is SIGKILLed when kill_timeout runs out, and the stop
+    /// ends then.
+    @Test("a group member that ignores SIGINT after its leader ended is killed at kill_timeout")
+    func aGroupMemberIgnoringSIGINTIsKilledAtKillTimeout() async throws {
+        try await SupervisorHarness.with { harness in
+            let pidFile = "\(harness.home)/worker.pid"
+            let script = try harness.write(
+                "app/launcher.js",
+                """
+                const { spawn } = require('child_process');
+                const worker = spawn(process.execPath, ['-e', 'process.on("SIGINT", () => {}); setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+                setTimeout(() => require('fs').writeFileSync(\(String(reflecting: pidFile)), String(worker.pid)), 300);
+                setInterval(() => {}, 1000);
+
+                """
+            )
+            var spec = harness.spec("launcher", script: script)
+            spec.killTimeoutMilliseconds = 700
+            try await harness.manager.start(spec, ecosystem: "")
+            var worker: Int32?
+            #expect(
+                await SupervisorHarness.eventually {
+                    worker = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0) }
+                    return worker != nil
+                }
+            )
+            let started = ContinuousClock.now
+            try await harness.manager.delete(appNamed: "launcher")
+            let elapsed = started.duration(to: .now)
+            #expect(elapsed >= .milliseconds(700), "SIGKILL came before kill_timeout: \(elapsed)")
+            #expect(elapsed < .seconds(5))
+            let pid = try #require(worker)
+            #expect(await SupervisorHarness.eventually { ProcStat.read(pid: pid).map { $0.hasExited } ?? true })
+        }
+    }
+
     /// Restart and reload handle instances one at a time: two instances that ignore SIGINT with a 2 s kill_timeout
     /// take over 4 s, more than the 3 s base. A fixed request timeout reported them failed while the daemon was
     /// still doing them right.

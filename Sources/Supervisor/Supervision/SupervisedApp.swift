@@ -48,6 +48,9 @@ struct SupervisedChild: Sendable {
     var retiring = false
     /// It was sent SIGKILL and had not ended by the grace after it (uninterruptible sleep on a hung mount).
     var killSent = false
+    /// It ended during a stop while others of its group still run, and is left unreaped until they end too or the
+    /// stop's kill_timeout runs out (`Supervisor.childExited`).
+    var draining = false
     var lastSample: (ticks: UInt64, at: ContinuousClock.Instant)?
     var cpuPercent: Double = 0
     var memoryBytes: Int64 = 0

@@ -208,7 +208,17 @@ extension Supervisor {
     }
 
     private func childExited(runID: RunID, exit: ChildExit) {
-        guard let child = children.removeValue(forKey: runID) else { return }
+        guard let child = children[runID] else { return }
+        // A stop's SIGINT went to the whole group: a leader that ends at once (a shell script that runs node without
+        // `exec`, a cluster master with no SIGINT handler) leaves the rest of the group draining, within the same
+        // kill_timeout — the stop SIGKILLs them when it runs out. They used to be SIGKILLed the moment the leader ended,
+        // cut off mid-request. Unreaped meanwhile, the leader keeps the group id from being reused.
+        if child.stopRequested, !child.killSent, !child.draining, Self.groupHasOthers(child.pid) {
+            children[runID]?.draining = true
+            Task { await drainGroup(of: runID, exit: exit) }
+            return
+        }
+        children.removeValue(forKey: runID)
         // Whatever the process left in its group goes with it, and, when it ended on its own, what it started outside
         // the group (a stop stops those itself, with their kill_timeout); then reap the zombie (our own child, by pid).
         kill(-child.pid, SIGKILL)
@@ -231,6 +241,22 @@ extension Supervisor {
         let policy = StateMachine.Policy(spec)
         let closing = isClosing(key.app)
         performAtOnce(transition(key) { $0.exited(runID, exit: exit, ranFor: ranFor, policy: policy, closing: closing) }, for: key)
+    }
+
+    /// Waits until nothing but the ended leader is left in the group of `runID`, or its stop sent SIGKILL, then ends
+    /// it as any exit.
+    private func drainGroup(of runID: RunID, exit: ChildExit) async {
+        while let child = children[runID], !child.killSent, Self.groupHasOthers(child.pid) {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        childExited(runID: runID, exit: exit)
+    }
+
+    /// Whether a process other than `group` itself (its leader) still runs in the process group `group`.
+    static func groupHasOthers(_ group: Int32) -> Bool {
+        ProcStat.allPids().contains { pid in
+            pid != group && (ProcStat.read(pid: pid).map { $0.processGroup == group && !$0.hasExited } ?? false)
+        }
     }
 
     // MARK: - Stopping
