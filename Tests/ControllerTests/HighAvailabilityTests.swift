@@ -56,25 +56,51 @@ struct HighAvailabilityTests {
         }
     }
 
+    /// Agent `name` of `api`, enrolled through `a`.
+    static func enroll(_ name: String, through a: ControllerFixture, _ aURL: String, _ http: LiveHTTP) async throws -> EnrollResponse {
+        let enrolled = try await http.send(
+            "POST",
+            aURL + "/v1/agents",
+            token: a.enrollToken,
+            body: Data(EnrollRequest(name: name, hostname: name, services: ["api"], replace: false).json.encoded())
+        )
+        try #require(enrolled.status == 201)
+        return try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
+    }
+
+    /// `bytes` uploaded through `a`, as a release names them.
+    static func upload(_ bytes: [UInt8], through a: ControllerFixture, _ aURL: String, _ http: LiveHTTP) async throws -> ArtifactReference {
+        try #require(try await http.send("POST", aURL + "/v1/artifacts", token: a.operatorToken, body: Data(bytes)).status == 201)
+        let digest = SHA256.hash(bytes)
+        return ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+    }
+
+    /// Serial `serial` of `api` naming `artifact`, published through `a` (201 required).
+    static func publish(
+        _ serial: Int64,
+        artifact: ArtifactReference,
+        through a: ControllerFixture,
+        _ aURL: String,
+        _ http: LiveHTTP
+    ) async throws {
+        let release = ControllerFixture.release(serial: serial, artifact: artifact)
+        let response = try await http.send(
+            "POST",
+            aURL + "/v1/releases",
+            token: a.operatorToken,
+            body: Data(Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [a.signingKey]).encoded())
+        )
+        try #require(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
+    }
+
     /// An agent parked on B wakes when a release is published through A, every time, within a second of the publish
     /// (A's `201`: the release is committed and announced), as `FleetBench` counts "wake after publish returned". The
     /// time A takes to answer the publish is the publish latency, a figure of its own; it is printed alongside.
     @Test func anAgentParkedOnBWakesWhenAPublishes() async throws {
         try await Self.withTwoControllers { a, aURL, b, bURL in
             let http = LiveHTTP()
-            let enrolled = try await http.send(
-                "POST",
-                aURL + "/v1/agents",
-                token: a.enrollToken,
-                body: Data(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"], replace: false).json.encoded())
-            )
-            try #require(enrolled.status == 201)
-            let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
-            let bytes = Array("artifact".utf8)
-            let upload = try await http.send("POST", aURL + "/v1/artifacts", token: a.operatorToken, body: Data(bytes))
-            try #require(upload.status == 201)
-            let digest = SHA256.hash(bytes)
-            let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
+            let agent = try await Self.enroll("web-1", through: a, aURL, http)
+            let artifact = try await Self.upload(Array("artifact".utf8), through: a, aURL, http)
 
             var latencies: [Duration] = []
             var publishTimes: [Duration] = []
@@ -94,14 +120,7 @@ struct HighAvailabilityTests {
                     try await Task.sleep(for: .milliseconds(5))
                 }
                 let published = ContinuousClock.now
-                let release = ControllerFixture.release(serial: serial, artifact: artifact)
-                let response = try await http.send(
-                    "POST",
-                    aURL + "/v1/releases",
-                    token: a.operatorToken,
-                    body: Data(Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [a.signingKey]).encoded())
-                )
-                try #require(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
+                try await Self.publish(serial, artifact: artifact, through: a, aURL, http)
                 let committed = ContinuousClock.now
                 publishTimes.append(committed - published)
                 let answer = try await parked
@@ -436,41 +455,24 @@ struct HighAvailabilityTests {
         }
         try await Self.withTwoControllers(configure: configure) { a, aURL, b, bURL in
             let http = LiveHTTP()
-            let enrolled = try await http.send(
-                "POST",
-                aURL + "/v1/agents",
-                token: a.enrollToken,
-                body: Data(EnrollRequest(name: "web-1", hostname: "web-1", services: ["api"], replace: false).json.encoded())
-            )
-            try #require(enrolled.status == 201)
-            let agent = try EnrollResponse(json: JSONValue.parse(Array(enrolled.body)))
-            let bytes = Array("artifact".utf8)
-            try #require(try await http.send("POST", aURL + "/v1/artifacts", token: a.operatorToken, body: Data(bytes)).status == 201)
-            let digest = SHA256.hash(bytes)
-            let artifact = ArtifactReference(url: ArtifactReference.controllerPath(for: digest), sha256: digest, size: Int64(bytes.count))
-            func publish(_ serial: Int64) async throws {
-                let release = ControllerFixture.release(serial: serial, artifact: artifact)
-                let response = try await http.send(
-                    "POST",
-                    aURL + "/v1/releases",
-                    token: a.operatorToken,
-                    body: Data(Envelope.sign(payload: release.payload(), payloadType: Release.payloadType, with: [a.signingKey]).encoded())
-                )
-                try #require(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
-            }
-            try await publish(1)
+            let agent = try await Self.enroll("web-1", through: a, aURL, http)
+            let artifact = try await Self.upload(Array("artifact".utf8), through: a, aURL, http)
+            try await Self.publish(1, artifact: artifact, through: a, aURL, http)
             let first = try await http.send("GET", bURL + "/v1/agents/\(agent.agentID)/desired-state", token: agent.token)
             try #require(first.status == 200)
             let etag = try #require(first.header("ETag"))
 
             try await a.store.readDB.raw(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ferry-controller change listener'"
+                """
+                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE application_name = 'ferry-controller change listener' AND datname = current_database()
+                """
             ).run()
             let relay = try #require(b.controller.relay)
             _ = try await eventually("B's listener stopped", timeout: .seconds(10), interval: .milliseconds(20)) {
                 relay.listening.isListening ? nil : true
             }
-            try await publish(2)
+            try await Self.publish(2, artifact: artifact, through: a, aURL, http)
             _ = try await eventually("B serves the release published through A", timeout: .seconds(20), interval: .milliseconds(100)) {
                 () -> Bool? in
                 let answer = try await http.send(
