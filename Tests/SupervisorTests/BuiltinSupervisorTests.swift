@@ -323,12 +323,20 @@ struct BuiltinSupervisorTests {
     func aGroupMemberIgnoringSIGINTIsKilledAtKillTimeout() async throws {
         try await SupervisorHarness.with { harness in
             let pidFile = "\(harness.home)/worker.pid"
+            // The worker says its pid once its handler is in: before that, a SIGINT would end it at once.
+            let workerScript = try harness.write(
+                "app/worker.js",
+                """
+                process.on('SIGINT', () => {});
+                require('fs').writeFileSync(\(String(reflecting: pidFile)), String(process.pid));
+                setInterval(() => {}, 1000);
+
+                """
+            )
             let script = try harness.write(
                 "app/launcher.js",
                 """
-                const { spawn } = require('child_process');
-                const worker = spawn(process.execPath, ['-e', 'process.on("SIGINT", () => {}); setInterval(() => {}, 1000)'], { stdio: 'ignore' });
-                setTimeout(() => require('fs').writeFileSync(\(String(reflecting: pidFile)), String(worker.pid)), 300);
+                require('child_process').spawn(process.execPath, [\(String(reflecting: workerScript))], { stdio: 'ignore' });
                 setInterval(() => {}, 1000);
 
                 """

@@ -212,8 +212,9 @@ extension Supervisor {
         // A stop's SIGINT went to the whole group: a leader that ends at once (a shell script that runs node without
         // `exec`, a cluster master with no SIGINT handler) leaves the rest of the group draining, within the same
         // kill_timeout — the stop SIGKILLs them when it runs out. They used to be SIGKILLed the moment the leader ended,
-        // cut off mid-request. Unreaped meanwhile, the leader keeps the group id from being reused.
-        if child.stopRequested, !child.killSent, !child.draining, Self.groupHasOthers(child.pid) {
+        // cut off mid-request. The leader stays unreaped (and in `children`) meanwhile, so the stop's wait for its exit
+        // means the group is gone, and the stop's SIGKILL reaches the group.
+        if child.stopRequested, !child.killSent, !child.draining {
             children[runID]?.draining = true
             Task { await drainGroup(of: runID, exit: exit) }
             return
@@ -243,18 +244,37 @@ extension Supervisor {
         performAtOnce(transition(key) { $0.exited(runID, exit: exit, ranFor: ranFor, policy: policy, closing: closing) }, for: key)
     }
 
-    /// Waits until nothing but the ended leader is left in the group of `runID`, or its stop sent SIGKILL, then ends
-    /// it as any exit.
+    /// Waits until nothing but the ended leader is left in the group of `runID` — after the stop's SIGKILL, no longer
+    /// than `killGrace` (a process in uninterruptible sleep) — then ends it as any exit. Each look at the group reads
+    /// every process's `/proc/<pid>/stat`, on a thread of its own: on the actor, a shutdown draining many instances
+    /// held up every request.
     private func drainGroup(of runID: RunID, exit: ChildExit) async {
-        while let child = children[runID], !child.killSent, Self.groupHasOthers(child.pid) {
+        var killSeenAt: ContinuousClock.Instant?
+        var logged = false
+        while let child = children[runID] {
+            if child.killSent {
+                let since = killSeenAt ?? .now
+                killSeenAt = since
+                if ContinuousClock.now - since >= configuration.killGrace { break }
+            }
+            let group = child.pid
+            let others = await DedicatedThread.run(cancellation: CancellationFlag()) { Self.groupMembers(group) }
+            guard !others.isEmpty else { break }
+            if !logged {
+                logged = true
+                logger.info(
+                    "supervisor.instance.draining",
+                    metadata: ["ferry.app": "\(child.app)", "process.pid": "\(group)", "process.group_members": "\(others.sorted())"]
+                )
+            }
             try? await Task.sleep(for: .milliseconds(100))
         }
         childExited(runID: runID, exit: exit)
     }
 
-    /// Whether a process other than `group` itself (its leader) still runs in the process group `group`.
-    static func groupHasOthers(_ group: Int32) -> Bool {
-        ProcStat.allPids().contains { pid in
+    /// The processes other than `group` itself (its leader) that still run in the process group `group`.
+    static func groupMembers(_ group: Int32) -> [Int32] {
+        ProcStat.allPids().filter { pid in
             pid != group && (ProcStat.read(pid: pid).map { $0.processGroup == group && !$0.hasExited } ?? false)
         }
     }
