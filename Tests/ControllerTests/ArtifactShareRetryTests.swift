@@ -29,6 +29,8 @@ struct ArtifactShareRetryTests {
 
         func artifactBlobSize(_ sha256: String) async throws -> Int64? { stored.withLock { $0[sha256].map { Int64($0.count) } } }
 
+        func refreshArtifactBlob(_ sha256: String, at date: Date) async throws -> Bool { try await artifactBlobSize(sha256) != nil }
+
         func storeArtifactBlob(
             _ sha256: String,
             size: Int64,

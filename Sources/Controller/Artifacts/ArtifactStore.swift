@@ -224,7 +224,9 @@ struct ArtifactStore: Sendable {
     /// - Returns: whether the database received it now.
     private func share(_ digest: SHA256Digest, size: Int64) async throws -> Bool {
         guard let shared = configuration.shared else { return false }
-        if try await shared.artifactBlobSize(digest.hex) != nil { return false }
+        // Held already: marked as stored now, so a prune that read the row as old does not delete it under this upload
+        // (its answer would say every controller can serve what the database no longer holds).
+        if try await shared.refreshArtifactBlob(digest.hex, at: Date()) { return false }
         let path = path(for: digest)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ArtifactStoreError.io(path: path, reason: String(cString: strerror(errno))) }

@@ -10,6 +10,11 @@ protocol ArtifactBlobStore: Sendable {
     /// The size of a stored artifact, or `nil` when the database has none with that digest.
     func artifactBlobSize(_ sha256: String) async throws -> Int64?
 
+    /// Marks a stored artifact as stored again at `date` (an upload of bytes the database already holds), so that a
+    /// prune running meanwhile, which deletes only rows stored before its cutoff, keeps it.
+    /// - Returns: whether the database holds it.
+    func refreshArtifactBlob(_ sha256: String, at date: Date) async throws -> Bool
+
     /// Stores an artifact's bytes, `chunkBytes` at a time, read by `chunk(index)` (each returns at most `chunkBytes`;
     /// the chunks together make `size` bytes). Nothing happens when the artifact is already stored.
     /// - Returns: whether it was stored by this call.
@@ -28,6 +33,21 @@ protocol ArtifactBlobStore: Sendable {
 extension SQLControllerStore: ArtifactBlobStore {
     func artifactBlobSize(_ sha256: String) async throws -> Int64? {
         try await readDB.raw("SELECT size FROM artifacts WHERE sha256 = \(bind: sha256)").first()?.decode(column: "size", as: Int64.self)
+    }
+
+    func refreshArtifactBlob(_ sha256: String, at date: Date) async throws -> Bool {
+        // One statement: a prune's delete of the row (under its lock) either comes first, and this finds no row (the
+        // upload then stores it again), or reads the new time and keeps it.
+        let refreshed = try await backend.transaction(exclusive: false) { db in
+            try await db.raw(
+                """
+                UPDATE artifacts SET created_at = \(bind: StoredTime.milliseconds(date))
+                WHERE sha256 = \(bind: sha256) AND created_at < \(bind: StoredTime.milliseconds(date)) RETURNING sha256
+                """
+            ).first()
+        }
+        if refreshed != nil { return true }
+        return try await artifactBlobSize(sha256) != nil
     }
 
     func storeArtifactBlob(
