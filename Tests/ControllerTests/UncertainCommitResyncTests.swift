@@ -26,7 +26,7 @@ import Testing
     /// For a while after an uncertain commit, the controller's own notifications are applied too: one is the only word
     /// it gets of a COMMIT that landed after the round.
     @Test func ownChangesApplyForAWhileAfterAnUncertainCommit() {
-        let resync = UncertainCommitResync(delay: .seconds(3600)) {}
+        let resync = UncertainCommitResync(delay: .milliseconds(1)) {}
         #expect(!resync.appliesOwnChanges(), "no commit was uncertain")
         let requested = ContinuousClock.now
         resync.request()

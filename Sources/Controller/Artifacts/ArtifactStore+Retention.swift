@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import Shared
 import Synchronization
 
@@ -15,7 +16,7 @@ import Glibc
 /// database, the artifact's rows (other controllers' own copies stay until a prune through each).
 ///
 /// A publish and a prune never leave a release naming a removed artifact: a publish pins its digest from its check
-/// that the artifact is there until its release is stored (`withPin`), a prune removes none that is pinned, marks
+/// that the artifact is there until its release is stored (`retention.pin`, in the release route), a prune removes none that is pinned, marks
 /// those it removes first (a publish of one meanwhile is answered "being removed", 503), and reads again what releases
 /// keep after marking. Across controllers, the shared rows are deleted under the write lock every publish takes, which
 /// then checks that its artifact's row is still there (`ControllerStore.insertRelease(requiringStoredArtifact:)`).
@@ -70,25 +71,28 @@ extension ArtifactStore {
         }
     }
 
-    /// Runs `body` with `digest` pinned: no prune of this controller removes it meanwhile. A publish holds it from its
-    /// check that the artifact is stored until its release is.
-    /// - Throws: `ArtifactStoreError.beingRemoved` when a prune is removing it now; what `body` throws.
-    func withPin<T: Sendable>(_ digest: SHA256Digest, _ body: () async throws -> T) async throws -> T {
-        guard retention.pin(digest) else { throw ArtifactStoreError.beingRemoved(digest) }
-        defer { retention.unpin(digest) }
-        return try await body()
-    }
-
     /// Removes the stored artifacts `policy` does not keep (see the extension's summary); nothing on a dry run.
     /// - Parameter now: the time ages are measured from.
-    /// - Throws: the store's errors (nothing is removed when reading what to keep fails).
+    /// - Throws: the store's errors, or `ArtifactStoreError.io` when the directory cannot be read (nothing is removed
+    ///   when reading what to keep fails: a prune that could not see its files deleted the shared rows alone).
     func prune(_ policy: RetentionPolicy, store: any ControllerStore, now: Date) async throws -> PruneOutcome {
         let cutoff = now.addingTimeInterval(-Double(policy.minimumAge.components.seconds))
         var stored: [SHA256Digest: Candidate] = [:]
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: configuration.directory)) ?? [] {
-            guard let digest = SHA256Digest(hex: name), let identity = FileIdentity(path: path(for: digest)) else { continue }
-            stored[digest, default: Candidate()].file = identity
+        // The directory's listing and every file's `stat` (and below, the removals): off the cooperative pool.
+        let directory = configuration.directory
+        let files = try await NIOThreadPool.singleton.runIfActive { () throws -> [(SHA256Digest, FileIdentity)] in
+            let names: [String]
+            do {
+                names = try FileManager.default.contentsOfDirectory(atPath: directory)
+            } catch {
+                throw ArtifactStoreError.io(path: directory, reason: "cannot list the artifacts to prune: \(error)")
+            }
+            return names.compactMap { name in
+                guard let digest = SHA256Digest(hex: name), let identity = FileIdentity(path: "\(directory)/\(name)") else { return nil }
+                return (digest, identity)
+            }
         }
+        for (digest, identity) in files { stored[digest, default: Candidate()].file = identity }
         if configuration.shared != nil {
             for (hex, row) in try await store.artifactRows() {
                 guard let digest = SHA256Digest(hex: hex) else { continue }
@@ -111,23 +115,33 @@ extension ArtifactStore {
             storedBefore: cutoff,
             keepReleases: policy.keepReleases
         )
-        var removed: [PruneOutcome.Removed] = []
-        for digest in marked.sorted(by: { $0.hex < $1.hex }) {
-            guard let copy = candidates[digest], !stillRetained.contains(digest.hex) else { continue }
+        let removing = marked.sorted(by: { $0.hex < $1.hex }).compactMap { digest -> (SHA256Digest, Candidate)? in
+            guard let copy = candidates[digest], !stillRetained.contains(digest.hex) else { return nil }
             // A row not deleted (written again since it was read) keeps this controller's copy too.
-            if copy.row != nil, !removedRows.contains(digest.hex) { continue }
-            var gone = copy.row != nil
-            if let file = copy.file {
-                // Only the file read above: one an upload put under the name since then stays.
-                let removedFile = remove(path(for: digest), ifItIs: file, aside: "\(temporaryDirectory)/pruned-\(UUID().uuidString)")
-                gone = gone || removedFile
-                configuration.logger.debug(
-                    "Artifact pruned",
-                    metadata: ["artifact.sha256": "\(digest.hex)", "artifact.size": "\(copy.size)", "artifact.file_removed": "\(removedFile)"]
-                )
+            if copy.row != nil, !removedRows.contains(digest.hex) { return nil }
+            return (digest, copy)
+        }
+        // Unlinking a file of gigabytes takes a while: on a thread of the pool, as an upload's `fsync` and `rename`.
+        let store = self
+        let removed = try await NIOThreadPool.singleton.runIfActive { () -> [PruneOutcome.Removed] in
+            removing.compactMap { digest, copy in
+                var gone = copy.row != nil
+                if let file = copy.file {
+                    // Only the file read above: one an upload put under the name since then stays.
+                    let removedFile = store.remove(
+                        store.path(for: digest),
+                        ifItIs: file,
+                        aside: "\(store.temporaryDirectory)/pruned-\(UUID().uuidString)"
+                    )
+                    gone = gone || removedFile
+                    store.configuration.logger.debug(
+                        "Artifact pruned",
+                        metadata: ["artifact.sha256": "\(digest.hex)", "artifact.size": "\(copy.size)", "artifact.file_removed": "\(removedFile)"]
+                    )
+                }
+                store.knownShared.remove(digest)
+                return gone ? PruneOutcome.Removed(digest: digest, size: copy.size) : nil
             }
-            knownShared.remove(digest)
-            if gone { removed.append(PruneOutcome.Removed(digest: digest, size: copy.size)) }
         }
         return PruneOutcome(removed: removed, kept: stored.count - removed.count)
     }

@@ -66,7 +66,7 @@ struct PostgresChangeRelay: Service {
         }
 
         /// `attempt` listens; `tell` runs under the flag's lock (so a later `end` is told after it), unless the
-        /// attempt already ended.
+        /// attempt already ended. `tell` must not use the flag (its lock is not reentrant).
         func listen(attempt: UInt64, tell: () -> Void) {
             state.withLock { state in
                 guard state.attempt == attempt, !state.listening else { return }
@@ -75,7 +75,7 @@ struct PostgresChangeRelay: Service {
             }
         }
 
-        /// Nothing listens, whichever attempt ended; `tell` runs under the flag's lock.
+        /// Nothing listens, whichever attempt ended; `tell` runs under the flag's lock and must not use the flag.
         func end(tell: () -> Void) {
             state.withLock { state in
                 state.attempt &+= 1
