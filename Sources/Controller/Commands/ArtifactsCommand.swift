@@ -78,22 +78,15 @@ struct ArtifactsPruneCommand: AsyncParsableCommand {
         let dryRun = fields["dryRun"] == .bool(true)
         let removed = FleetDocument.array(fields["removed"]).compactMap(\.object)
         var lines = removed.map { artifact in
-            "\(dryRun ? "would remove" : "removed") \(FleetDocument.text(artifact["sha256"])) \(size(artifact["size"]))"
+            "\(dryRun ? "would remove" : "removed") \(FleetDocument.text(artifact["sha256"])) \(FleetDocument.size(artifact["size"]))"
         }
         let kept = FleetDocument.text(fields["kept"])
-        let freed = size(fields["bytesFreed"])
+        let freed = FleetDocument.size(fields["bytesFreed"])
         lines.append(
             dryRun
                 ? "would remove \(removed.count) artifact(s), \(freed); \(kept) kept (dry run: nothing removed)"
                 : "removed \(removed.count) artifact(s), \(freed) freed; \(kept) kept"
         )
         return lines
-    }
-
-    private static func size(_ value: JSONValue?) -> String {
-        guard case .integer(let bytes)? = value else { return "- bytes" }
-        if bytes < 1024 { return "\(bytes) B" }
-        if bytes < 1 << 20 { return "\(bytes / 1024) KiB" }
-        return "\(bytes / (1 << 20)) MiB"
     }
 }

@@ -49,7 +49,7 @@ struct ReleasesCommand: AsyncParsableCommand {
             let rollout = release["rollout"]?.object
             let keys = FleetDocument.array(release["keyIds"]).map { String(text($0).prefix(12)) }.joined(separator: ",")
             return [
-                text(release["serial"]), text(release["version"]), String(text(artifact["sha256"]).prefix(12)), Self.size(artifact["size"]),
+                text(release["serial"]), text(release["version"]), String(text(artifact["sha256"]).prefix(12)), FleetDocument.size(artifact["size"]),
                 text(release["publishedBy"]), keys, text(release["createdAt"]),
                 rollout.map { "\(text($0["strategy"])) \(text($0["state"]))" } ?? "none",
             ]
@@ -66,12 +66,5 @@ struct ReleasesCommand: AsyncParsableCommand {
         var entry: [String: JSONValue] = [:]
         for key in ["serial", "version", "artifact", "publishedBy", "keyIds", "createdAt", "rollout"] { entry[key] = release[key] ?? .null }
         return entry
-    }
-
-    private static func size(_ value: JSONValue?) -> String {
-        guard case .integer(let bytes)? = value else { return "-" }
-        if bytes < 1024 { return "\(bytes) B" }
-        if bytes < 1 << 20 { return "\(bytes / 1024) KiB" }
-        return "\(bytes / (1 << 20)) MiB"
     }
 }

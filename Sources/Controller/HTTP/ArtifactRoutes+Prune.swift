@@ -36,65 +36,53 @@ extension ArtifactRoutes {
         return JSONResponse.make(body)
     }
 
-    /// The policy a prune request body asks for, every field checked.
+    /// The policy a prune request body asks for, every field checked (`ObjectReader`, as other documents are read; a
+    /// field given as `null` is refused, not read as absent).
     /// - Throws: `APIError` 400: `malformed_json`, `wrong_type` (not an object), `unknown_field`,
     ///   `invalid_keep_releases`, `invalid_min_age`, `invalid_dry_run`.
     static func retentionPolicy(_ bytes: [UInt8]) throws -> ArtifactStore.RetentionPolicy {
         var policy = ArtifactStore.RetentionPolicy()
         guard bytes.contains(where: { ![0x20, 0x0A, 0x0D, 0x09].contains($0) }) else { return policy }
-        let fields: [String: JSONValue]
+        var reader: ObjectReader
         do {
-            guard case .object(let object) = try JSONValue.parse(bytes) else {
-                throw APIError.badRequest("wrong_type", "the prune request must be a JSON object like {\"keepReleases\": 5}")
-            }
-            fields = object
-        } catch let error as DocumentError {
+            reader = try ObjectReader(try JSONValue.parse(bytes), path: "")
+        } catch {
             throw APIError.document(error, what: "the prune request")
         }
-        let known = ["keepReleases", "minAgeSeconds", "dryRun"]
-        if let unknown = fields.keys.filter({ !known.contains($0) }).sorted().first {
-            throw APIError.badRequest(
-                "unknown_field",
-                "the prune request has an unknown field \"\(unknown.prefix(80))\"; it takes \(known.joined(separator: ", "))"
-            )
+        /// The field `key` converted by `parse`, `nil` when absent; any other problem is `code`, saying what it `must` be.
+        func field<T>(_ key: String, code: String, must: String, _ parse: (JSONValue, String) throws(DocumentError) -> T) throws -> T? {
+            reader.consume(key)
+            guard let value = reader.fields[key] else { return nil }
+            do {
+                return try parse(value, key)
+            } catch {
+                throw APIError.badRequest(code, "\(key) must be \(must): \(error)")
+            }
         }
         let keep = ArtifactStore.RetentionPolicy.keepReleasesRange
-        if let value = fields["keepReleases"] {
-            guard case .integer(let count) = value, (Int64(keep.lowerBound)...Int64(keep.upperBound)).contains(count) else {
-                throw APIError.badRequest(
-                    "invalid_keep_releases",
-                    "keepReleases must be a whole number from \(keep.lowerBound) to \(keep.upperBound), got \(Self.shown(value))"
-                )
-            }
+        if let count = try field(
+            "keepReleases",
+            code: "invalid_keep_releases",
+            must: "a whole number from \(keep.lowerBound) to \(keep.upperBound)",
+            Field.integer(in: Int64(keep.lowerBound)...Int64(keep.upperBound))
+        ) {
             policy.keepReleases = Int(count)
         }
         let age = ArtifactStore.RetentionPolicy.minimumAgeSecondsRange
-        if let value = fields["minAgeSeconds"] {
-            guard case .integer(let seconds) = value, age.contains(seconds) else {
-                throw APIError.badRequest(
-                    "invalid_min_age",
-                    "minAgeSeconds must be a whole number of seconds from \(age.lowerBound) to \(age.upperBound) (365 days), "
-                        + "got \(Self.shown(value))"
-                )
-            }
+        if let seconds = try field(
+            "minAgeSeconds",
+            code: "invalid_min_age",
+            must: "a whole number of seconds from \(age.lowerBound) to \(age.upperBound) (365 days)",
+            Field.integer(in: age)
+        ) {
             policy.minimumAge = .seconds(seconds)
         }
-        if let value = fields["dryRun"] {
-            guard case .bool(let dryRun) = value else {
-                throw APIError.badRequest("invalid_dry_run", "dryRun must be true or false, got \(Self.shown(value))")
-            }
-            policy.dryRun = dryRun
+        if let dryRun = try field("dryRun", code: "invalid_dry_run", must: "true or false", Field.bool) { policy.dryRun = dryRun }
+        do {
+            try reader.rejectUnknownFields()
+        } catch {
+            throw APIError.document(error, what: "the prune request (it takes keepReleases, minAgeSeconds, dryRun)")
         }
         return policy
-    }
-
-    /// A field's value as a message quotes it: short, and its type when that is what is wrong.
-    private static func shown(_ value: JSONValue) -> String {
-        switch value {
-        case .integer(let number): "\(number)"
-        case .number(let number): "\(number)"
-        case .string(let text): "the string \"\(text.prefix(40))\""
-        default: "a \(value.typeName)"
-        }
     }
 }

@@ -80,6 +80,14 @@ enum FleetDocument {
         TerminalText.safe(unescapedText(value), keepingLineBreaks: false)
     }
 
+    /// A byte count field as a table shows it: whole B, KiB or MiB; `-` for anything else.
+    static func size(_ value: JSONValue?) -> String {
+        guard case .integer(let bytes)? = value else { return "-" }
+        if bytes < 1024 { return "\(bytes) B" }
+        if bytes < 1 << 20 { return "\(bytes / 1024) KiB" }
+        return "\(bytes / (1 << 20)) MiB"
+    }
+
     /// A string field as it was sent (`nil` for anything else), for code that escapes it itself (a log tail's line,
     /// whose colours are dropped first).
     static func rawText(_ value: JSONValue?) -> String? {

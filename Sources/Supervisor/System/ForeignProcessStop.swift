@@ -24,8 +24,14 @@ package enum ForeignProcessStop {
     /// unrelated one, which a bare `kill` would hit.
     @discardableResult
     package static func signal(_ pid: Int32, startTicks: UInt64, _ number: Int32) -> Bool {
-        guard let stat = ProcStat.read(pid: pid), stat.startTicks == startTicks, !stat.hasExited else { return false }
+        guard let stat = same(pid, startTicks: startTicks), !stat.hasExited else { return false }
         return kill(pid, number) == 0
+    }
+
+    /// `pid`'s `/proc` stat while it is the process first seen (start time `startTicks`), `nil` once the pid is free or
+    /// another process's.
+    private static func same(_ pid: Int32, startTicks: UInt64) -> ProcStat? {
+        ProcStat.read(pid: pid).flatMap { $0.startTicks == startTicks ? $0 : nil }
     }
 
     /// Stops every target at once; whether each is gone (in `targets`' order).
@@ -42,12 +48,9 @@ package enum ForeignProcessStop {
 
     /// Stops `target`; whether it is gone.
     package static func stop(_ target: Target, killGrace: Duration) async -> Bool {
-        func runs() -> Bool {
-            guard let stat = ProcStat.read(pid: target.pid) else { return false }
-            return stat.startTicks == target.startTicks && !stat.hasExited
-        }
+        func runs() -> Bool { same(target.pid, startTicks: target.startTicks).map { !$0.hasExited } ?? false }
         func signal(_ number: Int32) {
-            guard let stat = ProcStat.read(pid: target.pid), stat.startTicks == target.startTicks else { return }
+            guard let stat = same(target.pid, startTicks: target.startTicks) else { return }
             // A detached app leads its own group: its children (a shell's, a cluster's) go with it.
             _ = stat.processGroup == target.pid ? kill(-target.pid, number) : kill(target.pid, number)
         }
